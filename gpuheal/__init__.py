@@ -1,0 +1,1 @@
+"""gpuheal: GPU node remediation for Kubernetes on Temporal."""
