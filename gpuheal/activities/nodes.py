@@ -1,0 +1,146 @@
+"""Node activities: quarantine, observe and release. Each is idempotent under retries.
+
+Everything gpuheal changes on a node is recorded on the node itself (annotations under
+`gpuheal.io/`), written in the same conditional patch as the change. A retried activity therefore
+finds its own earlier work and does not mistake it for the state a person left.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes.aio import client
+from kubernetes.aio.client.models import V1Node
+from temporalio import activity
+
+from gpuheal.activities.kube import annotations_of, boot_id_of, condition_of, merge_patch_node, on_fresh_node
+from gpuheal.domain import marks
+from gpuheal.domain.steps import NodeRecord, NodeRef, NodeState, Outcome, QuarantineRequest, ReleaseRequest
+
+
+class NodeActivities:
+    """Activities that read and mark nodes through the Kubernetes API."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self._core = client.CoreV1Api(api)
+
+    @activity.defn(name="quarantine_node")
+    async def quarantine_node(self, request: QuarantineRequest) -> NodeRecord:
+        """Cordon the node and add gpuheal's NoSchedule taint, recording what was there before.
+
+        A node already cordoned by someone else is recorded as such and stays cordoned when gpuheal
+        lets go. A node still carrying the marks of an earlier gpuheal remediation (an escalated one)
+        keeps that remediation's record of how gpuheal found it.
+        """
+
+        async def quarantine(node: V1Node | None) -> NodeRecord:
+            if node is None:
+                return NodeRecord(node=request.node, exists=False, managed=False, cordoned_before=False, boot_id="")
+            annotations = annotations_of(node)
+            labels = (node.metadata.labels if node.metadata else None) or {}
+            if labels.get(marks.MANAGED_LABEL) == "false":
+                return _record(
+                    request.node, node, cordoned_before=bool(node.spec and node.spec.unschedulable), managed=False
+                )
+            if annotations.get(marks.REMEDIATION_ANNOTATION) == request.holder:
+                return _record(
+                    request.node,
+                    node,
+                    annotations.get(marks.CORDONED_BEFORE_ANNOTATION) == "true",
+                    boot_id=annotations.get(marks.BOOT_ID_ANNOTATION, ""),
+                )
+            if marks.REMEDIATION_ANNOTATION in annotations:
+                cordoned_before = annotations.get(marks.CORDONED_BEFORE_ANNOTATION) == "true"
+            else:
+                cordoned_before = bool(node.spec and node.spec.unschedulable)
+            boot_id = boot_id_of(node)
+            taint = {
+                "key": marks.QUARANTINE_TAINT_KEY,
+                "effect": "NoSchedule",
+                "timeAdded": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
+            await merge_patch_node(
+                self._core,
+                node,
+                {
+                    "metadata": {
+                        "annotations": {
+                            marks.REMEDIATION_ANNOTATION: request.holder,
+                            marks.CORDONED_BEFORE_ANNOTATION: "true" if cordoned_before else "false",
+                            marks.BOOT_ID_ANNOTATION: boot_id,
+                            marks.REBOOT_REQUEST_ANNOTATION: None,
+                            marks.ESCALATION_ANNOTATION: None,
+                        }
+                    },
+                    "spec": {"unschedulable": True, "taints": [*_foreign_taints(node), taint]},
+                },
+            )
+            activity.logger.info("quarantined %s (cordoned before: %s)", request.node, cordoned_before)
+            return _record(request.node, node, cordoned_before, boot_id=boot_id)
+
+        return await on_fresh_node(self._core, request.node, quarantine)
+
+    @activity.defn(name="observe_node")
+    async def observe_node(self, request: NodeRef) -> NodeState:
+        """Read readiness, bootID, cordon and GPU health of the node."""
+        node = await self._core.read_node(request.node)
+        return _state(request.node, node)
+
+    @activity.defn(name="release_node")
+    async def release_node(self, request: ReleaseRequest) -> NodeState:
+        """Let go of the node as the outcome says, touching nothing another remediation holds.
+
+        Resolved removes gpuheal's taint and annotations and uncordons the node unless it was cordoned
+        before; Escalated keeps cordon and taint and annotates the reason; StoodDown removes gpuheal's
+        marks and leaves the cordon as the person who uncordoned the node set it.
+        """
+
+        async def release(node: V1Node | None) -> NodeState:
+            if node is None:
+                return NodeState(
+                    node=request.node, exists=False, ready=False, boot_id="", unschedulable=False, gpu_healthy=None
+                )
+            if annotations_of(node).get(marks.REMEDIATION_ANNOTATION) != request.holder:
+                return _state(request.node, node)  # already released, or another run holds it now
+            patch: dict[str, Any]
+            if request.outcome is Outcome.ESCALATED:
+                patch = {"metadata": {"annotations": {marks.ESCALATION_ANNOTATION: request.reason[:1000]}}}
+            else:
+                patch = {
+                    "metadata": {"annotations": dict.fromkeys(marks.ANNOTATIONS)},
+                    "spec": {"taints": _foreign_taints(node)},
+                }
+                if request.outcome is Outcome.RESOLVED and not request.cordoned_before:
+                    patch["spec"]["unschedulable"] = False
+            updated = await merge_patch_node(self._core, node, patch)
+            activity.logger.info("released %s: %s", request.node, request.outcome.value)
+            return _state(request.node, updated)
+
+        return await on_fresh_node(self._core, request.node, release)
+
+
+def _foreign_taints(node: V1Node) -> list[dict[str, Any]]:
+    """The node's taints other than gpuheal's, in the wire format a merge patch replaces the list with."""
+    taints = (node.spec.taints if node.spec else None) or []
+    return [t.to_dict() for t in taints if t.key != marks.QUARANTINE_TAINT_KEY]
+
+
+def _record(name: str, node: V1Node, cordoned_before: bool, *, managed: bool = True, boot_id: str = "") -> NodeRecord:
+    return NodeRecord(
+        node=name, exists=True, managed=managed, cordoned_before=cordoned_before, boot_id=boot_id or boot_id_of(node)
+    )
+
+
+def _state(name: str, node: V1Node) -> NodeState:
+    ready = condition_of(node, "Ready")
+    gpus = condition_of(node, marks.GPU_HEALTHY_CONDITION)
+    return NodeState(
+        node=name,
+        exists=True,
+        ready=ready is not None and ready[0] == "True",
+        boot_id=boot_id_of(node),
+        unschedulable=bool(node.spec and node.spec.unschedulable),
+        gpu_healthy=None if gpus is None else gpus[0] == "True",
+        gpu_message=gpus[1] if gpus else "",
+    )

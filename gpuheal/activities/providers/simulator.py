@@ -1,0 +1,49 @@
+"""The simulator's provider: reboots a simulated node through the simulator's control API.
+
+It plays the part a cloud API plays in production (`POST /sim/v1/nodes/<node>/reboot`), over HTTP,
+so the repair activity runs the same code path against the simulator as against a real provider.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+
+from gpuheal.activities.providers import ProviderError, RebootTarget
+
+
+class SimulatorProvider:
+    """Reboots nodes of a simulated fleet at `base_url`."""
+
+    name = "simulator"
+    expects_new_boot = True
+
+    def __init__(self, base_url: str, session: aiohttp.ClientSession) -> None:
+        self._base = base_url.rstrip("/")
+        self._session = session
+
+    async def reboot(self, target: RebootTarget) -> str:
+        body = await self._call("POST", target.node, "/reboot")
+        return f"simulator accepted the reboot of {target.node} at {body.get('requestedAt', '?')}"
+
+    async def requested_since(self, target: RebootTarget, since: datetime) -> bool | None:
+        body = await self._call("GET", target.node, "")
+        last = body.get("lastRebootRequestAt")
+        return last is not None and datetime.fromisoformat(last) >= since
+
+    async def _call(self, method: str, node: str, suffix: str) -> dict[str, Any]:
+        url = f"{self._base}/sim/v1/nodes/{node}{suffix}"
+        try:
+            async with self._session.request(method, url, timeout=aiohttp.ClientTimeout(total=10)) as response:
+                if response.status == 404:
+                    raise ProviderError(f"the simulator has no node {node}", retryable=False)
+                if response.status >= 400:
+                    raise ProviderError(
+                        f"simulator answered {response.status} for {method} {url}", retryable=response.status >= 500
+                    )
+                body: dict[str, Any] = await response.json()
+                return body
+        except aiohttp.ClientError as error:
+            raise ProviderError(f"simulator unreachable at {self._base}: {error}", retryable=True) from error

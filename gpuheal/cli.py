@@ -1,0 +1,187 @@
+"""`gpuheal`: the one console script (demo, worker, approve, reject, status, list)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Coroutine
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from gpuheal.control import remediations
+from gpuheal.control.connection import DEFAULT_TASK_QUEUE, connect
+from gpuheal.domain.remediation import Decision
+
+T = TypeVar("T")
+
+_temporal_options = [
+    click.option("--address", envvar="TEMPORAL_ADDRESS", help="Temporal frontend host:port [env TEMPORAL_ADDRESS]."),
+    click.option("--namespace", envvar="TEMPORAL_NAMESPACE", help="Temporal namespace [env TEMPORAL_NAMESPACE]."),
+]
+
+
+def _with_temporal_options(command: Any) -> Any:
+    for option in reversed(_temporal_options):
+        command = option(command)
+    return command
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    try:
+        return asyncio.run(coroutine)
+    except remediations.RemediationNotFound as error:
+        raise click.ClickException(str(error)) from error
+    except RuntimeError as error:
+        if "connect" in str(error).lower():
+            raise click.ClickException(f"cannot reach Temporal: {error}") from error
+        raise
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log at debug level.")
+def main(verbose: bool) -> None:
+    """gpuheal keeps Kubernetes GPU nodes healthy with durable Temporal remediations."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+@main.command()
+@click.option("--nodes", default=4, show_default=True, help="Simulated GPU nodes.")
+@click.option("--gpus-per-node", default=8, show_default=True)
+@click.option("--xid", default=79, show_default=True, help="The XID injected on one node.")
+@click.option("--manual", is_flag=True, help="Wait for `gpuheal approve NODE --by NAME` before repairing.")
+@click.option("--keep", is_flag=True, help="Keep everything running afterwards, to explore the Temporal UI.")
+@click.option("--reboot-seconds", default=2.0, show_default=True, help="How long a simulated reboot takes.")
+@click.option("--state-dir", default=Path(".state/demo"), type=click.Path(path_type=Path), show_default=True)
+@click.option("--port", default=7233, show_default=True, help="Temporal frontend port (a free one if taken).")
+def demo(
+    nodes: int,
+    gpus_per_node: int,
+    xid: int,
+    manual: bool,
+    keep: bool,
+    reboot_seconds: float,
+    state_dir: Path,
+    port: int,
+) -> None:
+    """Remediate a fatal XID on a simulated fleet, end to end, on an embedded Temporal dev server."""
+    from gpuheal.demo.run import DemoOptions, run_demo
+
+    logging.getLogger().setLevel(logging.WARNING)
+    options = DemoOptions(
+        nodes=nodes,
+        gpus_per_node=gpus_per_node,
+        xid=xid,
+        manual=manual,
+        keep=keep,
+        reboot_seconds=reboot_seconds,
+        state_dir=state_dir,
+        port=port,
+    )
+    sys.exit(asyncio.run(run_demo(options)))
+
+
+@main.command()
+@_with_temporal_options
+@click.option("--task-queue", default=DEFAULT_TASK_QUEUE, show_default=True, envvar="GPUHEAL_TASK_QUEUE")
+@click.option(
+    "--kubeconfig",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    envvar="KUBECONFIG",
+    help="Kubeconfig; in a pod the service account is used when unset.",
+)
+@click.option("--simulator-url", envvar="GPUHEAL_SIMULATOR_URL", help="Enable the simulator reboot provider.")
+@click.option(
+    "--metrics-address",
+    default="127.0.0.1:9464",
+    show_default=True,
+    envvar="GPUHEAL_METRICS_ADDRESS",
+    help="host:port for Prometheus metrics; empty to disable.",
+)
+@click.option("--max-concurrent-activities", default=200, show_default=True)
+@click.option("--graceful-shutdown-seconds", default=30.0, show_default=True)
+def worker(
+    address: str | None,
+    namespace: str | None,
+    task_queue: str,
+    kubeconfig: Path | None,
+    simulator_url: str | None,
+    metrics_address: str,
+    max_concurrent_activities: int,
+    graceful_shutdown_seconds: float,
+) -> None:
+    """Run the Temporal worker for remediations (Ctrl-C or SIGTERM stops it gracefully)."""
+    from gpuheal.worker import WorkerSettings, serve
+
+    settings = WorkerSettings(
+        task_queue=task_queue,
+        temporal_address=address,
+        temporal_namespace=namespace,
+        kubeconfig=kubeconfig,
+        simulator_url=simulator_url,
+        metrics_address=metrics_address or None,
+        max_concurrent_activities=max_concurrent_activities,
+        graceful_shutdown=timedelta(seconds=graceful_shutdown_seconds),
+    )
+    _run(serve(settings))
+
+
+def _decision_command(approve: bool) -> Any:
+    verb = "approve" if approve else "reject"
+
+    @_with_temporal_options
+    @click.argument("node")
+    @click.option("--by", "approver", required=True, help="Who decides (recorded in the workflow).")
+    @click.option("--reason", default="", help="Why.")
+    def command(address: str | None, namespace: str | None, node: str, approver: str, reason: str) -> None:
+        async def send() -> None:
+            client = await connect(address, namespace)
+            await remediations.decide(client, node, Decision(approver=approver, reason=reason), approve=approve)
+
+        _run(send())
+        click.echo(f"{verb}d the remediation of {node} as {approver}")
+
+    command.__doc__ = f"{verb.capitalize()} the pending repair of NODE."
+    return main.command(name=verb)(command)
+
+
+_decision_command(approve=True)
+_decision_command(approve=False)
+
+
+@main.command()
+@_with_temporal_options
+@click.argument("node")
+def status(address: str | None, namespace: str | None, node: str) -> None:
+    """Show the remediation of NODE as JSON (phase, action, faults, decision, phase history)."""
+
+    async def query() -> str:
+        client = await connect(address, namespace)
+        return (await remediations.status(client, node)).model_dump_json(indent=2)
+
+    click.echo(_run(query()))
+
+
+@main.command(name="list")
+@_with_temporal_options
+@click.option("--query", default="", help='Visibility filter, e.g. GpuhealPhase = "AwaitingApproval".')
+def list_command(address: str | None, namespace: str | None, query: str) -> None:
+    """List remediations, newest first."""
+
+    async def fetch() -> list[remediations.RemediationSummary]:
+        client = await connect(address, namespace)
+        return await remediations.list_remediations(client, query)
+
+    rows = _run(fetch())
+    click.echo(f"{'NODE':<24} {'PHASE':<18} {'ACTION':<16} {'XID':>5}  {'RUNNING':<7}  STARTED")
+    for row in rows:
+        xid = "" if row.xid is None else str(row.xid)
+        click.echo(
+            f"{row.node:<24} {row.phase:<18} {row.action:<16} {xid:>5}  {'yes' if row.running else 'no':<7}  "
+            f"{row.started:%Y-%m-%d %H:%M:%S}"
+        )

@@ -1,0 +1,1 @@
+"""Temporal client operations for operators and detectors: connect, report faults, decide, inspect."""

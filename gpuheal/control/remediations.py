@@ -1,0 +1,97 @@
+"""What operators and detectors do with remediations: report a fault, approve, reject, inspect.
+
+A fault is reported with signal-with-start on `remediate-<node>`: it starts the node's remediation,
+or joins the one already running. That makes reporting idempotent per node and needs no lookup
+first, which keeps a fault storm to one round trip per fault.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.service import RPCError, RPCStatusCode
+
+from gpuheal.control.connection import DEFAULT_TASK_QUEUE
+from gpuheal.domain.faults import Fault
+from gpuheal.domain.marks import workflow_id_for
+from gpuheal.domain.phases import Phase
+from gpuheal.domain.policy import RemediationPolicy
+from gpuheal.domain.remediation import Decision, RemediationInput, RemediationStatus
+from gpuheal.workflows import search_attributes as attrs
+from gpuheal.workflows.remediation import RemediationWorkflow
+
+
+class RemediationNotFound(LookupError):
+    """No remediation exists for the node."""
+
+
+async def report_fault(
+    client: Client, fault: Fault, policy: RemediationPolicy | None = None, task_queue: str = DEFAULT_TASK_QUEUE
+) -> WorkflowHandle[RemediationWorkflow, RemediationStatus]:
+    """Start the node's remediation with this fault, or add the fault to the running one."""
+    return await client.start_workflow(
+        RemediationWorkflow.run,
+        RemediationInput(node=fault.node, policy=policy or RemediationPolicy()),
+        id=workflow_id_for(fault.node),
+        task_queue=task_queue,
+        start_signal="fault",
+        start_signal_args=[fault],
+        search_attributes=TypedSearchAttributes(
+            [SearchAttributePair(attrs.NODE, fault.node), SearchAttributePair(attrs.PHASE, Phase.DETECTED.value)]
+        ),
+    )
+
+
+async def decide(client: Client, node: str, decision: Decision, *, approve: bool) -> None:
+    """Send `approve` or `reject` to the node's running remediation."""
+    handle = client.get_workflow_handle_for(RemediationWorkflow.run, workflow_id_for(node))
+    try:
+        await handle.signal(RemediationWorkflow.approve if approve else RemediationWorkflow.reject, decision)
+    except RPCError as error:
+        if error.status is RPCStatusCode.NOT_FOUND:
+            raise RemediationNotFound(f"no running remediation for node {node}") from error
+        raise
+
+
+async def status(client: Client, node: str) -> RemediationStatus:
+    """The latest remediation of the node (running or finished), from its `status` query."""
+    handle = client.get_workflow_handle_for(RemediationWorkflow.run, workflow_id_for(node))
+    try:
+        return await handle.query(RemediationWorkflow.status)
+    except RPCError as error:
+        if error.status is RPCStatusCode.NOT_FOUND:
+            raise RemediationNotFound(f"no remediation found for node {node}") from error
+        raise
+
+
+@dataclass(frozen=True, slots=True)
+class RemediationSummary:
+    """One line of `gpuheal list`, read from visibility (search attributes) without a query."""
+
+    node: str
+    phase: str
+    action: str
+    xid: int | None
+    running: bool
+    started: datetime
+
+
+async def list_remediations(client: Client, query: str = "") -> list[RemediationSummary]:
+    """Remediations matching a visibility query (e.g. `GpuhealPhase = "AwaitingApproval"`), newest first."""
+    base = "WorkflowType = 'RemediationWorkflow'"
+    found: list[RemediationSummary] = []
+    async for execution in client.list_workflows(f"{base} AND ({query})" if query else base):
+        found.append(
+            RemediationSummary(
+                node=execution.typed_search_attributes.get(attrs.NODE) or execution.id,
+                phase=execution.typed_search_attributes.get(attrs.PHASE) or "?",
+                action=execution.typed_search_attributes.get(attrs.ACTION) or "?",
+                xid=execution.typed_search_attributes.get(attrs.XID),
+                running=execution.status is WorkflowExecutionStatus.RUNNING,
+                started=execution.start_time,
+            )
+        )
+    return found

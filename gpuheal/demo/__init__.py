@@ -1,0 +1,1 @@
+"""`gpuheal demo`: the whole system on one machine, with an embedded Temporal and a simulated fleet."""

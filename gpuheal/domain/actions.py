@@ -1,0 +1,59 @@
+"""Recommended actions, as numbered on the health-event wire, and how they rank.
+
+A node's remediation can only escalate: a second fault may turn a GPU reset into a reboot, never the
+other way round. The rank below is that order. Actions a machine cannot carry out on its own
+(support cases, diagnostics, replacing the VM) rank above every reboot, because once a person has to
+look at the node nothing automatic should take over again.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class RecommendedAction(IntEnum):
+    """The `RecommendedAction` enum of the PlatformConnector contract, with its wire numbers."""
+
+    NONE = 0
+    COMPONENT_RESET = 2
+    CONTACT_SUPPORT = 5
+    RUN_FIELDDIAG = 6
+    RESTART_VM = 15
+    RESTART_BM = 24
+    REPLACE_VM = 25
+    RUN_DCGMEUD = 26
+    CUSTOM = 27
+    UNKNOWN = 99
+
+    @property
+    def rank(self) -> int:
+        """Position in the escalation order; a higher rank is a more drastic remedy."""
+        return _RANK[self]
+
+    @property
+    def needs_person(self) -> bool:
+        """True when no provider can carry the action out and an operator must do it."""
+        return self.rank >= _RANK[RecommendedAction.REPLACE_VM]
+
+    @property
+    def is_actionable(self) -> bool:
+        """True for every action that takes the node out of service."""
+        return self is not RecommendedAction.NONE
+
+    def escalate(self, other: RecommendedAction) -> RecommendedAction:
+        """The more drastic of two actions: what a node gets when both faults apply."""
+        return other if other.rank > self.rank else self
+
+
+_RANK: dict[RecommendedAction, int] = {
+    RecommendedAction.NONE: 0,
+    RecommendedAction.COMPONENT_RESET: 1,
+    RecommendedAction.RESTART_VM: 2,
+    RecommendedAction.RESTART_BM: 3,
+    RecommendedAction.REPLACE_VM: 4,
+    RecommendedAction.RUN_DCGMEUD: 5,
+    RecommendedAction.RUN_FIELDDIAG: 6,
+    RecommendedAction.CUSTOM: 7,
+    RecommendedAction.UNKNOWN: 8,
+    RecommendedAction.CONTACT_SUPPORT: 9,
+}

@@ -1,0 +1,40 @@
+"""The marks gpuheal leaves on a node. Everything gpuheal owns carries the `gpuheal.io/` prefix."""
+
+from __future__ import annotations
+
+PREFIX = "gpuheal.io/"
+
+# The NoSchedule taint that keeps new work off a quarantined node.
+QUARANTINE_TAINT_KEY = f"{PREFIX}gpu-fault"
+
+# A node labelled `gpuheal.io/managed=false` is never touched.
+MANAGED_LABEL = f"{PREFIX}managed"
+
+# Which remediation holds the node; the workflow id.
+REMEDIATION_ANNOTATION = f"{PREFIX}remediation"
+# Whether the node was already cordoned when gpuheal arrived ("true"/"false"), so it stays that way.
+CORDONED_BEFORE_ANNOTATION = f"{PREFIX}cordoned-before"
+# The bootID seen when quarantining; the reboot must produce a different one.
+BOOT_ID_ANNOTATION = f"{PREFIX}boot-id-before"
+# The reboot request, durably recorded before the provider is called: "<workflow id>@<time>".
+REBOOT_REQUEST_ANNOTATION = f"{PREFIX}reboot-requested"
+# Why a remediation escalated to a person.
+ESCALATION_ANNOTATION = f"{PREFIX}escalated"
+
+ANNOTATIONS = (
+    REMEDIATION_ANNOTATION,
+    CORDONED_BEFORE_ANNOTATION,
+    BOOT_ID_ANNOTATION,
+    REBOOT_REQUEST_ANNOTATION,
+    ESCALATION_ANNOTATION,
+)
+
+# The node condition the agent maintains and the verify step reads.
+GPU_HEALTHY_CONDITION = "GpuHealthy"
+
+WORKFLOW_ID_PREFIX = "remediate-"
+
+
+def workflow_id_for(node: str) -> str:
+    """The one workflow id a node's remediation runs under."""
+    return f"{WORKFLOW_ID_PREFIX}{node}"

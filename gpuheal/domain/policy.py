@@ -1,0 +1,74 @@
+"""Remediation policy: how a node is drained and repaired.
+
+Operators set it once for the worker (a YAML/JSON file or the defaults); every workflow carries the
+policy it started with, so a policy change never alters a remediation already under way.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class DrainMode(StrEnum):
+    """How the pods of one namespace leave a quarantined node."""
+
+    # Evict now through the Eviction API; PodDisruptionBudgets hold and 429s are retried.
+    IMMEDIATE = "Immediate"
+    # Leave the pods alone until they finish on their own (batch jobs).
+    ALLOW_COMPLETION = "AllowCompletion"
+    # Let the pods run for `delete_after`, then delete them whatever their budget says.
+    DELETE_AFTER_TIMEOUT = "DeleteAfterTimeout"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DrainPolicy(_Strict):
+    """Per-namespace drain modes and the durable waits between drain passes."""
+
+    default_mode: DrainMode = DrainMode.IMMEDIATE
+    namespaces: dict[str, DrainMode] = Field(default_factory=dict)
+    # The whole drain must finish within this, or the remediation escalates to a person.
+    timeout: timedelta = timedelta(minutes=30)
+    # DeleteAfterTimeout pods are deleted once the drain has run this long.
+    delete_after: timedelta = timedelta(minutes=10)
+    # Waits between drain passes while pods remain (PDB 429s, terminating pods): exponential backoff.
+    retry_initial: timedelta = timedelta(seconds=1)
+    retry_max: timedelta = timedelta(seconds=30)
+
+    def mode_for(self, namespace: str) -> DrainMode:
+        """The mode that applies to a namespace."""
+        return self.namespaces.get(namespace, self.default_mode)
+
+    @model_validator(mode="after")
+    def _check_waits(self) -> DrainPolicy:
+        if self.retry_initial <= timedelta(0) or self.retry_max < self.retry_initial:
+            raise ValueError("drain.retry_initial must be positive and not above drain.retry_max")
+        if self.delete_after > self.timeout:
+            raise ValueError("drain.delete_after must not exceed drain.timeout")
+        return self
+
+
+class RepairPolicy(_Strict):
+    """Who repairs the node and how long gpuheal waits for each step."""
+
+    # Reboot provider name ("simulator", "manual", …); see gpuheal.activities.providers.
+    provider: str = "simulator"
+    # Ask a person before every repair, not only for faults no provider can fix.
+    require_approval: bool = False
+    approval_timeout: timedelta = timedelta(hours=24)
+    node_ready_timeout: timedelta = timedelta(minutes=30)
+    node_poll_interval: timedelta = timedelta(seconds=2)
+    # After the node is back, how long the GPUs have to report healthy.
+    verify_timeout: timedelta = timedelta(minutes=5)
+
+
+class RemediationPolicy(_Strict):
+    """Everything a remediation needs to decide, bundled so it travels with the workflow."""
+
+    drain: DrainPolicy = Field(default_factory=DrainPolicy)
+    repair: RepairPolicy = Field(default_factory=RepairPolicy)

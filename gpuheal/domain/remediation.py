@@ -1,0 +1,61 @@
+"""The payloads of RemediationWorkflow: its input, signals and the `status` query's answer."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gpuheal.domain.actions import RecommendedAction
+from gpuheal.domain.phases import Phase
+from gpuheal.domain.policy import RemediationPolicy
+from gpuheal.domain.steps import DrainProgress
+
+
+class RemediationInput(BaseModel):
+    """What the workflow starts with. The fault itself arrives through the `fault` signal."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    node: str = Field(min_length=1)
+    policy: RemediationPolicy = Field(default_factory=RemediationPolicy)
+
+
+class Decision(BaseModel):
+    """The body of the `approve` and `reject` signals: `{"approver": …, "reason": …}`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    approver: str = Field(min_length=1)
+    reason: str = ""
+
+
+class RecordedDecision(BaseModel):
+    """A decision as the workflow recorded it: who, what and when."""
+
+    approved: bool
+    approver: str
+    reason: str
+    at: datetime
+
+
+class PhaseEntry(BaseModel):
+    """When the workflow entered a phase."""
+
+    phase: Phase
+    entered_at: datetime
+
+
+class RemediationStatus(BaseModel):
+    """The answer of the `status` query."""
+
+    node: str
+    phase: Phase
+    action: RecommendedAction
+    xids: list[int]
+    gpu_uuids: list[str]
+    faults: int
+    reason: str = ""
+    decision: RecordedDecision | None = None
+    drain: DrainProgress | None = None
+    history: list[PhaseEntry]

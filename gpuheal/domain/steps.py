@@ -1,0 +1,127 @@
+"""Payloads of the node activities: one request model and one result model per step.
+
+The workflow decides, the activities act; these models are the whole conversation between them.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+from gpuheal.domain.policy import DrainPolicy
+
+
+class Step(StrEnum):
+    """Activity names. Workflows call activities by name so they never import the code that does I/O."""
+
+    QUARANTINE = "quarantine_node"
+    DRAIN = "drain_node"
+    REBOOT = "request_reboot"
+    OBSERVE = "observe_node"
+    RELEASE = "release_node"
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class QuarantineRequest(_Payload):
+    node: str
+    # "<workflow id>/<run id>": which remediation holds the node (recorded in an annotation).
+    holder: str
+    reason: str
+
+
+class NodeRef(_Payload):
+    node: str
+
+
+class NodeRecord(_Payload):
+    """What quarantine found and recorded; it is what a later release restores."""
+
+    node: str
+    exists: bool
+    # False when the node is labelled gpuheal.io/managed=false: nothing was touched.
+    managed: bool
+    cordoned_before: bool
+    boot_id: str
+
+
+class NodeState(_Payload):
+    """A read of the node as it is now."""
+
+    node: str
+    exists: bool
+    ready: bool
+    boot_id: str
+    unschedulable: bool
+    # None when the node carries no GpuHealthy condition.
+    gpu_healthy: bool | None
+    gpu_message: str = ""
+
+
+class PodRef(_Payload):
+    namespace: str
+    name: str
+
+
+class DrainRequest(_Payload):
+    node: str
+    holder: str
+    policy: DrainPolicy
+    # The drain has run past `policy.delete_after`: DeleteAfterTimeout pods are deleted now.
+    delete_overdue: bool = False
+
+
+class DrainProgress(_Payload):
+    """The outcome of one drain pass: what left and what is still on the node."""
+
+    evicted: int = 0
+    deleted: int = 0
+    # Pods a PodDisruptionBudget would not let go this pass (HTTP 429).
+    blocked: tuple[PodRef, ...] = ()
+    # Pods still on the node: terminating, waiting to complete, or blocked.
+    remaining: tuple[PodRef, ...] = ()
+    # The node is no longer cordoned: somebody uncordoned it mid-drain.
+    uncordoned: bool = False
+
+    @property
+    def done(self) -> bool:
+        return not self.remaining
+
+
+class RebootRequest(_Payload):
+    node: str
+    holder: str
+    provider: str
+
+
+class RebootResult(_Payload):
+    # The bootID the node had when the reboot was first requested; the node must come back with another.
+    boot_id_before: str
+    # False when an earlier attempt had already asked (recorded on the node) or the node has rebooted.
+    requested_now: bool
+    provider: str
+    detail: str = ""
+    # False for providers where a person performs the repair: the node need not report a new boot.
+    expects_new_boot: bool = True
+
+
+class Outcome(StrEnum):
+    """How a remediation leaves the node."""
+
+    # Back in service: remove everything gpuheal added, uncordon unless cordoned before.
+    RESOLVED = "Resolved"
+    # A person takes over: the node stays cordoned and tainted, with the reason annotated.
+    ESCALATED = "Escalated"
+    # A person uncordoned it mid-way: remove gpuheal's marks, leave the cordon as the person set it.
+    STOOD_DOWN = "StoodDown"
+
+
+class ReleaseRequest(_Payload):
+    node: str
+    holder: str
+    outcome: Outcome
+    cordoned_before: bool
+    reason: str = ""

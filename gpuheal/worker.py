@@ -1,0 +1,139 @@
+"""The Temporal worker: runs RemediationWorkflow and its activities.
+
+It connects with the standard Temporal settings (see gpuheal.control.connection), reaches
+Kubernetes through a kubeconfig or the in-cluster service account, exposes the SDK's Prometheus
+metrics, and on SIGTERM stops polling and lets running activities finish before it exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import aiohttp
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.service import RPCError, RPCStatusCode
+from temporalio.worker import Worker
+
+from gpuheal.activities import remediation_activities
+from gpuheal.activities.kube import connect as connect_kubernetes
+from gpuheal.activities.providers import RebootProvider
+from gpuheal.activities.providers.manual import ManualProvider
+from gpuheal.activities.providers.simulator import SimulatorProvider
+from gpuheal.control.connection import DEFAULT_TASK_QUEUE, connect
+from gpuheal.workflows import search_attributes as attrs
+from gpuheal.workflows.remediation import RemediationWorkflow
+
+log = logging.getLogger("gpuheal.worker")
+
+_INDEXED_TYPES = {
+    "KEYWORD": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+    "INT": IndexedValueType.INDEXED_VALUE_TYPE_INT,
+    "KEYWORD_LIST": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD_LIST,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """How the worker connects and how much it runs at once."""
+
+    task_queue: str = DEFAULT_TASK_QUEUE
+    temporal_address: str | None = None
+    temporal_namespace: str | None = None
+    kubeconfig: Path | None = None
+    # Base URL of a simulated fleet; enables the "simulator" reboot provider.
+    simulator_url: str | None = None
+    # host:port for Prometheus metrics; None turns them off.
+    metrics_address: str | None = "127.0.0.1:9464"
+    max_concurrent_activities: int = 200
+    max_concurrent_workflow_tasks: int = 200
+    graceful_shutdown: timedelta = timedelta(seconds=30)
+    # How soon another worker picks up a dead worker's workflows (the sticky queue timeout).
+    sticky_queue_timeout: timedelta = timedelta(seconds=10)
+
+
+@asynccontextmanager
+async def running_worker(settings: WorkerSettings, client: Client | None = None) -> AsyncIterator[Worker]:
+    """A started worker; it stops gracefully when the context exits."""
+    if client is None:
+        runtime = None
+        if settings.metrics_address:
+            runtime = Runtime(
+                telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=settings.metrics_address))
+            )
+        client = await connect(settings.temporal_address, settings.temporal_namespace, runtime=runtime)
+    await ensure_search_attributes(client)
+    api = await connect_kubernetes(settings.kubeconfig)
+    async with api, aiohttp.ClientSession() as session:
+        providers: dict[str, RebootProvider] = {"manual": ManualProvider()}
+        if settings.simulator_url:
+            providers["simulator"] = SimulatorProvider(settings.simulator_url, session)
+        worker = Worker(
+            client,
+            task_queue=settings.task_queue,
+            workflows=[RemediationWorkflow],
+            activities=remediation_activities(api, providers),
+            max_concurrent_activities=settings.max_concurrent_activities,
+            max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
+            graceful_shutdown_timeout=settings.graceful_shutdown,
+            sticky_queue_schedule_to_start_timeout=settings.sticky_queue_timeout,
+        )
+        async with worker:
+            log.info("worker polling %s with providers %s", settings.task_queue, ", ".join(sorted(providers)))
+            yield worker
+
+
+async def ensure_search_attributes(client: Client) -> None:
+    """Register gpuheal's search attributes in the namespace when they are missing.
+
+    Clusters where the worker may not change the namespace (Temporal Cloud, locked-down servers) log
+    what to register instead: without them every remediation's first workflow task fails.
+    """
+    namespace = client.namespace
+    try:
+        try:
+            listed = await client.operator_service.list_search_attributes(
+                ListSearchAttributesRequest(namespace=namespace)
+            )
+            existing = set(listed.custom_attributes)
+        except RPCError as error:
+            if error.status is not RPCStatusCode.UNIMPLEMENTED:  # Temporal's Java test server cannot list
+                raise
+            existing = set()
+        missing = {
+            key.name: _INDEXED_TYPES[key.indexed_value_type.name] for key in attrs.ALL if key.name not in existing
+        }
+        if missing:
+            await client.operator_service.add_search_attributes(
+                AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
+            )
+            log.info("registered search attributes %s", ", ".join(sorted(missing)))
+    except RPCError as error:
+        if error.status is RPCStatusCode.ALREADY_EXISTS:
+            return
+        log.warning(
+            "could not check or register search attributes (%s); register %s in namespace %s yourself",
+            error.message,
+            ", ".join(key.name for key in attrs.ALL),
+            namespace,
+        )
+
+
+async def serve(settings: WorkerSettings) -> None:
+    """Run the worker until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with running_worker(settings):
+        await stop.wait()
+        log.info("shutting down: finishing running activities")

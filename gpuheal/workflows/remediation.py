@@ -1,0 +1,408 @@
+"""RemediationWorkflow: one node, from a fatal GPU fault back to service.
+
+The workflow runs under the id `remediate-<node>`. Detectors start it with signal-with-start and the
+`fault` signal, so a second fault on the same node joins the running remediation instead of starting
+another; a joining fault can only raise the action. The workflow then quarantines the node, drains
+it, asks a person when the policy or the fault requires one, repairs it through a reboot provider,
+waits for the node to come back Ready with a new bootID, checks that its GPUs report healthy and puts
+it back in service. Every wait is a durable timer, so a worker can die at any point and another one
+carries on where it stopped.
+
+gpuheal undoes only what it did: a node that was cordoned before stays cordoned, and when a person
+uncordons the node mid-way the workflow stands down and removes its own marks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeUpdate
+from temporalio.exceptions import ActivityError
+
+from gpuheal.workflows import search_attributes as attrs
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import BaseModel
+
+    from gpuheal.domain.actions import RecommendedAction
+    from gpuheal.domain.faults import Fault
+    from gpuheal.domain.phases import Phase
+    from gpuheal.domain.policy import RemediationPolicy
+    from gpuheal.domain.remediation import (
+        Decision,
+        PhaseEntry,
+        RecordedDecision,
+        RemediationInput,
+        RemediationStatus,
+    )
+    from gpuheal.domain.steps import (
+        DrainProgress,
+        DrainRequest,
+        NodeRecord,
+        NodeRef,
+        NodeState,
+        Outcome,
+        QuarantineRequest,
+        RebootRequest,
+        RebootResult,
+        ReleaseRequest,
+        Step,
+    )
+
+ResultT = TypeVar("ResultT", bound=BaseModel)
+
+# Kubernetes calls are short; retry them patiently (an API server outage must not end a remediation).
+_K8S_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
+_SHORT_STEP = timedelta(seconds=30)
+_DRAIN_PASS = timedelta(minutes=5)
+_DRAIN_HEARTBEAT = timedelta(seconds=30)
+_REBOOT_STEP = timedelta(minutes=2)
+
+
+class _Ended(Exception):
+    """Raised inside the workflow to end the remediation early with a final phase and reason."""
+
+    def __init__(self, phase: Phase, reason: str) -> None:
+        super().__init__(reason)
+        self.phase = phase
+        self.reason = reason
+
+
+@workflow.defn(name="RemediationWorkflow")
+class RemediationWorkflow:
+    """Quarantine, drain, repair, verify and release one node."""
+
+    @workflow.init
+    def __init__(self, request: RemediationInput) -> None:
+        self._node = request.node
+        self._policy: RemediationPolicy = request.policy
+        self._faults: list[Fault] = []
+        self._seen_event_ids: set[str] = set()
+        self._action = RecommendedAction.NONE
+        self._phase = Phase.DETECTED
+        self._history: list[PhaseEntry] = []
+        self._reason = ""
+        self._decision: RecordedDecision | None = None
+        self._drain: DrainProgress | None = None
+        self._record: NodeRecord | None = None
+
+    # ---- signals and query -------------------------------------------------------------------
+
+    @workflow.signal(name="fault")
+    def fault(self, fault: Fault) -> None:
+        """A fault on this node; joins the remediation and may raise its action."""
+        if fault.event_id and fault.event_id in self._seen_event_ids:
+            return
+        if fault.event_id:
+            self._seen_event_ids.add(fault.event_id)
+        if not fault.action.is_actionable:
+            return
+        self._faults.append(fault)
+        raised = self._action.escalate(fault.action)
+        if raised is not self._action:
+            self._action = raised
+            if self._history:
+                workflow.logger.info("action raised to %s by a new fault", raised.name)
+        self._publish()
+
+    @workflow.signal(name="approve")
+    def approve(self, decision: Decision) -> None:
+        """An operator approves the repair (`gpuheal approve NODE --by NAME`)."""
+        self._decide(decision, approved=True)
+
+    @workflow.signal(name="reject")
+    def reject(self, decision: Decision) -> None:
+        """An operator rejects the repair; the node stays cordoned for a person."""
+        self._decide(decision, approved=False)
+
+    @workflow.query(name="status")
+    def status(self) -> RemediationStatus:
+        """Where the remediation stands."""
+        return RemediationStatus(
+            node=self._node,
+            phase=self._phase,
+            action=self._action,
+            xids=sorted({f.xid for f in self._faults if f.xid is not None}),
+            gpu_uuids=self._gpu_uuids(),
+            faults=len(self._faults),
+            reason=self._reason,
+            decision=self._decision,
+            drain=self._drain,
+            history=list(self._history),
+        )
+
+    # ---- the run -----------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, request: RemediationInput) -> RemediationStatus:
+        # The first fault is delivered with the start (signal-with-start).
+        await workflow.wait_condition(lambda: bool(self._faults))
+        self._enter(Phase.DETECTED)
+        try:
+            record = await self._quarantine()
+            await self._drain_node(record)
+            self._enter(Phase.DRAINED)
+            if self._needs_approval():
+                await self._await_approval(record)
+            boot = await self._repair()
+            await self._wait_for_node(boot)
+            await self._verify()
+            await self._release(record, Outcome.RESOLVED, "")
+            self._finish(Phase.RESOLVED, "")
+        except _Ended as ended:
+            self._finish(ended.phase, ended.reason)
+        except ActivityError as error:
+            # A step failed for good (a non-retryable error): leave the node as it is for a person.
+            self._finish(Phase.FAILED, f"{error.message}: {error.cause}")
+        return self.status()
+
+    async def _quarantine(self) -> NodeRecord:
+        record = await self._step(
+            Step.QUARANTINE,
+            QuarantineRequest(node=self._node, holder=self._holder(), reason=self._fault_summary()),
+            NodeRecord,
+            summary=f"cordon + taint {self._node}",
+        )
+        if not record.exists:
+            raise _Ended(Phase.FAILED, f"node {self._node} does not exist")
+        if not record.managed:
+            raise _Ended(Phase.CANCELLED, f"node {self._node} is labelled gpuheal.io/managed=false")
+        self._record = record
+        self._enter(Phase.QUARANTINED)
+        return record
+
+    async def _drain_node(self, record: NodeRecord) -> None:
+        """Drain pass after drain pass, with a durable backoff between them, until the node is empty."""
+        self._enter(Phase.DRAINING)
+        policy = self._policy.drain
+        started = workflow.now()
+        wait = policy.retry_initial
+        while True:
+            elapsed = workflow.now() - started
+            progress = await self._step(
+                Step.DRAIN,
+                DrainRequest(
+                    node=self._node,
+                    holder=self._holder(),
+                    policy=policy,
+                    delete_overdue=elapsed >= policy.delete_after,
+                ),
+                DrainProgress,
+                summary=f"drain pass on {self._node}",
+                timeout=_DRAIN_PASS,
+                heartbeat=_DRAIN_HEARTBEAT,
+            )
+            self._drain = progress
+            if progress.uncordoned:
+                await self._stand_down(record)
+            if progress.done:
+                return
+            elapsed = workflow.now() - started
+            if elapsed >= policy.timeout:
+                await self._escalate(
+                    record,
+                    f"drain did not finish within {policy.timeout}: "
+                    f"{len(progress.remaining)} pod(s) remain ({_pod_list(progress)})",
+                )
+            if progress.evicted or progress.deleted:
+                wait = policy.retry_initial
+            pause = min(wait, policy.timeout - elapsed)
+            if elapsed < policy.delete_after:
+                pause = min(pause, policy.delete_after - elapsed)
+            await workflow.sleep(pause, summary=f"{len(progress.remaining)} pod(s) still on the node")
+            wait = min(wait * 2, policy.retry_max)
+
+    def _needs_approval(self) -> bool:
+        return self._policy.repair.require_approval or self._action.needs_person
+
+    async def _await_approval(self, record: NodeRecord) -> None:
+        self._enter(Phase.AWAITING_APPROVAL)
+        timeout = self._policy.repair.approval_timeout
+        try:
+            await workflow.wait_condition(lambda: self._decision is not None, timeout=timeout)
+        except TimeoutError:
+            await self._escalate(record, f"no approval within {timeout}")
+        assert self._decision is not None
+        if not self._decision.approved:
+            await self._escalate(record, f"rejected by {self._decision.approver}: {self._decision.reason}")
+        # The node may have been handed back while the workflow waited for a person.
+        state = await self._observe()
+        if not state.unschedulable:
+            await self._stand_down(record)
+
+    async def _repair(self) -> RebootResult:
+        self._enter(Phase.REPAIRING)
+        provider = self._policy.repair.provider
+        return await self._step(
+            Step.REBOOT,
+            RebootRequest(node=self._node, holder=self._holder(), provider=provider),
+            RebootResult,
+            summary=f"{self._action.name} via {provider}",
+            timeout=_REBOOT_STEP,
+        )
+
+    async def _wait_for_node(self, boot: RebootResult) -> None:
+        """Poll, on durable timers, until the node is Ready with a bootID other than before the reboot."""
+        self._enter(Phase.WAITING_FOR_NODE)
+        repair = self._policy.repair
+
+        def back(state: NodeState) -> bool:
+            return state.ready and (not boot.expects_new_boot or state.boot_id != boot.boot_id_before)
+
+        state = await self._poll_node(back, repair.node_ready_timeout)
+        if not back(state):
+            await self._escalate_current(
+                f"node did not come back Ready with a new bootID within {repair.node_ready_timeout} "
+                f"(provider {boot.provider}: {boot.detail or 'no detail'}; last seen ready={state.ready}, "
+                f"bootID={state.boot_id or 'unknown'}, before {boot.boot_id_before})"
+            )
+
+    async def _verify(self) -> None:
+        self._enter(Phase.VERIFYING)
+        timeout = self._policy.repair.verify_timeout
+        state = await self._poll_node(lambda s: s.gpu_healthy is True, timeout)
+        if state.gpu_healthy is not True:
+            detail = (
+                state.gpu_message
+                if state.gpu_healthy is False
+                else "the node has no GpuHealthy condition (is the gpuheal agent running on it?)"
+            )
+            await self._escalate_current(f"GPUs did not report healthy within {timeout}: {detail}")
+
+    async def _poll_node(self, done: Callable[[NodeState], bool], timeout: timedelta) -> NodeState:
+        deadline = workflow.now() + timeout
+        interval = self._policy.repair.node_poll_interval
+        while True:
+            state = await self._observe()
+            if done(state) or workflow.now() >= deadline:
+                return state
+            await workflow.sleep(min(interval, deadline - workflow.now()))
+
+    async def _observe(self) -> NodeState:
+        return await self._step(Step.OBSERVE, NodeRef(node=self._node), NodeState, summary=f"read {self._node}")
+
+    # ---- endings -----------------------------------------------------------------------------
+
+    async def _stand_down(self, record: NodeRecord) -> None:
+        reason = "the node was uncordoned by someone else; standing down"
+        await self._release(record, Outcome.STOOD_DOWN, reason)
+        raise _Ended(Phase.CANCELLED, reason)
+
+    async def _escalate(self, record: NodeRecord, reason: str) -> None:
+        await self._release(record, Outcome.ESCALATED, reason)
+        raise _Ended(Phase.ESCALATED, reason)
+
+    async def _escalate_current(self, reason: str) -> None:
+        assert self._record is not None
+        await self._escalate(self._record, reason)
+
+    async def _release(self, record: NodeRecord, outcome: Outcome, reason: str) -> None:
+        await self._step(
+            Step.RELEASE,
+            ReleaseRequest(
+                node=self._node,
+                holder=self._holder(),
+                outcome=outcome,
+                cordoned_before=record.cordoned_before,
+                reason=reason,
+            ),
+            NodeState,
+            summary={
+                Outcome.RESOLVED: f"uncordon {self._node}",
+                Outcome.ESCALATED: f"leave {self._node} cordoned for a person",
+                Outcome.STOOD_DOWN: f"remove gpuheal's marks from {self._node}",
+            }[outcome],
+        )
+
+    def _finish(self, phase: Phase, reason: str) -> None:
+        self._reason = reason
+        self._enter(phase)
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    async def _step(
+        self,
+        step: Step,
+        request: BaseModel,
+        result_type: type[ResultT],
+        *,
+        summary: str,
+        timeout: timedelta = _SHORT_STEP,
+        heartbeat: timedelta | None = None,
+    ) -> ResultT:
+        result: ResultT = await workflow.execute_activity(
+            step.value,
+            request,
+            result_type=result_type,
+            start_to_close_timeout=timeout,
+            heartbeat_timeout=heartbeat,
+            retry_policy=_K8S_RETRY,
+            summary=summary,
+        )
+        return result
+
+    def _decide(self, decision: Decision, *, approved: bool) -> None:
+        if self._decision is not None:
+            return  # the first decision stands
+        self._decision = RecordedDecision(
+            approved=approved, approver=decision.approver, reason=decision.reason, at=workflow.now()
+        )
+
+    def _enter(self, phase: Phase) -> None:
+        self._phase = phase
+        self._history.append(PhaseEntry(phase=phase, entered_at=workflow.now()))
+        self._publish()
+
+    def _publish(self) -> None:
+        """Mirror the state into search attributes and the UI's current details."""
+        if not self._history:
+            return
+        updates: list[SearchAttributeUpdate[Any]] = [
+            attrs.NODE.value_set(self._node),
+            attrs.PHASE.value_set(self._phase.value),
+            attrs.ACTION.value_set(self._action.name),
+            attrs.GPUS.value_set(self._gpu_uuids()),
+        ]
+        xids = [f.xid for f in self._faults if f.xid is not None]
+        if xids:
+            updates.append(attrs.XID.value_set(xids[-1]))
+        workflow.upsert_search_attributes(updates)
+        workflow.set_current_details(self._details())
+
+    def _details(self) -> str:
+        lines = [
+            f"**{self._phase.value}** — node `{self._node}`",
+            f"action {self._action.name}; {len(self._faults)} fault(s): {self._fault_summary()}",
+        ]
+        if self._drain is not None and self._phase is Phase.DRAINING:
+            lines.append(
+                f"drain: {self._drain.evicted} evicted, {len(self._drain.remaining)} remaining, "
+                f"{len(self._drain.blocked)} blocked by a disruption budget"
+            )
+        if self._phase is Phase.AWAITING_APPROVAL:
+            lines.append(f"waiting for `gpuheal approve {self._node} --by NAME` (or reject)")
+        if self._reason:
+            lines.append(f"reason: {self._reason}")
+        return "\n\n".join(lines)
+
+    def _fault_summary(self) -> str:
+        parts = [
+            f"XID {f.xid}" if f.xid is not None else (f.message or f.source or f.action.name) for f in self._faults[-3:]
+        ]
+        return ", ".join(parts)
+
+    def _gpu_uuids(self) -> list[str]:
+        return sorted({uuid for f in self._faults for uuid in f.gpu_uuids})
+
+    def _holder(self) -> str:
+        info = workflow.info()
+        return f"{info.workflow_id}/{info.run_id}"
+
+
+def _pod_list(progress: DrainProgress, limit: int = 5) -> str:
+    names = [f"{p.namespace}/{p.name}" for p in progress.remaining[:limit]]
+    more = len(progress.remaining) - limit
+    return ", ".join(names) + (f" and {more} more" if more > 0 else "")

