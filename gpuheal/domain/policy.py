@@ -67,8 +67,23 @@ class RepairPolicy(_Strict):
     verify_timeout: timedelta = timedelta(minutes=5)
 
 
+class StepTimeouts(_Strict):
+    """How long one activity attempt may take before Temporal retries it elsewhere.
+
+    These bound how soon a remediation moves on after its worker dies mid-step.
+    """
+
+    # Reads and patches of the node.
+    node_call: timedelta = timedelta(seconds=30)
+    drain_pass: timedelta = timedelta(minutes=5)
+    # A drain pass reports progress at least this often, or it is considered lost.
+    drain_heartbeat: timedelta = timedelta(seconds=30)
+    reboot_call: timedelta = timedelta(minutes=2)
+
+
 class RemediationPolicy(_Strict):
     """Everything a remediation needs to decide, bundled so it travels with the workflow."""
 
     drain: DrainPolicy = Field(default_factory=DrainPolicy)
     repair: RepairPolicy = Field(default_factory=RepairPolicy)
+    timeouts: StepTimeouts = Field(default_factory=StepTimeouts)

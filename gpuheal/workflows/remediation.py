@@ -56,10 +56,6 @@ ResultT = TypeVar("ResultT", bound=BaseModel)
 
 # Kubernetes calls are short; retry them patiently (an API server outage must not end a remediation).
 _K8S_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
-_SHORT_STEP = timedelta(seconds=30)
-_DRAIN_PASS = timedelta(minutes=5)
-_DRAIN_HEARTBEAT = timedelta(seconds=30)
-_REBOOT_STEP = timedelta(minutes=2)
 
 
 class _Ended(Exception):
@@ -192,8 +188,8 @@ class RemediationWorkflow:
                 ),
                 DrainProgress,
                 summary=f"drain pass on {self._node}",
-                timeout=_DRAIN_PASS,
-                heartbeat=_DRAIN_HEARTBEAT,
+                timeout=self._policy.timeouts.drain_pass,
+                heartbeat=self._policy.timeouts.drain_heartbeat,
             )
             self._drain = progress
             if progress.uncordoned:
@@ -241,7 +237,7 @@ class RemediationWorkflow:
             RebootRequest(node=self._node, holder=self._holder(), provider=provider),
             RebootResult,
             summary=f"{self._action.name} via {provider}",
-            timeout=_REBOOT_STEP,
+            timeout=self._policy.timeouts.reboot_call,
         )
 
     async def _wait_for_node(self, boot: RebootResult) -> None:
@@ -330,14 +326,14 @@ class RemediationWorkflow:
         result_type: type[ResultT],
         *,
         summary: str,
-        timeout: timedelta = _SHORT_STEP,
+        timeout: timedelta | None = None,
         heartbeat: timedelta | None = None,
     ) -> ResultT:
         result: ResultT = await workflow.execute_activity(
             step.value,
             request,
             result_type=result_type,
-            start_to_close_timeout=timeout,
+            start_to_close_timeout=timeout or self._policy.timeouts.node_call,
             heartbeat_timeout=heartbeat,
             retry_policy=_K8S_RETRY,
             summary=summary,
