@@ -61,7 +61,7 @@ def demo_policy(manual: bool) -> RemediationPolicy:
 
 async def run_demo(options: DemoOptions) -> int:
     """Run the demo; the exit status is 0 once the node is back in service."""
-    console = Console()
+    console = Console(soft_wrap=True)
     action = action_for_xid(options.xid)
     if not action.is_actionable:
         console.print(f"[red]XID {options.xid} is not fatal in the catalog (action NONE): nothing to remediate[/]")

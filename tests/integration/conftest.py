@@ -1,0 +1,132 @@
+"""The integration stack: the real dev server, the simulated fleet over HTTP and the real worker."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes.aio import client as k8s
+
+from gpuheal.activities.kube import connect as connect_kubernetes
+from gpuheal.control import remediations
+from gpuheal.demo.devserver import DevServer
+from gpuheal.domain.actions import RecommendedAction
+from gpuheal.domain.faults import Fault
+from gpuheal.domain.policy import DrainPolicy, RemediationPolicy, RepairPolicy, StepTimeouts
+from gpuheal.domain.remediation import RemediationStatus
+from gpuheal.simulator import FleetConfig, SimulatedCluster
+from gpuheal.worker import WorkerSettings, running_worker
+
+Handle = Any
+
+
+def fast_policy(**repair: Any) -> RemediationPolicy:
+    """Production semantics at test speed: short backoffs and polls."""
+    drain = repair.pop("drain", None) or DrainPolicy(
+        retry_initial=timedelta(milliseconds=100),
+        retry_max=timedelta(milliseconds=500),
+        timeout=timedelta(seconds=60),
+        delete_after=timedelta(seconds=30),
+    )
+    return RemediationPolicy(
+        drain=drain,
+        repair=RepairPolicy(
+            provider="simulator",
+            node_poll_interval=timedelta(milliseconds=100),
+            node_ready_timeout=timedelta(seconds=30),
+            verify_timeout=timedelta(seconds=10),
+            **repair,
+        ),
+        timeouts=StepTimeouts(
+            node_call=timedelta(seconds=5),
+            drain_pass=timedelta(seconds=10),
+            drain_heartbeat=timedelta(seconds=5),
+            reboot_call=timedelta(seconds=5),
+        ),
+    )
+
+
+@dataclass
+class Stack:
+    """One simulated fleet with a worker on its own task queue, on the shared dev server."""
+
+    server: DevServer
+    cluster: SimulatedCluster
+    core: k8s.CoreV1Api
+    policy_api: k8s.PolicyV1Api
+    task_queue: str
+
+    async def report(
+        self,
+        node: str,
+        xid: int = 79,
+        action: RecommendedAction = RecommendedAction.RESTART_BM,
+        policy: RemediationPolicy | None = None,
+    ) -> Handle:
+        self.cluster.inject_fault(node, xid=xid, gpu=0)
+        fault = Fault(node=node, action=action, xid=xid, event_id=str(uuid.uuid4()))
+        return await remediations.report_fault(
+            self.server.client, fault, policy or fast_policy(), task_queue=self.task_queue
+        )
+
+    async def node(self, name: str) -> Any:
+        return await self.core.read_node(name)
+
+    async def pods_on(self, node: str) -> list[Any]:
+        pods = await self.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}")
+        return list(pods.items)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 20.0) -> None:
+    """Wait until `check` holds; fail naming `what` after `timeout` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def phase_of(handle: Handle) -> str:
+    status: RemediationStatus = await handle.query("status", result_type=RemediationStatus)
+    return status.phase.value
+
+
+StackFactory = Callable[..., Awaitable[Stack]]
+
+
+@pytest.fixture
+async def make_stack(dev_server: DevServer, tmp_path: Path) -> AsyncIterator[StackFactory]:
+    """Build a stack for a fleet config; everything is torn down after the test."""
+    exits: list[Callable[[], Awaitable[Any]]] = []
+
+    async def make(**fleet: Any) -> Stack:
+        fleet.setdefault("reboot_seconds", 0.3)
+        fleet.setdefault("pod_start_seconds", 0.1)
+        cluster = SimulatedCluster(FleetConfig(**fleet), state_dir=tmp_path / f"fleet-{len(exits)}")
+        await cluster.__aenter__()
+        exits.append(lambda: cluster.__aexit__(None, None, None))
+        task_queue = f"it-{uuid.uuid4()}"
+        settings = WorkerSettings(
+            task_queue=task_queue,
+            kubeconfig=cluster.kubeconfig,
+            simulator_url=cluster.url,
+            metrics_address=None,
+            graceful_shutdown=timedelta(seconds=1),
+        )
+        worker = running_worker(settings, dev_server.client)
+        await worker.__aenter__()
+        exits.append(lambda: worker.__aexit__(None, None, None))
+        api = await connect_kubernetes(cluster.kubeconfig)
+        exits.append(api.close)
+        return Stack(dev_server, cluster, k8s.CoreV1Api(api), k8s.PolicyV1Api(api), task_queue)
+
+    yield make
+    for exit_ in reversed(exits):
+        await exit_()

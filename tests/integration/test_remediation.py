@@ -1,0 +1,161 @@
+"""End to end on the real dev server: the worker remediates simulated nodes through the Kubernetes API."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from gpuheal.domain import marks
+from gpuheal.domain.actions import RecommendedAction
+from gpuheal.domain.phases import Phase
+from gpuheal.domain.policy import DrainMode, DrainPolicy
+from gpuheal.domain.remediation import RemediationStatus
+from gpuheal.simulator.fleet import DeploymentWorkload, JobWorkload, PdbSpec
+from tests.integration.conftest import StackFactory, eventually, fast_policy, phase_of
+
+NODE = "gpu-node-001"
+
+
+def gpuheal_marks(node: Any) -> set[str]:
+    annotations = {k for k in (node.metadata.annotations or {}) if k.startswith(marks.PREFIX)}
+    taints = {t.key for t in (node.spec.taints or []) if t.key.startswith(marks.PREFIX)}
+    return annotations | taints
+
+
+async def test_happy_path_reboots_once_and_returns_the_node(make_stack: StackFactory) -> None:
+    stack = await make_stack()
+    boot_before = (await stack.node(NODE)).status.node_info.boot_id
+    trainer_before = [p.metadata.name for p in await stack.pods_on(NODE) if p.metadata.namespace == "ml"]
+    assert trainer_before, "the demo fleet runs a trainer pod on every node"
+
+    status: RemediationStatus = await (await stack.report(NODE)).result()
+
+    assert status.phase is Phase.RESOLVED, status.reason
+    node = await stack.node(NODE)
+    assert node.status.node_info.boot_id != boot_before
+    assert not node.spec.unschedulable
+    assert gpuheal_marks(node) == set(), "every gpuheal mark is removed"
+    assert stack.cluster.reboot_requests(NODE) == 1
+    pods = await stack.pods_on(NODE)
+    assert not {p.metadata.name for p in pods} & set(trainer_before), "the trainer pod was evicted"
+    assert any(p.metadata.namespace == "kube-system" for p in pods), "DaemonSet and mirror pods stay"
+    replacements = await stack.core.list_namespaced_pod("ml")
+    assert len(replacements.items) == len(stack.cluster.node_names()), "the Deployment recreated its pod elsewhere"
+
+
+async def test_drain_waits_for_a_disruption_budget_to_free(make_stack: StackFactory) -> None:
+    strict = DeploymentWorkload(name="trainer", namespace="ml", pdb=PdbSpec(min_available="100%"))
+    stack = await make_stack(workloads=[strict])
+    handle = await stack.report(NODE)
+
+    async def blocked() -> bool:
+        status: RemediationStatus = await handle.query("status", result_type=RemediationStatus)
+        return status.drain is not None and len(status.drain.blocked) == 1
+
+    await eventually(blocked, "an eviction refused by the PodDisruptionBudget")
+    assert stack.cluster.reboot_requests(NODE) == 0
+    await stack.policy_api.patch_namespaced_pod_disruption_budget(
+        "trainer-pdb",
+        "ml",
+        {"spec": {"minAvailable": None, "maxUnavailable": 1}},
+        _content_type="application/merge-patch+json",
+    )
+    status: RemediationStatus = await handle.result()
+    assert status.phase is Phase.RESOLVED, status.reason
+    assert stack.cluster.reboot_requests(NODE) == 1
+
+
+async def test_allow_completion_waits_for_the_job_to_finish(make_stack: StackFactory) -> None:
+    job = JobWorkload(name="eval", namespace="batch", pods=4, run_seconds=2.0)
+    stack = await make_stack(workloads=[job])
+    policy = fast_policy(
+        drain=DrainPolicy(
+            namespaces={"batch": DrainMode.ALLOW_COMPLETION},
+            retry_initial=timedelta(milliseconds=100),
+            retry_max=timedelta(milliseconds=300),
+            timeout=timedelta(seconds=60),
+            delete_after=timedelta(seconds=30),
+        )
+    )
+    [job_pod] = [p for p in await stack.pods_on(NODE) if p.metadata.namespace == "batch"]
+
+    status: RemediationStatus = await (await stack.report(NODE, policy=policy)).result()
+
+    assert status.phase is Phase.RESOLVED, status.reason
+    finished: Any = await stack.core.read_namespaced_pod(job_pod.metadata.name, "batch")
+    assert finished.status.phase == "Succeeded", "the job pod ran to completion instead of being evicted"
+    assert finished.metadata.deletion_timestamp is None
+
+
+async def test_delete_after_timeout_deletes_pods_that_outstay(make_stack: StackFactory) -> None:
+    stubborn = DeploymentWorkload(name="svc", namespace="serving", replicas=4, pdb=PdbSpec(min_available="100%"))
+    stack = await make_stack(workloads=[stubborn])
+    policy = fast_policy(
+        drain=DrainPolicy(
+            namespaces={"serving": DrainMode.DELETE_AFTER_TIMEOUT},
+            retry_initial=timedelta(milliseconds=100),
+            retry_max=timedelta(milliseconds=300),
+            timeout=timedelta(seconds=60),
+            delete_after=timedelta(seconds=1),
+        )
+    )
+    [pod] = [p for p in await stack.pods_on(NODE) if p.metadata.namespace == "serving"]
+    handle = await stack.report(NODE, policy=policy)
+
+    status: RemediationStatus = await handle.result()
+
+    assert status.phase is Phase.RESOLVED, status.reason
+    drain_entry = next(e for e in status.history if e.phase is Phase.DRAINING)
+    drained_entry = next(e for e in status.history if e.phase is Phase.DRAINED)
+    assert drained_entry.entered_at - drain_entry.entered_at >= timedelta(seconds=1), "deleted only after delete_after"
+    remaining = {p.metadata.name for p in await stack.pods_on(NODE)}
+    assert pod.metadata.name not in remaining
+
+
+async def test_node_cordoned_before_stays_cordoned(make_stack: StackFactory) -> None:
+    stack = await make_stack()
+    await stack.core.patch_node(NODE, {"spec": {"unschedulable": True}}, _content_type="application/merge-patch+json")
+
+    status: RemediationStatus = await (await stack.report(NODE)).result()
+
+    assert status.phase is Phase.RESOLVED, status.reason
+    node = await stack.node(NODE)
+    assert node.spec.unschedulable, "gpuheal undoes only what it did"
+    assert gpuheal_marks(node) == set()
+
+
+async def test_second_xid_joins_the_running_remediation(make_stack: StackFactory) -> None:
+    stack = await make_stack()
+    first = await stack.report(
+        NODE, xid=48, action=RecommendedAction.COMPONENT_RESET, policy=fast_policy(require_approval=True)
+    )
+    await eventually(lambda: _is(first, Phase.AWAITING_APPROVAL), "AwaitingApproval")
+    second = await stack.report(NODE, xid=79, action=RecommendedAction.RESTART_BM)
+    assert second.result_run_id == first.result_run_id
+
+    status: RemediationStatus = await first.query("status", result_type=RemediationStatus)
+    assert status.action is RecommendedAction.RESTART_BM
+    assert status.xids == [48, 79]
+    await first.signal("approve", {"approver": "it", "reason": ""})
+    assert (await first.result()).phase is Phase.RESOLVED
+    assert stack.cluster.reboot_requests(NODE) == 1
+
+
+async def test_manual_uncordon_stands_down(make_stack: StackFactory) -> None:
+    strict = DeploymentWorkload(name="trainer", namespace="ml", pdb=PdbSpec(min_available="100%"))
+    stack = await make_stack(workloads=[strict])
+    handle = await stack.report(NODE)
+    await eventually(lambda: _is(handle, Phase.DRAINING), "Draining")
+
+    await stack.core.patch_node(NODE, {"spec": {"unschedulable": False}}, _content_type="application/merge-patch+json")
+    status: RemediationStatus = await handle.result()
+
+    assert status.phase is Phase.CANCELLED
+    node = await stack.node(NODE)
+    assert not node.spec.unschedulable
+    assert gpuheal_marks(node) == set(), "standing down removes gpuheal's taint and annotations"
+    assert stack.cluster.reboot_requests(NODE) == 0
+
+
+async def _is(handle: Any, phase: Phase) -> bool:
+    return await phase_of(handle) == phase.value
