@@ -105,6 +105,12 @@ def demo(
 )
 @click.option("--max-concurrent-activities", default=200, show_default=True)
 @click.option("--graceful-shutdown-seconds", default=30.0, show_default=True)
+@click.option(
+    "--sticky-queue-timeout-seconds",
+    default=10.0,
+    show_default=True,
+    help="How soon another worker takes over this worker's workflows if it dies.",
+)
 def worker(
     address: str | None,
     namespace: str | None,
@@ -114,6 +120,7 @@ def worker(
     metrics_address: str,
     max_concurrent_activities: int,
     graceful_shutdown_seconds: float,
+    sticky_queue_timeout_seconds: float,
 ) -> None:
     """Run the Temporal worker for remediations (Ctrl-C or SIGTERM stops it gracefully)."""
     from gpuheal.worker import WorkerSettings, serve
@@ -127,6 +134,7 @@ def worker(
         metrics_address=metrics_address or None,
         max_concurrent_activities=max_concurrent_activities,
         graceful_shutdown=timedelta(seconds=graceful_shutdown_seconds),
+        sticky_queue_timeout=timedelta(seconds=sticky_queue_timeout_seconds),
     )
     _run(serve(settings))
 

@@ -106,7 +106,7 @@ async def make_stack(dev_server: DevServer, tmp_path: Path) -> AsyncIterator[Sta
     """Build a stack for a fleet config; everything is torn down after the test."""
     exits: list[Callable[[], Awaitable[Any]]] = []
 
-    async def make(**fleet: Any) -> Stack:
+    async def make(in_process_worker: bool = True, **fleet: Any) -> Stack:
         fleet.setdefault("reboot_seconds", 0.3)
         fleet.setdefault("pod_start_seconds", 0.1)
         cluster = SimulatedCluster(FleetConfig(**fleet), state_dir=tmp_path / f"fleet-{len(exits)}")
@@ -120,9 +120,10 @@ async def make_stack(dev_server: DevServer, tmp_path: Path) -> AsyncIterator[Sta
             metrics_address=None,
             graceful_shutdown=timedelta(seconds=1),
         )
-        worker = running_worker(settings, dev_server.client)
-        await worker.__aenter__()
-        exits.append(lambda: worker.__aexit__(None, None, None))
+        if in_process_worker:
+            running = running_worker(settings, dev_server.client)
+            await running.__aenter__()
+            exits.append(lambda: running.__aexit__(None, None, None))
         api = await connect_kubernetes(cluster.kubeconfig)
         exits.append(api.close)
         return Stack(dev_server, cluster, k8s.CoreV1Api(api), k8s.PolicyV1Api(api), task_queue)

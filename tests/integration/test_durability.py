@@ -1,0 +1,98 @@
+"""A worker killed with SIGKILL mid-remediation: a new worker finishes, the node reboots exactly once.
+
+The workers here are separate `gpuheal worker` processes, so SIGKILL is a real crash: no graceful
+shutdown, no activity completion, nothing flushed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+import pytest
+
+from gpuheal.domain.phases import Phase
+from gpuheal.domain.remediation import RemediationStatus
+from gpuheal.simulator.fleet import DeploymentWorkload, PdbSpec
+from tests.integration.conftest import Stack, StackFactory, eventually, phase_of
+from tests.integration.test_remediation import NODE, gpuheal_marks
+
+WorkerFactory = Callable[[Stack], Coroutine[Any, Any, asyncio.subprocess.Process]]
+
+
+@pytest.fixture
+async def spawn_worker() -> AsyncIterator[WorkerFactory]:
+    """Start `gpuheal worker` processes for a stack; any still alive are killed afterwards."""
+    started: list[asyncio.subprocess.Process] = []
+
+    async def spawn(stack: Stack) -> asyncio.subprocess.Process:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gpuheal",
+            "worker",
+            "--address",
+            stack.server.address,
+            "--task-queue",
+            stack.task_queue,
+            "--kubeconfig",
+            str(stack.cluster.kubeconfig),
+            "--simulator-url",
+            stack.cluster.url,
+            "--metrics-address",
+            "",
+            "--sticky-queue-timeout-seconds",
+            "1",
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        started.append(process)
+        assert process.stderr is not None
+        while b"worker polling" not in (line := await asyncio.wait_for(process.stderr.readline(), 30)):
+            assert line, "the worker exited before it started polling"
+        return process
+
+    yield spawn
+    for process in started:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def kill(process: asyncio.subprocess.Process) -> None:
+    process.send_signal(signal.SIGKILL)
+    assert await process.wait() == -signal.SIGKILL
+
+
+async def test_worker_killed_during_the_drain(make_stack: StackFactory, spawn_worker: WorkerFactory) -> None:
+    strict = DeploymentWorkload(name="trainer", namespace="ml", pdb=PdbSpec(min_available="100%"))
+    stack = await make_stack(in_process_worker=False, workloads=[strict])
+    first = await spawn_worker(stack)
+    handle = await stack.report(NODE)
+
+    async def blocked() -> bool:
+        status: RemediationStatus = await handle.query("status", result_type=RemediationStatus)
+        return status.phase is Phase.DRAINING and status.drain is not None and bool(status.drain.blocked)
+
+    await eventually(blocked, "the drain held up by the disruption budget")
+    await kill(first)
+    await spawn_worker(stack)
+    await stack.policy_api.patch_namespaced_pod_disruption_budget(
+        "trainer-pdb",
+        "ml",
+        {"spec": {"minAvailable": None, "maxUnavailable": 1}},
+        _content_type="application/merge-patch+json",
+    )
+
+    status: RemediationStatus = await handle.result()
+
+    assert status.phase is Phase.RESOLVED, status.reason
+    assert stack.cluster.reboot_requests(NODE) == 1
+    node = await stack.node(NODE)
+    assert not node.spec.unschedulable
+    assert gpuheal_marks(node) == set()
+    assert await phase_of(handle) == "Resolved"
