@@ -1,11 +1,14 @@
 """The drain activity: one pass over the pods of a quarantined node.
 
-A pass never waits: it evicts what it may, deletes what is overdue and reports what is left. The
-workflow sleeps on a durable timer between passes, so a drain held up for an hour by a
-PodDisruptionBudget costs timers, not a worker thread, and survives any worker restart.
+A pass evicts what it may, deletes what is overdue, waits a few seconds at most for those pods to
+terminate and reports what is left. The workflow sleeps on a durable timer between passes, so a
+drain held up for an hour by a PodDisruptionBudget costs timers, not a worker slot, and survives any
+worker restart.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from kubernetes.aio import client
 from kubernetes.aio.client.exceptions import ApiException
@@ -17,6 +20,7 @@ from gpuheal.domain.policy import DrainMode
 from gpuheal.domain.steps import DrainProgress, DrainRequest, PodRef
 
 _MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+_SETTLE_POLL = 0.1
 
 
 class DrainActivities:
@@ -37,11 +41,10 @@ class DrainActivities:
         node = await read_node(self._core, request.node)
         if node is not None and not (node.spec and node.spec.unschedulable):
             return DrainProgress(uncordoned=True)
-        pods = await self._core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={request.node}")
         evicted = deleted = 0
         blocked: list[PodRef] = []
         remaining: list[PodRef] = []
-        movable = [pod for pod in pods.items if _must_leave(pod)]
+        movable = await self._pods_to_move(request.node)
         for index, pod in enumerate(movable):
             ref = _ref(pod)
             remaining.append(ref)
@@ -57,7 +60,25 @@ class DrainActivities:
                 await self._delete(ref)
                 deleted += 1
             activity.heartbeat({"done": index + 1, "of": len(movable), "evicted": evicted, "deleted": deleted})
+        if evicted or deleted:
+            remaining = await self._settle(request.node, request.policy.settle.total_seconds())
         return DrainProgress(evicted=evicted, deleted=deleted, blocked=tuple(blocked), remaining=tuple(remaining))
+
+    async def _pods_to_move(self, node: str) -> list[V1Pod]:
+        pods = await self._core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}")
+        return [pod for pod in pods.items if _must_leave(pod)]
+
+    async def _settle(self, node: str, seconds: float) -> list[PodRef]:
+        """Wait up to `seconds` while pods on the node are terminating; return what is still there."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while True:
+            pods = await self._pods_to_move(node)
+            terminating = sum(1 for pod in pods if pod.metadata and pod.metadata.deletion_timestamp is not None)
+            if not terminating or loop.time() >= deadline:
+                return [_ref(pod) for pod in pods]
+            activity.heartbeat({"terminating": terminating})
+            await asyncio.sleep(_SETTLE_POLL)
 
     async def _evict(self, pod: PodRef) -> bool:
         """Ask the Eviction API to move a pod; False when a disruption budget refuses (HTTP 429)."""

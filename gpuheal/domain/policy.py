@@ -39,6 +39,10 @@ class DrainPolicy(_Strict):
     # Waits between drain passes while pods remain (PDB 429s, terminating pods): exponential backoff.
     retry_initial: timedelta = timedelta(seconds=1)
     retry_max: timedelta = timedelta(seconds=30)
+    # How long one pass waits for the pods it evicted to be gone before a durable timer takes over.
+    # Temporal timers fire with about a second of granularity; pods that exit promptly should not
+    # cost one.
+    settle: timedelta = timedelta(seconds=5)
 
     def mode_for(self, namespace: str) -> DrainMode:
         """The mode that applies to a namespace."""

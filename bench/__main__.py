@@ -1,0 +1,33 @@
+"""`make bench`: run the benchmarks and print their figures beside the targets."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+from pathlib import Path
+
+from gpuheal.demo.devserver import start_dev_server
+
+from bench import latency, storm
+
+
+async def main(options: argparse.Namespace) -> None:
+    server = await start_dev_server()  # in memory, shared by every benchmark and baseline of the run
+    try:
+        with tempfile.TemporaryDirectory() as state:
+            if options.only in (None, "latency"):
+                await latency.run(server, Path(state), options.runs)
+            if options.only in (None, "storm"):
+                await storm.run(server, Path(state), options.nodes, options.faulty)
+    finally:
+        await server.shutdown()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--only", choices=["latency", "storm"])
+    parser.add_argument("--runs", type=int, default=40, help="remediations in the latency benchmark")
+    parser.add_argument("--nodes", type=int, default=1500, help="fleet size in the storm")
+    parser.add_argument("--faulty", type=int, default=750, help="nodes that fault at once in the storm")
+    asyncio.run(main(parser.parse_args()))

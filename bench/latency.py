@@ -1,0 +1,66 @@
+"""Fault to cordon and fault to back in service on the demo fleet, one remediation at a time.
+
+The fleet is the demo's (4 nodes × 8 GPUs, a Deployment with a PodDisruptionBudget, a DaemonSet, a
+Job, mirror pods) with reboots that take no time and pods that exit 0.1 s after SIGTERM, so the
+figures are gpuheal's and Temporal's own cost. Cordon time is when the node watch shows the taint.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+
+from gpuheal.control import remediations
+from gpuheal.demo.devserver import DevServer
+from gpuheal.demo.run import demo_policy
+from gpuheal.domain.actions import RecommendedAction
+from gpuheal.domain.faults import Fault
+from gpuheal.domain.phases import Phase
+from gpuheal.simulator.fleet import FleetConfig, default_workloads
+
+from bench.measure import describe, percentile, watching_cordons
+from bench.stack import fleet_process, worker_process
+
+TARGET_CORDON_P99 = 0.250
+TARGET_CYCLE = 2.0
+
+
+def _fleet_config(path: Path) -> Path:
+    quick = [
+        w.model_copy(update={"shutdown_seconds": 0.1}) if w.kind == "Deployment" else w
+        for w in default_workloads(4)
+        if w.kind != "Job"
+    ]
+    config = FleetConfig(nodes=4, gpus_per_node=8, reboot_seconds=0, pod_start_seconds=0.05, workloads=quick)
+    path.write_text(config.model_dump_json())
+    return path
+
+
+async def run(server: DevServer, state: Path, runs: int) -> dict[str, float]:
+    task_queue = f"bench-latency-{uuid.uuid4()}"
+    config = _fleet_config(state / "latency-fleet.json")
+    async with fleet_process(state / "latency", "--config", str(config)) as fleet, worker_process(
+        "-m", "gpuheal", "worker", "--address", server.address, "--task-queue", task_queue,
+        "--kubeconfig", str(fleet.kubeconfig), "--simulator-url", fleet.url, "--metrics-address", "",
+    ), watching_cordons(fleet.kubeconfig) as cordons:
+        nodes = [f"gpu-node-{i:03d}" for i in range(4)]
+        to_cordon: list[float] = []
+        to_service: list[float] = []
+        for index in range(runs):
+            node = nodes[index % len(nodes)]
+            cordons.forget(node)
+            fault = Fault(node=node, action=RecommendedAction.RESTART_BM, xid=79, event_id=str(uuid.uuid4()))
+            started = time.perf_counter()
+            handle = await remediations.report_fault(server.client, fault, demo_policy(False), task_queue=task_queue)
+            status = await handle.result()
+            to_service.append(time.perf_counter() - started)
+            if status.phase is not Phase.RESOLVED:
+                raise RuntimeError(f"run {index} on {node} ended {status.phase.value}: {status.reason}")
+            to_cordon.append(cordons.cordoned_at[node] - started)
+            if os.environ.get("BENCH_VERBOSE"):
+                print(" ".join(f"{e.phase.value}={(n.entered_at - e.entered_at).total_seconds():.2f}" for e, n in zip(status.history, status.history[1:])))
+    print(f"fault → cordon           {describe(to_cordon)}   (target p99 < {TARGET_CORDON_P99 * 1000:.0f} ms)")
+    print(f"fault → back in service  {describe(to_service)}   (target < {TARGET_CYCLE:.1f} s)")
+    return {"cordon_p99": percentile(to_cordon, 0.99), "cycle_p99": percentile(to_service, 0.99)}

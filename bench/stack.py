@@ -1,0 +1,68 @@
+"""The processes a benchmark runs against: the dev server, a simulated fleet and workers.
+
+Fleet and workers run as their own processes, as in production, so the benchmark's own bookkeeping
+(watching nodes, starting workflows) does not share an interpreter with the code it measures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class Fleet:
+    url: str
+    kubeconfig: Path
+
+
+async def _spawn(args: Sequence[str], ready: bytes) -> tuple[asyncio.subprocess.Process, bytes]:
+    """Start a Python module as a process and wait for the output line that says it is ready."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stdout is not None
+    while ready not in (line := await asyncio.wait_for(process.stdout.readline(), 120)):
+        if not line:
+            raise RuntimeError(f"{' '.join(args)} exited before it was ready")
+    return process, line
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), 30)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+@asynccontextmanager
+async def fleet_process(state_dir: Path, *args: str) -> AsyncIterator[Fleet]:
+    """`python -m gpuheal.simulator` with the given flags; yields its URL and kubeconfig."""
+    process, line = await _spawn(
+        ["-m", "gpuheal.simulator", "--state-dir", str(state_dir), *args], ready=b'"kubeconfig"'
+    )
+    try:
+        announced = json.loads(line)
+        yield Fleet(url=announced["url"], kubeconfig=Path(announced["kubeconfig"]))
+    finally:
+        await _stop(process)
+
+
+@asynccontextmanager
+async def worker_process(*args: str) -> AsyncIterator[None]:
+    """A worker process (`python -m ARGS…`) that prints `worker polling` once it polls."""
+    process, _ = await _spawn(list(args), ready=b"worker polling")
+    try:
+        yield
+    finally:
+        await _stop(process)

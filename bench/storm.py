@@ -1,0 +1,103 @@
+"""A fault storm: half of a 1,500-node fleet reports a fatal XID at once, beside bare Temporal.
+
+Every faulty node gets a full remediation (quarantine, drain, reboot, wait, verify, release) on a
+fleet without workloads and with instant reboots, with no budget limiting concurrency. The baseline
+runs, on the same dev server and with the same worker limits, as many bare workflows with as many
+no-op activities as a remediation ran, so the ratio is what gpuheal adds to Temporal's own cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client
+
+from gpuheal.control import remediations
+from gpuheal.demo.devserver import DevServer
+from gpuheal.demo.run import demo_policy
+from gpuheal.domain.actions import RecommendedAction
+from gpuheal.domain.faults import Fault
+from gpuheal.domain.phases import Phase
+
+from bench.baseline import BareWorkflow
+from bench.measure import watching_cordons
+from bench.stack import fleet_process, worker_process
+
+TARGET_RATE = 25.0
+TARGET_RATIO = 1.5
+_IN_FLIGHT = 100
+
+
+async def _all(count: int, start: Callable[[int], Awaitable[Any]]) -> list[Any]:
+    """Run `start(i)` for every i with at most _IN_FLIGHT at a time, as a fleet's agents would arrive."""
+    gate = asyncio.Semaphore(_IN_FLIGHT)
+
+    async def one(index: int) -> Any:
+        async with gate:
+            return await start(index)
+
+    return await asyncio.gather(*(one(i) for i in range(count)))
+
+
+async def _remediations(server: DevServer, state: Path, nodes: int, faulty: int) -> tuple[float, float, int]:
+    task_queue = f"bench-storm-{uuid.uuid4()}"
+    async with fleet_process(
+        state / "storm", "--nodes", str(nodes), "--reboot-seconds", "0", "--no-workloads"
+    ) as fleet, worker_process(
+        "-m", "gpuheal", "worker", "--address", server.address, "--task-queue", task_queue,
+        "--kubeconfig", str(fleet.kubeconfig), "--simulator-url", fleet.url, "--metrics-address", "",
+    ), watching_cordons(fleet.kubeconfig) as cordons:
+        names = [f"gpu-node-{i:04d}" for i in range(0, nodes, max(1, nodes // faulty))][:faulty]
+        policy = demo_policy(False)
+        started = time.perf_counter()
+
+        async def report(index: int) -> Any:
+            fault = Fault(node=names[index], action=RecommendedAction.RESTART_BM, xid=79, event_id=str(uuid.uuid4()))
+            handle = await remediations.report_fault(server.client, fault, policy, task_queue=task_queue)
+            return await handle.result()
+
+        results = await _all(len(names), report)
+        finished = time.perf_counter() - started
+        failed = [r for r in results if r.phase is not Phase.RESOLVED]
+        if failed:
+            raise RuntimeError(f"{len(failed)} remediations did not resolve, e.g. {failed[0].reason}")
+        await cordons.wait_for(len(names))
+        last_cordon = max(cordons.cordoned_at.values()) - started
+        history = await server.client.get_workflow_handle(f"remediate-{names[0]}").fetch_history()
+        activities = sum(1 for e in history.events if e.HasField("activity_task_scheduled_event_attributes"))
+    return last_cordon, finished, activities
+
+
+async def _baseline(server: DevServer, count: int, activities: int) -> float:
+    task_queue = f"bench-bare-{uuid.uuid4()}"
+    client: Client = server.client
+    async with worker_process("-m", "bench.baseline", "--address", server.address, "--task-queue", task_queue):
+        started = time.perf_counter()
+
+        async def bare(index: int) -> Any:
+            handle = await client.start_workflow(
+                BareWorkflow.run, activities, id=f"bare-{task_queue}-{index}", task_queue=task_queue
+            )
+            return await handle.result()
+
+        await _all(count, bare)
+        return time.perf_counter() - started
+
+
+async def run(server: DevServer, state: Path, nodes: int, faulty: int) -> dict[str, float]:
+    last_cordon, finished, activities = await _remediations(server, state, nodes, faulty)
+    bare = await _baseline(server, faulty, activities)
+    rate = faulty / last_cordon
+    ratio = finished / bare
+    print(f"storm: {faulty} of {nodes} nodes faulted at once ({activities} activities per remediation)")
+    print(f"  quarantined            {rate:8.1f} nodes/s   (all {faulty} cordoned after {last_cordon:.2f} s; "
+          f"target ≥ {TARGET_RATE:.0f}/s, NVSentinel 2.5/s)")
+    print(f"  all back in service    {finished:8.2f} s")
+    print(f"  bare Temporal baseline {bare:8.2f} s   ({faulty} workflows × {activities} no-op activities)")
+    print(f"  ratio                  {ratio:8.2f} ×     (target ≤ {TARGET_RATIO})")
+    return {"storm_rate": rate, "storm_ratio": ratio}
