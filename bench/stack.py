@@ -23,7 +23,10 @@ class Fleet:
 
 
 async def _spawn(args: Sequence[str], ready: bytes) -> tuple[asyncio.subprocess.Process, bytes]:
-    """Start a Python module as a process and wait for the output line that says it is ready."""
+    """Start a Python module as a process and wait for the output line that says it is ready.
+
+    Its output keeps being read afterwards (and dropped): a full pipe would block the process.
+    """
     process = await asyncio.create_subprocess_exec(
         sys.executable, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -32,7 +35,16 @@ async def _spawn(args: Sequence[str], ready: bytes) -> tuple[asyncio.subprocess.
     while ready not in (line := await asyncio.wait_for(process.stdout.readline(), 120)):
         if not line:
             raise RuntimeError(f"{' '.join(args)} exited before it was ready")
+    _DRAINS.add(asyncio.create_task(_drain(process.stdout)))
     return process, line
+
+
+_DRAINS: set[asyncio.Task[None]] = set()
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    while await stream.read(65536):
+        pass
 
 
 async def _stop(process: asyncio.subprocess.Process) -> None:

@@ -1,0 +1,1 @@
+"""The gRPC wire contracts (`.proto` sources) and the Python generated from them."""

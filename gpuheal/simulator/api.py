@@ -1,0 +1,403 @@
+"""The Kubernetes REST API over HTTP (aiohttp): paths, verbs, query parameters, watches, errors.
+
+Paths follow the API server's layout (``/api/v1/...``, ``/apis/{group}/{version}/...``, with
+``namespaces/{ns}/`` for namespaced resources and ``/{name}/{subresource}``). Responses are what
+the real server writes: objects with ``kind``/``apiVersion``, typed lists with
+``metadata.resourceVersion`` (and ``continue``), ``Status`` bodies on errors with the matching
+HTTP code, and chunked watch streams of ``{"type": ..., "object": ...}`` lines. Requests must carry
+the cluster's bearer token (401 otherwise), except ``/version`` and the health endpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from . import errors
+from .registry import DeleteOptions, ListResult, Registry
+from .resources import BY_PATH, ResourceType, discovery_resources, group_versions, to_view
+from .selectors import FieldSelector, LabelSelector, parse_field_selector, parse_label_selector
+from .simulation import Simulation
+from .store import Entry
+from .util import JsonDict, dumps
+
+log = logging.getLogger(__name__)
+
+_JSON = "application/json"
+
+
+@dataclass
+class Target:
+    """What a request path addresses."""
+
+    rt: ResourceType
+    namespace: str | None
+    name: str | None
+    subresource: str | None
+
+
+def _headers() -> dict[str, str]:
+    return {
+        "Content-Type": _JSON,
+        "Cache-Control": "no-cache, private",
+        "Audit-Id": str(uuid.uuid4()),
+        "X-Kubernetes-Pf-Flowschema-Uid": "00000000-0000-0000-0000-000000000001",
+        "X-Kubernetes-Pf-Prioritylevel-Uid": "00000000-0000-0000-0000-000000000002",
+    }
+
+
+def raw_response(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(body=body, status=status, headers=_headers())
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return raw_response(dumps(body), status)
+
+
+def error_response(err: errors.ApiError) -> web.Response:
+    resp = json_response(err.status(), err.code)
+    if err.retry_after:
+        resp.headers["Retry-After"] = str(err.retry_after)
+    return resp
+
+
+def parse_path(path: str) -> Target | JsonDict:
+    """Resolve an API path to a ``Target``, or to a discovery document; 404 when not served."""
+    parts = [p for p in path.strip("/").split("/") if p]
+    versions = group_versions()
+    if parts[0] == "api":
+        if len(parts) == 1:
+            return {
+                "kind": "APIVersions",
+                "versions": ["v1"],
+                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}],
+            }
+        if parts[1] != "v1":
+            raise errors.resource_not_found()
+        group, version, rest = "", "v1", parts[2:]
+    else:
+        if len(parts) == 1:
+            return {
+                "kind": "APIGroupList",
+                "apiVersion": "v1",
+                "groups": [_group(g, vs) for g, vs in sorted(versions.items()) if g],
+            }
+        group = parts[1]
+        if group not in versions or not group:
+            raise errors.resource_not_found()
+        if len(parts) == 2:
+            return dict(_group(group, versions[group]), kind="APIGroup", apiVersion="v1")
+        version, rest = parts[2], parts[3:]
+        if version not in versions[group]:
+            raise errors.resource_not_found()
+    if not rest:
+        return {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": f"{group}/{version}" if group else version,
+            "resources": discovery_resources(group, version),
+        }
+    namespace: str | None = None
+    if rest[0] == "namespaces" and len(rest) >= 3 and not (len(rest) == 3 and rest[2] in ("status", "finalize")):
+        namespace, rest = rest[1], rest[2:]
+    if len(rest) > 3:
+        raise errors.resource_not_found()
+    rt = BY_PATH.get((group, version, rest[0]))
+    if rt is None:
+        raise errors.resource_not_found()
+    name = rest[1] if len(rest) > 1 else None
+    sub = rest[2] if len(rest) > 2 else None
+    if (namespace is not None and not rt.namespaced) or (sub is not None and sub not in rt.subresources):
+        raise errors.resource_not_found()
+    if rt.namespaced and namespace is None and name is not None:
+        raise errors.resource_not_found()
+    return Target(rt, namespace, name, sub)
+
+
+def _group(group: str, versions: list[str]) -> JsonDict:
+    entries = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
+    return {"name": group, "versions": entries, "preferredVersion": entries[0]}
+
+
+async def _body(request: web.Request) -> Any:
+    raw = await request.read()
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise errors.bad_request(f"error decoding request body: {exc}") from None
+
+
+def _flag(value: str | None) -> bool:
+    return value is not None and value.lower() in ("1", "true", "yes")
+
+
+class KubernetesApi:
+    """aiohttp handlers serving the simulated cluster's Kubernetes API."""
+
+    def __init__(self, sim: Simulation, token: str) -> None:
+        self.sim = sim
+        self.registry: Registry = sim.registry
+        self.token = token
+
+    def add_routes(self, app: web.Application) -> None:
+        for prefix in ("/api", "/apis"):
+            app.router.add_route("*", prefix, self.handle)
+            app.router.add_route("*", prefix + "/{tail:.*}", self.handle)
+        app.router.add_get("/version", self.version)
+        for path in ("/healthz", "/livez", "/readyz"):
+            app.router.add_get(path, self.health)
+
+    async def version(self, request: web.Request) -> web.Response:
+        v = self.sim.config.kubernetes_version.lstrip("v")
+        major, minor = ([*v.split("."), "0"])[:2]
+        return json_response(
+            {
+                "major": major,
+                "minor": minor,
+                "gitVersion": self.sim.config.kubernetes_version,
+                "gitCommit": "0000000000000000000000000000000000000000",
+                "gitTreeState": "clean",
+                "buildDate": "2025-04-23T00:00:00Z",
+                "goVersion": "go1.24.2",
+                "compiler": "gc",
+                "platform": "linux/amd64",
+            }
+        )
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok", content_type="text/plain")
+
+    def _authorized(self, request: web.Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        return header == f"Bearer {self.token}"
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            if not self._authorized(request):
+                raise errors.unauthorized()
+            target = parse_path(request.path)
+            if not isinstance(target, Target):
+                if request.method != "GET":
+                    raise errors.method_not_allowed()
+                return json_response(target)
+            return await self._dispatch(request, target)
+        except errors.ApiError as err:
+            return error_response(err)
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # a bug in the simulator must still look like an API error
+            log.exception("simulator API failure on %s %s", request.method, request.path)
+            return error_response(errors.internal(str(exc)))
+
+    async def _dispatch(self, request: web.Request, t: Target) -> web.StreamResponse:
+        q = request.query
+        method = request.method
+        ns = t.namespace or ""
+        dry_run = q.get("dryRun") == "All"
+        reg = self.registry
+        handlers: dict[str, Callable[[], Awaitable[web.StreamResponse]]] = {}
+        if t.name is None:
+            handlers["GET"] = lambda: self._list_or_watch(request, t)
+            handlers["POST"] = lambda: self._create(request, t, dry_run)
+            handlers["DELETE"] = lambda: self._delete_collection(request, t, dry_run)
+        elif t.subresource == "eviction":
+            handlers["POST"] = lambda: self._evict(request, t, dry_run)
+        else:
+            assert t.name is not None
+            name = t.name
+            handlers["GET"] = lambda: self._respond_entry(t.rt, reg.get(t.rt, ns, name))
+            handlers["PUT"] = lambda: self._replace(request, t, dry_run)
+            handlers["PATCH"] = lambda: self._patch(request, t, dry_run)
+            if t.subresource is None:
+                handlers["DELETE"] = lambda: self._delete(request, t, dry_run)
+        handler = handlers.get(method)
+        if handler is None:
+            raise errors.method_not_allowed()
+        return await handler()
+
+    # --- single objects ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _encode(rt: ResourceType, entry: Entry) -> bytes:
+        if rt.storage is None:
+            return entry.full()
+        return dumps(to_view(rt, entry.obj))
+
+    async def _respond_entry(self, rt: ResourceType, entry: Entry, status: int = 200) -> web.Response:
+        return raw_response(self._encode(rt, entry), status)
+
+    async def _create(self, request: web.Request, t: Target, dry_run: bool) -> web.Response:
+        entry = self.registry.create(t.rt, t.namespace or "", await _body(request), dry_run)
+        return await self._respond_entry(t.rt, entry, 201)
+
+    async def _replace(self, request: web.Request, t: Target, dry_run: bool) -> web.Response:
+        assert t.name is not None
+        entry = self.registry.replace(t.rt, t.namespace or "", t.name, await _body(request), t.subresource, dry_run)
+        return await self._respond_entry(t.rt, entry)
+
+    async def _patch(self, request: web.Request, t: Target, dry_run: bool) -> web.Response:
+        assert t.name is not None
+        body = await _body(request)
+        if body is None:
+            raise errors.bad_request("the body of the request was empty")
+        entry = self.registry.patch(t.rt, t.namespace or "", t.name, request.content_type, body, t.subresource, dry_run)
+        return await self._respond_entry(t.rt, entry)
+
+    async def _delete(self, request: web.Request, t: Target, dry_run: bool) -> web.Response:
+        assert t.name is not None
+        opts = DeleteOptions.parse(
+            await _body(request),
+            request.query.get("gracePeriodSeconds"),
+            request.query.get("propagationPolicy"),
+            dry_run,
+        )
+        entry, as_object = self.registry.delete(t.rt, t.namespace or "", t.name, opts)
+        if as_object:
+            return await self._respond_entry(t.rt, entry)
+        details: JsonDict = {"name": entry.name}
+        if t.rt.group:
+            details["group"] = t.rt.group
+        details["kind"] = t.rt.plural
+        details["uid"] = entry.uid
+        return json_response(
+            {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
+        )
+
+    async def _evict(self, request: web.Request, t: Target, dry_run: bool) -> web.Response:
+        assert t.name is not None
+        status = self.registry.evict(t.namespace or "", t.name, await _body(request), dry_run)
+        return json_response(status, 201)
+
+    # --- collections -------------------------------------------------------------------------------
+
+    def _selectors(self, request: web.Request, rt: ResourceType) -> tuple[LabelSelector, FieldSelector]:
+        q = request.query
+        return parse_label_selector(q.get("labelSelector")), parse_field_selector(rt, q.get("fieldSelector"))
+
+    async def _list_or_watch(self, request: web.Request, t: Target) -> web.StreamResponse:
+        if _flag(request.query.get("watch")):
+            return await self._watch(request, t)
+        labels, fields = self._selectors(request, t.rt)
+        q = request.query
+        limit = None
+        if q.get("limit"):
+            try:
+                limit = int(q["limit"])
+            except ValueError:
+                raise errors.bad_request(f"invalid limit: {q['limit']!r}") from None
+        result = self.registry.list(t.rt, t.namespace, labels, fields, limit, q.get("continue") or None)
+        return raw_response(self._encode_list(t.rt, result))
+
+    @staticmethod
+    def _encode_list(rt: ResourceType, result: ListResult) -> bytes:
+        meta: JsonDict = {"resourceVersion": str(result.resource_version)}
+        if result.continue_token:
+            meta["continue"] = result.continue_token
+            meta["remainingItemCount"] = result.remaining
+        if rt.storage is None:
+            items = b",".join(e.body() for e in result.items)
+        else:
+            items = b",".join(
+                dumps({k: v for k, v in to_view(rt, e.obj).items() if k not in ("kind", "apiVersion")})
+                for e in result.items
+            )
+        head = dumps({"kind": rt.list_kind, "apiVersion": rt.api_version, "metadata": meta})
+        return head[:-1] + b',"items":[' + items + b"]}"
+
+    async def _delete_collection(self, request: web.Request, t: Target, dry_run: bool) -> web.Response:
+        labels, fields = self._selectors(request, t.rt)
+        opts = DeleteOptions.parse(
+            await _body(request),
+            request.query.get("gracePeriodSeconds"),
+            request.query.get("propagationPolicy"),
+            dry_run,
+        )
+        result = self.registry.list(t.rt, t.namespace, labels, fields)
+        for entry in result.items:
+            try:
+                self.registry.delete(t.rt, entry.namespace, entry.name, opts)
+            except errors.ApiError as err:
+                if err.code != 404:
+                    raise
+        return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})
+
+    async def _watch(self, request: web.Request, t: Target) -> web.StreamResponse:
+        q = request.query
+        labels, fields = self._selectors(request, t.rt)
+        rv_text = q.get("resourceVersion") or ""
+        since: int | None = None
+        initial = True
+        if rv_text not in ("", "0"):
+            try:
+                since = int(rv_text)
+            except ValueError:
+                raise errors.bad_request(f"invalid resource version: {rv_text!r}") from None
+            initial = False
+        send_initial = _flag(q.get("sendInitialEvents"))
+        if send_initial:
+            initial = True
+        bookmarks = _flag(q.get("allowWatchBookmarks"))
+        config = self.sim.config
+        try:
+            timeout = float(q["timeoutSeconds"]) if q.get("timeoutSeconds") else config.watch_timeout_seconds
+        except ValueError:
+            raise errors.bad_request(f"invalid timeoutSeconds: {q['timeoutSeconds']!r}") from None
+        store = self.sim.store
+        resp = web.StreamResponse(status=200, headers=_headers())
+        resp.enable_chunked_encoding()
+        try:
+            watcher = store.watch(t.rt, t.namespace, labels, fields, since, initial)
+        except errors.ApiError as err:
+            await resp.prepare(request)
+            await resp.write(b'{"type":"ERROR","object":' + dumps(err.status()) + b"}\n")
+            await resp.write_eof()
+            return resp
+        try:
+            if send_initial and bookmarks:
+                watcher.push(self._bookmark(t.rt, store.rv, initial_end=True))
+            await resp.prepare(request)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            next_bookmark = loop.time() + config.bookmark_seconds
+            while True:
+                if watcher.queue:
+                    chunk = b"".join(watcher.queue)
+                    watcher.queue.clear()
+                    await resp.write(chunk)
+                    continue
+                if watcher.closed:
+                    break
+                now = loop.time()
+                if now >= deadline:
+                    break
+                if bookmarks and now >= next_bookmark:
+                    await resp.write(self._bookmark(t.rt, store.rv))
+                    next_bookmark = now + config.bookmark_seconds
+                    continue
+                wait = deadline - now
+                if bookmarks:
+                    wait = min(wait, next_bookmark - now)
+                await watcher.wait(wait)
+            await resp.write_eof()
+        except (ConnectionResetError, ConnectionError):
+            pass
+        finally:
+            store.unwatch(watcher)
+        return resp
+
+    @staticmethod
+    def _bookmark(rt: ResourceType, rv: int, initial_end: bool = False) -> bytes:
+        metadata: JsonDict = {"resourceVersion": str(rv)}
+        if initial_end:
+            metadata["annotations"] = {"k8s.io/initial-events-end": "true"}
+        obj = {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": metadata}
+        return b'{"type":"BOOKMARK","object":' + dumps(obj) + b"}\n"

@@ -1,0 +1,302 @@
+"""``SimulatedCluster``: the simulated fleet served over HTTP, with a kubeconfig to reach it.
+
+Use it from asyncio::
+
+    async with SimulatedCluster(FleetConfig(nodes=4), state_dir=tmp_path) as cluster:
+        ...  # cluster.url, cluster.kubeconfig, cluster.store
+
+or from synchronous code, with the event loop in a background thread::
+
+    with SimulatedCluster.running_in_thread(FleetConfig(), state_dir) as cluster:
+        ...
+
+The server binds 127.0.0.1 on a free port unless told otherwise. The kubeconfig it writes names
+the server, a context and a user with a bearer token (the only token the API accepts). The helper
+methods (``request_reboot``, ``inject_fault``, ``reboot_requests``, ``get_object`` …) may be called
+from any thread: in thread mode they run on the simulation's loop and wait for the result.
+``store`` gives direct access to the object store; use it only on the simulation's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from .api import KubernetesApi
+from .control import ControlApi
+from .fleet import FleetConfig
+from .resources import ALL, BY_KEY, ResourceType
+from .simulation import Simulation
+from .store import Store
+from .util import JsonDict, clone
+
+T = TypeVar("T")
+
+CLUSTER_NAME = "gpuheal-sim"
+USER_NAME = "gpuheal-sim-admin"
+
+
+def write_kubeconfig(path: Path, url: str, token: str) -> Path:
+    """Write a kubeconfig (JSON is valid YAML) pointing at ``url`` with a bearer-token user."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": CLUSTER_NAME, "cluster": {"server": url}}],
+        "users": [{"name": USER_NAME, "user": {"token": token}}],
+        "contexts": [{"name": CLUSTER_NAME, "context": {"cluster": CLUSTER_NAME, "user": USER_NAME}}],
+        "current-context": CLUSTER_NAME,
+        "preferences": {},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(config, fh, indent=2)
+        fh.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def resource_type(resource: str) -> ResourceType:
+    """A resource by storage key (``pods``, ``deployments.apps``) or plural (``deployments``)."""
+    if resource in BY_KEY:
+        return BY_KEY[resource]
+    for rt in ALL:
+        if rt.plural == resource and rt.storage is None:
+            return rt
+    raise KeyError(f"unknown resource {resource!r}")
+
+
+class SimulatedCluster:
+    """A simulated GPU fleet behind a Kubernetes API server on HTTP."""
+
+    def __init__(
+        self,
+        config: FleetConfig | None = None,
+        state_dir: Path | str | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        kubeconfig_path: Path | str | None = None,
+    ) -> None:
+        self.config = config or FleetConfig()
+        self.host = host
+        self._requested_port = port
+        self.port = port
+        self.token = self.config.token or secrets.token_urlsafe(24)
+        self._own_state_dir = state_dir is None
+        self.state_dir = Path(state_dir) if state_dir is not None else None
+        self._kubeconfig_path = Path(kubeconfig_path) if kubeconfig_path is not None else None
+        self._sim: Simulation | None = None
+        self._runner: web.AppRunner | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._thread_error: BaseException | None = None
+
+    # --- lifecycle (asyncio) -----------------------------------------------------------------------
+
+    async def start(self) -> SimulatedCluster:
+        """Build the fleet, start serving and write the kubeconfig."""
+        if self._runner is not None:
+            raise RuntimeError("the simulated cluster is already running")
+        self._loop = asyncio.get_running_loop()
+        if self.state_dir is None:
+            self.state_dir = Path(tempfile.mkdtemp(prefix="gpuheal-sim-"))
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        sim = Simulation(self.config)
+        sim.build()
+        self._sim = sim
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        KubernetesApi(sim, self.token).add_routes(app)
+        ControlApi(sim).add_routes(app)
+        runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=2.0)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self._requested_port)
+        await site.start()
+        self._runner = runner
+        self.port = int(runner.addresses[0][1])
+        write_kubeconfig(self.kubeconfig, self.url, self.token)
+        return self
+
+    async def stop(self) -> None:
+        """Stop serving, end every watch and timer, and remove a temporary state directory."""
+        if self._sim is not None:
+            self._sim.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._own_state_dir and self.state_dir is not None:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    async def __aenter__(self) -> SimulatedCluster:
+        return await self.start()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # --- lifecycle (background thread) -------------------------------------------------------------
+
+    def start_in_thread(self, timeout: float = 60.0) -> SimulatedCluster:
+        """Run the cluster on its own event loop in a daemon thread; returns once it serves."""
+        ready = threading.Event()
+
+        async def main() -> None:
+            self._stop_event = asyncio.Event()
+            try:
+                await self.start()
+            except BaseException as exc:
+                self._thread_error = exc
+                ready.set()
+                return
+            ready.set()
+            try:
+                await self._stop_event.wait()
+            finally:
+                await self.stop()
+
+        self._thread = threading.Thread(target=lambda: asyncio.run(main()), name="gpuheal-simulator", daemon=True)
+        self._thread.start()
+        if not ready.wait(timeout):
+            raise TimeoutError("the simulated cluster did not start in time")
+        if self._thread_error is not None:
+            self._thread.join(timeout)
+            raise RuntimeError("the simulated cluster failed to start") from self._thread_error
+        return self
+
+    def stop_in_thread(self, timeout: float = 30.0) -> None:
+        """Stop a cluster started with ``start_in_thread`` and wait for its thread."""
+        thread, loop, event = self._thread, self._loop, self._stop_event
+        if thread is None or loop is None or event is None:
+            return
+        if thread.is_alive():
+            loop.call_soon_threadsafe(event.set)
+            thread.join(timeout)
+        self._thread = None
+
+    def __enter__(self) -> SimulatedCluster:
+        return self.start_in_thread()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop_in_thread()
+
+    @classmethod
+    @contextlib.contextmanager
+    def running_in_thread(
+        cls, config: FleetConfig | None = None, state_dir: Path | str | None = None, **kwargs: Any
+    ) -> Iterator[SimulatedCluster]:
+        cluster = cls(config, state_dir, **kwargs)
+        cluster.start_in_thread()
+        try:
+            yield cluster
+        finally:
+            cluster.stop_in_thread()
+
+    # --- properties --------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def kubeconfig(self) -> Path:
+        if self._kubeconfig_path is not None:
+            return self._kubeconfig_path
+        if self.state_dir is None:
+            raise RuntimeError("the simulated cluster has not been started")
+        return self.state_dir / "kubeconfig"
+
+    @property
+    def simulation(self) -> Simulation:
+        if self._sim is None:
+            raise RuntimeError("the simulated cluster has not been started")
+        return self._sim
+
+    @property
+    def store(self) -> Store:
+        return self.simulation.store
+
+    def node_names(self) -> list[str]:
+        """The names of the fleet's nodes, as built (``gpu-node-000`` …)."""
+        return self.config.node_names()
+
+    @property
+    def build_seconds(self) -> float:
+        return self.simulation.build_seconds
+
+    # --- thread-safe helpers -----------------------------------------------------------------------
+
+    def call(self, fn: Callable[[], T], timeout: float = 30.0) -> T:
+        """Run ``fn`` on the simulation's event loop (directly when already on it)."""
+        loop = self._loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is None or running is loop or self._thread is None or threading.current_thread() is self._thread:
+            return fn()
+
+        async def run() -> T:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(run(), loop).result(timeout)
+
+    def request_reboot(self, node: str, request_id: str | None = None) -> JsonDict:
+        return self.call(lambda: self.simulation.lifecycle.request_reboot(node, request_id))
+
+    def inject_fault(
+        self, node: str, xid: int, gpu: int | str = 0, message: str | None = None, survives_reboot: bool = False
+    ) -> JsonDict:
+        return self.call(lambda: self.simulation.lifecycle.inject_fault(node, xid, gpu, message, survives_reboot))
+
+    def clear_faults(self, node: str) -> None:
+        self.call(lambda: self.simulation.lifecycle.clear_faults(node))
+
+    def node_state(self, node: str) -> JsonDict:
+        """The simulator's truth about a node (what ``GET /sim/v1/nodes/{name}`` returns)."""
+        return self.call(lambda: self.simulation.lifecycle.truth(node))
+
+    def reboot_requests(self, node: str) -> int:
+        return self.call(lambda: self.simulation.lifecycle.state(node).reboot_requests)
+
+    def reboots_completed(self, node: str) -> int:
+        return self.call(lambda: self.simulation.lifecycle.state(node).reboots_completed)
+
+    def get_object(self, resource: str, name: str, namespace: str = "") -> JsonDict | None:
+        """A copy of a stored object (``resource`` as ``pods`` or ``deployments.apps``), or None."""
+        rt = resource_type(resource)
+
+        def get() -> JsonDict | None:
+            if rt.key == "poddisruptionbudgets.policy":
+                self.simulation.disruption.flush()
+            entry = self.store.get(rt.key, namespace if rt.namespaced else "", name)
+            return clone(entry.obj) if entry is not None else None
+
+        return self.call(get)
+
+    def list_objects(self, resource: str, namespace: str | None = None) -> list[JsonDict]:
+        """Copies of the stored objects of a resource, ordered by namespace and name."""
+        rt = resource_type(resource)
+
+        def get() -> list[JsonDict]:
+            if rt.key == "poddisruptionbudgets.policy":
+                self.simulation.disruption.flush()
+            return [clone(e.obj) for e in self.store.sorted_objects(rt.key, namespace)]
+
+        return self.call(get)

@@ -1,0 +1,77 @@
+"""The assembled simulation: store, API semantics, controllers, kubelets and node truth.
+
+``Simulation`` wires the parts together for one fleet and builds the fleet from its
+``FleetConfig``. It must be created and used on one event loop (the controllers run as callbacks
+on it); the HTTP server and ``SimulatedCluster`` sit on top.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+from .clock import Timers
+from .controllers import (
+    DaemonSetController,
+    DeploymentController,
+    GarbageCollector,
+    JobController,
+    ReplicaSetController,
+)
+from .disruption import PDB_KEY, DisruptionController
+from .events import EventRecorder
+from .fleet import FleetBuilder, FleetConfig
+from .kubelet import Kubelet
+from .nodes import NodeLifecycle
+from .registry import Registry
+from .scheduler import Scheduler
+from .store import Store
+from .util import JsonDict, rfc3339
+
+
+class Simulation:
+    def __init__(self, config: FleetConfig) -> None:
+        self.config = config
+        self.store = Store(history_size=config.watch_history, watch_queue_size=config.watch_queue_size)
+        self.registry = Registry(
+            self.store, random.Random(config.seed), eviction_retry_after=config.eviction_retry_after_seconds
+        )
+        self.timers = Timers()
+        self.recorder = EventRecorder(self.registry, config.max_events)
+        self.kubelet = Kubelet(self.registry, self.timers, config.pod_start_seconds)
+        self.lifecycle = NodeLifecycle(
+            self.registry,
+            self.timers,
+            self.kubelet,
+            self.recorder,
+            reboot_seconds=config.reboot_seconds,
+            reboot_down_seconds=config.reboot_down_seconds,
+            fault_survives_reboot=config.fault_survives_reboot,
+            lifecycle_taints=config.node_lifecycle_taints,
+            kubelet_version=config.kubernetes_version,
+            gpu_product=config.gpu_product,
+        )
+        self.scheduler = Scheduler(self.registry, self.timers)
+        self.disruption = DisruptionController(self.store, self.timers, self._write_pdb_status, rfc3339)
+        self.registry.read_hooks[PDB_KEY] = self.disruption.flush
+        self.controllers: list[object] = [
+            ReplicaSetController(self.registry, self.timers),
+            DeploymentController(self.registry, self.timers),
+            JobController(self.registry, self.timers),
+            DaemonSetController(self.registry, self.timers),
+            GarbageCollector(self.registry, self.timers),
+        ]
+        self.build_seconds = 0.0
+
+    def _write_pdb_status(self, namespace: str, name: str, status: JsonDict) -> None:
+        self.registry.write_status(PDB_KEY, namespace, name, status)
+
+    def build(self) -> None:
+        """Create the configured fleet (must run on the event loop that will run the simulation)."""
+        started = time.perf_counter()
+        FleetBuilder(self).build()
+        self.build_seconds = time.perf_counter() - started
+
+    def close(self) -> None:
+        self.timers.cancel_all()
+        self.store.close_watchers()

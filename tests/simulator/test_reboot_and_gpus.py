@@ -1,0 +1,166 @@
+"""Reboots, fake GPU faults, the GpuHealthy condition and the /sim/v1 control API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from kubernetes.aio import client
+
+from gpuheal.simulator import SimulatedCluster
+from gpuheal.simulator.gpus import gpu_uuid
+
+from .conftest import aio_api, eventually, fast_config
+
+
+def _conditions(node: Any) -> dict[str, Any]:
+    return {c.type: c for c in node.status.conditions}
+
+
+async def _post(url: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as session:
+        kwargs: dict[str, Any] = {"data": raw} if raw is not None else {"json": body}
+        async with session.post(url, **kwargs) as response:
+            return response.status, await response.json()
+
+
+async def _get(url: str) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return response.status, await response.json()
+
+
+async def test_reboot_goes_not_ready_then_ready_with_a_new_boot_id(cluster: SimulatedCluster, core: Any) -> None:
+    node = "gpu-node-001"
+    boot = (await core.read_node(node)).status.node_info.boot_id
+    status, receipt = await _post(f"{cluster.url}/sim/v1/nodes/{node}/reboot", {"requestId": "r-1"})
+    assert status == 202
+    assert receipt["node"] == node and receipt["rebootRequests"] == 1 and receipt["requestedAt"].endswith("Z")
+    down = await core.read_node(node)
+    ready = _conditions(down)["Ready"]
+    assert (ready.status, ready.reason) == ("Unknown", "NodeStatusUnknown")
+    assert ready.message == "Kubelet stopped posting node status."
+    assert {t.key for t in down.spec.taints} == {"node.kubernetes.io/unreachable"}
+    trainer = (await core.list_namespaced_pod("ml", field_selector=f"spec.nodeName={node}")).items[0]
+    assert {c.type: c.status for c in trainer.status.conditions}["Ready"] == "False"
+    # The same requestId again is not a second request; a new one during the reboot is counted only.
+    _, again = await _post(f"{cluster.url}/sim/v1/nodes/{node}/reboot", {"requestId": "r-1"})
+    assert again["duplicate"] is True and again["rebootRequests"] == 1
+    _, during = await _post(f"{cluster.url}/sim/v1/nodes/{node}/reboot")
+    assert during["rebootRequests"] == 2 and during["alreadyRebooting"] is True
+
+    async def back() -> Any:
+        current = await core.read_node(node)
+        return current if _conditions(current)["Ready"].status == "True" else None
+
+    up = await eventually(back, timeout=5)
+    assert up.status.node_info.boot_id != boot
+    assert _conditions(up)["Ready"].reason == "KubeletReady"
+    assert up.spec.taints is None
+    _, truth = await _get(f"{cluster.url}/sim/v1/nodes/{node}")
+    assert truth["rebootRequests"] == 2 and truth["rebootsCompleted"] == 1
+    assert truth["bootId"] == up.status.node_info.boot_id and truth["ready"] is True
+    assert truth["lastRebootRequestAt"] == during["requestedAt"]
+    assert cluster.reboot_requests(node) == 2 and cluster.reboots_completed(node) == 1
+
+    async def restarted() -> Any:
+        pod = await core.read_namespaced_pod(trainer.metadata.name, "ml")
+        ready = {c.type: c.status for c in pod.status.conditions}["Ready"] == "True"
+        return pod if ready else None
+
+    pod = await eventually(restarted, timeout=5)
+    assert pod.status.container_statuses[0].restart_count == 1
+    events = await core.list_namespaced_event("default", field_selector=f"involvedObject.name={node}")
+    assert {e.reason for e in events.items} >= {"NodeNotReady", "Rebooted", "NodeReady"}
+
+
+async def test_fault_sets_gpu_healthy_false_and_reboot_clears_it(cluster: SimulatedCluster, core: Any) -> None:
+    node = "gpu-node-002"
+    status, result = await _post(f"{cluster.url}/sim/v1/nodes/{node}/faults", {"xid": 79, "gpu": 3})
+    assert status == 201
+    assert result["gpu"]["uuid"] == gpu_uuid(node, 3) and result["gpu"]["pci"] == "0000:5D:00.0"
+    assert result["gpu"]["healthy"] is False and result["gpuHealthy"] is False
+    faulty = await core.read_node(node)
+    cond = _conditions(faulty)["GpuHealthy"]
+    assert (cond.status, cond.reason) == ("False", "GpuFault")
+    assert "XID 79" in cond.message and gpu_uuid(node, 3) in cond.message
+    assert faulty.status.allocatable["nvidia.com/gpu"] == "7"
+    _, truth = await _get(f"{cluster.url}/sim/v1/nodes/{node}")
+    assert [g["xids"] for g in truth["gpus"]][3] == [79]
+    cluster.request_reboot(node)
+
+    async def healed() -> Any:
+        current = await core.read_node(node)
+        conds = _conditions(current)
+        return current if conds["Ready"].status == "True" and conds["GpuHealthy"].status == "True" else None
+
+    healthy = await eventually(healed, timeout=5)
+    assert _conditions(healthy)["GpuHealthy"].reason == "GpusHealthy"
+    assert healthy.status.allocatable["nvidia.com/gpu"] == "8"
+
+
+async def test_fault_that_survives_reboot(tmp_path: Path) -> None:
+    async with (
+        SimulatedCluster(fast_config(nodes=1, workloads=False), state_dir=tmp_path) as cluster,
+        await aio_api(cluster) as api,
+    ):
+        core: Any = client.CoreV1Api(api)
+        node = "gpu-node-000"
+        uuid = gpu_uuid(node, 5)
+        status, _ = await _post(
+            f"{cluster.url}/sim/v1/nodes/{node}/faults", {"xid": 48, "gpu": uuid, "survivesReboot": True}
+        )
+        assert status == 201
+        cluster.inject_fault(node, 31, 1)
+        boot = (await core.read_node(node)).status.node_info.boot_id
+        cluster.request_reboot(node)
+
+        async def rebooted() -> Any:
+            current = await core.read_node(node)
+            return (
+                current
+                if current.status.node_info.boot_id != boot and _conditions(current)["Ready"].status == "True"
+                else None
+            )
+
+        after = await eventually(rebooted, timeout=5)
+        cond = _conditions(after)["GpuHealthy"]
+        assert cond.status == "False" and "XID 48" in cond.message and "XID 31" not in cond.message
+        cluster.clear_faults(node)
+        assert _conditions(await core.read_node(node))["GpuHealthy"].status == "True"
+
+
+async def test_config_option_keeps_every_fault_over_reboots(tmp_path: Path) -> None:
+    config = fast_config(nodes=1, workloads=False, fault_survives_reboot=True)
+    async with SimulatedCluster(config, state_dir=tmp_path) as cluster:
+        cluster.inject_fault("gpu-node-000", 79, 0)
+        cluster.request_reboot("gpu-node-000")
+
+        async def done() -> bool:
+            return cluster.reboots_completed("gpu-node-000") == 1
+
+        await eventually(done, timeout=5)
+        assert cluster.node_state("gpu-node-000")["gpus"][0]["healthy"] is False
+
+
+async def test_control_api_errors(cluster: SimulatedCluster) -> None:
+    base = f"{cluster.url}/sim/v1/nodes"
+    status, body = await _post(f"{base}/nope/reboot")
+    assert status == 404 and "nope" in body["error"]
+    status, body = await _get(f"{base}/nope")
+    assert status == 404 and "error" in body
+    status, body = await _post(f"{base}/nope/faults", {"xid": 79, "gpu": 0})
+    assert status == 404
+    status, body = await _post(f"{base}/gpu-node-000/faults", {"xid": "79", "gpu": 0})
+    assert (status, body["field"]) == (400, "xid")
+    status, body = await _post(f"{base}/gpu-node-000/faults", {"xid": 79, "gpu": 8})
+    assert (status, body["field"]) == (400, "gpu")
+    status, body = await _post(f"{base}/gpu-node-000/faults", {"xid": 79, "gpu": True})
+    assert (status, body["field"]) == (400, "gpu")
+    status, body = await _post(f"{base}/gpu-node-000/reboot", {"requestId": 7})
+    assert (status, body["field"]) == (400, "requestId")
+    status, body = await _post(f"{base}/gpu-node-000/faults", raw=b"{not json")
+    assert status == 400 and "JSON" in body["error"]
+    assert cluster.reboot_requests("gpu-node-000") == 0, "a rejected request changes nothing"
+    status, body = await _get(f"{cluster.url}/sim/v1/nodes")
+    assert status == 200 and body["nodes"][0]["name"] == "gpu-node-000"
