@@ -21,12 +21,12 @@ from typing import Any
 from aiohttp import web
 
 from . import errors
+from .jsonvalues import JsonDict, dumps
 from .registry import DeleteOptions, ListResult, Registry
 from .resources import BY_PATH, ResourceType, discovery_resources, group_versions, to_view
 from .selectors import FieldSelector, LabelSelector, parse_field_selector, parse_label_selector
 from .simulation import Simulation
 from .store import Entry
-from .util import JsonDict, dumps
 
 log = logging.getLogger(__name__)
 

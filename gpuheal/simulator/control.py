@@ -23,9 +23,9 @@ from typing import Any
 from aiohttp import web
 
 from .gpus import UnknownGpu
+from .jsonvalues import JsonDict
 from .nodes import UnknownNode
 from .simulation import Simulation
-from .util import JsonDict
 
 
 class BadBody(Exception):

@@ -24,7 +24,12 @@ import json
 from collections.abc import Callable
 
 from .clock import Timers
+from .conditions import set_condition
+from .identity import random_suffix, stable_hash
+from .intstr import int_or_percent
+from .jsonvalues import JsonDict, clone, dig
 from .kubelet import RUN_ANNOTATION
+from .metadata import controller_ref, labels_of
 from .objects import (
     DAEMONSET_TOLERATIONS,
     is_ready,
@@ -36,18 +41,7 @@ from .objects import (
 from .registry import DeleteOptions, Registry
 from .resources import BY_KEY
 from .store import DELETED, Change, Entry
-from .util import (
-    JsonDict,
-    clone,
-    controller_ref,
-    dig,
-    int_or_percent,
-    labels_of,
-    random_suffix,
-    rfc3339,
-    set_condition,
-    stable_hash,
-)
+from .timestamps import rfc3339
 
 RS = "replicasets.apps"
 DEPLOY = "deployments.apps"

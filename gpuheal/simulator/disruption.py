@@ -19,10 +19,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .clock import Timers
+from .conditions import set_condition
+from .intstr import int_or_percent
+from .jsonvalues import JsonDict, dig
+from .metadata import controller_ref, labels_of
 from .objects import is_healthy_for_pdb
 from .selectors import LabelSelector, selector_from_object
 from .store import Change, Entry, Store
-from .util import JsonDict, controller_ref, dig, int_or_percent, labels_of, set_condition
 
 PDB_KEY = "poddisruptionbudgets.policy"
 

@@ -8,9 +8,7 @@ Every failure the simulated API server reports is an ``ApiError``; the HTTP laye
 
 from __future__ import annotations
 
-from typing import Any
-
-JsonDict = dict[str, Any]
+from .jsonvalues import JsonDict
 
 
 class ApiError(Exception):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import secrets
 from collections import deque
 
+from .jsonvalues import JsonDict
 from .registry import Registry
-from .util import JsonDict, rfc3339
+from .timestamps import rfc3339
 
 
 class EventRecorder:

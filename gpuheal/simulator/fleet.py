@@ -22,10 +22,12 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .controllers import DaemonSetController, DeploymentController, template_hash
+from .identity import random_suffix
+from .jsonvalues import JsonDict
 from .kubelet import RUN_ANNOTATION, SHUTDOWN_ANNOTATION, StaticPod
 from .objects import node_object, pod_from_template, set_running_at_once
 from .resources import DAEMONSETS, DEPLOYMENTS, JOBS, NAMESPACES, PDBS
-from .util import JsonDict, random_suffix, rfc3339
+from .timestamps import rfc3339
 
 if TYPE_CHECKING:
     from .simulation import Simulation

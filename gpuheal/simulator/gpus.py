@@ -13,7 +13,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
-from .util import JsonDict, rfc3339_micro
+from .jsonvalues import JsonDict
+from .timestamps import rfc3339_micro
 
 GPU_RESOURCE = "nvidia.com/gpu"
 CONDITION_TYPE = "GpuHealthy"

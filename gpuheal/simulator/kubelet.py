@@ -22,6 +22,7 @@ import hashlib
 from dataclasses import dataclass
 
 from .clock import Timers
+from .jsonvalues import JsonDict, clone, dig
 from .objects import (
     MIRROR_ANNOTATION,
     is_mirror,
@@ -37,7 +38,7 @@ from .objects import (
 )
 from .registry import Registry
 from .store import DELETED, Change, Entry
-from .util import JsonDict, clone, dig, rfc3339
+from .timestamps import rfc3339
 
 START_ANNOTATION = "sim.gpuheal.io/start-seconds"
 RUN_ANNOTATION = "sim.gpuheal.io/run-seconds"

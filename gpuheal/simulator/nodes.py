@@ -23,13 +23,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .clock import Timers
+from .conditions import find_condition, set_condition
 from .events import EventRecorder
 from .gpus import CONDITION_TYPE, GPU_RESOURCE, NodeGpus
+from .identity import new_uid
+from .jsonvalues import JsonDict, dig
 from .kubelet import Kubelet
 from .objects import is_terminal, is_terminating, node_object, toleration_seconds
 from .registry import Registry
 from .store import ADDED, DELETED, Change, Entry
-from .util import JsonDict, dig, find_condition, new_uid, parse_rfc3339, rfc3339, rfc3339_micro, set_condition, utcnow
+from .timestamps import parse_rfc3339, rfc3339, rfc3339_micro, utcnow
 
 UNREACHABLE = "node.kubernetes.io/unreachable"
 _KUBELET_CONDITIONS = {

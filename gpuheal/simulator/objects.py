@@ -10,8 +10,9 @@ import contextlib
 import hashlib
 from typing import Any
 
+from .conditions import find_condition, set_condition
 from .gpus import GPU_RESOURCE
-from .util import JsonDict, clone, dig, find_condition, set_condition
+from .jsonvalues import JsonDict, clone, dig
 
 CONTAINER_RUNTIME = "containerd://1.7.27"
 OS_IMAGE = "Ubuntu 22.04.5 LTS"

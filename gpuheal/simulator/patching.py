@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .jsonvalues import clone, json_equal
 from .resources import PatchSchema
-from .util import clone, json_equal
 
 
 class PatchError(Exception):

@@ -29,12 +29,15 @@ from typing import Any
 
 from . import errors
 from .disruption import compute_status, pdbs_for_pod
+from .identity import new_uid, random_suffix
+from .jsonvalues import JsonDict, clone, dig, json_equal
+from .metadata import meta
 from .objects import apply_pod_defaults, is_ready, is_terminal, is_terminating, qos_class
 from .patching import PatchError, PatchFailed, json_patch, merge_patch, strategic_merge_patch
 from .resources import BY_KEY, NAMESPACES, PODS, ResourceType, from_view, to_view
 from .selectors import FieldSelector, LabelSelector, selector_from_object
 from .store import Entry, Store
-from .util import JsonDict, clone, dig, json_equal, meta, new_uid, random_suffix, rfc3339, utcnow
+from .timestamps import rfc3339, utcnow
 
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from .util import JsonDict, dig
+from .jsonvalues import JsonDict, dig
 
 # Path (field names from the object root; list elements add nothing) -> patchMergeKey.
 # An empty key marks a list of primitives merged as a set (like ``metadata.finalizers``).

@@ -16,6 +16,8 @@ from collections import Counter
 
 from .clock import Timers
 from .gpus import GPU_RESOURCE
+from .jsonvalues import JsonDict, dig
+from .metadata import labels_of
 from .objects import (
     gpu_request,
     is_terminal,
@@ -28,7 +30,7 @@ from .objects import (
 from .registry import Registry
 from .selectors import node_selector_matches
 from .store import ADDED, DELETED, Change, Entry
-from .util import JsonDict, dig, labels_of, rfc3339
+from .timestamps import rfc3339
 
 UNSCHEDULABLE_TAINT = {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}
 

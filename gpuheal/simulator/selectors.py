@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ApiError, bad_request
+from .jsonvalues import JsonDict
+from .metadata import labels_of
 from .resources import ResourceType
-from .util import JsonDict, labels_of
 
 _KEY_RE = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]{0,252}/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 

@@ -37,10 +37,10 @@ from aiohttp import web
 from .api import KubernetesApi
 from .control import ControlApi
 from .fleet import FleetConfig
+from .jsonvalues import JsonDict, clone
 from .resources import ALL, BY_KEY, ResourceType
 from .simulation import Simulation
 from .store import Store
-from .util import JsonDict, clone
 
 T = TypeVar("T")
 

@@ -21,12 +21,13 @@ from .controllers import (
 from .disruption import PDB_KEY, DisruptionController
 from .events import EventRecorder
 from .fleet import FleetBuilder, FleetConfig
+from .jsonvalues import JsonDict
 from .kubelet import Kubelet
 from .nodes import NodeLifecycle
 from .registry import Registry
 from .scheduler import Scheduler
 from .store import Store
-from .util import JsonDict, rfc3339
+from .timestamps import rfc3339
 
 
 class Simulation:

@@ -24,9 +24,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from . import errors
+from .identity import new_uid
+from .jsonvalues import JsonDict, dumps
+from .metadata import labels_of, meta
 from .resources import BY_KEY, ResourceType, to_view
 from .selectors import EVERYTHING, FieldSelector, LabelSelector
-from .util import JsonDict, dumps, labels_of, meta, new_uid, rfc3339
+from .timestamps import rfc3339
 
 log = logging.getLogger(__name__)
 
