@@ -7,9 +7,8 @@ import asyncio
 import tempfile
 from pathlib import Path
 
-from gpuheal.demo.devserver import start_dev_server
-
 from bench import latency, storm
+from gpuheal.demo.devserver import start_dev_server
 
 
 async def main(options: argparse.Namespace) -> None:

@@ -34,7 +34,10 @@ async def serve(address: str, task_queue: str) -> None:
     client = await Client.connect(address)
     limits = WorkerSettings()
     async with Worker(
-        client, task_queue=task_queue, workflows=[BareWorkflow], activities=[noop],
+        client,
+        task_queue=task_queue,
+        workflows=[BareWorkflow],
+        activities=[noop],
         max_concurrent_activities=limits.max_concurrent_activities,
         max_concurrent_workflow_tasks=limits.max_concurrent_workflow_tasks,
     ):

@@ -7,11 +7,12 @@ figures are gpuheal's and Temporal's own cost. Cordon time is when the node watc
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from pathlib import Path
 
+from bench.measure import describe, percentile, watching_cordons
+from bench.stack import fleet_process, worker_process
 from gpuheal.control import remediations
 from gpuheal.demo.devserver import DevServer
 from gpuheal.demo.run import demo_policy
@@ -19,9 +20,6 @@ from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.faults import Fault
 from gpuheal.domain.phases import Phase
 from gpuheal.simulator.fleet import FleetConfig, default_workloads
-
-from bench.measure import describe, percentile, watching_cordons
-from bench.stack import fleet_process, worker_process
 
 TARGET_CORDON_P99 = 0.250
 TARGET_CYCLE = 2.0
@@ -41,13 +39,29 @@ def _fleet_config(path: Path) -> Path:
 async def run(server: DevServer, state: Path, runs: int) -> dict[str, float]:
     task_queue = f"bench-latency-{uuid.uuid4()}"
     config = _fleet_config(state / "latency-fleet.json")
-    async with fleet_process(state / "latency", "--config", str(config)) as fleet, worker_process(
-        "-m", "gpuheal", "worker", "--address", server.address, "--task-queue", task_queue,
-        "--kubeconfig", str(fleet.kubeconfig), "--simulator-url", fleet.url, "--metrics-address", "",
-    ), watching_cordons(fleet.kubeconfig) as cordons:
+    async with (
+        fleet_process(state / "latency", "--config", str(config)) as fleet,
+        worker_process(
+            "-m",
+            "gpuheal",
+            "worker",
+            "--address",
+            server.address,
+            "--task-queue",
+            task_queue,
+            "--kubeconfig",
+            str(fleet.kubeconfig),
+            "--simulator-url",
+            fleet.url,
+            "--metrics-address",
+            "",
+        ),
+        watching_cordons(fleet.kubeconfig) as cordons,
+    ):
         nodes = [f"gpu-node-{i:03d}" for i in range(4)]
         to_cordon: list[float] = []
         to_service: list[float] = []
+        phases: dict[str, list[float]] = {}
         for index in range(runs):
             node = nodes[index % len(nodes)]
             cordons.forget(node)
@@ -59,8 +73,11 @@ async def run(server: DevServer, state: Path, runs: int) -> dict[str, float]:
             if status.phase is not Phase.RESOLVED:
                 raise RuntimeError(f"run {index} on {node} ended {status.phase.value}: {status.reason}")
             to_cordon.append(cordons.cordoned_at[node] - started)
-            if os.environ.get("BENCH_VERBOSE"):
-                print(" ".join(f"{e.phase.value}={(n.entered_at - e.entered_at).total_seconds():.2f}" for e, n in zip(status.history, status.history[1:])))
+            for entry, following in zip(status.history, status.history[1:], strict=False):
+                seconds = (following.entered_at - entry.entered_at).total_seconds()
+                phases.setdefault(entry.phase.value, []).append(seconds)
     print(f"fault → cordon           {describe(to_cordon)}   (target p99 < {TARGET_CORDON_P99 * 1000:.0f} ms)")
     print(f"fault → back in service  {describe(to_service)}   (target < {TARGET_CYCLE:.1f} s)")
+    medians = ", ".join(f"{name} {percentile(values, 0.5) * 1000:.0f}" for name, values in phases.items())
+    print(f"  median ms per phase: {medians}")
     return {"cordon_p99": percentile(to_cordon, 0.99), "cycle_p99": percentile(to_service, 0.99)}

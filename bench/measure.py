@@ -44,29 +44,26 @@ class CordonWatch:
 async def watching_cordons(kubeconfig: Path) -> AsyncIterator[CordonWatch]:
     """A CordonWatch fed by a node watch on the fleet's API server, from the current resourceVersion."""
     cordons = CordonWatch()
-    api = await connect(kubeconfig)
-    core = client.CoreV1Api(api)
-    listed = await core.list_node()
-    assert listed.metadata is not None
-    ready = asyncio.Event()
+    async with await connect(kubeconfig) as api:
+        core = client.CoreV1Api(api)
+        listed = await core.list_node()
+        assert listed.metadata is not None
+        since = listed.metadata.resource_version
 
-    async def follow() -> None:
-        watcher = watch.Watch()
-        ready.set()
-        async with watcher.stream(core.list_node, resource_version=listed.metadata.resource_version,
-                                  timeout_seconds=3600) as stream:
-            async for event in stream:
-                cordons.observe(event["raw_object"])
+        async def follow() -> None:
+            watcher = watch.Watch()  # type: ignore[no-untyped-call]
+            nodes = watcher.stream(core.list_node, resource_version=since, timeout_seconds=3600)  # type: ignore[no-untyped-call]
+            async with nodes as stream:
+                async for event in stream:
+                    cordons.observe(event["raw_object"])
 
-    task = asyncio.create_task(follow())
-    await ready.wait()
-    try:
-        yield cordons
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await api.close()
+        task = asyncio.create_task(follow())
+        try:
+            yield cordons
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:

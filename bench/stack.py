@@ -28,17 +28,23 @@ async def _spawn(args: Sequence[str], ready: bytes) -> tuple[asyncio.subprocess.
     Its output keeps being read afterwards (and dropped): a full pipe would block the process.
     """
     process = await asyncio.create_subprocess_exec(
-        sys.executable, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert process.stdout is not None
     while ready not in (line := await asyncio.wait_for(process.stdout.readline(), 120)):
         if not line:
             raise RuntimeError(f"{' '.join(args)} exited before it was ready")
-    _DRAINS.add(asyncio.create_task(_drain(process.stdout)))
+    drain = asyncio.create_task(_drain(process.stdout))
+    _DRAINS.add(drain)
+    drain.add_done_callback(_DRAINS.discard)
     return process, line
 
 
+# Strong references to the drain tasks, which asyncio itself keeps only weakly.
 _DRAINS: set[asyncio.Task[None]] = set()
 
 

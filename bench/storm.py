@@ -17,16 +17,15 @@ from typing import Any
 
 from temporalio.client import Client
 
+from bench.baseline import BareWorkflow
+from bench.measure import watching_cordons
+from bench.stack import fleet_process, worker_process
 from gpuheal.control import remediations
 from gpuheal.demo.devserver import DevServer
 from gpuheal.demo.run import demo_policy
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.faults import Fault
 from gpuheal.domain.phases import Phase
-
-from bench.baseline import BareWorkflow
-from bench.measure import watching_cordons
-from bench.stack import fleet_process, worker_process
 
 TARGET_RATE = 25.0
 TARGET_RATIO = 1.5
@@ -46,12 +45,25 @@ async def _all(count: int, start: Callable[[int], Awaitable[Any]]) -> list[Any]:
 
 async def _remediations(server: DevServer, state: Path, nodes: int, faulty: int) -> tuple[float, float, int]:
     task_queue = f"bench-storm-{uuid.uuid4()}"
-    async with fleet_process(
-        state / "storm", "--nodes", str(nodes), "--reboot-seconds", "0", "--no-workloads"
-    ) as fleet, worker_process(
-        "-m", "gpuheal", "worker", "--address", server.address, "--task-queue", task_queue,
-        "--kubeconfig", str(fleet.kubeconfig), "--simulator-url", fleet.url, "--metrics-address", "",
-    ), watching_cordons(fleet.kubeconfig) as cordons:
+    async with (
+        fleet_process(state / "storm", "--nodes", str(nodes), "--reboot-seconds", "0", "--no-workloads") as fleet,
+        worker_process(
+            "-m",
+            "gpuheal",
+            "worker",
+            "--address",
+            server.address,
+            "--task-queue",
+            task_queue,
+            "--kubeconfig",
+            str(fleet.kubeconfig),
+            "--simulator-url",
+            fleet.url,
+            "--metrics-address",
+            "",
+        ),
+        watching_cordons(fleet.kubeconfig) as cordons,
+    ):
         names = [f"gpu-node-{i:04d}" for i in range(0, nodes, max(1, nodes // faulty))][:faulty]
         policy = demo_policy(False)
         started = time.perf_counter()
@@ -95,8 +107,10 @@ async def run(server: DevServer, state: Path, nodes: int, faulty: int) -> dict[s
     rate = faulty / last_cordon
     ratio = finished / bare
     print(f"storm: {faulty} of {nodes} nodes faulted at once ({activities} activities per remediation)")
-    print(f"  quarantined            {rate:8.1f} nodes/s   (all {faulty} cordoned after {last_cordon:.2f} s; "
-          f"target ≥ {TARGET_RATE:.0f}/s, NVSentinel 2.5/s)")
+    print(
+        f"  quarantined            {rate:8.1f} nodes/s   (all {faulty} cordoned after {last_cordon:.2f} s; "
+        f"target ≥ {TARGET_RATE:.0f}/s, NVSentinel 2.5/s)"
+    )
     print(f"  all back in service    {finished:8.2f} s")
     print(f"  bare Temporal baseline {bare:8.2f} s   ({faulty} workflows × {activities} no-op activities)")
     print(f"  ratio                  {ratio:8.2f} ×     (target ≤ {TARGET_RATIO})")

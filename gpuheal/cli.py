@@ -83,7 +83,12 @@ def demo(
         state_dir=state_dir,
         port=port,
     )
-    sys.exit(asyncio.run(run_demo(options)))
+    try:
+        code = asyncio.run(run_demo(options))
+    except Exception as error:  # the demo's promise: a clear reason, not a traceback
+        logging.getLogger("gpuheal.demo").debug("demo failed", exc_info=True)
+        raise click.ClickException(f"demo failed: {type(error).__name__}: {error}") from error
+    sys.exit(code)
 
 
 @main.command()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -137,3 +138,9 @@ async def serve(settings: WorkerSettings) -> None:
     async with running_worker(settings):
         await stop.wait()
         log.info("shutting down: finishing running activities")
+
+
+if __name__ == "__main__":
+    from gpuheal.cli import main
+
+    main(["worker", *sys.argv[1:]])

@@ -28,6 +28,7 @@ WorkerFactory = Callable[[Stack], Coroutine[Any, Any, asyncio.subprocess.Process
 async def spawn_worker() -> AsyncIterator[WorkerFactory]:
     """Start `gpuheal worker` processes for a stack; any still alive are killed afterwards."""
     started: list[asyncio.subprocess.Process] = []
+    drains: list[asyncio.Task[bytes]] = []
 
     async def spawn(stack: Stack) -> asyncio.subprocess.Process:
         process = await asyncio.create_subprocess_exec(
@@ -54,6 +55,8 @@ async def spawn_worker() -> AsyncIterator[WorkerFactory]:
         assert process.stderr is not None
         while b"worker polling" not in (line := await asyncio.wait_for(process.stderr.readline(), 30)):
             assert line, "the worker exited before it started polling"
+        # Keep reading its log so a full pipe never blocks the worker.
+        drains.append(asyncio.create_task(process.stderr.read()))
         return process
 
     yield spawn
@@ -61,6 +64,7 @@ async def spawn_worker() -> AsyncIterator[WorkerFactory]:
         if process.returncode is None:
             process.kill()
             await process.wait()
+    await asyncio.gather(*drains)
 
 
 async def kill(process: asyncio.subprocess.Process) -> None:

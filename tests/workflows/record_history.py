@@ -31,13 +31,20 @@ async def record() -> None:
             fleet = FleetConfig(nodes=4, reboot_seconds=0.5, pod_start_seconds=0.1)
             async with SimulatedCluster(fleet, state_dir=Path(state)) as cluster:
                 settings = WorkerSettings(
-                    task_queue=f"record-{uuid.uuid4()}", kubeconfig=cluster.kubeconfig,
-                    simulator_url=cluster.url, metrics_address=None,
+                    task_queue=f"record-{uuid.uuid4()}",
+                    kubeconfig=cluster.kubeconfig,
+                    simulator_url=cluster.url,
+                    metrics_address=None,
                 )
                 async with running_worker(settings, server.client):
                     cluster.inject_fault("gpu-node-001", xid=79, gpu=3)
-                    fault = Fault(node="gpu-node-001", action=RecommendedAction.RESTART_BM, xid=79,
-                                  gpu_uuids=("GPU-recorded",), event_id="recorded-event")
+                    fault = Fault(
+                        node="gpu-node-001",
+                        action=RecommendedAction.RESTART_BM,
+                        xid=79,
+                        gpu_uuids=("GPU-recorded",),
+                        event_id="recorded-event",
+                    )
                     handle = await remediations.report_fault(
                         server.client, fault, demo_policy(manual=False), task_queue=settings.task_queue
                     )
