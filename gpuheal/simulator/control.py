@@ -17,6 +17,7 @@ Unknown nodes are 404 ``{"error": ...}``; bad bodies are 400 ``{"error": ..., "f
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -108,6 +109,8 @@ class ControlApi:
             return self._not_found(name)
         except BadBody as exc:
             return _error(400, str(exc), exc.field)
+        # The request is recorded and the reboot under way; only the answer is late, as a slow cloud's.
+        await asyncio.sleep(self.sim.config.reboot_reply_seconds)
         return web.json_response(receipt, status=202)
 
     async def add_fault(self, request: web.Request) -> web.Response:

@@ -123,6 +123,9 @@ class FleetConfig(_Model):
 
     reboot_seconds: float = Field(2.0, ge=0, description="NotReady -> Ready again")
     reboot_down_seconds: float = Field(0.0, ge=0, description="request -> NotReady")
+    reboot_reply_seconds: float = Field(
+        0.0, ge=0, description="how long the control API holds its answer to a recorded reboot request (a slow cloud)"
+    )
     pod_start_seconds: float = Field(0.5, ge=0, description="bound -> Running and Ready")
     fault_survives_reboot: bool = Field(False, description="a reboot clears no GPU fault")
     node_lifecycle_taints: bool = Field(True, description="unreachable taints while a node is down")

@@ -67,6 +67,24 @@ async def spawn_worker() -> AsyncIterator[WorkerFactory]:
     await asyncio.gather(*drains)
 
 
+async def reboot_attempts(handle: Any) -> int:
+    """The attempt number of the reboot step that completed, from the workflow's history."""
+    history = await handle.fetch_history()
+    scheduled = {
+        e.event_id
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "request_reboot"
+    }
+    [started] = [
+        e.activity_task_started_event_attributes
+        for e in history.events
+        if e.HasField("activity_task_started_event_attributes")
+        and e.activity_task_started_event_attributes.scheduled_event_id in scheduled
+    ]
+    return int(started.attempt)
+
+
 async def kill(process: asyncio.subprocess.Process) -> None:
     process.send_signal(signal.SIGKILL)
     assert await process.wait() == -signal.SIGKILL
@@ -100,3 +118,39 @@ async def test_worker_killed_during_the_drain(make_stack: StackFactory, spawn_wo
     assert not node.spec.unschedulable
     assert gpuheal_marks(node) == set()
     assert await phase_of(handle) == "Resolved"
+
+
+@pytest.mark.parametrize(
+    "reboot_seconds",
+    [
+        pytest.param(1.0, id="retry-finds-the-node-rebooted"),
+        pytest.param(12.0, id="retry-asks-the-provider-while-it-reboots"),
+    ],
+)
+async def test_worker_killed_during_the_reboot_call(
+    make_stack: StackFactory, spawn_worker: WorkerFactory, reboot_seconds: float
+) -> None:
+    # The simulator records the reboot at once and answers 3 s later, so the worker dies mid-call,
+    # after the provider acted and before the activity could report it.
+    stack = await make_stack(
+        in_process_worker=False, workloads=False, reboot_seconds=reboot_seconds, reboot_reply_seconds=3.0
+    )
+    first = await spawn_worker(stack)
+    handle = await stack.report(NODE)
+
+    async def reboot_requested() -> bool:
+        return stack.cluster.reboot_requests(NODE) == 1
+
+    await eventually(reboot_requested, "the reboot request reaching the provider")
+    await kill(first)
+    await spawn_worker(stack)
+
+    status: RemediationStatus = await handle.result()
+
+    assert status.phase is Phase.RESOLVED, status.reason
+    assert await reboot_attempts(handle) == 2, "the reboot step was cut off and ran again on the new worker"
+    assert stack.cluster.reboot_requests(NODE) == 1, "the retried step did not reboot the node again"
+    assert stack.cluster.reboots_completed(NODE) == 1
+    node = await stack.node(NODE)
+    assert not node.spec.unschedulable
+    assert gpuheal_marks(node) == set()

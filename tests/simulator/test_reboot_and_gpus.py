@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -164,3 +165,15 @@ async def test_control_api_errors(cluster: SimulatedCluster) -> None:
     assert cluster.reboot_requests("gpu-node-000") == 0, "a rejected request changes nothing"
     status, body = await _get(f"{cluster.url}/sim/v1/nodes")
     assert status == 200 and body["nodes"][0]["name"] == "gpu-node-000"
+
+
+async def test_slow_reboot_reply_records_the_request_before_answering(tmp_path: Path) -> None:
+    config = fast_config(nodes=1, workloads=False, reboot_reply_seconds=1.0)
+    async with SimulatedCluster(config, state_dir=tmp_path) as slow:
+        reply = asyncio.create_task(_post(f"{slow.url}/sim/v1/nodes/gpu-node-000/reboot"))
+        await asyncio.sleep(0.3)
+        assert not reply.done(), "the answer is held back"
+        assert slow.reboot_requests("gpu-node-000") == 1, "the request was recorded at once"
+        status, body = await reply
+        assert status == 202
+        assert body["rebootRequests"] == 1
