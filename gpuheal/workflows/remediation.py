@@ -55,6 +55,7 @@ with workflow.unsafe.imports_passed_through():
 ResultT = TypeVar("ResultT", bound=BaseModel)
 
 # Kubernetes calls are short; retry them patiently (an API server outage must not end a remediation).
+_LOCAL_STEPS = frozenset({Step.QUARANTINE, Step.OBSERVE, Step.RELEASE})
 _K8S_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
 
 
@@ -329,6 +330,23 @@ class RemediationWorkflow:
         timeout: timedelta | None = None,
         heartbeat: timedelta | None = None,
     ) -> ResultT:
+        """Run one step. Short node calls run as local activities, the rest as activities.
+
+        A local activity runs inside the workflow task that asks for it, so quarantine, reads and
+        release cost no extra round trip through the server; in a storm of faults that is most of
+        the load. Drain passes (which heartbeat) and reboot requests (which must be recorded before
+        the next step) stay regular activities. Both kinds are retried, so every step is idempotent.
+        """
+        if step in _LOCAL_STEPS:
+            local: ResultT = await workflow.execute_local_activity(
+                step.value,
+                request,
+                result_type=result_type,
+                start_to_close_timeout=self._policy.timeouts.node_call,
+                retry_policy=_K8S_RETRY,
+                summary=summary,
+            )
+            return local
         result: ResultT = await workflow.execute_activity(
             step.value,
             request,
