@@ -30,7 +30,10 @@ lint: $(VENV)/.synced
 test: lint
 	$(RUN)/pytest $(PYTEST_ARGS)
 
+# Bytecode is compiled first: Temporal's workflow sandbox imports the workflow modules afresh for every
+# workflow, and where PYTHONDONTWRITEBYTECODE is set that would mean compiling them every time.
 bench: $(VENV)/.synced
+	$(RUN)/python -m compileall -q gpuheal bench
 	$(RUN)/python -m bench $(BENCH_ARGS)
 
 fmt: $(VENV)/.synced

@@ -3,7 +3,8 @@
 Every faulty node gets a full remediation (quarantine, drain, reboot, wait, verify, release) on a
 fleet without workloads and with instant reboots, with no budget limiting concurrency. The baseline
 runs, on the same dev server and with the same worker limits, as many bare workflows with as many
-no-op activities as a remediation ran, so the ratio is what gpuheal adds to Temporal's own cost.
+no-op activities as a remediation ran steps (its activities plus its local activities), so the ratio
+is what gpuheal's work and design cost beside the plain Temporal way of running those steps.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 
 from bench.baseline import BareWorkflow
 from bench.measure import watching_cordons
@@ -32,13 +33,17 @@ TARGET_RATIO = 1.5
 _IN_FLIGHT = 100
 
 
-async def _all(count: int, start: Callable[[int], Awaitable[Any]]) -> list[Any]:
-    """Run `start(i)` for every i with at most _IN_FLIGHT at a time, as a fleet's agents would arrive."""
+async def _all(count: int, start: Callable[[int], Awaitable[WorkflowHandle[Any, Any]]]) -> list[Any]:
+    """Start workflow i for every i, at most _IN_FLIGHT starts at a time, then wait for all results.
+
+    Only the starts are limited, as a fleet's agents each send one; the workflows all run at once.
+    """
     gate = asyncio.Semaphore(_IN_FLIGHT)
 
     async def one(index: int) -> Any:
         async with gate:
-            return await start(index)
+            handle = await start(index)
+        return await handle.result()
 
     return await asyncio.gather(*(one(i) for i in range(count)))
 
@@ -64,14 +69,14 @@ async def _remediations(server: DevServer, state: Path, nodes: int, faulty: int)
         ),
         watching_cordons(fleet.kubeconfig) as cordons,
     ):
-        names = [f"gpu-node-{i:04d}" for i in range(0, nodes, max(1, nodes // faulty))][:faulty]
+        width = max(3, len(str(nodes - 1)))  # as the simulator names its nodes
+        names = [f"gpu-node-{i:0{width}d}" for i in range(0, nodes, max(1, nodes // faulty))][:faulty]
         policy = demo_policy(False)
         started = time.perf_counter()
 
-        async def report(index: int) -> Any:
+        async def report(index: int) -> WorkflowHandle[Any, Any]:
             fault = Fault(node=names[index], action=RecommendedAction.RESTART_BM, xid=79, event_id=str(uuid.uuid4()))
-            handle = await remediations.report_fault(server.client, fault, policy, task_queue=task_queue)
-            return await handle.result()
+            return await remediations.report_fault(server.client, fault, policy, task_queue=task_queue)
 
         results = await _all(len(names), report)
         finished = time.perf_counter() - started
@@ -81,7 +86,12 @@ async def _remediations(server: DevServer, state: Path, nodes: int, faulty: int)
         await cordons.wait_for(len(names))
         last_cordon = max(cordons.cordoned_at.values()) - started
         history = await server.client.get_workflow_handle(f"remediate-{names[0]}").fetch_history()
-        activities = sum(1 for e in history.events if e.HasField("activity_task_scheduled_event_attributes"))
+        # Steps of one remediation: activities, and local activities (recorded as markers).
+        activities = sum(
+            1
+            for e in history.events
+            if e.HasField("activity_task_scheduled_event_attributes") or e.HasField("marker_recorded_event_attributes")
+        )
     return last_cordon, finished, activities
 
 
@@ -91,11 +101,10 @@ async def _baseline(server: DevServer, count: int, activities: int) -> float:
     async with worker_process("-m", "bench.baseline_worker", "--address", server.address, "--task-queue", task_queue):
         started = time.perf_counter()
 
-        async def bare(index: int) -> Any:
-            handle = await client.start_workflow(
+        async def bare(index: int) -> WorkflowHandle[Any, Any]:
+            return await client.start_workflow(
                 BareWorkflow.run, activities, id=f"bare-{task_queue}-{index}", task_queue=task_queue
             )
-            return await handle.result()
 
         await _all(count, bare)
         return time.perf_counter() - started

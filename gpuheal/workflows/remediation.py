@@ -145,8 +145,8 @@ class RemediationWorkflow:
             if self._needs_approval():
                 await self._await_approval(record)
             boot = await self._repair()
-            await self._wait_for_node(boot)
-            await self._verify()
+            back = await self._wait_for_node(boot)
+            await self._verify(back)
             await self._release(record, Outcome.RESOLVED, "")
             self._finish(Phase.RESOLVED, "")
         except _Ended as ended:
@@ -241,7 +241,7 @@ class RemediationWorkflow:
             timeout=self._policy.timeouts.reboot_call,
         )
 
-    async def _wait_for_node(self, boot: RebootResult) -> None:
+    async def _wait_for_node(self, boot: RebootResult) -> NodeState:
         """Poll, on durable timers, until the node is Ready with a bootID other than before the reboot."""
         self._enter(Phase.WAITING_FOR_NODE)
         repair = self._policy.repair
@@ -256,11 +256,13 @@ class RemediationWorkflow:
                 f"(provider {boot.provider}: {boot.detail or 'no detail'}; last seen ready={state.ready}, "
                 f"bootID={state.boot_id or 'unknown'}, before {boot.boot_id_before})"
             )
+        return state
 
-    async def _verify(self) -> None:
+    async def _verify(self, back: NodeState) -> None:
+        """The node's GPUs must report healthy; the read that saw the node back counts when they already do."""
         self._enter(Phase.VERIFYING)
         timeout = self._policy.repair.verify_timeout
-        state = await self._poll_node(lambda s: s.gpu_healthy is True, timeout)
+        state = back if back.gpu_healthy is True else await self._poll_node(lambda s: s.gpu_healthy is True, timeout)
         if state.gpu_healthy is not True:
             detail = (
                 state.gpu_message
