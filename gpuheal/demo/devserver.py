@@ -36,6 +36,8 @@ def free_port(preferred: int | None = None) -> int:
     """`preferred` when nothing listens on it, otherwise a free port the kernel picks."""
     for candidate in ([preferred] if preferred else []) + [0]:
         with socket.socket() as probe:
+            # As the server will: a port left in TIME_WAIT by a run a moment ago is free to listen on.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind(("127.0.0.1", candidate))
             except OSError:

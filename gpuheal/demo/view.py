@@ -47,6 +47,7 @@ def _hint(entry: PhaseEntry, status: RemediationStatus) -> str:
         "Quarantined": "cordoned and tainted gpuheal.io/gpu-fault:NoSchedule",
         "Draining": "evicting pods through the Eviction API",
         "AwaitingApproval": f"run: gpuheal approve {status.node} --by $USER",
+        "Repairing": f"approved by {status.decision.approver}" if status.decision else "",
         "WaitingForNode": "waiting for Ready with a new bootID",
         "Resolved": "back in service",
     }

@@ -9,6 +9,9 @@ look at the node nothing automatic should take over again.
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, PlainSerializer
 
 
 class RecommendedAction(IntEnum):
@@ -57,3 +60,22 @@ _RANK: dict[RecommendedAction, int] = {
     RecommendedAction.UNKNOWN: 8,
     RecommendedAction.CONTACT_SUPPORT: 9,
 }
+
+
+def _parse_action(value: Any) -> Any:
+    """Accept an action by wire number or by name (as people and JSON tools write it)."""
+    if isinstance(value, str) and not value.isdigit():
+        try:
+            return RecommendedAction[value.upper()]
+        except KeyError:
+            names = ", ".join(a.name for a in RecommendedAction)
+            raise ValueError(f"unknown recommended action {value!r}; one of {names}") from None
+    return value
+
+
+# The action as payloads carry it: its name in JSON (readable in the Temporal UI), a name or a number in.
+Action = Annotated[
+    RecommendedAction,
+    BeforeValidator(_parse_action),
+    PlainSerializer(lambda action: action.name, return_type=str, when_used="json"),
+]

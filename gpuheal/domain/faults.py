@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gpuheal.domain.actions import RecommendedAction
+from gpuheal.domain.actions import Action
 
 
 class Fault(BaseModel):
@@ -15,7 +15,7 @@ class Fault(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     node: str = Field(min_length=1)
-    action: RecommendedAction
+    action: Action
     xid: int | None = None
     gpu_uuids: tuple[str, ...] = ()
     message: str = ""

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gpuheal.domain.actions import RecommendedAction
+from gpuheal.domain.actions import Action
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import RemediationPolicy
 from gpuheal.domain.steps import DrainProgress
@@ -51,7 +51,7 @@ class RemediationStatus(BaseModel):
 
     node: str
     phase: Phase
-    action: RecommendedAction
+    action: Action
     xids: list[int]
     gpu_uuids: list[str]
     faults: int
