@@ -11,8 +11,8 @@ import time
 import uuid
 from pathlib import Path
 
-from bench.measure import describe, percentile, watching_cordons
-from bench.stack import fleet_process, worker_process
+from bench.measure import describe, percentile
+from bench.stack import remediation_stack
 from gpuheal.control import remediations
 from gpuheal.demo.devserver import DevServer
 from gpuheal.demo.run import demo_policy
@@ -37,42 +37,25 @@ def _fleet_config(path: Path) -> Path:
 
 
 async def run(server: DevServer, state: Path, runs: int) -> dict[str, float]:
-    task_queue = f"bench-latency-{uuid.uuid4()}"
     config = _fleet_config(state / "latency-fleet.json")
-    async with (
-        fleet_process(state / "latency", "--config", str(config)) as fleet,
-        worker_process(
-            "-m",
-            "gpuheal",
-            "worker",
-            "--address",
-            server.address,
-            "--task-queue",
-            task_queue,
-            "--kubeconfig",
-            str(fleet.kubeconfig),
-            "--simulator-url",
-            fleet.url,
-            "--metrics-address",
-            "",
-        ),
-        watching_cordons(fleet.kubeconfig) as cordons,
-    ):
+    async with remediation_stack(server, state / "latency", "--config", str(config)) as stack:
         nodes = [f"gpu-node-{i:03d}" for i in range(4)]
         to_cordon: list[float] = []
         to_service: list[float] = []
         phases: dict[str, list[float]] = {}
         for index in range(runs):
             node = nodes[index % len(nodes)]
-            cordons.forget(node)
+            stack.cordons.forget(node)
             fault = Fault(node=node, action=RecommendedAction.RESTART_BM, xid=79, event_id=str(uuid.uuid4()))
             started = time.perf_counter()
-            handle = await remediations.report_fault(server.client, fault, demo_policy(False), task_queue=task_queue)
+            handle = await remediations.report_fault(
+                server.client, fault, demo_policy(False), task_queue=stack.task_queue
+            )
             status = await handle.result()
             to_service.append(time.perf_counter() - started)
             if status.phase is not Phase.RESOLVED:
                 raise RuntimeError(f"run {index} on {node} ended {status.phase.value}: {status.reason}")
-            to_cordon.append(cordons.cordoned_at[node] - started)
+            to_cordon.append(stack.cordons.cordoned_at[node] - started)
             for entry, following in zip(status.history, status.history[1:], strict=False):
                 seconds = (following.entered_at - entry.entered_at).total_seconds()
                 phases.setdefault(entry.phase.value, []).append(seconds)

@@ -10,10 +10,14 @@ import asyncio
 import json
 import os
 import sys
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from bench.measure import CordonWatch, watching_cordons
+from gpuheal.demo.devserver import DevServer
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,3 +88,38 @@ async def worker_process(*args: str) -> AsyncIterator[None]:
         yield
     finally:
         await _stop(process)
+
+
+@dataclass(frozen=True, slots=True)
+class RemediationStack:
+    """A fleet process, a `gpuheal worker` process for it and a watch on its nodes' cordons."""
+
+    fleet: Fleet
+    task_queue: str
+    cordons: CordonWatch
+
+
+@asynccontextmanager
+async def remediation_stack(server: DevServer, state_dir: Path, *fleet_args: str) -> AsyncIterator[RemediationStack]:
+    """Everything one benchmark remediates against, on the shared dev server."""
+    task_queue = f"bench-{uuid.uuid4()}"
+    async with (
+        fleet_process(state_dir, *fleet_args) as fleet,
+        worker_process(
+            "-m",
+            "gpuheal",
+            "worker",
+            "--address",
+            server.address,
+            "--task-queue",
+            task_queue,
+            "--kubeconfig",
+            str(fleet.kubeconfig),
+            "--simulator-url",
+            fleet.url,
+            "--metrics-address",
+            "",
+        ),
+        watching_cordons(fleet.kubeconfig) as cordons,
+    ):
+        yield RemediationStack(fleet, task_queue, cordons)

@@ -19,8 +19,7 @@ from typing import Any
 from temporalio.client import Client, WorkflowHandle
 
 from bench.baseline import BareWorkflow
-from bench.measure import watching_cordons
-from bench.stack import fleet_process, worker_process
+from bench.stack import remediation_stack, worker_process
 from gpuheal.control import remediations
 from gpuheal.demo.devserver import DevServer
 from gpuheal.demo.run import demo_policy
@@ -49,26 +48,8 @@ async def _all(count: int, start: Callable[[int], Awaitable[WorkflowHandle[Any, 
 
 
 async def _remediations(server: DevServer, state: Path, nodes: int, faulty: int) -> tuple[float, float, int]:
-    task_queue = f"bench-storm-{uuid.uuid4()}"
-    async with (
-        fleet_process(state / "storm", "--nodes", str(nodes), "--reboot-seconds", "0", "--no-workloads") as fleet,
-        worker_process(
-            "-m",
-            "gpuheal",
-            "worker",
-            "--address",
-            server.address,
-            "--task-queue",
-            task_queue,
-            "--kubeconfig",
-            str(fleet.kubeconfig),
-            "--simulator-url",
-            fleet.url,
-            "--metrics-address",
-            "",
-        ),
-        watching_cordons(fleet.kubeconfig) as cordons,
-    ):
+    fleet_args = ("--nodes", str(nodes), "--reboot-seconds", "0", "--no-workloads")
+    async with remediation_stack(server, state / "storm", *fleet_args) as stack:
         width = max(3, len(str(nodes - 1)))  # as the simulator names its nodes
         names = [f"gpu-node-{i:0{width}d}" for i in range(0, nodes, max(1, nodes // faulty))][:faulty]
         policy = demo_policy(False)
@@ -76,15 +57,15 @@ async def _remediations(server: DevServer, state: Path, nodes: int, faulty: int)
 
         async def report(index: int) -> WorkflowHandle[Any, Any]:
             fault = Fault(node=names[index], action=RecommendedAction.RESTART_BM, xid=79, event_id=str(uuid.uuid4()))
-            return await remediations.report_fault(server.client, fault, policy, task_queue=task_queue)
+            return await remediations.report_fault(server.client, fault, policy, task_queue=stack.task_queue)
 
         results = await _all(len(names), report)
         finished = time.perf_counter() - started
         failed = [r for r in results if r.phase is not Phase.RESOLVED]
         if failed:
             raise RuntimeError(f"{len(failed)} remediations did not resolve, e.g. {failed[0].reason}")
-        await cordons.wait_for(len(names))
-        last_cordon = max(cordons.cordoned_at.values()) - started
+        await stack.cordons.wait_for(len(names))
+        last_cordon = max(stack.cordons.cordoned_at.values()) - started
         history = await server.client.get_workflow_handle(f"remediate-{names[0]}").fetch_history()
         # Steps of one remediation: activities, and local activities (recorded as markers).
         activities = sum(

@@ -35,6 +35,7 @@ from .objects import (
     is_ready,
     is_terminal,
     is_terminating,
+    owner_ref,
     pod_from_template,
     tolerates,
 )
@@ -277,7 +278,7 @@ class DeploymentController(_Reconciler):
                     "deployment.kubernetes.io/max-replicas": str(replicas + max(1, replicas // 4)),
                     "deployment.kubernetes.io/revision": str(revision),
                 },
-                "ownerReferences": [_ref(dep)],
+                "ownerReferences": [owner_ref(dep)],
             },
             "spec": {"replicas": replicas, "selector": selector, "template": template},
             "status": {"replicas": 0},
@@ -291,17 +292,6 @@ def _without_times(status: JsonDict) -> JsonDict:
         for c in status.get("conditions") or []
     ]
     return out
-
-
-def _ref(owner: JsonDict) -> JsonDict:
-    return {
-        "apiVersion": owner["apiVersion"],
-        "kind": owner["kind"],
-        "name": owner["metadata"]["name"],
-        "uid": owner["metadata"]["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
 
 
 class JobController(_Reconciler):

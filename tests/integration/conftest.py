@@ -75,6 +75,15 @@ class Stack:
             self.server.client, fault, policy or fast_policy(), task_queue=self.task_queue
         )
 
+    async def free_trainer_budget(self) -> None:
+        """Let the trainer's PodDisruptionBudget allow one disruption again."""
+        await self.policy_api.patch_namespaced_pod_disruption_budget(
+            "trainer-pdb",
+            "ml",
+            {"spec": {"minAvailable": None, "maxUnavailable": 1}},
+            _content_type="application/merge-patch+json",
+        )
+
     async def node(self, name: str) -> Any:
         return await self.core.read_node(name)
 

@@ -103,12 +103,7 @@ async def test_worker_killed_during_the_drain(make_stack: StackFactory, spawn_wo
     await eventually(blocked, "the drain held up by the disruption budget")
     await kill(first)
     await spawn_worker(stack)
-    await stack.policy_api.patch_namespaced_pod_disruption_budget(
-        "trainer-pdb",
-        "ml",
-        {"spec": {"minAvailable": None, "maxUnavailable": 1}},
-        _content_type="application/merge-patch+json",
-    )
+    await stack.free_trainer_budget()
 
     status: RemediationStatus = await handle.result()
 

@@ -54,12 +54,7 @@ async def test_drain_waits_for_a_disruption_budget_to_free(make_stack: StackFact
 
     await eventually(blocked, "an eviction refused by the PodDisruptionBudget")
     assert stack.cluster.reboot_requests(NODE) == 0
-    await stack.policy_api.patch_namespaced_pod_disruption_budget(
-        "trainer-pdb",
-        "ml",
-        {"spec": {"minAvailable": None, "maxUnavailable": 1}},
-        _content_type="application/merge-patch+json",
-    )
+    await stack.free_trainer_budget()
     status: RemediationStatus = await handle.result()
     assert status.phase is Phase.RESOLVED, status.reason
     assert stack.cluster.reboot_requests(NODE) == 1
