@@ -6,7 +6,7 @@ RUN := $(VENV)/bin
 UV_VERSION := 0.13.8
 PYTEST_ARGS ?=
 
-.PHONY: all demo test lint bench fmt clean
+.PHONY: all demo test lint bench fmt protos clean
 
 all: test
 
@@ -35,6 +35,9 @@ test: lint
 bench: $(VENV)/.synced
 	$(RUN)/python -m compileall -q gpuheal bench
 	$(RUN)/python -m bench $(BENCH_ARGS)
+
+protos: $(VENV)/.synced
+	$(RUN)/python -m gpuheal.protos.build
 
 fmt: $(VENV)/.synced
 	$(RUN)/ruff format gpuheal tests bench
