@@ -13,8 +13,8 @@ from typing import Any
 
 from kubernetes.aio import client, watch
 
-from gpuheal.activities.kube import connect
 from gpuheal.domain import marks
+from gpuheal.kubeclient import connect
 
 
 class CordonWatch:

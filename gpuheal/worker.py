@@ -26,11 +26,11 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from gpuheal.activities import remediation_activities
-from gpuheal.activities.kube import connect as connect_kubernetes
 from gpuheal.activities.providers import RebootProvider
 from gpuheal.activities.providers.manual import ManualProvider
 from gpuheal.activities.providers.simulator import SimulatorProvider
 from gpuheal.control.connection import DEFAULT_TASK_QUEUE, connect
+from gpuheal.kubeclient import connect as connect_kubernetes
 from gpuheal.workflows import search_attributes as attrs
 from gpuheal.workflows.remediation import RemediationWorkflow
 

@@ -1,37 +1,21 @@
-"""The Kubernetes connection the activities share, and the few API patterns they all use.
+"""The few Kubernetes API patterns the node activities share: conditional patches and node reads.
 
-One asyncio `ApiClient` serves every activity of a worker: it keeps a connection pool, so a storm of
-remediations costs requests, not connections. It comes from a kubeconfig file (the simulator writes
-one) or, inside a pod, from the service account.
+One asyncio `ApiClient` (gpuheal.kubeclient) serves every activity of a worker: it keeps a
+connection pool, so a storm of remediations costs requests, not connections.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
-from kubernetes.aio import client, config
+from kubernetes.aio import client
 from kubernetes.aio.client.exceptions import ApiException
 from kubernetes.aio.client.models import V1Node
 
 MERGE_PATCH = "application/merge-patch+json"
 
 ResultT = TypeVar("ResultT")
-
-
-async def connect(kubeconfig: Path | None = None) -> client.ApiClient:
-    """An API client from `kubeconfig`, `$KUBECONFIG`, the in-cluster service account or `~/.kube/config`."""
-    configuration = client.Configuration()
-    path = kubeconfig or (Path(os.environ["KUBECONFIG"]) if os.environ.get("KUBECONFIG") else None)
-    if path is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    else:
-        await config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=str(path) if path else None, client_configuration=configuration, persist_config=False
-        )
-    return client.ApiClient(configuration)
 
 
 async def read_node(core: client.CoreV1Api, name: str) -> V1Node | None:

@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 from kubernetes.aio import client as k8s
 
-from gpuheal.activities.kube import connect as connect_kubernetes
 from gpuheal.control import remediations
 from gpuheal.demo.devserver import DevServer
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.faults import Fault
 from gpuheal.domain.policy import DrainPolicy, RemediationPolicy, RepairPolicy, StepTimeouts
 from gpuheal.domain.remediation import RemediationStatus
+from gpuheal.kubeclient import connect as connect_kubernetes
 from gpuheal.simulator import FleetConfig, SimulatedCluster
 from gpuheal.worker import WorkerSettings, running_worker
 
