@@ -14,6 +14,7 @@ uncordons the node mid-way the workflow stands down and removes its own marks.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -154,6 +155,11 @@ class RemediationWorkflow:
         except ActivityError as error:
             # A step failed for good (a non-retryable error): leave the node as it is for a person.
             self._finish(Phase.FAILED, f"{error.message}: {error.cause}")
+        except asyncio.CancelledError:
+            # An operator cancelled the remediation: hand the node back as gpuheal found it.
+            if self._record is not None:
+                await self._release(self._record, Outcome.RESOLVED, "")
+            self._finish(Phase.CANCELLED, "cancelled by an operator; the node was handed back as gpuheal found it")
         return self.status()
 
     async def _quarantine(self) -> NodeRecord:

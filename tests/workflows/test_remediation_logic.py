@@ -237,3 +237,20 @@ async def test_second_fault_joins_and_only_raises_the_action(
     assert described.typed_search_attributes.get(attrs.PHASE) == "AwaitingApproval"
     await first.signal(RemediationWorkflow.approve, Decision(approver="dave"))
     assert (await first.result()).phase is Phase.RESOLVED
+
+
+async def test_operator_cancel_hands_the_node_back(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    handle = await start(time_skipping_env, queue, node, approval=True)
+    await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
+    assert node.cordoned
+
+    await handle.cancel()
+    status = await handle.result()
+
+    assert status.phase is Phase.CANCELLED
+    assert "cancelled by an operator" in status.reason
+    assert [r.outcome for r in node.releases] == [Outcome.RESOLVED]
+    assert not node.cordoned, "gpuheal's cordon is undone"
+    assert node.reboots == 0
