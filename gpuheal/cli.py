@@ -198,3 +198,25 @@ def list_command(address: str | None, namespace: str | None, query: str) -> None
             f"{row.node:<24} {row.phase:<18} {row.action:<16} {xid:>5}  {'yes' if row.running else 'no':<7}  "
             f"{row.started:%Y-%m-%d %H:%M:%S}"
         )
+
+
+@main.group()
+def kmsg() -> None:
+    """Kernel log tools."""
+
+
+@kmsg.command(name="parse")
+@click.option(
+    "--policy",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="XID policy (JSON) overriding the catalog's action for any XID.",
+)
+def kmsg_parse(policy: Path | None) -> None:
+    """Read kernel log lines on stdin; print one JSON object per GPU event found.
+
+    Raw /dev/kmsg records, dmesg and journald lines are understood; lines that are not GPU events
+    are skipped, and no input makes it fail.
+    """
+    from gpuheal.agents.kmsg.cli import main as parse_main
+
+    sys.exit(parse_main(sys.stdin, sys.stdout, policy))

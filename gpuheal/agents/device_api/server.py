@@ -1,0 +1,214 @@
+"""The Device API server: GpuService, health checking and reflection on a unix socket.
+
+The unix socket is the normal path (node-local, guarded by file permissions: mode 0660, so only the
+owner and its group connect). TCP is off unless a port is given, and then binds 127.0.0.1 unless
+told otherwise, because the API has no authentication.
+
+    async with DeviceApiServer("/var/run/gpuheal/device-api.sock", expected_gpus=8) as server:
+        server.cache.create(gpu)  # in-process providers write to the cache directly
+        ...
+
+The gRPC health service (`grpc.health.v1.Health`) reports NOT_SERVING for the server ("") and for
+`nvidia.device.v1alpha1.GpuService` until the readiness gate opens, then SERVING, so a kubelet
+probe or a consumer can wait for it; on stop it turns NOT_SERVING again before connections close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import stat
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # type: ignore[import-untyped,unused-ignore]
+from grpc_reflection.v1alpha import reflection  # type: ignore[import-untyped,unused-ignore]
+
+from gpuheal.agents.device_api.cache import DEFAULT_MAX_GPUS, CacheEvent, GpuCache
+from gpuheal.agents.device_api.readiness import ReadinessGate
+from gpuheal.agents.device_api.service import GpuServicer
+from gpuheal.agents.device_api.watch import DEFAULT_HISTORY_SIZE, DEFAULT_QUEUE_SIZE, WatchHub
+from gpuheal.protos import gpu_pb2, gpu_pb2_grpc
+
+GPU_SERVICE_NAME: str = gpu_pb2.DESCRIPTOR.services_by_name["GpuService"].full_name
+HEALTH_SERVICE_NAME: str = health.SERVICE_NAME
+REFLECTION_SERVICE_NAME: str = reflection.SERVICE_NAME
+DEFAULT_SOCKET_PATH = "/var/run/gpuheal/device-api.sock"
+DEFAULT_TCP_HOST = "127.0.0.1"
+SOCKET_MODE = 0o660
+_MAX_UNIX_PATH = 107  # sun_path is 108 bytes, one for the terminating NUL
+
+
+class DeviceApiServer:
+    """One node's Device API: the cache, watch fan-out, readiness gate and the gRPC server.
+
+    - `socket_path`: where to listen (parent directories are created; a stale socket left by a
+      previous run is removed, a live one is an error).
+    - `tcp_port`: also listen on TCP when given (0 picks a free port, see `tcp_port` once started);
+      `tcp_host` defaults to 127.0.0.1.
+    - `expected_gpus`: how many GPUs the node has; the readiness gate opens when that many are
+      registered. Without it the gate waits for `mark_ready()`.
+    - `max_gpus`, `watch_queue_size`, `watch_history`: bounds of the cache, of each watcher's queue
+      and of the replay history for resuming watches.
+    """
+
+    def __init__(
+        self,
+        socket_path: str | os.PathLike[str],
+        *,
+        tcp_port: int | None = None,
+        tcp_host: str = DEFAULT_TCP_HOST,
+        expected_gpus: int | None = None,
+        max_gpus: int = DEFAULT_MAX_GPUS,
+        watch_queue_size: int = DEFAULT_QUEUE_SIZE,
+        watch_history: int = DEFAULT_HISTORY_SIZE,
+    ) -> None:
+        self._socket_path = Path(socket_path).absolute()
+        if len(os.fsencode(self._socket_path)) > _MAX_UNIX_PATH:
+            raise ValueError(f"unix socket path is longer than {_MAX_UNIX_PATH} bytes: {self._socket_path}")
+        self._tcp_requested = tcp_port
+        self._tcp_host = tcp_host
+        self._tcp_port: int | None = None
+        self.cache = GpuCache(max_gpus)
+        self.hub = WatchHub(watch_queue_size, watch_history)
+        self.gate = ReadinessGate(expected_gpus)
+        self.cache.add_listener(self.hub.publish)
+        self.cache.add_listener(self._count_registered)
+        self._server: grpc.aio.Server | None = None
+        self._health: Any = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- addresses -----------------------------------------------------------------------------
+
+    @property
+    def socket_path(self) -> Path:
+        return self._socket_path
+
+    @property
+    def target(self) -> str:
+        """The gRPC target for the unix socket, e.g. for `grpc.aio.insecure_channel`."""
+        return f"unix:{self._socket_path}"
+
+    @property
+    def tcp_port(self) -> int | None:
+        """The TCP port bound once started, or None when TCP is off."""
+        return self._tcp_port
+
+    @property
+    def tcp_target(self) -> str | None:
+        if self._tcp_port is None:
+            return None
+        host = f"[{self._tcp_host}]" if ":" in self._tcp_host else self._tcp_host
+        return f"{host}:{self._tcp_port}"
+
+    # -- readiness -----------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self.gate.ready
+
+    def mark_ready(self) -> None:
+        """Providers have registered everything they will: start serving consumers."""
+        self.gate.mark_ready()
+
+    async def wait_ready(self) -> None:
+        await self.gate.wait()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind and start serving; raises if a live server already owns the socket."""
+        if self._server is not None:
+            raise RuntimeError("the device API server is already started")
+        _clear_stale_socket(self._socket_path)
+        # so_reuseport off: a second server on the same TCP port must fail, not share the port.
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        self._health = health.aio.HealthServicer()
+        gpu_pb2_grpc.add_GpuServiceServicer_to_server(GpuServicer(self.cache, self.hub, self.gate), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection((GPU_SERVICE_NAME, HEALTH_SERVICE_NAME, REFLECTION_SERVICE_NAME), server)
+        try:
+            server.add_insecure_port(self.target)
+            if self._tcp_requested is not None:
+                host = f"[{self._tcp_host}]" if ":" in self._tcp_host else self._tcp_host
+                self._tcp_port = server.add_insecure_port(f"{host}:{self._tcp_requested}")
+            await self._set_health(serving=self.gate.ready)
+            await server.start()
+            self._socket_path.chmod(SOCKET_MODE)
+        except BaseException:
+            await server.stop(None)
+            self._tcp_port = None
+            _remove_socket(self._socket_path)
+            raise
+        self._server = server
+        self.hub.accepting = True
+        self.gate.add_listener(self._on_ready)
+
+    async def stop(self, grace: float | None = 1.0) -> None:
+        """End every watch, report NOT_SERVING, then stop within `grace` seconds and remove the socket."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self.hub.close_all()
+        await self._health.enter_graceful_shutdown()
+        await server.stop(grace)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        _remove_socket(self._socket_path)
+        self._tcp_port = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _count_registered(self, _event: CacheEvent) -> None:
+        self.gate.observe(len(self.cache))
+
+    def _on_ready(self) -> None:
+        # The gate opens inside a synchronous cache write or mark_ready(); the health servicer's
+        # setter is a coroutine, so it runs as a task right after.
+        task = asyncio.get_running_loop().create_task(self._set_health(serving=True))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _set_health(self, *, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for service in ("", GPU_SERVICE_NAME):
+            await self._health.set(service, status)
+
+
+def _clear_stale_socket(path: Path) -> None:
+    """Create the socket's directory and remove a socket file no server is listening on."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise FileExistsError(f"{path} exists and is not a unix socket; refusing to replace it")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            _remove_socket(path)  # left behind by a server that died without cleaning up
+            return
+    raise FileExistsError(f"another server is listening on {path}")
+
+
+def _remove_socket(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(path.lstat().st_mode):
+            path.unlink()

@@ -1,0 +1,178 @@
+"""Watch fan-out: every cache write becomes one event that each open watch receives, in order.
+
+A watch starts with what the watcher has not seen yet, then follows live writes:
+
+- without a resource version (or "0"): the current state, one ADDED event per GPU (sorted by name);
+- with the cache's current version: nothing, only what happens next;
+- with an older version still in the recent history (the last `history_size` writes): the events
+  after it, replayed in order; older than that (or from before a restart, i.e. ahead of the cache)
+  the watch is refused with OUT_OF_RANGE, and the client lists again and watches from the list's
+  `ListMeta.resource_version`, as Kubernetes informers do.
+
+The writer never waits for a watcher. Each watch has a bounded queue of live events; a write offers
+its event to every queue without blocking, and a watch whose queue is full has fallen too far
+behind: it is dropped on the spot (unsubscribed, its queue freed) while the writer and every other
+watcher carry on, and its stream ends with RESOURCE_EXHAUSTED. The client sees that status after the
+events already in flight to it (HTTP/2 puts a stream's trailers after its data), then lists and
+watches again. The starting state does not count against the queue.
+
+Events are built once per write and shared by all queues; they are read-only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections import deque
+
+from gpuheal.agents.device_api.cache import ADDED, CacheEvent, GpuCache, parse_resource_version
+from gpuheal.agents.device_api.errors import ExpiredError, ShuttingDownError, WatchDroppedError
+from gpuheal.protos import gpu_pb2
+
+DEFAULT_QUEUE_SIZE = 4096  # a write to every one of 1,024 GPUs, four times over, before a drop
+DEFAULT_HISTORY_SIZE = 4096
+
+
+class WatchState(enum.Enum):
+    OPEN = "open"
+    DROPPED = "dropped"  # fell behind: its queue overflowed
+    CLOSED = "closed"  # ended by the server (shutting down) or by the watcher going away
+
+
+class Subscription:
+    """One watcher's view: its starting events, then a bounded queue of live ones.
+
+    `next()` hands out events in order and raises once the watch has ended: WatchDroppedError
+    (RESOURCE_EXHAUSTED) when it was dropped, ShuttingDownError (UNAVAILABLE) when the server
+    closed it.
+    """
+
+    def __init__(self, backlog: list[gpu_pb2.WatchGpusResponse], capacity: int) -> None:
+        self._backlog = deque(backlog)
+        self._live: deque[gpu_pb2.WatchGpusResponse] = deque()
+        self._capacity = capacity
+        self._wakeup = asyncio.Event()
+        self.state = WatchState.OPEN
+
+    @property
+    def pending(self) -> int:
+        """Events queued and not yet handed out."""
+        return len(self._backlog) + len(self._live)
+
+    def offer(self, event: gpu_pb2.WatchGpusResponse) -> bool:
+        """Queue a live event without blocking; False (and the watch dropped) if the queue is full."""
+        if self.state is not WatchState.OPEN:
+            return False
+        if len(self._live) >= self._capacity:
+            self._end(WatchState.DROPPED)
+            return False
+        self._live.append(event)
+        self._wakeup.set()
+        return True
+
+    def close(self) -> None:
+        """End the watch from the server's side (no effect once ended)."""
+        if self.state is WatchState.OPEN:
+            self._end(WatchState.CLOSED)
+
+    async def next(self) -> gpu_pb2.WatchGpusResponse:
+        """The next event, waiting for one; raises once the watch has ended (see the class doc)."""
+        while True:
+            if self.state is WatchState.DROPPED:
+                raise WatchDroppedError(
+                    f"watch dropped: it fell more than {self._capacity} events behind; "
+                    "list again and watch from the list's resource_version"
+                )
+            if self.state is WatchState.CLOSED:
+                raise ShuttingDownError("watch closed: the device API server is shutting down")
+            if self._backlog:
+                return self._backlog.popleft()
+            if self._live:
+                return self._live.popleft()
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    def _end(self, state: WatchState) -> None:
+        self.state = state
+        # Free what it held at once: a dropped watcher must not pin memory until its client goes.
+        self._backlog.clear()
+        self._live.clear()
+        self._wakeup.set()
+
+
+class WatchHub:
+    """Fans cache writes out to every open watch; register `publish` as a cache listener.
+
+    `open()` and `publish()` never await, so a watch opened between two writes starts exactly
+    between them: nothing missed, nothing twice.
+    """
+
+    def __init__(self, queue_size: int = DEFAULT_QUEUE_SIZE, history_size: int = DEFAULT_HISTORY_SIZE) -> None:
+        if queue_size < 1:
+            raise ValueError(f"queue_size must be at least 1, not {queue_size}")
+        self._queue_size = queue_size
+        self._history: deque[tuple[int, gpu_pb2.WatchGpusResponse]] = deque(maxlen=max(history_size, 0))
+        self._subscriptions: set[Subscription] = set()  # receiving live events
+        self._streams: set[Subscription] = set()  # opened and not yet closed by their stream
+        self.dropped_total = 0
+        self.accepting = True  # False between close_all() and the server starting again
+
+    @property
+    def watchers(self) -> int:
+        """Watches currently receiving events."""
+        return len(self._subscriptions)
+
+    @property
+    def streams(self) -> int:
+        """Watches whose streams have not finished yet (a dropped watch counts until its stream ends)."""
+        return len(self._streams)
+
+    def publish(self, event: CacheEvent) -> None:
+        """Offer one write to every open watch; drop those that cannot take it."""
+        message = gpu_pb2.WatchGpusResponse(type=event.type, object=event.gpu)
+        self._history.append((event.resource_version, message))
+        dropped = [sub for sub in self._subscriptions if not sub.offer(message)]
+        for sub in dropped:
+            self._subscriptions.discard(sub)
+            self.dropped_total += 1
+
+    def open(self, cache: GpuCache, resource_version: str = "") -> Subscription:
+        """Start a watch from `resource_version` (see the module docstring for what it receives)."""
+        if not self.accepting:
+            raise ShuttingDownError("the device API server is shutting down")
+        since = parse_resource_version(resource_version, "opts.resource_version")
+        current = cache.resource_version
+        if since == 0:
+            _, gpus = cache.snapshot()
+            backlog = [gpu_pb2.WatchGpusResponse(type=ADDED, object=gpu) for gpu in gpus]
+        elif since == current:
+            backlog = []
+        else:
+            backlog = self._replay(since, current)
+        sub = Subscription(backlog, self._queue_size)
+        self._subscriptions.add(sub)
+        self._streams.add(sub)
+        return sub
+
+    def close(self, sub: Subscription) -> None:
+        """Forget a watch (its stream ended); safe to call more than once."""
+        sub.close()
+        self._subscriptions.discard(sub)
+        self._streams.discard(sub)
+
+    def close_all(self) -> None:
+        """End every open watch and refuse new ones (until `accepting` is set again)."""
+        self.accepting = False
+        for sub in list(self._streams):
+            sub.close()
+        self._subscriptions.clear()
+
+    def _replay(self, since: int, current: int) -> list[gpu_pb2.WatchGpusResponse]:
+        oldest = self._history[0][0] if self._history else current + 1
+        if since > current or since < oldest - 1:
+            kept = f"{oldest}..{current}" if self._history else "none"
+            raise ExpiredError(
+                f"resource_version {since} is too old or unknown (events kept: {kept}); "
+                "list again and watch from the list's resource_version"
+            )
+        return [message for version, message in self._history if version > since]

@@ -1,0 +1,92 @@
+"""What a kernel event calls for: the recommended action, and whether the event is fatal.
+
+The rule is the same for every kind: an event is fatal exactly when its action is not NONE.
+
+- XID: the operator's override when the policy has one, else NVIDIA's catalog (`action_for_xid`).
+  XID 154 ("GPU recovery action changed from 0x0 (None) to 0x1 (GPU Reset Required)") is decided by
+  the action it changed *to*, so a GPU that recovers (`... to 0x0 (None)`) is not fatal.
+- GPU fallen off the bus: an override for XID 79 when there is one (it is XID 79), else RESTART_BM:
+  the GPU is gone from the PCI bus and only a power cycle of the machine brings it back.
+- SXid: an override for that SXid when there is one; else a fatal SXid gets `fatal_sxid_action`
+  (RESTART_VM by default: a fatal NVSwitch error needs the fabric reset, which the catalog's
+  RESET_FABRIC bucket maps to RESTART_VM) and a non-fatal one NONE.
+- GPU reset acknowledgement: NONE and healthy; it is a recovery signal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gpuheal.agents.kmsg.parser import XID_FALLEN_OFF_BUS, EventKind, KernelEvent
+from gpuheal.domain.actions import Action, RecommendedAction
+from gpuheal.domain.catalog import XID_RECOVERY_ACTION_CHANGED, action_for_xid
+
+
+class XidPolicy(BaseModel):
+    """The operator's word on XIDs and SXids, above the catalog's.
+
+    As JSON: `{"overrides": {"79": "RESTART_BM", "74": "RESTART_BM"}, "sxid_overrides": {"12028": "NONE"}}`;
+    actions by name or wire number.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    overrides: dict[int, Action] = Field(default_factory=dict)
+    sxid_overrides: dict[int, Action] = Field(default_factory=dict)
+    fatal_sxid_action: Action = RecommendedAction.RESTART_VM
+
+    @classmethod
+    def load(cls, path: Path) -> XidPolicy:
+        """Read a policy from a JSON file; raises `pydantic.ValidationError` or `OSError` when it can't."""
+        return cls.model_validate_json(path.read_bytes())
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The action an event calls for, whether it is fatal (`action` is not NONE), and who said so.
+
+    `source` is `policy` (an operator's override), `catalog` (NVIDIA's XID catalog) or `default`
+    (this module's rule for kinds the catalog does not cover).
+    """
+
+    action: RecommendedAction
+    source: str = "default"
+
+    @property
+    def fatal(self) -> bool:
+        return self.action is not RecommendedAction.NONE
+
+
+_DEFAULT_POLICY = XidPolicy()
+
+
+def decide(event: KernelEvent, policy: XidPolicy | None = None) -> Decision:
+    """The decision for one event under a policy (the catalog alone when there is none)."""
+    rules = policy or _DEFAULT_POLICY
+    if event.kind is EventKind.XID:
+        override = rules.overrides.get(event.code)
+        if override is not None:
+            return Decision(override, "policy")
+        return Decision(action_for_xid(event.code, _catalog_message(event)), "catalog")
+    if event.kind is EventKind.GPU_FALLEN_OFF_BUS:
+        override = rules.overrides.get(XID_FALLEN_OFF_BUS)
+        if override is not None:
+            return Decision(override, "policy")
+        return Decision(RecommendedAction.RESTART_BM)
+    if event.kind is EventKind.SXID:
+        override = rules.sxid_overrides.get(event.code)
+        if override is not None:
+            return Decision(override, "policy")
+        return Decision(rules.fatal_sxid_action if event.fatal else RecommendedAction.NONE)
+    return Decision(RecommendedAction.NONE)
+
+
+def _catalog_message(event: KernelEvent) -> str:
+    """The text the catalog reads an XID 154 verdict from: what the recovery action changed *to*."""
+    if event.code != XID_RECOVERY_ACTION_CHANGED:
+        return event.message
+    _, separator, target = event.message.rpartition(" to ")
+    return target if separator else event.message

@@ -1,0 +1,362 @@
+"""Kernel log lines → GPU events. Pure: no I/O, no clock, and it never raises on any input.
+
+What it recognises, in the body of a kernel message:
+
+- NVRM XID lines: `NVRM: Xid (PCI:0000:3b:00): 79, pid=1234, name=python3, GPU has fallen off the bus.`,
+  the older form without the `PCI:` tag (`Xid (0000:3b:00): 13, ...`), the form without pid/name,
+  and any run of repeated `NVRM:` prefixes (the fault injector writes `NVRM: NVRM: Xid ...`, because
+  the kernel gives user-written /dev/kmsg records the user facility and journald then takes the first
+  `NVRM:` as the syslog identifier).
+- NVSwitch SXid lines that carry a severity: `nvidia-nvswitch0: SXid (PCI:0000:05:00.0): 20034, Fatal, ...`
+  and `..., Non-fatal, ...`. The detail lines that follow a header (`20034, Severity 1 Engine ...`,
+  `20034, Data {...}`) are part of that report and yield nothing.
+- The "GPU has fallen off the bus" report, which the driver writes as several lines::
+
+      NVRM: GPU at PCI:0000:3b:00: GPU-6b3a1c3e-0b0e-4f7e-9a43-1c2d3e4f5a6b
+      NVRM: GPU Board Serial Number: 1653723052734
+      NVRM: Xid (PCI:0000:3b:00): 79, pid='<unknown>', name=<unknown>, GPU has fallen off the bus.
+      NVRM: GPU 0000:3b:00.0: GPU has fallen off the bus.
+
+  XID 79 and the `GPU ...: GPU has fallen off the bus.` line (also the older
+  `The NVIDIA GPU 0000:3b:00.0 (PCI ID: 10de:1db4) installed in this system has fallen off the bus ...`)
+  each make a `gpu_fallen_off_bus` event with code 79; `KmsgParser` folds the pair into one event and
+  names the GPU from the `GPU at PCI:...: GPU-...` line.
+- GPU reset acknowledgements, kind `gpu_reset`:
+  `NVRM: GPU 0000:3b:00.0: GPU reset complete` (any text between `GPU reset` and a closing
+  `complete`/`completed`/`successful`/`succeeded`, unless it says it failed), and nvidia-smi's own
+  report `GPU 00000000:3B:00.0 was successfully reset.` as it lands in the journal when a reset tool
+  logs it (any syslog identifier: it is a recovery signal, never a fault).
+
+Wrappings accepted around that body, alone or combined in this order: a syslog priority `<3>`, a raw
+/dev/kmsg record header `3,812,6085126134786,-;`, a journald/syslog header (`Nov 23 02:07:01 host kernel: `,
+`Nov 23 02:07:01.123456 ...`, ISO `2026-11-23T02:07:01+00:00 host kernel: `; for NVRM and SXid lines the
+identifier must be `kernel` or absent, or be the injector's `NVRM`), dmesg's `-x` level tag
+(`kern  :err   : `) and a dmesg timestamp (`[ 4821.337154] `, `dmesg -T`'s `[Mon Nov 23 02:07:01 2026] `,
+`dmesg --time-format iso`'s leading ISO stamp). /dev/kmsg continuation lines (` SUBSYSTEM=pci`) and
+anything else yield nothing; so does an NVRM or SXid text quoted inside some other program's message.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import TypeVar
+
+from gpuheal.agents.kmsg.pci import PCI_PATTERN, pci_key
+
+
+class EventKind(StrEnum):
+    """What a kernel log line reported."""
+
+    XID = "xid"
+    SXID = "sxid"
+    GPU_FALLEN_OFF_BUS = "gpu_fallen_off_bus"
+    GPU_RESET = "gpu_reset"
+
+
+XID_FALLEN_OFF_BUS = 79
+
+
+@dataclass(frozen=True, slots=True)
+class KernelEvent:
+    """One GPU event read from the kernel log.
+
+    `pci` is the address as the line wrote it (without a `PCI:` tag); `pci_key` is its normalised form.
+    `fatal` is what the text itself claims: the SXid severity word, and always true for a GPU that fell
+    off the bus. XID lines carry no such word; whether an XID is fatal is `decide`'s answer.
+    """
+
+    kind: EventKind
+    code: int
+    pci: str
+    message: str
+    raw: str
+    fatal: bool = False
+    gpu_uuid: str | None = None
+    pid: int | None = None
+    process: str | None = None
+    device: str | None = None  # the NVSwitch device name of an SXid line (`nvidia-nvswitch0`)
+
+    @property
+    def pci_key(self) -> str:
+        """The normalised PCI address (`0000:3b:00.0`); the parser only emits addresses that have one."""
+        return pci_key(self.pci) or self.pci
+
+
+# The wrappers a kernel message can arrive in, each optional, in the order they nest.
+_PRIORITY = r"(?:<[0-9]{1,3}>)?"
+_KMSG_RECORD = r"(?:[0-9]{1,4},[0-9]{1,20},[0-9]{1,20},[^;]{0,200};)?"
+_BSD_TIME = r"[A-Z][a-z]{2} {1,2}[0-9]{1,2} [0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?"
+_ISO_TIME = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:[.,][0-9]{1,9})?(?:Z|[+-][0-9]{2}:?[0-9]{2})?"
+_HOST = r"[^\s:\[\]]{1,255}"
+_KERNEL_IDENT = r"(?:kernel(?:\[[0-9]{1,10}\])?:[ \t]*)?"
+_ANY_IDENT = r"(?:[^\s:\[\]]{1,64}(?:\[[0-9]{1,10}\])?:[ \t]*)?"
+_DMESG_LEVEL = r"(?:[a-z]{2,8} *:[a-z]{2,8} *: )?"
+_DMESG_TIME = r"(?:\[[^\]\n]{1,40}\][ \t]*)?"
+
+
+def _prefix(ident: str) -> str:
+    header = rf"(?:(?:{_BSD_TIME}|{_ISO_TIME})[ \t]+(?:{_HOST}[ \t]+)?{ident})?"
+    return _PRIORITY + _KMSG_RECORD + _PRIORITY + header + _DMESG_LEVEL + _DMESG_TIME + _PRIORITY
+
+
+_KERNEL_PREFIX = re.compile(_prefix(_KERNEL_IDENT), re.ASCII)
+_SWITCH_PREFIX = re.compile(_prefix(_KERNEL_IDENT) + r"(?:(?P<device>nvidia-nvswitch[0-9]{1,4}):[ \t]*)?", re.ASCII)
+_ANY_PREFIX = re.compile(_prefix(_ANY_IDENT), re.ASCII)
+
+_NVRM_TAGS = re.compile(r"(?:NVRM:[ \t]*)+", re.ASCII)
+_XID = re.compile(
+    rf"Xid \((?:PCI:)?(?P<pci>{PCI_PATTERN})\):[ \t]*(?P<code>[0-9]{{1,6}})(?:,[ \t]*(?P<tail>.*)|[ \t]*)", re.ASCII
+)
+_XID_PROCESS = re.compile(r"pid=(?P<pid>[^,]{0,32}),[ \t]*name=(?P<name>[^,]{0,64}),[ \t]*(?P<msg>.*)", re.ASCII)
+_GPU_AT = re.compile(
+    rf"GPU at PCI:(?P<pci>{PCI_PATTERN}):[ \t]*(?P<uuid>GPU-[0-9a-fA-F]{{8}}-[0-9a-fA-F]{{4}}-[0-9a-fA-F]{{4}}-[0-9a-fA-F]{{4}}-[0-9a-fA-F]{{12}})\b",
+    re.ASCII,
+)
+_FALLEN = re.compile(rf"(?:The NVIDIA )?GPU (?:PCI:)?(?P<pci>{PCI_PATTERN})\b[^\n]*?\bfallen off the bus", re.ASCII)
+_NVRM_RESET = re.compile(
+    rf"GPU (?:PCI:)?(?P<pci>{PCI_PATTERN}):[ \t]*GPU reset\b[^\n]*?\b(?:complete|completed|successful|succeeded)\b",
+    re.ASCII,
+)
+_SXID = re.compile(
+    rf"SXid \((?:PCI:)?(?P<pci>{PCI_PATTERN})\):[ \t]*(?P<code>[0-9]{{1,6}}),[ \t]*(?P<severity>(?i:non-fatal|fatal))\b(?P<rest>.*)",
+    re.ASCII,
+)
+_SMI_RESET = re.compile(rf"GPU (?P<pci>{PCI_PATTERN}) was successfully reset\b", re.ASCII)
+
+_UNKNOWN_PID = re.compile(r"'?<unknown>'?")
+
+
+@dataclass(frozen=True, slots=True)
+class _GpuAt:
+    """A `GPU at PCI:...: GPU-...` line: it names the GPU behind an address."""
+
+    pci_key: str
+    uuid: str
+
+
+@dataclass(frozen=True, slots=True)
+class _BusLine:
+    """The standalone `GPU ...: GPU has fallen off the bus.` line, told apart from its XID 79 twin."""
+
+    event: KernelEvent
+
+
+def _classify(line: str) -> KernelEvent | _GpuAt | _BusLine | None:
+    """The event or GPU naming in one line (without its line ending), with no memory of earlier lines."""
+    if "NVRM" in line:
+        found = _nvrm(line)
+        if found is not None:
+            return found
+    if "SXid" in line:
+        return _sxid(line)
+    if "successfully reset" in line:
+        return _smi_reset(line)
+    return None
+
+
+def _nvrm(line: str) -> KernelEvent | _GpuAt | _BusLine | None:
+    anchor = line.find("NVRM:")
+    if anchor < 0 or _KERNEL_PREFIX.fullmatch(line, 0, anchor) is None:
+        return None
+    tags = _NVRM_TAGS.match(line, anchor)
+    body_at = tags.end() if tags else anchor
+    body = line[body_at:]
+    if body.startswith("Xid"):
+        return _xid(body, line)
+    if body.startswith("GPU at"):
+        at = _GPU_AT.match(body)
+        key = pci_key(at["pci"]) if at else None
+        # NVML and /proc write the hex digits in lower case; so does the key we look GPUs up by.
+        return _GpuAt(key, "GPU-" + at["uuid"][4:].lower()) if at and key else None
+    if "fallen off the bus" in body:
+        fallen = _FALLEN.match(body)
+        if fallen is None:
+            return None
+        event = KernelEvent(
+            EventKind.GPU_FALLEN_OFF_BUS, XID_FALLEN_OFF_BUS, fallen["pci"], body.strip(), line, fatal=True
+        )
+        return _BusLine(event)
+    if "reset" in body:
+        reset = _NVRM_RESET.match(body)
+        if reset is None or "fail" in body.lower():
+            return None
+        return KernelEvent(EventKind.GPU_RESET, 0, reset["pci"], body.strip(), line)
+    return None
+
+
+def _xid(body: str, line: str) -> KernelEvent | None:
+    xid = _XID.fullmatch(body)
+    if xid is None:
+        return None
+    code = int(xid["code"])
+    tail = (xid["tail"] or "").strip()
+    pid: int | None = None
+    process: str | None = None
+    process_fields = _XID_PROCESS.fullmatch(tail)
+    if process_fields is not None:
+        raw_pid = process_fields["pid"].strip()
+        pid = int(raw_pid) if raw_pid.isdigit() and raw_pid.isascii() and len(raw_pid) <= 10 else None
+        name = process_fields["name"].strip()
+        process = None if not name or _UNKNOWN_PID.fullmatch(name) else name
+        tail = process_fields["msg"].strip()
+    if code == XID_FALLEN_OFF_BUS:
+        return KernelEvent(
+            EventKind.GPU_FALLEN_OFF_BUS, code, xid["pci"], tail, line, fatal=True, pid=pid, process=process
+        )
+    return KernelEvent(EventKind.XID, code, xid["pci"], tail, line, pid=pid, process=process)
+
+
+def _sxid(line: str) -> KernelEvent | None:
+    anchor = line.find("SXid (")
+    if anchor < 0:
+        return None
+    prefix = _SWITCH_PREFIX.fullmatch(line, 0, anchor)
+    if prefix is None:
+        return None
+    sxid = _SXID.fullmatch(line, anchor)
+    if sxid is None:
+        return None
+    severity = sxid["severity"]
+    message = f"{severity}{sxid['rest']}".strip()
+    return KernelEvent(
+        EventKind.SXID,
+        int(sxid["code"]),
+        sxid["pci"],
+        message,
+        line,
+        fatal=severity.lower() == "fatal",
+        device=prefix["device"],
+    )
+
+
+def _smi_reset(line: str) -> KernelEvent | None:
+    reset = _SMI_RESET.search(line)
+    if reset is None or _ANY_PREFIX.fullmatch(line, 0, reset.start()) is None:
+        return None
+    return KernelEvent(EventKind.GPU_RESET, 0, reset["pci"], line[reset.start() :].strip(), line)
+
+
+def _candidate(line: str | bytes) -> str | None:
+    """The line as text without its line ending when it may report something; None for noise.
+
+    Almost every kernel line is noise: three substring scans (C speed) decide that before anything
+    else is spent on the line. Bytes from files are decoded leniently.
+    """
+    text = line if type(line) is str else _decode(line)
+    if "NVRM" in text or "SXid" in text or "successfully reset" in text:
+        return text.rstrip("\r\n")
+    return None
+
+
+def _decode(line: object) -> str:
+    if isinstance(line, bytes | bytearray | memoryview):
+        return bytes(line).decode("utf-8", errors="replace")
+    return str(line)
+
+
+def parse_line(line: str | bytes) -> KernelEvent | None:
+    """The event one line reports on its own, or None. Never raises.
+
+    Stateless: a fallen-off-the-bus report counts once per line and no GPU UUID is learned from
+    earlier lines. `KmsgParser` adds both.
+    """
+    text = _candidate(line)
+    found = _classify(text) if text is not None else None
+    if isinstance(found, _BusLine):
+        return found.event
+    return found if isinstance(found, KernelEvent) else None
+
+
+# How far apart (in NVRM/SXid lines) the XID 79 line and its "GPU has fallen off the bus" line may be
+# and still be read as one report.
+_FALLEN_GROUP_SPAN = 16
+# Bounds on per-address memory: a node has at most a few hundred GPUs and switches.
+_MAX_ADDRESSES = 4096
+
+
+@dataclass(slots=True)
+class _Fallen:
+    """The last fallen-off report of one address: which line form it came from, and where."""
+
+    from_xid: bool
+    line_no: int
+    paired: bool = False
+
+
+class KmsgParser:
+    """A line parser that remembers what multi-line reports need: GPU names and the fallen-off pair.
+
+    Feed it every line in order; `feed` returns the event a line completes, or None. Never raises.
+    """
+
+    def __init__(self) -> None:
+        self._uuids: OrderedDict[str, str] = OrderedDict()
+        self._fallen: OrderedDict[str, _Fallen] = OrderedDict()
+        self._line_no = 0
+
+    def reset(self) -> None:
+        """Forget everything learned so far (after a reboot the addresses may name other GPUs)."""
+        self._uuids.clear()
+        self._fallen.clear()
+        self._line_no = 0
+
+    def known_gpus(self) -> dict[str, str]:
+        """The GPUs named by `GPU at PCI:...` lines so far: normalised PCI address → UUID."""
+        return dict(self._uuids)
+
+    def feed(self, line: str | bytes) -> KernelEvent | None:
+        """Read one line; the event it reports, or None for noise and for lines folded into another."""
+        # `_candidate`, inlined: this is the path every line of noise takes.
+        text = line if type(line) is str else _decode(line)
+        if "NVRM" not in text and "SXid" not in text and "successfully reset" not in text:
+            return None
+        found = _classify(text.rstrip("\r\n"))
+        if found is None:
+            return None
+        self._line_no += 1
+        if isinstance(found, _GpuAt):
+            _remember(self._uuids, found.pci_key, found.uuid)
+            return None
+        from_xid = not isinstance(found, _BusLine)
+        if isinstance(found, _BusLine):
+            found = found.event
+        key = found.pci_key
+        if found.kind is EventKind.GPU_FALLEN_OFF_BUS and self._folds_into_previous(key, from_xid=from_xid):
+            return None
+        if found.kind is EventKind.GPU_RESET:
+            self._fallen.pop(key, None)
+        uuid = self._uuids.get(key)
+        if uuid is not None and found.gpu_uuid is None:
+            found = replace(found, gpu_uuid=uuid)
+        return found
+
+    def _folds_into_previous(self, key: str, *, from_xid: bool) -> bool:
+        """True when this fallen-off line is the other half of a report already emitted.
+
+        The driver writes the XID 79 line and the "GPU has fallen off the bus" line together; either may
+        come alone. A repeat of the same form is a new report (flood control is `dedupe`'s job).
+        """
+        previous = self._fallen.get(key)
+        if (
+            previous is not None
+            and not previous.paired
+            and previous.from_xid is not from_xid
+            and self._line_no - previous.line_no <= _FALLEN_GROUP_SPAN
+        ):
+            previous.paired = True
+            return True
+        _remember(self._fallen, key, _Fallen(from_xid, self._line_no))
+        return False
+
+
+_V = TypeVar("_V")
+
+
+def _remember(table: OrderedDict[str, _V], key: str, value: _V) -> None:
+    table[key] = value
+    table.move_to_end(key)
+    while len(table) > _MAX_ADDRESSES:
+        table.popitem(last=False)

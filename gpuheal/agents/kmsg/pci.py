@@ -1,0 +1,37 @@
+"""PCI addresses as the NVIDIA driver, nvidia-smi and NVML write them, reduced to one key.
+
+The same GPU shows up as `0000:3b:00` (XID lines), `0000:3b:00.0` (most other NVRM lines and
+`/proc/driver/nvidia/gpus/`), `00000000:3B:00.0` (nvidia-smi and NVML) and `0001:00:00.0` (Azure's
+extended domains). `pci_key` maps all of them to `dddd:bb:dd.f` in lower case, so state and lookups
+agree whatever form a line used.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Domain: up to 8 hex digits (NVML pads to 8; Hyper-V guests use the full 32 bits). Bus: 8 bits.
+# Device: 5 bits, so at most 0x1f. Function: 3 bits. Anything else is not a PCI address.
+_PCI = re.compile(
+    r"(?P<domain>[0-9a-fA-F]{1,8}):(?P<bus>[0-9a-fA-F]{2}):(?P<device>[01][0-9a-fA-F])(?:\.(?P<function>[0-7]))?",
+    re.ASCII,
+)
+
+# The pattern the parser embeds in its own line patterns (without groups of its own).
+PCI_PATTERN = r"[0-9a-fA-F]{1,8}:[0-9a-fA-F]{2}:[01][0-9a-fA-F](?:\.[0-7])?"
+
+
+def pci_key(address: str) -> str | None:
+    """The normalised key of a PCI address, or None when the text is not one.
+
+    A leading `PCI:` tag is accepted; a missing function is read as function 0.
+    """
+    text = address.strip()
+    if text[:4].upper() == "PCI:":
+        text = text[4:]
+    match = _PCI.fullmatch(text)
+    if match is None:
+        return None
+    domain = int(match["domain"], 16)
+    function = match["function"] or "0"
+    return f"{domain:04x}:{match['bus'].lower()}:{match['device'].lower()}.{function}"

@@ -1,0 +1,194 @@
+"""Line sources: a log file followed like `tail -F`, /dev/kmsg records, and journal export files."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import struct
+from collections.abc import AsyncGenerator
+from pathlib import Path
+
+import pytest
+
+from gpuheal.agents.kmsg.follow import JournalExportDecoder, follow_file, follow_journal_export, follow_kmsg
+
+POLL = 0.01
+
+
+class Collector:
+    """Drains a line source on a task of its own, so waiting for lines never cancels the source."""
+
+    def __init__(self, lines: AsyncGenerator[str, None]) -> None:
+        self._lines = lines
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._task = asyncio.ensure_future(self._drain())
+
+    async def _drain(self) -> None:
+        async for line in self._lines:
+            self._queue.put_nowait(line)
+
+    async def take(self, count: int, timeout: float = 5.0) -> list[str]:
+        async with asyncio.timeout(timeout):
+            return [await self._queue.get() for _ in range(count)]
+
+    async def quiet(self, wait: float = 0.15) -> bool:
+        """True when no line arrived within `wait` seconds."""
+        await asyncio.sleep(wait)
+        return self._queue.empty()
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        await self._lines.aclose()
+
+
+def _append(path: Path, text: str) -> None:
+    with path.open("a", encoding="utf-8") as log:
+        log.write(text)
+
+
+async def test_file_from_end_yields_appended_lines_and_survives_truncation(tmp_path: Path) -> None:
+    path = tmp_path / "kern.log"
+    path.write_text("old line 1\nold line 2\n")
+    lines = Collector(follow_file(path, poll_interval=POLL))
+    try:
+        assert await lines.quiet()  # what was there before following started is skipped
+        _append(path, "new 1\nnew 2\npartial")
+        assert await lines.take(2) == ["new 1", "new 2"]
+        assert await lines.quiet()  # a line without its newline waits for the rest
+        _append(path, " line\n")
+        assert await lines.take(1) == ["partial line"]
+        path.write_text("")  # truncated (copytruncate rotation)
+        await asyncio.sleep(0.05)
+        _append(path, "after truncation\n")
+        assert await lines.take(1) == ["after truncation"]
+    finally:
+        await lines.close()
+
+
+async def test_file_rotation_and_late_creation(tmp_path: Path) -> None:
+    path = tmp_path / "kern.log"
+    lines = Collector(follow_file(path, poll_interval=POLL))  # the file does not exist yet
+    try:
+        assert await lines.quiet()
+        path.write_text("first\n")
+        assert await lines.take(1) == ["first"]
+        _append(path, "last of the old file\n")
+        path.rename(tmp_path / "kern.log.1")
+        path.write_text("in the new file\n")
+        assert await lines.take(2) == ["last of the old file", "in the new file"]
+    finally:
+        await lines.close()
+
+
+async def test_file_from_start_and_undecodable_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "dmesg.txt"
+    path.write_bytes(b"[ 1.0] one\n[ 2.0] t\xffo\n")
+    lines = Collector(follow_file(path, from_start=True, poll_interval=POLL))
+    try:
+        assert await lines.take(2) == ["[ 1.0] one", "[ 2.0] t\ufffdo"]
+    finally:
+        await lines.close()
+
+
+async def test_kmsg_records_from_a_fifo(tmp_path: Path) -> None:
+    fifo = tmp_path / "kmsg"
+    os.mkfifo(fifo)
+    lines = Collector(follow_kmsg(fifo, poll_interval=POLL))
+    await asyncio.sleep(0.05)  # the follower has opened the FIFO for reading
+    writer = os.open(fifo, os.O_WRONLY)
+    try:
+        os.write(writer, b"3,812,6085126134786,-;NVRM: Xid (PCI:0000:3b:00): 79, GPU has fallen off the bus.\n")
+        os.write(writer, b" SUBSYSTEM=pci\n DEVICE=+pci:0000:3b:00.0\n")
+        (first, *rest) = await lines.take(3)
+        assert first.startswith("3,812,6085126134786,-;NVRM: Xid")
+        assert rest == [" SUBSYSTEM=pci", " DEVICE=+pci:0000:3b:00.0"]
+    finally:
+        os.close(writer)
+        await lines.close()
+
+
+async def test_kmsg_overrun_is_survived(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fifo = tmp_path / "kmsg"
+    os.mkfifo(fifo)
+    real_read = os.read
+    overruns = [True]
+
+    def read(fd: int, size: int) -> bytes:
+        if overruns and size == 16384:
+            overruns.pop()
+            raise BrokenPipeError(32, "records were overwritten")
+        return real_read(fd, size)
+
+    monkeypatch.setattr(os, "read", read)  # the follower reads through `os.read`
+    lines = Collector(follow_kmsg(fifo, poll_interval=POLL))
+    await asyncio.sleep(0.05)
+    writer = os.open(fifo, os.O_WRONLY)
+    try:
+        os.write(writer, b"6,900,1,-;after the overrun\n")
+        assert await lines.take(1) == ["6,900,1,-;after the overrun"]
+        assert not overruns
+    finally:
+        os.close(writer)
+        await lines.close()
+
+
+@pytest.mark.skipif(not os.access("/dev/kmsg", os.R_OK), reason="/dev/kmsg is not readable here")
+async def test_real_dev_kmsg_replays_the_ring_as_records() -> None:
+    lines = Collector(follow_kmsg(from_start=True, poll_interval=POLL))
+    try:
+        (line,) = await lines.take(1)
+        header, separator, _ = line.partition(";")
+        assert separator
+        assert header.count(",") >= 3
+        assert header.split(",")[0].isdigit()
+    finally:
+        await lines.close()
+
+
+def _export_entry(fields: dict[str, bytes]) -> bytes:
+    out = b""
+    for name, value in fields.items():
+        if b"\n" in value:
+            out += name.encode() + b"\n" + struct.pack("<Q", len(value)) + value + b"\n"
+        else:
+            out += name.encode() + b"=" + value + b"\n"
+    return out + b"\n"
+
+
+def test_export_decoder_text_and_binary_fields_in_any_chunks() -> None:
+    stream = _export_entry(
+        {"__CURSOR": b"s=1", "_TRANSPORT": b"kernel", "MESSAGE": b"NVRM: Xid (PCI:0000:3b:00): 48, DBE"}
+    ) + _export_entry({"_TRANSPORT": b"journal", "MESSAGE": b"two\nlines"})
+    for size in (1, 7, len(stream)):
+        decoder = JournalExportDecoder()
+        entries = [entry for at in range(0, len(stream), size) for entry in decoder.feed(stream[at : at + size])]
+        assert [entry["MESSAGE"] for entry in entries] == [b"NVRM: Xid (PCI:0000:3b:00): 48, DBE", b"two\nlines"]
+    assert JournalExportDecoder().feed(b"JUNK\n" + b"\xff" * 8 + b"\nMESSAGE=x\n\n") == [{"MESSAGE": b"x"}]
+
+
+async def test_journal_export_file_yields_kernel_messages(tmp_path: Path) -> None:
+    path = tmp_path / "journal.export"
+    path.write_bytes(_export_entry({"_TRANSPORT": b"kernel", "MESSAGE": b"before we looked"}))
+    kernel_lines = Collector(follow_journal_export(path, poll_interval=POLL))
+    every_line = Collector(follow_journal_export(path, from_start=True, kernel_only=False, poll_interval=POLL))
+    try:
+        assert await kernel_lines.quiet()
+        with path.open("ab") as journal:
+            journal.write(_export_entry({"_TRANSPORT": b"syslog", "MESSAGE": b"from a daemon"}))
+            journal.write(
+                _export_entry(
+                    {
+                        "_TRANSPORT": b"kernel",
+                        "SYSLOG_IDENTIFIER": b"NVRM",
+                        "MESSAGE": b"NVRM: Xid (PCI:0001:00:00.0): 79, x",
+                    }
+                )
+            )
+        assert await kernel_lines.take(1) == ["NVRM: Xid (PCI:0001:00:00.0): 79, x"]
+        assert await every_line.take(3) == ["before we looked", "from a daemon", "NVRM: Xid (PCI:0001:00:00.0): 79, x"]
+    finally:
+        await kernel_lines.close()
+        await every_line.close()
