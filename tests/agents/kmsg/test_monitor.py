@@ -105,10 +105,11 @@ async def test_kinds_and_their_checks(boot_id: Path) -> None:
     await monitor.feed("NVRM: Xid (PCI:0000:3b:00): 31, pid=7, name=python3, MMU Fault")
     await monitor.feed("NVRM: GPU 0000:3b:00.0: GPU reset complete")
     summary = [(e.check_name, e.error_codes, e.action, e.is_fatal, e.is_healthy, e.gpu_uuids) for e in sink.events]
+    assert [e.xid for e in sink.events if e.check_name == "SysLogsSXIDError"] == [None, None], "an SXid is no XID"
     assert summary == [
         ("SysLogsXIDError", ("79",), A.RESTART_BM, True, False, (UUID,)),  # named by the `GPU at PCI` line
-        ("SysLogsSXIDError", ("20034",), A.RESTART_VM, True, False, ()),
-        ("SysLogsSXIDError", ("12028",), A.NONE, False, True, ()),
+        ("SysLogsSXIDError", ("SXID-20034",), A.RESTART_VM, True, False, ()),
+        ("SysLogsSXIDError", ("SXID-12028",), A.NONE, False, True, ()),
         ("SysLogsXIDError", ("13",), A.RESTART_VM, True, False, (UUID_B,)),  # the policy's word
         ("SysLogsXIDError", ("31",), A.NONE, False, True, (UUID_A,)),
         ("GpuReset", (), A.NONE, False, True, (UUID_A,)),
