@@ -20,12 +20,12 @@ import uuid
 from collections.abc import AsyncIterable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
 
 from gpuheal.agents.kmsg.decide import Decision, XidPolicy, decide
 from gpuheal.agents.kmsg.dedupe import Deduper
 from gpuheal.agents.kmsg.gpumap import GpuMap
 from gpuheal.agents.kmsg.parser import EventKind, KernelEvent, KmsgParser
+from gpuheal.agents.sink import EventSink
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.health import GPU_UUID, PCI, Entity, HealthEvent
 
@@ -54,12 +54,6 @@ _LABELS: dict[EventKind, str] = {
 
 # The dedupe key: (GPU UUID, or the normalised PCI address when no UUID is known; kind; code).
 DedupeKey = tuple[str, EventKind, int]
-
-
-class EventSink(Protocol):
-    """Where the monitor delivers its events (the agent's intake)."""
-
-    async def submit(self, event: HealthEvent) -> None: ...
 
 
 def read_boot_id(path: Path = BOOT_ID) -> str | None:

@@ -11,7 +11,8 @@ import pytest
 
 from gpuheal.agents.kmsg.decide import XidPolicy
 from gpuheal.agents.kmsg.gpumap import GpuMap
-from gpuheal.agents.kmsg.monitor import HEALTHY_AFTER_REBOOT, EventSink, KernelLogMonitor
+from gpuheal.agents.kmsg.monitor import HEALTHY_AFTER_REBOOT, KernelLogMonitor
+from gpuheal.agents.sink import EventSink
 from gpuheal.domain.actions import RecommendedAction as A
 from gpuheal.domain.health import GPU_UUID, PCI, Entity, HealthEvent
 from tests.agents.kmsg.samples import FALLEN_OFF_GROUP, UUID

@@ -1,0 +1,146 @@
+"""The PlatformConnector gRPC service: health events from other monitors, in NVSentinel's wire format.
+
+Clients generated from NVSentinel's `platformconnector` proto work unchanged: the package
+(`datamodels`), service, method and messages are the contract's. The server listens on its own unix
+socket (mode 0660) and, only when a port is configured, on TCP bound to 127.0.0.1 by default,
+because the API has no authentication. The standard gRPC health service and server reflection are
+served beside it.
+
+A request is validated as a whole before any event goes to the sink, so a rejected request changes
+nothing. Accepted events are submitted in request order; the call answers once the sink has taken
+every one of them (the publisher returns once an event is delivered or spooled on disk).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import grpc
+from google.protobuf import empty_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
+from grpc_health.v1._async import HealthServicer  # type: ignore[import-untyped]
+from grpc_reflection.v1alpha import reflection  # type: ignore[import-untyped]
+
+from gpuheal.agents.intake.convert import to_domain
+from gpuheal.agents.intake.socket import prepare_socket_path, restrict_socket
+from gpuheal.agents.intake.validate import IntakeLimits, Rejected, validate
+from gpuheal.agents.sink import EventSink
+from gpuheal.protos import health_event_pb2 as pb
+from gpuheal.protos import health_event_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SOCKET = Path("/var/run/gpuheal/intake.sock")
+SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["PlatformConnector"].full_name
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeSettings:
+    """Where the intake listens and how much one request may carry."""
+
+    socket_path: Path = DEFAULT_SOCKET
+    # TCP stays off unless a port is given (0 picks a free one); the host defaults to loopback only.
+    tcp_port: int | None = None
+    tcp_host: str = "127.0.0.1"
+    limits: IntakeLimits = field(default_factory=IntakeLimits)
+
+
+class PlatformConnectorService(pb_grpc.PlatformConnectorServicer):
+    """`HealthEventOccurredV1`: validate the whole batch, convert it, submit each event to the sink."""
+
+    def __init__(self, sink: EventSink, limits: IntakeLimits) -> None:
+        self._sink = sink
+        self._limits = limits
+
+    async def HealthEventOccurredV1(  # the contract names it
+        self, request: pb.HealthEvents, context: grpc.aio.ServicerContext[pb.HealthEvents, empty_pb2.Empty]
+    ) -> empty_pb2.Empty:
+        try:
+            validate(request, self._limits)
+        except Rejected as rejected:
+            await context.abort(rejected.code, rejected.detail)
+        events = [to_domain(event) for event in request.events]
+        for index, event in enumerate(events):
+            try:
+                await self._sink.submit(event)
+            except Exception:
+                # The events before this one were taken; saying so lets the sender resend the rest.
+                log.exception("the sink failed on event %s (%s)", index, event.id)
+                await context.abort(
+                    grpc.StatusCode.UNAVAILABLE, f"events[{index}] and later were not accepted; resend them"
+                )
+        return empty_pb2.Empty()
+
+
+class IntakeServer:
+    """The intake's gRPC server. Use `async with IntakeServer(sink, settings):` or `start`/`stop`."""
+
+    def __init__(self, sink: EventSink, settings: IntakeSettings | None = None) -> None:
+        self.settings = settings or IntakeSettings()
+        self._sink = sink
+        self._server: grpc.aio.Server | None = None
+        self._health: Any = None
+        self.tcp_port: int | None = None
+
+    @property
+    def socket_target(self) -> str:
+        """The gRPC target a client dials for the unix socket."""
+        return f"unix:{self.settings.socket_path}"
+
+    async def start(self) -> None:
+        """Bind the socket (and TCP when configured), register the services and start serving."""
+        if self._server is not None:
+            raise RuntimeError("the intake is already serving")
+        path = self.settings.socket_path
+        prepare_socket_path(path)
+        limits = self.settings.limits
+        server = grpc.aio.server(
+            options=[
+                # Oversized requests are refused by gRPC itself with RESOURCE_EXHAUSTED, before decoding.
+                ("grpc.max_receive_message_length", limits.max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        self._health = HealthServicer()  # a fresh one: a stopped one stays NOT_SERVING for good
+        pb_grpc.add_PlatformConnectorServicer_to_server(PlatformConnectorService(self._sink, limits), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+            server,
+        )
+        try:
+            server.add_insecure_port(f"unix:{path}")
+            if self.settings.tcp_port is not None:
+                self.tcp_port = server.add_insecure_port(f"{self.settings.tcp_host}:{self.settings.tcp_port}")
+            await server.start()
+            restrict_socket(path)
+        except BaseException:
+            await server.stop(None)
+            path.unlink(missing_ok=True)
+            raise
+        for service in ("", SERVICE_NAME):
+            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        self._server = server
+        log.info("health event intake listening on %s", path)
+
+    async def stop(self, grace: float | None = 2.0) -> None:
+        """Report NOT_SERVING, let calls in flight finish for `grace` seconds, then remove the socket."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        await self._health.enter_graceful_shutdown()
+        await server.stop(grace)
+        self.settings.socket_path.unlink(missing_ok=True)
+
+    async def __aenter__(self) -> IntakeServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()

@@ -1,0 +1,116 @@
+"""Ordered, at-least-once delivery of health events to one dependency, spooling while it is away.
+
+While the lane's spool is empty, an event is delivered at once, one at a time, so deliveries keep
+the order events were submitted in. When the dependency cannot be reached (`DependencyUnavailable`
+or the delivery timeout), the event goes to the spool and so does every later event, until a
+background loop has delivered the spool's backlog in order, retrying with exponential backoff.
+`submit` returns once the event is delivered, spooled, refused by a full spool, or dropped after a
+permanent failure (logged).
+
+A delivery that timed out may still have happened, so it can happen twice: backends must be
+idempotent per event (signal-with-start dedupes the event id; patches set a state; Kubernetes
+Events are named after the event id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from gpuheal.agents.publisher.errors import DependencyUnavailable
+from gpuheal.agents.publisher.spool import Spool
+from gpuheal.domain.health import HealthEvent
+
+log = logging.getLogger(__name__)
+
+Deliver = Callable[[HealthEvent], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class RetrySettings:
+    """How long one delivery may take and how the backlog is retried (seconds)."""
+
+    delivery_timeout: float = 10.0
+    initial_backoff: float = 0.5
+    max_backoff: float = 30.0
+
+
+class Lane:
+    """One dependency's delivery queue: direct while healthy, through the spool while not."""
+
+    def __init__(self, name: str, deliver: Deliver, spool: Spool, retry: RetrySettings) -> None:
+        self.name = name
+        self._deliver = deliver
+        self._spool = spool
+        self._retry = retry
+        self._lock = asyncio.Lock()
+        self._backlog: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def pending(self) -> int:
+        """Events spooled and not yet delivered."""
+        return len(self._spool)
+
+    def start(self) -> None:
+        """Resume delivering what a previous run left in the spool."""
+        if len(self._spool):
+            log.info("%s: resuming delivery of %d spooled events", self.name, len(self._spool))
+            self._wake()
+
+    async def submit(self, event: HealthEvent, *, actionable: bool) -> None:
+        """Deliver the event now, or spool it behind the backlog."""
+        async with self._lock:
+            if not len(self._spool) and await self._attempt(event):
+                return
+            if await asyncio.to_thread(self._spool.append, event, actionable=actionable):
+                self._wake()
+
+    async def wait_idle(self) -> None:
+        """Return once the spool is empty (everything submitted so far has been delivered)."""
+        while len(self._spool):
+            await self._idle.wait()
+
+    async def close(self) -> None:
+        """Stop the backlog loop; undelivered events stay in the spool for the next run."""
+        task, self._backlog = self._backlog, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    def _wake(self) -> None:
+        self._idle.clear()
+        if self._backlog is None or self._backlog.done():
+            self._backlog = asyncio.create_task(self._deliver_backlog(), name=f"publisher-{self.name}-backlog")
+
+    async def _deliver_backlog(self) -> None:
+        delay = self._retry.initial_backoff
+        # The emptiness check runs on the loop, after every append's bookkeeping: no entry is stranded.
+        while len(self._spool):
+            item = await asyncio.to_thread(self._spool.head)
+            if item is None:
+                continue
+            entry, event = item
+            if await self._attempt(event):
+                await asyncio.to_thread(self._spool.remove, entry)
+                delay = self._retry.initial_backoff
+                continue
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._retry.max_backoff)
+        self._idle.set()
+        log.info("%s: backlog delivered", self.name)
+
+    async def _attempt(self, event: HealthEvent) -> bool:
+        """True when the event is done with (delivered, or impossible to deliver); False to retry later."""
+        try:
+            async with asyncio.timeout(self._retry.delivery_timeout):
+                await self._deliver(event)
+        except (DependencyUnavailable, TimeoutError) as error:
+            log.warning("%s unavailable, event %s kept for retry: %s", self.name, event.id, error or "timed out")
+            return False
+        except Exception:
+            log.exception("%s refused event %s for good; dropping it there", self.name, event.id)
+        return True

@@ -1,0 +1,105 @@
+"""Open GPU faults per node, so a health condition reflects every fault, not just the latest event.
+
+A fatal event opens a fault on each GPU it names (on the node as a whole when it names none); a
+healthy event closes the faults of the GPUs it names, or every fault of the node when it names no
+GPU (what a monitor reports after a reboot). So a healthy report about GPU 1 does not hide the XID
+still open on GPU 0. Non-fatal unhealthy events open nothing: they are informational.
+
+The ledger lives in memory. After an agent restart it starts empty, which is right after a reboot
+and, otherwise, only until a monitor reports again; events spooled before the restart are replayed
+through it in order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gpuheal.domain.actions import RecommendedAction
+from gpuheal.domain.health import HealthEvent
+
+HEALTHY_REASON = "GpusHealthy"
+FAULT_REASON = "GpuFault"
+# Kubernetes stores any length, but a condition message is meant to be read in `kubectl describe`.
+MAX_MESSAGE = 1024
+# The key of a fault that names no GPU.
+WHOLE_NODE = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What a health condition should say: status, reason, message and the strongest open action."""
+
+    healthy: bool
+    reason: str
+    message: str
+    action: RecommendedAction = RecommendedAction.NONE
+
+    @property
+    def status(self) -> str:
+        """The condition status as Kubernetes and the Device API spell it."""
+        return "True" if self.healthy else "False"
+
+
+@dataclass(frozen=True, slots=True)
+class _Fault:
+    check: str
+    message: str
+    action: RecommendedAction
+    # Order of arrival: the newest open fault names the condition's reason.
+    seq: int
+
+
+def is_fault(event: HealthEvent) -> bool:
+    """A fatal report that something is unhealthy (a contradictory fatal-but-healthy event is not)."""
+    return event.is_fatal and not event.is_healthy
+
+
+class OpenFaults:
+    """The faults still open, per node, GPU and check, as the events applied so far say."""
+
+    def __init__(self) -> None:
+        # node -> GPU UUID (or WHOLE_NODE) -> check name -> the newest fault from that check.
+        self._open: dict[str, dict[str, dict[str, _Fault]]] = {}
+        # Every GPU named so far per node, faulty or not: whom a node-wide event concerns.
+        self._known: dict[str, dict[str, None]] = {}
+        self._seq = 0
+
+    def apply(self, event: HealthEvent) -> None:
+        """Open or close faults for the event. Applying it again (a retried delivery) leaves the same faults open."""
+        node = self._open.setdefault(event.node, {})
+        self._known.setdefault(event.node, {}).update(dict.fromkeys(event.gpu_uuids))
+        if is_fault(event):
+            self._seq += 1
+            fault = _Fault(event.check_name, event.message, event.action, self._seq)
+            for gpu in event.gpu_uuids or (WHOLE_NODE,):
+                node.setdefault(gpu, {})[event.check_name] = fault
+        elif event.is_healthy:
+            for gpu in event.gpu_uuids or tuple(node):
+                node.pop(gpu, None)
+
+    def known_gpus(self, node: str) -> tuple[str, ...]:
+        """The GPUs of the node that any applied event has named, in the order first seen."""
+        return tuple(self._known.get(node, {}))
+
+    def node_verdict(self, node: str) -> Verdict:
+        """The node's verdict: healthy when no fault is open on any of its GPUs."""
+        return _verdict([(gpu, fault) for gpu, checks in self._open.get(node, {}).items() for fault in checks.values()])
+
+    def gpu_verdict(self, node: str, gpu: str) -> Verdict:
+        """One GPU's verdict: its own faults and those reported against the whole node."""
+        faults = self._open.get(node, {})
+        return _verdict([(g, fault) for g in dict.fromkeys((WHOLE_NODE, gpu)) for fault in faults.get(g, {}).values()])
+
+
+def _verdict(faults: list[tuple[str, _Fault]]) -> Verdict:
+    if not faults:
+        return Verdict(healthy=True, reason=HEALTHY_REASON, message="no open GPU faults")
+    action = RecommendedAction.NONE
+    for _, fault in faults:
+        action = action.escalate(fault.action)
+    parts = [f"{gpu or 'node'}: {fault.check or 'fault'}: {fault.message}".rstrip(": ") for gpu, fault in faults]
+    message = "; ".join(parts)
+    if len(message) > MAX_MESSAGE:
+        message = message[: MAX_MESSAGE - 1] + "…"
+    newest = max(faults, key=lambda pair: pair[1].seq)[1]
+    return Verdict(healthy=False, reason=newest.check or FAULT_REASON, message=message, action=action)

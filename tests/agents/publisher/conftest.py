@@ -1,0 +1,116 @@
+"""The publisher against real dependencies: the simulator's Kubernetes API and the Temporal dev server."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes.aio import client as k8s
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from gpuheal.agents.publisher import (
+    KubernetesReporter,
+    Publisher,
+    PublisherSettings,
+    RetrySettings,
+    TemporalRemediations,
+)
+from gpuheal.demo.devserver import DevServer
+from gpuheal.domain.faults import Fault
+from gpuheal.domain.marks import GPU_HEALTHY_CONDITION, workflow_id_for
+from gpuheal.kubeclient import connect as connect_kubernetes
+from gpuheal.simulator import FleetConfig, SimulatedCluster
+
+# Fast retries: an outage in a test lasts as long as the test makes it.
+FAST = PublisherSettings(retry=RetrySettings(delivery_timeout=5.0, initial_backoff=0.05, max_backoff=0.2))
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: a dependency that is down."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@dataclass
+class Stack:
+    """A simulated fleet with nodes unique to the test, the dev server and a task queue nobody polls."""
+
+    sim: SimulatedCluster
+    api: k8s.ApiClient
+    core: k8s.CoreV1Api
+    temporal: Client
+    task_queue: str
+    nodes: list[str]
+    spool_dir: Path
+
+    def remediations(self, address: str | None = None) -> TemporalRemediations:
+        if address is not None:
+            return TemporalRemediations(address=address, task_queue=self.task_queue)
+        return TemporalRemediations(self.temporal, task_queue=self.task_queue)
+
+    def publisher(self, **backends: Any) -> Publisher:
+        backends.setdefault("nodes", KubernetesReporter(self.api))
+        backends.setdefault("remediations", self.remediations())
+        return Publisher(self.spool_dir, settings=backends.pop("settings", FAST), **backends)
+
+    async def gpu_condition(self, node: str) -> Any:
+        found = await self.core.read_node(node)
+        assert found.status is not None
+        return next(c for c in found.status.conditions or [] if c.type == GPU_HEALTHY_CONDITION)
+
+    async def node_events(self, node: str) -> list[Any]:
+        events = await self.core.list_namespaced_event("default")
+        return [e for e in events.items if e.involved_object.name == node]
+
+    async def remediation_exists(self, node: str) -> bool:
+        try:
+            await self.temporal.get_workflow_handle(workflow_id_for(node)).describe()
+        except RPCError:
+            return False
+        return True
+
+    async def faults_signalled(self, node: str) -> list[Fault]:
+        """The faults the node's remediation received, in history order (signal-with-start included)."""
+        history = await self.temporal.get_workflow_handle(workflow_id_for(node)).fetch_history()
+        faults: list[Fault] = []
+        for event in history.events:
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
+                signal = event.workflow_execution_signaled_event_attributes
+                assert signal.signal_name == "fault"
+                faults.extend(await self.temporal.data_converter.decode(signal.input.payloads, [Fault]))
+        return faults
+
+
+@pytest.fixture
+async def stack(dev_server: DevServer, tmp_path: Path) -> AsyncIterator[Stack]:
+    prefix = f"pub-{uuid.uuid4().hex[:8]}-"
+    config = FleetConfig(nodes=2, workloads=False, node_name_prefix=prefix)
+    async with SimulatedCluster(config, state_dir=tmp_path / "fleet") as sim:
+        api = await connect_kubernetes(sim.kubeconfig)
+        stack = Stack(
+            sim,
+            api,
+            k8s.CoreV1Api(api),
+            dev_server.client,
+            f"publisher-test-{uuid.uuid4()}",
+            config.node_names(),
+            tmp_path / "spool",
+        )
+        try:
+            yield stack
+        finally:
+            await api.close()  # type: ignore[no-untyped-call]
+            # No worker polls the test's task queue: end what the test started, so nothing lingers.
+            for node in stack.nodes:
+                with contextlib.suppress(RPCError):
+                    await dev_server.client.get_workflow_handle(workflow_id_for(node)).terminate("test over")

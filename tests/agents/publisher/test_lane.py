@@ -1,0 +1,69 @@
+"""Delivery order and failure handling of one lane, with a Temporal stand-in that can be switched off."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from gpuheal.agents.publisher import DependencyUnavailable, Publisher, PublisherSettings, RetrySettings
+from gpuheal.domain.faults import Fault
+from tests.agents.publisher.events import fatal_xid
+
+SETTINGS = PublisherSettings(retry=RetrySettings(delivery_timeout=0.2, initial_backoff=0.02, max_backoff=0.05))
+
+
+class SwitchableRemediations:
+    """Refuses with DependencyUnavailable until `up` is set; records what it accepted, in order."""
+
+    def __init__(self) -> None:
+        self.up = asyncio.Event()
+        self.accepted: list[str] = []
+        self.hang_once = False
+        self.refuse_for_good: set[str] = set()
+
+    async def report(self, fault: Fault) -> None:
+        if self.hang_once:
+            self.hang_once = False
+            await asyncio.sleep(10)
+        if fault.event_id in self.refuse_for_good:
+            raise ValueError("this fault can never be delivered")
+        if not self.up.is_set():
+            raise DependencyUnavailable("down")
+        await asyncio.sleep(0.005)  # a round trip, so later submits arrive mid-backlog
+        self.accepted.append(fault.event_id)
+
+
+async def test_new_events_never_overtake_the_backlog(tmp_path: Path) -> None:
+    backend = SwitchableRemediations()
+    faults = [fatal_xid("n") for _ in range(8)]
+    async with Publisher(tmp_path, remediations=backend, settings=SETTINGS) as publisher:
+        for fault in faults[:3]:
+            await publisher.submit(fault)
+        assert publisher.pending() == {"temporal": 3}
+        assert backend.accepted == []
+
+        backend.up.set()
+        for fault in faults[3:]:
+            await publisher.submit(fault)
+        await asyncio.wait_for(publisher.wait_delivered(), 5)
+        # Once the backlog is gone, delivery is direct again.
+        late = fatal_xid("n")
+        await publisher.submit(late)
+        assert publisher.pending() == {"temporal": 0}
+    assert backend.accepted == [f.id for f in [*faults, late]]
+
+
+async def test_a_timeout_counts_as_unavailable_and_a_permanent_failure_does_not_block(tmp_path: Path) -> None:
+    backend = SwitchableRemediations()
+    backend.up.set()
+    backend.hang_once = True
+    poison, after = fatal_xid("n"), fatal_xid("n")
+    backend.refuse_for_good.add(poison.id)
+    async with Publisher(tmp_path, remediations=backend, settings=SETTINGS) as publisher:
+        hung = fatal_xid("n")
+        await asyncio.wait_for(publisher.submit(hung), 2)  # gives up after delivery_timeout, spooled
+        await publisher.submit(poison)
+        await publisher.submit(after)
+        await asyncio.wait_for(publisher.wait_delivered(), 5)
+    assert backend.accepted == [hung.id, after.id]
+    assert not list(tmp_path.rglob("*.json"))
