@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 
 import click
 
+from gpuheal.agents.agent import KernelLogFormat
+from gpuheal.agents.nvml.interface import NvmlUnavailableError
 from gpuheal.control import remediations
 from gpuheal.control.connection import DEFAULT_TASK_QUEUE, connect
 from gpuheal.domain.remediation import Decision
@@ -220,3 +222,102 @@ def kmsg_parse(policy: Path | None) -> None:
     from gpuheal.agents.kmsg.cli import main as parse_main
 
     sys.exit(parse_main(sys.stdin, sys.stdout, policy))
+
+
+@main.command()
+@click.option("--node", required=True, envvar="NODE_NAME", help="This node's Kubernetes name [env NODE_NAME].")
+@click.option(
+    "--socket-dir",
+    type=click.Path(path_type=Path),
+    default=Path("/var/run/gpuheal"),
+    show_default=True,
+    envvar="GPUHEAL_SOCKET_DIR",
+    help="Where device-api.sock and health-events.sock are created.",
+)
+@click.option(
+    "--spool-dir",
+    type=click.Path(path_type=Path),
+    default=Path("/var/lib/gpuheal/spool"),
+    show_default=True,
+    envvar="GPUHEAL_SPOOL_DIR",
+    help="On-disk queue for undelivered events.",
+)
+@click.option(
+    "--kernel-log",
+    default="/dev/kmsg",
+    show_default=True,
+    envvar="GPUHEAL_KERNEL_LOG",
+    help="Kernel log source; empty turns the kernel-log monitor off.",
+)
+@click.option(
+    "--kernel-log-format",
+    type=click.Choice([f.value for f in KernelLogFormat]),
+    default="kmsg",
+    show_default=True,
+    envvar="GPUHEAL_KERNEL_LOG_FORMAT",
+)
+@click.option(
+    "--xid-policy",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    envvar="GPUHEAL_XID_POLICY",
+    help="JSON policy overriding the catalog's action for any XID.",
+)
+@click.option(
+    "--fake-gpus",
+    type=click.IntRange(0, 1024),
+    default=None,
+    help="Run on a fake NVML with N GPUs instead of the real one.",
+)
+@click.option("--nvml-poll-seconds", type=click.FloatRange(min=0.1), default=10.0, show_default=True)
+@click.option("--device-api-tcp-port", type=int, default=None, help="Also serve the Device API on 127.0.0.1:PORT.")
+@click.option("--intake-tcp-port", type=int, default=None, help="Also take health events on 127.0.0.1:PORT.")
+@_with_temporal_options
+@click.option("--task-queue", default=DEFAULT_TASK_QUEUE, show_default=True, envvar="GPUHEAL_TASK_QUEUE")
+@click.option(
+    "--kubeconfig",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    envvar="KUBECONFIG",
+    help="Kubeconfig; in a pod the service account is used when unset.",
+)
+def agent(
+    node: str,
+    socket_dir: Path,
+    spool_dir: Path,
+    kernel_log: str,
+    kernel_log_format: str,
+    xid_policy: Path | None,
+    fake_gpus: int | None,
+    nvml_poll_seconds: float,
+    device_api_tcp_port: int | None,
+    intake_tcp_port: int | None,
+    address: str | None,
+    namespace: str | None,
+    task_queue: str,
+    kubeconfig: Path | None,
+) -> None:
+    """Run the per-node agent: Device API, health event intake, NVML and kernel-log monitors.
+
+    It serves even when Temporal or the Kubernetes API cannot be reached; events wait on disk.
+    """
+    from gpuheal.agents.agent import AgentSettings, serve_agent
+
+    settings = AgentSettings(
+        node=node,
+        socket_dir=socket_dir,
+        spool_dir=spool_dir,
+        kernel_log=Path(kernel_log) if kernel_log else None,
+        kernel_log_format=KernelLogFormat(kernel_log_format),
+        xid_policy=xid_policy,
+        fake_gpus=fake_gpus,
+        nvml_poll_seconds=nvml_poll_seconds,
+        device_api_tcp_port=device_api_tcp_port,
+        intake_tcp_port=intake_tcp_port,
+        temporal_address=address,
+        temporal_namespace=namespace,
+        task_queue=task_queue,
+        kubeconfig=kubeconfig,
+    )
+    try:
+        asyncio.run(serve_agent(settings))
+    except NvmlUnavailableError as error:
+        raise click.ClickException(f"{error} (use --fake-gpus N off GPU machines)") from error

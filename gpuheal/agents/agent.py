@@ -1,0 +1,226 @@
+"""The per-node agent: every agent part wired together, as `gpuheal agent` runs it on a GPU node.
+
+Start-up order matters. The Device API comes first, so providers have somewhere to register; the
+publisher (the one pipeline every event goes through) next, so no detector ever has nowhere to
+deliver; then the PlatformConnector intake and the detectors: the NVML provider (which opens the
+Device API's readiness gate once it has registered the node's GPUs) and the kernel-log monitor.
+The agent serves even when Temporal or the Kubernetes API cannot be reached: what it cannot deliver
+waits in the publisher's on-disk spool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from kubernetes.aio import client as k8s
+
+from gpuheal.agents.device_api.server import DeviceApiServer
+from gpuheal.agents.intake.server import IntakeServer, IntakeSettings
+from gpuheal.agents.kmsg.decide import XidPolicy
+from gpuheal.agents.kmsg.follow import follow_file, follow_journal_export, follow_kmsg
+from gpuheal.agents.kmsg.gpumap import GpuMap
+from gpuheal.agents.kmsg.monitor import KernelLogMonitor
+from gpuheal.agents.nvml.fake import FakeNvml
+from gpuheal.agents.nvml.interface import Nvml
+from gpuheal.agents.nvml.provider import NvmlProvider
+from gpuheal.agents.nvml.real import RealNvml
+from gpuheal.agents.publisher.device_api import GrpcDeviceApi
+from gpuheal.agents.publisher.kubernetes import KubernetesReporter
+from gpuheal.agents.publisher.publisher import Publisher
+from gpuheal.agents.publisher.temporal import TemporalRemediations
+from gpuheal.control.connection import DEFAULT_TASK_QUEUE
+from gpuheal.domain.policy import RemediationPolicy
+from gpuheal.kubeclient import connect as connect_kubernetes
+
+log = logging.getLogger("gpuheal.agent")
+
+DEVICE_API_SOCKET = "device-api.sock"
+HEALTH_EVENTS_SOCKET = "health-events.sock"
+
+
+class KernelLogFormat(StrEnum):
+    """How the kernel log source is read."""
+
+    KMSG = "kmsg"  # /dev/kmsg records
+    FILE = "file"  # a text file appended to (dmesg or journald lines, or kmsg records)
+    JOURNAL = "journal"  # a journal export file
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSettings:
+    """Everything `gpuheal agent` is configured with (flags and environment)."""
+
+    node: str
+    socket_dir: Path = Path("/var/run/gpuheal")
+    spool_dir: Path = Path("/var/lib/gpuheal/spool")
+    # None: no kernel-log monitor. "/dev/kmsg" on a real node.
+    kernel_log: Path | None = Path("/dev/kmsg")
+    kernel_log_format: KernelLogFormat = KernelLogFormat.KMSG
+    # Start reading a FILE source at its beginning rather than its end.
+    kernel_log_from_start: bool = False
+    boot_id_path: Path = Path("/proc/sys/kernel/random/boot_id")
+    xid_policy: Path | None = None
+    # None: the real NVML; N: a fake NVML with N GPUs (tests, the simulator, the demo).
+    fake_gpus: int | None = None
+    nvml_poll_seconds: float = 10.0
+    device_api_tcp_port: int | None = None
+    intake_tcp_port: int | None = None
+    temporal_address: str | None = None
+    temporal_namespace: str | None = None
+    task_queue: str = DEFAULT_TASK_QUEUE
+    kubeconfig: Path | None = None
+    # The policy remediations started by this agent carry (None: the defaults).
+    remediation_policy: RemediationPolicy | None = None
+
+
+class Agent:
+    """The running agent; `async with Agent(settings)` starts every part and stops them in reverse."""
+
+    def __init__(self, settings: AgentSettings, *, nvml: Nvml | None = None) -> None:
+        self.settings = settings
+        self.nvml: Nvml = nvml or (
+            FakeNvml(settings.node, settings.fake_gpus) if settings.fake_gpus is not None else RealNvml()
+        )
+        self.device_api = DeviceApiServer(
+            settings.socket_dir / DEVICE_API_SOCKET, tcp_port=settings.device_api_tcp_port
+        )
+        self.publisher: Publisher | None = None
+        self.intake: IntakeServer | None = None
+        self.provider: NvmlProvider | None = None
+        self.monitor: KernelLogMonitor | None = None
+        self._kubernetes: k8s.ApiClient | None = None
+        self._device_client: GrpcDeviceApi | None = None
+        self._monitor_task: asyncio.Task[None] | None = None
+        self._stack = contextlib.AsyncExitStack()
+
+    @property
+    def device_api_socket(self) -> Path:
+        return self.settings.socket_dir / DEVICE_API_SOCKET
+
+    @property
+    def health_events_socket(self) -> Path:
+        return self.settings.socket_dir / HEALTH_EVENTS_SOCKET
+
+    async def start(self) -> None:
+        """Start every part; a part that fails to start stops the ones already running."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        settings = self.settings
+        await self.device_api.start()
+        self._stack.push_async_callback(self.device_api.stop)
+
+        self.publisher = Publisher(
+            settings.spool_dir,
+            device_api=await self._device_api_client(),
+            nodes=await self._node_reporter(),
+            remediations=TemporalRemediations(
+                address=settings.temporal_address,
+                namespace=settings.temporal_namespace,
+                policy=settings.remediation_policy,
+                task_queue=settings.task_queue,
+            ),
+        )
+        await self.publisher.start()
+        self._stack.push_async_callback(self.publisher.close)
+
+        self.intake = IntakeServer(
+            self.publisher, IntakeSettings(socket_path=self.health_events_socket, tcp_port=settings.intake_tcp_port)
+        )
+        await self.intake.start()
+        self._stack.push_async_callback(self.intake.stop)
+
+        self.provider = NvmlProvider(
+            self.nvml,
+            self.device_api_socket,
+            self.publisher,
+            settings.node,
+            poll_interval_s=settings.nvml_poll_seconds,
+            on_registered=lambda _count: self.device_api.mark_ready(),
+        )
+        await self.provider.start()
+        self._stack.push_async_callback(self.provider.stop)
+
+        if settings.kernel_log is not None:
+            gpus = {info.pci: info.uuid for info in self.provider.gpus}
+            self.monitor = KernelLogMonitor(
+                settings.node,
+                self.publisher,
+                policy=XidPolicy.load(settings.xid_policy) if settings.xid_policy else None,
+                gpu_map=GpuMap(gpus),
+                boot_id_path=settings.boot_id_path,
+                state_path=settings.spool_dir / "kmsg-state.json",
+            )
+            self._monitor_task = asyncio.create_task(self.monitor.run(self._kernel_lines()), name="gpuheal-kmsg")
+            self._stack.push_async_callback(self._stop_monitor)
+        log.info(
+            "agent for %s serving: device API %s, health events %s, %d GPU(s), kernel log %s",
+            settings.node,
+            self.device_api_socket,
+            self.health_events_socket,
+            len(self.provider.gpus),
+            settings.kernel_log or "off",
+        )
+
+    async def stop(self) -> None:
+        """Stop every part that started, newest first."""
+        await self._stack.aclose()
+
+    async def __aenter__(self) -> Agent:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _device_api_client(self) -> GrpcDeviceApi:
+        self._device_client = GrpcDeviceApi(f"unix://{self.device_api_socket}")
+        self._stack.push_async_callback(self._device_client.close)
+        return self._device_client
+
+    async def _node_reporter(self) -> KubernetesReporter | None:
+        """The Kubernetes side of the publisher; None (with a warning) where no cluster is configured."""
+        try:
+            self._kubernetes = await connect_kubernetes(self.settings.kubeconfig)
+        except Exception as error:  # no kubeconfig and no service account: run without Kubernetes
+            log.warning("no Kubernetes configuration (%s): node conditions and events are off", error)
+            return None
+        self._stack.push_async_callback(self._kubernetes.close)
+        return KubernetesReporter(self._kubernetes)
+
+    def _kernel_lines(self) -> AsyncIterable[str | bytes]:
+        settings = self.settings
+        assert settings.kernel_log is not None
+        if settings.kernel_log_format is KernelLogFormat.KMSG:
+            return follow_kmsg(settings.kernel_log)
+        if settings.kernel_log_format is KernelLogFormat.JOURNAL:
+            return follow_journal_export(settings.kernel_log)
+        return follow_file(settings.kernel_log, from_start=settings.kernel_log_from_start)
+
+    async def _stop_monitor(self) -> None:
+        if self._monitor_task is not None:
+            self._monitor_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor_task
+
+
+async def serve_agent(settings: AgentSettings) -> None:
+    """Run the agent until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with Agent(settings):
+        await stop.wait()
+        log.info("agent stopping")

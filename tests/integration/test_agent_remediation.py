@@ -1,0 +1,124 @@
+"""End to end through the agent: a kernel log line on a node becomes a remediation of that node.
+
+The agent runs as it does on a node (fake NVML, a kernel log file standing in for /dev/kmsg), the
+worker and the dev server are real, and the simulated fleet plays Kubernetes and the reboot.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+
+from gpuheal.agents.agent import Agent, AgentSettings, KernelLogFormat
+from gpuheal.agents.nvml.fake import FakeNvml
+from gpuheal.demo.devserver import free_port, start_dev_server
+from gpuheal.domain.marks import workflow_id_for
+from gpuheal.domain.phases import Phase
+from gpuheal.domain.remediation import RemediationStatus
+from gpuheal.worker import WorkerSettings, running_worker
+from tests.integration.conftest import Stack, StackFactory, eventually, fast_policy
+from tests.integration.test_remediation import NODE, gpuheal_marks
+
+FAULTY_GPU = 3
+
+
+@asynccontextmanager
+async def node_agent(stack: Stack, tmp_path: Path, temporal_address: str) -> AsyncIterator[tuple[Agent, Path]]:
+    """The agent of NODE, following a kernel log file in tmp_path; yields it and the log file."""
+    kernel_log = tmp_path / "kmsg.log"
+    kernel_log.touch()
+    settings = AgentSettings(
+        node=NODE,
+        socket_dir=tmp_path / "run",
+        spool_dir=tmp_path / "spool",
+        kernel_log=kernel_log,
+        kernel_log_format=KernelLogFormat.FILE,
+        kernel_log_from_start=True,
+        boot_id_path=tmp_path / "boot_id",
+        fake_gpus=8,
+        nvml_poll_seconds=1.0,
+        temporal_address=temporal_address,
+        task_queue=stack.task_queue,
+        kubeconfig=stack.cluster.kubeconfig,
+        remediation_policy=fast_policy(),
+    )
+    async with Agent(settings) as agent:
+        yield agent, kernel_log
+
+
+def xid_record(agent: Agent, xid: int, index: int = FAULTY_GPU) -> str:
+    """A /dev/kmsg record as the injector writes it, for the agent's GPU `index`."""
+    assert isinstance(agent.nvml, FakeNvml)
+    pci = agent.nvml.device_info(index).pci_bus_id
+    return f"3,4242,{uuid.uuid4().int % 10**12},-;NVRM: NVRM: Xid (PCI:{pci}): {xid}, GPU has fallen off the bus\n"
+
+
+async def test_xid_in_the_kernel_log_is_remediated(make_stack: StackFactory, tmp_path: Path) -> None:
+    stack = await make_stack(workloads=False)
+    async with node_agent(stack, tmp_path, stack.server.address) as (agent, kernel_log):
+        gpu_uuid = agent.nvml.device_info(FAULTY_GPU).uuid
+        with kernel_log.open("a") as log:
+            log.write(xid_record(agent, 79))
+
+        handle = stack.server.client.get_workflow_handle(workflow_id_for(NODE), result_type=RemediationStatus)
+
+        async def started() -> bool:
+            try:
+                await handle.describe()
+            except Exception:
+                return False
+            return True
+
+        await eventually(started, "the agent starting remediate-gpu-node-001")
+        status: RemediationStatus = await handle.result()
+
+    assert status.phase is Phase.RESOLVED, status.reason
+    assert status.xids == [79]
+    assert status.gpu_uuids == [gpu_uuid], "the fault names the GPU the PCI address maps to"
+    assert stack.cluster.reboot_requests(NODE) == 1
+    node = await stack.node(NODE)
+    assert not node.spec.unschedulable
+    assert gpuheal_marks(node) == set()
+
+
+async def test_a_temporal_outage_delays_but_does_not_lose_the_remediation(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    stack = await make_stack(workloads=False, in_process_worker=False)
+    port = free_port()
+    async with node_agent(stack, tmp_path, f"127.0.0.1:{port}") as (agent, kernel_log):
+        with kernel_log.open("a") as log:
+            log.write(xid_record(agent, 79))
+        assert agent.publisher is not None
+        publisher = agent.publisher
+
+        async def spooled() -> bool:
+            return publisher.pending().get("temporal", 0) == 1
+
+        await eventually(spooled, "the fault waiting on disk for Temporal")
+        assert stack.cluster.reboot_requests(NODE) == 0
+
+        # Temporal comes back on the address the agent knows.
+        server = await start_dev_server(port=port)
+        try:
+            assert server.address == f"127.0.0.1:{port}"
+            settings = WorkerSettings(
+                task_queue=stack.task_queue,
+                kubeconfig=stack.cluster.kubeconfig,
+                simulator_url=stack.cluster.url,
+                metrics_address=None,
+                graceful_shutdown=timedelta(seconds=1),
+            )
+            async with running_worker(settings, server.client):
+                await publisher.wait_delivered()
+                handle = server.client.get_workflow_handle(workflow_id_for(NODE), result_type=RemediationStatus)
+                status: RemediationStatus = await handle.result()
+        finally:
+            await server.shutdown()
+
+    assert status.phase is Phase.RESOLVED, status.reason
+    assert status.xids == [79]
+    assert stack.cluster.reboot_requests(NODE) == 1
