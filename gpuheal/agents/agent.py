@@ -88,9 +88,7 @@ class Agent:
         self.nvml: Nvml = nvml or (
             FakeNvml(settings.node, settings.fake_gpus) if settings.fake_gpus is not None else RealNvml()
         )
-        self.device_api = DeviceApiServer(
-            settings.socket_dir / DEVICE_API_SOCKET, tcp_port=settings.device_api_tcp_port
-        )
+        self.device_api = DeviceApiServer(self.device_api_socket, tcp_port=settings.device_api_tcp_port)
         self.publisher: Publisher | None = None
         self.intake: IntakeServer | None = None
         self.provider: NvmlProvider | None = None
@@ -100,13 +98,14 @@ class Agent:
         self._monitor_task: asyncio.Task[None] | None = None
         self._stack = contextlib.AsyncExitStack()
 
+    # Absolute, because gRPC's `unix://` targets are: a relative --socket-dir must still work.
     @property
     def device_api_socket(self) -> Path:
-        return self.settings.socket_dir / DEVICE_API_SOCKET
+        return (self.settings.socket_dir / DEVICE_API_SOCKET).absolute()
 
     @property
     def health_events_socket(self) -> Path:
-        return self.settings.socket_dir / HEALTH_EVENTS_SOCKET
+        return (self.settings.socket_dir / HEALTH_EVENTS_SOCKET).absolute()
 
     async def start(self) -> None:
         """Start every part; a part that fails to start stops the ones already running."""

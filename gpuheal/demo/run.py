@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import aiohttp
 from rich.console import Console
 from temporalio.client import Client
 
+from gpuheal.agents.agent import Agent, AgentSettings, KernelLogFormat
 from gpuheal.control import remediations
 from gpuheal.demo.devserver import DevServer, start_dev_server
 from gpuheal.demo.view import PhaseView, phase_table
 from gpuheal.domain.catalog import action_for_xid
-from gpuheal.domain.faults import Fault
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import DrainPolicy, RemediationPolicy, RepairPolicy
 from gpuheal.domain.remediation import RemediationStatus
@@ -36,6 +36,8 @@ class DemoOptions:
     reboot_seconds: float = 2.0
     state_dir: Path = Path(".state/demo")
     port: int = 7233
+    # Nodes that run a real agent (fake NVML, a kernel log file).
+    agents: int = 2
     # The whole remediation must end within this, or the demo fails.
     deadline: timedelta = timedelta(minutes=2)
 
@@ -66,54 +68,83 @@ async def run_demo(options: DemoOptions) -> int:
     if not action.is_actionable:
         console.print(f"[red]XID {options.xid} is not fatal in the catalog (action NONE): nothing to remediate[/]")
         return 2
-    console.print("[bold]gpuheal demo[/]: starting Temporal, the simulated fleet and the worker …")
+    console.print("[bold]gpuheal demo[/]: starting Temporal, the simulated fleet, the worker and the node agents …")
     server = await start_dev_server(options.state_dir / "temporal", port=options.port, ui=True)
     try:
         fleet = FleetConfig(
             nodes=options.nodes, gpus_per_node=options.gpus_per_node, reboot_seconds=options.reboot_seconds
         )
-        async with SimulatedCluster(fleet, state_dir=options.state_dir / "fleet") as cluster:
-            settings = WorkerSettings(kubeconfig=cluster.kubeconfig, simulator_url=cluster.url, metrics_address=None)
-            async with running_worker(settings, server.client):
-                _print_addresses(console, server, cluster.url, cluster.kubeconfig)
-                node = sorted(cluster.node_names())[min(1, options.nodes - 1)]
-                status = await _remediate(console, server.client, cluster.url, node, options)
-                if options.keep:
-                    console.print("[bold]--keep[/]: everything keeps running; Ctrl-C to stop.")
-                    with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
-                        await asyncio.Event().wait()
+        async with (
+            SimulatedCluster(fleet, state_dir=options.state_dir / "fleet") as cluster,
+            running_worker(
+                WorkerSettings(kubeconfig=cluster.kubeconfig, simulator_url=cluster.url, metrics_address=None),
+                server.client,
+            ),
+            contextlib.AsyncExitStack() as agents,
+        ):
+            nodes = sorted(cluster.node_names())
+            by_node = {
+                node: await agents.enter_async_context(
+                    Agent(_agent_settings(options, node, server, cluster.kubeconfig))
+                )
+                for node in nodes[: options.agents]
+            }
+            _print_addresses(console, server, cluster.url, cluster.kubeconfig, len(by_node))
+            status = await _remediate(console, server.client, by_node[nodes[min(1, len(by_node) - 1)]], options)
+            if options.keep:
+                console.print("[bold]--keep[/]: everything keeps running; Ctrl-C to stop.")
+                with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
+                    await asyncio.Event().wait()
     finally:
         await server.shutdown()
     return 0 if status is not None and status.phase is Phase.RESOLVED else 1
 
 
-async def _remediate(
-    console: Console, client: Client, sim_url: str, node: str, options: DemoOptions
-) -> RemediationStatus | None:
-    """Inject the XID, report it as the node's agent would, and follow the workflow to its end."""
-    detected = datetime.now(UTC)
-    async with aiohttp.ClientSession() as session:
-        fault_url = f"{sim_url}/sim/v1/nodes/{node}/faults"
-        async with session.post(fault_url, json={"xid": options.xid, "gpu": _FAULTY_GPU}) as response:
-            response.raise_for_status()
-            gpu_uuid = str((await response.json()).get("gpu", {}).get("uuid", ""))
-    fault = Fault(
+def _agent_settings(options: DemoOptions, node: str, server: DevServer, kubeconfig: Path) -> AgentSettings:
+    """A node agent as it runs on a node, with a fake NVML and a file for its kernel log."""
+    home = options.state_dir / "nodes" / node
+    home.mkdir(parents=True, exist_ok=True)
+    kernel_log = home / "kmsg.log"
+    kernel_log.write_text("")
+    return AgentSettings(
         node=node,
-        action=action_for_xid(options.xid),
-        xid=options.xid,
-        gpu_uuids=(gpu_uuid,) if gpu_uuid else (),
-        message=f"Xid {options.xid} injected by gpuheal demo",
-        source="gpuheal-demo",
-        detected_at=detected,
+        socket_dir=home / "run",
+        spool_dir=home / "spool",
+        kernel_log=kernel_log,
+        kernel_log_format=KernelLogFormat.FILE,
+        kernel_log_from_start=True,
+        boot_id_path=home / "boot_id",
+        fake_gpus=options.gpus_per_node,
+        temporal_address=server.address,
+        kubeconfig=kubeconfig,
+        remediation_policy=demo_policy(options.manual),
     )
-    console.print(f"injected XID {options.xid} on {node} GPU {_FAULTY_GPU} → {fault.action.name}")
-    handle = await remediations.report_fault(client, fault, demo_policy(options.manual))
-    console.print(f"workflow [bold]{handle.id}[/] started\n")
+
+
+async def _remediate(console: Console, client: Client, agent: Agent, options: DemoOptions) -> RemediationStatus | None:
+    """Write the XID into the node's kernel log, as the injector does, and follow the remediation to its end."""
+    node = agent.settings.node
+    gpu = agent.nvml.device_info(_FAULTY_GPU)
+    assert agent.settings.kernel_log is not None
+    detected = datetime.now(UTC)
+    with agent.settings.kernel_log.open("a") as kernel_log:
+        kernel_log.write(
+            f"3,1042,{int(time.monotonic() * 1e6)},-;NVRM: NVRM: Xid (PCI:{gpu.pci_bus_id}): "
+            f"{options.xid}, GPU has fallen off the bus\n"
+        )
+    console.print(
+        f"wrote XID {options.xid} for GPU {_FAULTY_GPU} ({gpu.uuid}) into {node}'s kernel log "
+        f"({agent.settings.kernel_log}); its agent reports it\n"
+    )
     view = PhaseView(console, detected)
     deadline = detected + options.deadline + (timedelta(hours=1) if options.manual else timedelta(0))
     status: RemediationStatus | None = None
     while datetime.now(UTC) < deadline:
-        status = await remediations.status(client, node)
+        try:
+            status = await remediations.status(client, node)
+        except remediations.RemediationNotFound:
+            await asyncio.sleep(0.05)  # the agent has not reported it yet
+            continue
         view.update(status)
         if status.phase.is_final:
             break
@@ -125,15 +156,15 @@ async def _remediate(
     console.print()
     console.print(phase_table(status, datetime.now(UTC)))
     if status.phase is Phase.RESOLVED:
-        console.print(
-            f"[green]{node} is back in service[/] (cycle {(datetime.now(UTC) - detected).total_seconds():.1f}s)"
-        )
+        cycle = (datetime.now(UTC) - detected).total_seconds()
+        console.print(f"[green]{node} is back in service[/] (kernel log line to back in service: {cycle:.1f}s)")
     else:
         console.print(f"[red]{node} ended {status.phase.value}: {status.reason}[/]")
     return status
 
 
-def _print_addresses(console: Console, server: DevServer, sim_url: str, kubeconfig: Path) -> None:
+def _print_addresses(console: Console, server: DevServer, sim_url: str, kubeconfig: Path, agents: int) -> None:
     console.print(f"  Temporal     {server.address}  (export TEMPORAL_ADDRESS={server.address} for temporal/gpuheal)")
     console.print(f"  Temporal UI  {server.ui_url}")
     console.print(f"  fleet        {sim_url}  (KUBECONFIG={kubeconfig})")
+    console.print(f"  agents       {agents} node agent(s) with fake NVML, sockets under .../nodes/<node>/run")
