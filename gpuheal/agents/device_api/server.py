@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import stat
 from pathlib import Path
 from types import TracebackType
@@ -32,6 +31,7 @@ from gpuheal.agents.device_api.cache import DEFAULT_MAX_GPUS, CacheEvent, GpuCac
 from gpuheal.agents.device_api.readiness import ReadinessGate
 from gpuheal.agents.device_api.service import GpuServicer
 from gpuheal.agents.device_api.watch import DEFAULT_HISTORY_SIZE, DEFAULT_QUEUE_SIZE, WatchHub
+from gpuheal.agents.unix_socket import prepare_socket_path, restrict_socket
 from gpuheal.protos import gpu_pb2, gpu_pb2_grpc
 
 GPU_SERVICE_NAME: str = gpu_pb2.DESCRIPTOR.services_by_name["GpuService"].full_name
@@ -39,7 +39,6 @@ HEALTH_SERVICE_NAME: str = health.SERVICE_NAME
 REFLECTION_SERVICE_NAME: str = reflection.SERVICE_NAME
 DEFAULT_SOCKET_PATH = "/var/run/gpuheal/device-api.sock"
 DEFAULT_TCP_HOST = "127.0.0.1"
-SOCKET_MODE = 0o660
 _MAX_UNIX_PATH = 107  # sun_path is 108 bytes, one for the terminating NUL
 
 
@@ -124,7 +123,7 @@ class DeviceApiServer:
         """Bind and start serving; raises if a live server already owns the socket."""
         if self._server is not None:
             raise RuntimeError("the device API server is already started")
-        _clear_stale_socket(self._socket_path)
+        prepare_socket_path(self._socket_path)
         # so_reuseport off: a second server on the same TCP port must fail, not share the port.
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         self._health = health.aio.HealthServicer()
@@ -138,7 +137,7 @@ class DeviceApiServer:
                 self._tcp_port = server.add_insecure_port(f"{host}:{self._tcp_requested}")
             await self._set_health(serving=self.gate.ready)
             await server.start()
-            self._socket_path.chmod(SOCKET_MODE)
+            restrict_socket(self._socket_path)
         except BaseException:
             await server.stop(None)
             self._tcp_port = None
@@ -187,25 +186,6 @@ class DeviceApiServer:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         for service in ("", GPU_SERVICE_NAME):
             await self._health.set(service, status)
-
-
-def _clear_stale_socket(path: Path) -> None:
-    """Create the socket's directory and remove a socket file no server is listening on."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        mode = path.lstat().st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise FileExistsError(f"{path} exists and is not a unix socket; refusing to replace it")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(1.0)
-        try:
-            probe.connect(str(path))
-        except (ConnectionRefusedError, FileNotFoundError):
-            _remove_socket(path)  # left behind by a server that died without cleaning up
-            return
-    raise FileExistsError(f"another server is listening on {path}")
 
 
 def _remove_socket(path: Path) -> None:

@@ -26,9 +26,9 @@ from grpc_health.v1._async import HealthServicer  # type: ignore[import-untyped]
 from grpc_reflection.v1alpha import reflection  # type: ignore[import-untyped]
 
 from gpuheal.agents.intake.convert import to_domain
-from gpuheal.agents.intake.socket import prepare_socket_path, restrict_socket
 from gpuheal.agents.intake.validate import IntakeLimits, Rejected, validate
 from gpuheal.agents.sink import EventSink
+from gpuheal.agents.unix_socket import prepare_socket_path, restrict_socket
 from gpuheal.protos import health_event_pb2 as pb
 from gpuheal.protos import health_event_pb2_grpc as pb_grpc
 

@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-un
 
 from gpuheal.agents.intake import IntakeServer, IntakeSettings
 from gpuheal.agents.intake.server import SERVICE_NAME
-from gpuheal.agents.intake.socket import SocketInUse, prepare_socket_path
+from gpuheal.agents.unix_socket import SocketInUse, prepare_socket_path
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.health import Entity, HealthEvent, ProcessingStrategy
 from gpuheal.protos import health_event_pb2 as pb

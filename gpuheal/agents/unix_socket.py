@@ -1,4 +1,4 @@
-"""Preparing the intake's unix socket path: parent directory, a stale socket left by a crash, permissions."""
+"""Preparing an agent service's unix socket path: parent directory, a stale socket left by a crash, permissions."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ MAX_SOCKET_PATH = 107
 SOCKET_MODE = 0o660
 
 
-class SocketInUse(RuntimeError):
+class SocketInUse(FileExistsError):
     """Another live process is serving on the socket path."""
 
 
