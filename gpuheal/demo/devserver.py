@@ -11,6 +11,7 @@ import socket
 import sys
 import sysconfig
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from temporalio.client import Client
@@ -82,5 +83,7 @@ async def start_dev_server(state_dir: Path | None = None, *, port: int | None = 
         port=frontend,
         ui=ui,
         ui_port=ui_port,
+        # The SDK's 5 s default is too short on a busy 2-core machine (a first start also migrates SQLite).
+        dev_server_startup_timeout=timedelta(seconds=60),
     )
     return DevServer(env, f"127.0.0.1:{frontend}", f"http://127.0.0.1:{ui_port}" if ui_port else None)
