@@ -13,7 +13,6 @@ from typing import Any, TypeVar
 import click
 
 from gpuheal.agents.agent import KernelLogFormat
-from gpuheal.agents.nvml.interface import NvmlUnavailableError
 from gpuheal.control import remediations
 from gpuheal.control.connection import DEFAULT_TASK_QUEUE, connect
 from gpuheal.domain.remediation import Decision
@@ -317,7 +316,4 @@ def agent(
         task_queue=task_queue,
         kubeconfig=kubeconfig,
     )
-    try:
-        asyncio.run(serve_agent(settings))
-    except NvmlUnavailableError as error:
-        raise click.ClickException(f"{error} (use --fake-gpus N off GPU machines)") from error
+    asyncio.run(serve_agent(settings))

@@ -28,7 +28,7 @@ from gpuheal.agents.kmsg.follow import follow_file, follow_journal_export, follo
 from gpuheal.agents.kmsg.gpumap import GpuMap
 from gpuheal.agents.kmsg.monitor import KernelLogMonitor
 from gpuheal.agents.nvml.fake import FakeNvml
-from gpuheal.agents.nvml.interface import Nvml
+from gpuheal.agents.nvml.interface import Nvml, NvmlUnavailableError
 from gpuheal.agents.nvml.provider import NvmlProvider
 from gpuheal.agents.nvml.real import RealNvml
 from gpuheal.agents.publisher.device_api import GrpcDeviceApi
@@ -148,11 +148,18 @@ class Agent:
             poll_interval_s=settings.nvml_poll_seconds,
             on_registered=lambda _count: self.device_api.mark_ready(),
         )
-        await self.provider.start()
-        self._stack.push_async_callback(self.provider.stop)
+        try:
+            await self.provider.start()
+        except NvmlUnavailableError as error:
+            # A node whose driver is broken is the node that most needs its kernel-log monitor and intake.
+            log.error("%s: no GPU enumeration or NVML events; the kernel-log monitor and intake still run", error)
+            self.provider = None
+            self.device_api.mark_ready()
+        else:
+            self._stack.push_async_callback(self.provider.stop)
 
         if settings.kernel_log is not None:
-            gpus = {info.pci: info.uuid for info in self.provider.gpus}
+            gpus = {info.pci: info.uuid for info in self.provider.gpus} if self.provider else None
             self.monitor = KernelLogMonitor(
                 settings.node,
                 self.publisher,
@@ -162,13 +169,14 @@ class Agent:
                 state_path=settings.spool_dir / "kmsg-state.json",
             )
             self._monitor_task = asyncio.create_task(self.monitor.run(self._kernel_lines()), name="gpuheal-kmsg")
+            self._monitor_task.add_done_callback(_report_monitor_end)
             self._stack.push_async_callback(self._stop_monitor)
         log.info(
             "agent for %s serving: device API %s, health events %s, %d GPU(s), kernel log %s",
             settings.node,
             self.device_api_socket,
             self.health_events_socket,
-            len(self.provider.gpus),
+            len(self.provider.gpus) if self.provider else 0,
             settings.kernel_log or "off",
         )
 
@@ -210,8 +218,20 @@ class Agent:
     async def _stop_monitor(self) -> None:
         if self._monitor_task is not None:
             self._monitor_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # Its failure, if it failed, was logged when it happened.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._monitor_task
+
+
+def _report_monitor_end(task: asyncio.Task[None]) -> None:
+    """A kernel-log monitor that stops on its own leaves the node blind to XIDs: say so loudly."""
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is not None:
+        log.error("the kernel-log monitor stopped; XIDs in the kernel log are no longer seen", exc_info=error)
+    else:
+        log.error("the kernel-log source ended; XIDs in the kernel log are no longer seen")
 
 
 async def serve_agent(settings: AgentSettings) -> None:

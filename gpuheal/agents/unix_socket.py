@@ -6,6 +6,7 @@ import contextlib
 import os
 import socket
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 # sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL.
@@ -26,7 +27,8 @@ def prepare_socket_path(path: Path) -> None:
     """
     if len(os.fsencode(path)) > MAX_SOCKET_PATH:
         raise ValueError(f"socket path {path} is longer than {MAX_SOCKET_PATH} bytes")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o750)  # a directory gpuheal creates is not world-readable
     try:
         mode = path.lstat().st_mode
     except FileNotFoundError:
@@ -41,6 +43,19 @@ def prepare_socket_path(path: Path) -> None:
 def restrict_socket(path: Path) -> None:
     """Owner and group may connect (mode 0660): the API has no authentication of its own."""
     path.chmod(SOCKET_MODE)
+
+
+@contextlib.contextmanager
+def binding_privately() -> Iterator[None]:
+    """While a socket is bound: files are created with at most mode 0660, never a moment looser.
+
+    The umask is process-wide, so this is held only around the bind itself, at start-up.
+    """
+    previous = os.umask(0o117)
+    try:
+        yield
+    finally:
+        os.umask(previous)
 
 
 def _accepts_connections(path: Path) -> bool:

@@ -17,6 +17,8 @@ from gpuheal.domain.faults import Fault
 
 GPU_UUID = "GPU_UUID"
 PCI = "PCI"
+# The check of a GPU-reset acknowledgement: a healthy event from it clears every fault of that GPU.
+CHECK_GPU_RESET = "GpuReset"
 
 
 class ProcessingStrategy(IntEnum):
@@ -66,7 +68,7 @@ class HealthEvent(BaseModel):
     def xid(self) -> int | None:
         """The XID when the event carries one as its first numeric error code."""
         for code in self.error_codes:
-            if code.isdigit():
+            if code.isascii() and code.isdigit():  # "²".isdigit() is true, and int() refuses it
                 return int(code)
         return None
 

@@ -31,7 +31,7 @@ from gpuheal.agents.device_api.cache import DEFAULT_MAX_GPUS, CacheEvent, GpuCac
 from gpuheal.agents.device_api.readiness import ReadinessGate
 from gpuheal.agents.device_api.service import GpuServicer
 from gpuheal.agents.device_api.watch import DEFAULT_HISTORY_SIZE, DEFAULT_QUEUE_SIZE, WatchHub
-from gpuheal.agents.unix_socket import prepare_socket_path, restrict_socket
+from gpuheal.agents.unix_socket import binding_privately, prepare_socket_path, restrict_socket
 from gpuheal.protos import gpu_pb2, gpu_pb2_grpc
 
 GPU_SERVICE_NAME: str = gpu_pb2.DESCRIPTOR.services_by_name["GpuService"].full_name
@@ -39,7 +39,6 @@ HEALTH_SERVICE_NAME: str = health.SERVICE_NAME
 REFLECTION_SERVICE_NAME: str = reflection.SERVICE_NAME
 DEFAULT_SOCKET_PATH = "/var/run/gpuheal/device-api.sock"
 DEFAULT_TCP_HOST = "127.0.0.1"
-_MAX_UNIX_PATH = 107  # sun_path is 108 bytes, one for the terminating NUL
 
 
 class DeviceApiServer:
@@ -67,8 +66,6 @@ class DeviceApiServer:
         watch_history: int = DEFAULT_HISTORY_SIZE,
     ) -> None:
         self._socket_path = Path(socket_path).absolute()
-        if len(os.fsencode(self._socket_path)) > _MAX_UNIX_PATH:
-            raise ValueError(f"unix socket path is longer than {_MAX_UNIX_PATH} bytes: {self._socket_path}")
         self._tcp_requested = tcp_port
         self._tcp_host = tcp_host
         self._tcp_port: int | None = None
@@ -131,7 +128,8 @@ class DeviceApiServer:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection((GPU_SERVICE_NAME, HEALTH_SERVICE_NAME, REFLECTION_SERVICE_NAME), server)
         try:
-            server.add_insecure_port(self.target)
+            with binding_privately():
+                server.add_insecure_port(self.target)
             if self._tcp_requested is not None:
                 host = f"[{self._tcp_host}]" if ":" in self._tcp_host else self._tcp_host
                 self._tcp_port = server.add_insecure_port(f"{host}:{self._tcp_requested}")

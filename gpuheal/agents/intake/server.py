@@ -28,7 +28,7 @@ from grpc_reflection.v1alpha import reflection  # type: ignore[import-untyped]
 from gpuheal.agents.intake.convert import to_domain
 from gpuheal.agents.intake.validate import IntakeLimits, Rejected, validate
 from gpuheal.agents.sink import EventSink
-from gpuheal.agents.unix_socket import prepare_socket_path, restrict_socket
+from gpuheal.agents.unix_socket import binding_privately, prepare_socket_path, restrict_socket
 from gpuheal.protos import health_event_pb2 as pb
 from gpuheal.protos import health_event_pb2_grpc as pb_grpc
 
@@ -113,7 +113,8 @@ class IntakeServer:
             server,
         )
         try:
-            server.add_insecure_port(f"unix:{path}")
+            with binding_privately():
+                server.add_insecure_port(f"unix:{path}")
             if self.settings.tcp_port is not None:
                 self.tcp_port = server.add_insecure_port(f"{self.settings.tcp_host}:{self.settings.tcp_port}")
             await server.start()

@@ -27,7 +27,7 @@ from gpuheal.agents.kmsg.gpumap import GpuMap
 from gpuheal.agents.kmsg.parser import EventKind, KernelEvent, KmsgParser
 from gpuheal.agents.sink import EventSink
 from gpuheal.domain.actions import RecommendedAction
-from gpuheal.domain.health import GPU_UUID, PCI, Entity, HealthEvent
+from gpuheal.domain.health import CHECK_GPU_RESET, GPU_UUID, PCI, Entity, HealthEvent
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ AGENT = "gpuheal-kmsg"
 COMPONENT_CLASS = "GPU"
 CHECK_XID = "SysLogsXIDError"
 CHECK_SXID = "SysLogsSXIDError"
-CHECK_RESET = "GpuReset"
+CHECK_RESET = CHECK_GPU_RESET
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 HEALTHY_AFTER_REBOOT = "GPUs healthy after reboot"
 
@@ -159,14 +159,20 @@ class KernelLogMonitor:
             gpu_uuid = self._gpus.lookup(parsed.pci)
         self._seen[key] = (gpu_uuid or self._seen.get(key, (None, parsed.kind))[0], parsed.kind)
         identity = gpu_uuid or key
-        repeats = self._dedupe.admit((identity, parsed.kind, parsed.code))
+        window = (identity, parsed.kind, parsed.code)
+        repeats = self._dedupe.admit(window)
         if repeats is None:
             return None
         if parsed.kind is EventKind.GPU_RESET:
             # A reset GPU starts afresh: its next fault is news even inside an old window.
             self._dedupe.forget(lambda k: k[0] in (identity, key) and k[1] is not EventKind.GPU_RESET)
         event = self._event(parsed, decide(parsed, self._policy), gpu_uuid, repeats)
-        await self._sink.submit(event)
+        try:
+            await self._sink.submit(event)
+        except BaseException:
+            # Not delivered: the next occurrence must not be folded into a window nobody heard of.
+            self._dedupe.forget(lambda k: k == window)
+            raise
         return event
 
     def _event(self, parsed: KernelEvent, decision: Decision, gpu_uuid: str | None, repeats: int) -> HealthEvent:
@@ -191,7 +197,8 @@ class KernelLogMonitor:
             component_class=COMPONENT_CLASS,
             check_name=_CHECKS[parsed.kind],
             is_fatal=decision.fatal,
-            is_healthy=not decision.fatal,
+            # Only a reset acknowledgement says a GPU is well; a non-fatal XID is still a problem seen.
+            is_healthy=parsed.kind is EventKind.GPU_RESET,
             message=_message(parsed),
             action=decision.action,
             error_codes=codes,

@@ -66,13 +66,18 @@ class Lane:
         async with self._lock:
             if not len(self._spool) and await self._attempt(event):
                 return
-            if await asyncio.to_thread(self._spool.append, event, actionable=actionable):
-                self._wake()
+            # Shielded: a caller cancelled mid-append must not leave a written entry without a delivery.
+            await asyncio.shield(self._spool_and_wake(event, actionable))
+
+    async def _spool_and_wake(self, event: HealthEvent, actionable: bool) -> None:
+        if await asyncio.to_thread(self._spool.append, event, actionable=actionable):
+            self._wake()
 
     async def wait_idle(self) -> None:
         """Return once the spool is empty (everything submitted so far has been delivered)."""
         while len(self._spool):
             await self._idle.wait()
+            await asyncio.sleep(0)  # an idle flag not yet cleared by a racing append must not spin the loop
 
     async def close(self) -> None:
         """Stop the backlog loop; undelivered events stay in the spool for the next run."""
@@ -85,6 +90,13 @@ class Lane:
         self._idle.clear()
         if self._backlog is None or self._backlog.done():
             self._backlog = asyncio.create_task(self._deliver_backlog(), name=f"publisher-{self.name}-backlog")
+            self._backlog.add_done_callback(self._report_failure)
+
+    def _report_failure(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "%s: backlog delivery stopped; it resumes with the next event", self.name, exc_info=task.exception()
+            )
 
     async def _deliver_backlog(self) -> None:
         delay = self._retry.initial_backoff

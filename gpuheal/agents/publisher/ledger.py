@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gpuheal.domain.actions import RecommendedAction
-from gpuheal.domain.health import HealthEvent
+from gpuheal.domain.health import CHECK_GPU_RESET, HealthEvent
 
 HEALTHY_REASON = "GpusHealthy"
 FAULT_REASON = "GpuFault"
@@ -74,8 +74,12 @@ class OpenFaults:
             for gpu in event.gpu_uuids or (WHOLE_NODE,):
                 node.setdefault(gpu, {})[event.check_name] = fault
         elif event.is_healthy:
+            # A check's healthy report closes that check's faults; a GPU reset closes all of the GPU's.
             for gpu in event.gpu_uuids or tuple(node):
-                node.pop(gpu, None)
+                if event.check_name == CHECK_GPU_RESET:
+                    node.pop(gpu, None)
+                else:
+                    node.get(gpu, {}).pop(event.check_name, None)
 
     def known_gpus(self, node: str) -> tuple[str, ...]:
         """The GPUs of the node that any applied event has named, in the order first seen."""

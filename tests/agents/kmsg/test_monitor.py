@@ -110,9 +110,9 @@ async def test_kinds_and_their_checks(boot_id: Path) -> None:
     assert summary == [
         ("SysLogsXIDError", ("79",), A.RESTART_BM, True, False, (UUID,)),  # named by the `GPU at PCI` line
         ("SysLogsSXIDError", ("SXID-20034",), A.RESTART_VM, True, False, ()),
-        ("SysLogsSXIDError", ("SXID-12028",), A.NONE, False, True, ()),
+        ("SysLogsSXIDError", ("SXID-12028",), A.NONE, False, False, ()),
         ("SysLogsXIDError", ("13",), A.RESTART_VM, True, False, (UUID_B,)),  # the policy's word
-        ("SysLogsXIDError", ("31",), A.NONE, False, True, (UUID_A,)),
+        ("SysLogsXIDError", ("31",), A.NONE, False, False, (UUID_A,)),
         ("GpuReset", (), A.NONE, False, True, (UUID_A,)),
     ]
     assert sink.events[1].metadata["nvswitch"] == "nvidia-nvswitch0"

@@ -35,12 +35,12 @@ def non_fatal(node: str, gpu: str = GPU_A, **fields: Any) -> HealthEvent:
 
 
 def healthy(node: str, *gpus: str, **fields: Any) -> HealthEvent:
-    """A monitor saying the GPUs are fine again (all of the node's when none is named)."""
+    """The kernel-log monitor saying the GPUs are fine again after a reboot (all when none is named)."""
     values: dict[str, Any] = {
         "id": str(uuid.uuid4()),
         "node": node,
-        "agent": "gpuheal-nvml",
-        "check_name": "GpuHealthCheck",
+        "agent": "gpuheal-kmsg",
+        "check_name": "SysLogsXIDError",
         "is_fatal": False,
         "is_healthy": True,
         "message": "GPUs healthy",
