@@ -1,21 +1,25 @@
-"""`NvmlProvider`: NVML's view of the node's GPUs, kept in the Device API and reported as health events.
+"""`NvmlProvider`: NVML's view of the node's GPUs, registered in the Device API and reported as health events.
 
 `start()` initialises NVML, registers every GPU for XID events, registers every GPU in the Device
-API (CreateGpu: name = UUID in lower case, spec.uuid = UUID; one that is already there is fine),
-calls `on_registered(count)` (the agent opens the Device API's readiness gate with it), takes a
-first reading of the health signals and then runs two loops until `stop()`:
+API (CreateGpu: name = UUID in lower case, spec.uuid = UUID, an initial `Healthy`=True condition;
+one that is already there is fine), calls `on_registered(count)` (the agent opens the Device API's
+readiness gate with it), takes a first reading of the health signals and then runs two loops until
+`stop()`:
 
 - XID events: a thread waits on NVML's event set with a bounded timeout (so `stop()` returns
-  within about `event_wait_s`); each event becomes a health event with the catalog's action, and a
-  fatal one (action not NONE) makes the GPU's `Healthy` condition False until `clear()`.
+  within about `event_wait_s`); each event becomes a health event with the catalog's action (fatal
+  when the action is not NONE).
 - polling every `poll_interval_s`: double-bit ECC errors, pending page retirement, pending or
-  failed row remapping, and whether the GPU answers at all. A signal turning bad raises a problem
-  and an unhealthy event; one turning good again drops it and sends a healthy event; an unsupported
+  failed row remapping, and whether the GPU answers at all. A signal turning bad sends an unhealthy
+  event; one turning good again sends a healthy event with the same check name; an unsupported
   signal is unknown and changes nothing. The rules and actions live in `verdict`.
 
-The condition is written only when the GPU's verdict changes. A write that fails is retried at the
-next poll, because the provider compares what it wants written with what it last wrote. Nothing is
-written for a GPU this provider has not seen fail, so a fault recorded before a restart stays.
+A GPU already lost when NVML enumerates it does not stop the start: the GPUs that answer are
+registered, and the lost one is reported as an unhealthy `NvmlGpuLost` event (RESTART_BM) naming
+its index only, since NVML cannot tell its UUID.
+
+The provider writes no GPU status after registration: the events go to the sink (the agent's
+publisher), which is the one writer of the GPUs' `Healthy` condition.
 """
 
 from __future__ import annotations
@@ -31,17 +35,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from gpuheal.agents.nvml.device_client import DeviceApiClient, DeviceApiWriteError
+from gpuheal.agents.nvml.device_client import DeviceApiClient
 from gpuheal.agents.nvml.interface import GpuInfo, GpuLostError, HealthSignals, Nvml, NvmlError, XidEvent
 from gpuheal.agents.nvml.verdict import (
     AGENT,
     COMPONENT_CLASS,
     Check,
     Problem,
-    Verdict,
     lost_problems,
     polled_problems,
-    verdict,
+    signal_problem,
     xid_problem,
 )
 from gpuheal.agents.sink import EventSink
@@ -61,25 +64,18 @@ def _utc_now() -> datetime:
 
 @dataclass
 class _GpuState:
-    """What the provider knows about one GPU between loops; guarded by `lock`."""
+    """What the provider knows about one GPU between polls: the polled problems it last reported."""
 
     info: GpuInfo
-    xids: dict[int, Problem] = field(default_factory=dict)
     polled: dict[Check, Problem] = field(default_factory=dict)
-    written: Verdict | None = None  # None: nothing written by this provider yet
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    @property
-    def verdict(self) -> Verdict:
-        return verdict([*self.xids.values(), *self.polled.values()])
 
 
 class NvmlProvider:
-    """Keeps the node's GPUs, as NVML sees them, in the Device API; see the module docstring.
+    """Registers the node's GPUs, as NVML sees them, and reports their health; see the module docstring.
 
     `nvml` is a `RealNvml` on a GPU node or a `FakeNvml`; `device_api` is the Device API's socket
     path (or any gRPC target); `sink` receives every health event; `node_name` names the node in
-    them. `clock` stamps events and condition transitions (tests pin it).
+    them. `clock` stamps polled events and the registration (tests pin it).
     """
 
     def __init__(
@@ -107,7 +103,6 @@ class NvmlProvider:
         self._on_registered = on_registered
         self._clock = clock
         self._states: dict[str, _GpuState] = {}
-        self._client: DeviceApiClient | None = None
         # One thread parks in the XID wait; the other serves every other NVML call, so a poll never
         # queues behind the wait and the default executor is left alone.
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="gpuheal-nvml")
@@ -136,17 +131,20 @@ class NvmlProvider:
         Raises `NvmlUnavailableError` when NVML cannot be used, `DeviceApiWriteError` when the
         Device API refuses a registration or cannot be reached within the RPC timeout.
         """
-        await self._in_thread(self._nvml.init)
-        self._nvml_up = True
         try:
-            infos = await self._in_thread(self._enumerate)
+            await self._in_thread(self._nvml.init)
+            self._nvml_up = True
+            infos, lost = await self._in_thread(self._enumerate)
             # Registered before the Device API hears of the GPUs, so no XID in between is lost.
             self.xid_gpus = await self._in_thread(self._nvml.register_xid_events)
             self._states = {info.uuid: _GpuState(info) for info in infos}
-            self._client = DeviceApiClient(self._address, rpc_timeout_s=self._rpc_timeout)
-            created = 0
-            for info in infos:
-                created += await self._client.register(info, self._clock())
+            client = DeviceApiClient(self._address, rpc_timeout_s=self._rpc_timeout)
+            try:
+                created = 0
+                for info in infos:
+                    created += await client.register(info, self._clock())
+            finally:
+                await client.close()
             log.info(
                 "NVML provider registered %d GPUs (%d new, %d already there)", len(infos), created, len(infos) - created
             )
@@ -154,6 +152,10 @@ class NvmlProvider:
                 result = self._on_registered(len(infos))
                 if inspect.isawaitable(result):
                     await result
+            for err in lost:
+                log.warning("GPU %d is lost at enumeration: %s", err.index, err.detail)
+                problem = signal_problem(Check.GPU_LOST, f"GPU is lost at enumeration ({err.detail})")
+                await self._submit(None, problem, healthy=False, at=self._clock(), index=err.index)
             await self.poll_once()
         except BaseException:
             await self.stop()
@@ -172,7 +174,7 @@ class NvmlProvider:
             await self.stop()
 
     async def stop(self) -> None:
-        """Stop both loops, shut NVML down and close the channel. Idempotent; a provider is not restarted.
+        """Stop both loops and shut NVML down. Idempotent; a provider is not restarted.
 
         The XID waiter is not cancelled but allowed to come back from its bounded wait, because NVML
         must not be shut down under a thread still inside `nvmlEventSetWait`.
@@ -186,9 +188,6 @@ class NvmlProvider:
         if self._nvml_up:
             self._nvml_up = False
             await asyncio.to_thread(self._nvml.shutdown)
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.close()
 
     # --- the two loops --------------------------------------------------------------------------------
 
@@ -226,50 +225,43 @@ class NvmlProvider:
     # --- what the loops do (public so the agent and tests can drive a round directly) ---------------
 
     async def handle_xid(self, event: XidEvent) -> None:
-        """Report one XID event; a fatal one marks the GPU unhealthy until `clear()`."""
+        """Report one XID event: fatal when the catalog's action is not NONE."""
         problem = xid_problem(event.xid)
         state = self._states.get(event.uuid)
         if state is None:
             log.warning("XID %d on GPU %s, which NVML did not enumerate", event.xid, event.uuid)
-            await self._submit(None, problem, healthy=False, at=event.timestamp, uuid_=event.uuid)
-            return
-        async with state.lock:
-            if problem.action is not RecommendedAction.NONE:
-                state.xids[event.xid] = problem
-            await self._write(state)
-        await self._submit(state.info, problem, healthy=False, at=event.timestamp)
+        info = state.info if state is not None else None
+        await self._submit(info, problem, healthy=False, at=event.timestamp, uuid_=event.uuid)
 
     async def poll_once(self) -> None:
-        """Read every GPU's health signals once, then update conditions and send events for changes."""
+        """Read every GPU's health signals once and send an event for each signal that changed."""
         readings = await self._in_thread(self._read_all)
         for state, reading in zip(self._states.values(), readings, strict=True):
-            async with state.lock:
-                before = state.polled
-                if isinstance(reading, GpuLostError):
-                    state.polled = lost_problems(before, reading.detail)
-                elif isinstance(reading, NvmlError):
-                    log.warning("reading GPU %s failed: %s", state.info.uuid, reading)  # unknown: no change
-                else:
-                    state.polled = polled_problems(before, reading)
-                after = state.polled
-                await self._write(state)
+            # No await between reading `before` and storing `after`: concurrent polls see each change once.
+            before = state.polled
+            if isinstance(reading, GpuLostError):
+                state.polled = lost_problems(before, reading.detail)
+            elif isinstance(reading, NvmlError):
+                log.warning("reading GPU %s failed: %s", state.info.uuid, reading)  # unknown: no change
+            else:
+                state.polled = polled_problems(before, reading)
+            after = state.polled
             for check in before.keys() - after.keys():
                 await self._submit(state.info, before[check], healthy=True, at=self._clock())
             for check in after.keys() - before.keys():
                 await self._submit(state.info, after[check], healthy=False, at=self._clock())
 
-    async def clear(self, gpu_uuid: str) -> None:
-        """Forget the GPU's XIDs (after it was repaired) and rewrite its condition from the signals."""
-        state = self._states[gpu_uuid]
-        async with state.lock:
-            state.xids.clear()
-            # Forced: even a GPU this provider never wrote may carry our XID from before a restart.
-            await self._write(state, force=True)
-
     # --- helpers --------------------------------------------------------------------------------------
 
-    def _enumerate(self) -> list[GpuInfo]:
-        return [self._nvml.device_info(i) for i in range(self._nvml.device_count())]
+    def _enumerate(self) -> tuple[list[GpuInfo], list[GpuLostError]]:
+        infos: list[GpuInfo] = []
+        lost: list[GpuLostError] = []
+        for index in range(self._nvml.device_count()):
+            try:
+                infos.append(self._nvml.device_info(index))
+            except GpuLostError as err:
+                lost.append(err)
+        return infos, lost
 
     def _read_all(self) -> Sequence[HealthSignals | NvmlError]:
         # One thread hop for the whole node: 1,024 GPUs cost one executor round trip, not 1,024.
@@ -281,28 +273,30 @@ class NvmlProvider:
                 readings.append(err)
         return readings
 
-    async def _write(self, state: _GpuState, *, force: bool = False) -> None:
-        wanted = state.verdict
-        unchanged = wanted == state.written or (state.written is None and wanted.healthy)
-        if self._client is None or (unchanged and not force):
-            return
-        try:
-            await self._client.write(state.info, wanted, self._clock())
-        except DeviceApiWriteError as err:
-            log.warning("writing GPU %s condition failed (retried at the next poll): %s", state.info.uuid, err)
-            return
-        state.written = wanted
-
     async def _submit(
-        self, info: GpuInfo | None, problem: Problem, *, healthy: bool, at: datetime, uuid_: str = ""
+        self,
+        info: GpuInfo | None,
+        problem: Problem,
+        *,
+        healthy: bool,
+        at: datetime,
+        uuid_: str = "",
+        index: int | None = None,
     ) -> None:
+        """Send one event about a GPU: `info` when NVML enumerated it, else its `uuid_` (an XID from a
+        GPU not enumerated) or only its `index` (a GPU lost at enumeration: no entity, a node-wide fault)."""
         action = RecommendedAction.NONE if healthy else problem.action
-        entities = (
-            (Entity(type=GPU_UUID, value=info.uuid), Entity(type=PCI, value=info.pci))
-            if info is not None
-            else (Entity(type=GPU_UUID, value=uuid_),)
-        )
-        metadata = {"gpu_index": str(info.index), "pci_bus_id": info.pci_bus_id, "gpu_name": info.name} if info else {}
+        entities: tuple[Entity, ...] = ()
+        metadata: dict[str, str] = {}
+        if info is not None:
+            entities = (Entity(type=GPU_UUID, value=info.uuid), Entity(type=PCI, value=info.pci))
+            metadata = {"gpu_index": str(info.index), "pci_bus_id": info.pci_bus_id, "gpu_name": info.name}
+            uuid_ = info.uuid
+        elif uuid_:
+            entities = (Entity(type=GPU_UUID, value=uuid_),)
+        elif index is not None:
+            metadata = {"gpu_index": str(index)}
+        subject = uuid_ or f"index {index}"
         message = f"{problem.message} (recovered)" if healthy else problem.message
         event = HealthEvent(
             id=str(uuid.uuid4()),
@@ -312,7 +306,7 @@ class NvmlProvider:
             check_name=problem.check.value,
             is_fatal=action is not RecommendedAction.NONE,
             is_healthy=healthy,
-            message=f"{message} on GPU {info.uuid if info else uuid_}",
+            message=f"{message} on GPU {subject}",
             action=action,
             error_codes=(problem.error_code,),
             entities=entities,

@@ -112,6 +112,8 @@ class RealNvml:
                 except pynvml.NVMLError as err:
                     if err.value in _UNKNOWN_CODES:
                         continue  # some GPUs (and vGPUs) refuse XID events; they are still polled
+                    if err.value == pynvml.NVML_ERROR_GPU_IS_LOST:
+                        continue  # a lost GPU is reported by the provider, not a reason to stop
                     raise _translate(index, err) from err
                 registered.append(index)
             return tuple(registered)

@@ -1,8 +1,9 @@
-"""What NVML's observations mean for a GPU: the problems they raise and the condition they add up to.
+"""What NVML's observations mean for a GPU: the problems they raise, each reported as a health event.
 
 Pure rules, no I/O. A *problem* is one active reason a GPU is unhealthy, with the action that
-remedies it. A GPU's verdict is healthy when it has no problem; otherwise it takes the reason and
-action of its most drastic problem and lists every problem in its message.
+remedies it; the provider reports it as an unhealthy event and, for a polled signal, reports a
+healthy event with the same check name once the signal is good again. Turning events into the
+GPU's `Healthy` condition is the publisher's job, not this module's.
 
 Actions for the polled signals (NVIDIA's GPU memory error management guide and XID catalog):
 
@@ -16,9 +17,9 @@ Actions for the polled signals (NVIDIA's GPU memory error management guide and X
 - GPU lost (NVML_ERROR_GPU_IS_LOST): RESTART_BM, what the catalog prescribes for XID 79 (fallen off
   the bus), which is how a lost GPU usually shows up in the kernel log.
 
-XID events take the catalog's action. XIDs are sticky: nothing NVML reports later says a fatal XID
-is over, so only a reset of the provider's state (after a repair) clears one. An XID whose action
-is NONE (an application error, such as 13) is reported but does not make the GPU unhealthy.
+XID events take the catalog's action. Nothing NVML reports later says a fatal XID is over, so the
+provider never sends a healthy event for one. An XID whose action is NONE (an application error,
+such as 13) is reported as a non-fatal event.
 """
 
 from __future__ import annotations
@@ -31,12 +32,11 @@ from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.catalog import action_for_xid, xid_catalog
 
 CONDITION_HEALTHY = "Healthy"
-"""The condition type the NVML provider (and the publisher) writes on each GPU: status "True"/"False"."""
+"""The condition type the publisher writes on each GPU; the provider only sets it "True" at creation."""
 
 AGENT = "gpuheal-nvml"
 COMPONENT_CLASS = "GPU"
 
-REASON_HEALTHY = "NvmlHealthy"
 REASON_REGISTERED = "NvmlRegistered"
 
 
@@ -51,15 +51,7 @@ class Check(StrEnum):
     GPU_LOST = "NvmlGpuLost"
 
 
-# Condition reasons and health-event error codes per polled check.
-_REASONS: dict[Check, str] = {
-    Check.XID: "NvmlXidCriticalError",
-    Check.ECC_DBE: "NvmlEccDoubleBitError",
-    Check.RETIRED_PAGES_PENDING: "NvmlRetiredPagesPending",
-    Check.ROW_REMAP_PENDING: "NvmlRowRemapPending",
-    Check.ROW_REMAP_FAILURE: "NvmlRowRemapFailure",
-    Check.GPU_LOST: "NvmlGpuLost",
-}
+# Health-event error codes per polled check.
 _ERROR_CODES: dict[Check, str] = {
     Check.ECC_DBE: "ECC_DBE_VOLATILE",
     Check.RETIRED_PAGES_PENDING: "RETIRED_PAGES_PENDING",
@@ -75,10 +67,6 @@ SIGNAL_ACTIONS: dict[Check, RecommendedAction] = {
     Check.GPU_LOST: RecommendedAction.RESTART_BM,
 }
 
-# Every reason this provider writes; a healthy verdict only replaces a condition with one of these,
-# never a fault another writer recorded.
-OWN_REASONS = frozenset({REASON_HEALTHY, REASON_REGISTERED, *_REASONS.values()})
-
 
 @dataclass(frozen=True, slots=True)
 class Problem:
@@ -88,27 +76,6 @@ class Problem:
     message: str
     action: RecommendedAction
     error_code: str
-
-    @property
-    def reason(self) -> str:
-        return _REASONS[self.check]
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """The `Healthy` condition a GPU should carry, and the action to put in its status."""
-
-    healthy: bool
-    reason: str
-    message: str
-    action: RecommendedAction
-
-    @property
-    def status(self) -> str:
-        return "True" if self.healthy else "False"
-
-
-HEALTHY = Verdict(True, REASON_HEALTHY, "NVML reports no faults", RecommendedAction.NONE)
 
 
 def xid_problem(xid: int) -> Problem:
@@ -160,11 +127,3 @@ def polled_problems(previous: dict[Check, Problem], signals: HealthSignals) -> d
 def lost_problems(previous: dict[Check, Problem], detail: str) -> dict[Check, Problem]:
     """The polled problems when the GPU did not answer: lost, and nothing else is known anew."""
     return {**previous, Check.GPU_LOST: signal_problem(Check.GPU_LOST, f"GPU is lost: {detail}")}
-
-
-def verdict(problems: list[Problem]) -> Verdict:
-    """Healthy without problems; otherwise the most drastic problem's reason and action, every message."""
-    if not problems:
-        return HEALTHY
-    worst = max(problems, key=lambda p: p.action.rank)
-    return Verdict(False, worst.reason, "; ".join(p.message for p in problems), worst.action)

@@ -102,7 +102,13 @@ class Lane:
         delay = self._retry.initial_backoff
         # The emptiness check runs on the loop, after every append's bookkeeping: no entry is stranded.
         while len(self._spool):
-            item = await asyncio.to_thread(self._spool.head)
+            try:
+                item = await asyncio.to_thread(self._spool.head)
+            except OSError as error:
+                log.warning("%s: cannot read the spool (%s); retrying", self.name, error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._retry.max_backoff)
+                continue
             if item is None:
                 continue
             entry, event = item

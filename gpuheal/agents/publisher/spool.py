@@ -92,13 +92,17 @@ class Spool:
             return True
 
     def head(self) -> tuple[Spooled, HealthEvent] | None:
-        """The oldest entry and its event, or None when empty. Unreadable entries are discarded."""
+        """The oldest entry and its event, or None when empty.
+
+        An entry that is gone or does not parse is discarded; any other read error (EMFILE, EIO) is
+        raised, because the entry may be an actionable fault and the disk may recover.
+        """
         with self._lock:
             while self._entries:
                 entry = next(iter(self._entries.values()))
                 try:
                     return entry, HealthEvent.model_validate_json(entry.path.read_bytes())
-                except (OSError, ValidationError, ValueError) as error:
+                except (FileNotFoundError, ValidationError, ValueError) as error:
                     log.error("discarding unreadable spool entry %s: %s", entry.path, error)
                     self._delete(entry)
             return None

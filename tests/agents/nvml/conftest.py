@@ -16,6 +16,7 @@ import pytest
 
 from gpuheal.agents.device_api import DeviceApiServer
 from gpuheal.agents.nvml import CONDITION_HEALTHY, FakeNvml, NvmlProvider
+from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.health import HealthEvent
 from gpuheal.protos import gpu_pb2, gpu_pb2_grpc
 
@@ -34,6 +35,10 @@ class RecordingSink:
 
     def checks(self) -> list[tuple[str, bool]]:
         return [(e.check_name, e.is_healthy) for e in self.events]
+
+    def summary(self) -> list[tuple[str, bool, bool, RecommendedAction, tuple[str, ...]]]:
+        """Per event: check name, is_fatal, is_healthy, action and the GPU UUIDs it names."""
+        return [(e.check_name, e.is_fatal, e.is_healthy, e.action, e.gpu_uuids) for e in self.events]
 
 
 async def eventually(predicate: Callable[[], bool | Awaitable[bool]], timeout: float = 5.0) -> None:
@@ -54,11 +59,6 @@ def healthy(gpu: gpu_pb2.Gpu) -> gpu_pb2.Condition:
     return found[0]
 
 
-def health_status(gpu: gpu_pb2.Gpu) -> str:
-    """The Healthy condition's status, "" when there is none (for polling)."""
-    return next((c.status for c in gpu.status.conditions if c.type == CONDITION_HEALTHY), "")
-
-
 @dataclass
 class Rig:
     server: DeviceApiServer
@@ -72,11 +72,9 @@ class Rig:
         name = self.nvml.gpus[index].uuid.lower()
         return (await self.stub.GetGpu(gpu_pb2.GetGpuRequest(name=name))).gpu
 
-    async def status_of(self, index: int) -> str:
-        return health_status(await self.gpu(index))
-
-    async def has_status(self, index: int, expected: str) -> bool:
-        return await self.status_of(index) == expected
+    def uuid(self, index: int) -> tuple[str, ...]:
+        """The GPU UUID entities an event about GPU `index` names."""
+        return (self.nvml.gpus[index].uuid,)
 
 
 @pytest.fixture

@@ -151,6 +151,19 @@ def test_xid_events_register_where_supported_and_a_timeout_is_none(driver: dict[
     assert driver == {"freed": 1, "shutdown": 1}
 
 
+def test_a_lost_gpu_is_skipped_when_registering_for_xid_events(
+    driver: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def register(handle: str, _types: int, _set: Any) -> None:
+        if handle == "h1":
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)
+
+    monkeypatch.setattr(pynvml, "nvmlDeviceRegisterEvents", register)
+    nvml = RealNvml()
+    nvml.init()
+    assert nvml.register_xid_events() == (0,)
+
+
 def test_other_nvml_failures_are_call_errors(driver: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pynvml, "nvmlDeviceGetName", _error(pynvml.NVML_ERROR_NO_PERMISSION))
     nvml = RealNvml()
