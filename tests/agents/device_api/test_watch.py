@@ -127,7 +127,7 @@ async def test_a_watcher_that_never_reads_is_dropped_and_others_get_every_event(
     error = await rpc_error(drain_slow())
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "fell more than 8 events behind" in (error.details() or "")
-    assert 1 <= got < 1 + updates
+    assert 0 < got <= updates
     await eventually(lambda: api.server.hub.streams == 1)  # the dropped stream is gone from the server
     reader.cancel()
 
