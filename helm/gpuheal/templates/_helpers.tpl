@@ -1,0 +1,113 @@
+{{/* Chart name. */}}
+{{- define "gpuheal.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Fully qualified app name, used as the prefix of every resource. */}}
+{{- define "gpuheal.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "gpuheal.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Common labels. */}}
+{{- define "gpuheal.labels" -}}
+helm.sh/chart: {{ include "gpuheal.chart" . }}
+app.kubernetes.io/name: {{ include "gpuheal.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: gpuheal
+{{- end }}
+
+{{/* Selector labels; call with (dict "ctx" $ "component" "worker"). */}}
+{{- define "gpuheal.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "gpuheal.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "gpuheal.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{- define "gpuheal.worker.serviceAccountName" -}}
+{{- if .Values.worker.serviceAccount.create }}
+{{- default (printf "%s-worker" (include "gpuheal.fullname" .)) .Values.worker.serviceAccount.name }}
+{{- else }}
+{{- required "worker.serviceAccount.name is required when worker.serviceAccount.create is false" .Values.worker.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "gpuheal.agent.serviceAccountName" -}}
+{{- if .Values.agent.serviceAccount.create }}
+{{- default (printf "%s-agent" (include "gpuheal.fullname" .)) .Values.agent.serviceAccount.name }}
+{{- else }}
+{{- required "agent.serviceAccount.name is required when agent.serviceAccount.create is false" .Values.agent.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "gpuheal.temporal.tlsEnabled" -}}
+{{- if or .Values.temporal.tls.enabled .Values.temporal.tls.secretName }}true{{ end }}
+{{- end }}
+
+{{/* Temporal settings as environment variables (secrets only by reference). */}}
+{{- define "gpuheal.temporal.env" -}}
+- name: TEMPORAL_ADDRESS
+  value: {{ .Values.temporal.address | quote }}
+- name: TEMPORAL_NAMESPACE
+  value: {{ .Values.temporal.namespace | quote }}
+{{- if include "gpuheal.temporal.tlsEnabled" . }}
+- name: TEMPORAL_TLS
+  value: "true"
+{{- with .Values.temporal.tls.serverName }}
+- name: TEMPORAL_TLS_SERVER_NAME
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- with .Values.temporal.tls.secretName }}
+- name: TEMPORAL_TLS_CLIENT_CERT_PATH
+  value: /etc/gpuheal/temporal-tls/{{ $.Values.temporal.tls.certKey }}
+- name: TEMPORAL_TLS_CLIENT_KEY_PATH
+  value: /etc/gpuheal/temporal-tls/{{ $.Values.temporal.tls.keyKey }}
+{{- with $.Values.temporal.tls.caKey }}
+- name: TEMPORAL_TLS_SERVER_CA_CERT_PATH
+  value: /etc/gpuheal/temporal-tls/{{ . }}
+{{- end }}
+{{- end }}
+{{- with .Values.temporal.apiKey.secretName }}
+- name: TEMPORAL_API_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ . | quote }}
+      key: {{ $.Values.temporal.apiKey.key | quote }}
+{{- end }}
+{{- end }}
+
+{{- define "gpuheal.temporal.volumeMounts" -}}
+{{- if .Values.temporal.tls.secretName }}
+- name: temporal-tls
+  mountPath: /etc/gpuheal/temporal-tls
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "gpuheal.temporal.volumes" -}}
+{{- with .Values.temporal.tls.secretName }}
+- name: temporal-tls
+  secret:
+    secretName: {{ . | quote }}
+    defaultMode: 0440
+{{- end }}
+{{- end }}
