@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
 import stat
-import sys
 from pathlib import Path
 
 import grpc
@@ -20,44 +18,7 @@ from grpc_reflection.v1alpha import (  # type: ignore[import-untyped,unused-igno
 from gpuheal.agents.device_api import GPU_SERVICE_NAME, DeviceApiServer
 from gpuheal.protos import gpu_pb2, gpu_pb2_grpc
 from tests.agents.device_api.conftest import Api, ApiFactory, create
-
-PROC_TCP = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
-
-
-def decode_address(text: str) -> ipaddress.IPv4Address:
-    """An address as /proc/net/tcp{,6} writes it (32-bit words in host order), as IPv4 if it is one."""
-    raw = b"".join(int(text[i : i + 8], 16).to_bytes(4, sys.byteorder) for i in range(0, len(text), 8))
-    if len(raw) == 4:
-        return ipaddress.IPv4Address(raw)
-    mapped = ipaddress.IPv6Address(raw).ipv4_mapped  # gRPC listens dual-stack: ::ffff:127.0.0.1
-    assert mapped is not None, f"not an IPv4 listener: {ipaddress.IPv6Address(raw)}"
-    return mapped
-
-
-def listening_tcp() -> set[tuple[ipaddress.IPv4Address, int]]:
-    """(address, port) of the TCP sockets this process listens on."""
-    inodes = set()
-    for fd in Path("/proc/self/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[len("socket:[") : -1])
-    found = set()
-    for table in PROC_TCP:
-        if not table.exists():
-            continue
-        for line in table.read_text().splitlines()[1:]:
-            fields = line.split()
-            local, state, inode = fields[1], fields[3], fields[9]
-            if state == "0A" and inode in inodes:  # 0A: LISTEN
-                address, port = local.split(":")
-                found.add((decode_address(address), int(port, 16)))
-    return found
-
-
-needs_proc = pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs Linux /proc")
+from tests.agents.listening import listening_tcp, needs_proc
 
 
 async def test_socket_is_created_with_mode_0660_in_a_new_directory(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import stat
@@ -21,6 +22,7 @@ from gpuheal.domain.health import Entity, HealthEvent, ProcessingStrategy
 from gpuheal.protos import health_event_pb2 as pb
 from gpuheal.protos import health_event_pb2_grpc as pb_grpc
 from tests.agents.intake.conftest import LIMITS, Intake, RecordingSink
+from tests.agents.listening import listening_tcp, needs_proc
 
 
 def xid_event(**fields: object) -> pb.HealthEvent:
@@ -181,15 +183,22 @@ async def test_stale_socket_is_replaced_and_a_live_one_refused(socket_dir: Path)
     assert not path.exists()
 
 
+@needs_proc
 async def test_tcp_only_when_configured_and_on_loopback(socket_dir: Path) -> None:
     sink = RecordingSink()
+    before = listening_tcp()
     async with IntakeServer(sink, IntakeSettings(socket_path=socket_dir / "a.sock")) as server:
         assert server.tcp_port is None
+        assert listening_tcp() == before  # no TCP listener at all
     async with IntakeServer(sink, IntakeSettings(socket_path=socket_dir / "b.sock", tcp_port=0)) as server:
-        assert server.tcp_port
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.tcp_port}") as channel:
+        port = server.tcp_port
+        assert port
+        # Bound to loopback only: a wildcard bind (0.0.0.0 or ::) would show up here instead.
+        assert listening_tcp() - before == {(ipaddress.IPv4Address("127.0.0.1"), port)}
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             await pb_grpc.PlatformConnectorStub(channel).HealthEventOccurredV1(pb.HealthEvents(events=[xid_event()]))
     assert len(sink.events) == 1
+    assert listening_tcp() == before  # and the listener is gone with the server
 
 
 async def test_a_failing_sink_answers_unavailable_naming_the_first_event_not_taken(socket_dir: Path) -> None:

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import struct
+import threading
 from collections.abc import AsyncGenerator
 from pathlib import Path
 
 import pytest
 
-from gpuheal.agents.kmsg.follow import JournalExportDecoder, follow_file, follow_journal_export, follow_kmsg
+from gpuheal.agents.kmsg.follow import (
+    JournalExportDecoder,
+    _FileReader,
+    follow_file,
+    follow_journal_export,
+    follow_kmsg,
+)
 
 POLL = 0.01
 
@@ -33,7 +41,10 @@ class Collector:
             return [await self._queue.get() for _ in range(count)]
 
     async def quiet(self, wait: float = 0.15) -> bool:
-        """True when no line arrived within `wait` seconds."""
+        """True when no line arrived within `wait` seconds.
+
+        Only for negative assertions ("nothing more arrives"); never a barrier before a positive one.
+        """
         await asyncio.sleep(wait)
         return self._queue.empty()
 
@@ -44,36 +55,101 @@ class Collector:
         await self._lines.aclose()
 
 
+class FileOpens:
+    """What the file followers' readers did when they tried to open their file (on their worker threads).
+
+    The test's barrier for "the follower has looked at the file": starting from the end only skips
+    what was there when the reader first opened it, so lines under test are written after that.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._attempts = 0  # tries, whether or not the file was there
+        self._opened = 0  # tries that opened it (and, from the end, moved to its end)
+
+    def record(self, *, opened: bool) -> None:
+        with self._lock:
+            self._attempts += 1
+            self._opened += opened
+
+    def counts(self) -> tuple[int, int]:
+        """(attempts, opened) so far."""
+        with self._lock:
+            return self._attempts, self._opened
+
+    async def wait(self, *, attempts: int = 0, opened: int = 0, timeout: float = 10.0) -> tuple[int, int]:
+        """Wait (bounded: a hang guard) until at least that many tries and opens happened; the counts."""
+        async with asyncio.timeout(timeout):
+            while True:
+                done, ok = self.counts()
+                if done >= attempts and ok >= opened:
+                    return done, ok
+                await asyncio.sleep(POLL)
+
+
+@pytest.fixture
+def file_opens(monkeypatch: pytest.MonkeyPatch) -> FileOpens:
+    """Every `_FileReader` open reported to the test, after it happened."""
+    opens = FileOpens()
+    real_open = _FileReader._open
+
+    def _open(reader: _FileReader) -> None:
+        real_open(reader)
+        opens.record(opened=reader._file is not None)
+
+    monkeypatch.setattr(_FileReader, "_open", _open)
+    return opens
+
+
+async def open_fifo_writer(fifo: Path, timeout: float = 10.0) -> int:
+    """Open the FIFO for writing once the follower holds it open for reading (ENXIO until then)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as error:
+                if error.errno != errno.ENXIO:
+                    raise
+                await asyncio.sleep(POLL)
+                continue
+            os.set_blocking(writer, True)
+            return writer
+
+
 def _append(path: Path, text: str) -> None:
     with path.open("a", encoding="utf-8") as log:
         log.write(text)
 
 
-async def test_file_from_end_yields_appended_lines_and_survives_truncation(tmp_path: Path) -> None:
+async def test_file_from_end_yields_appended_lines_and_survives_truncation(
+    tmp_path: Path, file_opens: FileOpens
+) -> None:
     path = tmp_path / "kern.log"
     path.write_text("old line 1\nold line 2\n")
     lines = Collector(follow_file(path, poll_interval=POLL))
     try:
-        assert await lines.quiet()  # what was there before following started is skipped
+        assert await file_opens.wait(opened=1) == (1, 1)  # the reader is at the end of the file
         _append(path, "new 1\nnew 2\npartial")
+        # The first lines out are the new ones: what was there before following started is skipped.
         assert await lines.take(2) == ["new 1", "new 2"]
         assert await lines.quiet()  # a line without its newline waits for the rest
         _append(path, " line\n")
         assert await lines.take(1) == ["partial line"]
         path.write_text("")  # truncated (copytruncate rotation)
-        await asyncio.sleep(0.05)
+        # Shorter than what was read, so the truncation shows whether or not the reader saw it empty.
         _append(path, "after truncation\n")
         assert await lines.take(1) == ["after truncation"]
     finally:
         await lines.close()
 
 
-async def test_file_rotation_and_late_creation(tmp_path: Path) -> None:
+async def test_file_rotation_and_late_creation(tmp_path: Path, file_opens: FileOpens) -> None:
     path = tmp_path / "kern.log"
     lines = Collector(follow_file(path, poll_interval=POLL))  # the file does not exist yet
     try:
-        assert await lines.quiet()
-        path.write_text("first\n")
+        attempts, opened = await file_opens.wait(attempts=1)  # it looked, and found no file
+        assert attempts >= 1 and opened == 0
+        path.write_text("first\n")  # created after following started: read from its start
         assert await lines.take(1) == ["first"]
         _append(path, "last of the old file\n")
         path.rename(tmp_path / "kern.log.1")
@@ -97,8 +173,7 @@ async def test_kmsg_records_from_a_fifo(tmp_path: Path) -> None:
     fifo = tmp_path / "kmsg"
     os.mkfifo(fifo)
     lines = Collector(follow_kmsg(fifo, poll_interval=POLL))
-    await asyncio.sleep(0.05)  # the follower has opened the FIFO for reading
-    writer = os.open(fifo, os.O_WRONLY)
+    writer = await open_fifo_writer(fifo)
     try:
         os.write(writer, b"3,812,6085126134786,-;NVRM: Xid (PCI:0000:3b:00): 79, GPU has fallen off the bus.\n")
         os.write(writer, b" SUBSYSTEM=pci\n DEVICE=+pci:0000:3b:00.0\n")
@@ -124,8 +199,7 @@ async def test_kmsg_overrun_is_survived(tmp_path: Path, monkeypatch: pytest.Monk
 
     monkeypatch.setattr(os, "read", read)  # the follower reads through `os.read`
     lines = Collector(follow_kmsg(fifo, poll_interval=POLL))
-    await asyncio.sleep(0.05)
-    writer = os.open(fifo, os.O_WRONLY)
+    writer = await open_fifo_writer(fifo)
     try:
         os.write(writer, b"6,900,1,-;after the overrun\n")
         assert await lines.take(1) == ["6,900,1,-;after the overrun"]
@@ -169,13 +243,13 @@ def test_export_decoder_text_and_binary_fields_in_any_chunks() -> None:
     assert JournalExportDecoder().feed(b"JUNK\n" + b"\xff" * 8 + b"\nMESSAGE=x\n\n") == [{"MESSAGE": b"x"}]
 
 
-async def test_journal_export_file_yields_kernel_messages(tmp_path: Path) -> None:
+async def test_journal_export_file_yields_kernel_messages(tmp_path: Path, file_opens: FileOpens) -> None:
     path = tmp_path / "journal.export"
     path.write_bytes(_export_entry({"_TRANSPORT": b"kernel", "MESSAGE": b"before we looked"}))
     kernel_lines = Collector(follow_journal_export(path, poll_interval=POLL))
     every_line = Collector(follow_journal_export(path, from_start=True, kernel_only=False, poll_interval=POLL))
     try:
-        assert await kernel_lines.quiet()
+        assert await file_opens.wait(opened=2) == (2, 2)  # both readers hold the file, at its end or start
         with path.open("ab") as journal:
             journal.write(_export_entry({"_TRANSPORT": b"syslog", "MESSAGE": b"from a daemon"}))
             journal.write(
@@ -187,6 +261,7 @@ async def test_journal_export_file_yields_kernel_messages(tmp_path: Path) -> Non
                     }
                 )
             )
+        # Neither the entry from before following started nor the daemon's entry comes out first.
         assert await kernel_lines.take(1) == ["NVRM: Xid (PCI:0001:00:00.0): 79, x"]
         assert await every_line.take(3) == ["before we looked", "from a daemon", "NVRM: Xid (PCI:0001:00:00.0): 79, x"]
     finally:

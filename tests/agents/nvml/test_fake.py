@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -84,15 +83,49 @@ def test_a_failed_gpu_raises_gpu_lost_until_reset() -> None:
     assert nvml.health_signals(0).ecc_dbe_volatile == 0
 
 
+# Bounds that only stop a broken test from hanging; a waiter that is not woken waits far longer.
+HANG_GUARD_S = 30.0
+NEVER_S = 3600.0
+
+
+class WaitObserved(threading.Condition):
+    """A condition that tells the test when a thread is inside `wait` (its lock released, so anyone
+    who takes the lock after `waiting` is set can only notify a thread that is already blocked)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waiting.set()
+        return super().wait(timeout)
+
+
+def blocked_waiter(nvml: FakeNvml, timeout_s: float) -> tuple[threading.Thread, list[object]]:
+    """A thread blocked in `wait_xid_event(timeout_s)`, and where its result will go."""
+    observed = WaitObserved()
+    nvml._cond = observed  # the fake's one lock and condition: every call takes it
+    got: list[object] = []
+
+    def wait() -> None:
+        try:
+            got.append(nvml.wait_xid_event(timeout_s))
+        except Exception as error:  # recorded, so the test fails on it rather than losing it in the thread
+            got.append(error)
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    assert observed.waiting.wait(HANG_GUARD_S), "the waiter never blocked"
+    return waiter, got
+
+
 def test_an_injected_xid_wakes_a_blocked_waiter() -> None:
     nvml = started()
     nvml.register_xid_events()
-    got: list[object] = []
-    waiter = threading.Thread(target=lambda: got.append(nvml.wait_xid_event(5.0)))
-    waiter.start()
-    time.sleep(0.05)
+    waiter, got = blocked_waiter(nvml, NEVER_S)
     injected = nvml.inject_xid(2, 79)
-    waiter.join(2.0)
+    waiter.join(HANG_GUARD_S)
+    assert not waiter.is_alive(), "the injected event did not wake the waiter"
     assert got == [injected]
     assert injected.uuid == nvml.gpus[2].uuid and injected.xid == 79 and injected.index == 2
 
@@ -100,14 +133,15 @@ def test_an_injected_xid_wakes_a_blocked_waiter() -> None:
 def test_wait_times_out_with_none_and_shutdown_wakes_a_waiter() -> None:
     nvml = started()
     nvml.register_xid_events()
-    begun = time.monotonic()
-    assert nvml.wait_xid_event(0.05) is None
-    assert time.monotonic() - begun < 1.0
-    waiter = threading.Thread(target=nvml.wait_xid_event, args=(30.0,))
-    waiter.start()
+    waiter, got = blocked_waiter(nvml, 0.05)
+    waiter.join(HANG_GUARD_S)
+    assert not waiter.is_alive(), "the wait did not time out"
+    assert got == [None]  # timed out: nothing was injected and NVML is still up
+    waiter, got = blocked_waiter(nvml, NEVER_S)
     nvml.shutdown()
-    waiter.join(2.0)
-    assert not waiter.is_alive()
+    waiter.join(HANG_GUARD_S)
+    assert not waiter.is_alive(), "shutdown did not wake the waiter"
+    assert got == [None]
 
 
 def test_gpus_without_xid_support_are_not_registered() -> None:

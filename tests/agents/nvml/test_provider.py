@@ -7,6 +7,7 @@ gRPC, as consumers and other writers would, and check the events that reach the 
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -243,10 +244,14 @@ async def test_a_failing_sink_does_not_stop_the_xid_loop(make_rig: RigFactory) -
 
 
 async def test_stop_is_prompt_and_shuts_nvml_down(make_rig: RigFactory) -> None:
-    rig = await make_rig(event_wait_s=0.3)
-    begun = time.monotonic()
-    await rig.provider.stop()
-    assert time.monotonic() - begun < 1.5
+    # An hour between polls: only stop() waking the loops can end them before the hang guard below.
+    rig = await make_rig(event_wait_s=0.3, poll_interval_s=3600.0)
+    loops = list(rig.provider._tasks)
+    assert len(loops) == 2 and not any(loop.done() for loop in loops)
+    await asyncio.wait_for(rig.provider.stop(), timeout=60)  # a hang guard, not a timing assertion
+    # Both loops ended on their own because of stop(): not cancelled, no error, nothing left running.
+    assert all(loop.done() and not loop.cancelled() and loop.exception() is None for loop in loops)
+    assert rig.provider._tasks == []
     assert rig.nvml.shutdown_calls == 1
     await rig.provider.stop()  # idempotent
     assert rig.nvml.shutdown_calls == 1

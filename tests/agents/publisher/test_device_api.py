@@ -19,6 +19,9 @@ from tests.agents.publisher.conftest import FAST
 from tests.agents.publisher.events import GPU_A, GPU_B, fatal_xid, healthy, non_fatal
 
 NODE = "gpu-node-7"
+# What `register` creates: the Device API's readiness gate opens only once both are there, so no
+# reader (the publisher's lookup included) can see the node before its GPUs are registered.
+REGISTERED_GPUS = 2
 
 
 @pytest.fixture
@@ -30,7 +33,10 @@ def socket_dir() -> Iterator[Path]:
 
 
 async def register(stub: gpu_pb2_grpc.GpuServiceAsyncStub) -> None:
-    """GPU A under its lower-cased UUID, with another provider's condition; GPU B under an index name."""
+    """GPU A under its lower-cased UUID, with another provider's condition; GPU B under an index name.
+
+    These are the server's REGISTERED_GPUS: the second CreateGpu opens its readiness gate.
+    """
     a = gpu_pb2.Gpu(metadata=gpu_pb2.ObjectMeta(name=GPU_A.lower()), spec=gpu_pb2.GpuSpec(uuid=GPU_A))
     a.status.conditions.add(type="Ready", status="True", reason="Enumerated")
     b = gpu_pb2.Gpu(metadata=gpu_pb2.ObjectMeta(name="gpu-1"), spec=gpu_pb2.GpuSpec(uuid=GPU_B))
@@ -49,7 +55,7 @@ async def conditions(stub: gpu_pb2_grpc.GpuServiceAsyncStub, name: str) -> tuple
 
 @pytest.fixture
 async def device_api(socket_dir: Path) -> AsyncIterator[gpu_pb2_grpc.GpuServiceAsyncStub]:
-    async with DeviceApiServer(socket_dir / "device.sock", expected_gpus=0) as server:
+    async with DeviceApiServer(socket_dir / "device.sock", expected_gpus=REGISTERED_GPUS) as server:
         channel = grpc.aio.insecure_channel(f"unix://{server.socket_path}")
         stub = gpu_pb2_grpc.GpuServiceStub(channel)
         await register(stub)
@@ -93,11 +99,14 @@ async def test_events_wait_for_a_device_api_that_is_not_up_yet(socket_dir: Path)
         await publisher.submit(fatal_xid(NODE, GPU_A, xid=48, action=RecommendedAction.COMPONENT_RESET))
         assert publisher.pending() == {"device-api": 3}
 
-        # The Device API comes up; the backlog loop delivers the three in order.
-        async with DeviceApiServer(path, expected_gpus=0) as server:
+        # The Device API comes up; until the GPUs are registered its gate answers the publisher's
+        # lookups UNAVAILABLE (retried), then the backlog loop delivers the three in order.
+        async with DeviceApiServer(path, expected_gpus=REGISTERED_GPUS) as server:
+            assert not server.ready
             channel = grpc.aio.insecure_channel(f"unix://{server.socket_path}")
             stub = gpu_pb2_grpc.GpuServiceStub(channel)
             await register(stub)
+            assert server.ready
             await asyncio.wait_for(publisher.wait_delivered(), 10)
             found, action, _ = await conditions(stub, GPU_A.lower())
             assert (found[HEALTH_CONDITION], action) == ("False/SysLogsXIDError", "COMPONENT_RESET")
