@@ -23,6 +23,7 @@ from kubernetes.aio import client as k8s
 
 from gpuheal.agents.device_api.server import DeviceApiServer
 from gpuheal.agents.intake.server import IntakeServer, IntakeSettings
+from gpuheal.agents.intake.validate import IntakeLimits
 from gpuheal.agents.kmsg.decide import XidPolicy
 from gpuheal.agents.kmsg.follow import follow_file, follow_journal_export, follow_kmsg
 from gpuheal.agents.kmsg.gpumap import GpuMap
@@ -135,7 +136,12 @@ class Agent:
         self._stack.push_async_callback(self.publisher.close)
 
         self.intake = IntakeServer(
-            self.publisher, IntakeSettings(socket_path=self.health_events_socket, tcp_port=settings.intake_tcp_port)
+            self.publisher,
+            IntakeSettings(
+                socket_path=self.health_events_socket,
+                tcp_port=settings.intake_tcp_port,
+                limits=IntakeLimits(node=settings.node),
+            ),
         )
         await self.intake.start()
         self._stack.push_async_callback(self.intake.stop)

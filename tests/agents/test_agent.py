@@ -40,3 +40,33 @@ async def test_without_nvml_the_agent_serves_and_takes_health_events(
         assert agent.publisher is not None
         assert agent.publisher.pending().get("temporal") == 1, "the fault waits on disk for Temporal"
         assert agent.health_events_socket.stat().st_mode & 0o777 == 0o660
+
+
+async def test_the_agent_takes_health_events_only_for_its_own_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
+    settings = AgentSettings(
+        node="gpu-node-007",
+        socket_dir=tmp_path / "run",
+        spool_dir=tmp_path / "spool",
+        kernel_log=None,
+        fake_gpus=1,
+        temporal_address=f"127.0.0.1:{free_port()}",
+        kubeconfig=None,
+    )
+    async with Agent(settings) as agent:
+        other = health_event_pb2.HealthEvent(
+            nodeName="gpu-node-008", isFatal=True, recommendedAction=health_event_pb2.RESTART_BM
+        )
+        async with grpc.aio.insecure_channel(f"unix://{agent.health_events_socket}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await health_event_pb2_grpc.PlatformConnectorStub(channel).HealthEventOccurredV1(
+                    health_event_pb2.HealthEvents(events=[other])
+                )
+        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert "events[0].nodeName 'gpu-node-008' is not this agent's node 'gpu-node-007'" in (
+            refused.value.details() or ""
+        )
+        assert agent.publisher is not None
+        assert sum(agent.publisher.pending().values()) == 0, "nothing of a refused request goes anywhere"

@@ -31,6 +31,9 @@ class IntakeLimits:
 
     max_events: int = 1_000
     max_message_bytes: int = 4 * 1024 * 1024
+    # An agent speaks for its own node: when set, events naming another node are refused, so a
+    # process on this node cannot cordon or reboot other nodes through it.
+    node: str | None = None
 
 
 class Rejected(Exception):
@@ -52,7 +55,7 @@ def validate(request: pb.HealthEvents, limits: IntakeLimits) -> None:
         )
     problems: list[str] = []
     for index, event in enumerate(request.events):
-        problems.extend(f"events[{index}].{problem}" for problem in event_problems(event))
+        problems.extend(f"events[{index}].{problem}" for problem in event_problems(event, limits.node))
         if len(problems) >= _MAX_REPORTED:
             break
     if problems:
@@ -61,11 +64,13 @@ def validate(request: pb.HealthEvents, limits: IntakeLimits) -> None:
         raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(shown) + more)
 
 
-def event_problems(event: pb.HealthEvent) -> list[str]:
+def event_problems(event: pb.HealthEvent, node: str | None = None) -> list[str]:
     """What is wrong with one event, each problem starting with the field's wire name."""
     problems: list[str] = []
     if not event.nodeName.strip():
         problems.append("nodeName is required")
+    elif node is not None and event.nodeName != node:
+        problems.append(f"nodeName {event.nodeName!r} is not this agent's node {node!r}")
     if event.recommendedAction not in _ACTIONS:
         problems.append(f"recommendedAction has unknown value {event.recommendedAction}")
     elif event.recommendedAction == pb.CUSTOM and not event.customRecommendedAction.strip():
