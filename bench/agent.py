@@ -18,7 +18,7 @@ from pathlib import Path
 from temporalio.service import RPCError, RPCStatusCode
 
 from bench.measure import describe
-from gpuheal.agents.agent import Agent, AgentSettings, KernelLogFormat
+from gpuheal.agents.agent import Agent, AgentSettings
 from gpuheal.demo.devserver import DevServer
 from gpuheal.domain.marks import workflow_id_for
 
@@ -43,18 +43,10 @@ async def _signals(server: DevServer) -> list[datetime]:
 
 async def run(server: DevServer, samples: int = 40) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as state:
-        root = Path(state)
-        kernel_log = root / "kmsg.log"
-        kernel_log.touch()
-        settings = AgentSettings(
-            node=_NODE,
-            socket_dir=root / "run",
-            spool_dir=root / "spool",
-            kernel_log=kernel_log,
-            kernel_log_format=KernelLogFormat.FILE,
-            kernel_log_from_start=True,
-            boot_id_path=root / "boot_id",
-            fake_gpus=8,
+        settings = AgentSettings.simulated(
+            _NODE,
+            Path(state),
+            8,
             temporal_address=server.address,
             task_queue="bench-agent-no-worker",
         )
@@ -65,7 +57,8 @@ async def run(server: DevServer, samples: int = 40) -> dict[str, float]:
                 pci = agent.nvml.device_info(index).pci_bus_id
                 seen = len(await _signals(server))
                 written = datetime.now(UTC)
-                with kernel_log.open("a") as log:
+                assert settings.kernel_log is not None
+                with settings.kernel_log.open("a") as log:
                     log.write(f"3,1,{time.monotonic_ns()},-;NVRM: Xid (PCI:{pci}): {xid}, bench fault\n")
                 while len(signals := await _signals(server)) <= seen:  # noqa: ASYNC110 - the history is what we read
                     await asyncio.sleep(0.01)

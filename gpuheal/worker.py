@@ -7,9 +7,7 @@ metrics, and on SIGTERM stops polling and lets running activities finish before 
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,6 +29,7 @@ from gpuheal.activities.providers.manual import ManualProvider
 from gpuheal.activities.providers.simulator import SimulatorProvider
 from gpuheal.control.connection import DEFAULT_TASK_QUEUE, connect
 from gpuheal.kubeclient import connect as connect_kubernetes
+from gpuheal.shutdown import shutdown_requested
 from gpuheal.workflows import search_attributes as attrs
 from gpuheal.workflows.remediation import RemediationWorkflow
 
@@ -131,10 +130,7 @@ async def ensure_search_attributes(client: Client) -> None:
 
 async def serve(settings: WorkerSettings) -> None:
     """Run the worker until SIGTERM or SIGINT."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    stop = shutdown_requested()
     async with running_worker(settings):
         await stop.wait()
         log.info("shutting down: finishing running activities")

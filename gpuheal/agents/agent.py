@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from kubernetes.aio import client as k8s
 
@@ -39,6 +39,7 @@ from gpuheal.agents.publisher.temporal import TemporalRemediations
 from gpuheal.control.connection import DEFAULT_TASK_QUEUE
 from gpuheal.domain.policy import RemediationPolicy
 from gpuheal.kubeclient import connect as connect_kubernetes
+from gpuheal.shutdown import shutdown_requested
 
 log = logging.getLogger("gpuheal.agent")
 
@@ -79,6 +80,28 @@ class AgentSettings:
     kubeconfig: Path | None = None
     # The policy remediations started by this agent carry (None: the defaults).
     remediation_policy: RemediationPolicy | None = None
+
+    @classmethod
+    def simulated(cls, node: str, home: Path, gpus: int, **settings: Any) -> AgentSettings:
+        """An agent for a simulated node: a fake NVML, and an empty file in `home` as its kernel log.
+
+        Everything the agent keeps (sockets, spool, boot ID) lives under `home`; the kernel log is
+        read from its start, so a line written right after the agent starts is never skipped.
+        """
+        home.mkdir(parents=True, exist_ok=True)
+        kernel_log = home / "kmsg.log"
+        kernel_log.write_text("")
+        return cls(
+            node=node,
+            socket_dir=home / "run",
+            spool_dir=home / "spool",
+            kernel_log=kernel_log,
+            kernel_log_format=KernelLogFormat.FILE,
+            kernel_log_from_start=True,
+            boot_id_path=home / "boot_id",
+            fake_gpus=gpus,
+            **settings,
+        )
 
 
 class Agent:
@@ -242,10 +265,7 @@ def _report_monitor_end(task: asyncio.Task[None]) -> None:
 
 async def serve_agent(settings: AgentSettings) -> None:
     """Run the agent until SIGTERM or SIGINT."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    stop = shutdown_requested()
     async with Agent(settings):
         await stop.wait()
         log.info("agent stopping")

@@ -12,7 +12,7 @@ from pathlib import Path
 from rich.console import Console
 from temporalio.client import Client
 
-from gpuheal.agents.agent import Agent, AgentSettings, KernelLogFormat
+from gpuheal.agents.agent import Agent, AgentSettings
 from gpuheal.control import remediations
 from gpuheal.demo.devserver import DevServer, start_dev_server
 from gpuheal.demo.view import PhaseView, phase_table
@@ -102,19 +102,10 @@ async def run_demo(options: DemoOptions) -> int:
 
 def _agent_settings(options: DemoOptions, node: str, server: DevServer, kubeconfig: Path) -> AgentSettings:
     """A node agent as it runs on a node, with a fake NVML and a file for its kernel log."""
-    home = options.state_dir / "nodes" / node
-    home.mkdir(parents=True, exist_ok=True)
-    kernel_log = home / "kmsg.log"
-    kernel_log.write_text("")
-    return AgentSettings(
-        node=node,
-        socket_dir=home / "run",
-        spool_dir=home / "spool",
-        kernel_log=kernel_log,
-        kernel_log_format=KernelLogFormat.FILE,
-        kernel_log_from_start=True,
-        boot_id_path=home / "boot_id",
-        fake_gpus=options.gpus_per_node,
+    return AgentSettings.simulated(
+        node,
+        options.state_dir / "nodes" / node,
+        options.gpus_per_node,
         temporal_address=server.address,
         kubeconfig=kubeconfig,
         remediation_policy=demo_policy(options.manual),

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 
-from gpuheal.agents.agent import Agent, AgentSettings, KernelLogFormat
+from gpuheal.agents.agent import Agent, AgentSettings
 from gpuheal.agents.nvml.fake import FakeNvml
 from gpuheal.demo.devserver import free_port, start_dev_server
 from gpuheal.domain.marks import workflow_id_for
@@ -28,25 +28,19 @@ FAULTY_GPU = 3
 @asynccontextmanager
 async def node_agent(stack: Stack, tmp_path: Path, temporal_address: str) -> AsyncIterator[tuple[Agent, Path]]:
     """The agent of NODE, following a kernel log file in tmp_path; yields it and the log file."""
-    kernel_log = tmp_path / "kmsg.log"
-    kernel_log.touch()
-    settings = AgentSettings(
-        node=NODE,
-        socket_dir=tmp_path / "run",
-        spool_dir=tmp_path / "spool",
-        kernel_log=kernel_log,
-        kernel_log_format=KernelLogFormat.FILE,
-        kernel_log_from_start=True,
-        boot_id_path=tmp_path / "boot_id",
-        fake_gpus=8,
+    settings = AgentSettings.simulated(
+        NODE,
+        tmp_path,
+        8,
         nvml_poll_seconds=1.0,
         temporal_address=temporal_address,
         task_queue=stack.task_queue,
         kubeconfig=stack.cluster.kubeconfig,
         remediation_policy=fast_policy(),
     )
+    assert settings.kernel_log is not None
     async with Agent(settings) as agent:
-        yield agent, kernel_log
+        yield agent, settings.kernel_log
 
 
 def xid_record(agent: Agent, xid: int, index: int = FAULTY_GPU) -> str:

@@ -18,6 +18,7 @@ from gpuheal.domain.steps import (
     NodeRecord,
     NodeRef,
     NodeState,
+    Outcome,
     PodRef,
     QuarantineRequest,
     RebootRequest,
@@ -48,6 +49,17 @@ class FakeNode:
     reboots: int = 0
     releases: list[ReleaseRequest] = field(default_factory=list)
     drain_requests: list[DrainRequest] = field(default_factory=list)
+
+    def state(self) -> NodeState:
+        """The node as a read of it shows it now."""
+        return NodeState(
+            node=self.name,
+            exists=True,
+            ready=self.ready,
+            boot_id=self.boot_id,
+            unschedulable=self.cordoned,
+            gpu_healthy=self.gpus_healthy,
+        )
 
     def activities(self) -> list[Callable[..., Any]]:
         @activity.defn(name=Step.QUARANTINE.value)
@@ -88,28 +100,14 @@ class FakeNode:
         @activity.defn(name=Step.OBSERVE.value)
         async def observe(request: NodeRef) -> NodeState:
             self.steps.append(Step.OBSERVE.value)
-            return NodeState(
-                node=self.name,
-                exists=True,
-                ready=self.ready,
-                boot_id=self.boot_id,
-                unschedulable=self.cordoned,
-                gpu_healthy=self.gpus_healthy,
-            )
+            return self.state()
 
         @activity.defn(name=Step.RELEASE.value)
         async def release(request: ReleaseRequest) -> NodeState:
             self.steps.append(Step.RELEASE.value)
             self.releases.append(request)
-            if request.outcome.value == "Resolved" and not request.cordoned_before:
+            if request.outcome is Outcome.RESOLVED and not request.cordoned_before:
                 self.cordoned = False
-            return NodeState(
-                node=self.name,
-                exists=True,
-                ready=self.ready,
-                boot_id=self.boot_id,
-                unschedulable=self.cordoned,
-                gpu_healthy=self.gpus_healthy,
-            )
+            return self.state()
 
         return [quarantine, drain, reboot, observe, release]

@@ -14,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 import uuid
 from collections.abc import AsyncIterable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from gpuheal.agents.durable_file import write_durably
 from gpuheal.agents.kmsg.decide import Decision, XidPolicy, decide
 from gpuheal.agents.kmsg.dedupe import Deduper
 from gpuheal.agents.kmsg.gpumap import GpuMap
@@ -255,15 +255,13 @@ class KernelLogMonitor:
     async def _save_state(self) -> None:
         if self._state_path is None or self._boot_id is None:
             return
-        await asyncio.to_thread(_write_atomically, self._state_path, json.dumps({"boot_id": self._boot_id}))
+        await asyncio.to_thread(_record_boot_id, self._state_path, json.dumps({"boot_id": self._boot_id}))
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def _record_boot_id(path: Path, text: str) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(text, "utf-8")
-        os.replace(temporary, path)
+        write_durably(path, text.encode())
     except OSError:
         log.warning("could not record the boot ID in %s", path, exc_info=True)
 

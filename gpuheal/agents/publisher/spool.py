@@ -16,7 +16,6 @@ consistent when they do so from several tasks.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from gpuheal.agents.durable_file import write_durably
 from gpuheal.domain.health import HealthEvent
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class Spool:
                         event.id,
                     )
             entry = Spooled(self._next_seq, actionable, self.directory / _name(self._next_seq, actionable))
-            _write_atomically(entry.path, event.model_dump_json().encode())
+            write_durably(entry.path, event.model_dump_json().encode())
             self._next_seq += 1
             self._entries[entry.seq] = entry
             if not actionable:
@@ -152,18 +152,3 @@ def _parse(path: Path) -> Spooled | None:
     if len(parts) != 3 or parts[2] != "json" or not parts[0].isdigit() or parts[1] not in (_ACTIONABLE, _DROPPABLE):
         return None
     return Spooled(int(parts[0]), parts[1] == _ACTIONABLE, path)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    with temporary.open("wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    temporary.replace(path)
-    # The rename itself must reach the disk too, or a crash could forget an acknowledged event.
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
