@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
-from gpuheal.agents.agent import KernelLogFormat
+from gpuheal.agents.kmsg.follow import KernelLogFormat
 from gpuheal.control import remediations
 from gpuheal.control.connection import DEFAULT_TASK_QUEUE, connect
 from gpuheal.domain.remediation import Decision

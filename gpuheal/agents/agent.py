@@ -13,9 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterable
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,7 @@ from gpuheal.agents.device_api.server import DeviceApiServer
 from gpuheal.agents.intake.server import IntakeServer, IntakeSettings
 from gpuheal.agents.intake.validate import IntakeLimits
 from gpuheal.agents.kmsg.decide import XidPolicy
-from gpuheal.agents.kmsg.follow import follow_file, follow_journal_export, follow_kmsg
+from gpuheal.agents.kmsg.follow import KernelLogFormat, follow
 from gpuheal.agents.kmsg.gpumap import GpuMap
 from gpuheal.agents.kmsg.monitor import KernelLogMonitor
 from gpuheal.agents.nvml.fake import FakeNvml
@@ -45,14 +43,6 @@ log = logging.getLogger("gpuheal.agent")
 
 DEVICE_API_SOCKET = "device-api.sock"
 HEALTH_EVENTS_SOCKET = "health-events.sock"
-
-
-class KernelLogFormat(StrEnum):
-    """How the kernel log source is read."""
-
-    KMSG = "kmsg"  # /dev/kmsg records
-    FILE = "file"  # a text file appended to (dmesg or journald lines, or kmsg records)
-    JOURNAL = "journal"  # a journal export file
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +187,12 @@ class Agent:
                 boot_id_path=settings.boot_id_path,
                 state_path=settings.spool_dir / "kmsg-state.json",
             )
-            self._monitor_task = asyncio.create_task(self.monitor.run(self._kernel_lines()), name="gpuheal-kmsg")
+            self._monitor_task = asyncio.create_task(
+                self.monitor.run(
+                    follow(settings.kernel_log, settings.kernel_log_format, from_start=settings.kernel_log_from_start)
+                ),
+                name="gpuheal-kmsg",
+            )
             self._monitor_task.add_done_callback(_report_monitor_end)
             self._stack.push_async_callback(self._stop_monitor)
         log.info(
@@ -234,15 +229,6 @@ class Agent:
             return None
         self._stack.push_async_callback(self._kubernetes.close)
         return KubernetesReporter(self._kubernetes)
-
-    def _kernel_lines(self) -> AsyncIterable[str | bytes]:
-        settings = self.settings
-        assert settings.kernel_log is not None
-        if settings.kernel_log_format is KernelLogFormat.KMSG:
-            return follow_kmsg(settings.kernel_log)
-        if settings.kernel_log_format is KernelLogFormat.JOURNAL:
-            return follow_journal_export(settings.kernel_log)
-        return follow_file(settings.kernel_log, from_start=settings.kernel_log_from_start)
 
     async def _stop_monitor(self) -> None:
         if self._monitor_task is not None:

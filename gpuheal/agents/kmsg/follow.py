@@ -26,6 +26,7 @@ import os
 import select
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO
 
@@ -287,3 +288,20 @@ async def follow_journal_export(
                     continue
                 for line in message.decode("utf-8", errors="replace").splitlines():
                     yield line
+
+
+class KernelLogFormat(StrEnum):
+    """How the kernel log source is read."""
+
+    KMSG = "kmsg"  # /dev/kmsg records
+    FILE = "file"  # a text file appended to (dmesg or journald lines, or kmsg records)
+    JOURNAL = "journal"  # a journal export file
+
+
+def follow(path: Path, source: KernelLogFormat, *, from_start: bool = False) -> AsyncGenerator[str, None]:
+    """The lines of a kernel log source of the given kind."""
+    if source is KernelLogFormat.KMSG:
+        return follow_kmsg(path, from_start=from_start)
+    if source is KernelLogFormat.JOURNAL:
+        return follow_journal_export(path, from_start=from_start)
+    return follow_file(path, from_start=from_start)
