@@ -11,6 +11,9 @@ This is what a "simulator reboot provider" calls to reboot a node, and how tests
   "survivesReboot"?: bool}``) -> 201 ``{"node", "xid", "gpu", "gpuHealthy"}``.
 * ``DELETE /sim/v1/nodes/{name}/faults`` -> 200, all faults cleared.
 * ``GET /sim/v1/nodes`` -> ``{"nodes": [truth, ...]}``; ``GET /sim/v1/healthz``.
+* ``POST /sim/v1/clouds/{cloud}/faults`` (``{"fault": "throttle" | "not_found" | "denied",
+  "count"?: int}``) -> 201 ``{"cloud", "fault", "pending"}``: the cloud's next ``count`` requests
+  fail that way, in its own protocol's words.
 
 Unknown nodes are 404 ``{"error": ...}``; bad bodies are 400 ``{"error": ..., "field": ...}``.
 """
@@ -23,6 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .clouds.faults import CloudFault
 from .gpus import UnknownGpu
 from .jsonvalues import JsonDict
 from .nodes import UnknownNode
@@ -75,6 +79,7 @@ class ControlApi:
         app.router.add_post("/sim/v1/nodes/{name}/reboot", self.reboot)
         app.router.add_post("/sim/v1/nodes/{name}/faults", self.add_fault)
         app.router.add_delete("/sim/v1/nodes/{name}/faults", self.clear_faults)
+        app.router.add_post("/sim/v1/clouds/{cloud}/faults", self.add_cloud_fault)
 
     @staticmethod
     def _not_found(name: str) -> web.Response:
@@ -145,3 +150,24 @@ class ControlApi:
             return web.json_response(self.sim.lifecycle.truth(name))
         except UnknownNode:
             return self._not_found(name)
+
+    async def add_cloud_fault(self, request: web.Request) -> web.Response:
+        cloud = request.match_info["cloud"]
+        if cloud not in self.sim.cloud_names:
+            return _error(404, f"unknown cloud {cloud!r}; one of {', '.join(sorted(self.sim.cloud_names))}")
+        try:
+            body = await _json_body(request, required=True)
+            raw = body.get("fault")
+            try:
+                fault = CloudFault(str(raw))
+            except ValueError:
+                raise BadBody(f"fault must be one of {', '.join(f.value for f in CloudFault)}", "fault") from None
+            count = body.get("count", 1)
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise BadBody("count must be a positive integer", "count")
+        except BadBody as exc:
+            return _error(400, str(exc), exc.field)
+        self.sim.cloud_faults.inject(cloud, fault, count)
+        return web.json_response(
+            {"cloud": cloud, "fault": fault.value, "pending": self.sim.cloud_faults.pending(cloud)}, status=201
+        )

@@ -118,6 +118,9 @@ class FleetConfig(_Model):
     node_name_prefix: str = Field("gpu-node-", pattern=r"^[a-z0-9][-a-z0-9.]*$")
     node_labels: dict[str, str] = Field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
     provider_id_prefix: str = "sim://"
+    cloud: Literal["sim", "aws", "azure", "gcp", "nebius", "redfish"] = Field(
+        "sim", description="whose machine identities the nodes carry; 'sim' uses provider_id_prefix"
+    )
     gpu_product: str = "NVIDIA-H100-80GB-HBM3"
     kubernetes_version: str = "v1.33.0"
 
@@ -219,13 +222,16 @@ class FleetBuilder:
                 gpus=cfg.gpus_per_node,
                 healthy_gpus=cfg.gpus_per_node,
                 labels=dict(cfg.node_labels),
-                provider_id=f"{cfg.provider_id_prefix}{name}",
+                provider_id=sim.identify(name, index)[0],
                 gpu_product=cfg.gpu_product,
                 kubelet_version=cfg.kubernetes_version,
                 boot_id=state.boot_id,
                 gpu_condition=state.gpus.condition(),
                 now=rfc3339(),
             )
+            annotations = sim.identify(name, index)[1]
+            if annotations:
+                node["metadata"]["annotations"] = {**node["metadata"].get("annotations", {}), **annotations}
             sim.registry.create_object("nodes", node)
             self.used[name] = 0
         self.names = names

@@ -25,6 +25,7 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -35,6 +36,10 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from .api import KubernetesApi
+from .clouds import tls
+from .clouds.catalog import ENDPOINTS
+from .clouds.endpoint import CloudContext, CloudEndpoint
+from .clouds.faults import CloudFault
 from .control import ControlApi
 from .fleet import FleetConfig
 from .jsonvalues import JsonDict, clone
@@ -105,6 +110,9 @@ class SimulatedCluster:
         self._thread: threading.Thread | None = None
         self._stop_event: asyncio.Event | None = None
         self._thread_error: BaseException | None = None
+        self._cloud_runner: web.AppRunner | None = None
+        self._clouds: list[CloudEndpoint] = []
+        self._cloud_context: CloudContext | None = None
 
     # --- lifecycle (asyncio) -----------------------------------------------------------------------
 
@@ -117,8 +125,9 @@ class SimulatedCluster:
             self.state_dir = Path(tempfile.mkdtemp(prefix="gpuheal-sim-"))
         self.state_dir.mkdir(parents=True, exist_ok=True)
         sim = Simulation(self.config)
-        sim.build()
         self._sim = sim
+        await self._serve_clouds(sim, self.state_dir)
+        sim.build()
         app = web.Application(client_max_size=64 * 1024 * 1024)
         KubernetesApi(sim, self.token).add_routes(app)
         ControlApi(sim).add_routes(app)
@@ -131,8 +140,39 @@ class SimulatedCluster:
         write_kubeconfig(self.kubeconfig, self.url, self.token)
         return self
 
+    async def _serve_clouds(self, sim: Simulation, state_dir: Path) -> None:
+        """Serve every simulated cloud on an HTTPS listener and give the fleet the chosen cloud's identities."""
+        certificates = tls.issue(state_dir / "tls", (self.host, "localhost"))
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((self.host, 0))
+        context = CloudContext(
+            sim, sim.cloud_faults, f"https://{self.host}:{listener.getsockname()[1]}", state_dir, certificates
+        )
+        self._cloud_context = context
+        app = web.Application()
+        self._clouds = [endpoint(context) for endpoint in ENDPOINTS]
+        for cloud in self._clouds:
+            cloud.add_routes(app)
+        sim.cloud_names = frozenset(cloud.name for cloud in self._clouds)
+        chosen = next((cloud for cloud in self._clouds if cloud.name == self.config.cloud), None)
+        if chosen is not None:
+            sim.identify = lambda node, index: (chosen.provider_id(node, index), chosen.node_annotations(node))
+        runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=2.0)
+        await runner.setup()
+        await web.SockSite(runner, listener, ssl_context=certificates.server_context()).start()
+        self._cloud_runner = runner
+        for cloud in self._clouds:
+            await cloud.start()
+
     async def stop(self) -> None:
         """Stop serving, end every watch and timer, and remove a temporary state directory."""
+        for cloud in self._clouds:
+            await cloud.stop()
+        self._clouds = []
+        if self._cloud_runner is not None:
+            await self._cloud_runner.cleanup()
+            self._cloud_runner = None
         if self._sim is not None:
             self._sim.close()
         if self._runner is not None:
@@ -213,6 +253,41 @@ class SimulatedCluster:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def cloud_url(self) -> str:
+        """Base URL of the HTTPS listener the simulated clouds answer on."""
+        return self._context().url
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA certificate that signed the HTTPS listener's certificate."""
+        return self._context().certificates.ca_file
+
+    def client_environment(self) -> dict[str, str]:
+        """Environment under which the cloud SDKs' standard settings reach the simulated clouds."""
+        environment: dict[str, str] = {}
+        for cloud in self._clouds:
+            environment.update(cloud.client_environment())
+        return environment
+
+    def cloud(self, name: str) -> CloudEndpoint:
+        """The simulated cloud called `name` ("aws", "azure", "gcp", "nebius", "redfish")."""
+        for cloud in self._clouds:
+            if cloud.name == name:
+                return cloud
+        raise KeyError(f"unknown cloud {name!r}")
+
+    def inject_cloud_fault(self, cloud: str, fault: CloudFault | str, count: int = 1) -> None:
+        """The cloud's next `count` requests fail with `fault` (throttle, not_found, denied)."""
+        if cloud not in self.simulation.cloud_names:
+            raise KeyError(f"unknown cloud {cloud!r}")
+        self.call(lambda: self.simulation.cloud_faults.inject(cloud, CloudFault(fault), count))
+
+    def _context(self) -> CloudContext:
+        if self._cloud_context is None:
+            raise RuntimeError("the simulated cluster has not been started")
+        return self._cloud_context
 
     @property
     def kubeconfig(self) -> Path:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 
 from .clock import Timers
+from .clouds.faults import CloudFaults
 from .controllers import (
     DaemonSetController,
     DeploymentController,
@@ -63,6 +65,14 @@ class Simulation:
             GarbageCollector(self.registry, self.timers),
         ]
         self.build_seconds = 0.0
+        self.cloud_faults = CloudFaults()
+        self.cloud_names: frozenset[str] = frozenset()
+        # A node's machine identity: its providerID and any annotations naming its machine. The
+        # simulated clouds replace this when the fleet lives on one of them.
+        self.identify: Callable[[str, int], tuple[str, dict[str, str]]] = lambda node, index: (
+            f"{config.provider_id_prefix}{node}",
+            {},
+        )
 
     def _write_pdb_status(self, namespace: str, name: str, status: JsonDict) -> None:
         self.registry.write_status(PDB_KEY, namespace, name, status)
