@@ -12,9 +12,16 @@ class ManualProvider:
 
     name = "manual"
     expects_new_boot = False
+    supports_graceful = False
+
+    def owns(self, target: RebootTarget) -> bool:
+        return False  # only ever chosen by policy (repair.provider = "manual")
 
     async def reboot(self, target: RebootTarget) -> str:
         return f"repair of {target.node} performed by an operator"
 
     async def requested_since(self, target: RebootTarget, since: datetime) -> bool | None:
         return True
+
+    async def describe(self, target: RebootTarget) -> str:
+        return f"{target.node} is repaired by an operator; gpuheal cannot see the machine"

@@ -13,16 +13,23 @@ import aiohttp
 
 from gpuheal.activities.providers import ProviderError, RebootTarget
 
+# The providerID scheme of simulated nodes ("sim://<node>").
+PROVIDER_ID_SCHEME = "sim://"
+
 
 class SimulatorProvider:
     """Reboots nodes of a simulated fleet at `base_url`."""
 
     name = "simulator"
     expects_new_boot = True
+    supports_graceful = False
 
     def __init__(self, base_url: str, session: aiohttp.ClientSession) -> None:
         self._base = base_url.rstrip("/")
         self._session = session
+
+    def owns(self, target: RebootTarget) -> bool:
+        return target.provider_id.startswith(PROVIDER_ID_SCHEME)
 
     async def reboot(self, target: RebootTarget) -> str:
         body = await self._call("POST", target.node, "/reboot")
@@ -32,6 +39,11 @@ class SimulatorProvider:
         body = await self._call("GET", target.node, "")
         last = body.get("lastRebootRequestAt")
         return last is not None and datetime.fromisoformat(last) >= since
+
+    async def describe(self, target: RebootTarget) -> str:
+        body = await self._call("GET", target.node, "")
+        state = "rebooting" if body.get("rebooting") else ("Ready" if body.get("ready") else "NotReady")
+        return f"simulated node {target.node}: {state}, {body.get('rebootRequests', 0)} reboot request(s)"
 
     async def _call(self, method: str, node: str, suffix: str) -> dict[str, Any]:
         url = f"{self._base}/sim/v1/nodes/{node}{suffix}"

@@ -1,0 +1,326 @@
+"""The AWS provider: reboots EC2 instances with boto3's `RebootInstances`.
+
+The node's providerID names the instance and its zone (`aws:///us-east-1a/i-0abc…`); the region is
+the zone's (a local or Wavelength zone such as `us-west-2-lax-1a` belongs to `us-west-2`).
+Everything else comes from boto3's standard chain: credentials (IRSA's web identity token on EKS,
+instance profile, environment), the endpoint (`AWS_ENDPOINT_URL_EC2`, `AWS_ENDPOINT_URL`) and the
+CA bundle (`AWS_CA_BUNDLE`), so production needs no gpuheal-specific setting. `AwsSettings` holds
+explicit overrides for tests and odd setups.
+
+EC2's reboot has no operation to follow: the call returns once EC2 has accepted the request, and
+completion is proven by the node coming back with a new bootID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionError,
+    HTTPClientError,
+    NoCredentialsError,
+    NoRegionError,
+    SSLError,
+)
+
+from gpuheal.activities.providers import ProviderError, RebootTarget
+
+T = TypeVar("T")
+
+_SCHEME = "aws://"
+_EXPECTED = "aws:///<zone>/<instance-id>, e.g. aws:///us-east-1a/i-0123456789abcdef0"
+# Instance IDs are "i-" and 8 (older) or 17 hex digits.
+_INSTANCE_ID = re.compile(r"i-(?:[0-9a-f]{8}|[0-9a-f]{17})")
+# A zone is its region ("us-east-1", "us-gov-west-1", "eusc-de-east-1") followed by a letter
+# ("us-east-1a") or, for local and Wavelength zones, a suffix ("us-west-2-lax-1a",
+# "us-east-1-wl1-bos-wlz-1"). Region names end at their first all-digit part.
+_ZONE = re.compile(r"(?P<region>[a-z]+(?:-[a-z]+)+-\d+)(?:[a-z]+|-[a-z0-9-]+)")
+
+_THROTTLING = frozenset(
+    {
+        "RequestLimitExceeded",
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "SlowDown",
+        "PriorRequestNotComplete",
+    }
+)
+_NOT_FOUND = frozenset({"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"})
+_DENIED = frozenset({"UnauthorizedOperation", "AccessDenied", "AccessDeniedException"})
+# The credentials themselves were refused (expired, wrong, from another partition).
+_BAD_CREDENTIALS = frozenset(
+    {"AuthFailure", "InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken", "RequestExpired"}
+)
+_RETRYABLE_CODES = frozenset({"InternalError", "InternalFailure", "ServiceUnavailable", "Unavailable"})
+
+
+@dataclass(frozen=True, slots=True)
+class AwsSettings:
+    """Explicit overrides of boto3's standard settings; None leaves the choice to boto3's chain."""
+
+    # Overrides AWS_ENDPOINT_URL_EC2 / AWS_ENDPOINT_URL.
+    endpoint_url: str | None = None
+    # Overrides AWS_CA_BUNDLE: the CA certificates that sign the endpoint's certificate.
+    ca_bundle: str | None = None
+    # Attempts per call, the first included, in botocore's standard retry mode. Kept small:
+    # Temporal retries the activity with its own backoff, so the SDK must not sit on throttling.
+    max_attempts: int = 3
+    connect_timeout: float = 5.0
+    read_timeout: float = 20.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> AwsSettings:
+        """Settings for the worker: none of gpuheal's own.
+
+        Every AWS setting has a standard variable that boto3 reads itself (AWS_DEFAULT_REGION,
+        AWS_ENDPOINT_URL_EC2, AWS_CA_BUNDLE, AWS_ROLE_ARN with AWS_WEB_IDENTITY_TOKEN_FILE for IRSA).
+        """
+        return cls()
+
+
+@dataclass(frozen=True, slots=True)
+class Ec2Instance:
+    """The EC2 instance a providerID names."""
+
+    instance_id: str
+    # None for the zone-less form (`aws:////i-…`): boto3's configured region (AWS_DEFAULT_REGION) is used.
+    zone: str | None
+    region: str | None
+
+    @property
+    def where(self) -> str:
+        return self.region or "the configured default region"
+
+
+def parse_provider_id(node: str, provider_id: str) -> Ec2Instance:
+    """The instance behind `aws:///<zone>/<id>`, also accepting `aws://<zone>/<id>` and `aws:////<id>`.
+
+    These are the forms Kubernetes' AWS cloud provider writes and reads. Raises a non-retryable
+    ProviderError naming the node and the expected shape for anything else.
+    """
+
+    def malformed(why: str) -> ProviderError:
+        return ProviderError(
+            f"node {node} has providerID {provider_id!r}, which does not name an EC2 instance ({why}); "
+            f"expected {_EXPECTED}",
+            retryable=False,
+        )
+
+    if not provider_id.startswith(_SCHEME):
+        raise malformed("not an aws:// ID")
+    # aws:///zone/id has an empty host; aws://zone/id puts the zone there. Either way the parts
+    # left after dropping empty ones are [zone, id] or [id].
+    parts = [part for part in provider_id[len(_SCHEME) :].split("/") if part]
+    if len(parts) == 2:
+        zone, instance_id = parts
+    elif len(parts) == 1:
+        zone, instance_id = None, parts[0]
+    else:
+        raise malformed("expected a zone and an instance ID")
+    if not _INSTANCE_ID.fullmatch(instance_id):
+        raise malformed(f"{instance_id!r} is not an instance ID like i-0123456789abcdef0")
+    region = None
+    if zone is not None:
+        match = _ZONE.fullmatch(zone)
+        if match is None:
+            raise malformed(f"{zone!r} is not an availability zone like us-east-1a")
+        region = match["region"]
+    return Ec2Instance(instance_id, zone, region)
+
+
+class AwsProvider:
+    """Reboots the EC2 instance behind a node, in the region its zone belongs to."""
+
+    name = "aws"
+    expects_new_boot = True
+    supports_graceful = False  # EC2 reboots always go through the OS first; there is nothing gentler to ask for
+
+    def __init__(self, settings: AwsSettings | None = None) -> None:
+        self._settings = settings or AwsSettings()
+        self._lock = threading.Lock()
+        self._session: Any = None
+        self._clients: dict[str | None, Any] = {}
+
+    def owns(self, target: RebootTarget) -> bool:
+        return target.provider_id.startswith(_SCHEME)
+
+    async def reboot(self, target: RebootTarget) -> str:
+        """Ask EC2 to reboot the instance. EC2 always reboots through the OS first (a hard reboot
+        follows if it does not shut down within minutes), so `graceful` changes nothing here."""
+        instance = parse_provider_id(target.node, target.provider_id)
+
+        def call() -> str:
+            response = self._client(instance.region).reboot_instances(InstanceIds=[instance.instance_id])
+            request_id = response.get("ResponseMetadata", {}).get("RequestId", "?")
+            return f"EC2 accepted RebootInstances for {instance.instance_id} in {instance.where} (request {request_id})"
+
+        return await self._run(target, instance, "ec2:RebootInstances", call)
+
+    async def requested_since(self, target: RebootTarget, since: datetime) -> bool | None:
+        """Always None: EC2 keeps no record of reboot requests to ask.
+
+        RebootInstances leaves the instance `running` throughout, takes no client token (so a
+        repeated call cannot be recognised) and DescribeInstances shows no trace of it. CloudTrail
+        does log the call, but minutes late and through another service and permission, which is no
+        basis for a decision. With None the repair activity takes its own durable record of the
+        request as the answer and does not call again.
+        """
+        return None
+
+    async def describe(self, target: RebootTarget) -> str:
+        """The instance's state, with its status checks and scheduled events where EC2 has them."""
+        instance = parse_provider_id(target.node, target.provider_id)
+
+        def call() -> str:
+            client = self._client(instance.region)
+            reservations = client.describe_instances(InstanceIds=[instance.instance_id]).get("Reservations", [])
+            found = [item for reservation in reservations for item in reservation.get("Instances", [])]
+            if not found:
+                # A terminated instance drops out of DescribeInstances after a while.
+                raise ProviderError(_not_found_message(target, instance, "InvalidInstanceID.NotFound"), retryable=False)
+            state = found[0].get("State", {}).get("Name", "unknown")
+            line = f"EC2 {instance.instance_id} in {instance.where}: {state}"
+            reason = found[0].get("StateReason", {}).get("Message")
+            if reason and state != "running":
+                line += f" ({reason})"
+            return line + _status_checks(client, instance)
+
+        return await self._run(target, instance, "ec2:DescribeInstances", call)
+
+    def _client(self, region: str | None) -> Any:
+        """The EC2 client for `region`, made once: boto3 clients are thread-safe, sessions are not."""
+        with self._lock:
+            client = self._clients.get(region)
+            if client is None:
+                if self._session is None:
+                    self._session = boto3.session.Session()
+                settings = self._settings
+                config = Config(
+                    retries={"mode": "standard", "total_max_attempts": settings.max_attempts},
+                    connect_timeout=settings.connect_timeout,
+                    read_timeout=settings.read_timeout,
+                )
+                client = self._session.client(
+                    "ec2",
+                    region_name=region,
+                    endpoint_url=settings.endpoint_url,
+                    # None keeps botocore's default: AWS_CA_BUNDLE, else its own CA bundle.
+                    verify=settings.ca_bundle,
+                    config=config,
+                )
+                self._clients[region] = client
+            return client
+
+    async def _run(self, target: RebootTarget, instance: Ec2Instance, permission: str, call: Callable[[], T]) -> T:
+        """Run a blocking boto3 call in a thread, turning its errors into ProviderErrors."""
+        try:
+            return await asyncio.to_thread(call)
+        except ClientError as error:
+            raise _client_error(target, instance, permission, error) from error
+        except NoRegionError as error:
+            raise ProviderError(
+                f"node {target.node}'s providerID {target.provider_id!r} names no zone and no AWS region is "
+                "configured; set AWS_DEFAULT_REGION (or a region in the AWS config file) for the worker",
+                retryable=False,
+            ) from error
+        except NoCredentialsError as error:
+            raise ProviderError(
+                f"no AWS credentials to call {permission} for node {target.node}: give the worker's service "
+                "account an IAM role (IRSA: the eks.amazonaws.com/role-arn annotation) or an instance profile",
+                retryable=False,
+            ) from error
+        except SSLError as error:
+            raise ProviderError(
+                f"TLS to the EC2 endpoint for {instance.where} failed ({error}); "
+                "check AWS_CA_BUNDLE and AWS_ENDPOINT_URL_EC2",
+                retryable=False,
+            ) from error
+        except (ConnectionError, HTTPClientError) as error:
+            raise ProviderError(f"EC2 in {instance.where} unreachable: {error}", retryable=True) from error
+        except BotoCoreError as error:
+            # Credential refresh failures (an STS hiccup behind IRSA) and the like: worth another try.
+            raise ProviderError(f"EC2 call for node {target.node} failed: {error}", retryable=True) from error
+
+
+def _status_checks(client: Any, instance: Ec2Instance) -> str:
+    """EC2's status checks and scheduled events, as a suffix; empty when EC2 has none to give.
+
+    Best effort: the state alone is a complete answer, so a refused or failed status call (the
+    worker may lack ec2:DescribeInstanceStatus) leaves the suffix out rather than failing describe.
+    """
+    try:
+        statuses = client.describe_instance_status(InstanceIds=[instance.instance_id], IncludeAllInstances=True).get(
+            "InstanceStatuses", []
+        )
+    except (ClientError, BotoCoreError):
+        return ""
+    if not statuses:
+        return ""
+    status = statuses[0]
+    checks = [
+        f"{label} {status[key]['Status']}"
+        for key, label in (("InstanceStatus", "instance"), ("SystemStatus", "system"))
+        if status.get(key, {}).get("Status") not in (None, "not-applicable")
+    ]
+    events = [f"{event.get('Code')} scheduled" for event in status.get("Events", [])]
+    parts = ([f"status checks: {', '.join(checks)}"] if checks else []) + events
+    return f"; {'; '.join(parts)}" if parts else ""
+
+
+def _not_found_message(target: RebootTarget, instance: Ec2Instance, code: str) -> str:
+    return (
+        f"EC2 instance {instance.instance_id} does not exist in {instance.where} ({code}); "
+        f"check node {target.node}'s providerID {target.provider_id!r}"
+    )
+
+
+def _client_error(target: RebootTarget, instance: Ec2Instance, permission: str, error: Any) -> ProviderError:
+    details = error.response.get("Error", {})
+    code = str(details.get("Code", "Unknown"))
+    message = str(details.get("Message", "")).strip()
+    status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    if code in _THROTTLING or code.startswith("Throttl") or status == 429:
+        return ProviderError(
+            f"EC2 throttled {permission} for {instance.instance_id} in {instance.where} ({code}); will retry",
+            retryable=True,
+        )
+    if code in _NOT_FOUND:
+        return ProviderError(_not_found_message(target, instance, code), retryable=False)
+    if code in _DENIED:
+        return ProviderError(
+            f"the worker may not call {permission} on {instance.instance_id} in {instance.where} ({code}): "
+            f"grant {permission} to the IAM role of the worker's service account (IRSA)"
+            + (f"; EC2 said: {_short(message)}" if message else ""),
+            retryable=False,
+        )
+    if code in _BAD_CREDENTIALS:
+        return ProviderError(
+            f"EC2 refused the worker's AWS credentials for {permission} in {instance.where} ({code}: "
+            f"{_short(message)}); check the IAM role of the worker's service account (IRSA) and the clock",
+            retryable=False,
+        )
+    retryable = code in _RETRYABLE_CODES or status >= 500
+    return ProviderError(
+        f"EC2 {permission} for {instance.instance_id} in {instance.where} failed ({code}, HTTP {status}): "
+        f"{_short(message)}",
+        retryable=retryable,
+    )
+
+
+def _short(message: str, limit: int = 300) -> str:
+    """EC2's messages can carry a long encoded authorization message; the start is what a person reads."""
+    return message if len(message) <= limit else message[:limit] + "…"
