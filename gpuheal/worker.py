@@ -8,6 +8,7 @@ metrics, and on SIGTERM stops polling and lets running activities finish before 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,8 +25,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from gpuheal.activities import remediation_activities
-from gpuheal.activities.providers import RebootProvider
-from gpuheal.activities.providers.manual import ManualProvider
+from gpuheal.activities.providers.configured import DEFAULT_PROVIDERS, build_providers
+from gpuheal.activities.providers.selection import ProviderSet
 from gpuheal.activities.providers.simulator import SimulatorProvider
 from gpuheal.control.connection import DEFAULT_TASK_QUEUE, connect
 from gpuheal.kubeclient import connect as connect_kubernetes
@@ -50,6 +51,9 @@ class WorkerSettings:
     temporal_address: str | None = None
     temporal_namespace: str | None = None
     kubeconfig: Path | None = None
+    # Reboot providers to enable (see gpuheal.activities.providers.configured); each node's
+    # providerID picks one of them unless the policy forces one.
+    providers: tuple[str, ...] = DEFAULT_PROVIDERS
     # Base URL of a simulated fleet; enables the "simulator" reboot provider.
     simulator_url: str | None = None
     # host:port for Prometheus metrics; None turns them off.
@@ -74,21 +78,22 @@ async def running_worker(settings: WorkerSettings, client: Client | None = None)
     await ensure_search_attributes(client)
     api = await connect_kubernetes(settings.kubeconfig)
     async with api, aiohttp.ClientSession() as session:
-        providers: dict[str, RebootProvider] = {"manual": ManualProvider()}
+        providers = build_providers(settings.providers, os.environ)
         if settings.simulator_url:
-            providers["simulator"] = SimulatorProvider(settings.simulator_url, session)
+            providers.append(SimulatorProvider(settings.simulator_url, session))
+        chosen = ProviderSet(providers)
         worker = Worker(
             client,
             task_queue=settings.task_queue,
             workflows=[RemediationWorkflow],
-            activities=remediation_activities(api, providers),
+            activities=remediation_activities(api, chosen),
             max_concurrent_activities=settings.max_concurrent_activities,
             max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
             graceful_shutdown_timeout=settings.graceful_shutdown,
             sticky_queue_schedule_to_start_timeout=settings.sticky_queue_timeout,
         )
         async with worker:
-            log.info("worker polling %s with providers %s", settings.task_queue, ", ".join(sorted(providers)))
+            log.info("worker polling %s with providers %s", settings.task_queue, ", ".join(chosen.names))
             yield worker
 
 

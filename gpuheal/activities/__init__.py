@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes.aio import client
 
 from gpuheal.activities.drain import DrainActivities
+from gpuheal.activities.gpu_reset import GpuResetActivities
 from gpuheal.activities.nodes import NodeActivities
-from gpuheal.activities.providers import RebootProvider
+from gpuheal.activities.providers.selection import ProviderSet
 from gpuheal.activities.repair import RepairActivities
 
 
-def remediation_activities(api: client.ApiClient, providers: Mapping[str, RebootProvider]) -> list[Callable[..., Any]]:
+def remediation_activities(api: client.ApiClient, providers: ProviderSet) -> list[Callable[..., Any]]:
     """Every activity RemediationWorkflow calls, bound to one Kubernetes client and the providers."""
     nodes = NodeActivities(api)
     drain = DrainActivities(api)
     repair = RepairActivities(api, providers)
-    return [nodes.quarantine_node, nodes.observe_node, nodes.release_node, drain.drain_node, repair.request_reboot]
+    resets = GpuResetActivities(api)
+    return [
+        nodes.quarantine_node,
+        nodes.observe_node,
+        nodes.release_node,
+        drain.drain_node,
+        repair.request_reboot,
+        repair.describe_machine,
+        resets.request_gpu_reset,
+    ]

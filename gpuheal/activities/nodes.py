@@ -12,10 +12,12 @@ from typing import Any
 
 from kubernetes.aio import client
 from kubernetes.aio.client.models import V1Node
+from pydantic import ValidationError
 from temporalio import activity
 
 from gpuheal.activities.kube import annotations_of, boot_id_of, condition_of, merge_patch_node, on_fresh_node
 from gpuheal.domain import marks
+from gpuheal.domain.gpu_reset import GPU_RESET_CONDITION, GpuResetReport
 from gpuheal.domain.steps import NodeRecord, NodeRef, NodeState, Outcome, QuarantineRequest, ReleaseRequest
 
 
@@ -70,6 +72,7 @@ class NodeActivities:
                             marks.CORDONED_BEFORE_ANNOTATION: "true" if cordoned_before else "false",
                             marks.BOOT_ID_ANNOTATION: boot_id,
                             marks.REBOOT_REQUEST_ANNOTATION: None,
+                            marks.GPU_RESET_REQUEST_ANNOTATION: None,
                             marks.ESCALATION_ANNOTATION: None,
                         }
                     },
@@ -143,4 +146,16 @@ def _state(name: str, node: V1Node) -> NodeState:
         unschedulable=bool(node.spec and node.spec.unschedulable),
         gpu_healthy=None if gpus is None else gpus[0] == "True",
         gpu_message=gpus[1] if gpus else "",
+        gpu_reset=_reset_report(node),
     )
+
+
+def _reset_report(node: V1Node) -> GpuResetReport | None:
+    """The agent's answer in the GpuReset condition; an unreadable one counts as no answer yet."""
+    reset = condition_of(node, GPU_RESET_CONDITION)
+    if reset is None:
+        return None
+    try:
+        return GpuResetReport.model_validate_json(reset[1])
+    except ValidationError:
+        return None

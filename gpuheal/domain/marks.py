@@ -18,6 +18,8 @@ CORDONED_BEFORE_ANNOTATION = f"{PREFIX}cordoned-before"
 BOOT_ID_ANNOTATION = f"{PREFIX}boot-id-before"
 # The reboot request, durably recorded before the provider is called: "<workflow id>@<time>".
 REBOOT_REQUEST_ANNOTATION = f"{PREFIX}reboot-requested"
+# A GPU reset order for the node's agent (see gpuheal.domain.gpu_reset).
+GPU_RESET_REQUEST_ANNOTATION = f"{PREFIX}gpu-reset-request"
 # Why a remediation escalated to a person.
 ESCALATION_ANNOTATION = f"{PREFIX}escalated"
 
@@ -26,8 +28,12 @@ ANNOTATIONS = (
     CORDONED_BEFORE_ANNOTATION,
     BOOT_ID_ANNOTATION,
     REBOOT_REQUEST_ANNOTATION,
+    GPU_RESET_REQUEST_ANNOTATION,
     ESCALATION_ANNOTATION,
 )
+
+# On a bare-metal node: the URL of its Redfish ComputerSystem ("https://bmc/redfish/v1/Systems/1").
+REDFISH_SYSTEM_ANNOTATION = f"{PREFIX}redfish-system"
 
 # The node condition the agent maintains and the verify step reads.
 GPU_HEALTHY_CONDITION = "GpuHealthy"

@@ -60,8 +60,16 @@ class DrainPolicy(_Strict):
 class RepairPolicy(_Strict):
     """Who repairs the node and how long gpuheal waits for each step."""
 
-    # Reboot provider name ("simulator", "manual", …); see gpuheal.activities.providers.
-    provider: str = "simulator"
+    # "auto": the provider that owns the node's providerID (aws, azure, gcp, nebius, simulator) or
+    # its Redfish annotation. A name forces that provider ("manual", "redfish", …).
+    provider: str = "auto"
+    # COMPONENT_RESET faults: ask the node's agent to reset the GPUs before rebooting. A failed or
+    # unconfirmed reset falls back to a reboot.
+    gpu_reset: bool = True
+    gpu_reset_timeout: timedelta = timedelta(minutes=3)
+    # Ask for a graceful restart first and force one if the node has not rebooted within this
+    # (providers with a graceful restart, such as Redfish); None: force restart at once.
+    graceful_timeout: timedelta | None = None
     # Ask a person before every repair, not only for faults no provider can fix.
     require_approval: bool = False
     approval_timeout: timedelta = timedelta(hours=24)
@@ -82,7 +90,13 @@ class StepTimeouts(_Strict):
     drain_pass: timedelta = timedelta(minutes=5)
     # A drain pass reports progress at least this often, or it is considered lost.
     drain_heartbeat: timedelta = timedelta(seconds=30)
-    reboot_call: timedelta = timedelta(minutes=2)
+    # One reboot request, following the provider's long-running operation to its end (an Azure
+    # restart takes minutes); the attempt heartbeats, so a lost worker is noticed much sooner.
+    reboot_call: timedelta = timedelta(minutes=15)
+    reboot_heartbeat: timedelta = timedelta(seconds=30)
+    # Provider calls that keep failing (throttled, unreachable) are retried this many times, with
+    # backoff, before the remediation escalates with the provider's last error.
+    provider_attempts: int = Field(default=8, ge=1)
 
 
 class RemediationPolicy(_Strict):

@@ -58,4 +58,6 @@ class RemediationStatus(BaseModel):
     reason: str = ""
     decision: RecordedDecision | None = None
     drain: DrainProgress | None = None
+    # What the repair did, step by step ("GPU reset …", "reboot via aws: …"), for operators.
+    repair: list[str] = Field(default_factory=list)
     history: list[PhaseEntry]

@@ -9,6 +9,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
+from gpuheal.domain.gpu_reset import GpuResetReport
 from gpuheal.domain.policy import DrainPolicy
 
 
@@ -18,6 +19,8 @@ class Step(StrEnum):
     QUARANTINE = "quarantine_node"
     DRAIN = "drain_node"
     REBOOT = "request_reboot"
+    RESET_GPUS = "request_gpu_reset"
+    DESCRIBE_MACHINE = "describe_machine"
     OBSERVE = "observe_node"
     RELEASE = "release_node"
 
@@ -59,6 +62,8 @@ class NodeState(_Payload):
     # None when the node carries no GpuHealthy condition.
     gpu_healthy: bool | None
     gpu_message: str = ""
+    # The agent's last answer to a GPU reset order (the node's GpuReset condition), if any.
+    gpu_reset: GpuResetReport | None = None
 
 
 class PodRef(_Payload):
@@ -94,7 +99,10 @@ class DrainProgress(_Payload):
 class RebootRequest(_Payload):
     node: str
     holder: str
-    provider: str
+    # A provider name, or "auto": the one that owns the node's providerID (or Redfish annotation).
+    provider: str = "auto"
+    # Ask for a graceful restart first (providers that have one; see RebootResult.graceful).
+    graceful: bool = False
 
 
 class RebootResult(_Payload):
@@ -106,6 +114,26 @@ class RebootResult(_Payload):
     detail: str = ""
     # False for providers where a person performs the repair: the node need not report a new boot.
     expects_new_boot: bool = True
+    # True when a graceful restart was asked for; a force restart may follow if it does not happen.
+    graceful: bool = False
+
+
+class MachineRequest(_Payload):
+    node: str
+    provider: str = "auto"
+
+
+class MachineState(_Payload):
+    """The provider's view of the machine behind a node, for the reason a person reads."""
+
+    provider: str
+    summary: str
+
+
+class GpuResetRequest(_Payload):
+    node: str
+    holder: str
+    gpus: list[str]
 
 
 class Outcome(StrEnum):

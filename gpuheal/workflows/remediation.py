@@ -3,9 +3,11 @@
 The workflow runs under the id `remediate-<node>`. Detectors start it with signal-with-start and the
 `fault` signal, so a second fault on the same node joins the running remediation instead of starting
 another; a joining fault can only raise the action. The workflow then quarantines the node, drains
-it, asks a person when the policy or the fault requires one, repairs it through a reboot provider,
-waits for the node to come back Ready with a new bootID, checks that its GPUs report healthy and puts
-it back in service. Every wait is a durable timer, so a worker can die at any point and another one
+it, asks a person when the policy or the fault requires one, repairs it, checks that its GPUs report
+healthy and puts it back in service. A fault that a GPU reset can fix first asks the node's agent to
+reset the GPUs; a reset that fails or cannot be proven falls back to a reboot through the provider
+that owns the node (AWS, Azure, GCP, Nebius, Redfish, …), and a reboot only counts once the node is
+Ready with a bootID other than the one it had before. Every wait is a durable timer, so a worker can die at any point and another one
 carries on where it stopped.
 
 gpuheal undoes only what it did: a node that was cordoned before stays cordoned, and when a person
@@ -17,11 +19,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 from gpuheal.workflows import search_attributes as attrs
 
@@ -30,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
 
     from gpuheal.domain.actions import RecommendedAction
     from gpuheal.domain.faults import Fault
+    from gpuheal.domain.gpu_reset import GpuResetOrder
     from gpuheal.domain.phases import Phase
     from gpuheal.domain.policy import RemediationPolicy
     from gpuheal.domain.remediation import (
@@ -42,6 +45,9 @@ with workflow.unsafe.imports_passed_through():
     from gpuheal.domain.steps import (
         DrainProgress,
         DrainRequest,
+        GpuResetRequest,
+        MachineRequest,
+        MachineState,
         NodeRecord,
         NodeRef,
         NodeState,
@@ -56,7 +62,7 @@ with workflow.unsafe.imports_passed_through():
 ResultT = TypeVar("ResultT", bound=BaseModel)
 
 # Kubernetes calls are short; retry them patiently (an API server outage must not end a remediation).
-_LOCAL_STEPS = frozenset({Step.QUARANTINE, Step.OBSERVE, Step.RELEASE})
+_LOCAL_STEPS = frozenset({Step.QUARANTINE, Step.OBSERVE, Step.RELEASE, Step.RESET_GPUS})
 _K8S_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
 
 
@@ -86,6 +92,7 @@ class RemediationWorkflow:
         self._decision: RecordedDecision | None = None
         self._drain: DrainProgress | None = None
         self._record: NodeRecord | None = None
+        self._repair_log: list[str] = []
 
     # ---- signals and query -------------------------------------------------------------------
 
@@ -129,6 +136,7 @@ class RemediationWorkflow:
             reason=self._reason,
             decision=self._decision,
             drain=self._drain,
+            repair=list(self._repair_log),
             history=list(self._history),
         )
 
@@ -145,9 +153,7 @@ class RemediationWorkflow:
             self._enter(Phase.DRAINED)
             if self._needs_approval():
                 await self._await_approval(record)
-            boot = await self._repair()
-            back = await self._wait_for_node(boot)
-            await self._verify(back)
+            await self._repair()
             await self._release(record, Outcome.RESOLVED, "")
             self._finish(Phase.RESOLVED, "")
         except _Ended as ended:
@@ -236,46 +242,122 @@ class RemediationWorkflow:
         if not state.unschedulable:
             await self._stand_down(record)
 
-    async def _repair(self) -> RebootResult:
+    async def _repair(self) -> None:
+        """Reset the GPUs when the fault allows it, else (or when the reset fails) reboot; then verify."""
+        repair = self._policy.repair
+        if self._action is RecommendedAction.COMPONENT_RESET and repair.gpu_reset and self._gpu_uuids():
+            failure = await self._reset_gpus()
+            if failure is None:
+                return
+            workflow.logger.info("GPU reset on %s failed (%s); rebooting instead", self._node, failure)
+            self._repair_log.append(f"GPU reset did not repair the node ({failure}); rebooting instead")
+            self._action = self._action.escalate(RecommendedAction.RESTART_VM)
+        back = await self._reboot()
+        self._enter(Phase.VERIFYING)
+        problem = await self._gpu_problem(back)
+        if problem is not None:
+            await self._escalate_current(problem)
+
+    async def _reset_gpus(self) -> str | None:
+        """Have the node's agent reset the faulty GPUs: None once they are proven healthy, else why not."""
+        self._enter(Phase.REPAIRING)
+        repair = self._policy.repair
+        gpus = self._gpu_uuids()
+        order = await self._step(
+            Step.RESET_GPUS,
+            GpuResetRequest(node=self._node, holder=self._holder(), gpus=gpus),
+            GpuResetOrder,
+            summary=f"reset {', '.join(gpus)} on {self._node}",
+        )
+
+        def answered(state: NodeState) -> bool:
+            return state.gpu_reset is not None and state.gpu_reset.id == order.id
+
+        state = await self._poll_node(answered, repair.gpu_reset_timeout)
+        if state.gpu_reset is None or not answered(state):
+            return f"the node's agent did not answer within {repair.gpu_reset_timeout}"
+        if not state.gpu_reset.ok:
+            return state.gpu_reset.detail
+        self._repair_log.append(f"GPU reset: {state.gpu_reset.detail} (confirmed by {state.gpu_reset.confirmed_by})")
+        self._enter(Phase.VERIFYING)
+        return await self._gpu_problem(state)
+
+    async def _reboot(self) -> NodeState:
+        """Reboot through the provider, gracefully first when the policy asks; the node back Ready."""
+        graceful_timeout = self._policy.repair.graceful_timeout
+        if graceful_timeout is not None:
+            boot = await self._request_reboot(graceful=True)
+            if not boot.graceful:
+                return await self._wait_for_node(boot)  # the provider has no gentler restart: this was the reboot
+            self._enter(Phase.WAITING_FOR_NODE)
+            state = await self._poll_node(_back_after(boot), graceful_timeout)
+            if _back_after(boot)(state):
+                return state
+            workflow.logger.info("%s did not restart gracefully within %s; forcing it", self._node, graceful_timeout)
+        return await self._wait_for_node(await self._request_reboot(graceful=False))
+
+    async def _request_reboot(self, *, graceful: bool) -> RebootResult:
         self._enter(Phase.REPAIRING)
         provider = self._policy.repair.provider
-        return await self._step(
-            Step.REBOOT,
-            RebootRequest(node=self._node, holder=self._holder(), provider=provider),
-            RebootResult,
-            summary=f"{self._action.name} via {provider}",
-            timeout=self._policy.timeouts.reboot_call,
-        )
+        timeouts = self._policy.timeouts
+        try:
+            boot = await self._step(
+                Step.REBOOT,
+                RebootRequest(node=self._node, holder=self._holder(), provider=provider, graceful=graceful),
+                RebootResult,
+                summary=f"{'graceful ' if graceful else ''}reboot via {provider} ({self._action.name})",
+                timeout=timeouts.reboot_call,
+                heartbeat=timeouts.reboot_heartbeat,
+                retry=RetryPolicy(
+                    initial_interval=timedelta(seconds=2),
+                    maximum_interval=timedelta(minutes=1),
+                    maximum_attempts=timeouts.provider_attempts,
+                ),
+            )
+        except ActivityError as error:
+            await self._escalate_current(f"the reboot could not be requested: {_failure(error)}")
+        self._repair_log.append(f"{'graceful ' if boot.graceful else ''}reboot via {boot.provider}: {boot.detail}")
+        return boot
 
     async def _wait_for_node(self, boot: RebootResult) -> NodeState:
         """Poll, on durable timers, until the node is Ready with a bootID other than before the reboot."""
         self._enter(Phase.WAITING_FOR_NODE)
-        repair = self._policy.repair
-
-        def back(state: NodeState) -> bool:
-            return state.ready and (not boot.expects_new_boot or state.boot_id != boot.boot_id_before)
-
-        state = await self._poll_node(back, repair.node_ready_timeout)
-        if not back(state):
+        timeout = self._policy.repair.node_ready_timeout
+        state = await self._poll_node(_back_after(boot), timeout)
+        if not _back_after(boot)(state):
+            machine = await self._describe_machine(boot.provider)
             await self._escalate_current(
-                f"node did not come back Ready with a new bootID within {repair.node_ready_timeout} "
-                f"(provider {boot.provider}: {boot.detail or 'no detail'}; last seen ready={state.ready}, "
-                f"bootID={state.boot_id or 'unknown'}, before {boot.boot_id_before})"
+                f"node did not come back Ready with a new bootID within {timeout} "
+                f"(provider {machine.provider}: {machine.summary}; request: {boot.detail or 'no detail'}; "
+                f"node last seen ready={state.ready}, bootID={state.boot_id or 'unknown'}, "
+                f"before {boot.boot_id_before})"
             )
         return state
 
-    async def _verify(self, back: NodeState) -> None:
-        """The node's GPUs must report healthy; the read that saw the node back counts when they already do."""
-        self._enter(Phase.VERIFYING)
+    async def _describe_machine(self, provider: str) -> MachineState:
+        try:
+            return await self._step(
+                Step.DESCRIBE_MACHINE,
+                MachineRequest(node=self._node, provider=provider),
+                MachineState,
+                summary=f"ask {provider} about {self._node}",
+                retry=RetryPolicy(maximum_attempts=3),
+            )
+        except ActivityError as error:
+            return MachineState(provider=provider, summary=f"state unknown: {_failure(error)}")
+
+    async def _gpu_problem(self, back: NodeState) -> str | None:
+        """None once the node's GPUs report healthy (the read that saw the node back counts), else why not."""
         timeout = self._policy.repair.verify_timeout
         state = back if back.gpu_healthy is True else await self._poll_node(lambda s: s.gpu_healthy is True, timeout)
-        if state.gpu_healthy is not True:
-            detail = (
-                state.gpu_message
-                if state.gpu_healthy is False
-                else "the node has no GpuHealthy condition (is the gpuheal agent running on it?)"
-            )
-            await self._escalate_current(f"GPUs did not report healthy within {timeout}: {detail}")
+        if state.gpu_healthy is True:
+            return None
+        detail = (
+            state.gpu_message
+            if state.gpu_healthy is False
+            else "the node has no GpuHealthy condition (is the gpuheal agent running on it?)"
+        )
+        return f"GPUs did not report healthy within {timeout}: {detail}"
 
     async def _poll_node(self, done: Callable[[NodeState], bool], timeout: timedelta) -> NodeState:
         deadline = workflow.now() + timeout
@@ -296,11 +378,11 @@ class RemediationWorkflow:
         await self._release(record, Outcome.STOOD_DOWN, reason)
         raise _Ended(Phase.CANCELLED, reason)
 
-    async def _escalate(self, record: NodeRecord, reason: str) -> None:
+    async def _escalate(self, record: NodeRecord, reason: str) -> NoReturn:
         await self._release(record, Outcome.ESCALATED, reason)
         raise _Ended(Phase.ESCALATED, reason)
 
-    async def _escalate_current(self, reason: str) -> None:
+    async def _escalate_current(self, reason: str) -> NoReturn:
         assert self._record is not None
         await self._escalate(self._record, reason)
 
@@ -337,6 +419,7 @@ class RemediationWorkflow:
         summary: str,
         timeout: timedelta | None = None,
         heartbeat: timedelta | None = None,
+        retry: RetryPolicy = _K8S_RETRY,
     ) -> ResultT:
         """Run one step. Short node calls run as local activities, the rest as activities.
 
@@ -361,7 +444,7 @@ class RemediationWorkflow:
             result_type=result_type,
             start_to_close_timeout=timeout or self._policy.timeouts.node_call,
             heartbeat_timeout=heartbeat,
-            retry_policy=_K8S_RETRY,
+            retry_policy=retry,
             summary=summary,
         )
         return result
@@ -406,6 +489,8 @@ class RemediationWorkflow:
             )
         if self._phase is Phase.AWAITING_APPROVAL:
             lines.append(f"waiting for `gpuheal approve {self._node} --by NAME` (or reject)")
+        if self._repair_log:
+            lines.append(f"repair: {'; '.join(self._repair_log)}")
         if self._reason:
             lines.append(f"reason: {self._reason}")
         return "\n\n".join(lines)
@@ -428,3 +513,18 @@ def _pod_list(progress: DrainProgress, limit: int = 5) -> str:
     names = [f"{p.namespace}/{p.name}" for p in progress.remaining[:limit]]
     more = len(progress.remaining) - limit
     return ", ".join(names) + (f" and {more} more" if more > 0 else "")
+
+
+def _back_after(boot: RebootResult) -> Callable[[NodeState], bool]:
+    """Whether a read shows the node back from this reboot: Ready, and on a new boot where one is due."""
+
+    def back(state: NodeState) -> bool:
+        return state.ready and (not boot.expects_new_boot or state.boot_id != boot.boot_id_before)
+
+    return back
+
+
+def _failure(error: ActivityError) -> str:
+    """The activity's own error message (a provider's, naming the machine and what to do)."""
+    cause = error.cause
+    return cause.message if isinstance(cause, ApplicationError) else str(cause or error)

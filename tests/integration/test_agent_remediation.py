@@ -9,8 +9,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from gpuheal.agents.agent import Agent, AgentSettings
 from gpuheal.agents.nvml.fake import FakeNvml
@@ -26,7 +27,9 @@ FAULTY_GPU = 3
 
 
 @asynccontextmanager
-async def node_agent(stack: Stack, tmp_path: Path, temporal_address: str) -> AsyncIterator[tuple[Agent, Path]]:
+async def node_agent(
+    stack: Stack, tmp_path: Path, temporal_address: str, **overrides: Any
+) -> AsyncIterator[tuple[Agent, Path]]:
     """The agent of NODE, following a kernel log file in tmp_path; yields it and the log file."""
     settings = AgentSettings.simulated(
         NODE,
@@ -37,6 +40,7 @@ async def node_agent(stack: Stack, tmp_path: Path, temporal_address: str) -> Asy
         task_queue=stack.task_queue,
         kubeconfig=stack.cluster.kubeconfig,
         remediation_policy=fast_policy(),
+        **overrides,
     )
     assert settings.kernel_log is not None
     async with Agent(settings) as agent:
@@ -50,24 +54,40 @@ def xid_record(agent: Agent, xid: int, index: int = FAULTY_GPU) -> str:
     return f"3,4242,{uuid.uuid4().int % 10**12},-;NVRM: NVRM: Xid (PCI:{pci}): {xid}, GPU has fallen off the bus\n"
 
 
+async def remediate_through_the_agent(agent: Agent, kernel_log: Path, stack: Stack, xid: int) -> RemediationStatus:
+    """Write the XID into the node's kernel log and follow the remediation run it starts to its end.
+
+    The dev server outlives each test, so `remediate-<node>` may already have an older, finished run:
+    only a run started after the line was written counts.
+    """
+    written = datetime.now(UTC)
+    with kernel_log.open("a") as log:
+        log.write(xid_record(agent, xid))
+    handle = stack.server.client.get_workflow_handle(workflow_id_for(NODE), result_type=RemediationStatus)
+    runs: list[str] = []
+
+    async def started() -> bool:
+        try:
+            description = await handle.describe()
+        except Exception:
+            return False
+        if description.start_time < written:
+            return False
+        runs.append(description.run_id)
+        return True
+
+    await eventually(started, f"the agent starting a new run of {workflow_id_for(NODE)}")
+    status: RemediationStatus = await stack.server.client.get_workflow_handle(
+        workflow_id_for(NODE), run_id=runs[-1], result_type=RemediationStatus
+    ).result()
+    return status
+
+
 async def test_xid_in_the_kernel_log_is_remediated(make_stack: StackFactory, tmp_path: Path) -> None:
     stack = await make_stack(workloads=False)
     async with node_agent(stack, tmp_path, stack.server.address) as (agent, kernel_log):
         gpu_uuid = agent.nvml.device_info(FAULTY_GPU).uuid
-        with kernel_log.open("a") as log:
-            log.write(xid_record(agent, 79))
-
-        handle = stack.server.client.get_workflow_handle(workflow_id_for(NODE), result_type=RemediationStatus)
-
-        async def started() -> bool:
-            try:
-                await handle.describe()
-            except Exception:
-                return False
-            return True
-
-        await eventually(started, "the agent starting remediate-gpu-node-001")
-        status: RemediationStatus = await handle.result()
+        status = await remediate_through_the_agent(agent, kernel_log, stack, 79)
 
     assert status.phase is Phase.RESOLVED, status.reason
     assert status.xids == [79]
@@ -115,4 +135,35 @@ async def test_a_temporal_outage_delays_but_does_not_lose_the_remediation(
 
     assert status.phase is Phase.RESOLVED, status.reason
     assert status.xids == [79]
+    assert stack.cluster.reboot_requests(NODE) == 1
+
+
+async def test_a_gpu_reset_fault_is_repaired_by_the_agent_without_a_reboot(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    stack = await make_stack(workloads=False)
+    async with node_agent(stack, tmp_path, stack.server.address) as (agent, kernel_log):
+        gpu_uuid = agent.nvml.device_info(FAULTY_GPU).uuid
+        status = await remediate_through_the_agent(agent, kernel_log, stack, 48)
+        log = kernel_log.read_text()
+
+    assert status.phase is Phase.RESOLVED, status.reason
+    assert status.action.name == "COMPONENT_RESET"
+    [step] = status.repair
+    assert step.startswith(f"GPU reset: reset {gpu_uuid}") and step.endswith("(confirmed by kernel-log)"), step
+    assert "GPU reset complete" in log, "the agent played the driver's reset in the node's kernel log"
+    assert stack.cluster.reboot_requests(NODE) == 0, "a confirmed reset needs no reboot"
+    node = await stack.node(NODE)
+    assert not node.spec.unschedulable
+    assert gpuheal_marks(node) == set()
+
+
+async def test_a_gpu_reset_the_agent_refuses_falls_back_to_a_reboot(make_stack: StackFactory, tmp_path: Path) -> None:
+    stack = await make_stack(workloads=False)
+    async with node_agent(stack, tmp_path, stack.server.address, gpu_reset="off") as (agent, kernel_log):
+        status = await remediate_through_the_agent(agent, kernel_log, stack, 48)
+
+    assert status.phase is Phase.RESOLVED, status.reason
+    assert "GPU reset is disabled on this node's agent" in status.repair[0]
+    assert status.action.name == "RESTART_VM", "the reset became a reboot"
     assert stack.cluster.reboot_requests(NODE) == 1

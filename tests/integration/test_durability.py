@@ -49,7 +49,8 @@ async def spawn_worker() -> AsyncIterator[WorkerFactory]:
             "--sticky-queue-timeout-seconds",
             "1",
             stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            # The cloud SDKs reach the simulator's clouds through their standard settings.
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **stack.cluster.client_environment()},
         )
         started.append(process)
         assert process.stderr is not None
@@ -149,3 +150,33 @@ async def test_worker_killed_during_the_reboot_call(
     node = await stack.node(NODE)
     assert not node.spec.unschedulable
     assert gpuheal_marks(node) == set()
+
+
+@pytest.mark.parametrize("cloud", ["aws", "azure", "gcp", "nebius", "redfish"])
+async def test_worker_killed_right_after_the_cloud_call(
+    make_stack: StackFactory, spawn_worker: WorkerFactory, cloud: str
+) -> None:
+    # The cloud records the reboot and answers 3 s later; the node stays down well past the retry,
+    # so the new worker finds its record, an unchanged bootID and a provider that either confirms the
+    # request or keeps no record: either way it must not call again.
+    stack = await make_stack(
+        in_process_worker=False, workloads=False, cloud=cloud, reboot_seconds=8.0, reboot_reply_seconds=3.0
+    )
+    first = await spawn_worker(stack)
+    handle = await stack.report(NODE)
+
+    async def reboot_requested() -> bool:
+        return stack.cluster.reboot_requests(NODE) == 1
+
+    await eventually(reboot_requested, f"the reboot request reaching {cloud}")
+    await kill(first)
+    await spawn_worker(stack)
+
+    status: RemediationStatus = await handle.result()
+
+    assert status.phase is Phase.RESOLVED, status.reason
+    assert await reboot_attempts(handle) == 2, "the reboot step was cut off and ran again on the new worker"
+    assert stack.cluster.reboot_requests(NODE) == 1, f"{cloud} was asked to reboot the node again"
+    assert stack.cluster.reboots_completed(NODE) == 1
+    [step] = status.repair
+    assert step.startswith(f"reboot via {cloud}: reboot already requested at "), step

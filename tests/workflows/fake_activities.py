@@ -8,13 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
+from gpuheal.domain.gpu_reset import GpuResetOrder, GpuResetReport
 from gpuheal.domain.steps import (
     DrainProgress,
     DrainRequest,
+    GpuResetRequest,
+    MachineRequest,
+    MachineState,
     NodeRecord,
     NodeRef,
     NodeState,
@@ -38,7 +44,17 @@ class FakeNode:
     boot_id: str = "boot-1"
     # What a reboot does: come back (Ready, new boot id) or stay down.
     comes_back: bool = True
+    # The node comes back Ready but on the same boot (a reboot that never happened).
+    keeps_boot_id: bool = False
     gpus_healthy_after_reboot: bool | None = True
+    # Errors the provider raises before a reboot request gets through, one per attempt.
+    provider_errors: list[ApplicationError] = field(default_factory=list)
+    # Whether the provider has a graceful restart, and whether the machine honours one.
+    graceful_supported: bool = False
+    graceful_restarts: bool = True
+    # What the agent does with a GPU reset order: confirm it, report a failure, or never answer.
+    reset_outcome: Literal["confirm", "fail", "silent"] = "confirm"
+    gpus_healthy_after_reset: bool = True
     # Drain passes that find a pod a PodDisruptionBudget will not let go.
     blocked_passes: int = 0
     # Somebody uncordons the node while it drains.
@@ -47,6 +63,9 @@ class FakeNode:
     gpus_healthy: bool | None = False
     steps: list[str] = field(default_factory=list)
     reboots: int = 0
+    reboot_requests: list[RebootRequest] = field(default_factory=list)
+    reset_orders: list[GpuResetRequest] = field(default_factory=list)
+    reset_report: GpuResetReport | None = None
     releases: list[ReleaseRequest] = field(default_factory=list)
     drain_requests: list[DrainRequest] = field(default_factory=list)
 
@@ -59,6 +78,7 @@ class FakeNode:
             boot_id=self.boot_id,
             unschedulable=self.cordoned,
             gpu_healthy=self.gpus_healthy,
+            gpu_reset=self.reset_report,
         )
 
     def activities(self) -> list[Callable[..., Any]]:
@@ -88,14 +108,45 @@ class FakeNode:
         @activity.defn(name=Step.REBOOT.value)
         async def reboot(request: RebootRequest) -> RebootResult:
             self.steps.append(Step.REBOOT.value)
+            if self.provider_errors:
+                raise self.provider_errors.pop(0)
+            self.reboot_requests.append(request)
             before = self.boot_id
+            graceful = request.graceful and self.graceful_supported
+            if graceful and not self.graceful_restarts:
+                return RebootResult(boot_id_before=before, requested_now=True, provider="fake", graceful=True)
             self.reboots += 1
-            if self.comes_back:
+            if not self.comes_back:
+                self.ready = False
+            elif not self.keeps_boot_id:
                 self.boot_id = f"boot-{self.reboots + 1}"
                 self.gpus_healthy = self.gpus_healthy_after_reboot
-            else:
-                self.ready = False
-            return RebootResult(boot_id_before=before, requested_now=True, provider=request.provider)
+            return RebootResult(
+                boot_id_before=before, requested_now=True, provider="fake", detail="fake reboot", graceful=graceful
+            )
+
+        @activity.defn(name=Step.DESCRIBE_MACHINE.value)
+        async def describe(request: MachineRequest) -> MachineState:
+            self.steps.append(Step.DESCRIBE_MACHINE.value)
+            return MachineState(provider="fake", summary="instance stopped by the cloud")
+
+        @activity.defn(name=Step.RESET_GPUS.value)
+        async def reset(request: GpuResetRequest) -> GpuResetOrder:
+            self.steps.append(Step.RESET_GPUS.value)
+            self.reset_orders.append(request)
+            order = GpuResetOrder(id=request.holder, holder=request.holder, gpus=request.gpus, at=datetime.now(UTC))
+            if self.reset_outcome != "silent":
+                ok = self.reset_outcome == "confirm"
+                self.reset_report = GpuResetReport(
+                    id=order.id,
+                    ok=ok,
+                    detail=f"reset {', '.join(request.gpus)}" if ok else "nvidia-smi: GPU is in use",
+                    confirmed_by="kernel-log" if ok else "",
+                    at=datetime.now(UTC),
+                )
+                if ok:
+                    self.gpus_healthy = self.gpus_healthy_after_reset
+            return order
 
         @activity.defn(name=Step.OBSERVE.value)
         async def observe(request: NodeRef) -> NodeState:
@@ -110,4 +161,4 @@ class FakeNode:
                 self.cordoned = False
             return self.state()
 
-        return [quarantine, drain, reboot, observe, release]
+        return [quarantine, drain, reboot, describe, reset, observe, release]

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
-import pytest
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from gpuheal.control import remediations
 from gpuheal.domain.actions import RecommendedAction
@@ -28,20 +25,6 @@ from gpuheal.workflows.remediation import RemediationWorkflow
 from tests.workflows.fake_activities import FakeNode
 
 Handle = WorkflowHandle[RemediationWorkflow, RemediationStatus]
-
-
-@pytest.fixture
-async def queue(time_skipping_env: WorkflowEnvironment, node: FakeNode) -> AsyncIterator[str]:
-    task_queue = f"logic-{uuid.uuid4()}"
-    async with Worker(
-        time_skipping_env.client, task_queue=task_queue, workflows=[RemediationWorkflow], activities=node.activities()
-    ):
-        yield task_queue
-
-
-@pytest.fixture
-def node() -> FakeNode:
-    return FakeNode(name=f"gpu-node-{uuid.uuid4().hex[:8]}")
 
 
 def policy(*, approval: bool = False, approval_timeout: timedelta = timedelta(hours=24)) -> RemediationPolicy:

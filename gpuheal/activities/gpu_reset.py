@@ -1,0 +1,56 @@
+"""The GPU reset activity: hand the node's agent an order to reset GPUs (see gpuheal.domain.gpu_reset).
+
+The order goes into a node annotation; the agent answers in the node's `GpuReset` condition, which
+the workflow reads through `observe_node` on durable timers. One order per remediation run: its id
+is the holder, so a retried activity finds and returns the order it already wrote.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from kubernetes.aio import client
+from kubernetes.aio.client.models import V1Node
+from pydantic import ValidationError
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from gpuheal.activities.kube import annotations_of, merge_patch_node, on_fresh_node
+from gpuheal.domain.gpu_reset import GPU_RESET_REQUEST_ANNOTATION, GpuResetOrder
+from gpuheal.domain.steps import GpuResetRequest
+
+
+class GpuResetActivities:
+    """Orders GPU resets from the nodes' agents."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self._core = client.CoreV1Api(api)
+
+    @activity.defn(name="request_gpu_reset")
+    async def request_gpu_reset(self, request: GpuResetRequest) -> GpuResetOrder:
+        """Write the reset order for the node's agent, once per remediation run."""
+
+        async def order(node: V1Node | None) -> GpuResetOrder:
+            if node is None:
+                raise ApplicationError(f"node {request.node} no longer exists", non_retryable=True)
+            earlier = _read_order(annotations_of(node).get(GPU_RESET_REQUEST_ANNOTATION, ""))
+            if earlier is not None and earlier.id == request.holder:
+                return earlier
+            fresh = GpuResetOrder(id=request.holder, holder=request.holder, gpus=request.gpus, at=datetime.now(UTC))
+            await merge_patch_node(
+                self._core, node, {"metadata": {"annotations": {GPU_RESET_REQUEST_ANNOTATION: fresh.model_dump_json()}}}
+            )
+            activity.logger.info("ordered a reset of %s on %s", ", ".join(request.gpus), request.node)
+            return fresh
+
+        return await on_fresh_node(self._core, request.node, order)
+
+
+def _read_order(raw: str) -> GpuResetOrder | None:
+    if not raw:
+        return None
+    try:
+        return GpuResetOrder.model_validate(json.loads(raw))
+    except (ValueError, ValidationError):
+        return None

@@ -1,0 +1,187 @@
+"""How RemediationWorkflow repairs a node: GPU reset or reboot, graceful first, and proof it came back.
+
+On Temporal's time-skipping server against the in-memory FakeNode, so the reset and node timeouts
+pass in an instant while the workflow's real timers, retries and decisions run.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+
+from gpuheal.control import remediations
+from gpuheal.domain.actions import RecommendedAction
+from gpuheal.domain.faults import Fault
+from gpuheal.domain.phases import Phase
+from gpuheal.domain.policy import RemediationPolicy, RepairPolicy, StepTimeouts
+from gpuheal.domain.remediation import RemediationStatus
+from gpuheal.domain.steps import Outcome, Step
+from tests.workflows.fake_activities import FakeNode
+
+
+async def remediate(
+    env: WorkflowEnvironment,
+    queue: str,
+    node: FakeNode,
+    action: RecommendedAction = RecommendedAction.RESTART_VM,
+    **repair: object,
+) -> RemediationStatus:
+    policy = RemediationPolicy(
+        repair=RepairPolicy.model_validate(
+            {"node_ready_timeout": timedelta(minutes=10), "gpu_reset_timeout": timedelta(minutes=2), **repair}
+        ),
+        timeouts=StepTimeouts(provider_attempts=4),
+    )
+    fault = Fault(node=node.name, action=action, xid=79, gpu_uuids=("GPU-aaaa",), event_id=node.name)
+    handle = await remediations.report_fault(env.client, fault, policy, task_queue=queue)
+    return await handle.result()
+
+
+async def test_a_confirmed_gpu_reset_repairs_without_a_reboot(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    status = await remediate(time_skipping_env, queue, node, RecommendedAction.COMPONENT_RESET)
+
+    assert status.phase is Phase.RESOLVED
+    assert node.reboots == 0
+    assert [order.gpus for order in node.reset_orders] == [["GPU-aaaa"]]
+    assert status.repair == ["GPU reset: reset GPU-aaaa (confirmed by kernel-log)"]
+    assert status.action is RecommendedAction.COMPONENT_RESET
+    assert [r.outcome for r in node.releases] == [Outcome.RESOLVED]
+
+
+async def test_a_failed_gpu_reset_falls_back_to_a_reboot(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    node.reset_outcome = "fail"
+    status = await remediate(time_skipping_env, queue, node, RecommendedAction.COMPONENT_RESET)
+
+    assert status.phase is Phase.RESOLVED
+    assert node.reboots == 1
+    assert status.repair[0] == "GPU reset did not repair the node (nvidia-smi: GPU is in use); rebooting instead"
+    assert status.repair[1].startswith("reboot via fake")
+    assert status.action is RecommendedAction.RESTART_VM, "the reset became a reboot"
+
+
+async def test_an_unanswered_gpu_reset_falls_back_to_a_reboot_after_its_timeout(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    node.reset_outcome = "silent"
+    status = await remediate(time_skipping_env, queue, node, RecommendedAction.COMPONENT_RESET)
+
+    assert status.phase is Phase.RESOLVED
+    assert node.reboots == 1
+    assert "did not answer within 0:02:00" in status.repair[0]
+
+
+async def test_gpus_still_unhealthy_after_a_reset_fall_back_to_a_reboot(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    node.gpus_healthy_after_reset = False
+    status = await remediate(
+        time_skipping_env, queue, node, RecommendedAction.COMPONENT_RESET, verify_timeout=timedelta(minutes=1)
+    )
+
+    assert status.phase is Phase.RESOLVED
+    assert node.reboots == 1
+    assert "GPUs did not report healthy" in status.repair[1]
+
+
+async def test_gpu_reset_turned_off_reboots_at_once(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    status = await remediate(time_skipping_env, queue, node, RecommendedAction.COMPONENT_RESET, gpu_reset=False)
+
+    assert status.phase is Phase.RESOLVED
+    assert node.reset_orders == []
+    assert node.reboots == 1
+
+
+async def test_a_node_back_ready_on_its_old_boot_is_not_accepted(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    node.keeps_boot_id = True
+    status = await remediate(time_skipping_env, queue, node)
+
+    assert status.phase is Phase.ESCALATED
+    assert "did not come back Ready with a new bootID within 0:10:00" in status.reason
+    assert "provider fake: instance stopped by the cloud" in status.reason, "the provider's last known state"
+    assert "bootID=boot-1, before boot-1" in status.reason
+    assert node.cordoned
+    assert node.reboots == 1
+
+
+async def test_throttled_reboot_requests_are_retried_until_one_gets_through(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    node.provider_errors = [ApplicationError("EC2 RequestLimitExceeded", type="ProviderError") for _ in range(3)]
+    status = await remediate(time_skipping_env, queue, node)
+
+    assert status.phase is Phase.RESOLVED
+    assert node.steps.count(Step.REBOOT.value) == 4
+    assert node.reboots == 1
+
+
+async def test_a_provider_refusal_escalates_with_its_message(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    node.provider_errors = [
+        ApplicationError("EC2 instance i-0abc does not exist (InvalidInstanceID.NotFound)", non_retryable=True)
+    ]
+    status = await remediate(time_skipping_env, queue, node)
+
+    assert status.phase is Phase.ESCALATED
+    assert (
+        status.reason
+        == "the reboot could not be requested: EC2 instance i-0abc does not exist (InvalidInstanceID.NotFound)"
+    )
+    assert node.steps.count(Step.REBOOT.value) == 1, "not retried"
+    assert node.cordoned
+    assert [r.outcome for r in node.releases] == [Outcome.ESCALATED]
+
+
+async def test_a_provider_that_stays_throttled_escalates_after_the_attempts_run_out(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    node.provider_errors = [ApplicationError("GCE rateLimitExceeded", type="ProviderError") for _ in range(10)]
+    status = await remediate(time_skipping_env, queue, node)
+
+    assert status.phase is Phase.ESCALATED
+    assert "GCE rateLimitExceeded" in status.reason
+    assert node.steps.count(Step.REBOOT.value) == 4
+    assert node.reboots == 0
+
+
+async def test_a_graceful_restart_that_does_not_happen_is_forced(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    node.graceful_supported = True
+    node.graceful_restarts = False
+    status = await remediate(time_skipping_env, queue, node, graceful_timeout=timedelta(minutes=5))
+
+    assert status.phase is Phase.RESOLVED
+    assert [request.graceful for request in node.reboot_requests] == [True, False]
+    assert node.reboots == 1
+
+
+async def test_a_graceful_restart_that_happens_is_not_forced(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    node.graceful_supported = True
+    status = await remediate(time_skipping_env, queue, node, graceful_timeout=timedelta(minutes=5))
+
+    assert status.phase is Phase.RESOLVED
+    assert [request.graceful for request in node.reboot_requests] == [True]
+    assert status.repair[0].startswith("graceful reboot via fake")
+
+
+async def test_graceful_asked_of_a_provider_without_one_reboots_once(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    status = await remediate(time_skipping_env, queue, node, graceful_timeout=timedelta(minutes=5))
+
+    assert status.phase is Phase.RESOLVED
+    assert len(node.reboot_requests) == 1
+    assert node.reboots == 1
