@@ -60,6 +60,14 @@ def main(verbose: bool) -> None:
 @click.option("--reboot-seconds", default=2.0, show_default=True, help="How long a simulated reboot takes.")
 @click.option("--state-dir", default=Path(".state/demo"), type=click.Path(path_type=Path), show_default=True)
 @click.option("--port", default=7233, show_default=True, help="Temporal frontend port (a free one if taken).")
+@click.option(
+    "--provider",
+    type=click.Choice(["sim", "aws", "azure", "gcp", "nebius", "redfish"]),
+    default="sim",
+    show_default=True,
+    help="Where the fleet lives: the nodes carry that cloud's machine identities and the reboot goes "
+    "through its real SDK to the simulator's endpoint for it.",
+)
 def demo(
     nodes: int,
     gpus_per_node: int,
@@ -69,6 +77,7 @@ def demo(
     reboot_seconds: float,
     state_dir: Path,
     port: int,
+    provider: str,
 ) -> None:
     """Remediate a fatal XID on a simulated fleet, end to end, on an embedded Temporal dev server."""
     from gpuheal.demo.run import DemoOptions, run_demo
@@ -83,6 +92,7 @@ def demo(
         reboot_seconds=reboot_seconds,
         state_dir=state_dir,
         port=port,
+        provider=provider,
     )
     try:
         code = asyncio.run(run_demo(options))
@@ -102,6 +112,12 @@ def demo(
     help="Kubeconfig; in a pod the service account is used when unset.",
 )
 @click.option("--simulator-url", envvar="GPUHEAL_SIMULATOR_URL", help="Enable the simulator reboot provider.")
+@click.option(
+    "--providers",
+    envvar="GPUHEAL_PROVIDERS",
+    help="Reboot providers to enable, comma-separated, from redfish, aws, azure, gcp, nebius, manual "
+    "[default: all]; each node's providerID picks one of them.",
+)
 @click.option(
     "--metrics-address",
     default="127.0.0.1:9464",
@@ -123,12 +139,14 @@ def worker(
     task_queue: str,
     kubeconfig: Path | None,
     simulator_url: str | None,
+    providers: str | None,
     metrics_address: str,
     max_concurrent_activities: int,
     graceful_shutdown_seconds: float,
     sticky_queue_timeout_seconds: float,
 ) -> None:
     """Run the Temporal worker for remediations (Ctrl-C or SIGTERM stops it gracefully)."""
+    from gpuheal.activities.providers.configured import DEFAULT_PROVIDERS
     from gpuheal.worker import WorkerSettings, serve
 
     settings = WorkerSettings(
@@ -137,12 +155,27 @@ def worker(
         temporal_namespace=namespace,
         kubeconfig=kubeconfig,
         simulator_url=simulator_url,
+        providers=_provider_names(providers, DEFAULT_PROVIDERS),
         metrics_address=metrics_address or None,
         max_concurrent_activities=max_concurrent_activities,
         graceful_shutdown=timedelta(seconds=graceful_shutdown_seconds),
         sticky_queue_timeout=timedelta(seconds=sticky_queue_timeout_seconds),
     )
     _run(serve(settings))
+
+
+def _provider_names(option: str | None, known: tuple[str, ...]) -> tuple[str, ...]:
+    """The --providers list, checked before anything connects; all providers when unset."""
+    if not option:
+        return known
+    names = tuple(name.strip() for name in option.split(",") if name.strip())
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise click.BadParameter(
+            f"unknown provider(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(known)}",
+            param_hint="--providers",
+        )
+    return names
 
 
 def _decision_command(approve: bool) -> Any:
@@ -270,6 +303,31 @@ def kmsg_parse(policy: Path | None) -> None:
 @click.option("--nvml-poll-seconds", type=click.FloatRange(min=0.1), default=10.0, show_default=True)
 @click.option("--device-api-tcp-port", type=int, default=None, help="Also serve the Device API on 127.0.0.1:PORT.")
 @click.option("--intake-tcp-port", type=int, default=None, help="Also take health events on 127.0.0.1:PORT.")
+@click.option(
+    "--gpu-reset",
+    type=click.Choice(["off", "nvidia-smi"]),
+    default="off",
+    show_default=True,
+    envvar="GPUHEAL_GPU_RESET",
+    help="Carry out GPU reset orders with `nvidia-smi --gpu-reset` (needs a privileged agent); "
+    "off answers them with a failure, so the node is rebooted instead [env GPUHEAL_GPU_RESET].",
+)
+@click.option(
+    "--nvidia-smi",
+    default="nvidia-smi",
+    show_default=True,
+    envvar="GPUHEAL_NVIDIA_SMI",
+    help="The nvidia-smi binary (a bare name is looked up on PATH) [env GPUHEAL_NVIDIA_SMI].",
+)
+@click.option(
+    "--gpu-reset-confirm-seconds",
+    type=click.FloatRange(min=0.1),
+    default=60.0,
+    show_default=True,
+    envvar="GPUHEAL_GPU_RESET_CONFIRM_SECONDS",
+    help="How long a reset may take to be confirmed (kernel log or NVML) before it counts as failed "
+    "[env GPUHEAL_GPU_RESET_CONFIRM_SECONDS].",
+)
 @_with_temporal_options
 @click.option("--task-queue", default=DEFAULT_TASK_QUEUE, show_default=True, envvar="GPUHEAL_TASK_QUEUE")
 @click.option(
@@ -289,6 +347,9 @@ def agent(
     nvml_poll_seconds: float,
     device_api_tcp_port: int | None,
     intake_tcp_port: int | None,
+    gpu_reset: str,
+    nvidia_smi: str,
+    gpu_reset_confirm_seconds: float,
     address: str | None,
     namespace: str | None,
     task_queue: str,
@@ -299,6 +360,7 @@ def agent(
     It serves even when Temporal or the Kubernetes API cannot be reached; events wait on disk.
     """
     from gpuheal.agents.agent import AgentSettings, serve_agent
+    from gpuheal.agents.reset import ResetSettings
 
     settings = AgentSettings(
         node=node,
@@ -315,5 +377,7 @@ def agent(
         temporal_namespace=namespace,
         task_queue=task_queue,
         kubeconfig=kubeconfig,
+        gpu_reset="nvidia-smi" if gpu_reset == "nvidia-smi" else "off",
+        gpu_reset_settings=ResetSettings(nvidia_smi=nvidia_smi, confirm_timeout_s=gpu_reset_confirm_seconds),
     )
     asyncio.run(serve_agent(settings))

@@ -5,7 +5,8 @@ publisher (the one pipeline every event goes through) next, so no detector ever 
 deliver; then the PlatformConnector intake and the detectors: the NVML provider (which opens the
 Device API's readiness gate once it has registered the node's GPUs) and the kernel-log monitor.
 The agent serves even when Temporal or the Kubernetes API cannot be reached: what it cannot deliver
-waits in the publisher's on-disk spool.
+waits in the publisher's on-disk spool. Last, where the Kubernetes API is configured, the GPU reset
+watcher answers the reset orders written on the node (refusing them while `gpu_reset` is "off").
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from gpuheal.agents.publisher.device_api import GrpcDeviceApi
 from gpuheal.agents.publisher.kubernetes import KubernetesReporter
 from gpuheal.agents.publisher.publisher import Publisher
 from gpuheal.agents.publisher.temporal import TemporalRemediations
+from gpuheal.agents.reset import GpuResetMode, GpuResetWatcher, ResetAcknowledgements, ResetSettings, make_resetter
 from gpuheal.control.connection import DEFAULT_TASK_QUEUE
 from gpuheal.domain.policy import RemediationPolicy
 from gpuheal.kubeclient import connect as connect_kubernetes
@@ -70,13 +72,18 @@ class AgentSettings:
     kubeconfig: Path | None = None
     # The policy remediations started by this agent carry (None: the defaults).
     remediation_policy: RemediationPolicy | None = None
+    # Who resets GPUs on order: nobody ("off"), nvidia-smi (privileged), or a simulated node's driver.
+    gpu_reset: GpuResetMode = "off"
+    gpu_reset_settings: ResetSettings = field(default_factory=ResetSettings)
 
     @classmethod
     def simulated(cls, node: str, home: Path, gpus: int, **settings: Any) -> AgentSettings:
         """An agent for a simulated node: a fake NVML, and an empty file in `home` as its kernel log.
 
         Everything the agent keeps (sockets, spool, boot ID) lives under `home`; the kernel log is
-        read from its start, so a line written right after the agent starts is never skipped.
+        read from its start, so a line written right after the agent starts is never skipped. GPU
+        resets (unless `gpu_reset` says otherwise) are played by the kernel-log resetter, which
+        writes the driver's acknowledgement into that file.
         """
         home.mkdir(parents=True, exist_ok=True)
         kernel_log = home / "kmsg.log"
@@ -90,7 +97,7 @@ class AgentSettings:
             kernel_log_from_start=True,
             boot_id_path=home / "boot_id",
             fake_gpus=gpus,
-            **settings,
+            **{"gpu_reset": "kernel-log", **settings},
         )
 
 
@@ -110,6 +117,8 @@ class Agent:
         self._kubernetes: k8s.ApiClient | None = None
         self._device_client: GrpcDeviceApi | None = None
         self._monitor_task: asyncio.Task[None] | None = None
+        self.reset_acknowledgements = ResetAcknowledgements()
+        self.reset_watcher: GpuResetWatcher | None = None
         self._stack = contextlib.AsyncExitStack()
 
     # Absolute, because gRPC's `unix://` targets are: a relative --socket-dir must still work.
@@ -186,6 +195,7 @@ class Agent:
                 gpu_map=GpuMap(gpus),
                 boot_id_path=settings.boot_id_path,
                 state_path=settings.spool_dir / "kmsg-state.json",
+                on_event=self.reset_acknowledgements.observe,
             )
             self._monitor_task = asyncio.create_task(
                 self.monitor.run(
@@ -195,6 +205,7 @@ class Agent:
             )
             self._monitor_task.add_done_callback(_report_monitor_end)
             self._stack.push_async_callback(self._stop_monitor)
+        await self._start_reset_watcher()
         log.info(
             "agent for %s serving: device API %s, health events %s, %d GPU(s), kernel log %s",
             settings.node,
@@ -229,6 +240,34 @@ class Agent:
             return None
         self._stack.push_async_callback(self._kubernetes.close)
         return KubernetesReporter(self._kubernetes)
+
+    async def _start_reset_watcher(self) -> None:
+        """The GPU reset watcher, where the Kubernetes API is configured; a failure here is logged, not raised."""
+        settings = self.settings
+        if self._kubernetes is None:
+            return
+        try:
+            watcher = GpuResetWatcher(
+                self._kubernetes,
+                settings.node,
+                resetter=make_resetter(
+                    settings.gpu_reset, settings.gpu_reset_settings, kernel_log=settings.kernel_log, nvml=self.nvml
+                ),
+                gpus=lambda: self.provider.gpus if self.provider is not None else (),
+                acknowledgements=self.reset_acknowledgements if self.monitor is not None else None,
+                nvml=self.nvml if self.provider is not None else None,
+                release_nvml=self._nvml_released,
+                settings=settings.gpu_reset_settings,
+            )
+            await watcher.start()
+        except Exception:
+            log.exception("the GPU reset watcher did not start; GPU reset orders on %s go unanswered", settings.node)
+            return
+        self.reset_watcher = watcher
+        self._stack.push_async_callback(watcher.stop)
+
+    def _nvml_released(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.provider.released() if self.provider is not None else contextlib.nullcontext()
 
     async def _stop_monitor(self) -> None:
         if self._monitor_task is not None:

@@ -7,6 +7,10 @@ Reboots: the monitor keeps the boot ID it last saw (in `state_path` when given, 
 survives the reboot that replaces the process). When the boot ID changes, every address may name
 another GPU and every earlier fault is history: it forgets its parser and dedupe state and reports
 each known GPU healthy once ("GPUs healthy after reboot"), so consumers clear what they hold.
+
+`on_event`, when given, sees every parsed event (with the GPU UUID it resolved to) before flood
+control drops repeats: the GPU reset watcher learns of the driver's reset acknowledgements from it,
+including a second reset of a GPU inside one dedupe window.
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ _LABELS: dict[EventKind, str] = {
 
 # The dedupe key: (GPU UUID, or the normalised PCI address when no UUID is known; kind; code).
 DedupeKey = tuple[str, EventKind, int]
+# Told of every parsed event and the GPU UUID it names (None when unknown); must not block.
+EventObserver = Callable[[KernelEvent, str | None], None]
 
 
 def read_boot_id(path: Path = BOOT_ID) -> str | None:
@@ -83,6 +89,7 @@ class KernelLogMonitor:
         boot_id_path: Path = BOOT_ID,
         state_path: Path | None = None,
         boot_check_interval: float = 5.0,
+        on_event: EventObserver | None = None,
     ) -> None:
         self.node = node
         self._sink = sink
@@ -95,6 +102,7 @@ class KernelLogMonitor:
         self._boot_id_path = boot_id_path
         self._state_path = state_path
         self._boot_check_interval = boot_check_interval
+        self._on_event = on_event
         self._boot_id: str | None = None
         self._boot_checked_at: float | None = None
         # Addresses that appeared in events since the last boot: PCI key → (GPU UUID or None, kind).
@@ -158,6 +166,11 @@ class KernelLogMonitor:
         if gpu_uuid is None and parsed.kind is not EventKind.SXID:
             gpu_uuid = self._gpus.lookup(parsed.pci)
         self._seen[key] = (gpu_uuid or self._seen.get(key, (None, parsed.kind))[0], parsed.kind)
+        if self._on_event is not None:
+            try:
+                self._on_event(parsed, gpu_uuid)
+            except Exception:  # an observer's bug must not cost the node its kernel-log events
+                log.exception("a kernel event observer failed")
         identity = gpu_uuid or key
         window = (identity, parsed.kind, parsed.code)
         repeats = self._dedupe.admit(window)

@@ -25,10 +25,11 @@ publisher), which is the one writer of the GPUs' `Healthy` condition.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -109,6 +110,7 @@ class NvmlProvider:
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._nvml_up = False
+        self._closed = False
         self.xid_gpus: tuple[int, ...] = ()
 
     # --- lifecycle ----------------------------------------------------------------------------------
@@ -179,6 +181,7 @@ class NvmlProvider:
         The XID waiter is not cancelled but allowed to come back from its bounded wait, because NVML
         must not be shut down under a thread still inside `nvmlEventSetWait`.
         """
+        self._closed = True
         self._stopping.set()
         tasks, self._tasks = self._tasks, []
         if tasks:
@@ -188,6 +191,48 @@ class NvmlProvider:
         if self._nvml_up:
             self._nvml_up = False
             await asyncio.to_thread(self._nvml.shutdown)
+
+    @contextlib.asynccontextmanager
+    async def released(self) -> AsyncIterator[None]:
+        """Let go of NVML for the duration of the block, then take it up again where it left off.
+
+        `nvidia-smi --gpu-reset` refuses a GPU that any process holds through NVML, this provider's
+        XID event set included. Inside the block both loops are stopped and NVML is shut down;
+        afterwards NVML starts again (with fresh handles: old ones need not survive a reset), XID
+        events are registered again and both loops resume with the problems they knew, so a signal
+        the reset cleared is reported healthy at the next poll. If NVML does not come back, the
+        provider stays stopped and says so.
+        """
+        if self._closed or not self._nvml_up:
+            yield
+            return
+        self._stopping.set()
+        tasks, self._tasks = self._tasks, []
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._nvml_up = False
+        await self._in_thread(self._nvml.shutdown)  # on the NVML executor: after any call still in it
+        log.info("NVML released")
+        try:
+            yield
+        finally:
+            await self._take_up_again()
+
+    async def _take_up_again(self) -> None:
+        if self._closed:  # stopped meanwhile: nothing to resume
+            return
+        try:
+            await self._in_thread(self._nvml.init)
+            self._nvml_up = True
+            self.xid_gpus = await self._in_thread(self._nvml.register_xid_events)
+        except NvmlError as err:
+            log.error("NVML did not come back after it was released (%s): no NVML monitoring until restart", err)
+            return
+        self._stopping = asyncio.Event()
+        self._tasks = [
+            asyncio.create_task(self._xid_loop(), name="gpuheal-nvml-xid"),
+            asyncio.create_task(self._poll_loop(), name="gpuheal-nvml-poll"),
+        ]
+        log.info("NVML taken up again")
 
     # --- the two loops --------------------------------------------------------------------------------
 

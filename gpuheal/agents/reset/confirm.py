@@ -1,0 +1,136 @@
+"""Proof that a reset happened: the driver's acknowledgement in the kernel log, or NVML's view of the GPU.
+
+`ResetAcknowledgements` is fed by the kernel-log monitor (its `on_event` hook) with every GPU reset
+acknowledgement it parses, and numbers them, so a wait can ask for one that arrived after a mark
+taken before the reset began. `confirm` waits (bounded) for each GPU's proof: the acknowledgement,
+or, once the acknowledgement had `nvml_grace_s` to arrive, NVML showing the GPU present with nothing
+pending (no lost GPU, no page retirement or row remapping waiting for a reset, no uncorrectable ECC
+error counted since the driver loaded or the GPU was last reset).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gpuheal.agents.kmsg.gpumap import normalise_uuid
+from gpuheal.agents.kmsg.parser import EventKind, KernelEvent
+from gpuheal.agents.nvml.interface import GpuInfo, Nvml, NvmlError
+from gpuheal.agents.reset.settings import ResetSettings
+
+log = logging.getLogger(__name__)
+
+KERNEL_LOG = "kernel-log"
+NVML = "nvml"
+
+
+class ResetAcknowledgements:
+    """The GPU reset acknowledgements the kernel-log monitor has seen, by PCI address and GPU UUID."""
+
+    def __init__(self) -> None:
+        self._sequence = 0
+        self._last: dict[str, int] = {}  # PCI key or UUID -> sequence number of its latest acknowledgement
+        self._changed = asyncio.Event()
+
+    def observe(self, event: KernelEvent, gpu_uuid: str | None) -> None:
+        """The kernel-log monitor's observer: remember a reset acknowledgement, ignore everything else."""
+        if event.kind is not EventKind.GPU_RESET:
+            return
+        self._sequence += 1
+        for key in (event.pci_key, normalise_uuid(gpu_uuid or "")):
+            if key:
+                self._last[key] = self._sequence
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def mark(self) -> int:
+        """A point in the stream of acknowledgements; `seen_since` counts only those after it."""
+        return self._sequence
+
+    def seen_since(self, gpu: GpuInfo, mark: int) -> bool:
+        """Whether the GPU's reset was acknowledged after `mark` (under its address or its UUID)."""
+        keys = (gpu.pci, normalise_uuid(gpu.uuid) or gpu.uuid)
+        return any(self._last.get(key, 0) > mark for key in keys)
+
+    async def wait(self, timeout: float) -> None:
+        """Return when the next acknowledgement arrives, or after `timeout` seconds."""
+        changed = self._changed
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), max(0.0, timeout))
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    """How each GPU's reset was proven (UUID -> "kernel-log" or "nvml"), and the GPUs still unproven."""
+
+    proven: dict[str, str]
+    unproven: tuple[str, ...]
+
+    @property
+    def source(self) -> str:
+        """The report's `confirmed_by`: "kernel-log" when the driver acknowledged every GPU, else "nvml"."""
+        if self.unproven or not self.proven:
+            return ""
+        return KERNEL_LOG if all(how == KERNEL_LOG for how in self.proven.values()) else NVML
+
+
+async def confirm(
+    gpus: Sequence[GpuInfo],
+    *,
+    acknowledgements: ResetAcknowledgements | None,
+    mark: int,
+    nvml: Nvml | None,
+    settings: ResetSettings,
+) -> Confirmation:
+    """Wait up to `confirm_timeout_s` for every GPU's proof; see the module docstring."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    deadline = started + settings.confirm_timeout_s
+    # Without a kernel-log monitor there is no acknowledgement to wait for: NVML may answer at once.
+    nvml_from = started + (settings.nvml_grace_s if acknowledgements is not None else 0.0)
+    proven: dict[str, str] = {}
+    pending = list(gpus)
+    while True:
+        if acknowledgements is not None:
+            for gpu in pending:
+                if acknowledgements.seen_since(gpu, mark):
+                    proven[gpu.uuid] = KERNEL_LOG
+            pending = [gpu for gpu in pending if gpu.uuid not in proven]
+        if pending and nvml is not None and loop.time() >= nvml_from:
+            for uuid in await asyncio.to_thread(_nvml_clear, nvml, pending):
+                proven[uuid] = NVML
+            pending = [gpu for gpu in pending if gpu.uuid not in proven]
+        now = loop.time()
+        if not pending or now >= deadline or (acknowledgements is None and nvml is None):
+            return Confirmation(proven, tuple(gpu.uuid for gpu in pending))
+        wake = min(deadline, now + settings.confirm_poll_s)
+        if nvml is not None and now < nvml_from:
+            wake = min(wake, nvml_from)
+        if acknowledgements is not None:
+            await acknowledgements.wait(wake - now)
+        else:
+            await asyncio.sleep(wake - now)
+
+
+def _nvml_clear(nvml: Nvml, gpus: Sequence[GpuInfo]) -> list[str]:
+    """The UUIDs of the GPUs NVML shows present and with nothing pending (blocking: run in a thread)."""
+    clear: list[str] = []
+    for gpu in gpus:
+        try:
+            same = normalise_uuid(nvml.device_info(gpu.index).uuid) == normalise_uuid(gpu.uuid)
+            signals = nvml.health_signals(gpu.index)
+        except NvmlError as error:  # lost, or NVML not (yet) back: not proven, try again later
+            log.debug("NVML cannot vouch for GPU %s yet: %s", gpu.uuid, error)
+            continue
+        rows = signals.remapped_rows
+        if (
+            same
+            and signals.retired_pages_pending is not True
+            and (rows is None or not rows.pending)
+            and not signals.ecc_dbe_volatile
+        ):
+            clear.append(gpu.uuid)
+    return clear

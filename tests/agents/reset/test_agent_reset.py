@@ -1,0 +1,89 @@
+"""The assembled agent answers reset orders: a simulated agent plays the driver, `off` refuses, nvidia-smi releases NVML."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gpuheal.agents.agent import Agent, AgentSettings
+from gpuheal.agents.nvml.fake import FakeNvml
+from gpuheal.agents.reset import DISABLED
+from gpuheal.demo.devserver import free_port
+from gpuheal.domain.gpu_reset import REASON_CONFIRMED, REASON_FAILED
+from tests.agents.reset.conftest import FAST, GPUS, Cluster
+
+
+def simulated(cluster: Cluster, home: Path, **settings: Any) -> AgentSettings:
+    """The agent of the cluster's node, as `AgentSettings.simulated` builds it; Temporal is unreachable."""
+    settings.setdefault("gpu_reset_settings", FAST)
+    return AgentSettings.simulated(
+        cluster.node,
+        home,
+        GPUS,
+        kubeconfig=cluster.sim.kubeconfig,
+        temporal_address=f"127.0.0.1:{free_port()}",
+        **settings,
+    )
+
+
+async def test_a_simulated_agent_resets_through_its_kernel_log(cluster: Cluster, tmp_path: Path) -> None:
+    settings = simulated(cluster, tmp_path / "agent")
+    assert settings.gpu_reset == "kernel-log"
+    async with Agent(settings) as agent:
+        assert agent.reset_watcher is not None
+        gpu = agent.nvml.device_info(5 % GPUS)
+        order = await cluster.order([gpu.uuid])
+        status, reason, report = await cluster.report(order.id)
+    assert (status, reason) == ("True", REASON_CONFIRMED)
+    assert (report.id, report.ok, report.confirmed_by) == (order.id, True, "kernel-log")
+    assert settings.kernel_log is not None
+    assert f"GPU {gpu.pci}: GPU reset complete" in settings.kernel_log.read_text()
+
+
+async def test_an_agent_with_reset_off_refuses_orders(cluster: Cluster, tmp_path: Path) -> None:
+    async with Agent(simulated(cluster, tmp_path / "agent", gpu_reset="off")) as agent:
+        order = await cluster.order([agent.nvml.device_info(0).uuid])
+        status, reason, report = await cluster.report(order.id)
+    assert (status, reason, report.detail) == ("False", REASON_FAILED, DISABLED)
+
+
+async def test_nvidia_smi_runs_while_the_agent_has_let_go_of_nvml(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "nvidia-smi"
+    # The fake refuses, as nvidia-smi does, while anything holds NVML; the agent's FakeNvml says whether it does.
+    held = tmp_path / "nvml-held"
+    script.write_text(f'#!/bin/sh\nif [ -e "{held}" ]; then echo "In use by another client"; exit 255; fi\nexit 0\n')
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+
+    class HeldNvml(FakeNvml):
+        def init(self) -> None:
+            super().init()
+            held.touch()
+
+        def shutdown(self) -> None:
+            super().shutdown()
+            held.unlink(missing_ok=True)
+
+    settings = simulated(cluster, tmp_path / "agent", gpu_reset="nvidia-smi")
+    nvml = HeldNvml(cluster.node, GPUS)
+    async with Agent(settings, nvml=nvml) as agent:
+        assert held.exists()
+        order = await cluster.order([nvml.gpus[1].uuid])
+        status, _, report = await cluster.report(order.id)
+        assert held.exists(), "NVML is taken up again after the reset"
+        assert agent.provider is not None
+    assert (status, report.confirmed_by) == ("True", "nvml"), report.detail
+    assert (nvml.init_calls, nvml.shutdown_calls) == (2, 2)
+
+
+def test_the_kernel_log_resetter_is_the_simulated_default(tmp_path: Path) -> None:
+    settings = AgentSettings.simulated("n", tmp_path, 1)
+    assert settings.gpu_reset == "kernel-log"
+    assert AgentSettings(node="n").gpu_reset == "off"

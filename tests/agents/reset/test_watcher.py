@@ -1,0 +1,166 @@
+"""The reset watcher against the simulator's Kubernetes API: orders in the annotation, reports in the condition."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+from gpuheal.agents.kmsg.monitor import CHECK_RESET
+from gpuheal.agents.reset import DISABLED
+from gpuheal.domain.gpu_reset import REASON_CONFIRMED, REASON_FAILED
+from tests.agents.reset.conftest import FAST, Cluster, CountingResetter, Node, eventually
+
+
+async def test_an_order_is_reset_and_confirmed_by_the_kernel_log(node: Node, cluster: Cluster) -> None:
+    target = node.gpus[2]
+    node.nvml.set_remapped_rows(2, uncorrectable=1, pending=True)  # what a reset is for
+    resetter = node.kernel_log_resetter()
+    async with node.watcher(resetter):
+        order = await cluster.order([target.uuid])
+        status, reason, report = await cluster.report(order.id)
+
+    assert (status, reason) == ("True", REASON_CONFIRMED)
+    assert (report.id, report.ok, report.confirmed_by) == (order.id, True, "kernel-log")
+    assert target.uuid in report.detail and "kernel log" in report.detail
+    assert resetter.calls == [[target.uuid]]
+    # The simulated driver wrote the acknowledgement the monitor parsed, and reset the fake GPU.
+    assert f"NVRM: GPU {target.pci}: GPU reset complete" in node.kernel_log.read_text()
+    assert [(e.check_name, e.is_healthy, e.gpu_uuids) for e in node.sink.events] == [
+        (CHECK_RESET, True, (target.uuid,))
+    ]
+    assert node.nvml.health_signals(2).remapped_rows is not None
+    assert not node.nvml.health_signals(2).remapped_rows.pending  # type: ignore[union-attr]
+
+
+async def test_gpus_are_named_by_uuid_in_any_case_or_by_pci_address(node: Node, cluster: Cluster) -> None:
+    first, second = node.gpus[0], node.gpus[1]
+    resetter = node.kernel_log_resetter()
+    async with node.watcher(resetter):
+        order = await cluster.order([first.uuid.upper(), second.pci_bus_id])
+        status, _, report = await cluster.report(order.id)
+    assert status == "True", report.detail
+    assert resetter.calls == [[first.uuid, second.uuid]]
+
+
+async def test_disabled_reset_is_answered_with_a_failure_at_once(node: Node, cluster: Cluster) -> None:
+    async with node.watcher(None):
+        order = await cluster.order([node.gpus[0].uuid])
+        status, reason, report = await cluster.report(order.id)
+    assert (status, reason, report.ok) == ("False", REASON_FAILED, False)
+    assert report.detail == DISABLED
+    assert "--gpu-reset" in report.detail
+    assert node.kernel_log.read_text() == "", "nothing was reset"
+
+
+async def test_gpus_the_node_does_not_have_are_refused_by_name(node: Node, cluster: Cluster) -> None:
+    stranger = "GPU-00000000-1111-2222-3333-444444444444"
+    resetter = node.kernel_log_resetter()
+    async with node.watcher(resetter):
+        order = await cluster.order([node.gpus[0].uuid, stranger])
+        status, reason, report = await cluster.report(order.id)
+    assert (status, reason) == ("False", REASON_FAILED)
+    assert stranger in report.detail and node.gpus[0].uuid not in report.detail
+    assert resetter.calls == [], "not even the GPU it has is reset"
+
+
+async def test_a_reset_nothing_proves_fails_after_the_confirm_timeout(node: Node, cluster: Cluster) -> None:
+    target = node.gpus[1]
+    node.nvml.set_remapped_rows(1, pending=True)  # still pending: NVML cannot vouch for a reset either
+    resetter = CountingResetter()  # a "reset" that does nothing
+    settings = replace(FAST, confirm_timeout_s=0.5, nvml_grace_s=0.1)
+    async with node.watcher(resetter, settings=settings):
+        order = await cluster.order([target.uuid])
+        status, reason, report = await cluster.report(order.id)
+    assert (status, reason, report.confirmed_by) == ("False", REASON_FAILED, "")
+    assert report.detail == f"reset of {target.uuid} not confirmed within 0.5s"
+    assert resetter.calls == [[target.uuid]]
+
+
+async def test_nvml_confirms_a_reset_the_kernel_log_does_not_show(node: Node, cluster: Cluster) -> None:
+    target = node.gpus[3]
+    node.nvml.set_ecc_dbe(3, volatile=2)
+
+    class NvmlOnly(CountingResetter):
+        async def reset(self, gpus: object) -> None:
+            node.nvml.reset_gpu(3)  # the GPU comes back clean, but no line reaches the kernel log
+
+    resetter = NvmlOnly()
+    async with node.watcher(resetter, settings=replace(FAST, nvml_grace_s=0.2)):
+        order = await cluster.order([target.uuid])
+        status, _, report = await cluster.report(order.id)
+    assert (status, report.confirmed_by) == ("True", "nvml")
+    assert "NVML" in report.detail
+
+
+async def test_an_acknowledgement_from_before_the_reset_proves_nothing(node: Node, cluster: Cluster) -> None:
+    target = node.gpus[0]
+    node.nvml.fail_device(0)  # NVML cannot vouch for it either
+    with node.kernel_log.open("a") as log:
+        log.write(f"6,1,1,-;NVRM: GPU {target.pci}: GPU reset complete\n")
+    await eventually(lambda: node.acknowledgements.mark() == 1, "the old acknowledgement being seen")
+    async with node.watcher(CountingResetter(), settings=replace(FAST, confirm_timeout_s=0.3)):
+        order = await cluster.order([target.uuid])
+        status, _, report = await cluster.report(order.id)
+    assert status == "False" and "not confirmed" in report.detail
+
+
+async def test_an_answered_order_is_not_carried_out_again(node: Node, cluster: Cluster) -> None:
+    resetter = node.kernel_log_resetter()
+    async with node.watcher(resetter) as watcher:
+        order = await cluster.order([node.gpus[0].uuid])
+        await cluster.report(order.id)
+        # The node changes on (heartbeats, other annotations); the order stays answered.
+        await cluster.core.patch_node(
+            cluster.node, {"metadata": {"labels": {"touched": "yes"}}}, _content_type="application/merge-patch+json"
+        )
+        assert await watcher.handle(await cluster.node_json()) is None
+    assert resetter.calls == [[node.gpus[0].uuid]]
+    assert watcher.resets == 1
+
+    # An agent that restarts finds the report in the condition: done.
+    again = node.kernel_log_resetter()
+    async with node.watcher(again) as restarted:
+        assert await restarted.handle(await cluster.node_json()) is None
+    assert again.calls == []
+
+    # A new order is carried out.
+    async with node.watcher(again):
+        second = await cluster.order([node.gpus[1].uuid])
+        status, _, report = await cluster.report(second.id)
+    assert status == "True" and report.id == second.id
+    assert again.calls == [[node.gpus[1].uuid]]
+
+
+async def test_the_same_gpu_reset_twice_in_a_row_is_confirmed_twice(node: Node, cluster: Cluster) -> None:
+    """The monitor's flood control drops the second acknowledgement; the watcher still sees it."""
+    resetter = node.kernel_log_resetter()
+    async with node.watcher(resetter):
+        for _ in range(2):
+            order = await cluster.order([node.gpus[0].uuid])
+            status, _, report = await cluster.report(order.id)
+            assert (status, report.confirmed_by) == ("True", "kernel-log"), report.detail
+    assert len(resetter.calls) == 2
+    assert len(node.sink.events) == 1, "the second acknowledgement fell inside the dedupe window"
+
+
+async def test_a_malformed_order_without_an_id_is_left_alone(node: Node, cluster: Cluster) -> None:
+    resetter = node.kernel_log_resetter()
+    async with node.watcher(resetter) as watcher:
+        await cluster.annotate("reset everything please")
+        assert await watcher.handle(await cluster.node_json()) is None
+        await cluster.annotate(json.dumps({"gpus": [node.gpus[0].uuid]}))
+        assert await watcher.handle(await cluster.node_json()) is None
+    assert await cluster.condition() is None
+    assert resetter.calls == []
+
+
+async def test_a_malformed_order_with_an_id_gets_a_failure(node: Node, cluster: Cluster) -> None:
+    resetter = node.kernel_log_resetter()
+    async with node.watcher(resetter):
+        await cluster.annotate(
+            json.dumps({"id": "remediate-x-1", "holder": "h", "gpus": [], "at": "2026-01-01T00:00:00Z"})
+        )
+        status, reason, report = await cluster.report("remediate-x-1")
+    assert (status, reason) == ("False", REASON_FAILED)
+    assert report.detail.startswith("malformed GPU reset order: gpus:")
+    assert resetter.calls == []
