@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,6 +38,8 @@ class DemoOptions:
     reboot_seconds: float = 2.0
     state_dir: Path = Path(".state/demo")
     port: int = 7233
+    # Where the fleet lives ("sim", "aws", "azure", "gcp", "nebius", "redfish"): whose SDK reboots the node.
+    provider: str = "sim"
     # Nodes that run a real agent (fake NVML, a kernel log file).
     agents: int = 2
     # The whole remediation must end within this, or the demo fails.
@@ -52,7 +56,6 @@ def demo_policy(manual: bool) -> RemediationPolicy:
             delete_after=timedelta(seconds=20),
         ),
         repair=RepairPolicy(
-            provider="simulator",
             require_approval=manual,
             node_poll_interval=timedelta(milliseconds=250),
             node_ready_timeout=timedelta(minutes=1),
@@ -72,10 +75,14 @@ async def run_demo(options: DemoOptions) -> int:
     server = await start_dev_server(options.state_dir / "temporal", port=options.port, ui=True)
     try:
         fleet = FleetConfig(
-            nodes=options.nodes, gpus_per_node=options.gpus_per_node, reboot_seconds=options.reboot_seconds
+            nodes=options.nodes,
+            gpus_per_node=options.gpus_per_node,
+            reboot_seconds=options.reboot_seconds,
+            cloud=options.provider,
         )
         async with (
             SimulatedCluster(fleet, state_dir=options.state_dir / "fleet") as cluster,
+            _cloud_client_environment(cluster),
             running_worker(
                 WorkerSettings(kubeconfig=cluster.kubeconfig, simulator_url=cluster.url, metrics_address=None),
                 server.client,
@@ -98,6 +105,22 @@ async def run_demo(options: DemoOptions) -> int:
     finally:
         await server.shutdown()
     return 0 if status is not None and status.phase is Phase.RESOLVED else 1
+
+
+@contextlib.asynccontextmanager
+async def _cloud_client_environment(cluster: SimulatedCluster) -> AsyncIterator[None]:
+    """Give this process the environment a worker on that cloud has, pointed at the simulator.
+
+    The demo's worker runs in this process, and the cloud SDKs read their endpoints and
+    credentials from the process environment through their standard chains.
+    """
+    saved = dict(os.environ)
+    os.environ.update(cluster.client_environment())
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def _agent_settings(options: DemoOptions, node: str, server: DevServer, kubeconfig: Path) -> AgentSettings:
@@ -134,7 +157,9 @@ async def _remediate(console: Console, client: Client, agent: Agent, options: De
         try:
             status = await remediations.status(client, node)
         except remediations.RemediationNotFound:
-            await asyncio.sleep(0.05)  # the agent has not reported it yet
+            status = None
+        if status is None or (status.history and status.history[0].entered_at < detected):
+            await asyncio.sleep(0.05)  # the agent has not reported it yet (a kept state dir holds older runs)
             continue
         view.update(status)
         if status.phase.is_final:
@@ -146,6 +171,8 @@ async def _remediate(console: Console, client: Client, agent: Agent, options: De
     assert status is not None
     console.print()
     console.print(phase_table(status, datetime.now(UTC)))
+    for step in status.repair:
+        console.print(f"repair: {step}")
     if status.phase is Phase.RESOLVED:
         cycle = (datetime.now(UTC) - detected).total_seconds()
         console.print(f"[green]{node} is back in service[/] (kernel log line to back in service: {cycle:.1f}s)")
