@@ -278,7 +278,7 @@ class RemediationWorkflow:
             return f"the node's agent did not answer within {repair.gpu_reset_timeout}"
         if not state.gpu_reset.ok:
             return state.gpu_reset.detail
-        self._repair_log.append(f"GPU reset: {state.gpu_reset.detail} (confirmed by {state.gpu_reset.confirmed_by})")
+        self._repair_log.append(f"GPU reset: {state.gpu_reset.detail}")
         self._enter(Phase.VERIFYING)
         return await self._gpu_problem(state)
 

@@ -22,6 +22,21 @@ NAMESPACE = "gpuheal-system"
 
 TLS_SECRET = "temporal-client-tls"
 API_KEY_SECRET = "temporal-api-key"
+NEBIUS_SECRET = "nebius-sa"
+REDFISH_SECRET = "bmc-credentials"
+REDFISH_MAP = "redfish-systems"
+REDFISH_CA = "bmc-ca"
+
+ALL_PROVIDERS = "redfish,aws,azure,gcp,nebius,manual"
+PROVIDER_ENV = {
+    "GPUHEAL_AZURE_ENDPOINT",
+    "GPUHEAL_GCE_ENDPOINT",
+    "GPUHEAL_NEBIUS_CREDENTIALS_FILE",
+    "GPUHEAL_REDFISH_CREDENTIALS_DIR",
+    "GPUHEAL_REDFISH_MAP",
+    "GPUHEAL_REDFISH_CA_BUNDLE",
+}
+AZURE_LABEL = "azure.workload.identity/use"
 
 SCENARIOS: dict[str, dict[str, Any]] = {
     "defaults": {},
@@ -33,6 +48,21 @@ SCENARIOS: dict[str, dict[str, Any]] = {
             "apiKey": {"secretName": API_KEY_SECRET, "key": "token"},
         }
     },
+    "providers": {
+        "worker": {
+            "providers": ["redfish", "nebius", "azure", "gcp"],
+            "podLabels": {"team": "gpu"},
+            "azure": {"workloadIdentity": True, "endpoint": "https://management.usgovcloudapi.net"},
+            "gcp": {"endpoint": "https://compute.example.internal"},
+            "nebius": {"credentialsSecret": NEBIUS_SECRET, "credentialsKey": "sa.json"},
+            "redfish": {
+                "credentialsSecret": REDFISH_SECRET,
+                "systemMap": {"configMap": REDFISH_MAP},
+                "caBundle": {"configMap": REDFISH_CA, "key": "bmc-ca.pem"},
+            },
+        }
+    },
+    "gpu-reset": {"agent": {"gpuReset": {"enabled": True, "nvidiaSmi": "/usr/bin/nvidia-smi"}}},
 }
 
 Manifest = dict[str, Any]
@@ -69,6 +99,22 @@ def container(workload: Manifest) -> dict[str, Any]:
 
 def env_of(workload: Manifest) -> dict[str, dict[str, Any]]:
     return {e["name"]: e for e in container(workload).get("env", [])}
+
+
+def volumes_by_name(workload: Manifest) -> dict[str, dict[str, Any]]:
+    return {v["name"]: v for v in workload["spec"]["template"]["spec"]["volumes"]}
+
+
+def mounts_by_name(workload: Manifest) -> dict[str, dict[str, Any]]:
+    return {m["name"]: m for m in container(workload).get("volumeMounts", [])}
+
+
+def mounted(workload: Manifest, source: str, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The one volume taking `source` ("secret" or "configMap") from the object `name`, and its mount."""
+    field = "secretName" if source == "secret" else "name"
+    found = [v for v in volumes_by_name(workload).values() if v.get(source, {}).get(field) == name]
+    assert len(found) == 1, f"expected one {source} volume of {name}, got {found}"
+    return found[0], mounts_by_name(workload)[found[0]["name"]]
 
 
 def rules(role: Manifest) -> set[Rule]:
@@ -158,6 +204,8 @@ def test_agent_cluster_role_is_least_privilege(chart: helm.Chart) -> None:
     role = one(docs, "ClusterRole", "agent")
     assert rules(role) == {
         ("", "nodes", "get"),
+        ("", "nodes", "list"),
+        ("", "nodes", "watch"),
         ("", "nodes/status", "patch"),
         ("", "events", "create"),
         ("events.k8s.io", "events", "create"),
@@ -338,6 +386,19 @@ def test_chart_sources_hold_no_literal_credentials(chart: helm.Chart) -> None:
         ({"agent": {"kernelLog": {"enabled": "yes"}}}, "kernelLog"),
         ({"temporal": {"tls": {"secretName": 7}}}, "secretName"),
         ({"worker": {"metricsPort": "9464"}}, "metricsPort"),
+        ({"worker": {"providers": ["aws", "vmware"]}}, "providers"),
+        ({"worker": {"providers": []}}, "providers"),
+        ({"worker": {"providers": ["aws", "aws"]}}, "providers"),
+        ({"worker": {"providers": "aws"}}, "providers"),
+        ({"worker": {"providers": None}}, "providers"),
+        ({"worker": {"podLabels": {"tier": 1}}}, "podLabels"),
+        ({"worker": {"azure": {"workloadIdentity": "true"}}}, "workloadIdentity"),
+        ({"worker": {"azure": {"endpoint": "http://management.azure.com"}}}, "endpoint"),
+        ({"worker": {"nebius": {"credentialsKey": "../etc/passwd"}}}, "credentialsKey"),
+        ({"worker": {"redfish": {"credentialSecret": "bmc"}}}, "credentialSecret"),
+        ({"worker": {"redfish": {"systemMap": {"configMap": "Not_A_Name"}}}}, "configMap"),
+        ({"agent": {"gpuReset": {"enabled": "yes"}}}, "enabled"),
+        ({"agent": {"gpuReset": {"nvidiaSmi": ""}}}, "nvidiaSmi"),
     ],
 )
 def test_bad_values_fail_naming_the_field(chart: helm.Chart, values: dict[str, Any], field: str) -> None:
@@ -345,3 +406,125 @@ def test_bad_values_fail_naming_the_field(chart: helm.Chart, values: dict[str, A
         chart.render(values, name=RELEASE, namespace=NAMESPACE)
     with pytest.raises(helm.HelmValuesError, match=field):
         chart.validate_schema(values)
+
+
+def test_worker_enables_every_provider_by_default_with_no_provider_wiring(chart: helm.Chart) -> None:
+    deployment = one(render(chart, {}), "Deployment", "worker")
+    assert follows(container(deployment)["args"], "--providers") == ALL_PROVIDERS
+    assert not PROVIDER_ENV & env_of(deployment).keys()
+    assert list(volumes_by_name(deployment)) == ["tmp"]
+    assert list(mounts_by_name(deployment)) == ["tmp"]
+    assert AZURE_LABEL not in deployment["spec"]["template"]["metadata"]["labels"]
+
+
+def test_worker_providers_can_be_narrowed(chart: helm.Chart) -> None:
+    values = {"worker": {"providers": ["nebius", "manual"]}}
+    chart.validate_schema(values)
+    deployment = one(render(chart, values), "Deployment", "worker")
+    args: list[str] = container(deployment)["args"]
+    assert args.count("--providers") == 1
+    assert follows(args, "--providers") == "nebius,manual"
+
+
+def test_worker_pod_labels_add_to_the_chart_labels_without_displacing_them(chart: helm.Chart) -> None:
+    values = {"worker": {"podLabels": {"team": "gpu", "app.kubernetes.io/component": "other"}}}
+    deployment = one(render(chart, values), "Deployment", "worker")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert labels["team"] == "gpu"
+    assert labels["app.kubernetes.io/component"] == "worker"
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= labels.items()
+    assert "team" not in selector
+
+
+def test_worker_azure_workload_identity_and_cloud_endpoints(chart: helm.Chart) -> None:
+    values = copy.deepcopy(SCENARIOS["providers"])
+    client_id = "00000000-0000-0000-0000-000000000000"
+    values["worker"]["serviceAccount"] = {"annotations": {"azure.workload.identity/client-id": client_id}}
+    docs = render(chart, values)
+    deployment = one(docs, "Deployment", "worker")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert labels[AZURE_LABEL] == "true"
+    assert labels["team"] == "gpu"
+    assert AZURE_LABEL not in deployment["spec"]["selector"]["matchLabels"]
+    assert AZURE_LABEL not in deployment["metadata"]["labels"]
+    account = one(docs, "ServiceAccount", "worker")
+    assert account["metadata"]["annotations"] == {"azure.workload.identity/client-id": client_id}
+    env = env_of(deployment)
+    assert env["GPUHEAL_AZURE_ENDPOINT"] == {
+        "name": "GPUHEAL_AZURE_ENDPOINT",
+        "value": "https://management.usgovcloudapi.net",
+    }
+    assert env["GPUHEAL_GCE_ENDPOINT"] == {"name": "GPUHEAL_GCE_ENDPOINT", "value": "https://compute.example.internal"}
+    assert follows(container(deployment)["args"], "--providers") == "redfish,nebius,azure,gcp"
+
+
+def test_worker_nebius_credentials_come_from_the_named_secret(chart: helm.Chart) -> None:
+    deployment = one(render(chart, SCENARIOS["providers"]), "Deployment", "worker")
+    volume, mount = mounted(deployment, "secret", NEBIUS_SECRET)
+    assert volume["secret"]["items"] == [{"key": "sa.json", "path": "sa.json"}]
+    assert mount == {"name": volume["name"], "mountPath": "/etc/gpuheal/nebius", "readOnly": True}
+    assert env_of(deployment)["GPUHEAL_NEBIUS_CREDENTIALS_FILE"]["value"] == "/etc/gpuheal/nebius/sa.json"
+
+
+def test_worker_redfish_credentials_map_and_ca_come_from_the_named_objects(chart: helm.Chart) -> None:
+    deployment = one(render(chart, SCENARIOS["providers"]), "Deployment", "worker")
+    env = env_of(deployment)
+    credentials, credentials_mount = mounted(deployment, "secret", REDFISH_SECRET)
+    # The whole Secret: per-BMC keys (`<host>.username`) sit beside `username` and `password`.
+    assert "items" not in credentials["secret"]
+    assert credentials_mount["readOnly"] is True
+    assert credentials_mount["mountPath"] == "/etc/gpuheal/redfish"
+    assert env["GPUHEAL_REDFISH_CREDENTIALS_DIR"]["value"] == "/etc/gpuheal/redfish"
+    for name, key, path, var in (
+        (REDFISH_MAP, "map.json", "/etc/gpuheal/redfish-map", "GPUHEAL_REDFISH_MAP"),
+        (REDFISH_CA, "bmc-ca.pem", "/etc/gpuheal/redfish-ca", "GPUHEAL_REDFISH_CA_BUNDLE"),
+    ):
+        volume, mount = mounted(deployment, "configMap", name)
+        assert volume["configMap"]["items"] == [{"key": key, "path": key}]
+        assert mount == {"name": volume["name"], "mountPath": path, "readOnly": True}
+        assert env[var]["value"] == f"{path}/{key}"
+
+
+@pytest.mark.parametrize("scenario", ["providers", "secrets"])
+def test_worker_can_read_its_secret_files(chart: helm.Chart, scenario: str) -> None:
+    """Kubelet leaves Secret files owned by root and gives them the pod's fsGroup, a group the
+    worker's process belongs to: the non-root worker reads them through the group bits."""
+    deployment = one(render(chart, SCENARIOS[scenario]), "Deployment", "worker")
+    pod = deployment["spec"]["template"]["spec"]["securityContext"]
+    assert pod["runAsUser"] != 0
+    assert pod["fsGroup"] == 65532
+    secrets = [v["secret"] for v in volumes_by_name(deployment).values() if "secret" in v]
+    assert secrets
+    for secret in secrets:
+        mode = secret["defaultMode"]
+        # Group-readable as rendered (kubelet would OR in 0440 with an fsGroup anyway; not counted on).
+        assert mode & 0o040, f"{secret['secretName']} files are not group-readable: {mode:o}"
+        assert not mode & 0o007, f"{secret['secretName']} files are readable by everyone: {mode:o}"
+
+
+def test_agent_gpu_reset_is_off_and_unprivileged_by_default(chart: helm.Chart) -> None:
+    daemonset = one(render(chart, {}), "DaemonSet", "agent")
+    c = container(daemonset)
+    assert follows(c["args"], "--gpu-reset") == "off"
+    assert "--nvidia-smi" not in c["args"]
+    assert c["securityContext"]["privileged"] is False
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_agent_gpu_reset_runs_privileged_on_the_nvidia_runtime(chart: helm.Chart) -> None:
+    daemonset = one(render(chart, SCENARIOS["gpu-reset"]), "DaemonSet", "agent")
+    c = container(daemonset)
+    assert follows(c["args"], "--gpu-reset") == "nvidia-smi"
+    assert follows(c["args"], "--nvidia-smi") == "/usr/bin/nvidia-smi"
+    assert "--fake-gpus" not in c["args"]
+    assert c["securityContext"]["privileged"] is True
+    assert "allowPrivilegeEscalation" not in c["securityContext"]
+    assert daemonset["spec"]["template"]["spec"]["runtimeClassName"] == "nvidia"
+    assert "utility" in env_of(daemonset)["NVIDIA_DRIVER_CAPABILITIES"]["value"].split(",")
+
+
+def test_agent_gpu_reset_refuses_fake_gpus(chart: helm.Chart) -> None:
+    values = {"agent": {"gpuReset": {"enabled": True}, "fakeGpus": 2}}
+    with pytest.raises(helm.HelmRenderError, match=r"agent\.gpuReset\.enabled.*agent\.fakeGpus"):
+        render(chart, values)

@@ -47,7 +47,7 @@ async def test_a_confirmed_gpu_reset_repairs_without_a_reboot(
     assert status.phase is Phase.RESOLVED
     assert node.reboots == 0
     assert [order.gpus for order in node.reset_orders] == [["GPU-aaaa"]]
-    assert status.repair == ["GPU reset: reset GPU-aaaa (confirmed by kernel-log)"]
+    assert status.repair == ["GPU reset: reset GPU-aaaa"]
     assert status.action is RecommendedAction.COMPONENT_RESET
     assert [r.outcome for r in node.releases] == [Outcome.RESOLVED]
 
