@@ -7,7 +7,7 @@ import asyncio
 import tempfile
 from pathlib import Path
 
-from bench import agent, device_api, intake, kmsg, latency, storm
+from bench import agent, device_api, intake, kmsg, latency, providers, storm
 from gpuheal.demo.devserver import start_dev_server
 
 
@@ -25,6 +25,8 @@ async def main(options: argparse.Namespace) -> None:
                 await intake.run()
             if options.only in (None, "device-api"):
                 await device_api.run()
+            if options.only in (None, "providers"):
+                await providers.run()
             if options.only in (None, "storm"):
                 await storm.run(server, Path(state), options.nodes, options.faulty)
     finally:
@@ -33,7 +35,7 @@ async def main(options: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("--only", choices=["latency", "agent", "kmsg", "intake", "device-api", "storm"])
+    parser.add_argument("--only", choices=["latency", "agent", "kmsg", "intake", "device-api", "providers", "storm"])
     parser.add_argument("--runs", type=int, default=40, help="remediations in the latency benchmark")
     parser.add_argument("--nodes", type=int, default=1500, help="fleet size in the storm")
     parser.add_argument("--faulty", type=int, default=750, help="nodes that fault at once in the storm")
