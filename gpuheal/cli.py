@@ -362,6 +362,10 @@ def agent(
     from gpuheal.agents.agent import AgentSettings, serve_agent
     from gpuheal.agents.reset import ResetSettings
 
+    if fake_gpus is not None and gpu_reset == "nvidia-smi":
+        raise click.BadParameter(
+            "nvidia-smi cannot reset fake GPUs; use --gpu-reset off with --fake-gpus", param_hint="--gpu-reset"
+        )
     settings = AgentSettings(
         node=node,
         socket_dir=socket_dir,

@@ -48,3 +48,17 @@ def test_approve_without_a_temporal_server_fails_with_a_clear_reason() -> None:
 
     assert result.returncode == 1
     assert b"cannot reach Temporal" in result.stderr
+
+
+def test_worker_refuses_an_unknown_provider_before_connecting_anywhere() -> None:
+    result = run_gpuheal("worker", "--providers", "aws,ibm", "--address", "127.0.0.1:1")
+
+    assert result.returncode == 2
+    assert b"unknown provider(s) ibm; choose from redfish, aws, azure, gcp, nebius, manual" in result.stderr
+
+
+def test_agent_refuses_nvidia_smi_resets_of_fake_gpus() -> None:
+    result = run_gpuheal("agent", "--node", "n1", "--fake-gpus", "2", "--gpu-reset", "nvidia-smi")
+
+    assert result.returncode == 2
+    assert b"nvidia-smi cannot reset fake GPUs" in result.stderr
