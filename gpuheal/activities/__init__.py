@@ -28,4 +28,5 @@ def remediation_activities(api: client.ApiClient, providers: ProviderSet) -> lis
         repair.request_reboot,
         repair.describe_machine,
         resets.request_gpu_reset,
+        resets.withdraw_gpu_reset,
     ]

@@ -16,9 +16,9 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from gpuheal.activities.kube import annotations_of, merge_patch_node, on_fresh_node
+from gpuheal.activities.kube import annotations_of, boot_id_of, merge_patch_node, on_fresh_node
 from gpuheal.domain.gpu_reset import GPU_RESET_REQUEST_ANNOTATION, GpuResetOrder
-from gpuheal.domain.steps import GpuResetRequest
+from gpuheal.domain.steps import GpuResetRequest, NodeRef
 
 
 class GpuResetActivities:
@@ -37,7 +37,13 @@ class GpuResetActivities:
             earlier = _read_order(annotations_of(node).get(GPU_RESET_REQUEST_ANNOTATION, ""))
             if earlier is not None and earlier.id == request.holder:
                 return earlier
-            fresh = GpuResetOrder(id=request.holder, holder=request.holder, gpus=request.gpus, at=datetime.now(UTC))
+            fresh = GpuResetOrder(
+                id=request.holder,
+                holder=request.holder,
+                gpus=request.gpus,
+                at=datetime.now(UTC),
+                boot_id=boot_id_of(node),
+            )
             await merge_patch_node(
                 self._core, node, {"metadata": {"annotations": {GPU_RESET_REQUEST_ANNOTATION: fresh.model_dump_json()}}}
             )
@@ -45,6 +51,21 @@ class GpuResetActivities:
             return fresh
 
         return await on_fresh_node(self._core, request.node, order)
+
+    @activity.defn(name="withdraw_gpu_reset")
+    async def withdraw_gpu_reset(self, request: GpuResetRequest) -> NodeRef:
+        """Take this run's order back, so an agent that is late (or restarted) never resets after a reboot."""
+
+        async def withdraw(node: V1Node | None) -> NodeRef:
+            if node is not None:
+                earlier = _read_order(annotations_of(node).get(GPU_RESET_REQUEST_ANNOTATION, ""))
+                if earlier is not None and earlier.id == request.holder:
+                    await merge_patch_node(
+                        self._core, node, {"metadata": {"annotations": {GPU_RESET_REQUEST_ANNOTATION: None}}}
+                    )
+            return NodeRef(node=request.node)
+
+        return await on_fresh_node(self._core, request.node, withdraw)
 
 
 def _read_order(raw: str) -> GpuResetOrder | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from kubernetes.aio import client
@@ -32,6 +32,8 @@ T = TypeVar("T")
 
 # How often a reboot attempt tells Temporal it is alive while the provider's operation runs.
 _HEARTBEAT_EVERY = 5.0
+# How far the worker's clock may be ahead of the provider's.
+_CLOCK_SKEW = timedelta(minutes=1)
 
 
 class _RebootRecord(BaseModel):
@@ -40,6 +42,8 @@ class _RebootRecord(BaseModel):
     at: datetime
     provider: str = ""
     graceful: bool = False
+    # The provider answered that it did not act on this request (throttled, refused): ask again.
+    refused: bool = False
 
 
 class RepairActivities:
@@ -51,8 +55,14 @@ class RepairActivities:
 
     @activity.defn(name="request_reboot")
     async def request_reboot(self, request: RebootRequest) -> RebootResult:
-        """Reboot the node through its provider unless this remediation already did."""
+        """Reboot the node through its provider unless this remediation already did.
 
+        The whole attempt heartbeats, the provider's reads before a retried call included, so a
+        lost worker is noticed quickly and a slow attempt is never mistaken for a lost one.
+        """
+        return await _heartbeating(self._request_reboot(request))
+
+    async def _request_reboot(self, request: RebootRequest) -> RebootResult:
         async def record(node: V1Node | None) -> tuple[_RebootRecord, RebootTarget, RebootProvider, bool]:
             if node is None:
                 raise ApplicationError(f"node {request.node} no longer exists", non_retryable=True)
@@ -63,8 +73,12 @@ class RepairActivities:
                 raise ApplicationError(str(error), non_retryable=True, type="ProviderError") from error
             graceful = request.graceful and provider.supports_graceful
             earlier = _read_record(annotations_of(node))
-            if earlier is not None and earlier.holder == request.holder and earlier.graceful == graceful:
-                return earlier, target, provider, await _still_to_call(provider, target, earlier, node)
+            if earlier is not None and earlier.holder == request.holder and not earlier.refused:
+                if earlier.graceful == graceful:
+                    return earlier, target, provider, await _still_to_call(provider, target, earlier, node)
+                if earlier.graceful and boot_id_of(node) != earlier.boot_id:
+                    # The graceful restart did happen, only late: forcing one now would reboot twice.
+                    return earlier, target, provider, False
             fresh = _RebootRecord(
                 holder=request.holder,
                 boot_id=boot_id_of(node),
@@ -72,11 +86,7 @@ class RepairActivities:
                 provider=provider.name,
                 graceful=graceful,
             )
-            await merge_patch_node(
-                self._core,
-                node,
-                {"metadata": {"annotations": {marks.REBOOT_REQUEST_ANNOTATION: fresh.model_dump_json()}}},
-            )
+            await self._write_record(node, fresh)
             return fresh, target, provider, True
 
         reboot, target, provider, call = await on_fresh_node(self._core, request.node, record)
@@ -90,9 +100,28 @@ class RepairActivities:
         )
         if not call:
             return result
-        detail = await _heartbeating(_provider_call(provider.reboot(target)))
+        try:
+            detail = await provider.reboot(target)
+        except ProviderError as error:
+            if error.refused:
+                await self._mark_refused(request.node, reboot)
+            raise ApplicationError(str(error), non_retryable=not error.retryable, type="ProviderError") from error
         activity.logger.info("reboot of %s requested through %s", request.node, provider.name)
         return result.model_copy(update={"detail": detail})
+
+    async def _write_record(self, node: V1Node, record: _RebootRecord) -> None:
+        await merge_patch_node(
+            self._core, node, {"metadata": {"annotations": {marks.REBOOT_REQUEST_ANNOTATION: record.model_dump_json()}}}
+        )
+
+    async def _mark_refused(self, name: str, record: _RebootRecord) -> None:
+        """The provider answered that it did not act: mark the record so the retry asks again."""
+
+        async def mark(node: V1Node | None) -> None:
+            if node is not None and _read_record(annotations_of(node)) == record:
+                await self._write_record(node, record.model_copy(update={"refused": True}))
+
+        await on_fresh_node(self._core, name, mark)
 
     @activity.defn(name="describe_machine")
     async def describe_machine(self, request: MachineRequest) -> MachineState:
@@ -125,7 +154,9 @@ async def _still_to_call(provider: RebootProvider, target: RebootTarget, record:
     """Whether a recorded request still has to reach the provider: only when it provably never did."""
     if boot_id_of(node) != record.boot_id:
         return False  # the node has rebooted since the request
-    asked = await _provider_call(provider.requested_since(target, record.at))
+    # The provider's clock and the worker's may differ: a reset stamped a little before the record
+    # still counts as this request's.
+    asked = await _provider_call(provider.requested_since(target, record.at - _CLOCK_SKEW))
     return asked is False
 
 

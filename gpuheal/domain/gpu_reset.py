@@ -36,6 +36,8 @@ class GpuResetOrder(_Message):
     holder: str
     gpus: list[str] = Field(min_length=1)
     at: datetime
+    # The node's bootID when the order was written; an agent on a later boot ignores the order.
+    boot_id: str = ""
 
 
 class GpuResetReport(_Message):

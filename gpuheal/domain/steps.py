@@ -20,6 +20,7 @@ class Step(StrEnum):
     DRAIN = "drain_node"
     REBOOT = "request_reboot"
     RESET_GPUS = "request_gpu_reset"
+    WITHDRAW_GPU_RESET = "withdraw_gpu_reset"
     DESCRIBE_MACHINE = "describe_machine"
     OBSERVE = "observe_node"
     RELEASE = "release_node"

@@ -23,7 +23,7 @@ from typing import Any, NoReturn, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 from gpuheal.workflows import search_attributes as attrs
 
@@ -62,7 +62,7 @@ with workflow.unsafe.imports_passed_through():
 ResultT = TypeVar("ResultT", bound=BaseModel)
 
 # Kubernetes calls are short; retry them patiently (an API server outage must not end a remediation).
-_LOCAL_STEPS = frozenset({Step.QUARANTINE, Step.OBSERVE, Step.RELEASE, Step.RESET_GPUS})
+_LOCAL_STEPS = frozenset({Step.QUARANTINE, Step.OBSERVE, Step.RELEASE, Step.RESET_GPUS, Step.WITHDRAW_GPU_RESET})
 _K8S_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
 
 
@@ -250,6 +250,13 @@ class RemediationWorkflow:
             if failure is None:
                 return
             workflow.logger.info("GPU reset on %s failed (%s); rebooting instead", self._node, failure)
+            # An agent still busy with the order (or one restarted after the reboot) must not reset later.
+            await self._step(
+                Step.WITHDRAW_GPU_RESET,
+                GpuResetRequest(node=self._node, holder=self._holder(), gpus=self._gpu_uuids()),
+                NodeRef,
+                summary=f"withdraw the GPU reset order on {self._node}",
+            )
             self._repair_log.append(f"GPU reset did not repair the node ({failure}); rebooting instead")
             self._action = self._action.escalate(RecommendedAction.RESTART_VM)
         back = await self._reboot()
@@ -279,6 +286,8 @@ class RemediationWorkflow:
         if not state.gpu_reset.ok:
             return state.gpu_reset.detail
         self._repair_log.append(f"GPU reset: {state.gpu_reset.detail}")
+        if self._action is not RecommendedAction.COMPONENT_RESET:
+            return f"a fault needing {self._action.name} arrived during the reset"
         self._enter(Phase.VERIFYING)
         return await self._gpu_problem(state)
 
@@ -291,8 +300,9 @@ class RemediationWorkflow:
                 return await self._wait_for_node(boot)  # the provider has no gentler restart: this was the reboot
             self._enter(Phase.WAITING_FOR_NODE)
             state = await self._poll_node(_back_after(boot), graceful_timeout)
-            if _back_after(boot)(state):
-                return state
+            if _back_after(boot)(state) or state.boot_id != boot.boot_id_before:
+                # Back, or rebooted and still booting: the graceful restart happened; forcing would reboot twice.
+                return await self._wait_for_node(boot)
             workflow.logger.info("%s did not restart gracefully within %s; forcing it", self._node, graceful_timeout)
         return await self._wait_for_node(await self._request_reboot(graceful=False))
 
@@ -315,6 +325,7 @@ class RemediationWorkflow:
                 ),
             )
         except ActivityError as error:
+            _reraise_cancellation(error)
             await self._escalate_current(f"the reboot could not be requested: {_failure(error)}")
         self._repair_log.append(f"{'graceful ' if boot.graceful else ''}reboot via {boot.provider}: {boot.detail}")
         return boot
@@ -344,6 +355,7 @@ class RemediationWorkflow:
                 retry=RetryPolicy(maximum_attempts=3),
             )
         except ActivityError as error:
+            _reraise_cancellation(error)
             return MachineState(provider=provider, summary=f"state unknown: {_failure(error)}")
 
     async def _gpu_problem(self, back: NodeState) -> str | None:
@@ -522,6 +534,12 @@ def _back_after(boot: RebootResult) -> Callable[[NodeState], bool]:
         return state.ready and (not boot.expects_new_boot or state.boot_id != boot.boot_id_before)
 
     return back
+
+
+def _reraise_cancellation(error: ActivityError) -> None:
+    """An operator's cancel reaches a waiting step as its failure; it must end the run as Cancelled."""
+    if isinstance(error.cause, CancelledError):
+        raise asyncio.CancelledError() from error
 
 
 def _failure(error: ActivityError) -> str:

@@ -161,4 +161,9 @@ class FakeNode:
                 self.cordoned = False
             return self.state()
 
-        return [quarantine, drain, reboot, describe, reset, observe, release]
+        @activity.defn(name=Step.WITHDRAW_GPU_RESET.value)
+        async def withdraw(request: GpuResetRequest) -> NodeRef:
+            self.steps.append(Step.WITHDRAW_GPU_RESET.value)
+            return NodeRef(node=request.node)
+
+        return [quarantine, drain, reboot, describe, reset, withdraw, observe, release]

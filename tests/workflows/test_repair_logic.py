@@ -6,7 +6,8 @@ pass in an instant while the workflow's real timers, retries and decisions run.
 
 from __future__ import annotations
 
-from datetime import timedelta
+import asyncio
+from datetime import UTC, datetime, timedelta
 
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
@@ -14,6 +15,7 @@ from temporalio.testing import WorkflowEnvironment
 from gpuheal.control import remediations
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.faults import Fault
+from gpuheal.domain.gpu_reset import GpuResetReport
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import RemediationPolicy, RepairPolicy, StepTimeouts
 from gpuheal.domain.remediation import RemediationStatus
@@ -63,6 +65,9 @@ async def test_a_failed_gpu_reset_falls_back_to_a_reboot(
     assert status.repair[0] == "GPU reset did not repair the node (nvidia-smi: GPU is in use); rebooting instead"
     assert status.repair[1].startswith("reboot via fake")
     assert status.action is RecommendedAction.RESTART_VM, "the reset became a reboot"
+    assert node.steps.index(Step.WITHDRAW_GPU_RESET.value) < node.steps.index(Step.REBOOT.value), (
+        "the order is taken back before the reboot, so a late agent never resets afterwards"
+    )
 
 
 async def test_an_unanswered_gpu_reset_falls_back_to_a_reboot_after_its_timeout(
@@ -185,3 +190,44 @@ async def test_graceful_asked_of_a_provider_without_one_reboots_once(
     assert status.phase is Phase.RESOLVED
     assert len(node.reboot_requests) == 1
     assert node.reboots == 1
+
+
+async def test_a_fault_needing_a_reboot_during_the_reset_still_reboots(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    node.reset_outcome = "silent"
+    policy = RemediationPolicy(repair=RepairPolicy(gpu_reset_timeout=timedelta(minutes=2)))
+    first = Fault(node=node.name, action=RecommendedAction.COMPONENT_RESET, gpu_uuids=("GPU-aaaa",), event_id="a")
+    handle = await remediations.report_fault(time_skipping_env.client, first, policy, task_queue=queue)
+    while not node.reset_orders:
+        await asyncio.sleep(0.05)
+    worse = Fault(node=node.name, action=RecommendedAction.RESTART_BM, xid=79, event_id="b")
+    await remediations.report_fault(time_skipping_env.client, worse, policy, task_queue=queue)
+    node.reset_outcome = "confirm"
+    node.reset_report = GpuResetReport(
+        id=node.reset_orders[0].holder, ok=True, detail="reset GPU-aaaa", at=datetime.now(UTC)
+    )
+
+    status = await handle.result()
+
+    assert status.phase is Phase.RESOLVED
+    assert node.reboots == 1, "the reset alone cannot fix a fault that needs a reboot"
+    assert "a fault needing RESTART_BM arrived during the reset" in status.repair[1]
+
+
+async def test_an_operator_cancel_while_the_provider_is_retried_hands_the_node_back(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    node.provider_errors = [ApplicationError("ARM 429", type="ProviderError") for _ in range(50)]
+    policy = RemediationPolicy(timeouts=StepTimeouts(provider_attempts=50))
+    fault = Fault(node=node.name, action=RecommendedAction.RESTART_VM, xid=79, event_id="c")
+    handle = await remediations.report_fault(time_skipping_env.client, fault, policy, task_queue=queue)
+    while node.steps.count(Step.REBOOT.value) < 2:
+        await asyncio.sleep(0.05)
+
+    await handle.cancel()
+    status = await handle.result()
+
+    assert status.phase is Phase.CANCELLED
+    assert [r.outcome for r in node.releases] == [Outcome.RESOLVED]
+    assert node.reboots == 0

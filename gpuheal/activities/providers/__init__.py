@@ -39,9 +39,13 @@ class ProviderError(Exception):
     provider's own error code and, where there is one, what to do about it.
     """
 
-    def __init__(self, message: str, *, retryable: bool) -> None:
+    def __init__(self, message: str, *, retryable: bool, refused: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
+        # True only when the provider answered that it did not act on this request (an error
+        # response to the reboot call itself: throttled, refused, never connected). Asking again is
+        # then safe; any other failure may have rebooted the machine, so a retry must not ask again.
+        self.refused = refused
 
 
 class RebootProvider(Protocol):

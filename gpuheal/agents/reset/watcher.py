@@ -151,6 +151,9 @@ class GpuResetWatcher:
             return None
         if order_id in self._answered or _report_id(node) == order_id:
             return None
+        if order is not None and order.boot_id and order.boot_id != _boot_id(node):
+            # Written before the node last rebooted: the remediation has moved on to a reboot.
+            return None
         if order is None:
             report = self._report(order_id, ok=False, detail=f"malformed GPU reset order: {problem}")
         else:
@@ -311,6 +314,11 @@ def _report_end(task: asyncio.Task[None]) -> None:
 def _annotations(node: Mapping[str, Any]) -> Mapping[str, Any]:
     annotations = (node.get("metadata") or {}).get("annotations")
     return annotations if isinstance(annotations, Mapping) else {}
+
+
+def _boot_id(node: Mapping[str, Any]) -> str:
+    info = (node.get("status") or {}).get("nodeInfo") or {}
+    return str(info.get("bootID") or "")
 
 
 def _report_id(node: Mapping[str, Any]) -> str | None:

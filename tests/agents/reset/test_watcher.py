@@ -7,8 +7,8 @@ from dataclasses import replace
 
 from gpuheal.agents.kmsg.monitor import CHECK_RESET
 from gpuheal.agents.reset import DISABLED
-from gpuheal.domain.gpu_reset import REASON_CONFIRMED, REASON_FAILED
-from tests.agents.reset.conftest import FAST, Cluster, CountingResetter, Node, eventually
+from gpuheal.domain.gpu_reset import REASON_CONFIRMED, REASON_FAILED, GpuResetOrder
+from tests.agents.reset.conftest import FAST, Cluster, CountingResetter, Node, eventually, now
 
 
 async def test_an_order_is_reset_and_confirmed_by_the_kernel_log(node: Node, cluster: Cluster) -> None:
@@ -164,3 +164,14 @@ async def test_a_malformed_order_with_an_id_gets_a_failure(node: Node, cluster: 
     assert (status, reason) == ("False", REASON_FAILED)
     assert report.detail.startswith("malformed GPU reset order: gpus:")
     assert resetter.calls == []
+
+
+async def test_an_order_from_before_the_node_last_rebooted_is_left_alone(node: Node, cluster: Cluster) -> None:
+    """After a fallback reboot a late order must never reset the GPUs of the node's new boot."""
+    resetter = node.kernel_log_resetter()
+    async with node.watcher(resetter) as watcher:
+        stale = GpuResetOrder(id="remediate-x/run", holder="x", gpus=[node.gpus[0].uuid], at=now(), boot_id="old-boot")
+        await cluster.annotate(stale.model_dump_json())
+        assert await watcher.handle(await cluster.node_json()) is None
+    assert resetter.calls == []
+    assert await cluster.condition() is None
