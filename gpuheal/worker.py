@@ -7,10 +7,12 @@ metrics, and on SIGTERM stops polling and lets running activities finish before 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -76,6 +78,12 @@ async def running_worker(settings: WorkerSettings, client: Client | None = None)
             )
         client = await connect(settings.temporal_address, settings.temporal_namespace, runtime=runtime)
     await ensure_search_attributes(client)
+    # Cloud SDKs block, so providers run them with asyncio.to_thread. The default pool has at most 32
+    # threads; in a fault storm long operations (an Azure restart takes minutes) would queue behind
+    # each other past their activity timeouts. One thread per concurrent activity keeps every call moving.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=settings.max_concurrent_activities, thread_name_prefix="gpuheal-provider")
+    )
     api = await connect_kubernetes(settings.kubeconfig)
     async with api, aiohttp.ClientSession() as session:
         providers = build_providers(settings.providers, os.environ)
