@@ -27,13 +27,17 @@ from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     ConnectionError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
     HTTPClientError,
     NoCredentialsError,
     NoRegionError,
+    ProxyConnectionError,
     SSLError,
 )
 
 from gpuheal.activities.providers import ProviderError, RebootTarget
+from gpuheal.activities.providers.refusal import certificate_rejected, refusing_status
 
 T = TypeVar("T")
 
@@ -66,6 +70,11 @@ _BAD_CREDENTIALS = frozenset(
     {"AuthFailure", "InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken", "RequestExpired"}
 )
 _RETRYABLE_CODES = frozenset({"InternalError", "InternalFailure", "ServiceUnavailable", "Unavailable"})
+# Error statuses that come from a gateway that may have passed the request on and then lost the answer.
+
+# While a reboot runs in this thread: one entry per HTTP attempt botocore makes of RebootInstances,
+# True when EC2 did not act on that attempt (see `_note_attempt`).
+_attempts = threading.local()
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,22 +162,42 @@ class AwsProvider:
         self._settings = settings or AwsSettings()
         self._lock = threading.Lock()
         self._session: Any = None
-        self._clients: dict[str | None, Any] = {}
+        self._clients: dict[tuple[str | None, bool], Any] = {}
 
     def owns(self, target: RebootTarget) -> bool:
         return target.provider_id.startswith(_SCHEME)
 
     async def reboot(self, target: RebootTarget) -> str:
         """Ask EC2 to reboot the instance. EC2 always reboots through the OS first (a hard reboot
-        follows if it does not shut down within minutes), so `graceful` changes nothing here."""
-        instance = parse_provider_id(target.node, target.provider_id)
+        follows if it does not shut down within minutes), so `graceful` changes nothing here.
+
+        A ProviderError is `refused` when no attempt botocore made can have rebooted the instance:
+        each was answered with an error or never connected. botocore retries a read timeout or a
+        closed connection too, so its last error alone does not tell: a throttled retry after a
+        request that timed out on its way back may well have rebooted the machine.
+        """
+        try:
+            instance = parse_provider_id(target.node, target.provider_id)
+        except ProviderError as error:
+            error.refused = True  # nothing was sent
+            raise
+        attempts: list[bool] = []
 
         def call() -> str:
-            response = self._client(instance.region).reboot_instances(InstanceIds=[instance.instance_id])
+            _attempts.outcomes = attempts
+            try:
+                response = self._client(instance.region, once=True).reboot_instances(InstanceIds=[instance.instance_id])
+            finally:
+                _attempts.outcomes = None
             request_id = response.get("ResponseMetadata", {}).get("RequestId", "?")
             return f"EC2 accepted RebootInstances for {instance.instance_id} in {instance.where} (request {request_id})"
 
-        return await self._run(target, instance, "ec2:RebootInstances", call)
+        try:
+            return await self._run(target, instance, "ec2:RebootInstances", call)
+        except ProviderError as error:
+            # No attempt at all (no region, no credentials) sent nothing either.
+            error.refused = all(attempts)
+            raise
 
     async def requested_since(self, target: RebootTarget, since: datetime) -> bool | None:
         """Always None: EC2 keeps no record of reboot requests to ask.
@@ -201,16 +230,21 @@ class AwsProvider:
 
         return await self._run(target, instance, "ec2:DescribeInstances", call)
 
-    def _client(self, region: str | None) -> Any:
-        """The EC2 client for `region`, made once: boto3 clients are thread-safe, sessions are not."""
+    def _client(self, region: str | None, *, once: bool = False) -> Any:
+        """The EC2 client for `region`, made once: boto3 clients are thread-safe, sessions are not.
+
+        `once`: a client that never retries, for RebootInstances. botocore retries a read timeout
+        too, and a timed-out reboot may have been carried out; Temporal retries the attempt instead,
+        asking again only when EC2 refused it.
+        """
         with self._lock:
-            client = self._clients.get(region)
+            client = self._clients.get((region, once))
             if client is None:
                 if self._session is None:
                     self._session = boto3.session.Session()
                 settings = self._settings
                 config = Config(
-                    retries={"mode": "standard", "total_max_attempts": settings.max_attempts},
+                    retries={"mode": "standard", "total_max_attempts": 1 if once else settings.max_attempts},
                     connect_timeout=settings.connect_timeout,
                     read_timeout=settings.read_timeout,
                 )
@@ -222,7 +256,8 @@ class AwsProvider:
                     verify=settings.ca_bundle,
                     config=config,
                 )
-                self._clients[region] = client
+                client.meta.events.register("needs-retry.ec2.RebootInstances", _note_attempt)
+                self._clients[(region, once)] = client
             return client
 
     async def _run(self, target: RebootTarget, instance: Ec2Instance, permission: str, call: Callable[[], T]) -> T:
@@ -254,6 +289,30 @@ class AwsProvider:
         except BotoCoreError as error:
             # Credential refresh failures (an STS hiccup behind IRSA) and the like: worth another try.
             raise ProviderError(f"EC2 call for node {target.node} failed: {error}", retryable=True) from error
+
+
+def _note_attempt(response: Any = None, caught_exception: BaseException | None = None, **_: Any) -> None:
+    """botocore's needs-retry handler, called after every attempt: note whether EC2 did not act on it.
+
+    It decides nothing (None leaves the retry decision to botocore's own handler).
+    """
+    outcomes: list[bool] | None = getattr(_attempts, "outcomes", None)
+    if outcomes is not None:
+        outcomes.append(_attempt_refused(response, caught_exception))
+
+
+def _attempt_refused(response: Any, caught: BaseException | None) -> bool:
+    """True when EC2 answered the attempt with an error, or the attempt never reached it."""
+    if caught is not None:
+        # No connection was made, so nothing was sent. A read timeout or a connection closed after
+        # sending (ReadTimeoutError, ConnectionClosedError) may have reached EC2.
+        if isinstance(caught, EndpointConnectionError | ConnectTimeoutError | ProxyConnectionError):
+            return True
+        return isinstance(caught, SSLError) and certificate_rejected(caught)
+    if response is None:
+        return False
+    status = int(response[0].status_code)
+    return refusing_status(status)
 
 
 def _status_checks(client: Any, instance: Ec2Instance) -> str:

@@ -22,12 +22,14 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import ssl
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
+import requests
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import (
     AzureError,
@@ -36,11 +38,13 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
+from azure.core.pipeline import PipelineResponse
 from azure.core.polling import LROPoller
 from azure.identity import DefaultAzureCredential
 from azure.mgmt.compute import ComputeManagementClient
 
 from gpuheal.activities.providers import ProviderError, RebootTarget
+from gpuheal.activities.providers.refusal import certificate_rejected, linked, refusing_status
 
 T = TypeVar("T")
 
@@ -51,10 +55,15 @@ _ID = re.compile(
     re.IGNORECASE,
 )
 _POLL_SECONDS = 5.0
+# Error statuses that come from a gateway that may have passed the request on and then lost the answer.
 _EXPECTED = (
     "azure:///subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.Compute/virtualMachines/<name> or "
     "…/virtualMachineScaleSets/<scale-set>/virtualMachines/<instance-id>"
 )
+
+
+# Per-operation settings for a request that must not be repeated by the SDK.
+_ONCE: dict[str, Any] = {"retry_total": 0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,9 +158,15 @@ class AzureProvider:
         """Restart the VM and follow ARM's operation until it reports success.
 
         ARM's restart has no graceful variant to ask for; `target.graceful` changes nothing.
+        A ProviderError is `refused` only when the restart request cannot have reached ARM or ARM
+        answered it with an error (see `_restart`); once ARM has accepted it, nothing is refused.
         """
-        machine = AzureMachine.parse(target)
-        return await asyncio.to_thread(self._call, target, machine, "restart", self._restart)
+        try:
+            machine = AzureMachine.parse(target)
+        except ProviderError as error:
+            error.refused = True  # nothing was sent
+            raise
+        return await asyncio.to_thread(self._restart, target, machine)
 
     async def requested_since(self, target: RebootTarget, since: datetime) -> bool | None:
         """None: ARM keeps no record here that can say whether a restart was asked for.
@@ -183,16 +198,32 @@ class AzureProvider:
 
     # --- in the worker thread ----------------------------------------------------------------------
 
-    def _restart(self, machine: AzureMachine) -> str:
-        client = self._client(machine.subscription)
+    def _restart(self, target: RebootTarget, machine: AzureMachine) -> str:
+        # The restart is sent once: azure-core would also retry a timed-out POST, which ARM may have
+        # carried out. Temporal retries the attempt instead, asking again only after a refusal.
+        # The status of every answer to the restart POST: azure-core retries it after 429, 5xx and
+        # Retry-After answers, so the last error alone does not say what the earlier ones were.
+        statuses: list[int] = []
+
+        def note(response: PipelineResponse[Any, Any]) -> None:
+            if response.http_request.url.split("?", 1)[0].endswith("/restart"):
+                statuses.append(response.http_response.status_code)
+
         poller: LROPoller[None]
-        if machine.scale_set is not None and machine.instance_id is not None:
-            poller = client.virtual_machine_scale_set_vms.begin_restart(
-                machine.resource_group, machine.scale_set, machine.instance_id
-            )
-        else:
-            poller = client.virtual_machines.begin_restart(machine.resource_group, str(machine.vm))
-        poller.result(timeout=self._settings.operation_timeout)
+        try:
+            client = self._client(machine.subscription)
+            if machine.scale_set is not None and machine.instance_id is not None:
+                poller = client.virtual_machine_scale_set_vms.begin_restart(
+                    machine.resource_group, machine.scale_set, machine.instance_id, raw_response_hook=note, **_ONCE
+                )
+            else:
+                poller = client.virtual_machines.begin_restart(
+                    machine.resource_group, str(machine.vm), raw_response_hook=note, **_ONCE
+                )
+        except (AzureError, ValueError) as error:
+            raise _failure(error, target, machine, "restart", refused=_refused(error, statuses)) from error
+        # ARM accepted the restart: whatever goes wrong from here, the VM may restart.
+        self._call(target, machine, "restart", lambda _: poller.result(timeout=self._settings.operation_timeout))
         if not poller.done():
             # Asked and accepted; a retry finds the repair's own record and does not ask again.
             raise ProviderError(
@@ -220,13 +251,8 @@ class AzureProvider:
             return call(machine)
         except ProviderError:
             raise
-        except AzureError as error:
-            raise _translate(error, target, machine, doing) from error
-        except ValueError as error:
-            # DefaultAzureCredential refuses a bad AZURE_TOKEN_CREDENTIALS when it is built.
-            raise ProviderError(
-                f"cannot {doing} Azure {machine.label} of node {target.node}: {error}", retryable=False
-            ) from error
+        except (AzureError, ValueError) as error:
+            raise _failure(error, target, machine, doing) from error
 
     def _client(self, subscription: str) -> ComputeManagementClient:
         with self._lock:
@@ -253,6 +279,46 @@ class AzureProvider:
     def _verify(self) -> dict[str, Any]:
         verify = self._settings.connection_verify
         return {} if verify is None else {"connection_verify": verify}
+
+
+def _failure(
+    error: AzureError | ValueError, target: RebootTarget, machine: AzureMachine, doing: str, *, refused: bool = False
+) -> ProviderError:
+    """The ProviderError for an SDK failure (or a credential chain refusing its settings), marked `refused`."""
+    if isinstance(error, AzureError):
+        failure = _translate(error, target, machine, doing)
+    else:
+        # DefaultAzureCredential refuses a bad AZURE_TOKEN_CREDENTIALS when it is built.
+        failure = ProviderError(f"cannot {doing} Azure {machine.label} of node {target.node}: {error}", retryable=False)
+    failure.refused = refused
+    return failure
+
+
+def _refused(error: AzureError | ValueError, statuses: list[int]) -> bool:
+    """Whether a failed restart request cannot have restarted the VM.
+
+    True when every answer ARM gave was an error and the last failure sent nothing more: an error
+    answer (that answer is among `statuses`), a request never sent (azure-core's ServiceRequestError,
+    unless a TLS error that can also come after sending), or no request at all (the credential
+    chain or the client failed first). A request sent without an answer (ServiceResponseError) may
+    have restarted the VM, and so may one a gateway answered with 502 or 504.
+    """
+    if not all(refusing_status(status) for status in statuses):
+        return False
+    if isinstance(error, ValueError):
+        return True
+    if isinstance(error, ClientAuthenticationError) and error.response is None:
+        return True  # the credential chain found no token: nothing went to ARM
+    if isinstance(error, HttpResponseError):
+        return error.response is not None and error.status_code is not None and refusing_status(error.status_code)
+    if isinstance(error, ServiceRequestError):
+        return not _tls(error) or certificate_rejected(error)
+    return False
+
+
+def _tls(error: BaseException) -> bool:
+    """Whether TLS failed somewhere in the error's chain."""
+    return any(isinstance(item, ssl.SSLError | requests.exceptions.SSLError) for item in linked(error))
 
 
 def _translate(error: AzureError, target: RebootTarget, machine: AzureMachine, doing: str) -> ProviderError:

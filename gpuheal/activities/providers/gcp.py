@@ -31,6 +31,7 @@ from google.api_core import retry as api_retry
 from google.api_core.client_options import ClientOptions
 
 from gpuheal.activities.providers import ProviderError, RebootTarget
+from gpuheal.activities.providers.refusal import refusing_status, requests_never_sent
 
 if TYPE_CHECKING:
     # google.cloud.compute_v1 builds every Compute Engine service and message when imported (about
@@ -55,6 +56,7 @@ _TRANSIENT = (
 )
 # Compute Engine has answered rate limits with 403 as well as 429; these reasons mean "slow down".
 _RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded", "RATE_LIMIT_EXCEEDED"})
+# Error statuses that come from a gateway that may have passed the request on and then lost the answer.
 # The worker's clock and Google's may disagree a little, and Compute Engine writes insert times in
 # milliseconds: a reset inserted this much before `since` still counts as one asked for since then.
 _CLOCK_ALLOWANCE = timedelta(seconds=5)
@@ -154,9 +156,20 @@ class GcpProvider:
 
         A reset is a hard reset: Compute Engine has no graceful restart short of stop and start,
         which could give up the VM's GPUs to someone else, so `target.graceful` is not honoured.
+
+        A ProviderError is `refused` when the reset request cannot have reached Compute Engine or
+        was answered with an error (see `_refused`); once the reset is accepted, nothing is refused.
+        An operation that ended with an error is not refused either, though `requested_since` does
+        not count it, so a retry asks again all the same.
         """
-        instance = parse_provider_id(target.node, target.provider_id)
-        return await self._run(target, instance, "reset", lambda clients: self._reset(clients, instance))
+        try:
+            instance = parse_provider_id(target.node, target.provider_id)
+        except ProviderError as error:
+            error.refused = True  # nothing was sent
+            raise
+        return await self._run(
+            target, instance, "reset", lambda clients: self._reset(clients, target, instance), asking=True
+        )
 
     async def requested_since(self, target: RebootTarget, since: datetime) -> bool | None:
         """Whether a reset of the instance was inserted at or after `since` and did not fail.
@@ -181,16 +194,22 @@ class GcpProvider:
 
     # --- blocking parts, run in a thread -----------------------------------------------------------
 
-    def _reset(self, clients: _Clients, instance: GceInstance) -> str:
+    def _reset(self, clients: _Clients, target: RebootTarget, instance: GceInstance) -> str:
         from google.cloud import compute_v1
 
-        operation = clients.instances.reset_unary(
-            project=instance.project,
-            zone=instance.zone,
-            instance=instance.name,
-            retry=None,
-            timeout=self._settings.request_timeout,
-        )
+        try:
+            operation = clients.instances.reset_unary(
+                project=instance.project,
+                zone=instance.zone,
+                instance=instance.name,
+                retry=None,
+                timeout=self._settings.request_timeout,
+            )
+        except Exception as error:
+            reset_error = _translate(error, target, instance, "reset", self._settings.endpoint)
+            reset_error.refused = _refused(error)
+            raise reset_error from error
+        # Accepted: from here on the instance may be resetting, whatever fails.
         polls = 0
         deadline = time.monotonic() + self._settings.operation_timeout
         while operation.status != compute_v1.Operation.Status.DONE:
@@ -260,10 +279,26 @@ class GcpProvider:
 
     # --- clients and errors ------------------------------------------------------------------------
 
-    async def _run(self, target: RebootTarget, instance: GceInstance, action: str, call: Callable[[_Clients], T]) -> T:
+    async def _run(
+        self,
+        target: RebootTarget,
+        instance: GceInstance,
+        action: str,
+        call: Callable[[_Clients], T],
+        *,
+        asking: bool = False,
+    ) -> T:
+        """Run `call` in a thread with the clients; `asking`: it asks for a reset, so failing to connect refuses it."""
+
         def work() -> T:
             try:
-                return call(self._connect())
+                clients = self._connect()
+            except Exception as error:
+                failure = _translate(error, target, instance, action, self._settings.endpoint)
+                failure.refused = asking  # no credentials or no client: nothing was sent
+                raise failure from error
+            try:
+                return call(clients)
             except ProviderError:
                 raise
             except Exception as error:
@@ -318,6 +353,23 @@ def _operation_error(operation: compute_v1.Operation) -> tuple[int, str] | None:
         return None
     described = "; ".join(f"{error.code}: {error.message}" for error in errors) or operation.http_error_message
     return status, f"{status or 'error'} {described}".strip()
+
+
+def _refused(error: Exception) -> bool:
+    """Whether a failed reset request cannot have reset the instance.
+
+    True when Compute Engine answered it with an error (not a gateway's 502 or 504, which may come
+    after the request was passed on), when no access token could be had (the request was never
+    sent), and when no connection was made (refused, timed out connecting, the certificate failed
+    verification). A request sent and then timed out, reset or cut off (a read timeout, a
+    connection aborted, a TLS error mid-answer) may have reached Compute Engine: not refused.
+    """
+    if isinstance(error, api_exceptions.GoogleAPICallError):
+        status = error.code or 0
+        return error.response is not None and refusing_status(status)
+    if isinstance(error, google.auth.exceptions.GoogleAuthError):
+        return True
+    return requests_never_sent(error)
 
 
 def _reasons(error: api_exceptions.GoogleAPICallError) -> list[str]:

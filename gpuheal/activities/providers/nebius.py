@@ -71,6 +71,22 @@ _RETRYABLE = frozenset(
         grpc.StatusCode.UNKNOWN,
     }
 )
+# Statuses that are Nebius answering that it did not perform the call (or, UNAUTHENTICATED, the token
+# exchange failing before it). DEADLINE_EXCEEDED, UNAVAILABLE, CANCELLED, UNKNOWN, INTERNAL and
+# DATA_LOSS can all end a call the service received and acted on.
+_REFUSING = frozenset(
+    {
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,22 +164,40 @@ class NebiusProvider:
         An instance already stopped or stopping (a retry after the worker died between Stop and
         Start, or after a Stop outlived `operation_timeout`) is not stopped again: the reboot goes
         on from where it was.
+
+        A ProviderError is `refused` when no Start can have been performed, so that the retry calls
+        `reboot` again: every failure before the Start is sent (a Stop alone reboots nothing, and
+        the retry goes on from the instance's state without stopping it twice; without the mark a
+        retry relies on `requested_since`, and where that cannot tell, the instance would stay
+        stopped), and a Start that Nebius answered with a refusal. A Start sent without an answer
+        (DEADLINE_EXCEEDED, UNAVAILABLE) or accepted and then failed is not refused: it may have
+        started the instance, and a retry calling `reboot` would then stop and start it again.
         """
         from nebius.api.nebius.compute.v1 import StartInstanceRequest, StopInstanceRequest
 
-        instance = NebiusInstance.of(target)
-        client = await self._client()
-        state = await self._state(client, target, instance)
-        if state == "STOPPING":
-            state = await self._until_stopped(client, target, instance)
-        stopped = "was already stopped"
-        if state != "STOPPED":
-            stopping = client.stop(StopInstanceRequest(id=instance.id), **self._request_options())
-            stop: Operation[Any] = await self._call(stopping, target, instance, "stop")
-            await self._wait(stop, target, instance, "stop")
-            stopped = f"stopped by operation {stop.id}"
-        starting = client.start(StartInstanceRequest(id=instance.id), **self._request_options())
-        start: Operation[Any] = await self._call(starting, target, instance, "start")
+        try:
+            instance = NebiusInstance.of(target)
+            client = await self._client()
+            state = await self._state(client, target, instance)
+            if state == "STOPPING":
+                state = await self._until_stopped(client, target, instance)
+            stopped = "was already stopped"
+            if state != "STOPPED":
+                stopping = client.stop(StopInstanceRequest(id=instance.id), **self._request_options())
+                stop: Operation[Any] = await self._call(stopping, target, instance, "stop")
+                await self._wait(stop, target, instance, "stop")
+                stopped = f"stopped by operation {stop.id}"
+        except ProviderError as error:
+            error.refused = True  # nothing was started
+            raise
+        # One try: the SDK would retry a Start that timed out, and a throttled retry would then hide
+        # that the first one may have started the instance.
+        starting = client.start(StartInstanceRequest(id=instance.id), **self._request_options(attempts=1))
+        try:
+            start: Operation[Any] = await self._call(starting, target, instance, "start")
+        except ProviderError as error:
+            error.refused = _refused(error.__cause__)
+            raise
         await self._wait(start, target, instance, "start")
         return f"Nebius instance {instance.id} {stopped} and started again by operation {start.id}"
 
@@ -257,14 +291,16 @@ class NebiusProvider:
                 retryable=False,
             ) from error
 
-    def _request_options(self) -> dict[str, Any]:
+    def _request_options(self, attempts: int | None = None) -> dict[str, Any]:
+        """Options of one SDK call: `attempts` tries (the settings' by default) within the call's limit."""
         from nebius.aio.token.options import OPTION_REPORT_ERROR
 
         settings = self._settings
+        tries = attempts or settings.attempts
         return {
             "timeout": settings.call_timeout,
-            "per_retry_timeout": settings.call_timeout / settings.attempts,
-            "retries": settings.attempts,
+            "per_retry_timeout": settings.call_timeout / tries,
+            "retries": tries,
             # The IAM token exchange counts against the call's time (the SDK's default allows it 15
             # minutes), and its failure (a revoked key, IAM unreachable) is this call's error instead of
             # being retried in the background until then.
@@ -388,6 +424,13 @@ class NebiusProvider:
 def _import_sdk() -> None:
     for module in _SDK_MODULES:
         importlib.import_module(module)
+
+
+def _refused(error: BaseException | None) -> bool:
+    """Whether Nebius answered the call with a refusal (see `_REFUSING`); timeouts and the rest may have acted."""
+    from nebius.aio.service_error import RequestError
+
+    return isinstance(error, RequestError) and error.status.code in _REFUSING
 
 
 def _is_start_since(operation: OperationMessage, since: datetime) -> bool:

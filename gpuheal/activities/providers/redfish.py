@@ -35,6 +35,7 @@ from sushy.auth import BasicAuth
 from sushy.resources.constants import ResetType
 
 from gpuheal.activities.providers import ProviderError, RebootTarget
+from gpuheal.activities.providers.refusal import refusing_status, requests_never_sent
 from gpuheal.domain import marks
 
 SYSTEM_ANNOTATION = marks.REDFISH_SYSTEM_ANNOTATION
@@ -47,12 +48,18 @@ _SHAPE = "https://<bmc>[:port]/redfish/v1/Systems/<id>"
 # Redfish's privilege for ComputerSystem.Reset (DSP8011 privilege registry).
 _RESET_PRIVILEGE = "ConfigureComponents"
 
+# Error statuses that come from a gateway that may have passed the request on and then lost the answer.
+
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"", "false", "0", "no"})
 
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
+
+# While a reset is asked in this thread: one entry per request it sends (reads aside), True when
+# the BMC cannot have acted on that request (see `_Recorder`).
+_sending = threading.local()
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +74,10 @@ class RedfishSettings:
     insecure: bool = False
     # JSON file mapping node name to its ComputerSystem URL, for nodes without the annotation.
     map_file: Path | None = None
-    # sushy's own retries of failed GETs and lost connections; Temporal retries the activity with
-    # backoff, so the client must not sit on a throttling BMC for long.
-    retries: int = 2
+    # sushy's own retries of server-side errors and lost connections. None: sushy would also send a
+    # timed-out reset again, which the BMC may have carried out; Temporal retries the attempt with
+    # backoff instead, asking again only after a refusal.
+    retries: int = 0
     retry_delay: float = 1.0
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
@@ -215,8 +223,24 @@ class RedfishProvider:
         return bool(target.annotations.get(SYSTEM_ANNOTATION)) or self._map.get(target.node) is not None
 
     async def reboot(self, target: RebootTarget) -> str:
-        system = self._system_of(target)
-        return await self._call(target, system, lambda client: self._reset(client, system, target.graceful))
+        """Ask the BMC for ComputerSystem.Reset.
+
+        A ProviderError is `refused` when the reset cannot have reached the BMC (anything failing
+        before it is posted: credentials, the service root, the system, its reset types) or when
+        every post of it was answered with an error or never connected. sushy posts again after a
+        lost connection or a read timeout, so its last error alone does not tell.
+        """
+        try:
+            system = self._system_of(target)
+        except ProviderError as error:
+            error.refused = True  # nothing was sent
+            raise
+        posts: list[bool] = []
+        try:
+            return await self._call(target, system, lambda client: self._reset(client, system, target.graceful, posts))
+        except ProviderError as error:
+            error.refused = all(posts)
+            raise
 
     async def requested_since(self, target: RebootTarget, since: datetime) -> bool | None:
         # Redfish keeps no standard record of reset requests: the action returns no resource to look
@@ -232,7 +256,7 @@ class RedfishProvider:
 
     # --- the blocking work, run in a thread -------------------------------------------------------
 
-    def _reset(self, client: Any, system: RedfishSystem, graceful: bool) -> str:
+    def _reset(self, client: Any, system: RedfishSystem, graceful: bool, posts: list[bool]) -> str:
         resource = client.get_system(system.path)
         # From ResetType@Redfish.AllowableValues or the action's @Redfish.ActionInfo. A BMC that
         # publishes neither gets every reset type from sushy (with a warning in the log): it then
@@ -252,7 +276,11 @@ class RedfishProvider:
                 f"(ResetType@Redfish.AllowableValues: {offered}); restart the server another way",
                 retryable=False,
             )
-        resource.reset_system(reset)
+        _sending.outcomes = posts
+        try:
+            resource.reset_system(reset)
+        finally:
+            _sending.outcomes = None
         return f"Redfish system {system.url} accepted ComputerSystem.Reset {reset.value}{note}"
 
     def _describe(self, client: Any, system: RedfishSystem) -> str:
@@ -337,9 +365,35 @@ class RedfishProvider:
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.read_timeout,
         )
+        # sushy sends through its connector's requests session; the recorder sees every try of a reset.
+        client._conn._session.mount("https://", _Recorder())
         with self._lock:
             self._clients[system.root] = (credentials, client)
         return client
+
+
+class _Recorder(requests.adapters.HTTPAdapter):
+    """requests' own adapter, noting for a reset asked in this thread whether each request could have acted."""
+
+    def send(
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: Any = None,
+        verify: Any = True,
+        cert: Any = None,
+        proxies: dict[str, str] | None = None,
+    ) -> requests.Response:
+        outcomes: list[bool] | None = getattr(_sending, "outcomes", None)
+        if outcomes is None or request.method in ("GET", "HEAD"):
+            return super().send(request, stream, timeout, verify, cert, proxies)
+        try:
+            response = super().send(request, stream, timeout, verify, cert, proxies)
+        except Exception as error:
+            outcomes.append(requests_never_sent(error))
+            raise
+        outcomes.append(refusing_status(response.status_code))
+        return response
 
 
 def _as_provider_error(

@@ -16,7 +16,7 @@ from moto.server import ThreadedMotoServer
 
 from gpuheal.activities.providers import ProviderError, RebootTarget
 from gpuheal.activities.providers.aws import AwsProvider, AwsSettings, Ec2Instance, parse_provider_id
-from gpuheal.simulator import SimulatedCluster
+from gpuheal.simulator import FleetConfig, SimulatedCluster
 from tests.cloud_fleet import cloud_fleet
 
 # moto accepts any image ID; no AMI lookup keeps the fixture quick.
@@ -101,6 +101,9 @@ async def test_a_malformed_provider_id_is_not_retried_and_says_what_is_expected(
         assert not error.retryable
         assert "gpu-node-7" in str(error) and repr(provider_id) in str(error)
         assert "aws:///<zone>/<instance-id>" in str(error)
+    # Nothing was sent, so a retry may ask again; describe's errors say nothing about a reboot.
+    assert (await _raises(provider.reboot(target))).refused
+    assert not (await _raises(provider.describe(target))).refused
 
 
 def test_owns_aws_provider_ids_only() -> None:
@@ -178,7 +181,7 @@ async def test_moto_the_region_comes_from_the_zone(moto_provider: AwsProvider, m
     for provider_id in (f"aws:///us-west-2-lax-1a/{moto_instance}", f"aws://us-west-2b/{moto_instance}"):
         assert " in us-west-2 " in await moto_provider.reboot(RebootTarget("gpu-node-1", provider_id))
     error = await _raises(moto_provider.reboot(RebootTarget("gpu-node-1", f"aws:///us-east-1a/{moto_instance}")))
-    assert not error.retryable
+    assert not error.retryable and error.refused
     assert f"EC2 instance {moto_instance} does not exist in us-east-1 (InvalidInstanceID.NotFound)" in str(error)
 
 
@@ -188,6 +191,7 @@ async def test_moto_the_zone_less_form_uses_the_configured_region(
     target = RebootTarget("gpu-node-1", f"aws:////{moto_instance}")
     error = await _raises(moto_provider.reboot(target))
     assert not error.retryable and "AWS_DEFAULT_REGION" in str(error)
+    assert error.refused  # no client, so no request
     aws_env.setenv("AWS_DEFAULT_REGION", "us-west-2")
     # A fresh provider: clients, and the region they were made for, are cached per provider.
     described = await AwsProvider(AwsSettings(endpoint_url=moto_url)).describe(target)
@@ -218,12 +222,14 @@ async def test_an_unreachable_endpoint_is_retryable(aws_env: pytest.MonkeyPatch)
     provider = AwsProvider(AwsSettings(endpoint_url=f"http://127.0.0.1:{port}", max_attempts=1))
     error = await _raises(provider.reboot(RebootTarget("gpu-node-1", "aws:///us-east-1a/i-0123456789abcdef0")))
     assert error.retryable and "EC2 in us-east-1 unreachable" in str(error)
+    assert error.refused  # the connection was refused: nothing was sent
 
 
 async def test_missing_credentials_name_irsa(aws_env: pytest.MonkeyPatch, moto_url: str) -> None:
     provider = AwsProvider(AwsSettings(endpoint_url=moto_url))
     error = await _raises(provider.reboot(RebootTarget("gpu-node-1", "aws:///us-east-1a/i-0123456789abcdef0")))
     assert not error.retryable and "no AWS credentials" in str(error) and "IRSA" in str(error)
+    assert error.refused  # unsigned, so never sent
 
 
 # --- the simulator's EC2 endpoint --------------------------------------------------------------------
@@ -274,24 +280,23 @@ async def test_sim_reboot_really_reboots_the_node_once(sim: SimulatedCluster) ->
     assert await provider.requested_since(target, datetime(2000, 1, 1, tzinfo=UTC)) is None
 
 
-async def test_sim_throttling_is_retried_briefly_by_boto_then_by_the_caller(sim: SimulatedCluster) -> None:
+async def test_sim_a_throttled_reboot_is_refused_at_once_for_the_caller_to_retry(sim: SimulatedCluster) -> None:
     node = sim.node_names()[0]
     target = _target(sim, node)
     provider = AwsProvider()
-    # One throttle: botocore's own retry absorbs it within the call.
+    # RebootInstances is sent once (botocore would retry a read timeout too, and that reboot may
+    # have happened): a throttle fails the call, refused, and the caller's later attempt goes through.
     sim.inject_cloud_fault("aws", "throttle", 1)
-    await provider.reboot(target)
-    assert sim.node_state(node)["rebootRequests"] == 1
-    assert sim.simulation.cloud_faults.pending("aws") == 0
-    # As many throttles as botocore makes attempts: the call fails, retryable, for Temporal to retry.
-    sim.inject_cloud_fault("aws", "throttle", AwsSettings().max_attempts)
     error = await _raises(provider.reboot(target))
     assert error.retryable and "RequestLimitExceeded" in str(error)
-    assert sim.node_state(node)["rebootRequests"] == 1
-    assert sim.simulation.cloud_faults.pending("aws") == 0
-    # The caller's later attempt goes through.
+    assert error.refused
+    assert sim.node_state(node)["rebootRequests"] == 0
     await provider.reboot(target)
-    assert sim.node_state(node)["rebootRequests"] == 2
+    assert sim.node_state(node)["rebootRequests"] == 1
+    # Reads are retried by botocore: one throttle is absorbed within the call.
+    sim.inject_cloud_fault("aws", "throttle", 1)
+    assert "running" in await provider.describe(target)
+    assert sim.simulation.cloud_faults.pending("aws") == 0
 
 
 async def test_sim_permission_denied_names_the_permission(sim: SimulatedCluster) -> None:
@@ -308,6 +313,8 @@ async def test_sim_permission_denied_names_the_permission(sim: SimulatedCluster)
         assert not error.retryable
         assert f"grant {permission} to the IAM role of the worker's service account (IRSA)" in str(error)
         assert "UnauthorizedOperation" in str(error)
+        # EC2 answered that it did not act: the reboot was refused (describe's errors stay unmarked).
+        assert error.refused is (permission == "ec2:RebootInstances")
     assert sim.node_state(node)["rebootRequests"] == 0
 
 
@@ -317,7 +324,7 @@ async def test_sim_a_missing_instance_is_not_retried(sim: SimulatedCluster) -> N
     instance_id = parse_provider_id(node, target.provider_id).instance_id
     sim.inject_cloud_fault("aws", "not_found")
     error = await _raises(AwsProvider().reboot(target))
-    assert not error.retryable
+    assert not error.retryable and error.refused
     assert str(error) == (
         f"EC2 instance {instance_id} does not exist in us-east-1 (InvalidInstanceID.NotFound); "
         f"check node {node}'s providerID {target.provider_id!r}"
@@ -332,7 +339,50 @@ async def test_sim_an_untrusted_certificate_is_not_retried(sim: SimulatedCluster
     aws_env.delenv("AWS_CA_BUNDLE")
     error = await _raises(AwsProvider().reboot(_target(sim, sim.node_names()[0])))
     assert not error.retryable and "AWS_CA_BUNDLE" in str(error)
+    assert error.refused  # the certificate failed verification in the handshake, before the request
     assert sim.node_state(sim.node_names()[0])["rebootRequests"] == 0
     # The explicit override trusts the simulator's CA.
     await AwsProvider(AwsSettings(ca_bundle=str(sim.ca_file))).reboot(_target(sim, sim.node_names()[0]))
     assert sim.node_state(sim.node_names()[0])["rebootRequests"] == 1
+
+
+async def test_sim_a_reboot_throttled_beyond_botos_retries_is_refused(sim: SimulatedCluster) -> None:
+    node = sim.node_names()[1]
+    sim.inject_cloud_fault("aws", "throttle", AwsSettings().max_attempts)
+    error = await _raises(AwsProvider().reboot(_target(sim, node)))
+    assert error.retryable and error.refused
+    assert sim.reboot_requests(node) == 0
+
+
+# --- answers that never came: EC2 may have rebooted the instance -------------------------------------
+
+
+@pytest.fixture
+async def slow_sim(tmp_path: Path, aws_env: pytest.MonkeyPatch) -> AsyncIterator[SimulatedCluster]:
+    """Simulated EC2 that records a reboot at once but holds its answer back for a second."""
+    config = FleetConfig(nodes=1, cloud="aws", workloads=False, reboot_seconds=0.2, reboot_reply_seconds=1.0)
+    async with SimulatedCluster(config, state_dir=tmp_path / "slow") as cluster:
+        for name, value in cluster.client_environment().items():
+            if name.startswith("AWS_"):
+                aws_env.setenv(name, value)
+        yield cluster
+
+
+async def test_sim_a_read_timeout_after_sending_is_not_refused(slow_sim: SimulatedCluster) -> None:
+    (node,) = slow_sim.node_names()
+    provider = AwsProvider(AwsSettings(read_timeout=0.3, max_attempts=1))
+    error = await _raises(provider.reboot(_target(slow_sim, node)))
+    assert error.retryable and "Read timeout" in str(error)
+    # EC2 had the request and rebooted the instance; only its answer was lost. Asking again would
+    # reboot it twice.
+    assert not error.refused
+    assert slow_sim.reboot_requests(node) == 1
+
+
+async def test_sim_a_read_timeout_on_the_reboot_is_not_retried_by_botocore(slow_sim: SimulatedCluster) -> None:
+    """The timed-out request reached EC2; sending it again would reboot the node twice."""
+    (node,) = slow_sim.node_names()
+    provider = AwsProvider(AwsSettings(read_timeout=0.3, max_attempts=3))
+    error = await _raises(provider.reboot(_target(slow_sim, node)))
+    assert not error.refused
+    assert slow_sim.reboot_requests(node) == 1

@@ -184,34 +184,36 @@ async def test_an_operation_that_outlasts_the_timeout_is_a_retryable_error(
     assert raised.value.retryable is True
     assert "accepted the restart" in str(raised.value) and "InProgress" in str(raised.value)
     assert cluster.node_state(VM_NODE)["rebootRequests"] == 1
+    # ARM accepted the restart and the VM is restarting: not refused, or a retry would restart it twice.
+    assert raised.value.refused is False
 
 
 # --- errors ------------------------------------------------------------------------------------------
 
 
-async def test_throttling_beyond_the_sdk_retries_is_retryable_and_a_later_call_succeeds(
+async def test_a_throttled_restart_is_refused_at_once_and_a_later_call_succeeds(
     cluster: SimulatedCluster, provider: AzureProvider
 ) -> None:
-    # One request and two retries, each answered 429 with Retry-After: 1.
-    cluster.inject_cloud_fault("azure", "throttle", 3)
-    started = time.monotonic()
+    # The restart POST is sent once (azure-core would also repeat a timed-out POST ARM may have
+    # carried out): a 429 fails the call, refused, for Temporal to retry with backoff.
+    cluster.inject_cloud_fault("azure", "throttle", 1)
     with pytest.raises(ProviderError) as raised:
         await provider.reboot(target(cluster, VMSS_NODE))
     assert raised.value.retryable is True
     assert "429 (TooManyRequests)" in str(raised.value)
-    assert time.monotonic() - started >= 1.9  # the SDK honoured Retry-After between its retries
+    assert raised.value.refused is True
     assert cluster.node_state(VMSS_NODE)["rebootRequests"] == 0
 
     await provider.reboot(target(cluster, VMSS_NODE))
     assert cluster.node_state(VMSS_NODE)["rebootRequests"] == 1
 
 
-async def test_throttling_within_the_sdk_retries_is_absorbed(
-    cluster: SimulatedCluster, provider: AzureProvider
-) -> None:
+async def test_throttled_reads_are_retried_by_the_sdk(cluster: SimulatedCluster, provider: AzureProvider) -> None:
     cluster.inject_cloud_fault("azure", "throttle", 1)
-    assert "operation Succeeded" in await provider.reboot(target(cluster, VM_NODE))
-    assert cluster.node_state(VM_NODE)["rebootRequests"] == 1
+    started = time.monotonic()
+    assert "PowerState/running" in await provider.describe(target(cluster, VM_NODE))
+    assert time.monotonic() - started >= 0.9  # the SDK honoured Retry-After: 1
+    assert cluster.simulation.cloud_faults.pending("azure") == 0
 
 
 @pytest.mark.parametrize(
@@ -225,7 +227,7 @@ async def test_not_found_is_not_retried_and_names_the_node_to_check(
     with pytest.raises(ProviderError) as raised:
         await provider.reboot(target(cluster, node))
     message = str(raised.value)
-    assert raised.value.retryable is False
+    assert raised.value.retryable is False and raised.value.refused is True
     assert f"Azure {name}" in message and "not found in resource group gpuheal-sim" in message
     assert f"({code}); check node {node}'s providerID azure:///subscriptions/" in message
     assert cluster.node_state(node)["rebootRequests"] == 0
@@ -270,7 +272,7 @@ async def test_permission_denied_is_not_retried_and_names_the_action_to_grant(
     with pytest.raises(ProviderError) as raised:
         await provider.reboot(target(cluster, node))
     message = str(raised.value)
-    assert raised.value.retryable is False
+    assert raised.value.retryable is False and raised.value.refused is True
     assert "the workload identity (client id 11111111-2222-3333-4444-555555555555)" in message
     assert f"(AuthorizationFailed): grant it {action}" in message
     assert cluster.node_state(node)["rebootRequests"] == 0
@@ -282,6 +284,7 @@ async def test_describe_denied_names_the_read_action(cluster: SimulatedCluster, 
         await provider.describe(target(cluster, VM_NODE))
     assert raised.value.retryable is False
     assert "grant it Microsoft.Compute/virtualMachines/instanceView/read" in str(raised.value)
+    assert raised.value.refused is False  # describe asks for no reboot
 
 
 async def test_no_credential_in_the_chain_is_not_retried(
@@ -295,6 +298,7 @@ async def test_no_credential_in_the_chain_is_not_retried(
         await provider.reboot(target(cluster, VM_NODE))
     message = str(raised.value)
     assert raised.value.retryable is False
+    assert raised.value.refused is True  # no token, so nothing went to ARM
     assert "DefaultAzureCredential found no usable credential" in message
     assert "X-IDENTITY-HEADER is missing or wrong" in message  # the chain's own account, on one line
     assert "\n" not in message
@@ -316,7 +320,7 @@ async def test_a_token_arm_rejects_is_not_retried(
         monkeypatch.setenv("IDENTITY_ENDPOINT", str(server.make_url("/token")))
         with pytest.raises(ProviderError) as raised:
             await provider.reboot(target(cluster, VM_NODE))
-    assert raised.value.retryable is False
+    assert raised.value.retryable is False and raised.value.refused is True
     assert "ARM rejected gpuheal's Azure credential" in str(raised.value) and "401" in str(raised.value)
     assert cluster.node_state(VM_NODE)["rebootRequests"] == 0
 
@@ -333,6 +337,11 @@ async def test_an_unreachable_arm_is_retryable(make_provider: Callable[..., Azur
     with pytest.raises(ProviderError) as raised:
         await provider.describe(node)
     assert raised.value.retryable is True
+    assert "could not reach ARM" in str(raised.value)
+    # A restart that cannot connect was never sent (ServiceRequestError): refused.
+    with pytest.raises(ProviderError) as raised:
+        await provider.reboot(node)
+    assert raised.value.retryable is True and raised.value.refused is True
     assert "could not reach ARM" in str(raised.value)
 
 
@@ -356,8 +365,72 @@ async def test_a_malformed_provider_id_is_not_retried(
             await call(bad)
         message = str(raised.value)
         assert raised.value.retryable is False
+        assert raised.value.refused is (call == provider.reboot)  # nothing was sent
         assert f"node {VM_NODE} has providerID {provider_id!r}" in message and "virtualMachineScaleSets" in message
     assert cluster.node_state(VM_NODE)["rebootRequests"] == 0
+
+
+# --- answers that say nothing about what ARM did --------------------------------------------------------
+
+
+@pytest.fixture
+async def fake_arm(cluster: SimulatedCluster) -> AsyncIterator[tuple[str, list[str]]]:
+    """An HTTPS "ARM" (trusted like the simulator) whose restart answers 504, or drops the connection.
+
+    The restart is recorded before either answer: the request reached it. Yields the base URL and the
+    recorded requests.
+    """
+    seen: list[str] = []
+
+    async def restart(request: web.Request) -> web.Response:
+        vm = request.match_info["vm"]
+        seen.append(vm)
+        if vm == "dropped":
+            assert request.transport is not None
+            request.transport.abort()  # read and recorded, then the connection goes: no answer
+        return web.json_response(
+            {"error": {"code": "GatewayTimeout", "message": "The gateway did not receive a response in time."}},
+            status=504,
+        )
+
+    app = web.Application()
+    app.router.add_post(
+        "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{vm}/restart", restart
+    )
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=cluster._context().certificates.server_context())
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"https://127.0.0.1:{port}", seen
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("vm", "said"),
+    [
+        ("gateway", "ARM answered 504 (GatewayTimeout)"),
+        ("dropped", "could not reach ARM"),
+    ],
+)
+async def test_a_restart_sent_without_a_real_answer_is_not_refused(
+    make_provider: Callable[..., AzureProvider], fake_arm: tuple[str, list[str]], vm: str, said: str
+) -> None:
+    # A gateway's 504, or a connection lost after sending (ServiceResponseError): ARM may have the
+    # restart, so a retry must not ask again.
+    url, seen = fake_arm
+    provider = make_provider(endpoint=url, retry_total=3)
+    node = RebootTarget(
+        node=VM_NODE,
+        provider_id=f"azure:///subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/{vm}",
+    )
+    with pytest.raises(ProviderError) as raised:
+        await provider.reboot(node)
+    assert said in str(raised.value)
+    assert raised.value.retryable is True and raised.value.refused is False
+    assert seen == [vm], "sent once, whatever the client's retry settings"
 
 
 # --- ownership and settings --------------------------------------------------------------------------

@@ -8,6 +8,7 @@ exactly as it would in production. Trust goes through REQUESTS_CA_BUNDLE.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable
@@ -18,6 +19,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from gpuheal.activities.providers import ProviderError, RebootTarget
 from gpuheal.activities.providers.gcp import GceInstance, GcpProvider, GcpSettings, parse_provider_id
@@ -134,6 +136,9 @@ async def test_a_malformed_provider_id_is_final_and_names_node_id_and_shape(
         assert "gpu-node-9" in str(error)
         assert repr(provider_id) in str(error)
         assert "gce://<project>/<zone>/<instance-name>" in str(error)
+    # Only the reboot asks for anything; nothing was sent, so it is refused.
+    assert (await _raises(provider.reboot(bad))).refused
+    assert not (await _raises(provider.describe(bad))).refused
     assert (await sim_control(cluster, "GET", "/gcp/sim/v1/operations"))["operations"] == []
 
 
@@ -210,18 +215,25 @@ async def test_an_operation_that_ends_with_an_error_raises(
     assert operation["status"] == "DONE"
     assert operation["polls"] == 3
     assert cluster.node_state(NODE)["rebootRequests"] == 0
-    # A reset that failed did not reset the machine: it is no reason to skip the next attempt.
+    # Compute Engine accepted the reset and ran its operation, so it is not refused: the provider
+    # cannot tell from the error whether the machine was touched.
+    assert error.refused is False
+    # Yet a reset that failed did not reset the machine: requested_since does not count it, so the
+    # retry asks again all the same.
     assert await provider.requested_since(target(cluster), since) is False
 
 
 async def test_throttling_is_retryable_and_a_later_call_succeeds(
     cluster: SimulatedCluster, provider: GcpProvider
 ) -> None:
+    # The reset is sent once (no SDK retries), so one throttle is beyond them.
     cluster.inject_cloud_fault("gcp", "throttle", 1)
     error = await _raises(provider.reboot(target(cluster)))
     assert error.retryable
     assert "rateLimitExceeded" in str(error)
-    assert cluster.node_state(NODE)["rebootRequests"] == 0
+    assert error.refused  # Compute Engine answered that it did not act
+    assert cluster.reboot_requests(NODE) == 0
+    assert cluster.simulation.cloud_faults.pending("gcp") == 0
 
     await provider.reboot(target(cluster))
     assert cluster.node_state(NODE)["rebootRequests"] == 1
@@ -251,6 +263,7 @@ async def test_an_instance_that_is_not_found_is_final_with_an_actionable_message
     cluster.inject_cloud_fault("gcp", "not_found", 1)
     error = await _raises(_call(provider, call, target(cluster)))
     assert not error.retryable
+    assert error.refused is (call == "reboot")  # only a reboot is refused; reads ask for nothing
     assert "GCE instance gpu-node-000 not found in zone us-central1-a of project gpuheal-sim (notFound)" in str(error)
     assert "check node gpu-node-000's providerID 'gce://gpuheal-sim/us-central1-a/gpu-node-000'" in str(error)
     assert cluster.node_state(NODE)["rebootRequests"] == 0
@@ -264,7 +277,7 @@ async def test_an_instance_the_cloud_does_not_have_is_not_found(
     cluster: SimulatedCluster, provider: GcpProvider, provider_id: str
 ) -> None:
     error = await _raises(provider.reboot(RebootTarget(node=NODE, provider_id=provider_id)))
-    assert not error.retryable
+    assert not error.retryable and error.refused
     assert "(notFound)" in str(error)
     assert repr(provider_id) in str(error)
     assert cluster.node_state(NODE)["rebootRequests"] == 0
@@ -277,6 +290,7 @@ async def test_permission_denied_is_final_and_names_the_permissions_and_workload
     cluster.inject_cloud_fault("gcp", "denied", 1)
     error = await _raises(_call(provider, call, target(cluster)))
     assert not error.retryable
+    assert error.refused is (call == "reboot")
     text = str(error)
     assert "forbidden" in text
     assert "compute.instances.reset" in text
@@ -330,6 +344,10 @@ async def test_an_explicit_ca_bundle_replaces_requests_default_trust(
     untrusted = await _raises(GcpProvider(settings_for(gcp_env)).describe(target(cluster)))
     assert untrusted.retryable
     assert "could not reach Compute Engine at https://127.0.0.1:" in str(untrusted)
+    # The access token cannot be had over untrusted TLS, so a reset is never sent: refused.
+    refused = await _raises(GcpProvider(settings_for(gcp_env)).reboot(target(cluster)))
+    assert refused.retryable and refused.refused
+    assert cluster.reboot_requests(NODE) == 0
 
     trusted = GcpProvider(replace(settings_for(gcp_env), ca_bundle=str(cluster.ca_file)))
     assert (await trusted.describe(target(cluster))).endswith(": RUNNING")
@@ -341,6 +359,62 @@ async def test_without_application_default_credentials_the_message_says_how_to_p
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
     error = await _raises(GcpProvider(settings_for(gcp_env)).reboot(target(cluster)))
     assert not error.retryable
+    assert error.refused  # no credentials: nothing was sent
     assert "Application Default Credentials" in str(error)
     assert "workload identity" in str(error)
     assert cluster.node_state(NODE)["rebootRequests"] == 0
+
+
+# --- resets sent without a real answer ---------------------------------------------------------------
+
+
+@pytest.fixture
+async def fake_compute(cluster: SimulatedCluster) -> AsyncIterator[tuple[str, list[str]]]:
+    """An HTTPS "Compute Engine" (trusted like the simulator) that takes the reset and never answers it.
+
+    The instance "dropped" loses the connection after the request was read; any other gets a
+    gateway's 504. Yields the endpoint and the instances whose reset arrived.
+    """
+    seen: list[str] = []
+
+    async def reset(request: web.Request) -> web.Response:
+        seen.append(request.match_info["instance"])
+        if request.match_info["instance"] == "dropped":
+            assert request.transport is not None
+            request.transport.abort()
+        return web.json_response({"error": {"code": 504, "message": "upstream request timeout"}}, status=504)
+
+    app = web.Application()
+    app.router.add_post("/compute/v1/projects/{project}/zones/{zone}/instances/{instance}/reset", reset)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=cluster._context().certificates.server_context())
+    await site.start()
+    try:
+        yield f"https://127.0.0.1:{runner.addresses[0][1]}", seen
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize(("instance", "said"), [("gateway", "504"), ("dropped", "could not reach Compute Engine")])
+async def test_a_reset_sent_without_a_real_answer_is_not_refused(
+    gcp_env: dict[str, str], fake_compute: tuple[str, list[str]], instance: str, said: str
+) -> None:
+    # The request went out (the token came from the simulator's token endpoint): Compute Engine may
+    # have it. Not refused, so the retry asks requested_since, which reads the operations.
+    endpoint, seen = fake_compute
+    provider = GcpProvider(replace(settings_for(gcp_env), endpoint=endpoint))
+    error = await _raises(provider.reboot(RebootTarget(NODE, f"gce://gpuheal-sim/us-central1-a/{instance}")))
+    assert said in str(error)
+    assert error.retryable and not error.refused
+    assert seen == [instance]
+
+
+async def test_a_reset_that_cannot_connect_is_refused(cluster: SimulatedCluster, gcp_env: dict[str, str]) -> None:
+    with socket.socket() as probe:  # a port nothing listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    provider = GcpProvider(replace(settings_for(gcp_env), endpoint=f"https://127.0.0.1:{port}"))
+    error = await _raises(provider.reboot(target(cluster)))
+    assert "could not reach Compute Engine" in str(error)
+    assert error.retryable and error.refused  # no connection, so nothing was sent

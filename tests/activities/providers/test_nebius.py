@@ -26,6 +26,7 @@ from nebius.sdk import SDK
 
 from gpuheal.activities.providers import ProviderError, RebootTarget
 from gpuheal.activities.providers.nebius import NebiusInstance, NebiusProvider, NebiusSettings
+from gpuheal.simulator import FleetConfig
 from gpuheal.simulator.server import SimulatedCluster
 from tests.cloud_fleet import cloud_fleet
 
@@ -261,7 +262,8 @@ async def test_throttling_is_retryable_and_a_later_call_succeeds(
         await provider.reboot(node)
     assert raised.value.retryable
     assert "RESOURCE_EXHAUSTED" in str(raised.value)
-    assert cluster.node_state(node.node)["rebootRequests"] == before["rebootRequests"]
+    assert raised.value.refused  # nothing was stopped or started: the retry asks again
+    assert cluster.reboot_requests(node.node) == before["rebootRequests"]
 
     await provider.reboot(node)
     after = await back_with_new_boot(cluster, node.node, before["bootId"])
@@ -285,6 +287,11 @@ async def test_not_found_from_the_api_is_not_retried(cluster: SimulatedCluster, 
     with pytest.raises(ProviderError) as raised:
         await provider.describe(node)
     assert not raised.value.retryable
+    assert not raised.value.refused  # describe asks for no reboot
+    cluster.inject_cloud_fault("nebius", "not_found")
+    with pytest.raises(ProviderError) as raised:
+        await provider.reboot(node)
+    assert not raised.value.retryable and raised.value.refused
     assert f"check node {node.node}'s providerID" in str(raised.value)
 
 
@@ -298,7 +305,7 @@ async def test_permission_denied_names_the_service_account_and_the_role(
     with pytest.raises(ProviderError) as raised:
         await provider.reboot(node)
 
-    assert not raised.value.retryable
+    assert not raised.value.retryable and raised.value.refused
     message = str(raised.value)
     assert f"service account {service_account(settings)}" in message
     assert "PERMISSION_DENIED" in message
@@ -339,3 +346,72 @@ async def test_no_credentials_at_all_is_not_retried(
         await nebius.describe(target(cluster, 0))
     assert not raised.value.retryable
     assert "GPUHEAL_NEBIUS_CREDENTIALS_FILE" in str(raised.value)
+    with pytest.raises(ProviderError) as raised:
+        await nebius.reboot(target(cluster, 0))
+    assert not raised.value.retryable and raised.value.refused  # no credentials: nothing was sent
+
+
+@pytest.mark.parametrize(("fault", "code"), [("throttle", "RESOURCE_EXHAUSTED"), ("denied", "PERMISSION_DENIED")])
+async def test_a_refused_start_after_the_stop_is_refused_and_the_retry_only_starts(
+    cluster: SimulatedCluster,
+    provider: NebiusProvider,
+    client: InstanceServiceClient,
+    monkeypatch: pytest.MonkeyPatch,
+    fault: str,
+    code: str,
+) -> None:
+    """The Stop went through, the Start was refused: the instance is stopped and no Start exists.
+
+    Refused is right, and safe: requested_since says False for a Stop without its Start (so even
+    an unmarked retry would ask again), and the retry's reboot finishes with the Start alone.
+    """
+    node = target(cluster, 1)
+    instance = NebiusInstance.of(node).id
+    before = cluster.node_state(node.node)
+    since = datetime.now(UTC)
+    waited = provider._wait
+
+    async def refuse_the_start(operation: Any, *args: Any) -> None:
+        await waited(operation, *args)
+        if args[-1] == "stop":  # the Start is the next call, and it is sent once
+            cluster.inject_cloud_fault("nebius", fault, 1)
+
+    monkeypatch.setattr(provider, "_wait", refuse_the_start)
+    with pytest.raises(ProviderError) as raised:
+        await provider.reboot(node)
+    monkeypatch.undo()
+
+    assert code in str(raised.value) and "start" in str(raised.value)
+    assert raised.value.refused
+    assert cluster.simulation.cloud_faults.pending("nebius") == 0
+    assert await provider.describe(node) == f"Nebius instance {instance}: STOPPED"
+    assert cluster.reboot_requests(node.node) == before["rebootRequests"]
+    assert await provider.requested_since(node, since) is False
+
+    assert "was already stopped and started again" in await provider.reboot(node)
+    assert await operations_since(client, instance, since) == [
+        ("StopInstanceRequest", True),
+        ("StartInstanceRequest", True),
+    ]
+    after = await back_with_new_boot(cluster, node.node, before["bootId"])
+    assert after["rebootRequests"] == before["rebootRequests"] + 1
+
+
+async def test_a_start_that_times_out_after_it_was_sent_is_not_refused(tmp_path: Path) -> None:
+    """Nebius has the Start (it answers late): not refused, and requested_since finds it for the retry."""
+    config = FleetConfig(nodes=1, cloud="nebius", workloads=False, reboot_seconds=0.2, reboot_reply_seconds=1.5)
+    async with SimulatedCluster(config, state_dir=tmp_path / "slow") as slow:
+        settings = replace(NebiusSettings.from_env(slow.client_environment()), poll_seconds=0.02, call_timeout=0.5)
+        nebius = NebiusProvider(settings)
+        try:
+            node = target(slow, 0)
+            assert (await nebius.describe(node)).endswith(": RUNNING")  # the token is had; calls are quick
+            since = datetime.now(UTC)
+            with pytest.raises(ProviderError) as raised:
+                await nebius.reboot(node)
+            assert "start" in str(raised.value)
+            assert raised.value.retryable and not raised.value.refused
+            assert slow.reboot_requests(node.node) == 1
+            assert await nebius.requested_since(node, since) is True
+        finally:
+            await nebius.close()

@@ -24,6 +24,7 @@ from typing import Any
 import bcrypt
 import pytest
 import requests
+from sushy.resources.system.system import System
 
 from gpuheal.activities.providers import ProviderError, RebootTarget
 from gpuheal.activities.providers.redfish import (
@@ -32,7 +33,7 @@ from gpuheal.activities.providers.redfish import (
     RedfishSettings,
     parse_system_url,
 )
-from gpuheal.simulator import SimulatedCluster
+from gpuheal.simulator import FleetConfig, SimulatedCluster
 from gpuheal.simulator.clouds import tls
 from gpuheal.simulator.clouds.redfish import DEFAULT_RESET_TYPES, RedfishEndpoint
 from tests.cloud_fleet import cloud_fleet
@@ -232,6 +233,7 @@ async def test_unreachable_bmc_is_retryable(tmp_path: Path) -> None:
         await provider.reboot(_target("bm-3", nobody))
     assert caught.value.retryable is True
     assert "BMC unreachable" in str(caught.value)
+    assert caught.value.refused is True  # never connected: nothing was sent
 
 
 # --- the simulator's Redfish service ----------------------------------------------------------------
@@ -316,7 +318,7 @@ async def test_a_reset_type_the_system_does_not_allow_is_refused_before_calling(
     provider = RedfishProvider(_settings(cluster))
     with pytest.raises(ProviderError) as caught:
         await provider.reboot(_node_target(cluster, "gpu-node-000"))
-    assert caught.value.retryable is False
+    assert caught.value.retryable is False and caught.value.refused is True  # never posted
     assert "does not allow ComputerSystem.Reset ForceRestart" in str(caught.value)
     assert "ForceOff, GracefulShutdown, On" in str(caught.value)
     assert endpoint.resets == [] and cluster.node_state("gpu-node-000")["rebootRequests"] == 0
@@ -326,17 +328,55 @@ async def test_a_reset_type_the_system_does_not_allow_is_refused_before_calling(
 async def test_throttling_is_retryable_and_a_later_call_succeeds(cluster: SimulatedCluster) -> None:
     provider = RedfishProvider(_settings(cluster))
     target = _node_target(cluster, "gpu-node-000")
-    # sushy retries a failed GET twice (settings.retries): three 503s exhaust it.
-    cluster.inject_cloud_fault("redfish", "throttle", 3)
+    # sushy does not retry (settings.retries is 0): a 503 fails the call, for Temporal to retry.
+    cluster.inject_cloud_fault("redfish", "throttle", 1)
     with pytest.raises(ProviderError) as caught:
         await provider.reboot(target)
     assert caught.value.retryable is True
     assert "HTTP 503 Base.1.16.ServiceTemporarilyUnavailable" in str(caught.value)
-    assert cluster.node_state("gpu-node-000")["rebootRequests"] == 0
-    # One 503 is absorbed by sushy's own retry.
-    cluster.inject_cloud_fault("redfish", "throttle", 1)
+    assert caught.value.refused is True  # the reset was never posted
+    assert cluster.reboot_requests("gpu-node-000") == 0
     assert "accepted ComputerSystem.Reset ForceRestart" in await provider.reboot(target)
     assert cluster.node_state("gpu-node-000")["rebootRequests"] == 1
+
+
+@pytest.mark.parametrize(
+    ("fault", "status"), [("throttle", "HTTP 503"), ("denied", "HTTP 403"), ("not_found", "HTTP 404")]
+)
+async def test_a_reset_post_the_bmc_refuses_is_refused(
+    cluster: SimulatedCluster, monkeypatch: pytest.MonkeyPatch, fault: str, status: str
+) -> None:
+    """The faults hit the reset's POST itself, past the GETs before it."""
+    provider = RedfishProvider(_settings(cluster))
+    post = System.reset_system
+
+    def refused_post(system: System, value: Any) -> None:
+        cluster.inject_cloud_fault("redfish", fault, 3)  # more than sushy would ever post
+        post(system, value)
+
+    monkeypatch.setattr(System, "reset_system", refused_post)
+    with pytest.raises(ProviderError) as caught:
+        await provider.reboot(_node_target(cluster, "gpu-node-000"))
+    assert status in str(caught.value)
+    assert caught.value.refused is True
+    assert cluster.reboot_requests("gpu-node-000") == 0
+    assert _endpoint(cluster).resets == []
+    # Exactly one request took a fault, and it was the POST: the GETs had been answered before.
+    assert cluster.simulation.cloud_faults.pending("redfish") == 2
+    cluster.simulation.cloud_faults.clear()
+
+
+async def test_a_reset_whose_answer_times_out_is_not_refused(tmp_path: Path) -> None:
+    """The BMC has the reset (it answers late): asking again would reset the server twice."""
+    config = FleetConfig(nodes=1, cloud="redfish", workloads=False, reboot_seconds=0.2, reboot_reply_seconds=1.0)
+    async with SimulatedCluster(config, state_dir=tmp_path / "slow") as slow:
+        # One try: sushy posts again after a read timeout (its retries), which would reset twice.
+        provider = RedfishProvider(_settings(slow, retries=1, read_timeout=0.3))
+        with pytest.raises(ProviderError) as caught:
+            await provider.reboot(_node_target(slow, "gpu-node-000"))
+        assert caught.value.retryable is True and "Read timed out" in str(caught.value)
+        assert caught.value.refused is False
+        assert slow.reboot_requests("gpu-node-000") == 1
 
 
 async def test_denied_is_not_retried_and_names_the_privilege(cluster: SimulatedCluster) -> None:
@@ -345,7 +385,7 @@ async def test_denied_is_not_retried_and_names_the_privilege(cluster: SimulatedC
     cluster.inject_cloud_fault("redfish", "denied")
     with pytest.raises(ProviderError) as caught:
         await provider.reboot(_node_target(cluster, "gpu-node-000"))
-    assert caught.value.retryable is False
+    assert caught.value.retryable is False and caught.value.refused is True
     message = str(caught.value)
     assert "HTTP 403 Base.1.16.InsufficientPrivilege" in message and "ConfigureComponents" in message
     assert str(settings.credentials_dir) in message
@@ -358,7 +398,7 @@ async def test_not_found_is_not_retried_and_points_at_the_annotation(cluster: Si
     target = _node_target(cluster, "gpu-node-001")
     with pytest.raises(ProviderError) as caught:
         await provider.reboot(target)
-    assert caught.value.retryable is False
+    assert caught.value.retryable is False and caught.value.refused is True
     assert str(caught.value) == (
         f"Redfish system {target.annotations[SYSTEM_ANNOTATION]} not found (HTTP 404 "
         "Base.1.16.ResourceMissingAtURI); check node gpu-node-001's gpuheal.io/redfish-system annotation "
@@ -398,7 +438,7 @@ async def test_missing_credentials_give_a_clear_error(cluster: SimulatedCluster,
     absent = tmp_path / "not-mounted"
     with pytest.raises(ProviderError) as caught:
         await RedfishProvider(_settings(cluster, credentials_dir=absent)).reboot(target)
-    assert caught.value.retryable is False
+    assert caught.value.retryable is False and caught.value.refused is True
     assert f"the Secret mounted at {absent} (GPUHEAL_REDFISH_CREDENTIALS_DIR) has neither" in str(caught.value)
     with pytest.raises(ProviderError, match="GPUHEAL_REDFISH_CREDENTIALS_DIR is not set") as unset:
         await RedfishProvider(_settings(cluster, credentials_dir=None)).reboot(target)
@@ -489,7 +529,7 @@ def test_system_urls_are_parsed() -> None:
 async def test_malformed_system_urls_are_not_retried(url: str, why: str) -> None:
     with pytest.raises(ProviderError) as caught:
         await RedfishProvider().reboot(_target("bm-5", url))
-    assert caught.value.retryable is False
+    assert caught.value.retryable is False and caught.value.refused is True
     message = str(caught.value)
     assert message.startswith(f"node bm-5's Redfish system {url!r} is malformed")
     assert why in message and "https://<bmc>[:port]/redfish/v1/Systems/<id>" in message
