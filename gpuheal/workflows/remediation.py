@@ -63,6 +63,9 @@ ResultT = TypeVar("ResultT", bound=BaseModel)
 
 # Kubernetes calls are short; retry them patiently (an API server outage must not end a remediation).
 _LOCAL_STEPS = frozenset({Step.QUARANTINE, Step.OBSERVE, Step.RELEASE, Step.RESET_GPUS, Step.WITHDRAW_GPU_RESET})
+# How long the workflow waits before running a reboot step again whose attempts ran out on the
+# Kubernetes API rather than on the provider.
+_STEP_AGAIN = timedelta(minutes=1)
 _K8S_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
 
 
@@ -310,23 +313,29 @@ class RemediationWorkflow:
         self._enter(Phase.REPAIRING)
         provider = self._policy.repair.provider
         timeouts = self._policy.timeouts
-        try:
-            boot = await self._step(
-                Step.REBOOT,
-                RebootRequest(node=self._node, holder=self._holder(), provider=provider, graceful=graceful),
-                RebootResult,
-                summary=f"{'graceful ' if graceful else ''}reboot via {provider} ({self._action.name})",
-                timeout=timeouts.reboot_call,
-                heartbeat=timeouts.reboot_heartbeat,
-                retry=RetryPolicy(
-                    initial_interval=timedelta(seconds=2),
-                    maximum_interval=timedelta(minutes=1),
-                    maximum_attempts=timeouts.provider_attempts,
-                ),
-            )
-        except ActivityError as error:
-            _reraise_cancellation(error)
-            await self._escalate_current(f"the reboot could not be requested: {_failure(error)}")
+        while True:
+            try:
+                boot = await self._step(
+                    Step.REBOOT,
+                    RebootRequest(node=self._node, holder=self._holder(), provider=provider, graceful=graceful),
+                    RebootResult,
+                    summary=f"{'graceful ' if graceful else ''}reboot via {provider} ({self._action.name})",
+                    timeout=timeouts.reboot_call,
+                    heartbeat=timeouts.reboot_heartbeat,
+                    retry=RetryPolicy(
+                        initial_interval=timedelta(seconds=2),
+                        maximum_interval=timedelta(minutes=1),
+                        maximum_attempts=timeouts.provider_attempts,
+                    ),
+                )
+                break
+            except ActivityError as error:
+                _reraise_cancellation(error)
+                if _refused_for_good(error):
+                    await self._escalate_current(f"the reboot could not be requested: {_failure(error)}")
+                # The attempts ran out on something other than the provider (the Kubernetes API, lost
+                # workers). The request is recorded on the node, so running the step again is safe.
+                await workflow.sleep(_STEP_AGAIN, summary=f"reboot step failed ({_failure(error)}); again soon")
         self._repair_log.append(f"{'graceful ' if boot.graceful else ''}reboot via {boot.provider}: {boot.detail}")
         return boot
 
@@ -540,6 +549,12 @@ def _reraise_cancellation(error: ActivityError) -> None:
     """An operator's cancel reaches a waiting step as its failure; it must end the run as Cancelled."""
     if isinstance(error.cause, CancelledError):
         raise asyncio.CancelledError() from error
+
+
+def _refused_for_good(error: ActivityError) -> bool:
+    """The provider kept failing, or something failed that no retry can change: a person must look."""
+    cause = error.cause
+    return isinstance(cause, ApplicationError) and (cause.type == "ProviderError" or cause.non_retryable)
 
 
 def _failure(error: ActivityError) -> str:

@@ -231,3 +231,15 @@ async def test_an_operator_cancel_while_the_provider_is_retried_hands_the_node_b
     assert status.phase is Phase.CANCELLED
     assert [r.outcome for r in node.releases] == [Outcome.RESOLVED]
     assert node.reboots == 0
+
+
+async def test_a_reboot_step_that_runs_out_of_attempts_on_kubernetes_runs_again(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    # The API server is down longer than the step's attempts last; the provider never failed.
+    node.provider_errors = [ApplicationError("Kubernetes API: 503", type="ApiException") for _ in range(6)]
+    status = await remediate(time_skipping_env, queue, node)
+
+    assert status.phase is Phase.RESOLVED, status.reason
+    assert node.steps.count(Step.REBOOT.value) == 7, "two rounds of 4 attempts, the second succeeding"
+    assert node.reboots == 1
