@@ -19,8 +19,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -29,22 +28,11 @@ from bench.measure import describe
 from gpuheal.activities.providers import RebootProvider, RebootTarget
 from gpuheal.activities.providers.configured import build_providers
 from gpuheal.activities.providers.simulator import SimulatorProvider
+from gpuheal.demo.run import cloud_client_environment
 from gpuheal.simulator import FleetConfig, SimulatedCluster
 
 NODES = 20
 CLOUDS = ("aws", "azure", "gcp", "nebius", "redfish")
-
-
-@contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
-    """This process's environment with `values` added, as a worker on that cloud would have it."""
-    saved = dict(os.environ)
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def targets(cluster: SimulatedCluster) -> list[RebootTarget]:
@@ -94,10 +82,12 @@ async def run() -> None:
         print(f"  simulator (plain HTTP, baseline)  reboot {describe(baseline)}")
         for cloud in CLOUDS:
             config = FleetConfig(nodes=NODES, cloud=cloud, workloads=False, reboot_seconds=0.5)
-            async with SimulatedCluster(config, state_dir=Path(state) / cloud) as cluster:
-                with environment(cluster.client_environment()):
-                    [provider] = build_providers([cloud], os.environ)
-                    reboots, described = await measure(provider, cluster)
+            async with (
+                SimulatedCluster(config, state_dir=Path(state) / cloud) as cluster,
+                cloud_client_environment(cluster),
+            ):
+                [provider] = build_providers([cloud], os.environ)
+                reboots, described = await measure(provider, cluster)
             print(
                 f"  {cloud:<8} reboot {describe(reboots)} ({statistics.median(reboots) / base:.0f}× the baseline's p50)"
                 f"; describe {describe(described)}"

@@ -82,7 +82,7 @@ async def run_demo(options: DemoOptions) -> int:
         )
         async with (
             SimulatedCluster(fleet, state_dir=options.state_dir / "fleet") as cluster,
-            _cloud_client_environment(cluster),
+            cloud_client_environment(cluster),
             running_worker(
                 WorkerSettings(kubeconfig=cluster.kubeconfig, simulator_url=cluster.url, metrics_address=None),
                 server.client,
@@ -108,7 +108,7 @@ async def run_demo(options: DemoOptions) -> int:
 
 
 @contextlib.asynccontextmanager
-async def _cloud_client_environment(cluster: SimulatedCluster) -> AsyncIterator[None]:
+async def cloud_client_environment(cluster: SimulatedCluster) -> AsyncIterator[None]:
     """Give this process the environment a worker on that cloud has, pointed at the simulator.
 
     The demo's worker runs in this process, and the cloud SDKs read their endpoints and
