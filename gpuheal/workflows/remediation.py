@@ -289,10 +289,13 @@ class RemediationWorkflow:
         if not state.gpu_reset.ok:
             return state.gpu_reset.detail
         self._repair_log.append(f"GPU reset: {state.gpu_reset.detail}")
-        if self._action is not RecommendedAction.COMPONENT_RESET:
-            return f"a fault needing {self._action.name} arrived during the reset"
-        self._enter(Phase.VERIFYING)
-        return await self._gpu_problem(state)
+        if self._action is RecommendedAction.COMPONENT_RESET:
+            self._enter(Phase.VERIFYING)
+            problem = await self._gpu_problem(state)
+            # A fault needing more than a reset may also arrive while the GPUs are verified.
+            if problem is not None or self._action is RecommendedAction.COMPONENT_RESET:
+                return problem
+        return f"a fault needing {self._action.name} arrived during the reset"
 
     async def _reboot(self) -> NodeState:
         """Reboot through the provider, gracefully first when the policy asks; the node back Ready."""
@@ -303,8 +306,9 @@ class RemediationWorkflow:
                 return await self._wait_for_node(boot)  # the provider has no gentler restart: this was the reboot
             self._enter(Phase.WAITING_FOR_NODE)
             state = await self._poll_node(_back_after(boot), graceful_timeout)
-            if _back_after(boot)(state) or state.boot_id != boot.boot_id_before:
-                # Back, or rebooted and still booting: the graceful restart happened; forcing would reboot twice.
+            if state.boot_id != boot.boot_id_before:
+                # Back, or on a new boot and still coming up: the graceful restart happened; forcing
+                # one now would reboot twice.
                 return await self._wait_for_node(boot)
             workflow.logger.info("%s did not restart gracefully within %s; forcing it", self._node, graceful_timeout)
         return await self._wait_for_node(await self._request_reboot(graceful=False))

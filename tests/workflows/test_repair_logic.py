@@ -20,6 +20,7 @@ from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import RemediationPolicy, RepairPolicy, StepTimeouts
 from gpuheal.domain.remediation import RemediationStatus
 from gpuheal.domain.steps import Outcome, Step
+from gpuheal.workflows.remediation import RemediationWorkflow
 from tests.workflows.fake_activities import FakeNode
 
 
@@ -203,6 +204,8 @@ async def test_a_fault_needing_a_reboot_during_the_reset_still_reboots(
         await asyncio.sleep(0.05)
     worse = Fault(node=node.name, action=RecommendedAction.RESTART_BM, xid=79, event_id="b")
     await remediations.report_fault(time_skipping_env.client, worse, policy, task_queue=queue)
+    while (await handle.query(RemediationWorkflow.status)).action is not RecommendedAction.RESTART_BM:
+        await asyncio.sleep(0.05)  # the workflow has taken the new fault in before the agent answers
     node.reset_outcome = "confirm"
     node.reset_report = GpuResetReport(
         id=node.reset_orders[0].holder, ok=True, detail="reset GPU-aaaa", at=datetime.now(UTC)
