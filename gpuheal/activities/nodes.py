@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes.aio import client
-from kubernetes.aio.client.models import V1Node
+from kubernetes.aio.client.models import V1Node, V1Taint
 from pydantic import ValidationError
 from temporalio import activity
 
@@ -60,7 +60,7 @@ class NodeActivities:
             taint = {
                 "key": marks.QUARANTINE_TAINT_KEY,
                 "effect": "NoSchedule",
-                "timeAdded": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "timeAdded": _rfc3339(datetime.now(UTC)),
             }
             await merge_patch_node(
                 self._core,
@@ -124,9 +124,32 @@ class NodeActivities:
 
 
 def _foreign_taints(node: V1Node) -> list[dict[str, Any]]:
-    """The node's taints other than gpuheal's, in the wire format a merge patch replaces the list with."""
+    """The node's taints other than gpuheal's, exactly as the API server serves them.
+
+    A merge patch replaces the whole list, so every taint gpuheal does not own must go back as it
+    came: camelCase field names (the API server drops `time_added` as an unknown field, and with it
+    the time the node lifecycle controller's NoExecute taints count their tolerations from) and
+    `timeAdded` in the server's own RFC 3339 form.
+    """
     taints = (node.spec.taints if node.spec else None) or []
-    return [t.to_dict() for t in taints if t.key != marks.QUARANTINE_TAINT_KEY]
+    return [_taint_json(t) for t in taints if t.key != marks.QUARANTINE_TAINT_KEY]
+
+
+def _taint_json(taint: V1Taint) -> dict[str, Any]:
+    wire: dict[str, Any] = {"key": taint.key}
+    if taint.value:
+        wire["value"] = taint.value
+    wire["effect"] = taint.effect
+    if taint.time_added is not None:
+        wire["timeAdded"] = _rfc3339(taint.time_added)
+    return wire
+
+
+def _rfc3339(moment: datetime) -> str:
+    """A metav1.Time as the API server writes it: whole seconds, UTC, `Z`."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _record(name: str, node: V1Node, cordoned_before: bool, *, managed: bool = True, boot_id: str = "") -> NodeRecord:

@@ -1,0 +1,73 @@
+"""Quarantine and release against the simulated API server: what gpuheal does not own comes back untouched."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes.aio import client
+from temporalio.testing import ActivityEnvironment
+
+from gpuheal.activities.nodes import NodeActivities
+from gpuheal.domain import marks
+from gpuheal.domain.steps import NodeRecord, Outcome, QuarantineRequest, ReleaseRequest
+from gpuheal.kubeclient import connect
+from gpuheal.simulator import FleetConfig, SimulatedCluster
+
+NODE = "gpu-node-000"
+HOLDER = "remediate-gpu-node-000/run-1"
+
+# Taints other components own, in the exact form the API server serves them: the node lifecycle
+# controller's NoExecute taint with its `timeAdded`, and an operator's taint with a value.
+FOREIGN_TAINTS: list[dict[str, Any]] = [
+    {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute", "timeAdded": "2026-11-30T08:15:00Z"},
+    {"key": "example.com/maintenance", "value": "rack-7", "effect": "PreferNoSchedule"},
+]
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[SimulatedCluster]:
+    config = FleetConfig(nodes=2, gpus_per_node=2, workloads=False, node_lifecycle_taints=False)
+    async with SimulatedCluster(config, state_dir=tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+async def api(cluster: SimulatedCluster) -> AsyncIterator[client.ApiClient]:
+    async with await connect(cluster.kubeconfig) as api_client:
+        yield api_client
+
+
+def taints_json(cluster: SimulatedCluster) -> str:
+    node = cluster.get_object("nodes", NODE)
+    assert node is not None
+    return json.dumps(node["spec"].get("taints", []), sort_keys=False)
+
+
+async def test_quarantine_and_release_hand_back_foreign_taints_byte_identical(
+    cluster: SimulatedCluster, api: client.ApiClient
+) -> None:
+    core = client.CoreV1Api(api)
+    await core.patch_node(NODE, {"spec": {"taints": FOREIGN_TAINTS}}, _content_type="application/merge-patch+json")
+    before = taints_json(cluster)
+    activities = NodeActivities(api)
+    env = ActivityEnvironment()
+
+    record: NodeRecord = await env.run(
+        activities.quarantine_node, QuarantineRequest(node=NODE, holder=HOLDER, reason="XID 79")
+    )
+    quarantined = cluster.get_object("nodes", NODE)
+    assert quarantined is not None
+    taints = quarantined["spec"]["taints"]
+    assert taints[: len(FOREIGN_TAINTS)] == FOREIGN_TAINTS, "quarantine rewrote a taint it does not own"
+    assert taints[-1]["key"] == marks.QUARANTINE_TAINT_KEY
+
+    await env.run(
+        activities.release_node,
+        ReleaseRequest(node=NODE, holder=HOLDER, outcome=Outcome.RESOLVED, cordoned_before=record.cordoned_before),
+    )
+
+    assert taints_json(cluster) == before
