@@ -77,7 +77,7 @@ async def run() -> None:
             SimulatedCluster(config, state_dir=Path(state) / "sim") as cluster,
             aiohttp.ClientSession() as session,
         ):
-            baseline, _ = await measure(SimulatorProvider(cluster.url, session), cluster)
+            baseline, _ = await measure(SimulatorProvider(cluster.control_url, session), cluster)
         base = statistics.median(baseline)
         print(f"  simulator (plain HTTP, baseline)  reboot {describe(baseline)}")
         for cloud in CLOUDS:

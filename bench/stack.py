@@ -23,6 +23,7 @@ from gpuheal.demo.devserver import DevServer
 @dataclass(frozen=True, slots=True)
 class Fleet:
     url: str
+    control_url: str
     kubeconfig: Path
 
 
@@ -69,13 +70,15 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
 
 @asynccontextmanager
 async def fleet_process(state_dir: Path, *args: str) -> AsyncIterator[Fleet]:
-    """`python -m gpuheal.simulator` with the given flags; yields its URL and kubeconfig."""
+    """`python -m gpuheal.simulator` with the given flags; yields its URLs and kubeconfig."""
     process, line = await _spawn(
         ["-m", "gpuheal.simulator", "--state-dir", str(state_dir), *args], ready=b'"kubeconfig"'
     )
     try:
         announced = json.loads(line)
-        yield Fleet(url=announced["url"], kubeconfig=Path(announced["kubeconfig"]))
+        yield Fleet(
+            url=announced["url"], control_url=announced["controlUrl"], kubeconfig=Path(announced["kubeconfig"])
+        )
     finally:
         await _stop(process)
 
@@ -116,7 +119,7 @@ async def remediation_stack(server: DevServer, state_dir: Path, *fleet_args: str
             "--kubeconfig",
             str(fleet.kubeconfig),
             "--simulator-url",
-            fleet.url,
+            fleet.control_url,
             "--metrics-address",
             "",
         ),

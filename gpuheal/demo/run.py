@@ -84,7 +84,7 @@ async def run_demo(options: DemoOptions) -> int:
             SimulatedCluster(fleet, state_dir=options.state_dir / "fleet") as cluster,
             cloud_client_environment(cluster),
             running_worker(
-                WorkerSettings(kubeconfig=cluster.kubeconfig, simulator_url=cluster.url, metrics_address=None),
+                WorkerSettings(kubeconfig=cluster.kubeconfig, simulator_url=cluster.control_url, metrics_address=None),
                 server.client,
             ),
             contextlib.AsyncExitStack() as agents,
@@ -184,5 +184,5 @@ async def _remediate(console: Console, client: Client, agent: Agent, options: De
 def _print_addresses(console: Console, server: DevServer, sim_url: str, kubeconfig: Path, agents: int) -> None:
     console.print(f"  Temporal     {server.address}  (export TEMPORAL_ADDRESS={server.address} for temporal/gpuheal)")
     console.print(f"  Temporal UI  {server.ui_url}")
-    console.print(f"  fleet        {sim_url}  (KUBECONFIG={kubeconfig})")
+    console.print(f"  fleet        {sim_url}  (KUBECONFIG={kubeconfig} kubectl get nodes)")
     console.print(f"  agents       {agents} node agent(s) with fake NVML, sockets under .../nodes/<node>/run")

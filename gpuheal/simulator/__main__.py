@@ -68,6 +68,8 @@ async def serve(args: argparse.Namespace, config: FleetConfig) -> None:
     try:
         line = {
             "url": cluster.url,
+            "controlUrl": cluster.control_url,
+            "caFile": str(cluster.ca_file),
             "kubeconfig": str(cluster.kubeconfig),
             "nodes": config.nodes,
             "buildSeconds": round(cluster.build_seconds, 3),

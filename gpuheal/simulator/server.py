@@ -1,4 +1,4 @@
-"""``SimulatedCluster``: the simulated fleet served over HTTP, with a kubeconfig to reach it.
+"""``SimulatedCluster``: the simulated fleet's Kubernetes API over HTTPS, with a kubeconfig to reach it.
 
 Use it from asyncio::
 
@@ -10,22 +10,28 @@ or from synchronous code, with the event loop in a background thread::
     with SimulatedCluster.running_in_thread(FleetConfig(), state_dir) as cluster:
         ...
 
-The server binds 127.0.0.1 on a free port unless told otherwise. The kubeconfig it writes names
-the server, a context and a user with a bearer token (the only token the API accepts). The helper
-methods (``request_reboot``, ``inject_fault``, ``reboot_requests``, ``get_object`` …) may be called
-from any thread: in thread mode they run on the simulation's loop and wait for the result.
-``store`` gives direct access to the object store; use it only on the simulation's loop.
+The API is served over HTTPS (127.0.0.1 on a free port unless told otherwise) with a certificate
+from the simulator's own CA, as a real API server is: kubectl and the official clients send bearer
+tokens only over TLS. The kubeconfig it writes carries the CA (``certificate-authority-data``), the
+server, a context and a user with a bearer token (the only token the API accepts). The simulator's
+own control API (``/sim/v1``: reboots and faults, what a cloud console would do) listens on plain
+HTTP on the same host at ``control_url``. The helper methods (``request_reboot``, ``inject_fault``,
+``reboot_requests``, ``get_object`` …) may be called from any thread: in thread mode they run on the
+simulation's loop and wait for the result. ``store`` gives direct access to the object store; use it
+only on the simulation's loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
 import secrets
 import shutil
 import socket
+import ssl
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -35,8 +41,8 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from . import tls
 from .api import KubernetesApi
-from .clouds import tls
 from .clouds.catalog import ENDPOINTS
 from .clouds.endpoint import CloudContext, CloudEndpoint
 from .clouds.faults import CloudFault
@@ -53,12 +59,13 @@ CLUSTER_NAME = "gpuheal-sim"
 USER_NAME = "gpuheal-sim-admin"
 
 
-def write_kubeconfig(path: Path, url: str, token: str) -> Path:
-    """Write a kubeconfig (JSON is valid YAML) pointing at ``url`` with a bearer-token user."""
+def write_kubeconfig(path: Path, url: str, token: str, ca_file: Path) -> Path:
+    """Write a kubeconfig (JSON is valid YAML) for ``url``, trusting ``ca_file``, with a bearer-token user."""
+    authority = base64.b64encode(ca_file.read_bytes()).decode()
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": CLUSTER_NAME, "cluster": {"server": url}}],
+        "clusters": [{"name": CLUSTER_NAME, "cluster": {"server": url, "certificate-authority-data": authority}}],
         "users": [{"name": USER_NAME, "user": {"token": token}}],
         "contexts": [{"name": CLUSTER_NAME, "context": {"cluster": CLUSTER_NAME, "user": USER_NAME}}],
         "current-context": CLUSTER_NAME,
@@ -72,6 +79,16 @@ def write_kubeconfig(path: Path, url: str, token: str) -> Path:
         fh.write("\n")
     os.replace(tmp, path)
     return path
+
+
+async def _serve(
+    app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None
+) -> tuple[web.AppRunner, int]:
+    """Serve `app` on host:port (0: a free one); returns the runner and the port it got."""
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=2.0)
+    await runner.setup()
+    await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
+    return runner, int(runner.addresses[0][1])
 
 
 def resource_type(resource: str) -> ResourceType:
@@ -110,9 +127,12 @@ class SimulatedCluster:
         self._thread: threading.Thread | None = None
         self._stop_event: asyncio.Event | None = None
         self._thread_error: BaseException | None = None
+        self._control_runner: web.AppRunner | None = None
+        self.control_port = 0
         self._cloud_runner: web.AppRunner | None = None
         self._clouds: list[CloudEndpoint] = []
         self._cloud_context: CloudContext | None = None
+        self._certificates: tls.Certificates | None = None
 
     # --- lifecycle (asyncio) -----------------------------------------------------------------------
 
@@ -126,23 +146,21 @@ class SimulatedCluster:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         sim = Simulation(self.config)
         self._sim = sim
-        await self._serve_clouds(sim, self.state_dir)
+        certificates = tls.issue(self.state_dir / "tls", tuple(dict.fromkeys((self.host, "127.0.0.1", "localhost"))))
+        self._certificates = certificates
+        await self._serve_clouds(sim, self.state_dir, certificates)
         sim.build()
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        KubernetesApi(sim, self.token).add_routes(app)
-        ControlApi(sim).add_routes(app)
-        runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=2.0)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self._requested_port)
-        await site.start()
-        self._runner = runner
-        self.port = int(runner.addresses[0][1])
-        write_kubeconfig(self.kubeconfig, self.url, self.token)
+        api = web.Application(client_max_size=64 * 1024 * 1024)
+        KubernetesApi(sim, self.token).add_routes(api)
+        self._runner, self.port = await _serve(api, self.host, self._requested_port, certificates.server_context())
+        control = web.Application()
+        ControlApi(sim).add_routes(control)
+        self._control_runner, self.control_port = await _serve(control, self.host, 0, None)
+        write_kubeconfig(self.kubeconfig, self.url, self.token, certificates.ca_file)
         return self
 
-    async def _serve_clouds(self, sim: Simulation, state_dir: Path) -> None:
+    async def _serve_clouds(self, sim: Simulation, state_dir: Path, certificates: tls.Certificates) -> None:
         """Serve every simulated cloud on an HTTPS listener and give the fleet the chosen cloud's identities."""
-        certificates = tls.issue(state_dir / "tls", (self.host, "localhost"))
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind((self.host, 0))
@@ -175,9 +193,10 @@ class SimulatedCluster:
             self._cloud_runner = None
         if self._sim is not None:
             self._sim.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        for runner in (self._runner, self._control_runner):
+            if runner is not None:
+                await runner.cleanup()
+        self._runner = self._control_runner = None
         if self._own_state_dir and self.state_dir is not None:
             shutil.rmtree(self.state_dir, ignore_errors=True)
 
@@ -252,7 +271,13 @@ class SimulatedCluster:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        """The Kubernetes API's base URL (HTTPS, trusted through ``ca_file``)."""
+        return f"https://{self.host}:{self.port}"
+
+    @property
+    def control_url(self) -> str:
+        """The base URL of the simulator's own control API (``/sim/v1``, plain HTTP)."""
+        return f"http://{self.host}:{self.control_port}"
 
     @property
     def cloud_url(self) -> str:
@@ -261,8 +286,10 @@ class SimulatedCluster:
 
     @property
     def ca_file(self) -> Path:
-        """The CA certificate that signed the HTTPS listener's certificate."""
-        return self._context().certificates.ca_file
+        """The CA certificate that signed the HTTPS listeners' certificate (API server and clouds)."""
+        if self._certificates is None:
+            raise RuntimeError("the simulated cluster has not been started")
+        return self._certificates.ca_file
 
     def client_environment(self) -> dict[str, str]:
         """Environment under which the cloud SDKs' standard settings reach the simulated clouds."""

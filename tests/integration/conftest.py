@@ -124,7 +124,7 @@ async def make_stack(dev_server: DevServer, tmp_path: Path) -> AsyncIterator[Sta
         settings = WorkerSettings(
             task_queue=task_queue,
             kubeconfig=cluster.kubeconfig,
-            simulator_url=cluster.url,
+            simulator_url=cluster.control_url,
             metrics_address=None,
             graceful_shutdown=timedelta(seconds=1),
         )

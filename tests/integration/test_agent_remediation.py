@@ -122,7 +122,7 @@ async def test_a_temporal_outage_delays_but_does_not_lose_the_remediation(
             settings = WorkerSettings(
                 task_queue=stack.task_queue,
                 kubeconfig=stack.cluster.kubeconfig,
-                simulator_url=stack.cluster.url,
+                simulator_url=stack.cluster.control_url,
                 metrics_address=None,
                 graceful_shutdown=timedelta(seconds=1),
             )

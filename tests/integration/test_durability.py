@@ -43,7 +43,7 @@ async def spawn_worker() -> AsyncIterator[WorkerFactory]:
             "--kubeconfig",
             str(stack.cluster.kubeconfig),
             "--simulator-url",
-            stack.cluster.url,
+            stack.cluster.control_url,
             "--metrics-address",
             "",
             "--sticky-queue-timeout-seconds",

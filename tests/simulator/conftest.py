@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,11 @@ T = TypeVar("T")
 
 # Short delays keep the suite quick; long enough to observe the in-between states.
 FAST = {"reboot_seconds": 0.3, "pod_start_seconds": 0.1, "eviction_retry_after_seconds": 1}
+
+
+def trusting(cluster: SimulatedCluster) -> ssl.SSLContext:
+    """A client TLS context that trusts the simulator's CA (what the kubeconfig carries)."""
+    return ssl.create_default_context(cafile=str(cluster.ca_file))
 
 
 def fast_config(**overrides: object) -> FleetConfig:

@@ -13,7 +13,7 @@ from kubernetes.aio.client.exceptions import ApiException
 
 from gpuheal.simulator import SimulatedCluster
 
-from .conftest import aio_api, fast_config, new_watch
+from .conftest import aio_api, fast_config, new_watch, trusting
 
 MERGE = "application/merge-patch+json"
 
@@ -204,7 +204,7 @@ async def test_watch_from_a_too_old_resource_version_is_410(tmp_path: Path) -> N
 async def test_unauthorized_without_the_token(cluster: SimulatedCluster) -> None:
     import aiohttp
 
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=trusting(cluster))) as session:
         async with session.get(f"{cluster.url}/api/v1/nodes") as response:
             assert response.status == 401
             assert (await response.json())["reason"] == "Unauthorized"

@@ -53,7 +53,8 @@ def test_process_prints_its_address_and_stops_on_sigterm(tmp_path: Path) -> None
 
 def _check_running_simulator(proc: subprocess.Popen[str], kubeconfig: Path) -> None:
     line = json.loads(_read_line(proc, 30))
-    assert line["url"].startswith("http://127.0.0.1:")
+    assert line["url"].startswith("https://127.0.0.1:")
+    assert line["controlUrl"].startswith("http://127.0.0.1:")
     assert Path(line["kubeconfig"]) == kubeconfig and kubeconfig.exists()
     configuration = kubernetes.client.Configuration()
     kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]

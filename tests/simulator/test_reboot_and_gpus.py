@@ -34,7 +34,7 @@ async def _get(url: str) -> tuple[int, Any]:
 async def test_reboot_goes_not_ready_then_ready_with_a_new_boot_id(cluster: SimulatedCluster, core: Any) -> None:
     node = "gpu-node-001"
     boot = (await core.read_node(node)).status.node_info.boot_id
-    status, receipt = await _post(f"{cluster.url}/sim/v1/nodes/{node}/reboot", {"requestId": "r-1"})
+    status, receipt = await _post(f"{cluster.control_url}/sim/v1/nodes/{node}/reboot", {"requestId": "r-1"})
     assert status == 202
     assert receipt["node"] == node and receipt["rebootRequests"] == 1 and receipt["requestedAt"].endswith("Z")
     down = await core.read_node(node)
@@ -45,9 +45,9 @@ async def test_reboot_goes_not_ready_then_ready_with_a_new_boot_id(cluster: Simu
     trainer = (await core.list_namespaced_pod("ml", field_selector=f"spec.nodeName={node}")).items[0]
     assert {c.type: c.status for c in trainer.status.conditions}["Ready"] == "False"
     # The same requestId again is not a second request; a new one during the reboot is counted only.
-    _, again = await _post(f"{cluster.url}/sim/v1/nodes/{node}/reboot", {"requestId": "r-1"})
+    _, again = await _post(f"{cluster.control_url}/sim/v1/nodes/{node}/reboot", {"requestId": "r-1"})
     assert again["duplicate"] is True and again["rebootRequests"] == 1
-    _, during = await _post(f"{cluster.url}/sim/v1/nodes/{node}/reboot")
+    _, during = await _post(f"{cluster.control_url}/sim/v1/nodes/{node}/reboot")
     assert during["rebootRequests"] == 2 and during["alreadyRebooting"] is True
 
     async def back() -> Any:
@@ -58,7 +58,7 @@ async def test_reboot_goes_not_ready_then_ready_with_a_new_boot_id(cluster: Simu
     assert up.status.node_info.boot_id != boot
     assert _conditions(up)["Ready"].reason == "KubeletReady"
     assert up.spec.taints is None
-    _, truth = await _get(f"{cluster.url}/sim/v1/nodes/{node}")
+    _, truth = await _get(f"{cluster.control_url}/sim/v1/nodes/{node}")
     assert truth["rebootRequests"] == 2 and truth["rebootsCompleted"] == 1
     assert truth["bootId"] == up.status.node_info.boot_id and truth["ready"] is True
     assert truth["lastRebootRequestAt"] == during["requestedAt"]
@@ -77,7 +77,7 @@ async def test_reboot_goes_not_ready_then_ready_with_a_new_boot_id(cluster: Simu
 
 async def test_fault_sets_gpu_healthy_false_and_reboot_clears_it(cluster: SimulatedCluster, core: Any) -> None:
     node = "gpu-node-002"
-    status, result = await _post(f"{cluster.url}/sim/v1/nodes/{node}/faults", {"xid": 79, "gpu": 3})
+    status, result = await _post(f"{cluster.control_url}/sim/v1/nodes/{node}/faults", {"xid": 79, "gpu": 3})
     assert status == 201
     assert result["gpu"]["uuid"] == gpu_uuid(node, 3) and result["gpu"]["pci"] == "0000:5D:00.0"
     assert result["gpu"]["healthy"] is False and result["gpuHealthy"] is False
@@ -86,7 +86,7 @@ async def test_fault_sets_gpu_healthy_false_and_reboot_clears_it(cluster: Simula
     assert (cond.status, cond.reason) == ("False", "GpuFault")
     assert "XID 79" in cond.message and gpu_uuid(node, 3) in cond.message
     assert faulty.status.allocatable["nvidia.com/gpu"] == "7"
-    _, truth = await _get(f"{cluster.url}/sim/v1/nodes/{node}")
+    _, truth = await _get(f"{cluster.control_url}/sim/v1/nodes/{node}")
     assert [g["xids"] for g in truth["gpus"]][3] == [79]
     cluster.request_reboot(node)
 
@@ -109,7 +109,7 @@ async def test_fault_that_survives_reboot(tmp_path: Path) -> None:
         node = "gpu-node-000"
         uuid = gpu_uuid(node, 5)
         status, _ = await _post(
-            f"{cluster.url}/sim/v1/nodes/{node}/faults", {"xid": 48, "gpu": uuid, "survivesReboot": True}
+            f"{cluster.control_url}/sim/v1/nodes/{node}/faults", {"xid": 48, "gpu": uuid, "survivesReboot": True}
         )
         assert status == 201
         cluster.inject_fault(node, 31, 1)
@@ -145,7 +145,7 @@ async def test_config_option_keeps_every_fault_over_reboots(tmp_path: Path) -> N
 
 
 async def test_control_api_errors(cluster: SimulatedCluster) -> None:
-    base = f"{cluster.url}/sim/v1/nodes"
+    base = f"{cluster.control_url}/sim/v1/nodes"
     status, body = await _post(f"{base}/nope/reboot")
     assert status == 404 and "nope" in body["error"]
     status, body = await _get(f"{base}/nope")
@@ -163,14 +163,14 @@ async def test_control_api_errors(cluster: SimulatedCluster) -> None:
     status, body = await _post(f"{base}/gpu-node-000/faults", raw=b"{not json")
     assert status == 400 and "JSON" in body["error"]
     assert cluster.reboot_requests("gpu-node-000") == 0, "a rejected request changes nothing"
-    status, body = await _get(f"{cluster.url}/sim/v1/nodes")
+    status, body = await _get(f"{cluster.control_url}/sim/v1/nodes")
     assert status == 200 and body["nodes"][0]["name"] == "gpu-node-000"
 
 
 async def test_slow_reboot_reply_records_the_request_before_answering(tmp_path: Path) -> None:
     config = fast_config(nodes=1, workloads=False, reboot_reply_seconds=1.0)
     async with SimulatedCluster(config, state_dir=tmp_path) as slow:
-        reply = asyncio.create_task(_post(f"{slow.url}/sim/v1/nodes/gpu-node-000/reboot"))
+        reply = asyncio.create_task(_post(f"{slow.control_url}/sim/v1/nodes/gpu-node-000/reboot"))
         await asyncio.sleep(0.3)
         assert not reply.done(), "the answer is held back"
         assert slow.reboot_requests("gpu-node-000") == 1, "the request was recorded at once"

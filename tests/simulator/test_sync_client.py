@@ -82,7 +82,7 @@ def test_running_in_thread_context_manager_writes_a_working_kubeconfig() -> None
     with SimulatedCluster.running_in_thread(fast_config(nodes=2, workloads=False)) as cluster:
         core: Any = kubernetes.client.CoreV1Api(sync_api(cluster))
         assert [n.metadata.name for n in core.list_node().items] == ["gpu-node-000", "gpu-node-001"]
-        assert cluster.url.startswith("http://127.0.0.1:")
+        assert cluster.url.startswith("https://127.0.0.1:")
         kubeconfig = cluster.kubeconfig
         assert kubeconfig.exists() and oct(kubeconfig.stat().st_mode & 0o777) == "0o600"
     assert not kubeconfig.exists(), "a temporary state directory is removed on stop"

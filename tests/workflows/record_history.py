@@ -33,7 +33,7 @@ async def record() -> None:
                 settings = WorkerSettings(
                     task_queue=f"record-{uuid.uuid4()}",
                     kubeconfig=cluster.kubeconfig,
-                    simulator_url=cluster.url,
+                    simulator_url=cluster.control_url,
                     metrics_address=None,
                 )
                 async with running_worker(settings, server.client):

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, ClassVar
 from aiohttp import web
 
 from gpuheal.simulator.clouds.faults import CloudFault, CloudFaults
-from gpuheal.simulator.clouds.tls import Certificates
 from gpuheal.simulator.jsonvalues import JsonDict, dig
+from gpuheal.simulator.tls import Certificates
 
 if TYPE_CHECKING:
     from gpuheal.simulator.simulation import Simulation

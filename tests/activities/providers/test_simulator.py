@@ -40,7 +40,7 @@ async def _raises(call: Awaitable[object]) -> ProviderError:
 
 
 async def test_reboot_is_recorded_and_reported(cluster: SimulatedCluster, session: aiohttp.ClientSession) -> None:
-    provider = SimulatorProvider(cluster.url, session)
+    provider = SimulatorProvider(cluster.control_url, session)
     since = datetime.now(UTC) - timedelta(seconds=1)
     assert (await provider.reboot(RebootTarget(NODE, f"sim://{NODE}"))).startswith(
         f"simulator accepted the reboot of {NODE} at "
@@ -50,7 +50,7 @@ async def test_reboot_is_recorded_and_reported(cluster: SimulatedCluster, sessio
 
 
 async def test_an_unknown_node_is_refused(cluster: SimulatedCluster, session: aiohttp.ClientSession) -> None:
-    provider = SimulatorProvider(cluster.url, session)
+    provider = SimulatorProvider(cluster.control_url, session)
     error = await _raises(provider.reboot(RebootTarget("gpu-node-404", "sim://gpu-node-404")))
     assert not error.retryable and error.refused  # the simulator answered that it did nothing
     # Reads ask for nothing: their errors are not marked.
@@ -71,7 +71,7 @@ async def test_a_reboot_whose_answer_times_out_is_not_refused(
     cluster: SimulatedCluster, session: aiohttp.ClientSession
 ) -> None:
     # The simulator recorded the reboot and answers late: asking again would reboot the node twice.
-    provider = SimulatorProvider(cluster.url, session, timeout=0.2)
+    provider = SimulatorProvider(cluster.control_url, session, timeout=0.2)
     error = await _raises(provider.reboot(RebootTarget(NODE, f"sim://{NODE}")))
     assert error.retryable and not error.refused
     assert "did not answer POST" in str(error)

@@ -151,7 +151,9 @@ async def test_injected_faults_answer_in_redfish_terms(
     # Through the control API, as the demo and other processes inject them.
     async with (
         aiohttp.ClientSession() as control,
-        control.post(f"{cluster.url}/sim/v1/clouds/redfish/faults", json={"fault": fault, "count": 1}) as response,
+        control.post(
+            f"{cluster.control_url}/sim/v1/clouds/redfish/faults", json={"fault": fault, "count": 1}
+        ) as response,
     ):
         assert response.status == 201
     target = "/redfish/v1/Systems/gpu-node-000/Actions/ComputerSystem.Reset"

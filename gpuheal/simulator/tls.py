@@ -1,9 +1,11 @@
-"""A private certificate authority for the simulator's HTTPS listener.
+"""A private certificate authority for the simulator's HTTPS listeners.
 
-Cloud SDKs insist on TLS (Azure's refuses to send a bearer token over plain HTTP), so the simulator
-serves its clouds over HTTPS with a certificate for 127.0.0.1 and localhost, signed by a CA made
-for this run. Clients trust the CA through their standard settings (``REQUESTS_CA_BUNDLE``,
-``AWS_CA_BUNDLE``); nothing is added to the system's trust store.
+The Kubernetes API is served over HTTPS as a real API server is (kubectl sends no bearer token over
+plain HTTP), and so are the clouds (Azure's SDK refuses to send a token over plain HTTP either).
+Both listeners use one certificate for 127.0.0.1 and localhost, signed by a CA made for this run.
+Clients trust the CA through their standard settings (the kubeconfig's
+``certificate-authority-data``, ``REQUESTS_CA_BUNDLE``, ``AWS_CA_BUNDLE``); nothing is added to the
+system's trust store.
 """
 
 from __future__ import annotations
