@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import errors
+from . import errors, tables
 from .jsonvalues import JsonDict, dumps
 from .registry import DeleteOptions, ListResult, Registry
 from .resources import BY_PATH, ResourceType, discovery_resources, group_versions, to_view
@@ -214,7 +214,7 @@ class KubernetesApi:
         else:
             assert t.name is not None
             name = t.name
-            handlers["GET"] = lambda: self._respond_entry(t.rt, reg.get(t.rt, ns, name))
+            handlers["GET"] = lambda: self._get(request, t.rt, reg.get(t.rt, ns, name))
             handlers["PUT"] = lambda: self._replace(request, t, dry_run)
             handlers["PATCH"] = lambda: self._patch(request, t, dry_run)
             if t.subresource is None:
@@ -234,6 +234,13 @@ class KubernetesApi:
 
     async def _respond_entry(self, rt: ResourceType, entry: Entry, status: int = 200) -> web.Response:
         return raw_response(self._encode(rt, entry), status)
+
+    async def _get(self, request: web.Request, rt: ResourceType, entry: Entry) -> web.Response:
+        if tables.wants_table(request.headers.get("Accept", "")):
+            return json_response(
+                tables.table(rt.key, [to_view(rt, entry.obj)], str(entry.rv), request.query.get("includeObject"))
+            )
+        return await self._respond_entry(rt, entry)
 
     async def _create(self, request: web.Request, t: Target, dry_run: bool) -> web.Response:
         entry = self.registry.create(t.rt, t.namespace or "", await _body(request), dry_run)
@@ -295,6 +302,16 @@ class KubernetesApi:
             except ValueError:
                 raise errors.bad_request(f"invalid limit: {q['limit']!r}") from None
         result = self.registry.list(t.rt, t.namespace, labels, fields, limit, q.get("continue") or None)
+        if tables.wants_table(request.headers.get("Accept", "")):
+            listed = tables.table(
+                t.rt.key,
+                [to_view(t.rt, e.obj) for e in result.items],
+                str(result.resource_version),
+                q.get("includeObject"),
+            )
+            if result.continue_token:
+                listed["metadata"]["continue"] = result.continue_token
+            return json_response(listed)
         return raw_response(self._encode_list(t.rt, result))
 
     @staticmethod
