@@ -54,7 +54,8 @@ async def spawn_worker() -> AsyncIterator[WorkerFactory]:
         )
         started.append(process)
         assert process.stderr is not None
-        while b"worker polling" not in (line := await asyncio.wait_for(process.stderr.readline(), 30)):
+        # A worker imports every cloud SDK before it polls: on a busy 2-core machine that alone takes 20 s.
+        while b"worker polling" not in (line := await asyncio.wait_for(process.stderr.readline(), 120)):
             assert line, "the worker exited before it started polling"
         # Keep reading its log so a full pipe never blocks the worker.
         drains.append(asyncio.create_task(process.stderr.read()))
