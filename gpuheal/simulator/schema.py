@@ -20,7 +20,8 @@ name. It is compiled once per kind and cached.
   ``time.Parse`` message;
 * a JSON value of the wrong type is a ``DecodeError`` with ``encoding/json``'s message
   (``json: cannot unmarshal string into Go struct field NodeSpec.spec.unschedulable of type bool``);
-  quantities accept numbers (written back as strings), int-or-string fields an integer or a string.
+  quantities accept numbers (written back as strings) and must parse, int-or-string fields take an
+  integer or a string.
 
 Upstream: ``staging/src/k8s.io/apimachinery/pkg/runtime/serializer/json/json.go`` (strict
 decoding), ``staging/src/k8s.io/apimachinery/pkg/runtime/converter.go``
@@ -381,14 +382,12 @@ class _Walk:
             return format_time(moment, node == MICROTIME)
         if node == QUANTITY:
             if isinstance(value, str):
-                return value
+                return _quantity(value)
             if isinstance(value, int) and not isinstance(value, bool):
                 return str(value)
-            if isinstance(value, float) and value.is_integer():
-                return str(int(value))
-            raise DecodeError(
-                "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
-            )
+            if isinstance(value, float):
+                return str(int(value)) if value.is_integer() else _quantity(repr(value))
+            raise DecodeError(_QUANTITY_FORMAT)
         if node == INTSTR:
             if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
                 return value
@@ -436,6 +435,20 @@ class _Walk:
         if self.sort:  # keep the object's own key order
             out = {k: out[k] for k in value if k in out}
         return out
+
+
+_QUANTITY_FORMAT = "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+_QUANTITY_SHAPE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eEinumkKMGTP]*[-+]?[0-9]*\Z")
+_QUANTITY = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]+)?\Z")
+
+
+def _quantity(text: str) -> str:
+    """``resource.ParseQuantity``'s checks (``ErrFormatWrong``, ``ErrSuffix``); not canonicalised."""
+    if _QUANTITY.match(text):
+        return text
+    if not _QUANTITY_SHAPE.match(text):
+        raise DecodeError(_QUANTITY_FORMAT)
+    raise DecodeError("unable to parse quantity's suffix")
 
 
 def _zero(node: Node) -> Any:

@@ -18,6 +18,7 @@ from kubernetes.aio.client.exceptions import ApiException
 from gpuheal.simulator import SimulatedCluster
 from gpuheal.simulator.resources import ALL, to_view
 from gpuheal.simulator.schema import decode, schema_for
+from gpuheal.simulator.validation import validate_create
 
 from .conformance import JSON_PATCH, MERGE, STRATEGIC, call, warning
 from .conftest import eventually
@@ -367,16 +368,23 @@ async def test_unparseable_time_is_a_decode_error(cluster: SimulatedCluster) -> 
     )
 
 
+async def _async(value: bool) -> bool:
+    return value
+
+
 async def test_what_the_simulator_serves_decodes_unchanged(cluster: SimulatedCluster, core: Any) -> None:
     """Every object the simulated controllers wrote is what a round trip through the Go types
-    gives (no field the types lack, times in their marshalled form), so a no-op write stays a no-op.
-    Upstream: ``staging/src/k8s.io/apimachinery/pkg/runtime/serializer/json/json.go``."""
+    gives (no field the types lack, times in their marshalled form), so a no-op write stays a no-op,
+    and passes validation. Upstream: ``staging/src/k8s.io/apimachinery/pkg/runtime/serializer/json/json.go``,
+    ``pkg/apis/core/validation/validation.go``."""
 
     async def running() -> bool:
         pods = await core.list_namespaced_pod("ml")
         return bool(pods.items) and all(p.status.phase == "Running" for p in pods.items)
 
     await eventually(running)
+    cluster.request_reboot("gpu-node-003")  # the node controller records Events about it
+    await eventually(lambda: _async(cluster.store.count("events") > 0))
     checked = 0
     for rt in ALL:
         schema = schema_for(rt.group, rt.version, rt.kind)
@@ -386,5 +394,35 @@ async def test_what_the_simulator_serves_decodes_unchanged(cluster: SimulatedClu
             decoded = decode(schema, view)
             assert decoded.strict == [], (rt.qualified, entry.name)
             assert decoded.obj == view, (rt.qualified, entry.name)
+            if rt.storage is None:
+                assert validate_create(rt.kind, entry.obj, rt.namespaced) == [], (rt.qualified, entry.name)
             checked += 1
     assert checked > 20
+
+
+async def test_quantities_and_int_or_strings_are_typed(cluster: SimulatedCluster) -> None:
+    """Upstream: ``staging/src/k8s.io/apimachinery/pkg/api/resource/quantity.go``
+    (``Quantity.UnmarshalJSON``: a number is read as a quantity and written back as a string; a
+    malformed one is ``ErrFormatWrong``) and ``staging/src/k8s.io/apimachinery/pkg/util/intstr``
+    (``IntOrString``: an integer or a string)."""
+    pod: dict[str, Any] = {
+        "metadata": {"name": "sized"},
+        "spec": {"containers": [{"name": "c", "image": "i", "resources": {"limits": {"nvidia.com/gpu": 1}}}]},
+    }
+    reply = await call(cluster, "POST", "/api/v1/namespaces/ml/pods", pod)
+    assert reply.status == 201, reply.body
+    assert reply.body["spec"]["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    pod["metadata"] = {"name": "oversized"}
+    pod["spec"]["containers"][0]["resources"] = {"limits": {"memory": "lots"}}
+    reply = await call(cluster, "POST", "/api/v1/namespaces/ml/pods", pod)
+    assert reply.status == 400
+    assert reply.body["message"] == (
+        'Pod in version "v1" cannot be handled as a Pod: quantities must match the regular expression '
+        "'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+    )
+    pdb = {"metadata": {"name": "half"}, "spec": {"maxUnavailable": True, "selector": {"matchLabels": {"a": "b"}}}}
+    reply = await call(cluster, "POST", "/apis/policy/v1/namespaces/ml/poddisruptionbudgets", pdb)
+    assert reply.status == 400
+    assert reply.body["message"].startswith(
+        'PodDisruptionBudget in version "v1" cannot be handled as a PodDisruptionBudget: json: cannot unmarshal bool'
+    )
