@@ -397,18 +397,13 @@ class Registry:
                     result["status"] = old["status"]
                 else:
                     result.pop("status", None)
-        causes = validation.validate_update(stored_rt.kind, result, old, rt.namespaced, v1_event=rt is EVENTS_V1)
-        if rt.key == "pods" and subresource != "status":
-            try:
+            if rt.key == "pods":
                 _check_pod_update(old, result)
-            except errors.ApiError as err:
-                if err.code != 422:
-                    raise
-                causes += errors.causes_of(err)
+            if not json_equal(old.get("spec"), result.get("spec")):
+                nm["generation"] = int(om.get("generation", 1)) + 1
+        causes = validation.validate_update(stored_rt.kind, result, old, rt.namespaced, v1_event=rt is EVENTS_V1)
         if causes:
             raise errors.invalid(stored_rt.kind, current.name, causes, stored_rt.group)
-        if subresource != "status" and not json_equal(old.get("spec"), result.get("spec")):
-            result["metadata"]["generation"] = int(old["metadata"].get("generation", 1)) + 1
         if dry_run:
             return Entry(result, current.rv)
         if _ready_to_remove(rt.key, result):
