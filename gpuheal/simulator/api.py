@@ -4,14 +4,15 @@ Paths follow the API server's layout (``/api/v1/...``, ``/apis/{group}/{version}
 ``namespaces/{ns}/`` for namespaced resources and ``/{name}/{subresource}``). Responses are what
 the real server writes: objects with ``kind``/``apiVersion``, typed lists with
 ``metadata.resourceVersion`` (and ``continue``), ``Status`` bodies on errors with the matching
-HTTP code, and chunked watch streams of ``{"type": ..., "object": ...}`` lines. Requests must carry
-the cluster's bearer token (401 otherwise), except ``/version`` and the health endpoints.
+HTTP code, ``Warning`` headers (``299 - "unknown field \\"spec.x\\""``) for what ``fieldValidation``
+(default ``Warn``) reports, and chunked watch streams of ``{"type": ..., "object": ...}`` lines.
+Requests must carry the cluster's bearer token (401 otherwise), except ``/version`` and the
+health endpoints.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -20,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import errors, tables
+from . import errors, schema, tables, validation
 from .jsonvalues import JsonDict, dumps
 from .registry import DeleteOptions, ListResult, Registry
 from .resources import BY_PATH, ResourceType, discovery_resources, group_versions, to_view
@@ -66,6 +67,46 @@ def error_response(err: errors.ApiError) -> web.Response:
     if err.retry_after:
         resp.headers["Retry-After"] = str(err.retry_after)
     return resp
+
+
+_WARNING_TOTAL_RUNES = 4 * 1024
+_WARNING_ITEM_RUNES = 256
+
+
+def warning_headers(texts: list[str]) -> list[str]:
+    """``Warning`` header values as the API server's warning recorder writes them: code 299, agent
+    ``-``, each text once, and when they add up to more than 4096 characters each cut to 256
+    (``staging/src/k8s.io/apiserver/pkg/endpoints/filters/warning.go``, ``net.NewWarningHeader``)."""
+    unique = [t for i, t in enumerate(texts) if t and t not in texts[:i]]
+    if sum(len(t) for t in unique) > _WARNING_TOTAL_RUNES:
+        kept: list[str] = []
+        total = 0
+        for text in unique:
+            text = text[:_WARNING_ITEM_RUNES]
+            if total >= _WARNING_TOTAL_RUNES:
+                break
+            kept.append(text)
+            total += len(text)
+        unique = kept
+    return ['299 - "' + t.replace("\\", "\\\\").replace('"', '\\"') + '"' for t in unique if t.isprintable()]
+
+
+def _add_warnings(resp: web.StreamResponse, warnings: list[str]) -> None:
+    for value in warning_headers(warnings):
+        resp.headers.add("Warning", value)
+
+
+_OPTIONS_KIND = {"POST": "CreateOptions", "PUT": "UpdateOptions", "PATCH": "PatchOptions"}
+
+
+def field_validation(request: web.Request) -> str:
+    """The ``fieldValidation`` directive (default ``Warn``); an unknown one is 422 on the
+    request's options (``ValidateFieldValidation``, ``handlers/create.go``, ``update.go``, ``patch.go``)."""
+    value = request.query.get("fieldValidation", "")
+    causes = validation.validate_field_validation(value)
+    if causes:
+        raise errors.invalid(_OPTIONS_KIND.get(request.method, "CreateOptions"), "", causes, "meta.k8s.io")
+    return value or "Warn"
 
 
 def parse_path(path: str) -> Target | JsonDict:
@@ -131,7 +172,7 @@ async def _body(request: web.Request) -> Any:
     if not raw.strip():
         return None
     try:
-        return json.loads(raw)
+        return schema.loads(raw)  # marks repeated keys, for fieldValidation
     except ValueError as exc:
         raise errors.bad_request(f"error decoding request body: {exc}") from None
 
@@ -181,6 +222,7 @@ class KubernetesApi:
         return header == f"Bearer {self.token}"
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        warnings: list[str] = []  # Warning headers, on success and on failure alike
         try:
             if not self._authorized(request):
                 raise errors.unauthorized()
@@ -189,16 +231,18 @@ class KubernetesApi:
                 if request.method != "GET":
                     raise errors.method_not_allowed()
                 return json_response(target)
-            return await self._dispatch(request, target)
+            return await self._dispatch(request, target, warnings)
         except errors.ApiError as err:
-            return error_response(err)
+            resp = error_response(err)
+            _add_warnings(resp, warnings)
+            return resp
         except (ConnectionResetError, asyncio.CancelledError):
             raise
         except Exception as exc:  # a bug in the simulator must still look like an API error
             log.exception("simulator API failure on %s %s", request.method, request.path)
             return error_response(errors.internal(str(exc)))
 
-    async def _dispatch(self, request: web.Request, t: Target) -> web.StreamResponse:
+    async def _dispatch(self, request: web.Request, t: Target, warnings: list[str]) -> web.StreamResponse:
         q = request.query
         method = request.method
         ns = t.namespace or ""
@@ -207,7 +251,7 @@ class KubernetesApi:
         handlers: dict[str, Callable[[], Awaitable[web.StreamResponse]]] = {}
         if t.name is None:
             handlers["GET"] = lambda: self._list_or_watch(request, t)
-            handlers["POST"] = lambda: self._create(request, t, dry_run)
+            handlers["POST"] = lambda: self._create(request, t, dry_run, warnings)
             handlers["DELETE"] = lambda: self._delete_collection(request, t, dry_run)
         elif t.subresource == "eviction":
             handlers["POST"] = lambda: self._evict(request, t, dry_run)
@@ -215,8 +259,8 @@ class KubernetesApi:
             assert t.name is not None
             name = t.name
             handlers["GET"] = lambda: self._get(request, t.rt, reg.get(t.rt, ns, name))
-            handlers["PUT"] = lambda: self._replace(request, t, dry_run)
-            handlers["PATCH"] = lambda: self._patch(request, t, dry_run)
+            handlers["PUT"] = lambda: self._replace(request, t, dry_run, warnings)
+            handlers["PATCH"] = lambda: self._patch(request, t, dry_run, warnings)
             if t.subresource is None:
                 handlers["DELETE"] = lambda: self._delete(request, t, dry_run)
         handler = handlers.get(method)
@@ -242,22 +286,45 @@ class KubernetesApi:
             )
         return await self._respond_entry(rt, entry)
 
-    async def _create(self, request: web.Request, t: Target, dry_run: bool) -> web.Response:
-        entry = self.registry.create(t.rt, t.namespace or "", await _body(request), dry_run)
-        return await self._respond_entry(t.rt, entry, 201)
+    async def _create(self, request: web.Request, t: Target, dry_run: bool, warnings: list[str]) -> web.Response:
+        mode = field_validation(request)
+        body = await _body(request)
+        entry = self.registry.create(t.rt, t.namespace or "", body, dry_run, field_validation=mode, warnings=warnings)
+        resp = await self._respond_entry(t.rt, entry, 201)
+        _add_warnings(resp, warnings)
+        return resp
 
-    async def _replace(self, request: web.Request, t: Target, dry_run: bool) -> web.Response:
+    async def _replace(self, request: web.Request, t: Target, dry_run: bool, warnings: list[str]) -> web.Response:
         assert t.name is not None
-        entry = self.registry.replace(t.rt, t.namespace or "", t.name, await _body(request), t.subresource, dry_run)
-        return await self._respond_entry(t.rt, entry)
+        mode = field_validation(request)
+        body = await _body(request)
+        entry = self.registry.replace(
+            t.rt, t.namespace or "", t.name, body, t.subresource, dry_run, field_validation=mode, warnings=warnings
+        )
+        resp = await self._respond_entry(t.rt, entry)
+        _add_warnings(resp, warnings)
+        return resp
 
-    async def _patch(self, request: web.Request, t: Target, dry_run: bool) -> web.Response:
+    async def _patch(self, request: web.Request, t: Target, dry_run: bool, warnings: list[str]) -> web.Response:
         assert t.name is not None
+        mode = field_validation(request)
         body = await _body(request)
         if body is None:
             raise errors.bad_request("the body of the request was empty")
-        entry = self.registry.patch(t.rt, t.namespace or "", t.name, request.content_type, body, t.subresource, dry_run)
-        return await self._respond_entry(t.rt, entry)
+        entry = self.registry.patch(
+            t.rt,
+            t.namespace or "",
+            t.name,
+            request.content_type,
+            body,
+            t.subresource,
+            dry_run,
+            field_validation=mode,
+            warnings=warnings,
+        )
+        resp = await self._respond_entry(t.rt, entry)
+        _add_warnings(resp, warnings)
+        return resp
 
     async def _delete(self, request: web.Request, t: Target, dry_run: bool) -> web.Response:
         assert t.name is not None

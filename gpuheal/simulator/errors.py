@@ -74,16 +74,37 @@ def conflict(qualified: str, name: str, why: str | None = None) -> ApiError:
 
 
 def invalid(kind: str, name: str, causes: list[tuple[str, str, str]], group: str = "") -> ApiError:
-    """422 Invalid; ``causes`` are ``(reason, field, message)`` like ``FieldValueRequired``."""
-    summary = ", ".join(f"{field}: {msg}" for _, field, msg in causes)
-    if len(causes) > 1:
+    """422 Invalid (``NewInvalid``); ``causes`` are ``(reason, field, message)`` like ``FieldValueRequired``.
+
+    The message names the kind qualified by its group (``Deployment.apps "x" is invalid``) and lists
+    each distinct ``field: message`` once (``ErrorList.ToAggregate``); ``causes`` keeps them all.
+    An empty ``kind`` and ``name`` give the bare ``"" is invalid`` of errors about a patch.
+    """
+    summaries: list[str] = []
+    for _, field, msg in causes:
+        text = f"{field}: {msg}"
+        if text not in summaries:
+            summaries.append(text)
+    summary = ", ".join(summaries)
+    if len(summaries) > 1:
         summary = "[" + summary + "]"
-    details: JsonDict = {"name": name}
+    details: JsonDict = {}
+    if name:
+        details["name"] = name
     if group:
         details["group"] = group
-    details["kind"] = kind
-    details["causes"] = [{"reason": r, "message": m, "field": f} for r, f, m in causes]
-    return ApiError(422, "Invalid", f'{kind} "{name}" is invalid: {summary}', details)
+    if kind:
+        details["kind"] = kind
+    # StatusCause fields are omitempty.
+    details["causes"] = [{k: v for k, v in (("reason", r), ("message", m), ("field", f)) if v} for r, f, m in causes]
+    qualified = f"{kind}.{group}" if group else kind
+    return ApiError(422, "Invalid", f'{qualified} "{name}" is invalid: {summary}', details)
+
+
+def causes_of(err: ApiError) -> list[tuple[str, str, str]]:
+    """The ``(reason, field, message)`` causes of an Invalid error, to merge them into another."""
+    causes = (err.details or {}).get("causes") or []
+    return [(str(c.get("reason", "")), str(c.get("field", "")), str(c.get("message", ""))) for c in causes]
 
 
 def patch_rejected(cause: str) -> ApiError:

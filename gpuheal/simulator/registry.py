@@ -3,6 +3,13 @@
 This is the layer between HTTP and storage, shared by the HTTP handlers and by the simulated
 controllers. It implements the rules clients depend on:
 
+* decoding: a client's object (a create or PUT body, or the result of a patch) is decoded into the
+  kind's type first (``schema.decode``): unknown fields and repeated keys are dropped and, by
+  ``field_validation``, reported into ``warnings`` (``Warn``, the default), rejected (``Strict``:
+  400 on create and update, 422 on a patch) or ignored; times are re-written as the Go types write
+  them; a value of the wrong type is a 400 (422 on a patch);
+* validation: ObjectMeta for every kind, node taints, providerID and podCIDRs, Events, with the
+  API server's 422 messages (``validation``);
 * create: defaults (pods get the admission defaults), ``generateName``, namespace checks, 409
   AlreadyExists, ``status`` reset where the server resets it;
 * update/patch: optimistic concurrency (a stale ``metadata.resourceVersion`` in a PUT body or in a
@@ -21,20 +28,21 @@ from __future__ import annotations
 import base64
 import json
 import random
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from . import errors
+from . import errors, validation
 from .disruption import compute_status, pdbs_for_pod
+from .golang import marshal, sprint
 from .identity import new_uid, random_suffix
 from .jsonvalues import JsonDict, clone, dig, json_equal
 from .metadata import meta
 from .objects import apply_pod_defaults, is_ready, is_terminal, is_terminating, qos_class
 from .patching import PatchError, PatchFailed, json_patch, merge_patch, strategic_merge_patch
-from .resources import BY_KEY, NAMESPACES, PODS, ResourceType, from_view, to_view
+from .resources import BY_KEY, EVENTS_V1, NAMESPACES, PODS, ResourceType, from_view, to_view
+from .schema import DecodeError, DupDict, decode, duplicate_fields, schema_for
 from .selectors import FieldSelector, LabelSelector, selector_from_object
 from .store import Entry, Store
 from .timestamps import rfc3339, utcnow
@@ -44,7 +52,6 @@ MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_PATCH = "application/strategic-merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
 
-_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 # Pod spec fields a pod update may change (everything else is immutable).
 _POD_MUTABLE = ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds", "schedulingGates")
 
@@ -94,6 +101,9 @@ class ListResult:
 
 
 ReadHook = Callable[[str | None], None]
+# (``list`` is a method name inside Registry.)
+Warnings = list[str]
+Causes = list[validation.Cause]
 
 
 class Registry:
@@ -165,11 +175,23 @@ class Registry:
 
     # --- create ------------------------------------------------------------------------------------
 
-    def create(self, rt: ResourceType, namespace: str, body: Any, dry_run: bool = False) -> Entry:
+    def create(
+        self,
+        rt: ResourceType,
+        namespace: str,
+        body: Any,
+        dry_run: bool = False,
+        *,
+        field_validation: str = "Warn",
+        warnings: Warnings | None = None,
+    ) -> Entry:
+        """Create from a client's body: decoded into the kind's type (``field_validation``: unknown
+        fields warned about into ``warnings``, rejected, or ignored), defaulted, validated, stored."""
         if not isinstance(body, dict):
             raise errors.bad_request(f"the object provided is unrecognized (must be of type {rt.kind})")
-        obj = from_view(rt, body)
         _check_type(rt, body)
+        view = _decode_body(rt, body, field_validation, warnings)
+        obj = from_view(rt, view)
         obj["kind"], obj["apiVersion"] = BY_KEY[rt.key].kind, BY_KEY[rt.key].api_version
         m = meta(obj)
         if rt.namespaced:
@@ -182,31 +204,6 @@ class Registry:
                 raise errors.not_found("namespaces", namespace)
         else:
             m.pop("namespace", None)
-        if not m.get("name"):
-            if m.get("generateName"):
-                m["name"] = str(m["generateName"]) + random_suffix(self.rng)
-            else:
-                raise errors.invalid(
-                    rt.kind,
-                    "",
-                    [("FieldValueRequired", "metadata.name", "Required value: name or generateName is required")],
-                    rt.group,
-                )
-        name = str(m["name"])
-        if rt.key != "events" and not _NAME_RE.match(name):
-            raise errors.invalid(
-                rt.kind,
-                name,
-                [
-                    (
-                        "FieldValueInvalid",
-                        "metadata.name",
-                        f'Invalid value: "{name}": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric '
-                        "characters, '-' or '.', and must start and end with an alphanumeric character",
-                    )
-                ],
-                rt.group,
-            )
         for server_field in (
             "uid",
             "resourceVersion",
@@ -217,8 +214,22 @@ class Registry:
             "managedFields",
         ):
             m.pop(server_field, None)
+        if not m.get("name"):
+            if not m.get("generateName"):
+                raise errors.invalid(BY_KEY[rt.key].kind, "", self._create_causes(rt, obj, view), BY_KEY[rt.key].group)
+            m["name"] = str(m["generateName"]) + random_suffix(self.rng)
+        name = str(m["name"])
         m["generation"] = 1
-        self._prepare_create(rt, obj)
+        causes: Causes = []
+        try:
+            self._prepare_create(rt, obj)
+        except errors.ApiError as err:
+            if err.code != 422:
+                raise
+            causes = errors.causes_of(err)
+        causes = self._create_causes(rt, obj, view) + causes
+        if causes:
+            raise errors.invalid(BY_KEY[rt.key].kind, name, causes, BY_KEY[rt.key].group)
         if dry_run:
             if self.store.get(rt.key, m.get("namespace") or "", name) is not None:
                 raise errors.already_exists(rt.qualified, name)
@@ -226,6 +237,11 @@ class Registry:
             m["creationTimestamp"] = rfc3339()
             return Entry(obj, self.store.rv)
         return self.store.create(rt.key, obj)
+
+    @staticmethod
+    def _create_causes(rt: ResourceType, obj: JsonDict, view: JsonDict) -> Causes:
+        source = view.get("deprecatedSource") if rt is EVENTS_V1 else None
+        return validation.validate_create(rt.kind, obj, rt.namespaced, v1_event=rt is EVENTS_V1, source=source)
 
     def _prepare_create(self, rt: ResourceType, obj: JsonDict) -> None:
         key = rt.key
@@ -280,10 +296,15 @@ class Registry:
         body: Any,
         subresource: str | None = None,
         dry_run: bool = False,
+        *,
+        field_validation: str = "Warn",
+        warnings: Warnings | None = None,
     ) -> Entry:
+        """PUT: the body decoded as on create (``field_validation``, ``warnings``), then the update."""
         if not isinstance(body, dict):
             raise errors.bad_request(f"the object provided is unrecognized (must be of type {rt.kind})")
         _check_type(rt, body)
+        body = _decode_body(rt, body, field_validation, warnings)
         body_name = dig(body, "metadata", "name")
         if body_name and body_name != name:
             raise errors.bad_request(
@@ -304,7 +325,12 @@ class Registry:
         patch: Any,
         subresource: str | None = None,
         dry_run: bool = False,
+        *,
+        field_validation: str = "Warn",
+        warnings: Warnings | None = None,
     ) -> Entry:
+        """PATCH: apply the patch to the current object, decode the result (``field_validation``:
+        unknown fields and repeated keys into ``warnings``, or a 422, or dropped), then update."""
         current = self.get(rt, namespace, name)
         original = to_view(rt, current.obj)
         try:
@@ -324,6 +350,7 @@ class Registry:
             raise errors.patch_rejected(str(exc)) from None
         if not isinstance(patched, dict):
             raise errors.bad_request("the patched object is not a JSON object")
+        patched = _decode_patched(rt, content_type, patch, patched, field_validation, warnings)
         rv = dig(patched, "metadata", "resourceVersion")
         if rv and str(rv) != str(current.rv):
             raise errors.conflict(rt.qualified, name)
@@ -349,19 +376,19 @@ class Registry:
             result["kind"], result["apiVersion"] = stored_rt.kind, stored_rt.api_version
             nm = dict(new.get("metadata") or {})
             om = old["metadata"]
-            for keep in (
-                "name",
-                "namespace",
-                "uid",
-                "creationTimestamp",
-                "deletionTimestamp",
-                "deletionGracePeriodSeconds",
-                "generation",
-            ):
+            # What rest.BeforeUpdate sets before validating (a different uid, or a deletion
+            # timestamp or grace period where there was none, is then an immutable-field 422).
+            for keep in ("name", "namespace", "creationTimestamp", "generation"):
                 if keep in om:
                     nm[keep] = om[keep]
                 else:
                     nm.pop(keep, None)
+            if not nm.get("uid") and "uid" in om:
+                nm["uid"] = om["uid"]
+            if om.get("deletionTimestamp"):
+                nm["deletionTimestamp"] = om["deletionTimestamp"]
+            if om.get("deletionGracePeriodSeconds") is not None and nm.get("deletionGracePeriodSeconds") is None:
+                nm["deletionGracePeriodSeconds"] = om["deletionGracePeriodSeconds"]
             nm.pop("managedFields", None)
             nm.pop("selfLink", None)
             result["metadata"] = nm
@@ -372,22 +399,11 @@ class Registry:
                     result.pop("status", None)
             if rt.key == "pods":
                 _check_pod_update(old, result)
-            if rt.key == "nodes":
-                old_pid = dig(old, "spec", "providerID")
-                if old_pid and dig(result, "spec", "providerID") != old_pid:
-                    raise errors.invalid(
-                        "Node",
-                        current.name,
-                        [
-                            (
-                                "FieldValueForbidden",
-                                "spec.providerID",
-                                'Forbidden: node updates may not change providerID except from "" to valid',
-                            )
-                        ],
-                    )
             if not json_equal(old.get("spec"), result.get("spec")):
                 nm["generation"] = int(om.get("generation", 1)) + 1
+        causes = validation.validate_update(stored_rt.kind, result, old, rt.namespaced, v1_event=rt is EVENTS_V1)
+        if causes:
+            raise errors.invalid(stored_rt.kind, current.name, causes, stored_rt.group)
         if dry_run:
             return Entry(result, current.rv)
         if _ready_to_remove(rt.key, result):
@@ -400,7 +416,8 @@ class Registry:
         """Apply ``fn`` to a copy of the object and store it when ``fn`` returns True.
 
         The controllers' write path: no concurrency check (the event loop serialises writers),
-        generation moves on spec changes.
+        generation moves on spec changes, and an object ``fn`` left as it was is not written (no
+        new resourceVersion, no watch event; ``Store.update``).
         """
         entry = self.store.get(key, namespace, name)
         if entry is None:
@@ -553,6 +570,85 @@ class Registry:
                 [{"reason": "DisruptionBudget", "message": cause}],
                 self.eviction_retry_after,
             )
+
+
+# --- decoding into the typed object (fieldValidation) ---------------------------------------------
+
+
+def _strict_error(strict: list[str]) -> str:
+    """``runtime.NewStrictDecodingError(...).Error()``."""
+    return "strict decoding error: " + ", ".join(strict)
+
+
+def _decode_body(rt: ResourceType, body: JsonDict, field_validation: str, warnings: list[str] | None) -> JsonDict:
+    """A create or update body as the typed object (``handlers/create.go``, ``update.go``): a decode
+    error, or a strict one under ``Strict``, is 400 ``<Kind> in version "v1" cannot be handled as a
+    <Kind>: ...`` (``transformDecodeError``); under ``Warn`` strict errors become warnings."""
+    schema = schema_for(rt.group, rt.version, rt.kind)
+    if schema is None:
+        return body
+    prefix = f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
+    try:
+        decoded = decode(schema, body, track=field_validation != "Ignore")
+    except DecodeError as exc:
+        raise errors.bad_request(prefix + str(exc)) from None
+    if decoded.strict:
+        if field_validation == "Strict":
+            raise errors.bad_request(prefix + _strict_error(decoded.strict))
+        if warnings is not None:
+            warnings.extend(decoded.strict)
+    return dict(decoded.obj)
+
+
+def _patch_strict_errors(content_type: str, patch: Any) -> list[str]:
+    """What strict decoding of the patch document itself finds (``handlers/patch.go``): repeated
+    keys, and for a JSON patch the fields an operation does not have."""
+    if content_type != JSON_PATCH:
+        return duplicate_fields(patch)
+    out: list[str] = []
+    for i, op in enumerate(patch if isinstance(patch, list) else []):
+        if not isinstance(op, dict):
+            continue
+        if isinstance(op, DupDict):
+            out.extend(f'json patch duplicate field "[{i}].{k}"' for k in op.duplicates)
+        out.extend(f'json patch unknown field "[{i}].{k}"' for k in op if k not in ("op", "path", "from", "value"))
+        out.extend("json patch " + e for e in duplicate_fields(op.get("value"), f"[{i}].value"))
+    return out
+
+
+def _decode_patched(
+    rt: ResourceType,
+    content_type: str,
+    patch: Any,
+    patched: JsonDict,
+    field_validation: str,
+    warnings: list[str] | None,
+) -> JsonDict:
+    """The patched object as the typed object. Errors are 422 ``"" is invalid: patch: Invalid
+    value: ...`` showing the patched JSON (JSON and merge patches) or the patch map as ``%+v``
+    (strategic merge patches, whose unknown-field errors come sorted from the converter)."""
+    schema = schema_for(rt.group, rt.version, rt.kind)
+    if schema is None:
+        return patched
+    track = field_validation != "Ignore"
+    strategic = content_type == STRATEGIC_PATCH
+
+    def rejected(detail: str) -> errors.ApiError:
+        shown = sprint(patch) if strategic else marshal(patched)
+        return errors.invalid("", "", [validation.invalid("patch", shown, detail)])
+
+    strict = _patch_strict_errors(content_type, patch) if track else []
+    try:
+        decoded = decode(schema, patched, track=track, sort=not strategic)
+    except DecodeError as exc:
+        raise rejected(str(exc)) from None
+    strict += sorted(decoded.strict) if strategic else decoded.strict
+    if strict:
+        if field_validation == "Strict":
+            raise rejected(_strict_error(strict))
+        if warnings is not None:
+            warnings.extend(strict)
+    return dict(decoded.obj)
 
 
 def _check_type(rt: ResourceType, body: JsonDict) -> None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from . import errors
 from .identity import new_uid
-from .jsonvalues import JsonDict, dumps
+from .jsonvalues import JsonDict, dumps, json_equal
 from .metadata import labels_of, meta
 from .resources import BY_KEY, ResourceType, to_view
 from .selectors import EVERYTHING, FieldSelector, LabelSelector
@@ -249,7 +249,12 @@ class Store:
         return entry
 
     def update(self, key: str, obj: JsonDict, expect_rv: int | None = None) -> Entry:
-        """Replace a stored object; 409 Conflict if ``expect_rv`` is given and is not current."""
+        """Replace a stored object; 409 Conflict if ``expect_rv`` is given and is not current.
+
+        An object equal to the stored one (``resourceVersion`` aside) is not written: the current
+        entry comes back, with no new resourceVersion and no watch event, as etcd3's
+        ``GuaranteedUpdate`` skips an update whose encoded object is unchanged.
+        """
         m = meta(obj)
         ns = str(m.get("namespace") or "")
         name = str(m["name"])
@@ -258,10 +263,12 @@ class Store:
             raise errors.not_found(BY_KEY[key].qualified, name)
         if expect_rv is not None and expect_rv != old.rv:
             raise errors.conflict(BY_KEY[key].qualified, name)
-        rv = self._next_rv()
         old_meta = old.obj["metadata"]
         m.setdefault("uid", old_meta.get("uid"))
         m.setdefault("creationTimestamp", old_meta.get("creationTimestamp"))
+        if _unchanged(old.obj, obj):
+            return old
+        rv = self._next_rv()
         m["resourceVersion"] = str(rv)
         entry = Entry(obj, rv)
         self._objects[key][ns][name] = entry
@@ -408,6 +415,22 @@ class Store:
 
     def watcher_count(self) -> int:
         return sum(len(ws) for buckets in self._watchers.values() for ws in buckets.values())
+
+
+def _unchanged(old: JsonDict, new: JsonDict) -> bool:
+    """Whether ``new`` stores the same object as ``old``, ignoring ``metadata.resourceVersion``."""
+    if old.keys() != new.keys():
+        return False
+    for key, value in old.items():
+        other = new[key]
+        if key == "metadata":
+            if value.keys() - {"resourceVersion"} != other.keys() - {"resourceVersion"}:
+                return False
+            if any(value[k] != other[k] or not json_equal(value[k], other[k]) for k in value if k != "resourceVersion"):
+                return False
+        elif value != other or not json_equal(value, other):  # == first: fast, and rarely wrong
+            return False
+    return True
 
 
 def _owner_uids(entry: Entry | None) -> set[str]:
