@@ -15,7 +15,7 @@ clients and none of this applies to them.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -108,7 +108,8 @@ class AccessControl:
         self.authorizer = Authorizer()
         self.admission = ValidatingAdmission(self._namespace_labels, self._namespace_object)
         self.accesses: Counter[Access] = Counter()
-        self.denials: list[Denial] = []
+        # The latest refusals (bounded: a long-running fleet keeps only the most recent).
+        self.denials: deque[Denial] = deque(maxlen=10_000)
         self._namespaces: set[str] = set()
 
     def _namespace_object(self, name: str) -> JsonDict | None:
