@@ -350,7 +350,7 @@ class SimulatedCluster:
     # --- identities and what they did --------------------------------------------------------------
 
     def service_account_token(
-        self, namespace: str, name: str, *, node: str | None = None, pod: str | None = None
+        self, namespace: str, name: str, node: str | None = None, *, pod: str | None = None
     ) -> str:
         """A token of the ServiceAccount ``namespace/name`` (loaded from ``access_manifests``).
 
