@@ -23,9 +23,22 @@ from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import DrainPolicy, RemediationPolicy, RepairPolicy
 from gpuheal.domain.remediation import RemediationStatus
 from gpuheal.simulator import FleetConfig, SimulatedCluster
+from gpuheal.simulator.access import parse_manifests
 from gpuheal.worker import WorkerSettings, running_worker
 
 _FAULTY_GPU = 3
+# What the Helm chart gives the worker and the agents (its ServiceAccounts, RBAC and admission
+# policy, rendered by Helm; tests/helm/test_chart.py keeps this copy identical to the chart).
+CHART_ACCESS = Path(__file__).with_name("chart-access.yaml")
+
+
+def chart_service_account(manifests: str, component: str) -> tuple[str, str]:
+    """(namespace, name) of the chart's ServiceAccount for `component` ("worker" or "agent")."""
+    for doc in parse_manifests(manifests):
+        labels = (doc.get("metadata") or {}).get("labels") or {}
+        if doc["kind"] == "ServiceAccount" and labels.get("app.kubernetes.io/component") == component:
+            return str(doc["metadata"]["namespace"]), str(doc["metadata"]["name"])
+    raise LookupError(f"no ServiceAccount for the {component} in {CHART_ACCESS}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,38 +86,61 @@ async def run_demo(options: DemoOptions) -> int:
         return 2
     console.print("[bold]gpuheal demo[/]: starting Temporal, the simulated fleet, the worker and the node agents …")
     server = await start_dev_server(options.state_dir / "temporal", port=options.port, ui=True)
+    access = CHART_ACCESS.read_text()
     try:
         fleet = FleetConfig(
             nodes=options.nodes,
             gpus_per_node=options.gpus_per_node,
             reboot_seconds=options.reboot_seconds,
             cloud=options.provider,
+            access_manifests=access,
         )
-        async with (
-            SimulatedCluster(fleet, state_dir=options.state_dir / "fleet") as cluster,
-            cloud_client_environment(cluster),
-            running_worker(
-                WorkerSettings(kubeconfig=cluster.kubeconfig, simulator_url=cluster.control_url, metrics_address=None),
-                server.client,
-            ),
-            contextlib.AsyncExitStack() as agents,
-        ):
-            nodes = sorted(cluster.node_names())
-            by_node = {
-                node: await agents.enter_async_context(
-                    Agent(_agent_settings(options, node, server, cluster.kubeconfig))
-                )
-                for node in nodes[: options.agents]
-            }
-            _print_addresses(console, server, cluster.url, cluster.kubeconfig, len(by_node))
-            status = await _remediate(console, server.client, by_node[nodes[min(1, len(by_node) - 1)]], options)
-            if options.keep:
-                console.print("[bold]--keep[/]: everything keeps running; Ctrl-C to stop.")
-                with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
-                    await asyncio.Event().wait()
+        async with SimulatedCluster(fleet, state_dir=options.state_dir / "fleet") as cluster:
+            # The worker and each agent call the API as the chart's service accounts, an agent's
+            # token bound to its node as a pod's projected token is.
+            credentials = options.state_dir / "credentials"
+            worker_kubeconfig = cluster.service_account_kubeconfig(
+                *chart_service_account(access, "worker"), credentials / "worker.kubeconfig"
+            )
+            agent_account = chart_service_account(access, "agent")
+            status = await _run_fleet(console, options, server, cluster, worker_kubeconfig, agent_account)
     finally:
         await server.shutdown()
     return 0 if status is not None and status.phase is Phase.RESOLVED else 1
+
+
+async def _run_fleet(
+    console: Console,
+    options: DemoOptions,
+    server: DevServer,
+    cluster: SimulatedCluster,
+    worker_kubeconfig: Path,
+    agent_account: tuple[str, str],
+) -> RemediationStatus | None:
+    """The worker and the node agents on the running fleet; one fault injected and followed to its end."""
+    credentials = worker_kubeconfig.parent
+    async with (
+        cloud_client_environment(cluster),
+        running_worker(
+            WorkerSettings(kubeconfig=worker_kubeconfig, simulator_url=cluster.control_url, metrics_address=None),
+            server.client,
+        ),
+        contextlib.AsyncExitStack() as agents,
+    ):
+        nodes = sorted(cluster.node_names())
+        by_node = {}
+        for node in nodes[: options.agents]:
+            kubeconfig = cluster.service_account_kubeconfig(
+                *agent_account, credentials / f"agent-{node}.kubeconfig", node=node
+            )
+            by_node[node] = await agents.enter_async_context(Agent(_agent_settings(options, node, server, kubeconfig)))
+        _print_addresses(console, server, cluster.url, cluster.kubeconfig, len(by_node))
+        status = await _remediate(console, server.client, by_node[nodes[min(1, len(by_node) - 1)]], options)
+        if options.keep:
+            console.print("[bold]--keep[/]: everything keeps running; Ctrl-C to stop.")
+            with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
+                await asyncio.Event().wait()
+    return status
 
 
 @contextlib.asynccontextmanager

@@ -9,6 +9,8 @@ GPU faults show up as the ``GpuHealthy`` node condition. A control API under ``/
 nodes and injects faults.
 """
 
+from .access import Access
+from .auth import service_account_username
 from .fleet import (
     DaemonSetWorkload,
     DeploymentWorkload,
@@ -20,6 +22,7 @@ from .fleet import (
 from .server import SimulatedCluster, write_kubeconfig
 
 __all__ = [
+    "Access",
     "DaemonSetWorkload",
     "DeploymentWorkload",
     "FleetConfig",
@@ -27,5 +30,6 @@ __all__ = [
     "PdbSpec",
     "SimulatedCluster",
     "StaticPodWorkload",
+    "service_account_username",
     "write_kubeconfig",
 ]

@@ -5,9 +5,15 @@ Paths follow the API server's layout (``/api/v1/...``, ``/apis/{group}/{version}
 the real server writes: objects with ``kind``/``apiVersion``, typed lists with
 ``metadata.resourceVersion`` (and ``continue``), ``Status`` bodies on errors with the matching
 HTTP code, ``Warning`` headers (``299 - "unknown field \\"spec.x\\""``) for what ``fieldValidation``
-(default ``Warn``) reports, and chunked watch streams of ``{"type": ..., "object": ...}`` lines.
-Requests must carry the cluster's bearer token (401 otherwise), except ``/version`` and the
-health endpoints.
+(default ``Warn``) and admission policies report, and chunked watch streams of
+``{"type": ..., "object": ...}`` lines.
+
+Every request is authenticated and authorized first (``access``): a bearer token the cluster issued
+(401 otherwise; only ``/version`` and the health endpoints take anonymous requests), then RBAC on the
+request's attributes (``requestinfo``; 403 with upstream's message), before the path is even resolved,
+as kube-apiserver's filter chain does. Writes are then decoded into the API types (``fieldValidation``)
+and pass the ValidatingAdmissionPolicies that match them, on the object as it would be stored
+(computed with a dry run of the same write).
 """
 
 from __future__ import annotations
@@ -22,8 +28,12 @@ from typing import Any
 from aiohttp import web
 
 from . import errors, schema, tables, validation
-from .jsonvalues import JsonDict, dumps
+from .access import AccessControl
+from .admission import AdmissionRequest
+from .auth import ADMIN, UserInfo
+from .jsonvalues import JsonDict, clone, dumps
 from .registry import DeleteOptions, ListResult, Registry
+from .requestinfo import request_info
 from .resources import BY_PATH, ResourceType, discovery_resources, group_versions, to_view
 from .selectors import FieldSelector, LabelSelector, parse_field_selector, parse_label_selector
 from .simulation import Simulation
@@ -54,8 +64,10 @@ def _headers() -> dict[str, str]:
     }
 
 
-def raw_response(body: bytes, status: int = 200) -> web.Response:
-    return web.Response(body=body, status=status, headers=_headers())
+def raw_response(body: bytes, status: int = 200, warnings: list[str] | None = None) -> web.Response:
+    response = web.Response(body=body, status=status, headers=_headers())
+    _add_warnings(response, warnings or [])
+    return response
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
@@ -188,6 +200,8 @@ class KubernetesApi:
         self.sim = sim
         self.registry: Registry = sim.registry
         self.token = token
+        self.access: AccessControl = sim.access
+        self.access.authenticator.add_token(token, ADMIN)
 
     def add_routes(self, app: web.Application) -> None:
         for prefix in ("/api", "/apis"):
@@ -197,7 +211,16 @@ class KubernetesApi:
         for path in ("/healthz", "/livez", "/readyz"):
             app.router.add_get(path, self.health)
 
+    def _authenticate_and_authorize(self, request: web.Request) -> UserInfo:
+        user = self.access.authenticate(request.headers.get("Authorization"), request.path)
+        self.access.authorize(user, request_info(request.method, request.path, request.query))
+        return user
+
     async def version(self, request: web.Request) -> web.Response:
+        try:
+            self._authenticate_and_authorize(request)
+        except errors.ApiError as err:
+            return error_response(err)
         v = self.sim.config.kubernetes_version.lstrip("v")
         major, minor = ([*v.split("."), "0"])[:2]
         return json_response(
@@ -215,23 +238,22 @@ class KubernetesApi:
         )
 
     async def health(self, request: web.Request) -> web.Response:
+        try:
+            self._authenticate_and_authorize(request)
+        except errors.ApiError as err:
+            return error_response(err)
         return web.Response(text="ok", content_type="text/plain")
-
-    def _authorized(self, request: web.Request) -> bool:
-        header = request.headers.get("Authorization", "")
-        return header == f"Bearer {self.token}"
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         warnings: list[str] = []  # Warning headers, on success and on failure alike
         try:
-            if not self._authorized(request):
-                raise errors.unauthorized()
+            user = self._authenticate_and_authorize(request)
             target = parse_path(request.path)
             if not isinstance(target, Target):
                 if request.method != "GET":
                     raise errors.method_not_allowed()
                 return json_response(target)
-            return await self._dispatch(request, target, warnings)
+            return await self._dispatch(request, target, user, warnings)
         except errors.ApiError as err:
             resp = error_response(err)
             _add_warnings(resp, warnings)
@@ -242,7 +264,9 @@ class KubernetesApi:
             log.exception("simulator API failure on %s %s", request.method, request.path)
             return error_response(errors.internal(str(exc)))
 
-    async def _dispatch(self, request: web.Request, t: Target, warnings: list[str]) -> web.StreamResponse:
+    async def _dispatch(
+        self, request: web.Request, t: Target, user: UserInfo, warnings: list[str]
+    ) -> web.StreamResponse:
         q = request.query
         method = request.method
         ns = t.namespace or ""
@@ -251,18 +275,18 @@ class KubernetesApi:
         handlers: dict[str, Callable[[], Awaitable[web.StreamResponse]]] = {}
         if t.name is None:
             handlers["GET"] = lambda: self._list_or_watch(request, t)
-            handlers["POST"] = lambda: self._create(request, t, dry_run, warnings)
-            handlers["DELETE"] = lambda: self._delete_collection(request, t, dry_run)
+            handlers["POST"] = lambda: self._create(request, t, dry_run, user, warnings)
+            handlers["DELETE"] = lambda: self._delete_collection(request, t, dry_run, user)
         elif t.subresource == "eviction":
-            handlers["POST"] = lambda: self._evict(request, t, dry_run)
+            handlers["POST"] = lambda: self._evict(request, t, dry_run, user)
         else:
             assert t.name is not None
             name = t.name
             handlers["GET"] = lambda: self._get(request, t.rt, reg.get(t.rt, ns, name))
-            handlers["PUT"] = lambda: self._replace(request, t, dry_run, warnings)
-            handlers["PATCH"] = lambda: self._patch(request, t, dry_run, warnings)
+            handlers["PUT"] = lambda: self._replace(request, t, dry_run, user, warnings)
+            handlers["PATCH"] = lambda: self._patch(request, t, dry_run, user, warnings)
             if t.subresource is None:
-                handlers["DELETE"] = lambda: self._delete(request, t, dry_run)
+                handlers["DELETE"] = lambda: self._delete(request, t, dry_run, user)
         handler = handlers.get(method)
         if handler is None:
             raise errors.method_not_allowed()
@@ -276,8 +300,55 @@ class KubernetesApi:
             return entry.full()
         return dumps(to_view(rt, entry.obj))
 
-    async def _respond_entry(self, rt: ResourceType, entry: Entry, status: int = 200) -> web.Response:
-        return raw_response(self._encode(rt, entry), status)
+    async def _respond_entry(
+        self, rt: ResourceType, entry: Entry, status: int = 200, warnings: list[str] | None = None
+    ) -> web.Response:
+        return raw_response(self._encode(rt, entry), status, warnings)
+
+    # --- validating admission ----------------------------------------------------------------------
+
+    def _admission_applies(self, t: Target, operation: str, name: str) -> bool:
+        rt = t.rt
+        return self.access.admission.may_apply(
+            operation, rt.group, rt.version, rt.plural, t.subresource or "", t.namespace or "", name
+        )
+
+    def _admit(
+        self,
+        user: UserInfo,
+        t: Target,
+        operation: str,
+        name: str,
+        new: JsonDict | None,
+        old: JsonDict | None,
+        dry_run: bool,
+    ) -> list[str]:
+        rt = t.rt
+        kind, kind_group, kind_version = rt.kind, None, None
+        if t.subresource == "eviction":
+            kind, kind_group, kind_version = "Eviction", "policy", "v1"
+        return self.access.admit(
+            AdmissionRequest(
+                user,
+                operation,
+                rt.group,
+                rt.version,
+                rt.plural,
+                t.subresource or "",
+                kind,
+                t.namespace or "",
+                name,
+                new,
+                old,
+                dry_run,
+                kind_group,
+                kind_version,
+            )
+        )
+
+    def _view(self, rt: ResourceType, entry: Entry) -> JsonDict:
+        view: JsonDict = clone(to_view(rt, entry.obj))
+        return view
 
     async def _get(self, request: web.Request, rt: ResourceType, entry: Entry) -> web.Response:
         if tables.wants_table(request.headers.get("Accept", "")):
@@ -286,47 +357,66 @@ class KubernetesApi:
             )
         return await self._respond_entry(rt, entry)
 
-    async def _create(self, request: web.Request, t: Target, dry_run: bool, warnings: list[str]) -> web.Response:
+    # --- writes --------------------------------------------------------------------------------------
+
+    async def _create(
+        self, request: web.Request, t: Target, dry_run: bool, user: UserInfo, warnings: list[str]
+    ) -> web.Response:
         mode = field_validation(request)
         body = await _body(request)
-        entry = self.registry.create(t.rt, t.namespace or "", body, dry_run, field_validation=mode, warnings=warnings)
-        resp = await self._respond_entry(t.rt, entry, 201)
-        _add_warnings(resp, warnings)
-        return resp
+        ns = t.namespace or ""
+        meta = body.get("metadata") if isinstance(body, dict) else None
+        name = str(meta.get("name") or "") if isinstance(meta, dict) else ""
+        if self._admission_applies(t, "CREATE", name):
+            probe = self.registry.create(t.rt, ns, clone(body), True, field_validation=mode)
+            warnings += self._admit(user, t, "CREATE", probe.name, self._view(t.rt, probe), None, dry_run)
+            if isinstance(meta, dict) and not name:
+                meta["name"] = probe.name  # the name admission saw (generateName) is the one stored
+        entry = self.registry.create(t.rt, ns, body, dry_run, field_validation=mode, warnings=warnings)
+        return await self._respond_entry(t.rt, entry, 201, warnings)
 
-    async def _replace(self, request: web.Request, t: Target, dry_run: bool, warnings: list[str]) -> web.Response:
+    async def _replace(
+        self, request: web.Request, t: Target, dry_run: bool, user: UserInfo, warnings: list[str]
+    ) -> web.Response:
         assert t.name is not None
         mode = field_validation(request)
         body = await _body(request)
+        ns = t.namespace or ""
+        if self._admission_applies(t, "UPDATE", t.name):
+            current = self.registry.get(t.rt, ns, t.name)
+            probe = self.registry.replace(t.rt, ns, t.name, clone(body), t.subresource, True, field_validation=mode)
+            warnings += self._admit(
+                user, t, "UPDATE", t.name, self._view(t.rt, probe), self._view(t.rt, current), dry_run
+            )
         entry = self.registry.replace(
-            t.rt, t.namespace or "", t.name, body, t.subresource, dry_run, field_validation=mode, warnings=warnings
+            t.rt, ns, t.name, body, t.subresource, dry_run, field_validation=mode, warnings=warnings
         )
-        resp = await self._respond_entry(t.rt, entry)
-        _add_warnings(resp, warnings)
-        return resp
+        return await self._respond_entry(t.rt, entry, warnings=warnings)
 
-    async def _patch(self, request: web.Request, t: Target, dry_run: bool, warnings: list[str]) -> web.Response:
+    async def _patch(
+        self, request: web.Request, t: Target, dry_run: bool, user: UserInfo, warnings: list[str]
+    ) -> web.Response:
         assert t.name is not None
         mode = field_validation(request)
         body = await _body(request)
         if body is None:
             raise errors.bad_request("the body of the request was empty")
+        ns = t.namespace or ""
+        content_type = request.content_type
+        if self._admission_applies(t, "UPDATE", t.name):
+            current = self.registry.get(t.rt, ns, t.name)
+            probe = self.registry.patch(
+                t.rt, ns, t.name, content_type, clone(body), t.subresource, True, field_validation=mode
+            )
+            warnings += self._admit(
+                user, t, "UPDATE", t.name, self._view(t.rt, probe), self._view(t.rt, current), dry_run
+            )
         entry = self.registry.patch(
-            t.rt,
-            t.namespace or "",
-            t.name,
-            request.content_type,
-            body,
-            t.subresource,
-            dry_run,
-            field_validation=mode,
-            warnings=warnings,
+            t.rt, ns, t.name, content_type, body, t.subresource, dry_run, field_validation=mode, warnings=warnings
         )
-        resp = await self._respond_entry(t.rt, entry)
-        _add_warnings(resp, warnings)
-        return resp
+        return await self._respond_entry(t.rt, entry, warnings=warnings)
 
-    async def _delete(self, request: web.Request, t: Target, dry_run: bool) -> web.Response:
+    async def _delete(self, request: web.Request, t: Target, dry_run: bool, user: UserInfo) -> web.Response:
         assert t.name is not None
         opts = DeleteOptions.parse(
             await _body(request),
@@ -334,22 +424,32 @@ class KubernetesApi:
             request.query.get("propagationPolicy"),
             dry_run,
         )
+        warnings: list[str] = []
+        if self._admission_applies(t, "DELETE", t.name):
+            current = self.registry.get(t.rt, t.namespace or "", t.name)
+            warnings = self._admit(user, t, "DELETE", t.name, None, self._view(t.rt, current), dry_run)
         entry, as_object = self.registry.delete(t.rt, t.namespace or "", t.name, opts)
         if as_object:
-            return await self._respond_entry(t.rt, entry)
+            return await self._respond_entry(t.rt, entry, warnings=warnings)
         details: JsonDict = {"name": entry.name}
         if t.rt.group:
             details["group"] = t.rt.group
         details["kind"] = t.rt.plural
         details["uid"] = entry.uid
-        return json_response(
-            {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
-        )
+        body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
+        return raw_response(dumps(body), 200, warnings)
 
-    async def _evict(self, request: web.Request, t: Target, dry_run: bool) -> web.Response:
+    async def _evict(self, request: web.Request, t: Target, dry_run: bool, user: UserInfo) -> web.Response:
         assert t.name is not None
-        status = self.registry.evict(t.namespace or "", t.name, await _body(request), dry_run)
-        return json_response(status, 201)
+        body = await _body(request)
+        warnings: list[str] = []
+        if isinstance(body, dict) and self._admission_applies(t, "CREATE", t.name):
+            eviction = {"apiVersion": "policy/v1", "kind": "Eviction", **clone(body)}
+            eviction.setdefault("metadata", {}).setdefault("name", t.name)
+            eviction["metadata"].setdefault("namespace", t.namespace or "")
+            warnings = self._admit(user, t, "CREATE", t.name, eviction, None, dry_run)
+        status = self.registry.evict(t.namespace or "", t.name, body, dry_run)
+        return raw_response(dumps(status), 201, warnings)
 
     # --- collections -------------------------------------------------------------------------------
 
@@ -397,7 +497,7 @@ class KubernetesApi:
         head = dumps({"kind": rt.list_kind, "apiVersion": rt.api_version, "metadata": meta})
         return head[:-1] + b',"items":[' + items + b"]}"
 
-    async def _delete_collection(self, request: web.Request, t: Target, dry_run: bool) -> web.Response:
+    async def _delete_collection(self, request: web.Request, t: Target, dry_run: bool, user: UserInfo) -> web.Response:
         labels, fields = self._selectors(request, t.rt)
         opts = DeleteOptions.parse(
             await _body(request),
@@ -407,6 +507,8 @@ class KubernetesApi:
         )
         result = self.registry.list(t.rt, t.namespace, labels, fields)
         for entry in result.items:
+            if self._admission_applies(t, "DELETE", entry.name):
+                self._admit(user, t, "DELETE", entry.name, None, self._view(t.rt, entry), dry_run)
             try:
                 self.registry.delete(t.rt, entry.namespace, entry.name, opts)
             except errors.ApiError as err:

@@ -22,6 +22,7 @@ class ApiError(Exception):
         details: JsonDict | None = None,
         *,
         retry_after: int | None = None,
+        keep_empty_details: bool = False,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -29,6 +30,8 @@ class ApiError(Exception):
         self.message = message
         self.details = details
         self.retry_after = retry_after
+        # Some errors carry ``details: {}`` (a non-nil, empty StatusDetails), e.g. a 403 on a path.
+        self.keep_empty_details = keep_empty_details
 
     def status(self) -> JsonDict:
         """The ``Status`` object for the response body."""
@@ -40,7 +43,7 @@ class ApiError(Exception):
             "message": self.message,
             "reason": self.reason,
         }
-        if self.details:
+        if self.details or (self.details is not None and self.keep_empty_details):
             body["details"] = self.details
         body["code"] = self.code
         return body

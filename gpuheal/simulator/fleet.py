@@ -137,7 +137,12 @@ class FleetConfig(_Model):
     namespaces: list[str] = Field(default_factory=list, description="extra namespaces to create")
 
     seed: int = 0
-    token: str | None = Field(None, description="bearer token the API accepts; random when None")
+    token: str | None = Field(None, description="the cluster admin's bearer token; random when None")
+    access_manifests: str = Field(
+        "",
+        description="multi-document YAML the API server enforces: ServiceAccounts, ClusterRoles, Roles and "
+        "their bindings, ValidatingAdmissionPolicies and their bindings (what `helm template` renders)",
+    )
     watch_history: int = Field(10_000, ge=10, description="changes kept per resource for watch resumes")
     watch_queue_size: int = Field(10_000, ge=10, description="events a slow watcher may lag before it is closed")
     watch_timeout_seconds: float = Field(1800.0, gt=0, description="when timeoutSeconds is not given")

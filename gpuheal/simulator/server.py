@@ -13,7 +13,11 @@ or from synchronous code, with the event loop in a background thread::
 The API is served over HTTPS (127.0.0.1 on a free port unless told otherwise) with a certificate
 from the simulator's own CA, as a real API server is: kubectl and the official clients send bearer
 tokens only over TLS. The kubeconfig it writes carries the CA (``certificate-authority-data``), the
-server, a context and a user with a bearer token (the only token the API accepts). The simulator's
+server, a context and a user with the cluster admin's bearer token (``system:masters``, as kubeadm's
+``admin.conf``). Components under test get tokens of their own service accounts instead
+(``service_account_token``, ``service_account_kubeconfig``; bound to a node or a pod like a projected
+token), and what RBAC and the admission policies loaded from ``FleetConfig.access_manifests`` allow
+them is all they can do; ``accesses`` tells which permissions each user really used. The simulator's
 own control API (``/sim/v1``: reboots and faults, what a cloud console would do) listens on plain
 HTTP on the same host at ``control_url``. The helper methods (``request_reboot``, ``inject_fault``,
 ``reboot_requests``, ``get_object`` …) may be called from any thread: in thread mode they run on the
@@ -42,6 +46,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from . import tls
+from .access import Access, Denial
 from .api import KubernetesApi
 from .clouds.catalog import ENDPOINTS
 from .clouds.endpoint import CloudContext, CloudEndpoint
@@ -59,15 +64,15 @@ CLUSTER_NAME = "gpuheal-sim"
 USER_NAME = "gpuheal-sim-admin"
 
 
-def write_kubeconfig(path: Path, url: str, token: str, ca_file: Path) -> Path:
+def write_kubeconfig(path: Path, url: str, token: str, ca_file: Path, user: str = USER_NAME) -> Path:
     """Write a kubeconfig (JSON is valid YAML) for ``url``, trusting ``ca_file``, with a bearer-token user."""
     authority = base64.b64encode(ca_file.read_bytes()).decode()
     config = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": CLUSTER_NAME, "cluster": {"server": url, "certificate-authority-data": authority}}],
-        "users": [{"name": USER_NAME, "user": {"token": token}}],
-        "contexts": [{"name": CLUSTER_NAME, "context": {"cluster": CLUSTER_NAME, "user": USER_NAME}}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": CLUSTER_NAME, "context": {"cluster": CLUSTER_NAME, "user": user}}],
         "current-context": CLUSTER_NAME,
         "preferences": {},
     }
@@ -341,6 +346,38 @@ class SimulatedCluster:
     @property
     def build_seconds(self) -> float:
         return self.simulation.build_seconds
+
+    # --- identities and what they did --------------------------------------------------------------
+
+    def service_account_token(
+        self, namespace: str, name: str, node: str | None = None, *, pod: str | None = None
+    ) -> str:
+        """A token of the ServiceAccount ``namespace/name`` (loaded from ``access_manifests``).
+
+        Bound to ``node`` or to the pod ``pod`` (then to its node too), the user carries
+        ``authentication.kubernetes.io/node-name`` (and ``node-uid``, ``pod-name``, ``pod-uid``) in
+        its extra, as a pod's projected token does, and the token stops working when that object goes.
+        """
+        return self.call(lambda: self.simulation.access.authenticator.issue(namespace, name, node=node, pod=pod))
+
+    def kubeconfig_for(self, token: str, path: Path | str, user: str = "service-account") -> Path:
+        """Write a kubeconfig at ``path`` for this cluster with ``token`` as its user's credentials."""
+        return write_kubeconfig(Path(path), self.url, token, self.ca_file, user)
+
+    def service_account_kubeconfig(
+        self, namespace: str, name: str, path: Path | str, *, node: str | None = None, pod: str | None = None
+    ) -> Path:
+        """``kubeconfig_for(service_account_token(...))``: how a pod of that account reaches the API."""
+        token = self.service_account_token(namespace, name, node=node, pod=pod)
+        return self.kubeconfig_for(token, path, f"{namespace}-{name}")
+
+    def accesses(self, user: str | None = None) -> set[Access]:
+        """The kinds of request ``user`` (every user: None) made that were authorized."""
+        return self.call(lambda: self.simulation.access.used_by(user))
+
+    def denials(self) -> list[Denial]:
+        """The requests refused by RBAC, oldest first."""
+        return self.call(lambda: list(self.simulation.access.denials))
 
     # --- thread-safe helpers -----------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import random
 import time
 from collections.abc import Callable
 
+from .access import AccessControl
 from .clock import Timers
 from .clouds.faults import CloudFaults
 from .controllers import (
@@ -27,6 +28,7 @@ from .jsonvalues import JsonDict
 from .kubelet import Kubelet
 from .nodes import NodeLifecycle
 from .registry import Registry
+from .resources import NAMESPACES
 from .scheduler import Scheduler
 from .store import Store
 from .timestamps import rfc3339
@@ -40,6 +42,10 @@ class Simulation:
             self.store, random.Random(config.seed), eviction_retry_after=config.eviction_retry_after_seconds
         )
         self.timers = Timers()
+        # Who may call the API and what admission allows (RBAC and policies from the config).
+        self.access = AccessControl(self.store)
+        if config.access_manifests:
+            self.access.load_yaml(config.access_manifests)
         self.recorder = EventRecorder(self.registry, config.max_events)
         self.kubelet = Kubelet(self.registry, self.timers, config.pod_start_seconds)
         self.lifecycle = NodeLifecycle(
@@ -81,6 +87,9 @@ class Simulation:
         """Create the configured fleet (must run on the event loop that will run the simulation)."""
         started = time.perf_counter()
         FleetBuilder(self).build()
+        for namespace in sorted(self.access.namespaces()):
+            if self.store.get(NAMESPACES.key, "", namespace) is None:
+                self.registry.create(NAMESPACES, "", {"metadata": {"name": namespace}})
         self.build_seconds = time.perf_counter() - started
 
     def close(self) -> None:

@@ -5,20 +5,15 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import helm_python as helm
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
-import yaml  # type: ignore[import-untyped]
 
 from gpuheal.domain.marks import QUARANTINE_TAINT_KEY
-
-CHART_DIR = Path(__file__).resolve().parents[2] / "helm" / "gpuheal"
-KUBE_VERSION = "1.33.0"
-RELEASE = "gh"
-NAMESPACE = "gpuheal-system"
+from tests import permissions
+from tests.chart import CHART_DIR, DEMO_COPY, KUBE_VERSION, NAMESPACE, RELEASE, demo_copy_text, render
 
 TLS_SECRET = "temporal-client-tls"
 API_KEY_SECRET = "temporal-api-key"
@@ -66,21 +61,12 @@ SCENARIOS: dict[str, dict[str, Any]] = {
 }
 
 Manifest = dict[str, Any]
-Rule = tuple[str, str, str]
 
 
 @pytest.fixture(scope="module")
 def chart() -> Iterator[helm.Chart]:
     with helm.Chart.load(CHART_DIR) as loaded:
         yield loaded
-
-
-def render(chart: helm.Chart, values: dict[str, Any]) -> list[Manifest]:
-    rendered = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
-    docs: list[Manifest] = []
-    for text in rendered.values():
-        docs.extend(doc for doc in yaml.safe_load_all(text) if doc is not None)
-    return docs
 
 
 def one(docs: list[Manifest], kind: str, component: str) -> Manifest:
@@ -117,16 +103,6 @@ def mounted(workload: Manifest, source: str, name: str) -> tuple[dict[str, Any],
     return found[0], mounts_by_name(workload)[found[0]["name"]]
 
 
-def rules(role: Manifest) -> set[Rule]:
-    return {
-        (group, resource, verb)
-        for rule in role["rules"]
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-        for verb in rule["verbs"]
-    }
-
-
 def follows(args: list[str], flag: str) -> str:
     assert flag in args, f"{flag} missing from {args}"
     return args[args.index(flag) + 1]
@@ -151,7 +127,10 @@ def test_every_manifest_is_valid_kubernetes(chart: helm.Chart, scenario: str) ->
     chart.validate_schema(values)
     docs = render(chart, values)
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds == sorted(["Deployment", "DaemonSet"] + ["ServiceAccount", "ClusterRole", "ClusterRoleBinding"] * 2)
+    assert kinds == sorted(
+        ["Deployment", "DaemonSet", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+        + ["ServiceAccount", "ClusterRole", "ClusterRoleBinding"] * 2
+    )
     for doc in docs:
         kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
         labels = doc["metadata"]["labels"]
@@ -173,18 +152,11 @@ def test_chart_lints_clean() -> None:
     assert [m for m in report["messages"] if m["severity"] >= 2] == []
 
 
-def test_worker_cluster_role_is_least_privilege(chart: helm.Chart) -> None:
+def test_worker_cluster_role_grants_exactly_what_the_worker_uses(chart: helm.Chart) -> None:
+    """No more and no fewer than the requests tests/permissions.py lists for the worker."""
     docs = render(chart, {})
     role = one(docs, "ClusterRole", "worker")
-    assert rules(role) == {
-        ("", "nodes", "get"),
-        ("", "nodes", "list"),
-        ("", "nodes", "watch"),
-        ("", "nodes", "patch"),
-        ("", "pods", "list"),
-        ("", "pods", "delete"),
-        ("", "pods/eviction", "create"),
-    }
+    assert permissions.granted(role) == permissions.WORKER
     binding = one(docs, "ClusterRoleBinding", "worker")
     account = one(docs, "ServiceAccount", "worker")
     assert binding["roleRef"] == {
@@ -199,17 +171,11 @@ def test_worker_cluster_role_is_least_privilege(chart: helm.Chart) -> None:
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == account["metadata"]["name"]
 
 
-def test_agent_cluster_role_is_least_privilege(chart: helm.Chart) -> None:
+def test_agent_cluster_role_grants_exactly_what_the_agent_uses(chart: helm.Chart) -> None:
+    """No more and no fewer than the requests tests/permissions.py lists for the agent."""
     docs = render(chart, {})
     role = one(docs, "ClusterRole", "agent")
-    assert rules(role) == {
-        ("", "nodes", "get"),
-        ("", "nodes", "list"),
-        ("", "nodes", "watch"),
-        ("", "nodes/status", "patch"),
-        ("", "events", "create"),
-        ("events.k8s.io", "events", "create"),
-    }
+    assert permissions.granted(role) == permissions.AGENT
     binding = one(docs, "ClusterRoleBinding", "agent")
     account = one(docs, "ServiceAccount", "agent")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
@@ -528,3 +494,41 @@ def test_agent_gpu_reset_refuses_fake_gpus(chart: helm.Chart) -> None:
     values = {"agent": {"gpuReset": {"enabled": True}, "fakeGpus": 2}}
     with pytest.raises(helm.HelmRenderError, match=r"agent\.gpuReset\.enabled.*agent\.fakeGpus"):
         render(chart, values)
+
+
+def test_agent_node_policy_binds_the_agent_to_its_own_node(chart: helm.Chart) -> None:
+    """The policy and its binding: the agent's writes to nodes, denied (not warned) with 403s.
+
+    Modelled on upstream's test/e2e/auth/e2edata/per_node_validatingadmissionpolicy*.yaml.
+    """
+    docs = render(chart, {})
+    policy = one(docs, "ValidatingAdmissionPolicy", "agent")
+    binding = one(docs, "ValidatingAdmissionPolicyBinding", "agent")
+    account = one(docs, "ServiceAccount", "agent")
+    spec = policy["spec"]
+    assert spec["failurePolicy"] == "Fail"
+    assert spec["matchConstraints"]["resourceRules"] == [
+        {
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "operations": ["CREATE", "UPDATE", "DELETE"],
+            "resources": ["nodes", "nodes/*"],
+        }
+    ]
+    username = f"system:serviceaccount:{NAMESPACE}:{account['metadata']['name']}"
+    assert spec["matchConditions"] == [
+        {"name": "is-the-agent", "expression": f"request.userInfo.username == '{username}'"}
+    ]
+    assert "authentication.kubernetes.io/node-name" in spec["variables"][0]["expression"]
+    assert {v["reason"] for v in spec["validations"]} == {"Forbidden"}
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+
+
+def test_agent_node_policy_is_left_out_with_the_agent(chart: helm.Chart) -> None:
+    docs = render(chart, {"agent": {"enabled": False}})
+    assert not [d for d in docs if d["kind"].startswith("ValidatingAdmissionPolicy")]
+
+
+def test_the_demo_copy_of_the_chart_access_objects_is_current() -> None:
+    """gpuheal/demo/chart-access.yaml is what the chart renders (`python -m tests.chart` rewrites it)."""
+    assert DEMO_COPY.read_text() == demo_copy_text(), "run `.venv/bin/python -m tests.chart`"

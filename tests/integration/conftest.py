@@ -1,4 +1,9 @@
-"""The integration stack: the real dev server, the simulated fleet over HTTP and the real worker."""
+"""The integration stack: the real dev server, the simulated fleet over HTTP and the real worker.
+
+The fleet enforces the chart's RBAC and admission policies (rendered by Helm's engine), and the worker
+and the agents reach it with their own service accounts' tokens, each agent's bound to its node: a
+permission the chart lacks fails the test that needs it. The tests' own setup and checks use the admin.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from gpuheal.domain.remediation import RemediationStatus
 from gpuheal.kubeclient import connect as connect_kubernetes
 from gpuheal.simulator import FleetConfig, SimulatedCluster
 from gpuheal.worker import WorkerSettings, running_worker
+from tests.chart import access_manifests, service_account
 
 Handle = Any
 
@@ -60,6 +66,15 @@ class Stack:
     core: k8s.CoreV1Api
     policy_api: k8s.PolicyV1Api
     task_queue: str
+    worker_kubeconfig: Path
+    state_dir: Path
+
+    def agent_kubeconfig(self, node: str) -> Path:
+        """A kubeconfig for the agent on `node`: the chart's agent account, its token bound to that node."""
+        namespace, name = service_account("agent")
+        return self.cluster.service_account_kubeconfig(
+            namespace, name, self.state_dir / f"agent-{node}.kubeconfig", node=node
+        )
 
     async def report(
         self,
@@ -117,13 +132,18 @@ async def make_stack(dev_server: DevServer, tmp_path: Path) -> AsyncIterator[Sta
     async def make(in_process_worker: bool = True, **fleet: Any) -> Stack:
         fleet.setdefault("reboot_seconds", 0.3)
         fleet.setdefault("pod_start_seconds", 0.1)
-        cluster = SimulatedCluster(FleetConfig(**fleet), state_dir=tmp_path / f"fleet-{len(exits)}")
+        fleet.setdefault("access_manifests", access_manifests())
+        state_dir = tmp_path / f"fleet-{len(exits)}"
+        cluster = SimulatedCluster(FleetConfig(**fleet), state_dir=state_dir)
         await cluster.__aenter__()
         exits.append(lambda: cluster.__aexit__(None, None, None))
         task_queue = f"it-{uuid.uuid4()}"
+        worker_kubeconfig = cluster.service_account_kubeconfig(
+            *service_account("worker"), state_dir / "worker.kubeconfig"
+        )
         settings = WorkerSettings(
             task_queue=task_queue,
-            kubeconfig=cluster.kubeconfig,
+            kubeconfig=worker_kubeconfig,
             simulator_url=cluster.control_url,
             metrics_address=None,
             graceful_shutdown=timedelta(seconds=1),
@@ -134,7 +154,9 @@ async def make_stack(dev_server: DevServer, tmp_path: Path) -> AsyncIterator[Sta
             exits.append(lambda: running.__aexit__(None, None, None))
         api = await connect_kubernetes(cluster.kubeconfig)
         exits.append(api.close)
-        return Stack(dev_server, cluster, k8s.CoreV1Api(api), k8s.PolicyV1Api(api), task_queue)
+        return Stack(
+            dev_server, cluster, k8s.CoreV1Api(api), k8s.PolicyV1Api(api), task_queue, worker_kubeconfig, state_dir
+        )
 
     yield make
     for exit_ in reversed(exits):

@@ -38,7 +38,7 @@ async def node_agent(
         nvml_poll_seconds=1.0,
         temporal_address=temporal_address,
         task_queue=stack.task_queue,
-        kubeconfig=stack.cluster.kubeconfig,
+        kubeconfig=stack.agent_kubeconfig(NODE),
         remediation_policy=fast_policy(),
         **overrides,
     )
@@ -121,7 +121,7 @@ async def test_a_temporal_outage_delays_but_does_not_lose_the_remediation(
             assert server.address == f"127.0.0.1:{port}"
             settings = WorkerSettings(
                 task_queue=stack.task_queue,
-                kubeconfig=stack.cluster.kubeconfig,
+                kubeconfig=stack.worker_kubeconfig,
                 simulator_url=stack.cluster.control_url,
                 metrics_address=None,
                 graceful_shutdown=timedelta(seconds=1),

@@ -41,7 +41,7 @@ async def spawn_worker() -> AsyncIterator[WorkerFactory]:
             "--task-queue",
             stack.task_queue,
             "--kubeconfig",
-            str(stack.cluster.kubeconfig),
+            str(stack.worker_kubeconfig),
             "--simulator-url",
             stack.cluster.control_url,
             "--metrics-address",

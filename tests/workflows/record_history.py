@@ -20,6 +20,7 @@ from gpuheal.domain.faults import Fault
 from gpuheal.domain.phases import Phase
 from gpuheal.simulator import FleetConfig, SimulatedCluster
 from gpuheal.worker import WorkerSettings, running_worker
+from tests.chart import access_manifests, service_account
 
 HISTORY = Path(__file__).parent / "histories" / "happy_path.json"
 
@@ -28,11 +29,15 @@ async def record() -> None:
     server = await start_dev_server()
     try:
         with tempfile.TemporaryDirectory() as state:
-            fleet = FleetConfig(nodes=4, reboot_seconds=0.5, pod_start_seconds=0.1)
+            fleet = FleetConfig(nodes=4, reboot_seconds=0.5, pod_start_seconds=0.1, access_manifests=access_manifests())
             async with SimulatedCluster(fleet, state_dir=Path(state)) as cluster:
+                # The worker runs with the chart's permissions, as the integration tests run it.
+                worker_kubeconfig = cluster.service_account_kubeconfig(
+                    *service_account("worker"), Path(state) / "worker.kubeconfig"
+                )
                 settings = WorkerSettings(
                     task_queue=f"record-{uuid.uuid4()}",
-                    kubeconfig=cluster.kubeconfig,
+                    kubeconfig=worker_kubeconfig,
                     simulator_url=cluster.control_url,
                     metrics_address=None,
                 )

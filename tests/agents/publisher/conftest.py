@@ -28,6 +28,7 @@ from gpuheal.domain.faults import Fault
 from gpuheal.domain.marks import GPU_HEALTHY_CONDITION, workflow_id_for
 from gpuheal.kubeclient import connect as connect_kubernetes
 from gpuheal.simulator import FleetConfig, SimulatedCluster
+from tests.chart import access_manifests, service_account
 
 # Fast retries: an outage in a test lasts as long as the test makes it.
 FAST = PublisherSettings(retry=RetrySettings(delivery_timeout=5.0, initial_backoff=0.05, max_backoff=0.2))
@@ -43,7 +44,11 @@ def closed_port() -> int:
 
 @dataclass
 class Stack:
-    """A simulated fleet with nodes unique to the test, the dev server and a task queue nobody polls."""
+    """A simulated fleet with nodes unique to the test, the dev server and a task queue nobody polls.
+
+    `api` is the admin's, for the tests' checks; `agent_apis` hold each node's agent's client (the
+    chart's agent account, its token bound to that node), which the publishers write with.
+    """
 
     sim: SimulatedCluster
     api: k8s.ApiClient
@@ -52,14 +57,16 @@ class Stack:
     task_queue: str
     nodes: list[str]
     spool_dir: Path
+    agent_apis: dict[str, k8s.ApiClient]
 
     def remediations(self, address: str | None = None) -> TemporalRemediations:
         if address is not None:
             return TemporalRemediations(address=address, task_queue=self.task_queue)
         return TemporalRemediations(self.temporal, task_queue=self.task_queue)
 
-    def publisher(self, **backends: Any) -> Publisher:
-        backends.setdefault("nodes", KubernetesReporter(self.api))
+    def publisher(self, node: str | None = None, **backends: Any) -> Publisher:
+        """The publisher of `node`'s agent (the first node's by default)."""
+        backends.setdefault("nodes", KubernetesReporter(self.agent_apis[node or self.nodes[0]]))
         backends.setdefault("remediations", self.remediations())
         return Publisher(self.spool_dir, settings=backends.pop("settings", FAST), **backends)
 
@@ -94,9 +101,15 @@ class Stack:
 @pytest.fixture
 async def stack(dev_server: DevServer, tmp_path: Path) -> AsyncIterator[Stack]:
     prefix = f"pub-{uuid.uuid4().hex[:8]}-"
-    config = FleetConfig(nodes=2, workloads=False, node_name_prefix=prefix)
+    config = FleetConfig(nodes=2, workloads=False, node_name_prefix=prefix, access_manifests=access_manifests())
     async with SimulatedCluster(config, state_dir=tmp_path / "fleet") as sim:
         api = await connect_kubernetes(sim.kubeconfig)
+        agent_apis = {
+            node: await connect_kubernetes(
+                sim.service_account_kubeconfig(*service_account("agent"), tmp_path / f"{node}.kubeconfig", node=node)
+            )
+            for node in config.node_names()
+        }
         stack = Stack(
             sim,
             api,
@@ -105,11 +118,14 @@ async def stack(dev_server: DevServer, tmp_path: Path) -> AsyncIterator[Stack]:
             f"publisher-test-{uuid.uuid4()}",
             config.node_names(),
             tmp_path / "spool",
+            agent_apis,
         )
         try:
             yield stack
         finally:
             await api.close()  # type: ignore[no-untyped-call]
+            for agent_api in agent_apis.values():
+                await agent_api.close()  # type: ignore[no-untyped-call]
             # No worker polls the test's task queue: end what the test started, so nothing lingers.
             for node in stack.nodes:
                 with contextlib.suppress(RPCError):

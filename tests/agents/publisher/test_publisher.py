@@ -53,7 +53,7 @@ async def test_a_non_fatal_event_becomes_a_kubernetes_event_and_no_workflow(stac
     node = stack.nodes[1]
     before = await stack.gpu_condition(node)
     event = non_fatal(node, GPU_B)
-    async with stack.publisher() as publisher:
+    async with stack.publisher(node) as publisher:
         await publisher.submit(event)
         await publisher.submit(event)  # a redelivery records nothing new
 
@@ -124,7 +124,8 @@ async def test_with_the_api_server_down_the_bound_keeps_the_faults(stack: Stack)
     finally:
         await unreachable.close()  # type: ignore[no-untyped-call]
 
-    async with Publisher(stack.spool_dir, nodes=KubernetesReporter(stack.api), settings=small) as restarted:
+    reporter = KubernetesReporter(stack.agent_apis[node])
+    async with Publisher(stack.spool_dir, nodes=reporter, settings=small) as restarted:
         await asyncio.wait_for(restarted.wait_delivered(), 10)
     condition = await stack.gpu_condition(node)
     assert condition.status == "False"

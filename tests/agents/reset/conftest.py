@@ -31,6 +31,7 @@ from gpuheal.domain.gpu_reset import GPU_RESET_CONDITION, GPU_RESET_REQUEST_ANNO
 from gpuheal.domain.health import HealthEvent
 from gpuheal.kubeclient import connect as connect_kubernetes
 from gpuheal.simulator import FleetConfig, SimulatedCluster
+from tests.chart import access_manifests, service_account
 
 GPUS = 4
 # Short bounds: a test waits at most about a second for anything the watcher does.
@@ -52,12 +53,17 @@ async def eventually(check: Callable[[], Any], what: str, timeout: float = 10.0)
 
 @dataclass
 class Cluster:
-    """The simulated fleet and a client of it; `node` is the node the tests order resets on."""
+    """The simulated fleet and a client of it; `node` is the node the tests order resets on.
+
+    `api` is the admin's (the tests' own orders and checks); `agent_api` is the node's agent's, the
+    chart's agent account with its token bound to the node, which the watchers use.
+    """
 
     sim: SimulatedCluster
     api: k8s.ApiClient
     core: k8s.CoreV1Api
     node: str
+    agent_api: k8s.ApiClient
 
     async def order(self, gpus: Sequence[str], order_id: str | None = None) -> GpuResetOrder:
         """Write a reset order on the node, as the worker's activity does."""
@@ -107,12 +113,24 @@ def now() -> datetime:
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    config = FleetConfig(nodes=1, gpus_per_node=GPUS, workloads=False, node_name_prefix=f"rst-{uuid.uuid4().hex[:8]}-")
+    config = FleetConfig(
+        nodes=1,
+        gpus_per_node=GPUS,
+        workloads=False,
+        node_name_prefix=f"rst-{uuid.uuid4().hex[:8]}-",
+        access_manifests=access_manifests(),
+    )
     async with SimulatedCluster(config, state_dir=tmp_path / "fleet") as sim:
+        node = config.node_names()[0]
+        agent_kubeconfig = sim.service_account_kubeconfig(
+            *service_account("agent"), tmp_path / "agent.kubeconfig", node=node
+        )
         api = await connect_kubernetes(sim.kubeconfig)
+        agent_api = await connect_kubernetes(agent_kubeconfig)
         try:
-            yield Cluster(sim, api, k8s.CoreV1Api(api), config.node_names()[0])
+            yield Cluster(sim, api, k8s.CoreV1Api(api), node, agent_api)
         finally:
+            await agent_api.close()  # type: ignore[no-untyped-call]
             await api.close()  # type: ignore[no-untyped-call]
 
 
@@ -168,7 +186,7 @@ class Node:
         parts.setdefault("acknowledgements", self.acknowledgements)
         parts.setdefault("nvml", self.nvml)
         return GpuResetWatcher(
-            api or self.cluster.api,
+            api or self.cluster.agent_api,
             self.cluster.node,
             resetter=resetter,
             gpus=lambda: self.gpus,
