@@ -250,10 +250,15 @@ async def events_call(tmp_path: Path) -> AsyncIterator[tuple[Caller, SimulatedCl
             await session.close()
 
 
-def event(name: str, reason: str) -> dict[str, Any]:
+def event(name: str, reason: str, namespace: str = "default") -> dict[str, Any]:
+    # An Event about a Node (cluster-scoped) may live only in `default`; elsewhere it is about a Pod
+    # there (pkg/apis/core/validation/events.go, legacyValidateEvent).
+    involved = {"kind": "Node", "name": "gpu-node-000"}
+    if namespace != "default":
+        involved = {"kind": "Pod", "name": "p", "namespace": namespace}
     return {
         "metadata": {"name": name},
-        "involvedObject": {"kind": "Node", "name": "gpu-node-000"},
+        "involvedObject": involved,
         "reason": reason,
         "message": "admission",
     }
@@ -283,7 +288,7 @@ async def test_policy_evaluation_follows_the_validating_admission_plugin(
     assert cluster.get_object("events", "e1", "default") is None
 
     # The binding's namespaceSelector leaves other namespaces alone.
-    assert (await call(admin, "POST", create.format("kube-system"), event("e1", "Bad")))[0] == 201
+    assert (await call(admin, "POST", create.format("kube-system"), event("e1", "Bad", "kube-system")))[0] == 201
 
     # An expression that fails to evaluate denies under failurePolicy Fail (reason Invalid) ...
     status, body, _ = await call(admin, "POST", create.format("default"), event("e2", "Failing"))

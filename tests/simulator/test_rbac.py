@@ -288,9 +288,12 @@ async def test_rbac_allows_exactly_what_the_rules_say(
     if method == "PATCH":
         body, content_type = {"metadata": {}}, "application/merge-patch+json"
     elif method == "POST":
+        namespace = path.split("/")[4]
         body = {
             "metadata": {"name": f"e-{abs(hash(path)) % 10_000}"},
-            "involvedObject": {"kind": "Node", "name": "gpu-node-000"},
+            # About an object of its own namespace: an Event about a Node may live only in `default`
+            # (pkg/apis/core/validation/events.go).
+            "involvedObject": {"kind": "Pod", "name": "p", "namespace": namespace},
             "reason": "Test",
             "message": "rbac",
         }
