@@ -90,12 +90,12 @@ async def run_demo(options: DemoOptions) -> int:
             contextlib.AsyncExitStack() as agents,
         ):
             nodes = sorted(cluster.node_names())
-            by_node = {
-                node: await agents.enter_async_context(
-                    Agent(_agent_settings(options, node, server, cluster.kubeconfig))
-                )
-                for node in nodes[: options.agents]
-            }
+            by_node: dict[str, Agent] = {}
+            for node in nodes[: options.agents]:
+                settings = _agent_settings(options, node, server, cluster.kubeconfig)
+                # The agent is its node's only GPU agent, and reads the node's boot ID as on a real node.
+                cluster.attach_agent(node, settings.boot_id_path)
+                by_node[node] = await agents.enter_async_context(Agent(settings))
             _print_addresses(console, server, cluster.url, cluster.kubeconfig, len(by_node))
             status = await _remediate(console, server.client, by_node[nodes[min(1, len(by_node) - 1)]], options)
             if options.keep:
