@@ -108,13 +108,18 @@ def gpu_health_problem(report: GpuHealthReport | None, node_boot_id: str, bar: H
             return None
         when = report.reported_at
     else:
-        times = [t for t in (report.heartbeat, report.transition) if t is not None]
+        times = [_utc(t) for t in (report.heartbeat, report.transition) if t is not None]
         when = max(times) if times else None
     if bar.after is None:
         return f"GpuHealthy=True {_at(when)} names no boot after the reboot and there is no time to compare it with"
-    if when is None or when <= bar.after:
+    if when is None or _utc(when) <= _utc(bar.after):
         return f"GpuHealthy=True was last reported {_at(when)}, before {bar.after_what} at {_micro(bar.after)}"
     return None
+
+
+def _utc(moment: datetime) -> datetime:
+    """Aware, in UTC: a time without a zone is read as UTC (as the API server writes them)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _at(when: datetime | None) -> str:
@@ -122,6 +127,4 @@ def _at(when: datetime | None) -> str:
 
 
 def _micro(moment: datetime) -> str:
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return _utc(moment).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

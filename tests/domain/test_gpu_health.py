@@ -74,3 +74,9 @@ def test_unhealthy_or_missing_reports_say_so() -> None:
     assert gpu_health_problem(
         report("boot-b", status="Unknown").model_copy(update={"message": ""}), "boot-b", REBOOT
     ) == ("GpuHealthy=Unknown")
+
+
+def test_times_without_a_zone_are_read_as_utc() -> None:
+    naive = T0.replace(tzinfo=None)
+    assert gpu_health_problem(report("boot-a", naive + timedelta(seconds=1)), "boot-a", RESET) is None
+    assert gpu_health_problem(report(heartbeat=naive), "boot-b", REBOOT) is not None
