@@ -17,6 +17,7 @@ from temporalio import activity
 
 from gpuheal.activities.kube import annotations_of, boot_id_of, condition_of, merge_patch_node, on_fresh_node
 from gpuheal.domain import marks
+from gpuheal.domain.gpu_health import GpuHealthReport, read_stamp
 from gpuheal.domain.gpu_reset import GPU_RESET_CONDITION, GpuResetReport
 from gpuheal.domain.steps import NodeRecord, NodeRef, NodeState, Outcome, QuarantineRequest, ReleaseRequest
 
@@ -159,18 +160,42 @@ def _record(name: str, node: V1Node, cordoned_before: bool, *, managed: bool = T
 
 
 def _state(name: str, node: V1Node) -> NodeState:
+    """The node as the workflow judges it: Ready and bootID from the kubelet, GPU health from the agent."""
     ready = condition_of(node, "Ready")
-    gpus = condition_of(node, marks.GPU_HEALTHY_CONDITION)
+    report = _gpu_report(node)
     return NodeState(
         node=name,
         exists=True,
         ready=ready is not None and ready[0] == "True",
         boot_id=boot_id_of(node),
         unschedulable=bool(node.spec and node.spec.unschedulable),
-        gpu_healthy=None if gpus is None else gpus[0] == "True",
-        gpu_message=gpus[1] if gpus else "",
+        gpu_healthy=None if report is None else report.healthy,
+        gpu_message=report.message if report else "",
+        gpu_report=report,
         gpu_reset=_reset_report(node),
     )
+
+
+def _gpu_report(node: V1Node) -> GpuHealthReport | None:
+    """The GpuHealthy condition with the boot and moment its writer names, if any, and its timestamps."""
+    for condition in (node.status.conditions if node.status else None) or []:
+        if condition.type == marks.GPU_HEALTHY_CONDITION:
+            message, boot_id, at = read_stamp(condition.message or "")
+            return GpuHealthReport(
+                status=condition.status or "Unknown",
+                message=message,
+                boot_id=boot_id,
+                reported_at=at,
+                heartbeat=_aware(condition.last_heartbeat_time),
+                transition=_aware(condition.last_transition_time),
+            )
+    return None
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
 
 
 def _reset_report(node: V1Node) -> GpuResetReport | None:

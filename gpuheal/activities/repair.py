@@ -97,6 +97,7 @@ class RepairActivities:
             detail=f"reboot already requested at {reboot.at.isoformat()}",
             expects_new_boot=provider.expects_new_boot,
             graceful=reboot.graceful,
+            requested_at=reboot.at,
         )
         if not call:
             return result

@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ from gpuheal.agents.intake.validate import IntakeLimits
 from gpuheal.agents.kmsg.decide import XidPolicy
 from gpuheal.agents.kmsg.follow import KernelLogFormat, follow
 from gpuheal.agents.kmsg.gpumap import GpuMap
-from gpuheal.agents.kmsg.monitor import KernelLogMonitor
+from gpuheal.agents.kmsg.monitor import KernelLogMonitor, read_boot_id
 from gpuheal.agents.nvml.fake import FakeNvml
 from gpuheal.agents.nvml.interface import Nvml, NvmlUnavailableError
 from gpuheal.agents.nvml.provider import NvmlProvider
@@ -37,6 +39,8 @@ from gpuheal.agents.publisher.publisher import Publisher
 from gpuheal.agents.publisher.temporal import TemporalRemediations
 from gpuheal.agents.reset import GpuResetMode, GpuResetWatcher, ResetAcknowledgements, ResetSettings, make_resetter
 from gpuheal.control.connection import DEFAULT_TASK_QUEUE
+from gpuheal.domain.gpu_reset import GpuResetOrder, GpuResetReport
+from gpuheal.domain.health import GPU_UUID, Entity, HealthEvent
 from gpuheal.domain.policy import RemediationPolicy
 from gpuheal.kubeclient import connect as connect_kubernetes
 from gpuheal.shutdown import shutdown_requested
@@ -45,6 +49,9 @@ log = logging.getLogger("gpuheal.agent")
 
 DEVICE_API_SOCKET = "device-api.sock"
 HEALTH_EVENTS_SOCKET = "health-events.sock"
+# The check of the event by which the agent reports GPU health again after answering a reset order.
+# No fault carries it, so it closes nothing: the node's condition is written anew as it stands.
+CHECK_RESET_ANSWERED = "GpuResetAnswered"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +67,8 @@ class AgentSettings:
     # Start reading a FILE source at its beginning rather than its end.
     kernel_log_from_start: bool = False
     boot_id_path: Path = Path("/proc/sys/kernel/random/boot_id")
+    # How often the kernel-log monitor reads the boot ID when no line makes it look.
+    boot_check_seconds: float = 5.0
     xid_policy: Path | None = None
     # None: the real NVML; N: a fake NVML with N GPUs (tests, the simulator, the demo).
     fake_gpus: int | None = None
@@ -97,7 +106,7 @@ class AgentSettings:
             kernel_log_from_start=True,
             boot_id_path=home / "boot_id",
             fake_gpus=gpus,
-            **{"gpu_reset": "kernel-log", **settings},
+            **{"gpu_reset": "kernel-log", "boot_check_seconds": 0.5, **settings},
         )
 
 
@@ -194,6 +203,7 @@ class Agent:
                 policy=XidPolicy.load(settings.xid_policy) if settings.xid_policy else None,
                 gpu_map=GpuMap(gpus),
                 boot_id_path=settings.boot_id_path,
+                boot_check_interval=settings.boot_check_seconds,
                 state_path=settings.spool_dir / "kmsg-state.json",
                 on_event=self.reset_acknowledgements.observe,
             )
@@ -239,7 +249,8 @@ class Agent:
             log.warning("no Kubernetes configuration (%s): node conditions and events are off", error)
             return None
         self._stack.push_async_callback(self._kubernetes.close)
-        return KubernetesReporter(self._kubernetes)
+        boot_id_path = self.settings.boot_id_path
+        return KubernetesReporter(self._kubernetes, boot_id=lambda: read_boot_id(boot_id_path))
 
     async def _start_reset_watcher(self) -> None:
         """The GPU reset watcher, where the Kubernetes API is configured; a failure here is logged, not raised."""
@@ -258,6 +269,7 @@ class Agent:
                 nvml=self.nvml if self.provider is not None else None,
                 release_nvml=self._nvml_released,
                 settings=settings.gpu_reset_settings,
+                on_answered=self._report_after_reset,
             )
             await watcher.start()
         except Exception:
@@ -265,6 +277,25 @@ class Agent:
             return
         self.reset_watcher = watcher
         self._stack.push_async_callback(watcher.stop)
+
+    async def _report_after_reset(self, order: GpuResetOrder, report: GpuResetReport) -> None:
+        """Report the node's GPU health anew once a reset is answered, so the report follows the answer."""
+        if self.publisher is None:
+            return
+        await self.publisher.submit(
+            HealthEvent(
+                id=str(uuid.uuid4()),
+                node=self.settings.node,
+                agent="gpuheal-reset",
+                component_class="GPU",
+                check_name=CHECK_RESET_ANSWERED,
+                is_fatal=False,
+                is_healthy=True,
+                message=f"GPU health after reset order {order.id}: {report.detail}",
+                entities=tuple(Entity(type=GPU_UUID, value=gpu) for gpu in order.gpus),
+                generated_at=datetime.now(UTC),
+            )
+        )
 
     def _nvml_released(self) -> contextlib.AbstractAsyncContextManager[None]:
         return self.provider.released() if self.provider is not None else contextlib.nullcontext()

@@ -133,7 +133,10 @@ async def _run_fleet(
             kubeconfig = cluster.service_account_kubeconfig(
                 *agent_account, credentials / f"agent-{node}.kubeconfig", node=node
             )
-            by_node[node] = await agents.enter_async_context(Agent(_agent_settings(options, node, server, kubeconfig)))
+            settings = _agent_settings(options, node, server, kubeconfig)
+            # The agent is its node's only GPU agent, and reads the node's boot ID as on a real node.
+            cluster.attach_agent(node, settings.boot_id_path)
+            by_node[node] = await agents.enter_async_context(Agent(settings))
         _print_addresses(console, server, cluster.url, cluster.kubeconfig, len(by_node))
         status = await _remediate(console, server.client, by_node[nodes[min(1, len(by_node) - 1)]], options)
         if options.keep:

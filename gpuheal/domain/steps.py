@@ -5,10 +5,12 @@ The workflow decides, the activities act; these models are the whole conversatio
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
+from gpuheal.domain.gpu_health import GpuHealthReport
 from gpuheal.domain.gpu_reset import GpuResetReport
 from gpuheal.domain.policy import DrainPolicy
 
@@ -63,6 +65,8 @@ class NodeState(_Payload):
     # None when the node carries no GpuHealthy condition.
     gpu_healthy: bool | None
     gpu_message: str = ""
+    # The whole GpuHealthy condition: which boot and when it was reported (see gpuheal.domain.gpu_health).
+    gpu_report: GpuHealthReport | None = None
     # The agent's last answer to a GPU reset order (the node's GpuReset condition), if any.
     gpu_reset: GpuResetReport | None = None
 
@@ -117,6 +121,9 @@ class RebootResult(_Payload):
     expects_new_boot: bool = True
     # True when a graceful restart was asked for; a force restart may follow if it does not happen.
     graceful: bool = False
+    # When the reboot was first requested, as recorded on the node (the worker's clock); GPU health
+    # reported by a writer that names no boot must be later than this.
+    requested_at: datetime | None = None
 
 
 class MachineRequest(_Payload):

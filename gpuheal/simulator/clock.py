@@ -44,6 +44,11 @@ class Timers:
             return
         self._handles[key] = asyncio.get_running_loop().call_soon(self._run, key, fn)
 
+    @staticmethod
+    def now() -> float:
+        """The event loop's clock, the one the timers run on."""
+        return asyncio.get_running_loop().time()
+
     def pending(self, key: Hashable) -> bool:
         return key in self._handles
 

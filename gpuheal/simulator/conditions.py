@@ -55,3 +55,32 @@ def set_condition(
     if heartbeat and changed:
         cond["lastHeartbeatTime"] = now
     return changed
+
+
+def post_condition(conditions: list[JsonDict], ctype: str, status: str, reason: str, message: str, now: str) -> bool:
+    """Set a node condition as its writer posts it: ``lastHeartbeatTime`` now on every post,
+    ``lastTransitionTime`` only when the status changes (the kubelet's condition setters).
+
+    Returns True when the status changed.
+    """
+    cond = find_condition(conditions, ctype)
+    if cond is None:
+        conditions.append(
+            {
+                "type": ctype,
+                "status": status,
+                "lastHeartbeatTime": now,
+                "lastTransitionTime": now,
+                "reason": reason,
+                "message": message,
+            }
+        )
+        return True
+    transition = cond.get("status") != status
+    cond["status"] = status
+    cond["lastHeartbeatTime"] = now
+    if transition or "lastTransitionTime" not in cond:
+        cond["lastTransitionTime"] = now
+    cond["reason"] = reason
+    cond["message"] = message
+    return transition

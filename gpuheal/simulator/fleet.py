@@ -124,14 +124,28 @@ class FleetConfig(_Model):
     gpu_product: str = "NVIDIA-H100-80GB-HBM3"
     kubernetes_version: str = "v1.33.0"
 
-    reboot_seconds: float = Field(2.0, ge=0, description="NotReady -> Ready again")
-    reboot_down_seconds: float = Field(0.0, ge=0, description="request -> NotReady")
+    reboot_seconds: float = Field(2.0, ge=0, description="the kubelet stops posting -> posts the new boot id")
+    reboot_down_seconds: float = Field(0.0, ge=0, description="request -> the machine goes down")
+    kubelet_ready_seconds: float = Field(
+        0.5, ge=0, description="after boot, the kubelet's first status says Ready=False (KubeletNotReady) this long"
+    )
+    gpu_agent_start_seconds: float = Field(
+        1.0, ge=0, description="after boot, the GPU agent reports GpuHealthy this long after the kubelet is back"
+    )
+    node_monitor_grace_seconds: float = Field(
+        50.0,
+        gt=0,
+        description="--node-monitor-grace-period: a kubelet silent this long gets Unknown conditions and "
+        "unreachable taints (the upstream default)",
+    )
     reboot_reply_seconds: float = Field(
         0.0, ge=0, description="how long the control API holds its answer to a recorded reboot request (a slow cloud)"
     )
     pod_start_seconds: float = Field(0.5, ge=0, description="bound -> Running and Ready")
     fault_survives_reboot: bool = Field(False, description="a reboot clears no GPU fault")
-    node_lifecycle_taints: bool = Field(True, description="unreachable taints while a node is down")
+    node_lifecycle_taints: bool = Field(
+        True, description="the node lifecycle controller's taints (unschedulable, not-ready, unreachable, pressure)"
+    )
 
     workloads: bool | list[Workload] = Field(True, description="True: the demo set; False: none")
     namespaces: list[str] = Field(default_factory=list, description="extra namespaces to create")
@@ -231,7 +245,7 @@ class FleetBuilder:
                 gpu_product=cfg.gpu_product,
                 kubelet_version=cfg.kubernetes_version,
                 boot_id=state.boot_id,
-                gpu_condition=state.gpus.condition(),
+                gpu_condition=sim.lifecycle.gpu_condition(name),
                 now=rfc3339(),
             )
             annotations = sim.identify(name, index)[1]

@@ -12,8 +12,10 @@ One ``Kubelet`` object stands for the kubelets of every node. It reacts to pod c
 * static pods are mirrored to the API as mirror pods (``kubernetes.io/config.mirror``) and come back
   when deleted.
 
-When a node goes down its pods' containers die (Ready=False); when it comes back they restart
-(``restartCount`` + 1) and become Ready after the start delay.
+When a node goes down its pods' containers die, but a kubelet that is down writes nothing: the API
+goes on showing them as they were until the node lifecycle controller marks them not ready. When
+the node comes back the kubelet reports the restarted containers (``restartCount`` + 1) and they
+become Ready after the start delay.
 """
 
 from __future__ import annotations
@@ -209,29 +211,30 @@ class Kubelet:
     # --- node up / down ----------------------------------------------------------------------------
 
     def node_down(self, node: str) -> None:
-        """The node's kubelet stops: containers die, pods turn not ready."""
+        """The node's kubelet stops: its containers die, and nobody tells the API (the node lifecycle
+        controller marks the pods not ready once the node's grace has passed)."""
         self.down.add(node)
-        now = rfc3339()
         for entry in self.store.pods_on_node(node):
             for kind in ("start", "complete", "finish"):
                 self.timers.cancel((kind, entry.uid))
-            if is_terminal(entry.obj) or is_terminating(entry.obj):
-                continue
-
-            def die(obj: JsonDict) -> bool:
-                set_restarting(obj, now, "")
-                return True
-
-            self.registry.mutate("pods", entry.namespace, entry.name, die)
 
     def node_up(self, node: str) -> None:
-        """The node's kubelet is back: finish terminating pods, restart the others."""
+        """The node's kubelet is back: finish terminating pods, report the others' containers as
+        having died with the reboot (restart count + 1) and start them again."""
         self.down.discard(node)
+        now = rfc3339()
         for entry in self.store.pods_on_node(node):
             if is_terminating(entry.obj):
                 self.registry.finish_pod(entry.namespace, entry.name, entry.uid)
-            else:
-                self.sync_pod(entry.namespace, entry.name, entry.uid)
+                continue
+            if not is_terminal(entry.obj):
+
+                def died(obj: JsonDict) -> bool:
+                    set_restarting(obj, now, "")
+                    return True
+
+                self.registry.mutate("pods", entry.namespace, entry.name, died)
+            self.sync_pod(entry.namespace, entry.name, entry.uid)
         self.ensure_static_pods(node)
 
     # --- static / mirror pods ----------------------------------------------------------------------

@@ -1,15 +1,21 @@
-"""Node lifecycle: reboots, readiness, fake-GPU health on the node, and NoExecute taint eviction.
+"""Node truth, reboots, the kubelet's node status, fake-GPU faults, and NoExecute taint eviction.
 
 ``NodeLifecycle`` keeps the simulator-side truth of every node (boot id, reboot counters, GPUs)
-and writes what a kubelet and the node lifecycle controller would write to the Node object:
+and plays the node's own writers, each writing only what it owns, as on a real node:
 
-* a reboot request makes the node NotReady (Ready=Unknown, ``NodeStatusUnknown``, "Kubelet stopped
-  posting node status.", the other kubelet conditions Unknown too, and the
-  ``node.kubernetes.io/unreachable`` NoSchedule/NoExecute taints), its pods' containers die; after
-  ``reboot_seconds`` the node is Ready again with a new ``status.nodeInfo.bootID``, the taints are
-  gone, the pods restart and the GPU faults a reboot fixes are cleared. A request while a reboot is
-  in progress is counted but starts no second cycle; a repeated ``requestId`` is not counted again.
-* injecting a GPU fault sets the ``GpuHealthy`` condition False and lowers allocatable GPUs.
+* the **kubelet** posts Ready, MemoryPressure, DiskPressure and PIDPressure (``lastHeartbeatTime``
+  on every post) and ``status.nodeInfo.bootID``. A reboot request stops it (after
+  ``reboot_down_seconds``): it posts nothing until the node is back, ``reboot_seconds`` later, and
+  the pods' containers die without a word to the API. Its first status after boot carries the new
+  bootID with Ready=False (``KubeletNotReady``), then Ready=True ``kubelet_ready_seconds`` later
+  (``pkg/kubelet/nodestatus/setters.go``, ``ReadyCondition``); it records ``Rebooted``. The
+  conditions turn Unknown, and the unreachable taints come, only from the node lifecycle
+  controller (``nodelifecycle``) once the grace passes without the kubelet posting: a reboot
+  shorter than the grace never shows NotReady. A request while a reboot is in progress is counted
+  but starts no second cycle; a repeated ``requestId`` is not counted again.
+* the **GPU agent** (``gpuagent``) writes ``GpuHealthy`` and the allocatable GPUs: an injected fault
+  sets it False; after a reboot it reports only once it has started again, so the condition from
+  before the reboot lingers until then. The reboot clears the GPU faults a reboot fixes.
 * pods that do not tolerate a NoExecute taint are evicted (after their ``tolerationSeconds``), as
   the taint eviction controller does.
 * nodes created through the API get a kubelet too: they turn Ready with a boot id and GPUs from
@@ -18,23 +24,29 @@ and writes what a kubelet and the node lifecycle controller would write to the N
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
 
 from .clock import Timers
-from .conditions import find_condition, set_condition
+from .conditions import find_condition, post_condition
 from .events import EventRecorder
-from .gpus import CONDITION_TYPE, GPU_RESOURCE, NodeGpus
+from .gpuagent import SimulatedGpuAgent, gpu_condition
+from .gpus import GPU_RESOURCE, NodeGpus
 from .identity import new_uid
 from .jsonvalues import JsonDict, dig
 from .kubelet import Kubelet
+from .nodelifecycle import NodeLifecycleController
 from .objects import is_terminal, is_terminating, node_object, toleration_seconds
 from .registry import Registry
 from .store import ADDED, DELETED, Change, Entry
 from .timestamps import parse_rfc3339, rfc3339, rfc3339_micro, utcnow
 
-UNREACHABLE = "node.kubernetes.io/unreachable"
+log = logging.getLogger(__name__)
+
+# What the kubelet's Ready condition says before its runtime and PLEG checks have run once.
+KUBELET_NOT_READY = "container runtime status check may not have completed yet"
 _KUBELET_CONDITIONS = {
     "MemoryPressure": ("False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
     "DiskPressure": ("False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
@@ -59,6 +71,8 @@ class NodeState:
     reboots_completed: int = 0
     last_reboot_request_at: str | None = None
     request_ids: dict[str, str] = field(default_factory=dict)
+    # Files a real agent reads the boot id from (its /proc/sys/kernel/random/boot_id).
+    boot_id_files: list[Path] = field(default_factory=list)
 
     def as_json(self, ready: bool) -> JsonDict:
         return {
@@ -80,11 +94,13 @@ class NodeLifecycle:
         timers: Timers,
         kubelet: Kubelet,
         recorder: EventRecorder,
+        controller: NodeLifecycleController,
         *,
         reboot_seconds: float,
         reboot_down_seconds: float = 0.0,
+        kubelet_ready_seconds: float = 0.0,
+        gpu_agent_start_seconds: float = 0.0,
         fault_survives_reboot: bool = False,
-        lifecycle_taints: bool = True,
         kubelet_version: str = "v1.33.0",
         gpu_product: str = "NVIDIA-H100-80GB-HBM3",
     ) -> None:
@@ -93,13 +109,17 @@ class NodeLifecycle:
         self.timers = timers
         self.kubelet = kubelet
         self.recorder = recorder
+        self.controller = controller
         self.reboot_seconds = reboot_seconds
         self.reboot_down_seconds = reboot_down_seconds
+        self.kubelet_ready_seconds = kubelet_ready_seconds
         self.fault_survives_reboot = fault_survives_reboot
-        self.lifecycle_taints = lifecycle_taints
         self.kubelet_version = kubelet_version
         self.gpu_product = gpu_product
         self.nodes: dict[str, NodeState] = {}
+        self.gpu_agent = SimulatedGpuAgent(registry, timers, self._gpu_truth, start_seconds=gpu_agent_start_seconds)
+        # When each pod's NoExecute eviction is due (loop time), so a later taint never postpones it.
+        self._evict_at: dict[str, float] = {}
         self.store.add_listener(self._on_change)
 
     # --- registry of node truth --------------------------------------------------------------------
@@ -114,6 +134,23 @@ class NodeLifecycle:
         if state is None or self.store.get("nodes", "", name) is None:
             raise UnknownNode(name)
         return state
+
+    def _gpu_truth(self, name: str) -> tuple[NodeGpus, str] | None:
+        state = self.nodes.get(name)
+        return None if state is None else (state.gpus, state.boot_id)
+
+    def gpu_condition(self, name: str) -> tuple[str, str, str]:
+        """GpuHealthy as the node's agent first reports it (for building the fleet)."""
+        state = self.nodes[name]
+        return gpu_condition(state.gpus, state.boot_id)
+
+    def attach_agent(self, name: str, boot_id_file: Path) -> None:
+        """A real gpuheal agent runs for this node: it reads the node's boot id from ``boot_id_file``,
+        which is kept current across reboots, and the simulated GPU agent leaves GpuHealthy to it."""
+        state = self.state(name)
+        state.boot_id_files.append(boot_id_file)
+        _write_boot_id(boot_id_file, state.boot_id)
+        self.gpu_agent.hand_over(name)
 
     def truth(self, name: str) -> JsonDict:
         state = self.state(name)
@@ -131,9 +168,10 @@ class NodeLifecycle:
                 self.timers.soon(("adopt", name), lambda: self._adopt(name))
             elif change.type == DELETED:
                 self.nodes.pop(name, None)
-                for key in (("reboot-down", name), ("reboot-up", name)):
+                for key in (("reboot-down", name), ("reboot-up", name), ("kubelet-ready", name)):
                     self.timers.cancel(key)
                 self.kubelet.down.discard(name)
+                self.gpu_agent.forget(name)
                 return
             old_taints = dig(change.old.obj, "spec", "taints") if change.old else None
             if old_taints != dig(change.new.obj, "spec", "taints"):
@@ -168,7 +206,7 @@ class NodeLifecycle:
             gpu_product=self.gpu_product,
             kubelet_version=self.kubelet_version,
             boot_id=state.boot_id,
-            gpu_condition=state.gpus.condition(),
+            gpu_condition=gpu_condition(state.gpus, state.boot_id),
             now=rfc3339(),
         )
 
@@ -192,7 +230,8 @@ class NodeLifecycle:
             return True
 
         self.registry.mutate("nodes", "", name, register)
-        self._write_node(name, ready=True, boot_id=state.boot_id)
+        self._post_status(name, ready=True, boot_id=state.boot_id)
+        self.gpu_agent.report(name)
         self.kubelet.ensure_static_pods(name)
 
     # --- reboots -----------------------------------------------------------------------------------
@@ -227,17 +266,17 @@ class NodeLifecycle:
         return receipt
 
     def _go_down(self, name: str) -> None:
+        """The machine goes down: its kubelet and agent stop posting, its containers die unseen."""
         if name not in self.nodes:
             return
+        self.timers.cancel(("kubelet-ready", name))
         self.kubelet.node_down(name)
-        entry = self._write_node(name, ready=False)
-        if entry is not None:
-            self.recorder.record(
-                entry.obj, "Normal", "NodeNotReady", f"Node {name} status is now: NodeNotReady", "node-controller"
-            )
+        self.gpu_agent.node_down(name)
+        self.controller.kubelet_stopped(name)
         self.timers.later(("reboot-up", name), self.reboot_seconds, lambda: self._come_up(name))
 
     def _come_up(self, name: str) -> None:
+        """The machine booted: the kubelet posts the new boot id, NotReady until its checks pass."""
         state = self.nodes.get(name)
         if state is None:
             return
@@ -245,8 +284,9 @@ class NodeLifecycle:
         state.gpus.clear(reboot=True, keep_all_on_reboot=self.fault_survives_reboot)
         state.rebooting = False
         state.reboots_completed += 1
-        entry = self._write_node(name, ready=True, boot_id=state.boot_id)
-        self.kubelet.node_up(name)
+        for path in state.boot_id_files:
+            _write_boot_id(path, state.boot_id)
+        entry = self._post_status(name, ready=False, boot_id=state.boot_id)
         if entry is not None:
             self.recorder.record(
                 entry.obj,
@@ -256,9 +296,14 @@ class NodeLifecycle:
                 "kubelet",
                 name,
             )
-            self.recorder.record(
-                entry.obj, "Normal", "NodeReady", f"Node {name} status is now: NodeReady", "kubelet", name
-            )
+        self.kubelet.node_up(name)
+        self.gpu_agent.node_up(name)
+        self.timers.later(("kubelet-ready", name), self.kubelet_ready_seconds, lambda: self._kubelet_ready(name))
+
+    def _kubelet_ready(self, name: str) -> None:
+        if name not in self.nodes or name in self.kubelet.down:
+            return
+        self._post_status(name, ready=True)
 
     # --- faults ------------------------------------------------------------------------------------
 
@@ -267,100 +312,80 @@ class NodeLifecycle:
     ) -> JsonDict:
         state = self.state(name)
         target = state.gpus.inject(xid, gpu, message, survives_reboot)
-        self._write_node(name)
+        self.gpu_agent.report(name)
         return {"node": name, "xid": xid, "gpu": target.as_json(), "gpuHealthy": state.gpus.healthy}
 
     def clear_faults(self, name: str) -> None:
         state = self.state(name)
         state.gpus.clear(reboot=False)
-        self._write_node(name)
+        self.gpu_agent.report(name)
 
-    # --- the Node object ---------------------------------------------------------------------------
+    # --- the kubelet's node status ------------------------------------------------------------------
 
-    def _write_node(self, name: str, ready: bool | None = None, boot_id: str | None = None) -> Any:
-        """Write the node's status (and unreachable taints) from the simulator's truth."""
-        state = self.nodes.get(name)
-        if state is None:
+    def _post_status(self, name: str, *, ready: bool, boot_id: str | None = None) -> Entry | None:
+        """One status post of the node's kubelet: its conditions (heartbeat now) and its boot id."""
+        if name not in self.nodes:
             return None
+        entry = self.store.get("nodes", "", name)
+        if entry is None:
+            return None
+        before = (find_condition(dig(entry.obj, "status", "conditions"), "Ready") or {}).get("status")
         now = rfc3339()
 
-        def update(obj: JsonDict) -> bool:
+        def post(obj: JsonDict) -> bool:
             status = obj.setdefault("status", {})
             conditions = status.setdefault("conditions", [])
-            if ready is not None:
-                for ctype, (cstatus, reason, message) in _KUBELET_CONDITIONS.items():
-                    if ready:
-                        set_condition(conditions, ctype, cstatus, reason, message, now, heartbeat=True)
-                    else:
-                        set_condition(
-                            conditions,
-                            ctype,
-                            "Unknown",
-                            "NodeStatusUnknown",
-                            "Kubelet stopped posting node status.",
-                            now,
-                            heartbeat=True,
-                        )
-                self._set_unreachable_taints(obj, not ready, now)
+            for ctype, (cstatus, reason, message) in _KUBELET_CONDITIONS.items():
+                if ctype == "Ready" and not ready:
+                    cstatus, reason, message = "False", "KubeletNotReady", KUBELET_NOT_READY
+                post_condition(conditions, ctype, cstatus, reason, message, now)
             if boot_id is not None:
                 status.setdefault("nodeInfo", {})["bootID"] = boot_id
-            gstatus, greason, gmessage = state.gpus.condition()
-            set_condition(conditions, CONDITION_TYPE, gstatus, greason, gmessage, now, heartbeat=True)
-            if state.gpus.gpus:
-                status.setdefault("capacity", {})[GPU_RESOURCE] = str(len(state.gpus.gpus))
-                status.setdefault("allocatable", {})[GPU_RESOURCE] = str(state.gpus.healthy_count)
             return True
 
-        return self.registry.mutate("nodes", "", name, update)
-
-    def _set_unreachable_taints(self, node: JsonDict, present: bool, now: str) -> None:
-        if not self.lifecycle_taints:
-            return
-        spec = node.setdefault("spec", {})
-        taints = [t for t in spec.get("taints") or [] if t.get("key") != UNREACHABLE]
-        if present:
-            taints.append({"key": UNREACHABLE, "effect": "NoSchedule", "timeAdded": now})
-            taints.append({"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": now})
-        if taints:
-            spec["taints"] = taints
-        else:
-            spec.pop("taints", None)
+        updated = self.registry.mutate("nodes", "", name, post)
+        self.controller.kubelet_posted(name)
+        after = "True" if ready else "False"
+        if updated is not None and before is not None and before != after:
+            reason = "NodeReady" if ready else "NodeNotReady"
+            self.recorder.record(updated.obj, "Normal", reason, f"Node {name} status is now: {reason}", "kubelet", name)
+        return updated
 
     # --- NoExecute taint eviction ------------------------------------------------------------------
 
     def sweep_taints(self, name: str) -> None:
-        """Evict the node's pods that do not tolerate its NoExecute taints (now or after tolerationSeconds)."""
+        """Evict the node's pods that do not tolerate its NoExecute taints (now or after tolerationSeconds).
+
+        A toleration's seconds count from the taint's ``timeAdded`` (upstream's taint eviction
+        controller counts from when it first saw the taint, never earlier), and an eviction once
+        scheduled is never postponed by a later taint (``processPodOnNode`` keeps the earlier one).
+        """
         node = self.store.get("nodes", "", name)
         taints = [t for t in dig(node.obj, "spec", "taints") or [] if t.get("effect") == "NoExecute"] if node else []
+        loop_now = self.timers.now()
         for entry in self.store.pods_on_node(name):
             pod = entry.obj
             key = ("taint-evict", entry.uid)
-            if is_terminal(pod) or is_terminating(pod) or not taints:
-                self.timers.cancel(key)
-                continue
             delay: float | None = None
-            tolerations = dig(pod, "spec", "tolerations") or []
-            for taint in taints:
-                seconds = toleration_seconds(tolerations, taint)
-                if seconds is None:
-                    continue
-                if seconds < 0:
-                    delay = 0.0
-                    break
-                added = taint.get("timeAdded")
-                elapsed = (utcnow() - parse_rfc3339(added)).total_seconds() if added else 0.0
-                remaining = max(0.0, seconds - elapsed)
-                delay = remaining if delay is None else min(delay, remaining)
+            if not (is_terminal(pod) or is_terminating(pod)):
+                delay = _eviction_delay(dig(pod, "spec", "tolerations") or [], taints)
             if delay is None:
                 self.timers.cancel(key)
-            else:
-                self.timers.later(key, delay, self._evictor(name, entry))
+                self._evict_at.pop(entry.uid, None)
+                continue
+            due = loop_now + delay
+            scheduled = self._evict_at.get(entry.uid)
+            if scheduled is not None and scheduled <= due and self.timers.pending(key):
+                continue
+            self._evict_at[entry.uid] = due
+            self.timers.later(key, delay, self._evictor(name, entry))
 
     def _evictor(self, node: str, entry: Entry) -> Callable[[], None]:
         ns, name, uid = entry.namespace, entry.name, entry.uid
         return lambda: self._taint_evict(node, ns, name, uid)
 
     def _taint_evict(self, node: str, namespace: str, name: str, uid: str) -> None:
+        self._evict_at.pop(uid, None)
         entry = self.store.get("pods", namespace, name)
         if entry is None or entry.uid != uid or is_terminating(entry.obj):
             return
@@ -373,3 +398,27 @@ class NodeLifecycle:
         tolerations = dig(entry.obj, "spec", "tolerations") or []
         if any(toleration_seconds(tolerations, t) is not None for t in taints):
             self.registry.delete_pod(entry, None)
+
+
+def _eviction_delay(tolerations: list[JsonDict], taints: list[JsonDict]) -> float | None:
+    """Seconds until the pod must go for these NoExecute taints; None when it may stay."""
+    delay: float | None = None
+    for taint in taints:
+        seconds = toleration_seconds(tolerations, taint)
+        if seconds is None:
+            continue
+        if seconds < 0:
+            return 0.0
+        added = taint.get("timeAdded")
+        elapsed = (utcnow() - parse_rfc3339(added)).total_seconds() if added else 0.0
+        remaining = max(0.0, seconds - elapsed)
+        delay = remaining if delay is None else min(delay, remaining)
+    return delay
+
+
+def _write_boot_id(path: Path, boot_id: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{boot_id}\n", "ascii")
+    except OSError:
+        log.warning("could not write the boot id of a simulated node to %s", path, exc_info=True)

@@ -407,6 +407,11 @@ class SimulatedCluster:
     def clear_faults(self, node: str) -> None:
         self.call(lambda: self.simulation.lifecycle.clear_faults(node))
 
+    def attach_agent(self, node: str, boot_id_file: Path) -> None:
+        """A real gpuheal agent runs for ``node``: ``boot_id_file`` holds the node's boot id (kept
+        current across reboots, as /proc/sys/kernel/random/boot_id), and GpuHealthy is the agent's."""
+        self.call(lambda: self.simulation.lifecycle.attach_agent(node, boot_id_file))
+
     def node_state(self, node: str) -> JsonDict:
         """The simulator's truth about a node (what ``GET /sim/v1/nodes/{name}`` returns)."""
         return self.call(lambda: self.simulation.lifecycle.truth(node))

@@ -26,6 +26,7 @@ from .events import EventRecorder
 from .fleet import FleetBuilder, FleetConfig
 from .jsonvalues import JsonDict
 from .kubelet import Kubelet
+from .nodelifecycle import NodeLifecycleController
 from .nodes import NodeLifecycle
 from .registry import Registry
 from .resources import NAMESPACES
@@ -48,15 +49,24 @@ class Simulation:
             self.access.load_yaml(config.access_manifests)
         self.recorder = EventRecorder(self.registry, config.max_events)
         self.kubelet = Kubelet(self.registry, self.timers, config.pod_start_seconds)
+        self.node_controller = NodeLifecycleController(
+            self.registry,
+            self.timers,
+            self.recorder,
+            grace_seconds=config.node_monitor_grace_seconds,
+            taints=config.node_lifecycle_taints,
+        )
         self.lifecycle = NodeLifecycle(
             self.registry,
             self.timers,
             self.kubelet,
             self.recorder,
+            self.node_controller,
             reboot_seconds=config.reboot_seconds,
             reboot_down_seconds=config.reboot_down_seconds,
+            kubelet_ready_seconds=config.kubelet_ready_seconds,
+            gpu_agent_start_seconds=config.gpu_agent_start_seconds,
             fault_survives_reboot=config.fault_survives_reboot,
-            lifecycle_taints=config.node_lifecycle_taints,
             kubelet_version=config.kubernetes_version,
             gpu_product=config.gpu_product,
         )

@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
 
     from gpuheal.domain.actions import RecommendedAction
     from gpuheal.domain.faults import Fault
+    from gpuheal.domain.gpu_health import HealthBar, gpu_health_problem
     from gpuheal.domain.gpu_reset import GpuResetOrder
     from gpuheal.domain.phases import Phase
     from gpuheal.domain.policy import RemediationPolicy
@@ -61,6 +62,9 @@ with workflow.unsafe.imports_passed_through():
 
 ResultT = TypeVar("ResultT", bound=BaseModel)
 
+# Marks workflows that accept GPU health only when it was reported after the repair (histories from
+# before it accepted any GpuHealthy=True and replay that way).
+_REPORTED_AFTER_REPAIR = "gpu-health-reported-after-repair"
 # Kubernetes calls are short; retry them patiently (an API server outage must not end a remediation).
 _LOCAL_STEPS = frozenset({Step.QUARANTINE, Step.OBSERVE, Step.RELEASE, Step.RESET_GPUS, Step.WITHDRAW_GPU_RESET})
 # How long the workflow waits before running a reboot step again whose attempts ran out on the
@@ -262,9 +266,10 @@ class RemediationWorkflow:
             )
             self._repair_log.append(f"GPU reset did not repair the node ({failure}); rebooting instead")
             self._action = self._action.escalate(RecommendedAction.RESTART_VM)
-        back = await self._reboot()
+        back, boot = await self._reboot()
         self._enter(Phase.VERIFYING)
-        problem = await self._gpu_problem(back)
+        bar = HealthBar(boot_id_before=boot.boot_id_before, after=boot.requested_at, after_what="the reboot request")
+        problem = await self._gpu_problem(back, bar)
         if problem is not None:
             await self._escalate_current(problem)
 
@@ -291,14 +296,15 @@ class RemediationWorkflow:
         self._repair_log.append(f"GPU reset: {state.gpu_reset.detail}")
         if self._action is RecommendedAction.COMPONENT_RESET:
             self._enter(Phase.VERIFYING)
-            problem = await self._gpu_problem(state)
+            bar = HealthBar(after=state.gpu_reset.at, after_what="the GPU reset's answer")
+            problem = await self._gpu_problem(state, bar)
             # A fault needing more than a reset may also arrive while the GPUs are verified.
             if problem is not None or self._action is RecommendedAction.COMPONENT_RESET:
                 return problem
         return f"a fault needing {self._action.name} arrived during the reset"
 
-    async def _reboot(self) -> NodeState:
-        """Reboot through the provider, gracefully first when the policy asks; the node back Ready."""
+    async def _reboot(self) -> tuple[NodeState, RebootResult]:
+        """Reboot through the provider, gracefully first when the policy asks; the node back Ready, and the reboot."""
         graceful_timeout = self._policy.repair.graceful_timeout
         if graceful_timeout is not None:
             boot = await self._request_reboot(graceful=True)
@@ -343,7 +349,7 @@ class RemediationWorkflow:
         self._repair_log.append(f"{'graceful ' if boot.graceful else ''}reboot via {boot.provider}: {boot.detail}")
         return boot
 
-    async def _wait_for_node(self, boot: RebootResult) -> NodeState:
+    async def _wait_for_node(self, boot: RebootResult) -> tuple[NodeState, RebootResult]:
         """Poll, on durable timers, until the node is Ready with a bootID other than before the reboot."""
         self._enter(Phase.WAITING_FOR_NODE)
         timeout = self._policy.repair.node_ready_timeout
@@ -356,7 +362,7 @@ class RemediationWorkflow:
                 f"node last seen ready={state.ready}, bootID={state.boot_id or 'unknown'}, "
                 f"before {boot.boot_id_before})"
             )
-        return state
+        return state, boot
 
     async def _describe_machine(self, provider: str) -> MachineState:
         try:
@@ -371,18 +377,28 @@ class RemediationWorkflow:
             _reraise_cancellation(error)
             return MachineState(provider=provider, summary=f"state unknown: {_failure(error)}")
 
-    async def _gpu_problem(self, back: NodeState) -> str | None:
-        """None once the node's GPUs report healthy (the read that saw the node back counts), else why not."""
+    async def _gpu_problem(self, back: NodeState, bar: HealthBar) -> str | None:
+        """None once the node's GPUs report healthy after the repair (the read that saw the node back counts), else why not."""
         timeout = self._policy.repair.verify_timeout
-        state = back if back.gpu_healthy is True else await self._poll_node(lambda s: s.gpu_healthy is True, timeout)
-        if state.gpu_healthy is True:
-            return None
-        detail = (
-            state.gpu_message
-            if state.gpu_healthy is False
-            else "the node has no GpuHealthy condition (is the gpuheal agent running on it?)"
-        )
-        return f"GPUs did not report healthy within {timeout}: {detail}"
+        if not workflow.patched(_REPORTED_AFTER_REPAIR):
+            state = (
+                back if back.gpu_healthy is True else await self._poll_node(lambda s: s.gpu_healthy is True, timeout)
+            )
+            if state.gpu_healthy is True:
+                return None
+            detail = (
+                state.gpu_message
+                if state.gpu_healthy is False
+                else "the node has no GpuHealthy condition (is the gpuheal agent running on it?)"
+            )
+            return f"GPUs did not report healthy within {timeout}: {detail}"
+
+        def problem(state: NodeState) -> str | None:
+            return gpu_health_problem(state.gpu_report, state.boot_id, bar)
+
+        state = back if problem(back) is None else await self._poll_node(lambda s: problem(s) is None, timeout)
+        missing = problem(state)
+        return None if missing is None else f"GPUs did not report healthy within {timeout}: {missing}"
 
     async def _poll_node(self, done: Callable[[NodeState], bool], timeout: timedelta) -> NodeState:
         deadline = workflow.now() + timeout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +14,7 @@ from temporalio.testing import ActivityEnvironment
 
 from gpuheal.activities.nodes import NodeActivities
 from gpuheal.domain import marks
-from gpuheal.domain.steps import NodeRecord, Outcome, QuarantineRequest, ReleaseRequest
+from gpuheal.domain.steps import NodeRecord, NodeRef, NodeState, Outcome, QuarantineRequest, ReleaseRequest
 from gpuheal.kubeclient import connect
 from gpuheal.simulator import FleetConfig, SimulatedCluster
 
@@ -71,3 +72,47 @@ async def test_quarantine_and_release_hand_back_foreign_taints_byte_identical(
     )
 
     assert taints_json(cluster) == before
+
+
+async def test_the_lifecycle_controllers_taints_come_back_byte_identical(tmp_path: Path) -> None:
+    """With the node lifecycle controller running: a node cordoned by a person and down past the
+    grace carries unschedulable, unreachable:NoSchedule and unreachable:NoExecute taints, each with the
+    timeAdded the controller gave it (pkg/controller/nodelifecycle/node_lifecycle_controller.go);
+    quarantine and release hand them back exactly."""
+    config = FleetConfig(nodes=1, gpus_per_node=2, workloads=False, node_monitor_grace_seconds=0.2, reboot_seconds=60)
+    async with SimulatedCluster(config, state_dir=tmp_path) as cluster, await connect(cluster.kubeconfig) as api:
+        core = client.CoreV1Api(api)
+        await core.patch_node(NODE, {"spec": {"unschedulable": True}}, _content_type="application/merge-patch+json")
+        cluster.request_reboot(NODE)
+        for _ in range(100):
+            if len(json.loads(taints_json(cluster))) == 3:
+                break
+            await asyncio.sleep(0.05)
+        before = taints_json(cluster)
+        assert {(t["key"], t["effect"]) for t in json.loads(before)} == {
+            ("node.kubernetes.io/unschedulable", "NoSchedule"),
+            ("node.kubernetes.io/unreachable", "NoSchedule"),
+            ("node.kubernetes.io/unreachable", "NoExecute"),
+        }
+        activities = NodeActivities(api)
+        env = ActivityEnvironment()
+        record: NodeRecord = await env.run(
+            activities.quarantine_node, QuarantineRequest(node=NODE, holder=HOLDER, reason="XID 79")
+        )
+        assert record.cordoned_before
+        await env.run(
+            activities.release_node,
+            ReleaseRequest(node=NODE, holder=HOLDER, outcome=Outcome.RESOLVED, cordoned_before=True),
+        )
+        await asyncio.sleep(0.1)  # the controller's next pass changes nothing
+        assert taints_json(cluster) == before
+
+
+async def test_observe_reads_on_which_boot_and_when_gpu_health_was_reported(
+    cluster: SimulatedCluster, api: client.ApiClient
+) -> None:
+    state: NodeState = await ActivityEnvironment().run(NodeActivities(api).observe_node, NodeRef(node=NODE))
+    assert state.gpu_healthy is True and state.gpu_report is not None
+    assert state.gpu_report.boot_id == state.boot_id != ""
+    assert state.gpu_report.reported_at is not None and state.gpu_report.heartbeat is not None
+    assert "[boot" not in state.gpu_message, "the stamp is read, not shown"

@@ -30,7 +30,12 @@ FAULTY_GPU = 3
 async def node_agent(
     stack: Stack, tmp_path: Path, temporal_address: str, **overrides: Any
 ) -> AsyncIterator[tuple[Agent, Path]]:
-    """The agent of NODE, following a kernel log file in tmp_path; yields it and the log file."""
+    """The agent of NODE, following a kernel log file in tmp_path; yields it and the log file.
+
+    It is the node's only GPU agent: the simulated one leaves GpuHealthy to it, and the node's boot
+    ID reaches it through its boot_id file, as /proc/sys/kernel/random/boot_id on a real node.
+    """
+    stack.cluster.attach_agent(NODE, tmp_path / "boot_id")
     settings = AgentSettings.simulated(
         NODE,
         tmp_path,

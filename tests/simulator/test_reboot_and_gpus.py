@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 from kubernetes.aio import client
 
+from gpuheal.domain.gpu_health import read_stamp
 from gpuheal.simulator import SimulatedCluster
 from gpuheal.simulator.gpus import gpu_uuid
 
@@ -31,13 +32,25 @@ async def _get(url: str) -> tuple[int, Any]:
         return response.status, await response.json()
 
 
-async def test_reboot_goes_not_ready_then_ready_with_a_new_boot_id(cluster: SimulatedCluster, core: Any) -> None:
+async def test_reboot_goes_not_ready_then_ready_with_a_new_boot_id(tmp_path: Path) -> None:
+    # A grace shorter than the reboot, so the node lifecycle controller notices the silent kubelet.
+    config = fast_config(node_monitor_grace_seconds=0.2, reboot_seconds=1.0)
+    async with SimulatedCluster(config, state_dir=tmp_path) as cluster, await aio_api(cluster) as api:
+        await _reboot_goes_not_ready_then_ready(cluster, client.CoreV1Api(api))
+
+
+async def _reboot_goes_not_ready_then_ready(cluster: SimulatedCluster, core: Any) -> None:
     node = "gpu-node-001"
     boot = (await core.read_node(node)).status.node_info.boot_id
     status, receipt = await _post(f"{cluster.control_url}/sim/v1/nodes/{node}/reboot", {"requestId": "r-1"})
     assert status == 202
     assert receipt["node"] == node and receipt["rebootRequests"] == 1 and receipt["requestedAt"].endswith("Z")
-    down = await core.read_node(node)
+
+    async def unreachable() -> Any:
+        current = await core.read_node(node)
+        return current if current.spec.taints and len(current.spec.taints) == 2 else None
+
+    down = await eventually(unreachable, timeout=5)
     ready = _conditions(down)["Ready"]
     assert (ready.status, ready.reason) == ("Unknown", "NodeStatusUnknown")
     assert ready.message == "Kubelet stopped posting node status."
@@ -125,7 +138,13 @@ async def test_fault_that_survives_reboot(tmp_path: Path) -> None:
             )
 
         after = await eventually(rebooted, timeout=5)
-        cond = _conditions(after)["GpuHealthy"]
+
+        async def reported() -> Any:
+            # The GPU agent reports once it has started again on the new boot.
+            cond = _conditions(await core.read_node(node))["GpuHealthy"]
+            return cond if read_stamp(cond.message)[1] == after.status.node_info.boot_id else None
+
+        cond = await eventually(reported, timeout=5)
         assert cond.status == "False" and "XID 48" in cond.message and "XID 31" not in cond.message
         cluster.clear_faults(node)
         assert _conditions(await core.read_node(node))["GpuHealthy"].status == "True"

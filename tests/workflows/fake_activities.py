@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from gpuheal.domain.gpu_health import GpuHealthReport
 from gpuheal.domain.gpu_reset import GpuResetOrder, GpuResetReport
 from gpuheal.domain.steps import (
     DrainProgress,
@@ -47,6 +48,9 @@ class FakeNode:
     # The node comes back Ready but on the same boot (a reboot that never happened).
     keeps_boot_id: bool = False
     gpus_healthy_after_reboot: bool | None = True
+    # Whether the node's agent reports GPU health once the node is back from a reboot; when it does
+    # not, the GpuHealthy condition from before the reboot lingers.
+    agent_reports_after_reboot: bool = True
     # Errors the provider raises before a reboot request gets through, one per attempt.
     provider_errors: list[ApplicationError] = field(default_factory=list)
     # Whether the provider has a graceful restart, and whether the machine honours one.
@@ -55,12 +59,17 @@ class FakeNode:
     # What the agent does with a GPU reset order: confirm it, report a failure, or never answer.
     reset_outcome: Literal["confirm", "fail", "silent"] = "confirm"
     gpus_healthy_after_reset: bool = True
+    # Whether the agent reports GPU health again after answering a reset order.
+    agent_reports_after_reset: bool = True
     # Drain passes that find a pod a PodDisruptionBudget will not let go.
     blocked_passes: int = 0
     # Somebody uncordons the node while it drains.
     uncordon_during_drain: bool = False
     ready: bool = True
     gpus_healthy: bool | None = False
+    # The boot the agent last reported GPU health on (the node's first boot unless set), and when.
+    reported_on: str = ""
+    reported_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     steps: list[str] = field(default_factory=list)
     reboots: int = 0
     reboot_requests: list[RebootRequest] = field(default_factory=list)
@@ -68,6 +77,9 @@ class FakeNode:
     reset_report: GpuResetReport | None = None
     releases: list[ReleaseRequest] = field(default_factory=list)
     drain_requests: list[DrainRequest] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.reported_on = self.reported_on or self.boot_id
 
     def state(self) -> NodeState:
         """The node as a read of it shows it now."""
@@ -78,8 +90,24 @@ class FakeNode:
             boot_id=self.boot_id,
             unschedulable=self.cordoned,
             gpu_healthy=self.gpus_healthy,
+            gpu_report=None if self.gpus_healthy is None else self.gpu_report(),
             gpu_reset=self.reset_report,
         )
+
+    def gpu_report(self) -> GpuHealthReport:
+        """The GpuHealthy condition as gpuheal's agent writes it: naming its boot and the moment."""
+        return GpuHealthReport(
+            status="True" if self.gpus_healthy else "False",
+            message="all GPUs healthy" if self.gpus_healthy else "XID 79 on GPU 3",
+            boot_id=self.reported_on,
+            reported_at=self.reported_at,
+        )
+
+    def agent_reports(self, healthy: bool | None, at: datetime | None = None) -> None:
+        """The node's agent writes GpuHealthy now, on the current boot."""
+        self.gpus_healthy = healthy
+        self.reported_on = self.boot_id
+        self.reported_at = at or datetime.now(UTC)
 
     def activities(self) -> list[Callable[..., Any]]:
         @activity.defn(name=Step.QUARANTINE.value)
@@ -111,6 +139,7 @@ class FakeNode:
             if self.provider_errors:
                 raise self.provider_errors.pop(0)
             self.reboot_requests.append(request)
+            requested_at = datetime.now(UTC)
             before = self.boot_id
             graceful = request.graceful and self.graceful_supported
             if graceful and not self.graceful_restarts:
@@ -120,9 +149,15 @@ class FakeNode:
                 self.ready = False
             elif not self.keeps_boot_id:
                 self.boot_id = f"boot-{self.reboots + 1}"
-                self.gpus_healthy = self.gpus_healthy_after_reboot
+                if self.agent_reports_after_reboot:
+                    self.agent_reports(self.gpus_healthy_after_reboot)
             return RebootResult(
-                boot_id_before=before, requested_now=True, provider="fake", detail="fake reboot", graceful=graceful
+                boot_id_before=before,
+                requested_now=True,
+                provider="fake",
+                detail="fake reboot",
+                graceful=graceful,
+                requested_at=requested_at,
             )
 
         @activity.defn(name=Step.DESCRIBE_MACHINE.value)
@@ -144,8 +179,9 @@ class FakeNode:
                     confirmed_by="kernel-log" if ok else "",
                     at=datetime.now(UTC),
                 )
-                if ok:
-                    self.gpus_healthy = self.gpus_healthy_after_reset
+                if ok and self.agent_reports_after_reset:
+                    # The agent reports GPU health again right after its answer.
+                    self.agent_reports(self.gpus_healthy_after_reset, self.reset_report.at + timedelta(milliseconds=1))
             return order
 
         @activity.defn(name=Step.OBSERVE.value)

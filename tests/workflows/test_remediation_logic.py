@@ -149,6 +149,21 @@ async def test_gpus_still_unhealthy_after_the_reboot_escalate(
     assert "no GpuHealthy condition" in status.reason
 
 
+async def test_gpu_health_reported_before_the_reboot_does_not_resolve(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    """A GpuHealthy=True left from before the reboot proves nothing: the agent never reported after it."""
+    node.agent_reports(True)  # True on boot-1, before the fault was even reported
+    node.agent_reports_after_reboot = False
+    status = await (await start(time_skipping_env, queue, node)).result()
+
+    assert node.reboots == 1 and node.boot_id == "boot-2"
+    assert status.phase is Phase.ESCALATED, "a stale GpuHealthy=True must not resolve the remediation"
+    assert "GPUs did not report healthy within 0:05:00" in status.reason
+    assert "GpuHealthy=True was reported on boot boot-1, before the reboot" in status.reason
+    assert [r.outcome for r in node.releases] == [Outcome.ESCALATED]
+
+
 async def test_disruption_budget_is_retried_on_durable_timers_until_it_frees(
     time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
 ) -> None:

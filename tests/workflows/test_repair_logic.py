@@ -95,6 +95,21 @@ async def test_gpus_still_unhealthy_after_a_reset_fall_back_to_a_reboot(
     assert "GPUs did not report healthy" in status.repair[1]
 
 
+async def test_gpu_health_reported_before_the_reset_answer_falls_back_to_a_reboot(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    """A GpuHealthy=True written before the agent answered the reset says nothing about the reset GPUs."""
+    node.agent_reports(True)
+    node.agent_reports_after_reset = False
+    status = await remediate(
+        time_skipping_env, queue, node, RecommendedAction.COMPONENT_RESET, verify_timeout=timedelta(minutes=1)
+    )
+
+    assert node.reboots == 1, "the unproven reset became a reboot"
+    assert "before the GPU reset's answer" in status.repair[1], status.repair
+    assert status.phase is Phase.RESOLVED, "the agent reported on the boot after the reboot"
+
+
 async def test_gpu_reset_turned_off_reboots_at_once(
     time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
 ) -> None:

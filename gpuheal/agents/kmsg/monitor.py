@@ -6,7 +6,9 @@ GPU, kind and code per window) → `HealthEvent` → the sink.
 Reboots: the monitor keeps the boot ID it last saw (in `state_path` when given, so the knowledge
 survives the reboot that replaces the process). When the boot ID changes, every address may name
 another GPU and every earlier fault is history: it forgets its parser and dedupe state and reports
-each known GPU healthy once ("GPUs healthy after reboot"), so consumers clear what they hold.
+each known GPU healthy once ("GPUs healthy after reboot"), so consumers clear what they hold. The
+boot ID is read with the lines and, while `run` runs, every `boot_check_interval` seconds without
+them: on a real node a reboot restarts the agent, but a simulated node reboots under a running one.
 
 `on_event`, when given, sees every parsed event (with the GPU UUID it resolved to) before flood
 control drops repeats: the GPU reset watcher learns of the driver's reset acknowledgements from it,
@@ -16,6 +18,7 @@ including a second reset of a GPU inside one dedupe window.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -105,6 +108,7 @@ class KernelLogMonitor:
         self._on_event = on_event
         self._boot_id: str | None = None
         self._boot_checked_at: float | None = None
+        self._boot_lock = asyncio.Lock()
         # Addresses that appeared in events since the last boot: PCI key → (GPU UUID or None, kind).
         self._seen: dict[str, tuple[str | None, EventKind]] = {}
 
@@ -124,17 +128,18 @@ class KernelLogMonitor:
 
     async def check_boot(self) -> bool:
         """Read the boot ID now; True (after resetting and reporting healthy) when it changed."""
-        self._boot_checked_at = self._clock()
-        current = await asyncio.to_thread(read_boot_id, self._boot_id_path)
-        if current is None or current == self._boot_id:
-            return False
-        previous, self._boot_id = self._boot_id, current
-        if previous is None:
+        async with self._boot_lock:  # the line path and the timer must not both report one reboot
+            self._boot_checked_at = self._clock()
+            current = await asyncio.to_thread(read_boot_id, self._boot_id_path)
+            if current is None or current == self._boot_id:
+                return False
+            previous, self._boot_id = self._boot_id, current
+            if previous is None:
+                await self._save_state()
+                return False
+            await self._after_reboot(previous)
             await self._save_state()
-            return False
-        await self._after_reboot(previous)
-        await self._save_state()
-        return True
+            return True
 
     async def feed(self, line: str | bytes) -> HealthEvent | None:
         """Process one line; the event delivered to the sink for it, if any."""
@@ -152,13 +157,31 @@ class KernelLogMonitor:
     async def run(self, lines: AsyncIterable[str | bytes]) -> None:
         """Start, then process lines until the source ends; a failing sink costs an event, not the monitor."""
         await self.start()
-        async for line in lines:
+        boot = asyncio.create_task(self._watch_boot(), name="gpuheal-kmsg-boot")
+        try:
+            async for line in lines:
+                try:
+                    await self.feed(line)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("delivering a kernel log event failed")
+        finally:
+            boot.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await boot
+
+    async def _watch_boot(self) -> None:
+        """Check the boot ID when no line has made the monitor look at it for a while."""
+        while True:
+            await asyncio.sleep(self._boot_check_interval)
+            checked = self._boot_checked_at
+            if checked is not None and self._clock() - checked < self._boot_check_interval:
+                continue
             try:
-                await self.feed(line)
-            except asyncio.CancelledError:
-                raise
+                await self.check_boot()
             except Exception:
-                log.exception("delivering a kernel log event failed")
+                log.exception("checking the boot ID failed")
 
     async def _handle(self, parsed: KernelEvent) -> HealthEvent | None:
         key = parsed.pci_key

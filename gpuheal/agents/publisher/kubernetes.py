@@ -1,7 +1,10 @@
 """The node's `GpuHealthy` condition and Kubernetes Events, through the API server.
 
 The condition is written with a strategic merge patch of `status.conditions` on `nodes/<name>/status`:
-conditions merge by `type`, so the kubelet's conditions stay as they are. Events are core/v1 Events
+conditions merge by `type`, so the kubelet's conditions stay as they are. Its message names the boot
+it was written on and the moment (`gpuheal.domain.gpu_health.stamp_message`), where the reporter
+can read the node's boot ID: a remediation accepts GPU health only when it was reported after the
+repair, and a condition left from before a reboot must not pass for a fresh one. Events are core/v1 Events
 about the Node (as `kubectl describe node` shows them), named after the health event's id so a
 redelivered event is not recorded twice.
 """
@@ -9,6 +12,7 @@ redelivered event is not recorded twice.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -19,6 +23,7 @@ from kubernetes.aio.client.models import CoreV1Event, V1EventSource, V1ObjectMet
 
 from gpuheal.agents.publisher.errors import DependencyUnavailable
 from gpuheal.agents.publisher.ledger import Verdict
+from gpuheal.domain.gpu_health import stamp_message
 from gpuheal.domain.health import HealthEvent
 from gpuheal.domain.marks import GPU_HEALTHY_CONDITION
 
@@ -41,12 +46,20 @@ class KubernetesReporter:
     """`NodeReporter` on the Kubernetes API (an asyncio `ApiClient`, e.g. from `gpuheal.kubeclient`)."""
 
     def __init__(
-        self, api: client.ApiClient, *, namespace: str = "default", component: str = COMPONENT, timeout: float = 10.0
+        self,
+        api: client.ApiClient,
+        *,
+        namespace: str = "default",
+        component: str = COMPONENT,
+        timeout: float = 10.0,
+        boot_id: Callable[[], str | None] | None = None,
     ) -> None:
+        """`boot_id` reads the node's boot ID now (`/proc/sys/kernel/random/boot_id`); None when unknown."""
         self._core = client.CoreV1Api(api)
         self._namespace = namespace
         self._component = component
         self._timeout = timeout
+        self._boot_id = boot_id
         # The status last written per node, so the transition time moves only when the status does.
         self._written: dict[str, str] = {}
 
@@ -54,14 +67,17 @@ class KubernetesReporter:
         """Set `GpuHealthy` on the node to the verdict.
 
         `lastTransitionTime` is sent when the status differs from the one this reporter wrote last
-        (always, on its first write); otherwise the merge keeps the time already there.
+        (always, on its first write); otherwise the merge keeps the time already there. The message
+        names the boot ID read now and the moment of writing, when the boot ID can be read.
         """
-        now = _timestamp(datetime.now(UTC))
+        moment = datetime.now(UTC)
+        now = _timestamp(moment)
+        boot_id = self._boot_id() if self._boot_id is not None else None
         condition = {
             "type": GPU_HEALTHY_CONDITION,
             "status": verdict.status,
             "reason": verdict.reason,
-            "message": verdict.message,
+            "message": stamp_message(verdict.message, boot_id, moment) if boot_id else verdict.message,
             "lastHeartbeatTime": now,
         }
         if self._written.get(node) != verdict.status:

@@ -11,7 +11,9 @@ the `gpuheal.io/gpu-reset-request` annotation exactly once:
   confirmed (`confirm`): a command failure or a reset left unproven is a failed report, and the
   worker falls back to a reboot;
 - the report goes into the `GpuReset` condition through the status subresource ("True" with
-  reason ResetConfirmed, or "False" with ResetFailed; the message is the `GpuResetReport` JSON).
+  reason ResetConfirmed, or "False" with ResetFailed; the message is the `GpuResetReport` JSON);
+- after a confirmed report, `on_answered` (the agent reporting GPU health anew) runs: the worker
+  accepts GPU health after a reset only when it was reported after the answer.
 
 A malformed annotation is not the agent's to interpret: it is logged and left alone, unless it
 carries an id, which is then answered with a failure so the worker does not wait in vain.
@@ -26,7 +28,7 @@ import contextlib
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any
@@ -66,6 +68,8 @@ _WATCH_RETRY_S = 600.0
 GpuInventory = Callable[[], Sequence[GpuInfo]]
 # Lets go of NVML for the duration of the block (`NvmlProvider.released`).
 ReleaseNvml = Callable[[], AbstractAsyncContextManager[None]]
+# Told of every order answered with a confirmed reset, once its report is written.
+OnAnswered = Callable[[GpuResetOrder, GpuResetReport], Awaitable[None]]
 
 
 class GpuResetWatcher:
@@ -86,6 +90,7 @@ class GpuResetWatcher:
         nvml: Nvml | None = None,
         release_nvml: ReleaseNvml | None = None,
         settings: ResetSettings | None = None,
+        on_answered: OnAnswered | None = None,
     ) -> None:
         self.node = node
         self.settings = settings or ResetSettings()
@@ -95,6 +100,7 @@ class GpuResetWatcher:
         self._acknowledgements = acknowledgements
         self._nvml = nvml
         self._release_nvml = release_nvml
+        self._on_answered = on_answered
         self._latest: JsonNode | None = None
         self._wake = asyncio.Event()
         self._answered: OrderedDict[str, None] = OrderedDict()
@@ -159,6 +165,11 @@ class GpuResetWatcher:
         else:
             report = await self._carry_out(order)
         await self._answer(report)
+        if order is not None and report.ok and self._on_answered is not None:
+            try:
+                await self._on_answered(order, report)
+            except Exception:  # the answer stands; the worker falls back to a reboot if health is not reported
+                log.exception("reporting GPU health after reset order %s on %s failed", order.id, self.node)
         return report
 
     # --- carrying an order out ------------------------------------------------------------------------

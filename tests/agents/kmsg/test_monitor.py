@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -221,3 +222,34 @@ async def test_run_survives_a_failing_sink(boot_id: Path) -> None:
     sink, clock = Flaky(), Clock()
     await _monitor(sink, clock, boot_id).run(lines())
     assert [e.gpu_uuids for e in sink.events] == [(UUID_A,), (UUID_B,)]
+
+
+async def test_a_running_monitor_notices_a_reboot_without_any_line(boot_id: Path) -> None:
+    """A simulated node reboots under a running agent, and its kernel log may stay quiet after."""
+    sink, clock = Sink(), Clock()
+    quiet = asyncio.Event()
+
+    async def lines() -> AsyncIterator[str | bytes]:
+        yield XID_48_A
+        await quiet.wait()
+
+    monitor = _monitor(sink, clock, boot_id, boot_check_interval=0.05)
+    running = asyncio.create_task(monitor.run(lines()))
+    try:
+        for _ in range(100):
+            if sink.events:
+                break
+            await asyncio.sleep(0.01)
+        boot_id.write_text("1b0c2d3e-0000-4000-8000-000000000004\n")
+        clock.now += 1
+        for _ in range(200):
+            if any(e.is_healthy for e in sink.events):
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        quiet.set()
+        await running
+    assert monitor.boot_id == "1b0c2d3e-0000-4000-8000-000000000004"
+    healthy = [e for e in sink.events if e.is_healthy]
+    assert (UUID_A,) in {e.gpu_uuids for e in healthy} and all(e.message == HEALTHY_AFTER_REBOOT for e in healthy)
+    assert len({e.gpu_uuids for e in healthy}) == len(healthy), "one reboot is reported once"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 from kubernetes.aio import client as k8s
 from temporalio.client import WorkflowExecutionStatus
 
 from gpuheal.agents.publisher import KubernetesReporter, Publisher, PublisherSettings
+from gpuheal.domain.gpu_health import read_stamp
 from gpuheal.domain.marks import workflow_id_for
 from tests.agents.publisher.conftest import FAST, Stack, closed_port
 from tests.agents.publisher.events import GPU_A, GPU_B, fatal_xid, healthy, non_fatal, store_only
@@ -131,3 +133,29 @@ async def test_with_the_api_server_down_the_bound_keeps_the_faults(stack: Stack)
     assert condition.status == "False"
     assert GPU_A in condition.message and GPU_B in condition.message
     assert await stack.node_events(node) == []
+
+
+async def test_the_condition_names_the_boot_and_moment_it_was_written(stack: Stack) -> None:
+    """A remediation accepts GPU health only when it was reported after the repair: the condition
+    says on which boot (the node's /proc/sys/kernel/random/boot_id) and when, to the microsecond."""
+    node = stack.nodes[0]
+    boot = {"id": "0b5e7c1e-boot-one"}
+    reporter = KubernetesReporter(stack.api, boot_id=lambda: boot["id"])
+    async with stack.publisher(nodes=reporter) as publisher:
+        before = datetime.now(UTC)
+        await publisher.submit(fatal_xid(node, GPU_A))
+        faulty = await stack.gpu_condition(node)
+        text, boot_id, at = read_stamp(faulty.message)
+        assert faulty.status == "False" and "XID 79" in text and GPU_A in text
+        assert boot_id == "0b5e7c1e-boot-one"
+        assert at is not None and before <= at <= datetime.now(UTC)
+
+        boot["id"] = "9f00d2aa-boot-two"  # the node rebooted
+        await publisher.submit(healthy(node))
+        fresh = await stack.gpu_condition(node)
+        assert fresh.status == "True" and read_stamp(fresh.message)[1] == "9f00d2aa-boot-two"
+
+    unknown = KubernetesReporter(stack.api, boot_id=lambda: None)
+    async with stack.publisher(nodes=unknown) as publisher:
+        await publisher.submit(fatal_xid(node, GPU_B))
+        assert read_stamp((await stack.gpu_condition(node)).message)[1] == "", "no boot ID, no stamp"

@@ -12,8 +12,9 @@ from gpuheal.agents.agent import Agent, AgentSettings
 from gpuheal.agents.nvml.fake import FakeNvml
 from gpuheal.agents.reset import DISABLED
 from gpuheal.demo.devserver import free_port
+from gpuheal.domain.gpu_health import GpuHealthReport, HealthBar, gpu_health_problem, read_stamp
 from gpuheal.domain.gpu_reset import REASON_CONFIRMED, REASON_FAILED
-from tests.agents.reset.conftest import FAST, GPUS, Cluster
+from tests.agents.reset.conftest import FAST, GPUS, Cluster, eventually
 
 
 def simulated(cluster: Cluster, home: Path, **settings: Any) -> AgentSettings:
@@ -87,3 +88,26 @@ def test_the_kernel_log_resetter_is_the_simulated_default(tmp_path: Path) -> Non
     settings = AgentSettings.simulated("n", tmp_path, 1)
     assert settings.gpu_reset == "kernel-log"
     assert AgentSettings(node="n").gpu_reset == "off"
+
+
+async def test_after_answering_a_reset_the_agent_reports_gpu_health_anew(cluster: Cluster, tmp_path: Path) -> None:
+    """The worker accepts GPU health after a reset only when it was reported after the answer; the
+    agent writes GpuHealthy again once the report is out, naming its boot and the moment."""
+    home = tmp_path / "agent"
+    cluster.sim.attach_agent(cluster.node, home / "boot_id")  # the simulated GPU agent stays out
+    async with Agent(simulated(cluster, home)) as agent:
+        order = await cluster.order([agent.nvml.device_info(1).uuid])
+        status, _, report = await cluster.report(order.id)
+        assert status == "True"
+        core: Any = cluster.core
+        boot = (await core.read_node(cluster.node)).status.node_info.boot_id
+        bar = HealthBar(after=report.at, after_what="the GPU reset's answer")
+
+        async def reported_after() -> bool:
+            node = await core.read_node(cluster.node)
+            cond = next(c for c in node.status.conditions if c.type == "GpuHealthy")
+            text, boot_id, at = read_stamp(cond.message)
+            found = GpuHealthReport(status=cond.status, message=text, boot_id=boot_id, reported_at=at)
+            return gpu_health_problem(found, boot, bar) is None
+
+        await eventually(reported_after, "GpuHealthy=True reported after the reset's answer")
