@@ -176,7 +176,10 @@ async def test_worker_killed_right_after_the_cloud_call(
     status: RemediationStatus = await handle.result()
 
     assert status.phase is Phase.RESOLVED, status.reason
-    assert await reboot_attempts(handle) == 2, "the reboot step was cut off and ran again on the new worker"
+    # Cut off at least once; on a busy machine the new worker's first attempt may also outlast the
+    # test's 5 s step timeout (google.cloud.compute_v1 alone imports in ~7 s), which changes nothing
+    # below: however many attempts, the cloud is asked once.
+    assert await reboot_attempts(handle) >= 2, "the reboot step was cut off and ran again on the new worker"
     assert stack.cluster.reboot_requests(NODE) == 1, f"{cloud} was asked to reboot the node again"
     assert stack.cluster.reboots_completed(NODE) == 1
     [step] = status.repair
