@@ -184,6 +184,7 @@ def test_worker_cluster_role_is_least_privilege(chart: helm.Chart) -> None:
         ("", "pods", "list"),
         ("", "pods", "delete"),
         ("", "pods/eviction", "create"),
+        ("policy", "poddisruptionbudgets", "get"),
     }
     binding = one(docs, "ClusterRoleBinding", "worker")
     account = one(docs, "ServiceAccount", "worker")
