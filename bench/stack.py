@@ -76,9 +76,7 @@ async def fleet_process(state_dir: Path, *args: str) -> AsyncIterator[Fleet]:
     )
     try:
         announced = json.loads(line)
-        yield Fleet(
-            url=announced["url"], control_url=announced["controlUrl"], kubeconfig=Path(announced["kubeconfig"])
-        )
+        yield Fleet(url=announced["url"], control_url=announced["controlUrl"], kubeconfig=Path(announced["kubeconfig"]))
     finally:
         await _stop(process)
 

@@ -16,6 +16,7 @@ WORKER: frozenset[Permission] = frozenset(
         ("list", "", "pods"),  # activities/drain.py: the pods on the node (fieldSelector spec.nodeName)
         ("delete", "", "pods"),  # activities/drain.py: pods whose drain timed out (DeleteAfterTimeout)
         ("create", "", "pods/eviction"),  # activities/drain.py: the Eviction API
+        ("get", "policy", "poddisruptionbudgets"),  # activities/drain.py: the budget a refused eviction names
     }
 )
 

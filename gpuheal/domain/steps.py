@@ -10,6 +10,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
+from gpuheal.domain.budgets import DisruptionBudget
 from gpuheal.domain.gpu_health import GpuHealthReport
 from gpuheal.domain.gpu_reset import GpuResetReport
 from gpuheal.domain.policy import DrainPolicy
@@ -84,6 +85,20 @@ class DrainRequest(_Payload):
     delete_overdue: bool = False
 
 
+class BudgetHold(_Payload):
+    """A pod a PodDisruptionBudget would not let go, and the budget as it was read then."""
+
+    pod: PodRef
+    budget: DisruptionBudget
+
+
+class PodFailure(_Payload):
+    """A pod the API server refused to evict or delete for another reason than its budget."""
+
+    pod: PodRef
+    error: str
+
+
 class DrainProgress(_Payload):
     """The outcome of one drain pass: what left and what is still on the node."""
 
@@ -91,7 +106,11 @@ class DrainProgress(_Payload):
     deleted: int = 0
     # Pods a PodDisruptionBudget would not let go this pass (HTTP 429).
     blocked: tuple[PodRef, ...] = ()
-    # Pods still on the node: terminating, waiting to complete, or blocked.
+    # The budgets that held blocked pods, where the 429 named one and it could be read.
+    holds: tuple[BudgetHold, ...] = ()
+    # Pods whose eviction or deletion failed with another error (a 500, a 403, ...) this pass.
+    failed: tuple[PodFailure, ...] = ()
+    # Pods still on the node: terminating, waiting to complete, blocked or failed.
     remaining: tuple[PodRef, ...] = ()
     # The node is no longer cordoned: somebody uncordoned it mid-drain.
     uncordoned: bool = False

@@ -41,8 +41,9 @@ class ApiError(Exception):
             "metadata": {},
             "status": "Failure",
             "message": self.message,
-            "reason": self.reason,
         }
+        if self.reason:  # a failure Status a handler returns may have none
+            body["reason"] = self.reason
         if self.details or (self.details is not None and self.keep_empty_details):
             body["details"] = self.details
         body["code"] = self.code

@@ -162,7 +162,15 @@ class FleetConfig(_Model):
     watch_timeout_seconds: float = Field(1800.0, gt=0, description="when timeoutSeconds is not given")
     bookmark_seconds: float = Field(60.0, gt=0)
     max_events: int = Field(10_000, ge=0)
-    eviction_retry_after_seconds: int = Field(10, ge=0, description="Retry-After of a PDB-blocked eviction")
+    eviction_retry_after_seconds: int = Field(
+        0, ge=0, description="Retry-After of an eviction the budget refuses (upstream: 0, no header)"
+    )
+    pdb_sync_seconds: float = Field(
+        0.1, ge=0, description="how long the disruption controller takes to write a budget's status after a change"
+    )
+    pdb_deletion_timeout_seconds: float = Field(
+        120.0, gt=0, description="how long an evicted pod may stay in disruptedPods without being deleted"
+    )
 
     @field_validator("namespaces")
     @classmethod

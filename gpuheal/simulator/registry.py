@@ -19,8 +19,10 @@ controllers. It implements the rules clients depend on:
 * delete: graceful pod deletion (``deletionTimestamp`` = now + grace, the pod stays listed until
   the simulated kubelet finishes it; grace 0, unscheduled and finished pods go at once),
   preconditions, finalizers;
-* eviction: PodDisruptionBudgets hold (429 TooManyRequests with the server's message and a
-  ``DisruptionBudget`` cause), terminating/pending/finished pods are evicted without a budget check.
+* eviction: PodDisruptionBudgets hold on their stored status (429 TooManyRequests with the
+  server's message and a ``DisruptionBudget`` cause; the allowed disruption is spent and the pod
+  recorded in ``disruptedPods`` in one write), terminating/pending/finished pods are evicted
+  without a budget check, evicted pods get the ``DisruptionTarget`` condition.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from datetime import timedelta
 from typing import Any
 
 from . import errors, validation
-from .disruption import compute_status, pdbs_for_pod
+from .conditions import set_condition
+from .disruption import PDB_KEY, check_and_decrement, pdbs_for_pod
 from .golang import marshal, sprint
 from .identity import new_uid, random_suffix
 from .jsonvalues import JsonDict, clone, dig, json_equal
@@ -109,7 +112,7 @@ Causes = list[validation.Cause]
 class Registry:
     """Verbs over the store, with the Kubernetes API server's semantics."""
 
-    def __init__(self, store: Store, rng: random.Random | None = None, *, eviction_retry_after: int = 10) -> None:
+    def __init__(self, store: Store, rng: random.Random | None = None, *, eviction_retry_after: int = 0) -> None:
         self.store = store
         self.rng = rng or random.Random(0)
         self.eviction_retry_after = eviction_retry_after
@@ -523,53 +526,64 @@ class Registry:
     # --- eviction ----------------------------------------------------------------------------------
 
     def evict(self, namespace: str, name: str, body: Any, dry_run: bool = False) -> JsonDict:
-        """The ``pods/eviction`` subresource; returns the 201 success Status or raises."""
+        """The ``pods/eviction`` subresource (upstream's ``EvictionREST.Create``); the 201 Status or raises."""
         if body is not None and not isinstance(body, dict):
             raise errors.bad_request("the object provided is unrecognized (must be of type Eviction)")
         body = body or {}
-        body_name = dig(body, "metadata", "name")
-        if body_name and body_name != name:
+        if dig(body, "metadata", "name") != name:
             raise errors.bad_request("name in URL does not match name in Eviction object")
         entry = self.get(PODS, namespace, name)
         opts = DeleteOptions.parse(body.get("deleteOptions"), None, None, dry_run)
         _check_preconditions(PODS, entry, opts)
         pod = entry.obj
         phase = dig(pod, "status", "phase")
-        if not (is_terminating(pod) or phase in ("Succeeded", "Failed", "Pending")):
-            self._check_budget(pod)
+        if not (is_terminating(pod) or phase in ("Succeeded", "Failed", "Pending")):  # canIgnorePDB
+            self._check_budget(pod, opts.dry_run)
+        if not opts.dry_run:
+            entry = self._mark_disruption_target(entry)
         self.delete_pod(entry, opts.grace_period_seconds, opts.dry_run)
         return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
 
-    def _check_budget(self, pod: JsonDict) -> None:
+    def _check_budget(self, pod: JsonDict, dry_run: bool) -> None:
         budgets = pdbs_for_pod(self.store, pod)
         if not budgets:
             return
         if len(budgets) > 1:
+            # Upstream returns a failure Status without a reason, which the handler serves as the error.
             raise errors.ApiError(
                 500,
-                "InternalError",
+                "",
                 "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
             )
         pdb = budgets[0].obj
-        status = compute_status(self.store, pdb, rfc3339())
-        policy = dig(pdb, "spec", "unhealthyPodEvictionPolicy") or "IfHealthyBudget"
-        # An unhealthy pod may go when the budget is met anyway (or always, by policy).
-        if not is_ready(pod) and (policy == "AlwaysAllow" or status["currentHealthy"] >= status["desiredHealthy"] > 0):
-            return
-        if status["disruptionsAllowed"] <= 0:
-            name = pdb["metadata"]["name"]
-            if status["currentHealthy"] <= status["desiredHealthy"]:
-                cause = (
-                    f"The disruption budget {name} needs {status['desiredHealthy']} healthy pods and has "
-                    f"{status['currentHealthy']} currently"
-                )
-            else:
-                cause = f"The disruption budget {name} does not allow evicting pods currently"
-            raise errors.too_many_requests(
-                "Cannot evict pod as it would violate the pod's disruption budget.",
-                [{"reason": "DisruptionBudget", "message": cause}],
-                self.eviction_retry_after,
+        if not is_ready(pod):
+            # An unhealthy pod may go without spending a disruption: always, or when the budget is met.
+            status = pdb.get("status") or {}
+            desired = int(status.get("desiredHealthy") or 0)
+            if dig(pdb, "spec", "unhealthyPodEvictionPolicy") == "AlwaysAllow":
+                return
+            if int(status.get("currentHealthy") or 0) >= desired > 0:
+                return
+        new_status = check_and_decrement(pdb, str(pod["metadata"]["name"]), dry_run, self.eviction_retry_after)
+        if new_status is not None:
+            self.write_status(PDB_KEY, budgets[0].namespace, budgets[0].name, new_status)
+
+    def _mark_disruption_target(self, current: Entry) -> Entry:
+        """``addConditionAndDeletePod``: the pod says why it is going before it is deleted."""
+
+        def mark(obj: JsonDict) -> bool:
+            conditions = obj.setdefault("status", {}).setdefault("conditions", [])
+            return set_condition(
+                conditions,
+                "DisruptionTarget",
+                "True",
+                "EvictionByEvictionAPI",
+                "Eviction API: evicting",
+                rfc3339(),
+                probe=True,
             )
+
+        return self.mutate("pods", current.namespace, current.name, mark) or current
 
 
 # --- decoding into the typed object (fieldValidation) ---------------------------------------------

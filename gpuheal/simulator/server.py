@@ -427,8 +427,6 @@ class SimulatedCluster:
         rt = resource_type(resource)
 
         def get() -> JsonDict | None:
-            if rt.key == "poddisruptionbudgets.policy":
-                self.simulation.disruption.flush()
             entry = self.store.get(rt.key, namespace if rt.namespaced else "", name)
             return clone(entry.obj) if entry is not None else None
 
@@ -439,8 +437,6 @@ class SimulatedCluster:
         rt = resource_type(resource)
 
         def get() -> list[JsonDict]:
-            if rt.key == "poddisruptionbudgets.policy":
-                self.simulation.disruption.flush()
             return [clone(e.obj) for e in self.store.sorted_objects(rt.key, namespace)]
 
         return self.call(get)

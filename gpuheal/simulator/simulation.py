@@ -32,7 +32,6 @@ from .registry import Registry
 from .resources import NAMESPACES
 from .scheduler import Scheduler
 from .store import Store
-from .timestamps import rfc3339
 
 
 class Simulation:
@@ -71,8 +70,14 @@ class Simulation:
             gpu_product=config.gpu_product,
         )
         self.scheduler = Scheduler(self.registry, self.timers)
-        self.disruption = DisruptionController(self.store, self.timers, self._write_pdb_status, rfc3339)
-        self.registry.read_hooks[PDB_KEY] = self.disruption.flush
+        self.disruption = DisruptionController(
+            self.store,
+            self.timers,
+            self._write_pdb_status,
+            self.recorder,
+            sync_seconds=config.pdb_sync_seconds,
+            deletion_timeout=config.pdb_deletion_timeout_seconds,
+        )
         self.controllers: list[object] = [
             ReplicaSetController(self.registry, self.timers),
             DeploymentController(self.registry, self.timers),

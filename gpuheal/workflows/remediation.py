@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
     from gpuheal.domain.actions import RecommendedAction
+    from gpuheal.domain.budgets import never_allows
     from gpuheal.domain.faults import Fault
     from gpuheal.domain.gpu_health import HealthBar, gpu_health_problem
     from gpuheal.domain.gpu_reset import GpuResetOrder
@@ -211,17 +212,20 @@ class RemediationWorkflow:
                 timeout=self._policy.timeouts.drain_pass,
                 heartbeat=self._policy.timeouts.drain_heartbeat,
             )
-            self._drain = progress
+            previous, self._drain = self._drain, progress
             if progress.uncordoned:
                 await self._stand_down(record)
             if progress.done:
                 return
+            held = _held_for_good(progress, previous)
+            if held:
+                await self._escalate(record, held)
             elapsed = workflow.now() - started
             if elapsed >= policy.timeout:
                 await self._escalate(
                     record,
                     f"drain did not finish within {policy.timeout}: "
-                    f"{len(progress.remaining)} pod(s) remain ({_pod_list(progress)})",
+                    f"{len(progress.remaining)} pod(s) remain ({_pod_list(progress)}){_failures(progress)}",
                 )
             if progress.evicted or progress.deleted:
                 wait = policy.retry_initial
@@ -554,6 +558,33 @@ def _pod_list(progress: DrainProgress, limit: int = 5) -> str:
     names = [f"{p.namespace}/{p.name}" for p in progress.remaining[:limit]]
     more = len(progress.remaining) - limit
     return ", ".join(names) + (f" and {more} more" if more > 0 else "")
+
+
+def _failures(progress: DrainProgress, limit: int = 5) -> str:
+    """The pods the API server refused for another reason than a budget, with its answer."""
+    if not progress.failed:
+        return ""
+    named = [f"{f.pod.namespace}/{f.pod.name} ({f.error})" for f in progress.failed[:limit]]
+    more = len(progress.failed) - limit
+    return "; eviction failed for " + ", ".join(named) + (f" and {more} more" if more > 0 else "")
+
+
+def _held_for_good(progress: DrainProgress, previous: DrainProgress | None) -> str:
+    """Why the drain can never finish, or "": pods held by a budget that can never allow a disruption.
+
+    A budget counts only when it said so on the pass before as well, so that a status read while the
+    disruption controller catches up with a change to the budget does not end the drain.
+    """
+    before = {h.budget.ref for h in (previous.holds if previous else ()) if never_allows(h.budget)}
+    held: dict[str, str] = {}
+    for hold in progress.holds:
+        why = never_allows(hold.budget)
+        if why is not None and hold.budget.ref in before and hold.budget.ref not in held:
+            held[hold.budget.ref] = (
+                f"pod {hold.pod.namespace}/{hold.pod.name} is held by PodDisruptionBudget {hold.budget.ref}, "
+                f"which can never allow a disruption: {why}"
+            )
+    return "drain cannot finish: " + "; ".join(held.values()) if held else ""
 
 
 def _back_after(boot: RebootResult) -> Callable[[NodeState], bool]:

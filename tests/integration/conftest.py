@@ -26,10 +26,22 @@ from gpuheal.domain.policy import DrainPolicy, RemediationPolicy, RepairPolicy, 
 from gpuheal.domain.remediation import RemediationStatus
 from gpuheal.kubeclient import connect as connect_kubernetes
 from gpuheal.simulator import FleetConfig, SimulatedCluster
+from gpuheal.simulator.fleet import DeploymentWorkload, PdbSpec
 from gpuheal.worker import WorkerSettings, running_worker
 from tests.chart import access_manifests, service_account
 
 Handle = Any
+MERGE_PATCH = "application/merge-patch+json"
+# The node whose trainer pod `Stack.hold_trainer_budget` takes away.
+HELD_NODE = "gpu-node-002"
+
+
+def busy_trainer() -> DeploymentWorkload:
+    """The trainer with one whole-node pod per node under trainer-pdb (minAvailable 3 of 4).
+
+    The budget allows one disruption; a pod that goes has nowhere to be replaced but its own node.
+    """
+    return DeploymentWorkload(name="trainer", namespace="ml", gpus=8, pdb=PdbSpec(name="trainer-pdb", min_available=3))
 
 
 def fast_policy(**repair: Any) -> RemediationPolicy:
@@ -89,14 +101,26 @@ class Stack:
             self.server.client, fault, policy or fast_policy(), task_queue=self.task_queue
         )
 
+    async def hold_trainer_budget(self) -> None:
+        """Exhaust the budget of `busy_trainer()` for now: one of its pods is being replaced.
+
+        The trainer pod on HELD_NODE goes and its replacement cannot be placed (that node is
+        cordoned, the others are full), so the budget allows nothing until `free_trainer_budget`.
+        """
+        await self.core.patch_node(HELD_NODE, {"spec": {"unschedulable": True}}, _content_type=MERGE_PATCH)
+        [pod] = [p for p in await self.pods_on(HELD_NODE) if p.metadata.namespace == "ml"]
+        await self.core.delete_namespaced_pod(pod.metadata.name, "ml", grace_period_seconds=0)
+
+        async def exhausted() -> bool:
+            pdb = await self.policy_api.read_namespaced_pod_disruption_budget("trainer-pdb", "ml")
+            status = pdb.status
+            return status is not None and (status.disruptions_allowed, status.current_healthy) == (0, 3)
+
+        await eventually(exhausted, "the trainer's budget exhausted while a pod is replaced")
+
     async def free_trainer_budget(self) -> None:
-        """Let the trainer's PodDisruptionBudget allow one disruption again."""
-        await self.policy_api.patch_namespaced_pod_disruption_budget(
-            "trainer-pdb",
-            "ml",
-            {"spec": {"minAvailable": None, "maxUnavailable": 1}},
-            _content_type="application/merge-patch+json",
-        )
+        """Let the replacement run again (on HELD_NODE), so the budget allows one disruption."""
+        await self.core.patch_node(HELD_NODE, {"spec": {"unschedulable": False}}, _content_type=MERGE_PATCH)
 
     async def node(self, name: str) -> Any:
         return await self.core.read_node(name)

@@ -17,8 +17,7 @@ import pytest
 
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.remediation import RemediationStatus
-from gpuheal.simulator.fleet import DeploymentWorkload, PdbSpec
-from tests.integration.conftest import Stack, StackFactory, eventually, phase_of
+from tests.integration.conftest import Stack, StackFactory, busy_trainer, eventually, phase_of
 from tests.integration.test_remediation import NODE, gpuheal_marks
 
 WorkerFactory = Callable[[Stack], Coroutine[Any, Any, asyncio.subprocess.Process]]
@@ -93,8 +92,8 @@ async def kill(process: asyncio.subprocess.Process) -> None:
 
 
 async def test_worker_killed_during_the_drain(make_stack: StackFactory, spawn_worker: WorkerFactory) -> None:
-    strict = DeploymentWorkload(name="trainer", namespace="ml", pdb=PdbSpec(min_available="100%"))
-    stack = await make_stack(in_process_worker=False, workloads=[strict])
+    stack = await make_stack(in_process_worker=False, workloads=[busy_trainer()])
+    await stack.hold_trainer_budget()
     first = await spawn_worker(stack)
     handle = await stack.report(NODE)
 

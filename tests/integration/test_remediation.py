@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
+
+import pytest
 
 from gpuheal.domain import marks
 from gpuheal.domain.actions import RecommendedAction
@@ -11,7 +14,7 @@ from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import DrainMode, DrainPolicy
 from gpuheal.domain.remediation import RemediationStatus
 from gpuheal.simulator.fleet import DeploymentWorkload, JobWorkload, PdbSpec
-from tests.integration.conftest import StackFactory, eventually, fast_policy, phase_of
+from tests.integration.conftest import StackFactory, busy_trainer, eventually, fast_policy, phase_of
 
 NODE = "gpu-node-001"
 
@@ -44,20 +47,102 @@ async def test_happy_path_reboots_once_and_returns_the_node(make_stack: StackFac
 
 
 async def test_drain_waits_for_a_disruption_budget_to_free(make_stack: StackFactory) -> None:
-    strict = DeploymentWorkload(name="trainer", namespace="ml", pdb=PdbSpec(min_available="100%"))
-    stack = await make_stack(workloads=[strict])
+    stack = await make_stack(workloads=[busy_trainer()])
+    await stack.hold_trainer_budget()
     handle = await stack.report(NODE)
 
-    async def blocked() -> bool:
+    async def blocked_again() -> bool:
         status: RemediationStatus = await handle.query("status", result_type=RemediationStatus)
-        return status.drain is not None and len(status.drain.blocked) == 1
+        assert status.phase is not Phase.ESCALATED, status.reason
+        return status.drain is not None and [h.budget.ref for h in status.drain.holds] == ["ml/trainer-pdb"]
 
-    await eventually(blocked, "an eviction refused by the PodDisruptionBudget")
+    await eventually(blocked_again, "an eviction refused by the PodDisruptionBudget, the budget read")
+    await asyncio.sleep(2)  # several passes on the backoff: a budget exhausted for now is not escalated
+    assert await phase_of(handle) == Phase.DRAINING.value
     assert stack.cluster.reboot_requests(NODE) == 0
     await stack.free_trainer_budget()
     status: RemediationStatus = await handle.result()
     assert status.phase is Phase.RESOLVED, status.reason
     assert stack.cluster.reboot_requests(NODE) == 1
+
+
+async def test_drain_over_a_job_pod_under_max_unavailable_escalates_naming_the_budget(make_stack: StackFactory) -> None:
+    job = JobWorkload(name="eval", namespace="batch", pods=4, run_seconds=600)
+    stack = await make_stack(workloads=[job])
+    selector = {"matchLabels": {"job-name": "eval"}}
+    policy_api: Any = stack.policy_api
+    await policy_api.create_namespaced_pod_disruption_budget(
+        "batch", {"metadata": {"name": "eval-pdb"}, "spec": {"maxUnavailable": 1, "selector": selector}}
+    )
+    [job_pod] = [p for p in await stack.pods_on(NODE) if p.metadata.namespace == "batch"]
+
+    status: RemediationStatus = await asyncio.wait_for((await stack.report(NODE)).result(), 30)
+
+    assert status.phase is Phase.ESCALATED, status.reason
+    assert status.reason == (
+        f"drain cannot finish: pod batch/{job_pod.metadata.name} is held by PodDisruptionBudget batch/eval-pdb, "
+        "which can never allow a disruption: the disruption controller cannot compute it (SyncFailed): "
+        "jobs.batch does not implement the scale subresource"
+    )
+    assert stack.cluster.reboot_requests(NODE) == 0
+    node = await stack.node(NODE)
+    assert node.spec.unschedulable, "an escalated node stays cordoned for a person"
+    assert job_pod.metadata.name in {p.metadata.name for p in await stack.pods_on(NODE)}
+
+
+@pytest.mark.parametrize("min_available", [4, "100%"], ids=["every-pod", "100-percent"])
+async def test_drain_over_a_budget_that_needs_every_pod_escalates(
+    make_stack: StackFactory, min_available: int | str
+) -> None:
+    strict = DeploymentWorkload(name="trainer", namespace="ml", pdb=PdbSpec(min_available=min_available))
+    stack = await make_stack(workloads=[strict])
+    policy = fast_policy(
+        drain=DrainPolicy(
+            retry_initial=timedelta(milliseconds=100),
+            retry_max=timedelta(milliseconds=500),
+            timeout=timedelta(seconds=20),
+            delete_after=timedelta(seconds=20),
+        )
+    )
+
+    status: RemediationStatus = await (await stack.report(NODE, policy=policy)).result()
+
+    assert status.phase is Phase.ESCALATED, status.reason
+    assert status.reason.startswith("drain cannot finish: pod ml/trainer-")
+    assert "is held by PodDisruptionBudget ml/trainer-pdb, which can never allow a disruption: " in status.reason
+    assert stack.cluster.reboot_requests(NODE) == 0
+
+
+async def test_a_pod_under_two_budgets_fails_alone_and_the_drain_names_it(make_stack: StackFactory) -> None:
+    svc = DeploymentWorkload(name="svc", namespace="apps", gpus=0, pdb=PdbSpec(max_unavailable=1))
+    trainer = DeploymentWorkload(name="trainer", namespace="ml")
+    stack = await make_stack(workloads=[svc, trainer])
+    selector = {"matchLabels": {"app": "svc"}}
+    policy_api: Any = stack.policy_api
+    await policy_api.create_namespaced_pod_disruption_budget(
+        "apps", {"metadata": {"name": "svc-too"}, "spec": {"maxUnavailable": 1, "selector": selector}}
+    )
+    on_node = {p.metadata.namespace: p.metadata.name for p in await stack.pods_on(NODE)}
+    policy = fast_policy(
+        drain=DrainPolicy(
+            retry_initial=timedelta(milliseconds=100),
+            retry_max=timedelta(milliseconds=300),
+            timeout=timedelta(seconds=3),
+            delete_after=timedelta(seconds=3),
+        )
+    )
+
+    status: RemediationStatus = await asyncio.wait_for((await stack.report(NODE, policy=policy)).result(), 30)
+
+    assert status.phase is Phase.ESCALATED, status.reason
+    assert status.reason == (
+        f"drain did not finish within 0:00:03: 1 pod(s) remain (apps/{on_node['apps']}); eviction failed for "
+        f"apps/{on_node['apps']} (HTTP 500: This pod has more than one PodDisruptionBudget, which the eviction "
+        "subresource does not support.)"
+    )
+    left = {p.metadata.name for p in await stack.pods_on(NODE)}
+    assert on_node["ml"] not in left, "the trainer pod, listed after the failing one, was evicted"
+    assert stack.cluster.reboot_requests(NODE) == 0
 
 
 async def test_allow_completion_waits_for_the_job_to_finish(make_stack: StackFactory) -> None:
@@ -137,8 +222,8 @@ async def test_second_xid_joins_the_running_remediation(make_stack: StackFactory
 
 
 async def test_manual_uncordon_stands_down(make_stack: StackFactory) -> None:
-    strict = DeploymentWorkload(name="trainer", namespace="ml", pdb=PdbSpec(min_available="100%"))
-    stack = await make_stack(workloads=[strict])
+    stack = await make_stack(workloads=[busy_trainer()])
+    await stack.hold_trainer_budget()
     handle = await stack.report(NODE)
     await eventually(lambda: _is(handle, Phase.DRAINING), "Draining")
 

@@ -9,7 +9,7 @@ from kubernetes.aio import client
 
 from gpuheal.simulator import SimulatedCluster
 
-from .conftest import aio_api, fast_config
+from .conftest import aio_api, eventually, fast_config
 
 
 async def test_two_thousand_node_fleet(tmp_path: Path) -> None:
@@ -27,7 +27,12 @@ async def test_two_thousand_node_fleet(tmp_path: Path) -> None:
         assert kinds == ["DaemonSet", "Job", "Node", "ReplicaSet"]
         assert cluster.store.count("pods") == 7000
         policy: Any = client.PolicyV1Api(api)
-        pdb = await policy.read_namespaced_pod_disruption_budget("trainer-pdb", "ml")
+
+        async def synced() -> Any:
+            pdb = await policy.read_namespaced_pod_disruption_budget("trainer-pdb", "ml")
+            return pdb if pdb.status.observed_generation == 1 else None
+
+        pdb = await eventually(synced)
         assert (pdb.status.current_healthy, pdb.status.disruptions_allowed) == (2000, 1)
         status = await core.patch_node("gpu-node-1999", {"spec": {"unschedulable": True}})
         assert status.spec.unschedulable is True

@@ -14,9 +14,11 @@ from typing import Any, Literal
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from gpuheal.domain.budgets import DisruptionBudget
 from gpuheal.domain.gpu_health import GpuHealthReport
 from gpuheal.domain.gpu_reset import GpuResetOrder, GpuResetReport
 from gpuheal.domain.steps import (
+    BudgetHold,
     DrainProgress,
     DrainRequest,
     GpuResetRequest,
@@ -26,6 +28,7 @@ from gpuheal.domain.steps import (
     NodeRef,
     NodeState,
     Outcome,
+    PodFailure,
     PodRef,
     QuarantineRequest,
     RebootRequest,
@@ -63,6 +66,11 @@ class FakeNode:
     agent_reports_after_reset: bool = True
     # Drain passes that find a pod a PodDisruptionBudget will not let go.
     blocked_passes: int = 0
+    # The budget named by the blocked pod's 429 on each blocked pass, as the drain read it (the last
+    # one repeats); empty: the 429 named none.
+    blocking_budgets: list[DisruptionBudget] = field(default_factory=list)
+    # Drain passes whose eviction of a pod fails with another error than a 429 (the others go).
+    failed_passes: int = 0
     # Somebody uncordons the node while it drains.
     uncordon_during_drain: bool = False
     ready: bool = True
@@ -127,10 +135,20 @@ class FakeNode:
             if self.uncordon_during_drain:
                 self.cordoned = False
                 return DrainProgress(uncordoned=True)
+            pod = PodRef(namespace="ml", name="trainer-0")
+            if self.failed_passes > 0:
+                self.failed_passes -= 1
+                error = "HTTP 500: This pod has more than one PodDisruptionBudget, which the eviction subresource does not support."
+                return DrainProgress(evicted=1, failed=(PodFailure(pod=pod, error=error),), remaining=(pod,))
             if self.blocked_passes > 0:
                 self.blocked_passes -= 1
-                pod = PodRef(namespace="ml", name="trainer-0")
-                return DrainProgress(blocked=(pod,), remaining=(pod,))
+                holds: tuple[BudgetHold, ...] = ()
+                if self.blocking_budgets:
+                    budget = (
+                        self.blocking_budgets.pop(0) if len(self.blocking_budgets) > 1 else self.blocking_budgets[0]
+                    )
+                    holds = (BudgetHold(pod=pod, budget=budget),)
+                return DrainProgress(blocked=(pod,), holds=holds, remaining=(pod,))
             return DrainProgress(evicted=1)
 
         @activity.defn(name=Step.REBOOT.value)

@@ -15,6 +15,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from gpuheal.control import remediations
 from gpuheal.domain.actions import RecommendedAction
+from gpuheal.domain.budgets import DisruptionBudget
 from gpuheal.domain.faults import Fault
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import DrainPolicy, RemediationPolicy, RepairPolicy
@@ -186,6 +187,94 @@ async def test_drain_that_never_finishes_escalates_naming_the_pods(
     assert "drain did not finish within 0:30:00: 1 pod(s) remain (ml/trainer-0)" in status.reason
     assert any(r.delete_overdue for r in node.drain_requests), "DeleteAfterTimeout pods were never made overdue"
     assert node.reboots == 0
+
+
+def budget(**status: object) -> DisruptionBudget:
+    """The trainer's budget as a drain pass read it: synced, 4 pods expected, allowing nothing now."""
+    fields: dict[str, object] = {
+        "namespace": "ml",
+        "name": "trainer-pdb",
+        "min_available": 3,
+        "generation": 1,
+        "observed_generation": 1,
+        "expected_pods": 4,
+        "desired_healthy": 3,
+        "current_healthy": 3,
+        "disruptions_allowed": 0,
+        "condition_reason": "InsufficientPods",
+    }
+    return DisruptionBudget.model_validate({**fields, **status})
+
+
+async def test_a_budget_that_can_never_allow_a_disruption_escalates_naming_it(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    node.blocked_passes = 10_000
+    node.blocking_budgets = [budget(min_available=4, desired_healthy=4, current_healthy=4)]
+    status = await (await start(time_skipping_env, queue, node)).result()
+
+    assert status.phase is Phase.ESCALATED
+    assert status.reason == (
+        "drain cannot finish: pod ml/trainer-0 is held by PodDisruptionBudget ml/trainer-pdb, which can never "
+        "allow a disruption: it needs 4 healthy pod(s) and expects 4, so no pod it guards may ever go"
+    )
+    assert node.steps.count("drain_node") == 2, "escalated once a second pass confirmed it, not at the timeout"
+    assert [r.outcome for r in node.releases] == [Outcome.ESCALATED]
+    assert node.reboots == 0
+
+
+async def test_a_budget_the_controller_cannot_compute_escalates_with_its_message(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    node.blocked_passes = 10_000
+    why = "jobs.batch does not implement the scale subresource"
+    node.blocking_budgets = [
+        budget(max_unavailable=1, min_available=None, condition_reason="SyncFailed", condition_message=why)
+    ]
+    status = await (await start(time_skipping_env, queue, node)).result()
+
+    assert status.phase is Phase.ESCALATED
+    assert "PodDisruptionBudget ml/trainer-pdb" in status.reason and status.reason.endswith(why)
+    assert node.steps.count("drain_node") == 2
+
+
+async def test_a_budget_exhausted_for_now_is_retried_until_it_frees(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    node.blocked_passes = 6
+    # Once, the status was read while the controller caught up with an edit that fixed the budget.
+    never = budget(max_unavailable=0, min_available=None)
+    node.blocking_budgets = [budget(), never, budget(), budget()]
+    status = await (await start(time_skipping_env, queue, node)).result()
+
+    assert status.phase is Phase.RESOLVED, status.reason
+    assert node.steps.count("drain_node") == 7
+    assert node.reboots == 1
+
+
+async def test_a_pod_the_api_refuses_is_retried_and_named_when_the_drain_times_out(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    node.failed_passes = 10_000
+    status = await (await start(time_skipping_env, queue, node)).result()
+
+    assert status.phase is Phase.ESCALATED
+    assert status.reason.startswith("drain did not finish within 0:30:00: 1 pod(s) remain (ml/trainer-0)")
+    assert status.reason.endswith(
+        "; eviction failed for ml/trainer-0 (HTTP 500: This pod has more than one PodDisruptionBudget, which the "
+        "eviction subresource does not support.)"
+    )
+    assert node.steps.count("drain_node") > 2
+
+
+async def test_a_pod_the_api_refused_once_goes_on_a_later_pass(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    node.failed_passes = 2
+    status = await (await start(time_skipping_env, queue, node)).result()
+
+    assert status.phase is Phase.RESOLVED, status.reason
+    assert node.steps.count("drain_node") == 3
 
 
 async def test_uncordon_by_a_person_stands_down(
