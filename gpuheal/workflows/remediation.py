@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, NoReturn, TypeVar
 
 from temporalio import workflow
@@ -272,8 +272,7 @@ class RemediationWorkflow:
             self._action = self._action.escalate(RecommendedAction.RESTART_VM)
         back, boot = await self._reboot()
         self._enter(Phase.VERIFYING)
-        bar = HealthBar(boot_id_before=boot.boot_id_before, after=boot.requested_at, after_what="the reboot request")
-        problem = await self._gpu_problem(back, bar)
+        problem = await self._gpu_problem(back, self._health_bar(boot))
         if problem is not None:
             await self._escalate_current(problem)
 
@@ -380,6 +379,31 @@ class RemediationWorkflow:
         except ActivityError as error:
             _reraise_cancellation(error)
             return MachineState(provider=provider, summary=f"state unknown: {_failure(error)}")
+
+    def _health_bar(self, boot: RebootResult) -> HealthBar:
+        """What a GPU health report must come after to prove this repair.
+
+        A provider that reboots: a report on another boot than the one the reboot was requested on,
+        or written after the request. A person (the manual provider) repairs before approving, so
+        before the step that records the repair: a report on another boot than the one quarantine
+        found, or written after the node was quarantined. A reboot recorded by a worker from before
+        requests were timed has no time: the moment the workflow began repairing stands in for it.
+        """
+        if not boot.expects_new_boot and self._record is not None:
+            return HealthBar(
+                boot_id_before=self._record.boot_id,
+                after=self._entered_at(Phase.QUARANTINED),
+                after_what="the quarantine",
+            )
+        return HealthBar(
+            boot_id_before=boot.boot_id_before,
+            after=boot.requested_at or self._entered_at(Phase.REPAIRING),
+            after_what="the reboot request",
+        )
+
+    def _entered_at(self, phase: Phase) -> datetime | None:
+        """When the workflow last entered `phase`, if it did."""
+        return next((entry.entered_at for entry in reversed(self._history) if entry.phase is phase), None)
 
     async def _gpu_problem(self, back: NodeState, bar: HealthBar) -> str | None:
         """None once the node's GPUs report healthy after the repair (the read that saw the node back counts), else why not."""

@@ -54,6 +54,9 @@ class FakeNode:
     # Whether the node's agent reports GPU health once the node is back from a reboot; when it does
     # not, the GpuHealthy condition from before the reboot lingers.
     agent_reports_after_reboot: bool = True
+    # The provider is a person (repair.provider "manual"): the reboot step records the repair they
+    # did before approving and reboots nothing.
+    manual_provider: bool = False
     # Errors the provider raises before a reboot request gets through, one per attempt.
     provider_errors: list[ApplicationError] = field(default_factory=list)
     # Whether the provider has a graceful restart, and whether the machine honours one.
@@ -159,6 +162,15 @@ class FakeNode:
             self.reboot_requests.append(request)
             requested_at = datetime.now(UTC)
             before = self.boot_id
+            if self.manual_provider:
+                return RebootResult(
+                    boot_id_before=before,
+                    requested_now=True,
+                    provider="manual",
+                    detail="repair performed by an operator",
+                    expects_new_boot=False,
+                    requested_at=requested_at,
+                )
             graceful = request.graceful and self.graceful_supported
             if graceful and not self.graceful_restarts:
                 return RebootResult(boot_id_before=before, requested_now=True, provider="fake", graceful=True)

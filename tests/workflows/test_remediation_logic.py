@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
@@ -163,6 +163,56 @@ async def test_gpu_health_reported_before_the_reboot_does_not_resolve(
     assert "GPUs did not report healthy within 0:05:00" in status.reason
     assert "GpuHealthy=True was reported on boot boot-1, before the reboot" in status.reason
     assert [r.outcome for r in node.releases] == [Outcome.ESCALATED]
+
+
+async def _manual_repair(env: WorkflowEnvironment, queue: str, node: FakeNode) -> tuple[Handle, RemediationStatus]:
+    """A remediation whose repair a person does (provider "manual"), held at its approval."""
+    node.manual_provider = True
+    manual = policy(approval=True)
+    manual = manual.model_copy(update={"repair": manual.repair.model_copy(update={"provider": "manual"})})
+    handle = await remediations.report_fault(env.client, fault(node), manual, task_queue=queue)
+    return handle, await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
+
+
+def _quarantined_at(status: RemediationStatus) -> datetime:
+    return next(entry.entered_at for entry in status.history if entry.phase is Phase.QUARANTINED)
+
+
+async def test_a_person_who_rebooted_the_node_before_approving_resolves_it(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    """The manual provider: the person's reboot happened before the step that records it."""
+    handle, waiting = await _manual_repair(time_skipping_env, queue, node)
+    node.boot_id = "boot-2"  # the person rebooted the machine; its agent reported on the new boot
+    node.agent_reports(True, at=_quarantined_at(waiting) - timedelta(seconds=30))
+    await handle.signal(RemediationWorkflow.approve, Decision(approver="erin", reason="reseated GPU 3"))
+
+    status = await handle.result()
+    assert status.phase is Phase.RESOLVED, status.reason
+    assert node.reboots == 0
+
+
+async def test_a_person_who_repaired_without_rebooting_resolves_on_a_report_after_the_quarantine(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    handle, waiting = await _manual_repair(time_skipping_env, queue, node)
+    node.agent_reports(True, at=_quarantined_at(waiting) + timedelta(seconds=1))
+    await handle.signal(RemediationWorkflow.approve, Decision(approver="erin"))
+
+    status = await handle.result()
+    assert status.phase is Phase.RESOLVED, status.reason
+
+
+async def test_a_manual_repair_is_not_proven_by_a_report_from_before_the_quarantine(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    handle, waiting = await _manual_repair(time_skipping_env, queue, node)
+    node.agent_reports(True, at=_quarantined_at(waiting) - timedelta(minutes=5))  # a True from before the fault
+    await handle.signal(RemediationWorkflow.approve, Decision(approver="erin"))
+
+    status = await handle.result()
+    assert status.phase is Phase.ESCALATED
+    assert "before the quarantine" in status.reason, status.reason
 
 
 async def test_disruption_budget_is_retried_on_durable_timers_until_it_frees(
