@@ -367,33 +367,25 @@ class Registry:
     def _write(self, rt: ResourceType, current: Entry, new: JsonDict, subresource: str | None, dry_run: bool) -> Entry:
         old = current.obj
         stored_rt = BY_KEY[rt.key]
+        om = old["metadata"]
+        nm = _before_update_metadata(dict(new.get("metadata") or {}), om)
         if subresource == "status":
+            # The status strategies' PrepareForUpdate: everything but the spec comes from the
+            # request (metadata too, as rest.BeforeUpdate leaves it), with each kind's exceptions.
             result = dict(old)
-            result["metadata"] = dict(old["metadata"])
+            result["metadata"] = nm
             if "status" in new:
                 result["status"] = new["status"]
             else:
                 result.pop("status", None)
-        else:
-            result = dict(new)
-            result["kind"], result["apiVersion"] = stored_rt.kind, stored_rt.api_version
-            nm = dict(new.get("metadata") or {})
-            om = old["metadata"]
-            # What rest.BeforeUpdate sets before validating (a different uid, or a deletion
-            # timestamp or grace period where there was none, is then an immutable-field 422).
-            for keep in ("name", "namespace", "creationTimestamp", "generation"):
+            for keep in _STATUS_KEEPS_METADATA.get(rt.key, ()):
                 if keep in om:
                     nm[keep] = om[keep]
                 else:
                     nm.pop(keep, None)
-            if not nm.get("uid") and "uid" in om:
-                nm["uid"] = om["uid"]
-            if om.get("deletionTimestamp"):
-                nm["deletionTimestamp"] = om["deletionTimestamp"]
-            if om.get("deletionGracePeriodSeconds") is not None and nm.get("deletionGracePeriodSeconds") is None:
-                nm["deletionGracePeriodSeconds"] = om["deletionGracePeriodSeconds"]
-            nm.pop("managedFields", None)
-            nm.pop("selfLink", None)
+        else:
+            result = dict(new)
+            result["kind"], result["apiVersion"] = stored_rt.kind, stored_rt.api_version
             result["metadata"] = nm
             if stored_rt.has_status:
                 if "status" in old:
@@ -663,6 +655,35 @@ def _decode_patched(
         if warnings is not None:
             warnings.extend(strict)
     return dict(decoded.obj)
+
+
+# What the status subresource's PrepareForUpdate takes from the stored object besides the spec:
+# pods keep their owners (pkg/registry/core/pod/strategy.go podStatusStrategy), deployments their
+# labels (pkg/registry/apps/deployment/strategy.go deploymentStatusStrategy). Nodes, PDBs, replica
+# sets, daemon sets, jobs and namespaces reset only the spec.
+_STATUS_KEEPS_METADATA: dict[str, tuple[str, ...]] = {
+    "pods": ("ownerReferences",),
+    "deployments.apps": ("labels",),
+}
+
+
+def _before_update_metadata(nm: JsonDict, om: JsonDict) -> JsonDict:
+    """What rest.BeforeUpdate sets before validating (a different uid, or a deletion timestamp or
+    grace period where there was none, is then an immutable-field 422)."""
+    for keep in ("name", "namespace", "creationTimestamp", "generation"):
+        if keep in om:
+            nm[keep] = om[keep]
+        else:
+            nm.pop(keep, None)
+    if not nm.get("uid") and "uid" in om:
+        nm["uid"] = om["uid"]
+    if om.get("deletionTimestamp"):
+        nm["deletionTimestamp"] = om["deletionTimestamp"]
+    if om.get("deletionGracePeriodSeconds") is not None and nm.get("deletionGracePeriodSeconds") is None:
+        nm["deletionGracePeriodSeconds"] = om["deletionGracePeriodSeconds"]
+    nm.pop("managedFields", None)
+    nm.pop("selfLink", None)
+    return nm
 
 
 def _check_type(rt: ResourceType, body: JsonDict) -> None:

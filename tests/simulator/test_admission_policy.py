@@ -125,6 +125,41 @@ async def test_an_agent_sets_its_own_nodes_gpu_conditions_and_nothing_else(
     assert 'cannot patch resource "nodes" in API group' in body["message"]
 
 
+async def test_an_agent_may_not_change_its_nodes_labels_or_annotations_through_status(
+    call: Caller, chart_cluster: SimulatedCluster
+) -> None:
+    """``nodes/status`` keeps metadata changes (``pkg/registry/core/node/strategy.go``,
+    ``nodeStatusStrategy.PrepareForUpdate`` resets only the spec), so RBAC's ``nodes/status`` alone
+    would let an agent relabel its node; the chart's policy refuses any metadata change."""
+    agent = chart_cluster.service_account_token(*service_account("agent"), node=OWN)
+    path = f"/api/v1/nodes/{OWN}/status"
+    before = chart_cluster.get_object("nodes", OWN)
+    assert before is not None
+    for what, patch in {
+        "a label": {"metadata": {"labels": {"nvidia.com/gpu.present": "false"}}},
+        "an annotation": {"metadata": {"annotations": {"example.com/x": "y"}}},
+        "a label with a GPU condition": {**condition("GpuHealthy"), "metadata": {"labels": {"x": "y"}}},
+    }.items():
+        status, body, _ = await call(agent, "PATCH", path, patch, STRATEGIC)
+        assert (status, body["reason"]) == (403, "Forbidden"), what
+        assert body["message"] == (
+            f'nodes "{OWN}" is forbidden: {DENIED}this user may not change the node\'s metadata '
+            "(labels, annotations, owners, finalizers)"
+        ), what
+    after = chart_cluster.get_object("nodes", OWN)
+    assert after is not None
+    assert after["metadata"] == before["metadata"]
+    # The GpuHealthy-only patch passes.
+    status, body, _ = await call(agent, "PATCH", path, condition("GpuHealthy"), STRATEGIC)
+    assert status == 200, body
+    assert conditions_of(chart_cluster, OWN)["GpuHealthy"]["reason"] == "Test"
+    # The same label through nodes/status by the admin does persist: the policy is what stops the agent.
+    status, _, _ = await call(chart_cluster.token, "PATCH", path, {"metadata": {"labels": {"x": "y"}}}, STRATEGIC)
+    assert status == 200
+    labelled = chart_cluster.get_object("nodes", OWN)
+    assert labelled is not None and labelled["metadata"]["labels"]["x"] == "y"
+
+
 async def test_an_agent_token_without_a_node_is_refused_and_others_are_not_bound_by_the_policy(
     call: Caller, chart_cluster: SimulatedCluster
 ) -> None:
