@@ -210,8 +210,37 @@ class DupDict(dict[str, Any]):
     duplicates: list[str]
 
 
+# encoding/json's scanner (and sigs.k8s.io/json's, which the API server decodes with) refuses a
+# document nested deeper than ``maxNestingDepth`` = 10000 with ``invalid character '[' exceeded max
+# depth``. The simulator's decoding, patching and validation are recursive, so it stops sooner, at
+# ``MAX_NESTING_DEPTH``, with the same error: stricter than the API server, never a 500.
+GO_MAX_NESTING_DEPTH = 10000
+MAX_NESTING_DEPTH = 100
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
+_NOT_BRACKET = re.compile(rb"[^\[\]{}]")
+
+
+def nesting_error(raw: bytes, limit: int = MAX_NESTING_DEPTH) -> str | None:
+    """The scanner's error for the bracket that opens level ``limit + 1`` of ``raw``; None if none does."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return None
+    depth = 0
+    for c in _NOT_BRACKET.sub(b"", _JSON_STRING.sub(b"", raw)):
+        if c in b"[{":
+            depth += 1
+            if depth > limit:
+                return f"invalid character '{chr(c)}' exceeded max depth"
+        else:
+            depth -= 1
+    return None
+
+
 def loads(raw: bytes | str) -> Any:
-    """``json.loads`` that marks objects with repeated keys (``DupDict``)."""
+    """``json.loads`` that marks objects with repeated keys (``DupDict``); a document nested too
+    deeply is a ``ValueError`` with the Go scanner's message (``nesting_error``)."""
+    deep = nesting_error(raw.encode() if isinstance(raw, str) else raw)
+    if deep is not None:
+        raise ValueError(deep)
 
     def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         out = dict(pairs)
