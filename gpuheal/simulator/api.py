@@ -179,8 +179,20 @@ def _group(group: str, versions: list[str]) -> JsonDict:
     return {"name": group, "versions": entries, "preferredVersion": entries[0]}
 
 
+# The API server's MaxRequestBodyBytes (staging/src/k8s.io/apiserver/pkg/server/config.go); the
+# application's client_max_size, so a bigger body is never read whole.
+MAX_REQUEST_BODY_BYTES = 3 * 1024 * 1024
+
+
 async def _body(request: web.Request) -> Any:
-    raw = await request.read()
+    """The request's JSON body (None when empty). Over ``MAX_REQUEST_BODY_BYTES`` it is 413, as
+    ``limitedReadBody`` (``handlers/rest.go``) answers with ``NewRequestEntityTooLargeError``."""
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise errors.ApiError(
+            413, "RequestEntityTooLarge", f"Request entity too large: limit is {MAX_REQUEST_BODY_BYTES}"
+        ) from None
     if not raw.strip():
         return None
     try:

@@ -47,7 +47,7 @@ from aiohttp import web
 
 from . import tls
 from .access import Access, Denial
-from .api import KubernetesApi
+from .api import MAX_REQUEST_BODY_BYTES, KubernetesApi
 from .clouds.catalog import ENDPOINTS
 from .clouds.endpoint import CloudContext, CloudEndpoint
 from .clouds.faults import CloudFault
@@ -155,7 +155,7 @@ class SimulatedCluster:
         self._certificates = certificates
         await self._serve_clouds(sim, self.state_dir, certificates)
         sim.build()
-        api = web.Application(client_max_size=64 * 1024 * 1024)
+        api = web.Application(client_max_size=MAX_REQUEST_BODY_BYTES)
         KubernetesApi(sim, self.token).add_routes(api)
         self._runner, self.port = await _serve(api, self.host, self._requested_port, certificates.server_context())
         control = web.Application()

@@ -47,3 +47,31 @@ async def test_a_body_nested_within_the_bound_is_decoded(cluster: SimulatedClust
     reply = await call(cluster, "PATCH", "/api/v1/nodes/gpu-node-000", raw=raw, content_type=MERGE)
     assert reply.status == 200, reply.body
     assert reply.body["metadata"]["annotations"]["x"] == "[[[[" * 50
+
+
+LIMIT = 3 * 1024 * 1024
+
+
+async def test_a_body_over_three_mebibytes_is_413(cluster: SimulatedCluster) -> None:
+    patch = json.dumps({"metadata": {"annotations": {"example.com/size": "limit"}}})
+    at_limit = patch + " " * (LIMIT - len(patch))
+    reply = await call(cluster, "PATCH", "/api/v1/nodes/gpu-node-000", raw=at_limit, content_type=MERGE)
+    assert reply.status == 200, reply.body
+    for method, path, content_type in (
+        ("PATCH", "/api/v1/nodes/gpu-node-000", MERGE),
+        ("POST", "/api/v1/namespaces/default/pods", "application/json"),
+        ("PUT", "/api/v1/nodes/gpu-node-000", "application/json"),
+    ):
+        reply = await call(cluster, method, path, raw=at_limit + " ", content_type=content_type)
+        assert (reply.status, reply.body) == (
+            413,
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Failure",
+                "message": "Request entity too large: limit is 3145728",
+                "reason": "RequestEntityTooLarge",
+                "code": 413,
+            },
+        ), method
