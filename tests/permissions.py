@@ -30,6 +30,12 @@ AGENT: frozenset[Permission] = frozenset(
     }
 )
 
+# Where the agent records its node's Events (publisher/kubernetes.py KubernetesReporter, as the
+# kubelet does), and what it is granted there only (a Role); the rest of AGENT is cluster-wide.
+AGENT_EVENTS_NAMESPACE = "default"
+AGENT_IN_EVENTS_NAMESPACE: frozenset[Permission] = frozenset({("create", "", "events")})
+AGENT_CLUSTER_WIDE: frozenset[Permission] = AGENT - AGENT_IN_EVENTS_NAMESPACE
+
 
 def granted(role: dict[str, object]) -> set[Permission]:
     """The (verb, group, resource) triples a rendered ClusterRole grants."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -11,6 +12,7 @@ import helm_python as helm
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 
+from gpuheal.agents.publisher.kubernetes import KubernetesReporter
 from gpuheal.domain.marks import QUARANTINE_TAINT_KEY
 from tests import permissions
 from tests.chart import CHART_DIR, DEMO_COPY, KUBE_VERSION, NAMESPACE, RELEASE, demo_copy_text, render
@@ -128,7 +130,8 @@ def test_every_manifest_is_valid_kubernetes(chart: helm.Chart, scenario: str) ->
     docs = render(chart, values)
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == sorted(
-        ["Deployment", "DaemonSet", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+        ["Deployment", "DaemonSet", "Role", "RoleBinding"]
+        + ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] * 2
         + ["ServiceAccount", "ClusterRole", "ClusterRoleBinding"] * 2
     )
     for doc in docs:
@@ -175,13 +178,26 @@ def test_agent_cluster_role_grants_exactly_what_the_agent_uses(chart: helm.Chart
     """No more and no fewer than the requests tests/permissions.py lists for the agent."""
     docs = render(chart, {})
     role = one(docs, "ClusterRole", "agent")
-    assert permissions.granted(role) == permissions.AGENT
+    assert permissions.granted(role) == permissions.AGENT_CLUSTER_WIDE
     binding = one(docs, "ClusterRoleBinding", "agent")
     account = one(docs, "ServiceAccount", "agent")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": NAMESPACE}
-    ]
+    subjects = [{"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": NAMESPACE}]
+    assert binding["subjects"] == subjects
+    # Events only in the namespace the agent records them in (KubernetesReporter's, which the agent keeps).
+    reporter_namespace = inspect.signature(KubernetesReporter).parameters["namespace"].default
+    assert reporter_namespace == permissions.AGENT_EVENTS_NAMESPACE
+    events_role = one(docs, "Role", "agent")
+    assert events_role["metadata"]["namespace"] == permissions.AGENT_EVENTS_NAMESPACE
+    assert permissions.granted(events_role) == permissions.AGENT_IN_EVENTS_NAMESPACE
+    events_binding = one(docs, "RoleBinding", "agent")
+    assert events_binding["metadata"]["namespace"] == permissions.AGENT_EVENTS_NAMESPACE
+    assert events_binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": events_role["metadata"]["name"],
+    }
+    assert events_binding["subjects"] == subjects
     daemonset = one(docs, "DaemonSet", "agent")
     assert daemonset["spec"]["template"]["spec"]["serviceAccountName"] == account["metadata"]["name"]
 
@@ -502,8 +518,9 @@ def test_agent_node_policy_binds_the_agent_to_its_own_node(chart: helm.Chart) ->
     Modelled on upstream's test/e2e/auth/e2edata/per_node_validatingadmissionpolicy*.yaml.
     """
     docs = render(chart, {})
-    policy = one(docs, "ValidatingAdmissionPolicy", "agent")
-    binding = one(docs, "ValidatingAdmissionPolicyBinding", "agent")
+    node_policy = [d for d in docs if not d["metadata"]["name"].endswith("-events")]
+    policy = one(node_policy, "ValidatingAdmissionPolicy", "agent")
+    binding = one(node_policy, "ValidatingAdmissionPolicyBinding", "agent")
     account = one(docs, "ServiceAccount", "agent")
     spec = policy["spec"]
     assert spec["failurePolicy"] == "Fail"
@@ -524,9 +541,33 @@ def test_agent_node_policy_binds_the_agent_to_its_own_node(chart: helm.Chart) ->
     assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
 
 
+def test_agent_events_policy_binds_the_agents_events_to_its_own_node(chart: helm.Chart) -> None:
+    """The second policy: the agent's Events (its Role lets it create any in their namespace) must
+    be about the node its token names, denied with 403s."""
+    docs = render(chart, {})
+    events_policy = [d for d in docs if d["metadata"]["name"].endswith("-agent-own-node-events")]
+    policy = one(events_policy, "ValidatingAdmissionPolicy", "agent")
+    binding = one(events_policy, "ValidatingAdmissionPolicyBinding", "agent")
+    account = one(docs, "ServiceAccount", "agent")
+    spec = policy["spec"]
+    assert spec["failurePolicy"] == "Fail"
+    assert spec["matchConstraints"]["resourceRules"] == [
+        {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["events"]}
+    ]
+    username = f"system:serviceaccount:{NAMESPACE}:{account['metadata']['name']}"
+    assert spec["matchConditions"] == [
+        {"name": "is-the-agent", "expression": f"request.userInfo.username == '{username}'"}
+    ]
+    expressions = " ".join(v["expression"] for v in spec["validations"])
+    assert f"request.namespace == '{permissions.AGENT_EVENTS_NAMESPACE}'" in expressions
+    assert "variables.kind == 'Node' && variables.target == variables.nodeName" in expressions
+    assert {v["reason"] for v in spec["validations"]} == {"Forbidden"}
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+
+
 def test_agent_node_policy_is_left_out_with_the_agent(chart: helm.Chart) -> None:
     docs = render(chart, {"agent": {"enabled": False}})
-    assert not [d for d in docs if d["kind"].startswith("ValidatingAdmissionPolicy")]
+    assert not [d for d in docs if d["kind"].startswith("ValidatingAdmissionPolicy") or d["kind"].startswith("Role")]
 
 
 def test_the_demo_copy_of_the_chart_access_objects_is_current() -> None:

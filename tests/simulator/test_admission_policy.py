@@ -160,6 +160,67 @@ async def test_an_agent_may_not_change_its_nodes_labels_or_annotations_through_s
     assert labelled is not None and labelled["metadata"]["labels"]["x"] == "y"
 
 
+EVENTS_POLICY = "gh-gpuheal-agent-own-node-events"
+EVENTS_DENIED = f"ValidatingAdmissionPolicy '{EVENTS_POLICY}' with binding '{EVENTS_POLICY}' denied request: "
+
+
+def agent_event(name: str, kind: str, target: str, namespace: str = "default", host: str = OWN) -> dict[str, Any]:
+    """An Event as gpuheal/agents/publisher/kubernetes.py record_event writes it."""
+    involved: dict[str, Any] = {"apiVersion": "v1", "kind": kind, "name": target, "uid": target}
+    if kind != "Node":
+        involved["namespace"] = namespace
+    return {
+        "metadata": {"name": name, "namespace": namespace},
+        "involvedObject": involved,
+        "reason": "XidError",
+        "message": "m",
+        "type": "Warning",
+        "source": {"component": "gpuheal-agent", "host": host},
+        "count": 1,
+        "reportingComponent": "gpuheal-agent",
+        "reportingInstance": host,
+    }
+
+
+async def test_an_agent_records_events_only_about_its_own_node(call: Caller, chart_cluster: SimulatedCluster) -> None:
+    """The chart grants Event creation in ``default`` only (a Role) and its policy, as the node
+    policy does for nodes (``test/e2e/auth/e2edata/per_node_validatingadmissionpolicy.yaml``),
+    confines the agent's Events to the node its token names. Upstream's Event validation
+    (``pkg/apis/core/validation/events.go``) accepts them all, RBAC
+    (``plugin/pkg/auth/authorizer/rbac/rbac.go``) only checks the namespace."""
+    agent = chart_cluster.service_account_token(*service_account("agent"), node=OWN)
+    path = "/api/v1/namespaces/default/events"
+    status, body, _ = await call(agent, "POST", path, agent_event("own", "Node", OWN))
+    assert status == 201, body
+
+    status, body, _ = await call(agent, "POST", path, agent_event("other", "Node", OTHER, host=OTHER))
+    message = (
+        EVENTS_DENIED + f"this user running on node '{OWN}' may record Events only about that node, not Node '{OTHER}'"
+    )
+    assert (status, body["reason"], body["message"]) == (403, "Forbidden", f'events "other" is forbidden: {message}')
+
+    status, body, _ = await call(agent, "POST", path, agent_event("pod", "Pod", "p"))
+    assert (status, body["reason"]) == (403, "Forbidden")
+    assert body["message"].endswith("may record Events only about that node, not Pod 'p'"), body["message"]
+
+    status, body, _ = await call(agent, "POST", path, agent_event("forged", "Node", OWN, host=OTHER))
+    assert (status, body["reason"]) == (403, "Forbidden")
+    assert body["message"].endswith("may record Events only as that node (source.host, reportingInstance)")
+
+    # Elsewhere RBAC refuses it before admission: the Role is in `default` only.
+    elsewhere = "/api/v1/namespaces/kube-system/events"
+    status, body, _ = await call(agent, "POST", elsewhere, agent_event("pod", "Pod", "p", namespace="kube-system"))
+    assert status == 403
+    assert 'cannot create resource "events" in API group "" in the namespace "kube-system"' in body["message"]
+
+    unbound = chart_cluster.service_account_token(*service_account("agent"))
+    status, body, _ = await call(unbound, "POST", path, agent_event("unbound", "Node", OWN))
+    assert status == 403
+    assert 'this user must have a "authentication.kubernetes.io/node-name" claim' in body["message"]
+    assert chart_cluster.get_object("events", "own", "default") is not None
+    assert chart_cluster.get_object("events", "other", "default") is None
+
+
 async def test_an_agent_token_without_a_node_is_refused_and_others_are_not_bound_by_the_policy(
     call: Caller, chart_cluster: SimulatedCluster
 ) -> None:

@@ -58,6 +58,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{- /* The namespace the agent records its node's Events in (as the kubelet does); fixed in the agent. */}}
+{{- define "gpuheal.agent.eventsNamespace" -}}
+default
+{{- end }}
+
 {{- define "gpuheal.temporal.tlsEnabled" -}}
 {{- if or .Values.temporal.tls.enabled .Values.temporal.tls.secretName }}true{{ end }}
 {{- end }}
