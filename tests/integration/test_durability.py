@@ -47,6 +47,10 @@ async def spawn_worker() -> AsyncIterator[WorkerFactory]:
             "",
             "--sticky-queue-timeout-seconds",
             "1",
+            # Only the provider the fleet's nodes need (the simulator's comes with --simulator-url):
+            # a worker imports just the SDKs of the providers it runs.
+            "--providers",
+            "manual" if stack.cluster.config.cloud == "sim" else stack.cluster.config.cloud,
             stderr=asyncio.subprocess.PIPE,
             # The cloud SDKs reach the simulator's clouds through their standard settings.
             env={**os.environ, "PYTHONUNBUFFERED": "1", **stack.cluster.client_environment()},
