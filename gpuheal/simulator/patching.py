@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .golang import sprint
 from .jsonvalues import clone, json_equal
 from .resources import PatchSchema
 
@@ -24,6 +25,16 @@ class PatchError(Exception):
 
 class PatchFailed(Exception):
     """The patch is well formed but cannot be applied to this object (HTTP 422)."""
+
+
+class MergeKeyMissing(Exception):
+    """A strategic merge patch's element of a list merged by key lacks the key. Upstream's
+    ``mergepatch.ErrNoMergeKey`` (``map: %v does not contain declared merge key: %s``), which
+    ``interpretStrategicMergePatchError`` (``handlers/patch.go``) passes on as it is: a 500 Status
+    without a reason."""
+
+    def __init__(self, element: dict[str, Any], merge_key: str) -> None:
+        super().__init__(f"map: {sprint(element)} does not contain declared merge key: {merge_key}")
 
 
 # --- RFC 7386 --------------------------------------------------------------------------------------
@@ -258,6 +269,12 @@ def _merge_list(orig: Any, patch: list[Any], path: tuple[str, ...], schema: Patc
             if not any(json_equal(value, v) for v in out):
                 out.append(clone(value))
         return out
+    # strategicpatch/patch.go: the elements with a $patch directive first
+    # (mergeSliceWithSpecialElements), then the others (mergeSliceWithoutSpecialElements).
+    for special in (True, False):
+        for elem in patch:
+            if isinstance(elem, dict) and (_DIRECTIVE in elem) == special and merge_key not in elem:
+                raise MergeKeyMissing(elem, merge_key)
     out = list(orig)
     for elem in patch:
         if not isinstance(elem, dict):

@@ -43,7 +43,7 @@ from .identity import new_uid, random_suffix
 from .jsonvalues import JsonDict, clone, dig, json_equal
 from .metadata import meta
 from .objects import apply_pod_defaults, is_ready, is_terminal, is_terminating, qos_class
-from .patching import PatchError, PatchFailed, json_patch, merge_patch, strategic_merge_patch
+from .patching import MergeKeyMissing, PatchError, PatchFailed, json_patch, merge_patch, strategic_merge_patch
 from .resources import BY_KEY, EVENTS_V1, NAMESPACES, PODS, ResourceType, from_view, to_view
 from .schema import DecodeError, DupDict, decode, duplicate_fields, schema_for
 from .selectors import FieldSelector, LabelSelector, selector_from_object
@@ -259,20 +259,6 @@ class Registry:
             obj["spec"] = {"finalizers": ["kubernetes"]}
             obj["status"] = {"phase": "Active"}
         elif key == "poddisruptionbudgets.policy":
-            spec = obj.get("spec") or {}
-            if spec.get("minAvailable") is not None and spec.get("maxUnavailable") is not None:
-                raise errors.invalid(
-                    "PodDisruptionBudget",
-                    name,
-                    [
-                        (
-                            "FieldValueInvalid",
-                            "spec",
-                            "Invalid value: policy.PodDisruptionBudgetSpec: minAvailable and maxUnavailable cannot be both set",
-                        )
-                    ],
-                    "policy",
-                )
             obj["status"] = {"disruptionsAllowed": 0, "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0}
         elif key in ("deployments.apps", "replicasets.apps", "daemonsets.apps", "jobs.batch"):
             if key == "jobs.batch":
@@ -351,6 +337,8 @@ class Registry:
             raise errors.bad_request(str(exc)) from None
         except PatchFailed as exc:
             raise errors.patch_rejected(str(exc)) from None
+        except MergeKeyMissing as exc:
+            raise errors.ApiError(500, "", str(exc)) from None
         if not isinstance(patched, dict):
             raise errors.bad_request("the patched object is not a JSON object")
         patched = _decode_patched(rt, content_type, patch, patched, field_validation, warnings)

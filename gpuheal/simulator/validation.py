@@ -587,6 +587,85 @@ def event_update(new: JsonDict, old: JsonDict, v1_api: bool) -> list[Cause]:
     return out
 
 
+# --- PodDisruptionBudget ----------------------------------------------------------------------------
+
+UNHEALTHY_POD_EVICTION_POLICIES = ("AlwaysAllow", "IfHealthyBudget")
+_PERCENT_FMT = "[0-9]+%"
+_PERCENT_RE = re.compile(f"(?:{_PERCENT_FMT})\\Z")
+
+
+def _int_or_string(field: str, value: Any, detail: str) -> Cause:
+    """``field.Invalid`` of an IntOrString: ``ErrorBody`` prints it with its ``String()`` (no quotes)."""
+    return ("FieldValueInvalid", field, f"Invalid value: {value}: {detail}")
+
+
+def positive_int_or_percent(value: Any, field: str) -> list[Cause]:
+    """``ValidatePositiveIntOrPercent`` and ``IsNotMoreThan100Percent`` (pkg/apis/apps/validation)."""
+    if isinstance(value, str):
+        if not _PERCENT_RE.match(value):
+            msg = regex_error(
+                "a valid percent string must be a numeric string followed by an ending '%'", _PERCENT_FMT, "1%", "93%"
+            )
+            return [_int_or_string(field, value, msg)]
+        if int(value[:-1]) > 100:
+            return [_int_or_string(field, value, "must not be greater than 100%")]
+        return []
+    if isinstance(value, int) and value < 0:
+        return [invalid(field, value, "must be greater than or equal to 0")]
+    return []
+
+
+def label_selector(selector: Any, path: str) -> list[Cause]:
+    """``ValidateLabelSelector`` (apimachinery/pkg/apis/meta/v1/validation): matchLabels as labels,
+    each matchExpressions requirement's operator, values and key."""
+    if not isinstance(selector, dict):
+        return []
+    out = validate_labels(selector.get("matchLabels"), f"{path}.matchLabels")
+    for i, req in enumerate(selector.get("matchExpressions") or []):
+        at = f"{path}.matchExpressions[{i}]"
+        op = req.get("operator") or ""
+        values = req.get("values") or []
+        if op in ("In", "NotIn"):
+            if not values:
+                out.append(required(f"{at}.values", "must be specified when `operator` is 'In' or 'NotIn'"))
+        elif op in ("Exists", "DoesNotExist"):
+            if values:
+                out.append(
+                    forbidden(f"{at}.values", "may not be specified when `operator` is 'Exists' or 'DoesNotExist'")
+                )
+        else:
+            out.append(invalid(f"{at}.operator", op, "not a valid selector operator"))
+        key = str(req.get("key") or "")
+        out.extend(invalid(f"{at}.key", key, m) for m in is_qualified_name(key))
+        for j, value in enumerate(values):
+            out.extend(invalid(f"{at}.values[{j}]", value, m) for m in is_label_value(str(value)))
+    return out
+
+
+def pdb_spec(spec: Any) -> list[Cause]:
+    """``ValidatePodDisruptionBudgetSpec`` (pkg/apis/policy/validation/validation.go)."""
+    spec = spec if isinstance(spec, dict) else {}
+    out: list[Cause] = []
+    min_available, max_unavailable = spec.get("minAvailable"), spec.get("maxUnavailable")
+    if min_available is not None and max_unavailable is not None:
+        out.append(
+            (
+                "FieldValueInvalid",
+                "spec",
+                "Invalid value: policy.PodDisruptionBudgetSpec: minAvailable and maxUnavailable cannot be both set",
+            )
+        )
+    if min_available is not None:
+        out.extend(positive_int_or_percent(min_available, "spec.minAvailable"))
+    if max_unavailable is not None:
+        out.extend(positive_int_or_percent(max_unavailable, "spec.maxUnavailable"))
+    out.extend(label_selector(spec.get("selector"), "spec.selector"))
+    policy = spec.get("unhealthyPodEvictionPolicy")
+    if policy is not None and policy not in UNHEALTHY_POD_EVICTION_POLICIES:
+        out.append(not_supported("spec.unhealthyPodEvictionPolicy", policy, UNHEALTHY_POD_EVICTION_POLICIES))
+    return out
+
+
 # --- every kind -------------------------------------------------------------------------------------
 
 
@@ -600,6 +679,8 @@ def validate_create(
         out = node_create(obj)
     elif kind == "Event":
         out = event_create(obj, v1_event, source)
+    elif kind == "PodDisruptionBudget":  # ValidatePodDisruptionBudget: the spec, then ObjectMeta
+        out = pdb_spec(obj.get("spec")) + object_meta(meta, namespaced, _name_fn(kind))
     else:
         out = object_meta(meta, namespaced, _name_fn(kind))
     if not out:
@@ -621,7 +702,8 @@ def validate_update(
     elif kind == "Event":
         out.extend(event_update(new, old, v1_event))
     elif kind == "PodDisruptionBudget":
-        out.extend(object_meta(new_meta, namespaced, _name_fn(kind)))  # PDB updates run the create check
+        out.extend(pdb_spec(new.get("spec")))  # PDB updates run the create check
+        out.extend(object_meta(new_meta, namespaced, _name_fn(kind)))
     else:
         out.extend(object_meta_update(new_meta, old_meta))
     return out

@@ -49,3 +49,45 @@ async def test_pod_status_writes_keep_labels_but_not_owner_reference_changes(clu
     assert after["metadata"]["labels"]["example.com/status-label"] == "yes"
     assert after["metadata"]["ownerReferences"] == owned["metadata"]["ownerReferences"]
     assert after["spec"] == owned["spec"]
+
+
+async def test_a_strategic_merge_patch_element_without_its_merge_key_is_refused(cluster: SimulatedCluster) -> None:
+    """``staging/src/k8s.io/apimachinery/pkg/util/strategicpatch/patch.go`` (``mergeSliceWith[out]
+    SpecialElements``): every element of a list merged by key must carry the key, a ``$patch:
+    delete`` one too, else ``mergepatch.ErrNoMergeKey``, which ``handlers/patch.go``
+    (``interpretStrategicMergePatchError``) returns unconverted: a 500 Status without a reason."""
+    before = (await call(cluster, "GET", "/api/v1/nodes/gpu-node-000")).body
+    path = "/api/v1/nodes/gpu-node-000/status"
+    for element, shown in (
+        ({"status": "False", "reason": "NoType"}, "map[reason:NoType status:False]"),
+        ({"$patch": "delete", "status": "False"}, "map[$patch:delete status:False]"),
+    ):
+        patch = {"status": {"conditions": [{"type": "GpuHealthy", "status": "True"}, element]}}
+        reply = await call(cluster, "PATCH", path, patch, content_type=STRATEGIC)
+        assert (reply.status, reply.body) == (
+            500,
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Failure",
+                "message": f"map: {shown} does not contain declared merge key: type",
+                "code": 500,
+            },
+        )
+    containers = {"spec": {"containers": [{"image": "nginx:1.25"}]}}
+    pods = (await call(cluster, "GET", "/api/v1/pods")).body["items"]
+    pod = pods[0]["metadata"]
+    reply = await call(
+        cluster,
+        "PATCH",
+        f"/api/v1/namespaces/{pod['namespace']}/pods/{pod['name']}",
+        containers,
+        content_type=STRATEGIC,
+    )
+    assert (reply.status, reply.body["message"]) == (
+        500,
+        "map: map[image:nginx:1.25] does not contain declared merge key: name",
+    )
+    after = (await call(cluster, "GET", "/api/v1/nodes/gpu-node-000")).body
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
