@@ -67,6 +67,7 @@ def demo_policy(manual: bool) -> RemediationPolicy:
             retry_max=timedelta(seconds=2),
             timeout=timedelta(minutes=2),
             delete_after=timedelta(seconds=20),
+            never_allows_for=timedelta(seconds=20),
         ),
         repair=RepairPolicy(
             require_approval=manual,

@@ -39,6 +39,10 @@ class DrainPolicy(_Strict):
     # Waits between drain passes while pods remain (PDB 429s, terminating pods): exponential backoff.
     retry_initial: timedelta = timedelta(seconds=1)
     retry_max: timedelta = timedelta(seconds=30)
+    # A pod held by a budget that can never allow a disruption escalates once the budget has said so
+    # on every pass for this long: a status read while the disruption controller catches up with an
+    # edit (or a transient SyncFailed) does not end the drain. (Above `timeout`, the timeout ends it.)
+    never_allows_for: timedelta = timedelta(minutes=2)
     # How long one pass waits for the pods it evicted to be gone before a durable timer takes over.
     # Temporal timers fire with about a second of granularity; pods that exit promptly should not
     # cost one.

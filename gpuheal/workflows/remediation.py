@@ -99,6 +99,8 @@ class RemediationWorkflow:
         self._reason = ""
         self._decision: RecordedDecision | None = None
         self._drain: DrainProgress | None = None
+        # When each budget first said it can never allow a disruption, on the passes since.
+        self._never_since: dict[str, datetime] = {}
         self._record: NodeRecord | None = None
         self._repair_log: list[str] = []
 
@@ -212,12 +214,12 @@ class RemediationWorkflow:
                 timeout=self._policy.timeouts.drain_pass,
                 heartbeat=self._policy.timeouts.drain_heartbeat,
             )
-            previous, self._drain = self._drain, progress
+            self._drain = progress
             if progress.uncordoned:
                 await self._stand_down(record)
             if progress.done:
                 return
-            held = _held_for_good(progress, previous)
+            held = self._held_for_good(progress)
             if held:
                 await self._escalate(record, held)
             elapsed = workflow.now() - started
@@ -234,6 +236,27 @@ class RemediationWorkflow:
                 pause = min(pause, policy.delete_after - elapsed)
             await workflow.sleep(pause, summary=f"{len(progress.remaining)} pod(s) still on the node")
             wait = min(wait * 2, policy.retry_max)
+
+    def _held_for_good(self, progress: DrainProgress) -> str:
+        """Why the drain can never finish, or "": pods held by a budget that can never allow a disruption.
+
+        A budget counts once it has said so on every pass for `drain.never_allows_for`, so that a status
+        read while the disruption controller catches up with an edit, or a transient sync failure,
+        does not end the drain.
+        """
+        now = workflow.now()
+        current: dict[str, str] = {}
+        for hold in progress.holds:
+            why = never_allows(hold.budget)
+            if why is not None and hold.budget.ref not in current:
+                current[hold.budget.ref] = (
+                    f"pod {hold.pod.namespace}/{hold.pod.name} is held by PodDisruptionBudget {hold.budget.ref}, "
+                    f"which can never allow a disruption: {why}"
+                )
+        self._never_since = {ref: self._never_since.get(ref, now) for ref in current}
+        confirmed = self._policy.drain.never_allows_for
+        held = [why for ref, why in current.items() if now - self._never_since[ref] >= confirmed]
+        return "drain cannot finish: " + "; ".join(held) if held else ""
 
     def _needs_approval(self) -> bool:
         return self._policy.repair.require_approval or self._action.needs_person
@@ -591,24 +614,6 @@ def _failures(progress: DrainProgress, limit: int = 5) -> str:
     named = [f"{f.pod.namespace}/{f.pod.name} ({f.error})" for f in progress.failed[:limit]]
     more = len(progress.failed) - limit
     return "; eviction failed for " + ", ".join(named) + (f" and {more} more" if more > 0 else "")
-
-
-def _held_for_good(progress: DrainProgress, previous: DrainProgress | None) -> str:
-    """Why the drain can never finish, or "": pods held by a budget that can never allow a disruption.
-
-    A budget counts only when it said so on the pass before as well, so that a status read while the
-    disruption controller catches up with a change to the budget does not end the drain.
-    """
-    before = {h.budget.ref for h in (previous.holds if previous else ()) if never_allows(h.budget)}
-    held: dict[str, str] = {}
-    for hold in progress.holds:
-        why = never_allows(hold.budget)
-        if why is not None and hold.budget.ref in before and hold.budget.ref not in held:
-            held[hold.budget.ref] = (
-                f"pod {hold.pod.namespace}/{hold.pod.name} is held by PodDisruptionBudget {hold.budget.ref}, "
-                f"which can never allow a disruption: {why}"
-            )
-    return "drain cannot finish: " + "; ".join(held.values()) if held else ""
 
 
 def _back_after(boot: RebootResult) -> Callable[[NodeState], bool]:

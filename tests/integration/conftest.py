@@ -51,6 +51,7 @@ def fast_policy(**repair: Any) -> RemediationPolicy:
         retry_max=timedelta(milliseconds=500),
         timeout=timedelta(seconds=60),
         delete_after=timedelta(seconds=30),
+        never_allows_for=timedelta(seconds=2),
     )
     return RemediationPolicy(
         drain=drain,

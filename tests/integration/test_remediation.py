@@ -102,6 +102,7 @@ async def test_drain_over_a_budget_that_needs_every_pod_escalates(
             retry_max=timedelta(milliseconds=500),
             timeout=timedelta(seconds=20),
             delete_after=timedelta(seconds=20),
+            never_allows_for=timedelta(seconds=2),
         )
     )
 
