@@ -52,8 +52,8 @@ def main(verbose: bool) -> None:
 
 
 @main.command()
-@click.option("--nodes", default=4, show_default=True, help="Simulated GPU nodes.")
-@click.option("--gpus-per-node", default=8, show_default=True)
+@click.option("--nodes", default=4, show_default=True, type=click.IntRange(min=1), help="Simulated GPU nodes.")
+@click.option("--gpus-per-node", default=8, show_default=True, type=click.IntRange(min=1))
 @click.option("--xid", default=79, show_default=True, help="The XID injected on one node.")
 @click.option("--manual", is_flag=True, help="Wait for `gpuheal approve NODE --by NAME` before repairing.")
 @click.option("--keep", is_flag=True, help="Keep everything running afterwards, to explore the Temporal UI.")

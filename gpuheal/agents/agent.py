@@ -89,7 +89,9 @@ class AgentSettings:
     def simulated(cls, node: str, home: Path, gpus: int, **settings: Any) -> AgentSettings:
         """An agent for a simulated node: a fake NVML, and an empty file in `home` as its kernel log.
 
-        Everything the agent keeps (sockets, spool, boot ID) lives under `home`; the kernel log is
+        Everything the agent keeps (sockets, spool, boot ID) lives under `home`, the sockets unless a
+        `socket_dir` is given (a unix socket path may not exceed 107 bytes, which a deep `home`
+        does); the kernel log is
         read from its start, so a line written right after the agent starts is never skipped. GPU
         resets (unless `gpu_reset` says otherwise) are played by the kernel-log resetter, which
         writes the driver's acknowledgement into that file.
@@ -97,9 +99,9 @@ class AgentSettings:
         home.mkdir(parents=True, exist_ok=True)
         kernel_log = home / "kmsg.log"
         kernel_log.write_text("")
+        settings.setdefault("socket_dir", home / "run")
         return cls(
             node=node,
-            socket_dir=home / "run",
             spool_dir=home / "spool",
             kernel_log=kernel_log,
             kernel_log_format=KernelLogFormat.FILE,

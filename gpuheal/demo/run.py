@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from gpuheal.simulator import FleetConfig, SimulatedCluster
 from gpuheal.simulator.access import parse_manifests
 from gpuheal.worker import WorkerSettings, running_worker
 
+# The GPU the demo's XID names (the last one on nodes with fewer).
 _FAULTY_GPU = 3
 # What the Helm chart gives the worker and the agents (its ServiceAccounts, RBAC and admission
 # policy, rendered by Helm; tests/helm/test_chart.py keeps this copy identical to the chart).
@@ -129,16 +131,19 @@ async def _run_fleet(
         contextlib.AsyncExitStack() as agents,
     ):
         nodes = sorted(cluster.node_names())
+        # The agents' unix sockets live under a short private directory: a socket path may not exceed
+        # 107 bytes, which a checkout at a deep path would pass under the state directory.
+        sockets = Path(agents.enter_context(tempfile.TemporaryDirectory(prefix="gpuheal-demo-")))
         by_node = {}
         for node in nodes[: options.agents]:
             kubeconfig = cluster.service_account_kubeconfig(
                 *agent_account, credentials / f"agent-{node}.kubeconfig", node=node
             )
-            settings = _agent_settings(options, node, server, kubeconfig)
+            settings = _agent_settings(options, node, server, kubeconfig, sockets / node)
             # The agent is its node's only GPU agent, and reads the node's boot ID as on a real node.
             cluster.attach_agent(node, settings.boot_id_path)
             by_node[node] = await agents.enter_async_context(Agent(settings))
-        _print_addresses(console, server, cluster.url, cluster.kubeconfig, len(by_node))
+        _print_addresses(console, server, cluster.url, cluster.kubeconfig, len(by_node), sockets)
         status = await _remediate(console, server.client, by_node[nodes[min(1, len(by_node) - 1)]], options)
         if options.keep:
             console.print("[bold]--keep[/]: everything keeps running; Ctrl-C to stop.")
@@ -163,12 +168,15 @@ async def cloud_client_environment(cluster: SimulatedCluster) -> AsyncIterator[N
         os.environ.update(saved)
 
 
-def _agent_settings(options: DemoOptions, node: str, server: DevServer, kubeconfig: Path) -> AgentSettings:
+def _agent_settings(
+    options: DemoOptions, node: str, server: DevServer, kubeconfig: Path, socket_dir: Path
+) -> AgentSettings:
     """A node agent as it runs on a node, with a fake NVML and a file for its kernel log."""
     return AgentSettings.simulated(
         node,
         options.state_dir / "nodes" / node,
         options.gpus_per_node,
+        socket_dir=socket_dir,
         temporal_address=server.address,
         kubeconfig=kubeconfig,
         remediation_policy=demo_policy(options.manual),
@@ -178,7 +186,8 @@ def _agent_settings(options: DemoOptions, node: str, server: DevServer, kubeconf
 async def _remediate(console: Console, client: Client, agent: Agent, options: DemoOptions) -> RemediationStatus | None:
     """Write the XID into the node's kernel log, as the injector does, and follow the remediation to its end."""
     node = agent.settings.node
-    gpu = agent.nvml.device_info(_FAULTY_GPU)
+    faulty = min(_FAULTY_GPU, options.gpus_per_node - 1)
+    gpu = agent.nvml.device_info(faulty)
     assert agent.settings.kernel_log is not None
     detected = datetime.now(UTC)
     with agent.settings.kernel_log.open("a") as kernel_log:
@@ -187,7 +196,7 @@ async def _remediate(console: Console, client: Client, agent: Agent, options: De
             f"{options.xid}, GPU has fallen off the bus\n"
         )
     console.print(
-        f"wrote XID {options.xid} for GPU {_FAULTY_GPU} ({gpu.uuid}) into {node}'s kernel log "
+        f"wrote XID {options.xid} for GPU {faulty} ({gpu.uuid}) into {node}'s kernel log "
         f"({agent.settings.kernel_log}); its agent reports it\n"
     )
     view = PhaseView(console, detected)
@@ -221,8 +230,10 @@ async def _remediate(console: Console, client: Client, agent: Agent, options: De
     return status
 
 
-def _print_addresses(console: Console, server: DevServer, sim_url: str, kubeconfig: Path, agents: int) -> None:
+def _print_addresses(
+    console: Console, server: DevServer, sim_url: str, kubeconfig: Path, agents: int, sockets: Path
+) -> None:
     console.print(f"  Temporal     {server.address}  (export TEMPORAL_ADDRESS={server.address} for temporal/gpuheal)")
     console.print(f"  Temporal UI  {server.ui_url}")
     console.print(f"  fleet        {sim_url}  (KUBECONFIG={kubeconfig} kubectl get nodes)")
-    console.print(f"  agents       {agents} node agent(s) with fake NVML, sockets under .../nodes/<node>/run")
+    console.print(f"  agents       {agents} node agent(s) with fake NVML, sockets under {sockets}/<node>")

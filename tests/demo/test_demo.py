@@ -1,0 +1,29 @@
+"""`gpuheal demo`, the README's main job, end to end as a new user runs it: from a deep checkout.
+
+A unix socket path may not exceed 107 bytes, and a checkout can sit far deeper than that; the demo's
+agents must still bind their sockets, and the remediation must end Resolved with exit status 0.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.timeout(300)
+def test_the_demo_resolves_its_fault_from_a_deep_state_directory(tmp_path: Path) -> None:
+    state = tmp_path / ("deep" * 12) / "checkouts" / "gpuheal" / ".state" / "demo"
+    assert len(str(state / "nodes" / "gpu-node-000" / "run" / "device-api.sock")) > 107
+    demo = ["demo", "--nodes", "2", "--gpus-per-node", "2", "--reboot-seconds", "0.5", "--state-dir", str(state)]
+    result = subprocess.run(
+        [sys.executable, "-m", "gpuheal", *demo],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Resolved" in result.stdout
