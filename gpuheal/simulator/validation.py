@@ -292,12 +292,19 @@ def _kube_finalizers(finalizers: Any) -> list[Cause]:
     return out
 
 
-def object_meta(meta: JsonDict, namespaced: bool, name_fn: Any, *, kube: bool = True) -> list[Cause]:
-    """``ValidateObjectMeta`` (with the core group's finalizer check when ``kube``)."""
+def object_meta(
+    meta: JsonDict, namespaced: bool, name_fn: Any, *, kube: bool = True, prefix_fn: Any = None
+) -> list[Cause]:
+    """``ValidateObjectMeta`` (with the core group's finalizer check when ``kube``).
+
+    ``name_fn`` checks a name; ``prefix_fn`` a ``generateName`` (by default ``name_fn`` on the prefix
+    with its trailing dash masked, as ``maskTrailingDash`` does).
+    """
     out: list[Cause] = []
     generate = meta.get("generateName")
     if generate:
-        out.extend(invalid("metadata.generateName", generate, m) for m in name_fn(_mask_dash(str(generate))))
+        check = prefix_fn or (lambda prefix: name_fn(_mask_dash(prefix)))
+        out.extend(invalid("metadata.generateName", generate, m) for m in check(str(generate)))
     name = meta.get("name")
     if not name:
         out.append(required("metadata.name", "name or generateName is required"))
@@ -329,28 +336,9 @@ def _mask_dash(name: str) -> str:
 
 def _generic_object_meta(meta: JsonDict, namespaced: bool) -> list[Cause]:
     """The registry's own ObjectMeta check, with path-segment names (``rest.validatePathSegment``)."""
-    out: list[Cause] = []
-    generate = meta.get("generateName")
-    if generate:
-        out.extend(invalid("metadata.generateName", generate, m) for m in is_path_segment_name(str(generate), True))
-    name = meta.get("name")
-    if not name:
-        out.append(required("metadata.name", "name or generateName is required"))
-    else:
-        out.extend(invalid("metadata.name", name, m) for m in is_path_segment_name(str(name)))
-    namespace = meta.get("namespace")
-    if namespaced:
-        if not namespace:
-            out.append(required("metadata.namespace"))
-        else:
-            out.extend(invalid("metadata.namespace", namespace, m) for m in is_dns1123_label(str(namespace)))
-    elif namespace:
-        out.append(forbidden("metadata.namespace", "not allowed on this type"))
-    out.extend(validate_labels(meta.get("labels")))
-    out.extend(validate_annotations(meta.get("annotations")))
-    out.extend(_owner_references(meta.get("ownerReferences")))
-    out.extend(_finalizers(meta.get("finalizers")))
-    return out
+    return object_meta(
+        meta, namespaced, is_path_segment_name, kube=False, prefix_fn=lambda prefix: is_path_segment_name(prefix, True)
+    )
 
 
 def object_meta_update(new: JsonDict, old: JsonDict, *, kube: bool = True) -> list[Cause]:
