@@ -188,3 +188,17 @@ def test_an_io_error_on_write_holds_the_fault_and_refuses_chatter(
     assert drain(spool) == [fault.id], "delivered from memory"
     assert spool.stats().held == 0
     assert not list(tmp_path.iterdir())
+
+
+def test_a_smaller_budget_after_a_restart_is_over_budget_until_room_is_made(tmp_path: Path) -> None:
+    chatter = [non_fatal("n") for _ in range(4)]
+    spool = Spool(tmp_path)
+    for event in chatter:
+        spool.append(event, actionable=False)
+
+    smaller = Spool(tmp_path, SpoolLimits(max_bytes=2 * size_of(chatter[0]) + 1))
+    assert smaller.stats().over_budget
+    late = non_fatal("n")
+    assert smaller.append(late, actionable=False)  # sheds the oldest until the new one fits
+    assert not smaller.stats().over_budget
+    assert drain(smaller) == [chatter[3].id, late.id]
