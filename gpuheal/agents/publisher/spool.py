@@ -26,7 +26,8 @@ Entries that can never be read (a directory, a FIFO or a symlink in an entry's p
 a body that is not a health event) are moved at once. Errors of the process, not of the entry
 (EMFILE, ENFILE, ENOMEM, EAGAIN, EINTR) are raised to the caller to retry without limit: moving
 every entry aside while the agent is out of file descriptors would throw the whole backlog away.
-Any other read error (EIO, …) is raised `READ_ATTEMPTS` times, then the entry is moved aside.
+Any other read error (EIO, …) is raised too, until the entry has failed `READ_ATTEMPTS` reads:
+then it is moved aside.
 `.bad` files are never loaded again and take no part in the budget: they are kept for a person to
 read, and counted in `moved_aside` (and logged at start, with how many lie in the directory).
 
