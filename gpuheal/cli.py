@@ -42,6 +42,12 @@ def _run(coroutine: Coroutine[Any, Any, T]) -> T:
         raise
 
 
+class BadSetting(click.ClickException):
+    """A setting found unusable only once the command runs (a port in use): one line, exit 2 as a bad flag."""
+
+    exit_code = 2
+
+
 @click.group()
 @click.option("-v", "--verbose", is_flag=True, help="Log at debug level.")
 def main(verbose: bool) -> None:
@@ -304,6 +310,21 @@ def kmsg_parse(policy: Path | None) -> None:
 @click.option("--device-api-tcp-port", type=int, default=None, help="Also serve the Device API on 127.0.0.1:PORT.")
 @click.option("--intake-tcp-port", type=int, default=None, help="Also take health events on 127.0.0.1:PORT.")
 @click.option(
+    "--spool-max-mib",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    envvar="GPUHEAL_SPOOL_MAX_MIB",
+    help="Disk budget of each dependency's spool; non-actionable events are shed first, and faults the "
+    "disk refuses wait in memory [env GPUHEAL_SPOOL_MAX_MIB].",
+)
+@click.option(
+    "--health-address",
+    envvar="GPUHEAL_HEALTH_ADDRESS",
+    help="Serve GET /metrics and /readyz over HTTP on HOST:PORT (a bare PORT: 127.0.0.1); off when "
+    "unset [env GPUHEAL_HEALTH_ADDRESS].",
+)
+@click.option(
     "--gpu-reset",
     type=click.Choice(["off", "nvidia-smi"]),
     default="off",
@@ -347,6 +368,8 @@ def agent(
     nvml_poll_seconds: float,
     device_api_tcp_port: int | None,
     intake_tcp_port: int | None,
+    spool_max_mib: int,
+    health_address: str | None,
     gpu_reset: str,
     nvidia_smi: str,
     gpu_reset_confirm_seconds: float,
@@ -360,12 +383,19 @@ def agent(
     It serves even when Temporal or the Kubernetes API cannot be reached; events wait on disk.
     """
     from gpuheal.agents.agent import AgentSettings, serve_agent
+    from gpuheal.agents.health import HealthServerError, parse_address
+    from gpuheal.agents.publisher import PublisherSettings, SpoolLimits
+    from gpuheal.agents.publisher.spool import MIB
     from gpuheal.agents.reset import ResetSettings
 
     if fake_gpus is not None and gpu_reset == "nvidia-smi":
         raise click.BadParameter(
             "nvidia-smi cannot reset fake GPUs; use --gpu-reset off with --fake-gpus", param_hint="--gpu-reset"
         )
+    try:
+        health = parse_address(health_address) if health_address else None
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--health-address") from error
     settings = AgentSettings(
         node=node,
         socket_dir=socket_dir,
@@ -383,5 +413,10 @@ def agent(
         kubeconfig=kubeconfig,
         gpu_reset="nvidia-smi" if gpu_reset == "nvidia-smi" else "off",
         gpu_reset_settings=ResetSettings(nvidia_smi=nvidia_smi, confirm_timeout_s=gpu_reset_confirm_seconds),
+        publisher=PublisherSettings(spool=SpoolLimits(max_bytes=spool_max_mib * MIB)),
+        health_address=health,
     )
-    asyncio.run(serve_agent(settings))
+    try:
+        asyncio.run(serve_agent(settings))
+    except HealthServerError as error:
+        raise BadSetting(f"--health-address: {error}") from error

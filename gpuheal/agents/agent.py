@@ -5,7 +5,8 @@ publisher (the one pipeline every event goes through) next, so no detector ever 
 deliver; then the PlatformConnector intake and the detectors: the NVML provider (which opens the
 Device API's readiness gate once it has registered the node's GPUs) and the kernel-log monitor.
 The agent serves even when Temporal or the Kubernetes API cannot be reached: what it cannot deliver
-waits in the publisher's on-disk spool. Last, where the Kubernetes API is configured, the GPU reset
+waits in the publisher's on-disk spool. Where a health address is configured, the agent serves its
+metrics and readiness (`health`) right after the publisher, whose spools they report. Last, where the Kubernetes API is configured, the GPU reset
 watcher answers the reset orders written on the node (refusing them while `gpu_reset` is "off").
 """
 
@@ -21,8 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes.aio import client as k8s
+from prometheus_client import ProcessCollector
+from prometheus_client.registry import CollectorRegistry
 
 from gpuheal.agents.device_api.server import DeviceApiServer
+from gpuheal.agents.health import HealthServer
 from gpuheal.agents.intake.server import IntakeServer, IntakeSettings
 from gpuheal.agents.intake.validate import IntakeLimits
 from gpuheal.agents.kmsg.decide import XidPolicy
@@ -35,7 +39,8 @@ from gpuheal.agents.nvml.provider import NvmlProvider
 from gpuheal.agents.nvml.real import RealNvml
 from gpuheal.agents.publisher.device_api import GrpcDeviceApi
 from gpuheal.agents.publisher.kubernetes import KubernetesReporter
-from gpuheal.agents.publisher.publisher import Publisher
+from gpuheal.agents.publisher.metrics import SpoolCollector
+from gpuheal.agents.publisher.publisher import Publisher, PublisherSettings
 from gpuheal.agents.publisher.temporal import TemporalRemediations
 from gpuheal.agents.reset import GpuResetMode, GpuResetWatcher, ResetAcknowledgements, ResetSettings, make_resetter
 from gpuheal.control.connection import DEFAULT_TASK_QUEUE
@@ -84,6 +89,10 @@ class AgentSettings:
     # Who resets GPUs on order: nobody ("off"), nvidia-smi (privileged), or a simulated node's driver.
     gpu_reset: GpuResetMode = "off"
     gpu_reset_settings: ResetSettings = field(default_factory=ResetSettings)
+    # Spool budgets and delivery timing.
+    publisher: PublisherSettings = field(default_factory=PublisherSettings)
+    # (host, port) of the HTTP /metrics and /readyz endpoint; None: not served.
+    health_address: tuple[str, int] | None = None
 
     @classmethod
     def simulated(cls, node: str, home: Path, gpus: int, **settings: Any) -> AgentSettings:
@@ -122,6 +131,7 @@ class Agent:
         )
         self.device_api = DeviceApiServer(self.device_api_socket, tcp_port=settings.device_api_tcp_port)
         self.publisher: Publisher | None = None
+        self.health: HealthServer | None = None
         self.intake: IntakeServer | None = None
         self.provider: NvmlProvider | None = None
         self.monitor: KernelLogMonitor | None = None
@@ -164,9 +174,12 @@ class Agent:
                 policy=settings.remediation_policy,
                 task_queue=settings.task_queue,
             ),
+            settings=settings.publisher,
         )
         await self.publisher.start()
         self._stack.push_async_callback(self.publisher.close)
+        if settings.health_address is not None:
+            await self._start_health(*settings.health_address)
 
         self.intake = IntakeServer(
             self.publisher,
@@ -242,6 +255,16 @@ class Agent:
         self._device_client = GrpcDeviceApi(f"unix://{self.device_api_socket}")
         self._stack.push_async_callback(self._device_client.close)
         return self._device_client
+
+    async def _start_health(self, host: str, port: int) -> None:
+        """Serve the agent's metrics (its own registry) and its readiness: the publisher's spools."""
+        assert self.publisher is not None
+        registry = CollectorRegistry()
+        registry.register(SpoolCollector(self.publisher.spool_stats))
+        ProcessCollector(registry=registry)
+        self.health = HealthServer(host, port, registry, self.publisher.problems)
+        await self.health.start()
+        self._stack.push_async_callback(self.health.stop)
 
     async def _node_reporter(self) -> KubernetesReporter | None:
         """The Kubernetes side of the publisher; None (with a warning) where no cluster is configured."""

@@ -39,6 +39,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "kernel-log": {"agent": {"kernelLog": {"enabled": True}}},
     "fake-gpus": {"agent": {"fakeGpus": 4}},
+    "agent-health": {"agent": {"healthPort": 9465}},
     "secrets": {
         "temporal": {
             "tls": {"secretName": TLS_SECRET, "caKey": "ca.crt"},
@@ -290,6 +291,19 @@ def test_agent_kernel_log_mounts_kmsg_read_only_with_only_cap_syslog(chart: helm
     assert sc["allowPrivilegeEscalation"] is False
 
 
+def test_agent_health_endpoint_is_off_by_default_and_the_readiness_probe_when_on(chart: helm.Chart) -> None:
+    c = container(one(render(chart, {}), "DaemonSet", "agent"))
+    assert "--health-address" not in c["args"]
+    assert "readinessProbe" not in c and "ports" not in c
+    assert follows(c["args"], "--spool-max-mib") == "64"
+
+    c = container(one(render(chart, {"agent": {"healthPort": 9465, "spoolMaxMiB": 16}}), "DaemonSet", "agent"))
+    assert follows(c["args"], "--health-address") == "0.0.0.0:9465"
+    assert follows(c["args"], "--spool-max-mib") == "16"
+    assert c["ports"] == [{"name": "health", "containerPort": 9465, "protocol": "TCP"}]
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+
+
 def test_agent_fake_gpus_skip_the_nvidia_runtime(chart: helm.Chart) -> None:
     for count in (4, 0):
         daemonset = one(render(chart, {"agent": {"fakeGpus": count}}), "DaemonSet", "agent")
@@ -381,6 +395,8 @@ def test_chart_sources_hold_no_literal_credentials(chart: helm.Chart) -> None:
         ({"worker": {"redfish": {"systemMap": {"configMap": "Not_A_Name"}}}}, "configMap"),
         ({"agent": {"gpuReset": {"enabled": "yes"}}}, "enabled"),
         ({"agent": {"gpuReset": {"nvidiaSmi": ""}}}, "nvidiaSmi"),
+        ({"agent": {"healthPort": 70000}}, "healthPort"),
+        ({"agent": {"spoolMaxMiB": 0}}, "spoolMaxMiB"),
     ],
 )
 def test_bad_values_fail_naming_the_field(chart: helm.Chart, values: dict[str, Any], field: str) -> None:

@@ -6,7 +6,7 @@ from gpuheal.agents.publisher.kubernetes import KubernetesReporter, NodeReporter
 from gpuheal.agents.publisher.lane import RetrySettings
 from gpuheal.agents.publisher.ledger import OpenFaults, Verdict
 from gpuheal.agents.publisher.publisher import DEFAULT_SPOOL_DIR, Publisher, PublisherSettings
-from gpuheal.agents.publisher.spool import Spool
+from gpuheal.agents.publisher.spool import Spool, SpoolFull, SpoolLimits, SpoolStats
 from gpuheal.agents.publisher.temporal import Remediations, TemporalRemediations
 
 __all__ = [
@@ -23,6 +23,9 @@ __all__ = [
     "Remediations",
     "RetrySettings",
     "Spool",
+    "SpoolFull",
+    "SpoolLimits",
+    "SpoolStats",
     "TemporalRemediations",
     "Verdict",
     "find_gpu",

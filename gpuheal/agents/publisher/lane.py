@@ -4,8 +4,10 @@ While the lane's spool is empty, an event is delivered at once, one at a time, s
 the order events were submitted in. When the dependency cannot be reached (`DependencyUnavailable`
 or the delivery timeout), the event goes to the spool and so does every later event, until a
 background loop has delivered the spool's backlog in order, retrying with exponential backoff.
-`submit` returns once the event is delivered, spooled, refused by a full spool, or dropped after a
-permanent failure (logged).
+`submit` returns once the event is delivered, spooled (on disk, or held in memory when the disk
+refuses a fault), refused by a full spool (non-actionable events only), or dropped after a
+permanent failure (logged). It raises `SpoolFull` only for an actionable event that neither the
+disk nor the spool's memory hold can take: the caller still has it and must retry.
 
 A delivery that timed out may still have happened, so it can happen twice: backends must be
 idempotent per event (signal-with-start dedupes the event id; patches set a state; Kubernetes
@@ -20,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from gpuheal.agents.publisher.errors import DependencyUnavailable
-from gpuheal.agents.publisher.spool import Spool
+from gpuheal.agents.publisher.spool import Spool, SpoolStats
 from gpuheal.domain.health import HealthEvent
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,10 @@ class Lane:
         """Events spooled and not yet delivered."""
         return len(self._spool)
 
+    def stats(self) -> SpoolStats:
+        """The lane's spool as it stands."""
+        return self._spool.stats()
+
     def start(self) -> None:
         """Resume delivering what a previous run left in the spool."""
         if len(self._spool):
@@ -80,11 +86,16 @@ class Lane:
             await asyncio.sleep(0)  # an idle flag not yet cleared by a racing append must not spin the loop
 
     async def close(self) -> None:
-        """Stop the backlog loop; undelivered events stay in the spool for the next run."""
+        """Stop the backlog loop; undelivered events stay in the spool for the next run.
+
+        Faults held in memory get one last try at the disk; those it still refuses are lost, loudly.
+        """
         task, self._backlog = self._backlog, None
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        if self._spool.stats().held and (held := await asyncio.to_thread(self._spool.write_held)):
+            log.error("%s: %d actionable events held in memory are lost: the disk still refuses them", self.name, held)
 
     def _wake(self) -> None:
         self._idle.clear()

@@ -17,8 +17,13 @@ part of the cluster (device plugins act on it): such events are only logged. Con
 `OpenFaults`, one ledger per lane, updated when the lane delivers, so a spooled backlog replays
 into the same verdicts in the same order.
 
-Spools live under `spool_dir/<lane>/`; in each, events that need remediation are never dropped to
-make room. A new publisher on the same directory delivers whatever an earlier one left behind.
+Spools live under `spool_dir/<lane>/`, each within its own `SpoolLimits` (64 MiB and 10,000
+entries on disk, 8 MiB of faults in memory by default); in each, events that need remediation are
+never dropped to make room: what the disk cannot take is held in memory, and `problems` (the
+agent's readiness) says so. A new publisher on the same directory delivers whatever an earlier one
+left behind. `submit` raises `SpoolFull` only when a lane can hold a fault neither on disk nor in
+memory; the lanes that took the event keep it, so a resent event may reach them twice, which every
+backend takes as once (see `lane`).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from gpuheal.agents.publisher.device_api import DeviceApiClient
 from gpuheal.agents.publisher.kubernetes import NodeReporter
 from gpuheal.agents.publisher.lane import Deliver, Lane, RetrySettings
 from gpuheal.agents.publisher.ledger import OpenFaults, is_fault
-from gpuheal.agents.publisher.spool import Spool
+from gpuheal.agents.publisher.spool import Spool, SpoolLimits, SpoolStats
 from gpuheal.agents.publisher.temporal import Remediations
 from gpuheal.domain.health import HealthEvent
 
@@ -49,9 +54,9 @@ TEMPORAL = "temporal"
 
 @dataclass(frozen=True, slots=True)
 class PublisherSettings:
-    """Spool bound (entries per dependency) and delivery timing."""
+    """Spool bounds (per dependency) and delivery timing."""
 
-    spool_max_entries: int = 10_000
+    spool: SpoolLimits = field(default_factory=SpoolLimits)
     retry: RetrySettings = field(default_factory=RetrySettings)
 
 
@@ -86,7 +91,7 @@ class Publisher:
             self._add_lane(spool_dir, TEMPORAL, self._to_temporal)
 
     def _add_lane(self, spool_dir: Path, name: str, deliver: Deliver) -> None:
-        spool = Spool(spool_dir / name, self.settings.spool_max_entries)
+        spool = Spool(spool_dir / name, self.settings.spool)
         self._lanes[name] = Lane(name, deliver, spool, self.settings.retry)
 
     async def start(self) -> None:
@@ -112,6 +117,20 @@ class Publisher:
         """Spooled, undelivered events per dependency."""
         return {name: lane.pending for name, lane in self._lanes.items()}
 
+    def spool_stats(self) -> dict[str, SpoolStats]:
+        """Each dependency's spool as it stands (for metrics)."""
+        return {name: lane.stats() for name, lane in self._lanes.items()}
+
+    def problems(self) -> list[str]:
+        """Why the publisher may lose an event if the agent stopped now; empty when it would not."""
+        found = []
+        for name, stats in self.spool_stats().items():
+            if stats.held:
+                found.append(f"{name}: {stats.held} actionable events held in memory (the disk refused them)")
+            if stats.over_budget:
+                found.append(f"{name}: spool over budget ({stats.entries} entries, {stats.bytes} bytes)")
+        return found
+
     async def wait_delivered(self) -> None:
         """Return once every spool is empty (after `start`, which resumes spooled deliveries)."""
         for lane in self._lanes.values():
@@ -133,8 +152,14 @@ class Publisher:
         if len(targets) == 1:
             await targets[0].submit(event, actionable=actionable)
         elif targets:
-            # The lanes are independent; a slow one should not delay the others' deliveries.
-            await asyncio.gather(*(lane.submit(event, actionable=actionable) for lane in targets))
+            # The lanes are independent; a slow one should not delay the others' deliveries. Each
+            # finishes with the event before a lane's failure (SpoolFull) is raised.
+            outcomes = await asyncio.gather(
+                *(lane.submit(event, actionable=actionable) for lane in targets), return_exceptions=True
+            )
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
 
     async def _to_device_api(self, event: HealthEvent) -> None:
         assert self._device_api is not None

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 from pathlib import Path
 
+import pytest
+
 from gpuheal.agents.publisher import DependencyUnavailable, Publisher, PublisherSettings, RetrySettings
+from gpuheal.agents.publisher import spool as spool_module
 from gpuheal.domain.faults import Fault
+from tests.agents.publisher.disks import BrokenDisk
 from tests.agents.publisher.events import fatal_xid
 
 SETTINGS = PublisherSettings(retry=RetrySettings(delivery_timeout=0.2, initial_backoff=0.02, max_backoff=0.05))
@@ -67,3 +72,19 @@ async def test_a_timeout_counts_as_unavailable_and_a_permanent_failure_does_not_
         await asyncio.wait_for(publisher.wait_delivered(), 5)
     assert backend.accepted == [hung.id, after.id]
     assert not list(tmp_path.rglob("*.json"))
+
+
+async def test_a_disk_that_fails_every_write_loses_no_fault(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """EIO on every write: the faults wait in memory, in order, and go straight from there."""
+    monkeypatch.setattr(spool_module, "write_durably", BrokenDisk(errno.EIO))
+    backend = SwitchableRemediations()
+    faults = [fatal_xid("n") for _ in range(3)]
+    async with Publisher(tmp_path, remediations=backend, settings=SETTINGS) as publisher:
+        for fault in faults:
+            await publisher.submit(fault)  # does not raise
+        assert publisher.pending() == {"temporal": 3}
+        assert publisher.problems() == ["temporal: 3 actionable events held in memory (the disk refused them)"]
+        backend.up.set()
+        await asyncio.wait_for(publisher.wait_delivered(), 5)
+        assert publisher.problems() == []
+    assert backend.accepted == [fault.id for fault in faults]

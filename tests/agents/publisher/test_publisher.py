@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from kubernetes.aio import client as k8s
 from temporalio.client import WorkflowExecutionStatus
 
-from gpuheal.agents.publisher import KubernetesReporter, Publisher, PublisherSettings
+from gpuheal.agents.publisher import KubernetesReporter, Publisher, PublisherSettings, SpoolLimits
 from gpuheal.domain.gpu_health import read_stamp
 from gpuheal.domain.marks import workflow_id_for
 from tests.agents.publisher.conftest import FAST, Stack, closed_port
@@ -116,7 +116,7 @@ async def test_with_the_api_server_down_the_bound_keeps_the_faults(stack: Stack)
         fatal_xid(node, GPU_B, xid=48),
         non_fatal(node),
     )
-    small = PublisherSettings(spool_max_entries=2, retry=FAST.retry)
+    small = PublisherSettings(spool=SpoolLimits(max_entries=2), retry=FAST.retry)
     try:
         async with Publisher(stack.spool_dir, nodes=KubernetesReporter(unreachable), settings=small) as down:
             for event in (fault1, chatter1, chatter2, fault2, chatter3):
@@ -159,3 +159,16 @@ async def test_the_condition_names_the_boot_and_moment_it_was_written(stack: Sta
     async with stack.publisher(nodes=unknown) as publisher:
         await publisher.submit(fatal_xid(node, GPU_B))
         assert read_stamp((await stack.gpu_condition(node)).message)[1] == "", "no boot ID, no stamp"
+
+
+async def test_a_directory_planted_in_the_spool_is_moved_aside_and_later_faults_reach_temporal(stack: Stack) -> None:
+    node = stack.nodes[0]
+    planted = stack.spool_dir / "temporal" / "000000000001.a.json"
+    planted.mkdir(parents=True)
+    faults = [fatal_xid(node, GPU_A), fatal_xid(node, GPU_B, xid=48)]
+    async with stack.publisher() as publisher:
+        for fault in faults:
+            await publisher.submit(fault)
+        await asyncio.wait_for(publisher.wait_delivered(), 20)
+    assert [fault.event_id for fault in await stack.faults_signalled(node)] == [fault.id for fault in faults]
+    assert planted.with_name(f"{planted.name}.bad").is_dir(), "kept for a person to inspect"

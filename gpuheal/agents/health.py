@@ -1,0 +1,75 @@
+"""The agent's health endpoint: `GET /metrics` (Prometheus text) and `GET /readyz` over HTTP.
+
+Off unless an address is given (`gpuheal agent --health-address HOST:PORT`); a bare `PORT` or
+`:PORT` listens on loopback only. `/readyz` answers 200 `ok` while the agent would lose nothing if
+it stopped now, and 503 with a one-line reason otherwise (a lane holds faults in memory because the
+disk refused them, a spool is over its budget). `/metrics` serves the registry it is given, one per
+agent, so several agents can run in one process (the tests, the demo).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client.aiohttp import make_aiohttp_handler
+from prometheus_client.registry import CollectorRegistry
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+
+
+class HealthServerError(RuntimeError):
+    """The health endpoint could not listen where it was told to."""
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """`HOST:PORT`, `[IPV6]:PORT`, `:PORT` or `PORT` (loopback); a ValueError names what is wrong."""
+    host, _, port = text.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]") or LOOPBACK
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{text!r} is not HOST:PORT with a port from 0 to 65535")
+    return host, int(port)
+
+
+class HealthServer:
+    """Serves `/metrics` from `registry` and `/readyz` from `problems` (empty when ready)."""
+
+    def __init__(self, host: str, port: int, registry: CollectorRegistry, problems: Callable[[], list[str]]) -> None:
+        self.host = host
+        self.port = port
+        self._registry = registry
+        self._problems = problems
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        """Listen; `port` is then the bound one (useful with 0). `HealthServerError` when it cannot."""
+        app = web.Application()
+        app.router.add_get("/metrics", make_aiohttp_handler(self._registry))
+        app.router.add_get("/readyz", self._readyz)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self.host, self.port).start()
+        except OSError as error:
+            await runner.cleanup()
+            # asyncio's bind error repeats the address in its text; the errno says it plainly.
+            reason = os.strerror(error.errno) if error.errno else str(error)
+            raise HealthServerError(f"cannot serve the agent's health on {self.host}:{self.port}: {reason}") from error
+        self._runner = runner
+        self.port = runner.addresses[0][1]
+        log.info("agent health on http://%s:%d (/metrics, /readyz)", self.host, self.port)
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        problems = self._problems()
+        if problems:
+            return web.Response(status=503, text="; ".join(problems) + "\n")
+        return web.Response(text="ok\n")
