@@ -203,7 +203,7 @@ async def _intake_work_per_event(publisher: Publisher, events: int = 20_000) -> 
     for i in range(events):
         request = requests[i % len(requests)]
         validate(request, limits)
-        await publisher.submit(to_domain(request.events[0]))
+        await publisher.submit(to_domain(request.events[0], limits))
     return (time.perf_counter() - began) / events
 
 

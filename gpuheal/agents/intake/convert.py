@@ -2,38 +2,57 @@
 
 Runs only on events that passed `validate`, so every enum number is known. What the domain event
 has no field for (the per-event `version` and the quarantine/drain overrides) is not carried over:
-gpuheal's remediation policy decides quarantine and drain, not the sender.
+gpuheal's remediation policy decides quarantine and drain, not the sender. Free text over its limit
+(the message, metadata values) is cut with a marker (`gpuheal.domain.truncate`), and logged.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import UTC
 
+from gpuheal.agents.intake.validate import IntakeLimits
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.health import Entity, HealthEvent, ProcessingStrategy
+from gpuheal.domain.truncate import truncate
 from gpuheal.protos import health_event_pb2 as pb
 
+log = logging.getLogger(__name__)
 
-def to_domain(event: pb.HealthEvent) -> HealthEvent:
+
+def to_domain(event: pb.HealthEvent, limits: IntakeLimits) -> HealthEvent:
     """The domain event; an empty `id` gets a fresh UUID and UNSPECIFIED becomes EXECUTE_REMEDIATION."""
     strategy = ProcessingStrategy(event.processingStrategy)
     if strategy is ProcessingStrategy.UNSPECIFIED:
         strategy = ProcessingStrategy.EXECUTE_REMEDIATION
+    event_id = event.id or str(uuid.uuid4())
+    message = _cut(event_id, "message", event.message, limits.max_text_bytes)
+    metadata = {
+        key: _cut(event_id, f"metadata[{key!r}]", value, limits.max_metadata_value_bytes)
+        for key, value in event.metadata.items()
+    }
     return HealthEvent(
-        id=event.id or str(uuid.uuid4()),
+        id=event_id,
         node=event.nodeName.strip(),
         agent=event.agent,
         component_class=event.componentClass,
         check_name=event.checkName,
         is_fatal=event.isFatal,
         is_healthy=event.isHealthy,
-        message=event.message,
+        message=message,
         action=RecommendedAction(event.recommendedAction),
         custom_action=event.customRecommendedAction,
         error_codes=tuple(event.errorCode),
         entities=tuple(Entity(type=e.entityType, value=e.entityValue) for e in event.entitiesImpacted),
-        metadata=dict(event.metadata),
+        metadata=metadata,
         generated_at=event.generatedTimestamp.ToDatetime(tzinfo=UTC) if event.HasField("generatedTimestamp") else None,
         strategy=strategy,
     )
+
+
+def _cut(event_id: str, field: str, text: str, most: int) -> str:
+    cut = truncate(text, most)
+    if cut is not text:
+        log.info("event %s: %s of %d bytes cut to %d", event_id, field, len(text.encode()), len(cut.encode()))
+    return cut

@@ -63,7 +63,7 @@ class PlatformConnectorService(pb_grpc.PlatformConnectorServicer):
             validate(request, self._limits)
         except Rejected as rejected:
             await context.abort(rejected.code, rejected.detail)
-        events = [to_domain(event) for event in request.events]
+        events = [to_domain(event, self._limits) for event in request.events]
         for index, event in enumerate(events):
             try:
                 await self._sink.submit(event)
