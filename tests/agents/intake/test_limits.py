@@ -160,3 +160,32 @@ async def test_names_over_their_limit_are_refused(socket_dir: Path, field: str, 
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert caught.value.details() == expected
     assert sink.events == []
+
+
+@pytest.mark.parametrize(
+    ("field", "count", "expected"),
+    [
+        ("entitiesImpacted", 12_000, "events[0].entitiesImpacted has 12000 entries; at most 64 are accepted"),
+        ("errorCode", 65, "events[0].errorCode has 65 entries; at most 64 are accepted"),
+        ("metadata", 65, "events[0].metadata has 65 entries; at most 64 are accepted"),
+    ],
+)
+async def test_lists_over_their_limit_are_refused(socket_dir: Path, field: str, count: int, expected: str) -> None:
+    # A healthy event naming 12,000 GPUs would cost the Device API lane a lookup and a write each.
+    event = xid_event(isFatal=False, isHealthy=True, recommendedAction=pb.NONE)
+    if field == "entitiesImpacted":
+        event.entitiesImpacted.extend(
+            pb.Entity(entityType="GPU_UUID", entityValue=f"GPU-{index:08d}") for index in range(count)
+        )
+        del event.entitiesImpacted[:2]  # exactly `count` of them
+    elif field == "errorCode":
+        event.errorCode[:] = [str(index) for index in range(count)]
+    else:
+        event.metadata.update({f"key-{index}": "v" for index in range(count - len(event.metadata))})
+    sink = RecordingSink()
+    async with intake_to(sink, socket_dir) as stub:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.HealthEventOccurredV1(pb.HealthEvents(events=[event]))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details() == expected
+    assert sink.events == []
