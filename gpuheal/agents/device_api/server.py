@@ -27,6 +27,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # type: ignore[import-untyped,unused-ignore]
 from grpc_reflection.v1alpha import reflection  # type: ignore[import-untyped,unused-ignore]
 
+from gpuheal.agents.decoding import add_decoding_servicer
 from gpuheal.agents.device_api.cache import DEFAULT_MAX_GPUS, CacheEvent, GpuCache
 from gpuheal.agents.device_api.limits import GpuLimits
 from gpuheal.agents.device_api.readiness import ReadinessGate
@@ -39,7 +40,7 @@ from gpuheal.agents.device_api.watch import (
     WatchHub,
 )
 from gpuheal.agents.unix_socket import binding_privately, prepare_socket_path, restrict_socket
-from gpuheal.protos import gpu_pb2, gpu_pb2_grpc
+from gpuheal.protos import gpu_pb2
 
 GPU_SERVICE_NAME: str = gpu_pb2.DESCRIPTOR.services_by_name["GpuService"].full_name
 HEALTH_SERVICE_NAME: str = health.SERVICE_NAME
@@ -146,7 +147,9 @@ class DeviceApiServer:
             options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", self._max_request_bytes)]
         )
         self._health = health.aio.HealthServicer()
-        gpu_pb2_grpc.add_GpuServiceServicer_to_server(GpuServicer(self.cache, self.hub, self.gate), server)
+        add_decoding_servicer(
+            server, gpu_pb2.DESCRIPTOR.services_by_name["GpuService"], GpuServicer(self.cache, self.hub, self.gate)
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection((GPU_SERVICE_NAME, HEALTH_SERVICE_NAME, REFLECTION_SERVICE_NAME), server)
         try:

@@ -16,9 +16,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.faults import MAX_MESSAGE_BYTES
-from gpuheal.domain.health import ProcessingStrategy
 from gpuheal.protos import health_event_pb2 as pb
 
 # The range google.protobuf.Timestamp allows: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
@@ -28,9 +26,6 @@ _MAX_SECONDS = 253_402_300_799
 _MAX_REPORTED = 5
 # Kubernetes node names are DNS-1123 subdomains: at most 253 characters.
 NODE_NAME_MAX_BYTES = 253
-
-_ACTIONS = frozenset(action.value for action in RecommendedAction)
-_STRATEGIES = frozenset(strategy.value for strategy in ProcessingStrategy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,12 +87,8 @@ def event_problems(event: pb.HealthEvent, limits: IntakeLimits) -> list[str]:
         problems.append("nodeName is required")
     elif limits.node is not None and event.nodeName != limits.node:
         problems.append(f"nodeName {_shown(event.nodeName)} is not this agent's node {limits.node!r}")
-    if event.recommendedAction not in _ACTIONS:
-        problems.append(f"recommendedAction has unknown value {event.recommendedAction}")
-    elif event.recommendedAction == pb.CUSTOM and not event.customRecommendedAction.strip():
+    if event.recommendedAction == pb.CUSTOM and not event.customRecommendedAction.strip():
         problems.append("customRecommendedAction is required when recommendedAction is CUSTOM")
-    if event.processingStrategy not in _STRATEGIES:
-        problems.append(f"processingStrategy has unknown value {event.processingStrategy}")
     if event.HasField("generatedTimestamp"):
         stamp = event.generatedTimestamp
         if not _MIN_SECONDS <= stamp.seconds <= _MAX_SECONDS or not 0 <= stamp.nanos <= 999_999_999:
