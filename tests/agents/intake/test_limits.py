@@ -51,7 +51,7 @@ def largest_event(node: str, limits: IntakeLimits = DEFAULTS) -> pb.HealthEvent:
         agent=name,
         componentClass=name,
         checkName=name,
-        message="m" * (limits.max_message_bytes - _ENVELOPE),
+        message=WORST * (limits.max_message_bytes - _ENVELOPE),
     )
     del event.entitiesImpacted[:]
     event.entitiesImpacted.extend(
@@ -126,7 +126,7 @@ async def test_a_maximal_event_starts_a_remediation_in_temporal(
         assert (await handle.describe()).status is WorkflowExecutionStatus.RUNNING
         (fault,) = await signalled_faults(dev_server, node)
         assert fault.event_id == event.id
-        assert fault.message.startswith("m" * 1024)
+        assert fault.message.startswith(WORST * 1024)
         assert "… [truncated " in fault.message
     finally:
         with contextlib.suppress(RPCError):
