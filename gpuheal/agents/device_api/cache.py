@@ -35,7 +35,8 @@ from gpuheal.agents.device_api.errors import (
     InvalidArgumentError,
     NotFoundError,
 )
-from gpuheal.agents.device_api.limits import GpuLimits, check_gpu, check_name, check_status, shown
+from gpuheal.agents.device_api.limits import SHOWN_BYTES, GpuLimits, check_gpu, check_name, check_status
+from gpuheal.domain.truncate import truncate
 from gpuheal.protos import gpu_pb2
 
 ADDED = "ADDED"
@@ -65,7 +66,9 @@ def parse_resource_version(text: str, field: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise InvalidArgumentError(f"{field} {shown(text)} is not an integer resource version") from None
+        raise InvalidArgumentError(
+            f"{field} {truncate(text, SHOWN_BYTES)!r} is not an integer resource version"
+        ) from None
     if value < 0:
         raise InvalidArgumentError(f"{field} {value} is negative")
     return value
@@ -187,7 +190,7 @@ class GpuCache:
         check_gpu(gpu, self.limits)
         if gpu.spec.uuid != current.spec.uuid:
             raise InvalidArgumentError(
-                f'gpu "{name}": spec.uuid is immutable: it is {current.spec.uuid}, not {shown(gpu.spec.uuid)}'
+                f'gpu "{name}": spec.uuid is immutable: it is {current.spec.uuid}, not {truncate(gpu.spec.uuid, SHOWN_BYTES)!r}'
             )
         if (
             gpu.spec == current.spec

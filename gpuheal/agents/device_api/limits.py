@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass
 
 from gpuheal.agents.device_api.errors import InvalidArgumentError
+from gpuheal.domain.truncate import truncate
 from gpuheal.protos import gpu_pb2
 
 NAME_MAX_CHARS = 253
@@ -30,7 +31,7 @@ _NAME_RULE = (
     "and must start and end with an alphanumeric character"
 )
 # How much of a refused value an error message repeats.
-_SHOWN_CHARS = 64
+SHOWN_BYTES = 96
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,11 +49,6 @@ class GpuLimits:
     max_status_bytes: int = 32 * 1024
 
 
-def shown(text: str) -> str:
-    """A value for an error message: quoted, and short even when the value is not."""
-    return repr(text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "…")
-
-
 def check_name(name: str, field: str = "name") -> None:
     """InvalidArgumentError unless `name` is a valid GPU name (a DNS-1123 subdomain)."""
     if not name:
@@ -60,7 +56,7 @@ def check_name(name: str, field: str = "name") -> None:
     if len(name) > NAME_MAX_CHARS:
         raise InvalidArgumentError(f"{field} is {len(name)} characters; at most {NAME_MAX_CHARS} are accepted")
     if not _NAME.fullmatch(name):
-        raise InvalidArgumentError(f"{field} {shown(name)} is not a valid name: {_NAME_RULE}")
+        raise InvalidArgumentError(f"{field} {truncate(name, SHOWN_BYTES)!r} is not a valid name: {_NAME_RULE}")
 
 
 def check_gpu(gpu: gpu_pb2.Gpu, limits: GpuLimits) -> None:

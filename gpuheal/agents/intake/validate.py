@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import grpc
 
 from gpuheal.domain.faults import MAX_MESSAGE_BYTES
+from gpuheal.domain.truncate import truncate
 from gpuheal.protos import health_event_pb2 as pb
 
 # The range google.protobuf.Timestamp allows: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
@@ -26,6 +27,8 @@ _MAX_SECONDS = 253_402_300_799
 _MAX_REPORTED = 5
 # Kubernetes node names are DNS-1123 subdomains: at most 253 characters.
 NODE_NAME_MAX_BYTES = 253
+# How much of a refused name an error message repeats.
+_SHOWN_BYTES = 96
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +89,7 @@ def event_problems(event: pb.HealthEvent, limits: IntakeLimits) -> list[str]:
     if not event.nodeName.strip():
         problems.append("nodeName is required")
     elif limits.node is not None and event.nodeName != limits.node:
-        problems.append(f"nodeName {_shown(event.nodeName)} is not this agent's node {limits.node!r}")
+        problems.append(f"nodeName {truncate(event.nodeName, _SHOWN_BYTES)!r} is not this agent's node {limits.node!r}")
     if event.recommendedAction == pb.CUSTOM and not event.customRecommendedAction.strip():
         problems.append("customRecommendedAction is required when recommendedAction is CUSTOM")
     if event.HasField("generatedTimestamp"):
@@ -126,10 +129,5 @@ def _size_problems(event: pb.HealthEvent, limits: IntakeLimits) -> list[str]:
             name(f"errorCode[{index}]", code)
     if within("metadata", len(event.metadata), limits.max_metadata_entries):
         for key in event.metadata:
-            name(f"metadata key {_shown(key)}", key)
+            name(f"metadata key {truncate(key, _SHOWN_BYTES)!r}", key)
     return problems
-
-
-def _shown(text: str) -> str:
-    """A name for an error message: quoted, and short even when the name itself is not."""
-    return repr(text[:64] + "…" if len(text) > 64 else text)
