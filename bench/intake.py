@@ -36,6 +36,7 @@ from gpuheal.agents.publisher import Publisher, Verdict
 from gpuheal.agents.sink import EventSink
 from gpuheal.domain.faults import Fault
 from gpuheal.domain.health import HealthEvent
+from gpuheal.protos import gpu_pb2
 from gpuheal.protos import health_event_pb2 as pb
 from gpuheal.protos import health_event_pb2_grpc as pb_grpc
 
@@ -87,7 +88,10 @@ class CountingSink:
 class NoOpBackends:
     """Device API, node reporter and remediations that accept everything at once."""
 
-    async def set_gpu_health(self, gpu_uuid: str, verdict: Verdict) -> None:
+    async def list_gpus(self) -> list[gpu_pb2.Gpu]:
+        return []
+
+    async def set_gpu_health(self, gpu: gpu_pb2.Gpu, verdict: Verdict) -> None:
         return None
 
     async def set_gpu_condition(self, node: str, verdict: Verdict) -> None:
@@ -203,7 +207,7 @@ async def _intake_work_per_event(publisher: Publisher, events: int = 20_000) -> 
     for i in range(events):
         request = requests[i % len(requests)]
         validate(request, limits)
-        await publisher.submit(to_domain(request.events[0]))
+        await publisher.submit(to_domain(request.events[0], limits))
     return (time.perf_counter() - began) / events
 
 

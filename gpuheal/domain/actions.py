@@ -62,6 +62,22 @@ _RANK: dict[RecommendedAction, int] = {
 }
 
 
+# Wire numbers gpuheal takes for one of its own actions. NVSentinel's current health_event.proto
+# (data-models/protobufs/health_event.proto) adds REMEDIATE = 28: "remediate the node", leaving the
+# how to the remediator. gpuheal's own repair of a node is a reboot through its provider, and
+# RESTART_VM is the least drastic reboot: a later, more specific fault (RESTART_BM, or one that
+# needs a person) still raises it, and a reboot that does not bring the GPUs back escalates.
+_WIRE_ALIASES: dict[int, RecommendedAction] = {28: RecommendedAction.RESTART_VM}
+
+
+def action_from_wire(number: int) -> RecommendedAction | None:
+    """The action a wire number asks for (REMEDIATE is RESTART_VM); None for a number gpuheal does not know."""
+    try:
+        return RecommendedAction(number)
+    except ValueError:
+        return _WIRE_ALIASES.get(number)
+
+
 def _parse_action(value: Any) -> Any:
     """Accept an action by wire number or by name (as people and JSON tools write it)."""
     if isinstance(value, str) and not value.isdigit():

@@ -8,6 +8,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gpuheal.domain.actions import Action
 
+# Temporal refuses a signal whose input is over `limit.blobSize.error` (2 MiB by default) with
+# INVALID_ARGUMENT, and logs every payload over `limit.blobSize.warn` (512 KiB); see
+# temporalio/temporal, common/dynamicconfig/constants.go. A fault's free text is cut far below
+# that: with the intake's limits on names and GPUs, a whole fault stays under the warning limit.
+MAX_MESSAGE_BYTES = 16 * 1024
+MAX_SOURCE_BYTES = 1024
+
 
 class Fault(BaseModel):
     """One actionable GPU fault on a node; the payload of the workflow's `fault` signal."""

@@ -13,7 +13,8 @@ from enum import IntEnum
 from pydantic import BaseModel, ConfigDict, Field
 
 from gpuheal.domain.actions import Action, RecommendedAction
-from gpuheal.domain.faults import Fault
+from gpuheal.domain.faults import MAX_MESSAGE_BYTES, MAX_SOURCE_BYTES, Fault
+from gpuheal.domain.truncate import truncate
 
 GPU_UUID = "GPU_UUID"
 PCI = "PCI"
@@ -87,14 +88,14 @@ class HealthEvent(BaseModel):
         )
 
     def to_fault(self) -> Fault:
-        """The fault a remediation receives for this event."""
+        """The fault a remediation receives for this event, its free text cut to what a payload carries."""
         return Fault(
             node=self.node,
             action=self.action,
             xid=self.xid,
             gpu_uuids=self.gpu_uuids,
-            message=self.message,
-            source="/".join(part for part in (self.agent, self.check_name) if part),
+            message=truncate(self.message, MAX_MESSAGE_BYTES),
+            source=truncate("/".join(part for part in (self.agent, self.check_name) if part), MAX_SOURCE_BYTES),
             event_id=self.id,
             detected_at=self.generated_at,
         )

@@ -38,6 +38,8 @@ class _RecommendedActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Rec
     REPLACE_VM: _RecommendedAction.ValueType  # 25
     RUN_DCGMEUD: _RecommendedAction.ValueType  # 26
     CUSTOM: _RecommendedAction.ValueType  # 27
+    REMEDIATE: _RecommendedAction.ValueType  # 28
+    """Upstream's "remediate the node": gpuheal takes it as the node's default repair (RESTART_VM)."""
     UNKNOWN: _RecommendedAction.ValueType  # 99
 
 class RecommendedAction(_RecommendedAction, metaclass=_RecommendedActionEnumTypeWrapper): ...
@@ -51,6 +53,8 @@ RESTART_BM: RecommendedAction.ValueType  # 24
 REPLACE_VM: RecommendedAction.ValueType  # 25
 RUN_DCGMEUD: RecommendedAction.ValueType  # 26
 CUSTOM: RecommendedAction.ValueType  # 27
+REMEDIATE: RecommendedAction.ValueType  # 28
+"""Upstream's "remediate the node": gpuheal takes it as the node's default repair (RESTART_VM)."""
 UNKNOWN: RecommendedAction.ValueType  # 99
 Global___RecommendedAction: _TypeAlias = RecommendedAction  # noqa: Y015
 

@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from gpuheal.domain.actions import RecommendedAction as A
+from gpuheal.domain.actions import action_from_wire
 from gpuheal.domain.catalog import action_for_xid, xid_catalog
 from gpuheal.domain.faults import Fault
 from gpuheal.domain.policy import DrainMode, DrainPolicy
@@ -36,6 +37,12 @@ def test_only_actions_no_provider_performs_need_a_person() -> None:
         A.UNKNOWN,
         A.CONTACT_SUPPORT,
     }
+
+
+def test_wire_numbers_map_to_actions_and_upstreams_remediate_to_the_default_repair() -> None:
+    assert action_from_wire(24) is A.RESTART_BM
+    assert action_from_wire(28) is A.RESTART_VM
+    assert action_from_wire(42) is None
 
 
 def test_actions_travel_by_name_and_arrive_by_name_or_number() -> None:

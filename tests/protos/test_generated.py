@@ -34,6 +34,7 @@ def test_wire_names_are_the_contracts() -> None:
     assert fields["nodeName"][0] == 13
     assert fields["customRecommendedAction"][0] == 18
     assert health_event_pb2.RecommendedAction.Value("RESTART_BM") == 24
+    assert health_event_pb2.RecommendedAction.Value("REMEDIATE") == 28  # NVSentinel's current proto
     assert health_event_pb2.ProcessingStrategy.Value("STORE_AND_ANALYSE") == 3
     assert {f.name: f.number for f in gpu_pb2.Gpu.DESCRIPTOR.fields} == {
         "metadata": 1,

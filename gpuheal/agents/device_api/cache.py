@@ -17,6 +17,10 @@ response share stored objects without copying them again.
 
 Writes are announced to listeners (the watch hub, the readiness gate) synchronously, in version
 order, before the write returns.
+
+Names, UUIDs and statuses are checked against `limits.GpuLimits` before anything is written. A
+UUID names one physical GPU: no two GPUs share one (compared without regard to case), and an
+update cannot change a GPU's UUID (delete it and create it again).
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from gpuheal.agents.device_api.errors import (
     InvalidArgumentError,
     NotFoundError,
 )
+from gpuheal.agents.device_api.limits import SHOWN_BYTES, GpuLimits, check_gpu, check_name, check_status
+from gpuheal.domain.truncate import truncate
 from gpuheal.protos import gpu_pb2
 
 ADDED = "ADDED"
@@ -60,7 +66,9 @@ def parse_resource_version(text: str, field: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise InvalidArgumentError(f"{field} {text!r} is not an integer resource version") from None
+        raise InvalidArgumentError(
+            f"{field} {truncate(text, SHOWN_BYTES)!r} is not an integer resource version"
+        ) from None
     if value < 0:
         raise InvalidArgumentError(f"{field} {value} is negative")
     return value
@@ -77,13 +85,17 @@ class GpuCache:
 
     `max_gpus` bounds the cache (creates beyond it fail with RESOURCE_EXHAUSTED) so that a runaway
     provider cannot grow the agent without limit; the design target is 1,024 GPUs per node.
+    `limits` bounds what each GPU may carry.
     """
 
-    def __init__(self, max_gpus: int = DEFAULT_MAX_GPUS) -> None:
+    def __init__(self, max_gpus: int = DEFAULT_MAX_GPUS, limits: GpuLimits | None = None) -> None:
         if max_gpus < 1:
             raise ValueError(f"max_gpus must be at least 1, not {max_gpus}")
         self._max_gpus = max_gpus
+        self.limits = limits or GpuLimits()
         self._gpus: dict[str, gpu_pb2.Gpu] = {}
+        # Case-folded spec.uuid -> name: a UUID belongs to one GPU.
+        self._names_by_uuid: dict[str, str] = {}
         self._version = 0
         self._listeners: list[Listener] = []
         # ListGpus is the hot read: its response is built once per cache version and shared.
@@ -141,19 +153,20 @@ class GpuCache:
         Creating a GPU that exists with the same spec (the same physical GPU, e.g. a provider
         registering again after a restart) is idempotent, as upstream's CreateGpu is: the existing
         GPU comes back unchanged with created=False and nothing is written. A name that is taken by
-        a GPU with a different spec is ALREADY_EXISTS. metadata.name and spec.uuid are required;
-        any resource version the caller set is ignored (the cache assigns it).
+        a GPU with a different spec, or a UUID another GPU has, is ALREADY_EXISTS. metadata.name
+        and spec.uuid are required; any resource version the caller set is ignored (the cache
+        assigns it).
         """
+        check_gpu(gpu, self.limits)
         name = gpu.metadata.name
-        if not name:
-            raise InvalidArgumentError("gpu.metadata.name is required")
-        if not gpu.spec.uuid:
-            raise InvalidArgumentError(f'gpu "{name}": spec.uuid is required')
         existing = self._gpus.get(name)
         if existing is not None:
             if existing.spec == gpu.spec:
                 return _copy(existing), False
             raise AlreadyExistsError(f'gpu "{name}" already exists with uuid {existing.spec.uuid}, not {gpu.spec.uuid}')
+        holder = self._names_by_uuid.get(gpu.spec.uuid.casefold())
+        if holder is not None:
+            raise AlreadyExistsError(f'gpu "{name}": uuid {gpu.spec.uuid} is already registered as gpu "{holder}"')
         if len(self._gpus) >= self._max_gpus:
             raise CacheFullError(f'cannot create gpu "{name}": the cache is full ({self._max_gpus} GPUs)')
         stored = _copy(gpu)
@@ -166,16 +179,19 @@ class GpuCache:
         The expected version comes from `gpu.resource_version` or `gpu.metadata.resource_version`;
         0 (or none) means "whatever is current", anything else must equal the GPU's current version
         (ABORTED otherwise). An update that changes nothing writes nothing and returns the GPU as it
-        is, so providers that re-send the same state do not wake every watcher.
+        is, so providers that re-send the same state do not wake every watcher. The UUID cannot
+        change (INVALID_ARGUMENT).
         """
         name = gpu.metadata.name
-        if not name:
-            raise InvalidArgumentError("gpu.metadata.name is required")
+        check_name(name, "gpu.metadata.name")
         current = self._stored(name)
         expected = self._expected_version(gpu)
         self._check_version(current, expected)
-        if not gpu.spec.uuid:
-            raise InvalidArgumentError(f'gpu "{name}": spec.uuid is required')
+        check_gpu(gpu, self.limits)
+        if gpu.spec.uuid != current.spec.uuid:
+            raise InvalidArgumentError(
+                f'gpu "{name}": spec.uuid is immutable: it is {current.spec.uuid}, not {truncate(gpu.spec.uuid, SHOWN_BYTES)!r}'
+            )
         if (
             gpu.spec == current.spec
             and gpu.status == current.status
@@ -200,6 +216,7 @@ class GpuCache:
         if resource_version < 0:
             raise InvalidArgumentError(f"resource_version {resource_version} is negative")
         self._check_version(current, resource_version)
+        check_status(name, status, self.limits)
         if status == current.status:
             return _copy(current)
         updated = _copy(current)
@@ -211,6 +228,7 @@ class GpuCache:
         """Remove a GPU; returns its last state, stamped with the version of the deletion."""
         current = self._stored(name)
         del self._gpus[name]
+        del self._names_by_uuid[current.spec.uuid.casefold()]
         gone = _copy(current)
         self._commit(DELETED, gone)
         return _copy(gone)
@@ -218,8 +236,7 @@ class GpuCache:
     # -- internals -----------------------------------------------------------------------------
 
     def _stored(self, name: str) -> gpu_pb2.Gpu:
-        if not name:
-            raise InvalidArgumentError("name is required")
+        check_name(name)
         gpu = self._gpus.get(name)
         if gpu is None:
             raise NotFoundError(f'gpu "{name}" not found')
@@ -254,6 +271,7 @@ class GpuCache:
         gpu.metadata.resource_version = str(self._version)
         if kind != DELETED:
             self._gpus[gpu.metadata.name] = gpu
+            self._names_by_uuid[gpu.spec.uuid.casefold()] = gpu.metadata.name
         self._list_response = None
         event = CacheEvent(kind, gpu, self._version)
         for listener in self._listeners:

@@ -27,18 +27,30 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # type: ignore[import-untyped,unused-ignore]
 from grpc_reflection.v1alpha import reflection  # type: ignore[import-untyped,unused-ignore]
 
+from gpuheal.agents.decoding import add_decoding_servicer
 from gpuheal.agents.device_api.cache import DEFAULT_MAX_GPUS, CacheEvent, GpuCache
+from gpuheal.agents.device_api.limits import GpuLimits
 from gpuheal.agents.device_api.readiness import ReadinessGate
 from gpuheal.agents.device_api.service import GpuServicer
-from gpuheal.agents.device_api.watch import DEFAULT_HISTORY_SIZE, DEFAULT_QUEUE_SIZE, WatchHub
+from gpuheal.agents.device_api.watch import (
+    DEFAULT_HISTORY_BYTES,
+    DEFAULT_HISTORY_SIZE,
+    DEFAULT_QUEUE_BYTES,
+    DEFAULT_QUEUE_SIZE,
+    WatchHub,
+)
 from gpuheal.agents.unix_socket import binding_privately, prepare_socket_path, restrict_socket
-from gpuheal.protos import gpu_pb2, gpu_pb2_grpc
+from gpuheal.protos import gpu_pb2
 
 GPU_SERVICE_NAME: str = gpu_pb2.DESCRIPTOR.services_by_name["GpuService"].full_name
 HEALTH_SERVICE_NAME: str = health.SERVICE_NAME
 REFLECTION_SERVICE_NAME: str = reflection.SERVICE_NAME
 DEFAULT_SOCKET_PATH = "/var/run/gpuheal/device-api.sock"
 DEFAULT_TCP_HOST = "127.0.0.1"
+# The largest request gRPC decodes: one GPU is at most a few hundred bytes beyond its status
+# (32 KiB by default, see limits.py), so this leaves room and still refuses a 4 MiB write
+# (RESOURCE_EXHAUSTED) before it is read into memory.
+DEFAULT_MAX_REQUEST_BYTES = 256 * 1024
 
 
 class DeviceApiServer:
@@ -51,7 +63,9 @@ class DeviceApiServer:
     - `expected_gpus`: how many GPUs the node has; the readiness gate opens when that many are
       registered. Without it the gate waits for `mark_ready()`.
     - `max_gpus`, `watch_queue_size`, `watch_history`: bounds of the cache, of each watcher's queue
-      and of the replay history for resuming watches.
+      and of the replay history for resuming watches; `watch_queue_bytes` and `watch_history_bytes`
+      bound the latter two in bytes too.
+    - `limits`: what one GPU may carry; `max_request_bytes`: the largest request gRPC accepts.
     """
 
     def __init__(
@@ -64,13 +78,20 @@ class DeviceApiServer:
         max_gpus: int = DEFAULT_MAX_GPUS,
         watch_queue_size: int = DEFAULT_QUEUE_SIZE,
         watch_history: int = DEFAULT_HISTORY_SIZE,
+        watch_queue_bytes: int = DEFAULT_QUEUE_BYTES,
+        watch_history_bytes: int = DEFAULT_HISTORY_BYTES,
+        limits: GpuLimits | None = None,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     ) -> None:
         self._socket_path = Path(socket_path).absolute()
         self._tcp_requested = tcp_port
         self._tcp_host = tcp_host
         self._tcp_port: int | None = None
-        self.cache = GpuCache(max_gpus)
-        self.hub = WatchHub(watch_queue_size, watch_history)
+        self._max_request_bytes = max_request_bytes
+        self.cache = GpuCache(max_gpus, limits)
+        self.hub = WatchHub(
+            watch_queue_size, watch_history, queue_bytes=watch_queue_bytes, history_bytes=watch_history_bytes
+        )
         self.gate = ReadinessGate(expected_gpus)
         self.cache.add_listener(self.hub.publish)
         self.cache.add_listener(self._count_registered)
@@ -122,9 +143,13 @@ class DeviceApiServer:
             raise RuntimeError("the device API server is already started")
         prepare_socket_path(self._socket_path)
         # so_reuseport off: a second server on the same TCP port must fail, not share the port.
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        server = grpc.aio.server(
+            options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", self._max_request_bytes)]
+        )
         self._health = health.aio.HealthServicer()
-        gpu_pb2_grpc.add_GpuServiceServicer_to_server(GpuServicer(self.cache, self.hub, self.gate), server)
+        add_decoding_servicer(
+            server, gpu_pb2.DESCRIPTOR.services_by_name["GpuService"], GpuServicer(self.cache, self.hub, self.gate)
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection((GPU_SERVICE_NAME, HEALTH_SERVICE_NAME, REFLECTION_SERVICE_NAME), server)
         try:

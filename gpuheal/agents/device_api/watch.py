@@ -4,19 +4,23 @@ A watch starts with what the watcher has not seen yet, then follows live writes:
 
 - without a resource version (or "0"): the current state, one ADDED event per GPU (sorted by name);
 - with the cache's current version: nothing, only what happens next;
-- with an older version still in the recent history (the last `history_size` writes): the events
-  after it, replayed in order; older than that (or from before a restart, i.e. ahead of the cache)
-  the watch is refused with OUT_OF_RANGE, and the client lists again and watches from the list's
-  `ListMeta.resource_version`, as Kubernetes informers do.
+- with an older version still in the recent history (the last `history_size` writes, and no more
+  than `history_bytes` of them): the events after it, replayed in order; older than that (or from
+  before a restart, i.e. ahead of the cache) the watch is refused with OUT_OF_RANGE, and the client
+  lists again and watches from the list's `ListMeta.resource_version`, as Kubernetes informers do.
 
-The writer never waits for a watcher. Each watch has a bounded queue of live events; a write offers
-its event to every queue without blocking, and a watch whose queue is full has fallen too far
-behind: it is dropped on the spot (unsubscribed, its queue freed) while the writer and every other
-watcher carry on, and its stream ends with RESOURCE_EXHAUSTED. The client sees that status after the
-events already in flight to it (HTTP/2 puts a stream's trailers after its data), then lists and
-watches again. The starting state does not count against the queue.
+The writer never waits for a watcher. Each watch has a bounded queue of live events (`queue_size`
+events and `queue_bytes` bytes); a write offers its event to every queue without blocking, and a
+watch whose queue is full has fallen too far behind: it is dropped on the spot (unsubscribed, its
+queue freed) while the writer and every other watcher carry on, and its stream ends with
+RESOURCE_EXHAUSTED. The client sees that status after the events already in flight to it (HTTP/2
+puts a stream's trailers after its data), then lists and watches again. The starting state does not
+count against the queue.
 
-Events are built once per write and shared by all queues; they are read-only.
+Events are built once per write and shared by all queues; they are read-only. Bytes are counted as
+the event's serialized size. Since every queue holds a run of the latest writes, the events all
+queues hold together stay within `queue_bytes`, as the history stays within `history_bytes`,
+however large the writes are: memory is bounded in bytes, not only in events.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from gpuheal.protos import gpu_pb2
 
 DEFAULT_QUEUE_SIZE = 4096  # a write to every one of 1,024 GPUs, four times over, before a drop
 DEFAULT_HISTORY_SIZE = 4096
+DEFAULT_QUEUE_BYTES = 16 * 1024 * 1024
+DEFAULT_HISTORY_BYTES = 16 * 1024 * 1024
 
 
 class WatchState(enum.Enum):
@@ -47,26 +53,29 @@ class Subscription:
     closed it.
     """
 
-    def __init__(self, backlog: list[gpu_pb2.WatchGpusResponse], capacity: int) -> None:
+    def __init__(self, backlog: list[gpu_pb2.WatchGpusResponse], capacity: int, capacity_bytes: int) -> None:
         self._backlog = deque(backlog)
-        self._live: deque[gpu_pb2.WatchGpusResponse] = deque()
+        self._live: deque[tuple[gpu_pb2.WatchGpusResponse, int]] = deque()
         self._capacity = capacity
+        self._capacity_bytes = capacity_bytes
         self._wakeup = asyncio.Event()
         self.state = WatchState.OPEN
+        self.queued_bytes = 0  # of the live events queued
 
     @property
     def pending(self) -> int:
         """Events queued and not yet handed out."""
         return len(self._backlog) + len(self._live)
 
-    def offer(self, event: gpu_pb2.WatchGpusResponse) -> bool:
-        """Queue a live event without blocking; False (and the watch dropped) if the queue is full."""
+    def offer(self, event: gpu_pb2.WatchGpusResponse, size: int) -> bool:
+        """Queue a live event of `size` bytes without blocking; False (and the watch dropped) if the queue is full."""
         if self.state is not WatchState.OPEN:
             return False
-        if len(self._live) >= self._capacity:
+        if len(self._live) >= self._capacity or self.queued_bytes + size > self._capacity_bytes:
             self._end(WatchState.DROPPED)
             return False
-        self._live.append(event)
+        self._live.append((event, size))
+        self.queued_bytes += size
         self._wakeup.set()
         return True
 
@@ -80,15 +89,17 @@ class Subscription:
         while True:
             if self.state is WatchState.DROPPED:
                 raise WatchDroppedError(
-                    f"watch dropped: it fell more than {self._capacity} events behind; "
-                    "list again and watch from the list's resource_version"
+                    f"watch dropped: it fell more than {self._capacity} events or {self._capacity_bytes} bytes "
+                    "behind; list again and watch from the list's resource_version"
                 )
             if self.state is WatchState.CLOSED:
                 raise ShuttingDownError("watch closed: the device API server is shutting down")
             if self._backlog:
                 return self._backlog.popleft()
             if self._live:
-                return self._live.popleft()
+                event, size = self._live.popleft()
+                self.queued_bytes -= size
+                return event
             self._wakeup.clear()
             await self._wakeup.wait()
 
@@ -97,6 +108,7 @@ class Subscription:
         # Free what it held at once: a dropped watcher must not pin memory until its client goes.
         self._backlog.clear()
         self._live.clear()
+        self.queued_bytes = 0
         self._wakeup.set()
 
 
@@ -107,11 +119,23 @@ class WatchHub:
     between them: nothing missed, nothing twice.
     """
 
-    def __init__(self, queue_size: int = DEFAULT_QUEUE_SIZE, history_size: int = DEFAULT_HISTORY_SIZE) -> None:
-        if queue_size < 1:
-            raise ValueError(f"queue_size must be at least 1, not {queue_size}")
+    def __init__(
+        self,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        history_size: int = DEFAULT_HISTORY_SIZE,
+        *,
+        queue_bytes: int = DEFAULT_QUEUE_BYTES,
+        history_bytes: int = DEFAULT_HISTORY_BYTES,
+    ) -> None:
+        if queue_size < 1 or queue_bytes < 1:
+            raise ValueError(f"a watch queue holds at least one event and one byte, not {queue_size}/{queue_bytes}")
         self._queue_size = queue_size
-        self._history: deque[tuple[int, gpu_pb2.WatchGpusResponse]] = deque(maxlen=max(history_size, 0))
+        self._queue_bytes = queue_bytes
+        self._history_size = max(history_size, 0)
+        self._history_budget = max(history_bytes, 0)
+        # (version, event, its size), oldest first, and the sum of the sizes.
+        self._history: deque[tuple[int, gpu_pb2.WatchGpusResponse, int]] = deque()
+        self.history_bytes = 0
         self._subscriptions: set[Subscription] = set()  # receiving live events
         self._streams: set[Subscription] = set()  # opened and not yet closed by their stream
         self.dropped_total = 0
@@ -130,8 +154,12 @@ class WatchHub:
     def publish(self, event: CacheEvent) -> None:
         """Offer one write to every open watch; drop those that cannot take it."""
         message = gpu_pb2.WatchGpusResponse(type=event.type, object=event.gpu)
-        self._history.append((event.resource_version, message))
-        dropped = [sub for sub in self._subscriptions if not sub.offer(message)]
+        size = message.ByteSize()
+        self._history.append((event.resource_version, message, size))
+        self.history_bytes += size
+        while self._history and (len(self._history) > self._history_size or self.history_bytes > self._history_budget):
+            self.history_bytes -= self._history.popleft()[2]
+        dropped = [sub for sub in self._subscriptions if not sub.offer(message, size)]
         for sub in dropped:
             self._subscriptions.discard(sub)
             self.dropped_total += 1
@@ -149,7 +177,7 @@ class WatchHub:
             backlog = []
         else:
             backlog = self._replay(since, current)
-        sub = Subscription(backlog, self._queue_size)
+        sub = Subscription(backlog, self._queue_size, self._queue_bytes)
         self._subscriptions.add(sub)
         self._streams.add(sub)
         return sub
@@ -175,4 +203,4 @@ class WatchHub:
                 f"resource_version {since} is too old or unknown (events kept: {kept}); "
                 "list again and watch from the list's resource_version"
             )
-        return [message for version, message in self._history if version > since]
+        return [message for version, message, _ in self._history if version > since]

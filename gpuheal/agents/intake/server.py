@@ -7,7 +7,7 @@ because the API has no authentication. The standard gRPC health service and serv
 served beside it.
 
 A request is validated as a whole before any event goes to the sink, so a rejected request changes
-nothing. Accepted events are submitted in request order; the call answers once the sink has taken
+nothing; one whose bytes do not decode is INVALID_ARGUMENT too (`gpuheal.agents.decoding`). Accepted events are submitted in request order; the call answers once the sink has taken
 every one of them (the publisher returns once an event is delivered or spooled on disk).
 """
 
@@ -25,6 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-un
 from grpc_health.v1._async import HealthServicer  # type: ignore[import-untyped]
 from grpc_reflection.v1alpha import reflection  # type: ignore[import-untyped]
 
+from gpuheal.agents.decoding import add_decoding_servicer
 from gpuheal.agents.intake.convert import to_domain
 from gpuheal.agents.intake.validate import IntakeLimits, Rejected, validate
 from gpuheal.agents.sink import EventSink
@@ -63,7 +64,7 @@ class PlatformConnectorService(pb_grpc.PlatformConnectorServicer):
             validate(request, self._limits)
         except Rejected as rejected:
             await context.abort(rejected.code, rejected.detail)
-        events = [to_domain(event) for event in request.events]
+        events = [to_domain(event, self._limits) for event in request.events]
         for index, event in enumerate(events):
             try:
                 await self._sink.submit(event)
@@ -106,7 +107,9 @@ class IntakeServer:
             ]
         )
         self._health = HealthServicer()  # a fresh one: a stopped one stays NOT_SERVING for good
-        pb_grpc.add_PlatformConnectorServicer_to_server(PlatformConnectorService(self._sink, limits), server)
+        add_decoding_servicer(
+            server, pb.DESCRIPTOR.services_by_name["PlatformConnector"], PlatformConnectorService(self._sink, limits)
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],

@@ -1,6 +1,6 @@
 """The publisher: every health event's way to the Device API, the node's conditions and Temporal."""
 
-from gpuheal.agents.publisher.device_api import HEALTH_CONDITION, DeviceApiClient, GrpcDeviceApi, find_gpu
+from gpuheal.agents.publisher.device_api import HEALTH_CONDITION, DeviceApiClient, GrpcDeviceApi
 from gpuheal.agents.publisher.errors import DependencyUnavailable
 from gpuheal.agents.publisher.kubernetes import KubernetesReporter, NodeReporter
 from gpuheal.agents.publisher.lane import RetrySettings
@@ -28,5 +28,4 @@ __all__ = [
     "SpoolStats",
     "TemporalRemediations",
     "Verdict",
-    "find_gpu",
 ]

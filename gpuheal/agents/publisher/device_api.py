@@ -1,22 +1,29 @@
 """GPU health conditions in the Device API (`nvidia.device.v1alpha1.GpuService`), as a gRPC client.
 
 Each GPU carries one condition of type `Healthy`, with the check name as its reason, and the
-strongest open recommended action in `status.recommended_action`. A write is a read-modify-write:
-GetGpu for the current status and resource version, then UpdateGpuStatus with that version; a
-concurrent writer makes the server answer ABORTED and the write is tried again on a fresh read.
-Conditions of other types, written by other providers, are kept as they are.
+strongest open recommended action in `status.recommended_action`. Conditions of other types,
+written by other providers, are kept as they are.
+
+An event costs one ListGpus, whatever it names: the node's own GPU list says which of the UUIDs
+it names are GPUs of this node (compared without regard to case), and a UUID the node does not
+have costs nothing more and is not remembered. Each GPU of the node the event concerns is then
+written with UpdateGpuStatus at the resource version the list returned; a concurrent writer makes
+the server answer ABORTED, and the write is tried again on a fresh GetGpu.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Protocol
 
 import grpc
 
 from gpuheal.agents.publisher.errors import DependencyUnavailable
-from gpuheal.agents.publisher.ledger import Verdict
+from gpuheal.agents.publisher.ledger import OpenFaults, Verdict
+from gpuheal.domain.health import HealthEvent
 from gpuheal.protos import gpu_pb2, gpu_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -26,25 +33,44 @@ HEALTH_CONDITION = "Healthy"
 _RETRYABLE = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
 )
+# ListGpus answers with every GPU of the node: up to 1,024 of them, each with a status of up to
+# 32 KiB (the Device API's own limits), well above gRPC's default 4 MiB for a response.
+_MAX_LIST_BYTES = 64 * 1024 * 1024
+# UUIDs an event names that the node does not have, quoted in the log line that says so.
+_SHOWN_STRANGERS = 3
 
 
 class DeviceApiClient(Protocol):
-    """Where per-GPU health goes."""
+    """Where per-GPU health goes: the node's GPUs, and a write of one GPU's health."""
 
-    async def set_gpu_health(self, gpu_uuid: str, verdict: Verdict) -> None: ...
+    async def list_gpus(self) -> Sequence[gpu_pb2.Gpu]: ...
+
+    async def set_gpu_health(self, gpu: gpu_pb2.Gpu, verdict: Verdict) -> None: ...
 
 
-async def find_gpu(stub: gpu_pb2_grpc.GpuServiceAsyncStub, gpu_uuid: str) -> gpu_pb2.Gpu | None:
-    """The GPU whose `spec.uuid` is `gpu_uuid`: by name (the lower-cased UUID) first, else by listing."""
-    try:
-        found = (await stub.GetGpu(gpu_pb2.GetGpuRequest(name=gpu_uuid.lower()))).gpu
-        if found.spec.uuid.lower() == gpu_uuid.lower():
-            return found
-    except grpc.aio.AioRpcError as error:
-        if error.code() != grpc.StatusCode.NOT_FOUND:
-            raise
-    listed = await stub.ListGpus(gpu_pb2.ListGpusRequest())
-    return next((gpu for gpu in listed.gpu_list.items if gpu.spec.uuid.lower() == gpu_uuid.lower()), None)
+async def publish_gpu_health(client: DeviceApiClient, ledger: OpenFaults, event: HealthEvent) -> None:
+    """Apply the event to the ledger and write the verdict of every GPU of the node it concerns.
+
+    An event that names no GPU concerns every GPU of the node. GPUs the node does not have are left
+    out of the ledger and the writes, and logged in one line.
+    """
+    gpus = {gpu.spec.uuid.lower(): gpu for gpu in await client.list_gpus()}
+    named = dict.fromkeys(uuid.lower() for uuid in event.gpu_uuids)
+    concerned = [gpus[uuid] for uuid in named if uuid in gpus] if named else list(gpus.values())
+    strangers = len(named) - len(concerned) if named else 0
+    if strangers:
+        shown = ", ".join(islice((uuid for uuid in named if uuid not in gpus), _SHOWN_STRANGERS))
+        log.warning(
+            "event %s names %d GPU(s) the Device API does not have (%s, …); their health is not recorded there",
+            event.id,
+            strangers,
+            shown,
+        )
+    if named and not concerned:
+        return
+    ledger.apply(event, gpus=tuple(gpu.spec.uuid for gpu in concerned) if named else None)
+    for gpu in concerned:
+        await client.set_gpu_health(gpu, ledger.gpu_verdict(event.node, gpu.spec.uuid))
 
 
 def with_health(status: gpu_pb2.GpuStatus, verdict: Verdict, now: datetime) -> gpu_pb2.GpuStatus:
@@ -80,23 +106,31 @@ class GrpcDeviceApi:
                 ("grpc.min_reconnect_backoff_ms", 100),
                 ("grpc.max_reconnect_backoff_ms", 1000),
                 ("grpc.use_local_subchannel_pool", 1),
+                ("grpc.max_receive_message_length", _MAX_LIST_BYTES),
             ],
         )
         self._stub = gpu_pb2_grpc.GpuServiceStub(self._channel)
         self._attempts = attempts
         self._timeout = timeout
 
-    async def set_gpu_health(self, gpu_uuid: str, verdict: Verdict) -> None:
-        """Write the verdict on the GPU; a GPU the Device API does not know is logged and skipped."""
+    async def list_gpus(self) -> list[gpu_pb2.Gpu]:
+        """Every GPU of the node, with its status and resource version."""
+        try:
+            listed = await self._stub.ListGpus(gpu_pb2.ListGpusRequest(), timeout=self._timeout)
+        except grpc.aio.AioRpcError as error:
+            raise _unavailable_or(error) from error
+        return list(listed.gpu_list.items)
+
+    async def set_gpu_health(self, gpu: gpu_pb2.Gpu, verdict: Verdict) -> None:
+        """Write the verdict on the GPU as listed; a GPU deleted meanwhile is logged and skipped."""
+        name = gpu.metadata.name
         for attempt in range(self._attempts):
             try:
-                gpu = await find_gpu(self._stub, gpu_uuid)
-                if gpu is None:
-                    log.warning("the Device API has no GPU with uuid %s; its health is not recorded there", gpu_uuid)
-                    return
+                if attempt:  # another writer got there first: read again
+                    gpu = (await self._stub.GetGpu(gpu_pb2.GetGpuRequest(name=name), timeout=self._timeout)).gpu
                 await self._stub.UpdateGpuStatus(
                     gpu_pb2.UpdateGpuStatusRequest(
-                        name=gpu.metadata.name,
+                        name=name,
                         status=with_health(gpu.status, verdict, datetime.now(UTC)),
                         resource_version=gpu.resource_version or int(gpu.metadata.resource_version or 0),
                     ),
@@ -105,16 +139,21 @@ class GrpcDeviceApi:
                 return
             except grpc.aio.AioRpcError as error:
                 code = error.code()
-                if code in _RETRYABLE:
-                    raise DependencyUnavailable(f"Device API: {code.name}: {error.details()}") from error
                 if code == grpc.StatusCode.ABORTED:
-                    if attempt + 1 < self._attempts:
-                        continue  # another writer got there first: read again
-                    raise DependencyUnavailable(f"Device API: {self._attempts} writes lost races") from error
+                    continue
                 if code == grpc.StatusCode.NOT_FOUND:
-                    log.warning("GPU %s disappeared from the Device API before its health was written", gpu_uuid)
+                    log.warning("GPU %s disappeared from the Device API before its health was written", name)
                     return
-                raise
+                raise _unavailable_or(error) from error
+        raise DependencyUnavailable(f"Device API: {self._attempts} writes of {name} lost races")
 
     async def close(self) -> None:
         await self._channel.close()
+
+
+def _unavailable_or(error: grpc.aio.AioRpcError) -> Exception:
+    """DependencyUnavailable for an answer that may change later; the error itself otherwise."""
+    code = error.code()
+    if code in _RETRYABLE:
+        return DependencyUnavailable(f"Device API: {code.name}: {error.details()}")
+    return error

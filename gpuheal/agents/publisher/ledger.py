@@ -12,15 +12,18 @@ through it in order.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.health import CHECK_GPU_RESET, HealthEvent
+from gpuheal.domain.truncate import truncate
 
 HEALTHY_REASON = "GpusHealthy"
 FAULT_REASON = "GpuFault"
-# Kubernetes stores any length, but a condition message is meant to be read in `kubectl describe`.
-MAX_MESSAGE = 1024
+# Kubernetes stores any length, but a condition message is meant to be read in `kubectl describe`
+# (and the Device API takes condition messages of at most 4 KiB).
+MAX_MESSAGE_BYTES = 1024
 # The key of a fault that names no GPU.
 WHOLE_NODE = ""
 
@@ -60,30 +63,28 @@ class OpenFaults:
     def __init__(self) -> None:
         # node -> GPU UUID (or WHOLE_NODE) -> check name -> the newest fault from that check.
         self._open: dict[str, dict[str, dict[str, _Fault]]] = {}
-        # Every GPU named so far per node, faulty or not: whom a node-wide event concerns.
-        self._known: dict[str, dict[str, None]] = {}
         self._seq = 0
 
-    def apply(self, event: HealthEvent) -> None:
-        """Open or close faults for the event. Applying it again (a retried delivery) leaves the same faults open."""
+    def apply(self, event: HealthEvent, gpus: Sequence[str] | None = None) -> None:
+        """Open or close faults for the event. Applying it again (a retried delivery) leaves the same faults open.
+
+        `gpus` are the GPUs of the event to account for, when the caller knows better than the event
+        which of them exist (the Device API lane passes the node's own UUIDs); by default, all it names.
+        """
         node = self._open.setdefault(event.node, {})
-        self._known.setdefault(event.node, {}).update(dict.fromkeys(event.gpu_uuids))
+        named = event.gpu_uuids if gpus is None else tuple(gpus)
         if is_fault(event):
             self._seq += 1
             fault = _Fault(event.check_name, event.message, event.action, self._seq)
-            for gpu in event.gpu_uuids or (WHOLE_NODE,):
+            for gpu in named or (WHOLE_NODE,):
                 node.setdefault(gpu, {})[event.check_name] = fault
         elif event.is_healthy:
             # A check's healthy report closes that check's faults; a GPU reset closes all of the GPU's.
-            for gpu in event.gpu_uuids or tuple(node):
+            for gpu in named or tuple(node):
                 if event.check_name == CHECK_GPU_RESET:
                     node.pop(gpu, None)
                 else:
                     node.get(gpu, {}).pop(event.check_name, None)
-
-    def known_gpus(self, node: str) -> tuple[str, ...]:
-        """The GPUs of the node that any applied event has named, in the order first seen."""
-        return tuple(self._known.get(node, {}))
 
     def node_verdict(self, node: str) -> Verdict:
         """The node's verdict: healthy when no fault is open on any of its GPUs."""
@@ -102,8 +103,6 @@ def _verdict(faults: list[tuple[str, _Fault]]) -> Verdict:
     for _, fault in faults:
         action = action.escalate(fault.action)
     parts = [f"{gpu or 'node'}: {fault.check or 'fault'}: {fault.message}".rstrip(": ") for gpu, fault in faults]
-    message = "; ".join(parts)
-    if len(message) > MAX_MESSAGE:
-        message = message[: MAX_MESSAGE - 1] + "…"
+    message = truncate("; ".join(parts), MAX_MESSAGE_BYTES)
     newest = max(faults, key=lambda pair: pair[1].seq)[1]
     return Verdict(healthy=False, reason=newest.check or FAULT_REASON, message=message, action=action)

@@ -3,8 +3,8 @@
 Each accepted event fans out to up to three dependencies, each a `Lane` with its own spool, so a
 dependency that is away holds up only its own deliveries and each keeps its events in order:
 
-- **Device API** (`device-api`): the `Healthy` condition of every GPU the event names (every GPU
-  heard of so far when it names none), for fatal and healthy events. Non-fatal unhealthy events are
+- **Device API** (`device-api`): the `Healthy` condition of every GPU of the node the event names
+  (all of them when it names none), for fatal and healthy events. Non-fatal unhealthy events are
   informational and leave the condition alone, since device plugins withdraw GPUs whose condition
   is False.
 - **Kubernetes** (`kubernetes`): the node's `GpuHealthy` condition for fatal and healthy events,
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from gpuheal.agents.publisher.device_api import DeviceApiClient
+from gpuheal.agents.publisher.device_api import DeviceApiClient, publish_gpu_health
 from gpuheal.agents.publisher.kubernetes import NodeReporter
 from gpuheal.agents.publisher.lane import Deliver, Lane, RetrySettings
 from gpuheal.agents.publisher.ledger import OpenFaults, is_fault
@@ -163,10 +163,7 @@ class Publisher:
 
     async def _to_device_api(self, event: HealthEvent) -> None:
         assert self._device_api is not None
-        self._gpu_faults.apply(event)
-        # An event that names no GPU is about all of them: those this publisher has heard of.
-        for gpu in event.gpu_uuids or self._gpu_faults.known_gpus(event.node):
-            await self._device_api.set_gpu_health(gpu, self._gpu_faults.gpu_verdict(event.node, gpu))
+        await publish_gpu_health(self._device_api, self._gpu_faults, event)
 
     async def _to_kubernetes(self, event: HealthEvent) -> None:
         assert self._nodes is not None

@@ -3,10 +3,15 @@
 The client is connected on first use and again after a failed connect, so an agent that starts
 while Temporal is away keeps its faults in the spool and delivers them once Temporal answers.
 Reporting a fault twice is harmless: the workflow counts each event id once.
+
+A fault's text is cut so that its payload fits Temporal's default limits (`Fault`), but a namespace
+may be configured with a lower `limit.blobSize.error`: a fault refused for its size is sent again
+with its message cut to 1 KiB, so the remediation still starts.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol
 
 from temporalio.client import Client
@@ -17,10 +22,16 @@ from gpuheal.control.connection import DEFAULT_TASK_QUEUE, connect
 from gpuheal.control.remediations import report_fault
 from gpuheal.domain.faults import Fault
 from gpuheal.domain.policy import RemediationPolicy
+from gpuheal.domain.truncate import truncate
+
+log = logging.getLogger(__name__)
 
 # Answers that no retry can change; everything else (UNAVAILABLE, auth, namespace not yet there, …)
 # may clear up, and a fault is worth waiting for.
 _PERMANENT = frozenset({RPCStatusCode.INVALID_ARGUMENT, RPCStatusCode.UNIMPLEMENTED, RPCStatusCode.OUT_OF_RANGE})
+# How the server refuses a payload over the namespace's `limit.blobSize.error`.
+_TOO_LARGE = "Blob data size exceeds limit"
+_SHORT_MESSAGE_BYTES = 1024
 
 
 class Remediations(Protocol):
@@ -56,6 +67,20 @@ class TemporalRemediations:
         try:
             await report_fault(client, fault, self._policy, task_queue=self._task_queue)
         except RPCError as error:
+            short = truncate(fault.message, _SHORT_MESSAGE_BYTES)
+            if (
+                error.status is RPCStatusCode.INVALID_ARGUMENT
+                and _TOO_LARGE in error.message
+                and short != fault.message
+            ):
+                log.warning(
+                    "Temporal refused fault %s of %s for its size; sending it again with a %d-byte message",
+                    fault.event_id,
+                    fault.node,
+                    len(short.encode()),
+                )
+                await self.report(fault.model_copy(update={"message": short}))
+                return
             if error.status in _PERMANENT:
                 raise
             raise DependencyUnavailable(f"Temporal: {error.status.name}: {error.message}") from error

@@ -115,3 +115,23 @@ async def test_a_full_cache_refuses_more_gpus(make_api: ApiFactory) -> None:
     error = await rpc_error(api.stub.CreateGpu(gpu_pb2.CreateGpuRequest(gpu=make_gpu("gpu-2"))))
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert error.details() == 'cannot create gpu "gpu-2": the cache is full (2 GPUs)'
+
+
+async def test_bytes_that_do_not_decode_are_an_invalid_argument(api: Api) -> None:
+    junk = b"\xff\xff\xff\xff"
+    for method in ("CreateGpu", "GetGpu", "WatchGpus"):
+        path = f"/nvidia.device.v1alpha1.GpuService/{method}"
+        if method == "WatchGpus":
+            stream: grpc.aio.UnaryStreamMultiCallable[bytes, bytes] = api.channel.unary_stream(path)
+            error = await rpc_error(_first(stream(junk)))
+        else:
+            call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = api.channel.unary_unary(path)
+            error = await rpc_error(call(junk))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, method
+        assert (error.details() or "").startswith("the request is not a valid nvidia.device.v1alpha1."), method
+
+
+async def _first(stream: grpc.aio.UnaryStreamCall[bytes, bytes]) -> bytes:
+    async for message in stream:
+        return message
+    raise AssertionError("the stream ended without a message or an error")

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import pytest
 
-from gpuheal.agents.device_api import DeviceApiServer
+from gpuheal.agents.device_api import DeviceApiServer, GpuCache, GpuServicer, ReadinessGate, WatchHub
 from gpuheal.agents.publisher import HEALTH_CONDITION, GrpcDeviceApi, Publisher
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.protos import gpu_pb2, gpu_pb2_grpc
@@ -19,6 +21,8 @@ from tests.agents.publisher.conftest import FAST
 from tests.agents.publisher.events import GPU_A, GPU_B, fatal_xid, healthy, non_fatal
 
 NODE = "gpu-node-7"
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
 # What `register` creates: the Device API's readiness gate opens only once both are there, so no
 # reader (the publisher's lookup included) can see the node before its GPUs are registered.
 REGISTERED_GPUS = 2
@@ -111,4 +115,62 @@ async def test_events_wait_for_a_device_api_that_is_not_up_yet(socket_dir: Path)
             found, action, _ = await conditions(stub, GPU_A.lower())
             assert (found[HEALTH_CONDITION], action) == ("False/SysLogsXIDError", "COMPONENT_RESET")
             await channel.close()
+    await client.close()
+
+
+class CountingCalls(grpc.aio.ServerInterceptor):
+    """Counts the RPCs a server receives, by method name."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Req, Resp] | None]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Req, Resp] | None:
+        self.calls[details.method.rsplit("/", 1)[-1]] += 1
+        return await continuation(details)
+
+
+@pytest.fixture
+async def counted(socket_dir: Path) -> AsyncIterator[tuple[CountingCalls, gpu_pb2_grpc.GpuServiceAsyncStub]]:
+    """The Device API's own servicer on a gRPC server that counts what it is asked."""
+    cache = GpuCache()
+    gate = ReadinessGate(expected_gpus=0)
+    counter = CountingCalls()
+    server = grpc.aio.server(interceptors=[counter])
+    gpu_pb2_grpc.add_GpuServiceServicer_to_server(GpuServicer(cache, WatchHub(), gate), server)
+    server.add_insecure_port(f"unix:{socket_dir / 'device.sock'}")
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"unix:{socket_dir / 'device.sock'}")
+    stub = gpu_pb2_grpc.GpuServiceStub(channel)
+    await register(stub)
+    counter.calls.clear()
+    yield counter, stub
+    await channel.close()
+    await server.stop(None)
+
+
+async def test_an_event_naming_thousands_of_unknown_gpus_costs_one_lookup(
+    counted: tuple[CountingCalls, gpu_pb2_grpc.GpuServiceAsyncStub], socket_dir: Path
+) -> None:
+    counter, stub = counted
+    strangers = [f"GPU-{index:08d}-0000-4000-8000-000000000000" for index in range(12_000)]
+    client = GrpcDeviceApi(f"unix://{socket_dir / 'device.sock'}")
+    async with Publisher(socket_dir / "spool", device_api=client, settings=FAST) as publisher:
+        await publisher.submit(healthy(NODE, *strangers))
+        assert counter.calls == {"ListGpus": 1}, "the agent's own GPU list answers for every UUID at once"
+        assert publisher.pending() == {"device-api": 0}
+
+        # The strangers are not remembered: an event about every GPU writes the two the node has.
+        counter.calls.clear()
+        await publisher.submit(healthy(NODE))
+        assert counter.calls == {"ListGpus": 1, "UpdateGpuStatus": REGISTERED_GPUS}
+
+        # And a real fault afterwards goes straight through.
+        await publisher.submit(fatal_xid(NODE, GPU_A))
+        found, action, _ = await conditions(stub, GPU_A.lower())
+        assert (found[HEALTH_CONDITION], action) == ("False/SysLogsXIDError", "RESTART_BM")
+        assert publisher.pending() == {"device-api": 0}
     await client.close()
