@@ -18,14 +18,17 @@ puts a stream's trailers after its data), then lists and watches again. The star
 count against the queue.
 
 Events are built once per write and shared by all queues; they are read-only. Bytes are counted as
-the event's serialized size. A watch's starting state is not copied up front: the watch keeps the
-cache's stored GPUs (shared, never mutated) and builds each ADDED event as it is sent, so a watch
-from version 0 costs a reference per GPU, not a copy of the cache.
-
-At most `max_watches` watches are served at once (a dropped watch counts until its stream ends);
-one more is refused with RESOURCE_EXHAUSTED naming the limit, and the client tries again later. Since every queue holds a run of the latest writes, the events all
+the event's serialized size. Since every queue holds a run of the latest writes, the events all
 queues hold together stay within `queue_bytes`, as the history stays within `history_bytes`,
 however large the writes are: memory is bounded in bytes, not only in events.
+
+A watch's starting state is not copied up front: the watch keeps the cache's stored GPUs (shared,
+never mutated) and builds each ADDED event as it is sent, so a watch from version 0 costs a
+reference per GPU, not a copy of the cache. (A GPU written since the watch started stays alive in
+its old state until that watch has sent it.)
+
+At most `max_watches` watches are served at once (a dropped watch counts until its stream ends);
+one more is refused with RESOURCE_EXHAUSTED naming the limit, and the client tries again later.
 """
 
 from __future__ import annotations
