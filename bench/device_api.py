@@ -155,7 +155,9 @@ async def run() -> dict[str, float]:
     loop = asyncio.get_running_loop()
     spawn = multiprocessing.get_context("spawn")  # never fork a process that runs gRPC
     with tempfile.TemporaryDirectory(prefix="gpuheal-bench-") as state, ProcessPoolExecutor(1, spawn) as pool:
-        async with DeviceApiServer(Path(state) / "device.sock", expected_gpus=GPUS) as server:
+        # More watchers than the default bound (64) serves: the figure is fan-out to WATCHERS.
+        socket = Path(state) / "device.sock"
+        async with DeviceApiServer(socket, expected_gpus=GPUS, max_watches=WATCHERS) as server:
             for index in range(GPUS):
                 server.cache.create(_gpu(index))  # an in-process provider registering the node's GPUs
             assert server.ready

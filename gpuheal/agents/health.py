@@ -29,7 +29,10 @@ class HealthServerError(RuntimeError):
 def parse_address(text: str) -> tuple[str, int]:
     """`HOST:PORT`, `[IPV6]:PORT`, `:PORT` or `PORT` (loopback); a ValueError names what is wrong."""
     host, _, port = text.strip().rpartition(":")
-    host = host.removeprefix("[").removesuffix("]") or LOOPBACK
+    bracketed = host.startswith("[") and host.endswith("]")
+    if ":" in host and not bracketed:  # "::1" would otherwise be host ":" and port 1
+        raise ValueError(f"{text!r} is not HOST:PORT: an IPv6 address goes in brackets, as in [::1]:9400")
+    host = (host[1:-1] if bracketed else host) or LOOPBACK
     if not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"{text!r} is not HOST:PORT with a port from 0 to 65535")
     return host, int(port)

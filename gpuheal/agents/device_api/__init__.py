@@ -22,6 +22,7 @@ from gpuheal.agents.device_api.errors import (
     NotFoundError,
     NotReadyError,
     ShuttingDownError,
+    TooManyWatchesError,
     WatchDroppedError,
 )
 from gpuheal.agents.device_api.readiness import ReadinessGate
@@ -50,6 +51,7 @@ __all__ = [
     "ReadinessGate",
     "ShuttingDownError",
     "Subscription",
+    "TooManyWatchesError",
     "WatchDroppedError",
     "WatchHub",
     "WatchState",

@@ -18,9 +18,11 @@ response share stored objects without copying them again.
 Writes are announced to listeners (the watch hub, the readiness gate) synchronously, in version
 order, before the write returns.
 
-Names, UUIDs and statuses are checked against `limits.GpuLimits` before anything is written. A
-UUID names one physical GPU: no two GPUs share one (compared without regard to case), and an
-update cannot change a GPU's UUID (delete it and create it again).
+What a write stores is the GPU's name, namespace, spec and status, without fields gpuheal does not
+know (a newer client's, or padding: they would carry bytes past every check), checked against
+`limits.GpuLimits` as a whole before anything is written. A UUID names one physical GPU: no two
+GPUs share one (compared without regard to case), and an update cannot change a GPU's UUID (delete
+it and create it again).
 """
 
 from __future__ import annotations
@@ -35,7 +37,14 @@ from gpuheal.agents.device_api.errors import (
     InvalidArgumentError,
     NotFoundError,
 )
-from gpuheal.agents.device_api.limits import SHOWN_BYTES, GpuLimits, check_gpu, check_name, check_status
+from gpuheal.agents.device_api.limits import (
+    MAX_LIST_BYTES,
+    SHOWN_BYTES,
+    GpuLimits,
+    check_gpu,
+    check_name,
+    worst_list_bytes,
+)
 from gpuheal.domain.truncate import truncate
 from gpuheal.protos import gpu_pb2
 
@@ -80,19 +89,36 @@ def _copy(gpu: gpu_pb2.Gpu) -> gpu_pb2.Gpu:
     return clone
 
 
+def _storable(gpu: gpu_pb2.Gpu, status: gpu_pb2.GpuStatus | None = None) -> gpu_pb2.Gpu:
+    """What the cache keeps of a GPU written with `status` (its own by default): no versions, no unknown fields."""
+    stored = gpu_pb2.Gpu()
+    stored.metadata.name = gpu.metadata.name
+    stored.metadata.namespace = gpu.metadata.namespace
+    stored.spec.CopyFrom(gpu.spec)
+    stored.status.CopyFrom(gpu.status if status is None else status)
+    stored.DiscardUnknownFields()
+    return stored
+
+
 class GpuCache:
     """Every GPU of the node by name; see the module docstring for the consistency rules.
 
     `max_gpus` bounds the cache (creates beyond it fail with RESOURCE_EXHAUSTED) so that a runaway
     provider cannot grow the agent without limit; the design target is 1,024 GPUs per node.
-    `limits` bounds what each GPU may carry.
+    `limits` bounds what each GPU may carry. Together they must keep the largest ListGpus response
+    within what clients accept (`MAX_LIST_BYTES`): a cache that could answer more is refused.
     """
 
     def __init__(self, max_gpus: int = DEFAULT_MAX_GPUS, limits: GpuLimits | None = None) -> None:
         if max_gpus < 1:
             raise ValueError(f"max_gpus must be at least 1, not {max_gpus}")
-        self._max_gpus = max_gpus
         self.limits = limits or GpuLimits()
+        if (worst := worst_list_bytes(max_gpus, self.limits)) > MAX_LIST_BYTES:
+            raise ValueError(
+                f"a ListGpus response of {max_gpus} GPUs may be {worst} bytes; at most {MAX_LIST_BYTES} "
+                "are accepted by clients: lower max_gpus or the per-GPU limits"
+            )
+        self._max_gpus = max_gpus
         self._gpus: dict[str, gpu_pb2.Gpu] = {}
         # Case-folded spec.uuid -> name: a UUID belongs to one GPU.
         self._names_by_uuid: dict[str, str] = {}
@@ -157,6 +183,7 @@ class GpuCache:
         and spec.uuid are required; any resource version the caller set is ignored (the cache
         assigns it).
         """
+        gpu = _storable(gpu)
         check_gpu(gpu, self.limits)
         name = gpu.metadata.name
         existing = self._gpus.get(name)
@@ -169,9 +196,8 @@ class GpuCache:
             raise AlreadyExistsError(f'gpu "{name}": uuid {gpu.spec.uuid} is already registered as gpu "{holder}"')
         if len(self._gpus) >= self._max_gpus:
             raise CacheFullError(f'cannot create gpu "{name}": the cache is full ({self._max_gpus} GPUs)')
-        stored = _copy(gpu)
-        self._commit(ADDED, stored)
-        return _copy(stored), True
+        self._commit(ADDED, gpu)
+        return _copy(gpu), True
 
     def update(self, gpu: gpu_pb2.Gpu) -> gpu_pb2.Gpu:
         """Replace a GPU's spec and status (and namespace); returns a copy of the stored GPU.
@@ -187,22 +213,19 @@ class GpuCache:
         current = self._stored(name)
         expected = self._expected_version(gpu)
         self._check_version(current, expected)
-        check_gpu(gpu, self.limits)
-        if gpu.spec.uuid != current.spec.uuid:
+        updated = _storable(gpu)
+        check_gpu(updated, self.limits)
+        if updated.spec.uuid != current.spec.uuid:
             raise InvalidArgumentError(
-                f'gpu "{name}": spec.uuid is immutable: it is {current.spec.uuid}, not {truncate(gpu.spec.uuid, SHOWN_BYTES)!r}'
+                f'gpu "{name}": spec.uuid is immutable: it is {current.spec.uuid}, '
+                f"not {truncate(updated.spec.uuid, SHOWN_BYTES)!r}"
             )
         if (
-            gpu.spec == current.spec
-            and gpu.status == current.status
-            and gpu.metadata.namespace == current.metadata.namespace
+            updated.spec == current.spec
+            and updated.status == current.status
+            and updated.metadata.namespace == current.metadata.namespace
         ):
             return _copy(current)
-        updated = gpu_pb2.Gpu()
-        updated.metadata.name = name
-        updated.metadata.namespace = gpu.metadata.namespace
-        updated.spec.CopyFrom(gpu.spec)
-        updated.status.CopyFrom(gpu.status)
         self._commit(MODIFIED, updated)
         return _copy(updated)
 
@@ -216,11 +239,10 @@ class GpuCache:
         if resource_version < 0:
             raise InvalidArgumentError(f"resource_version {resource_version} is negative")
         self._check_version(current, resource_version)
-        check_status(name, status, self.limits)
-        if status == current.status:
+        updated = _storable(current, status)
+        check_gpu(updated, self.limits)
+        if updated.status == current.status:
             return _copy(current)
-        updated = _copy(current)
-        updated.status.CopyFrom(status)
         self._commit(MODIFIED, updated)
         return _copy(updated)
 

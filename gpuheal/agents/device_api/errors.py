@@ -69,6 +69,12 @@ class WatchDroppedError(DeviceApiError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+class TooManyWatchesError(DeviceApiError):
+    """As many watches as the server serves at once are open already."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 class ShuttingDownError(DeviceApiError):
     """The server is stopping; the client should reconnect (to the next server) and resume."""
 

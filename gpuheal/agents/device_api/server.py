@@ -35,6 +35,7 @@ from gpuheal.agents.device_api.service import GpuServicer
 from gpuheal.agents.device_api.watch import (
     DEFAULT_HISTORY_BYTES,
     DEFAULT_HISTORY_SIZE,
+    DEFAULT_MAX_WATCHES,
     DEFAULT_QUEUE_BYTES,
     DEFAULT_QUEUE_SIZE,
     WatchHub,
@@ -51,6 +52,9 @@ DEFAULT_TCP_HOST = "127.0.0.1"
 # (32 KiB by default, see limits.py), so this leaves room and still refuses a 4 MiB write
 # (RESOURCE_EXHAUSTED) before it is read into memory.
 DEFAULT_MAX_REQUEST_BYTES = 256 * 1024
+# Calls served at once besides the watches (each holding up to a request's bytes): more get
+# RESOURCE_EXHAUSTED from gRPC, which gpuheal's publisher retries.
+DEFAULT_MAX_CALLS = 64
 
 
 class DeviceApiServer:
@@ -66,6 +70,9 @@ class DeviceApiServer:
       and of the replay history for resuming watches; `watch_queue_bytes` and `watch_history_bytes`
       bound the latter two in bytes too.
     - `limits`: what one GPU may carry; `max_request_bytes`: the largest request gRPC accepts.
+    - `max_watches`: watches served at once; `max_calls`: other calls served at once beside them
+      (gRPC serves at most `max_watches + max_calls` calls in all, health checks included, and
+      answers more with RESOURCE_EXHAUSTED).
     """
 
     def __init__(
@@ -82,15 +89,24 @@ class DeviceApiServer:
         watch_history_bytes: int = DEFAULT_HISTORY_BYTES,
         limits: GpuLimits | None = None,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        max_watches: int = DEFAULT_MAX_WATCHES,
+        max_calls: int = DEFAULT_MAX_CALLS,
     ) -> None:
         self._socket_path = Path(socket_path).absolute()
         self._tcp_requested = tcp_port
         self._tcp_host = tcp_host
         self._tcp_port: int | None = None
         self._max_request_bytes = max_request_bytes
+        if max_calls < 1:
+            raise ValueError(f"max_calls must be at least 1, not {max_calls}")
+        self._max_rpcs = max_watches + max_calls
         self.cache = GpuCache(max_gpus, limits)
         self.hub = WatchHub(
-            watch_queue_size, watch_history, queue_bytes=watch_queue_bytes, history_bytes=watch_history_bytes
+            watch_queue_size,
+            watch_history,
+            queue_bytes=watch_queue_bytes,
+            history_bytes=watch_history_bytes,
+            max_watches=max_watches,
         )
         self.gate = ReadinessGate(expected_gpus)
         self.cache.add_listener(self.hub.publish)
@@ -144,7 +160,8 @@ class DeviceApiServer:
         prepare_socket_path(self._socket_path)
         # so_reuseport off: a second server on the same TCP port must fail, not share the port.
         server = grpc.aio.server(
-            options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", self._max_request_bytes)]
+            options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", self._max_request_bytes)],
+            maximum_concurrent_rpcs=self._max_rpcs,
         )
         self._health = health.aio.HealthServicer()
         add_decoding_servicer(

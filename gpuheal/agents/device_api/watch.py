@@ -21,6 +21,14 @@ Events are built once per write and shared by all queues; they are read-only. By
 the event's serialized size. Since every queue holds a run of the latest writes, the events all
 queues hold together stay within `queue_bytes`, as the history stays within `history_bytes`,
 however large the writes are: memory is bounded in bytes, not only in events.
+
+A watch's starting state is not copied up front: the watch keeps the cache's stored GPUs (shared,
+never mutated) and builds each ADDED event as it is sent, so a watch from version 0 costs a
+reference per GPU, not a copy of the cache. (A GPU written since the watch started stays alive in
+its old state until that watch has sent it.)
+
+At most `max_watches` watches are served at once (a dropped watch counts until its stream ends);
+one more is refused with RESOURCE_EXHAUSTED naming the limit, and the client tries again later.
 """
 
 from __future__ import annotations
@@ -28,15 +36,22 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections import deque
+from collections.abc import Iterator, Sequence
 
 from gpuheal.agents.device_api.cache import ADDED, CacheEvent, GpuCache, parse_resource_version
-from gpuheal.agents.device_api.errors import ExpiredError, ShuttingDownError, WatchDroppedError
+from gpuheal.agents.device_api.errors import (
+    ExpiredError,
+    ShuttingDownError,
+    TooManyWatchesError,
+    WatchDroppedError,
+)
 from gpuheal.protos import gpu_pb2
 
 DEFAULT_QUEUE_SIZE = 4096  # a write to every one of 1,024 GPUs, four times over, before a drop
 DEFAULT_HISTORY_SIZE = 4096
 DEFAULT_QUEUE_BYTES = 16 * 1024 * 1024
 DEFAULT_HISTORY_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_WATCHES = 64  # device plugins, DRA drivers and tools: a handful each
 
 
 class WatchState(enum.Enum):
@@ -45,16 +60,30 @@ class WatchState(enum.Enum):
     CLOSED = "closed"  # ended by the server (shutting down) or by the watcher going away
 
 
+def _added(gpus: Sequence[gpu_pb2.Gpu]) -> Iterator[gpu_pb2.WatchGpusResponse]:
+    """The ADDED event of each GPU, each built when it is asked for."""
+    for gpu in gpus:
+        yield gpu_pb2.WatchGpusResponse(type=ADDED, object=gpu)
+
+
 class Subscription:
     """One watcher's view: its starting events, then a bounded queue of live ones.
 
-    `next()` hands out events in order and raises once the watch has ended: WatchDroppedError
-    (RESOURCE_EXHAUSTED) when it was dropped, ShuttingDownError (UNAVAILABLE) when the server
-    closed it.
+    The starting events come from `backlog`, `backlog_size` of them, taken one at a time as they
+    are sent. `next()` hands out events in order and raises once the watch has ended:
+    WatchDroppedError (RESOURCE_EXHAUSTED) when it was dropped, ShuttingDownError (UNAVAILABLE)
+    when the server closed it.
     """
 
-    def __init__(self, backlog: list[gpu_pb2.WatchGpusResponse], capacity: int, capacity_bytes: int) -> None:
-        self._backlog = deque(backlog)
+    def __init__(
+        self,
+        backlog: Iterator[gpu_pb2.WatchGpusResponse],
+        backlog_size: int,
+        capacity: int,
+        capacity_bytes: int,
+    ) -> None:
+        self._backlog = backlog
+        self._backlog_left = backlog_size
         self._live: deque[tuple[gpu_pb2.WatchGpusResponse, int]] = deque()
         self._capacity = capacity
         self._capacity_bytes = capacity_bytes
@@ -65,7 +94,7 @@ class Subscription:
     @property
     def pending(self) -> int:
         """Events queued and not yet handed out."""
-        return len(self._backlog) + len(self._live)
+        return self._backlog_left + len(self._live)
 
     def offer(self, event: gpu_pb2.WatchGpusResponse, size: int) -> bool:
         """Queue a live event of `size` bytes without blocking; False (and the watch dropped) if the queue is full."""
@@ -94,8 +123,9 @@ class Subscription:
                 )
             if self.state is WatchState.CLOSED:
                 raise ShuttingDownError("watch closed: the device API server is shutting down")
-            if self._backlog:
-                return self._backlog.popleft()
+            if self._backlog_left:
+                self._backlog_left -= 1
+                return next(self._backlog)
             if self._live:
                 event, size = self._live.popleft()
                 self.queued_bytes -= size
@@ -106,7 +136,7 @@ class Subscription:
     def _end(self, state: WatchState) -> None:
         self.state = state
         # Free what it held at once: a dropped watcher must not pin memory until its client goes.
-        self._backlog.clear()
+        self._backlog, self._backlog_left = iter(()), 0
         self._live.clear()
         self.queued_bytes = 0
         self._wakeup.set()
@@ -126,9 +156,13 @@ class WatchHub:
         *,
         queue_bytes: int = DEFAULT_QUEUE_BYTES,
         history_bytes: int = DEFAULT_HISTORY_BYTES,
+        max_watches: int = DEFAULT_MAX_WATCHES,
     ) -> None:
         if queue_size < 1 or queue_bytes < 1:
             raise ValueError(f"a watch queue holds at least one event and one byte, not {queue_size}/{queue_bytes}")
+        if max_watches < 1:
+            raise ValueError(f"max_watches must be at least 1, not {max_watches}")
+        self._max_watches = max_watches
         self._queue_size = queue_size
         self._queue_bytes = queue_bytes
         self._history_size = max(history_size, 0)
@@ -168,16 +202,20 @@ class WatchHub:
         """Start a watch from `resource_version` (see the module docstring for what it receives)."""
         if not self.accepting:
             raise ShuttingDownError("the device API server is shutting down")
+        if len(self._streams) >= self._max_watches:
+            raise TooManyWatchesError(
+                f"{len(self._streams)} watches are open, at most {self._max_watches} are served at once "
+                "(max_watches); close one or try again later"
+            )
         since = parse_resource_version(resource_version, "opts.resource_version")
         current = cache.resource_version
         if since == 0:
             _, gpus = cache.snapshot()
-            backlog = [gpu_pb2.WatchGpusResponse(type=ADDED, object=gpu) for gpu in gpus]
-        elif since == current:
-            backlog = []
+            backlog, size = _added(gpus), len(gpus)
         else:
-            backlog = self._replay(since, current)
-        sub = Subscription(backlog, self._queue_size, self._queue_bytes)
+            replayed = [] if since == current else self._replay(since, current)
+            backlog, size = iter(replayed), len(replayed)
+        sub = Subscription(backlog, size, self._queue_size, self._queue_bytes)
         self._subscriptions.add(sub)
         self._streams.add(sub)
         return sub

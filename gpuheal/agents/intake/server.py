@@ -7,8 +7,15 @@ because the API has no authentication. The standard gRPC health service and serv
 served beside it.
 
 A request is validated as a whole before any event goes to the sink, so a rejected request changes
-nothing; one whose bytes do not decode is INVALID_ARGUMENT too (`gpuheal.agents.decoding`). Accepted events are submitted in request order; the call answers once the sink has taken
-every one of them (the publisher returns once an event is delivered or spooled on disk).
+nothing; one whose bytes do not decode is INVALID_ARGUMENT too (`gpuheal.agents.decoding`).
+Accepted events are converted and submitted one at a time, in request order (a request's events
+are never all converted at once); the call answers once the sink has taken every one of them (the
+publisher returns once an event is delivered or spooled on disk). When the sink cannot take one,
+the call answers UNAVAILABLE naming the first event to resend; a publisher whose memory hold is
+full (`SpoolFull`) is expected under load and logged in one line, anything else with its traceback.
+
+At most `max_concurrent_requests` calls are served at once (each holds its decoded request while
+its events wait for the sink); gRPC answers more with RESOURCE_EXHAUSTED, and the sender retries.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from grpc_reflection.v1alpha import reflection  # type: ignore[import-untyped]
 from gpuheal.agents.decoding import add_decoding_servicer
 from gpuheal.agents.intake.convert import to_domain
 from gpuheal.agents.intake.validate import IntakeLimits, Rejected, validate
+from gpuheal.agents.publisher.spool import SpoolFull
 from gpuheal.agents.sink import EventSink
 from gpuheal.agents.unix_socket import binding_privately, prepare_socket_path, restrict_socket
 from gpuheal.protos import health_event_pb2 as pb
@@ -48,10 +56,14 @@ class IntakeSettings:
     tcp_port: int | None = None
     tcp_host: str = "127.0.0.1"
     limits: IntakeLimits = field(default_factory=IntakeLimits)
+    # Calls served at once (health checks included). A request within the limits takes up to about
+    # 13 MiB once decoded (1,000 events of 64 entities, error codes and metadata entries each, 4 MiB
+    # of text), and it is held until the sink has taken its last event: 8 hold about 100 MiB.
+    max_concurrent_requests: int = 8
 
 
 class PlatformConnectorService(pb_grpc.PlatformConnectorServicer):
-    """`HealthEventOccurredV1`: validate the whole batch, convert it, submit each event to the sink."""
+    """`HealthEventOccurredV1`: validate the whole batch, then convert and submit its events one by one."""
 
     def __init__(self, sink: EventSink, limits: IntakeLimits) -> None:
         self._sink = sink
@@ -64,13 +76,18 @@ class PlatformConnectorService(pb_grpc.PlatformConnectorServicer):
             validate(request, self._limits)
         except Rejected as rejected:
             await context.abort(rejected.code, rejected.detail)
-        events = [to_domain(event, self._limits) for event in request.events]
-        for index, event in enumerate(events):
+        for index, wire in enumerate(request.events):
+            event = to_domain(wire, self._limits)
             try:
                 await self._sink.submit(event)
-            except Exception:
+            except Exception as error:
+                if isinstance(error, SpoolFull):
+                    log.warning(
+                        "event %s (%s) not accepted, the sender is told to resend it: %s", index, event.id, error
+                    )
+                else:
+                    log.exception("the sink failed on event %s (%s)", index, event.id)
                 # The events before this one were taken; saying so lets the sender resend the rest.
-                log.exception("the sink failed on event %s (%s)", index, event.id)
                 await context.abort(
                     grpc.StatusCode.UNAVAILABLE, f"events[{index}] and later were not accepted; resend them"
                 )
@@ -104,7 +121,8 @@ class IntakeServer:
                 # Oversized requests are refused by gRPC itself with RESOURCE_EXHAUSTED, before decoding.
                 ("grpc.max_receive_message_length", limits.max_message_bytes),
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
+            maximum_concurrent_rpcs=self.settings.max_concurrent_requests,
         )
         self._health = HealthServicer()  # a fresh one: a stopped one stays NOT_SERVING for good
         add_decoding_servicer(

@@ -2,13 +2,18 @@
 
 Each GPU carries one condition of type `Healthy`, with the check name as its reason, and the
 strongest open recommended action in `status.recommended_action`. Conditions of other types,
-written by other providers, are kept as they are.
+written by other providers, are kept as they are; the Device API keeps room for `Healthy` in every
+status (`gpuheal.agents.device_api.limits`), so this write fits however full others made it.
 
 An event costs one ListGpus, whatever it names: the node's own GPU list says which of the UUIDs
 it names are GPUs of this node (compared without regard to case), and a UUID the node does not
 have costs nothing more and is not remembered. Each GPU of the node the event concerns is then
 written with UpdateGpuStatus at the resource version the list returned; a concurrent writer makes
 the server answer ABORTED, and the write is tried again on a fresh GetGpu.
+
+A ListGpus answer larger than this client accepts (`MAX_LIST_BYTES`, which bounds what gpuheal's
+own Device API can answer) will not shrink by asking again: the event is refused for good, with an
+error log, instead of blocking every later event of the lane behind it.
 """
 
 from __future__ import annotations
@@ -21,21 +26,24 @@ from typing import Protocol
 
 import grpc
 
+from gpuheal.agents.device_api.limits import HEALTH_CONDITION as HEALTH_CONDITION
+from gpuheal.agents.device_api.limits import MAX_LIST_BYTES, GpuLimits
 from gpuheal.agents.publisher.errors import DependencyUnavailable
 from gpuheal.agents.publisher.ledger import OpenFaults, Verdict
 from gpuheal.domain.health import HealthEvent
+from gpuheal.domain.truncate import truncate
 from gpuheal.protos import gpu_pb2, gpu_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-HEALTH_CONDITION = "Healthy"
-# Readiness gate, restarts and overload: the Device API will answer later.
+# Readiness gate, restarts and overload (its bound on concurrent calls): the Device API will answer later.
 _RETRYABLE = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
 )
-# ListGpus answers with every GPU of the node: up to 1,024 of them, each with a status of up to
-# 32 KiB (the Device API's own limits), well above gRPC's default 4 MiB for a response.
-_MAX_LIST_BYTES = 64 * 1024 * 1024
+# How gRPC words a response over the receive limit (RESOURCE_EXHAUSTED, as overload is).
+_TOO_LARGE = "Received message larger than max"
+# The longest reason the Device API takes on a condition.
+_MAX_REASON_BYTES = GpuLimits().max_condition_reason_bytes
 # UUIDs an event names that the node does not have, quoted in the log line that says so.
 _SHOWN_STRANGERS = 3
 
@@ -82,8 +90,12 @@ def with_health(status: gpu_pb2.GpuStatus, verdict: Verdict, now: datetime) -> g
             previous = condition
         else:
             updated.conditions.append(condition)
+    # The reason is a check name: the intake keeps those to 256 bytes; cut here whatever their source.
     condition = updated.conditions.add(
-        type=HEALTH_CONDITION, status=verdict.status, reason=verdict.reason, message=verdict.message
+        type=HEALTH_CONDITION,
+        status=verdict.status,
+        reason=truncate(verdict.reason, _MAX_REASON_BYTES),
+        message=verdict.message,
     )
     if previous is not None and previous.status == verdict.status:
         condition.last_transition_time.CopyFrom(previous.last_transition_time)
@@ -93,9 +105,14 @@ def with_health(status: gpu_pb2.GpuStatus, verdict: Verdict, now: datetime) -> g
 
 
 class GrpcDeviceApi:
-    """`DeviceApiClient` over gRPC, e.g. `GrpcDeviceApi("unix:///var/run/gpuheal/device-api.sock")`."""
+    """`DeviceApiClient` over gRPC, e.g. `GrpcDeviceApi("unix:///var/run/gpuheal/device-api.sock")`.
 
-    def __init__(self, target: str, *, attempts: int = 5, timeout: float = 5.0) -> None:
+    `max_list_bytes` is the largest ListGpus answer taken (by default what gpuheal's Device API can give).
+    """
+
+    def __init__(
+        self, target: str, *, attempts: int = 5, timeout: float = 5.0, max_list_bytes: int = MAX_LIST_BYTES
+    ) -> None:
         # A local socket is cheap to redial: gRPC's default backoff (up to 2 minutes) would leave the
         # backlog waiting long after the Device API is back. A private subchannel pool keeps that
         # backoff state from being shared with other channels to the same socket.
@@ -106,7 +123,7 @@ class GrpcDeviceApi:
                 ("grpc.min_reconnect_backoff_ms", 100),
                 ("grpc.max_reconnect_backoff_ms", 1000),
                 ("grpc.use_local_subchannel_pool", 1),
-                ("grpc.max_receive_message_length", _MAX_LIST_BYTES),
+                ("grpc.max_receive_message_length", max_list_bytes),
             ],
         )
         self._stub = gpu_pb2_grpc.GpuServiceStub(self._channel)
@@ -151,9 +168,16 @@ class GrpcDeviceApi:
         await self._channel.close()
 
 
+class ListTooLarge(Exception):
+    """The Device API's GPU list is larger than this client takes: asking again would get the same."""
+
+
 def _unavailable_or(error: grpc.aio.AioRpcError) -> Exception:
-    """DependencyUnavailable for an answer that may change later; the error itself otherwise."""
+    """DependencyUnavailable for an answer that may change later; a permanent error otherwise."""
     code = error.code()
+    details = error.details() or ""
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and _TOO_LARGE in details:
+        return ListTooLarge(f"Device API: the GPU list is larger than this client takes: {details}")
     if code in _RETRYABLE:
-        return DependencyUnavailable(f"Device API: {code.name}: {error.details()}")
+        return DependencyUnavailable(f"Device API: {code.name}: {details}")
     return error

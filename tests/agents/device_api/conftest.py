@@ -13,7 +13,10 @@ import grpc
 import pytest
 
 from gpuheal.agents.device_api import DeviceApiServer
+from gpuheal.agents.device_api.limits import HEALTH_CONDITION, GpuLimits, health_reserve_bytes
 from gpuheal.protos import gpu_pb2, gpu_pb2_grpc
+
+LIMITS = GpuLimits()
 
 
 @dataclass
@@ -62,6 +65,23 @@ def make_gpu(name: str, uuid: str | None = None) -> gpu_pb2.Gpu:
 
 def condition(type_: str, status: str = "True", message: str = "") -> gpu_pb2.Condition:
     return gpu_pb2.Condition(type=type_, status=status, reason="Test", message=message)
+
+
+def largest_status(index: int) -> gpu_pb2.GpuStatus:
+    """A status as large as a write may be: other conditions up to their share, then the largest `Healthy` one."""
+    others_budget = LIMITS.max_status_bytes - health_reserve_bytes(LIMITS)
+    others = gpu_pb2.GpuStatus()
+    while others.ByteSize() <= others_budget:
+        others.conditions.append(condition(f"Bulk{len(others.conditions)}", message="x" * 4096))
+    del others.conditions[-1]
+    room = others_budget - others.ByteSize()
+    others.conditions.append(condition("Filler", message="y" * max(room - 64, 0)))
+    status = gpu_pb2.GpuStatus(conditions=others.conditions, recommended_action=f"{index:06d}".ljust(256, "a"))
+    healthy = status.conditions.add(type=HEALTH_CONDITION, status="F" * 64, reason="r" * 1024, message="m" * 4096)
+    healthy.last_transition_time.FromSeconds(253_402_300_799)
+    healthy.last_transition_time.nanos = 999_999_999
+    assert LIMITS.max_status_bytes - 64 < status.ByteSize() <= LIMITS.max_status_bytes
+    return status
 
 
 async def create(api: Api, name: str) -> gpu_pb2.Gpu:

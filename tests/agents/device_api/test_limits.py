@@ -8,23 +8,7 @@ import pytest
 from gpuheal.agents.device_api import ExpiredError, GpuCache, InvalidArgumentError, WatchHub, WatchState
 from gpuheal.agents.device_api.limits import GpuLimits
 from gpuheal.protos import gpu_pb2
-from tests.agents.device_api.conftest import Api, ApiFactory, condition, create, make_gpu, rpc_error
-
-LIMITS = GpuLimits()
-
-
-def largest_status(index: int) -> gpu_pb2.GpuStatus:
-    """A status as large as a write may be: whole conditions with the longest messages, then one to fill up."""
-    status = gpu_pb2.GpuStatus(recommended_action=f"{index:06d}")
-    while True:
-        status.conditions.append(condition(f"Bulk{len(status.conditions)}", message="x" * 4096))
-        if status.ByteSize() > LIMITS.max_status_bytes:
-            del status.conditions[-1]
-            break
-    room = LIMITS.max_status_bytes - status.ByteSize()
-    status.conditions.append(condition("Filler", message="y" * max(room - 64, 0)))
-    assert LIMITS.max_status_bytes - 64 < status.ByteSize() <= LIMITS.max_status_bytes
-    return status
+from tests.agents.device_api.conftest import Api, ApiFactory, condition, create, largest_status, make_gpu, rpc_error
 
 
 async def update_status(api: Api, status: gpu_pb2.GpuStatus, name: str = "gpu-0") -> gpu_pb2.Gpu:
@@ -84,6 +68,41 @@ async def test_a_status_over_a_limit_is_refused_naming_it(api: Api, status: gpu_
     assert api.server.cache.resource_version == 1
 
 
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (
+            gpu_pb2.GpuStatus(conditions=[condition(f"vendor.example/Check{i}") for i in range(32)]),
+            'gpu "gpu-0": status has 32 conditions of types other than Healthy; at most 31 are accepted '
+            "(one place is kept for Healthy)",
+        ),
+        (
+            gpu_pb2.GpuStatus(conditions=[condition(f"C{i}", message="m" * 3900) for i in range(7)]),
+            'gpu "gpu-0": status conditions of types other than Healthy are 27454 bytes; at most 27290 are accepted '
+            "(the rest is kept for Healthy)",
+        ),
+    ],
+)
+async def test_other_conditions_leave_room_for_gpuhealths_own(
+    api: Api, status: gpu_pb2.GpuStatus, expected: str
+) -> None:
+    await create(api, "gpu-0")
+    error = await rpc_error(update_status(api, status))
+    assert (error.code(), error.details()) == (grpc.StatusCode.INVALID_ARGUMENT, expected)
+    del status.conditions[0]
+    status.conditions.append(condition("Healthy", status="False", message="m" * 1024))
+    taken = await update_status(api, status)  # one fewer fits, with gpuheal's own beside them
+    assert [c.type for c in taken.status.conditions] == [c.type for c in status.conditions]
+
+
+def test_limits_without_room_for_the_health_condition_are_refused() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"^a status of at most 32 conditions and 4096 bytes has no room for the largest Healthy condition",
+    ):
+        GpuLimits(max_status_bytes=4096)
+
+
 async def test_the_watch_history_stays_within_its_byte_budget(make_api: ApiFactory) -> None:
     budget = 1024 * 1024
     api = await make_api(expected_gpus=0, watch_history_bytes=budget)
@@ -139,8 +158,15 @@ async def test_a_watcher_is_dropped_once_its_queue_holds_its_byte_budget() -> No
 
 
 def test_the_cache_refuses_a_status_over_its_limit_in_process() -> None:
-    cache = GpuCache(limits=GpuLimits(max_status_bytes=1024))
+    small = GpuLimits(
+        max_status_bytes=2048,
+        max_condition_message_bytes=512,
+        max_condition_reason_bytes=64,
+        max_condition_status_bytes=8,
+        max_recommended_action_bytes=32,
+    )
+    cache = GpuCache(limits=small)
     cache.create(make_gpu("gpu-0"))
-    status = gpu_pb2.GpuStatus(conditions=[condition("Healthy", message="m" * 2048)])
-    with pytest.raises(InvalidArgumentError, match=r"status is 2\d+ bytes; at most 1024 are accepted"):
+    status = gpu_pb2.GpuStatus(conditions=[condition(f"C{i}", message="m" * 500) for i in range(5)])
+    with pytest.raises(InvalidArgumentError, match=r"status is 2\d+ bytes; at most 2048 are accepted"):
         cache.update_status("gpu-0", status)

@@ -105,12 +105,13 @@ async def test_a_watcher_that_never_reads_is_dropped_and_others_get_every_event(
             received.append(event)
 
     reader = asyncio.create_task(read_fast())
-    # 28 KiB per event (within the status limit), 12.3 MiB in all: more than the transport buffers
-    # for a client that never reads, so the slow watcher's queue has to overflow.
+    # 28 KiB per event (within the status limit, with gpuheal's Healthy condition among them), 12.3 MiB
+    # in all: more than the transport buffers for a client that never reads, so the slow watcher's
+    # queue has to overflow.
     updates = 450
     for i in range(updates):
         status = gpu_pb2.GpuStatus(recommended_action=f"{i:06d}")
-        status.conditions.extend(condition(f"Bulk{n}", message="x" * 4000) for n in range(7))
+        status.conditions.extend(condition(f"Bulk{n}" if n else "Healthy", message="x" * 4000) for n in range(7))
         await api.stub.UpdateGpuStatus(gpu_pb2.UpdateGpuStatusRequest(name="gpu-0", status=status))
     await eventually(lambda: len(received) == 1 + updates)
     assert api.server.hub.dropped_total == 1
