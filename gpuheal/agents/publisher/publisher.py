@@ -20,8 +20,8 @@ into the same verdicts in the same order.
 Spools live under `spool_dir/<lane>/`, each within its own `SpoolLimits` (64 MiB and 10,000
 entries on disk, 8 MiB of faults in memory by default); in each, events that need remediation are
 never dropped to make room: what the disk cannot take is held in memory, and `problems` (the
-agent's readiness) says so. A new publisher on the same directory delivers whatever an earlier one
-left behind. `submit` raises `SpoolFull` only when a lane can hold a fault neither on disk nor in
+agent's readiness) says so, as it does for faults moved aside unread. A new publisher on the same
+directory delivers whatever an earlier one left behind. `submit` raises `SpoolFull` only when a lane can hold a fault neither on disk nor in
 memory; the lanes that took the event keep it, so a resent event may reach them twice, which every
 backend takes as once (see `lane`).
 """
@@ -122,13 +122,19 @@ class Publisher:
         return {name: lane.stats() for name, lane in self._lanes.items()}
 
     def problems(self) -> list[str]:
-        """Why the publisher may lose an event if the agent stopped now; empty when it would not."""
+        """Why a fault may not reach its remediation: it would be lost if the agent stopped now, or it
+        waits for a person; empty when neither."""
         found = []
         for name, stats in self.spool_stats().items():
             if stats.held:
                 found.append(f"{name}: {stats.held} actionable events held in memory (the disk refused them)")
             if stats.over_budget:
                 found.append(f"{name}: spool over budget ({stats.entries} entries, {stats.bytes} bytes)")
+            if stats.faults_aside:
+                found.append(
+                    f"{name}: {stats.faults_aside} actionable events could not be read from the spool and lie moved "
+                    "aside (*.a.json.bad): no remediation until a person acts"
+                )
         return found
 
     async def wait_delivered(self) -> None:

@@ -42,3 +42,12 @@ class BrokenDisk:
 
     def __call__(self, path: Path, data: bytes) -> None:
         raise OSError(self.code, os.strerror(self.code), str(path))
+
+
+class LostRename:
+    """A disk whose writes land but whose directory flush fails (EIO), as `write_durably` fails after
+    its rename: the entry's file is there, and its writer was told the write failed."""
+
+    def __call__(self, path: Path, data: bytes) -> None:
+        write_durably(path, data)
+        raise OSError(errno.EIO, os.strerror(errno.EIO), str(path.parent))
