@@ -319,6 +319,15 @@ def kmsg_parse(policy: Path | None) -> None:
     "disk refuses wait in memory [env GPUHEAL_SPOOL_MAX_MIB].",
 )
 @click.option(
+    "--shutdown-grace-seconds",
+    type=click.FloatRange(min=0),
+    default=15.0,
+    show_default=True,
+    envvar="GPUHEAL_SHUTDOWN_GRACE_SECONDS",
+    help="On SIGTERM, how long faults held in memory (the spool's disk refused them) are still delivered "
+    "or written to disk before those left are logged as lost [env GPUHEAL_SHUTDOWN_GRACE_SECONDS].",
+)
+@click.option(
     "--health-address",
     envvar="GPUHEAL_HEALTH_ADDRESS",
     help="Serve GET /metrics and /readyz over HTTP on HOST:PORT (a bare PORT: 127.0.0.1); off when "
@@ -369,6 +378,7 @@ def agent(
     device_api_tcp_port: int | None,
     intake_tcp_port: int | None,
     spool_max_mib: int,
+    shutdown_grace_seconds: float,
     health_address: str | None,
     gpu_reset: str,
     nvidia_smi: str,
@@ -384,7 +394,7 @@ def agent(
     """
     from gpuheal.agents.agent import AgentSettings, serve_agent
     from gpuheal.agents.health import HealthServerError, parse_address
-    from gpuheal.agents.publisher import PublisherSettings, SpoolLimits
+    from gpuheal.agents.publisher import PublisherSettings, RetrySettings, SpoolLimits
     from gpuheal.agents.publisher.spool import MIB
     from gpuheal.agents.reset import ResetSettings
 
@@ -413,7 +423,9 @@ def agent(
         kubeconfig=kubeconfig,
         gpu_reset="nvidia-smi" if gpu_reset == "nvidia-smi" else "off",
         gpu_reset_settings=ResetSettings(nvidia_smi=nvidia_smi, confirm_timeout_s=gpu_reset_confirm_seconds),
-        publisher=PublisherSettings(spool=SpoolLimits(max_bytes=spool_max_mib * MIB)),
+        publisher=PublisherSettings(
+            spool=SpoolLimits(max_bytes=spool_max_mib * MIB), retry=RetrySettings(shutdown_grace=shutdown_grace_seconds)
+        ),
         health_address=health,
     )
     try:

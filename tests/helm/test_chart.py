@@ -304,6 +304,14 @@ def test_agent_health_endpoint_is_off_by_default_and_the_readiness_probe_when_on
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
 
 
+def test_agent_gets_its_shutdown_grace_and_a_margin_before_it_is_killed(chart: helm.Chart) -> None:
+    """Faults held in memory are delivered or written during the grace: the kubelet must wait longer."""
+    for values, grace, period in (({}, "15", 30), ({"agent": {"shutdownGraceSeconds": 45}}, "45", 60)):
+        daemonset = one(render(chart, values), "DaemonSet", "agent")
+        assert follows(container(daemonset)["args"], "--shutdown-grace-seconds") == grace
+        assert daemonset["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == period
+
+
 def test_agent_fake_gpus_skip_the_nvidia_runtime(chart: helm.Chart) -> None:
     for count in (4, 0):
         daemonset = one(render(chart, {"agent": {"fakeGpus": count}}), "DaemonSet", "agent")
@@ -397,6 +405,7 @@ def test_chart_sources_hold_no_literal_credentials(chart: helm.Chart) -> None:
         ({"agent": {"gpuReset": {"nvidiaSmi": ""}}}, "nvidiaSmi"),
         ({"agent": {"healthPort": 70000}}, "healthPort"),
         ({"agent": {"spoolMaxMiB": 0}}, "spoolMaxMiB"),
+        ({"agent": {"shutdownGraceSeconds": -1}}, "shutdownGraceSeconds"),
     ],
 )
 def test_bad_values_fail_naming_the_field(chart: helm.Chart, values: dict[str, Any], field: str) -> None:

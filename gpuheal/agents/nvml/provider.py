@@ -19,7 +19,10 @@ registered, and the lost one is reported as an unhealthy `NvmlGpuLost` event (RE
 its index only, since NVML cannot tell its UUID.
 
 The provider writes no GPU status after registration: the events go to the sink (the agent's
-publisher), which is the one writer of the GPUs' `Healthy` condition.
+publisher), which is the one writer of the GPUs' `Healthy` condition. Events are handed over with
+`hand_over`: while the sink is full, the loop that sent the event waits (and reads no more XIDs or
+signals) instead of dropping it, and a polled change counts as reported only once the sink took its
+event, so one the sink never took (the provider stopped, the poll was cancelled) is sent again.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from gpuheal.agents.nvml.verdict import (
     signal_problem,
     xid_problem,
 )
-from gpuheal.agents.sink import EventSink
+from gpuheal.agents.sink import DEFAULT_BACKOFF, Backoff, EventSink, hand_over
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.health import GPU_UUID, PCI, Entity, HealthEvent
 
@@ -75,8 +78,9 @@ class NvmlProvider:
     """Registers the node's GPUs, as NVML sees them, and reports their health; see the module docstring.
 
     `nvml` is a `RealNvml` on a GPU node or a `FakeNvml`; `device_api` is the Device API's socket
-    path (or any gRPC target); `sink` receives every health event; `node_name` names the node in
-    them. `clock` stamps polled events and the registration (tests pin it).
+    path (or any gRPC target); `sink` receives every health event, tried again with `sink_backoff`
+    while it is full; `node_name` names the node in them. `clock` stamps polled events and the
+    registration (tests pin it).
     """
 
     def __init__(
@@ -91,6 +95,7 @@ class NvmlProvider:
         rpc_timeout_s: float = 10.0,
         on_registered: OnRegistered | None = None,
         clock: Clock = _utc_now,
+        sink_backoff: Backoff = DEFAULT_BACKOFF,
     ) -> None:
         if poll_interval_s <= 0 or event_wait_s <= 0:
             raise ValueError("poll_interval_s and event_wait_s must be positive")
@@ -103,11 +108,14 @@ class NvmlProvider:
         self._rpc_timeout = rpc_timeout_s
         self._on_registered = on_registered
         self._clock = clock
+        self._sink_backoff = sink_backoff
         self._states: dict[str, _GpuState] = {}
+        self._polling = asyncio.Lock()  # one poll at a time: a change is recorded only after it was sent
         # One thread parks in the XID wait; the other serves every other NVML call, so a poll never
         # queues behind the wait and the default executor is left alone.
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="gpuheal-nvml")
-        self._stopping = asyncio.Event()
+        self._stopping = asyncio.Event()  # set to pause the loops (a release) or end them
+        self._closing = asyncio.Event()  # set by stop() only: an event waiting for a full sink is given up
         self._tasks: list[asyncio.Task[None]] = []
         self._nvml_up = False
         self._closed = False
@@ -182,6 +190,7 @@ class NvmlProvider:
         must not be shut down under a thread still inside `nvmlEventSetWait`.
         """
         self._closed = True
+        self._closing.set()
         self._stopping.set()
         tasks, self._tasks = self._tasks, []
         if tasks:
@@ -201,7 +210,8 @@ class NvmlProvider:
         afterwards NVML starts again (with fresh handles: old ones need not survive a reset), XID
         events are registered again and both loops resume with the problems they knew, so a signal
         the reset cleared is reported healthy at the next poll. If NVML does not come back, the
-        provider stays stopped and says so.
+        provider stays stopped and says so. A loop waiting for a full sink is waited for: its event
+        is handed over first.
         """
         if self._closed or not self._nvml_up:
             yield
@@ -279,22 +289,40 @@ class NvmlProvider:
         await self._submit(info, problem, healthy=False, at=event.timestamp, uuid_=event.uuid)
 
     async def poll_once(self) -> None:
-        """Read every GPU's health signals once and send an event for each signal that changed."""
-        readings = await self._in_thread(self._read_all)
-        for state, reading in zip(self._states.values(), readings, strict=True):
-            # No await between reading `before` and storing `after`: concurrent polls see each change once.
-            before = state.polled
-            if isinstance(reading, GpuLostError):
-                state.polled = lost_problems(before, reading.detail)
-            elif isinstance(reading, NvmlError):
-                log.warning("reading GPU %s failed: %s", state.info.uuid, reading)  # unknown: no change
-            else:
-                state.polled = polled_problems(before, reading)
-            after = state.polled
-            for check in before.keys() - after.keys():
-                await self._submit(state.info, before[check], healthy=True, at=self._clock())
-            for check in after.keys() - before.keys():
-                await self._submit(state.info, after[check], healthy=False, at=self._clock())
+        """Read every GPU's health signals once and send an event for each signal that changed.
+
+        Polls run one at a time, and each change is recorded once the sink has taken its event, so
+        the next poll sends again what this one could not (see the module docstring).
+        """
+        async with self._polling:
+            readings = await self._in_thread(self._read_all)
+            for state, reading in zip(self._states.values(), readings, strict=True):
+                before = state.polled
+                if isinstance(reading, GpuLostError):
+                    after = lost_problems(before, reading.detail)
+                elif isinstance(reading, NvmlError):
+                    log.warning("reading GPU %s failed: %s", state.info.uuid, reading)  # unknown: no change
+                    continue
+                else:
+                    after = polled_problems(before, reading)
+                if not await self._report_changes(state, before, after):
+                    return
+                state.polled = after
+
+    async def _report_changes(
+        self, state: _GpuState, before: dict[Check, Problem], after: dict[Check, Problem]
+    ) -> bool:
+        """Send an event for each check that recovered or turned bad, recording each once it is taken;
+        False when the provider stops first."""
+        for check in before.keys() - after.keys():
+            if not await self._submit(state.info, before[check], healthy=True, at=self._clock()):
+                return False
+            state.polled = {known: problem for known, problem in state.polled.items() if known is not check}
+        for check in after.keys() - before.keys():
+            if not await self._submit(state.info, after[check], healthy=False, at=self._clock()):
+                return False
+            state.polled = {**state.polled, check: after[check]}
+        return True
 
     # --- helpers --------------------------------------------------------------------------------------
 
@@ -327,9 +355,13 @@ class NvmlProvider:
         at: datetime,
         uuid_: str = "",
         index: int | None = None,
-    ) -> None:
+    ) -> bool:
         """Send one event about a GPU: `info` when NVML enumerated it, else its `uuid_` (an XID from a
-        GPU not enumerated) or only its `index` (a GPU lost at enumeration: no entity, a node-wide fault)."""
+        GPU not enumerated) or only its `index` (a GPU lost at enumeration: no entity, a node-wide fault).
+
+        Waits while the sink is full; False only when the provider stops before the sink took the
+        event. A sink that fails otherwise is logged, and the event counts as sent.
+        """
         action = RecommendedAction.NONE if healthy else problem.action
         entities: tuple[Entity, ...] = ()
         metadata: dict[str, str] = {}
@@ -359,9 +391,10 @@ class NvmlProvider:
             generated_at=at,
         )
         try:
-            await self._sink.submit(event)
+            return await hand_over(self._sink, event, stop=self._closing, backoff=self._sink_backoff)
         except Exception:
             log.exception("the event sink refused %s/%s", event.check_name, event.id)
+        return True
 
     async def _in_thread(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)

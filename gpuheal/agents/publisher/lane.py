@@ -9,6 +9,11 @@ refuses a fault), refused by a full spool (non-actionable events only), or dropp
 permanent failure (logged). It raises `SpoolFull` only for an actionable event that neither the
 disk nor the spool's memory hold can take: the caller still has it and must retry.
 
+`close` stops the background loop; what is spooled on disk waits for the next run. Faults held in
+memory (the disk refused them) would die with the process, so while any is held `close` goes on
+delivering the backlog and trying the disk for up to `shutdown_grace` seconds, and logs each fault
+still held after that, by event id, as lost.
+
 A delivery that timed out may still have happened, so it can happen twice: backends must be
 idempotent per event (signal-with-start dedupes the event id; patches set a state; Kubernetes
 Events are named after the event id).
@@ -32,11 +37,13 @@ Deliver = Callable[[HealthEvent], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class RetrySettings:
-    """How long one delivery may take and how the backlog is retried (seconds)."""
+    """How long one delivery may take, how the backlog is retried, and how long `close` goes on for
+    faults held in memory (seconds; well under the pod's termination grace period)."""
 
     delivery_timeout: float = 10.0
     initial_backoff: float = 0.5
     max_backoff: float = 30.0
+    shutdown_grace: float = 15.0
 
 
 class Lane:
@@ -88,14 +95,44 @@ class Lane:
     async def close(self) -> None:
         """Stop the backlog loop; undelivered events stay in the spool for the next run.
 
-        Faults held in memory get one last try at the disk; those it still refuses are lost, loudly.
+        Faults held in memory are delivered or written to disk first, for up to `shutdown_grace`
+        seconds; each one still held then is lost, and logged by its event id.
         """
+        if self._spool.stats().held:
+            await self._save_held()
         task, self._backlog = self._backlog, None
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        if self._spool.stats().held and (held := await asyncio.to_thread(self._spool.write_held)):
-            log.error("%s: %d actionable events held in memory are lost: the disk still refuses them", self.name, held)
+        lost = await asyncio.to_thread(self._spool.held_ids)
+        for event_id in lost:
+            log.error(
+                "%s: actionable event %s held in memory is lost: the agent stops before it was delivered "
+                "or written to disk",
+                self.name,
+                event_id,
+            )
+
+    async def _save_held(self) -> None:
+        """Deliver the backlog and retry the disk until no fault is held in memory or the grace is over."""
+        grace = self._retry.shutdown_grace
+        log.warning(
+            "%s: stopping with %d actionable events held in memory; delivering them or writing them to disk for up "
+            "to %.0f s",
+            self.name,
+            self._spool.stats().held,
+            grace,
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        delay = self._retry.initial_backoff
+        while await asyncio.to_thread(self._spool.write_held):
+            self._wake()  # the backlog hands held faults out from memory in their turn
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(delay, left))
+            delay = min(delay * 2, self._retry.max_backoff)
 
     def _wake(self) -> None:
         self._idle.clear()

@@ -23,6 +23,12 @@ _GAUGES: tuple[tuple[str, str, Callable[[SpoolStats], int]], ...] = (
         lambda s: s.held,
     ),
     ("gpuheal_agent_spool_held_bytes", "Bytes of the actionable events held in memory.", lambda s: s.held_bytes),
+    (
+        "gpuheal_agent_spool_faults_moved_aside",
+        "Actionable spool entries that could not be read and lie moved aside (*.a.json.bad), from this run "
+        "and earlier ones: faults that reach no remediation until a person acts.",
+        lambda s: s.faults_aside,
+    ),
 )
 _COUNTERS: tuple[tuple[str, str, Callable[[SpoolStats], int]], ...] = (
     ("gpuheal_agent_spool_shed", "Non-actionable events deleted from the spool to make room.", lambda s: s.shed),

@@ -20,10 +20,11 @@ into the same verdicts in the same order.
 Spools live under `spool_dir/<lane>/`, each within its own `SpoolLimits` (64 MiB and 10,000
 entries on disk, 8 MiB of faults in memory by default); in each, events that need remediation are
 never dropped to make room: what the disk cannot take is held in memory, and `problems` (the
-agent's readiness) says so. A new publisher on the same directory delivers whatever an earlier one
-left behind. `submit` raises `SpoolFull` only when a lane can hold a fault neither on disk nor in
-memory; the lanes that took the event keep it, so a resent event may reach them twice, which every
-backend takes as once (see `lane`).
+agent's readiness) says so, as it does for faults moved aside unread; `close` gives faults held in
+memory a grace to be delivered or written to disk. A new publisher on the same directory delivers
+whatever an earlier one left behind. `submit` raises `SpoolFull` only when a lane can hold a fault
+neither on disk nor in memory; the lanes that took the event keep it, so a resent event may reach
+them twice, which every backend takes as once (see `lane`).
 """
 
 from __future__ import annotations
@@ -100,9 +101,11 @@ class Publisher:
             lane.start()
 
     async def close(self) -> None:
-        """Stop retrying; undelivered events stay spooled for the next publisher on the directory."""
-        for lane in self._lanes.values():
-            await lane.close()
+        """Stop retrying; undelivered events stay spooled for the next publisher on the directory.
+
+        Lanes holding faults in memory get the shutdown grace (see `Lane.close`), all at once.
+        """
+        await asyncio.gather(*(lane.close() for lane in self._lanes.values()))
 
     async def __aenter__(self) -> Publisher:
         await self.start()
@@ -122,13 +125,19 @@ class Publisher:
         return {name: lane.stats() for name, lane in self._lanes.items()}
 
     def problems(self) -> list[str]:
-        """Why the publisher may lose an event if the agent stopped now; empty when it would not."""
+        """Why a fault may not reach its remediation: it would be lost if the agent stopped now, or it
+        waits for a person; empty when neither."""
         found = []
         for name, stats in self.spool_stats().items():
             if stats.held:
                 found.append(f"{name}: {stats.held} actionable events held in memory (the disk refused them)")
             if stats.over_budget:
                 found.append(f"{name}: spool over budget ({stats.entries} entries, {stats.bytes} bytes)")
+            if stats.faults_aside:
+                found.append(
+                    f"{name}: {stats.faults_aside} actionable events could not be read from the spool and lie moved "
+                    "aside (*.a.json.bad): no remediation until a person acts"
+                )
         return found
 
     async def wait_delivered(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from pathlib import Path
 
 from gpuheal.agents.durable_file import write_durably
@@ -42,3 +43,26 @@ class BrokenDisk:
 
     def __call__(self, path: Path, data: bytes) -> None:
         raise OSError(self.code, os.strerror(self.code), str(path))
+
+
+class LostRename:
+    """A disk whose writes land but whose directory flush fails (EIO), as `write_durably` fails after
+    its rename: the entry's file is there, and its writer was told the write failed."""
+
+    def __call__(self, path: Path, data: bytes) -> None:
+        write_durably(path, data)
+        raise OSError(errno.EIO, os.strerror(errno.EIO), str(path.parent))
+
+
+class HealingDisk:
+    """A disk that fails every write with EIO until `healed`; `attempted` is set at each write tried."""
+
+    def __init__(self) -> None:
+        self.healed = False
+        self.attempted = threading.Event()
+
+    def __call__(self, path: Path, data: bytes) -> None:
+        self.attempted.set()
+        if not self.healed:
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(path))
+        write_durably(path, data)

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from gpuheal.agents.publisher import DependencyUnavailable, Publisher, PublisherSettings, RetrySettings
 from gpuheal.agents.publisher import spool as spool_module
+from gpuheal.agents.publisher.spool import Spool
 from gpuheal.domain.faults import Fault
-from tests.agents.publisher.disks import BrokenDisk
+from tests.agents.publisher.disks import BrokenDisk, HealingDisk
 from tests.agents.publisher.events import fatal_xid
+from tests.agents.publisher.test_spool import drain
 
 SETTINGS = PublisherSettings(retry=RetrySettings(delivery_timeout=0.2, initial_backoff=0.02, max_backoff=0.05))
 
@@ -88,3 +92,51 @@ async def test_a_disk_that_fails_every_write_loses_no_fault(tmp_path: Path, monk
         await asyncio.wait_for(publisher.wait_delivered(), 5)
         assert publisher.problems() == []
     assert backend.accepted == [fault.id for fault in faults]
+
+
+async def test_closing_with_a_held_fault_writes_it_once_the_disk_recovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rollout stops the agent while a fault waits in memory: close keeps trying the disk."""
+    disk = HealingDisk()
+    monkeypatch.setattr(spool_module, "write_durably", disk)
+    fault = fatal_xid("n")
+    publisher = Publisher(tmp_path, remediations=SwitchableRemediations(), settings=SETTINGS)
+    await publisher.start()
+    await publisher.submit(fault)
+    assert publisher.spool_stats()["temporal"].held == 1
+    disk.attempted.clear()
+    closing = asyncio.create_task(publisher.close())
+    assert await asyncio.to_thread(disk.attempted.wait, 10), "close tried the disk"
+    disk.healed = True
+    await asyncio.wait_for(closing, 10)
+    assert drain(Spool(tmp_path / "temporal")) == [fault.id], "on disk for the next run"
+
+
+async def test_closing_with_a_held_fault_delivers_it_once_the_dependency_is_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spool_module, "write_durably", BrokenDisk(errno.EIO))
+    backend = SwitchableRemediations()
+    fault = fatal_xid("n")
+    publisher = Publisher(tmp_path, remediations=backend, settings=SETTINGS)
+    await publisher.start()
+    await publisher.submit(fault)
+    closing = asyncio.create_task(publisher.close())
+    backend.up.set()
+    await asyncio.wait_for(closing, 10)
+    assert backend.accepted == [fault.id]
+
+
+async def test_faults_still_held_when_the_grace_is_over_are_logged_by_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(spool_module, "write_durably", BrokenDisk(errno.EIO))
+    faults = [fatal_xid("n") for _ in range(2)]
+    settings = replace(SETTINGS, retry=replace(SETTINGS.retry, shutdown_grace=0.1))
+    async with Publisher(tmp_path, remediations=SwitchableRemediations(), settings=settings) as publisher:
+        for fault in faults:
+            await publisher.submit(fault)
+        caplog.clear()
+    lost = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR and "is lost" in r.getMessage()]
+    assert [next(f.id for f in faults if f.id in message) for message in lost] == [f.id for f in faults]
