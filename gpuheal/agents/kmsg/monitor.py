@@ -48,16 +48,17 @@ HEALTHY_AFTER_REBOOT = "GPUs healthy after reboot"
 
 _CHECKS: dict[EventKind, str] = {
     EventKind.XID: CHECK_XID,
-    EventKind.GPU_FALLEN_OFF_BUS: CHECK_XID,
     EventKind.SXID: CHECK_SXID,
     EventKind.GPU_RESET: CHECK_RESET,
+    EventKind.GPU_RESET_FAILED: CHECK_RESET,
 }
 _LABELS: dict[EventKind, str] = {
     EventKind.XID: "XID",
-    EventKind.GPU_FALLEN_OFF_BUS: "XID",
     EventKind.SXID: "SXid",
     EventKind.GPU_RESET: "GPU reset",
+    EventKind.GPU_RESET_FAILED: "GPU reset failed",
 }
+_RESETS = (EventKind.GPU_RESET, EventKind.GPU_RESET_FAILED)
 
 # The dedupe key: (GPU UUID, or the normalised PCI address when no UUID is known; kind; code).
 DedupeKey = tuple[str, EventKind, int]
@@ -200,8 +201,9 @@ class KernelLogMonitor:
         if repeats is None:
             return None
         if parsed.kind is EventKind.GPU_RESET:
-            # A reset GPU starts afresh: its next fault is news even inside an old window.
-            self._dedupe.forget(lambda k: k[0] in (identity, key) and k[1] is not EventKind.GPU_RESET)
+            # A reset GPU starts afresh: its next fault is news even inside an old window. A failed
+            # reset changes nothing: the GPU's faults stand.
+            self._dedupe.forget(lambda k: k[0] in (identity, key) and k[1] not in _RESETS)
         event = self._event(parsed, decide(parsed, self._policy), gpu_uuid, repeats)
         try:
             await self._sink.submit(event)
@@ -223,6 +225,8 @@ class KernelLogMonitor:
             metadata["process"] = parsed.process
         if parsed.device:
             metadata["nvswitch"] = parsed.device
+        if parsed.fallen_off_bus:
+            metadata["fallen_off_bus"] = "true"
         if self._boot_id:
             metadata["boot_id"] = self._boot_id
         codes = _error_codes(parsed)
@@ -233,7 +237,8 @@ class KernelLogMonitor:
             component_class=COMPONENT_CLASS,
             check_name=_CHECKS[parsed.kind],
             is_fatal=decision.fatal,
-            # Only a reset acknowledgement says a GPU is well; a non-fatal XID is still a problem seen.
+            # Only a reset acknowledgement says a GPU is well; a non-fatal XID or a failed reset is
+            # still a problem seen (informational: it opens and closes no fault).
             is_healthy=parsed.kind is EventKind.GPU_RESET,
             message=_message(parsed),
             action=decision.action,
@@ -304,8 +309,8 @@ def _record_boot_id(path: Path, text: str) -> None:
 
 def _message(parsed: KernelEvent) -> str:
     """`XID 79 (0000:3b:00): GPU has fallen off the bus.`, `SXid 20034 (0000:05:00.0): Fatal, ...`."""
-    if parsed.kind is EventKind.GPU_RESET:
-        head = f"GPU reset ({parsed.pci})"
+    if parsed.kind in _RESETS:
+        head = f"{_LABELS[parsed.kind]} ({parsed.pci})"
     else:
         head = f"{_LABELS[parsed.kind]} {parsed.code} ({parsed.pci})"
     return f"{head}: {parsed.message}" if parsed.message else head
@@ -314,7 +319,7 @@ def _message(parsed: KernelEvent) -> str:
 def _error_codes(parsed: KernelEvent) -> tuple[str, ...]:
     """XIDs travel as the bare number (health events read that as the XID); NVSwitch SXids are
     prefixed so an SXid is never taken for an XID of the same number."""
-    if parsed.kind is EventKind.GPU_RESET:
+    if parsed.kind in _RESETS:
         return ()
     if parsed.kind is EventKind.SXID:
         return (f"SXID-{parsed.code}",)

@@ -12,7 +12,8 @@ import pytest
 
 from gpuheal.agents.kmsg.decide import XidPolicy
 from gpuheal.agents.kmsg.gpumap import GpuMap
-from gpuheal.agents.kmsg.monitor import HEALTHY_AFTER_REBOOT, KernelLogMonitor
+from gpuheal.agents.kmsg.monitor import CHECK_RESET, HEALTHY_AFTER_REBOOT, KernelLogMonitor
+from gpuheal.agents.publisher.ledger import OpenFaults
 from gpuheal.agents.sink import EventSink
 from gpuheal.domain.actions import RecommendedAction as A
 from gpuheal.domain.health import GPU_UUID, PCI, Entity, HealthEvent
@@ -151,6 +152,33 @@ async def test_a_reset_opens_the_gpu_for_new_faults(boot_id: Path) -> None:
     )
     assert await monitor.feed(XID_48_A) is not None  # news again, inside the old window
     assert await monitor.feed(XID_48_B) is not None
+
+
+RESET_FAILURES = [
+    "NVRM: GPU 0000:3b:00.0: GPU reset did not complete",
+    "NVRM: GPU 0000:3b:00.0: GPU reset was not successful",
+    "NVRM: GPU 0000:3b:00.0: GPU reset timed out before it completed",
+    "Nov 23 02:09:12 gpu-node-7 nvidia-smi[4242]: GPU 00000000:3B:00.0 was not successfully reset.",
+]
+
+
+@pytest.mark.parametrize("failure", RESET_FAILURES)
+async def test_a_failed_reset_leaves_the_gpus_fault_open(boot_id: Path, failure: str) -> None:
+    sink, clock = Sink(), Clock()
+    monitor = _monitor(sink, clock, boot_id)
+    faults = OpenFaults()
+    fault = await monitor.feed(XID_48_A)
+    assert fault is not None
+    failed = await monitor.feed(failure)
+    assert failed is not None
+    assert (failed.check_name, failed.is_healthy, failed.is_fatal, failed.action) == (CHECK_RESET, False, False, A.NONE)
+    assert failed.gpu_uuids == (UUID_A,)
+    assert failed.message.startswith("GPU reset failed (")
+    for event in sink.events:
+        faults.apply(event)
+    verdict = faults.gpu_verdict("gpu-node-7", UUID_A)
+    assert (verdict.healthy, verdict.action) == (False, A.COMPONENT_RESET), "the XID is still open"
+    assert await monitor.feed(XID_48_A) is None, "the GPU's flood-control window stands: nothing was reset"
 
 
 async def test_boot_id_change_reports_gpus_healthy_and_forgets_state(boot_id: Path) -> None:
