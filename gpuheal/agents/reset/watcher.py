@@ -8,8 +8,8 @@ the `gpuheal.io/gpu-reset-request` annotation exactly once:
   agent that restarted since: the condition is the record;
 - reset disabled (no resetter), or GPUs the node does not have: a failed report at once;
 - otherwise the resetter runs (with NVML released when it asks for that) and the reset is
-  confirmed (`confirm`): a command failure or a reset left unproven is a failed report, and the
-  worker falls back to a reboot;
+  confirmed (`confirm`): a command failure, a reset the driver says failed (as soon as its line is
+  read) or a reset left unproven is a failed report, and the worker falls back to a reboot;
 - the report goes into the `GpuReset` condition through the status subresource ("True" with
   reason ResetConfirmed, or "False" with ResetFailed; the message is the `GpuResetReport` JSON);
 - after a confirmed report, `on_answered` (the agent reporting GPU health anew) runs: the worker
@@ -197,6 +197,12 @@ class GpuResetWatcher:
         proof = await confirm(
             chosen, acknowledgements=self._acknowledgements, mark=mark, nvml=self._nvml, settings=self.settings
         )
+        if proof.failed:
+            detail = "; ".join(
+                f"the driver reported the reset of {uuid} failed: {words}" for uuid, words in proof.failed.items()
+            )
+            log.error("GPU reset order %s on %s: %s", order.id, self.node, detail)
+            return self._report(order.id, ok=False, detail=detail)
         if proof.unproven:
             detail = (
                 f"reset of {', '.join(proof.unproven)} not confirmed within {self.settings.confirm_timeout_s:g}s"
