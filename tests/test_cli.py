@@ -62,3 +62,11 @@ def test_agent_refuses_nvidia_smi_resets_of_fake_gpus() -> None:
 
     assert result.returncode == 2
     assert b"nvidia-smi cannot reset fake GPUs" in result.stderr
+
+
+def test_agent_reads_its_kernel_log_from_one_end_at_most() -> None:
+    result = run_gpuheal("agent", "--node", "n1", "--fake-gpus", "1", "--from-start", "--from-end")
+
+    assert result.returncode == 2
+    assert b"choose one of --from-start and --from-end" in result.stderr
+    assert b"Traceback" not in result.stderr

@@ -26,7 +26,7 @@ from gpuheal.agents.device_api.server import DeviceApiServer
 from gpuheal.agents.intake.server import IntakeServer, IntakeSettings
 from gpuheal.agents.intake.validate import IntakeLimits
 from gpuheal.agents.kmsg.decide import XidPolicy
-from gpuheal.agents.kmsg.follow import KernelLogFormat, follow
+from gpuheal.agents.kmsg.follow import KernelLog, KernelLogFormat, ReadFrom
 from gpuheal.agents.kmsg.gpumap import GpuMap
 from gpuheal.agents.kmsg.monitor import KernelLogMonitor, read_boot_id
 from gpuheal.agents.nvml.fake import FakeNvml
@@ -64,8 +64,9 @@ class AgentSettings:
     # None: no kernel-log monitor. "/dev/kmsg" on a real node.
     kernel_log: Path | None = Path("/dev/kmsg")
     kernel_log_format: KernelLogFormat = KernelLogFormat.KMSG
-    # Start reading a FILE source at its beginning rather than its end.
-    kernel_log_from_start: bool = False
+    # Where reading the kernel log begins: where the last run left off (`gpuheal.agents.kmsg.monitor`),
+    # or by hand at its start or end.
+    kernel_log_read_from: ReadFrom = ReadFrom.RESUME
     boot_id_path: Path = Path("/proc/sys/kernel/random/boot_id")
     # How often the kernel-log monitor reads the boot ID when no line makes it look.
     boot_check_seconds: float = 5.0
@@ -91,8 +92,8 @@ class AgentSettings:
 
         Everything the agent keeps (sockets, spool, boot ID) lives under `home`, the sockets unless a
         `socket_dir` is given (a unix socket path may not exceed 107 bytes, which a deep `home`
-        does); the kernel log is
-        read from its start, so a line written right after the agent starts is never skipped. GPU
+        does); the kernel log file starts empty and is read from where the agent left off (its start,
+        the first time), so a line written right after the agent starts is never skipped. GPU
         resets (unless `gpu_reset` says otherwise) are played by the kernel-log resetter, which
         writes the driver's acknowledgement into that file.
         """
@@ -105,7 +106,6 @@ class AgentSettings:
             spool_dir=home / "spool",
             kernel_log=kernel_log,
             kernel_log_format=KernelLogFormat.FILE,
-            kernel_log_from_start=True,
             boot_id_path=home / "boot_id",
             fake_gpus=gpus,
             **{"gpu_reset": "kernel-log", "boot_check_seconds": 0.5, **settings},
@@ -209,12 +209,8 @@ class Agent:
                 state_path=settings.spool_dir / "kmsg-state.json",
                 on_event=self.reset_acknowledgements.observe,
             )
-            self._monitor_task = asyncio.create_task(
-                self.monitor.run(
-                    follow(settings.kernel_log, settings.kernel_log_format, from_start=settings.kernel_log_from_start)
-                ),
-                name="gpuheal-kmsg",
-            )
+            source = KernelLog(settings.kernel_log, settings.kernel_log_format, settings.kernel_log_read_from)
+            self._monitor_task = asyncio.create_task(self.monitor.run(source), name="gpuheal-kmsg")
             self._monitor_task.add_done_callback(_report_monitor_end)
             self._stack.push_async_callback(self._stop_monitor)
         await self._start_reset_watcher()

@@ -3,6 +3,19 @@
 lines → `KmsgParser` (one event per report) → `decide` (action, fatality) → `Deduper` (one event per
 GPU, kind and code per window) → `HealthEvent` → the sink.
 
+Restarts: with a `state_path`, the monitor keeps there (see `state`) the boot ID it last saw and the
+position after the last line it handled, so a restarted agent reads on from there: an XID written
+while the agent was down is reported once, and what was reported before is not reported again. A
+position is saved right after a line's event was handed to the sink (delivered or spooled), and
+after other lines at most every `save_interval` seconds and when the monitor stops; so a crash
+replays rather than skips. A replayed line's event has the id it had the first time (derived from
+the node, the boot, the position and the line), and the workflow counts each event id once; only
+a crash within `save_interval` of a repeat that flood control held back can report that repeat anew.
+Where `run` starts reading (`start_point`): after the saved position when the source is read from
+where it left off (a kmsg sequence number only on the boot it was read in); from the start when
+nothing was saved for this boot (the whole ring buffer after a reboot); from the end when an agent
+that saved no position (an older version) already read this boot's log.
+
 Reboots: the monitor keeps the boot ID it last saw (in `state_path` when given, so the knowledge
 survives the reboot that replaces the process). When the boot ID changes, every address may name
 another GPU and every earlier fault is history: it forgets its parser and dedupe state and reports
@@ -19,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -27,11 +39,12 @@ from collections.abc import AsyncIterable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gpuheal.agents.durable_file import write_durably
 from gpuheal.agents.kmsg.decide import Decision, XidPolicy, decide
 from gpuheal.agents.kmsg.dedupe import Deduper
+from gpuheal.agents.kmsg.follow import KernelLog, KmsgPosition, LogLine, Position, ReadFrom, StartAt
 from gpuheal.agents.kmsg.gpumap import GpuMap
 from gpuheal.agents.kmsg.parser import EventKind, KernelEvent, KmsgParser
+from gpuheal.agents.kmsg.state import MonitorState, load_state, save_state
 from gpuheal.agents.sink import EventSink
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.health import CHECK_GPU_RESET, GPU_UUID, PCI, Entity, HealthEvent
@@ -59,6 +72,9 @@ _LABELS: dict[EventKind, str] = {
     EventKind.GPU_RESET_FAILED: "GPU reset failed",
 }
 _RESETS = (EventKind.GPU_RESET, EventKind.GPU_RESET_FAILED)
+
+# The namespace of the ids of events read at a known position (uuid5 of node, position and line).
+_EVENT_IDS = uuid.UUID("6f0c9a52-5d0e-4e8f-a3a1-2b7c4d9e1f30")
 
 # The dedupe key: (GPU UUID, or the normalised PCI address when no UUID is known; kind; code).
 DedupeKey = tuple[str, EventKind, int]
@@ -93,6 +109,7 @@ class KernelLogMonitor:
         boot_id_path: Path = BOOT_ID,
         state_path: Path | None = None,
         boot_check_interval: float = 5.0,
+        save_interval: float = 1.0,
         on_event: EventObserver | None = None,
     ) -> None:
         self.node = node
@@ -106,7 +123,14 @@ class KernelLogMonitor:
         self._boot_id_path = boot_id_path
         self._state_path = state_path
         self._boot_check_interval = boot_check_interval
+        self._save_interval = save_interval
         self._on_event = on_event
+        self._saved = MonitorState()  # as found at start
+        # The position after the last line handled (and the boot it was read in), and when it was saved.
+        self._position: Position | None = None
+        self._position_boot_id: str | None = None
+        self._position_saved_at: float | None = None
+        self._position_dirty = False
         self._boot_id: str | None = None
         self._boot_checked_at: float | None = None
         self._boot_lock = asyncio.Lock()
@@ -118,14 +142,32 @@ class KernelLogMonitor:
         return self._boot_id
 
     async def start(self) -> None:
-        """Take the boot ID; if the persisted one differs, this node rebooted since: report it healthy."""
+        """Take the boot ID and the saved state; if the saved boot differs, this node rebooted since:
+        report it healthy."""
         current = await asyncio.to_thread(read_boot_id, self._boot_id_path)
-        previous = await asyncio.to_thread(self._load_state) if self._state_path else None
+        if self._state_path is not None:
+            self._saved = await asyncio.to_thread(load_state, self._state_path)
+        previous = self._saved.boot_id
         self._boot_id = current
+        self._position, self._position_boot_id = self._saved.position, self._saved.position_boot_id
         self._boot_checked_at = self._clock()
         if current is not None and previous is not None and previous != current:
             await self._after_reboot(previous)
         await self._save_state()
+
+    def start_point(self, source: KernelLog) -> StartAt:
+        """Where to begin reading `source`, after `start` (see the module docstring)."""
+        if source.read_from is ReadFrom.START:
+            return "start"
+        if source.read_from is ReadFrom.END:
+            return "end"
+        saved = self._saved.position_for(self._boot_id)
+        if saved is not None and source.fits(saved):
+            return saved
+        if self._boot_id is not None and self._saved.boot_id == self._boot_id and self._saved.position is None:
+            log.info("no position was saved on this boot (an older agent read the log): reading from its end")
+            return "end"
+        return "start"
 
     async def check_boot(self) -> bool:
         """Read the boot ID now; True (after resetting and reporting healthy) when it changed."""
@@ -142,8 +184,8 @@ class KernelLogMonitor:
             await self._save_state()
             return True
 
-    async def feed(self, line: str | bytes) -> HealthEvent | None:
-        """Process one line; the event delivered to the sink for it, if any."""
+    async def feed(self, line: str | bytes, position: Position | None = None) -> HealthEvent | None:
+        """Process one line (read at `position`, when known); the event delivered to the sink for it, if any."""
         if self._boot_checked_at is None or self._clock() - self._boot_checked_at >= self._boot_check_interval:
             await self.check_boot()
         try:
@@ -153,24 +195,45 @@ class KernelLogMonitor:
             return None
         if parsed is None:
             return None
-        return await self._handle(parsed)
+        return await self._handle(parsed, position)
 
-    async def run(self, lines: AsyncIterable[str | bytes]) -> None:
-        """Start, then process lines until the source ends; a failing sink costs an event, not the monitor."""
+    async def run(self, lines: AsyncIterable[str | bytes | LogLine] | KernelLog) -> None:
+        """Start, then process lines until the source ends; a failing sink costs an event, not the monitor.
+
+        Given a `KernelLog`, it is followed from `start_point`; lines that carry a position advance it.
+        """
         await self.start()
+        if isinstance(lines, KernelLog):
+            start_at = self.start_point(lines)
+            log.info("reading the kernel log %s (%s) from %s", lines.path, lines.format, _describe(start_at))
+            lines = lines.lines(start_at)
         boot = asyncio.create_task(self._watch_boot(), name="gpuheal-kmsg-boot")
         try:
             async for line in lines:
+                text, position = (line.text, line.position) if isinstance(line, LogLine) else (line, None)
+                event: HealthEvent | None = None
                 try:
-                    await self.feed(line)
+                    event = await self.feed(text, position)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
                     log.exception("delivering a kernel log event failed")
+                if position is not None:
+                    await self._advance(position, handed_over=event is not None)
         finally:
             boot.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await boot
+            if self._position_dirty:
+                await self._save_state()  # stopping: where the next start reads on from
+
+    async def _advance(self, position: Position, *, handed_over: bool) -> None:
+        """The line at `position` is handled: save it now if its event went to the sink, else in a while."""
+        self._position, self._position_boot_id = position, self._boot_id
+        self._position_dirty = True
+        saved_at = self._position_saved_at
+        if handed_over or saved_at is None or self._clock() - saved_at >= self._save_interval:
+            await self._save_state()
 
     async def _watch_boot(self) -> None:
         """Check the boot ID when no line has made the monitor look at it for a while."""
@@ -184,7 +247,7 @@ class KernelLogMonitor:
             except Exception:
                 log.exception("checking the boot ID failed")
 
-    async def _handle(self, parsed: KernelEvent) -> HealthEvent | None:
+    async def _handle(self, parsed: KernelEvent, position: Position | None) -> HealthEvent | None:
         key = parsed.pci_key
         gpu_uuid = parsed.gpu_uuid
         if gpu_uuid is None and parsed.kind is not EventKind.SXID:
@@ -204,7 +267,7 @@ class KernelLogMonitor:
             # A reset GPU starts afresh: its next fault is news even inside an old window. A failed
             # reset changes nothing: the GPU's faults stand.
             self._dedupe.forget(lambda k: k[0] in (identity, key) and k[1] not in _RESETS)
-        event = self._event(parsed, decide(parsed, self._policy), gpu_uuid, repeats)
+        event = self._event(parsed, decide(parsed, self._policy), gpu_uuid, repeats, position)
         try:
             await self._sink.submit(event)
         except BaseException:
@@ -213,7 +276,9 @@ class KernelLogMonitor:
             raise
         return event
 
-    def _event(self, parsed: KernelEvent, decision: Decision, gpu_uuid: str | None, repeats: int) -> HealthEvent:
+    def _event(
+        self, parsed: KernelEvent, decision: Decision, gpu_uuid: str | None, repeats: int, position: Position | None
+    ) -> HealthEvent:
         entities = [Entity(type=GPU_UUID, value=gpu_uuid)] if gpu_uuid else []
         entities.append(Entity(type=PCI, value=parsed.pci))
         metadata = {"kind": str(parsed.kind), "pci": parsed.pci, "decided_by": decision.source}
@@ -231,7 +296,7 @@ class KernelLogMonitor:
             metadata["boot_id"] = self._boot_id
         codes = _error_codes(parsed)
         return HealthEvent(
-            id=str(uuid.uuid4()),
+            id=self._event_id(parsed.raw, position),
             node=self.node,
             agent=AGENT,
             component_class=COMPONENT_CLASS,
@@ -247,6 +312,16 @@ class KernelLogMonitor:
             metadata=metadata,
             generated_at=self._now(),
         )
+
+    def _event_id(self, raw: str, position: Position | None) -> str:
+        """The same id for the same line read at the same place, so a replay after a crash is one event."""
+        if position is None:
+            return str(uuid.uuid4())
+        if isinstance(position, KmsgPosition):  # sequence numbers start again with every boot
+            where = f"kmsg/{self._boot_id or ''}/{position.seq}"
+        else:
+            where = f"file/{position.device}/{position.inode}/{position.offset}"
+        return str(uuid.uuid5(_EVENT_IDS, f"{self.node}\n{where}\n{raw}"))
 
     async def _after_reboot(self, previous: str) -> None:
         log.info("boot ID changed from %s to %s: clearing kernel log state", previous, self._boot_id)
@@ -284,27 +359,21 @@ class KernelLogMonitor:
             generated_at=self._now(),
         )
 
-    def _load_state(self) -> str | None:
-        assert self._state_path is not None
-        try:
-            state = json.loads(self._state_path.read_text("utf-8"))
-        except (OSError, ValueError):
-            return None
-        boot_id = state.get("boot_id") if isinstance(state, dict) else None
-        return boot_id if isinstance(boot_id, str) else None
-
     async def _save_state(self) -> None:
-        if self._state_path is None or self._boot_id is None:
+        if self._state_path is None:
             return
-        await asyncio.to_thread(_record_boot_id, self._state_path, json.dumps({"boot_id": self._boot_id}))
+        state = MonitorState(self._boot_id or self._saved.boot_id, self._position, self._position_boot_id)
+        self._position_saved_at = self._clock()
+        self._position_dirty = False
+        await asyncio.to_thread(save_state, self._state_path, state)
 
 
-def _record_boot_id(path: Path, text: str) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_durably(path, text.encode())
-    except OSError:
-        log.warning("could not record the boot ID in %s", path, exc_info=True)
+def _describe(start_at: StartAt) -> str:
+    if isinstance(start_at, KmsgPosition):
+        return f"after record {start_at.seq}"
+    if isinstance(start_at, str):
+        return f"its {start_at}"
+    return f"byte {start_at.offset} of inode {start_at.inode}"
 
 
 def _message(parsed: KernelEvent) -> str:
