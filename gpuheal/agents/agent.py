@@ -28,6 +28,7 @@ from gpuheal.agents.intake.validate import IntakeLimits
 from gpuheal.agents.kmsg.decide import XidPolicy
 from gpuheal.agents.kmsg.follow import KernelLog, KernelLogFormat, ReadFrom
 from gpuheal.agents.kmsg.gpumap import GpuMap
+from gpuheal.agents.kmsg.holds import RemediationHolds
 from gpuheal.agents.kmsg.monitor import KernelLogMonitor, read_boot_id
 from gpuheal.agents.nvml.fake import FakeNvml
 from gpuheal.agents.nvml.interface import Nvml, NvmlUnavailableError
@@ -268,6 +269,7 @@ class Agent:
                 release_nvml=self._nvml_released,
                 settings=settings.gpu_reset_settings,
                 on_answered=self._report_after_reset,
+                on_node=self._remediation_holds().observe if self.monitor is not None else None,
             )
             await watcher.start()
         except Exception:
@@ -275,6 +277,14 @@ class Agent:
             return
         self.reset_watcher = watcher
         self._stack.push_async_callback(watcher.stop)
+
+    def _remediation_holds(self) -> RemediationHolds:
+        """Tells the kernel-log monitor when the node's remediation ends, so its next fault is news."""
+        monitor = self.monitor
+        assert monitor is not None
+        holds = RemediationHolds(monitor.remediation_ended)
+        self._stack.push_async_callback(holds.close)
+        return holds
 
     async def _report_after_reset(self, order: GpuResetOrder, report: GpuResetReport) -> None:
         """Report the node's GPU health anew once a reset is answered, so the report follows the answer."""

@@ -23,6 +23,15 @@ each known GPU healthy once ("GPUs healthy after reboot"), so consumers clear wh
 boot ID is read with the lines and, while `run` runs, every `boot_check_interval` seconds without
 them: on a real node a reboot restarts the agent, but a simulated node reboots under a running one.
 
+Flood control and the end of a fault. A window holds back repeats of what was reported, but the first
+fault after the node was repaired must never be folded into a window opened before the repair. On a
+real node a reboot restarts the agent; a simulated node reboots under a running one, whose monitor
+sees the new boot ID (read every `boot_check_interval` seconds, and again before a repeat is dropped
+when it was last read more than `_DROP_BOOT_CHECK` seconds ago) and forgets every window. A GPU
+reset the driver acknowledges forgets that GPU's windows. What is left is a remediation that ends
+without either (a person repaired the node and approved, or took it back): the agent learns of that
+from its node's marks (`holds`) and calls `remediation_ended`.
+
 `on_event`, when given, sees every parsed event (with the GPU UUID it resolved to) before flood
 control drops repeats: the GPU reset watcher learns of the driver's reset acknowledgements from it,
 including a second reset of a GPU inside one dedupe window.
@@ -32,10 +41,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -73,6 +85,9 @@ _LABELS: dict[EventKind, str] = {
 }
 _RESETS = (EventKind.GPU_RESET, EventKind.GPU_RESET_FAILED)
 
+# A repeat is dropped only after the boot ID was read at most this long ago (seconds).
+_DROP_BOOT_CHECK = 0.1
+
 # The namespace of the ids of events read at a known position (uuid5 of node, position and line).
 _EVENT_IDS = uuid.UUID("6f0c9a52-5d0e-4e8f-a3a1-2b7c4d9e1f30")
 
@@ -80,6 +95,15 @@ _EVENT_IDS = uuid.UUID("6f0c9a52-5d0e-4e8f-a3a1-2b7c4d9e1f30")
 DedupeKey = tuple[str, EventKind, int]
 # Told of every parsed event and the GPU UUID it names (None when unknown); must not block.
 EventObserver = Callable[[KernelEvent, str | None], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Occurrence:
+    """A parsed line as flood control keeps its last dropped repeat: enough to report it later."""
+
+    parsed: KernelEvent
+    gpu_uuid: str | None
+    position: Position | None
 
 
 def read_boot_id(path: Path = BOOT_ID) -> str | None:
@@ -110,6 +134,7 @@ class KernelLogMonitor:
         state_path: Path | None = None,
         boot_check_interval: float = 5.0,
         save_interval: float = 1.0,
+        end_grace: float = 30.0,
         on_event: EventObserver | None = None,
     ) -> None:
         self.node = node
@@ -117,13 +142,14 @@ class KernelLogMonitor:
         self._policy = policy
         self._gpus = gpu_map if gpu_map is not None else GpuMap(clock=clock)
         self._parser = KmsgParser()
-        self._dedupe: Deduper[DedupeKey] = Deduper(dedupe_window, clock=clock)
+        self._dedupe: Deduper[DedupeKey, _Occurrence] = Deduper(dedupe_window, clock=clock)
         self._clock = clock
         self._now = now
         self._boot_id_path = boot_id_path
         self._state_path = state_path
         self._boot_check_interval = boot_check_interval
         self._save_interval = save_interval
+        self._end_grace = end_grace
         self._on_event = on_event
         self._saved = MonitorState()  # as found at start
         # The position after the last line handled (and the boot it was read in), and when it was saved.
@@ -131,6 +157,7 @@ class KernelLogMonitor:
         self._position_boot_id: str | None = None
         self._position_saved_at: float | None = None
         self._position_dirty = False
+        self._writing: asyncio.Future[bool] | None = None  # the last save asked for
         self._boot_id: str | None = None
         self._boot_checked_at: float | None = None
         self._boot_lock = asyncio.Lock()
@@ -169,6 +196,11 @@ class KernelLogMonitor:
             return "end"
         return "start"
 
+    def _boot_stale(self) -> bool:
+        """Whether the boot ID was read too long ago to drop a repeat on its word."""
+        checked_at = self._boot_checked_at
+        return checked_at is None or self._clock() - checked_at >= _DROP_BOOT_CHECK
+
     async def check_boot(self) -> bool:
         """Read the boot ID now; True (after resetting and reporting healthy) when it changed."""
         async with self._boot_lock:  # the line path and the timer must not both report one reboot
@@ -185,17 +217,23 @@ class KernelLogMonitor:
             return True
 
     async def feed(self, line: str | bytes, position: Position | None = None) -> HealthEvent | None:
-        """Process one line (read at `position`, when known); the event delivered to the sink for it, if any."""
+        """Process one line (read at `position`, when known); the event delivered to the sink for it, if any.
+
+        Once the line is handled (its event handed to the sink), `position` is where the monitor stands:
+        taken at once, with no await in between, so a stop right after still saves it.
+        """
         if self._boot_checked_at is None or self._clock() - self._boot_checked_at >= self._boot_check_interval:
             await self.check_boot()
         try:
             parsed = self._parser.feed(line)
         except Exception:  # the parser is built never to raise; a bug there must not stop the monitor
             log.exception("kernel log parser failed on a line")
-            return None
-        if parsed is None:
-            return None
-        return await self._handle(parsed, position)
+            parsed = None
+        event = await self._handle(parsed, position) if parsed is not None else None
+        if position is not None:
+            self._position, self._position_boot_id = position, self._boot_id
+            self._position_dirty = True
+        return event
 
     async def run(self, lines: AsyncIterable[str | bytes | LogLine] | KernelLog) -> None:
         """Start, then process lines until the source ends; a failing sink costs an event, not the monitor.
@@ -219,20 +257,22 @@ class KernelLogMonitor:
                 except Exception:
                     log.exception("delivering a kernel log event failed")
                 if position is not None:
-                    await self._advance(position, handed_over=event is not None)
+                    await self._persist(handed_over=event is not None)
         finally:
             boot.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await boot
             if self._position_dirty:
                 await self._save_state()  # stopping: where the next start reads on from
+            elif self._writing is not None:
+                await asyncio.shield(self._writing)  # a save a stop interrupted is on the disk before run ends
 
-    async def _advance(self, position: Position, *, handed_over: bool) -> None:
-        """The line at `position` is handled: save it now if its event went to the sink, else in a while."""
-        self._position, self._position_boot_id = position, self._boot_id
-        self._position_dirty = True
+    async def _persist(self, *, handed_over: bool) -> None:
+        """Save the position now when the last line's event went to the sink, else at most every `save_interval`."""
         saved_at = self._position_saved_at
-        if handed_over or saved_at is None or self._clock() - saved_at >= self._save_interval:
+        if self._position_dirty and (
+            handed_over or saved_at is None or self._clock() - saved_at >= self._save_interval
+        ):
             await self._save_state()
 
     async def _watch_boot(self) -> None:
@@ -260,7 +300,10 @@ class KernelLogMonitor:
                 log.exception("a kernel event observer failed")
         identity = gpu_uuid or key
         window = (identity, parsed.kind, parsed.code)
-        repeats = self._dedupe.admit(window)
+        occurrence = _Occurrence(parsed, gpu_uuid, position)
+        repeats = self._dedupe.admit(window, occurrence)
+        if repeats is None and self._boot_stale() and await self.check_boot():
+            repeats = self._dedupe.admit(window, occurrence)  # a repeat is folded only within its boot
         if repeats is None:
             return None
         if parsed.kind is EventKind.GPU_RESET:
@@ -275,6 +318,39 @@ class KernelLogMonitor:
             self._dedupe.forget(lambda k: k == window)
             raise
         return event
+
+    async def remediation_ended(self, held_seen_at: float | None = None) -> list[HealthEvent]:
+        """The node's remediation ended (see `holds`): forget every flood-control window; the events reported.
+
+        The agent learns of the end a little after it happened, and a repeat dropped in between was
+        logged after the end: it is the first fault of a repaired node. So the last repeat of each
+        window that dropped one since the node was last seen held (`held_seen_at`), and at most
+        `end_grace` seconds before now, is reported now, with the count of the others. An older drop
+        happened while the remediation was under way and stays folded into it.
+        """
+        since = self._clock() - self._end_grace
+        if held_seen_at is not None:
+            since = max(since, held_seen_at)
+        reported: list[HealthEvent] = []
+        for released in self._dedupe.release(since):
+            dropped = released.last
+            if dropped is None:
+                continue
+            self._dedupe.admit(released.key)  # its repeats from now on are flood again
+            event = self._event(
+                dropped.parsed,
+                decide(dropped.parsed, self._policy),
+                dropped.gpu_uuid,
+                released.repeats - 1,
+                dropped.position,
+            )
+            await self._sink.submit(event)
+            reported.append(event)
+        log.info(
+            "this node's remediation ended: flood-control windows forgotten, %d repeat(s) logged since reported",
+            len(reported),
+        )
+        return reported
 
     def _event(
         self, parsed: KernelEvent, decision: Decision, gpu_uuid: str | None, repeats: int, position: Position | None
@@ -365,7 +441,15 @@ class KernelLogMonitor:
         state = MonitorState(self._boot_id or self._saved.boot_id, self._position, self._position_boot_id)
         self._position_saved_at = self._clock()
         self._position_dirty = False
-        await asyncio.to_thread(save_state, self._state_path, state)
+        # One writer thread for every save, in the order asked, and a save once asked is done even when
+        # the monitor is stopped meanwhile: an older state never overtakes a newer one on the disk.
+        self._writing = asyncio.get_running_loop().run_in_executor(_state_writer(), save_state, self._state_path, state)
+        await asyncio.shield(self._writing)
+
+
+@functools.cache
+def _state_writer() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpuheal-kmsg-state")
 
 
 def _describe(start_at: StartAt) -> str:
