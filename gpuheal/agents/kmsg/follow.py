@@ -41,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Literal, NamedTuple
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +59,17 @@ _TAIL = 64
 _KMSG_SEQ = re.compile(r"[0-9]{1,4},([0-9]{1,20}),", re.ASCII)
 
 
-@dataclass(frozen=True, slots=True)
-class KmsgPosition:
+# Positions and lines are named tuples: one is made for every line read, and a tuple is the cheapest
+# immutable value to make.
+
+
+class KmsgPosition(NamedTuple):
     """After the /dev/kmsg record with this sequence number (of one boot)."""
 
     seq: int
 
 
-@dataclass(frozen=True, slots=True)
-class FilePosition:
+class FilePosition(NamedTuple):
     """After `offset` bytes of the file with this device and inode; `tail` is the bytes right before them."""
 
     device: int
@@ -81,8 +83,7 @@ Position = KmsgPosition | FilePosition
 StartAt = Literal["start", "end"] | Position
 
 
-@dataclass(frozen=True, slots=True)
-class LogLine:
+class LogLine(NamedTuple):
     """One line of a source, and the position after it (None where the source has none to give)."""
 
     text: str
@@ -150,19 +151,24 @@ async def _lines(chunks: AsyncGenerator[_Chunk, None]) -> AsyncGenerator[LogLine
             end = chunk.offset + len(chunk.data)
             pieces = buffer.split(b"\n")
             partial = pieces.pop()
-            cut = len(partial) > _MAX_LINE  # no newline in sight (binary junk): don't buffer without end
+            cut = b""
+            if len(partial) > _MAX_LINE:  # no newline in sight (binary junk): don't buffer without end
+                cut, partial = partial, b""
+            if identity is None:
+                for piece in pieces:
+                    yield LogLine(piece.decode("utf-8", errors="replace"), None)
+                if cut:
+                    yield LogLine(cut.decode("utf-8", errors="replace"), None)
+                continue
+            device, inode = identity
+            stop = 0  # where in `buffer` the line just split off ends (after its newline)
+            for piece in pieces:
+                stop += len(piece) + 1
+                tail = buffer[stop - _TAIL : stop] if stop > _TAIL else buffer[:stop]
+                yield LogLine(piece.decode("utf-8", errors="replace"), FilePosition(device, inode, base + stop, tail))
             if cut:
-                pieces.append(partial)
-                partial = b""
-            stop = 0
-            for index, piece in enumerate(pieces):
-                stop += len(piece) + (0 if cut and index == len(pieces) - 1 else 1)
-                text = piece.decode("utf-8", errors="replace")
-                if identity is None:
-                    yield LogLine(text, None)
-                else:
-                    tail = buffer[max(0, stop - _TAIL) : stop]
-                    yield LogLine(text, FilePosition(identity[0], identity[1], base + stop, tail))
+                stop += len(cut)
+                yield LogLine(cut.decode("utf-8", errors="replace"), _position(identity, base + stop, cut))
 
 
 def _position(identity: tuple[int, int] | None, offset: int, before: bytes) -> FilePosition | None:
@@ -359,13 +365,9 @@ async def follow_kmsg(
             yield LogLine(line.text, KmsgPosition(seq) if seq is not None else None)
 
 
-async def follow_file(
-    path: Path, *, start_at: StartAt = "end", poll_interval: float = 0.25
-) -> AsyncGenerator[LogLine, None]:
+def follow_file(path: Path, *, start_at: StartAt = "end", poll_interval: float = 0.25) -> AsyncGenerator[LogLine, None]:
     """Lines appended to a log file (dmesg, journald or syslog text), following it like `tail -F`."""
-    async with contextlib.aclosing(_lines(_chunks(_FileReader(path, start_at=start_at), poll_interval))) as lines:
-        async for line in lines:
-            yield line
+    return _lines(_chunks(_FileReader(path, start_at=start_at), poll_interval))
 
 
 # A binary field longer than this is taken as corruption rather than waited for.

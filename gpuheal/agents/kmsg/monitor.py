@@ -256,8 +256,8 @@ class KernelLogMonitor:
                     raise
                 except Exception:
                     log.exception("delivering a kernel log event failed")
-                if position is not None:
-                    await self._persist(handed_over=event is not None)
+                if position is not None and self._save_due(handed_over=event is not None):
+                    await self._save_state()
         finally:
             boot.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -267,13 +267,12 @@ class KernelLogMonitor:
             elif self._writing is not None:
                 await asyncio.shield(self._writing)  # a save a stop interrupted is on the disk before run ends
 
-    async def _persist(self, *, handed_over: bool) -> None:
+    def _save_due(self, *, handed_over: bool) -> bool:
         """Save the position now when the last line's event went to the sink, else at most every `save_interval`."""
+        if not self._position_dirty:
+            return False
         saved_at = self._position_saved_at
-        if self._position_dirty and (
-            handed_over or saved_at is None or self._clock() - saved_at >= self._save_interval
-        ):
-            await self._save_state()
+        return handed_over or saved_at is None or self._clock() - saved_at >= self._save_interval
 
     async def _watch_boot(self) -> None:
         """Check the boot ID when no line has made the monitor look at it for a while."""
