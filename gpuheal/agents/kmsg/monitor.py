@@ -13,8 +13,9 @@ the node, the boot, the position and the line), and the workflow counts each eve
 a crash within `save_interval` of a repeat that flood control held back can report that repeat anew.
 Where `run` starts reading (`start_point`): after the saved position when the source is read from
 where it left off (a kmsg sequence number only on the boot it was read in); from the start when
-nothing was saved for this boot (the whole ring buffer after a reboot); from the end when an agent
-that saved no position (an older version) already read this boot's log.
+nothing was saved for this boot (the whole ring buffer after a reboot); from the same edge as last
+time when it began at one on this boot and has read no line since; from the end when an agent that
+saved no position (an older version) already read this boot's log.
 
 Reboots: the monitor keeps the boot ID it last saw (in `state_path` when given, so the knowledge
 survives the reboot that replaces the process). When the boot ID changes, every address may name
@@ -50,6 +51,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 from gpuheal.agents.kmsg.decide import Decision, XidPolicy, decide
 from gpuheal.agents.kmsg.dedupe import Deduper
@@ -158,6 +160,9 @@ class KernelLogMonitor:
         self._position_saved_at: float | None = None
         self._position_dirty = False
         self._writing: asyncio.Future[bool] | None = None  # the last save asked for
+        self._edge: Literal["start", "end"] | None = None  # where reading began, until a line is read
+        # Where `run` began reading its `KernelLog` (None until it chose).
+        self.reading_from: StartAt | None = None
         self._boot_id: str | None = None
         self._boot_checked_at: float | None = None
         self._boot_lock = asyncio.Lock()
@@ -191,10 +196,12 @@ class KernelLogMonitor:
         saved = self._saved.position_for(self._boot_id)
         if saved is not None and source.fits(saved):
             return saved
-        if self._boot_id is not None and self._saved.boot_id == self._boot_id and self._saved.position is None:
+        if self._boot_id is None or self._saved.boot_id != self._boot_id or self._saved.position is not None:
+            return "start"
+        if self._saved.edge is None:
             log.info("no position was saved on this boot (an older agent read the log): reading from its end")
             return "end"
-        return "start"
+        return self._saved.edge  # nothing read on this boot since beginning there
 
     def _boot_stale(self) -> bool:
         """Whether the boot ID was read too long ago to drop a repeat on its word."""
@@ -244,6 +251,10 @@ class KernelLogMonitor:
         if isinstance(lines, KernelLog):
             start_at = self.start_point(lines)
             log.info("reading the kernel log %s (%s) from %s", lines.path, lines.format, _describe(start_at))
+            if isinstance(start_at, str):  # an edge: what was read before no longer says where to resume
+                self._position, self._position_boot_id, self._edge = None, None, start_at
+                await self._save_state()
+            self.reading_from = start_at
             lines = lines.lines(start_at)
         boot = asyncio.create_task(self._watch_boot(), name="gpuheal-kmsg-boot")
         try:
@@ -437,7 +448,7 @@ class KernelLogMonitor:
     async def _save_state(self) -> None:
         if self._state_path is None:
             return
-        state = MonitorState(self._boot_id or self._saved.boot_id, self._position, self._position_boot_id)
+        state = MonitorState(self._boot_id or self._saved.boot_id, self._position, self._position_boot_id, self._edge)
         self._position_saved_at = self._clock()
         self._position_dirty = False
         # One writer thread for every save, in the order asked, and a save once asked is done even when

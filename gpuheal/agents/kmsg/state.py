@@ -2,11 +2,13 @@
 
     {"boot_id": "…", "kmsg": {"boot_id": "…", "seq": 812}}
     {"boot_id": "…", "file": {"device": 64769, "inode": 1311, "offset": 48213, "tail": "<base64>"}}
+    {"boot_id": "…", "edge": "start"}
 
 `boot_id` is the boot the monitor last saw (a different one at start means the node rebooted since).
 `kmsg` is the sequence number of the last /dev/kmsg record handled and the boot it belongs to (the
 numbers start again with every boot); `file` the position after the last line handled in a file
-source (see `follow`). The file is replaced whole and flushed (`write_durably`), so a crash leaves
+source (see `follow`); `edge` where reading began on this boot while no line has been read yet
+(a state with none of the three was written by an older agent, which read only the end of the log). The file is replaced whole and flushed (`write_durably`), so a crash leaves
 the old state or the new. A file that cannot be read or is not this shape (corrupt, or written by
 something else) is logged and read as no state: the monitor then reads its log from the start.
 """
@@ -17,6 +19,7 @@ import base64
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -54,15 +57,18 @@ class _Saved(BaseModel):
     boot_id: str | None = None
     kmsg: _Kmsg | None = None
     file: _File | None = None
+    edge: Literal["start", "end"] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class MonitorState:
-    """The boot last seen, and where reading stopped (`position_boot_id`: the boot a kmsg position is of)."""
+    """The boot last seen, and where reading stopped (`position_boot_id`: the boot a kmsg position is of),
+    or, before the first line, the edge reading began at."""
 
     boot_id: str | None = None
     position: Position | None = None
     position_boot_id: str | None = None
+    edge: Literal["start", "end"] | None = None
 
     def position_for(self, boot_id: str | None) -> Position | None:
         """The saved position where it still means something on this boot: a file offset always, a kmsg
@@ -99,12 +105,12 @@ def load_state(path: Path) -> MonitorState:
         found = saved.file
         tail = base64.b64decode(found.tail, validate=True)
         return MonitorState(saved.boot_id, FilePosition(found.device, found.inode, found.offset, tail))
-    return MonitorState(saved.boot_id)
+    return MonitorState(saved.boot_id, edge=saved.edge)
 
 
 def save_state(path: Path, state: MonitorState) -> bool:
     """Write the state durably; False (logged) when it could not be written."""
-    saved = _Saved(boot_id=state.boot_id)
+    saved = _Saved(boot_id=state.boot_id, edge=state.edge if state.position is None else None)
     position = state.position
     if isinstance(position, KmsgPosition) and state.position_boot_id:
         saved.kmsg = _Kmsg(boot_id=state.position_boot_id, seq=position.seq)

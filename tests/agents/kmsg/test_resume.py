@@ -83,6 +83,13 @@ class Node:
         return list(self.sink.events)
 
 
+async def started(monitor: KernelLogMonitor) -> None:
+    """Wait (bounded: a hang guard) until the monitor has taken the boot ID and chosen where to read."""
+    async with asyncio.timeout(10):
+        while monitor.reading_from is None:
+            await asyncio.sleep(0.01)
+
+
 def xid(code: int, pci: str = "0000:3b:00") -> str:
     return f"NVRM: Xid (PCI:{pci}): {code}, pid=1, name=a, fault {code}"
 
@@ -209,3 +216,27 @@ async def test_a_log_rotated_while_down_is_finished_then_the_new_one_read(tmp_pa
     async with node.monitor():
         events = await node.reported(3)
     assert [event.xid for event in events] == [48, 13, 74]
+
+
+@pytest.mark.parametrize("format", FORMATS)
+async def test_a_restart_before_the_first_line_still_reads_what_came_meanwhile(
+    tmp_path: Path, format: KernelLogFormat
+) -> None:
+    """Nothing was read yet (the log was empty), so nothing was skipped: the next start reads it all."""
+    node = Node(tmp_path, format)
+    async with node.monitor() as monitor:
+        await started(monitor)
+    node.write(xid(48))  # while down
+    async with node.monitor():
+        events = await node.reported(1)
+    assert summary(events) == [(48, (UUID_A,))]
+
+
+async def test_reading_from_the_end_by_hand_is_kept_until_a_line_is_read(tmp_path: Path) -> None:
+    node = Node(tmp_path, KernelLogFormat.FILE)
+    node.write(xid(13))  # the history the operator chose to skip
+    async with node.monitor(ReadFrom.END) as monitor:
+        await started(monitor)
+    async with node.monitor():
+        events = await node.write_until_reported(xid(48), 1)
+    assert summary(events) == [(48, (UUID_A,))]
