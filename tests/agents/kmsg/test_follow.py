@@ -229,6 +229,25 @@ async def test_real_dev_kmsg_replays_the_ring_as_records() -> None:
         await lines.close()
 
 
+@pytest.mark.skipif(not os.access("/dev/kmsg", os.R_OK), reason="/dev/kmsg is not readable here")
+async def test_real_dev_kmsg_resumes_after_a_sequence_number() -> None:
+    everything = Collector(follow_kmsg(start_at="start", poll_interval=POLL))
+    try:
+        lines = await everything.take_lines(2)
+    finally:
+        await everything.close()
+    first = lines[0].position
+    assert isinstance(first, KmsgPosition)
+    resumed = Collector(follow_kmsg(start_at=first, poll_interval=POLL))
+    try:
+        (line,) = await resumed.take_lines(1)
+    finally:
+        await resumed.close()
+    assert isinstance(line.position, KmsgPosition)
+    assert line.position.seq > first.seq
+    assert line.text.split(",")[1] == str(line.position.seq)
+
+
 def _export_entry(fields: dict[str, bytes]) -> bytes:
     out = b""
     for name, value in fields.items():
