@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
-from gpuheal.agents.kmsg.follow import KernelLogFormat
+from gpuheal.agents.kmsg.follow import KernelLogFormat, ReadFrom
 from gpuheal.control import remediations
 from gpuheal.control.connection import DEFAULT_TASK_QUEUE, connect
 from gpuheal.domain.remediation import Decision
@@ -295,6 +295,12 @@ def kmsg_parse(policy: Path | None) -> None:
     envvar="GPUHEAL_KERNEL_LOG_FORMAT",
 )
 @click.option(
+    "--from-start",
+    is_flag=True,
+    help="Read the whole kernel log (ring buffer or file) instead of resuming where the agent left off.",
+)
+@click.option("--from-end", is_flag=True, help="Read only what the kernel logs from now on, instead of resuming.")
+@click.option(
     "--xid-policy",
     type=click.Path(path_type=Path, exists=True, dir_okay=False),
     envvar="GPUHEAL_XID_POLICY",
@@ -372,6 +378,8 @@ def agent(
     spool_dir: Path,
     kernel_log: str,
     kernel_log_format: str,
+    from_start: bool,
+    from_end: bool,
     xid_policy: Path | None,
     fake_gpus: int | None,
     nvml_poll_seconds: float,
@@ -398,6 +406,8 @@ def agent(
     from gpuheal.agents.publisher.spool import MIB
     from gpuheal.agents.reset import ResetSettings
 
+    if from_start and from_end:
+        raise click.BadParameter("choose one of --from-start and --from-end", param_hint="--from-start")
     if fake_gpus is not None and gpu_reset == "nvidia-smi":
         raise click.BadParameter(
             "nvidia-smi cannot reset fake GPUs; use --gpu-reset off with --fake-gpus", param_hint="--gpu-reset"
@@ -412,6 +422,7 @@ def agent(
         spool_dir=spool_dir,
         kernel_log=Path(kernel_log) if kernel_log else None,
         kernel_log_format=KernelLogFormat(kernel_log_format),
+        kernel_log_read_from=ReadFrom.START if from_start else ReadFrom.END if from_end else ReadFrom.RESUME,
         xid_policy=xid_policy,
         fake_gpus=fake_gpus,
         nvml_poll_seconds=nvml_poll_seconds,

@@ -26,7 +26,7 @@ def test_kmsg_parse_prints_one_json_object_per_event_and_skips_the_rest() -> Non
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
     assert [(e["kind"], e["xid"], e["pci"], e["action"], e["fatal"]) for e in events] == [
-        ("gpu_fallen_off_bus", 79, "0001:00:00.0", "RESTART_BM", True),
+        ("xid", 79, "0001:00:00.0", "RESTART_BM", True),
         ("xid", 48, "0000:3b:00", "COMPONENT_RESET", True),
     ]
 
@@ -62,3 +62,11 @@ def test_agent_refuses_nvidia_smi_resets_of_fake_gpus() -> None:
 
     assert result.returncode == 2
     assert b"nvidia-smi cannot reset fake GPUs" in result.stderr
+
+
+def test_agent_reads_its_kernel_log_from_one_end_at_most() -> None:
+    result = run_gpuheal("agent", "--node", "n1", "--fake-gpus", "1", "--from-start", "--from-end")
+
+    assert result.returncode == 2
+    assert b"choose one of --from-start and --from-end" in result.stderr
+    assert b"Traceback" not in result.stderr

@@ -30,8 +30,9 @@ from gpuheal.agents.health import HealthServer
 from gpuheal.agents.intake.server import IntakeServer, IntakeSettings
 from gpuheal.agents.intake.validate import IntakeLimits
 from gpuheal.agents.kmsg.decide import XidPolicy
-from gpuheal.agents.kmsg.follow import KernelLogFormat, follow
+from gpuheal.agents.kmsg.follow import KernelLog, KernelLogFormat, ReadFrom
 from gpuheal.agents.kmsg.gpumap import GpuMap
+from gpuheal.agents.kmsg.holds import RemediationHolds
 from gpuheal.agents.kmsg.monitor import KernelLogMonitor, read_boot_id
 from gpuheal.agents.nvml.fake import FakeNvml
 from gpuheal.agents.nvml.interface import Nvml, NvmlUnavailableError
@@ -69,8 +70,9 @@ class AgentSettings:
     # None: no kernel-log monitor. "/dev/kmsg" on a real node.
     kernel_log: Path | None = Path("/dev/kmsg")
     kernel_log_format: KernelLogFormat = KernelLogFormat.KMSG
-    # Start reading a FILE source at its beginning rather than its end.
-    kernel_log_from_start: bool = False
+    # Where reading the kernel log begins: where the last run left off (`gpuheal.agents.kmsg.monitor`),
+    # or by hand at its start or end.
+    kernel_log_read_from: ReadFrom = ReadFrom.RESUME
     boot_id_path: Path = Path("/proc/sys/kernel/random/boot_id")
     # How often the kernel-log monitor reads the boot ID when no line makes it look.
     boot_check_seconds: float = 5.0
@@ -100,8 +102,8 @@ class AgentSettings:
 
         Everything the agent keeps (sockets, spool, boot ID) lives under `home`, the sockets unless a
         `socket_dir` is given (a unix socket path may not exceed 107 bytes, which a deep `home`
-        does); the kernel log is
-        read from its start, so a line written right after the agent starts is never skipped. GPU
+        does); the kernel log file starts empty and is read from where the agent left off (its start,
+        the first time), so a line written right after the agent starts is never skipped. GPU
         resets (unless `gpu_reset` says otherwise) are played by the kernel-log resetter, which
         writes the driver's acknowledgement into that file.
         """
@@ -114,7 +116,6 @@ class AgentSettings:
             spool_dir=home / "spool",
             kernel_log=kernel_log,
             kernel_log_format=KernelLogFormat.FILE,
-            kernel_log_from_start=True,
             boot_id_path=home / "boot_id",
             fake_gpus=gpus,
             **{"gpu_reset": "kernel-log", "boot_check_seconds": 0.5, **settings},
@@ -222,12 +223,8 @@ class Agent:
                 state_path=settings.spool_dir / "kmsg-state.json",
                 on_event=self.reset_acknowledgements.observe,
             )
-            self._monitor_task = asyncio.create_task(
-                self.monitor.run(
-                    follow(settings.kernel_log, settings.kernel_log_format, from_start=settings.kernel_log_from_start)
-                ),
-                name="gpuheal-kmsg",
-            )
+            source = KernelLog(settings.kernel_log, settings.kernel_log_format, settings.kernel_log_read_from)
+            self._monitor_task = asyncio.create_task(self.monitor.run(source), name="gpuheal-kmsg")
             self._monitor_task.add_done_callback(_report_monitor_end)
             self._stack.push_async_callback(self._stop_monitor)
         await self._start_reset_watcher()
@@ -295,6 +292,7 @@ class Agent:
                 release_nvml=self._nvml_released,
                 settings=settings.gpu_reset_settings,
                 on_answered=self._report_after_reset,
+                on_node=self._remediation_holds().observe if self.monitor is not None else None,
             )
             await watcher.start()
         except Exception:
@@ -302,6 +300,14 @@ class Agent:
             return
         self.reset_watcher = watcher
         self._stack.push_async_callback(watcher.stop)
+
+    def _remediation_holds(self) -> RemediationHolds:
+        """Tells the kernel-log monitor when the node's remediation ends, so its next fault is news."""
+        monitor = self.monitor
+        assert monitor is not None
+        holds = RemediationHolds(monitor.remediation_ended)
+        self._stack.push_async_callback(holds.close)
+        return holds
 
     async def _report_after_reset(self, order: GpuResetOrder, report: GpuResetReport) -> None:
         """Report the node's GPU health anew once a reset is answered, so the report follows the answer."""

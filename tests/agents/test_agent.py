@@ -1,8 +1,10 @@
 """The assembled agent: on a node whose NVML is broken it still serves and takes health events; its
-health endpoint reports its spools, and readiness fails while faults wait in memory."""
+health endpoint reports its spools, and readiness fails while faults wait in memory; restarted, it
+reports what the kernel logged while it was down, once."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import tempfile
@@ -14,9 +16,11 @@ import grpc
 import pytest
 
 from gpuheal.agents.agent import Agent, AgentSettings
+from gpuheal.agents.kmsg.follow import KernelLogFormat
 from gpuheal.agents.nvml.fake import FakeNvml
 from gpuheal.agents.publisher import PublisherSettings, RetrySettings, SpoolLimits
 from gpuheal.demo.devserver import free_port
+from gpuheal.domain.health import HealthEvent
 from gpuheal.protos import gpu_pb2, gpu_pb2_grpc, health_event_pb2, health_event_pb2_grpc
 from tests.test_cli import run_gpuheal
 
@@ -187,3 +191,56 @@ def test_a_health_port_in_use_is_one_line_and_exit_2(short_dir: Path) -> None:
         line == f"Error: --health-address: cannot serve the agent's health on 127.0.0.1:{port}: Address already in use"
     )
     assert "Traceback" not in result.stderr.decode()
+
+
+async def _spooled_faults(spool: Path, count: int) -> list[HealthEvent]:
+    """Wait (bounded: a hang guard) until the Temporal lane's spool holds `count` faults; all of them."""
+    async with asyncio.timeout(20):
+        while True:
+            found = [HealthEvent.model_validate_json(path.read_bytes()) for path in sorted(spool.glob("*.json"))]
+            if len(found) >= count:
+                return found
+            await asyncio.sleep(0.02)
+
+
+async def test_an_xid_logged_while_the_agent_was_down_is_reported_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A regular file of /dev/kmsg records stands in for the ring buffer; Temporal is away, so every
+    fault the agent reports waits in its spool, where the test counts them."""
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
+    ring = tmp_path / "kmsg"
+    ring.write_text("6,1,100,-;Linux version 6.8.0\n")
+    boot_id = tmp_path / "boot_id"
+    boot_id.write_text("0c9e2b1d-7f3a-4e5b-9c8d-1a2b3c4d5e6f\n")
+    settings = AgentSettings(
+        node="gpu-node-009",
+        socket_dir=tmp_path / "run",
+        spool_dir=tmp_path / "spool",
+        kernel_log=ring,
+        kernel_log_format=KernelLogFormat.KMSG,
+        boot_id_path=boot_id,
+        fake_gpus=4,
+        temporal_address=f"127.0.0.1:{free_port()}",
+        kubeconfig=None,
+    )
+    temporal_spool = settings.spool_dir / "temporal"
+
+    def log_xid(seq: int, gpu: int, xid: int) -> None:
+        with ring.open("a") as log:
+            log.write(f"3,{seq},{seq * 1000},-;NVRM: Xid (PCI:0000:0{gpu}:00): {xid}, pid=1, name=x, fault\n")
+
+    async with Agent(settings):
+        log_xid(2, 1, 79)
+        await _spooled_faults(temporal_spool, 1)
+    log_xid(3, 2, 48)  # while the agent is down (a rollout, an OOM kill)
+    async with Agent(settings):
+        await _spooled_faults(temporal_spool, 2)
+        log_xid(4, 3, 79)  # a barrier: a record read twice would have been reported before it
+        faults = await _spooled_faults(temporal_spool, 3)
+    assert [(fault.xid, fault.entities[-1].value) for fault in faults] == [
+        (79, "0000:01:00"),
+        (48, "0000:02:00"),
+        (79, "0000:03:00"),
+    ]
+    assert len({fault.id for fault in faults}) == 3

@@ -13,6 +13,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from temporalio.client import WorkflowHandle
+
 from gpuheal.agents.agent import Agent, AgentSettings
 from gpuheal.agents.nvml.fake import FakeNvml
 from gpuheal.demo.devserver import free_port, start_dev_server
@@ -44,8 +46,7 @@ async def node_agent(
         temporal_address=temporal_address,
         task_queue=stack.task_queue,
         kubeconfig=stack.agent_kubeconfig(NODE),
-        remediation_policy=fast_policy(),
-        **overrides,
+        **{"remediation_policy": fast_policy(), **overrides},
     )
     assert settings.kernel_log is not None
     async with Agent(settings) as agent:
@@ -59,11 +60,25 @@ def xid_record(agent: Agent, xid: int, index: int = FAULTY_GPU) -> str:
     return f"3,4242,{uuid.uuid4().int % 10**12},-;NVRM: NVRM: Xid (PCI:{pci}): {xid}, GPU has fallen off the bus\n"
 
 
-async def remediate_through_the_agent(agent: Agent, kernel_log: Path, stack: Stack, xid: int) -> RemediationStatus:
-    """Write the XID into the node's kernel log and follow the remediation run it starts to its end.
+async def remediate_through_the_agent(
+    agent: Agent, kernel_log: Path, stack: Stack, xid: int, *, approve: bool = False
+) -> RemediationStatus:
+    """Write the XID into the node's kernel log and follow the remediation run it starts to its end
+    (approving its repair when asked to)."""
+    run = await report_through_the_agent(agent, kernel_log, stack, xid)
+    if approve:
+        await run.signal("approve", {"approver": "it", "reason": "go ahead"})
+    status: RemediationStatus = await run.result()
+    return status
 
-    The dev server outlives each test, so `remediate-<node>` may already have an older, finished run:
-    only a run started after the line was written counts.
+
+async def report_through_the_agent(
+    agent: Agent, kernel_log: Path, stack: Stack, xid: int
+) -> WorkflowHandle[Any, RemediationStatus]:
+    """Write the XID into the node's kernel log; the remediation run it starts.
+
+    The dev server outlives each test, so `remediate-<node>` may already have an older, finished run
+    (whose worker is gone: it answers no query): only a run started after the line was written counts.
     """
     written = datetime.now(UTC)
     with kernel_log.open("a") as log:
@@ -82,10 +97,9 @@ async def remediate_through_the_agent(agent: Agent, kernel_log: Path, stack: Sta
         return True
 
     await eventually(started, f"the agent starting a new run of {workflow_id_for(NODE)}")
-    status: RemediationStatus = await stack.server.client.get_workflow_handle(
+    return stack.server.client.get_workflow_handle(
         workflow_id_for(NODE), run_id=runs[-1], result_type=RemediationStatus
-    ).result()
-    return status
+    )
 
 
 async def test_xid_in_the_kernel_log_is_remediated(make_stack: StackFactory, tmp_path: Path) -> None:
@@ -172,3 +186,41 @@ async def test_a_gpu_reset_the_agent_refuses_falls_back_to_a_reboot(make_stack: 
     assert "GPU reset is disabled on this node's agent" in status.repair[0]
     assert status.action.name == "RESTART_VM", "the reset became a reboot"
     assert stack.cluster.reboot_requests(NODE) == 1
+
+
+async def test_a_fault_after_its_remediation_ended_starts_a_new_one(make_stack: StackFactory, tmp_path: Path) -> None:
+    """The same XID on the same GPU, well inside the agent's flood-control window of the first, once the
+    first remediation has ended without a reboot (a person took the node back) is a new fault."""
+    stack = await make_stack(workloads=False)
+    policy = fast_policy(require_approval=True)
+    async with node_agent(stack, tmp_path, stack.server.address, remediation_policy=policy) as (agent, kernel_log):
+        handle = await report_through_the_agent(agent, kernel_log, stack, 79)
+
+        async def awaiting_approval() -> bool:
+            status: RemediationStatus = await handle.query("status", result_type=RemediationStatus)
+            return status.phase is Phase.AWAITING_APPROVAL
+
+        await eventually(awaiting_approval, "the remediation waiting for a person")
+        # The person takes the node back: it is uncordoned and the remediation stands down, its marks gone.
+        await stack.core.patch_node(NODE, {"spec": {"unschedulable": False}})
+        await handle.signal("approve", {"approver": "it", "reason": "handled by hand"})
+        first: RemediationStatus = await handle.result()
+        assert first.phase is Phase.CANCELLED, first.reason
+        assert gpuheal_marks(await stack.node(NODE)) == set()
+
+        second = await remediate_through_the_agent(agent, kernel_log, stack, 79, approve=True)
+
+    assert second.phase is Phase.RESOLVED, second.reason
+    assert second.xids == [79]
+    assert stack.cluster.reboot_requests(NODE) == 1, "only the second remediation rebooted"
+
+
+async def test_a_fault_after_a_reboot_starts_a_new_remediation(make_stack: StackFactory, tmp_path: Path) -> None:
+    """The simulated reboot under a running agent is a new boot to it: its flood-control windows go."""
+    stack = await make_stack(workloads=False)
+    async with node_agent(stack, tmp_path, stack.server.address) as (agent, kernel_log):
+        first = await remediate_through_the_agent(agent, kernel_log, stack, 79)
+        second = await remediate_through_the_agent(agent, kernel_log, stack, 79)
+
+    assert (first.phase, second.phase) == (Phase.RESOLVED, Phase.RESOLVED), (first.reason, second.reason)
+    assert stack.cluster.reboot_requests(NODE) == 2

@@ -1,9 +1,11 @@
 """`gpuheal kmsg parse`: kernel log lines on stdin, one JSON object per GPU event on stdout.
 
 Every report is printed (no flood control: this is for reading logs, not for acting on them).
-Each object has `kind`, the code as `xid` (XID and fallen-off-the-bus events) or `sxid`, `pci` as
-the line wrote it, `action` (the RecommendedAction name), `fatal`, `message`, and `gpu_uuid`,
-`pid`, `process`, `nvswitch` when known.
+The output is a contract, documented in the README ("`gpuheal kmsg parse`") and pinned by a test:
+an object's keys are a subset of `FIELDS`, in that order. Always there: `kind` (`xid`, `sxid`,
+`gpu_reset`, `gpu_reset_failed`), `pci` as the line wrote it, `action` (the RecommendedAction name),
+`fatal` and `message`; an XID has `xid` and `fallen_off_bus`, an SXid `sxid`; `gpu_uuid`, `pid`,
+`process` and `nvswitch` only when known.
 """
 
 from __future__ import annotations
@@ -21,6 +23,22 @@ from gpuheal.agents.kmsg.gpumap import GpuMap
 from gpuheal.agents.kmsg.parser import EventKind, KernelEvent, KmsgParser
 
 JsonValue = str | int | bool
+
+# Every key an object may have, in the order it has them.
+FIELDS = (
+    "kind",
+    "xid",
+    "fallen_off_bus",
+    "sxid",
+    "pci",
+    "action",
+    "fatal",
+    "gpu_uuid",
+    "message",
+    "pid",
+    "process",
+    "nvswitch",
+)
 
 
 def parse_lines(
@@ -41,8 +59,9 @@ def event_dict(event: KernelEvent, policy: XidPolicy | None = None, gpus: GpuMap
     """The JSON form of one parsed event, with the decision under `policy`."""
     decision = decide(event, policy)
     found: dict[str, JsonValue] = {"kind": str(event.kind)}
-    if event.kind in (EventKind.XID, EventKind.GPU_FALLEN_OFF_BUS):
+    if event.kind is EventKind.XID:
         found["xid"] = event.code
+        found["fallen_off_bus"] = event.fallen_off_bus
     elif event.kind is EventKind.SXID:
         found["sxid"] = event.code
     found |= {"pci": event.pci, "action": decision.action.name, "fatal": decision.fatal}

@@ -5,12 +5,13 @@ The rule is the same for every kind: an event is fatal exactly when its action i
 - XID: the operator's override when the policy has one, else NVIDIA's catalog (`action_for_xid`).
   XID 154 ("GPU recovery action changed from 0x0 (None) to 0x1 (GPU Reset Required)") is decided by
   the action it changed *to*, so a GPU that recovers (`... to 0x0 (None)`) is not fatal.
-- GPU fallen off the bus: an override for XID 79 when there is one (it is XID 79), else RESTART_BM:
-  the GPU is gone from the PCI bus and only a power cycle of the machine brings it back.
+  A GPU fallen off the bus is XID 79 (also when only the driver's "fallen off the bus" line says so):
+  the catalog's RESTART_BM, since only a power cycle of the machine brings the GPU back.
 - SXid: an override for that SXid when there is one; else a fatal SXid gets `fatal_sxid_action`
   (RESTART_VM by default: a fatal NVSwitch error needs the fabric reset, which the catalog's
   RESET_FABRIC bucket maps to RESTART_VM) and a non-fatal one NONE.
-- GPU reset acknowledgement: NONE and healthy; it is a recovery signal.
+- GPU reset acknowledgement: NONE and healthy; it is a recovery signal. A failed reset: NONE (the
+  fault it was meant to repair stays open; the reset watcher answers the order with a failure).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gpuheal.agents.kmsg.parser import XID_FALLEN_OFF_BUS, EventKind, KernelEvent
+from gpuheal.agents.kmsg.parser import EventKind, KernelEvent
 from gpuheal.domain.actions import Action, RecommendedAction
 from gpuheal.domain.catalog import XID_RECOVERY_ACTION_CHANGED, action_for_xid
 
@@ -71,11 +72,6 @@ def decide(event: KernelEvent, policy: XidPolicy | None = None) -> Decision:
         if override is not None:
             return Decision(override, "policy")
         return Decision(action_for_xid(event.code, _catalog_message(event)), "catalog")
-    if event.kind is EventKind.GPU_FALLEN_OFF_BUS:
-        override = rules.overrides.get(XID_FALLEN_OFF_BUS)
-        if override is not None:
-            return Decision(override, "policy")
-        return Decision(RecommendedAction.RESTART_BM)
     if event.kind is EventKind.SXID:
         override = rules.sxid_overrides.get(event.code)
         if override is not None:

@@ -4,6 +4,10 @@ A failing GPU can write the same XID thousands of times a second. The first occu
 a window and passes; repeats inside the window are counted and dropped; the first occurrence after the
 window passes again and carries the count of repeats the previous window dropped, so nothing is lost
 from the record, only from the event stream.
+
+A window remembers the last occurrence it dropped and when. `release` ends every window at once
+and hands back the last drop of each window that dropped something since a given moment: the
+monitor reports those when the node's remediation ends (see `KernelLogMonitor.remediation_ended`).
 """
 
 from __future__ import annotations
@@ -15,16 +19,29 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
-class _Window:
+class _Window(Generic[T]):
     opened_at: float
     repeats: int = 0
+    last: T | None = None  # the last occurrence dropped, and when
+    last_at: float = 0.0
 
 
-class Deduper(Generic[K]):
-    """Admits the first occurrence of a key per `window` seconds of `clock`.
+@dataclass(frozen=True, slots=True)
+class Released(Generic[K, T]):
+    """A window `release` ended: its key, the repeats it dropped and the last of them."""
+
+    key: K
+    repeats: int
+    last: T | None
+
+
+class Deduper(Generic[K, T]):
+    """Admits the first occurrence of a key per `window` seconds of `clock`; an occurrence may carry an
+    item (`T`), which the window keeps when it drops it.
 
     Memory is bounded by `max_keys`: windows are kept in the order they opened and the oldest go first.
     """
@@ -37,9 +54,9 @@ class Deduper(Generic[K]):
         self.window = window
         self._clock = clock
         self._max_keys = max(1, max_keys)
-        self._windows: OrderedDict[K, _Window] = OrderedDict()
+        self._windows: OrderedDict[K, _Window[T]] = OrderedDict()
 
-    def admit(self, key: K) -> int | None:
+    def admit(self, key: K, item: T | None = None) -> int | None:
         """None when the key repeats inside its window (counted, to be dropped); otherwise the number of
         repeats dropped in the key's previous window (0 for a first sighting), and a new window opens.
         """
@@ -47,9 +64,10 @@ class Deduper(Generic[K]):
         current = self._windows.get(key)
         if current is not None and now - current.opened_at < self.window:
             current.repeats += 1
+            current.last, current.last_at = item, now
             return None
         carried = current.repeats if current is not None else 0
-        self._windows[key] = _Window(now)
+        self._windows[key] = _Window[T](now)
         self._windows.move_to_end(key)
         self._prune(now)
         return carried
@@ -66,6 +84,16 @@ class Deduper(Generic[K]):
     def clear(self) -> None:
         """Drop every window."""
         self._windows.clear()
+
+    def release(self, since: float) -> list[Released[K, T]]:
+        """Drop every window; those that dropped an occurrence at or after `since`, with their last one."""
+        released = [
+            Released(key, window.repeats, window.last)
+            for key, window in self._windows.items()
+            if window.repeats and window.last_at >= since
+        ]
+        self._windows.clear()
+        return released
 
     def __len__(self) -> int:
         return len(self._windows)

@@ -1,16 +1,27 @@
 """Sources of kernel log lines, as async iterators that never block the event loop.
 
+Each yields `LogLine`s: the text, and the position a reader restarted there would resume after.
+
 - `follow_kmsg`: the kernel ring buffer through `/dev/kmsg` (one record per read, `PRI,SEQ,TS,FLAGS;text`
-  and continuation lines starting with a space). By default it starts at the end of the ring (the
-  records already there were written before this process looked); `from_start=True` replays the ring.
-  A reader that falls behind gets EPIPE for records the ring overwrote; that is counted and reading
-  goes on with the oldest record still there.
-- `follow_file`: a plain log file with `tail -F` semantics: start at its end or its beginning, keep
-  going when the file is truncated (read again from its start) or rotated (finish the old file, then
-  read the new one from its start), wait for a file that does not exist yet.
+  and continuation lines starting with a space). A position is the record's sequence number
+  (`KmsgPosition`), which counts from the boot. It starts at the end of the ring (the records already
+  there were written before this process looked), at its start (the whole ring), or after a saved
+  sequence number (the ring is read from its start and what was handled is skipped; a gap to the
+  first record left is logged: the ring overwrote those records while nobody read). A reader that
+  falls behind gets EPIPE for records the ring overwrote; that is counted and reading goes on with
+  the oldest record still there.
+- `follow_file`: a plain log file with `tail -F` semantics: start at its end, its beginning or a saved
+  `FilePosition`, keep going when the file is truncated (read again from its start) or rotated (finish
+  the old file, then read the new one from its start), wait for a file that does not exist yet.
 - `follow_journal_export`: a file in journald's export format (`journalctl -o export`, text and binary
   fields) followed the same way, yielding each entry's MESSAGE; by default only kernel entries
   (`_TRANSPORT=kernel`, which includes records written to /dev/kmsg by the fault injector).
+
+A `FilePosition` names the file (device and inode), the offset after the last complete line (or
+journal entry) and the bytes just before that offset. Resuming at one reads on from the offset when
+the file is still there, is no shorter and still has those bytes there; a file rotated away (renamed
+in the same directory) is found by its inode and finished first; otherwise the file at the path is
+new and is read from its start. Each case is logged.
 
 All blocking reads run on one worker thread per follower; the event loop only awaits them.
 Bytes are decoded as UTF-8 with errors replaced.
@@ -23,12 +34,14 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import select
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal, NamedTuple
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +53,56 @@ _KMSG_READ = 16384
 _BATCH_BYTES = 1 << 20
 # A line longer than this is cut; kernel records are at most a few KiB.
 _MAX_LINE = 1 << 20
+# How many bytes before a file position are kept to recognise the file's content on resuming.
+_TAIL = 64
+# The sequence number in a /dev/kmsg record's header.
+_KMSG_SEQ = re.compile(r"[0-9]{1,4},([0-9]{1,20}),", re.ASCII)
+
+
+# Positions and lines are named tuples: one is made for every line read, and a tuple is the cheapest
+# immutable value to make.
+
+
+class KmsgPosition(NamedTuple):
+    """After the /dev/kmsg record with this sequence number (of one boot)."""
+
+    seq: int
+
+
+class FilePosition(NamedTuple):
+    """After `offset` bytes of the file with this device and inode; `tail` is the bytes right before them."""
+
+    device: int
+    inode: int
+    offset: int
+    tail: bytes
+
+
+Position = KmsgPosition | FilePosition
+# Where a follower begins: the start or the end of what is there, or after a saved position.
+StartAt = Literal["start", "end"] | Position
+
+
+class LogLine(NamedTuple):
+    """One line of a source, and the position after it (None where the source has none to give)."""
+
+    text: str
+    position: Position | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    """Bytes read from a file (`identity` is its device and inode; None for /dev/kmsg) at `offset`."""
+
+    data: bytes
+    identity: tuple[int, int] | None = None
+    offset: int = 0
 
 
 class _Reader:
     """A blocking byte source for one follower; only ever called from its worker thread."""
 
-    def read(self) -> bytes:
+    def read(self) -> _Chunk:
         raise NotImplementedError
 
     def idle(self, poll_interval: float) -> float:
@@ -56,14 +113,14 @@ class _Reader:
         raise NotImplementedError
 
 
-async def _chunks(reader: _Reader, poll_interval: float) -> AsyncGenerator[bytes, None]:
+async def _chunks(reader: _Reader, poll_interval: float) -> AsyncGenerator[_Chunk, None]:
     """Bytes from a reader, read on a worker thread; sleeps `poll_interval` when there is nothing new."""
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpuheal-kmsg-follow")
     try:
         while True:
-            data = await asyncio.wrap_future(worker.submit(reader.read))
-            if data:
-                yield data
+            chunk = await asyncio.wrap_future(worker.submit(reader.read))
+            if chunk.data:
+                yield chunk
             else:
                 await asyncio.sleep(reader.idle(poll_interval))
     finally:
@@ -73,34 +130,67 @@ async def _chunks(reader: _Reader, poll_interval: float) -> AsyncGenerator[bytes
         worker.shutdown(wait=False)
 
 
-async def _lines(chunks: AsyncGenerator[bytes, None]) -> AsyncGenerator[str, None]:
-    """Split a byte stream into lines (without their newline); a partial last line waits for the rest."""
+async def _lines(chunks: AsyncGenerator[_Chunk, None]) -> AsyncGenerator[LogLine, None]:
+    """Split a byte stream into lines (without their newline); a partial last line waits for the rest.
+
+    Lines of a file carry the `FilePosition` after them. When the bytes stop continuing where the last
+    ones ended (the file was truncated, or replaced by a new one), a partial line left over is the
+    end of the old content: it is yielded on its own, never glued to the new.
+    """
     partial = b""
+    identity: tuple[int, int] | None = None
+    end = 0  # the file offset after the bytes seen so far
     async with contextlib.aclosing(chunks):  # closing the lines closes the reader now, not at GC
         async for chunk in chunks:
-            pieces = (partial + chunk).split(b"\n")
-            partial = pieces.pop()
-            if len(partial) > _MAX_LINE:
-                pieces.append(partial)  # no newline in sight (binary junk): don't buffer without end
+            if chunk.identity is not None and (chunk.identity != identity or chunk.offset != end) and partial:
+                yield LogLine(partial.decode("utf-8", errors="replace"), _position(identity, end, partial))
                 partial = b""
+            identity = chunk.identity
+            buffer = partial + chunk.data
+            base = chunk.offset - len(partial)  # the file offset of buffer[0]
+            end = chunk.offset + len(chunk.data)
+            pieces = buffer.split(b"\n")
+            partial = pieces.pop()
+            cut = b""
+            if len(partial) > _MAX_LINE:  # no newline in sight (binary junk): don't buffer without end
+                cut, partial = partial, b""
+            if identity is None:
+                for piece in pieces:
+                    yield LogLine(piece.decode("utf-8", errors="replace"), None)
+                if cut:
+                    yield LogLine(cut.decode("utf-8", errors="replace"), None)
+                continue
+            device, inode = identity
+            stop = 0  # where in `buffer` the line just split off ends (after its newline)
             for piece in pieces:
-                yield piece.decode("utf-8", errors="replace")
+                stop += len(piece) + 1
+                tail = buffer[stop - _TAIL : stop] if stop > _TAIL else buffer[:stop]
+                yield LogLine(piece.decode("utf-8", errors="replace"), FilePosition(device, inode, base + stop, tail))
+            if cut:
+                stop += len(cut)
+                yield LogLine(cut.decode("utf-8", errors="replace"), _position(identity, base + stop, cut))
+
+
+def _position(identity: tuple[int, int] | None, offset: int, before: bytes) -> FilePosition | None:
+    if identity is None:
+        return None
+    return FilePosition(identity[0], identity[1], offset, before[-_TAIL:])
 
 
 class _KmsgReader(_Reader):
-    def __init__(self, path: Path, *, from_start: bool, wait: float) -> None:
+    def __init__(self, path: Path, *, from_end: bool, wait: float) -> None:
         self._fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         self._wait_ms = max(0, int(wait * 1000))
         self._at_eof = False
         self.lost = 0
-        if not from_start:
+        if from_end:
             # A pipe (tests) can't seek, and has no backlog to skip anyway.
             with contextlib.suppress(OSError):
                 os.lseek(self._fd, 0, os.SEEK_END)
         self._poller = select.poll()
         self._poller.register(self._fd, select.POLLIN)
 
-    def read(self) -> bytes:
+    def read(self) -> _Chunk:
         # Wait in the worker (not the loop) for a record, so new records arrive without polling delay.
         self._poller.poll(self._wait_ms)
         self._at_eof = False
@@ -125,7 +215,7 @@ class _KmsgReader(_Reader):
                 break
             records.append(record if record.endswith(b"\n") else record + b"\n")
             size += len(record)
-        return b"".join(records)
+        return _Chunk(b"".join(records))
 
     def idle(self, poll_interval: float) -> float:
         # The read already waited in poll(); only an end of file calls for a pause of its own.
@@ -138,48 +228,101 @@ class _KmsgReader(_Reader):
 class _FileReader(_Reader):
     """`tail -F` over a path: reopens on rotation, rewinds on truncation, waits for a missing file."""
 
-    def __init__(self, path: Path, *, from_start: bool) -> None:
+    def __init__(self, path: Path, *, start_at: StartAt) -> None:
         self._path = path
         self._file: BinaryIO | None = None
         self._identity: tuple[int, int] | None = None
-        # Only the file present when following starts may be skipped to its end; later ones are new.
-        self._skip_existing = not from_start
+        # Only the first open may skip to the end or resume; a file found later is new: read from its start.
+        self._start_at: StartAt = start_at
 
     def _open(self) -> None:
+        start_at, self._start_at = self._start_at, "start"
+        if isinstance(start_at, FilePosition) and self._resume(start_at):
+            return
         try:
             handle = self._path.open("rb")
         except OSError:
-            self._skip_existing = False
             return
         stat = os.fstat(handle.fileno())
         self._file, self._identity = handle, (stat.st_dev, stat.st_ino)
-        if self._skip_existing:
+        if start_at == "end":
             handle.seek(0, os.SEEK_END)
-        self._skip_existing = False
 
-    def read(self) -> bytes:
+    def _resume(self, saved: FilePosition) -> bool:
+        """Open the saved file at the saved offset (see the module docstring); False to read the path anew."""
+        identity = (saved.device, saved.inode)
+        where = self._find(identity)
+        if where is None:
+            log.warning(
+                "%s was replaced while the agent was down and the file it was reading is gone: "
+                "reading the new one from its start",
+                self._path,
+            )
+            return False
+        try:
+            handle = where.open("rb")
+        except OSError as error:
+            log.warning("cannot resume %s (%s): reading %s from its start", where, error, self._path)
+            return False
+        stat = os.fstat(handle.fileno())
+        if (stat.st_dev, stat.st_ino) != identity or not _holds(handle, stat.st_size, saved):
+            handle.close()
+            log.warning(
+                "%s was truncated or rewritten while the agent was down: reading %s from its start", where, self._path
+            )
+            return False
+        handle.seek(saved.offset)
+        self._file, self._identity = handle, identity
+        if where == self._path:
+            log.info("resuming %s at byte %d", where, saved.offset)
+        else:
+            log.warning(
+                "%s was rotated while the agent was down: finishing %s from byte %d, then the new file",
+                self._path,
+                where,
+                saved.offset,
+            )
+        return True
+
+    def _find(self, identity: tuple[int, int]) -> Path | None:
+        """The path of the file with this identity: the followed path, or a rotated file beside it."""
+        with contextlib.suppress(OSError):
+            stat = self._path.stat()
+            if (stat.st_dev, stat.st_ino) == identity:
+                return self._path
+        with contextlib.suppress(OSError), os.scandir(self._path.parent) as entries:
+            for entry in entries:
+                if entry.inode() == identity[1] and entry.is_file() and entry.stat().st_dev == identity[0]:
+                    return Path(entry.path)
+        return None
+
+    def read(self) -> _Chunk:
         if self._file is None:
             self._open()  # also the first open: on the worker, not on the event loop
             if self._file is None:
-                return b""
-        data = self._file.read(_BATCH_BYTES)
-        if data:
-            return data
+                return _Chunk(b"")
+        chunk = self._read()
+        if chunk.data:
+            return chunk
         # At the end of what we have: has the file been truncated, or replaced by a new one?
-        position = self._file.tell()
-        if os.fstat(self._file.fileno()).st_size < position:
+        if os.fstat(self._file.fileno()).st_size < chunk.offset:
             self._file.seek(0)
-            return self._file.read(_BATCH_BYTES)
+            return self._read()
         try:
             stat = self._path.stat()
         except OSError:
-            return b""  # moved away and not recreated yet: keep the old one until a new one appears
+            return chunk  # moved away and not recreated yet: keep the old one until a new one appears
         if (stat.st_dev, stat.st_ino) != self._identity:
             self._file.close()
             self._file = None
             self._open()
-            return self._file.read(_BATCH_BYTES) if self._file else b""
-        return b""
+            return self._read() if self._file else _Chunk(b"")
+        return chunk
+
+    def _read(self) -> _Chunk:
+        assert self._file is not None
+        offset = self._file.tell()
+        return _Chunk(self._file.read(_BATCH_BYTES), self._identity, offset)
 
     def close(self) -> None:
         if self._file is not None:
@@ -187,45 +330,76 @@ class _FileReader(_Reader):
             self._file = None
 
 
+def _holds(handle: BinaryIO, size: int, saved: FilePosition) -> bool:
+    """Whether the open file still has the saved bytes right before the saved offset."""
+    if size < saved.offset or len(saved.tail) > saved.offset:
+        return False
+    handle.seek(saved.offset - len(saved.tail))
+    return handle.read(len(saved.tail)) == saved.tail
+
+
 async def follow_kmsg(
-    path: Path = KMSG, *, from_start: bool = False, poll_interval: float = 0.25
-) -> AsyncGenerator[str, None]:
-    """Lines of the kernel ring buffer as /dev/kmsg writes them (`3,812,6085126134786,-;NVRM: ...`)."""
-    reader = _KmsgReader(path, from_start=from_start, wait=poll_interval)
+    path: Path = KMSG, *, start_at: StartAt = "end", poll_interval: float = 0.25
+) -> AsyncGenerator[LogLine, None]:
+    """Lines of the kernel ring buffer as /dev/kmsg writes them (`3,812,6085126134786,-;NVRM: ...`).
+
+    Each carries the sequence number of its record; continuation lines that of the record they follow.
+    """
+    after = start_at.seq if isinstance(start_at, KmsgPosition) else None
+    reader = _KmsgReader(path, from_end=start_at == "end", wait=poll_interval)
+    seq: int | None = None
     async with contextlib.aclosing(_lines(_chunks(reader, poll_interval))) as lines:
         async for line in lines:
-            yield line
+            header = _KMSG_SEQ.match(line.text)
+            if header is not None:
+                first = seq is None
+                seq = int(header[1])
+                if first and after is not None and seq > after + 1:
+                    log.warning(
+                        "kernel records %d to %d were overwritten in the ring buffer before they were read",
+                        after + 1,
+                        seq - 1,
+                    )
+            if after is not None and seq is not None and seq <= after:
+                continue  # handled before the restart
+            yield LogLine(line.text, KmsgPosition(seq) if seq is not None else None)
 
 
-async def follow_file(
-    path: Path, *, from_start: bool = False, poll_interval: float = 0.25
-) -> AsyncGenerator[str, None]:
+def follow_file(path: Path, *, start_at: StartAt = "end", poll_interval: float = 0.25) -> AsyncGenerator[LogLine, None]:
     """Lines appended to a log file (dmesg, journald or syslog text), following it like `tail -F`."""
-    async with contextlib.aclosing(_lines(_chunks(_FileReader(path, from_start=from_start), poll_interval))) as lines:
-        async for line in lines:
-            yield line
+    return _lines(_chunks(_FileReader(path, start_at=start_at), poll_interval))
 
 
 # A binary field longer than this is taken as corruption rather than waited for.
 _MAX_FIELD = 1 << 24
 
 
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One entry of a journal export stream, and the stream offset right after it."""
+
+    fields: dict[str, bytes]
+    end: int
+    tail: bytes  # the bytes right before `end` (at least the blank line that ended the entry)
+
+
 class JournalExportDecoder:
     """Incremental decoder of journald's export format: feed bytes, get finished entries.
 
     Text fields are `NAME=value\\n`; binary ones `NAME\\n`, a little-endian 64-bit length, the bytes and
-    `\\n`; an empty line ends an entry.
+    `\\n`; an empty line ends an entry. `offset` is where in its file the stream starts.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, offset: int = 0) -> None:
         self._buffer = bytearray()
         self._entry: dict[str, bytes] = {}
+        self._consumed = offset  # the stream offset of the buffer's first byte
 
-    def feed(self, data: bytes) -> list[dict[str, bytes]]:
+    def feed(self, data: bytes) -> list[JournalEntry]:
         """The entries completed by these bytes, in order."""
         buffer = self._buffer
         buffer += data
-        done: list[dict[str, bytes]] = []
+        done: list[JournalEntry] = []
         position = 0
         while True:
             newline = buffer.find(b"\n", position)
@@ -233,7 +407,9 @@ class JournalExportDecoder:
                 break
             if newline == position:
                 if self._entry:
-                    done.append(self._entry)
+                    end = newline + 1
+                    tail = bytes(buffer[max(0, end - _TAIL) : end])
+                    done.append(JournalEntry(self._entry, self._consumed + end, tail))
                     self._entry = {}
                 position = newline + 1
                 continue
@@ -255,22 +431,24 @@ class JournalExportDecoder:
             self._entry[name.decode("utf-8", errors="replace")] = bytes(buffer[newline + 9 : end])
             position = end + 1
         del buffer[:position]
+        self._consumed += position
         return done
 
 
 async def follow_journal_export(
     path: Path,
     *,
-    from_start: bool = False,
+    start_at: StartAt = "end",
     kernel_only: bool = True,
     poll_interval: float = 0.25,
     keep: Callable[[dict[str, bytes]], bool] | None = None,
-) -> AsyncGenerator[str, None]:
+) -> AsyncGenerator[LogLine, None]:
     """The MESSAGE of each entry written to a journal export file, followed like `tail -F`.
 
     `kernel_only` keeps entries with `_TRANSPORT=kernel`; `keep`, when given, decides instead.
     Starting at the end of a file a writer is halfway through an entry can yield that entry's tail as
-    a fragment; the decoder is back in step at the next blank line.
+    a fragment; the decoder is back in step at the next blank line. Every line of an entry carries the
+    position after that entry. A new file, or the same one rewound, starts a new decoder.
     """
 
     def kernel(entry: dict[str, bytes]) -> bool:
@@ -278,16 +456,22 @@ async def follow_journal_export(
 
     wanted = keep or (kernel if kernel_only else None)
     decoder = JournalExportDecoder()
-    async with contextlib.aclosing(_chunks(_FileReader(path, from_start=from_start), poll_interval)) as chunks:
+    identity: tuple[int, int] | None = None
+    end = 0
+    async with contextlib.aclosing(_chunks(_FileReader(path, start_at=start_at), poll_interval)) as chunks:
         async for chunk in chunks:
-            for entry in decoder.feed(chunk):
-                if wanted is not None and not wanted(entry):
+            if chunk.identity != identity or chunk.offset != end:
+                decoder = JournalExportDecoder(chunk.offset)
+            identity, end = chunk.identity, chunk.offset + len(chunk.data)
+            for entry in decoder.feed(chunk.data):
+                if wanted is not None and not wanted(entry.fields):
                     continue
-                message = entry.get("MESSAGE")
+                message = entry.fields.get("MESSAGE")
                 if message is None:
                     continue
+                position = _position(identity, entry.end, entry.tail)
                 for line in message.decode("utf-8", errors="replace").splitlines():
-                    yield line
+                    yield LogLine(line, position)
 
 
 class KernelLogFormat(StrEnum):
@@ -298,10 +482,35 @@ class KernelLogFormat(StrEnum):
     JOURNAL = "journal"  # a journal export file
 
 
-def follow(path: Path, source: KernelLogFormat, *, from_start: bool = False) -> AsyncGenerator[str, None]:
-    """The lines of a kernel log source of the given kind."""
-    if source is KernelLogFormat.KMSG:
-        return follow_kmsg(path, from_start=from_start)
-    if source is KernelLogFormat.JOURNAL:
-        return follow_journal_export(path, from_start=from_start)
-    return follow_file(path, from_start=from_start)
+class ReadFrom(StrEnum):
+    """Where the agent starts reading its kernel log."""
+
+    RESUME = "resume"  # after the last line handled before (the saved position), else from the start
+    START = "start"  # everything there: the whole ring buffer, or the file from its beginning
+    END = "end"  # only what is written from now on
+
+
+@dataclass(frozen=True, slots=True)
+class KernelLog:
+    """A kernel log source: its path, its format, and where the agent asks to begin reading.
+
+    `read_from` is the agent's choice; the monitor, which knows what was read before, turns it into
+    the `StartAt` that `lines` follows from.
+    """
+
+    path: Path
+    format: KernelLogFormat = KernelLogFormat.KMSG
+    read_from: ReadFrom = ReadFrom.RESUME
+    poll_interval: float = 0.25
+
+    def fits(self, position: Position) -> bool:
+        """Whether a position is of this source's kind (a sequence number for /dev/kmsg, an offset for files)."""
+        return isinstance(position, KmsgPosition) == (self.format is KernelLogFormat.KMSG)
+
+    def lines(self, start_at: StartAt) -> AsyncGenerator[LogLine, None]:
+        """Follow the source from `start_at`."""
+        if self.format is KernelLogFormat.KMSG:
+            return follow_kmsg(self.path, start_at=start_at, poll_interval=self.poll_interval)
+        if self.format is KernelLogFormat.JOURNAL:
+            return follow_journal_export(self.path, start_at=start_at, poll_interval=self.poll_interval)
+        return follow_file(self.path, start_at=start_at, poll_interval=self.poll_interval)

@@ -3,12 +3,35 @@
 lines → `KmsgParser` (one event per report) → `decide` (action, fatality) → `Deduper` (one event per
 GPU, kind and code per window) → `HealthEvent` → the sink.
 
+Restarts: with a `state_path`, the monitor keeps there (see `state`) the boot ID it last saw and the
+position after the last line it handled, so a restarted agent reads on from there: an XID written
+while the agent was down is reported once, and what was reported before is not reported again. A
+position is saved right after a line's event was handed to the sink (delivered or spooled), and
+after other lines at most every `save_interval` seconds and when the monitor stops; so a crash
+replays rather than skips. A replayed line's event has the id it had the first time (derived from
+the node, the boot, the position and the line), and the workflow counts each event id once; only
+a crash within `save_interval` of a repeat that flood control held back can report that repeat anew.
+Where `run` starts reading (`start_point`): after the saved position when the source is read from
+where it left off (a kmsg sequence number only on the boot it was read in); from the start when
+nothing was saved for this boot (the whole ring buffer after a reboot); from the same edge as last
+time when it began at one on this boot and has read no line since; from the end when an agent that
+saved no position (an older version) already read this boot's log.
+
 Reboots: the monitor keeps the boot ID it last saw (in `state_path` when given, so the knowledge
 survives the reboot that replaces the process). When the boot ID changes, every address may name
 another GPU and every earlier fault is history: it forgets its parser and dedupe state and reports
 each known GPU healthy once ("GPUs healthy after reboot"), so consumers clear what they hold. The
 boot ID is read with the lines and, while `run` runs, every `boot_check_interval` seconds without
 them: on a real node a reboot restarts the agent, but a simulated node reboots under a running one.
+
+Flood control and the end of a fault. A window holds back repeats of what was reported, but the first
+fault after the node was repaired must never be folded into a window opened before the repair. On a
+real node a reboot restarts the agent; a simulated node reboots under a running one, whose monitor
+sees the new boot ID (read every `boot_check_interval` seconds, and again before a repeat is dropped
+when it was last read more than `_DROP_BOOT_CHECK` seconds ago) and forgets every window. A GPU
+reset the driver acknowledges forgets that GPU's windows. What is left is a remediation that ends
+without either (a person repaired the node and approved, or took it back): the agent learns of that
+from its node's marks (`holds`) and calls `remediation_ended`.
 
 `on_event`, when given, sees every parsed event (with the GPU UUID it resolved to) before flood
 control drops repeats: the GPU reset watcher learns of the driver's reset acknowledgements from it,
@@ -19,19 +42,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import functools
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
-from gpuheal.agents.durable_file import write_durably
 from gpuheal.agents.kmsg.decide import Decision, XidPolicy, decide
 from gpuheal.agents.kmsg.dedupe import Deduper
+from gpuheal.agents.kmsg.follow import KernelLog, KmsgPosition, LogLine, Position, ReadFrom, StartAt
 from gpuheal.agents.kmsg.gpumap import GpuMap
 from gpuheal.agents.kmsg.parser import EventKind, KernelEvent, KmsgParser
+from gpuheal.agents.kmsg.state import MonitorState, load_state, save_state
 from gpuheal.agents.sink import EventSink
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.health import CHECK_GPU_RESET, GPU_UUID, PCI, Entity, HealthEvent
@@ -48,21 +75,37 @@ HEALTHY_AFTER_REBOOT = "GPUs healthy after reboot"
 
 _CHECKS: dict[EventKind, str] = {
     EventKind.XID: CHECK_XID,
-    EventKind.GPU_FALLEN_OFF_BUS: CHECK_XID,
     EventKind.SXID: CHECK_SXID,
     EventKind.GPU_RESET: CHECK_RESET,
+    EventKind.GPU_RESET_FAILED: CHECK_RESET,
 }
 _LABELS: dict[EventKind, str] = {
     EventKind.XID: "XID",
-    EventKind.GPU_FALLEN_OFF_BUS: "XID",
     EventKind.SXID: "SXid",
     EventKind.GPU_RESET: "GPU reset",
+    EventKind.GPU_RESET_FAILED: "GPU reset failed",
 }
+_RESETS = (EventKind.GPU_RESET, EventKind.GPU_RESET_FAILED)
+
+# A repeat is dropped only after the boot ID was read at most this long ago (seconds).
+_DROP_BOOT_CHECK = 0.1
+
+# The namespace of the ids of events read at a known position (uuid5 of node, position and line).
+_EVENT_IDS = uuid.UUID("6f0c9a52-5d0e-4e8f-a3a1-2b7c4d9e1f30")
 
 # The dedupe key: (GPU UUID, or the normalised PCI address when no UUID is known; kind; code).
 DedupeKey = tuple[str, EventKind, int]
 # Told of every parsed event and the GPU UUID it names (None when unknown); must not block.
 EventObserver = Callable[[KernelEvent, str | None], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Occurrence:
+    """A parsed line as flood control keeps its last dropped repeat: enough to report it later."""
+
+    parsed: KernelEvent
+    gpu_uuid: str | None
+    position: Position | None
 
 
 def read_boot_id(path: Path = BOOT_ID) -> str | None:
@@ -92,6 +135,8 @@ class KernelLogMonitor:
         boot_id_path: Path = BOOT_ID,
         state_path: Path | None = None,
         boot_check_interval: float = 5.0,
+        save_interval: float = 1.0,
+        end_grace: float = 30.0,
         on_event: EventObserver | None = None,
     ) -> None:
         self.node = node
@@ -99,13 +144,25 @@ class KernelLogMonitor:
         self._policy = policy
         self._gpus = gpu_map if gpu_map is not None else GpuMap(clock=clock)
         self._parser = KmsgParser()
-        self._dedupe: Deduper[DedupeKey] = Deduper(dedupe_window, clock=clock)
+        self._dedupe: Deduper[DedupeKey, _Occurrence] = Deduper(dedupe_window, clock=clock)
         self._clock = clock
         self._now = now
         self._boot_id_path = boot_id_path
         self._state_path = state_path
         self._boot_check_interval = boot_check_interval
+        self._save_interval = save_interval
+        self._end_grace = end_grace
         self._on_event = on_event
+        self._saved = MonitorState()  # as found at start
+        # The position after the last line handled (and the boot it was read in), and when it was saved.
+        self._position: Position | None = None
+        self._position_boot_id: str | None = None
+        self._position_saved_at: float | None = None
+        self._position_dirty = False
+        self._writing: asyncio.Future[bool] | None = None  # the last save asked for
+        self._edge: Literal["start", "end"] | None = None  # where reading began, until a line is read
+        # Where `run` began reading its `KernelLog` (None until it chose).
+        self.reading_from: StartAt | None = None
         self._boot_id: str | None = None
         self._boot_checked_at: float | None = None
         self._boot_lock = asyncio.Lock()
@@ -117,14 +174,39 @@ class KernelLogMonitor:
         return self._boot_id
 
     async def start(self) -> None:
-        """Take the boot ID; if the persisted one differs, this node rebooted since: report it healthy."""
+        """Take the boot ID and the saved state; if the saved boot differs, this node rebooted since:
+        report it healthy."""
         current = await asyncio.to_thread(read_boot_id, self._boot_id_path)
-        previous = await asyncio.to_thread(self._load_state) if self._state_path else None
+        if self._state_path is not None:
+            self._saved = await asyncio.to_thread(load_state, self._state_path)
+        previous = self._saved.boot_id
         self._boot_id = current
+        self._position, self._position_boot_id = self._saved.position, self._saved.position_boot_id
         self._boot_checked_at = self._clock()
         if current is not None and previous is not None and previous != current:
             await self._after_reboot(previous)
         await self._save_state()
+
+    def start_point(self, source: KernelLog) -> StartAt:
+        """Where to begin reading `source`, after `start` (see the module docstring)."""
+        if source.read_from is ReadFrom.START:
+            return "start"
+        if source.read_from is ReadFrom.END:
+            return "end"
+        saved = self._saved.position_for(self._boot_id)
+        if saved is not None and source.fits(saved):
+            return saved
+        if self._boot_id is None or self._saved.boot_id != self._boot_id or self._saved.position is not None:
+            return "start"
+        if self._saved.edge is None:
+            log.info("no position was saved on this boot (an older agent read the log): reading from its end")
+            return "end"
+        return self._saved.edge  # nothing read on this boot since beginning there
+
+    def _boot_stale(self) -> bool:
+        """Whether the boot ID was read too long ago to drop a repeat on its word."""
+        checked_at = self._boot_checked_at
+        return checked_at is None or self._clock() - checked_at >= _DROP_BOOT_CHECK
 
     async def check_boot(self) -> bool:
         """Read the boot ID now; True (after resetting and reporting healthy) when it changed."""
@@ -141,35 +223,67 @@ class KernelLogMonitor:
             await self._save_state()
             return True
 
-    async def feed(self, line: str | bytes) -> HealthEvent | None:
-        """Process one line; the event delivered to the sink for it, if any."""
+    async def feed(self, line: str | bytes, position: Position | None = None) -> HealthEvent | None:
+        """Process one line (read at `position`, when known); the event delivered to the sink for it, if any.
+
+        Once the line is handled (its event handed to the sink), `position` is where the monitor stands:
+        taken at once, with no await in between, so a stop right after still saves it.
+        """
         if self._boot_checked_at is None or self._clock() - self._boot_checked_at >= self._boot_check_interval:
             await self.check_boot()
         try:
             parsed = self._parser.feed(line)
         except Exception:  # the parser is built never to raise; a bug there must not stop the monitor
             log.exception("kernel log parser failed on a line")
-            return None
-        if parsed is None:
-            return None
-        return await self._handle(parsed)
+            parsed = None
+        event = await self._handle(parsed, position) if parsed is not None else None
+        if position is not None:
+            self._position, self._position_boot_id = position, self._boot_id
+            self._position_dirty = True
+        return event
 
-    async def run(self, lines: AsyncIterable[str | bytes]) -> None:
-        """Start, then process lines until the source ends; a failing sink costs an event, not the monitor."""
+    async def run(self, lines: AsyncIterable[str | bytes | LogLine] | KernelLog) -> None:
+        """Start, then process lines until the source ends; a failing sink costs an event, not the monitor.
+
+        Given a `KernelLog`, it is followed from `start_point`; lines that carry a position advance it.
+        """
         await self.start()
+        if isinstance(lines, KernelLog):
+            start_at = self.start_point(lines)
+            log.info("reading the kernel log %s (%s) from %s", lines.path, lines.format, _describe(start_at))
+            if isinstance(start_at, str):  # an edge: what was read before no longer says where to resume
+                self._position, self._position_boot_id, self._edge = None, None, start_at
+                await self._save_state()
+            self.reading_from = start_at
+            lines = lines.lines(start_at)
         boot = asyncio.create_task(self._watch_boot(), name="gpuheal-kmsg-boot")
         try:
             async for line in lines:
+                text, position = (line.text, line.position) if isinstance(line, LogLine) else (line, None)
+                event: HealthEvent | None = None
                 try:
-                    await self.feed(line)
+                    event = await self.feed(text, position)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
                     log.exception("delivering a kernel log event failed")
+                if position is not None and self._save_due(handed_over=event is not None):
+                    await self._save_state()
         finally:
             boot.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await boot
+            if self._position_dirty:
+                await self._save_state()  # stopping: where the next start reads on from
+            elif self._writing is not None:
+                await asyncio.shield(self._writing)  # a save a stop interrupted is on the disk before run ends
+
+    def _save_due(self, *, handed_over: bool) -> bool:
+        """Save the position now when the last line's event went to the sink, else at most every `save_interval`."""
+        if not self._position_dirty:
+            return False
+        saved_at = self._position_saved_at
+        return handed_over or saved_at is None or self._clock() - saved_at >= self._save_interval
 
     async def _watch_boot(self) -> None:
         """Check the boot ID when no line has made the monitor look at it for a while."""
@@ -183,7 +297,7 @@ class KernelLogMonitor:
             except Exception:
                 log.exception("checking the boot ID failed")
 
-    async def _handle(self, parsed: KernelEvent) -> HealthEvent | None:
+    async def _handle(self, parsed: KernelEvent, position: Position | None) -> HealthEvent | None:
         key = parsed.pci_key
         gpu_uuid = parsed.gpu_uuid
         if gpu_uuid is None and parsed.kind is not EventKind.SXID:
@@ -196,13 +310,17 @@ class KernelLogMonitor:
                 log.exception("a kernel event observer failed")
         identity = gpu_uuid or key
         window = (identity, parsed.kind, parsed.code)
-        repeats = self._dedupe.admit(window)
+        occurrence = _Occurrence(parsed, gpu_uuid, position)
+        repeats = self._dedupe.admit(window, occurrence)
+        if repeats is None and self._boot_stale() and await self.check_boot():
+            repeats = self._dedupe.admit(window, occurrence)  # a repeat is folded only within its boot
         if repeats is None:
             return None
         if parsed.kind is EventKind.GPU_RESET:
-            # A reset GPU starts afresh: its next fault is news even inside an old window.
-            self._dedupe.forget(lambda k: k[0] in (identity, key) and k[1] is not EventKind.GPU_RESET)
-        event = self._event(parsed, decide(parsed, self._policy), gpu_uuid, repeats)
+            # A reset GPU starts afresh: its next fault is news even inside an old window. A failed
+            # reset changes nothing: the GPU's faults stand.
+            self._dedupe.forget(lambda k: k[0] in (identity, key) and k[1] not in _RESETS)
+        event = self._event(parsed, decide(parsed, self._policy), gpu_uuid, repeats, position)
         try:
             await self._sink.submit(event)
         except BaseException:
@@ -211,7 +329,42 @@ class KernelLogMonitor:
             raise
         return event
 
-    def _event(self, parsed: KernelEvent, decision: Decision, gpu_uuid: str | None, repeats: int) -> HealthEvent:
+    async def remediation_ended(self, held_seen_at: float | None = None) -> list[HealthEvent]:
+        """The node's remediation ended (see `holds`): forget every flood-control window; the events reported.
+
+        The agent learns of the end a little after it happened, and a repeat dropped in between was
+        logged after the end: it is the first fault of a repaired node. So the last repeat of each
+        window that dropped one since the node was last seen held (`held_seen_at`), and at most
+        `end_grace` seconds before now, is reported now, with the count of the others. An older drop
+        happened while the remediation was under way and stays folded into it.
+        """
+        since = self._clock() - self._end_grace
+        if held_seen_at is not None:
+            since = max(since, held_seen_at)
+        reported: list[HealthEvent] = []
+        for released in self._dedupe.release(since):
+            dropped = released.last
+            if dropped is None:
+                continue
+            self._dedupe.admit(released.key)  # its repeats from now on are flood again
+            event = self._event(
+                dropped.parsed,
+                decide(dropped.parsed, self._policy),
+                dropped.gpu_uuid,
+                released.repeats - 1,
+                dropped.position,
+            )
+            await self._sink.submit(event)
+            reported.append(event)
+        log.info(
+            "this node's remediation ended: flood-control windows forgotten, %d repeat(s) logged since reported",
+            len(reported),
+        )
+        return reported
+
+    def _event(
+        self, parsed: KernelEvent, decision: Decision, gpu_uuid: str | None, repeats: int, position: Position | None
+    ) -> HealthEvent:
         entities = [Entity(type=GPU_UUID, value=gpu_uuid)] if gpu_uuid else []
         entities.append(Entity(type=PCI, value=parsed.pci))
         metadata = {"kind": str(parsed.kind), "pci": parsed.pci, "decided_by": decision.source}
@@ -223,17 +376,20 @@ class KernelLogMonitor:
             metadata["process"] = parsed.process
         if parsed.device:
             metadata["nvswitch"] = parsed.device
+        if parsed.fallen_off_bus:
+            metadata["fallen_off_bus"] = "true"
         if self._boot_id:
             metadata["boot_id"] = self._boot_id
         codes = _error_codes(parsed)
         return HealthEvent(
-            id=str(uuid.uuid4()),
+            id=self._event_id(parsed.raw, position),
             node=self.node,
             agent=AGENT,
             component_class=COMPONENT_CLASS,
             check_name=_CHECKS[parsed.kind],
             is_fatal=decision.fatal,
-            # Only a reset acknowledgement says a GPU is well; a non-fatal XID is still a problem seen.
+            # Only a reset acknowledgement says a GPU is well; a non-fatal XID or a failed reset is
+            # still a problem seen (informational: it opens and closes no fault).
             is_healthy=parsed.kind is EventKind.GPU_RESET,
             message=_message(parsed),
             action=decision.action,
@@ -242,6 +398,16 @@ class KernelLogMonitor:
             metadata=metadata,
             generated_at=self._now(),
         )
+
+    def _event_id(self, raw: str, position: Position | None) -> str:
+        """The same id for the same line read at the same place, so a replay after a crash is one event."""
+        if position is None:
+            return str(uuid.uuid4())
+        if isinstance(position, KmsgPosition):  # sequence numbers start again with every boot
+            where = f"kmsg/{self._boot_id or ''}/{position.seq}"
+        else:
+            where = f"file/{position.device}/{position.inode}/{position.offset}"
+        return str(uuid.uuid5(_EVENT_IDS, f"{self.node}\n{where}\n{raw}"))
 
     async def _after_reboot(self, previous: str) -> None:
         log.info("boot ID changed from %s to %s: clearing kernel log state", previous, self._boot_id)
@@ -279,33 +445,35 @@ class KernelLogMonitor:
             generated_at=self._now(),
         )
 
-    def _load_state(self) -> str | None:
-        assert self._state_path is not None
-        try:
-            state = json.loads(self._state_path.read_text("utf-8"))
-        except (OSError, ValueError):
-            return None
-        boot_id = state.get("boot_id") if isinstance(state, dict) else None
-        return boot_id if isinstance(boot_id, str) else None
-
     async def _save_state(self) -> None:
-        if self._state_path is None or self._boot_id is None:
+        if self._state_path is None:
             return
-        await asyncio.to_thread(_record_boot_id, self._state_path, json.dumps({"boot_id": self._boot_id}))
+        state = MonitorState(self._boot_id or self._saved.boot_id, self._position, self._position_boot_id, self._edge)
+        self._position_saved_at = self._clock()
+        self._position_dirty = False
+        # One writer thread for every save, in the order asked, and a save once asked is done even when
+        # the monitor is stopped meanwhile: an older state never overtakes a newer one on the disk.
+        self._writing = asyncio.get_running_loop().run_in_executor(_state_writer(), save_state, self._state_path, state)
+        await asyncio.shield(self._writing)
 
 
-def _record_boot_id(path: Path, text: str) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_durably(path, text.encode())
-    except OSError:
-        log.warning("could not record the boot ID in %s", path, exc_info=True)
+@functools.cache
+def _state_writer() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpuheal-kmsg-state")
+
+
+def _describe(start_at: StartAt) -> str:
+    if isinstance(start_at, KmsgPosition):
+        return f"after record {start_at.seq}"
+    if isinstance(start_at, str):
+        return f"its {start_at}"
+    return f"byte {start_at.offset} of inode {start_at.inode}"
 
 
 def _message(parsed: KernelEvent) -> str:
     """`XID 79 (0000:3b:00): GPU has fallen off the bus.`, `SXid 20034 (0000:05:00.0): Fatal, ...`."""
-    if parsed.kind is EventKind.GPU_RESET:
-        head = f"GPU reset ({parsed.pci})"
+    if parsed.kind in _RESETS:
+        head = f"{_LABELS[parsed.kind]} ({parsed.pci})"
     else:
         head = f"{_LABELS[parsed.kind]} {parsed.code} ({parsed.pci})"
     return f"{head}: {parsed.message}" if parsed.message else head
@@ -314,7 +482,7 @@ def _message(parsed: KernelEvent) -> str:
 def _error_codes(parsed: KernelEvent) -> tuple[str, ...]:
     """XIDs travel as the bare number (health events read that as the XID); NVSwitch SXids are
     prefixed so an SXid is never taken for an XID of the same number."""
-    if parsed.kind is EventKind.GPU_RESET:
+    if parsed.kind in _RESETS:
         return ()
     if parsed.kind is EventKind.SXID:
         return (f"SXID-{parsed.code}",)

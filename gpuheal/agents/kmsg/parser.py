@@ -10,6 +10,7 @@ What it recognises, in the body of a kernel message:
 - NVSwitch SXid lines that carry a severity: `nvidia-nvswitch0: SXid (PCI:0000:05:00.0): 20034, Fatal, ...`
   and `..., Non-fatal, ...`. The detail lines that follow a header (`20034, Severity 1 Engine ...`,
   `20034, Data {...}`) are part of that report and yield nothing.
+  An XID line cut off after its number, or after its `pid=` or `name=` field, still counts.
 - The "GPU has fallen off the bus" report, which the driver writes as several lines::
 
       NVRM: GPU at PCI:0000:3b:00: GPU-6b3a1c3e-0b0e-4f7e-9a43-1c2d3e4f5a6b
@@ -19,18 +20,24 @@ What it recognises, in the body of a kernel message:
 
   XID 79 and the `GPU ...: GPU has fallen off the bus.` line (also the older
   `The NVIDIA GPU 0000:3b:00.0 (PCI ID: 10de:1db4) installed in this system has fallen off the bus ...`)
-  each make a `gpu_fallen_off_bus` event with code 79; `KmsgParser` folds the pair into one event and
-  names the GPU from the `GPU at PCI:...: GPU-...` line.
-- GPU reset acknowledgements, kind `gpu_reset`:
-  `NVRM: GPU 0000:3b:00.0: GPU reset complete` (any text between `GPU reset` and a closing
-  `complete`/`completed`/`successful`/`succeeded`, unless it says it failed), and nvidia-smi's own
-  report `GPU 00000000:3B:00.0 was successfully reset.` as it lands in the journal when a reset tool
-  logs it (any syslog identifier: it is a recovery signal, never a fault).
+  each make an `xid` event with code 79 and `fallen_off_bus` set (the XID line keeps its pid and
+  process); `KmsgParser` folds the pair into one event and names the GPU from the
+  `GPU at PCI:...: GPU-...` line.
+- GPU reset acknowledgements, kind `gpu_reset`, recognised only when they say the reset succeeded:
+  `NVRM: GPU 0000:3b:00.0: GPU reset complete` (also `completed`, `successful`, `succeeded`, `done`,
+  `completed successfully`, `(secondary bus) completed in 812 ms`: nothing else may follow), and
+  nvidia-smi's own report `GPU 00000000:3B:00.0 was successfully reset.` as it lands in the journal
+  when a reset tool logs it (any syslog identifier: it is a recovery signal, never a fault).
+- GPU reset failures, kind `gpu_reset_failed`: a `GPU ...: GPU reset ...` line that negates or reports
+  a failure (`did not complete`, `was not successful`, `timed out before it completed`, `failed`,
+  `aborted`, `with errors`, ...) and nvidia-smi's `was not successfully reset`. A failure is never an
+  acknowledgement; a reset line that says neither (`GPU reset requested`) yields nothing.
 
 Wrappings accepted around that body, alone or combined in this order: a syslog priority `<3>`, a raw
 /dev/kmsg record header `3,812,6085126134786,-;`, a journald/syslog header (`Nov 23 02:07:01 host kernel: `,
-`Nov 23 02:07:01.123456 ...`, ISO `2026-11-23T02:07:01+00:00 host kernel: `; for NVRM and SXid lines the
-identifier must be `kernel` or absent, or be the injector's `NVRM`), dmesg's `-x` level tag
+`Nov 23 02:07:01.123456 ...`, ISO `2026-11-23T02:07:01+00:00 host kernel: `, or the identifier alone
+with neither date nor host, `kernel: `; for NVRM and SXid lines the identifier must be `kernel` or
+absent, or be the injector's `NVRM`), dmesg's `-x` level tag
 (`kern  :err   : `) and a dmesg timestamp (`[ 4821.337154] `, `dmesg -T`'s `[Mon Nov 23 02:07:01 2026] `,
 `dmesg --time-format iso`'s leading ISO stamp). /dev/kmsg continuation lines (` SUBSYSTEM=pci`) and
 anything else yield nothing; so does an NVRM or SXid text quoted inside some other program's message.
@@ -50,10 +57,10 @@ from gpuheal.agents.kmsg.pci import PCI_PATTERN, pci_key
 class EventKind(StrEnum):
     """What a kernel log line reported."""
 
-    XID = "xid"
+    XID = "xid"  # also XID 79 and the driver's other "fallen off the bus" lines (`fallen_off_bus`)
     SXID = "sxid"
-    GPU_FALLEN_OFF_BUS = "gpu_fallen_off_bus"
-    GPU_RESET = "gpu_reset"
+    GPU_RESET = "gpu_reset"  # the driver (or nvidia-smi) says a GPU reset succeeded
+    GPU_RESET_FAILED = "gpu_reset_failed"  # ... or that it did not
 
 
 XID_FALLEN_OFF_BUS = 79
@@ -66,6 +73,7 @@ class KernelEvent:
     `pci` is the address as the line wrote it (without a `PCI:` tag); `pci_key` is its normalised form.
     `fatal` is what the text itself claims: the SXid severity word, and always true for a GPU that fell
     off the bus. XID lines carry no such word; whether an XID is fatal is `decide`'s answer.
+    `fallen_off_bus` marks XID 79 and the driver's other lines that say the GPU fell off the bus.
     """
 
     kind: EventKind
@@ -78,6 +86,7 @@ class KernelEvent:
     pid: int | None = None
     process: str | None = None
     device: str | None = None  # the NVSwitch device name of an SXid line (`nvidia-nvswitch0`)
+    fallen_off_bus: bool = False
 
     @property
     def pci_key(self) -> str:
@@ -91,14 +100,15 @@ _KMSG_RECORD = r"(?:[0-9]{1,4},[0-9]{1,20},[0-9]{1,20},[^;]{0,200};)?"
 _BSD_TIME = r"[A-Z][a-z]{2} {1,2}[0-9]{1,2} [0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?"
 _ISO_TIME = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:[.,][0-9]{1,9})?(?:Z|[+-][0-9]{2}:?[0-9]{2})?"
 _HOST = r"[^\s:\[\]]{1,255}"
-_KERNEL_IDENT = r"(?:kernel(?:\[[0-9]{1,10}\])?:[ \t]*)?"
-_ANY_IDENT = r"(?:[^\s:\[\]]{1,64}(?:\[[0-9]{1,10}\])?:[ \t]*)?"
+_KERNEL_IDENT = r"kernel(?:\[[0-9]{1,10}\])?:[ \t]*"
+_ANY_IDENT = r"[^\s:\[\]]{1,64}(?:\[[0-9]{1,10}\])?:[ \t]*"
 _DMESG_LEVEL = r"(?:[a-z]{2,8} *:[a-z]{2,8} *: )?"
 _DMESG_TIME = r"(?:\[[^\]\n]{1,40}\][ \t]*)?"
 
 
 def _prefix(ident: str) -> str:
-    header = rf"(?:(?:{_BSD_TIME}|{_ISO_TIME})[ \t]+(?:{_HOST}[ \t]+)?{ident})?"
+    # A date, then a host and an identifier (each optional); or the identifier alone.
+    header = rf"(?:(?:{_BSD_TIME}|{_ISO_TIME})[ \t]+(?:{_HOST}[ \t]+)?(?:{ident})?|{ident})?"
     return _PRIORITY + _KMSG_RECORD + _PRIORITY + header + _DMESG_LEVEL + _DMESG_TIME + _PRIORITY
 
 
@@ -110,21 +120,35 @@ _NVRM_TAGS = re.compile(r"(?:NVRM:[ \t]*)+", re.ASCII)
 _XID = re.compile(
     rf"Xid \((?:PCI:)?(?P<pci>{PCI_PATTERN})\):[ \t]*(?P<code>[0-9]{{1,6}})(?:,[ \t]*(?P<tail>.*)|[ \t]*)", re.ASCII
 )
-_XID_PROCESS = re.compile(r"pid=(?P<pid>[^,]{0,32}),[ \t]*name=(?P<name>[^,]{0,64}),[ \t]*(?P<msg>.*)", re.ASCII)
+# The process fields, each of which a line cut short may lack: `pid=1234, name=python3, <message>`.
+_XID_PROCESS = re.compile(
+    r"pid=(?P<pid>[^,]{0,32})(?:,[ \t]*name=(?P<name>[^,]{0,64})(?:,[ \t]*(?P<msg>.*))?)?", re.ASCII
+)
 _GPU_AT = re.compile(
     rf"GPU at PCI:(?P<pci>{PCI_PATTERN}):[ \t]*(?P<uuid>GPU-[0-9a-fA-F]{{8}}-[0-9a-fA-F]{{4}}-[0-9a-fA-F]{{4}}-[0-9a-fA-F]{{4}}-[0-9a-fA-F]{{12}})\b",
     re.ASCII,
 )
 _FALLEN = re.compile(rf"(?:The NVIDIA )?GPU (?:PCI:)?(?P<pci>{PCI_PATTERN})\b[^\n]*?\bfallen off the bus", re.ASCII)
-_NVRM_RESET = re.compile(
-    rf"GPU (?:PCI:)?(?P<pci>{PCI_PATTERN}):[ \t]*GPU reset\b[^\n]*?\b(?:complete|completed|successful|succeeded)\b",
-    re.ASCII,
+_NVRM_RESET = re.compile(rf"GPU (?:PCI:)?(?P<pci>{PCI_PATTERN}):[ \t]*GPU reset\b(?P<rest>.*)", re.ASCII)
+# What may follow `GPU reset` in an acknowledgement: the words of success, and nothing else.
+_RESET_DONE = re.compile(
+    r"[ \t]*(?:\([^()]{0,40}\)[ \t]*)?(?:(?:is|has|was|has been)[ \t]+)?"
+    r"(?:complete|completed|successful|succeeded|done)(?:[ \t]+successfully)?"
+    r"(?:[ \t]+in[ \t]+[0-9]{1,9}(?:\.[0-9]{1,9})?[ \t]*(?:ms|s|seconds|milliseconds))?[ \t]*\.?[ \t]*",
+    re.ASCII | re.IGNORECASE,
+)
+# Words by which a reset line says the reset did not succeed.
+_RESET_FAILED = re.compile(
+    r"\b(?:not|never|no|unable|cannot|[a-z]*n't|fail[a-z]*|unsuccessful(?:ly)?|timed out|time-?out|abort[a-z]*"
+    r"|incomplete|errors?|denied|refused)\b",
+    re.ASCII | re.IGNORECASE,
 )
 _SXID = re.compile(
     rf"SXid \((?:PCI:)?(?P<pci>{PCI_PATTERN})\):[ \t]*(?P<code>[0-9]{{1,6}}),[ \t]*(?P<severity>(?i:non-fatal|fatal))\b(?P<rest>.*)",
     re.ASCII,
 )
-_SMI_RESET = re.compile(rf"GPU (?P<pci>{PCI_PATTERN}) was successfully reset\b", re.ASCII)
+# nvidia-smi's report, to the end of the line: `was successfully reset.` or `was not successfully reset.`
+_SMI_RESET = re.compile(rf"GPU (?P<pci>{PCI_PATTERN}) was (?P<negated>not )?successfully reset\.?[ \t]*$", re.ASCII)
 
 _UNKNOWN_PID = re.compile(r"'?<unknown>'?")
 
@@ -176,15 +200,27 @@ def _nvrm(line: str) -> KernelEvent | _GpuAt | _BusLine | None:
         if fallen is None:
             return None
         event = KernelEvent(
-            EventKind.GPU_FALLEN_OFF_BUS, XID_FALLEN_OFF_BUS, fallen["pci"], body.strip(), line, fatal=True
+            EventKind.XID, XID_FALLEN_OFF_BUS, fallen["pci"], body.strip(), line, fatal=True, fallen_off_bus=True
         )
         return _BusLine(event)
     if "reset" in body:
-        reset = _NVRM_RESET.match(body)
-        if reset is None or "fail" in body.lower():
-            return None
-        return KernelEvent(EventKind.GPU_RESET, 0, reset["pci"], body.strip(), line)
+        return _nvrm_reset(body, line)
     return None
+
+
+def _nvrm_reset(body: str, line: str) -> KernelEvent | None:
+    """A driver's reset line: failed when it says so, acknowledged only when it says nothing but success."""
+    reset = _NVRM_RESET.match(body)
+    if reset is None:
+        return None
+    rest = reset["rest"]
+    if _RESET_FAILED.search(rest):
+        kind = EventKind.GPU_RESET_FAILED
+    elif _RESET_DONE.fullmatch(rest):
+        kind = EventKind.GPU_RESET
+    else:
+        return None  # requested, started, in progress: neither news of success nor of failure
+    return KernelEvent(kind, 0, reset["pci"], body.strip(), line)
 
 
 def _xid(body: str, line: str) -> KernelEvent | None:
@@ -199,14 +235,13 @@ def _xid(body: str, line: str) -> KernelEvent | None:
     if process_fields is not None:
         raw_pid = process_fields["pid"].strip()
         pid = int(raw_pid) if raw_pid.isdigit() and raw_pid.isascii() and len(raw_pid) <= 10 else None
-        name = process_fields["name"].strip()
+        name = (process_fields["name"] or "").strip()
         process = None if not name or _UNKNOWN_PID.fullmatch(name) else name
-        tail = process_fields["msg"].strip()
-    if code == XID_FALLEN_OFF_BUS:
-        return KernelEvent(
-            EventKind.GPU_FALLEN_OFF_BUS, code, xid["pci"], tail, line, fatal=True, pid=pid, process=process
-        )
-    return KernelEvent(EventKind.XID, code, xid["pci"], tail, line, pid=pid, process=process)
+        tail = (process_fields["msg"] or "").strip()
+    fallen = code == XID_FALLEN_OFF_BUS
+    return KernelEvent(
+        EventKind.XID, code, xid["pci"], tail, line, fatal=fallen, pid=pid, process=process, fallen_off_bus=fallen
+    )
 
 
 def _sxid(line: str) -> KernelEvent | None:
@@ -236,7 +271,8 @@ def _smi_reset(line: str) -> KernelEvent | None:
     reset = _SMI_RESET.search(line)
     if reset is None or _ANY_PREFIX.fullmatch(line, 0, reset.start()) is None:
         return None
-    return KernelEvent(EventKind.GPU_RESET, 0, reset["pci"], line[reset.start() :].strip(), line)
+    kind = EventKind.GPU_RESET_FAILED if reset["negated"] else EventKind.GPU_RESET
+    return KernelEvent(kind, 0, reset["pci"], line[reset.start() :].strip(), line)
 
 
 def _candidate(line: str | bytes) -> str | None:
@@ -324,7 +360,7 @@ class KmsgParser:
         if isinstance(found, _BusLine):
             found = found.event
         key = found.pci_key
-        if found.kind is EventKind.GPU_FALLEN_OFF_BUS and self._folds_into_previous(key, from_xid=from_xid):
+        if found.fallen_off_bus and self._folds_into_previous(key, from_xid=from_xid):
             return None
         if found.kind is EventKind.GPU_RESET:
             self._fallen.pop(key, None)

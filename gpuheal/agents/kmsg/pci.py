@@ -11,14 +11,15 @@ from __future__ import annotations
 import re
 
 # Domain: up to 8 hex digits (NVML pads to 8; Hyper-V guests use the full 32 bits). Bus: 8 bits.
-# Device: 5 bits, so at most 0x1f. Function: 3 bits. Anything else is not a PCI address.
+# Device: two hex digits. The PCI spec gives it 5 bits (at most 0x1f), but virtual machines and
+# drivers in the wild write others (`0000:3b:a0.0`), and such a line still names a GPU. Function: 3 bits.
 _PCI = re.compile(
-    r"(?P<domain>[0-9a-fA-F]{1,8}):(?P<bus>[0-9a-fA-F]{2}):(?P<device>[01][0-9a-fA-F])(?:\.(?P<function>[0-7]))?",
+    r"(?P<domain>[0-9a-fA-F]{1,8}):(?P<bus>[0-9a-fA-F]{2}):(?P<device>[0-9a-fA-F]{2})(?:\.(?P<function>[0-7]))?",
     re.ASCII,
 )
 
 # The pattern the parser embeds in its own line patterns (without groups of its own).
-PCI_PATTERN = r"[0-9a-fA-F]{1,8}:[0-9a-fA-F]{2}:[01][0-9a-fA-F](?:\.[0-7])?"
+PCI_PATTERN = r"[0-9a-fA-F]{1,8}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}(?:\.[0-7])?"
 
 
 def pci_key(address: str) -> str | None:

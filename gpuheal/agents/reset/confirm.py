@@ -1,11 +1,12 @@
 """Proof that a reset happened: the driver's acknowledgement in the kernel log, or NVML's view of the GPU.
 
 `ResetAcknowledgements` is fed by the kernel-log monitor (its `on_event` hook) with every GPU reset
-acknowledgement it parses, and numbers them, so a wait can ask for one that arrived after a mark
-taken before the reset began. `confirm` waits (bounded) for each GPU's proof: the acknowledgement,
-or, once the acknowledgement had `nvml_grace_s` to arrive, NVML showing the GPU present with nothing
-pending (no lost GPU, no page retirement or row remapping waiting for a reset, no uncorrectable ECC
-error counted since the driver loaded or the GPU was last reset).
+acknowledgement and every reset failure it parses, and numbers them, so a wait can ask for news that
+arrived after a mark taken before the reset began. `confirm` waits (bounded) for each GPU's proof: the
+acknowledgement, or, once the acknowledgement had `nvml_grace_s` to arrive, NVML showing the GPU
+present with nothing pending (no lost GPU, no page retirement or row remapping waiting for a reset, no
+uncorrectable ECC error counted since the driver loaded or the GPU was last reset). The driver saying
+a GPU's reset failed ends the wait for that GPU at once: it is failed, and nothing proves it after.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gpuheal.agents.kmsg.gpumap import normalise_uuid
 from gpuheal.agents.kmsg.parser import EventKind, KernelEvent
@@ -28,51 +29,70 @@ NVML = "nvml"
 
 
 class ResetAcknowledgements:
-    """The GPU reset acknowledgements the kernel-log monitor has seen, by PCI address and GPU UUID."""
+    """The GPU reset acknowledgements and failures the kernel-log monitor has seen, by PCI address and UUID."""
 
     def __init__(self) -> None:
         self._sequence = 0
         self._last: dict[str, int] = {}  # PCI key or UUID -> sequence number of its latest acknowledgement
+        # PCI key or UUID -> sequence number and the driver's words of its latest reset failure.
+        self._failed: dict[str, tuple[int, str]] = {}
         self._changed = asyncio.Event()
 
     def observe(self, event: KernelEvent, gpu_uuid: str | None) -> None:
-        """The kernel-log monitor's observer: remember a reset acknowledgement, ignore everything else."""
-        if event.kind is not EventKind.GPU_RESET:
+        """The kernel-log monitor's observer: remember reset acknowledgements and failures, ignore the rest."""
+        if event.kind not in (EventKind.GPU_RESET, EventKind.GPU_RESET_FAILED):
             return
         self._sequence += 1
         for key in (event.pci_key, normalise_uuid(gpu_uuid or "")):
-            if key:
+            if not key:
+                continue
+            if event.kind is EventKind.GPU_RESET:
                 self._last[key] = self._sequence
+            else:
+                self._failed[key] = (self._sequence, event.message)
         self._changed.set()
         self._changed = asyncio.Event()
 
     def mark(self) -> int:
-        """A point in the stream of acknowledgements; `seen_since` counts only those after it."""
+        """A point in the stream of news; `seen_since` and `failed_since` count only what came after it."""
         return self._sequence
 
     def seen_since(self, gpu: GpuInfo, mark: int) -> bool:
         """Whether the GPU's reset was acknowledged after `mark` (under its address or its UUID)."""
-        keys = (gpu.pci, normalise_uuid(gpu.uuid) or gpu.uuid)
-        return any(self._last.get(key, 0) > mark for key in keys)
+        return any(self._last.get(key, 0) > mark for key in _keys(gpu))
+
+    def failed_since(self, gpu: GpuInfo, mark: int) -> str | None:
+        """The driver's words when it said after `mark` that the GPU's reset failed; None when it did not."""
+        for key in _keys(gpu):
+            sequence, message = self._failed.get(key, (0, ""))
+            if sequence > mark:
+                return message
+        return None
 
     async def wait(self, timeout: float) -> None:
-        """Return when the next acknowledgement arrives, or after `timeout` seconds."""
+        """Return when the next acknowledgement or failure arrives, or after `timeout` seconds."""
         changed = self._changed
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(changed.wait(), max(0.0, timeout))
 
 
+def _keys(gpu: GpuInfo) -> tuple[str, str]:
+    return gpu.pci, normalise_uuid(gpu.uuid) or gpu.uuid
+
+
 @dataclass(frozen=True, slots=True)
 class Confirmation:
-    """How each GPU's reset was proven (UUID -> "kernel-log" or "nvml"), and the GPUs still unproven."""
+    """How each GPU's reset was proven (UUID -> "kernel-log" or "nvml"), the GPUs still unproven, and
+    those the driver said failed (UUID -> its words)."""
 
     proven: dict[str, str]
     unproven: tuple[str, ...]
+    failed: dict[str, str] = field(default_factory=dict)
 
     @property
     def source(self) -> str:
         """The report's `confirmed_by`: "kernel-log" when the driver acknowledged every GPU, else "nvml"."""
-        if self.unproven or not self.proven:
+        if self.unproven or self.failed or not self.proven:
             return ""
         return KERNEL_LOG if all(how == KERNEL_LOG for how in self.proven.values()) else NVML
 
@@ -85,20 +105,30 @@ async def confirm(
     nvml: Nvml | None,
     settings: ResetSettings,
 ) -> Confirmation:
-    """Wait up to `confirm_timeout_s` for every GPU's proof; see the module docstring."""
+    """Wait up to `confirm_timeout_s` for every GPU's proof; see the module docstring.
+
+    A failure the driver reports ends the wait at once: one failed GPU fails the reset, and the
+    GPUs not proven by then are left unproven.
+    """
     loop = asyncio.get_running_loop()
     started = loop.time()
     deadline = started + settings.confirm_timeout_s
     # Without a kernel-log monitor there is no acknowledgement to wait for: NVML may answer at once.
     nvml_from = started + (settings.nvml_grace_s if acknowledgements is not None else 0.0)
     proven: dict[str, str] = {}
+    failed: dict[str, str] = {}
     pending = list(gpus)
     while True:
         if acknowledgements is not None:
             for gpu in pending:
-                if acknowledgements.seen_since(gpu, mark):
+                failure = acknowledgements.failed_since(gpu, mark)
+                if failure is not None:
+                    failed[gpu.uuid] = failure
+                elif acknowledgements.seen_since(gpu, mark):
                     proven[gpu.uuid] = KERNEL_LOG
-            pending = [gpu for gpu in pending if gpu.uuid not in proven]
+            pending = [gpu for gpu in pending if gpu.uuid not in proven and gpu.uuid not in failed]
+            if failed:
+                return Confirmation(proven, tuple(gpu.uuid for gpu in pending), failed)
         if pending and nvml is not None and loop.time() >= nvml_from:
             for uuid in await asyncio.to_thread(_nvml_clear, nvml, pending):
                 proven[uuid] = NVML

@@ -8,12 +8,15 @@ the `gpuheal.io/gpu-reset-request` annotation exactly once:
   agent that restarted since: the condition is the record;
 - reset disabled (no resetter), or GPUs the node does not have: a failed report at once;
 - otherwise the resetter runs (with NVML released when it asks for that) and the reset is
-  confirmed (`confirm`): a command failure or a reset left unproven is a failed report, and the
-  worker falls back to a reboot;
+  confirmed (`confirm`): a command failure, a reset the driver says failed (as soon as its line is
+  read) or a reset left unproven is a failed report, and the worker falls back to a reboot;
 - the report goes into the `GpuReset` condition through the status subresource ("True" with
   reason ResetConfirmed, or "False" with ResetFailed; the message is the `GpuResetReport` JSON);
 - after a confirmed report, `on_answered` (the agent reporting GPU health anew) runs: the worker
   accepts GPU health after a reset only when it was reported after the answer.
+
+`on_node`, when given, is shown every state of the node as it arrives (the agent learns from it when
+its node's remediation ends, see `gpuheal.agents.kmsg.holds`).
 
 A malformed annotation is not the agent's to interpret: it is logged and left alone, unless it
 carries an id, which is then answered with a failure so the worker does not wait in vain.
@@ -70,6 +73,8 @@ GpuInventory = Callable[[], Sequence[GpuInfo]]
 ReleaseNvml = Callable[[], AbstractAsyncContextManager[None]]
 # Told of every order answered with a confirmed reset, once its report is written.
 OnAnswered = Callable[[GpuResetOrder, GpuResetReport], Awaitable[None]]
+# Shown every state of the node, in order; must not block.
+OnNode = Callable[[JsonNode], None]
 
 
 class GpuResetWatcher:
@@ -91,6 +96,7 @@ class GpuResetWatcher:
         release_nvml: ReleaseNvml | None = None,
         settings: ResetSettings | None = None,
         on_answered: OnAnswered | None = None,
+        on_node: OnNode | None = None,
     ) -> None:
         self.node = node
         self.settings = settings or ResetSettings()
@@ -101,6 +107,7 @@ class GpuResetWatcher:
         self._nvml = nvml
         self._release_nvml = release_nvml
         self._on_answered = on_answered
+        self._on_node = on_node
         self._latest: JsonNode | None = None
         self._wake = asyncio.Event()
         self._answered: OrderedDict[str, None] = OrderedDict()
@@ -143,6 +150,11 @@ class GpuResetWatcher:
         """A new state of the node: the order task looks at the newest one when it is free."""
         self._latest = node
         self._wake.set()
+        if self._on_node is not None:
+            try:
+                self._on_node(node)
+            except Exception:  # an observer's bug must not cost the node its reset orders
+                log.exception("a node observer failed on %s", self.node)
 
     async def handle(self, node: Mapping[str, Any]) -> GpuResetReport | None:
         """Answer the order on this state of the node, unless there is none or it is answered; the report."""
@@ -197,6 +209,12 @@ class GpuResetWatcher:
         proof = await confirm(
             chosen, acknowledgements=self._acknowledgements, mark=mark, nvml=self._nvml, settings=self.settings
         )
+        if proof.failed:
+            detail = "; ".join(
+                f"the driver reported the reset of {uuid} failed: {words}" for uuid, words in proof.failed.items()
+            )
+            log.error("GPU reset order %s on %s: %s", order.id, self.node, detail)
+            return self._report(order.id, ok=False, detail=detail)
         if proof.unproven:
             detail = (
                 f"reset of {', '.join(proof.unproven)} not confirmed within {self.settings.confirm_timeout_s:g}s"

@@ -19,6 +19,9 @@ WRAPPINGS: dict[str, str] = {
     "journald_with_printk_time": "Nov  3 02:07:01 gpu-node-7 kernel: [ 4821.337154] {}",
     "journald_precise": "Nov 23 02:07:01.337154 gpu-node-7 kernel: {}",
     "journald_iso": "2026-11-23T02:07:01+0000 gpu-node-7 kernel: {}",
+    # A syslog line without its date and host, as some collectors forward kernel messages.
+    "kernel_ident_with_printk_time": "kernel: [ 4821.337154] {}",
+    "kernel_ident": "kernel: {}",
 }
 
 FALLEN_OFF_GROUP = [

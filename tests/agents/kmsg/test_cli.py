@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
-from gpuheal.agents.kmsg.cli import main, parse_lines
+from gpuheal.agents.kmsg.cli import FIELDS, main, parse_lines
 from gpuheal.agents.kmsg.decide import XidPolicy
 from gpuheal.agents.kmsg.gpumap import GpuMap
 from gpuheal.domain.actions import RecommendedAction as A
-from tests.agents.kmsg.samples import FALLEN_OFF_GROUP, UUID
+from tests.agents.kmsg.samples import FALLEN_OFF_GROUP, UUID, VALID_LINES
 
 SAMPLE = "\n".join(
     [
@@ -35,8 +36,9 @@ def test_main_prints_one_json_object_per_event(tmp_path: Path) -> None:
     objects = [json.loads(line) for line in stdout.getvalue().splitlines()]
     assert objects == [
         {
-            "kind": "gpu_fallen_off_bus",
+            "kind": "xid",
             "xid": 79,
+            "fallen_off_bus": True,
             "pci": "0000:91:00",
             "action": "RESTART_BM",
             "fatal": True,
@@ -46,6 +48,7 @@ def test_main_prints_one_json_object_per_event(tmp_path: Path) -> None:
         {
             "kind": "xid",
             "xid": 74,
+            "fallen_off_bus": False,
             "pci": "0001:00:00.0",
             "action": "RESTART_BM",
             "fatal": True,
@@ -54,6 +57,7 @@ def test_main_prints_one_json_object_per_event(tmp_path: Path) -> None:
         {
             "kind": "xid",
             "xid": 13,
+            "fallen_off_bus": False,
             "pci": "0000:3b:00",
             "action": "NONE",
             "fatal": False,
@@ -99,3 +103,42 @@ def test_parse_lines_takes_a_plain_dict_as_gpu_map() -> None:
     (found,) = parse_lines(lines, XidPolicy(overrides={79: A.CONTACT_SUPPORT}), {"00000000:3B:00.0": MAPPED})
     assert (found["gpu_uuid"], found["action"], found["fatal"]) == (MAPPED, "CONTACT_SUPPORT", True)
     assert list(parse_lines(["nothing here"])) == []
+
+
+def _documented_fields() -> list[str]:
+    """The fields the README's `gpuheal kmsg parse` table names, in its order."""
+    readme = (Path(__file__).parents[3] / "README.md").read_text("utf-8")
+    _, found, section = readme.partition("### `gpuheal kmsg parse`")
+    assert found, "the README documents `gpuheal kmsg parse` under its own heading"
+    section = section.split("\n#", 1)[0]
+    return [match[1] for match in re.finditer(r"^\| `([a-z_]+)` \|", section, re.MULTILINE)]
+
+
+def test_the_output_is_the_documented_contract() -> None:
+    """Every object has the README's fields in its order, of its types; what is always there is there."""
+    assert _documented_fields() == list(FIELDS)
+    lines = [
+        *VALID_LINES,
+        *FALLEN_OFF_GROUP,
+        "NVRM: GPU 0000:3b:00.0: GPU reset did not complete",
+        "kernel: [ 4821.337154] NVRM: Xid (PCI:0000:3b:a0.0): 79, pid=1234, name=python3, GPU has fallen off the bus.",
+    ]
+    objects = list(parse_lines(lines, gpu_map={"0000:3b:00.0": MAPPED}))
+    kinds = {found["kind"] for found in objects}
+    assert kinds == {"xid", "sxid", "gpu_reset", "gpu_reset_failed"}
+    always = {"kind", "pci", "action", "fatal", "message"}
+    by_kind = {"xid": {"xid", "fallen_off_bus"}, "sxid": {"sxid"}, "gpu_reset": set(), "gpu_reset_failed": set()}
+    optional = {"gpu_uuid", "pid", "process", "nvswitch"}
+    types = {"xid": int, "sxid": int, "pid": int, "fatal": bool, "fallen_off_bus": bool}
+    for found in objects:
+        keys = list(found)
+        assert keys == [field for field in FIELDS if field in found], "fields come in the documented order"
+        kind = str(found["kind"])
+        assert always | by_kind[kind] <= set(keys) <= always | by_kind[kind] | optional, found
+        for key, value in found.items():
+            assert type(value) is types.get(key, str), (key, value)
+        assert found["action"] in A.__members__
+        json.dumps(found)
+    xid_79 = objects[-1]
+    assert (xid_79["kind"], xid_79["xid"], xid_79["fallen_off_bus"], xid_79["pid"]) == ("xid", 79, True, 1234)
+    assert (xid_79["pci"], xid_79["process"], xid_79["action"]) == ("0000:3b:a0.0", "python3", "RESTART_BM")

@@ -58,13 +58,20 @@ def test_xid_154_follows_the_action_it_changed_to(message: str, action: A) -> No
     assert decide(_xid(154, message)).action is action
 
 
-def test_fallen_off_the_bus_restarts_the_machine() -> None:
+def test_fallen_off_the_bus_is_xid_79_and_restarts_the_machine() -> None:
     for line in ("NVRM: GPU 0000:3b:00.0: GPU has fallen off the bus.", "NVRM: Xid (PCI:0000:3b:00): 79, x"):
         event = parse_line(line)
         assert event is not None
-        assert event.kind is EventKind.GPU_FALLEN_OFF_BUS
+        assert (event.kind, event.code, event.fallen_off_bus) == (EventKind.XID, 79, True)
         decision = decide(event)
-        assert (decision.action, decision.fatal) == (A.RESTART_BM, True)
+        assert (decision.action, decision.fatal, decision.source) == (A.RESTART_BM, True, "catalog")
+
+
+def test_a_failed_gpu_reset_calls_for_nothing_and_is_not_healthy_news() -> None:
+    event = parse_line("NVRM: GPU 0000:3b:00.0: GPU reset did not complete")
+    assert event is not None
+    decision = decide(event, XidPolicy(overrides={0: A.RESTART_BM}))
+    assert (decision.action, decision.fatal) == (A.NONE, False)
 
 
 def test_sxid_severity() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gpuheal.agents.kmsg.dedupe import Deduper
+from gpuheal.agents.kmsg.dedupe import Deduper, Released
 from gpuheal.agents.kmsg.gpumap import PROC_GPUS, GpuMap, nvml_gpus, read_proc_gpus
 
 UUID_A = "GPU-6b3a1c3e-0b0e-4f7e-9a43-1c2d3e4f5a6b"
@@ -26,7 +26,7 @@ class Clock:
 
 def test_one_pass_per_window_with_the_count_carried() -> None:
     clock = Clock()
-    dedupe: Deduper[str] = Deduper(60.0, clock=clock)
+    dedupe: Deduper[str, None] = Deduper(60.0, clock=clock)
     assert dedupe.admit("a") == 0
     assert all(dedupe.admit("a") is None for _ in range(4999))
     assert dedupe.admit("b") == 0  # other keys have windows of their own
@@ -42,7 +42,7 @@ def test_one_pass_per_window_with_the_count_carried() -> None:
 
 def test_forget_clear_and_bounds() -> None:
     clock = Clock()
-    dedupe: Deduper[tuple[str, int]] = Deduper(60.0, clock=clock, max_keys=3)
+    dedupe: Deduper[tuple[str, int], None] = Deduper(60.0, clock=clock, max_keys=3)
     for n in range(5):
         assert dedupe.admit(("gpu", n)) == 0
     assert len(dedupe) == 3  # the oldest windows went first
@@ -51,11 +51,26 @@ def test_forget_clear_and_bounds() -> None:
     assert dedupe.admit(("gpu", 4)) == 0
     dedupe.clear()
     assert len(dedupe) == 0
-    no_window: Deduper[str] = Deduper(0.0, clock=clock)
+    no_window: Deduper[str, None] = Deduper(0.0, clock=clock)
     assert no_window.admit("x") == 0
     assert no_window.admit("x") == 0
     with pytest.raises(ValueError, match="negative"):
         Deduper(-1.0)
+
+
+def test_release_ends_every_window_and_hands_back_recent_drops() -> None:
+    clock = Clock()
+    dedupe: Deduper[str, str] = Deduper(60.0, clock=clock)
+    assert dedupe.admit("old", "old 1") == 0
+    assert dedupe.admit("old", "old 2") is None  # dropped at 1000
+    assert dedupe.admit("recent", "recent 1") == 0
+    assert dedupe.admit("quiet", "quiet 1") == 0  # nothing dropped: nothing to hand back
+    clock.now += 10
+    assert dedupe.admit("recent", "recent 2") is None
+    assert dedupe.admit("recent", "recent 3") is None  # dropped at 1010: the last one is kept
+    assert dedupe.release(since=1005.0) == [Released("recent", 2, "recent 3")]
+    assert len(dedupe) == 0
+    assert dedupe.admit("old", "old 3") == 0, "every window ended, the folded ones too"
 
 
 def _information(folder: Path, uuid: str, bus: str | None) -> None:

@@ -14,7 +14,11 @@ from pathlib import Path
 import pytest
 
 from gpuheal.agents.kmsg.follow import (
+    FilePosition,
     JournalExportDecoder,
+    KmsgPosition,
+    LogLine,
+    StartAt,
     _FileReader,
     follow_file,
     follow_journal_export,
@@ -27,9 +31,9 @@ POLL = 0.01
 class Collector:
     """Drains a line source on a task of its own, so waiting for lines never cancels the source."""
 
-    def __init__(self, lines: AsyncGenerator[str, None]) -> None:
+    def __init__(self, lines: AsyncGenerator[LogLine, None]) -> None:
         self._lines = lines
-        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._queue: asyncio.Queue[LogLine] = asyncio.Queue()
         self._task = asyncio.ensure_future(self._drain())
 
     async def _drain(self) -> None:
@@ -37,6 +41,9 @@ class Collector:
             self._queue.put_nowait(line)
 
     async def take(self, count: int, timeout: float = 5.0) -> list[str]:
+        return [line.text for line in await self.take_lines(count, timeout)]
+
+    async def take_lines(self, count: int, timeout: float = 5.0) -> list[LogLine]:
         async with asyncio.timeout(timeout):
             return [await self._queue.get() for _ in range(count)]
 
@@ -162,7 +169,7 @@ async def test_file_rotation_and_late_creation(tmp_path: Path, file_opens: FileO
 async def test_file_from_start_and_undecodable_bytes(tmp_path: Path) -> None:
     path = tmp_path / "dmesg.txt"
     path.write_bytes(b"[ 1.0] one\n[ 2.0] t\xffo\n")
-    lines = Collector(follow_file(path, from_start=True, poll_interval=POLL))
+    lines = Collector(follow_file(path, start_at="start", poll_interval=POLL))
     try:
         assert await lines.take(2) == ["[ 1.0] one", "[ 2.0] t\ufffdo"]
     finally:
@@ -211,7 +218,7 @@ async def test_kmsg_overrun_is_survived(tmp_path: Path, monkeypatch: pytest.Monk
 
 @pytest.mark.skipif(not os.access("/dev/kmsg", os.R_OK), reason="/dev/kmsg is not readable here")
 async def test_real_dev_kmsg_replays_the_ring_as_records() -> None:
-    lines = Collector(follow_kmsg(from_start=True, poll_interval=POLL))
+    lines = Collector(follow_kmsg(start_at="start", poll_interval=POLL))
     try:
         (line,) = await lines.take(1)
         header, separator, _ = line.partition(";")
@@ -220,6 +227,25 @@ async def test_real_dev_kmsg_replays_the_ring_as_records() -> None:
         assert header.split(",")[0].isdigit()
     finally:
         await lines.close()
+
+
+@pytest.mark.skipif(not os.access("/dev/kmsg", os.R_OK), reason="/dev/kmsg is not readable here")
+async def test_real_dev_kmsg_resumes_after_a_sequence_number() -> None:
+    everything = Collector(follow_kmsg(start_at="start", poll_interval=POLL))
+    try:
+        lines = await everything.take_lines(2)
+    finally:
+        await everything.close()
+    first = lines[0].position
+    assert isinstance(first, KmsgPosition)
+    resumed = Collector(follow_kmsg(start_at=first, poll_interval=POLL))
+    try:
+        (line,) = await resumed.take_lines(1)
+    finally:
+        await resumed.close()
+    assert isinstance(line.position, KmsgPosition)
+    assert line.position.seq > first.seq
+    assert line.text.split(",")[1] == str(line.position.seq)
 
 
 def _export_entry(fields: dict[str, bytes]) -> bytes:
@@ -239,15 +265,18 @@ def test_export_decoder_text_and_binary_fields_in_any_chunks() -> None:
     for size in (1, 7, len(stream)):
         decoder = JournalExportDecoder()
         entries = [entry for at in range(0, len(stream), size) for entry in decoder.feed(stream[at : at + size])]
-        assert [entry["MESSAGE"] for entry in entries] == [b"NVRM: Xid (PCI:0000:3b:00): 48, DBE", b"two\nlines"]
-    assert JournalExportDecoder().feed(b"JUNK\n" + b"\xff" * 8 + b"\nMESSAGE=x\n\n") == [{"MESSAGE": b"x"}]
+        assert [entry.fields["MESSAGE"] for entry in entries] == [b"NVRM: Xid (PCI:0000:3b:00): 48, DBE", b"two\nlines"]
+        assert entries[-1].end == len(stream), "the offset after the entry, for resuming there"
+        assert stream[: entries[0].end].endswith(entries[0].tail)
+    (junk,) = JournalExportDecoder().feed(b"JUNK\n" + b"\xff" * 8 + b"\nMESSAGE=x\n\n")
+    assert junk.fields == {"MESSAGE": b"x"}
 
 
 async def test_journal_export_file_yields_kernel_messages(tmp_path: Path, file_opens: FileOpens) -> None:
     path = tmp_path / "journal.export"
     path.write_bytes(_export_entry({"_TRANSPORT": b"kernel", "MESSAGE": b"before we looked"}))
     kernel_lines = Collector(follow_journal_export(path, poll_interval=POLL))
-    every_line = Collector(follow_journal_export(path, from_start=True, kernel_only=False, poll_interval=POLL))
+    every_line = Collector(follow_journal_export(path, start_at="start", kernel_only=False, poll_interval=POLL))
     try:
         assert await file_opens.wait(opened=2) == (2, 2)  # both readers hold the file, at its end or start
         with path.open("ab") as journal:
@@ -267,3 +296,147 @@ async def test_journal_export_file_yields_kernel_messages(tmp_path: Path, file_o
     finally:
         await kernel_lines.close()
         await every_line.close()
+
+
+# --- resuming where an earlier reader stopped --------------------------------------------------------
+
+
+async def _positions(path: Path, count: int, start_at: StartAt | None) -> list[LogLine]:
+    """The first `count` lines of a file followed from `start_at`, with their positions."""
+    assert start_at is not None
+    lines = Collector(follow_file(path, start_at=start_at, poll_interval=POLL))
+    try:
+        return await lines.take_lines(count)
+    finally:
+        await lines.close()
+
+
+async def test_kmsg_records_resume_after_the_saved_sequence_number(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A regular file of records stands in for /dev/kmsg: the reader reads the ring from its start."""
+    ring = tmp_path / "kmsg"
+    ring.write_bytes(b"6,10,1,-;ten\n SUBSYSTEM=pci\n6,11,2,-;eleven\n SUBSYSTEM=pci\n6,12,3,-;twelve\n")
+    everything = Collector(follow_kmsg(ring, start_at="start", poll_interval=POLL))
+    resumed = Collector(follow_kmsg(ring, start_at=KmsgPosition(11), poll_interval=POLL))
+    try:
+        lines = await everything.take_lines(5)
+        assert [line.position for line in lines] == [KmsgPosition(seq) for seq in (10, 10, 11, 11, 12)]
+        assert [line.text for line in await resumed.take_lines(1)] == ["6,12,3,-;twelve"]
+        with ring.open("ab") as log:
+            log.write(b"6,13,4,-;thirteen\n")
+        (after,) = await resumed.take_lines(1)
+        assert after == LogLine("6,13,4,-;thirteen", KmsgPosition(13))
+    finally:
+        await everything.close()
+        await resumed.close()
+    assert not any("overwritten" in record.message for record in caplog.records)
+    overrun = Collector(follow_kmsg(ring, start_at=KmsgPosition(7), poll_interval=POLL))
+    try:
+        assert (await overrun.take(1)) == ["6,10,1,-;ten"]
+    finally:
+        await overrun.close()
+    assert any("kernel records 8 to 9 were overwritten" in record.message for record in caplog.records)
+
+
+async def test_kmsg_from_the_end_skips_the_ring(tmp_path: Path) -> None:
+    ring = tmp_path / "kmsg"
+    ring.write_bytes(b"6,10,1,-;before\n")
+    lines = Collector(follow_kmsg(ring, poll_interval=POLL))
+    try:
+        assert await lines.quiet()
+        with ring.open("ab") as log:
+            log.write(b"6,11,2,-;after\n")
+        assert await lines.take(1) == ["6,11,2,-;after"]
+    finally:
+        await lines.close()
+
+
+async def test_a_file_resumes_after_the_saved_line(tmp_path: Path) -> None:
+    path = tmp_path / "kern.log"
+    path.write_text("one\ntwo\nthree\n")
+    _, second = await _positions(path, 2, start_at="start")
+    stat = path.stat()
+    assert second.position == FilePosition(stat.st_dev, stat.st_ino, len("one\ntwo\n"), b"one\ntwo\n")
+    _append(path, "four\n")
+    assert [line.text for line in await _positions(path, 2, start_at=second.position)] == ["three", "four"]
+    # Nothing new after the last line: nothing comes.
+    (*_, last) = await _positions(path, 4, start_at="start")
+    assert last.position is not None
+    lines = Collector(follow_file(path, start_at=last.position, poll_interval=POLL))
+    try:
+        assert await lines.quiet()
+        _append(path, "five\n")
+        assert await lines.take(1) == ["five"]
+    finally:
+        await lines.close()
+
+
+@pytest.mark.parametrize("how", ["truncated", "rewritten", "replaced"])
+async def test_a_file_changed_while_down_is_read_from_its_start(
+    tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "kern.log"
+    path.write_text("old one\nold two\nold three\n")
+    _, saved = await _positions(path, 2, start_at="start")
+    if how == "truncated":  # copytruncate, then less than was read
+        path.write_text("new\n")
+    elif how == "rewritten":  # copytruncate, then more than was read: the bytes before the offset differ
+        path.write_text("a new line\nanother new line\nand a third\n")
+    else:  # moved away elsewhere (or deleted), a new file in its place
+        path.rename(tmp_path.parent / f"{tmp_path.name}-kern.log.old")
+        path.write_text("new\n")
+    first = (await _positions(path, 1, start_at=saved.position))[0]
+    assert first.text == ("a new line" if how == "rewritten" else "new")
+    assert any("from its start" in record.message for record in caplog.records)
+
+
+async def test_a_file_rotated_while_down_is_finished_before_the_new_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "kern.log"
+    path.write_text("one\ntwo\n")
+    (saved,) = await _positions(path, 1, start_at="start")
+    _append(path, "three\n")
+    path.rename(tmp_path / "kern.log.1")
+    path.write_text("four\n")
+    lines = await _positions(path, 3, start_at=saved.position)
+    assert [line.text for line in lines] == ["two", "three", "four"]
+    new = path.stat()
+    assert lines[-1].position == FilePosition(new.st_dev, new.st_ino, len("four\n"), b"four\n")
+    assert any("was rotated while the agent was down" in record.message for record in caplog.records)
+
+
+async def test_a_partial_last_line_of_a_truncated_file_is_not_glued_to_the_new_content(tmp_path: Path) -> None:
+    path = tmp_path / "kern.log"
+    path.write_text("whole\nhalf a li")
+    lines = Collector(follow_file(path, start_at="start", poll_interval=POLL))
+    try:
+        assert await lines.take(1) == ["whole"]
+        assert await lines.quiet()
+        path.write_text("new\n")
+        assert await lines.take(2) == ["half a li", "new"]
+    finally:
+        await lines.close()
+
+
+async def test_a_journal_export_resumes_after_the_saved_entry(tmp_path: Path) -> None:
+    path = tmp_path / "journal.export"
+    path.write_bytes(
+        _export_entry({"_TRANSPORT": b"kernel", "MESSAGE": b"first"})
+        + _export_entry({"_TRANSPORT": b"kernel", "MESSAGE": b"second\nof two lines"})
+    )
+    reader = Collector(follow_journal_export(path, start_at="start", poll_interval=POLL))
+    try:
+        first, *second = await reader.take_lines(3)
+    finally:
+        await reader.close()
+    assert second[0].position == second[1].position, "the lines of one entry share the position after it"
+    with path.open("ab") as journal:
+        journal.write(_export_entry({"_TRANSPORT": b"kernel", "MESSAGE": b"third"}))
+    assert first.position is not None
+    resumed = Collector(follow_journal_export(path, start_at=first.position, poll_interval=POLL))
+    try:
+        assert await resumed.take(3) == ["second", "of two lines", "third"]
+    finally:
+        await resumed.close()

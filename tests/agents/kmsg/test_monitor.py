@@ -12,7 +12,8 @@ import pytest
 
 from gpuheal.agents.kmsg.decide import XidPolicy
 from gpuheal.agents.kmsg.gpumap import GpuMap
-from gpuheal.agents.kmsg.monitor import HEALTHY_AFTER_REBOOT, KernelLogMonitor
+from gpuheal.agents.kmsg.monitor import CHECK_RESET, HEALTHY_AFTER_REBOOT, KernelLogMonitor
+from gpuheal.agents.publisher.ledger import OpenFaults
 from gpuheal.agents.sink import EventSink
 from gpuheal.domain.actions import RecommendedAction as A
 from gpuheal.domain.health import GPU_UUID, PCI, Entity, HealthEvent
@@ -153,6 +154,33 @@ async def test_a_reset_opens_the_gpu_for_new_faults(boot_id: Path) -> None:
     assert await monitor.feed(XID_48_B) is not None
 
 
+RESET_FAILURES = [
+    "NVRM: GPU 0000:3b:00.0: GPU reset did not complete",
+    "NVRM: GPU 0000:3b:00.0: GPU reset was not successful",
+    "NVRM: GPU 0000:3b:00.0: GPU reset timed out before it completed",
+    "Nov 23 02:09:12 gpu-node-7 nvidia-smi[4242]: GPU 00000000:3B:00.0 was not successfully reset.",
+]
+
+
+@pytest.mark.parametrize("failure", RESET_FAILURES)
+async def test_a_failed_reset_leaves_the_gpus_fault_open(boot_id: Path, failure: str) -> None:
+    sink, clock = Sink(), Clock()
+    monitor = _monitor(sink, clock, boot_id)
+    faults = OpenFaults()
+    fault = await monitor.feed(XID_48_A)
+    assert fault is not None
+    failed = await monitor.feed(failure)
+    assert failed is not None
+    assert (failed.check_name, failed.is_healthy, failed.is_fatal, failed.action) == (CHECK_RESET, False, False, A.NONE)
+    assert failed.gpu_uuids == (UUID_A,)
+    assert failed.message.startswith("GPU reset failed (")
+    for event in sink.events:
+        faults.apply(event)
+    verdict = faults.gpu_verdict("gpu-node-7", UUID_A)
+    assert (verdict.healthy, verdict.action) == (False, A.COMPONENT_RESET), "the XID is still open"
+    assert await monitor.feed(XID_48_A) is None, "the GPU's flood-control window stands: nothing was reset"
+
+
 async def test_boot_id_change_reports_gpus_healthy_and_forgets_state(boot_id: Path) -> None:
     sink, clock = Sink(), Clock()
     monitor = _monitor(sink, clock, boot_id, boot_check_interval=5.0)
@@ -188,6 +216,60 @@ async def test_boot_id_change_reports_gpus_healthy_and_forgets_state(boot_id: Pa
     fallen = await monitor.feed(FALLEN_OFF_GROUP[2])
     assert fallen is not None
     assert fallen.gpu_uuids == ()  # the `GPU at PCI` naming was forgotten too
+
+
+async def test_a_repeat_after_an_unnoticed_reboot_is_not_folded_into_the_old_boots_window(boot_id: Path) -> None:
+    """A simulated node reboots under a running agent: before a repeat is dropped, the boot ID is read."""
+    sink, clock = Sink(), Clock()
+    monitor = _monitor(sink, clock, boot_id, boot_check_interval=5.0)
+    await monitor.start()
+    assert await monitor.feed(XID_48_A) is not None
+    clock.now += 0.05
+    assert await monitor.feed(XID_48_A) is None  # a repeat: read the boot ID a moment ago
+    boot_id.write_text("1b0c2d3e-0000-4000-8000-000000000005\n")
+    clock.now += 0.2  # far from the 5 s boot check, but the boot ID is no longer fresh
+    after = await monitor.feed(XID_48_A)
+    assert after is not None, "the first fault of the new boot"
+    assert after.metadata["boot_id"] == "1b0c2d3e-0000-4000-8000-000000000005"
+    assert any(e.message == HEALTHY_AFTER_REBOOT for e in sink.events)
+
+
+async def test_the_end_of_a_remediation_makes_the_next_fault_news(boot_id: Path) -> None:
+    sink, clock = Sink(), Clock()
+    monitor = _monitor(sink, clock, boot_id)
+    assert await monitor.feed(XID_48_A) is not None
+    assert await monitor.feed(XID_48_B) is not None
+    assert await monitor.feed(XID_48_A) is None  # folded while the remediation runs
+    assert await monitor.remediation_ended(held_seen_at=clock.now + 1) == []  # that drop came before
+    again = await monitor.feed(XID_48_A)
+    assert again is not None, "inside the old window, but the remediation has ended"
+    assert await monitor.feed(XID_48_B) is not None, "every window ended with it"
+    assert await monitor.feed(XID_48_A) is None
+    assert await monitor.feed(XID_48_B) is None
+
+
+async def test_a_repeat_dropped_just_before_the_end_was_seen_is_reported_then(boot_id: Path) -> None:
+    """The agent learns of the end late: a repeat logged in between may be the repaired node's first fault."""
+    sink, clock = Sink(), Clock()
+    monitor = _monitor(sink, clock, boot_id)
+    assert await monitor.feed(XID_48_A) is not None
+    assert await monitor.feed(XID_48_B) is not None
+    assert await monitor.feed(XID_48_B) is None  # dropped long before the end was seen
+    held_seen_at = clock.now + 1
+    clock.now += 120
+    assert await monitor.feed(XID_48_A) is not None  # a new window (the old one passed)
+    clock.now += 1
+    dropped = await monitor.feed(XID_48_A)  # after the node was last seen held
+    assert dropped is None
+    clock.now += 1
+    (reported,) = await monitor.remediation_ended(held_seen_at=held_seen_at)
+    assert (reported.xid, reported.gpu_uuids, reported.is_fatal) == (48, (UUID_A,), True)
+    assert "repeats" not in reported.metadata, "the only repeat is the one reported"
+    assert sink.events[-1] is reported
+    assert await monitor.feed(XID_48_A) is None, "its window opened anew"
+    assert await monitor.feed(XID_48_B) is not None
+    clock.now += 31  # the last drop is older than the 30 s the agent may take to learn of an end
+    assert await monitor.remediation_ended(held_seen_at=None) == []
 
 
 async def test_a_restarted_monitor_notices_the_reboot_from_its_state_file(boot_id: Path, tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ class Expected:
     pid: int | None = None
     process: str | None = None
     device: str | None = None
+    fallen_off_bus: bool = False
 
 
 BODIES: dict[str, tuple[str, Expected]] = {
@@ -67,30 +68,63 @@ BODIES: dict[str, tuple[str, Expected]] = {
     ),
     "injector_xid_79": (
         "NVRM: NVRM: Xid (PCI:0001:00:00.0): 79, GPU has fallen off the bus",
-        Expected(EventKind.GPU_FALLEN_OFF_BUS, 79, "0001:00:00.0", "GPU has fallen off the bus", fatal=True),
+        Expected(EventKind.XID, 79, "0001:00:00.0", "GPU has fallen off the bus", fatal=True, fallen_off_bus=True),
     ),
     "xid_79": (
         "NVRM: Xid (PCI:0000:3b:00): 79, pid=0, name=, GPU has fallen off the bus.",
-        Expected(EventKind.GPU_FALLEN_OFF_BUS, 79, "0000:3b:00", "GPU has fallen off the bus.", fatal=True, pid=0),
+        Expected(
+            EventKind.XID, 79, "0000:3b:00", "GPU has fallen off the bus.", fatal=True, pid=0, fallen_off_bus=True
+        ),
+    ),
+    "xid_79_with_process": (
+        "NVRM: Xid (PCI:0000:3b:00): 79, pid=1234, name=python3, GPU has fallen off the bus.",
+        Expected(
+            EventKind.XID,
+            79,
+            "0000:3b:00",
+            "GPU has fallen off the bus.",
+            fatal=True,
+            pid=1234,
+            process="python3",
+            fallen_off_bus=True,
+        ),
+    ),
+    "xid_79_cut_off_after_the_number": (
+        "NVRM: Xid (PCI:0000:3b:00): 79",
+        Expected(EventKind.XID, 79, "0000:3b:00", "", fatal=True, fallen_off_bus=True),
+    ),
+    "xid_cut_off_after_the_pid": (
+        "NVRM: Xid (PCI:0000:3b:00): 79, pid=1234",
+        Expected(EventKind.XID, 79, "0000:3b:00", "", fatal=True, pid=1234, fallen_off_bus=True),
+    ),
+    "xid_cut_off_after_the_process_name": (
+        "NVRM: Xid (PCI:0000:3b:00): 13, pid=1234, name=python3",
+        Expected(EventKind.XID, 13, "0000:3b:00", "", pid=1234, process="python3"),
+    ),
+    "xid_device_above_1f": (
+        "NVRM: Xid (PCI:0000:3b:a0.0): 48, DBE",
+        Expected(EventKind.XID, 48, "0000:3b:a0.0", "DBE"),
     ),
     "fallen_off_bus_line": (
         "NVRM: GPU 0000:3b:00.0: GPU has fallen off the bus.",
         Expected(
-            EventKind.GPU_FALLEN_OFF_BUS,
+            EventKind.XID,
             79,
             "0000:3b:00.0",
             "GPU 0000:3b:00.0: GPU has fallen off the bus.",
             fatal=True,
+            fallen_off_bus=True,
         ),
     ),
     "fallen_off_bus_old_driver": (
         "NVRM: The NVIDIA GPU 0000:3b:00.0 (PCI ID: 10de:1db4) installed in this system has fallen off the bus and is not responding to commands.",
         Expected(
-            EventKind.GPU_FALLEN_OFF_BUS,
+            EventKind.XID,
             79,
             "0000:3b:00.0",
             "The NVIDIA GPU 0000:3b:00.0 (PCI ID: 10de:1db4) installed in this system has fallen off the bus and is not responding to commands.",
             fatal=True,
+            fallen_off_bus=True,
         ),
     ),
     "xid_154_gpu_reset_required": (
@@ -134,6 +168,10 @@ BODIES: dict[str, tuple[str, Expected]] = {
             EventKind.GPU_RESET, 0, "0000:3b:00.0", "GPU 0000:3b:00.0: GPU reset (secondary bus) completed in 812 ms"
         ),
     ),
+    "gpu_reset_nvrm_successfully": (
+        "NVRM: GPU 0000:3b:00.0: GPU reset completed successfully.",
+        Expected(EventKind.GPU_RESET, 0, "0000:3b:00.0", "GPU 0000:3b:00.0: GPU reset completed successfully."),
+    ),
     "gpu_reset_nvidia_smi": (
         "GPU 00000000:3B:00.0 was successfully reset.",
         Expected(EventKind.GPU_RESET, 0, "00000000:3B:00.0", "GPU 00000000:3B:00.0 was successfully reset."),
@@ -151,6 +189,7 @@ def _check(event: KernelEvent | None, expected: Expected, line: str) -> None:
     assert event.pid == expected.pid
     assert event.process == expected.process
     assert event.device == expected.device
+    assert event.fallen_off_bus is expected.fallen_off_bus
     assert event.raw == line
     assert event.gpu_uuid is None
 
@@ -240,18 +279,20 @@ def test_line_endings_and_bytes() -> None:
         "NVRM: Xid (PCI:zzzz:3b:00): 79, GPU has fallen off the bus.",
         "NVRM: Xid (PCI:0000:3b): 79, GPU has fallen off the bus.",
         "NVRM: Xid (PCI:0000:3b:00.9): 79, function above 7",
-        "NVRM: Xid (PCI:0000:3b:20): 79, device above 0x1f",
+        "NVRM: Xid (PCI:0000:3b:g0): 79, device not hex",
+        "NVRM: Xid (PCI:0000:3b:0): 79, device of one digit",
         "NVRM: Xid (PCI:123456789:3b:00): 79, domain wider than 32 bits",
         "NVRM: Xid (PCI:): 79, empty",
         "NVRM: GPU 0000:3g:00.0: GPU has fallen off the bus.",
         # SXid detail lines belong to the header before them.
         "nvidia-nvswitch0: SXid (PCI:0000:05:00.0): 20034, Severity 1 Engine instance 16 Sub-engine instance 00",
         "nvidia-nvswitch0: SXid (PCI:0000:05:00.0): 20034, Data {0x00000000, 0x00000010, 0x00000000}",
-        # Resets that aren't acknowledgements of a GPU reset.
-        "NVRM: GPU 0000:3b:00.0: GPU reset failed to complete",
+        # Resets that are neither the acknowledgement of a GPU reset nor its failure.
         "NVRM: GPU 0000:3b:00.0: GPU reset requested",
+        "NVRM: GPU 0000:3b:00.0: GPU reset in progress, complete soon",
+        "NVRM: GPU 0000:3b:00.0: GPU reset required before it can complete",
         "usb 1-1: reset high-speed USB device number 2 using xhci_hcd",
-        "GPU 00000000:3B:00.0 was not successfully reset.",
+        "GPU 00000000:3B:00.0 was successfully reset, said nobody",
         # /dev/kmsg continuation lines and other kernel noise.
         " SUBSYSTEM=pci",
         " DEVICE=+pci:0000:3b:00.0",
@@ -264,13 +305,50 @@ def test_lines_that_must_not_match(line: str) -> None:
     assert KmsgParser().feed(line) is None
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        "GPU reset did not complete",
+        "GPU reset was not successful",
+        "GPU reset timed out before it completed",
+        "GPU reset failed to complete",
+        "GPU reset could not be completed",
+        "GPU reset couldn't complete",
+        "GPU reset never completed",
+        "GPU reset incomplete",
+        "GPU reset unsuccessful",
+        "GPU reset completed with errors",
+        "GPU reset aborted before it completed",
+    ],
+)
+def test_a_failed_gpu_reset_is_a_failure_never_an_acknowledgement(body: str) -> None:
+    line = f"[ 812.5] NVRM: GPU 0000:3b:00.0: {body}"
+    for event in (parse_line(line), KmsgParser().feed(line)):
+        assert event is not None, line
+        assert (event.kind, event.pci_key, event.fatal) == (EventKind.GPU_RESET_FAILED, "0000:3b:00.0", False)
+        assert event.message == f"GPU 0000:3b:00.0: {body}"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "GPU 00000000:3B:00.0 was not successfully reset.",
+        "Nov 23 02:09:12 gpu-node-7 nvidia-smi[4242]: GPU 00000000:3B:00.0 was not successfully reset.",
+    ],
+)
+def test_a_failed_nvidia_smi_reset_is_a_failure(line: str) -> None:
+    event = parse_line(line)
+    assert event is not None, line
+    assert (event.kind, event.pci_key) == (EventKind.GPU_RESET_FAILED, "0000:3b:00.0")
+
+
 def test_fallen_off_the_bus_report_is_one_event_naming_the_gpu() -> None:
     parser = KmsgParser()
     events = [event for line in FALLEN_OFF_GROUP if (event := parser.feed(line)) is not None]
     assert len(events) == 1
     (event,) = events
-    assert event.kind is EventKind.GPU_FALLEN_OFF_BUS
-    assert (event.code, event.pci, event.gpu_uuid, event.fatal) == (79, "0000:91:00", UUID, True)
+    assert (event.kind, event.fallen_off_bus) == (EventKind.XID, True)
+    assert (event.code, event.pci, event.gpu_uuid, event.fatal, event.pid) == (79, "0000:91:00", UUID, True, None)
 
 
 def test_fallen_off_halves_in_either_order_or_alone() -> None:
@@ -320,8 +398,11 @@ def test_gpu_names_are_remembered_per_address_and_forgotten_on_reset() -> None:
         ("PCI:0001:00:00.0", "0001:00:00.0"),
         ("c3d2:00:1f.7", "c3d2:00:1f.7"),
         ("1c3d2:00:00.0", "1c3d2:00:00.0"),
+        ("0000:3b:1f", "0000:3b:1f.0"),
+        ("0000:3B:A0.0", "0000:3b:a0.0"),
         ("0000:3b:00.8", None),
-        ("0000:3b:20.0", None),
+        ("0000:3b:g0.0", None),
+        ("0000:3b:123.0", None),
         ("0000:3b", None),
         ("gpu0", None),
         ("", None),

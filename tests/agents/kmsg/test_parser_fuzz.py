@@ -31,10 +31,12 @@ def _well_formed(event: KernelEvent | None, text: str) -> None:
     assert event.gpu_uuid is None or _UUID.fullmatch(event.gpu_uuid)
     assert event.pid is None or event.pid >= 0
     if event.kind is EventKind.XID:
-        assert event.code != 79  # XID 79 is always reported as the GPU falling off the bus
-    if event.kind is EventKind.GPU_FALLEN_OFF_BUS:
-        assert (event.code, event.fatal) == (79, True)
-    if event.kind is EventKind.GPU_RESET:
+        # XID 79 is the GPU falling off the bus, and only it is.
+        assert event.fallen_off_bus is (event.code == 79)
+        assert event.fatal is event.fallen_off_bus
+    else:
+        assert not event.fallen_off_bus
+    if event.kind in (EventKind.GPU_RESET, EventKind.GPU_RESET_FAILED):
         assert (event.code, event.fatal) == (0, False)
     assert isinstance(decide(event).action, RecommendedAction)
 
@@ -88,11 +90,14 @@ _PIECES = st.sampled_from(
         "GPU-b6c3b2be-c55b-d076-fa0e-d464e4c7e08b",
         "has fallen off the bus",
         "GPU reset complete",
+        "GPU reset did not complete",
+        " not",
         " was successfully reset",
         "nvidia-nvswitch0: ",
         "3,812,6085126134786,-;",
         "[ 4821.337154] ",
         "Nov 23 02:07:01 host kernel: ",
+        "kernel: ",
         "<3>",
         " ",
         "\n",

@@ -211,7 +211,7 @@ async def node(cluster: Cluster, tmp_path: Path) -> AsyncIterator[Node]:
         boot_id_path=tmp_path / "boot_id",
         on_event=acknowledgements.observe,
     )
-    task = asyncio.create_task(monitor.run(follow_file(kernel_log, from_start=True, poll_interval=0.02)))
+    task = asyncio.create_task(monitor.run(follow_file(kernel_log, start_at="start", poll_interval=0.02)))
     try:
         yield Node(cluster, nvml, kernel_log, acknowledgements, sink)
     finally:

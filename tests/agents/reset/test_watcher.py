@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import replace
 
+import pytest
+
 from gpuheal.agents.kmsg.monitor import CHECK_RESET
+from gpuheal.agents.nvml.interface import GpuInfo
 from gpuheal.agents.reset import DISABLED
 from gpuheal.domain.gpu_reset import REASON_CONFIRMED, REASON_FAILED, GpuResetOrder
 from tests.agents.reset.conftest import FAST, Cluster, CountingResetter, Node, eventually, now
@@ -90,6 +94,33 @@ async def test_nvml_confirms_a_reset_the_kernel_log_does_not_show(node: Node, cl
         status, _, report = await cluster.report(order.id)
     assert (status, report.confirmed_by) == ("True", "nvml")
     assert "NVML" in report.detail
+
+
+@pytest.mark.parametrize(
+    "failure",
+    ["GPU reset did not complete", "GPU reset was not successful", "GPU reset timed out before it completed"],
+)
+async def test_a_reset_the_driver_says_failed_is_a_failure(node: Node, cluster: Cluster, failure: str) -> None:
+    """The failure line is no acknowledgement; the answer is a failure, before NVML's view could pass it."""
+    target = node.gpus[2]
+
+    class FailingDriver(CountingResetter):
+        async def reset(self, gpus: Sequence[GpuInfo]) -> None:
+            await super().reset(gpus)
+            node.nvml.reset_gpu(2)  # NVML shows the GPU present and clean: only the driver knows better
+            with node.kernel_log.open("a") as log:
+                log.write(f"6,7,1,-;NVRM: GPU {target.pci}: {failure}\n")
+
+    resetter = FailingDriver()
+    # NVML may vouch only after the confirm timeout: the failure must be read from the kernel log.
+    settings = replace(FAST, confirm_timeout_s=30.0, nvml_grace_s=30.0)
+    async with node.watcher(resetter, settings=settings):
+        order = await cluster.order([target.uuid])
+        status, reason, report = await cluster.report(order.id, timeout=20.0)
+    assert (status, reason, report.ok, report.confirmed_by) == ("False", REASON_FAILED, False, "")
+    assert report.detail == f"the driver reported the reset of {target.uuid} failed: GPU {target.pci}: {failure}"
+    assert resetter.calls == [[target.uuid]]
+    assert [(e.check_name, e.is_healthy) for e in node.sink.events] == [(CHECK_RESET, False)]
 
 
 async def test_an_acknowledgement_from_before_the_reset_proves_nothing(node: Node, cluster: Cluster) -> None:
