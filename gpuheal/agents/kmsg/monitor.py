@@ -11,6 +11,9 @@ after other lines at most every `save_interval` seconds and when the monitor sto
 replays rather than skips. A replayed line's event has the id it had the first time (derived from
 the node, the boot, the position and the line), and the workflow counts each event id once; only
 a crash within `save_interval` of a repeat that flood control held back can report that repeat anew.
+A sink that is full (`SinkFull`: the publisher can hold no more faults) is waited for (`hand_over`):
+the monitor reads nothing more meanwhile and the line's position does not move until its event is
+taken, so a full spool delays a fault and never loses it.
 Where `run` starts reading (`start_point`): after the saved position when the source is read from
 where it left off (a kmsg sequence number only on the boot it was read in); from the start when
 nothing was saved for this boot (the whole ring buffer after a reboot); from the same edge as last
@@ -59,7 +62,7 @@ from gpuheal.agents.kmsg.follow import KernelLog, KmsgPosition, LogLine, Positio
 from gpuheal.agents.kmsg.gpumap import GpuMap
 from gpuheal.agents.kmsg.parser import EventKind, KernelEvent, KmsgParser
 from gpuheal.agents.kmsg.state import MonitorState, load_state, save_state
-from gpuheal.agents.sink import EventSink
+from gpuheal.agents.sink import EventSink, hand_over
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.health import CHECK_GPU_RESET, GPU_UUID, PCI, Entity, HealthEvent
 
@@ -322,7 +325,7 @@ class KernelLogMonitor:
             self._dedupe.forget(lambda k: k[0] in (identity, key) and k[1] not in _RESETS)
         event = self._event(parsed, decide(parsed, self._policy), gpu_uuid, repeats, position)
         try:
-            await self._sink.submit(event)
+            await hand_over(self._sink, event)
         except BaseException:
             # Not delivered: the next occurrence must not be folded into a window nobody heard of.
             self._dedupe.forget(lambda k: k == window)
@@ -354,7 +357,7 @@ class KernelLogMonitor:
                 released.repeats - 1,
                 dropped.position,
             )
-            await self._sink.submit(event)
+            await hand_over(self._sink, event)
             reported.append(event)
         log.info(
             "this node's remediation ended: flood-control windows forgotten, %d repeat(s) logged since reported",
@@ -423,9 +426,9 @@ class KernelLogMonitor:
         await asyncio.to_thread(self._gpus.refresh)
         gpus |= self._gpus.known()
         for key, gpu_uuid in sorted(gpus.items()):
-            await self._sink.submit(self._healthy(CHECK_XID, key, gpu_uuid))
+            await hand_over(self._sink, self._healthy(CHECK_XID, key, gpu_uuid))
         for key in switches:
-            await self._sink.submit(self._healthy(CHECK_SXID, key, None))
+            await hand_over(self._sink, self._healthy(CHECK_SXID, key, None))
 
     def _healthy(self, check: str, pci: str, gpu_uuid: str | None) -> HealthEvent:
         entities = [Entity(type=GPU_UUID, value=gpu_uuid)] if gpu_uuid else []

@@ -14,7 +14,7 @@ from gpuheal.agents.kmsg.decide import XidPolicy
 from gpuheal.agents.kmsg.gpumap import GpuMap
 from gpuheal.agents.kmsg.monitor import CHECK_RESET, HEALTHY_AFTER_REBOOT, KernelLogMonitor
 from gpuheal.agents.publisher.ledger import OpenFaults
-from gpuheal.agents.sink import EventSink
+from gpuheal.agents.sink import EventSink, SinkFull
 from gpuheal.domain.actions import RecommendedAction as A
 from gpuheal.domain.health import GPU_UUID, PCI, Entity, HealthEvent
 from tests.agents.kmsg.samples import FALLEN_OFF_GROUP, UUID
@@ -304,6 +304,31 @@ async def test_run_survives_a_failing_sink(boot_id: Path) -> None:
     sink, clock = Flaky(), Clock()
     await _monitor(sink, clock, boot_id).run(lines())
     assert [e.gpu_uuids for e in sink.events] == [(UUID_A,), (UUID_B,)]
+
+
+async def test_a_full_sink_delays_a_fault_and_never_loses_it(boot_id: Path) -> None:
+    """A publisher that can hold no more faults raises `SinkFull`: the monitor waits and tries the same
+    event again (reading no further meanwhile) instead of logging it and moving on to the next line."""
+
+    class Full(Sink):
+        def __init__(self) -> None:
+            super().__init__()
+            self.refusals = 2
+
+        async def submit(self, event: HealthEvent) -> None:
+            if self.refusals:
+                self.refusals -= 1
+                raise SinkFull("the spool holds no more faults")
+            self.events.append(event)
+
+    async def lines() -> AsyncIterator[str | bytes]:
+        yield XID_48_A
+        yield XID_48_B
+
+    sink, clock = Full(), Clock()
+    await _monitor(sink, clock, boot_id).run(lines())
+    assert [e.gpu_uuids for e in sink.events] == [(UUID_A,), (UUID_B,)]
+    assert sink.refusals == 0
 
 
 async def test_a_running_monitor_notices_a_reboot_without_any_line(boot_id: Path) -> None:
