@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sysconfig
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -179,7 +180,13 @@ async def _run_fleet(
             cluster.attach_agent(node, settings.boot_id_path)
             by_node[node] = await agents.enter_async_context(Agent(settings))
         _print_addresses(console, server, cluster.url, cluster.kubeconfig, len(by_node), sockets)
-        status = await _remediate(console, server.client, by_node[nodes[min(1, len(by_node) - 1)]], options)
+        faulty = by_node[nodes[min(1, len(by_node) - 1)]]
+        if options.manual:
+            console.print(
+                f"  decide       TEMPORAL_ADDRESS={server.address} {installed('gpuheal')} approve "
+                f"{faulty.settings.node}  (or reject), in another terminal"
+            )
+        status = await _remediate(console, server.client, faulty, options)
         outcome.set_result(0 if status is not None and status.phase is Phase.RESOLVED else 1)
         if options.keep:
             console.print("[bold]--keep[/]: everything keeps running; Ctrl-C to stop.")
@@ -269,5 +276,14 @@ def _print_addresses(
 ) -> None:
     console.print(f"  Temporal     {server.address}  (export TEMPORAL_ADDRESS={server.address} for temporal/gpuheal)")
     console.print(f"  Temporal UI  {server.ui_url}  (its log: {server.log})")
-    console.print(f"  fleet        {sim_url}  (KUBECONFIG={kubeconfig} kubectl get nodes)")
+    console.print(f"  fleet        {sim_url}  (KUBECONFIG={kubeconfig} {installed('kubectl')} get nodes)")
     console.print(f"  agents       {agents} node agent(s) with fake NVML, sockets under {sockets}/<node>")
+
+
+def installed(script: str) -> str:
+    """How to run one of this environment's scripts from here (`.venv/bin/gpuheal` in a checkout):
+    the environment's bin directory is often not on PATH."""
+    path = Path(sysconfig.get_path("scripts")) / script
+    with contextlib.suppress(ValueError):
+        return str(path.relative_to(Path.cwd()))
+    return str(path)
