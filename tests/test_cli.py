@@ -171,20 +171,27 @@ def test_agent_refuses_an_unusable_xid_policy_in_one_line(tmp_path: Path, policy
         ),
     ],
 )
-@pytest.mark.parametrize("command", ["worker", "agent"])
-def test_an_unusable_kubeconfig_is_refused_in_one_line(
-    tmp_path: Path, command: str, content: str | None, expected: str
+def test_the_worker_refuses_an_unusable_kubeconfig_in_one_line(
+    tmp_path: Path, content: str | None, expected: str
 ) -> None:
     path = tmp_path / "kubeconfig"
     if content is not None:
         path.write_text(content)
-    node = ["--node", "n1", "--fake-gpus", "1", "--kernel-log", "", "--socket-dir", str(tmp_path / "run")]
-    result = run_script(
-        command, *(node if command == "agent" else []), "--kubeconfig", str(path), "--address", "127.0.0.1:1"
-    )
 
-    error = one_line_error(result)
+    error = one_line_error(run_script("worker", "--kubeconfig", str(path), "--address", "127.0.0.1:1"))
+
     assert "'--kubeconfig'" in error and expected in error
+
+
+def test_the_agent_checks_its_kubeconfig_as_the_worker_does(tmp_path: Path) -> None:
+    path = tmp_path / "kubeconfig"
+    path.write_text("apiVersion: v1\nclusters: []\n")
+    node = ["--node", "n1", "--fake-gpus", "1", "--kernel-log", "", "--socket-dir", str(tmp_path / "run")]
+
+    error = one_line_error(run_script("agent", *node, "--kubeconfig", str(path), "--address", "127.0.0.1:1"))
+
+    assert "'--kubeconfig'" in error and "sets no current-context" in error
+    assert not (tmp_path / "run").exists(), "nothing started"
 
 
 @pytest.mark.parametrize(
@@ -197,11 +204,20 @@ def test_an_unusable_kubeconfig_is_refused_in_one_line(
         ("[::zz]:7233", "is not an IPv6 address"),
     ],
 )
-@pytest.mark.parametrize("command", [["worker"], ["list"], ["status", "n1"], ["approve", "n1", "--by", "alice"]])
-def test_an_unparsable_temporal_address_is_refused_in_one_line(command: list[str], address: str, expected: str) -> None:
-    error = one_line_error(run_script(*command, "--address", address))
+def test_the_worker_refuses_an_unparsable_temporal_address_in_one_line(address: str, expected: str) -> None:
+    error = one_line_error(run_script("worker", "--address", address))
 
     assert "'--address'" in error and expected in error
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["list"], ["status", "n1"], ["approve", "n1", "--by", "alice"], ["reject", "n1"], ["agent", "--node", "n1"]],
+)
+def test_every_command_that_talks_to_temporal_checks_its_address(command: list[str]) -> None:
+    error = one_line_error(run_script(*command, "--address", "temporal.example"))
+
+    assert "'--address'" in error and "'temporal.example' is not host:port" in error
 
 
 @pytest.mark.parametrize("address", ["localhost:9464", "127.0.0.1:http", "bogus"])
