@@ -2,25 +2,40 @@
 
 from __future__ import annotations
 
-import asyncio
+import getpass
 import logging
+import os
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from temporalio.service import RPCError
 
 from gpuheal.agents.kmsg.follow import KernelLogFormat, ReadFrom
 from gpuheal.control import remediations
-from gpuheal.control.connection import DEFAULT_TASK_QUEUE, connect
+from gpuheal.control.connection import (
+    DEFAULT_TASK_QUEUE,
+    NamespaceNotFound,
+    TemporalUnreachable,
+    connect,
+    is_namespace_not_found,
+)
+from gpuheal.control.lifetime import ProcessRuntime
 from gpuheal.domain.remediation import Decision
+from gpuheal.params import HostPort, KubeconfigFile, XidPolicyFile
 
 T = TypeVar("T")
 
 _temporal_options = [
-    click.option("--address", envvar="TEMPORAL_ADDRESS", help="Temporal frontend host:port [env TEMPORAL_ADDRESS]."),
+    click.option(
+        "--address",
+        type=HostPort(),
+        envvar="TEMPORAL_ADDRESS",
+        help="Temporal frontend host:port [env TEMPORAL_ADDRESS].",
+    ),
     click.option("--namespace", envvar="TEMPORAL_NAMESPACE", help="Temporal namespace [env TEMPORAL_NAMESPACE]."),
 ]
 
@@ -31,14 +46,23 @@ def _with_temporal_options(command: Any) -> Any:
     return command
 
 
-def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+def _run(main: Callable[[], Coroutine[Any, Any, T]], runtime: ProcessRuntime | None = None) -> T:
+    """Run a command's coroutine on the process's own Temporal runtime, released before exit.
+
+    What a person can act on (Temporal or Kubernetes not answering, a namespace or remediation that
+    does not exist) ends the command with one line instead of a traceback.
+    """
+    from gpuheal.kubeprobe import KubernetesUnavailable
+
     try:
-        return asyncio.run(coroutine)
-    except remediations.RemediationNotFound as error:
-        raise click.ClickException(str(error)) from error
-    except RuntimeError as error:
-        if "connect" in str(error).lower():
-            raise click.ClickException(f"cannot reach Temporal: {error}") from error
+        return (runtime or ProcessRuntime()).run(main)
+    except (remediations.RemediationNotFound, TemporalUnreachable, KubernetesUnavailable) as error:
+        raise click.ClickException(str(error)) from None
+    except NamespaceNotFound as error:
+        raise click.BadParameter(str(error), param_hint="'--namespace'") from None
+    except RPCError as error:
+        if is_namespace_not_found(error):
+            raise click.BadParameter(error.message, param_hint="'--namespace'") from None
         raise
 
 
@@ -86,6 +110,7 @@ def demo(
     provider: str,
 ) -> None:
     """Remediate a fatal XID on a simulated fleet, end to end, on an embedded Temporal dev server."""
+    from gpuheal.demo.lock import DemoAlreadyRunning, state_directory_lock
     from gpuheal.demo.run import DemoOptions, run_demo
 
     logging.getLogger().setLevel(logging.WARNING)
@@ -101,10 +126,13 @@ def demo(
         provider=provider,
     )
     try:
-        code = asyncio.run(run_demo(options))
+        with state_directory_lock(state_dir):
+            code = ProcessRuntime().run(lambda: run_demo(options))
+    except DemoAlreadyRunning as error:
+        raise click.BadParameter(str(error), param_hint="'--state-dir'") from None
     except Exception as error:  # the demo's promise: a clear reason, not a traceback
         logging.getLogger("gpuheal.demo").debug("demo failed", exc_info=True)
-        raise click.ClickException(f"demo failed: {type(error).__name__}: {error}") from error
+        raise click.ClickException(f"demo failed: {type(error).__name__}: {error}") from None
     sys.exit(code)
 
 
@@ -113,7 +141,7 @@ def demo(
 @click.option("--task-queue", default=DEFAULT_TASK_QUEUE, show_default=True, envvar="GPUHEAL_TASK_QUEUE")
 @click.option(
     "--kubeconfig",
-    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    type=KubeconfigFile(),
     envvar="KUBECONFIG",
     help="Kubeconfig; in a pod the service account is used when unset.",
 )
@@ -139,6 +167,15 @@ def demo(
     show_default=True,
     help="How soon another worker takes over this worker's workflows if it dies.",
 )
+@click.option(
+    "--kubernetes-wait-seconds",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    envvar="GPUHEAL_KUBERNETES_WAIT_SECONDS",
+    help="How long the worker waits at start for the Kubernetes API to answer before it exits "
+    "[env GPUHEAL_KUBERNETES_WAIT_SECONDS].",
+)
 def worker(
     address: str | None,
     namespace: str | None,
@@ -150,10 +187,15 @@ def worker(
     max_concurrent_activities: int,
     graceful_shutdown_seconds: float,
     sticky_queue_timeout_seconds: float,
+    kubernetes_wait_seconds: float,
 ) -> None:
-    """Run the Temporal worker for remediations (Ctrl-C or SIGTERM stops it gracefully)."""
+    """Run the Temporal worker for remediations (Ctrl-C or SIGTERM stops it gracefully).
+
+    It exits with the reason when the Kubernetes API does not answer within --kubernetes-wait-seconds
+    of its start, or when the Temporal namespace does not exist.
+    """
     from gpuheal.activities.providers.configured import DEFAULT_PROVIDERS
-    from gpuheal.worker import WorkerSettings, serve
+    from gpuheal.worker import MetricsUnavailable, WorkerSettings, process_runtime, serve
 
     settings = WorkerSettings(
         task_queue=task_queue,
@@ -166,8 +208,13 @@ def worker(
         max_concurrent_activities=max_concurrent_activities,
         graceful_shutdown=timedelta(seconds=graceful_shutdown_seconds),
         sticky_queue_timeout=timedelta(seconds=sticky_queue_timeout_seconds),
+        kubernetes_wait=timedelta(seconds=kubernetes_wait_seconds),
     )
-    _run(serve(settings))
+    try:
+        runtime = process_runtime(settings)
+    except MetricsUnavailable as error:
+        raise click.BadParameter(str(error), param_hint="'--metrics-address'") from None
+    _run(lambda: serve(settings), runtime)
 
 
 def _provider_names(option: str | None, known: tuple[str, ...]) -> tuple[str, ...]:
@@ -179,7 +226,7 @@ def _provider_names(option: str | None, known: tuple[str, ...]) -> tuple[str, ..
     if unknown or not names:
         raise click.BadParameter(
             f"unknown provider(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(known)}",
-            param_hint="--providers",
+            param_hint="'--providers'",
         )
     return names
 
@@ -189,18 +236,36 @@ def _decision_command(approve: bool) -> Any:
 
     @_with_temporal_options
     @click.argument("node")
-    @click.option("--by", "approver", required=True, help="Who decides (recorded in the workflow).")
+    @click.option("--by", "approver", help="Who decides (recorded in the workflow)  [default: your login name]")
     @click.option("--reason", default="", help="Why.")
-    def command(address: str | None, namespace: str | None, node: str, approver: str, reason: str) -> None:
+    def command(address: str | None, namespace: str | None, node: str, approver: str | None, reason: str) -> None:
+        who = _login_name() if approver is None else approver.strip()
+        if not who:
+            raise click.BadParameter("must name who decides", param_hint="'--by'")
+        decision = Decision(approver=who, reason=reason)
+
         async def send() -> None:
             client = await connect(address, namespace)
-            await remediations.decide(client, node, Decision(approver=approver, reason=reason), approve=approve)
+            await remediations.decide(client, node, decision, approve=approve)
 
-        _run(send())
-        click.echo(f"{verb}d the remediation of {node} as {approver}")
+        _run(send)
+        click.echo(f"{verb}d the remediation of {node} as {who}")
 
     command.__doc__ = f"{verb.capitalize()} the pending repair of NODE."
     return main.command(name=verb)(command)
+
+
+def _login_name() -> str:
+    """Who runs this command: $LOGNAME, $USER, $LNAME or $USERNAME where set and not empty, else the
+    password database's name for this uid (a container's uid often has none)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        raise click.BadParameter(
+            f"no login name to record (LOGNAME and USER are unset or empty, and uid {os.getuid()} has no "
+            "passwd entry); say who decides with --by NAME",
+            param_hint="'--by'",
+        ) from None
 
 
 _decision_command(approve=True)
@@ -217,7 +282,7 @@ def status(address: str | None, namespace: str | None, node: str) -> None:
         client = await connect(address, namespace)
         return (await remediations.status(client, node)).model_dump_json(indent=2)
 
-    click.echo(_run(query()))
+    click.echo(_run(query))
 
 
 @main.command(name="list")
@@ -230,7 +295,10 @@ def list_command(address: str | None, namespace: str | None, query: str) -> None
         client = await connect(address, namespace)
         return await remediations.list_remediations(client, query)
 
-    rows = _run(fetch())
+    try:
+        rows = _run(fetch)
+    except remediations.InvalidQuery as error:
+        raise click.BadParameter(str(error), param_hint="'--query'") from None
     click.echo(f"{'NODE':<24} {'PHASE':<18} {'ACTION':<16} {'XID':>5}  {'RUNNING':<7}  STARTED")
     for row in rows:
         xid = "" if row.xid is None else str(row.xid)
@@ -302,7 +370,7 @@ def kmsg_parse(policy: Path | None) -> None:
 @click.option("--from-end", is_flag=True, help="Read only what the kernel logs from now on, instead of resuming.")
 @click.option(
     "--xid-policy",
-    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    type=XidPolicyFile(),
     envvar="GPUHEAL_XID_POLICY",
     help="JSON policy overriding the catalog's action for any XID.",
 )
@@ -368,7 +436,7 @@ def kmsg_parse(policy: Path | None) -> None:
 @click.option("--task-queue", default=DEFAULT_TASK_QUEUE, show_default=True, envvar="GPUHEAL_TASK_QUEUE")
 @click.option(
     "--kubeconfig",
-    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    type=KubeconfigFile(),
     envvar="KUBECONFIG",
     help="Kubeconfig; in a pod the service account is used when unset.",
 )
@@ -410,7 +478,7 @@ def agent(
         raise click.BadParameter("choose one of --from-start and --from-end", param_hint="--from-start")
     if fake_gpus is not None and gpu_reset == "nvidia-smi":
         raise click.BadParameter(
-            "nvidia-smi cannot reset fake GPUs; use --gpu-reset off with --fake-gpus", param_hint="--gpu-reset"
+            "nvidia-smi cannot reset fake GPUs; use --gpu-reset off with --fake-gpus", param_hint="'--gpu-reset'"
         )
     try:
         health = parse_address(health_address) if health_address else None
@@ -440,6 +508,6 @@ def agent(
         health_address=health,
     )
     try:
-        asyncio.run(serve_agent(settings))
+        ProcessRuntime().run(lambda: serve_agent(settings))
     except HealthServerError as error:
         raise BadSetting(f"--health-address: {error}") from error

@@ -3,6 +3,12 @@
 It connects with the standard Temporal settings (see gpuheal.control.connection), reaches
 Kubernetes through a kubeconfig or the in-cluster service account, exposes the SDK's Prometheus
 metrics, and on SIGTERM stops polling and lets running activities finish before it exits.
+
+It takes work only once everything it needs has answered: the Kubernetes configuration loads, the
+Temporal namespace exists, and the Kubernetes API answers a node read (`gpuheal.kubeprobe`, waited
+for up to `kubernetes_wait`). Anything else ends the start with a one-line reason; the worker has no
+readiness endpoint, so a worker that cannot work does not run (in a cluster: CrashLoopBackOff, with
+the reason as the container's last log line).
 """
 
 from __future__ import annotations
@@ -19,10 +25,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
+from kubernetes.aio.client import ApiClient
+from kubernetes.aio.config import ConfigException
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.runtime import PrometheusConfig, TelemetryConfig
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
@@ -30,8 +38,10 @@ from gpuheal.activities import remediation_activities
 from gpuheal.activities.providers.configured import DEFAULT_PROVIDERS, build_providers
 from gpuheal.activities.providers.selection import ProviderSet
 from gpuheal.activities.providers.simulator import SimulatorProvider
-from gpuheal.control.connection import DEFAULT_TASK_QUEUE, connect
+from gpuheal.control.connection import DEFAULT_TASK_QUEUE, check_namespace, connect
+from gpuheal.control.lifetime import ProcessRuntime
 from gpuheal.kubeclient import connect as connect_kubernetes
+from gpuheal.kubeprobe import KubernetesUnavailable, wait_until_answering
 from gpuheal.shutdown import shutdown_requested
 from gpuheal.workflows import search_attributes as attrs
 from gpuheal.workflows.remediation import RemediationWorkflow
@@ -65,27 +75,57 @@ class WorkerSettings:
     graceful_shutdown: timedelta = timedelta(seconds=30)
     # How soon another worker picks up a dead worker's workflows (the sticky queue timeout).
     sticky_queue_timeout: timedelta = timedelta(seconds=10)
+    # How long a starting worker waits for the Kubernetes API to answer before it gives up.
+    kubernetes_wait: timedelta = timedelta(seconds=60)
+
+
+class MetricsUnavailable(ValueError):
+    """The Prometheus address does not parse, or cannot be listened on."""
+
+
+def process_runtime(settings: WorkerSettings) -> ProcessRuntime:
+    """The worker process's Temporal runtime, serving the SDK's metrics on `metrics_address` when set.
+
+    The listener starts here, before anything connects: `MetricsUnavailable` names why it cannot.
+    """
+    metrics = PrometheusConfig(bind_address=settings.metrics_address) if settings.metrics_address else None
+    try:
+        return ProcessRuntime(TelemetryConfig(metrics=metrics))
+    except ValueError as error:  # the SDK's "Invalid Prometheus address" / "Failed starting Prometheus exporter"
+        raise MetricsUnavailable(f"{settings.metrics_address}: {error}") from None
 
 
 @asynccontextmanager
 async def running_worker(settings: WorkerSettings, client: Client | None = None) -> AsyncIterator[Worker]:
-    """A started worker; it stops gracefully when the context exits."""
-    if client is None:
-        runtime = None
-        if settings.metrics_address:
-            runtime = Runtime(
-                telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=settings.metrics_address))
-            )
-        client = await connect(settings.temporal_address, settings.temporal_namespace, runtime=runtime)
-    await ensure_search_attributes(client)
+    """A started worker; it stops gracefully when the context exits.
+
+    Without a `client` it connects on the process's runtime (`process_runtime`). Raises
+    `KubernetesUnavailable`, `gpuheal.control.connection.TemporalUnreachable` or `NamespaceNotFound`
+    when what it needs does not answer.
+    """
+    try:
+        api = await connect_kubernetes(settings.kubeconfig)
+    except ConfigException as error:
+        raise KubernetesUnavailable(f"cannot use the Kubernetes configuration: {error}") from None
+    async with api:
+        if client is None:
+            client = await connect(settings.temporal_address, settings.temporal_namespace)
+        await check_namespace(client)
+        await ensure_search_attributes(client)
+        await wait_until_answering(api, settings.kubernetes_wait)
+        async with _worker(settings, client, api) as worker:
+            yield worker
+
+
+@asynccontextmanager
+async def _worker(settings: WorkerSettings, client: Client, api: ApiClient) -> AsyncIterator[Worker]:
     # Cloud SDKs block, so providers run them with asyncio.to_thread. The default pool has at most 32
     # threads; in a fault storm long operations (an Azure restart takes minutes) would queue behind
     # each other past their activity timeouts. One thread per concurrent activity keeps every call moving.
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=settings.max_concurrent_activities, thread_name_prefix="gpuheal-provider")
     )
-    api = await connect_kubernetes(settings.kubeconfig)
-    async with api, aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession() as session:
         providers = build_providers(settings.providers, os.environ)
         if settings.simulator_url:
             providers.append(SimulatorProvider(settings.simulator_url, session))
@@ -142,7 +182,7 @@ async def ensure_search_attributes(client: Client) -> None:
 
 
 async def serve(settings: WorkerSettings) -> None:
-    """Run the worker until SIGTERM or SIGINT."""
+    """Run the worker until SIGTERM or SIGINT (under `process_runtime(settings).run`, for its metrics)."""
     stop = shutdown_requested()
     async with running_worker(settings):
         await stop.wait()

@@ -3,9 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
+import pwd
+import socket
 import subprocess
 import sys
+import uuid
 from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from gpuheal.cli import main
+from gpuheal.control import remediations
+from gpuheal.demo.devserver import DevServer
+from gpuheal.domain.actions import RecommendedAction
+from gpuheal.domain.faults import Fault
+from gpuheal.domain.remediation import Decision
 
 
 def run_gpuheal(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
@@ -70,3 +84,267 @@ def test_agent_reads_its_kernel_log_from_one_end_at_most() -> None:
     assert result.returncode == 2
     assert b"choose one of --from-start and --from-end" in result.stderr
     assert b"Traceback" not in result.stderr
+
+
+def gpuheal_script() -> str:
+    """The `gpuheal` console script of this environment, as a person runs it."""
+    return str(Path(sys.executable).parent / "gpuheal")
+
+
+def run_script(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([gpuheal_script(), *args], capture_output=True, text=True, timeout=120, check=False, env=env)
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The one `Error: …` line of a refused command (exit status 2), after click's usage hint if any."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("Error: ")]
+    usage = [line for line in lines if line.startswith(("Usage: ", "Try '"))]
+    assert len(errors) == 1 and len(errors) + len(usage) == len(lines), result.stderr
+    return errors[0]
+
+
+KUBECONFIG = """\
+apiVersion: v1
+kind: Config
+clusters:
+- name: nowhere
+  cluster: {{server: "{server}"}}
+contexts:
+- name: worker
+  context: {{cluster: nowhere, user: worker}}
+users:
+- name: worker
+  user: {{token: not-a-real-token}}
+current-context: worker
+"""
+
+
+def kubeconfig_to(tmp_path: Path, server: str) -> Path:
+    path = tmp_path / "worker.kubeconfig"
+    path.write_text(KUBECONFIG.format(server=server))
+    return path
+
+
+def closed_port() -> int:
+    """A port nothing listens on (bound for a moment, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        (None, "cannot read"),
+        ("{bad", "is not an XID policy: Invalid JSON"),
+        ('{"overrides": {"79": "REBOOT_PLEASE"}}', "overrides.79: Value error, unknown recommended action"),
+        ('{"overides": {}}', "overides: Extra inputs are not permitted"),
+    ],
+)
+def test_agent_refuses_an_unusable_xid_policy_in_one_line(tmp_path: Path, policy: str | None, expected: str) -> None:
+    path = tmp_path / "policy.json"
+    if policy is not None:
+        path.write_text(policy)
+    kernel_log = tmp_path / "kmsg.log"
+    kernel_log.write_text("")
+    # Everything else is usable, so a policy that slipped through would start a whole agent.
+    result = run_script(
+        *("agent", "--node", "n1", "--fake-gpus", "1", "--xid-policy", str(path)),
+        *("--socket-dir", str(tmp_path / "run"), "--spool-dir", str(tmp_path / "spool")),
+        *("--kernel-log", str(kernel_log), "--kernel-log-format", "file", "--address", "127.0.0.1:1"),
+    )
+
+    error = one_line_error(result)
+    assert "'--xid-policy'" in error and expected in error
+    assert not (tmp_path / "run").exists(), "nothing started"
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "cannot read"),
+        ("clusters: [unclosed", "is not YAML: expected ',' or ']'"),
+        ("", "is not a mapping"),
+        ("- a list\n", "is not a mapping"),
+        ("apiVersion: v1\nclusters: []\n", "sets no current-context"),
+        ("current-context: gone\ncontexts: [{name: other, context: {cluster: c}}]\n", "'gone' is not among"),
+        ("current-context: x\ncontexts: [{name: x, context: {cluster: c}}]\n", "names cluster 'c', which it does not"),
+        (
+            "current-context: x\ncontexts: [{name: x, context: {cluster: c}}]\nclusters: [{name: c, cluster: {}}]\n",
+            "cluster 'c' has no server",
+        ),
+    ],
+)
+def test_the_worker_refuses_an_unusable_kubeconfig_in_one_line(
+    tmp_path: Path, content: str | None, expected: str
+) -> None:
+    path = tmp_path / "kubeconfig"
+    if content is not None:
+        path.write_text(content)
+
+    error = one_line_error(run_script("worker", "--kubeconfig", str(path), "--address", "127.0.0.1:1"))
+
+    assert "'--kubeconfig'" in error and expected in error
+
+
+def test_the_agent_checks_its_kubeconfig_as_the_worker_does(tmp_path: Path) -> None:
+    path = tmp_path / "kubeconfig"
+    path.write_text("apiVersion: v1\nclusters: []\n")
+    node = ["--node", "n1", "--fake-gpus", "1", "--kernel-log", "", "--socket-dir", str(tmp_path / "run")]
+
+    error = one_line_error(run_script("agent", *node, "--kubeconfig", str(path), "--address", "127.0.0.1:1"))
+
+    assert "'--kubeconfig'" in error and "sets no current-context" in error
+    assert not (tmp_path / "run").exists(), "nothing started"
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("not an address", "is not host:port"),
+        ("127.0.0.1", "is not host:port"),
+        ("127.0.0.1:99999", "is not host:port"),
+        ("temporal..example:7233", "is not a host name or IP address"),
+        ("[::zz]:7233", "is not an IPv6 address"),
+    ],
+)
+def test_the_worker_refuses_an_unparsable_temporal_address_in_one_line(address: str, expected: str) -> None:
+    error = one_line_error(run_script("worker", "--address", address))
+
+    assert "'--address'" in error and expected in error
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["list"], ["status", "n1"], ["approve", "n1", "--by", "alice"], ["reject", "n1"], ["agent", "--node", "n1"]],
+)
+def test_every_command_that_talks_to_temporal_checks_its_address(command: list[str]) -> None:
+    error = one_line_error(run_script(*command, "--address", "temporal.example"))
+
+    assert "'--address'" in error and "'temporal.example' is not host:port" in error
+
+
+@pytest.mark.parametrize("address", ["localhost:9464", "127.0.0.1:http", "bogus"])
+def test_the_worker_refuses_an_unparsable_metrics_address_before_connecting(address: str) -> None:
+    error = one_line_error(run_script("worker", "--metrics-address", address, "--address", "127.0.0.1:1"))
+
+    assert "'--metrics-address'" in error and "Invalid Prometheus address" in error
+
+
+def test_the_worker_says_when_its_metrics_port_is_taken() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        error = one_line_error(run_script("worker", "--metrics-address", address, "--address", "127.0.0.1:1"))
+
+    assert "'--metrics-address'" in error and f"{address}: " in error and "Address already in use" in error
+
+
+@pytest.mark.parametrize(("option", "value"), [("--nodes", "0"), ("--gpus-per-node", "0"), ("--nodes", "-3")])
+def test_the_demo_refuses_an_empty_fleet_in_one_line(tmp_path: Path, option: str, value: str) -> None:
+    error = one_line_error(run_script("demo", option, value, "--state-dir", str(tmp_path / "state")))
+
+    assert f"'{option}'" in error and "x>=1" in error
+    assert not (tmp_path / "state").exists(), "nothing started"
+
+
+async def test_an_unknown_temporal_namespace_is_refused_in_one_line(dev_server: DevServer, tmp_path: Path) -> None:
+    kubeconfig = kubeconfig_to(tmp_path, f"https://127.0.0.1:{closed_port()}")
+    for command in (
+        ["list"],
+        ["status", "n1"],
+        ["approve", "n1", "--by", "alice"],
+        ["worker", "--metrics-address", "", "--kubeconfig", str(kubeconfig)],
+    ):
+        error = one_line_error(run_script(*command, "--address", dev_server.address, "--namespace", "no-such-ns"))
+
+        assert "'--namespace'" in error and "no-such-ns" in error, command
+
+
+async def test_list_refuses_a_query_temporal_cannot_parse_in_one_line(dev_server: DevServer) -> None:
+    error = one_line_error(run_script("list", "--address", dev_server.address, "--query", "GpuhealPhase ==== 'x'"))
+
+    assert "'--query'" in error and "Temporal refused the query" in error and "GpuhealPhase ==== 'x'" in error
+
+
+async def test_a_worker_whose_kubernetes_api_does_not_answer_says_so_at_start(
+    dev_server: DevServer, tmp_path: Path
+) -> None:
+    server = f"https://127.0.0.1:{closed_port()}"
+    kubeconfig = kubeconfig_to(tmp_path, server)
+    result = run_script(
+        *("worker", "--address", dev_server.address, "--metrics-address", "", "--kubeconfig", str(kubeconfig)),
+        *("--kubernetes-wait-seconds", "2"),
+    )
+
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"Error: the Kubernetes API at {server} did not answer within 2s: " in result.stderr
+    # It warned while it waited, and never began polling for remediations.
+    assert f"the Kubernetes API at {server} does not answer" in result.stderr
+    assert "worker polling" not in result.stderr
+
+
+async def test_list_always_exits_cleanly(dev_server: DevServer) -> None:
+    """`gpuheal list` aborted at exit in about 1 run in 14 ("Fatal Python error: PyGILState_Release"):
+    the SDK's runtime threads outlived the interpreter. 20 runs pass on the old code only 1 time in 4."""
+    for run in range(20):
+        result = run_script("list", "--address", dev_server.address)
+
+        assert result.returncode == 0 and result.stderr == "", f"run {run}: {result.returncode} {result.stderr}"
+        assert result.stdout.startswith("NODE ")
+
+
+NO_LOGIN_ENV = {"LOGNAME": "", "USER": "", "LNAME": "", "USERNAME": ""}
+
+
+async def test_approve_records_the_login_name_when_by_is_not_given(dev_server: DevServer) -> None:
+    """$USER may be empty (a container, cron, sudo -i): the password database still names who approved."""
+    node = f"by-default-{uuid.uuid4().hex[:8]}"
+    fault = Fault(node=node, action=RecommendedAction.RESTART_BM, xid=79, event_id=str(uuid.uuid4()))
+    # No worker polls this queue: the remediation waits, running, and takes the signal as it comes.
+    handle = await remediations.report_fault(dev_server.client, fault, task_queue=f"no-worker-{node}")
+    try:
+        result = run_script("approve", node, "--address", dev_server.address, env={**os.environ, **NO_LOGIN_ENV})
+
+        login = pwd.getpwuid(os.getuid()).pw_name
+        assert (result.returncode, result.stdout) == (0, f"approved the remediation of {node} as {login}\n"), (
+            result.stderr
+        )
+        history = await handle.fetch_history()
+        [signal] = [
+            event.workflow_execution_signaled_event_attributes
+            for event in history.events
+            if event.workflow_execution_signaled_event_attributes.signal_name == "approve"
+        ]
+        [decision] = dev_server.client.data_converter.payload_converter.from_payloads(
+            list(signal.input.payloads), [Decision]
+        )
+        assert decision == Decision(approver=login)
+    finally:
+        await handle.terminate()
+
+
+@pytest.mark.parametrize("verb", ["approve", "reject"])
+def test_approve_without_by_or_any_login_name_says_to_name_one(verb: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No login name at all: the environment's are empty and the uid has no passwd entry, as in a
+    container run under an arbitrary uid. That uid cannot be had here (only root runs this Python),
+    so the password database is the one thing replaced; the command is the real one, in process."""
+
+    def no_entry(uid: int) -> pwd.struct_passwd:
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    for name, value in NO_LOGIN_ENV.items():
+        monkeypatch.setenv(name, value)
+
+    result = CliRunner().invoke(main, [verb, "n1", "--address", "127.0.0.1:1"])
+
+    assert result.exit_code == 2, result.output
+    [error] = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert "'--by'" in error and "no login name to record" in error and "--by NAME" in error

@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
-from gpuheal.control.connection import DEFAULT_TASK_QUEUE
+from gpuheal.control.connection import DEFAULT_TASK_QUEUE, is_namespace_not_found
 from gpuheal.domain.faults import Fault
 from gpuheal.domain.marks import workflow_id_for
 from gpuheal.domain.phases import Phase
@@ -26,6 +26,10 @@ from gpuheal.workflows.remediation import RemediationWorkflow
 
 class RemediationNotFound(LookupError):
     """No remediation exists for the node."""
+
+
+class InvalidQuery(ValueError):
+    """Temporal refused a visibility query (INVALID_ARGUMENT); the message is its reason."""
 
 
 async def report_fault(
@@ -51,7 +55,7 @@ async def decide(client: Client, node: str, decision: Decision, *, approve: bool
     try:
         await handle.signal(RemediationWorkflow.approve if approve else RemediationWorkflow.reject, decision)
     except RPCError as error:
-        if error.status is RPCStatusCode.NOT_FOUND:
+        if error.status is RPCStatusCode.NOT_FOUND and not is_namespace_not_found(error):
             raise RemediationNotFound(f"no running remediation for node {node}") from error
         raise
 
@@ -62,7 +66,7 @@ async def status(client: Client, node: str) -> RemediationStatus:
     try:
         return await handle.query(RemediationWorkflow.status)
     except RPCError as error:
-        if error.status is RPCStatusCode.NOT_FOUND:
+        if error.status is RPCStatusCode.NOT_FOUND and not is_namespace_not_found(error):
             raise RemediationNotFound(f"no remediation found for node {node}") from error
         raise
 
@@ -80,18 +84,30 @@ class RemediationSummary:
 
 
 async def list_remediations(client: Client, query: str = "") -> list[RemediationSummary]:
-    """Remediations matching a visibility query (e.g. `GpuhealPhase = "AwaitingApproval"`), newest first."""
+    """Remediations matching a visibility query (e.g. `GpuhealPhase = "AwaitingApproval"`), newest first.
+
+    Raises `InvalidQuery` when Temporal refuses the query.
+    """
     base = "WorkflowType = 'RemediationWorkflow'"
+    sent = f"{base} AND ({query})" if query else base
     found: list[RemediationSummary] = []
-    async for execution in client.list_workflows(f"{base} AND ({query})" if query else base):
-        found.append(
-            RemediationSummary(
-                node=execution.typed_search_attributes.get(attrs.NODE) or execution.id,
-                phase=execution.typed_search_attributes.get(attrs.PHASE) or "?",
-                action=execution.typed_search_attributes.get(attrs.ACTION) or "?",
-                xid=execution.typed_search_attributes.get(attrs.XID),
-                running=execution.status is WorkflowExecutionStatus.RUNNING,
-                started=execution.start_time,
-            )
-        )
+    try:
+        async for execution in client.list_workflows(sent):
+            found.append(_summary(execution))
+    except RPCError as error:
+        if error.status is RPCStatusCode.INVALID_ARGUMENT:
+            raise InvalidQuery(f"Temporal refused the query {sent!r}: {error.message}") from error
+        raise
     return found
+
+
+def _summary(execution: WorkflowExecution) -> RemediationSummary:
+    attributes = execution.typed_search_attributes
+    return RemediationSummary(
+        node=attributes.get(attrs.NODE) or execution.id,
+        phase=attributes.get(attrs.PHASE) or "?",
+        action=attributes.get(attrs.ACTION) or "?",
+        xid=attributes.get(attrs.XID),
+        running=execution.status is WorkflowExecutionStatus.RUNNING,
+        started=execution.start_time,
+    )

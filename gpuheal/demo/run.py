@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sysconfig
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -23,6 +24,7 @@ from gpuheal.domain.catalog import action_for_xid
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import DrainPolicy, RemediationPolicy, RepairPolicy
 from gpuheal.domain.remediation import RemediationStatus
+from gpuheal.shutdown import shutdown_requested
 from gpuheal.simulator import FleetConfig, SimulatedCluster
 from gpuheal.simulator.access import parse_manifests
 from gpuheal.worker import WorkerSettings, running_worker
@@ -81,12 +83,39 @@ def demo_policy(manual: bool) -> RemediationPolicy:
 
 
 async def run_demo(options: DemoOptions) -> int:
-    """Run the demo; the exit status is 0 once the node is back in service."""
+    """Run the demo; the exit status is 0 once the node is back in service.
+
+    SIGTERM or Ctrl-C stops it at any point: everything it started (the worker, the agents, the
+    fleet, the Temporal dev server) is stopped in turn before it returns, with 1 unless the
+    remediation had already ended in Resolved (as under --keep).
+    """
     console = Console(soft_wrap=True)
+    stop = shutdown_requested()
+    outcome: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    demo = asyncio.create_task(_run(console, options, outcome, stop))
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait({demo, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if not demo.done():
+        console.print("stopping: the worker, the node agents, the fleet and Temporal …")
+        demo.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await demo
+    if stop.is_set():
+        console.print("stopped: everything the demo started is down")
+    if not outcome.done():
+        console.print("the remediation had not ended")
+        return 1
+    return outcome.result()
+
+
+async def _run(console: Console, options: DemoOptions, outcome: asyncio.Future[int], stop: asyncio.Event) -> None:
+    """Everything the demo starts, in order; `outcome` is set once the remediation has ended."""
     action = action_for_xid(options.xid)
     if not action.is_actionable:
         console.print(f"[red]XID {options.xid} is not fatal in the catalog (action NONE): nothing to remediate[/]")
-        return 2
+        outcome.set_result(2)
+        return
     console.print("[bold]gpuheal demo[/]: starting Temporal, the simulated fleet, the worker and the node agents …")
     server = await start_dev_server(options.state_dir / "temporal", port=options.port, ui=True)
     access = CHART_ACCESS.read_text()
@@ -106,10 +135,9 @@ async def run_demo(options: DemoOptions) -> int:
                 *chart_service_account(access, "worker"), credentials / "worker.kubeconfig"
             )
             agent_account = chart_service_account(access, "agent")
-            status = await _run_fleet(console, options, server, cluster, worker_kubeconfig, agent_account)
+            await _run_fleet(console, options, server, cluster, worker_kubeconfig, agent_account, outcome, stop)
     finally:
         await server.shutdown()
-    return 0 if status is not None and status.phase is Phase.RESOLVED else 1
 
 
 async def _run_fleet(
@@ -119,13 +147,21 @@ async def _run_fleet(
     cluster: SimulatedCluster,
     worker_kubeconfig: Path,
     agent_account: tuple[str, str],
-) -> RemediationStatus | None:
+    outcome: asyncio.Future[int],
+    stop: asyncio.Event,
+) -> None:
     """The worker and the node agents on the running fleet; one fault injected and followed to its end."""
     credentials = worker_kubeconfig.parent
     async with (
         cloud_client_environment(cluster),
         running_worker(
-            WorkerSettings(kubeconfig=worker_kubeconfig, simulator_url=cluster.control_url, metrics_address=None),
+            WorkerSettings(
+                kubeconfig=worker_kubeconfig,
+                simulator_url=cluster.control_url,
+                metrics_address=None,
+                # A stopped demo cancels what is in flight at once; the remediation is durable in Temporal.
+                graceful_shutdown=timedelta(seconds=1),
+            ),
             server.client,
         ),
         contextlib.AsyncExitStack() as agents,
@@ -144,12 +180,17 @@ async def _run_fleet(
             cluster.attach_agent(node, settings.boot_id_path)
             by_node[node] = await agents.enter_async_context(Agent(settings))
         _print_addresses(console, server, cluster.url, cluster.kubeconfig, len(by_node), sockets)
-        status = await _remediate(console, server.client, by_node[nodes[min(1, len(by_node) - 1)]], options)
+        faulty = by_node[nodes[min(1, len(by_node) - 1)]]
+        if options.manual:
+            console.print(
+                f"  decide       TEMPORAL_ADDRESS={server.address} {installed('gpuheal')} approve "
+                f"{faulty.settings.node}  (or reject), in another terminal"
+            )
+        status = await _remediate(console, server.client, faulty, options)
+        outcome.set_result(0 if status is not None and status.phase is Phase.RESOLVED else 1)
         if options.keep:
             console.print("[bold]--keep[/]: everything keeps running; Ctrl-C to stop.")
-            with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
-                await asyncio.Event().wait()
-    return status
+            await stop.wait()
 
 
 @contextlib.asynccontextmanager
@@ -234,6 +275,15 @@ def _print_addresses(
     console: Console, server: DevServer, sim_url: str, kubeconfig: Path, agents: int, sockets: Path
 ) -> None:
     console.print(f"  Temporal     {server.address}  (export TEMPORAL_ADDRESS={server.address} for temporal/gpuheal)")
-    console.print(f"  Temporal UI  {server.ui_url}")
-    console.print(f"  fleet        {sim_url}  (KUBECONFIG={kubeconfig} kubectl get nodes)")
+    console.print(f"  Temporal UI  {server.ui_url}  (its log: {server.log})")
+    console.print(f"  fleet        {sim_url}  (KUBECONFIG={kubeconfig} {installed('kubectl')} get nodes)")
     console.print(f"  agents       {agents} node agent(s) with fake NVML, sockets under {sockets}/<node>")
+
+
+def installed(script: str) -> str:
+    """How to run one of this environment's scripts from here (`.venv/bin/gpuheal` in a checkout):
+    the environment's bin directory is often not on PATH."""
+    path = Path(sysconfig.get_path("scripts")) / script
+    with contextlib.suppress(ValueError):
+        return str(path.relative_to(Path.cwd()))
+    return str(path)

@@ -46,7 +46,7 @@ def _hint(entry: PhaseEntry, status: RemediationStatus) -> str:
         "Detected": f"{status.action.name} for XID {', '.join(map(str, status.xids)) or '-'}",
         "Quarantined": "cordoned and tainted gpuheal.io/gpu-fault:NoSchedule",
         "Draining": "evicting pods through the Eviction API",
-        "AwaitingApproval": f"run: gpuheal approve {status.node} --by $USER",
+        "AwaitingApproval": f"waiting for gpuheal approve {status.node} (or reject): the decide line above",
         "Repairing": f"approved by {status.decision.approver}" if status.decision else "",
         "WaitingForNode": "waiting for Ready with a new bootID",
         "Resolved": "back in service",

@@ -1,0 +1,124 @@
+"""Click parameter types for what a person names on gpuheal's command line, checked before anything starts.
+
+Each type loads or parses its value the way the command will use it and turns every way it can be
+wrong into click's own one-line `Invalid value for '--flag': …` (exit status 2), so a typo never
+surfaces later as a traceback, or as a process that runs but cannot do its job.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml  # type: ignore[import-untyped]
+from pydantic import ValidationError
+
+from gpuheal.agents.kmsg.decide import XidPolicy
+
+# A DNS name: dot-separated labels of letters, digits and inner hyphens (RFC 1123), and underscores,
+# which container networks use in service names and the SDK's URL parser accepts.
+_HOSTNAME = re.compile(r"(?!-)[\w-]{1,63}(?<!-)(\.(?!-)[\w-]{1,63}(?<!-))*\.?", re.ASCII)
+
+
+class HostPort(click.ParamType[str, Any]):
+    """`host:port`: a DNS name, an IPv4 address or a bracketed IPv6 address, and a port from 1 to 65535."""
+
+    name = "host:port"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value).strip()
+        host, colon, port = text.rpartition(":")
+        if not colon or not port.isdigit() or not 1 <= int(port) <= 65535:
+            self.fail(f"{text!r} is not host:port (a port from 1 to 65535 is required)", param, ctx)
+        if host.startswith("[") and host.endswith("]"):
+            literal = host[1:-1]
+            try:
+                ipaddress.IPv6Address(literal)
+            except ValueError:
+                self.fail(f"{host!r} in {text!r} is not an IPv6 address", param, ctx)
+        elif len(host) > 253 or not _HOSTNAME.fullmatch(host):
+            self.fail(f"{host!r} in {text!r} is not a host name or IP address", param, ctx)
+        return text
+
+
+class XidPolicyFile(click.ParamType[Path, Any]):
+    """An XID policy file (JSON, see `gpuheal.agents.kmsg.decide.XidPolicy`), read and validated; its path is kept."""
+
+    name = "file"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path:
+        path = Path(value)
+        try:
+            XidPolicy.load(path)
+        except OSError as error:
+            self.fail(f"cannot read {path}: {error.strerror or error}", param, ctx)
+        except ValidationError as error:
+            self.fail(f"{path} is not an XID policy: {_problems(error)}", param, ctx)
+        return path
+
+
+class KubeconfigFile(click.ParamType[Path, Any]):
+    """A kubeconfig file that names a usable cluster: YAML, with a current context whose cluster has a server.
+
+    These are the checks the Kubernetes client makes while loading it, with messages that say which
+    entry is wrong; credentials are not exercised here (an exec plugin would run a command).
+    """
+
+    name = "file"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path:
+        path = Path(value)
+        try:
+            document = yaml.safe_load(path.read_text())
+        except OSError as error:
+            self.fail(f"cannot read {path}: {error.strerror or error}", param, ctx)
+        except (yaml.YAMLError, UnicodeDecodeError) as error:
+            self.fail(f"{path} is not YAML: {_yaml_problem(error)}", param, ctx)
+        problem = kubeconfig_problem(document)
+        if problem is not None:
+            self.fail(f"{path} is not a usable kubeconfig: {problem}", param, ctx)
+        return path
+
+
+def kubeconfig_problem(document: object) -> str | None:
+    """Why a parsed kubeconfig names no cluster to talk to, or None when its current context does."""
+    if not isinstance(document, dict):
+        return "it is not a mapping of clusters, contexts and users"
+    current = document.get("current-context")
+    if not current:
+        return "it sets no current-context"
+    context = _named(document, "contexts", current)
+    if context is None:
+        return f"its current-context {current!r} is not among its contexts"
+    cluster_name = (context.get("context") or {}).get("cluster")
+    cluster = _named(document, "clusters", cluster_name) if cluster_name else None
+    if cluster is None:
+        return f"context {current!r} names cluster {cluster_name!r}, which it does not define"
+    if not (cluster.get("cluster") or {}).get("server"):
+        return f"cluster {cluster_name!r} has no server"
+    return None
+
+
+def _named(document: dict[str, Any], section: str, name: object) -> dict[str, Any] | None:
+    entries = document.get(section)
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, dict) and entry.get("name") == name:
+            return entry
+    return None
+
+
+def _problems(error: ValidationError) -> str:
+    """A pydantic error on one line: `where: what` for each problem."""
+    return "; ".join(
+        f"{'.'.join(map(str, problem['loc']))}: {problem['msg']}" if problem["loc"] else problem["msg"]
+        for problem in error.errors(include_url=False)
+    )
+
+
+def _yaml_problem(error: Exception) -> str:
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
+        return f"{error.problem} at line {error.problem_mark.line + 1}, column {error.problem_mark.column + 1}"
+    return str(error).splitlines()[0]
