@@ -5,6 +5,8 @@ UV := $(VENV)/bin/uv
 RUN := $(VENV)/bin
 UV_VERSION := 0.13.8
 PYTEST_ARGS ?=
+# pytest-xdist processes for make test; each file's tests stay in one process (module fixtures).
+PYTEST_WORKERS ?= 2
 
 .PHONY: all demo test lint bench bytecode fmt protos clean
 
@@ -30,8 +32,10 @@ lint: $(VENV)/.synced
 	$(RUN)/mypy --strict gpuheal tests bench
 	$(RUN)/lint-imports
 
+# The suite waits on real servers, timers and spawned processes about half the time: two processes
+# overlap those waits (each starts its own Temporal servers).
 test: lint bytecode
-	$(RUN)/pytest $(PYTEST_ARGS)
+	$(RUN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: bytecode
 	$(RUN)/python -m bench $(BENCH_ARGS)
