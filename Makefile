@@ -5,8 +5,10 @@ UV := $(VENV)/bin/uv
 RUN := $(VENV)/bin
 UV_VERSION := 0.13.8
 PYTEST_ARGS ?=
+# pytest-xdist processes for make test; each file's tests stay in one process (module fixtures).
+PYTEST_WORKERS ?= 2
 
-.PHONY: all demo test lint bench fmt protos clean
+.PHONY: all demo test lint bench bytecode fmt protos clean
 
 all: test
 
@@ -14,8 +16,11 @@ $(UV):
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 
+# Bytecode is compiled at install: where PYTHONDONTWRITEBYTECODE is set, every process (each spawned
+# worker, and Temporal's default build ID, which reads the code of every loaded module) would
+# otherwise compile its imports from source.
 $(VENV)/.synced: $(UV) pyproject.toml uv.lock
-	$(UV) sync --frozen --quiet
+	$(UV) sync --frozen --quiet --compile-bytecode
 	touch $@
 
 demo: $(VENV)/.synced
@@ -27,14 +32,19 @@ lint: $(VENV)/.synced
 	$(RUN)/mypy --strict gpuheal tests bench
 	$(RUN)/lint-imports
 
-test: lint
-	$(RUN)/pytest $(PYTEST_ARGS)
+# The suite waits on real servers, timers and spawned processes about half the time: two processes
+# overlap those waits (each starts its own Temporal servers).
+test: lint bytecode
+	$(RUN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
-# Bytecode is compiled first: Temporal's workflow sandbox imports the workflow modules afresh for every
-# workflow, and where PYTHONDONTWRITEBYTECODE is set that would mean compiling them every time.
-bench: $(VENV)/.synced
-	$(RUN)/python -m compileall -q gpuheal bench
+bench: bytecode
 	$(RUN)/python -m bench $(BENCH_ARGS)
+
+# The project's own bytecode, compiled before tests and benchmarks: Temporal's workflow sandbox imports
+# the workflow modules afresh for every workflow, and where PYTHONDONTWRITEBYTECODE is set that would
+# mean compiling them every time (and every spawned process compiling all of gpuheal).
+bytecode: $(VENV)/.synced
+	$(RUN)/python -m compileall -q gpuheal tests bench
 
 protos: $(VENV)/.synced
 	$(RUN)/python -m gpuheal.protos.build

@@ -11,6 +11,7 @@ worker and the agents run with exactly the permissions the chart gives them.
 
 from __future__ import annotations
 
+import copy
 import functools
 from pathlib import Path
 from typing import Any
@@ -44,21 +45,24 @@ def render(chart: helm.Chart, values: dict[str, Any]) -> list[Manifest]:
     return docs
 
 
+# Rendered and parsed once: every integration stack asks for the chart's objects, and parsing the
+# YAML again each time cost seconds over the suite.
 @functools.cache
-def _rendered_text() -> dict[str, str]:
+def _rendered_docs() -> tuple[Manifest, ...]:
     with helm.Chart.load(CHART_DIR) as chart:
         rendered: dict[str, str] = chart.render({}, name=RELEASE, namespace=NAMESPACE, is_install=True)
-    return rendered
+    docs: list[Manifest] = []
+    for _, text in sorted(rendered.items()):
+        docs.extend(doc for doc in yaml.safe_load_all(text) if doc is not None)
+    return tuple(docs)
 
 
 def rendered() -> list[Manifest]:
     """The chart's objects with its default values (a fresh copy each call)."""
-    docs: list[Manifest] = []
-    for _, text in sorted(_rendered_text().items()):
-        docs.extend(doc for doc in yaml.safe_load_all(text) if doc is not None)
-    return docs
+    return copy.deepcopy(list(_rendered_docs()))
 
 
+@functools.cache
 def access_manifests() -> str:
     """The chart's ServiceAccounts, RBAC objects and admission policies, as multi-document YAML."""
     docs = [d for d in rendered() if d["kind"] in ACCESS_KINDS]
@@ -66,6 +70,7 @@ def access_manifests() -> str:
     return text
 
 
+@functools.cache
 def service_account(component: str) -> tuple[str, str]:
     """(namespace, name) of the chart's ServiceAccount for "worker" or "agent"."""
     [account] = [

@@ -72,7 +72,8 @@ class FakeNode:
     # The budget named by the blocked pod's 429 on each blocked pass, as the drain read it (the last
     # one repeats); empty: the 429 named none.
     blocking_budgets: list[DisruptionBudget] = field(default_factory=list)
-    # Drain passes whose eviction of a pod fails with another error than a 429 (the others go).
+    # Drain passes whose eviction of a pod fails with another error than a 429 (the others go on the
+    # first pass, as a real drain's do: later passes evict nothing, so the workflow backs off).
     failed_passes: int = 0
     # Somebody uncordons the node while it drains.
     uncordon_during_drain: bool = False
@@ -142,7 +143,8 @@ class FakeNode:
             if self.failed_passes > 0:
                 self.failed_passes -= 1
                 error = "HTTP 500: This pod has more than one PodDisruptionBudget, which the eviction subresource does not support."
-                return DrainProgress(evicted=1, failed=(PodFailure(pod=pod, error=error),), remaining=(pod,))
+                evicted = 1 if len(self.drain_requests) == 1 else 0
+                return DrainProgress(evicted=evicted, failed=(PodFailure(pod=pod, error=error),), remaining=(pod,))
             if self.blocked_passes > 0:
                 self.blocked_passes -= 1
                 holds: tuple[BudgetHold, ...] = ()

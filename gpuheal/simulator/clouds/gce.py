@@ -53,6 +53,7 @@ from gpuheal.simulator.jsonvalues import JsonDict
 
 from .endpoint import CloudContext, CloudEndpoint
 from .faults import CloudFault
+from .keys import service_account_key
 
 PROJECT = "gpuheal-sim"
 ZONE = "us-central1-a"
@@ -542,7 +543,7 @@ def _int_query(request: web.Request, name: str, default: int, low: int, high: in
 
 def _write_service_account(directory: Path, url: str) -> _ServiceAccount:
     """A service-account key file whose token_uri points at this simulator (owner-readable only)."""
-    key = _signing_key()
+    key = service_account_key("gcp")
     key_id = secrets.token_hex(20)
     info = {
         "type": "service_account",
@@ -565,19 +566,6 @@ def _write_service_account(directory: Path, url: str) -> _ServiceAccount:
     with os.fdopen(fd, "w") as handle:
         json.dump(info, handle, indent=2)
     return _ServiceAccount(key_id, key.public_key(), path)
-
-
-_KEY: rsa.RSAPrivateKey | None = None
-_KEY_LOCK = threading.Lock()
-
-
-def _signing_key() -> rsa.RSAPrivateKey:
-    """The service account's RSA key: made once per process, since making one takes a noticeable while."""
-    global _KEY
-    with _KEY_LOCK:
-        if _KEY is None:
-            _KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        return _KEY
 
 
 def _unb64(part: str) -> bytes:

@@ -54,6 +54,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .endpoint import CloudContext, CloudEndpoint
 from .faults import CloudFault
+from .keys import service_account_key
 
 if TYPE_CHECKING:
     from nebius.api.nebius.common.v1 import Operation, ServiceError
@@ -249,7 +250,7 @@ class NebiusEndpoint(CloudEndpoint):
 
     def _write_credentials(self) -> None:
         # A 2048-bit RSA key, as `nebius iam auth-public-key generate` makes; the SDK signs only RS256.
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        key = service_account_key("nebius")
         self._public_key = key.public_key()
         pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
