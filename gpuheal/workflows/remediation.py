@@ -64,8 +64,16 @@ with workflow.unsafe.imports_passed_through():
 ResultT = TypeVar("ResultT", bound=BaseModel)
 
 # Marks workflows that accept GPU health only when it was reported after the repair (histories from
-# before it accepted any GpuHealthy=True and replay that way).
+# before it accepted any GpuHealthy=True and replay that way). Runs since then decide it in their
+# first workflow task under _HEALTH_BAR_FROM_START; this id is asked only for histories from before
+# that, at the point where they recorded it.
 _REPORTED_AFTER_REPAIR = "gpu-health-reported-after-repair"
+# The same decision, taken before the first command. Asked where _REPORTED_AFTER_REPAIR was, right
+# after a local activity's result, a replay could ask it one workflow task early: a query answered
+# while that result waited splits the task between the activity's marker and the patch marker, and
+# replay, which takes the result from the earlier task, asks before the later marker is announced.
+# The first activation comes from the start event alone, so replay asks it where the run did.
+_HEALTH_BAR_FROM_START = "gpu-health-bar-decided-at-start"
 # Kubernetes calls are short; retry them patiently (an API server outage must not end a remediation).
 _LOCAL_STEPS = frozenset({Step.QUARANTINE, Step.OBSERVE, Step.RELEASE, Step.RESET_GPUS, Step.WITHDRAW_GPU_RESET})
 # How long the workflow waits before running a reboot step again whose attempts ran out on the
@@ -103,6 +111,8 @@ class RemediationWorkflow:
         self._never_since: dict[str, datetime] = {}
         self._record: NodeRecord | None = None
         self._repair_log: list[str] = []
+        # Whether GPU health must be reported after the repair; decided in the first activation.
+        self._health_bar_from_start = False
 
     # ---- signals and query -------------------------------------------------------------------
 
@@ -154,6 +164,7 @@ class RemediationWorkflow:
 
     @workflow.run
     async def run(self, request: RemediationInput) -> RemediationStatus:
+        self._health_bar_from_start = workflow.patched(_HEALTH_BAR_FROM_START)
         # The first fault is delivered with the start (signal-with-start).
         await workflow.wait_condition(lambda: bool(self._faults))
         self._enter(Phase.DETECTED)
@@ -431,7 +442,7 @@ class RemediationWorkflow:
     async def _gpu_problem(self, back: NodeState, bar: HealthBar) -> str | None:
         """None once the node's GPUs report healthy after the repair (the read that saw the node back counts), else why not."""
         timeout = self._policy.repair.verify_timeout
-        if not workflow.patched(_REPORTED_AFTER_REPAIR):
+        if not (self._health_bar_from_start or workflow.patched(_REPORTED_AFTER_REPAIR)):
             state = (
                 back if back.gpu_healthy is True else await self._poll_node(lambda s: s.gpu_healthy is True, timeout)
             )
