@@ -23,6 +23,9 @@ the file is still there, is no shorter and still has those bytes there; a file r
 in the same directory) is found by its inode and finished first; otherwise the file at the path is
 new and is read from its start. Each case is logged.
 
+`end_of_kmsg` and `end_of_file` give the position where a source ends now, so a start at the end can
+be saved as a position that stays true across a restart.
+
 All blocking reads run on one worker thread per follower; the event loop only awaits them.
 Bytes are decoded as UTF-8 with errors replaced.
 """
@@ -41,6 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from stat import S_ISCHR, S_ISREG
 from typing import BinaryIO, Literal, NamedTuple
 
 log = logging.getLogger(__name__)
@@ -57,6 +61,7 @@ _MAX_LINE = 1 << 20
 _TAIL = 64
 # The sequence number in a /dev/kmsg record's header.
 _KMSG_SEQ = re.compile(r"[0-9]{1,4},([0-9]{1,20}),", re.ASCII)
+_KMSG_SEQ_BYTES = re.compile(rb"[0-9]{1,4},([0-9]{1,20}),")
 
 
 # Positions and lines are named tuples: one is made for every line read, and a tuple is the cheapest
@@ -365,6 +370,53 @@ async def follow_kmsg(
             yield LogLine(line.text, KmsgPosition(seq) if seq is not None else None)
 
 
+def end_of_kmsg(path: Path = KMSG) -> KmsgPosition | None:
+    """The position after the last record in the ring now (read through once, nothing kept); None when
+    it holds none, or is a pipe (reading one would take its records from the follower). Blocking."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    last: int | None = None
+    partial = b""
+    try:
+        mode = os.fstat(fd).st_mode
+        if not (S_ISCHR(mode) or S_ISREG(mode)):
+            return None
+        while True:
+            try:
+                data = os.read(fd, _KMSG_READ)
+            except BlockingIOError:
+                break
+            except BrokenPipeError:
+                continue  # overwritten while we read: go on with the oldest record left
+            if not data:
+                break  # a regular file in kmsg format
+            # /dev/kmsg gives one record per read; a file in its format gives many lines, the last maybe cut.
+            records = (partial + data).split(b"\n")
+            partial = records.pop()
+            for record in records:
+                header = _KMSG_SEQ_BYTES.match(record)
+                if header is not None:
+                    last = int(header[1])
+        header = _KMSG_SEQ_BYTES.match(partial)
+        if header is not None:
+            last = int(header[1])
+    finally:
+        os.close(fd)
+    return KmsgPosition(last) if last is not None else None
+
+
+def end_of_file(path: Path) -> FilePosition | None:
+    """The position at the end of the file at `path` now; None when there is none. Blocking."""
+    try:
+        handle = path.open("rb")
+    except OSError:
+        return None
+    with handle:
+        found = os.fstat(handle.fileno())
+        size = found.st_size
+        handle.seek(max(0, size - _TAIL))
+        return FilePosition(found.st_dev, found.st_ino, size, handle.read(size - handle.tell()))
+
+
 def follow_file(path: Path, *, start_at: StartAt = "end", poll_interval: float = 0.25) -> AsyncGenerator[LogLine, None]:
     """Lines appended to a log file (dmesg, journald or syslog text), following it like `tail -F`."""
     return _lines(_chunks(_FileReader(path, start_at=start_at), poll_interval))
@@ -506,6 +558,12 @@ class KernelLog:
     def fits(self, position: Position) -> bool:
         """Whether a position is of this source's kind (a sequence number for /dev/kmsg, an offset for files)."""
         return isinstance(position, KmsgPosition) == (self.format is KernelLogFormat.KMSG)
+
+    def end(self) -> Position | None:
+        """Where the source ends now (see `end_of_kmsg` and `end_of_file`); None when it holds nothing. Blocking."""
+        if self.format is KernelLogFormat.KMSG:
+            return end_of_kmsg(self.path)
+        return end_of_file(self.path)
 
     def lines(self, start_at: StartAt) -> AsyncGenerator[LogLine, None]:
         """Follow the source from `start_at`."""

@@ -16,9 +16,12 @@ the monitor reads nothing more meanwhile and the line's position does not move u
 taken, so a full spool delays a fault and never loses it.
 Where `run` starts reading (`start_point`): after the saved position when the source is read from
 where it left off (a kmsg sequence number only on the boot it was read in); from the start when
-nothing was saved for this boot (the whole ring buffer after a reboot); from the same edge as last
-time when it began at one on this boot and has read no line since; from the end when an agent that
-saved no position (an older version) already read this boot's log.
+nothing was saved for this boot (the whole ring buffer after a reboot); from the start again when it
+began there on this boot and has read no line since; from the end when an agent that saved no
+position (an older version) already read this boot's log. An end is made a position at once (the
+file's size and the bytes before it, the last sequence number in the ring) and saved, so a restart
+before the first line reads on from there instead of from a later end. A saved sequence number beyond
+the ring's last record is not of this ring: logged, and the ring is read from its start.
 
 Reboots: the monitor keeps the boot ID it last saw (in `state_path` when given, so the knowledge
 survives the reboot that replaces the process). When the boot ID changes, every address may name
@@ -163,7 +166,7 @@ class KernelLogMonitor:
         self._position_saved_at: float | None = None
         self._position_dirty = False
         self._writing: asyncio.Future[bool] | None = None  # the last save asked for
-        self._edge: Literal["start", "end"] | None = None  # where reading began, until a line is read
+        self._edge: Literal["start", "end"] | None = None  # "start" when reading began there, until a line is read
         # Where `run` began reading its `KernelLog` (None until it chose).
         self.reading_from: StartAt | None = None
         self._boot_id: str | None = None
@@ -205,6 +208,25 @@ class KernelLogMonitor:
             log.info("no position was saved on this boot (an older agent read the log): reading from its end")
             return "end"
         return self._saved.edge  # nothing read on this boot since beginning there
+
+    async def _settle(self, source: KernelLog, start_at: StartAt) -> StartAt:
+        """`start_at` made a position that stays true across a restart: the end is where the source ends
+        now (the start, when it holds nothing yet), and a saved sequence number beyond the ring's last
+        record is not of this ring (the ring is read from its start)."""
+        if start_at == "end":
+            end = await asyncio.to_thread(source.end)
+            return "start" if end is None else end
+        if isinstance(start_at, KmsgPosition):
+            end = await asyncio.to_thread(source.end)
+            if isinstance(end, KmsgPosition) and end.seq < start_at.seq:
+                log.warning(
+                    "the saved kernel-log position (after record %d) is beyond the ring's last record (%d): "
+                    "it is not of this ring; reading the ring from its start",
+                    start_at.seq,
+                    end.seq,
+                )
+                return "start"
+        return start_at
 
     def _boot_stale(self) -> bool:
         """Whether the boot ID was read too long ago to drop a repeat on its word."""
@@ -252,11 +274,13 @@ class KernelLogMonitor:
         """
         await self.start()
         if isinstance(lines, KernelLog):
-            start_at = self.start_point(lines)
+            start_at = await self._settle(lines, self.start_point(lines))
             log.info("reading the kernel log %s (%s) from %s", lines.path, lines.format, _describe(start_at))
-            if isinstance(start_at, str):  # an edge: what was read before no longer says where to resume
+            if isinstance(start_at, str):  # the start: what was read before no longer says where to resume
                 self._position, self._position_boot_id, self._edge = None, None, start_at
-                await self._save_state()
+            else:  # a restart before the first line must resume here, not at a later end
+                self._position, self._position_boot_id, self._edge = start_at, self._boot_id, None
+            await self._save_state()
             self.reading_from = start_at
             lines = lines.lines(start_at)
         boot = asyncio.create_task(self._watch_boot(), name="gpuheal-kmsg-boot")

@@ -8,7 +8,8 @@
 `kmsg` is the sequence number of the last /dev/kmsg record handled and the boot it belongs to (the
 numbers start again with every boot); `file` the position after the last line handled in a file
 source (see `follow`); `edge` where reading began on this boot while no line has been read yet
-(a state with none of the three was written by an older agent, which read only the end of the log). The file is replaced whole and flushed (`write_durably`), so a crash leaves
+(this agent writes only "start": it saves an end as the position it was; "end", and a state with none
+of the three, were written by older agents, which read only the end of the log). The file is replaced whole and flushed (`write_durably`), so a crash leaves
 the old state or the new. A file that cannot be read or is not this shape (corrupt, or written by
 something else) is logged and read as no state: the monitor then reads its log from the start.
 """

@@ -240,3 +240,45 @@ async def test_reading_from_the_end_by_hand_is_kept_until_a_line_is_read(tmp_pat
     async with node.monitor():
         events = await node.write_until_reported(xid(48), 1)
     assert summary(events) == [(48, (UUID_A,))]
+
+
+@pytest.mark.parametrize("format", FORMATS)
+@pytest.mark.parametrize("how", ["--from-end", "an older agent's state"])
+async def test_a_restart_after_starting_at_the_end_reads_what_came_meanwhile(
+    tmp_path: Path, format: KernelLogFormat, how: str
+) -> None:
+    """The end is saved as the position it was, not as "the end": a second start before any line was read
+    reads on from there, and an XID written while the agent was down is reported."""
+    node = Node(tmp_path, format)
+    node.write(xid(13))  # the history the operator (or the older agent) skipped
+    read_from = ReadFrom.END
+    if how != "--from-end":
+        node.state.parent.mkdir()
+        node.state.write_text(f'{{"boot_id": "{BOOT_1}"}}')
+        read_from = ReadFrom.RESUME
+    async with node.monitor(read_from) as monitor:
+        await started(monitor)
+    node.write(xid(48))  # while down
+    async with node.monitor():
+        events = await node.reported(1)
+        node.write(xid(74, "0000:5d:00"))
+        events = await node.reported(2)
+    assert summary(events) == [(48, (UUID_A,)), (74, (UUID_B,))]
+
+
+async def test_a_saved_sequence_number_beyond_the_ring_is_not_of_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A well-formed state whose record number the ring never reached would skip the whole boot: it is
+    logged and the ring read from its start."""
+    node = Node(tmp_path, KernelLogFormat.KMSG)
+    node.write(xid(48))
+    node.state.parent.mkdir()
+    node.state.write_text(f'{{"boot_id": "{BOOT_1}", "kmsg": {{"boot_id": "{BOOT_1}", "seq": 1000000}}}}')
+    with caplog.at_level(logging.WARNING):
+        async with node.monitor():
+            events = await node.reported(1)
+            node.write(xid(74, "0000:5d:00"))
+            events = await node.reported(2)
+    assert summary(events) == [(48, (UUID_A,)), (74, (UUID_B,))]
+    assert any("is not of this ring" in record.message for record in caplog.records)
