@@ -5,7 +5,9 @@ GPU, kind and code per window) → `HealthEvent` → the sink.
 
 Restarts: with a `state_path`, the monitor keeps there (see `state`) the boot ID it last saw and the
 position after the last line it handled, so a restarted agent reads on from there: an XID written
-while the agent was down is reported once, and what was reported before is not reported again. A
+while the agent was down is reported once, and what was reported before is not reported again; what
+the parser had learned goes with the position (the GPU names, a fallen-off report awaiting its other
+half), so a report the restart split is read as one. A
 position is saved right after a line's event was handed to the sink (delivered or spooled), and
 after other lines at most every `save_interval` seconds and when the monitor stops; so a crash
 replays rather than skips. A replayed line's event has the id it had the first time (derived from
@@ -188,6 +190,8 @@ class KernelLogMonitor:
         previous = self._saved.boot_id
         self._boot_id = current
         self._position, self._position_boot_id = self._saved.position, self._saved.position_boot_id
+        if self._saved.parser is not None:
+            self._parser.restore(self._saved.parser)
         self._boot_checked_at = self._clock()
         if current is not None and previous is not None and previous != current:
             await self._after_reboot(previous)
@@ -275,6 +279,8 @@ class KernelLogMonitor:
         await self.start()
         if isinstance(lines, KernelLog):
             start_at = await self._settle(lines, self.start_point(lines))
+            if start_at != self._saved.position:  # what the parser had learned was of the lines before it
+                self._parser.reset()
             log.info("reading the kernel log %s (%s) from %s", lines.path, lines.format, _describe(start_at))
             if isinstance(start_at, str):  # the start: what was read before no longer says where to resume
                 self._position, self._position_boot_id, self._edge = None, None, start_at
@@ -475,7 +481,13 @@ class KernelLogMonitor:
     async def _save_state(self) -> None:
         if self._state_path is None:
             return
-        state = MonitorState(self._boot_id or self._saved.boot_id, self._position, self._position_boot_id, self._edge)
+        state = MonitorState(
+            self._boot_id or self._saved.boot_id,
+            self._position,
+            self._position_boot_id,
+            self._edge,
+            self._parser.memory(),
+        )
         self._position_saved_at = self._clock()
         self._position_dirty = False
         # One writer thread for every save, in the order asked, and a save once asked is done even when

@@ -18,6 +18,7 @@ from tests.agents.kmsg.test_monitor import GPUS, UUID_A, UUID_B, Clock, Sink
 
 BOOT_1 = "1b0c2d3e-0000-4000-8000-00000000000a"
 BOOT_2 = "1b0c2d3e-0000-4000-8000-00000000000b"
+UUID_LATE = "GPU-aaaaaaaa-0b0e-4f7e-9a43-1c2d3e4f5a6b"  # a GPU the GPU map does not know: named by the log only
 
 
 class Node:
@@ -282,3 +283,21 @@ async def test_a_saved_sequence_number_beyond_the_ring_is_not_of_it(
             events = await node.reported(2)
     assert summary(events) == [(48, (UUID_A,)), (74, (UUID_B,))]
     assert any("is not of this ring" in record.message for record in caplog.records)
+
+
+@pytest.mark.parametrize("format", FORMATS)
+async def test_a_fallen_off_the_bus_report_split_by_a_restart_is_one_event_naming_its_gpu(
+    tmp_path: Path, format: KernelLogFormat
+) -> None:
+    """The parser's memory goes with the position: the GPU named before the restart, and the XID 79
+    line waiting for its "fallen off the bus" twin."""
+    node = Node(tmp_path, format)
+    node.write(f"NVRM: GPU at PCI:0000:af:00: {UUID_LATE}")
+    async with node.monitor():
+        node.write("NVRM: Xid (PCI:0000:af:00): 79, pid=1, name=a, GPU has fallen off the bus.")
+        await node.reported(1)
+    node.write("NVRM: GPU 0000:af:00.0: GPU has fallen off the bus.")  # while down: the same report
+    async with node.monitor():
+        node.write(xid(74, "0000:af:00"))  # a barrier: the twin, were it reported, would come before it
+        events = await node.reported(2)
+    assert summary(events) == [(79, (UUID_LATE,)), (74, (UUID_LATE,))]
