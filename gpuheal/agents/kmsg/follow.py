@@ -41,7 +41,7 @@ import re
 import select
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from stat import S_ISCHR, S_ISREG
@@ -89,19 +89,27 @@ StartAt = Literal["start", "end"] | Position
 
 
 class LogLine(NamedTuple):
-    """One line of a source, and the position after it (None where the source has none to give)."""
+    """One line of a source, the position after it (None where the source has none to give), and
+    whether it was read before the follower first caught up with the source (`backlog`: written
+    before the follower looked, or while it was reading what was)."""
 
     text: str
     position: Position | None
+    backlog: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class _Chunk:
-    """Bytes read from a file (`identity` is its device and inode; None for /dev/kmsg) at `offset`."""
+    """Bytes read from a file (`identity` is its device and inode; None for /dev/kmsg) at `offset`.
+
+    `drained`: the read stopped because the source had nothing more then. `backlog`: read before
+    a read of the follower drained the source (set by `_chunks`)."""
 
     data: bytes
     identity: tuple[int, int] | None = None
     offset: int = 0
+    drained: bool = True
+    backlog: bool = False
 
 
 class _Reader:
@@ -118,15 +126,29 @@ class _Reader:
         raise NotImplementedError
 
 
-async def _chunks(reader: _Reader, poll_interval: float) -> AsyncGenerator[_Chunk, None]:
-    """Bytes from a reader, read on a worker thread; sleeps `poll_interval` when there is nothing new."""
+# Told once, when the follower has handed on every line of the source's backlog.
+OnCaughtUp = Callable[[], None]
+
+
+async def _chunks(
+    reader: _Reader, poll_interval: float, on_caught_up: OnCaughtUp | None = None
+) -> AsyncGenerator[_Chunk, None]:
+    """Bytes from a reader, read on a worker thread; sleeps `poll_interval` when there is nothing new.
+
+    Chunks up to the first that drained the source are marked `backlog`; `on_caught_up` runs once the
+    consumer asks for more after that chunk (so every line of the backlog has been handled)."""
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpuheal-kmsg-follow")
+    backlog = True
     try:
         while True:
             chunk = await asyncio.wrap_future(worker.submit(reader.read))
             if chunk.data:
-                yield chunk
-            else:
+                yield replace(chunk, backlog=True) if backlog else chunk
+            if backlog and (chunk.drained or not chunk.data):
+                backlog = False
+                if on_caught_up is not None:
+                    on_caught_up()
+            if not chunk.data:
                 await asyncio.sleep(reader.idle(poll_interval))
     finally:
         # The single worker runs the close after any read still in flight, so a file descriptor is
@@ -148,7 +170,9 @@ async def _lines(chunks: AsyncGenerator[_Chunk, None]) -> AsyncGenerator[LogLine
     async with contextlib.aclosing(chunks):  # closing the lines closes the reader now, not at GC
         async for chunk in chunks:
             if chunk.identity is not None and (chunk.identity != identity or chunk.offset != end) and partial:
-                yield LogLine(partial.decode("utf-8", errors="replace"), _position(identity, end, partial))
+                yield LogLine(
+                    partial.decode("utf-8", errors="replace"), _position(identity, end, partial), chunk.backlog
+                )
                 partial = b""
             identity = chunk.identity
             buffer = partial + chunk.data
@@ -159,21 +183,23 @@ async def _lines(chunks: AsyncGenerator[_Chunk, None]) -> AsyncGenerator[LogLine
             cut = b""
             if len(partial) > _MAX_LINE:  # no newline in sight (binary junk): don't buffer without end
                 cut, partial = partial, b""
+            backlog = chunk.backlog
             if identity is None:
                 for piece in pieces:
-                    yield LogLine(piece.decode("utf-8", errors="replace"), None)
+                    yield LogLine(piece.decode("utf-8", errors="replace"), None, backlog)
                 if cut:
-                    yield LogLine(cut.decode("utf-8", errors="replace"), None)
+                    yield LogLine(cut.decode("utf-8", errors="replace"), None, backlog)
                 continue
             device, inode = identity
             stop = 0  # where in `buffer` the line just split off ends (after its newline)
             for piece in pieces:
                 stop += len(piece) + 1
                 tail = buffer[stop - _TAIL : stop] if stop > _TAIL else buffer[:stop]
-                yield LogLine(piece.decode("utf-8", errors="replace"), FilePosition(device, inode, base + stop, tail))
+                text = piece.decode("utf-8", errors="replace")
+                yield LogLine(text, FilePosition(device, inode, base + stop, tail), backlog)
             if cut:
                 stop += len(cut)
-                yield LogLine(cut.decode("utf-8", errors="replace"), _position(identity, base + stop, cut))
+                yield LogLine(cut.decode("utf-8", errors="replace"), _position(identity, base + stop, cut), backlog)
 
 
 def _position(identity: tuple[int, int] | None, offset: int, before: bytes) -> FilePosition | None:
@@ -201,10 +227,12 @@ class _KmsgReader(_Reader):
         self._at_eof = False
         records: list[bytes] = []
         size = 0
+        drained = False
         while size < _BATCH_BYTES:
             try:
                 record = os.read(self._fd, _KMSG_READ)
             except BlockingIOError:
+                drained = True
                 break
             except BrokenPipeError:
                 # The ring overwrote records we had not read yet; the next read starts at the oldest left.
@@ -216,11 +244,11 @@ class _KmsgReader(_Reader):
                     continue
                 raise
             if not record:
-                self._at_eof = True  # a closed pipe, never /dev/kmsg: poll would return at once forever
+                self._at_eof = drained = True  # a closed pipe, never /dev/kmsg: poll would return at once forever
                 break
             records.append(record if record.endswith(b"\n") else record + b"\n")
             size += len(record)
-        return _Chunk(b"".join(records))
+        return _Chunk(b"".join(records), drained=drained)
 
     def idle(self, poll_interval: float) -> float:
         # The read already waited in poll(); only an end of file calls for a pause of its own.
@@ -327,7 +355,8 @@ class _FileReader(_Reader):
     def _read(self) -> _Chunk:
         assert self._file is not None
         offset = self._file.tell()
-        return _Chunk(self._file.read(_BATCH_BYTES), self._identity, offset)
+        data = self._file.read(_BATCH_BYTES)
+        return _Chunk(data, self._identity, offset, drained=len(data) < _BATCH_BYTES)
 
     def close(self) -> None:
         if self._file is not None:
@@ -344,7 +373,11 @@ def _holds(handle: BinaryIO, size: int, saved: FilePosition) -> bool:
 
 
 async def follow_kmsg(
-    path: Path = KMSG, *, start_at: StartAt = "end", poll_interval: float = 0.25
+    path: Path = KMSG,
+    *,
+    start_at: StartAt = "end",
+    poll_interval: float = 0.25,
+    on_caught_up: OnCaughtUp | None = None,
 ) -> AsyncGenerator[LogLine, None]:
     """Lines of the kernel ring buffer as /dev/kmsg writes them (`3,812,6085126134786,-;NVRM: ...`).
 
@@ -353,7 +386,7 @@ async def follow_kmsg(
     after = start_at.seq if isinstance(start_at, KmsgPosition) else None
     reader = _KmsgReader(path, from_end=start_at == "end", wait=poll_interval)
     seq: int | None = None
-    async with contextlib.aclosing(_lines(_chunks(reader, poll_interval))) as lines:
+    async with contextlib.aclosing(_lines(_chunks(reader, poll_interval, on_caught_up))) as lines:
         async for line in lines:
             header = _KMSG_SEQ.match(line.text)
             if header is not None:
@@ -367,7 +400,7 @@ async def follow_kmsg(
                     )
             if after is not None and seq is not None and seq <= after:
                 continue  # handled before the restart
-            yield LogLine(line.text, KmsgPosition(seq) if seq is not None else None)
+            yield LogLine(line.text, KmsgPosition(seq) if seq is not None else None, line.backlog)
 
 
 def end_of_kmsg(path: Path = KMSG) -> KmsgPosition | None:
@@ -417,9 +450,11 @@ def end_of_file(path: Path) -> FilePosition | None:
         return FilePosition(found.st_dev, found.st_ino, size, handle.read(size - handle.tell()))
 
 
-def follow_file(path: Path, *, start_at: StartAt = "end", poll_interval: float = 0.25) -> AsyncGenerator[LogLine, None]:
+def follow_file(
+    path: Path, *, start_at: StartAt = "end", poll_interval: float = 0.25, on_caught_up: OnCaughtUp | None = None
+) -> AsyncGenerator[LogLine, None]:
     """Lines appended to a log file (dmesg, journald or syslog text), following it like `tail -F`."""
-    return _lines(_chunks(_FileReader(path, start_at=start_at), poll_interval))
+    return _lines(_chunks(_FileReader(path, start_at=start_at), poll_interval, on_caught_up))
 
 
 # A binary field longer than this is taken as corruption rather than waited for.
@@ -494,6 +529,7 @@ async def follow_journal_export(
     kernel_only: bool = True,
     poll_interval: float = 0.25,
     keep: Callable[[dict[str, bytes]], bool] | None = None,
+    on_caught_up: OnCaughtUp | None = None,
 ) -> AsyncGenerator[LogLine, None]:
     """The MESSAGE of each entry written to a journal export file, followed like `tail -F`.
 
@@ -510,7 +546,8 @@ async def follow_journal_export(
     decoder = JournalExportDecoder()
     identity: tuple[int, int] | None = None
     end = 0
-    async with contextlib.aclosing(_chunks(_FileReader(path, start_at=start_at), poll_interval)) as chunks:
+    reader = _FileReader(path, start_at=start_at)
+    async with contextlib.aclosing(_chunks(reader, poll_interval, on_caught_up)) as chunks:
         async for chunk in chunks:
             if chunk.identity != identity or chunk.offset != end:
                 decoder = JournalExportDecoder(chunk.offset)
@@ -523,7 +560,7 @@ async def follow_journal_export(
                     continue
                 position = _position(identity, entry.end, entry.tail)
                 for line in message.decode("utf-8", errors="replace").splitlines():
-                    yield LogLine(line, position)
+                    yield LogLine(line, position, chunk.backlog)
 
 
 class KernelLogFormat(StrEnum):
@@ -565,10 +602,11 @@ class KernelLog:
             return end_of_kmsg(self.path)
         return end_of_file(self.path)
 
-    def lines(self, start_at: StartAt) -> AsyncGenerator[LogLine, None]:
-        """Follow the source from `start_at`."""
+    def lines(self, start_at: StartAt, on_caught_up: OnCaughtUp | None = None) -> AsyncGenerator[LogLine, None]:
+        """Follow the source from `start_at`; `on_caught_up` runs once its backlog is handled."""
+        poll = self.poll_interval
         if self.format is KernelLogFormat.KMSG:
-            return follow_kmsg(self.path, start_at=start_at, poll_interval=self.poll_interval)
+            return follow_kmsg(self.path, start_at=start_at, poll_interval=poll, on_caught_up=on_caught_up)
         if self.format is KernelLogFormat.JOURNAL:
-            return follow_journal_export(self.path, start_at=start_at, poll_interval=self.poll_interval)
-        return follow_file(self.path, start_at=start_at, poll_interval=self.poll_interval)
+            return follow_journal_export(self.path, start_at=start_at, poll_interval=poll, on_caught_up=on_caught_up)
+        return follow_file(self.path, start_at=start_at, poll_interval=poll, on_caught_up=on_caught_up)

@@ -43,7 +43,11 @@ from its node's marks (`holds`) and calls `remediation_ended`.
 
 `on_event`, when given, sees every parsed event (with the GPU UUID it resolved to) before flood
 control drops repeats: the GPU reset watcher learns of the driver's reset acknowledgements from it,
-including a second reset of a GPU inside one dedupe window.
+including a second reset of a GPU inside one dedupe window. It sees only lines read after the
+follower first caught up with the log: a line of the backlog (written before the agent started, and
+read again after a restart) is old news, and must not answer a reset ordered now. `on_caught_up`
+runs once every line of the backlog has been handled (the reset watcher takes its mark after that,
+so the acknowledgement of a reset it orders is never read as backlog).
 """
 
 from __future__ import annotations
@@ -146,6 +150,7 @@ class KernelLogMonitor:
         save_interval: float = 1.0,
         end_grace: float = 30.0,
         on_event: EventObserver | None = None,
+        on_caught_up: Callable[[], None] | None = None,
     ) -> None:
         self.node = node
         self._sink = sink
@@ -161,6 +166,7 @@ class KernelLogMonitor:
         self._save_interval = save_interval
         self._end_grace = end_grace
         self._on_event = on_event
+        self._on_caught_up = on_caught_up
         self._saved = MonitorState()  # as found at start
         # The position after the last line handled (and the boot it was read in), and when it was saved.
         self._position: Position | None = None
@@ -252,8 +258,12 @@ class KernelLogMonitor:
             await self._save_state()
             return True
 
-    async def feed(self, line: str | bytes, position: Position | None = None) -> HealthEvent | None:
+    async def feed(
+        self, line: str | bytes, position: Position | None = None, *, backlog: bool = False
+    ) -> HealthEvent | None:
         """Process one line (read at `position`, when known); the event delivered to the sink for it, if any.
+
+        A `backlog` line (read before the follower caught up with the log) is not shown to `on_event`.
 
         Once the line is handled (its event handed to the sink), `position` is where the monitor stands:
         taken at once, with no await in between, so a stop right after still saves it.
@@ -265,7 +275,7 @@ class KernelLogMonitor:
         except Exception:  # the parser is built never to raise; a bug there must not stop the monitor
             log.exception("kernel log parser failed on a line")
             parsed = None
-        event = await self._handle(parsed, position) if parsed is not None else None
+        event = await self._handle(parsed, position, backlog) if parsed is not None else None
         if position is not None:
             self._position, self._position_boot_id = position, self._boot_id
             self._position_dirty = True
@@ -288,14 +298,16 @@ class KernelLogMonitor:
                 self._position, self._position_boot_id, self._edge = start_at, self._boot_id, None
             await self._save_state()
             self.reading_from = start_at
-            lines = lines.lines(start_at)
+            lines = lines.lines(start_at, self._caught_up)
+        else:
+            self._caught_up()  # lines handed in: no backlog of the monitor's own
         boot = asyncio.create_task(self._watch_boot(), name="gpuheal-kmsg-boot")
         try:
             async for line in lines:
-                text, position = (line.text, line.position) if isinstance(line, LogLine) else (line, None)
+                text, position, backlog = line if isinstance(line, LogLine) else (line, None, False)
                 event: HealthEvent | None = None
                 try:
-                    event = await self.feed(text, position)
+                    event = await self.feed(text, position, backlog=backlog)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
@@ -310,6 +322,13 @@ class KernelLogMonitor:
                 await self._save_state()  # stopping: where the next start reads on from
             elif self._writing is not None:
                 await asyncio.shield(self._writing)  # a save a stop interrupted is on the disk before run ends
+
+    def _caught_up(self) -> None:
+        if self._on_caught_up is not None:
+            try:
+                self._on_caught_up()
+            except Exception:  # an observer's bug must not stop the monitor
+                log.exception("a kernel-log caught-up observer failed")
 
     def _save_due(self, *, handed_over: bool) -> bool:
         """Save the position now when the last line's event went to the sink, else at most every `save_interval`."""
@@ -330,13 +349,13 @@ class KernelLogMonitor:
             except Exception:
                 log.exception("checking the boot ID failed")
 
-    async def _handle(self, parsed: KernelEvent, position: Position | None) -> HealthEvent | None:
+    async def _handle(self, parsed: KernelEvent, position: Position | None, backlog: bool) -> HealthEvent | None:
         key = parsed.pci_key
         gpu_uuid = parsed.gpu_uuid
         if gpu_uuid is None and parsed.kind is not EventKind.SXID:
             gpu_uuid = self._gpus.lookup(parsed.pci)
         self._seen[key] = (gpu_uuid or self._seen.get(key, (None, parsed.kind))[0], parsed.kind)
-        if self._on_event is not None:
+        if self._on_event is not None and not backlog:
             try:
                 self._on_event(parsed, gpu_uuid)
             except Exception:  # an observer's bug must not cost the node its kernel-log events

@@ -198,7 +198,16 @@ class GpuResetWatcher:
             return self._report(order.id, ok=False, detail=detail)
         names = ", ".join(gpu.uuid for gpu in chosen)
         log.info("GPU reset order %s on %s: resetting %s with %s", order.id, self.node, names, self._resetter.name)
-        mark = self._acknowledgements.mark() if self._acknowledgements is not None else 0
+        mark = 0
+        if self._acknowledgements is not None:
+            if not await self._acknowledgements.until_caught_up(self.settings.confirm_timeout_s):
+                log.warning(
+                    "GPU reset order %s on %s: the kernel-log monitor is still reading the log's backlog; "
+                    "the driver's acknowledgement may be taken for backlog (NVML can still confirm the reset)",
+                    order.id,
+                    self.node,
+                )
+            mark = self._acknowledgements.mark()
         self.resets += 1
         try:
             async with self._released():

@@ -12,7 +12,8 @@ import pytest
 
 from gpuheal.agents.kmsg.follow import KernelLog, KernelLogFormat, ReadFrom
 from gpuheal.agents.kmsg.gpumap import GpuMap
-from gpuheal.agents.kmsg.monitor import KernelLogMonitor
+from gpuheal.agents.kmsg.monitor import EventObserver, KernelLogMonitor
+from gpuheal.agents.kmsg.parser import KernelEvent
 from gpuheal.domain.health import HealthEvent
 from tests.agents.kmsg.test_monitor import GPUS, UUID_A, UUID_B, Clock, Sink
 
@@ -48,7 +49,9 @@ class Node:
         self._seq = 0
 
     @contextlib.asynccontextmanager
-    async def monitor(self, read_from: ReadFrom = ReadFrom.RESUME) -> AsyncIterator[KernelLogMonitor]:
+    async def monitor(
+        self, read_from: ReadFrom = ReadFrom.RESUME, on_event: EventObserver | None = None
+    ) -> AsyncIterator[KernelLogMonitor]:
         """The agent's monitor running on this node until the block ends (the agent stopping)."""
         monitor = KernelLogMonitor(
             "gpu-node-7",
@@ -57,6 +60,7 @@ class Node:
             clock=Clock(),  # time stands still: positions are saved after events and at the stop only
             boot_id_path=self.boot_id,
             state_path=self.state,
+            on_event=on_event,
         )
         task = asyncio.create_task(monitor.run(KernelLog(self.log, self.format, read_from, poll_interval=0.01)))
         try:
@@ -301,3 +305,25 @@ async def test_a_fallen_off_the_bus_report_split_by_a_restart_is_one_event_namin
         node.write(xid(74, "0000:af:00"))  # a barrier: the twin, were it reported, would come before it
         events = await node.reported(2)
     assert summary(events) == [(79, (UUID_LATE,)), (74, (UUID_LATE,))]
+
+
+@pytest.mark.parametrize("format", FORMATS)
+async def test_reset_news_of_the_backlog_is_not_shown_to_the_reset_watcher(
+    tmp_path: Path, format: KernelLogFormat
+) -> None:
+    """A reset acknowledgement (or failure) logged before the agent started, read again after a restart,
+    must not decide a reset ordered now: only lines read after the follower caught up reach `on_event`."""
+    node = Node(tmp_path, format)
+    node.write("NVRM: GPU 0000:3b:00.0: GPU reset complete")  # an earlier reset's outcome
+    node.write("NVRM: GPU 0000:5d:00.0: GPU reset did not complete")
+    seen: list[tuple[str, str | None]] = []
+
+    def observe(event: KernelEvent, gpu_uuid: str | None) -> None:
+        seen.append((event.kind, gpu_uuid))
+
+    async with node.monitor(on_event=observe):
+        await node.reported(2)  # still reported as events: the log holds them
+        assert seen == []
+        node.write("NVRM: GPU 0000:5d:00.0: GPU reset complete")  # news
+        await node.reported(3)
+    assert seen == [("gpu_reset", UUID_B)]
