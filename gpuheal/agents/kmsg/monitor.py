@@ -15,7 +15,9 @@ the node, the boot, the position and the line), and the workflow counts each eve
 a crash within `save_interval` of a repeat that flood control held back can report that repeat anew.
 A sink that is full (`SinkFull`: the publisher can hold no more faults) is waited for (`hand_over`):
 the monitor reads nothing more meanwhile and the line's position does not move until its event is
-taken, so a full spool delays a fault and never loses it.
+taken, so a full spool delays a fault and never loses it. A sink that fails otherwise costs the
+event on this run, but not the line: the position stays before it for the rest of the run, so the
+next start reads it (and what followed, with the same event ids) again.
 Where `run` starts reading (`start_point`): after the saved position when the source is read from
 where it left off (a kmsg sequence number only on the boot it was read in); from the start when
 nothing was saved for this boot (the whole ring buffer after a reboot); from the start again when it
@@ -173,6 +175,8 @@ class KernelLogMonitor:
         self._position_boot_id: str | None = None
         self._position_saved_at: float | None = None
         self._position_dirty = False
+        # Set when a line's event could not be handed over: the position no longer moves on this run.
+        self._held_before_failure = False
         self._writing: asyncio.Future[bool] | None = None  # the last save asked for
         self._edge: Literal["start", "end"] | None = None  # "start" when reading began there, until a line is read
         # Where `run` began reading its `KernelLog` (None until it chose).
@@ -275,8 +279,17 @@ class KernelLogMonitor:
         except Exception:  # the parser is built never to raise; a bug there must not stop the monitor
             log.exception("kernel log parser failed on a line")
             parsed = None
-        event = await self._handle(parsed, position, backlog) if parsed is not None else None
-        if position is not None:
+        try:
+            event = await self._handle(parsed, position, backlog) if parsed is not None else None
+        except Exception:
+            if not self._held_before_failure and position is not None:
+                log.error(
+                    "the sink refused a kernel-log event: the saved position stays before its line until "
+                    "the agent restarts, which reads it (and what followed) again"
+                )
+            self._held_before_failure = self._held_before_failure or position is not None
+            raise
+        if position is not None and not self._held_before_failure:
             self._position, self._position_boot_id = position, self._boot_id
             self._position_dirty = True
         return event

@@ -327,3 +327,35 @@ async def test_reset_news_of_the_backlog_is_not_shown_to_the_reset_watcher(
         node.write("NVRM: GPU 0000:5d:00.0: GPU reset complete")  # news
         await node.reported(3)
     assert seen == [("gpu_reset", UUID_B)]
+
+
+class RefusingSink(Sink):
+    """A sink that fails (not full: broken) for the first `refusals` events."""
+
+    def __init__(self, refusals: int) -> None:
+        super().__init__()
+        self.refusals = refusals
+
+    async def submit(self, event: HealthEvent) -> None:
+        if self.refusals:
+            self.refusals -= 1
+            raise OSError("No space left on device")
+        await super().submit(event)
+
+
+@pytest.mark.parametrize("format", FORMATS)
+async def test_a_line_whose_event_the_sink_refused_is_read_again_at_the_next_start(
+    tmp_path: Path, format: KernelLogFormat
+) -> None:
+    node = Node(tmp_path, format)
+    node.sink = RefusingSink(1)
+    async with node.monitor():
+        node.write(xid(48))  # refused
+        node.write("eth0: link up")
+        node.write(xid(74, "0000:5d:00"))
+        (taken,) = await node.reported(1)
+    async with node.monitor():
+        node.write(xid(31))
+        events = await node.reported(4)
+    assert summary(events) == [(74, (UUID_B,)), (48, (UUID_A,)), (74, (UUID_B,)), (31, (UUID_A,))]
+    assert events[2].id == taken.id, "what followed is read again as the same events"
