@@ -68,7 +68,7 @@ from pathlib import Path
 from typing import Literal
 
 from gpuheal.agents.kmsg.decide import Decision, XidPolicy, decide
-from gpuheal.agents.kmsg.dedupe import Deduper
+from gpuheal.agents.kmsg.dedupe import Deduper, Released
 from gpuheal.agents.kmsg.follow import KernelLog, KmsgPosition, LogLine, Position, ReadFrom, StartAt
 from gpuheal.agents.kmsg.gpumap import GpuMap
 from gpuheal.agents.kmsg.parser import EventKind, KernelEvent, KmsgParser
@@ -175,6 +175,8 @@ class KernelLogMonitor:
         self._position_boot_id: str | None = None
         self._position_saved_at: float | None = None
         self._position_dirty = False
+        # Windows `remediation_ended` released whose last repeat could not be handed over yet.
+        self._unreported: list[Released[DedupeKey, _Occurrence]] = []
         # Set when a line's event could not be handed over: the position no longer moves on this run.
         self._held_before_failure = False
         self._writing: asyncio.Future[bool] | None = None  # the last save asked for
@@ -386,12 +388,19 @@ class KernelLogMonitor:
             # reset changes nothing: the GPU's faults stand.
             self._dedupe.forget(lambda k: k[0] in (identity, key) and k[1] not in _RESETS)
         event = self._event(parsed, decide(parsed, self._policy), gpu_uuid, repeats, position)
+        # A newer fault of a released window that is still to be reported stands for it.
+        self._unreported = [kept for kept in self._unreported if kept.key != window]
         try:
             await hand_over(self._sink, event)
         except BaseException:
             # Not delivered: the next occurrence must not be folded into a window nobody heard of.
             self._dedupe.forget(lambda k: k == window)
             raise
+        if self._unreported:  # the sink takes events again: what the end of a remediation could not report
+            try:
+                await self._report_unreported()
+            except Exception:
+                log.exception("reporting the repeats logged after this node's remediation ended failed again")
         return event
 
     async def remediation_ended(self, held_seen_at: float | None = None) -> list[HealthEvent]:
@@ -406,12 +415,28 @@ class KernelLogMonitor:
         since = self._clock() - self._end_grace
         if held_seen_at is not None:
             since = max(since, held_seen_at)
+        fresh = [released for released in self._dedupe.release(since) if released.last is not None]
+        keys = {released.key for released in fresh}
+        self._unreported = [kept for kept in self._unreported if kept.key not in keys] + fresh
+        reported = await self._report_unreported()
+        log.info(
+            "this node's remediation ended: flood-control windows forgotten, %d repeat(s) logged since reported",
+            len(reported),
+        )
+        return reported
+
+    async def _report_unreported(self) -> list[HealthEvent]:
+        """Hand over the last repeat of each released window not yet reported; the events handed over.
+
+        A window opens again only for a repeat that was reported (its repeats from then on are flood
+        again); one the sink refused stays to be reported with the next event the sink takes, or at the
+        next end of a remediation, and its key has no window meanwhile: its next fault is reported.
+        """
         reported: list[HealthEvent] = []
-        for released in self._dedupe.release(since):
+        while self._unreported:
+            released = self._unreported[0]
             dropped = released.last
-            if dropped is None:
-                continue
-            self._dedupe.admit(released.key)  # its repeats from now on are flood again
+            assert dropped is not None  # kept only with one
             event = self._event(
                 dropped.parsed,
                 decide(dropped.parsed, self._policy),
@@ -420,11 +445,9 @@ class KernelLogMonitor:
                 dropped.position,
             )
             await hand_over(self._sink, event)
+            self._unreported.pop(0)
+            self._dedupe.admit(released.key)
             reported.append(event)
-        log.info(
-            "this node's remediation ended: flood-control windows forgotten, %d repeat(s) logged since reported",
-            len(reported),
-        )
         return reported
 
     def _event(
