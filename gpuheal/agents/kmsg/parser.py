@@ -25,7 +25,8 @@ What it recognises, in the body of a kernel message:
   `GPU at PCI:...: GPU-...` line.
 - GPU reset acknowledgements, kind `gpu_reset`, recognised only when they say the reset succeeded:
   `NVRM: GPU 0000:3b:00.0: GPU reset complete` (also `completed`, `successful`, `succeeded`, `done`,
-  `completed successfully`, `(secondary bus) completed in 812 ms`: nothing else may follow), and
+  `completed successfully`, `(secondary bus) completed in 812 ms`: nothing else may follow, and no
+  other parenthetical, since `(partial)` or `(rc=-5)` may take the success back), and
   nvidia-smi's own report `GPU 00000000:3B:00.0 was successfully reset.` as it lands in the journal
   when a reset tool logs it (any syslog identifier: it is a recovery signal, never a fault).
 - GPU reset failures, kind `gpu_reset_failed`: a `GPU ...: GPU reset ...` line that negates or reports
@@ -130,9 +131,11 @@ _GPU_AT = re.compile(
 )
 _FALLEN = re.compile(rf"(?:The NVIDIA )?GPU (?:PCI:)?(?P<pci>{PCI_PATTERN})\b[^\n]*?\bfallen off the bus", re.ASCII)
 _NVRM_RESET = re.compile(rf"GPU (?:PCI:)?(?P<pci>{PCI_PATTERN}):[ \t]*GPU reset\b(?P<rest>.*)", re.ASCII)
-# What may follow `GPU reset` in an acknowledgement: the words of success, and nothing else.
+# What may follow `GPU reset` in an acknowledgement: the words of success, and nothing else. The only
+# parenthetical is the reset method known from the driver's lines; any other (`(partial)`,
+# `(rc=-5)`, `(unrecoverable)`) may qualify the success away, so the line is not an acknowledgement.
 _RESET_DONE = re.compile(
-    r"[ \t]*(?:\([^()]{0,40}\)[ \t]*)?(?:(?:is|has|was|has been)[ \t]+)?"
+    r"[ \t]*(?:\(secondary bus\)[ \t]*)?(?:(?:is|has|was|has been)[ \t]+)?"
     r"(?:complete|completed|successful|succeeded|done)(?:[ \t]+successfully)?"
     r"(?:[ \t]+in[ \t]+[0-9]{1,9}(?:\.[0-9]{1,9})?[ \t]*(?:ms|s|seconds|milliseconds))?[ \t]*\.?[ \t]*",
     re.ASCII | re.IGNORECASE,
