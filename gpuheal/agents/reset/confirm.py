@@ -23,10 +23,13 @@ from gpuheal.agents.kmsg.gpumap import normalise_uuid
 from gpuheal.agents.kmsg.parser import EventKind, KernelEvent
 from gpuheal.agents.nvml.interface import GpuInfo, Nvml, NvmlError
 from gpuheal.agents.reset.settings import ResetSettings
+from gpuheal.domain.truncate import truncate
 
 log = logging.getLogger(__name__)
 
 KERNEL_LOG = "kernel-log"
+# The driver's words of a failure kept per GPU, in bytes (a line of a log file can be 1 MiB).
+MAX_FAILURE_WORDS = 512
 NVML = "nvml"
 
 
@@ -55,7 +58,7 @@ class ResetAcknowledgements:
             if event.kind is EventKind.GPU_RESET:
                 self._last[key] = self._sequence
             else:
-                self._failed[key] = (self._sequence, event.message)
+                self._failed[key] = (self._sequence, truncate(event.message, MAX_FAILURE_WORDS))
         self._changed.set()
         self._changed = asyncio.Event()
 

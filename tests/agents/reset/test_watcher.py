@@ -17,6 +17,7 @@ from gpuheal.agents.kmsg.monitor import CHECK_RESET, KernelLogMonitor
 from gpuheal.agents.nvml.fake import FakeNvml
 from gpuheal.agents.nvml.interface import GpuInfo
 from gpuheal.agents.reset import DISABLED, ResetAcknowledgements
+from gpuheal.agents.reset.watcher import MAX_DETAIL
 from gpuheal.domain.gpu_reset import REASON_CONFIRMED, REASON_FAILED, GpuResetOrder
 from tests.agents.reset.conftest import FAST, GPUS, Cluster, CountingResetter, Node, RecordingSink, eventually, now
 
@@ -127,6 +128,28 @@ async def test_a_reset_the_driver_says_failed_is_a_failure(node: Node, cluster: 
     assert report.detail == f"the driver reported the reset of {target.uuid} failed: GPU {target.pci}: {failure}"
     assert resetter.calls == [[target.uuid]]
     assert [(e.check_name, e.is_healthy) for e in node.sink.events] == [(CHECK_RESET, False)]
+
+
+async def test_the_drivers_words_of_a_failure_are_bounded_in_the_report(node: Node, cluster: Cluster) -> None:
+    """A line of a log file may be 1 MiB: the report that carries its words into a node condition is cut."""
+    target = node.gpus[2]
+    words = "GPU reset failed: " + "x" * 200_000
+
+    class FailingDriver(CountingResetter):
+        async def reset(self, gpus: Sequence[GpuInfo]) -> None:
+            await super().reset(gpus)
+            with node.kernel_log.open("a") as log:
+                log.write(f"6,7,1,-;NVRM: GPU {target.pci}: {words}\n")
+
+    async with node.watcher(FailingDriver()):
+        order = await cluster.order([target.uuid])
+        status, _, report = await cluster.report(order.id, timeout=20.0)
+    assert status == "False"
+    assert report.detail.startswith(
+        f"the driver reported the reset of {target.uuid} failed: GPU {target.pci}: GPU reset failed: xxx"
+    )
+    assert "[truncated" in report.detail
+    assert len(report.detail.encode()) <= MAX_DETAIL
 
 
 async def test_an_acknowledgement_from_before_the_reset_proves_nothing(node: Node, cluster: Cluster) -> None:
