@@ -20,8 +20,10 @@ Each yields `LogLine`s: the text, and the position a reader restarted there woul
 A `FilePosition` names the file (device and inode), the offset after the last complete line (or
 journal entry) and the bytes just before that offset. Resuming at one reads on from the offset when
 the file is still there, is no shorter and still has those bytes there; a file rotated away (renamed
-in the same directory) is found by its inode and finished first; otherwise the file at the path is
-new and is read from its start. Each case is logged.
+in the same directory) is found by its inode and finished first, then the files rotated after it
+(uncompressed siblings named after the path, changed since, oldest first; compressed ones are
+logged as not read), then the path's; otherwise the file at the path is new and is read from its
+start. Each case is logged.
 
 `end_of_kmsg` and `end_of_file` give the position where a source ends now, so a start at the end can
 be saved as a position that stays true across a restart.
@@ -57,6 +59,8 @@ _KMSG_READ = 16384
 _BATCH_BYTES = 1 << 20
 # A line longer than this is cut; kernel records are at most a few KiB.
 _MAX_LINE = 1 << 20
+# Suffixes of rotated log files that were compressed (not read).
+_COMPRESSED = frozenset({".gz", ".xz", ".bz2", ".zst", ".lz4", ".z"})
 # How many bytes before a file position are kept to recognise the file's content on resuming.
 _TAIL = 64
 # The sequence number in a /dev/kmsg record's header.
@@ -267,13 +271,16 @@ class _FileReader(_Reader):
         self._identity: tuple[int, int] | None = None
         # Only the first open may skip to the end or resume; a file found later is new: read from its start.
         self._start_at: StartAt = start_at
+        # Files rotated after the one resumed, read (from their start) before the path's.
+        self._pending: list[Path] = []
 
     def _open(self) -> None:
         start_at, self._start_at = self._start_at, "start"
         if isinstance(start_at, FilePosition) and self._resume(start_at):
             return
+        path = self._pending.pop(0) if self._pending else self._path
         try:
-            handle = self._path.open("rb")
+            handle = path.open("rb")
         except OSError:
             return
         stat = os.fstat(handle.fileno())
@@ -309,13 +316,34 @@ class _FileReader(_Reader):
         if where == self._path:
             log.info("resuming %s at byte %d", where, saved.offset)
         else:
+            self._pending = self._rotated_after(where)
             log.warning(
-                "%s was rotated while the agent was down: finishing %s from byte %d, then the new file",
+                "%s was rotated while the agent was down: finishing %s from byte %d, then %s",
                 self._path,
                 where,
                 saved.offset,
+                ", ".join(str(path) for path in [*self._pending, self._path]),
             )
         return True
+
+    def _rotated_after(self, resumed: Path) -> list[Path]:
+        """The rotated siblings of the path (same directory, its name and a suffix) changed after `resumed`,
+        oldest first; compressed ones cannot be read and are logged."""
+        try:
+            since = resumed.stat().st_mtime_ns
+            siblings = [entry for entry in self._path.parent.iterdir() if entry.name.startswith(self._path.name + ".")]
+        except OSError:
+            return []
+        found: list[tuple[int, Path]] = []
+        for sibling in siblings:
+            with contextlib.suppress(OSError):
+                if sibling == resumed or not sibling.is_file() or sibling.stat().st_mtime_ns < since:
+                    continue
+                if sibling.suffix in _COMPRESSED:
+                    log.warning("%s was rotated while the agent was down and compressed: not read", sibling)
+                    continue
+                found.append((sibling.stat().st_mtime_ns, sibling))
+        return [path for _, path in sorted(found)]
 
     def _find(self, identity: tuple[int, int]) -> Path | None:
         """The path of the file with this identity: the followed path, or a rotated file beside it."""
