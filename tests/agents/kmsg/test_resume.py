@@ -209,18 +209,25 @@ async def test_a_boot_an_older_agent_already_read_is_read_from_the_end(tmp_path:
     assert summary(events) == [(74, (UUID_A,))]
 
 
-async def test_a_log_rotated_while_down_is_finished_then_the_new_one_read(tmp_path: Path) -> None:
+@pytest.mark.parametrize("rotations", [1, 2])
+async def test_a_log_rotated_while_down_is_finished_then_the_new_one_read(tmp_path: Path, rotations: int) -> None:
+    """Rotated more than once: the files in between are read too, oldest first."""
     node = Node(tmp_path, KernelLogFormat.FILE)
     async with node.monitor():
         node.write(xid(48))
         await node.reported(1)
-    node.write(xid(13))
-    node.log.rename(tmp_path / "kern.log.1")
-    node.log.write_text("")
-    node.write(xid(74))
+    written = [48]
+    for code in (13, 74)[:rotations]:
+        node.write(xid(code))
+        written.append(code)
+        if (tmp_path / "kern.log.1").exists():  # kern.log.1 → kern.log.2, as logrotate does
+            (tmp_path / "kern.log.1").rename(tmp_path / "kern.log.2")
+        node.log.rename(tmp_path / "kern.log.1")
+        node.log.write_text("")
+    node.write(xid(31))
     async with node.monitor():
-        events = await node.reported(3)
-    assert [event.xid for event in events] == [48, 13, 74]
+        events = await node.reported(len(written) + 1)
+    assert [event.xid for event in events] == [*written, 31]
 
 
 @pytest.mark.parametrize("format", FORMATS)
@@ -359,21 +366,3 @@ async def test_a_line_whose_event_the_sink_refused_is_read_again_at_the_next_sta
         events = await node.reported(4)
     assert summary(events) == [(74, (UUID_B,)), (48, (UUID_A,)), (74, (UUID_B,)), (31, (UUID_A,))]
     assert events[2].id == taken.id, "what followed is read again as the same events"
-
-
-async def test_a_log_rotated_twice_while_down_is_read_file_by_file(tmp_path: Path) -> None:
-    node = Node(tmp_path, KernelLogFormat.FILE)
-    async with node.monitor():
-        node.write(xid(48))
-        await node.reported(1)
-    node.write(xid(13))
-    node.log.rename(tmp_path / "kern.log.1")
-    node.log.write_text("")
-    node.write(xid(74))
-    (tmp_path / "kern.log.1").rename(tmp_path / "kern.log.2")
-    node.log.rename(tmp_path / "kern.log.1")
-    node.log.write_text("")
-    node.write(xid(31))
-    async with node.monitor():
-        events = await node.reported(4)
-    assert [event.xid for event in events] == [48, 13, 74, 31]
