@@ -139,7 +139,9 @@ class Agent:
         self._kubernetes: k8s.ApiClient | None = None
         self._device_client: GrpcDeviceApi | None = None
         self._monitor_task: asyncio.Task[None] | None = None
-        self.reset_acknowledgements = ResetAcknowledgements()
+        self.reset_acknowledgements = ResetAcknowledgements(
+            caught_up=False
+        )  # set by the monitor once its backlog is read
         self.reset_watcher: GpuResetWatcher | None = None
         self._stack = contextlib.AsyncExitStack()
 
@@ -222,6 +224,7 @@ class Agent:
                 boot_check_interval=settings.boot_check_seconds,
                 state_path=settings.spool_dir / "kmsg-state.json",
                 on_event=self.reset_acknowledgements.observe,
+                on_caught_up=self.reset_acknowledgements.caught_up,
             )
             source = KernelLog(settings.kernel_log, settings.kernel_log_format, settings.kernel_log_read_from)
             self._monitor_task = asyncio.create_task(self.monitor.run(source), name="gpuheal-kmsg")

@@ -20,8 +20,13 @@ Each yields `LogLine`s: the text, and the position a reader restarted there woul
 A `FilePosition` names the file (device and inode), the offset after the last complete line (or
 journal entry) and the bytes just before that offset. Resuming at one reads on from the offset when
 the file is still there, is no shorter and still has those bytes there; a file rotated away (renamed
-in the same directory) is found by its inode and finished first; otherwise the file at the path is
-new and is read from its start. Each case is logged.
+in the same directory) is found by its inode and finished first, then the files rotated after it
+(uncompressed siblings named after the path, changed since, oldest first; compressed ones are
+logged as not read), then the path's; otherwise the file at the path is new and is read from its
+start. Each case is logged.
+
+`end_of_kmsg` and `end_of_file` give the position where a source ends now, so a start at the end can
+be saved as a position that stays true across a restart.
 
 All blocking reads run on one worker thread per follower; the event loop only awaits them.
 Bytes are decoded as UTF-8 with errors replaced.
@@ -38,9 +43,10 @@ import re
 import select
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
+from stat import S_ISCHR, S_ISREG
 from typing import BinaryIO, Literal, NamedTuple
 
 log = logging.getLogger(__name__)
@@ -53,10 +59,13 @@ _KMSG_READ = 16384
 _BATCH_BYTES = 1 << 20
 # A line longer than this is cut; kernel records are at most a few KiB.
 _MAX_LINE = 1 << 20
+# Suffixes of rotated log files that were compressed (not read).
+_COMPRESSED = frozenset({".gz", ".xz", ".bz2", ".zst", ".lz4", ".z"})
 # How many bytes before a file position are kept to recognise the file's content on resuming.
 _TAIL = 64
 # The sequence number in a /dev/kmsg record's header.
 _KMSG_SEQ = re.compile(r"[0-9]{1,4},([0-9]{1,20}),", re.ASCII)
+_KMSG_SEQ_BYTES = re.compile(rb"[0-9]{1,4},([0-9]{1,20}),")
 
 
 # Positions and lines are named tuples: one is made for every line read, and a tuple is the cheapest
@@ -84,19 +93,27 @@ StartAt = Literal["start", "end"] | Position
 
 
 class LogLine(NamedTuple):
-    """One line of a source, and the position after it (None where the source has none to give)."""
+    """One line of a source, the position after it (None where the source has none to give), and
+    whether it was read before the follower first caught up with the source (`backlog`: written
+    before the follower looked, or while it was reading what was)."""
 
     text: str
     position: Position | None
+    backlog: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class _Chunk:
-    """Bytes read from a file (`identity` is its device and inode; None for /dev/kmsg) at `offset`."""
+    """Bytes read from a file (`identity` is its device and inode; None for /dev/kmsg) at `offset`.
+
+    `drained`: the read stopped because the source had nothing more then. `backlog`: read before
+    a read of the follower drained the source (set by `_chunks`)."""
 
     data: bytes
     identity: tuple[int, int] | None = None
     offset: int = 0
+    drained: bool = True
+    backlog: bool = False
 
 
 class _Reader:
@@ -113,15 +130,29 @@ class _Reader:
         raise NotImplementedError
 
 
-async def _chunks(reader: _Reader, poll_interval: float) -> AsyncGenerator[_Chunk, None]:
-    """Bytes from a reader, read on a worker thread; sleeps `poll_interval` when there is nothing new."""
+# Told once, when the follower has handed on every line of the source's backlog.
+OnCaughtUp = Callable[[], None]
+
+
+async def _chunks(
+    reader: _Reader, poll_interval: float, on_caught_up: OnCaughtUp | None = None
+) -> AsyncGenerator[_Chunk, None]:
+    """Bytes from a reader, read on a worker thread; sleeps `poll_interval` when there is nothing new.
+
+    Chunks up to the first that drained the source are marked `backlog`; `on_caught_up` runs once the
+    consumer asks for more after that chunk (so every line of the backlog has been handled)."""
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpuheal-kmsg-follow")
+    backlog = True
     try:
         while True:
             chunk = await asyncio.wrap_future(worker.submit(reader.read))
             if chunk.data:
-                yield chunk
-            else:
+                yield replace(chunk, backlog=True) if backlog else chunk
+            if backlog and (chunk.drained or not chunk.data):
+                backlog = False
+                if on_caught_up is not None:
+                    on_caught_up()
+            if not chunk.data:
                 await asyncio.sleep(reader.idle(poll_interval))
     finally:
         # The single worker runs the close after any read still in flight, so a file descriptor is
@@ -143,7 +174,9 @@ async def _lines(chunks: AsyncGenerator[_Chunk, None]) -> AsyncGenerator[LogLine
     async with contextlib.aclosing(chunks):  # closing the lines closes the reader now, not at GC
         async for chunk in chunks:
             if chunk.identity is not None and (chunk.identity != identity or chunk.offset != end) and partial:
-                yield LogLine(partial.decode("utf-8", errors="replace"), _position(identity, end, partial))
+                yield LogLine(
+                    partial.decode("utf-8", errors="replace"), _position(identity, end, partial), chunk.backlog
+                )
                 partial = b""
             identity = chunk.identity
             buffer = partial + chunk.data
@@ -154,21 +187,23 @@ async def _lines(chunks: AsyncGenerator[_Chunk, None]) -> AsyncGenerator[LogLine
             cut = b""
             if len(partial) > _MAX_LINE:  # no newline in sight (binary junk): don't buffer without end
                 cut, partial = partial, b""
+            backlog = chunk.backlog
             if identity is None:
                 for piece in pieces:
-                    yield LogLine(piece.decode("utf-8", errors="replace"), None)
+                    yield LogLine(piece.decode("utf-8", errors="replace"), None, backlog)
                 if cut:
-                    yield LogLine(cut.decode("utf-8", errors="replace"), None)
+                    yield LogLine(cut.decode("utf-8", errors="replace"), None, backlog)
                 continue
             device, inode = identity
             stop = 0  # where in `buffer` the line just split off ends (after its newline)
             for piece in pieces:
                 stop += len(piece) + 1
                 tail = buffer[stop - _TAIL : stop] if stop > _TAIL else buffer[:stop]
-                yield LogLine(piece.decode("utf-8", errors="replace"), FilePosition(device, inode, base + stop, tail))
+                text = piece.decode("utf-8", errors="replace")
+                yield LogLine(text, FilePosition(device, inode, base + stop, tail), backlog)
             if cut:
                 stop += len(cut)
-                yield LogLine(cut.decode("utf-8", errors="replace"), _position(identity, base + stop, cut))
+                yield LogLine(cut.decode("utf-8", errors="replace"), _position(identity, base + stop, cut), backlog)
 
 
 def _position(identity: tuple[int, int] | None, offset: int, before: bytes) -> FilePosition | None:
@@ -196,10 +231,12 @@ class _KmsgReader(_Reader):
         self._at_eof = False
         records: list[bytes] = []
         size = 0
+        drained = False
         while size < _BATCH_BYTES:
             try:
                 record = os.read(self._fd, _KMSG_READ)
             except BlockingIOError:
+                drained = True
                 break
             except BrokenPipeError:
                 # The ring overwrote records we had not read yet; the next read starts at the oldest left.
@@ -211,11 +248,11 @@ class _KmsgReader(_Reader):
                     continue
                 raise
             if not record:
-                self._at_eof = True  # a closed pipe, never /dev/kmsg: poll would return at once forever
+                self._at_eof = drained = True  # a closed pipe, never /dev/kmsg: poll would return at once forever
                 break
             records.append(record if record.endswith(b"\n") else record + b"\n")
             size += len(record)
-        return _Chunk(b"".join(records))
+        return _Chunk(b"".join(records), drained=drained)
 
     def idle(self, poll_interval: float) -> float:
         # The read already waited in poll(); only an end of file calls for a pause of its own.
@@ -234,13 +271,16 @@ class _FileReader(_Reader):
         self._identity: tuple[int, int] | None = None
         # Only the first open may skip to the end or resume; a file found later is new: read from its start.
         self._start_at: StartAt = start_at
+        # Files rotated after the one resumed, read (from their start) before the path's.
+        self._pending: list[Path] = []
 
     def _open(self) -> None:
         start_at, self._start_at = self._start_at, "start"
         if isinstance(start_at, FilePosition) and self._resume(start_at):
             return
+        path = self._pending.pop(0) if self._pending else self._path
         try:
-            handle = self._path.open("rb")
+            handle = path.open("rb")
         except OSError:
             return
         stat = os.fstat(handle.fileno())
@@ -276,13 +316,34 @@ class _FileReader(_Reader):
         if where == self._path:
             log.info("resuming %s at byte %d", where, saved.offset)
         else:
+            self._pending = self._rotated_after(where)
             log.warning(
-                "%s was rotated while the agent was down: finishing %s from byte %d, then the new file",
+                "%s was rotated while the agent was down: finishing %s from byte %d, then %s",
                 self._path,
                 where,
                 saved.offset,
+                ", ".join(str(path) for path in [*self._pending, self._path]),
             )
         return True
+
+    def _rotated_after(self, resumed: Path) -> list[Path]:
+        """The rotated siblings of the path (same directory, its name and a suffix) changed after `resumed`,
+        oldest first; compressed ones cannot be read and are logged."""
+        try:
+            since = resumed.stat().st_mtime_ns
+            siblings = [entry for entry in self._path.parent.iterdir() if entry.name.startswith(self._path.name + ".")]
+        except OSError:
+            return []
+        found: list[tuple[int, Path]] = []
+        for sibling in siblings:
+            with contextlib.suppress(OSError):
+                if sibling == resumed or not sibling.is_file() or sibling.stat().st_mtime_ns < since:
+                    continue
+                if sibling.suffix in _COMPRESSED:
+                    log.warning("%s was rotated while the agent was down and compressed: not read", sibling)
+                    continue
+                found.append((sibling.stat().st_mtime_ns, sibling))
+        return [path for _, path in sorted(found)]
 
     def _find(self, identity: tuple[int, int]) -> Path | None:
         """The path of the file with this identity: the followed path, or a rotated file beside it."""
@@ -322,7 +383,8 @@ class _FileReader(_Reader):
     def _read(self) -> _Chunk:
         assert self._file is not None
         offset = self._file.tell()
-        return _Chunk(self._file.read(_BATCH_BYTES), self._identity, offset)
+        data = self._file.read(_BATCH_BYTES)
+        return _Chunk(data, self._identity, offset, drained=len(data) < _BATCH_BYTES)
 
     def close(self) -> None:
         if self._file is not None:
@@ -339,7 +401,11 @@ def _holds(handle: BinaryIO, size: int, saved: FilePosition) -> bool:
 
 
 async def follow_kmsg(
-    path: Path = KMSG, *, start_at: StartAt = "end", poll_interval: float = 0.25
+    path: Path = KMSG,
+    *,
+    start_at: StartAt = "end",
+    poll_interval: float = 0.25,
+    on_caught_up: OnCaughtUp | None = None,
 ) -> AsyncGenerator[LogLine, None]:
     """Lines of the kernel ring buffer as /dev/kmsg writes them (`3,812,6085126134786,-;NVRM: ...`).
 
@@ -348,7 +414,7 @@ async def follow_kmsg(
     after = start_at.seq if isinstance(start_at, KmsgPosition) else None
     reader = _KmsgReader(path, from_end=start_at == "end", wait=poll_interval)
     seq: int | None = None
-    async with contextlib.aclosing(_lines(_chunks(reader, poll_interval))) as lines:
+    async with contextlib.aclosing(_lines(_chunks(reader, poll_interval, on_caught_up))) as lines:
         async for line in lines:
             header = _KMSG_SEQ.match(line.text)
             if header is not None:
@@ -362,12 +428,61 @@ async def follow_kmsg(
                     )
             if after is not None and seq is not None and seq <= after:
                 continue  # handled before the restart
-            yield LogLine(line.text, KmsgPosition(seq) if seq is not None else None)
+            yield LogLine(line.text, KmsgPosition(seq) if seq is not None else None, line.backlog)
 
 
-def follow_file(path: Path, *, start_at: StartAt = "end", poll_interval: float = 0.25) -> AsyncGenerator[LogLine, None]:
+def end_of_kmsg(path: Path = KMSG) -> KmsgPosition | None:
+    """The position after the last record in the ring now (read through once, nothing kept); None when
+    it holds none, or is a pipe (reading one would take its records from the follower). Blocking."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    last: int | None = None
+    partial = b""
+    try:
+        mode = os.fstat(fd).st_mode
+        if not (S_ISCHR(mode) or S_ISREG(mode)):
+            return None
+        while True:
+            try:
+                data = os.read(fd, _KMSG_READ)
+            except BlockingIOError:
+                break
+            except BrokenPipeError:
+                continue  # overwritten while we read: go on with the oldest record left
+            if not data:
+                break  # a regular file in kmsg format
+            # /dev/kmsg gives one record per read; a file in its format gives many lines, the last maybe cut.
+            records = (partial + data).split(b"\n")
+            partial = records.pop()
+            for record in records:
+                header = _KMSG_SEQ_BYTES.match(record)
+                if header is not None:
+                    last = int(header[1])
+        header = _KMSG_SEQ_BYTES.match(partial)
+        if header is not None:
+            last = int(header[1])
+    finally:
+        os.close(fd)
+    return KmsgPosition(last) if last is not None else None
+
+
+def end_of_file(path: Path) -> FilePosition | None:
+    """The position at the end of the file at `path` now; None when there is none. Blocking."""
+    try:
+        handle = path.open("rb")
+    except OSError:
+        return None
+    with handle:
+        found = os.fstat(handle.fileno())
+        size = found.st_size
+        handle.seek(max(0, size - _TAIL))
+        return FilePosition(found.st_dev, found.st_ino, size, handle.read(size - handle.tell()))
+
+
+def follow_file(
+    path: Path, *, start_at: StartAt = "end", poll_interval: float = 0.25, on_caught_up: OnCaughtUp | None = None
+) -> AsyncGenerator[LogLine, None]:
     """Lines appended to a log file (dmesg, journald or syslog text), following it like `tail -F`."""
-    return _lines(_chunks(_FileReader(path, start_at=start_at), poll_interval))
+    return _lines(_chunks(_FileReader(path, start_at=start_at), poll_interval, on_caught_up))
 
 
 # A binary field longer than this is taken as corruption rather than waited for.
@@ -442,6 +557,7 @@ async def follow_journal_export(
     kernel_only: bool = True,
     poll_interval: float = 0.25,
     keep: Callable[[dict[str, bytes]], bool] | None = None,
+    on_caught_up: OnCaughtUp | None = None,
 ) -> AsyncGenerator[LogLine, None]:
     """The MESSAGE of each entry written to a journal export file, followed like `tail -F`.
 
@@ -458,7 +574,8 @@ async def follow_journal_export(
     decoder = JournalExportDecoder()
     identity: tuple[int, int] | None = None
     end = 0
-    async with contextlib.aclosing(_chunks(_FileReader(path, start_at=start_at), poll_interval)) as chunks:
+    reader = _FileReader(path, start_at=start_at)
+    async with contextlib.aclosing(_chunks(reader, poll_interval, on_caught_up)) as chunks:
         async for chunk in chunks:
             if chunk.identity != identity or chunk.offset != end:
                 decoder = JournalExportDecoder(chunk.offset)
@@ -471,7 +588,7 @@ async def follow_journal_export(
                     continue
                 position = _position(identity, entry.end, entry.tail)
                 for line in message.decode("utf-8", errors="replace").splitlines():
-                    yield LogLine(line, position)
+                    yield LogLine(line, position, chunk.backlog)
 
 
 class KernelLogFormat(StrEnum):
@@ -507,10 +624,17 @@ class KernelLog:
         """Whether a position is of this source's kind (a sequence number for /dev/kmsg, an offset for files)."""
         return isinstance(position, KmsgPosition) == (self.format is KernelLogFormat.KMSG)
 
-    def lines(self, start_at: StartAt) -> AsyncGenerator[LogLine, None]:
-        """Follow the source from `start_at`."""
+    def end(self) -> Position | None:
+        """Where the source ends now (see `end_of_kmsg` and `end_of_file`); None when it holds nothing. Blocking."""
         if self.format is KernelLogFormat.KMSG:
-            return follow_kmsg(self.path, start_at=start_at, poll_interval=self.poll_interval)
+            return end_of_kmsg(self.path)
+        return end_of_file(self.path)
+
+    def lines(self, start_at: StartAt, on_caught_up: OnCaughtUp | None = None) -> AsyncGenerator[LogLine, None]:
+        """Follow the source from `start_at`; `on_caught_up` runs once its backlog is handled."""
+        poll = self.poll_interval
+        if self.format is KernelLogFormat.KMSG:
+            return follow_kmsg(self.path, start_at=start_at, poll_interval=poll, on_caught_up=on_caught_up)
         if self.format is KernelLogFormat.JOURNAL:
-            return follow_journal_export(self.path, start_at=start_at, poll_interval=self.poll_interval)
-        return follow_file(self.path, start_at=start_at, poll_interval=self.poll_interval)
+            return follow_journal_export(self.path, start_at=start_at, poll_interval=poll, on_caught_up=on_caught_up)
+        return follow_file(self.path, start_at=start_at, poll_interval=poll, on_caught_up=on_caught_up)

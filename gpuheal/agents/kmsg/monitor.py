@@ -5,7 +5,9 @@ GPU, kind and code per window) → `HealthEvent` → the sink.
 
 Restarts: with a `state_path`, the monitor keeps there (see `state`) the boot ID it last saw and the
 position after the last line it handled, so a restarted agent reads on from there: an XID written
-while the agent was down is reported once, and what was reported before is not reported again. A
+while the agent was down is reported once, and what was reported before is not reported again; what
+the parser had learned goes with the position (the GPU names, a fallen-off report awaiting its other
+half), so a report the restart split is read as one. A
 position is saved right after a line's event was handed to the sink (delivered or spooled), and
 after other lines at most every `save_interval` seconds and when the monitor stops; so a crash
 replays rather than skips. A replayed line's event has the id it had the first time (derived from
@@ -13,12 +15,17 @@ the node, the boot, the position and the line), and the workflow counts each eve
 a crash within `save_interval` of a repeat that flood control held back can report that repeat anew.
 A sink that is full (`SinkFull`: the publisher can hold no more faults) is waited for (`hand_over`):
 the monitor reads nothing more meanwhile and the line's position does not move until its event is
-taken, so a full spool delays a fault and never loses it.
+taken, so a full spool delays a fault and never loses it. A sink that fails otherwise costs the
+event on this run, but not the line: the position stays before it for the rest of the run, so the
+next start reads it (and what followed, with the same event ids) again.
 Where `run` starts reading (`start_point`): after the saved position when the source is read from
 where it left off (a kmsg sequence number only on the boot it was read in); from the start when
-nothing was saved for this boot (the whole ring buffer after a reboot); from the same edge as last
-time when it began at one on this boot and has read no line since; from the end when an agent that
-saved no position (an older version) already read this boot's log.
+nothing was saved for this boot (the whole ring buffer after a reboot); from the start again when it
+began there on this boot and has read no line since; from the end when an agent that saved no
+position (an older version) already read this boot's log. An end is made a position at once (the
+file's size and the bytes before it, the last sequence number in the ring) and saved, so a restart
+before the first line reads on from there instead of from a later end. A saved sequence number beyond
+the ring's last record is not of this ring: logged, and the ring is read from its start.
 
 Reboots: the monitor keeps the boot ID it last saw (in `state_path` when given, so the knowledge
 survives the reboot that replaces the process). When the boot ID changes, every address may name
@@ -38,7 +45,11 @@ from its node's marks (`holds`) and calls `remediation_ended`.
 
 `on_event`, when given, sees every parsed event (with the GPU UUID it resolved to) before flood
 control drops repeats: the GPU reset watcher learns of the driver's reset acknowledgements from it,
-including a second reset of a GPU inside one dedupe window.
+including a second reset of a GPU inside one dedupe window. It sees only lines read after the
+follower first caught up with the log: a line of the backlog (written before the agent started, and
+read again after a restart) is old news, and must not answer a reset ordered now. `on_caught_up`
+runs once every line of the backlog has been handled (the reset watcher takes its mark after that,
+so the acknowledgement of a reset it orders is never read as backlog).
 """
 
 from __future__ import annotations
@@ -57,7 +68,7 @@ from pathlib import Path
 from typing import Literal
 
 from gpuheal.agents.kmsg.decide import Decision, XidPolicy, decide
-from gpuheal.agents.kmsg.dedupe import Deduper
+from gpuheal.agents.kmsg.dedupe import Deduper, Released
 from gpuheal.agents.kmsg.follow import KernelLog, KmsgPosition, LogLine, Position, ReadFrom, StartAt
 from gpuheal.agents.kmsg.gpumap import GpuMap
 from gpuheal.agents.kmsg.parser import EventKind, KernelEvent, KmsgParser
@@ -141,6 +152,7 @@ class KernelLogMonitor:
         save_interval: float = 1.0,
         end_grace: float = 30.0,
         on_event: EventObserver | None = None,
+        on_caught_up: Callable[[], None] | None = None,
     ) -> None:
         self.node = node
         self._sink = sink
@@ -156,14 +168,19 @@ class KernelLogMonitor:
         self._save_interval = save_interval
         self._end_grace = end_grace
         self._on_event = on_event
+        self._on_caught_up = on_caught_up
         self._saved = MonitorState()  # as found at start
         # The position after the last line handled (and the boot it was read in), and when it was saved.
         self._position: Position | None = None
         self._position_boot_id: str | None = None
         self._position_saved_at: float | None = None
         self._position_dirty = False
+        # Windows `remediation_ended` released whose last repeat could not be handed over yet.
+        self._unreported: list[Released[DedupeKey, _Occurrence]] = []
+        # Set when a line's event could not be handed over: the position no longer moves on this run.
+        self._held_before_failure = False
         self._writing: asyncio.Future[bool] | None = None  # the last save asked for
-        self._edge: Literal["start", "end"] | None = None  # where reading began, until a line is read
+        self._edge: Literal["start", "end"] | None = None  # "start" when reading began there, until a line is read
         # Where `run` began reading its `KernelLog` (None until it chose).
         self.reading_from: StartAt | None = None
         self._boot_id: str | None = None
@@ -185,6 +202,8 @@ class KernelLogMonitor:
         previous = self._saved.boot_id
         self._boot_id = current
         self._position, self._position_boot_id = self._saved.position, self._saved.position_boot_id
+        if self._saved.parser is not None:
+            self._parser.restore(self._saved.parser)
         self._boot_checked_at = self._clock()
         if current is not None and previous is not None and previous != current:
             await self._after_reboot(previous)
@@ -206,6 +225,25 @@ class KernelLogMonitor:
             return "end"
         return self._saved.edge  # nothing read on this boot since beginning there
 
+    async def _settle(self, source: KernelLog, start_at: StartAt) -> StartAt:
+        """`start_at` made a position that stays true across a restart: the end is where the source ends
+        now (the start, when it holds nothing yet), and a saved sequence number beyond the ring's last
+        record is not of this ring (the ring is read from its start)."""
+        if start_at == "end":
+            end = await asyncio.to_thread(source.end)
+            return "start" if end is None else end
+        if isinstance(start_at, KmsgPosition):
+            end = await asyncio.to_thread(source.end)
+            if isinstance(end, KmsgPosition) and end.seq < start_at.seq:
+                log.warning(
+                    "the saved kernel-log position (after record %d) is beyond the ring's last record (%d): "
+                    "it is not of this ring; reading the ring from its start",
+                    start_at.seq,
+                    end.seq,
+                )
+                return "start"
+        return start_at
+
     def _boot_stale(self) -> bool:
         """Whether the boot ID was read too long ago to drop a repeat on its word."""
         checked_at = self._boot_checked_at
@@ -226,8 +264,12 @@ class KernelLogMonitor:
             await self._save_state()
             return True
 
-    async def feed(self, line: str | bytes, position: Position | None = None) -> HealthEvent | None:
+    async def feed(
+        self, line: str | bytes, position: Position | None = None, *, backlog: bool = False
+    ) -> HealthEvent | None:
         """Process one line (read at `position`, when known); the event delivered to the sink for it, if any.
+
+        A `backlog` line (read before the follower caught up with the log) is not shown to `on_event`.
 
         Once the line is handled (its event handed to the sink), `position` is where the monitor stands:
         taken at once, with no await in between, so a stop right after still saves it.
@@ -239,8 +281,17 @@ class KernelLogMonitor:
         except Exception:  # the parser is built never to raise; a bug there must not stop the monitor
             log.exception("kernel log parser failed on a line")
             parsed = None
-        event = await self._handle(parsed, position) if parsed is not None else None
-        if position is not None:
+        try:
+            event = await self._handle(parsed, position, backlog) if parsed is not None else None
+        except Exception:
+            if not self._held_before_failure and position is not None:
+                log.error(
+                    "the sink refused a kernel-log event: the saved position stays before its line until "
+                    "the agent restarts, which reads it (and what followed) again"
+                )
+            self._held_before_failure = self._held_before_failure or position is not None
+            raise
+        if position is not None and not self._held_before_failure:
             self._position, self._position_boot_id = position, self._boot_id
             self._position_dirty = True
         return event
@@ -252,20 +303,26 @@ class KernelLogMonitor:
         """
         await self.start()
         if isinstance(lines, KernelLog):
-            start_at = self.start_point(lines)
+            start_at = await self._settle(lines, self.start_point(lines))
+            if start_at != self._saved.position:  # what the parser had learned was of the lines before it
+                self._parser.reset()
             log.info("reading the kernel log %s (%s) from %s", lines.path, lines.format, _describe(start_at))
-            if isinstance(start_at, str):  # an edge: what was read before no longer says where to resume
+            if isinstance(start_at, str):  # the start: what was read before no longer says where to resume
                 self._position, self._position_boot_id, self._edge = None, None, start_at
-                await self._save_state()
+            else:  # a restart before the first line must resume here, not at a later end
+                self._position, self._position_boot_id, self._edge = start_at, self._boot_id, None
+            await self._save_state()
             self.reading_from = start_at
-            lines = lines.lines(start_at)
+            lines = lines.lines(start_at, self._caught_up)
+        else:
+            self._caught_up()  # lines handed in: no backlog of the monitor's own
         boot = asyncio.create_task(self._watch_boot(), name="gpuheal-kmsg-boot")
         try:
             async for line in lines:
-                text, position = (line.text, line.position) if isinstance(line, LogLine) else (line, None)
+                text, position, backlog = line if isinstance(line, LogLine) else (line, None, False)
                 event: HealthEvent | None = None
                 try:
-                    event = await self.feed(text, position)
+                    event = await self.feed(text, position, backlog=backlog)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
@@ -280,6 +337,13 @@ class KernelLogMonitor:
                 await self._save_state()  # stopping: where the next start reads on from
             elif self._writing is not None:
                 await asyncio.shield(self._writing)  # a save a stop interrupted is on the disk before run ends
+
+    def _caught_up(self) -> None:
+        if self._on_caught_up is not None:
+            try:
+                self._on_caught_up()
+            except Exception:  # an observer's bug must not stop the monitor
+                log.exception("a kernel-log caught-up observer failed")
 
     def _save_due(self, *, handed_over: bool) -> bool:
         """Save the position now when the last line's event went to the sink, else at most every `save_interval`."""
@@ -300,13 +364,13 @@ class KernelLogMonitor:
             except Exception:
                 log.exception("checking the boot ID failed")
 
-    async def _handle(self, parsed: KernelEvent, position: Position | None) -> HealthEvent | None:
+    async def _handle(self, parsed: KernelEvent, position: Position | None, backlog: bool) -> HealthEvent | None:
         key = parsed.pci_key
         gpu_uuid = parsed.gpu_uuid
         if gpu_uuid is None and parsed.kind is not EventKind.SXID:
             gpu_uuid = self._gpus.lookup(parsed.pci)
         self._seen[key] = (gpu_uuid or self._seen.get(key, (None, parsed.kind))[0], parsed.kind)
-        if self._on_event is not None:
+        if self._on_event is not None and not backlog:
             try:
                 self._on_event(parsed, gpu_uuid)
             except Exception:  # an observer's bug must not cost the node its kernel-log events
@@ -324,12 +388,19 @@ class KernelLogMonitor:
             # reset changes nothing: the GPU's faults stand.
             self._dedupe.forget(lambda k: k[0] in (identity, key) and k[1] not in _RESETS)
         event = self._event(parsed, decide(parsed, self._policy), gpu_uuid, repeats, position)
+        # A newer fault of a released window that is still to be reported stands for it.
+        self._unreported = [kept for kept in self._unreported if kept.key != window]
         try:
             await hand_over(self._sink, event)
         except BaseException:
             # Not delivered: the next occurrence must not be folded into a window nobody heard of.
             self._dedupe.forget(lambda k: k == window)
             raise
+        if self._unreported:  # the sink takes events again: what the end of a remediation could not report
+            try:
+                await self._report_unreported()
+            except Exception:
+                log.exception("reporting the repeats logged after this node's remediation ended failed again")
         return event
 
     async def remediation_ended(self, held_seen_at: float | None = None) -> list[HealthEvent]:
@@ -344,12 +415,28 @@ class KernelLogMonitor:
         since = self._clock() - self._end_grace
         if held_seen_at is not None:
             since = max(since, held_seen_at)
+        fresh = [released for released in self._dedupe.release(since) if released.last is not None]
+        keys = {released.key for released in fresh}
+        self._unreported = [kept for kept in self._unreported if kept.key not in keys] + fresh
+        reported = await self._report_unreported()
+        log.info(
+            "this node's remediation ended: flood-control windows forgotten, %d repeat(s) logged since reported",
+            len(reported),
+        )
+        return reported
+
+    async def _report_unreported(self) -> list[HealthEvent]:
+        """Hand over the last repeat of each released window not yet reported; the events handed over.
+
+        A window opens again only for a repeat that was reported (its repeats from then on are flood
+        again); one the sink refused stays to be reported with the next event the sink takes, or at the
+        next end of a remediation, and its key has no window meanwhile: its next fault is reported.
+        """
         reported: list[HealthEvent] = []
-        for released in self._dedupe.release(since):
+        while self._unreported:
+            released = self._unreported[0]
             dropped = released.last
-            if dropped is None:
-                continue
-            self._dedupe.admit(released.key)  # its repeats from now on are flood again
+            assert dropped is not None  # kept only with one
             event = self._event(
                 dropped.parsed,
                 decide(dropped.parsed, self._policy),
@@ -358,11 +445,9 @@ class KernelLogMonitor:
                 dropped.position,
             )
             await hand_over(self._sink, event)
+            self._unreported.pop(0)
+            self._dedupe.admit(released.key)
             reported.append(event)
-        log.info(
-            "this node's remediation ended: flood-control windows forgotten, %d repeat(s) logged since reported",
-            len(reported),
-        )
         return reported
 
     def _event(
@@ -451,7 +536,13 @@ class KernelLogMonitor:
     async def _save_state(self) -> None:
         if self._state_path is None:
             return
-        state = MonitorState(self._boot_id or self._saved.boot_id, self._position, self._position_boot_id, self._edge)
+        state = MonitorState(
+            self._boot_id or self._saved.boot_id,
+            self._position,
+            self._position_boot_id,
+            self._edge,
+            self._parser.memory(),
+        )
         self._position_saved_at = self._clock()
         self._position_dirty = False
         # One writer thread for every save, in the order asked, and a save once asked is done even when

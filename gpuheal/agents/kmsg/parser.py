@@ -25,7 +25,8 @@ What it recognises, in the body of a kernel message:
   `GPU at PCI:...: GPU-...` line.
 - GPU reset acknowledgements, kind `gpu_reset`, recognised only when they say the reset succeeded:
   `NVRM: GPU 0000:3b:00.0: GPU reset complete` (also `completed`, `successful`, `succeeded`, `done`,
-  `completed successfully`, `(secondary bus) completed in 812 ms`: nothing else may follow), and
+  `completed successfully`, `(secondary bus) completed in 812 ms`: nothing else may follow, and no
+  other parenthetical, since `(partial)` or `(rc=-5)` may take the success back), and
   nvidia-smi's own report `GPU 00000000:3B:00.0 was successfully reset.` as it lands in the journal
   when a reset tool logs it (any syslog identifier: it is a recovery signal, never a fault).
 - GPU reset failures, kind `gpu_reset_failed`: a `GPU ...: GPU reset ...` line that negates or reports
@@ -130,9 +131,11 @@ _GPU_AT = re.compile(
 )
 _FALLEN = re.compile(rf"(?:The NVIDIA )?GPU (?:PCI:)?(?P<pci>{PCI_PATTERN})\b[^\n]*?\bfallen off the bus", re.ASCII)
 _NVRM_RESET = re.compile(rf"GPU (?:PCI:)?(?P<pci>{PCI_PATTERN}):[ \t]*GPU reset\b(?P<rest>.*)", re.ASCII)
-# What may follow `GPU reset` in an acknowledgement: the words of success, and nothing else.
+# What may follow `GPU reset` in an acknowledgement: the words of success, and nothing else. The only
+# parenthetical is the reset method known from the driver's lines; any other (`(partial)`,
+# `(rc=-5)`, `(unrecoverable)`) may qualify the success away, so the line is not an acknowledgement.
 _RESET_DONE = re.compile(
-    r"[ \t]*(?:\([^()]{0,40}\)[ \t]*)?(?:(?:is|has|was|has been)[ \t]+)?"
+    r"[ \t]*(?:\(secondary bus\)[ \t]*)?(?:(?:is|has|was|has been)[ \t]+)?"
     r"(?:complete|completed|successful|succeeded|done)(?:[ \t]+successfully)?"
     r"(?:[ \t]+in[ \t]+[0-9]{1,9}(?:\.[0-9]{1,9})?[ \t]*(?:ms|s|seconds|milliseconds))?[ \t]*\.?[ \t]*",
     re.ASCII | re.IGNORECASE,
@@ -308,9 +311,9 @@ def parse_line(line: str | bytes) -> KernelEvent | None:
 
 # How far apart (in NVRM/SXid lines) the XID 79 line and its "GPU has fallen off the bus" line may be
 # and still be read as one report.
-_FALLEN_GROUP_SPAN = 16
+FALLEN_GROUP_SPAN = 16
 # Bounds on per-address memory: a node has at most a few hundred GPUs and switches.
-_MAX_ADDRESSES = 4096
+MAX_ADDRESSES = 4096
 
 
 @dataclass(slots=True)
@@ -322,10 +325,24 @@ class _Fallen:
     paired: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class ParserMemory:
+    """What a `KmsgParser` has learned that later lines still need, to carry across a restart.
+
+    `gpus`: normalised PCI address → GPU UUID, from `GPU at PCI:...` lines. `fallen`: fallen-off
+    reports still waiting for their other half, as (PCI key, whether it came from the XID line,
+    how many NVRM/SXid lines ago).
+    """
+
+    gpus: dict[str, str]
+    fallen: tuple[tuple[str, bool, int], ...] = ()
+
+
 class KmsgParser:
     """A line parser that remembers what multi-line reports need: GPU names and the fallen-off pair.
 
     Feed it every line in order; `feed` returns the event a line completes, or None. Never raises.
+    `memory` and `restore` carry what it learned to a parser that reads on after a restart.
     """
 
     def __init__(self) -> None:
@@ -338,6 +355,23 @@ class KmsgParser:
         self._uuids.clear()
         self._fallen.clear()
         self._line_no = 0
+
+    def memory(self) -> ParserMemory:
+        """What later lines still need (see `ParserMemory`)."""
+        fallen = tuple(
+            (key, entry.from_xid, self._line_no - entry.line_no)
+            for key, entry in self._fallen.items()
+            if not entry.paired and self._line_no - entry.line_no < FALLEN_GROUP_SPAN
+        )
+        return ParserMemory(dict(self._uuids), fallen)
+
+    def restore(self, memory: ParserMemory) -> None:
+        """Read on as a parser that had learned `memory` (from `memory()`) would."""
+        self.reset()
+        for key, uuid in memory.gpus.items():
+            _remember(self._uuids, key, uuid)
+        for key, from_xid, ago in memory.fallen:
+            _remember(self._fallen, key, _Fallen(from_xid, -ago))
 
     def known_gpus(self) -> dict[str, str]:
         """The GPUs named by `GPU at PCI:...` lines so far: normalised PCI address → UUID."""
@@ -380,7 +414,7 @@ class KmsgParser:
             previous is not None
             and not previous.paired
             and previous.from_xid is not from_xid
-            and self._line_no - previous.line_no <= _FALLEN_GROUP_SPAN
+            and self._line_no - previous.line_no <= FALLEN_GROUP_SPAN
         ):
             previous.paired = True
             return True
@@ -394,5 +428,5 @@ _V = TypeVar("_V")
 def _remember(table: OrderedDict[str, _V], key: str, value: _V) -> None:
     table[key] = value
     table.move_to_end(key)
-    while len(table) > _MAX_ADDRESSES:
+    while len(table) > MAX_ADDRESSES:
         table.popitem(last=False)

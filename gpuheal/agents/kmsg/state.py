@@ -7,10 +7,15 @@
 `boot_id` is the boot the monitor last saw (a different one at start means the node rebooted since).
 `kmsg` is the sequence number of the last /dev/kmsg record handled and the boot it belongs to (the
 numbers start again with every boot); `file` the position after the last line handled in a file
-source (see `follow`); `edge` where reading began on this boot while no line has been read yet
-(a state with none of the three was written by an older agent, which read only the end of the log). The file is replaced whole and flushed (`write_durably`), so a crash leaves
-the old state or the new. A file that cannot be read or is not this shape (corrupt, or written by
-something else) is logged and read as no state: the monitor then reads its log from the start.
+source (see `follow`). With either may come `parser`, what the parser had learned at that position
+and later lines still need (`{"gpus": {"0000:3b:00.0": "GPU-…"}, "fallen": [{"pci": …, "from_xid":
+true, "ago": 1}]}`, see `ParserMemory`): a report the restart split is still read as one. `edge` is
+where reading began on this boot while no line has been read yet (this agent writes only "start": it
+saves an end as the position it was; "end", and a state with none of the three, were written by older
+agents, which read only the end of the log). The file is replaced whole and flushed
+(`write_durably`), so a crash leaves the old state or the new. A file that cannot be read or is not
+this shape (corrupt, or written by something else) is logged and read as no state: the monitor then
+reads its log from the start.
 """
 
 from __future__ import annotations
@@ -19,12 +24,13 @@ import base64
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gpuheal.agents.durable_file import write_durably
 from gpuheal.agents.kmsg.follow import FilePosition, KmsgPosition, Position
+from gpuheal.agents.kmsg.parser import FALLEN_GROUP_SPAN, MAX_ADDRESSES, ParserMemory
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +57,23 @@ class _File(BaseModel):
         return tail
 
 
+class _Fallen(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    pci: str = Field(min_length=1, max_length=64)
+    from_xid: bool
+    ago: int = Field(ge=0, le=FALLEN_GROUP_SPAN)
+
+
+class _Parser(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    gpus: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=64)]] = Field(
+        max_length=MAX_ADDRESSES
+    )
+    fallen: list[_Fallen] = Field(default_factory=list, max_length=MAX_ADDRESSES)
+
+
 class _Saved(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -58,6 +81,7 @@ class _Saved(BaseModel):
     kmsg: _Kmsg | None = None
     file: _File | None = None
     edge: Literal["start", "end"] | None = None
+    parser: _Parser | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +93,7 @@ class MonitorState:
     position: Position | None = None
     position_boot_id: str | None = None
     edge: Literal["start", "end"] | None = None
+    parser: ParserMemory | None = None  # what the parser had learned at `position`
 
     def position_for(self, boot_id: str | None) -> Position | None:
         """The saved position where it still means something on this boot: a file offset always, a kmsg
@@ -99,12 +124,17 @@ def load_state(path: Path) -> MonitorState:
             first["msg"],
         )
         return MonitorState()
+    memory = None
+    if saved.parser is not None:
+        fallen = tuple((entry.pci, entry.from_xid, entry.ago) for entry in saved.parser.fallen)
+        memory = ParserMemory(dict(saved.parser.gpus), fallen)
     if saved.kmsg is not None:
-        return MonitorState(saved.boot_id, KmsgPosition(saved.kmsg.seq), saved.kmsg.boot_id)
+        return MonitorState(saved.boot_id, KmsgPosition(saved.kmsg.seq), saved.kmsg.boot_id, parser=memory)
     if saved.file is not None:
         found = saved.file
         tail = base64.b64decode(found.tail, validate=True)
-        return MonitorState(saved.boot_id, FilePosition(found.device, found.inode, found.offset, tail))
+        position = FilePosition(found.device, found.inode, found.offset, tail)
+        return MonitorState(saved.boot_id, position, parser=memory)
     return MonitorState(saved.boot_id, edge=saved.edge)
 
 
@@ -117,6 +147,10 @@ def save_state(path: Path, state: MonitorState) -> bool:
     elif isinstance(position, FilePosition):
         tail = base64.b64encode(position.tail).decode("ascii")
         saved.file = _File(device=position.device, inode=position.inode, offset=position.offset, tail=tail)
+    memory = state.parser
+    if (saved.kmsg or saved.file) and memory is not None and (memory.gpus or memory.fallen):
+        fallen = [_Fallen(pci=pci, from_xid=from_xid, ago=ago) for pci, from_xid, ago in memory.fallen]
+        saved.parser = _Parser(gpus=memory.gpus, fallen=fallen)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_durably(path, saved.model_dump_json(exclude_none=True).encode())

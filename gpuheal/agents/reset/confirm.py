@@ -2,7 +2,9 @@
 
 `ResetAcknowledgements` is fed by the kernel-log monitor (its `on_event` hook) with every GPU reset
 acknowledgement and every reset failure it parses, and numbers them, so a wait can ask for news that
-arrived after a mark taken before the reset began. `confirm` waits (bounded) for each GPU's proof: the
+arrived after a mark taken before the reset began. The monitor shows it only lines read after it
+caught up with the log (older lines are old news), and a mark is taken once it has (`until_caught_up`),
+so the acknowledgement of a reset ordered while the backlog is still read is not taken for backlog. `confirm` waits (bounded) for each GPU's proof: the
 acknowledgement, or, once the acknowledgement had `nvml_grace_s` to arrive, NVML showing the GPU
 present with nothing pending (no lost GPU, no page retirement or row remapping waiting for a reset, no
 uncorrectable ECC error counted since the driver loaded or the GPU was last reset). The driver saying
@@ -21,17 +23,24 @@ from gpuheal.agents.kmsg.gpumap import normalise_uuid
 from gpuheal.agents.kmsg.parser import EventKind, KernelEvent
 from gpuheal.agents.nvml.interface import GpuInfo, Nvml, NvmlError
 from gpuheal.agents.reset.settings import ResetSettings
+from gpuheal.domain.truncate import truncate
 
 log = logging.getLogger(__name__)
 
 KERNEL_LOG = "kernel-log"
+# The driver's words of a failure kept per GPU, in bytes (a line of a log file can be 1 MiB).
+MAX_FAILURE_WORDS = 512
 NVML = "nvml"
 
 
 class ResetAcknowledgements:
     """The GPU reset acknowledgements and failures the kernel-log monitor has seen, by PCI address and UUID."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, caught_up: bool = True) -> None:
+        # Set once the kernel-log monitor has handled its backlog (`caught_up`); a mark waits for it.
+        self._caught_up = asyncio.Event()
+        if caught_up:
+            self._caught_up.set()
         self._sequence = 0
         self._last: dict[str, int] = {}  # PCI key or UUID -> sequence number of its latest acknowledgement
         # PCI key or UUID -> sequence number and the driver's words of its latest reset failure.
@@ -49,9 +58,19 @@ class ResetAcknowledgements:
             if event.kind is EventKind.GPU_RESET:
                 self._last[key] = self._sequence
             else:
-                self._failed[key] = (self._sequence, event.message)
+                self._failed[key] = (self._sequence, truncate(event.message, MAX_FAILURE_WORDS))
         self._changed.set()
         self._changed = asyncio.Event()
+
+    def caught_up(self) -> None:
+        """The kernel-log monitor's `on_caught_up`: what it reads from now on is news."""
+        self._caught_up.set()
+
+    async def until_caught_up(self, timeout: float) -> bool:
+        """Wait (up to `timeout` seconds) until the monitor has handled its backlog; whether it has."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._caught_up.wait(), max(0.0, timeout))
+        return self._caught_up.is_set()
 
     def mark(self) -> int:
         """A point in the stream of news; `seen_since` and `failed_since` count only what came after it."""

@@ -56,9 +56,12 @@ from gpuheal.domain.gpu_reset import (
     GpuResetOrder,
     GpuResetReport,
 )
+from gpuheal.domain.truncate import truncate
 
 log = logging.getLogger(__name__)
 
+# The most bytes of a report's detail (a condition message may hold 32 KiB; the report's JSON wraps it).
+MAX_DETAIL = 8192
 DISABLED = "GPU reset is disabled on this node's agent (start it with --gpu-reset)"
 # 408, 429 and 5xx ask to come back later; 401/403 usually mean credentials or RBAC not there yet.
 _RETRYABLE = frozenset({401, 403, 408, 429})
@@ -198,7 +201,16 @@ class GpuResetWatcher:
             return self._report(order.id, ok=False, detail=detail)
         names = ", ".join(gpu.uuid for gpu in chosen)
         log.info("GPU reset order %s on %s: resetting %s with %s", order.id, self.node, names, self._resetter.name)
-        mark = self._acknowledgements.mark() if self._acknowledgements is not None else 0
+        mark = 0
+        if self._acknowledgements is not None:
+            if not await self._acknowledgements.until_caught_up(self.settings.confirm_timeout_s):
+                log.warning(
+                    "GPU reset order %s on %s: the kernel-log monitor is still reading the log's backlog; "
+                    "the driver's acknowledgement may be taken for backlog (NVML can still confirm the reset)",
+                    order.id,
+                    self.node,
+                )
+            mark = self._acknowledgements.mark()
         self.resets += 1
         try:
             async with self._released():
@@ -233,6 +245,8 @@ class GpuResetWatcher:
 
     @staticmethod
     def _report(order_id: str, *, ok: bool, detail: str, confirmed_by: str = "") -> GpuResetReport:
+        # The detail goes into a node condition's message: bounded, whatever the driver or a command wrote.
+        detail = truncate(detail, MAX_DETAIL)
         return GpuResetReport(id=order_id, ok=ok, detail=detail, confirmed_by=confirmed_by, at=datetime.now(UTC))
 
     async def _answer(self, report: GpuResetReport) -> None:

@@ -272,6 +272,38 @@ async def test_a_repeat_dropped_just_before_the_end_was_seen_is_reported_then(bo
     assert await monitor.remediation_ended(held_seen_at=None) == []
 
 
+class RefusingSink(Sink):
+    """Fails (broken, not full) while `refusing` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refusing = False
+
+    async def submit(self, event: HealthEvent) -> None:
+        if self.refusing:
+            raise OSError("No space left on device")
+        await super().submit(event)
+
+
+async def test_repeats_released_at_the_end_are_kept_when_the_sink_refuses_them(boot_id: Path) -> None:
+    sink, clock = RefusingSink(), Clock()
+    monitor = _monitor(sink, clock, boot_id)
+    for line in (XID_48_A, XID_48_B):
+        assert await monitor.feed(line) is not None
+        assert await monitor.feed(line) is None  # a repeat after the end (the node last held before)
+    sink.refusing = True
+    with pytest.raises(OSError, match="No space left"):
+        await monitor.remediation_ended(held_seen_at=clock.now - 1)
+    assert len(sink.events) == 2
+    sink.refusing = False
+    again = await monitor.feed(XID_48_A)
+    assert again is not None, "the refused repeat's window did not open: the next fault is news"
+    assert [event.gpu_uuids for event in sink.events[2:]] == [(UUID_A,), (UUID_B,)], (
+        "the repeat of B that was not reported goes with the next event the sink takes"
+    )
+    assert await monitor.feed(XID_48_B) is None, "its window opened once it was reported"
+
+
 async def test_a_restarted_monitor_notices_the_reboot_from_its_state_file(boot_id: Path, tmp_path: Path) -> None:
     state = tmp_path / "state" / "kmsg.json"
     sink, clock = Sink(), Clock()

@@ -291,6 +291,11 @@ def test_line_endings_and_bytes() -> None:
         "NVRM: GPU 0000:3b:00.0: GPU reset requested",
         "NVRM: GPU 0000:3b:00.0: GPU reset in progress, complete soon",
         "NVRM: GPU 0000:3b:00.0: GPU reset required before it can complete",
+        # A parenthetical other than the reset method may qualify the success away.
+        "NVRM: GPU 0000:3b:00.0: GPU reset (partial) complete",
+        "NVRM: GPU 0000:3b:00.0: GPU reset (unrecoverable) complete",
+        "NVRM: GPU 0000:3b:00.0: GPU reset (rc=-5) completed",
+        "NVRM: GPU 0000:3b:00.0: GPU reset (status 0x1f) complete",
         "usb 1-1: reset high-speed USB device number 2 using xhci_hcd",
         "GPU 00000000:3B:00.0 was successfully reset, said nobody",
         # /dev/kmsg continuation lines and other kernel noise.

@@ -12,12 +12,14 @@ import pytest
 
 from gpuheal.agents.kmsg.follow import KernelLog, KernelLogFormat, ReadFrom
 from gpuheal.agents.kmsg.gpumap import GpuMap
-from gpuheal.agents.kmsg.monitor import KernelLogMonitor
+from gpuheal.agents.kmsg.monitor import EventObserver, KernelLogMonitor
+from gpuheal.agents.kmsg.parser import KernelEvent
 from gpuheal.domain.health import HealthEvent
 from tests.agents.kmsg.test_monitor import GPUS, UUID_A, UUID_B, Clock, Sink
 
 BOOT_1 = "1b0c2d3e-0000-4000-8000-00000000000a"
 BOOT_2 = "1b0c2d3e-0000-4000-8000-00000000000b"
+UUID_LATE = "GPU-aaaaaaaa-0b0e-4f7e-9a43-1c2d3e4f5a6b"  # a GPU the GPU map does not know: named by the log only
 
 
 class Node:
@@ -47,7 +49,9 @@ class Node:
         self._seq = 0
 
     @contextlib.asynccontextmanager
-    async def monitor(self, read_from: ReadFrom = ReadFrom.RESUME) -> AsyncIterator[KernelLogMonitor]:
+    async def monitor(
+        self, read_from: ReadFrom = ReadFrom.RESUME, on_event: EventObserver | None = None
+    ) -> AsyncIterator[KernelLogMonitor]:
         """The agent's monitor running on this node until the block ends (the agent stopping)."""
         monitor = KernelLogMonitor(
             "gpu-node-7",
@@ -56,6 +60,7 @@ class Node:
             clock=Clock(),  # time stands still: positions are saved after events and at the stop only
             boot_id_path=self.boot_id,
             state_path=self.state,
+            on_event=on_event,
         )
         task = asyncio.create_task(monitor.run(KernelLog(self.log, self.format, read_from, poll_interval=0.01)))
         try:
@@ -204,18 +209,25 @@ async def test_a_boot_an_older_agent_already_read_is_read_from_the_end(tmp_path:
     assert summary(events) == [(74, (UUID_A,))]
 
 
-async def test_a_log_rotated_while_down_is_finished_then_the_new_one_read(tmp_path: Path) -> None:
+@pytest.mark.parametrize("rotations", [1, 2])
+async def test_a_log_rotated_while_down_is_finished_then_the_new_one_read(tmp_path: Path, rotations: int) -> None:
+    """Rotated more than once: the files in between are read too, oldest first."""
     node = Node(tmp_path, KernelLogFormat.FILE)
     async with node.monitor():
         node.write(xid(48))
         await node.reported(1)
-    node.write(xid(13))
-    node.log.rename(tmp_path / "kern.log.1")
-    node.log.write_text("")
-    node.write(xid(74))
+    written = [48]
+    for code in (13, 74)[:rotations]:
+        node.write(xid(code))
+        written.append(code)
+        if (tmp_path / "kern.log.1").exists():  # kern.log.1 → kern.log.2, as logrotate does
+            (tmp_path / "kern.log.1").rename(tmp_path / "kern.log.2")
+        node.log.rename(tmp_path / "kern.log.1")
+        node.log.write_text("")
+    node.write(xid(31))
     async with node.monitor():
-        events = await node.reported(3)
-    assert [event.xid for event in events] == [48, 13, 74]
+        events = await node.reported(len(written) + 1)
+    assert [event.xid for event in events] == [*written, 31]
 
 
 @pytest.mark.parametrize("format", FORMATS)
@@ -240,3 +252,117 @@ async def test_reading_from_the_end_by_hand_is_kept_until_a_line_is_read(tmp_pat
     async with node.monitor():
         events = await node.write_until_reported(xid(48), 1)
     assert summary(events) == [(48, (UUID_A,))]
+
+
+@pytest.mark.parametrize("format", FORMATS)
+@pytest.mark.parametrize("how", ["--from-end", "an older agent's state"])
+async def test_a_restart_after_starting_at_the_end_reads_what_came_meanwhile(
+    tmp_path: Path, format: KernelLogFormat, how: str
+) -> None:
+    """The end is saved as the position it was, not as "the end": a second start before any line was read
+    reads on from there, and an XID written while the agent was down is reported."""
+    node = Node(tmp_path, format)
+    node.write(xid(13))  # the history the operator (or the older agent) skipped
+    read_from = ReadFrom.END
+    if how != "--from-end":
+        node.state.parent.mkdir()
+        node.state.write_text(f'{{"boot_id": "{BOOT_1}"}}')
+        read_from = ReadFrom.RESUME
+    async with node.monitor(read_from) as monitor:
+        await started(monitor)
+    node.write(xid(48))  # while down
+    async with node.monitor():
+        events = await node.reported(1)
+        node.write(xid(74, "0000:5d:00"))
+        events = await node.reported(2)
+    assert summary(events) == [(48, (UUID_A,)), (74, (UUID_B,))]
+
+
+async def test_a_saved_sequence_number_beyond_the_ring_is_not_of_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A well-formed state whose record number the ring never reached would skip the whole boot: it is
+    logged and the ring read from its start."""
+    node = Node(tmp_path, KernelLogFormat.KMSG)
+    node.write(xid(48))
+    node.state.parent.mkdir()
+    node.state.write_text(f'{{"boot_id": "{BOOT_1}", "kmsg": {{"boot_id": "{BOOT_1}", "seq": 1000000}}}}')
+    with caplog.at_level(logging.WARNING):
+        async with node.monitor():
+            events = await node.reported(1)
+            node.write(xid(74, "0000:5d:00"))
+            events = await node.reported(2)
+    assert summary(events) == [(48, (UUID_A,)), (74, (UUID_B,))]
+    assert any("is not of this ring" in record.message for record in caplog.records)
+
+
+@pytest.mark.parametrize("format", FORMATS)
+async def test_a_fallen_off_the_bus_report_split_by_a_restart_is_one_event_naming_its_gpu(
+    tmp_path: Path, format: KernelLogFormat
+) -> None:
+    """The parser's memory goes with the position: the GPU named before the restart, and the XID 79
+    line waiting for its "fallen off the bus" twin."""
+    node = Node(tmp_path, format)
+    node.write(f"NVRM: GPU at PCI:0000:af:00: {UUID_LATE}")
+    async with node.monitor():
+        node.write("NVRM: Xid (PCI:0000:af:00): 79, pid=1, name=a, GPU has fallen off the bus.")
+        await node.reported(1)
+    node.write("NVRM: GPU 0000:af:00.0: GPU has fallen off the bus.")  # while down: the same report
+    async with node.monitor():
+        node.write(xid(74, "0000:af:00"))  # a barrier: the twin, were it reported, would come before it
+        events = await node.reported(2)
+    assert summary(events) == [(79, (UUID_LATE,)), (74, (UUID_LATE,))]
+
+
+@pytest.mark.parametrize("format", FORMATS)
+async def test_reset_news_of_the_backlog_is_not_shown_to_the_reset_watcher(
+    tmp_path: Path, format: KernelLogFormat
+) -> None:
+    """A reset acknowledgement (or failure) logged before the agent started, read again after a restart,
+    must not decide a reset ordered now: only lines read after the follower caught up reach `on_event`."""
+    node = Node(tmp_path, format)
+    node.write("NVRM: GPU 0000:3b:00.0: GPU reset complete")  # an earlier reset's outcome
+    node.write("NVRM: GPU 0000:5d:00.0: GPU reset did not complete")
+    seen: list[tuple[str, str | None]] = []
+
+    def observe(event: KernelEvent, gpu_uuid: str | None) -> None:
+        seen.append((event.kind, gpu_uuid))
+
+    async with node.monitor(on_event=observe):
+        await node.reported(2)  # still reported as events: the log holds them
+        assert seen == []
+        node.write("NVRM: GPU 0000:5d:00.0: GPU reset complete")  # news
+        await node.reported(3)
+    assert seen == [("gpu_reset", UUID_B)]
+
+
+class RefusingSink(Sink):
+    """A sink that fails (not full: broken) for the first `refusals` events."""
+
+    def __init__(self, refusals: int) -> None:
+        super().__init__()
+        self.refusals = refusals
+
+    async def submit(self, event: HealthEvent) -> None:
+        if self.refusals:
+            self.refusals -= 1
+            raise OSError("No space left on device")
+        await super().submit(event)
+
+
+@pytest.mark.parametrize("format", FORMATS)
+async def test_a_line_whose_event_the_sink_refused_is_read_again_at_the_next_start(
+    tmp_path: Path, format: KernelLogFormat
+) -> None:
+    node = Node(tmp_path, format)
+    node.sink = RefusingSink(1)
+    async with node.monitor():
+        node.write(xid(48))  # refused
+        node.write("eth0: link up")
+        node.write(xid(74, "0000:5d:00"))
+        (taken,) = await node.reported(1)
+    async with node.monitor():
+        node.write(xid(31))
+        events = await node.reported(4)
+    assert summary(events) == [(74, (UUID_B,)), (48, (UUID_A,)), (74, (UUID_B,)), (31, (UUID_A,))]
+    assert events[2].id == taken.id, "what followed is read again as the same events"

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from kubernetes.aio import client as k8s
 
-from gpuheal.agents.kmsg.follow import follow_file
+from gpuheal.agents.kmsg.follow import KernelLog, KernelLogFormat, ReadFrom
 from gpuheal.agents.kmsg.gpumap import GpuMap
 from gpuheal.agents.kmsg.monitor import KernelLogMonitor
 from gpuheal.agents.nvml.fake import FakeNvml
@@ -202,7 +202,7 @@ async def node(cluster: Cluster, tmp_path: Path) -> AsyncIterator[Node]:
     nvml.init()
     kernel_log = tmp_path / "kmsg.log"
     kernel_log.write_text("")
-    acknowledgements = ResetAcknowledgements()
+    acknowledgements = ResetAcknowledgements(caught_up=False)
     sink = RecordingSink()
     monitor = KernelLogMonitor(
         cluster.node,
@@ -210,8 +210,10 @@ async def node(cluster: Cluster, tmp_path: Path) -> AsyncIterator[Node]:
         gpu_map=GpuMap({gpu.pci: gpu.uuid for gpu in nvml.gpus}),
         boot_id_path=tmp_path / "boot_id",
         on_event=acknowledgements.observe,
+        on_caught_up=acknowledgements.caught_up,
     )
-    task = asyncio.create_task(monitor.run(follow_file(kernel_log, start_at="start", poll_interval=0.02)))
+    source = KernelLog(kernel_log, KernelLogFormat.FILE, ReadFrom.START, poll_interval=0.02)
+    task = asyncio.create_task(monitor.run(source))
     try:
         yield Node(cluster, nvml, kernel_log, acknowledgements, sink)
     finally:

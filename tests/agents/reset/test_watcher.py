@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
-from gpuheal.agents.kmsg.monitor import CHECK_RESET
+from gpuheal.agents.kmsg.follow import KernelLog, KernelLogFormat, ReadFrom
+from gpuheal.agents.kmsg.gpumap import GpuMap
+from gpuheal.agents.kmsg.monitor import CHECK_RESET, KernelLogMonitor
+from gpuheal.agents.nvml.fake import FakeNvml
 from gpuheal.agents.nvml.interface import GpuInfo
-from gpuheal.agents.reset import DISABLED
+from gpuheal.agents.reset import DISABLED, ResetAcknowledgements
+from gpuheal.agents.reset.watcher import MAX_DETAIL
 from gpuheal.domain.gpu_reset import REASON_CONFIRMED, REASON_FAILED, GpuResetOrder
-from tests.agents.reset.conftest import FAST, Cluster, CountingResetter, Node, eventually, now
+from tests.agents.reset.conftest import FAST, GPUS, Cluster, CountingResetter, Node, RecordingSink, eventually, now
 
 
 async def test_an_order_is_reset_and_confirmed_by_the_kernel_log(node: Node, cluster: Cluster) -> None:
@@ -123,9 +130,32 @@ async def test_a_reset_the_driver_says_failed_is_a_failure(node: Node, cluster: 
     assert [(e.check_name, e.is_healthy) for e in node.sink.events] == [(CHECK_RESET, False)]
 
 
+async def test_the_drivers_words_of_a_failure_are_bounded_in_the_report(node: Node, cluster: Cluster) -> None:
+    """A line of a log file may be 1 MiB: the report that carries its words into a node condition is cut."""
+    target = node.gpus[2]
+    words = "GPU reset failed: " + "x" * 200_000
+
+    class FailingDriver(CountingResetter):
+        async def reset(self, gpus: Sequence[GpuInfo]) -> None:
+            await super().reset(gpus)
+            with node.kernel_log.open("a") as log:
+                log.write(f"6,7,1,-;NVRM: GPU {target.pci}: {words}\n")
+
+    async with node.watcher(FailingDriver()):
+        order = await cluster.order([target.uuid])
+        status, _, report = await cluster.report(order.id, timeout=20.0)
+    assert status == "False"
+    assert report.detail.startswith(
+        f"the driver reported the reset of {target.uuid} failed: GPU {target.pci}: GPU reset failed: xxx"
+    )
+    assert "[truncated" in report.detail
+    assert len(report.detail.encode()) <= MAX_DETAIL
+
+
 async def test_an_acknowledgement_from_before_the_reset_proves_nothing(node: Node, cluster: Cluster) -> None:
     target = node.gpus[0]
     node.nvml.fail_device(0)  # NVML cannot vouch for it either
+    assert await node.acknowledgements.until_caught_up(10)  # read live: a backlog line is not shown at all
     with node.kernel_log.open("a") as log:
         log.write(f"6,1,1,-;NVRM: GPU {target.pci}: GPU reset complete\n")
     await eventually(lambda: node.acknowledgements.mark() == 1, "the old acknowledgement being seen")
@@ -206,3 +236,41 @@ async def test_an_order_from_before_the_node_last_rebooted_is_left_alone(node: N
         assert await watcher.handle(await cluster.node_json()) is None
     assert resetter.calls == []
     assert await cluster.condition() is None
+
+
+async def test_reset_news_from_before_the_agent_started_decides_no_reset(cluster: Cluster, tmp_path: Path) -> None:
+    """The log holds earlier resets' outcomes (an acknowledgement, a failure) when the agent starts: a
+    reset ordered before the monitor has read that backlog waits for it, and is decided by its own news."""
+    nvml = FakeNvml(cluster.node, GPUS)
+    nvml.init()
+    done, failed = nvml.gpus[0], nvml.gpus[1]
+    nvml.fail_device(0)  # NVML cannot vouch for either
+    nvml.fail_device(1)
+    kernel_log = tmp_path / "kmsg.log"
+    kernel_log.write_text(
+        f"6,1,1,-;NVRM: GPU {done.pci}: GPU reset complete\n6,2,2,-;NVRM: GPU {failed.pci}: GPU reset did not complete\n"
+    )
+    node = Node(cluster, nvml, kernel_log, ResetAcknowledgements(caught_up=False), RecordingSink())
+    monitor = KernelLogMonitor(
+        cluster.node,
+        node.sink,
+        gpu_map=GpuMap({gpu.pci: gpu.uuid for gpu in nvml.gpus}),
+        boot_id_path=tmp_path / "boot_id",
+        on_event=node.acknowledgements.observe,
+        on_caught_up=node.acknowledgements.caught_up,
+    )
+    async with node.watcher(CountingResetter(), settings=replace(FAST, confirm_timeout_s=2.0)) as watcher:
+        order = await cluster.order([done.uuid, failed.uuid])
+        await asyncio.sleep(0.2)
+        assert watcher.resets == 0, "the reset waits until the backlog is read"
+        source = KernelLog(kernel_log, KernelLogFormat.FILE, ReadFrom.START, poll_interval=0.02)
+        task = asyncio.create_task(monitor.run(source))
+        try:
+            status, _, report = await cluster.report(order.id)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    assert watcher.resets == 1
+    assert len(node.sink.events) == 2, "the backlog was read and reported"
+    assert status == "False" and "not confirmed" in report.detail, report.detail
