@@ -15,19 +15,23 @@ import pytest
 
 
 @pytest.mark.timeout(300)
-def test_the_demo_resolves_its_fault_from_a_deep_state_directory(tmp_path: Path) -> None:
-    state = tmp_path / ("deep" * 12) / "checkouts" / "gpuheal" / ".state" / "demo"
-    demo = ["demo", "--nodes", "2", "--gpus-per-node", "2", "--reboot-seconds", "0.5", "--state-dir", str(state)]
+def test_the_demo_resolves_its_fault_from_a_checkout_150_characters_deep(tmp_path: Path) -> None:
+    # The demo keeps its state under the checkout (`.state/demo`, its default), as `make demo` runs it.
+    checkout = tmp_path / "checkouts"
+    checkout = checkout / ("d" * max(1, 150 - len(str(checkout)) - 1)) / "gpuheal"
+    checkout.mkdir(parents=True)
+    demo = ["demo", "--nodes", "2", "--gpus-per-node", "2", "--reboot-seconds", "0.5"]
     result = subprocess.run(
         [sys.executable, "-m", "gpuheal", *demo],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
+        cwd=checkout,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Resolved" in result.stdout
-    # The agents' sockets are bound outside the deep state directory, within the 107-byte limit.
+    # The agents' sockets are bound outside the deep checkout, within the 107-byte limit.
     [sockets] = re.findall(r"sockets under (\S+)/<node>", result.stdout)
     assert not sockets.startswith(str(tmp_path))
     assert len(f"{sockets}/gpu-node-000/device-api.sock") <= 107
