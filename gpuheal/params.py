@@ -7,8 +7,6 @@ surfaces later as a traceback, or as a process that runs but cannot do its job.
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from pathlib import Path
 from typing import Any
 
@@ -16,31 +14,21 @@ import click
 import yaml  # type: ignore[import-untyped]
 from pydantic import ValidationError
 
+from gpuheal.address import parse_host_port
 from gpuheal.agents.kmsg.decide import XidPolicy
-
-# A DNS name: dot-separated labels of letters, digits and inner hyphens (RFC 1123), and underscores,
-# which container networks use in service names and the SDK's URL parser accepts.
-_HOSTNAME = re.compile(r"(?!-)[\w-]{1,63}(?<!-)(\.(?!-)[\w-]{1,63}(?<!-))*\.?", re.ASCII)
 
 
 class HostPort(click.ParamType[str, Any]):
-    """`host:port`: a DNS name, an IPv4 address or a bracketed IPv6 address, and a port from 1 to 65535."""
+    """`host:port` (see `gpuheal.address.parse_host_port`): a host is required and the port runs from 1."""
 
     name = "host:port"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
         text = str(value).strip()
-        host, colon, port = text.rpartition(":")
-        if not colon or not port.isdigit() or not 1 <= int(port) <= 65535:
-            self.fail(f"{text!r} is not host:port (a port from 1 to 65535 is required)", param, ctx)
-        if host.startswith("[") and host.endswith("]"):
-            literal = host[1:-1]
-            try:
-                ipaddress.IPv6Address(literal)
-            except ValueError:
-                self.fail(f"{host!r} in {text!r} is not an IPv6 address", param, ctx)
-        elif len(host) > 253 or not _HOSTNAME.fullmatch(host):
-            self.fail(f"{host!r} in {text!r} is not a host name or IP address", param, ctx)
+        try:
+            parse_host_port(text)
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
         return text
 
 

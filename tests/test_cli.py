@@ -205,9 +205,9 @@ def test_the_agent_checks_its_kubeconfig_as_the_worker_does(tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("address", "expected"),
     [
-        ("not an address", "is not host:port"),
-        ("127.0.0.1", "is not host:port"),
-        ("127.0.0.1:99999", "is not host:port"),
+        ("not an address", "is not HOST:PORT"),
+        ("127.0.0.1", "is not HOST:PORT"),
+        ("127.0.0.1:99999", "is not HOST:PORT"),
         ("temporal..example:7233", "is not a host name or IP address"),
         ("[::zz]:7233", "is not an IPv6 address"),
     ],
@@ -225,7 +225,7 @@ def test_the_worker_refuses_an_unparsable_temporal_address_in_one_line(address: 
 def test_every_command_that_talks_to_temporal_checks_its_address(command: list[str]) -> None:
     error = one_line_error(run_script(*command, "--address", "temporal.example"))
 
-    assert "'--address'" in error and "'temporal.example' is not host:port" in error
+    assert "'--address'" in error and "'temporal.example' is not HOST:PORT" in error
 
 
 @pytest.mark.parametrize("address", ["localhost:9464", "127.0.0.1:http", "bogus"])

@@ -17,6 +17,8 @@ from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.registry import CollectorRegistry
 
+from gpuheal.address import parse_host_port
+
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
@@ -27,15 +29,8 @@ class HealthServerError(RuntimeError):
 
 
 def parse_address(text: str) -> tuple[str, int]:
-    """`HOST:PORT`, `[IPV6]:PORT`, `:PORT` or `PORT` (loopback); a ValueError names what is wrong."""
-    host, _, port = text.strip().rpartition(":")
-    bracketed = host.startswith("[") and host.endswith("]")
-    if ":" in host and not bracketed:  # "::1" would otherwise be host ":" and port 1
-        raise ValueError(f"{text!r} is not HOST:PORT: an IPv6 address goes in brackets, as in [::1]:9400")
-    host = (host[1:-1] if bracketed else host) or LOOPBACK
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"{text!r} is not HOST:PORT with a port from 0 to 65535")
-    return host, int(port)
+    """`HOST:PORT`, `[IPV6]:PORT`, `:PORT` or `PORT` (loopback), port 0 meaning any free one; a ValueError names what is wrong."""
+    return parse_host_port(text, default_host=LOOPBACK, lowest_port=0)
 
 
 class HealthServer:

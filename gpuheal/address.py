@@ -1,0 +1,43 @@
+"""`HOST:PORT` as a person types it, parsed once for every gpuheal flag that takes one.
+
+The host is a DNS name, an IPv4 address or a bracketed IPv6 address; an unbracketed IPv6 address is
+refused with a hint, since `::1:9400` cannot be split unambiguously. Callers choose what an empty host
+means (an error, or a default such as loopback) and whether port 0 (any free port) is allowed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+# A DNS name: dot-separated labels of letters, digits and inner hyphens (RFC 1123), and underscores,
+# which container networks use in service names and the Temporal SDK's URL parser accepts.
+_HOSTNAME = re.compile(r"(?!-)[\w-]{1,63}(?<!-)(\.(?!-)[\w-]{1,63}(?<!-))*\.?", re.ASCII)
+
+
+def parse_host_port(text: str, *, default_host: str | None = None, lowest_port: int = 1) -> tuple[str, int]:
+    """`(host, port)` from `HOST:PORT` or `[IPV6]:PORT`; a ValueError names what is wrong.
+
+    With `default_host`, the host may be left out (`:PORT` or a bare `PORT`) and means that host; the
+    IPv6 host comes back without its brackets. The port runs from `lowest_port` to 65535.
+    """
+    text = text.strip()
+    host, _, port = text.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    if ":" in host and not bracketed:  # "::1" would otherwise be host ":" and port 1
+        raise ValueError(f"{text!r} is not HOST:PORT: an IPv6 address goes in brackets, as in [::1]:9400")
+    if not port.isdigit() or not lowest_port <= int(port) <= 65535:
+        raise ValueError(f"{text!r} is not HOST:PORT with a port from {lowest_port} to 65535")
+    if bracketed:
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"'[{host}]' in {text!r} is not an IPv6 address") from None
+    elif not host:
+        if default_host is None:
+            raise ValueError(f"{text!r} is not HOST:PORT: it names no host")
+        host = default_host
+    elif len(host) > 253 or not _HOSTNAME.fullmatch(host):
+        raise ValueError(f"{host!r} in {text!r} is not a host name or IP address")
+    return host, int(port)
