@@ -258,9 +258,9 @@ class GpuCache:
     # -- internals -----------------------------------------------------------------------------
 
     def _stored(self, name: str) -> gpu_pb2.Gpu:
-        check_name(name)
         gpu = self._gpus.get(name)
         if gpu is None:
+            check_name(name)  # a stored GPU's name passed `check_gpu`; only a miss can be malformed
             raise NotFoundError(f'gpu "{name}" not found')
         return gpu
 

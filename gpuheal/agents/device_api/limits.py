@@ -77,7 +77,7 @@ class GpuLimits:
     # The whole status as serialized: what one write adds to the cache and the watch history.
     max_status_bytes: int = 32 * 1024
     # The whole GPU as serialized, without the resource versions the cache stamps on it: the
-    # largest name, namespace, UUID and status take 33,360 bytes.
+    # largest name, namespace, UUID and status take 33,358 bytes.
     max_gpu_bytes: int = 33 * 1024
 
     def __post_init__(self) -> None:

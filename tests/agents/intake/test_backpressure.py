@@ -14,7 +14,7 @@ import pytest
 
 from gpuheal.agents.intake import IntakeServer, IntakeSettings
 from gpuheal.agents.publisher.spool import SpoolFull
-from gpuheal.agents.sink import EventSink
+from gpuheal.agents.sink import EventSink, SinkFull
 from gpuheal.domain.health import HealthEvent
 from gpuheal.protos import health_event_pb2 as pb
 from gpuheal.protos import health_event_pb2_grpc as pb_grpc
@@ -102,8 +102,10 @@ async def test_requests_past_the_bound_are_refused_while_the_sink_is_busy(socket
     assert sink.waiting == 3
 
 
-async def test_a_full_publisher_is_unavailable_in_one_log_line(
-    socket_dir: Path, caplog: pytest.LogCaptureFixture
+# Any full sink (`SinkFull`, the sink's own contract), not only the publisher's spool (`SpoolFull`).
+@pytest.mark.parametrize("full", [SpoolFull, SinkFull])
+async def test_a_full_sink_is_unavailable_in_one_log_line(
+    socket_dir: Path, caplog: pytest.LogCaptureFixture, full: type[SinkFull]
 ) -> None:
     class Full:
         def __init__(self) -> None:
@@ -111,7 +113,7 @@ async def test_a_full_publisher_is_unavailable_in_one_log_line(
 
         async def submit(self, event: HealthEvent) -> None:
             if self.taken:
-                raise SpoolFull(f"spool /var/spool cannot take actionable event {event.id}: the memory hold is full")
+                raise full(f"spool /var/spool cannot take actionable event {event.id}: the memory hold is full")
             self.taken.append(event.id)
 
     sink = Full()
