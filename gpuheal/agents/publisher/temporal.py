@@ -19,7 +19,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from gpuheal.agents.publisher.errors import DependencyUnavailable
 from gpuheal.control.connection import DEFAULT_TASK_QUEUE, connect
-from gpuheal.control.remediations import report_fault
+from gpuheal.control.report import report_fault
 from gpuheal.domain.faults import Fault
 from gpuheal.domain.policy import RemediationPolicy
 from gpuheal.domain.truncate import truncate
