@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pkgutil
+import re
 import shutil
 import subprocess
 import sys
@@ -15,10 +17,8 @@ import gpuheal
 
 ROOT = Path(__file__).resolve().parents[1]
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
-CONTRACTS = [
-    contract["name"]
-    for contract in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
-]
+SETTINGS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+CONTRACTS = [contract["name"] for contract in SETTINGS["contracts"]]
 LAYERS, NO_IO, NO_TEMPORAL, AGENT_NO_WORKFLOWS = CONTRACTS
 
 
@@ -37,6 +37,14 @@ def lint(root: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(LINT_IMPORTS), "--no-cache"], cwd=root, env=env, capture_output=True, text=True, check=False
     )
+
+
+def test_every_top_level_module_has_a_layer() -> None:
+    """A new module beside the layers would be bound by none of them."""
+    [layers] = [contract["layers"] for contract in SETTINGS["contracts"] if contract["type"] == "layers"]
+    layered = {name.strip("() ") for layer in layers for name in re.split(r"[|:]", layer)}
+    modules = {f"gpuheal.{module.name}" for module in pkgutil.iter_modules(gpuheal.__path__)}
+    assert modules - layered == set()
 
 
 def test_the_package_as_it_is_keeps_every_contract(copy: Path) -> None:
