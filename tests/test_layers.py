@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import pkgutil
 import re
@@ -39,12 +40,14 @@ def lint(root: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_every_top_level_module_has_a_layer() -> None:
+@pytest.mark.parametrize("package", SETTINGS["root_packages"])
+def test_every_top_level_module_has_a_layer(package: str) -> None:
     """A new module beside the layers would be bound by none of them."""
     [layers] = [contract["layers"] for contract in SETTINGS["contracts"] if contract["type"] == "layers"]
     layered = {name.strip("() ") for layer in layers for name in re.split(r"[|:]", layer)}
-    modules = {f"gpuheal.{module.name}" for module in pkgutil.iter_modules(gpuheal.__path__)}
-    assert modules - layered == set()
+    path = importlib.import_module(package).__path__
+    modules = {f"{package}.{module.name}" for module in pkgutil.iter_modules(path)}
+    assert package in layered or modules - layered == set()
 
 
 def test_the_package_as_it_is_keeps_every_contract(copy: Path) -> None:
