@@ -246,7 +246,7 @@ def _decision_command(approve: bool) -> Any:
 
         async def send() -> None:
             client = await connect_temporal(address, namespace)
-            await remediations.decide(client, node, decision, approve=approve)
+            await remediations.send_decision(client, node, decision, approve=approve)
 
         _run(send)
         click.echo(f"{verb}d the remediation of {node} as {who}")

@@ -29,7 +29,7 @@ class InvalidQuery(ValueError):
     """Temporal refused a visibility query (INVALID_ARGUMENT); the message is its reason."""
 
 
-async def decide(client: Client, node: str, decision: Decision, *, approve: bool) -> None:
+async def send_decision(client: Client, node: str, decision: Decision, *, approve: bool) -> None:
     """Send `approve` or `reject` to the node's running remediation."""
     handle = client.get_workflow_handle_for(RemediationWorkflow.run, workflow_id_for(node))
     try:
