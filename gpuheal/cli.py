@@ -20,7 +20,7 @@ from gpuheal.control.connection import (
     DEFAULT_TASK_QUEUE,
     NamespaceNotFound,
     TemporalUnreachable,
-    connect,
+    connect_temporal,
     is_namespace_not_found,
 )
 from gpuheal.control.lifetime import ProcessRuntime
@@ -245,8 +245,8 @@ def _decision_command(approve: bool) -> Any:
         decision = Decision(approver=who, reason=reason)
 
         async def send() -> None:
-            client = await connect(address, namespace)
-            await remediations.decide(client, node, decision, approve=approve)
+            client = await connect_temporal(address, namespace)
+            await remediations.send_decision(client, node, decision, approve=approve)
 
         _run(send)
         click.echo(f"{verb}d the remediation of {node} as {who}")
@@ -279,7 +279,7 @@ def status(address: str | None, namespace: str | None, node: str) -> None:
     """Show the remediation of NODE as JSON (phase, action, faults, decision, phase history)."""
 
     async def query() -> str:
-        client = await connect(address, namespace)
+        client = await connect_temporal(address, namespace)
         return (await remediations.status(client, node)).model_dump_json(indent=2)
 
     click.echo(_run(query))
@@ -292,7 +292,7 @@ def list_command(address: str | None, namespace: str | None, query: str) -> None
     """List remediations, newest first."""
 
     async def fetch() -> list[remediations.RemediationSummary]:
-        client = await connect(address, namespace)
+        client = await connect_temporal(address, namespace)
         return await remediations.list_remediations(client, query)
 
     try:

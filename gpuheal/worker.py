@@ -38,7 +38,7 @@ from gpuheal.activities import remediation_activities
 from gpuheal.activities.providers.configured import DEFAULT_PROVIDERS, build_providers
 from gpuheal.activities.providers.selection import ProviderSet
 from gpuheal.activities.providers.simulator import SimulatorProvider
-from gpuheal.control.connection import DEFAULT_TASK_QUEUE, check_namespace, connect
+from gpuheal.control.connection import DEFAULT_TASK_QUEUE, check_namespace, connect_temporal
 from gpuheal.control.lifetime import ProcessRuntime
 from gpuheal.kubeclient import connect as connect_kubernetes
 from gpuheal.kubeprobe import KubernetesUnavailable, wait_until_answering
@@ -109,7 +109,7 @@ async def running_worker(settings: WorkerSettings, client: Client | None = None)
         raise KubernetesUnavailable(f"cannot use the Kubernetes configuration: {error}") from None
     async with api:
         if client is None:
-            client = await connect(settings.temporal_address, settings.temporal_namespace)
+            client = await connect_temporal(settings.temporal_address, settings.temporal_namespace)
         await check_namespace(client)
         await ensure_search_attributes(client)
         await wait_until_answering(api, settings.kubernetes_wait)

@@ -30,7 +30,9 @@ class NamespaceNotFound(LookupError):
     """The Temporal server answered, but has no such namespace."""
 
 
-async def connect(address: str | None = None, namespace: str | None = None, runtime: Runtime | None = None) -> Client:
+async def connect_temporal(
+    address: str | None = None, namespace: str | None = None, runtime: Runtime | None = None
+) -> Client:
     """A client from the standard settings; `address` and `namespace` override them when given.
 
     Raises `TemporalUnreachable` when nothing answers at the address.

@@ -1,8 +1,7 @@
 """What operators and detectors do with remediations: report a fault, approve, reject, inspect.
 
-A fault is reported with signal-with-start on `remediate-<node>`: it starts the node's remediation,
-or joins the one already running. That makes reporting idempotent per node and needs no lookup
-first, which keeps a fault storm to one round trip per fault.
+Reporting lives in `gpuheal.control.report`, which goes by name and loads no workflow code (the node
+agent uses it); it is re-exported here so that this one module offers every operation.
 """
 
 from __future__ import annotations
@@ -10,16 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus, WorkflowHandle
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from gpuheal.control.connection import DEFAULT_TASK_QUEUE, is_namespace_not_found
-from gpuheal.domain.faults import Fault
+from gpuheal.control.connection import is_namespace_not_found
+from gpuheal.control.report import report_fault as report_fault
 from gpuheal.domain.marks import workflow_id_for
-from gpuheal.domain.phases import Phase
-from gpuheal.domain.policy import RemediationPolicy
-from gpuheal.domain.remediation import Decision, RemediationInput, RemediationStatus
+from gpuheal.domain.remediation import Decision, RemediationStatus
+from gpuheal.domain.remediation_contract import REMEDIATION
 from gpuheal.workflows import search_attributes as attrs
 from gpuheal.workflows.remediation import RemediationWorkflow
 
@@ -32,24 +29,7 @@ class InvalidQuery(ValueError):
     """Temporal refused a visibility query (INVALID_ARGUMENT); the message is its reason."""
 
 
-async def report_fault(
-    client: Client, fault: Fault, policy: RemediationPolicy | None = None, task_queue: str = DEFAULT_TASK_QUEUE
-) -> WorkflowHandle[RemediationWorkflow, RemediationStatus]:
-    """Start the node's remediation with this fault, or add the fault to the running one."""
-    return await client.start_workflow(
-        RemediationWorkflow.run,
-        RemediationInput(node=fault.node, policy=policy or RemediationPolicy()),
-        id=workflow_id_for(fault.node),
-        task_queue=task_queue,
-        start_signal="fault",
-        start_signal_args=[fault],
-        search_attributes=TypedSearchAttributes(
-            [SearchAttributePair(attrs.NODE, fault.node), SearchAttributePair(attrs.PHASE, Phase.DETECTED.value)]
-        ),
-    )
-
-
-async def decide(client: Client, node: str, decision: Decision, *, approve: bool) -> None:
+async def send_decision(client: Client, node: str, decision: Decision, *, approve: bool) -> None:
     """Send `approve` or `reject` to the node's running remediation."""
     handle = client.get_workflow_handle_for(RemediationWorkflow.run, workflow_id_for(node))
     try:
@@ -88,7 +68,7 @@ async def list_remediations(client: Client, query: str = "") -> list[Remediation
 
     Raises `InvalidQuery` when Temporal refuses the query.
     """
-    base = "WorkflowType = 'RemediationWorkflow'"
+    base = f"WorkflowType = '{REMEDIATION.name}'"
     sent = f"{base} AND ({query})" if query else base
     found: list[RemediationSummary] = []
     try:

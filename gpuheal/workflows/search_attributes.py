@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from temporalio.common import SearchAttributeKey
 
-NODE = SearchAttributeKey.for_keyword("GpuhealNode")
-PHASE = SearchAttributeKey.for_keyword("GpuhealPhase")
+from gpuheal.domain.remediation_contract import NODE_ATTRIBUTE, PHASE_ATTRIBUTE
+
+NODE = SearchAttributeKey.for_keyword(NODE_ATTRIBUTE)
+PHASE = SearchAttributeKey.for_keyword(PHASE_ATTRIBUTE)
 XID = SearchAttributeKey.for_int("GpuhealXid")
 ACTION = SearchAttributeKey.for_keyword("GpuhealAction")
 GPUS = SearchAttributeKey.for_keyword_list("GpuhealGpu")

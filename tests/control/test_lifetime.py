@@ -11,7 +11,7 @@ import asyncio
 
 import pytest
 
-from gpuheal.control.connection import connect
+from gpuheal.control.connection import connect_temporal
 from gpuheal.control.lifetime import ProcessRuntime, current_runtime
 from gpuheal.control.remediations import InvalidQuery, list_remediations
 from gpuheal.demo.devserver import DevServer
@@ -19,7 +19,7 @@ from gpuheal.demo.devserver import DevServer
 
 async def test_the_runtime_is_released_once_the_command_returns(dev_server: DevServer) -> None:
     async def listing() -> int:
-        client = await connect(dev_server.address)
+        client = await connect_temporal(dev_server.address)
         assert client.service_client.config.runtime is current_runtime() is not None
         return len(await list_remediations(client))
 
@@ -32,7 +32,7 @@ async def test_the_runtime_is_released_once_the_command_returns(dev_server: DevS
 
 async def test_the_runtime_is_released_even_while_the_failure_is_still_held(dev_server: DevServer) -> None:
     async def bad_query() -> None:
-        client = await connect(dev_server.address)
+        client = await connect_temporal(dev_server.address)
         await list_remediations(client, "GpuhealPhase ====")
 
     process = ProcessRuntime()

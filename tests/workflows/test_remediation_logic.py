@@ -65,7 +65,7 @@ async def test_approval_resumes_the_repair_and_records_who_approved(
     await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
     assert node.reboots == 0, "nothing is repaired before the approval"
 
-    await remediations.decide(
+    await remediations.send_decision(
         time_skipping_env.client, node.name, Decision(approver="alice", reason="ok"), approve=True
     )
     status = await handle.result()
@@ -93,7 +93,7 @@ async def test_reject_escalates_and_leaves_the_node_cordoned(
 ) -> None:
     handle = await start(time_skipping_env, queue, node, approval=True)
     await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
-    await remediations.decide(
+    await remediations.send_decision(
         time_skipping_env.client, node.name, Decision(approver="bob", reason="rma"), approve=False
     )
     status = await handle.result()

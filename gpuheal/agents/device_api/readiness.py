@@ -18,7 +18,6 @@ a reason to stop serving them.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 from gpuheal.agents.device_api.errors import NotReadyError
@@ -32,7 +31,7 @@ class ReadinessGate:
             raise ValueError(f"expected_gpus must not be negative, not {expected_gpus}")
         self._expected = expected_gpus
         self._registered = 0
-        self._opened = asyncio.Event()
+        self._opened = False
         self._listeners: list[Callable[[], None]] = []
         self.reason = ""
         if expected_gpus == 0:
@@ -40,7 +39,7 @@ class ReadinessGate:
 
     @property
     def ready(self) -> bool:
-        return self._opened.is_set()
+        return self._opened
 
     @property
     def expected_gpus(self) -> int | None:
@@ -72,15 +71,11 @@ class ReadinessGate:
                 progress = f"{self._registered} of {self._expected} registered"
             raise NotReadyError(f"providers have not registered this node's GPUs yet ({progress})")
 
-    async def wait(self) -> None:
-        """Return once the gate is open."""
-        await self._opened.wait()
-
     def _open(self, reason: str) -> None:
         if self.ready:
             return
         self.reason = reason
-        self._opened.set()
+        self._opened = True
         listeners, self._listeners = self._listeners, []
         for listener in listeners:
             listener()

@@ -148,9 +148,6 @@ class DeviceApiServer:
         """Providers have registered everything they will: start serving consumers."""
         self.gate.mark_ready()
 
-    async def wait_ready(self) -> None:
-        await self.gate.wait()
-
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:

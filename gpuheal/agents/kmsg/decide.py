@@ -46,7 +46,7 @@ class XidPolicy(BaseModel):
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
+class EventAction:
     """The action an event calls for, whether it is fatal (`action` is not NONE), and who said so.
 
     `source` is `policy` (an operator's override), `catalog` (NVIDIA's XID catalog) or `default`
@@ -64,20 +64,20 @@ class Decision:
 _DEFAULT_POLICY = XidPolicy()
 
 
-def decide(event: KernelEvent, policy: XidPolicy | None = None) -> Decision:
-    """The decision for one event under a policy (the catalog alone when there is none)."""
+def decide(event: KernelEvent, policy: XidPolicy | None = None) -> EventAction:
+    """The action one event calls for under a policy (the catalog alone when there is none)."""
     rules = policy or _DEFAULT_POLICY
     if event.kind is EventKind.XID:
         override = rules.overrides.get(event.code)
         if override is not None:
-            return Decision(override, "policy")
-        return Decision(action_for_xid(event.code, _catalog_message(event)), "catalog")
+            return EventAction(override, "policy")
+        return EventAction(action_for_xid(event.code, _catalog_message(event)), "catalog")
     if event.kind is EventKind.SXID:
         override = rules.sxid_overrides.get(event.code)
         if override is not None:
-            return Decision(override, "policy")
-        return Decision(rules.fatal_sxid_action if event.fatal else RecommendedAction.NONE)
-    return Decision(RecommendedAction.NONE)
+            return EventAction(override, "policy")
+        return EventAction(rules.fatal_sxid_action if event.fatal else RecommendedAction.NONE)
+    return EventAction(RecommendedAction.NONE)
 
 
 def _catalog_message(event: KernelEvent) -> str:

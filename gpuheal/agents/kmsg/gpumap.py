@@ -10,26 +10,17 @@ from __future__ import annotations
 
 import importlib
 import logging
-import re
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from gpuheal.agents.kmsg.pci import pci_key
+from gpuheal.agents.gpu_identity import normalise_uuid, pci_key
 
 log = logging.getLogger(__name__)
 
 PROC_GPUS = Path("/proc/driver/nvidia/gpus")
 
 GpuSource = Callable[[], Mapping[str, str]]
-
-_UUID = re.compile(r"GPU-[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", re.ASCII)
-
-
-def normalise_uuid(text: str) -> str | None:
-    """`GPU-` and the UUID's hex digits in lower case, or None when the text is no GPU UUID."""
-    match = _UUID.search(text)
-    return "GPU-" + match[0][4:].lower() if match else None
 
 
 def read_proc_gpus(root: Path = PROC_GPUS) -> dict[str, str]:

@@ -67,7 +67,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from gpuheal.agents.kmsg.decide import Decision, XidPolicy, decide
+from gpuheal.agents.kmsg.decide import EventAction, XidPolicy, decide
 from gpuheal.agents.kmsg.dedupe import Deduper, Released
 from gpuheal.agents.kmsg.follow import KernelLog, KmsgPosition, LogLine, Position, ReadFrom, StartAt
 from gpuheal.agents.kmsg.gpumap import GpuMap
@@ -451,7 +451,7 @@ class KernelLogMonitor:
         return reported
 
     def _event(
-        self, parsed: KernelEvent, decision: Decision, gpu_uuid: str | None, repeats: int, position: Position | None
+        self, parsed: KernelEvent, decision: EventAction, gpu_uuid: str | None, repeats: int, position: Position | None
     ) -> HealthEvent:
         entities = [Entity(type=GPU_UUID, value=gpu_uuid)] if gpu_uuid else []
         entities.append(Entity(type=PCI, value=parsed.pci))

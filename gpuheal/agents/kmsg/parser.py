@@ -52,7 +52,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TypeVar
 
-from gpuheal.agents.kmsg.pci import PCI_PATTERN, pci_key
+from gpuheal.agents.gpu_identity import PCI_PATTERN, UUID_PATTERN, normalise_uuid, pci_key
 
 
 class EventKind(StrEnum):
@@ -126,7 +126,7 @@ _XID_PROCESS = re.compile(
     r"pid=(?P<pid>[^,]{0,32})(?:,[ \t]*name=(?P<name>[^,]{0,64})(?:,[ \t]*(?P<msg>.*))?)?", re.ASCII
 )
 _GPU_AT = re.compile(
-    rf"GPU at PCI:(?P<pci>{PCI_PATTERN}):[ \t]*(?P<uuid>GPU-[0-9a-fA-F]{{8}}-[0-9a-fA-F]{{4}}-[0-9a-fA-F]{{4}}-[0-9a-fA-F]{{4}}-[0-9a-fA-F]{{12}})\b",
+    rf"GPU at PCI:(?P<pci>{PCI_PATTERN}):[ \t]*(?P<uuid>{UUID_PATTERN})\b",
     re.ASCII,
 )
 _FALLEN = re.compile(rf"(?:The NVIDIA )?GPU (?:PCI:)?(?P<pci>{PCI_PATTERN})\b[^\n]*?\bfallen off the bus", re.ASCII)
@@ -196,8 +196,8 @@ def _nvrm(line: str) -> KernelEvent | _GpuAt | _BusLine | None:
     if body.startswith("GPU at"):
         at = _GPU_AT.match(body)
         key = pci_key(at["pci"]) if at else None
-        # NVML and /proc write the hex digits in lower case; so does the key we look GPUs up by.
-        return _GpuAt(key, "GPU-" + at["uuid"][4:].lower()) if at and key else None
+        uuid = normalise_uuid(at["uuid"]) if at else None
+        return _GpuAt(key, uuid) if key and uuid else None
     if "fallen off the bus" in body:
         fallen = _FALLEN.match(body)
         if fallen is None:
@@ -278,35 +278,10 @@ def _smi_reset(line: str) -> KernelEvent | None:
     return KernelEvent(kind, 0, reset["pci"], line[reset.start() :].strip(), line)
 
 
-def _candidate(line: str | bytes) -> str | None:
-    """The line as text without its line ending when it may report something; None for noise.
-
-    Almost every kernel line is noise: three substring scans (C speed) decide that before anything
-    else is spent on the line. Bytes from files are decoded leniently.
-    """
-    text = line if type(line) is str else _decode(line)
-    if "NVRM" in text or "SXid" in text or "successfully reset" in text:
-        return text.rstrip("\r\n")
-    return None
-
-
 def _decode(line: object) -> str:
     if isinstance(line, bytes | bytearray | memoryview):
         return bytes(line).decode("utf-8", errors="replace")
     return str(line)
-
-
-def parse_line(line: str | bytes) -> KernelEvent | None:
-    """The event one line reports on its own, or None. Never raises.
-
-    Stateless: a fallen-off-the-bus report counts once per line and no GPU UUID is learned from
-    earlier lines. `KmsgParser` adds both.
-    """
-    text = _candidate(line)
-    found = _classify(text) if text is not None else None
-    if isinstance(found, _BusLine):
-        return found.event
-    return found if isinstance(found, KernelEvent) else None
 
 
 # How far apart (in NVRM/SXid lines) the XID 79 line and its "GPU has fallen off the bus" line may be
@@ -379,7 +354,8 @@ class KmsgParser:
 
     def feed(self, line: str | bytes) -> KernelEvent | None:
         """Read one line; the event it reports, or None for noise and for lines folded into another."""
-        # `_candidate`, inlined: this is the path every line of noise takes.
+        # Almost every kernel line is noise: three substring scans (C speed) decide that before anything
+        # else is spent on the line. Bytes from files are decoded leniently.
         text = line if type(line) is str else _decode(line)
         if "NVRM" not in text and "SXid" not in text and "successfully reset" not in text:
             return None

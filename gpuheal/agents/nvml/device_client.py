@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 
+from gpuheal.agents.gpu_identity import gpu_name
 from gpuheal.agents.nvml.interface import GpuInfo
 from gpuheal.agents.nvml.verdict import CONDITION_HEALTHY, REASON_REGISTERED
 from gpuheal.protos import gpu_pb2, gpu_pb2_grpc
@@ -32,11 +33,6 @@ def device_api_target(address: str | Path) -> str:
     return text
 
 
-def gpu_name(uuid: str) -> str:
-    """The Device API name of a GPU: its UUID in lower case."""
-    return uuid.lower()
-
-
 def registered_status(now: datetime) -> gpu_pb2.GpuStatus:
     """The status a GPU is created with: Healthy, since no one has reported anything about it yet."""
     status = gpu_pb2.GpuStatus()
@@ -47,8 +43,8 @@ def registered_status(now: datetime) -> gpu_pb2.GpuStatus:
     return status
 
 
-class DeviceApiClient:
-    """Registers GPUs; one channel for the provider's start-up."""
+class GpuRegistrar:
+    """Registers GPUs with the Device API (CreateGpu); one channel for the provider's start-up."""
 
     def __init__(self, address: str | Path, *, rpc_timeout_s: float = 10.0) -> None:
         self._channel = grpc.aio.insecure_channel(device_api_target(address))

@@ -18,7 +18,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
-from gpuheal.agents.kmsg.pci import pci_key
+from gpuheal.agents.gpu_identity import pci_key
 
 
 class NvmlError(Exception):

@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from gpuheal.agents.nvml.device_client import DeviceApiClient
+from gpuheal.agents.nvml.device_client import GpuRegistrar
 from gpuheal.agents.nvml.interface import GpuInfo, GpuLostError, HealthSignals, Nvml, NvmlError, XidEvent
 from gpuheal.agents.nvml.verdict import (
     AGENT,
@@ -148,7 +148,7 @@ class NvmlProvider:
             # Registered before the Device API hears of the GPUs, so no XID in between is lost.
             self.xid_gpus = await self._in_thread(self._nvml.register_xid_events)
             self._states = {info.uuid: _GpuState(info) for info in infos}
-            client = DeviceApiClient(self._address, rpc_timeout_s=self._rpc_timeout)
+            client = GpuRegistrar(self._address, rpc_timeout_s=self._rpc_timeout)
             try:
                 created = 0
                 for info in infos:

@@ -28,6 +28,7 @@ import grpc
 
 from gpuheal.agents.device_api.limits import HEALTH_CONDITION as HEALTH_CONDITION
 from gpuheal.agents.device_api.limits import MAX_LIST_BYTES, GpuLimits
+from gpuheal.agents.gpu_identity import gpu_name
 from gpuheal.agents.publisher.errors import DependencyUnavailable
 from gpuheal.agents.publisher.ledger import OpenFaults, Verdict
 from gpuheal.domain.health import HealthEvent
@@ -48,7 +49,7 @@ _MAX_REASON_BYTES = GpuLimits().max_condition_reason_bytes
 _SHOWN_STRANGERS = 3
 
 
-class DeviceApiClient(Protocol):
+class GpuHealthApi(Protocol):
     """Where per-GPU health goes: the node's GPUs, and a write of one GPU's health."""
 
     async def list_gpus(self) -> Sequence[gpu_pb2.Gpu]: ...
@@ -56,14 +57,14 @@ class DeviceApiClient(Protocol):
     async def set_gpu_health(self, gpu: gpu_pb2.Gpu, verdict: Verdict) -> None: ...
 
 
-async def publish_gpu_health(client: DeviceApiClient, ledger: OpenFaults, event: HealthEvent) -> None:
+async def publish_gpu_health(client: GpuHealthApi, ledger: OpenFaults, event: HealthEvent) -> None:
     """Apply the event to the ledger and write the verdict of every GPU of the node it concerns.
 
     An event that names no GPU concerns every GPU of the node. GPUs the node does not have are left
     out of the ledger and the writes, and logged in one line.
     """
-    gpus = {gpu.spec.uuid.lower(): gpu for gpu in await client.list_gpus()}
-    named = dict.fromkeys(uuid.lower() for uuid in event.gpu_uuids)
+    gpus = {gpu_name(gpu.spec.uuid): gpu for gpu in await client.list_gpus()}
+    named = dict.fromkeys(gpu_name(uuid) for uuid in event.gpu_uuids)
     concerned = [gpus[uuid] for uuid in named if uuid in gpus] if named else list(gpus.values())
     strangers = len(named) - len(concerned) if named else 0
     if strangers:
@@ -105,7 +106,7 @@ def with_health(status: gpu_pb2.GpuStatus, verdict: Verdict, now: datetime) -> g
 
 
 class GrpcDeviceApi:
-    """`DeviceApiClient` over gRPC, e.g. `GrpcDeviceApi("unix:///var/run/gpuheal/device-api.sock")`.
+    """`GpuHealthApi` over gRPC, e.g. `GrpcDeviceApi("unix:///var/run/gpuheal/device-api.sock")`.
 
     `max_list_bytes` is the largest ListGpus answer taken (by default what gpuheal's Device API can give).
     """

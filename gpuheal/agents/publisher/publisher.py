@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from gpuheal.agents.publisher.device_api import DeviceApiClient, publish_gpu_health
+from gpuheal.agents.publisher.device_api import GpuHealthApi, publish_gpu_health
 from gpuheal.agents.publisher.kubernetes import NodeReporter
 from gpuheal.agents.publisher.lane import Deliver, Lane, RetrySettings
 from gpuheal.agents.publisher.ledger import OpenFaults, is_fault
@@ -72,7 +72,7 @@ class Publisher:
         self,
         spool_dir: Path,
         *,
-        device_api: DeviceApiClient | None = None,
+        device_api: GpuHealthApi | None = None,
         nodes: NodeReporter | None = None,
         remediations: Remediations | None = None,
         settings: PublisherSettings | None = None,

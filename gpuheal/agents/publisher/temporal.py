@@ -18,8 +18,8 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from gpuheal.agents.publisher.errors import DependencyUnavailable
-from gpuheal.control.connection import DEFAULT_TASK_QUEUE, connect
-from gpuheal.control.remediations import report_fault
+from gpuheal.control.connection import DEFAULT_TASK_QUEUE, connect_temporal
+from gpuheal.control.report import report_fault
 from gpuheal.domain.faults import Fault
 from gpuheal.domain.policy import RemediationPolicy
 from gpuheal.domain.truncate import truncate
@@ -88,7 +88,7 @@ class TemporalRemediations:
     async def _connected(self) -> Client:
         if self._client is None:
             try:
-                self._client = await connect(self._address, self._namespace)
+                self._client = await connect_temporal(self._address, self._namespace)
             except RuntimeError as error:  # the SDK's "Failed client connect"
                 raise DependencyUnavailable(f"Temporal: {error}") from error
         return self._client

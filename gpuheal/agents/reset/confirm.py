@@ -19,7 +19,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from gpuheal.agents.kmsg.gpumap import normalise_uuid
+from gpuheal.agents.gpu_identity import normalise_uuid
 from gpuheal.agents.kmsg.parser import EventKind, KernelEvent
 from gpuheal.agents.nvml.interface import GpuInfo, Nvml, NvmlError
 from gpuheal.agents.reset.settings import ResetSettings

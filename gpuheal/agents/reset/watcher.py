@@ -41,8 +41,7 @@ from kubernetes.aio import client
 from kubernetes.aio.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from gpuheal.agents.kmsg.gpumap import normalise_uuid
-from gpuheal.agents.kmsg.pci import pci_key
+from gpuheal.agents.gpu_identity import normalise_uuid, pci_key
 from gpuheal.agents.nvml.interface import GpuInfo, Nvml
 from gpuheal.agents.reset.confirm import KERNEL_LOG, Confirmation, ResetAcknowledgements, confirm
 from gpuheal.agents.reset.node import JsonNode, NodeApi

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from gpuheal.agents.kmsg.parser import KernelEvent, KmsgParser
+
 UUID = "GPU-b6c3b2be-c55b-d076-fa0e-d464e4c7e08b"
 
 # The same kernel message in every wrapping the parser accepts.
@@ -60,3 +62,8 @@ BARE_LINES = [
     "NVRM: GPU 0000:3b:00.0: GPU reset complete",
     "GPU 00000000:3B:00.0 was successfully reset.",
 ]
+
+
+def parse_line(line: str | bytes) -> KernelEvent | None:
+    """What one line reports on its own: a fresh parser has learned no GPU names and no fallen-off half."""
+    return KmsgParser().feed(line)

@@ -9,8 +9,9 @@ import pytest
 from pydantic import ValidationError
 
 from gpuheal.agents.kmsg.decide import XidPolicy, decide
-from gpuheal.agents.kmsg.parser import EventKind, KernelEvent, parse_line
+from gpuheal.agents.kmsg.parser import EventKind, KernelEvent
 from gpuheal.domain.actions import RecommendedAction as A
+from tests.agents.kmsg.samples import parse_line
 
 
 def _xid(code: int, message: str = "") -> KernelEvent:

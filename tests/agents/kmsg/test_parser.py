@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from gpuheal.agents.kmsg.parser import EventKind, KernelEvent, KmsgParser, parse_line
-from gpuheal.agents.kmsg.pci import pci_key
-from tests.agents.kmsg.samples import FALLEN_OFF_GROUP, UUID, WRAPPINGS
+from gpuheal.agents.gpu_identity import pci_key
+from gpuheal.agents.kmsg.parser import EventKind, KernelEvent, KmsgParser
+from tests.agents.kmsg.samples import FALLEN_OFF_GROUP, UUID, WRAPPINGS, parse_line
 
 
 @dataclass(frozen=True)

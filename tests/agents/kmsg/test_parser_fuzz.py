@@ -7,11 +7,11 @@ import re
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gpuheal.agents.gpu_identity import pci_key
 from gpuheal.agents.kmsg.decide import decide
-from gpuheal.agents.kmsg.parser import EventKind, KernelEvent, KmsgParser, parse_line
-from gpuheal.agents.kmsg.pci import pci_key
+from gpuheal.agents.kmsg.parser import EventKind, KernelEvent, KmsgParser
 from gpuheal.domain.actions import RecommendedAction
-from tests.agents.kmsg.samples import BARE_LINES, FALLEN_OFF_GROUP, VALID_LINES, WRAPPINGS
+from tests.agents.kmsg.samples import BARE_LINES, FALLEN_OFF_GROUP, VALID_LINES, WRAPPINGS, parse_line
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 _UUID = re.compile(r"GPU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

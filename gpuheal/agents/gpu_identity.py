@@ -1,9 +1,16 @@
-"""PCI addresses as the NVIDIA driver, nvidia-smi and NVML write them, reduced to one key.
+"""Which GPU is meant: PCI addresses and GPU UUIDs, each reduced to one form.
 
-The same GPU shows up as `0000:3b:00` (XID lines), `0000:3b:00.0` (most other NVRM lines and
+Kernel lines, the driver's files, NVML and the Device API name GPUs in different spellings; every
+part of the agent compares them in the forms defined here.
+
+PCI addresses: the same GPU shows up as `0000:3b:00` (XID lines), `0000:3b:00.0` (most other NVRM lines and
 `/proc/driver/nvidia/gpus/`), `00000000:3B:00.0` (nvidia-smi and NVML) and `0001:00:00.0` (Azure's
 extended domains). `pci_key` maps all of them to `dddd:bb:dd.f` in lower case, so state and lookups
 agree whatever form a line used.
+
+GPU UUIDs: `GPU-` and 32 hex digits, which NVML and `/proc` write in lower case and some tools in
+upper case. `normalise_uuid` gives the lower-case form NVML writes; `gpu_name` gives the Device API's
+name for the GPU.
 """
 
 from __future__ import annotations
@@ -18,8 +25,10 @@ _PCI = re.compile(
     re.ASCII,
 )
 
-# The pattern the parser embeds in its own line patterns (without groups of its own).
+# The patterns the kmsg parser embeds in its own line patterns (without groups of their own).
 PCI_PATTERN = r"[0-9a-fA-F]{1,8}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}(?:\.[0-7])?"
+UUID_PATTERN = r"GPU-[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_UUID = re.compile(UUID_PATTERN, re.ASCII)
 
 
 def pci_key(address: str) -> str | None:
@@ -36,3 +45,14 @@ def pci_key(address: str) -> str | None:
     domain = int(match["domain"], 16)
     function = match["function"] or "0"
     return f"{domain:04x}:{match['bus'].lower()}:{match['device'].lower()}.{function}"
+
+
+def normalise_uuid(text: str) -> str | None:
+    """`GPU-` and the UUID's hex digits in lower case, or None when the text holds no GPU UUID."""
+    match = _UUID.search(text)
+    return "GPU-" + match[0][4:].lower() if match else None
+
+
+def gpu_name(uuid: str) -> str:
+    """The Device API name of a GPU: its UUID in lower case (object names allow no capitals)."""
+    return uuid.lower()
