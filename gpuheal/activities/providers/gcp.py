@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypedDict, TypeVar
 
 import google.auth
 import google.auth.exceptions
@@ -63,6 +63,11 @@ _NAME = re.compile(r"^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$")
 _PROJECT = re.compile(r"^(?:[a-z0-9.-]+:)?[a-z][-a-z0-9]{4,28}[a-z0-9]$")
 
 
+class _Zonal(TypedDict):
+    project: str
+    zone: str
+
+
 @dataclass(frozen=True, slots=True)
 class GceInstance:
     """A Compute Engine instance, as a GKE node's providerID names it."""
@@ -74,6 +79,11 @@ class GceInstance:
     @property
     def resource(self) -> str:
         return f"projects/{self.project}/zones/{self.zone}/instances/{self.name}"
+
+    @property
+    def zonal(self) -> _Zonal:
+        """The arguments that place a zonal call: the instance's project and zone."""
+        return _Zonal(project=self.project, zone=self.zone)
 
     def __str__(self) -> str:
         return f"{self.name} in zone {self.zone} ({self.project})"
@@ -96,12 +106,12 @@ def parse_provider_id(node: str, provider_id: str) -> GceInstance:
 
 @dataclass(frozen=True, slots=True)
 class GcpSettings:
-    """Overrides of what the SDK decides by itself; None leaves it to the SDK."""
+    """Overrides of what the SDK decides by itself; None leaves it to the SDK.
 
-    # Compute Engine API endpoint ("https://compute.googleapis.com" by default).
-    endpoint: str | None = None
-    # CA bundle to trust instead of requests' own (REQUESTS_CA_BUNDLE, else certifi).
-    ca_bundle: str | None = None
+    Following a reset's operation is gpuheal's own loop (`kit.follow_operation`), so its pace and
+    patience are set here rather than in the SDK.
+    """
+
     # How long to follow a reset operation before giving up (retryably) on waiting for it.
     operation_timeout: float = 300.0
     # The least time between two polls of an operation (`wait` itself holds until DONE or ~2 min).
@@ -109,6 +119,10 @@ class GcpSettings:
     # Per-request timeout, and how long the SDK itself retries a transient failure of a read.
     request_timeout: float = 30.0
     retry_seconds: float = 10.0
+    # Compute Engine API endpoint ("https://compute.googleapis.com" by default).
+    endpoint: str | None = None
+    # CA bundle to trust instead of requests' own (REQUESTS_CA_BUNDLE, else certifi).
+    ca_bundle: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> GcpSettings:
@@ -164,11 +178,7 @@ class GcpProvider(kit.CloudProvider[GceInstance]):
             instance,
             "reset",
             lambda clients: clients.instances.reset_unary(
-                project=instance.project,
-                zone=instance.zone,
-                instance=instance.name,
-                retry=None,
-                timeout=settings.request_timeout,
+                **instance.zonal, instance=instance.name, retry=None, timeout=settings.request_timeout
             ),
         )
         # Accepted: from here on the instance may be resetting, whatever fails.
@@ -185,8 +195,7 @@ class GcpProvider(kit.CloudProvider[GceInstance]):
                 instance,
                 "reset",
                 lambda clients: clients.operations.wait(
-                    project=instance.project,
-                    zone=instance.zone,
+                    **instance.zonal,
                     operation=operation.name,
                     retry=self._retry,
                     # `wait` holds the request until DONE or about two minutes: give it that long.
@@ -247,8 +256,7 @@ class GcpProvider(kit.CloudProvider[GceInstance]):
         earliest = since - _CLOCK_ALLOWANCE
         operations = clients.operations.list(
             request=compute_v1.ListZoneOperationsRequest(
-                project=instance.project,
-                zone=instance.zone,
+                **instance.zonal,
                 filter=f'(operationType = "reset") AND (targetLink = "{link}")',
             ),
             retry=self._retry,
@@ -263,11 +271,7 @@ class GcpProvider(kit.CloudProvider[GceInstance]):
 
     def _get(self, clients: _Clients, instance: GceInstance) -> compute_v1.Instance:
         return clients.instances.get(
-            project=instance.project,
-            zone=instance.zone,
-            instance=instance.name,
-            retry=self._retry,
-            timeout=self._settings.request_timeout,
+            **instance.zonal, instance=instance.name, retry=self._retry, timeout=self._settings.request_timeout
         )
 
     # --- clients and errors ------------------------------------------------------------------------

@@ -113,8 +113,6 @@ class NebiusSettings:
     endpoint: str | None = None
     # NEBIUS_ENDPOINT: the domain services resolve under ("api.nebius.cloud:443" by default).
     domain: str | None = None
-    # GPUHEAL_NEBIUS_CREDENTIALS_FILE: the service account credentials file (JSON, "subject-credentials").
-    credentials_file: Path | None = None
     # GPUHEAL_NEBIUS_CA_FILE: CA certificates (PEM) trusted instead of the system's bundle.
     ca_file: Path | None = None
     # Tries per call, the first included; the SDK retries throttling and unavailability itself.
@@ -124,6 +122,8 @@ class NebiusSettings:
     # How often an operation is polled, and how long one may take (a GPU instance stops in minutes).
     poll_seconds: float = 1.0
     operation_timeout: float = 900.0
+    # GPUHEAL_NEBIUS_CREDENTIALS_FILE: the service account credentials file (JSON, "subject-credentials").
+    credentials_file: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> NebiusSettings:
@@ -352,22 +352,20 @@ class NebiusProvider(kit.CloudProvider[NebiusInstance]):
         from nebius.base.error import SDKError
 
         unsent = action != "start" or (isinstance(error, RequestError) and error.status.code in _REFUSING)
-        if operation is not None:
-            if isinstance(error, TimeoutError):
-                return Failure(
-                    f"Nebius {action} operation {operation.id} on instance {instance.id} (node {target.node}) "
-                    f"did not finish within {self._settings.operation_timeout:.0f}s; it may still be running",
-                    retryable=True,
-                    unsent=unsent,
-                )
-            action = f"{action} (operation {operation.id})"
         if isinstance(error, TimeoutError):
-            return Failure(
-                f"Nebius {action} instance {instance.id} (node {target.node}) timed out"
-                f" ({str(error) or f'no answer from {self._where()}'})",
-                retryable=True,
-                unsent=unsent,
-            )
+            if operation is not None:
+                message = (
+                    f"Nebius {action} operation {operation.id} on instance {instance.id} (node {target.node}) "
+                    f"did not finish within {self._settings.operation_timeout:.0f}s; it may still be running"
+                )
+            else:
+                message = (
+                    f"Nebius {action} instance {instance.id} (node {target.node}) timed out"
+                    f" ({str(error) or f'no answer from {self._where()}'})"
+                )
+            return Failure(message, retryable=True, unsent=unsent)
+        if operation is not None:
+            action = f"{action} (operation {operation.id})"
         if not isinstance(error, SDKError):
             return None
         code = error.status.code if isinstance(error, RequestError) else None

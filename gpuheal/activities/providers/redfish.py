@@ -384,51 +384,48 @@ def _classify(
     """
     if not isinstance(error, sushy_errors.SushyError):
         return None
+    retryable = False
     if isinstance(error, sushy_errors.ResourceNotFoundError):
-        return Failure(
+        message = (
             f"Redfish system {system.url} not found (HTTP 404 {error.code}); check node {target.node}'s "
-            f"{SYSTEM_ANNOTATION} annotation or its GPUHEAL_REDFISH_MAP entry",
-            retryable=False,
+            f"{SYSTEM_ANNOTATION} annotation or its GPUHEAL_REDFISH_MAP entry"
         )
-    if isinstance(error, sushy_errors.AccessError):
-        if error.status_code == 403:
-            return Failure(
-                f"Redfish system {system.url} refused the user from {credentials.source} (HTTP 403 "
-                f"{error.code}): give that BMC account the {_RESET_PRIVILEGE} privilege (an Operator or "
-                "Administrator role), or put another account in the Secret",
-                retryable=False,
-            )
-        return Failure(
+    elif isinstance(error, sushy_errors.AccessError) and error.status_code == 403:
+        message = (
+            f"Redfish system {system.url} refused the user from {credentials.source} (HTTP 403 "
+            f"{error.code}): give that BMC account the {_RESET_PRIVILEGE} privilege (an Operator or "
+            "Administrator role), or put another account in the Secret"
+        )
+    elif isinstance(error, sushy_errors.AccessError):
+        message = (
             f"Redfish system {system.url} rejected the credentials from {credentials.source} (HTTP "
-            f"{error.status_code} {error.code}): fix the username and password in the Secret mounted there",
-            retryable=False,
+            f"{error.status_code} {error.code}): fix the username and password in the Secret mounted there"
         )
-    if isinstance(error, sushy_errors.ServerSideError):
-        return Failure(
+    elif isinstance(error, sushy_errors.ServerSideError):
+        message = (
             f"Redfish system {system.url} is unavailable (HTTP {error.status_code} {error.code}: "
-            f"{error.detail or 'no detail'}); retrying",
-            retryable=True,
+            f"{error.detail or 'no detail'}); retrying"
         )
-    if isinstance(error, sushy_errors.ConnectionError):
-        if isinstance(error.__context__, requests.exceptions.SSLError):
-            return Failure(
-                f"TLS verification of the BMC at {system.base_url} failed for {system.url} ({error.__context__}); "
-                "give its CA in GPUHEAL_REDFISH_CA_BUNDLE (or, for a self-signed certificate you accept, "
-                "GPUHEAL_REDFISH_INSECURE=true)",
-                retryable=False,
-            )
-        return Failure(f"BMC unreachable for Redfish system {system.url}: {error}", retryable=True)
-    if isinstance(error, sushy_errors.HTTPError):
+        retryable = True
+    elif isinstance(error, sushy_errors.ConnectionError) and isinstance(
+        error.__context__, requests.exceptions.SSLError
+    ):
+        message = (
+            f"TLS verification of the BMC at {system.base_url} failed for {system.url} ({error.__context__}); "
+            "give its CA in GPUHEAL_REDFISH_CA_BUNDLE (or, for a self-signed certificate you accept, "
+            "GPUHEAL_REDFISH_INSECURE=true)"
+        )
+    elif isinstance(error, sushy_errors.ConnectionError):
+        message = f"BMC unreachable for Redfish system {system.url}: {error}"
+        retryable = True
+    elif isinstance(error, sushy_errors.HTTPError):
+        message = (
+            f"Redfish system {system.url} answered HTTP {error.status_code} {error.code}: {error.detail or 'no detail'}"
+        )
         # 429 is a throttling BMC; any other 4xx is a request the BMC will refuse again.
         retryable = error.status_code == 429
-        return Failure(
-            f"Redfish system {system.url} answered HTTP {error.status_code} {error.code}: "
-            f"{error.detail or 'no detail'}",
-            retryable=retryable,
-        )
-    if isinstance(error, sushy_errors.MissingActionError):
-        return Failure(
-            f"Redfish system {system.url} offers no #ComputerSystem.Reset action; restart the server another way",
-            retryable=False,
-        )
-    return Failure(f"Redfish system {system.url}: {error}", retryable=False)
+    elif isinstance(error, sushy_errors.MissingActionError):
+        message = f"Redfish system {system.url} offers no #ComputerSystem.Reset action; restart the server another way"
+    else:
+        message = f"Redfish system {system.url}: {error}"
+    return Failure(message, retryable=retryable)
