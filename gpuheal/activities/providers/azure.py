@@ -24,7 +24,7 @@ import re
 import ssl
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -309,7 +309,7 @@ def _classify(error: Exception, target: RebootTarget, machine: AzureMachine, doi
         failure = Failure(f"cannot {doing} Azure {machine.label} of node {target.node}: {error}", retryable=False)
     else:
         return None
-    return Failure(failure.message, failure.retryable, unsent=_unsent(error))
+    return replace(failure, unsent=_unsent(error))
 
 
 def _translate(error: AzureError, target: RebootTarget, machine: AzureMachine, doing: str) -> Failure:
