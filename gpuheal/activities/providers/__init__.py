@@ -41,11 +41,19 @@ class ProviderError(Exception):
 
     def __init__(self, message: str, *, retryable: bool, refused: bool = False) -> None:
         super().__init__(message)
-        self.retryable = retryable
-        # True only when the provider answered that it did not act on this request (an error
-        # response to the reboot call itself: throttled, refused, never connected). Asking again is
-        # then safe; any other failure may have rebooted the machine, so a retry must not ask again.
-        self.refused = refused
+        self._retryable = retryable
+        self._refused = refused
+
+    @property
+    def retryable(self) -> bool:
+        return self._retryable
+
+    @property
+    def refused(self) -> bool:
+        """True only when the provider did not act on this request (an error answer to the reboot
+        call itself: throttled, refused, never connected). Asking again is then safe; any other
+        failure may have rebooted the machine, so a retry must not ask again. Fixed when built."""
+        return self._refused
 
 
 class RebootProvider(Protocol):

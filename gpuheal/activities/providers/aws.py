@@ -13,13 +13,12 @@ completion is proven by the node coming back with a new bootID.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import boto3
 from botocore.config import Config
@@ -36,10 +35,9 @@ from botocore.exceptions import (
     SSLError,
 )
 
-from gpuheal.activities.providers import ProviderError, RebootTarget
-from gpuheal.activities.providers.refusal import certificate_rejected, refusing_status
-
-T = TypeVar("T")
+from gpuheal.activities.providers import RebootTarget, kit
+from gpuheal.activities.providers.kit import Failure, one_line
+from gpuheal.activities.providers.refusal import certificate_rejected
 
 _SCHEME = "aws://"
 _EXPECTED = "aws:///<zone>/<instance-id>, e.g. aws:///us-east-1a/i-0123456789abcdef0"
@@ -70,11 +68,6 @@ _BAD_CREDENTIALS = frozenset(
     {"AuthFailure", "InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken", "RequestExpired"}
 )
 _RETRYABLE_CODES = frozenset({"InternalError", "InternalFailure", "ServiceUnavailable", "Unavailable"})
-# Error statuses that come from a gateway that may have passed the request on and then lost the answer.
-
-# While a reboot runs in this thread: one entry per HTTP attempt botocore makes of RebootInstances,
-# True when EC2 did not act on that attempt (see `_note_attempt`).
-_attempts = threading.local()
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,12 +115,8 @@ def parse_provider_id(node: str, provider_id: str) -> Ec2Instance:
     ProviderError naming the node and the expected shape for anything else.
     """
 
-    def malformed(why: str) -> ProviderError:
-        return ProviderError(
-            f"node {node} has providerID {provider_id!r}, which does not name an EC2 instance ({why}); "
-            f"expected {_EXPECTED}",
-            retryable=False,
-        )
+    def malformed(why: str) -> Exception:
+        return kit.not_located(RebootTarget(node, provider_id), "an EC2 instance", _EXPECTED, why)
 
     if not provider_id.startswith(_SCHEME):
         raise malformed("not an aws:// ID")
@@ -151,53 +140,40 @@ def parse_provider_id(node: str, provider_id: str) -> Ec2Instance:
     return Ec2Instance(instance_id, zone, region)
 
 
-class AwsProvider:
+class AwsProvider(kit.CloudProvider[Ec2Instance]):
     """Reboots the EC2 instance behind a node, in the region its zone belongs to."""
 
     name = "aws"
-    expects_new_boot = True
-    supports_graceful = False  # EC2 reboots always go through the OS first; there is nothing gentler to ask for
+    scheme = _SCHEME
+    # EC2 reboots always go through the OS first; there is nothing gentler to ask for.
 
     def __init__(self, settings: AwsSettings | None = None) -> None:
         self._settings = settings or AwsSettings()
-        self._lock = threading.Lock()
+        self._clients: kit.ClientCache[tuple[str | None, bool], Any] = kit.ClientCache()
+        # One session for every client (it loads the service model once), used by one thread at a time.
         self._session: Any = None
-        self._clients: dict[tuple[str | None, bool], Any] = {}
+        self._session_lock = threading.Lock()
 
-    def owns(self, target: RebootTarget) -> bool:
-        return target.provider_id.startswith(_SCHEME)
+    def locate(self, target: RebootTarget) -> Ec2Instance:
+        return parse_provider_id(target.node, target.provider_id)
 
-    async def reboot(self, target: RebootTarget) -> str:
+    async def restart(self, target: RebootTarget, instance: Ec2Instance) -> str:
         """Ask EC2 to reboot the instance. EC2 always reboots through the OS first (a hard reboot
         follows if it does not shut down within minutes), so `graceful` changes nothing here.
 
         A ProviderError is `refused` when no attempt botocore made can have rebooted the instance:
-        each was answered with an error or never connected. botocore retries a read timeout or a
-        closed connection too, so its last error alone does not tell: a throttled retry after a
-        request that timed out on its way back may well have rebooted the machine.
+        each was answered with an error or never connected (`_note_attempt` reports each one).
+        botocore retries a read timeout or a closed connection too, so its last error alone does
+        not tell: a throttled retry after a request that timed out on its way back may well have
+        rebooted the machine.
         """
-        try:
-            instance = parse_provider_id(target.node, target.provider_id)
-        except ProviderError as error:
-            error.refused = True  # nothing was sent
-            raise
-        attempts: list[bool] = []
 
         def call() -> str:
-            _attempts.outcomes = attempts
-            try:
-                response = self._client(instance.region, once=True).reboot_instances(InstanceIds=[instance.instance_id])
-            finally:
-                _attempts.outcomes = None
+            response = self._client(instance.region, once=True).reboot_instances(InstanceIds=[instance.instance_id])
             request_id = response.get("ResponseMetadata", {}).get("RequestId", "?")
             return f"EC2 accepted RebootInstances for {instance.instance_id} in {instance.where} (request {request_id})"
 
-        try:
-            return await self._run(target, instance, "ec2:RebootInstances", call)
-        except ProviderError as error:
-            # No attempt at all (no region, no credentials) sent nothing either.
-            error.refused = all(attempts)
-            raise
+        return await kit.call(call, self._classifier(target, instance, "ec2:RebootInstances"))
 
     async def requested_since(self, target: RebootTarget, since: datetime) -> bool | None:
         """Always None: EC2 keeps no record of reboot requests to ask.
@@ -212,7 +188,7 @@ class AwsProvider:
 
     async def describe(self, target: RebootTarget) -> str:
         """The instance's state, with its status checks and scheduled events where EC2 has them."""
-        instance = parse_provider_id(target.node, target.provider_id)
+        instance = self.locate(target)
 
         def call() -> str:
             client = self._client(instance.region)
@@ -220,7 +196,7 @@ class AwsProvider:
             found = [item for reservation in reservations for item in reservation.get("Instances", [])]
             if not found:
                 # A terminated instance drops out of DescribeInstances after a while.
-                raise ProviderError(_not_found_message(target, instance, "InvalidInstanceID.NotFound"), retryable=False)
+                raise kit.fail(_not_found_message(target, instance, "InvalidInstanceID.NotFound"), retryable=False)
             state = found[0].get("State", {}).get("Name", "unknown")
             line = f"EC2 {instance.instance_id} in {instance.where}: {state}"
             reason = found[0].get("StateReason", {}).get("Message")
@@ -228,7 +204,7 @@ class AwsProvider:
                 line += f" ({reason})"
             return line + _status_checks(client, instance)
 
-        return await self._run(target, instance, "ec2:DescribeInstances", call)
+        return await kit.call(call, self._classifier(target, instance, "ec2:DescribeInstances"))
 
     def _client(self, region: str | None, *, once: bool = False) -> Any:
         """The EC2 client for `region`, made once: boto3 clients are thread-safe, sessions are not.
@@ -237,17 +213,17 @@ class AwsProvider:
         too, and a timed-out reboot may have been carried out; Temporal retries the attempt instead,
         asking again only when EC2 refused it.
         """
-        with self._lock:
-            client = self._clients.get((region, once))
-            if client is None:
+
+        def build() -> Any:
+            settings = self._settings
+            config = Config(
+                retries={"mode": "standard", "total_max_attempts": 1 if once else settings.max_attempts},
+                connect_timeout=settings.connect_timeout,
+                read_timeout=settings.read_timeout,
+            )
+            with self._session_lock:
                 if self._session is None:
                     self._session = boto3.session.Session()
-                settings = self._settings
-                config = Config(
-                    retries={"mode": "standard", "total_max_attempts": 1 if once else settings.max_attempts},
-                    connect_timeout=settings.connect_timeout,
-                    read_timeout=settings.read_timeout,
-                )
                 client = self._session.client(
                     "ec2",
                     region_name=region,
@@ -256,63 +232,63 @@ class AwsProvider:
                     verify=settings.ca_bundle,
                     config=config,
                 )
-                client.meta.events.register("needs-retry.ec2.RebootInstances", _note_attempt)
-                self._clients[(region, once)] = client
+            client.meta.events.register("needs-retry.ec2.RebootInstances", _note_attempt)
             return client
 
-    async def _run(self, target: RebootTarget, instance: Ec2Instance, permission: str, call: Callable[[], T]) -> T:
-        """Run a blocking boto3 call in a thread, turning its errors into ProviderErrors."""
-        try:
-            return await asyncio.to_thread(call)
-        except ClientError as error:
-            raise _client_error(target, instance, permission, error) from error
-        except NoRegionError as error:
-            raise ProviderError(
-                f"node {target.node}'s providerID {target.provider_id!r} names no zone and no AWS region is "
-                "configured; set AWS_DEFAULT_REGION (or a region in the AWS config file) for the worker",
-                retryable=False,
-            ) from error
-        except NoCredentialsError as error:
-            raise ProviderError(
-                f"no AWS credentials to call {permission} for node {target.node}: give the worker's service "
-                "account an IAM role (IRSA: the eks.amazonaws.com/role-arn annotation) or an instance profile",
-                retryable=False,
-            ) from error
-        except SSLError as error:
-            raise ProviderError(
-                f"TLS to the EC2 endpoint for {instance.where} failed ({error}); "
-                "check AWS_CA_BUNDLE and AWS_ENDPOINT_URL_EC2",
-                retryable=False,
-            ) from error
-        except (ConnectionError, HTTPClientError) as error:
-            raise ProviderError(f"EC2 in {instance.where} unreachable: {error}", retryable=True) from error
-        except BotoCoreError as error:
-            # Credential refresh failures (an STS hiccup behind IRSA) and the like: worth another try.
-            raise ProviderError(f"EC2 call for node {target.node} failed: {error}", retryable=True) from error
+        return self._clients.get((region, once), build)
+
+    @staticmethod
+    def _classifier(target: RebootTarget, instance: Ec2Instance, permission: str) -> kit.Classifier:
+        return lambda error: _classify(error, target, instance, permission)
+
+
+def _classify(error: Exception, target: RebootTarget, instance: Ec2Instance, permission: str) -> Failure | None:
+    """A boto3 failure as a Failure. Whether a reboot's attempts reached EC2 is `_note_attempt`'s to say."""
+    if isinstance(error, ClientError):
+        return _client_error(target, instance, permission, error)
+    if isinstance(error, NoRegionError):
+        return Failure(
+            f"node {target.node}'s providerID {target.provider_id!r} names no zone and no AWS region is "
+            "configured; set AWS_DEFAULT_REGION (or a region in the AWS config file) for the worker",
+            retryable=False,
+        )
+    if isinstance(error, NoCredentialsError):
+        return Failure(
+            f"no AWS credentials to call {permission} for node {target.node}: give the worker's service "
+            "account an IAM role (IRSA: the eks.amazonaws.com/role-arn annotation) or an instance profile",
+            retryable=False,
+        )
+    if isinstance(error, SSLError):
+        return Failure(
+            f"TLS to the EC2 endpoint for {instance.where} failed ({error}); "
+            "check AWS_CA_BUNDLE and AWS_ENDPOINT_URL_EC2",
+            retryable=False,
+        )
+    if isinstance(error, ConnectionError | HTTPClientError):
+        return Failure(f"EC2 in {instance.where} unreachable: {error}", retryable=True)
+    if isinstance(error, BotoCoreError):
+        # Credential refresh failures (an STS hiccup behind IRSA) and the like: worth another try.
+        return Failure(f"EC2 call for node {target.node} failed: {error}", retryable=True)
+    return None
 
 
 def _note_attempt(response: Any = None, caught_exception: BaseException | None = None, **_: Any) -> None:
-    """botocore's needs-retry handler, called after every attempt: note whether EC2 did not act on it.
+    """botocore's needs-retry handler, called after every attempt of RebootInstances: report what became of it.
 
     It decides nothing (None leaves the retry decision to botocore's own handler).
     """
-    outcomes: list[bool] | None = getattr(_attempts, "outcomes", None)
-    if outcomes is not None:
-        outcomes.append(_attempt_refused(response, caught_exception))
-
-
-def _attempt_refused(response: Any, caught: BaseException | None) -> bool:
-    """True when EC2 answered the attempt with an error, or the attempt never reached it."""
-    if caught is not None:
+    if caught_exception is not None:
         # No connection was made, so nothing was sent. A read timeout or a connection closed after
         # sending (ReadTimeoutError, ConnectionClosedError) may have reached EC2.
-        if isinstance(caught, EndpointConnectionError | ConnectTimeoutError | ProxyConnectionError):
-            return True
-        return isinstance(caught, SSLError) and certificate_rejected(caught)
-    if response is None:
-        return False
-    status = int(response[0].status_code)
-    return refusing_status(status)
+        connected = not isinstance(
+            caught_exception, EndpointConnectionError | ConnectTimeoutError | ProxyConnectionError
+        )
+        if connected and not (isinstance(caught_exception, SSLError) and certificate_rejected(caught_exception)):
+            kit.reached()
+    elif response is None:
+        kit.reached()
+    else:
+        kit.answered(int(response[0].status_code))
 
 
 def _status_checks(client: Any, instance: Ec2Instance) -> str:
@@ -347,39 +323,34 @@ def _not_found_message(target: RebootTarget, instance: Ec2Instance, code: str) -
     )
 
 
-def _client_error(target: RebootTarget, instance: Ec2Instance, permission: str, error: Any) -> ProviderError:
+def _client_error(target: RebootTarget, instance: Ec2Instance, permission: str, error: Any) -> Failure:
     details = error.response.get("Error", {})
     code = str(details.get("Code", "Unknown"))
     message = str(details.get("Message", "")).strip()
     status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
     if code in _THROTTLING or code.startswith("Throttl") or status == 429:
-        return ProviderError(
+        return Failure(
             f"EC2 throttled {permission} for {instance.instance_id} in {instance.where} ({code}); will retry",
             retryable=True,
         )
     if code in _NOT_FOUND:
-        return ProviderError(_not_found_message(target, instance, code), retryable=False)
+        return Failure(_not_found_message(target, instance, code), retryable=False)
     if code in _DENIED:
-        return ProviderError(
+        return Failure(
             f"the worker may not call {permission} on {instance.instance_id} in {instance.where} ({code}): "
             f"grant {permission} to the IAM role of the worker's service account (IRSA)"
-            + (f"; EC2 said: {_short(message)}" if message else ""),
+            + (f"; EC2 said: {one_line(message)}" if message else ""),
             retryable=False,
         )
     if code in _BAD_CREDENTIALS:
-        return ProviderError(
+        return Failure(
             f"EC2 refused the worker's AWS credentials for {permission} in {instance.where} ({code}: "
-            f"{_short(message)}); check the IAM role of the worker's service account (IRSA) and the clock",
+            f"{one_line(message)}); check the IAM role of the worker's service account (IRSA) and the clock",
             retryable=False,
         )
     retryable = code in _RETRYABLE_CODES or status >= 500
-    return ProviderError(
+    return Failure(
         f"EC2 {permission} for {instance.instance_id} in {instance.where} failed ({code}, HTTP {status}): "
-        f"{_short(message)}",
+        f"{one_line(message)}",
         retryable=retryable,
     )
-
-
-def _short(message: str, limit: int = 300) -> str:
-    """EC2's messages can carry a long encoded authorization message; the start is what a person reads."""
-    return message if len(message) <= limit else message[:limit] + "…"

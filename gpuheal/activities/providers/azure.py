@@ -19,15 +19,14 @@ role has them. Sovereign clouds are chosen with azure-core's standard AZURE_SDK_
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import ssl
 import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import requests
 from azure.core.credentials import TokenCredential
@@ -43,10 +42,9 @@ from azure.core.polling import LROPoller
 from azure.identity import DefaultAzureCredential
 from azure.mgmt.compute import ComputeManagementClient
 
-from gpuheal.activities.providers import ProviderError, RebootTarget
+from gpuheal.activities.providers import RebootTarget, kit
+from gpuheal.activities.providers.kit import Failure, one_line
 from gpuheal.activities.providers.refusal import certificate_rejected, linked, refusing_status
-
-T = TypeVar("T")
 
 _ID = re.compile(
     r"^azure:///subscriptions/(?P<sub>[^/]+)/resourcegroups/(?P<rg>[^/]+)/providers/microsoft\.compute/"
@@ -55,7 +53,6 @@ _ID = re.compile(
     re.IGNORECASE,
 )
 _POLL_SECONDS = 5.0
-# Error statuses that come from a gateway that may have passed the request on and then lost the answer.
 _EXPECTED = (
     "azure:///subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.Compute/virtualMachines/<name> or "
     "…/virtualMachineScaleSets/<scale-set>/virtualMachines/<instance-id>"
@@ -110,11 +107,7 @@ class AzureMachine:
         """The machine behind the node; a providerID of another shape is a non-retryable error."""
         match = _ID.match(target.provider_id)
         if match is None:
-            raise ProviderError(
-                f"node {target.node} has providerID {target.provider_id!r}, which names no Azure VM; "
-                f"expected {_EXPECTED}",
-                retryable=False,
-            )
+            raise kit.not_located(target, "an Azure VM", _EXPECTED)
         return cls(match["sub"], match["rg"], vm=match["vm"], scale_set=match["ss"], instance_id=match["instance"])
 
     @property
@@ -138,35 +131,71 @@ class AzureMachine:
         return "Microsoft.Compute/virtualMachines"
 
 
-class AzureProvider:
+class AzureProvider(kit.CloudProvider[AzureMachine]):
     """Restarts Azure VMs and scale-set instances with azure-mgmt-compute's synchronous client, in a thread."""
 
     name = "azure"
-    expects_new_boot = True
-    supports_graceful = False  # ARM has one restart; it has no graceful variant to ask for
+    scheme = "azure://"
+    # ARM has one restart; it has no graceful variant to ask for.
 
     def __init__(self, settings: AzureSettings | None = None) -> None:
         self._settings = settings or AzureSettings()
-        self._lock = threading.Lock()
         self._credential: DefaultAzureCredential | None = None
-        self._clients: dict[str, ComputeManagementClient] = {}
+        self._credential_lock = threading.Lock()
+        self._clients: kit.ClientCache[str, ComputeManagementClient] = kit.ClientCache()
 
     def owns(self, target: RebootTarget) -> bool:
-        return target.provider_id.lower().startswith("azure://")
+        return target.provider_id.lower().startswith(self.scheme)
 
-    async def reboot(self, target: RebootTarget) -> str:
+    def locate(self, target: RebootTarget) -> AzureMachine:
+        return AzureMachine.parse(target)
+
+    async def restart(self, target: RebootTarget, machine: AzureMachine) -> str:
         """Restart the VM and follow ARM's operation until it reports success.
 
         ARM's restart has no graceful variant to ask for; `target.graceful` changes nothing.
         A ProviderError is `refused` only when the restart request cannot have reached ARM or ARM
-        answered it with an error (see `_restart`); once ARM has accepted it, nothing is refused.
+        answered it with an error (see `_note_restart` and `_unsent`); once ARM has accepted it,
+        nothing is refused.
         """
-        try:
-            machine = AzureMachine.parse(target)
-        except ProviderError as error:
-            error.refused = True  # nothing was sent
-            raise
-        return await asyncio.to_thread(self._restart, target, machine)
+        classify = self._classifier(target, machine, "restart")
+
+        def begin() -> LROPoller[None]:
+            # The restart is sent once: azure-core would also retry a timed-out POST, which ARM may have
+            # carried out. Temporal retries the attempt instead, asking again only after a refusal.
+            client = self._client(machine.subscription)
+            if machine.scale_set is not None and machine.instance_id is not None:
+                return client.virtual_machine_scale_set_vms.begin_restart(
+                    machine.resource_group,
+                    machine.scale_set,
+                    machine.instance_id,
+                    raw_response_hook=_note_restart,
+                    **_ONCE,
+                )
+            return client.virtual_machines.begin_restart(
+                machine.resource_group, str(machine.vm), raw_response_hook=_note_restart, **_ONCE
+            )
+
+        poller = await kit.call(begin, classify)
+
+        async def wait(left: float) -> LROPoller[None]:
+            await kit.call(lambda: poller.result(timeout=left), classify)
+            return poller
+
+        timeout = self._settings.operation_timeout
+        # The poller paces its own polls (ARM's Retry-After, else `polling_interval`): no pause of ours.
+        await kit.follow_operation(
+            poller,
+            wait,
+            LROPoller.done,
+            timeout=timeout,
+            interval=0.0,
+            overdue=lambda _: (
+                f"Azure accepted the restart of {machine.label} in {machine.resource_group}, but its "
+                f"operation was still {poller.status()} after {timeout:.0f}s"
+            ),
+        )
+        return f"Azure restarted {machine.label} in {machine.resource_group} (operation {poller.status()})"
 
     async def requested_since(self, target: RebootTarget, since: datetime) -> bool | None:
         """None: ARM keeps no record here that can say whether a restart was asked for.
@@ -178,60 +207,24 @@ class AzureProvider:
         Microsoft.Insights read access, and lags minutes behind. So the repair activity relies on its
         own record and the node's bootID instead, and never restarts a second time on a guess.
         """
-        AzureMachine.parse(target)
+        self.locate(target)
         return None
 
     async def describe(self, target: RebootTarget) -> str:
         """ARM's instance view in one line: "Azure VM x in rg: PowerState/running, ProvisioningState/succeeded"."""
-        machine = AzureMachine.parse(target)
-        return await asyncio.to_thread(self._call, target, machine, "read the instance view of", self._describe)
+        machine = self.locate(target)
+        return await kit.call(
+            lambda: self._describe(machine), self._classifier(target, machine, "read the instance view of")
+        )
 
     def close(self) -> None:
         """Close the cached clients and the credential."""
-        with self._lock:
-            for client in self._clients.values():
-                client.close()
-            self._clients.clear()
+        for client in self._clients.drain():
+            client.close()
+        with self._credential_lock:
             if self._credential is not None:
                 self._credential.close()
                 self._credential = None
-
-    # --- in the worker thread ----------------------------------------------------------------------
-
-    def _restart(self, target: RebootTarget, machine: AzureMachine) -> str:
-        # The restart is sent once: azure-core would also retry a timed-out POST, which ARM may have
-        # carried out. Temporal retries the attempt instead, asking again only after a refusal.
-        # The status of every answer to the restart POST: azure-core retries it after 429, 5xx and
-        # Retry-After answers, so the last error alone does not say what the earlier ones were.
-        statuses: list[int] = []
-
-        def note(response: PipelineResponse[Any, Any]) -> None:
-            if response.http_request.url.split("?", 1)[0].endswith("/restart"):
-                statuses.append(response.http_response.status_code)
-
-        poller: LROPoller[None]
-        try:
-            client = self._client(machine.subscription)
-            if machine.scale_set is not None and machine.instance_id is not None:
-                poller = client.virtual_machine_scale_set_vms.begin_restart(
-                    machine.resource_group, machine.scale_set, machine.instance_id, raw_response_hook=note, **_ONCE
-                )
-            else:
-                poller = client.virtual_machines.begin_restart(
-                    machine.resource_group, str(machine.vm), raw_response_hook=note, **_ONCE
-                )
-        except (AzureError, ValueError) as error:
-            raise _failure(error, target, machine, "restart", refused=_refused(error, statuses)) from error
-        # ARM accepted the restart: whatever goes wrong from here, the VM may restart.
-        self._call(target, machine, "restart", lambda _: poller.result(timeout=self._settings.operation_timeout))
-        if not poller.done():
-            # Asked and accepted; a retry finds the repair's own record and does not ask again.
-            raise ProviderError(
-                f"Azure accepted the restart of {machine.label} in {machine.resource_group}, but its operation "
-                f"was still {poller.status()} after {self._settings.operation_timeout:.0f}s",
-                retryable=True,
-            )
-        return f"Azure restarted {machine.label} in {machine.resource_group} (operation {poller.status()})"
 
     def _describe(self, machine: AzureMachine) -> str:
         client = self._client(machine.subscription)
@@ -246,65 +239,51 @@ class AzureProvider:
         codes.sort(key=lambda code: (not code.startswith("PowerState/"), not code.startswith("ProvisioningState/")))
         return f"Azure {machine.label} in {machine.resource_group}: {', '.join(codes) or 'no statuses reported'}"
 
-    def _call(self, target: RebootTarget, machine: AzureMachine, doing: str, call: Callable[[AzureMachine], T]) -> T:
-        try:
-            return call(machine)
-        except ProviderError:
-            raise
-        except (AzureError, ValueError) as error:
-            raise _failure(error, target, machine, doing) from error
-
     def _client(self, subscription: str) -> ComputeManagementClient:
-        with self._lock:
-            client = self._clients.get(subscription)
-            if client is None:
-                client = ComputeManagementClient(
-                    self._credential_chain(),
-                    subscription,
-                    base_url=self._settings.endpoint,
-                    polling_interval=self._settings.polling_interval,
-                    retry_total=self._settings.retry_total,
-                    connection_timeout=10,
-                    read_timeout=60,
-                    **self._verify(),
-                )
-                self._clients[subscription] = client
-            return client
+        return self._clients.get(
+            subscription,
+            lambda: ComputeManagementClient(
+                self._credential_chain(),
+                subscription,
+                base_url=self._settings.endpoint,
+                polling_interval=self._settings.polling_interval,
+                retry_total=self._settings.retry_total,
+                connection_timeout=10,
+                read_timeout=60,
+                **self._verify(),
+            ),
+        )
 
     def _credential_chain(self) -> TokenCredential:
-        if self._credential is None:
-            self._credential = DefaultAzureCredential(**self._verify())
-        return self._credential
+        with self._credential_lock:
+            if self._credential is None:
+                self._credential = DefaultAzureCredential(**self._verify())
+            return self._credential
 
     def _verify(self) -> dict[str, Any]:
         verify = self._settings.connection_verify
         return {} if verify is None else {"connection_verify": verify}
 
-
-def _failure(
-    error: AzureError | ValueError, target: RebootTarget, machine: AzureMachine, doing: str, *, refused: bool = False
-) -> ProviderError:
-    """The ProviderError for an SDK failure (or a credential chain refusing its settings), marked `refused`."""
-    if isinstance(error, AzureError):
-        failure = _translate(error, target, machine, doing)
-    else:
-        # DefaultAzureCredential refuses a bad AZURE_TOKEN_CREDENTIALS when it is built.
-        failure = ProviderError(f"cannot {doing} Azure {machine.label} of node {target.node}: {error}", retryable=False)
-    failure.refused = refused
-    return failure
+    @staticmethod
+    def _classifier(target: RebootTarget, machine: AzureMachine, doing: str) -> kit.Classifier:
+        return lambda error: _classify(error, target, machine, doing)
 
 
-def _refused(error: AzureError | ValueError, statuses: list[int]) -> bool:
-    """Whether a failed restart request cannot have restarted the VM.
+def _note_restart(response: PipelineResponse[Any, Any]) -> None:
+    """Report every answer to the restart POST: azure-core retries it after 429, 5xx and Retry-After
+    answers, so the last error alone does not say what the earlier ones were."""
+    if response.http_request.url.split("?", 1)[0].endswith("/restart"):
+        kit.answered(response.http_response.status_code)
 
-    True when every answer ARM gave was an error and the last failure sent nothing more: an error
-    answer (that answer is among `statuses`), a request never sent (azure-core's ServiceRequestError,
-    unless a TLS error that can also come after sending), or no request at all (the credential
-    chain or the client failed first). A request sent without an answer (ServiceResponseError) may
-    have restarted the VM, and so may one a gateway answered with 502 or 504.
+
+def _unsent(error: AzureError | ValueError) -> bool:
+    """Whether a failed request cannot have been acted on.
+
+    True for an error answer (ARM's own, not a gateway's 502 or 504), a request never sent
+    (azure-core's ServiceRequestError, unless a TLS error that can also come after sending), or no
+    request at all (the credential chain or the client failed first). A request sent without an
+    answer (ServiceResponseError) may have been acted on.
     """
-    if not all(refusing_status(status) for status in statuses):
-        return False
     if isinstance(error, ValueError):
         return True
     if isinstance(error, ClientAuthenticationError) and error.response is None:
@@ -321,30 +300,42 @@ def _tls(error: BaseException) -> bool:
     return any(isinstance(item, ssl.SSLError | requests.exceptions.SSLError) for item in linked(error))
 
 
-def _translate(error: AzureError, target: RebootTarget, machine: AzureMachine, doing: str) -> ProviderError:
+def _classify(error: Exception, target: RebootTarget, machine: AzureMachine, doing: str) -> Failure | None:
+    """An SDK failure (or a credential chain refusing its settings) as a Failure a person can act on."""
+    if isinstance(error, AzureError):
+        failure = _translate(error, target, machine, doing)
+    elif isinstance(error, ValueError):
+        # DefaultAzureCredential refuses a bad AZURE_TOKEN_CREDENTIALS when it is built.
+        failure = Failure(f"cannot {doing} Azure {machine.label} of node {target.node}: {error}", retryable=False)
+    else:
+        return None
+    return replace(failure, unsent=_unsent(error))
+
+
+def _translate(error: AzureError, target: RebootTarget, machine: AzureMachine, doing: str) -> Failure:
     """An SDK error as a ProviderError a person can act on: what failed, ARM's code, what to do."""
     what = f"Azure {machine.label}"
     where = f"{what} in resource group {machine.resource_group}"
     if isinstance(error, ClientAuthenticationError) and error.response is None:
         # Raised by the credential chain before any request reached ARM.
-        return ProviderError(
+        return Failure(
             f"cannot {doing} {where} for node {target.node}: DefaultAzureCredential found no usable credential "
             "(in AKS, enable workload identity for gpuheal's service account: the "
             "azure.workload.identity/use label and the azure.workload.identity/client-id annotation): "
-            f"{_one_line(error.message)}",
+            f"{one_line(error.message)}",
             retryable=False,
         )
     if isinstance(error, HttpResponseError):
         status = error.status_code
         code = (error.error.code if error.error is not None else None) or error.reason or "no code"
-        said = _one_line(error.error.message if error.error is not None and error.error.message else error.message)
+        said = one_line(error.error.message if error.error is not None and error.error.message else error.message)
         if status is None or status < 400:
             # The operation itself ended in failure (ARM answered 200 with status "Failed").
-            return ProviderError(f"Azure's operation to {doing} {where} failed ({code}): {said}", retryable=False)
+            return Failure(f"Azure's operation to {doing} {where} failed ({code}): {said}", retryable=False)
         if status == 429 or status == 408 or status >= 500:
-            return ProviderError(f"ARM answered {status} ({code}) to {doing} {where}: {said}", retryable=True)
+            return Failure(f"ARM answered {status} ({code}) to {doing} {where}: {said}", retryable=True)
         if status == 404:
-            return ProviderError(
+            return Failure(
                 f"{what} not found in resource group {machine.resource_group} of subscription "
                 f"{machine.subscription} ({code}); check node {target.node}'s providerID {target.provider_id}",
                 retryable=False,
@@ -353,24 +344,18 @@ def _translate(error: AzureError, target: RebootTarget, machine: AzureMachine, d
             action = machine.restart_action if doing == "restart" else machine.read_action
             client_id = os.environ.get("AZURE_CLIENT_ID")
             identity = f"the workload identity (client id {client_id})" if client_id else "gpuheal's Azure identity"
-            return ProviderError(
+            return Failure(
                 f"{identity} may not {doing} {where} ({code}): grant it {action} on the VM, its scale set or "
                 f"resource group (the Virtual Machine Contributor role has it); ARM said: {said}",
                 retryable=False,
             )
         if status == 401:
-            return ProviderError(
+            return Failure(
                 f"ARM rejected gpuheal's Azure credential to {doing} {where} (401 {code}); check the workload "
                 f"identity's federated credential, tenant and client id: {said}",
                 retryable=False,
             )
-        return ProviderError(f"ARM refused to {doing} {where} ({status} {code}): {said}", retryable=False)
+        return Failure(f"ARM refused to {doing} {where} ({status} {code}): {said}", retryable=False)
     if isinstance(error, ServiceRequestError | ServiceResponseError):
-        return ProviderError(f"could not reach ARM to {doing} {where}: {_one_line(str(error))}", retryable=True)
-    return ProviderError(f"Azure SDK error to {doing} {where}: {_one_line(str(error))}", retryable=True)
-
-
-def _one_line(text: str | None, limit: int = 1500) -> str:
-    """The text on one line, cut at `limit` characters (the credential chain's account can run long)."""
-    line = " ".join((text or "").split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
+        return Failure(f"could not reach ARM to {doing} {where}: {one_line(str(error))}", retryable=True)
+    return Failure(f"Azure SDK error to {doing} {where}: {one_line(str(error))}", retryable=True)

@@ -14,14 +14,11 @@ reached Google even when the worker died before writing down the answer.
 
 from __future__ import annotations
 
-import asyncio
 import re
-import threading
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypedDict, TypeVar
 
 import google.auth
 import google.auth.exceptions
@@ -30,7 +27,8 @@ from google.api_core import exceptions as api_exceptions
 from google.api_core import retry as api_retry
 from google.api_core.client_options import ClientOptions
 
-from gpuheal.activities.providers import ProviderError, RebootTarget
+from gpuheal.activities.providers import RebootTarget, kit
+from gpuheal.activities.providers.kit import Failure
 from gpuheal.activities.providers.refusal import refusing_status, requests_never_sent
 
 if TYPE_CHECKING:
@@ -56,7 +54,6 @@ _TRANSIENT = (
 )
 # Compute Engine has answered rate limits with 403 as well as 429; these reasons mean "slow down".
 _RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded", "RATE_LIMIT_EXCEEDED"})
-# Error statuses that come from a gateway that may have passed the request on and then lost the answer.
 # The worker's clock and Google's may disagree a little, and Compute Engine writes insert times in
 # milliseconds: a reset inserted this much before `since` still counts as one asked for since then.
 _CLOCK_ALLOWANCE = timedelta(seconds=5)
@@ -64,6 +61,11 @@ _ZONE = re.compile(r"^[a-z]+-[a-z]+[0-9]+-[a-z0-9]+$")
 _NAME = re.compile(r"^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$")
 # Project ids, including legacy domain-scoped ones ("example.com:my-project").
 _PROJECT = re.compile(r"^(?:[a-z0-9.-]+:)?[a-z][-a-z0-9]{4,28}[a-z0-9]$")
+
+
+class _Zonal(TypedDict):
+    project: str
+    zone: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +80,11 @@ class GceInstance:
     def resource(self) -> str:
         return f"projects/{self.project}/zones/{self.zone}/instances/{self.name}"
 
+    @property
+    def zonal(self) -> _Zonal:
+        """The arguments that place a zonal call: the instance's project and zone."""
+        return _Zonal(project=self.project, zone=self.zone)
+
     def __str__(self) -> str:
         return f"{self.name} in zone {self.zone} ({self.project})"
 
@@ -91,22 +98,20 @@ def parse_provider_id(node: str, provider_id: str) -> GceInstance:
         or _ZONE.match(parts[1]) is None
         or _NAME.match(parts[2]) is None
     ):
-        raise ProviderError(
-            f"node {node} has providerID {provider_id!r}, which does not name a GCE instance; "
-            "expected gce://<project>/<zone>/<instance-name>",
-            retryable=False,
+        raise kit.not_located(
+            RebootTarget(node, provider_id), "a GCE instance", "gce://<project>/<zone>/<instance-name>"
         )
     return GceInstance(*parts)
 
 
 @dataclass(frozen=True, slots=True)
 class GcpSettings:
-    """Overrides of what the SDK decides by itself; None leaves it to the SDK."""
+    """Overrides of what the SDK decides by itself; None leaves it to the SDK.
 
-    # Compute Engine API endpoint ("https://compute.googleapis.com" by default).
-    endpoint: str | None = None
-    # CA bundle to trust instead of requests' own (REQUESTS_CA_BUNDLE, else certifi).
-    ca_bundle: str | None = None
+    Following a reset's operation is gpuheal's own loop (`kit.follow_operation`), so its pace and
+    patience are set here rather than in the SDK.
+    """
+
     # How long to follow a reset operation before giving up (retryably) on waiting for it.
     operation_timeout: float = 300.0
     # The least time between two polls of an operation (`wait` itself holds until DONE or ~2 min).
@@ -114,6 +119,10 @@ class GcpSettings:
     # Per-request timeout, and how long the SDK itself retries a transient failure of a read.
     request_timeout: float = 30.0
     retry_seconds: float = 10.0
+    # Compute Engine API endpoint ("https://compute.googleapis.com" by default).
+    endpoint: str | None = None
+    # CA bundle to trust instead of requests' own (REQUESTS_CA_BUNDLE, else certifi).
+    ca_bundle: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> GcpSettings:
@@ -127,17 +136,16 @@ class _Clients:
     operations: compute_v1.ZoneOperationsClient
 
 
-class GcpProvider:
+class GcpProvider(kit.CloudProvider[GceInstance]):
     """Resets Compute Engine instances (GKE nodes) and reads Compute Engine's record of resets."""
 
     name = "gcp"
-    expects_new_boot = True
-    supports_graceful = False  # a GCE reset is a hard reset; stop/start could give up the GPUs
+    scheme = SCHEME
+    # A GCE reset is a hard reset; stop/start could give up the GPUs.
 
     def __init__(self, settings: GcpSettings | None = None) -> None:
         self._settings = settings or GcpSettings()
-        self._clients: _Clients | None = None
-        self._lock = threading.Lock()
+        self._clients: kit.ClientCache[None, _Clients] = kit.ClientCache()
         # Reads (get, list, wait) are idempotent: retry a transient failure briefly, then let Temporal
         # retry the activity with its own backoff. The reset itself is never retried by the SDK.
         self._retry = api_retry.Retry(
@@ -148,28 +156,72 @@ class GcpProvider:
             timeout=self._settings.retry_seconds,
         )
 
-    def owns(self, target: RebootTarget) -> bool:
-        return target.provider_id.startswith(SCHEME)
+    def locate(self, target: RebootTarget) -> GceInstance:
+        return parse_provider_id(target.node, target.provider_id)
 
-    async def reboot(self, target: RebootTarget) -> str:
+    async def restart(self, target: RebootTarget, instance: GceInstance) -> str:
         """Reset the instance and wait for the operation to be DONE; raise if it ended with an error.
 
         A reset is a hard reset: Compute Engine has no graceful restart short of stop and start,
         which could give up the VM's GPUs to someone else, so `target.graceful` is not honoured.
 
         A ProviderError is `refused` when the reset request cannot have reached Compute Engine or
-        was answered with an error (see `_refused`); once the reset is accepted, nothing is refused.
+        was answered with an error (see `_unsent`); once the reset is accepted, nothing is refused.
         An operation that ended with an error is not refused either, though `requested_since` does
         not count it, so a retry asks again all the same.
         """
-        try:
-            instance = parse_provider_id(target.node, target.provider_id)
-        except ProviderError as error:
-            error.refused = True  # nothing was sent
-            raise
-        return await self._run(
-            target, instance, "reset", lambda clients: self._reset(clients, target, instance), asking=True
+        from google.cloud import compute_v1
+
+        settings = self._settings
+        operation = await self._run(
+            target,
+            instance,
+            "reset",
+            lambda clients: clients.instances.reset_unary(
+                **instance.zonal, instance=instance.name, retry=None, timeout=settings.request_timeout
+            ),
         )
+        # Accepted: from here on the instance may be resetting, whatever fails.
+        kit.reached()
+        polls = 0
+
+        async def wait(left: float) -> compute_v1.Operation:
+            nonlocal polls
+            polls += 1
+            # The operation is followed through our own client: the one ExtendedOperation.result() polls
+            # with is built without the client options, so it would ignore an endpoint override.
+            return await self._run(
+                target,
+                instance,
+                "reset",
+                lambda clients: clients.operations.wait(
+                    **instance.zonal,
+                    operation=operation.name,
+                    retry=self._retry,
+                    # `wait` holds the request until DONE or about two minutes: give it that long.
+                    timeout=max(1.0, min(left, 150.0)),
+                ),
+            )
+
+        operation = await kit.follow_operation(
+            operation,
+            wait,
+            lambda operation: operation.status == compute_v1.Operation.Status.DONE,
+            timeout=settings.operation_timeout,
+            interval=settings.poll_interval,
+            overdue=lambda operation: (
+                f"GCE reset of instance {instance} was accepted (operation {operation.name}) "
+                f"but is still {operation.status.name} after {settings.operation_timeout:.0f}s"
+            ),
+        )
+        failure = _operation_error(operation)
+        if failure is not None:
+            status, text = failure
+            raise kit.fail(
+                f"GCE reset of instance {instance} failed: operation {operation.name} ended with {text}",
+                retryable=status == 429 or status >= 500,
+            )
+        return f"GCE reset instance {instance}: operation {operation.name} DONE after {polls} polls"
 
     async def requested_since(self, target: RebootTarget, since: datetime) -> bool | None:
         """Whether a reset of the instance was inserted at or after `since` and did not fail.
@@ -177,7 +229,7 @@ class GcpProvider:
         Read from the zone's operations (type "reset", targeting the instance). A reset whose
         operation ended with an error did not reset the machine, so it does not count.
         """
-        instance = parse_provider_id(target.node, target.provider_id)
+        instance = self.locate(target)
         return await self._run(
             target,
             instance,
@@ -187,62 +239,12 @@ class GcpProvider:
 
     async def describe(self, target: RebootTarget) -> str:
         """Compute Engine's view: "GCE instance <name> in zone <zone> (<project>): RUNNING"."""
-        instance = parse_provider_id(target.node, target.provider_id)
+        instance = self.locate(target)
         found = await self._run(target, instance, "get", lambda clients: self._get(clients, instance))
         detail = f" ({found.status_message})" if found.status_message else ""
         return f"GCE instance {instance}: {found.status or 'UNKNOWN'}{detail}"
 
     # --- blocking parts, run in a thread -----------------------------------------------------------
-
-    def _reset(self, clients: _Clients, target: RebootTarget, instance: GceInstance) -> str:
-        from google.cloud import compute_v1
-
-        try:
-            operation = clients.instances.reset_unary(
-                project=instance.project,
-                zone=instance.zone,
-                instance=instance.name,
-                retry=None,
-                timeout=self._settings.request_timeout,
-            )
-        except Exception as error:
-            reset_error = _translate(error, target, instance, "reset", self._settings.endpoint)
-            reset_error.refused = _refused(error)
-            raise reset_error from error
-        # Accepted: from here on the instance may be resetting, whatever fails.
-        polls = 0
-        deadline = time.monotonic() + self._settings.operation_timeout
-        while operation.status != compute_v1.Operation.Status.DONE:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise ProviderError(
-                    f"GCE reset of instance {instance} was accepted (operation {operation.name}) but is still "
-                    f"{operation.status.name} after {self._settings.operation_timeout:.0f}s",
-                    retryable=True,
-                )
-            started = time.monotonic()
-            # The operation is followed through our own client: the one ExtendedOperation.result() polls
-            # with is built without the client options, so it would ignore an endpoint override.
-            operation = clients.operations.wait(
-                project=instance.project,
-                zone=instance.zone,
-                operation=operation.name,
-                retry=self._retry,
-                # `wait` holds the request until DONE or about two minutes: give it that long.
-                timeout=max(1.0, min(remaining, 150.0)),
-            )
-            polls += 1
-            pause = self._settings.poll_interval - (time.monotonic() - started)
-            if operation.status != compute_v1.Operation.Status.DONE and pause > 0:
-                time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-        failure = _operation_error(operation)
-        if failure is not None:
-            status, text = failure
-            raise ProviderError(
-                f"GCE reset of instance {instance} failed: operation {operation.name} ended with {text}",
-                retryable=status == 429 or status >= 500,
-            )
-        return f"GCE reset instance {instance}: operation {operation.name} DONE after {polls} polls"
 
     def _requested_since(self, clients: _Clients, instance: GceInstance, since: datetime) -> bool:
         from google.cloud import compute_v1
@@ -254,8 +256,7 @@ class GcpProvider:
         earliest = since - _CLOCK_ALLOWANCE
         operations = clients.operations.list(
             request=compute_v1.ListZoneOperationsRequest(
-                project=instance.project,
-                zone=instance.zone,
+                **instance.zonal,
                 filter=f'(operationType = "reset") AND (targetLink = "{link}")',
             ),
             retry=self._retry,
@@ -270,59 +271,33 @@ class GcpProvider:
 
     def _get(self, clients: _Clients, instance: GceInstance) -> compute_v1.Instance:
         return clients.instances.get(
-            project=instance.project,
-            zone=instance.zone,
-            instance=instance.name,
-            retry=self._retry,
-            timeout=self._settings.request_timeout,
+            **instance.zonal, instance=instance.name, retry=self._retry, timeout=self._settings.request_timeout
         )
 
     # --- clients and errors ------------------------------------------------------------------------
 
-    async def _run(
-        self,
-        target: RebootTarget,
-        instance: GceInstance,
-        action: str,
-        call: Callable[[_Clients], T],
-        *,
-        asking: bool = False,
-    ) -> T:
-        """Run `call` in a thread with the clients; `asking`: it asks for a reset, so failing to connect refuses it."""
-
-        def work() -> T:
-            try:
-                clients = self._connect()
-            except Exception as error:
-                failure = _translate(error, target, instance, action, self._settings.endpoint)
-                failure.refused = asking  # no credentials or no client: nothing was sent
-                raise failure from error
-            try:
-                return call(clients)
-            except ProviderError:
-                raise
-            except Exception as error:
-                raise _translate(error, target, instance, action, self._settings.endpoint) from error
-
-        return await asyncio.to_thread(work)
+    async def _run(self, target: RebootTarget, instance: GceInstance, action: str, call: Callable[[_Clients], T]) -> T:
+        """Run `call` with the clients in a thread, its failures sorted by `_classify`."""
+        endpoint = self._settings.endpoint
+        return await kit.call(
+            lambda: call(self._clients.get(None, self._connect)),
+            lambda error: _classify(error, target, instance, action, endpoint),
+        )
 
     def _connect(self) -> _Clients:
         """The clients, built once: ADC is looked up once (on GKE it asks the metadata server)."""
-        with self._lock:
-            if self._clients is None:
-                from google.cloud import compute_v1
+        from google.cloud import compute_v1
 
-                credentials, _ = google.auth.default(default_scopes=(_CLOUD_PLATFORM,))
-                options = ClientOptions(api_endpoint=self._settings.endpoint) if self._settings.endpoint else None
-                clients = _Clients(
-                    compute_v1.InstancesClient(credentials=credentials, client_options=options, transport="rest"),
-                    compute_v1.ZoneOperationsClient(credentials=credentials, client_options=options, transport="rest"),
-                )
-                if self._settings.ca_bundle is not None:
-                    for client in (clients.instances, clients.operations):
-                        _trust(client.transport, self._settings.ca_bundle)
-                self._clients = clients
-            return self._clients
+        credentials, _ = google.auth.default(default_scopes=(_CLOUD_PLATFORM,))
+        options = ClientOptions(api_endpoint=self._settings.endpoint) if self._settings.endpoint else None
+        clients = _Clients(
+            compute_v1.InstancesClient(credentials=credentials, client_options=options, transport="rest"),
+            compute_v1.ZoneOperationsClient(credentials=credentials, client_options=options, transport="rest"),
+        )
+        if self._settings.ca_bundle is not None:
+            for client in (clients.instances, clients.operations):
+                _trust(client.transport, self._settings.ca_bundle)
+        return clients
 
 
 def _trust(transport: object, ca_bundle: str) -> None:
@@ -355,8 +330,8 @@ def _operation_error(operation: compute_v1.Operation) -> tuple[int, str] | None:
     return status, f"{status or 'error'} {described}".strip()
 
 
-def _refused(error: Exception) -> bool:
-    """Whether a failed reset request cannot have reset the instance.
+def _unsent(error: Exception) -> bool:
+    """Whether a failed request cannot have been acted on (for the reset: cannot have reset the instance).
 
     True when Compute Engine answered it with an error (not a gateway's 502 or 504, which may come
     after the request was passed on), when no access token could be had (the request was never
@@ -381,23 +356,30 @@ def _reasons(error: api_exceptions.GoogleAPICallError) -> list[str]:
     return found
 
 
+def _classify(
+    error: Exception, target: RebootTarget, instance: GceInstance, action: str, endpoint: str | None
+) -> Failure:
+    """An SDK failure as a Failure, with `_unsent` saying whether its request went out."""
+    return replace(_translate(error, target, instance, action, endpoint), unsent=_unsent(error))
+
+
 def _translate(
     error: Exception, target: RebootTarget, instance: GceInstance, action: str, endpoint: str | None
-) -> ProviderError:
+) -> Failure:
     """An SDK failure as a ProviderError: transient ones retryable, the rest with what to do about them."""
     where = f"instance {instance.name} in zone {instance.zone} of project {instance.project}"
     if isinstance(error, api_exceptions.GoogleAPICallError):
         reasons = _reasons(error)
         said = f"{error.message} ({', '.join(reasons) or error.code})"
         if isinstance(error, api_exceptions.NotFound):
-            return ProviderError(
+            return Failure(
                 f"GCE instance {instance.name} not found in zone {instance.zone} of project {instance.project} "
                 f"(notFound); check node {target.node}'s providerID {target.provider_id!r}. "
                 f"Google said: {said}",
                 retryable=False,
             )
         if isinstance(error, api_exceptions.Forbidden) and not _RATE_LIMIT_REASONS.intersection(reasons):
-            return ProviderError(
+            return Failure(
                 f"GCE denied the worker permission to {action} {where} ({', '.join(reasons) or 'forbidden'}): grant "
                 f"its Google service account {PERMISSIONS} on project {instance.project} (for example "
                 "roles/compute.instanceAdmin.v1), and check that the worker's Kubernetes service account is bound "
@@ -405,33 +387,33 @@ def _translate(
                 retryable=False,
             )
         if isinstance(error, api_exceptions.Unauthorized):
-            return ProviderError(
+            return Failure(
                 f"GCE rejected the worker's credentials when asked to {action} {where}: check its Application "
                 f"Default Credentials (GKE workload identity). Google said: {said}",
                 retryable=False,
             )
         if isinstance(error, (*_TRANSIENT, api_exceptions.Forbidden, api_exceptions.Conflict)):
-            return ProviderError(f"GCE could not {action} {where} now, try again: {said}", retryable=True)
-        return ProviderError(f"GCE refused to {action} {where}: {said}", retryable=(error.code or 0) >= 500)
+            return Failure(f"GCE could not {action} {where} now, try again: {said}", retryable=True)
+        return Failure(f"GCE refused to {action} {where}: {said}", retryable=(error.code or 0) >= 500)
     if isinstance(error, api_exceptions.RetryError):
         # The SDK's short retry window ran out on a transient error: that error says what happened.
         cause = error.cause if isinstance(error.cause, Exception) else None
-        last = _translate(cause, target, instance, action, endpoint) if cause is not None else error
-        return ProviderError(f"{last} (still failing after the SDK's retries)", retryable=True)
+        last = _translate(cause, target, instance, action, endpoint).message if cause is not None else str(error)
+        return Failure(f"{last} (still failing after the SDK's retries)", retryable=True)
     if isinstance(error, google.auth.exceptions.DefaultCredentialsError):
-        return ProviderError(
+        return Failure(
             f"no Google Application Default Credentials to {action} GCE {where}: run the worker with GKE workload "
             f"identity (or set GOOGLE_APPLICATION_CREDENTIALS); {error}",
             retryable=False,
         )
     if isinstance(error, google.auth.exceptions.RefreshError):
-        return ProviderError(
+        return Failure(
             f"could not get a Google access token to {action} GCE {where}: {error}",
             retryable=bool(getattr(error, "retryable", False)),
         )
     if isinstance(error, (google.auth.exceptions.TransportError, requests.RequestException, OSError)):
-        return ProviderError(
+        return Failure(
             f"could not reach Compute Engine at {endpoint or 'compute.googleapis.com'} to {action} GCE {where}: {error}",
             retryable=True,
         )
-    return ProviderError(f"GCE call to {action} {where} failed: {type(error).__name__}: {error}", retryable=True)
+    return Failure(f"GCE call to {action} {where} failed: {type(error).__name__}: {error}", retryable=True)

@@ -35,11 +35,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from gpuheal.activities.providers import ProviderError, RebootTarget
+from gpuheal.activities.providers import ProviderError, RebootTarget, kit
+from gpuheal.activities.providers.kit import Failure
 
 if TYPE_CHECKING:
     from nebius.aio.operation import Operation
@@ -100,10 +101,7 @@ class NebiusInstance:
         """The node's instance; a malformed providerID is a non-retryable error naming the node."""
         match = _PROVIDER_ID.fullmatch(target.provider_id)
         if match is None:
-            raise ProviderError(
-                f"node {target.node} has providerID {target.provider_id!r}, not a Nebius instance; expected {_EXPECTED}",
-                retryable=False,
-            )
+            raise kit.not_located(target, "a Nebius instance", _EXPECTED)
         return cls(match["id"])
 
 
@@ -115,8 +113,6 @@ class NebiusSettings:
     endpoint: str | None = None
     # NEBIUS_ENDPOINT: the domain services resolve under ("api.nebius.cloud:443" by default).
     domain: str | None = None
-    # GPUHEAL_NEBIUS_CREDENTIALS_FILE: the service account credentials file (JSON, "subject-credentials").
-    credentials_file: Path | None = None
     # GPUHEAL_NEBIUS_CA_FILE: CA certificates (PEM) trusted instead of the system's bundle.
     ca_file: Path | None = None
     # Tries per call, the first included; the SDK retries throttling and unavailability itself.
@@ -126,6 +122,8 @@ class NebiusSettings:
     # How often an operation is polled, and how long one may take (a GPU instance stops in minutes).
     poll_seconds: float = 1.0
     operation_timeout: float = 900.0
+    # GPUHEAL_NEBIUS_CREDENTIALS_FILE: the service account credentials file (JSON, "subject-credentials").
+    credentials_file: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> NebiusSettings:
@@ -143,22 +141,21 @@ class NebiusSettings:
         )
 
 
-class NebiusProvider:
+class NebiusProvider(kit.CloudProvider[NebiusInstance]):
     """Reboots Nebius compute instances: Stop, then Start, each operation followed to its end."""
 
     name = "nebius"
-    expects_new_boot = True
+    scheme = _SCHEME
     # StopInstanceRequest offers no choice between a graceful and a hard stop.
-    supports_graceful = False
 
     def __init__(self, settings: NebiusSettings | None = None) -> None:
         self._settings = settings or NebiusSettings()
         self._sdks: dict[asyncio.AbstractEventLoop, SDK] = {}
 
-    def owns(self, target: RebootTarget) -> bool:
-        return target.provider_id.startswith(_SCHEME)
+    def locate(self, target: RebootTarget) -> NebiusInstance:
+        return NebiusInstance.of(target)
 
-    async def reboot(self, target: RebootTarget) -> str:
+    async def restart(self, target: RebootTarget, instance: NebiusInstance) -> str:
         """Stop the instance and start it again, waiting for each operation to finish.
 
         An instance already stopped or stopping (a retry after the worker died between Stop and
@@ -175,29 +172,33 @@ class NebiusProvider:
         """
         from nebius.api.nebius.compute.v1 import StartInstanceRequest, StopInstanceRequest
 
-        try:
-            instance = NebiusInstance.of(target)
-            client = await self._client()
-            state = await self._state(client, target, instance)
-            if state == "STOPPING":
-                state = await self._until_stopped(client, target, instance)
-            stopped = "was already stopped"
-            if state != "STOPPED":
-                stopping = client.stop(StopInstanceRequest(id=instance.id), **self._request_options())
-                stop: Operation[Any] = await self._call(stopping, target, instance, "stop")
-                await self._wait(stop, target, instance, "stop")
-                stopped = f"stopped by operation {stop.id}"
-        except ProviderError as error:
-            error.refused = True  # nothing was started
-            raise
+        client = await self._client()
+        state = await self._state(client, target, instance)
+        if state == "STOPPING":
+            settings = self._settings
+            # An earlier attempt's Stop still running.
+            state = await kit.follow_operation(
+                state,
+                lambda _: self._state(client, target, instance),
+                lambda state: state != "STOPPING",
+                timeout=settings.operation_timeout,
+                interval=settings.poll_seconds,
+                overdue=lambda _: (
+                    f"Nebius instance {instance.id} (node {target.node}) is still STOPPING after "
+                    f"{settings.operation_timeout:.0f}s"
+                ),
+            )
+        stopped = "was already stopped"
+        if state != "STOPPED":
+            stopping = client.stop(StopInstanceRequest(id=instance.id), **self._request_options())
+            stop: Operation[Any] = await self._call(stopping, target, instance, "stop")
+            await self._wait(stop, target, instance, "stop")
+            stopped = f"stopped by operation {stop.id}"
         # One try: the SDK would retry a Start that timed out, and a throttled retry would then hide
         # that the first one may have started the instance.
         starting = client.start(StartInstanceRequest(id=instance.id), **self._request_options(attempts=1))
-        try:
-            start: Operation[Any] = await self._call(starting, target, instance, "start")
-        except ProviderError as error:
-            error.refused = _refused(error.__cause__)
-            raise
+        start: Operation[Any] = await self._call(starting, target, instance, "start")
+        kit.reached()
         await self._wait(start, target, instance, "start")
         return f"Nebius instance {instance.id} {stopped} and started again by operation {start.id}"
 
@@ -211,7 +212,7 @@ class NebiusProvider:
         from nebius.aio.service_error import RequestError
         from nebius.api.nebius.common.v1 import ListOperationsRequest
 
-        instance = NebiusInstance.of(target)
+        instance = self.locate(target)
         operations = (await self._client()).operation_service()
         token = ""
         for _ in range(_MAX_OPERATION_PAGES):
@@ -233,7 +234,7 @@ class NebiusProvider:
         return None
 
     async def describe(self, target: RebootTarget) -> str:
-        instance = NebiusInstance.of(target)
+        instance = self.locate(target)
         state = await self._state(await self._client(), target, instance)
         return f"Nebius instance {instance.id}: {state}"
 
@@ -278,13 +279,13 @@ class NebiusProvider:
                 )
             return SDK(user_agent_prefix=_USER_AGENT, event_loop=loop, **options)
         except NoTokenInEnvError as error:
-            raise ProviderError(
+            raise kit.fail(
                 "no Nebius credentials: mount a service account credentials file and set "
                 "GPUHEAL_NEBIUS_CREDENTIALS_FILE to its path, or set NEBIUS_IAM_TOKEN",
                 retryable=False,
             ) from error
         except (OSError, ValueError, KeyError, SDKError) as error:
-            raise ProviderError(
+            raise kit.fail(
                 f"cannot set up the Nebius SDK ({type(error).__name__}: {error}); check "
                 f"GPUHEAL_NEBIUS_CREDENTIALS_FILE ({settings.credentials_file}) and GPUHEAL_NEBIUS_CA_FILE "
                 f"({settings.ca_file})",
@@ -310,12 +311,7 @@ class NebiusProvider:
 
     async def _call(self, request: Any, target: RebootTarget, instance: NebiusInstance, action: str) -> Any:
         """Await one SDK request, turning its failure into a ProviderError."""
-        from nebius.base.error import SDKError
-
-        try:
-            return await request
-        except (SDKError, TimeoutError) as error:
-            self._fail(error, target, instance, action)
+        return await kit.awaited(request, lambda error: self._classify(error, target, instance, action))
 
     async def _state(self, client: InstanceServiceClient, target: RebootTarget, instance: NebiusInstance) -> str:
         """The instance's state name: "RUNNING", "STOPPED", …"""
@@ -325,85 +321,78 @@ class NebiusProvider:
         found = await self._call(request, target, instance, "get")
         return str(found.status.state.name)
 
-    async def _until_stopped(
-        self, client: InstanceServiceClient, target: RebootTarget, instance: NebiusInstance
-    ) -> str:
-        """Poll a stopping instance (an earlier attempt's Stop still running) until it has stopped."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._settings.operation_timeout
-        while True:
-            await asyncio.sleep(self._settings.poll_seconds)
-            state = await self._state(client, target, instance)
-            if state != "STOPPING":
-                return state
-            if loop.time() > deadline:
-                raise ProviderError(
-                    f"Nebius instance {instance.id} (node {target.node}) is still STOPPING after "
-                    f"{self._settings.operation_timeout:.0f}s",
-                    retryable=True,
-                )
-
     async def _wait(
         self, operation: Operation[Any], target: RebootTarget, instance: NebiusInstance, action: str
     ) -> None:
         """Follow the operation until it is done; a failed operation is an error with its status."""
+        settings = self._settings
+        waiting = operation.wait(
+            interval=settings.poll_seconds,
+            timeout=settings.operation_timeout,
+            poll_iteration_timeout=settings.call_timeout,
+            poll_retries=settings.attempts,
+            auth_options=self._request_options()["auth_options"],
+        )
+        await kit.awaited(waiting, lambda error: self._classify(error, target, instance, action, operation))
+
+    def _classify(
+        self,
+        error: Exception,
+        target: RebootTarget,
+        instance: NebiusInstance,
+        action: str,
+        operation: Operation[Any] | None = None,
+    ) -> Failure | None:
+        """An SDK failure (of a call, or of following `operation`) as a Failure; None for any other error.
+
+        Only a Start reboots anything, so only its failures may have been acted on, and only those
+        Nebius did not answer with a refusal (see `_REFUSING`).
+        """
+        from nebius.aio.service_error import RequestError, is_retriable_error
         from nebius.base.error import SDKError
 
-        settings = self._settings
-        try:
-            await operation.wait(
-                interval=settings.poll_seconds,
-                timeout=settings.operation_timeout,
-                poll_iteration_timeout=settings.call_timeout,
-                poll_retries=settings.attempts,
-                auth_options=self._request_options()["auth_options"],
-            )
-        except TimeoutError as error:
-            raise ProviderError(
-                f"Nebius {action} operation {operation.id} on instance {instance.id} (node {target.node}) "
-                f"did not finish within {settings.operation_timeout:.0f}s; it may still be running",
-                retryable=True,
-            ) from error
-        except SDKError as error:
-            self._fail(error, target, instance, f"{action} (operation {operation.id})")
-
-    def _fail(self, error: Exception, target: RebootTarget, instance: NebiusInstance, action: str) -> NoReturn:
-        """Raise the ProviderError for an SDK failure: retryable unless retrying cannot help."""
-        from nebius.aio.service_error import RequestError, is_retriable_error
-
+        unsent = action != "start" or (isinstance(error, RequestError) and error.status.code in _REFUSING)
         if isinstance(error, TimeoutError):
-            raise ProviderError(
-                f"Nebius {action} instance {instance.id} (node {target.node}) timed out"
-                f" ({str(error) or f'no answer from {self._where()}'})",
-                retryable=True,
-            ) from error
+            if operation is not None:
+                message = (
+                    f"Nebius {action} operation {operation.id} on instance {instance.id} (node {target.node}) "
+                    f"did not finish within {self._settings.operation_timeout:.0f}s; it may still be running"
+                )
+            else:
+                message = (
+                    f"Nebius {action} instance {instance.id} (node {target.node}) timed out"
+                    f" ({str(error) or f'no answer from {self._where()}'})"
+                )
+            return Failure(message, retryable=True, unsent=unsent)
+        if operation is not None:
+            action = f"{action} (operation {operation.id})"
+        if not isinstance(error, SDKError):
+            return None
         code = error.status.code if isinstance(error, RequestError) else None
         detail = str(error.status) if isinstance(error, RequestError) else f"{type(error).__name__}: {error}"
         if code is grpc.StatusCode.NOT_FOUND:
-            raise ProviderError(
+            message = (
                 f"Nebius instance {instance.id} not found ({detail}); check node {target.node}'s providerID "
-                f"{target.provider_id!r}: the instance may have been deleted or belong to another tenant",
-                retryable=False,
-            ) from error
-        if code is grpc.StatusCode.PERMISSION_DENIED:
-            raise ProviderError(
+                f"{target.provider_id!r}: the instance may have been deleted or belong to another tenant"
+            )
+        elif code is grpc.StatusCode.PERMISSION_DENIED:
+            message = (
                 f"Nebius denied {action} instance {instance.id} (node {target.node}) to {self._identity()} "
                 f"({detail}); grant it the {_ROLE} role on the instance's project (add it to a group whose "
-                f"access permit assigns {_ROLE})",
-                retryable=False,
-            ) from error
-        if code is grpc.StatusCode.UNAUTHENTICATED:
-            raise ProviderError(
+                f"access permit assigns {_ROLE})"
+            )
+        elif code is grpc.StatusCode.UNAUTHENTICATED:
+            message = (
                 f"Nebius rejected the credentials of {self._identity()} ({detail}) while trying to {action} "
                 f"instance {instance.id}; check that the credentials file is current and its public key still "
-                "exists on the service account",
-                retryable=False,
-            ) from error
-        # Outside an RPC status (the SDK's own errors), network trouble is worth another try.
-        retryable = code in _RETRYABLE if code is not None else is_retriable_error(error, deadline_retriable=True)
-        raise ProviderError(
-            f"Nebius could not {action} instance {instance.id} (node {target.node}): {detail}", retryable=retryable
-        ) from error
+                "exists on the service account"
+            )
+        else:
+            # Outside an RPC status (the SDK's own errors), network trouble is worth another try.
+            retryable = code in _RETRYABLE if code is not None else is_retriable_error(error, deadline_retriable=True)
+            message = f"Nebius could not {action} instance {instance.id} (node {target.node}): {detail}"
+            return Failure(message, retryable=retryable, unsent=unsent)
+        return Failure(message, retryable=False, unsent=unsent)
 
     def _where(self) -> str:
         settings = self._settings
@@ -424,13 +413,6 @@ class NebiusProvider:
 def _import_sdk() -> None:
     for module in _SDK_MODULES:
         importlib.import_module(module)
-
-
-def _refused(error: BaseException | None) -> bool:
-    """Whether Nebius answered the call with a refusal (see `_REFUSING`); timeouts and the rest may have acted."""
-    from nebius.aio.service_error import RequestError
-
-    return isinstance(error, RequestError) and error.status.code in _REFUSING
 
 
 def _is_start_since(operation: OperationMessage, since: datetime) -> bool:

@@ -34,8 +34,9 @@ from sushy import exceptions as sushy_errors
 from sushy.auth import BasicAuth
 from sushy.resources.constants import ResetType
 
-from gpuheal.activities.providers import ProviderError, RebootTarget
-from gpuheal.activities.providers.refusal import refusing_status, requests_never_sent
+from gpuheal.activities.providers import RebootTarget, kit
+from gpuheal.activities.providers.kit import Failure
+from gpuheal.activities.providers.refusal import requests_never_sent
 from gpuheal.domain import marks
 
 SYSTEM_ANNOTATION = marks.REDFISH_SYSTEM_ANNOTATION
@@ -48,18 +49,12 @@ _SHAPE = "https://<bmc>[:port]/redfish/v1/Systems/<id>"
 # Redfish's privilege for ComputerSystem.Reset (DSP8011 privilege registry).
 _RESET_PRIVILEGE = "ConfigureComponents"
 
-# Error statuses that come from a gateway that may have passed the request on and then lost the answer.
-
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"", "false", "0", "no"})
 
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
-
-# While a reset is asked in this thread: one entry per request it sends (reads aside), True when
-# the BMC cannot have acted on that request (see `_Recorder`).
-_sending = threading.local()
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +128,7 @@ def parse_system_url(node: str, url: str) -> RedfishSystem:
     elif not identity or "/" in identity or parts.query or parts.fragment:
         problem = "it does not name one ComputerSystem"
     if problem is not None:
-        raise ProviderError(
+        raise kit.fail(
             f"node {node}'s Redfish system {url!r} is malformed ({problem}); expected {_SHAPE} "
             f"in its {SYSTEM_ANNOTATION} annotation or the GPUHEAL_REDFISH_MAP file",
             retryable=False,
@@ -205,42 +200,41 @@ class _Credentials:
     source: str  # the files they came from, for messages (never the values)
 
 
-class RedfishProvider:
+class RedfishProvider(kit.CloudProvider[RedfishSystem]):
     """Restarts bare-metal nodes through their BMCs' Redfish ComputerSystem.Reset action."""
 
     name = "redfish"
-    expects_new_boot = True
     supports_graceful = True
 
     def __init__(self, settings: RedfishSettings | None = None) -> None:
         self._settings = settings or RedfishSettings()
         self._map = _SystemMap(self._settings.map_file)
         # One client per BMC service root, rebuilt when that BMC's credentials change.
-        self._clients: dict[str, tuple[_Credentials, Any]] = {}
-        self._lock = threading.Lock()
+        self._clients: kit.ClientCache[str, tuple[_Credentials, Any]] = kit.ClientCache()
 
     def owns(self, target: RebootTarget) -> bool:
         return bool(target.annotations.get(SYSTEM_ANNOTATION)) or self._map.get(target.node) is not None
 
-    async def reboot(self, target: RebootTarget) -> str:
+    def locate(self, target: RebootTarget) -> RedfishSystem:
+        url = target.annotations.get(SYSTEM_ANNOTATION) or self._map.get(target.node)
+        if not url:
+            raise kit.fail(
+                f"node {target.node} names no Redfish system: annotate it with {SYSTEM_ANNOTATION}={_SHAPE} "
+                "or add it to the GPUHEAL_REDFISH_MAP file",
+                retryable=False,
+            )
+        return parse_system_url(target.node, url)
+
+    async def restart(self, target: RebootTarget, system: RedfishSystem) -> str:
         """Ask the BMC for ComputerSystem.Reset.
 
         A ProviderError is `refused` when the reset cannot have reached the BMC (anything failing
         before it is posted: credentials, the service root, the system, its reset types) or when
-        every post of it was answered with an error or never connected. sushy posts again after a
-        lost connection or a read timeout, so its last error alone does not tell.
+        every post of it was answered with an error or never connected (`_Recorder` reports each).
+        sushy posts again after a lost connection or a read timeout, so its last error alone does
+        not tell.
         """
-        try:
-            system = self._system_of(target)
-        except ProviderError as error:
-            error.refused = True  # nothing was sent
-            raise
-        posts: list[bool] = []
-        try:
-            return await self._call(target, system, lambda client: self._reset(client, system, target.graceful, posts))
-        except ProviderError as error:
-            error.refused = all(posts)
-            raise
+        return await self._call(target, system, lambda client: self._reset(client, system, target.graceful))
 
     async def requested_since(self, target: RebootTarget, since: datetime) -> bool | None:
         # Redfish keeps no standard record of reset requests: the action returns no resource to look
@@ -251,12 +245,12 @@ class RedfishProvider:
         return None
 
     async def describe(self, target: RebootTarget) -> str:
-        system = self._system_of(target)
+        system = self.locate(target)
         return await self._call(target, system, lambda client: self._describe(client, system))
 
     # --- the blocking work, run in a thread -------------------------------------------------------
 
-    def _reset(self, client: Any, system: RedfishSystem, graceful: bool, posts: list[bool]) -> str:
+    def _reset(self, client: Any, system: RedfishSystem, graceful: bool) -> str:
         resource = client.get_system(system.path)
         # From ResetType@Redfish.AllowableValues or the action's @Redfish.ActionInfo. A BMC that
         # publishes neither gets every reset type from sushy (with a warning in the log): it then
@@ -271,16 +265,12 @@ class RedfishProvider:
             else:
                 note = f" (GracefulRestart was asked for but the system allows only {offered})"
         if reset not in allowed:
-            raise ProviderError(
+            raise kit.fail(
                 f"Redfish system {system.url} does not allow ComputerSystem.Reset {reset.value} "
                 f"(ResetType@Redfish.AllowableValues: {offered}); restart the server another way",
                 retryable=False,
             )
-        _sending.outcomes = posts
-        try:
-            resource.reset_system(reset)
-        finally:
-            _sending.outcomes = None
+        resource.reset_system(reset)
         return f"Redfish system {system.url} accepted ComputerSystem.Reset {reset.value}{note}"
 
     def _describe(self, client: Any, system: RedfishSystem) -> str:
@@ -294,30 +284,18 @@ class RedfishProvider:
 
     # --- plumbing -----------------------------------------------------------------------------------
 
-    def _system_of(self, target: RebootTarget) -> RedfishSystem:
-        url = target.annotations.get(SYSTEM_ANNOTATION) or self._map.get(target.node)
-        if not url:
-            raise ProviderError(
-                f"node {target.node} names no Redfish system: annotate it with {SYSTEM_ANNOTATION}={_SHAPE} "
-                "or add it to the GPUHEAL_REDFISH_MAP file",
-                retryable=False,
-            )
-        return parse_system_url(target.node, url)
-
     async def _call(self, target: RebootTarget, system: RedfishSystem, work: Callable[[Any], T]) -> T:
-        def run() -> T:
-            credentials = self._credentials(system)
-            try:
-                return work(self._client(system, credentials))
-            except sushy_errors.SushyError as error:
-                raise _as_provider_error(error, target, system, credentials) from error
-
-        return await asyncio.to_thread(run)
+        # The Secret is read on every call, so a rotated one takes effect without a restart.
+        credentials = await asyncio.to_thread(self._credentials, system)
+        return await kit.call(
+            lambda: work(self._client(system, credentials)),
+            lambda error: _classify(error, target, system, credentials),
+        )
 
     def _credentials(self, system: RedfishSystem) -> _Credentials:
         directory = self._settings.credentials_dir
         if directory is None:
-            raise ProviderError(
+            raise kit.fail(
                 "GPUHEAL_REDFISH_CREDENTIALS_DIR is not set: mount the Secret holding the BMC's username and "
                 f"password and point the variable at it (needed for {system.url})",
                 retryable=False,
@@ -333,22 +311,25 @@ class RedfishProvider:
                         f"{user_file} and {password_file}",
                     )
                 except OSError as error:
-                    raise ProviderError(
+                    raise kit.fail(
                         f"cannot read the Redfish credentials for {system.url} from the Secret mounted at "
                         f"{directory}: {error}",
                         retryable=False,
                     ) from error
-        raise ProviderError(
+        raise kit.fail(
             f"no Redfish credentials for {system.url}: the Secret mounted at {directory} (GPUHEAL_REDFISH_CREDENTIALS_DIR) "
             f"has neither {system.host}.username/{system.host}.password nor username/password",
             retryable=False,
         )
 
     def _client(self, system: RedfishSystem, credentials: _Credentials) -> Any:
-        with self._lock:
-            cached = self._clients.get(system.root)
-        if cached is not None and cached[0] == credentials:
-            return cached[1]
+        return self._clients.get(
+            system.root,
+            lambda: (credentials, self._connect(system, credentials)),
+            keep=lambda cached: cached[0] == credentials,
+        )[1]
+
+    def _connect(self, system: RedfishSystem, credentials: _Credentials) -> Any:
         settings = self._settings
         verify: bool | str = False if settings.insecure else str(settings.ca_bundle) if settings.ca_bundle else True
         # Basic authentication rather than sushy's default Redfish session: a session holds one of
@@ -367,13 +348,11 @@ class RedfishProvider:
         )
         # sushy sends through its connector's requests session; the recorder sees every try of a reset.
         client._conn._session.mount("https://", _Recorder())
-        with self._lock:
-            self._clients[system.root] = (credentials, client)
         return client
 
 
 class _Recorder(requests.adapters.HTTPAdapter):
-    """requests' own adapter, noting for a reset asked in this thread whether each request could have acted."""
+    """requests' own adapter, reporting to the reboot being asked whether each request it sends could have acted."""
 
     def send(
         self,
@@ -384,67 +363,69 @@ class _Recorder(requests.adapters.HTTPAdapter):
         cert: Any = None,
         proxies: dict[str, str] | None = None,
     ) -> requests.Response:
-        outcomes: list[bool] | None = getattr(_sending, "outcomes", None)
-        if outcomes is None or request.method in ("GET", "HEAD"):
+        if request.method in ("GET", "HEAD"):
             return super().send(request, stream, timeout, verify, cert, proxies)
         try:
             response = super().send(request, stream, timeout, verify, cert, proxies)
         except Exception as error:
-            outcomes.append(requests_never_sent(error))
+            if not requests_never_sent(error):
+                kit.reached()
             raise
-        outcomes.append(refusing_status(response.status_code))
+        kit.answered(response.status_code)
         return response
 
 
-def _as_provider_error(
+def _classify(
     error: Exception, target: RebootTarget, system: RedfishSystem, credentials: _Credentials
-) -> ProviderError:
-    """Say what went wrong in words a person can act on, and whether trying again can help."""
+) -> Failure | None:
+    """Say what went wrong in words a person can act on, and whether trying again can help.
+
+    Whether a reset reached the BMC is `_Recorder`'s to say: it sees every post.
+    """
+    if not isinstance(error, sushy_errors.SushyError):
+        return None
+    retryable = False
     if isinstance(error, sushy_errors.ResourceNotFoundError):
-        return ProviderError(
+        message = (
             f"Redfish system {system.url} not found (HTTP 404 {error.code}); check node {target.node}'s "
-            f"{SYSTEM_ANNOTATION} annotation or its GPUHEAL_REDFISH_MAP entry",
-            retryable=False,
+            f"{SYSTEM_ANNOTATION} annotation or its GPUHEAL_REDFISH_MAP entry"
         )
-    if isinstance(error, sushy_errors.AccessError):
-        if error.status_code == 403:
-            return ProviderError(
-                f"Redfish system {system.url} refused the user from {credentials.source} (HTTP 403 "
-                f"{error.code}): give that BMC account the {_RESET_PRIVILEGE} privilege (an Operator or "
-                "Administrator role), or put another account in the Secret",
-                retryable=False,
-            )
-        return ProviderError(
+    elif isinstance(error, sushy_errors.AccessError) and error.status_code == 403:
+        message = (
+            f"Redfish system {system.url} refused the user from {credentials.source} (HTTP 403 "
+            f"{error.code}): give that BMC account the {_RESET_PRIVILEGE} privilege (an Operator or "
+            "Administrator role), or put another account in the Secret"
+        )
+    elif isinstance(error, sushy_errors.AccessError):
+        message = (
             f"Redfish system {system.url} rejected the credentials from {credentials.source} (HTTP "
-            f"{error.status_code} {error.code}): fix the username and password in the Secret mounted there",
-            retryable=False,
+            f"{error.status_code} {error.code}): fix the username and password in the Secret mounted there"
         )
-    if isinstance(error, sushy_errors.ServerSideError):
-        return ProviderError(
+    elif isinstance(error, sushy_errors.ServerSideError):
+        message = (
             f"Redfish system {system.url} is unavailable (HTTP {error.status_code} {error.code}: "
-            f"{error.detail or 'no detail'}); retrying",
-            retryable=True,
+            f"{error.detail or 'no detail'}); retrying"
         )
-    if isinstance(error, sushy_errors.ConnectionError):
-        if isinstance(error.__context__, requests.exceptions.SSLError):
-            return ProviderError(
-                f"TLS verification of the BMC at {system.base_url} failed for {system.url} ({error.__context__}); "
-                "give its CA in GPUHEAL_REDFISH_CA_BUNDLE (or, for a self-signed certificate you accept, "
-                "GPUHEAL_REDFISH_INSECURE=true)",
-                retryable=False,
-            )
-        return ProviderError(f"BMC unreachable for Redfish system {system.url}: {error}", retryable=True)
-    if isinstance(error, sushy_errors.HTTPError):
+        retryable = True
+    elif isinstance(error, sushy_errors.ConnectionError) and isinstance(
+        error.__context__, requests.exceptions.SSLError
+    ):
+        message = (
+            f"TLS verification of the BMC at {system.base_url} failed for {system.url} ({error.__context__}); "
+            "give its CA in GPUHEAL_REDFISH_CA_BUNDLE (or, for a self-signed certificate you accept, "
+            "GPUHEAL_REDFISH_INSECURE=true)"
+        )
+    elif isinstance(error, sushy_errors.ConnectionError):
+        message = f"BMC unreachable for Redfish system {system.url}: {error}"
+        retryable = True
+    elif isinstance(error, sushy_errors.HTTPError):
+        message = (
+            f"Redfish system {system.url} answered HTTP {error.status_code} {error.code}: {error.detail or 'no detail'}"
+        )
         # 429 is a throttling BMC; any other 4xx is a request the BMC will refuse again.
         retryable = error.status_code == 429
-        return ProviderError(
-            f"Redfish system {system.url} answered HTTP {error.status_code} {error.code}: "
-            f"{error.detail or 'no detail'}",
-            retryable=retryable,
-        )
-    if isinstance(error, sushy_errors.MissingActionError):
-        return ProviderError(
-            f"Redfish system {system.url} offers no #ComputerSystem.Reset action; restart the server another way",
-            retryable=False,
-        )
-    return ProviderError(f"Redfish system {system.url}: {error}", retryable=False)
+    elif isinstance(error, sushy_errors.MissingActionError):
+        message = f"Redfish system {system.url} offers no #ComputerSystem.Reset action; restart the server another way"
+    else:
+        message = f"Redfish system {system.url}: {error}"
+    return Failure(message, retryable=retryable)
