@@ -14,10 +14,13 @@ from typing import Any, TypeVar
 import click
 from temporalio.service import RPCError
 
+from gpuheal.agents.agent import AgentSettings
 from gpuheal.agents.kmsg.follow import KernelLogFormat, ReadFrom
+from gpuheal.agents.publisher import PublisherSettings, RetrySettings, SpoolLimits
+from gpuheal.agents.publisher.spool import MIB
+from gpuheal.agents.reset import ResetSettings
 from gpuheal.control import remediations
 from gpuheal.control.connection import (
-    DEFAULT_TASK_QUEUE,
     NamespaceNotFound,
     TemporalUnreachable,
     connect_temporal,
@@ -26,8 +29,13 @@ from gpuheal.control.connection import (
 from gpuheal.control.lifetime import ProcessRuntime
 from gpuheal.domain.remediation import Decision
 from gpuheal.params import HostPort, KubeconfigFile, XidPolicyFile
+from gpuheal.settings_options import PATH_OR_OFF, TEXT_OR_OFF, FlagUnit, setting_option
+from gpuheal.worker import WorkerSettings
 
 T = TypeVar("T")
+
+# The spool's budget is set in bytes and written on the command line in MiB.
+MEBIBYTES = FlagUnit(shown=lambda size: size // MIB, taken=lambda mebibytes: mebibytes * MIB)
 
 _temporal_options = [
     click.option(
@@ -138,7 +146,7 @@ def demo(
 
 @main.command()
 @_with_temporal_options
-@click.option("--task-queue", default=DEFAULT_TASK_QUEUE, show_default=True, envvar="GPUHEAL_TASK_QUEUE")
+@setting_option(WorkerSettings, "task_queue", "--task-queue", envvar="GPUHEAL_TASK_QUEUE")
 @click.option(
     "--kubeconfig",
     type=KubeconfigFile(),
@@ -152,26 +160,27 @@ def demo(
     help="Reboot providers to enable, comma-separated, from redfish, aws, azure, gcp, nebius, manual "
     "[default: all]; each node's providerID picks one of them.",
 )
-@click.option(
+@setting_option(
+    WorkerSettings,
+    "metrics_address",
     "--metrics-address",
-    default="127.0.0.1:9464",
-    show_default=True,
+    unit=TEXT_OR_OFF,
     envvar="GPUHEAL_METRICS_ADDRESS",
     help="host:port for Prometheus metrics; empty to disable.",
 )
-@click.option("--max-concurrent-activities", default=200, show_default=True)
-@click.option("--graceful-shutdown-seconds", default=30.0, show_default=True)
-@click.option(
+@setting_option(WorkerSettings, "max_concurrent_activities", "--max-concurrent-activities")
+@setting_option(WorkerSettings, "graceful_shutdown", "--graceful-shutdown-seconds", type=float)
+@setting_option(
+    WorkerSettings,
+    "sticky_queue_timeout",
     "--sticky-queue-timeout-seconds",
-    default=10.0,
-    show_default=True,
+    type=float,
     help="How soon another worker takes over this worker's workflows if it dies.",
 )
-@click.option(
+@setting_option(
+    WorkerSettings,
+    "kubernetes_wait",
     "--kubernetes-wait-seconds",
-    type=click.FloatRange(min=0),
-    default=60.0,
-    show_default=True,
     envvar="GPUHEAL_KUBERNETES_WAIT_SECONDS",
     help="How long the worker waits at start for the Kubernetes API to answer before it exits "
     "[env GPUHEAL_KUBERNETES_WAIT_SECONDS].",
@@ -183,11 +192,11 @@ def worker(
     kubeconfig: Path | None,
     simulator_url: str | None,
     providers: str | None,
-    metrics_address: str,
+    metrics_address: str | None,
     max_concurrent_activities: int,
-    graceful_shutdown_seconds: float,
-    sticky_queue_timeout_seconds: float,
-    kubernetes_wait_seconds: float,
+    graceful_shutdown: timedelta,
+    sticky_queue_timeout: timedelta,
+    kubernetes_wait: timedelta,
 ) -> None:
     """Run the Temporal worker for remediations (Ctrl-C or SIGTERM stops it gracefully).
 
@@ -195,7 +204,7 @@ def worker(
     of its start, or when the Temporal namespace does not exist.
     """
     from gpuheal.activities.providers.configured import DEFAULT_PROVIDERS
-    from gpuheal.worker import MetricsUnavailable, WorkerSettings, process_runtime, serve
+    from gpuheal.worker import MetricsUnavailable, process_runtime, serve
 
     settings = WorkerSettings(
         task_queue=task_queue,
@@ -204,11 +213,11 @@ def worker(
         kubeconfig=kubeconfig,
         simulator_url=simulator_url,
         providers=_provider_names(providers, DEFAULT_PROVIDERS),
-        metrics_address=metrics_address or None,
+        metrics_address=metrics_address,
         max_concurrent_activities=max_concurrent_activities,
-        graceful_shutdown=timedelta(seconds=graceful_shutdown_seconds),
-        sticky_queue_timeout=timedelta(seconds=sticky_queue_timeout_seconds),
-        kubernetes_wait=timedelta(seconds=kubernetes_wait_seconds),
+        graceful_shutdown=graceful_shutdown,
+        sticky_queue_timeout=sticky_queue_timeout,
+        kubernetes_wait=kubernetes_wait,
     )
     try:
         runtime = process_runtime(settings)
@@ -332,36 +341,29 @@ def kmsg_parse(policy: Path | None) -> None:
 
 @main.command()
 @click.option("--node", required=True, envvar="NODE_NAME", help="This node's Kubernetes name [env NODE_NAME].")
-@click.option(
+@setting_option(
+    AgentSettings,
+    "socket_dir",
     "--socket-dir",
-    type=click.Path(path_type=Path),
-    default=Path("/var/run/gpuheal"),
-    show_default=True,
     envvar="GPUHEAL_SOCKET_DIR",
     help="Where device-api.sock and health-events.sock are created.",
 )
-@click.option(
+@setting_option(
+    AgentSettings,
+    "spool_dir",
     "--spool-dir",
-    type=click.Path(path_type=Path),
-    default=Path("/var/lib/gpuheal/spool"),
-    show_default=True,
     envvar="GPUHEAL_SPOOL_DIR",
     help="On-disk queue for undelivered events.",
 )
-@click.option(
+@setting_option(
+    AgentSettings,
+    "kernel_log",
     "--kernel-log",
-    default="/dev/kmsg",
-    show_default=True,
+    unit=PATH_OR_OFF,
     envvar="GPUHEAL_KERNEL_LOG",
     help="Kernel log source; empty turns the kernel-log monitor off.",
 )
-@click.option(
-    "--kernel-log-format",
-    type=click.Choice([f.value for f in KernelLogFormat]),
-    default="kmsg",
-    show_default=True,
-    envvar="GPUHEAL_KERNEL_LOG_FORMAT",
-)
+@setting_option(AgentSettings, "kernel_log_format", "--kernel-log-format", envvar="GPUHEAL_KERNEL_LOG_FORMAT")
 @click.option(
     "--from-start",
     is_flag=True,
@@ -380,23 +382,31 @@ def kmsg_parse(policy: Path | None) -> None:
     default=None,
     help="Run on a fake NVML with N GPUs instead of the real one.",
 )
-@click.option("--nvml-poll-seconds", type=click.FloatRange(min=0.1), default=10.0, show_default=True)
-@click.option("--device-api-tcp-port", type=int, default=None, help="Also serve the Device API on 127.0.0.1:PORT.")
-@click.option("--intake-tcp-port", type=int, default=None, help="Also take health events on 127.0.0.1:PORT.")
-@click.option(
+@setting_option(AgentSettings, "nvml_poll", "--nvml-poll-seconds", type=click.FloatRange(min=0.1))
+@setting_option(
+    AgentSettings,
+    "device_api_tcp_port",
+    "--device-api-tcp-port",
+    type=int,
+    help="Also serve the Device API on 127.0.0.1:PORT.",
+)
+@setting_option(
+    AgentSettings, "intake_tcp_port", "--intake-tcp-port", type=int, help="Also take health events on 127.0.0.1:PORT."
+)
+@setting_option(
+    SpoolLimits,
+    "max_bytes",
     "--spool-max-mib",
+    unit=MEBIBYTES,
     type=click.IntRange(min=1),
-    default=64,
-    show_default=True,
     envvar="GPUHEAL_SPOOL_MAX_MIB",
     help="Disk budget of each dependency's spool; non-actionable events are shed first, and faults the "
     "disk refuses wait in memory [env GPUHEAL_SPOOL_MAX_MIB].",
 )
-@click.option(
+@setting_option(
+    RetrySettings,
+    "shutdown_grace",
     "--shutdown-grace-seconds",
-    type=click.FloatRange(min=0),
-    default=15.0,
-    show_default=True,
     envvar="GPUHEAL_SHUTDOWN_GRACE_SECONDS",
     help="On SIGTERM, how long faults held in memory (the spool's disk refused them) are still delivered "
     "or written to disk before those left are logged as lost [env GPUHEAL_SHUTDOWN_GRACE_SECONDS].",
@@ -407,33 +417,33 @@ def kmsg_parse(policy: Path | None) -> None:
     help="Serve GET /metrics and /readyz over HTTP on HOST:PORT (a bare PORT: 127.0.0.1); off when "
     "unset [env GPUHEAL_HEALTH_ADDRESS].",
 )
-@click.option(
+@setting_option(
+    AgentSettings,
+    "gpu_reset",
     "--gpu-reset",
     type=click.Choice(["off", "nvidia-smi"]),
-    default="off",
-    show_default=True,
     envvar="GPUHEAL_GPU_RESET",
     help="Carry out GPU reset orders with `nvidia-smi --gpu-reset` (needs a privileged agent); "
     "off answers them with a failure, so the node is rebooted instead [env GPUHEAL_GPU_RESET].",
 )
-@click.option(
+@setting_option(
+    ResetSettings,
+    "nvidia_smi",
     "--nvidia-smi",
-    default="nvidia-smi",
-    show_default=True,
     envvar="GPUHEAL_NVIDIA_SMI",
     help="The nvidia-smi binary (a bare name is looked up on PATH) [env GPUHEAL_NVIDIA_SMI].",
 )
-@click.option(
+@setting_option(
+    ResetSettings,
+    "confirm_timeout",
     "--gpu-reset-confirm-seconds",
     type=click.FloatRange(min=0.1),
-    default=60.0,
-    show_default=True,
     envvar="GPUHEAL_GPU_RESET_CONFIRM_SECONDS",
     help="How long a reset may take to be confirmed (kernel log or NVML) before it counts as failed "
     "[env GPUHEAL_GPU_RESET_CONFIRM_SECONDS].",
 )
 @_with_temporal_options
-@click.option("--task-queue", default=DEFAULT_TASK_QUEUE, show_default=True, envvar="GPUHEAL_TASK_QUEUE")
+@setting_option(AgentSettings, "task_queue", "--task-queue", envvar="GPUHEAL_TASK_QUEUE")
 @click.option(
     "--kubeconfig",
     type=KubeconfigFile(),
@@ -444,21 +454,21 @@ def agent(
     node: str,
     socket_dir: Path,
     spool_dir: Path,
-    kernel_log: str,
-    kernel_log_format: str,
+    kernel_log: Path | None,
+    kernel_log_format: KernelLogFormat,
     from_start: bool,
     from_end: bool,
     xid_policy: Path | None,
     fake_gpus: int | None,
-    nvml_poll_seconds: float,
+    nvml_poll: timedelta,
     device_api_tcp_port: int | None,
     intake_tcp_port: int | None,
-    spool_max_mib: int,
-    shutdown_grace_seconds: float,
+    max_bytes: int,
+    shutdown_grace: timedelta,
     health_address: str | None,
     gpu_reset: str,
     nvidia_smi: str,
-    gpu_reset_confirm_seconds: float,
+    confirm_timeout: timedelta,
     address: str | None,
     namespace: str | None,
     task_queue: str,
@@ -468,11 +478,8 @@ def agent(
 
     It serves even when Temporal or the Kubernetes API cannot be reached; events wait on disk.
     """
-    from gpuheal.agents.agent import AgentSettings, serve_agent
+    from gpuheal.agents.agent import serve_agent
     from gpuheal.agents.health import HealthServerError, parse_address
-    from gpuheal.agents.publisher import PublisherSettings, RetrySettings, SpoolLimits
-    from gpuheal.agents.publisher.spool import MIB
-    from gpuheal.agents.reset import ResetSettings
 
     if from_start and from_end:
         raise click.BadParameter("choose one of --from-start and --from-end", param_hint="--from-start")
@@ -488,12 +495,12 @@ def agent(
         node=node,
         socket_dir=socket_dir,
         spool_dir=spool_dir,
-        kernel_log=Path(kernel_log) if kernel_log else None,
-        kernel_log_format=KernelLogFormat(kernel_log_format),
+        kernel_log=kernel_log,
+        kernel_log_format=kernel_log_format,
         kernel_log_read_from=ReadFrom.START if from_start else ReadFrom.END if from_end else ReadFrom.RESUME,
         xid_policy=xid_policy,
         fake_gpus=fake_gpus,
-        nvml_poll_seconds=nvml_poll_seconds,
+        nvml_poll=nvml_poll,
         device_api_tcp_port=device_api_tcp_port,
         intake_tcp_port=intake_tcp_port,
         temporal_address=address,
@@ -501,9 +508,9 @@ def agent(
         task_queue=task_queue,
         kubeconfig=kubeconfig,
         gpu_reset="nvidia-smi" if gpu_reset == "nvidia-smi" else "off",
-        gpu_reset_settings=ResetSettings(nvidia_smi=nvidia_smi, confirm_timeout_s=gpu_reset_confirm_seconds),
+        gpu_reset_settings=ResetSettings(nvidia_smi=nvidia_smi, confirm_timeout=confirm_timeout),
         publisher=PublisherSettings(
-            spool=SpoolLimits(max_bytes=spool_max_mib * MIB), retry=RetrySettings(shutdown_grace=shutdown_grace_seconds)
+            spool=SpoolLimits(max_bytes=max_bytes), retry=RetrySettings(shutdown_grace=shutdown_grace)
         ),
         health_address=health,
     )

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sys
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -187,9 +186,3 @@ async def serve(settings: WorkerSettings) -> None:
     async with running_worker(settings):
         await stop.wait()
         log.info("shutting down: finishing running activities")
-
-
-if __name__ == "__main__":
-    from gpuheal.cli import main
-
-    main(["worker", *sys.argv[1:]])

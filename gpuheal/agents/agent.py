@@ -17,7 +17,7 @@ import contextlib
 import logging
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -75,11 +75,12 @@ class AgentSettings:
     kernel_log_read_from: ReadFrom = ReadFrom.RESUME
     boot_id_path: Path = Path("/proc/sys/kernel/random/boot_id")
     # How often the kernel-log monitor reads the boot ID when no line makes it look.
-    boot_check_seconds: float = 5.0
+    boot_check: timedelta = timedelta(seconds=5)
     xid_policy: Path | None = None
     # None: the real NVML; N: a fake NVML with N GPUs (tests, the simulator, the demo).
     fake_gpus: int | None = None
-    nvml_poll_seconds: float = 10.0
+    # How often NVML is read for what it reports by polling only (ECC, retired pages, …).
+    nvml_poll: timedelta = timedelta(seconds=10)
     device_api_tcp_port: int | None = None
     intake_tcp_port: int | None = None
     temporal_address: str | None = None
@@ -118,7 +119,7 @@ class AgentSettings:
             kernel_log_format=KernelLogFormat.FILE,
             boot_id_path=home / "boot_id",
             fake_gpus=gpus,
-            **{"gpu_reset": "kernel-log", "boot_check_seconds": 0.5, **settings},
+            **{"gpu_reset": "kernel-log", "boot_check": timedelta(seconds=0.5), **settings},
         )
 
 
@@ -200,7 +201,7 @@ class Agent:
             self.device_api_socket,
             self.publisher,
             settings.node,
-            poll_interval_s=settings.nvml_poll_seconds,
+            poll_interval_s=settings.nvml_poll.total_seconds(),
             on_registered=lambda _count: self.device_api.mark_ready(),
         )
         try:
@@ -221,7 +222,7 @@ class Agent:
                 policy=XidPolicy.load(settings.xid_policy) if settings.xid_policy else None,
                 gpu_map=GpuMap(gpus),
                 boot_id_path=settings.boot_id_path,
-                boot_check_interval=settings.boot_check_seconds,
+                boot_check_interval=settings.boot_check.total_seconds(),
                 state_path=settings.spool_dir / "kmsg-state.json",
                 on_event=self.reset_acknowledgements.observe,
                 on_caught_up=self.reset_acknowledgements.caught_up,

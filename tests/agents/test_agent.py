@@ -9,6 +9,7 @@ import shutil
 import socket
 import tempfile
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
@@ -113,7 +114,10 @@ async def test_readiness_fails_while_faults_wait_in_memory_and_past_the_hold_the
             kernel_log=None,
             fake_gpus=1,
             temporal_address=f"127.0.0.1:{free_port()}",  # Temporal is down
-            publisher=PublisherSettings(spool=spool, retry=RetrySettings(delivery_timeout=2, max_backoff=0.2)),
+            publisher=PublisherSettings(
+                spool=spool,
+                retry=RetrySettings(delivery_timeout=timedelta(seconds=2), max_backoff=timedelta(seconds=0.2)),
+            ),
             health_address=("127.0.0.1", 0),
         )
 

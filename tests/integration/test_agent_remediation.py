@@ -42,7 +42,7 @@ async def node_agent(
         NODE,
         tmp_path,
         8,
-        nvml_poll_seconds=1.0,
+        nvml_poll=timedelta(seconds=1),
         temporal_address=temporal_address,
         task_queue=stack.task_queue,
         kubeconfig=stack.agent_kubeconfig(NODE),

@@ -11,7 +11,7 @@ disk nor the spool's memory hold can take: the caller still has it and must retr
 
 `close` stops the background loop; what is spooled on disk waits for the next run. Faults held in
 memory (the disk refused them) would die with the process, so while any is held `close` goes on
-delivering the backlog and trying the disk for up to `shutdown_grace` seconds, and logs each fault
+delivering the backlog and trying the disk for up to `shutdown_grace`, and logs each fault
 still held after that, by event id, as lost.
 
 A delivery that timed out may still have happened, so it can happen twice: backends must be
@@ -25,6 +25,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from gpuheal.agents.publisher.errors import DependencyUnavailable
 from gpuheal.agents.publisher.spool import Spool, SpoolStats
@@ -38,12 +39,12 @@ Deliver = Callable[[HealthEvent], Awaitable[None]]
 @dataclass(frozen=True, slots=True)
 class RetrySettings:
     """How long one delivery may take, how the backlog is retried, and how long `close` goes on for
-    faults held in memory (seconds; well under the pod's termination grace period)."""
+    faults held in memory (well under the pod's termination grace period)."""
 
-    delivery_timeout: float = 10.0
-    initial_backoff: float = 0.5
-    max_backoff: float = 30.0
-    shutdown_grace: float = 15.0
+    delivery_timeout: timedelta = timedelta(seconds=10)
+    initial_backoff: timedelta = timedelta(seconds=0.5)
+    max_backoff: timedelta = timedelta(seconds=30)
+    shutdown_grace: timedelta = timedelta(seconds=15)
 
 
 class Lane:
@@ -95,8 +96,8 @@ class Lane:
     async def close(self) -> None:
         """Stop the backlog loop; undelivered events stay in the spool for the next run.
 
-        Faults held in memory are delivered or written to disk first, for up to `shutdown_grace`
-        seconds; each one still held then is lost, and logged by its event id.
+        Faults held in memory are delivered or written to disk first, for up to `shutdown_grace`;
+        each one still held then is lost, and logged by its event id.
         """
         if self._spool.stats().held:
             await self._save_held()
@@ -115,7 +116,7 @@ class Lane:
 
     async def _save_held(self) -> None:
         """Deliver the backlog and retry the disk until no fault is held in memory or the grace is over."""
-        grace = self._retry.shutdown_grace
+        grace = self._retry.shutdown_grace.total_seconds()
         log.warning(
             "%s: stopping with %d actionable events held in memory; delivering them or writing them to disk for up "
             "to %.0f s",
@@ -125,14 +126,14 @@ class Lane:
         )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        delay = self._retry.initial_backoff
+        delay = self._retry.initial_backoff.total_seconds()
         while await asyncio.to_thread(self._spool.write_held):
             self._wake()  # the backlog hands held faults out from memory in their turn
             left = deadline - loop.time()
             if left <= 0:
                 return
             await asyncio.sleep(min(delay, left))
-            delay = min(delay * 2, self._retry.max_backoff)
+            delay = min(delay * 2, self._retry.max_backoff.total_seconds())
 
     def _wake(self) -> None:
         self._idle.clear()
@@ -147,7 +148,7 @@ class Lane:
             )
 
     async def _deliver_backlog(self) -> None:
-        delay = self._retry.initial_backoff
+        delay = self._retry.initial_backoff.total_seconds()
         # The emptiness check runs on the loop, after every append's bookkeeping: no entry is stranded.
         while len(self._spool):
             try:
@@ -155,24 +156,24 @@ class Lane:
             except OSError as error:
                 log.warning("%s: cannot read the spool (%s); retrying", self.name, error)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, self._retry.max_backoff)
+                delay = min(delay * 2, self._retry.max_backoff.total_seconds())
                 continue
             if item is None:
                 continue
             entry, event = item
             if await self._attempt(event):
                 await asyncio.to_thread(self._spool.remove, entry)
-                delay = self._retry.initial_backoff
+                delay = self._retry.initial_backoff.total_seconds()
                 continue
             await asyncio.sleep(delay)
-            delay = min(delay * 2, self._retry.max_backoff)
+            delay = min(delay * 2, self._retry.max_backoff.total_seconds())
         self._idle.set()
         log.info("%s: backlog delivered", self.name)
 
     async def _attempt(self, event: HealthEvent) -> bool:
         """True when the event is done with (delivered, or impossible to deliver); False to retry later."""
         try:
-            async with asyncio.timeout(self._retry.delivery_timeout):
+            async with asyncio.timeout(self._retry.delivery_timeout.total_seconds()):
                 await self._deliver(event)
         except (DependencyUnavailable, TimeoutError) as error:
             log.warning("%s unavailable, event %s kept for retry: %s", self.name, event.id, error or "timed out")

@@ -5,7 +5,7 @@ acknowledgement and every reset failure it parses, and numbers them, so a wait c
 arrived after a mark taken before the reset began. The monitor shows it only lines read after it
 caught up with the log (older lines are old news), and a mark is taken once it has (`until_caught_up`),
 so the acknowledgement of a reset ordered while the backlog is still read is not taken for backlog. `confirm` waits (bounded) for each GPU's proof: the
-acknowledgement, or, once the acknowledgement had `nvml_grace_s` to arrive, NVML showing the GPU
+acknowledgement, or, once the acknowledgement had `nvml_grace` to arrive, NVML showing the GPU
 present with nothing pending (no lost GPU, no page retirement or row remapping waiting for a reset, no
 uncorrectable ECC error counted since the driver loaded or the GPU was last reset). The driver saying
 a GPU's reset failed ends the wait for that GPU at once: it is failed, and nothing proves it after.
@@ -124,16 +124,16 @@ async def confirm(
     nvml: Nvml | None,
     settings: ResetSettings,
 ) -> Confirmation:
-    """Wait up to `confirm_timeout_s` for every GPU's proof; see the module docstring.
+    """Wait up to `confirm_timeout` for every GPU's proof; see the module docstring.
 
     A failure the driver reports ends the wait at once: one failed GPU fails the reset, and the
     GPUs not proven by then are left unproven.
     """
     loop = asyncio.get_running_loop()
     started = loop.time()
-    deadline = started + settings.confirm_timeout_s
+    deadline = started + settings.confirm_timeout.total_seconds()
     # Without a kernel-log monitor there is no acknowledgement to wait for: NVML may answer at once.
-    nvml_from = started + (settings.nvml_grace_s if acknowledgements is not None else 0.0)
+    nvml_from = started + (settings.nvml_grace.total_seconds() if acknowledgements is not None else 0.0)
     proven: dict[str, str] = {}
     failed: dict[str, str] = {}
     pending = list(gpus)
@@ -155,7 +155,7 @@ async def confirm(
         now = loop.time()
         if not pending or now >= deadline or (acknowledgements is None and nvml is None):
             return Confirmation(proven, tuple(gpu.uuid for gpu in pending))
-        wake = min(deadline, now + settings.confirm_poll_s)
+        wake = min(deadline, now + settings.confirm_poll.total_seconds())
         if nvml is not None and now < nvml_from:
             wake = min(wake, nvml_from)
         if acknowledgements is not None:

@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -39,19 +40,22 @@ class GpuResetter(Protocol):
         ...
 
 
+_DEFAULTS = ResetSettings()
+
+
 class NvidiaSmiResetter:
     """`nvidia-smi --gpu-reset -i <uuid>`, one GPU at a time, as a plain argv (no shell).
 
     Privileged: it needs root and the GPU's device files, and no other process may hold the GPU.
-    Each run is bounded by `timeout_s`; a run that overstays is killed and counts as failed.
+    Each run is bounded by `timeout`; a run that overstays is killed and counts as failed.
     """
 
     name = "nvidia-smi"
     releases_nvml = True
 
-    def __init__(self, binary: str = "nvidia-smi", *, timeout_s: float = 120.0) -> None:
+    def __init__(self, binary: str = _DEFAULTS.nvidia_smi, *, timeout: timedelta = _DEFAULTS.command_timeout) -> None:
         self.binary = binary
-        self.timeout_s = timeout_s
+        self.timeout = timeout
 
     def argv(self, gpu: GpuInfo) -> list[str]:
         """The command line that resets one GPU."""
@@ -80,13 +84,15 @@ class NvidiaSmiResetter:
         except OSError as error:  # not installed, not executable, not on PATH
             raise ResetCommandError(f"cannot run {self.binary}: {error.strerror or error}") from error
         try:
-            stdout, stderr = await asyncio.wait_for(process.communicate(), self.timeout_s)
+            stdout, stderr = await asyncio.wait_for(process.communicate(), self.timeout.total_seconds())
         except BaseException as error:  # timed out, or the agent is stopping: no reset left running unseen
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await asyncio.shield(process.wait())
             if isinstance(error, TimeoutError):
-                raise ResetCommandError(f"{shown} did not finish within {self.timeout_s:g}s; killed") from error
+                raise ResetCommandError(
+                    f"{shown} did not finish within {self.timeout.total_seconds():g}s; killed"
+                ) from error
             raise
         if process.returncode != 0:
             # nvidia-smi writes most of its refusals ("In use by another client") to stdout.
@@ -134,7 +140,7 @@ def make_resetter(
     if mode == "off":
         return None
     if mode == "nvidia-smi":
-        return NvidiaSmiResetter(settings.nvidia_smi, timeout_s=settings.command_timeout_s)
+        return NvidiaSmiResetter(settings.nvidia_smi, timeout=settings.command_timeout)
     if kernel_log is None:
         raise ValueError("the kernel-log GPU resetter needs a kernel log file (a simulated node's)")
     return KernelLogResetter(kernel_log, nvml=nvml if isinstance(nvml, FakeNvml) else None)

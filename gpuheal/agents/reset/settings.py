@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Literal
 
 # "off": orders are answered with a failure (the worker then reboots); "nvidia-smi": the real reset,
@@ -18,31 +19,29 @@ class ResetSettings:
     # The nvidia-smi binary: a bare name is looked up on PATH.
     nvidia_smi: str = "nvidia-smi"
     # How long one `nvidia-smi --gpu-reset` may run before it is killed and the reset failed.
-    command_timeout_s: float = 120.0
+    command_timeout: timedelta = timedelta(seconds=120)
     # After the reset command: how long to wait for proof before reporting it unconfirmed.
-    confirm_timeout_s: float = 60.0
+    confirm_timeout: timedelta = timedelta(seconds=60)
     # The driver's acknowledgement is the better proof; NVML's view is accepted only after this long.
-    nvml_grace_s: float = 5.0
+    nvml_grace: timedelta = timedelta(seconds=5)
     # How often NVML is read again while waiting for proof.
-    confirm_poll_s: float = 0.25
+    confirm_poll: timedelta = timedelta(seconds=0.25)
     # Polling the node with GET, where the agent may not list/watch nodes.
-    poll_interval_s: float = 1.0
+    poll_interval: timedelta = timedelta(seconds=1)
     # Server-side length of one watch of the node; then it is listed and watched again.
-    watch_timeout_s: int = 300
+    watch_timeout: timedelta = timedelta(seconds=300)
     # Timeout of one ordinary API request (get, list, patch).
-    request_timeout_s: float = 10.0
+    request_timeout: timedelta = timedelta(seconds=10)
     # Longest pause between attempts after an API failure.
-    max_backoff_s: float = 10.0
+    max_backoff: timedelta = timedelta(seconds=10)
 
     def __post_init__(self) -> None:
-        for name in (
-            "command_timeout_s",
-            "confirm_timeout_s",
-            "confirm_poll_s",
-            "poll_interval_s",
-            "request_timeout_s",
-        ):
-            if getattr(self, name) <= 0:
+        for name in ("command_timeout", "confirm_timeout", "confirm_poll", "poll_interval", "request_timeout"):
+            if getattr(self, name) <= timedelta(0):
                 raise ValueError(f"ResetSettings.{name} must be positive")
-        if self.nvml_grace_s < 0 or self.watch_timeout_s < 1 or self.max_backoff_s <= 0:
-            raise ValueError("ResetSettings: nvml_grace_s >= 0, watch_timeout_s >= 1 and max_backoff_s > 0")
+        if (
+            self.nvml_grace < timedelta(0)
+            or self.watch_timeout < timedelta(seconds=1)
+            or self.max_backoff <= timedelta(0)
+        ):
+            raise ValueError("ResetSettings: nvml_grace >= 0, watch_timeout >= 1s and max_backoff > 0")

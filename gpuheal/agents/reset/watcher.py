@@ -1,7 +1,7 @@
 """`GpuResetWatcher`: the agent's side of the GPU reset handshake (see `gpuheal.domain.gpu_reset`).
 
 It follows its own Node (list, then watch with `fieldSelector=metadata.name=<node>`; where the
-agent's role may only `get` nodes, a GET every `poll_interval_s`) and answers each reset order in
+agent's role may only `get` nodes, a GET every `poll_interval`) and answers each reset order in
 the `gpuheal.io/gpu-reset-request` annotation exactly once:
 
 - an order whose id already has a report in the node's `GpuReset` condition is done, also for an
@@ -102,7 +102,7 @@ class GpuResetWatcher:
     ) -> None:
         self.node = node
         self.settings = settings or ResetSettings()
-        self._nodes = NodeApi(api, node, request_timeout=self.settings.request_timeout_s)
+        self._nodes = NodeApi(api, node, request_timeout=self.settings.request_timeout.total_seconds())
         self._resetter = resetter
         self._gpus = gpus
         self._acknowledgements = acknowledgements
@@ -202,7 +202,7 @@ class GpuResetWatcher:
         log.info("GPU reset order %s on %s: resetting %s with %s", order.id, self.node, names, self._resetter.name)
         mark = 0
         if self._acknowledgements is not None:
-            if not await self._acknowledgements.until_caught_up(self.settings.confirm_timeout_s):
+            if not await self._acknowledgements.until_caught_up(self.settings.confirm_timeout.total_seconds()):
                 log.warning(
                     "GPU reset order %s on %s: the kernel-log monitor is still reading the log's backlog; "
                     "the driver's acknowledgement may be taken for backlog (NVML can still confirm the reset)",
@@ -228,7 +228,7 @@ class GpuResetWatcher:
             return self._report(order.id, ok=False, detail=detail)
         if proof.unproven:
             detail = (
-                f"reset of {', '.join(proof.unproven)} not confirmed within {self.settings.confirm_timeout_s:g}s"
+                f"reset of {', '.join(proof.unproven)} not confirmed within {self.settings.confirm_timeout.total_seconds():g}s"
                 + ("" if self._acknowledgements or self._nvml else " (no kernel-log monitor and no NVML to confirm it)")
             )
             log.error("GPU reset order %s on %s: %s", order.id, self.node, detail)
@@ -276,7 +276,7 @@ class GpuResetWatcher:
                 problem = repr(error)
             log.warning("reporting GPU reset %s on %s failed (%s); again in %gs", report.id, self.node, problem, delay)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, self.settings.max_backoff_s)
+            delay = min(delay * 2, self.settings.max_backoff.total_seconds())
 
     def _remember(self, order_id: str) -> None:
         self._answered[order_id] = None
@@ -310,12 +310,12 @@ class GpuResetWatcher:
                     self.polling = False
                 if self.polling:
                     await self._poll_once()
-                    await asyncio.sleep(self.settings.poll_interval_s)
+                    await asyncio.sleep(self.settings.poll_interval.total_seconds())
                     continue
                 node, version = await self._nodes.list()
                 if node is not None:
                     self.offer(node)
-                async for node in self._nodes.watch(version, self.settings.watch_timeout_s):
+                async for node in self._nodes.watch(version, int(self.settings.watch_timeout.total_seconds())):
                     self.offer(node)
             except asyncio.CancelledError:
                 raise
@@ -325,7 +325,7 @@ class GpuResetWatcher:
                         "the agent may not list/watch nodes (HTTP 403): reading %s with GET every %gs instead; "
                         "grant list and watch on nodes to the agent's ClusterRole",
                         self.node,
-                        self.settings.poll_interval_s,
+                        self.settings.poll_interval.total_seconds(),
                     )
                     self.polling = True
                     polling_since = began
@@ -338,7 +338,7 @@ class GpuResetWatcher:
                     delay = 0.5
                     continue
             await asyncio.sleep(delay)
-            delay = min(delay * 2, self.settings.max_backoff_s)
+            delay = min(delay * 2, self.settings.max_backoff.total_seconds())
 
     async def _poll_once(self) -> None:
         node = await self._nodes.get()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,11 @@ from .conftest import NODE, eventually
 # Nothing fits on disk, and the memory hold takes one fault: a second fault is refused (SpoolFull).
 CRAMPED = PublisherSettings(
     spool=SpoolLimits(max_bytes=1, max_held_bytes=1),
-    retry=RetrySettings(delivery_timeout=1.0, initial_backoff=0.01, max_backoff=0.05),
+    retry=RetrySettings(
+        delivery_timeout=timedelta(seconds=1),
+        initial_backoff=timedelta(seconds=0.01),
+        max_backoff=timedelta(seconds=0.05),
+    ),
 )
 
 

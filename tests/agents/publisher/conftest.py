@@ -7,6 +7,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,13 @@ from gpuheal.simulator import FleetConfig, SimulatedCluster
 from tests.chart import access_manifests, service_account
 
 # Fast retries: an outage in a test lasts as long as the test makes it.
-FAST = PublisherSettings(retry=RetrySettings(delivery_timeout=5.0, initial_backoff=0.05, max_backoff=0.2))
+FAST = PublisherSettings(
+    retry=RetrySettings(
+        delivery_timeout=timedelta(seconds=5),
+        initial_backoff=timedelta(seconds=0.05),
+        max_backoff=timedelta(seconds=0.2),
+    )
+)
 
 
 def closed_port() -> int:

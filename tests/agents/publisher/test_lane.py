@@ -6,6 +6,7 @@ import asyncio
 import errno
 import logging
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,13 @@ from tests.agents.publisher.disks import BrokenDisk, HealingDisk
 from tests.agents.publisher.events import fatal_xid
 from tests.agents.publisher.test_spool import drain
 
-SETTINGS = PublisherSettings(retry=RetrySettings(delivery_timeout=0.2, initial_backoff=0.02, max_backoff=0.05))
+SETTINGS = PublisherSettings(
+    retry=RetrySettings(
+        delivery_timeout=timedelta(seconds=0.2),
+        initial_backoff=timedelta(seconds=0.02),
+        max_backoff=timedelta(seconds=0.05),
+    )
+)
 
 
 class SwitchableRemediations:
@@ -133,7 +140,7 @@ async def test_faults_still_held_when_the_grace_is_over_are_logged_by_id(
 ) -> None:
     monkeypatch.setattr(spool_module, "write_durably", BrokenDisk(errno.EIO))
     faults = [fatal_xid("n") for _ in range(2)]
-    settings = replace(SETTINGS, retry=replace(SETTINGS.retry, shutdown_grace=0.1))
+    settings = replace(SETTINGS, retry=replace(SETTINGS.retry, shutdown_grace=timedelta(seconds=0.1)))
     async with Publisher(tmp_path, remediations=SwitchableRemediations(), settings=settings) as publisher:
         for fault in faults:
             await publisher.submit(fault)

@@ -8,7 +8,7 @@ import inspect
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,12 @@ from tests.chart import access_manifests, service_account
 
 GPUS = 4
 # Short bounds: a test waits at most about a second for anything the watcher does.
-FAST = ResetSettings(confirm_timeout_s=3.0, nvml_grace_s=1.0, confirm_poll_s=0.05, poll_interval_s=0.1)
+FAST = ResetSettings(
+    confirm_timeout=timedelta(seconds=3),
+    nvml_grace=timedelta(seconds=1),
+    confirm_poll=timedelta(seconds=0.05),
+    poll_interval=timedelta(seconds=0.1),
+)
 
 
 async def eventually(check: Callable[[], Any], what: str, timeout: float = 10.0) -> None:

@@ -7,6 +7,7 @@ import os
 import shlex
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -99,7 +100,7 @@ async def test_a_missing_binary_fails_without_raising_anything_else(tmp_path: Pa
 async def test_a_hanging_reset_is_killed(nvidia_smi: FakeNvidiaSmi, node: Node) -> None:
     nvidia_smi.script(sleep=30)
     with pytest.raises(ResetCommandError, match=r"did not finish within 0\.3s; killed"):
-        await NvidiaSmiResetter(timeout_s=0.3).reset([node.gpus[0]])
+        await NvidiaSmiResetter(timeout=timedelta(seconds=0.3)).reset([node.gpus[0]])
 
 
 async def test_the_watcher_releases_nvml_around_nvidia_smi(
@@ -114,7 +115,7 @@ async def test_the_watcher_releases_nvml_around_nvidia_smi(
         yield
         seen.append(("taken up", len(nvidia_smi.calls())))
 
-    settings = replace(FAST, nvml_grace_s=0.1)  # nvidia-smi writes no kernel log line: NVML vouches
+    settings = replace(FAST, nvml_grace=timedelta(seconds=0.1))  # nvidia-smi writes no kernel log line: NVML vouches
     resetter = make_resetter("nvidia-smi", settings)
     async with node.watcher(resetter, settings=settings, release_nvml=release_nvml):
         order = await cluster.order([node.gpus[2].uuid])

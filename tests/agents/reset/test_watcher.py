@@ -7,6 +7,7 @@ import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -78,7 +79,7 @@ async def test_a_reset_nothing_proves_fails_after_the_confirm_timeout(node: Node
     target = node.gpus[1]
     node.nvml.set_remapped_rows(1, pending=True)  # still pending: NVML cannot vouch for a reset either
     resetter = CountingResetter()  # a "reset" that does nothing
-    settings = replace(FAST, confirm_timeout_s=0.5, nvml_grace_s=0.1)
+    settings = replace(FAST, confirm_timeout=timedelta(seconds=0.5), nvml_grace=timedelta(seconds=0.1))
     async with node.watcher(resetter, settings=settings):
         order = await cluster.order([target.uuid])
         status, reason, report = await cluster.report(order.id)
@@ -96,7 +97,7 @@ async def test_nvml_confirms_a_reset_the_kernel_log_does_not_show(node: Node, cl
             node.nvml.reset_gpu(3)  # the GPU comes back clean, but no line reaches the kernel log
 
     resetter = NvmlOnly()
-    async with node.watcher(resetter, settings=replace(FAST, nvml_grace_s=0.2)):
+    async with node.watcher(resetter, settings=replace(FAST, nvml_grace=timedelta(seconds=0.2))):
         order = await cluster.order([target.uuid])
         status, _, report = await cluster.report(order.id)
     assert (status, report.confirmed_by) == ("True", "nvml")
@@ -120,7 +121,7 @@ async def test_a_reset_the_driver_says_failed_is_a_failure(node: Node, cluster: 
 
     resetter = FailingDriver()
     # NVML may vouch only after the confirm timeout: the failure must be read from the kernel log.
-    settings = replace(FAST, confirm_timeout_s=30.0, nvml_grace_s=30.0)
+    settings = replace(FAST, confirm_timeout=timedelta(seconds=30), nvml_grace=timedelta(seconds=30))
     async with node.watcher(resetter, settings=settings):
         order = await cluster.order([target.uuid])
         status, reason, report = await cluster.report(order.id, timeout=20.0)
@@ -159,7 +160,7 @@ async def test_an_acknowledgement_from_before_the_reset_proves_nothing(node: Nod
     with node.kernel_log.open("a") as log:
         log.write(f"6,1,1,-;NVRM: GPU {target.pci}: GPU reset complete\n")
     await eventually(lambda: node.acknowledgements.mark() == 1, "the old acknowledgement being seen")
-    async with node.watcher(CountingResetter(), settings=replace(FAST, confirm_timeout_s=0.3)):
+    async with node.watcher(CountingResetter(), settings=replace(FAST, confirm_timeout=timedelta(seconds=0.3))):
         order = await cluster.order([target.uuid])
         status, _, report = await cluster.report(order.id)
     assert status == "False" and "not confirmed" in report.detail
@@ -259,7 +260,9 @@ async def test_reset_news_from_before_the_agent_started_decides_no_reset(cluster
         on_event=node.acknowledgements.observe,
         on_caught_up=node.acknowledgements.caught_up,
     )
-    async with node.watcher(CountingResetter(), settings=replace(FAST, confirm_timeout_s=2.0)) as watcher:
+    async with node.watcher(
+        CountingResetter(), settings=replace(FAST, confirm_timeout=timedelta(seconds=2))
+    ) as watcher:
         order = await cluster.order([done.uuid, failed.uuid])
         await asyncio.sleep(0.2)
         assert watcher.resets == 0, "the reset waits until the backlog is read"
