@@ -27,9 +27,9 @@ demo: $(VENV)/.synced
 	$(RUN)/gpuheal demo $(DEMO_ARGS)
 
 lint: $(VENV)/.synced
-	$(RUN)/ruff check gpuheal tests bench
-	$(RUN)/ruff format --check gpuheal tests bench
-	$(RUN)/mypy --strict gpuheal tests bench
+	$(RUN)/ruff check gpuheal sim tests bench
+	$(RUN)/ruff format --check gpuheal sim tests bench
+	$(RUN)/mypy --strict gpuheal sim tests bench
 	$(RUN)/lint-imports
 
 # The suite waits on real servers, timers and spawned processes about half the time: two processes
@@ -44,14 +44,14 @@ bench: bytecode
 # the workflow modules afresh for every workflow, and where PYTHONDONTWRITEBYTECODE is set that would
 # mean compiling them every time (and every spawned process compiling all of gpuheal).
 bytecode: $(VENV)/.synced
-	$(RUN)/python -m compileall -q gpuheal tests bench
+	$(RUN)/python -m compileall -q gpuheal sim tests bench
 
 protos: $(VENV)/.synced
 	$(RUN)/python -m gpuheal.protos.build
 
 fmt: $(VENV)/.synced
-	$(RUN)/ruff format gpuheal tests bench
-	$(RUN)/ruff check --fix gpuheal tests bench
+	$(RUN)/ruff format gpuheal sim tests bench
+	$(RUN)/ruff check --fix gpuheal sim tests bench
 
 clean:
 	rm -rf $(VENV) .state .mypy_cache .ruff_cache .pytest_cache

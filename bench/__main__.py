@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from bench import agent, device_api, intake, kmsg, latency, providers, storm
-from gpuheal.demo.devserver import start_dev_server
+from gpuheal_sim.demo.devserver import start_dev_server
 
 
 async def main(options: argparse.Namespace) -> None:

@@ -19,8 +19,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from bench.measure import describe
 from gpuheal.agents.agent import Agent, AgentSettings
-from gpuheal.demo.devserver import DevServer
 from gpuheal.domain.marks import workflow_id_for
+from gpuheal_sim.demo.devserver import DevServer
 
 _FATAL_XIDS = (79, 48, 95, 119, 120)
 _NODE = "bench-node"

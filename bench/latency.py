@@ -14,12 +14,12 @@ from pathlib import Path
 from bench.measure import describe, percentile
 from bench.stack import remediation_stack
 from gpuheal.control import remediations
-from gpuheal.demo.devserver import DevServer
-from gpuheal.demo.run import demo_policy
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.faults import Fault
 from gpuheal.domain.phases import Phase
-from gpuheal.simulator.fleet import FleetConfig, default_workloads
+from gpuheal_sim.demo.devserver import DevServer
+from gpuheal_sim.demo.run import demo_policy
+from gpuheal_sim.simulator.fleet import FleetConfig, default_workloads
 
 TARGET_CORDON_P99 = 0.250
 TARGET_CYCLE = 2.0

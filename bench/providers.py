@@ -27,9 +27,9 @@ import aiohttp
 from bench.measure import describe
 from gpuheal.activities.providers import RebootProvider, RebootTarget
 from gpuheal.activities.providers.configured import build_providers
-from gpuheal.activities.providers.simulator import SimulatorProvider
-from gpuheal.demo.run import cloud_client_environment
-from gpuheal.simulator import FleetConfig, SimulatedCluster
+from gpuheal_sim.demo.run import cloud_client_environment
+from gpuheal_sim.provider import SimulatorProvider
+from gpuheal_sim.simulator import FleetConfig, SimulatedCluster
 
 NODES = 20
 CLOUDS = ("aws", "azure", "gcp", "nebius", "redfish")

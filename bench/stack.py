@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.measure import CordonWatch, watching_cordons
-from gpuheal.demo.devserver import DevServer
+from gpuheal_sim.demo.devserver import DevServer
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,9 +70,9 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
 
 @asynccontextmanager
 async def fleet_process(state_dir: Path, *args: str) -> AsyncIterator[Fleet]:
-    """`python -m gpuheal.simulator` with the given flags; yields its URLs and kubeconfig."""
+    """`python -m gpuheal_sim.simulator` with the given flags; yields its URLs and kubeconfig."""
     process, line = await _spawn(
-        ["-m", "gpuheal.simulator", "--state-dir", str(state_dir), *args], ready=b'"kubeconfig"'
+        ["-m", "gpuheal_sim.simulator", "--state-dir", str(state_dir), *args], ready=b'"kubeconfig"'
     )
     try:
         announced = json.loads(line)

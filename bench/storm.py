@@ -21,11 +21,11 @@ from temporalio.client import Client, WorkflowHandle
 from bench.baseline import BareWorkflow
 from bench.stack import remediation_stack, worker_process
 from gpuheal.control import remediations
-from gpuheal.demo.devserver import DevServer
-from gpuheal.demo.run import demo_policy
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.faults import Fault
 from gpuheal.domain.phases import Phase
+from gpuheal_sim.demo.devserver import DevServer
+from gpuheal_sim.demo.run import demo_policy
 
 TARGET_RATE = 25.0
 TARGET_RATIO = 1.5

@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,6 +37,8 @@ T = TypeVar("T")
 
 # The spool's budget is set in bytes and written on the command line in MiB.
 MEBIBYTES = FlagUnit(shown=lambda size: size // MIB, taken=lambda mebibytes: mebibytes * MIB)
+
+COMMANDS_GROUP = "gpuheal.commands"
 
 _temporal_options = [
     click.option(
@@ -80,68 +83,28 @@ class BadSetting(click.ClickException):
     exit_code = 2
 
 
-@click.group()
+class _Commands(click.Group):
+    """gpuheal's commands, and those other installed distributions add in the `gpuheal.commands` entry
+    point group (the test bed's `demo`), each imported only when it is asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *(entry.name for entry in entry_points(group=COMMANDS_GROUP))})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            return command
+        found = entry_points(group=COMMANDS_GROUP, name=cmd_name)
+        return next((entry.load() for entry in found), None)
+
+
+@click.group(cls=_Commands)
 @click.option("-v", "--verbose", is_flag=True, help="Log at debug level.")
 def main(verbose: bool) -> None:
     """gpuheal keeps Kubernetes GPU nodes healthy with durable Temporal remediations."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-
-
-@main.command()
-@click.option("--nodes", default=4, show_default=True, type=click.IntRange(min=1), help="Simulated GPU nodes.")
-@click.option("--gpus-per-node", default=8, show_default=True, type=click.IntRange(min=1))
-@click.option("--xid", default=79, show_default=True, help="The XID injected on one node.")
-@click.option("--manual", is_flag=True, help="Wait for `gpuheal approve NODE --by NAME` before repairing.")
-@click.option("--keep", is_flag=True, help="Keep everything running afterwards, to explore the Temporal UI.")
-@click.option("--reboot-seconds", default=2.0, show_default=True, help="How long a simulated reboot takes.")
-@click.option("--state-dir", default=Path(".state/demo"), type=click.Path(path_type=Path), show_default=True)
-@click.option("--port", default=7233, show_default=True, help="Temporal frontend port (a free one if taken).")
-@click.option(
-    "--provider",
-    type=click.Choice(["sim", "aws", "azure", "gcp", "nebius", "redfish"]),
-    default="sim",
-    show_default=True,
-    help="Where the fleet lives: the nodes carry that cloud's machine identities and the reboot goes "
-    "through its real SDK to the simulator's endpoint for it.",
-)
-def demo(
-    nodes: int,
-    gpus_per_node: int,
-    xid: int,
-    manual: bool,
-    keep: bool,
-    reboot_seconds: float,
-    state_dir: Path,
-    port: int,
-    provider: str,
-) -> None:
-    """Remediate a fatal XID on a simulated fleet, end to end, on an embedded Temporal dev server."""
-    from gpuheal.demo.lock import DemoAlreadyRunning, state_directory_lock
-    from gpuheal.demo.run import DemoOptions, run_demo
-
-    logging.getLogger().setLevel(logging.WARNING)
-    options = DemoOptions(
-        nodes=nodes,
-        gpus_per_node=gpus_per_node,
-        xid=xid,
-        manual=manual,
-        keep=keep,
-        reboot_seconds=reboot_seconds,
-        state_dir=state_dir,
-        port=port,
-        provider=provider,
-    )
-    try:
-        with state_directory_lock(state_dir):
-            code = ProcessRuntime().run(lambda: run_demo(options))
-    except DemoAlreadyRunning as error:
-        raise click.BadParameter(str(error), param_hint="'--state-dir'") from None
-    except Exception as error:  # the demo's promise: a clear reason, not a traceback
-        logging.getLogger("gpuheal.demo").debug("demo failed", exc_info=True)
-        raise click.ClickException(f"demo failed: {type(error).__name__}: {error}") from None
-    sys.exit(code)
 
 
 @main.command()
@@ -157,8 +120,8 @@ def demo(
 @click.option(
     "--providers",
     envvar="GPUHEAL_PROVIDERS",
-    help="Reboot providers to enable, comma-separated, from redfish, aws, azure, gcp, nebius, manual "
-    "[default: all]; each node's providerID picks one of them.",
+    help="Reboot providers to enable, comma-separated, from those installed (an unknown name is refused "
+    "with their list) [default: all]; each node's providerID picks one of them.",
 )
 @setting_option(
     WorkerSettings,
@@ -203,7 +166,6 @@ def worker(
     It exits with the reason when the Kubernetes API does not answer within --kubernetes-wait-seconds
     of its start, or when the Temporal namespace does not exist.
     """
-    from gpuheal.activities.providers.configured import DEFAULT_PROVIDERS
     from gpuheal.worker import MetricsUnavailable, process_runtime, serve
 
     settings = WorkerSettings(
@@ -212,7 +174,7 @@ def worker(
         temporal_namespace=namespace,
         kubeconfig=kubeconfig,
         simulator_url=simulator_url,
-        providers=_provider_names(providers, DEFAULT_PROVIDERS),
+        providers=_provider_names(providers),
         metrics_address=metrics_address,
         max_concurrent_activities=max_concurrent_activities,
         graceful_shutdown=graceful_shutdown,
@@ -226,18 +188,16 @@ def worker(
     _run(lambda: serve(settings), runtime)
 
 
-def _provider_names(option: str | None, known: tuple[str, ...]) -> tuple[str, ...]:
+def _provider_names(option: str | None) -> tuple[str, ...]:
     """The --providers list, checked before anything connects; all providers when unset."""
+    from gpuheal.activities.providers.configured import DEFAULT_PROVIDERS, UnknownProvider, provider_names
+
     if not option:
-        return known
-    names = tuple(name.strip() for name in option.split(",") if name.strip())
-    unknown = [name for name in names if name not in known]
-    if unknown or not names:
-        raise click.BadParameter(
-            f"unknown provider(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(known)}",
-            param_hint="'--providers'",
-        )
-    return names
+        return DEFAULT_PROVIDERS
+    try:
+        return provider_names(name.strip() for name in option.split(",") if name.strip())
+    except UnknownProvider as error:
+        raise click.BadParameter(str(error), param_hint="'--providers'") from None
 
 
 def _decision_command(approve: bool) -> Any:
@@ -480,6 +440,7 @@ def agent(
     """
     from gpuheal.agents.agent import serve_agent
     from gpuheal.agents.health import HealthServerError, parse_address
+    from gpuheal.agents.nvml.backends import UnknownNvmlBackend
 
     if from_start and from_end:
         raise click.BadParameter("choose one of --from-start and --from-end", param_hint="--from-start")
@@ -518,3 +479,5 @@ def agent(
         ProcessRuntime().run(lambda: serve_agent(settings))
     except HealthServerError as error:
         raise BadSetting(f"--health-address: {error}") from error
+    except UnknownNvmlBackend as error:
+        raise BadSetting(f"--fake-gpus: {error}") from None

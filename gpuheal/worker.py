@@ -35,8 +35,8 @@ from temporalio.worker import Worker
 
 from gpuheal.activities import remediation_activities
 from gpuheal.activities.providers.configured import DEFAULT_PROVIDERS, build_providers
+from gpuheal.activities.providers.registration import SIMULATOR_URL_ENV
 from gpuheal.activities.providers.selection import ProviderSet
-from gpuheal.activities.providers.simulator import SimulatorProvider
 from gpuheal.control.connection import DEFAULT_TASK_QUEUE, check_namespace, connect_temporal
 from gpuheal.control.lifetime import ProcessRuntime
 from gpuheal.kubeclient import connect as connect_kubernetes
@@ -65,7 +65,7 @@ class WorkerSettings:
     # Reboot providers to enable (see gpuheal.activities.providers.configured); each node's
     # providerID picks one of them unless the policy forces one.
     providers: tuple[str, ...] = DEFAULT_PROVIDERS
-    # Base URL of a simulated fleet; enables the "simulator" reboot provider.
+    # Base URL of a simulated fleet; enables the "simulator" reboot provider (where gpuheal-sim is installed).
     simulator_url: str | None = None
     # host:port for Prometheus metrics; None turns them off.
     metrics_address: str | None = "127.0.0.1:9464"
@@ -125,10 +125,8 @@ async def _worker(settings: WorkerSettings, client: Client, api: ApiClient) -> A
         ThreadPoolExecutor(max_workers=settings.max_concurrent_activities, thread_name_prefix="gpuheal-provider")
     )
     async with aiohttp.ClientSession() as session:
-        providers = build_providers(settings.providers, os.environ)
-        if settings.simulator_url:
-            providers.append(SimulatorProvider(settings.simulator_url, session))
-        chosen = ProviderSet(providers)
+        env = {**os.environ, SIMULATOR_URL_ENV: settings.simulator_url} if settings.simulator_url else os.environ
+        chosen = ProviderSet(build_providers(settings.providers, env, session))
         worker = Worker(
             client,
             task_queue=settings.task_queue,

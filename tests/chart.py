@@ -5,7 +5,7 @@
 ValidatingAdmissionPolicies), which the integration tests and the demo load into the fleet, so the
 worker and the agents run with exactly the permissions the chart gives them.
 
-`python -m tests.chart` rewrites `gpuheal/demo/chart-access.yaml`, the demo's copy of that part
+`python -m tests.chart` rewrites `sim/gpuheal_sim/demo/chart-access.yaml`, the demo's copy of that part
 (the demo runs without Helm); a test keeps the copy identical to the chart's output.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 import helm_python as helm
 import yaml  # type: ignore[import-untyped]
 
-from gpuheal.simulator.access import ACCESS_KINDS
+from gpuheal_sim.simulator.access import ACCESS_KINDS
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART_DIR = ROOT / "helm" / "gpuheal"

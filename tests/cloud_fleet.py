@@ -9,7 +9,7 @@ from pathlib import Path
 
 import aiohttp
 
-from gpuheal.simulator import FleetConfig, SimulatedCluster
+from gpuheal_sim.simulator import FleetConfig, SimulatedCluster
 
 
 @asynccontextmanager

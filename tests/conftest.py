@@ -10,8 +10,8 @@ import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from gpuheal.demo.devserver import DevServer, start_dev_server
 from gpuheal.worker import ensure_search_attributes
+from gpuheal_sim.demo.devserver import DevServer, start_dev_server
 
 
 @pytest.fixture(scope="session")

@@ -16,10 +16,10 @@ from click.testing import CliRunner
 
 from gpuheal.cli import main
 from gpuheal.control import remediations
-from gpuheal.demo.devserver import DevServer
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.faults import Fault
 from gpuheal.domain.remediation import Decision
+from gpuheal_sim.demo.devserver import DevServer
 
 
 def run_gpuheal(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:

@@ -15,25 +15,28 @@ from pathlib import Path
 import pytest
 
 import gpuheal
+import gpuheal_sim
 
 ROOT = Path(__file__).resolve().parents[1]
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 SETTINGS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
 CONTRACTS = [contract["name"] for contract in SETTINGS["contracts"]]
-LAYERS, NO_IO, NO_TEMPORAL, AGENT_NO_WORKFLOWS = CONTRACTS
+LAYERS, NO_IO, NO_TEMPORAL, AGENT_NO_WORKFLOWS, NO_TEST_BED = CONTRACTS
 
 
 @pytest.fixture(scope="module")
 def copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The package and its import-linter settings, copied where a test may break them."""
+    """The product, its test bed and their import-linter settings, copied where a test may break them."""
     root = tmp_path_factory.mktemp("layers")
-    shutil.copytree(Path(gpuheal.__file__).parent, root / "gpuheal", ignore=shutil.ignore_patterns("__pycache__"))
+    for package in (gpuheal, gpuheal_sim):
+        [source] = map(Path, package.__path__)
+        shutil.copytree(source, root / source.name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", root / "pyproject.toml")
     return root
 
 
 def lint(root: Path) -> subprocess.CompletedProcess[str]:
-    # lint-imports analyses the package found first on the path: the copy in the working directory.
+    # lint-imports analyses the packages found first on the path: the copies in the working directory.
     env = {**os.environ, "COLUMNS": "1000", "PYTHONPATH": str(root)}
     return subprocess.run(
         [str(LINT_IMPORTS), "--no-cache"], cwd=root, env=env, capture_output=True, text=True, check=False
@@ -59,21 +62,22 @@ def test_the_package_as_it_is_keeps_every_contract(copy: Path) -> None:
 @pytest.mark.parametrize(
     ("module", "line", "contract"),
     [
-        ("domain/marks.py", "import kubernetes", NO_IO),
-        ("workflows/search_attributes.py", "import os", NO_IO),
-        ("workflows/search_attributes.py", "import threading", NO_IO),
-        ("workflows/search_attributes.py", "import uuid", NO_IO),
-        ("workflows/search_attributes.py", "from gpuheal import kubeclient", LAYERS),
-        ("domain/marks.py", "from gpuheal.workflows import search_attributes", LAYERS),
-        ("agents/sink.py", "import gpuheal.activities.kube", LAYERS),
-        ("control/lifetime.py", "import gpuheal.simulator", LAYERS),
-        ("simulator/clock.py", "import gpuheal.agents.sink", LAYERS),
-        ("domain/marks.py", "import temporalio", NO_TEMPORAL),
-        ("agents/sink.py", "from gpuheal.control import remediations", AGENT_NO_WORKFLOWS),
+        ("gpuheal/domain/marks.py", "import kubernetes", NO_IO),
+        ("gpuheal/workflows/search_attributes.py", "import os", NO_IO),
+        ("gpuheal/workflows/search_attributes.py", "import threading", NO_IO),
+        ("gpuheal/workflows/search_attributes.py", "import uuid", NO_IO),
+        ("gpuheal/workflows/search_attributes.py", "from gpuheal import kubeclient", LAYERS),
+        ("gpuheal/domain/marks.py", "from gpuheal.workflows import search_attributes", LAYERS),
+        ("gpuheal/agents/sink.py", "import gpuheal.activities.kube", LAYERS),
+        ("gpuheal/control/lifetime.py", "import gpuheal_sim.simulator", LAYERS),
+        ("gpuheal_sim/simulator/clock.py", "import gpuheal.agents.sink", LAYERS),
+        ("gpuheal/domain/marks.py", "import temporalio", NO_TEMPORAL),
+        ("gpuheal/agents/sink.py", "from gpuheal.control import remediations", AGENT_NO_WORKFLOWS),
+        ("gpuheal/agents/agent.py", "import gpuheal_sim.fake_nvml", NO_TEST_BED),
     ],
 )
 def test_an_import_against_the_rules_breaks_its_contract(copy: Path, module: str, line: str, contract: str) -> None:
-    path = copy / "gpuheal" / module
+    path = copy / module
     original = path.read_text()
     path.write_text(f"{original}\n{line}  # noqa\n")
     try:

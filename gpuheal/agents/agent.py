@@ -34,10 +34,9 @@ from gpuheal.agents.kmsg.follow import KernelLog, KernelLogFormat, ReadFrom
 from gpuheal.agents.kmsg.gpumap import GpuMap
 from gpuheal.agents.kmsg.holds import RemediationHolds
 from gpuheal.agents.kmsg.monitor import KernelLogMonitor, read_boot_id
-from gpuheal.agents.nvml.fake import FakeNvml
+from gpuheal.agents.nvml.backends import open_nvml
 from gpuheal.agents.nvml.interface import Nvml, NvmlUnavailableError
 from gpuheal.agents.nvml.provider import NvmlProvider
-from gpuheal.agents.nvml.real import RealNvml
 from gpuheal.agents.publisher.device_api import GrpcDeviceApi
 from gpuheal.agents.publisher.kubernetes import KubernetesReporter
 from gpuheal.agents.publisher.metrics import SpoolCollector
@@ -128,8 +127,8 @@ class Agent:
 
     def __init__(self, settings: AgentSettings, *, nvml: Nvml | None = None) -> None:
         self.settings = settings
-        self.nvml: Nvml = nvml or (
-            FakeNvml(settings.node, settings.fake_gpus) if settings.fake_gpus is not None else RealNvml()
+        self.nvml: Nvml = nvml or open_nvml(
+            "real" if settings.fake_gpus is None else "fake", settings.node, settings.fake_gpus
         )
         self.device_api = DeviceApiServer(self.device_api_socket, tcp_port=settings.device_api_tcp_port)
         self.publisher: Publisher | None = None

@@ -16,7 +16,7 @@ from gpuheal.domain.budgets import never_allows
 from gpuheal.domain.policy import DrainPolicy
 from gpuheal.domain.steps import DrainProgress, DrainRequest, PodRef
 from gpuheal.kubeclient import connect
-from gpuheal.simulator import DeploymentWorkload, FleetConfig, JobWorkload, SimulatedCluster
+from gpuheal_sim.simulator import DeploymentWorkload, FleetConfig, JobWorkload, SimulatedCluster
 from tests.simulator.conftest import eventually
 
 NODE = "gpu-node-000"

@@ -16,7 +16,7 @@ from gpuheal.activities.nodes import NodeActivities
 from gpuheal.domain import marks
 from gpuheal.domain.steps import NodeRecord, NodeRef, NodeState, Outcome, QuarantineRequest, ReleaseRequest
 from gpuheal.kubeclient import connect
-from gpuheal.simulator import FleetConfig, SimulatedCluster
+from gpuheal_sim.simulator import FleetConfig, SimulatedCluster
 
 NODE = "gpu-node-000"
 HOLDER = "remediate-gpu-node-000/run-1"

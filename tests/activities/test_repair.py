@@ -24,7 +24,7 @@ from gpuheal.activities.repair import RepairActivities
 from gpuheal.domain import marks
 from gpuheal.domain.steps import RebootRequest, RebootResult
 from gpuheal.kubeclient import connect
-from gpuheal.simulator import SimulatedCluster
+from gpuheal_sim.simulator import SimulatedCluster
 from tests.cloud_fleet import cloud_fleet
 
 NODE = "gpu-node-000"

@@ -18,11 +18,11 @@ import pytest
 
 from gpuheal.agents.agent import Agent, AgentSettings
 from gpuheal.agents.kmsg.follow import KernelLogFormat
-from gpuheal.agents.nvml.fake import FakeNvml
 from gpuheal.agents.publisher import PublisherSettings, RetrySettings, SpoolLimits
-from gpuheal.demo.devserver import free_port
 from gpuheal.domain.health import HealthEvent
 from gpuheal.protos import gpu_pb2, gpu_pb2_grpc, health_event_pb2, health_event_pb2_grpc
+from gpuheal_sim.demo.devserver import free_port
+from gpuheal_sim.fake_nvml import FakeNvml
 from tests.test_cli import run_gpuheal
 
 

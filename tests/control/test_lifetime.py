@@ -14,7 +14,7 @@ import pytest
 from gpuheal.control.connection import connect_temporal
 from gpuheal.control.lifetime import ProcessRuntime, current_runtime
 from gpuheal.control.remediations import InvalidQuery, list_remediations
-from gpuheal.demo.devserver import DevServer
+from gpuheal_sim.demo.devserver import DevServer
 
 
 async def test_the_runtime_is_released_once_the_command_returns(dev_server: DevServer) -> None:

@@ -596,5 +596,5 @@ def test_agent_node_policy_is_left_out_with_the_agent(chart: helm.Chart) -> None
 
 
 def test_the_demo_copy_of_the_chart_access_objects_is_current() -> None:
-    """gpuheal/demo/chart-access.yaml is what the chart renders (`python -m tests.chart` rewrites it)."""
+    """sim/gpuheal_sim/demo/chart-access.yaml is what the chart renders (`python -m tests.chart` rewrites it)."""
     assert DEMO_COPY.read_text() == demo_copy_text(), "run `.venv/bin/python -m tests.chart`"

@@ -19,15 +19,15 @@ import pytest
 from kubernetes.aio import client as k8s
 
 from gpuheal.control import remediations
-from gpuheal.demo.devserver import DevServer
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.faults import Fault
 from gpuheal.domain.policy import DrainPolicy, RemediationPolicy, RepairPolicy, StepTimeouts
 from gpuheal.domain.remediation import RemediationStatus
 from gpuheal.kubeclient import connect as connect_kubernetes
-from gpuheal.simulator import FleetConfig, SimulatedCluster
-from gpuheal.simulator.fleet import DeploymentWorkload, PdbSpec
 from gpuheal.worker import WorkerSettings, running_worker
+from gpuheal_sim.demo.devserver import DevServer
+from gpuheal_sim.simulator import FleetConfig, SimulatedCluster
+from gpuheal_sim.simulator.fleet import DeploymentWorkload, PdbSpec
 from tests.chart import access_manifests, service_account
 
 Handle = Any

@@ -16,12 +16,12 @@ from typing import Any
 from temporalio.client import WorkflowHandle
 
 from gpuheal.agents.agent import Agent, AgentSettings
-from gpuheal.agents.nvml.fake import FakeNvml
-from gpuheal.demo.devserver import free_port, start_dev_server
 from gpuheal.domain.marks import workflow_id_for
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.remediation import RemediationStatus
 from gpuheal.worker import WorkerSettings, running_worker
+from gpuheal_sim.demo.devserver import free_port, start_dev_server
+from gpuheal_sim.fake_nvml import FakeNvml
 from tests.integration.conftest import Stack, StackFactory, eventually, fast_policy
 from tests.integration.test_remediation import NODE, gpuheal_marks
 

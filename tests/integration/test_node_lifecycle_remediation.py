@@ -20,7 +20,7 @@ from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.faults import Fault
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.remediation import RemediationStatus
-from gpuheal.simulator import SimulatedCluster
+from gpuheal_sim.simulator import SimulatedCluster
 from tests.integration.conftest import Stack, StackFactory, eventually, fast_policy
 
 NODE = "gpu-node-001"

@@ -18,7 +18,7 @@ from kubernetes.aio.client.exceptions import ApiException
 from gpuheal.domain.marks import GPU_HEALTHY_CONDITION
 from gpuheal.domain.phases import Phase
 from gpuheal.kubeclient import connect
-from gpuheal.simulator import SimulatedCluster, service_account_username
+from gpuheal_sim.simulator import SimulatedCluster, service_account_username
 from tests import permissions
 from tests.chart import service_account
 from tests.integration.conftest import StackFactory, eventually

@@ -13,7 +13,7 @@ from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import DrainMode, DrainPolicy
 from gpuheal.domain.remediation import RemediationStatus
-from gpuheal.simulator.fleet import DeploymentWorkload, JobWorkload, PdbSpec
+from gpuheal_sim.simulator.fleet import DeploymentWorkload, JobWorkload, PdbSpec
 from tests.integration.conftest import StackFactory, busy_trainer, eventually, fast_policy, phase_of
 
 NODE = "gpu-node-001"

@@ -16,7 +16,7 @@ from kubernetes.aio import client as aio_client
 from kubernetes.aio import config as aio_config
 from kubernetes.aio import watch as aio_watch
 
-from gpuheal.simulator import FleetConfig, SimulatedCluster
+from gpuheal_sim.simulator import FleetConfig, SimulatedCluster
 
 T = TypeVar("T")
 

@@ -21,8 +21,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gpuheal.simulator import SimulatedCluster, service_account_username
-from gpuheal.simulator.simulation import Simulation
+from gpuheal_sim.simulator import SimulatedCluster, service_account_username
+from gpuheal_sim.simulator.simulation import Simulation
 from tests.chart import access_manifests, service_account
 from tests.simulator.conftest import fast_config, trusting
 

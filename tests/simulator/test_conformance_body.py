@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from gpuheal.simulator import SimulatedCluster
+from gpuheal_sim.simulator import SimulatedCluster
 
 from .conformance import MERGE, call
 

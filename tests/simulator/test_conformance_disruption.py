@@ -19,8 +19,8 @@ import pytest
 from kubernetes.aio import client
 from kubernetes.aio.client.exceptions import ApiException
 
-from gpuheal.simulator import DeploymentWorkload, JobWorkload, PdbSpec, SimulatedCluster
-from gpuheal.simulator.disruption import PDB_KEY
+from gpuheal_sim.simulator import DeploymentWorkload, JobWorkload, PdbSpec, SimulatedCluster
+from gpuheal_sim.simulator.disruption import PDB_KEY
 
 from .conftest import aio_api, eventually, fast_config
 

@@ -15,10 +15,10 @@ import pytest
 from kubernetes.aio import client
 from kubernetes.aio.client.exceptions import ApiException
 
-from gpuheal.simulator import SimulatedCluster
-from gpuheal.simulator.resources import ALL, to_view
-from gpuheal.simulator.schema import decode, schema_for
-from gpuheal.simulator.validation import validate_create
+from gpuheal_sim.simulator import SimulatedCluster
+from gpuheal_sim.simulator.resources import ALL, to_view
+from gpuheal_sim.simulator.schema import decode, schema_for
+from gpuheal_sim.simulator.validation import validate_create
 
 from .conformance import JSON_PATCH, MERGE, STRATEGIC, call, warning
 from .conftest import eventually

@@ -7,8 +7,8 @@ from typing import Any
 
 import aiohttp
 
-from gpuheal.simulator import SimulatedCluster
-from gpuheal.simulator.jsonvalues import JsonDict
+from gpuheal_sim.simulator import SimulatedCluster
+from gpuheal_sim.simulator.jsonvalues import JsonDict
 
 from .conformance import JSON_PATCH, MERGE, STRATEGIC, call
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from gpuheal.simulator import SimulatedCluster
+from gpuheal_sim.simulator import SimulatedCluster
 
 from .conformance import MERGE, call
 

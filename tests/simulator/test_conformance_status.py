@@ -10,7 +10,7 @@ creationTimestamp, generation and deletion fields stay the server's).
 
 from __future__ import annotations
 
-from gpuheal.simulator import SimulatedCluster
+from gpuheal_sim.simulator import SimulatedCluster
 
 from .conformance import MERGE, STRATEGIC, call
 

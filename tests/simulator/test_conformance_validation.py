@@ -8,7 +8,7 @@ import pytest
 from kubernetes.aio import client
 from kubernetes.aio.client.exceptions import ApiException
 
-from gpuheal.simulator import SimulatedCluster
+from gpuheal_sim.simulator import SimulatedCluster
 
 from .conformance import MERGE, call
 

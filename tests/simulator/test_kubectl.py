@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from gpuheal.simulator import SimulatedCluster
-from gpuheal.simulator.tables import human_duration
+from gpuheal_sim.simulator import SimulatedCluster
+from gpuheal_sim.simulator.tables import human_duration
 
 from .conftest import fast_config
 

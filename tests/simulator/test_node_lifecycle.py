@@ -15,8 +15,8 @@ from typing import Any
 from kubernetes.aio import client
 
 from gpuheal.domain.gpu_health import read_stamp
-from gpuheal.simulator import SimulatedCluster
-from gpuheal.simulator.timestamps import parse_rfc3339, utcnow
+from gpuheal_sim.simulator import SimulatedCluster
+from gpuheal_sim.simulator.timestamps import parse_rfc3339, utcnow
 
 from .conftest import aio_api, eventually, fast_config, new_watch
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from gpuheal.simulator.patching import PatchError, PatchFailed, json_patch, merge_patch, strategic_merge_patch
-from gpuheal.simulator.resources import NODES, PODS
+from gpuheal_sim.simulator.patching import PatchError, PatchFailed, json_patch, merge_patch, strategic_merge_patch
+from gpuheal_sim.simulator.resources import NODES, PODS
 
 NODE: dict[str, Any] = {
     "metadata": {"name": "n1", "labels": {"a": "1", "b": "2"}, "finalizers": ["x"]},

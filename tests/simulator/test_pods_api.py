@@ -12,7 +12,7 @@ import pytest
 from kubernetes.aio import client
 from kubernetes.aio.client.exceptions import ApiException
 
-from gpuheal.simulator import (
+from gpuheal_sim.simulator import (
     DaemonSetWorkload,
     DeploymentWorkload,
     JobWorkload,

@@ -1,4 +1,4 @@
-"""``python -m gpuheal.simulator`` as a process: the ready line, a working kubeconfig, clean SIGTERM."""
+"""``python -m gpuheal_sim.simulator`` as a process: the ready line, a working kubeconfig, clean SIGTERM."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def test_process_prints_its_address_and_stops_on_sigterm(tmp_path: Path) -> None
         [
             sys.executable,
             "-m",
-            "gpuheal.simulator",
+            "gpuheal_sim.simulator",
             "--nodes",
             "3",
             "--gpus-per-node",
@@ -70,7 +70,7 @@ def _check_running_simulator(proc: subprocess.Popen[str], kubeconfig: Path) -> N
 
 def test_invalid_configuration_exits_2() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "gpuheal.simulator", "--nodes", "-1"], capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", "gpuheal_sim.simulator", "--nodes", "-1"], capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 2
     assert "invalid configuration" in result.stderr

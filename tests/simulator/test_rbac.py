@@ -20,11 +20,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gpuheal.simulator import Access, SimulatedCluster, service_account_username
-from gpuheal.simulator.access import forbidden
-from gpuheal.simulator.auth import UserInfo
-from gpuheal.simulator.rbac import Authorizer
-from gpuheal.simulator.requestinfo import RequestInfo, request_info
+from gpuheal_sim.simulator import Access, SimulatedCluster, service_account_username
+from gpuheal_sim.simulator.access import forbidden
+from gpuheal_sim.simulator.auth import UserInfo
+from gpuheal_sim.simulator.rbac import Authorizer
+from gpuheal_sim.simulator.requestinfo import RequestInfo, request_info
 from tests.simulator.conftest import fast_config, trusting
 
 NS = "team"

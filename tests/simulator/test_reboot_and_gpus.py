@@ -10,8 +10,8 @@ import aiohttp
 from kubernetes.aio import client
 
 from gpuheal.domain.gpu_health import read_stamp
-from gpuheal.simulator import SimulatedCluster
-from gpuheal.simulator.gpus import gpu_uuid
+from gpuheal_sim.simulator import SimulatedCluster
+from gpuheal_sim.simulator.gpus import gpu_uuid
 
 from .conftest import aio_api, eventually, fast_config
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from kubernetes.aio import client
 
-from gpuheal.simulator import SimulatedCluster
+from gpuheal_sim.simulator import SimulatedCluster
 
 from .conftest import aio_api, eventually, fast_config
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from gpuheal.simulator.errors import ApiError
-from gpuheal.simulator.resources import NODES, PODS
-from gpuheal.simulator.selectors import parse_field_selector, parse_label_selector, selector_from_object
+from gpuheal_sim.simulator.errors import ApiError
+from gpuheal_sim.simulator.resources import NODES, PODS
+from gpuheal_sim.simulator.selectors import parse_field_selector, parse_label_selector, selector_from_object
 
 
 @pytest.mark.parametrize(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from gpuheal.simulator.errors import ApiError
-from gpuheal.simulator.resources import NODES, PODS
-from gpuheal.simulator.selectors import EVERYTHING, FieldSelector, parse_field_selector, parse_label_selector
-from gpuheal.simulator.store import Store
+from gpuheal_sim.simulator.errors import ApiError
+from gpuheal_sim.simulator.resources import NODES, PODS
+from gpuheal_sim.simulator.selectors import EVERYTHING, FieldSelector, parse_field_selector, parse_label_selector
+from gpuheal_sim.simulator.store import Store
 
 
 def _node(name: str, **labels: str) -> dict[str, object]:

@@ -13,13 +13,13 @@ import uuid
 from pathlib import Path
 
 from gpuheal.control import remediations
-from gpuheal.demo.devserver import start_dev_server
-from gpuheal.demo.run import demo_policy
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.faults import Fault
 from gpuheal.domain.phases import Phase
-from gpuheal.simulator import FleetConfig, SimulatedCluster
 from gpuheal.worker import WorkerSettings, running_worker
+from gpuheal_sim.demo.devserver import start_dev_server
+from gpuheal_sim.demo.run import demo_policy
+from gpuheal_sim.simulator import FleetConfig, SimulatedCluster
 from tests.chart import access_manifests, service_account
 
 HISTORY = Path(__file__).parent / "histories" / "happy_path.json"

@@ -36,7 +36,6 @@ from temporalio.worker import (
 )
 
 from gpuheal.control import remediations
-from gpuheal.demo.devserver import DevServer
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.faults import Fault
 from gpuheal.domain.phases import Phase
@@ -44,6 +43,7 @@ from gpuheal.domain.policy import RemediationPolicy
 from gpuheal.domain.remediation import RemediationStatus
 from gpuheal.domain.steps import NodeRef, NodeState, RebootRequest, RebootResult, Step
 from gpuheal.workflows.remediation import RemediationWorkflow
+from gpuheal_sim.demo.devserver import DevServer
 from tests.workflows.fake_activities import FakeNode
 
 # How long a query's answer waits after the node read returned, so that the worker holds the read's

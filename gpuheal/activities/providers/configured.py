@@ -1,4 +1,8 @@
-"""The providers a worker runs with, built from the environment each SDK's standard chain reads.
+"""The providers a worker runs with: registered by name, built from the environment each SDK's standard chain reads.
+
+Providers are found in the `gpuheal.providers` entry point group, the one list of their names:
+gpuheal registers its own (`builtin`, listed in pyproject.toml), and a test bed registers more
+(gpuheal-sim's simulator).
 
 Every cloud provider is cheap to build: its SDK is imported only when it is enabled, and its clients
 and credentials are created on first use, so a worker may enable them all and let each node's
@@ -8,67 +12,53 @@ repairs they do not expect, and such a worker imports no other cloud's SDK.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
 
 from gpuheal.activities.providers import RebootProvider
+from gpuheal.activities.providers.registration import Registration
+
+if TYPE_CHECKING:
+    import aiohttp
+
+PROVIDERS_GROUP = "gpuheal.providers"
 
 
-# Each builder imports its provider (and so its cloud SDK) only when it runs: the SDKs take seconds
-# to import (azure-mgmt-compute alone about 2 s), and a worker pays only for the providers it runs.
-def _redfish(env: Mapping[str, str]) -> RebootProvider:
-    from gpuheal.activities.providers.redfish import RedfishProvider, RedfishSettings
-
-    return RedfishProvider(RedfishSettings.from_env(env))
+class UnknownProvider(ValueError):
+    """A provider name that no installed distribution registers."""
 
 
-def _aws(env: Mapping[str, str]) -> RebootProvider:
-    from gpuheal.activities.providers.aws import AwsProvider, AwsSettings
-
-    return AwsProvider(AwsSettings.from_env(env))
-
-
-def _azure(env: Mapping[str, str]) -> RebootProvider:
-    from gpuheal.activities.providers.azure import AzureProvider, AzureSettings
-
-    return AzureProvider(AzureSettings.from_env(env))
+def _registered() -> dict[str, Registration]:
+    # gpuheal's own first, then those of other distributions (the test bed's), each by how they own nodes.
+    loaded = [
+        (entry.dist is None or entry.dist.name != "gpuheal", entry.name, entry.load())
+        for entry in entry_points(group=PROVIDERS_GROUP)
+    ]
+    loaded.sort(key=lambda found: (found[0], found[2].owns_by, found[1]))
+    return {name: registration for _, name, registration in loaded}
 
 
-def _gcp(env: Mapping[str, str]) -> RebootProvider:
-    from gpuheal.activities.providers.gcp import GcpProvider, GcpSettings
-
-    return GcpProvider(GcpSettings.from_env(env))
-
-
-def _nebius(env: Mapping[str, str]) -> RebootProvider:
-    from gpuheal.activities.providers.nebius import NebiusProvider, NebiusSettings
-
-    return NebiusProvider(NebiusSettings.from_env(env))
+# Every registered provider; the simulator's stays off unless a simulator URL is given.
+_REGISTERED = _registered()
+DEFAULT_PROVIDERS: tuple[str, ...] = tuple(_REGISTERED)
 
 
-def _manual(env: Mapping[str, str]) -> RebootProvider:
-    from gpuheal.activities.providers.manual import ManualProvider
-
-    return ManualProvider()
-
-
-_BUILDERS: dict[str, Callable[[Mapping[str, str]], RebootProvider]] = {
-    # A Redfish annotation is an explicit choice for a bare-metal node, so it is asked first.
-    "redfish": _redfish,
-    "aws": _aws,
-    "azure": _azure,
-    "gcp": _gcp,
-    "nebius": _nebius,
-    "manual": _manual,
-}
-
-# Every provider that needs no address of its own; the simulator's is added when one is given.
-DEFAULT_PROVIDERS: tuple[str, ...] = tuple(_BUILDERS)
+def provider_names(names: Iterable[str]) -> tuple[str, ...]:
+    """`names`, checked: raises UnknownProvider naming the choices for an unknown name or none at all."""
+    chosen = tuple(names)
+    unknown = [name for name in chosen if name not in DEFAULT_PROVIDERS]
+    if unknown or not chosen:
+        raise UnknownProvider(
+            f"unknown provider(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(DEFAULT_PROVIDERS)}"
+        )
+    return chosen
 
 
-def build_providers(names: Iterable[str], env: Mapping[str, str]) -> list[RebootProvider]:
-    """The named providers, in the order of DEFAULT_PROVIDERS. Raises ValueError for an unknown name."""
-    wanted = set(names)
-    unknown = wanted - set(_BUILDERS)
-    if unknown:
-        raise ValueError(f"unknown reboot provider(s) {', '.join(sorted(unknown))}; choose from {', '.join(_BUILDERS)}")
-    return [build(env) for name, build in _BUILDERS.items() if name in wanted]
+def build_providers(
+    names: Iterable[str], env: Mapping[str, str], session: aiohttp.ClientSession | None = None
+) -> list[RebootProvider]:
+    """The named providers that are configured, in the order of DEFAULT_PROVIDERS. Raises UnknownProvider."""
+    wanted = set(provider_names(names))
+    built = [registration.build(env, session) for name, registration in _REGISTERED.items() if name in wanted]
+    return [provider for provider in built if provider is not None]

@@ -1,11 +1,10 @@
 """The NVML provider: GPUs as NVML sees them, registered in the Device API, with XID and health-signal monitoring.
 
-`Nvml` (interface) is the seam; `RealNvml` drives the driver through nvidia-ml-py and `FakeNvml` is
-an in-memory stand-in for tests, the simulator and the demo. `NvmlProvider` ties one to the Device
-API and an event sink. `python -m gpuheal.agents.nvml.probe` checks a real GPU machine.
+`Nvml` (interface) is the seam; `RealNvml` drives the driver through nvidia-ml-py, and other
+backends (the test bed's in-memory `gpuheal_sim.fake_nvml`) are found by name (`backends`).
+`NvmlProvider` ties one to the Device API and an event sink. `python -m gpuheal.agents.nvml.probe` checks a real GPU machine.
 """
 
-from gpuheal.agents.nvml.fake import FakeNvml, fake_gpu_info
 from gpuheal.agents.nvml.interface import (
     GpuInfo,
     GpuLostError,
@@ -26,7 +25,6 @@ __all__ = [
     "AGENT",
     "CONDITION_HEALTHY",
     "Check",
-    "FakeNvml",
     "GpuInfo",
     "GpuLostError",
     "HealthSignals",
@@ -39,5 +37,4 @@ __all__ = [
     "RemappedRows",
     "Signal",
     "XidEvent",
-    "fake_gpu_info",
 ]

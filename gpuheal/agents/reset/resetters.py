@@ -14,9 +14,8 @@ import time
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-from gpuheal.agents.nvml.fake import FakeNvml
 from gpuheal.agents.nvml.interface import GpuInfo, Nvml
 from gpuheal.agents.reset.settings import GpuResetMode, ResetSettings
 
@@ -41,6 +40,13 @@ class GpuResetter(Protocol):
 
 
 _DEFAULTS = ResetSettings()
+
+
+@runtime_checkable
+class SimulatedGpus(Protocol):
+    """An NVML that plays the GPUs itself (the test bed's fake): a simulated reset resets them too."""
+
+    def reset_gpu(self, index: int) -> None: ...
 
 
 class NvidiaSmiResetter:
@@ -106,13 +112,13 @@ class KernelLogResetter:
     The lines are /dev/kmsg records as the fault injector writes them (`6,SEQ,USEC,-;NVRM: NVRM: GPU
     <pci>: GPU reset complete`), into the file the simulated agent's kernel-log monitor follows, so
     the acknowledgement reaches the reset watcher the way a real one would. With the node's
-    `FakeNvml`, the fake GPU is reset too (it answers again, pending remappings take effect).
+    fake NVML (`SimulatedGpus`), the fake GPU is reset too (it answers again, pending remappings take effect).
     """
 
     name = "kernel-log"
     releases_nvml = False
 
-    def __init__(self, kernel_log: Path, *, nvml: FakeNvml | None = None) -> None:
+    def __init__(self, kernel_log: Path, *, nvml: SimulatedGpus | None = None) -> None:
         self.kernel_log = kernel_log
         self._nvml = nvml
         self._sequence = itertools.count(1)
@@ -143,7 +149,7 @@ def make_resetter(
         return NvidiaSmiResetter(settings.nvidia_smi, timeout=settings.command_timeout)
     if kernel_log is None:
         raise ValueError("the kernel-log GPU resetter needs a kernel log file (a simulated node's)")
-    return KernelLogResetter(kernel_log, nvml=nvml if isinstance(nvml, FakeNvml) else None)
+    return KernelLogResetter(kernel_log, nvml=nvml if isinstance(nvml, SimulatedGpus) else None)
 
 
 def _append(path: Path, text: str) -> None:

@@ -16,7 +16,7 @@ from moto.server import ThreadedMotoServer
 
 from gpuheal.activities.providers import ProviderError, RebootTarget
 from gpuheal.activities.providers.aws import AwsProvider, AwsSettings, Ec2Instance, parse_provider_id
-from gpuheal.simulator import FleetConfig, SimulatedCluster
+from gpuheal_sim.simulator import FleetConfig, SimulatedCluster
 from tests.cloud_fleet import cloud_fleet
 
 # moto accepts any image ID; no AMI lookup keeps the fixture quick.

@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestServer
 
 from gpuheal.activities.providers import ProviderError, RebootTarget
 from gpuheal.activities.providers.azure import AzureMachine, AzureProvider, AzureSettings
-from gpuheal.simulator import SimulatedCluster
+from gpuheal_sim.simulator import SimulatedCluster
 from tests.cloud_fleet import cloud_fleet
 
 SUB = "00000000-0000-0000-0000-000000000000"

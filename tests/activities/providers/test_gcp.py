@@ -23,7 +23,7 @@ from aiohttp import web
 
 from gpuheal.activities.providers import ProviderError, RebootTarget
 from gpuheal.activities.providers.gcp import GceInstance, GcpProvider, GcpSettings, parse_provider_id
-from gpuheal.simulator import SimulatedCluster
+from gpuheal_sim.simulator import SimulatedCluster
 from tests.cloud_fleet import cloud_fleet
 
 NODE, OTHER = "gpu-node-000", "gpu-node-001"

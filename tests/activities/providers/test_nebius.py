@@ -26,8 +26,8 @@ from nebius.sdk import SDK
 
 from gpuheal.activities.providers import ProviderError, RebootTarget
 from gpuheal.activities.providers.nebius import NebiusInstance, NebiusProvider, NebiusSettings
-from gpuheal.simulator import FleetConfig
-from gpuheal.simulator.server import SimulatedCluster
+from gpuheal_sim.simulator import FleetConfig
+from gpuheal_sim.simulator.server import SimulatedCluster
 from tests.cloud_fleet import cloud_fleet
 
 

@@ -33,8 +33,8 @@ from gpuheal.activities.providers.redfish import (
     RedfishSettings,
     parse_system_url,
 )
-from gpuheal.simulator import FleetConfig, SimulatedCluster, tls
-from gpuheal.simulator.clouds.redfish import DEFAULT_RESET_TYPES, RedfishEndpoint
+from gpuheal_sim.simulator import FleetConfig, SimulatedCluster, tls
+from gpuheal_sim.simulator.clouds.redfish import DEFAULT_RESET_TYPES, RedfishEndpoint
 from tests.cloud_fleet import cloud_fleet
 
 

@@ -13,8 +13,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gpuheal.activities.providers import ProviderError, RebootTarget
-from gpuheal.activities.providers.simulator import SimulatorProvider
-from gpuheal.simulator import FleetConfig, SimulatedCluster
+from gpuheal_sim.provider import SimulatorProvider
+from gpuheal_sim.simulator import FleetConfig, SimulatedCluster
 
 NODE = "gpu-node-000"
 

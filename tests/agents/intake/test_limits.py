@@ -22,11 +22,11 @@ from temporalio.service import RPCError
 
 from gpuheal.agents.intake import IntakeLimits, IntakeServer, IntakeSettings
 from gpuheal.agents.publisher import Publisher, TemporalRemediations
-from gpuheal.demo.devserver import DevServer
 from gpuheal.domain.faults import Fault
 from gpuheal.domain.marks import workflow_id_for
 from gpuheal.protos import health_event_pb2 as pb
 from gpuheal.protos import health_event_pb2_grpc as pb_grpc
+from gpuheal_sim.demo.devserver import DevServer
 from tests.agents.intake.conftest import RecordingSink
 from tests.agents.intake.test_intake import xid_event
 from tests.agents.publisher.conftest import FAST

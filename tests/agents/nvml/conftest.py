@@ -15,10 +15,11 @@ import grpc
 import pytest
 
 from gpuheal.agents.device_api import DeviceApiServer
-from gpuheal.agents.nvml import CONDITION_HEALTHY, FakeNvml, NvmlProvider
+from gpuheal.agents.nvml import CONDITION_HEALTHY, NvmlProvider
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.health import HealthEvent
 from gpuheal.protos import gpu_pb2, gpu_pb2_grpc
+from gpuheal_sim.fake_nvml import FakeNvml
 
 NODE = "gpu-node-7"
 FIXED_NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)

@@ -7,7 +7,6 @@ import threading
 import pytest
 
 from gpuheal.agents.nvml import (
-    FakeNvml,
     GpuLostError,
     HealthSignals,
     Nvml,
@@ -15,8 +14,8 @@ from gpuheal.agents.nvml import (
     NvmlUnavailableError,
     RemappedRows,
     Signal,
-    fake_gpu_info,
 )
+from gpuheal_sim.fake_nvml import FakeNvml, fake_gpu_info
 
 
 def started(count: int = 4, node: str = "node-a") -> FakeNvml:

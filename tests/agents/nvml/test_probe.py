@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from gpuheal.agents.nvml import FakeNvml
 from gpuheal.agents.nvml.probe import EXIT_UNAVAILABLE, main
+from gpuheal_sim.fake_nvml import FakeNvml
 
 
 def json_values(text: str) -> list[Any]:

@@ -13,10 +13,11 @@ import time
 import pytest
 
 from gpuheal.agents.device_api import DeviceApiServer
-from gpuheal.agents.nvml import FakeNvml, NvmlProvider, NvmlUnavailableError, Signal, XidEvent
+from gpuheal.agents.nvml import NvmlProvider, NvmlUnavailableError, Signal, XidEvent
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.health import GPU_UUID, PCI, Entity, HealthEvent
 from gpuheal.protos import gpu_pb2, gpu_pb2_grpc
+from gpuheal_sim.fake_nvml import FakeNvml
 
 from .conftest import FIXED_NOW, NODE, RecordingSink, Rig, RigFactory, eventually, healthy
 

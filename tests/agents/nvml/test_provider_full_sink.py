@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from gpuheal.agents.device_api import DeviceApiServer
-from gpuheal.agents.nvml import FakeNvml, NvmlProvider
+from gpuheal.agents.nvml import NvmlProvider
 from gpuheal.agents.publisher import Publisher, PublisherSettings, RetrySettings, SpoolLimits
 from gpuheal.agents.sink import Backoff
+from gpuheal_sim.fake_nvml import FakeNvml
 from tests.agents.publisher.events import fatal_xid
 from tests.agents.publisher.test_lane import SwitchableRemediations
 

@@ -24,11 +24,11 @@ from gpuheal.agents.publisher import (
     RetrySettings,
     TemporalRemediations,
 )
-from gpuheal.demo.devserver import DevServer
 from gpuheal.domain.faults import Fault
 from gpuheal.domain.marks import GPU_HEALTHY_CONDITION, workflow_id_for
 from gpuheal.kubeclient import connect as connect_kubernetes
-from gpuheal.simulator import FleetConfig, SimulatedCluster
+from gpuheal_sim.demo.devserver import DevServer
+from gpuheal_sim.simulator import FleetConfig, SimulatedCluster
 from tests.chart import access_manifests, service_account
 
 # Fast retries: an outage in a test lasts as long as the test makes it.

@@ -18,8 +18,8 @@ import pytest
 from gpuheal.agents.publisher import DependencyUnavailable, Publisher, Verdict
 from gpuheal.agents.publisher import spool as spool_module
 from gpuheal.agents.publisher.spool import MIB
-from gpuheal.demo.devserver import DevServer
 from gpuheal.domain.health import HealthEvent
+from gpuheal_sim.demo.devserver import DevServer
 from tests.agents.publisher.conftest import FAST, Stack
 from tests.agents.publisher.disks import FullDisk
 from tests.agents.publisher.events import GPU_A, GPU_B, fatal_xid, healthy

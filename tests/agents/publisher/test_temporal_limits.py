@@ -14,11 +14,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from gpuheal.agents.publisher import TemporalRemediations
-from gpuheal.demo.devserver import temporal_binary
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.faults import MAX_MESSAGE_BYTES, Fault
 from gpuheal.domain.marks import workflow_id_for
 from gpuheal.workflows import search_attributes as attrs
+from gpuheal_sim.demo.devserver import temporal_binary
 
 # Well under a full-length fault (16 KiB of message), well over a short one.
 NAMESPACE_LIMIT = 8 * 1024

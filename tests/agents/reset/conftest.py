@@ -18,7 +18,6 @@ from kubernetes.aio import client as k8s
 from gpuheal.agents.kmsg.follow import KernelLog, KernelLogFormat, ReadFrom
 from gpuheal.agents.kmsg.gpumap import GpuMap
 from gpuheal.agents.kmsg.monitor import KernelLogMonitor
-from gpuheal.agents.nvml.fake import FakeNvml
 from gpuheal.agents.nvml.interface import GpuInfo
 from gpuheal.agents.reset import (
     GpuResetter,
@@ -30,7 +29,8 @@ from gpuheal.agents.reset import (
 from gpuheal.domain.gpu_reset import GPU_RESET_CONDITION, GPU_RESET_REQUEST_ANNOTATION, GpuResetOrder, GpuResetReport
 from gpuheal.domain.health import HealthEvent
 from gpuheal.kubeclient import connect as connect_kubernetes
-from gpuheal.simulator import FleetConfig, SimulatedCluster
+from gpuheal_sim.fake_nvml import FakeNvml
+from gpuheal_sim.simulator import FleetConfig, SimulatedCluster
 from tests.chart import access_manifests, service_account
 
 GPUS = 4

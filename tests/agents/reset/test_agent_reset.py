@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from gpuheal.agents.agent import Agent, AgentSettings
-from gpuheal.agents.nvml.fake import FakeNvml
 from gpuheal.agents.reset import DISABLED
-from gpuheal.demo.devserver import free_port
 from gpuheal.domain.gpu_health import GpuHealthReport, HealthBar, gpu_health_problem, read_stamp
 from gpuheal.domain.gpu_reset import REASON_CONFIRMED, REASON_FAILED
+from gpuheal_sim.demo.devserver import free_port
+from gpuheal_sim.fake_nvml import FakeNvml
 from tests.agents.reset.conftest import FAST, GPUS, Cluster, eventually
 
 

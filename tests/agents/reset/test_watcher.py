@@ -15,11 +15,11 @@ import pytest
 from gpuheal.agents.kmsg.follow import KernelLog, KernelLogFormat, ReadFrom
 from gpuheal.agents.kmsg.gpumap import GpuMap
 from gpuheal.agents.kmsg.monitor import CHECK_RESET, KernelLogMonitor
-from gpuheal.agents.nvml.fake import FakeNvml
 from gpuheal.agents.nvml.interface import GpuInfo
 from gpuheal.agents.reset import DISABLED, ResetAcknowledgements
 from gpuheal.agents.reset.watcher import MAX_DETAIL
 from gpuheal.domain.gpu_reset import REASON_CONFIRMED, REASON_FAILED, GpuResetOrder
+from gpuheal_sim.fake_nvml import FakeNvml
 from tests.agents.reset.conftest import FAST, GPUS, Cluster, CountingResetter, Node, RecordingSink, eventually, now
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gpuheal.simulator import SimulatedCluster
+from gpuheal_sim.simulator import SimulatedCluster
 from tests.cloud_fleet import cloud_fleet
 
 SUB = "00000000-0000-0000-0000-000000000000"

@@ -15,7 +15,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from gpuheal.simulator import FleetConfig, SimulatedCluster
+from gpuheal_sim.simulator import FleetConfig, SimulatedCluster
 from tests.simulator.conftest import eventually_sync
 
 

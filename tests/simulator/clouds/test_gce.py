@@ -20,7 +20,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from gpuheal.simulator import SimulatedCluster
+from gpuheal_sim.simulator import SimulatedCluster
 from tests.cloud_fleet import cloud_fleet, trusting_session
 
 ZONE_PATH = "/compute/v1/projects/gpuheal-sim/zones/us-central1-a"

@@ -24,7 +24,7 @@ from nebius.api.nebius.compute.v1 import (
 from nebius.base.resolver import Constant
 from nebius.sdk import SDK
 
-from gpuheal.simulator.server import SimulatedCluster
+from gpuheal_sim.simulator.server import SimulatedCluster
 from tests.cloud_fleet import cloud_fleet
 
 

@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 import sushy
 
-from gpuheal.simulator import SimulatedCluster
-from gpuheal.simulator.clouds.redfish import SYSTEM_ANNOTATION, USERNAME, RedfishEndpoint
+from gpuheal_sim.simulator import SimulatedCluster
+from gpuheal_sim.simulator.clouds.redfish import SYSTEM_ANNOTATION, USERNAME, RedfishEndpoint
 from tests.cloud_fleet import cloud_fleet, trusting_session
 
 

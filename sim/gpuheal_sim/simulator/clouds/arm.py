@@ -30,7 +30,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gpuheal.simulator.jsonvalues import dig
+from gpuheal_sim.simulator.jsonvalues import dig
 
 from .endpoint import CloudContext, CloudEndpoint
 from .faults import CloudFault

@@ -18,16 +18,16 @@ from temporalio.client import Client
 
 from gpuheal.agents.agent import Agent, AgentSettings
 from gpuheal.control import remediations
-from gpuheal.demo.devserver import DevServer, start_dev_server
-from gpuheal.demo.view import PhaseView, phase_table
 from gpuheal.domain.catalog import action_for_xid
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import DrainPolicy, RemediationPolicy, RepairPolicy
 from gpuheal.domain.remediation import RemediationStatus
 from gpuheal.shutdown import shutdown_requested
-from gpuheal.simulator import FleetConfig, SimulatedCluster
-from gpuheal.simulator.access import parse_manifests
 from gpuheal.worker import WorkerSettings, running_worker
+from gpuheal_sim.demo.devserver import DevServer, start_dev_server
+from gpuheal_sim.demo.view import PhaseView, phase_table
+from gpuheal_sim.simulator import FleetConfig, SimulatedCluster
+from gpuheal_sim.simulator.access import parse_manifests
 
 # The GPU the demo's XID names (the last one on nodes with fewer).
 _FAULTY_GPU = 3

@@ -206,3 +206,8 @@ class FakeNvml:
         if gpu.lost:
             raise GpuLostError(index)
         return gpu
+
+
+def backend(node: str, gpus: int | None) -> FakeNvml:
+    """The "fake" entry point of `gpuheal.nvml` (`gpuheal agent --fake-gpus N`)."""
+    return FakeNvml(node) if gpus is None else FakeNvml(node, gpus)

@@ -21,8 +21,8 @@ from xml.sax.saxutils import escape
 
 from aiohttp import web
 
-from gpuheal.simulator.jsonvalues import dig
-from gpuheal.simulator.nodes import UnknownNode
+from gpuheal_sim.simulator.jsonvalues import dig
+from gpuheal_sim.simulator.nodes import UnknownNode
 
 from .endpoint import CloudContext, CloudEndpoint
 from .faults import CloudFault

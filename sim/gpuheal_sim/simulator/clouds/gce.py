@@ -49,7 +49,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from gpuheal.simulator.jsonvalues import JsonDict
+from gpuheal_sim.simulator.jsonvalues import JsonDict
 
 from .endpoint import CloudContext, CloudEndpoint
 from .faults import CloudFault

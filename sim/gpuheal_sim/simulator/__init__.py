@@ -1,4 +1,4 @@
-"""gpuheal.simulator: a simulated GPU fleet behind a Kubernetes API server.
+"""gpuheal_sim.simulator: a simulated GPU fleet behind a Kubernetes API server.
 
 An aiohttp server speaks the Kubernetes REST API for what gpuheal uses (nodes, pods, evictions,
 PodDisruptionBudgets, events, namespaces, Deployments, ReplicaSets, DaemonSets, Jobs), reached

@@ -1,6 +1,6 @@
-"""Run a simulated fleet as a process.
+"""Run a simulated fleet as a process (the `gpuheal-sim` console script, or `python -m gpuheal_sim.simulator`).
 
-    python -m gpuheal.simulator --nodes 1500 --gpus-per-node 8 --reboot-seconds 0 --port 0 \\
+    gpuheal-sim --nodes 1500 --gpus-per-node 8 --reboot-seconds 0 --port 0 \\
         --kubeconfig PATH
 
 prints one JSON line ``{"url": ..., "kubeconfig": ..., "nodes": ..., "buildSeconds": ...}`` on
@@ -23,7 +23,7 @@ from .server import SimulatedCluster
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m gpuheal.simulator", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="gpuheal-sim", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, help="a JSON file with FleetConfig fields (flags override it)")
     parser.add_argument("--nodes", type=int)
     parser.add_argument("--gpus-per-node", type=int)

@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, ClassVar
 
 from aiohttp import web
 
-from gpuheal.simulator.clouds.faults import CloudFault, CloudFaults
-from gpuheal.simulator.jsonvalues import JsonDict, dig
-from gpuheal.simulator.tls import Certificates
+from gpuheal_sim.simulator.clouds.faults import CloudFault, CloudFaults
+from gpuheal_sim.simulator.jsonvalues import JsonDict, dig
+from gpuheal_sim.simulator.tls import Certificates
 
 if TYPE_CHECKING:
-    from gpuheal.simulator.simulation import Simulation
+    from gpuheal_sim.simulator.simulation import Simulation
 
 
 @dataclass

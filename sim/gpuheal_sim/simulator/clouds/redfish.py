@@ -31,7 +31,7 @@ from typing import Any
 from aiohttp import web
 
 from gpuheal.domain import marks
-from gpuheal.simulator.nodes import NodeState, UnknownNode
+from gpuheal_sim.simulator.nodes import NodeState, UnknownNode
 
 from .endpoint import CloudContext, CloudEndpoint
 from .faults import CloudFault

@@ -2,10 +2,12 @@
 
 It plays the part a cloud API plays in production (`POST /sim/v1/nodes/<node>/reboot`), over HTTP,
 so the repair activity runs the same code path against the simulator as against a real provider.
+The worker finds it as the "simulator" entry point of `gpuheal.providers` (`REGISTRATION`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -13,10 +15,10 @@ import aiohttp
 
 from gpuheal.activities.providers import ProviderError, RebootTarget
 from gpuheal.activities.providers.refusal import refusing_status
+from gpuheal.activities.providers.registration import SIMULATOR_URL_ENV, OwnsBy, Registration
 
 # The providerID scheme of simulated nodes ("sim://<node>").
 PROVIDER_ID_SCHEME = "sim://"
-# Error statuses that come from a gateway that may have passed the request on and then lost the answer.
 
 
 class SimulatorProvider:
@@ -83,3 +85,12 @@ class SimulatorProvider:
             raise ProviderError(
                 f"simulator did not answer {method} {url} within {self._timeout:g}s", retryable=True
             ) from error
+
+
+def _build(env: Mapping[str, str], session: aiohttp.ClientSession | None) -> SimulatorProvider | None:
+    """The provider for the simulator the worker was pointed at (`--simulator-url`); None without one."""
+    url = env.get(SIMULATOR_URL_ENV)
+    return SimulatorProvider(url, session) if url and session is not None else None
+
+
+REGISTRATION = Registration(_build, OwnsBy.PROVIDER_ID)

@@ -1,0 +1,68 @@
+"""`gpuheal demo`: the command gpuheal-sim adds to the `gpuheal` CLI (the "demo" entry point of `gpuheal.commands`)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import get_args
+
+import click
+
+from gpuheal.control.lifetime import ProcessRuntime
+from gpuheal_sim.simulator.fleet import FleetConfig
+
+
+@click.command()
+@click.option("--nodes", default=4, show_default=True, type=click.IntRange(min=1), help="Simulated GPU nodes.")
+@click.option("--gpus-per-node", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--xid", default=79, show_default=True, help="The XID injected on one node.")
+@click.option("--manual", is_flag=True, help="Wait for `gpuheal approve NODE --by NAME` before repairing.")
+@click.option("--keep", is_flag=True, help="Keep everything running afterwards, to explore the Temporal UI.")
+@click.option("--reboot-seconds", default=2.0, show_default=True, help="How long a simulated reboot takes.")
+@click.option("--state-dir", default=Path(".state/demo"), type=click.Path(path_type=Path), show_default=True)
+@click.option("--port", default=7233, show_default=True, help="Temporal frontend port (a free one if taken).")
+@click.option(
+    "--provider",
+    type=click.Choice(get_args(FleetConfig.model_fields["cloud"].annotation)),
+    default="sim",
+    show_default=True,
+    help="Where the fleet lives: the nodes carry that cloud's machine identities and the reboot goes "
+    "through its real SDK to the simulator's endpoint for it.",
+)
+def demo(
+    nodes: int,
+    gpus_per_node: int,
+    xid: int,
+    manual: bool,
+    keep: bool,
+    reboot_seconds: float,
+    state_dir: Path,
+    port: int,
+    provider: str,
+) -> None:
+    """Remediate a fatal XID on a simulated fleet, end to end, on an embedded Temporal dev server."""
+    from gpuheal_sim.demo.lock import DemoAlreadyRunning, state_directory_lock
+    from gpuheal_sim.demo.run import DemoOptions, run_demo
+
+    logging.getLogger().setLevel(logging.WARNING)
+    options = DemoOptions(
+        nodes=nodes,
+        gpus_per_node=gpus_per_node,
+        xid=xid,
+        manual=manual,
+        keep=keep,
+        reboot_seconds=reboot_seconds,
+        state_dir=state_dir,
+        port=port,
+        provider=provider,
+    )
+    try:
+        with state_directory_lock(state_dir):
+            code = ProcessRuntime().run(lambda: run_demo(options))
+    except DemoAlreadyRunning as error:
+        raise click.BadParameter(str(error), param_hint="'--state-dir'") from None
+    except Exception as error:  # the demo's promise: a clear reason, not a traceback
+        logging.getLogger("gpuheal_sim.demo").debug("demo failed", exc_info=True)
+        raise click.ClickException(f"demo failed: {type(error).__name__}: {error}") from None
+    sys.exit(code)

