@@ -15,8 +15,9 @@ from kubernetes.aio.client.models import V1Node, V1Taint
 from pydantic import ValidationError
 from temporalio import activity
 
+from gpuheal.activities.contract import implements
 from gpuheal.activities.kube import annotations_of, boot_id_of, condition_of, merge_patch_node, on_fresh_node
-from gpuheal.domain import marks
+from gpuheal.domain import marks, steps
 from gpuheal.domain.gpu_health import GpuHealthReport, read_stamp
 from gpuheal.domain.gpu_reset import GPU_RESET_CONDITION, GpuResetReport
 from gpuheal.domain.steps import NodeRecord, NodeRef, NodeState, Outcome, QuarantineRequest, ReleaseRequest
@@ -28,7 +29,7 @@ class NodeActivities:
     def __init__(self, api: client.ApiClient) -> None:
         self._core = client.CoreV1Api(api)
 
-    @activity.defn(name="quarantine_node")
+    @implements(steps.QUARANTINE)
     async def quarantine_node(self, request: QuarantineRequest) -> NodeRecord:
         """Cordon the node and add gpuheal's NoSchedule taint, recording what was there before.
 
@@ -85,13 +86,13 @@ class NodeActivities:
 
         return await on_fresh_node(self._core, request.node, quarantine)
 
-    @activity.defn(name="observe_node")
+    @implements(steps.OBSERVE)
     async def observe_node(self, request: NodeRef) -> NodeState:
         """Read readiness, bootID, cordon and GPU health of the node."""
         node = await self._core.read_node(request.node)
         return _state(request.node, node)
 
-    @activity.defn(name="release_node")
+    @implements(steps.RELEASE)
     async def release_node(self, request: ReleaseRequest) -> NodeState:
         """Let go of the node as the outcome says, touching nothing another remediation holds.
 

@@ -19,7 +19,7 @@ from gpuheal.domain.faults import Fault
 from gpuheal.domain.marks import workflow_id_for
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import RemediationPolicy
-from gpuheal.domain.remediation import Decision, RemediationInput, RemediationStatus
+from gpuheal.domain.remediation import ApprovalSignal, RemediationInput, RemediationStatus
 from gpuheal.workflows import search_attributes as attrs
 from gpuheal.workflows.remediation import RemediationWorkflow
 
@@ -49,7 +49,7 @@ async def report_fault(
     )
 
 
-async def decide(client: Client, node: str, decision: Decision, *, approve: bool) -> None:
+async def decide(client: Client, node: str, decision: ApprovalSignal, *, approve: bool) -> None:
     """Send `approve` or `reject` to the node's running remediation."""
     handle = client.get_workflow_handle_for(RemediationWorkflow.run, workflow_id_for(node))
     try:

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from gpuheal.activities.contract import implements
+from gpuheal.domain import steps
 from gpuheal.domain.budgets import DisruptionBudget
 from gpuheal.domain.gpu_health import GpuHealthReport
 from gpuheal.domain.gpu_reset import GpuResetOrder, GpuResetReport
@@ -122,7 +123,7 @@ class FakeNode:
         self.reported_at = at or datetime.now(UTC)
 
     def activities(self) -> list[Callable[..., Any]]:
-        @activity.defn(name=Step.QUARANTINE.value)
+        @implements(steps.QUARANTINE)
         async def quarantine(request: QuarantineRequest) -> NodeRecord:
             self.steps.append(Step.QUARANTINE.value)
             before = self.cordoned
@@ -132,7 +133,7 @@ class FakeNode:
                 node=self.name, exists=True, managed=self.managed, cordoned_before=before, boot_id=self.boot_id
             )
 
-        @activity.defn(name=Step.DRAIN.value)
+        @implements(steps.DRAIN)
         async def drain(request: DrainRequest) -> DrainProgress:
             self.steps.append(Step.DRAIN.value)
             self.drain_requests.append(request)
@@ -156,7 +157,7 @@ class FakeNode:
                 return DrainProgress(blocked=(pod,), holds=holds, remaining=(pod,))
             return DrainProgress(evicted=1)
 
-        @activity.defn(name=Step.REBOOT.value)
+        @implements(steps.REBOOT)
         async def reboot(request: RebootRequest) -> RebootResult:
             self.steps.append(Step.REBOOT.value)
             if self.provider_errors:
@@ -192,12 +193,12 @@ class FakeNode:
                 requested_at=requested_at,
             )
 
-        @activity.defn(name=Step.DESCRIBE_MACHINE.value)
+        @implements(steps.DESCRIBE_MACHINE)
         async def describe(request: MachineRequest) -> MachineState:
             self.steps.append(Step.DESCRIBE_MACHINE.value)
             return MachineState(provider="fake", summary="instance stopped by the cloud")
 
-        @activity.defn(name=Step.RESET_GPUS.value)
+        @implements(steps.RESET_GPUS)
         async def reset(request: GpuResetRequest) -> GpuResetOrder:
             self.steps.append(Step.RESET_GPUS.value)
             self.reset_orders.append(request)
@@ -216,12 +217,12 @@ class FakeNode:
                     self.agent_reports(self.gpus_healthy_after_reset, self.reset_report.at + timedelta(milliseconds=1))
             return order
 
-        @activity.defn(name=Step.OBSERVE.value)
+        @implements(steps.OBSERVE)
         async def observe(request: NodeRef) -> NodeState:
             self.steps.append(Step.OBSERVE.value)
             return self.state()
 
-        @activity.defn(name=Step.RELEASE.value)
+        @implements(steps.RELEASE)
         async def release(request: ReleaseRequest) -> NodeState:
             self.steps.append(Step.RELEASE.value)
             self.releases.append(request)
@@ -229,7 +230,7 @@ class FakeNode:
                 self.cordoned = False
             return self.state()
 
-        @activity.defn(name=Step.WITHDRAW_GPU_RESET.value)
+        @implements(steps.WITHDRAW_GPU_RESET)
         async def withdraw(request: GpuResetRequest) -> NodeRef:
             self.steps.append(Step.WITHDRAW_GPU_RESET.value)
             return NodeRef(node=request.node)
