@@ -174,3 +174,16 @@ async def test_a_resumed_watch_sees_the_changes_made_since_the_last_heartbeat(ap
     result = await Waiter(api, resumed=heartbeat.model_dump(mode="json")).wait(back_from(before))
 
     assert result.reached and result.state.boot_id == NEW_BOOT
+
+
+async def test_a_heartbeat_in_a_shape_it_cannot_read_starts_the_watch_afresh(api: client.ApiClient) -> None:
+    before = await observe(api)
+    waiter = Waiter(api, resumed={"state": "from an older worker"})
+    waiting = asyncio.create_task(waiter.wait(back_from(before)))
+    await waiter.first_beat.wait()
+    await set_boot(api, NEW_BOOT)
+
+    result = await waiting
+
+    assert result.reached
+    assert waiter.beats[0].state == before, "the node was listed, not taken from the heartbeat"
