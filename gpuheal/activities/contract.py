@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from gpuheal.domain.steps import FailureType, StepContract
+from gpuheal.domain.contracts import FailureType, StepContract
 
 RequestT = TypeVar("RequestT", bound=BaseModel)
 ResultT = TypeVar("ResultT", bound=BaseModel)

@@ -17,7 +17,7 @@ from temporalio import activity
 
 from gpuheal.activities.contract import implements, node_gone
 from gpuheal.activities.kube import annotations_of, boot_id_of, merge_patch_node, on_fresh_node
-from gpuheal.domain import steps
+from gpuheal.domain import contracts
 from gpuheal.domain.gpu_reset import GPU_RESET_REQUEST_ANNOTATION, GpuResetOrder
 from gpuheal.domain.steps import GpuResetRequest, NodeRef
 
@@ -28,7 +28,7 @@ class GpuResetActivities:
     def __init__(self, api: client.ApiClient) -> None:
         self._core = client.CoreV1Api(api)
 
-    @implements(steps.RESET_GPUS)
+    @implements(contracts.RESET_GPUS)
     async def request_gpu_reset(self, request: GpuResetRequest) -> GpuResetOrder:
         """Write the reset order for the node's agent, once per remediation run."""
 
@@ -53,7 +53,7 @@ class GpuResetActivities:
 
         return await on_fresh_node(self._core, request.node, order)
 
-    @implements(steps.WITHDRAW_GPU_RESET)
+    @implements(contracts.WITHDRAW_GPU_RESET)
     async def withdraw_gpu_reset(self, request: GpuResetRequest) -> NodeRef:
         """Take this run's order back, so an agent that is late (or restarted) never resets after a reboot."""
 

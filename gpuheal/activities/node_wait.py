@@ -25,7 +25,9 @@ from kubernetes.aio.client.exceptions import ApiException
 from pydantic import ValidationError
 from temporalio import activity
 
+from gpuheal.activities.contract import implements
 from gpuheal.activities.nodes import node_state
+from gpuheal.domain import contracts
 from gpuheal.domain.node_wait import NodeWaitProgress, NodeWaitRequest, NodeWaitResult
 from gpuheal.domain.steps import NodeState
 
@@ -43,7 +45,7 @@ class NodeWaitActivities:
     def __init__(self, api: client.ApiClient) -> None:
         self._core = client.CoreV1Api(api)
 
-    @activity.defn(name="wait_for_node")
+    @implements(contracts.WAIT_FOR_NODE)
     async def wait_for_node(self, request: NodeWaitRequest) -> NodeWaitResult:
         """Watch the node until `request.condition` holds, the node is deleted or `request.timeout` passes."""
         info = activity.info()

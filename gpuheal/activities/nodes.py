@@ -24,7 +24,7 @@ from gpuheal.activities.kube import (
     on_fresh_node,
     read_node,
 )
-from gpuheal.domain import marks, steps
+from gpuheal.domain import contracts, marks
 from gpuheal.domain.gpu_health import GpuHealthReport, read_stamp
 from gpuheal.domain.gpu_reset import GPU_RESET_CONDITION, GpuResetReport
 from gpuheal.domain.steps import NodeRecord, NodeRef, NodeState, Outcome, QuarantineRequest, ReleaseRequest
@@ -36,7 +36,7 @@ class NodeActivities:
     def __init__(self, api: client.ApiClient) -> None:
         self._core = client.CoreV1Api(api)
 
-    @implements(steps.QUARANTINE)
+    @implements(contracts.QUARANTINE)
     async def quarantine_node(self, request: QuarantineRequest) -> NodeRecord:
         """Cordon the node and add gpuheal's NoSchedule taint, recording what was there before.
 
@@ -93,12 +93,12 @@ class NodeActivities:
 
         return await on_fresh_node(self._core, request.node, quarantine)
 
-    @implements(steps.OBSERVE)
+    @implements(contracts.OBSERVE)
     async def observe_node(self, request: NodeRef) -> NodeState:
         """Read readiness, bootID, cordon and GPU health of the node; a deleted node reads as absent."""
         return node_state(request.node, await read_node(self._core, request.node))
 
-    @implements(steps.RELEASE)
+    @implements(contracts.RELEASE)
     async def release_node(self, request: ReleaseRequest) -> NodeState:
         """Let go of the node as the outcome says, touching nothing another remediation holds.
 

@@ -26,8 +26,9 @@ from gpuheal.activities.contract import implements, node_gone
 from gpuheal.activities.kube import annotations_of, boot_id_of, merge_patch_node, on_fresh_node, read_node
 from gpuheal.activities.providers import ProviderError, RebootProvider, RebootTarget
 from gpuheal.activities.providers.selection import ProviderSet
-from gpuheal.domain import marks, steps
-from gpuheal.domain.steps import FailureType, MachineRequest, MachineState, RebootRequest, RebootResult
+from gpuheal.domain import contracts, marks
+from gpuheal.domain.contracts import FailureType
+from gpuheal.domain.steps import MachineRequest, MachineState, RebootRequest, RebootResult
 
 T = TypeVar("T")
 
@@ -54,7 +55,7 @@ class RepairActivities:
         self._core = client.CoreV1Api(api)
         self._providers = providers
 
-    @implements(steps.REBOOT)
+    @implements(contracts.REBOOT)
     async def request_reboot(self, request: RebootRequest) -> RebootResult:
         """Reboot the node through its provider unless this remediation already did.
 
@@ -125,7 +126,7 @@ class RepairActivities:
 
         await on_fresh_node(self._core, name, mark)
 
-    @implements(steps.DESCRIBE_MACHINE)
+    @implements(contracts.DESCRIBE_MACHINE)
     async def describe_machine(self, request: MachineRequest) -> MachineState:
         """The provider's view of the node's machine; failures become part of the answer, not errors."""
         node = await read_node(self._core, request.node)

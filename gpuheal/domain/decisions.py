@@ -15,6 +15,7 @@ from enum import StrEnum
 
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.budgets import never_allows
+from gpuheal.domain.node_wait import BackFromReboot, GpusHealthy
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import DrainPolicy, RepairPolicy
 from gpuheal.domain.remediation import RecordedDecision
@@ -191,6 +192,8 @@ def after_approval_wait(decision: RecordedDecision | None, timeout: timedelta) -
 
 def still_held(state: NodeState) -> Verdict:
     """Go on while the node is still cordoned; a person who uncordoned it has taken it back."""
+    if not state.exists:
+        return node_deleted(state.node)
     return PROCEED if state.unschedulable else Verdict(Next.STAND_DOWN, STAND_DOWN_REASON)
 
 
@@ -214,6 +217,8 @@ class Rung(StrEnum):
     DONE = "done"
     # The repair did not work: a person takes over.
     ESCALATE = "escalate"
+    # The node was deleted mid-repair: the remediation fails.
+    GONE = "gone"
 
 
 class ResetOutcome(StrEnum):
@@ -229,6 +234,8 @@ class ResetOutcome(StrEnum):
     UNHEALTHY = "unhealthy"
     # A fault that needs more than a reset arrived meanwhile.
     OUTGROWN = "outgrown"
+    # The node was deleted while the reset was waited for.
+    NODE_DELETED = "node_deleted"
 
 
 def first_rung(action: RecommendedAction, policy: RepairPolicy, gpus: list[str]) -> Rung:
@@ -239,7 +246,9 @@ def first_rung(action: RecommendedAction, policy: RepairPolicy, gpus: list[str])
 
 
 def after_reset(outcome: ResetOutcome, policy: RepairPolicy) -> Rung:
-    """A repaired node is done; any other reset falls back to a reboot."""
+    """A repaired node is done, a deleted one gone; any other reset falls back to a reboot."""
+    if outcome is ResetOutcome.NODE_DELETED:
+        return Rung.GONE
     return Rung.DONE if outcome is ResetOutcome.REPAIRED else _reboot(policy)
 
 
@@ -252,17 +261,29 @@ def after_reboot_request(rung: Rung, boot: RebootResult) -> Rung:
 
 def after_graceful_wait(boot: RebootResult, state: NodeState) -> Rung:
     """A node on a new boot (back, or still coming up) restarted gracefully; forcing one now would reboot twice."""
+    if not state.exists:
+        return Rung.GONE
     return Rung.AWAIT_NODE if state.boot_id != boot.boot_id_before else Rung.REBOOT
-
-
-def back_from(boot: RebootResult, state: NodeState) -> bool:
-    """Whether a read shows the node back from this reboot: Ready, and on a new boot where one is due."""
-    return state.exists and state.ready and (not boot.expects_new_boot or state.boot_id != boot.boot_id_before)
 
 
 def after_node_wait(boot: RebootResult, state: NodeState) -> Rung:
     """Verify a node back from its reboot; one that did not come back goes to a person."""
-    return Rung.VERIFY if back_from(boot, state) else Rung.ESCALATE
+    if not state.exists:
+        return Rung.GONE
+    return Rung.VERIFY if back_from(boot).met(state) else Rung.ESCALATE
+
+
+def after_verify(condition: GpusHealthy, state: NodeState, timeout: timedelta) -> Verdict:
+    """Resolve when the GPUs proved healthy on `state`; escalate when they did not within `timeout`."""
+    if not state.exists:
+        return node_deleted(state.node)
+    missing = condition.missing(state)
+    return RESOLVED if missing is None else escalate(f"GPUs did not report healthy within {timeout}: {missing}")
+
+
+def back_from(boot: RebootResult) -> BackFromReboot:
+    """The node is back from this reboot: Ready, and on a new boot where one is due."""
+    return BackFromReboot(boot_id_before=boot.boot_id_before, expects_new_boot=boot.expects_new_boot)
 
 
 def _reboot(policy: RepairPolicy) -> Rung:

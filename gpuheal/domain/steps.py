@@ -1,27 +1,21 @@
-"""The contract between RemediationWorkflow and its activities: one typed definition per step.
+"""Payloads of the node activities: one request model and one result model per step.
 
 The workflow decides, the activities act; these models are the whole conversation between them.
-Each step's `StepContract` names the activity, its request and result types and its default
-options. The workflow runs a step through its contract (`RemediationWorkflow._run`), the activity
-implements it (`gpuheal.activities.contract.implements`), and so do the test fakes: a renamed step
-or a changed result type fails the type check, and a reader follows a call to its activity through
-the contract's name.
+Which step takes which request and answers with which result is written once, in
+gpuheal.domain.contracts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
-from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 from gpuheal.domain.budgets import DisruptionBudget
 from gpuheal.domain.gpu_health import GpuHealthReport
-from gpuheal.domain.gpu_reset import GpuResetOrder, GpuResetReport
-from gpuheal.domain.policy import DrainPolicy, StepTimeouts
+from gpuheal.domain.gpu_reset import GpuResetReport
+from gpuheal.domain.policy import DrainPolicy
 
 
 class Step(StrEnum):
@@ -35,15 +29,7 @@ class Step(StrEnum):
     DESCRIBE_MACHINE = "describe_machine"
     OBSERVE = "observe_node"
     RELEASE = "release_node"
-
-
-class FailureType(StrEnum):
-    """The `type` of the ApplicationError an activity fails with, for failures the workflow tells apart."""
-
-    # The reboot provider failed (throttled past its attempts, refused, misconfigured): a person looks.
-    PROVIDER = "ProviderError"
-    # The node was deleted while the remediation held it.
-    NODE_GONE = "NodeGone"
+    WAIT_FOR_NODE = "wait_for_node"
 
 
 class _Payload(BaseModel):
@@ -197,79 +183,3 @@ class ReleaseRequest(_Payload):
     outcome: Outcome
     cordoned_before: bool
     reason: str = ""
-
-
-RequestT = TypeVar("RequestT", bound=BaseModel)
-ResultT = TypeVar("ResultT", bound=BaseModel)
-
-
-@dataclass(frozen=True)
-class Retry:
-    """How a step's attempts are retried: exponential backoff from `initial` up to `maximum`."""
-
-    initial: timedelta = timedelta(seconds=1)
-    # None: Temporal's default, 100 times `initial`.
-    maximum: timedelta | None = None
-    # 0: without limit.
-    attempts: int = 0
-
-
-def _node_call(timeouts: StepTimeouts) -> timedelta:
-    return timeouts.node_call
-
-
-# Kubernetes calls are short; retry them patiently (an API server outage must not end a remediation).
-KUBERNETES_RETRY = Retry(initial=timedelta(milliseconds=200), maximum=timedelta(seconds=10))
-
-
-@dataclass(frozen=True)
-class StepContract(Generic[RequestT, ResultT]):
-    """One step: the activity's name, its request and result types and how the workflow runs it.
-
-    A local step runs inside the workflow task that asks for it, so quarantine, reads and release
-    cost no extra round trip through the server; in a storm of faults that is most of the load.
-    Steps that heartbeat or must be recorded before the next one stay regular activities. Every
-    step is retried, so every activity is idempotent.
-    """
-
-    name: Step
-    request: type[RequestT]
-    result: type[ResultT]
-    local: bool
-    # Each attempt's start-to-close timeout, from the remediation's policy.
-    timeout: Callable[[StepTimeouts], timedelta] = _node_call
-    heartbeat: Callable[[StepTimeouts], timedelta] | None = None
-    retry: Callable[[StepTimeouts], Retry] = lambda _: KUBERNETES_RETRY
-
-    def __post_init__(self) -> None:
-        if self.local and self.heartbeat is not None:
-            raise ValueError(f"{self.name}: a local activity cannot heartbeat")
-
-
-QUARANTINE = StepContract(Step.QUARANTINE, QuarantineRequest, NodeRecord, local=True)
-DRAIN = StepContract(
-    Step.DRAIN, DrainRequest, DrainProgress, False, lambda t: t.drain_pass, lambda t: t.drain_heartbeat
-)
-
-
-def _provider_retry(timeouts: StepTimeouts) -> Retry:
-    """Provider calls that keep failing are retried `provider_attempts` times before a person is asked."""
-    return Retry(initial=timedelta(seconds=2), maximum=timedelta(minutes=1), attempts=timeouts.provider_attempts)
-
-
-REBOOT = StepContract(
-    Step.REBOOT,
-    RebootRequest,
-    RebootResult,
-    False,
-    lambda t: t.reboot_call,
-    lambda t: t.reboot_heartbeat,
-    _provider_retry,
-)
-RESET_GPUS = StepContract(Step.RESET_GPUS, GpuResetRequest, GpuResetOrder, local=True)
-WITHDRAW_GPU_RESET = StepContract(Step.WITHDRAW_GPU_RESET, GpuResetRequest, NodeRef, local=True)
-DESCRIBE_MACHINE = StepContract(
-    Step.DESCRIBE_MACHINE, MachineRequest, MachineState, local=False, retry=lambda _: Retry(attempts=3)
-)
-OBSERVE = StepContract(Step.OBSERVE, NodeRef, NodeState, local=True)
-RELEASE = StepContract(Step.RELEASE, ReleaseRequest, NodeState, local=True)

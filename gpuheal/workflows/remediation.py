@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -31,11 +30,19 @@ from gpuheal.workflows import search_attributes as attrs
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
-    from gpuheal.domain import decisions, steps
+    from gpuheal.domain import contracts, decisions
     from gpuheal.domain.actions import RecommendedAction
+    from gpuheal.domain.contracts import FailureType, Retry, StepContract
     from gpuheal.domain.decisions import PROCEED, RESOLVED, Next, ResetOutcome, Rung, Verdict
     from gpuheal.domain.faults import Fault
-    from gpuheal.domain.gpu_health import HealthBar, gpu_health_problem
+    from gpuheal.domain.gpu_health import HealthBar
+    from gpuheal.domain.node_wait import (
+        GpuResetAnswered,
+        GpusHealthy,
+        NodeCondition,
+        NodeWaitRequest,
+        NodeWaitResult,
+    )
     from gpuheal.domain.phases import Phase
     from gpuheal.domain.policy import RemediationPolicy
     from gpuheal.domain.remediation import (
@@ -48,7 +55,6 @@ with workflow.unsafe.imports_passed_through():
     from gpuheal.domain.steps import (
         DrainProgress,
         DrainRequest,
-        FailureType,
         GpuResetRequest,
         MachineRequest,
         MachineState,
@@ -60,24 +66,11 @@ with workflow.unsafe.imports_passed_through():
         RebootRequest,
         RebootResult,
         ReleaseRequest,
-        Retry,
-        StepContract,
     )
 
 RequestT = TypeVar("RequestT", bound=BaseModel)
 ResultT = TypeVar("ResultT", bound=BaseModel)
 
-# Marks workflows that accept GPU health only when it was reported after the repair (histories from
-# before it accepted any GpuHealthy=True and replay that way). Runs since then decide it in their
-# first workflow task under _HEALTH_BAR_FROM_START; this id is asked only for histories from before
-# that, at the point where they recorded it.
-_REPORTED_AFTER_REPAIR = "gpu-health-reported-after-repair"
-# The same decision, taken before the first command. Asked where _REPORTED_AFTER_REPAIR was, right
-# after a local activity's result, a replay could ask it one workflow task early: a query answered
-# while that result waited splits the task between the activity's marker and the patch marker, and
-# replay, which takes the result from the earlier task, asks before the later marker is announced.
-# The first activation comes from the start event alone, so replay asks it where the run did.
-_HEALTH_BAR_FROM_START = "gpu-health-bar-decided-at-start"
 # How long the workflow waits before running a reboot step again whose attempts ran out on the
 # Kubernetes API rather than on the provider.
 _STEP_AGAIN = timedelta(minutes=1)
@@ -103,8 +96,6 @@ class RemediationWorkflow:
         self._never_since: dict[str, datetime] = {}
         self._record: NodeRecord | None = None
         self._repair_log: list[str] = []
-        # Whether GPU health must be reported after the repair; decided in the first activation.
-        self._health_bar_from_start = False
 
     # ---- signals and query -------------------------------------------------------------------
 
@@ -156,7 +147,6 @@ class RemediationWorkflow:
 
     @workflow.run
     async def run(self, request: RemediationInput) -> RemediationStatus:
-        self._health_bar_from_start = workflow.patched(_HEALTH_BAR_FROM_START)
         # The first fault is delivered with the start (signal-with-start).
         await workflow.wait_condition(lambda: bool(self._faults))
         self._enter(Phase.DETECTED)
@@ -167,7 +157,10 @@ class RemediationWorkflow:
             self._finish(verdict.phase, verdict.reason)
         except ActivityError as error:
             # A step failed for good (a non-retryable error): leave the node as it is for a person.
-            self._finish(Phase.FAILED, f"{error.message}: {error.cause}")
+            gone = _failure_type(error) is FailureType.NODE_GONE
+            self._finish(
+                Phase.FAILED, decisions.node_deleted(self._node).reason if gone else f"{error.message}: {error.cause}"
+            )
         except asyncio.CancelledError:
             # An operator cancelled the remediation: hand the node back as gpuheal found it.
             if self._record is not None:
@@ -185,7 +178,7 @@ class RemediationWorkflow:
 
     async def _quarantine(self) -> Verdict:
         record = await self._run(
-            steps.QUARANTINE,
+            contracts.QUARANTINE,
             QuarantineRequest(node=self._node, holder=self._holder(), reason=self._fault_summary()),
             summary=f"cordon + taint {self._node}",
         )
@@ -203,7 +196,7 @@ class RemediationWorkflow:
         backoff = policy.retry_initial
         while True:
             progress = await self._run(
-                steps.DRAIN,
+                contracts.DRAIN,
                 DrainRequest(
                     node=self._node,
                     holder=self._holder(),
@@ -253,10 +246,9 @@ class RemediationWorkflow:
         while True:
             match rung:
                 case Rung.RESET_GPUS:
-                    outcome = await self._reset_gpus()
-                    if outcome is not ResetOutcome.REPAIRED:
+                    rung = decisions.after_reset(await self._reset_gpus(), repair)
+                    if rung in (Rung.REBOOT, Rung.REBOOT_GRACEFULLY):
                         await self._withdraw_gpu_reset()
-                    rung = decisions.after_reset(outcome, repair)
                 case Rung.REBOOT_GRACEFULLY | Rung.REBOOT:
                     requested = await self._request_reboot(graceful=rung is Rung.REBOOT_GRACEFULLY)
                     if isinstance(requested, Verdict):
@@ -278,11 +270,12 @@ class RemediationWorkflow:
                 case Rung.VERIFY:
                     assert boot is not None and state is not None
                     self._enter(Phase.VERIFYING)
-                    problem = await self._gpu_problem(state, self._health_bar(boot))
-                    return RESOLVED if problem is None else decisions.escalate(problem)
+                    return await self._verify(state, self._health_bar(boot))
                 case Rung.ESCALATE:
                     assert boot is not None and state is not None
                     return decisions.escalate(await self._not_back(boot, state))
+                case Rung.GONE:
+                    return decisions.node_deleted(self._node)
                 case Rung.DONE:
                     return RESOLVED
 
@@ -292,28 +285,29 @@ class RemediationWorkflow:
         repair = self._policy.repair
         gpus = self._gpu_uuids()
         order = await self._run(
-            steps.RESET_GPUS,
+            contracts.RESET_GPUS,
             GpuResetRequest(node=self._node, holder=self._holder(), gpus=gpus),
             summary=f"reset {', '.join(gpus)} on {self._node}",
         )
-
-        def answered(state: NodeState) -> bool:
-            return state.gpu_reset is not None and state.gpu_reset.id == order.id
-
-        state = await self._poll_node(answered, repair.gpu_reset_timeout)
-        if state.gpu_reset is None or not answered(state):
+        answer = await self._wait_for(GpuResetAnswered(order_id=order.id), repair.gpu_reset_timeout)
+        report = answer.state.gpu_reset
+        if answer.deleted:
+            return ResetOutcome.NODE_DELETED
+        if report is None or not answer.reached:
             return self._reset_failed(
                 ResetOutcome.UNANSWERED, f"the node's agent did not answer within {repair.gpu_reset_timeout}"
             )
-        if not state.gpu_reset.ok:
-            return self._reset_failed(ResetOutcome.FAILED, state.gpu_reset.detail)
-        self._repair_log.append(f"GPU reset: {state.gpu_reset.detail}")
+        if not report.ok:
+            return self._reset_failed(ResetOutcome.FAILED, report.detail)
+        self._repair_log.append(f"GPU reset: {report.detail}")
         if self._action is RecommendedAction.COMPONENT_RESET:
             self._enter(Phase.VERIFYING)
-            bar = HealthBar(after=state.gpu_reset.at, after_what="the GPU reset's answer")
-            problem = await self._gpu_problem(state, bar)
-            if problem is not None:
-                return self._reset_failed(ResetOutcome.UNHEALTHY, problem)
+            bar = HealthBar(after=report.at, after_what="the GPU reset's answer")
+            verified = await self._verify(answer.state, bar)
+            if verified.next is Next.FAIL:
+                return ResetOutcome.NODE_DELETED
+            if verified.ends and verified.next is not Next.RESOLVE:
+                return self._reset_failed(ResetOutcome.UNHEALTHY, verified.reason)
             # A fault needing more than a reset may also arrive while the GPUs are verified.
             if self._action is RecommendedAction.COMPONENT_RESET:
                 return ResetOutcome.REPAIRED
@@ -328,7 +322,7 @@ class RemediationWorkflow:
     async def _withdraw_gpu_reset(self) -> None:
         """An agent still busy with the order (or one restarted after the reboot) must not reset later."""
         await self._run(
-            steps.WITHDRAW_GPU_RESET,
+            contracts.WITHDRAW_GPU_RESET,
             GpuResetRequest(node=self._node, holder=self._holder(), gpus=self._gpu_uuids()),
             summary=f"withdraw the GPU reset order on {self._node}",
         )
@@ -341,7 +335,7 @@ class RemediationWorkflow:
         while True:
             try:
                 boot = await self._run(
-                    steps.REBOOT,
+                    contracts.REBOOT,
                     RebootRequest(node=self._node, holder=self._holder(), provider=provider, graceful=graceful),
                     summary=f"{'graceful ' if graceful else ''}reboot via {provider} ({self._action.name})",
                 )
@@ -357,9 +351,9 @@ class RemediationWorkflow:
         return boot
 
     async def _wait_for_node(self, boot: RebootResult, timeout: timedelta) -> NodeState:
-        """Wait, on durable timers, until the node is back from `boot` or `timeout` has passed."""
+        """The node once back from `boot`, or as last seen when `timeout` passed or it was deleted."""
         self._enter(Phase.WAITING_FOR_NODE)
-        return await self._poll_node(lambda state: decisions.back_from(boot, state), timeout)
+        return (await self._wait_for(decisions.back_from(boot), timeout)).state
 
     async def _not_back(self, boot: RebootResult, state: NodeState) -> str:
         """Why a person must look at a node that did not come back, with the provider's view of its machine."""
@@ -374,7 +368,7 @@ class RemediationWorkflow:
     async def _describe_machine(self, provider: str) -> MachineState:
         try:
             return await self._run(
-                steps.DESCRIBE_MACHINE,
+                contracts.DESCRIBE_MACHINE,
                 MachineRequest(node=self._node, provider=provider),
                 summary=f"ask {provider} about {self._node}",
             )
@@ -407,47 +401,30 @@ class RemediationWorkflow:
         """When the workflow last entered `phase`, if it did."""
         return next((entry.entered_at for entry in reversed(self._history) if entry.phase is phase), None)
 
-    async def _gpu_problem(self, back: NodeState, bar: HealthBar) -> str | None:
-        """None once the node's GPUs report healthy after the repair (the read that saw the node back counts), else why not."""
+    async def _verify(self, back: NodeState, bar: HealthBar) -> Verdict:
+        """Resolve once the node's GPUs report healthy after the repair (the state that saw the node back counts)."""
+        condition = GpusHealthy(bar=bar)
         timeout = self._policy.repair.verify_timeout
-        if not (self._health_bar_from_start or workflow.patched(_REPORTED_AFTER_REPAIR)):
-            state = (
-                back if back.gpu_healthy is True else await self._poll_node(lambda s: s.gpu_healthy is True, timeout)
-            )
-            if state.gpu_healthy is True:
-                return None
-            detail = (
-                state.gpu_message
-                if state.gpu_healthy is False
-                else "the node has no GpuHealthy condition (is the gpuheal agent running on it?)"
-            )
-            return f"GPUs did not report healthy within {timeout}: {detail}"
+        state = back if condition.met(back) else (await self._wait_for(condition, timeout)).state
+        return decisions.after_verify(condition, state, timeout)
 
-        def problem(state: NodeState) -> str | None:
-            return gpu_health_problem(state.gpu_report, state.boot_id, bar)
-
-        state = back if problem(back) is None else await self._poll_node(lambda s: problem(s) is None, timeout)
-        missing = problem(state)
-        return None if missing is None else f"GPUs did not report healthy within {timeout}: {missing}"
-
-    async def _poll_node(self, done: Callable[[NodeState], bool], timeout: timedelta) -> NodeState:
-        deadline = workflow.now() + timeout
-        interval = self._policy.repair.node_poll_interval
-        while True:
-            state = await self._observe()
-            if done(state) or workflow.now() >= deadline:
-                return state
-            await workflow.sleep(min(interval, deadline - workflow.now()))
+    async def _wait_for(self, condition: NodeCondition, timeout: timedelta) -> NodeWaitResult:
+        """One activity watches the node until `condition` holds, `timeout` passes or the node is deleted."""
+        return await self._run(
+            contracts.WAIT_FOR_NODE,
+            NodeWaitRequest(node=self._node, condition=condition, timeout=timeout),
+            summary=f"wait up to {timeout} for {self._node}: {condition.kind}",
+        )
 
     async def _observe(self) -> NodeState:
-        return await self._run(steps.OBSERVE, NodeRef(node=self._node), summary=f"read {self._node}")
+        return await self._run(contracts.OBSERVE, NodeRef(node=self._node), summary=f"read {self._node}")
 
     # ---- carrying steps out ---------------------------------------------------------------------
 
     async def _release(self, outcome: Outcome, reason: str) -> None:
         assert self._record is not None
         await self._run(
-            steps.RELEASE,
+            contracts.RELEASE,
             ReleaseRequest(
                 node=self._node,
                 holder=self._holder(),
@@ -475,7 +452,7 @@ class RemediationWorkflow:
                 step.name.value,
                 request,
                 result_type=step.result,
-                start_to_close_timeout=step.timeout(timeouts),
+                start_to_close_timeout=step.timeout(timeouts, request),
                 retry_policy=retry,
                 summary=summary,
             )
@@ -484,7 +461,7 @@ class RemediationWorkflow:
             step.name.value,
             request,
             result_type=step.result,
-            start_to_close_timeout=step.timeout(timeouts),
+            start_to_close_timeout=step.timeout(timeouts, request),
             heartbeat_timeout=step.heartbeat(timeouts) if step.heartbeat is not None else None,
             retry_policy=retry,
             summary=summary,
@@ -559,6 +536,14 @@ def _reraise_cancellation(error: ActivityError) -> None:
     """An operator's cancel reaches a waiting step as its failure; it must end the run as Cancelled."""
     if isinstance(error.cause, CancelledError):
         raise asyncio.CancelledError() from error
+
+
+def _failure_type(error: ActivityError) -> FailureType | None:
+    """The typed failure an activity ended with, if it is one the workflow tells apart."""
+    cause = error.cause
+    if isinstance(cause, ApplicationError) and cause.type in set(FailureType):
+        return FailureType(cause.type)
+    return None
 
 
 def _refused_for_good(error: ActivityError) -> bool:

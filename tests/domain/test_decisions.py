@@ -10,6 +10,8 @@ from gpuheal.domain import decisions
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.budgets import DisruptionBudget
 from gpuheal.domain.decisions import Next, ResetOutcome, Rung
+from gpuheal.domain.gpu_health import GpuHealthReport, HealthBar
+from gpuheal.domain.node_wait import GpusHealthy
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import DrainPolicy, RepairPolicy
 from gpuheal.domain.remediation import RecordedDecision
@@ -149,10 +151,22 @@ def test_the_ladder_starts_with_a_reset_only_for_a_reset_fault_naming_gpus() -> 
     assert decisions.first_rung(RecommendedAction.COMPONENT_RESET, no_reset, ["GPU-a"]) is Rung.REBOOT
 
 
-@pytest.mark.parametrize("outcome", [o for o in ResetOutcome if o is not ResetOutcome.REPAIRED])
-def test_any_reset_but_a_repairing_one_falls_back_to_a_reboot(outcome: ResetOutcome) -> None:
+@pytest.mark.parametrize(
+    "outcome", [ResetOutcome.UNANSWERED, ResetOutcome.FAILED, ResetOutcome.UNHEALTHY, ResetOutcome.OUTGROWN]
+)
+def test_a_reset_that_did_not_repair_falls_back_to_a_reboot(outcome: ResetOutcome) -> None:
     assert decisions.after_reset(ResetOutcome.REPAIRED, RepairPolicy()) is Rung.DONE
     assert decisions.after_reset(outcome, RepairPolicy()) is Rung.REBOOT
+    assert decisions.after_reset(outcome, RepairPolicy(graceful_timeout=timedelta(minutes=1))) is Rung.REBOOT_GRACEFULLY
+
+
+def test_a_node_deleted_mid_repair_ends_the_ladder() -> None:
+    gone = state().model_copy(update={"exists": False})
+
+    assert decisions.after_reset(ResetOutcome.NODE_DELETED, RepairPolicy()) is Rung.GONE
+    assert decisions.after_graceful_wait(reboot(graceful=True), gone) is Rung.GONE
+    assert decisions.after_node_wait(reboot(), gone) is Rung.GONE
+    assert decisions.still_held(gone) == decisions.node_deleted("n1")
 
 
 def test_a_graceful_restart_is_waited_for_then_forced_unless_the_node_left_its_boot() -> None:
@@ -163,6 +177,17 @@ def test_a_graceful_restart_is_waited_for_then_forced_unless_the_node_left_its_b
     assert decisions.after_reboot_request(Rung.REBOOT, asked) is Rung.AWAIT_NODE, "a late graceful one was found"
     assert decisions.after_graceful_wait(asked, state(boot_id="boot-1")) is Rung.REBOOT
     assert decisions.after_graceful_wait(asked, state(boot_id="boot-2", ready=False)) is Rung.AWAIT_NODE
+
+
+def test_verification_resolves_only_on_gpus_proven_healthy_after_the_repair() -> None:
+    bar = HealthBar(boot_id_before="boot-1")
+    healthy = GpuHealthReport(status="True", message="", boot_id="boot-2", reported_at=NOW)
+    proven = state().model_copy(update={"gpu_report": healthy})
+
+    assert decisions.after_verify(GpusHealthy(bar=bar), proven, timedelta(minutes=5)) == decisions.RESOLVED
+    silent = decisions.after_verify(GpusHealthy(bar=bar), state(), timedelta(minutes=5))
+    assert silent.next is Next.ESCALATE
+    assert silent.reason.startswith("GPUs did not report healthy within 0:05:00: the node has no GpuHealthy condition")
 
 
 def test_a_node_back_on_a_new_boot_is_verified_else_escalated() -> None:
