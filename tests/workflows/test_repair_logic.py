@@ -16,6 +16,7 @@ from gpuheal.control import remediations
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.faults import Fault
 from gpuheal.domain.gpu_reset import GpuResetReport
+from gpuheal.domain.marks import workflow_id_for
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import RemediationPolicy, RepairPolicy, StepTimeouts
 from gpuheal.domain.remediation import RemediationStatus
@@ -268,12 +269,8 @@ async def test_a_thirty_minute_reboot_wait_is_one_activity_in_a_short_history(
 ) -> None:
     """The workflow does not poll: however long the node takes, its wait writes a handful of events."""
     node.comes_back = False
-    policy = RemediationPolicy(repair=RepairPolicy(node_ready_timeout=timedelta(minutes=30)))
-    fault = Fault(node=node.name, action=RecommendedAction.RESTART_VM, xid=79, event_id=node.name)
-    handle = await remediations.report_fault(time_skipping_env.client, fault, policy, task_queue=queue)
-
-    status = await handle.result()
-    history = await handle.fetch_history()
+    status = await remediate(time_skipping_env, queue, node, node_ready_timeout=timedelta(minutes=30))
+    history = await time_skipping_env.client.get_workflow_handle(workflow_id_for(node.name)).fetch_history()
 
     assert status.phase is Phase.ESCALATED, status.reason
     assert [w.timeout for w in node.waits] == [timedelta(minutes=30)]
