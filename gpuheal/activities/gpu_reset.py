@@ -1,7 +1,7 @@
 """The GPU reset activity: hand the node's agent an order to reset GPUs (see gpuheal.domain.gpu_reset).
 
 The order goes into a node annotation; the agent answers in the node's `GpuReset` condition, which
-the workflow reads through `observe_node` on durable timers. One order per remediation run: its id
+the workflow waits for through `wait_for_node` (condition GpuResetAnswered). One order per remediation run: its id
 is the holder, so a retried activity finds and returns the order it already wrote.
 """
 

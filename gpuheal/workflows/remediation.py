@@ -7,8 +7,14 @@ it, asks a person when the policy or the fault requires one, repairs it, checks 
 healthy and puts it back in service. A fault that a GPU reset can fix first asks the node's agent to
 reset the GPUs; a reset that fails or cannot be proven falls back to a reboot through the provider
 that owns the node (AWS, Azure, GCP, Nebius, Redfish, …), and a reboot only counts once the node is
-Ready with a bootID other than the one it had before. Every wait is a durable timer, so a worker can die at any point and another one
-carries on where it stopped.
+Ready with a bootID other than the one it had before.
+
+The workflow only carries out decisions: what comes next after each step is a pure function in
+gpuheal.domain.decisions, and every step runs through its typed contract (gpuheal.domain.contracts).
+Waiting for the node (back from a reboot, a GPU reset answered, GPUs healthy) is one heartbeating
+activity, `wait_for_node`, so a long wait writes a handful of events; the drain's backoff and the
+approval wait are durable timers. A worker can die at any point and another one carries on where it
+stopped. A node deleted mid-way ends the remediation as Failed.
 
 gpuheal undoes only what it did: a node that was cordoned before stays cordoned, and when a person
 uncordons the node mid-way the workflow stands down and removes its own marks.
