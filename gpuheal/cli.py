@@ -28,7 +28,7 @@ from gpuheal.control.connection import (
     is_namespace_not_found,
 )
 from gpuheal.control.lifetime import ProcessRuntime
-from gpuheal.domain.remediation import Decision
+from gpuheal.domain.remediation import ApprovalSignal
 from gpuheal.params import HostPort, KubeconfigFile, XidPolicyFile
 from gpuheal.settings_options import PATH_OR_OFF, TEXT_OR_OFF, FlagUnit, setting_option
 from gpuheal.worker import WorkerSettings
@@ -211,7 +211,7 @@ def _decision_command(approve: bool) -> Any:
         who = _login_name() if approver is None else approver.strip()
         if not who:
             raise click.BadParameter("must name who decides", param_hint="'--by'")
-        decision = Decision(approver=who, reason=reason)
+        decision = ApprovalSignal(approver=who, reason=reason)
 
         async def send() -> None:
             client = await connect_temporal(address, namespace)

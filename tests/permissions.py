@@ -13,6 +13,8 @@ WORKER: frozenset[Permission] = frozenset(
     {
         ("get", "", "nodes"),  # activities/kube.py read_node: every step reads the node first
         ("patch", "", "nodes"),  # activities/kube.py merge_patch_node: taint, cordon, annotations, release
+        ("list", "", "nodes"),  # activities/node_wait.py wait_for_node: the node (fieldSelector metadata.name)
+        ("watch", "", "nodes"),  # activities/node_wait.py wait_for_node: watched from the list's version
         ("list", "", "pods"),  # activities/drain.py: the pods on the node (fieldSelector spec.nodeName)
         ("delete", "", "pods"),  # activities/drain.py: pods whose drain timed out (DeleteAfterTimeout)
         ("create", "", "pods/eviction"),  # activities/drain.py: the Eviction API

@@ -18,7 +18,7 @@ from gpuheal.cli import main
 from gpuheal.control import remediations
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.faults import Fault
-from gpuheal.domain.remediation import Decision
+from gpuheal.domain.remediation import ApprovalSignal
 from gpuheal_sim.demo.devserver import DevServer
 
 
@@ -323,9 +323,9 @@ async def test_approve_records_the_login_name_when_by_is_not_given(dev_server: D
             if event.workflow_execution_signaled_event_attributes.signal_name == "approve"
         ]
         [decision] = dev_server.client.data_converter.payload_converter.from_payloads(
-            list(signal.input.payloads), [Decision]
+            list(signal.input.payloads), [ApprovalSignal]
         )
-        assert decision == Decision(approver=login)
+        assert decision == ApprovalSignal(approver=login)
     finally:
         await handle.terminate()
 

@@ -9,6 +9,7 @@ from kubernetes.aio import client
 
 from gpuheal.activities.drain import DrainActivities
 from gpuheal.activities.gpu_reset import GpuResetActivities
+from gpuheal.activities.node_wait import NodeWaitActivities
 from gpuheal.activities.nodes import NodeActivities
 from gpuheal.activities.providers.selection import ProviderSet
 from gpuheal.activities.repair import RepairActivities
@@ -20,6 +21,7 @@ def remediation_activities(api: client.ApiClient, providers: ProviderSet) -> lis
     drain = DrainActivities(api)
     repair = RepairActivities(api, providers)
     resets = GpuResetActivities(api)
+    waits = NodeWaitActivities(api)
     return [
         nodes.quarantine_node,
         nodes.observe_node,
@@ -29,4 +31,5 @@ def remediation_activities(api: client.ApiClient, providers: ProviderSet) -> lis
         repair.describe_machine,
         resets.request_gpu_reset,
         resets.withdraw_gpu_reset,
+        waits.wait_for_node,
     ]

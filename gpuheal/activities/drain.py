@@ -23,7 +23,9 @@ from kubernetes.aio.client.exceptions import ApiException
 from kubernetes.aio.client.models import V1Eviction, V1ObjectMeta, V1Pod, V1PodDisruptionBudget
 from temporalio import activity
 
+from gpuheal.activities.contract import implements
 from gpuheal.activities.kube import read_node
+from gpuheal.domain import contracts
 from gpuheal.domain.budgets import DisruptionBudget
 from gpuheal.domain.policy import DrainMode
 from gpuheal.domain.steps import BudgetHold, DrainProgress, DrainRequest, PodFailure, PodRef
@@ -50,7 +52,7 @@ class DrainActivities:
         self._core = client.CoreV1Api(api)
         self._policy = client.PolicyV1Api(api)
 
-    @activity.defn(name="drain_node")
+    @implements(contracts.DRAIN)
     async def drain_node(self, request: DrainRequest) -> DrainProgress:
         """Move the node's pods off it, each namespace by its drain mode.
 

@@ -1,7 +1,7 @@
 """The GPU reset activity: hand the node's agent an order to reset GPUs (see gpuheal.domain.gpu_reset).
 
 The order goes into a node annotation; the agent answers in the node's `GpuReset` condition, which
-the workflow reads through `observe_node` on durable timers. One order per remediation run: its id
+the workflow waits for through `wait_for_node` (condition GpuResetAnswered). One order per remediation run: its id
 is the holder, so a retried activity finds and returns the order it already wrote.
 """
 
@@ -14,9 +14,10 @@ from kubernetes.aio import client
 from kubernetes.aio.client.models import V1Node
 from pydantic import ValidationError
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
+from gpuheal.activities.contract import implements, node_gone
 from gpuheal.activities.kube import annotations_of, boot_id_of, merge_patch_node, on_fresh_node
+from gpuheal.domain import contracts
 from gpuheal.domain.gpu_reset import GPU_RESET_REQUEST_ANNOTATION, GpuResetOrder
 from gpuheal.domain.steps import GpuResetRequest, NodeRef
 
@@ -27,13 +28,13 @@ class GpuResetActivities:
     def __init__(self, api: client.ApiClient) -> None:
         self._core = client.CoreV1Api(api)
 
-    @activity.defn(name="request_gpu_reset")
+    @implements(contracts.RESET_GPUS)
     async def request_gpu_reset(self, request: GpuResetRequest) -> GpuResetOrder:
         """Write the reset order for the node's agent, once per remediation run."""
 
         async def order(node: V1Node | None) -> GpuResetOrder:
             if node is None:
-                raise ApplicationError(f"node {request.node} no longer exists", non_retryable=True)
+                raise node_gone(request.node)
             earlier = _read_order(annotations_of(node).get(GPU_RESET_REQUEST_ANNOTATION, ""))
             if earlier is not None and earlier.id == request.holder:
                 return earlier
@@ -52,7 +53,7 @@ class GpuResetActivities:
 
         return await on_fresh_node(self._core, request.node, order)
 
-    @activity.defn(name="withdraw_gpu_reset")
+    @implements(contracts.WITHDRAW_GPU_RESET)
     async def withdraw_gpu_reset(self, request: GpuResetRequest) -> NodeRef:
         """Take this run's order back, so an agent that is late (or restarted) never resets after a reboot."""
 

@@ -15,8 +15,16 @@ from kubernetes.aio.client.models import V1Node, V1Taint
 from pydantic import ValidationError
 from temporalio import activity
 
-from gpuheal.activities.kube import annotations_of, boot_id_of, condition_of, merge_patch_node, on_fresh_node
-from gpuheal.domain import marks
+from gpuheal.activities.contract import implements
+from gpuheal.activities.kube import (
+    annotations_of,
+    boot_id_of,
+    condition_of,
+    merge_patch_node,
+    on_fresh_node,
+    read_node,
+)
+from gpuheal.domain import contracts, marks
 from gpuheal.domain.gpu_health import GpuHealthReport, read_stamp
 from gpuheal.domain.gpu_reset import GPU_RESET_CONDITION, GpuResetReport
 from gpuheal.domain.steps import NodeRecord, NodeRef, NodeState, Outcome, QuarantineRequest, ReleaseRequest
@@ -28,7 +36,7 @@ class NodeActivities:
     def __init__(self, api: client.ApiClient) -> None:
         self._core = client.CoreV1Api(api)
 
-    @activity.defn(name="quarantine_node")
+    @implements(contracts.QUARANTINE)
     async def quarantine_node(self, request: QuarantineRequest) -> NodeRecord:
         """Cordon the node and add gpuheal's NoSchedule taint, recording what was there before.
 
@@ -85,13 +93,12 @@ class NodeActivities:
 
         return await on_fresh_node(self._core, request.node, quarantine)
 
-    @activity.defn(name="observe_node")
+    @implements(contracts.OBSERVE)
     async def observe_node(self, request: NodeRef) -> NodeState:
-        """Read readiness, bootID, cordon and GPU health of the node."""
-        node = await self._core.read_node(request.node)
-        return _state(request.node, node)
+        """Read readiness, bootID, cordon and GPU health of the node; a deleted node reads as absent."""
+        return node_state(request.node, await read_node(self._core, request.node))
 
-    @activity.defn(name="release_node")
+    @implements(contracts.RELEASE)
     async def release_node(self, request: ReleaseRequest) -> NodeState:
         """Let go of the node as the outcome says, touching nothing another remediation holds.
 
@@ -101,12 +108,8 @@ class NodeActivities:
         """
 
         async def release(node: V1Node | None) -> NodeState:
-            if node is None:
-                return NodeState(
-                    node=request.node, exists=False, ready=False, boot_id="", unschedulable=False, gpu_healthy=None
-                )
-            if annotations_of(node).get(marks.REMEDIATION_ANNOTATION) != request.holder:
-                return _state(request.node, node)  # already released, or another run holds it now
+            if node is None or annotations_of(node).get(marks.REMEDIATION_ANNOTATION) != request.holder:
+                return node_state(request.node, node)  # already released, or another run holds it now
             patch: dict[str, Any]
             if request.outcome is Outcome.ESCALATED:
                 patch = {"metadata": {"annotations": {marks.ESCALATION_ANNOTATION: request.reason[:1000]}}}
@@ -119,7 +122,7 @@ class NodeActivities:
                     patch["spec"]["unschedulable"] = False
             updated = await merge_patch_node(self._core, node, patch)
             activity.logger.info("released %s: %s", request.node, request.outcome.value)
-            return _state(request.node, updated)
+            return node_state(request.node, updated)
 
         return await on_fresh_node(self._core, request.node, release)
 
@@ -159,8 +162,13 @@ def _record(name: str, node: V1Node, cordoned_before: bool, *, managed: bool = T
     )
 
 
-def _state(name: str, node: V1Node) -> NodeState:
-    """The node as the workflow judges it: Ready and bootID from the kubelet, GPU health from the agent."""
+def node_state(name: str, node: V1Node | None) -> NodeState:
+    """The node as the workflow judges it: Ready and bootID from the kubelet, GPU health from the agent.
+
+    None (the node does not exist) reads as an absent node.
+    """
+    if node is None:
+        return NodeState(node=name, exists=False, ready=False, boot_id="", unschedulable=False, gpu_healthy=None)
     ready = condition_of(node, "Ready")
     report = _gpu_report(node)
     return NodeState(

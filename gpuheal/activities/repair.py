@@ -22,10 +22,12 @@ from pydantic import BaseModel, ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from gpuheal.activities.contract import implements, node_gone
 from gpuheal.activities.kube import annotations_of, boot_id_of, merge_patch_node, on_fresh_node, read_node
 from gpuheal.activities.providers import ProviderError, RebootProvider, RebootTarget
 from gpuheal.activities.providers.selection import ProviderSet
-from gpuheal.domain import marks
+from gpuheal.domain import contracts, marks
+from gpuheal.domain.contracts import FailureType
 from gpuheal.domain.steps import MachineRequest, MachineState, RebootRequest, RebootResult
 
 T = TypeVar("T")
@@ -53,7 +55,7 @@ class RepairActivities:
         self._core = client.CoreV1Api(api)
         self._providers = providers
 
-    @activity.defn(name="request_reboot")
+    @implements(contracts.REBOOT)
     async def request_reboot(self, request: RebootRequest) -> RebootResult:
         """Reboot the node through its provider unless this remediation already did.
 
@@ -65,12 +67,12 @@ class RepairActivities:
     async def _request_reboot(self, request: RebootRequest) -> RebootResult:
         async def record(node: V1Node | None) -> tuple[_RebootRecord, RebootTarget, RebootProvider, bool]:
             if node is None:
-                raise ApplicationError(f"node {request.node} no longer exists", non_retryable=True)
+                raise node_gone(request.node)
             target = _target(node, request.node, graceful=request.graceful)
             try:
                 provider = self._providers.choose(target, request.provider)
             except ProviderError as error:
-                raise ApplicationError(str(error), non_retryable=True, type="ProviderError") from error
+                raise _provider_failure(error, final=True) from error
             graceful = request.graceful and provider.supports_graceful
             earlier = _read_record(annotations_of(node))
             if earlier is not None and earlier.holder == request.holder and not earlier.refused:
@@ -106,7 +108,7 @@ class RepairActivities:
         except ProviderError as error:
             if error.refused:
                 await self._mark_refused(request.node, reboot)
-            raise ApplicationError(str(error), non_retryable=not error.retryable, type="ProviderError") from error
+            raise _provider_failure(error, final=not error.retryable) from error
         activity.logger.info("reboot of %s requested through %s", request.node, provider.name)
         return result.model_copy(update={"detail": detail})
 
@@ -124,7 +126,7 @@ class RepairActivities:
 
         await on_fresh_node(self._core, name, mark)
 
-    @activity.defn(name="describe_machine")
+    @implements(contracts.DESCRIBE_MACHINE)
     async def describe_machine(self, request: MachineRequest) -> MachineState:
         """The provider's view of the node's machine; failures become part of the answer, not errors."""
         node = await read_node(self._core, request.node)
@@ -166,7 +168,12 @@ async def _provider_call(call: Awaitable[T]) -> T:
     try:
         return await call
     except ProviderError as error:
-        raise ApplicationError(str(error), non_retryable=not error.retryable, type="ProviderError") from error
+        raise _provider_failure(error, final=not error.retryable) from error
+
+
+def _provider_failure(error: ProviderError, *, final: bool) -> ApplicationError:
+    """The failure the workflow recognises as the provider's (see FailureType.PROVIDER)."""
+    return ApplicationError(str(error), non_retryable=final, type=FailureType.PROVIDER.value)
 
 
 async def _heartbeating(call: Awaitable[T]) -> T:

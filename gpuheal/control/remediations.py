@@ -15,7 +15,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from gpuheal.control.connection import is_namespace_not_found
 from gpuheal.control.report import report_fault as report_fault
 from gpuheal.domain.marks import workflow_id_for
-from gpuheal.domain.remediation import Decision, RemediationStatus
+from gpuheal.domain.remediation import ApprovalSignal, RemediationStatus
 from gpuheal.domain.remediation_contract import REMEDIATION
 from gpuheal.workflows import search_attributes as attrs
 from gpuheal.workflows.remediation import RemediationWorkflow
@@ -29,7 +29,7 @@ class InvalidQuery(ValueError):
     """Temporal refused a visibility query (INVALID_ARGUMENT); the message is its reason."""
 
 
-async def send_decision(client: Client, node: str, decision: Decision, *, approve: bool) -> None:
+async def send_decision(client: Client, node: str, decision: ApprovalSignal, *, approve: bool) -> None:
     """Send `approve` or `reject` to the node's running remediation."""
     handle = client.get_workflow_handle_for(RemediationWorkflow.run, workflow_id_for(node))
     try:

@@ -16,7 +16,9 @@ REMEDIATION_ANNOTATION = f"{PREFIX}remediation"
 CORDONED_BEFORE_ANNOTATION = f"{PREFIX}cordoned-before"
 # The bootID seen when quarantining; the reboot must produce a different one.
 BOOT_ID_ANNOTATION = f"{PREFIX}boot-id-before"
-# The reboot request, durably recorded before the provider is called: "<workflow id>@<time>".
+# The reboot request, durably recorded before the provider is called: a JSON object with the holder
+# ("<workflow id>/<run id>"), the bootID and time (RFC 3339) of the request, the provider, whether it
+# was graceful and whether the provider refused it (see gpuheal.activities.repair._RebootRecord).
 REBOOT_REQUEST_ANNOTATION = f"{PREFIX}reboot-requested"
 # A GPU reset order for the node's agent (see gpuheal.domain.gpu_reset).
 GPU_RESET_REQUEST_ANNOTATION = f"{PREFIX}gpu-reset-request"

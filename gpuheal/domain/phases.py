@@ -9,7 +9,6 @@ class Phase(StrEnum):
     """Where a remediation stands; always mirrored in the `GpuhealPhase` search attribute."""
 
     DETECTED = "Detected"
-    AWAITING_BUDGET = "AwaitingBudget"
     QUARANTINED = "Quarantined"
     DRAINING = "Draining"
     DRAINED = "Drained"

@@ -78,7 +78,6 @@ class RepairPolicy(_Strict):
     require_approval: bool = False
     approval_timeout: timedelta = timedelta(hours=24)
     node_ready_timeout: timedelta = timedelta(minutes=30)
-    node_poll_interval: timedelta = timedelta(seconds=2)
     # After the node is back, how long the GPUs have to report healthy.
     verify_timeout: timedelta = timedelta(minutes=5)
 

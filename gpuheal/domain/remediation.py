@@ -21,7 +21,7 @@ class RemediationInput(BaseModel):
     policy: RemediationPolicy = Field(default_factory=RemediationPolicy)
 
 
-class Decision(BaseModel):
+class ApprovalSignal(BaseModel):
     """The body of the `approve` and `reject` signals: `{"approver": …, "reason": …}`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

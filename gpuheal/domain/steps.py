@@ -1,6 +1,8 @@
 """Payloads of the node activities: one request model and one result model per step.
 
 The workflow decides, the activities act; these models are the whole conversation between them.
+Which step takes which request and answers with which result is written once, in
+gpuheal.domain.contracts.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class Step(StrEnum):
     DESCRIBE_MACHINE = "describe_machine"
     OBSERVE = "observe_node"
     RELEASE = "release_node"
+    WAIT_FOR_NODE = "wait_for_node"
 
 
 class _Payload(BaseModel):

@@ -7,8 +7,14 @@ it, asks a person when the policy or the fault requires one, repairs it, checks 
 healthy and puts it back in service. A fault that a GPU reset can fix first asks the node's agent to
 reset the GPUs; a reset that fails or cannot be proven falls back to a reboot through the provider
 that owns the node (AWS, Azure, GCP, Nebius, Redfish, …), and a reboot only counts once the node is
-Ready with a bootID other than the one it had before. Every wait is a durable timer, so a worker can die at any point and another one
-carries on where it stopped.
+Ready with a bootID other than the one it had before.
+
+The workflow only carries out decisions: what comes next after each step is a pure function in
+gpuheal.domain.decisions, and every step runs through its typed contract (gpuheal.domain.contracts).
+Waiting for the node (back from a reboot, a GPU reset answered, GPUs healthy) is one heartbeating
+activity, `wait_for_node`, so a long wait writes a handful of events; the drain's backoff and the
+approval wait are durable timers. A worker can die at any point and another one carries on where it
+stopped. A node deleted mid-way ends the remediation as Failed.
 
 gpuheal undoes only what it did: a node that was cordoned before stays cordoned, and when a person
 uncordons the node mid-way the workflow stands down and removes its own marks.
@@ -17,9 +23,9 @@ uncordons the node mid-way the workflow stands down and removes its own marks.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
 from datetime import datetime, timedelta
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
@@ -30,15 +36,23 @@ from gpuheal.workflows import search_attributes as attrs
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
+    from gpuheal.domain import contracts, decisions
     from gpuheal.domain.actions import RecommendedAction
-    from gpuheal.domain.budgets import never_allows
+    from gpuheal.domain.contracts import FailureType, Retry, StepContract
+    from gpuheal.domain.decisions import PROCEED, RESOLVED, Next, ResetOutcome, Rung, Verdict
     from gpuheal.domain.faults import Fault
-    from gpuheal.domain.gpu_health import HealthBar, gpu_health_problem
-    from gpuheal.domain.gpu_reset import GpuResetOrder
+    from gpuheal.domain.gpu_health import HealthBar
+    from gpuheal.domain.node_wait import (
+        GpuResetAnswered,
+        GpusHealthy,
+        NodeCondition,
+        NodeWaitRequest,
+        NodeWaitResult,
+    )
     from gpuheal.domain.phases import Phase
     from gpuheal.domain.policy import RemediationPolicy
     from gpuheal.domain.remediation import (
-        Decision,
+        ApprovalSignal,
         PhaseEntry,
         RecordedDecision,
         RemediationInput,
@@ -58,37 +72,14 @@ with workflow.unsafe.imports_passed_through():
         RebootRequest,
         RebootResult,
         ReleaseRequest,
-        Step,
     )
 
+RequestT = TypeVar("RequestT", bound=BaseModel)
 ResultT = TypeVar("ResultT", bound=BaseModel)
 
-# Marks workflows that accept GPU health only when it was reported after the repair (histories from
-# before it accepted any GpuHealthy=True and replay that way). Runs since then decide it in their
-# first workflow task under _HEALTH_BAR_FROM_START; this id is asked only for histories from before
-# that, at the point where they recorded it.
-_REPORTED_AFTER_REPAIR = "gpu-health-reported-after-repair"
-# The same decision, taken before the first command. Asked where _REPORTED_AFTER_REPAIR was, right
-# after a local activity's result, a replay could ask it one workflow task early: a query answered
-# while that result waited splits the task between the activity's marker and the patch marker, and
-# replay, which takes the result from the earlier task, asks before the later marker is announced.
-# The first activation comes from the start event alone, so replay asks it where the run did.
-_HEALTH_BAR_FROM_START = "gpu-health-bar-decided-at-start"
-# Kubernetes calls are short; retry them patiently (an API server outage must not end a remediation).
-_LOCAL_STEPS = frozenset({Step.QUARANTINE, Step.OBSERVE, Step.RELEASE, Step.RESET_GPUS, Step.WITHDRAW_GPU_RESET})
 # How long the workflow waits before running a reboot step again whose attempts ran out on the
 # Kubernetes API rather than on the provider.
 _STEP_AGAIN = timedelta(minutes=1)
-_K8S_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
-
-
-class _Ended(Exception):
-    """Raised inside the workflow to end the remediation early with a final phase and reason."""
-
-    def __init__(self, phase: Phase, reason: str) -> None:
-        super().__init__(reason)
-        self.phase = phase
-        self.reason = reason
 
 
 @workflow.defn(name="RemediationWorkflow")
@@ -111,8 +102,6 @@ class RemediationWorkflow:
         self._never_since: dict[str, datetime] = {}
         self._record: NodeRecord | None = None
         self._repair_log: list[str] = []
-        # Whether GPU health must be reported after the repair; decided in the first activation.
-        self._health_bar_from_start = False
 
     # ---- signals and query -------------------------------------------------------------------
 
@@ -134,12 +123,12 @@ class RemediationWorkflow:
         self._publish()
 
     @workflow.signal(name="approve")
-    def approve(self, decision: Decision) -> None:
+    def approve(self, decision: ApprovalSignal) -> None:
         """An operator approves the repair (`gpuheal approve NODE --by NAME`)."""
         self._decide(decision, approved=True)
 
     @workflow.signal(name="reject")
-    def reject(self, decision: Decision) -> None:
+    def reject(self, decision: ApprovalSignal) -> None:
         """An operator rejects the repair; the node stays cordoned for a person."""
         self._decide(decision, approved=False)
 
@@ -164,251 +153,230 @@ class RemediationWorkflow:
 
     @workflow.run
     async def run(self, request: RemediationInput) -> RemediationStatus:
-        self._health_bar_from_start = workflow.patched(_HEALTH_BAR_FROM_START)
         # The first fault is delivered with the start (signal-with-start).
         await workflow.wait_condition(lambda: bool(self._faults))
         self._enter(Phase.DETECTED)
         try:
-            record = await self._quarantine()
-            await self._drain_node(record)
-            self._enter(Phase.DRAINED)
-            if self._needs_approval():
-                await self._await_approval(record)
-            await self._repair()
-            await self._release(record, Outcome.RESOLVED, "")
-            self._finish(Phase.RESOLVED, "")
-        except _Ended as ended:
-            self._finish(ended.phase, ended.reason)
+            verdict = await self._remediate()
+            if verdict.release is not None:
+                await self._release(verdict.release, verdict.reason)
+            self._finish(verdict.phase, verdict.reason)
         except ActivityError as error:
             # A step failed for good (a non-retryable error): leave the node as it is for a person.
-            self._finish(Phase.FAILED, f"{error.message}: {error.cause}")
+            gone = _failure_type(error) is FailureType.NODE_GONE
+            self._finish(
+                Phase.FAILED, decisions.node_deleted(self._node).reason if gone else f"{error.message}: {error.cause}"
+            )
         except asyncio.CancelledError:
             # An operator cancelled the remediation: hand the node back as gpuheal found it.
             if self._record is not None:
-                await self._release(self._record, Outcome.RESOLVED, "")
+                await self._release(Outcome.RESOLVED, "")
             self._finish(Phase.CANCELLED, "cancelled by an operator; the node was handed back as gpuheal found it")
         return self.status()
 
-    async def _quarantine(self) -> NodeRecord:
-        record = await self._step(
-            Step.QUARANTINE,
+    async def _remediate(self) -> Verdict:
+        """Carry the stages out one after the other until one ends the remediation."""
+        for stage in (self._quarantine, self._drain_node, self._approval, self._repair):
+            verdict = await stage()
+            if verdict.ends:
+                return verdict
+        return RESOLVED
+
+    async def _quarantine(self) -> Verdict:
+        record = await self._run(
+            contracts.QUARANTINE,
             QuarantineRequest(node=self._node, holder=self._holder(), reason=self._fault_summary()),
-            NodeRecord,
             summary=f"cordon + taint {self._node}",
         )
-        if not record.exists:
-            raise _Ended(Phase.FAILED, f"node {self._node} does not exist")
-        if not record.managed:
-            raise _Ended(Phase.CANCELLED, f"node {self._node} is labelled gpuheal.io/managed=false")
-        self._record = record
-        self._enter(Phase.QUARANTINED)
-        return record
+        verdict = decisions.after_quarantine(record)
+        if not verdict.ends:
+            self._record = record
+            self._enter(Phase.QUARANTINED)
+        return verdict
 
-    async def _drain_node(self, record: NodeRecord) -> None:
+    async def _drain_node(self) -> Verdict:
         """Drain pass after drain pass, with a durable backoff between them, until the node is empty."""
         self._enter(Phase.DRAINING)
         policy = self._policy.drain
         started = workflow.now()
-        wait = policy.retry_initial
+        backoff = policy.retry_initial
         while True:
-            elapsed = workflow.now() - started
-            progress = await self._step(
-                Step.DRAIN,
+            progress = await self._run(
+                contracts.DRAIN,
                 DrainRequest(
                     node=self._node,
                     holder=self._holder(),
                     policy=policy,
-                    delete_overdue=elapsed >= policy.delete_after,
+                    delete_overdue=workflow.now() - started >= policy.delete_after,
                 ),
-                DrainProgress,
                 summary=f"drain pass on {self._node}",
-                timeout=self._policy.timeouts.drain_pass,
-                heartbeat=self._policy.timeouts.drain_heartbeat,
             )
             self._drain = progress
-            if progress.uncordoned:
-                await self._stand_down(record)
-            if progress.done:
-                return
-            held = self._held_for_good(progress)
-            if held:
-                await self._escalate(record, held)
-            elapsed = workflow.now() - started
-            if elapsed >= policy.timeout:
-                await self._escalate(
-                    record,
-                    f"drain did not finish within {policy.timeout}: "
-                    f"{len(progress.remaining)} pod(s) remain ({_pod_list(progress)}){_failures(progress)}",
-                )
-            if progress.evicted or progress.deleted:
-                wait = policy.retry_initial
-            pause = min(wait, policy.timeout - elapsed)
-            if elapsed < policy.delete_after:
-                pause = min(pause, policy.delete_after - elapsed)
-            await workflow.sleep(pause, summary=f"{len(progress.remaining)} pod(s) still on the node")
-            wait = min(wait * 2, policy.retry_max)
+            verdict = decisions.after_drain_pass(
+                progress, policy, workflow.now() - started, self._held_for_good(progress), backoff
+            )
+            if verdict.next is not Next.AGAIN:
+                if not verdict.ends:
+                    self._enter(Phase.DRAINED)
+                return verdict
+            await workflow.sleep(verdict.pause, summary=verdict.reason)
+            backoff = decisions.next_backoff(progress, policy, backoff)
 
     def _held_for_good(self, progress: DrainProgress) -> str:
-        """Why the drain can never finish, or "": pods held by a budget that can never allow a disruption.
-
-        A budget counts once it has said so on every pass for `drain.never_allows_for`, so that a status
-        read while the disruption controller catches up with an edit, or a transient sync failure,
-        does not end the drain.
-        """
+        """Why the drain can never finish, or "" (see decisions.held_for_good); remembers since when."""
         now = workflow.now()
-        current: dict[str, str] = {}
-        for hold in progress.holds:
-            why = never_allows(hold.budget)
-            if why is not None and hold.budget.ref not in current:
-                current[hold.budget.ref] = (
-                    f"pod {hold.pod.namespace}/{hold.pod.name} is held by PodDisruptionBudget {hold.budget.ref}, "
-                    f"which can never allow a disruption: {why}"
-                )
+        current = decisions.budgets_never_allowing(progress)
         self._never_since = {ref: self._never_since.get(ref, now) for ref in current}
-        confirmed = self._policy.drain.never_allows_for
-        held = [why for ref, why in current.items() if now - self._never_since[ref] >= confirmed]
-        return "drain cannot finish: " + "; ".join(held) if held else ""
+        return decisions.held_for_good(current, self._never_since, now, self._policy.drain.never_allows_for)
 
-    def _needs_approval(self) -> bool:
-        return self._policy.repair.require_approval or self._action.needs_person
-
-    async def _await_approval(self, record: NodeRecord) -> None:
+    async def _approval(self) -> Verdict:
+        """Wait for a person's decision where one is needed; the node may be handed back meanwhile."""
+        if not decisions.needs_approval(self._policy.repair, self._action):
+            return PROCEED
         self._enter(Phase.AWAITING_APPROVAL)
         timeout = self._policy.repair.approval_timeout
-        try:
+        # A wait that times out leaves no decision, which the rule turns into an escalation.
+        with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(lambda: self._decision is not None, timeout=timeout)
-        except TimeoutError:
-            await self._escalate(record, f"no approval within {timeout}")
-        assert self._decision is not None
-        if not self._decision.approved:
-            await self._escalate(record, f"rejected by {self._decision.approver}: {self._decision.reason}")
-        # The node may have been handed back while the workflow waited for a person.
-        state = await self._observe()
-        if not state.unschedulable:
-            await self._stand_down(record)
+        verdict = decisions.after_approval_wait(self._decision, timeout)
+        if verdict.ends:
+            return verdict
+        return decisions.still_held(await self._observe())
 
-    async def _repair(self) -> None:
-        """Reset the GPUs when the fault allows it, else (or when the reset fails) reboot; then verify."""
+    async def _repair(self) -> Verdict:
+        """Climb the repair ladder (gpuheal.domain.decisions.Rung) until the node is repaired or a person must look."""
         repair = self._policy.repair
-        if self._action is RecommendedAction.COMPONENT_RESET and repair.gpu_reset and self._gpu_uuids():
-            failure = await self._reset_gpus()
-            if failure is None:
-                return
-            workflow.logger.info("GPU reset on %s failed (%s); rebooting instead", self._node, failure)
-            # An agent still busy with the order (or one restarted after the reboot) must not reset later.
-            await self._step(
-                Step.WITHDRAW_GPU_RESET,
-                GpuResetRequest(node=self._node, holder=self._holder(), gpus=self._gpu_uuids()),
-                NodeRef,
-                summary=f"withdraw the GPU reset order on {self._node}",
-            )
-            self._repair_log.append(f"GPU reset did not repair the node ({failure}); rebooting instead")
-            self._action = self._action.escalate(RecommendedAction.RESTART_VM)
-        back, boot = await self._reboot()
-        self._enter(Phase.VERIFYING)
-        problem = await self._gpu_problem(back, self._health_bar(boot))
-        if problem is not None:
-            await self._escalate_current(problem)
+        rung = decisions.first_rung(self._action, repair, self._gpu_uuids())
+        boot: RebootResult | None = None
+        state: NodeState | None = None
+        while True:
+            match rung:
+                case Rung.RESET_GPUS:
+                    rung = decisions.after_reset(await self._reset_gpus(), repair)
+                    if rung in (Rung.REBOOT, Rung.REBOOT_GRACEFULLY):
+                        await self._withdraw_gpu_reset()
+                case Rung.REBOOT_GRACEFULLY | Rung.REBOOT:
+                    requested = await self._request_reboot(graceful=rung is Rung.REBOOT_GRACEFULLY)
+                    if isinstance(requested, Verdict):
+                        return requested
+                    boot = requested
+                    rung = decisions.after_reboot_request(rung, boot)
+                case Rung.AWAIT_GRACEFUL:
+                    assert boot is not None and repair.graceful_timeout is not None
+                    state = await self._wait_for_node(boot, repair.graceful_timeout)
+                    rung = decisions.after_graceful_wait(boot, state)
+                    if rung is Rung.REBOOT:
+                        workflow.logger.info(
+                            "%s did not restart gracefully within %s; forcing it", self._node, repair.graceful_timeout
+                        )
+                case Rung.AWAIT_NODE:
+                    assert boot is not None
+                    state = await self._wait_for_node(boot, repair.node_ready_timeout)
+                    rung = decisions.after_node_wait(boot, state)
+                case Rung.VERIFY:
+                    assert boot is not None and state is not None
+                    self._enter(Phase.VERIFYING)
+                    return await self._verify(state, self._health_bar(boot))
+                case Rung.ESCALATE:
+                    assert boot is not None and state is not None
+                    return decisions.escalate(await self._not_back(boot, state))
+                case Rung.GONE:
+                    return decisions.node_deleted(self._node)
+                case Rung.DONE:
+                    return RESOLVED
 
-    async def _reset_gpus(self) -> str | None:
-        """Have the node's agent reset the faulty GPUs: None once they are proven healthy, else why not."""
+    async def _reset_gpus(self) -> ResetOutcome:
+        """Have the node's agent reset the faulty GPUs, and tell how it went (in the repair log too)."""
         self._enter(Phase.REPAIRING)
         repair = self._policy.repair
         gpus = self._gpu_uuids()
-        order = await self._step(
-            Step.RESET_GPUS,
+        order = await self._run(
+            contracts.RESET_GPUS,
             GpuResetRequest(node=self._node, holder=self._holder(), gpus=gpus),
-            GpuResetOrder,
             summary=f"reset {', '.join(gpus)} on {self._node}",
         )
-
-        def answered(state: NodeState) -> bool:
-            return state.gpu_reset is not None and state.gpu_reset.id == order.id
-
-        state = await self._poll_node(answered, repair.gpu_reset_timeout)
-        if state.gpu_reset is None or not answered(state):
-            return f"the node's agent did not answer within {repair.gpu_reset_timeout}"
-        if not state.gpu_reset.ok:
-            return state.gpu_reset.detail
-        self._repair_log.append(f"GPU reset: {state.gpu_reset.detail}")
+        answer = await self._wait_for(GpuResetAnswered(order_id=order.id), repair.gpu_reset_timeout)
+        report = answer.state.gpu_reset
+        if answer.deleted:
+            return ResetOutcome.NODE_DELETED
+        if report is None or not answer.reached:
+            return self._reset_failed(
+                ResetOutcome.UNANSWERED, f"the node's agent did not answer within {repair.gpu_reset_timeout}"
+            )
+        if not report.ok:
+            return self._reset_failed(ResetOutcome.FAILED, report.detail)
+        self._repair_log.append(f"GPU reset: {report.detail}")
         if self._action is RecommendedAction.COMPONENT_RESET:
             self._enter(Phase.VERIFYING)
-            bar = HealthBar(after=state.gpu_reset.at, after_what="the GPU reset's answer")
-            problem = await self._gpu_problem(state, bar)
+            bar = HealthBar(after=report.at, after_what="the GPU reset's answer")
+            verified = await self._verify(answer.state, bar)
+            if verified.next is Next.FAIL:
+                return ResetOutcome.NODE_DELETED
+            if verified.ends and verified.next is not Next.RESOLVE:
+                return self._reset_failed(ResetOutcome.UNHEALTHY, verified.reason)
             # A fault needing more than a reset may also arrive while the GPUs are verified.
-            if problem is not None or self._action is RecommendedAction.COMPONENT_RESET:
-                return problem
-        return f"a fault needing {self._action.name} arrived during the reset"
+            if self._action is RecommendedAction.COMPONENT_RESET:
+                return ResetOutcome.REPAIRED
+        self._repair_log.append(f"a fault needing {self._action.name} arrived during the reset; rebooting")
+        return ResetOutcome.OUTGROWN
 
-    async def _reboot(self) -> tuple[NodeState, RebootResult]:
-        """Reboot through the provider, gracefully first when the policy asks; the node back Ready, and the reboot."""
-        graceful_timeout = self._policy.repair.graceful_timeout
-        if graceful_timeout is not None:
-            boot = await self._request_reboot(graceful=True)
-            if not boot.graceful:
-                return await self._wait_for_node(boot)  # the provider has no gentler restart: this was the reboot
-            self._enter(Phase.WAITING_FOR_NODE)
-            state = await self._poll_node(_back_after(boot), graceful_timeout)
-            if state.boot_id != boot.boot_id_before:
-                # Back, or on a new boot and still coming up: the graceful restart happened; forcing
-                # one now would reboot twice.
-                return await self._wait_for_node(boot)
-            workflow.logger.info("%s did not restart gracefully within %s; forcing it", self._node, graceful_timeout)
-        return await self._wait_for_node(await self._request_reboot(graceful=False))
+    def _reset_failed(self, outcome: ResetOutcome, why: str) -> ResetOutcome:
+        workflow.logger.info("GPU reset on %s failed (%s); rebooting instead", self._node, why)
+        self._repair_log.append(f"GPU reset did not repair the node ({why}); rebooting instead")
+        return outcome
 
-    async def _request_reboot(self, *, graceful: bool) -> RebootResult:
+    async def _withdraw_gpu_reset(self) -> None:
+        """An agent still busy with the order (or one restarted after the reboot) must not reset later."""
+        await self._run(
+            contracts.WITHDRAW_GPU_RESET,
+            GpuResetRequest(node=self._node, holder=self._holder(), gpus=self._gpu_uuids()),
+            summary=f"withdraw the GPU reset order on {self._node}",
+        )
+        self._action = self._action.escalate(RecommendedAction.RESTART_VM)
+
+    async def _request_reboot(self, *, graceful: bool) -> RebootResult | Verdict:
+        """Ask the provider to reboot; a provider that refuses for good sends the node to a person."""
         self._enter(Phase.REPAIRING)
         provider = self._policy.repair.provider
-        timeouts = self._policy.timeouts
         while True:
             try:
-                boot = await self._step(
-                    Step.REBOOT,
+                boot = await self._run(
+                    contracts.REBOOT,
                     RebootRequest(node=self._node, holder=self._holder(), provider=provider, graceful=graceful),
-                    RebootResult,
                     summary=f"{'graceful ' if graceful else ''}reboot via {provider} ({self._action.name})",
-                    timeout=timeouts.reboot_call,
-                    heartbeat=timeouts.reboot_heartbeat,
-                    retry=RetryPolicy(
-                        initial_interval=timedelta(seconds=2),
-                        maximum_interval=timedelta(minutes=1),
-                        maximum_attempts=timeouts.provider_attempts,
-                    ),
                 )
                 break
             except ActivityError as error:
                 _reraise_cancellation(error)
                 if _refused_for_good(error):
-                    await self._escalate_current(f"the reboot could not be requested: {_failure(error)}")
+                    return decisions.escalate(f"the reboot could not be requested: {_failure(error)}")
                 # The attempts ran out on something other than the provider (the Kubernetes API, lost
                 # workers). The request is recorded on the node, so running the step again is safe.
                 await workflow.sleep(_STEP_AGAIN, summary=f"reboot step failed ({_failure(error)}); again soon")
         self._repair_log.append(f"{'graceful ' if boot.graceful else ''}reboot via {boot.provider}: {boot.detail}")
         return boot
 
-    async def _wait_for_node(self, boot: RebootResult) -> tuple[NodeState, RebootResult]:
-        """Poll, on durable timers, until the node is Ready with a bootID other than before the reboot."""
+    async def _wait_for_node(self, boot: RebootResult, timeout: timedelta) -> NodeState:
+        """The node once back from `boot`, or as last seen when `timeout` passed or it was deleted."""
         self._enter(Phase.WAITING_FOR_NODE)
-        timeout = self._policy.repair.node_ready_timeout
-        state = await self._poll_node(_back_after(boot), timeout)
-        if not _back_after(boot)(state):
-            machine = await self._describe_machine(boot.provider)
-            await self._escalate_current(
-                f"node did not come back Ready with a new bootID within {timeout} "
-                f"(provider {machine.provider}: {machine.summary}; request: {boot.detail or 'no detail'}; "
-                f"node last seen ready={state.ready}, bootID={state.boot_id or 'unknown'}, "
-                f"before {boot.boot_id_before})"
-            )
-        return state, boot
+        return (await self._wait_for(decisions.back_from(boot), timeout)).state
+
+    async def _not_back(self, boot: RebootResult, state: NodeState) -> str:
+        """Why a person must look at a node that did not come back, with the provider's view of its machine."""
+        machine = await self._describe_machine(boot.provider)
+        return (
+            f"node did not come back Ready with a new bootID within {self._policy.repair.node_ready_timeout} "
+            f"(provider {machine.provider}: {machine.summary}; request: {boot.detail or 'no detail'}; "
+            f"node last seen ready={state.ready}, bootID={state.boot_id or 'unknown'}, "
+            f"before {boot.boot_id_before})"
+        )
 
     async def _describe_machine(self, provider: str) -> MachineState:
         try:
-            return await self._step(
-                Step.DESCRIBE_MACHINE,
+            return await self._run(
+                contracts.DESCRIBE_MACHINE,
                 MachineRequest(node=self._node, provider=provider),
-                MachineState,
                 summary=f"ask {provider} about {self._node}",
-                retry=RetryPolicy(maximum_attempts=3),
             )
         except ActivityError as error:
             _reraise_cancellation(error)
@@ -439,67 +407,37 @@ class RemediationWorkflow:
         """When the workflow last entered `phase`, if it did."""
         return next((entry.entered_at for entry in reversed(self._history) if entry.phase is phase), None)
 
-    async def _gpu_problem(self, back: NodeState, bar: HealthBar) -> str | None:
-        """None once the node's GPUs report healthy after the repair (the read that saw the node back counts), else why not."""
+    async def _verify(self, back: NodeState, bar: HealthBar) -> Verdict:
+        """Resolve once the node's GPUs report healthy after the repair (the state that saw the node back counts)."""
+        condition = GpusHealthy(bar=bar)
         timeout = self._policy.repair.verify_timeout
-        if not (self._health_bar_from_start or workflow.patched(_REPORTED_AFTER_REPAIR)):
-            state = (
-                back if back.gpu_healthy is True else await self._poll_node(lambda s: s.gpu_healthy is True, timeout)
-            )
-            if state.gpu_healthy is True:
-                return None
-            detail = (
-                state.gpu_message
-                if state.gpu_healthy is False
-                else "the node has no GpuHealthy condition (is the gpuheal agent running on it?)"
-            )
-            return f"GPUs did not report healthy within {timeout}: {detail}"
+        state = back if condition.met(back) else (await self._wait_for(condition, timeout)).state
+        return decisions.after_verify(condition, state, timeout)
 
-        def problem(state: NodeState) -> str | None:
-            return gpu_health_problem(state.gpu_report, state.boot_id, bar)
-
-        state = back if problem(back) is None else await self._poll_node(lambda s: problem(s) is None, timeout)
-        missing = problem(state)
-        return None if missing is None else f"GPUs did not report healthy within {timeout}: {missing}"
-
-    async def _poll_node(self, done: Callable[[NodeState], bool], timeout: timedelta) -> NodeState:
-        deadline = workflow.now() + timeout
-        interval = self._policy.repair.node_poll_interval
-        while True:
-            state = await self._observe()
-            if done(state) or workflow.now() >= deadline:
-                return state
-            await workflow.sleep(min(interval, deadline - workflow.now()))
+    async def _wait_for(self, condition: NodeCondition, timeout: timedelta) -> NodeWaitResult:
+        """One activity watches the node until `condition` holds, `timeout` passes or the node is deleted."""
+        return await self._run(
+            contracts.WAIT_FOR_NODE,
+            NodeWaitRequest(node=self._node, condition=condition, timeout=timeout),
+            summary=f"wait up to {timeout} for {self._node}: {condition.kind}",
+        )
 
     async def _observe(self) -> NodeState:
-        return await self._step(Step.OBSERVE, NodeRef(node=self._node), NodeState, summary=f"read {self._node}")
+        return await self._run(contracts.OBSERVE, NodeRef(node=self._node), summary=f"read {self._node}")
 
-    # ---- endings -----------------------------------------------------------------------------
+    # ---- carrying steps out ---------------------------------------------------------------------
 
-    async def _stand_down(self, record: NodeRecord) -> None:
-        reason = "the node was uncordoned by someone else; standing down"
-        await self._release(record, Outcome.STOOD_DOWN, reason)
-        raise _Ended(Phase.CANCELLED, reason)
-
-    async def _escalate(self, record: NodeRecord, reason: str) -> NoReturn:
-        await self._release(record, Outcome.ESCALATED, reason)
-        raise _Ended(Phase.ESCALATED, reason)
-
-    async def _escalate_current(self, reason: str) -> NoReturn:
+    async def _release(self, outcome: Outcome, reason: str) -> None:
         assert self._record is not None
-        await self._escalate(self._record, reason)
-
-    async def _release(self, record: NodeRecord, outcome: Outcome, reason: str) -> None:
-        await self._step(
-            Step.RELEASE,
+        await self._run(
+            contracts.RELEASE,
             ReleaseRequest(
                 node=self._node,
                 holder=self._holder(),
                 outcome=outcome,
-                cordoned_before=record.cordoned_before,
+                cordoned_before=self._record.cordoned_before,
                 reason=reason,
             ),
-            NodeState,
             summary={
                 Outcome.RESOLVED: f"uncordon {self._node}",
                 Outcome.ESCALATED: f"leave {self._node} cordoned for a person",
@@ -511,48 +449,32 @@ class RemediationWorkflow:
         self._reason = reason
         self._enter(phase)
 
-    # ---- helpers -----------------------------------------------------------------------------
-
-    async def _step(
-        self,
-        step: Step,
-        request: BaseModel,
-        result_type: type[ResultT],
-        *,
-        summary: str,
-        timeout: timedelta | None = None,
-        heartbeat: timedelta | None = None,
-        retry: RetryPolicy = _K8S_RETRY,
-    ) -> ResultT:
-        """Run one step. Short node calls run as local activities, the rest as activities.
-
-        A local activity runs inside the workflow task that asks for it, so quarantine, reads and
-        release cost no extra round trip through the server; in a storm of faults that is most of
-        the load. Drain passes (which heartbeat) and reboot requests (which must be recorded before
-        the next step) stay regular activities. Both kinds are retried, so every step is idempotent.
-        """
-        if step in _LOCAL_STEPS:
+    async def _run(self, step: StepContract[RequestT, ResultT], request: RequestT, *, summary: str) -> ResultT:
+        """Run one step as its contract says (gpuheal.domain.steps): local or not, with its timeouts and retries."""
+        timeouts = self._policy.timeouts
+        retry = _retry_policy(step.retry(timeouts))
+        if step.local:
             local: ResultT = await workflow.execute_local_activity(
-                step.value,
+                step.name.value,
                 request,
-                result_type=result_type,
-                start_to_close_timeout=self._policy.timeouts.node_call,
-                retry_policy=_K8S_RETRY,
+                result_type=step.result,
+                start_to_close_timeout=step.timeout(timeouts, request),
+                retry_policy=retry,
                 summary=summary,
             )
             return local
         result: ResultT = await workflow.execute_activity(
-            step.value,
+            step.name.value,
             request,
-            result_type=result_type,
-            start_to_close_timeout=timeout or self._policy.timeouts.node_call,
-            heartbeat_timeout=heartbeat,
+            result_type=step.result,
+            start_to_close_timeout=step.timeout(timeouts, request),
+            heartbeat_timeout=step.heartbeat(timeouts) if step.heartbeat is not None else None,
             retry_policy=retry,
             summary=summary,
         )
         return result
 
-    def _decide(self, decision: Decision, *, approved: bool) -> None:
+    def _decide(self, decision: ApprovalSignal, *, approved: bool) -> None:
         if self._decision is not None:
             return  # the first decision stands
         self._decision = RecordedDecision(
@@ -612,28 +534,8 @@ class RemediationWorkflow:
         return f"{info.workflow_id}/{info.run_id}"
 
 
-def _pod_list(progress: DrainProgress, limit: int = 5) -> str:
-    names = [f"{p.namespace}/{p.name}" for p in progress.remaining[:limit]]
-    more = len(progress.remaining) - limit
-    return ", ".join(names) + (f" and {more} more" if more > 0 else "")
-
-
-def _failures(progress: DrainProgress, limit: int = 5) -> str:
-    """The pods the API server refused for another reason than a budget, with its answer."""
-    if not progress.failed:
-        return ""
-    named = [f"{f.pod.namespace}/{f.pod.name} ({f.error})" for f in progress.failed[:limit]]
-    more = len(progress.failed) - limit
-    return "; eviction failed for " + ", ".join(named) + (f" and {more} more" if more > 0 else "")
-
-
-def _back_after(boot: RebootResult) -> Callable[[NodeState], bool]:
-    """Whether a read shows the node back from this reboot: Ready, and on a new boot where one is due."""
-
-    def back(state: NodeState) -> bool:
-        return state.ready and (not boot.expects_new_boot or state.boot_id != boot.boot_id_before)
-
-    return back
+def _retry_policy(retry: Retry) -> RetryPolicy:
+    return RetryPolicy(initial_interval=retry.initial, maximum_interval=retry.maximum, maximum_attempts=retry.attempts)
 
 
 def _reraise_cancellation(error: ActivityError) -> None:
@@ -642,10 +544,18 @@ def _reraise_cancellation(error: ActivityError) -> None:
         raise asyncio.CancelledError() from error
 
 
+def _failure_type(error: ActivityError) -> FailureType | None:
+    """The typed failure an activity ended with, if it is one the workflow tells apart."""
+    cause = error.cause
+    if isinstance(cause, ApplicationError) and cause.type in set(FailureType):
+        return FailureType(cause.type)
+    return None
+
+
 def _refused_for_good(error: ActivityError) -> bool:
     """The provider kept failing, or something failed that no retry can change: a person must look."""
     cause = error.cause
-    return isinstance(cause, ApplicationError) and (cause.type == "ProviderError" or cause.non_retryable)
+    return isinstance(cause, ApplicationError) and (cause.type == FailureType.PROVIDER or cause.non_retryable)
 
 
 def _failure(error: ActivityError) -> str:

@@ -15,7 +15,6 @@ from gpuheal.activities.drain import DrainActivities
 from gpuheal.domain.budgets import never_allows
 from gpuheal.domain.policy import DrainPolicy
 from gpuheal.domain.steps import DrainProgress, DrainRequest, PodRef
-from gpuheal.kubeclient import connect
 from gpuheal_sim.simulator import DeploymentWorkload, FleetConfig, JobWorkload, SimulatedCluster
 from tests.simulator.conftest import eventually
 
@@ -33,12 +32,6 @@ async def cluster(tmp_path: Path) -> AsyncIterator[SimulatedCluster]:
     config = FleetConfig(nodes=2, gpus_per_node=2, pod_start_seconds=0.1, workloads=workloads)
     async with SimulatedCluster(config, state_dir=tmp_path) as running:
         yield running
-
-
-@pytest.fixture
-async def api(cluster: SimulatedCluster) -> AsyncIterator[client.ApiClient]:
-    async with await connect(cluster.kubeconfig) as api_client:
-        yield api_client
 
 
 async def budget(api: client.ApiClient, namespace: str, name: str, spec: dict[str, Any]) -> Any:

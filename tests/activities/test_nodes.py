@@ -36,12 +36,6 @@ async def cluster(tmp_path: Path) -> AsyncIterator[SimulatedCluster]:
         yield running
 
 
-@pytest.fixture
-async def api(cluster: SimulatedCluster) -> AsyncIterator[client.ApiClient]:
-    async with await connect(cluster.kubeconfig) as api_client:
-        yield api_client
-
-
 def taints_json(cluster: SimulatedCluster) -> str:
     node = cluster.get_object("nodes", NODE)
     assert node is not None
@@ -116,3 +110,12 @@ async def test_observe_reads_on_which_boot_and_when_gpu_health_was_reported(
     assert state.gpu_report.boot_id == state.boot_id != ""
     assert state.gpu_report.reported_at is not None and state.gpu_report.heartbeat is not None
     assert "[boot" not in state.gpu_message, "the stamp is read, not shown"
+
+
+async def test_observing_a_deleted_node_reads_it_as_absent(api: client.ApiClient) -> None:
+    """observe_node must not raise 404 for ever under its retry policy: a deleted node is an answer."""
+    await client.CoreV1Api(api).delete_node(NODE)
+
+    state: NodeState = await ActivityEnvironment().run(NodeActivities(api).observe_node, NodeRef(node=NODE))
+
+    assert not state.exists and state.node == NODE

@@ -31,12 +31,6 @@ NODE = "gpu-node-000"
 HOLDER = "remediate-gpu-node-000/run-1"
 
 
-@pytest.fixture
-async def api(cluster: SimulatedCluster) -> AsyncIterator[client.ApiClient]:
-    async with await connect(cluster.kubeconfig) as api_client:
-        yield api_client
-
-
 @pytest.fixture(params=["aws", "redfish"])
 async def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SimulatedCluster]:
     async with cloud_fleet(request.param, tmp_path, reboot_seconds=30) as running:

@@ -56,7 +56,6 @@ def fast_policy(**repair: Any) -> RemediationPolicy:
     return RemediationPolicy(
         drain=drain,
         repair=RepairPolicy(
-            node_poll_interval=timedelta(milliseconds=100),
             node_ready_timeout=timedelta(seconds=30),
             verify_timeout=timedelta(seconds=10),
             **repair,

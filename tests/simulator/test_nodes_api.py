@@ -182,6 +182,14 @@ async def test_watch_without_resource_version_starts_with_the_current_state(core
     assert seen == [("ADDED", "gpu-node-001")]
 
 
+async def watch_nodes_from(core: Any, resource_version: str) -> None:
+    """Watch the nodes from `resource_version` until the watch ends."""
+    watcher = new_watch()
+    async with watcher.stream(core.list_node, resource_version=resource_version, timeout_seconds=2) as stream:
+        async for _ in stream:
+            pass
+
+
 async def test_watch_from_a_too_old_resource_version_is_410(tmp_path: Path) -> None:
     config = fast_config(watch_history=10, workloads=False)
     async with SimulatedCluster(config, state_dir=tmp_path) as small, await aio_api(small) as api:
@@ -189,16 +197,33 @@ async def test_watch_from_a_too_old_resource_version_is_410(tmp_path: Path) -> N
         for i in range(15):
             await core.patch_node("gpu-node-000", {"metadata": {"labels": {"i": str(i)}}})
 
-        async def consume() -> None:
-            watcher = new_watch()
-            async with watcher.stream(core.list_node, resource_version="1", timeout_seconds=2) as stream:
-                async for _ in stream:
-                    pass
-
         with pytest.raises(ApiException) as err:
-            await consume()
+            await watch_nodes_from(core, "1")
         assert err.value.status == 410
         assert "Expired" in str(err.value.reason)
+
+
+async def test_watch_from_more_than_one_below_the_oldest_change_kept_is_410(tmp_path: Path) -> None:
+    """The API server's watch cache refuses a version more than one below its oldest event, whatever
+    other resources wrote in between (staging/src/k8s.io/apiserver/pkg/storage/cacher/watch_cache.go:
+    `if resourceVersion < oldest-1` → "too old resource version"). A client that resumes from a
+    version of another resource's write, or from a bookmark, must be ready to list again."""
+    history = 10
+    config = fast_config(watch_history=history, workloads=False)
+    async with SimulatedCluster(config, state_dir=tmp_path) as small, await aio_api(small) as api:
+        core: Any = client.CoreV1Api(api)
+        for i in range(history):
+            await core.patch_node("gpu-node-000", {"metadata": {"labels": {"i": str(i)}}})
+        # Two writes of another resource: the node history's oldest kept change is two versions on.
+        first = await core.patch_namespace("default", {"metadata": {"labels": {"j": "1"}}})
+        await core.patch_namespace("default", {"metadata": {"labels": {"j": "2"}}})
+        for i in range(history):
+            await core.patch_node("gpu-node-000", {"metadata": {"labels": {"i": str(history + i)}}})
+
+        with pytest.raises(ApiException) as err:
+            await watch_nodes_from(core, first.metadata.resource_version)
+        assert err.value.status == 410
+        assert "too old resource version" in str(err.value.reason)
 
 
 async def test_unauthorized_without_the_token(cluster: SimulatedCluster) -> None:

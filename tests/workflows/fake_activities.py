@@ -6,17 +6,20 @@ activity boundary by this small in-memory node that records what the workflow as
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from gpuheal.activities.contract import implements
+from gpuheal.domain import contracts
 from gpuheal.domain.budgets import DisruptionBudget
 from gpuheal.domain.gpu_health import GpuHealthReport
 from gpuheal.domain.gpu_reset import GpuResetOrder, GpuResetReport
+from gpuheal.domain.node_wait import NodeWaitRequest, NodeWaitResult
 from gpuheal.domain.steps import (
     BudgetHold,
     DrainProgress,
@@ -62,8 +65,9 @@ class FakeNode:
     # Whether the provider has a graceful restart, and whether the machine honours one.
     graceful_supported: bool = False
     graceful_restarts: bool = True
-    # What the agent does with a GPU reset order: confirm it, report a failure, or never answer.
-    reset_outcome: Literal["confirm", "fail", "silent"] = "confirm"
+    # What the agent does with a GPU reset order: confirm it, report a failure, never answer, or
+    # answer when the test writes `reset_report` (a wait for the answer lasts until then).
+    reset_outcome: Literal["confirm", "fail", "silent", "late"] = "confirm"
     gpus_healthy_after_reset: bool = True
     # Whether the agent reports GPU health again after answering a reset order.
     agent_reports_after_reset: bool = True
@@ -78,6 +82,9 @@ class FakeNode:
     # Somebody uncordons the node while it drains.
     uncordon_during_drain: bool = False
     ready: bool = True
+    # The node is deleted when a reboot is requested (a cloud that replaces the machine).
+    deleted_on_reboot: bool = False
+    exists: bool = True
     gpus_healthy: bool | None = False
     # The boot the agent last reported GPU health on (the node's first boot unless set), and when.
     reported_on: str = ""
@@ -89,6 +96,7 @@ class FakeNode:
     reset_report: GpuResetReport | None = None
     releases: list[ReleaseRequest] = field(default_factory=list)
     drain_requests: list[DrainRequest] = field(default_factory=list)
+    waits: list[NodeWaitRequest] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.reported_on = self.reported_on or self.boot_id
@@ -97,7 +105,7 @@ class FakeNode:
         """The node as a read of it shows it now."""
         return NodeState(
             node=self.name,
-            exists=True,
+            exists=self.exists,
             ready=self.ready,
             boot_id=self.boot_id,
             unschedulable=self.cordoned,
@@ -122,7 +130,7 @@ class FakeNode:
         self.reported_at = at or datetime.now(UTC)
 
     def activities(self) -> list[Callable[..., Any]]:
-        @activity.defn(name=Step.QUARANTINE.value)
+        @implements(contracts.QUARANTINE)
         async def quarantine(request: QuarantineRequest) -> NodeRecord:
             self.steps.append(Step.QUARANTINE.value)
             before = self.cordoned
@@ -132,7 +140,7 @@ class FakeNode:
                 node=self.name, exists=True, managed=self.managed, cordoned_before=before, boot_id=self.boot_id
             )
 
-        @activity.defn(name=Step.DRAIN.value)
+        @implements(contracts.DRAIN)
         async def drain(request: DrainRequest) -> DrainProgress:
             self.steps.append(Step.DRAIN.value)
             self.drain_requests.append(request)
@@ -156,7 +164,7 @@ class FakeNode:
                 return DrainProgress(blocked=(pod,), holds=holds, remaining=(pod,))
             return DrainProgress(evicted=1)
 
-        @activity.defn(name=Step.REBOOT.value)
+        @implements(contracts.REBOOT)
         async def reboot(request: RebootRequest) -> RebootResult:
             self.steps.append(Step.REBOOT.value)
             if self.provider_errors:
@@ -177,7 +185,9 @@ class FakeNode:
             if graceful and not self.graceful_restarts:
                 return RebootResult(boot_id_before=before, requested_now=True, provider="fake", graceful=True)
             self.reboots += 1
-            if not self.comes_back:
+            if self.deleted_on_reboot:
+                self.exists = False
+            elif not self.comes_back:
                 self.ready = False
             elif not self.keeps_boot_id:
                 self.boot_id = f"boot-{self.reboots + 1}"
@@ -192,17 +202,17 @@ class FakeNode:
                 requested_at=requested_at,
             )
 
-        @activity.defn(name=Step.DESCRIBE_MACHINE.value)
+        @implements(contracts.DESCRIBE_MACHINE)
         async def describe(request: MachineRequest) -> MachineState:
             self.steps.append(Step.DESCRIBE_MACHINE.value)
             return MachineState(provider="fake", summary="instance stopped by the cloud")
 
-        @activity.defn(name=Step.RESET_GPUS.value)
+        @implements(contracts.RESET_GPUS)
         async def reset(request: GpuResetRequest) -> GpuResetOrder:
             self.steps.append(Step.RESET_GPUS.value)
             self.reset_orders.append(request)
             order = GpuResetOrder(id=request.holder, holder=request.holder, gpus=request.gpus, at=datetime.now(UTC))
-            if self.reset_outcome != "silent":
+            if self.reset_outcome in ("confirm", "fail"):
                 ok = self.reset_outcome == "confirm"
                 self.reset_report = GpuResetReport(
                     id=order.id,
@@ -216,12 +226,12 @@ class FakeNode:
                     self.agent_reports(self.gpus_healthy_after_reset, self.reset_report.at + timedelta(milliseconds=1))
             return order
 
-        @activity.defn(name=Step.OBSERVE.value)
+        @implements(contracts.OBSERVE)
         async def observe(request: NodeRef) -> NodeState:
             self.steps.append(Step.OBSERVE.value)
             return self.state()
 
-        @activity.defn(name=Step.RELEASE.value)
+        @implements(contracts.RELEASE)
         async def release(request: ReleaseRequest) -> NodeState:
             self.steps.append(Step.RELEASE.value)
             self.releases.append(request)
@@ -229,9 +239,20 @@ class FakeNode:
                 self.cordoned = False
             return self.state()
 
-        @activity.defn(name=Step.WITHDRAW_GPU_RESET.value)
+        @implements(contracts.WITHDRAW_GPU_RESET)
         async def withdraw(request: GpuResetRequest) -> NodeRef:
             self.steps.append(Step.WITHDRAW_GPU_RESET.value)
             return NodeRef(node=request.node)
 
-        return [quarantine, drain, reboot, describe, reset, withdraw, observe, release]
+        @implements(contracts.WAIT_FOR_NODE)
+        async def wait_for_node(request: NodeWaitRequest) -> NodeWaitResult:
+            """The node as it is: the fake changes only in steps, so a condition unmet now stays unmet
+            until the timeout; an agent answering late is waited for."""
+            self.steps.append(Step.WAIT_FOR_NODE.value)
+            self.waits.append(request)
+            while self.reset_outcome == "late" and not request.condition.met(self.state()):
+                await asyncio.sleep(0.01)
+            state = self.state()
+            return NodeWaitResult(reached=request.condition.met(state), state=state)
+
+        return [quarantine, drain, reboot, describe, reset, withdraw, observe, release, wait_for_node]

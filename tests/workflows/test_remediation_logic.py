@@ -19,7 +19,7 @@ from gpuheal.domain.budgets import DisruptionBudget
 from gpuheal.domain.faults import Fault
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import DrainPolicy, RemediationPolicy, RepairPolicy
-from gpuheal.domain.remediation import Decision, RemediationStatus
+from gpuheal.domain.remediation import ApprovalSignal, RemediationStatus
 from gpuheal.domain.steps import Outcome
 from gpuheal.workflows import search_attributes as attrs
 from gpuheal.workflows.remediation import RemediationWorkflow
@@ -66,7 +66,7 @@ async def test_approval_resumes_the_repair_and_records_who_approved(
     assert node.reboots == 0, "nothing is repaired before the approval"
 
     await remediations.send_decision(
-        time_skipping_env.client, node.name, Decision(approver="alice", reason="ok"), approve=True
+        time_skipping_env.client, node.name, ApprovalSignal(approver="alice", reason="ok"), approve=True
     )
     status = await handle.result()
 
@@ -94,7 +94,7 @@ async def test_reject_escalates_and_leaves_the_node_cordoned(
     handle = await start(time_skipping_env, queue, node, approval=True)
     await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
     await remediations.send_decision(
-        time_skipping_env.client, node.name, Decision(approver="bob", reason="rma"), approve=False
+        time_skipping_env.client, node.name, ApprovalSignal(approver="bob", reason="rma"), approve=False
     )
     status = await handle.result()
 
@@ -123,7 +123,7 @@ async def test_a_fault_only_a_person_can_fix_waits_for_approval_without_manual_p
     )
     status = await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
     assert status.action is RecommendedAction.CONTACT_SUPPORT
-    await handle.signal(RemediationWorkflow.approve, Decision(approver="carol"))
+    await handle.signal(RemediationWorkflow.approve, ApprovalSignal(approver="carol"))
     assert (await handle.result()).phase is Phase.RESOLVED
 
 
@@ -185,7 +185,7 @@ async def test_a_person_who_rebooted_the_node_before_approving_resolves_it(
     handle, waiting = await _manual_repair(time_skipping_env, queue, node)
     node.boot_id = "boot-2"  # the person rebooted the machine; its agent reported on the new boot
     node.agent_reports(True, at=_quarantined_at(waiting) - timedelta(seconds=30))
-    await handle.signal(RemediationWorkflow.approve, Decision(approver="erin", reason="reseated GPU 3"))
+    await handle.signal(RemediationWorkflow.approve, ApprovalSignal(approver="erin", reason="reseated GPU 3"))
 
     status = await handle.result()
     assert status.phase is Phase.RESOLVED, status.reason
@@ -197,7 +197,7 @@ async def test_a_person_who_repaired_without_rebooting_resolves_on_a_report_afte
 ) -> None:
     handle, waiting = await _manual_repair(time_skipping_env, queue, node)
     node.agent_reports(True, at=_quarantined_at(waiting) + timedelta(seconds=1))
-    await handle.signal(RemediationWorkflow.approve, Decision(approver="erin"))
+    await handle.signal(RemediationWorkflow.approve, ApprovalSignal(approver="erin"))
 
     status = await handle.result()
     assert status.phase is Phase.RESOLVED, status.reason
@@ -208,7 +208,7 @@ async def test_a_manual_repair_is_not_proven_by_a_report_from_before_the_quarant
 ) -> None:
     handle, waiting = await _manual_repair(time_skipping_env, queue, node)
     node.agent_reports(True, at=_quarantined_at(waiting) - timedelta(minutes=5))  # a True from before the fault
-    await handle.signal(RemediationWorkflow.approve, Decision(approver="erin"))
+    await handle.signal(RemediationWorkflow.approve, ApprovalSignal(approver="erin"))
 
     status = await handle.result()
     assert status.phase is Phase.ESCALATED
@@ -395,7 +395,7 @@ async def test_second_fault_joins_and_only_raises_the_action(
     described = await first.describe()
     assert described.typed_search_attributes.get(attrs.ACTION) == "RESTART_BM"
     assert described.typed_search_attributes.get(attrs.PHASE) == "AwaitingApproval"
-    await first.signal(RemediationWorkflow.approve, Decision(approver="dave"))
+    await first.signal(RemediationWorkflow.approve, ApprovalSignal(approver="dave"))
     assert (await first.result()).phase is Phase.RESOLVED
 
 

@@ -16,6 +16,7 @@ from gpuheal.control import remediations
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.faults import Fault
 from gpuheal.domain.gpu_reset import GpuResetReport
+from gpuheal.domain.marks import workflow_id_for
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import RemediationPolicy, RepairPolicy, StepTimeouts
 from gpuheal.domain.remediation import RemediationStatus
@@ -211,7 +212,7 @@ async def test_graceful_asked_of_a_provider_without_one_reboots_once(
 async def test_a_fault_needing_a_reboot_during_the_reset_still_reboots(
     time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
 ) -> None:
-    node.reset_outcome = "silent"
+    node.reset_outcome = "late"
     policy = RemediationPolicy(repair=RepairPolicy(gpu_reset_timeout=timedelta(minutes=2)))
     first = Fault(node=node.name, action=RecommendedAction.COMPONENT_RESET, gpu_uuids=("GPU-aaaa",), event_id="a")
     handle = await remediations.report_fault(time_skipping_env.client, first, policy, task_queue=queue)
@@ -261,3 +262,28 @@ async def test_a_reboot_step_that_runs_out_of_attempts_on_kubernetes_runs_again(
     assert status.phase is Phase.RESOLVED, status.reason
     assert node.steps.count(Step.REBOOT.value) == 7, "two rounds of 4 attempts, the second succeeding"
     assert node.reboots == 1
+
+
+async def test_a_thirty_minute_reboot_wait_is_one_activity_in_a_short_history(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    """The workflow does not poll: however long the node takes, its wait writes a handful of events."""
+    node.comes_back = False
+    status = await remediate(time_skipping_env, queue, node, node_ready_timeout=timedelta(minutes=30))
+    history = await time_skipping_env.client.get_workflow_handle(workflow_id_for(node.name)).fetch_history()
+
+    assert status.phase is Phase.ESCALATED, status.reason
+    assert [w.timeout for w in node.waits] == [timedelta(minutes=30)]
+    assert not [e for e in history.events if e.HasField("timer_started_event_attributes")]
+    assert len(history.events) <= 60, f"{len(history.events)} events"
+
+
+async def test_a_node_deleted_mid_remediation_fails_the_run_with_that_reason(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    node.deleted_on_reboot = True
+    status = await remediate(time_skipping_env, queue, node)
+
+    assert status.phase is Phase.FAILED
+    assert status.reason == f"node {node.name} was deleted during the remediation"
+    assert node.releases == [], "nothing is left to hand back"

@@ -75,7 +75,6 @@ def demo_policy(manual: bool) -> RemediationPolicy:
         ),
         repair=RepairPolicy(
             require_approval=manual,
-            node_poll_interval=timedelta(milliseconds=250),
             node_ready_timeout=timedelta(minutes=1),
             verify_timeout=timedelta(seconds=30),
         ),

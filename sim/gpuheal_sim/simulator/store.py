@@ -172,7 +172,8 @@ class Store:
         self._by_owner: dict[str, set[tuple[str, str, str]]] = {}
         self._by_uid: dict[str, tuple[str, str, str]] = {}
         self._history: dict[str, deque[Change]] = {}
-        self._floor: dict[str, int] = {}
+        # Resources whose history dropped its oldest changes (a watch cache that wrapped around).
+        self._trimmed: set[str] = set()
         self._watchers: dict[str, dict[tuple[str, str], set[Watcher]]] = {}
         self._listeners: list[Listener] = []
 
@@ -322,8 +323,8 @@ class Store:
         hist = self._history.setdefault(change.key, deque())
         hist.append(change)
         while len(hist) > self.history_size:
-            dropped = hist.popleft()
-            self._floor[change.key] = dropped.rv
+            hist.popleft()
+            self._trimmed.add(change.key)
         for watcher in self._candidates(change):
             watcher.offer(change)
         for listener in self._listeners:
@@ -373,12 +374,17 @@ class Store:
     ) -> Watcher:
         """Register a watcher, atomically with its replay.
 
-        ``since`` replays the changes after that resourceVersion (410 if older than the history);
-        ``initial`` first sends an ADDED event for every object that matches now.
+        ``since`` replays the changes after that resourceVersion; once the history has dropped changes,
+        410 unless ``since`` is at least one below its oldest change, even when no change of this
+        resource lies between (staging/src/k8s.io/apiserver/pkg/storage/cacher/watch_cache.go:
+        ``resourceVersion < oldest-1`` is "too old resource version"). ``initial`` first sends an
+        ADDED event for every object that matches now.
         """
         key = rt.key
-        if since is not None and since < self._floor.get(key, 0):
-            raise errors.gone(f"too old resource version: {since} ({self._floor.get(key, 0) + 1})")
+        if since is not None and key in self._trimmed:
+            oldest = self._history[key][0].rv
+            if since < oldest - 1:
+                raise errors.gone(f"too old resource version: {since} ({oldest - 1})")
         watcher = Watcher(rt, namespace, labels, fields, self.watch_queue_size)
         backlog = 0
         if initial:

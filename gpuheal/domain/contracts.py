@@ -1,0 +1,134 @@
+"""The contract between RemediationWorkflow and its activities: one typed definition per step.
+
+Each step's `StepContract` names the activity (gpuheal.domain.steps.Step), its request and result
+types and its default options. The workflow runs a step through its contract
+(`RemediationWorkflow._run`), the activity implements it (`gpuheal.activities.contract.implements`),
+and so do the test fakes: a renamed step or a changed result type fails the type check, and a
+reader follows a call to its activity through the contract's name. Failures the workflow must tell
+apart cross as an ApplicationError whose `type` is a `FailureType`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from gpuheal.domain.gpu_reset import GpuResetOrder
+from gpuheal.domain.node_wait import NodeWaitRequest, NodeWaitResult
+from gpuheal.domain.policy import StepTimeouts
+from gpuheal.domain.steps import (
+    DrainProgress,
+    DrainRequest,
+    GpuResetRequest,
+    MachineRequest,
+    MachineState,
+    NodeRecord,
+    NodeRef,
+    NodeState,
+    QuarantineRequest,
+    RebootRequest,
+    RebootResult,
+    ReleaseRequest,
+    Step,
+)
+
+
+class FailureType(StrEnum):
+    """The `type` of the ApplicationError an activity fails with, for failures the workflow tells apart."""
+
+    # The reboot provider failed (throttled past its attempts, refused, misconfigured): a person looks.
+    PROVIDER = "ProviderError"
+    # The node was deleted while the remediation held it.
+    NODE_GONE = "NodeGone"
+
+
+RequestT = TypeVar("RequestT", bound=BaseModel)
+ResultT = TypeVar("ResultT", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Retry:
+    """How a step's attempts are retried: exponential backoff from `initial` up to `maximum`."""
+
+    initial: timedelta = timedelta(seconds=1)
+    # None: Temporal's default, 100 times `initial`.
+    maximum: timedelta | None = None
+    # 0: without limit.
+    attempts: int = 0
+
+
+def _node_call(timeouts: StepTimeouts, _: Any) -> timedelta:
+    return timeouts.node_call
+
+
+# Kubernetes calls are short; retry them patiently (an API server outage must not end a remediation).
+KUBERNETES_RETRY = Retry(initial=timedelta(milliseconds=200), maximum=timedelta(seconds=10))
+
+
+@dataclass(frozen=True)
+class StepContract(Generic[RequestT, ResultT]):
+    """One step: the activity's name, its request and result types and how the workflow runs it.
+
+    A local step runs inside the workflow task that asks for it, so quarantine, reads and release
+    cost no extra round trip through the server; in a storm of faults that is most of the load.
+    Steps that heartbeat or must be recorded before the next one stay regular activities. Every
+    step is retried, so every activity is idempotent.
+    """
+
+    name: Step
+    request: type[RequestT]
+    result: type[ResultT]
+    local: bool
+    # Each attempt's start-to-close timeout, from the remediation's policy and the request.
+    timeout: Callable[[StepTimeouts, RequestT], timedelta] = _node_call
+    heartbeat: Callable[[StepTimeouts], timedelta] | None = None
+    retry: Callable[[StepTimeouts], Retry] = lambda _: KUBERNETES_RETRY
+
+    def __post_init__(self) -> None:
+        if self.local and self.heartbeat is not None:
+            raise ValueError(f"{self.name}: a local activity cannot heartbeat")
+
+
+QUARANTINE = StepContract(Step.QUARANTINE, QuarantineRequest, NodeRecord, local=True)
+DRAIN = StepContract(
+    Step.DRAIN, DrainRequest, DrainProgress, False, lambda t, _: t.drain_pass, lambda t: t.drain_heartbeat
+)
+
+
+def _provider_retry(timeouts: StepTimeouts) -> Retry:
+    """Provider calls that keep failing are retried `provider_attempts` times before a person is asked."""
+    return Retry(initial=timedelta(seconds=2), maximum=timedelta(minutes=1), attempts=timeouts.provider_attempts)
+
+
+REBOOT = StepContract(
+    Step.REBOOT,
+    RebootRequest,
+    RebootResult,
+    False,
+    lambda t, _: t.reboot_call,
+    lambda t: t.reboot_heartbeat,
+    _provider_retry,
+)
+RESET_GPUS = StepContract(Step.RESET_GPUS, GpuResetRequest, GpuResetOrder, local=True)
+WITHDRAW_GPU_RESET = StepContract(Step.WITHDRAW_GPU_RESET, GpuResetRequest, NodeRef, local=True)
+DESCRIBE_MACHINE = StepContract(
+    Step.DESCRIBE_MACHINE, MachineRequest, MachineState, local=False, retry=lambda _: Retry(attempts=3)
+)
+OBSERVE = StepContract(Step.OBSERVE, NodeRef, NodeState, local=True)
+RELEASE = StepContract(Step.RELEASE, ReleaseRequest, NodeState, local=True)
+
+# The wait answers once, at the latest when the request's timeout (counted from the first attempt)
+# has passed; an attempt may run that long, and heartbeats the states it sees so a retry resumes.
+WAIT_FOR_NODE = StepContract(
+    Step.WAIT_FOR_NODE,
+    NodeWaitRequest,
+    NodeWaitResult,
+    False,
+    lambda t, request: request.timeout + t.node_call,
+    lambda t: t.node_call,
+)

@@ -1,0 +1,290 @@
+"""What a remediation does next: pure decisions that RemediationWorkflow carries out.
+
+Every function here reads what the workflow has seen (a node record, a drain pass, an operator's
+decision, a reset's answer, a reboot's result, a node read) and returns the next step as a value:
+a `Verdict` for the stages (go on, or end the remediation this way) and a `Rung` for the repair
+ladder (reset → reboot, gracefully first where the policy asks → force → verify → escalate). The
+workflow holds no rule of its own, and these are tested without Temporal (tests/domain).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from gpuheal.domain.actions import RecommendedAction
+from gpuheal.domain.budgets import never_allows
+from gpuheal.domain.node_wait import BackFromReboot, GpusHealthy
+from gpuheal.domain.phases import Phase
+from gpuheal.domain.policy import DrainPolicy, RepairPolicy
+from gpuheal.domain.remediation import RecordedDecision
+from gpuheal.domain.steps import DrainProgress, NodeRecord, NodeState, Outcome, RebootResult
+
+STAND_DOWN_REASON = "the node was uncordoned by someone else; standing down"
+
+
+class Next(StrEnum):
+    """Where a stage of the remediation leads."""
+
+    # On to the next stage.
+    PROCEED = "proceed"
+    # The node is repaired: hand it back to service.
+    RESOLVE = "resolve"
+    # Run the stage's step again after `Verdict.pause` (another drain pass).
+    AGAIN = "again"
+    # Hand the node to a person: it stays cordoned, with the reason annotated.
+    ESCALATE = "escalate"
+    # A person took the node back: remove gpuheal's marks and leave their cordon as it is.
+    STAND_DOWN = "stand_down"
+    # End without touching the node (it is gone, or not gpuheal's to manage).
+    FAIL = "fail"
+    IGNORE = "ignore"
+
+
+# How each ending leaves the node (None: untouched) and the phase the remediation ends in.
+_ENDINGS: dict[Next, tuple[Outcome | None, Phase]] = {
+    Next.RESOLVE: (Outcome.RESOLVED, Phase.RESOLVED),
+    Next.ESCALATE: (Outcome.ESCALATED, Phase.ESCALATED),
+    Next.STAND_DOWN: (Outcome.STOOD_DOWN, Phase.CANCELLED),
+    Next.FAIL: (None, Phase.FAILED),
+    Next.IGNORE: (None, Phase.CANCELLED),
+}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The next step of a stage, and why; `pause` before running the stage's step AGAIN."""
+
+    next: Next
+    reason: str = ""
+    pause: timedelta = timedelta(0)
+
+    @property
+    def ends(self) -> bool:
+        return self.next in _ENDINGS
+
+    @property
+    def release(self) -> Outcome | None:
+        """How the node is handed back when this verdict ends the remediation; None: not at all."""
+        return _ENDINGS[self.next][0]
+
+    @property
+    def phase(self) -> Phase:
+        """The final phase this verdict ends the remediation in."""
+        return _ENDINGS[self.next][1]
+
+
+PROCEED = Verdict(Next.PROCEED)
+RESOLVED = Verdict(Next.RESOLVE)
+
+
+def escalate(reason: str) -> Verdict:
+    return Verdict(Next.ESCALATE, reason)
+
+
+def node_deleted(node: str) -> Verdict:
+    return Verdict(Next.FAIL, f"node {node} was deleted during the remediation")
+
+
+def after_quarantine(record: NodeRecord) -> Verdict:
+    """Whether gpuheal may go on with a node it just tried to quarantine."""
+    if not record.exists:
+        return Verdict(Next.FAIL, f"node {record.node} does not exist")
+    if not record.managed:
+        return Verdict(Next.IGNORE, f"node {record.node} is labelled gpuheal.io/managed=false")
+    return PROCEED
+
+
+# ---- the drain -------------------------------------------------------------------------------
+
+
+def budgets_never_allowing(progress: DrainProgress) -> dict[str, str]:
+    """Budgets that held a pod this pass and can never allow a disruption, by ref, with why for people."""
+    current: dict[str, str] = {}
+    for hold in progress.holds:
+        why = never_allows(hold.budget)
+        if why is not None and hold.budget.ref not in current:
+            current[hold.budget.ref] = (
+                f"pod {hold.pod.namespace}/{hold.pod.name} is held by PodDisruptionBudget {hold.budget.ref}, "
+                f"which can never allow a disruption: {why}"
+            )
+    return current
+
+
+def held_for_good(current: dict[str, str], never_since: dict[str, datetime], now: datetime, confirm: timedelta) -> str:
+    """Why the drain can never finish, or "": a budget has said it can never allow a disruption for `confirm`.
+
+    `never_since` holds when each budget in `current` first said so, on the passes since. Waiting
+    for confirmation keeps a status read while the disruption controller catches up with an edit,
+    or a transient sync failure, from ending the drain.
+    """
+    held = [why for ref, why in current.items() if now - never_since[ref] >= confirm]
+    return "drain cannot finish: " + "; ".join(held) if held else ""
+
+
+def after_drain_pass(
+    progress: DrainProgress, policy: DrainPolicy, elapsed: timedelta, held: str, backoff: timedelta
+) -> Verdict:
+    """What follows a drain pass `elapsed` into the drain; `backoff` is the wait the backoff has reached.
+
+    AGAIN pauses for the backoff, cut short where the drain's deadline or the moment its
+    DeleteAfterTimeout pods are due comes sooner.
+    """
+    if progress.uncordoned:
+        return Verdict(Next.STAND_DOWN, STAND_DOWN_REASON)
+    if progress.done:
+        return PROCEED
+    if held:
+        return escalate(held)
+    if elapsed >= policy.timeout:
+        return escalate(
+            f"drain did not finish within {policy.timeout}: "
+            f"{len(progress.remaining)} pod(s) remain ({_pod_list(progress)}){_failures(progress)}"
+        )
+    pause = min(_wait(progress, policy, backoff), policy.timeout - elapsed)
+    if elapsed < policy.delete_after:
+        pause = min(pause, policy.delete_after - elapsed)
+    return Verdict(Next.AGAIN, f"{len(progress.remaining)} pod(s) still on the node", pause)
+
+
+def next_backoff(progress: DrainProgress, policy: DrainPolicy, backoff: timedelta) -> timedelta:
+    """The backoff for the pass after the next: this pass's wait doubled, up to `retry_max`."""
+    return min(_wait(progress, policy, backoff) * 2, policy.retry_max)
+
+
+def _wait(progress: DrainProgress, policy: DrainPolicy, backoff: timedelta) -> timedelta:
+    """The wait after this pass: back to the start when it moved pods."""
+    return policy.retry_initial if progress.evicted or progress.deleted else backoff
+
+
+def _pod_list(progress: DrainProgress, limit: int = 5) -> str:
+    names = [f"{p.namespace}/{p.name}" for p in progress.remaining[:limit]]
+    more = len(progress.remaining) - limit
+    return ", ".join(names) + (f" and {more} more" if more > 0 else "")
+
+
+def _failures(progress: DrainProgress, limit: int = 5) -> str:
+    """The pods the API server refused for another reason than a budget, with its answer."""
+    if not progress.failed:
+        return ""
+    named = [f"{f.pod.namespace}/{f.pod.name} ({f.error})" for f in progress.failed[:limit]]
+    more = len(progress.failed) - limit
+    return "; eviction failed for " + ", ".join(named) + (f" and {more} more" if more > 0 else "")
+
+
+# ---- approval --------------------------------------------------------------------------------
+
+
+def needs_approval(policy: RepairPolicy, action: RecommendedAction) -> bool:
+    """A person approves every repair the policy asks it for, and any fault no provider can fix."""
+    return policy.require_approval or action.needs_person
+
+
+def after_approval_wait(decision: RecordedDecision | None, timeout: timedelta) -> Verdict:
+    """Go on with an approval; escalate on a rejection or when nobody decided within `timeout`."""
+    if decision is None:
+        return escalate(f"no approval within {timeout}")
+    if not decision.approved:
+        return escalate(f"rejected by {decision.approver}: {decision.reason}")
+    return PROCEED
+
+
+def still_held(state: NodeState) -> Verdict:
+    """Go on while the node is still cordoned; a person who uncordoned it has taken it back."""
+    if not state.exists:
+        return node_deleted(state.node)
+    return PROCEED if state.unschedulable else Verdict(Next.STAND_DOWN, STAND_DOWN_REASON)
+
+
+# ---- the repair ladder -----------------------------------------------------------------------
+
+
+class Rung(StrEnum):
+    """A step of the repair ladder."""
+
+    RESET_GPUS = "reset_gpus"
+    # Ask the provider for a graceful restart.
+    REBOOT_GRACEFULLY = "reboot_gracefully"
+    # Wait `repair.graceful_timeout` for the graceful restart to begin.
+    AWAIT_GRACEFUL = "await_graceful"
+    # Ask the provider for a (force) restart.
+    REBOOT = "reboot"
+    # Wait for the node to come back from the reboot.
+    AWAIT_NODE = "await_node"
+    VERIFY = "verify"
+    # The node is repaired.
+    DONE = "done"
+    # The repair did not work: a person takes over.
+    ESCALATE = "escalate"
+    # The node was deleted mid-repair: the remediation fails.
+    GONE = "gone"
+
+
+class ResetOutcome(StrEnum):
+    """How a GPU reset ended."""
+
+    # The agent confirmed the reset and the GPUs then reported healthy.
+    REPAIRED = "repaired"
+    # The agent did not answer within `repair.gpu_reset_timeout`.
+    UNANSWERED = "unanswered"
+    # The agent answered that the reset failed.
+    FAILED = "failed"
+    # The reset was confirmed, but the GPUs did not report healthy after it.
+    UNHEALTHY = "unhealthy"
+    # A fault that needs more than a reset arrived meanwhile.
+    OUTGROWN = "outgrown"
+    # The node was deleted while the reset was waited for.
+    NODE_DELETED = "node_deleted"
+
+
+def first_rung(action: RecommendedAction, policy: RepairPolicy, gpus: list[str]) -> Rung:
+    """Reset the GPUs when the fault allows it and names them, else reboot."""
+    if action is RecommendedAction.COMPONENT_RESET and policy.gpu_reset and gpus:
+        return Rung.RESET_GPUS
+    return _reboot(policy)
+
+
+def after_reset(outcome: ResetOutcome, policy: RepairPolicy) -> Rung:
+    """A repaired node is done, a deleted one gone; any other reset falls back to a reboot."""
+    if outcome is ResetOutcome.NODE_DELETED:
+        return Rung.GONE
+    return Rung.DONE if outcome is ResetOutcome.REPAIRED else _reboot(policy)
+
+
+def after_reboot_request(rung: Rung, boot: RebootResult) -> Rung:
+    """After a graceful request, wait for the graceful restart, or, where the provider has none, for
+    the restart it did; after a force restart (which may find a graceful one that happened late), for
+    the node."""
+    return Rung.AWAIT_GRACEFUL if rung is Rung.REBOOT_GRACEFULLY and boot.graceful else Rung.AWAIT_NODE
+
+
+def after_graceful_wait(boot: RebootResult, state: NodeState) -> Rung:
+    """A node on a new boot (back, or still coming up) restarted gracefully; forcing one now would reboot twice."""
+    if not state.exists:
+        return Rung.GONE
+    return Rung.AWAIT_NODE if state.boot_id != boot.boot_id_before else Rung.REBOOT
+
+
+def after_node_wait(boot: RebootResult, state: NodeState) -> Rung:
+    """Verify a node back from its reboot; one that did not come back goes to a person."""
+    if not state.exists:
+        return Rung.GONE
+    return Rung.VERIFY if back_from(boot).met(state) else Rung.ESCALATE
+
+
+def after_verify(condition: GpusHealthy, state: NodeState, timeout: timedelta) -> Verdict:
+    """Resolve when the GPUs proved healthy on `state`; escalate when they did not within `timeout`."""
+    if not state.exists:
+        return node_deleted(state.node)
+    missing = condition.missing(state)
+    return RESOLVED if missing is None else escalate(f"GPUs did not report healthy within {timeout}: {missing}")
+
+
+def back_from(boot: RebootResult) -> BackFromReboot:
+    """The node is back from this reboot: Ready, and on a new boot where one is due."""
+    return BackFromReboot(boot_id_before=boot.boot_id_before, expects_new_boot=boot.expects_new_boot)
+
+
+def _reboot(policy: RepairPolicy) -> Rung:
+    return Rung.REBOOT if policy.graceful_timeout is None else Rung.REBOOT_GRACEFULLY
