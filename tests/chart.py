@@ -23,7 +23,7 @@ from gpuheal_sim.simulator.access import ACCESS_KINDS
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART_DIR = ROOT / "helm" / "gpuheal"
-DEMO_COPY = ROOT / "gpuheal" / "demo" / "chart-access.yaml"
+DEMO_COPY = ROOT / "sim" / "gpuheal_sim" / "demo" / "chart-access.yaml"
 KUBE_VERSION = "1.33.0"
 RELEASE = "gh"
 NAMESPACE = "gpuheal-system"

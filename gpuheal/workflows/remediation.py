@@ -51,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from gpuheal.domain.phases import Phase
     from gpuheal.domain.policy import RemediationPolicy
+    from gpuheal.domain.remediation_contract import FAULT_SIGNAL, REMEDIATION
     from gpuheal.domain.remediation import (
         ApprovalSignal,
         PhaseEntry,
@@ -82,7 +83,7 @@ ResultT = TypeVar("ResultT", bound=BaseModel)
 _STEP_AGAIN = timedelta(minutes=1)
 
 
-@workflow.defn(name="RemediationWorkflow")
+@workflow.defn(name=REMEDIATION.name)
 class RemediationWorkflow:
     """Quarantine, drain, repair, verify and release one node."""
 
@@ -105,7 +106,7 @@ class RemediationWorkflow:
 
     # ---- signals and query -------------------------------------------------------------------
 
-    @workflow.signal(name="fault")
+    @workflow.signal(name=FAULT_SIGNAL.name)
     def fault(self, fault: Fault) -> None:
         """A fault on this node; joins the remediation and may raise its action."""
         if fault.event_id and fault.event_id in self._seen_event_ids:

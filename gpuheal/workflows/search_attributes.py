@@ -6,9 +6,13 @@ its command line): `temporal operator search-attribute create --name GpuhealNode
 
 from __future__ import annotations
 
+from temporalio import workflow
 from temporalio.common import SearchAttributeKey
 
-from gpuheal.domain.remediation_contract import NODE_ATTRIBUTE, PHASE_ATTRIBUTE
+# Passed through like every domain import of the workflow: a second, sandboxed copy of the domain's
+# models would make the workflow's HealthBar a different class from the one its requests expect.
+with workflow.unsafe.imports_passed_through():
+    from gpuheal.domain.remediation_contract import NODE_ATTRIBUTE, PHASE_ATTRIBUTE
 
 NODE = SearchAttributeKey.for_keyword(NODE_ATTRIBUTE)
 PHASE = SearchAttributeKey.for_keyword(PHASE_ATTRIBUTE)
