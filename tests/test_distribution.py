@@ -9,9 +9,11 @@ import zipfile
 from importlib.metadata import entry_points
 from pathlib import Path
 
+import aiohttp
 import pytest
 
-from gpuheal.activities.providers.configured import DEFAULT_PROVIDERS, UnknownProvider, provider_names
+from gpuheal.activities.providers.configured import DEFAULT_PROVIDERS, UnknownProvider, build_providers, provider_names
+from gpuheal.activities.providers.registration import SIMULATOR_URL_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,6 +38,16 @@ def test_the_test_bed_registers_its_provider_backend_and_command() -> None:
     assert DEFAULT_PROVIDERS[-1] == "simulator"
     assert {entry.name for entry in entry_points(group="gpuheal.nvml")} == {"real", "fake"}
     assert [entry.name for entry in entry_points(group="gpuheal.commands")] == ["demo"]
+
+
+async def test_a_simulator_url_switches_the_simulator_provider_on_beside_the_named_ones() -> None:
+    """`gpuheal worker --providers manual --simulator-url URL` repairs simulated nodes too."""
+    async with aiohttp.ClientSession() as session:
+        with_url = build_providers(["manual"], {SIMULATOR_URL_ENV: "https://127.0.0.1:1"}, session)
+        without = build_providers(["manual"], {}, session)
+
+    assert [provider.name for provider in with_url] == ["manual", "simulator"]
+    assert [provider.name for provider in without] == ["manual"]
 
 
 def test_an_unknown_provider_is_refused_naming_the_choices() -> None:

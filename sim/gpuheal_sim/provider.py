@@ -93,4 +93,4 @@ def _build(env: Mapping[str, str], session: aiohttp.ClientSession | None) -> Sim
     return SimulatorProvider(url, session) if url and session is not None else None
 
 
-REGISTRATION = Registration(_build, OwnsBy.PROVIDER_ID)
+REGISTRATION = Registration(_build, OwnsBy.PROVIDER_ID, switched_on_by=SIMULATOR_URL_ENV)

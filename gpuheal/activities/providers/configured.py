@@ -58,7 +58,12 @@ def provider_names(names: Iterable[str]) -> tuple[str, ...]:
 def build_providers(
     names: Iterable[str], env: Mapping[str, str], session: aiohttp.ClientSession | None = None
 ) -> list[RebootProvider]:
-    """The named providers that are configured, in the order of DEFAULT_PROVIDERS. Raises UnknownProvider."""
+    """The named providers that are configured, and those their variable switches on, in the order of
+    DEFAULT_PROVIDERS. Raises UnknownProvider."""
     wanted = set(provider_names(names))
-    built = [registration.build(env, session) for name, registration in _REGISTERED.items() if name in wanted]
+    built = [
+        registration.build(env, session)
+        for name, registration in _REGISTERED.items()
+        if name in wanted or (registration.switched_on_by is not None and env.get(registration.switched_on_by))
+    ]
     return [provider for provider in built if provider is not None]

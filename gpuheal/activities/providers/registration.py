@@ -36,3 +36,6 @@ class Registration:
 
     build: ProviderBuilder
     owns_by: OwnsBy
+    # An environment variable that turns the provider on whether or not `--providers` names it: the
+    # address of what it reboots (the simulator's URL) is choice enough.
+    switched_on_by: str | None = None
