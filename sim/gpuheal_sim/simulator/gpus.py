@@ -56,7 +56,9 @@ def pci_bus_id(index: int) -> str:
 
 
 @dataclass
-class Fault:
+class RecordedXid:
+    """An XID injected into a simulated GPU; it clears on reboot unless `survives_reboot`."""
+
     xid: int
     message: str
     at: str
@@ -68,7 +70,7 @@ class Gpu:
     index: int
     uuid: str
     pci: str
-    faults: list[Fault] = field(default_factory=list)
+    faults: list[RecordedXid] = field(default_factory=list)
 
     @property
     def healthy(self) -> bool:
@@ -113,7 +115,7 @@ class NodeGpus:
     def inject(self, xid: int, ref: int | str, message: str | None, survives_reboot: bool) -> Gpu:
         gpu = self.find(ref)
         text = message or XID_TEXT.get(xid, "GPU error")
-        gpu.faults.append(Fault(xid, text, rfc3339_micro(), survives_reboot))
+        gpu.faults.append(RecordedXid(xid, text, rfc3339_micro(), survives_reboot))
         return gpu
 
     def clear(self, *, reboot: bool, keep_all_on_reboot: bool = False) -> None:

@@ -60,7 +60,7 @@ class UnknownNode(LookupError):
 
 
 @dataclass
-class NodeState:
+class MachineTruth:
     """The simulator's truth about one node."""
 
     name: str
@@ -116,7 +116,7 @@ class NodeLifecycle:
         self.fault_survives_reboot = fault_survives_reboot
         self.kubelet_version = kubelet_version
         self.gpu_product = gpu_product
-        self.nodes: dict[str, NodeState] = {}
+        self.nodes: dict[str, MachineTruth] = {}
         self.gpu_agent = SimulatedGpuAgent(registry, timers, self._gpu_truth, start_seconds=gpu_agent_start_seconds)
         # When each pod's NoExecute eviction is due (loop time), so a later taint never postpones it.
         self._evict_at: dict[str, float] = {}
@@ -124,12 +124,12 @@ class NodeLifecycle:
 
     # --- registry of node truth --------------------------------------------------------------------
 
-    def register(self, name: str, gpus: int) -> NodeState:
-        state = NodeState(name, NodeGpus.create(name, gpus))
+    def register(self, name: str, gpus: int) -> MachineTruth:
+        state = MachineTruth(name, NodeGpus.create(name, gpus))
         self.nodes[name] = state
         return state
 
-    def state(self, name: str) -> NodeState:
+    def state(self, name: str) -> MachineTruth:
         state = self.nodes.get(name)
         if state is None or self.store.get("nodes", "", name) is None:
             raise UnknownNode(name)

@@ -31,7 +31,7 @@ from typing import Any
 from aiohttp import web
 
 from gpuheal.domain import marks
-from gpuheal_sim.simulator.nodes import NodeState, UnknownNode
+from gpuheal_sim.simulator.nodes import MachineTruth, UnknownNode
 
 from .endpoint import CloudContext, CloudEndpoint
 from .faults import CloudFault
@@ -283,13 +283,13 @@ class RedfishEndpoint(CloudEndpoint):
             and hmac.compare_digest(password.encode(), self.password.encode())
         )
 
-    def _state(self, node: str) -> NodeState | None:
+    def _state(self, node: str) -> MachineTruth | None:
         try:
             return self.context.sim.lifecycle.state(node)
         except UnknownNode:
             return None
 
-    def _system_body(self, node: str, state: NodeState) -> dict[str, Any]:
+    def _system_body(self, node: str, state: MachineTruth) -> dict[str, Any]:
         path = f"{SYSTEMS}/{node}"
         healthy = state.gpus.condition()[0] == "True"
         body: dict[str, Any] = {
