@@ -51,7 +51,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from gpuheal.domain.phases import Phase
     from gpuheal.domain.policy import RemediationPolicy
-    from gpuheal.domain.remediation_contract import FAULT_SIGNAL, REMEDIATION
     from gpuheal.domain.remediation import (
         ApprovalSignal,
         PhaseEntry,
@@ -59,6 +58,7 @@ with workflow.unsafe.imports_passed_through():
         RemediationInput,
         RemediationStatus,
     )
+    from gpuheal.domain.remediation_contract import FAULT_SIGNAL, REMEDIATION
     from gpuheal.domain.steps import (
         DrainProgress,
         DrainRequest,
