@@ -200,7 +200,7 @@ class Agent:
             self.device_api_socket,
             self.publisher,
             settings.node,
-            poll_interval_s=settings.nvml_poll.total_seconds(),
+            poll_interval=settings.nvml_poll,
             on_registered=lambda _count: self.device_api.mark_ready(),
         )
         try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Protocol
 
 from gpuheal.domain.health import HealthEvent
@@ -36,13 +37,13 @@ class EventSink(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
-    """Seconds between tries while the sink is full: `initial`, doubling up to `maximum`."""
+    """The time between tries while the sink is full: `initial`, doubling up to `maximum`."""
 
-    initial: float = 0.5
-    maximum: float = 30.0
+    initial: timedelta = timedelta(seconds=0.5)
+    maximum: timedelta = timedelta(seconds=30)
 
     def __post_init__(self) -> None:
-        if not 0 < self.initial <= self.maximum:
+        if not timedelta(0) < self.initial <= self.maximum:
             raise ValueError(f"backoff needs 0 < initial <= maximum, not {self.initial} and {self.maximum}")
 
 
@@ -72,7 +73,7 @@ async def hand_over(
                     full,
                     event.agent,
                     event.id,
-                    backoff.maximum,
+                    backoff.maximum.total_seconds(),
                 )
         else:
             if waited:
@@ -80,7 +81,7 @@ async def hand_over(
             return True
         waited += 1
         if stop is None:
-            await asyncio.sleep(delay)
+            await asyncio.sleep(delay.total_seconds())
         elif await _stopped(stop, delay):
             log.error(
                 "stopping with %s event %s not taken by the full event sink: it is lost (%s on %s: %s)",
@@ -94,10 +95,10 @@ async def hand_over(
         delay = min(delay * 2, backoff.maximum)
 
 
-async def _stopped(stop: asyncio.Event, seconds: float) -> bool:
-    """Wait up to `seconds`; True when `stop` is set by then."""
+async def _stopped(stop: asyncio.Event, delay: timedelta) -> bool:
+    """Wait up to `delay`; True when `stop` is set by then."""
     try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
+        await asyncio.wait_for(stop.wait(), timeout=delay.total_seconds())
     except TimeoutError:
         return False
     return True

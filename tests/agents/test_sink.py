@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 
 import pytest
 
@@ -11,7 +12,7 @@ from gpuheal.agents.sink import Backoff, SinkFull, hand_over
 from gpuheal.domain.health import HealthEvent
 from tests.agents.publisher.events import fatal_xid
 
-FAST = Backoff(initial=0.001, maximum=0.004)
+FAST = Backoff(initial=timedelta(seconds=0.001), maximum=timedelta(seconds=0.004))
 
 
 class FullFor:
@@ -53,7 +54,9 @@ async def test_a_sink_with_room_takes_the_event_at_once_and_nothing_is_logged(
 
 async def test_a_stopping_detector_gives_up_naming_the_event(caplog: pytest.LogCaptureFixture) -> None:
     sink, event, stop = FullFor(refusals=10**9), fatal_xid("n"), asyncio.Event()
-    waiting = asyncio.create_task(hand_over(sink, event, stop=stop, backoff=Backoff(initial=3600, maximum=3600)))
+    waiting = asyncio.create_task(
+        hand_over(sink, event, stop=stop, backoff=Backoff(initial=timedelta(hours=1), maximum=timedelta(hours=1)))
+    )
     while not sink.tries:
         await asyncio.sleep(0)
     stop.set()
@@ -73,6 +76,6 @@ async def test_any_other_failure_of_the_sink_is_raised() -> None:
 
 def test_a_backoff_must_grow_from_a_positive_start() -> None:
     with pytest.raises(ValueError, match="0 < initial <= maximum"):
-        Backoff(initial=0, maximum=1)
+        Backoff(initial=timedelta(0), maximum=timedelta(seconds=1))
     with pytest.raises(ValueError, match="0 < initial <= maximum"):
-        Backoff(initial=2, maximum=1)
+        Backoff(initial=timedelta(seconds=2), maximum=timedelta(seconds=1))

@@ -17,7 +17,7 @@ import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import boto3
@@ -81,8 +81,8 @@ class AwsSettings:
     # Attempts per call, the first included, in botocore's standard retry mode. Kept small:
     # Temporal retries the activity with its own backoff, so the SDK must not sit on throttling.
     max_attempts: int = 3
-    connect_timeout: float = 5.0
-    read_timeout: float = 20.0
+    connect_timeout: timedelta = timedelta(seconds=5)
+    read_timeout: timedelta = timedelta(seconds=20)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> AwsSettings:
@@ -218,8 +218,8 @@ class AwsProvider(kit.CloudProvider[Ec2Instance]):
             settings = self._settings
             config = Config(
                 retries={"mode": "standard", "total_max_attempts": 1 if once else settings.max_attempts},
-                connect_timeout=settings.connect_timeout,
-                read_timeout=settings.read_timeout,
+                connect_timeout=settings.connect_timeout.total_seconds(),
+                read_timeout=settings.read_timeout.total_seconds(),
             )
             with self._session_lock:
                 if self._session is None:

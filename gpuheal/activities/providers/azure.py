@@ -25,7 +25,7 @@ import ssl
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import requests
@@ -52,7 +52,7 @@ _ID = re.compile(
     r"/?$",
     re.IGNORECASE,
 )
-_POLL_SECONDS = 5.0
+_POLL_INTERVAL = timedelta(seconds=5)
 _EXPECTED = (
     "azure:///subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.Compute/virtualMachines/<name> or "
     "…/virtualMachineScaleSets/<scale-set>/virtualMachines/<instance-id>"
@@ -72,11 +72,11 @@ class AzureSettings:
     # A CA bundle path or False, for the ARM client and the credential; None: requests' REQUESTS_CA_BUNDLE
     # or the system's trust store.
     connection_verify: str | bool | None = None
-    # Seconds between polls of the restart's operation when ARM sends no Retry-After
-    # (GPUHEAL_AZURE_POLL_INTERVAL). The SDK's own default, 30 s, is long next to a restart.
-    polling_interval: float = _POLL_SECONDS
+    # The time between polls of the restart's operation when ARM sends no Retry-After
+    # (GPUHEAL_AZURE_POLL_INTERVAL, in seconds). The SDK's own default, 30 s, is long next to a restart.
+    polling_interval: timedelta = _POLL_INTERVAL
     # How long `reboot` follows the operation before giving up (the activity allows 15 minutes).
-    operation_timeout: float = 600.0
+    operation_timeout: timedelta = timedelta(minutes=10)
     # azure-core's retries of throttled and failed requests. Few, because Temporal retries the
     # activity with backoff; the SDK must not sit on a 429 for minutes.
     retry_total: int = 2
@@ -86,7 +86,7 @@ class AzureSettings:
         """gpuheal's own variables; the credential, CA bundle and cloud use the SDKs' standard ones."""
         interval = env.get("GPUHEAL_AZURE_POLL_INTERVAL")
         try:
-            polling_interval = float(interval) if interval else _POLL_SECONDS
+            polling_interval = timedelta(seconds=float(interval)) if interval else _POLL_INTERVAL
         except ValueError as error:
             raise ValueError(f"GPUHEAL_AZURE_POLL_INTERVAL must be a number of seconds, not {interval!r}") from error
         return cls(endpoint=env.get("GPUHEAL_AZURE_ENDPOINT") or None, polling_interval=polling_interval)
@@ -178,8 +178,8 @@ class AzureProvider(kit.CloudProvider[AzureMachine]):
 
         poller = await kit.call(begin, classify)
 
-        async def wait(left: float) -> LROPoller[None]:
-            await kit.call(lambda: poller.result(timeout=left), classify)
+        async def wait(left: timedelta) -> LROPoller[None]:
+            await kit.call(lambda: poller.result(timeout=left.total_seconds()), classify)
             return poller
 
         timeout = self._settings.operation_timeout
@@ -189,10 +189,10 @@ class AzureProvider(kit.CloudProvider[AzureMachine]):
             wait,
             LROPoller.done,
             timeout=timeout,
-            interval=0.0,
+            interval=timedelta(0),
             overdue=lambda _: (
                 f"Azure accepted the restart of {machine.label} in {machine.resource_group}, but its "
-                f"operation was still {poller.status()} after {timeout:.0f}s"
+                f"operation was still {poller.status()} after {timeout.total_seconds():.0f}s"
             ),
         )
         return f"Azure restarted {machine.label} in {machine.resource_group} (operation {poller.status()})"
@@ -246,7 +246,7 @@ class AzureProvider(kit.CloudProvider[AzureMachine]):
                 self._credential_chain(),
                 subscription,
                 base_url=self._settings.endpoint,
-                polling_interval=self._settings.polling_interval,
+                polling_interval=self._settings.polling_interval.total_seconds(),
                 retry_total=self._settings.retry_total,
                 connection_timeout=10,
                 read_timeout=60,

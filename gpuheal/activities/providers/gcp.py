@@ -113,12 +113,12 @@ class GcpSettings:
     """
 
     # How long to follow a reset operation before giving up (retryably) on waiting for it.
-    operation_timeout: float = 300.0
+    operation_timeout: timedelta = timedelta(minutes=5)
     # The least time between two polls of an operation (`wait` itself holds until DONE or ~2 min).
-    poll_interval: float = 1.0
+    poll_interval: timedelta = timedelta(seconds=1)
     # Per-request timeout, and how long the SDK itself retries a transient failure of a read.
-    request_timeout: float = 30.0
-    retry_seconds: float = 10.0
+    request_timeout: timedelta = timedelta(seconds=30)
+    read_retry: timedelta = timedelta(seconds=10)
     # Compute Engine API endpoint ("https://compute.googleapis.com" by default).
     endpoint: str | None = None
     # CA bundle to trust instead of requests' own (REQUESTS_CA_BUNDLE, else certifi).
@@ -153,7 +153,7 @@ class GcpProvider(kit.CloudProvider[GceInstance]):
             initial=0.2,
             maximum=2.0,
             multiplier=2.0,
-            timeout=self._settings.retry_seconds,
+            timeout=self._settings.read_retry.total_seconds(),
         )
 
     def locate(self, target: RebootTarget) -> GceInstance:
@@ -178,14 +178,14 @@ class GcpProvider(kit.CloudProvider[GceInstance]):
             instance,
             "reset",
             lambda clients: clients.instances.reset_unary(
-                **instance.zonal, instance=instance.name, retry=None, timeout=settings.request_timeout
+                **instance.zonal, instance=instance.name, retry=None, timeout=settings.request_timeout.total_seconds()
             ),
         )
         # Accepted: from here on the instance may be resetting, whatever fails.
         kit.reached()
         polls = 0
 
-        async def wait(left: float) -> compute_v1.Operation:
+        async def wait(left: timedelta) -> compute_v1.Operation:
             nonlocal polls
             polls += 1
             # The operation is followed through our own client: the one ExtendedOperation.result() polls
@@ -199,7 +199,7 @@ class GcpProvider(kit.CloudProvider[GceInstance]):
                     operation=operation.name,
                     retry=self._retry,
                     # `wait` holds the request until DONE or about two minutes: give it that long.
-                    timeout=max(1.0, min(left, 150.0)),
+                    timeout=max(1.0, min(left.total_seconds(), 150.0)),
                 ),
             )
 
@@ -211,7 +211,7 @@ class GcpProvider(kit.CloudProvider[GceInstance]):
             interval=settings.poll_interval,
             overdue=lambda operation: (
                 f"GCE reset of instance {instance} was accepted (operation {operation.name}) "
-                f"but is still {operation.status.name} after {settings.operation_timeout:.0f}s"
+                f"but is still {operation.status.name} after {settings.operation_timeout.total_seconds():.0f}s"
             ),
         )
         failure = _operation_error(operation)
@@ -260,7 +260,7 @@ class GcpProvider(kit.CloudProvider[GceInstance]):
                 filter=f'(operationType = "reset") AND (targetLink = "{link}")',
             ),
             retry=self._retry,
-            timeout=self._settings.request_timeout,
+            timeout=self._settings.request_timeout.total_seconds(),
         )
         for operation in operations:
             if operation.target_link != link or operation.operation_type != "reset":
@@ -271,7 +271,10 @@ class GcpProvider(kit.CloudProvider[GceInstance]):
 
     def _get(self, clients: _Clients, instance: GceInstance) -> compute_v1.Instance:
         return clients.instances.get(
-            **instance.zonal, instance=instance.name, retry=self._retry, timeout=self._settings.request_timeout
+            **instance.zonal,
+            instance=instance.name,
+            retry=self._retry,
+            timeout=self._settings.request_timeout.total_seconds(),
         )
 
     # --- clients and errors ------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Generic, TypeVar
 
 from gpuheal.activities.providers import ProviderError, RebootTarget
@@ -129,28 +130,29 @@ async def call(work: Callable[[], T], classify: Classifier) -> T:
 
 async def follow_operation(
     start: S,
-    poll: Callable[[float], Awaitable[S]],
+    poll: Callable[[timedelta], Awaitable[S]],
     done: Callable[[S], bool],
     *,
-    timeout: float,
-    interval: float,
+    timeout: timedelta,
+    interval: timedelta,
     overdue: Callable[[S], str],
 ) -> S:
-    """Poll a long-running operation from `start` until `done`, pausing `interval` seconds between polls.
+    """Poll a long-running operation from `start` until `done`, pausing `interval` between polls.
 
-    `poll` is given the seconds left. An operation still running after `timeout` seconds raises a
-    retryable ProviderError with the `overdue` message: it was accepted and may still finish, so a
-    retry finds the repair's own record rather than asking again.
+    `poll` is given the time left. An operation still running after `timeout` raises a retryable
+    ProviderError with the `overdue` message: it was accepted and may still finish, so a retry finds
+    the repair's own record rather than asking again.
     """
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + timeout.total_seconds()
+    pause = interval.total_seconds()
     state = start
     while not done(state):
         left = deadline - loop.time()
         if left <= 0:
             raise fail(overdue(state), retryable=True)
-        await asyncio.sleep(min(interval, left))
-        state = await poll(max(0.0, deadline - loop.time()))
+        await asyncio.sleep(min(pause, left))
+        state = await poll(timedelta(seconds=max(0.0, deadline - loop.time())))
     return state
 
 

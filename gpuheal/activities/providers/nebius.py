@@ -33,7 +33,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -117,11 +117,11 @@ class NebiusSettings:
     ca_file: Path | None = None
     # Tries per call, the first included; the SDK retries throttling and unavailability itself.
     attempts: int = 2
-    # Limit of one call, all its tries included, in seconds.
-    call_timeout: float = 30.0
+    # Limit of one call, all its tries included.
+    call_timeout: timedelta = timedelta(seconds=30)
     # How often an operation is polled, and how long one may take (a GPU instance stops in minutes).
-    poll_seconds: float = 1.0
-    operation_timeout: float = 900.0
+    poll_interval: timedelta = timedelta(seconds=1)
+    operation_timeout: timedelta = timedelta(minutes=15)
     # GPUHEAL_NEBIUS_CREDENTIALS_FILE: the service account credentials file (JSON, "subject-credentials").
     credentials_file: Path | None = None
 
@@ -182,10 +182,10 @@ class NebiusProvider(kit.CloudProvider[NebiusInstance]):
                 lambda _: self._state(client, target, instance),
                 lambda state: state != "STOPPING",
                 timeout=settings.operation_timeout,
-                interval=settings.poll_seconds,
+                interval=settings.poll_interval,
                 overdue=lambda _: (
                     f"Nebius instance {instance.id} (node {target.node}) is still STOPPING after "
-                    f"{settings.operation_timeout:.0f}s"
+                    f"{settings.operation_timeout.total_seconds():.0f}s"
                 ),
             )
         stopped = "was already stopped"
@@ -298,14 +298,15 @@ class NebiusProvider(kit.CloudProvider[NebiusInstance]):
 
         settings = self._settings
         tries = attempts or settings.attempts
+        call_timeout = settings.call_timeout.total_seconds()
         return {
-            "timeout": settings.call_timeout,
-            "per_retry_timeout": settings.call_timeout / tries,
+            "timeout": call_timeout,
+            "per_retry_timeout": call_timeout / tries,
             "retries": tries,
             # The IAM token exchange counts against the call's time (the SDK's default allows it 15
             # minutes), and its failure (a revoked key, IAM unreachable) is this call's error instead of
             # being retried in the background until then.
-            "auth_timeout": settings.call_timeout,
+            "auth_timeout": call_timeout,
             "auth_options": {OPTION_REPORT_ERROR: "1"},
         }
 
@@ -327,9 +328,9 @@ class NebiusProvider(kit.CloudProvider[NebiusInstance]):
         """Follow the operation until it is done; a failed operation is an error with its status."""
         settings = self._settings
         waiting = operation.wait(
-            interval=settings.poll_seconds,
-            timeout=settings.operation_timeout,
-            poll_iteration_timeout=settings.call_timeout,
+            interval=settings.poll_interval.total_seconds(),
+            timeout=settings.operation_timeout.total_seconds(),
+            poll_iteration_timeout=settings.call_timeout.total_seconds(),
             poll_retries=settings.attempts,
             auth_options=self._request_options()["auth_options"],
         )
@@ -356,7 +357,7 @@ class NebiusProvider(kit.CloudProvider[NebiusInstance]):
             if operation is not None:
                 message = (
                     f"Nebius {action} operation {operation.id} on instance {instance.id} (node {target.node}) "
-                    f"did not finish within {self._settings.operation_timeout:.0f}s; it may still be running"
+                    f"did not finish within {self._settings.operation_timeout.total_seconds():.0f}s; it may still be running"
                 )
             else:
                 message = (

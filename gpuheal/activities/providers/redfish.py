@@ -23,7 +23,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -73,9 +73,9 @@ class RedfishSettings:
     # timed-out reset again, which the BMC may have carried out; Temporal retries the attempt with
     # backoff instead, asking again only after a refusal.
     retries: int = 0
-    retry_delay: float = 1.0
-    connect_timeout: float = 10.0
-    read_timeout: float = 30.0
+    retry_delay: timedelta = timedelta(seconds=1)
+    connect_timeout: timedelta = timedelta(seconds=10)
+    read_timeout: timedelta = timedelta(seconds=30)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> RedfishSettings:
@@ -342,9 +342,9 @@ class RedfishProvider(kit.CloudProvider[RedfishSystem]):
             verify=verify,
             auth=BasicAuth(username=credentials.username, password=credentials.password),
             server_side_retries=settings.retries,
-            server_side_retries_delay=settings.retry_delay,
-            connect_timeout=settings.connect_timeout,
-            read_timeout=settings.read_timeout,
+            server_side_retries_delay=settings.retry_delay.total_seconds(),
+            connect_timeout=settings.connect_timeout.total_seconds(),
+            read_timeout=settings.read_timeout.total_seconds(),
         )
         # sushy sends through its connector's requests session; the recorder sees every try of a reset.
         client._conn._session.mount("https://", _Recorder())

@@ -44,6 +44,7 @@ import select
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from stat import S_ISCHR, S_ISREG
@@ -52,6 +53,9 @@ from typing import BinaryIO, Literal, NamedTuple
 log = logging.getLogger(__name__)
 
 KMSG = Path("/dev/kmsg")
+
+# How long a follower waits, when its source had nothing new, before reading again.
+_POLL_INTERVAL = timedelta(seconds=0.25)
 
 # /dev/kmsg refuses reads into a buffer smaller than the record (EINVAL); records are at most ~8 KiB.
 _KMSG_READ = 16384
@@ -122,7 +126,7 @@ class _Reader:
     def read(self) -> _Chunk:
         raise NotImplementedError
 
-    def idle(self, poll_interval: float) -> float:
+    def idle(self, poll_interval: timedelta) -> timedelta:
         """How long to wait after a read that found nothing, before reading again."""
         return poll_interval
 
@@ -135,7 +139,7 @@ OnCaughtUp = Callable[[], None]
 
 
 async def _chunks(
-    reader: _Reader, poll_interval: float, on_caught_up: OnCaughtUp | None = None
+    reader: _Reader, poll_interval: timedelta, on_caught_up: OnCaughtUp | None = None
 ) -> AsyncGenerator[_Chunk, None]:
     """Bytes from a reader, read on a worker thread; sleeps `poll_interval` when there is nothing new.
 
@@ -153,7 +157,7 @@ async def _chunks(
                 if on_caught_up is not None:
                     on_caught_up()
             if not chunk.data:
-                await asyncio.sleep(reader.idle(poll_interval))
+                await asyncio.sleep(reader.idle(poll_interval).total_seconds())
     finally:
         # The single worker runs the close after any read still in flight, so a file descriptor is
         # never closed (and its number reused) under a running read.
@@ -213,9 +217,9 @@ def _position(identity: tuple[int, int] | None, offset: int, before: bytes) -> F
 
 
 class _KmsgReader(_Reader):
-    def __init__(self, path: Path, *, from_end: bool, wait: float) -> None:
+    def __init__(self, path: Path, *, from_end: bool, wait: timedelta) -> None:
         self._fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        self._wait_ms = max(0, int(wait * 1000))
+        self._wait_ms = max(0, int(wait / timedelta(milliseconds=1)))
         self._at_eof = False
         self.lost = 0
         if from_end:
@@ -254,9 +258,9 @@ class _KmsgReader(_Reader):
             size += len(record)
         return _Chunk(b"".join(records), drained=drained)
 
-    def idle(self, poll_interval: float) -> float:
+    def idle(self, poll_interval: timedelta) -> timedelta:
         # The read already waited in poll(); only an end of file calls for a pause of its own.
-        return poll_interval if self._at_eof else 0.0
+        return poll_interval if self._at_eof else timedelta(0)
 
     def close(self) -> None:
         os.close(self._fd)
@@ -404,7 +408,7 @@ async def follow_kmsg(
     path: Path = KMSG,
     *,
     start_at: StartAt = "end",
-    poll_interval: float = 0.25,
+    poll_interval: timedelta = _POLL_INTERVAL,
     on_caught_up: OnCaughtUp | None = None,
 ) -> AsyncGenerator[LogLine, None]:
     """Lines of the kernel ring buffer as /dev/kmsg writes them (`3,812,6085126134786,-;NVRM: ...`).
@@ -479,7 +483,11 @@ def end_of_file(path: Path) -> FilePosition | None:
 
 
 def follow_file(
-    path: Path, *, start_at: StartAt = "end", poll_interval: float = 0.25, on_caught_up: OnCaughtUp | None = None
+    path: Path,
+    *,
+    start_at: StartAt = "end",
+    poll_interval: timedelta = _POLL_INTERVAL,
+    on_caught_up: OnCaughtUp | None = None,
 ) -> AsyncGenerator[LogLine, None]:
     """Lines appended to a log file (dmesg, journald or syslog text), following it like `tail -F`."""
     return _lines(_chunks(_FileReader(path, start_at=start_at), poll_interval, on_caught_up))
@@ -555,7 +563,7 @@ async def follow_journal_export(
     *,
     start_at: StartAt = "end",
     kernel_only: bool = True,
-    poll_interval: float = 0.25,
+    poll_interval: timedelta = _POLL_INTERVAL,
     keep: Callable[[dict[str, bytes]], bool] | None = None,
     on_caught_up: OnCaughtUp | None = None,
 ) -> AsyncGenerator[LogLine, None]:
@@ -618,7 +626,7 @@ class KernelLog:
     path: Path
     format: KernelLogFormat = KernelLogFormat.KMSG
     read_from: ReadFrom = ReadFrom.RESUME
-    poll_interval: float = 0.25
+    poll_interval: timedelta = _POLL_INTERVAL
 
     def fits(self, position: Position) -> bool:
         """Whether a position is of this source's kind (a sequence number for /dev/kmsg, an offset for files)."""

@@ -2,7 +2,7 @@
 
 It speaks the upstream `GpuService` through the generated stub on a `grpc.aio` channel, normally to
 the Device API's unix socket. Calls wait for the server to come up (`wait_for_ready`) within
-`rpc_timeout_s`, so an agent whose Device API starts a moment later still registers.
+`rpc_timeout`, so an agent whose Device API starts a moment later still registers.
 
 The provider never writes a GPU's status after registering it: the agent's publisher is the one
 writer of the `Healthy` condition, fed by the health events the provider reports.
@@ -10,7 +10,7 @@ writer of the `Healthy` condition, fed by the health events the provider reports
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -46,10 +46,10 @@ def registered_status(now: datetime) -> gpu_pb2.GpuStatus:
 class GpuRegistrar:
     """Registers GPUs with the Device API (CreateGpu); one channel for the provider's start-up."""
 
-    def __init__(self, address: str | Path, *, rpc_timeout_s: float = 10.0) -> None:
+    def __init__(self, address: str | Path, *, rpc_timeout: timedelta = timedelta(seconds=10)) -> None:
         self._channel = grpc.aio.insecure_channel(device_api_target(address))
         self._stub = gpu_pb2_grpc.GpuServiceStub(self._channel)
-        self._timeout = rpc_timeout_s
+        self._timeout = rpc_timeout
 
     async def close(self) -> None:
         await self._channel.close()
@@ -64,7 +64,7 @@ class GpuRegistrar:
         )
         try:
             response = await self._stub.CreateGpu(
-                gpu_pb2.CreateGpuRequest(gpu=gpu), timeout=self._timeout, wait_for_ready=True
+                gpu_pb2.CreateGpuRequest(gpu=gpu), timeout=self._timeout.total_seconds(), wait_for_ready=True
             )
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.ALREADY_EXISTS:

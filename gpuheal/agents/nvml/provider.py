@@ -7,9 +7,9 @@ readiness gate with it), takes a first reading of the health signals and then ru
 `stop()`:
 
 - XID events: a thread waits on NVML's event set with a bounded timeout (so `stop()` returns
-  within about `event_wait_s`); each event becomes a health event with the catalog's action (fatal
+  within about `event_wait`); each event becomes a health event with the catalog's action (fatal
   when the action is not NONE).
-- polling every `poll_interval_s`: double-bit ECC errors, pending page retirement, pending or
+- polling every `poll_interval`: double-bit ECC errors, pending page retirement, pending or
   failed row remapping, and whether the GPU answers at all. A signal turning bad sends an unhealthy
   event; one turning good again sends a healthy event with the same check name; an unsupported
   signal is unknown and changes nothing. The rules and actions live in `verdict`.
@@ -35,7 +35,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -90,22 +90,22 @@ class NvmlProvider:
         sink: EventSink,
         node_name: str,
         *,
-        poll_interval_s: float = 10.0,
-        event_wait_s: float = 0.5,
-        rpc_timeout_s: float = 10.0,
+        poll_interval: timedelta = timedelta(seconds=10),
+        event_wait: timedelta = timedelta(seconds=0.5),
+        rpc_timeout: timedelta = timedelta(seconds=10),
         on_registered: OnRegistered | None = None,
         clock: Clock = _utc_now,
         sink_backoff: Backoff = DEFAULT_BACKOFF,
     ) -> None:
-        if poll_interval_s <= 0 or event_wait_s <= 0:
-            raise ValueError("poll_interval_s and event_wait_s must be positive")
+        if poll_interval <= timedelta(0) or event_wait <= timedelta(0):
+            raise ValueError("poll_interval and event_wait must be positive")
         self._nvml = nvml
         self._address = device_api
         self._sink = sink
         self._node = node_name
-        self._poll_interval = poll_interval_s
-        self._event_wait = event_wait_s
-        self._rpc_timeout = rpc_timeout_s
+        self._poll_interval = poll_interval
+        self._event_wait = event_wait
+        self._rpc_timeout = rpc_timeout
         self._on_registered = on_registered
         self._clock = clock
         self._sink_backoff = sink_backoff
@@ -148,7 +148,7 @@ class NvmlProvider:
             # Registered before the Device API hears of the GPUs, so no XID in between is lost.
             self.xid_gpus = await self._in_thread(self._nvml.register_xid_events)
             self._states = {info.uuid: _GpuState(info) for info in infos}
-            client = GpuRegistrar(self._address, rpc_timeout_s=self._rpc_timeout)
+            client = GpuRegistrar(self._address, rpc_timeout=self._rpc_timeout)
             try:
                 created = 0
                 for info in infos:
@@ -249,7 +249,7 @@ class NvmlProvider:
     async def _xid_loop(self) -> None:
         while not self._stopping.is_set():
             try:
-                event = await self._in_thread(self._nvml.wait_xid_event, self._event_wait)
+                event = await self._in_thread(self._nvml.wait_xid_event, self._event_wait.total_seconds())
             except NvmlError as err:
                 log.warning("waiting for XID events failed: %s", err)
                 await self._pause(self._event_wait)
@@ -261,10 +261,10 @@ class NvmlProvider:
         while not await self._pause(self._poll_interval):
             await self._guarded(self.poll_once())
 
-    async def _pause(self, seconds: float) -> bool:
-        """Sleep up to `seconds`, waking early when stopping; True when stopping."""
+    async def _pause(self, pause: timedelta) -> bool:
+        """Sleep up to `pause`, waking early when stopping; True when stopping."""
         try:
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+            await asyncio.wait_for(self._stopping.wait(), timeout=pause.total_seconds())
         except TimeoutError:
             return False
         return True

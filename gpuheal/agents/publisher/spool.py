@@ -30,7 +30,7 @@ a body that is not a health event) are moved at once. Errors of the process, not
 (EMFILE, ENFILE, ENOMEM, EAGAIN, EINTR) are raised to the caller to retry without limit: moving
 every entry aside while the agent is out of file descriptors would throw the whole backlog away.
 Any other read error (EIO, …) is raised too, for a while: a fault's entry is retried for
-`read_retry_s` (ten minutes by default) from its first failed read, so a disk that is flaky for a
+`read_retry` (ten minutes by default) from its first failed read, so a disk that is flaky for a
 moment costs no remediation; any other entry is moved aside once it has failed `READ_ATTEMPTS` reads.
 `.bad` files are never loaded again and take no part in the budget: they are kept for a person to
 read, and counted in `moved_aside` (and logged at start, with how many lie in the directory). The
@@ -49,6 +49,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import NoReturn
 
@@ -87,19 +88,19 @@ class SpoolFull(SinkFull):
 @dataclass(frozen=True, slots=True)
 class SpoolLimits:
     """How much one lane's spool holds (entries and bytes on disk, bytes of faults held in memory), and
-    for how many seconds a fault's entry that fails to read (EIO, …) is retried before it is moved aside."""
+    for how long a fault's entry that fails to read (EIO, …) is retried before it is moved aside."""
 
     max_entries: int = 10_000
     max_bytes: int = 64 * MIB
     max_held_bytes: int = 8 * MIB
-    read_retry_s: float = 600.0
+    read_retry: timedelta = timedelta(minutes=10)
 
     def __post_init__(self) -> None:
         for name in ("max_entries", "max_bytes", "max_held_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"spool {name} must be at least 1, not {getattr(self, name)}")
-        if self.read_retry_s < 0:
-            raise ValueError(f"spool read_retry_s must not be negative, not {self.read_retry_s}")
+        if self.read_retry < timedelta(0):
+            raise ValueError(f"spool read_retry must not be negative, not {self.read_retry}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,7 +401,7 @@ class Spool:
 
     def _keeps_trying(self, entry: Spooled, error: OSError) -> bool:
         """Count a read that failed for no fault of the entry (EIO, …); False once it is time to give
-        up: a fault's entry after `read_retry_s`, any other after `READ_ATTEMPTS` reads."""
+        up: a fault's entry after `read_retry`, any other after `READ_ATTEMPTS` reads."""
         now = self._clock()
         failures = self._read_failures.get(entry.seq)
         if failures is None:
@@ -411,11 +412,11 @@ class Spool:
                     self.directory,
                     entry.name,
                     error,
-                    self.limits.read_retry_s,
+                    self.limits.read_retry.total_seconds(),
                 )
         failures.count += 1
         if entry.actionable:
-            return now - failures.since < self.limits.read_retry_s
+            return now - failures.since < self.limits.read_retry.total_seconds()
         return failures.count < READ_ATTEMPTS
 
     def _move_aside(self, entry: Spooled, reason: str) -> None:

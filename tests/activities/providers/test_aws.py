@@ -6,7 +6,7 @@ import asyncio
 import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +121,13 @@ def test_settings_leave_everything_to_the_standard_chain() -> None:
     settings = AwsSettings.from_env({"AWS_ENDPOINT_URL_EC2": "https://elsewhere", "AWS_CA_BUNDLE": "/ca.pem"})
     assert settings == AwsSettings()
     assert settings.endpoint_url is None and settings.ca_bundle is None and settings.max_attempts == 3
+
+
+def test_timeouts_are_durations_given_to_botocore_in_seconds() -> None:
+    settings = AwsSettings()
+    assert (settings.connect_timeout, settings.read_timeout) == (timedelta(seconds=5), timedelta(seconds=20))
+    config = AwsProvider(settings)._client("us-east-1").meta.config
+    assert (config.connect_timeout, config.read_timeout) == (5.0, 20.0)
 
 
 # --- moto in server mode -----------------------------------------------------------------------------
@@ -381,7 +388,7 @@ async def slow_sim(tmp_path: Path, aws_env: pytest.MonkeyPatch) -> AsyncIterator
 
 async def test_sim_a_read_timeout_after_sending_is_not_refused(slow_sim: SimulatedCluster) -> None:
     (node,) = slow_sim.node_names()
-    provider = AwsProvider(AwsSettings(read_timeout=0.3, max_attempts=1))
+    provider = AwsProvider(AwsSettings(read_timeout=timedelta(seconds=0.3), max_attempts=1))
     error = await _raises(provider.reboot(_target(slow_sim, node)))
     assert error.retryable and "Read timeout" in str(error)
     # EC2 had the request and rebooted the instance; only its answer was lost. Asking again would
@@ -393,7 +400,7 @@ async def test_sim_a_read_timeout_after_sending_is_not_refused(slow_sim: Simulat
 async def test_sim_a_read_timeout_on_the_reboot_is_not_retried_by_botocore(slow_sim: SimulatedCluster) -> None:
     """The timed-out request reached EC2; sending it again would reboot the node twice."""
     (node,) = slow_sim.node_names()
-    provider = AwsProvider(AwsSettings(read_timeout=0.3, max_attempts=3))
+    provider = AwsProvider(AwsSettings(read_timeout=timedelta(seconds=0.3), max_attempts=3))
     error = await _raises(provider.reboot(_target(slow_sim, node)))
     assert not error.refused
     assert slow_sim.reboot_requests(node) == 1

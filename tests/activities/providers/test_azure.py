@@ -178,7 +178,7 @@ async def test_requested_since_is_unknown_because_arm_keeps_no_record_of_it(
 async def test_an_operation_that_outlasts_the_timeout_is_a_retryable_error(
     cluster: SimulatedCluster, make_provider: Callable[..., AzureProvider]
 ) -> None:
-    provider = make_provider(operation_timeout=0.05, polling_interval=1.0)
+    provider = make_provider(operation_timeout=timedelta(seconds=0.05), polling_interval=timedelta(seconds=1))
     with pytest.raises(ProviderError) as raised:
         await provider.reboot(target(cluster, VM_NODE))
     assert raised.value.retryable is True
@@ -451,6 +451,11 @@ def test_settings_from_env() -> None:
     settings = AzureSettings.from_env(
         {"GPUHEAL_AZURE_ENDPOINT": "https://arm.example", "GPUHEAL_AZURE_POLL_INTERVAL": "0.5"}
     )
-    assert (settings.endpoint, settings.polling_interval) == ("https://arm.example", 0.5)
+    assert (settings.endpoint, settings.polling_interval) == ("https://arm.example", timedelta(seconds=0.5))
     with pytest.raises(ValueError, match="GPUHEAL_AZURE_POLL_INTERVAL"):
         AzureSettings.from_env({"GPUHEAL_AZURE_POLL_INTERVAL": "soon"})
+
+
+def test_the_poll_interval_and_operation_timeout_are_durations() -> None:
+    settings = AzureSettings()
+    assert (settings.polling_interval, settings.operation_timeout) == (timedelta(seconds=5), timedelta(minutes=10))

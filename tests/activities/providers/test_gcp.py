@@ -48,7 +48,9 @@ def gcp_env(cluster: SimulatedCluster, monkeypatch: pytest.MonkeyPatch) -> dict[
 
 def settings_for(environment: dict[str, str]) -> GcpSettings:
     # Quick polls and a short SDK retry window keep the suite fast; the behaviour is the production one.
-    return replace(GcpSettings.from_env(environment), poll_interval=0.02, retry_seconds=1.5)
+    return replace(
+        GcpSettings.from_env(environment), poll_interval=timedelta(seconds=0.02), read_retry=timedelta(seconds=1.5)
+    )
 
 
 @pytest.fixture
@@ -158,6 +160,14 @@ def test_settings_read_only_gpuheals_own_endpoint_variable() -> None:
     assert defaults == GcpSettings()
     assert defaults.endpoint is None
     assert defaults.ca_bundle is None
+
+
+def test_timeouts_and_intervals_are_durations() -> None:
+    settings = GcpSettings()
+    assert settings.operation_timeout == timedelta(minutes=5)
+    assert settings.poll_interval == timedelta(seconds=1)
+    assert settings.request_timeout == timedelta(seconds=30)
+    assert settings.read_retry == timedelta(seconds=10)
 
 
 # --- reboot ------------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from gpuheal.activities.providers import ProviderError, RebootTarget, kit
@@ -104,36 +106,45 @@ def test_a_provider_error_is_fixed_when_built() -> None:
 
 
 async def test_follow_operation_polls_until_done() -> None:
-    polled: list[float] = []
+    polled: list[timedelta] = []
 
-    async def poll(left: float) -> int:
+    async def poll(left: timedelta) -> int:
         polled.append(left)
         return len(polled)
 
-    state = await kit.follow_operation(0, poll, lambda n: n >= 3, timeout=60.0, interval=0.0, overdue=str)
+    state = await kit.follow_operation(
+        0, poll, lambda n: n >= 3, timeout=timedelta(seconds=60), interval=timedelta(0), overdue=str
+    )
     assert state == 3 and len(polled) == 3
-    assert all(0 < left <= 60.0 for left in polled)
+    assert all(timedelta(0) < left <= timedelta(seconds=60) for left in polled)
 
 
 async def test_follow_operation_gives_up_retryably_at_its_deadline() -> None:
-    async def poll(left: float) -> str:
+    async def poll(left: timedelta) -> str:
         raise AssertionError("no poll after the deadline")
 
     with pytest.raises(ProviderError) as raised:
         await kit.follow_operation(
-            "RUNNING", poll, lambda s: s == "DONE", timeout=0.0, interval=1.0, overdue=lambda s: f"still {s}"
+            "RUNNING",
+            poll,
+            lambda s: s == "DONE",
+            timeout=timedelta(0),
+            interval=timedelta(seconds=1),
+            overdue=lambda s: f"still {s}",
         )
     assert str(raised.value) == "still RUNNING" and raised.value.retryable is True
 
 
 async def test_an_operation_accepted_and_overdue_is_not_refused() -> None:
-    async def poll(left: float) -> str:
+    async def poll(left: timedelta) -> str:
         return "RUNNING"
 
     with kit.asking():
         kit.reached()
         with pytest.raises(ProviderError) as raised:
-            await kit.follow_operation("RUNNING", poll, lambda s: s == "DONE", timeout=0.0, interval=0.0, overdue=str)
+            await kit.follow_operation(
+                "RUNNING", poll, lambda s: s == "DONE", timeout=timedelta(0), interval=timedelta(0), overdue=str
+            )
     assert raised.value.refused is False
 
 

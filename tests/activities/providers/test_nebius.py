@@ -11,7 +11,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sim
 @pytest.fixture
 def settings(cluster: SimulatedCluster) -> NebiusSettings:
     cluster.simulation.cloud_faults.clear()
-    return replace(NebiusSettings.from_env(cluster.client_environment()), poll_seconds=0.02)
+    return replace(NebiusSettings.from_env(cluster.client_environment()), poll_interval=timedelta(seconds=0.02))
 
 
 @pytest.fixture
@@ -150,6 +150,13 @@ def test_settings_from_env() -> None:
     assert settings.credentials_file == Path("/var/run/secrets/nebius/credentials.json")
     assert settings.ca_file == Path("/etc/ssl/nebius-ca.pem")
     assert NebiusSettings.from_env({}) == NebiusSettings()
+
+
+def test_timeouts_and_intervals_are_durations() -> None:
+    settings = NebiusSettings()
+    assert settings.call_timeout == timedelta(seconds=30)
+    assert settings.poll_interval == timedelta(seconds=1)
+    assert settings.operation_timeout == timedelta(minutes=15)
 
 
 # --- the happy path ---------------------------------------------------------------------------------
@@ -401,7 +408,11 @@ async def test_a_start_that_times_out_after_it_was_sent_is_not_refused(tmp_path:
     """Nebius has the Start (it answers late): not refused, and requested_since finds it for the retry."""
     config = FleetConfig(nodes=1, cloud="nebius", workloads=False, reboot_seconds=0.2, reboot_reply_seconds=1.5)
     async with SimulatedCluster(config, state_dir=tmp_path / "slow") as slow:
-        settings = replace(NebiusSettings.from_env(slow.client_environment()), poll_seconds=0.02, call_timeout=0.5)
+        settings = replace(
+            NebiusSettings.from_env(slow.client_environment()),
+            poll_interval=timedelta(seconds=0.02),
+            call_timeout=timedelta(seconds=0.5),
+        )
         nebius = NebiusProvider(settings)
         try:
             node = target(slow, 0)

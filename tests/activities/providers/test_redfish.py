@@ -17,7 +17,7 @@ import sysconfig
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,12 @@ from tests.cloud_fleet import cloud_fleet
 
 def _fast(settings: RedfishSettings) -> RedfishSettings:
     """Short sushy retry delays keep throttling tests quick; the retry counts stay the provider's defaults."""
-    return replace(settings, retry_delay=0.05, connect_timeout=5.0, read_timeout=10.0)
+    return replace(
+        settings,
+        retry_delay=timedelta(seconds=0.05),
+        connect_timeout=timedelta(seconds=5),
+        read_timeout=timedelta(seconds=10),
+    )
 
 
 # --- sushy-tools' emulator --------------------------------------------------------------------------
@@ -370,7 +375,7 @@ async def test_a_reset_whose_answer_times_out_is_not_refused(tmp_path: Path) -> 
     config = FleetConfig(nodes=1, cloud="redfish", workloads=False, reboot_seconds=0.2, reboot_reply_seconds=1.0)
     async with SimulatedCluster(config, state_dir=tmp_path / "slow") as slow:
         # One try: sushy posts again after a read timeout (its retries), which would reset twice.
-        provider = RedfishProvider(_settings(slow, retries=1, read_timeout=0.3))
+        provider = RedfishProvider(_settings(slow, retries=1, read_timeout=timedelta(seconds=0.3)))
         with pytest.raises(ProviderError) as caught:
             await provider.reboot(_node_target(slow, "gpu-node-000"))
         assert caught.value.retryable is True and "Read timed out" in str(caught.value)
@@ -551,3 +556,9 @@ def test_settings_from_env(tmp_path: Path) -> None:
         RedfishSettings.from_env({**env, "GPUHEAL_REDFISH_INSECURE": "true"})
     with pytest.raises(ValueError, match="true or false"):
         RedfishSettings.from_env({"GPUHEAL_REDFISH_INSECURE": "sometimes"})
+
+
+def test_delays_and_timeouts_are_durations() -> None:
+    settings = RedfishSettings()
+    assert settings.retry_delay == timedelta(seconds=1)
+    assert (settings.connect_timeout, settings.read_timeout) == (timedelta(seconds=10), timedelta(seconds=30))

@@ -9,6 +9,7 @@ import os
 import struct
 import threading
 from collections.abc import AsyncGenerator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ from gpuheal.agents.kmsg.follow import (
     follow_kmsg,
 )
 
-POLL = 0.01
+POLL = timedelta(seconds=0.01)
 
 
 class Collector:
@@ -91,7 +92,7 @@ class FileOpens:
                 done, ok = self.counts()
                 if done >= attempts and ok >= opened:
                     return done, ok
-                await asyncio.sleep(POLL)
+                await asyncio.sleep(POLL.total_seconds())
 
 
 @pytest.fixture
@@ -117,7 +118,7 @@ async def open_fifo_writer(fifo: Path, timeout: float = 10.0) -> int:
             except OSError as error:
                 if error.errno != errno.ENXIO:
                     raise
-                await asyncio.sleep(POLL)
+                await asyncio.sleep(POLL.total_seconds())
                 continue
             os.set_blocking(writer, True)
             return writer

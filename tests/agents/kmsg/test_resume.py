@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -62,7 +63,9 @@ class Node:
             state_path=self.state,
             on_event=on_event,
         )
-        task = asyncio.create_task(monitor.run(KernelLog(self.log, self.format, read_from, poll_interval=0.01)))
+        task = asyncio.create_task(
+            monitor.run(KernelLog(self.log, self.format, read_from, poll_interval=timedelta(seconds=0.01)))
+        )
         try:
             yield monitor
         finally:

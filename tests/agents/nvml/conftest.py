@@ -7,7 +7,7 @@ import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -107,8 +107,8 @@ async def make_rig(server: DeviceApiServer, stub: gpu_pb2_grpc.GpuServiceAsyncSt
         async def make(nvml: FakeNvml | None = None, **options: Any) -> Rig:
             fake = nvml if nvml is not None else FakeNvml(NODE, count=4)
             sink = RecordingSink()
-            options.setdefault("poll_interval_s", 3600.0)
-            options.setdefault("event_wait_s", 0.05)
+            options.setdefault("poll_interval", timedelta(hours=1))
+            options.setdefault("event_wait", timedelta(seconds=0.05))
             options.setdefault("on_registered", lambda _count: server.mark_ready())
             options.setdefault("clock", lambda: FIXED_NOW)
             provider = NvmlProvider(fake, server.socket_path, sink, NODE, **options)

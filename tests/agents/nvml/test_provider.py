@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 
 import pytest
 
@@ -224,7 +225,7 @@ async def test_a_name_taken_already_exists_is_accepted(
 
 
 async def test_the_poll_loop_runs_on_its_own(make_rig: RigFactory) -> None:
-    rig = await make_rig(poll_interval_s=0.02)
+    rig = await make_rig(poll_interval=timedelta(seconds=0.02))
     rig.nvml.set_ecc_dbe(0, 1)
     await eventually(lambda: rig.sink.checks() == [("NvmlEccDoubleBitError", False)])
 
@@ -244,9 +245,17 @@ async def test_a_failing_sink_does_not_stop_the_xid_loop(make_rig: RigFactory) -
     assert [e.gpu_uuids for e in broken.events] == [rig.uuid(0), rig.uuid(1)]
 
 
+def test_its_intervals_are_positive_durations(server: DeviceApiServer) -> None:
+    nvml, sink = FakeNvml(NODE, count=1), RecordingSink()
+    with pytest.raises(ValueError, match="poll_interval and event_wait must be positive"):
+        NvmlProvider(nvml, server.socket_path, sink, NODE, poll_interval=timedelta(0))
+    with pytest.raises(ValueError, match="poll_interval and event_wait must be positive"):
+        NvmlProvider(nvml, server.socket_path, sink, NODE, event_wait=timedelta(seconds=-1))
+
+
 async def test_stop_is_prompt_and_shuts_nvml_down(make_rig: RigFactory) -> None:
     # An hour between polls: only stop() waking the loops can end them before the hang guard below.
-    rig = await make_rig(event_wait_s=0.3, poll_interval_s=3600.0)
+    rig = await make_rig(event_wait=timedelta(seconds=0.3), poll_interval=timedelta(hours=1))
     loops = list(rig.provider._tasks)
     assert len(loops) == 2 and not any(loop.done() for loop in loops)
     await asyncio.wait_for(rig.provider.stop(), timeout=60)  # a hang guard, not a timing assertion
@@ -292,7 +301,14 @@ async def test_nvml_is_never_shut_down_under_a_waiting_thread_even_if_the_loop_w
             super().shutdown()
 
     nvml = Tracking(NODE, count=1)
-    provider = NvmlProvider(nvml, server.socket_path, RecordingSink(), NODE, event_wait_s=0.3, poll_interval_s=3600)
+    provider = NvmlProvider(
+        nvml,
+        server.socket_path,
+        RecordingSink(),
+        NODE,
+        event_wait=timedelta(seconds=0.3),
+        poll_interval=timedelta(hours=1),
+    )
     await provider.start()
     await eventually(lambda: nvml.waiting)
     for task in provider._tasks:  # as an event loop tearing everything down would

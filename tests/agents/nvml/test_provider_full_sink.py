@@ -50,10 +50,10 @@ async def provider(server: DeviceApiServer, publisher: Publisher) -> AsyncIterat
         server.socket_path,
         publisher,
         NODE,
-        poll_interval_s=3600.0,  # polls only when the test asks
-        event_wait_s=0.05,
+        poll_interval=timedelta(hours=1),  # polls only when the test asks
+        event_wait=timedelta(seconds=0.05),
         on_registered=lambda _count: server.mark_ready(),
-        sink_backoff=Backoff(initial=0.01, maximum=0.05),
+        sink_backoff=Backoff(initial=timedelta(seconds=0.01), maximum=timedelta(seconds=0.05)),
     )
     await provider.start()
     yield provider, nvml

@@ -5,12 +5,13 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from gpuheal.agents.publisher import spool as spool_module
-from gpuheal.agents.publisher.spool import READ_ATTEMPTS, Spool
+from gpuheal.agents.publisher.spool import READ_ATTEMPTS, Spool, SpoolLimits
 from gpuheal.agents.publisher.spool_files import read_entry
 from tests.agents.publisher.events import fatal_xid, non_fatal
 from tests.agents.publisher.test_spool import drain
@@ -97,12 +98,18 @@ def two_entries(tmp_path: Path, *, actionable: bool = True, clock: Clock | None 
     return spool, first.id, second.id, sorted(tmp_path.glob("*.json"))[0]
 
 
+def test_the_read_retry_window_is_a_duration_that_must_not_be_negative() -> None:
+    assert SpoolLimits(read_retry=timedelta(0)).read_retry == timedelta(0)
+    with pytest.raises(ValueError, match="spool read_retry must not be negative"):
+        SpoolLimits(read_retry=timedelta(seconds=-1))
+
+
 def test_a_fault_that_fails_to_read_is_retried_for_the_whole_window_then_moved_aside(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = Clock()
     spool, _, second, first_path = two_entries(tmp_path, clock=clock)
-    assert spool.limits.read_retry_s == 600
+    assert spool.limits.read_retry == timedelta(minutes=10)
     failing(monkeypatch, first_path, errno.EIO, times=1000)
     for now in (0, 1, 2, 4, 8, 16, 60, 300, 599):  # far more reads than READ_ATTEMPTS
         clock.now = now

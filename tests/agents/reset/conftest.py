@@ -217,7 +217,7 @@ async def node(cluster: Cluster, tmp_path: Path) -> AsyncIterator[Node]:
         on_event=acknowledgements.observe,
         on_caught_up=acknowledgements.caught_up,
     )
-    source = KernelLog(kernel_log, KernelLogFormat.FILE, ReadFrom.START, poll_interval=0.02)
+    source = KernelLog(kernel_log, KernelLogFormat.FILE, ReadFrom.START, poll_interval=timedelta(seconds=0.02))
     task = asyncio.create_task(monitor.run(source))
     try:
         yield Node(cluster, nvml, kernel_log, acknowledgements, sink)

@@ -266,7 +266,7 @@ async def test_reset_news_from_before_the_agent_started_decides_no_reset(cluster
         order = await cluster.order([done.uuid, failed.uuid])
         await asyncio.sleep(0.2)
         assert watcher.resets == 0, "the reset waits until the backlog is read"
-        source = KernelLog(kernel_log, KernelLogFormat.FILE, ReadFrom.START, poll_interval=0.02)
+        source = KernelLog(kernel_log, KernelLogFormat.FILE, ReadFrom.START, poll_interval=timedelta(seconds=0.02))
         task = asyncio.create_task(monitor.run(source))
         try:
             status, _, report = await cluster.report(order.id)
