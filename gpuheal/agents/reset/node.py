@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -26,10 +27,10 @@ JsonNode = dict[str, Any]
 class NodeApi:
     """Reads and watches one node, and patches conditions into its status subresource."""
 
-    def __init__(self, api: client.ApiClient, node: str, *, request_timeout: float = 10.0) -> None:
+    def __init__(self, api: client.ApiClient, node: str, *, request_timeout: timedelta) -> None:
         self._core = client.CoreV1Api(api)
         self.node = node
-        self._timeout = request_timeout
+        self._timeout = request_timeout.total_seconds()
 
     async def get(self) -> JsonNode | None:
         """The node (needs `get nodes`); None when it does not exist."""

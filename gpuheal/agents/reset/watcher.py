@@ -102,7 +102,7 @@ class GpuResetWatcher:
     ) -> None:
         self.node = node
         self.settings = settings or ResetSettings()
-        self._nodes = NodeApi(api, node, request_timeout=self.settings.request_timeout.total_seconds())
+        self._nodes = NodeApi(api, node, request_timeout=self.settings.request_timeout)
         self._resetter = resetter
         self._gpus = gpus
         self._acknowledgements = acknowledgements
