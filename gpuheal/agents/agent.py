@@ -42,7 +42,14 @@ from gpuheal.agents.publisher.kubernetes import KubernetesReporter
 from gpuheal.agents.publisher.metrics import SpoolCollector
 from gpuheal.agents.publisher.publisher import Publisher, PublisherSettings
 from gpuheal.agents.publisher.temporal import TemporalRemediations
-from gpuheal.agents.reset import GpuResetMode, GpuResetWatcher, ResetAcknowledgements, ResetSettings, make_resetter
+from gpuheal.agents.reset import (
+    GpuResetMode,
+    GpuResetWatcher,
+    ResetAcknowledgements,
+    ResetSettings,
+    check_reset_mode,
+    make_resetter,
+)
 from gpuheal.control.connection import DEFAULT_TASK_QUEUE
 from gpuheal.domain.gpu_reset import GpuResetOrder, GpuResetReport
 from gpuheal.domain.health import GPU_UUID, Entity, HealthEvent
@@ -88,7 +95,9 @@ class AgentSettings:
     kubeconfig: Path | None = None
     # The policy remediations started by this agent carry (None: the defaults).
     remediation_policy: RemediationPolicy | None = None
-    # Who resets GPUs on order: nobody ("off"), nvidia-smi (privileged), or a simulated node's driver.
+    # Who resets GPUs on order: nobody ("off"), nvidia-smi (privileged), or another resetter installed
+    # in the `gpuheal.resetters` entry point group (gpuheal-sim's "kernel-log": a simulated node's driver).
+    # A mode that is not installed is refused here, naming the installed ones.
     gpu_reset: GpuResetMode = "off"
     gpu_reset_settings: ResetSettings = field(default_factory=ResetSettings)
     # Spool budgets and delivery timing.
@@ -120,6 +129,9 @@ class AgentSettings:
             fake_gpus=gpus,
             **{"gpu_reset": "kernel-log", "boot_check": timedelta(seconds=0.5), **settings},
         )
+
+    def __post_init__(self) -> None:
+        check_reset_mode(self.gpu_reset)
 
 
 class Agent:
