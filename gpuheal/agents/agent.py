@@ -19,7 +19,6 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from kubernetes.aio import client as k8s
 from prometheus_client import ProcessCollector
@@ -104,31 +103,6 @@ class AgentSettings:
     publisher: PublisherSettings = field(default_factory=PublisherSettings)
     # (host, port) of the HTTP /metrics and /readyz endpoint; None: not served.
     health_address: tuple[str, int] | None = None
-
-    @classmethod
-    def simulated(cls, node: str, home: Path, gpus: int, **settings: Any) -> AgentSettings:
-        """An agent for a simulated node: a fake NVML, and an empty file in `home` as its kernel log.
-
-        Everything the agent keeps (sockets, spool, boot ID) lives under `home`, the sockets unless a
-        `socket_dir` is given (a unix socket path may not exceed 107 bytes, which a deep `home`
-        does); the kernel log file starts empty and is read from where the agent left off (its start,
-        the first time), so a line written right after the agent starts is never skipped. GPU
-        resets (unless `gpu_reset` says otherwise) are played by the kernel-log resetter, which
-        writes the driver's acknowledgement into that file.
-        """
-        home.mkdir(parents=True, exist_ok=True)
-        kernel_log = home / "kmsg.log"
-        kernel_log.write_text("")
-        settings.setdefault("socket_dir", home / "run")
-        return cls(
-            node=node,
-            spool_dir=home / "spool",
-            kernel_log=kernel_log,
-            kernel_log_format=KernelLogFormat.FILE,
-            boot_id_path=home / "boot_id",
-            fake_gpus=gpus,
-            **{"gpu_reset": "kernel-log", "boot_check": timedelta(seconds=0.5), **settings},
-        )
 
     def __post_init__(self) -> None:
         check_reset_mode(self.gpu_reset)

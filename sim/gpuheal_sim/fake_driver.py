@@ -1,7 +1,7 @@
 """`KernelLogResetter`: the GPU driver of a simulated node, gpuheal's "kernel-log" GPU reset mode.
 
 gpuheal-sim registers it in the `gpuheal.resetters` entry point group (`resetter`), so a simulated
-agent (`AgentSettings.simulated`) resets its GPUs the way a real node's
+agent (`gpuheal_sim.agent_settings.simulated_agent_settings`) resets its GPUs the way a real node's
 driver would answer `nvidia-smi --gpu-reset`: with an acknowledgement in the kernel log.
 """
 
