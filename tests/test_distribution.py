@@ -53,6 +53,14 @@ def test_gpu_resetters_are_found_by_name_the_simulated_driver_in_the_test_bed() 
     assert "KernelLog" not in (ROOT / "gpuheal/agents/reset/resetters.py").read_text()
 
 
+def test_a_simulated_nodes_agent_settings_come_from_the_test_bed(tmp_path: Path) -> None:
+    from gpuheal_sim.agent_settings import simulated_agent_settings
+
+    assert not hasattr(AgentSettings, "simulated")
+    settings = simulated_agent_settings("n", tmp_path, 2)
+    assert (settings.gpu_reset, settings.fake_gpus, settings.kernel_log) == ("kernel-log", 2, tmp_path / "kmsg.log")
+
+
 def test_an_unknown_gpu_reset_mode_is_refused_naming_the_choices(tmp_path: Path) -> None:
     choices = r"\(installed: off, kernel-log, nvidia-smi\)"
     with pytest.raises(UnknownResetMode, match=rf"^no GPU reset mode 'ipmi' is installed {choices}"):
