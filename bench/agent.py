@@ -18,8 +18,9 @@ from pathlib import Path
 from temporalio.service import RPCError, RPCStatusCode
 
 from bench.measure import describe
-from gpuheal.agents.agent import Agent, AgentSettings
+from gpuheal.agents.agent import Agent
 from gpuheal.domain.marks import workflow_id_for
+from gpuheal_sim.agent_settings import simulated_agent_settings
 from gpuheal_sim.demo.devserver import DevServer
 
 _FATAL_XIDS = (79, 48, 95, 119, 120)
@@ -43,7 +44,7 @@ async def _signals(server: DevServer) -> list[datetime]:
 
 async def run(server: DevServer, samples: int = 40) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as state:
-        settings = AgentSettings.simulated(
+        settings = simulated_agent_settings(
             _NODE,
             Path(state),
             8,

@@ -468,7 +468,7 @@ def agent(
         temporal_namespace=namespace,
         task_queue=task_queue,
         kubeconfig=kubeconfig,
-        gpu_reset="nvidia-smi" if gpu_reset == "nvidia-smi" else "off",
+        gpu_reset=gpu_reset,
         gpu_reset_settings=ResetSettings(nvidia_smi=nvidia_smi, confirm_timeout=confirm_timeout),
         publisher=PublisherSettings(
             spool=SpoolLimits(max_bytes=max_bytes), retry=RetrySettings(shutdown_grace=shutdown_grace)

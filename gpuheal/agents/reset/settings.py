@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal
+from typing import TypeAlias
 
-# "off": orders are answered with a failure (the worker then reboots); "nvidia-smi": the real reset,
-# privileged; "kernel-log": the simulated driver (simulated nodes only, see `KernelLogResetter`).
-GpuResetMode = Literal["off", "nvidia-smi", "kernel-log"]
-GPU_RESET_MODES: tuple[GpuResetMode, ...] = ("off", "nvidia-smi", "kernel-log")
+# Who resets GPUs on order: "off" (built in: orders are answered with a failure, the worker then
+# reboots), or a resetter registered by that name in the `gpuheal.resetters` entry point group:
+# gpuheal's "nvidia-smi" (the real reset, privileged), gpuheal-sim's "kernel-log" (the simulated
+# driver of a simulated node). `resetters.reset_modes()` lists what is installed.
+GpuResetMode: TypeAlias = str
+OFF: GpuResetMode = "off"
 
 
 @dataclass(frozen=True, slots=True)

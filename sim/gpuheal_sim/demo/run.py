@@ -24,6 +24,7 @@ from gpuheal.domain.policy import DrainPolicy, RemediationPolicy, RepairPolicy
 from gpuheal.domain.remediation import RemediationStatus
 from gpuheal.shutdown import shutdown_requested
 from gpuheal.worker import WorkerSettings, running_worker
+from gpuheal_sim.agent_settings import simulated_agent_settings
 from gpuheal_sim.demo.devserver import DevServer, start_dev_server
 from gpuheal_sim.demo.view import PhaseView, phase_table
 from gpuheal_sim.simulator import FleetConfig, SimulatedCluster
@@ -212,7 +213,7 @@ def _agent_settings(
     options: DemoOptions, node: str, server: DevServer, kubeconfig: Path, socket_dir: Path
 ) -> AgentSettings:
     """A node agent as it runs on a node, with a fake NVML and a file for its kernel log."""
-    return AgentSettings.simulated(
+    return simulated_agent_settings(
         node,
         options.state_dir / "nodes" / node,
         options.gpus_per_node,

@@ -22,13 +22,13 @@ from gpuheal.agents.nvml.interface import GpuInfo
 from gpuheal.agents.reset import (
     GpuResetter,
     GpuResetWatcher,
-    KernelLogResetter,
     ResetAcknowledgements,
     ResetSettings,
 )
 from gpuheal.domain.gpu_reset import GPU_RESET_CONDITION, GPU_RESET_REQUEST_ANNOTATION, GpuResetOrder, GpuResetReport
 from gpuheal.domain.health import HealthEvent
 from gpuheal.kubeclient import connect as connect_kubernetes
+from gpuheal_sim.fake_driver import KernelLogResetter
 from gpuheal_sim.fake_nvml import FakeNvml
 from gpuheal_sim.simulator import FleetConfig, SimulatedCluster
 from tests.chart import access_manifests, service_account

@@ -12,15 +12,16 @@ from gpuheal.agents.agent import Agent, AgentSettings
 from gpuheal.agents.reset import DISABLED
 from gpuheal.domain.gpu_health import GpuHealthReport, HealthBar, gpu_health_problem, read_stamp
 from gpuheal.domain.gpu_reset import REASON_CONFIRMED, REASON_FAILED
+from gpuheal_sim.agent_settings import simulated_agent_settings
 from gpuheal_sim.demo.devserver import free_port
 from gpuheal_sim.fake_nvml import FakeNvml
 from tests.agents.reset.conftest import FAST, GPUS, Cluster, eventually
 
 
 def simulated(cluster: Cluster, home: Path, **settings: Any) -> AgentSettings:
-    """The agent of the cluster's node, as `AgentSettings.simulated` builds it; Temporal is unreachable."""
+    """The agent of the cluster's node, as `simulated_agent_settings` builds it; Temporal is unreachable."""
     settings.setdefault("gpu_reset_settings", FAST)
-    return AgentSettings.simulated(
+    return simulated_agent_settings(
         cluster.node,
         home,
         GPUS,
@@ -85,7 +86,7 @@ async def test_nvidia_smi_runs_while_the_agent_has_let_go_of_nvml(
 
 
 def test_the_kernel_log_resetter_is_the_simulated_default(tmp_path: Path) -> None:
-    settings = AgentSettings.simulated("n", tmp_path, 1)
+    settings = simulated_agent_settings("n", tmp_path, 1)
     assert settings.gpu_reset == "kernel-log"
     assert AgentSettings(node="n").gpu_reset == "off"
 
