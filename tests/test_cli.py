@@ -11,6 +11,7 @@ import sys
 import uuid
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -104,6 +105,39 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     usage = [line for line in lines if line.startswith(("Usage: ", "Try '"))]
     assert len(errors) == 1 and len(errors) + len(usage) == len(lines), result.stderr
     return errors[0]
+
+
+# What `gpuheal list`, `approve` and the like start without: the worker's and the agent's code
+# (the SDKs, the Kubernetes client, gRPC servers) and the test bed. Loading them tripled the start.
+_OPERATOR_COMMAND_SKIPS = (
+    "gpuheal.worker",
+    "gpuheal.agents.agent",
+    "gpuheal.agents.publisher",
+    "gpuheal.agents.nvml",
+    "gpuheal.agents.reset",
+    "gpuheal.activities",
+    "gpuheal.commands",
+    "gpuheal_sim",
+)
+
+
+@pytest.mark.parametrize("command", ["list", "status", "approve", "reject"])
+def test_an_operator_command_loads_neither_the_worker_nor_the_agent(command: str) -> None:
+    probe = (
+        "import sys\n"
+        "from gpuheal.cli import main\n"
+        f"main([{command!r}, '--help'], standalone_mode=False)\n"
+        f"print(sorted(m for m in sys.modules if m.startswith({_OPERATOR_COMMAND_SKIPS!r})))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+
+    assert result.stdout.splitlines()[-1] == "[]", result.stdout
+
+
+def test_the_worker_and_agent_commands_load_when_asked_for() -> None:
+    assert {"worker", "agent", "demo"} <= set(main.list_commands(click.Context(main)))
+    assert run_script("worker", "--help").stdout.startswith("Usage: gpuheal worker")
+    assert "--spool-max-mib" in run_script("agent", "--help").stdout
 
 
 KUBECONFIG = """\

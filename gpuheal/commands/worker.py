@@ -1,0 +1,106 @@
+"""`gpuheal worker`: the Temporal worker that runs remediations."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import click
+
+from gpuheal.cli import run_command, with_temporal_options
+from gpuheal.params import KubeconfigFile
+from gpuheal.settings_options import TEXT_OR_OFF, setting_option
+from gpuheal.worker import WorkerSettings
+
+
+@click.command()
+@with_temporal_options
+@setting_option(WorkerSettings, "task_queue", "--task-queue", envvar="GPUHEAL_TASK_QUEUE")
+@click.option(
+    "--kubeconfig",
+    type=KubeconfigFile(),
+    envvar="KUBECONFIG",
+    help="Kubeconfig; in a pod the service account is used when unset.",
+)
+@click.option("--simulator-url", envvar="GPUHEAL_SIMULATOR_URL", help="Enable the simulator reboot provider.")
+@click.option(
+    "--providers",
+    envvar="GPUHEAL_PROVIDERS",
+    help="Reboot providers to enable, comma-separated, from those installed (an unknown name is refused "
+    "with their list) [default: all]; each node's providerID picks one of them.",
+)
+@setting_option(
+    WorkerSettings,
+    "metrics_address",
+    "--metrics-address",
+    unit=TEXT_OR_OFF,
+    envvar="GPUHEAL_METRICS_ADDRESS",
+    help="host:port for Prometheus metrics; empty to disable.",
+)
+@setting_option(WorkerSettings, "max_concurrent_activities", "--max-concurrent-activities")
+@setting_option(WorkerSettings, "graceful_shutdown", "--graceful-shutdown-seconds", type=float)
+@setting_option(
+    WorkerSettings,
+    "sticky_queue_timeout",
+    "--sticky-queue-timeout-seconds",
+    type=float,
+    help="How soon another worker takes over this worker's workflows if it dies.",
+)
+@setting_option(
+    WorkerSettings,
+    "kubernetes_wait",
+    "--kubernetes-wait-seconds",
+    envvar="GPUHEAL_KUBERNETES_WAIT_SECONDS",
+    help="How long the worker waits at start for the Kubernetes API to answer before it exits "
+    "[env GPUHEAL_KUBERNETES_WAIT_SECONDS].",
+)
+def worker(
+    address: str | None,
+    namespace: str | None,
+    task_queue: str,
+    kubeconfig: Path | None,
+    simulator_url: str | None,
+    providers: str | None,
+    metrics_address: str | None,
+    max_concurrent_activities: int,
+    graceful_shutdown: timedelta,
+    sticky_queue_timeout: timedelta,
+    kubernetes_wait: timedelta,
+) -> None:
+    """Run the Temporal worker for remediations (Ctrl-C or SIGTERM stops it gracefully).
+
+    It exits with the reason when the Kubernetes API does not answer within --kubernetes-wait-seconds
+    of its start, or when the Temporal namespace does not exist.
+    """
+    from gpuheal.worker import MetricsUnavailable, process_runtime, serve
+
+    settings = WorkerSettings(
+        task_queue=task_queue,
+        temporal_address=address,
+        temporal_namespace=namespace,
+        kubeconfig=kubeconfig,
+        simulator_url=simulator_url,
+        providers=_provider_names(providers),
+        metrics_address=metrics_address,
+        max_concurrent_activities=max_concurrent_activities,
+        graceful_shutdown=graceful_shutdown,
+        sticky_queue_timeout=sticky_queue_timeout,
+        kubernetes_wait=kubernetes_wait,
+    )
+    try:
+        runtime = process_runtime(settings)
+    except MetricsUnavailable as error:
+        raise click.BadParameter(str(error), param_hint="'--metrics-address'") from None
+    run_command(lambda: serve(settings), runtime)
+
+
+def _provider_names(option: str | None) -> tuple[str, ...]:
+    """The --providers list, checked before anything connects; all providers when unset."""
+    from gpuheal.activities.providers.configured import DEFAULT_PROVIDERS, UnknownProvider, provider_names
+
+    if not option:
+        return DEFAULT_PROVIDERS
+    try:
+        return provider_names(name.strip() for name in option.split(",") if name.strip())
+    except UnknownProvider as error:
+        raise click.BadParameter(str(error), param_hint="'--providers'") from None
