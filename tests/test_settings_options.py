@@ -17,7 +17,8 @@ CONFIGURED = ["worker", "agent"]
 
 
 def _command(name: str) -> click.Command:
-    command = main.commands[name]
+    # The commands load through their entry points, as `gpuheal NAME` loads them.
+    command = main.get_command(click.Context(main), name)
     assert isinstance(command, click.Command)
     return command
 
