@@ -348,7 +348,6 @@ class RemediationWorkflow:
                 )
                 break
             except ActivityError as error:
-                _reraise_cancellation(error)
                 if _refused_for_good(error):
                     return decisions.escalate(f"the reboot could not be requested: {_failure(error)}")
                 # The attempts ran out on something other than the provider (the Kubernetes API, lost
@@ -380,7 +379,6 @@ class RemediationWorkflow:
                 summary=f"ask {provider} about {self._node}",
             )
         except ActivityError as error:
-            _reraise_cancellation(error)
             return MachineState(provider=provider, summary=f"state unknown: {_failure(error)}")
 
     def _health_bar(self, boot: RebootResult) -> HealthBar:
@@ -454,26 +452,31 @@ class RemediationWorkflow:
         """Run one step as its contract says (gpuheal.domain.steps): local or not, with its timeouts and retries."""
         timeouts = self._policy.timeouts
         retry = _retry_policy(step.retry(timeouts))
-        if step.local:
-            local: ResultT = await workflow.execute_local_activity(
+        try:
+            if step.local:
+                local: ResultT = await workflow.execute_local_activity(
+                    step.name.value,
+                    request,
+                    result_type=step.result,
+                    start_to_close_timeout=step.timeout(timeouts, request),
+                    retry_policy=retry,
+                    summary=summary,
+                )
+                return local
+            result: ResultT = await workflow.execute_activity(
                 step.name.value,
                 request,
                 result_type=step.result,
                 start_to_close_timeout=step.timeout(timeouts, request),
+                heartbeat_timeout=step.heartbeat(timeouts) if step.heartbeat is not None else None,
                 retry_policy=retry,
                 summary=summary,
             )
-            return local
-        result: ResultT = await workflow.execute_activity(
-            step.name.value,
-            request,
-            result_type=step.result,
-            start_to_close_timeout=step.timeout(timeouts, request),
-            heartbeat_timeout=step.heartbeat(timeouts) if step.heartbeat is not None else None,
-            retry_policy=retry,
-            summary=summary,
-        )
-        return result
+            return result
+        except ActivityError as error:
+            # An operator's cancel reaches a running step as the step's failure: it cancels the run.
+            _reraise_cancellation(error)
+            raise
 
     def _decide(self, decision: ApprovalSignal, *, approved: bool) -> None:
         if self._decision is not None:

@@ -234,6 +234,25 @@ async def test_a_fault_needing_a_reboot_during_the_reset_still_reboots(
     assert "a fault needing RESTART_BM arrived during the reset" in status.repair[1]
 
 
+async def test_an_operator_cancel_while_waiting_for_the_node_hands_it_back(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    """The wait is an activity: the cancel reaches the workflow as that activity's failure, not as a timer's."""
+    node.reset_outcome = "late"
+    fault = Fault(
+        node=node.name, action=RecommendedAction.COMPONENT_RESET, xid=79, gpu_uuids=("GPU-aaaa",), event_id="c"
+    )
+    handle = await remediations.report_fault(time_skipping_env.client, fault, RemediationPolicy(), task_queue=queue)
+    while Step.WAIT_FOR_NODE.value not in node.steps:
+        await asyncio.sleep(0.05)
+
+    await handle.cancel()
+    status = await handle.result()
+
+    assert status.phase is Phase.CANCELLED, status.reason
+    assert [r.outcome for r in node.releases] == [Outcome.RESOLVED]
+
+
 async def test_an_operator_cancel_while_the_provider_is_retried_hands_the_node_back(
     time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
 ) -> None:
