@@ -17,9 +17,11 @@ import asyncio
 import math
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
 from kubernetes.aio import client, watch
 from kubernetes.aio.client.exceptions import ApiException
 from pydantic import ValidationError
@@ -36,6 +38,8 @@ from gpuheal.domain.steps import NodeState
 _WATCH_SECONDS = 60
 # Slack on the client side for the server to end a watch at its timeoutSeconds.
 _REQUEST_SLACK_SECONDS = 30.0
+# After a connection that broke (an API server rolling over): a pause before watching again.
+_RECONNECT_PAUSE_SECONDS = 1.0
 _GONE = 410
 
 
@@ -50,7 +54,7 @@ class NodeWaitActivities:
         """Watch the node until `request.condition` holds, the node is deleted or `request.timeout` passes."""
         info = activity.info()
         remaining = info.scheduled_time + request.timeout - datetime.now(UTC)
-        states = _NodeStates(self._core, request.node, _watch_seconds(info.heartbeat_timeout))
+        states = _NodeStates(self._core, request.node, _WatchTiming.within(info.heartbeat_timeout))
         try:
             async with asyncio.timeout(max(remaining.total_seconds(), 0.0)):
                 async with aclosing(states.follow(_resumed(info.heartbeat_details))) as seen:
@@ -68,17 +72,17 @@ class NodeWaitActivities:
 class _NodeStates:
     """The states of one node: a list, then a watch resumed from the last resourceVersion seen."""
 
-    def __init__(self, core: client.CoreV1Api, node: str, watch_seconds: int) -> None:
+    def __init__(self, core: client.CoreV1Api, node: str, timing: _WatchTiming) -> None:
         self._core = core
         self._selector = f"metadata.name={node}"
         self._node = node
-        self._watch_seconds = watch_seconds
+        self._timing = timing
         self.state = node_state(node, None)
         self.resource_version = ""
 
     async def relist(self) -> NodeState:
         """The node as a list shows it now (absent when it does not exist), remembering the list's version."""
-        nodes = await self._core.list_node(field_selector=self._selector)
+        nodes = await self._core.list_node(field_selector=self._selector, _request_timeout=self._timing.request_seconds)
         self.resource_version = (nodes.metadata.resource_version if nodes.metadata else None) or ""
         self.state = node_state(self._node, nodes.items[0] if nodes.items else None)
         return self.state
@@ -100,6 +104,11 @@ class _NodeStates:
                     yield state
             except TimeoutError:
                 pass  # the server kept the watch open past its timeoutSeconds: open another
+            except aiohttp.ClientError as error:
+                # The connection broke (an API server restarting, a load balancer's reset): watch
+                # again from the last version seen, as client-go's reflector does.
+                activity.logger.info("watch of %s broke (%s); watching again", self._node, error)
+                await asyncio.sleep(_RECONNECT_PAUSE_SECONDS)
             except ApiException as error:
                 if error.status != _GONE:
                     raise
@@ -116,8 +125,8 @@ class _NodeStates:
                 field_selector=self._selector,
                 resource_version=self.resource_version or None,
                 allow_watch_bookmarks=True,
-                timeout_seconds=self._watch_seconds,
-                _request_timeout=self._watch_seconds + _REQUEST_SLACK_SECONDS,
+                timeout_seconds=self._timing.watch_seconds,
+                _request_timeout=self._timing.request_seconds,
             ):
                 self.resource_version = stream.resource_version or self.resource_version
                 if event["type"] == "DELETED":
@@ -127,11 +136,23 @@ class _NodeStates:
                 yield self.state
 
 
-def _watch_seconds(heartbeat_timeout: timedelta | None) -> int:
-    """How long one watch request may last: half the heartbeat timeout, since each reconnect heartbeats."""
-    if heartbeat_timeout is None:
-        return _WATCH_SECONDS
-    return max(1, math.floor(heartbeat_timeout.total_seconds() / 2))
+@dataclass(frozen=True, slots=True)
+class _WatchTiming:
+    """How long the server keeps one watch open, and how long the client waits on any one request."""
+
+    watch_seconds: int
+    request_seconds: float
+
+    @classmethod
+    def within(cls, heartbeat_timeout: timedelta | None) -> _WatchTiming:
+        """Every request ends, and so heartbeats, before the heartbeat timeout: a watch after half of it,
+        a request the server leaves hanging after four fifths, so the watch is reopened rather than the
+        attempt timed out."""
+        if heartbeat_timeout is None:
+            return cls(_WATCH_SECONDS, _WATCH_SECONDS + _REQUEST_SLACK_SECONDS)
+        seconds = heartbeat_timeout.total_seconds()
+        watch_seconds = max(1, math.floor(seconds / 2))
+        return cls(watch_seconds, max(watch_seconds + 0.5, seconds * 0.8))
 
 
 def _resumed(details: Sequence[Any]) -> NodeWaitProgress | None:

@@ -10,11 +10,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from kubernetes.aio import client
 from temporalio.testing import ActivityEnvironment
 
-from gpuheal.activities.node_wait import NodeWaitActivities
+from gpuheal.activities.node_wait import NodeWaitActivities, _NodeStates, _WatchTiming
 from gpuheal.activities.nodes import NodeActivities
 from gpuheal.domain.node_wait import BackFromReboot, NodeWaitProgress, NodeWaitRequest, NodeWaitResult
 from gpuheal.domain.steps import NodeRef, NodeState
@@ -187,3 +188,39 @@ async def test_a_heartbeat_in_a_shape_it_cannot_read_starts_the_watch_afresh(api
 
     assert result.reached
     assert waiter.beats[0].state == before, "the node was listed, not taken from the heartbeat"
+
+
+async def test_a_watch_whose_connection_breaks_is_opened_again(
+    api: client.ApiClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An API server restarting drops its watches: the wait watches again instead of failing its attempt."""
+    watch_once = _NodeStates._watch
+    broken = []
+
+    async def breaks_first(self: _NodeStates) -> AsyncIterator[NodeState]:
+        if not broken:
+            broken.append(True)
+            raise aiohttp.ServerDisconnectedError()
+        async for state in watch_once(self):
+            yield state
+
+    monkeypatch.setattr(_NodeStates, "_watch", breaks_first)
+    caplog.set_level(logging.INFO)
+    before = await observe(api)
+    waiter = Waiter(api)
+    waiting = asyncio.create_task(waiter.wait(back_from(before)))
+    await waiter.first_beat.wait()
+    await set_boot(api, NEW_BOOT)
+
+    result = await waiting
+
+    assert broken and "broke" in caplog.text
+    assert result.reached and result.state.boot_id == NEW_BOOT
+
+
+@pytest.mark.parametrize("heartbeat", [timedelta(seconds=2), timedelta(seconds=30), timedelta(minutes=5)])
+def test_every_request_of_the_wait_ends_before_its_heartbeat_timeout(heartbeat: timedelta) -> None:
+    """A request the server leaves hanging is given up and the watch reopened before Temporal times the attempt out."""
+    timing = _WatchTiming.within(heartbeat)
+
+    assert timing.watch_seconds < timing.request_seconds < heartbeat.total_seconds()
