@@ -195,7 +195,7 @@ async def test_a_watch_whose_connection_breaks_is_opened_again(
 ) -> None:
     """An API server restarting drops its watches: the wait watches again instead of failing its attempt."""
     watch_once = _NodeStates._watch
-    broken = []
+    broken: list[bool] = []
 
     async def breaks_first(self: _NodeStates) -> AsyncIterator[NodeState]:
         if not broken:
