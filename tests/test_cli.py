@@ -72,6 +72,21 @@ def test_worker_refuses_an_unknown_provider_before_connecting_anywhere() -> None
     assert b"unknown provider(s) ibm; choose from redfish, aws, azure, gcp, nebius, manual" in result.stderr
 
 
+def test_worker_refuses_a_simulator_url_where_no_provider_reboots_simulated_nodes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The product without gpuheal-sim: the URL would otherwise be ignored and simulated nodes never rebooted."""
+    from gpuheal.activities.providers import configured
+
+    without_test_bed = {name: r for name, r in configured._REGISTERED.items() if r.switched_on_by is None}
+    monkeypatch.setattr(configured, "_REGISTERED", without_test_bed)
+
+    result = CliRunner().invoke(main, ["worker", "--simulator-url", "https://127.0.0.1:1", "--address", "127.0.0.1:1"])
+
+    assert result.exit_code == 2
+    assert "Invalid value for '--simulator-url': no installed reboot provider reboots simulated nodes" in result.output
+
+
 def test_agent_refuses_nvidia_smi_resets_of_fake_gpus() -> None:
     result = run_gpuheal("agent", "--node", "n1", "--fake-gpus", "2", "--gpu-reset", "nvidia-smi")
 

@@ -22,7 +22,11 @@ from gpuheal.worker import WorkerSettings
     envvar="KUBECONFIG",
     help="Kubeconfig; in a pod the service account is used when unset.",
 )
-@click.option("--simulator-url", envvar="GPUHEAL_SIMULATOR_URL", help="Enable the simulator reboot provider.")
+@click.option(
+    "--simulator-url",
+    envvar="GPUHEAL_SIMULATOR_URL",
+    help="Enable the simulator reboot provider (it comes with gpuheal-sim).",
+)
 @click.option(
     "--providers",
     envvar="GPUHEAL_PROVIDERS",
@@ -79,7 +83,7 @@ def worker(
         temporal_address=address,
         temporal_namespace=namespace,
         kubeconfig=kubeconfig,
-        simulator_url=simulator_url,
+        simulator_url=_simulator_url(simulator_url),
         providers=_provider_names(providers),
         metrics_address=metrics_address,
         max_concurrent_activities=max_concurrent_activities,
@@ -92,6 +96,19 @@ def worker(
     except MetricsUnavailable as error:
         raise click.BadParameter(str(error), param_hint="'--metrics-address'") from None
     run_command(lambda: serve(settings), runtime)
+
+
+def _simulator_url(url: str | None) -> str | None:
+    """--simulator-url, refused where no installed provider reboots simulated nodes (gpuheal-sim's does)."""
+    from gpuheal.activities.providers.configured import switched_on_by
+    from gpuheal.activities.providers.registration import SIMULATOR_URL_ENV
+
+    if url and not switched_on_by(SIMULATOR_URL_ENV):
+        raise click.BadParameter(
+            "no installed reboot provider reboots simulated nodes; the simulator's comes with gpuheal-sim",
+            param_hint="'--simulator-url'",
+        )
+    return url
 
 
 def _provider_names(option: str | None) -> tuple[str, ...]:

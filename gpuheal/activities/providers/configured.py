@@ -55,6 +55,11 @@ def provider_names(names: Iterable[str]) -> tuple[str, ...]:
     return chosen
 
 
+def switched_on_by(variable: str) -> list[str]:
+    """The installed providers that `variable` switches on (the simulator's URL: only with gpuheal-sim)."""
+    return [name for name, registration in _REGISTERED.items() if registration.switched_on_by == variable]
+
+
 def build_providers(
     names: Iterable[str], env: Mapping[str, str], session: aiohttp.ClientSession | None = None
 ) -> list[RebootProvider]:
