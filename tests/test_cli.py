@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pwd
@@ -9,18 +10,24 @@ import socket
 import subprocess
 import sys
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 import pytest
 from click.testing import CliRunner
+from temporalio.worker import Worker
 
 from gpuheal.cli import main
 from gpuheal.control import remediations
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.faults import Fault
-from gpuheal.domain.remediation import ApprovalSignal
+from gpuheal.domain.phases import Phase
+from gpuheal.domain.policy import RemediationPolicy, RepairPolicy
+from gpuheal.workflows.remediation import RemediationWorkflow
 from gpuheal_sim.demo.devserver import DevServer
+from tests.workflows.fake_activities import FakeNode
+from tests.workflows.test_remediation_logic import Handle, wait_for_phase
 
 
 def run_gpuheal(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
@@ -59,7 +66,7 @@ def test_kmsg_parse_applies_a_policy_override(tmp_path: Path) -> None:
 
 
 def test_approve_without_a_temporal_server_fails_with_a_clear_reason() -> None:
-    result = run_gpuheal("approve", "gpu-node-001", "--by", "alice", "--address", "127.0.0.1:1")
+    result = run_gpuheal("approve", "gpu-node-001", "--by", "alice", "--reason", "ok", "--address", "127.0.0.1:1")
 
     assert result.returncode == 1
     assert b"cannot reach Temporal" in result.stderr
@@ -269,7 +276,13 @@ def test_the_worker_refuses_an_unparsable_temporal_address_in_one_line(address: 
 
 @pytest.mark.parametrize(
     "command",
-    [["list"], ["status", "n1"], ["approve", "n1", "--by", "alice"], ["reject", "n1"], ["agent", "--node", "n1"]],
+    [
+        ["list"],
+        ["status", "n1"],
+        ["approve", "n1", "--by", "alice", "--reason", "ok"],
+        ["reject", "n1", "--reason", "rma"],
+        ["agent", "--node", "n1"],
+    ],
 )
 def test_every_command_that_talks_to_temporal_checks_its_address(command: list[str]) -> None:
     error = one_line_error(run_script(*command, "--address", "temporal.example"))
@@ -307,7 +320,7 @@ async def test_an_unknown_temporal_namespace_is_refused_in_one_line(dev_server: 
     for command in (
         ["list"],
         ["status", "n1"],
-        ["approve", "n1", "--by", "alice"],
+        ["approve", "n1", "--by", "alice", "--reason", "ok"],
         ["worker", "--metrics-address", "", "--kubeconfig", str(kubeconfig)],
     ):
         error = one_line_error(run_script(*command, "--address", dev_server.address, "--namespace", "no-such-ns"))
@@ -354,29 +367,68 @@ NO_LOGIN_ENV = {"LOGNAME": "", "USER": "", "LNAME": "", "USERNAME": ""}
 
 async def test_approve_records_the_login_name_when_by_is_not_given(dev_server: DevServer) -> None:
     """$USER may be empty (a container, cron, sudo -i): the password database still names who approved."""
-    node = f"by-default-{uuid.uuid4().hex[:8]}"
-    fault = Fault(node=node, action=RecommendedAction.RESTART_BM, xid=79, event_id=str(uuid.uuid4()))
-    # No worker polls this queue: the remediation waits, running, and takes the signal as it comes.
-    handle = await remediations.report_fault(dev_server.client, fault, task_queue=f"no-worker-{node}")
-    try:
-        result = run_script("approve", node, "--address", dev_server.address, env={**os.environ, **NO_LOGIN_ENV})
+    node = FakeNode(name=f"by-default-{uuid.uuid4().hex[:8]}")
+    handle = await start_awaiting_approval(dev_server, node)
+    async with Worker(
+        dev_server.client, task_queue=handle.queue, workflows=[RemediationWorkflow], activities=node.activities()
+    ):
+        await wait_for_phase(handle.handle, Phase.AWAITING_APPROVAL)
+        env = {**os.environ, **NO_LOGIN_ENV}
+        # In a thread: the worker answering the Update runs on this event loop.
+        result = await asyncio.to_thread(
+            run_script, "approve", node.name, "--reason", "reseated", "--address", dev_server.address, env=env
+        )
+        status = await handle.handle.result()
 
-        login = pwd.getpwuid(os.getuid()).pw_name
-        assert (result.returncode, result.stdout) == (0, f"approved the remediation of {node} as {login}\n"), (
-            result.stderr
-        )
-        history = await handle.fetch_history()
-        [signal] = [
-            event.workflow_execution_signaled_event_attributes
-            for event in history.events
-            if event.workflow_execution_signaled_event_attributes.signal_name == "approve"
+    login = pwd.getpwuid(os.getuid()).pw_name
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"approved the remediation of {node.name} as {login} at ")
+    assert status.decision is not None
+    assert (status.decision.approver, status.decision.reason) == (login, "reseated")
+
+
+async def test_an_approval_the_remediation_cannot_take_is_refused_in_one_line(dev_server: DevServer) -> None:
+    node = FakeNode(name=f"twice-{uuid.uuid4().hex[:8]}", reset_outcome="late")
+    handle = await start_awaiting_approval(dev_server, node, RecommendedAction.COMPONENT_RESET)
+    async with Worker(
+        dev_server.client, task_queue=handle.queue, workflows=[RemediationWorkflow], activities=node.activities()
+    ):
+        await wait_for_phase(handle.handle, Phase.AWAITING_APPROVAL)
+        first, second = [
+            await asyncio.to_thread(
+                run_script, verb, node.name, "--by", who, "--reason", "why", "--address", dev_server.address
+            )
+            for verb, who in (("approve", "alice"), ("reject", "bob"))
         ]
-        [decision] = dev_server.client.data_converter.payload_converter.from_payloads(
-            list(signal.input.payloads), [ApprovalSignal]
-        )
-        assert decision == ApprovalSignal(approver=login)
-    finally:
-        await handle.terminate()
+        node.reset_outcome = "confirm"
+        await handle.handle.result()
+
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 1 and "Traceback" not in second.stderr
+    assert second.stderr.startswith(f"Error: the remediation of {node.name} refused it: already approved by alice at ")
+
+
+def test_a_decision_without_a_reason_is_refused_before_connecting() -> None:
+    error = one_line_error(run_script("approve", "n1", "--by", "alice", "--reason", " ", "--address", "127.0.0.1:1"))
+
+    assert "'--reason'" in error and "must say why" in error
+
+
+@dataclass
+class Started:
+    handle: Handle
+    queue: str
+
+
+async def start_awaiting_approval(
+    dev_server: DevServer, node: FakeNode, action: RecommendedAction = RecommendedAction.RESTART_BM
+) -> Started:
+    """A remediation of the fake node whose policy asks a person before the repair."""
+    queue = f"approval-{node.name}"
+    fault = Fault(node=node.name, action=action, xid=79, gpu_uuids=("GPU-aaaa",), event_id=str(uuid.uuid4()))
+    policy = RemediationPolicy(repair=RepairPolicy(provider="simulator", require_approval=True))
+    handle = await remediations.report_fault(dev_server.client, fault, policy, task_queue=queue)
+    return Started(handle, queue)
 
 
 @pytest.mark.parametrize("verb", ["approve", "reject"])
@@ -392,7 +444,7 @@ def test_approve_without_by_or_any_login_name_says_to_name_one(verb: str, monkey
     for name, value in NO_LOGIN_ENV.items():
         monkeypatch.setenv(name, value)
 
-    result = CliRunner().invoke(main, [verb, "n1", "--address", "127.0.0.1:1"])
+    result = CliRunner().invoke(main, [verb, "n1", "--reason", "ok", "--address", "127.0.0.1:1"])
 
     assert result.exit_code == 2, result.output
     [error] = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]

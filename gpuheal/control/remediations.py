@@ -9,13 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from gpuheal.control.connection import is_namespace_not_found
 from gpuheal.control.report import report_fault as report_fault
+from gpuheal.domain.decisions import DecisionRefused
 from gpuheal.domain.marks import workflow_id_for
-from gpuheal.domain.remediation import ApprovalSignal, RemediationStatus
+from gpuheal.domain.remediation import ApprovalSignal, RecordedDecision, RemediationStatus
 from gpuheal.domain.remediation_contract import REMEDIATION
 from gpuheal.workflows import search_attributes as attrs
 from gpuheal.workflows.remediation import RemediationWorkflow
@@ -29,15 +31,24 @@ class InvalidQuery(ValueError):
     """Temporal refused a visibility query (INVALID_ARGUMENT); the message is its reason."""
 
 
-async def send_decision(client: Client, node: str, decision: ApprovalSignal, *, approve: bool) -> None:
-    """Send `approve` or `reject` to the node's running remediation."""
+async def send_decision(client: Client, node: str, decision: ApprovalSignal, *, approve: bool) -> RecordedDecision:
+    """Approve or reject the repair of the node's running remediation with its `approve` or `reject`
+    Update, and return the decision as recorded. Raises DecisionRefused with the workflow's reason."""
     handle = client.get_workflow_handle_for(RemediationWorkflow.run, workflow_id_for(node))
+    update = RemediationWorkflow.approve_now if approve else RemediationWorkflow.reject_now
     try:
-        await handle.signal(RemediationWorkflow.approve if approve else RemediationWorkflow.reject, decision)
+        return await handle.execute_update(update, decision)
+    except WorkflowUpdateFailedError as error:
+        raise DecisionRefused(f"the remediation of {node} refused it: {_cause(error)}") from error
     except RPCError as error:
         if error.status is RPCStatusCode.NOT_FOUND and not is_namespace_not_found(error):
             raise RemediationNotFound(f"no running remediation for node {node}") from error
         raise
+
+
+def _cause(error: WorkflowUpdateFailedError) -> str:
+    cause = error.cause
+    return cause.message if isinstance(cause, ApplicationError) else str(cause)
 
 
 async def status(client: Client, node: str) -> RemediationStatus:

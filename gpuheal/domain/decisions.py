@@ -176,9 +176,53 @@ def _failures(progress: DrainProgress, limit: int = 5) -> str:
 # ---- approval --------------------------------------------------------------------------------
 
 
+# Who approves when the policy's auto_approve_after passes without a person's decision.
+AUTO_APPROVER = "gpuheal"
+
+
+class DecisionRefused(ValueError):
+    """An operator's approval or rejection that this remediation cannot take; the message says why."""
+
+
 def needs_approval(policy: RepairPolicy, action: RecommendedAction) -> bool:
-    """A person approves every repair the policy asks it for, and any fault no provider can fix."""
-    return policy.require_approval or action.needs_person
+    """A person approves every repair the policy asks it for (all, or those of some actions), and any
+    fault no provider can fix."""
+    return policy.require_approval or action in policy.approval_for or action.needs_person
+
+
+def approval_wait(policy: RepairPolicy, action: RecommendedAction) -> timedelta:
+    """How long to wait for a person: until the auto-approval where the policy allows one for this
+    action, else until the approval timeout."""
+    if policy.auto_approve_after is not None and _auto_approves(policy, action):
+        return policy.auto_approve_after
+    return policy.approval_timeout
+
+
+def auto_approval(policy: RepairPolicy, action: RecommendedAction, at: datetime) -> RecordedDecision | None:
+    """gpuheal's own approval once nobody decided within the wait, where the policy allows one."""
+    if not _auto_approves(policy, action):
+        return None
+    reason = f"nobody decided within {policy.auto_approve_after}; the policy approves then"
+    return RecordedDecision(approved=True, approver=AUTO_APPROVER, reason=reason, at=at)
+
+
+def _auto_approves(policy: RepairPolicy, action: RecommendedAction) -> bool:
+    # A fault no provider can fix needs a person's hands, not only a person's word.
+    return policy.auto_approve_after is not None and not action.needs_person
+
+
+def check_decision(phase: Phase, decided: RecordedDecision | None, approver: str, reason: str) -> None:
+    """Raise DecisionRefused unless a person may decide now: the remediation waits for approval, no
+    decision was taken yet, and the decision names who took it and why."""
+    if not approver.strip():
+        raise DecisionRefused("say who decides (approver)")
+    if not reason.strip():
+        raise DecisionRefused("say why (reason)")
+    if decided is not None:
+        verb = "approved" if decided.approved else "rejected"
+        raise DecisionRefused(f"already {verb} by {decided.approver} at {decided.at.isoformat()}")
+    if phase is not Phase.AWAITING_APPROVAL:
+        raise DecisionRefused(f"the remediation is not waiting for approval (phase {phase.value})")
 
 
 def after_approval_wait(decision: RecordedDecision | None, timeout: timedelta) -> Verdict:

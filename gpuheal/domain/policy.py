@@ -11,6 +11,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from gpuheal.domain.actions import Action
+
 
 class DrainMode(StrEnum):
     """How the pods of one namespace leave a quarantined node."""
@@ -76,10 +78,23 @@ class RepairPolicy(_Strict):
     graceful_timeout: timedelta | None = None
     # Ask a person before every repair, not only for faults no provider can fix.
     require_approval: bool = False
+    # Ask a person before the repairs of these actions only (["RESTART_BM", "RESTART_VM"]: a GPU
+    # reset runs by itself, a reboot waits for a person).
+    approval_for: frozenset[Action] = frozenset()
+    # Escalate when nobody decided within this.
     approval_timeout: timedelta = timedelta(hours=24)
+    # Approve on gpuheal's own behalf when nobody decided within this (shorter than approval_timeout);
+    # never for a fault no provider can fix. None: wait for a person.
+    auto_approve_after: timedelta | None = None
     node_ready_timeout: timedelta = timedelta(minutes=30)
     # After the node is back, how long the GPUs have to report healthy.
     verify_timeout: timedelta = timedelta(minutes=5)
+
+    @model_validator(mode="after")
+    def _check_approval_waits(self) -> RepairPolicy:
+        if self.auto_approve_after is not None and not timedelta(0) < self.auto_approve_after < self.approval_timeout:
+            raise ValueError("repair.auto_approve_after must be positive and shorter than repair.approval_timeout")
+        return self
 
 
 class StepTimeouts(_Strict):

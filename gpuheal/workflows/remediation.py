@@ -125,13 +125,33 @@ class RemediationWorkflow:
 
     @workflow.signal(name="approve")
     def approve(self, decision: ApprovalSignal) -> None:
-        """An operator approves the repair (`gpuheal approve NODE --by NAME`)."""
+        """An operator approves the repair (kept for callers of the signal; the first decision stands)."""
         self._decide(decision, approved=True)
 
     @workflow.signal(name="reject")
     def reject(self, decision: ApprovalSignal) -> None:
         """An operator rejects the repair; the node stays cordoned for a person."""
         self._decide(decision, approved=False)
+
+    @workflow.update(name="approve")
+    def approve_now(self, decision: ApprovalSignal) -> RecordedDecision:
+        """An operator approves the repair (`gpuheal approve NODE --by NAME --reason WHY`) and gets the
+        recorded decision back, or at once the reason it was refused."""
+        return self._decide(decision, approved=True)
+
+    @approve_now.validator
+    def _check_approval(self, decision: ApprovalSignal) -> None:
+        decisions.check_decision(self._phase, self._decision, decision.approver, decision.reason)
+
+    @workflow.update(name="reject")
+    def reject_now(self, decision: ApprovalSignal) -> RecordedDecision:
+        """An operator rejects the repair (`gpuheal reject NODE --by NAME --reason WHY`); the node stays
+        cordoned for a person."""
+        return self._decide(decision, approved=False)
+
+    @reject_now.validator
+    def _check_rejection(self, decision: ApprovalSignal) -> None:
+        decisions.check_decision(self._phase, self._decision, decision.approver, decision.reason)
 
     @workflow.query(name="status")
     def status(self) -> RemediationStatus:
@@ -235,11 +255,15 @@ class RemediationWorkflow:
         if not decisions.needs_approval(self._policy.repair, self._action):
             return PROCEED
         self._enter(Phase.AWAITING_APPROVAL)
-        timeout = self._policy.repair.approval_timeout
-        # A wait that times out leaves no decision, which the rule turns into an escalation.
+        repair = self._policy.repair
+        # A wait that times out leaves no decision: the policy may approve then, else the rule escalates.
         with contextlib.suppress(TimeoutError):
-            await workflow.wait_condition(lambda: self._decision is not None, timeout=timeout)
-        verdict = decisions.after_approval_wait(self._decision, timeout)
+            await workflow.wait_condition(
+                lambda: self._decision is not None, timeout=decisions.approval_wait(repair, self._action)
+            )
+        if self._decision is None:
+            self._decision = decisions.auto_approval(repair, self._action, workflow.now())
+        verdict = decisions.after_approval_wait(self._decision, repair.approval_timeout)
         if verdict.ends:
             return verdict
         return decisions.still_held(await self._observe())
@@ -478,12 +502,14 @@ class RemediationWorkflow:
             _reraise_cancellation(error)
             raise
 
-    def _decide(self, decision: ApprovalSignal, *, approved: bool) -> None:
-        if self._decision is not None:
-            return  # the first decision stands
-        self._decision = RecordedDecision(
-            approved=approved, approver=decision.approver, reason=decision.reason, at=workflow.now()
-        )
+    def _decide(self, decision: ApprovalSignal, *, approved: bool) -> RecordedDecision:
+        if self._decision is None:  # the first decision stands
+            self._decision = RecordedDecision(
+                approved=approved, approver=decision.approver, reason=decision.reason, at=workflow.now()
+            )
+            # Details only: they are no command, so the history stays as it was for the signals.
+            workflow.set_current_details(self._details())
+        return self._decision
 
     def _enter(self, phase: Phase) -> None:
         self._phase = phase
@@ -516,8 +542,13 @@ class RemediationWorkflow:
                 f"drain: {self._drain.evicted} evicted, {len(self._drain.remaining)} remaining, "
                 f"{len(self._drain.blocked)} blocked by a disruption budget"
             )
-        if self._phase is Phase.AWAITING_APPROVAL:
-            lines.append(f"waiting for `gpuheal approve {self._node} --by NAME` (or reject)")
+        if self._phase is Phase.AWAITING_APPROVAL and self._decision is None:
+            lines.append(f"waiting for `gpuheal approve {self._node} --by NAME --reason WHY` (or reject)")
+        if self._decision is not None:
+            verb = "approved" if self._decision.approved else "rejected"
+            lines.append(
+                f"{verb} by {self._decision.approver} at {self._decision.at.isoformat()}: {self._decision.reason}"
+            )
         if self._repair_log:
             lines.append(f"repair: {'; '.join(self._repair_log)}")
         if self._reason:

@@ -195,3 +195,8 @@ def test_a_node_back_on_a_new_boot_is_verified_else_escalated() -> None:
     assert decisions.after_node_wait(reboot(), state(boot_id="boot-1")) is Rung.ESCALATE
     assert decisions.after_node_wait(reboot(), state(ready=False)) is Rung.ESCALATE
     assert decisions.after_node_wait(reboot(expects_new_boot=False), state(boot_id="boot-1")) is Rung.VERIFY
+
+
+def test_auto_approval_must_come_before_the_approval_timeout() -> None:
+    with pytest.raises(ValueError, match="auto_approve_after must be positive and shorter than"):
+        RepairPolicy(auto_approve_after=timedelta(hours=24), approval_timeout=timedelta(hours=24))

@@ -68,6 +68,8 @@ class FakeNode:
     # What the agent does with a GPU reset order: confirm it, report a failure, never answer, or
     # answer when the test writes `reset_report` (a wait for the answer lasts until then).
     reset_outcome: Literal["confirm", "fail", "silent", "late"] = "confirm"
+    # Waits for the node running now (an agent that answers "late" keeps them open).
+    open_waits: int = 0
     gpus_healthy_after_reset: bool = True
     # Whether the agent reports GPU health again after answering a reset order.
     agent_reports_after_reset: bool = True
@@ -100,6 +102,13 @@ class FakeNode:
 
     def __post_init__(self) -> None:
         self.reported_on = self.reported_on or self.boot_id
+
+    async def answer_late_waits(self) -> None:
+        """The agent answers at last, and every wait still running returns: a wait left running after
+        its run ended holds the time-skipping test server's clock for the tests after it."""
+        self.reset_outcome = "confirm"
+        while self.open_waits:
+            await asyncio.sleep(0.01)
 
     def state(self) -> NodeState:
         """The node as a read of it shows it now."""
@@ -250,8 +259,12 @@ class FakeNode:
             until the timeout; an agent answering late is waited for."""
             self.steps.append(Step.WAIT_FOR_NODE.value)
             self.waits.append(request)
-            while self.reset_outcome == "late" and not request.condition.met(self.state()):
-                await asyncio.sleep(0.01)
+            self.open_waits += 1
+            try:
+                while self.reset_outcome == "late" and not request.condition.met(self.state()):
+                    await asyncio.sleep(0.01)
+            finally:
+                self.open_waits -= 1
             state = self.state()
             return NodeWaitResult(reached=request.condition.met(state), state=state)
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from gpuheal.control import remediations
 from gpuheal.domain.actions import RecommendedAction
@@ -235,19 +236,22 @@ async def test_a_fault_needing_a_reboot_during_the_reset_still_reboots(
 
 
 async def test_an_operator_cancel_while_waiting_for_the_node_hands_it_back(
-    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+    own_time_skipping_env: WorkflowEnvironment, node: FakeNode
 ) -> None:
     """The wait is an activity: the cancel reaches the workflow as that activity's failure, not as a timer's."""
+    env = own_time_skipping_env
     node.reset_outcome = "late"
     fault = Fault(
         node=node.name, action=RecommendedAction.COMPONENT_RESET, xid=79, gpu_uuids=("GPU-aaaa",), event_id="c"
     )
-    handle = await remediations.report_fault(time_skipping_env.client, fault, RemediationPolicy(), task_queue=queue)
-    while Step.WAIT_FOR_NODE.value not in node.steps:
-        await asyncio.sleep(0.05)
+    async with Worker(env.client, task_queue="cancel", workflows=[RemediationWorkflow], activities=node.activities()):
+        handle = await remediations.report_fault(env.client, fault, RemediationPolicy(), task_queue="cancel")
+        while Step.WAIT_FOR_NODE.value not in node.steps:
+            await asyncio.sleep(0.05)
 
-    await handle.cancel()
-    status = await handle.result()
+        await handle.cancel()
+        status = await handle.result()
+        await node.answer_late_waits()
 
     assert status.phase is Phase.CANCELLED, status.reason
     assert [r.outcome for r in node.releases] == [Outcome.RESOLVED]

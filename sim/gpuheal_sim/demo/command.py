@@ -17,7 +17,7 @@ from gpuheal_sim.simulator.fleet import FleetConfig
 @click.option("--nodes", default=4, show_default=True, type=click.IntRange(min=1), help="Simulated GPU nodes.")
 @click.option("--gpus-per-node", default=8, show_default=True, type=click.IntRange(min=1))
 @click.option("--xid", default=79, show_default=True, help="The XID injected on one node.")
-@click.option("--manual", is_flag=True, help="Wait for `gpuheal approve NODE --by NAME` before repairing.")
+@click.option("--manual", is_flag=True, help="Wait for `gpuheal approve NODE --reason WHY` before repairing.")
 @click.option("--keep", is_flag=True, help="Keep everything running afterwards, to explore the Temporal UI.")
 @click.option("--reboot-seconds", default=2.0, show_default=True, help="How long a simulated reboot takes.")
 @click.option("--state-dir", default=Path(".state/demo"), type=click.Path(path_type=Path), show_default=True)

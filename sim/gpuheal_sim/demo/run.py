@@ -184,7 +184,7 @@ async def _run_fleet(
         if options.manual:
             console.print(
                 f"  decide       TEMPORAL_ADDRESS={server.address} {installed('gpuheal')} approve "
-                f"{faulty.settings.node}  (or reject), in another terminal"
+                f"{faulty.settings.node} --reason WHY  (or reject), in another terminal"
             )
         status = await _remediate(console, server.client, faulty, options)
         outcome.set_result(0 if status is not None and status.phase is Phase.RESOLVED else 1)
