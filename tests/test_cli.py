@@ -408,6 +408,31 @@ async def test_an_approval_the_remediation_cannot_take_is_refused_in_one_line(de
     assert second.stderr.startswith(f"Error: the remediation of {node.name} refused it: already approved by alice at ")
 
 
+async def test_the_temporal_cli_approves_with_the_update_the_readme_shows(dev_server: DevServer) -> None:
+    """`temporal workflow update execute … --name approve`: answered with the decision, or refused at once."""
+    node = FakeNode(name=f"cli-{uuid.uuid4().hex[:8]}")
+    handle = await start_awaiting_approval(dev_server, node)
+    temporal = str(Path(sys.executable).parent / "temporal")
+
+    def update(body: str) -> subprocess.CompletedProcess[str]:
+        command = [temporal, "workflow", "update", "execute", "--address", dev_server.address]
+        command += ["--workflow-id", f"remediate-{node.name}", "--name", "approve", "--input", body]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+    async with Worker(
+        dev_server.client, task_queue=handle.queue, workflows=[RemediationWorkflow], activities=node.activities()
+    ):
+        await wait_for_phase(handle.handle, Phase.AWAITING_APPROVAL)
+        without_reason = await asyncio.to_thread(update, '{"approver": "alice", "reason": ""}')
+        approved = await asyncio.to_thread(update, '{"approver": "alice", "reason": "reseated"}')
+        status = await handle.handle.result()
+
+    assert without_reason.returncode != 0 and "say why (reason)" in without_reason.stdout + without_reason.stderr
+    assert approved.returncode == 0, approved.stderr
+    assert "approved:true approver:alice" in approved.stdout and "reason:reseated" in approved.stdout, approved.stdout
+    assert status.decision is not None and (status.decision.approver, status.decision.reason) == ("alice", "reseated")
+
+
 def test_a_decision_without_a_reason_is_refused_before_connecting() -> None:
     error = one_line_error(run_script("approve", "n1", "--by", "alice", "--reason", " ", "--address", "127.0.0.1:1"))
 
