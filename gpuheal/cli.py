@@ -59,6 +59,7 @@ def run_command(main: Callable[[], Coroutine[Any, Any, T]], runtime: ProcessRunt
         return (runtime or ProcessRuntime()).run(main)
     except (
         remediations.RemediationNotFound,
+        remediations.DecisionUnanswered,
         DecisionRefused,
         TemporalUnreachable,
         KubernetesUnavailable,

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import click
@@ -24,6 +25,7 @@ from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.faults import Fault
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import RemediationPolicy, RepairPolicy
+from gpuheal.domain.remediation import ApprovalSignal
 from gpuheal.workflows.remediation import RemediationWorkflow
 from gpuheal_sim.demo.devserver import DevServer
 from tests.workflows.fake_activities import FakeNode
@@ -431,6 +433,21 @@ async def test_the_temporal_cli_approves_with_the_update_the_readme_shows(dev_se
     assert approved.returncode == 0, approved.stderr
     assert "approved:true approver:alice" in approved.stdout and "reason:reseated" in approved.stdout, approved.stdout
     assert status.decision is not None and (status.decision.approver, status.decision.reason) == ("alice", "reseated")
+
+
+async def test_a_decision_no_worker_answers_ends_with_one_line_instead_of_waiting(dev_server: DevServer) -> None:
+    node = FakeNode(name=f"unanswered-{uuid.uuid4().hex[:8]}")
+    await start_awaiting_approval(dev_server, node)  # no worker polls its queue
+
+    with pytest.raises(remediations.DecisionUnanswered, match=r"no gpuheal worker took the decision on .* within 1s"):
+        await remediations.send_decision(
+            dev_server.client,
+            node.name,
+            ApprovalSignal(approver="a", reason="b"),
+            approve=True,
+            wait=timedelta(seconds=1),
+        )
+    await dev_server.client.get_workflow_handle(f"remediate-{node.name}").terminate()
 
 
 def test_a_decision_without_a_reason_is_refused_before_connecting() -> None:

@@ -7,9 +7,15 @@ agent uses it); it is re-exported here so that this one module offers every oper
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowExecution,
+    WorkflowExecutionStatus,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -27,19 +33,35 @@ class RemediationNotFound(LookupError):
     """No remediation exists for the node."""
 
 
+class DecisionUnanswered(RuntimeError):
+    """No worker answered an approval or rejection in time (it may still be taken later)."""
+
+
+# How long `gpuheal approve`/`reject` wait for the remediation's worker to answer.
+DECISION_WAIT = timedelta(seconds=30)
+
+
 class InvalidQuery(ValueError):
     """Temporal refused a visibility query (INVALID_ARGUMENT); the message is its reason."""
 
 
-async def send_decision(client: Client, node: str, decision: ApprovalSignal, *, approve: bool) -> RecordedDecision:
+async def send_decision(
+    client: Client, node: str, decision: ApprovalSignal, *, approve: bool, wait: timedelta = DECISION_WAIT
+) -> RecordedDecision:
     """Approve or reject the repair of the node's running remediation with its `approve` or `reject`
     Update, and return the decision as recorded. Raises DecisionRefused with the workflow's reason."""
     handle = client.get_workflow_handle_for(RemediationWorkflow.run, workflow_id_for(node))
     update = RemediationWorkflow.approve_now if approve else RemediationWorkflow.reject_now
     try:
-        return await handle.execute_update(update, decision)
+        return await handle.execute_update(update, decision, rpc_timeout=wait)
     except WorkflowUpdateFailedError as error:
         raise DecisionRefused(f"the remediation of {node} refused it: {_cause(error)}") from error
+    except WorkflowUpdateRPCTimeoutOrCancelledError as error:
+        # The workflow runs only on a worker: without one the decision waits, unanswered.
+        raise DecisionUnanswered(
+            f"no gpuheal worker took the decision on {node} within {wait.total_seconds():g}s; "
+            "is a worker running? (it may still take the decision once one runs)"
+        ) from error
     except RPCError as error:
         if error.status is RPCStatusCode.NOT_FOUND and not is_namespace_not_found(error):
             raise RemediationNotFound(f"no running remediation for node {node}") from error
@@ -48,7 +70,8 @@ async def send_decision(client: Client, node: str, decision: ApprovalSignal, *, 
 
 def _cause(error: WorkflowUpdateFailedError) -> str:
     cause = error.cause
-    return cause.message if isinstance(cause, ApplicationError) else str(cause)
+    text = cause.message if isinstance(cause, ApplicationError) else str(cause)
+    return text.strip().splitlines()[0] if text.strip() else "no reason given"
 
 
 async def status(client: Client, node: str) -> RemediationStatus:

@@ -190,6 +190,16 @@ def needs_approval(policy: RepairPolicy, action: RecommendedAction) -> bool:
     return policy.require_approval or action in policy.approval_for or action.needs_person
 
 
+# The actions whose repair is a reboot: a policy that names one in approval_for has a person approve
+# every reboot, also one a GPU reset falls back to.
+REBOOT_ACTIONS = frozenset({RecommendedAction.RESTART_VM, RecommendedAction.RESTART_BM})
+
+
+def reboot_needs_approval(policy: RepairPolicy, decided: RecordedDecision | None) -> bool:
+    """Whether a person must approve a reboot that nobody approved yet (the fault's own action did not ask)."""
+    return decided is None and bool(policy.approval_for & REBOOT_ACTIONS)
+
+
 def approval_wait(policy: RepairPolicy, action: RecommendedAction) -> timedelta:
     """How long to wait for a person: until the auto-approval where the policy allows one for this
     action, else until the approval timeout."""
@@ -211,9 +221,9 @@ def _auto_approves(policy: RepairPolicy, action: RecommendedAction) -> bool:
     return policy.auto_approve_after is not None and not action.needs_person
 
 
-def check_decision(phase: Phase, decided: RecordedDecision | None, approver: str, reason: str) -> None:
-    """Raise DecisionRefused unless a person may decide now: the remediation waits for approval, no
-    decision was taken yet, and the decision names who took it and why."""
+def check_decision(waiting: bool, phase: Phase, decided: RecordedDecision | None, approver: str, reason: str) -> None:
+    """Raise DecisionRefused unless a person may decide now: the remediation is `waiting` for approval
+    (in `phase`), no decision was taken yet, and the decision names who took it and why."""
     if not approver.strip():
         raise DecisionRefused("say who decides (approver)")
     if not reason.strip():
@@ -221,7 +231,7 @@ def check_decision(phase: Phase, decided: RecordedDecision | None, approver: str
     if decided is not None:
         verb = "approved" if decided.approved else "rejected"
         raise DecisionRefused(f"already {verb} by {decided.approver} at {decided.at.isoformat()}")
-    if phase is not Phase.AWAITING_APPROVAL:
+    if not waiting:
         raise DecisionRefused(f"the remediation is not waiting for approval (phase {phase.value})")
 
 

@@ -92,8 +92,13 @@ class RepairPolicy(_Strict):
 
     @model_validator(mode="after")
     def _check_approval_waits(self) -> RepairPolicy:
-        if self.auto_approve_after is not None and not timedelta(0) < self.auto_approve_after < self.approval_timeout:
+        if self.auto_approve_after is None:
+            return self
+        if not timedelta(0) < self.auto_approve_after < self.approval_timeout:
             raise ValueError("repair.auto_approve_after must be positive and shorter than repair.approval_timeout")
+        if self.provider == "manual":
+            # With the manual provider an approval says a person has repaired the node.
+            raise ValueError("repair.auto_approve_after cannot stand in for the person who repairs (provider manual)")
         return self
 
 

@@ -98,6 +98,7 @@ class RemediationWorkflow:
         self._history: list[PhaseEntry] = []
         self._reason = ""
         self._decision: RecordedDecision | None = None
+        self._awaiting_decision = False
         self._drain: DrainProgress | None = None
         # When each budget first said it can never allow a disruption, on the passes since.
         self._never_since: dict[str, datetime] = {}
@@ -141,7 +142,9 @@ class RemediationWorkflow:
 
     @approve_now.validator
     def _check_approval(self, decision: ApprovalSignal) -> None:
-        decisions.check_decision(self._phase, self._decision, decision.approver, decision.reason)
+        decisions.check_decision(
+            self._awaiting_decision, self._phase, self._decision, decision.approver, decision.reason
+        )
 
     @workflow.update(name="reject")
     def reject_now(self, decision: ApprovalSignal) -> RecordedDecision:
@@ -151,7 +154,9 @@ class RemediationWorkflow:
 
     @reject_now.validator
     def _check_rejection(self, decision: ApprovalSignal) -> None:
-        decisions.check_decision(self._phase, self._decision, decision.approver, decision.reason)
+        decisions.check_decision(
+            self._awaiting_decision, self._phase, self._decision, decision.approver, decision.reason
+        )
 
     @workflow.query(name="status")
     def status(self) -> RemediationStatus:
@@ -254,15 +259,27 @@ class RemediationWorkflow:
         """Wait for a person's decision where one is needed; the node may be handed back meanwhile."""
         if not decisions.needs_approval(self._policy.repair, self._action):
             return PROCEED
+        return await self._ask_person()
+
+    async def _ask_person(self) -> Verdict:
+        """Wait in AwaitingApproval for a decision (or the policy's own), and say whether to go on."""
         self._enter(Phase.AWAITING_APPROVAL)
         repair = self._policy.repair
+        first_wait = decisions.approval_wait(repair, self._action)
+        # The Updates take a decision only while this wait lasts, not while its outcome is carried out.
+        self._awaiting_decision = True
         # A wait that times out leaves no decision: the policy may approve then, else the rule escalates.
         with contextlib.suppress(TimeoutError):
-            await workflow.wait_condition(
-                lambda: self._decision is not None, timeout=decisions.approval_wait(repair, self._action)
-            )
+            await workflow.wait_condition(lambda: self._decision is not None, timeout=first_wait)
         if self._decision is None:
             self._decision = decisions.auto_approval(repair, self._action, workflow.now())
+        if self._decision is None and first_wait < repair.approval_timeout:
+            # A fault only a person can fix arrived meanwhile: it waits for a person the whole timeout.
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    lambda: self._decision is not None, timeout=repair.approval_timeout - first_wait
+                )
+        self._awaiting_decision = False
         verdict = decisions.after_approval_wait(self._decision, repair.approval_timeout)
         if verdict.ends:
             return verdict
@@ -281,6 +298,11 @@ class RemediationWorkflow:
                     if rung in (Rung.REBOOT, Rung.REBOOT_GRACEFULLY):
                         await self._withdraw_gpu_reset()
                 case Rung.REBOOT_GRACEFULLY | Rung.REBOOT:
+                    if decisions.reboot_needs_approval(repair, self._decision):
+                        # A reset that did not repair falls back to a reboot the policy has a person approve.
+                        asked = await self._ask_person()
+                        if asked.ends:
+                            return asked
                     requested = await self._request_reboot(graceful=rung is Rung.REBOOT_GRACEFULLY)
                     if isinstance(requested, Verdict):
                         return requested

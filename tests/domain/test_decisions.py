@@ -200,3 +200,8 @@ def test_a_node_back_on_a_new_boot_is_verified_else_escalated() -> None:
 def test_auto_approval_must_come_before_the_approval_timeout() -> None:
     with pytest.raises(ValueError, match="auto_approve_after must be positive and shorter than"):
         RepairPolicy(auto_approve_after=timedelta(hours=24), approval_timeout=timedelta(hours=24))
+
+
+def test_auto_approval_cannot_stand_in_for_the_person_who_repairs() -> None:
+    with pytest.raises(ValueError, match="provider manual"):
+        RepairPolicy(provider="manual", auto_approve_after=timedelta(hours=1))

@@ -150,3 +150,45 @@ async def test_a_fault_only_a_person_can_fix_is_never_auto_approved(
 
     assert status.phase is Phase.ESCALATED and status.reason == "no approval within 6:00:00"
     assert status.decision is None
+
+
+async def test_a_fault_only_a_person_can_fix_arriving_during_the_auto_approval_wait_gets_the_whole_timeout(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    handle = await start(
+        time_skipping_env,
+        queue,
+        node,
+        RecommendedAction.RESTART_BM,
+        require_approval=True,
+        auto_approve_after=timedelta(hours=2),
+        approval_timeout=timedelta(hours=6),
+    )
+    await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
+    worse = Fault(node=node.name, action=RecommendedAction.CONTACT_SUPPORT, xid=1, event_id=str(uuid.uuid4()))
+    await remediations.report_fault(time_skipping_env.client, worse, task_queue=queue)
+
+    status = await handle.result()
+
+    assert status.phase is Phase.ESCALATED and status.decision is None
+    [asked] = [e.entered_at for e in status.history if e.phase is Phase.AWAITING_APPROVAL]
+    [ended] = [e.entered_at for e in status.history if e.phase is Phase.ESCALATED]
+    assert ended - asked >= timedelta(hours=6), "the person had the whole approval timeout"
+
+
+async def test_a_reboot_a_failed_gpu_reset_falls_back_to_waits_for_the_person_the_policy_names(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    node.reset_outcome = "fail"
+    approval_for = frozenset({RecommendedAction.RESTART_BM})
+    handle = await start(time_skipping_env, queue, node, RecommendedAction.COMPONENT_RESET, approval_for=approval_for)
+
+    status = await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
+    assert node.reboots == 0 and Phase.REPAIRING in [e.phase for e in status.history], "asked after the reset"
+    await remediations.send_decision(
+        time_skipping_env.client, node.name, ApprovalSignal(approver="alice", reason="reboot it"), approve=True
+    )
+    status = await handle.result()
+
+    assert status.phase is Phase.RESOLVED and node.reboots == 1
+    assert status.decision is not None and status.decision.approver == "alice"
