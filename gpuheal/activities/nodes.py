@@ -158,7 +158,12 @@ def _rfc3339(moment: datetime) -> str:
 
 def _record(name: str, node: V1Node, cordoned_before: bool, *, managed: bool = True, boot_id: str = "") -> NodeRecord:
     return NodeRecord(
-        node=name, exists=True, managed=managed, cordoned_before=cordoned_before, boot_id=boot_id or boot_id_of(node)
+        node=name,
+        exists=True,
+        managed=managed,
+        cordoned_before=cordoned_before,
+        boot_id=boot_id or boot_id_of(node),
+        labels=dict((node.metadata.labels if node.metadata else None) or {}),
     )
 
 

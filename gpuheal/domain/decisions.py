@@ -9,6 +9,7 @@ workflow holds no rule of its own, and these are tested without Temporal (tests/
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -184,10 +185,13 @@ class DecisionRefused(ValueError):
     """An operator's approval or rejection that this remediation cannot take; the message says why."""
 
 
-def needs_approval(policy: RepairPolicy, action: RecommendedAction) -> bool:
-    """A person approves every repair the policy asks it for (all, or those of some actions), and any
-    fault no provider can fix."""
-    return policy.require_approval or action in policy.approval_for or action.needs_person
+def needs_approval(policy: RepairPolicy, action: RecommendedAction, labels: Mapping[str, str]) -> bool:
+    """A person approves every repair the policy asks it for (all, those of some actions, or those of
+    the nodes its selector names, by their `labels`), and any fault no provider can fix."""
+    in_pool = bool(policy.approval_node_selector) and all(
+        labels.get(key) == value for key, value in policy.approval_node_selector.items()
+    )
+    return policy.require_approval or action in policy.approval_for or in_pool or action.needs_person
 
 
 # The actions whose repair is a reboot: a policy that names one in approval_for has a person approve

@@ -81,6 +81,9 @@ class RepairPolicy(_Strict):
     # Ask a person before the repairs of these actions only (["RESTART_BM", "RESTART_VM"]: a GPU
     # reset runs by itself, a reboot waits for a person).
     approval_for: frozenset[Action] = frozenset()
+    # Ask a person before every repair of a node whose labels include all of these (a node pool,
+    # as a selector's matchLabels: {"pool": "h100-prod"}); empty: no pool asks.
+    approval_node_selector: dict[str, str] = Field(default_factory=dict)
     # Escalate when nobody decided within this.
     approval_timeout: timedelta = timedelta(hours=24)
     # Approve on gpuheal's own behalf when nobody decided within this (shorter than approval_timeout);

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from gpuheal.domain.budgets import DisruptionBudget
 from gpuheal.domain.gpu_health import GpuHealthReport
@@ -56,6 +56,8 @@ class NodeRecord(_Payload):
     managed: bool
     cordoned_before: bool
     boot_id: str
+    # The node's labels when quarantined: which pool it is in, for the policy's approval rule.
+    labels: dict[str, str] = Field(default_factory=dict)
 
 
 class NodeState(_Payload):

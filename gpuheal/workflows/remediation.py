@@ -257,7 +257,8 @@ class RemediationWorkflow:
 
     async def _approval(self) -> Verdict:
         """Wait for a person's decision where one is needed; the node may be handed back meanwhile."""
-        if not decisions.needs_approval(self._policy.repair, self._action):
+        labels = self._record.labels if self._record is not None else {}
+        if not decisions.needs_approval(self._policy.repair, self._action, labels):
             return PROCEED
         return await self._ask_person()
 

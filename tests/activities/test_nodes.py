@@ -68,6 +68,20 @@ async def test_quarantine_and_release_hand_back_foreign_taints_byte_identical(
     assert taints_json(cluster) == before
 
 
+async def test_quarantine_records_the_nodes_labels_for_the_approval_rule(
+    cluster: SimulatedCluster, api: client.ApiClient
+) -> None:
+    await client.CoreV1Api(api).patch_node(
+        NODE, {"metadata": {"labels": {"pool": "h100-prod"}}}, _content_type="application/merge-patch+json"
+    )
+
+    record: NodeRecord = await ActivityEnvironment().run(
+        NodeActivities(api).quarantine_node, QuarantineRequest(node=NODE, holder=HOLDER, reason="XID 79")
+    )
+
+    assert record.labels.get("pool") == "h100-prod"
+
+
 async def test_the_lifecycle_controllers_taints_come_back_byte_identical(tmp_path: Path) -> None:
     """With the node lifecycle controller running: a node cordoned by a person and down past the
     grace carries unschedulable, unreachable:NoSchedule and unreachable:NoExecute taints, each with the

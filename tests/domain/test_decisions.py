@@ -125,7 +125,7 @@ def test_a_budget_that_never_allows_holds_the_drain_only_once_confirmed() -> Non
 def test_approval_is_needed_where_the_policy_or_the_fault_asks(
     require: bool, action: RecommendedAction, needed: bool
 ) -> None:
-    assert decisions.needs_approval(RepairPolicy(require_approval=require), action) is needed
+    assert decisions.needs_approval(RepairPolicy(require_approval=require), action, {}) is needed
 
 
 def test_an_approval_proceeds_a_rejection_or_silence_escalates() -> None:

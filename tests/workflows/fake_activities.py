@@ -70,6 +70,7 @@ class FakeNode:
     reset_outcome: Literal["confirm", "fail", "silent", "late"] = "confirm"
     # Waits for the node running now (an agent that answers "late" keeps them open).
     open_waits: int = 0
+    labels: dict[str, str] = field(default_factory=dict)
     gpus_healthy_after_reset: bool = True
     # Whether the agent reports GPU health again after answering a reset order.
     agent_reports_after_reset: bool = True
@@ -146,7 +147,12 @@ class FakeNode:
             if self.managed:
                 self.cordoned = True
             return NodeRecord(
-                node=self.name, exists=True, managed=self.managed, cordoned_before=before, boot_id=self.boot_id
+                node=self.name,
+                exists=True,
+                managed=self.managed,
+                cordoned_before=before,
+                boot_id=self.boot_id,
+                labels=self.labels,
             )
 
         @implements(contracts.DRAIN)

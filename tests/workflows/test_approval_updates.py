@@ -192,3 +192,20 @@ async def test_a_reboot_a_failed_gpu_reset_falls_back_to_waits_for_the_person_th
 
     assert status.phase is Phase.RESOLVED and node.reboots == 1
     assert status.decision is not None and status.decision.approver == "alice"
+
+
+@pytest.mark.parametrize(("pool", "waits"), [("h100-prod", True), ("h100-dev", False)])
+async def test_the_policy_asks_a_person_for_the_nodes_of_one_pool(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode, pool: str, waits: bool
+) -> None:
+    node.labels = {"pool": pool, "zone": "a"}
+    selector = {"pool": "h100-prod"}
+    handle = await start(time_skipping_env, queue, node, RecommendedAction.RESTART_BM, approval_node_selector=selector)
+
+    if waits:
+        await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
+        assert node.reboots == 0
+        await handle.terminate()
+    else:
+        assert (await handle.result()).phase is Phase.RESOLVED, "a node of another pool is repaired by itself"
+        assert node.reboots == 1
