@@ -199,9 +199,14 @@ def needs_approval(policy: RepairPolicy, action: RecommendedAction, labels: Mapp
 REBOOT_ACTIONS = frozenset({RecommendedAction.RESTART_VM, RecommendedAction.RESTART_BM})
 
 
-def reboot_needs_approval(policy: RepairPolicy, decided: RecordedDecision | None) -> bool:
-    """Whether a person must approve a reboot that nobody approved yet (the fault's own action did not ask)."""
-    return decided is None and bool(policy.approval_for & REBOOT_ACTIONS)
+def reboot_needs_approval(
+    policy: RepairPolicy, action: RecommendedAction, after_reset: bool, decided: RecordedDecision | None
+) -> bool:
+    """Whether a person must approve a reboot nobody approved yet: as the policy asks for the node's
+    `action`, and for any reboot when the reboot is what a GPU reset fell back to (`after_reset`)."""
+    if decided is not None:
+        return False
+    return action in policy.approval_for or (after_reset and bool(policy.approval_for & REBOOT_ACTIONS))
 
 
 def approval_wait(policy: RepairPolicy, action: RecommendedAction) -> timedelta:

@@ -292,14 +292,16 @@ class RemediationWorkflow:
         rung = decisions.first_rung(self._action, repair, self._gpu_uuids())
         boot: RebootResult | None = None
         state: NodeState | None = None
+        after_reset = False
         while True:
             match rung:
                 case Rung.RESET_GPUS:
                     rung = decisions.after_reset(await self._reset_gpus(), repair)
                     if rung in (Rung.REBOOT, Rung.REBOOT_GRACEFULLY):
                         await self._withdraw_gpu_reset()
+                        after_reset = True
                 case Rung.REBOOT_GRACEFULLY | Rung.REBOOT:
-                    if decisions.reboot_needs_approval(repair, self._decision):
+                    if decisions.reboot_needs_approval(repair, self._action, after_reset, self._decision):
                         # A reset that did not repair falls back to a reboot the policy has a person approve.
                         asked = await self._ask_person()
                         if asked.ends:

@@ -205,3 +205,21 @@ def test_auto_approval_must_come_before_the_approval_timeout() -> None:
 def test_auto_approval_cannot_stand_in_for_the_person_who_repairs() -> None:
     with pytest.raises(ValueError, match="provider manual"):
         RepairPolicy(provider="manual", auto_approve_after=timedelta(hours=1))
+
+
+@pytest.mark.parametrize(
+    ("action", "after_reset", "asks"),
+    [
+        (RecommendedAction.RESTART_VM, True, True),  # a reset that fell back to a reboot
+        (RecommendedAction.RESTART_BM, False, True),  # a bare-metal fault raised mid-repair
+        (RecommendedAction.RESTART_VM, False, False),  # the policy names bare-metal reboots only
+    ],
+)
+def test_a_reboot_asks_a_person_as_the_policy_names_its_kind(
+    action: RecommendedAction, after_reset: bool, asks: bool
+) -> None:
+    policy = RepairPolicy(approval_for=frozenset({RecommendedAction.RESTART_BM}))
+
+    assert decisions.reboot_needs_approval(policy, action, after_reset, None) is asks
+    decided = RecordedDecision(approved=True, approver="a", reason="b", at=datetime.now(UTC))
+    assert decisions.reboot_needs_approval(policy, action, after_reset, decided) is False, "approved once is approved"
