@@ -24,7 +24,7 @@ from gpuheal.control.connection import (
 from gpuheal.control.lifetime import ProcessRuntime
 from gpuheal.domain.decisions import DecisionRefused
 from gpuheal.domain.remediation import ApprovalSignal, RecordedDecision
-from gpuheal.params import HostPort
+from gpuheal.params import HostPort, KubeconfigFile
 
 T = TypeVar("T")
 
@@ -39,6 +39,15 @@ _temporal_options = [
     ),
     click.option("--namespace", envvar="TEMPORAL_NAMESPACE", help="Temporal namespace [env TEMPORAL_NAMESPACE]."),
 ]
+
+
+# The worker's and the agent's Kubernetes credentials.
+kubeconfig_option = click.option(
+    "--kubeconfig",
+    type=KubeconfigFile(),
+    envvar="KUBECONFIG",
+    help="Kubeconfig; in a pod the service account is used when unset.",
+)
 
 
 def with_temporal_options(command: Any) -> Any:

@@ -12,9 +12,9 @@ from gpuheal.agents.kmsg.follow import KernelLogFormat, ReadFrom
 from gpuheal.agents.publisher import PublisherSettings, RetrySettings, SpoolLimits
 from gpuheal.agents.publisher.spool import MIB
 from gpuheal.agents.reset import ResetSettings
-from gpuheal.cli import BadSetting, with_temporal_options
+from gpuheal.cli import BadSetting, kubeconfig_option, with_temporal_options
 from gpuheal.control.lifetime import ProcessRuntime
-from gpuheal.params import KubeconfigFile, XidPolicyFile
+from gpuheal.params import XidPolicyFile
 from gpuheal.settings_options import PATH_OR_OFF, FlagUnit, setting_option
 
 # The spool's budget is set in bytes and written on the command line in MiB.
@@ -126,12 +126,7 @@ MEBIBYTES = FlagUnit(shown=lambda size: size // MIB, taken=lambda mebibytes: meb
 )
 @with_temporal_options
 @setting_option(AgentSettings, "task_queue", "--task-queue", envvar="GPUHEAL_TASK_QUEUE")
-@click.option(
-    "--kubeconfig",
-    type=KubeconfigFile(),
-    envvar="KUBECONFIG",
-    help="Kubeconfig; in a pod the service account is used when unset.",
-)
+@kubeconfig_option
 def agent(
     node: str,
     socket_dir: Path,

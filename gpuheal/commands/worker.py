@@ -7,8 +7,7 @@ from pathlib import Path
 
 import click
 
-from gpuheal.cli import run_command, with_temporal_options
-from gpuheal.params import KubeconfigFile
+from gpuheal.cli import kubeconfig_option, run_command, with_temporal_options
 from gpuheal.settings_options import TEXT_OR_OFF, setting_option
 from gpuheal.worker import WorkerSettings
 
@@ -16,12 +15,7 @@ from gpuheal.worker import WorkerSettings
 @click.command()
 @with_temporal_options
 @setting_option(WorkerSettings, "task_queue", "--task-queue", envvar="GPUHEAL_TASK_QUEUE")
-@click.option(
-    "--kubeconfig",
-    type=KubeconfigFile(),
-    envvar="KUBECONFIG",
-    help="Kubeconfig; in a pod the service account is used when unset.",
-)
+@kubeconfig_option
 @click.option(
     "--simulator-url",
     envvar="GPUHEAL_SIMULATOR_URL",
