@@ -19,7 +19,7 @@ import os
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
@@ -37,12 +37,15 @@ from gpuheal.activities import remediation_activities
 from gpuheal.activities.providers.configured import DEFAULT_PROVIDERS, build_providers
 from gpuheal.activities.providers.registration import SIMULATOR_URL_ENV
 from gpuheal.activities.providers.selection import ProviderSet
+from gpuheal.control import governor
 from gpuheal.control.connection import DEFAULT_TASK_QUEUE, check_namespace, connect_temporal
 from gpuheal.control.lifetime import ProcessRuntime
+from gpuheal.domain.fleet import GOVERNOR_ID, FleetPolicy
 from gpuheal.kubeclient import connect as connect_kubernetes
 from gpuheal.kubeprobe import KubernetesUnavailable, wait_until_answering
 from gpuheal.shutdown import shutdown_requested
 from gpuheal.workflows import search_attributes as attrs
+from gpuheal.workflows.governor import GovernorWorkflow
 from gpuheal.workflows.remediation import RemediationWorkflow
 
 log = logging.getLogger("gpuheal.worker")
@@ -76,6 +79,10 @@ class WorkerSettings:
     sticky_queue_timeout: timedelta = timedelta(seconds=10)
     # How long a starting worker waits for the Kubernetes API to answer before it gives up.
     kubernetes_wait: timedelta = timedelta(seconds=60)
+    # The fleet's limits: the budget, the breaker (gpuheal.domain.fleet), held by one governor
+    # workflow per cluster, which a starting worker configures with them.
+    fleet: FleetPolicy = field(default_factory=FleetPolicy)
+    governor_id: str = GOVERNOR_ID
 
 
 class MetricsUnavailable(ValueError):
@@ -130,8 +137,8 @@ async def _worker(settings: WorkerSettings, client: Client, api: ApiClient) -> A
         worker = Worker(
             client,
             task_queue=settings.task_queue,
-            workflows=[RemediationWorkflow],
-            activities=remediation_activities(api, chosen),
+            workflows=[RemediationWorkflow, GovernorWorkflow],
+            activities=remediation_activities(api, chosen, settings.fleet, settings.governor_id),
             max_concurrent_activities=settings.max_concurrent_activities,
             max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
             graceful_shutdown_timeout=settings.graceful_shutdown,
@@ -139,6 +146,9 @@ async def _worker(settings: WorkerSettings, client: Client, api: ApiClient) -> A
         )
         async with worker:
             log.info("worker polling %s with providers %s", settings.task_queue, ", ".join(chosen.names))
+            if settings.fleet.governed:
+                # The governor starts with these limits, or the running one takes them.
+                await governor.configure(client, settings.fleet, settings.governor_id, settings.task_queue)
             yield worker
 
 

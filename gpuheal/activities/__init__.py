@@ -8,20 +8,26 @@ from typing import Any
 from kubernetes.aio import client
 
 from gpuheal.activities.drain import DrainActivities
+from gpuheal.activities.fleet import FleetActivities, find_ended_holders
 from gpuheal.activities.gpu_reset import GpuResetActivities
 from gpuheal.activities.node_wait import NodeWaitActivities
 from gpuheal.activities.nodes import NodeActivities
 from gpuheal.activities.providers.selection import ProviderSet
 from gpuheal.activities.repair import RepairActivities
+from gpuheal.domain.fleet import GOVERNOR_ID, FleetPolicy
 
 
-def remediation_activities(api: client.ApiClient, providers: ProviderSet) -> list[Callable[..., Any]]:
-    """Every activity RemediationWorkflow calls, bound to one Kubernetes client and the providers."""
+def remediation_activities(
+    api: client.ApiClient, providers: ProviderSet, fleet: FleetPolicy, governor_id: str = GOVERNOR_ID
+) -> list[Callable[..., Any]]:
+    """Every activity RemediationWorkflow and GovernorWorkflow call, bound to one Kubernetes client,
+    the providers and the fleet's limits."""
     nodes = NodeActivities(api)
     drain = DrainActivities(api)
     repair = RepairActivities(api, providers)
     resets = GpuResetActivities(api)
     waits = NodeWaitActivities(api)
+    governed = FleetActivities(api, fleet, governor_id)
     return [
         nodes.quarantine_node,
         nodes.observe_node,
@@ -32,4 +38,7 @@ def remediation_activities(api: client.ApiClient, providers: ProviderSet) -> lis
         resets.request_gpu_reset,
         resets.withdraw_gpu_reset,
         waits.wait_for_node,
+        governed.ask_for_permit,
+        governed.count_gpu_nodes,
+        find_ended_holders,
     ]

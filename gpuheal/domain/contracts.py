@@ -18,6 +18,14 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
+from gpuheal.domain.fleet import (
+    EndedHolders,
+    HolderCheck,
+    NodeCount,
+    NodeCountRequest,
+    PermitAsked,
+    PermitRequest,
+)
 from gpuheal.domain.gpu_reset import GpuResetOrder
 from gpuheal.domain.node_wait import NodeWaitRequest, NodeWaitResult
 from gpuheal.domain.policy import StepTimeouts
@@ -132,3 +140,9 @@ WAIT_FOR_NODE = StepContract(
     lambda t, request: request.timeout + t.node_call,
     lambda t: t.node_call,
 )
+
+# The fleet governor: a remediation asks for its permit (the governor answers with a signal); the
+# governor counts the GPU nodes and asks Temporal which holders of its permits have ended.
+ASK_PERMIT = StepContract(Step.ASK_PERMIT, PermitRequest, PermitAsked, local=True)
+COUNT_GPU_NODES = StepContract(Step.COUNT_GPU_NODES, NodeCountRequest, NodeCount, local=False)
+FIND_ENDED = StepContract(Step.FIND_ENDED, HolderCheck, EndedHolders, local=False)

@@ -16,6 +16,8 @@ from enum import StrEnum
 
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.budgets import never_allows
+from gpuheal.domain.fleet import PermitAsked, PermitGrant
+from gpuheal.domain.gpu_health import HealthBar, gpu_health_problem
 from gpuheal.domain.node_wait import BackFromReboot, GpusHealthy
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import DrainPolicy, RepairPolicy
@@ -41,6 +43,8 @@ class Next(StrEnum):
     # End without touching the node (it is gone, or not gpuheal's to manage).
     FAIL = "fail"
     IGNORE = "ignore"
+    # The node recovered by itself while its fault waited for a permit: resolved, nothing done to it.
+    RECOVERED = "recovered"
 
 
 # How each ending leaves the node (None: untouched) and the phase the remediation ends in.
@@ -50,6 +54,7 @@ _ENDINGS: dict[Next, tuple[Outcome | None, Phase]] = {
     Next.STAND_DOWN: (Outcome.STOOD_DOWN, Phase.CANCELLED),
     Next.FAIL: (None, Phase.FAILED),
     Next.IGNORE: (None, Phase.CANCELLED),
+    Next.RECOVERED: (None, Phase.RESOLVED),
 }
 
 
@@ -86,6 +91,29 @@ def escalate(reason: str) -> Verdict:
 
 def node_deleted(node: str) -> Verdict:
     return Verdict(Next.FAIL, f"node {node} was deleted during the remediation")
+
+
+def needs_recheck(grant: PermitGrant, fault_at: datetime) -> bool:
+    """A fault that waited for its permit longer than the governor's `recheck_after` (a breaker that
+    stayed tripped for hours, a long pause) is checked against the node before anything is done."""
+    return grant.granted_at - fault_at > grant.recheck_after
+
+
+def after_stale_recheck(asked: PermitAsked, fault_at: datetime, now: NodeState) -> Verdict:
+    """Go on unless the node recovered while its fault waited: its GPUs report healthy since the
+    fault (on a new boot, or in a report written after the fault), as the health bar of a repair
+    would prove it. A node that only rebooted, with no health report since, is still repaired."""
+    if not now.exists:
+        return node_deleted(now.node)
+    bar = HealthBar(boot_id_before=asked.boot_id, after=fault_at, after_what="the fault")
+    if gpu_health_problem(now.gpu_report, now.boot_id, bar) is not None:
+        return PROCEED
+    rebooted = f" (rebooted: boot {asked.boot_id} → {now.boot_id})" if asked.boot_id != now.boot_id else ""
+    return Verdict(
+        Next.RECOVERED,
+        f"the node recovered while the fault waited for a permit{rebooted}: its GPUs report healthy since "
+        f"{fault_at.isoformat()}; nothing was done to it",
+    )
 
 
 def after_quarantine(record: NodeRecord) -> Verdict:

@@ -9,6 +9,8 @@ class Phase(StrEnum):
     """Where a remediation stands; always mirrored in the `GpuhealPhase` search attribute."""
 
     DETECTED = "Detected"
+    # Waiting for the fleet governor's permit (budget, breaker, pause); the node is not touched yet.
+    AWAITING_BUDGET = "AwaitingBudget"
     QUARANTINED = "Quarantined"
     DRAINING = "Draining"
     DRAINED = "Drained"

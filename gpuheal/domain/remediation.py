@@ -7,6 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from gpuheal.domain.actions import Action
+from gpuheal.domain.fleet import PermitGrant
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import RemediationPolicy
 from gpuheal.domain.steps import DrainProgress
@@ -57,6 +58,8 @@ class RemediationStatus(BaseModel):
     faults: int
     reason: str = ""
     decision: RecordedDecision | None = None
+    # The fleet governor's permit this run holds (or held), once granted.
+    permit: PermitGrant | None = None
     drain: DrainProgress | None = None
     # What the repair did, step by step ("GPU reset …", "reboot via aws: …"), for operators.
     repair: list[str] = Field(default_factory=list)

@@ -7,38 +7,10 @@ workflow's code, so the node agent does not load the workflow module to report a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Generic, TypeVar
-
 from gpuheal.domain.faults import Fault
 from gpuheal.domain.marks import workflow_id_for
 from gpuheal.domain.remediation import RemediationInput, RemediationStatus
-
-Input = TypeVar("Input")
-Result = TypeVar("Result")
-Payload = TypeVar("Payload")
-
-
-@dataclass(frozen=True, slots=True)
-class WorkflowContract(Generic[Input, Result]):
-    """A workflow type by name, with what it starts with and what it returns."""
-
-    name: str
-    input: type[Input]
-    result: type[Result]
-
-
-@dataclass(frozen=True, slots=True)
-class SignalContract(Generic[Payload]):
-    """A signal by name, with the one argument it carries."""
-
-    name: str
-    payload: type[Payload]
-
-    def args(self, payload: Payload) -> list[Payload]:
-        """The signal's arguments, typed: a payload of the wrong type fails mypy at the caller."""
-        return [payload]
-
+from gpuheal.domain.workflow_contract import SignalContract, WorkflowContract
 
 REMEDIATION = WorkflowContract("RemediationWorkflow", RemediationInput, RemediationStatus)
 # One fault on the node; the first one arrives with the start (signal-with-start).

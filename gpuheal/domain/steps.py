@@ -30,6 +30,10 @@ class Step(StrEnum):
     OBSERVE = "observe_node"
     RELEASE = "release_node"
     WAIT_FOR_NODE = "wait_for_node"
+    # The fleet governor's (gpuheal.domain.fleet).
+    ASK_PERMIT = "ask_for_permit"
+    COUNT_GPU_NODES = "count_gpu_nodes"
+    FIND_ENDED = "find_ended_holders"
 
 
 class _Payload(BaseModel):

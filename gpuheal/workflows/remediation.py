@@ -28,19 +28,28 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeUpdate
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.common import SearchAttributeUpdate
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 from gpuheal.workflows import search_attributes as attrs
+from gpuheal.workflows.run_step import run_step
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
     from gpuheal.domain import contracts, decisions
     from gpuheal.domain.actions import RecommendedAction
-    from gpuheal.domain.contracts import FailureType, Retry, StepContract
+    from gpuheal.domain.contracts import FailureType, StepContract
     from gpuheal.domain.decisions import PROCEED, RESOLVED, Next, ResetOutcome, Rung, Verdict
     from gpuheal.domain.faults import Fault
+    from gpuheal.domain.fleet import (
+        PERMIT_SIGNAL,
+        RELEASE_SIGNAL,
+        PermitAsked,
+        PermitGrant,
+        PermitRequest,
+        PermitReturn,
+    )
     from gpuheal.domain.gpu_health import HealthBar
     from gpuheal.domain.node_wait import (
         GpuResetAnswered,
@@ -78,6 +87,8 @@ with workflow.unsafe.imports_passed_through():
 RequestT = TypeVar("RequestT", bound=BaseModel)
 ResultT = TypeVar("ResultT", bound=BaseModel)
 
+# Runs started before remediations asked the fleet governor for a permit replay without asking.
+_PERMIT_PATCH = "fleet-permit"
 # How long the workflow waits before running a reboot step again whose attempts ran out on the
 # Kubernetes API rather than on the provider.
 _STEP_AGAIN = timedelta(minutes=1)
@@ -104,6 +115,11 @@ class RemediationWorkflow:
         self._never_since: dict[str, datetime] = {}
         self._record: NodeRecord | None = None
         self._repair_log: list[str] = []
+        # The fleet governor's answer to the permit request, and its permit once granted.
+        self._asked: PermitAsked | None = None
+        self._permit: PermitGrant | None = None
+        # When the latest fault was detected (a stale one is re-checked before the node is touched).
+        self._fault_at: datetime | None = None
 
     # ---- signals and query -------------------------------------------------------------------
 
@@ -117,12 +133,21 @@ class RemediationWorkflow:
         if not fault.action.is_actionable:
             return
         self._faults.append(fault)
+        now = workflow.now()
+        self._fault_at = min(fault.detected_at, now) if fault.detected_at is not None else now
         raised = self._action.escalate(fault.action)
         if raised is not self._action:
             self._action = raised
             if self._history:
                 workflow.logger.info("action raised to %s by a new fault", raised.name)
         self._publish()
+
+    @workflow.signal(name=PERMIT_SIGNAL.name)
+    def permit(self, grant: PermitGrant) -> None:
+        """The fleet governor grants this run its permit: the node may be taken out of service."""
+        if grant.permit_id == self._holder() and self._permit is None:
+            self._permit = grant
+            self._publish()
 
     @workflow.signal(name="approve")
     def approve(self, decision: ApprovalSignal) -> None:
@@ -170,6 +195,7 @@ class RemediationWorkflow:
             faults=len(self._faults),
             reason=self._reason,
             decision=self._decision,
+            permit=self._permit,
             drain=self._drain,
             repair=list(self._repair_log),
             history=list(self._history),
@@ -198,15 +224,56 @@ class RemediationWorkflow:
             if self._record is not None:
                 await self._release(Outcome.RESOLVED, "")
             self._finish(Phase.CANCELLED, "cancelled by an operator; the node was handed back as gpuheal found it")
+        await self._return_permit()
         return self.status()
 
     async def _remediate(self) -> Verdict:
         """Carry the stages out one after the other until one ends the remediation."""
-        for stage in (self._quarantine, self._drain_node, self._approval, self._repair):
+        for stage in (self._await_permit, self._quarantine, self._drain_node, self._approval, self._repair):
             verdict = await stage()
             if verdict.ends:
                 return verdict
         return RESOLVED
+
+    async def _await_permit(self) -> Verdict:
+        """Wait in AwaitingBudget for the fleet governor's permit, the node untouched; a fault that
+        waited long for it is checked against the node first (it may have recovered meanwhile)."""
+        if not workflow.patched(_PERMIT_PATCH):
+            return PROCEED  # a run that had passed this point before remediations asked for permits
+        info = workflow.info()
+        self._asked = await self._run(
+            contracts.ASK_PERMIT,
+            PermitRequest(
+                permit_id=self._holder(),
+                workflow_id=info.workflow_id,
+                run_id=info.run_id,
+                node=self._node,
+                asked_at=workflow.now(),
+            ),
+            summary="ask the fleet governor for a permit",
+        )
+        if not self._asked.governed:
+            return PROCEED
+        if self._permit is None:
+            self._enter(Phase.AWAITING_BUDGET)
+            await workflow.wait_condition(lambda: self._permit is not None)
+        assert self._permit is not None and self._fault_at is not None
+        if not decisions.needs_recheck(self._permit, self._fault_at):
+            return PROCEED
+        return decisions.after_stale_recheck(self._asked, self._fault_at, await self._observe())
+
+    async def _return_permit(self) -> None:
+        """Give the permit back (or withdraw the request) whatever the ending; a governor that is gone
+        has nothing to take back."""
+        if self._asked is None or not self._asked.governed:
+            return
+        governor = workflow.get_external_workflow_handle(self._asked.governor_id)
+        try:
+            await governor.signal(
+                RELEASE_SIGNAL.name, PermitReturn(permit_id=self._holder(), outcome=self._phase.value)
+            )
+        except FailureError as error:
+            workflow.logger.info("permit not returned: governor %s is gone (%s)", self._asked.governor_id, error)
 
     async def _quarantine(self) -> Verdict:
         record = await self._run(
@@ -498,34 +565,8 @@ class RemediationWorkflow:
         self._enter(phase)
 
     async def _run(self, step: StepContract[RequestT, ResultT], request: RequestT, *, summary: str) -> ResultT:
-        """Run one step as its contract says (gpuheal.domain.steps): local or not, with its timeouts and retries."""
-        timeouts = self._policy.timeouts
-        retry = _retry_policy(step.retry(timeouts))
-        try:
-            if step.local:
-                local: ResultT = await workflow.execute_local_activity(
-                    step.name.value,
-                    request,
-                    result_type=step.result,
-                    start_to_close_timeout=step.timeout(timeouts, request),
-                    retry_policy=retry,
-                    summary=summary,
-                )
-                return local
-            result: ResultT = await workflow.execute_activity(
-                step.name.value,
-                request,
-                result_type=step.result,
-                start_to_close_timeout=step.timeout(timeouts, request),
-                heartbeat_timeout=step.heartbeat(timeouts) if step.heartbeat is not None else None,
-                retry_policy=retry,
-                summary=summary,
-            )
-            return result
-        except ActivityError as error:
-            # An operator's cancel reaches a running step as the step's failure: it cancels the run.
-            _reraise_cancellation(error)
-            raise
+        """Run one step as its contract says, with the policy's timeouts."""
+        return await run_step(step, request, self._policy.timeouts, summary=summary)
 
     def _decide(self, decision: ApprovalSignal, *, approved: bool) -> RecordedDecision:
         if self._decision is None:  # the first decision stands
@@ -567,6 +608,8 @@ class RemediationWorkflow:
                 f"drain: {self._drain.evicted} evicted, {len(self._drain.remaining)} remaining, "
                 f"{len(self._drain.blocked)} blocked by a disruption budget"
             )
+        if self._phase is Phase.AWAITING_BUDGET and self._asked is not None:
+            lines.append(f"waiting for a permit from `{self._asked.governor_id}` (`gpuheal budget` shows why)")
         if self._phase is Phase.AWAITING_APPROVAL and self._decision is None:
             lines.append(f"waiting for `gpuheal approve {self._node} --by NAME --reason WHY` (or reject)")
         if self._decision is not None:
@@ -592,16 +635,6 @@ class RemediationWorkflow:
     def _holder(self) -> str:
         info = workflow.info()
         return f"{info.workflow_id}/{info.run_id}"
-
-
-def _retry_policy(retry: Retry) -> RetryPolicy:
-    return RetryPolicy(initial_interval=retry.initial, maximum_interval=retry.maximum, maximum_attempts=retry.attempts)
-
-
-def _reraise_cancellation(error: ActivityError) -> None:
-    """An operator's cancel reaches a waiting step as its failure; it must end the run as Cancelled."""
-    if isinstance(error.cause, CancelledError):
-        raise asyncio.CancelledError() from error
 
 
 def _failure_type(error: ActivityError) -> FailureType | None:

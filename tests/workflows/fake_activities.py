@@ -12,11 +12,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from gpuheal.activities.contract import implements
+from gpuheal.activities.fleet import find_ended_holders
+from gpuheal.control import governor
 from gpuheal.domain import contracts
 from gpuheal.domain.budgets import DisruptionBudget
+from gpuheal.domain.fleet import FleetPolicy, NodeCount, NodeCountRequest, PermitAsked, PermitRequest
 from gpuheal.domain.gpu_health import GpuHealthReport
 from gpuheal.domain.gpu_reset import GpuResetOrder, GpuResetReport
 from gpuheal.domain.node_wait import NodeWaitRequest, NodeWaitResult
@@ -100,6 +104,11 @@ class FakeNode:
     releases: list[ReleaseRequest] = field(default_factory=list)
     drain_requests: list[DrainRequest] = field(default_factory=list)
     waits: list[NodeWaitRequest] = field(default_factory=list)
+    # The fleet's limits: None lets the remediation go without a permit (as FleetPolicy(governed=False)
+    # does); set, the remediation asks the governor `governor_id` on its own task queue.
+    fleet: FleetPolicy | None = None
+    governor_id: str = ""
+    permit_requests: list[PermitRequest] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.reported_on = self.reported_on or self.boot_id
@@ -140,6 +149,11 @@ class FakeNode:
         self.reported_at = at or datetime.now(UTC)
 
     def activities(self) -> list[Callable[..., Any]]:
+        return list(self.served().values())
+
+    def served(self) -> dict[str, Callable[..., Any]]:
+        """This node's activities, by step name."""
+
         @implements(contracts.QUARANTINE)
         async def quarantine(request: QuarantineRequest) -> NodeRecord:
             self.steps.append(Step.QUARANTINE.value)
@@ -274,4 +288,88 @@ class FakeNode:
             state = self.state()
             return NodeWaitResult(reached=request.condition.met(state), state=state)
 
-        return [quarantine, drain, reboot, describe, reset, withdraw, observe, release, wait_for_node]
+        @implements(contracts.ASK_PERMIT)
+        async def ask_for_permit(request: PermitRequest) -> PermitAsked:
+            if self.fleet is None:
+                return PermitAsked(governed=False)
+            labelled = request.model_copy(update={"labels": self.labels})
+            self.permit_requests.append(labelled)
+            await governor.ask(activity.client(), labelled, self.fleet, self.governor_id, activity.info().task_queue)
+            return PermitAsked(governed=True, governor_id=self.governor_id, boot_id=self.boot_id)
+
+        served: list[Callable[..., Any]] = [
+            quarantine,
+            drain,
+            reboot,
+            describe,
+            reset,
+            withdraw,
+            observe,
+            release,
+            wait_for_node,
+            ask_for_permit,
+        ]
+        steps: list[contracts.StepContract[Any, Any]] = [
+            contracts.QUARANTINE,
+            contracts.DRAIN,
+            contracts.REBOOT,
+            contracts.DESCRIBE_MACHINE,
+            contracts.RESET_GPUS,
+            contracts.WITHDRAW_GPU_RESET,
+            contracts.OBSERVE,
+            contracts.RELEASE,
+            contracts.WAIT_FOR_NODE,
+            contracts.ASK_PERMIT,
+        ]
+        return {step.name.value: fn for step, fn in zip(steps, served, strict=True)}
+
+
+@dataclass
+class FakeFleet:
+    """Several fake nodes behind one set of activities: each request goes to the node it names.
+
+    It samples its own state after every step (how many nodes are cordoned, in all and per value
+    of `group_label`), so a test reads the fleet's worst moment from the nodes, not from gpuheal.
+    """
+
+    nodes: dict[str, FakeNode]
+    group_label: str = ""
+    # What counting the GPU nodes answers (None: the number of nodes).
+    gpu_nodes: int | None = None
+    max_cordoned: int = 0
+    max_cordoned_per_group: dict[str, int] = field(default_factory=dict)
+
+    def _sample(self) -> None:
+        cordoned = [node for node in self.nodes.values() if node.cordoned]
+        self.max_cordoned = max(self.max_cordoned, len(cordoned))
+        groups: dict[str, int] = {}
+        for node in cordoned:
+            group = node.labels.get(self.group_label, "")
+            groups[group] = groups.get(group, 0) + 1
+        for group, count in groups.items():
+            self.max_cordoned_per_group[group] = max(self.max_cordoned_per_group.get(group, 0), count)
+
+    def activities(self) -> list[Callable[..., Any]]:
+        by_node = {name: node.served() for name, node in self.nodes.items()}
+        steps = [step for step in vars(contracts).values() if isinstance(step, contracts.StepContract)]
+        served = FakeNode().served()
+        routed = [self._route(step, by_node) for step in steps if step.name.value in served]
+
+        @implements(contracts.COUNT_GPU_NODES)
+        async def count_gpu_nodes(request: NodeCountRequest) -> NodeCount:
+            return NodeCount(count=len(self.nodes) if self.gpu_nodes is None else self.gpu_nodes)
+
+        return [*routed, count_gpu_nodes, find_ended_holders]
+
+    def _route(
+        self, step: contracts.StepContract[Any, Any], by_node: dict[str, dict[str, Callable[..., Any]]]
+    ) -> Callable[..., Any]:
+        """One activity for `step` that hands each request to the node it names."""
+
+        async def route(request: Any) -> Any:
+            result = await by_node[request.node][step.name.value](request)
+            self._sample()
+            return result
+
+        route.__annotations__ = {"request": step.request, "return": step.result}
+        return activity.defn(name=step.name.value)(route)

@@ -1,0 +1,85 @@
+"""The fleet governor's activities: asking it for a permit, counting GPU nodes, finding vanished holders."""
+
+from __future__ import annotations
+
+from kubernetes.aio import client
+from temporalio import activity
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+from gpuheal.activities.contract import implements, node_gone
+from gpuheal.activities.kube import boot_id_of, read_node
+from gpuheal.control import governor
+from gpuheal.domain import contracts
+from gpuheal.domain.fleet import (
+    GOVERNOR_ID,
+    EndedHolders,
+    FleetPolicy,
+    HolderCheck,
+    NodeCount,
+    NodeCountRequest,
+    PermitAsked,
+    PermitRequest,
+)
+
+# Nodes listed per page while counting: a 10,000-node fleet is counted in 20 requests.
+_PAGE = 500
+
+
+class FleetActivities:
+    """Activities of the fleet governor and of the remediations that ask it, for one worker's limits."""
+
+    def __init__(self, api: client.ApiClient, policy: FleetPolicy, governor_id: str = GOVERNOR_ID) -> None:
+        self._core = client.CoreV1Api(api)
+        self._policy = policy
+        self._governor_id = governor_id
+
+    @implements(contracts.ASK_PERMIT)
+    async def ask_for_permit(self, request: PermitRequest) -> PermitAsked:
+        """Ask the governor (started with this worker's limits if it is not running) for a permit,
+        with the node's labels, which name its group."""
+        if not self._policy.governed:
+            return PermitAsked(governed=False)
+        node = await read_node(self._core, request.node)
+        if node is None:
+            raise node_gone(request.node)
+        labels = dict((node.metadata.labels if node.metadata else None) or {})
+        await governor.ask(
+            activity.client(),
+            request.model_copy(update={"labels": labels}),
+            self._policy,
+            self._governor_id,
+            activity.info().task_queue,
+        )
+        return PermitAsked(governed=True, governor_id=self._governor_id, boot_id=boot_id_of(node))
+
+    @implements(contracts.COUNT_GPU_NODES)
+    async def count_gpu_nodes(self, request: NodeCountRequest) -> NodeCount:
+        """How many nodes the selector selects, page by page."""
+        count = 0
+        token: str | None = None
+        while True:
+            page = await self._core.list_node(label_selector=request.selector, limit=_PAGE, _continue=token)
+            count += len(page.items)
+            token = page.metadata._continue if page.metadata else None
+            if not token:
+                return NodeCount(count=count)
+
+
+@implements(contracts.FIND_ENDED)
+async def find_ended_holders(request: HolderCheck) -> EndedHolders:
+    """The permits whose remediation run is no longer running (terminated, timed out, or gone)."""
+    temporal = activity.client()
+    ended: list[str] = []
+    for permit in request.permits:
+        handle = temporal.get_workflow_handle(permit.workflow_id, run_id=permit.run_id)
+        try:
+            described = await handle.describe()
+        except RPCError as error:
+            if error.status is not RPCStatusCode.NOT_FOUND:
+                raise
+            ended.append(permit.permit_id)
+            continue
+        if described.status is not WorkflowExecutionStatus.RUNNING:
+            ended.append(permit.permit_id)
+    return EndedHolders(permit_ids=tuple(ended))

@@ -1,0 +1,123 @@
+"""The fleet governor as workers, remediations and operators reach it.
+
+`ask` and `configure` use signal-with-start, so the governor runs from the first time anyone needs
+it and is started again if it ever ended. The operator's actions (`pause`, `resume`,
+`reset_breaker`) are Updates: the governor's validator refuses one it cannot take, with the reason,
+before anything is recorded.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.client import (
+    Client,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from gpuheal.control.connection import DEFAULT_TASK_QUEUE, is_namespace_not_found
+from gpuheal.domain.fleet import (
+    CONFIGURE_SIGNAL,
+    GOVERNOR,
+    GOVERNOR_ID,
+    REQUEST_SIGNAL,
+    FleetPolicy,
+    GovernorInput,
+    GovernorRefused,
+    GovernorStatus,
+    OperatorAction,
+    PermitRequest,
+)
+from gpuheal.workflows.governor import GovernorWorkflow
+
+
+class GovernorNotFound(LookupError):
+    """No governor runs (no worker has started one, and no remediation has asked for a permit)."""
+
+
+class GovernorUnanswered(RuntimeError):
+    """No worker answered an operator's action in time (it may still be taken later)."""
+
+
+# How long an operator's action waits for a worker to answer.
+ACTION_WAIT = timedelta(seconds=30)
+
+
+async def _signal_with_start(
+    client: Client, signal: str, payload: object, policy: FleetPolicy, governor_id: str, task_queue: str
+) -> None:
+    await client.start_workflow(
+        GOVERNOR.name,
+        GovernorInput(policy=policy),
+        id=governor_id,
+        task_queue=task_queue,
+        start_signal=signal,
+        start_signal_args=[payload],
+    )
+
+
+async def ask(
+    client: Client,
+    request: PermitRequest,
+    policy: FleetPolicy,
+    governor_id: str = GOVERNOR_ID,
+    task_queue: str = DEFAULT_TASK_QUEUE,
+) -> None:
+    """Ask for a permit; the governor answers with the remediation's `permit` signal. Asking again
+    (a retried activity) is harmless: the governor keeps requests by permit id."""
+    await _signal_with_start(client, REQUEST_SIGNAL.name, request, policy, governor_id, task_queue)
+
+
+async def configure(
+    client: Client, policy: FleetPolicy, governor_id: str = GOVERNOR_ID, task_queue: str = DEFAULT_TASK_QUEUE
+) -> None:
+    """Start the governor with these limits, or hand them to the running one."""
+    await _signal_with_start(client, CONFIGURE_SIGNAL.name, policy, policy, governor_id, task_queue)
+
+
+async def status(client: Client, governor_id: str = GOVERNOR_ID) -> GovernorStatus:
+    """The governor's limits, permits, waiting requests, breaker and pause."""
+    handle = client.get_workflow_handle_for(GovernorWorkflow.run, governor_id)
+    try:
+        return await handle.query(GovernorWorkflow.status)
+    except RPCError as error:
+        raise _not_found(error, governor_id) from error
+
+
+async def act(
+    client: Client,
+    what: str,
+    action: OperatorAction,
+    governor_id: str = GOVERNOR_ID,
+    wait: timedelta = ACTION_WAIT,
+) -> GovernorStatus:
+    """Carry out an operator's action ("pause", "resume", "reset_breaker") and return the governor's
+    status after it. Raises GovernorRefused with the governor's reason."""
+    update = {
+        "pause": GovernorWorkflow.pause,
+        "resume": GovernorWorkflow.resume,
+        "reset_breaker": GovernorWorkflow.reset_breaker,
+    }[what]
+    handle = client.get_workflow_handle_for(GovernorWorkflow.run, governor_id)
+    try:
+        return await handle.execute_update(update, action, rpc_timeout=wait)
+    except WorkflowUpdateFailedError as error:
+        cause = error.cause
+        reason = cause.message if isinstance(cause, ApplicationError) else str(cause)
+        raise GovernorRefused(f"{governor_id} refused it: {reason.strip() or 'no reason given'}") from error
+    except WorkflowUpdateRPCTimeoutOrCancelledError as error:
+        raise GovernorUnanswered(
+            f"no gpuheal worker answered within {wait.total_seconds():g}s; is a worker running? "
+            "(the action may still be taken once one runs)"
+        ) from error
+    except RPCError as error:
+        raise _not_found(error, governor_id) from error
+
+
+def _not_found(error: RPCError, governor_id: str) -> Exception:
+    if error.status is RPCStatusCode.NOT_FOUND and not is_namespace_not_found(error):
+        return GovernorNotFound(f"no fleet governor {governor_id} runs (a gpuheal worker starts it)")
+    return error

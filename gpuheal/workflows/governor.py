@@ -1,0 +1,313 @@
+"""GovernorWorkflow: one per cluster (`gpuheal-governor`), holding the fleet's budget, breaker and pause.
+
+A remediation asks it for a permit before it touches its node (the `request` signal, sent with
+signal-with-start, so the governor starts with the first request if it is not running) and returns
+the permit when it ends, whatever the ending (the `release` signal). The governor answers each
+request in arrival order with the `permit` signal, as the budget allows (gpuheal.domain.fleet.choose):
+at most N remediations at once, at most P% of the GPU nodes, at most K per group of a node label.
+When too many nodes were quarantined within the breaker's window, the breaker trips and every new
+request waits until a person resets it; a person can also pause the governor. Both are Updates with
+validators, so the caller learns at once why an action is refused, and who did what is recorded.
+
+Permits are kept by id ("<workflow id>/<run id>" of the remediation) on both sides: a request asked
+twice is held once, a permit returned twice is returned once, and a remediation that vanished
+without returning its permit (terminated) is found by asking Temporal about the holders, and its
+permit reclaimed. The state lives in the workflow, so a worker crash loses nothing; the history is
+kept short with continue-as-new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import FailureError
+
+from gpuheal.workflows.run_step import run_step
+
+with workflow.unsafe.imports_passed_through():
+    from gpuheal.domain import contracts, fleet
+    from gpuheal.domain.fleet import (
+        CONFIGURE_SIGNAL,
+        GOVERNOR,
+        PERMIT_SIGNAL,
+        RELEASE_SIGNAL,
+        REQUEST_SIGNAL,
+        FleetPolicy,
+        GovernorInput,
+        GovernorRefused,
+        GovernorState,
+        GovernorStatus,
+        HeldPermit,
+        HolderCheck,
+        NodeCountRequest,
+        OperatorAction,
+        PermitGrant,
+        PermitRequest,
+        PermitReturn,
+        RecordedAction,
+        Waiting,
+    )
+    from gpuheal.domain.policy import StepTimeouts
+
+# Operator actions and trips kept in the state (and shown by `gpuheal breaker status`).
+_LOG_LENGTH = 50
+# Permits whose return arrived recently, so a late duplicate of their request is not queued again.
+_RETURNED_KEPT = 1000
+
+
+@workflow.defn(name=GOVERNOR.name)
+class GovernorWorkflow:
+    """Hand out permits to remediations within the fleet's limits; stop when a person must look."""
+
+    @workflow.init
+    def __init__(self, request: GovernorInput) -> None:
+        state = request.state
+        self._policy: FleetPolicy = request.policy
+        self._held: dict[str, HeldPermit] = {permit.permit_id: permit for permit in state.held}
+        # Insertion order is arrival order.
+        self._waiting: dict[str, Waiting] = {waiting.request.permit_id: waiting for waiting in state.waiting}
+        self._recent: list[datetime] = list(state.recent_grants)
+        self._gpu_nodes = state.gpu_nodes
+        self._counted_at = state.counted_at
+        self._tripped = state.tripped
+        self._paused = state.paused
+        self._log: list[RecordedAction] = list(state.log)
+        self._returned: dict[str, None] = {}
+        self._checked_at: datetime | None = None
+        self._changed = True
+        # Grants being signalled to their remediations.
+        self._sending: set[asyncio.Task[None]] = set()
+
+    # ---- what remediations send ------------------------------------------------------------------
+
+    @workflow.signal(name=REQUEST_SIGNAL.name)
+    def request(self, request: PermitRequest) -> None:
+        """A remediation asks for a permit; one already held, waiting or returned is not asked again."""
+        permit_id = request.permit_id
+        if permit_id in self._held or permit_id in self._waiting or permit_id in self._returned:
+            return
+        self._waiting[permit_id] = Waiting(request=request)
+        self._changed = True
+
+    @workflow.signal(name=RELEASE_SIGNAL.name)
+    def release(self, returned: PermitReturn) -> None:
+        """A remediation ended: its permit (or its request, still waiting) is given back."""
+        self._held.pop(returned.permit_id, None)
+        self._waiting.pop(returned.permit_id, None)
+        self._returned[returned.permit_id] = None
+        while len(self._returned) > _RETURNED_KEPT:
+            del self._returned[next(iter(self._returned))]
+        self._changed = True
+
+    @workflow.signal(name=CONFIGURE_SIGNAL.name)
+    def configure(self, policy: FleetPolicy) -> None:
+        """A worker started with these limits; they apply from the next permit on."""
+        if policy != self._policy:
+            self._policy = policy
+            self._changed = True
+
+    # ---- what operators do -----------------------------------------------------------------------
+
+    @workflow.update(name="pause")
+    def pause(self, action: OperatorAction) -> GovernorStatus:
+        """Hold every new remediation before it touches its node; those under way finish."""
+        self._paused = self._record("pause", action)
+        return self.status()
+
+    @pause.validator
+    def _check_pause(self, action: OperatorAction) -> None:
+        fleet.check_action(action)
+        if self._paused is not None:
+            raise GovernorRefused(f"already paused by {self._paused.by} at {_at(self._paused)}: {self._paused.reason}")
+
+    @workflow.update(name="resume")
+    def resume(self, action: OperatorAction) -> GovernorStatus:
+        """Let the waiting remediations go on, in arrival order, as the budget allows."""
+        self._record("resume", action)
+        self._paused = None
+        return self.status()
+
+    @resume.validator
+    def _check_resume(self, action: OperatorAction) -> None:
+        fleet.check_action(action)
+        if self._paused is None:
+            raise GovernorRefused("the governor is not paused")
+
+    @workflow.update(name="reset_breaker")
+    def reset_breaker(self, action: OperatorAction) -> GovernorStatus:
+        """Close the tripped breaker: the window starts empty and the waiting remediations go on."""
+        self._record("reset_breaker", action)
+        self._tripped = None
+        self._recent.clear()
+        return self.status()
+
+    @reset_breaker.validator
+    def _check_reset(self, action: OperatorAction) -> None:
+        fleet.check_action(action)
+        if self._tripped is None:
+            status = self.status()
+            raise GovernorRefused(
+                f"the breaker is not tripped ({status.quarantined_in_window} of {status.threshold} "
+                f"quarantines within {self._policy.breaker.window})"
+            )
+
+    @workflow.query(name="status")
+    def status(self) -> GovernorStatus:
+        """The limits, the permits held, who waits and why, the breaker and the pause."""
+        now = workflow.now()
+        return GovernorStatus(
+            policy=self._policy,
+            state=self._state(),
+            limit=self._policy.budget.limit(self._gpu_nodes),
+            threshold=self._policy.breaker.threshold(self._gpu_nodes),
+            quarantined_in_window=len(fleet.within_window(self._recent, self._policy.breaker.window, now)),
+        )
+
+    # ---- the run ---------------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, request: GovernorInput) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(lambda: self._changed, timeout=self._next_check())
+            self._changed = False
+            info = workflow.info()
+            if info.is_continue_as_new_suggested() or info.get_current_history_length() >= request.history_limit:
+                # Signals and Updates taken so far are in the state carried over; grants being sent finish first.
+                await workflow.wait_condition(lambda: workflow.all_handlers_finished() and not self._sending)
+                workflow.continue_as_new(
+                    GovernorInput(policy=self._policy, state=self._state(), history_limit=request.history_limit)
+                )
+            now = workflow.now()
+            if self._waiting and self._due(self._counted_at, self._policy.count_every, now):
+                await self._count_gpu_nodes()
+            if self._held and self._due(self._checked_at, self._policy.reclaim_every, now):
+                await self._reclaim()
+            self._grant(workflow.now())
+            workflow.set_current_details(self._details())
+
+    def _grant(self, now: datetime) -> None:
+        self._recent = list(fleet.within_window(self._recent, self._policy.breaker.window, now))
+        choice = fleet.choose(self._policy, self._state(), now)
+        if choice.trip:
+            self._tripped = RecordedAction(action="trip", by="gpuheal", reason=choice.trip, at=now)
+            self._log_action(self._tripped)
+            workflow.logger.warning("circuit breaker tripped: %s", choice.trip)
+        for request in choice.grant:
+            group = self._policy.budget.group_of(request.labels)
+            permit = HeldPermit(
+                permit_id=request.permit_id,
+                workflow_id=request.workflow_id,
+                run_id=request.run_id,
+                node=request.node,
+                group=group,
+                granted_at=now,
+            )
+            del self._waiting[request.permit_id]
+            self._held[request.permit_id] = permit
+            self._recent.append(now)
+            sending = asyncio.create_task(self._send(permit))
+            self._sending.add(sending)
+            sending.add_done_callback(self._sending.discard)
+        for permit_id, why in choice.why.items():
+            self._waiting[permit_id] = Waiting(request=self._waiting[permit_id].request, why=why)
+
+    async def _send(self, permit: HeldPermit) -> None:
+        """Tell the remediation it holds the permit; a run that has ended loses it at once."""
+        grant = PermitGrant(
+            permit_id=permit.permit_id,
+            governor_id=workflow.info().workflow_id,
+            granted_at=permit.granted_at,
+            recheck_after=self._policy.breaker.recheck_after,
+        )
+        handle = workflow.get_external_workflow_handle(permit.workflow_id, run_id=permit.run_id)
+        try:
+            await handle.signal(PERMIT_SIGNAL.name, grant)
+        except FailureError as error:
+            workflow.logger.info("permit %s reclaimed: its remediation has ended (%s)", permit.permit_id, error)
+            self._held.pop(permit.permit_id, None)
+            self._changed = True
+
+    async def _count_gpu_nodes(self) -> None:
+        selector = self._policy.budget.gpu_node_selector
+        counted = await run_step(
+            contracts.COUNT_GPU_NODES,
+            NodeCountRequest(selector=selector),
+            StepTimeouts(),
+            summary=f"count the nodes labelled {selector}",
+        )
+        self._gpu_nodes = counted.count
+        self._counted_at = workflow.now()
+
+    async def _reclaim(self) -> None:
+        """Take back the permits of remediations that ended without returning them."""
+        asked = tuple(self._held.values())
+        ended = await run_step(
+            contracts.FIND_ENDED,
+            HolderCheck(permits=asked),
+            StepTimeouts(),
+            summary=f"ask Temporal whether the {len(asked)} holders of permits still run",
+        )
+        self._checked_at = workflow.now()
+        for permit_id in ended.permit_ids:
+            if self._held.pop(permit_id, None) is not None:
+                workflow.logger.info("permit %s reclaimed: its remediation ended without returning it", permit_id)
+
+    def _next_check(self) -> timedelta | None:
+        """How long to wait at most before counting the GPU nodes, checking the holders, or letting the
+        oldest quarantine leave the breaker's window (which the UI's details count)."""
+        waits = []
+        if self._waiting:
+            waits.append(self._policy.count_every)
+        if self._held:
+            waits.append(self._policy.reclaim_every)
+        if self._recent:
+            leaves = self._recent[0] + self._policy.breaker.window - workflow.now()
+            waits.append(max(leaves, timedelta(seconds=1)))
+        return min(waits) if waits else None
+
+    @staticmethod
+    def _due(last: datetime | None, every: timedelta, now: datetime) -> bool:
+        return last is None or now - last >= every
+
+    def _record(self, what: str, action: OperatorAction) -> RecordedAction:
+        recorded = RecordedAction(action=what, by=action.by.strip(), reason=action.reason.strip(), at=workflow.now())
+        self._log_action(recorded)
+        self._changed = True
+        return recorded
+
+    def _log_action(self, recorded: RecordedAction) -> None:
+        self._log = [*self._log, recorded][-_LOG_LENGTH:]
+
+    def _state(self) -> GovernorState:
+        return GovernorState(
+            held=tuple(self._held.values()),
+            waiting=tuple(self._waiting.values()),
+            recent_grants=tuple(self._recent),
+            gpu_nodes=self._gpu_nodes,
+            counted_at=self._counted_at,
+            tripped=self._tripped,
+            paused=self._paused,
+            log=tuple(self._log),
+        )
+
+    def _details(self) -> str:
+        """The UI's current details: the budget, the breaker, the pause and who waits."""
+        status = self.status()
+        lines = [
+            f"**{len(self._held)} of {status.limit}** permits held ({self._gpu_nodes} GPU nodes); "
+            f"{len(self._waiting)} waiting",
+            f"breaker: {status.quarantined_in_window} of {status.threshold} quarantines within "
+            f"{self._policy.breaker.window}" + (f" — **TRIPPED**: {self._tripped.reason}" if self._tripped else ""),
+        ]
+        if self._paused is not None:
+            lines.append(f"**paused** by {self._paused.by} at {_at(self._paused)}: {self._paused.reason}")
+        lines.extend(f"- waiting: `{w.request.node}` — {w.why}" for w in list(self._waiting.values())[:20])
+        return "\n\n".join(lines)
+
+
+def _at(recorded: RecordedAction) -> str:
+    return recorded.at.isoformat(timespec="seconds")

@@ -1,0 +1,56 @@
+"""Running one step as its contract says (gpuheal.domain.contracts), for every workflow of gpuheal."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, CancelledError
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import BaseModel
+
+    from gpuheal.domain.contracts import Retry, StepContract
+    from gpuheal.domain.policy import StepTimeouts
+
+RequestT = TypeVar("RequestT", bound=BaseModel)
+ResultT = TypeVar("ResultT", bound=BaseModel)
+
+
+async def run_step(
+    step: StepContract[RequestT, ResultT], request: RequestT, timeouts: StepTimeouts, *, summary: str
+) -> ResultT:
+    """Run `step` (local or not) with its timeouts and retries; an operator's cancel that reaches a
+    running step as its failure is raised as the run's cancellation."""
+    retry = _retry_policy(step.retry(timeouts))
+    try:
+        if step.local:
+            local: ResultT = await workflow.execute_local_activity(
+                step.name.value,
+                request,
+                result_type=step.result,
+                start_to_close_timeout=step.timeout(timeouts, request),
+                retry_policy=retry,
+                summary=summary,
+            )
+            return local
+        result: ResultT = await workflow.execute_activity(
+            step.name.value,
+            request,
+            result_type=step.result,
+            start_to_close_timeout=step.timeout(timeouts, request),
+            heartbeat_timeout=step.heartbeat(timeouts) if step.heartbeat is not None else None,
+            retry_policy=retry,
+            summary=summary,
+        )
+        return result
+    except ActivityError as error:
+        if isinstance(error.cause, CancelledError):
+            raise asyncio.CancelledError() from error
+        raise
+
+
+def _retry_policy(retry: Retry) -> RetryPolicy:
+    return RetryPolicy(initial_interval=retry.initial, maximum_interval=retry.maximum, maximum_attempts=retry.attempts)

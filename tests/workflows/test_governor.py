@@ -1,0 +1,396 @@
+"""The fleet governor with real remediations on Temporal's time-skipping test server.
+
+Each test runs a fleet of in-memory nodes (FakeFleet) that samples how many of its nodes are
+cordoned after every step, so the limits are checked against the nodes themselves, not against
+what the governor believes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Protocol
+
+import pytest
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from gpuheal.control import governor, remediations
+from gpuheal.domain.faults import Fault
+from gpuheal.domain.fleet import (
+    GOVERNOR,
+    RELEASE_SIGNAL,
+    REQUEST_SIGNAL,
+    BreakerPolicy,
+    FleetBudget,
+    FleetPolicy,
+    GovernorInput,
+    GovernorRefused,
+    GovernorStatus,
+    OperatorAction,
+    PermitRequest,
+    PermitReturn,
+)
+from gpuheal.domain.phases import Phase
+from gpuheal.domain.remediation import RemediationStatus
+from gpuheal.workflows.governor import GovernorWorkflow
+from gpuheal.workflows.remediation import RemediationWorkflow
+from gpuheal_sim.demo.devserver import DevServer
+from tests.workflows.fake_activities import FakeFleet, FakeNode
+from tests.workflows.test_remediation_logic import Handle, fault, policy, wait_for_phase
+
+ALICE = OperatorAction(by="alice", reason="XID 79 storm after the driver rollout; rolled back")
+
+
+class MakeFleet(Protocol):
+    async def __call__(
+        self,
+        count: int,
+        fleet: FleetPolicy,
+        labels: Callable[[int], dict[str, str]] | None = None,
+        group_label: str = "",
+    ) -> Governed: ...
+
+
+@dataclass
+class Governed:
+    """A fleet of fake nodes, a worker for it on its own task queue, and the governor's id."""
+
+    client: Client
+    fleet: FakeFleet
+    queue: str
+    governor_id: str
+
+    async def fault(self, node: FakeNode, the_fault: Fault | None = None) -> Handle:
+        return await remediations.report_fault(self.client, the_fault or fault(node), policy(), task_queue=self.queue)
+
+    async def status(self) -> GovernorStatus:
+        return await governor.status(self.client, self.governor_id)
+
+    async def act(self, what: str, action: OperatorAction = ALICE) -> GovernorStatus:
+        return await governor.act(self.client, what, action, self.governor_id)
+
+    async def until(self, check: Callable[[GovernorStatus], bool]) -> GovernorStatus:
+        for _ in range(400):
+            status = await self.status()
+            if check(status):
+                return status
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"the governor never got there: {status}")
+
+
+@contextlib.asynccontextmanager
+async def fleets(client: Client) -> AsyncIterator[MakeFleet]:
+    """Make governed fleets on `client`'s server: `make(nodes, fleet_policy, labels=…)`; the workers
+    stop and the governors are terminated afterwards."""
+    async with contextlib.AsyncExitStack() as stack:
+        made: list[Governed] = []
+
+        async def make(
+            count: int, fleet: FleetPolicy, labels: Callable[[int], dict[str, str]] | None = None, group_label: str = ""
+        ) -> Governed:
+            tag = uuid.uuid4().hex[:6]
+            governor_id = f"governor-{tag}"
+            nodes = {
+                f"gpu-{tag}-{i}": FakeNode(
+                    name=f"gpu-{tag}-{i}", fleet=fleet, governor_id=governor_id, labels=labels(i) if labels else {}
+                )
+                for i in range(count)
+            }
+            queue = f"governed-{tag}"
+            fake = FakeFleet(nodes, group_label=group_label)
+            worker = Worker(
+                client,
+                task_queue=queue,
+                workflows=[RemediationWorkflow, GovernorWorkflow],
+                activities=fake.activities(),
+            )
+            await stack.enter_async_context(worker)
+            made.append(Governed(client, fake, queue, governor_id))
+            return made[-1]
+
+        yield make
+        for result in made:
+            handle = client.get_workflow_handle(result.governor_id)
+            if (await handle.describe()).status is WorkflowExecutionStatus.RUNNING:
+                await handle.terminate("test over")
+
+
+@pytest.fixture
+async def governed(time_skipping_env: WorkflowEnvironment) -> AsyncIterator[MakeFleet]:
+    """Governed fleets on the time-skipping test server."""
+    async with fleets(time_skipping_env.client) as make:
+        yield make
+
+
+@pytest.fixture
+async def governed_live(dev_server: DevServer) -> AsyncIterator[MakeFleet]:
+    """Governed fleets on the real dev server (the test server's continue-as-new loses races with signals)."""
+    async with fleets(dev_server.client) as make:
+        yield make
+
+
+def nodes_of(governed: Governed) -> list[FakeNode]:
+    return list(governed.fleet.nodes.values())
+
+
+def phases(status: RemediationStatus) -> list[Phase]:
+    return [entry.phase for entry in status.history]
+
+
+def limits(**budget: object) -> FleetPolicy:
+    """A budget, with a breaker these tests do not trip."""
+    return FleetPolicy(budget=FleetBudget(**budget), breaker=BreakerPolicy(share=1, at_least=1000))
+
+
+async def test_no_more_nodes_are_out_of_service_at_once_than_the_budget_allows(governed: MakeFleet) -> None:
+    fleet = await governed(6, limits(max_concurrent=2, max_percent=100))
+
+    handles = [await fleet.fault(node) for node in nodes_of(fleet)]
+    results = [await handle.result() for handle in handles]
+
+    assert [status.phase for status in results] == [Phase.RESOLVED] * 6
+    assert fleet.fleet.max_cordoned == 2, "two at a time, never more (sampled from the nodes)"
+    assert sum(Phase.AWAITING_BUDGET in phases(status) for status in results) >= 4
+    assert all(status.permit is not None for status in results), "each run records the permit it held"
+    final = await fleet.status()
+    assert (final.state.held, final.state.waiting) == ((), ()), "every permit came back"
+
+
+async def test_the_share_of_gpu_nodes_bounds_the_budget(governed: MakeFleet) -> None:
+    fleet = await governed(10, limits(max_concurrent=50, max_percent=20))
+
+    handles = [await fleet.fault(node) for node in nodes_of(fleet)]
+    results = [await handle.result() for handle in handles]
+
+    assert {status.phase for status in results} == {Phase.RESOLVED}
+    assert (await fleet.status()).limit == 2
+    assert fleet.fleet.max_cordoned == 2
+
+
+async def test_one_node_per_rack_at_a_time_while_other_racks_go_on(governed: MakeFleet) -> None:
+    fleet = await governed(
+        6,
+        limits(max_concurrent=10, max_percent=100, group_label="rack", max_per_group=1),
+        labels=lambda i: {"rack": f"r{i % 3}"},
+        group_label="rack",
+    )
+
+    handles = [await fleet.fault(node) for node in nodes_of(fleet)]
+    results = [await handle.result() for handle in handles]
+
+    assert {status.phase for status in results} == {Phase.RESOLVED}
+    assert fleet.fleet.max_cordoned_per_group == {"r0": 1, "r1": 1, "r2": 1}
+    assert fleet.fleet.max_cordoned >= 2, "racks do not wait for each other"
+
+
+async def test_the_breaker_trips_holds_the_rest_untouched_and_a_reset_lets_them_go_in_order(
+    governed: MakeFleet,
+) -> None:
+    breaker = BreakerPolicy(share=0.01, at_least=2, window=timedelta(hours=1))
+    fleet = await governed(4, FleetPolicy(budget=FleetBudget(max_concurrent=10, max_percent=100), breaker=breaker))
+    first, second, third, fourth = nodes_of(fleet)
+    done = [await (await fleet.fault(node)).result() for node in (first, second)]
+    assert [status.phase for status in done] == [Phase.RESOLVED] * 2
+
+    waiting = [await fleet.fault(node) for node in (third, fourth)]
+    for handle in waiting:
+        await wait_for_phase(handle, Phase.AWAITING_BUDGET)
+    tripped = await fleet.until(lambda status: status.state.tripped is not None and len(status.state.waiting) == 2)
+
+    assert tripped.state.tripped is not None
+    assert "2 GPU nodes quarantined within 1:00:00" in tripped.state.tripped.reason
+    assert third.steps == [] and fourth.steps == [], "the waiting nodes are not touched"
+    assert all("circuit breaker tripped" in w.why for w in tripped.state.waiting)
+
+    after = await fleet.act("reset_breaker")
+    results = [await handle.result() for handle in waiting]
+
+    assert after.state.tripped is None
+    assert after.state.log[-1].action == "reset_breaker" and after.state.log[-1].by == "alice"
+    assert [status.phase for status in results] == [Phase.RESOLVED] * 2
+    assert results[0].permit is not None and results[1].permit is not None
+    assert results[0].permit.granted_at <= results[1].permit.granted_at, "in arrival order"
+    with pytest.raises(GovernorRefused, match=re.escape("the breaker is not tripped (2 of 2 quarantines")):
+        await fleet.act("reset_breaker")
+
+
+async def test_a_pause_holds_new_remediations_and_a_resume_lets_them_go_in_arrival_order(
+    governed: MakeFleet,
+) -> None:
+    fleet = await governed(3, limits(max_concurrent=1, max_percent=100))
+    await governor.configure(fleet.client, limits(max_concurrent=1, max_percent=100), fleet.governor_id, fleet.queue)
+    paused = await fleet.act("pause")
+    assert paused.state.paused is not None and paused.state.paused.by == "alice"
+    with pytest.raises(GovernorRefused, match="already paused by alice"):
+        await fleet.act("pause")
+
+    handles = []
+    for node in nodes_of(fleet):
+        handles.append(await fleet.fault(node))
+        await wait_for_phase(handles[-1], Phase.AWAITING_BUDGET)
+    held = await fleet.until(lambda status: len(status.state.waiting) == 3)
+    assert all(w.why.startswith("paused by alice") for w in held.state.waiting)
+    assert all(node.steps == [] for node in nodes_of(fleet))
+
+    await fleet.act("resume", OperatorAction(by="bob", reason="fleet checked"))
+    results = [await handle.result() for handle in handles]
+
+    assert [status.phase for status in results] == [Phase.RESOLVED] * 3
+    granted = [status.permit.granted_at for status in results if status.permit is not None]
+    assert granted == sorted(granted) and len(set(granted)) == 3, "one at a time, first come first served"
+    with pytest.raises(GovernorRefused, match="the governor is not paused"):
+        await fleet.act("resume")
+
+
+@pytest.mark.parametrize(("by", "reason", "refusal"), [("alice", "  ", "say why (reason)"), (" ", "x", "say who acts")])
+async def test_an_action_without_who_or_why_is_refused(governed: MakeFleet, by: str, reason: str, refusal: str) -> None:
+    fleet = await governed(1, limits())
+    await governor.configure(fleet.client, limits(), fleet.governor_id, fleet.queue)
+
+    with pytest.raises(GovernorRefused, match=re.escape(refusal)):
+        await fleet.act("pause", OperatorAction(by=by, reason=reason))
+    assert (await fleet.status()).state.paused is None
+
+
+async def test_a_stale_fault_does_nothing_to_a_node_that_recovered_while_it_waited(
+    time_skipping_env: WorkflowEnvironment, governed: MakeFleet
+) -> None:
+    fleet = await governed(2, limits(max_percent=100))
+    recovered, still_bad = nodes_of(fleet)
+    await governor.configure(fleet.client, limits(max_percent=100), fleet.governor_id, fleet.queue)
+    await fleet.act("pause")
+    handles = [await fleet.fault(node) for node in (recovered, still_bad)]
+    for handle in handles:
+        await wait_for_phase(handle, Phase.AWAITING_BUDGET)
+
+    await time_skipping_env.sleep(timedelta(minutes=30))  # past the breaker's recheck_after (10 minutes)
+    recovered.boot_id = "boot-after-a-power-cycle"
+    recovered.agent_reports(True, at=await time_skipping_env.get_current_time())
+    await fleet.act("resume")
+    calm, repaired = [await handle.result() for handle in handles]
+
+    assert calm.phase is Phase.RESOLVED
+    assert "recovered while the fault waited for a permit (rebooted: boot boot-1 → boot-after-a-power-cycle)" in (
+        calm.reason
+    )
+    assert recovered.steps == ["observe_node"], "only read, never cordoned, drained or rebooted"
+    assert repaired.phase is Phase.RESOLVED and still_bad.reboots == 1, "a node still faulty is repaired"
+    assert (await fleet.status()).state.held == ()
+
+
+async def test_a_run_cancelled_while_it_waits_withdraws_its_request(governed: MakeFleet) -> None:
+    fleet = await governed(1, limits())
+    [node] = nodes_of(fleet)
+    await governor.configure(fleet.client, limits(), fleet.governor_id, fleet.queue)
+    await fleet.act("pause")
+    handle = await fleet.fault(node)
+    await wait_for_phase(handle, Phase.AWAITING_BUDGET)
+
+    await handle.cancel()
+    status = await handle.result()
+
+    assert status.phase is Phase.CANCELLED and node.steps == []
+    await fleet.until(lambda governor_status: governor_status.state.waiting == ())
+
+
+async def test_the_permit_of_a_terminated_remediation_is_reclaimed(governed: MakeFleet) -> None:
+    fleet = await governed(2, limits(max_concurrent=1, max_percent=100))
+    holder, next_one = nodes_of(fleet)
+    stuck = await remediations.report_fault(fleet.client, fault(holder), policy(approval=True), task_queue=fleet.queue)
+    await wait_for_phase(stuck, Phase.AWAITING_APPROVAL)
+    waiting = await fleet.fault(next_one)
+    await wait_for_phase(waiting, Phase.AWAITING_BUDGET)
+
+    await stuck.terminate("an operator removed it by hand")
+    status = await waiting.result()  # time skips past the governor's check of its holders
+
+    assert status.phase is Phase.RESOLVED
+    final = await fleet.status()
+    assert final.state.held == () and final.state.waiting == ()
+
+
+@contextlib.asynccontextmanager
+async def lone_governor(
+    env: WorkflowEnvironment, node: str
+) -> AsyncIterator[tuple[WorkflowHandle[Any, Any], PermitRequest]]:
+    """A governor with no remediations behind it, and a request for a run that does not exist."""
+    client = env.client
+    governor_id, queue = f"governor-{uuid.uuid4().hex[:6]}", f"lone-{uuid.uuid4().hex[:6]}"
+    request = PermitRequest(
+        permit_id=f"remediate-{node}/run-1",
+        workflow_id=f"remediate-{node}",
+        run_id="00000000-0000-0000-0000-000000000001",
+        node=node,
+        asked_at=await env.get_current_time(),
+    )
+    async with Worker(client, task_queue=queue, workflows=[GovernorWorkflow], activities=FakeFleet({}).activities()):
+        handle = await client.start_workflow(GOVERNOR.name, GovernorInput(), id=governor_id, task_queue=queue)
+        yield handle, request
+        await handle.terminate("test over")
+
+
+async def test_requests_and_returns_are_counted_once_by_permit_id(time_skipping_env: WorkflowEnvironment) -> None:
+    client = time_skipping_env.client
+    async with lone_governor(time_skipping_env, "x") as (handle, request):
+        governor_id = handle.id
+        await governor.act(client, "pause", ALICE, governor_id)
+        await handle.signal(REQUEST_SIGNAL.name, request)
+        await handle.signal(REQUEST_SIGNAL.name, request)
+        assert len((await governor.status(client, governor_id)).state.waiting) == 1
+
+        await handle.signal(RELEASE_SIGNAL.name, PermitReturn(permit_id=request.permit_id))
+        await handle.signal(RELEASE_SIGNAL.name, PermitReturn(permit_id=request.permit_id))
+        await handle.signal(REQUEST_SIGNAL.name, request)  # a retried ask arriving after the return
+        await governor.act(client, "resume", ALICE, governor_id)
+        status = await governor.status(client, governor_id)
+
+        assert (status.state.waiting, status.state.held) == ((), ())
+
+
+async def test_a_permit_granted_to_a_run_that_has_ended_is_taken_back_at_once(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    client = time_skipping_env.client
+    async with lone_governor(time_skipping_env, "gone") as (handle, request):
+        governor_id = handle.id
+        await handle.signal(REQUEST_SIGNAL.name, request)
+        for _ in range(200):
+            status = await governor.status(client, governor_id)
+            if not status.state.waiting and not status.state.held:
+                break
+            await asyncio.sleep(0.05)
+
+        assert status.state.recent_grants, "it was granted"
+        assert (status.state.waiting, status.state.held) == ((), ()), "and taken back when the signal failed"
+
+
+async def test_the_state_survives_continue_as_new(governed_live: MakeFleet) -> None:
+    breaker = BreakerPolicy(share=0.01, at_least=3)
+    policy_ = FleetPolicy(budget=FleetBudget(max_concurrent=2, max_percent=100), breaker=breaker)
+    fleet = await governed_live(5, policy_)
+    first = await fleet.client.start_workflow(
+        GOVERNOR.name, GovernorInput(policy=policy_, history_limit=30), id=fleet.governor_id, task_queue=fleet.queue
+    )
+    handles = [await fleet.fault(node) for node in nodes_of(fleet)]
+
+    tripped = await fleet.until(
+        lambda status: status.state.tripped is not None and len(status.state.waiting) == 2 and not status.state.held
+    )
+    waiting = {w.request.node for w in tripped.state.waiting}
+    done = [
+        await handle.result() for handle, node in zip(handles, nodes_of(fleet), strict=True) if node.name not in waiting
+    ]
+    current = await fleet.client.get_workflow_handle(fleet.governor_id).describe()
+
+    assert current.run_id != first.result_run_id, "the governor continued as new"
+    assert len(done) == 3 and {status.phase for status in done} == {Phase.RESOLVED}
+    assert all(node.steps == [] for node in nodes_of(fleet) if node.name in waiting)
+    await fleet.act("reset_breaker")
+    assert {(await handle.result()).phase for handle in handles} == {Phase.RESOLVED}
