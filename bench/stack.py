@@ -101,7 +101,9 @@ class RemediationStack:
 
 
 @asynccontextmanager
-async def remediation_stack(server: DevServer, state_dir: Path, *fleet_args: str) -> AsyncIterator[RemediationStack]:
+async def remediation_stack(
+    server: DevServer, state_dir: Path, *fleet_args: str, worker_args: Sequence[str] = ()
+) -> AsyncIterator[RemediationStack]:
     """Everything one benchmark remediates against, on the shared dev server."""
     task_queue = f"bench-{uuid.uuid4()}"
     async with (
@@ -120,6 +122,7 @@ async def remediation_stack(server: DevServer, state_dir: Path, *fleet_args: str
             fleet.control_url,
             "--metrics-address",
             "",
+            *worker_args,
         ),
         watching_cordons(fleet.kubeconfig) as cordons,
     ):

@@ -1,7 +1,7 @@
 """A fault storm: half of a 1,500-node fleet reports a fatal XID at once, beside bare Temporal.
 
 Every faulty node gets a full remediation (quarantine, drain, reboot, wait, verify, release) on a
-fleet without workloads and with instant reboots, with no budget limiting concurrency. The baseline
+fleet without workloads and with instant reboots, with no budget limiting concurrency (the fleet governor grants every permit at once). The baseline
 runs, on the same dev server and with the same worker limits, as many bare workflows with as many
 no-op activities as a remediation ran steps (its activities plus its local activities), so the ratio
 is what gpuheal's work and design cost beside the plain Temporal way of running those steps.
@@ -49,7 +49,10 @@ async def _all(count: int, start: Callable[[int], Awaitable[WorkflowHandle[Any, 
 
 async def _remediations(server: DevServer, state: Path, nodes: int, faulty: int) -> tuple[float, float, int]:
     fleet_args = ("--nodes", str(nodes), "--reboot-seconds", "0", "--no-workloads")
-    async with remediation_stack(server, state / "storm", *fleet_args) as stack:
+    # The governor hands out permits to all at once: its limits are not what this storm measures.
+    unlimited = ("--max-remediations", "100000", "--max-remediating-percent", "100")
+    breaker = ("--breaker-share", "1", "--breaker-at-least", "100000")
+    async with remediation_stack(server, state / "storm", *fleet_args, worker_args=(*unlimited, *breaker)) as stack:
         width = max(3, len(str(nodes - 1)))  # as the simulator names its nodes
         names = [f"gpu-node-{i:0{width}d}" for i in range(0, nodes, max(1, nodes // faulty))][:faulty]
         policy = demo_policy(False)

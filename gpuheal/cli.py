@@ -14,15 +14,18 @@ from typing import Any, TypeVar
 import click
 from temporalio.service import RPCError
 
-from gpuheal.control import remediations
+from gpuheal.control import governor, remediations
 from gpuheal.control.connection import (
+    DEFAULT_TASK_QUEUE,
     NamespaceNotFound,
     TemporalUnreachable,
     connect_temporal,
     is_namespace_not_found,
 )
+from gpuheal.control.governor import governor_id_for
 from gpuheal.control.lifetime import ProcessRuntime
 from gpuheal.domain.decisions import DecisionRefused
+from gpuheal.domain.fleet import GovernorRefused, GovernorStatus, OperatorAction
 from gpuheal.domain.remediation import ApprovalSignal, RecordedDecision
 from gpuheal.params import HostPort, KubeconfigFile
 
@@ -70,6 +73,9 @@ def run_command(main: Callable[[], Coroutine[Any, Any, T]], runtime: ProcessRunt
         remediations.RemediationNotFound,
         remediations.DecisionUnanswered,
         DecisionRefused,
+        governor.GovernorNotFound,
+        governor.GovernorUnanswered,
+        GovernorRefused,
         TemporalUnreachable,
         KubernetesUnavailable,
     ) as error:
@@ -211,3 +217,115 @@ def kmsg_parse(policy: Path | None) -> None:
     from gpuheal.agents.kmsg.cli import main as parse_main
 
     sys.exit(parse_main(sys.stdin, sys.stdout, policy))
+
+
+# ---- the fleet governor ---------------------------------------------------------------------------------
+
+_governor_queue_option = click.option(
+    "--task-queue",
+    default=DEFAULT_TASK_QUEUE,
+    show_default=True,
+    envvar="GPUHEAL_TASK_QUEUE",
+    help="The workers' task queue, whose governor to reach.",
+)
+
+
+def _governor_action(
+    what: str, address: str | None, namespace: str | None, queue: str, by: str | None, reason: str
+) -> GovernorStatus:
+    """Carry out an operator's action on the governor, with who and why, and return its status after."""
+    who = _login_name() if by is None else by.strip()
+    if not who:
+        raise click.BadParameter("must name who acts", param_hint="'--by'")
+    if not reason.strip():
+        raise click.BadParameter("must say why", param_hint="'--reason'")
+
+    async def send() -> GovernorStatus:
+        client = await connect_temporal(address, namespace)
+        return await governor.act(client, what, OperatorAction(by=who, reason=reason.strip()), governor_id_for(queue))
+
+    return run_command(send)
+
+
+def _governor_status(address: str | None, namespace: str | None, queue: str) -> GovernorStatus:
+    async def query() -> GovernorStatus:
+        client = await connect_temporal(address, namespace)
+        return await governor.status(client, governor_id_for(queue))
+
+    return run_command(query)
+
+
+def _operator_command(name: str, what: str, summary: str) -> Callable[[Callable[..., Any]], click.Command]:
+    """A command that takes --by and --reason and carries `what` out on the governor."""
+
+    def make(group_command: Callable[..., Any]) -> click.Command:
+        @with_temporal_options
+        @_governor_queue_option
+        @click.option("--by", help="Who acts (recorded in the governor)  [default: your login name]")
+        @click.option("--reason", required=True, help="Why (recorded in the governor).")
+        def command(address: str | None, namespace: str | None, task_queue: str, by: str | None, reason: str) -> None:
+            status = _governor_action(what, address, namespace, task_queue, by, reason)
+            click.echo(_breaker_line(status) if what == "reset_breaker" else _pause_line(status))
+
+        command.__doc__ = summary
+        return group_command(name=name)(command)  # type: ignore[no-any-return]
+
+    return make
+
+
+def _pause_line(status: GovernorStatus) -> str:
+    paused = status.state.paused
+    if paused is None:
+        return f"not paused; {len(status.state.waiting)} remediation(s) waiting may go on as the budget allows"
+    return f"paused by {paused.by} at {paused.at.isoformat(timespec='seconds')}: {paused.reason}"
+
+
+def _breaker_line(status: GovernorStatus) -> str:
+    window = status.policy.breaker.window
+    counted = f"{status.quarantined_in_window} of {status.threshold} quarantines within {window}"
+    tripped = status.state.tripped
+    if tripped is None:
+        return f"breaker closed: {counted}"
+    return f"breaker TRIPPED at {tripped.at.isoformat(timespec='seconds')}: {tripped.reason}"
+
+
+@main.group()
+def breaker() -> None:
+    """The fleet's circuit breaker: it trips when too many GPU nodes were quarantined lately."""
+
+
+@breaker.command(name="status")
+@with_temporal_options
+@_governor_queue_option
+def breaker_status(address: str | None, namespace: str | None, task_queue: str) -> None:
+    """Whether the breaker is tripped, and the quarantines within its window."""
+    status = _governor_status(address, namespace, task_queue)
+    click.echo(_breaker_line(status))
+    for action in status.state.log[-5:]:
+        click.echo(f"  {action.at.isoformat(timespec='seconds')} {action.action} by {action.by}: {action.reason}")
+
+
+_operator_command(
+    "reset", "reset_breaker", "Reset the tripped breaker: the waiting remediations go on in arrival order."
+)(breaker.command)
+_operator_command("pause", "pause", "Pause the governor: new remediations wait, those under way finish.")(main.command)
+_operator_command("resume", "resume", "Resume the paused governor.")(main.command)
+
+
+@main.command()
+@with_temporal_options
+@_governor_queue_option
+def budget(address: str | None, namespace: str | None, task_queue: str) -> None:
+    """The fleet budget: the permits held, and who waits and why."""
+    status = _governor_status(address, namespace, task_queue)
+    state = status.state
+    click.echo(
+        f"{len(state.held)} of {status.limit} permits held ({state.gpu_nodes} GPU nodes); {len(state.waiting)} waiting"
+    )
+    click.echo(_breaker_line(status))
+    click.echo(_pause_line(status))
+    for permit in state.held:
+        group = f" [{status.policy.budget.group_label}={permit.group}]" if permit.group else ""
+        click.echo(f"  held     {permit.node}{group} since {permit.granted_at.isoformat(timespec='seconds')}")
+    for waiting in state.waiting:
+        click.echo(f"  waiting  {waiting.request.node}: {waiting.why or 'just asked'}")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from pydantic import BaseModel
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,7 +55,12 @@ class SettingOption(click.Option):
 
 
 def setting_default(owner: type[Any], name: str) -> Any:
-    """The default of the settings class `owner`'s field `name` (from its factory where it has one)."""
+    """The default of the settings class `owner`'s field `name` (from its factory where it has one);
+    `owner` is a dataclass or a pydantic model (the fleet's limits)."""
+    if isinstance(owner, type) and issubclass(owner, BaseModel):
+        if name not in owner.model_fields:
+            raise TypeError(f"{owner.__name__} has no field {name!r}")
+        return owner.model_fields[name].get_default(call_default_factory=True)
     for field in dataclasses.fields(owner):
         if field.name == name:
             if field.default_factory is not dataclasses.MISSING:

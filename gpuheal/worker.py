@@ -39,8 +39,9 @@ from gpuheal.activities.providers.registration import SIMULATOR_URL_ENV
 from gpuheal.activities.providers.selection import ProviderSet
 from gpuheal.control import governor
 from gpuheal.control.connection import DEFAULT_TASK_QUEUE, check_namespace, connect_temporal
+from gpuheal.control.governor import governor_id_for
 from gpuheal.control.lifetime import ProcessRuntime
-from gpuheal.domain.fleet import GOVERNOR_ID, FleetPolicy
+from gpuheal.domain.fleet import FleetPolicy
 from gpuheal.kubeclient import connect as connect_kubernetes
 from gpuheal.kubeprobe import KubernetesUnavailable, wait_until_answering
 from gpuheal.shutdown import shutdown_requested
@@ -81,8 +82,8 @@ class WorkerSettings:
     kubernetes_wait: timedelta = timedelta(seconds=60)
     # The fleet's limits: the budget, the breaker (gpuheal.domain.fleet), held by one governor
     # workflow per cluster, which a starting worker configures with them.
+    # One governor per task queue (gpuheal.control.governor.governor_id_for).
     fleet: FleetPolicy = field(default_factory=FleetPolicy)
-    governor_id: str = GOVERNOR_ID
 
 
 class MetricsUnavailable(ValueError):
@@ -138,7 +139,7 @@ async def _worker(settings: WorkerSettings, client: Client, api: ApiClient) -> A
             client,
             task_queue=settings.task_queue,
             workflows=[RemediationWorkflow, GovernorWorkflow],
-            activities=remediation_activities(api, chosen, settings.fleet, settings.governor_id),
+            activities=remediation_activities(api, chosen, settings.fleet, governor_id_for(settings.task_queue)),
             max_concurrent_activities=settings.max_concurrent_activities,
             max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
             graceful_shutdown_timeout=settings.graceful_shutdown,
@@ -148,7 +149,9 @@ async def _worker(settings: WorkerSettings, client: Client, api: ApiClient) -> A
             log.info("worker polling %s with providers %s", settings.task_queue, ", ".join(chosen.names))
             if settings.fleet.governed:
                 # The governor starts with these limits, or the running one takes them.
-                await governor.configure(client, settings.fleet, settings.governor_id, settings.task_queue)
+                await governor.configure(
+                    client, settings.fleet, governor_id_for(settings.task_queue), settings.task_queue
+                )
             yield worker
 
 

@@ -20,15 +20,18 @@ from click.testing import CliRunner
 from temporalio.worker import Worker
 
 from gpuheal.cli import main
-from gpuheal.control import remediations
+from gpuheal.control import governor, remediations
+from gpuheal.control.governor import governor_id_for
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.faults import Fault
+from gpuheal.domain.fleet import FleetPolicy
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import RemediationPolicy, RepairPolicy
 from gpuheal.domain.remediation import ApprovalSignal
+from gpuheal.workflows.governor import GovernorWorkflow
 from gpuheal.workflows.remediation import RemediationWorkflow
 from gpuheal_sim.demo.devserver import DevServer
-from tests.workflows.fake_activities import FakeNode
+from tests.workflows.fake_activities import FakeFleet, FakeNode
 from tests.workflows.test_remediation_logic import Handle, wait_for_phase
 
 
@@ -145,7 +148,7 @@ _OPERATOR_COMMAND_SKIPS = (
 )
 
 
-@pytest.mark.parametrize("command", ["list", "status", "approve", "reject"])
+@pytest.mark.parametrize("command", ["list", "status", "approve", "reject", "pause", "budget"])
 def test_an_operator_command_loads_neither_the_worker_nor_the_agent(command: str) -> None:
     probe = (
         "import sys\n"
@@ -491,3 +494,42 @@ def test_approve_without_by_or_any_login_name_says_to_name_one(verb: str, monkey
     assert result.exit_code == 2, result.output
     [error] = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
     assert "'--by'" in error and "no login name to record" in error and "--by NAME" in error
+
+
+async def test_operators_pause_resume_and_read_the_governor_in_one_line_each(dev_server: DevServer) -> None:
+    """`gpuheal pause|resume|budget|breaker` reach the governor of the workers' task queue; an action it
+    cannot take is refused with its reason, and who acted is recorded."""
+    queue = f"cli-governor-{uuid.uuid4().hex[:8]}"
+    address = ("--address", dev_server.address, "--task-queue", queue)
+    async with Worker(
+        dev_server.client, task_queue=queue, workflows=[GovernorWorkflow], activities=FakeFleet({}).activities()
+    ):
+        await governor.configure(dev_server.client, FleetPolicy(), governor_id_for(queue), queue)
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return run_script(*args, *address)
+
+        # In a thread: the worker answering the Updates runs on this event loop.
+        paused = await asyncio.to_thread(cli, "pause", "--by", "alice", "--reason", "driver rollout")
+        again = await asyncio.to_thread(cli, "pause", "--by", "alice", "--reason", "twice")
+        budget = await asyncio.to_thread(cli, "budget")
+        breaker = await asyncio.to_thread(cli, "breaker", "status")
+        reset = await asyncio.to_thread(cli, "breaker", "reset", "--by", "bob", "--reason", "x")
+        resumed = await asyncio.to_thread(cli, "resume", "--by", "bob", "--reason", "rolled back")
+        no_reason = await asyncio.to_thread(cli, "resume", "--by", "bob", "--reason", " ")
+        log = await asyncio.to_thread(cli, "breaker", "status")
+    missing = await asyncio.to_thread(run_script, "budget", "--address", dev_server.address, "--task-queue", "none")
+
+    assert paused.returncode == 0 and paused.stdout.startswith("paused by alice at "), paused.stderr
+    assert again.returncode == 1 and "refused it: already paused by alice" in again.stderr
+    assert budget.stdout.splitlines()[:3] == [
+        "0 of 1 permits held (0 GPU nodes); 0 waiting",
+        "breaker closed: 0 of 5 quarantines within 1:00:00",
+        budget.stdout.splitlines()[2],
+    ] and budget.stdout.splitlines()[2].startswith("paused by alice")
+    assert breaker.stdout.startswith("breaker closed: 0 of 5 quarantines")
+    assert reset.returncode == 1 and "the breaker is not tripped" in reset.stderr
+    assert resumed.returncode == 0 and resumed.stdout.startswith("not paused"), resumed.stderr
+    assert "must say why" in one_line_error(no_reason)
+    assert "resume by bob: rolled back" in log.stdout and "pause by alice: driver rollout" in log.stdout
+    assert missing.returncode == 1 and "no fleet governor gpuheal-governor-none runs" in missing.stderr

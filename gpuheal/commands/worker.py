@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from gpuheal.cli import kubeconfig_option, run_command, with_temporal_options
+from gpuheal.domain.fleet import BreakerPolicy, FleetBudget, FleetPolicy
 from gpuheal.settings_options import TEXT_OR_OFF, setting_option
 from gpuheal.worker import WorkerSettings
 
@@ -52,6 +53,46 @@ from gpuheal.worker import WorkerSettings
     help="How long the worker waits at start for the Kubernetes API to answer before it exits "
     "[env GPUHEAL_KUBERNETES_WAIT_SECONDS].",
 )
+@setting_option(
+    FleetBudget,
+    "max_concurrent",
+    "--max-remediations",
+    type=click.IntRange(min=1),
+    envvar="GPUHEAL_MAX_REMEDIATIONS",
+    help="Remediations that may hold their nodes out of service at once, fleet-wide.",
+)
+@setting_option(
+    FleetBudget,
+    "max_percent",
+    "--max-remediating-percent",
+    type=click.FloatRange(min=0, max=100, min_open=True),
+    envvar="GPUHEAL_MAX_REMEDIATING_PERCENT",
+    help="… and at most this share of the GPU nodes (nodes labelled nvidia.com/gpu.present), one at least.",
+)
+@setting_option(
+    FleetBudget,
+    "group_label",
+    "--budget-group-label",
+    envvar="GPUHEAL_BUDGET_GROUP_LABEL",
+    help="A node label (a rack, a zone, an NVLink domain) whose nodes --max-per-group limits together.",
+)
+@setting_option(FleetBudget, "max_per_group", "--max-per-group", type=click.IntRange(min=1))
+@setting_option(
+    BreakerPolicy,
+    "share",
+    "--breaker-share",
+    type=click.FloatRange(min=0, max=1, min_open=True),
+    envvar="GPUHEAL_BREAKER_SHARE",
+    help="Trip the circuit breaker when this share of the GPU nodes was quarantined within its window.",
+)
+@setting_option(
+    BreakerPolicy,
+    "at_least",
+    "--breaker-at-least",
+    type=click.IntRange(min=1),
+    help="… but never for fewer quarantines than this.",
+)
+@setting_option(BreakerPolicy, "window", "--breaker-window-seconds", type=click.FloatRange(min=0, min_open=True))
 def worker(
     address: str | None,
     namespace: str | None,
@@ -64,6 +105,13 @@ def worker(
     graceful_shutdown: timedelta,
     sticky_queue_timeout: timedelta,
     kubernetes_wait: timedelta,
+    max_concurrent: int,
+    max_percent: float,
+    group_label: str,
+    max_per_group: int,
+    share: float,
+    at_least: int,
+    window: timedelta,
 ) -> None:
     """Run the Temporal worker for remediations (Ctrl-C or SIGTERM stops it gracefully).
 
@@ -71,6 +119,16 @@ def worker(
     of its start, or when the Temporal namespace does not exist.
     """
     from gpuheal.worker import MetricsUnavailable, process_runtime, serve
+
+    fleet = FleetPolicy(
+        budget=FleetBudget(
+            max_concurrent=max_concurrent,
+            max_percent=max_percent,
+            group_label=group_label.strip(),
+            max_per_group=max_per_group,
+        ),
+        breaker=BreakerPolicy(share=share, at_least=at_least, window=window),
+    )
 
     settings = WorkerSettings(
         task_queue=task_queue,
@@ -84,6 +142,7 @@ def worker(
         graceful_shutdown=graceful_shutdown,
         sticky_queue_timeout=sticky_queue_timeout,
         kubernetes_wait=kubernetes_wait,
+        fleet=fleet,
     )
     try:
         runtime = process_runtime(settings)

@@ -34,6 +34,12 @@ from gpuheal.domain.fleet import (
 from gpuheal.workflows.governor import GovernorWorkflow
 
 
+def governor_id_for(task_queue: str) -> str:
+    """The governor of the workers on `task_queue`: `gpuheal-governor` on the default queue, one of its
+    own on every other (clusters that share a namespace run their workers on queues of their own)."""
+    return GOVERNOR_ID if task_queue == DEFAULT_TASK_QUEUE else f"{GOVERNOR_ID}-{task_queue}"
+
+
 class GovernorNotFound(LookupError):
     """No governor runs (no worker has started one, and no remediation has asked for a permit)."""
 

@@ -266,11 +266,15 @@ async def test_a_stale_fault_does_nothing_to_a_node_that_recovered_while_it_wait
     recovered, still_bad = nodes_of(fleet)
     await governor.configure(fleet.client, limits(max_percent=100), fleet.governor_id, fleet.queue)
     await fleet.act("pause")
-    handles = [await fleet.fault(node) for node in (recovered, still_bad)]
+    # Faults detected an hour ago (an agent's spool delivered late, or a breaker that stayed tripped):
+    # older than the breaker's recheck_after (10 minutes) when their permits come.
+    an_hour_ago = await time_skipping_env.get_current_time() - timedelta(hours=1)
+    handles = [
+        await fleet.fault(node, fault(node).model_copy(update={"detected_at": an_hour_ago}))
+        for node in (recovered, still_bad)
+    ]
     for handle in handles:
         await wait_for_phase(handle, Phase.AWAITING_BUDGET)
-
-    await time_skipping_env.sleep(timedelta(minutes=30))  # past the breaker's recheck_after (10 minutes)
     recovered.boot_id = "boot-after-a-power-cycle"
     recovered.agent_reports(True, at=await time_skipping_env.get_current_time())
     await fleet.act("resume")
