@@ -533,3 +533,30 @@ async def test_operators_pause_resume_and_read_the_governor_in_one_line_each(dev
     assert "must say why" in one_line_error(no_reason)
     assert "resume by bob: rolled back" in log.stdout and "pause by alice: driver rollout" in log.stdout
     assert missing.returncode == 1 and "no fleet governor gpuheal-governor-none runs" in missing.stderr
+
+
+async def test_the_temporal_cli_pauses_the_governor_with_the_update_the_readme_shows(dev_server: DevServer) -> None:
+    """`temporal workflow update execute --workflow-id gpuheal-governor… --name pause`, as the README shows it."""
+    queue = f"cli-pause-{uuid.uuid4().hex[:8]}"
+    temporal = str(Path(sys.executable).parent / "temporal")
+
+    def update(body: str) -> subprocess.CompletedProcess[str]:
+        command = [temporal, "workflow", "update", "execute", "--address", dev_server.address]
+        command += ["--workflow-id", governor_id_for(queue), "--name", "pause", "--input", body]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+    async with Worker(
+        dev_server.client, task_queue=queue, workflows=[GovernorWorkflow], activities=FakeFleet({}).activities()
+    ):
+        await governor.configure(dev_server.client, FleetPolicy(), governor_id_for(queue), queue)
+        blank = await asyncio.to_thread(update, '{"by": "alice", "reason": " "}')
+        paused = await asyncio.to_thread(update, '{"by": "alice", "reason": "rollout"}')
+        status = await governor.status(dev_server.client, governor_id_for(queue))
+        await dev_server.client.get_workflow_handle(governor_id_for(queue)).terminate("test over")
+
+    assert blank.returncode != 0 and "say why (reason)" in blank.stdout + blank.stderr
+    assert paused.returncode == 0, paused.stderr
+    assert status.state.paused is not None and (status.state.paused.by, status.state.paused.reason) == (
+        "alice",
+        "rollout",
+    )
