@@ -126,4 +126,6 @@ async def act(
 def _not_found(error: RPCError, governor_id: str) -> Exception:
     if error.status is RPCStatusCode.NOT_FOUND and not is_namespace_not_found(error):
         return GovernorNotFound(f"no fleet governor {governor_id} runs (a gpuheal worker starts it)")
+    if error.status is RPCStatusCode.DEADLINE_EXCEEDED:
+        return GovernorUnanswered(f"no gpuheal worker answered for {governor_id}; is a worker running?")
     return error

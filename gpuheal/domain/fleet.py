@@ -164,6 +164,8 @@ class GovernorState(_Strict):
     paused: RecordedAction | None = None
     # The latest operator actions and trips, newest last.
     log: tuple[RecordedAction, ...] = ()
+    # Permits returned lately: a late duplicate of their request is not queued again.
+    returned: tuple[str, ...] = ()
 
 
 class GovernorInput(_Strict):

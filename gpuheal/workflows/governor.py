@@ -75,7 +75,7 @@ class GovernorWorkflow:
         self._tripped = state.tripped
         self._paused = state.paused
         self._log: list[RecordedAction] = list(state.log)
-        self._returned: dict[str, None] = {}
+        self._returned: dict[str, None] = dict.fromkeys(state.returned)
         self._checked_at: datetime | None = None
         self._changed = True
         # Grants being signalled to their remediations.
@@ -184,7 +184,7 @@ class GovernorWorkflow:
             now = workflow.now()
             if self._waiting and self._due(self._counted_at, self._policy.count_every, now):
                 await self._count_gpu_nodes()
-            if self._held and self._due(self._checked_at, self._policy.reclaim_every, now):
+            if (self._held or self._waiting) and self._due(self._checked_at, self._policy.reclaim_every, now):
                 await self._reclaim()
             self._grant(workflow.now())
             workflow.set_current_details(self._details())
@@ -229,6 +229,9 @@ class GovernorWorkflow:
         except FailureError as error:
             workflow.logger.info("permit %s reclaimed: its remediation has ended (%s)", permit.permit_id, error)
             self._held.pop(permit.permit_id, None)
+            # Nothing was quarantined under it: the breaker does not count it.
+            if permit.granted_at in self._recent:
+                self._recent.remove(permit.granted_at)
             self._changed = True
 
     async def _count_gpu_nodes(self) -> None:
@@ -243,8 +246,9 @@ class GovernorWorkflow:
         self._counted_at = workflow.now()
 
     async def _reclaim(self) -> None:
-        """Take back the permits of remediations that ended without returning them."""
-        asked = tuple(self._held.values())
+        """Take back the permits of remediations that ended without returning them, and drop the
+        requests of those that ended while they waited (terminated, reset)."""
+        asked = (*self._held.values(), *(_as_held(waiting.request) for waiting in self._waiting.values()))
         ended = await run_step(
             contracts.FIND_ENDED,
             HolderCheck(permits=asked),
@@ -255,6 +259,7 @@ class GovernorWorkflow:
         for permit_id in ended.permit_ids:
             if self._held.pop(permit_id, None) is not None:
                 workflow.logger.info("permit %s reclaimed: its remediation ended without returning it", permit_id)
+            self._waiting.pop(permit_id, None)
 
     def _next_check(self) -> timedelta | None:
         """How long to wait at most before counting the GPU nodes, checking the holders, or letting the
@@ -262,7 +267,7 @@ class GovernorWorkflow:
         waits = []
         if self._waiting:
             waits.append(self._policy.count_every)
-        if self._held:
+        if self._held or self._waiting:
             waits.append(self._policy.reclaim_every)
         if self._recent:
             leaves = self._recent[0] + self._policy.breaker.window - workflow.now()
@@ -292,6 +297,7 @@ class GovernorWorkflow:
             tripped=self._tripped,
             paused=self._paused,
             log=tuple(self._log),
+            returned=tuple(self._returned),
         )
 
     def _details(self) -> str:
@@ -307,6 +313,18 @@ class GovernorWorkflow:
             lines.append(f"**paused** by {self._paused.by} at {_at(self._paused)}: {self._paused.reason}")
         lines.extend(f"- waiting: `{w.request.node}` — {w.why}" for w in list(self._waiting.values())[:20])
         return "\n\n".join(lines)
+
+
+def _as_held(request: PermitRequest) -> HeldPermit:
+    """A waiting request, in the shape the check of holders takes."""
+    return HeldPermit(
+        permit_id=request.permit_id,
+        workflow_id=request.workflow_id,
+        run_id=request.run_id,
+        node=request.node,
+        group="",
+        granted_at=request.asked_at,
+    )
 
 
 def _at(recorded: RecordedAction) -> str:

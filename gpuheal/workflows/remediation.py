@@ -89,6 +89,8 @@ ResultT = TypeVar("ResultT", bound=BaseModel)
 
 # Runs started before remediations asked the fleet governor for a permit replay without asking.
 _PERMIT_PATCH = "fleet-permit"
+# How long a remediation waits for its permit before it asks again.
+_ASK_AGAIN = timedelta(minutes=10)
 # How long the workflow waits before running a reboot step again whose attempts ran out on the
 # Kubernetes API rather than on the provider.
 _STEP_AGAIN = timedelta(minutes=1)
@@ -209,22 +211,29 @@ class RemediationWorkflow:
         await workflow.wait_condition(lambda: bool(self._faults))
         self._enter(Phase.DETECTED)
         try:
-            verdict = await self._remediate()
-            if verdict.release is not None:
-                await self._release(verdict.release, verdict.reason)
-            self._finish(verdict.phase, verdict.reason)
-        except ActivityError as error:
-            # A step failed for good (a non-retryable error): leave the node as it is for a person.
-            gone = _failure_type(error) is FailureType.NODE_GONE
-            self._finish(
-                Phase.FAILED, decisions.node_deleted(self._node).reason if gone else f"{error.message}: {error.cause}"
-            )
-        except asyncio.CancelledError:
-            # An operator cancelled the remediation: hand the node back as gpuheal found it.
-            if self._record is not None:
-                await self._release(Outcome.RESOLVED, "")
-            self._finish(Phase.CANCELLED, "cancelled by an operator; the node was handed back as gpuheal found it")
-        await self._return_permit()
+            try:
+                verdict = await self._remediate()
+                if verdict.release is not None:
+                    await self._release(verdict.release, verdict.reason)
+                self._finish(verdict.phase, verdict.reason)
+            except ActivityError as error:
+                # A step failed for good (a non-retryable error): leave the node as it is for a person.
+                gone = _failure_type(error) is FailureType.NODE_GONE
+                self._finish(
+                    Phase.FAILED,
+                    decisions.node_deleted(self._node).reason if gone else f"{error.message}: {error.cause}",
+                )
+            except asyncio.CancelledError:
+                # An operator cancelled the remediation: hand the node back as gpuheal found it.
+                if self._record is not None:
+                    await self._release(Outcome.RESOLVED, "")
+                self._finish(Phase.CANCELLED, "cancelled by an operator; the node was handed back as gpuheal found it")
+        except Exception:
+            # A failure the run ends on (a release that failed after a cancel) still gives the permit back.
+            # (Not `finally`: a run evicted from the worker's cache must not await on its way out.)
+            await self._return_permit_shielded()
+            raise
+        await self._return_permit_shielded()
         return self.status()
 
     async def _remediate(self) -> Verdict:
@@ -240,8 +249,28 @@ class RemediationWorkflow:
         waited long for it is checked against the node first (it may have recovered meanwhile)."""
         if not workflow.patched(_PERMIT_PATCH):
             return PROCEED  # a run that had passed this point before remediations asked for permits
+        while True:
+            self._asked = await self._ask_for_permit()
+            if not self._asked.governed or self._permit is not None:
+                break
+            if self._phase is not Phase.AWAITING_BUDGET:
+                self._enter(Phase.AWAITING_BUDGET)
+            # Asked again now and then: a governor that was terminated or reset lost the request (the
+            # governor keeps requests by id, so asking twice is harmless).
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(lambda: self._permit is not None, timeout=_ASK_AGAIN)
+            if self._permit is not None:
+                break
+        if not self._asked.governed:
+            return PROCEED
+        assert self._permit is not None and self._fault_at is not None
+        if not decisions.needs_recheck(self._permit, self._fault_at):
+            return PROCEED
+        return decisions.after_stale_recheck(self._asked, self._fault_at, await self._observe())
+
+    async def _ask_for_permit(self) -> PermitAsked:
         info = workflow.info()
-        self._asked = await self._run(
+        return await self._run(
             contracts.ASK_PERMIT,
             PermitRequest(
                 permit_id=self._holder(),
@@ -252,15 +281,10 @@ class RemediationWorkflow:
             ),
             summary="ask the fleet governor for a permit",
         )
-        if not self._asked.governed:
-            return PROCEED
-        if self._permit is None:
-            self._enter(Phase.AWAITING_BUDGET)
-            await workflow.wait_condition(lambda: self._permit is not None)
-        assert self._permit is not None and self._fault_at is not None
-        if not decisions.needs_recheck(self._permit, self._fault_at):
-            return PROCEED
-        return decisions.after_stale_recheck(self._asked, self._fault_at, await self._observe())
+
+    async def _return_permit_shielded(self) -> None:
+        """Give the permit back even when a second cancel arrives meanwhile."""
+        await asyncio.shield(asyncio.ensure_future(self._return_permit()))
 
     async def _return_permit(self) -> None:
         """Give the permit back (or withdraw the request) whatever the ending; a governor that is gone
