@@ -126,11 +126,7 @@ def _decision_command(approve: bool) -> Any:
     @click.option("--by", "approver", help="Who decides (recorded in the workflow)  [default: your login name]")
     @click.option("--reason", required=True, help="Why (recorded in the workflow).")
     def command(address: str | None, namespace: str | None, node: str, approver: str | None, reason: str) -> None:
-        who = _login_name() if approver is None else approver.strip()
-        if not who:
-            raise click.BadParameter("must name who decides", param_hint="'--by'")
-        if not reason.strip():
-            raise click.BadParameter("must say why", param_hint="'--reason'")
+        who = _who_and_why(approver, reason, "decides")
         decision = ApprovalSignal(approver=who, reason=reason.strip())
 
         async def send() -> RecordedDecision:
@@ -142,6 +138,16 @@ def _decision_command(approve: bool) -> Any:
 
     command.__doc__ = f"{verb.capitalize()} the pending repair of NODE."
     return main.command(name=verb)(command)
+
+
+def _who_and_why(by: str | None, reason: str, verb: str) -> str:
+    """Who acts (--by, else the login name), refusing a blank name or reason in one line each."""
+    who = _login_name() if by is None else by.strip()
+    if not who:
+        raise click.BadParameter(f"must name who {verb}", param_hint="'--by'")
+    if not reason.strip():
+        raise click.BadParameter("must say why", param_hint="'--reason'")
+    return who
 
 
 def _login_name() -> str:
@@ -234,11 +240,7 @@ def _governor_action(
     what: str, address: str | None, namespace: str | None, queue: str, by: str | None, reason: str
 ) -> GovernorStatus:
     """Carry out an operator's action on the governor, with who and why, and return its status after."""
-    who = _login_name() if by is None else by.strip()
-    if not who:
-        raise click.BadParameter("must name who acts", param_hint="'--by'")
-    if not reason.strip():
-        raise click.BadParameter("must say why", param_hint="'--reason'")
+    who = _who_and_why(by, reason, "acts")
 
     async def send() -> GovernorStatus:
         client = await connect_temporal(address, namespace)

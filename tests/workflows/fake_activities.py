@@ -15,7 +15,7 @@ from typing import Any, Literal
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from gpuheal.activities.contract import implements
+from gpuheal.activities.contract import implements, node_gone
 from gpuheal.activities.fleet import find_ended_holders
 from gpuheal.control import governor
 from gpuheal.domain import contracts
@@ -292,6 +292,8 @@ class FakeNode:
         async def ask_for_permit(request: PermitRequest) -> PermitAsked:
             if self.fleet is None:
                 return PermitAsked(governed=False)
+            if not self.exists:  # as the real activity: a node deleted before its permit
+                raise node_gone(self.name)
             labelled = request.model_copy(update={"labels": self.labels})
             self.permit_requests.append(labelled)
             await governor.ask(activity.client(), labelled, self.fleet, self.governor_id, activity.info().task_queue)
