@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 from temporalio.service import RPCError
 
-from gpuheal.control import governor, remediations
+from gpuheal.control import governor, remediations, updates
 from gpuheal.control.connection import (
     DEFAULT_TASK_QUEUE,
     NamespaceNotFound,
@@ -24,9 +24,10 @@ from gpuheal.control.connection import (
 )
 from gpuheal.control.governor import governor_id_for
 from gpuheal.control.lifetime import ProcessRuntime
-from gpuheal.domain.decisions import DecisionRefused
-from gpuheal.domain.fleet import GovernorRefused, GovernorStatus, OperatorAction
-from gpuheal.domain.remediation import ApprovalSignal, RecordedDecision
+from gpuheal.domain.decisions import PersonAction
+from gpuheal.domain.fleet import GovernorStatus
+from gpuheal.domain.operator import ActionRefused, OperatorAction, RecordedAction
+from gpuheal.domain.remediation import ApprovalSignal, NodeRelease, RecordedDecision
 from gpuheal.params import HostPort, KubeconfigFile
 
 T = TypeVar("T")
@@ -71,11 +72,10 @@ def run_command(main: Callable[[], Coroutine[Any, Any, T]], runtime: ProcessRunt
         return (runtime or ProcessRuntime()).run(main)
     except (
         remediations.RemediationNotFound,
-        remediations.DecisionUnanswered,
-        DecisionRefused,
         governor.GovernorNotFound,
         governor.GovernorUnanswered,
-        GovernorRefused,
+        ActionRefused,
+        updates.ActionUnanswered,
         TemporalUnreachable,
         KubernetesUnavailable,
     ) as error:
@@ -123,10 +123,9 @@ def _decision_command(approve: bool) -> Any:
 
     @with_temporal_options
     @click.argument("node")
-    @click.option("--by", "approver", help="Who decides (recorded in the workflow)  [default: your login name]")
-    @click.option("--reason", required=True, help="Why (recorded in the workflow).")
-    def command(address: str | None, namespace: str | None, node: str, approver: str | None, reason: str) -> None:
-        who = _who_and_why(approver, reason, "decides")
+    @_who_and_why_options("the workflow", verb="decides")
+    def command(address: str | None, namespace: str | None, node: str, by: str | None, reason: str) -> None:
+        who = _who_and_why(by, reason, "decides")
         decision = ApprovalSignal(approver=who, reason=reason.strip())
 
         async def send() -> RecordedDecision:
@@ -138,6 +137,16 @@ def _decision_command(approve: bool) -> Any:
 
     command.__doc__ = f"{verb.capitalize()} the pending repair of NODE."
     return main.command(name=verb)(command)
+
+
+def _who_and_why_options(recorded_in: str, verb: str = "acts") -> Callable[[Callable[..., Any]], Any]:
+    """--by (default: the login name) and the required --reason, both recorded in `recorded_in`."""
+
+    def add(command: Callable[..., Any]) -> Any:
+        command = click.option("--reason", required=True, help=f"Why (recorded in {recorded_in}).")(command)
+        return click.option("--by", help=f"Who {verb} (recorded in {recorded_in})  [default: your login name]")(command)
+
+    return add
 
 
 def _who_and_why(by: str | None, reason: str, verb: str) -> str:
@@ -165,6 +174,41 @@ def _login_name() -> str:
 
 _decision_command(approve=True)
 _decision_command(approve=False)
+
+
+def _act_on_escalation(
+    what: PersonAction, address: str | None, namespace: str | None, node: str, action: OperatorAction
+) -> None:
+    async def send() -> RecordedAction:
+        client = await connect_temporal(address, namespace)
+        return await remediations.act_on_escalation(client, node, what, action)
+
+    taken = run_command(send)
+    click.echo(f"{what.done} the remediation of {node} as {taken.by} at {taken.at.isoformat()}")
+
+
+@main.command()
+@with_temporal_options
+@click.argument("node")
+@_who_and_why_options("the workflow")
+def retry(address: str | None, namespace: str | None, node: str, by: str | None, reason: str) -> None:
+    """Run the drain or repair that escalated NODE's remediation again."""
+    who = _who_and_why(by, reason, "acts")
+    _act_on_escalation(PersonAction.RETRY, address, namespace, node, OperatorAction(by=who, reason=reason.strip()))
+
+
+@main.command()
+@with_temporal_options
+@click.argument("node")
+@_who_and_why_options("the workflow")
+@click.option("--keep-cordoned", is_flag=True, help="Leave the node cordoned (gpuheal's taint and marks go).")
+def release(
+    address: str | None, namespace: str | None, node: str, by: str | None, reason: str, keep_cordoned: bool
+) -> None:
+    """Let go of escalated NODE as it is, unrepaired: back to service unless --keep-cordoned."""
+    who = _who_and_why(by, reason, "acts")
+    action = NodeRelease(by=who, reason=reason.strip(), keep_cordoned=keep_cordoned)
+    _act_on_escalation(PersonAction.RELEASE, address, namespace, node, action)
 
 
 @main.command()
@@ -263,8 +307,7 @@ def _operator_command(name: str, what: str, summary: str) -> Callable[[Callable[
     def make(group_command: Callable[..., Any]) -> click.Command:
         @with_temporal_options
         @_governor_queue_option
-        @click.option("--by", help="Who acts (recorded in the governor)  [default: your login name]")
-        @click.option("--reason", required=True, help="Why (recorded in the governor).")
+        @_who_and_why_options("the governor")
         def command(address: str | None, namespace: str | None, task_queue: str, by: str | None, reason: str) -> None:
             status = _governor_action(what, address, namespace, task_queue, by, reason)
             click.echo(_breaker_line(status) if what == "reset_breaker" else _pause_line(status))
@@ -311,7 +354,23 @@ _operator_command(
     "reset", "reset_breaker", "Reset the tripped breaker: the waiting remediations go on in arrival order."
 )(breaker.command)
 _operator_command("pause", "pause", "Pause the governor: new remediations wait, those under way finish.")(main.command)
-_operator_command("resume", "resume", "Resume the paused governor.")(main.command)
+
+
+@main.command()
+@with_temporal_options
+@_governor_queue_option
+@click.argument("node", required=False)
+@_who_and_why_options("the workflow")
+def resume(
+    address: str | None, namespace: str | None, task_queue: str, node: str | None, by: str | None, reason: str
+) -> None:
+    """Resume NODE's escalated remediation once its hardware is fixed (gpuheal checks the node and puts
+    it back in service); without NODE, lift the fleet's pause."""
+    if node is None:
+        click.echo(_pause_line(_governor_action("resume", address, namespace, task_queue, by, reason)))
+        return
+    who = _who_and_why(by, reason, "acts")
+    _act_on_escalation(PersonAction.RESUME, address, namespace, node, OperatorAction(by=who, reason=reason.strip()))
 
 
 @main.command()

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from temporalio.worker import Worker
 
 from gpuheal.cli import main
-from gpuheal.control import governor, remediations
+from gpuheal.control import governor, remediations, updates
 from gpuheal.control.governor import governor_id_for
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.faults import Fault
@@ -442,7 +442,9 @@ async def test_a_decision_no_worker_answers_ends_with_one_line_instead_of_waitin
     node = FakeNode(name=f"unanswered-{uuid.uuid4().hex[:8]}")
     await start_awaiting_approval(dev_server, node)  # no worker polls its queue
 
-    with pytest.raises(remediations.DecisionUnanswered, match=r"no gpuheal worker took the decision on .* within 1s"):
+    with pytest.raises(
+        updates.ActionUnanswered, match=r"no gpuheal worker answered for the remediation of .* within 1s"
+    ):
         await remediations.send_decision(
             dev_server.client,
             node.name,
@@ -560,3 +562,68 @@ async def test_the_temporal_cli_pauses_the_governor_with_the_update_the_readme_s
         "alice",
         "rollout",
     )
+
+
+async def start_escalated(dev_server: DevServer, node: FakeNode) -> Started:
+    """A remediation of the fake node that escalates: its GPUs still report the fault after the reboot."""
+    node.gpus_healthy_after_reboot = False
+    queue = f"escalated-{node.name}"
+    fault = Fault(node=node.name, action=RecommendedAction.RESTART_BM, xid=79, event_id=str(uuid.uuid4()))
+    policy = RemediationPolicy(repair=RepairPolicy(provider="simulator"))
+    return Started(await remediations.report_fault(dev_server.client, fault, policy, task_queue=queue), queue)
+
+
+async def test_operators_resume_and_release_an_escalated_remediation_in_one_line_each(dev_server: DevServer) -> None:
+    node = FakeNode(name=f"held-{uuid.uuid4().hex[:8]}")
+    started = await start_escalated(dev_server, node)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_script(*args, "--address", dev_server.address)
+
+    async with Worker(
+        dev_server.client, task_queue=started.queue, workflows=[RemediationWorkflow], activities=node.activities()
+    ):
+        await wait_for_phase(started.handle, Phase.ESCALATED)
+        # In a thread: the worker answering the Updates runs on this event loop.
+        resumed = await asyncio.to_thread(cli, "resume", node.name, "--by", "alice", "--reason", "reseated GPU 3")
+        again = await wait_for_phase(started.handle, Phase.ESCALATED)  # its GPUs still report the fault
+        released = await asyncio.to_thread(
+            cli, "release", node.name, "--by", "bob", "--reason", "RMA 4411", "--keep-cordoned"
+        )
+        status = await started.handle.result()
+    after = await asyncio.to_thread(cli, "retry", node.name, "--by", "bob", "--reason", "once more")
+
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.startswith(f"resumed the remediation of {node.name} as alice at ")
+    assert again.reason.startswith("resumed by alice, but the node failed the check within 0:05:00")
+    assert released.returncode == 0 and released.stdout.startswith(f"released the remediation of {node.name} as bob")
+    assert status.phase is Phase.RELEASED and status.reason == "released by bob, left cordoned: RMA 4411"
+    assert [(a.action, a.by) for a in status.actions] == [("resume", "alice"), ("release", "bob")]
+    assert node.cordoned
+    assert after.returncode == 1 and "Traceback" not in after.stderr
+    assert after.stderr == f"Error: no running remediation for node {node.name}\n", "a run that ended takes no action"
+
+
+async def test_the_temporal_cli_releases_with_the_update_the_readme_shows(dev_server: DevServer) -> None:
+    """`temporal workflow update execute … --name release`: answered with the action, or refused at once."""
+    node = FakeNode(name=f"cli-release-{uuid.uuid4().hex[:8]}")
+    started = await start_escalated(dev_server, node)
+    temporal = str(Path(sys.executable).parent / "temporal")
+
+    def update(name: str, body: str) -> subprocess.CompletedProcess[str]:
+        command = [temporal, "workflow", "update", "execute", "--address", dev_server.address]
+        command += ["--workflow-id", f"remediate-{node.name}", "--name", name, "--input", body]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+    async with Worker(
+        dev_server.client, task_queue=started.queue, workflows=[RemediationWorkflow], activities=node.activities()
+    ):
+        await wait_for_phase(started.handle, Phase.ESCALATED)
+        nobody = await asyncio.to_thread(update, "release", '{"by": " ", "reason": "RMA"}')
+        released = await asyncio.to_thread(update, "release", '{"by": "carol", "reason": "false alarm"}')
+        status = await started.handle.result()
+
+    assert nobody.returncode != 0 and "say who acts (by)" in nobody.stdout + nobody.stderr
+    assert released.returncode == 0, released.stderr
+    assert "action:release" in released.stdout and "by:carol" in released.stdout, released.stdout
+    assert status.phase is Phase.RELEASED and not node.cordoned

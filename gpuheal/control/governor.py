@@ -10,14 +10,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from temporalio.client import (
-    Client,
-    WorkflowUpdateFailedError,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
-)
-from temporalio.exceptions import ApplicationError
+from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from gpuheal.control import updates
 from gpuheal.control.connection import DEFAULT_TASK_QUEUE, is_namespace_not_found
 from gpuheal.domain.fleet import (
     CONFIGURE_SIGNAL,
@@ -26,11 +22,10 @@ from gpuheal.domain.fleet import (
     REQUEST_SIGNAL,
     FleetPolicy,
     GovernorInput,
-    GovernorRefused,
     GovernorStatus,
-    OperatorAction,
     PermitRequest,
 )
+from gpuheal.domain.operator import OperatorAction
 from gpuheal.workflows.governor import GovernorWorkflow
 
 
@@ -45,11 +40,7 @@ class GovernorNotFound(LookupError):
 
 
 class GovernorUnanswered(RuntimeError):
-    """No worker answered an operator's action in time (it may still be taken later)."""
-
-
-# How long an operator's action waits for a worker to answer.
-ACTION_WAIT = timedelta(seconds=30)
+    """No worker answered a query of the governor."""
 
 
 async def _signal_with_start(
@@ -98,10 +89,10 @@ async def act(
     what: str,
     action: OperatorAction,
     governor_id: str = GOVERNOR_ID,
-    wait: timedelta = ACTION_WAIT,
+    wait: timedelta = updates.ACTION_WAIT,
 ) -> GovernorStatus:
     """Carry out an operator's action ("pause", "resume", "reset_breaker") and return the governor's
-    status after it. Raises GovernorRefused with the governor's reason."""
+    status after it. Raises ActionRefused with the governor's reason."""
     update = {
         "pause": GovernorWorkflow.pause,
         "resume": GovernorWorkflow.resume,
@@ -109,16 +100,7 @@ async def act(
     }[what]
     handle = client.get_workflow_handle_for(GovernorWorkflow.run, governor_id)
     try:
-        return await handle.execute_update(update, action, rpc_timeout=wait)
-    except WorkflowUpdateFailedError as error:
-        cause = error.cause
-        reason = cause.message if isinstance(cause, ApplicationError) else str(cause)
-        raise GovernorRefused(f"{governor_id} refused it: {reason.strip() or 'no reason given'}") from error
-    except WorkflowUpdateRPCTimeoutOrCancelledError as error:
-        raise GovernorUnanswered(
-            f"no gpuheal worker answered within {wait.total_seconds():g}s; is a worker running? "
-            "(the action may still be taken once one runs)"
-        ) from error
+        return await updates.send(handle, update, action, target=governor_id, wait=wait)
     except RPCError as error:
         raise _not_found(error, governor_id) from error
 

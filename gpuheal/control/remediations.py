@@ -1,4 +1,5 @@
-"""What operators and detectors do with remediations: report a fault, approve, reject, inspect.
+"""What operators and detectors do with remediations: report a fault, approve, reject, act on an
+escalated one (resume, retry, release), inspect.
 
 Reporting lives in `gpuheal.control.report`, which goes by name and loads no workflow code (the node
 agent uses it); it is re-exported here so that this one module offers every operation.
@@ -6,24 +7,21 @@ agent uses it); it is re-exported here so that this one module offers every oper
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from temporalio.client import (
-    Client,
-    WorkflowExecution,
-    WorkflowExecutionStatus,
-    WorkflowUpdateFailedError,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
-)
-from temporalio.exceptions import ApplicationError
+from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
+from gpuheal.control import updates
 from gpuheal.control.connection import is_namespace_not_found
 from gpuheal.control.report import report_fault as report_fault
-from gpuheal.domain.decisions import DecisionRefused
+from gpuheal.domain.decisions import PersonAction
 from gpuheal.domain.marks import workflow_id_for
-from gpuheal.domain.remediation import ApprovalSignal, RecordedDecision, RemediationStatus
+from gpuheal.domain.operator import OperatorAction, RecordedAction
+from gpuheal.domain.remediation import ApprovalSignal, NodeRelease, RecordedDecision, RemediationStatus
 from gpuheal.domain.remediation_contract import REMEDIATION
 from gpuheal.workflows import search_attributes as attrs
 from gpuheal.workflows.remediation import RemediationWorkflow
@@ -33,45 +31,49 @@ class RemediationNotFound(LookupError):
     """No remediation exists for the node."""
 
 
-class DecisionUnanswered(RuntimeError):
-    """No worker answered an approval or rejection in time (it may still be taken later)."""
-
-
-# How long `gpuheal approve`/`reject` wait for the remediation's worker to answer.
-DECISION_WAIT = timedelta(seconds=30)
-
-
 class InvalidQuery(ValueError):
     """Temporal refused a visibility query (INVALID_ARGUMENT); the message is its reason."""
 
 
 async def send_decision(
-    client: Client, node: str, decision: ApprovalSignal, *, approve: bool, wait: timedelta = DECISION_WAIT
+    client: Client, node: str, decision: ApprovalSignal, *, approve: bool, wait: timedelta = updates.ACTION_WAIT
 ) -> RecordedDecision:
     """Approve or reject the repair of the node's running remediation with its `approve` or `reject`
-    Update, and return the decision as recorded. Raises DecisionRefused with the workflow's reason."""
-    handle = client.get_workflow_handle_for(RemediationWorkflow.run, workflow_id_for(node))
+    Update, and return the decision as recorded. Raises ActionRefused with the workflow's reason."""
     update = RemediationWorkflow.approve_now if approve else RemediationWorkflow.reject_now
+    async with _running(client, node) as handle:
+        return await updates.send(handle, update, decision, target=_target(node), wait=wait)
+
+
+async def act_on_escalation(
+    client: Client, node: str, what: PersonAction, action: OperatorAction, *, wait: timedelta = updates.ACTION_WAIT
+) -> RecordedAction:
+    """Resume, retry or release the node's escalated remediation (release takes a NodeRelease), and
+    return the action as recorded. Raises ActionRefused with the workflow's reason."""
+    async with _running(client, node) as handle:
+        match what:
+            case PersonAction.RESUME:
+                return await updates.send(handle, RemediationWorkflow.resume, action, target=_target(node), wait=wait)
+            case PersonAction.RETRY:
+                return await updates.send(handle, RemediationWorkflow.retry, action, target=_target(node), wait=wait)
+            case PersonAction.RELEASE:
+                release = action if isinstance(action, NodeRelease) else NodeRelease(**action.model_dump())
+                return await updates.send(handle, RemediationWorkflow.release, release, target=_target(node), wait=wait)
+
+
+def _target(node: str) -> str:
+    return f"the remediation of {node}"
+
+
+@asynccontextmanager
+async def _running(client: Client, node: str) -> AsyncIterator[WorkflowHandle[RemediationWorkflow, RemediationStatus]]:
+    """The handle of the node's remediation; a node without one raises RemediationNotFound."""
     try:
-        return await handle.execute_update(update, decision, rpc_timeout=wait)
-    except WorkflowUpdateFailedError as error:
-        raise DecisionRefused(f"the remediation of {node} refused it: {_cause(error)}") from error
-    except WorkflowUpdateRPCTimeoutOrCancelledError as error:
-        # The workflow runs only on a worker: without one the decision waits, unanswered.
-        raise DecisionUnanswered(
-            f"no gpuheal worker took the decision on {node} within {wait.total_seconds():g}s; "
-            "is a worker running? (it may still take the decision once one runs)"
-        ) from error
+        yield client.get_workflow_handle_for(RemediationWorkflow.run, workflow_id_for(node))
     except RPCError as error:
         if error.status is RPCStatusCode.NOT_FOUND and not is_namespace_not_found(error):
             raise RemediationNotFound(f"no running remediation for node {node}") from error
         raise
-
-
-def _cause(error: WorkflowUpdateFailedError) -> str:
-    cause = error.cause
-    text = cause.message if isinstance(cause, ApplicationError) else str(cause)
-    return text.strip().splitlines()[0] if text.strip() else "no reason given"
 
 
 async def status(client: Client, node: str) -> RemediationStatus:

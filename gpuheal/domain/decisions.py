@@ -19,6 +19,7 @@ from gpuheal.domain.budgets import never_allows
 from gpuheal.domain.fleet import PermitAsked, PermitGrant
 from gpuheal.domain.gpu_health import HealthBar, gpu_health_problem
 from gpuheal.domain.node_wait import BackFromReboot, GpusHealthy
+from gpuheal.domain.operator import ActionRefused, RecordedAction, check_who_and_why
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import DrainPolicy, RepairPolicy
 from gpuheal.domain.remediation import RecordedDecision
@@ -45,6 +46,11 @@ class Next(StrEnum):
     IGNORE = "ignore"
     # The node recovered by itself while its fault waited for a permit: resolved, nothing done to it.
     RECOVERED = "recovered"
+    # A person asked to run the stage that escalated again.
+    RETRY = "retry"
+    # A person released an escalated node as it is: back to service, or left cordoned for them.
+    RELEASE = "release"
+    RELEASE_CORDONED = "release_cordoned"
 
 
 # How each ending leaves the node (None: untouched) and the phase the remediation ends in.
@@ -55,6 +61,8 @@ _ENDINGS: dict[Next, tuple[Outcome | None, Phase]] = {
     Next.FAIL: (None, Phase.FAILED),
     Next.IGNORE: (None, Phase.CANCELLED),
     Next.RECOVERED: (None, Phase.RESOLVED),
+    Next.RELEASE: (Outcome.RESOLVED, Phase.RELEASED),
+    Next.RELEASE_CORDONED: (Outcome.STOOD_DOWN, Phase.RELEASED),
 }
 
 
@@ -83,6 +91,7 @@ class Verdict:
 
 PROCEED = Verdict(Next.PROCEED)
 RESOLVED = Verdict(Next.RESOLVE)
+RETRY = Verdict(Next.RETRY)
 
 
 def escalate(reason: str) -> Verdict:
@@ -209,7 +218,7 @@ def _failures(progress: DrainProgress, limit: int = 5) -> str:
 AUTO_APPROVER = "gpuheal"
 
 
-class DecisionRefused(ValueError):
+class DecisionRefused(ActionRefused):
     """An operator's approval or rejection that this remediation cannot take; the message says why."""
 
 
@@ -261,10 +270,7 @@ def _auto_approves(policy: RepairPolicy, action: RecommendedAction) -> bool:
 def check_decision(waiting: bool, phase: Phase, decided: RecordedDecision | None, approver: str, reason: str) -> None:
     """Raise DecisionRefused unless a person may decide now: the remediation is `waiting` for approval
     (in `phase`), no decision was taken yet, and the decision names who took it and why."""
-    if not approver.strip():
-        raise DecisionRefused("say who decides (approver)")
-    if not reason.strip():
-        raise DecisionRefused("say why (reason)")
+    check_who_and_why(approver, reason, verb="decides", field="approver")
     if decided is not None:
         verb = "approved" if decided.approved else "rejected"
         raise DecisionRefused(f"already {verb} by {decided.approver} at {decided.at.isoformat()}")
@@ -286,6 +292,71 @@ def still_held(state: NodeState) -> Verdict:
     if not state.exists:
         return node_deleted(state.node)
     return PROCEED if state.unschedulable else Verdict(Next.STAND_DOWN, STAND_DOWN_REASON)
+
+
+# ---- held for a person -----------------------------------------------------------------------
+
+
+class PersonAction(StrEnum):
+    """What a person does with an escalated remediation (each an Update of the workflow)."""
+
+    # The hardware is fixed: gpuheal checks the node and puts it back in service.
+    RESUME = "resume"
+    # Run the stage that escalated again (the drain, the repair).
+    RETRY = "retry"
+    # Let go of the node as it is, unrepaired: back to service, or left cordoned for the person.
+    RELEASE = "release"
+
+    @property
+    def done(self) -> str:
+        return {"resume": "resumed", "retry": "retried", "release": "released"}[self.value]
+
+
+def check_person_action(held: bool, phase: Phase, taken: RecordedAction | None, by: str, reason: str) -> None:
+    """Raise DecisionRefused unless a person may act on the escalated remediation now: it is `held`
+    for a person (in `phase`), no action is being carried out (`taken`), and they say who and why."""
+    check_who_and_why(by, reason)
+    if taken is not None:
+        raise DecisionRefused(
+            f"already {PersonAction(taken.action).done} by {taken.by} at {taken.at.isoformat()}; "
+            "that is being carried out"
+        )
+    if not held:
+        raise DecisionRefused(
+            f"the remediation is not escalated (phase {phase.value}); only an escalated one is resumed, "
+            "retried or released"
+        )
+
+
+def released(action: RecordedAction, keep_cordoned: bool) -> Verdict:
+    """End as a person released the node: uncordoned (unless cordoned before gpuheal), or left cordoned."""
+    if keep_cordoned:
+        return Verdict(Next.RELEASE_CORDONED, f"released by {action.by}, left cordoned: {action.reason}")
+    return Verdict(Next.RELEASE, f"released by {action.by} unrepaired: {action.reason}")
+
+
+def resume_checks(boot_id: str, resume: RecordedAction) -> tuple[BackFromReboot, GpusHealthy]:
+    """What a resumed node must show before it goes back, in order: Ready, then GPUs reported
+    healthy on another boot than the one it escalated on (the person rebooted it), or after the
+    resume (a report written before the person said it was fixed proves nothing)."""
+    bar = HealthBar(boot_id_before=boot_id, after=resume.at, after_what=f"the resume by {resume.by}")
+    return BackFromReboot(boot_id_before=boot_id, expects_new_boot=False), GpusHealthy(bar=bar)
+
+
+def after_resume_check(
+    resume: RecordedAction, condition: BackFromReboot | GpusHealthy, state: NodeState, timeout: timedelta
+) -> Verdict:
+    """Go on when the resumed node meets `condition`; back to the person when it did not within `timeout`."""
+    if not state.exists:
+        return node_deleted(state.node)
+    missing = condition.missing(state)
+    if missing is None:
+        return PROCEED
+    return escalate(f"resumed by {resume.by}, but the node failed the check within {timeout}: {missing}")
+
+
+def resumed(resume: RecordedAction) -> Verdict:
+    return Verdict(Next.RESOLVE, f"resumed by {resume.by} ({resume.reason}); the node passed the checks")
 
 
 # ---- the repair ladder -----------------------------------------------------------------------

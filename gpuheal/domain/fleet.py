@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gpuheal.domain.operator import ActionRefused, RecordedAction
 from gpuheal.domain.workflow_contract import SignalContract, WorkflowContract
 
 GOVERNOR_ID = "gpuheal-governor"
@@ -118,22 +119,6 @@ class PermitAsked(_Strict):
     boot_id: str = ""
 
 
-class OperatorAction(_Strict):
-    """Who does what to the governor and why (`pause`, `resume`, `reset_breaker`); both are required."""
-
-    by: str = Field(min_length=1)
-    reason: str = Field(min_length=1)
-
-
-class RecordedAction(_Strict):
-    """An operator's action as the governor recorded it."""
-
-    action: str
-    by: str
-    reason: str
-    at: datetime
-
-
 class HeldPermit(_Strict):
     permit_id: str
     workflow_id: str
@@ -197,16 +182,8 @@ PERMIT_SIGNAL = SignalContract("permit", PermitGrant)
 # ---- the rules ---------------------------------------------------------------------------------------
 
 
-class GovernorRefused(ValueError):
+class GovernorRefused(ActionRefused):
     """An operator's action the governor cannot take now; the message says why."""
-
-
-def check_action(action: OperatorAction) -> None:
-    """Raise GovernorRefused unless the action names who takes it and why."""
-    if not action.by.strip():
-        raise GovernorRefused("say who acts (by)")
-    if not action.reason.strip():
-        raise GovernorRefused("say why (reason)")
 
 
 @dataclass(frozen=True)

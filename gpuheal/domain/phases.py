@@ -19,7 +19,10 @@ class Phase(StrEnum):
     WAITING_FOR_NODE = "WaitingForNode"
     VERIFYING = "Verifying"
     RESOLVED = "Resolved"
+    # Held for a person: the node stays cordoned until they resume, retry or release the remediation.
     ESCALATED = "Escalated"
+    # A person released an escalated node as it was, unrepaired.
+    RELEASED = "Released"
     CANCELLED = "Cancelled"
     FAILED = "Failed"
 
@@ -28,5 +31,10 @@ class Phase(StrEnum):
         """True once the remediation has ended, one way or another."""
         return self in _FINAL
 
+    @property
+    def is_settled(self) -> bool:
+        """True once nothing more happens without a person: ended, or escalated to one."""
+        return self in _FINAL or self is Phase.ESCALATED
 
-_FINAL = frozenset({Phase.RESOLVED, Phase.ESCALATED, Phase.CANCELLED, Phase.FAILED})
+
+_FINAL = frozenset({Phase.RESOLVED, Phase.RELEASED, Phase.CANCELLED, Phase.FAILED})

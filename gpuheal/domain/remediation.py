@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gpuheal.domain.actions import Action
 from gpuheal.domain.fleet import PermitGrant
+from gpuheal.domain.operator import OperatorAction, RecordedAction
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import RemediationPolicy
 from gpuheal.domain.steps import DrainProgress
@@ -40,6 +41,13 @@ class RecordedDecision(BaseModel):
     at: datetime
 
 
+class NodeRelease(OperatorAction):
+    """The body of the `release` Update: who lets go of the escalated node, why, and whether it
+    stays cordoned for them (else it goes back to service, unless it was cordoned before gpuheal)."""
+
+    keep_cordoned: bool = False
+
+
 class PhaseEntry(BaseModel):
     """When the workflow entered a phase."""
 
@@ -58,6 +66,8 @@ class RemediationStatus(BaseModel):
     faults: int
     reason: str = ""
     decision: RecordedDecision | None = None
+    # What people did with the remediation while it was escalated (resume, retry, release), in order.
+    actions: list[RecordedAction] = Field(default_factory=list)
     # The fleet governor's permit this run holds (or held), once granted.
     permit: PermitGrant | None = None
     drain: DrainProgress | None = None

@@ -43,13 +43,12 @@ with workflow.unsafe.imports_passed_through():
         HeldPermit,
         HolderCheck,
         NodeCountRequest,
-        OperatorAction,
         PermitGrant,
         PermitRequest,
         PermitReturn,
-        RecordedAction,
         Waiting,
     )
+    from gpuheal.domain.operator import OperatorAction, RecordedAction, check_who_and_why, recorded
     from gpuheal.domain.policy import StepTimeouts
 
 # Operator actions and trips kept in the state (and shown by `gpuheal breaker status`).
@@ -119,7 +118,7 @@ class GovernorWorkflow:
 
     @pause.validator
     def _check_pause(self, action: OperatorAction) -> None:
-        fleet.check_action(action)
+        check_who_and_why(action.by, action.reason)
         if self._paused is not None:
             raise GovernorRefused(f"already paused by {self._paused.by} at {_at(self._paused)}: {self._paused.reason}")
 
@@ -132,7 +131,7 @@ class GovernorWorkflow:
 
     @resume.validator
     def _check_resume(self, action: OperatorAction) -> None:
-        fleet.check_action(action)
+        check_who_and_why(action.by, action.reason)
         if self._paused is None:
             raise GovernorRefused("the governor is not paused")
 
@@ -146,7 +145,7 @@ class GovernorWorkflow:
 
     @reset_breaker.validator
     def _check_reset(self, action: OperatorAction) -> None:
-        fleet.check_action(action)
+        check_who_and_why(action.by, action.reason)
         if self._tripped is None:
             status = self.status()
             raise GovernorRefused(
@@ -279,10 +278,10 @@ class GovernorWorkflow:
         return last is None or now - last >= every
 
     def _record(self, what: str, action: OperatorAction) -> RecordedAction:
-        recorded = RecordedAction(action=what, by=action.by.strip(), reason=action.reason.strip(), at=workflow.now())
-        self._log_action(recorded)
+        taken = recorded(what, action, workflow.now())
+        self._log_action(taken)
         self._changed = True
-        return recorded
+        return taken
 
     def _log_action(self, recorded: RecordedAction) -> None:
         self._log = [*self._log, recorded][-_LOG_LENGTH:]

@@ -16,6 +16,11 @@ activity, `wait_for_node`, so a long wait writes a handful of events; the drain'
 approval wait are durable timers. A worker can die at any point and another one carries on where it
 stopped. A node deleted mid-way ends the remediation as Failed.
 
+A remediation that escalates is not over: it holds the node cordoned in Escalated (and its fleet
+permit, since the node is out of service) and stays open, in the UI's Running list, until a person
+resumes it once the hardware is fixed (gpuheal checks the node and puts it back), retries the stage
+that escalated, or releases the node as it is: each an Update that records who and why.
+
 gpuheal undoes only what it did: a node that was cordoned before stays cordoned, and when a person
 uncordons the node mid-way the workflow stands down and removes its own marks.
 """
@@ -40,7 +45,7 @@ with workflow.unsafe.imports_passed_through():
     from gpuheal.domain import contracts, decisions
     from gpuheal.domain.actions import RecommendedAction
     from gpuheal.domain.contracts import FailureType, StepContract
-    from gpuheal.domain.decisions import PROCEED, RESOLVED, Next, ResetOutcome, Rung, Verdict
+    from gpuheal.domain.decisions import PROCEED, RESOLVED, RETRY, Next, PersonAction, ResetOutcome, Rung, Verdict
     from gpuheal.domain.faults import Fault
     from gpuheal.domain.fleet import (
         PERMIT_SIGNAL,
@@ -58,10 +63,12 @@ with workflow.unsafe.imports_passed_through():
         NodeWaitRequest,
         NodeWaitResult,
     )
+    from gpuheal.domain.operator import OperatorAction, RecordedAction, recorded
     from gpuheal.domain.phases import Phase
     from gpuheal.domain.policy import RemediationPolicy
     from gpuheal.domain.remediation import (
         ApprovalSignal,
+        NodeRelease,
         PhaseEntry,
         RecordedDecision,
         RemediationInput,
@@ -91,6 +98,8 @@ ResultT = TypeVar("ResultT", bound=BaseModel)
 _PERMIT_PATCH = "fleet-permit"
 # How long a remediation waits for its permit before it asks again.
 _ASK_AGAIN = timedelta(minutes=10)
+# The escalated wait's timer, as the UI shows it.
+_HELD_SUMMARY = "escalated: held for a person (resume, retry or release); the node is read again then"
 # How long the workflow waits before running a reboot step again whose attempts ran out on the
 # Kubernetes API rather than on the provider.
 _STEP_AGAIN = timedelta(minutes=1)
@@ -122,6 +131,12 @@ class RemediationWorkflow:
         self._permit: PermitGrant | None = None
         # When the latest fault was detected (a stale one is re-checked before the node is touched).
         self._fault_at: datetime | None = None
+        # Escalated: whether the run waits for a person now, what they asked for (until carried out),
+        # and all they did.
+        self._held_for_person = False
+        self._asked_of_us: RecordedAction | None = None
+        self._keep_cordoned = False
+        self._actions: list[RecordedAction] = []
 
     # ---- signals and query -------------------------------------------------------------------
 
@@ -185,6 +200,37 @@ class RemediationWorkflow:
             self._awaiting_decision, self._phase, self._decision, decision.approver, decision.reason
         )
 
+    @workflow.update(name=PersonAction.RESUME.value)
+    def resume(self, action: OperatorAction) -> RecordedAction:
+        """The hardware of the escalated node is fixed (`gpuheal resume NODE --by NAME --reason WHY`):
+        gpuheal checks that the node is Ready with healthy GPUs and puts it back in service."""
+        return self._take(PersonAction.RESUME, action)
+
+    @resume.validator
+    def _check_resume(self, action: OperatorAction) -> None:
+        self._check_person_action(action)
+
+    @workflow.update(name=PersonAction.RETRY.value)
+    def retry(self, action: OperatorAction) -> RecordedAction:
+        """Run the stage that escalated again (`gpuheal retry NODE …`): the drain, or the repair; a
+        retry of a repair nobody approved is the person's approval."""
+        return self._take(PersonAction.RETRY, action)
+
+    @retry.validator
+    def _check_retry(self, action: OperatorAction) -> None:
+        self._check_person_action(action)
+
+    @workflow.update(name=PersonAction.RELEASE.value)
+    def release(self, action: NodeRelease) -> RecordedAction:
+        """Let go of the escalated node as it is, unrepaired (`gpuheal release NODE …`): back to
+        service, or left cordoned with `keep_cordoned`."""
+        self._keep_cordoned = action.keep_cordoned
+        return self._take(PersonAction.RELEASE, action)
+
+    @release.validator
+    def _check_release(self, action: NodeRelease) -> None:
+        self._check_person_action(action)
+
     @workflow.query(name="status")
     def status(self) -> RemediationStatus:
         """Where the remediation stands."""
@@ -197,6 +243,7 @@ class RemediationWorkflow:
             faults=len(self._faults),
             reason=self._reason,
             decision=self._decision,
+            actions=list(self._actions),
             permit=self._permit,
             drain=self._drain,
             repair=list(self._repair_log),
@@ -237,12 +284,66 @@ class RemediationWorkflow:
         return self.status()
 
     async def _remediate(self) -> Verdict:
-        """Carry the stages out one after the other until one ends the remediation."""
+        """Carry the stages out one after the other until one ends the remediation; a stage that
+        escalates holds the node for a person, who may have it run again."""
         for stage in (self._await_permit, self._quarantine, self._drain_node, self._approval, self._repair):
             verdict = await stage()
+            while verdict.next is Next.ESCALATE:
+                verdict = await self._held_for_a_person(verdict)
+                if verdict.next is Next.RETRY:
+                    # The person's retry is their approval: the approval stage is not asked again.
+                    verdict = PROCEED if stage == self._approval else await stage()
             if verdict.ends:
                 return verdict
         return RESOLVED
+
+    async def _held_for_a_person(self, escalation: Verdict) -> Verdict:
+        """Keep the node cordoned in Escalated, the run open (and its permit held), until a person
+        resumes, retries or releases it; a node deleted or uncordoned meanwhile ends it."""
+        while True:
+            state = await self._release(Outcome.ESCALATED, escalation.reason)
+            self._finish(Phase.ESCALATED, escalation.reason)
+            self._held_for_person = True
+            while self._asked_of_us is None:
+                with contextlib.suppress(TimeoutError):
+                    await workflow.wait_condition(
+                        lambda: self._asked_of_us is not None,
+                        timeout=self._policy.repair.escalated_recheck,
+                        timeout_summary=_HELD_SUMMARY,
+                    )
+                if self._asked_of_us is None:
+                    held = decisions.still_held(await self._observe())
+                    if held.ends:
+                        self._held_for_person = False
+                        return held
+            asked, self._asked_of_us = self._asked_of_us, None
+            self._reason = ""
+            match PersonAction(asked.action):
+                case PersonAction.RELEASE:
+                    return decisions.released(asked, self._keep_cordoned)
+                case PersonAction.RETRY:
+                    self._repair_log.append(f"retried by {asked.by}: {asked.reason}")
+                    if self._decision is None:  # a repair nobody decided on: the retry approves it
+                        self._decision = RecordedDecision(
+                            approved=True, approver=asked.by, reason=f"retried: {asked.reason}", at=asked.at
+                        )
+                    return RETRY
+                case PersonAction.RESUME:
+                    escalation = await self._check_resumed(asked, state.boot_id)
+                    if escalation.next is not Next.ESCALATE:
+                        return escalation
+
+    async def _check_resumed(self, resume: RecordedAction, boot_id: str) -> Verdict:
+        """Resolve a node a person fixed once it is Ready and its GPUs report healthy after the fix."""
+        self._enter(Phase.VERIFYING)
+        repair = self._policy.repair
+        ready, healthy = decisions.resume_checks(boot_id, resume)
+        for condition, timeout in ((ready, repair.node_ready_timeout), (healthy, repair.verify_timeout)):
+            waited = await self._wait_for(condition, timeout)
+            verdict = decisions.after_resume_check(resume, condition, waited.state, timeout)
+            if verdict.next is not Next.PROCEED:
+                return verdict
+        return decisions.resumed(resume)
 
     async def _await_permit(self) -> Verdict:
         """Wait in AwaitingBudget for the fleet governor's permit, the node untouched; a fault that
@@ -566,9 +667,9 @@ class RemediationWorkflow:
 
     # ---- carrying steps out ---------------------------------------------------------------------
 
-    async def _release(self, outcome: Outcome, reason: str) -> None:
+    async def _release(self, outcome: Outcome, reason: str) -> NodeState:
         assert self._record is not None
-        await self._run(
+        return await self._run(
             contracts.RELEASE,
             ReleaseRequest(
                 node=self._node,
@@ -600,6 +701,18 @@ class RemediationWorkflow:
             # Details only: they are no command, so the history stays as it was for the signals.
             workflow.set_current_details(self._details())
         return self._decision
+
+    def _check_person_action(self, action: OperatorAction) -> None:
+        decisions.check_person_action(self._held_for_person, self._phase, self._asked_of_us, action.by, action.reason)
+
+    def _take(self, what: PersonAction, action: OperatorAction) -> RecordedAction:
+        """Record a person's action on the escalated remediation; the run carries it out."""
+        taken = recorded(what.value, action, workflow.now())
+        self._actions.append(taken)
+        self._asked_of_us = taken
+        self._held_for_person = False
+        self._publish()
+        return taken
 
     def _enter(self, phase: Phase) -> None:
         self._phase = phase
@@ -636,6 +749,13 @@ class RemediationWorkflow:
             lines.append(f"waiting for a permit from `{self._asked.governor_id}` (`gpuheal budget` shows why)")
         if self._phase is Phase.AWAITING_APPROVAL and self._decision is None:
             lines.append(f"waiting for `gpuheal approve {self._node} --by NAME --reason WHY` (or reject)")
+        if self._phase is Phase.ESCALATED and self._held_for_person:
+            lines.append(
+                f"held for a person: `gpuheal resume {self._node}` once fixed, `gpuheal retry {self._node}`, or "
+                f"`gpuheal release {self._node}` (each with --by NAME --reason WHY)"
+            )
+        for taken in self._actions[-3:]:
+            lines.append(f"{PersonAction(taken.action).done} by {taken.by} at {taken.at.isoformat()}: {taken.reason}")
         if self._decision is not None:
             verb = "approved" if self._decision.approved else "rejected"
             lines.append(

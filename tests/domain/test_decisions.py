@@ -12,6 +12,7 @@ from gpuheal.domain.budgets import DisruptionBudget
 from gpuheal.domain.decisions import Next, ResetOutcome, Rung
 from gpuheal.domain.gpu_health import GpuHealthReport, HealthBar
 from gpuheal.domain.node_wait import GpusHealthy
+from gpuheal.domain.operator import ActionRefused, RecordedAction
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import DrainPolicy, RepairPolicy
 from gpuheal.domain.remediation import RecordedDecision
@@ -223,3 +224,56 @@ def test_a_reboot_asks_a_person_as_the_policy_names_its_kind(
     assert decisions.reboot_needs_approval(policy, action, after_reset, None) is asks
     decided = RecordedDecision(approved=True, approver="a", reason="b", at=datetime.now(UTC))
     assert decisions.reboot_needs_approval(policy, action, after_reset, decided) is False, "approved once is approved"
+
+
+# ---- held for a person ----------------------------------------------------------------------
+
+
+RESUME = RecordedAction(action="resume", by="alice", reason="replaced GPU 3", at=NOW)
+
+
+def test_a_person_acts_only_on_an_escalated_run_that_is_not_busy_with_an_earlier_action() -> None:
+    decisions.check_person_action(True, Phase.ESCALATED, None, "alice", "fixed")
+    with pytest.raises(decisions.DecisionRefused, match=r"not escalated \(phase Draining\)"):
+        decisions.check_person_action(False, Phase.DRAINING, None, "alice", "fixed")
+    with pytest.raises(decisions.DecisionRefused, match="already resumed by alice at 2026-01-01T00:00:00"):
+        decisions.check_person_action(False, Phase.ESCALATED, RESUME, "bob", "again")
+    with pytest.raises(ActionRefused, match=r"say who acts \(by\)"):
+        decisions.check_person_action(True, Phase.ESCALATED, None, " ", "fixed")
+
+
+def test_a_release_ends_released_and_says_how_the_node_is_left() -> None:
+    release = RESUME.model_copy(update={"action": "release", "reason": "RMA"})
+    back = decisions.released(release, keep_cordoned=False)
+    kept = decisions.released(release, keep_cordoned=True)
+
+    assert (back.phase, back.release, back.reason) == (
+        Phase.RELEASED,
+        Outcome.RESOLVED,
+        "released by alice unrepaired: RMA",
+    )
+    assert (kept.phase, kept.release) == (Phase.RELEASED, Outcome.STOOD_DOWN), "gpuheal's marks go, the cordon stays"
+    assert decisions.RETRY.ends is False
+
+
+def test_a_resumed_node_must_be_ready_and_report_healthy_after_the_resume_or_on_a_new_boot() -> None:
+    ready, healthy = decisions.resume_checks("boot-1", RESUME)
+    timeout = timedelta(minutes=5)
+
+    def report(boot: str, at: datetime) -> NodeState:
+        gpu = GpuHealthReport(status="True", boot_id=boot, reported_at=at)
+        return state(boot_id=boot).model_copy(update={"gpu_report": gpu, "gpu_healthy": True})
+
+    assert decisions.after_resume_check(RESUME, ready, state(boot_id="boot-1"), timeout) == decisions.PROCEED
+    not_ready = decisions.after_resume_check(RESUME, ready, state(ready=False), timeout)
+    assert not_ready.next is Next.ESCALATE and "resumed by alice, but " in not_ready.reason
+    assert "not Ready" in not_ready.reason
+    stale = decisions.after_resume_check(RESUME, healthy, report("boot-1", NOW - timedelta(seconds=1)), timeout)
+    assert stale.next is Next.ESCALATE and "before the resume by alice" in stale.reason
+    fresh = report("boot-1", NOW + timedelta(seconds=1))
+    assert decisions.after_resume_check(RESUME, healthy, fresh, timeout) == decisions.PROCEED
+    rebooted = report("boot-2", NOW - timedelta(hours=1))
+    assert decisions.after_resume_check(RESUME, healthy, rebooted, timeout) == decisions.PROCEED
+    gone = state().model_copy(update={"exists": False})
+    assert decisions.after_resume_check(RESUME, healthy, gone, timeout).next is Next.FAIL
+    assert decisions.resumed(RESUME).next is Next.RESOLVE

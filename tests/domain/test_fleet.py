@@ -11,16 +11,13 @@ from gpuheal.domain.fleet import (
     BreakerPolicy,
     FleetBudget,
     FleetPolicy,
-    GovernorRefused,
     GovernorState,
     HeldPermit,
-    OperatorAction,
     PermitRequest,
-    RecordedAction,
     Waiting,
-    check_action,
     choose,
 )
+from gpuheal.domain.operator import ActionRefused, OperatorAction, RecordedAction, check_who_and_why
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
 
@@ -126,9 +123,9 @@ def test_nothing_is_granted_while_paused_or_tripped(stopped: str) -> None:
 def test_an_action_names_who_and_why() -> None:
     with pytest.raises(ValidationError):
         OperatorAction(by="", reason="x")
-    with pytest.raises(GovernorRefused, match="say why"):
-        check_action(OperatorAction(by="alice", reason="   "))
-    check_action(OperatorAction(by="alice", reason="rollout"))
+    with pytest.raises(ActionRefused, match="say why"):
+        check_who_and_why("alice", "   ")
+    check_who_and_why("alice", "rollout")
 
 
 def test_limits_out_of_range_are_refused() -> None:

@@ -29,6 +29,7 @@ from gpuheal_sim.demo.devserver import DevServer
 from gpuheal_sim.simulator import FleetConfig, SimulatedCluster
 from gpuheal_sim.simulator.fleet import DeploymentWorkload, PdbSpec
 from tests.chart import access_manifests, service_account
+from tests.held import end_held_remediations
 
 Handle = Any
 MERGE_PATCH = "application/merge-patch+json"
@@ -145,6 +146,19 @@ async def phase_of(handle: Handle) -> str:
     return status.phase.value
 
 
+async def settled(handle: Handle, timeout: float = 30.0) -> RemediationStatus:
+    """The remediation once it ended, or escalated: held for a person, its run still open."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        status: RemediationStatus = await handle.query("status", result_type=RemediationStatus)
+        if status.phase.is_final:
+            return await handle.result()  # type: ignore[no-any-return]
+        if status.phase.is_settled:
+            return status
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the remediation did not settle within {timeout}s; last {status.phase}: {status.reason}")
+
+
 StackFactory = Callable[..., Awaitable[Stack]]
 
 
@@ -176,6 +190,7 @@ async def make_stack(dev_server: DevServer, tmp_path: Path) -> AsyncIterator[Sta
             running = running_worker(settings, dev_server.client)
             await running.__aenter__()
             exits.append(lambda: running.__aexit__(None, None, None))
+        exits.append(lambda: end_held_remediations(dev_server.client, cluster.node_names()))
         api = await connect_kubernetes(cluster.kubeconfig)
         exits.append(api.close)
         return Stack(

@@ -21,7 +21,7 @@ from gpuheal.domain.faults import Fault
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.remediation import RemediationStatus
 from gpuheal_sim.simulator import SimulatedCluster
-from tests.integration.conftest import Stack, StackFactory, eventually, fast_policy
+from tests.integration.conftest import Stack, StackFactory, eventually, fast_policy, settled
 
 NODE = "gpu-node-001"
 MERGE = "application/merge-patch+json"
@@ -42,8 +42,7 @@ async def report_without_touching_the_gpus(stack: Stack, verify_timeout: timedel
         repair = policy.repair.model_copy(update={"verify_timeout": verify_timeout})
         policy = policy.model_copy(update={"repair": repair})
     handle = await remediations.report_fault(stack.server.client, fault, policy, task_queue=stack.task_queue)
-    status: RemediationStatus = await handle.result()
-    return status
+    return await settled(handle)
 
 
 async def test_gpu_health_reported_before_the_reboot_does_not_resolve(make_stack: StackFactory) -> None:

@@ -8,13 +8,15 @@ from typing import Any
 
 import pytest
 
+from gpuheal.control import remediations
 from gpuheal.domain import marks
 from gpuheal.domain.actions import RecommendedAction
+from gpuheal.domain.decisions import PersonAction
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import DrainMode, DrainPolicy
-from gpuheal.domain.remediation import RemediationStatus
+from gpuheal.domain.remediation import NodeRelease, RemediationStatus
 from gpuheal_sim.simulator.fleet import DeploymentWorkload, JobWorkload, PdbSpec
-from tests.integration.conftest import StackFactory, busy_trainer, eventually, fast_policy, phase_of
+from tests.integration.conftest import StackFactory, busy_trainer, eventually, fast_policy, phase_of, settled
 
 NODE = "gpu-node-001"
 
@@ -76,7 +78,8 @@ async def test_drain_over_a_job_pod_under_max_unavailable_escalates_naming_the_b
     )
     [job_pod] = [p for p in await stack.pods_on(NODE) if p.metadata.namespace == "batch"]
 
-    status: RemediationStatus = await asyncio.wait_for((await stack.report(NODE)).result(), 30)
+    handle = await stack.report(NODE)
+    status = await settled(handle)
 
     assert status.phase is Phase.ESCALATED, status.reason
     assert status.reason == (
@@ -87,7 +90,19 @@ async def test_drain_over_a_job_pod_under_max_unavailable_escalates_naming_the_b
     assert stack.cluster.reboot_requests(NODE) == 0
     node = await stack.node(NODE)
     assert node.spec.unschedulable, "an escalated node stays cordoned for a person"
+    assert (node.metadata.annotations or {})[marks.ESCALATION_ANNOTATION] == status.reason
     assert job_pod.metadata.name in {p.metadata.name for p in await stack.pods_on(NODE)}
+
+    # The person decides the node can serve as it is: released, it goes back with no mark of gpuheal's.
+    release = NodeRelease(by="alice", reason="the eval job tolerates the node")
+    await remediations.act_on_escalation(stack.server.client, NODE, PersonAction.RELEASE, release)
+    status = await handle.result()
+
+    assert status.phase is Phase.RELEASED, status.reason
+    node = await stack.node(NODE)
+    assert not node.spec.unschedulable
+    assert gpuheal_marks(node) == set()
+    assert stack.cluster.reboot_requests(NODE) == 0
 
 
 @pytest.mark.parametrize("min_available", [4, "100%"], ids=["every-pod", "100-percent"])
@@ -106,7 +121,7 @@ async def test_drain_over_a_budget_that_needs_every_pod_escalates(
         )
     )
 
-    status: RemediationStatus = await (await stack.report(NODE, policy=policy)).result()
+    status = await settled(await stack.report(NODE, policy=policy))
 
     assert status.phase is Phase.ESCALATED, status.reason
     assert status.reason.startswith("drain cannot finish: pod ml/trainer-")
@@ -133,7 +148,7 @@ async def test_a_pod_under_two_budgets_fails_alone_and_the_drain_names_it(make_s
         )
     )
 
-    status: RemediationStatus = await asyncio.wait_for((await stack.report(NODE, policy=policy)).result(), 30)
+    status = await settled(await stack.report(NODE, policy=policy))
 
     assert status.phase is Phase.ESCALATED, status.reason
     assert status.reason == (

@@ -10,6 +10,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from gpuheal.workflows.remediation import RemediationWorkflow
+from tests.held import end_held_remediations
 from tests.workflows.fake_activities import FakeNode
 
 
@@ -20,6 +21,7 @@ async def queue(time_skipping_env: WorkflowEnvironment, node: FakeNode) -> Async
         time_skipping_env.client, task_queue=task_queue, workflows=[RemediationWorkflow], activities=node.activities()
     ):
         yield task_queue
+    await end_held_remediations(time_skipping_env.client, [node.name])
 
 
 @pytest.fixture

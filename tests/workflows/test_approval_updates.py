@@ -12,13 +12,14 @@ from temporalio.testing import WorkflowEnvironment
 
 from gpuheal.control import remediations
 from gpuheal.domain.actions import RecommendedAction
-from gpuheal.domain.decisions import AUTO_APPROVER, DecisionRefused
+from gpuheal.domain.decisions import AUTO_APPROVER
 from gpuheal.domain.faults import Fault
+from gpuheal.domain.operator import ActionRefused
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import RemediationPolicy, RepairPolicy
 from gpuheal.domain.remediation import ApprovalSignal, RemediationStatus
 from tests.workflows.fake_activities import FakeNode
-from tests.workflows.test_remediation_logic import Handle, wait_for_phase
+from tests.workflows.test_remediation_logic import Handle, escalated, wait_for_phase
 
 
 async def start(
@@ -54,7 +55,7 @@ async def test_an_approval_without_who_or_why_is_refused(
     handle = await start(time_skipping_env, queue, node, RecommendedAction.RESTART_BM, require_approval=True)
     await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
 
-    with pytest.raises(DecisionRefused, match=re.escape(f"refused it: {refusal}")):
+    with pytest.raises(ActionRefused, match=re.escape(f"refused it: {refusal}")):
         await remediations.send_decision(
             time_skipping_env.client, node.name, ApprovalSignal(approver=approver, reason=reason), approve=True
         )
@@ -74,7 +75,7 @@ async def test_a_second_decision_is_refused_naming_the_first(
         time_skipping_env.client, node.name, ApprovalSignal(approver="alice", reason="go"), approve=True
     )
 
-    with pytest.raises(DecisionRefused, match=r"refused it: already approved by alice at "):
+    with pytest.raises(ActionRefused, match=r"refused it: already approved by alice at "):
         await remediations.send_decision(
             time_skipping_env.client, node.name, ApprovalSignal(approver="bob", reason="stop"), approve=False
         )
@@ -92,7 +93,7 @@ async def test_an_approval_for_a_run_that_is_not_waiting_for_one_is_refused(
     handle = await start(time_skipping_env, queue, node, RecommendedAction.COMPONENT_RESET)
     await wait_for_phase(handle, Phase.REPAIRING)
 
-    with pytest.raises(DecisionRefused, match=r"refused it: the remediation is not waiting for approval \(phase "):
+    with pytest.raises(ActionRefused, match=r"refused it: the remediation is not waiting for approval \(phase "):
         await remediations.send_decision(
             time_skipping_env.client, node.name, ApprovalSignal(approver="alice", reason="ok"), approve=True
         )
@@ -146,9 +147,9 @@ async def test_a_fault_only_a_person_can_fix_is_never_auto_approved(
         auto_approve_after=timedelta(hours=2),
         approval_timeout=timedelta(hours=6),
     )
-    status = await handle.result()
+    status = await escalated(handle)
 
-    assert status.phase is Phase.ESCALATED and status.reason == "no approval within 6:00:00"
+    assert status.reason == "no approval within 6:00:00"
     assert status.decision is None
 
 
@@ -168,9 +169,9 @@ async def test_a_fault_only_a_person_can_fix_arriving_during_the_auto_approval_w
     worse = Fault(node=node.name, action=RecommendedAction.CONTACT_SUPPORT, xid=1, event_id=str(uuid.uuid4()))
     await remediations.report_fault(time_skipping_env.client, worse, task_queue=queue)
 
-    status = await handle.result()
+    status = await escalated(handle)
 
-    assert status.phase is Phase.ESCALATED and status.decision is None
+    assert status.decision is None
     [asked] = [e.entered_at for e in status.history if e.phase is Phase.AWAITING_APPROVAL]
     [ended] = [e.entered_at for e in status.history if e.phase is Phase.ESCALATED]
     assert ended - asked >= timedelta(hours=6), "the person had the whole approval timeout"

@@ -22,6 +22,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from gpuheal.control import governor, remediations
+from gpuheal.domain.decisions import PersonAction
 from gpuheal.domain.faults import Fault
 from gpuheal.domain.fleet import (
     GOVERNOR,
@@ -31,19 +32,18 @@ from gpuheal.domain.fleet import (
     FleetBudget,
     FleetPolicy,
     GovernorInput,
-    GovernorRefused,
     GovernorStatus,
-    OperatorAction,
     PermitRequest,
     PermitReturn,
 )
+from gpuheal.domain.operator import ActionRefused, OperatorAction
 from gpuheal.domain.phases import Phase
-from gpuheal.domain.remediation import RemediationStatus
+from gpuheal.domain.remediation import NodeRelease, RemediationStatus
 from gpuheal.workflows.governor import GovernorWorkflow
 from gpuheal.workflows.remediation import RemediationWorkflow
 from gpuheal_sim.demo.devserver import DevServer
 from tests.workflows.fake_activities import FakeFleet, FakeNode
-from tests.workflows.test_remediation_logic import Handle, fault, policy, wait_for_phase
+from tests.workflows.test_remediation_logic import Handle, escalated, fault, policy, wait_for_phase
 
 ALICE = OperatorAction(by="alice", reason="XID 79 storm after the driver rollout; rolled back")
 
@@ -220,7 +220,7 @@ async def test_the_breaker_trips_holds_the_rest_untouched_and_a_reset_lets_them_
     assert [status.phase for status in results] == [Phase.RESOLVED] * 2
     assert results[0].permit is not None and results[1].permit is not None
     assert results[0].permit.granted_at <= results[1].permit.granted_at, "in arrival order"
-    with pytest.raises(GovernorRefused, match=re.escape("the breaker is not tripped (2 of 2 quarantines")):
+    with pytest.raises(ActionRefused, match=re.escape("the breaker is not tripped (2 of 2 quarantines")):
         await fleet.act("reset_breaker")
 
 
@@ -231,7 +231,7 @@ async def test_a_pause_holds_new_remediations_and_a_resume_lets_them_go_in_arriv
     await governor.configure(fleet.client, limits(max_concurrent=1, max_percent=100), fleet.governor_id, fleet.queue)
     paused = await fleet.act("pause")
     assert paused.state.paused is not None and paused.state.paused.by == "alice"
-    with pytest.raises(GovernorRefused, match="already paused by alice"):
+    with pytest.raises(ActionRefused, match="already paused by alice"):
         await fleet.act("pause")
 
     handles = []
@@ -248,7 +248,7 @@ async def test_a_pause_holds_new_remediations_and_a_resume_lets_them_go_in_arriv
     assert [status.phase for status in results] == [Phase.RESOLVED] * 3
     granted = [status.permit.granted_at for status in results if status.permit is not None]
     assert granted == sorted(granted) and len(set(granted)) == 3, "one at a time, first come first served"
-    with pytest.raises(GovernorRefused, match="the governor is not paused"):
+    with pytest.raises(ActionRefused, match="the governor is not paused"):
         await fleet.act("resume")
 
 
@@ -257,7 +257,7 @@ async def test_an_action_without_who_or_why_is_refused(governed: MakeFleet, by: 
     fleet = await governed(1, limits())
     await governor.configure(fleet.client, limits(), fleet.governor_id, fleet.queue)
 
-    with pytest.raises(GovernorRefused, match=re.escape(refusal)):
+    with pytest.raises(ActionRefused, match=re.escape(refusal)):
         await fleet.act("pause", OperatorAction(by=by, reason=reason))
     assert (await fleet.status()).state.paused is None
 
@@ -422,3 +422,24 @@ async def test_the_state_survives_continue_as_new(governed_live: MakeFleet) -> N
     assert all(node.steps == [] for node in nodes_of(fleet) if node.name in waiting)
     await fleet.act("reset_breaker")
     assert {(await handle.result()).phase for handle in handles} == {Phase.RESOLVED}
+
+
+async def test_an_escalated_node_keeps_its_permit_until_a_person_releases_it(governed: MakeFleet) -> None:
+    fleet = await governed(2, limits(max_concurrent=1, max_percent=100))
+    broken, next_one = nodes_of(fleet)
+    broken.gpus_healthy_after_reboot = False
+    held = await fleet.fault(broken)
+    await escalated(held)
+
+    waiting = await fleet.fault(next_one)
+    await wait_for_phase(waiting, Phase.AWAITING_BUDGET)
+    status = await fleet.status()
+    assert [p.node for p in status.state.held] == [broken.name], "the escalated node is still out of service"
+    assert next_one.cordoned is False, "the waiting node is untouched"
+
+    await remediations.act_on_escalation(
+        fleet.client, broken.name, PersonAction.RELEASE, NodeRelease(by="dave", reason="RMA", keep_cordoned=True)
+    )
+    assert (await held.result()).phase is Phase.RELEASED
+    assert (await waiting.result()).phase is Phase.RESOLVED
+    assert fleet.fleet.max_cordoned == 2, "the released node stays cordoned for dave, outside the budget"

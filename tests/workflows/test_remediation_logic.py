@@ -10,7 +10,8 @@ import asyncio
 import uuid
 from datetime import datetime, timedelta
 
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from gpuheal.control import remediations
@@ -58,6 +59,33 @@ async def wait_for_phase(handle: Handle, phase: Phase) -> RemediationStatus:
     raise AssertionError(f"never reached {phase}; last {status.phase}")
 
 
+async def settled(handle: Handle) -> RemediationStatus:
+    """The remediation once it ended, or escalated and is held for a person (still running).
+
+    The result is awaited in short polls, so that the test server skips the waits on the way (timeouts
+    of hours) and locks its clock again after each: a poll that runs out of time fails and locks it,
+    where a cancelled one could leave the clock unlocked for the tests after it.
+    """
+    for _ in range(300):  # a minute at least: a drain of hundreds of passes takes seconds on a busy machine
+        try:
+            return await handle.result(rpc_timeout=timedelta(milliseconds=200))
+        except RPCError as error:  # the poll's time ran out (the SDK reports it as CANCELLED)
+            if error.status not in (RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED):
+                raise
+        status = await handle.query(RemediationWorkflow.status)
+        if status.phase is Phase.ESCALATED:
+            return status
+    raise AssertionError(f"never settled; last {status.phase}")
+
+
+async def escalated(handle: Handle) -> RemediationStatus:
+    """The remediation once escalated: held for a person, and still running."""
+    status = await settled(handle)
+    assert status.phase is Phase.ESCALATED, f"{status.phase}: {status.reason}"
+    assert (await handle.describe()).status is WorkflowExecutionStatus.RUNNING, "an escalated remediation stays open"
+    return status
+
+
 async def test_approval_resumes_the_repair_and_records_who_approved(
     time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
 ) -> None:
@@ -96,7 +124,7 @@ async def test_reject_escalates_and_leaves_the_node_cordoned(
     await remediations.send_decision(
         time_skipping_env.client, node.name, ApprovalSignal(approver="bob", reason="rma"), approve=False
     )
-    status = await handle.result()
+    status = await escalated(handle)
 
     assert status.phase is Phase.ESCALATED
     assert "rejected by bob: rma" in status.reason
@@ -107,7 +135,7 @@ async def test_reject_escalates_and_leaves_the_node_cordoned(
 
 async def test_approval_timeout_escalates(time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode) -> None:
     handle = await start(time_skipping_env, queue, node, approval=True, approval_timeout=timedelta(hours=6))
-    status = await handle.result()  # the test server skips the six hours
+    status = await escalated(handle)  # the test server skips the six hours
 
     assert status.phase is Phase.ESCALATED
     assert status.reason == "no approval within 6:00:00"
@@ -131,7 +159,7 @@ async def test_node_that_never_comes_back_escalates_with_the_last_state(
     time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
 ) -> None:
     node.comes_back = False
-    status = await (await start(time_skipping_env, queue, node)).result()
+    status = await escalated(await start(time_skipping_env, queue, node))
 
     assert status.phase is Phase.ESCALATED
     assert "did not come back Ready with a new bootID within 0:30:00" in status.reason
@@ -144,7 +172,7 @@ async def test_gpus_still_unhealthy_after_the_reboot_escalate(
     time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
 ) -> None:
     node.gpus_healthy_after_reboot = None
-    status = await (await start(time_skipping_env, queue, node)).result()
+    status = await escalated(await start(time_skipping_env, queue, node))
 
     assert status.phase is Phase.ESCALATED
     assert "no GpuHealthy condition" in status.reason
@@ -156,7 +184,7 @@ async def test_gpu_health_reported_before_the_reboot_does_not_resolve(
     """A GpuHealthy=True left from before the reboot proves nothing: the agent never reported after it."""
     node.agent_reports(True)  # True on boot-1, before the fault was even reported
     node.agent_reports_after_reboot = False
-    status = await (await start(time_skipping_env, queue, node)).result()
+    status = await escalated(await start(time_skipping_env, queue, node))
 
     assert node.reboots == 1 and node.boot_id == "boot-2"
     assert status.phase is Phase.ESCALATED, "a stale GpuHealthy=True must not resolve the remediation"
@@ -210,7 +238,7 @@ async def test_a_manual_repair_is_not_proven_by_a_report_from_before_the_quarant
     node.agent_reports(True, at=_quarantined_at(waiting) - timedelta(minutes=5))  # a True from before the fault
     await handle.signal(RemediationWorkflow.approve, ApprovalSignal(approver="erin"))
 
-    status = await handle.result()
+    status = await escalated(handle)
     assert status.phase is Phase.ESCALATED
     assert "before the quarantine" in status.reason, status.reason
 
@@ -231,7 +259,7 @@ async def test_drain_that_never_finishes_escalates_naming_the_pods(
     time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
 ) -> None:
     node.blocked_passes = 10_000
-    status = await (await start(time_skipping_env, queue, node)).result()
+    status = await escalated(await start(time_skipping_env, queue, node))
 
     assert status.phase is Phase.ESCALATED
     assert "drain did not finish within 0:30:00: 1 pod(s) remain (ml/trainer-0)" in status.reason
@@ -261,7 +289,7 @@ async def test_a_budget_that_can_never_allow_a_disruption_escalates_naming_it(
 ) -> None:
     node.blocked_passes = 10_000
     node.blocking_budgets = [budget(min_available=4, desired_healthy=4, current_healthy=4)]
-    status = await (await start(time_skipping_env, queue, node)).result()
+    status = await escalated(await start(time_skipping_env, queue, node))
 
     assert status.phase is Phase.ESCALATED
     assert status.reason == (
@@ -291,7 +319,7 @@ async def test_a_budget_the_controller_cannot_compute_escalates_with_its_message
     node.blocking_budgets = [
         budget(max_unavailable=1, min_available=None, condition_reason="SyncFailed", condition_message=why)
     ]
-    status = await (await start(time_skipping_env, queue, node)).result()
+    status = await escalated(await start(time_skipping_env, queue, node))
 
     assert status.phase is Phase.ESCALATED
     assert "PodDisruptionBudget ml/trainer-pdb" in status.reason and status.reason.endswith(why)
@@ -329,7 +357,7 @@ async def test_a_pod_the_api_refuses_is_retried_and_named_when_the_drain_times_o
     time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
 ) -> None:
     node.failed_passes = 10_000
-    status = await (await start(time_skipping_env, queue, node)).result()
+    status = await escalated(await start(time_skipping_env, queue, node))
 
     assert status.phase is Phase.ESCALATED
     assert status.reason.startswith("drain did not finish within 0:30:00: 1 pod(s) remain (ml/trainer-0)")

@@ -252,7 +252,7 @@ async def _remediate(console: Console, client: Client, agent: Agent, options: De
             await asyncio.sleep(0.05)  # the agent has not reported it yet (a kept state dir holds older runs)
             continue
         view.update(status)
-        if status.phase.is_final:
+        if status.phase.is_settled:
             break
         await asyncio.sleep(0.1)
     else:
@@ -266,6 +266,8 @@ async def _remediate(console: Console, client: Client, agent: Agent, options: De
     if status.phase is Phase.RESOLVED:
         cycle = (datetime.now(UTC) - detected).total_seconds()
         console.print(f"[green]{node} is back in service[/] (kernel log line to back in service: {cycle:.1f}s)")
+    elif status.phase is Phase.ESCALATED:
+        console.print(f"[red]{node} is escalated, held cordoned for a person: {status.reason}[/]")
     else:
         console.print(f"[red]{node} ended {status.phase.value}: {status.reason}[/]")
     return status

@@ -51,6 +51,6 @@ def _hint(entry: PhaseEntry, status: RemediationStatus) -> str:
         "WaitingForNode": "waiting for Ready with a new bootID",
         "Resolved": "back in service",
     }
-    if entry.phase.is_final and status.reason:
+    if entry.phase.is_settled and entry == status.history[-1] and status.reason:
         return status.reason
     return hints.get(entry.phase.value, "")
