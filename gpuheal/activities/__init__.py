@@ -10,6 +10,7 @@ from kubernetes.aio import client
 from gpuheal.activities.drain import DrainActivities
 from gpuheal.activities.fleet import FleetActivities, find_ended_holders
 from gpuheal.activities.gpu_reset import GpuResetActivities
+from gpuheal.activities.history import find_earlier_remediations
 from gpuheal.activities.node_wait import NodeWaitActivities
 from gpuheal.activities.nodes import NodeActivities
 from gpuheal.activities.providers.selection import ProviderSet
@@ -41,4 +42,5 @@ def remediation_activities(
         governed.ask_for_permit,
         governed.count_gpu_nodes,
         find_ended_holders,
+        find_earlier_remediations,
     ]

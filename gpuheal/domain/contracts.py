@@ -27,6 +27,7 @@ from gpuheal.domain.fleet import (
     PermitRequest,
 )
 from gpuheal.domain.gpu_reset import GpuResetOrder
+from gpuheal.domain.history import HistoryRequest, RemediationHistory
 from gpuheal.domain.node_wait import NodeWaitRequest, NodeWaitResult
 from gpuheal.domain.policy import StepTimeouts
 from gpuheal.domain.steps import (
@@ -146,3 +147,9 @@ WAIT_FOR_NODE = StepContract(
 ASK_PERMIT = StepContract(Step.ASK_PERMIT, PermitRequest, PermitAsked, local=True)
 COUNT_GPU_NODES = StepContract(Step.COUNT_GPU_NODES, NodeCountRequest, NodeCount, local=False)
 FIND_ENDED = StepContract(Step.FIND_ENDED, HolderCheck, EndedHolders, local=False)
+
+# Temporal's visibility, read for the remediations before this one; a few attempts only: a remediation
+# whose history cannot be read goes on without it, and says so.
+FIND_HISTORY = StepContract(
+    Step.FIND_HISTORY, HistoryRequest, RemediationHistory, local=True, retry=lambda _: Retry(attempts=5)
+)

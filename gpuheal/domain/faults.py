@@ -25,6 +25,8 @@ class Fault(BaseModel):
     action: Action
     xid: int | None = None
     gpu_uuids: tuple[str, ...] = ()
+    # The faulty GPUs' board serials, where the detector knows them (NVML does).
+    gpu_serials: tuple[str, ...] = ()
     message: str = ""
     # The detector that saw it (agent name / check name).
     source: str = ""

@@ -17,6 +17,8 @@ from gpuheal.domain.faults import MAX_MESSAGE_BYTES, MAX_SOURCE_BYTES, Fault
 from gpuheal.domain.truncate import truncate
 
 GPU_UUID = "GPU_UUID"
+# A GPU's board serial (NVML's nvmlDeviceGetSerial), which stays with the board across machines.
+GPU_SERIAL = "GPU_SERIAL"
 PCI = "PCI"
 # The check of a GPU-reset acknowledgement: a healthy event from it clears every fault of that GPU.
 CHECK_GPU_RESET = "GpuReset"
@@ -66,6 +68,10 @@ class HealthEvent(BaseModel):
         return tuple(e.value for e in self.entities if e.type == GPU_UUID)
 
     @property
+    def gpu_serials(self) -> tuple[str, ...]:
+        return tuple(e.value for e in self.entities if e.type == GPU_SERIAL)
+
+    @property
     def xid(self) -> int | None:
         """The XID when the event carries one as its first numeric error code."""
         for code in self.error_codes:
@@ -94,6 +100,7 @@ class HealthEvent(BaseModel):
             action=self.action,
             xid=self.xid,
             gpu_uuids=self.gpu_uuids,
+            gpu_serials=self.gpu_serials,
             message=truncate(self.message, MAX_MESSAGE_BYTES),
             source=truncate("/".join(part for part in (self.agent, self.check_name) if part), MAX_SOURCE_BYTES),
             event_id=self.id,

@@ -128,9 +128,25 @@ class StepTimeouts(_Strict):
     provider_attempts: int = Field(default=8, ge=1)
 
 
+class LoopPolicy(_Strict):
+    """When a fault is a repeat offence, escalated to a person instead of repaired again."""
+
+    # A node remediated this many times within `node_window` (0: no limit).
+    max_per_node: int = Field(default=3, ge=0)
+    node_window: timedelta = Field(default=timedelta(hours=24), gt=timedelta(0))
+    # A GPU (by UUID or board serial) remediated within this that faults again (0: never).
+    gpu_window: timedelta = Field(default=timedelta(days=7), ge=timedelta(0))
+
+    @property
+    def looks_back(self) -> timedelta:
+        """How far back the history is read."""
+        return max(self.node_window if self.max_per_node else timedelta(0), self.gpu_window)
+
+
 class RemediationPolicy(_Strict):
     """Everything a remediation needs to decide, bundled so it travels with the workflow."""
 
     drain: DrainPolicy = Field(default_factory=DrainPolicy)
     repair: RepairPolicy = Field(default_factory=RepairPolicy)
+    loops: LoopPolicy = Field(default_factory=LoopPolicy)
     timeouts: StepTimeouts = Field(default_factory=StepTimeouts)

@@ -56,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
         PermitReturn,
     )
     from gpuheal.domain.gpu_health import HealthBar
+    from gpuheal.domain.history import HistoryRequest, repeat_offence
     from gpuheal.domain.node_wait import (
         GpuResetAnswered,
         GpusHealthy,
@@ -96,6 +97,8 @@ ResultT = TypeVar("ResultT", bound=BaseModel)
 
 # Runs started before remediations asked the fleet governor for a permit replay without asking.
 _PERMIT_PATCH = "fleet-permit"
+# … and those started before repeat offenders were looked for, without looking.
+_HISTORY_PATCH = "repeat-offenders"
 # How long a remediation waits for its permit before it asks again.
 _ASK_AGAIN = timedelta(minutes=10)
 # The escalated wait's timer, as the UI shows it.
@@ -286,13 +289,22 @@ class RemediationWorkflow:
     async def _remediate(self) -> Verdict:
         """Carry the stages out one after the other until one ends the remediation; a stage that
         escalates holds the node for a person, who may have it run again."""
-        for stage in (self._await_permit, self._quarantine, self._drain_node, self._approval, self._repair):
+        stages = (
+            self._await_permit,
+            self._quarantine,
+            self._drain_node,
+            self._look_for_repeat_offence,
+            self._approval,
+            self._repair,
+        )
+        for stage in stages:
             verdict = await stage()
             while verdict.next is Next.ESCALATE:
                 verdict = await self._held_for_a_person(verdict)
                 if verdict.next is Next.RETRY:
-                    # The person's retry is their approval: the approval stage is not asked again.
-                    verdict = PROCEED if stage == self._approval else await stage()
+                    # The person's retry is their decision: a repeat offence or an approval is not asked again.
+                    decided = stage in (self._look_for_repeat_offence, self._approval)
+                    verdict = PROCEED if decided else await stage()
             if verdict.ends:
                 return verdict
         return RESOLVED
@@ -446,6 +458,29 @@ class RemediationWorkflow:
         current = decisions.budgets_never_allowing(progress)
         self._never_since = {ref: self._never_since.get(ref, now) for ref in current}
         return decisions.held_for_good(current, self._never_since, now, self._policy.drain.never_allows_for)
+
+    async def _look_for_repeat_offence(self) -> Verdict:
+        """Escalate instead of repairing again a node or GPU whose earlier remediations did not hold."""
+        loops = self._policy.loops
+        if loops.looks_back <= timedelta(0) or not workflow.patched(_HISTORY_PATCH):
+            return PROCEED
+        now = workflow.now()
+        request = HistoryRequest(
+            node=self._node,
+            gpus=tuple(self._gpu_uuids()),
+            serials=tuple(self._gpu_serials()),
+            since=now - loops.looks_back,
+            run_id=workflow.info().run_id,
+        )
+        try:
+            history = await self._run(contracts.FIND_HISTORY, request, summary=f"earlier remediations of {self._node}")
+        except ActivityError as error:
+            self._repair_log.append(
+                f"repeat offences not looked for: the history could not be read ({_failure(error)})"
+            )
+            return PROCEED
+        offence = repeat_offence(loops, self._node, request.gpus, request.serials, history, now)
+        return decisions.escalate(offence) if offence else PROCEED
 
     async def _approval(self) -> Verdict:
         """Wait for a person's decision where one is needed; the node may be handed back meanwhile."""
@@ -729,6 +764,9 @@ class RemediationWorkflow:
             attrs.ACTION.value_set(self._action.name),
             attrs.GPUS.value_set(self._gpu_uuids()),
         ]
+        serials = self._gpu_serials()
+        if serials:  # set only where known: runs without serials keep the history they had
+            updates.append(attrs.SERIALS.value_set(serials))
         xids = [f.xid for f in self._faults if f.xid is not None]
         if xids:
             updates.append(attrs.XID.value_set(xids[-1]))
@@ -775,6 +813,9 @@ class RemediationWorkflow:
 
     def _gpu_uuids(self) -> list[str]:
         return sorted({uuid for f in self._faults for uuid in f.gpu_uuids})
+
+    def _gpu_serials(self) -> list[str]:
+        return sorted({serial for f in self._faults for serial in f.gpu_serials})
 
     def _holder(self) -> str:
         info = workflow.info()

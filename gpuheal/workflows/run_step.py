@@ -7,7 +7,7 @@ from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, CancelledError
+from temporalio.exceptions import ActivityError, CancelledError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
@@ -50,6 +50,23 @@ async def run_step(
         if isinstance(error.cause, CancelledError):
             raise asyncio.CancelledError() from error
         raise
+    except FailureError as failure:
+        if not step.local:
+            raise
+        # A local activity's failure arrives unwrapped (an ApplicationError that failed the whole run
+        # where the workflow expects a step's): wrap it as a regular activity's is.
+        if isinstance(failure, CancelledError):
+            raise asyncio.CancelledError() from failure
+        wrapped = ActivityError(
+            f"{step.name.value} failed",
+            scheduled_event_id=0,
+            started_event_id=0,
+            identity="",
+            activity_type=step.name.value,
+            activity_id="",
+            retry_state=None,
+        )
+        raise wrapped from failure
 
 
 def _retry_policy(retry: Retry) -> RetryPolicy:

@@ -19,5 +19,8 @@ PHASE = SearchAttributeKey.for_keyword(PHASE_ATTRIBUTE)
 XID = SearchAttributeKey.for_int("GpuhealXid")
 ACTION = SearchAttributeKey.for_keyword("GpuhealAction")
 GPUS = SearchAttributeKey.for_keyword_list("GpuhealGpu")
+# The board serials of the faulty GPUs, where the agent knows them (NVML): a GPU keeps its serial
+# when it moves to another machine.
+SERIALS = SearchAttributeKey.for_keyword_list("GpuhealGpuSerial")
 
-ALL = (NODE, PHASE, XID, ACTION, GPUS)
+ALL = (NODE, PHASE, XID, ACTION, GPUS, SERIALS)

@@ -21,7 +21,7 @@ from kubernetes.aio import client as k8s
 from gpuheal.control import remediations
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.faults import Fault
-from gpuheal.domain.policy import DrainPolicy, RemediationPolicy, RepairPolicy, StepTimeouts
+from gpuheal.domain.policy import DrainPolicy, LoopPolicy, RemediationPolicy, RepairPolicy, StepTimeouts
 from gpuheal.domain.remediation import RemediationStatus
 from gpuheal.kubeclient import connect as connect_kubernetes
 from gpuheal.worker import WorkerSettings, running_worker
@@ -46,7 +46,9 @@ def busy_trainer() -> DeploymentWorkload:
 
 
 def fast_policy(**repair: Any) -> RemediationPolicy:
-    """Production semantics at test speed: short backoffs and polls."""
+    """Production semantics at test speed: short backoffs and polls. Repeat offences are not looked
+    for unless `loops` says so: the tests fault the same nodes, one after the other, on one server."""
+    loops = repair.pop("loops", None) or LoopPolicy(max_per_node=0, gpu_window=timedelta(0))
     drain = repair.pop("drain", None) or DrainPolicy(
         retry_initial=timedelta(milliseconds=100),
         retry_max=timedelta(milliseconds=500),
@@ -56,6 +58,7 @@ def fast_policy(**repair: Any) -> RemediationPolicy:
     )
     return RemediationPolicy(
         drain=drain,
+        loops=loops,
         repair=RepairPolicy(
             node_ready_timeout=timedelta(seconds=30),
             verify_timeout=timedelta(seconds=10),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -12,8 +13,9 @@ from gpuheal.control import remediations
 from gpuheal.domain import marks
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.decisions import PersonAction
+from gpuheal.domain.faults import Fault
 from gpuheal.domain.phases import Phase
-from gpuheal.domain.policy import DrainMode, DrainPolicy
+from gpuheal.domain.policy import DrainMode, DrainPolicy, LoopPolicy
 from gpuheal.domain.remediation import NodeRelease, RemediationStatus
 from gpuheal_sim.simulator.fleet import DeploymentWorkload, JobWorkload, PdbSpec
 from tests.integration.conftest import StackFactory, busy_trainer, eventually, fast_policy, phase_of, settled
@@ -255,3 +257,38 @@ async def test_manual_uncordon_stands_down(make_stack: StackFactory) -> None:
 
 async def _is(handle: Any, phase: Phase) -> bool:
     return await phase_of(handle) == phase.value
+
+
+async def test_a_gpu_that_faults_again_on_another_node_is_escalated_naming_its_earlier_remediation(
+    make_stack: StackFactory,
+) -> None:
+    """The history is Temporal's own: the first run's search attributes, read through visibility."""
+    stack = await make_stack(workloads=False)
+    gpu = f"GPU-{uuid.uuid4()}"  # this test's own: the dev server keeps the other tests' runs
+    policy = fast_policy(loops=LoopPolicy(max_per_node=0, gpu_window=timedelta(days=7)))
+
+    async def fault_on(node: str) -> Any:
+        fault = Fault(
+            node=node, action=RecommendedAction.RESTART_BM, xid=79, gpu_uuids=(gpu,), event_id=str(uuid.uuid4())
+        )
+        return await remediations.report_fault(stack.server.client, fault, policy, task_queue=stack.task_queue)
+
+    first = await fault_on(NODE)
+    assert (await first.result()).phase is Phase.RESOLVED
+    first_run = (await first.describe()).run_id
+
+    async def indexed() -> bool:
+        found = [
+            r async for r in stack.server.client.list_workflows(f"GpuhealGpu = '{gpu}' AND GpuhealPhase = 'Resolved'")
+        ]
+        return len(found) == 1
+
+    await eventually(indexed, "visibility to show the first remediation Resolved")
+    moved = next(n for n in stack.cluster.node_names() if n != NODE)  # the board went into another machine
+    status = await settled(await fault_on(moved))
+
+    assert status.phase is Phase.ESCALATED, status.reason
+    assert status.reason.startswith(f"repeat offender: GPU {gpu} faulted again within 7 days, 0:00:00 of ")
+    assert f"remediate-{NODE} (run {first_run}, Resolved, started " in status.reason
+    assert stack.cluster.reboot_requests(moved) == 0
+    assert (await stack.node(moved)).spec.unschedulable, "held cordoned for a person"

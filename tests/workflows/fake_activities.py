@@ -23,6 +23,7 @@ from gpuheal.domain.budgets import DisruptionBudget
 from gpuheal.domain.fleet import FleetPolicy, NodeCount, NodeCountRequest, PermitAsked, PermitRequest
 from gpuheal.domain.gpu_health import GpuHealthReport
 from gpuheal.domain.gpu_reset import GpuResetOrder, GpuResetReport
+from gpuheal.domain.history import HistoryRequest, RemediationHistory
 from gpuheal.domain.node_wait import NodeWaitRequest, NodeWaitResult
 from gpuheal.domain.steps import (
     BudgetHold,
@@ -109,6 +110,11 @@ class FakeNode:
     fleet: FleetPolicy | None = None
     governor_id: str = ""
     permit_requests: list[PermitRequest] = field(default_factory=list)
+    # What Temporal's visibility shows of the remediations before this one, given what was asked of it
+    # (the run's clock is the test server's, which skips ahead), and what was asked; None: the
+    # history cannot be read.
+    history: Callable[[HistoryRequest], RemediationHistory] | None = lambda _: RemediationHistory()
+    history_requests: list[HistoryRequest] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.reported_on = self.reported_on or self.boot_id
@@ -288,6 +294,13 @@ class FakeNode:
             state = self.state()
             return NodeWaitResult(reached=request.condition.met(state), state=state)
 
+        @implements(contracts.FIND_HISTORY)
+        async def find_earlier_remediations(request: HistoryRequest) -> RemediationHistory:
+            self.history_requests.append(request)
+            if self.history is None:
+                raise ApplicationError("Temporal refused the query: unknown search attribute", non_retryable=True)
+            return self.history(request)
+
         @implements(contracts.ASK_PERMIT)
         async def ask_for_permit(request: PermitRequest) -> PermitAsked:
             if self.fleet is None:
@@ -310,6 +323,7 @@ class FakeNode:
             release,
             wait_for_node,
             ask_for_permit,
+            find_earlier_remediations,
         ]
         steps: list[contracts.StepContract[Any, Any]] = [
             contracts.QUARANTINE,
@@ -322,6 +336,7 @@ class FakeNode:
             contracts.RELEASE,
             contracts.WAIT_FOR_NODE,
             contracts.ASK_PERMIT,
+            contracts.FIND_HISTORY,
         ]
         return {step.name.value: fn for step, fn in zip(steps, served, strict=True)}
 

@@ -17,7 +17,8 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 import pytest
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -117,9 +118,8 @@ async def fleets(client: Client) -> AsyncIterator[MakeFleet]:
 
         yield make
         for result in made:
-            handle = client.get_workflow_handle(result.governor_id)
-            if (await handle.describe()).status is WorkflowExecutionStatus.RUNNING:
-                await handle.terminate("test over")
+            with contextlib.suppress(RPCError):  # none started (no request reached it), or it ended
+                await client.get_workflow_handle(result.governor_id).terminate("test over")
 
 
 @pytest.fixture
@@ -443,3 +443,15 @@ async def test_an_escalated_node_keeps_its_permit_until_a_person_releases_it(gov
     assert (await held.result()).phase is Phase.RELEASED
     assert (await waiting.result()).phase is Phase.RESOLVED
     assert fleet.fleet.max_cordoned == 2, "the released node stays cordoned for dave, outside the budget"
+
+
+async def test_a_node_deleted_while_it_waits_for_its_permit_ends_failed_naming_it(governed: MakeFleet) -> None:
+    """The permit step refuses a deleted node for good; the run ends in Failed, as any step's would."""
+    fleet = await governed(1, limits(max_concurrent=1, max_percent=100))
+    [node] = nodes_of(fleet)
+    node.exists = False
+
+    status = await (await fleet.fault(node)).result()
+
+    assert status.phase is Phase.FAILED
+    assert status.reason == f"node {node.name} was deleted during the remediation"

@@ -53,7 +53,7 @@ from gpuheal.agents.nvml.verdict import (
 )
 from gpuheal.agents.sink import DEFAULT_BACKOFF, Backoff, EventSink, hand_over
 from gpuheal.domain.actions import RecommendedAction
-from gpuheal.domain.health import GPU_UUID, PCI, Entity, HealthEvent
+from gpuheal.domain.health import GPU_SERIAL, GPU_UUID, PCI, Entity, HealthEvent
 
 log = logging.getLogger(__name__)
 
@@ -367,6 +367,8 @@ class NvmlProvider:
         metadata: dict[str, str] = {}
         if info is not None:
             entities = (Entity(type=GPU_UUID, value=info.uuid), Entity(type=PCI, value=info.pci))
+            if info.serial:
+                entities += (Entity(type=GPU_SERIAL, value=info.serial),)
             metadata = {"gpu_index": str(info.index), "pci_bus_id": info.pci_bus_id, "gpu_name": info.name}
             uuid_ = info.uuid
         elif uuid_:

@@ -20,7 +20,7 @@ from gpuheal.agents.agent import Agent, AgentSettings
 from gpuheal.control import remediations
 from gpuheal.domain.catalog import action_for_xid
 from gpuheal.domain.phases import Phase
-from gpuheal.domain.policy import DrainPolicy, RemediationPolicy, RepairPolicy
+from gpuheal.domain.policy import DrainPolicy, LoopPolicy, RemediationPolicy, RepairPolicy
 from gpuheal.domain.remediation import RemediationStatus
 from gpuheal.shutdown import shutdown_requested
 from gpuheal.worker import WorkerSettings, running_worker
@@ -79,6 +79,9 @@ def demo_policy(manual: bool) -> RemediationPolicy:
             node_ready_timeout=timedelta(minutes=1),
             verify_timeout=timedelta(seconds=30),
         ),
+        # Every run faults the same GPU of the same node again, and the state dir keeps the runs
+        # before it: here that is no repeat offence.
+        loops=LoopPolicy(max_per_node=0, gpu_window=timedelta(0)),
     )
 
 

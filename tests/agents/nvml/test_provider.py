@@ -16,7 +16,7 @@ import pytest
 from gpuheal.agents.device_api import DeviceApiServer
 from gpuheal.agents.nvml import NvmlProvider, NvmlUnavailableError, Signal, XidEvent
 from gpuheal.domain.actions import RecommendedAction
-from gpuheal.domain.health import GPU_UUID, PCI, Entity, HealthEvent
+from gpuheal.domain.health import GPU_SERIAL, GPU_UUID, PCI, Entity, HealthEvent
 from gpuheal.protos import gpu_pb2, gpu_pb2_grpc
 from gpuheal_sim.fake_nvml import FakeNvml
 
@@ -68,7 +68,13 @@ async def test_a_fatal_xid_reaches_the_sink_and_the_provider_writes_no_status(
     assert (event.node, event.agent, event.check_name) == (NODE, "gpuheal-nvml", "NvmlXidEvent")
     assert (event.is_fatal, event.is_healthy, event.action) == (True, False, RecommendedAction.RESTART_BM)
     assert event.xid == 79 and event.needs_remediation
-    assert event.entities == (Entity(type=GPU_UUID, value=info.uuid), Entity(type=PCI, value="0000:02:00.0"))
+    assert info.serial, "the fake board has a serial, as NVML reports for data-centre GPUs"
+    assert event.entities == (
+        Entity(type=GPU_UUID, value=info.uuid),
+        Entity(type=PCI, value="0000:02:00.0"),
+        Entity(type=GPU_SERIAL, value=info.serial),
+    )
+    assert event.to_fault().gpu_serials == (info.serial,), "the serial reaches the remediation"
     assert event.generated_at == injected.timestamp
     assert "XID 79" in event.message and info.uuid in event.message
     assert await snapshot(stub) == before  # the publisher, not the provider, writes the condition

@@ -1,0 +1,115 @@
+"""Repeat offenders: a node or a GPU that gpuheal repaired lately and that faults again.
+
+A repair that does not hold is not repaired again and again: a node remediated `max_per_node` times
+within `node_window`, or a GPU (by UUID, and by board serial where the agent knows it, so across
+reboots, node names and nodes the GPU moved to) that faults again within `gpu_window` of an earlier
+remediation, is escalated to a person, naming the earlier remediations. The history is Temporal's
+own: the search attributes every remediation carries (`GpuhealNode`, `GpuhealGpu`,
+`GpuhealGpuSerial`, `GpuhealPhase`) read through visibility, so gpuheal keeps no database of its own.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gpuheal.domain.phases import Phase
+from gpuheal.domain.policy import LoopPolicy
+
+# The endings in which gpuheal repaired the node, or a person took it over: those count as a remediation.
+COUNTED = frozenset({Phase.RESOLVED, Phase.RELEASED, Phase.ESCALATED})
+# How many earlier remediations one look at the history reads at most (the newest first).
+MOST = 50
+# Values a visibility query may quote as they are: node names, GPU UUIDs, serials. Anything else is
+# left out of the query rather than escaped (Temporal's query language has no documented escaping).
+_QUOTABLE = re.compile(r"[A-Za-z0-9._:-]{1,253}")
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HistoryRequest(_Payload):
+    """Which earlier remediations to find: of this node, or naming one of these GPUs, since `since`."""
+
+    node: str
+    gpus: tuple[str, ...] = ()
+    serials: tuple[str, ...] = ()
+    since: datetime
+    # The asking run, left out of its own history.
+    run_id: str
+
+
+class EarlierRemediation(_Payload):
+    """A remediation as visibility shows it."""
+
+    workflow_id: str
+    run_id: str
+    node: str
+    phase: str
+    gpus: tuple[str, ...] = ()
+    serials: tuple[str, ...] = ()
+    started_at: datetime
+    closed_at: datetime | None = None
+
+
+class RemediationHistory(_Payload):
+    remediations: tuple[EarlierRemediation, ...] = Field(default_factory=tuple)
+
+
+def history_query(request: HistoryRequest, workflow_type: str) -> str:
+    """The visibility query for the request's earlier remediations."""
+    about = [f"GpuhealNode = '{request.node}'"] if _QUOTABLE.fullmatch(request.node) else []
+    for attribute, values in (("GpuhealGpu", request.gpus), ("GpuhealGpuSerial", request.serials)):
+        quoted = [f"'{value}'" for value in values if _QUOTABLE.fullmatch(value)]
+        if quoted:
+            about.append(f"{attribute} IN ({', '.join(quoted)})")
+    since = request.since.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return f"WorkflowType = '{workflow_type}' AND StartTime >= '{since}' AND ({' OR '.join(about) or 'false'})"
+
+
+def repeat_offence(
+    loops: LoopPolicy,
+    node: str,
+    gpus: Iterable[str],
+    serials: Iterable[str],
+    history: RemediationHistory,
+    now: datetime,
+) -> str:
+    """Why this fault is escalated instead of repaired again, naming the earlier remediations; "" when
+    the node and its GPUs have no such history."""
+    counted = [r for r in history.remediations if r.phase in COUNTED]
+    gpus, serials = set(gpus), set(serials)
+    if loops.gpu_window > timedelta(0):
+        again = [
+            r
+            for r in counted
+            if now - r.started_at <= loops.gpu_window and (gpus & set(r.gpus) or serials & set(r.serials))
+        ]
+        if again:
+            named = sorted(gpus & {g for r in again for g in r.gpus} | serials & {s for r in again for s in r.serials})
+            return (
+                f"repeat offender: GPU {', '.join(named)} faulted again within {loops.gpu_window} of "
+                f"{_list(again)}; not repaired again"
+            )
+    if loops.max_per_node > 0:
+        on_node = [r for r in counted if r.node == node and now - r.started_at <= loops.node_window]
+        if len(on_node) >= loops.max_per_node:
+            return (
+                f"repeat offender: node {node} was remediated {len(on_node)} times within {loops.node_window} "
+                f"({_list(on_node)}); not repaired again"
+            )
+    return ""
+
+
+def _list(remediations: list[EarlierRemediation], limit: int = 3) -> str:
+    newest = sorted(remediations, key=lambda r: r.started_at, reverse=True)
+    named = [
+        f"{r.workflow_id} (run {r.run_id}, {r.phase}, started {r.started_at.isoformat(timespec='seconds')})"
+        for r in newest[:limit]
+    ]
+    more = len(newest) - limit
+    return ", ".join(named) + (f" and {more} more" if more > 0 else "")

@@ -1,0 +1,122 @@
+"""Repeat offenders, as plain functions: which earlier remediations a fault is checked against, and when
+it is escalated instead of repaired again."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pydantic import ValidationError
+
+from gpuheal.domain.history import (
+    EarlierRemediation,
+    HistoryRequest,
+    RemediationHistory,
+    history_query,
+    repeat_offence,
+)
+from gpuheal.domain.policy import LoopPolicy
+
+NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+
+
+def earlier(
+    node: str = "gpu-node-007",
+    *,
+    ago: timedelta = timedelta(hours=2),
+    phase: str = "Resolved",
+    gpus: tuple[str, ...] = ("GPU-aaaa",),
+    serials: tuple[str, ...] = (),
+    run: str = "run-1",
+) -> EarlierRemediation:
+    return EarlierRemediation(
+        workflow_id=f"remediate-{node}",
+        run_id=run,
+        node=node,
+        phase=phase,
+        gpus=gpus,
+        serials=serials,
+        started_at=NOW - ago,
+    )
+
+
+def offence(*remediations: EarlierRemediation, loops: LoopPolicy | None = None, **fault: tuple[str, ...]) -> str:
+    return repeat_offence(
+        loops or LoopPolicy(),
+        "gpu-node-001",
+        fault.get("gpus", ("GPU-aaaa",)),
+        fault.get("serials", ()),
+        RemediationHistory(remediations=remediations),
+        NOW,
+    )
+
+
+def test_a_gpu_that_faults_again_within_the_window_names_its_earlier_remediation_on_another_node() -> None:
+    reason = offence(earlier())
+
+    assert reason == (
+        "repeat offender: GPU GPU-aaaa faulted again within 7 days, 0:00:00 of remediate-gpu-node-007 "
+        "(run run-1, Resolved, started 2026-12-06T10:00:00+00:00); not repaired again"
+    )
+
+
+def test_a_board_serial_finds_the_gpu_under_another_uuid() -> None:
+    moved = earlier(gpus=("GPU-old",), serials=("1320221012345",))
+
+    assert "GPU 1320221012345 faulted again" in offence(moved, gpus=("GPU-new",), serials=("1320221012345",))
+    assert offence(moved, gpus=("GPU-new",)) == "", "no serial known: a new UUID is a new GPU"
+
+
+@pytest.mark.parametrize("phase", ["Cancelled", "Failed"])
+def test_runs_that_repaired_nothing_do_not_count(phase: str) -> None:
+    assert offence(earlier(phase=phase)) == ""
+
+
+def test_a_gpu_fault_outside_the_window_or_with_the_check_off_is_repaired() -> None:
+    assert offence(earlier(ago=timedelta(days=8))) == ""
+    assert offence(earlier(), loops=LoopPolicy(gpu_window=timedelta(0))) == ""
+
+
+def test_a_node_remediated_too_often_within_its_window_is_escalated() -> None:
+    runs = [earlier("gpu-node-001", ago=timedelta(hours=h), gpus=(), run=f"run-{h}") for h in (1, 5, 9)]
+    old = earlier("gpu-node-001", ago=timedelta(hours=30), gpus=(), run="run-30")
+
+    reason = offence(*runs, old)
+
+    assert reason.startswith("repeat offender: node gpu-node-001 was remediated 3 times within 1 day, 0:00:00 (")
+    assert "run run-1," in reason and "run run-30" not in reason
+    assert offence(*runs[:2], old) == "", "two within the day is under the limit"
+    assert offence(*runs, loops=LoopPolicy(max_per_node=0)) == ""
+    assert offence(*runs, loops=LoopPolicy(max_per_node=4)) == ""
+
+
+def test_the_query_reads_the_node_its_gpus_and_serials_since_the_window_opened() -> None:
+    request = HistoryRequest(
+        node="gpu-node-001",
+        gpus=("GPU-aaaa", "GPU-bbbb"),
+        serials=("1320221012345",),
+        since=NOW - timedelta(days=7),
+        run_id="this",
+    )
+
+    assert history_query(request, "RemediationWorkflow") == (
+        "WorkflowType = 'RemediationWorkflow' AND StartTime >= '2026-11-29T12:00:00.000000Z' AND "
+        "(GpuhealNode = 'gpu-node-001' OR GpuhealGpu IN ('GPU-aaaa', 'GPU-bbbb') OR "
+        "GpuhealGpuSerial IN ('1320221012345'))"
+    )
+
+
+def test_values_a_query_cannot_quote_are_left_out_not_spliced_in() -> None:
+    request = HistoryRequest(node="n1", gpus=("GPU-a' OR '1'='1", "GPU-b"), since=NOW, run_id="this")
+
+    query = history_query(request, "RemediationWorkflow")
+
+    assert query.endswith("(GpuhealNode = 'n1' OR GpuhealGpu IN ('GPU-b'))")
+
+
+def test_loop_limits_out_of_range_are_refused() -> None:
+    with pytest.raises(ValidationError, match="max_per_node"):
+        LoopPolicy(max_per_node=-1)
+    with pytest.raises(ValidationError, match="node_window"):
+        LoopPolicy(node_window=timedelta(0))
+    assert LoopPolicy(max_per_node=0, gpu_window=timedelta(0)).looks_back == timedelta(0)
