@@ -364,8 +364,12 @@ _operator_command("pause", "pause", "Pause the governor: new remediations wait, 
 def resume(
     address: str | None, namespace: str | None, task_queue: str, node: str | None, by: str | None, reason: str
 ) -> None:
-    """Resume NODE's escalated remediation once its hardware is fixed (gpuheal checks the node and puts
-    it back in service); without NODE, lift the fleet's pause."""
+    """Resume NODE's escalated remediation, or without NODE lift the fleet's pause.
+
+    With NODE: its hardware is fixed; gpuheal checks that the node is Ready with healthy GPUs and
+    puts it back in service. Without NODE: the governor of --task-queue lets waiting remediations go
+    on as the budget allows (`gpuheal pause` set the pause).
+    """
     if node is None:
         click.echo(_pause_line(_governor_action("resume", address, namespace, task_queue, by, reason)))
         return

@@ -86,6 +86,10 @@ class WorkerSettings:
     fleet: FleetPolicy = field(default_factory=FleetPolicy)
 
 
+class SearchAttributesMissing(RuntimeError):
+    """gpuheal's search attributes are missing from the namespace, and the worker may not add them."""
+
+
 class MetricsUnavailable(ValueError):
     """The Prometheus address does not parse, or cannot be listened on."""
 
@@ -158,23 +162,27 @@ async def _worker(settings: WorkerSettings, client: Client, api: ApiClient) -> A
 async def ensure_search_attributes(client: Client) -> None:
     """Register gpuheal's search attributes in the namespace when they are missing.
 
-    Clusters where the worker may not change the namespace (Temporal Cloud, locked-down servers) log
-    what to register instead: without them every remediation's first workflow task fails.
+    Without them every remediation's first workflow task fails, so a worker that finds some missing
+    and cannot add them refuses to start, naming the commands that register them. Where it may not
+    even list them (Temporal Cloud, locked-down servers) it cannot tell, and logs what to register.
     """
     namespace = client.namespace
+    missing: dict[str, IndexedValueType.ValueType] = {}
+    listed_missing = False  # whether the namespace was read and found to lack them
     try:
         try:
             listed = await client.operator_service.list_search_attributes(
                 ListSearchAttributesRequest(namespace=namespace)
             )
             existing = set(listed.custom_attributes)
+            missing = {
+                key.name: _INDEXED_TYPES[key.indexed_value_type.name] for key in attrs.ALL if key.name not in existing
+            }
+            listed_missing = bool(missing)
         except RPCError as error:
             if error.status is not RPCStatusCode.UNIMPLEMENTED:  # Temporal's Java test server cannot list
                 raise
-            existing = set()
-        missing = {
-            key.name: _INDEXED_TYPES[key.indexed_value_type.name] for key in attrs.ALL if key.name not in existing
-        }
+            missing = {key.name: _INDEXED_TYPES[key.indexed_value_type.name] for key in attrs.ALL}
         if missing:
             await client.operator_service.add_search_attributes(
                 AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
@@ -183,6 +191,17 @@ async def ensure_search_attributes(client: Client) -> None:
     except RPCError as error:
         if error.status is RPCStatusCode.ALREADY_EXISTS:
             return
+        if listed_missing:
+            create = "; ".join(
+                f"temporal operator search-attribute create --namespace {namespace} --name {key.name} "
+                f"--type {key.indexed_value_type.name.title().replace('_', '')}"
+                for key in attrs.ALL
+                if key.name in missing
+            )
+            raise SearchAttributesMissing(
+                f"search attributes {', '.join(sorted(missing))} are not registered in namespace {namespace} and "
+                f"the worker could not register them ({error.message}); no remediation can run without them: {create}"
+            ) from error
         log.warning(
             "could not check or register search attributes (%s); register %s in namespace %s yourself",
             error.message,

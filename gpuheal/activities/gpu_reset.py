@@ -1,8 +1,9 @@
 """The GPU reset activity: hand the node's agent an order to reset GPUs (see gpuheal.domain.gpu_reset).
 
 The order goes into a node annotation; the agent answers in the node's `GpuReset` condition, which
-the workflow waits for through `wait_for_node` (condition GpuResetAnswered). One order per remediation run: its id
-is the holder, so a retried activity finds and returns the order it already wrote.
+the workflow waits for through `wait_for_node` (condition GpuResetAnswered). One order per remediation run and round: its
+id is the holder (and the round after a person's retry), so a retried activity finds and returns the
+order it already wrote.
 """
 
 from __future__ import annotations
@@ -36,10 +37,10 @@ class GpuResetActivities:
             if node is None:
                 raise node_gone(request.node)
             earlier = _read_order(annotations_of(node).get(GPU_RESET_REQUEST_ANNOTATION, ""))
-            if earlier is not None and earlier.id == request.holder:
+            if earlier is not None and earlier.id == request.request_id:
                 return earlier
             fresh = GpuResetOrder(
-                id=request.holder,
+                id=request.request_id,
                 holder=request.holder,
                 gpus=request.gpus,
                 at=datetime.now(UTC),
@@ -60,7 +61,7 @@ class GpuResetActivities:
         async def withdraw(node: V1Node | None) -> NodeRef:
             if node is not None:
                 earlier = _read_order(annotations_of(node).get(GPU_RESET_REQUEST_ANNOTATION, ""))
-                if earlier is not None and earlier.id == request.holder:
+                if earlier is not None and earlier.id == request.request_id:
                     await merge_patch_node(
                         self._core, node, {"metadata": {"annotations": {GPU_RESET_REQUEST_ANNOTATION: None}}}
                     )

@@ -23,6 +23,8 @@ async def find_earlier_remediations(request: HistoryRequest) -> RemediationHisto
     """
     query = history_query(request, REMEDIATION.name)
     found: list[EarlierRemediation] = []
+    if query is None:
+        return RemediationHistory()
     try:
         async for execution in activity.client().list_workflows(query, limit=MOST + 1):
             if execution.run_id != request.run_id:
@@ -43,6 +45,7 @@ def _earlier(execution: WorkflowExecution) -> EarlierRemediation:
         phase=attributes.get(attrs.PHASE) or "",
         gpus=tuple(attributes.get(attrs.GPUS) or ()),
         serials=tuple(attributes.get(attrs.SERIALS) or ()),
+        repairs=attributes.get(attrs.REPAIRS) or 0,
         started_at=execution.start_time,
         closed_at=execution.close_time,
     )

@@ -75,14 +75,14 @@ class RepairActivities:
                 raise _provider_failure(error, final=True) from error
             graceful = request.graceful and provider.supports_graceful
             earlier = _read_record(annotations_of(node))
-            if earlier is not None and earlier.holder == request.holder and not earlier.refused:
+            if earlier is not None and earlier.holder == request.request_id and not earlier.refused:
                 if earlier.graceful == graceful:
                     return earlier, target, provider, await _still_to_call(provider, target, earlier, node)
                 if earlier.graceful and boot_id_of(node) != earlier.boot_id:
                     # The graceful restart did happen, only late: forcing one now would reboot twice.
                     return earlier, target, provider, False
             fresh = _RebootRecord(
-                holder=request.holder,
+                holder=request.request_id,
                 boot_id=boot_id_of(node),
                 at=datetime.now(UTC),
                 provider=provider.name,

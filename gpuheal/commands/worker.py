@@ -118,7 +118,7 @@ def worker(
     It exits with the reason when the Kubernetes API does not answer within --kubernetes-wait-seconds
     of its start, or when the Temporal namespace does not exist.
     """
-    from gpuheal.worker import MetricsUnavailable, process_runtime, serve
+    from gpuheal.worker import MetricsUnavailable, SearchAttributesMissing, process_runtime, serve
 
     fleet = FleetPolicy(
         budget=FleetBudget(
@@ -148,7 +148,10 @@ def worker(
         runtime = process_runtime(settings)
     except MetricsUnavailable as error:
         raise click.BadParameter(str(error), param_hint="'--metrics-address'") from None
-    run_command(lambda: serve(settings), runtime)
+    try:
+        run_command(lambda: serve(settings), runtime)
+    except SearchAttributesMissing as error:
+        raise click.ClickException(str(error)) from None
 
 
 def _simulator_url(url: str | None) -> str | None:

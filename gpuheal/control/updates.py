@@ -25,7 +25,7 @@ ACTION_WAIT = timedelta(seconds=30)
 
 
 class ActionUnanswered(RuntimeError):
-    """No worker answered the action in time; it was not taken."""
+    """No worker answered the action in time; it may still be taken once one runs."""
 
 
 async def send(

@@ -335,11 +335,11 @@ def released(action: RecordedAction, keep_cordoned: bool) -> Verdict:
     return Verdict(Next.RELEASE, f"released by {action.by} unrepaired: {action.reason}")
 
 
-def resume_checks(boot_id: str, resume: RecordedAction) -> tuple[BackFromReboot, GpusHealthy]:
+def resume_checks(boot_id: str, escalated_at: datetime, resume: RecordedAction) -> tuple[BackFromReboot, GpusHealthy]:
     """What a resumed node must show before it goes back, in order: Ready, then GPUs reported
-    healthy on another boot than the one it escalated on (the person rebooted it), or after the
-    resume (a report written before the person said it was fixed proves nothing)."""
-    bar = HealthBar(boot_id_before=boot_id, after=resume.at, after_what=f"the resume by {resume.by}")
+    healthy on another boot than the one it first escalated on (the person rebooted it), or in a
+    report written after it escalated (the agent reports when the GPUs' health changes)."""
+    bar = HealthBar(boot_id_before=boot_id, after=escalated_at, after_what="the escalation")
     return BackFromReboot(boot_id_before=boot_id, expects_new_boot=False), GpusHealthy(bar=bar)
 
 

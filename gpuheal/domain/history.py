@@ -16,11 +16,8 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import LoopPolicy
 
-# The endings in which gpuheal repaired the node, or a person took it over: those count as a remediation.
-COUNTED = frozenset({Phase.RESOLVED, Phase.RELEASED, Phase.ESCALATED})
 # How many earlier remediations one look at the history reads at most (the newest first).
 MOST = 50
 # Values a visibility query may quote as they are: node names, GPU UUIDs, serials. Anything else is
@@ -33,7 +30,8 @@ class _Payload(BaseModel):
 
 
 class HistoryRequest(_Payload):
-    """Which earlier remediations to find: of this node, or naming one of these GPUs, since `since`."""
+    """Which earlier remediations to find: of this node, or naming one of these GPUs, that asked for a
+    repair and were still running at `since` (the fault's time less the longest window)."""
 
     node: str
     gpus: tuple[str, ...] = ()
@@ -52,7 +50,10 @@ class EarlierRemediation(_Payload):
     phase: str
     gpus: tuple[str, ...] = ()
     serials: tuple[str, ...] = ()
+    # GPU resets and reboots it asked for (GpuhealRepairs).
+    repairs: int = 0
     started_at: datetime
+    # None while it runs (held for a person, say).
     closed_at: datetime | None = None
 
 
@@ -60,15 +61,21 @@ class RemediationHistory(_Payload):
     remediations: tuple[EarlierRemediation, ...] = Field(default_factory=tuple)
 
 
-def history_query(request: HistoryRequest, workflow_type: str) -> str:
-    """The visibility query for the request's earlier remediations."""
+def history_query(request: HistoryRequest, workflow_type: str) -> str | None:
+    """The visibility query for the request's earlier remediations that repaired something; None when
+    the request names nothing a query can quote."""
     about = [f"GpuhealNode = '{request.node}'"] if _QUOTABLE.fullmatch(request.node) else []
     for attribute, values in (("GpuhealGpu", request.gpus), ("GpuhealGpuSerial", request.serials)):
         quoted = [f"'{value}'" for value in values if _QUOTABLE.fullmatch(value)]
         if quoted:
             about.append(f"{attribute} IN ({', '.join(quoted)})")
+    if not about:
+        return None
     since = request.since.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return f"WorkflowType = '{workflow_type}' AND StartTime >= '{since}' AND ({' OR '.join(about) or 'false'})"
+    return (
+        f"WorkflowType = '{workflow_type}' AND GpuhealRepairs > 0 AND "
+        f"(ExecutionStatus = 'Running' OR CloseTime >= '{since}') AND ({' OR '.join(about)})"
+    )
 
 
 def repeat_offence(
@@ -77,18 +84,26 @@ def repeat_offence(
     gpus: Iterable[str],
     serials: Iterable[str],
     history: RemediationHistory,
-    now: datetime,
+    fault_at: datetime,
 ) -> str:
-    """Why this fault is escalated instead of repaired again, naming the earlier remediations; "" when
-    the node and its GPUs have no such history."""
-    counted = [r for r in history.remediations if r.phase in COUNTED]
+    """Why the fault detected at `fault_at` is escalated instead of repaired again, naming the earlier
+    remediations; "" when the node and its GPUs have no such history.
+
+    An earlier remediation counts when it asked for a repair and the fault came after it ended, within
+    the window (one still running counts: its repair has not held so far); a fault detected before it
+    ended (delivered late, or reported twice) is the same fault, not a new one.
+    """
     gpus, serials = set(gpus), set(serials)
-    if loops.gpu_window > timedelta(0):
-        again = [
+
+    def within(window: timedelta) -> list[EarlierRemediation]:
+        return [
             r
-            for r in counted
-            if now - r.started_at <= loops.gpu_window and (gpus & set(r.gpus) or serials & set(r.serials))
+            for r in history.remediations
+            if r.repairs > 0 and (r.closed_at is None or r.closed_at <= fault_at <= r.closed_at + window)
         ]
+
+    if loops.gpu_window > timedelta(0):
+        again = [r for r in within(loops.gpu_window) if gpus & set(r.gpus) or serials & set(r.serials)]
         if again:
             named = sorted(gpus & {g for r in again for g in r.gpus} | serials & {s for r in again for s in r.serials})
             return (
@@ -96,7 +111,7 @@ def repeat_offence(
                 f"{_list(again)}; not repaired again"
             )
     if loops.max_per_node > 0:
-        on_node = [r for r in counted if r.node == node and now - r.started_at <= loops.node_window]
+        on_node = [r for r in within(loops.node_window) if r.node == node]
         if len(on_node) >= loops.max_per_node:
             return (
                 f"repeat offender: node {node} was remediated {len(on_node)} times within {loops.node_window} "
@@ -107,9 +122,12 @@ def repeat_offence(
 
 def _list(remediations: list[EarlierRemediation], limit: int = 3) -> str:
     newest = sorted(remediations, key=lambda r: r.started_at, reverse=True)
-    named = [
-        f"{r.workflow_id} (run {r.run_id}, {r.phase}, started {r.started_at.isoformat(timespec='seconds')})"
-        for r in newest[:limit]
-    ]
+    named = [f"{r.workflow_id} (run {r.run_id}, {r.phase}, {_when(r)})" for r in newest[:limit]]
     more = len(newest) - limit
     return ", ".join(named) + (f" and {more} more" if more > 0 else "")
+
+
+def _when(remediation: EarlierRemediation) -> str:
+    if remediation.closed_at is None:
+        return f"running since {remediation.started_at.isoformat(timespec='seconds')}"
+    return f"ended {remediation.closed_at.isoformat(timespec='seconds')}"

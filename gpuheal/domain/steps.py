@@ -131,9 +131,22 @@ class DrainProgress(_Payload):
         return not self.remaining
 
 
-class RebootRequest(_Payload):
+class _RepairRequest(_Payload):
+    """A request of the repair, once per remediation run and round."""
+
     node: str
     holder: str
+    # A person's retry of an escalated repair starts a new round: its requests are new ones, not the
+    # earlier round's found again on the node.
+    round: int = Field(default=0, ge=0)
+
+    @property
+    def request_id(self) -> str:
+        """Which request this is, as recorded on the node: the holder, and the round after the first."""
+        return self.holder if not self.round else f"{self.holder}#{self.round}"
+
+
+class RebootRequest(_RepairRequest):
     # A provider name, or "auto": the one that owns the node's providerID (or Redfish annotation).
     provider: str = "auto"
     # Ask for a graceful restart first (providers that have one; see RebootResult.graceful).
@@ -168,9 +181,7 @@ class MachineState(_Payload):
     summary: str
 
 
-class GpuResetRequest(_Payload):
-    node: str
-    holder: str
+class GpuResetRequest(_RepairRequest):
     gpus: list[str]
 
 

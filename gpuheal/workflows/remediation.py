@@ -56,7 +56,7 @@ with workflow.unsafe.imports_passed_through():
         PermitReturn,
     )
     from gpuheal.domain.gpu_health import HealthBar
-    from gpuheal.domain.history import HistoryRequest, repeat_offence
+    from gpuheal.domain.history import HistoryRequest, history_query, repeat_offence
     from gpuheal.domain.node_wait import (
         GpuResetAnswered,
         GpusHealthy,
@@ -97,8 +97,10 @@ ResultT = TypeVar("ResultT", bound=BaseModel)
 
 # Runs started before remediations asked the fleet governor for a permit replay without asking.
 _PERMIT_PATCH = "fleet-permit"
-# … and those started before repeat offenders were looked for, without looking.
+# … those started before repeat offenders were looked for, without looking …
 _HISTORY_PATCH = "repeat-offenders"
+# … and those that escalated before escalated runs were held for a person, to their old ending.
+_HOLD_PATCH = "escalated-hold"
 # How long a remediation waits for its permit before it asks again.
 _ASK_AGAIN = timedelta(minutes=10)
 # The escalated wait's timer, as the UI shows it.
@@ -140,6 +142,17 @@ class RemediationWorkflow:
         self._asked_of_us: RecordedAction | None = None
         self._keep_cordoned = False
         self._actions: list[RecordedAction] = []
+        # Which newer behaviours this run has (patches decided in its first activation: asked later,
+        # right after a local activity's result, a query that splits that task makes replay ask early).
+        self._holds_for_person = False
+        self._looks_for_offences = False
+        # How many repairs (GPU resets, reboots) the run asked for: runs without any are no offence.
+        self._repairs = 0
+        # How often the run escalated, whether the latest escalation was an approval's (a rejection,
+        # nobody deciding), and the round of the repair (a person's retry starts a new one).
+        self._escalations = 0
+        self._approval_escalated = False
+        self._round = 0
 
     # ---- signals and query -------------------------------------------------------------------
 
@@ -257,6 +270,8 @@ class RemediationWorkflow:
 
     @workflow.run
     async def run(self, request: RemediationInput) -> RemediationStatus:
+        self._holds_for_person = workflow.patched(_HOLD_PATCH)
+        self._looks_for_offences = workflow.patched(_HISTORY_PATCH)
         # The first fault is delivered with the start (signal-with-start).
         await workflow.wait_condition(lambda: bool(self._faults))
         self._enter(Phase.DETECTED)
@@ -274,10 +289,18 @@ class RemediationWorkflow:
                     decisions.node_deleted(self._node).reason if gone else f"{error.message}: {error.cause}",
                 )
             except asyncio.CancelledError:
-                # An operator cancelled the remediation: hand the node back as gpuheal found it.
+                # An operator cancelled the remediation: hand the node back as gpuheal found it, unless
+                # it was escalated (known faulty): then it stays cordoned for a person.
+                kept = self._escalations > 0
                 if self._record is not None:
-                    await self._release(Outcome.RESOLVED, "")
-                self._finish(Phase.CANCELLED, "cancelled by an operator; the node was handed back as gpuheal found it")
+                    await self._release(Outcome.STOOD_DOWN if kept else Outcome.RESOLVED, "")
+                self._finish(
+                    Phase.CANCELLED,
+                    "cancelled by an operator after it escalated; gpuheal's marks were removed and the node stays "
+                    "cordoned"
+                    if kept
+                    else "cancelled by an operator; the node was handed back as gpuheal found it",
+                )
         except Exception:
             # A failure the run ends on (a release that failed after a cancel) still gives the permit back.
             # (Not `finally`: a run evicted from the worker's cache must not await on its way out.)
@@ -299,7 +322,7 @@ class RemediationWorkflow:
         )
         for stage in stages:
             verdict = await stage()
-            while verdict.next is Next.ESCALATE:
+            while verdict.next is Next.ESCALATE and self._holds_for_person:
                 verdict = await self._held_for_a_person(verdict)
                 if verdict.next is Next.RETRY:
                     # The person's retry is their decision: a repeat offence or an approval is not asked again.
@@ -312,44 +335,66 @@ class RemediationWorkflow:
     async def _held_for_a_person(self, escalation: Verdict) -> Verdict:
         """Keep the node cordoned in Escalated, the run open (and its permit held), until a person
         resumes, retries or releases it; a node deleted or uncordoned meanwhile ends it."""
+        first: tuple[str, datetime] | None = None
         while True:
             state = await self._release(Outcome.ESCALATED, escalation.reason)
             self._finish(Phase.ESCALATED, escalation.reason)
-            self._held_for_person = True
-            while self._asked_of_us is None:
-                with contextlib.suppress(TimeoutError):
-                    await workflow.wait_condition(
-                        lambda: self._asked_of_us is not None,
-                        timeout=self._policy.repair.escalated_recheck,
-                        timeout_summary=_HELD_SUMMARY,
-                    )
-                if self._asked_of_us is None:
-                    held = decisions.still_held(await self._observe())
-                    if held.ends:
-                        self._held_for_person = False
-                        return held
-            asked, self._asked_of_us = self._asked_of_us, None
+            self._escalations += 1
+            # What a resume is checked against: the boot and the moment the node first escalated on.
+            first = first or (state.boot_id, workflow.now())
+            asked = await self._wait_for_person(state)
+            if isinstance(asked, Verdict):
+                return asked
             self._reason = ""
             match PersonAction(asked.action):
                 case PersonAction.RELEASE:
                     return decisions.released(asked, self._keep_cordoned)
                 case PersonAction.RETRY:
-                    self._repair_log.append(f"retried by {asked.by}: {asked.reason}")
-                    if self._decision is None:  # a repair nobody decided on: the retry approves it
-                        self._decision = RecordedDecision(
-                            approved=True, approver=asked.by, reason=f"retried: {asked.reason}", at=asked.at
-                        )
+                    self._retry(asked)
                     return RETRY
                 case PersonAction.RESUME:
-                    escalation = await self._check_resumed(asked, state.boot_id)
+                    escalation = await self._check_resumed(asked, *first)
                     if escalation.next is not Next.ESCALATE:
                         return escalation
 
-    async def _check_resumed(self, resume: RecordedAction, boot_id: str) -> Verdict:
-        """Resolve a node a person fixed once it is Ready and its GPUs report healthy after the fix."""
+    async def _wait_for_person(self, state: NodeState) -> RecordedAction | Verdict:
+        """The person's action, or how the run ends when the node is deleted or uncordoned first (an
+        action that arrives while the node is read wins)."""
+        self._asked_of_us = None
+        self._held_for_person = True
+        held = decisions.still_held(state)
+        while self._asked_of_us is None and not held.ends:
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    lambda: self._asked_of_us is not None,
+                    timeout=self._policy.repair.escalated_recheck,
+                    timeout_summary=_HELD_SUMMARY,
+                )
+            if self._asked_of_us is None:
+                held = decisions.still_held(await self._observe())
+        self._held_for_person = False
+        return self._asked_of_us or held
+
+    def _retry(self, asked: RecordedAction) -> None:
+        """A new round of the stage that escalated; the person's answer to an approval that escalated
+        (a rejection, nobody deciding) is their approval."""
+        self._round += 1
+        self._repair_log.append(f"retried by {asked.by}: {asked.reason}")
+        if self._approval_escalated:
+            self._approval_escalated = False
+            if self._decision is not None and not self._decision.approved:
+                self._repair_log.append(
+                    f"{asked.by}'s retry overrides the rejection by {self._decision.approver}: {self._decision.reason}"
+                )
+            self._decision = RecordedDecision(
+                approved=True, approver=asked.by, reason=f"retried: {asked.reason}", at=asked.at
+            )
+
+    async def _check_resumed(self, resume: RecordedAction, boot_id: str, escalated_at: datetime) -> Verdict:
+        """Resolve a node a person fixed once it is Ready and its GPUs report healthy since it escalated."""
         self._enter(Phase.VERIFYING)
         repair = self._policy.repair
-        ready, healthy = decisions.resume_checks(boot_id, resume)
+        ready, healthy = decisions.resume_checks(boot_id, escalated_at, resume)
         for condition, timeout in ((ready, repair.node_ready_timeout), (healthy, repair.verify_timeout)):
             waited = await self._wait_for(condition, timeout)
             verdict = decisions.after_resume_check(resume, condition, waited.state, timeout)
@@ -462,16 +507,18 @@ class RemediationWorkflow:
     async def _look_for_repeat_offence(self) -> Verdict:
         """Escalate instead of repairing again a node or GPU whose earlier remediations did not hold."""
         loops = self._policy.loops
-        if loops.looks_back <= timedelta(0) or not workflow.patched(_HISTORY_PATCH):
+        if loops.looks_back <= timedelta(0) or not self._looks_for_offences:
             return PROCEED
-        now = workflow.now()
+        assert self._fault_at is not None
         request = HistoryRequest(
             node=self._node,
             gpus=tuple(self._gpu_uuids()),
             serials=tuple(self._gpu_serials()),
-            since=now - loops.looks_back,
+            since=self._fault_at - loops.looks_back,
             run_id=workflow.info().run_id,
         )
+        if history_query(request, REMEDIATION.name) is None:
+            return PROCEED  # nothing a query can name (see gpuheal.domain.history)
         try:
             history = await self._run(contracts.FIND_HISTORY, request, summary=f"earlier remediations of {self._node}")
         except ActivityError as error:
@@ -479,7 +526,7 @@ class RemediationWorkflow:
                 f"repeat offences not looked for: the history could not be read ({_failure(error)})"
             )
             return PROCEED
-        offence = repeat_offence(loops, self._node, request.gpus, request.serials, history, now)
+        offence = repeat_offence(loops, self._node, request.gpus, request.serials, history, self._fault_at)
         return decisions.escalate(offence) if offence else PROCEED
 
     async def _approval(self) -> Verdict:
@@ -510,6 +557,7 @@ class RemediationWorkflow:
         self._awaiting_decision = False
         verdict = decisions.after_approval_wait(self._decision, repair.approval_timeout)
         if verdict.ends:
+            self._approval_escalated = True
             return verdict
         return decisions.still_held(await self._observe())
 
@@ -567,9 +615,10 @@ class RemediationWorkflow:
         self._enter(Phase.REPAIRING)
         repair = self._policy.repair
         gpus = self._gpu_uuids()
+        self._count_repair()
         order = await self._run(
             contracts.RESET_GPUS,
-            GpuResetRequest(node=self._node, holder=self._holder(), gpus=gpus),
+            GpuResetRequest(node=self._node, holder=self._holder(), round=self._round, gpus=gpus),
             summary=f"reset {', '.join(gpus)} on {self._node}",
         )
         answer = await self._wait_for(GpuResetAnswered(order_id=order.id), repair.gpu_reset_timeout)
@@ -606,7 +655,7 @@ class RemediationWorkflow:
         """An agent still busy with the order (or one restarted after the reboot) must not reset later."""
         await self._run(
             contracts.WITHDRAW_GPU_RESET,
-            GpuResetRequest(node=self._node, holder=self._holder(), gpus=self._gpu_uuids()),
+            GpuResetRequest(node=self._node, holder=self._holder(), round=self._round, gpus=self._gpu_uuids()),
             summary=f"withdraw the GPU reset order on {self._node}",
         )
         self._action = self._action.escalate(RecommendedAction.RESTART_VM)
@@ -614,12 +663,19 @@ class RemediationWorkflow:
     async def _request_reboot(self, *, graceful: bool) -> RebootResult | Verdict:
         """Ask the provider to reboot; a provider that refuses for good sends the node to a person."""
         self._enter(Phase.REPAIRING)
+        self._count_repair()
         provider = self._policy.repair.provider
         while True:
             try:
                 boot = await self._run(
                     contracts.REBOOT,
-                    RebootRequest(node=self._node, holder=self._holder(), provider=provider, graceful=graceful),
+                    RebootRequest(
+                        node=self._node,
+                        holder=self._holder(),
+                        round=self._round,
+                        provider=provider,
+                        graceful=graceful,
+                    ),
                     summary=f"{'graceful ' if graceful else ''}reboot via {provider} ({self._action.name})",
                 )
                 break
@@ -813,6 +869,11 @@ class RemediationWorkflow:
 
     def _gpu_uuids(self) -> list[str]:
         return sorted({uuid for f in self._faults for uuid in f.gpu_uuids})
+
+    def _count_repair(self) -> None:
+        self._repairs += 1
+        if self._looks_for_offences:  # runs from before did not publish it (an upsert is a command)
+            workflow.upsert_search_attributes([attrs.REPAIRS.value_set(self._repairs)])
 
     def _gpu_serials(self) -> list[str]:
         return sorted({serial for f in self._faults for serial in f.gpu_serials})

@@ -23,4 +23,7 @@ GPUS = SearchAttributeKey.for_keyword_list("GpuhealGpu")
 # when it moves to another machine.
 SERIALS = SearchAttributeKey.for_keyword_list("GpuhealGpuSerial")
 
-ALL = (NODE, PHASE, XID, ACTION, GPUS, SERIALS)
+# How many repairs (GPU resets, reboots) the run asked for: repeat offences count only those runs.
+REPAIRS = SearchAttributeKey.for_int("GpuhealRepairs")
+
+ALL = (NODE, PHASE, XID, ACTION, GPUS, SERIALS, REPAIRS)

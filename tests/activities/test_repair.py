@@ -98,6 +98,21 @@ async def test_a_record_of_an_earlier_remediation_does_not_stop_this_one(
     assert cluster.reboot_requests(NODE) == older + 1
 
 
+async def test_a_persons_retry_is_a_new_request_even_when_the_earlier_one_reached_the_provider(
+    cluster: SimulatedCluster, api: client.ApiClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node did not come back from round 0; a person retried the repair: round 1 reboots again."""
+    activities = repair(cluster, api, monkeypatch)
+    first = await attempt(activities)
+    again = await attempt(activities)  # round 0's retried activity finds its own request
+
+    retried = await attempt(activities, round=1)
+
+    assert first.requested_now and not again.requested_now
+    assert retried.requested_now
+    assert cluster.reboot_requests(NODE) == 2
+
+
 async def test_forcing_after_a_graceful_restart_that_happened_late_does_not_reboot_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -256,8 +256,8 @@ def test_a_release_ends_released_and_says_how_the_node_is_left() -> None:
     assert decisions.RETRY.ends is False
 
 
-def test_a_resumed_node_must_be_ready_and_report_healthy_after_the_resume_or_on_a_new_boot() -> None:
-    ready, healthy = decisions.resume_checks("boot-1", RESUME)
+def test_a_resumed_node_must_be_ready_and_report_healthy_since_it_escalated_or_on_a_new_boot() -> None:
+    ready, healthy = decisions.resume_checks("boot-1", NOW, RESUME)
     timeout = timedelta(minutes=5)
 
     def report(boot: str, at: datetime) -> NodeState:
@@ -269,7 +269,7 @@ def test_a_resumed_node_must_be_ready_and_report_healthy_after_the_resume_or_on_
     assert not_ready.next is Next.ESCALATE and "resumed by alice, but " in not_ready.reason
     assert "not Ready" in not_ready.reason
     stale = decisions.after_resume_check(RESUME, healthy, report("boot-1", NOW - timedelta(seconds=1)), timeout)
-    assert stale.next is Next.ESCALATE and "before the resume by alice" in stale.reason
+    assert stale.next is Next.ESCALATE and "before the escalation at" in stale.reason
     fresh = report("boot-1", NOW + timedelta(seconds=1))
     assert decisions.after_resume_check(RESUME, healthy, fresh, timeout) == decisions.PROCEED
     rebooted = report("boot-2", NOW - timedelta(hours=1))

@@ -23,12 +23,15 @@ NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 def earlier(
     node: str = "gpu-node-007",
     *,
-    ago: timedelta = timedelta(hours=2),
+    ago: timedelta | None = timedelta(hours=2),
     phase: str = "Resolved",
     gpus: tuple[str, ...] = ("GPU-aaaa",),
     serials: tuple[str, ...] = (),
     run: str = "run-1",
+    repairs: int = 1,
 ) -> EarlierRemediation:
+    """An earlier run that ended `ago` before the fault (None: still running), after an hour's work."""
+    ended = None if ago is None else NOW - ago
     return EarlierRemediation(
         workflow_id=f"remediate-{node}",
         run_id=run,
@@ -36,7 +39,9 @@ def earlier(
         phase=phase,
         gpus=gpus,
         serials=serials,
-        started_at=NOW - ago,
+        repairs=repairs,
+        started_at=(ended or NOW) - timedelta(hours=1),
+        closed_at=ended,
     )
 
 
@@ -56,7 +61,7 @@ def test_a_gpu_that_faults_again_within_the_window_names_its_earlier_remediation
 
     assert reason == (
         "repeat offender: GPU GPU-aaaa faulted again within 7 days, 0:00:00 of remediate-gpu-node-007 "
-        "(run run-1, Resolved, started 2026-12-06T10:00:00+00:00); not repaired again"
+        "(run run-1, Resolved, ended 2026-12-06T10:00:00+00:00); not repaired again"
     )
 
 
@@ -67,9 +72,16 @@ def test_a_board_serial_finds_the_gpu_under_another_uuid() -> None:
     assert offence(moved, gpus=("GPU-new",)) == "", "no serial known: a new UUID is a new GPU"
 
 
-@pytest.mark.parametrize("phase", ["Cancelled", "Failed"])
-def test_runs_that_repaired_nothing_do_not_count(phase: str) -> None:
-    assert offence(earlier(phase=phase)) == ""
+def test_runs_that_repaired_nothing_do_not_count() -> None:
+    """A run that escalated before any repair (a repeat offender itself, a rejection), or ended with
+    the node recovered by itself, is no repair that failed to hold."""
+    assert offence(earlier(phase="Released", repairs=0)) == ""
+    assert "Cancelled" in offence(earlier(phase="Cancelled")), "a reboot that was then cancelled counts"
+
+
+def test_a_run_still_held_counts_and_a_fault_from_before_an_earlier_ended_is_the_same_fault() -> None:
+    assert "running since 2026-12-06T11:00:00+00:00" in offence(earlier(ago=None, phase="Escalated"))
+    assert offence(earlier(ago=-timedelta(minutes=5))) == "", "delivered late, or reported twice"
 
 
 def test_a_gpu_fault_outside_the_window_or_with_the_check_off_is_repaired() -> None:
@@ -100,7 +112,8 @@ def test_the_query_reads_the_node_its_gpus_and_serials_since_the_window_opened()
     )
 
     assert history_query(request, "RemediationWorkflow") == (
-        "WorkflowType = 'RemediationWorkflow' AND StartTime >= '2026-11-29T12:00:00.000000Z' AND "
+        "WorkflowType = 'RemediationWorkflow' AND GpuhealRepairs > 0 AND "
+        "(ExecutionStatus = 'Running' OR CloseTime >= '2026-11-29T12:00:00.000000Z') AND "
         "(GpuhealNode = 'gpu-node-001' OR GpuhealGpu IN ('GPU-aaaa', 'GPU-bbbb') OR "
         "GpuhealGpuSerial IN ('1320221012345'))"
     )
@@ -111,7 +124,9 @@ def test_values_a_query_cannot_quote_are_left_out_not_spliced_in() -> None:
 
     query = history_query(request, "RemediationWorkflow")
 
-    assert query.endswith("(GpuhealNode = 'n1' OR GpuhealGpu IN ('GPU-b'))")
+    assert query is not None and query.endswith("(GpuhealNode = 'n1' OR GpuhealGpu IN ('GPU-b'))")
+    nothing = HistoryRequest(node="node with spaces", gpus=("GPU-a'",), since=NOW, run_id="this")
+    assert history_query(nothing, "RemediationWorkflow") is None, "no query that could only fail"
 
 
 def test_loop_limits_out_of_range_are_refused() -> None:

@@ -289,6 +289,6 @@ async def test_a_gpu_that_faults_again_on_another_node_is_escalated_naming_its_e
 
     assert status.phase is Phase.ESCALATED, status.reason
     assert status.reason.startswith(f"repeat offender: GPU {gpu} faulted again within 7 days, 0:00:00 of ")
-    assert f"remediate-{NODE} (run {first_run}, Resolved, started " in status.reason
+    assert f"remediate-{NODE} (run {first_run}, Resolved, ended " in status.reason
     assert stack.cluster.reboot_requests(moved) == 0
     assert (await stack.node(moved)).spec.unschedulable, "held cordoned for a person"

@@ -246,7 +246,7 @@ class FakeNode:
         async def reset(request: GpuResetRequest) -> GpuResetOrder:
             self.steps.append(Step.RESET_GPUS.value)
             self.reset_orders.append(request)
-            order = GpuResetOrder(id=request.holder, holder=request.holder, gpus=request.gpus, at=datetime.now(UTC))
+            order = GpuResetOrder(id=request.request_id, holder=request.holder, gpus=request.gpus, at=datetime.now(UTC))
             if self.reset_outcome in ("confirm", "fail"):
                 ok = self.reset_outcome == "confirm"
                 self.reset_report = GpuResetReport(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from temporalio.client import WorkflowExecutionStatus
@@ -20,9 +20,10 @@ from gpuheal.domain.faults import Fault
 from gpuheal.domain.operator import ActionRefused, OperatorAction, RecordedAction
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import DrainPolicy, RemediationPolicy, RepairPolicy
-from gpuheal.domain.remediation import NodeRelease
+from gpuheal.domain.remediation import ApprovalSignal, NodeRelease
 from gpuheal.domain.steps import Outcome, Step
 from gpuheal.workflows import search_attributes as attrs
+from gpuheal.workflows.remediation import RemediationWorkflow
 from tests.workflows.fake_activities import FakeNode
 from tests.workflows.test_remediation_logic import Handle, escalated, wait_for_phase
 
@@ -89,14 +90,15 @@ async def test_a_resume_the_node_does_not_prove_escalates_again_and_the_run_stay
     time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
 ) -> None:
     handle = await unhealthy_after_its_reboot(time_skipping_env, queue, node)
-    node.agent_reports(True, at=datetime.now(UTC))  # written before the resume, on the same boot: no proof
+    escalated_at = (await handle.query(RemediationWorkflow.status)).history[-1].entered_at
+    node.agent_reports(True, at=escalated_at - timedelta(seconds=1))  # from before it escalated: no proof
 
     await act(time_skipping_env, node, PersonAction.RESUME, ALICE)
     status = await escalated(handle)
 
     assert re.fullmatch(
         r"resumed by alice, but the node failed the check within 0:05:00: GpuHealthy=True was last reported at "
-        r"\S+, before the resume by alice at \S+",
+        r"\S+, before the escalation at \S+",
         status.reason,
     ), status.reason
     assert node.cordoned
@@ -234,7 +236,7 @@ async def test_a_node_deleted_while_escalated_ends_the_run(
     assert status.reason == f"node {node.name} was deleted during the remediation"
 
 
-async def test_cancelling_an_escalated_run_hands_the_node_back(
+async def test_cancelling_an_escalated_run_leaves_the_faulty_node_cordoned(
     time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
 ) -> None:
     handle = await unhealthy_after_its_reboot(time_skipping_env, queue, node)
@@ -243,4 +245,57 @@ async def test_cancelling_an_escalated_run_hands_the_node_back(
     status = await handle.result()
 
     assert status.phase is Phase.CANCELLED
-    assert not node.cordoned
+    assert status.reason.startswith("cancelled by an operator after it escalated")
+    assert node.cordoned
+    assert node.releases[-1].outcome is Outcome.STOOD_DOWN, "gpuheal's marks go, the cordon stays"
+
+
+async def test_retry_after_a_rejection_overrides_it_with_the_persons_approval(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    handle = await start(time_skipping_env, queue, node, require_approval=True)
+    await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
+    await remediations.send_decision(
+        time_skipping_env.client, node.name, ApprovalSignal(approver="alice", reason="not now"), approve=False
+    )
+    await escalated(handle)
+
+    await act(time_skipping_env, node, PersonAction.RETRY, OperatorAction(by="bob", reason="window opened"))
+    status = await handle.result()
+
+    assert status.phase is Phase.RESOLVED, status.reason
+    assert status.decision is not None
+    assert (status.decision.approved, status.decision.approver) == (True, "bob")
+    assert "bob's retry overrides the rejection by alice: not now" in status.repair
+    assert node.reboots == 1
+
+
+async def test_retry_of_a_drain_still_asks_the_approval_the_policy_requires(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    node.failed_passes = 10_000
+    handle = await start(time_skipping_env, queue, node, require_approval=True)
+    await escalated(handle)
+    node.failed_passes = 0
+
+    await act(time_skipping_env, node, PersonAction.RETRY, OperatorAction(by="bob", reason="removed the extra PDB"))
+    status = await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
+
+    assert status.decision is None, "a retry of the drain approves no reboot"
+    assert node.reboots == 0
+
+
+async def test_a_retried_reboot_is_a_new_request_of_a_new_round(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    node.comes_back = False
+    handle = await start(time_skipping_env, queue, node)
+    status = await escalated(handle)
+    assert "did not come back Ready" in status.reason
+    node.comes_back, node.ready = True, True  # the person power-cycled the rack's PDU
+
+    await act(time_skipping_env, node, PersonAction.RETRY, OperatorAction(by="bob", reason="PDU fixed"))
+    status = await handle.result()
+
+    assert status.phase is Phase.RESOLVED, status.reason
+    assert [r.round for r in node.reboot_requests] == [0, 1]

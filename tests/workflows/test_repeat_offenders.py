@@ -51,7 +51,9 @@ def the_same_gpu_on(node: str) -> Callable[[HistoryRequest], RemediationHistory]
                 phase="Resolved",
                 gpus=("GPU-zzzz",),
                 serials=(SERIAL,),
-                started_at=request.since + timedelta(days=2),
+                repairs=1,
+                started_at=request.since + timedelta(days=1),
+                closed_at=request.since + timedelta(days=2),
             ),
         )
     )
@@ -66,7 +68,7 @@ async def test_a_gpu_that_faults_again_is_drained_and_held_for_a_person_not_rebo
     status = await escalated(handle)
 
     assert status.reason.startswith(f"repeat offender: GPU {SERIAL} faulted again within 3 days, 0:00:00 of ")
-    assert "remediate-gpu-node-042 (run 4f1c, Resolved, started " in status.reason
+    assert "remediate-gpu-node-042 (run 4f1c, Resolved, ended " in status.reason
     assert node.reboots == 0 and node.cordoned
     assert Step.DRAIN.value in node.steps, "its workloads were moved off first"
     [asked] = node.history_requests
