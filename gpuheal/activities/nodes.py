@@ -186,6 +186,7 @@ def node_state(name: str, node: V1Node | None) -> NodeState:
         gpu_message=report.message if report else "",
         gpu_report=report,
         gpu_reset=_reset_report(node),
+        held=((node.metadata.labels if node.metadata else None) or {}).get(marks.HOLD_LABEL) == "true",
     )
 
 

@@ -9,6 +9,9 @@ QUARANTINE_TAINT_KEY = f"{PREFIX}gpu-fault"
 
 # A node labelled `gpuheal.io/managed=false` is never touched.
 MANAGED_LABEL = f"{PREFIX}managed"
+# A node labelled `gpuheal.io/hold=true` is not touched until the label goes: its remediation waits
+# in OnHold before it asks for a permit (a person is working on the node, a job must finish first).
+HOLD_LABEL = f"{PREFIX}hold"
 
 # Which remediation holds the node; the workflow id.
 REMEDIATION_ANNOTATION = f"{PREFIX}remediation"

@@ -73,7 +73,16 @@ class GpuResetAnswered(_Condition):
         return None
 
 
-NodeCondition = Annotated[BackFromReboot | GpusHealthy | GpuResetAnswered, Field(discriminator="kind")]
+class HoldLifted(_Condition):
+    """The node is no longer labelled gpuheal.io/hold=true."""
+
+    kind: Literal["hold_lifted"] = "hold_lifted"
+
+    def _missing(self, state: NodeState) -> str | None:
+        return "the node is labelled gpuheal.io/hold=true" if state.held else None
+
+
+NodeCondition = Annotated[BackFromReboot | GpusHealthy | GpuResetAnswered | HoldLifted, Field(discriminator="kind")]
 
 
 class NodeWaitRequest(BaseModel):

@@ -9,6 +9,8 @@ class Phase(StrEnum):
     """Where a remediation stands; always mirrored in the `GpuhealPhase` search attribute."""
 
     DETECTED = "Detected"
+    # The node is labelled gpuheal.io/hold=true: nothing is done (not even a permit asked for) until it goes.
+    ON_HOLD = "OnHold"
     # Waiting for the fleet governor's permit (budget, breaker, pause); the node is not touched yet.
     AWAITING_BUDGET = "AwaitingBudget"
     QUARANTINED = "Quarantined"

@@ -92,6 +92,8 @@ class RepairPolicy(_Strict):
     node_ready_timeout: timedelta = timedelta(minutes=30)
     # After the node is back, how long the GPUs have to report healthy.
     verify_timeout: timedelta = timedelta(minutes=5)
+    # How long one watch of a held node (gpuheal.io/hold=true) lasts before the next begins.
+    hold_watch: timedelta = Field(default=timedelta(hours=1), gt=timedelta(0))
     # How often an escalated remediation reads its node while it waits for a person: a node deleted,
     # or uncordoned by someone, meanwhile ends it.
     escalated_recheck: timedelta = Field(default=timedelta(minutes=30), gt=timedelta(0))

@@ -81,6 +81,8 @@ class NodeState(_Payload):
     gpu_report: GpuHealthReport | None = None
     # The agent's last answer to a GPU reset order (the node's GpuReset condition), if any.
     gpu_reset: GpuResetReport | None = None
+    # Labelled gpuheal.io/hold=true: a remediation waits before it touches the node.
+    held: bool = False
 
 
 class PodRef(_Payload):

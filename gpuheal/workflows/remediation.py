@@ -60,6 +60,7 @@ with workflow.unsafe.imports_passed_through():
     from gpuheal.domain.node_wait import (
         GpuResetAnswered,
         GpusHealthy,
+        HoldLifted,
         NodeCondition,
         NodeWaitRequest,
         NodeWaitResult,
@@ -99,8 +100,10 @@ ResultT = TypeVar("ResultT", bound=BaseModel)
 _PERMIT_PATCH = "fleet-permit"
 # … those started before repeat offenders were looked for, without looking …
 _HISTORY_PATCH = "repeat-offenders"
-# … and those that escalated before escalated runs were held for a person, to their old ending.
+# … those that escalated before escalated runs were held for a person, to their old ending …
 _HOLD_PATCH = "escalated-hold"
+# … and those started before a node's gpuheal.io/hold label was heeded, without reading it.
+_NODE_HOLD_PATCH = "node-hold-label"
 # How long a remediation waits for its permit before it asks again.
 _ASK_AGAIN = timedelta(minutes=10)
 # The escalated wait's timer, as the UI shows it.
@@ -145,7 +148,9 @@ class RemediationWorkflow:
         # Which newer behaviours this run has (patches decided in its first activation: asked later,
         # right after a local activity's result, a query that splits that task makes replay ask early).
         self._holds_for_person = False
+        self._heeds_hold_label = False
         self._looks_for_offences = False
+        self._asks_for_permit = False
         # How many repairs (GPU resets, reboots) the run asked for: runs without any are no offence.
         self._repairs = 0
         # How often the run escalated, whether the latest escalation was an approval's (a rejection,
@@ -271,10 +276,14 @@ class RemediationWorkflow:
     @workflow.run
     async def run(self, request: RemediationInput) -> RemediationStatus:
         self._holds_for_person = workflow.patched(_HOLD_PATCH)
+        self._heeds_hold_label = workflow.patched(_NODE_HOLD_PATCH)
         self._looks_for_offences = workflow.patched(_HISTORY_PATCH)
         # The first fault is delivered with the start (signal-with-start).
         await workflow.wait_condition(lambda: bool(self._faults))
         self._enter(Phase.DETECTED)
+        # Asked where runs before the hold label asked it (first in _await_permit), still in the first
+        # activation: after a local activity's result, a query that splits the task makes replay ask early.
+        self._asks_for_permit = workflow.patched(_PERMIT_PATCH)
         try:
             try:
                 verdict = await self._remediate()
@@ -313,6 +322,7 @@ class RemediationWorkflow:
         """Carry the stages out one after the other until one ends the remediation; a stage that
         escalates holds the node for a person, who may have it run again."""
         stages = (
+            self._wait_while_held,
             self._await_permit,
             self._quarantine,
             self._drain_node,
@@ -402,10 +412,22 @@ class RemediationWorkflow:
                 return verdict
         return decisions.resumed(resume)
 
+    async def _wait_while_held(self) -> Verdict:
+        """Wait in OnHold, the node untouched and no permit asked for, while it is labelled
+        gpuheal.io/hold=true; one watch of the node at a time, each up to `repair.hold_watch`."""
+        if not self._heeds_hold_label:
+            return PROCEED
+        state = await self._observe()
+        while state.exists and state.held:
+            if self._phase is not Phase.ON_HOLD:
+                self._enter(Phase.ON_HOLD)
+            state = (await self._wait_for(HoldLifted(), self._policy.repair.hold_watch)).state
+        return PROCEED if state.exists else decisions.node_deleted(self._node)
+
     async def _await_permit(self) -> Verdict:
         """Wait in AwaitingBudget for the fleet governor's permit, the node untouched; a fault that
         waited long for it is checked against the node first (it may have recovered meanwhile)."""
-        if not workflow.patched(_PERMIT_PATCH):
+        if not self._asks_for_permit:
             return PROCEED  # a run that had passed this point before remediations asked for permits
         while True:
             self._asked = await self._ask_for_permit()
@@ -838,6 +860,11 @@ class RemediationWorkflow:
             lines.append(
                 f"drain: {self._drain.evicted} evicted, {len(self._drain.remaining)} remaining, "
                 f"{len(self._drain.blocked)} blocked by a disruption budget"
+            )
+        if self._phase is Phase.ON_HOLD:
+            lines.append(
+                f"on hold: `{self._node}` is labelled gpuheal.io/hold=true; "
+                f"`kubectl label node {self._node} gpuheal.io/hold-` lets the remediation go on"
             )
         if self._phase is Phase.AWAITING_BUDGET and self._asked is not None:
             lines.append(f"waiting for a permit from `{self._asked.governor_id}` (`gpuheal budget` shows why)")

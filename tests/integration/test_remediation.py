@@ -292,3 +292,23 @@ async def test_a_gpu_that_faults_again_on_another_node_is_escalated_naming_its_e
     assert f"remediate-{NODE} (run {first_run}, Resolved, ended " in status.reason
     assert stack.cluster.reboot_requests(moved) == 0
     assert (await stack.node(moved)).spec.unschedulable, "held cordoned for a person"
+
+
+async def test_a_node_labelled_hold_waits_untouched_until_the_label_goes(make_stack: StackFactory) -> None:
+    stack = await make_stack(workloads=False)
+    await stack.core.patch_node(NODE, {"metadata": {"labels": {marks.HOLD_LABEL: "true"}}})
+    handle = await stack.report(NODE)
+
+    async def on_hold() -> bool:
+        return await phase_of(handle) == Phase.ON_HOLD.value
+
+    await eventually(on_hold, "the remediation on hold")
+    await asyncio.sleep(1)
+    node = await stack.node(NODE)
+    assert not node.spec.unschedulable and gpuheal_marks(node) == set(), "the held node is not touched"
+
+    await stack.core.patch_node(NODE, {"metadata": {"labels": {marks.HOLD_LABEL: None}}})
+    status: RemediationStatus = await asyncio.wait_for(handle.result(), 30)
+
+    assert status.phase is Phase.RESOLVED, status.reason
+    assert stack.cluster.reboot_requests(NODE) == 1

@@ -90,6 +90,8 @@ class FakeNode:
     # Somebody uncordons the node while it drains.
     uncordon_during_drain: bool = False
     ready: bool = True
+    # Labelled gpuheal.io/hold=true (a wait for the hold to be lifted lasts until the test lifts it).
+    held: bool = False
     # The node is deleted when a reboot is requested (a cloud that replaces the machine).
     deleted_on_reboot: bool = False
     exists: bool = True
@@ -137,6 +139,7 @@ class FakeNode:
             gpu_healthy=self.gpus_healthy,
             gpu_report=None if self.gpus_healthy is None else self.gpu_report(),
             gpu_reset=self.reset_report,
+            held=self.held,
         )
 
     def gpu_report(self) -> GpuHealthReport:
@@ -153,6 +156,11 @@ class FakeNode:
         self.gpus_healthy = healthy
         self.reported_on = self.boot_id
         self.reported_at = at or datetime.now(UTC)
+
+    @property
+    def writes(self) -> list[str]:
+        """The steps that changed something: all but the reads of the node."""
+        return [step for step in self.steps if step not in (Step.OBSERVE.value, Step.WAIT_FOR_NODE.value)]
 
     def activities(self) -> list[Callable[..., Any]]:
         return list(self.served().values())
@@ -287,7 +295,8 @@ class FakeNode:
             self.waits.append(request)
             self.open_waits += 1
             try:
-                while self.reset_outcome == "late" and not request.condition.met(self.state()):
+                waits_for_the_test = self.reset_outcome == "late" or request.condition.kind == "hold_lifted"
+                while waits_for_the_test and self.exists and not request.condition.met(self.state()):
                     await asyncio.sleep(0.01)
             finally:
                 self.open_waits -= 1

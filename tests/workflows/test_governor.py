@@ -209,7 +209,7 @@ async def test_the_breaker_trips_holds_the_rest_untouched_and_a_reset_lets_them_
 
     assert tripped.state.tripped is not None
     assert "2 GPU nodes quarantined within 1:00:00" in tripped.state.tripped.reason
-    assert third.steps == [] and fourth.steps == [], "the waiting nodes are not touched"
+    assert third.writes == [] and fourth.writes == [], "the waiting nodes are not touched"
     assert all("circuit breaker tripped" in w.why for w in tripped.state.waiting)
 
     after = await fleet.act("reset_breaker")
@@ -240,7 +240,7 @@ async def test_a_pause_holds_new_remediations_and_a_resume_lets_them_go_in_arriv
         await wait_for_phase(handles[-1], Phase.AWAITING_BUDGET)
     held = await fleet.until(lambda status: len(status.state.waiting) == 3)
     assert all(w.why.startswith("paused by alice") for w in held.state.waiting)
-    assert all(node.steps == [] for node in nodes_of(fleet))
+    assert all(node.writes == [] for node in nodes_of(fleet))
 
     await fleet.act("resume", OperatorAction(by="bob", reason="fleet checked"))
     results = [await handle.result() for handle in handles]
@@ -287,7 +287,7 @@ async def test_a_stale_fault_does_nothing_to_a_node_that_recovered_while_it_wait
     assert "recovered while the fault waited for a permit (rebooted: boot boot-1 → boot-after-a-power-cycle)" in (
         calm.reason
     )
-    assert recovered.steps == ["observe_node"], "only read, never cordoned, drained or rebooted"
+    assert recovered.writes == [], "only read, never cordoned, drained or rebooted"
     assert repaired.phase is Phase.RESOLVED and still_bad.reboots == 1, "a node still faulty is repaired"
     assert (await fleet.status()).state.held == ()
 
@@ -303,7 +303,7 @@ async def test_a_run_cancelled_while_it_waits_withdraws_its_request(governed: Ma
     await handle.cancel()
     status = await handle.result()
 
-    assert status.phase is Phase.CANCELLED and node.steps == []
+    assert status.phase is Phase.CANCELLED and node.writes == []
     await fleet.until(lambda governor_status: governor_status.state.waiting == ())
 
 
@@ -321,7 +321,7 @@ async def test_the_request_of_a_remediation_terminated_while_it_waits_is_dropped
     await time_skipping_env.sleep(timedelta(minutes=6))  # past the governor's check of its holders
 
     await fleet.until(lambda status: status.state.waiting == ())
-    assert node.steps == []
+    assert node.writes == []
 
 
 async def test_the_permit_of_a_terminated_remediation_is_reclaimed(governed: MakeFleet) -> None:
@@ -419,7 +419,7 @@ async def test_the_state_survives_continue_as_new(governed_live: MakeFleet) -> N
 
     assert current.run_id != first.result_run_id, "the governor continued as new"
     assert len(done) == 3 and {status.phase for status in done} == {Phase.RESOLVED}
-    assert all(node.steps == [] for node in nodes_of(fleet) if node.name in waiting)
+    assert all(node.writes == [] for node in nodes_of(fleet) if node.name in waiting)
     await fleet.act("reset_breaker")
     assert {(await handle.result()).phase for handle in handles} == {Phase.RESOLVED}
 

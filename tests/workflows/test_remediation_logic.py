@@ -398,7 +398,7 @@ async def test_unmanaged_node_is_never_touched(
 
     assert status.phase is Phase.CANCELLED
     assert "gpuheal.io/managed=false" in status.reason
-    assert node.steps == ["quarantine_node"]
+    assert node.writes == ["quarantine_node"]
     assert not node.cordoned
 
 
