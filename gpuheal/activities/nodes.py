@@ -103,7 +103,8 @@ class NodeActivities:
         """Let go of the node as the outcome says, touching nothing another remediation holds.
 
         Resolved removes gpuheal's taint and annotations and uncordons the node unless it was cordoned
-        before; Escalated keeps cordon and taint and annotates the reason; StoodDown removes gpuheal's
+        before; Escalated keeps cordon and taint and annotates the reason; TakenBack (a person resumed or
+        retried the escalated node) removes that reason and keeps the rest; StoodDown removes gpuheal's
         marks and leaves the cordon as the person who uncordoned the node set it.
         """
 
@@ -113,6 +114,8 @@ class NodeActivities:
             patch: dict[str, Any]
             if request.outcome is Outcome.ESCALATED:
                 patch = {"metadata": {"annotations": {marks.ESCALATION_ANNOTATION: request.reason[:1000]}}}
+            elif request.outcome is Outcome.TAKEN_BACK:
+                patch = {"metadata": {"annotations": {marks.ESCALATION_ANNOTATION: None}}}
             else:
                 patch = {
                     "metadata": {"annotations": dict.fromkeys(marks.ANNOTATIONS)},

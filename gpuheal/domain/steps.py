@@ -196,6 +196,9 @@ class Outcome(StrEnum):
     ESCALATED = "Escalated"
     # A person uncordoned it mid-way: remove gpuheal's marks, leave the cordon as the person set it.
     STOOD_DOWN = "StoodDown"
+    # A person handed the escalated node back (resume, retry): gpuheal works on it again, so the
+    # escalation's reason goes; cordon and taint stay.
+    TAKEN_BACK = "TakenBack"
 
 
 class ReleaseRequest(_Payload):

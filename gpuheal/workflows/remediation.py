@@ -356,6 +356,8 @@ class RemediationWorkflow:
             if isinstance(asked, Verdict):
                 return asked
             self._reason = ""
+            if asked.action != PersonAction.RELEASE:  # gpuheal works on the node again: no stale reason on it
+                await self._release(Outcome.TAKEN_BACK, "")
             match PersonAction(asked.action):
                 case PersonAction.RELEASE:
                     return decisions.released(asked, self._keep_cordoned)
@@ -795,6 +797,7 @@ class RemediationWorkflow:
                 Outcome.RESOLVED: f"uncordon {self._node}",
                 Outcome.ESCALATED: f"leave {self._node} cordoned for a person",
                 Outcome.STOOD_DOWN: f"remove gpuheal's marks from {self._node}",
+                Outcome.TAKEN_BACK: f"take {self._node} back from the person: its escalation reason goes",
             }[outcome],
         )
 

@@ -68,6 +68,31 @@ async def test_quarantine_and_release_hand_back_foreign_taints_byte_identical(
     assert taints_json(cluster) == before
 
 
+async def test_an_escalated_node_taken_back_loses_only_the_escalation_reason(
+    cluster: SimulatedCluster, api: client.ApiClient
+) -> None:
+    """A person resumed or retried it: gpuheal works on the node again, still cordoned and tainted."""
+    activities = NodeActivities(api)
+    env = ActivityEnvironment()
+    await env.run(activities.quarantine_node, QuarantineRequest(node=NODE, holder=HOLDER, reason="XID 79"))
+
+    def release(outcome: Outcome, reason: str) -> Any:
+        request = ReleaseRequest(node=NODE, holder=HOLDER, outcome=outcome, cordoned_before=False, reason=reason)
+        return env.run(activities.release_node, request)
+
+    await release(Outcome.ESCALATED, "GPUs did not report healthy")
+    escalated = cluster.get_object("nodes", NODE)
+    await release(Outcome.TAKEN_BACK, "")
+    taken_back = cluster.get_object("nodes", NODE)
+
+    assert escalated is not None and taken_back is not None
+    assert escalated["metadata"]["annotations"][marks.ESCALATION_ANNOTATION] == "GPUs did not report healthy"
+    assert marks.ESCALATION_ANNOTATION not in taken_back["metadata"]["annotations"]
+    assert taken_back["metadata"]["annotations"][marks.REMEDIATION_ANNOTATION] == HOLDER
+    assert taken_back["spec"]["unschedulable"] is True
+    assert [t["key"] for t in taken_back["spec"]["taints"]] == [marks.QUARANTINE_TAINT_KEY]
+
+
 async def test_quarantine_records_the_nodes_labels_for_the_approval_rule(
     cluster: SimulatedCluster, api: client.ApiClient
 ) -> None:

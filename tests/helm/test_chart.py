@@ -6,6 +6,7 @@ import copy
 import inspect
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import helm_python as helm
@@ -13,6 +14,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 
 from gpuheal.agents.publisher.kubernetes import KubernetesReporter
+from gpuheal.commands.worker import worker as worker_command
 from gpuheal.domain.marks import QUARANTINE_TAINT_KEY
 from tests import permissions
 from tests.chart import CHART_DIR, DEMO_COPY, KUBE_VERSION, NAMESPACE, RELEASE, demo_copy_text, render
@@ -238,6 +240,39 @@ def test_worker_takes_temporal_settings_and_resources_from_values(chart: helm.Ch
     assert c["ports"][0]["containerPort"] == 9100
 
 
+def test_worker_takes_the_fleet_limits_from_values_and_the_flags_parse(chart: helm.Chart) -> None:
+    """The chart's defaults are the worker's own; set values reach its flags, which its parser takes."""
+    defaults = container(one(render(chart, {}), "Deployment", "worker"))["args"]
+    fleet = {
+        "maxRemediations": 1000000,
+        "maxRemediatingPercent": 2.5,
+        "groupLabel": "topology.kubernetes.io/rack",
+        "maxPerGroup": 2,
+        "breaker": {"share": 0.05, "atLeast": 20, "windowSeconds": 7200},
+    }
+    args = container(one(render(chart, {"worker": {"fleet": fleet}}), "Deployment", "worker"))["args"]
+
+    assert [follows(defaults, flag) for flag in ("--max-remediations", "--max-remediating-percent")] == ["10", "10"]
+    assert "--budget-group-label" not in defaults
+    assert [follows(defaults, f"--breaker-{name}") for name in ("share", "at-least", "window-seconds")] == [
+        "0.2",
+        "5",
+        "3600",
+    ]
+    assert follows(args, "--max-remediations") == "1000000"
+    assert follows(args, "--max-remediating-percent") == "2.5"
+    assert follows(args, "--budget-group-label") == "topology.kubernetes.io/rack"
+    assert follows(args, "--max-per-group") == "2"
+    assert [follows(args, f"--breaker-{name}") for name in ("share", "at-least", "window-seconds")] == [
+        "0.05",
+        "20",
+        "7200",
+    ]
+    parsed = worker_command.make_context("worker", args[1:])
+    assert (parsed.params["max_concurrent"], parsed.params["group_label"]) == (1000000, "topology.kubernetes.io/rack")
+    assert (parsed.params["share"], parsed.params["window"]) == (0.05, timedelta(hours=2))
+
+
 def test_agent_defaults_are_unprivileged_without_kernel_log(chart: helm.Chart) -> None:
     daemonset = one(render(chart, {}), "DaemonSet", "agent")
     pod = daemonset["spec"]["template"]["spec"]
@@ -401,6 +436,11 @@ def test_chart_sources_hold_no_literal_credentials(chart: helm.Chart) -> None:
         ({"worker": {"nebius": {"credentialsKey": "../etc/passwd"}}}, "credentialsKey"),
         ({"worker": {"redfish": {"credentialSecret": "bmc"}}}, "credentialSecret"),
         ({"worker": {"redfish": {"systemMap": {"configMap": "Not_A_Name"}}}}, "configMap"),
+        ({"worker": {"fleet": {"maxRemediations": 0}}}, "maxRemediations"),
+        ({"worker": {"fleet": {"maxRemediation": 3}}}, "maxRemediation"),
+        ({"worker": {"fleet": {"groupLabel": "rack id"}}}, "groupLabel"),
+        ({"worker": {"fleet": {"breaker": {"share": 1.5}}}}, "share"),
+        ({"worker": {"fleet": {"breaker": {"windowSeconds": 0}}}}, "windowSeconds"),
         ({"agent": {"gpuReset": {"enabled": "yes"}}}, "enabled"),
         ({"agent": {"gpuReset": {"nvidiaSmi": ""}}}, "nvidiaSmi"),
         ({"agent": {"healthPort": 70000}}, "healthPort"),

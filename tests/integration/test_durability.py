@@ -15,12 +15,14 @@ from typing import Any
 
 import pytest
 
+from gpuheal.control import governor
+from gpuheal.control.governor import governor_id_for
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.remediation import RemediationStatus
 from tests.integration.conftest import Stack, StackFactory, busy_trainer, eventually, phase_of
 from tests.integration.test_remediation import NODE, gpuheal_marks
 
-WorkerFactory = Callable[[Stack], Coroutine[Any, Any, asyncio.subprocess.Process]]
+WorkerFactory = Callable[..., Coroutine[Any, Any, asyncio.subprocess.Process]]
 
 
 @pytest.fixture
@@ -29,7 +31,7 @@ async def spawn_worker() -> AsyncIterator[WorkerFactory]:
     started: list[asyncio.subprocess.Process] = []
     drains: list[asyncio.Task[bytes]] = []
 
-    async def spawn(stack: Stack) -> asyncio.subprocess.Process:
+    async def spawn(stack: Stack, *flags: str) -> asyncio.subprocess.Process:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -51,6 +53,7 @@ async def spawn_worker() -> AsyncIterator[WorkerFactory]:
             # a worker imports just the SDKs of the providers it runs.
             "--providers",
             "manual" if stack.cluster.config.cloud == "sim" else stack.cluster.config.cloud,
+            *flags,
             stderr=asyncio.subprocess.PIPE,
             # The cloud SDKs reach the simulator's clouds through their standard settings.
             env={**os.environ, "PYTHONUNBUFFERED": "1", **stack.cluster.client_environment()},
@@ -187,3 +190,46 @@ async def test_worker_killed_right_after_the_cloud_call(
     assert stack.cluster.reboots_completed(NODE) == 1
     [step] = status.repair
     assert step.startswith(f"reboot via {cloud}: reboot already requested at "), step
+
+
+async def test_permits_are_neither_lost_nor_doubled_when_the_worker_is_killed_while_many_ask(
+    make_stack: StackFactory, spawn_worker: WorkerFactory
+) -> None:
+    """Eight faults at once under a budget of two; the worker dies while permits are held and asked
+    for. The budget holds throughout (sampled from the cluster's own nodes), every remediation ends
+    Resolved holding one permit of its own, and the governor is left holding none."""
+    stack = await make_stack(in_process_worker=False, workloads=False, nodes=8)
+    limits = ("--max-remediations", "2", "--max-remediating-percent", "100", "--breaker-at-least", "100")
+    first = await spawn_worker(stack, *limits)
+    most_cordoned = 0
+    sampling = True
+
+    async def sample() -> None:
+        nonlocal most_cordoned
+        while sampling:
+            nodes = (await stack.core.list_node()).items
+            most_cordoned = max(most_cordoned, sum(bool(n.spec and n.spec.unschedulable) for n in nodes))
+            await asyncio.sleep(0.02)
+
+    sampler = asyncio.create_task(sample())
+    handles = [await stack.report(node) for node in stack.cluster.node_names()]
+    queue = stack.task_queue
+
+    async def busy() -> bool:
+        state = (await governor.status(stack.server.client, governor_id_for(queue))).state
+        return len(state.held) == 2 and len(state.waiting) >= 1
+
+    await eventually(busy, "two permits held and more asked for", timeout=60)
+    await kill(first)
+    await spawn_worker(stack, *limits)
+    results: list[RemediationStatus] = [await asyncio.wait_for(h.result(), 180) for h in handles]
+    sampling = False
+    await sampler
+
+    assert [r.phase for r in results] == [Phase.RESOLVED] * 8, [r.reason for r in results]
+    assert most_cordoned <= 2, f"{most_cordoned} nodes were out of service at once"
+    permits = [r.permit.permit_id for r in results if r.permit is not None]
+    assert len(permits) == 8 and len(set(permits)) == 8, "one permit each, none shared"
+    final = await governor.status(stack.server.client, governor_id_for(queue))
+    assert (final.state.held, final.state.waiting) == ((), ()), "every permit came back"
+    assert all(stack.cluster.reboot_requests(node) == 1 for node in stack.cluster.node_names())

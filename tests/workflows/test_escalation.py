@@ -81,7 +81,7 @@ async def test_resume_after_the_fix_checks_the_node_and_puts_it_back(
     assert status.reason == f"resumed by alice ({ALICE.reason}); the node passed the checks"
     assert status.actions == [taken]
     assert not node.cordoned
-    assert [r.outcome for r in node.releases] == [Outcome.ESCALATED, Outcome.RESOLVED]
+    assert [r.outcome for r in node.releases] == [Outcome.ESCALATED, Outcome.TAKEN_BACK, Outcome.RESOLVED]
     assert [w.condition.kind for w in node.waits[-2:]] == ["back_from_reboot", "gpus_healthy"]
     assert node.reboots == 1, "gpuheal itself did nothing more to the node"
 
@@ -102,7 +102,7 @@ async def test_a_resume_the_node_does_not_prove_escalates_again_and_the_run_stay
         status.reason,
     ), status.reason
     assert node.cordoned
-    assert [r.outcome for r in node.releases] == [Outcome.ESCALATED, Outcome.ESCALATED]
+    assert [r.outcome for r in node.releases] == [Outcome.ESCALATED, Outcome.TAKEN_BACK, Outcome.ESCALATED]
     assert node.releases[-1].reason == status.reason
 
 
@@ -118,7 +118,7 @@ async def test_retry_runs_the_repair_again(time_skipping_env: WorkflowEnvironmen
     assert status.phase is Phase.RESOLVED, status.reason
     assert node.steps.count(Step.REBOOT.value) == 2 and node.reboots == 1
     assert "retried by bob: BMC firmware updated" in status.repair
-    assert [r.outcome for r in node.releases] == [Outcome.ESCALATED, Outcome.RESOLVED]
+    assert [r.outcome for r in node.releases] == [Outcome.ESCALATED, Outcome.TAKEN_BACK, Outcome.RESOLVED]
 
 
 async def test_retry_after_a_drain_that_timed_out_drains_again(
