@@ -177,8 +177,22 @@ _decision_command(approve=False)
 
 
 def _act_on_escalation(
-    what: PersonAction, address: str | None, namespace: str | None, node: str, action: OperatorAction
+    what: PersonAction,
+    address: str | None,
+    namespace: str | None,
+    node: str,
+    by: str | None,
+    reason: str,
+    keep_cordoned: bool = False,
 ) -> None:
+    """Carry out a person's action on NODE's escalated remediation, with who and why, in one line."""
+    who, why = _who_and_why(by, reason, "acts"), reason.strip()
+    action = (
+        NodeRelease(by=who, reason=why, keep_cordoned=keep_cordoned)
+        if what is PersonAction.RELEASE
+        else OperatorAction(by=who, reason=why)
+    )
+
     async def send() -> RecordedAction:
         client = await connect_temporal(address, namespace)
         return await remediations.act_on_escalation(client, node, what, action)
@@ -193,8 +207,7 @@ def _act_on_escalation(
 @_who_and_why_options("the workflow")
 def retry(address: str | None, namespace: str | None, node: str, by: str | None, reason: str) -> None:
     """Run the drain or repair that escalated NODE's remediation again."""
-    who = _who_and_why(by, reason, "acts")
-    _act_on_escalation(PersonAction.RETRY, address, namespace, node, OperatorAction(by=who, reason=reason.strip()))
+    _act_on_escalation(PersonAction.RETRY, address, namespace, node, by, reason)
 
 
 @main.command()
@@ -206,9 +219,7 @@ def release(
     address: str | None, namespace: str | None, node: str, by: str | None, reason: str, keep_cordoned: bool
 ) -> None:
     """Let go of escalated NODE as it is, unrepaired: back to service unless --keep-cordoned."""
-    who = _who_and_why(by, reason, "acts")
-    action = NodeRelease(by=who, reason=reason.strip(), keep_cordoned=keep_cordoned)
-    _act_on_escalation(PersonAction.RELEASE, address, namespace, node, action)
+    _act_on_escalation(PersonAction.RELEASE, address, namespace, node, by, reason, keep_cordoned)
 
 
 @main.command()
@@ -373,8 +384,7 @@ def resume(
     if node is None:
         click.echo(_pause_line(_governor_action("resume", address, namespace, task_queue, by, reason)))
         return
-    who = _who_and_why(by, reason, "acts")
-    _act_on_escalation(PersonAction.RESUME, address, namespace, node, OperatorAction(by=who, reason=reason.strip()))
+    _act_on_escalation(PersonAction.RESUME, address, namespace, node, by, reason)
 
 
 @main.command()

@@ -194,7 +194,7 @@ async def ensure_search_attributes(client: Client) -> None:
         if listed_missing:
             create = "; ".join(
                 f"temporal operator search-attribute create --namespace {namespace} --name {key.name} "
-                f"--type {key.indexed_value_type.name.title().replace('_', '')}"
+                f"--type {attrs.cli_type(key)}"
                 for key in attrs.ALL
                 if key.name in missing
             )

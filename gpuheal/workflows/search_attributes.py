@@ -6,6 +6,8 @@ its command line): `temporal operator search-attribute create --name GpuhealNode
 
 from __future__ import annotations
 
+from typing import Any
+
 from temporalio import workflow
 from temporalio.common import SearchAttributeKey
 
@@ -27,3 +29,11 @@ SERIALS = SearchAttributeKey.for_keyword_list("GpuhealGpuSerial")
 REPAIRS = SearchAttributeKey.for_int("GpuhealRepairs")
 
 ALL = (NODE, PHASE, XID, ACTION, GPUS, SERIALS, REPAIRS)
+
+# The type names the temporal CLI takes (`--search-attribute NAME=TYPE`, `--type TYPE`).
+_CLI_TYPES = {"KEYWORD": "Keyword", "INT": "Int", "KEYWORD_LIST": "KeywordList"}
+
+
+def cli_type(key: SearchAttributeKey[Any]) -> str:
+    """The temporal CLI's name for the attribute's type."""
+    return _CLI_TYPES[key.indexed_value_type.name]

@@ -29,8 +29,6 @@ from temporalio.service import RPCError
 from gpuheal.control.lifetime import current_runtime
 from gpuheal.workflows import search_attributes as attrs
 
-# The `--search-attribute NAME=TYPE` type names of the temporal CLI.
-_ATTRIBUTE_TYPES = {"KEYWORD": "Keyword", "INT": "Int", "KEYWORD_LIST": "KeywordList"}
 # A first start migrates the SQLite database, which takes long on a busy machine.
 _STARTUP = 60.0
 _STOP = 10.0
@@ -100,7 +98,7 @@ async def start_dev_server(state_dir: Path | None = None, *, port: int | None = 
     command += ["--dynamic-config-value", "frontend.enableServerVersionCheck=false"]
     command += ["--ui-port", str(ui_port)] if ui_port else ["--headless"]
     for key in attrs.ALL:
-        command += ["--search-attribute", f"{key.name}={_ATTRIBUTE_TYPES[key.indexed_value_type.name]}"]
+        command += ["--search-attribute", f"{key.name}={attrs.cli_type(key)}"]
     log = None
     if state_dir is not None:
         state_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before anything runs
