@@ -102,6 +102,8 @@ class FakeNode:
     steps: list[str] = field(default_factory=list)
     reboots: int = 0
     reboot_requests: list[RebootRequest] = field(default_factory=list)
+    # The reboot requests recorded on the node, by request id and gracefulness, with their answer.
+    reboots_recorded: dict[tuple[str, bool], RebootResult] = field(default_factory=dict)
     reset_orders: list[GpuResetRequest] = field(default_factory=list)
     reset_report: GpuResetReport | None = None
     releases: list[ReleaseRequest] = field(default_factory=list)
@@ -156,6 +158,10 @@ class FakeNode:
         self.gpus_healthy = healthy
         self.reported_on = self.boot_id
         self.reported_at = at or datetime.now(UTC)
+
+    def _recorded(self, request: RebootRequest, result: RebootResult) -> RebootResult:
+        self.reboots_recorded[(request.request_id, request.graceful)] = result
+        return result
 
     @property
     def writes(self) -> list[str]:
@@ -213,20 +219,30 @@ class FakeNode:
             if self.provider_errors:
                 raise self.provider_errors.pop(0)
             self.reboot_requests.append(request)
+            # As the real step: a request recorded on the node is not sent again (a retried attempt,
+            # the same round asked twice); only another round, or a force after a graceful one, is new.
+            earlier = self.reboots_recorded.get((request.request_id, request.graceful))
+            if earlier is not None:
+                return earlier.model_copy(update={"requested_now": False})
             requested_at = datetime.now(UTC)
             before = self.boot_id
             if self.manual_provider:
-                return RebootResult(
-                    boot_id_before=before,
-                    requested_now=True,
-                    provider="manual",
-                    detail="repair performed by an operator",
-                    expects_new_boot=False,
-                    requested_at=requested_at,
+                return self._recorded(
+                    request,
+                    RebootResult(
+                        boot_id_before=before,
+                        requested_now=True,
+                        provider="manual",
+                        detail="repair performed by an operator",
+                        expects_new_boot=False,
+                        requested_at=requested_at,
+                    ),
                 )
             graceful = request.graceful and self.graceful_supported
             if graceful and not self.graceful_restarts:
-                return RebootResult(boot_id_before=before, requested_now=True, provider="fake", graceful=True)
+                return self._recorded(
+                    request, RebootResult(boot_id_before=before, requested_now=True, provider="fake", graceful=True)
+                )
             self.reboots += 1
             if self.deleted_on_reboot:
                 self.exists = False
@@ -236,13 +252,16 @@ class FakeNode:
                 self.boot_id = f"boot-{self.reboots + 1}"
                 if self.agent_reports_after_reboot:
                     self.agent_reports(self.gpus_healthy_after_reboot)
-            return RebootResult(
-                boot_id_before=before,
-                requested_now=True,
-                provider="fake",
-                detail="fake reboot",
-                graceful=graceful,
-                requested_at=requested_at,
+            return self._recorded(
+                request,
+                RebootResult(
+                    boot_id_before=before,
+                    requested_now=True,
+                    provider="fake",
+                    detail="fake reboot",
+                    graceful=graceful,
+                    requested_at=requested_at,
+                ),
             )
 
         @implements(contracts.DESCRIBE_MACHINE)
