@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import statistics
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -11,10 +10,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from kubernetes.aio import client, watch
-
 from gpuheal.domain import marks
-from gpuheal.kubeclient import connect
+from gpuheal_sim.demo.quarantine import watching_nodes
 
 
 class CordonWatch:
@@ -27,7 +24,7 @@ class CordonWatch:
     def forget(self, node: str) -> None:
         self.cordoned_at.pop(node, None)
 
-    def observe(self, raw: dict[str, Any]) -> None:
+    def observe(self, event_type: str, raw: dict[str, Any]) -> None:
         name = raw["metadata"]["name"]
         taints = raw.get("spec", {}).get("taints") or []
         if name not in self.cordoned_at and any(t.get("key") == marks.QUARANTINE_TAINT_KEY for t in taints):
@@ -42,28 +39,10 @@ class CordonWatch:
 
 @asynccontextmanager
 async def watching_cordons(kubeconfig: Path) -> AsyncIterator[CordonWatch]:
-    """A CordonWatch fed by a node watch on the fleet's API server, from the current resourceVersion."""
+    """A CordonWatch fed by a node watch on the fleet's API server."""
     cordons = CordonWatch()
-    async with await connect(kubeconfig) as api:
-        core = client.CoreV1Api(api)
-        listed = await core.list_node()
-        assert listed.metadata is not None
-        since = listed.metadata.resource_version
-
-        async def follow() -> None:
-            watcher = watch.Watch()  # type: ignore[no-untyped-call]
-            nodes = watcher.stream(core.list_node, resource_version=since, timeout_seconds=3600)  # type: ignore[no-untyped-call]
-            async with nodes as stream:
-                async for event in stream:
-                    cordons.observe(event["raw_object"])
-
-        task = asyncio.create_task(follow())
-        try:
-            yield cordons
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    async with watching_nodes(kubeconfig, cordons.observe):
+        yield cordons
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:

@@ -8,8 +8,10 @@ permission the chart lacks fails the test that needs it. The tests' own setup an
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -203,3 +205,56 @@ async def make_stack(dev_server: DevServer, tmp_path: Path) -> AsyncIterator[Sta
     yield make
     for exit_ in reversed(exits):
         await exit_()
+
+
+WorkerFactory = Callable[..., Coroutine[Any, Any, asyncio.subprocess.Process]]
+
+
+@pytest.fixture
+async def spawn_worker() -> AsyncIterator[WorkerFactory]:
+    """Start `gpuheal worker` processes for a stack; any still alive are killed afterwards."""
+    started: list[asyncio.subprocess.Process] = []
+    drains: list[asyncio.Task[bytes]] = []
+
+    async def spawn(stack: Stack, *flags: str) -> asyncio.subprocess.Process:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gpuheal",
+            "worker",
+            "--address",
+            stack.server.address,
+            "--task-queue",
+            stack.task_queue,
+            "--kubeconfig",
+            str(stack.worker_kubeconfig),
+            "--simulator-url",
+            stack.cluster.control_url,
+            "--metrics-address",
+            "",
+            "--sticky-queue-timeout-seconds",
+            "1",
+            # Only the provider the fleet's nodes need (the simulator's comes with --simulator-url):
+            # a worker imports just the SDKs of the providers it runs.
+            "--providers",
+            "manual" if stack.cluster.config.cloud == "sim" else stack.cluster.config.cloud,
+            *flags,
+            stderr=asyncio.subprocess.PIPE,
+            # The cloud SDKs reach the simulator's clouds through their standard settings.
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **stack.cluster.client_environment()},
+        )
+        started.append(process)
+        assert process.stderr is not None
+        # A worker imports every cloud SDK before it polls: on a busy 2-core machine that alone takes 20 s.
+        while b"worker polling" not in (line := await asyncio.wait_for(process.stderr.readline(), 120)):
+            assert line, "the worker exited before it started polling"
+        # Keep reading its log so a full pipe never blocks the worker.
+        drains.append(asyncio.create_task(process.stderr.read()))
+        return process
+
+    yield spawn
+    for process in started:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    await asyncio.gather(*drains)

@@ -7,10 +7,7 @@ shutdown, no activity completion, nothing flushed.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
-from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -19,60 +16,8 @@ from gpuheal.control import governor
 from gpuheal.control.governor import governor_id_for
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.remediation import RemediationStatus
-from tests.integration.conftest import Stack, StackFactory, busy_trainer, eventually, phase_of
+from tests.integration.conftest import StackFactory, WorkerFactory, busy_trainer, eventually, phase_of
 from tests.integration.test_remediation import NODE, gpuheal_marks
-
-WorkerFactory = Callable[..., Coroutine[Any, Any, asyncio.subprocess.Process]]
-
-
-@pytest.fixture
-async def spawn_worker() -> AsyncIterator[WorkerFactory]:
-    """Start `gpuheal worker` processes for a stack; any still alive are killed afterwards."""
-    started: list[asyncio.subprocess.Process] = []
-    drains: list[asyncio.Task[bytes]] = []
-
-    async def spawn(stack: Stack, *flags: str) -> asyncio.subprocess.Process:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gpuheal",
-            "worker",
-            "--address",
-            stack.server.address,
-            "--task-queue",
-            stack.task_queue,
-            "--kubeconfig",
-            str(stack.worker_kubeconfig),
-            "--simulator-url",
-            stack.cluster.control_url,
-            "--metrics-address",
-            "",
-            "--sticky-queue-timeout-seconds",
-            "1",
-            # Only the provider the fleet's nodes need (the simulator's comes with --simulator-url):
-            # a worker imports just the SDKs of the providers it runs.
-            "--providers",
-            "manual" if stack.cluster.config.cloud == "sim" else stack.cluster.config.cloud,
-            *flags,
-            stderr=asyncio.subprocess.PIPE,
-            # The cloud SDKs reach the simulator's clouds through their standard settings.
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **stack.cluster.client_environment()},
-        )
-        started.append(process)
-        assert process.stderr is not None
-        # A worker imports every cloud SDK before it polls: on a busy 2-core machine that alone takes 20 s.
-        while b"worker polling" not in (line := await asyncio.wait_for(process.stderr.readline(), 120)):
-            assert line, "the worker exited before it started polling"
-        # Keep reading its log so a full pipe never blocks the worker.
-        drains.append(asyncio.create_task(process.stderr.read()))
-        return process
-
-    yield spawn
-    for process in started:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    await asyncio.gather(*drains)
 
 
 async def reboot_attempts(handle: Any) -> int:

@@ -247,3 +247,14 @@ async def test_unauthorized_without_the_token(cluster: SimulatedCluster) -> None
         async with session.get(f"{cluster.url}/apis/policy/v1", headers=headers) as response:
             names = [r["name"] for r in (await response.json())["resources"]]
             assert "poddisruptionbudgets" in names
+
+
+async def test_nodes_are_labelled_by_rack_in_runs_of_nodes_per_rack(tmp_path: Path) -> None:
+    config = fast_config(nodes=11, nodes_per_rack=4, workloads=False)
+    async with SimulatedCluster(config, state_dir=tmp_path) as cluster, await aio_api(cluster) as api:
+        core = client.CoreV1Api(api)
+        racks = {n.metadata.name: n.metadata.labels.get("sim.gpuheal.io/rack") for n in (await core.list_node()).items}
+        in_rack_2 = await core.list_node(label_selector="sim.gpuheal.io/rack=rack-2")
+    assert list(racks.values()) == ["rack-0"] * 4 + ["rack-1"] * 4 + ["rack-2"] * 3
+    assert [n.metadata.name for n in in_rack_2.items] == ["gpu-node-008", "gpu-node-009", "gpu-node-010"]
+    assert all(n.metadata.labels["nvidia.com/gpu.present"] == "true" for n in in_rack_2.items)

@@ -17,6 +17,20 @@ from gpuheal_sim.simulator.fleet import FleetConfig
 @click.option("--nodes", default=4, show_default=True, type=click.IntRange(min=1), help="Simulated GPU nodes.")
 @click.option("--gpus-per-node", default=8, show_default=True, type=click.IntRange(min=1))
 @click.option("--xid", default=79, show_default=True, help="The XID injected on one node.")
+@click.option(
+    "--storm",
+    default=0,
+    type=click.IntRange(min=0),
+    help="Inject the XID on this many nodes at once instead of one (the fleet grows to fit), "
+    "under the fleet governor's --budget.",
+)
+@click.option(
+    "--budget",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Remediations the fleet governor lets hold their nodes out of service at once.",
+)
 @click.option("--manual", is_flag=True, help="Wait for `gpuheal approve NODE --reason WHY` before repairing.")
 @click.option("--keep", is_flag=True, help="Keep everything running afterwards, to explore the Temporal UI.")
 @click.option("--reboot-seconds", default=2.0, show_default=True, help="How long a simulated reboot takes.")
@@ -34,6 +48,8 @@ def demo(
     nodes: int,
     gpus_per_node: int,
     xid: int,
+    storm: int,
+    budget: int,
     manual: bool,
     keep: bool,
     reboot_seconds: float,
@@ -41,7 +57,13 @@ def demo(
     port: int,
     provider: str,
 ) -> None:
-    """Remediate a fatal XID on a simulated fleet, end to end, on an embedded Temporal dev server."""
+    """Remediate a fatal XID on a simulated fleet, end to end, on an embedded Temporal dev server.
+
+    With --storm N the XID strikes N nodes at once: the ones beyond --budget wait in AwaitingBudget,
+    their nodes untouched, and the last line counts the most nodes out of service at once.
+    """
+    if storm and manual:
+        raise click.BadParameter("a storm's repairs run by themselves: leave out --manual", param_hint="'--storm'")
     from gpuheal_sim.demo.lock import DemoAlreadyRunning, state_directory_lock
     from gpuheal_sim.demo.run import DemoOptions, run_demo
 
@@ -50,6 +72,8 @@ def demo(
         nodes=nodes,
         gpus_per_node=gpus_per_node,
         xid=xid,
+        storm=storm,
+        budget=budget,
         manual=manual,
         keep=keep,
         reboot_seconds=reboot_seconds,

@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import sysconfig
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from rich.console import Console
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
 
 from gpuheal.agents.agent import Agent, AgentSettings
 from gpuheal.control import remediations
+from gpuheal.control.connection import DEFAULT_TASK_QUEUE
+from gpuheal.control.governor import governor_id_for
 from gpuheal.domain.catalog import action_for_xid
+from gpuheal.domain.fleet import BreakerPolicy, FleetBudget, FleetPolicy
+from gpuheal.domain.marks import workflow_id_for
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import DrainPolicy, LoopPolicy, RemediationPolicy, RepairPolicy
 from gpuheal.domain.remediation import RemediationStatus
@@ -26,6 +32,7 @@ from gpuheal.shutdown import shutdown_requested
 from gpuheal.worker import WorkerSettings, running_worker
 from gpuheal_sim.agent_settings import simulated_agent_settings
 from gpuheal_sim.demo.devserver import DevServer, start_dev_server
+from gpuheal_sim.demo.storm import Storm, run_storm
 from gpuheal_sim.demo.view import PhaseView, phase_table
 from gpuheal_sim.simulator import FleetConfig, SimulatedCluster
 from gpuheal_sim.simulator.access import parse_manifests
@@ -60,8 +67,17 @@ class DemoOptions:
     provider: str = "sim"
     # Nodes that run a real agent (fake NVML, a kernel log file).
     agents: int = 2
-    # The whole remediation must end within this, or the demo fails.
+    # The whole remediation must end within this, or the demo fails (a storm gets this per wave).
     deadline: timedelta = timedelta(minutes=2)
+    # Nodes that fault at once (0: one node, through its agent's kernel log), and how many
+    # remediations the fleet governor lets hold their nodes out of service at once.
+    storm: int = 0
+    budget: int = 3
+
+    @property
+    def fleet_nodes(self) -> int:
+        """The fleet's size: a storm leaves two nodes of the fleet in service at least."""
+        return max(self.nodes, self.storm + 2) if self.storm else self.nodes
 
 
 def demo_policy(manual: bool) -> RemediationPolicy:
@@ -82,6 +98,18 @@ def demo_policy(manual: bool) -> RemediationPolicy:
         # Every run faults the same GPU of the same node again, and the state dir keeps the runs
         # before it: here that is no repeat offence.
         loops=LoopPolicy(max_per_node=0, gpu_window=timedelta(0)),
+    )
+
+
+def demo_fleet(budget: int) -> FleetPolicy:
+    """The governor's limits in the demo: `budget` remediations at once, whatever the fleet's size.
+
+    The breaker is out of the way: the demo's Temporal keeps its state between runs, and demos run
+    one after the other within the breaker's window would otherwise trip it.
+    """
+    return FleetPolicy(
+        budget=FleetBudget(max_concurrent=budget, max_percent=100),
+        breaker=BreakerPolicy(share=1, at_least=1_000_000),
     )
 
 
@@ -119,12 +147,13 @@ async def _run(console: Console, options: DemoOptions, outcome: asyncio.Future[i
         console.print(f"[red]XID {options.xid} is not fatal in the catalog (action NONE): nothing to remediate[/]")
         outcome.set_result(2)
         return
-    console.print("[bold]gpuheal demo[/]: starting Temporal, the simulated fleet, the worker and the node agents …")
+    agents = "" if options.storm else " and the node agents"
+    console.print(f"[bold]gpuheal demo[/]: starting Temporal, the simulated fleet, the worker{agents} …")
     server = await start_dev_server(options.state_dir / "temporal", port=options.port, ui=True)
     access = CHART_ACCESS.read_text()
     try:
         fleet = FleetConfig(
-            nodes=options.nodes,
+            nodes=options.fleet_nodes,
             gpus_per_node=options.gpus_per_node,
             reboot_seconds=options.reboot_seconds,
             cloud=options.provider,
@@ -138,6 +167,7 @@ async def _run(console: Console, options: DemoOptions, outcome: asyncio.Future[i
                 *chart_service_account(access, "worker"), credentials / "worker.kubeconfig"
             )
             agent_account = chart_service_account(access, "agent")
+            await _end_earlier_runs(console, server.client, cluster.node_names(), DEFAULT_TASK_QUEUE)
             await _run_fleet(console, options, server, cluster, worker_kubeconfig, agent_account, outcome, stop)
     finally:
         await server.shutdown()
@@ -155,20 +185,28 @@ async def _run_fleet(
 ) -> None:
     """The worker and the node agents on the running fleet; one fault injected and followed to its end."""
     credentials = worker_kubeconfig.parent
+    settings = WorkerSettings(
+        kubeconfig=worker_kubeconfig,
+        simulator_url=cluster.control_url,
+        metrics_address=None,
+        # A stopped demo cancels what is in flight at once; the remediation is durable in Temporal.
+        graceful_shutdown=timedelta(seconds=1),
+        fleet=demo_fleet(options.budget),
+    )
     async with (
         cloud_client_environment(cluster),
-        running_worker(
-            WorkerSettings(
-                kubeconfig=worker_kubeconfig,
-                simulator_url=cluster.control_url,
-                metrics_address=None,
-                # A stopped demo cancels what is in flight at once; the remediation is durable in Temporal.
-                graceful_shutdown=timedelta(seconds=1),
-            ),
-            server.client,
-        ),
+        running_worker(settings, server.client),
         contextlib.AsyncExitStack() as agents,
     ):
+        if options.storm:
+            _print_addresses(console, server, cluster.url, cluster.kubeconfig, 0, None)
+            outcome.set_result(
+                await run_storm(
+                    console, server.client, cluster, _storm(options, settings.task_queue, sorted(cluster.node_names()))
+                )
+            )
+            await _keep(console, options, stop)
+            return
         nodes = sorted(cluster.node_names())
         # The agents' unix sockets live under a short private directory: a socket path may not exceed
         # 107 bytes, which a checkout at a deep path would pass under the state directory.
@@ -178,10 +216,10 @@ async def _run_fleet(
             kubeconfig = cluster.service_account_kubeconfig(
                 *agent_account, credentials / f"agent-{node}.kubeconfig", node=node
             )
-            settings = _agent_settings(options, node, server, kubeconfig, sockets / node)
+            agent_settings = _agent_settings(options, node, server, kubeconfig, sockets / node)
             # The agent is its node's only GPU agent, and reads the node's boot ID as on a real node.
-            cluster.attach_agent(node, settings.boot_id_path)
-            by_node[node] = await agents.enter_async_context(Agent(settings))
+            cluster.attach_agent(node, agent_settings.boot_id_path)
+            by_node[node] = await agents.enter_async_context(Agent(agent_settings))
         _print_addresses(console, server, cluster.url, cluster.kubeconfig, len(by_node), sockets)
         faulty = by_node[nodes[min(1, len(by_node) - 1)]]
         if options.manual:
@@ -191,9 +229,45 @@ async def _run_fleet(
             )
         status = await _remediate(console, server.client, faulty, options)
         outcome.set_result(0 if status is not None and status.phase is Phase.RESOLVED else 1)
-        if options.keep:
-            console.print("[bold]--keep[/]: everything keeps running; Ctrl-C to stop.")
-            await stop.wait()
+        await _keep(console, options, stop)
+
+
+async def _keep(console: Console, options: DemoOptions, stop: asyncio.Event) -> None:
+    if options.keep:
+        console.print("[bold]--keep[/]: everything keeps running; Ctrl-C to stop.")
+        await stop.wait()
+
+
+def _storm(options: DemoOptions, task_queue: str, nodes: list[str]) -> Storm:
+    return Storm(
+        nodes=tuple(nodes[: options.storm]),
+        xid=options.xid,
+        gpu=min(_FAULTY_GPU, options.gpus_per_node - 1),
+        budget=options.budget,
+        policy=demo_policy(manual=False),
+        task_queue=task_queue,
+        deadline=options.deadline.total_seconds() * math.ceil(options.storm / options.budget),
+    )
+
+
+async def _end_earlier_runs(console: Console, client: Client, nodes: Iterable[str], task_queue: str) -> None:
+    """Terminate what an earlier demo, stopped midway, left running in the kept Temporal state.
+
+    Its fleet is gone: its remediations would act on this fleet's nodes of the same names (and take
+    in their faults), and its governor would go on counting their permits.
+    """
+    ended = []
+    for workflow_id in [*map(workflow_id_for, nodes), governor_id_for(task_queue)]:
+        handle = client.get_workflow_handle(workflow_id)
+        try:
+            if (await handle.describe()).status is WorkflowExecutionStatus.RUNNING:
+                await handle.terminate("left running by an earlier demo; its fleet is gone")
+                ended.append(workflow_id)
+        except RPCError as error:
+            if error.status is not RPCStatusCode.NOT_FOUND:
+                raise
+    if ended:
+        console.print(f"  ended {len(ended)} workflow(s) an earlier demo left running: {', '.join(ended)}")
 
 
 @contextlib.asynccontextmanager
@@ -277,12 +351,15 @@ async def _remediate(console: Console, client: Client, agent: Agent, options: De
 
 
 def _print_addresses(
-    console: Console, server: DevServer, sim_url: str, kubeconfig: Path, agents: int, sockets: Path
+    console: Console, server: DevServer, sim_url: str, kubeconfig: Path, agents: int, sockets: Path | None
 ) -> None:
     console.print(f"  Temporal     {server.address}  (export TEMPORAL_ADDRESS={server.address} for temporal/gpuheal)")
     console.print(f"  Temporal UI  {server.ui_url}  (its log: {server.log})")
     console.print(f"  fleet        {sim_url}  (KUBECONFIG={kubeconfig} {installed('kubectl')} get nodes)")
-    console.print(f"  agents       {agents} node agent(s) with fake NVML, sockets under {sockets}/<node>")
+    if sockets is not None:
+        console.print(f"  agents       {agents} node agent(s) with fake NVML, sockets under {sockets}/<node>")
+    else:
+        console.print(f"  budget       watch it: TEMPORAL_ADDRESS={server.address} {installed('gpuheal')} budget")
 
 
 def installed(script: str) -> str:

@@ -11,18 +11,26 @@ from gpuheal.domain.remediation import PhaseEntry, RemediationStatus
 
 
 class PhaseView:
-    """Prints each new phase once, with the time since the fault was reported."""
+    """Prints each new phase once, with the time since the fault was reported.
 
-    def __init__(self, console: Console, started: datetime) -> None:
+    `label` (a node's name) leads each line where several remediations share the screen.
+    """
+
+    def __init__(self, console: Console, started: datetime, label: str = "") -> None:
         self._console = console
         self._started = started
+        self._label = f"{label}  " if label else ""
         self._shown = 0
 
-    def update(self, status: RemediationStatus) -> None:
-        for entry in status.history[self._shown :]:
+    def update(self, status: RemediationStatus, note: str = "") -> None:
+        """Print the phases entered since the last update; `note` (why it waits) stands in for the
+        newest phase's hint."""
+        entries = status.history
+        for entry in entries[self._shown :]:
             elapsed = (entry.entered_at - self._started).total_seconds()
-            self._console.print(f"  [dim]{elapsed:7.2f}s[/]  [bold]{entry.phase.value:<17}[/] {_hint(entry, status)}")
-        self._shown = len(status.history)
+            hint = note if note and entry is entries[-1] else _hint(entry, status)
+            self._console.print(f"  [dim]{elapsed:7.2f}s[/]  {self._label}[bold]{entry.phase.value:<17}[/] {hint}")
+        self._shown = len(entries)
 
 
 def phase_table(status: RemediationStatus, finished: datetime) -> Table:
@@ -44,6 +52,7 @@ def phase_table(status: RemediationStatus, finished: datetime) -> Table:
 def _hint(entry: PhaseEntry, status: RemediationStatus) -> str:
     hints = {
         "Detected": f"{status.action.name} for XID {', '.join(map(str, status.xids)) or '-'}",
+        "AwaitingBudget": "the node untouched until the fleet governor grants a permit",
         "Quarantined": "cordoned and tainted gpuheal.io/gpu-fault:NoSchedule",
         "Draining": "evicting pods through the Eviction API",
         "AwaitingApproval": f"waiting for gpuheal approve {status.node} (or reject): the decide line above",

@@ -30,6 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reboot-seconds", type=float)
     parser.add_argument("--pod-start-seconds", type=float)
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--nodes-per-rack", type=int, help="label nodes by rack, this many to a rack")
     parser.add_argument("--no-workloads", action="store_true", help="nodes only, no Deployments/Jobs/DaemonSets")
     parser.add_argument("--fault-survives-reboot", action="store_true")
     parser.add_argument("--host", default="127.0.0.1")
@@ -49,6 +50,7 @@ def build_config(args: argparse.Namespace) -> FleetConfig:
         "reboot_seconds": args.reboot_seconds,
         "pod_start_seconds": args.pod_start_seconds,
         "seed": args.seed,
+        "nodes_per_rack": args.nodes_per_rack,
     }
     data.update({k: v for k, v in overrides.items() if v is not None})
     if args.no_workloads:

@@ -117,6 +117,9 @@ class FleetConfig(_Model):
     gpus_per_node: int = Field(8, ge=0, le=1024)
     node_name_prefix: str = Field("gpu-node-", pattern=r"^[a-z0-9][-a-z0-9.]*$")
     node_labels: dict[str, str] = Field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
+    # Racks of consecutive nodes, each node labelled `rack_label: rack-<n>`; 0 for no racks.
+    nodes_per_rack: int = Field(0, ge=0)
+    rack_label: str = Field("sim.gpuheal.io/rack", pattern=r"^([a-z0-9][-a-z0-9.]*/)?[A-Za-z0-9][-A-Za-z0-9_.]*$")
     provider_id_prefix: str = "sim://"
     cloud: Literal["sim", "aws", "azure", "gcp", "nebius", "redfish"] = Field(
         "sim", description="whose machine identities the nodes carry; 'sim' uses provider_id_prefix"
@@ -184,6 +187,13 @@ class FleetConfig(_Model):
         width = max(3, len(str(max(self.nodes - 1, 0))))
         return [f"{self.node_name_prefix}{i:0{width}d}" for i in range(self.nodes)]
 
+    def labels_of(self, index: int) -> dict[str, str]:
+        """The labels of the node numbered `index`: the fleet's, and its rack's where there are racks."""
+        if not self.nodes_per_rack:
+            return dict(self.node_labels)
+        racks = -(-self.nodes // self.nodes_per_rack)
+        return {**self.node_labels, self.rack_label: f"rack-{index // self.nodes_per_rack:0{len(str(racks - 1))}d}"}
+
     def resolved_workloads(self) -> list[DeploymentWorkload | DaemonSetWorkload | JobWorkload | StaticPodWorkload]:
         if self.workloads is False:
             return []
@@ -248,7 +258,7 @@ class FleetBuilder:
                 index,
                 gpus=cfg.gpus_per_node,
                 healthy_gpus=cfg.gpus_per_node,
-                labels=dict(cfg.node_labels),
+                labels=cfg.labels_of(index),
                 provider_id=sim.identify(name, index)[0],
                 gpu_product=cfg.gpu_product,
                 kubelet_version=cfg.kubernetes_version,
