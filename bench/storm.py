@@ -1,34 +1,46 @@
 """A fault storm: half of a 1,500-node fleet reports a fatal XID at once, beside bare Temporal.
 
 Every faulty node gets a full remediation (quarantine, drain, reboot, wait, verify, release) on a
-fleet without workloads and with instant reboots, with no budget limiting concurrency (the fleet governor grants every permit at once). The baseline
-runs, on the same dev server and with the same worker limits, as many bare workflows with as many
-no-op activities as a remediation ran steps (its activities plus its local activities), so the ratio
-is what gpuheal's work and design cost beside the plain Temporal way of running those steps.
+fleet without workloads and with instant reboots. The storm runs twice: with the fleet governor
+handing out permits with no limit that binds (so what is measured is the cost of asking for them:
+the permit round trip, and the quarantine rate beside the same storm with the governor switched
+off), and without it. The baseline runs, on the same dev server and with the same worker limits, as
+many bare workflows with as many no-op activities as a remediation ran steps (its activities plus
+its local activities), so that ratio is what gpuheal's work and design cost beside the plain
+Temporal way of running those steps.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 
 from bench.baseline import BareWorkflow
+from bench.measure import describe
 from bench.stack import remediation_stack, worker_process
 from gpuheal.control import remediations
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.faults import Fault
+from gpuheal.domain.fleet import PERMIT_SIGNAL
+from gpuheal.domain.marks import workflow_id_for
 from gpuheal.domain.phases import Phase
+from gpuheal.domain.steps import Step
 from gpuheal_sim.demo.devserver import DevServer
 from gpuheal_sim.demo.run import demo_policy
 
 TARGET_RATE = 25.0
 TARGET_RATIO = 1.5
+TARGET_GOVERNED_RATIO = 0.8
 _IN_FLIGHT = 100
 
 
@@ -47,12 +59,22 @@ async def _all(count: int, start: Callable[[int], Awaitable[WorkflowHandle[Any, 
     return await asyncio.gather(*(one(i) for i in range(count)))
 
 
-async def _remediations(server: DevServer, state: Path, nodes: int, faulty: int) -> tuple[float, float, int]:
+@dataclass(frozen=True, slots=True)
+class StormRun:
+    # Seconds from the first report to the last node cordoned, and to all back in service.
+    last_cordon: float
+    finished: float
+    # Steps of one remediation: activities, and local activities (recorded as markers).
+    steps: int
+    # Seconds from each remediation's ask for a permit to the permit in its history (none ungoverned).
+    permit_round_trips: list[float]
+
+
+async def _remediations(
+    server: DevServer, state: Path, nodes: int, faulty: int, *worker_args: str, name: str
+) -> StormRun:
     fleet_args = ("--nodes", str(nodes), "--reboot-seconds", "0", "--no-workloads")
-    # The governor hands out permits to all at once: its limits are not what this storm measures.
-    unlimited = ("--max-remediations", "100000", "--max-remediating-percent", "100")
-    breaker = ("--breaker-share", "1", "--breaker-at-least", "100000")
-    async with remediation_stack(server, state / "storm", *fleet_args, worker_args=(*unlimited, *breaker)) as stack:
+    async with remediation_stack(server, state / name, *fleet_args, worker_args=worker_args) as stack:
         width = max(3, len(str(nodes - 1)))  # as the simulator names its nodes
         names = [f"gpu-node-{i:0{width}d}" for i in range(0, nodes, max(1, nodes // faulty))][:faulty]
         policy = demo_policy(False)
@@ -69,14 +91,69 @@ async def _remediations(server: DevServer, state: Path, nodes: int, faulty: int)
             raise RuntimeError(f"{len(failed)} remediations did not resolve, e.g. {failed[0].reason}")
         await stack.cordons.wait_for(len(names))
         last_cordon = max(stack.cordons.cordoned_at.values()) - started
-        history = await server.client.get_workflow_handle(f"remediate-{names[0]}").fetch_history()
-        # Steps of one remediation: activities, and local activities (recorded as markers).
-        activities = sum(
-            1
-            for e in history.events
-            if e.HasField("activity_task_scheduled_event_attributes") or e.HasField("marker_recorded_event_attributes")
-        )
-    return last_cordon, finished, activities
+        histories = await _histories(server.client, names)
+    steps = sum(1 for e in histories[0].events if _is_step(e))
+    trips = [t for t in map(_permit_round_trip, histories) if t is not None]
+    if trips and len(trips) != len(names):
+        raise RuntimeError(f"only {len(trips)} of {len(names)} remediations received a permit")
+    return StormRun(last_cordon, finished, steps, trips)
+
+
+async def _histories(client: Client, nodes: list[str]) -> list[WorkflowHistory]:
+    gate = asyncio.Semaphore(_IN_FLIGHT)
+
+    async def one(node: str) -> WorkflowHistory:
+        async with gate:
+            return await client.get_workflow_handle(workflow_id_for(node)).fetch_history()
+
+    return list(await asyncio.gather(*(one(n) for n in nodes)))
+
+
+def _is_step(event: HistoryEvent) -> bool:
+    return event.HasField("activity_task_scheduled_event_attributes") or event.HasField(
+        "marker_recorded_event_attributes"
+    )
+
+
+def _permit_round_trip(history: WorkflowHistory) -> float | None:
+    """Seconds from the remediation's ask for a permit to the permit: the ask's answer, when the
+    governor granted it as it was asked, or else the `permit` signal in its history; None where no
+    permit came (ungoverned).
+
+    The ask is timed from the start of the workflow task that ran it: the workflow's own clock then,
+    which is the `asked_at` the remediation sends the governor.
+    """
+    task_started: datetime | None = None
+    asked: datetime | None = None
+    for event in history.events:
+        at = event.event_time.ToDatetime(UTC)
+        if event.HasField("workflow_task_started_event_attributes"):
+            task_started = at
+        elif asked is None and (ask := _ask_marker(event)) is not None:
+            marker, answer = ask
+            asked = task_started
+            if asked is not None and answer.get("grant") is not None:
+                done = marker["complete_time"]
+                return float(done["seconds"] + done["nanos"] / 1e9 - asked.timestamp())
+        elif asked is not None and _is_permit(event):
+            return (at - asked).total_seconds()
+    return None
+
+
+def _ask_marker(event: HistoryEvent) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The marker of the ask's local activity, and its answer (PermitAsked as JSON)."""
+    details = event.marker_recorded_event_attributes.details
+    if not event.HasField("marker_recorded_event_attributes") or "data" not in details:
+        return None
+    marker = json.loads(details["data"].payloads[0].data)
+    if marker.get("activity_type") != Step.ASK_PERMIT.value or "result" not in details:
+        return None
+    return marker, json.loads(details["result"].payloads[0].data)
+
+
+def _is_permit(event: HistoryEvent) -> bool:
+    signaled = event.workflow_execution_signaled_event_attributes
+    return event.HasField("workflow_execution_signaled_event_attributes") and signaled.signal_name == PERMIT_SIGNAL.name
 
 
 async def _baseline(server: DevServer, count: int, activities: int) -> float:
@@ -95,16 +172,24 @@ async def _baseline(server: DevServer, count: int, activities: int) -> float:
 
 
 async def run(server: DevServer, state: Path, nodes: int, faulty: int) -> dict[str, float]:
-    last_cordon, finished, activities = await _remediations(server, state, nodes, faulty)
-    rate = faulty / last_cordon
-    print(f"storm: {faulty} of {nodes} nodes faulted at once ({activities} activities per remediation)")
+    print(f"storm: {faulty} of {nodes} nodes faulted at once")
+    # The governor hands out permits to all at once: its limits are not what this storm measures,
+    # the cost of asking for them is.
+    unlimited = ("--max-remediations", "100000", "--max-remediating-percent", "100")
+    breaker = ("--breaker-share", "1", "--breaker-at-least", "100000")
+    governed = await _remediations(server, state, nodes, faulty, *unlimited, *breaker, name="governed")
+    ungoverned = await _remediations(server, state, nodes, faulty, "--no-fleet-governor", name="ungoverned")
+    rate, rate_off = faulty / governed.last_cordon, faulty / ungoverned.last_cordon
     print(
-        f"  quarantined            {rate:8.1f} nodes/s   (all {faulty} cordoned after {last_cordon:.2f} s; "
+        f"  quarantined            {rate:8.1f} nodes/s   (all {faulty} cordoned after {governed.last_cordon:.2f} s; "
         f"target ≥ {TARGET_RATE:.0f}/s, NVSentinel 2.5/s)"
     )
-    print(f"  all back in service    {finished:8.2f} s", flush=True)
-    bare = await _baseline(server, faulty, activities)
-    ratio = finished / bare
-    print(f"  bare Temporal baseline {bare:8.2f} s   ({faulty} workflows × {activities} no-op activities)")
+    print(f"  … governor off         {rate_off:8.1f} nodes/s   (cordoned after {ungoverned.last_cordon:.2f} s)")
+    print(f"  governor on / off      {rate / rate_off:8.2f} ×     (target ≥ {TARGET_GOVERNED_RATIO})")
+    print(f"  permit round trip      {describe(governed.permit_round_trips)}")
+    print(f"  all back in service    {governed.finished:8.2f} s   ({governed.steps} steps per remediation)", flush=True)
+    bare = await _baseline(server, faulty, governed.steps)
+    ratio = governed.finished / bare
+    print(f"  bare Temporal baseline {bare:8.2f} s   ({faulty} workflows × {governed.steps} no-op activities)")
     print(f"  ratio                  {ratio:8.2f} ×     (target ≤ {TARGET_RATIO})")
-    return {"storm_rate": rate, "storm_ratio": ratio}
+    return {"storm_rate": rate, "storm_governed_ratio": rate / rate_off, "storm_ratio": ratio}

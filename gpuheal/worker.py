@@ -39,7 +39,7 @@ from gpuheal.activities.providers.registration import SIMULATOR_URL_ENV
 from gpuheal.activities.providers.selection import ProviderSet
 from gpuheal.control import governor
 from gpuheal.control.connection import DEFAULT_TASK_QUEUE, check_namespace, connect_temporal
-from gpuheal.control.governor import governor_id_for
+from gpuheal.control.governor import governor_id_for, governor_task_queue
 from gpuheal.control.lifetime import ProcessRuntime
 from gpuheal.domain.fleet import FleetPolicy
 from gpuheal.kubeclient import connect as connect_kubernetes
@@ -139,22 +139,34 @@ async def _worker(settings: WorkerSettings, client: Client, api: ApiClient) -> A
     async with aiohttp.ClientSession() as session:
         env = {**os.environ, SIMULATOR_URL_ENV: settings.simulator_url} if settings.simulator_url else os.environ
         chosen = ProviderSet(build_providers(settings.providers, env, session))
+        activities = remediation_activities(api, chosen, settings.fleet, governor_id_for(settings.task_queue))
         worker = Worker(
             client,
             task_queue=settings.task_queue,
             workflows=[RemediationWorkflow, GovernorWorkflow],
-            activities=remediation_activities(api, chosen, settings.fleet, governor_id_for(settings.task_queue)),
+            activities=activities,
             max_concurrent_activities=settings.max_concurrent_activities,
             max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
             graceful_shutdown_timeout=settings.graceful_shutdown,
             sticky_queue_schedule_to_start_timeout=settings.sticky_queue_timeout,
         )
-        async with worker:
+        governor_worker = Worker(
+            client,
+            task_queue=governor_task_queue(settings.task_queue),
+            workflows=[GovernorWorkflow],
+            activities=activities,
+            graceful_shutdown_timeout=settings.graceful_shutdown,
+            sticky_queue_schedule_to_start_timeout=settings.sticky_queue_timeout,
+        )
+        async with worker, governor_worker:
             log.info("worker polling %s with providers %s", settings.task_queue, ", ".join(chosen.names))
             if settings.fleet.governed:
                 # The governor starts with these limits, or the running one takes them.
                 await governor.configure(
-                    client, settings.fleet, governor_id_for(settings.task_queue), settings.task_queue
+                    client,
+                    settings.fleet,
+                    governor_id_for(settings.task_queue),
+                    governor_task_queue(settings.task_queue),
                 )
             yield worker
 

@@ -28,6 +28,7 @@ from gpuheal.domain.fleet import FleetPolicy
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import RemediationPolicy, RepairPolicy
 from gpuheal.domain.remediation import ApprovalSignal
+from gpuheal.worker import WorkerSettings
 from gpuheal.workflows.governor import GovernorWorkflow
 from gpuheal.workflows.remediation import RemediationWorkflow
 from gpuheal_sim.demo.devserver import DevServer
@@ -97,6 +98,25 @@ def test_worker_refuses_a_simulator_url_where_no_provider_reboots_simulated_node
 
     assert result.exit_code == 2
     assert "Invalid value for '--simulator-url': no installed reboot provider reboots simulated nodes" in result.output
+
+
+def test_the_worker_flags_set_the_fleet_limits_and_the_governor_can_be_switched_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    served: list[WorkerSettings] = []
+
+    async def serve(settings: WorkerSettings) -> None:
+        served.append(settings)
+
+    monkeypatch.setattr("gpuheal.worker.serve", serve)
+    limits = ["--max-remediations", "7", "--budget-group-label", "rack", "--breaker-share", "0.5"]
+    for switch in ([], ["--no-fleet-governor"]):
+        result = CliRunner().invoke(main, ["worker", "--metrics-address", "", *limits, *switch])
+        assert result.exit_code == 0, result.output
+
+    governed, ungoverned = (settings.fleet for settings in served)
+    assert (governed.governed, ungoverned.governed) == (True, False)
+    assert (governed.budget.max_concurrent, governed.budget.group_label, governed.breaker.share) == (7, "rack", 0.5)
 
 
 def test_agent_refuses_nvidia_smi_resets_of_fake_gpus() -> None:

@@ -46,6 +46,8 @@ def test_help_shows_each_settings_default(name: str) -> None:
         assert record is not None
         if default is None:
             assert "default:" not in record[1], option.name
+        elif isinstance(default, bool) and option.secondary_opts:  # an on/off pair shows the default's flag
+            assert f"default: {(option.opts if default else option.secondary_opts)[0].lstrip('-')}" in record[1]
         else:
             assert f"default: {option.unit.shown(default)}" in record[1], option.name
 

@@ -8,7 +8,7 @@ from typing import Any
 from kubernetes.aio import client
 
 from gpuheal.activities.drain import DrainActivities
-from gpuheal.activities.fleet import FleetActivities, find_ended_holders
+from gpuheal.activities.fleet import FleetActivities, deliver_permits, find_ended_holders
 from gpuheal.activities.gpu_reset import GpuResetActivities
 from gpuheal.activities.history import find_earlier_remediations
 from gpuheal.activities.node_wait import NodeWaitActivities
@@ -42,5 +42,6 @@ def remediation_activities(
         governed.ask_for_permit,
         governed.count_gpu_nodes,
         find_ended_holders,
+        deliver_permits,
         find_earlier_remediations,
     ]

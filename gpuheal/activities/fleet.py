@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from kubernetes.aio import client
 from temporalio import activity
 from temporalio.client import WorkflowExecutionStatus
@@ -10,20 +12,26 @@ from temporalio.service import RPCError, RPCStatusCode
 from gpuheal.activities.contract import implements, node_gone
 from gpuheal.activities.kube import boot_id_of, read_node
 from gpuheal.control import governor
+from gpuheal.control.connection import is_namespace_not_found
 from gpuheal.domain import contracts
 from gpuheal.domain.fleet import (
     GOVERNOR_ID,
+    PERMIT_SIGNAL,
     EndedHolders,
     FleetPolicy,
+    HeldPermit,
     HolderCheck,
     NodeCount,
     NodeCountRequest,
     PermitAsked,
+    PermitDelivery,
     PermitRequest,
 )
 
 # Nodes listed per page while counting: a 10,000-node fleet is counted in 20 requests.
 _PAGE = 500
+# Permit signals in flight at once while a storm's grants are delivered.
+_SIGNALS_AT_ONCE = 50
 
 
 class FleetActivities:
@@ -49,7 +57,7 @@ class FleetActivities:
             request.model_copy(update={"labels": labels}),
             self._policy,
             self._governor_id,
-            activity.info().task_queue,
+            governor.governor_task_queue(activity.info().task_queue),
         )
         return PermitAsked(governed=True, governor_id=self._governor_id, boot_id=boot_id_of(node))
 
@@ -64,6 +72,30 @@ class FleetActivities:
             token = page.metadata._continue if page.metadata else None
             if not token:
                 return NodeCount(count=count)
+
+
+@implements(contracts.DELIVER_PERMITS)
+async def deliver_permits(delivery: PermitDelivery) -> EndedHolders:
+    """Signal each remediation its permit, several at once; a run that has ended is named in the
+    answer (the governor takes its permit back). A retried delivery signals again, which a
+    remediation that already holds its permit ignores."""
+    temporal = activity.client()
+    gate = asyncio.Semaphore(_SIGNALS_AT_ONCE)
+
+    async def deliver(permit: HeldPermit) -> str | None:
+        handle = temporal.get_workflow_handle(permit.workflow_id, run_id=permit.run_id)
+        async with gate:
+            try:
+                await handle.signal(PERMIT_SIGNAL.name, delivery.grant_of(permit))
+            except RPCError as error:
+                if error.status is RPCStatusCode.NOT_FOUND and not is_namespace_not_found(error):
+                    return permit.permit_id  # the run has ended
+                raise
+        return None
+
+    async with asyncio.TaskGroup() as signals:
+        sent = [signals.create_task(deliver(permit)) for permit in delivery.permits]
+    return EndedHolders(permit_ids=tuple(ended for task in sent if (ended := task.result()) is not None))
 
 
 @implements(contracts.FIND_ENDED)

@@ -93,6 +93,13 @@ from gpuheal.worker import WorkerSettings
     help="… but never for fewer quarantines than this.",
 )
 @setting_option(BreakerPolicy, "window", "--breaker-window-seconds", type=click.FloatRange(min=0, min_open=True))
+@setting_option(
+    FleetPolicy,
+    "governed",
+    "--fleet-governor/--no-fleet-governor",
+    help="Off, every remediation goes at once, with no budget, breaker or pause: to measure what the "
+    "governor costs, never on a real fleet.",
+)
 def worker(
     address: str | None,
     namespace: str | None,
@@ -112,6 +119,7 @@ def worker(
     share: float,
     at_least: int,
     window: timedelta,
+    governed: bool,
 ) -> None:
     """Run the Temporal worker for remediations (Ctrl-C or SIGTERM stops it gracefully).
 
@@ -121,6 +129,7 @@ def worker(
     from gpuheal.worker import MetricsUnavailable, SearchAttributesMissing, process_runtime, serve
 
     fleet = FleetPolicy(
+        governed=governed,
         budget=FleetBudget(
             max_concurrent=max_concurrent,
             max_percent=max_percent,

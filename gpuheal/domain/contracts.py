@@ -24,6 +24,7 @@ from gpuheal.domain.fleet import (
     NodeCount,
     NodeCountRequest,
     PermitAsked,
+    PermitDelivery,
     PermitRequest,
 )
 from gpuheal.domain.gpu_reset import GpuResetOrder
@@ -143,9 +144,13 @@ WAIT_FOR_NODE = StepContract(
 )
 
 # The fleet governor: a remediation asks for its permit (the governor answers with a signal); the
-# governor counts the GPU nodes and asks Temporal which holders of its permits have ended.
+# governor counts the GPU nodes, signals the permits it grants (all of one pass in one local step: a
+# signal from the workflow itself would cost the governor's history two events and a workflow task
+# per permit, which a storm's hundreds of grants queue behind), and asks Temporal which holders of
+# its permits have ended.
 ASK_PERMIT = StepContract(Step.ASK_PERMIT, PermitRequest, PermitAsked, local=True)
 COUNT_GPU_NODES = StepContract(Step.COUNT_GPU_NODES, NodeCountRequest, NodeCount, local=False)
+DELIVER_PERMITS = StepContract(Step.DELIVER_PERMITS, PermitDelivery, EndedHolders, local=True)
 FIND_ENDED = StepContract(Step.FIND_ENDED, HolderCheck, EndedHolders, local=False)
 
 # Temporal's visibility, read for the remediations before this one; a few attempts only: a remediation

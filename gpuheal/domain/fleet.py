@@ -269,6 +269,23 @@ class HolderCheck(_Strict):
     permits: tuple[HeldPermit, ...]
 
 
+class PermitDelivery(_Strict):
+    """Permits just granted, to be signalled to their remediations in one step."""
+
+    permits: tuple[HeldPermit, ...]
+    governor_id: str
+    recheck_after: timedelta
+
+    def grant_of(self, permit: HeldPermit) -> PermitGrant:
+        """The `permit` signal's payload for one of them."""
+        return PermitGrant(
+            permit_id=permit.permit_id,
+            governor_id=self.governor_id,
+            granted_at=permit.granted_at,
+            recheck_after=self.recheck_after,
+        )
+
+
 class EndedHolders(_Strict):
     """The permit ids whose remediation run has ended (or never existed)."""
 

@@ -34,6 +34,7 @@ class Step(StrEnum):
     ASK_PERMIT = "ask_for_permit"
     COUNT_GPU_NODES = "count_gpu_nodes"
     FIND_ENDED = "find_ended_holders"
+    DELIVER_PERMITS = "deliver_permits"
     # The remediations of a node and its GPUs before this one (gpuheal.domain.history).
     FIND_HISTORY = "find_earlier_remediations"
 

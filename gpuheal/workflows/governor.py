@@ -2,11 +2,12 @@
 
 A remediation asks it for a permit before it touches its node (the `request` signal, sent with
 signal-with-start, so the governor starts with the first request if it is not running) and returns
-the permit when it ends, whatever the ending (the `release` signal). The governor answers each
-request in arrival order with the `permit` signal, as the budget allows (gpuheal.domain.fleet.choose):
-at most N remediations at once, at most P% of the GPU nodes, at most K per group of a node label.
-When too many nodes were quarantined within the breaker's window, the breaker trips and every new
-request waits until a person resets it; a person can also pause the governor. Both are Updates with
+the permit when it ends, whatever the ending (the `release` signal). The governor answers requests
+in arrival order, as the budget allows (gpuheal.domain.fleet.choose), with the remediation's `permit`
+signal; the permits of one pass are signalled together, in one local step. The limits: at most N
+remediations at once, at most P% of the GPU nodes, at most K per group of a node label. When too
+many nodes were quarantined within the breaker's window, the breaker trips and every new request
+waits until a person resets it; a person can also pause the governor. Both are Updates with
 validators, so the caller learns at once why an action is refused, and who did what is recorded.
 
 Permits are kept by id ("<workflow id>/<run id>" of the remediation) on both sides: a request asked
@@ -43,7 +44,7 @@ with workflow.unsafe.imports_passed_through():
         HeldPermit,
         HolderCheck,
         NodeCountRequest,
-        PermitGrant,
+        PermitDelivery,
         PermitRequest,
         PermitReturn,
         Waiting,
@@ -51,6 +52,8 @@ with workflow.unsafe.imports_passed_through():
     from gpuheal.domain.operator import OperatorAction, RecordedAction, check_who_and_why, recorded
     from gpuheal.domain.policy import StepTimeouts
 
+# Marks the governors that deliver a pass's permits in one step (`_deliver`).
+_BATCHED_DELIVERY_PATCH = "batched-permit-delivery"
 # Operator actions and trips kept in the state (and shown by `gpuheal breaker status`).
 _LOG_LENGTH = 50
 # Permits whose return arrived recently, so a late duplicate of their request is not queued again.
@@ -169,6 +172,9 @@ class GovernorWorkflow:
 
     @workflow.run
     async def run(self, request: GovernorInput) -> None:
+        # Decided in the first activation: a governor that started before permits were delivered in
+        # one step per pass keeps signalling each one itself until it continues as new.
+        self._delivers_in_batches = workflow.patched(_BATCHED_DELIVERY_PATCH)
         while True:
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(lambda: self._changed, timeout=self._next_check())
@@ -195,6 +201,7 @@ class GovernorWorkflow:
             self._tripped = RecordedAction(action="trip", by="gpuheal", reason=choice.trip, at=now)
             self._log_action(self._tripped)
             workflow.logger.warning("circuit breaker tripped: %s", choice.trip)
+        granted: list[HeldPermit] = []
         for request in choice.grant:
             group = self._policy.budget.group_of(request.labels)
             permit = HeldPermit(
@@ -208,30 +215,53 @@ class GovernorWorkflow:
             del self._waiting[request.permit_id]
             self._held[request.permit_id] = permit
             self._recent.append(now)
-            sending = asyncio.create_task(self._send(permit))
-            self._sending.add(sending)
-            sending.add_done_callback(self._sending.discard)
+            granted.append(permit)
         for permit_id, why in choice.why.items():
             self._waiting[permit_id] = Waiting(request=self._waiting[permit_id].request, why=why)
+        if not granted:
+            return
+        deliveries = [self._deliver(tuple(granted))] if self._delivers_in_batches else map(self._send, granted)
+        for delivery in deliveries:
+            sending = asyncio.create_task(delivery)
+            self._sending.add(sending)
+            sending.add_done_callback(self._sending.discard)
 
-    async def _send(self, permit: HeldPermit) -> None:
-        """Tell the remediation it holds the permit; a run that has ended loses it at once."""
-        grant = PermitGrant(
-            permit_id=permit.permit_id,
+    def _delivery(self, permits: tuple[HeldPermit, ...]) -> PermitDelivery:
+        return PermitDelivery(
+            permits=permits,
             governor_id=workflow.info().workflow_id,
-            granted_at=permit.granted_at,
             recheck_after=self._policy.breaker.recheck_after,
         )
+
+    async def _deliver(self, permits: tuple[HeldPermit, ...]) -> None:
+        """Tell the remediations they hold their permits, in one step; runs that have ended lose
+        theirs at once."""
+        ended = await run_step(
+            contracts.DELIVER_PERMITS,
+            self._delivery(permits),
+            StepTimeouts(),
+            summary=f"signal {len(permits)} permit(s) to their remediations",
+        )
+        for permit in permits:
+            if permit.permit_id in ended.permit_ids:
+                self._take_back(permit, "its remediation has ended")
+
+    async def _send(self, permit: HeldPermit) -> None:
+        """Tell one remediation it holds its permit, with a signal of the governor's own (the way of
+        governors started before `_deliver`); a run that has ended loses it at once."""
         handle = workflow.get_external_workflow_handle(permit.workflow_id, run_id=permit.run_id)
         try:
-            await handle.signal(PERMIT_SIGNAL.name, grant)
+            await handle.signal(PERMIT_SIGNAL.name, self._delivery((permit,)).grant_of(permit))
         except FailureError as error:
-            workflow.logger.info("permit %s reclaimed: its remediation has ended (%s)", permit.permit_id, error)
-            self._held.pop(permit.permit_id, None)
-            # Nothing was quarantined under it: the breaker does not count it.
-            if permit.granted_at in self._recent:
-                self._recent.remove(permit.granted_at)
-            self._changed = True
+            self._take_back(permit, f"its remediation has ended ({error})")
+
+    def _take_back(self, permit: HeldPermit, why: str) -> None:
+        workflow.logger.info("permit %s reclaimed: %s", permit.permit_id, why)
+        self._held.pop(permit.permit_id, None)
+        # Nothing was quarantined under it: the breaker does not count it.
+        if permit.granted_at in self._recent:
+            self._recent.remove(permit.granted_at)
+        self._changed = True
 
     async def _count_gpu_nodes(self) -> None:
         selector = self._policy.budget.gpu_node_selector

@@ -67,7 +67,10 @@ def test_a_storm_stopped_midway_leaves_nothing_that_acts_on_the_next_demo(tmp_pa
 
 def test_storm_and_manual_are_refused_together() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "gpuheal", "demo", "--storm", "3", "--manual"], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "gpuheal", "demo", "--storm", "3", "--manual"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 2
     assert "leave out --manual" in result.stderr

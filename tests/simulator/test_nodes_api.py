@@ -252,7 +252,7 @@ async def test_unauthorized_without_the_token(cluster: SimulatedCluster) -> None
 async def test_nodes_are_labelled_by_rack_in_runs_of_nodes_per_rack(tmp_path: Path) -> None:
     config = fast_config(nodes=11, nodes_per_rack=4, workloads=False)
     async with SimulatedCluster(config, state_dir=tmp_path) as cluster, await aio_api(cluster) as api:
-        core = client.CoreV1Api(api)
+        core: Any = client.CoreV1Api(api)
         racks = {n.metadata.name: n.metadata.labels.get("sim.gpuheal.io/rack") for n in (await core.list_node()).items}
         in_rack_2 = await core.list_node(label_selector="sim.gpuheal.io/rack=rack-2")
     assert list(racks.values()) == ["rack-0"] * 4 + ["rack-1"] * 4 + ["rack-2"] * 3

@@ -16,7 +16,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from gpuheal.activities.contract import implements, node_gone
-from gpuheal.activities.fleet import find_ended_holders
+from gpuheal.activities.fleet import deliver_permits, find_ended_holders
 from gpuheal.control import governor
 from gpuheal.domain import contracts
 from gpuheal.domain.budgets import DisruptionBudget
@@ -404,7 +404,7 @@ class FakeFleet:
         async def count_gpu_nodes(request: NodeCountRequest) -> NodeCount:
             return NodeCount(count=len(self.nodes) if self.gpu_nodes is None else self.gpu_nodes)
 
-        return [*routed, count_gpu_nodes, find_ended_holders]
+        return [*routed, count_gpu_nodes, find_ended_holders, deliver_permits]
 
     def _route(
         self, step: contracts.StepContract[Any, Any], by_node: dict[str, dict[str, Callable[..., Any]]]

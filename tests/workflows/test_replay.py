@@ -13,6 +13,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from gpuheal.workflows.governor import GovernorWorkflow
 from gpuheal.workflows.remediation import RemediationWorkflow
 from tests.workflows.record_history import HISTORY
 
@@ -33,6 +34,24 @@ async def test_a_run_that_escalated_before_escalated_runs_were_held_replays_to_i
     recorded = Path(__file__).parent / "histories" / "escalated_before_hold.json"
     history = WorkflowHistory.from_json("remediate-gpu-node-001", recorded.read_text())
     replayer = Replayer(workflows=[RemediationWorkflow], data_converter=pydantic_data_converter)
+
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+
+    assert result.replay_failure is None, result.replay_failure
+
+
+async def test_a_governor_that_signalled_each_permit_itself_replays_under_the_current_code() -> None:
+    """Recorded by the code of 54bfbb1, whose governor signalled each permit it granted with a command
+    of its own (here two, to runs that had ended: the permits were taken back). A governor running
+    when its workers are upgraded keeps doing so until it continues as new; the current code, which
+    delivers a pass's permits in one local step, must replay it."""
+    recorded = Path(__file__).parent / "histories" / "governor_signalling_each_permit.json"
+    history = WorkflowHistory.from_json("gpuheal-governor-recorded", recorded.read_text())
+    initiated = [
+        e for e in history.events if e.HasField("signal_external_workflow_execution_initiated_event_attributes")
+    ]
+    assert len(initiated) == 2
+    replayer = Replayer(workflows=[GovernorWorkflow], data_converter=pydantic_data_converter)
 
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
 
