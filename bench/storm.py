@@ -116,9 +116,8 @@ def _is_step(event: HistoryEvent) -> bool:
 
 
 def _permit_round_trip(history: WorkflowHistory) -> float | None:
-    """Seconds from the remediation's ask for a permit to the permit: the ask's answer, when the
-    governor granted it as it was asked, or else the `permit` signal in its history; None where no
-    permit came (ungoverned).
+    """Seconds from the remediation's ask for a permit to the governor's `permit` signal in its
+    history; None where no permit came (ungoverned).
 
     The ask is timed from the start of the workflow task that ran it: the workflow's own clock then,
     which is the `asked_at` the remediation sends the governor.
@@ -129,26 +128,19 @@ def _permit_round_trip(history: WorkflowHistory) -> float | None:
         at = event.event_time.ToDatetime(UTC)
         if event.HasField("workflow_task_started_event_attributes"):
             task_started = at
-        elif asked is None and (ask := _ask_marker(event)) is not None:
-            marker, answer = ask
+        elif asked is None and _is_ask(event):
             asked = task_started
-            if asked is not None and answer.get("grant") is not None:
-                done = marker["complete_time"]
-                return float(done["seconds"] + done["nanos"] / 1e9 - asked.timestamp())
         elif asked is not None and _is_permit(event):
             return (at - asked).total_seconds()
     return None
 
 
-def _ask_marker(event: HistoryEvent) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """The marker of the ask's local activity, and its answer (PermitAsked as JSON)."""
+def _is_ask(event: HistoryEvent) -> bool:
+    """The marker of the ask's local activity."""
     details = event.marker_recorded_event_attributes.details
     if not event.HasField("marker_recorded_event_attributes") or "data" not in details:
-        return None
-    marker = json.loads(details["data"].payloads[0].data)
-    if marker.get("activity_type") != Step.ASK_PERMIT.value or "result" not in details:
-        return None
-    return marker, json.loads(details["result"].payloads[0].data)
+        return False
+    return bool(json.loads(details["data"].payloads[0].data).get("activity_type") == Step.ASK_PERMIT.value)
 
 
 def _is_permit(event: HistoryEvent) -> bool:
@@ -177,8 +169,9 @@ async def run(server: DevServer, state: Path, nodes: int, faulty: int) -> dict[s
     # the cost of asking for them is.
     unlimited = ("--max-remediations", "100000", "--max-remediating-percent", "100")
     breaker = ("--breaker-share", "1", "--breaker-at-least", "100000")
-    governed = await _remediations(server, state, nodes, faulty, *unlimited, *breaker, name="governed")
+    # The governed storm runs second, on a dev server that holds the first storm's workflows too.
     ungoverned = await _remediations(server, state, nodes, faulty, "--no-fleet-governor", name="ungoverned")
+    governed = await _remediations(server, state, nodes, faulty, *unlimited, *breaker, name="governed")
     rate, rate_off = faulty / governed.last_cordon, faulty / ungoverned.last_cordon
     print(
         f"  quarantined            {rate:8.1f} nodes/s   (all {faulty} cordoned after {governed.last_cordon:.2f} s; "

@@ -39,9 +39,9 @@ from gpuheal.activities.providers.registration import SIMULATOR_URL_ENV
 from gpuheal.activities.providers.selection import ProviderSet
 from gpuheal.control import governor
 from gpuheal.control.connection import DEFAULT_TASK_QUEUE, check_namespace, connect_temporal
-from gpuheal.control.governor import governor_id_for, governor_task_queue
+from gpuheal.control.governor import governor_id_for
 from gpuheal.control.lifetime import ProcessRuntime
-from gpuheal.domain.fleet import FleetPolicy
+from gpuheal.domain.fleet import FleetPolicy, governor_task_queue
 from gpuheal.kubeclient import connect as connect_kubernetes
 from gpuheal.kubeprobe import KubernetesUnavailable, wait_until_answering
 from gpuheal.shutdown import shutdown_requested
@@ -139,7 +139,8 @@ async def _worker(settings: WorkerSettings, client: Client, api: ApiClient) -> A
     async with aiohttp.ClientSession() as session:
         env = {**os.environ, SIMULATOR_URL_ENV: settings.simulator_url} if settings.simulator_url else os.environ
         chosen = ProviderSet(build_providers(settings.providers, env, session))
-        activities = remediation_activities(api, chosen, settings.fleet, governor_id_for(settings.task_queue))
+        governor_id = governor_id_for(settings.task_queue)
+        activities = remediation_activities(api, chosen, settings.fleet, governor_id)
         worker = Worker(
             client,
             task_queue=settings.task_queue,
@@ -150,9 +151,11 @@ async def _worker(settings: WorkerSettings, client: Client, api: ApiClient) -> A
             graceful_shutdown_timeout=settings.graceful_shutdown,
             sticky_queue_schedule_to_start_timeout=settings.sticky_queue_timeout,
         )
+        # The governor's own queue; GovernorWorkflow stays on the main one too, for a governor started
+        # there before it had a queue of its own (it moves at its next continue-as-new).
         governor_worker = Worker(
             client,
-            task_queue=governor_task_queue(settings.task_queue),
+            task_queue=governor_task_queue(governor_id),
             workflows=[GovernorWorkflow],
             activities=activities,
             graceful_shutdown_timeout=settings.graceful_shutdown,
@@ -162,12 +165,7 @@ async def _worker(settings: WorkerSettings, client: Client, api: ApiClient) -> A
             log.info("worker polling %s with providers %s", settings.task_queue, ", ".join(chosen.names))
             if settings.fleet.governed:
                 # The governor starts with these limits, or the running one takes them.
-                await governor.configure(
-                    client,
-                    settings.fleet,
-                    governor_id_for(settings.task_queue),
-                    governor_task_queue(settings.task_queue),
-                )
+                await governor.configure(client, settings.fleet, governor_id, governor_task_queue(governor_id))
             yield worker
 
 

@@ -26,6 +26,7 @@ from gpuheal.domain.fleet import (
     PermitAsked,
     PermitDelivery,
     PermitRequest,
+    governor_task_queue,
 )
 
 # Nodes listed per page while counting: a 10,000-node fleet is counted in 20 requests.
@@ -57,7 +58,7 @@ class FleetActivities:
             request.model_copy(update={"labels": labels}),
             self._policy,
             self._governor_id,
-            governor.governor_task_queue(activity.info().task_queue),
+            governor_task_queue(self._governor_id),
         )
         return PermitAsked(governed=True, governor_id=self._governor_id, boot_id=boot_id_of(node))
 

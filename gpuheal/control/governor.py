@@ -35,11 +35,6 @@ def governor_id_for(task_queue: str) -> str:
     return GOVERNOR_ID if task_queue == DEFAULT_TASK_QUEUE else f"{GOVERNOR_ID}-{task_queue}"
 
 
-def governor_task_queue(task_queue: str) -> str:
-    """The task queue the governor of the workers on `task_queue` runs on."""
-    return f"{task_queue}-governor"
-
-
 class GovernorNotFound(LookupError):
     """No governor runs (no worker has started one, and no remediation has asked for a permit)."""
 

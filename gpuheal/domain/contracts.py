@@ -104,6 +104,9 @@ class StepContract(Generic[RequestT, ResultT]):
             raise ValueError(f"{self.name}: a local activity cannot heartbeat")
 
 
+# What one more permit adds to the time a delivery may take (a storm's pass can grant a thousand).
+_PER_PERMIT = timedelta(milliseconds=100)
+
 QUARANTINE = StepContract(Step.QUARANTINE, QuarantineRequest, NodeRecord, local=True)
 DRAIN = StepContract(
     Step.DRAIN, DrainRequest, DrainProgress, False, lambda t, _: t.drain_pass, lambda t: t.drain_heartbeat
@@ -144,13 +147,21 @@ WAIT_FOR_NODE = StepContract(
 )
 
 # The fleet governor: a remediation asks for its permit (the governor answers with a signal); the
-# governor counts the GPU nodes, signals the permits it grants (all of one pass in one local step: a
-# signal from the workflow itself would cost the governor's history two events and a workflow task
-# per permit, which a storm's hundreds of grants queue behind), and asks Temporal which holders of
-# its permits have ended.
+# governor counts the GPU nodes, signals the permits it grants, and asks Temporal which holders of
+# its permits have ended. The permits of one pass go out in one step (a signal from the workflow
+# itself costs its history two events and a workflow task per permit, which a storm's hundreds of
+# grants queue behind), and a regular one: a local step would signal before the task that decided
+# the grants is recorded, and a worker lost in between would leave permits out that a replay, with
+# a pause arrived meanwhile, never grants.
 ASK_PERMIT = StepContract(Step.ASK_PERMIT, PermitRequest, PermitAsked, local=True)
 COUNT_GPU_NODES = StepContract(Step.COUNT_GPU_NODES, NodeCountRequest, NodeCount, local=False)
-DELIVER_PERMITS = StepContract(Step.DELIVER_PERMITS, PermitDelivery, EndedHolders, local=True)
+DELIVER_PERMITS = StepContract(
+    Step.DELIVER_PERMITS,
+    PermitDelivery,
+    EndedHolders,
+    False,
+    lambda t, delivery: t.node_call + _PER_PERMIT * len(delivery.permits),
+)
 FIND_ENDED = StepContract(Step.FIND_ENDED, HolderCheck, EndedHolders, local=False)
 
 # Temporal's visibility, read for the remediations before this one; a few attempts only: a remediation

@@ -21,6 +21,12 @@ from gpuheal.domain.workflow_contract import SignalContract, WorkflowContract
 GOVERNOR_ID = "gpuheal-governor"
 
 
+def governor_task_queue(governor_id: str) -> str:
+    """The task queue a governor runs on, which every worker also polls: named after the governor, so
+    its workflow tasks wait behind no remediation's, and no cluster's queue is another's governor's."""
+    return governor_id
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

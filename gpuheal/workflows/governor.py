@@ -48,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
         PermitRequest,
         PermitReturn,
         Waiting,
+        governor_task_queue,
     )
     from gpuheal.domain.operator import OperatorAction, RecordedAction, check_who_and_why, recorded
     from gpuheal.domain.policy import StepTimeouts
@@ -183,8 +184,10 @@ class GovernorWorkflow:
             if info.is_continue_as_new_suggested() or info.get_current_history_length() >= request.history_limit:
                 # Signals and Updates taken so far are in the state carried over; grants being sent finish first.
                 await workflow.wait_condition(lambda: workflow.all_handlers_finished() and not self._sending)
+                # Onto the governor's own task queue, where one started before it had one moves.
                 workflow.continue_as_new(
-                    GovernorInput(policy=self._policy, state=self._state(), history_limit=request.history_limit)
+                    GovernorInput(policy=self._policy, state=self._state(), history_limit=request.history_limit),
+                    task_queue=governor_task_queue(info.workflow_id),
                 )
             now = workflow.now()
             if self._waiting and self._due(self._counted_at, self._policy.count_every, now):
@@ -256,8 +259,9 @@ class GovernorWorkflow:
             self._take_back(permit, f"its remediation has ended ({error})")
 
     def _take_back(self, permit: HeldPermit, why: str) -> None:
+        if self._held.pop(permit.permit_id, None) is None:
+            return  # returned already: a retried delivery found its run ended after it had used the permit
         workflow.logger.info("permit %s reclaimed: %s", permit.permit_id, why)
-        self._held.pop(permit.permit_id, None)
         # Nothing was quarantined under it: the breaker does not count it.
         if permit.granted_at in self._recent:
             self._recent.remove(permit.granted_at)

@@ -20,7 +20,14 @@ from gpuheal.activities.fleet import deliver_permits, find_ended_holders
 from gpuheal.control import governor
 from gpuheal.domain import contracts
 from gpuheal.domain.budgets import DisruptionBudget
-from gpuheal.domain.fleet import FleetPolicy, NodeCount, NodeCountRequest, PermitAsked, PermitRequest
+from gpuheal.domain.fleet import (
+    FleetPolicy,
+    NodeCount,
+    NodeCountRequest,
+    PermitAsked,
+    PermitRequest,
+    governor_task_queue,
+)
 from gpuheal.domain.gpu_health import GpuHealthReport
 from gpuheal.domain.gpu_reset import GpuResetOrder, GpuResetReport
 from gpuheal.domain.history import HistoryRequest, RemediationHistory
@@ -337,7 +344,8 @@ class FakeNode:
                 raise node_gone(self.name)
             labelled = request.model_copy(update={"labels": self.labels})
             self.permit_requests.append(labelled)
-            await governor.ask(activity.client(), labelled, self.fleet, self.governor_id, activity.info().task_queue)
+            queue = governor_task_queue(self.governor_id)
+            await governor.ask(activity.client(), labelled, self.fleet, self.governor_id, queue)
             return PermitAsked(governed=True, governor_id=self.governor_id, boot_id=self.boot_id)
 
         served: list[Callable[..., Any]] = [

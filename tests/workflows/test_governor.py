@@ -36,6 +36,7 @@ from gpuheal.domain.fleet import (
     GovernorStatus,
     PermitRequest,
     PermitReturn,
+    governor_task_queue,
 )
 from gpuheal.domain.operator import ActionRefused, OperatorAction
 from gpuheal.domain.phases import Phase
@@ -106,13 +107,13 @@ async def fleets(client: Client) -> AsyncIterator[MakeFleet]:
             }
             queue = f"governed-{tag}"
             fake = FakeFleet(nodes, group_label=group_label)
-            worker = Worker(
-                client,
-                task_queue=queue,
-                workflows=[RemediationWorkflow, GovernorWorkflow],
-                activities=fake.activities(),
-            )
-            await stack.enter_async_context(worker)
+            # As gpuheal's worker: the governor on its own queue, and on the main one too.
+            for task_queue, workflows in (
+                (queue, [RemediationWorkflow, GovernorWorkflow]),
+                (governor_task_queue(governor_id), [GovernorWorkflow]),
+            ):
+                worker = Worker(client, task_queue=task_queue, workflows=workflows, activities=fake.activities())
+                await stack.enter_async_context(worker)
             made.append(Governed(client, fake, queue, governor_id))
             return made[-1]
 
@@ -417,6 +418,7 @@ async def test_the_state_survives_continue_as_new(governed_live: MakeFleet) -> N
     current = await fleet.client.get_workflow_handle(fleet.governor_id).describe()
 
     assert current.run_id != first.result_run_id, "the governor continued as new"
+    assert current.task_queue == governor_task_queue(fleet.governor_id), "onto its own task queue"
     assert len(done) == 3 and {status.phase for status in done} == {Phase.RESOLVED}
     assert all(node.writes == [] for node in nodes_of(fleet) if node.name in waiting)
     await fleet.act("reset_breaker")

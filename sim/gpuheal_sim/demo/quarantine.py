@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes.aio import client, watch
+from kubernetes.aio.client.exceptions import ApiException
 
 from gpuheal.domain import marks
 from gpuheal.kubeclient import connect
 
 NodeObserver = Callable[[str, dict[str, Any]], None]
+# How long the server keeps one watch open before it is resumed with another.
+_WATCH_SECONDS = 120
 
 
 def out_of_service(node: dict[str, Any]) -> bool:
@@ -70,26 +73,50 @@ class QuarantineCount:
 async def watching_nodes(kubeconfig: Path, observe: NodeObserver) -> AsyncIterator[None]:
     """Feed `observe(event type, node as JSON)` with the nodes as listed now, then with every change.
 
-    The changes come from a watch that starts at the list's resourceVersion, so none is missed; a
-    watch that failed or ended while the context ran raises as the context exits.
+    The changes come from watches that each resume at the last resourceVersion seen, so none is
+    missed; a watch the server expired (410 Gone) is replaced by a fresh list, which reports the
+    nodes gone meanwhile as DELETED. A watch that failed otherwise raises as the context exits.
     """
     async with await connect(kubeconfig) as api:
         core = client.CoreV1Api(api)
-        listed = await core.list_node()
-        for node in listed.items:
-            observe("ADDED", api.sanitize_for_serialization(node))  # the JSON form, as a watch gives
-        assert listed.metadata is not None
-        since = listed.metadata.resource_version
+        known: set[str] = set()
 
-        async def follow() -> None:
-            watcher = watch.Watch()  # type: ignore[no-untyped-call]
-            nodes = watcher.stream(core.list_node, resource_version=since, timeout_seconds=3600)  # type: ignore[no-untyped-call]
-            async with nodes as stream:
-                async for event in stream:
-                    observe(event["type"], event["raw_object"])
-            raise RuntimeError("the node watch ended: changes after this were not seen")
+        async def relist() -> str:
+            listed = await core.list_node()
+            names = set()
+            for node in listed.items:
+                raw = api.sanitize_for_serialization(node)  # the JSON form, as a watch gives
+                names.add(raw["metadata"]["name"])
+                observe("ADDED", raw)
+            for gone in known - names:
+                observe("DELETED", {"metadata": {"name": gone}})
+            known.clear()
+            known.update(names)
+            assert listed.metadata is not None and listed.metadata.resource_version is not None
+            return listed.metadata.resource_version
 
-        task = asyncio.create_task(follow())
+        async def follow(since: str) -> None:
+            while True:
+                watcher = watch.Watch()  # type: ignore[no-untyped-call]
+                # The server ends each watch well within the client's own 5-minute request timeout.
+                nodes = watcher.stream(core.list_node, resource_version=since, timeout_seconds=_WATCH_SECONDS)  # type: ignore[no-untyped-call]
+                try:
+                    async with nodes as stream:
+                        async for event in stream:
+                            raw = event["raw_object"]
+                            name = raw["metadata"]["name"]
+                            if event["type"] == "DELETED":
+                                known.discard(name)
+                            else:
+                                known.add(name)
+                            observe(event["type"], raw)
+                            since = raw["metadata"].get("resourceVersion") or since
+                except ApiException as error:
+                    if error.status != 410:
+                        raise
+                    since = await relist()
+
+        task = asyncio.create_task(follow(await relist()))
         try:
             yield
             if task.done():

@@ -9,22 +9,18 @@ import os
 import sysconfig
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from rich.console import Console
-from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.client import Client
 
 from gpuheal.agents.agent import Agent, AgentSettings
 from gpuheal.control import remediations
-from gpuheal.control.connection import DEFAULT_TASK_QUEUE
-from gpuheal.control.governor import governor_id_for
 from gpuheal.domain.catalog import action_for_xid
 from gpuheal.domain.fleet import BreakerPolicy, FleetBudget, FleetPolicy
-from gpuheal.domain.marks import workflow_id_for
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import DrainPolicy, LoopPolicy, RemediationPolicy, RepairPolicy
 from gpuheal.domain.remediation import RemediationStatus
@@ -167,7 +163,7 @@ async def _run(console: Console, options: DemoOptions, outcome: asyncio.Future[i
                 *chart_service_account(access, "worker"), credentials / "worker.kubeconfig"
             )
             agent_account = chart_service_account(access, "agent")
-            await _end_earlier_runs(console, server.client, cluster.node_names(), DEFAULT_TASK_QUEUE)
+            await _end_earlier_runs(console, server.client)
             await _run_fleet(console, options, server, cluster, worker_kubeconfig, agent_account, outcome, stop)
     finally:
         await server.shutdown()
@@ -250,24 +246,21 @@ def _storm(options: DemoOptions, task_queue: str, nodes: list[str]) -> Storm:
     )
 
 
-async def _end_earlier_runs(console: Console, client: Client, nodes: Iterable[str], task_queue: str) -> None:
+async def _end_earlier_runs(console: Console, client: Client) -> None:
     """Terminate what an earlier demo, stopped midway, left running in the kept Temporal state.
 
     Its fleet is gone: its remediations would act on this fleet's nodes of the same names (and take
-    in their faults), and its governor would go on counting their permits.
+    in their faults), and its governor would go on counting their permits. The demo's Temporal
+    serves only demos of this state directory, one at a time, so whatever runs there is theirs.
     """
     ended = []
-    for workflow_id in [*map(workflow_id_for, nodes), governor_id_for(task_queue)]:
-        handle = client.get_workflow_handle(workflow_id)
-        try:
-            if (await handle.describe()).status is WorkflowExecutionStatus.RUNNING:
-                await handle.terminate("left running by an earlier demo; its fleet is gone")
-                ended.append(workflow_id)
-        except RPCError as error:
-            if error.status is not RPCStatusCode.NOT_FOUND:
-                raise
+    async for execution in client.list_workflows("ExecutionStatus = 'Running'"):
+        await client.get_workflow_handle(execution.id, run_id=execution.run_id).terminate(
+            "left running by an earlier demo; its fleet is gone"
+        )
+        ended.append(execution.id)
     if ended:
-        console.print(f"  ended {len(ended)} workflow(s) an earlier demo left running: {', '.join(ended)}")
+        console.print(f"  ended {len(ended)} workflow(s) an earlier demo left running: {', '.join(sorted(ended))}")
 
 
 @contextlib.asynccontextmanager

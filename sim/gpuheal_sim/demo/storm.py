@@ -95,7 +95,11 @@ async def _follow(
     count changes, until every remediation has settled (or the storm's deadline has passed)."""
     views = {node: PhaseView(console, started, label=node) for node in storm.nodes}
     latest: dict[str, RemediationStatus] = {}
+    # Why each waiting node waits, as last printed.
+    shown_why: dict[str, str] = {}
     shown_out = -1
+    # Every poll queries each open remediation: a larger storm is polled less often.
+    interval = 0.1 * max(1.0, len(storm.nodes) / 20)
     governor_id = governor_id_for(storm.task_queue)
     loop = asyncio.get_running_loop()
     give_up = loop.time() + storm.deadline
@@ -105,17 +109,20 @@ async def _follow(
             break
         found = await asyncio.gather(*(remediations.status(client, n) for n in open_nodes))
         waiting = {w.request.node: w.why for w in (await governor.status(client, governor_id)).state.waiting}
+        elapsed = (datetime.now(UTC) - started).total_seconds()
         for status in found:
             latest[status.node] = status
+            views[status.node].update(status)
             why = waiting.get(status.node, "") if status.phase is Phase.AWAITING_BUDGET else ""
-            views[status.node].update(status, note=why)
+            if why and shown_why.get(status.node) != why:
+                shown_why[status.node] = why
+                console.print(f"  [dim]{elapsed:7.2f}s[/]  {status.node}  [yellow]waits: {why}[/]")
         if count.now != shown_out:
             shown_out = count.now
-            elapsed = (datetime.now(UTC) - started).total_seconds()
             console.print(
                 f"  [dim]{elapsed:7.2f}s[/]  [cyan]out of service now: {count.now}[/] (most at once: {count.most})"
             )
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(interval)
     else:
         console.print(f"[red]the storm did not settle within {storm.deadline:.0f}s[/]")
     return latest

@@ -22,15 +22,12 @@ class PhaseView:
         self._label = f"{label}  " if label else ""
         self._shown = 0
 
-    def update(self, status: RemediationStatus, note: str = "") -> None:
-        """Print the phases entered since the last update; `note` (why it waits) stands in for the
-        newest phase's hint."""
-        entries = status.history
-        for entry in entries[self._shown :]:
+    def update(self, status: RemediationStatus) -> None:
+        for entry in status.history[self._shown :]:
             elapsed = (entry.entered_at - self._started).total_seconds()
-            hint = note if note and entry is entries[-1] else _hint(entry, status)
+            hint = _hint(entry, status)
             self._console.print(f"  [dim]{elapsed:7.2f}s[/]  {self._label}[bold]{entry.phase.value:<17}[/] {hint}")
-        self._shown = len(entries)
+        self._shown = len(status.history)
 
 
 def phase_table(status: RemediationStatus, finished: datetime) -> Table:
