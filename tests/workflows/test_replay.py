@@ -44,7 +44,7 @@ async def test_a_governor_that_signalled_each_permit_itself_replays_under_the_cu
     """Recorded by the code of 54bfbb1, whose governor signalled each permit it granted with a command
     of its own (here two, to runs that had ended: the permits were taken back). A governor running
     when its workers are upgraded keeps doing so until it continues as new; the current code, which
-    delivers a pass's permits in one local step, must replay it."""
+    delivers a pass's permits in one activity, must replay it."""
     recorded = Path(__file__).parent / "histories" / "governor_signalling_each_permit.json"
     history = WorkflowHistory.from_json("gpuheal-governor-recorded", recorded.read_text())
     initiated = [
