@@ -17,12 +17,16 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 import pytest
-from temporalio.client import Client, WorkflowHandle
+from temporalio import activity
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from gpuheal.activities.contract import implements
+from gpuheal.activities.fleet import deliver_permits
 from gpuheal.control import governor, remediations
+from gpuheal.domain import contracts
 from gpuheal.domain.decisions import PersonAction
 from gpuheal.domain.faults import Fault
 from gpuheal.domain.fleet import (
@@ -30,10 +34,12 @@ from gpuheal.domain.fleet import (
     RELEASE_SIGNAL,
     REQUEST_SIGNAL,
     BreakerPolicy,
+    EndedHolders,
     FleetBudget,
     FleetPolicy,
     GovernorInput,
     GovernorStatus,
+    PermitDelivery,
     PermitRequest,
     PermitReturn,
     governor_task_queue,
@@ -44,6 +50,7 @@ from gpuheal.domain.remediation import NodeRelease, RemediationStatus
 from gpuheal.workflows.governor import GovernorWorkflow
 from gpuheal.workflows.remediation import RemediationWorkflow
 from gpuheal_sim.demo.devserver import DevServer
+from tests.workflows import fake_activities
 from tests.workflows.fake_activities import FakeFleet, FakeNode
 from tests.workflows.test_remediation_logic import Handle, escalated, fault, policy, wait_for_phase
 
@@ -456,3 +463,39 @@ async def test_a_node_deleted_while_it_waits_for_its_permit_ends_failed_naming_i
 
     assert status.phase is Phase.FAILED
     assert status.reason == f"node {node.name} was deleted during the remediation"
+
+
+async def test_a_permit_used_and_returned_before_a_retried_delivery_still_counts_for_the_breaker(
+    governed_live: MakeFleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker is lost after the delivery signalled the permit: the remediation quarantines, repairs
+    and returns it meanwhile, and the retried delivery finds its run ended. The node was quarantined
+    under that permit, so the breaker's window must still count it (it was taken back a second time)."""
+
+    retried = asyncio.Event()
+
+    @implements(contracts.DELIVER_PERMITS)
+    async def signal_then_lose_the_worker(delivery: PermitDelivery) -> EndedHolders:
+        answer = await deliver_permits(delivery)
+        if activity.info().attempt > 1:
+            retried.set()
+            return answer
+        for permit in delivery.permits:
+            handle = activity.client().get_workflow_handle(permit.workflow_id, run_id=permit.run_id)
+            while (await handle.describe()).status is WorkflowExecutionStatus.RUNNING:
+                await asyncio.sleep(0.05)
+        raise RuntimeError("the worker was lost after signalling")
+
+    monkeypatch.setattr(fake_activities, "deliver_permits", signal_then_lose_the_worker)
+    fleet = await governed_live(1, limits(max_concurrent=5, max_percent=100))
+
+    done = await (await fleet.fault(nodes_of(fleet)[0])).result()
+    await asyncio.wait_for(retried.wait(), timeout=30)
+    governor_run = fleet.client.get_workflow_handle(fleet.governor_id)
+    while (await governor_run.describe()).raw_description.pending_activities:
+        await asyncio.sleep(0.05)
+    final = await fleet.status()  # a query waits for the task that takes in the retry's answer
+
+    assert done.phase is Phase.RESOLVED
+    assert final.state.returned and not final.state.held, "the run returned its permit"
+    assert len(final.state.recent_grants) == 1, "the quarantine under the returned permit still counts"
