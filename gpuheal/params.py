@@ -15,7 +15,7 @@ import yaml  # type: ignore[import-untyped]
 from pydantic import ValidationError
 
 from gpuheal.address import parse_host_port
-from gpuheal.agents.kmsg.decide import XidPolicy
+from gpuheal.agents.kmsg.decide import load_xid_policy
 
 
 class HostPort(click.ParamType[str, Any]):
@@ -33,14 +33,14 @@ class HostPort(click.ParamType[str, Any]):
 
 
 class XidPolicyFile(click.ParamType[Path, Any]):
-    """An XID policy file (JSON, see `gpuheal.agents.kmsg.decide.XidPolicy`), read and validated; its path is kept."""
+    """An XID policy file (JSON, see `gpuheal.domain.xid_policy.XidPolicy`), read and validated; its path is kept."""
 
     name = "file"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path:
         path = Path(value)
         try:
-            XidPolicy.load(path)
+            load_xid_policy(path)
         except OSError as error:
             self.fail(f"cannot read {path}: {error.strerror or error}", param, ctx)
         except ValidationError as error:

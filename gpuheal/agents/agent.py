@@ -28,7 +28,7 @@ from gpuheal.agents.device_api.server import DeviceApiServer
 from gpuheal.agents.health import HealthServer
 from gpuheal.agents.intake.server import IntakeServer, IntakeSettings
 from gpuheal.agents.intake.validate import IntakeLimits
-from gpuheal.agents.kmsg.decide import XidPolicy
+from gpuheal.agents.kmsg.decide import load_xid_policy
 from gpuheal.agents.kmsg.follow import KernelLog, KernelLogFormat, ReadFrom
 from gpuheal.agents.kmsg.gpumap import GpuMap
 from gpuheal.agents.kmsg.holds import RemediationHolds
@@ -204,7 +204,7 @@ class Agent:
             self.monitor = KernelLogMonitor(
                 settings.node,
                 self.publisher,
-                policy=XidPolicy.load(settings.xid_policy) if settings.xid_policy else None,
+                policy=load_xid_policy(settings.xid_policy) if settings.xid_policy else None,
                 gpu_map=GpuMap(gpus),
                 boot_id_path=settings.boot_id_path,
                 boot_check_interval=settings.boot_check.total_seconds(),

@@ -18,7 +18,7 @@ from typing import TextIO
 
 from pydantic import ValidationError
 
-from gpuheal.agents.kmsg.decide import XidPolicy, decide
+from gpuheal.agents.kmsg.decide import XidPolicy, decide, load_xid_policy
 from gpuheal.agents.kmsg.gpumap import GpuMap
 from gpuheal.agents.kmsg.parser import EventKind, KernelEvent, KmsgParser
 
@@ -89,7 +89,7 @@ def main(stdin: TextIO, stdout: TextIO, policy_path: Path | None = None, *, gpu_
     policy: XidPolicy | None = None
     if policy_path is not None:
         try:
-            policy = XidPolicy.load(policy_path)
+            policy = load_xid_policy(policy_path)
         except (OSError, ValidationError) as error:
             print(f"gpuheal kmsg parse: cannot use policy {policy_path}: {error}", file=sys.stderr)
             return 2

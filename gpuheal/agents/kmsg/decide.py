@@ -19,30 +19,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from gpuheal.agents.kmsg.parser import EventKind, KernelEvent
-from gpuheal.domain.actions import Action, RecommendedAction
+from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.catalog import XID_RECOVERY_ACTION_CHANGED, action_for_xid
+from gpuheal.domain.xid_policy import XidPolicy
+
+__all__ = ["EventAction", "XidPolicy", "decide", "load_xid_policy"]
 
 
-class XidPolicy(BaseModel):
-    """The operator's word on XIDs and SXids, above the catalog's.
-
-    As JSON: `{"overrides": {"79": "RESTART_BM", "74": "RESTART_BM"}, "sxid_overrides": {"12028": "NONE"}}`;
-    actions by name or wire number.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    overrides: dict[int, Action] = Field(default_factory=dict)
-    sxid_overrides: dict[int, Action] = Field(default_factory=dict)
-    fatal_sxid_action: Action = RecommendedAction.RESTART_VM
-
-    @classmethod
-    def load(cls, path: Path) -> XidPolicy:
-        """Read a policy from a JSON file; raises `pydantic.ValidationError` or `OSError` when it can't."""
-        return cls.model_validate_json(path.read_bytes())
+def load_xid_policy(path: Path) -> XidPolicy:
+    """Read an XID policy from a JSON file; raises `pydantic.ValidationError` or `OSError` when it can't."""
+    return XidPolicy.model_validate_json(path.read_bytes())
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from gpuheal.agents.kmsg.decide import XidPolicy, decide
+from gpuheal.agents.kmsg.decide import XidPolicy, decide, load_xid_policy
 from gpuheal.agents.kmsg.parser import EventKind, KernelEvent
 from gpuheal.domain.actions import RecommendedAction as A
 from tests.agents.kmsg.samples import parse_line
@@ -110,11 +110,11 @@ def test_overrides_beat_the_catalog() -> None:
 def test_policy_file_takes_names_or_numbers(tmp_path: Path) -> None:
     path = tmp_path / "xid-policy.json"
     path.write_text(json.dumps({"overrides": {"79": "RESTART_BM", "74": "restart_bm", "13": 2}}))
-    policy = XidPolicy.load(path)
+    policy = load_xid_policy(path)
     assert policy.overrides == {79: A.RESTART_BM, 74: A.RESTART_BM, 13: A.COMPONENT_RESET}
     path.write_text(json.dumps({"overrides": {"79": "REBOOT_PLEASE"}}))
     with pytest.raises(ValidationError):
-        XidPolicy.load(path)
+        load_xid_policy(path)
     path.write_text(json.dumps({"overides": {}}))
     with pytest.raises(ValidationError):
-        XidPolicy.load(path)
+        load_xid_policy(path)
