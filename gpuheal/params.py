@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from gpuheal.address import parse_host_port
 from gpuheal.agents.kmsg.decide import load_xid_policy
+from gpuheal.policyfile import LoadedPolicy, PolicyFileInvalid, read_policy
 
 
 class HostPort(click.ParamType[str, Any]):
@@ -46,6 +47,21 @@ class XidPolicyFile(click.ParamType[Path, Any]):
         except ValidationError as error:
             self.fail(f"{path} is not an XID policy: {_problems(error)}", param, ctx)
         return path
+
+
+class PolicyFile(click.ParamType[LoadedPolicy, Any]):
+    """The policy file (YAML, see `gpuheal.domain.policy_document`), read and checked: every problem is
+    named with its line."""
+
+    name = "file"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> LoadedPolicy:
+        if isinstance(value, LoadedPolicy):
+            return value
+        try:
+            return read_policy(Path(value))
+        except PolicyFileInvalid as error:
+            self.fail(str(error), param, ctx)
 
 
 class KubeconfigFile(click.ParamType[Path, Any]):

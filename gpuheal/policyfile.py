@@ -17,9 +17,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import yaml
+import yaml  # type: ignore[import-untyped]
 from pydantic import ValidationError
 
+from gpuheal.domain.fleet import FleetPolicy
 from gpuheal.domain.policy_document import PolicyDocument
 
 log = logging.getLogger(__name__)
@@ -178,14 +179,42 @@ class PolicyWatch:
         return self._current
 
     async def follow(self, every: timedelta, changed: Callable[[LoadedPolicy], Awaitable[None]]) -> None:
-        """Check the file every `every` and hand each new policy to `changed`, until cancelled."""
+        """Check the file every `every` and hand each new policy to `changed`, until cancelled; a
+        policy `changed` failed on is handed again at the next check."""
+        unsent: LoadedPolicy | None = None
         while True:
             await asyncio.sleep(every.total_seconds())
-            loaded = await asyncio.to_thread(self.check)
-            if loaded is not None:
-                await changed(loaded)
+            unsent = await asyncio.to_thread(self.check) or unsent
+            if unsent is None:
+                continue
+            try:
+                await changed(unsent)
+            except Exception as error:
+                log.warning("policy %s not yet applied everywhere (%s); trying again", unsent.version, error)
+            else:
+                unsent = None
 
     def _refuse(self, digest: str, problem: str) -> None:
         if digest != self._refused_digest:
             self._refused_digest = digest
             log.error("policy file not used; policy %s stays in force:\n%s", self._current.version, problem)
+
+
+class WorkerPolicy:
+    """What a worker runs under: its policy file's latest good version (the defaults without one),
+    and the fleet's limits: the file's `fleet` section, or, where it has none, the worker's flags."""
+
+    def __init__(self, flags_fleet: FleetPolicy, watch: PolicyWatch | None = None) -> None:
+        self._flags_fleet = flags_fleet
+        self._watch = watch
+
+    @property
+    def document(self) -> PolicyDocument:
+        return self._watch.current.document if self._watch is not None else _DEFAULTS
+
+    @property
+    def fleet(self) -> FleetPolicy:
+        return self.document.fleet or self._flags_fleet
+
+
+_DEFAULTS = PolicyDocument()

@@ -14,6 +14,7 @@ the reason as the container's last log line).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -44,6 +45,7 @@ from gpuheal.control.lifetime import ProcessRuntime
 from gpuheal.domain.fleet import FleetPolicy, governor_task_queue
 from gpuheal.kubeclient import connect as connect_kubernetes
 from gpuheal.kubeprobe import KubernetesUnavailable, wait_until_answering
+from gpuheal.policyfile import LoadedPolicy, PolicyWatch, WorkerPolicy
 from gpuheal.shutdown import shutdown_requested
 from gpuheal.workflows import search_attributes as attrs
 from gpuheal.workflows.governor import GovernorWorkflow
@@ -84,6 +86,10 @@ class WorkerSettings:
     # workflow per cluster, which a starting worker configures with them.
     # One governor per task queue (gpuheal.control.governor.governor_id_for).
     fleet: FleetPolicy = field(default_factory=FleetPolicy)
+    # The policy file as read at start (None: the defaults), and how often it is read again: its
+    # `fleet` section, where it has one, replaces `fleet`.
+    policy: LoadedPolicy | None = None
+    policy_reload: timedelta = timedelta(seconds=10)
 
 
 class SearchAttributesMissing(RuntimeError):
@@ -140,7 +146,9 @@ async def _worker(settings: WorkerSettings, client: Client, api: ApiClient) -> A
         env = {**os.environ, SIMULATOR_URL_ENV: settings.simulator_url} if settings.simulator_url else os.environ
         chosen = ProviderSet(build_providers(settings.providers, env, session))
         governor_id = governor_id_for(settings.task_queue)
-        activities = remediation_activities(api, chosen, settings.fleet, governor_id)
+        watch = PolicyWatch(settings.policy) if settings.policy is not None else None
+        policy = WorkerPolicy(settings.fleet, watch)
+        activities = remediation_activities(api, chosen, policy, governor_id)
         worker = Worker(
             client,
             task_queue=settings.task_queue,
@@ -161,12 +169,30 @@ async def _worker(settings: WorkerSettings, client: Client, api: ApiClient) -> A
             graceful_shutdown_timeout=settings.graceful_shutdown,
             sticky_queue_schedule_to_start_timeout=settings.sticky_queue_timeout,
         )
+
+        async def configure_governor(loaded: LoadedPolicy | None = None) -> None:
+            # The governor starts with these limits, or the running one takes them.
+            if policy.fleet.governed:
+                await governor.configure(client, policy.fleet, governor_id, governor_task_queue(governor_id))
+
         async with worker, governor_worker:
-            log.info("worker polling %s with providers %s", settings.task_queue, ", ".join(chosen.names))
-            if settings.fleet.governed:
-                # The governor starts with these limits, or the running one takes them.
-                await governor.configure(client, settings.fleet, governor_id, governor_task_queue(governor_id))
-            yield worker
+            log.info(
+                "worker polling %s with providers %s under policy %s",
+                settings.task_queue,
+                ", ".join(chosen.names),
+                policy.document.version,
+            )
+            await configure_governor()
+            if watch is None:
+                yield worker
+                return
+            following = asyncio.create_task(watch.follow(settings.policy_reload, configure_governor))
+            try:
+                yield worker
+            finally:
+                following.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await following
 
 
 async def ensure_search_attributes(client: Client) -> None:

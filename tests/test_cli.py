@@ -119,6 +119,52 @@ def test_the_worker_flags_set_the_fleet_limits_and_the_governor_can_be_switched_
     assert (governed.budget.max_concurrent, governed.budget.group_label, governed.breaker.share) == (7, "rack", 0.5)
 
 
+def test_a_worker_with_a_policy_file_that_cannot_be_used_stops_at_start_naming_the_line(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("drain:\n  timeout: PT20M\nfleet:\n  budget:\n    max_concurent: 3\n")
+
+    result = run_gpuheal("worker", "--policy", str(policy), "--address", "127.0.0.1:1")
+
+    assert result.returncode == 2
+    assert f"{policy} line 5: fleet.budget.max_concurent: Extra inputs are not permitted".encode() in result.stderr
+    assert b"Traceback" not in result.stderr
+
+
+def test_the_policy_file_sets_the_fleet_limits_and_a_flag_that_would_also_set_them_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    served: list[WorkerSettings] = []
+
+    async def serve(settings: WorkerSettings) -> None:
+        served.append(settings)
+
+    monkeypatch.setattr("gpuheal.worker.serve", serve)
+    with_fleet = tmp_path / "fleet.yaml"
+    with_fleet.write_text("fleet:\n  budget:\n    max_concurrent: 4\n")
+    without_fleet = tmp_path / "drain.yaml"
+    without_fleet.write_text("drain:\n  timeout: PT20M\n")
+
+    taken = CliRunner().invoke(main, ["worker", "--metrics-address", "", "--policy", str(with_fleet)])
+    flags_too = CliRunner().invoke(main, ["worker", "--policy", str(with_fleet), "--max-remediations", "7"])
+    flags_by_env = CliRunner().invoke(
+        main, ["worker", "--policy", str(with_fleet)], env={"GPUHEAL_BREAKER_SHARE": "0.5"}
+    )
+    flags_and_a_file_without_fleet = CliRunner().invoke(
+        main, ["worker", "--metrics-address", "", "--policy", str(without_fleet), "--max-remediations", "7"]
+    )
+
+    assert taken.exit_code == 0, taken.output
+    assert flags_and_a_file_without_fleet.exit_code == 0, flags_and_a_file_without_fleet.output
+    for refused, flag in ((flags_too, "--max-remediations"), (flags_by_env, "--breaker-share")):
+        assert refused.exit_code == 2
+        assert f"{flag} and the fleet section of {with_fleet} both set the fleet's limits" in refused.output
+    in_file, in_flags = served
+    assert in_file.policy is not None and in_file.policy.document.fleet is not None
+    assert in_file.policy.document.fleet.budget.max_concurrent == 4
+    assert in_flags.policy is not None and in_flags.policy.document.fleet is None
+    assert in_flags.fleet.budget.max_concurrent == 7
+
+
 def test_agent_refuses_nvidia_smi_resets_of_fake_gpus() -> None:
     result = run_gpuheal("agent", "--node", "n1", "--fake-gpus", "2", "--gpu-reset", "nvidia-smi")
 

@@ -85,8 +85,10 @@ def test_an_empty_file_is_the_defaults_and_a_file_without_fleet_leaves_the_flags
 
 
 def test_the_version_follows_the_content_not_the_text(tmp_path: Path) -> None:
-    reordered = "fleet:\n  breaker:\n    share: 0.1\n  budget:\n    group_label: topology.kubernetes.io/zone\n" \
+    reordered = (
+        "fleet:\n  breaker:\n    share: 0.1\n  budget:\n    group_label: topology.kubernetes.io/zone\n"
         "    max_concurrent: 3\n" + FULL.split("fleet:")[0].replace("# Every section of the policy file.\n", "")
+    )
 
     one = read_policy(write(tmp_path, FULL, "one.yaml"))
     other = read_policy(write(tmp_path, reordered, "other.yaml"))
@@ -101,17 +103,29 @@ def test_the_version_follows_the_content_not_the_text(tmp_path: Path) -> None:
     ("text", "expected"),
     [
         # A field that does not exist: a typo must not be silently ignored.
-        ("drain:\n  timeout: PT5M\n  tiemout: PT9M\n", "policy.yaml line 3: drain.tiemout: Extra inputs are not permitted"),
+        (
+            "drain:\n  timeout: PT5M\n  tiemout: PT9M\n",
+            "policy.yaml line 3: drain.tiemout: Extra inputs are not permitted",
+        ),
         # A value out of range, under a list.
-        ("fleet:\n  budget:\n    max_concurrent: 0\n", "policy.yaml line 3: fleet.budget.max_concurrent: Input should be greater than or equal to 1"),
+        (
+            "fleet:\n  budget:\n    max_concurrent: 0\n",
+            "policy.yaml line 3: fleet.budget.max_concurrent: Input should be greater than or equal to 1",
+        ),
         # An action that does not exist, as a list item.
         ("repair:\n  approval_for:\n    - RESTART_VM\n    - REBOOT\n", "policy.yaml line 4: repair.approval_for.1: "),
         # An XID that is not a number, as a mapping key.
         ("xids:\n  overrides:\n    seventy-nine: RESTART_BM\n", "policy.yaml line 3: xids.overrides.seventy-nine: "),
         # A rule across fields (a model validator), at the line of its section.
-        ("\ndrain:\n  timeout: PT5M\n  delete_after: PT10M\n", "policy.yaml line 2: drain: drain.delete_after must not exceed drain.timeout"),
+        (
+            "\ndrain:\n  timeout: PT5M\n  delete_after: PT10M\n",
+            "policy.yaml line 2: drain: drain.delete_after must not exceed drain.timeout",
+        ),
         # A key written twice: YAML keeps the last one without a word.
-        ("loops:\n  max_per_node: 2\n  gpu_window: P1D\n  max_per_node: 5\n", "policy.yaml line 4: loops.max_per_node: written twice (first on line 2)"),
+        (
+            "loops:\n  max_per_node: 2\n  gpu_window: P1D\n  max_per_node: 5\n",
+            "policy.yaml line 4: loops.max_per_node: written twice (first on line 2)",
+        ),
         # Not YAML.
         ("drain:\n  timeout: [PT5M\n", "policy.yaml line 3: not valid YAML"),
         # Two documents.

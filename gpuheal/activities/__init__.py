@@ -13,22 +13,25 @@ from gpuheal.activities.gpu_reset import GpuResetActivities
 from gpuheal.activities.history import find_earlier_remediations
 from gpuheal.activities.node_wait import NodeWaitActivities
 from gpuheal.activities.nodes import NodeActivities
+from gpuheal.activities.policy import PolicyActivities
 from gpuheal.activities.providers.selection import ProviderSet
 from gpuheal.activities.repair import RepairActivities
-from gpuheal.domain.fleet import GOVERNOR_ID, FleetPolicy
+from gpuheal.domain.fleet import GOVERNOR_ID
+from gpuheal.policyfile import WorkerPolicy
 
 
 def remediation_activities(
-    api: client.ApiClient, providers: ProviderSet, fleet: FleetPolicy, governor_id: str = GOVERNOR_ID
+    api: client.ApiClient, providers: ProviderSet, policy: WorkerPolicy, governor_id: str = GOVERNOR_ID
 ) -> list[Callable[..., Any]]:
     """Every activity RemediationWorkflow and GovernorWorkflow call, bound to one Kubernetes client,
-    the providers and the fleet's limits."""
+    the providers and the worker's policy (with the fleet's limits)."""
     nodes = NodeActivities(api)
     drain = DrainActivities(api)
     repair = RepairActivities(api, providers)
     resets = GpuResetActivities(api)
     waits = NodeWaitActivities(api)
-    governed = FleetActivities(api, fleet, governor_id)
+    governed = FleetActivities(api, policy, governor_id)
+    policies = PolicyActivities(policy)
     return [
         nodes.quarantine_node,
         nodes.observe_node,
@@ -44,4 +47,5 @@ def remediation_activities(
         find_ended_holders,
         deliver_permits,
         find_earlier_remediations,
+        policies.current_policy,
     ]

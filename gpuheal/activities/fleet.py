@@ -18,7 +18,6 @@ from gpuheal.domain.fleet import (
     GOVERNOR_ID,
     PERMIT_SIGNAL,
     EndedHolders,
-    FleetPolicy,
     HeldPermit,
     HolderCheck,
     NodeCount,
@@ -28,6 +27,7 @@ from gpuheal.domain.fleet import (
     PermitRequest,
     governor_task_queue,
 )
+from gpuheal.policyfile import WorkerPolicy
 
 # Nodes listed per page while counting: a 10,000-node fleet is counted in 20 requests.
 _PAGE = 500
@@ -38,8 +38,9 @@ _SIGNALS_AT_ONCE = 50
 class FleetActivities:
     """Activities of the fleet governor and of the remediations that ask it, for one worker's limits."""
 
-    def __init__(self, api: client.ApiClient, policy: FleetPolicy, governor_id: str = GOVERNOR_ID) -> None:
+    def __init__(self, api: client.ApiClient, policy: WorkerPolicy, governor_id: str = GOVERNOR_ID) -> None:
         self._core = client.CoreV1Api(api)
+        # Read at each ask: the policy file may have changed the fleet's limits since the worker began.
         self._policy = policy
         self._governor_id = governor_id
 
@@ -47,7 +48,8 @@ class FleetActivities:
     async def ask_for_permit(self, request: PermitRequest) -> PermitAsked:
         """Ask the governor (started with this worker's limits if it is not running) for a permit,
         with the node's labels, which name its group."""
-        if not self._policy.governed:
+        fleet = self._policy.fleet
+        if not fleet.governed:
             return PermitAsked(governed=False)
         node = await read_node(self._core, request.node)
         if node is None:
@@ -56,7 +58,7 @@ class FleetActivities:
         await governor.ask(
             activity.client(),
             request.model_copy(update={"labels": labels}),
-            self._policy,
+            fleet,
             self._governor_id,
             governor_task_queue(self._governor_id),
         )

@@ -6,9 +6,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from gpuheal.cli import kubeconfig_option, run_command, with_temporal_options
 from gpuheal.domain.fleet import BreakerPolicy, FleetBudget, FleetPolicy
+from gpuheal.params import PolicyFile
+from gpuheal.policyfile import LoadedPolicy
 from gpuheal.settings_options import TEXT_OR_OFF, setting_option
 from gpuheal.worker import WorkerSettings
 
@@ -93,6 +96,22 @@ from gpuheal.worker import WorkerSettings
     help="… but never for fewer quarantines than this.",
 )
 @setting_option(BreakerPolicy, "window", "--breaker-window-seconds", type=click.FloatRange(min=0, min_open=True))
+@click.option(
+    "--policy",
+    type=PolicyFile(),
+    envvar="GPUHEAL_POLICY",
+    help="The policy file (YAML; `gpuheal policy schema` prints its JSON schema). A file that cannot be used "
+    "stops the worker, naming each problem's line; the file is read again every --policy-reload-seconds, and a "
+    "later bad edit is logged while the policy in force stays. Its fleet section, where it has one, sets the "
+    "fleet's limits in place of the flags [env GPUHEAL_POLICY; default: the built-in policy].",
+)
+@setting_option(
+    WorkerSettings,
+    "policy_reload",
+    "--policy-reload-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    help="How often the policy file is read again.",
+)
 @setting_option(
     FleetPolicy,
     "governed",
@@ -119,6 +138,8 @@ def worker(
     share: float,
     at_least: int,
     window: timedelta,
+    policy: LoadedPolicy | None,
+    policy_reload: timedelta,
     governed: bool,
 ) -> None:
     """Run the Temporal worker for remediations (Ctrl-C or SIGTERM stops it gracefully).
@@ -128,6 +149,8 @@ def worker(
     """
     from gpuheal.worker import MetricsUnavailable, SearchAttributesMissing, process_runtime, serve
 
+    if policy is not None and policy.document.fleet is not None:
+        _refuse_fleet_flags(policy)
     fleet = FleetPolicy(
         governed=governed,
         budget=FleetBudget(
@@ -152,6 +175,8 @@ def worker(
         sticky_queue_timeout=sticky_queue_timeout,
         kubernetes_wait=kubernetes_wait,
         fleet=fleet,
+        policy=policy,
+        policy_reload=policy_reload,
     )
     try:
         runtime = process_runtime(settings)
@@ -161,6 +186,33 @@ def worker(
         run_command(lambda: serve(settings), runtime)
     except SearchAttributesMissing as error:
         raise click.ClickException(str(error)) from None
+
+
+# The flags the policy file's fleet section replaces.
+_FLEET_FLAGS = (
+    "max_concurrent",
+    "max_percent",
+    "group_label",
+    "max_per_group",
+    "share",
+    "at_least",
+    "window",
+    "governed",
+)
+
+
+def _refuse_fleet_flags(policy: LoadedPolicy) -> None:
+    """A fleet limit set both by a flag (or its variable) and by the policy file's fleet section is
+    refused: one of the two would be silently ignored."""
+    ctx = click.get_current_context()
+    for name in _FLEET_FLAGS:
+        source = ctx.get_parameter_source(name)
+        if source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+            flag = next(param for param in ctx.command.params if param.name == name)
+            raise click.UsageError(
+                f"{flag.opts[0]} and the fleet section of {policy.path} both set the fleet's limits: set them in "
+                "one place (the file's fleet section, or the flags with no fleet section in the file)"
+            )
 
 
 def _simulator_url(url: str | None) -> str | None:

@@ -17,6 +17,7 @@ from gpuheal.control.connection import DEFAULT_TASK_QUEUE
 from gpuheal.domain.faults import Fault
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import RemediationPolicy
+from gpuheal.domain.policy_document import policy_version
 from gpuheal.domain.remediation import RemediationStatus
 from gpuheal.domain.remediation_contract import (
     FAULT_SIGNAL,
@@ -34,10 +35,14 @@ _PHASE = SearchAttributeKey.for_keyword(PHASE_ATTRIBUTE)
 async def report_fault(
     client: Client, fault: Fault, policy: RemediationPolicy | None = None, task_queue: str = DEFAULT_TASK_QUEUE
 ) -> WorkflowHandle[Any, RemediationStatus]:
-    """Start the node's remediation with this fault, or add the fault to the running one."""
+    """Start the node's remediation with this fault, or add the fault to the running one.
+
+    Without a policy, the remediation runs under the policy in force on the worker when it begins."""
     return await client.start_workflow(
         REMEDIATION.name,
-        REMEDIATION.input(node=fault.node, policy=policy or RemediationPolicy()),
+        REMEDIATION.input(
+            node=fault.node, policy=policy, policy_version=policy_version(policy) if policy is not None else ""
+        ),
         id=workflow_id_for(fault.node),
         task_queue=task_queue,
         result_type=REMEDIATION.result,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, PlainSerializer
+from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
 
 class RecommendedAction(IntEnum):
@@ -94,4 +94,6 @@ Action = Annotated[
     RecommendedAction,
     BeforeValidator(_parse_action),
     PlainSerializer(lambda action: action.name, return_type=str, when_used="json"),
+    # As a schema says it (the policy file's): a name, or a wire number.
+    WithJsonSchema({"enum": [*(action.name for action in RecommendedAction), *(int(a) for a in RecommendedAction)]}),
 ]

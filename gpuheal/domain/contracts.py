@@ -31,6 +31,7 @@ from gpuheal.domain.gpu_reset import GpuResetOrder
 from gpuheal.domain.history import HistoryRequest, RemediationHistory
 from gpuheal.domain.node_wait import NodeWaitRequest, NodeWaitResult
 from gpuheal.domain.policy import StepTimeouts
+from gpuheal.domain.policy_document import PolicySnapshot
 from gpuheal.domain.steps import (
     DrainProgress,
     DrainRequest,
@@ -169,3 +170,7 @@ FIND_ENDED = StepContract(Step.FIND_ENDED, HolderCheck, EndedHolders, local=Fals
 FIND_HISTORY = StepContract(
     Step.FIND_HISTORY, HistoryRequest, RemediationHistory, local=True, retry=lambda _: Retry(attempts=5)
 )
+
+# A remediation started without a policy runs under the worker's policy file, as it stands when the
+# run begins (recorded, so a later edit of the file never changes a run under way or its replay).
+CURRENT_POLICY = StepContract(Step.CURRENT_POLICY, NodeRef, PolicySnapshot, local=True)

@@ -16,7 +16,7 @@ import hashlib
 import json
 from datetime import timedelta
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from gpuheal.domain.fleet import FleetPolicy
 from gpuheal.domain.policy import RemediationPolicy
@@ -41,6 +41,15 @@ class PolicyDocument(RemediationPolicy):
     def version(self) -> str:
         """A digest of the content, the same for any file that says the same thing."""
         return policy_version(self)
+
+
+class PolicySnapshot(BaseModel):
+    """The policy a remediation runs under, with its version (the `current_policy` step's answer)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: str
+    policy: RemediationPolicy
 
 
 def policy_version(policy: RemediationPolicy) -> str:

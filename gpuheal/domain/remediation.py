@@ -20,7 +20,10 @@ class RemediationInput(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     node: str = Field(min_length=1)
-    policy: RemediationPolicy = Field(default_factory=RemediationPolicy)
+    # None: the policy in force on the worker when the run begins (its policy file, or the defaults).
+    policy: RemediationPolicy | None = None
+    # The version of `policy` (gpuheal.domain.policy_document.policy_version), shown with the run.
+    policy_version: str = ""
 
 
 class ApprovalSignal(BaseModel):
@@ -74,3 +77,5 @@ class RemediationStatus(BaseModel):
     # What the repair did, step by step ("GPU reset …", "reboot via aws: …"), for operators.
     repair: list[str] = Field(default_factory=list)
     history: list[PhaseEntry]
+    # The version of the policy the run decides by ("": a run begun before policies had versions).
+    policy_version: str = ""

@@ -37,6 +37,8 @@ class Step(StrEnum):
     DELIVER_PERMITS = "deliver_permits"
     # The remediations of a node and its GPUs before this one (gpuheal.domain.history).
     FIND_HISTORY = "find_earlier_remediations"
+    # The policy of the worker's policy file, for a remediation started without one.
+    CURRENT_POLICY = "current_policy"
 
 
 class _Payload(BaseModel):

@@ -120,7 +120,10 @@ class RemediationWorkflow:
     @workflow.init
     def __init__(self, request: RemediationInput) -> None:
         self._node = request.node
-        self._policy: RemediationPolicy = request.policy
+        # A run started without a policy reads the worker's first thing (until then, the defaults:
+        # nothing reads the policy before that).
+        self._policy: RemediationPolicy = request.policy or RemediationPolicy()
+        self._policy_version = request.policy_version
         self._faults: list[Fault] = []
         self._seen_event_ids: set[str] = set()
         self._action = RecommendedAction.NONE
@@ -269,6 +272,7 @@ class RemediationWorkflow:
             drain=self._drain,
             repair=list(self._repair_log),
             history=list(self._history),
+            policy_version=self._policy_version,
         )
 
     # ---- the run -----------------------------------------------------------------------------
@@ -284,6 +288,12 @@ class RemediationWorkflow:
         # Asked where runs before the hold label asked it (first in _await_permit), still in the first
         # activation: after a local activity's result, a query that splits the task makes replay ask early.
         self._asks_for_permit = workflow.patched(_PERMIT_PATCH)
+        if request.policy is None:
+            snapshot = await self._run(
+                contracts.CURRENT_POLICY, NodeRef(node=self._node), summary="the worker's policy"
+            )
+            self._policy, self._policy_version = snapshot.policy, snapshot.version
+            self._publish()
         try:
             try:
                 verdict = await self._remediate()
@@ -851,6 +861,8 @@ class RemediationWorkflow:
         xids = [f.xid for f in self._faults if f.xid is not None]
         if xids:
             updates.append(attrs.XID.value_set(xids[-1]))
+        if self._policy_version:  # runs begun before policies had versions keep the history they had
+            updates.append(attrs.POLICY_VERSION.value_set(self._policy_version))
         workflow.upsert_search_attributes(updates)
         workflow.set_current_details(self._details())
 
@@ -889,6 +901,8 @@ class RemediationWorkflow:
             lines.append(f"repair: {'; '.join(self._repair_log)}")
         if self._reason:
             lines.append(f"reason: {self._reason}")
+        if self._policy_version:
+            lines.append(f"policy {self._policy_version}")
         return "\n\n".join(lines)
 
     def _fault_summary(self) -> str:

@@ -28,7 +28,10 @@ SERIALS = SearchAttributeKey.for_keyword_list("GpuhealGpuSerial")
 # How many repairs (GPU resets, reboots) the run asked for: repeat offences count only those runs.
 REPAIRS = SearchAttributeKey.for_int("GpuhealRepairs")
 
-ALL = (NODE, PHASE, XID, ACTION, GPUS, SERIALS, REPAIRS)
+# The version of the policy the run decides by (gpuheal.domain.policy_document).
+POLICY_VERSION = SearchAttributeKey.for_keyword("GpuhealPolicyVersion")
+
+ALL = (NODE, PHASE, XID, ACTION, GPUS, SERIALS, REPAIRS, POLICY_VERSION)
 
 # The type names the temporal CLI takes (`--search-attribute NAME=TYPE`, `--type TYPE`).
 _CLI_TYPES = {"KEYWORD": "Keyword", "INT": "Int", "KEYWORD_LIST": "KeywordList"}

@@ -32,6 +32,7 @@ from gpuheal.domain.gpu_health import GpuHealthReport
 from gpuheal.domain.gpu_reset import GpuResetOrder, GpuResetReport
 from gpuheal.domain.history import HistoryRequest, RemediationHistory
 from gpuheal.domain.node_wait import NodeWaitRequest, NodeWaitResult
+from gpuheal.domain.policy_document import PolicyDocument, PolicySnapshot
 from gpuheal.domain.steps import (
     BudgetHold,
     DrainProgress,
@@ -126,6 +127,9 @@ class FakeNode:
     # history cannot be read.
     history: Callable[[HistoryRequest], RemediationHistory] | None = lambda _: RemediationHistory()
     history_requests: list[HistoryRequest] = field(default_factory=list)
+    # The worker's policy file, as the `current_policy` step reads it for a run started without a policy.
+    policy: PolicyDocument = field(default_factory=PolicyDocument)
+    policy_reads: int = 0
 
     def __post_init__(self) -> None:
         self.reported_on = self.reported_on or self.boot_id
@@ -348,6 +352,11 @@ class FakeNode:
             await governor.ask(activity.client(), labelled, self.fleet, self.governor_id, queue)
             return PermitAsked(governed=True, governor_id=self.governor_id, boot_id=self.boot_id)
 
+        @implements(contracts.CURRENT_POLICY)
+        async def current_policy(request: NodeRef) -> PolicySnapshot:
+            self.policy_reads += 1
+            return PolicySnapshot(version=self.policy.version, policy=self.policy.remediation())
+
         served: list[Callable[..., Any]] = [
             quarantine,
             drain,
@@ -360,6 +369,7 @@ class FakeNode:
             wait_for_node,
             ask_for_permit,
             find_earlier_remediations,
+            current_policy,
         ]
         steps: list[contracts.StepContract[Any, Any]] = [
             contracts.QUARANTINE,
@@ -373,6 +383,7 @@ class FakeNode:
             contracts.WAIT_FOR_NODE,
             contracts.ASK_PERMIT,
             contracts.FIND_HISTORY,
+            contracts.CURRENT_POLICY,
         ]
         return {step.name.value: fn for step, fn in zip(steps, served, strict=True)}
 
