@@ -36,7 +36,8 @@ def policy_text(*, approval: bool, max_concurrent: int) -> str:
         **fast_policy(require_approval=approval).model_dump(),
         fleet=FleetPolicy(budget=FleetBudget(max_concurrent=max_concurrent, max_percent=100)),
     )
-    return "# written by the test\n" + yaml.safe_dump(document.model_dump(mode="json"), sort_keys=False)
+    text: str = yaml.safe_dump(document.model_dump(mode="json"), sort_keys=False)
+    return "# written by the test\n" + text
 
 
 async def report_without_policy(stack: Stack, node: str) -> Any:
