@@ -165,6 +165,23 @@ def test_the_policy_file_sets_the_fleet_limits_and_a_flag_that_would_also_set_th
     assert in_flags.fleet.budget.max_concurrent == 7
 
 
+def test_agent_takes_one_of_the_policy_file_and_the_xid_policy_and_refuses_a_bad_policy_file(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("xids:\n  overrides:\n    31: RESTART_VM\n")
+    xid_policy = tmp_path / "xids.json"
+    xid_policy.write_text('{"overrides": {"31": "RESTART_VM"}}')
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("xids:\n  overides:\n    31: RESTART_VM\n")
+
+    both = run_gpuheal("agent", "--node", "n1", "--policy", str(policy), "--xid-policy", str(xid_policy))
+    refused = run_gpuheal("agent", "--node", "n1", "--policy", str(bad))
+
+    assert both.returncode == 2
+    assert b"choose one of --policy (its xids section) and --xid-policy" in both.stderr
+    assert refused.returncode == 2
+    assert f"{bad} line 2: xids.overides: Extra inputs are not permitted".encode() in refused.stderr
+
+
 def test_agent_refuses_nvidia_smi_resets_of_fake_gpus() -> None:
     result = run_gpuheal("agent", "--node", "n1", "--fake-gpus", "2", "--gpu-reset", "nvidia-smi")
 

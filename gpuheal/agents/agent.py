@@ -28,7 +28,7 @@ from gpuheal.agents.device_api.server import DeviceApiServer
 from gpuheal.agents.health import HealthServer
 from gpuheal.agents.intake.server import IntakeServer, IntakeSettings
 from gpuheal.agents.intake.validate import IntakeLimits
-from gpuheal.agents.kmsg.decide import load_xid_policy
+from gpuheal.agents.kmsg.decide import XidPolicy, load_xid_policy
 from gpuheal.agents.kmsg.follow import KernelLog, KernelLogFormat, ReadFrom
 from gpuheal.agents.kmsg.gpumap import GpuMap
 from gpuheal.agents.kmsg.holds import RemediationHolds
@@ -54,6 +54,7 @@ from gpuheal.domain.gpu_reset import GpuResetOrder, GpuResetReport
 from gpuheal.domain.health import GPU_UUID, Entity, HealthEvent
 from gpuheal.domain.policy import RemediationPolicy
 from gpuheal.kubeclient import connect as connect_kubernetes
+from gpuheal.policyfile import LoadedPolicy, PolicyWatch
 from gpuheal.shutdown import shutdown_requested
 
 log = logging.getLogger("gpuheal.agent")
@@ -82,6 +83,10 @@ class AgentSettings:
     # How often the kernel-log monitor reads the boot ID when no line makes it look.
     boot_check: timedelta = timedelta(seconds=5)
     xid_policy: Path | None = None
+    # The policy file, as read at start: its `xids` section decides, in place of `xid_policy`, and
+    # the file is read again every `policy_reload`.
+    policy: LoadedPolicy | None = None
+    policy_reload: timedelta = timedelta(seconds=10)
     # None: the real NVML; N: a fake NVML with N GPUs (tests, the simulator, the demo).
     fake_gpus: int | None = None
     # How often NVML is read for what it reports by polling only (ECC, retired pages, …).
@@ -204,7 +209,7 @@ class Agent:
             self.monitor = KernelLogMonitor(
                 settings.node,
                 self.publisher,
-                policy=load_xid_policy(settings.xid_policy) if settings.xid_policy else None,
+                policy=_xid_policy(settings),
                 gpu_map=GpuMap(gpus),
                 boot_id_path=settings.boot_id_path,
                 boot_check_interval=settings.boot_check.total_seconds(),
@@ -215,7 +220,10 @@ class Agent:
             source = KernelLog(settings.kernel_log, settings.kernel_log_format, settings.kernel_log_read_from)
             self._monitor_task = asyncio.create_task(self.monitor.run(source), name="gpuheal-kmsg")
             self._monitor_task.add_done_callback(_report_monitor_end)
-            self._stack.push_async_callback(self._stop_monitor)
+            self._stack.push_async_callback(_cancel, self._monitor_task)
+            if settings.policy is not None:
+                following = PolicyWatch(settings.policy).follow(settings.policy_reload, self._take_policy)
+                self._stack.push_async_callback(_cancel, asyncio.create_task(following, name="gpuheal-policy"))
         await self._start_reset_watcher()
         log.info(
             "agent for %s serving: device API %s, health events %s, %d GPU(s), kernel log %s",
@@ -320,12 +328,24 @@ class Agent:
     def _nvml_released(self) -> contextlib.AbstractAsyncContextManager[None]:
         return self.provider.released() if self.provider is not None else contextlib.nullcontext()
 
-    async def _stop_monitor(self) -> None:
-        if self._monitor_task is not None:
-            self._monitor_task.cancel()
-            # Its failure, if it failed, was logged when it happened.
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._monitor_task
+    async def _take_policy(self, loaded: LoadedPolicy) -> None:
+        """An edited policy file: its XID overrides decide the kernel events from now on."""
+        if self.monitor is not None:
+            self.monitor.use_policy(loaded.document.xids)
+
+
+def _xid_policy(settings: AgentSettings) -> XidPolicy | None:
+    """The XID overrides at start: the policy file's, else the --xid-policy file's, else none."""
+    if settings.policy is not None:
+        return settings.policy.document.xids
+    return load_xid_policy(settings.xid_policy) if settings.xid_policy else None
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    # Its failure, if it failed, was logged when it happened.
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
 
 
 def _report_monitor_end(task: asyncio.Task[None]) -> None:

@@ -14,7 +14,8 @@ from gpuheal.agents.publisher.spool import MIB
 from gpuheal.agents.reset import ResetSettings
 from gpuheal.cli import BadSetting, kubeconfig_option, with_temporal_options
 from gpuheal.control.lifetime import ProcessRuntime
-from gpuheal.params import XidPolicyFile
+from gpuheal.params import PolicyFile, XidPolicyFile
+from gpuheal.policyfile import LoadedPolicy
 from gpuheal.settings_options import PATH_OR_OFF, FlagUnit, setting_option
 
 # The spool's budget is set in bytes and written on the command line in MiB.
@@ -57,6 +58,21 @@ MEBIBYTES = FlagUnit(shown=lambda size: size // MIB, taken=lambda mebibytes: meb
     type=XidPolicyFile(),
     envvar="GPUHEAL_XID_POLICY",
     help="JSON policy overriding the catalog's action for any XID.",
+)
+@click.option(
+    "--policy",
+    type=PolicyFile(),
+    envvar="GPUHEAL_POLICY",
+    help="The policy file (YAML, as `gpuheal worker --policy` reads it): its xids section overrides the "
+    "catalog, in place of --xid-policy. A file that cannot be used stops the agent, naming the line; the file "
+    "is read again every --policy-reload-seconds [env GPUHEAL_POLICY].",
+)
+@setting_option(
+    AgentSettings,
+    "policy_reload",
+    "--policy-reload-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    help="How often the policy file is read again.",
 )
 @click.option(
     "--fake-gpus",
@@ -136,6 +152,8 @@ def agent(
     from_start: bool,
     from_end: bool,
     xid_policy: Path | None,
+    policy: LoadedPolicy | None,
+    policy_reload: timedelta,
     fake_gpus: int | None,
     nvml_poll: timedelta,
     device_api_tcp_port: int | None,
@@ -159,6 +177,8 @@ def agent(
     from gpuheal.agents.health import HealthServerError, parse_address
     from gpuheal.agents.nvml.backends import UnknownNvmlBackend
 
+    if policy is not None and xid_policy is not None:
+        raise click.UsageError("choose one of --policy (its xids section) and --xid-policy")
     if from_start and from_end:
         raise click.BadParameter("choose one of --from-start and --from-end", param_hint="--from-start")
     if fake_gpus is not None and gpu_reset == "nvidia-smi":
@@ -177,6 +197,8 @@ def agent(
         kernel_log_format=kernel_log_format,
         kernel_log_read_from=ReadFrom.START if from_start else ReadFrom.END if from_end else ReadFrom.RESUME,
         xid_policy=xid_policy,
+        policy=policy,
+        policy_reload=policy_reload,
         fake_gpus=fake_gpus,
         nvml_poll=nvml_poll,
         device_api_tcp_port=device_api_tcp_port,

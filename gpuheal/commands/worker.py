@@ -189,7 +189,7 @@ def worker(
 
 
 # The flags the policy file's fleet section replaces.
-_FLEET_FLAGS = (
+FLEET_FLAGS = (
     "max_concurrent",
     "max_percent",
     "group_label",
@@ -205,7 +205,7 @@ def _refuse_fleet_flags(policy: LoadedPolicy) -> None:
     """A fleet limit set both by a flag (or its variable) and by the policy file's fleet section is
     refused: one of the two would be silently ignored."""
     ctx = click.get_current_context()
-    for name in _FLEET_FLAGS:
+    for name in FLEET_FLAGS:
         source = ctx.get_parameter_source(name)
         if source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
             flag = next(param for param in ctx.command.params if param.name == name)

@@ -19,7 +19,10 @@ import pytest
 from gpuheal.agents.agent import Agent, AgentSettings
 from gpuheal.agents.kmsg.follow import KernelLogFormat
 from gpuheal.agents.publisher import PublisherSettings, RetrySettings, SpoolLimits
+from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.health import HealthEvent
+from gpuheal.domain.xid_policy import XidPolicy
+from gpuheal.policyfile import read_policy
 from gpuheal.protos import gpu_pb2, gpu_pb2_grpc, health_event_pb2, health_event_pb2_grpc
 from gpuheal_sim.demo.devserver import free_port
 from gpuheal_sim.fake_nvml import FakeNvml
@@ -248,3 +251,51 @@ async def test_an_xid_logged_while_the_agent_was_down_is_reported_once(
         (79, "0000:03:00"),
     ]
     assert len({fault.id for fault in faults}) == 3
+
+
+async def test_the_agent_decides_xids_by_its_policy_file_and_follows_an_edit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The catalog says XID 31 is for the application to handle (nothing to repair); the operator's
+    policy file makes it a reboot, and an edit takes that back while the agent runs."""
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
+    ring = tmp_path / "kmsg"
+    ring.write_text("6,1,100,-;Linux version 6.8.0\n")
+    boot_id = tmp_path / "boot_id"
+    boot_id.write_text("0c9e2b1d-7f3a-4e5b-9c8d-1a2b3c4d5e6f\n")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("xids:\n  overrides:\n    31: RESTART_VM\n")
+    settings = AgentSettings(
+        node="gpu-node-010",
+        socket_dir=tmp_path / "run",
+        spool_dir=tmp_path / "spool",
+        kernel_log=ring,
+        kernel_log_format=KernelLogFormat.KMSG,
+        boot_id_path=boot_id,
+        fake_gpus=4,
+        temporal_address=f"127.0.0.1:{free_port()}",
+        kubeconfig=None,
+        policy=read_policy(policy),
+        policy_reload=timedelta(milliseconds=50),
+    )
+    temporal_spool = settings.spool_dir / "temporal"
+
+    def log_xid(seq: int, gpu: int, xid: int) -> None:
+        with ring.open("a") as log:
+            log.write(f"3,{seq},{seq * 1000},-;NVRM: Xid (PCI:0000:0{gpu}:00): {xid}, pid=1, name=x, fault\n")
+
+    async with Agent(settings) as agent:
+        log_xid(2, 1, 31)
+        [first] = await _spooled_faults(temporal_spool, 1)
+        assert (first.xid, first.action) == (31, RecommendedAction.RESTART_VM)
+
+        policy.write_text("xids:\n  overrides: {}\n")
+        assert agent.monitor is not None
+        async with asyncio.timeout(10):  # a hang guard: the agent reads the file every 50 ms
+            while agent.monitor.policy != XidPolicy():
+                await asyncio.sleep(0.02)
+        log_xid(3, 2, 31)
+        log_xid(4, 3, 79)  # a barrier: the XID 31 before it was read first
+        faults = await _spooled_faults(temporal_spool, 2)
+
+    assert [(fault.xid, fault.entities[-1].value) for fault in faults] == [(31, "0000:01:00"), (79, "0000:03:00")]

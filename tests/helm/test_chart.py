@@ -7,15 +7,20 @@ import inspect
 import re
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import helm_python as helm
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
+import yaml  # type: ignore[import-untyped]
 
 from gpuheal.agents.publisher.kubernetes import KubernetesReporter
+from gpuheal.commands.worker import FLEET_FLAGS
 from gpuheal.commands.worker import worker as worker_command
 from gpuheal.domain.marks import QUARANTINE_TAINT_KEY
+from gpuheal.domain.policy_document import PolicyDocument
+from gpuheal.policyfile import parse_policy, read_policy
 from tests import permissions
 from tests.chart import CHART_DIR, DEMO_COPY, KUBE_VERSION, NAMESPACE, RELEASE, demo_copy_text, render
 
@@ -36,6 +41,8 @@ PROVIDER_ENV = {
     "GPUHEAL_REDFISH_CA_BUNDLE",
 }
 AZURE_LABEL = "azure.workload.identity/use"
+
+POLICY_EXAMPLE = CHART_DIR.parents[1] / "docs" / "policy.example.yaml"
 
 SCENARIOS: dict[str, dict[str, Any]] = {
     "defaults": {},
@@ -63,6 +70,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         }
     },
     "gpu-reset": {"agent": {"gpuReset": {"enabled": True, "nvidiaSmi": "/usr/bin/nvidia-smi"}}},
+    "policy": {"policy": yaml.safe_load(POLICY_EXAMPLE.read_text())},
 }
 
 Manifest = dict[str, Any]
@@ -133,7 +141,7 @@ def test_every_manifest_is_valid_kubernetes(chart: helm.Chart, scenario: str) ->
     docs = render(chart, values)
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == sorted(
-        ["Deployment", "DaemonSet", "Role", "RoleBinding"]
+        ["Deployment", "DaemonSet", "Role", "RoleBinding", "ConfigMap"]
         + ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] * 2
         + ["ServiceAccount", "ClusterRole", "ClusterRoleBinding"] * 2
     )
@@ -240,7 +248,7 @@ def test_worker_takes_temporal_settings_and_resources_from_values(chart: helm.Ch
     assert c["ports"][0]["containerPort"] == 9100
 
 
-def test_worker_takes_the_fleet_limits_from_values_and_the_flags_parse(chart: helm.Chart) -> None:
+def test_worker_takes_the_fleet_limits_from_values_and_the_flags_parse(chart: helm.Chart, tmp_path: Path) -> None:
     """The chart's defaults are the worker's own; set values reach its flags, which its parser takes."""
     defaults = container(one(render(chart, {}), "Deployment", "worker"))["args"]
     fleet = {
@@ -250,7 +258,8 @@ def test_worker_takes_the_fleet_limits_from_values_and_the_flags_parse(chart: he
         "maxPerGroup": 2,
         "breaker": {"share": 0.05, "atLeast": 20, "windowSeconds": 7200},
     }
-    args = container(one(render(chart, {"worker": {"fleet": fleet}}), "Deployment", "worker"))["args"]
+    docs = render(chart, {"worker": {"fleet": fleet}})
+    args = container(one(docs, "Deployment", "worker"))["args"]
 
     assert [follows(defaults, flag) for flag in ("--max-remediations", "--max-remediating-percent")] == ["10", "10"]
     assert "--budget-group-label" not in defaults
@@ -268,6 +277,10 @@ def test_worker_takes_the_fleet_limits_from_values_and_the_flags_parse(chart: he
         "20",
         "7200",
     ]
+    # The flags parse as the worker's, with the policy file the ConfigMap holds where --policy names it.
+    [config_map] = [d for d in docs if d["kind"] == "ConfigMap"]
+    (tmp_path / "policy.yaml").write_text(config_map["data"]["policy.yaml"])
+    args[args.index("--policy") + 1] = str(tmp_path / "policy.yaml")
     parsed = worker_command.make_context("worker", args[1:])
     assert (parsed.params["max_concurrent"], parsed.params["group_label"]) == (1000000, "topology.kubernetes.io/rack")
     assert (parsed.params["share"], parsed.params["window"]) == (0.05, timedelta(hours=2))
@@ -459,8 +472,8 @@ def test_worker_enables_every_provider_by_default_with_no_provider_wiring(chart:
     deployment = one(render(chart, {}), "Deployment", "worker")
     assert follows(container(deployment)["args"], "--providers") == ALL_PROVIDERS
     assert not PROVIDER_ENV & env_of(deployment).keys()
-    assert list(volumes_by_name(deployment)) == ["tmp"]
-    assert list(mounts_by_name(deployment)) == ["tmp"]
+    assert list(volumes_by_name(deployment)) == ["tmp", "policy"]
+    assert list(mounts_by_name(deployment)) == ["tmp", "policy"]
     assert AZURE_LABEL not in deployment["spec"]["template"]["metadata"]["labels"]
 
 
@@ -638,3 +651,36 @@ def test_agent_node_policy_is_left_out_with_the_agent(chart: helm.Chart) -> None
 def test_the_demo_copy_of_the_chart_access_objects_is_current() -> None:
     """sim/gpuheal_sim/demo/chart-access.yaml is what the chart renders (`python -m tests.chart` rewrites it)."""
     assert DEMO_COPY.read_text() == demo_copy_text(), "run `.venv/bin/python -m tests.chart`"
+
+
+def policy_file_of(docs: list[Manifest]) -> tuple[str, PolicyDocument]:
+    """The policy ConfigMap's name, and the document its file holds as the worker reads it."""
+    [config_map] = [d for d in docs if d["kind"] == "ConfigMap"]
+    return config_map["metadata"]["name"], parse_policy(config_map["data"]["policy.yaml"].encode(), "policy.yaml")
+
+
+def test_the_policy_value_reaches_the_worker_and_the_agent_as_a_file_they_accept(chart: helm.Chart) -> None:
+    docs = render(chart, SCENARIOS["policy"])
+    name, document = policy_file_of(docs)
+
+    # Helm rewrites the YAML (key order, quoted XID keys): the content, and so the version, is the same.
+    assert document.version == read_policy(POLICY_EXAMPLE).version
+    for component in ("worker", "agent"):
+        workload = one(docs, "Deployment" if component == "worker" else "DaemonSet", component)
+        volume, mount = mounted(workload, "configMap", name)
+        assert mount["readOnly"] is True and "subPath" not in mount  # a subPath mount never sees an edit
+        assert follows(container(workload)["args"], "--policy") == f"{mount['mountPath']}/policy.yaml"
+        assert "items" not in volume["configMap"]
+    # Its fleet section sets the limits: no flag would contradict it (the worker refuses both).
+    worker_args = container(one(docs, "Deployment", "worker"))["args"]
+    fleet_flags = {param.opts[0] for param in worker_command.params if param.name in FLEET_FLAGS}
+    assert len(fleet_flags) == len(FLEET_FLAGS)
+    assert fleet_flags.isdisjoint(worker_args)
+
+
+def test_without_a_policy_value_the_file_is_the_defaults_and_the_flags_set_the_fleet(chart: helm.Chart) -> None:
+    docs = render(chart, {})
+    _, document = policy_file_of(docs)
+
+    assert document == PolicyDocument()
+    assert follows(container(one(docs, "Deployment", "worker"))["args"], "--max-remediations") == "10"

@@ -296,6 +296,15 @@ class KernelLogMonitor:
             self._position_dirty = True
         return event
 
+    @property
+    def policy(self) -> XidPolicy | None:
+        """The XID overrides events are decided by (None: the catalog alone)."""
+        return self._policy
+
+    def use_policy(self, policy: XidPolicy) -> None:
+        """Decide the events read from now on by this policy (an edited policy file)."""
+        self._policy = policy
+
     async def run(self, lines: AsyncIterable[str | bytes | LogLine] | KernelLog) -> None:
         """Start, then process lines until the source ends; a failing sink costs an event, not the monitor.
 

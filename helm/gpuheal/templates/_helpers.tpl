@@ -116,3 +116,20 @@ default
     defaultMode: 0440
 {{- end }}
 {{- end }}
+
+{{- /* The policy file's ConfigMap, mounted read-only where `gpuheal worker|agent --policy` reads it. */}}
+{{- define "gpuheal.policy.path" -}}
+/etc/gpuheal/policy/policy.yaml
+{{- end }}
+
+{{- define "gpuheal.policy.volumeMount" -}}
+- name: policy
+  mountPath: /etc/gpuheal/policy
+  readOnly: true
+{{- end }}
+
+{{- define "gpuheal.policy.volume" -}}
+- name: policy
+  configMap:
+    name: {{ include "gpuheal.fullname" . }}-policy
+{{- end }}
