@@ -28,9 +28,11 @@ from gpuheal.domain.decisions import PersonAction
 from gpuheal.domain.fleet import GovernorStatus
 from gpuheal.domain.operator import ActionRefused, OperatorAction, RecordedAction
 from gpuheal.domain.remediation import ApprovalSignal, NodeRelease, RecordedDecision
-from gpuheal.params import HostPort, KubeconfigFile
+from gpuheal.params import HostPort, KubeconfigFile, PolicyFile
+from gpuheal.settings_options import setting_option
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 COMMANDS_GROUP = "gpuheal.commands"
 
@@ -43,6 +45,32 @@ _temporal_options = [
     ),
     click.option("--namespace", envvar="TEMPORAL_NAMESPACE", help="Temporal namespace [env TEMPORAL_NAMESPACE]."),
 ]
+
+
+def policy_options(owner: type[Any], decides: str) -> Callable[[F], F]:
+    """The worker's and the agent's `--policy FILE` and `--policy-reload-seconds` (a field of `owner`);
+    `decides` says what of the file the command uses."""
+
+    def apply(command: F) -> F:
+        reload = setting_option(
+            owner,
+            "policy_reload",
+            "--policy-reload-seconds",
+            type=click.FloatRange(min=0, min_open=True),
+            help="How often the policy file is read again.",
+        )
+        file = click.option(
+            "--policy",
+            type=PolicyFile(),
+            envvar="GPUHEAL_POLICY",
+            help=f"The policy file (YAML; `gpuheal policy schema` prints its JSON schema): {decides}. A file that "
+            "cannot be used stops the command, naming each problem's line; the file is read again every "
+            "--policy-reload-seconds, and a later bad edit is logged while the policy in force stays "
+            "[env GPUHEAL_POLICY; default: the built-in policy].",
+        )
+        return file(reload(command))
+
+    return apply
 
 
 # The worker's and the agent's Kubernetes credentials.

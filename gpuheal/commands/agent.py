@@ -12,9 +12,9 @@ from gpuheal.agents.kmsg.follow import KernelLogFormat, ReadFrom
 from gpuheal.agents.publisher import PublisherSettings, RetrySettings, SpoolLimits
 from gpuheal.agents.publisher.spool import MIB
 from gpuheal.agents.reset import ResetSettings
-from gpuheal.cli import BadSetting, kubeconfig_option, with_temporal_options
+from gpuheal.cli import BadSetting, kubeconfig_option, policy_options, with_temporal_options
 from gpuheal.control.lifetime import ProcessRuntime
-from gpuheal.params import PolicyFile, XidPolicyFile
+from gpuheal.params import XidPolicyFile
 from gpuheal.policyfile import LoadedPolicy
 from gpuheal.settings_options import PATH_OR_OFF, FlagUnit, setting_option
 
@@ -59,21 +59,7 @@ MEBIBYTES = FlagUnit(shown=lambda size: size // MIB, taken=lambda mebibytes: meb
     envvar="GPUHEAL_XID_POLICY",
     help="JSON policy overriding the catalog's action for any XID.",
 )
-@click.option(
-    "--policy",
-    type=PolicyFile(),
-    envvar="GPUHEAL_POLICY",
-    help="The policy file (YAML, as `gpuheal worker --policy` reads it): its xids section overrides the "
-    "catalog, in place of --xid-policy. A file that cannot be used stops the agent, naming the line; the file "
-    "is read again every --policy-reload-seconds [env GPUHEAL_POLICY].",
-)
-@setting_option(
-    AgentSettings,
-    "policy_reload",
-    "--policy-reload-seconds",
-    type=click.FloatRange(min=0, min_open=True),
-    help="How often the policy file is read again.",
-)
+@policy_options(AgentSettings, "its xids section overrides the catalog, in place of --xid-policy")
 @click.option(
     "--fake-gpus",
     type=click.IntRange(0, 1024),

@@ -8,9 +8,8 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from gpuheal.cli import kubeconfig_option, run_command, with_temporal_options
+from gpuheal.cli import kubeconfig_option, policy_options, run_command, with_temporal_options
 from gpuheal.domain.fleet import BreakerPolicy, FleetBudget, FleetPolicy
-from gpuheal.params import PolicyFile
 from gpuheal.policyfile import LoadedPolicy
 from gpuheal.settings_options import TEXT_OR_OFF, setting_option
 from gpuheal.worker import WorkerSettings
@@ -96,21 +95,9 @@ from gpuheal.worker import WorkerSettings
     help="… but never for fewer quarantines than this.",
 )
 @setting_option(BreakerPolicy, "window", "--breaker-window-seconds", type=click.FloatRange(min=0, min_open=True))
-@click.option(
-    "--policy",
-    type=PolicyFile(),
-    envvar="GPUHEAL_POLICY",
-    help="The policy file (YAML; `gpuheal policy schema` prints its JSON schema). A file that cannot be used "
-    "stops the worker, naming each problem's line; the file is read again every --policy-reload-seconds, and a "
-    "later bad edit is logged while the policy in force stays. Its fleet section, where it has one, sets the "
-    "fleet's limits in place of the flags [env GPUHEAL_POLICY; default: the built-in policy].",
-)
-@setting_option(
+@policy_options(
     WorkerSettings,
-    "policy_reload",
-    "--policy-reload-seconds",
-    type=click.FloatRange(min=0, min_open=True),
-    help="How often the policy file is read again.",
+    "how remediations run, and the fleet's limits where it has a fleet section (the fleet flags then stay unset)",
 )
 @setting_option(
     FleetPolicy,

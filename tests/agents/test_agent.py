@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import grpc
@@ -210,18 +211,15 @@ async def _spooled_faults(spool: Path, count: int) -> list[HealthEvent]:
             await asyncio.sleep(0.02)
 
 
-async def test_an_xid_logged_while_the_agent_was_down_is_reported_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A regular file of /dev/kmsg records stands in for the ring buffer; Temporal is away, so every
-    fault the agent reports waits in its spool, where the test counts them."""
-    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
+def kernel_log_agent(tmp_path: Path, node: str, **settings: Any) -> AgentSettings:
+    """An agent with four fake GPUs whose kernel log is a regular file of /dev/kmsg records (standing
+    in for the ring buffer), and whose Temporal is away: every fault it reports waits in its spool."""
     ring = tmp_path / "kmsg"
     ring.write_text("6,1,100,-;Linux version 6.8.0\n")
     boot_id = tmp_path / "boot_id"
     boot_id.write_text("0c9e2b1d-7f3a-4e5b-9c8d-1a2b3c4d5e6f\n")
-    settings = AgentSettings(
-        node="gpu-node-009",
+    return AgentSettings(
+        node=node,
         socket_dir=tmp_path / "run",
         spool_dir=tmp_path / "spool",
         kernel_log=ring,
@@ -230,12 +228,28 @@ async def test_an_xid_logged_while_the_agent_was_down_is_reported_once(
         fake_gpus=4,
         temporal_address=f"127.0.0.1:{free_port()}",
         kubeconfig=None,
+        **settings,
     )
+
+
+def log_xid_to(settings: AgentSettings, seq: int, gpu: int, xid: int) -> None:
+    """The kernel logs an XID on the GPU at PCI 0000:0<gpu>:00."""
+    assert settings.kernel_log is not None
+    with settings.kernel_log.open("a") as log:
+        log.write(f"3,{seq},{seq * 1000},-;NVRM: Xid (PCI:0000:0{gpu}:00): {xid}, pid=1, name=x, fault\n")
+
+
+async def test_an_xid_logged_while_the_agent_was_down_is_reported_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A regular file of /dev/kmsg records stands in for the ring buffer; Temporal is away, so every
+    fault the agent reports waits in its spool, where the test counts them."""
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
+    settings = kernel_log_agent(tmp_path, "gpu-node-009")
     temporal_spool = settings.spool_dir / "temporal"
 
     def log_xid(seq: int, gpu: int, xid: int) -> None:
-        with ring.open("a") as log:
-            log.write(f"3,{seq},{seq * 1000},-;NVRM: Xid (PCI:0000:0{gpu}:00): {xid}, pid=1, name=x, fault\n")
+        log_xid_to(settings, seq, gpu, xid)
 
     async with Agent(settings):
         log_xid(2, 1, 79)
@@ -259,30 +273,15 @@ async def test_the_agent_decides_xids_by_its_policy_file_and_follows_an_edit(
     """The catalog says XID 31 is for the application to handle (nothing to repair); the operator's
     policy file makes it a reboot, and an edit takes that back while the agent runs."""
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
-    ring = tmp_path / "kmsg"
-    ring.write_text("6,1,100,-;Linux version 6.8.0\n")
-    boot_id = tmp_path / "boot_id"
-    boot_id.write_text("0c9e2b1d-7f3a-4e5b-9c8d-1a2b3c4d5e6f\n")
     policy = tmp_path / "policy.yaml"
     policy.write_text("xids:\n  overrides:\n    31: RESTART_VM\n")
-    settings = AgentSettings(
-        node="gpu-node-010",
-        socket_dir=tmp_path / "run",
-        spool_dir=tmp_path / "spool",
-        kernel_log=ring,
-        kernel_log_format=KernelLogFormat.KMSG,
-        boot_id_path=boot_id,
-        fake_gpus=4,
-        temporal_address=f"127.0.0.1:{free_port()}",
-        kubeconfig=None,
-        policy=read_policy(policy),
-        policy_reload=timedelta(milliseconds=50),
+    settings = kernel_log_agent(
+        tmp_path, "gpu-node-010", policy=read_policy(policy), policy_reload=timedelta(milliseconds=50)
     )
     temporal_spool = settings.spool_dir / "temporal"
 
     def log_xid(seq: int, gpu: int, xid: int) -> None:
-        with ring.open("a") as log:
-            log.write(f"3,{seq},{seq * 1000},-;NVRM: Xid (PCI:0000:0{gpu}:00): {xid}, pid=1, name=x, fault\n")
+        log_xid_to(settings, seq, gpu, xid)
 
     async with Agent(settings) as agent:
         log_xid(2, 1, 31)
