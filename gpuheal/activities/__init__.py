@@ -16,6 +16,7 @@ from gpuheal.activities.nodes import NodeActivities
 from gpuheal.activities.policy import PolicyActivities
 from gpuheal.activities.providers.selection import ProviderSet
 from gpuheal.activities.repair import RepairActivities
+from gpuheal.activities.survey import SurveyActivities
 from gpuheal.domain.fleet import GOVERNOR_ID
 from gpuheal.policyfile import WorkerPolicy
 
@@ -32,6 +33,7 @@ def remediation_activities(
     waits = NodeWaitActivities(api)
     governed = FleetActivities(api, policy, governor_id)
     policies = PolicyActivities(policy)
+    survey = SurveyActivities(api, providers)
     return [
         nodes.quarantine_node,
         nodes.observe_node,
@@ -48,4 +50,5 @@ def remediation_activities(
         deliver_permits,
         find_earlier_remediations,
         policies.current_policy,
+        survey.survey_node,
     ]

@@ -71,9 +71,9 @@ class DrainActivities:
         failed: list[PodFailure] = []
         remaining: list[PodRef] = []
         budgets: dict[tuple[str, str], DisruptionBudget | None] = {}
-        movable = await self._pods_to_move(request.node)
+        movable = await pods_to_move(self._core, request.node)
         for index, pod in enumerate(movable):
-            ref = _ref(pod)
+            ref = pod_ref(pod)
             remaining.append(ref)
             if pod.metadata and pod.metadata.deletion_timestamp is not None:
                 continue  # already terminating: wait for it to go
@@ -108,19 +108,15 @@ class DrainActivities:
             remaining=tuple(remaining),
         )
 
-    async def _pods_to_move(self, node: str) -> list[V1Pod]:
-        pods = await self._core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}")
-        return [pod for pod in pods.items if _must_leave(pod)]
-
     async def _settle(self, node: str, seconds: float) -> list[PodRef]:
         """Wait up to `seconds` while pods on the node are terminating; return what is still there."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         while True:
-            pods = await self._pods_to_move(node)
+            pods = await pods_to_move(self._core, node)
             terminating = sum(1 for pod in pods if pod.metadata and pod.metadata.deletion_timestamp is not None)
             if not terminating or loop.time() >= deadline:
-                return [_ref(pod) for pod in pods]
+                return [pod_ref(pod) for pod in pods]
             activity.heartbeat({"terminating": terminating})
             await asyncio.sleep(_SETTLE_POLL)
 
@@ -162,6 +158,12 @@ class DrainActivities:
             else:
                 seen[namespace, name] = _budget_of(pdb)
         return seen[namespace, name]
+
+
+async def pods_to_move(core: client.CoreV1Api, node: str) -> list[V1Pod]:
+    """The node's pods a drain has to move (see `_must_leave`)."""
+    pods = await core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}")
+    return [pod for pod in pods.items if _must_leave(pod)]
 
 
 def _must_leave(pod: V1Pod) -> bool:
@@ -218,6 +220,6 @@ def _budget_of(pdb: V1PodDisruptionBudget) -> DisruptionBudget:
     )
 
 
-def _ref(pod: V1Pod) -> PodRef:
+def pod_ref(pod: V1Pod) -> PodRef:
     assert pod.metadata is not None
     return PodRef(namespace=pod.metadata.namespace or "default", name=pod.metadata.name or "")

@@ -68,7 +68,7 @@ class RepairActivities:
         async def record(node: V1Node | None) -> tuple[_RebootRecord, RebootTarget, RebootProvider, bool]:
             if node is None:
                 raise node_gone(request.node)
-            target = _target(node, request.node, graceful=request.graceful)
+            target = reboot_target(node, request.node, graceful=request.graceful)
             try:
                 provider = self._providers.choose(target, request.provider)
             except ProviderError as error:
@@ -132,7 +132,7 @@ class RepairActivities:
         node = await read_node(self._core, request.node)
         if node is None:
             return MachineState(provider=request.provider, summary=f"node {request.node} no longer exists")
-        target = _target(node, request.node, graceful=False)
+        target = reboot_target(node, request.node, graceful=False)
         try:
             provider = self._providers.choose(target, request.provider)
         except ProviderError as error:
@@ -144,7 +144,8 @@ class RepairActivities:
         return MachineState(provider=provider.name, summary=summary)
 
 
-def _target(node: V1Node, name: str, *, graceful: bool) -> RebootTarget:
+def reboot_target(node: V1Node, name: str, *, graceful: bool) -> RebootTarget:
+    """What a provider is asked to reboot: the node, its providerID and annotations."""
     return RebootTarget(
         node=name,
         provider_id=(node.spec.provider_id if node.spec else None) or "",

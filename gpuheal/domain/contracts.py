@@ -41,6 +41,7 @@ from gpuheal.domain.steps import (
     NodeRecord,
     NodeRef,
     NodeState,
+    NodeSurvey,
     QuarantineRequest,
     RebootRequest,
     RebootResult,
@@ -174,3 +175,6 @@ FIND_HISTORY = StepContract(
 # A remediation started without a policy runs under the worker's policy file, as it stands when the
 # run begins (recorded, so a later edit of the file never changes a run under way or its replay).
 CURRENT_POLICY = StepContract(Step.CURRENT_POLICY, NodeRef, PolicySnapshot, local=True)
+
+# A dry run reads the node, the pods a drain would move and the provider that would reboot it, in one step.
+SURVEY = StepContract(Step.SURVEY, MachineRequest, NodeSurvey, local=True)

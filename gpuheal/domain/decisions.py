@@ -51,6 +51,8 @@ class Next(StrEnum):
     # A person released an escalated node as it is: back to service, or left cordoned for them.
     RELEASE = "release"
     RELEASE_CORDONED = "release_cordoned"
+    # A dry run said what it would do, and did nothing.
+    REHEARSED = "rehearsed"
 
 
 # How each ending leaves the node (None: untouched) and the phase the remediation ends in.
@@ -63,6 +65,7 @@ _ENDINGS: dict[Next, tuple[Outcome | None, Phase]] = {
     Next.RECOVERED: (None, Phase.RESOLVED),
     Next.RELEASE: (Outcome.RESOLVED, Phase.RELEASED),
     Next.RELEASE_CORDONED: (Outcome.STOOD_DOWN, Phase.RELEASED),
+    Next.REHEARSED: (None, Phase.DRY_RUN),
 }
 
 

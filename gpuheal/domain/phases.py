@@ -27,6 +27,8 @@ class Phase(StrEnum):
     RELEASED = "Released"
     CANCELLED = "Cancelled"
     FAILED = "Failed"
+    # A dry run (policy `dry_run`): what the remediation would have done is in its status' plan; nothing was done.
+    DRY_RUN = "DryRun"
 
     @property
     def is_final(self) -> bool:
@@ -39,4 +41,4 @@ class Phase(StrEnum):
         return self in _FINAL or self is Phase.ESCALATED
 
 
-_FINAL = frozenset({Phase.RESOLVED, Phase.RELEASED, Phase.CANCELLED, Phase.FAILED})
+_FINAL = frozenset({Phase.RESOLVED, Phase.RELEASED, Phase.CANCELLED, Phase.FAILED, Phase.DRY_RUN})

@@ -152,3 +152,6 @@ class RemediationPolicy(_Strict):
     repair: RepairPolicy = Field(default_factory=RepairPolicy)
     loops: LoopPolicy = Field(default_factory=LoopPolicy)
     timeouts: StepTimeouts = Field(default_factory=StepTimeouts)
+    # Say what the remediation would do (its status' plan) and do none of it: no write to the cluster,
+    # no provider call, no permit; it ends in DryRun.
+    dry_run: bool = False

@@ -35,7 +35,9 @@ class PolicyDocument(RemediationPolicy):
 
     def remediation(self) -> RemediationPolicy:
         """The part a remediation carries."""
-        return RemediationPolicy(drain=self.drain, repair=self.repair, loops=self.loops, timeouts=self.timeouts)
+        return RemediationPolicy(
+            drain=self.drain, repair=self.repair, loops=self.loops, timeouts=self.timeouts, dry_run=self.dry_run
+        )
 
     @property
     def version(self) -> str:

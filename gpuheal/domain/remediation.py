@@ -79,3 +79,5 @@ class RemediationStatus(BaseModel):
     history: list[PhaseEntry]
     # The version of the policy the run decides by ("": a run begun before policies had versions).
     policy_version: str = ""
+    # A dry run's plan: what the remediation would have done, step by step (gpuheal.domain.rehearsal).
+    plan: list[str] = Field(default_factory=list)

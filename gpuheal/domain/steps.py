@@ -39,6 +39,8 @@ class Step(StrEnum):
     FIND_HISTORY = "find_earlier_remediations"
     # The policy of the worker's policy file, for a remediation started without one.
     CURRENT_POLICY = "current_policy"
+    # A dry run's only read of the cluster: the node, the pods a drain would move, the provider.
+    SURVEY = "survey_node"
 
 
 class _Payload(BaseModel):
@@ -177,6 +179,23 @@ class RebootResult(_Payload):
 class MachineRequest(_Payload):
     node: str
     provider: str = "auto"
+
+
+class NodeSurvey(_Payload):
+    """What a dry run reads: the node, the pods a drain would move, and who would repair it."""
+
+    node: str
+    exists: bool
+    managed: bool = True
+    held: bool = False
+    unschedulable: bool = False
+    labels: dict[str, str] = Field(default_factory=dict)
+    # Not finished, not a DaemonSet's, not a mirror pod: what a drain would have to move.
+    pods: tuple[PodRef, ...] = ()
+    # The provider that would reboot it ("" when none would: `provider_problem` says why), and its providerID.
+    provider: str = ""
+    provider_id: str = ""
+    provider_problem: str = ""
 
 
 class MachineState(_Payload):

@@ -68,6 +68,7 @@ with workflow.unsafe.imports_passed_through():
     from gpuheal.domain.operator import OperatorAction, RecordedAction, recorded
     from gpuheal.domain.phases import Phase
     from gpuheal.domain.policy import RemediationPolicy
+    from gpuheal.domain.rehearsal import rehearse
     from gpuheal.domain.remediation import (
         ApprovalSignal,
         NodeRelease,
@@ -124,6 +125,8 @@ class RemediationWorkflow:
         # nothing reads the policy before that).
         self._policy: RemediationPolicy = request.policy or RemediationPolicy()
         self._policy_version = request.policy_version
+        # A dry run's plan: what the remediation would do, step by step.
+        self._plan: list[str] = []
         self._faults: list[Fault] = []
         self._seen_event_ids: set[str] = set()
         self._action = RecommendedAction.NONE
@@ -273,6 +276,7 @@ class RemediationWorkflow:
             repair=list(self._repair_log),
             history=list(self._history),
             policy_version=self._policy_version,
+            plan=list(self._plan),
         )
 
     # ---- the run -----------------------------------------------------------------------------
@@ -296,7 +300,7 @@ class RemediationWorkflow:
             self._publish()
         try:
             try:
-                verdict = await self._remediate()
+                verdict = await (self._rehearse() if self._policy.dry_run else self._remediate())
                 if verdict.release is not None:
                     await self._release(verdict.release, verdict.reason)
                 self._finish(verdict.phase, verdict.reason)
@@ -351,6 +355,24 @@ class RemediationWorkflow:
             if verdict.ends:
                 return verdict
         return RESOLVED
+
+    async def _rehearse(self) -> Verdict:
+        """A dry run: read the node and its pods, say what each stage would do (status' plan), and do
+        none of it: no write to the cluster, no provider call, no permit."""
+        survey = await self._run(
+            contracts.SURVEY,
+            MachineRequest(node=self._node, provider=self._policy.repair.provider),
+            summary=f"dry run: read {self._node}, its pods and its provider",
+        )
+        offence = await self._look_for_repeat_offence()
+        self._plan = rehearse(
+            survey,
+            self._policy,
+            self._action,
+            self._gpu_uuids(),
+            offence.reason if offence.next is Next.ESCALATE else "",
+        )
+        return Verdict(Next.REHEARSED, f"dry run: nothing was done; the plan has {len(self._plan)} step(s)")
 
     async def _held_for_a_person(self, escalation: Verdict) -> Verdict:
         """Keep the node cordoned in Escalated, the run open (and its permit held), until a person
@@ -901,6 +923,8 @@ class RemediationWorkflow:
             lines.append(f"repair: {'; '.join(self._repair_log)}")
         if self._reason:
             lines.append(f"reason: {self._reason}")
+        if self._plan:
+            lines.append("dry run, nothing done; it would:\n" + "\n".join(f"- {step}" for step in self._plan))
         if self._policy_version:
             lines.append(f"policy {self._policy_version}")
         return "\n\n".join(lines)

@@ -43,6 +43,7 @@ from gpuheal.domain.steps import (
     NodeRecord,
     NodeRef,
     NodeState,
+    NodeSurvey,
     Outcome,
     PodFailure,
     PodRef,
@@ -130,6 +131,8 @@ class FakeNode:
     # The worker's policy file, as the `current_policy` step reads it for a run started without a policy.
     policy: PolicyDocument = field(default_factory=PolicyDocument)
     policy_reads: int = 0
+    # The pods on the node a drain would move, as a dry run reads them.
+    pods: tuple[PodRef, ...] = ()
 
     def __post_init__(self) -> None:
         self.reported_on = self.reported_on or self.boot_id
@@ -357,6 +360,23 @@ class FakeNode:
             self.policy_reads += 1
             return PolicySnapshot(version=self.policy.version, policy=self.policy.remediation())
 
+        @implements(contracts.SURVEY)
+        async def survey(request: MachineRequest) -> NodeSurvey:
+            self.steps.append(Step.SURVEY.value)
+            if not self.exists:
+                return NodeSurvey(node=self.name, exists=False)
+            return NodeSurvey(
+                node=self.name,
+                exists=True,
+                managed=self.managed,
+                held=self.held,
+                unschedulable=self.cordoned,
+                labels=self.labels,
+                pods=self.pods,
+                provider="manual" if self.manual_provider else "simulator",
+                provider_id=f"sim://{self.name}",
+            )
+
         served: list[Callable[..., Any]] = [
             quarantine,
             drain,
@@ -370,6 +390,7 @@ class FakeNode:
             ask_for_permit,
             find_earlier_remediations,
             current_policy,
+            survey,
         ]
         steps: list[contracts.StepContract[Any, Any]] = [
             contracts.QUARANTINE,
@@ -384,6 +405,7 @@ class FakeNode:
             contracts.ASK_PERMIT,
             contracts.FIND_HISTORY,
             contracts.CURRENT_POLICY,
+            contracts.SURVEY,
         ]
         return {step.name.value: fn for step, fn in zip(steps, served, strict=True)}
 

@@ -53,7 +53,7 @@ from .clouds.endpoint import CloudContext, CloudEndpoint
 from .clouds.faults import CloudFault
 from .control import ControlApi
 from .fleet import FleetConfig
-from .jsonvalues import JsonDict, clone
+from .jsonvalues import JsonDict, clone, dumps
 from .resources import ALL, BY_KEY, ResourceType
 from .simulation import Simulation
 from .store import Store
@@ -415,6 +415,16 @@ class SimulatedCluster:
     def node_state(self, node: str) -> JsonDict:
         """The simulator's truth about a node (what ``GET /sim/v1/nodes/{name}`` returns)."""
         return self.call(lambda: self.simulation.lifecycle.truth(node))
+
+    def snapshot(self) -> bytes:
+        """The cluster's whole state: every stored object, and the simulator's truth about every machine
+        (boot IDs, reboot requests, GPUs); equal snapshots mean nothing was written and nothing rebooted."""
+
+        def take() -> bytes:
+            machines = [dumps(self.simulation.lifecycle.truth(node)) for node in self.node_names()]
+            return b"\n".join([self.store.snapshot(), *machines])
+
+        return self.call(take)
 
     def reboot_requests(self, node: str) -> int:
         return self.call(lambda: self.simulation.lifecycle.state(node).reboot_requests)

@@ -179,6 +179,14 @@ class Store:
 
     # --- reads -------------------------------------------------------------------------------------
 
+    def snapshot(self) -> bytes:
+        """Every object as the API would serve it, in a fixed order, after the current resourceVersion:
+        two snapshots are equal exactly when nothing was written in between."""
+        parts = [f"rv={self.rv}".encode()]
+        for key in sorted(self._objects):
+            parts.extend(entry.full() for entry in self.sorted_objects(key))
+        return b"\n".join(parts)
+
     def get(self, key: str, namespace: str, name: str) -> Entry | None:
         return self._objects.get(key, {}).get(namespace, {}).get(name)
 
