@@ -27,6 +27,7 @@ from gpuheal.control.lifetime import ProcessRuntime
 from gpuheal.domain.decisions import PersonAction
 from gpuheal.domain.fleet import GovernorStatus
 from gpuheal.domain.operator import ActionRefused, OperatorAction, RecordedAction
+from gpuheal.domain.policy_document import AgentPolicy, PolicyDocument
 from gpuheal.domain.remediation import ApprovalSignal, NodeRelease, RecordedDecision
 from gpuheal.params import HostPort, KubeconfigFile, PolicyFile
 from gpuheal.settings_options import setting_option
@@ -47,9 +48,11 @@ _temporal_options = [
 ]
 
 
-def policy_options(owner: type[Any], decides: str) -> Callable[[F], F]:
-    """The worker's and the agent's `--policy FILE` and `--policy-reload-seconds` (a field of `owner`);
-    `decides` says what of the file the command uses."""
+def policy_options(
+    owner: type[Any], decides: str, model: type[PolicyDocument] | type[AgentPolicy] = PolicyDocument
+) -> Callable[[F], F]:
+    """The worker's and the agent's `--policy FILE` (read as `model`) and `--policy-reload-seconds` (a
+    field of `owner`); `decides` says what of the file the command uses."""
 
     def apply(command: F) -> F:
         reload = setting_option(
@@ -61,7 +64,7 @@ def policy_options(owner: type[Any], decides: str) -> Callable[[F], F]:
         )
         file = click.option(
             "--policy",
-            type=PolicyFile(),
+            type=PolicyFile(model),
             envvar="GPUHEAL_POLICY",
             help=f"The policy file (YAML; `gpuheal policy schema` prints its JSON schema): {decides}. A file that "
             "cannot be used stops the command, naming each problem's line; the file is read again every "

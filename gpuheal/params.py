@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from gpuheal.address import parse_host_port
 from gpuheal.agents.kmsg.decide import load_xid_policy
+from gpuheal.domain.policy_document import AgentPolicy, PolicyDocument
 from gpuheal.policyfile import LoadedPolicy, PolicyFileInvalid, read_policy
 
 
@@ -49,17 +50,20 @@ class XidPolicyFile(click.ParamType[Path, Any]):
         return path
 
 
-class PolicyFile(click.ParamType[LoadedPolicy, Any]):
-    """The policy file (YAML, see `gpuheal.domain.policy_document`), read and checked: every problem is
-    named with its line."""
+class PolicyFile(click.ParamType[LoadedPolicy[Any], Any]):
+    """The policy file (YAML, see `gpuheal.domain.policy_document`), read as `model` (the whole policy,
+    or the agent's part of it) and checked: every problem is named with its line."""
 
     name = "file"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> LoadedPolicy:
+    def __init__(self, model: type[PolicyDocument] | type[AgentPolicy] = PolicyDocument) -> None:
+        self._model = model
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> LoadedPolicy[Any]:
         if isinstance(value, LoadedPolicy):
             return value
         try:
-            return read_policy(Path(value))
+            return read_policy(Path(value), self._model)
         except PolicyFileInvalid as error:
             self.fail(str(error), param, ctx)
 

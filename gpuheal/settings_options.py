@@ -51,7 +51,12 @@ class SettingOption(click.Option):
 
     def process_value(self, ctx: click.Context, value: Any) -> Any:
         checked = super().process_value(ctx, value)
-        return None if checked is None else self.unit.taken(checked)
+        if checked is None:
+            return None
+        try:
+            return self.unit.taken(checked)
+        except (ValueError, OverflowError) as error:  # nan or inf seconds, which a range lets through
+            raise click.BadParameter(f"{value!r} cannot be used: {error}", ctx=ctx, param=self) from None
 
 
 def setting_default(owner: type[Any], name: str) -> Any:

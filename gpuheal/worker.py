@@ -43,6 +43,7 @@ from gpuheal.control.connection import DEFAULT_TASK_QUEUE, check_namespace, conn
 from gpuheal.control.governor import governor_id_for
 from gpuheal.control.lifetime import ProcessRuntime
 from gpuheal.domain.fleet import FleetPolicy, governor_task_queue
+from gpuheal.domain.policy_document import PolicyDocument
 from gpuheal.kubeclient import connect as connect_kubernetes
 from gpuheal.kubeprobe import KubernetesUnavailable, wait_until_answering
 from gpuheal.policyfile import LoadedPolicy, PolicyWatch, WorkerPolicy
@@ -88,7 +89,7 @@ class WorkerSettings:
     fleet: FleetPolicy = field(default_factory=FleetPolicy)
     # The policy file as read at start (None: the defaults), and how often it is read again: its
     # `fleet` section, where it has one, replaces `fleet`.
-    policy: LoadedPolicy | None = None
+    policy: LoadedPolicy[PolicyDocument] | None = None
     policy_reload: timedelta = timedelta(seconds=10)
 
 
@@ -170,7 +171,7 @@ async def _worker(settings: WorkerSettings, client: Client, api: ApiClient) -> A
             sticky_queue_schedule_to_start_timeout=settings.sticky_queue_timeout,
         )
 
-        async def configure_governor(loaded: LoadedPolicy | None = None) -> None:
+        async def configure_governor(loaded: LoadedPolicy[PolicyDocument] | None = None) -> None:
             # The governor starts with these limits, or the running one takes them.
             if policy.fleet.governed:
                 await governor.configure(client, policy.fleet, governor_id, governor_task_queue(governor_id))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import timedelta
 from pathlib import Path
@@ -10,8 +11,8 @@ import pytest
 
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.policy import DrainMode
-from gpuheal.domain.policy_document import PolicyDocument
-from gpuheal.policyfile import PolicyFileInvalid, PolicyWatch, read_policy
+from gpuheal.domain.policy_document import AgentPolicy, PolicyDocument
+from gpuheal.policyfile import LoadedPolicy, PolicyFileInvalid, PolicyWatch, read_policy
 
 FULL = """\
 # Every section of the policy file.
@@ -197,3 +198,103 @@ def test_a_duration_written_otherwise_is_refused_with_the_forms_it_may_take(tmp_
     message = refusal(tmp_path, "drain:\n  timeout: 30m\n")
 
     assert "line 2: drain.timeout:" in message and "ISO 8601: PT30M" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # YAML 1.1 reads 0x4a as 74: two keys for one XID, the last silently winning.
+        (
+            "xids:\n  overrides:\n    74: NONE\n    0x4a: RESTART_BM\n",
+            "line 4: xids.overrides.0x4a: write the XID in decimal",
+        ),
+        # … and 074 as octal 60: an override of another XID than the one written.
+        (
+            "xids:\n  overrides:\n    074: NONE\n",
+            "line 3: xids.overrides.074: write the XID in decimal (YAML reads '074' as 60)",
+        ),
+        # Elsewhere, one key written two ways is still written twice.
+        (
+            "drain:\n  namespaces:\n    1: Immediate\n    0x1: AllowCompletion\n",
+            "line 4: drain.namespaces.0x1: written twice (first on line 3)",
+        ),
+        # `on`, `yes`, `true` are booleans to YAML 1.1, not names.
+        (
+            "drain:\n  namespaces:\n    on: Immediate\n",
+            "line 3: drain.namespaces.on: YAML reads the key 'on' as True: quote it",
+        ),
+        # A number of thousands of digits, a control character, nesting without end: refused, not a traceback.
+        ("loops:\n  max_per_node: " + "9" * 5000 + "\n", "cannot be read: Exceeds the limit"),
+        ("drain:\n  timeout: \x07\n", "line 2: not valid YAML: special characters are not allowed"),
+        ("drain: &a [*a]\n", "line 1: drain: Input should be a valid dictionary"),
+        ("drain: " + "[" * 5000 + "]" * 5000 + "\n", "cannot be read: maximum recursion depth exceeded"),
+    ],
+)
+def test_what_yaml_would_read_otherwise_than_meant_is_refused_naming_the_line(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    message = refusal(tmp_path, text)
+
+    assert expected in message, message
+    assert "Traceback" not in message
+
+
+def test_a_merge_key_is_yaml_s_way_of_sharing_and_a_key_beside_it_overrides(tmp_path: Path) -> None:
+    document = read_policy(write(tmp_path, "drain:\n  <<: {timeout: PT40M, settle: 3}\n  timeout: PT50M\n")).document
+
+    assert (document.drain.timeout, document.drain.settle) == (timedelta(minutes=50), timedelta(seconds=3))
+
+
+def test_aliases_repeated_level_upon_level_are_read_at_once(tmp_path: Path) -> None:
+    """Each level names the one before ten times: walked naively, 10**9 nodes (hours, gigabytes)."""
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 10)}]" for n in range(1, 10)]
+    text = "drain:\n  namespaces: {}\n" + "".join(f"# {line}\n" for line in levels) + "xids:\n  " + "\n  ".join(levels)
+
+    message = refusal(tmp_path, text)  # the section `xids` has no field a0…a9
+
+    assert "line 14: xids.a0: Extra inputs are not permitted" in message
+
+
+def test_the_agent_reads_its_section_and_leaves_the_others_to_the_worker(tmp_path: Path) -> None:
+    """A mistake in the worker's sections must not stop the agents that watch the GPUs."""
+    path = write(tmp_path, "xids:\n  overrides:\n    31: RESTART_VM\ndrain:\n  tiemout: PT5M\n")
+
+    agent = read_policy(path, AgentPolicy).document
+    with pytest.raises(PolicyFileInvalid, match=r"line 5: drain\.tiemout"):
+        read_policy(path)
+    path.write_text("xids:\n  overides: {}\n")
+    with pytest.raises(PolicyFileInvalid, match=r"line 2: xids\.overides"):
+        read_policy(path, AgentPolicy)
+
+    assert agent.xids.overrides == {31: RecommendedAction.RESTART_VM}
+
+
+async def test_a_watch_that_fails_to_read_keeps_following(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = write(tmp_path, "loops:\n  max_per_node: 2\n")
+    watch = PolicyWatch(read_policy(path))
+    checks = 0
+    real_check = watch.check
+
+    def check() -> LoadedPolicy[PolicyDocument] | None:
+        nonlocal checks
+        checks += 1
+        if checks == 1:
+            raise RuntimeError("the disk went away")
+        return real_check()
+
+    watch.check = check  # type: ignore[method-assign]
+    taken: list[str] = []
+
+    async def changed(loaded: LoadedPolicy[PolicyDocument]) -> None:
+        taken.append(loaded.version)
+
+    path.write_text("loops:\n  max_per_node: 5\n")
+    following = asyncio.create_task(watch.follow(timedelta(milliseconds=10), changed))
+    async with asyncio.timeout(10):  # a hang guard
+        while not taken:
+            await asyncio.sleep(0.01)
+    following.cancel()
+
+    assert taken == [read_policy(path).version]
+    assert "could not be read again" in caplog.text

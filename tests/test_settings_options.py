@@ -83,3 +83,11 @@ def test_a_flag_follows_its_settings_default_and_hands_over_the_settings_type() 
 def test_a_duration_flag_refuses_a_negative_number_of_seconds() -> None:
     result = CliRunner().invoke(_echo(_Settings), ["--grace-seconds", "-1"])
     assert result.exit_code == 2 and "--grace-seconds" in result.output
+
+
+@pytest.mark.parametrize("seconds", ["nan", "inf", "1e300"])
+def test_a_duration_flag_refuses_seconds_no_duration_can_hold(seconds: str) -> None:
+    result = CliRunner().invoke(_echo(_Settings), ["--grace-seconds", seconds])
+
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '--grace-seconds': '{seconds}' cannot be used" in result.output

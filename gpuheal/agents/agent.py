@@ -53,6 +53,7 @@ from gpuheal.control.connection import DEFAULT_TASK_QUEUE
 from gpuheal.domain.gpu_reset import GpuResetOrder, GpuResetReport
 from gpuheal.domain.health import GPU_UUID, Entity, HealthEvent
 from gpuheal.domain.policy import RemediationPolicy
+from gpuheal.domain.policy_document import AgentPolicy
 from gpuheal.kubeclient import connect as connect_kubernetes
 from gpuheal.policyfile import LoadedPolicy, PolicyWatch
 from gpuheal.shutdown import shutdown_requested
@@ -85,7 +86,7 @@ class AgentSettings:
     xid_policy: Path | None = None
     # The policy file, as read at start: its `xids` section decides, in place of `xid_policy`, and
     # the file is read again every `policy_reload`.
-    policy: LoadedPolicy | None = None
+    policy: LoadedPolicy[AgentPolicy] | None = None
     policy_reload: timedelta = timedelta(seconds=10)
     # None: the real NVML; N: a fake NVML with N GPUs (tests, the simulator, the demo).
     fake_gpus: int | None = None
@@ -328,7 +329,7 @@ class Agent:
     def _nvml_released(self) -> contextlib.AbstractAsyncContextManager[None]:
         return self.provider.released() if self.provider is not None else contextlib.nullcontext()
 
-    async def _take_policy(self, loaded: LoadedPolicy) -> None:
+    async def _take_policy(self, loaded: LoadedPolicy[AgentPolicy]) -> None:
         """An edited policy file: its XID overrides decide the kernel events from now on."""
         if self.monitor is not None:
             self.monitor.use_policy(loaded.document.xids)

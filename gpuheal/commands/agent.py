@@ -14,6 +14,7 @@ from gpuheal.agents.publisher.spool import MIB
 from gpuheal.agents.reset import ResetSettings
 from gpuheal.cli import BadSetting, kubeconfig_option, policy_options, with_temporal_options
 from gpuheal.control.lifetime import ProcessRuntime
+from gpuheal.domain.policy_document import AgentPolicy
 from gpuheal.params import XidPolicyFile
 from gpuheal.policyfile import LoadedPolicy
 from gpuheal.settings_options import PATH_OR_OFF, FlagUnit, setting_option
@@ -59,7 +60,11 @@ MEBIBYTES = FlagUnit(shown=lambda size: size // MIB, taken=lambda mebibytes: meb
     envvar="GPUHEAL_XID_POLICY",
     help="JSON policy overriding the catalog's action for any XID.",
 )
-@policy_options(AgentSettings, "its xids section overrides the catalog, in place of --xid-policy")
+@policy_options(
+    AgentSettings,
+    "its xids section overrides the catalog, in place of --xid-policy (the other sections are the worker's)",
+    AgentPolicy,
+)
 @click.option(
     "--fake-gpus",
     type=click.IntRange(0, 1024),
@@ -138,7 +143,7 @@ def agent(
     from_start: bool,
     from_end: bool,
     xid_policy: Path | None,
-    policy: LoadedPolicy | None,
+    policy: LoadedPolicy[AgentPolicy] | None,
     policy_reload: timedelta,
     fake_gpus: int | None,
     nvml_poll: timedelta,

@@ -26,7 +26,7 @@ def schema() -> None:
 
 @policy.command()
 @click.argument("file", type=PolicyFile())
-def check(file: LoadedPolicy) -> None:
+def check(file: LoadedPolicy[PolicyDocument]) -> None:
     """Check a policy file as the worker would at start: print its version, or every problem with its
     line (exit 2)."""
     fleet = "its fleet section" if file.document.fleet is not None else "the worker's flags (no fleet section)"

@@ -10,6 +10,7 @@ from click.core import ParameterSource
 
 from gpuheal.cli import kubeconfig_option, policy_options, run_command, with_temporal_options
 from gpuheal.domain.fleet import BreakerPolicy, FleetBudget, FleetPolicy
+from gpuheal.domain.policy_document import PolicyDocument
 from gpuheal.policyfile import LoadedPolicy
 from gpuheal.settings_options import TEXT_OR_OFF, setting_option
 from gpuheal.worker import WorkerSettings
@@ -125,7 +126,7 @@ def worker(
     share: float,
     at_least: int,
     window: timedelta,
-    policy: LoadedPolicy | None,
+    policy: LoadedPolicy[PolicyDocument] | None,
     policy_reload: timedelta,
     governed: bool,
 ) -> None:
@@ -188,7 +189,7 @@ FLEET_FLAGS = (
 )
 
 
-def _refuse_fleet_flags(policy: LoadedPolicy) -> None:
+def _refuse_fleet_flags(policy: LoadedPolicy[PolicyDocument]) -> None:
     """A fleet limit set both by a flag (or its variable) and by the policy file's fleet section is
     refused: one of the two would be silently ignored."""
     ctx = click.get_current_context()

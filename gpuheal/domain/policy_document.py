@@ -54,7 +54,20 @@ class PolicySnapshot(BaseModel):
     policy: RemediationPolicy
 
 
-def policy_version(policy: RemediationPolicy) -> str:
+class AgentPolicy(BaseModel):
+    """The part of the policy file the node agent decides by: its `xids` section. The other sections
+    are the worker's to check: a mistake in them must not stop the agents that watch the GPUs."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    xids: XidPolicy = Field(default_factory=XidPolicy)
+
+    @property
+    def version(self) -> str:
+        return policy_version(self)
+
+
+def policy_version(policy: BaseModel) -> str:
     """The version of a policy: the first hex digits of the SHA-256 of its canonical JSON."""
     canonical = json.dumps(policy.model_dump(), sort_keys=True, separators=(",", ":"), default=_plain)
     return hashlib.sha256(canonical.encode()).hexdigest()[:_VERSION_DIGITS]

@@ -22,6 +22,7 @@ from gpuheal.agents.kmsg.follow import KernelLogFormat
 from gpuheal.agents.publisher import PublisherSettings, RetrySettings, SpoolLimits
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.health import HealthEvent
+from gpuheal.domain.policy_document import AgentPolicy
 from gpuheal.domain.xid_policy import XidPolicy
 from gpuheal.policyfile import read_policy
 from gpuheal.protos import gpu_pb2, gpu_pb2_grpc, health_event_pb2, health_event_pb2_grpc
@@ -276,7 +277,7 @@ async def test_the_agent_decides_xids_by_its_policy_file_and_follows_an_edit(
     policy = tmp_path / "policy.yaml"
     policy.write_text("xids:\n  overrides:\n    31: RESTART_VM\n")
     settings = kernel_log_agent(
-        tmp_path, "gpu-node-010", policy=read_policy(policy), policy_reload=timedelta(milliseconds=50)
+        tmp_path, "gpu-node-010", policy=read_policy(policy, AgentPolicy), policy_reload=timedelta(milliseconds=50)
     )
     temporal_spool = settings.spool_dir / "temporal"
 
