@@ -1,0 +1,142 @@
+"""`gpuheal replay`: recorded logs through the monitors, the policy, the budget and the breaker."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from gpuheal.cli import main
+
+FALLEN = "NVRM: Xid (PCI:0000:{bus}:00): 79, pid=0, GPU has fallen off the bus."
+MMU = "NVRM: Xid (PCI:0000:3b:00): 31, pid=1234, name=python, Ch 00000008, intr 10000000. MMU Fault"
+DBE = "NVRM: Xid (PCI:0000:5e:00): 48, pid=0, An uncorrectable double bit error"
+
+
+def at(clock: str, text: str) -> str:
+    return f"2026-11-23T{clock}+00:00 node kernel: {text}\n"
+
+
+def replay(*args: str) -> list[dict[str, Any]]:
+    result = CliRunner().invoke(main, ["replay", "--json", *args])
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.output.splitlines()]
+
+
+def by_node(replayed: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {node["node"]: node for node in replayed}
+
+
+@pytest.fixture
+def logs(tmp_path: Path) -> Path:
+    """Three nodes' kernel logs of one night."""
+    (tmp_path / "gpu-node-001.log").write_text(
+        at("02:07:01", FALLEN.format(bus="3b"))
+        + at("02:07:02", FALLEN.format(bus="3b"))  # the same fault again: flood control folds it
+        + at("05:07:02", FALLEN.format(bus="3b"))  # the same GPU, three hours after its repair
+    )
+    (tmp_path / "gpu-node-002.log").write_text(at("02:08:00", MMU) + at("02:09:00", DBE))
+    (tmp_path / "gpu-node-003.log").write_text(f"[Mon Nov 23 02:07:30 2026] {FALLEN.format(bus='3b')}\n")
+    (tmp_path / "gpu-node-004.log").write_text(at("02:00:00", MMU))  # the application's: nothing to repair
+    return tmp_path
+
+
+def test_each_node_says_what_would_have_happened(logs: Path) -> None:
+    nodes = by_node(replay(str(logs), "--gpu-nodes", "100"))
+
+    assert sorted(nodes) == ["gpu-node-001", "gpu-node-002", "gpu-node-003", "gpu-node-004"]
+    first, again = nodes["gpu-node-001"]["runs"]
+    assert nodes["gpu-node-001"]["outcomes"] == ["Resolved", "Escalated"]
+    assert first["faults"] == 1  # the repeat a second later was folded by flood control
+    assert again["reason"].startswith(f"repeat offender: GPU {first['gpus'][0]} faulted again within 7 days")
+    assert f"run {first['run']}, Resolved" in again["reason"]
+    assert (nodes["gpu-node-002"]["remediations"], nodes["gpu-node-002"]["runs"][0]["action"]) == (
+        1,
+        "COMPONENT_RESET",
+    )
+    assert nodes["gpu-node-003"]["outcomes"] == ["Resolved"]
+    assert nodes["gpu-node-004"] == {"node": "gpu-node-004", "remediations": 0, "outcomes": [], "runs": []}
+
+
+def test_the_budget_holds_the_later_faults_until_a_permit_frees(logs: Path) -> None:
+    """Four GPU nodes at 10%: one remediation at a time, in arrival order."""
+    nodes = by_node(replay(str(logs), "--repair-minutes", "30"))
+
+    first = nodes["gpu-node-001"]["runs"][0]
+    third = nodes["gpu-node-003"]["runs"][0]
+    second = nodes["gpu-node-002"]["runs"][0]
+    assert first["granted_at"] == "2026-11-23T02:07:01+00:00"
+    assert third["waited"] == "budget full: 1 of 1 remediations under way"
+    assert third["granted_at"] == first["ended_at"] == "2026-11-23T02:37:01+00:00"
+    assert second["granted_at"] == third["ended_at"] == "2026-11-23T03:07:01+00:00"
+
+
+def test_a_storm_trips_the_breaker_and_the_rest_wait_for_a_person(tmp_path: Path) -> None:
+    for n in range(10):
+        (tmp_path / f"gpu-node-{n:03}.log").write_text(at(f"02:00:{n:02}", FALLEN.format(bus="3b")))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "fleet:\n  budget: {max_concurrent: 10, max_percent: 100}\n  breaker: {share: 0.3, at_least: 3}\n"
+    )
+
+    nodes = replay(str(tmp_path), "--policy", str(policy))
+
+    outcomes = [node["outcomes"][0] for node in nodes]
+    assert outcomes == ["Resolved"] * 3 + ["AwaitingBudget"] * 7
+    assert nodes[9]["runs"][0]["reason"].startswith("circuit breaker tripped: 3 GPU nodes quarantined within 1:00:00")
+
+
+def test_the_policy_decides_the_xids_and_who_approves(logs: Path, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "xids:\n  overrides: {31: RESTART_VM, 79: NONE}\nrepair:\n  approval_for: [RESTART_VM]\n"
+        "fleet:\n  budget: {max_percent: 100}\n"
+    )
+
+    nodes = by_node(replay(str(logs), "--policy", str(policy)))
+
+    assert nodes["gpu-node-001"]["remediations"] == 0  # XID 79 overridden to nothing
+    assert nodes["gpu-node-004"]["outcomes"] == ["AwaitingApproval"]
+    assert nodes["gpu-node-002"]["runs"][0]["action"] == "RESTART_VM"  # raised by the XID 31 before the 48
+
+
+def test_health_event_streams_replay_too(tmp_path: Path) -> None:
+    event = {
+        "id": "e1",
+        "node": "gpu-node-007",
+        "is_fatal": True,
+        "is_healthy": False,
+        "action": "RESTART_VM",
+        "error_codes": ["79"],
+        "entities": [{"type": "GPU_UUID", "value": "GPU-0c9e2b1d-7f3a-4e5b-9c8d-1a2b3c4d5e6f"}],
+        "generated_at": "2026-11-23T02:00:00Z",
+    }
+    (tmp_path / "gpu-node-007.jsonl").write_text(json.dumps(event) + "\n\n" + json.dumps({**event, "id": "e2"}) + "\n")
+
+    [node] = replay(str(tmp_path))
+
+    assert (node["node"], node["remediations"], node["runs"][0]["faults"]) == ("gpu-node-007", 1, 2)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        ("gpu-node-001.txt", "", "name a node's log <node>.log (kernel log) or <node>.jsonl (health events)"),
+        ("gpu-node-001.jsonl", '{"id": "e1"}\n', "gpu-node-001.jsonl line 1: node: Field required"),
+    ],
+)
+def test_a_log_that_cannot_be_replayed_is_refused_naming_it(
+    tmp_path: Path, name: str, text: str, expected: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+
+    result = CliRunner().invoke(main, ["replay", str(path)])
+
+    assert result.exit_code != 0
+    assert expected in result.output
+    empty = CliRunner().invoke(main, ["replay", str(tmp_path / "nothing")])
+    assert empty.exit_code == 2
