@@ -74,16 +74,16 @@ async def remediate_through_the_agent(
 
 
 async def report_through_the_agent(
-    agent: Agent, kernel_log: Path, stack: Stack, xid: int
+    agent: Agent, kernel_log: Path, stack: Stack, xid: int, *, records: str = ""
 ) -> WorkflowHandle[Any, RemediationStatus]:
-    """Write the XID into the node's kernel log; the remediation run it starts.
+    """Write the XID (or `records` of the test's own) into the node's kernel log; the remediation run it starts.
 
     The dev server outlives each test, so `remediate-<node>` may already have an older, finished run
     (whose worker is gone: it answers no query): only a run started after the line was written counts.
     """
     written = datetime.now(UTC)
     with kernel_log.open("a") as log:
-        log.write(xid_record(agent, xid))
+        log.write(records or xid_record(agent, xid))
     handle = stack.server.client.get_workflow_handle(workflow_id_for(NODE), result_type=RemediationStatus)
     runs: list[str] = []
 
