@@ -33,7 +33,7 @@ def remediation_activities(
     waits = NodeWaitActivities(api)
     governed = FleetActivities(api, policy, governor_id)
     policies = PolicyActivities(policy)
-    survey = SurveyActivities(api, providers)
+    survey = SurveyActivities(api, providers, policy)
     return [
         nodes.quarantine_node,
         nodes.observe_node,

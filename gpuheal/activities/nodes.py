@@ -61,10 +61,7 @@ class NodeActivities:
                     annotations.get(marks.CORDONED_BEFORE_ANNOTATION) == "true",
                     boot_id=annotations.get(marks.BOOT_ID_ANNOTATION, ""),
                 )
-            if marks.REMEDIATION_ANNOTATION in annotations:
-                cordoned_before = annotations.get(marks.CORDONED_BEFORE_ANNOTATION) == "true"
-            else:
-                cordoned_before = bool(node.spec and node.spec.unschedulable)
+            cordoned_before = was_cordoned_before(node)
             boot_id = boot_id_of(node)
             taint = {
                 "key": marks.QUARANTINE_TAINT_KEY,
@@ -157,6 +154,15 @@ def _rfc3339(moment: datetime) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def was_cordoned_before(node: V1Node) -> bool:
+    """Whether the node was cordoned before gpuheal: as an earlier remediation's marks recorded it
+    where they are still there (an escalated or failed run), else as it is now."""
+    annotations = annotations_of(node)
+    if marks.REMEDIATION_ANNOTATION in annotations:
+        return annotations.get(marks.CORDONED_BEFORE_ANNOTATION) == "true"
+    return bool(node.spec and node.spec.unschedulable)
 
 
 def _record(name: str, node: V1Node, cordoned_before: bool, *, managed: bool = True, boot_id: str = "") -> NodeRecord:

@@ -8,19 +8,22 @@ from kubernetes.aio import client
 from gpuheal.activities.contract import implements
 from gpuheal.activities.drain import pod_ref, pods_to_move
 from gpuheal.activities.kube import read_node
-from gpuheal.activities.providers import ProviderError
+from gpuheal.activities.nodes import was_cordoned_before
+from gpuheal.activities.providers import ProviderError, RebootProvider
 from gpuheal.activities.providers.selection import ProviderSet
 from gpuheal.activities.repair import reboot_target
 from gpuheal.domain import contracts, marks
-from gpuheal.domain.steps import MachineRequest, NodeSurvey
+from gpuheal.domain.steps import MAX_SURVEYED_PODS, MachineRequest, NodeSurvey
+from gpuheal.policyfile import WorkerPolicy
 
 
 class SurveyActivities:
     """Reads what a dry run says it would act on."""
 
-    def __init__(self, api: client.ApiClient, providers: ProviderSet) -> None:
+    def __init__(self, api: client.ApiClient, providers: ProviderSet, policy: WorkerPolicy) -> None:
         self._core = client.CoreV1Api(api)
         self._providers = providers
+        self._policy = policy
 
     @implements(contracts.SURVEY)
     async def survey_node(self, request: MachineRequest) -> NodeSurvey:
@@ -30,19 +33,29 @@ class SurveyActivities:
             return NodeSurvey(node=request.node, exists=False)
         labels = dict((node.metadata.labels if node.metadata else None) or {})
         target = reboot_target(node, request.node, graceful=False)
+        provider: RebootProvider | None = None
+        problem = ""
         try:
-            provider, problem = self._providers.choose(target, request.provider).name, ""
+            provider = self._providers.choose(target, request.provider)
         except ProviderError as error:
-            provider, problem = "", str(error)
+            problem = str(error)
+        pods = await pods_to_move(self._core, request.node)
+        going = [pod for pod in pods if pod.metadata and pod.metadata.deletion_timestamp is not None]
+        staying = [pod for pod in pods if pod not in going]
         return NodeSurvey(
             node=request.node,
             exists=True,
             managed=labels.get(marks.MANAGED_LABEL) != "false",
             held=labels.get(marks.HOLD_LABEL) == "true",
-            unschedulable=bool(node.spec and node.spec.unschedulable),
+            cordoned_before=was_cordoned_before(node),
             labels=labels,
-            pods=tuple(pod_ref(pod) for pod in await pods_to_move(self._core, request.node)),
-            provider=provider,
+            governed=self._policy.fleet.governed,
+            pods=tuple(pod_ref(pod) for pod in staying[:MAX_SURVEYED_PODS]),
+            terminating=tuple(pod_ref(pod) for pod in going[:MAX_SURVEYED_PODS]),
+            pod_count=len(pods),
+            provider=provider.name if provider is not None else "",
             provider_id=target.provider_id,
             provider_problem=problem,
+            graceful=provider is not None and provider.supports_graceful,
+            reboots=provider is None or provider.expects_new_boot,
         )

@@ -68,8 +68,11 @@ class AgentPolicy(BaseModel):
 
 
 def policy_version(policy: BaseModel) -> str:
-    """The version of a policy: the first hex digits of the SHA-256 of its canonical JSON."""
-    canonical = json.dumps(policy.model_dump(), sort_keys=True, separators=(",", ":"), default=_plain)
+    """The version of a policy: the first hex digits of the SHA-256 of the canonical JSON of what it
+    sets apart from the defaults (so a field a later gpuheal adds, with its default, changes no version)."""
+    canonical = json.dumps(
+        policy.model_dump(exclude_defaults=True), sort_keys=True, separators=(",", ":"), default=_plain
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()[:_VERSION_DIGITS]
 
 

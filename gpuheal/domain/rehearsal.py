@@ -11,10 +11,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gpuheal.domain.actions import RecommendedAction
-from gpuheal.domain.decisions import Rung, first_rung, needs_approval
+from gpuheal.domain.decisions import (
+    Rung,
+    approval_wait,
+    first_rung,
+    needs_approval,
+    reboot_needs_approval,
+)
 from gpuheal.domain.marks import HOLD_LABEL, MANAGED_LABEL, QUARANTINE_TAINT_KEY
-from gpuheal.domain.policy import DrainMode, DrainPolicy, RemediationPolicy
+from gpuheal.domain.policy import DrainMode, DrainPolicy, RemediationPolicy, RepairPolicy
 from gpuheal.domain.steps import NodeSurvey, PodRef
+
+# Pods named one by one in a plan; the rest are counted (a plan is a payload, and read by people).
+_PODS_NAMED = 50
 
 
 def rehearse(
@@ -25,46 +34,81 @@ def rehearse(
     node = survey.node
     if not survey.exists:
         return [f"node {node} does not exist: nothing would be done"]
-    if not survey.managed:
-        return [f"node {node} is labelled {MANAGED_LABEL}=false: nothing would be done"]
     plan: list[str] = []
     if survey.held:
         plan.append(f"would wait, touching nothing, while {node} is labelled {HOLD_LABEL}=true")
-    plan.append("would ask the fleet governor for a permit, and wait in AwaitingBudget until it grants one")
-    cordoned = " (it is cordoned already)" if survey.unschedulable else ""
+    if survey.governed:
+        plan.append("would ask the fleet governor for a permit, and wait in AwaitingBudget until it grants one")
+    if not survey.managed:
+        plan.append(f"would then find {node} labelled {MANAGED_LABEL}=false and end, touching nothing")
+        return plan
+    cordoned = " (it is cordoned already)" if survey.cordoned_before else ""
     plan.append(f"would cordon {node} and taint it {QUARANTINE_TAINT_KEY}:NoSchedule{cordoned}")
-    plan.extend(_drain(survey.pods, policy.drain))
+    plan.extend(_drain(survey, policy.drain))
     if offence:
         plan.append(f"would escalate to a person instead of repairing again: {offence}")
         return plan
-    repair = policy.repair
-    if needs_approval(repair, action, survey.labels):
-        plan.append(f"would wait up to {repair.approval_timeout} for a person to approve the repair")
-    reboot = (
-        f"reboot {node} through {survey.provider} (providerID {survey.provider_id or 'none'})"
-        if survey.provider
-        else f"escalate to a person, as no provider would reboot it: {survey.provider_problem}"
-    )
-    if first_rung(action, repair, list(gpus)) is Rung.RESET_GPUS:
-        plan.append(f"would ask the node's agent to reset {', '.join(gpus)}; if the GPUs do not come back, {reboot}")
-    else:
-        plan.append(f"would {reboot}")
-    plan.append(
-        f"after a reboot, would wait up to {repair.node_ready_timeout} for {node} to be Ready on a new boot ID; "
-        f"then up to {repair.verify_timeout} for its GPUs to report healthy"
-    )
-    kept = " and leave it cordoned, as it was before" if survey.unschedulable else " and uncordon it"
+    plan.extend(_repair(survey, policy.repair, action, gpus))
+    kept = " and leave it cordoned, as it was before" if survey.cordoned_before else " and uncordon it"
     plan.append(f"would then remove the taint{kept}")
     return plan
 
 
-def _drain(pods: Sequence[PodRef], policy: DrainPolicy) -> list[str]:
-    if not pods:
+def _drain(survey: NodeSurvey, policy: DrainPolicy) -> list[str]:
+    if not survey.pod_count:
         return ["would find no pods to move"]
     said = {
         DrainMode.IMMEDIATE: "would evict {pod} (Immediate; its PodDisruptionBudget holds)",
         DrainMode.ALLOW_COMPLETION: "would leave {pod} to finish (AllowCompletion)",
         DrainMode.DELETE_AFTER_TIMEOUT: f"would delete {{pod}} after {policy.delete_after} (DeleteAfterTimeout)",
     }
-    lines = [said[policy.mode_for(pod.namespace)].format(pod=f"{pod.namespace}/{pod.name}") for pod in pods]
+    lines = [said[policy.mode_for(pod.namespace)].format(pod=_name(pod)) for pod in survey.pods[:_PODS_NAMED]]
+    lines += [f"would wait for {_name(pod)}, terminating already" for pod in survey.terminating[:_PODS_NAMED]]
+    named = min(len(survey.pods), _PODS_NAMED) + min(len(survey.terminating), _PODS_NAMED)
+    if survey.pod_count > named:
+        lines.append(f"… and {survey.pod_count - named} more pods, each by its namespace's drain mode")
     return [*lines, f"would end the drain with a person if it has not finished within {policy.timeout}"]
+
+
+def _repair(survey: NodeSurvey, repair: RepairPolicy, action: RecommendedAction, gpus: Sequence[str]) -> list[str]:
+    node = survey.node
+    lines: list[str] = []
+    asked = needs_approval(repair, action, survey.labels)
+    if asked:
+        lines.append(f"would {_approval(repair, action, 'the repair')}")
+    if not survey.provider:
+        lines.append(f"would escalate to a person, as no provider would repair {node}: {survey.provider_problem}")
+        return lines
+    if not survey.reboots:
+        # A person repairs (the manual provider): their approval says it is done; no machine is called.
+        lines.append(f"would leave the repair to a person ({survey.provider}): no machine would be called")
+        lines.append(f"then would wait up to {repair.verify_timeout} for the GPUs of {node} to report healthy")
+        return lines
+    reboot = f"through {survey.provider} (providerID {survey.provider_id or 'none'})"
+    if repair.graceful_timeout is not None and survey.graceful:
+        reboot = f"gracefully {reboot}, forcing it if the restart has not begun within {repair.graceful_timeout}"
+    if first_rung(action, repair, list(gpus)) is Rung.RESET_GPUS:
+        fallback = "reboot it"
+        if not asked and reboot_needs_approval(repair, action, after_reset=True, decided=None):
+            fallback = f"{_approval(repair, action, 'that reboot')}, then reboot it"
+        lines.append(f"would ask the node's agent to reset {', '.join(gpus)}; if the GPUs do not come back, {fallback}")
+        lines.append(f"(a reboot would go {reboot})")
+    else:
+        lines.append(f"would reboot {node} {reboot}")
+    lines.append(
+        f"after a reboot, would wait up to {repair.node_ready_timeout} for {node} to be Ready on a new boot ID; "
+        f"then up to {repair.verify_timeout} for its GPUs to report healthy"
+    )
+    return lines
+
+
+def _approval(repair: RepairPolicy, action: RecommendedAction, what: str) -> str:
+    """The wait for a person's approval of `what`, as the policy bounds it."""
+    wait = approval_wait(repair, action)
+    if wait != repair.approval_timeout:
+        return f"wait up to {wait} for a person to approve {what}, then approve it on gpuheal's behalf"
+    return f"wait up to {wait} for a person to approve {what} (a rejection, or no decision, escalates)"
+
+
+def _name(pod: PodRef) -> str:
+    return f"{pod.namespace}/{pod.name}"

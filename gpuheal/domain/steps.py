@@ -188,14 +188,27 @@ class NodeSurvey(_Payload):
     exists: bool
     managed: bool = True
     held: bool = False
-    unschedulable: bool = False
+    # Cordoned before gpuheal (as a release would find it): it stays cordoned afterwards.
+    cordoned_before: bool = False
     labels: dict[str, str] = Field(default_factory=dict)
-    # Not finished, not a DaemonSet's, not a mirror pod: what a drain would have to move.
+    # Whether a remediation would ask the fleet governor for a permit (the worker's fleet is governed).
+    governed: bool = True
+    # Not finished, not a DaemonSet's, not a mirror pod: what a drain would have to move (the first
+    # MAX_SURVEYED_PODS of them), those already terminating, and how many there are in all.
     pods: tuple[PodRef, ...] = ()
-    # The provider that would reboot it ("" when none would: `provider_problem` says why), and its providerID.
+    terminating: tuple[PodRef, ...] = ()
+    pod_count: int = 0
+    # The provider that would reboot it ("" when none would: `provider_problem` says why), its
+    # providerID, and what the provider does: a graceful restart first; a reboot (False: a person).
     provider: str = ""
     provider_id: str = ""
     provider_problem: str = ""
+    graceful: bool = False
+    reboots: bool = True
+
+
+# A node with thousands of pods must not make a payload over Temporal's limit.
+MAX_SURVEYED_PODS = 100
 
 
 class MachineState(_Payload):

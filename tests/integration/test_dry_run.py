@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from gpuheal.control import remediations
+from gpuheal.control import governor, remediations
+from gpuheal.control.governor import governor_id_for
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.faults import Fault
 from gpuheal.domain.phases import Phase
@@ -55,6 +56,9 @@ async def test_a_dry_run_leaves_the_cluster_byte_identical_and_calls_no_provider
     assert done.phase is Phase.DRY_RUN, done.reason
     assert stack.cluster.snapshot() == before
     assert stack.cluster.reboot_requests(NODE) == 0
+    # No permit asked for: the fleet governor (started by the worker) saw no request and granted nothing.
+    fleet = await governor.status(stack.server.client, governor_id_for(stack.task_queue))
+    assert (fleet.state.held, fleet.state.waiting, fleet.state.recent_grants) == ((), (), ())
     # Everything the worker ever did on this cluster was a read; the dry run read the node's pods.
     assert {access.verb for access in stack.cluster.accesses(worker)} <= READ_VERBS
     assert "pods" in {access.resource for access in stack.cluster.accesses(worker) - reads_before}

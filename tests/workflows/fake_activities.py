@@ -370,11 +370,15 @@ class FakeNode:
                 exists=True,
                 managed=self.managed,
                 held=self.held,
-                unschedulable=self.cordoned,
+                cordoned_before=self.cordoned,
                 labels=self.labels,
+                governed=self.fleet is not None,
                 pods=self.pods,
+                pod_count=len(self.pods),
                 provider="manual" if self.manual_provider else "simulator",
                 provider_id=f"sim://{self.name}",
+                graceful=self.graceful_supported,
+                reboots=not self.manual_provider,
             )
 
         served: list[Callable[..., Any]] = [

@@ -69,7 +69,7 @@ async def test_a_dry_run_says_every_step_and_touches_nothing(
         "would leave batch/etl-1 to finish (AllowCompletion)",
         "would delete serving/api-2 after 0:10:00 (DeleteAfterTimeout)",
         "would end the drain with a person if it has not finished within 0:30:00",
-        "would wait up to 1 day, 0:00:00 for a person to approve the repair",
+        "would wait up to 1 day, 0:00:00 for a person to approve the repair (a rejection, or no decision, escalates)",
         f"would reboot {node.name} through simulator (providerID sim://{node.name})",
         f"after a reboot, would wait up to 0:30:00 for {node.name} to be Ready on a new boot ID; "
         "then up to 0:05:00 for its GPUs to report healthy",
@@ -97,11 +97,12 @@ async def test_a_dry_run_of_a_gpu_reset_a_node_gpuheal_may_not_touch_and_a_repea
     time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
 ) -> None:
     reset = await dry_run(time_skipping_env, queue, node, action=RecommendedAction.COMPONENT_RESET)
+    # approval_for names a reboot: the reset runs by itself, the reboot it may fall back to waits for a person.
     assert (
-        f"would ask the node's agent to reset GPU-aaaa; if the GPUs do not come back, reboot {node.name} through "
-        f"simulator (providerID sim://{node.name})"
+        "would ask the node's agent to reset GPU-aaaa; if the GPUs do not come back, wait up to 1 day, 0:00:00 for "
+        "a person to approve that reboot (a rejection, or no decision, escalates), then reboot it"
     ) in reset.plan
-    assert not any("approve" in step for step in reset.plan)  # approval_for names reboots only
+    assert f"(a reboot would go through simulator (providerID sim://{node.name}))" in reset.plan
 
     def yesterday(request: HistoryRequest) -> RemediationHistory:
         earlier = EarlierRemediation(
@@ -125,7 +126,9 @@ async def test_a_dry_run_of_a_gpu_reset_a_node_gpuheal_may_not_touch_and_a_repea
 
     node.managed = False
     untouched = await dry_run(time_skipping_env, queue, node)
-    assert untouched.plan == [f"node {node.name} is labelled gpuheal.io/managed=false: nothing would be done"]
+    assert untouched.plan == [
+        f"would then find {node.name} labelled gpuheal.io/managed=false and end, touching nothing"
+    ]
     assert set(node.steps) <= READS, node.steps
 
 
