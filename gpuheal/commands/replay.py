@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
 
-from gpuheal.domain.fleet import FleetPolicy
 from gpuheal.domain.policy_document import PolicyDocument
 from gpuheal.params import PolicyFile
 from gpuheal.policyfile import LoadedPolicy
-from gpuheal.replay import NodeReplay, TimedFault, read_log
-from gpuheal.replay import replay as run_replay
-from gpuheal.replay.reading import HEALTH_EVENTS_SUFFIX, UnreadableLog
+from gpuheal.replay import HEALTH_EVENTS_SUFFIX, KERNEL_LOG_SUFFIX, NodeReplay, UnreadableLog, replay_logs
 
-_LOG_SUFFIXES = (".log", HEALTH_EVENTS_SUFFIX)
+_LOG_SUFFIXES = (KERNEL_LOG_SUFFIX, HEALTH_EVENTS_SUFFIX)
 
 
 @click.command()
@@ -30,12 +28,13 @@ _LOG_SUFFIXES = (".log", HEALTH_EVENTS_SUFFIX)
 )
 @click.option(
     "--gpu-nodes",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=10_000_000),
     help="GPU nodes in the fleet, for the budget's and the breaker's shares [default: the nodes replayed].",
 )
 @click.option(
     "--repair-minutes",
     type=click.FloatRange(min=0, min_open=True, max=7 * 24 * 60),
+    callback=lambda _ctx, _param, minutes: _finite(minutes),
     default=15.0,
     show_default=True,
     help="How long a repair is assumed to hold its node out of service (drain, reboot, verify).",
@@ -66,20 +65,18 @@ def replay(
     """
     files = _log_files(logs)
     document = policy.document if policy is not None else PolicyDocument()
-    fleet = document.fleet or FleetPolicy()
     try:
-        faults = asyncio.run(_read_all(files, document, year))
+        replayed = asyncio.run(
+            replay_logs(
+                files,
+                document,
+                gpu_nodes=gpu_nodes or len({path.stem for path in files}),
+                repair_time=timedelta(minutes=repair_minutes),
+                year=year,
+            )
+        )
     except UnreadableLog as error:
         raise click.ClickException(str(error)) from None
-    nodes = [path.stem for path in files]
-    replayed = run_replay(
-        faults,
-        nodes,
-        document.remediation(),
-        fleet,
-        gpu_nodes=gpu_nodes or len(set(nodes)),
-        repair_time=timedelta(minutes=repair_minutes),
-    )
     if as_json:
         for node in replayed:
             click.echo(json.dumps(node.as_json()))
@@ -88,28 +85,28 @@ def replay(
 
 
 def _log_files(paths: tuple[Path, ...]) -> list[Path]:
-    """The logs given, and those in the directories given; a file that is neither kind is refused."""
-    files: list[Path] = []
+    """The logs given, and those in the directories given (not their subdirectories), each once; a
+    file that is neither kind is refused."""
+    files: dict[Path, None] = {}
     for path in paths:
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in _LOG_SUFFIXES)
             if not found:
                 raise click.BadParameter(f"{path} holds no <node>.log or <node>.jsonl files", param_hint="LOGS")
-            files.extend(found)
+            files.update(dict.fromkeys(p.resolve() for p in found))
         elif path.suffix in _LOG_SUFFIXES:
-            files.append(path)
+            files[path.resolve()] = None
         else:
             raise click.BadParameter(
                 f"{path}: name a node's log <node>.log (kernel log) or <node>.jsonl (health events)", param_hint="LOGS"
             )
-    return files
+    return list(files)
 
 
-async def _read_all(files: list[Path], document: PolicyDocument, year: int) -> list[TimedFault]:
-    faults: list[TimedFault] = []
-    for path in files:
-        faults.extend(await read_log(path, document.xids, year))
-    return faults
+def _finite(minutes: float) -> float:
+    if not math.isfinite(minutes):  # nan passes a range
+        raise click.BadParameter(f"{minutes} is not a number of minutes", param_hint="'--repair-minutes'")
+    return minutes
 
 
 def _print(replayed: list[NodeReplay], version: str) -> None:

@@ -1,25 +1,27 @@
 """The remediations a fleet's faults would have started, on a virtual clock, under one policy.
 
 The rules are the ones the workflows run by, called as they call them: a fault starts its node's
-remediation, or joins the one under way; the remediation waits for the governor's permit
-(`choose`: the budget, the groups, the breaker, in arrival order); with it, it is quarantined (which
-the breaker counts), then it is escalated if it is a repeat offender (`repeat_offence`, against the
-remediations before it), waits for a person where the policy asks one (`needs_approval`), or is
-repaired. What only a real run can tell is assumed: a repair takes `repair_time` and holds. Nobody
-acts: a tripped breaker stays tripped, an escalated or unapproved remediation holds its permit and
-its node to the end.
+remediation, or joins the one under way (an event id counts once); the remediation waits for the
+governor's permit (`choose`: the budget and the breaker, in arrival order); with it, it is
+quarantined (which the breaker counts), then escalated if it is a repeat offender (`repeat_offence`,
+against the remediations before it), waits for a person where the policy asks one
+(`needs_approval`), or is repaired. An approval nobody gives is given on gpuheal's behalf, or
+escalates, when the policy's wait runs out (`approval_wait`, `auto_approval`, `after_approval_wait`).
+What only a real run can tell is assumed: a repair takes `repair_time` and holds. Nobody acts: a
+tripped breaker stays tripped, an escalated remediation holds its permit and its node to the end.
+Under a `dry_run` policy a remediation ends at once in DryRun, with no permit.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import Enum
 
 from gpuheal.domain.actions import RecommendedAction
-from gpuheal.domain.decisions import needs_approval
+from gpuheal.domain.decisions import REBOOT_ACTIONS, after_approval_wait, approval_wait, auto_approval, needs_approval
 from gpuheal.domain.fleet import FleetPolicy, GovernorState, HeldPermit, PermitRequest, Waiting, choose
 from gpuheal.domain.history import EarlierRemediation, RemediationHistory, repeat_offence
 from gpuheal.domain.marks import workflow_id_for
@@ -36,10 +38,12 @@ class RunReplay:
     run_id: str
     started_at: datetime
     action: RecommendedAction
+    fault_at: datetime
     faults: int = 1
     gpus: set[str] = field(default_factory=set)
     serials: set[str] = field(default_factory=set)
-    fault_at: datetime | None = None
+    # The health event ids of its faults: an event delivered twice counts once, as in the workflow.
+    event_ids: set[str] = field(default_factory=set)
     phase: Phase = Phase.AWAITING_BUDGET
     reason: str = ""
     # Why it waited for its permit (the latest reason), and when it got it.
@@ -48,12 +52,21 @@ class RunReplay:
     ended_at: datetime | None = None
     repairs: int = 0
 
-    def joined(self, fault: TimedFault) -> None:
+    @property
+    def rebooted(self) -> bool:
+        """Whether its repair was a reboot (else a GPU reset): the node booted again."""
+        return self.repairs > 0 and self.action in REBOOT_ACTIONS
+
+    def joined(self, timed: TimedFault) -> None:
+        fault = timed.fault
+        if fault.event_id in self.event_ids:
+            return
+        self.event_ids.add(fault.event_id)
         self.faults += 1
-        self.action = self.action.escalate(fault.fault.action)
-        self.gpus.update(fault.fault.gpu_uuids)
-        self.serials.update(fault.fault.gpu_serials)
-        self.fault_at = fault.at
+        self.action = self.action.escalate(fault.action)
+        self.gpus.update(fault.gpu_uuids)
+        self.serials.update(fault.gpu_serials)
+        self.fault_at = timed.at
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -86,20 +99,14 @@ class NodeReplay:
         }
 
 
-def replay(
-    faults: Iterable[TimedFault],
-    nodes: Iterable[str],
-    policy: RemediationPolicy,
-    fleet: FleetPolicy,
-    *,
-    gpu_nodes: int,
-    repair_time: timedelta,
-) -> list[NodeReplay]:
-    """Run the faults (of `nodes`, and any other node they name) through the policy, in time order."""
-    return _Fleet(policy, fleet, gpu_nodes, repair_time).run(faults, nodes)
+class _Timer(Enum):
+    REPAIRED = "repaired"
+    APPROVAL = "approval"
 
 
-class _Fleet:
+class Fleet:
+    """The remediations of the faults it is told of, in time order, and the timers they set."""
+
     def __init__(self, policy: RemediationPolicy, fleet: FleetPolicy, gpu_nodes: int, repair_time: timedelta) -> None:
         self._policy = policy
         self._fleet = fleet
@@ -111,57 +118,66 @@ class _Fleet:
         self._held: list[RunReplay] = []
         self._grants: list[datetime] = []
         self._tripped = ""
-        # Repairs that end, by time: (when, order of scheduling, run).
-        self._ending: list[tuple[datetime, int, RunReplay]] = []
-        self._scheduled = itertools.count()
-        self._runs = 0
+        # What happens next to a run, by time: (when, order of setting, run, what).
+        self._timers: list[tuple[datetime, int, RunReplay, _Timer]] = []
+        self._set = itertools.count()
+        self._runs = itertools.count(1)
 
-    def run(self, faults: Iterable[TimedFault], nodes: Iterable[str]) -> list[NodeReplay]:
-        for node in nodes:
-            self._nodes.setdefault(node, NodeReplay(node))
-        for fault in sorted(faults, key=lambda timed: timed.at):
-            self._end_repairs(until=fault.at)
-            self._fault(fault)
-            self._grant(fault.at)
-        self._end_repairs(until=None)
+    def node(self, name: str) -> None:
+        """A node of the fleet, shown even when nothing happens to it."""
+        self._nodes.setdefault(name, NodeReplay(name))
+
+    def nodes(self) -> list[NodeReplay]:
         return [self._nodes[node] for node in sorted(self._nodes)]
 
-    def _fault(self, timed: TimedFault) -> None:
+    def fault(self, timed: TimedFault) -> None:
+        """A fault the node's agent reported: it joins the node's remediation, or starts one."""
         node = timed.fault.node
         run = self._open.get(node)
         if run is not None:
             run.joined(timed)
             return
-        self._runs += 1
         run = RunReplay(
             node=node,
-            run_id=f"replay-{self._runs}",
+            run_id=f"replay-{next(self._runs)}",
             started_at=timed.at,
             action=timed.fault.action,
+            fault_at=timed.at,
             gpus=set(timed.fault.gpu_uuids),
             serials=set(timed.fault.gpu_serials),
-            fault_at=timed.at,
+            event_ids={timed.fault.event_id},
         )
         self._nodes.setdefault(node, NodeReplay(node)).runs.append(run)
+        if self._policy.dry_run:
+            run.phase, run.ended_at = Phase.DRY_RUN, timed.at
+            run.reason = "dry run: nothing was done"
+            return
         self._open[node] = run
-        if self._fleet.governed:
-            self._waiting.append(run)
-        else:
+        if not self._fleet.governed:
             self._quarantined(run, timed.at)
+            return
+        self._waiting.append(run)
+        self._grant(timed.at)
 
-    def _end_repairs(self, until: datetime | None) -> None:
-        """Resolve the repairs that end by `until` (all of them: None), granting what they free."""
-        while self._ending and (until is None or self._ending[0][0] <= until):
-            at, _, run = heapq.heappop(self._ending)
+    def next_ended(self, until: datetime | None) -> RunReplay | None:
+        """Run the timers due by `until` (all of them: None) up to the next repair that ends; that
+        run (Resolved), or None when none ends by then."""
+        while self._timers and (until is None or self._timers[0][0] <= until):
+            at, _, run, what = heapq.heappop(self._timers)
+            if what is _Timer.APPROVAL:
+                self._approval_ran_out(run, at)
+                continue
             run.phase, run.ended_at, run.reason = Phase.RESOLVED, at, ""
             del self._open[run.node]
             if run in self._held:
                 self._held.remove(run)
             self._grant(at)
+            return run
+        return None
 
     def _grant(self, now: datetime) -> None:
         """The governor's pass: permits for the waiting runs the budget and the breaker allow."""
-        if not self._fleet.governed or not self._waiting:
+        if not self._waiting:
             return
         if self._tripped:
             for run in self._waiting:
@@ -211,16 +227,36 @@ class _Fleet:
     def _quarantined(self, run: RunReplay, now: datetime) -> None:
         """The node is out of service: escalate a repeat offender, wait for a person where the policy
         asks one, or repair."""
-        run.phase = Phase.QUARANTINED
-        assert run.fault_at is not None
         offence = repeat_offence(self._policy.loops, run.node, run.gpus, run.serials, self._history(run), run.fault_at)
         if offence:
             run.phase, run.reason = Phase.ESCALATED, offence
         elif needs_approval(self._policy.repair, run.action, {}):
-            run.phase, run.reason = Phase.AWAITING_APPROVAL, "waits for a person's approval (nobody acts in a replay)"
+            run.phase, run.reason = Phase.AWAITING_APPROVAL, "waits for a person's approval"
+            self._at(now + approval_wait(self._policy.repair, run.action), run, _Timer.APPROVAL)
         else:
-            run.phase, run.repairs = Phase.REPAIRING, 1
-            heapq.heappush(self._ending, (now + self._repair_time, next(self._scheduled), run))
+            self._repair(run, now)
+
+    def _approval_ran_out(self, run: RunReplay, at: datetime) -> None:
+        """Nobody decided: gpuheal approves where the policy lets it, else the run escalates."""
+        decision = auto_approval(self._policy.repair, run.action, at)
+        if decision is not None:
+            self._repair(run, at)
+            return
+        run.phase, run.reason = Phase.ESCALATED, after_approval_wait(None, self._policy.repair.approval_timeout).reason
+
+    def _repair(self, run: RunReplay, now: datetime) -> None:
+        run.phase, run.repairs, run.reason = Phase.REPAIRING, 1, ""
+        self._at(self._later(now, self._repair_time), run, _Timer.REPAIRED)
+
+    def _at(self, when: datetime, run: RunReplay, what: _Timer) -> None:
+        heapq.heappush(self._timers, (when, next(self._set), run, what))
+
+    @staticmethod
+    def _later(now: datetime, wait: timedelta) -> datetime:
+        try:
+            return now + wait
+        except OverflowError:  # the log ends at the calendar's end: the repair ends with it
+            return datetime.max.replace(tzinfo=now.tzinfo)
 
     def _history(self, current: RunReplay) -> RemediationHistory:
         """The remediations before `current`, as visibility would show them."""
@@ -238,6 +274,6 @@ class _Fleet:
             )
             for node in self._nodes.values()
             for run in node.runs
-            if run is not current and run.started_at <= current.started_at
+            if run is not current
         ]
         return RemediationHistory(remediations=tuple(earlier))

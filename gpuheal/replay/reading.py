@@ -1,32 +1,42 @@
-"""A recorded log, read into the faults the node's agent would have reported, each with its time.
+"""Recorded logs, read line by line in time order, and each node's agent as the replay plays it.
 
-A kernel log goes through the agent's own monitor (`KernelLogMonitor`): the same parser, catalog,
-XID overrides and flood control, its clock set to each line's stamp. With no NVML to ask, each GPU is
-named by a UUID derived from the node and its PCI address, so a GPU that faults again is known
-again. A health-event stream (`.jsonl`: one event per line, as the intake takes it in JSON) gives
-its events' faults at their `generated_at`.
+A kernel log (`<node>.log`) goes through the agent's own monitor (`KernelLogMonitor`): the same
+parser, catalog, XID overrides and flood control, its clock set to each line's time (`clock`). What
+the live agent learns besides its log, the replay tells it as it happens: a new boot (in the log, or
+after a replayed reboot) and the end of the node's remediation, which forget its flood-control
+windows. With no NVML to ask, a GPU the log does not name by UUID (`GPU at PCI:… GPU-…`) is named by
+one derived from the node and its PCI address. A health-event stream (`<node>.jsonl`) holds one
+event per line in the intake's JSON form (the protobuf `HealthEvent`: `nodeName`, `isFatal`, …),
+checked as the intake checks it.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
+import tempfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TextIO
 
-from pydantic import ValidationError
+from google.protobuf import json_format
 
+from gpuheal.agents.intake.convert import to_domain
+from gpuheal.agents.intake.validate import IntakeLimits, event_problems
 from gpuheal.agents.kmsg.gpumap import GpuMap
 from gpuheal.agents.kmsg.monitor import KernelLogMonitor
 from gpuheal.agents.kmsg.parser import KmsgParser
 from gpuheal.domain.faults import Fault
 from gpuheal.domain.health import HealthEvent
 from gpuheal.domain.xid_policy import XidPolicy
-from gpuheal.replay.clock import EPOCH, line_time
+from gpuheal.protos import health_event_pb2 as pb
+from gpuheal.replay.clock import EPOCH, NodeClock
 
 # Derived GPU UUIDs: the same node and address give the same UUID in every replay.
 _GPU_NAMESPACE = uuid.UUID("6f1d2c3e-9a8b-4c7d-8e6f-5a4b3c2d1e0f")
+KERNEL_LOG_SUFFIX = ".log"
 HEALTH_EVENTS_SUFFIX = ".jsonl"
 
 
@@ -42,62 +52,124 @@ class TimedFault:
     fault: Fault
 
 
-async def read_log(path: Path, xids: XidPolicy, year: int) -> list[TimedFault]:
-    """The faults of one node's log (the node is the file's name without its suffix); `year` is the
-    year of syslog stamps, which name none."""
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One kernel log line of a node, when it was written, and whether a boot begins with it."""
+
+    node: str
+    at: datetime
+    text: str
+    new_boot: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One health event of a stream, when it was generated (or when the event before it was)."""
+
+    node: str
+    at: datetime
+    event: HealthEvent
+
+
+def kernel_log_lines(path: Path, year: int) -> Iterator[Line]:
+    """The node's kernel log, a line at a time (a log of gigabytes is never held whole)."""
+    clock = NodeClock(year)
+    with _opened(path) as log:
+        for text in log:
+            at, new_boot = clock.read(text)
+            yield Line(path.stem, at, text, new_boot)
+
+
+def health_events(path: Path) -> Iterator[Event]:
+    """The node's health events, each checked as the intake checks it (it must name this node)."""
+    limits = IntakeLimits(node=path.stem)
+    at = EPOCH
+    with _opened(path) as stream:
+        for number, text in enumerate(stream, start=1):
+            if not text.strip():
+                continue
+            try:
+                wire = json_format.Parse(text, pb.HealthEvent())
+            except json_format.ParseError as error:
+                raise UnreadableLog(f"{path} line {number}: not an intake event: {error}") from None
+            if problems := event_problems(wire, limits):
+                raise UnreadableLog(f"{path} line {number}: {'; '.join(problems)}")
+            event = to_domain(wire, limits)
+            at = max(at, event.generated_at or at)
+            yield Event(path.stem, at, event)
+
+
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[TextIO]:
+    """A regular file's lines (undecodable bytes replaced); a FIFO or a device is refused, not waited on."""
+    if not path.is_file():
+        raise UnreadableLog(f"{path}: not a regular file")
     try:
-        text = await asyncio.to_thread(path.read_text, "utf-8", errors="replace")
+        with path.open(encoding="utf-8", errors="replace") as opened:
+            yield opened
     except OSError as error:
         raise UnreadableLog(f"{path}: cannot be read: {error.strerror or error}") from None
-    if path.suffix == HEALTH_EVENTS_SUFFIX:
-        return _health_events(path, text)
-    return await _kernel_log(path.stem, text.splitlines(keepends=True), xids, year)
 
 
-async def _kernel_log(node: str, lines: list[str], xids: XidPolicy, year: int) -> list[TimedFault]:
-    now = EPOCH
-    faults: list[TimedFault] = []
+class ReplayedAgent:
+    """One node's agent as the replay plays it: its kernel-log monitor on the replay's clock."""
 
-    class Collect:
-        async def submit(self, event: HealthEvent) -> None:
-            if event.needs_remediation:
-                faults.append(TimedFault(at=now, fault=event.to_fault()))
+    def __init__(self, node: str, xids: XidPolicy, gpus: dict[str, str], boot_dir: Path) -> None:
+        self._now = EPOCH
+        self._boot_id = boot_dir / f"{uuid.uuid4()}.boot_id"
+        self._boot_id.write_text(str(uuid.uuid4()))
+        self._faults: list[TimedFault] = []
+        self._monitor = KernelLogMonitor(
+            node,
+            self,
+            policy=xids,
+            gpu_map=GpuMap(gpus),
+            clock=lambda: (self._now - EPOCH).total_seconds(),
+            now=lambda: self._now,
+            boot_id_path=self._boot_id,
+        )
 
-    monitor = KernelLogMonitor(
-        node,
-        Collect(),
-        policy=xids,
-        gpu_map=GpuMap(_derived_gpus(node, lines)),
-        clock=lambda: (now - EPOCH).total_seconds(),
-        now=lambda: now,
-        boot_id_path=Path("/nonexistent/gpuheal-replay/boot_id"),
-    )
-    for line in lines:
-        now = line_time(line, now, year)
-        await monitor.feed(line)
-    return faults
-
-
-def _derived_gpus(node: str, lines: list[str]) -> dict[str, str]:
-    """A UUID for each GPU address the log names (read with a parser of its own)."""
-    parser = KmsgParser()
-    addresses = {event.pci_key for line in lines if (event := parser.feed(line)) is not None}
-    return {address: f"GPU-{uuid.uuid5(_GPU_NAMESPACE, f'{node}/{address}')}" for address in addresses}
-
-
-def _health_events(path: Path, text: str) -> list[TimedFault]:
-    faults: list[TimedFault] = []
-    at = EPOCH
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            event = HealthEvent.model_validate_json(line)
-        except ValidationError as error:
-            first = error.errors()[0]
-            where = ".".join(str(part) for part in first["loc"]) or "the event"
-            raise UnreadableLog(f"{path} line {number}: {where}: {first['msg']}") from None
-        at = event.generated_at or at
+    async def submit(self, event: HealthEvent) -> None:
+        """The monitor's sink: what the agent would hand to Temporal, with when."""
         if event.needs_remediation:
-            faults.append(TimedFault(at=at, fault=event.to_fault()))
-    return faults
+            self._faults.append(TimedFault(at=self._now, fault=event.to_fault()))
+
+    async def read(self, line: Line) -> list[TimedFault]:
+        """The faults the agent reports for a line of its log."""
+        self._now = line.at
+        if line.new_boot:
+            await self.rebooted(line.at)
+        await self._monitor.feed(line.text)
+        return self._taken()
+
+    async def rebooted(self, at: datetime) -> None:
+        """The node booted again: the monitor sees a new boot ID and forgets what it held."""
+        self._now = at
+        self._boot_id.write_text(str(uuid.uuid4()))
+        await self._monitor.check_boot()
+
+    async def remediation_ended(self, at: datetime) -> list[TimedFault]:
+        """The node's remediation ended (the agent sees its marks go): repeats logged since are reported."""
+        self._now = at
+        await self._monitor.remediation_ended()
+        return self._taken()
+
+    def _taken(self) -> list[TimedFault]:
+        taken = list(self._faults)
+        self._faults.clear()
+        return taken
+
+
+def gpus_named(path: Path, year: int) -> dict[str, str]:
+    """Each GPU address the node's log names, with its UUID: the log's own (`GPU at PCI:…` lines),
+    else one derived from the node and the address (read with a parser of its own)."""
+    parser = KmsgParser()
+    addresses = {event.pci_key for line in kernel_log_lines(path, year) if (event := parser.feed(line.text))}
+    named = parser.known_gpus()
+    derived = {key: f"GPU-{uuid.uuid5(_GPU_NAMESPACE, f'{path.stem}/{key}')}" for key in addresses - named.keys()}
+    return named | derived
+
+
+def boot_files() -> tempfile.TemporaryDirectory[str]:
+    """Where the replayed agents keep their boot IDs."""
+    return tempfile.TemporaryDirectory(prefix="gpuheal-replay-")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -99,33 +100,95 @@ def test_the_policy_decides_the_xids_and_who_approves(logs: Path, tmp_path: Path
     nodes = by_node(replay(str(logs), "--policy", str(policy)))
 
     assert nodes["gpu-node-001"]["remediations"] == 0  # XID 79 overridden to nothing
-    assert nodes["gpu-node-004"]["outcomes"] == ["AwaitingApproval"]
+    # Nobody approves in a replay: the wait runs out and the remediation escalates, as a live one would.
+    assert nodes["gpu-node-004"]["outcomes"] == ["Escalated"]
+    assert nodes["gpu-node-004"]["runs"][0]["reason"] == "no approval within 1 day, 0:00:00"
     assert nodes["gpu-node-002"]["runs"][0]["action"] == "RESTART_VM"  # raised by the XID 31 before the 48
 
 
-def test_health_event_streams_replay_too(tmp_path: Path) -> None:
-    event = {
-        "id": "e1",
-        "node": "gpu-node-007",
-        "is_fatal": True,
-        "is_healthy": False,
-        "action": "RESTART_VM",
-        "error_codes": ["79"],
-        "entities": [{"type": "GPU_UUID", "value": "GPU-0c9e2b1d-7f3a-4e5b-9c8d-1a2b3c4d5e6f"}],
-        "generated_at": "2026-11-23T02:00:00Z",
-    }
-    (tmp_path / "gpu-node-007.jsonl").write_text(json.dumps(event) + "\n\n" + json.dumps({**event, "id": "e2"}) + "\n")
+def intake_event(event_id: str, node: str = "gpu-node-007", at: str = "2026-11-23T02:00:00Z") -> str:
+    """A health event as the intake takes it, in the protobuf's JSON form."""
+    return json.dumps(
+        {
+            "id": event_id,
+            "nodeName": node,
+            "agent": "dcgm",
+            "isFatal": True,
+            "isHealthy": False,
+            "recommendedAction": "RESTART_VM",
+            "errorCode": ["79"],
+            "entitiesImpacted": [{"entityType": "GPU_UUID", "entityValue": "GPU-0c9e2b1d-7f3a-4e5b-9c8d-1a2b3c4d5e6f"}],
+            "generatedTimestamp": at,
+        }
+    )
 
-    [node] = replay(str(tmp_path))
+
+def test_health_event_streams_replay_too_an_event_delivered_twice_counting_once(tmp_path: Path) -> None:
+    stream = tmp_path / "gpu-node-007.jsonl"
+    stream.write_text(intake_event("e1") + "\n\n" + intake_event("e2") + "\n" + intake_event("e2") + "\n")
+
+    [node] = replay(str(tmp_path), str(stream))  # the same file twice (a DIR and a file in it) counts once
 
     assert (node["node"], node["remediations"], node["runs"][0]["faults"]) == ("gpu-node-007", 1, 2)
+
+
+def test_a_repeat_after_the_remediation_ended_is_a_new_fault_as_the_live_agent_reports_it(tmp_path: Path) -> None:
+    """Inside flood control's minute of the repeat before it, but after the remediation ended: the live
+    agent sees the end (the node's marks go, a new boot) and forgets its windows."""
+    (tmp_path / "gpu-node-001.log").write_text(
+        at("02:00:00", FALLEN.format(bus="3b"))
+        + at("02:14:45", FALLEN.format(bus="3b"))
+        + at("02:15:20", FALLEN.format(bus="3b"))
+    )
+
+    [node] = replay(str(tmp_path), "--repair-minutes", "15")
+
+    assert node["outcomes"] == ["Resolved", "Escalated"]
+    # 02:14:45 joins the remediation under way (a quarter of an hour on: no flood); 02:15:20 is inside
+    # its flood-control minute, but the remediation ended at 02:15:00.
+    assert node["runs"][0]["faults"] == 2
+
+
+def test_a_new_boot_in_the_log_forgets_flood_control(tmp_path: Path) -> None:
+    kmsg = "3,{seq},{usec},-;" + FALLEN.format(bus="3b") + "\n"
+    (tmp_path / "gpu-node-001.log").write_text(
+        kmsg.format(seq=1, usec=5_000_000_000) + kmsg.format(seq=1, usec=10_000_000)  # 10 s into the next boot
+    )
+
+    [node] = replay(str(tmp_path), "--repair-minutes", "0.1")
+
+    assert node["remediations"] == 2
+
+
+def test_approvals_nobody_gives_run_out_as_the_policy_says_and_a_dry_run_does_nothing(tmp_path: Path) -> None:
+    (tmp_path / "gpu-node-001.log").write_text(at("02:00:00", FALLEN.format(bus="3b")))
+    auto = tmp_path / "auto.yaml"
+    auto.write_text("repair:\n  approval_for: [RESTART_BM]\n  auto_approve_after: PT1H\n")
+    timeout = tmp_path / "timeout.yaml"
+    timeout.write_text("repair:\n  require_approval: true\n  approval_timeout: PT1H\n")
+    dry = tmp_path / "dry.yaml"
+    dry.write_text("dry_run: true\n")
+
+    [approved] = replay(str(tmp_path), "--policy", str(auto))
+    [escalated] = replay(str(tmp_path), "--policy", str(timeout))
+    [rehearsed] = replay(str(tmp_path), "--policy", str(dry))
+
+    assert (approved["outcomes"], approved["runs"][0]["ended_at"]) == (["Resolved"], "2026-11-23T03:15:00+00:00")
+    assert (escalated["outcomes"], escalated["runs"][0]["reason"]) == (["Escalated"], "no approval within 1:00:00")
+    assert (rehearsed["outcomes"], rehearsed["runs"][0]["granted_at"]) == (["DryRun"], None)
 
 
 @pytest.mark.parametrize(
     ("name", "text", "expected"),
     [
         ("gpu-node-001.txt", "", "name a node's log <node>.log (kernel log) or <node>.jsonl (health events)"),
-        ("gpu-node-001.jsonl", '{"id": "e1"}\n', "gpu-node-001.jsonl line 1: node: Field required"),
+        ("gpu-node-001.jsonl", '{"id": "e1"}\n', "gpu-node-001.jsonl line 1: nodeName is required"),
+        (
+            "gpu-node-001.jsonl",
+            intake_event("e1", node="gpu-node-002") + "\n",
+            "is not this agent's node 'gpu-node-001'",
+        ),
+        ("gpu-node-001.jsonl", '{"nodeName": 7}\n', "gpu-node-001.jsonl line 1: not an intake event"),
     ],
 )
 def test_a_log_that_cannot_be_replayed_is_refused_naming_it(
@@ -138,5 +201,22 @@ def test_a_log_that_cannot_be_replayed_is_refused_naming_it(
 
     assert result.exit_code != 0
     assert expected in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     empty = CliRunner().invoke(main, ["replay", str(tmp_path / "nothing")])
     assert empty.exit_code == 2
+
+
+def test_a_fifo_is_refused_not_waited_on(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "gpu-node-001.log")
+
+    result = CliRunner().invoke(main, ["replay", str(tmp_path / "gpu-node-001.log")])
+
+    assert result.exit_code == 1
+    assert "gpu-node-001.log: not a regular file" in result.output
+
+
+@pytest.mark.parametrize("minutes", ["nan", "inf"])
+def test_repair_minutes_must_be_a_number_of_minutes(logs: Path, minutes: str) -> None:
+    result = CliRunner().invoke(main, ["replay", str(logs), "--repair-minutes", minutes])
+
+    assert result.exit_code == 2 and "--repair-minutes" in result.output
