@@ -44,7 +44,13 @@ def test_the_test_bed_registers_its_provider_backend_and_command() -> None:
     assert DEFAULT_PROVIDERS[-1] == "simulator"
     assert {entry.name for entry in entry_points(group="gpuheal.nvml")} == {"real", "fake"}
     commands = {entry.name: entry.dist.name if entry.dist else None for entry in entry_points(group="gpuheal.commands")}
-    assert commands == {"demo": "gpuheal-sim", "worker": "gpuheal", "agent": "gpuheal"}
+    assert commands == {
+        "demo": "gpuheal-sim",
+        "worker": "gpuheal",
+        "agent": "gpuheal",
+        "policy": "gpuheal",
+        "replay": "gpuheal",
+    }
 
 
 def test_gpu_resetters_are_found_by_name_the_simulated_driver_in_the_test_bed() -> None:
