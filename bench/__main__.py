@@ -7,7 +7,7 @@ import asyncio
 import tempfile
 from pathlib import Path
 
-from bench import agent, device_api, intake, kmsg, latency, providers, storm
+from bench import agent, device_api, intake, kmsg, latency, providers, replay, storm
 from gpuheal_sim.demo.devserver import start_dev_server
 
 
@@ -21,6 +21,8 @@ async def main(options: argparse.Namespace) -> None:
                 await agent.run(server)
             if options.only in (None, "kmsg"):
                 kmsg.run()
+            if options.only in (None, "replay"):
+                replay.run()
             if options.only in (None, "intake"):
                 await intake.run()
             if options.only in (None, "device-api"):
@@ -35,7 +37,9 @@ async def main(options: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("--only", choices=["latency", "agent", "kmsg", "intake", "device-api", "providers", "storm"])
+    parser.add_argument(
+        "--only", choices=["latency", "agent", "kmsg", "replay", "intake", "device-api", "providers", "storm"]
+    )
     parser.add_argument("--runs", type=int, default=40, help="remediations in the latency benchmark")
     parser.add_argument("--nodes", type=int, default=1500, help="fleet size in the storm")
     parser.add_argument("--faulty", type=int, default=750, help="nodes that fault at once in the storm")

@@ -52,8 +52,11 @@ _WRAPPINGS = [
 ]
 
 
-def build_log(path: Path, lines: int = 500_000, nvidia_share: float = 0.03, seed: int = 7) -> int:
-    """Write a mixed kernel log of `lines` lines; returns how many of them are NVIDIA lines."""
+def build_log(
+    path: Path, lines: int = 500_000, nvidia_share: float = 0.03, seed: int = 7, wrappings: list[str] = _WRAPPINGS
+) -> int:
+    """Write a mixed kernel log of `lines` lines, each in one of `wrappings`; returns how many of them
+    are NVIDIA lines."""
     rng = random.Random(seed)
     nvidia = 0
     with path.open("w", encoding="utf-8") as log:
@@ -62,7 +65,7 @@ def build_log(path: Path, lines: int = 500_000, nvidia_share: float = 0.03, seed
             nvidia += is_nvidia
             template = rng.choice(_NVIDIA if is_nvidia else _NOISE)
             text = template.format(n=n, d=n % 8, b=f"{rng.choice((0x3B, 0x5D, 0x86, 0xDB)):02x}")
-            wrapping = rng.choice(_WRAPPINGS)
+            wrapping = rng.choice(wrappings)
             log.write(
                 wrapping.format(pri=rng.choice((3, 4, 6)), n=n, usec=n * 997, sec=n // 100, frac=n % 10**6, text=text)
             )
@@ -78,7 +81,7 @@ def _time_read(path: Path) -> float:
     return time.perf_counter() - start
 
 
-def _time_parse(path: Path) -> tuple[float, int]:
+def time_parse(path: Path) -> tuple[float, int]:
     parser = KmsgParser()
     events = 0
     start = time.perf_counter()
@@ -95,7 +98,7 @@ def run(path: Path | None = None, lines: int = 500_000, repeats: int = 3) -> dic
         log = path or Path(scratch) / "kern.log"
         nvidia = build_log(log, lines)
         read = min(_time_read(log) for _ in range(repeats))
-        parses = [_time_parse(log) for _ in range(repeats)]
+        parses = [time_parse(log) for _ in range(repeats)]
         parse = min(seconds for seconds, _ in parses)
         events = parses[0][1]
         size = log.stat().st_size

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -64,6 +65,9 @@ def replay(
     escalates or waits for a person holds its node to the end.
     """
     files = _log_files(logs)
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        # The replayed agents' own news (boots, remediations ended) is the replay's output, said once.
+        logging.getLogger("gpuheal.agents").setLevel(logging.WARNING)
     document = policy.document if policy is not None else PolicyDocument()
     try:
         replayed = asyncio.run(
