@@ -18,11 +18,11 @@ from datetime import timedelta
 from pathlib import Path
 
 from bench.kmsg import build_log, time_parse
+from gpuheal.domain.policy_document import PolicyDocument
+from gpuheal.replay import replay_logs
 
 # A /dev/kmsg record: priority, sequence number, microseconds since the boot.
 _KMSG_RECORD = "{pri},{n},{usec},-;{text}"
-from gpuheal.domain.policy_document import PolicyDocument
-from gpuheal.replay import replay_logs
 
 
 def run(nodes: int = 8, lines_per_node: int = 50_000) -> dict[str, float]:
