@@ -21,7 +21,7 @@ from gpuheal.domain.gpu_health import HealthBar, gpu_health_problem
 from gpuheal.domain.node_wait import BackFromReboot, GpusHealthy
 from gpuheal.domain.operator import ActionRefused, RecordedAction, check_who_and_why
 from gpuheal.domain.phases import Phase
-from gpuheal.domain.policy import DrainPolicy, RepairPolicy
+from gpuheal.domain.policy import DrainPolicy, RepairPolicy, RepairStrategy
 from gpuheal.domain.remediation import RecordedDecision
 from gpuheal.domain.steps import DrainProgress, NodeRecord, NodeState, Outcome, RebootResult
 
@@ -231,7 +231,8 @@ def needs_approval(policy: RepairPolicy, action: RecommendedAction, labels: Mapp
     in_pool = bool(policy.approval_node_selector) and all(
         labels.get(key) == value for key, value in policy.approval_node_selector.items()
     )
-    return policy.require_approval or action in policy.approval_for or in_pool or action.needs_person
+    left_to_a_person = action.needs_person or policy.strategy_for(action) is RepairStrategy.PERSON
+    return policy.require_approval or action in policy.approval_for or in_pool or left_to_a_person
 
 
 # The actions whose repair is a reboot: a policy that names one in approval_for has a person approve
@@ -267,7 +268,12 @@ def auto_approval(policy: RepairPolicy, action: RecommendedAction, at: datetime)
 
 def _auto_approves(policy: RepairPolicy, action: RecommendedAction) -> bool:
     # A fault no provider can fix needs a person's hands, not only a person's word.
-    return policy.auto_approve_after is not None and not action.needs_person
+    # … and the repairs the policy leaves to a person are theirs to say done.
+    return (
+        policy.auto_approve_after is not None
+        and not action.needs_person
+        and policy.strategy_for(action) is not RepairStrategy.PERSON
+    )
 
 
 def check_decision(waiting: bool, phase: Phase, decided: RecordedDecision | None, approver: str, reason: str) -> None:
@@ -405,7 +411,7 @@ class ResetOutcome(StrEnum):
 
 def first_rung(action: RecommendedAction, policy: RepairPolicy, gpus: list[str]) -> Rung:
     """Reset the GPUs when the fault allows it and names them, else reboot."""
-    if action is RecommendedAction.COMPONENT_RESET and policy.gpu_reset and gpus:
+    if policy.strategy_for(action) is RepairStrategy.GPU_RESET and gpus:
         return Rung.RESET_GPUS
     return _reboot(policy)
 

@@ -11,7 +11,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gpuheal.domain.actions import Action
+from gpuheal.domain.actions import Action, RecommendedAction
 
 
 class DrainMode(StrEnum):
@@ -23,6 +23,22 @@ class DrainMode(StrEnum):
     ALLOW_COMPLETION = "AllowCompletion"
     # Let the pods run for `delete_after`, then delete them whatever their budget says.
     DELETE_AFTER_TIMEOUT = "DeleteAfterTimeout"
+
+
+class RepairStrategy(StrEnum):
+    """How the faults of one action are repaired (`repair.strategies`)."""
+
+    # Ask the node's agent to reset the named GPUs; a reboot when that does not bring them back.
+    GPU_RESET = "gpu-reset"
+    # Reboot through the node's provider.
+    REBOOT = "reboot"
+    # A person repairs (the manual provider): the remediation waits for their approval, which says the
+    # repair is done, and then checks the GPUs.
+    PERSON = "person"
+
+
+# The provider that stands for a person's hands.
+MANUAL_PROVIDER = "manual"
 
 
 class _Strict(BaseModel):
@@ -72,6 +88,10 @@ class RepairPolicy(_Strict):
     # COMPONENT_RESET faults: ask the node's agent to reset the GPUs before rebooting. A failed or
     # unconfirmed reset falls back to a reboot.
     gpu_reset: bool = True
+    # How the faults of each action named here are repaired, above the rule of `gpu_reset` (GPU
+    # resets for COMPONENT_RESET, reboots for the rest): {"RESTART_BM": "person"} leaves power cycles
+    # to a person, {"RESTART_VM": "gpu-reset"} tries a GPU reset first.
+    strategies: dict[Action, RepairStrategy] = Field(default_factory=dict)
     gpu_reset_timeout: timedelta = timedelta(minutes=3)
     # Ask for a graceful restart first and force one if the node has not rebooted within this
     # (providers with a graceful restart, such as Redfish); None: force restart at once.
@@ -98,13 +118,25 @@ class RepairPolicy(_Strict):
     # or uncordoned by someone, meanwhile ends it.
     escalated_recheck: timedelta = Field(default=timedelta(minutes=30), gt=timedelta(0))
 
+    def strategy_for(self, action: Action) -> RepairStrategy:
+        """How a fault of `action` is repaired."""
+        if action in self.strategies:
+            return self.strategies[action]
+        if action is RecommendedAction.COMPONENT_RESET and self.gpu_reset:
+            return RepairStrategy.GPU_RESET
+        return RepairStrategy.REBOOT
+
+    def provider_for(self, action: Action) -> str:
+        """The provider that repairs a fault of `action`: a person's for the actions left to one."""
+        return MANUAL_PROVIDER if self.strategy_for(action) is RepairStrategy.PERSON else self.provider
+
     @model_validator(mode="after")
     def _check_approval_waits(self) -> RepairPolicy:
         if self.auto_approve_after is None:
             return self
         if not timedelta(0) < self.auto_approve_after < self.approval_timeout:
             raise ValueError("repair.auto_approve_after must be positive and shorter than repair.approval_timeout")
-        if self.provider == "manual":
+        if self.provider == MANUAL_PROVIDER:
             # With the manual provider an approval says a person has repaired the node.
             raise ValueError("repair.auto_approve_after cannot stand in for the person who repairs (provider manual)")
         return self

@@ -361,7 +361,7 @@ class RemediationWorkflow:
         none of it: no write to the cluster, no provider call, no permit."""
         survey = await self._run(
             contracts.SURVEY,
-            MachineRequest(node=self._node, provider=self._policy.repair.provider),
+            MachineRequest(node=self._node, provider=self._policy.repair.provider_for(self._action)),
             summary=f"dry run: read {self._node}, its pods and its provider",
         )
         offence = await self._look_for_repeat_offence()
@@ -720,7 +720,7 @@ class RemediationWorkflow:
         """Ask the provider to reboot; a provider that refuses for good sends the node to a person."""
         self._enter(Phase.REPAIRING)
         self._count_repair()
-        provider = self._policy.repair.provider
+        provider = self._policy.repair.provider_for(self._action)
         while True:
             try:
                 boot = await self._run(

@@ -202,7 +202,7 @@ async def _manual_repair(env: WorkflowEnvironment, queue: str, node: FakeNode) -
     return handle, await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
 
 
-def _quarantined_at(status: RemediationStatus) -> datetime:
+def quarantined_at(status: RemediationStatus) -> datetime:
     return next(entry.entered_at for entry in status.history if entry.phase is Phase.QUARANTINED)
 
 
@@ -212,7 +212,7 @@ async def test_a_person_who_rebooted_the_node_before_approving_resolves_it(
     """The manual provider: the person's reboot happened before the step that records it."""
     handle, waiting = await _manual_repair(time_skipping_env, queue, node)
     node.boot_id = "boot-2"  # the person rebooted the machine; its agent reported on the new boot
-    node.agent_reports(True, at=_quarantined_at(waiting) - timedelta(seconds=30))
+    node.agent_reports(True, at=quarantined_at(waiting) - timedelta(seconds=30))
     await handle.signal(RemediationWorkflow.approve, ApprovalSignal(approver="erin", reason="reseated GPU 3"))
 
     status = await handle.result()
@@ -224,7 +224,7 @@ async def test_a_person_who_repaired_without_rebooting_resolves_on_a_report_afte
     time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
 ) -> None:
     handle, waiting = await _manual_repair(time_skipping_env, queue, node)
-    node.agent_reports(True, at=_quarantined_at(waiting) + timedelta(seconds=1))
+    node.agent_reports(True, at=quarantined_at(waiting) + timedelta(seconds=1))
     await handle.signal(RemediationWorkflow.approve, ApprovalSignal(approver="erin"))
 
     status = await handle.result()
@@ -235,7 +235,7 @@ async def test_a_manual_repair_is_not_proven_by_a_report_from_before_the_quarant
     time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
 ) -> None:
     handle, waiting = await _manual_repair(time_skipping_env, queue, node)
-    node.agent_reports(True, at=_quarantined_at(waiting) - timedelta(minutes=5))  # a True from before the fault
+    node.agent_reports(True, at=quarantined_at(waiting) - timedelta(minutes=5))  # a True from before the fault
     await handle.signal(RemediationWorkflow.approve, ApprovalSignal(approver="erin"))
 
     status = await escalated(handle)
