@@ -241,13 +241,21 @@ REBOOT_ACTIONS = frozenset({RecommendedAction.RESTART_VM, RecommendedAction.REST
 
 
 def reboot_needs_approval(
-    policy: RepairPolicy, action: RecommendedAction, after_reset: bool, decided: RecordedDecision | None
+    policy: RepairPolicy,
+    action: RecommendedAction,
+    after_reset: bool,
+    decided: RecordedDecision | None,
+    decided_as_person: bool = False,
 ) -> bool:
-    """Whether a person must approve a reboot nobody approved yet: as the policy asks for the node's
-    `action`, and for any reboot when the reboot is what a GPU reset fell back to (`after_reset`)."""
+    """Whether a person must approve the reboot step now: one nobody approved yet, as the policy asks
+    for the node's `action` (a repair it leaves to a person among them), and any reboot a GPU reset
+    fell back to (`after_reset`) where the policy names reboots; and one approved for another kind of
+    repair (`decided_as_person`: the approval said a person's repair was done, or allowed a reboot,
+    and a fault that joined since asks for the other)."""
+    person = policy.strategy_for(action) is RepairStrategy.PERSON
     if decided is not None:
-        return False
-    return action in policy.approval_for or (after_reset and bool(policy.approval_for & REBOOT_ACTIONS))
+        return person != decided_as_person
+    return person or action in policy.approval_for or (after_reset and bool(policy.approval_for & REBOOT_ACTIONS))
 
 
 def approval_wait(policy: RepairPolicy, action: RecommendedAction) -> timedelta:

@@ -131,6 +131,15 @@ class RepairPolicy(_Strict):
         return MANUAL_PROVIDER if self.strategy_for(action) is RepairStrategy.PERSON else self.provider
 
     @model_validator(mode="after")
+    def _check_strategies(self) -> RepairPolicy:
+        for action, strategy in self.strategies.items():
+            if not action.is_actionable:
+                raise ValueError(f"repair.strategies: {action.name} calls for no repair")
+            if strategy is RepairStrategy.GPU_RESET and action.needs_person:
+                raise ValueError(f"repair.strategies: a GPU reset cannot repair {action.name}, which needs a person")
+        return self
+
+    @model_validator(mode="after")
     def _check_approval_waits(self) -> RepairPolicy:
         if self.auto_approve_after is None:
             return self

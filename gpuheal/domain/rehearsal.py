@@ -19,7 +19,7 @@ from gpuheal.domain.decisions import (
     reboot_needs_approval,
 )
 from gpuheal.domain.marks import HOLD_LABEL, MANAGED_LABEL, QUARANTINE_TAINT_KEY
-from gpuheal.domain.policy import DrainMode, DrainPolicy, RemediationPolicy, RepairPolicy
+from gpuheal.domain.policy import MANUAL_PROVIDER, DrainMode, DrainPolicy, RemediationPolicy, RepairPolicy
 from gpuheal.domain.steps import NodeSurvey, PodRef
 
 # Pods named one by one in a plan; the rest are counted (a plan is a payload, and read by people).
@@ -88,11 +88,15 @@ def _repair(survey: NodeSurvey, repair: RepairPolicy, action: RecommendedAction,
     if repair.graceful_timeout is not None and survey.graceful:
         reboot = f"gracefully {reboot}, forcing it if the restart has not begun within {repair.graceful_timeout}"
     if first_rung(action, repair, list(gpus)) is Rung.RESET_GPUS:
-        fallback = "reboot it"
-        if not asked and reboot_needs_approval(repair, action, after_reset=True, decided=None):
-            fallback = f"{_approval(repair, action, 'that reboot')}, then reboot it"
+        # A reset that does not repair is withdrawn, and the faults then call for a RESTART_VM.
+        after = RecommendedAction.RESTART_VM
+        if repair.provider_for(after) == MANUAL_PROVIDER:
+            fallback = "wait for a person to repair it, whose approval says it is done (no machine is called)"
+        elif not asked and reboot_needs_approval(repair, after, after_reset=True, decided=None):
+            fallback = f"{_approval(repair, after, 'that reboot')}, then reboot it {reboot}"
+        else:
+            fallback = f"reboot it {reboot}"
         lines.append(f"would ask the node's agent to reset {', '.join(gpus)}; if the GPUs do not come back, {fallback}")
-        lines.append(f"(a reboot would go {reboot})")
     else:
         lines.append(f"would reboot {node} {reboot}")
     lines.append(

@@ -21,12 +21,12 @@ from datetime import datetime, timedelta
 from enum import Enum
 
 from gpuheal.domain.actions import RecommendedAction
-from gpuheal.domain.decisions import REBOOT_ACTIONS, after_approval_wait, approval_wait, auto_approval, needs_approval
+from gpuheal.domain.decisions import after_approval_wait, approval_wait, auto_approval, needs_approval
 from gpuheal.domain.fleet import FleetPolicy, GovernorState, HeldPermit, PermitRequest, Waiting, choose
 from gpuheal.domain.history import EarlierRemediation, RemediationHistory, repeat_offence
 from gpuheal.domain.marks import workflow_id_for
 from gpuheal.domain.phases import Phase
-from gpuheal.domain.policy import RemediationPolicy
+from gpuheal.domain.policy import RemediationPolicy, RepairStrategy
 from gpuheal.replay.reading import TimedFault
 
 
@@ -51,11 +51,8 @@ class RunReplay:
     granted_at: datetime | None = None
     ended_at: datetime | None = None
     repairs: int = 0
-
-    @property
-    def rebooted(self) -> bool:
-        """Whether its repair was a reboot (else a GPU reset): the node booted again."""
-        return self.repairs > 0 and self.action in REBOOT_ACTIONS
+    # Whether its repair was a reboot (else a GPU reset, or a person's): the node booted again.
+    rebooted: bool = False
 
     def joined(self, timed: TimedFault) -> None:
         fault = timed.fault
@@ -246,6 +243,7 @@ class Fleet:
 
     def _repair(self, run: RunReplay, now: datetime) -> None:
         run.phase, run.repairs, run.reason = Phase.REPAIRING, 1, ""
+        run.rebooted = self._policy.repair.strategy_for(run.action) is RepairStrategy.REBOOT
         self._at(self._later(now, self._repair_time), run, _Timer.REPAIRED)
 
     def _at(self, when: datetime, run: RunReplay, what: _Timer) -> None:

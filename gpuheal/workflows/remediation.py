@@ -67,7 +67,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from gpuheal.domain.operator import OperatorAction, RecordedAction, recorded
     from gpuheal.domain.phases import Phase
-    from gpuheal.domain.policy import RemediationPolicy
+    from gpuheal.domain.policy import RemediationPolicy, RepairStrategy
     from gpuheal.domain.rehearsal import rehearse
     from gpuheal.domain.remediation import (
         ApprovalSignal,
@@ -134,6 +134,9 @@ class RemediationWorkflow:
         self._history: list[PhaseEntry] = []
         self._reason = ""
         self._decision: RecordedDecision | None = None
+        # Whether the decision was given for a repair the policy leaves to a person (then it says the
+        # repair is done) rather than for a reboot: a fault that joins since may ask for the other.
+        self._decided_as_person = False
         self._awaiting_decision = False
         self._drain: DrainProgress | None = None
         # When each budget first said it can never allow a disruption, on the passes since.
@@ -433,6 +436,7 @@ class RemediationWorkflow:
             self._decision = RecordedDecision(
                 approved=True, approver=asked.by, reason=f"retried: {asked.reason}", at=asked.at
             )
+            self._decided_as_person = self._left_to_a_person()
 
     async def _check_resumed(self, resume: RecordedAction, boot_id: str, escalated_at: datetime) -> Verdict:
         """Resolve a node a person fixed once it is Ready and its GPUs report healthy since it escalated."""
@@ -604,6 +608,7 @@ class RemediationWorkflow:
             await workflow.wait_condition(lambda: self._decision is not None, timeout=first_wait)
         if self._decision is None:
             self._decision = decisions.auto_approval(repair, self._action, workflow.now())
+            self._decided_as_person = self._left_to_a_person()
         if self._decision is None and first_wait < repair.approval_timeout:
             # A fault only a person can fix arrived meanwhile: it waits for a person the whole timeout.
             with contextlib.suppress(TimeoutError):
@@ -624,6 +629,9 @@ class RemediationWorkflow:
         boot: RebootResult | None = None
         state: NodeState | None = None
         after_reset = False
+        # The provider of this round's reboot requests, chosen at the first: a forced restart after a
+        # graceful one goes where the graceful one went.
+        provider = ""
         while True:
             match rung:
                 case Rung.RESET_GPUS:
@@ -632,12 +640,23 @@ class RemediationWorkflow:
                         await self._withdraw_gpu_reset()
                         after_reset = True
                 case Rung.REBOOT_GRACEFULLY | Rung.REBOOT:
-                    if decisions.reboot_needs_approval(repair, self._action, after_reset, self._decision):
-                        # A reset that did not repair falls back to a reboot the policy has a person approve.
+                    if not provider and decisions.reboot_needs_approval(
+                        repair, self._action, after_reset, self._decision, self._decided_as_person
+                    ):
+                        # A reset that did not repair falls back to a reboot the policy has a person
+                        # approve; an approval given for another kind of repair is asked for again.
+                        if self._decision is not None:
+                            self._repair_log.append(
+                                f"the approval by {self._decision.approver} was for "
+                                f"{'a repair by a person' if self._decided_as_person else 'a reboot'}; "
+                                f"{self._action.name} now asks for the other: asked again"
+                            )
+                            self._decision = None
                         asked = await self._ask_person()
                         if asked.ends:
                             return asked
-                    requested = await self._request_reboot(graceful=rung is Rung.REBOOT_GRACEFULLY)
+                    provider = provider or repair.provider_for(self._action)
+                    requested = await self._request_reboot(provider, graceful=rung is Rung.REBOOT_GRACEFULLY)
                     if isinstance(requested, Verdict):
                         return requested
                     boot = requested
@@ -688,7 +707,7 @@ class RemediationWorkflow:
         if not report.ok:
             return self._reset_failed(ResetOutcome.FAILED, report.detail)
         self._repair_log.append(f"GPU reset: {report.detail}")
-        if self._action is RecommendedAction.COMPONENT_RESET:
+        if self._repaired_by_reset():
             self._enter(Phase.VERIFYING)
             bar = HealthBar(after=report.at, after_what="the GPU reset's answer")
             verified = await self._verify(answer.state, bar)
@@ -697,10 +716,18 @@ class RemediationWorkflow:
             if verified.ends and verified.next is not Next.RESOLVE:
                 return self._reset_failed(ResetOutcome.UNHEALTHY, verified.reason)
             # A fault needing more than a reset may also arrive while the GPUs are verified.
-            if self._action is RecommendedAction.COMPONENT_RESET:
+            if self._repaired_by_reset():
                 return ResetOutcome.REPAIRED
         self._repair_log.append(f"a fault needing {self._action.name} arrived during the reset; rebooting")
         return ResetOutcome.OUTGROWN
+
+    def _left_to_a_person(self) -> bool:
+        """Whether the policy leaves the repair of the faults as they stand to a person."""
+        return self._policy.repair.strategy_for(self._action) is RepairStrategy.PERSON
+
+    def _repaired_by_reset(self) -> bool:
+        """Whether a GPU reset is the repair of the faults as they stand (no fault needing more joined)."""
+        return self._policy.repair.strategy_for(self._action) is RepairStrategy.GPU_RESET
 
     def _reset_failed(self, outcome: ResetOutcome, why: str) -> ResetOutcome:
         workflow.logger.info("GPU reset on %s failed (%s); rebooting instead", self._node, why)
@@ -716,11 +743,10 @@ class RemediationWorkflow:
         )
         self._action = self._action.escalate(RecommendedAction.RESTART_VM)
 
-    async def _request_reboot(self, *, graceful: bool) -> RebootResult | Verdict:
-        """Ask the provider to reboot; a provider that refuses for good sends the node to a person."""
+    async def _request_reboot(self, provider: str, *, graceful: bool) -> RebootResult | Verdict:
+        """Ask `provider` to reboot; a provider that refuses for good sends the node to a person."""
         self._enter(Phase.REPAIRING)
         self._count_repair()
-        provider = self._policy.repair.provider_for(self._action)
         while True:
             try:
                 boot = await self._run(
@@ -846,6 +872,7 @@ class RemediationWorkflow:
             self._decision = RecordedDecision(
                 approved=approved, approver=decision.approver, reason=decision.reason, at=workflow.now()
             )
+            self._decided_as_person = self._left_to_a_person()
             # Details only: they are no command, so the history stays as it was for the signals.
             workflow.set_current_details(self._details())
         return self._decision

@@ -50,8 +50,14 @@ def test_a_gpu_reset_s_fallback_reboot_asks_a_person_where_the_policy_names_rebo
     assert not any("approve the repair" in line for line in said)  # the reset itself runs by itself
     assert (
         "would ask the node's agent to reset GPU-a; if the GPUs do not come back, wait up to 1 day, 0:00:00 for a "
-        "person to approve that reboot (a rejection, or no decision, escalates), then reboot it"
+        "person to approve that reboot (a rejection, or no decision, escalates), then reboot it through aws "
+        "(providerID aws:///us-east-1a/i-0abc)"
     ) in said
+    person = plan(action=RecommendedAction.COMPONENT_RESET, strategies={RecommendedAction.RESTART_VM: "person"})
+    assert (
+        "would ask the node's agent to reset GPU-a; if the GPUs do not come back, wait for a person to repair it, "
+        "whose approval says it is done (no machine is called)"
+    ) in person
 
 
 def test_auto_approval_a_graceful_restart_and_a_person_s_repair() -> None:

@@ -11,6 +11,7 @@ from gpuheal.domain import decisions
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.decisions import Rung
 from gpuheal.domain.policy import RepairPolicy, RepairStrategy
+from gpuheal.domain.remediation import RecordedDecision
 
 RESET, VM, BM = RecommendedAction.COMPONENT_RESET, RecommendedAction.RESTART_VM, RecommendedAction.RESTART_BM
 
@@ -46,3 +47,25 @@ def test_an_unknown_strategy_or_action_is_refused() -> None:
         RepairPolicy(strategies={"RESTART_VM": "reimage"})
     with pytest.raises(ValidationError, match="unknown recommended action 'REBOOT'"):
         RepairPolicy(strategies={"REBOOT": "person"})
+
+
+def test_an_approval_for_one_kind_of_repair_is_asked_again_when_the_faults_call_for_the_other() -> None:
+    """Given for a reboot, an approval does not say a person repaired the node; given for a person's
+    repair, it does not allow a reboot. Without strategies nothing changes: an approval stands."""
+    policy = RepairPolicy(strategies={BM: "person"}, approval_for=frozenset({VM}))
+    approved = RecordedDecision(approved=True, approver="alice", reason="ok", at=datetime.now(UTC))
+
+    assert decisions.reboot_needs_approval(policy, BM, False, approved, decided_as_person=False)
+    assert decisions.reboot_needs_approval(policy, VM, False, approved, decided_as_person=True)
+    assert not decisions.reboot_needs_approval(policy, BM, False, approved, decided_as_person=True)
+    assert not decisions.reboot_needs_approval(RepairPolicy(approval_for=frozenset({VM})), BM, True, approved)
+    # Nobody decided yet: a repair left to a person, and a reset's fallback reboot to one, are asked for.
+    assert decisions.reboot_needs_approval(policy, BM, False, None)
+    assert decisions.reboot_needs_approval(RepairPolicy(strategies={VM: "person"}), VM, True, None)
+
+
+def test_strategies_for_no_repair_or_a_reset_of_what_needs_a_person_are_refused() -> None:
+    with pytest.raises(ValidationError, match="NONE calls for no repair"):
+        RepairPolicy(strategies={"NONE": "reboot"})
+    with pytest.raises(ValidationError, match="a GPU reset cannot repair REPLACE_VM, which needs a person"):
+        RepairPolicy(strategies={"REPLACE_VM": "gpu-reset"})

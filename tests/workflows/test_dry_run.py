@@ -100,9 +100,9 @@ async def test_a_dry_run_of_a_gpu_reset_a_node_gpuheal_may_not_touch_and_a_repea
     # approval_for names a reboot: the reset runs by itself, the reboot it may fall back to waits for a person.
     assert (
         "would ask the node's agent to reset GPU-aaaa; if the GPUs do not come back, wait up to 1 day, 0:00:00 for "
-        "a person to approve that reboot (a rejection, or no decision, escalates), then reboot it"
+        "a person to approve that reboot (a rejection, or no decision, escalates), then reboot it through "
+        f"simulator (providerID sim://{node.name})"
     ) in reset.plan
-    assert f"(a reboot would go through simulator (providerID sim://{node.name}))" in reset.plan
 
     def yesterday(request: HistoryRequest) -> RemediationHistory:
         earlier = EarlierRemediation(
