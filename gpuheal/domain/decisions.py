@@ -246,16 +246,25 @@ def reboot_needs_approval(
     after_reset: bool,
     decided: RecordedDecision | None,
     decided_as_person: bool = False,
+    *,
+    asks_for_person_faults: bool = False,
 ) -> bool:
     """Whether a person must approve the reboot step now: one nobody approved yet, as the policy asks
     for the node's `action` (a repair it leaves to a person among them), and any reboot a GPU reset
     fell back to (`after_reset`) where the policy names reboots; and one approved for another kind of
     repair (`decided_as_person`: the approval said a person's repair was done, or allowed a reboot,
-    and a fault that joined since asks for the other)."""
+    and a fault that joined since asks for the other). With `asks_for_person_faults` (runs begun since
+    it was so), a reboot nobody approved also waits for a person when a fault no provider can fix joined
+    after the approval step passed (during a GPU reset, say)."""
     person = policy.strategy_for(action) is RepairStrategy.PERSON
     if decided is not None:
         return person != decided_as_person
-    return person or action in policy.approval_for or (after_reset and bool(policy.approval_for & REBOOT_ACTIONS))
+    return (
+        person
+        or (asks_for_person_faults and action.needs_person)
+        or action in policy.approval_for
+        or (after_reset and bool(policy.approval_for & REBOOT_ACTIONS))
+    )
 
 
 def approval_wait(policy: RepairPolicy, action: RecommendedAction) -> timedelta:

@@ -103,8 +103,11 @@ _PERMIT_PATCH = "fleet-permit"
 _HISTORY_PATCH = "repeat-offenders"
 # … those that escalated before escalated runs were held for a person, to their old ending …
 _HOLD_PATCH = "escalated-hold"
-# … and those started before a node's gpuheal.io/hold label was heeded, without reading it.
+# … those started before a node's gpuheal.io/hold label was heeded, without reading it …
 _NODE_HOLD_PATCH = "node-hold-label"
+# … and those started before a fault no provider can fix, joining after the approval step, stopped
+# the reboot for a person, by rebooting.
+_PERSON_FAULT_PATCH = "person-fault-before-reboot"
 # How long a remediation waits for its permit before it asks again.
 _ASK_AGAIN = timedelta(minutes=10)
 # The escalated wait's timer, as the UI shows it.
@@ -160,6 +163,7 @@ class RemediationWorkflow:
         self._heeds_hold_label = False
         self._looks_for_offences = False
         self._asks_for_permit = False
+        self._asks_for_person_faults = False
         # How many repairs (GPU resets, reboots) the run asked for: runs without any are no offence.
         self._repairs = 0
         # How often the run escalated, whether the latest escalation was an approval's (a rejection,
@@ -289,6 +293,7 @@ class RemediationWorkflow:
         self._holds_for_person = workflow.patched(_HOLD_PATCH)
         self._heeds_hold_label = workflow.patched(_NODE_HOLD_PATCH)
         self._looks_for_offences = workflow.patched(_HISTORY_PATCH)
+        self._asks_for_person_faults = workflow.patched(_PERSON_FAULT_PATCH)
         # The first fault is delivered with the start (signal-with-start).
         await workflow.wait_condition(lambda: bool(self._faults))
         self._enter(Phase.DETECTED)
@@ -641,7 +646,12 @@ class RemediationWorkflow:
                         after_reset = True
                 case Rung.REBOOT_GRACEFULLY | Rung.REBOOT:
                     if not provider and decisions.reboot_needs_approval(
-                        repair, self._action, after_reset, self._decision, self._decided_as_person
+                        repair,
+                        self._action,
+                        after_reset,
+                        self._decision,
+                        self._decided_as_person,
+                        asks_for_person_faults=self._asks_for_person_faults,
                     ):
                         # A reset that did not repair falls back to a reboot the policy has a person
                         # approve; an approval given for another kind of repair is asked for again.

@@ -20,7 +20,7 @@ from gpuheal.domain.gpu_reset import GpuResetReport
 from gpuheal.domain.marks import workflow_id_for
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import RemediationPolicy, RepairPolicy, StepTimeouts
-from gpuheal.domain.remediation import RemediationStatus
+from gpuheal.domain.remediation import ApprovalSignal, RemediationStatus
 from gpuheal.domain.steps import Outcome, Step
 from gpuheal.workflows.remediation import RemediationWorkflow
 from tests.workflows.fake_activities import FakeNode
@@ -318,3 +318,33 @@ async def test_a_node_deleted_mid_remediation_fails_the_run_with_that_reason(
     assert status.phase is Phase.FAILED
     assert status.reason == f"node {node.name} was deleted during the remediation"
     assert node.releases == [], "nothing is left to hand back"
+
+
+async def test_a_fault_only_a_person_can_fix_arriving_during_the_reset_waits_for_a_person_before_any_reboot(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    """The reset needed no approval; a REPLACE_VM that joins during it does, before the reboot it falls back to."""
+    node.reset_outcome = "late"
+    policy = RemediationPolicy(repair=RepairPolicy(gpu_reset_timeout=timedelta(minutes=2)))
+    first = Fault(node=node.name, action=RecommendedAction.COMPONENT_RESET, gpu_uuids=("GPU-aaaa",), event_id="a")
+    handle = await remediations.report_fault(time_skipping_env.client, first, policy, task_queue=queue)
+    while not node.reset_orders:
+        await asyncio.sleep(0.05)
+    worse = Fault(node=node.name, action=RecommendedAction.REPLACE_VM, event_id="b")
+    await remediations.report_fault(time_skipping_env.client, worse, policy, task_queue=queue)
+    while (await handle.query(RemediationWorkflow.status)).action is not RecommendedAction.REPLACE_VM:
+        await asyncio.sleep(0.05)
+    node.reset_outcome = "confirm"
+    node.reset_report = GpuResetReport(
+        id=node.reset_orders[0].holder, ok=True, detail="reset GPU-aaaa", at=datetime.now(UTC)
+    )
+
+    for _ in range(200):
+        status = await handle.query(RemediationWorkflow.status)
+        if status.phase is Phase.AWAITING_APPROVAL or node.reboot_requests:
+            break
+        await asyncio.sleep(0.05)
+
+    assert node.reboot_requests == [], "a fault no provider can fix was rebooted with nobody asked"
+    assert status.phase is Phase.AWAITING_APPROVAL
+    await handle.signal(RemediationWorkflow.reject, ApprovalSignal(approver="bob", reason="replacing the board"))
