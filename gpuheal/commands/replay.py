@@ -59,10 +59,11 @@ def replay(
     """Replay recorded logs through the monitors, the policy, the budget and the breaker, and say per
     node what would have happened.
 
-    LOG is a node's kernel log (`<node>.log`: dmesg, journald, syslog or /dev/kmsg records, timed by
-    their own stamps) or a health-event stream (`<node>.jsonl`: one intake event per line); a DIR
-    holds such files. Nobody acts in a replay: a tripped breaker stays tripped, and a remediation that
-    escalates or waits for a person holds its node to the end.
+    Each of LOGS is a node's kernel log (`<node>.log`: dmesg, journald, syslog or /dev/kmsg records,
+    timed by their own stamps), a health-event stream (`<node>.jsonl`: one intake event per line, in
+    the intake's JSON form), or a directory of such files. Nobody acts in a replay: a tripped breaker
+    stays tripped, an escalated remediation holds its node to the end, and an approval nobody gives
+    runs out as the policy says (approved on gpuheal's behalf, or escalated).
     """
     files = _log_files(logs)
     if not logging.getLogger().isEnabledFor(logging.DEBUG):
