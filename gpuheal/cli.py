@@ -280,12 +280,12 @@ def list_command(address: str | None, namespace: str | None, query: str) -> None
         rows = run_command(fetch)
     except remediations.InvalidQuery as error:
         raise click.BadParameter(str(error), param_hint="'--query'") from None
-    click.echo(f"{'NODE':<24} {'PHASE':<18} {'ACTION':<16} {'XID':>5}  {'RUNNING':<7}  STARTED")
+    click.echo(f"{'NODE':<24} {'PHASE':<18} {'ACTION':<16} {'XID':>5}  {'RUNNING':<7}  {'STARTED':<19}  POLICY")
     for row in rows:
         xid = "" if row.xid is None else str(row.xid)
         click.echo(
             f"{row.node:<24} {row.phase:<18} {row.action:<16} {xid:>5}  {'yes' if row.running else 'no':<7}  "
-            f"{row.started:%Y-%m-%d %H:%M:%S}"
+            f"{row.started:%Y-%m-%d %H:%M:%S}  {row.policy}"
         )
 
 

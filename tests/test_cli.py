@@ -27,6 +27,7 @@ from gpuheal.domain.faults import Fault
 from gpuheal.domain.fleet import FleetPolicy
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import RemediationPolicy, RepairPolicy
+from gpuheal.domain.policy_document import policy_version
 from gpuheal.domain.remediation import ApprovalSignal
 from gpuheal.worker import WorkerSettings
 from gpuheal.workflows.governor import GovernorWorkflow
@@ -710,3 +711,26 @@ async def test_the_temporal_cli_releases_with_the_update_the_readme_shows(dev_se
     assert released.returncode == 0, released.stderr
     assert "action:release" in released.stdout and "by:carol" in released.stdout, released.stdout
     assert status.phase is Phase.RELEASED and not node.cordoned
+
+
+async def test_list_shows_the_policy_each_remediation_decides_by(dev_server: DevServer) -> None:
+    node = FakeNode(name=f"listed-{uuid.uuid4().hex[:8]}")
+    started = await start_awaiting_approval(dev_server, node)
+    given = RemediationPolicy(repair=RepairPolicy(provider="simulator", require_approval=True))
+    query = f"GpuhealNode = '{node.name}'"
+
+    async with Worker(
+        dev_server.client, task_queue=started.queue, workflows=[RemediationWorkflow], activities=node.activities()
+    ):
+        rows: list[str] = []
+        for _ in range(100):  # visibility follows the run's search attributes a moment later
+            listed = await asyncio.to_thread(run_script, "list", "--address", dev_server.address, "--query", query)
+            rows = [line for line in listed.stdout.splitlines()[1:] if "AwaitingApproval" in line]
+            if rows:
+                break
+            await asyncio.sleep(0.1)
+    await started.handle.terminate("test over")
+
+    assert listed.stdout.splitlines()[0].split()[-1] == "POLICY"
+    [row] = rows
+    assert row.split()[0] == node.name and row.split()[-1] == policy_version(given)

@@ -97,6 +97,8 @@ class RemediationSummary:
     xid: int | None
     running: bool
     started: datetime
+    # The version of the policy it decides by ("": begun before policies had versions).
+    policy: str = ""
 
 
 async def list_remediations(client: Client, query: str = "") -> list[RemediationSummary]:
@@ -126,4 +128,5 @@ def _summary(execution: WorkflowExecution) -> RemediationSummary:
         xid=attributes.get(attrs.XID),
         running=execution.status is WorkflowExecutionStatus.RUNNING,
         started=execution.start_time,
+        policy=attributes.get(attrs.POLICY_VERSION) or "",
     )
