@@ -171,7 +171,7 @@ async def _worker(settings: WorkerSettings, client: Client, api: ApiClient) -> A
             sticky_queue_schedule_to_start_timeout=settings.sticky_queue_timeout,
         )
 
-        async def configure_governor(loaded: LoadedPolicy[PolicyDocument] | None = None) -> None:
+        async def configure_governor(_: LoadedPolicy[PolicyDocument] | None = None) -> None:
             # The governor starts with these limits, or the running one takes them.
             if policy.fleet.governed:
                 await governor.configure(client, policy.fleet, governor_id, governor_task_queue(governor_id))

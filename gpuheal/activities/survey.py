@@ -13,7 +13,7 @@ from gpuheal.activities.providers import ProviderError, RebootProvider
 from gpuheal.activities.providers.selection import ProviderSet
 from gpuheal.activities.repair import reboot_target
 from gpuheal.domain import contracts, marks
-from gpuheal.domain.steps import MAX_SURVEYED_PODS, MachineRequest, NodeSurvey
+from gpuheal.domain.steps import MAX_SURVEYED_PODS, MachineRequest, NodeSurvey, PodRef
 from gpuheal.policyfile import WorkerPolicy
 
 
@@ -40,8 +40,11 @@ class SurveyActivities:
         except ProviderError as error:
             problem = str(error)
         pods = await pods_to_move(self._core, request.node)
-        going = [pod for pod in pods if pod.metadata and pod.metadata.deletion_timestamp is not None]
-        staying = [pod for pod in pods if pod not in going]
+        going: list[PodRef] = []
+        staying: list[PodRef] = []
+        for pod in pods:
+            terminating = pod.metadata is not None and pod.metadata.deletion_timestamp is not None
+            (going if terminating else staying).append(pod_ref(pod))
         return NodeSurvey(
             node=request.node,
             exists=True,
@@ -50,8 +53,8 @@ class SurveyActivities:
             cordoned_before=was_cordoned_before(node),
             labels=labels,
             governed=self._policy.fleet.governed,
-            pods=tuple(pod_ref(pod) for pod in staying[:MAX_SURVEYED_PODS]),
-            terminating=tuple(pod_ref(pod) for pod in going[:MAX_SURVEYED_PODS]),
+            pods=tuple(staying[:MAX_SURVEYED_PODS]),
+            terminating=tuple(going[:MAX_SURVEYED_PODS]),
             pod_count=len(pods),
             provider=provider.name if provider is not None else "",
             provider_id=target.provider_id,

@@ -22,7 +22,7 @@ from enum import Enum
 
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.decisions import after_approval_wait, approval_wait, auto_approval, needs_approval
-from gpuheal.domain.fleet import FleetPolicy, GovernorState, HeldPermit, PermitRequest, Waiting, choose
+from gpuheal.domain.fleet import FleetPolicy, GovernorState, HeldPermit, PermitRequest, Waiting, choose, within_window
 from gpuheal.domain.history import EarlierRemediation, RemediationHistory, repeat_offence
 from gpuheal.domain.marks import workflow_id_for
 from gpuheal.domain.phases import Phase
@@ -181,6 +181,9 @@ class Fleet:
                 run.waited = run.reason = f"circuit breaker tripped: {self._tripped}"
             return
         by_id = {run.run_id: run for run in self._waiting}
+        # As the governor does: only the grants inside the breaker's window are kept (a month's would
+        # make every pass longer than the last).
+        self._grants = list(within_window(self._grants, self._fleet.breaker.window, now))
         choice = choose(self._fleet, self._state(now), now)
         for request in choice.grant:
             run = by_id[request.permit_id]

@@ -4,6 +4,7 @@ its own, the fleet's remediations deciding, and the agents told what the remedia
 from __future__ import annotations
 
 import heapq
+import tempfile
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,7 +18,6 @@ from gpuheal.replay.reading import (
     Line,
     ReplayedAgent,
     TimedFault,
-    boot_files,
     gpus_named,
     health_events,
     kernel_log_lines,
@@ -29,13 +29,13 @@ async def replay_logs(
 ) -> list[NodeReplay]:
     """What the policy would have done with the logs: per node, in name order."""
     fleet = Fleet(document.remediation(), document.fleet or FleetPolicy(), gpu_nodes, repair_time)
-    with boot_files() as boot_dir:
+    with tempfile.TemporaryDirectory(prefix="gpuheal-replay-") as boot_dir:  # the replayed agents' boot IDs
         agents: dict[str, ReplayedAgent] = {}
         streams: list[Iterator[Line | Event]] = []
         for path in files:
             fleet.node(path.stem)
             if path.suffix == KERNEL_LOG_SUFFIX:
-                agents[path.stem] = ReplayedAgent(path.stem, document.xids, gpus_named(path, year), Path(boot_dir))
+                agents[path.stem] = ReplayedAgent(path.stem, document.xids, gpus_named(path), Path(boot_dir))
                 streams.append(kernel_log_lines(path, year))
             else:
                 streams.append(health_events(path))

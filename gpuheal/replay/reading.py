@@ -13,7 +13,6 @@ checked as the intake checks it.
 from __future__ import annotations
 
 import contextlib
-import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -160,16 +159,12 @@ class ReplayedAgent:
         return taken
 
 
-def gpus_named(path: Path, year: int) -> dict[str, str]:
+def gpus_named(path: Path) -> dict[str, str]:
     """Each GPU address the node's log names, with its UUID: the log's own (`GPU at PCI:…` lines),
     else one derived from the node and the address (read with a parser of its own)."""
     parser = KmsgParser()
-    addresses = {event.pci_key for line in kernel_log_lines(path, year) if (event := parser.feed(line.text))}
+    with _opened(path) as log:
+        addresses = {event.pci_key for line in log if (event := parser.feed(line))}
     named = parser.known_gpus()
     derived = {key: f"GPU-{uuid.uuid5(_GPU_NAMESPACE, f'{path.stem}/{key}')}" for key in addresses - named.keys()}
     return named | derived
-
-
-def boot_files() -> tempfile.TemporaryDirectory[str]:
-    """Where the replayed agents keep their boot IDs."""
-    return tempfile.TemporaryDirectory(prefix="gpuheal-replay-")
