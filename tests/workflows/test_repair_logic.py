@@ -24,7 +24,7 @@ from gpuheal.domain.remediation import ApprovalSignal, RemediationStatus
 from gpuheal.domain.steps import Outcome, Step
 from gpuheal.workflows.remediation import RemediationWorkflow
 from tests.workflows.fake_activities import FakeNode
-from tests.workflows.test_remediation_logic import settled
+from tests.workflows.test_remediation_logic import Handle, settled
 
 
 async def remediate(
@@ -211,23 +211,29 @@ async def test_graceful_asked_of_a_provider_without_one_reboots_once(
     assert node.reboots == 1
 
 
-async def test_a_fault_needing_a_reboot_during_the_reset_still_reboots(
-    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
-) -> None:
+async def reset_outgrown_by(env: WorkflowEnvironment, queue: str, node: FakeNode, worse: RecommendedAction) -> Handle:
+    """A GPU reset under way when a fault needing `worse` joins; the agent then confirms the reset."""
     node.reset_outcome = "late"
     policy = RemediationPolicy(repair=RepairPolicy(gpu_reset_timeout=timedelta(minutes=2)))
     first = Fault(node=node.name, action=RecommendedAction.COMPONENT_RESET, gpu_uuids=("GPU-aaaa",), event_id="a")
-    handle = await remediations.report_fault(time_skipping_env.client, first, policy, task_queue=queue)
+    handle = await remediations.report_fault(env.client, first, policy, task_queue=queue)
     while not node.reset_orders:
         await asyncio.sleep(0.05)
-    worse = Fault(node=node.name, action=RecommendedAction.RESTART_BM, xid=79, event_id="b")
-    await remediations.report_fault(time_skipping_env.client, worse, policy, task_queue=queue)
-    while (await handle.query(RemediationWorkflow.status)).action is not RecommendedAction.RESTART_BM:
+    joined = Fault(node=node.name, action=worse, xid=79, event_id="b")
+    await remediations.report_fault(env.client, joined, policy, task_queue=queue)
+    while (await handle.query(RemediationWorkflow.status)).action is not worse:
         await asyncio.sleep(0.05)  # the workflow has taken the new fault in before the agent answers
     node.reset_outcome = "confirm"
     node.reset_report = GpuResetReport(
         id=node.reset_orders[0].holder, ok=True, detail="reset GPU-aaaa", at=datetime.now(UTC)
     )
+    return handle
+
+
+async def test_a_fault_needing_a_reboot_during_the_reset_still_reboots(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    handle = await reset_outgrown_by(time_skipping_env, queue, node, RecommendedAction.RESTART_BM)
 
     status = await handle.result()
 
@@ -324,20 +330,7 @@ async def test_a_fault_only_a_person_can_fix_arriving_during_the_reset_waits_for
     time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
 ) -> None:
     """The reset needed no approval; a REPLACE_VM that joins during it does, before the reboot it falls back to."""
-    node.reset_outcome = "late"
-    policy = RemediationPolicy(repair=RepairPolicy(gpu_reset_timeout=timedelta(minutes=2)))
-    first = Fault(node=node.name, action=RecommendedAction.COMPONENT_RESET, gpu_uuids=("GPU-aaaa",), event_id="a")
-    handle = await remediations.report_fault(time_skipping_env.client, first, policy, task_queue=queue)
-    while not node.reset_orders:
-        await asyncio.sleep(0.05)
-    worse = Fault(node=node.name, action=RecommendedAction.REPLACE_VM, event_id="b")
-    await remediations.report_fault(time_skipping_env.client, worse, policy, task_queue=queue)
-    while (await handle.query(RemediationWorkflow.status)).action is not RecommendedAction.REPLACE_VM:
-        await asyncio.sleep(0.05)
-    node.reset_outcome = "confirm"
-    node.reset_report = GpuResetReport(
-        id=node.reset_orders[0].holder, ok=True, detail="reset GPU-aaaa", at=datetime.now(UTC)
-    )
+    handle = await reset_outgrown_by(time_skipping_env, queue, node, RecommendedAction.REPLACE_VM)
 
     for _ in range(200):
         status = await handle.query(RemediationWorkflow.status)
