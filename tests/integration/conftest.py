@@ -11,7 +11,7 @@ import asyncio
 import os
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -207,16 +207,14 @@ async def make_stack(dev_server: DevServer, tmp_path: Path) -> AsyncIterator[Sta
         await exit_()
 
 
-WorkerFactory = Callable[..., Coroutine[Any, Any, asyncio.subprocess.Process]]
+class WorkerFactory:
+    """Starts `gpuheal worker` processes for a stack, and keeps what each logs (its stderr)."""
 
+    def __init__(self) -> None:
+        self._logs: dict[asyncio.subprocess.Process, bytearray] = {}
+        self._drains: list[asyncio.Task[None]] = []
 
-@pytest.fixture
-async def spawn_worker() -> AsyncIterator[WorkerFactory]:
-    """Start `gpuheal worker` processes for a stack; any still alive are killed afterwards."""
-    started: list[asyncio.subprocess.Process] = []
-    drains: list[asyncio.Task[bytes]] = []
-
-    async def spawn(stack: Stack, *flags: str) -> asyncio.subprocess.Process:
+    async def __call__(self, stack: Stack, *flags: str) -> asyncio.subprocess.Process:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -243,18 +241,37 @@ async def spawn_worker() -> AsyncIterator[WorkerFactory]:
             # The cloud SDKs reach the simulator's clouds through their standard settings.
             env={**os.environ, "PYTHONUNBUFFERED": "1", **stack.cluster.client_environment()},
         )
-        started.append(process)
+        log = self._logs[process] = bytearray()
         assert process.stderr is not None
         # A worker imports every cloud SDK before it polls: on a busy 2-core machine that alone takes 20 s.
         while b"worker polling" not in (line := await asyncio.wait_for(process.stderr.readline(), 120)):
             assert line, "the worker exited before it started polling"
-        # Keep reading its log so a full pipe never blocks the worker.
-        drains.append(asyncio.create_task(process.stderr.read()))
+            log += line
+        log += line
+        # Keep reading its log, so a full pipe never blocks the worker and the test can read it.
+        self._drains.append(asyncio.create_task(_drain(process.stderr, log)))
         return process
 
-    yield spawn
-    for process in started:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    await asyncio.gather(*drains)
+    def log(self, process: asyncio.subprocess.Process) -> str:
+        """What the worker has logged so far."""
+        return self._logs[process].decode(errors="replace")
+
+    async def close(self) -> None:
+        for process in self._logs:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        await asyncio.gather(*self._drains)
+
+
+async def _drain(stream: asyncio.StreamReader, into: bytearray) -> None:
+    while chunk := await stream.read(65536):
+        into += chunk
+
+
+@pytest.fixture
+async def spawn_worker() -> AsyncIterator[WorkerFactory]:
+    """Start `gpuheal worker` processes for a stack; any still alive are killed afterwards."""
+    workers = WorkerFactory()
+    yield workers
+    await workers.close()

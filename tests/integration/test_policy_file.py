@@ -3,7 +3,6 @@ taken while the worker runs (the governor's limits with it), and a bad edit leav
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from pathlib import Path
 from typing import Any
@@ -63,7 +62,7 @@ async def test_the_worker_decides_by_its_policy_file_and_takes_an_edit_while_it_
     path = tmp_path / "policy.yaml"
     path.write_text(policy_text(approval=False, max_concurrent=1))
     first = read_policy(path).version
-    await spawn_worker(stack, "--policy", str(path), "--policy-reload-seconds", "0.2")
+    worker = await spawn_worker(stack, "--policy", str(path), "--policy-reload-seconds", "0.2")
     governor_id = governor_id_for(stack.task_queue)
 
     resolved: RemediationStatus = await settled(await report_without_policy(stack, "gpu-node-001"))
@@ -82,9 +81,15 @@ async def test_the_worker_decides_by_its_policy_file_and_takes_an_edit_while_it_
     waiting = await awaiting_approval(await report_without_policy(stack, "gpu-node-002"))
     assert waiting.policy_version == second
 
-    # A bad edit (a typo'd field) is refused: the next remediation still runs under the second policy.
+    # A bad edit (a typo'd field) is read and refused, naming its line: the next remediation still
+    # runs under the second policy.
     path.write_text(policy_text(approval=True, max_concurrent=2).replace("max_concurrent", "max_concurent"))
-    await asyncio.sleep(1.0)  # five of the worker's reads of the file
+
+    async def refused() -> bool:
+        return f"policy file not used; policy {second} stays in force" in spawn_worker.log(worker)
+
+    await eventually(refused, "the worker refusing the bad edit")
+    assert "fleet.budget.max_concurent: Extra inputs are not permitted" in spawn_worker.log(worker)
     kept = await awaiting_approval(await report_without_policy(stack, "gpu-node-003"))
     assert kept.policy_version == second
     assert (await governor.status(stack.server.client, governor_id)).policy.budget.max_concurrent == 2
