@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 
 from gpuheal.control import governor, remediations
 from gpuheal.control.governor import governor_id_for
@@ -18,13 +19,12 @@ NODE = "gpu-node-001"
 READ_VERBS = {"get", "list", "watch"}
 
 
-async def quiet_snapshot(take: object) -> bytes:
+async def quiet_snapshot(take: Callable[[], bytes]) -> bytes:
     """The cluster's state once its controllers are done (pods started): two reads 0.3 s apart agree."""
-    assert callable(take)
-    before: bytes = take()
+    before = take()
     for _ in range(100):
         await asyncio.sleep(0.3)
-        after: bytes = take()
+        after = take()
         if after == before:
             return after
         before = after

@@ -365,6 +365,8 @@ class FakeNode:
             self.steps.append(Step.SURVEY.value)
             if not self.exists:
                 return NodeSurvey(node=self.name, exists=False)
+            # As the real survey: the provider the request names, else the one that owns the node.
+            provider = request.provider if request.provider != "auto" else "simulator"
             return NodeSurvey(
                 node=self.name,
                 exists=True,
@@ -375,10 +377,10 @@ class FakeNode:
                 governed=self.fleet is not None,
                 pods=self.pods,
                 pod_count=len(self.pods),
-                provider="manual" if self.manual_provider else "simulator",
+                provider=provider,
                 provider_id=f"sim://{self.name}",
                 graceful=self.graceful_supported,
-                reboots=not self.manual_provider,
+                reboots=provider != "manual",
             )
 
         served: list[Callable[..., Any]] = [
