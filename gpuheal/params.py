@@ -60,8 +60,6 @@ class PolicyFile(click.ParamType[LoadedPolicy[Any], Any]):
         self._model = model
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> LoadedPolicy[Any]:
-        if isinstance(value, LoadedPolicy):
-            return value
         try:
             return read_policy(Path(value), self._model)
         except PolicyFileInvalid as error:
