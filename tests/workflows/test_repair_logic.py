@@ -341,3 +341,4 @@ async def test_a_fault_only_a_person_can_fix_arriving_during_the_reset_waits_for
     assert node.reboot_requests == [], "a fault no provider can fix was rebooted with nobody asked"
     assert status.phase is Phase.AWAITING_APPROVAL
     await handle.signal(RemediationWorkflow.reject, ApprovalSignal(approver="bob", reason="replacing the board"))
+    assert (await settled(handle)).phase is Phase.ESCALATED  # held for bob, no step left running
