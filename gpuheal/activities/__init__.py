@@ -41,6 +41,7 @@ def remediation_activities(
         drain.drain_node,
         repair.request_reboot,
         repair.describe_machine,
+        repair.replace_machine,
         resets.request_gpu_reset,
         resets.withdraw_gpu_reset,
         waits.wait_for_node,

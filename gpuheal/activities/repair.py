@@ -1,4 +1,5 @@
-"""The repair activities: reboot a node through its provider exactly once, and describe its machine.
+"""The repair activities: reboot a node through its provider exactly once, describe its machine, and
+terminate it where the policy has the machine replaced.
 
 The request is recorded on the node (`gpuheal.io/reboot-requested`, with the holder — the workflow id
 and run — the provider, the bootID at that moment and the time) before the provider is called. A
@@ -24,11 +25,11 @@ from temporalio.exceptions import ApplicationError
 
 from gpuheal.activities.contract import implements, node_gone
 from gpuheal.activities.kube import annotations_of, boot_id_of, merge_patch_node, on_fresh_node, read_node
-from gpuheal.activities.providers import ProviderError, RebootProvider, RebootTarget
+from gpuheal.activities.providers import MachineReplacer, ProviderError, RebootProvider, RebootTarget
 from gpuheal.activities.providers.selection import ProviderSet
 from gpuheal.domain import contracts, marks
 from gpuheal.domain.contracts import FailureType
-from gpuheal.domain.steps import MachineRequest, MachineState, RebootRequest, RebootResult
+from gpuheal.domain.steps import MachineRequest, MachineState, RebootRequest, RebootResult, ReplaceRequest
 
 T = TypeVar("T")
 
@@ -141,6 +142,45 @@ class RepairActivities:
             summary = await provider.describe(target)
         except ProviderError as error:
             summary = f"state unknown: {error}"
+        return MachineState(provider=provider.name, summary=summary)
+
+    @implements(contracts.REPLACE)
+    async def replace_machine(self, request: ReplaceRequest) -> MachineState:
+        """Terminate the machine behind the node, which its group then replaces; a node already
+        deleted is done. Only a node this run still holds cordoned is terminated: one a person took
+        back (uncordoned, or marked by another run) is refused for good, and a person is asked."""
+        return await _heartbeating(self._replace_machine(request))
+
+    async def _replace_machine(self, request: ReplaceRequest) -> MachineState:
+        node = await read_node(self._core, request.node)
+        if node is None:
+            return MachineState(provider=request.provider, summary=f"node {request.node} was already deleted")
+        if annotations_of(node).get(marks.REMEDIATION_ANNOTATION) != request.holder or not (
+            node.spec and node.spec.unschedulable
+        ):
+            raise _provider_failure(
+                ProviderError(
+                    f"node {request.node} is no longer cordoned by this remediation; its machine was not terminated",
+                    retryable=False,
+                ),
+                final=True,
+            )
+        target = reboot_target(node, request.node, graceful=False)
+        try:
+            provider = self._providers.choose(target, request.provider)
+        except ProviderError as error:
+            raise _provider_failure(error, final=True) from error
+        if not isinstance(provider, MachineReplacer):
+            raise _provider_failure(
+                ProviderError(f"provider {provider.name} cannot terminate machines", retryable=False), final=True
+            )
+        try:
+            summary = await provider.replace(target)
+        except ProviderError as error:
+            if await read_node(self._core, request.node) is None:  # terminated by an earlier attempt meanwhile
+                return MachineState(provider=provider.name, summary=f"node {request.node} was deleted")
+            raise _provider_failure(error, final=not error.retryable) from error
+        activity.logger.info("machine of %s terminated through %s", request.node, provider.name)
         return MachineState(provider=provider.name, summary=summary)
 
 

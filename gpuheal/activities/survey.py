@@ -9,7 +9,7 @@ from gpuheal.activities.contract import implements
 from gpuheal.activities.drain import pod_ref, pods_to_move
 from gpuheal.activities.kube import read_node
 from gpuheal.activities.nodes import was_cordoned_before
-from gpuheal.activities.providers import ProviderError, RebootProvider
+from gpuheal.activities.providers import MachineReplacer, ProviderError, RebootProvider
 from gpuheal.activities.providers.selection import ProviderSet
 from gpuheal.activities.repair import reboot_target
 from gpuheal.domain import contracts, marks
@@ -61,4 +61,5 @@ class SurveyActivities:
             provider_problem=problem,
             graceful=provider is not None and provider.supports_graceful,
             reboots=provider is None or provider.expects_new_boot,
+            replaces=isinstance(provider, MachineReplacer),
         )

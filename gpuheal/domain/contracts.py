@@ -46,6 +46,7 @@ from gpuheal.domain.steps import (
     RebootRequest,
     RebootResult,
     ReleaseRequest,
+    ReplaceRequest,
     Step,
 )
 
@@ -133,6 +134,18 @@ RESET_GPUS = StepContract(Step.RESET_GPUS, GpuResetRequest, GpuResetOrder, local
 WITHDRAW_GPU_RESET = StepContract(Step.WITHDRAW_GPU_RESET, GpuResetRequest, NodeRef, local=True)
 DESCRIBE_MACHINE = StepContract(
     Step.DESCRIBE_MACHINE, MachineRequest, MachineState, local=False, retry=lambda _: Retry(attempts=3)
+)
+# Terminating is idempotent (EC2 terminates a terminated instance again without effect, and the
+# activity takes a deleted node as done), so retries need no record of their own; attempts heartbeat
+# as a reboot's do.
+REPLACE = StepContract(
+    Step.REPLACE,
+    ReplaceRequest,
+    MachineState,
+    False,
+    lambda t, _: t.reboot_call,
+    lambda t: t.reboot_heartbeat,
+    _provider_retry,
 )
 OBSERVE = StepContract(Step.OBSERVE, NodeRef, NodeState, local=True)
 RELEASE = StepContract(Step.RELEASE, ReleaseRequest, NodeState, local=True)

@@ -18,7 +18,7 @@ from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.budgets import never_allows
 from gpuheal.domain.fleet import PermitAsked, PermitGrant
 from gpuheal.domain.gpu_health import HealthBar, gpu_health_problem
-from gpuheal.domain.node_wait import BackFromReboot, GpusHealthy
+from gpuheal.domain.node_wait import BackFromReboot, GpusHealthy, NodeWaitResult
 from gpuheal.domain.operator import ActionRefused, RecordedAction, check_who_and_why
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import DrainPolicy, RepairPolicy, RepairStrategy
@@ -53,6 +53,10 @@ class Next(StrEnum):
     RELEASE_CORDONED = "release_cordoned"
     # A dry run said what it would do, and did nothing.
     REHEARSED = "rehearsed"
+    # The repair did not hold and the policy allows replacement: terminate the machine (`reason` says why).
+    REPLACE = "replace"
+    # The machine was terminated and the node is gone.
+    REPLACED = "replaced"
 
 
 # How each ending leaves the node (None: untouched) and the phase the remediation ends in.
@@ -66,6 +70,7 @@ _ENDINGS: dict[Next, tuple[Outcome | None, Phase]] = {
     Next.RELEASE: (Outcome.RESOLVED, Phase.RELEASED),
     Next.RELEASE_CORDONED: (Outcome.STOOD_DOWN, Phase.RELEASED),
     Next.REHEARSED: (None, Phase.DRY_RUN),
+    Next.REPLACED: (None, Phase.REPLACED),
 }
 
 
@@ -99,6 +104,27 @@ RETRY = Verdict(Next.RETRY)
 
 def escalate(reason: str) -> Verdict:
     return Verdict(Next.ESCALATE, reason)
+
+
+def beyond_repair(repair: RepairPolicy, action: RecommendedAction, reason: str) -> Verdict:
+    """The repair did not hold (`reason`): replace the machine where the policy allows it, else ask a
+    person. Faults the policy leaves to a person stay theirs."""
+    if repair.replace and repair.strategy_for(action) is not RepairStrategy.PERSON:
+        return Verdict(Next.REPLACE, reason)
+    return escalate(reason)
+
+
+def after_replacement(why: str, terminated: str, gone: NodeWaitResult, timeout: timedelta) -> Verdict:
+    """The machine was terminated (`terminated` says how): replaced once its node is deleted; a node
+    still there after `timeout` goes to a person, as the reason the repair did not hold."""
+    if gone.deleted:
+        return Verdict(Next.REPLACED, f"{why}; replaced: {terminated}, and the node was deleted")
+    return escalate(f"{why}; the machine was terminated ({terminated}) but the node was not deleted within {timeout}")
+
+
+def could_not_replace(why: str, failure: str) -> Verdict:
+    """The provider could not terminate the machine: a person looks at the node, told both reasons."""
+    return escalate(f"{why}; the machine could not be replaced: {failure}")
 
 
 def node_deleted(node: str) -> Verdict:

@@ -82,7 +82,18 @@ class HoldLifted(_Condition):
         return "the node is labelled gpuheal.io/hold=true" if state.held else None
 
 
-NodeCondition = Annotated[BackFromReboot | GpusHealthy | GpuResetAnswered | HoldLifted, Field(discriminator="kind")]
+class NodeGone(_Condition):
+    """The node object was deleted (its machine terminated, the cloud's node controller removed it)."""
+
+    kind: Literal["node_gone"] = "node_gone"
+
+    def missing(self, state: NodeState) -> str | None:
+        return None if not state.exists else "the node object still exists"
+
+
+NodeCondition = Annotated[
+    BackFromReboot | GpusHealthy | GpuResetAnswered | HoldLifted | NodeGone, Field(discriminator="kind")
+]
 
 
 class NodeWaitRequest(BaseModel):

@@ -20,7 +20,12 @@ class Phase(StrEnum):
     REPAIRING = "Repairing"
     WAITING_FOR_NODE = "WaitingForNode"
     VERIFYING = "Verifying"
+    # The repair did not hold and the policy allows replacement: the provider terminates the machine
+    # (its group launches another) and the run waits for the node object to go.
+    REPLACING = "Replacing"
     RESOLVED = "Resolved"
+    # The machine was terminated and its node deleted: the node is gone from service for good.
+    REPLACED = "Replaced"
     # Held for a person: the node stays cordoned until they resume, retry or release the remediation.
     ESCALATED = "Escalated"
     # A person released an escalated node as it was, unrepaired.
@@ -41,4 +46,4 @@ class Phase(StrEnum):
         return self in _FINAL or self is Phase.ESCALATED
 
 
-_FINAL = frozenset({Phase.RESOLVED, Phase.RELEASED, Phase.CANCELLED, Phase.FAILED, Phase.DRY_RUN})
+_FINAL = frozenset({Phase.RESOLVED, Phase.REPLACED, Phase.RELEASED, Phase.CANCELLED, Phase.FAILED, Phase.DRY_RUN})

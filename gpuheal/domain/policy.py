@@ -112,6 +112,14 @@ class RepairPolicy(_Strict):
     node_ready_timeout: timedelta = timedelta(minutes=30)
     # After the node is back, how long the GPUs have to report healthy.
     verify_timeout: timedelta = timedelta(minutes=5)
+    # Replace the machine instead of handing the node to a person when the repair did not hold: the
+    # node did not come back from its reboot, its GPUs stayed unhealthy after it, or it is a repeat
+    # offender. The provider terminates the machine (ec2:TerminateInstances, …) and its group (an
+    # Auto Scaling group, a managed instance group, a scale set, Karpenter) launches another; only
+    # for providers that can, else a person is asked as without it.
+    replace: bool = False
+    # How long the node object may outlive its terminated machine before a person is asked.
+    replace_timeout: timedelta = Field(default=timedelta(minutes=15), gt=timedelta(0))
     # How long one watch of a held node (gpuheal.io/hold=true) lasts before the next begins.
     hold_watch: timedelta = Field(default=timedelta(hours=1), gt=timedelta(0))
     # How often an escalated remediation reads its node while it waits for a person: a node deleted,
@@ -137,6 +145,12 @@ class RepairPolicy(_Strict):
                 raise ValueError(f"repair.strategies: {action.name} calls for no repair")
             if strategy is RepairStrategy.GPU_RESET and action.needs_person:
                 raise ValueError(f"repair.strategies: a GPU reset cannot repair {action.name}, which needs a person")
+        return self
+
+    @model_validator(mode="after")
+    def _check_replace(self) -> RepairPolicy:
+        if self.replace and self.provider == MANUAL_PROVIDER:
+            raise ValueError("repair.replace: the manual provider has no machine to terminate; name a provider or auto")
         return self
 
     @model_validator(mode="after")

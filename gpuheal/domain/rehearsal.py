@@ -12,8 +12,10 @@ from collections.abc import Sequence
 
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.decisions import (
+    Next,
     Rung,
     approval_wait,
+    beyond_repair,
     first_rung,
     needs_approval,
     reboot_needs_approval,
@@ -46,9 +48,14 @@ def rehearse(
     plan.append(f"would cordon {node} and taint it {QUARANTINE_TAINT_KEY}:NoSchedule{cordoned}")
     plan.extend(_drain(survey, policy.drain))
     if offence:
-        plan.append(f"would escalate to a person instead of repairing again: {offence}")
+        plan.append(f"would {_beyond_repair(survey, policy.repair, action)} instead of repairing again: {offence}")
         return plan
     plan.extend(_repair(survey, policy.repair, action, gpus))
+    if survey.provider and survey.reboots and policy.repair.replace:
+        plan.append(
+            f"if {survey.node} did not come back or its GPUs stayed unhealthy, "
+            f"would {_beyond_repair(survey, policy.repair, action)}"
+        )
     kept = " and leave it cordoned, as it was before" if survey.cordoned_before else " and uncordon it"
     plan.append(f"would then remove the taint{kept}")
     return plan
@@ -104,6 +111,20 @@ def _repair(survey: NodeSurvey, repair: RepairPolicy, action: RecommendedAction,
         f"then up to {repair.verify_timeout} for its GPUs to report healthy"
     )
     return lines
+
+
+def _beyond_repair(survey: NodeSurvey, repair: RepairPolicy, action: RecommendedAction) -> str:
+    """What a run does with a node the repair did not fix: replace its machine, or ask a person."""
+    if beyond_repair(repair, action, "").next is not Next.REPLACE:
+        return "escalate to a person"
+    if not survey.replaces:
+        provider = survey.provider or "no provider"
+        return f"escalate to a person ({provider} cannot terminate machines, so repair.replace cannot apply)"
+    timeout = repair.replace_timeout
+    return (
+        f"have {survey.provider} terminate the machine of {survey.node} for its group to replace, "
+        f"then wait up to {timeout} for the node to be deleted"
+    )
 
 
 def _approval(repair: RepairPolicy, action: RecommendedAction, what: str) -> str:

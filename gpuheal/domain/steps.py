@@ -27,6 +27,8 @@ class Step(StrEnum):
     RESET_GPUS = "request_gpu_reset"
     WITHDRAW_GPU_RESET = "withdraw_gpu_reset"
     DESCRIBE_MACHINE = "describe_machine"
+    # Terminate the machine behind a node the repair did not fix (policy `repair.replace`).
+    REPLACE = "replace_machine"
     OBSERVE = "observe_node"
     RELEASE = "release_node"
     WAIT_FOR_NODE = "wait_for_node"
@@ -153,6 +155,12 @@ class _RepairRequest(_Payload):
         return self.holder if not self.round else f"{self.holder}#{self.round}"
 
 
+class ReplaceRequest(_RepairRequest):
+    """Terminate the machine behind a node this run holds cordoned, through `provider`."""
+
+    provider: str
+
+
 class RebootRequest(_RepairRequest):
     # A provider name, or "auto": the one that owns the node's providerID (or Redfish annotation).
     provider: str = "auto"
@@ -199,12 +207,14 @@ class NodeSurvey(_Payload):
     terminating: tuple[PodRef, ...] = ()
     pod_count: int = 0
     # The provider that would reboot it ("" when none would: `provider_problem` says why), its
-    # providerID, and what the provider does: a graceful restart first; a reboot (False: a person).
+    # providerID, and what the provider does: a graceful restart first; a reboot (False: a person);
+    # terminating the machine for its group to replace (policy repair.replace).
     provider: str = ""
     provider_id: str = ""
     provider_problem: str = ""
     graceful: bool = False
     reboots: bool = True
+    replaces: bool = False
 
 
 # A node with thousands of pods must not make a payload over Temporal's limit.

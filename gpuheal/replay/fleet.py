@@ -4,10 +4,11 @@ The rules are the ones the workflows run by, called as they call them: a fault s
 remediation, or joins the one under way (an event id counts once); the remediation waits for the
 governor's permit (`choose`: the budget and the breaker, in arrival order); with it, it is
 quarantined (which the breaker counts), then escalated if it is a repeat offender (`repeat_offence`,
-against the remediations before it), waits for a person where the policy asks one
+against the remediations before it; or replaced where `repair.replace` allows, `beyond_repair`), waits for a person where the policy asks one
 (`needs_approval`), or is repaired. An approval nobody gives is given on gpuheal's behalf, or
 escalates, when the policy's wait runs out (`approval_wait`, `auto_approval`, `after_approval_wait`).
-What only a real run can tell is assumed: a repair takes `repair_time` and holds. Nobody acts: a
+What only a real run can tell is assumed: a repair (or a replacement, whose provider is assumed able
+to terminate machines) takes `repair_time` and holds. Nobody acts: a
 tripped breaker stays tripped, an escalated remediation holds its permit and its node to the end.
 Under a `dry_run` policy a remediation ends at once in DryRun, with no permit.
 """
@@ -21,7 +22,14 @@ from datetime import datetime, timedelta
 from enum import Enum
 
 from gpuheal.domain.actions import RecommendedAction
-from gpuheal.domain.decisions import after_approval_wait, approval_wait, auto_approval, needs_approval
+from gpuheal.domain.decisions import (
+    Next,
+    after_approval_wait,
+    approval_wait,
+    auto_approval,
+    beyond_repair,
+    needs_approval,
+)
 from gpuheal.domain.fleet import FleetPolicy, GovernorState, HeldPermit, PermitRequest, Waiting, choose, within_window
 from gpuheal.domain.history import EarlierRemediation, RemediationHistory, repeat_offence
 from gpuheal.domain.marks import workflow_id_for
@@ -98,6 +106,7 @@ class NodeReplay:
 
 class _Timer(Enum):
     REPAIRED = "repaired"
+    REPLACED = "replaced"
     APPROVAL = "approval"
 
 
@@ -164,7 +173,9 @@ class Fleet:
             if what is _Timer.APPROVAL:
                 self._approval_ran_out(run, at)
                 continue
-            run.phase, run.ended_at, run.reason = Phase.RESOLVED, at, ""
+            replaced = what is _Timer.REPLACED
+            run.phase, run.ended_at = (Phase.REPLACED if replaced else Phase.RESOLVED), at
+            run.reason = f"{run.reason}; replaced" if replaced else ""
             del self._open[run.node]
             if run in self._held:
                 self._held.remove(run)
@@ -228,7 +239,12 @@ class Fleet:
         """The node is out of service: escalate a repeat offender, wait for a person where the policy
         asks one, or repair."""
         offence = repeat_offence(self._policy.loops, run.node, run.gpus, run.serials, self._history(run), run.fault_at)
-        if offence:
+        verdict = beyond_repair(self._policy.repair, run.action, offence)
+        if offence and verdict.next is Next.REPLACE:
+            # A new machine, as a reboot's new boot is for the node's agent.
+            run.phase, run.reason, run.rebooted = Phase.REPLACING, offence, True
+            self._at(self._later(now, self._repair_time), run, _Timer.REPLACED)
+        elif offence:
             run.phase, run.reason = Phase.ESCALATED, offence
         elif needs_approval(self._policy.repair, run.action, {}):
             run.phase, run.reason = Phase.AWAITING_APPROVAL, "waits for a person's approval"

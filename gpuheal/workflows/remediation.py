@@ -62,6 +62,7 @@ with workflow.unsafe.imports_passed_through():
         GpusHealthy,
         HoldLifted,
         NodeCondition,
+        NodeGone,
         NodeWaitRequest,
         NodeWaitResult,
     )
@@ -92,6 +93,7 @@ with workflow.unsafe.imports_passed_through():
         RebootRequest,
         RebootResult,
         ReleaseRequest,
+        ReplaceRequest,
     )
 
 RequestT = TypeVar("RequestT", bound=BaseModel)
@@ -353,13 +355,13 @@ class RemediationWorkflow:
             self._repair,
         )
         for stage in stages:
-            verdict = await stage()
+            verdict = await self._replaced_if_asked(await stage())
             while verdict.next is Next.ESCALATE and self._holds_for_person:
                 verdict = await self._held_for_a_person(verdict)
                 if verdict.next is Next.RETRY:
                     # The person's retry is their decision: a repeat offence or an approval is not asked again.
                     decided = stage in (self._look_for_repeat_offence, self._approval)
-                    verdict = PROCEED if decided else await stage()
+                    verdict = PROCEED if decided else await self._replaced_if_asked(await stage())
             if verdict.ends:
                 return verdict
         return RESOLVED
@@ -378,7 +380,7 @@ class RemediationWorkflow:
             self._policy,
             self._action,
             self._gpu_uuids(),
-            offence.reason if offence.next is Next.ESCALATE else "",
+            offence.reason if offence.next in (Next.ESCALATE, Next.REPLACE) else "",
         )
         return Verdict(Next.REHEARSED, f"dry run: nothing was done; the plan has {len(self._plan)} step(s)")
 
@@ -592,7 +594,7 @@ class RemediationWorkflow:
             )
             return PROCEED
         offence = repeat_offence(loops, self._node, request.gpus, request.serials, history, self._fault_at)
-        return decisions.escalate(offence) if offence else PROCEED
+        return decisions.beyond_repair(self._policy.repair, self._action, offence) if offence else PROCEED
 
     async def _approval(self) -> Verdict:
         """Wait for a person's decision where one is needed; the node may be handed back meanwhile."""
@@ -686,14 +688,41 @@ class RemediationWorkflow:
                 case Rung.VERIFY:
                     assert boot is not None and state is not None
                     self._enter(Phase.VERIFYING)
-                    return await self._verify(state, self._health_bar(boot))
+                    verified = await self._verify(state, self._health_bar(boot))
+                    if verified.next is Next.ESCALATE:
+                        return decisions.beyond_repair(repair, self._action, verified.reason)
+                    return verified
                 case Rung.ESCALATE:
                     assert boot is not None and state is not None
-                    return decisions.escalate(await self._not_back(boot, state))
+                    return decisions.beyond_repair(repair, self._action, await self._not_back(boot, state))
                 case Rung.GONE:
                     return decisions.node_deleted(self._node)
                 case Rung.DONE:
                     return RESOLVED
+
+    async def _replaced_if_asked(self, verdict: Verdict) -> Verdict:
+        """Carry out a verdict to replace the machine; any other verdict as it is."""
+        return await self._replace(verdict.reason) if verdict.next is Next.REPLACE else verdict
+
+    async def _replace(self, why: str) -> Verdict:
+        """Have the provider terminate the machine the repair did not fix (its group launches
+        another), and end once its node object is gone; a provider that cannot, or a node that
+        stays, goes to a person with `why`."""
+        self._enter(Phase.REPLACING)
+        provider = self._policy.repair.provider_for(self._action)
+        self._repair_log.append(f"replacing the machine: {why}")
+        try:
+            terminated = await self._run(
+                contracts.REPLACE,
+                ReplaceRequest(node=self._node, holder=self._holder(), round=self._round, provider=provider),
+                summary=f"terminate the machine of {self._node} via {provider}",
+            )
+        except ActivityError as error:
+            return decisions.could_not_replace(why, _failure(error))
+        self._repair_log.append(f"machine terminated via {terminated.provider}: {terminated.summary}")
+        timeout = self._policy.repair.replace_timeout
+        gone = await self._wait_for(NodeGone(), timeout)
+        return decisions.after_replacement(why, terminated.summary, gone, timeout)
 
     async def _reset_gpus(self) -> ResetOutcome:
         """Have the node's agent reset the faulty GPUs, and tell how it went (in the repair log too)."""

@@ -1,4 +1,4 @@
-"""The simulator's provider: reboots a simulated node through the simulator's control API.
+"""The simulator's provider: reboots (or terminates) a simulated node through the simulator's control API.
 
 It plays the part a cloud API plays in production (`POST /sim/v1/nodes/<node>/reboot`), over HTTP,
 so the repair activity runs the same code path against the simulator as against a real provider.
@@ -45,6 +45,12 @@ class SimulatorProvider:
         """
         body = await self._call("POST", target.node, "/reboot", asking=True)
         return f"simulator accepted the reboot of {target.node} at {body.get('requestedAt', '?')}"
+
+    async def replace(self, target: RebootTarget) -> str:
+        """Terminate the node's machine; the simulator deletes the node soon after, as a cloud's node controller does."""
+        body = await self._call("POST", target.node, "/terminate")
+        again = " (already terminated)" if body.get("alreadyTerminated") else ""
+        return f"simulator terminated the machine of {target.node} at {body.get('terminatedAt', '?')}{again}"
 
     async def requested_since(self, target: RebootTarget, since: datetime) -> bool | None:
         body = await self._call("GET", target.node, "")

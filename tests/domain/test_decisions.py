@@ -9,12 +9,12 @@ import pytest
 from gpuheal.domain import decisions
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.budgets import DisruptionBudget
-from gpuheal.domain.decisions import Next, ResetOutcome, Rung
+from gpuheal.domain.decisions import Next, ResetOutcome, Rung, Verdict
 from gpuheal.domain.gpu_health import GpuHealthReport, HealthBar
-from gpuheal.domain.node_wait import GpusHealthy
+from gpuheal.domain.node_wait import GpusHealthy, NodeGone, NodeWaitResult
 from gpuheal.domain.operator import ActionRefused, RecordedAction
 from gpuheal.domain.phases import Phase
-from gpuheal.domain.policy import DrainPolicy, RepairPolicy
+from gpuheal.domain.policy import DrainPolicy, RepairPolicy, RepairStrategy
 from gpuheal.domain.remediation import RecordedDecision
 from gpuheal.domain.steps import BudgetHold, DrainProgress, NodeRecord, NodeState, Outcome, PodRef, RebootResult
 
@@ -277,3 +277,36 @@ def test_a_resumed_node_must_be_ready_and_report_healthy_since_it_escalated_or_o
     gone = state().model_copy(update={"exists": False})
     assert decisions.after_resume_check(RESUME, healthy, gone, timeout).next is Next.FAIL
     assert decisions.resumed(RESUME).next is Next.RESOLVE
+
+
+def test_a_repair_that_did_not_hold_is_replaced_only_where_the_policy_allows_and_no_person_is_asked_for() -> None:
+    replacing = RepairPolicy(replace=True)
+    person = RepairPolicy(replace=True, strategies={RecommendedAction.RESTART_BM: RepairStrategy.PERSON})
+
+    assert decisions.beyond_repair(replacing, RecommendedAction.RESTART_BM, "why") == Verdict(Next.REPLACE, "why")
+    assert decisions.beyond_repair(RepairPolicy(), RecommendedAction.RESTART_BM, "why") == decisions.escalate("why")
+    assert decisions.beyond_repair(person, RecommendedAction.RESTART_BM, "why") == decisions.escalate("why")
+    assert decisions.beyond_repair(person, RecommendedAction.RESTART_VM, "why").next is Next.REPLACE
+
+
+def test_a_replacement_ends_once_the_node_is_gone_and_a_node_that_stays_goes_to_a_person() -> None:
+    gone = NodeWaitResult(reached=True, state=state().model_copy(update={"exists": False}))
+    stays = NodeWaitResult(reached=False, state=state())
+
+    replaced = decisions.after_replacement("not back", "terminated i-0abc", gone, timedelta(minutes=15))
+    stuck = decisions.after_replacement("not back", "terminated i-0abc", stays, timedelta(minutes=15))
+
+    assert (replaced.next, replaced.phase, replaced.release) == (Next.REPLACED, Phase.REPLACED, None)
+    assert replaced.reason == "not back; replaced: terminated i-0abc, and the node was deleted"
+    assert Phase.REPLACED.is_final and not Phase.REPLACING.is_final
+    assert stuck == decisions.escalate(
+        "not back; the machine was terminated (terminated i-0abc) but the node was not deleted within 0:15:00"
+    )
+    assert NodeGone().met(gone.state) and NodeGone().missing(state()) == "the node object still exists"
+
+
+def test_replacement_needs_a_provider_with_machines() -> None:
+    with pytest.raises(ValueError, match=r"repair\.replace: the manual provider has no machine to terminate"):
+        RepairPolicy(replace=True, provider="manual")
+    with pytest.raises(ValueError, match="replace_timeout"):
+        RepairPolicy(replace=True, replace_timeout=timedelta(0))

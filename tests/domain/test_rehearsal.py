@@ -97,3 +97,28 @@ def test_an_unmanaged_node_an_ungoverned_fleet_and_a_node_of_thousands_of_pods()
 
 def test_a_node_that_is_gone_gets_no_plan() -> None:
     assert plan(NodeSurvey(node="n1", exists=False)) == ["node n1 does not exist: nothing would be done"]
+
+
+def test_a_policy_that_replaces_says_so_where_the_provider_can_and_where_it_cannot() -> None:
+    replacing = NODE.model_copy(update={"replaces": True})
+
+    said = plan(replacing, replace=True)
+    offender = rehearse(
+        replacing, RemediationPolicy(repair=RepairPolicy(replace=True)), RecommendedAction.RESTART_VM, [], "repeat"
+    )
+    cannot = plan(NODE, replace=True)
+
+    assert (
+        "if n1 did not come back or its GPUs stayed unhealthy, would have aws terminate the machine of n1 for its "
+        "group to replace, then wait up to 0:15:00 for the node to be deleted"
+    ) in said
+    assert said[-1] == "would then remove the taint and uncordon it"
+    assert offender[-1] == (
+        "would have aws terminate the machine of n1 for its group to replace, then wait up to 0:15:00 for the node "
+        "to be deleted instead of repairing again: repeat"
+    )
+    assert (
+        "if n1 did not come back or its GPUs stayed unhealthy, would escalate to a person (aws cannot terminate "
+        "machines, so repair.replace cannot apply)"
+    ) in cannot
+    assert not any("terminate" in line for line in plan(replacing))

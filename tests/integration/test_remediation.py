@@ -312,3 +312,23 @@ async def test_a_node_labelled_hold_waits_untouched_until_the_label_goes(make_st
 
     assert status.phase is Phase.RESOLVED, status.reason
     assert stack.cluster.reboot_requests(NODE) == 1
+
+
+async def test_gpus_a_reboot_does_not_fix_get_their_machine_replaced_where_the_policy_allows(
+    make_stack: StackFactory,
+) -> None:
+    """The top of the ladder: the simulator provider terminates the machine, the simulated cloud's
+    node controller deletes the node, and the run ends Replaced without touching the node again."""
+    stack = await make_stack(fault_survives_reboot=True)
+    handle = await stack.report(NODE, policy=fast_policy(replace=True, replace_timeout=timedelta(seconds=30)))
+
+    status: RemediationStatus = await handle.result()
+
+    assert status.phase is Phase.REPLACED, status.reason
+    assert status.reason.startswith("GPUs did not report healthy within 0:00:10: ")
+    assert f"simulator terminated the machine of {NODE} at " in status.reason
+    assert NODE not in [node.metadata.name for node in (await stack.core.list_node()).items if node.metadata]
+    assert await stack.pods_on(NODE) == [], "its pods went with it"
+    assert [entry.phase for entry in status.history][-3:] == [Phase.VERIFYING, Phase.REPLACING, Phase.REPLACED]
+    others = [n for n in stack.cluster.node_names() if n != NODE]
+    assert others and all(stack.cluster.node_state(n)["terminatedAt"] is None for n in others)

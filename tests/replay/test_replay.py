@@ -62,6 +62,18 @@ def test_each_node_says_what_would_have_happened(logs: Path) -> None:
     assert nodes["gpu-node-004"] == {"node": "gpu-node-004", "remediations": 0, "outcomes": [], "runs": []}
 
 
+def test_a_repeat_offender_is_replaced_where_the_policy_allows(logs: Path, tmp_path: Path) -> None:
+    policy = tmp_path / "replace.yaml"
+    policy.write_text("repair:\n  replace: true\n")
+
+    nodes = by_node(replay(str(logs), "--gpu-nodes", "100", "--policy", str(policy)))
+
+    first, again = nodes["gpu-node-001"]["runs"]
+    assert nodes["gpu-node-001"]["outcomes"] == ["Resolved", "Replaced"]
+    assert again["reason"].startswith(f"repeat offender: GPU {first['gpus'][0]} faulted again within 7 days")
+    assert again["reason"].endswith("; replaced") and again["ended_at"] is not None
+
+
 def test_the_budget_holds_the_later_faults_until_a_permit_frees(logs: Path) -> None:
     """Four GPU nodes at 10%: one remediation at a time, in arrival order."""
     nodes = by_node(replay(str(logs), "--repair-minutes", "30"))

@@ -196,3 +196,31 @@ async def test_slow_reboot_reply_records_the_request_before_answering(tmp_path: 
         status, body = await reply
         assert status == 202
         assert body["rebootRequests"] == 1
+
+
+async def test_a_terminated_machine_never_comes_back_and_its_node_and_pods_go(
+    cluster: SimulatedCluster, core: Any
+) -> None:
+    node = "gpu-node-001"
+    pods = await core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}")
+    assert pods.items, "the demo workloads place pods on every node"
+    terminate = f"{cluster.control_url}/sim/v1/nodes/{node}/terminate"
+
+    status, receipt = await _post(terminate)
+    assert status == 202 and receipt["node"] == node and receipt["terminatedAt"].endswith("Z")
+    # Asked again before the node goes (a retried call): the first termination, not a second.
+    status, again = await _post(terminate)
+    assert status == 202 and again == {**receipt, "alreadyTerminated": True}
+    # A reboot of a terminated machine is counted and starts nothing.
+    status, rebooted = await _post(f"{cluster.control_url}/sim/v1/nodes/{node}/reboot")
+    assert status == 202 and rebooted["alreadyRebooting"]
+
+    async def deleted() -> bool:
+        names = [item.metadata.name for item in (await core.list_node()).items]
+        return node not in names
+
+    await eventually(deleted)
+    left = await core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}")
+    assert left.items == [], "the pod garbage collector removes the pods of a deleted node"
+    assert (await _post(terminate))[0] == 404
+    assert (await _get(f"{cluster.control_url}/sim/v1/nodes/gpu-node-002"))[1]["terminatedAt"] is None

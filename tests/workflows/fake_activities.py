@@ -20,6 +20,7 @@ from gpuheal.activities.fleet import deliver_permits, find_ended_holders
 from gpuheal.control import governor
 from gpuheal.domain import contracts
 from gpuheal.domain.budgets import DisruptionBudget
+from gpuheal.domain.contracts import FailureType
 from gpuheal.domain.fleet import (
     FleetPolicy,
     NodeCount,
@@ -30,7 +31,7 @@ from gpuheal.domain.fleet import (
 )
 from gpuheal.domain.gpu_health import GpuHealthReport
 from gpuheal.domain.gpu_reset import GpuResetOrder, GpuResetReport
-from gpuheal.domain.history import HistoryRequest, RemediationHistory
+from gpuheal.domain.history import EarlierRemediation, HistoryRequest, RemediationHistory
 from gpuheal.domain.node_wait import NodeWaitRequest, NodeWaitResult
 from gpuheal.domain.policy_document import PolicyDocument, PolicySnapshot
 from gpuheal.domain.steps import (
@@ -51,6 +52,7 @@ from gpuheal.domain.steps import (
     RebootRequest,
     RebootResult,
     ReleaseRequest,
+    ReplaceRequest,
     Step,
 )
 
@@ -133,6 +135,11 @@ class FakeNode:
     policy_reads: int = 0
     # The pods on the node a drain would move, as a dry run reads them.
     pods: tuple[PodRef, ...] = ()
+    # Whether the provider can terminate the machine (policy repair.replace), and whether the node
+    # object then goes (the cloud's node controller deletes it).
+    replaceable: bool = True
+    deleted_on_replace: bool = True
+    replace_requests: list[ReplaceRequest] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.reported_on = self.reported_on or self.boot_id
@@ -283,6 +290,18 @@ class FakeNode:
             self.steps.append(Step.DESCRIBE_MACHINE.value)
             return MachineState(provider="fake", summary="instance stopped by the cloud")
 
+        @implements(contracts.REPLACE)
+        async def replace(request: ReplaceRequest) -> MachineState:
+            self.steps.append(Step.REPLACE.value)
+            if not self.replaceable:
+                raise ApplicationError(
+                    "provider fake cannot terminate machines", non_retryable=True, type=FailureType.PROVIDER.value
+                )
+            self.replace_requests.append(request)
+            if self.deleted_on_replace:
+                self.exists = False
+            return MachineState(provider="fake", summary=f"terminated the machine of {request.node}")
+
         @implements(contracts.RESET_GPUS)
         async def reset(request: GpuResetRequest) -> GpuResetOrder:
             self.steps.append(Step.RESET_GPUS.value)
@@ -388,6 +407,7 @@ class FakeNode:
             drain,
             reboot,
             describe,
+            replace,
             reset,
             withdraw,
             observe,
@@ -403,6 +423,7 @@ class FakeNode:
             contracts.DRAIN,
             contracts.REBOOT,
             contracts.DESCRIBE_MACHINE,
+            contracts.REPLACE,
             contracts.RESET_GPUS,
             contracts.WITHDRAW_GPU_RESET,
             contracts.OBSERVE,
@@ -465,3 +486,22 @@ class FakeFleet:
 
         route.__annotations__ = {"request": step.request, "return": step.result}
         return activity.defn(name=step.name.value)(route)
+
+
+def resolved_earlier(node: str, gpu: str) -> Callable[[HistoryRequest], RemediationHistory]:
+    """What visibility shows: `gpu` on `node` was remediated (Resolved) five days into the window looked at."""
+
+    def history(request: HistoryRequest) -> RemediationHistory:
+        earlier = EarlierRemediation(
+            workflow_id=f"remediate-{node}",
+            run_id="4f1c",
+            node=node,
+            phase="Resolved",
+            gpus=(gpu,),
+            repairs=1,
+            started_at=request.since + timedelta(days=5),
+            closed_at=request.since + timedelta(days=6),
+        )
+        return RemediationHistory(remediations=(earlier,))
+
+    return history

@@ -11,14 +11,13 @@ from gpuheal.control import remediations
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.faults import Fault
 from gpuheal.domain.fleet import FleetPolicy
-from gpuheal.domain.history import EarlierRemediation, HistoryRequest, RemediationHistory
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import DrainMode, DrainPolicy, LoopPolicy, RemediationPolicy, RepairPolicy
 from gpuheal.domain.policy_document import PolicyDocument
 from gpuheal.domain.remediation import RemediationStatus
 from gpuheal.domain.steps import PodRef, Step
 from gpuheal.workflows.remediation import RemediationWorkflow
-from tests.workflows.fake_activities import FakeNode
+from tests.workflows.fake_activities import FakeNode, resolved_earlier
 from tests.workflows.test_remediation_logic import settled
 
 DRY = RemediationPolicy(
@@ -104,20 +103,7 @@ async def test_a_dry_run_of_a_gpu_reset_a_node_gpuheal_may_not_touch_and_a_repea
         f"simulator (providerID sim://{node.name})"
     ) in reset.plan
 
-    def yesterday(request: HistoryRequest) -> RemediationHistory:
-        earlier = EarlierRemediation(
-            workflow_id=f"remediate-{node.name}",
-            run_id="4f1c",
-            node=node.name,
-            phase="Resolved",
-            gpus=("GPU-aaaa",),
-            repairs=1,
-            started_at=request.since + timedelta(days=5),
-            closed_at=request.since + timedelta(days=6),
-        )
-        return RemediationHistory(remediations=(earlier,))
-
-    node.history = yesterday
+    node.history = resolved_earlier(node.name, "GPU-aaaa")
     offender = await dry_run(
         time_skipping_env, queue, node, policy=DRY.model_copy(update={"loops": LoopPolicy(max_per_node=0)})
     )

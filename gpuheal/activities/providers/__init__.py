@@ -9,6 +9,10 @@ Besides the reboot itself a provider answers two questions. Before a retry: was 
 asked for since a given moment? The repair activity uses the answer to never reboot a node twice
 for one fault, even when a worker dies between its record and the call. And when the node does
 not come back: what state is the machine in, for the reason a person reads.
+
+A provider that can also terminate its machines, so that their group launches new ones, is a
+`MachineReplacer` too (policy `repair.replace`); one that cannot is simply not, and a person is
+asked instead.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,4 +101,14 @@ class RebootProvider(Protocol):
 
     async def describe(self, target: RebootTarget) -> str:
         """The provider's view of the machine, one line ("EC2 i-0abc running", …). Raises ProviderError."""
+        ...
+
+
+@runtime_checkable
+class MachineReplacer(Protocol):
+    """A provider that can terminate the machine behind a node, for its group to launch another."""
+
+    async def replace(self, target: RebootTarget) -> str:
+        """Terminate the machine (idempotent: a machine already terminating or terminated is not an
+        error). Returns a line for the record. Raises ProviderError."""
         ...

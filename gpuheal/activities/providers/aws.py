@@ -141,7 +141,8 @@ def parse_provider_id(node: str, provider_id: str) -> Ec2Instance:
 
 
 class AwsProvider(kit.CloudProvider[Ec2Instance]):
-    """Reboots the EC2 instance behind a node, in the region its zone belongs to."""
+    """Reboots the EC2 instance behind a node, in the region its zone belongs to, and terminates it
+    where the policy has machines replaced."""
 
     name = "aws"
     scheme = _SCHEME
@@ -174,6 +175,26 @@ class AwsProvider(kit.CloudProvider[Ec2Instance]):
             return f"EC2 accepted RebootInstances for {instance.instance_id} in {instance.where} (request {request_id})"
 
         return await kit.call(call, self._classifier(target, instance, "ec2:RebootInstances"))
+
+    async def replace(self, target: RebootTarget) -> str:
+        """Terminate the instance, for its Auto Scaling group (or Karpenter) to launch another.
+
+        EC2 terminates an instance already shutting down or terminated again without an error, so
+        botocore's own retries and Temporal's are safe here, unlike a reboot's.
+        """
+        instance = self.locate(target)
+
+        def call() -> str:
+            response = self._client(instance.region).terminate_instances(InstanceIds=[instance.instance_id])
+            changes = response.get("TerminatingInstances", [])
+            state = changes[0].get("CurrentState", {}).get("Name", "unknown") if changes else "unknown"
+            request_id = response.get("ResponseMetadata", {}).get("RequestId", "?")
+            return (
+                f"EC2 accepted TerminateInstances for {instance.instance_id} in {instance.where}: "
+                f"{state} (request {request_id})"
+            )
+
+        return await kit.call(call, self._classifier(target, instance, "ec2:TerminateInstances"))
 
     async def requested_since(self, target: RebootTarget, since: datetime) -> bool | None:
         """Always None: EC2 keeps no record of reboot requests to ask.

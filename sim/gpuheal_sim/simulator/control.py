@@ -5,8 +5,12 @@ This is what a "simulator reboot provider" calls to reboot a node, and how tests
 * ``POST /sim/v1/nodes/{name}/reboot`` (body optional ``{"requestId": str}``) -> 202
   ``{"node", "requestedAt", "rebootRequests"}``; a repeated ``requestId`` is answered again with
   ``"duplicate": true`` and not counted, a request during a reboot adds ``"alreadyRebooting": true``.
+* ``POST /sim/v1/nodes/{name}/terminate`` -> 202 ``{"node", "terminatedAt"}``: the machine stops
+  for good and its Node is deleted soon after (as a cloud's node controller does); terminating it
+  again answers with the first termination and ``"alreadyTerminated": true``.
 * ``GET /sim/v1/nodes/{name}`` -> the simulator's truth: ``{"name", "bootId", "ready",
-  "rebooting", "rebootRequests", "rebootsCompleted", "lastRebootRequestAt", "gpus": [...]}``.
+  "rebooting", "rebootRequests", "rebootsCompleted", "lastRebootRequestAt", "terminatedAt",
+  "gpus": [...]}``.
 * ``POST /sim/v1/nodes/{name}/faults`` (``{"xid": int, "gpu": index or UUID, "message"?: str,
   "survivesReboot"?: bool}``) -> 201 ``{"node", "xid", "gpu", "gpuHealthy"}``.
 * ``DELETE /sim/v1/nodes/{name}/faults`` -> 200, all faults cleared.
@@ -77,6 +81,7 @@ class ControlApi:
         app.router.add_get("/sim/v1/nodes", self.list_nodes)
         app.router.add_get("/sim/v1/nodes/{name}", self.get_node)
         app.router.add_post("/sim/v1/nodes/{name}/reboot", self.reboot)
+        app.router.add_post("/sim/v1/nodes/{name}/terminate", self.terminate)
         app.router.add_post("/sim/v1/nodes/{name}/faults", self.add_fault)
         app.router.add_delete("/sim/v1/nodes/{name}/faults", self.clear_faults)
         app.router.add_post("/sim/v1/clouds/{cloud}/faults", self.add_cloud_fault)
@@ -117,6 +122,13 @@ class ControlApi:
         # The request is recorded and the reboot under way; only the answer is late, as a slow cloud's.
         await asyncio.sleep(self.sim.config.reboot_reply_seconds)
         return web.json_response(receipt, status=202)
+
+    async def terminate(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        try:
+            return web.json_response(self.sim.lifecycle.terminate(name), status=202)
+        except UnknownNode:
+            return self._not_found(name)
 
     async def add_fault(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]

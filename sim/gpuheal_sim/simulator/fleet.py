@@ -144,6 +144,11 @@ class FleetConfig(_Model):
     reboot_reply_seconds: float = Field(
         0.0, ge=0, description="how long the control API holds its answer to a recorded reboot request (a slow cloud)"
     )
+    terminate_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="a machine terminated -> the cloud's node controller deletes its Node (and its pods go)",
+    )
     pod_start_seconds: float = Field(0.5, ge=0, description="bound -> Running and Ready")
     fault_survives_reboot: bool = Field(False, description="a reboot clears no GPU fault")
     node_lifecycle_taints: bool = Field(

@@ -13,6 +13,9 @@ and plays the node's own writers, each writing only what it owns, as on a real n
   controller (``nodelifecycle``) once the grace passes without the kubelet posting: a reboot
   shorter than the grace never shows NotReady. A request while a reboot is in progress is counted
   but starts no second cycle; a repeated ``requestId`` is not counted again.
+* a **terminated** machine stops as a rebooting one does and never comes back: the cloud's node
+  controller deletes its Node ``terminate_seconds`` later, and its pods go with it. A reboot
+  request after that is counted and does nothing.
 * the **GPU agent** (``gpuagent``) writes ``GpuHealthy`` and the allocatable GPUs: an injected fault
   sets it False; after a reboot it reports only once it has started again, so the condition from
   before the reboot lingers until then. The reboot clears the GPU faults a reboot fixes.
@@ -70,6 +73,8 @@ class MachineTruth:
     reboot_requests: int = 0
     reboots_completed: int = 0
     last_reboot_request_at: str | None = None
+    # When the machine was terminated (it never comes back; its Node is deleted soon after).
+    terminated_at: str | None = None
     request_ids: dict[str, str] = field(default_factory=dict)
     # Files a real agent reads the boot id from (its /proc/sys/kernel/random/boot_id).
     boot_id_files: list[Path] = field(default_factory=list)
@@ -83,6 +88,7 @@ class MachineTruth:
             "rebootRequests": self.reboot_requests,
             "rebootsCompleted": self.reboots_completed,
             "lastRebootRequestAt": self.last_reboot_request_at,
+            "terminatedAt": self.terminated_at,
             "gpus": [g.as_json() for g in self.gpus.gpus],
         }
 
@@ -98,6 +104,7 @@ class NodeLifecycle:
         *,
         reboot_seconds: float,
         reboot_down_seconds: float = 0.0,
+        terminate_seconds: float = 0.0,
         kubelet_ready_seconds: float = 0.0,
         gpu_agent_start_seconds: float = 0.0,
         fault_survives_reboot: bool = False,
@@ -112,6 +119,7 @@ class NodeLifecycle:
         self.controller = controller
         self.reboot_seconds = reboot_seconds
         self.reboot_down_seconds = reboot_down_seconds
+        self.terminate_seconds = terminate_seconds
         self.kubelet_ready_seconds = kubelet_ready_seconds
         self.fault_survives_reboot = fault_survives_reboot
         self.kubelet_version = kubelet_version
@@ -168,7 +176,7 @@ class NodeLifecycle:
                 self.timers.soon(("adopt", name), lambda: self._adopt(name))
             elif change.type == DELETED:
                 self.nodes.pop(name, None)
-                for key in (("reboot-down", name), ("reboot-up", name), ("kubelet-ready", name)):
+                for key in (("reboot-down", name), ("reboot-up", name), ("kubelet-ready", name), ("terminate", name)):
                     self.timers.cancel(key)
                 self.kubelet.down.discard(name)
                 self.gpu_agent.forget(name)
@@ -255,7 +263,7 @@ class NodeLifecycle:
         receipt: JsonDict = {"node": name, "requestedAt": now, "rebootRequests": state.reboot_requests}
         if request_id:
             receipt["requestId"] = request_id
-        if state.rebooting:
+        if state.rebooting or state.terminated_at is not None:
             receipt["alreadyRebooting"] = True
             return receipt
         state.rebooting = True
@@ -269,11 +277,45 @@ class NodeLifecycle:
         """The machine goes down: its kubelet and agent stop posting, its containers die unseen."""
         if name not in self.nodes:
             return
+        self._stop(name)
+        self.timers.later(("reboot-up", name), self.reboot_seconds, lambda: self._come_up(name))
+
+    def _stop(self, name: str) -> None:
         self.timers.cancel(("kubelet-ready", name))
         self.kubelet.node_down(name)
         self.gpu_agent.node_down(name)
         self.controller.kubelet_stopped(name)
-        self.timers.later(("reboot-up", name), self.reboot_seconds, lambda: self._come_up(name))
+
+    def terminate(self, name: str) -> JsonDict:
+        """Terminate the machine, as a cloud does: it stops at once and never comes back, and the
+        cloud's node controller deletes its Node `terminate_seconds` later. Terminating it again
+        answers with the first termination."""
+        state = self.state(name)
+        if state.terminated_at is not None:
+            return {"node": name, "terminatedAt": state.terminated_at, "alreadyTerminated": True}
+        state.terminated_at = rfc3339_micro()
+        state.rebooting = False
+        for key in (("reboot-down", name), ("reboot-up", name)):
+            self.timers.cancel(key)
+        self._stop(name)
+        self.timers.later(("terminate", name), self.terminate_seconds, lambda: self._delete_terminated(name))
+        return {"node": name, "terminatedAt": state.terminated_at}
+
+    def _delete_terminated(self, name: str) -> None:
+        """The cloud's node controller deletes the Node of a machine that no longer exists, and the
+        pod garbage collector the pods bound to it (pkg/controller/podgc, at once here rather than
+        after its 40 s quarantine)."""
+        if self.store.get("nodes", "", name) is None:
+            return
+        bound = [
+            (entry.namespace, entry.name)
+            for entry in self.store.objects("pods")
+            if dig(entry.obj, "spec", "nodeName") == name
+        ]
+        self.store.delete("nodes", "", name)
+        for namespace, pod in bound:
+            if self.store.get("pods", namespace, pod) is not None:
+                self.store.delete("pods", namespace, pod)
 
     def _come_up(self, name: str) -> None:
         """The machine booted: the kubelet posts the new boot id, NotReady until its checks pass."""

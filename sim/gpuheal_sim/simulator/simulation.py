@@ -63,6 +63,7 @@ class Simulation:
             self.node_controller,
             reboot_seconds=config.reboot_seconds,
             reboot_down_seconds=config.reboot_down_seconds,
+            terminate_seconds=config.terminate_seconds,
             kubelet_ready_seconds=config.kubelet_ready_seconds,
             gpu_agent_start_seconds=config.gpu_agent_start_seconds,
             fault_survives_reboot=config.fault_survives_reboot,

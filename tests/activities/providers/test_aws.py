@@ -183,6 +183,19 @@ async def test_moto_reboots_and_describes_the_instance(
     assert await moto_provider.requested_since(target, datetime(2000, 1, 1, tzinfo=UTC)) is None
 
 
+async def test_moto_replace_terminates_the_instance_and_again_without_error(
+    moto_provider: AwsProvider, moto_instance: str, moto_url: str
+) -> None:
+    target = RebootTarget("gpu-node-1", f"aws:///us-west-2b/{moto_instance}")
+    detail = await moto_provider.replace(target)
+    assert detail.startswith(f"EC2 accepted TerminateInstances for {moto_instance} in us-west-2: ")
+    ec2 = _moto_ec2(moto_url, "us-west-2")
+    reply = await asyncio.to_thread(ec2.describe_instances, InstanceIds=[moto_instance])
+    assert reply["Reservations"][0]["Instances"][0]["State"]["Name"] in ("shutting-down", "terminated")
+    # A retried attempt after EC2 acted (its answer lost) finds the instance terminated: no error.
+    assert " in us-west-2: " in await moto_provider.replace(target)
+
+
 async def test_moto_the_region_comes_from_the_zone(moto_provider: AwsProvider, moto_instance: str) -> None:
     # moto keeps a backend per region, chosen by the request's signature as EC2's regional endpoints are.
     for provider_id in (f"aws:///us-west-2-lax-1a/{moto_instance}", f"aws://us-west-2b/{moto_instance}"):
@@ -298,6 +311,31 @@ async def test_sim_reboot_really_reboots_the_node_once(rebooting_sim: SimulatedC
     assert await provider.requested_since(target, datetime(2000, 1, 1, tzinfo=UTC)) is None
 
 
+async def test_sim_replace_terminates_the_instance_and_the_node_goes(sim: SimulatedCluster) -> None:
+    node, other = sim.node_names()
+    target = _target(sim, node)
+    instance = parse_provider_id(node, target.provider_id)
+    provider = AwsProvider()
+
+    detail = await provider.replace(target)
+
+    assert detail.startswith(f"EC2 accepted TerminateInstances for {instance.instance_id} in us-east-1: shutting-down")
+    assert sim.node_state(node)["terminatedAt"] is not None and not sim.node_state(node)["rebooting"]
+    assert await provider.describe(target) == f"EC2 {instance.instance_id} in us-east-1: shutting-down"
+    # EC2 will not reboot a terminated instance; the simulator refuses it as EC2 does.
+    error = await _raises(provider.reboot(target))
+    assert not error.retryable and "IncorrectInstanceState" in str(error)
+    deadline = asyncio.get_running_loop().time() + 10
+    while sim.get_object("nodes", node) is not None:  # the cloud's node controller deletes the Node
+        assert asyncio.get_running_loop().time() < deadline, f"{node} was not deleted"
+        await asyncio.sleep(0.05)
+    # Terminated instances stay listed for a while, and terminating one again is no error.
+    assert await provider.describe(target) == f"EC2 {instance.instance_id} in us-east-1: terminated"
+    again = await provider.replace(target)
+    assert again.startswith(f"EC2 accepted TerminateInstances for {instance.instance_id} in us-east-1: terminated")
+    assert sim.node_state(other)["terminatedAt"] is None and sim.get_object("nodes", other) is not None
+
+
 async def test_sim_a_throttled_reboot_is_refused_at_once_for_the_caller_to_retry(sim: SimulatedCluster) -> None:
     node = sim.node_names()[0]
     target = _target(sim, node)
@@ -324,6 +362,7 @@ async def test_sim_permission_denied_names_the_permission(sim: SimulatedCluster)
     calls: list[tuple[Callable[[], Awaitable[str]], str]] = [
         (lambda: provider.reboot(target), "ec2:RebootInstances"),
         (lambda: provider.describe(target), "ec2:DescribeInstances"),
+        (lambda: provider.replace(target), "ec2:TerminateInstances"),
     ]
     for call, permission in calls:
         sim.inject_cloud_fault("aws", "denied")
@@ -334,6 +373,7 @@ async def test_sim_permission_denied_names_the_permission(sim: SimulatedCluster)
         # EC2 answered that it did not act: the reboot was refused (describe's errors stay unmarked).
         assert error.refused is (permission == "ec2:RebootInstances")
     assert sim.node_state(node)["rebootRequests"] == 0
+    assert sim.node_state(node)["terminatedAt"] is None
 
 
 async def test_sim_a_missing_instance_is_not_retried(sim: SimulatedCluster) -> None:

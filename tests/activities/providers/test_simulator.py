@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from gpuheal.activities.providers import ProviderError, RebootTarget
+from gpuheal.activities.providers import MachineReplacer, ProviderError, RebootTarget
 from gpuheal_sim.provider import SimulatorProvider
 from gpuheal_sim.simulator import FleetConfig, SimulatedCluster
 
@@ -47,6 +48,24 @@ async def test_reboot_is_recorded_and_reported(cluster: SimulatedCluster, sessio
     )
     assert cluster.reboot_requests(NODE) == 1
     assert await provider.requested_since(RebootTarget(NODE, f"sim://{NODE}"), since) is True
+
+
+async def test_replace_terminates_the_machine_and_the_node_goes(
+    cluster: SimulatedCluster, session: aiohttp.ClientSession
+) -> None:
+    provider = SimulatorProvider(cluster.control_url, session)
+    target = RebootTarget(NODE, f"sim://{NODE}")
+    assert isinstance(provider, MachineReplacer)
+
+    assert (await provider.replace(target)).startswith(f"simulator terminated the machine of {NODE} at ")
+    assert (await provider.replace(target)).endswith("(already terminated)")
+    for _ in range(200):
+        if cluster.get_object("nodes", NODE) is None:
+            break
+        await asyncio.sleep(0.05)
+    assert cluster.get_object("nodes", NODE) is None, "the simulator deletes the node of a terminated machine"
+    error = await _raises(provider.replace(target))
+    assert not error.retryable and str(error) == f"the simulator has no node {NODE}"
 
 
 async def test_an_unknown_node_is_refused(cluster: SimulatedCluster, session: aiohttp.ClientSession) -> None:

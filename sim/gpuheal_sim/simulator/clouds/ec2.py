@@ -3,8 +3,11 @@
 boto3 POSTs a form (``Action=RebootInstances&Version=2016-11-15&InstanceId.1=i-…``) to the
 regional endpoint and reads XML back: ``<ActionResponse xmlns="http://ec2.amazonaws.com/doc/
 2016-11-15/">`` on success, ``<Response><Errors><Error><Code>…`` with the real HTTP status on failure.
-This endpoint answers RebootInstances, DescribeInstances and DescribeInstanceStatus that way for
-the fleet's nodes, whose providerIDs are ``aws:///us-east-1<a|b|c>/i-0…``.
+This endpoint answers RebootInstances, TerminateInstances, DescribeInstances and
+DescribeInstanceStatus that way for the fleet's nodes, whose providerIDs are
+``aws:///us-east-1<a|b|c>/i-0…``. A terminated instance is ``shutting-down`` while its node is
+still there and ``terminated`` after, and stays listed (EC2 lists one for about an hour), so
+terminating it again succeeds without effect, as EC2's does.
 
 The SigV4 signature is not verified (any credentials do), but its credential scope picks the
 region as the real regional endpoints do: an instance in another region does not exist there.
@@ -70,6 +73,8 @@ class Ec2Endpoint(CloudEndpoint):
         super().__init__(context)
         # Instance ID -> the providerID naming it; the node behind that comes from context.node_for.
         self._provider_ids: dict[str, str] = {}
+        # The instances terminated, which outlive their nodes.
+        self._terminated: dict[str, _Instance] = {}
 
     def provider_id(self, node: str, index: int) -> str:
         # "i-0" and 16 hex digits, like instance IDs since 2016, stable for a node index.
@@ -103,6 +108,7 @@ class Ec2Endpoint(CloudEndpoint):
                 raise Ec2Error(400, "MissingParameter", "The request must contain the parameter Version")
             handler = {
                 "RebootInstances": self._reboot_instances,
+                "TerminateInstances": self._terminate_instances,
                 "DescribeInstances": self._describe_instances,
                 "DescribeInstanceStatus": self._describe_instance_status,
             }.get(action)
@@ -144,11 +150,52 @@ class Ec2Endpoint(CloudEndpoint):
             raise Ec2Error(400, "MissingParameter", "The request must contain the parameter InstanceId")
         # EC2 checks every ID before rebooting any: one unknown ID fails the whole request.
         instances = self._resolve(ids, region)
+        gone = [instance.instance_id for instance in instances if instance.instance_id in self._terminated]
+        if gone:
+            raise Ec2Error(
+                400,
+                "IncorrectInstanceState",
+                f"The instance '{gone[0]}' is not in a state from which it can be rebooted.",
+            )
         if _dry_run(form):
             raise Ec2Error(412, "DryRunOperation", "Request would have succeeded, but DryRun flag is set.")
         for instance in instances:
             self.context.reboot(instance.node)
         return "<return>true</return>"
+
+    def _terminate_instances(self, form: Mapping[str, str], region: str) -> str:
+        ids = _instance_ids(form)
+        if not ids:
+            raise Ec2Error(400, "MissingParameter", "The request must contain the parameter InstanceId")
+        instances = self._resolve(ids, region)
+        if _dry_run(form):
+            raise Ec2Error(412, "DryRunOperation", "Request would have succeeded, but DryRun flag is set.")
+        items = []
+        for instance in instances:
+            before = self._state(instance)
+            if instance.instance_id not in self._terminated:
+                self._terminated[instance.instance_id] = instance
+                self.context.terminate(instance.node)
+            after = self._state(instance)
+            items.append(
+                f"<item><instanceId>{instance.instance_id}</instanceId>"
+                f"<currentState><code>{after[0]}</code><name>{after[1]}</name></currentState>"
+                f"<previousState><code>{before[0]}</code><name>{before[1]}</name></previousState></item>"
+            )
+        return f"<instancesSet>{''.join(items)}</instancesSet>"
+
+    def _state(self, instance: _Instance) -> tuple[int, str]:
+        """EC2's state code and name: running until terminated, shutting-down while its node remains."""
+        if instance.instance_id not in self._terminated:
+            return 16, "running"
+        return (
+            (32, "shutting-down")
+            if self.context.node_for(self._provider_ids.get(instance.instance_id, ""))
+            else (
+                48,
+                "terminated",
+            )
+        )
 
     def _describe_instances(self, form: Mapping[str, str], region: str) -> str:
         _refuse_filters(form)
@@ -166,8 +213,9 @@ class Ec2Endpoint(CloudEndpoint):
         _refuse_filters(form)
         ids = _instance_ids(form)
         instances = self._resolve(ids, region) if ids else self._in_region(region)
-        # Without IncludeAllInstances EC2 lists running instances only; these all are.
-        page, next_token = _page(instances, form)
+        # Without IncludeAllInstances EC2 lists running instances only.
+        running = [instance for instance in instances if instance.instance_id not in self._terminated]
+        page, next_token = _page(running, form)
         items = []
         for instance in page:
             # A reboot keeps the instance `running`; its instance status check fails until the OS is back.
@@ -184,10 +232,11 @@ class Ec2Endpoint(CloudEndpoint):
         return f"<instanceStatusSet>{''.join(items)}</instanceStatusSet>{next_token}"
 
     def _instance_xml(self, instance: _Instance) -> str:
+        # EC2 keeps a rebooting instance `running` (code 16); only stop/start or terminate changes it.
+        code, state = self._state(instance)
         return (
             f"<instanceId>{instance.instance_id}</instanceId><imageId>ami-0gpuheal0sim0000</imageId>"
-            # EC2 keeps a rebooting instance `running` (code 16); only stop/start changes the state.
-            "<instanceState><code>16</code><name>running</name></instanceState>"
+            f"<instanceState><code>{code}</code><name>{state}</name></instanceState>"
             f"<privateDnsName>{escape(instance.node)}.ec2.internal</privateDnsName><dnsName/><reason/>"
             "<amiLaunchIndex>0</amiLaunchIndex><productCodes/><instanceType>p5.48xlarge</instanceType>"
             "<launchTime>2025-01-01T00:00:00.000Z</launchTime>"
@@ -213,14 +262,14 @@ class Ec2Endpoint(CloudEndpoint):
         provider_id = self._provider_ids.get(instance_id)
         node = self.context.node_for(provider_id) if provider_id is not None else None
         if node is None or provider_id is None:
-            return None
+            return self._terminated.get(instance_id)
         match = _PROVIDER_ID.fullmatch(provider_id)
         assert match is not None
         return _Instance(instance_id, match["zone"] or match["host"] or ZONES[0], node)
 
     def _in_region(self, region: str) -> list[_Instance]:
         self._scan()
-        found = (self._instance(instance_id) for instance_id in sorted(self._provider_ids))
+        found = (self._instance(instance_id) for instance_id in sorted(self._provider_ids.keys() | self._terminated))
         return [instance for instance in found if instance is not None and instance.region == region]
 
     def _resolve(self, ids: list[str], region: str) -> list[_Instance]:

@@ -48,6 +48,10 @@ class CloudContext:
         """Reboot the node as a cloud does: NotReady now, Ready with a new bootID later."""
         return self.sim.lifecycle.request_reboot(node)
 
+    def terminate(self, node: str) -> JsonDict:
+        """Terminate the node's machine as a cloud does: down for good, its Node deleted soon after."""
+        return self.sim.lifecycle.terminate(node)
+
     async def hold_reply(self) -> None:
         """Keep a recorded reboot's answer back for `reboot_reply_seconds`, as a slow cloud does.
 

@@ -1,0 +1,146 @@
+"""The top of the ladder where the policy allows it: a machine the repair did not fix is replaced
+(terminated through its provider, for its group to launch another) instead of held for a person."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from temporalio.testing import WorkflowEnvironment
+
+from gpuheal.control import remediations
+from gpuheal.domain.actions import RecommendedAction
+from gpuheal.domain.faults import Fault
+from gpuheal.domain.phases import Phase
+from gpuheal.domain.policy import RemediationPolicy, RepairPolicy, RepairStrategy
+from gpuheal.domain.remediation import ApprovalSignal
+from gpuheal.domain.steps import Step
+from tests.workflows.fake_activities import FakeNode, resolved_earlier
+from tests.workflows.test_remediation_logic import Handle, escalated, settled, wait_for_phase
+
+NOT_BACK = "node did not come back Ready with a new bootID within 0:30:00"
+
+
+async def start(
+    env: WorkflowEnvironment,
+    queue: str,
+    node: FakeNode,
+    *,
+    action: RecommendedAction = RecommendedAction.RESTART_BM,
+    **repair: object,
+) -> Handle:
+    fault = Fault(node=node.name, action=action, xid=79, gpu_uuids=("GPU-aaaa",), event_id=str(uuid.uuid4()))
+    policy = RemediationPolicy(repair=RepairPolicy.model_validate({"provider": "simulator", "replace": True, **repair}))
+    return await remediations.report_fault(env.client, fault, policy, task_queue=queue)
+
+
+def repair_steps(node_steps: list[str]) -> list[str]:
+    return [step for step in node_steps if step in (Step.REBOOT.value, Step.REPLACE.value, Step.RELEASE.value)]
+
+
+async def test_a_node_that_does_not_come_back_is_replaced_and_the_run_ends_replaced(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    node.comes_back = False
+    handle = await start(time_skipping_env, queue, node)
+
+    status = await handle.result()
+
+    assert status.phase is Phase.REPLACED
+    assert status.reason.startswith(NOT_BACK)
+    assert status.reason.endswith(f"replaced: terminated the machine of {node.name}, and the node was deleted")
+    assert repair_steps(node.steps) == [Step.REBOOT.value, Step.REPLACE.value], "no release: the node is gone"
+    [request] = node.replace_requests
+    assert request.provider == "simulator" and request.holder.startswith(f"remediate-{node.name}/")
+    assert [entry.phase for entry in status.history][-2:] == [Phase.REPLACING, Phase.REPLACED]
+    assert any(line.startswith("machine terminated via fake") for line in status.repair)
+
+
+async def test_gpus_still_unhealthy_after_the_reboot_are_replaced(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    node.gpus_healthy_after_reboot = False
+    handle = await start(time_skipping_env, queue, node)
+
+    status = await handle.result()
+
+    assert status.phase is Phase.REPLACED
+    assert status.reason.startswith("GPUs did not report healthy within 0:05:00: XID 79 on GPU 3; replaced: ")
+    assert node.reboots == 1 and len(node.replace_requests) == 1
+
+
+async def test_a_repeat_offender_is_replaced_without_another_reboot(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    node.history = resolved_earlier(node.name, "GPU-aaaa")
+    handle = await start(time_skipping_env, queue, node)
+
+    status = await handle.result()
+
+    assert status.phase is Phase.REPLACED
+    assert status.reason.startswith("repeat offender: GPU GPU-aaaa faulted again")
+    assert node.reboots == 0 and Step.DRAIN.value in node.steps, "drained first, then replaced; never rebooted"
+
+
+async def test_a_provider_that_cannot_terminate_leaves_the_node_to_a_person_with_both_reasons(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    node.comes_back = False
+    node.replaceable = False
+    handle = await start(time_skipping_env, queue, node)
+
+    status = await escalated(handle)
+
+    assert status.reason.startswith(NOT_BACK)
+    assert status.reason.endswith("; the machine could not be replaced: provider fake cannot terminate machines")
+    assert node.exists and node.cordoned, "held cordoned for a person"
+    await handle.terminate("test over")
+
+
+async def test_a_node_that_outlives_its_terminated_machine_goes_to_a_person(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    node.comes_back = False
+    node.deleted_on_replace = False
+    handle = await start(time_skipping_env, queue, node, replace_timeout=timedelta(minutes=10))
+
+    status = await escalated(handle)
+
+    assert status.reason.endswith(
+        f"the machine was terminated (terminated the machine of {node.name}) but the node was not deleted within 0:10:00"
+    )
+    assert len(node.replace_requests) == 1
+    await handle.terminate("test over")
+
+
+async def test_faults_the_policy_leaves_to_a_person_are_never_replaced(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    node.manual_provider = True
+    node.gpus_healthy_after_reboot = False
+    node.gpus_healthy = False
+    handle = await start(
+        time_skipping_env, queue, node, strategies={"RESTART_BM": RepairStrategy.PERSON}, require_approval=True
+    )
+    await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
+    swapped = ApprovalSignal(approver="alice", reason="swapped the riser card")
+    await remediations.send_decision(time_skipping_env.client, node.name, swapped, approve=True)
+
+    status = await settled(handle)
+
+    assert status.phase is Phase.ESCALATED, status.reason
+    assert node.replace_requests == []
+    await handle.terminate("test over")
+
+
+async def test_without_the_policy_a_node_that_does_not_come_back_is_escalated_not_replaced(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    node.comes_back = False
+    handle = await start(time_skipping_env, queue, node, replace=False)
+
+    status = await escalated(handle)
+
+    assert status.reason.startswith(NOT_BACK) and "replace" not in status.reason
+    assert node.replace_requests == [] and Step.REPLACE.value not in node.steps
+    await handle.terminate("test over")
