@@ -24,9 +24,9 @@ WORKER: frozenset[Permission] = frozenset(
 
 AGENT: frozenset[Permission] = frozenset(
     {
-        ("get", "", "nodes"),  # agents/reset/node.py NodeApi.get
-        ("list", "", "nodes"),  # agents/reset/node.py NodeApi.list (fieldSelector metadata.name)
-        ("watch", "", "nodes"),  # agents/reset/node.py NodeApi.watch: GPU reset orders
+        ("get", "", "nodes"),  # agents/orders/node.py NodeApi.get
+        ("list", "", "nodes"),  # agents/orders/node.py NodeApi.list (fieldSelector metadata.name)
+        ("watch", "", "nodes"),  # agents/orders/node.py NodeApi.watch: the orders (GPU reset, GPU check)
         ("patch", "", "nodes/status"),  # GpuHealthy (publisher/kubernetes.py) and GpuReset (reset/node.py)
         ("create", "", "events"),  # publisher/kubernetes.py record_event: core/v1 Events about the node
     }

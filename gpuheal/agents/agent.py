@@ -6,8 +6,9 @@ deliver; then the PlatformConnector intake and the detectors: the NVML provider 
 Device API's readiness gate once it has registered the node's GPUs) and the kernel-log monitor.
 The agent serves even when Temporal or the Kubernetes API cannot be reached: what it cannot deliver
 waits in the publisher's on-disk spool. Where a health address is configured, the agent serves its
-metrics and readiness (`health`) right after the publisher, whose spools they report. Last, where the Kubernetes API is configured, the GPU reset
-watcher answers the reset orders written on the node (refusing them while `gpu_reset` is "off").
+metrics and readiness (`health`) right after the publisher, whose spools they report. Last, where the
+Kubernetes API is configured, the order watcher answers the orders written on the node: GPU resets
+(refused while `gpu_reset` is "off").
 """
 
 from __future__ import annotations
@@ -36,14 +37,15 @@ from gpuheal.agents.kmsg.monitor import KernelLogMonitor, read_boot_id
 from gpuheal.agents.nvml.backends import open_nvml
 from gpuheal.agents.nvml.interface import Nvml, NvmlUnavailableError
 from gpuheal.agents.nvml.provider import NvmlProvider
+from gpuheal.agents.orders import FollowSettings, NodeOrderWatcher
 from gpuheal.agents.publisher.device_api import GrpcDeviceApi
 from gpuheal.agents.publisher.kubernetes import KubernetesReporter
 from gpuheal.agents.publisher.metrics import SpoolCollector
 from gpuheal.agents.publisher.publisher import Publisher, PublisherSettings
 from gpuheal.agents.publisher.temporal import TemporalRemediations
 from gpuheal.agents.reset import (
+    GpuResetHandler,
     GpuResetMode,
-    GpuResetWatcher,
     ResetAcknowledgements,
     ResetSettings,
     check_reset_mode,
@@ -105,6 +107,8 @@ class AgentSettings:
     # A mode that is not installed is refused here, naming the installed ones.
     gpu_reset: GpuResetMode = "off"
     gpu_reset_settings: ResetSettings = field(default_factory=ResetSettings)
+    # How the agent follows its node for orders.
+    follow: FollowSettings = field(default_factory=FollowSettings)
     # Spool budgets and delivery timing.
     publisher: PublisherSettings = field(default_factory=PublisherSettings)
     # (host, port) of the HTTP /metrics and /readyz endpoint; None: not served.
@@ -134,7 +138,7 @@ class Agent:
         self.reset_acknowledgements = ResetAcknowledgements(
             caught_up=False
         )  # set by the monitor once its backlog is read
-        self.reset_watcher: GpuResetWatcher | None = None
+        self.order_watcher: NodeOrderWatcher | None = None
         self._stack = contextlib.AsyncExitStack()
 
     # Absolute, because gRPC's `unix://` targets are: a relative --socket-dir must still work.
@@ -225,7 +229,7 @@ class Agent:
             if settings.policy is not None:
                 following = PolicyWatch(settings.policy).follow(settings.policy_reload, self._take_policy)
                 self._stack.push_async_callback(_cancel, asyncio.create_task(following, name="gpuheal-policy"))
-        await self._start_reset_watcher()
+        await self._start_order_watcher()
         log.info(
             "agent for %s serving: device API %s, health events %s, %d GPU(s), kernel log %s",
             settings.node,
@@ -272,14 +276,13 @@ class Agent:
         boot_id_path = self.settings.boot_id_path
         return KubernetesReporter(self._kubernetes, boot_id=lambda: read_boot_id(boot_id_path))
 
-    async def _start_reset_watcher(self) -> None:
-        """The GPU reset watcher, where the Kubernetes API is configured; a failure here is logged, not raised."""
+    async def _start_order_watcher(self) -> None:
+        """The order watcher, where the Kubernetes API is configured; a failure here is logged, not raised."""
         settings = self.settings
         if self._kubernetes is None:
             return
         try:
-            watcher = GpuResetWatcher(
-                self._kubernetes,
+            resets = GpuResetHandler(
                 settings.node,
                 resetter=make_resetter(
                     settings.gpu_reset, settings.gpu_reset_settings, kernel_log=settings.kernel_log, nvml=self.nvml
@@ -290,13 +293,19 @@ class Agent:
                 release_nvml=self._nvml_released,
                 settings=settings.gpu_reset_settings,
                 on_answered=self._report_after_reset,
+            )
+            watcher = NodeOrderWatcher(
+                self._kubernetes,
+                settings.node,
+                [resets],
+                settings=settings.follow,
                 on_node=self._remediation_holds().observe if self.monitor is not None else None,
             )
             await watcher.start()
         except Exception:
-            log.exception("the GPU reset watcher did not start; GPU reset orders on %s go unanswered", settings.node)
+            log.exception("the order watcher did not start; orders on %s go unanswered", settings.node)
             return
-        self.reset_watcher = watcher
+        self.order_watcher = watcher
         self._stack.push_async_callback(watcher.stop)
 
     def _remediation_holds(self) -> RemediationHolds:

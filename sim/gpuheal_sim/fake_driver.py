@@ -30,7 +30,7 @@ class KernelLogResetter:
 
     The lines are /dev/kmsg records as the fault injector writes them (`6,SEQ,USEC,-;NVRM: NVRM: GPU
     <pci>: GPU reset complete`), into the file the simulated agent's kernel-log monitor follows, so
-    the acknowledgement reaches the reset watcher the way a real one would. With the node's
+    the acknowledgement reaches the reset handler the way a real one would. With the node's
     fake NVML (`SimulatedGpus`), the fake GPU is reset too (it answers again, pending remappings take effect).
     """
 

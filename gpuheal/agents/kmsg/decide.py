@@ -11,7 +11,7 @@ The rule is the same for every kind: an event is fatal exactly when its action i
   (RESTART_VM by default: a fatal NVSwitch error needs the fabric reset, which the catalog's
   RESET_FABRIC bucket maps to RESTART_VM) and a non-fatal one NONE.
 - GPU reset acknowledgement: NONE and healthy; it is a recovery signal. A failed reset: NONE (the
-  fault it was meant to repair stays open; the reset watcher answers the order with a failure).
+  fault it was meant to repair stays open; the reset handler answers the order with a failure).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A remediation writes the workflow that holds the node into the `gpuheal.io/remediation` annotation
 when it quarantines the node, and removes it with its other marks when it ends resolved or stood
 down; an escalated remediation leaves its marks for a person, whose removing them ends it. The agent
-follows its own Node (the GPU reset watcher's list/watch), and `RemediationHolds.observe` sees every
+follows its own Node (the order watcher's list/watch), and `RemediationHolds.observe` sees every
 state of it: when the annotation is gone, or names another remediation, the one before has ended, and
 `on_end` runs (on a task of its own) with the moment the node was last seen held.
 

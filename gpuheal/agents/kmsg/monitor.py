@@ -44,11 +44,11 @@ without either (a person repaired the node and approved, or took it back): the a
 from its node's marks (`holds`) and calls `remediation_ended`.
 
 `on_event`, when given, sees every parsed event (with the GPU UUID it resolved to) before flood
-control drops repeats: the GPU reset watcher learns of the driver's reset acknowledgements from it,
+control drops repeats: the GPU reset handler learns of the driver's reset acknowledgements from it,
 including a second reset of a GPU inside one dedupe window. It sees only lines read after the
 follower first caught up with the log: a line of the backlog (written before the agent started, and
 read again after a restart) is old news, and must not answer a reset ordered now. `on_caught_up`
-runs once every line of the backlog has been handled (the reset watcher takes its mark after that,
+runs once every line of the backlog has been handled (the reset handler takes its mark after that,
 so the acknowledgement of a reset it orders is never read as backlog).
 """
 

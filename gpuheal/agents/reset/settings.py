@@ -28,22 +28,10 @@ class ResetSettings:
     nvml_grace: timedelta = timedelta(seconds=5)
     # How often NVML is read again while waiting for proof.
     confirm_poll: timedelta = timedelta(seconds=0.25)
-    # Polling the node with GET, where the agent may not list/watch nodes.
-    poll_interval: timedelta = timedelta(seconds=1)
-    # Server-side length of one watch of the node; then it is listed and watched again.
-    watch_timeout: timedelta = timedelta(seconds=300)
-    # Timeout of one ordinary API request (get, list, patch).
-    request_timeout: timedelta = timedelta(seconds=10)
-    # Longest pause between attempts after an API failure.
-    max_backoff: timedelta = timedelta(seconds=10)
 
     def __post_init__(self) -> None:
-        for name in ("command_timeout", "confirm_timeout", "confirm_poll", "poll_interval", "request_timeout"):
+        for name in ("command_timeout", "confirm_timeout", "confirm_poll"):
             if getattr(self, name) <= timedelta(0):
                 raise ValueError(f"ResetSettings.{name} must be positive")
-        if (
-            self.nvml_grace < timedelta(0)
-            or self.watch_timeout < timedelta(seconds=1)
-            or self.max_backoff <= timedelta(0)
-        ):
-            raise ValueError("ResetSettings: nvml_grace >= 0, watch_timeout >= 1s and max_backoff > 0")
+        if self.nvml_grace < timedelta(0):
+            raise ValueError("ResetSettings.nvml_grace must not be negative")

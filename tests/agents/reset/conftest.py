@@ -19,9 +19,10 @@ from gpuheal.agents.kmsg.follow import KernelLog, KernelLogFormat, ReadFrom
 from gpuheal.agents.kmsg.gpumap import GpuMap
 from gpuheal.agents.kmsg.monitor import KernelLogMonitor
 from gpuheal.agents.nvml.interface import GpuInfo
+from gpuheal.agents.orders import FollowSettings, NodeOrderWatcher
 from gpuheal.agents.reset import (
+    GpuResetHandler,
     GpuResetter,
-    GpuResetWatcher,
     ResetAcknowledgements,
     ResetSettings,
 )
@@ -39,8 +40,8 @@ FAST = ResetSettings(
     confirm_timeout=timedelta(seconds=3),
     nvml_grace=timedelta(seconds=1),
     confirm_poll=timedelta(seconds=0.05),
-    poll_interval=timedelta(seconds=0.1),
 )
+FOLLOW_FAST = FollowSettings(poll_interval=timedelta(seconds=0.1))
 
 
 async def eventually(check: Callable[[], Any], what: str, timeout: float = 10.0) -> None:
@@ -171,6 +172,8 @@ class Node:
     kernel_log: Path
     acknowledgements: ResetAcknowledgements
     sink: RecordingSink
+    # The reset handler of the last watcher made.
+    handler: GpuResetHandler | None = None
 
     @property
     def gpus(self) -> tuple[GpuInfo, ...]:
@@ -186,18 +189,15 @@ class Node:
         settings: ResetSettings = FAST,
         api: k8s.ApiClient | None = None,
         **parts: Any,
-    ) -> GpuResetWatcher:
-        """A watcher of this node (through the simulator's API unless `api` is given) with its proofs."""
+    ) -> NodeOrderWatcher:
+        """An order watcher of this node (through the simulator's API unless `api` is given) with a
+        reset handler and its proofs (`handler`)."""
         parts.setdefault("acknowledgements", self.acknowledgements)
         parts.setdefault("nvml", self.nvml)
-        return GpuResetWatcher(
-            api or self.cluster.agent_api,
-            self.cluster.node,
-            resetter=resetter,
-            gpus=lambda: self.gpus,
-            settings=settings,
-            **parts,
+        self.handler = GpuResetHandler(
+            self.cluster.node, resetter=resetter, gpus=lambda: self.gpus, settings=settings, **parts
         )
+        return NodeOrderWatcher(api or self.cluster.agent_api, self.cluster.node, [self.handler], settings=FOLLOW_FAST)
 
 
 @pytest.fixture

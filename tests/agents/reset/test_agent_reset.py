@@ -11,7 +11,7 @@ import pytest
 from gpuheal.agents.agent import Agent, AgentSettings
 from gpuheal.agents.reset import DISABLED
 from gpuheal.domain.gpu_health import GpuHealthReport, HealthBar, gpu_health_problem, read_stamp
-from gpuheal.domain.gpu_reset import REASON_CONFIRMED, REASON_FAILED
+from gpuheal.domain.gpu_reset import GPU_RESET
 from gpuheal_sim.agent_settings import simulated_agent_settings
 from gpuheal_sim.demo.devserver import free_port
 from gpuheal_sim.fake_nvml import FakeNvml
@@ -35,11 +35,11 @@ async def test_a_simulated_agent_resets_through_its_kernel_log(cluster: Cluster,
     settings = simulated(cluster, tmp_path / "agent")
     assert settings.gpu_reset == "kernel-log"
     async with Agent(settings) as agent:
-        assert agent.reset_watcher is not None
+        assert agent.order_watcher is not None
         gpu = agent.nvml.device_info(5 % GPUS)
         order = await cluster.order([gpu.uuid])
         status, reason, report = await cluster.report(order.id)
-    assert (status, reason) == ("True", REASON_CONFIRMED)
+    assert (status, reason) == ("True", GPU_RESET.reason_ok)
     assert (report.id, report.ok, report.confirmed_by) == (order.id, True, "kernel-log")
     assert settings.kernel_log is not None
     assert f"GPU {gpu.pci}: GPU reset complete" in settings.kernel_log.read_text()
@@ -49,7 +49,7 @@ async def test_an_agent_with_reset_off_refuses_orders(cluster: Cluster, tmp_path
     async with Agent(simulated(cluster, tmp_path / "agent", gpu_reset="off")) as agent:
         order = await cluster.order([agent.nvml.device_info(0).uuid])
         status, reason, report = await cluster.report(order.id)
-    assert (status, reason, report.detail) == ("False", REASON_FAILED, DISABLED)
+    assert (status, reason, report.detail) == ("False", GPU_RESET.reason_failed, DISABLED)
 
 
 async def test_nvidia_smi_runs_while_the_agent_has_let_go_of_nvml(

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gpuheal.agents.reset import NvidiaSmiResetter, ResetCommandError, ResetSettings, make_resetter
-from gpuheal.domain.gpu_reset import REASON_FAILED
+from gpuheal.domain.gpu_reset import GPU_RESET
 from tests.agents.reset.conftest import FAST, Cluster, Node
 
 
@@ -130,7 +130,7 @@ async def test_a_failed_nvidia_smi_is_a_failed_report(nvidia_smi: FakeNvidiaSmi,
     async with node.watcher(make_resetter("nvidia-smi", FAST)):
         order = await cluster.order([node.gpus[0].uuid])
         status, reason, report = await cluster.report(order.id)
-    assert (status, reason, report.ok) == ("False", REASON_FAILED, False)
+    assert (status, reason, report.ok) == ("False", GPU_RESET.reason_failed, False)
     assert report.detail == (
         f"nvidia-smi --gpu-reset -i {node.gpus[0].uuid} failed (exit 255): Unable to reset GPU: Not Supported"
     )

@@ -1,4 +1,4 @@
-"""The reset watcher against the simulator's Kubernetes API: orders in the annotation, reports in the condition."""
+"""The order watcher and the reset handler against the simulator's Kubernetes API: orders in the annotation, reports in the condition."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from gpuheal.agents.kmsg.follow import KernelLog, KernelLogFormat, ReadFrom
 from gpuheal.agents.kmsg.gpumap import GpuMap
 from gpuheal.agents.kmsg.monitor import CHECK_RESET, KernelLogMonitor
 from gpuheal.agents.nvml.interface import GpuInfo
+from gpuheal.agents.orders.watcher import MAX_DETAIL
 from gpuheal.agents.reset import DISABLED, ResetAcknowledgements
-from gpuheal.agents.reset.watcher import MAX_DETAIL
-from gpuheal.domain.gpu_reset import REASON_CONFIRMED, REASON_FAILED, GpuResetOrder
+from gpuheal.domain.gpu_reset import GPU_RESET, GpuResetOrder
 from gpuheal_sim.fake_nvml import FakeNvml
 from tests.agents.reset.conftest import FAST, GPUS, Cluster, CountingResetter, Node, RecordingSink, eventually, now
 
@@ -31,7 +31,7 @@ async def test_an_order_is_reset_and_confirmed_by_the_kernel_log(node: Node, clu
         order = await cluster.order([target.uuid])
         status, reason, report = await cluster.report(order.id)
 
-    assert (status, reason) == ("True", REASON_CONFIRMED)
+    assert (status, reason) == ("True", GPU_RESET.reason_ok)
     assert (report.id, report.ok, report.confirmed_by) == (order.id, True, "kernel-log")
     assert target.uuid in report.detail and "kernel log" in report.detail
     assert resetter.calls == [[target.uuid]]
@@ -58,7 +58,7 @@ async def test_disabled_reset_is_answered_with_a_failure_at_once(node: Node, clu
     async with node.watcher(None):
         order = await cluster.order([node.gpus[0].uuid])
         status, reason, report = await cluster.report(order.id)
-    assert (status, reason, report.ok) == ("False", REASON_FAILED, False)
+    assert (status, reason, report.ok) == ("False", GPU_RESET.reason_failed, False)
     assert report.detail == DISABLED
     assert "--gpu-reset" in report.detail
     assert node.kernel_log.read_text() == "", "nothing was reset"
@@ -70,7 +70,7 @@ async def test_gpus_the_node_does_not_have_are_refused_by_name(node: Node, clust
     async with node.watcher(resetter):
         order = await cluster.order([node.gpus[0].uuid, stranger])
         status, reason, report = await cluster.report(order.id)
-    assert (status, reason) == ("False", REASON_FAILED)
+    assert (status, reason) == ("False", GPU_RESET.reason_failed)
     assert stranger in report.detail and node.gpus[0].uuid not in report.detail
     assert resetter.calls == [], "not even the GPU it has is reset"
 
@@ -83,7 +83,7 @@ async def test_a_reset_nothing_proves_fails_after_the_confirm_timeout(node: Node
     async with node.watcher(resetter, settings=settings):
         order = await cluster.order([target.uuid])
         status, reason, report = await cluster.report(order.id)
-    assert (status, reason, report.confirmed_by) == ("False", REASON_FAILED, "")
+    assert (status, reason, report.confirmed_by) == ("False", GPU_RESET.reason_failed, "")
     assert report.detail == f"reset of {target.uuid} not confirmed within 0.5s"
     assert resetter.calls == [[target.uuid]]
 
@@ -125,7 +125,7 @@ async def test_a_reset_the_driver_says_failed_is_a_failure(node: Node, cluster: 
     async with node.watcher(resetter, settings=settings):
         order = await cluster.order([target.uuid])
         status, reason, report = await cluster.report(order.id, timeout=20.0)
-    assert (status, reason, report.ok, report.confirmed_by) == ("False", REASON_FAILED, False, "")
+    assert (status, reason, report.ok, report.confirmed_by) == ("False", GPU_RESET.reason_failed, False, "")
     assert report.detail == f"the driver reported the reset of {target.uuid} failed: GPU {target.pci}: {failure}"
     assert resetter.calls == [[target.uuid]]
     assert [(e.check_name, e.is_healthy) for e in node.sink.events] == [(CHECK_RESET, False)]
@@ -175,14 +175,14 @@ async def test_an_answered_order_is_not_carried_out_again(node: Node, cluster: C
         await cluster.core.patch_node(
             cluster.node, {"metadata": {"labels": {"touched": "yes"}}}, _content_type="application/merge-patch+json"
         )
-        assert await watcher.handle(await cluster.node_json()) is None
+        assert await watcher.handle(await cluster.node_json()) == []
     assert resetter.calls == [[node.gpus[0].uuid]]
-    assert watcher.resets == 1
+    assert node.handler is not None and node.handler.resets == 1
 
     # An agent that restarts finds the report in the condition: done.
     again = node.kernel_log_resetter()
     async with node.watcher(again) as restarted:
-        assert await restarted.handle(await cluster.node_json()) is None
+        assert await restarted.handle(await cluster.node_json()) == []
     assert again.calls == []
 
     # A new order is carried out.
@@ -209,9 +209,9 @@ async def test_a_malformed_order_without_an_id_is_left_alone(node: Node, cluster
     resetter = node.kernel_log_resetter()
     async with node.watcher(resetter) as watcher:
         await cluster.annotate("reset everything please")
-        assert await watcher.handle(await cluster.node_json()) is None
+        assert await watcher.handle(await cluster.node_json()) == []
         await cluster.annotate(json.dumps({"gpus": [node.gpus[0].uuid]}))
-        assert await watcher.handle(await cluster.node_json()) is None
+        assert await watcher.handle(await cluster.node_json()) == []
     assert await cluster.condition() is None
     assert resetter.calls == []
 
@@ -223,7 +223,7 @@ async def test_a_malformed_order_with_an_id_gets_a_failure(node: Node, cluster: 
             json.dumps({"id": "remediate-x-1", "holder": "h", "gpus": [], "at": "2026-01-01T00:00:00Z"})
         )
         status, reason, report = await cluster.report("remediate-x-1")
-    assert (status, reason) == ("False", REASON_FAILED)
+    assert (status, reason) == ("False", GPU_RESET.reason_failed)
     assert report.detail.startswith("malformed GPU reset order: gpus:")
     assert resetter.calls == []
 
@@ -234,7 +234,7 @@ async def test_an_order_from_before_the_node_last_rebooted_is_left_alone(node: N
     async with node.watcher(resetter) as watcher:
         stale = GpuResetOrder(id="remediate-x/run", holder="x", gpus=[node.gpus[0].uuid], at=now(), boot_id="old-boot")
         await cluster.annotate(stale.model_dump_json())
-        assert await watcher.handle(await cluster.node_json()) is None
+        assert await watcher.handle(await cluster.node_json()) == []
     assert resetter.calls == []
     assert await cluster.condition() is None
 
@@ -260,12 +260,10 @@ async def test_reset_news_from_before_the_agent_started_decides_no_reset(cluster
         on_event=node.acknowledgements.observe,
         on_caught_up=node.acknowledgements.caught_up,
     )
-    async with node.watcher(
-        CountingResetter(), settings=replace(FAST, confirm_timeout=timedelta(seconds=2))
-    ) as watcher:
+    async with node.watcher(CountingResetter(), settings=replace(FAST, confirm_timeout=timedelta(seconds=2))):
         order = await cluster.order([done.uuid, failed.uuid])
         await asyncio.sleep(0.2)
-        assert watcher.resets == 0, "the reset waits until the backlog is read"
+        assert node.handler is not None and node.handler.resets == 0, "the reset waits until the backlog is read"
         source = KernelLog(kernel_log, KernelLogFormat.FILE, ReadFrom.START, poll_interval=timedelta(seconds=0.02))
         task = asyncio.create_task(monitor.run(source))
         try:
@@ -274,6 +272,6 @@ async def test_reset_news_from_before_the_agent_started_decides_no_reset(cluster
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-    assert watcher.resets == 1
+    assert node.handler.resets == 1
     assert len(node.sink.events) == 2, "the backlog was read and reported"
     assert status == "False" and "not confirmed" in report.detail, report.detail
