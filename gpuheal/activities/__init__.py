@@ -9,8 +9,8 @@ from kubernetes.aio import client
 
 from gpuheal.activities.drain import DrainActivities
 from gpuheal.activities.fleet import FleetActivities, deliver_permits, find_ended_holders
-from gpuheal.activities.gpu_reset import GpuResetActivities
 from gpuheal.activities.history import find_earlier_remediations
+from gpuheal.activities.node_orders import NodeOrderActivities
 from gpuheal.activities.node_wait import NodeWaitActivities
 from gpuheal.activities.nodes import NodeActivities
 from gpuheal.activities.policy import PolicyActivities
@@ -29,7 +29,7 @@ def remediation_activities(
     nodes = NodeActivities(api)
     drain = DrainActivities(api)
     repair = RepairActivities(api, providers)
-    resets = GpuResetActivities(api)
+    orders = NodeOrderActivities(api)
     waits = NodeWaitActivities(api)
     governed = FleetActivities(api, policy, governor_id)
     policies = PolicyActivities(policy)
@@ -42,8 +42,9 @@ def remediation_activities(
         repair.request_reboot,
         repair.describe_machine,
         repair.replace_machine,
-        resets.request_gpu_reset,
-        resets.withdraw_gpu_reset,
+        orders.request_gpu_reset,
+        orders.withdraw_gpu_reset,
+        orders.request_gpu_check,
         waits.wait_for_node,
         governed.ask_for_permit,
         governed.count_gpu_nodes,

@@ -25,8 +25,10 @@ from gpuheal.activities.kube import (
     read_node,
 )
 from gpuheal.domain import contracts, marks
+from gpuheal.domain.gpu_check import GPU_CHECK
 from gpuheal.domain.gpu_health import GpuHealthReport, read_stamp
-from gpuheal.domain.gpu_reset import GPU_RESET_CONDITION, GpuResetReport
+from gpuheal.domain.gpu_reset import GPU_RESET
+from gpuheal.domain.node_orders import OrderKind, ReportT
 from gpuheal.domain.steps import NodeRecord, NodeRef, NodeState, Outcome, QuarantineRequest, ReleaseRequest
 
 
@@ -194,7 +196,8 @@ def node_state(name: str, node: V1Node | None) -> NodeState:
         gpu_healthy=None if report is None else report.healthy,
         gpu_message=report.message if report else "",
         gpu_report=report,
-        gpu_reset=_reset_report(node),
+        gpu_reset=_order_report(node, GPU_RESET),
+        gpu_check=_order_report(node, GPU_CHECK),
         held=((node.metadata.labels if node.metadata else None) or {}).get(marks.HOLD_LABEL) == "true",
     )
 
@@ -221,12 +224,12 @@ def _aware(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC)
 
 
-def _reset_report(node: V1Node) -> GpuResetReport | None:
-    """The agent's answer in the GpuReset condition; an unreadable one counts as no answer yet."""
-    reset = condition_of(node, GPU_RESET_CONDITION)
-    if reset is None:
+def _order_report(node: V1Node, kind: OrderKind[Any, ReportT]) -> ReportT | None:
+    """The agent's last answer to an order of `kind`, in its condition; an unreadable one counts as no answer yet."""
+    answer = condition_of(node, kind.condition)
+    if answer is None:
         return None
     try:
-        return GpuResetReport.model_validate_json(reset[1])
+        return kind.report.model_validate_json(answer[1])
     except ValidationError:
         return None

@@ -8,7 +8,7 @@ The agent serves even when Temporal or the Kubernetes API cannot be reached: wha
 waits in the publisher's on-disk spool. Where a health address is configured, the agent serves its
 metrics and readiness (`health`) right after the publisher, whose spools they report. Last, where the
 Kubernetes API is configured, the order watcher answers the orders written on the node: GPU resets
-(refused while `gpu_reset` is "off").
+(refused while `gpu_reset` is "off") and GPU checks (`gpu_check`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from kubernetes.aio import client as k8s
 from prometheus_client import ProcessCollector
 from prometheus_client.registry import CollectorRegistry
 
+from gpuheal.agents.check import GpuChecker, GpuCheckHandler, GpuCheckMode
+from gpuheal.agents.check import choose as choose_checker
 from gpuheal.agents.device_api.server import DeviceApiServer
 from gpuheal.agents.health import HealthServer
 from gpuheal.agents.intake.server import IntakeServer, IntakeSettings
@@ -107,6 +109,12 @@ class AgentSettings:
     # A mode that is not installed is refused here, naming the installed ones.
     gpu_reset: GpuResetMode = "off"
     gpu_reset_settings: ResetSettings = field(default_factory=ResetSettings)
+    # Who checks the GPUs on order (gpuheal.agents.check): dcgmi where installed, else NVML ("auto"),
+    # one of them, or nobody ("off"); fake GPUs are checked through their fake NVML.
+    gpu_check: GpuCheckMode = "auto"
+    dcgmi: str = "dcgmi"
+    # How long one `dcgmi diag` may run (level 4 takes hours) before it is killed and the check failed.
+    gpu_check_timeout: timedelta = timedelta(hours=2)
     # How the agent follows its node for orders.
     follow: FollowSettings = field(default_factory=FollowSettings)
     # Spool budgets and delivery timing.
@@ -294,10 +302,11 @@ class Agent:
                 settings=settings.gpu_reset_settings,
                 on_answered=self._report_after_reset,
             )
+            checks = GpuCheckHandler(settings.node, self._gpu_checker())
             watcher = NodeOrderWatcher(
                 self._kubernetes,
                 settings.node,
-                [resets],
+                [resets, checks],
                 settings=settings.follow,
                 on_node=self._remediation_holds().observe if self.monitor is not None else None,
             )
@@ -307,6 +316,13 @@ class Agent:
             return
         self.order_watcher = watcher
         self._stack.push_async_callback(watcher.stop)
+
+    def _gpu_checker(self) -> GpuChecker | None:
+        """The checker of `gpu_check`; fake GPUs are checked through their fake NVML, never by dcgmi."""
+        settings = self.settings
+        mode = "nvml" if settings.fake_gpus is not None and settings.gpu_check == "auto" else settings.gpu_check
+        nvml = self.nvml if self.provider is not None else None
+        return choose_checker(mode, nvml=nvml, dcgmi=settings.dcgmi, timeout=settings.gpu_check_timeout)
 
     def _remediation_holds(self) -> RemediationHolds:
         """Tells the kernel-log monitor when the node's remediation ends, so its next fault is news."""

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from gpuheal.agents.agent import AgentSettings
+from gpuheal.agents.check import GPU_CHECK_MODES, GpuCheckMode
 from gpuheal.agents.kmsg.follow import KernelLogFormat, ReadFrom
 from gpuheal.agents.publisher import PublisherSettings, RetrySettings, SpoolLimits
 from gpuheal.agents.publisher.spool import MIB
@@ -131,6 +132,22 @@ MEBIBYTES = FlagUnit(shown=lambda size: size // MIB, taken=lambda mebibytes: meb
     help="How long a reset may take to be confirmed (kernel log or NVML) before it counts as failed "
     "[env GPUHEAL_GPU_RESET_CONFIRM_SECONDS].",
 )
+@setting_option(
+    AgentSettings,
+    "gpu_check",
+    "--gpu-check",
+    type=click.Choice(GPU_CHECK_MODES),
+    envvar="GPUHEAL_GPU_CHECK",
+    help="Carry out GPU check orders (policy validation.level) with `dcgmi diag` where installed, else "
+    "NVML (auto), with one of them, or answer them with a failure (off) [env GPUHEAL_GPU_CHECK].",
+)
+@setting_option(
+    AgentSettings,
+    "dcgmi",
+    "--dcgmi",
+    envvar="GPUHEAL_DCGMI",
+    help="The dcgmi binary (a bare name is looked up on PATH) [env GPUHEAL_DCGMI].",
+)
 @with_temporal_options
 @setting_option(AgentSettings, "task_queue", "--task-queue", envvar="GPUHEAL_TASK_QUEUE")
 @kubeconfig_option
@@ -155,6 +172,8 @@ def agent(
     gpu_reset: str,
     nvidia_smi: str,
     confirm_timeout: timedelta,
+    gpu_check: GpuCheckMode,
+    dcgmi: str,
     address: str | None,
     namespace: str | None,
     task_queue: str,
@@ -175,6 +194,10 @@ def agent(
     if fake_gpus is not None and gpu_reset == "nvidia-smi":
         raise click.BadParameter(
             "nvidia-smi cannot reset fake GPUs; use --gpu-reset off with --fake-gpus", param_hint="'--gpu-reset'"
+        )
+    if fake_gpus is not None and gpu_check == "dcgmi":
+        raise click.BadParameter(
+            "dcgmi cannot check fake GPUs; use --gpu-check auto or nvml with --fake-gpus", param_hint="'--gpu-check'"
         )
     try:
         health = parse_address(health_address) if health_address else None
@@ -200,6 +223,8 @@ def agent(
         kubeconfig=kubeconfig,
         gpu_reset=gpu_reset,
         gpu_reset_settings=ResetSettings(nvidia_smi=nvidia_smi, confirm_timeout=confirm_timeout),
+        gpu_check=gpu_check,
+        dcgmi=dcgmi,
         publisher=PublisherSettings(
             spool=SpoolLimits(max_bytes=max_bytes), retry=RetrySettings(shutdown_grace=shutdown_grace)
         ),

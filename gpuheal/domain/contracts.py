@@ -27,6 +27,7 @@ from gpuheal.domain.fleet import (
     PermitDelivery,
     PermitRequest,
 )
+from gpuheal.domain.gpu_check import GpuCheckOrder
 from gpuheal.domain.gpu_reset import GpuResetOrder
 from gpuheal.domain.history import HistoryRequest, RemediationHistory
 from gpuheal.domain.node_wait import NodeWaitRequest, NodeWaitResult
@@ -35,6 +36,7 @@ from gpuheal.domain.policy_document import PolicySnapshot
 from gpuheal.domain.steps import (
     DrainProgress,
     DrainRequest,
+    GpuCheckRequest,
     GpuResetRequest,
     MachineRequest,
     MachineState,
@@ -132,6 +134,7 @@ REBOOT = StepContract(
 )
 RESET_GPUS = StepContract(Step.RESET_GPUS, GpuResetRequest, GpuResetOrder, local=True)
 WITHDRAW_GPU_RESET = StepContract(Step.WITHDRAW_GPU_RESET, GpuResetRequest, NodeRef, local=True)
+CHECK_GPUS = StepContract(Step.CHECK_GPUS, GpuCheckRequest, GpuCheckOrder, local=True)
 DESCRIBE_MACHINE = StepContract(
     Step.DESCRIBE_MACHINE, MachineRequest, MachineState, local=False, retry=lambda _: Retry(attempts=3)
 )

@@ -21,7 +21,7 @@ from gpuheal.domain.gpu_health import HealthBar, gpu_health_problem
 from gpuheal.domain.node_wait import BackFromReboot, GpusHealthy, NodeWaitResult
 from gpuheal.domain.operator import ActionRefused, RecordedAction, check_who_and_why
 from gpuheal.domain.phases import Phase
-from gpuheal.domain.policy import DrainPolicy, RepairPolicy, RepairStrategy
+from gpuheal.domain.policy import DrainPolicy, RepairPolicy, RepairStrategy, ValidationPolicy
 from gpuheal.domain.remediation import RecordedDecision
 from gpuheal.domain.steps import DrainProgress, NodeRecord, NodeState, Outcome, RebootResult
 
@@ -112,6 +112,26 @@ def beyond_repair(repair: RepairPolicy, action: RecommendedAction, reason: str) 
     if repair.replace and repair.strategy_for(action) is not RepairStrategy.PERSON:
         return Verdict(Next.REPLACE, reason)
     return escalate(reason)
+
+
+def after_gpu_check(
+    answer: NodeWaitResult, validation: ValidationPolicy, repair: RepairPolicy, action: RecommendedAction
+) -> Verdict:
+    """A node that passed its GPU check is resolved; one that failed it stays out of service (replaced
+    where the policy allows); one whose agent did not answer goes to a person."""
+    report = answer.state.gpu_check
+    if answer.deleted:
+        return node_deleted(answer.state.node)
+    if report is None or not answer.reached:
+        return escalate(
+            f"the node's agent did not answer the level {validation.level} GPU check within {validation.timeout}"
+        )
+    if not report.ok:
+        by = f" ({report.tool})" if report.tool else ""
+        return beyond_repair(
+            repair, action, f"the GPUs failed the level {validation.level} GPU check{by}: {report.detail}"
+        )
+    return RESOLVED
 
 
 def after_replacement(why: str, terminated: str, gone: NodeWaitResult, timeout: timedelta) -> Verdict:

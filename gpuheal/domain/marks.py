@@ -25,6 +25,8 @@ BOOT_ID_ANNOTATION = f"{PREFIX}boot-id-before"
 REBOOT_REQUEST_ANNOTATION = f"{PREFIX}reboot-requested"
 # A GPU reset order for the node's agent (see gpuheal.domain.gpu_reset).
 GPU_RESET_REQUEST_ANNOTATION = f"{PREFIX}gpu-reset-request"
+# A GPU check order for the node's agent (see gpuheal.domain.gpu_check).
+GPU_CHECK_REQUEST_ANNOTATION = f"{PREFIX}gpu-check-request"
 # Why a remediation escalated to a person.
 ESCALATION_ANNOTATION = f"{PREFIX}escalated"
 
@@ -34,6 +36,7 @@ ANNOTATIONS = (
     BOOT_ID_ANNOTATION,
     REBOOT_REQUEST_ANNOTATION,
     GPU_RESET_REQUEST_ANNOTATION,
+    GPU_CHECK_REQUEST_ANNOTATION,
     ESCALATION_ANNOTATION,
 )
 

@@ -9,11 +9,12 @@ the same way and tests need no cluster.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from gpuheal.domain.gpu_health import HealthBar, gpu_health_problem
+from gpuheal.domain.node_orders import NodeReport
 from gpuheal.domain.steps import NodeState
 
 DELETED = "the node was deleted"
@@ -59,18 +60,42 @@ class GpusHealthy(_Condition):
         return gpu_health_problem(state.gpu_report, state.boot_id, self.bar)
 
 
-class GpuResetAnswered(_Condition):
-    """The node's agent answered GPU reset order `order_id` (successfully or not) in the GpuReset condition."""
+class _OrderAnswered(_Condition):
+    """The node's agent answered order `order_id` (successfully or not) in the condition of its kind."""
 
-    kind: Literal["gpu_reset_answered"] = "gpu_reset_answered"
     order_id: str
+    _what: ClassVar[str]
+
+    def _answer(self, state: NodeState) -> NodeReport | None:
+        raise NotImplementedError
 
     def _missing(self, state: NodeState) -> str | None:
-        if state.gpu_reset is None:
-            return "the node's agent has not answered a GPU reset order"
-        if state.gpu_reset.id != self.order_id:
-            return f"the node's agent last answered order {state.gpu_reset.id}, not {self.order_id}"
+        answer = self._answer(state)
+        if answer is None:
+            return f"the node's agent has not answered a {self._what} order"
+        if answer.id != self.order_id:
+            return f"the node's agent last answered {self._what} order {answer.id}, not {self.order_id}"
         return None
+
+
+class GpuResetAnswered(_OrderAnswered):
+    """The node's agent answered GPU reset order `order_id` in the GpuReset condition."""
+
+    kind: Literal["gpu_reset_answered"] = "gpu_reset_answered"
+    _what: ClassVar[str] = "GPU reset"
+
+    def _answer(self, state: NodeState) -> NodeReport | None:
+        return state.gpu_reset
+
+
+class GpuCheckAnswered(_OrderAnswered):
+    """The node's agent answered GPU check order `order_id` in the GpuCheck condition."""
+
+    kind: Literal["gpu_check_answered"] = "gpu_check_answered"
+    _what: ClassVar[str] = "GPU check"
+
+    def _answer(self, state: NodeState) -> NodeReport | None:
+        return state.gpu_check
 
 
 class HoldLifted(_Condition):
@@ -92,7 +117,8 @@ class NodeGone(_Condition):
 
 
 NodeCondition = Annotated[
-    BackFromReboot | GpusHealthy | GpuResetAnswered | HoldLifted | NodeGone, Field(discriminator="kind")
+    BackFromReboot | GpusHealthy | GpuResetAnswered | GpuCheckAnswered | HoldLifted | NodeGone,
+    Field(discriminator="kind"),
 ]
 
 

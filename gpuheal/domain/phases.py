@@ -20,6 +20,8 @@ class Phase(StrEnum):
     REPAIRING = "Repairing"
     WAITING_FOR_NODE = "WaitingForNode"
     VERIFYING = "Verifying"
+    # The node's agent runs the policy's GPU check (validation.level) before the node goes back.
+    VALIDATING = "Validating"
     # The repair did not hold and the policy allows replacement: the provider terminates the machine
     # (its group launches another) and the run waits for the node object to go.
     REPLACING = "Replacing"

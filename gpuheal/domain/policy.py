@@ -12,6 +12,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gpuheal.domain.actions import Action, RecommendedAction
+from gpuheal.domain.gpu_check import MAX_LEVEL as MAX_CHECK_LEVEL
 
 
 class DrainMode(StrEnum):
@@ -200,6 +201,17 @@ class LoopPolicy(_Strict):
         return max(self.node_window if self.max_per_node else timedelta(0), self.gpu_window)
 
 
+class ValidationPolicy(_Strict):
+    """The proof a repaired node gives before it goes back to service, beyond GPU health reported."""
+
+    # The DCGM diagnostic level the node's agent runs (`dcgmi diag -r LEVEL`; a check of what NVML
+    # reports where DCGM is absent): 1 takes seconds, 2 about two minutes, 3 about half an hour.
+    # 0: no check. A node whose check fails stays out of service (replaced, under repair.replace).
+    level: int = Field(default=0, ge=0, le=MAX_CHECK_LEVEL)
+    # How long the agent has to answer; a node whose check is not answered in time goes to a person.
+    timeout: timedelta = Field(default=timedelta(minutes=45), gt=timedelta(0))
+
+
 class RemediationPolicy(_Strict):
     """Everything a remediation needs to decide, bundled so it travels with the workflow."""
 
@@ -207,6 +219,7 @@ class RemediationPolicy(_Strict):
     repair: RepairPolicy = Field(default_factory=RepairPolicy)
     loops: LoopPolicy = Field(default_factory=LoopPolicy)
     timeouts: StepTimeouts = Field(default_factory=StepTimeouts)
+    validation: ValidationPolicy = Field(default_factory=ValidationPolicy)
     # Say what the remediation would do (its status' plan) and do none of it: no write to the cluster,
     # no provider call, no permit; it ends in DryRun.
     dry_run: bool = False

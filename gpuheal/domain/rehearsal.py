@@ -51,9 +51,17 @@ def rehearse(
         plan.append(f"would {_beyond_repair(survey, policy.repair, action)} instead of repairing again: {offence}")
         return plan
     plan.extend(_repair(survey, policy.repair, action, gpus))
+    if policy.validation.level:
+        level = policy.validation.level
+        plan.append(
+            f"then would have the node's agent run a level {level} GPU check (dcgmi diag -r {level}, or NVML's "
+            f"where DCGM is absent), waiting up to {policy.validation.timeout}; {survey.node} stays out of "
+            "service if it fails"
+        )
+    checked = " or failed their check" if policy.validation.level else ""
     if survey.provider and survey.reboots and policy.repair.replace:
         plan.append(
-            f"if {survey.node} did not come back or its GPUs stayed unhealthy, "
+            f"if {survey.node} did not come back or its GPUs stayed unhealthy{checked}, "
             f"would {_beyond_repair(survey, policy.repair, action)}"
         )
     kept = " and leave it cordoned, as it was before" if survey.cordoned_before else " and uncordon it"

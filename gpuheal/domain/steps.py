@@ -13,6 +13,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field
 
 from gpuheal.domain.budgets import DisruptionBudget
+from gpuheal.domain.gpu_check import GpuCheckReport
 from gpuheal.domain.gpu_health import GpuHealthReport
 from gpuheal.domain.gpu_reset import GpuResetReport
 from gpuheal.domain.policy import DrainPolicy
@@ -26,6 +27,7 @@ class Step(StrEnum):
     REBOOT = "request_reboot"
     RESET_GPUS = "request_gpu_reset"
     WITHDRAW_GPU_RESET = "withdraw_gpu_reset"
+    CHECK_GPUS = "request_gpu_check"
     DESCRIBE_MACHINE = "describe_machine"
     # Terminate the machine behind a node the repair did not fix (policy `repair.replace`).
     REPLACE = "replace_machine"
@@ -88,6 +90,8 @@ class NodeState(_Payload):
     gpu_report: GpuHealthReport | None = None
     # The agent's last answer to a GPU reset order (the node's GpuReset condition), if any.
     gpu_reset: GpuResetReport | None = None
+    # The agent's last answer to a GPU check order (the node's GpuCheck condition), if any.
+    gpu_check: GpuCheckReport | None = None
     # Labelled gpuheal.io/hold=true: a remediation waits before it touches the node.
     held: bool = False
 
@@ -230,6 +234,18 @@ class MachineState(_Payload):
 
 class GpuResetRequest(_RepairRequest):
     gpus: list[str]
+
+
+class GpuCheckRequest(_RepairRequest):
+    """Have the node's agent check its GPUs at DCGM diagnostic `level`; `check` numbers the run's checks."""
+
+    level: int
+    check: int = Field(default=0, ge=0)
+
+    @property
+    def order_id(self) -> str:
+        """The order's id: each check of a run is a new order (a person's resume checks again)."""
+        return f"{self.request_id}/check-{self.check}"
 
 
 class Outcome(StrEnum):

@@ -58,6 +58,7 @@ with workflow.unsafe.imports_passed_through():
     from gpuheal.domain.gpu_health import HealthBar
     from gpuheal.domain.history import HistoryRequest, history_query, repeat_offence
     from gpuheal.domain.node_wait import (
+        GpuCheckAnswered,
         GpuResetAnswered,
         GpusHealthy,
         HoldLifted,
@@ -82,6 +83,7 @@ with workflow.unsafe.imports_passed_through():
     from gpuheal.domain.steps import (
         DrainProgress,
         DrainRequest,
+        GpuCheckRequest,
         GpuResetRequest,
         MachineRequest,
         MachineState,
@@ -168,6 +170,8 @@ class RemediationWorkflow:
         self._asks_for_person_faults = False
         # How many repairs (GPU resets, reboots) the run asked for: runs without any are no offence.
         self._repairs = 0
+        # The GPU checks ordered so far (each is a new order).
+        self._checks = 0
         # How often the run escalated, whether the latest escalation was an approval's (a rejection,
         # nobody deciding), and the round of the repair (a person's retry starts a new one).
         self._escalations = 0
@@ -455,7 +459,9 @@ class RemediationWorkflow:
             verdict = decisions.after_resume_check(resume, condition, waited.state, timeout)
             if verdict.next is not Next.PROCEED:
                 return verdict
-        return decisions.resumed(resume)
+        checked = await self._validated(decisions.resumed(resume))
+        # The person who resumed is at hand: a node failing its check goes back to them, not replaced.
+        return decisions.escalate(checked.reason) if checked.next is Next.REPLACE else checked
 
     async def _wait_while_held(self) -> Verdict:
         """Wait in OnHold, the node untouched and no permit asked for, while it is labelled
@@ -630,6 +636,32 @@ class RemediationWorkflow:
         return decisions.still_held(await self._observe())
 
     async def _repair(self) -> Verdict:
+        """Repair the node, and prove it with the policy's GPU check."""
+        return await self._validated(await self._climb_ladder())
+
+    async def _validated(self, verdict: Verdict) -> Verdict:
+        """A node repaired (`verdict` resolves it) passes the policy's GPU check before it goes back:
+        the node's agent runs it on order, and a node that fails stays out of service."""
+        validation = self._policy.validation
+        if verdict.next is not Next.RESOLVE or not validation.level:
+            return verdict
+        self._enter(Phase.VALIDATING)
+        order = await self._run(
+            contracts.CHECK_GPUS,
+            GpuCheckRequest(
+                node=self._node, holder=self._holder(), round=self._round, level=validation.level, check=self._checks
+            ),
+            summary=f"level {validation.level} GPU check on {self._node}",
+        )
+        self._checks += 1
+        answer = await self._wait_for(GpuCheckAnswered(order_id=order.id), validation.timeout)
+        report = answer.state.gpu_check
+        if answer.reached and report is not None:
+            self._repair_log.append(f"GPU check ({report.tool or 'agent'}, level {order.level}): {report.detail}")
+        checked = decisions.after_gpu_check(answer, validation, self._policy.repair, self._action)
+        return verdict if checked.next is Next.RESOLVE else checked
+
+    async def _climb_ladder(self) -> Verdict:
         """Climb the repair ladder (gpuheal.domain.decisions.Rung) until the node is repaired or a person must look."""
         repair = self._policy.repair
         rung = decisions.first_rung(self._action, repair, self._gpu_uuids())

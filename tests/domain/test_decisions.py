@@ -10,11 +10,12 @@ from gpuheal.domain import decisions
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.budgets import DisruptionBudget
 from gpuheal.domain.decisions import Next, ResetOutcome, Rung, Verdict
+from gpuheal.domain.gpu_check import GpuCheckReport
 from gpuheal.domain.gpu_health import GpuHealthReport, HealthBar
 from gpuheal.domain.node_wait import GpusHealthy, NodeGone, NodeWaitResult
 from gpuheal.domain.operator import ActionRefused, RecordedAction
 from gpuheal.domain.phases import Phase
-from gpuheal.domain.policy import DrainPolicy, RepairPolicy, RepairStrategy
+from gpuheal.domain.policy import DrainPolicy, RepairPolicy, RepairStrategy, ValidationPolicy
 from gpuheal.domain.remediation import RecordedDecision
 from gpuheal.domain.steps import BudgetHold, DrainProgress, NodeRecord, NodeState, Outcome, PodRef, RebootResult
 
@@ -310,3 +311,20 @@ def test_replacement_needs_a_provider_with_machines() -> None:
         RepairPolicy(replace=True, provider="manual")
     with pytest.raises(ValueError, match="replace_timeout"):
         RepairPolicy(replace=True, replace_timeout=timedelta(0))
+
+
+def test_a_gpu_check_resolves_when_passed_and_keeps_the_node_out_otherwise() -> None:
+    validation = ValidationPolicy(level=3, timeout=timedelta(minutes=40))
+    repair = RepairPolicy(replace=True)
+
+    def checked(report: GpuCheckReport | None, *, exists: bool = True) -> Verdict:
+        answered = state().model_copy(update={"gpu_check": report, "exists": exists})
+        wait = NodeWaitResult(reached=report is not None or not exists, state=answered)
+        return decisions.after_gpu_check(wait, validation, repair, RecommendedAction.RESTART_BM)
+
+    passed = GpuCheckReport(id="c", ok=True, detail="all passed", tool="nvml", at=NOW)
+    assert checked(passed) == decisions.RESOLVED
+    failed = checked(passed.model_copy(update={"ok": False, "detail": "GPU 2 lost"}))
+    assert failed == Verdict(Next.REPLACE, "the GPUs failed the level 3 GPU check (nvml): GPU 2 lost")
+    assert checked(None) == decisions.escalate("the node's agent did not answer the level 3 GPU check within 0:40:00")
+    assert checked(None, exists=False).next is Next.FAIL

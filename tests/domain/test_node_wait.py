@@ -6,11 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from gpuheal.domain.gpu_check import GpuCheckReport
 from gpuheal.domain.gpu_health import GpuHealthReport, HealthBar
 from gpuheal.domain.gpu_reset import GpuResetReport
 from gpuheal.domain.node_wait import (
     DELETED,
     BackFromReboot,
+    GpuCheckAnswered,
     GpuResetAnswered,
     GpusHealthy,
     NodeCondition,
@@ -70,8 +72,22 @@ def test_a_gpu_reset_is_answered_by_the_report_of_that_order_ok_or_not() -> None
     failed = GpuResetReport(id="order-2", ok=False, detail="GPU busy", at=T0)
     earlier = GpuResetReport(id="order-1", ok=True, detail="reset", at=T0)
     assert answered.met(node(gpu_reset=failed))
-    assert answered.missing(node(gpu_reset=earlier)) == "the node's agent last answered order order-1, not order-2"
+    assert (
+        answered.missing(node(gpu_reset=earlier))
+        == "the node's agent last answered GPU reset order order-1, not order-2"
+    )
     assert answered.missing(node()) == "the node's agent has not answered a GPU reset order"
+
+
+def test_a_gpu_check_is_answered_by_its_own_condition_not_by_a_reset_s() -> None:
+    answered = GpuCheckAnswered(order_id="run-1/check-0")
+    passed = GpuCheckReport(id="run-1/check-0", ok=True, detail="dcgmi diag -r 2: all passed", at=T0, tool="dcgmi")
+    reset = GpuResetReport(id="run-1/check-0", ok=True, detail="reset", at=T0)
+    assert answered.met(node(gpu_check=passed))
+    assert answered.missing(node(gpu_reset=reset)) == "the node's agent has not answered a GPU check order"
+    assert answered.missing(node(gpu_check=passed.model_copy(update={"id": "run-1/check-1"}))) == (
+        "the node's agent last answered GPU check order run-1/check-1, not run-1/check-0"
+    )
 
 
 @pytest.mark.parametrize(

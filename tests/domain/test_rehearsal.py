@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from gpuheal.domain.actions import RecommendedAction
-from gpuheal.domain.policy import RemediationPolicy, RepairPolicy
+from gpuheal.domain.policy import RemediationPolicy, RepairPolicy, ValidationPolicy
 from gpuheal.domain.rehearsal import rehearse
 from gpuheal.domain.steps import NodeSurvey, PodRef
 
@@ -122,3 +122,21 @@ def test_a_policy_that_replaces_says_so_where_the_provider_can_and_where_it_cann
         "machines, so repair.replace cannot apply)"
     ) in cannot
     assert not any("terminate" in line for line in plan(replacing))
+
+
+def test_a_policy_that_validates_says_which_check_and_what_a_failure_does() -> None:
+    said = rehearse(
+        NODE.model_copy(update={"replaces": True}),
+        RemediationPolicy(repair=RepairPolicy(replace=True), validation=ValidationPolicy(level=2)),
+        RecommendedAction.RESTART_VM,
+        [],
+        "",
+    )
+
+    assert (
+        "then would have the node's agent run a level 2 GPU check (dcgmi diag -r 2, or NVML's where DCGM is absent), "
+        "waiting up to 0:45:00; n1 stays out of service if it fails"
+    ) in said
+    assert any(
+        line.startswith("if n1 did not come back or its GPUs stayed unhealthy or failed their check") for line in said
+    )

@@ -16,14 +16,16 @@ from typing import Any
 from temporalio.client import WorkflowHandle
 
 from gpuheal.agents.agent import Agent
+from gpuheal.agents.check import DISABLED as CHECKS_OFF
 from gpuheal.domain.marks import workflow_id_for
 from gpuheal.domain.phases import Phase
+from gpuheal.domain.policy import ValidationPolicy
 from gpuheal.domain.remediation import RemediationStatus
 from gpuheal.worker import WorkerSettings, running_worker
 from gpuheal_sim.agent_settings import simulated_agent_settings
 from gpuheal_sim.demo.devserver import free_port, start_dev_server
 from gpuheal_sim.fake_nvml import FakeNvml
-from tests.integration.conftest import Stack, StackFactory, eventually, fast_policy
+from tests.integration.conftest import Stack, StackFactory, eventually, fast_policy, settled
 from tests.integration.test_remediation import NODE, gpuheal_marks
 
 FAULTY_GPU = 3
@@ -225,3 +227,36 @@ async def test_a_fault_after_a_reboot_starts_a_new_remediation(make_stack: Stack
 
     assert (first.phase, second.phase) == (Phase.RESOLVED, Phase.RESOLVED), (first.reason, second.reason)
     assert stack.cluster.reboot_requests(NODE) == 2
+
+
+async def test_the_agent_checks_the_gpus_before_the_node_goes_back(make_stack: StackFactory, tmp_path: Path) -> None:
+    """validation.level: after the reboot the worker orders a GPU check; the agent on the node runs
+    it (NVML's view: DCGM is not installed here) and answers in the node's GpuCheck condition."""
+    stack = await make_stack(workloads=False)
+    policy = fast_policy().model_copy(update={"validation": ValidationPolicy(level=2, timeout=timedelta(seconds=30))})
+    async with node_agent(stack, tmp_path, stack.server.address, remediation_policy=policy) as (agent, kernel_log):
+        status = await remediate_through_the_agent(agent, kernel_log, stack, 79)
+
+    assert status.phase is Phase.RESOLVED, status.reason
+    assert status.repair[-1] == (
+        "GPU check (nvml, level 2): NVML reports all 8 GPUs healthy (no lost GPU, ECC error or pending repair)"
+    )
+    node = await stack.node(NODE)
+    [check] = [c for c in node.status.conditions if c.type == "GpuCheck"]
+    assert check.status == "True" and not node.spec.unschedulable
+
+
+async def test_a_node_whose_agent_will_not_check_stays_out_of_service(make_stack: StackFactory, tmp_path: Path) -> None:
+    stack = await make_stack(workloads=False)
+    policy = fast_policy().model_copy(update={"validation": ValidationPolicy(level=1, timeout=timedelta(seconds=30))})
+    async with node_agent(stack, tmp_path, stack.server.address, remediation_policy=policy, gpu_check="off") as (
+        agent,
+        kernel_log,
+    ):
+        run = await report_through_the_agent(agent, kernel_log, stack, 79)
+        status = await settled(run)
+
+    assert status.phase is Phase.ESCALATED, status.reason
+    assert status.reason == f"the GPUs failed the level 1 GPU check: {CHECKS_OFF}"
+    assert (await stack.node(NODE)).spec.unschedulable, "held cordoned for a person"
+    await run.terminate("test over")

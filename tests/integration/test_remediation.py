@@ -15,7 +15,7 @@ from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.decisions import PersonAction
 from gpuheal.domain.faults import Fault
 from gpuheal.domain.phases import Phase
-from gpuheal.domain.policy import DrainMode, DrainPolicy, LoopPolicy
+from gpuheal.domain.policy import DrainMode, DrainPolicy, LoopPolicy, ValidationPolicy
 from gpuheal.domain.remediation import NodeRelease, RemediationStatus
 from gpuheal_sim.simulator.fleet import DeploymentWorkload, JobWorkload, PdbSpec
 from tests.integration.conftest import StackFactory, busy_trainer, eventually, fast_policy, phase_of, settled
@@ -332,3 +332,16 @@ async def test_gpus_a_reboot_does_not_fix_get_their_machine_replaced_where_the_p
     assert [entry.phase for entry in status.history][-3:] == [Phase.VERIFYING, Phase.REPLACING, Phase.REPLACED]
     others = [n for n in stack.cluster.node_names() if n != NODE]
     assert others and all(stack.cluster.node_state(n)["terminatedAt"] is None for n in others)
+
+
+async def test_the_simulated_agent_checks_the_gpus_before_the_node_goes_back(make_stack: StackFactory) -> None:
+    stack = await make_stack(workloads=False)
+    policy = fast_policy().model_copy(update={"validation": ValidationPolicy(level=2, timeout=timedelta(seconds=30))})
+
+    status: RemediationStatus = await (await stack.report(NODE, policy=policy)).result()
+
+    assert status.phase is Phase.RESOLVED, status.reason
+    assert status.repair[-1] == "GPU check (simulator, level 2): All 8 GPUs are healthy"
+    assert Phase.VALIDATING in [entry.phase for entry in status.history]
+    node = await stack.node(NODE)
+    assert not node.spec.unschedulable and gpuheal_marks(node) == set(), "the check order went with the marks"

@@ -99,13 +99,16 @@ async def test_an_agent_sets_its_own_nodes_gpu_conditions_and_nothing_else(
 ) -> None:
     agent = chart_cluster.service_account_token(*service_account("agent"), node=OWN)
     path = f"/api/v1/nodes/{OWN}/status"
-    for owned in ("GpuHealthy", "GpuReset"):
+    for owned in ("GpuHealthy", "GpuReset", "GpuCheck"):
         status, body, _ = await call(agent, "PATCH", path, condition(owned), STRATEGIC)
         assert status == 200, body
         assert conditions_of(chart_cluster, OWN)[owned]["reason"] == "Test"
 
     refused = {
-        "the kubelet's Ready": (condition("Ready", "True"), "may change only the GpuHealthy and GpuReset conditions"),
+        "the kubelet's Ready": (
+            condition("Ready", "True"),
+            "may change only the GpuHealthy, GpuReset and GpuCheck conditions",
+        ),
         "the boot ID": ({"status": {"nodeInfo": {"bootID": "forged"}}}, "may not change the node's status other"),
         "the capacity": ({"status": {"capacity": {"nvidia.com/gpu": "16"}}}, "may not change the node's status other"),
     }

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from kubernetes.aio import client
 
+from gpuheal.domain.gpu_check import GPU_CHECK, GpuCheckOrder, GpuCheckReport
 from gpuheal.domain.gpu_health import read_stamp
 from gpuheal_sim.simulator import SimulatedCluster
 from gpuheal_sim.simulator.gpus import gpu_uuid
@@ -224,3 +226,29 @@ async def test_a_terminated_machine_never_comes_back_and_its_node_and_pods_go(
     assert left.items == [], "the pod garbage collector removes the pods of a deleted node"
     assert (await _post(terminate))[0] == 404
     assert (await _get(f"{cluster.control_url}/sim/v1/nodes/gpu-node-002"))[1]["terminatedAt"] is None
+
+
+async def test_the_simulated_agent_answers_a_gpu_check_once_from_the_gpus_truth(
+    cluster: SimulatedCluster, core: Any
+) -> None:
+    node = "gpu-node-001"
+    boot = (await core.read_node(node)).status.node_info.boot_id
+
+    async def check(order_id: str) -> GpuCheckReport:
+        order = GpuCheckOrder(id=order_id, holder="test", level=1, at=datetime.now(UTC), boot_id=boot)
+        patch = {"metadata": {"annotations": {GPU_CHECK.annotation: order.model_dump_json()}}}
+        await core.patch_node(node, patch, _content_type="application/merge-patch+json")
+
+        async def answered() -> GpuCheckReport | None:
+            found = await core.read_node(node)
+            condition = next((c for c in found.status.conditions if c.type == GPU_CHECK.condition), None)
+            report = GpuCheckReport.model_validate_json(condition.message) if condition else None
+            return report if report is not None and report.id == order_id else None
+
+        return await eventually(answered)
+
+    passed = await check("run-1/check-0")
+    assert (passed.ok, passed.tool, passed.detail) == (True, "simulator", "All 8 GPUs are healthy")
+    await _post(f"{cluster.control_url}/sim/v1/nodes/{node}/faults", {"xid": 79, "gpu": 2})
+    failed = await check("run-1/check-1")
+    assert not failed.ok and failed.detail.startswith("XID 79 on GPU 2 (")

@@ -29,6 +29,7 @@ from gpuheal.domain.fleet import (
     PermitRequest,
     governor_task_queue,
 )
+from gpuheal.domain.gpu_check import GpuCheckOrder, GpuCheckReport
 from gpuheal.domain.gpu_health import GpuHealthReport
 from gpuheal.domain.gpu_reset import GpuResetOrder, GpuResetReport
 from gpuheal.domain.history import EarlierRemediation, HistoryRequest, RemediationHistory
@@ -38,6 +39,7 @@ from gpuheal.domain.steps import (
     BudgetHold,
     DrainProgress,
     DrainRequest,
+    GpuCheckRequest,
     GpuResetRequest,
     MachineRequest,
     MachineState,
@@ -140,6 +142,10 @@ class FakeNode:
     replaceable: bool = True
     deleted_on_replace: bool = True
     replace_requests: list[ReplaceRequest] = field(default_factory=list)
+    # What the agent does with a GPU check order: pass it, fail it, or never answer; the orders it got.
+    check_outcomes: list[Literal["pass", "fail", "silent"]] = field(default_factory=lambda: ["pass"])
+    check_orders: list[GpuCheckRequest] = field(default_factory=list)
+    check_report: GpuCheckReport | None = None
 
     def __post_init__(self) -> None:
         self.reported_on = self.reported_on or self.boot_id
@@ -162,6 +168,7 @@ class FakeNode:
             gpu_healthy=self.gpus_healthy,
             gpu_report=None if self.gpus_healthy is None else self.gpu_report(),
             gpu_reset=self.reset_report,
+            gpu_check=self.check_report,
             held=self.held,
         )
 
@@ -321,6 +328,21 @@ class FakeNode:
                     self.agent_reports(self.gpus_healthy_after_reset, self.reset_report.at + timedelta(milliseconds=1))
             return order
 
+        @implements(contracts.CHECK_GPUS)
+        async def check(request: GpuCheckRequest) -> GpuCheckOrder:
+            self.steps.append(Step.CHECK_GPUS.value)
+            self.check_orders.append(request)
+            order = GpuCheckOrder(id=request.order_id, holder=request.holder, level=request.level, at=datetime.now(UTC))
+            # The outcomes in turn, the last one repeating (a person's resume checks again).
+            outcome = self.check_outcomes.pop(0) if len(self.check_outcomes) > 1 else self.check_outcomes[0]
+            if outcome != "silent":
+                ok = outcome == "pass"
+                detail = "all 12 tests passed" if ok else "Memory bandwidth: GPU 3 below 80% of spec"
+                self.check_report = GpuCheckReport(
+                    id=order.id, ok=ok, detail=detail, tool=f"dcgmi diag -r {request.level}", at=datetime.now(UTC)
+                )
+            return order
+
         @implements(contracts.OBSERVE)
         async def observe(request: NodeRef) -> NodeState:
             self.steps.append(Step.OBSERVE.value)
@@ -410,6 +432,7 @@ class FakeNode:
             replace,
             reset,
             withdraw,
+            check,
             observe,
             release,
             wait_for_node,
@@ -426,6 +449,7 @@ class FakeNode:
             contracts.REPLACE,
             contracts.RESET_GPUS,
             contracts.WITHDRAW_GPU_RESET,
+            contracts.CHECK_GPUS,
             contracts.OBSERVE,
             contracts.RELEASE,
             contracts.WAIT_FOR_NODE,

@@ -11,21 +11,17 @@ command missing, failing or hanging) raises `ResetCommandError` with a line for 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Sequence
 from datetime import timedelta
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Protocol
 
+from gpuheal.agents.command import CommandError, run_bounded
 from gpuheal.agents.nvml.interface import GpuInfo, Nvml
 from gpuheal.agents.reset.settings import OFF, GpuResetMode, ResetSettings
 
 RESETTER_GROUP = "gpuheal.resetters"
-
-# How much of a failed command's output goes into the report.
-_TAIL_CHARS = 400
 
 
 class ResetCommandError(Exception):
@@ -88,31 +84,13 @@ class NvidiaSmiResetter:
             done.append(gpu.uuid)
 
     async def _run(self, argv: list[str]) -> None:
-        shown = " ".join(argv)
         try:
-            process = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-        except OSError as error:  # not installed, not executable, not on PATH
-            raise ResetCommandError(f"cannot run {self.binary}: {error.strerror or error}") from error
-        try:
-            stdout, stderr = await asyncio.wait_for(process.communicate(), self.timeout.total_seconds())
-        except BaseException as error:  # timed out, or the agent is stopping: no reset left running unseen
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await asyncio.shield(process.wait())
-            if isinstance(error, TimeoutError):
-                raise ResetCommandError(
-                    f"{shown} did not finish within {self.timeout.total_seconds():g}s; killed"
-                ) from error
-            raise
-        if process.returncode != 0:
+            finished = await run_bounded(argv, self.timeout)
+        except CommandError as error:
+            raise ResetCommandError(str(error)) from error
+        if finished.returncode != 0:
             # nvidia-smi writes most of its refusals ("In use by another client") to stdout.
-            said = _tail(stderr) or _tail(stdout) or "no output"
-            raise ResetCommandError(f"{shown} failed (exit {process.returncode}): {said}")
+            raise ResetCommandError(f"{' '.join(argv)} failed (exit {finished.returncode}): {finished.said()}")
 
 
 def nvidia_smi(settings: ResetSettings, kernel_log: Path | None, nvml: Nvml | None) -> GpuResetter:
@@ -157,8 +135,3 @@ def _unknown(mode: GpuResetMode) -> UnknownResetMode:
         f"no GPU reset mode {mode!r} is installed (installed: {', '.join(reset_modes())}); "
         "the simulated driver (kernel-log) comes with gpuheal-sim"
     )
-
-
-def _tail(output: bytes) -> str:
-    text = " ".join(output.decode("utf-8", errors="replace").split())
-    return text if len(text) <= _TAIL_CHARS else "…" + text[-_TAIL_CHARS:]

@@ -32,6 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gpuheal.domain.gpu_check import GPU_CHECK
+
 from .clock import Timers
 from .conditions import find_condition, post_condition
 from .events import EventRecorder
@@ -184,6 +186,9 @@ class NodeLifecycle:
             old_taints = dig(change.old.obj, "spec", "taints") if change.old else None
             if old_taints != dig(change.new.obj, "spec", "taints"):
                 self.timers.soon(("taints", name), lambda: self.sweep_taints(name))
+            old_order = dig(change.old.obj, "metadata", "annotations", GPU_CHECK.annotation) if change.old else None
+            if old_order != dig(change.new.obj, "metadata", "annotations", GPU_CHECK.annotation):
+                self.gpu_agent.check_ordered(name)
         elif change.key == "pods" and change.type == ADDED:
             node = dig(change.new.obj, "spec", "nodeName")
             if node and change.old is None:

@@ -105,7 +105,7 @@ def test_unknown_and_malformed_instances_are_ec2_errors(cluster: SimulatedCluste
     assert (status, code) == (400, "InvalidInstanceID.NotFound") and "i-0fffffffffffffff0" in message
     assert cluster.reboot_requests("gpu-node-000") == 0
     # An action the simulator does not play is EC2's InvalidAction, not a silent success.
-    assert error_of(client.terminate_instances, InstanceIds=[known])[:2] == (400, "InvalidAction")
+    assert error_of(client.stop_instances, InstanceIds=[known])[:2] == (400, "InvalidAction")
 
 
 def test_reboot_instances_reboots_the_nodes(cluster: SimulatedCluster) -> None:
