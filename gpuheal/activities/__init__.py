@@ -45,6 +45,7 @@ def remediation_activities(
         orders.request_gpu_reset,
         orders.withdraw_gpu_reset,
         orders.request_gpu_check,
+        orders.request_diagnostics,
         waits.wait_for_node,
         governed.ask_for_permit,
         governed.count_gpu_nodes,

@@ -1,8 +1,9 @@
-"""The order activities: hand the node's agent an order (see gpuheal.domain.node_orders), or take one back.
+"""The order activities: hand the node's agent an order (see gpuheal.domain.node_orders: a GPU reset, a
+GPU check, a diagnostics bundle), or take a reset back.
 
 The order goes into the node annotation of its kind; the agent answers in the node condition of
 that kind, which the workflow waits for through `wait_for_node` (GpuResetAnswered,
-GpuCheckAnswered). Each order's id is the request's (the holder, and the round after a person's
+GpuCheckAnswered, DiagnosticsAnswered). Each order's id is the request's (the holder, and the round after a person's
 retry; a check adds its number in the run), so a retried activity finds and returns the order it
 already wrote.
 """
@@ -21,10 +22,11 @@ from temporalio import activity
 from gpuheal.activities.contract import implements, node_gone
 from gpuheal.activities.kube import annotations_of, boot_id_of, merge_patch_node, on_fresh_node
 from gpuheal.domain import contracts
+from gpuheal.domain.diagnostics import DIAGNOSTICS, DiagnosticsOrder
 from gpuheal.domain.gpu_check import GPU_CHECK, GpuCheckOrder
 from gpuheal.domain.gpu_reset import GPU_RESET, GpuResetOrder
 from gpuheal.domain.node_orders import OrderKind, OrderT
-from gpuheal.domain.steps import GpuCheckRequest, GpuResetRequest, NodeRef
+from gpuheal.domain.steps import DiagnosticsRequest, GpuCheckRequest, GpuResetRequest, NodeRef
 
 
 class NodeOrderActivities:
@@ -45,6 +47,15 @@ class NodeOrderActivities:
         """Write the check order for the node's agent, once per check of the run."""
         order = await self._write(GPU_CHECK, request.node, request.order_id, holder=request.holder, level=request.level)
         activity.logger.info("ordered a level %d GPU check on %s", request.level, request.node)
+        return order
+
+    @implements(contracts.COLLECT_DIAGNOSTICS)
+    async def request_diagnostics(self, request: DiagnosticsRequest) -> DiagnosticsOrder:
+        """Write the diagnostics order for the node's agent, once per remediation run and round."""
+        order = await self._write(
+            DIAGNOSTICS, request.node, request.order_id, holder=request.holder, reason=request.reason
+        )
+        activity.logger.info("ordered a diagnostics bundle on %s", request.node)
         return order
 
     @implements(contracts.WITHDRAW_GPU_RESET)

@@ -25,6 +25,7 @@ from gpuheal.activities.kube import (
     read_node,
 )
 from gpuheal.domain import contracts, marks
+from gpuheal.domain.diagnostics import DIAGNOSTICS
 from gpuheal.domain.gpu_check import GPU_CHECK
 from gpuheal.domain.gpu_health import GpuHealthReport, read_stamp
 from gpuheal.domain.gpu_reset import GPU_RESET
@@ -198,6 +199,7 @@ def node_state(name: str, node: V1Node | None) -> NodeState:
         gpu_report=report,
         gpu_reset=_order_report(node, GPU_RESET),
         gpu_check=_order_report(node, GPU_CHECK),
+        diagnostics=_order_report(node, DIAGNOSTICS),
         held=((node.metadata.labels if node.metadata else None) or {}).get(marks.HOLD_LABEL) == "true",
     )
 

@@ -8,7 +8,8 @@ The agent serves even when Temporal or the Kubernetes API cannot be reached: wha
 waits in the publisher's on-disk spool. Where a health address is configured, the agent serves its
 metrics and readiness (`health`) right after the publisher, whose spools they report. Last, where the
 Kubernetes API is configured, the order watcher answers the orders written on the node: GPU resets
-(refused while `gpu_reset` is "off") and GPU checks (`gpu_check`).
+(refused while `gpu_reset` is "off"), GPU checks (`gpu_check`) and diagnostics bundles
+(`diagnostics_to`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from prometheus_client.registry import CollectorRegistry
 from gpuheal.agents.check import GpuChecker, GpuCheckHandler, GpuCheckMode
 from gpuheal.agents.check import choose as choose_checker
 from gpuheal.agents.device_api.server import DeviceApiServer
+from gpuheal.agents.diagnostics import Collector, CollectorMode, DiagnosticsHandler, Store, destination
+from gpuheal.agents.diagnostics import choose as choose_collector
 from gpuheal.agents.health import HealthServer
 from gpuheal.agents.intake.server import IntakeServer, IntakeSettings
 from gpuheal.agents.intake.validate import IntakeLimits
@@ -115,6 +118,12 @@ class AgentSettings:
     dcgmi: str = "dcgmi"
     # How long one `dcgmi diag` may run (level 4 takes hours) before it is killed and the check failed.
     gpu_check_timeout: timedelta = timedelta(hours=2)
+    # Where diagnostics bundles go before a reboot: a directory or "s3://bucket[/prefix]"; None: off
+    # (orders are answered with a failure). Who collects them: nvidia-bug-report.sh where installed,
+    # else NVML ("auto"), or one of them; fake GPUs are probed through their fake NVML.
+    diagnostics_to: str | None = None
+    diagnostics: CollectorMode = "auto"
+    bug_report: str = "nvidia-bug-report.sh"
     # How the agent follows its node for orders.
     follow: FollowSettings = field(default_factory=FollowSettings)
     # Spool budgets and delivery timing.
@@ -124,6 +133,8 @@ class AgentSettings:
 
     def __post_init__(self) -> None:
         check_reset_mode(self.gpu_reset)
+        if self.diagnostics_to is not None:
+            destination(self.diagnostics_to)  # a malformed place is refused at start, not at the first order
 
 
 class Agent:
@@ -303,10 +314,11 @@ class Agent:
                 on_answered=self._report_after_reset,
             )
             checks = GpuCheckHandler(settings.node, self._gpu_checker())
+            bundles = DiagnosticsHandler(settings.node, *self._diagnostics())
             watcher = NodeOrderWatcher(
                 self._kubernetes,
                 settings.node,
-                [resets, checks],
+                [resets, checks, bundles],
                 settings=settings.follow,
                 on_node=self._remediation_holds().observe if self.monitor is not None else None,
             )
@@ -323,6 +335,15 @@ class Agent:
         mode = "nvml" if settings.fake_gpus is not None and settings.gpu_check == "auto" else settings.gpu_check
         nvml = self.nvml if self.provider is not None else None
         return choose_checker(mode, nvml=nvml, dcgmi=settings.dcgmi, timeout=settings.gpu_check_timeout)
+
+    def _diagnostics(self) -> tuple[Collector | None, Store | None]:
+        """The collector of `diagnostics` and the store of `diagnostics_to`; nothing where it is unset."""
+        settings = self.settings
+        if settings.diagnostics_to is None:
+            return None, None
+        mode = "nvml" if settings.fake_gpus is not None and settings.diagnostics == "auto" else settings.diagnostics
+        nvml = self.nvml if self.provider is not None else None
+        return choose_collector(mode, nvml=nvml, script=settings.bug_report), destination(settings.diagnostics_to)
 
     def _remediation_holds(self) -> RemediationHolds:
         """Tells the kernel-log monitor when the node's remediation ends, so its next fault is news."""

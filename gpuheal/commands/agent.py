@@ -9,6 +9,7 @@ import click
 
 from gpuheal.agents.agent import AgentSettings
 from gpuheal.agents.check import GPU_CHECK_MODES, GpuCheckMode
+from gpuheal.agents.diagnostics import COLLECTOR_MODES, CollectorMode, destination
 from gpuheal.agents.kmsg.follow import KernelLogFormat, ReadFrom
 from gpuheal.agents.publisher import PublisherSettings, RetrySettings, SpoolLimits
 from gpuheal.agents.publisher.spool import MIB
@@ -148,6 +149,31 @@ MEBIBYTES = FlagUnit(shown=lambda size: size // MIB, taken=lambda mebibytes: meb
     envvar="GPUHEAL_DCGMI",
     help="The dcgmi binary (a bare name is looked up on PATH) [env GPUHEAL_DCGMI].",
 )
+@setting_option(
+    AgentSettings,
+    "diagnostics_to",
+    "--diagnostics-to",
+    envvar="GPUHEAL_DIAGNOSTICS_TO",
+    help="Where diagnostics bundles go before a reboot (policy diagnostics.collect): a directory, or "
+    "s3://BUCKET[/PREFIX] with the standard AWS credentials and endpoint settings; off when unset "
+    "[env GPUHEAL_DIAGNOSTICS_TO].",
+)
+@setting_option(
+    AgentSettings,
+    "diagnostics",
+    "--diagnostics",
+    type=click.Choice(COLLECTOR_MODES),
+    envvar="GPUHEAL_DIAGNOSTICS",
+    help="Who collects a bundle: nvidia-bug-report.sh where installed, else an NVML probe (auto), or "
+    "one of them [env GPUHEAL_DIAGNOSTICS].",
+)
+@setting_option(
+    AgentSettings,
+    "bug_report",
+    "--nvidia-bug-report",
+    envvar="GPUHEAL_NVIDIA_BUG_REPORT",
+    help="The nvidia-bug-report.sh script (a bare name is looked up on PATH) [env GPUHEAL_NVIDIA_BUG_REPORT].",
+)
 @with_temporal_options
 @setting_option(AgentSettings, "task_queue", "--task-queue", envvar="GPUHEAL_TASK_QUEUE")
 @kubeconfig_option
@@ -174,6 +200,9 @@ def agent(
     confirm_timeout: timedelta,
     gpu_check: GpuCheckMode,
     dcgmi: str,
+    diagnostics_to: str | None,
+    diagnostics: CollectorMode,
+    bug_report: str,
     address: str | None,
     namespace: str | None,
     task_queue: str,
@@ -194,6 +223,16 @@ def agent(
     if fake_gpus is not None and gpu_reset == "nvidia-smi":
         raise click.BadParameter(
             "nvidia-smi cannot reset fake GPUs; use --gpu-reset off with --fake-gpus", param_hint="'--gpu-reset'"
+        )
+    if diagnostics_to is not None:
+        try:
+            destination(diagnostics_to)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="'--diagnostics-to'") from None
+    if fake_gpus is not None and diagnostics == "nvidia-bug-report":
+        raise click.BadParameter(
+            "nvidia-bug-report.sh cannot report on fake GPUs; use --diagnostics auto or nvml with --fake-gpus",
+            param_hint="'--diagnostics'",
         )
     if fake_gpus is not None and gpu_check == "dcgmi":
         raise click.BadParameter(
@@ -225,6 +264,9 @@ def agent(
         gpu_reset_settings=ResetSettings(nvidia_smi=nvidia_smi, confirm_timeout=confirm_timeout),
         gpu_check=gpu_check,
         dcgmi=dcgmi,
+        diagnostics_to=diagnostics_to,
+        diagnostics=diagnostics,
+        bug_report=bug_report,
         publisher=PublisherSettings(
             spool=SpoolLimits(max_bytes=max_bytes), retry=RetrySettings(shutdown_grace=shutdown_grace)
         ),

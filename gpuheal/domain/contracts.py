@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
+from gpuheal.domain.diagnostics import DiagnosticsOrder
 from gpuheal.domain.fleet import (
     EndedHolders,
     HolderCheck,
@@ -34,6 +35,7 @@ from gpuheal.domain.node_wait import NodeWaitRequest, NodeWaitResult
 from gpuheal.domain.policy import StepTimeouts
 from gpuheal.domain.policy_document import PolicySnapshot
 from gpuheal.domain.steps import (
+    DiagnosticsRequest,
     DrainProgress,
     DrainRequest,
     GpuCheckRequest,
@@ -135,6 +137,7 @@ REBOOT = StepContract(
 RESET_GPUS = StepContract(Step.RESET_GPUS, GpuResetRequest, GpuResetOrder, local=True)
 WITHDRAW_GPU_RESET = StepContract(Step.WITHDRAW_GPU_RESET, GpuResetRequest, NodeRef, local=True)
 CHECK_GPUS = StepContract(Step.CHECK_GPUS, GpuCheckRequest, GpuCheckOrder, local=True)
+COLLECT_DIAGNOSTICS = StepContract(Step.COLLECT_DIAGNOSTICS, DiagnosticsRequest, DiagnosticsOrder, local=True)
 DESCRIBE_MACHINE = StepContract(
     Step.DESCRIBE_MACHINE, MachineRequest, MachineState, local=False, retry=lambda _: Retry(attempts=3)
 )

@@ -134,6 +134,18 @@ def after_gpu_check(
     return RESOLVED
 
 
+def diagnostics_line(answer: NodeWaitResult, timeout: timedelta) -> str:
+    """The repair log's line on a diagnostics bundle asked for before a reboot, which goes ahead anyway."""
+    bundle = answer.state.diagnostics
+    if answer.deleted:
+        return "diagnostics not collected: the node was deleted"
+    if bundle is None or not answer.reached:
+        return f"diagnostics not collected: the node's agent did not answer within {timeout}; rebooting anyway"
+    if not bundle.ok:
+        return f"diagnostics not collected: {bundle.detail}; rebooting anyway"
+    return f"diagnostics: {bundle.detail} at {bundle.location}"
+
+
 def after_replacement(why: str, terminated: str, gone: NodeWaitResult, timeout: timedelta) -> Verdict:
     """The machine was terminated (`terminated` says how): replaced once its node is deleted; a node
     still there after `timeout` goes to a person, as the reason the repair did not hold."""

@@ -27,6 +27,8 @@ REBOOT_REQUEST_ANNOTATION = f"{PREFIX}reboot-requested"
 GPU_RESET_REQUEST_ANNOTATION = f"{PREFIX}gpu-reset-request"
 # A GPU check order for the node's agent (see gpuheal.domain.gpu_check).
 GPU_CHECK_REQUEST_ANNOTATION = f"{PREFIX}gpu-check-request"
+# A diagnostics collection order for the node's agent (see gpuheal.domain.diagnostics).
+DIAGNOSTICS_REQUEST_ANNOTATION = f"{PREFIX}diagnostics-request"
 # Why a remediation escalated to a person.
 ESCALATION_ANNOTATION = f"{PREFIX}escalated"
 
@@ -37,6 +39,7 @@ ANNOTATIONS = (
     REBOOT_REQUEST_ANNOTATION,
     GPU_RESET_REQUEST_ANNOTATION,
     GPU_CHECK_REQUEST_ANNOTATION,
+    DIAGNOSTICS_REQUEST_ANNOTATION,
     ESCALATION_ANNOTATION,
 )
 

@@ -116,8 +116,18 @@ class NodeGone(_Condition):
         return None if not state.exists else "the node object still exists"
 
 
+class DiagnosticsAnswered(_OrderAnswered):
+    """The node's agent answered diagnostics order `order_id` in the GpuDiagnostics condition."""
+
+    kind: Literal["diagnostics_answered"] = "diagnostics_answered"
+    _what: ClassVar[str] = "diagnostics"
+
+    def _answer(self, state: NodeState) -> NodeReport | None:
+        return state.diagnostics
+
+
 NodeCondition = Annotated[
-    BackFromReboot | GpusHealthy | GpuResetAnswered | GpuCheckAnswered | HoldLifted | NodeGone,
+    BackFromReboot | GpusHealthy | GpuResetAnswered | GpuCheckAnswered | DiagnosticsAnswered | HoldLifted | NodeGone,
     Field(discriminator="kind"),
 ]
 

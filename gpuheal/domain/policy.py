@@ -212,6 +212,16 @@ class ValidationPolicy(_Strict):
     timeout: timedelta = Field(default=timedelta(minutes=45), gt=timedelta(0))
 
 
+class DiagnosticsPolicy(_Strict):
+    """What is kept of a node's state before a repair wipes it."""
+
+    # Before a reboot, have the node's agent collect a diagnostics bundle (nvidia-bug-report.sh, or an
+    # NVML probe) and store it where the agent is configured to (`--diagnostics-to`); the repair log
+    # says where. The reboot waits for it at most `timeout`, and goes ahead whatever the answer.
+    collect: bool = False
+    timeout: timedelta = Field(default=timedelta(minutes=10), gt=timedelta(0))
+
+
 class RemediationPolicy(_Strict):
     """Everything a remediation needs to decide, bundled so it travels with the workflow."""
 
@@ -220,6 +230,7 @@ class RemediationPolicy(_Strict):
     loops: LoopPolicy = Field(default_factory=LoopPolicy)
     timeouts: StepTimeouts = Field(default_factory=StepTimeouts)
     validation: ValidationPolicy = Field(default_factory=ValidationPolicy)
+    diagnostics: DiagnosticsPolicy = Field(default_factory=DiagnosticsPolicy)
     # Say what the remediation would do (its status' plan) and do none of it: no write to the cluster,
     # no provider call, no permit; it ends in DryRun.
     dry_run: bool = False

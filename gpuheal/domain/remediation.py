@@ -81,3 +81,5 @@ class RemediationStatus(BaseModel):
     policy_version: str = ""
     # A dry run's plan: what the remediation would have done, step by step (gpuheal.domain.rehearsal).
     plan: list[str] = Field(default_factory=list)
+    # Where the diagnostics bundles collected before its reboots are (policy diagnostics.collect).
+    diagnostics: list[str] = Field(default_factory=list)

@@ -13,6 +13,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field
 
 from gpuheal.domain.budgets import DisruptionBudget
+from gpuheal.domain.diagnostics import DiagnosticsReport
 from gpuheal.domain.gpu_check import GpuCheckReport
 from gpuheal.domain.gpu_health import GpuHealthReport
 from gpuheal.domain.gpu_reset import GpuResetReport
@@ -28,6 +29,7 @@ class Step(StrEnum):
     RESET_GPUS = "request_gpu_reset"
     WITHDRAW_GPU_RESET = "withdraw_gpu_reset"
     CHECK_GPUS = "request_gpu_check"
+    COLLECT_DIAGNOSTICS = "request_diagnostics"
     DESCRIBE_MACHINE = "describe_machine"
     # Terminate the machine behind a node the repair did not fix (policy `repair.replace`).
     REPLACE = "replace_machine"
@@ -92,6 +94,8 @@ class NodeState(_Payload):
     gpu_reset: GpuResetReport | None = None
     # The agent's last answer to a GPU check order (the node's GpuCheck condition), if any.
     gpu_check: GpuCheckReport | None = None
+    # The agent's last answer to a diagnostics order (the node's GpuDiagnostics condition), if any.
+    diagnostics: DiagnosticsReport | None = None
     # Labelled gpuheal.io/hold=true: a remediation waits before it touches the node.
     held: bool = False
 
@@ -234,6 +238,16 @@ class MachineState(_Payload):
 
 class GpuResetRequest(_RepairRequest):
     gpus: list[str]
+
+
+class DiagnosticsRequest(_RepairRequest):
+    """Have the node's agent collect and store a diagnostics bundle, once per run and round."""
+
+    reason: str = ""
+
+    @property
+    def order_id(self) -> str:
+        return f"{self.request_id}/diagnostics"
 
 
 class GpuCheckRequest(_RepairRequest):

@@ -58,6 +58,7 @@ with workflow.unsafe.imports_passed_through():
     from gpuheal.domain.gpu_health import HealthBar
     from gpuheal.domain.history import HistoryRequest, history_query, repeat_offence
     from gpuheal.domain.node_wait import (
+        DiagnosticsAnswered,
         GpuCheckAnswered,
         GpuResetAnswered,
         GpusHealthy,
@@ -69,7 +70,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from gpuheal.domain.operator import OperatorAction, RecordedAction, recorded
     from gpuheal.domain.phases import Phase
-    from gpuheal.domain.policy import RemediationPolicy, RepairStrategy
+    from gpuheal.domain.policy import MANUAL_PROVIDER, RemediationPolicy, RepairStrategy
     from gpuheal.domain.rehearsal import rehearse
     from gpuheal.domain.remediation import (
         ApprovalSignal,
@@ -81,6 +82,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from gpuheal.domain.remediation_contract import FAULT_SIGNAL, REMEDIATION
     from gpuheal.domain.steps import (
+        DiagnosticsRequest,
         DrainProgress,
         DrainRequest,
         GpuCheckRequest,
@@ -172,6 +174,8 @@ class RemediationWorkflow:
         self._repairs = 0
         # The GPU checks ordered so far (each is a new order).
         self._checks = 0
+        # Where the diagnostics bundles collected before reboots are.
+        self._bundles: list[str] = []
         # How often the run escalated, whether the latest escalation was an approval's (a rejection,
         # nobody deciding), and the round of the repair (a person's retry starts a new one).
         self._escalations = 0
@@ -290,6 +294,7 @@ class RemediationWorkflow:
             history=list(self._history),
             policy_version=self._policy_version,
             plan=list(self._plan),
+            diagnostics=list(self._bundles),
         )
 
     # ---- the run -----------------------------------------------------------------------------
@@ -699,7 +704,9 @@ class RemediationWorkflow:
                         asked = await self._ask_person()
                         if asked.ends:
                             return asked
-                    provider = provider or repair.provider_for(self._action)
+                    if not provider:
+                        provider = repair.provider_for(self._action)
+                        await self._collect_diagnostics(provider)
                     requested = await self._request_reboot(provider, graceful=rung is Rung.REBOOT_GRACEFULLY)
                     if isinstance(requested, Verdict):
                         return requested
@@ -755,6 +762,23 @@ class RemediationWorkflow:
         timeout = self._policy.repair.replace_timeout
         gone = await self._wait_for(NodeGone(), timeout)
         return decisions.after_replacement(why, terminated.summary, gone, timeout)
+
+    async def _collect_diagnostics(self, provider: str) -> None:
+        """Before the round's first reboot, have the node's agent keep a diagnostics bundle (policy
+        diagnostics.collect); the reboot goes ahead whatever the answer, and the repair log says it."""
+        collect = self._policy.diagnostics
+        if not collect.collect or provider == MANUAL_PROVIDER:  # a person's repair reboots nothing of ours
+            return
+        order = await self._run(
+            contracts.COLLECT_DIAGNOSTICS,
+            DiagnosticsRequest(node=self._node, holder=self._holder(), round=self._round, reason=self._fault_summary()),
+            summary=f"collect a diagnostics bundle on {self._node}",
+        )
+        answer = await self._wait_for(DiagnosticsAnswered(order_id=order.id), collect.timeout)
+        bundle = answer.state.diagnostics
+        self._repair_log.append(decisions.diagnostics_line(answer, collect.timeout))
+        if answer.reached and bundle is not None and bundle.ok:
+            self._bundles.append(bundle.location)
 
     async def _reset_gpus(self) -> ResetOutcome:
         """Have the node's agent reset the faulty GPUs, and tell how it went (in the repair log too)."""
@@ -1019,6 +1043,8 @@ class RemediationWorkflow:
             )
         if self._repair_log:
             lines.append(f"repair: {'; '.join(self._repair_log)}")
+        for bundle in self._bundles:
+            lines.append(f"diagnostics bundle: `{bundle}`")
         if self._reason:
             lines.append(f"reason: {self._reason}")
         if self._plan:

@@ -456,6 +456,10 @@ def test_chart_sources_hold_no_literal_credentials(chart: helm.Chart) -> None:
         ({"worker": {"fleet": {"breaker": {"windowSeconds": 0}}}}, "windowSeconds"),
         ({"agent": {"gpuReset": {"enabled": "yes"}}}, "enabled"),
         ({"agent": {"gpuReset": {"nvidiaSmi": ""}}}, "nvidiaSmi"),
+        ({"agent": {"diagnostics": {"to": "bundles"}}}, "to"),
+        ({"agent": {"diagnostics": {"to": "s3://"}}}, "to"),
+        ({"agent": {"diagnostics": {"collector": "sosreport"}}}, "collector"),
+        ({"agent": {"gpuCheck": {"mode": "always"}}}, "mode"),
         ({"agent": {"healthPort": 70000}}, "healthPort"),
         ({"agent": {"spoolMaxMiB": 0}}, "spoolMaxMiB"),
         ({"agent": {"shutdownGraceSeconds": -1}}, "shutdownGraceSeconds"),
@@ -582,6 +586,29 @@ def test_agent_gpu_reset_runs_privileged_on_the_nvidia_runtime(chart: helm.Chart
     assert "allowPrivilegeEscalation" not in c["securityContext"]
     assert daemonset["spec"]["template"]["spec"]["runtimeClassName"] == "nvidia"
     assert "utility" in env_of(daemonset)["NVIDIA_DRIVER_CAPABILITIES"]["value"].split(",")
+
+
+def test_agent_diagnostics_to_a_node_directory_mounts_it_and_to_s3_mounts_nothing(chart: helm.Chart) -> None:
+    def agent_of(to: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        daemonset = one(
+            render(chart, {"agent": {"diagnostics": {"to": to, "collector": "nvml"}}}), "DaemonSet", "agent"
+        )
+        pod = daemonset["spec"]["template"]["spec"]
+        return pod, pod["containers"][0]
+
+    pod, container = agent_of("/var/lib/gpuheal/bundles")
+    args = container["args"]
+    assert args[args.index("--diagnostics-to") + 1] == "/var/lib/gpuheal/bundles"
+    assert args[args.index("--diagnostics") + 1] == "nvml"
+    assert {"name": "diagnostics", "mountPath": "/var/lib/gpuheal/bundles"} in container["volumeMounts"]
+    [volume] = [v for v in pod["volumes"] if v["name"] == "diagnostics"]
+    assert volume["hostPath"] == {"path": "/var/lib/gpuheal/bundles", "type": "DirectoryOrCreate"}
+
+    pod, container = agent_of("s3://fleet-bundles/eu")
+    assert container["args"][container["args"].index("--diagnostics-to") + 1] == "s3://fleet-bundles/eu"
+    assert "diagnostics" not in [v["name"] for v in pod["volumes"]]
+    _, container = agent_of("")
+    assert "--diagnostics-to" not in container["args"], "off unless a place is given"
 
 
 def test_agent_gpu_reset_refuses_fake_gpus(chart: helm.Chart) -> None:

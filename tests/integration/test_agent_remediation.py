@@ -6,6 +6,8 @@ worker and the dev server are real, and the simulated fleet plays Kubernetes and
 
 from __future__ import annotations
 
+import gzip
+import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,9 +19,10 @@ from temporalio.client import WorkflowHandle
 
 from gpuheal.agents.agent import Agent
 from gpuheal.agents.check import DISABLED as CHECKS_OFF
+from gpuheal.agents.diagnostics.handler import DISABLED as BUNDLES_OFF
 from gpuheal.domain.marks import workflow_id_for
 from gpuheal.domain.phases import Phase
-from gpuheal.domain.policy import ValidationPolicy
+from gpuheal.domain.policy import DiagnosticsPolicy, ValidationPolicy
 from gpuheal.domain.remediation import RemediationStatus
 from gpuheal.worker import WorkerSettings, running_worker
 from gpuheal_sim.agent_settings import simulated_agent_settings
@@ -260,3 +263,41 @@ async def test_a_node_whose_agent_will_not_check_stays_out_of_service(make_stack
     assert status.reason == f"the GPUs failed the level 1 GPU check: {CHECKS_OFF}"
     assert (await stack.node(NODE)).spec.unschedulable, "held cordoned for a person"
     await run.terminate("test over")
+
+
+async def test_the_agent_keeps_a_diagnostics_bundle_before_the_reboot(make_stack: StackFactory, tmp_path: Path) -> None:
+    """diagnostics.collect: before rebooting, the worker orders a bundle; the agent (no
+    nvidia-bug-report.sh here, so an NVML probe) keeps it in its directory and says where."""
+    stack = await make_stack(workloads=False)
+    kept = tmp_path / "bundles"
+    policy = fast_policy().model_copy(
+        update={"diagnostics": DiagnosticsPolicy(collect=True, timeout=timedelta(seconds=30))}
+    )
+    async with node_agent(
+        stack, tmp_path, stack.server.address, remediation_policy=policy, diagnostics_to=str(kept)
+    ) as (agent, kernel_log):
+        uuids = [gpu.uuid for gpu in agent.nvml.gpus] if isinstance(agent.nvml, FakeNvml) else []
+        status = await remediate_through_the_agent(agent, kernel_log, stack, 79)
+
+    assert status.phase is Phase.RESOLVED, status.reason
+    [location] = status.diagnostics
+    bundle = Path(location)
+    assert bundle.parent == kept / NODE and bundle.name.endswith("-nvml-probe.json.gz")
+    probe = json.loads(gzip.decompress(bundle.read_bytes()))
+    assert [gpu["uuid"] for gpu in probe["gpus"]] == uuids and "XID 79" in probe["reason"]
+    assert stack.cluster.reboot_requests(NODE) == 1
+
+
+async def test_an_agent_that_keeps_no_bundles_does_not_hold_the_reboot_up(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    stack = await make_stack(workloads=False)
+    policy = fast_policy().model_copy(
+        update={"diagnostics": DiagnosticsPolicy(collect=True, timeout=timedelta(seconds=30))}
+    )
+    async with node_agent(stack, tmp_path, stack.server.address, remediation_policy=policy) as (agent, kernel_log):
+        status = await remediate_through_the_agent(agent, kernel_log, stack, 79)
+
+    assert status.phase is Phase.RESOLVED, status.reason
+    assert f"diagnostics not collected: {BUNDLES_OFF}; rebooting anyway" in status.repair
+    assert status.diagnostics == [] and stack.cluster.reboot_requests(NODE) == 1

@@ -99,7 +99,7 @@ async def test_an_agent_sets_its_own_nodes_gpu_conditions_and_nothing_else(
 ) -> None:
     agent = chart_cluster.service_account_token(*service_account("agent"), node=OWN)
     path = f"/api/v1/nodes/{OWN}/status"
-    for owned in ("GpuHealthy", "GpuReset", "GpuCheck"):
+    for owned in ("GpuHealthy", "GpuReset", "GpuCheck", "GpuDiagnostics"):
         status, body, _ = await call(agent, "PATCH", path, condition(owned), STRATEGIC)
         assert status == 200, body
         assert conditions_of(chart_cluster, OWN)[owned]["reason"] == "Test"
@@ -107,7 +107,7 @@ async def test_an_agent_sets_its_own_nodes_gpu_conditions_and_nothing_else(
     refused = {
         "the kubelet's Ready": (
             condition("Ready", "True"),
-            "may change only the GpuHealthy, GpuReset and GpuCheck conditions",
+            "may change only the GpuHealthy, GpuReset, GpuCheck and GpuDiagnostics conditions",
         ),
         "the boot ID": ({"status": {"nodeInfo": {"bootID": "forged"}}}, "may not change the node's status other"),
         "the capacity": ({"status": {"capacity": {"nvidia.com/gpu": "16"}}}, "may not change the node's status other"),

@@ -21,6 +21,7 @@ from gpuheal.control import governor
 from gpuheal.domain import contracts
 from gpuheal.domain.budgets import DisruptionBudget
 from gpuheal.domain.contracts import FailureType
+from gpuheal.domain.diagnostics import DiagnosticsOrder, DiagnosticsReport
 from gpuheal.domain.fleet import (
     FleetPolicy,
     NodeCount,
@@ -37,6 +38,7 @@ from gpuheal.domain.node_wait import NodeWaitRequest, NodeWaitResult
 from gpuheal.domain.policy_document import PolicyDocument, PolicySnapshot
 from gpuheal.domain.steps import (
     BudgetHold,
+    DiagnosticsRequest,
     DrainProgress,
     DrainRequest,
     GpuCheckRequest,
@@ -146,6 +148,10 @@ class FakeNode:
     check_outcomes: list[Literal["pass", "fail", "silent"]] = field(default_factory=lambda: ["pass"])
     check_orders: list[GpuCheckRequest] = field(default_factory=list)
     check_report: GpuCheckReport | None = None
+    # What the agent does with a diagnostics order: store a bundle, fail, or never answer.
+    diagnostics_outcome: Literal["stored", "fail", "silent"] = "stored"
+    diagnostics_orders: list[DiagnosticsRequest] = field(default_factory=list)
+    diagnostics_report: DiagnosticsReport | None = None
 
     def __post_init__(self) -> None:
         self.reported_on = self.reported_on or self.boot_id
@@ -169,6 +175,7 @@ class FakeNode:
             gpu_report=None if self.gpus_healthy is None else self.gpu_report(),
             gpu_reset=self.reset_report,
             gpu_check=self.check_report,
+            diagnostics=self.diagnostics_report,
             held=self.held,
         )
 
@@ -343,6 +350,26 @@ class FakeNode:
                 )
             return order
 
+        @implements(contracts.COLLECT_DIAGNOSTICS)
+        async def diagnostics(request: DiagnosticsRequest) -> DiagnosticsOrder:
+            self.steps.append(Step.COLLECT_DIAGNOSTICS.value)
+            self.diagnostics_orders.append(request)
+            order = DiagnosticsOrder(
+                id=request.order_id, holder=request.holder, reason=request.reason, at=datetime.now(UTC)
+            )
+            if self.diagnostics_outcome != "silent":
+                stored = self.diagnostics_outcome == "stored"
+                self.diagnostics_report = DiagnosticsReport(
+                    id=order.id,
+                    ok=stored,
+                    detail="nvml bundle of 2048 bytes stored"
+                    if stored
+                    else "cannot write /var/lib/gpuheal: No space left",
+                    location=f"s3://bundles/{self.name}/probe.json.gz" if stored else "",
+                    at=datetime.now(UTC),
+                )
+            return order
+
         @implements(contracts.OBSERVE)
         async def observe(request: NodeRef) -> NodeState:
             self.steps.append(Step.OBSERVE.value)
@@ -433,6 +460,7 @@ class FakeNode:
             reset,
             withdraw,
             check,
+            diagnostics,
             observe,
             release,
             wait_for_node,
@@ -450,6 +478,7 @@ class FakeNode:
             contracts.RESET_GPUS,
             contracts.WITHDRAW_GPU_RESET,
             contracts.CHECK_GPUS,
+            contracts.COLLECT_DIAGNOSTICS,
             contracts.OBSERVE,
             contracts.RELEASE,
             contracts.WAIT_FOR_NODE,
