@@ -81,7 +81,10 @@ class NodeActivities:
                             marks.CORDONED_BEFORE_ANNOTATION: "true" if cordoned_before else "false",
                             marks.BOOT_ID_ANNOTATION: boot_id,
                             marks.REBOOT_REQUEST_ANNOTATION: None,
+                            # An earlier run's orders are not this run's: no agent acts on them now.
                             marks.GPU_RESET_REQUEST_ANNOTATION: None,
+                            marks.GPU_CHECK_REQUEST_ANNOTATION: None,
+                            marks.DIAGNOSTICS_REQUEST_ANNOTATION: None,
                             marks.ESCALATION_ANNOTATION: None,
                         }
                     },

@@ -6,12 +6,15 @@ import asyncio
 import contextlib
 import os
 import signal
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
 # How much of a command's output goes into a report.
 TAIL_CHARS = 400
+# How long a killed command is waited for before it is given up on.
+_AFTER_KILL_S = 5.0
 
 
 class CommandError(Exception):
@@ -34,33 +37,38 @@ class Finished:
 async def run_bounded(argv: Sequence[str], timeout: timedelta) -> Finished:
     """Run `argv` with no input and wait for it at most `timeout`; one that overstays is killed.
 
-    Raises CommandError when the program cannot be started (not installed, not executable) or is
-    killed, with every process it started; a command the agent is stopping for is killed too, never
-    left running unseen.
+    Its output goes to unnamed temporary files, not pipes: a child it left behind holding them
+    cannot keep the agent waiting once it has exited. Raises CommandError when the program cannot
+    be started (not installed, not executable) or is killed, with every process of its group; a
+    command the agent is stopping for is killed too, never left running unseen.
     """
     shown = " ".join(argv)
-    try:
-        process = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            # Its own process group, so a kill reaches what it started too (dcgmi runs nvvs): a
-            # child left holding its output would keep the agent waiting.
-            start_new_session=True,
-        )
-    except OSError as error:  # not installed, not executable, not on PATH
-        raise CommandError(f"cannot run {argv[0]}: {error.strerror or error}") from error
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout.total_seconds())
-    except BaseException as error:  # timed out, or the agent is stopping
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        await asyncio.shield(process.wait())
-        if isinstance(error, TimeoutError):
-            raise CommandError(f"{shown} did not finish within {timeout.total_seconds():g}s; killed") from error
-        raise
-    return Finished(process.returncode if process.returncode is not None else -1, stdout, stderr)
+    with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                # Its own process group, so a kill reaches what it started too (dcgmi runs nvvs).
+                start_new_session=True,
+            )
+        except OSError as error:  # not installed, not executable, not on PATH
+            raise CommandError(f"cannot run {argv[0]}: {error.strerror or error}") from error
+        try:
+            await asyncio.wait_for(process.wait(), timeout.total_seconds())
+        except BaseException as error:  # timed out, or the agent is stopping
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            # A process stuck in the kernel (a wedged GPU's driver call) outlives even SIGKILL: bounded.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(process.wait()), _AFTER_KILL_S)
+            if isinstance(error, TimeoutError):
+                raise CommandError(f"{shown} did not finish within {timeout.total_seconds():g}s; killed") from error
+            raise
+        stdout.seek(0)
+        stderr.seek(0)
+        return Finished(process.returncode if process.returncode is not None else -1, stdout.read(), stderr.read())
 
 
 def tail(output: bytes, limit: int = TAIL_CHARS) -> str:

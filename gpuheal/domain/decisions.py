@@ -117,8 +117,9 @@ def beyond_repair(repair: RepairPolicy, action: RecommendedAction, reason: str) 
 def after_gpu_check(
     answer: NodeWaitResult, validation: ValidationPolicy, repair: RepairPolicy, action: RecommendedAction
 ) -> Verdict:
-    """A node that passed its GPU check is resolved; one that failed it stays out of service (replaced
-    where the policy allows); one whose agent did not answer goes to a person."""
+    """A node that passed its GPU check is resolved; one whose GPUs failed it stays out of service
+    (replaced where the policy allows); one whose check proved nothing (not answered, checks off,
+    the tool missing or unreadable) goes to a person: a misconfigured agent must not condemn machines."""
     report = answer.state.gpu_check
     if answer.deleted:
         return node_deleted(answer.state.node)
@@ -128,6 +129,8 @@ def after_gpu_check(
         )
     if not report.ok:
         by = f" ({report.tool})" if report.tool else ""
+        if not report.conclusive:
+            return escalate(f"the level {validation.level} GPU check{by} proved nothing: {report.detail}")
         return beyond_repair(
             repair, action, f"the GPUs failed the level {validation.level} GPU check{by}: {report.detail}"
         )
@@ -152,6 +155,11 @@ def after_replacement(why: str, terminated: str, gone: NodeWaitResult, timeout: 
     if gone.deleted:
         return Verdict(Next.REPLACED, f"{why}; replaced: {terminated}, and the node was deleted")
     return escalate(f"{why}; the machine was terminated ({terminated}) but the node was not deleted within {timeout}")
+
+
+def replaced_late(why: str) -> Verdict:
+    """The node of a machine terminated earlier was deleted while a person was asked: replaced after all."""
+    return Verdict(Next.REPLACED, f"{why}; replaced: the machine was terminated and its node was deleted later")
 
 
 def could_not_replace(why: str, failure: str) -> Verdict:

@@ -30,6 +30,10 @@ class GpuCheckReport(NodeReport):
 
     # What ran: "dcgmi diag -r 2", "nvml".
     tool: str = ""
+    # A failed report that found something wrong with the GPUs (a diagnostic's failed result, a lost
+    # GPU), as opposed to a check that proved nothing either way (checks off, the tool missing,
+    # timed out or unreadable): only the former condemns the machine.
+    conclusive: bool = False
 
 
 GPU_CHECK = OrderKind(

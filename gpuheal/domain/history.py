@@ -111,7 +111,17 @@ def repeat_offence(
                 f"{_list(again)}; not repaired again"
             )
     if loops.max_per_node > 0:
-        on_node = [r for r in within(loops.node_window) if r.node == node]
+        # A name given to a new machine (EKS names nodes after reused private IPs, GCE recreates a
+        # managed instance under its name) starts afresh: only runs since its last replacement count.
+        replaced = [
+            r.closed_at for r in history.remediations if r.node == node and r.phase == "Replaced" and r.closed_at
+        ]
+        since = max(replaced, default=None)
+        on_node = [
+            r
+            for r in within(loops.node_window)
+            if r.node == node and r.phase != "Replaced" and (since is None or r.started_at >= since)
+        ]
         if len(on_node) >= loops.max_per_node:
             return (
                 f"repeat offender: node {node} was remediated {len(on_node)} times within {loops.node_window} "

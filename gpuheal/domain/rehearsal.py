@@ -129,8 +129,13 @@ def _beyond_repair(survey: NodeSurvey, repair: RepairPolicy, action: Recommended
         provider = survey.provider or "no provider"
         return f"escalate to a person ({provider} cannot terminate machines, so repair.replace cannot apply)"
     timeout = repair.replace_timeout
+    asked = (
+        f"{_approval(repair, action, 'terminating the machine')}, then "
+        if needs_approval(repair, action, survey.labels)
+        else ""
+    )
     return (
-        f"have {survey.provider} terminate the machine of {survey.node} for its group to replace, "
+        f"{asked}have {survey.provider} terminate the machine of {survey.node} for its group to replace, "
         f"then wait up to {timeout} for the node to be deleted"
     )
 

@@ -174,6 +174,9 @@ class RemediationWorkflow:
         self._repairs = 0
         # The GPU checks ordered so far (each is a new order).
         self._checks = 0
+        # Decided to replace the machine (known faulty), and why the machine was terminated ("": not).
+        self._condemned = False
+        self._terminated = ""
         # Where the diagnostics bundles collected before reboots are.
         self._bundles: list[str] = []
         # How often the run escalated, whether the latest escalation was an approval's (a rejection,
@@ -333,13 +336,13 @@ class RemediationWorkflow:
             except asyncio.CancelledError:
                 # An operator cancelled the remediation: hand the node back as gpuheal found it, unless
                 # it was escalated (known faulty): then it stays cordoned for a person.
-                kept = self._escalations > 0
+                kept = self._escalations > 0 or self._condemned
                 if self._record is not None:
                     await self._release(Outcome.STOOD_DOWN if kept else Outcome.RESOLVED, "")
                 self._finish(
                     Phase.CANCELLED,
-                    "cancelled by an operator after it escalated; gpuheal's marks were removed and the node stays "
-                    "cordoned"
+                    f"cancelled by an operator {'after it escalated' if self._escalations else 'as its machine was replaced'}"
+                    "; gpuheal's marks were removed and the node stays cordoned"
                     if kept
                     else "cancelled by an operator; the node was handed back as gpuheal found it",
                 )
@@ -405,6 +408,9 @@ class RemediationWorkflow:
             first = first or (state.boot_id, workflow.now())
             asked = await self._wait_for_person(state)
             if isinstance(asked, Verdict):
+                if self._terminated and asked.next is Next.FAIL:
+                    # The node of the machine terminated earlier went at last: that was the replacement.
+                    return decisions.replaced_late(self._terminated)
                 return asked
             self._reason = ""
             if asked.action != PersonAction.RELEASE:  # gpuheal works on the node again: no stale reason on it
@@ -640,10 +646,6 @@ class RemediationWorkflow:
             return verdict
         return decisions.still_held(await self._observe())
 
-    async def _repair(self) -> Verdict:
-        """Repair the node, and prove it with the policy's GPU check."""
-        return await self._validated(await self._climb_ladder())
-
     async def _validated(self, verdict: Verdict) -> Verdict:
         """A node repaired (`verdict` resolves it) passes the policy's GPU check before it goes back:
         the node's agent runs it on order, and a node that fails stays out of service."""
@@ -666,8 +668,12 @@ class RemediationWorkflow:
         checked = decisions.after_gpu_check(answer, validation, self._policy.repair, self._action)
         return verdict if checked.next is Next.RESOLVE else checked
 
-    async def _climb_ladder(self) -> Verdict:
-        """Climb the repair ladder (gpuheal.domain.decisions.Rung) until the node is repaired or a person must look."""
+    async def _repair(self) -> Verdict:
+        """Climb the repair ladder (gpuheal.domain.decisions.Rung) until the node is repaired (and has
+        passed the policy's GPU check) or a person must look. A machine terminated already is not
+        repaired again (a person's retry): its replacement is followed once more."""
+        if self._terminated:
+            return Verdict(Next.REPLACE, self._terminated)
         repair = self._policy.repair
         rung = decisions.first_rung(self._action, repair, self._gpu_uuids())
         boot: RebootResult | None = None
@@ -730,7 +736,7 @@ class RemediationWorkflow:
                     verified = await self._verify(state, self._health_bar(boot))
                     if verified.next is Next.ESCALATE:
                         return decisions.beyond_repair(repair, self._action, verified.reason)
-                    return verified
+                    return await self._validated(verified)
                 case Rung.ESCALATE:
                     assert boot is not None and state is not None
                     return decisions.beyond_repair(repair, self._action, await self._not_back(boot, state))
@@ -746,7 +752,20 @@ class RemediationWorkflow:
     async def _replace(self, why: str) -> Verdict:
         """Have the provider terminate the machine the repair did not fix (its group launches
         another), and end once its node object is gone; a provider that cannot, or a node that
-        stays, goes to a person with `why`."""
+        stays, goes to a person with `why`. Where the policy has a person approve this node's
+        repairs, they approve the termination too: an approval of a repair is not one of this."""
+        # Known faulty from here: a cancel leaves the node cordoned.
+        self._condemned = True
+        if not self._terminated:
+            labels = self._record.labels if self._record is not None else {}
+            if decisions.needs_approval(self._policy.repair, self._action, labels):
+                self._repair_log.append(f"terminating the machine waits for a person's approval: {why}")
+                if self._decision is not None:
+                    self._repair_log.append(f"the approval by {self._decision.approver} was for the repair")
+                    self._decision = None
+                asked = await self._ask_person()
+                if asked.ends:
+                    return asked
         self._enter(Phase.REPLACING)
         provider = self._policy.repair.provider_for(self._action)
         self._repair_log.append(f"replacing the machine: {why}")
@@ -758,6 +777,7 @@ class RemediationWorkflow:
             )
         except ActivityError as error:
             return decisions.could_not_replace(why, _failure(error))
+        self._terminated = why
         self._repair_log.append(f"machine terminated via {terminated.provider}: {terminated.summary}")
         timeout = self._policy.repair.replace_timeout
         gone = await self._wait_for(NodeGone(), timeout)
@@ -812,6 +832,12 @@ class RemediationWorkflow:
                 return self._reset_failed(ResetOutcome.UNHEALTHY, verified.reason)
             # A fault needing more than a reset may also arrive while the GPUs are verified.
             if self._repaired_by_reset():
+                # A reset whose GPUs then fail the policy's check (or prove nothing) falls back to a reboot.
+                checked = await self._validated(RESOLVED)
+                if checked.next is Next.FAIL:
+                    return ResetOutcome.NODE_DELETED
+                if checked.next is not Next.RESOLVE:
+                    return self._reset_failed(ResetOutcome.UNHEALTHY, checked.reason)
                 return ResetOutcome.REPAIRED
         self._repair_log.append(f"a fault needing {self._action.name} arrived during the reset; rebooting")
         return ResetOutcome.OUTGROWN

@@ -158,3 +158,29 @@ async def test_observing_a_deleted_node_reads_it_as_absent(api: client.ApiClient
     state: NodeState = await ActivityEnvironment().run(NodeActivities(api).observe_node, NodeRef(node=NODE))
 
     assert not state.exists and state.node == NODE
+
+
+async def test_quarantine_clears_the_orders_an_earlier_run_left_on_the_node(
+    cluster: SimulatedCluster, api: client.ApiClient
+) -> None:
+    """A run that ended without its release (terminated) leaves its orders: no agent may act on them now."""
+    left = {
+        marks.GPU_RESET_REQUEST_ANNOTATION: '{"id": "remediate-gpu-node-000/old"}',
+        marks.GPU_CHECK_REQUEST_ANNOTATION: '{"id": "remediate-gpu-node-000/old/check-0"}',
+        marks.DIAGNOSTICS_REQUEST_ANNOTATION: '{"id": "remediate-gpu-node-000/old/diagnostics"}',
+        "example.com/owner": "team-a",
+    }
+    await client.CoreV1Api(api).patch_node(
+        NODE, {"metadata": {"annotations": left}}, _content_type="application/merge-patch+json"
+    )
+
+    await ActivityEnvironment().run(
+        NodeActivities(api).quarantine_node, QuarantineRequest(node=NODE, holder=HOLDER, reason="XID 79")
+    )
+
+    node = cluster.get_object("nodes", NODE)
+    assert node is not None
+    annotations = node["metadata"]["annotations"]
+    assert not {marks.GPU_RESET_REQUEST_ANNOTATION, marks.GPU_CHECK_REQUEST_ANNOTATION} & set(annotations)
+    assert marks.DIAGNOSTICS_REQUEST_ANNOTATION not in annotations
+    assert annotations["example.com/owner"] == "team-a"

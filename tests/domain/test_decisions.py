@@ -324,7 +324,9 @@ def test_a_gpu_check_resolves_when_passed_and_keeps_the_node_out_otherwise() -> 
 
     passed = GpuCheckReport(id="c", ok=True, detail="all passed", tool="nvml", at=NOW)
     assert checked(passed) == decisions.RESOLVED
-    failed = checked(passed.model_copy(update={"ok": False, "detail": "GPU 2 lost"}))
+    failed = checked(passed.model_copy(update={"ok": False, "detail": "GPU 2 lost", "conclusive": True}))
     assert failed == Verdict(Next.REPLACE, "the GPUs failed the level 3 GPU check (nvml): GPU 2 lost")
+    unproven = checked(passed.model_copy(update={"ok": False, "detail": "GPU checks are off", "tool": ""}))
+    assert unproven == decisions.escalate("the level 3 GPU check proved nothing: GPU checks are off")
     assert checked(None) == decisions.escalate("the node's agent did not answer the level 3 GPU check within 0:40:00")
     assert checked(None, exists=False).next is Next.FAIL

@@ -102,6 +102,16 @@ def test_a_node_remediated_too_often_within_its_window_is_escalated() -> None:
     assert offence(*runs, loops=LoopPolicy(max_per_node=4)) == ""
 
 
+def test_a_node_name_given_to_a_new_machine_counts_only_the_runs_since_its_replacement() -> None:
+    """EKS names nodes after private IPs, which come back; a managed instance group recreates under the name."""
+    runs = [earlier("gpu-node-001", ago=timedelta(hours=h), gpus=(), run=f"run-{h}") for h in (7, 9, 11)]
+    replaced = earlier("gpu-node-001", ago=timedelta(hours=5), gpus=(), run="run-5", phase="Replaced")
+    since = [earlier("gpu-node-001", ago=timedelta(hours=h), gpus=(), run=f"run-{h}") for h in (1, 2)]
+
+    assert offence(*runs, replaced, *since) == "", "two runs of the new machine, under the limit of 3"
+    assert offence(*runs, *since).startswith("repeat offender: node gpu-node-001 was remediated 5 times")
+
+
 def test_the_query_reads_the_node_its_gpus_and_serials_since_the_window_opened() -> None:
     request = HistoryRequest(
         node="gpu-node-001",

@@ -140,3 +140,16 @@ def test_a_policy_that_validates_says_which_check_and_what_a_failure_does() -> N
     assert any(
         line.startswith("if n1 did not come back or its GPUs stayed unhealthy or failed their check") for line in said
     )
+
+
+def test_a_replacement_a_person_must_approve_says_so() -> None:
+    said = plan(NODE.model_copy(update={"replaces": True}), replace=True, require_approval=True)
+
+    assert any(
+        line.endswith(
+            "would wait up to 1 day, 0:00:00 for a person to approve terminating the machine (a rejection, or no "
+            "decision, escalates), then have aws terminate the machine of n1 for its group to replace, then wait up "
+            "to 0:15:00 for the node to be deleted"
+        )
+        for line in said
+    ), said

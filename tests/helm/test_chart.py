@@ -457,6 +457,10 @@ def test_chart_sources_hold_no_literal_credentials(chart: helm.Chart) -> None:
         ({"agent": {"gpuReset": {"enabled": "yes"}}}, "enabled"),
         ({"agent": {"gpuReset": {"nvidiaSmi": ""}}}, "nvidiaSmi"),
         ({"agent": {"diagnostics": {"to": "bundles"}}}, "to"),
+        ({"agent": {"diagnostics": {"to": "/"}}}, "to"),
+        ({"agent": {"diagnostics": {"to": "/etc"}}}, "to"),
+        ({"agent": {"diagnostics": {"to": "/var/lib/../../etc"}}}, "to"),
+        ({"agent": {"diagnostics": {"to": "/var/lib/kubelet/pods/../.."}}}, "to"),
         ({"agent": {"diagnostics": {"to": "s3://"}}}, "to"),
         ({"agent": {"diagnostics": {"collector": "sosreport"}}}, "collector"),
         ({"agent": {"gpuCheck": {"mode": "always"}}}, "mode"),
@@ -598,9 +602,9 @@ def test_agent_diagnostics_to_a_node_directory_mounts_it_and_to_s3_mounts_nothin
 
     pod, container = agent_of("/var/lib/gpuheal/bundles")
     args = container["args"]
-    assert args[args.index("--diagnostics-to") + 1] == "/var/lib/gpuheal/bundles"
+    assert args[args.index("--diagnostics-to") + 1] == "/var/lib/gpuheal-diagnostics", "a fixed path inside"
     assert args[args.index("--diagnostics") + 1] == "nvml"
-    assert {"name": "diagnostics", "mountPath": "/var/lib/gpuheal/bundles"} in container["volumeMounts"]
+    assert {"name": "diagnostics", "mountPath": "/var/lib/gpuheal-diagnostics"} in container["volumeMounts"]
     [volume] = [v for v in pod["volumes"] if v["name"] == "diagnostics"]
     assert volume["hostPath"] == {"path": "/var/lib/gpuheal/bundles", "type": "DirectoryOrCreate"}
 

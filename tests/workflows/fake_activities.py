@@ -143,9 +143,11 @@ class FakeNode:
     # object then goes (the cloud's node controller deletes it).
     replaceable: bool = True
     deleted_on_replace: bool = True
+    # The node of a terminated machine goes only when the test deletes it (a wait for that lasts until then).
+    deleted_late: bool = False
     replace_requests: list[ReplaceRequest] = field(default_factory=list)
     # What the agent does with a GPU check order: pass it, fail it, or never answer; the orders it got.
-    check_outcomes: list[Literal["pass", "fail", "silent"]] = field(default_factory=lambda: ["pass"])
+    check_outcomes: list[Literal["pass", "fail", "inconclusive", "silent"]] = field(default_factory=lambda: ["pass"])
     check_orders: list[GpuCheckRequest] = field(default_factory=list)
     check_report: GpuCheckReport | None = None
     # What the agent does with a diagnostics order: store a bundle, fail, or never answer.
@@ -312,7 +314,7 @@ class FakeNode:
                     "provider fake cannot terminate machines", non_retryable=True, type=FailureType.PROVIDER.value
                 )
             self.replace_requests.append(request)
-            if self.deleted_on_replace:
+            if self.deleted_on_replace and not self.deleted_late:
                 self.exists = False
             return MachineState(provider="fake", summary=f"terminated the machine of {request.node}")
 
@@ -342,11 +344,19 @@ class FakeNode:
             order = GpuCheckOrder(id=request.order_id, holder=request.holder, level=request.level, at=datetime.now(UTC))
             # The outcomes in turn, the last one repeating (a person's resume checks again).
             outcome = self.check_outcomes.pop(0) if len(self.check_outcomes) > 1 else self.check_outcomes[0]
+            details = {
+                "pass": "all 12 tests passed",
+                "fail": "Memory bandwidth: GPU 3 below 80% of spec",
+                "inconclusive": "cannot run dcgmi: No such file or directory",
+            }
             if outcome != "silent":
-                ok = outcome == "pass"
-                detail = "all 12 tests passed" if ok else "Memory bandwidth: GPU 3 below 80% of spec"
                 self.check_report = GpuCheckReport(
-                    id=order.id, ok=ok, detail=detail, tool=f"dcgmi diag -r {request.level}", at=datetime.now(UTC)
+                    id=order.id,
+                    ok=outcome == "pass",
+                    detail=details[outcome],
+                    tool=f"dcgmi diag -r {request.level}",
+                    conclusive=outcome == "fail",
+                    at=datetime.now(UTC),
                 )
             return order
 
@@ -396,7 +406,11 @@ class FakeNode:
             self.waits.append(request)
             self.open_waits += 1
             try:
-                waits_for_the_test = self.reset_outcome == "late" or request.condition.kind == "hold_lifted"
+                waits_for_the_test = (
+                    self.reset_outcome == "late"
+                    or request.condition.kind == "hold_lifted"
+                    or (self.deleted_late and request.condition.kind == "node_gone")
+                )
                 while waits_for_the_test and self.exists and not request.condition.met(self.state()):
                     await asyncio.sleep(0.01)
             finally:

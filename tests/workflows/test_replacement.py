@@ -3,18 +3,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from gpuheal.control import remediations
 from gpuheal.domain.actions import RecommendedAction
+from gpuheal.domain.decisions import PersonAction
 from gpuheal.domain.faults import Fault
+from gpuheal.domain.operator import OperatorAction
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import RemediationPolicy, RepairPolicy, RepairStrategy
 from gpuheal.domain.remediation import ApprovalSignal
-from gpuheal.domain.steps import Step
+from gpuheal.domain.steps import Outcome, Step
+from gpuheal.workflows.remediation import RemediationWorkflow
 from tests.workflows.fake_activities import FakeNode, resolved_earlier
 from tests.workflows.test_remediation_logic import Handle, escalated, settled, wait_for_phase
 
@@ -144,3 +149,84 @@ async def test_without_the_policy_a_node_that_does_not_come_back_is_escalated_no
     assert status.reason.startswith(NOT_BACK) and "replace" not in status.reason
     assert node.replace_requests == [] and Step.REPLACE.value not in node.steps
     await handle.terminate("test over")
+
+
+async def test_where_a_person_approves_repairs_they_approve_the_termination_too(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    node.history = resolved_earlier(node.name, "GPU-aaaa")
+    handle = await start(time_skipping_env, queue, node, require_approval=True)
+
+    waiting = await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
+    assert node.replace_requests == [] and node.reboots == 0
+    assert waiting.repair[-1].startswith("terminating the machine waits for a person's approval: repeat offender")
+    approval = ApprovalSignal(approver="alice", reason="RMA the board; let the group replace it")
+    await remediations.send_decision(time_skipping_env.client, node.name, approval, approve=True)
+    status = await handle.result()
+
+    assert status.phase is Phase.REPLACED and len(node.replace_requests) == 1
+    assert status.decision is not None and status.decision.approver == "alice"
+
+
+async def test_a_rejected_termination_leaves_the_machine_to_a_person(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    node.comes_back = False
+    handle = await start(time_skipping_env, queue, node, approval_for=["RESTART_BM"])
+    await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
+    go = ApprovalSignal(approver="alice", reason="reboot it")
+    await remediations.send_decision(time_skipping_env.client, node.name, go, approve=True)
+    await wait_for_phase(handle, Phase.AWAITING_APPROVAL)  # asked again: for the termination
+    no = ApprovalSignal(approver="bob", reason="capacity is short this week")
+    await remediations.send_decision(time_skipping_env.client, node.name, no, approve=False)
+
+    status = await escalated(handle)
+
+    assert node.reboots == 1 and node.replace_requests == []
+    assert "the approval by alice was for the repair" in status.repair
+    await handle.terminate("test over")
+
+
+async def test_cancelling_a_run_that_is_replacing_its_machine_leaves_the_node_cordoned(
+    own_time_skipping_env: WorkflowEnvironment, node: FakeNode
+) -> None:
+    """On a test server of its own: a run cancelled while an activity waits holds the server's clock."""
+    env = own_time_skipping_env
+    node.comes_back = False
+    node.deleted_late = True
+    async with Worker(env.client, task_queue="cancel", workflows=[RemediationWorkflow], activities=node.activities()):
+        handle = await start(env, "cancel", node)
+        await wait_for_phase(handle, Phase.REPLACING)
+        while Step.WAIT_FOR_NODE.value not in node.steps[node.steps.index(Step.REPLACE.value) :]:
+            await asyncio.sleep(0.05)
+
+        await handle.cancel()
+        status = await handle.result()
+        node.exists = False  # the wait for the node's deletion ends
+        while node.open_waits:
+            await asyncio.sleep(0.01)
+
+    assert status.phase is Phase.CANCELLED
+    assert status.reason.startswith("cancelled by an operator as its machine was replaced")
+    assert node.cordoned and node.releases[-1].outcome is Outcome.STOOD_DOWN
+
+
+async def test_a_node_deleted_after_its_replacement_escalated_ends_replaced_and_a_retry_never_reboots_it(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    node.comes_back = False
+    node.deleted_on_replace = False
+    handle = await start(
+        time_skipping_env, queue, node, replace_timeout=timedelta(minutes=10), escalated_recheck=timedelta(minutes=5)
+    )
+    await escalated(handle)
+    alice = OperatorAction(by="alice", reason="the ASG was suspended; resumed it")
+    await remediations.act_on_escalation(time_skipping_env.client, node.name, PersonAction.RETRY, alice)
+    await escalated(handle)
+    assert node.reboots == 1 and len(node.replace_requests) == 2, "the retry followed the replacement again"
+
+    node.exists = False
+    status = await handle.result()
+
+    assert status.phase is Phase.REPLACED
+    assert status.reason.endswith("replaced: the machine was terminated and its node was deleted later")

@@ -97,6 +97,34 @@ async def test_a_gpu_reset_that_repaired_is_checked_too(
     assert node.reboots == 0 and len(node.check_orders) == 1
 
 
+async def test_gpus_that_fail_their_check_after_a_reset_are_rebooted_and_checked_again_not_replaced(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    node.gpus_healthy = False
+    node.check_outcomes = ["fail", "pass"]
+    handle = await start(time_skipping_env, queue, node, action=RecommendedAction.COMPONENT_RESET, replace=True)
+
+    status = await handle.result()
+
+    assert status.phase is Phase.RESOLVED, status.reason
+    assert node.reboots == 1 and node.replace_requests == [], "the cheaper rung first"
+    assert [order.check for order in node.check_orders] == [0, 1]
+    assert any(line.startswith("GPU reset did not repair the node (" + FAILED) for line in status.repair)
+
+
+async def test_a_check_that_proves_nothing_goes_to_a_person_never_to_a_replacement(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    node.check_outcomes = ["inconclusive"]
+
+    status = await escalated(await start(time_skipping_env, queue, node, replace=True))
+
+    assert status.reason == (
+        "the level 2 GPU check (dcgmi diag -r 2) proved nothing: cannot run dcgmi: No such file or directory"
+    )
+    assert node.replace_requests == [] and node.cordoned
+
+
 async def test_a_persons_resume_is_checked_again_and_a_failure_goes_back_to_them_not_replaced(
     time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
 ) -> None:

@@ -29,20 +29,25 @@ from gpuheal.agents.nvml.verdict import polled_problems
 GpuCheckMode = Literal["auto", "dcgmi", "nvml", "off"]
 GPU_CHECK_MODES: tuple[GpuCheckMode, ...] = ("auto", "dcgmi", "nvml", "off")
 
-# dcgmi's statuses of a result that failed (DCGM writes "Fail"; older versions upper-case it).
+# dcgmi's statuses of a result (DCGM writes "Pass", "Fail", "Warn", "Skip"; older versions upper-case
+# them). Anything else ("Not Run", "Error", none) proves nothing.
+_PASSED = {"pass"}
 _FAILED = {"fail"}
 _WARNED = {"warn", "warning"}
+_SKIPPED = {"skip", "skipped"}
 # The most failures named one by one in a report.
 _NAMED = 8
 
 
 @dataclass(frozen=True, slots=True)
 class CheckResult:
-    """How a check went: `ok`, a line for people, and what ran."""
+    """How a check went: `ok`, a line for people, and what ran; `conclusive` when a failure was found
+    in the GPUs, not in the check (see GpuCheckReport.conclusive)."""
 
     ok: bool
     detail: str
     tool: str
+    conclusive: bool = False
 
 
 class GpuChecker(Protocol):
@@ -72,24 +77,40 @@ class DcgmiChecker:
         except CommandError as error:
             return CheckResult(False, str(error), tool)
         try:
-            tests, failures, warnings = read_diagnostic(finished.stdout)
+            read = read_diagnostic(finished.stdout)
         except ValueError as error:
             said = finished.said()
             return CheckResult(False, f"{tool} (exit {finished.returncode}) gave no diagnostic: {error}; {said}", tool)
-        if failures:
-            named = "; ".join(failures[:_NAMED]) + (
-                f"; … {len(failures) - _NAMED} more" if len(failures) > _NAMED else ""
-            )
-            return CheckResult(False, f"{len(failures)} of {tests} results failed: {named}", tool)
+        if read.failed:
+            failed = f"{len(read.failed)} of {read.results} results failed: {_named(read.failed)}"
+            return CheckResult(False, failed, tool, conclusive=True)
         if finished.returncode != 0:
             return CheckResult(False, f"{tool} failed (exit {finished.returncode}): {finished.said()}", tool)
-        warned = f"; warnings: {'; '.join(warnings[:_NAMED])}" if warnings else ""
-        return CheckResult(True, f"all {tests} results passed{warned}", tool)
+        if read.unproven or not read.passed:
+            unproven = f": {_named(read.unproven)}" if read.unproven else " (every test skipped)"
+            return CheckResult(
+                False, f"{read.passed} of {read.results} results passed, the rest proved nothing{unproven}", tool
+            )
+        warned = f"; warnings: {_named(read.warned)}" if read.warned else ""
+        skipped = f", {read.skipped} skipped" if read.skipped else ""
+        return CheckResult(True, f"{read.passed} of {read.results} results passed{skipped}{warned}", tool)
 
 
-def read_diagnostic(output: bytes) -> tuple[int, list[str], list[str]]:
-    """From `dcgmi diag -j` output: how many results it holds, those that failed and those that
-    warned, each as "<test> (GPU <ids>): <what it said>". Raises ValueError for anything else."""
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    """What a `dcgmi diag -j` document says: how many results, how many passed or were skipped, and
+    those that failed, warned or proved nothing, each as "<test> (GPU <ids>): <what it said>"."""
+
+    results: int
+    passed: int
+    skipped: int
+    failed: list[str]
+    warned: list[str]
+    unproven: list[str]
+
+
+def read_diagnostic(output: bytes) -> Diagnostic:
+    """Read `dcgmi diag -j` output. Raises ValueError for anything that is not such a document."""
     try:
         document = json.loads(output)
     except ValueError as error:
@@ -100,27 +121,43 @@ def read_diagnostic(output: bytes) -> tuple[int, list[str], list[str]]:
     categories = diagnostic.get("test_categories") if isinstance(diagnostic, dict) else None
     if not isinstance(categories, list):
         raise ValueError("no test_categories in a DCGM Diagnostic object")
-    tests, failures, warnings = 0, [], []
+    results = passed = skipped = 0
+    failed: list[str] = []
+    warned: list[str] = []
+    unproven: list[str] = []
     for name, result in _results(categories):
-        tests += 1
+        results += 1
         status = str(result.get("status", "")).lower()
-        where = f" (GPU {result['gpu_ids']})" if result.get("gpu_ids") not in (None, "") else ""
+        # DCGM 3 names the GPUs of a result in gpu_ids; DCGM 4 names an entity.
+        gpu = result.get("gpu_ids", result.get("entity_id"))
+        where = f" (GPU {gpu})" if gpu not in (None, "") else ""
         said = _said(result)
-        if status in _FAILED:
-            failures.append(f"{name}{where}: {said or 'failed'}")
+        if status in _PASSED:
+            passed += 1
+        elif status in _SKIPPED:
+            skipped += 1
+        elif status in _FAILED:
+            failed.append(f"{name}{where}: {said or 'failed'}")
         elif status in _WARNED:
-            warnings.append(f"{name}{where}: {said or 'warned'}")
-    if not tests:
+            passed += 1
+            warned.append(f"{name}{where}: {said or 'warned'}")
+        else:
+            unproven.append(f"{name}{where}: status {result.get('status', 'missing')!r}")
+    if not results:
         raise ValueError("the diagnostic holds no results")
-    return tests, failures, warnings
+    return Diagnostic(results, passed, skipped, failed, warned, unproven)
+
+
+def _named(lines: list[str]) -> str:
+    return "; ".join(lines[:_NAMED]) + (f"; … {len(lines) - _NAMED} more" if len(lines) > _NAMED else "")
 
 
 def _results(categories: list[Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     for category in categories:
-        for test in (category.get("tests") if isinstance(category, dict) else None) or []:
-            if not isinstance(test, dict):
-                continue
-            for result in test.get("results") or []:
+        tests = category.get("tests") if isinstance(category, dict) else None
+        for test in tests if isinstance(tests, list) else []:
+            results = test.get("results") if isinstance(test, dict) else None
+            for result in results if isinstance(results, list) else []:
                 if isinstance(result, dict):
                     yield str(test.get("name", "?")), result
 
@@ -128,7 +165,8 @@ def _results(categories: list[Any]) -> Iterator[tuple[str, dict[str, Any]]]:
 def _said(result: dict[str, Any]) -> str:
     """A result's warnings (DCGM 3 and 4 write a list of {"warning": …}) and info, on one line."""
     parts: list[str] = []
-    for warning in result.get("warnings") or []:
+    warnings = result.get("warnings")
+    for warning in warnings if isinstance(warnings, list) else []:
         text = warning.get("warning") if isinstance(warning, dict) else warning
         if text:
             parts.append(str(text))
@@ -158,7 +196,7 @@ class NvmlChecker:
         except NvmlError as error:
             return CheckResult(False, f"NVML cannot count the GPUs: {error}", tool)
         if count == 0:
-            return CheckResult(False, "NVML sees no GPUs on this node", tool)
+            return CheckResult(False, "NVML sees no GPUs on this node", tool, conclusive=True)
         problems: list[str] = []
         for index in range(count):
             try:
@@ -171,7 +209,7 @@ class NvmlChecker:
                 continue
             problems.extend(f"GPU {index}: {problem.message}" for problem in polled_problems({}, signals).values())
         if problems:
-            return CheckResult(False, "; ".join(problems), tool)
+            return CheckResult(False, "; ".join(problems), tool, conclusive=True)
         return CheckResult(
             True, f"NVML reports all {count} GPUs healthy (no lost GPU, ECC error or pending repair)", tool
         )

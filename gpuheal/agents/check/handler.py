@@ -37,7 +37,9 @@ class GpuCheckHandler:
         self.checks += 1
         result = await self._checker.check(order.level)
         (log.info if result.ok else log.error)("GPU check order %s on %s: %s", order.id, self.node, result.detail)
-        return report(GPU_CHECK, order.id, ok=result.ok, detail=result.detail, tool=result.tool)
+        return report(
+            GPU_CHECK, order.id, ok=result.ok, detail=result.detail, tool=result.tool, conclusive=result.conclusive
+        )
 
     async def answered(self, order: GpuCheckOrder, answer: GpuCheckReport) -> None:
         """Nothing follows a check's answer: the worker reads it from the condition."""

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,19 +40,20 @@ class DirectoryStore:
         return await asyncio.to_thread(self._put, source, name)
 
     def _put(self, source: Path, name: str) -> str:
-        target = self.root / name
-        partial = target.with_name(f".{target.name}.partial")
+        target = self.root / name  # "<node>/<file>": one directory per node under the root
+        partial: str | None = None
         try:
-            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            with (
-                source.open("rb") as reading,
-                os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as writing,
-            ):
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            target.parent.mkdir(mode=0o700, exist_ok=True)
+            # A fresh name, created exclusively and owner-only (mkstemp), renamed into place whole.
+            handle, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+            with source.open("rb") as reading, os.fdopen(handle, "wb") as writing:
                 shutil.copyfileobj(reading, writing)
-            partial.replace(target)
+            os.replace(partial, target)
         except OSError as error:
-            with contextlib.suppress(OSError):  # nothing written, or no directory to write in
-                partial.unlink(missing_ok=True)
+            if partial is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(partial)
             raise StoreError(f"cannot write {target}: {error.strerror or error}") from error
         return str(target)
 
@@ -76,7 +78,8 @@ class S3Store:
         key = f"{self.prefix}/{name}" if self.prefix else name
         try:
             self._s3().upload_file(str(source), self.bucket, key)
-        except (Boto3Error, BotoCoreError, ClientError) as error:  # upload_file wraps a refusal in S3UploadFailedError
+        # upload_file wraps a refusal in S3UploadFailedError; a malformed endpoint setting is a ValueError.
+        except (Boto3Error, BotoCoreError, ClientError, ValueError) as error:
             raise StoreError(f"cannot store s3://{self.bucket}/{key}: {error}") from error
         return f"{S3_SCHEME}{self.bucket}/{key}"
 

@@ -9,7 +9,8 @@ once by the handler of its kind (a GPU reset, a GPU check):
 - an order written on an earlier boot is ignored: the remediation has moved on to a reboot;
 - otherwise the handler carries it out, and its report goes into the kind's condition through the
   status subresource (status "True" when it went well; the message is the report's JSON); then the
-  handler hears that it was answered.
+  handler hears that it was answered. A handler that raises answers its order with a failure naming
+  the error, once, and the other kinds' orders are served as usual.
 
 `on_node`, when given, is shown every state of the node as it arrives (the agent learns from it when
 its node's remediation ends, see `gpuheal.agents.kmsg.holds`).
@@ -169,7 +170,11 @@ class NodeOrderWatcher:
         if order is None:
             answer = report(kind, order_id, ok=False, detail=f"malformed {kind.name} order: {problem}")
         else:
-            answer = await handler.carry_out(order)
+            try:
+                answer = await handler.carry_out(order)
+            except Exception as error:  # a handler's bug answers its order, once; the others go on
+                log.exception("carrying out %s order %s on %s failed", kind.name, order.id, self.node)
+                answer = report(kind, order.id, ok=False, detail=f"the agent failed to carry the order out: {error!r}")
         await self._answer(kind, answer)
         if order is not None:
             try:

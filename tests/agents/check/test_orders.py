@@ -10,7 +10,7 @@ from typing import Any
 from gpuheal.agents.check import DISABLED, GpuCheckHandler, NvmlChecker
 from gpuheal.agents.orders import NodeOrderWatcher
 from gpuheal.domain.gpu_check import GPU_CHECK, GpuCheckOrder, GpuCheckReport
-from gpuheal.domain.gpu_reset import GPU_RESET
+from gpuheal.domain.gpu_reset import GPU_RESET, GpuResetOrder, GpuResetReport
 from tests.agents.reset.conftest import FOLLOW_FAST, Cluster, Node, cluster, eventually, node, now
 
 __all__ = ["cluster", "node"]  # the fixtures, shared with the reset tests
@@ -88,3 +88,35 @@ async def test_an_answered_check_is_not_run_again_by_a_restarted_agent(node: Nod
     async with watcher(node, restarted) as again:
         assert await again.handle(await cluster.node_json()) == []
     assert (first.checks, restarted.checks) == (1, 0)
+
+
+class BrokenResets:
+    """A reset handler with a bug: it raises on every order."""
+
+    kind = GPU_RESET
+    calls = 0
+
+    async def carry_out(self, order: GpuResetOrder) -> GpuResetReport:
+        self.calls += 1
+        raise RuntimeError("inventory went away")
+
+    async def answered(self, order: GpuResetOrder, answer: GpuResetReport) -> None:
+        raise AssertionError("not answered by the handler itself")
+
+
+async def test_a_handler_that_raises_answers_its_order_once_and_the_other_kinds_go_on(
+    node: Node, cluster: Cluster
+) -> None:
+    broken = BrokenResets()
+    checks = GpuCheckHandler(cluster.node, NvmlChecker(node.nvml))
+    watcher = NodeOrderWatcher(cluster.agent_api, cluster.node, [broken, checks], settings=FOLLOW_FAST)
+    async with watcher:
+        reset = await cluster.order([node.gpus[0].uuid])
+        status, _, reset_report = await cluster.report(reset.id)
+        check = await order_check(cluster)
+        passed = (await answer(cluster, check.id))[2]
+        assert await watcher.handle(await cluster.node_json()) == []
+
+    assert (status, reset_report.ok) == ("False", False)
+    assert reset_report.detail == "the agent failed to carry the order out: RuntimeError('inventory went away')"
+    assert passed.ok and broken.calls == 1

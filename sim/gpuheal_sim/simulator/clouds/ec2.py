@@ -150,7 +150,7 @@ class Ec2Endpoint(CloudEndpoint):
             raise Ec2Error(400, "MissingParameter", "The request must contain the parameter InstanceId")
         # EC2 checks every ID before rebooting any: one unknown ID fails the whole request.
         instances = self._resolve(ids, region)
-        gone = [instance.instance_id for instance in instances if instance.instance_id in self._terminated]
+        gone = [instance.instance_id for instance in instances if self._state(instance)[1] != "running"]
         if gone:
             raise Ec2Error(
                 400,
@@ -174,8 +174,9 @@ class Ec2Endpoint(CloudEndpoint):
         for instance in instances:
             before = self._state(instance)
             if instance.instance_id not in self._terminated:
+                if before[1] == "running":
+                    self.context.terminate(instance.node)
                 self._terminated[instance.instance_id] = instance
-                self.context.terminate(instance.node)
             after = self._state(instance)
             items.append(
                 f"<item><instanceId>{instance.instance_id}</instanceId>"
@@ -185,8 +186,9 @@ class Ec2Endpoint(CloudEndpoint):
         return f"<instancesSet>{''.join(items)}</instancesSet>"
 
     def _state(self, instance: _Instance) -> tuple[int, str]:
-        """EC2's state code and name: running until terminated, shutting-down while its node remains."""
-        if instance.instance_id not in self._terminated:
+        """EC2's state code and name: running until terminated (here, or through the simulator's
+        control API), shutting-down while its node remains."""
+        if instance.instance_id not in self._terminated and not self._machine_terminated(instance.node):
             return 16, "running"
         return (
             (32, "shutting-down")
@@ -214,18 +216,22 @@ class Ec2Endpoint(CloudEndpoint):
         ids = _instance_ids(form)
         instances = self._resolve(ids, region) if ids else self._in_region(region)
         # Without IncludeAllInstances EC2 lists running instances only.
-        running = [instance for instance in instances if instance.instance_id not in self._terminated]
-        page, next_token = _page(running, form)
+        if str(form.get("IncludeAllInstances", "false")).lower() != "true":
+            instances = [instance for instance in instances if self._state(instance)[1] == "running"]
+        page, next_token = _page(instances, form)
         items = []
         for instance in page:
+            code, state = self._state(instance)
             # A reboot keeps the instance `running`; its instance status check fails until the OS is back.
-            check = ("initializing", "initializing") if self._rebooting(instance.node) else ("ok", "passed")
+            # An instance that is not running has no status checks to report.
+            system = ("ok", "passed") if state == "running" else ("not-applicable", "not-applicable")
+            check = ("initializing", "initializing") if self._rebooting(instance.node) else system
             items.append(
                 f"<item><instanceId>{instance.instance_id}</instanceId>"
                 f"<availabilityZone>{instance.zone}</availabilityZone>"
-                "<instanceState><code>16</code><name>running</name></instanceState>"
-                "<systemStatus><status>ok</status><details><item><name>reachability</name>"
-                "<status>passed</status></item></details></systemStatus>"
+                f"<instanceState><code>{code}</code><name>{state}</name></instanceState>"
+                f"<systemStatus><status>{system[0]}</status><details><item><name>reachability</name>"
+                f"<status>{system[1]}</status></item></details></systemStatus>"
                 f"<instanceStatus><status>{check[0]}</status><details><item><name>reachability</name>"
                 f"<status>{check[1]}</status></item></details></instanceStatus></item>"
             )
@@ -285,6 +291,12 @@ class Ec2Endpoint(CloudEndpoint):
         if missing:
             raise _not_found(missing)
         return [instance for instance in instances.values() if instance is not None]
+
+    def _machine_terminated(self, node: str) -> bool:
+        try:
+            return self.context.sim.lifecycle.state(node).terminated_at is not None
+        except UnknownNode:
+            return False
 
     def _rebooting(self, node: str) -> bool:
         try:
