@@ -144,6 +144,15 @@ MEBIBYTES = FlagUnit(shown=lambda size: size // MIB, taken=lambda mebibytes: meb
 )
 @setting_option(
     AgentSettings,
+    "gpu_check_timeout",
+    "--gpu-check-timeout-seconds",
+    type=click.FloatRange(min=1),
+    envvar="GPUHEAL_GPU_CHECK_TIMEOUT_SECONDS",
+    help="How long one dcgmi diag may run before it is killed and the check proves nothing; keep it "
+    "within the policy's validation.timeout [env GPUHEAL_GPU_CHECK_TIMEOUT_SECONDS].",
+)
+@setting_option(
+    AgentSettings,
     "dcgmi",
     "--dcgmi",
     envvar="GPUHEAL_DCGMI",
@@ -199,6 +208,7 @@ def agent(
     nvidia_smi: str,
     confirm_timeout: timedelta,
     gpu_check: GpuCheckMode,
+    gpu_check_timeout: timedelta,
     dcgmi: str,
     diagnostics_to: str | None,
     diagnostics: CollectorMode,
@@ -263,6 +273,7 @@ def agent(
         gpu_reset=gpu_reset,
         gpu_reset_settings=ResetSettings(nvidia_smi=nvidia_smi, confirm_timeout=confirm_timeout),
         gpu_check=gpu_check,
+        gpu_check_timeout=gpu_check_timeout,
         dcgmi=dcgmi,
         diagnostics_to=diagnostics_to,
         diagnostics=diagnostics,

@@ -242,7 +242,8 @@ async def test_the_agent_checks_the_gpus_before_the_node_goes_back(make_stack: S
 
     assert status.phase is Phase.RESOLVED, status.reason
     assert status.repair[-1] == (
-        "GPU check (nvml, level 2): NVML reports all 8 GPUs healthy (no lost GPU, ECC error or pending repair)"
+        "GPU check (nvml, level 2): NVML reports all 8 GPUs healthy (no lost GPU, ECC error or pending repair); "
+        "level 2 asks for DCGM's diagnostic, which is not installed"
     )
     node = await stack.node(NODE)
     [check] = [c for c in node.status.conditions if c.type == "GpuCheck"]

@@ -187,9 +187,9 @@ class NvmlChecker:
         self._nvml = nvml
 
     async def check(self, level: int) -> CheckResult:
-        return await asyncio.to_thread(self._check)
+        return await asyncio.to_thread(self._check, level)
 
-    def _check(self) -> CheckResult:
+    def _check(self, level: int) -> CheckResult:
         tool = "nvml"
         try:
             count = self._nvml.device_count()
@@ -210,8 +210,10 @@ class NvmlChecker:
             problems.extend(f"GPU {index}: {problem.message}" for problem in polled_problems({}, signals).values())
         if problems:
             return CheckResult(False, "; ".join(problems), tool, conclusive=True)
+        # NVML has one level: say so where the policy asked DCGM for more.
+        deeper = f"; level {level} asks for DCGM's diagnostic, which is not installed" if level > 1 else ""
         return CheckResult(
-            True, f"NVML reports all {count} GPUs healthy (no lost GPU, ECC error or pending repair)", tool
+            True, f"NVML reports all {count} GPUs healthy (no lost GPU, ECC error or pending repair){deeper}", tool
         )
 
 

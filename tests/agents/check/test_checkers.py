@@ -166,9 +166,10 @@ async def test_nvml_passes_healthy_gpus_and_names_each_problem() -> None:
     nvml = FakeNvml("gpu-node-7", 4)
     nvml.init()
     checker = NvmlChecker(nvml)
-    assert (await checker.check(2)).detail == (
+    assert (await checker.check(1)).detail == (
         "NVML reports all 4 GPUs healthy (no lost GPU, ECC error or pending repair)"
     )
+    assert (await checker.check(3)).detail.endswith("; level 3 asks for DCGM's diagnostic, which is not installed")
 
     nvml.set_ecc_dbe(1, 3)
     nvml.fail_device(2)
