@@ -14,10 +14,16 @@ from gpuheal_sim.simulator import FleetConfig, SimulatedCluster
 
 @asynccontextmanager
 async def cloud_fleet(
-    cloud: str, state_dir: Path, *, nodes: int = 2, reboot_seconds: float = 0.2
+    cloud: str, state_dir: Path, *, nodes: int = 2, reboot_seconds: float = 0.2, terminate_seconds: float = 1.0
 ) -> AsyncIterator[SimulatedCluster]:
     """`nodes` nodes carrying `cloud`'s machine identities, no workloads, quick reboots."""
-    config = FleetConfig(nodes=nodes, cloud=cloud, workloads=False, reboot_seconds=reboot_seconds)
+    config = FleetConfig(
+        nodes=nodes,
+        cloud=cloud,
+        workloads=False,
+        reboot_seconds=reboot_seconds,
+        terminate_seconds=terminate_seconds,
+    )
     async with SimulatedCluster(config, state_dir=state_dir) as cluster:
         yield cluster
 

@@ -114,10 +114,11 @@ class RepairPolicy(_Strict):
     # After the node is back, how long the GPUs have to report healthy.
     verify_timeout: timedelta = timedelta(minutes=5)
     # Replace the machine instead of handing the node to a person when the repair did not hold: the
-    # node did not come back from its reboot, its GPUs stayed unhealthy after it, or it is a repeat
-    # offender. The provider terminates the machine (ec2:TerminateInstances, …) and its group (an
-    # Auto Scaling group, a managed instance group, a scale set, Karpenter) launches another; only
-    # for providers that can, else a person is asked as without it.
+    # node did not come back from its reboot, its GPUs stayed unhealthy after it or failed their check,
+    # or it is a repeat offender. The provider terminates the machine (EC2 TerminateInstances, GCE
+    # instances.delete) and its group (an Auto Scaling group, Karpenter, a managed instance group)
+    # launches another; only for providers that can, else a person is asked as without it. Where a
+    # person approves this node's repairs, they approve the termination too.
     replace: bool = False
     # How long the node object may outlive its terminated machine before a person is asked.
     replace_timeout: timedelta = Field(default=timedelta(minutes=15), gt=timedelta(0))

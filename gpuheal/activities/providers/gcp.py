@@ -41,7 +41,10 @@ T = TypeVar("T")
 SCHEME = "gce://"
 ENDPOINT_VARIABLE = "GPUHEAL_GCE_ENDPOINT"
 # What the worker's Google service account needs; roles/compute.instanceAdmin.v1 carries all three.
-PERMISSIONS = "compute.instances.reset, compute.instances.get and compute.zoneOperations.list"
+PERMISSIONS = (
+    "compute.instances.reset, compute.instances.get and compute.zoneOperations.list (and compute.instances.delete "
+    "where the policy replaces machines)"
+)
 _CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 # Errors that say "not now" rather than "no": throttling, and the service or the way to it failing.
 _TRANSIENT = (
@@ -170,8 +173,6 @@ class GcpProvider(kit.CloudProvider[GceInstance]):
         An operation that ended with an error is not refused either, though `requested_since` does
         not count it, so a retry asks again all the same.
         """
-        from google.cloud import compute_v1
-
         settings = self._settings
         operation = await self._run(
             target,
@@ -183,7 +184,41 @@ class GcpProvider(kit.CloudProvider[GceInstance]):
         )
         # Accepted: from here on the instance may be resetting, whatever fails.
         kit.reached()
+        operation, polls = await self._done(target, instance, operation, "reset")
+        return f"GCE reset instance {instance}: operation {operation.name} DONE after {polls} polls"
+
+    async def replace(self, target: RebootTarget) -> str:
+        """Delete the instance, for its managed instance group (a GKE node pool) to recreate it.
+
+        Compute Engine answers a second delete of an instance that is gone with notFound, which the
+        replace activity takes as done once the node is deleted too.
+        """
+        instance = self.locate(target)
+        settings = self._settings
+        operation = await self._run(
+            target,
+            instance,
+            "delete",
+            lambda clients: clients.instances.delete_unary(
+                **instance.zonal, instance=instance.name, retry=None, timeout=settings.request_timeout.total_seconds()
+            ),
+        )
+        operation, polls = await self._done(target, instance, operation, "delete")
+        return (
+            f"GCE deleted instance {instance}: operation {operation.name} DONE after {polls} polls; "
+            "its managed instance group recreates it"
+        )
+
+    async def _done(
+        self, target: RebootTarget, instance: GceInstance, operation: compute_v1.Operation, action: str
+    ) -> tuple[compute_v1.Operation, int]:
+        """Follow the zonal operation of `action` until DONE (and how many polls that took); raise if
+        it ended with an error, or is still running after the settings' operation timeout."""
+        from google.cloud import compute_v1
+
+        settings = self._settings
         polls = 0
+        name = operation.name
 
         async def wait(left: timedelta) -> compute_v1.Operation:
             nonlocal polls
@@ -193,10 +228,10 @@ class GcpProvider(kit.CloudProvider[GceInstance]):
             return await self._run(
                 target,
                 instance,
-                "reset",
+                action,
                 lambda clients: clients.operations.wait(
                     **instance.zonal,
-                    operation=operation.name,
+                    operation=name,
                     retry=self._retry,
                     # `wait` holds the request until DONE or about two minutes: give it that long.
                     timeout=max(1.0, min(left.total_seconds(), 150.0)),
@@ -210,7 +245,7 @@ class GcpProvider(kit.CloudProvider[GceInstance]):
             timeout=settings.operation_timeout,
             interval=settings.poll_interval,
             overdue=lambda operation: (
-                f"GCE reset of instance {instance} was accepted (operation {operation.name}) "
+                f"GCE {action} of instance {instance} was accepted (operation {operation.name}) "
                 f"but is still {operation.status.name} after {settings.operation_timeout.total_seconds():.0f}s"
             ),
         )
@@ -218,10 +253,10 @@ class GcpProvider(kit.CloudProvider[GceInstance]):
         if failure is not None:
             status, text = failure
             raise kit.fail(
-                f"GCE reset of instance {instance} failed: operation {operation.name} ended with {text}",
+                f"GCE {action} of instance {instance} failed: operation {operation.name} ended with {text}",
                 retryable=status == 429 or status >= 500,
             )
-        return f"GCE reset instance {instance}: operation {operation.name} DONE after {polls} polls"
+        return operation, polls
 
     async def requested_since(self, target: RebootTarget, since: datetime) -> bool | None:
         """Whether a reset of the instance was inserted at or after `since` and did not fail.

@@ -311,7 +311,18 @@ async def test_sim_reboot_really_reboots_the_node_once(rebooting_sim: SimulatedC
     assert await provider.requested_since(target, datetime(2000, 1, 1, tzinfo=UTC)) is None
 
 
-async def test_sim_replace_terminates_the_instance_and_the_node_goes(sim: SimulatedCluster) -> None:
+@pytest.fixture
+async def terminating_sim(tmp_path: Path, aws_env: pytest.MonkeyPatch) -> AsyncIterator[SimulatedCluster]:
+    """`sim`, whose terminated machines keep their nodes for 5 s, for a look at one shutting down."""
+    async with cloud_fleet("aws", tmp_path / "sim", terminate_seconds=5.0) as cluster:
+        for name, value in cluster.client_environment().items():
+            if name.startswith("AWS_"):
+                aws_env.setenv(name, value)
+        yield cluster
+
+
+async def test_sim_replace_terminates_the_instance_and_the_node_goes(terminating_sim: SimulatedCluster) -> None:
+    sim = terminating_sim
     node, other = sim.node_names()
     target = _target(sim, node)
     instance = parse_provider_id(node, target.provider_id)
@@ -325,7 +336,7 @@ async def test_sim_replace_terminates_the_instance_and_the_node_goes(sim: Simula
     # EC2 will not reboot a terminated instance; the simulator refuses it as EC2 does.
     error = await _raises(provider.reboot(target))
     assert not error.retryable and "IncorrectInstanceState" in str(error)
-    deadline = asyncio.get_running_loop().time() + 10
+    deadline = asyncio.get_running_loop().time() + 20
     while sim.get_object("nodes", node) is not None:  # the cloud's node controller deletes the Node
         assert asyncio.get_running_loop().time() < deadline, f"{node} was not deleted"
         await asyncio.sleep(0.05)

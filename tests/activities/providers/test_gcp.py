@@ -198,6 +198,40 @@ async def test_reboot_resets_the_instance_once_and_waits_for_the_operation_to_be
     assert cluster.node_state(OTHER)["rebootRequests"] == 0
 
 
+async def test_replace_deletes_the_instance_for_its_group_to_recreate_and_waits_for_the_operation(
+    cluster: SimulatedCluster, provider: GcpProvider
+) -> None:
+    machine = target(cluster)
+    detail = await provider.replace(machine)
+
+    assert detail.startswith("GCE deleted instance gpu-node-000 in zone us-central1-a (gpuheal-sim): operation ")
+    assert detail.endswith("DONE after 3 polls; its managed instance group recreates it")
+    (operation,) = (await sim_control(cluster, "GET", "/gcp/sim/v1/operations"))["operations"]
+    assert (operation["operationType"], operation["status"]) == ("delete", "DONE")
+    for _ in range(200):  # the simulated cloud deletes the node of a terminated machine
+        if cluster.get_object("nodes", NODE) is None:
+            break
+        await asyncio.sleep(0.05)
+    assert cluster.get_object("nodes", NODE) is None
+    assert cluster.node_state(OTHER)["terminatedAt"] is None
+    error = await _raises(provider.replace(machine))
+    assert not error.retryable and "(notFound)" in str(error), "gone: the activity then finds the node gone too"
+
+
+async def test_a_delete_that_ends_with_an_error_raises_naming_it(
+    cluster: SimulatedCluster, provider: GcpProvider
+) -> None:
+    failure = {"httpStatus": 400, "code": "RESOURCE_IN_USE_BY_ANOTHER_RESOURCE", "message": "in use by a group"}
+    await sim_control(cluster, "POST", "/gcp/sim/v1/operation-failures", failure)
+
+    error = await _raises(provider.replace(target(cluster)))
+
+    assert not error.retryable
+    assert str(error).startswith("GCE delete of instance gpu-node-000 in zone us-central1-a (gpuheal-sim) failed:")
+    assert "RESOURCE_IN_USE_BY_ANOTHER_RESOURCE" in str(error)
+    assert cluster.node_state(NODE)["terminatedAt"] is None
+
+
 @pytest.mark.parametrize(
     ("status", "code", "retryable"),
     [

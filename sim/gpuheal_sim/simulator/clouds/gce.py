@@ -5,6 +5,9 @@ What google-cloud-compute's REST transport sends, at the real paths:
 * ``POST /compute/v1/projects/{p}/zones/{z}/instances/{name}/reset`` -> a zonal Operation
   (``operationType: "reset"``, ``status: "RUNNING"``); the simulated node starts its reboot then.
   A repeated ``requestId`` returns the first operation and reboots nothing, as Compute Engine does.
+* ``DELETE /compute/v1/projects/{p}/zones/{z}/instances/{name}`` -> a zonal Operation
+  (``operationType: "delete"``); the machine is terminated then and its node deleted soon after (a
+  managed instance group would recreate it). An instance that is gone is ``notFound``.
 * ``GET …/zones/{z}/operations/{op}`` and ``POST …/operations/{op}/wait`` -> the operation. Each
   of these polls advances it: RUNNING for the first ``RUNNING_POLLS`` polls, then DONE (and DONE
   anyway once ``DONE_AFTER_SECONDS`` have passed, as a real reset finishes whether or not anyone
@@ -24,7 +27,7 @@ service account uses when it does not sign its own tokens). Errors are Google's 
 
 Simulator-only controls, on the same listener under ``/gcp/sim/v1`` (no credentials):
 ``POST /gcp/sim/v1/operation-failures`` ``{"count"?, "httpStatus"?, "code"?, "message"?}`` makes the
-next ``count`` resets end DONE with that error (and reboot nothing); ``GET /gcp/sim/v1/operations``
+next ``count`` operations (resets, deletes) end DONE with that error (and do nothing); ``GET /gcp/sim/v1/operations``
 lists every operation with its poll count, without polling it.
 """
 
@@ -76,6 +79,7 @@ PACIFIC = timezone(timedelta(hours=-7))
 BASE = "/compute/v1/projects/{project}/zones/{zone}"
 PERMISSIONS = {
     "reset": "compute.instances.reset",
+    "delete": "compute.instances.delete",
     "get": "compute.instances.get",
     "operations.get": "compute.zoneOperations.get",
     "operations.list": "compute.zoneOperations.list",
@@ -138,6 +142,7 @@ class _Operation:
     insert_time: datetime
     request_id: str | None
     failure: _Failure | None
+    operation_type: str = "reset"
     polls: int = 0
     done_at: datetime | None = None
 
@@ -160,7 +165,7 @@ class _Operation:
             "id": self.id,
             "name": self.name,
             "zone": zone_link,
-            "operationType": "reset",
+            "operationType": self.operation_type,
             "targetLink": f"{zone_link}/instances/{self.instance}",
             "targetId": self.target_id,
             "status": "DONE" if self.done_at is not None else "RUNNING",
@@ -223,6 +228,7 @@ class GceEndpoint(CloudEndpoint):
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post(BASE + "/instances/{instance}/reset", self._reset)
+        app.router.add_delete(BASE + "/instances/{instance}", self._delete)
         app.router.add_get(BASE + "/instances/{instance}", self._get_instance)
         app.router.add_get(BASE + "/operations", self._list_operations)
         app.router.add_get(BASE + "/operations/{operation}", self._get_operation)
@@ -271,8 +277,15 @@ class GceEndpoint(CloudEndpoint):
     # --- API ---------------------------------------------------------------------------------------
 
     async def _reset(self, request: web.Request) -> web.Response:
+        return await self._operate(request, "reset")
+
+    async def _delete(self, request: web.Request) -> web.Response:
+        return await self._operate(request, "delete")
+
+    async def _operate(self, request: web.Request, action: str) -> web.Response:
+        """Start a reset or a delete of the instance as a zonal operation (one per requestId)."""
         try:
-            project, zone, instance = self._instance_request(request, "reset")
+            project, zone, instance = self._instance_request(request, action)
             request_id = request.query.get("requestId") or None
             if request_id is not None and (project, request_id) in self._by_request_id:
                 return web.json_response(self._by_request_id[(project, request_id)].as_json(datetime.now(UTC)))
@@ -289,12 +302,13 @@ class GceEndpoint(CloudEndpoint):
                 insert_time=now,
                 request_id=request_id,
                 failure=failure,
+                operation_type=action,
             )
             self._operations.setdefault((project, zone), {})[operation.name] = operation
             if request_id is not None:
                 self._by_request_id[(project, request_id)] = operation
             if failure is None:
-                self.context.reboot(node)
+                (self.context.terminate if action == "delete" else self.context.reboot)(node)
             return web.json_response(operation.as_json(now))
         except GoogleError as error:
             return error.response()
