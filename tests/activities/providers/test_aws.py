@@ -6,6 +6,7 @@ import asyncio
 import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -255,10 +256,14 @@ async def test_missing_credentials_name_irsa(aws_env: pytest.MonkeyPatch, moto_u
 # --- the simulator's EC2 endpoint --------------------------------------------------------------------
 
 
-@pytest.fixture
-async def sim(tmp_path: Path, aws_env: pytest.MonkeyPatch) -> AsyncIterator[SimulatedCluster]:
-    """A two-node fleet on simulated EC2, with the environment its SDK settings reach it under."""
-    async with cloud_fleet("aws", tmp_path / "sim") as cluster:
+@asynccontextmanager
+async def aws_fleet(
+    tmp_path: Path, aws_env: pytest.MonkeyPatch, *, reboot_seconds: float = 0.2, terminate_seconds: float = 1.0
+) -> AsyncIterator[SimulatedCluster]:
+    """A two-node fleet on simulated EC2, and the standard AWS variables under which the SDK reaches it."""
+    async with cloud_fleet(
+        "aws", tmp_path / "sim", reboot_seconds=reboot_seconds, terminate_seconds=terminate_seconds
+    ) as cluster:
         for name, value in cluster.client_environment().items():
             if name.startswith("AWS_"):
                 aws_env.setenv(name, value)
@@ -266,12 +271,16 @@ async def sim(tmp_path: Path, aws_env: pytest.MonkeyPatch) -> AsyncIterator[Simu
 
 
 @pytest.fixture
+async def sim(tmp_path: Path, aws_env: pytest.MonkeyPatch) -> AsyncIterator[SimulatedCluster]:
+    """A two-node fleet on simulated EC2, with the environment its SDK settings reach it under."""
+    async with aws_fleet(tmp_path, aws_env) as cluster:
+        yield cluster
+
+
+@pytest.fixture
 async def rebooting_sim(tmp_path: Path, aws_env: pytest.MonkeyPatch) -> AsyncIterator[SimulatedCluster]:
     """`sim`, with reboots that last long enough (5 s) for a describe to see one under way on a busy machine."""
-    async with cloud_fleet("aws", tmp_path / "sim", reboot_seconds=5.0) as cluster:
-        for name, value in cluster.client_environment().items():
-            if name.startswith("AWS_"):
-                aws_env.setenv(name, value)
+    async with aws_fleet(tmp_path, aws_env, reboot_seconds=5.0) as cluster:
         yield cluster
 
 
@@ -314,10 +323,7 @@ async def test_sim_reboot_really_reboots_the_node_once(rebooting_sim: SimulatedC
 @pytest.fixture
 async def terminating_sim(tmp_path: Path, aws_env: pytest.MonkeyPatch) -> AsyncIterator[SimulatedCluster]:
     """`sim`, whose terminated machines keep their nodes for 5 s, for a look at one shutting down."""
-    async with cloud_fleet("aws", tmp_path / "sim", terminate_seconds=5.0) as cluster:
-        for name, value in cluster.client_environment().items():
-            if name.startswith("AWS_"):
-                aws_env.setenv(name, value)
+    async with aws_fleet(tmp_path, aws_env, terminate_seconds=5.0) as cluster:
         yield cluster
 
 
