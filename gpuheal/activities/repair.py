@@ -165,6 +165,14 @@ class RepairActivities:
                 ),
                 final=True,
             )
+        boot = boot_id_of(node)
+        if request.boot_id and boot and boot != request.boot_id:
+            # A recreated machine under the old name: the one asked about is gone, this one is new.
+            return MachineState(
+                provider=request.provider,
+                summary=f"node {request.node} runs on a new machine (boot {boot})",
+                boot_id=boot,
+            )
         target = reboot_target(node, request.node, graceful=False)
         try:
             provider = self._providers.choose(target, request.provider)
@@ -181,7 +189,7 @@ class RepairActivities:
                 return MachineState(provider=provider.name, summary=f"node {request.node} was deleted")
             raise _provider_failure(error, final=not error.retryable) from error
         activity.logger.info("machine of %s terminated through %s", request.node, provider.name)
-        return MachineState(provider=provider.name, summary=summary)
+        return MachineState(provider=provider.name, summary=summary, boot_id=boot)
 
 
 def reboot_target(node: V1Node, name: str, *, graceful: bool) -> RebootTarget:

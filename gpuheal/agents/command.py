@@ -66,6 +66,9 @@ async def run_bounded(argv: Sequence[str], timeout: timedelta) -> Finished:
             if isinstance(error, TimeoutError):
                 raise CommandError(f"{shown} did not finish within {timeout.total_seconds():g}s; killed") from error
             raise
+        # What it left running in its group goes with it: nothing the agent started outlives the answer.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
         stdout.seek(0)
         stderr.seek(0)
         return Finished(process.returncode if process.returncode is not None else -1, stdout.read(), stderr.read())

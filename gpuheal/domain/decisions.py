@@ -154,6 +154,8 @@ def after_replacement(why: str, terminated: str, gone: NodeWaitResult, timeout: 
     still there after `timeout` goes to a person, as the reason the repair did not hold."""
     if gone.deleted:
         return Verdict(Next.REPLACED, f"{why}; replaced: {terminated}, and the node was deleted")
+    if gone.reached:
+        return Verdict(Next.REPLACED, f"{why}; replaced: {terminated}, and a new machine took the node's name")
     return escalate(f"{why}; the machine was terminated ({terminated}) but the node was not deleted within {timeout}")
 
 

@@ -108,12 +108,16 @@ class HoldLifted(_Condition):
 
 
 class NodeGone(_Condition):
-    """The node object was deleted (its machine terminated, the cloud's node controller removed it)."""
+    """The node object was deleted (its machine terminated, the cloud's node controller removed it),
+    or it runs on another boot than `boot_id_before`: a new machine took the old name."""
 
     kind: Literal["node_gone"] = "node_gone"
+    boot_id_before: str = ""
 
     def missing(self, state: NodeState) -> str | None:
-        return None if not state.exists else "the node object still exists"
+        if not state.exists or (self.boot_id_before and state.boot_id and state.boot_id != self.boot_id_before):
+            return None
+        return "the node object still exists"
 
 
 class DiagnosticsAnswered(_OrderAnswered):

@@ -167,6 +167,9 @@ class ReplaceRequest(_RepairRequest):
     """Terminate the machine behind a node this run holds cordoned, through `provider`."""
 
     provider: str
+    # Asked again (a person's retry): the boot the terminated machine was on. A node on another boot
+    # is a new machine under the old name (a recreated managed instance), never terminated.
+    boot_id: str = ""
 
 
 class RebootRequest(_RepairRequest):
@@ -234,6 +237,8 @@ class MachineState(_Payload):
 
     provider: str
     summary: str
+    # The node's boot when it was read (a replacement's: the machine it terminated).
+    boot_id: str = ""
 
 
 class GpuResetRequest(_RepairRequest):

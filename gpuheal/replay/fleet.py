@@ -4,7 +4,7 @@ The rules are the ones the workflows run by, called as they call them: a fault s
 remediation, or joins the one under way (an event id counts once); the remediation waits for the
 governor's permit (`choose`: the budget and the breaker, in arrival order); with it, it is
 quarantined (which the breaker counts), then escalated if it is a repeat offender (`repeat_offence`,
-against the remediations before it; or replaced where `repair.replace` allows and no person need
+against the remediations before it; or replaced where `repair.replace` allows and no person must
 approve it, `beyond_repair`), waits for a person where the policy asks one
 (`needs_approval`), or is repaired. An approval nobody gives is given on gpuheal's behalf, or
 escalates, when the policy's wait runs out (`approval_wait`, `auto_approval`, `after_approval_wait`).
@@ -241,16 +241,13 @@ class Fleet:
         asks one, or repair."""
         offence = repeat_offence(self._policy.loops, run.node, run.gpus, run.serials, self._history(run), run.fault_at)
         repair = self._policy.repair
-        replaced_at: datetime | None = now
-        if needs_approval(repair, run.action, {}):
-            # A replacement a person must approve waits for them; nobody acts here, so only the
-            # policy's own approval, once its wait is over, lets it go on.
-            wait = approval_wait(repair, run.action)
-            replaced_at = now + wait if auto_approval(repair, run.action, now + wait) is not None else None
-        if offence and beyond_repair(repair, run.action, offence).next is Next.REPLACE and replaced_at is not None:
+        # A termination a person must approve waits for them (never for the policy's own approval),
+        # and nobody acts here: it stays escalated.
+        replaced = beyond_repair(repair, run.action, offence).next is Next.REPLACE
+        if offence and replaced and not needs_approval(repair, run.action, {}):
             # A new machine, as a reboot's new boot is for the node's agent.
             run.phase, run.reason, run.rebooted = Phase.REPLACING, offence, True
-            self._at(self._later(replaced_at, self._repair_time), run, _Timer.REPLACED)
+            self._at(self._later(now, self._repair_time), run, _Timer.REPLACED)
         elif offence:
             run.phase, run.reason = Phase.ESCALATED, offence
         elif needs_approval(self._policy.repair, run.action, {}):

@@ -177,6 +177,8 @@ class RemediationWorkflow:
         # Decided to replace the machine (known faulty), and why the machine was terminated ("": not).
         self._condemned = False
         self._terminated = ""
+        # The boot of the machine terminated: the node on another boot is a new machine under its name.
+        self._terminated_boot = ""
         # Where the diagnostics bundles collected before reboots are.
         self._bundles: list[str] = []
         # How often the run escalated, whether the latest escalation was an approval's (a rejection,
@@ -341,7 +343,7 @@ class RemediationWorkflow:
                     await self._release(Outcome.STOOD_DOWN if kept else Outcome.RESOLVED, "")
                 self._finish(
                     Phase.CANCELLED,
-                    f"cancelled by an operator {'after it escalated' if self._escalations else 'as its machine was replaced'}"
+                    f"cancelled by an operator {'after it escalated' if self._escalations else 'after its repair did not hold'}"
                     "; gpuheal's marks were removed and the node stays cordoned"
                     if kept
                     else "cancelled by an operator; the node was handed back as gpuheal found it",
@@ -620,17 +622,18 @@ class RemediationWorkflow:
             return PROCEED
         return await self._ask_person()
 
-    async def _ask_person(self) -> Verdict:
-        """Wait in AwaitingApproval for a decision (or the policy's own), and say whether to go on."""
+    async def _ask_person(self, *, policy_may_approve: bool = True) -> Verdict:
+        """Wait in AwaitingApproval for a decision (or the policy's own, unless `policy_may_approve`
+        is False: a termination waits for a person the whole timeout), and say whether to go on."""
         self._enter(Phase.AWAITING_APPROVAL)
         repair = self._policy.repair
-        first_wait = decisions.approval_wait(repair, self._action)
+        first_wait = decisions.approval_wait(repair, self._action) if policy_may_approve else repair.approval_timeout
         # The Updates take a decision only while this wait lasts, not while its outcome is carried out.
         self._awaiting_decision = True
         # A wait that times out leaves no decision: the policy may approve then, else the rule escalates.
         with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(lambda: self._decision is not None, timeout=first_wait)
-        if self._decision is None:
+        if self._decision is None and policy_may_approve:
             self._decision = decisions.auto_approval(repair, self._action, workflow.now())
             self._decided_as_person = self._left_to_a_person()
         if self._decision is None and first_wait < repair.approval_timeout:
@@ -763,7 +766,10 @@ class RemediationWorkflow:
                 if self._decision is not None:
                     self._repair_log.append(f"the approval by {self._decision.approver} was for the repair")
                     self._decision = None
-                asked = await self._ask_person()
+                # What an approval now decides, in the status and the UI: never gpuheal's own.
+                self._reason = f"an approval terminates the machine (repair.replace): {why}"
+                asked = await self._ask_person(policy_may_approve=False)
+                self._reason = ""
                 if asked.ends:
                     return asked
         self._enter(Phase.REPLACING)
@@ -772,15 +778,22 @@ class RemediationWorkflow:
         try:
             terminated = await self._run(
                 contracts.REPLACE,
-                ReplaceRequest(node=self._node, holder=self._holder(), round=self._round, provider=provider),
+                ReplaceRequest(
+                    node=self._node,
+                    holder=self._holder(),
+                    round=self._round,
+                    provider=provider,
+                    boot_id=self._terminated_boot,
+                ),
                 summary=f"terminate the machine of {self._node} via {provider}",
             )
         except ActivityError as error:
             return decisions.could_not_replace(why, _failure(error))
         self._terminated = why
+        self._terminated_boot = self._terminated_boot or terminated.boot_id
         self._repair_log.append(f"machine terminated via {terminated.provider}: {terminated.summary}")
         timeout = self._policy.repair.replace_timeout
-        gone = await self._wait_for(NodeGone(), timeout)
+        gone = await self._wait_for(NodeGone(boot_id_before=self._terminated_boot), timeout)
         return decisions.after_replacement(why, terminated.summary, gone, timeout)
 
     async def _collect_diagnostics(self, provider: str) -> None:
@@ -838,7 +851,9 @@ class RemediationWorkflow:
                     return ResetOutcome.NODE_DELETED
                 if checked.next is not Next.RESOLVE:
                     return self._reset_failed(ResetOutcome.UNHEALTHY, checked.reason)
-                return ResetOutcome.REPAIRED
+                # A fault needing more than a reset may also arrive while the GPUs are checked.
+                if self._repaired_by_reset():
+                    return ResetOutcome.REPAIRED
         self._repair_log.append(f"a fault needing {self._action.name} arrived during the reset; rebooting")
         return ResetOutcome.OUTGROWN
 

@@ -135,3 +135,19 @@ async def test_a_cloud_that_refuses_leaves_the_machine_and_says_why(
 
     assert "grant ec2:TerminateInstances" in str(error)
     assert cluster.node_state(NODE)["terminatedAt"] is None and cluster.get_object("nodes", NODE) is not None
+
+
+async def test_a_retry_spares_a_new_machine_under_the_old_name(
+    cluster: SimulatedCluster, api: client.ApiClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    activities = activities_for(cluster, api, monkeypatch)
+    await hold(api)
+    terminated_boot = "a-machine-that-was-terminated"
+
+    spared: MachineState = await ActivityEnvironment().run(
+        activities.replace_machine,
+        ReplaceRequest(node=NODE, holder=HOLDER, provider="auto", boot_id=terminated_boot),
+    )
+
+    assert spared.summary.startswith(f"node {NODE} runs on a new machine (boot ")
+    assert cluster.node_state(NODE)["terminatedAt"] is None

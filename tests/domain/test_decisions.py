@@ -330,3 +330,14 @@ def test_a_gpu_check_resolves_when_passed_and_keeps_the_node_out_otherwise() -> 
     assert unproven == decisions.escalate("the level 3 GPU check proved nothing: GPU checks are off")
     assert checked(None) == decisions.escalate("the node's agent did not answer the level 3 GPU check within 0:40:00")
     assert checked(None, exists=False).next is Next.FAIL
+
+
+def test_a_node_on_a_new_boot_after_a_termination_is_a_new_machine_under_the_old_name() -> None:
+    gone = NodeGone(boot_id_before="boot-1")
+    recreated = state(boot_id="boot-2")
+
+    assert gone.met(recreated) and not gone.met(state(boot_id="boot-1")) and not NodeGone().met(recreated)
+    verdict = decisions.after_replacement(
+        "not back", "terminated", NodeWaitResult(reached=True, state=recreated), timedelta(minutes=15)
+    )
+    assert verdict == Verdict(Next.REPLACED, "not back; replaced: terminated, and a new machine took the node's name")

@@ -73,9 +73,10 @@ def test_a_repeat_offender_is_replaced_where_the_policy_allows(logs: Path, tmp_p
     assert again["reason"].startswith(f"repeat offender: GPU {first['gpus'][0]} faulted again within 7 days")
     assert again["reason"].endswith("; replaced") and again["ended_at"] is not None
 
+    # The policy approves repairs on its own after 20 minutes, but never a termination: nobody acts here.
     policy.write_text("repair:\n  replace: true\n  require_approval: true\n  auto_approve_after: PT20M\n")
     approved = by_node(replay(str(logs), "--gpu-nodes", "100", "--policy", str(policy)))["gpu-node-001"]["runs"]
-    assert [run["phase"] for run in approved] == ["Resolved", "Replaced"]
+    assert [run["phase"] for run in approved] == ["Resolved", "Escalated"]
 
 
 def test_the_budget_holds_the_later_faults_until_a_permit_frees(logs: Path) -> None:

@@ -313,10 +313,13 @@ class FakeNode:
                 raise ApplicationError(
                     "provider fake cannot terminate machines", non_retryable=True, type=FailureType.PROVIDER.value
                 )
+            if request.boot_id and request.boot_id != self.boot_id:  # as the real step: a new machine is spared
+                return MachineState(provider="fake", summary="a new machine", boot_id=self.boot_id)
             self.replace_requests.append(request)
+            boot = self.boot_id
             if self.deleted_on_replace and not self.deleted_late:
                 self.exists = False
-            return MachineState(provider="fake", summary=f"terminated the machine of {request.node}")
+            return MachineState(provider="fake", summary=f"terminated the machine of {request.node}", boot_id=boot)
 
         @implements(contracts.RESET_GPUS)
         async def reset(request: GpuResetRequest) -> GpuResetOrder:

@@ -207,7 +207,7 @@ async def test_cancelling_a_run_that_is_replacing_its_machine_leaves_the_node_co
             await asyncio.sleep(0.01)
 
     assert status.phase is Phase.CANCELLED
-    assert status.reason.startswith("cancelled by an operator as its machine was replaced")
+    assert status.reason.startswith("cancelled by an operator after its repair did not hold")
     assert node.cordoned and node.releases[-1].outcome is Outcome.STOOD_DOWN
 
 
@@ -230,3 +230,45 @@ async def test_a_node_deleted_after_its_replacement_escalated_ends_replaced_and_
 
     assert status.phase is Phase.REPLACED
     assert status.reason.endswith("replaced: the machine was terminated and its node was deleted later")
+
+
+async def test_the_policys_own_approval_never_terminates_a_machine(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    node.history = resolved_earlier(node.name, "GPU-aaaa")
+    handle = await start(
+        time_skipping_env,
+        queue,
+        node,
+        require_approval=True,
+        auto_approve_after=timedelta(minutes=30),
+        approval_timeout=timedelta(hours=2),
+    )
+
+    waiting = await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
+    assert waiting.reason.startswith("an approval terminates the machine (repair.replace): repeat offender")
+    status = await escalated(handle)
+
+    assert node.replace_requests == [], "auto_approve_after approves repairs, never a termination"
+    assert status.decision is None
+    await handle.terminate("test over")
+
+
+async def test_a_retry_spares_a_new_machine_that_took_the_terminated_ones_name(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    """A managed instance group recreates the instance under its name; the node came back on a new boot."""
+    node.comes_back = False
+    node.deleted_on_replace = False
+    handle = await start(time_skipping_env, queue, node, replace_timeout=timedelta(minutes=10))
+    await escalated(handle)
+    [first] = node.replace_requests
+    node.boot_id, node.ready = "boot-new-machine", True
+    bob = OperatorAction(by="bob", reason="try the replacement again")
+
+    await remediations.act_on_escalation(time_skipping_env.client, node.name, PersonAction.RETRY, bob)
+    status = await handle.result()
+
+    assert status.phase is Phase.REPLACED
+    assert status.reason.endswith("and a new machine took the node's name")
+    assert node.replace_requests == [first], "the new machine was not terminated"

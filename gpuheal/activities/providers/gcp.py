@@ -190,20 +190,31 @@ class GcpProvider(kit.CloudProvider[GceInstance]):
     async def replace(self, target: RebootTarget) -> str:
         """Delete the instance, for its managed instance group (a GKE node pool) to recreate it.
 
-        Compute Engine answers a second delete of an instance that is gone with notFound, which the
-        replace activity takes as done once the node is deleted too.
+        Deleting is made idempotent here, as a retried attempt needs: an instance that is gone
+        (notFound) or being deleted already (resourceNotReady) is what was asked for.
         """
         instance = self.locate(target)
         settings = self._settings
-        operation = await self._run(
-            target,
-            instance,
-            "delete",
-            lambda clients: clients.instances.delete_unary(
-                **instance.zonal, instance=instance.name, retry=None, timeout=settings.request_timeout.total_seconds()
-            ),
-        )
-        operation, polls = await self._done(target, instance, operation, "delete")
+
+        def delete(clients: _Clients) -> compute_v1.Operation | str:
+            try:
+                return clients.instances.delete_unary(
+                    **instance.zonal,
+                    instance=instance.name,
+                    retry=None,
+                    timeout=settings.request_timeout.total_seconds(),
+                )
+            except api_exceptions.NotFound:
+                return f"GCE instance {instance} is gone already (notFound)"
+            except api_exceptions.BadRequest as error:
+                if "resourceNotReady" not in _reasons(error):
+                    raise
+                return f"GCE instance {instance} is being deleted already (resourceNotReady)"
+
+        started = await self._run(target, instance, "delete", delete)
+        if isinstance(started, str):
+            return started
+        operation, polls = await self._done(target, instance, started, "delete")
         return (
             f"GCE deleted instance {instance}: operation {operation.name} DONE after {polls} polls; "
             "its managed instance group recreates it"

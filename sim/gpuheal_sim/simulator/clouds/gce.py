@@ -7,7 +7,8 @@ What google-cloud-compute's REST transport sends, at the real paths:
   A repeated ``requestId`` returns the first operation and reboots nothing, as Compute Engine does.
 * ``DELETE /compute/v1/projects/{p}/zones/{z}/instances/{name}`` -> a zonal Operation
   (``operationType: "delete"``); the machine is terminated then and its node deleted soon after (a
-  managed instance group would recreate it). An instance that is gone is ``notFound``.
+  managed instance group would recreate it). An instance being deleted is ``resourceNotReady``
+  (400), one that is gone ``notFound``.
 * ``GET …/zones/{z}/operations/{op}`` and ``POST …/operations/{op}/wait`` -> the operation. Each
   of these polls advances it: RUNNING for the first ``RUNNING_POLLS`` polls, then DONE (and DONE
   anyway once ``DONE_AFTER_SECONDS`` have passed, as a real reset finishes whether or not anyone
@@ -290,6 +291,11 @@ class GceEndpoint(CloudEndpoint):
             if request_id is not None and (project, request_id) in self._by_request_id:
                 return web.json_response(self._by_request_id[(project, request_id)].as_json(datetime.now(UTC)))
             node = self._node(project, zone, instance)
+            if action == "delete" and self._deleting(node):
+                resource = f"projects/{project}/zones/{zone}/instances/{instance}"
+                raise GoogleError(
+                    400, "FAILED_PRECONDITION", "resourceNotReady", f"The resource '{resource}' is not ready"
+                )
             failure = self._failures.pop(0) if self._failures else None
             now = datetime.now(UTC)
             operation = _Operation(
@@ -460,6 +466,10 @@ class GceEndpoint(CloudEndpoint):
         if operation is None:
             raise _not_found(f"projects/{project}/zones/{zone}/operations/{name}")
         return operation
+
+    def _deleting(self, node: str) -> bool:
+        """The node's machine was terminated (its delete is under way; the node goes soon)."""
+        return self.context.sim.lifecycle.nodes[node].terminated_at is not None
 
     def _node(self, project: str, zone: str, instance: str) -> str:
         node = self.context.node_for(f"gce://{project}/{zone}/{instance}")
