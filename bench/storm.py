@@ -1,10 +1,10 @@
 """A fault storm: half of a 1,500-node fleet reports a fatal XID at once, beside bare Temporal.
 
 Every faulty node gets a full remediation (quarantine, drain, reboot, wait, verify, release) on a
-fleet without workloads and with instant reboots. The storm runs twice: with the fleet governor
-handing out permits with no limit that binds (so what is measured is the cost of asking for them:
-the permit round trip, and the quarantine rate beside the same storm with the governor switched
-off), and without it. The baseline runs, on the same dev server and with the same worker limits, as
+fleet without workloads and with instant reboots. The storm runs twice, each time on a dev server of
+its own: with the fleet governor handing out permits with no limit that binds (so what is measured
+is the cost of asking for them: the permit round trip, and the quarantine rate beside the same storm
+with the governor switched off), and without it. The baseline runs, with the same worker limits, as
 many bare workflows with as many no-op activities as a remediation ran steps (its activities plus
 its local activities), so that ratio is what gpuheal's work and design cost beside the plain
 Temporal way of running those steps.
@@ -35,7 +35,7 @@ from gpuheal.domain.fleet import PERMIT_SIGNAL
 from gpuheal.domain.marks import workflow_id_for
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.steps import Step
-from gpuheal_sim.demo.devserver import DevServer
+from gpuheal_sim.demo.devserver import DevServer, start_dev_server
 from gpuheal_sim.demo.run import demo_policy
 
 TARGET_RATE = 25.0
@@ -101,6 +101,15 @@ async def _remediations(
     if (trips or early) and len(trips) + early != len(names):
         raise RuntimeError(f"only {len(trips) + early} of {len(names)} remediations received a permit")
     return StormRun(last_cordon, finished, steps, trips, early)
+
+
+async def _on_own_server(storm: Callable[[DevServer], Awaitable[StormRun]]) -> StormRun:
+    """Run `storm` on a fresh in-memory dev server."""
+    own = await start_dev_server()
+    try:
+        return await storm(own)
+    finally:
+        await own.shutdown()
 
 
 async def _histories(client: Client, nodes: list[str]) -> list[WorkflowHistory]:
@@ -182,9 +191,14 @@ async def run(server: DevServer, state: Path, nodes: int, faulty: int) -> dict[s
     # the cost of asking for them is.
     unlimited = ("--max-remediations", "100000", "--max-remediating-percent", "100")
     breaker = ("--breaker-share", "1", "--breaker-at-least", "100000")
-    # The governed storm runs second, on a dev server that holds the first storm's workflows too.
-    ungoverned = await _remediations(server, state, nodes, faulty, "--no-fleet-governor", name="ungoverned")
-    governed = await _remediations(server, state, nodes, faulty, *unlimited, *breaker, name="governed")
+    # Each storm on a dev server of its own: the one run second does not inherit the first's
+    # workflows (on one server, the governed storm ran behind 750 finished remediations).
+    ungoverned = await _on_own_server(
+        lambda own: _remediations(own, state, nodes, faulty, "--no-fleet-governor", name="ungoverned")
+    )
+    governed = await _on_own_server(
+        lambda own: _remediations(own, state, nodes, faulty, *unlimited, *breaker, name="governed")
+    )
     rate, rate_off = faulty / governed.last_cordon, faulty / ungoverned.last_cordon
     print(
         f"  quarantined            {rate:8.1f} nodes/s   (all {faulty} cordoned after {governed.last_cordon:.2f} s; "

@@ -31,8 +31,8 @@ from gpuheal.policyfile import WorkerPolicy
 
 # Nodes listed per page while counting: a 10,000-node fleet is counted in 20 requests.
 _PAGE = 500
-# Permit signals in flight at once while a storm's grants are delivered.
-_SIGNALS_AT_ONCE = 50
+# Requests to Temporal in flight at once while a storm's grants are delivered or its holders checked.
+_REQUESTS_AT_ONCE = 50
 
 
 class FleetActivities:
@@ -83,7 +83,7 @@ async def deliver_permits(delivery: PermitDelivery) -> EndedHolders:
     answer (the governor takes its permit back). A retried delivery signals again, which a
     remediation that already holds its permit ignores."""
     temporal = activity.client()
-    gate = asyncio.Semaphore(_SIGNALS_AT_ONCE)
+    gate = asyncio.Semaphore(_REQUESTS_AT_ONCE)
 
     async def deliver(permit: HeldPermit) -> str | None:
         handle = temporal.get_workflow_handle(permit.workflow_id, run_id=permit.run_id)
@@ -103,18 +103,23 @@ async def deliver_permits(delivery: PermitDelivery) -> EndedHolders:
 
 @implements(contracts.FIND_ENDED)
 async def find_ended_holders(request: HolderCheck) -> EndedHolders:
-    """The permits whose remediation run is no longer running (terminated, timed out, or gone)."""
+    """The permits whose remediation run is no longer running (terminated, timed out, or gone),
+    asked about several at once: a governor's first pass in a storm checks hundreds, and its
+    grants wait for the answer."""
     temporal = activity.client()
-    ended: list[str] = []
-    for permit in request.permits:
+    gate = asyncio.Semaphore(_REQUESTS_AT_ONCE)
+
+    async def ended(permit: HeldPermit) -> bool:
         handle = temporal.get_workflow_handle(permit.workflow_id, run_id=permit.run_id)
-        try:
-            described = await handle.describe()
-        except RPCError as error:
-            if error.status is not RPCStatusCode.NOT_FOUND:
-                raise
-            ended.append(permit.permit_id)
-            continue
-        if described.status is not WorkflowExecutionStatus.RUNNING:
-            ended.append(permit.permit_id)
-    return EndedHolders(permit_ids=tuple(ended))
+        async with gate:
+            try:
+                described = await handle.describe()
+            except RPCError as error:
+                if error.status is not RPCStatusCode.NOT_FOUND:
+                    raise
+                return True
+        return described.status is not WorkflowExecutionStatus.RUNNING
+
+    async with asyncio.TaskGroup() as checks:
+        asked = [(permit, checks.create_task(ended(permit))) for permit in request.permits]
+    return EndedHolders(permit_ids=tuple(permit.permit_id for permit, task in asked if task.result()))

@@ -55,6 +55,9 @@ with workflow.unsafe.imports_passed_through():
 
 # Marks the governors that deliver a pass's permits in one step (`_deliver`).
 _BATCHED_DELIVERY_PATCH = "batched-permit-delivery"
+# Marks the governors that, started afresh, count the GPU nodes at once and first check their
+# holders after `reclaim_every` (`run`), not at a storm's first pass.
+_FRESH_START_PATCH = "fresh-start-checks-later"
 # Operator actions and trips kept in the state (and shown by `gpuheal breaker status`).
 _LOG_LENGTH = 50
 # Permits whose return arrived recently, so a late duplicate of their request is not queued again.
@@ -176,6 +179,13 @@ class GovernorWorkflow:
         # Decided in the first activation: a governor that started before permits were delivered in
         # one step per pass keeps signalling each one itself until it continues as new.
         self._delivers_in_batches = workflow.patched(_BATCHED_DELIVERY_PATCH)
+        # A governor started afresh holds nothing that could have ended unseen: the requests it takes
+        # come from running remediations, so its first check of them waits a `reclaim_every`; and it
+        # counts the GPU nodes now, before a storm's first requests wait for the count. (One that
+        # continued as new carries permits, and checks them at once.)
+        if workflow.patched(_FRESH_START_PATCH) and not request.state.held and not request.state.waiting:
+            self._checked_at = workflow.now()
+            await self._count_gpu_nodes()
         while True:
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(lambda: self._changed, timeout=self._next_check())
