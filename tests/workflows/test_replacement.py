@@ -216,8 +216,10 @@ async def test_a_node_deleted_after_its_replacement_escalated_ends_replaced_and_
 ) -> None:
     node.comes_back = False
     node.deleted_on_replace = False
+    # Rechecked every second in real time: a test must not wait on the shared test server skipping its
+    # clock, which an earlier test in the session may hold.
     handle = await start(
-        time_skipping_env, queue, node, replace_timeout=timedelta(minutes=10), escalated_recheck=timedelta(minutes=5)
+        time_skipping_env, queue, node, replace_timeout=timedelta(minutes=10), escalated_recheck=timedelta(seconds=1)
     )
     await escalated(handle)
     alice = OperatorAction(by="alice", reason="the ASG was suspended; resumed it")
@@ -241,8 +243,9 @@ async def test_the_policys_own_approval_never_terminates_a_machine(
         queue,
         node,
         require_approval=True,
-        auto_approve_after=timedelta(minutes=30),
-        approval_timeout=timedelta(hours=2),
+        # Seconds, waited in real time (not on the shared test server skipping its clock).
+        auto_approve_after=timedelta(seconds=1),
+        approval_timeout=timedelta(seconds=3),
     )
 
     waiting = await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
