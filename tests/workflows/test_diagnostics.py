@@ -3,20 +3,18 @@ keeps a diagnostics bundle and the run records where it is; the reboot never wai
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 
 from temporalio.testing import WorkflowEnvironment
 
 from gpuheal.control import remediations
 from gpuheal.domain.actions import RecommendedAction
-from gpuheal.domain.faults import Fault
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import DiagnosticsPolicy, RemediationPolicy, RepairPolicy
 from gpuheal.domain.remediation import ApprovalSignal, RemediationStatus
 from gpuheal.domain.steps import Step
 from tests.workflows.fake_activities import FakeNode
-from tests.workflows.test_remediation_logic import Handle, quarantined_at, wait_for_phase
+from tests.workflows.test_remediation_logic import Handle, fault, quarantined_at, wait_for_phase
 
 
 async def start(
@@ -28,12 +26,11 @@ async def start(
     action: RecommendedAction = RecommendedAction.RESTART_BM,
     **repair: object,
 ) -> Handle:
-    fault = Fault(node=node.name, action=action, xid=79, gpu_uuids=("GPU-aaaa",), event_id=str(uuid.uuid4()))
     policy = RemediationPolicy(
         repair=RepairPolicy.model_validate({"provider": "simulator", **repair}),
         diagnostics=DiagnosticsPolicy(collect=collect, timeout=timedelta(minutes=5)),
     )
-    return await remediations.report_fault(env.client, fault, policy, task_queue=queue)
+    return await remediations.report_fault(env.client, fault(node, action), policy, task_queue=queue)
 
 
 async def resolved(handle: Handle) -> RemediationStatus:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from datetime import timedelta
 
 from temporalio.testing import WorkflowEnvironment
@@ -13,7 +12,6 @@ from temporalio.worker import Worker
 from gpuheal.control import remediations
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.decisions import PersonAction
-from gpuheal.domain.faults import Fault
 from gpuheal.domain.operator import OperatorAction
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import RemediationPolicy, RepairPolicy, RepairStrategy
@@ -21,7 +19,7 @@ from gpuheal.domain.remediation import ApprovalSignal
 from gpuheal.domain.steps import Outcome, Step
 from gpuheal.workflows.remediation import RemediationWorkflow
 from tests.workflows.fake_activities import FakeNode, resolved_earlier
-from tests.workflows.test_remediation_logic import Handle, escalated, settled, wait_for_phase
+from tests.workflows.test_remediation_logic import Handle, escalated, fault, settled, wait_for_phase
 
 NOT_BACK = "node did not come back Ready with a new bootID within 0:30:00"
 
@@ -34,9 +32,8 @@ async def start(
     action: RecommendedAction = RecommendedAction.RESTART_BM,
     **repair: object,
 ) -> Handle:
-    fault = Fault(node=node.name, action=action, xid=79, gpu_uuids=("GPU-aaaa",), event_id=str(uuid.uuid4()))
     policy = RemediationPolicy(repair=RepairPolicy.model_validate({"provider": "simulator", "replace": True, **repair}))
-    return await remediations.report_fault(env.client, fault, policy, task_queue=queue)
+    return await remediations.report_fault(env.client, fault(node, action), policy, task_queue=queue)
 
 
 def repair_steps(node_steps: list[str]) -> list[str]:

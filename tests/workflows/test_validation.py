@@ -3,7 +3,6 @@ after the repair, and a node that fails it, or whose agent does not answer, stay
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 
 from temporalio.testing import WorkflowEnvironment
@@ -11,13 +10,12 @@ from temporalio.testing import WorkflowEnvironment
 from gpuheal.control import remediations
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.decisions import PersonAction
-from gpuheal.domain.faults import Fault
 from gpuheal.domain.operator import OperatorAction
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import RemediationPolicy, RepairPolicy, ValidationPolicy
 from gpuheal.domain.steps import Outcome, Step
 from tests.workflows.fake_activities import FakeNode
-from tests.workflows.test_remediation_logic import Handle, escalated
+from tests.workflows.test_remediation_logic import Handle, escalated, fault
 
 FAILED = "the GPUs failed the level 2 GPU check (dcgmi diag -r 2): Memory bandwidth: GPU 3 below 80% of spec"
 
@@ -31,12 +29,11 @@ async def start(
     action: RecommendedAction = RecommendedAction.RESTART_BM,
     **repair: object,
 ) -> Handle:
-    fault = Fault(node=node.name, action=action, xid=79, gpu_uuids=("GPU-aaaa",), event_id=str(uuid.uuid4()))
     policy = RemediationPolicy(
         repair=RepairPolicy.model_validate({"provider": "simulator", **repair}),
         validation=ValidationPolicy(level=level, timeout=timedelta(minutes=10)),
     )
-    return await remediations.report_fault(env.client, fault, policy, task_queue=queue)
+    return await remediations.report_fault(env.client, fault(node, action), policy, task_queue=queue)
 
 
 async def test_a_node_that_passes_its_check_goes_back_and_the_check_is_in_the_repair_log(
