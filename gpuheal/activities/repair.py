@@ -70,10 +70,7 @@ class RepairActivities:
             if node is None:
                 raise node_gone(request.node)
             target = reboot_target(node, request.node, graceful=request.graceful)
-            try:
-                provider = self._providers.choose(target, request.provider)
-            except ProviderError as error:
-                raise _provider_failure(error, final=True) from error
+            provider = self._provider(target, request.provider)
             graceful = request.graceful and provider.supports_graceful
             earlier = _read_record(annotations_of(node))
             if earlier is not None and earlier.holder == request.request_id and not earlier.refused:
@@ -112,6 +109,13 @@ class RepairActivities:
             raise _provider_failure(error, final=not error.retryable) from error
         activity.logger.info("reboot of %s requested through %s", request.node, provider.name)
         return result.model_copy(update={"detail": detail})
+
+    def _provider(self, target: RebootTarget, name: str) -> RebootProvider:
+        """The provider `name` picks for the node; one that none can serve fails the step for good."""
+        try:
+            return self._providers.choose(target, name)
+        except ProviderError as error:
+            raise _provider_failure(error, final=True) from error
 
     async def _write_record(self, node: V1Node, record: _RebootRecord) -> None:
         await merge_patch_node(
@@ -174,10 +178,7 @@ class RepairActivities:
                 boot_id=boot,
             )
         target = reboot_target(node, request.node, graceful=False)
-        try:
-            provider = self._providers.choose(target, request.provider)
-        except ProviderError as error:
-            raise _provider_failure(error, final=True) from error
+        provider = self._provider(target, request.provider)
         if not isinstance(provider, MachineReplacer):
             raise _provider_failure(
                 ProviderError(f"provider {provider.name} cannot terminate machines", retryable=False), final=True

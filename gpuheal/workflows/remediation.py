@@ -759,19 +759,10 @@ class RemediationWorkflow:
         repairs, they approve the termination too: an approval of a repair is not one of this."""
         # Known faulty from here: a cancel leaves the node cordoned.
         self._condemned = True
-        if not self._terminated:
-            labels = self._record.labels if self._record is not None else {}
-            if decisions.needs_approval(self._policy.repair, self._action, labels):
-                self._repair_log.append(f"terminating the machine waits for a person's approval: {why}")
-                if self._decision is not None:
-                    self._repair_log.append(f"the approval by {self._decision.approver} was for the repair")
-                    self._decision = None
-                # What an approval now decides, in the status and the UI: never gpuheal's own.
-                self._reason = f"an approval terminates the machine (repair.replace): {why}"
-                asked = await self._ask_person(policy_may_approve=False)
-                self._reason = ""
-                if asked.ends:
-                    return asked
+        if not self._terminated:  # a termination asked for again was approved the first time
+            refused = await self._approve_termination(why)
+            if refused is not None:
+                return refused
         self._enter(Phase.REPLACING)
         provider = self._policy.repair.provider_for(self._action)
         self._repair_log.append(f"replacing the machine: {why}")
@@ -795,6 +786,22 @@ class RemediationWorkflow:
         timeout = self._policy.repair.replace_timeout
         gone = await self._wait_for(NodeGone(boot_id_before=self._terminated_boot), timeout)
         return decisions.after_replacement(why, terminated.summary, gone, timeout)
+
+    async def _approve_termination(self, why: str) -> Verdict | None:
+        """Where the policy has a person approve this node's repairs, wait for one to approve the
+        termination (never the policy's own approval); the verdict that ends the wait otherwise."""
+        labels = self._record.labels if self._record is not None else {}
+        if not decisions.needs_approval(self._policy.repair, self._action, labels):
+            return None
+        self._repair_log.append(f"terminating the machine waits for a person's approval: {why}")
+        if self._decision is not None:
+            self._repair_log.append(f"the approval by {self._decision.approver} was for the repair")
+            self._decision = None
+        # What an approval now decides, in the status and the UI.
+        self._reason = f"an approval terminates the machine (repair.replace): {why}"
+        asked = await self._ask_person(policy_may_approve=False)
+        self._reason = ""
+        return asked if asked.ends else None
 
     async def _collect_diagnostics(self, provider: str) -> None:
         """Before the round's first reboot, have the node's agent keep a diagnostics bundle (policy
