@@ -66,11 +66,10 @@ class StormRun:
     finished: float
     # Steps of one remediation: activities, and local activities (recorded as markers).
     steps: int
-    # Seconds from each remediation's ask for a permit to the permit in its history (none ungoverned).
-    permit_round_trips: list[float]
-    # Permits recorded before the ask's own marker: the ask (a local activity) outlived a workflow
-    # task, so its result is recorded after the permit it led to, and its start is not in the history.
-    permits_before_ask: int
+    # Seconds from each remediation's ask for a permit to the governor's grant (none ungoverned) …
+    permit_waits: list[float]
+    # … and how many of the grants the asks collected themselves (the rest came as signals).
+    collected: int
 
 
 async def _remediations(
@@ -96,11 +95,12 @@ async def _remediations(
         last_cordon = max(stack.cordons.cordoned_at.values()) - started
         histories = await _histories(server.client, names)
     steps = sum(1 for e in histories[0].events if _is_step(e))
-    trips = [t for t in map(_permit_round_trip, histories) if t is not None]
-    early = sum(1 for h in histories if _permit_before_ask(h))
-    if (trips or early) and len(trips) + early != len(names):
-        raise RuntimeError(f"only {len(trips) + early} of {len(names)} remediations received a permit")
-    return StormRun(last_cordon, finished, steps, trips, early)
+    granted = [(h, r.permit) for h, r in zip(histories, results, strict=True) if r.permit is not None]
+    if granted and len(granted) != len(names):
+        raise RuntimeError(f"only {len(granted)} of {len(names)} remediations received a permit")
+    waits = [(permit.granted_at - _asked_at(h)).total_seconds() for h, permit in granted]
+    collected = sum(1 for h, _ in granted if not any(_is_permit(e) for e in h.events))
+    return StormRun(last_cordon, finished, steps, waits, collected)
 
 
 async def _on_own_server(storm: Callable[[DevServer], Awaitable[StormRun]]) -> StormRun:
@@ -128,41 +128,25 @@ def _is_step(event: HistoryEvent) -> bool:
     )
 
 
-def _permit_round_trip(history: WorkflowHistory) -> float | None:
-    """Seconds from the remediation's ask for a permit to the governor's `permit` signal in its
-    history; None where no permit came (ungoverned).
-
-    The ask is timed from the start of the workflow task that ran it: the workflow's own clock then,
-    which is the `asked_at` the remediation sends the governor.
-    """
+def _asked_at(history: WorkflowHistory) -> datetime:
+    """When the remediation first asked for its permit: the start of the workflow task that ran the
+    ask, which is the `asked_at` it sent the governor (the workflow's clock)."""
     task_started: datetime | None = None
-    asked: datetime | None = None
     for event in history.events:
-        at = event.event_time.ToDatetime(UTC)
         if event.HasField("workflow_task_started_event_attributes"):
-            task_started = at
-        elif asked is None and _is_ask(event):
-            asked = task_started
-        elif asked is not None and _is_permit(event):
-            return (at - asked).total_seconds()
-    return None
-
-
-def _permit_before_ask(history: WorkflowHistory) -> bool:
-    for event in history.events:
-        if _is_ask(event):
-            return False
-        if _is_permit(event):
-            return True
-    return False
+            task_started = event.event_time.ToDatetime(UTC)
+        elif _is_ask(event) and task_started is not None:
+            return task_started
+    raise RuntimeError(f"{history.workflow_id} never asked for a permit")
 
 
 def _is_ask(event: HistoryEvent) -> bool:
-    """The marker of the ask's local activity."""
+    """The marker of an ask's local activity (one that waits for its grant, or not)."""
     details = event.marker_recorded_event_attributes.details
     if not event.HasField("marker_recorded_event_attributes") or "data" not in details:
         return False
-    return bool(json.loads(details["data"].payloads[0].data).get("activity_type") == Step.ASK_PERMIT.value)
+    step = json.loads(details["data"].payloads[0].data).get("activity_type")
+    return step in (Step.ASK_PERMIT.value, Step.COLLECT_PERMIT.value)
 
 
 def _is_permit(event: HistoryEvent) -> bool:
@@ -206,8 +190,8 @@ async def run(server: DevServer, state: Path, nodes: int, faulty: int) -> dict[s
     )
     print(f"  … governor off         {rate_off:8.1f} nodes/s   (cordoned after {ungoverned.last_cordon:.2f} s)")
     print(f"  governor on / off      {rate / rate_off:8.2f} ×     (target ≥ {TARGET_GOVERNED_RATIO})")
-    print(f"  permit round trip      {describe(governed.permit_round_trips)}")
-    print(f"  permits recorded before the ask's own result (not timed): {governed.permits_before_ask}")
+    print(f"  ask → permit granted   {describe(governed.permit_waits)}")
+    print(f"  grants collected by the ask (not signalled): {governed.collected} of {faulty}")
     print(f"  all back in service    {governed.finished:8.2f} s   ({governed.steps} steps per remediation)", flush=True)
     bare = await _baseline(server, faulty, governed.steps)
     ratio = governed.finished / bare

@@ -157,6 +157,9 @@ async def _worker(settings: WorkerSettings, client: Client, api: ApiClient) -> A
             activities=activities,
             max_concurrent_activities=settings.max_concurrent_activities,
             max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
+            # A workflow task runs its local steps one at a time, and the ask for a permit waits in
+            # one: a slot for each task's step, or in a storm the tasks queue for slots.
+            max_concurrent_local_activities=settings.max_concurrent_workflow_tasks,
             graceful_shutdown_timeout=settings.graceful_shutdown,
             sticky_queue_schedule_to_start_timeout=settings.sticky_queue_timeout,
         )

@@ -48,6 +48,7 @@ def remediation_activities(
         orders.request_diagnostics,
         waits.wait_for_node,
         governed.ask_for_permit,
+        governed.collect_permit,
         governed.count_gpu_nodes,
         find_ended_holders,
         deliver_permits,

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from kubernetes.aio import client
 from temporalio import activity
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from gpuheal.activities.contract import implements, node_gone
+from gpuheal.activities.grant_collector import GrantCollector
 from gpuheal.activities.kube import boot_id_of, read_node
 from gpuheal.control import governor
 from gpuheal.control.connection import is_namespace_not_found
 from gpuheal.domain import contracts
 from gpuheal.domain.fleet import (
+    COLLECT_WITHIN,
     GOVERNOR_ID,
     PERMIT_SIGNAL,
     EndedHolders,
+    FleetPolicy,
     HeldPermit,
     HolderCheck,
     NodeCount,
@@ -31,6 +35,8 @@ from gpuheal.policyfile import WorkerPolicy
 
 # Nodes listed per page while counting: a 10,000-node fleet is counted in 20 requests.
 _PAGE = 500
+# How an ask reaches the governor: to be signalled the grant, or to collect it.
+Ask = Callable[[Client, PermitRequest, FleetPolicy, str, str], Awaitable[None]]
 # Requests to Temporal in flight at once while a storm's grants are delivered or its holders checked.
 _REQUESTS_AT_ONCE = 50
 
@@ -43,11 +49,25 @@ class FleetActivities:
         # Read at each ask: the policy file may have changed the fleet's limits since the worker began.
         self._policy = policy
         self._governor_id = governor_id
+        self._collector = GrantCollector(governor_id)
 
     @implements(contracts.ASK_PERMIT)
     async def ask_for_permit(self, request: PermitRequest) -> PermitAsked:
         """Ask the governor (started with this worker's limits if it is not running) for a permit,
-        with the node's labels, which name its group."""
+        with the node's labels, which name its group; the governor signals the grant."""
+        return await self._ask(request, governor.ask)
+
+    @implements(contracts.COLLECT_PERMIT)
+    async def collect_permit(self, request: PermitRequest) -> PermitAsked:
+        """Ask as `ask_for_permit` does, and wait a moment (COLLECT_WITHIN) for the grant; one that
+        comes is brought back, and the governor does not signal it."""
+        asked = await self._ask(request, governor.ask_to_collect)
+        if not asked.governed:
+            return asked
+        grant = await self._collector.wait(activity.client(), request.permit_id, COLLECT_WITHIN)
+        return asked.model_copy(update={"grant": grant})
+
+    async def _ask(self, request: PermitRequest, send: Ask) -> PermitAsked:
         fleet = self._policy.fleet
         if not fleet.governed:
             return PermitAsked(governed=False)
@@ -55,7 +75,7 @@ class FleetActivities:
         if node is None:
             raise node_gone(request.node)
         labels = dict((node.metadata.labels if node.metadata else None) or {})
-        await governor.ask(
+        await send(
             activity.client(),
             request.model_copy(update={"labels": labels}),
             fleet,

@@ -16,6 +16,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from gpuheal.control import updates
 from gpuheal.control.connection import DEFAULT_TASK_QUEUE, is_namespace_not_found
 from gpuheal.domain.fleet import (
+    COLLECT_SIGNAL,
+    COLLECT_WITHIN,
     CONFIGURE_SIGNAL,
     GOVERNOR,
     GOVERNOR_ID,
@@ -23,6 +25,8 @@ from gpuheal.domain.fleet import (
     FleetPolicy,
     GovernorInput,
     GovernorStatus,
+    GrantQuery,
+    PermitGrant,
     PermitRequest,
 )
 from gpuheal.domain.operator import OperatorAction
@@ -66,6 +70,21 @@ async def ask(
     """Ask for a permit; the governor answers with the remediation's `permit` signal. Asking again
     (a retried activity) is harmless: the governor keeps requests by permit id."""
     await _signal_with_start(client, REQUEST_SIGNAL.name, request, policy, governor_id, task_queue)
+
+
+async def ask_to_collect(
+    client: Client, request: PermitRequest, policy: FleetPolicy, governor_id: str, task_queue: str
+) -> None:
+    """Ask for a permit that the asker collects with `grants` (the governor does not signal it); an
+    ask with `ask` afterwards has an uncollected grant signalled."""
+    await _signal_with_start(client, COLLECT_SIGNAL.name, request, policy, governor_id, task_queue)
+
+
+async def grants(client: Client, permit_ids: tuple[str, ...], governor_id: str) -> tuple[PermitGrant, ...]:
+    """The grants among these permits that the governor holds (its recorded state)."""
+    handle = client.get_workflow_handle_for(GovernorWorkflow.run, governor_id)
+    found = await handle.query(GovernorWorkflow.grants, GrantQuery(permit_ids=permit_ids), rpc_timeout=COLLECT_WITHIN)
+    return found.grants
 
 
 async def configure(

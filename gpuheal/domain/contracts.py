@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from gpuheal.domain.diagnostics import DiagnosticsOrder
 from gpuheal.domain.fleet import (
+    COLLECT_WITHIN,
     EndedHolders,
     HolderCheck,
     NodeCount,
@@ -175,6 +176,10 @@ WAIT_FOR_NODE = StepContract(
 # the grants is recorded, and a worker lost in between would leave permits out that a replay, with
 # a pause arrived meanwhile, never grants.
 ASK_PERMIT = StepContract(Step.ASK_PERMIT, PermitRequest, PermitAsked, local=True)
+# … or asks, and waits a moment for the grant, which it then carries back itself (no signal).
+COLLECT_PERMIT = StepContract(
+    Step.COLLECT_PERMIT, PermitRequest, PermitAsked, True, lambda t, _: t.node_call + COLLECT_WITHIN
+)
 COUNT_GPU_NODES = StepContract(Step.COUNT_GPU_NODES, NodeCountRequest, NodeCount, local=False)
 DELIVER_PERMITS = StepContract(
     Step.DELIVER_PERMITS,

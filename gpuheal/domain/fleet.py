@@ -19,6 +19,10 @@ from gpuheal.domain.operator import ActionRefused, RecordedAction
 from gpuheal.domain.workflow_contract import SignalContract, WorkflowContract
 
 GOVERNOR_ID = "gpuheal-governor"
+# How long an ask waits for its grant before the remediation waits for a signal instead. In a storm
+# grants come within a second or two: a grant collected by the ask saves the remediation a workflow
+# task and the governor a signal, and the node is quarantined in the task that asked.
+COLLECT_WITHIN = timedelta(seconds=5)
 
 
 def governor_task_queue(governor_id: str) -> str:
@@ -123,6 +127,18 @@ class PermitAsked(_Strict):
     governor_id: str = ""
     # The node's bootID when the permit was asked for: a fault re-checked later compares with it.
     boot_id: str = ""
+    # The permit, where the ask waited for it and it came (collected: the governor does not signal it).
+    grant: PermitGrant | None = None
+
+
+class GrantQuery(_Strict):
+    """Which of these permits the governor has granted (the `grants` query, which collecting asks poll)."""
+
+    permit_ids: tuple[str, ...]
+
+
+class Grants(_Strict):
+    grants: tuple[PermitGrant, ...] = ()
 
 
 class HeldPermit(_Strict):
@@ -139,6 +155,8 @@ class Waiting(_Strict):
 
     request: PermitRequest
     why: str = ""
+    # The asker collects its grant with the `grants` query (it waits for it in its ask): not signalled.
+    collects: bool = False
 
 
 class GovernorState(_Strict):
@@ -179,6 +197,9 @@ class GovernorStatus(_Strict):
 
 GOVERNOR = WorkflowContract("GovernorWorkflow", GovernorInput, type(None))
 REQUEST_SIGNAL = SignalContract("request", PermitRequest)
+# A request whose asker collects the grant itself, for a moment (COLLECT_WITHIN); after that it asks
+# with `request`, and a grant it did not collect is signalled.
+COLLECT_SIGNAL = SignalContract("collect", PermitRequest)
 RELEASE_SIGNAL = SignalContract("release", PermitReturn)
 CONFIGURE_SIGNAL = SignalContract("configure", FleetPolicy)
 # Sent by the governor to the remediation it grants.

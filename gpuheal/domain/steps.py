@@ -38,6 +38,7 @@ class Step(StrEnum):
     WAIT_FOR_NODE = "wait_for_node"
     # The fleet governor's (gpuheal.domain.fleet).
     ASK_PERMIT = "ask_for_permit"
+    COLLECT_PERMIT = "collect_permit"
     COUNT_GPU_NODES = "count_gpu_nodes"
     FIND_ENDED = "find_ended_holders"
     DELIVER_PERMITS = "deliver_permits"

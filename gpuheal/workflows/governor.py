@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Coroutine
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -31,6 +32,7 @@ from gpuheal.workflows.run_step import run_step
 with workflow.unsafe.imports_passed_through():
     from gpuheal.domain import contracts, fleet
     from gpuheal.domain.fleet import (
+        COLLECT_SIGNAL,
         CONFIGURE_SIGNAL,
         GOVERNOR,
         PERMIT_SIGNAL,
@@ -41,6 +43,8 @@ with workflow.unsafe.imports_passed_through():
         GovernorRefused,
         GovernorState,
         GovernorStatus,
+        GrantQuery,
+        Grants,
         HeldPermit,
         HolderCheck,
         NodeCountRequest,
@@ -55,6 +59,9 @@ with workflow.unsafe.imports_passed_through():
 
 # Marks the governors that deliver a pass's permits in one step (`_deliver`).
 _BATCHED_DELIVERY_PATCH = "batched-permit-delivery"
+# Marks the governors that leave a grant to an ask that collects it (`collect`), and keep one delivery
+# under way at a time, grants made meanwhile going together in the next (`_deliver_later`).
+_COLLECT_PATCH = "collected-permits"
 # Marks the governors that, started afresh, count the GPU nodes at once and first check their
 # holders after `reclaim_every` (`run`), not at a storm's first pass.
 _FRESH_START_PATCH = "fresh-start-checks-later"
@@ -84,19 +91,40 @@ class GovernorWorkflow:
         self._returned: dict[str, None] = dict.fromkeys(state.returned)
         self._checked_at: datetime | None = None
         self._changed = True
-        # Grants being signalled to their remediations.
+        # Grants being signalled to their remediations, and those granted since that wait for the next delivery.
         self._sending: set[asyncio.Task[None]] = set()
+        self._undelivered: list[HeldPermit] = []
+        # Permits granted to asks that were to collect them and asked again to be signalled instead.
+        self._uncollected: set[str] = set()
+        # Decided in the run's first activation (`run`).
+        self._leaves_grants_to_collect = False
 
     # ---- what remediations send ------------------------------------------------------------------
 
     @workflow.signal(name=REQUEST_SIGNAL.name)
     def request(self, request: PermitRequest) -> None:
-        """A remediation asks for a permit; one already held, waiting or returned is not asked again."""
+        """A remediation asks for a permit, to be signalled; one already held, waiting or returned is
+        not asked again. An ask that was to collect its grant (`collect`) and stopped waiting for it
+        asks this way: its grant is signalled, made already or when it comes."""
+        self._take(request, collects=False)
+
+    @workflow.signal(name=COLLECT_SIGNAL.name)
+    def collect(self, request: PermitRequest) -> None:
+        """A remediation asks for a permit that it collects itself, with the `grants` query."""
+        self._take(request, collects=True)
+
+    def _take(self, request: PermitRequest, collects: bool) -> None:
         permit_id = request.permit_id
-        if permit_id in self._held or permit_id in self._waiting or permit_id in self._returned:
-            return
-        self._waiting[permit_id] = Waiting(request=request)
-        self._changed = True
+        waiting = self._waiting.get(permit_id)
+        if waiting is not None and waiting.collects and not collects:
+            self._waiting[permit_id] = waiting.model_copy(update={"collects": False})
+        elif permit_id in self._held and not collects:
+            self._uncollected.add(permit_id)
+            # (A governor of before `collect` ignored such a request: woken, its replay would differ.)
+            self._changed = self._changed or self._leaves_grants_to_collect
+        elif waiting is None and permit_id not in self._held and permit_id not in self._returned:
+            self._waiting[permit_id] = Waiting(request=request, collects=collects)
+            self._changed = True
 
     @workflow.signal(name=RELEASE_SIGNAL.name)
     def release(self, returned: PermitReturn) -> None:
@@ -160,6 +188,13 @@ class GovernorWorkflow:
                 f"quarantines within {self._policy.breaker.window})"
             )
 
+    @workflow.query(name="grants")
+    def grants(self, query: GrantQuery) -> Grants:
+        """The permits among these that are held, for the asks that collect them."""
+        held = tuple(self._held[permit_id] for permit_id in query.permit_ids if permit_id in self._held)
+        delivery = self._delivery(held)
+        return Grants(grants=tuple(delivery.grant_of(permit) for permit in held))
+
     @workflow.query(name="status")
     def status(self) -> GovernorStatus:
         """The limits, the permits held, who waits and why, the breaker and the pause."""
@@ -179,6 +214,7 @@ class GovernorWorkflow:
         # Decided in the first activation: a governor that started before permits were delivered in
         # one step per pass keeps signalling each one itself until it continues as new.
         self._delivers_in_batches = workflow.patched(_BATCHED_DELIVERY_PATCH)
+        self._leaves_grants_to_collect = workflow.patched(_COLLECT_PATCH)
         # A governor started afresh holds nothing that could have ended unseen: the requests it takes
         # come from running remediations, so its first check of them waits a `reclaim_every`; and it
         # counts the GPU nodes now, before a storm's first requests wait for the count. (One that
@@ -190,6 +226,9 @@ class GovernorWorkflow:
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(lambda: self._changed, timeout=self._next_check())
             self._changed = False
+            if self._leaves_grants_to_collect:
+                self._deliver_later([self._held[p] for p in sorted(self._uncollected) if p in self._held])
+            self._uncollected.clear()
             info = workflow.info()
             if info.is_continue_as_new_suggested() or info.get_current_history_length() >= request.history_limit:
                 # Signals and Updates taken so far are in the state carried over; grants being sent finish first.
@@ -215,6 +254,7 @@ class GovernorWorkflow:
             self._log_action(self._tripped)
             workflow.logger.warning("circuit breaker tripped: %s", choice.trip)
         granted: list[HeldPermit] = []
+        collected: set[str] = set()
         for request in choice.grant:
             group = self._policy.budget.group_of(request.labels)
             permit = HeldPermit(
@@ -225,19 +265,38 @@ class GovernorWorkflow:
                 group=group,
                 granted_at=now,
             )
-            del self._waiting[request.permit_id]
+            if self._waiting.pop(request.permit_id).collects and self._leaves_grants_to_collect:
+                collected.add(request.permit_id)
             self._held[request.permit_id] = permit
             self._recent.append(now)
             granted.append(permit)
         for permit_id, why in choice.why.items():
-            self._waiting[permit_id] = Waiting(request=self._waiting[permit_id].request, why=why)
+            self._waiting[permit_id] = self._waiting[permit_id].model_copy(update={"why": why})
+        if self._leaves_grants_to_collect:
+            self._deliver_later([permit for permit in granted if permit.permit_id not in collected])
+            return
         if not granted:
             return
         deliveries = [self._deliver(tuple(granted))] if self._delivers_in_batches else map(self._send, granted)
         for delivery in deliveries:
-            sending = asyncio.create_task(delivery)
-            self._sending.add(sending)
-            sending.add_done_callback(self._sending.discard)
+            self._start_sending(delivery)
+
+    def _start_sending(self, delivery: Coroutine[None, None, None]) -> None:
+        sending = asyncio.create_task(delivery)
+        self._sending.add(sending)
+        sending.add_done_callback(self._sending.discard)
+
+    def _deliver_later(self, permits: list[HeldPermit]) -> None:
+        """Signal these grants with the next delivery: at once where none is under way."""
+        self._undelivered.extend(permits)
+        if self._undelivered and not self._sending:
+            self._start_sending(self._deliver_undelivered())
+
+    async def _deliver_undelivered(self) -> None:
+        """Deliver the grants not yet delivered, all at once, until none is left."""
+        while self._undelivered:
+            permits, self._undelivered = tuple(self._undelivered), []
+            await self._deliver(permits)
 
     def _delivery(self, permits: tuple[HeldPermit, ...]) -> PermitDelivery:
         return PermitDelivery(

@@ -114,6 +114,8 @@ _NODE_HOLD_PATCH = "node-hold-label"
 # … and those started before a fault no provider can fix, joining after the approval step, stopped
 # the reboot for a person, by rebooting.
 _PERSON_FAULT_PATCH = "person-fault-before-reboot"
+# … and those started before a remediation's first ask waited for its permit, with an ask that did not.
+_COLLECT_PATCH = "collected-permit"
 # How long a remediation waits for its permit before it asks again.
 _ASK_AGAIN = timedelta(minutes=10)
 # The escalated wait's timer, as the UI shows it.
@@ -310,6 +312,7 @@ class RemediationWorkflow:
         self._heeds_hold_label = workflow.patched(_NODE_HOLD_PATCH)
         self._looks_for_offences = workflow.patched(_HISTORY_PATCH)
         self._asks_for_person_faults = workflow.patched(_PERSON_FAULT_PATCH)
+        self._collects_permit = workflow.patched(_COLLECT_PATCH)
         # The first fault is delivered with the start (signal-with-start).
         await workflow.wait_condition(lambda: bool(self._faults))
         self._enter(Phase.DETECTED)
@@ -493,10 +496,18 @@ class RemediationWorkflow:
         waited long for it is checked against the node first (it may have recovered meanwhile)."""
         if not self._asks_for_permit:
             return PROCEED  # a run that had passed this point before remediations asked for permits
+        # The first ask waits a moment for the grant and brings it back: in a storm the node is then
+        # quarantined in the workflow task that asked, without another for the governor's signal.
+        ask = contracts.COLLECT_PERMIT if self._collects_permit else contracts.ASK_PERMIT
         while True:
-            self._asked = await self._ask_for_permit()
+            self._asked = await self._ask_for_permit(ask)
+            if self._asked.grant is not None:
+                self.permit(self._asked.grant)
             if not self._asked.governed or self._permit is not None:
                 break
+            if ask is contracts.COLLECT_PERMIT:
+                ask = contracts.ASK_PERMIT  # its moment passed: asked again at once, to be signalled
+                continue
             if self._phase is not Phase.AWAITING_BUDGET:
                 self._enter(Phase.AWAITING_BUDGET)
             # Asked again now and then: a governor that was terminated or reset lost the request (the
@@ -512,10 +523,11 @@ class RemediationWorkflow:
             return PROCEED
         return decisions.after_stale_recheck(self._asked, self._fault_at, await self._observe())
 
-    async def _ask_for_permit(self) -> PermitAsked:
+    async def _ask_for_permit(self, ask: StepContract[PermitRequest, PermitAsked]) -> PermitAsked:
         info = workflow.info()
+        waits = " and wait a moment for it" if ask is contracts.COLLECT_PERMIT else ""
         return await self._run(
-            contracts.ASK_PERMIT,
+            ask,
             PermitRequest(
                 permit_id=self._holder(),
                 workflow_id=info.workflow_id,
@@ -523,7 +535,7 @@ class RemediationWorkflow:
                 node=self._node,
                 asked_at=workflow.now(),
             ),
-            summary="ask the fleet governor for a permit",
+            summary=f"ask the fleet governor for a permit{waits}",
         )
 
     async def _return_permit_shielded(self) -> None:

@@ -16,7 +16,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from gpuheal.activities.contract import implements, node_gone
-from gpuheal.activities.fleet import deliver_permits, find_ended_holders
+from gpuheal.activities.fleet import Ask, deliver_permits, find_ended_holders
+from gpuheal.activities.grant_collector import GrantCollector
 from gpuheal.control import governor
 from gpuheal.domain import contracts
 from gpuheal.domain.budgets import DisruptionBudget
@@ -129,6 +130,10 @@ class FakeNode:
     fleet: FleetPolicy | None = None
     governor_id: str = ""
     permit_requests: list[PermitRequest] = field(default_factory=list)
+    # How long a collecting ask waits for its grant (the real one waits COLLECT_WITHIN), and how
+    # many asks collected theirs.
+    collect_within: timedelta = timedelta(seconds=1)
+    collected: int = 0
     # What Temporal's visibility shows of the remediations before this one, given what was asked of it
     # (the run's clock is the test server's, which skips ahead), and what was asked; None: the
     # history cannot be read.
@@ -428,8 +433,7 @@ class FakeNode:
                 raise ApplicationError("Temporal refused the query: unknown search attribute", non_retryable=True)
             return self.history(request)
 
-        @implements(contracts.ASK_PERMIT)
-        async def ask_for_permit(request: PermitRequest) -> PermitAsked:
+        async def ask(request: PermitRequest, send: Ask) -> PermitAsked:
             if self.fleet is None:
                 return PermitAsked(governed=False)
             if not self.exists:  # as the real activity: a node deleted before its permit
@@ -437,8 +441,22 @@ class FakeNode:
             labelled = request.model_copy(update={"labels": self.labels})
             self.permit_requests.append(labelled)
             queue = governor_task_queue(self.governor_id)
-            await governor.ask(activity.client(), labelled, self.fleet, self.governor_id, queue)
+            await send(activity.client(), labelled, self.fleet, self.governor_id, queue)
             return PermitAsked(governed=True, governor_id=self.governor_id, boot_id=self.boot_id)
+
+        @implements(contracts.ASK_PERMIT)
+        async def ask_for_permit(request: PermitRequest) -> PermitAsked:
+            return await ask(request, governor.ask)
+
+        @implements(contracts.COLLECT_PERMIT)
+        async def collect_permit(request: PermitRequest) -> PermitAsked:
+            asked = await ask(request, governor.ask_to_collect)
+            if not asked.governed:
+                return asked
+            collector = GrantCollector(self.governor_id)
+            grant = await collector.wait(activity.client(), request.permit_id, self.collect_within)
+            self.collected += grant is not None
+            return asked.model_copy(update={"grant": grant})
 
         @implements(contracts.CURRENT_POLICY)
         async def current_policy(request: NodeRef) -> PolicySnapshot:
@@ -482,6 +500,7 @@ class FakeNode:
             release,
             wait_for_node,
             ask_for_permit,
+            collect_permit,
             find_earlier_remediations,
             current_policy,
             survey,
@@ -500,6 +519,7 @@ class FakeNode:
             contracts.RELEASE,
             contracts.WAIT_FOR_NODE,
             contracts.ASK_PERMIT,
+            contracts.COLLECT_PERMIT,
             contracts.FIND_HISTORY,
             contracts.CURRENT_POLICY,
             contracts.SURVEY,

@@ -11,10 +11,10 @@ import asyncio
 import contextlib
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import pytest
 from temporalio import activity
@@ -30,7 +30,9 @@ from gpuheal.domain import contracts
 from gpuheal.domain.decisions import PersonAction
 from gpuheal.domain.faults import Fault
 from gpuheal.domain.fleet import (
+    COLLECT_SIGNAL,
     GOVERNOR,
+    PERMIT_SIGNAL,
     RELEASE_SIGNAL,
     REQUEST_SIGNAL,
     BreakerPolicy,
@@ -46,7 +48,7 @@ from gpuheal.domain.fleet import (
 )
 from gpuheal.domain.operator import ActionRefused, OperatorAction
 from gpuheal.domain.phases import Phase
-from gpuheal.domain.remediation import NodeRelease, RemediationStatus
+from gpuheal.domain.remediation import ApprovalSignal, NodeRelease, RemediationStatus
 from gpuheal.workflows.governor import GovernorWorkflow
 from gpuheal.workflows.remediation import RemediationWorkflow
 from gpuheal_sim.demo.devserver import DevServer
@@ -159,6 +161,8 @@ def limits(**budget: object) -> FleetPolicy:
 
 async def test_no_more_nodes_are_out_of_service_at_once_than_the_budget_allows(governed: MakeFleet) -> None:
     fleet = await governed(6, limits(max_concurrent=2, max_percent=100))
+    for node in nodes_of(fleet):
+        node.collect_within = timedelta(0)  # no ask waits for its grant: the waiting runs show AwaitingBudget
 
     handles = [await fleet.fault(node) for node in nodes_of(fleet)]
     results = [await handle.result() for handle in handles]
@@ -391,6 +395,89 @@ async def test_requests_and_returns_are_counted_once_by_permit_id(time_skipping_
         assert (status.state.waiting, status.state.held) == ((), ())
 
 
+async def test_a_grant_left_to_its_asker_is_signalled_only_once_it_asks_to_be(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    """An ask that collects its grant gets no signal; one that stopped waiting for it (its moment
+    passed) and asks again to be signalled gets the grant made meanwhile."""
+    client = time_skipping_env.client
+    async with lone_governor(time_skipping_env, "collector", running=True) as (handle, request):
+        await handle.signal(COLLECT_SIGNAL.name, request)
+        found = await _when(lambda: governor.grants(client, (request.permit_id, "remediate-other/run-1"), handle.id))
+
+        assert [grant.permit_id for grant in found] == [request.permit_id], "held, and only that one"
+        assert await _deliveries(handle) == 0, "left to its asker: no signal"
+
+        await handle.signal(REQUEST_SIGNAL.name, request)
+        delivered = await _when(lambda: _deliveries(handle))
+
+        assert delivered == 1
+        assert [p.permit_id for p in (await governor.status(client, handle.id)).state.held] == [request.permit_id]
+
+
+async def test_a_permit_granted_at_once_is_collected_by_the_ask_and_the_node_quarantined_in_that_task(
+    governed: MakeFleet,
+) -> None:
+    fleet = await governed(1, limits(max_concurrent=5, max_percent=100))
+    node = nodes_of(fleet)[0]
+
+    handle = await fleet.fault(node)
+    status = await handle.result()
+
+    assert status.phase is Phase.RESOLVED and status.permit is not None
+    assert node.collected == 1
+    history = await handle.fetch_history()
+    signals = [e.workflow_execution_signaled_event_attributes.signal_name for e in history.events]
+    assert PERMIT_SIGNAL.name not in signals
+    tasks = [e.event_id for e in history.events if e.HasField("workflow_task_started_event_attributes")]
+    quarantined = next(
+        e.event_id
+        for e in history.events
+        if e.HasField("marker_recorded_event_attributes")
+        and contracts.QUARANTINE.name.value in str(e.marker_recorded_event_attributes.details)
+    )
+    assert quarantined < tasks[1], "among the first workflow task's commands"
+    assert Phase.AWAITING_BUDGET not in phases(status)
+    final = await fleet.status()
+    assert (final.state.held, final.state.returned) == ((), (status.permit.permit_id,))
+
+
+async def test_an_ask_whose_moment_passed_waits_for_its_permit_as_a_signal(governed: MakeFleet) -> None:
+    fleet = await governed(2, limits(max_concurrent=1, max_percent=100))
+    first, second = nodes_of(fleet)
+    holding = await remediations.report_fault(fleet.client, fault(first), policy(approval=True), task_queue=fleet.queue)
+    await wait_for_phase(holding, Phase.AWAITING_APPROVAL)
+
+    waiting = await fleet.fault(second)
+    await wait_for_phase(waiting, Phase.AWAITING_BUDGET)
+    await holding.signal("approve", ApprovalSignal(approver="alice", reason="rack drained"))
+    status = await waiting.result()
+
+    assert status.phase is Phase.RESOLVED and status.permit is not None
+    assert second.collected == 0
+    history = await waiting.fetch_history()
+    signals = [e.workflow_execution_signaled_event_attributes.signal_name for e in history.events]
+    assert signals.count(PERMIT_SIGNAL.name) == 1
+
+
+T = TypeVar("T")
+
+
+async def _when(read: Callable[[], Awaitable[T]]) -> T:
+    """What `read` answers once it answers something (a governor's state, read in real time)."""
+    for _ in range(200):
+        if answer := await read():
+            return answer
+        await asyncio.sleep(0.05)
+    raise AssertionError("never answered")
+
+
+async def _deliveries(governor_run: WorkflowHandle[Any, Any]) -> int:
+    history = await governor_run.fetch_history()
+    scheduled = [e.activity_task_scheduled_event_attributes.activity_type.name for e in history.events]
+    return scheduled.count(contracts.DELIVER_PERMITS.name.value)
+
+
 async def test_a_request_of_a_run_that_has_ended_is_neither_held_nor_counted_by_the_breaker(
     time_skipping_env: WorkflowEnvironment,
 ) -> None:
@@ -491,6 +578,7 @@ async def test_a_permit_used_and_returned_before_a_retried_delivery_still_counts
 
     monkeypatch.setattr(fake_activities, "deliver_permits", signal_then_lose_the_worker)
     fleet = await governed_live(1, limits(max_concurrent=5, max_percent=100))
+    nodes_of(fleet)[0].collect_within = timedelta(0)  # the permit is delivered, not collected
 
     done = await (await fleet.fault(nodes_of(fleet)[0])).result()
     await asyncio.wait_for(retried.wait(), timeout=30)

@@ -56,3 +56,21 @@ async def test_a_governor_that_signalled_each_permit_itself_replays_under_the_cu
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
 
     assert result.replay_failure is None, result.replay_failure
+
+
+async def test_a_governor_that_delivered_each_pass_at_once_replays_under_the_current_code() -> None:
+    """Recorded by the code of 3c19b64 (`record_history governor`: ten faults at once under a budget
+    of three), whose governor started a delivery for every pass that granted, one beside the other,
+    and signalled every grant; the current code, which keeps one delivery under way and leaves a
+    grant to an asker that collects it, must replay it."""
+    recorded = Path(__file__).parent / "histories" / "governor_delivering_each_pass.json"
+    history = WorkflowHistory.from_json("gpuheal-governor-recorded", recorded.read_text())
+    deliveries = [
+        e for e in history.events if e.activity_task_scheduled_event_attributes.activity_type.name == "deliver_permits"
+    ]
+    assert len(deliveries) >= 3
+    replayer = Replayer(workflows=[GovernorWorkflow], data_converter=pydantic_data_converter)
+
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+
+    assert result.replay_failure is None, result.replay_failure

@@ -1,0 +1,58 @@
+"""The grant collector: asks waiting in one worker for the governor's grants, with one query for all."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from gpuheal.activities.grant_collector import GrantCollector
+from gpuheal.control import governor
+from gpuheal.domain.fleet import COLLECT_SIGNAL, GOVERNOR, FleetBudget, FleetPolicy, GovernorInput, PermitRequest
+from gpuheal.workflows.governor import GovernorWorkflow
+from tests.workflows.fake_activities import FakeFleet
+
+
+async def test_an_ask_whose_governor_does_not_answer_returns_without_a_grant(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    collector = GrantCollector(f"governor-{uuid.uuid4().hex[:6]}", every=timedelta(milliseconds=20))
+
+    grant = await collector.wait(time_skipping_env.client, "remediate-x/run-1", timedelta(milliseconds=300))
+
+    assert grant is None, "no governor runs: the remediation asks to be signalled instead"
+    assert await collector.wait(time_skipping_env.client, "remediate-x/run-1", timedelta(milliseconds=50)) is None
+
+
+async def test_asks_waiting_together_each_get_their_own_grant(time_skipping_env: WorkflowEnvironment) -> None:
+    client = time_skipping_env.client
+    governor_id, queue = f"governor-{uuid.uuid4().hex[:6]}", f"collect-{uuid.uuid4().hex[:6]}"
+    async with Worker(
+        client, task_queue=queue, workflows=[GovernorWorkflow], activities=FakeFleet({}, gpu_nodes=10).activities()
+    ):
+        handle = await client.start_workflow(
+            GOVERNOR.name,
+            GovernorInput(policy=FleetPolicy(budget=FleetBudget(max_percent=100))),
+            id=governor_id,
+            task_queue=queue,
+        )
+        now = await time_skipping_env.get_current_time()
+        requests = [
+            PermitRequest(
+                permit_id=f"remediate-n{i}/r", workflow_id=f"remediate-n{i}", run_id="r", node=f"n{i}", asked_at=now
+            )
+            for i in range(3)
+        ]
+        collector = GrantCollector(governor_id, every=timedelta(milliseconds=20))
+        waits = [asyncio.create_task(collector.wait(client, r.permit_id, timedelta(seconds=10))) for r in requests]
+        for request in requests:
+            await handle.signal(COLLECT_SIGNAL.name, request)
+        grants = await asyncio.gather(*waits)
+        held = {permit.permit_id for permit in (await governor.status(client, governor_id)).state.held}
+        await handle.terminate("test over")
+
+    assert [grant.permit_id if grant else None for grant in grants] == [r.permit_id for r in requests]
+    assert held == {r.permit_id for r in requests}, "each collected grant is one the governor recorded"
