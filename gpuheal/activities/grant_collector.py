@@ -10,7 +10,7 @@ from temporalio.client import Client, WorkflowQueryFailedError, WorkflowQueryRej
 from temporalio.service import RPCError
 
 from gpuheal.control import governor
-from gpuheal.domain.fleet import PermitGrant
+from gpuheal.domain.fleet import Grants, PermitGrant
 
 log = logging.getLogger(__name__)
 
@@ -23,20 +23,20 @@ class GrantCollector:
 
     Every ask waiting in this worker is answered by one `grants` query of the governor every
     `every`, whatever the number waiting: a storm's hundreds of asks cost the governor a few queries
-    a second, not hundreds. The governor answers from its recorded state, so a grant collected is
-    one it has recorded. A query that fails (the governor is being restarted, no worker answers) is
-    tried again at the next poll; an ask its grant did not reach within its moment returns without
-    it, and its remediation asks to be signalled instead.
+    a second, not hundreds. A query that fails (the governor is being restarted, no worker answers) is
+    tried again at the next poll; an ask the governor left waiting, or that its grant did not reach
+    within its moment, returns without it, and its remediation asks to be signalled instead.
     """
 
     def __init__(self, governor_id: str, every: timedelta = POLL_EVERY) -> None:
         self._governor_id = governor_id
         self._every = every.total_seconds()
-        self._waiting: dict[str, asyncio.Future[PermitGrant]] = {}
+        self._waiting: dict[str, asyncio.Future[PermitGrant | None]] = {}
         self._polling: asyncio.Task[None] | None = None
 
     async def wait(self, client: Client, permit_id: str, within: timedelta) -> PermitGrant | None:
-        """The grant of `permit_id` once the governor holds it, or None after `within`."""
+        """The grant of `permit_id` once the governor holds it; None once the governor says it waits
+        (the budget, the breaker or a pause holds it), or after `within`."""
         future = self._waiting.get(permit_id)
         if future is None:
             future = self._waiting[permit_id] = asyncio.get_running_loop().create_future()
@@ -56,10 +56,11 @@ class GrantCollector:
             try:
                 found = await governor.grants(client, asked, self._governor_id)
             except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError) as error:
-                log.info("grants of %d ask(s) not read from %s: %s", len(asked), self._governor_id, error)
-                found = ()
-            for grant in found:
-                future = self._waiting.pop(grant.permit_id, None)
+                log.debug("grants of %d ask(s) not read from %s: %s", len(asked), self._governor_id, error)
+                found = Grants()
+            answers: list[tuple[str, PermitGrant | None]] = [(grant.permit_id, grant) for grant in found.grants]
+            for permit_id, grant in [*answers, *((waits, None) for waits in found.waiting)]:
+                future = self._waiting.pop(permit_id, None)
                 if future is not None and not future.done():
                     future.set_result(grant)
             await asyncio.sleep(self._every)

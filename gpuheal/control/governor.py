@@ -26,7 +26,7 @@ from gpuheal.domain.fleet import (
     GovernorInput,
     GovernorStatus,
     GrantQuery,
-    PermitGrant,
+    Grants,
     PermitRequest,
 )
 from gpuheal.domain.operator import OperatorAction
@@ -80,11 +80,11 @@ async def ask_to_collect(
     await _signal_with_start(client, COLLECT_SIGNAL.name, request, policy, governor_id, task_queue)
 
 
-async def grants(client: Client, permit_ids: tuple[str, ...], governor_id: str) -> tuple[PermitGrant, ...]:
-    """The grants among these permits that the governor holds (its recorded state)."""
+async def grants(client: Client, permit_ids: tuple[str, ...], governor_id: str) -> Grants:
+    """The grants among these permits that the governor holds, and those it left waiting."""
     handle = client.get_workflow_handle_for(GovernorWorkflow.run, governor_id)
     found = await handle.query(GovernorWorkflow.grants, GrantQuery(permit_ids=permit_ids), rpc_timeout=COLLECT_WITHIN)
-    return found.grants
+    return found
 
 
 async def configure(

@@ -139,6 +139,9 @@ class GrantQuery(_Strict):
 
 class Grants(_Strict):
     grants: tuple[PermitGrant, ...] = ()
+    # Asked about and left waiting by a pass (the budget, the breaker or a pause holds them): their
+    # asks stop waiting at once rather than hold the workers' slots for nothing.
+    waiting: tuple[str, ...] = ()
 
 
 class HeldPermit(_Strict):

@@ -94,10 +94,12 @@ class GovernorWorkflow:
         # Grants being signalled to their remediations, and those granted since that wait for the next delivery.
         self._sending: set[asyncio.Task[None]] = set()
         self._undelivered: list[HeldPermit] = []
-        # Permits granted to asks that were to collect them and asked again to be signalled instead.
-        self._uncollected: set[str] = set()
-        # Decided in the run's first activation (`run`).
+        self._delivering = False
+        # Decided in the run's first activation (`run`), after the signals that came with it are
+        # handled: those requests are taken once it is decided.
         self._leaves_grants_to_collect = False
+        self._decided = False
+        self._taken_early: list[tuple[PermitRequest, bool]] = []
 
     # ---- what remediations send ------------------------------------------------------------------
 
@@ -114,15 +116,20 @@ class GovernorWorkflow:
         self._take(request, collects=True)
 
     def _take(self, request: PermitRequest, collects: bool) -> None:
+        if not self._decided:
+            self._taken_early.append((request, collects))
+            return
+        if collects and not self._leaves_grants_to_collect:
+            return  # a governor of before `collect` left the signal unhandled: its replay must too
         permit_id = request.permit_id
         waiting = self._waiting.get(permit_id)
         if waiting is not None and waiting.collects and not collects:
             self._waiting[permit_id] = waiting.model_copy(update={"collects": False})
-        elif permit_id in self._held and not collects:
-            self._uncollected.add(permit_id)
-            # (A governor of before `collect` ignored such a request: woken, its replay would differ.)
-            self._changed = self._changed or self._leaves_grants_to_collect
-        elif waiting is None and permit_id not in self._held and permit_id not in self._returned:
+        elif permit_id in self._held:
+            # Granted to an ask that stopped waiting for it (a governor of before `collect` ignored this).
+            if not collects and self._leaves_grants_to_collect:
+                self._deliver_later([self._held[permit_id]])
+        elif waiting is None and permit_id not in self._returned:
             self._waiting[permit_id] = Waiting(request=request, collects=collects)
             self._changed = True
 
@@ -190,10 +197,12 @@ class GovernorWorkflow:
 
     @workflow.query(name="grants")
     def grants(self, query: GrantQuery) -> Grants:
-        """The permits among these that are held, for the asks that collect them."""
+        """The permits among these that are held, for the asks that collect them, and those a pass
+        left waiting (their asks stop waiting and have the grant signalled when it comes)."""
         held = tuple(self._held[permit_id] for permit_id in query.permit_ids if permit_id in self._held)
         delivery = self._delivery(held)
-        return Grants(grants=tuple(delivery.grant_of(permit) for permit in held))
+        waits = tuple(p for p in query.permit_ids if p in self._waiting and self._waiting[p].why)
+        return Grants(grants=tuple(delivery.grant_of(permit) for permit in held), waiting=waits)
 
     @workflow.query(name="status")
     def status(self) -> GovernorStatus:
@@ -215,6 +224,10 @@ class GovernorWorkflow:
         # one step per pass keeps signalling each one itself until it continues as new.
         self._delivers_in_batches = workflow.patched(_BATCHED_DELIVERY_PATCH)
         self._leaves_grants_to_collect = workflow.patched(_COLLECT_PATCH)
+        self._decided = True
+        for early, collects in self._taken_early:
+            self._take(early, collects)
+        self._taken_early.clear()
         # A governor started afresh holds nothing that could have ended unseen: the requests it takes
         # come from running remediations, so its first check of them waits a `reclaim_every`; and it
         # counts the GPU nodes now, before a storm's first requests wait for the count. (One that
@@ -226,9 +239,6 @@ class GovernorWorkflow:
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(lambda: self._changed, timeout=self._next_check())
             self._changed = False
-            if self._leaves_grants_to_collect:
-                self._deliver_later([self._held[p] for p in sorted(self._uncollected) if p in self._held])
-            self._uncollected.clear()
             info = workflow.info()
             if info.is_continue_as_new_suggested() or info.get_current_history_length() >= request.history_limit:
                 # Signals and Updates taken so far are in the state carried over; grants being sent finish first.
@@ -289,14 +299,19 @@ class GovernorWorkflow:
     def _deliver_later(self, permits: list[HeldPermit]) -> None:
         """Signal these grants with the next delivery: at once where none is under way."""
         self._undelivered.extend(permits)
-        if self._undelivered and not self._sending:
+        if self._undelivered and not self._delivering:
+            self._delivering = True
             self._start_sending(self._deliver_undelivered())
 
     async def _deliver_undelivered(self) -> None:
-        """Deliver the grants not yet delivered, all at once, until none is left."""
-        while self._undelivered:
-            permits, self._undelivered = tuple(self._undelivered), []
-            await self._deliver(permits)
+        """Deliver the grants not yet delivered, all at once, until none is left (the flag, not the
+        task's end, says when: grants made as the last delivery ends are not left behind)."""
+        try:
+            while self._undelivered:
+                permits, self._undelivered = tuple(self._undelivered), []
+                await self._deliver(permits)
+        finally:
+            self._delivering = False
 
     def _delivery(self, permits: tuple[HeldPermit, ...]) -> PermitDelivery:
         return PermitDelivery(

@@ -12,6 +12,7 @@ from temporalio.worker import Worker
 from gpuheal.activities.grant_collector import GrantCollector
 from gpuheal.control import governor
 from gpuheal.domain.fleet import COLLECT_SIGNAL, GOVERNOR, FleetBudget, FleetPolicy, GovernorInput, PermitRequest
+from gpuheal.domain.operator import OperatorAction
 from gpuheal.workflows.governor import GovernorWorkflow
 from tests.workflows.fake_activities import FakeFleet
 
@@ -56,3 +57,34 @@ async def test_asks_waiting_together_each_get_their_own_grant(time_skipping_env:
 
     assert [grant.permit_id if grant else None for grant in grants] == [r.permit_id for r in requests]
     assert held == {r.permit_id for r in requests}, "each collected grant is one the governor recorded"
+
+
+async def test_an_ask_the_governor_leaves_waiting_stops_waiting_at_once(time_skipping_env: WorkflowEnvironment) -> None:
+    """A paused governor answers that the ask waits: the ask returns at once (its remediation asks to
+    be signalled) instead of holding the worker's slots for its whole moment."""
+    client = time_skipping_env.client
+    governor_id, queue = f"governor-{uuid.uuid4().hex[:6]}", f"collect-{uuid.uuid4().hex[:6]}"
+    async with Worker(
+        client, task_queue=queue, workflows=[GovernorWorkflow], activities=FakeFleet({}, gpu_nodes=10).activities()
+    ):
+        handle = await client.start_workflow(
+            GOVERNOR.name,
+            GovernorInput(policy=FleetPolicy(budget=FleetBudget(max_percent=100))),
+            id=governor_id,
+            task_queue=queue,
+        )
+        await governor.act(client, "pause", OperatorAction(by="alice", reason="driver rollout"), governor_id)
+        now = await time_skipping_env.get_current_time()
+        request = PermitRequest(
+            permit_id="remediate-n/r", workflow_id="remediate-n", run_id="r", node="n", asked_at=now
+        )
+        await handle.signal(COLLECT_SIGNAL.name, request)
+        collector = GrantCollector(governor_id, every=timedelta(milliseconds=20))
+        # Waiting its whole moment (an hour) would fail the bound.
+        grant = await asyncio.wait_for(collector.wait(client, request.permit_id, timedelta(hours=1)), timeout=30)
+        status = await governor.status(client, governor_id)
+        await handle.terminate("test over")
+
+    assert grant is None
+    assert [w.request.permit_id for w in status.state.waiting] == [request.permit_id]
+    assert status.state.waiting[0].why.startswith("paused by alice")

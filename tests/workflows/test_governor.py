@@ -33,6 +33,7 @@ from gpuheal.domain.fleet import (
     COLLECT_SIGNAL,
     GOVERNOR,
     PERMIT_SIGNAL,
+    PermitGrant,
     RELEASE_SIGNAL,
     REQUEST_SIGNAL,
     BreakerPolicy,
@@ -403,7 +404,11 @@ async def test_a_grant_left_to_its_asker_is_signalled_only_once_it_asks_to_be(
     client = time_skipping_env.client
     async with lone_governor(time_skipping_env, "collector", running=True) as (handle, request):
         await handle.signal(COLLECT_SIGNAL.name, request)
-        found = await _when(lambda: governor.grants(client, (request.permit_id, "remediate-other/run-1"), handle.id))
+
+        async def held() -> tuple[PermitGrant, ...]:
+            return (await governor.grants(client, (request.permit_id, "remediate-other/run-1"), handle.id)).grants
+
+        found = await _when(held)
 
         assert [grant.permit_id for grant in found] == [request.permit_id], "held, and only that one"
         assert await _deliveries(handle) == 0, "left to its asker: no signal"

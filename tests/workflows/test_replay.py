@@ -74,3 +74,18 @@ async def test_a_governor_that_delivered_each_pass_at_once_replays_under_the_cur
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
 
     assert result.replay_failure is None, result.replay_failure
+
+
+async def test_a_governor_of_before_collect_that_received_collect_signals_replays_under_the_current_code() -> None:
+    """Recorded by the code of 3c19b64, while newer remediations (a rolling upgrade) sent it `collect`
+    signals it had no handler for: it granted only the `request`s (b, and c once c asked that way).
+    The current code, which handles `collect`, must leave those signals alone in such a run."""
+    recorded = Path(__file__).parent / "histories" / "governor_with_unhandled_collect.json"
+    history = WorkflowHistory.from_json("gpuheal-governor-recorded", recorded.read_text())
+    signals = [e.workflow_execution_signaled_event_attributes.signal_name for e in history.events]
+    assert signals.count("collect") == 2
+    replayer = Replayer(workflows=[GovernorWorkflow], data_converter=pydantic_data_converter)
+
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+
+    assert result.replay_failure is None, result.replay_failure
