@@ -83,8 +83,7 @@ async def ask_to_collect(
 async def grants(client: Client, permit_ids: tuple[str, ...], governor_id: str) -> Grants:
     """The grants among these permits that the governor holds, and those it left waiting."""
     handle = client.get_workflow_handle_for(GovernorWorkflow.run, governor_id)
-    found = await handle.query(GovernorWorkflow.grants, GrantQuery(permit_ids=permit_ids), rpc_timeout=COLLECT_WITHIN)
-    return found
+    return await handle.query(GovernorWorkflow.grants, GrantQuery(permit_ids=permit_ids), rpc_timeout=COLLECT_WITHIN)
 
 
 async def configure(

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
+from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -15,6 +19,20 @@ from gpuheal.domain.fleet import COLLECT_SIGNAL, GOVERNOR, FleetBudget, FleetPol
 from gpuheal.domain.operator import OperatorAction
 from gpuheal.workflows.governor import GovernorWorkflow
 from tests.workflows.fake_activities import FakeFleet
+
+
+@contextlib.asynccontextmanager
+async def a_governor(env: WorkflowEnvironment) -> AsyncIterator[WorkflowHandle[Any, Any]]:
+    """A governor (ten GPU nodes, a budget of ten) with a worker on its own queue; terminated after."""
+    governor_id, queue = f"governor-{uuid.uuid4().hex[:6]}", f"collect-{uuid.uuid4().hex[:6]}"
+    activities = FakeFleet({}, gpu_nodes=10).activities()
+    async with Worker(env.client, task_queue=queue, workflows=[GovernorWorkflow], activities=activities):
+        policy = FleetPolicy(budget=FleetBudget(max_percent=100))
+        handle = await env.client.start_workflow(
+            GOVERNOR.name, GovernorInput(policy=policy), id=governor_id, task_queue=queue
+        )
+        yield handle
+        await handle.terminate("test over")
 
 
 async def test_an_ask_whose_governor_does_not_answer_returns_without_a_grant(
@@ -30,16 +48,8 @@ async def test_an_ask_whose_governor_does_not_answer_returns_without_a_grant(
 
 async def test_asks_waiting_together_each_get_their_own_grant(time_skipping_env: WorkflowEnvironment) -> None:
     client = time_skipping_env.client
-    governor_id, queue = f"governor-{uuid.uuid4().hex[:6]}", f"collect-{uuid.uuid4().hex[:6]}"
-    async with Worker(
-        client, task_queue=queue, workflows=[GovernorWorkflow], activities=FakeFleet({}, gpu_nodes=10).activities()
-    ):
-        handle = await client.start_workflow(
-            GOVERNOR.name,
-            GovernorInput(policy=FleetPolicy(budget=FleetBudget(max_percent=100))),
-            id=governor_id,
-            task_queue=queue,
-        )
+    async with a_governor(time_skipping_env) as handle:
+        governor_id = handle.id
         now = await time_skipping_env.get_current_time()
         requests = [
             PermitRequest(
@@ -53,7 +63,6 @@ async def test_asks_waiting_together_each_get_their_own_grant(time_skipping_env:
             await handle.signal(COLLECT_SIGNAL.name, request)
         grants = await asyncio.gather(*waits)
         held = {permit.permit_id for permit in (await governor.status(client, governor_id)).state.held}
-        await handle.terminate("test over")
 
     assert [grant.permit_id if grant else None for grant in grants] == [r.permit_id for r in requests]
     assert held == {r.permit_id for r in requests}, "each collected grant is one the governor recorded"
@@ -63,16 +72,8 @@ async def test_an_ask_the_governor_leaves_waiting_stops_waiting_at_once(time_ski
     """A paused governor answers that the ask waits: the ask returns at once (its remediation asks to
     be signalled) instead of holding the worker's slots for its whole moment."""
     client = time_skipping_env.client
-    governor_id, queue = f"governor-{uuid.uuid4().hex[:6]}", f"collect-{uuid.uuid4().hex[:6]}"
-    async with Worker(
-        client, task_queue=queue, workflows=[GovernorWorkflow], activities=FakeFleet({}, gpu_nodes=10).activities()
-    ):
-        handle = await client.start_workflow(
-            GOVERNOR.name,
-            GovernorInput(policy=FleetPolicy(budget=FleetBudget(max_percent=100))),
-            id=governor_id,
-            task_queue=queue,
-        )
+    async with a_governor(time_skipping_env) as handle:
+        governor_id = handle.id
         await governor.act(client, "pause", OperatorAction(by="alice", reason="driver rollout"), governor_id)
         now = await time_skipping_env.get_current_time()
         request = PermitRequest(
@@ -83,7 +84,6 @@ async def test_an_ask_the_governor_leaves_waiting_stops_waiting_at_once(time_ski
         # Waiting its whole moment (an hour) would fail the bound.
         grant = await asyncio.wait_for(collector.wait(client, request.permit_id, timedelta(hours=1)), timeout=30)
         status = await governor.status(client, governor_id)
-        await handle.terminate("test over")
 
     assert grant is None
     assert [w.request.permit_id for w in status.state.waiting] == [request.permit_id]
