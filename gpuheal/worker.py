@@ -160,6 +160,10 @@ async def _worker(settings: WorkerSettings, client: Client, api: ApiClient) -> A
             # A workflow task runs its local steps one at a time, and the ask for a permit waits in
             # one: a slot for each task's step, or in a storm the tasks queue for slots.
             max_concurrent_local_activities=settings.max_concurrent_workflow_tasks,
+            # Half the workflow-task polls for new remediations (Temporal's default gives them one in
+            # five): in a storm a node is quarantined in its remediation's first task, and those must
+            # not wait behind the later steps of the first remediations.
+            nonsticky_to_sticky_poll_ratio=0.5,
             graceful_shutdown_timeout=settings.graceful_shutdown,
             sticky_queue_schedule_to_start_timeout=settings.sticky_queue_timeout,
         )

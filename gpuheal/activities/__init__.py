@@ -15,6 +15,7 @@ from gpuheal.activities.node_wait import NodeWaitActivities
 from gpuheal.activities.nodes import NodeActivities
 from gpuheal.activities.policy import PolicyActivities
 from gpuheal.activities.providers.selection import ProviderSet
+from gpuheal.activities.recent_nodes import RecentNodes
 from gpuheal.activities.repair import RepairActivities
 from gpuheal.activities.survey import SurveyActivities
 from gpuheal.domain.fleet import GOVERNOR_ID
@@ -26,12 +27,13 @@ def remediation_activities(
 ) -> list[Callable[..., Any]]:
     """Every activity RemediationWorkflow and GovernorWorkflow call, bound to one Kubernetes client,
     the providers and the worker's policy (with the fleet's limits)."""
-    nodes = NodeActivities(api)
+    recent = RecentNodes()
+    nodes = NodeActivities(api, recent)
     drain = DrainActivities(api)
     repair = RepairActivities(api, providers)
     orders = NodeOrderActivities(api)
     waits = NodeWaitActivities(api)
-    governed = FleetActivities(api, policy, governor_id)
+    governed = FleetActivities(api, policy, governor_id, recent)
     policies = PolicyActivities(policy)
     survey = SurveyActivities(api, providers, policy)
     return [

@@ -12,7 +12,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from gpuheal.activities.contract import implements, node_gone
 from gpuheal.activities.grant_collector import GrantCollector
-from gpuheal.activities.kube import boot_id_of, read_node
+from gpuheal.activities.kube import read_node
+from gpuheal.activities.recent_nodes import RecentNodes
 from gpuheal.control import governor
 from gpuheal.control.connection import is_namespace_not_found
 from gpuheal.domain import contracts
@@ -44,12 +45,19 @@ _REQUESTS_AT_ONCE = 50
 class FleetActivities:
     """Activities of the fleet governor and of the remediations that ask it, for one worker's limits."""
 
-    def __init__(self, api: client.ApiClient, policy: WorkerPolicy, governor_id: str = GOVERNOR_ID) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        policy: WorkerPolicy,
+        governor_id: str = GOVERNOR_ID,
+        recent: RecentNodes | None = None,
+    ) -> None:
         self._core = client.CoreV1Api(api)
         # Read at each ask: the policy file may have changed the fleet's limits since the worker began.
         self._policy = policy
         self._governor_id = governor_id
         self._collector = GrantCollector(governor_id)
+        self._recent = recent or RecentNodes()
 
     @implements(contracts.ASK_PERMIT)
     async def ask_for_permit(self, request: PermitRequest) -> PermitAsked:
@@ -71,18 +79,20 @@ class FleetActivities:
         fleet = self._policy.fleet
         if not fleet.governed:
             return PermitAsked(governed=False)
-        node = await read_node(self._core, request.node)
-        if node is None:
+        # The remediation read its node a moment ago (is it on hold?): that read serves, else one now.
+        seen = self._recent.recall(request.node)
+        if seen is None:
+            seen = self._recent.remember(request.node, await read_node(self._core, request.node))
+        if seen is None:
             raise node_gone(request.node)
-        labels = dict((node.metadata.labels if node.metadata else None) or {})
         await send(
             activity.client(),
-            request.model_copy(update={"labels": labels}),
+            request.model_copy(update={"labels": seen.labels}),
             fleet,
             self._governor_id,
             governor_task_queue(self._governor_id),
         )
-        return PermitAsked(governed=True, governor_id=self._governor_id, boot_id=boot_id_of(node))
+        return PermitAsked(governed=True, governor_id=self._governor_id, boot_id=seen.boot_id)
 
     @implements(contracts.COUNT_GPU_NODES)
     async def count_gpu_nodes(self, request: NodeCountRequest) -> NodeCount:

@@ -24,6 +24,7 @@ from gpuheal.activities.kube import (
     on_fresh_node,
     read_node,
 )
+from gpuheal.activities.recent_nodes import RecentNodes
 from gpuheal.domain import contracts, marks
 from gpuheal.domain.diagnostics import DIAGNOSTICS
 from gpuheal.domain.gpu_check import GPU_CHECK
@@ -36,8 +37,10 @@ from gpuheal.domain.steps import NodeRecord, NodeRef, NodeState, Outcome, Quaran
 class NodeActivities:
     """Activities that read and mark nodes through the Kubernetes API."""
 
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: client.ApiClient, recent: RecentNodes | None = None) -> None:
         self._core = client.CoreV1Api(api)
+        # Where the nodes this worker observes are kept a moment, for the asks for permits that follow.
+        self._recent = recent or RecentNodes()
 
     @implements(contracts.QUARANTINE)
     async def quarantine_node(self, request: QuarantineRequest) -> NodeRecord:
@@ -99,7 +102,9 @@ class NodeActivities:
     @implements(contracts.OBSERVE)
     async def observe_node(self, request: NodeRef) -> NodeState:
         """Read readiness, bootID, cordon and GPU health of the node; a deleted node reads as absent."""
-        return node_state(request.node, await read_node(self._core, request.node))
+        node = await read_node(self._core, request.node)
+        self._recent.remember(request.node, node)
+        return node_state(request.node, node)
 
     @implements(contracts.RELEASE)
     async def release_node(self, request: ReleaseRequest) -> NodeState:
