@@ -6,11 +6,10 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio.client import WorkflowHandle
-from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from gpuheal.activities.grant_collector import GrantCollector
@@ -18,11 +17,12 @@ from gpuheal.control import governor
 from gpuheal.domain.fleet import COLLECT_SIGNAL, GOVERNOR, FleetBudget, FleetPolicy, GovernorInput, PermitRequest
 from gpuheal.domain.operator import OperatorAction
 from gpuheal.workflows.governor import GovernorWorkflow
+from gpuheal_sim.demo.devserver import DevServer
 from tests.workflows.fake_activities import FakeFleet
 
 
 @contextlib.asynccontextmanager
-async def a_governor(env: WorkflowEnvironment) -> AsyncIterator[WorkflowHandle[Any, Any]]:
+async def a_governor(env: DevServer) -> AsyncIterator[WorkflowHandle[Any, Any]]:
     """A governor (ten GPU nodes, a budget of ten) with a worker on its own queue; terminated after."""
     governor_id, queue = f"governor-{uuid.uuid4().hex[:6]}", f"collect-{uuid.uuid4().hex[:6]}"
     activities = FakeFleet({}, gpu_nodes=10).activities()
@@ -36,21 +36,21 @@ async def a_governor(env: WorkflowEnvironment) -> AsyncIterator[WorkflowHandle[A
 
 
 async def test_an_ask_whose_governor_does_not_answer_returns_without_a_grant(
-    time_skipping_env: WorkflowEnvironment,
+    dev_server: DevServer,
 ) -> None:
     collector = GrantCollector(f"governor-{uuid.uuid4().hex[:6]}", every=timedelta(milliseconds=20))
 
-    grant = await collector.wait(time_skipping_env.client, "remediate-x/run-1", timedelta(milliseconds=300))
+    grant = await collector.wait(dev_server.client, "remediate-x/run-1", timedelta(milliseconds=300))
 
     assert grant is None, "no governor runs: the remediation asks to be signalled instead"
-    assert await collector.wait(time_skipping_env.client, "remediate-x/run-1", timedelta(milliseconds=50)) is None
+    assert await collector.wait(dev_server.client, "remediate-x/run-1", timedelta(milliseconds=50)) is None
 
 
-async def test_asks_waiting_together_each_get_their_own_grant(time_skipping_env: WorkflowEnvironment) -> None:
-    client = time_skipping_env.client
-    async with a_governor(time_skipping_env) as handle:
+async def test_asks_waiting_together_each_get_their_own_grant(dev_server: DevServer) -> None:
+    client = dev_server.client
+    async with a_governor(dev_server) as handle:
         governor_id = handle.id
-        now = await time_skipping_env.get_current_time()
+        now = datetime.now(UTC)
         requests = [
             PermitRequest(
                 permit_id=f"remediate-n{i}/r", workflow_id=f"remediate-n{i}", run_id="r", node=f"n{i}", asked_at=now
@@ -68,14 +68,14 @@ async def test_asks_waiting_together_each_get_their_own_grant(time_skipping_env:
     assert held == {r.permit_id for r in requests}, "each collected grant is one the governor recorded"
 
 
-async def test_an_ask_the_governor_leaves_waiting_stops_waiting_at_once(time_skipping_env: WorkflowEnvironment) -> None:
+async def test_an_ask_the_governor_leaves_waiting_stops_waiting_at_once(dev_server: DevServer) -> None:
     """A paused governor answers that the ask waits: the ask returns at once (its remediation asks to
     be signalled) instead of holding the worker's slots for its whole moment."""
-    client = time_skipping_env.client
-    async with a_governor(time_skipping_env) as handle:
+    client = dev_server.client
+    async with a_governor(dev_server) as handle:
         governor_id = handle.id
         await governor.act(client, "pause", OperatorAction(by="alice", reason="driver rollout"), governor_id)
-        now = await time_skipping_env.get_current_time()
+        now = datetime.now(UTC)
         request = PermitRequest(
             permit_id="remediate-n/r", workflow_id="remediate-n", run_id="r", node="n", asked_at=now
         )
