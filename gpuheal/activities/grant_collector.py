@@ -58,9 +58,13 @@ class GrantCollector:
             except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError) as error:
                 log.debug("grants of %d ask(s) not read from %s: %s", len(asked), self._governor_id, error)
                 found = Grants()
-            answers: list[tuple[str, PermitGrant | None]] = [(grant.permit_id, grant) for grant in found.grants]
-            for permit_id, grant in [*answers, *((waits, None) for waits in found.waiting)]:
-                future = self._waiting.pop(permit_id, None)
-                if future is not None and not future.done():
-                    future.set_result(grant)
+            for grant in found.grants:
+                self._answer(grant.permit_id, grant)
+            for permit_id in found.waiting:
+                self._answer(permit_id, None)
             await asyncio.sleep(self._every)
+
+    def _answer(self, permit_id: str, grant: PermitGrant | None) -> None:
+        future = self._waiting.pop(permit_id, None)
+        if future is not None and not future.done():
+            future.set_result(grant)

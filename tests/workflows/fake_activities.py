@@ -448,12 +448,14 @@ class FakeNode:
         async def ask_for_permit(request: PermitRequest) -> PermitAsked:
             return await ask(request, governor.ask)
 
+        # One for the node's activities, as a worker keeps one for all its asks.
+        collector = GrantCollector(self.governor_id)
+
         @implements(contracts.COLLECT_PERMIT)
         async def collect_permit(request: PermitRequest) -> PermitAsked:
             asked = await ask(request, governor.ask_to_collect)
             if not asked.governed:
                 return asked
-            collector = GrantCollector(self.governor_id)
             grant = await collector.wait(activity.client(), request.permit_id, self.collect_within)
             self.collected += grant is not None
             return asked.model_copy(update={"grant": grant})
