@@ -26,6 +26,8 @@ async def serve(address: str, task_queue: str) -> None:
         activities=[noop],
         max_concurrent_activities=limits.max_concurrent_activities,
         max_concurrent_workflow_tasks=limits.max_concurrent_workflow_tasks,
+        max_concurrent_local_activities=limits.max_concurrent_workflow_tasks,
+        nonsticky_to_sticky_poll_ratio=0.5,
     ):
         print("worker polling", flush=True)
         await asyncio.Event().wait()

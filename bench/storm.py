@@ -5,9 +5,10 @@ fleet without workloads and with instant reboots. The storm runs twice, each tim
 its own: with the fleet governor handing out permits with no limit that binds (so what is measured
 is the cost of asking for them: the permit round trip, and the quarantine rate beside the same storm
 with the governor switched off), and without it. The baseline runs, with the same worker limits, as
-many bare workflows with as many no-op activities as a remediation ran steps (its activities plus
-its local activities), so that ratio is what gpuheal's work and design cost beside the plain
-Temporal way of running those steps.
+many bare workflows, each running a no-op for each step a remediation ran, in its order: a local
+activity for each of its local activities, an activity for each of its activities (its patch
+markers are no steps). That ratio is what gpuheal's work and design cost beside the plain Temporal
+way of running those steps.
 """
 
 from __future__ import annotations
@@ -64,8 +65,8 @@ class StormRun:
     # Seconds from the first report to the last node cordoned, and to all back in service.
     last_cordon: float
     finished: float
-    # Steps of one remediation: activities, and local activities (recorded as markers).
-    steps: int
+    # The steps of one remediation, in order: True for a local activity, False for an activity.
+    steps: list[bool]
     # Seconds from each remediation's ask for a permit to the governor's grant (none ungoverned) …
     permit_waits: list[float]
     # … and how many of the grants the asks collected themselves (the rest came as signals).
@@ -94,7 +95,7 @@ async def _remediations(
         await stack.cordons.wait_for(len(names))
         last_cordon = max(stack.cordons.cordoned_at.values()) - started
         histories = await _histories(server.client, names)
-    steps = sum(1 for e in histories[0].events if _is_step(e))
+    steps = [_is_local(e) for e in histories[0].events if _is_step(e)]
     granted = [(h, r.permit) for h, r in zip(histories, results, strict=True) if r.permit is not None]
     if granted and len(granted) != len(names):
         raise RuntimeError(f"only {len(granted)} of {len(names)} remediations received a permit")
@@ -123,9 +124,13 @@ async def _histories(client: Client, nodes: list[str]) -> list[WorkflowHistory]:
 
 
 def _is_step(event: HistoryEvent) -> bool:
-    return event.HasField("activity_task_scheduled_event_attributes") or event.HasField(
-        "marker_recorded_event_attributes"
-    )
+    return event.HasField("activity_task_scheduled_event_attributes") or _is_local(event)
+
+
+def _is_local(event: HistoryEvent) -> bool:
+    """A local activity's marker (not a patch's)."""
+    marker = event.marker_recorded_event_attributes
+    return event.HasField("marker_recorded_event_attributes") and marker.marker_name == "core_local_activity"
 
 
 def _asked_at(history: WorkflowHistory) -> datetime:
@@ -146,7 +151,7 @@ def _is_ask(event: HistoryEvent) -> bool:
     if not event.HasField("marker_recorded_event_attributes") or "data" not in details:
         return False
     step = json.loads(details["data"].payloads[0].data).get("activity_type")
-    return step in (Step.ASK_PERMIT.value, Step.COLLECT_PERMIT.value)
+    return step in (Step.ASK_PERMIT.value, Step.COLLECT_PERMIT.value, Step.COLLECT_UNLESS_HELD.value)
 
 
 def _is_permit(event: HistoryEvent) -> bool:
@@ -154,7 +159,7 @@ def _is_permit(event: HistoryEvent) -> bool:
     return event.HasField("workflow_execution_signaled_event_attributes") and signaled.signal_name == PERMIT_SIGNAL.name
 
 
-async def _baseline(server: DevServer, count: int, activities: int) -> float:
+async def _baseline(server: DevServer, count: int, steps: list[bool]) -> float:
     task_queue = f"bench-bare-{uuid.uuid4()}"
     client: Client = server.client
     async with worker_process("-m", "bench.baseline_worker", "--address", server.address, "--task-queue", task_queue):
@@ -162,7 +167,7 @@ async def _baseline(server: DevServer, count: int, activities: int) -> float:
 
         async def bare(index: int) -> WorkflowHandle[Any, Any]:
             return await client.start_workflow(
-                BareWorkflow.run, activities, id=f"bare-{task_queue}-{index}", task_queue=task_queue
+                BareWorkflow.run, steps, id=f"bare-{task_queue}-{index}", task_queue=task_queue
             )
 
         await _all(count, bare)
@@ -192,9 +197,11 @@ async def run(server: DevServer, state: Path, nodes: int, faulty: int) -> dict[s
     print(f"  governor on / off      {rate / rate_off:8.2f} ×     (target ≥ {TARGET_GOVERNED_RATIO})")
     print(f"  ask → permit granted   {describe(governed.permit_waits)}")
     print(f"  grants collected by the ask (not signalled): {governed.collected} of {faulty}")
-    print(f"  all back in service    {governed.finished:8.2f} s   ({governed.steps} steps per remediation)", flush=True)
+    local = sum(governed.steps)
+    kinds = f"{local} local activities and {len(governed.steps) - local} activities"
+    print(f"  all back in service    {governed.finished:8.2f} s   ({kinds} per remediation)", flush=True)
     bare = await _baseline(server, faulty, governed.steps)
     ratio = governed.finished / bare
-    print(f"  bare Temporal baseline {bare:8.2f} s   ({faulty} workflows × {governed.steps} no-op activities)")
+    print(f"  bare Temporal baseline {bare:8.2f} s   ({faulty} workflows × as many no-ops of each kind)")
     print(f"  ratio                  {ratio:8.2f} ×     (target ≤ {TARGET_RATIO})")
     return {"storm_rate": rate, "storm_governed_ratio": rate / rate_off, "storm_ratio": ratio}

@@ -51,6 +51,7 @@ def remediation_activities(
         waits.wait_for_node,
         governed.ask_for_permit,
         governed.collect_permit,
+        governed.collect_permit_unless_held,
         governed.count_gpu_nodes,
         find_ended_holders,
         deliver_permits,

@@ -16,7 +16,7 @@ from gpuheal.activities.kube import read_node
 from gpuheal.activities.recent_nodes import RecentNodes
 from gpuheal.control import governor
 from gpuheal.control.connection import is_namespace_not_found
-from gpuheal.domain import contracts
+from gpuheal.domain import contracts, marks
 from gpuheal.domain.fleet import (
     COLLECT_WITHIN,
     GOVERNOR_ID,
@@ -74,6 +74,21 @@ class FleetActivities:
             return asked
         grant = await self._collector.wait(activity.client(), request.permit_id, COLLECT_WITHIN)
         return asked.model_copy(update={"grant": grant})
+
+    @implements(contracts.COLLECT_UNLESS_HELD)
+    async def collect_permit_unless_held(self, request: PermitRequest) -> PermitAsked:
+        """Read the node now and, unless it is on hold (then nothing is asked: `held`), ask and wait
+        as `collect_permit` does; a node that is gone fails the step for good.
+
+        One step where a remediation took two (read the node for its hold, then ask): in a storm
+        every step before quarantine waits its turn in a busy worker.
+        """
+        seen = self._recent.remember(request.node, await read_node(self._core, request.node))
+        if seen is None:
+            raise node_gone(request.node)
+        if marks.on_hold(seen.labels):
+            return PermitAsked(governed=self._policy.fleet.governed, held=True)
+        return await self.collect_permit(request)
 
     async def _ask(self, request: PermitRequest, send: Ask) -> PermitAsked:
         fleet = self._policy.fleet

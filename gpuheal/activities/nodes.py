@@ -208,7 +208,7 @@ def node_state(name: str, node: V1Node | None) -> NodeState:
         gpu_reset=_order_report(node, GPU_RESET),
         gpu_check=_order_report(node, GPU_CHECK),
         diagnostics=_order_report(node, DIAGNOSTICS),
-        held=((node.metadata.labels if node.metadata else None) or {}).get(marks.HOLD_LABEL) == "true",
+        held=marks.on_hold((node.metadata.labels if node.metadata else None) or {}),
     )
 
 

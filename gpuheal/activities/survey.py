@@ -49,7 +49,7 @@ class SurveyActivities:
             node=request.node,
             exists=True,
             managed=labels.get(marks.MANAGED_LABEL) != "false",
-            held=labels.get(marks.HOLD_LABEL) == "true",
+            held=marks.on_hold(labels),
             cordoned_before=was_cordoned_before(node),
             labels=labels,
             governed=self._policy.fleet.governed,

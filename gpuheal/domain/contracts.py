@@ -176,9 +176,13 @@ WAIT_FOR_NODE = StepContract(
 # the grants is recorded, and a worker lost in between would leave permits out that a replay, with
 # a pause arrived meanwhile, never grants.
 ASK_PERMIT = StepContract(Step.ASK_PERMIT, PermitRequest, PermitAsked, local=True)
-# … or asks, and waits a moment for the grant, which it then carries back itself (no signal).
+# … or asks, and waits a moment for the grant, which it then carries back itself (no signal) …
 COLLECT_PERMIT = StepContract(
     Step.COLLECT_PERMIT, PermitRequest, PermitAsked, True, lambda t, _: t.node_call + COLLECT_WITHIN
+)
+# … or first reads the node, and asks only where it is not on hold (a read and a signal: 2 calls).
+COLLECT_UNLESS_HELD = StepContract(
+    Step.COLLECT_UNLESS_HELD, PermitRequest, PermitAsked, True, lambda t, _: 2 * t.node_call + COLLECT_WITHIN
 )
 COUNT_GPU_NODES = StepContract(Step.COUNT_GPU_NODES, NodeCountRequest, NodeCount, local=False)
 DELIVER_PERMITS = StepContract(

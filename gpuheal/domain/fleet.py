@@ -129,6 +129,8 @@ class PermitAsked(_Strict):
     boot_id: str = ""
     # The permit, where the ask waited for it and it came (collected: the governor does not signal it).
     grant: PermitGrant | None = None
+    # The node is labelled gpuheal.io/hold=true: nothing was asked (`collect_permit_unless_held`).
+    held: bool = False
 
 
 class GrantQuery(_Strict):

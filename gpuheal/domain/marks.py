@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 PREFIX = "gpuheal.io/"
 
 # The NoSchedule taint that keeps new work off a quarantined node.
@@ -55,3 +57,8 @@ WORKFLOW_ID_PREFIX = "remediate-"
 def workflow_id_for(node: str) -> str:
     """The one workflow id a node's remediation runs under."""
     return f"{WORKFLOW_ID_PREFIX}{node}"
+
+
+def on_hold(labels: Mapping[str, str]) -> bool:
+    """Whether a node with these labels is held back from remediation (HOLD_LABEL=true)."""
+    return labels.get(HOLD_LABEL) == "true"

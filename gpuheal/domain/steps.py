@@ -39,6 +39,8 @@ class Step(StrEnum):
     # The fleet governor's (gpuheal.domain.fleet).
     ASK_PERMIT = "ask_for_permit"
     COLLECT_PERMIT = "collect_permit"
+    # The node read for its hold label, and unless held the ask and its grant, in one step.
+    COLLECT_UNLESS_HELD = "collect_permit_unless_held"
     COUNT_GPU_NODES = "count_gpu_nodes"
     FIND_ENDED = "find_ended_holders"
     DELIVER_PERMITS = "deliver_permits"

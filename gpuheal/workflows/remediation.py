@@ -116,6 +116,8 @@ _NODE_HOLD_PATCH = "node-hold-label"
 _PERSON_FAULT_PATCH = "person-fault-before-reboot"
 # … and those started before a remediation's first ask waited for its permit, with an ask that did not.
 _COLLECT_PATCH = "collected-permit"
+# … and those started before the read for the hold label and the first ask were one step.
+_COLLECT_UNLESS_HELD_PATCH = "collect-unless-held"
 # How long a remediation waits for its permit before it asks again.
 _ASK_AGAIN = timedelta(minutes=10)
 # The escalated wait's timer, as the UI shows it.
@@ -156,6 +158,8 @@ class RemediationWorkflow:
         self._repair_log: list[str] = []
         # The fleet governor's answer to the permit request, and its permit once granted.
         self._asked: PermitAsked | None = None
+        # The first ask, where the read for the hold label made it (`_wait_while_held`).
+        self._asked_with_the_read: PermitAsked | None = None
         self._permit: PermitGrant | None = None
         # When the latest fault was detected (a stale one is re-checked before the node is touched).
         self._fault_at: datetime | None = None
@@ -313,6 +317,7 @@ class RemediationWorkflow:
         self._looks_for_offences = workflow.patched(_HISTORY_PATCH)
         self._asks_for_person_faults = workflow.patched(_PERSON_FAULT_PATCH)
         self._collects_permit = workflow.patched(_COLLECT_PATCH)
+        self._collects_unless_held = workflow.patched(_COLLECT_UNLESS_HELD_PATCH)
         # The first fault is delivered with the start (signal-with-start).
         await workflow.wait_condition(lambda: bool(self._faults))
         self._enter(Phase.DETECTED)
@@ -484,12 +489,23 @@ class RemediationWorkflow:
         gpuheal.io/hold=true; one watch of the node at a time, each up to `repair.hold_watch`."""
         if not self._heeds_hold_label:
             return PROCEED
-        state = await self._observe()
-        while state.exists and state.held:
+        if self._collects_unless_held and self._asks_for_permit:
+            # The read that looks for the label asks for the permit where there is none (in a storm,
+            # one step fewer before quarantine); `_await_permit` goes on from that ask.
+            asked = await self._ask_for_permit(contracts.COLLECT_UNLESS_HELD)
+            if not asked.held:
+                self._asked = self._asked_with_the_read = asked
+                return PROCEED
+            exists, held = True, True
+        else:
+            state = await self._observe()
+            exists, held = state.exists, state.held
+        while exists and held:
             if self._phase is not Phase.ON_HOLD:
                 self._enter(Phase.ON_HOLD)
             state = (await self._wait_for(HoldLifted(), self._policy.repair.hold_watch)).state
-        return PROCEED if state.exists else decisions.node_deleted(self._node)
+            exists, held = state.exists, state.held
+        return PROCEED if exists else decisions.node_deleted(self._node)
 
     async def _await_permit(self) -> Verdict:
         """Wait in AwaitingBudget for the fleet governor's permit, the node untouched; a fault that
@@ -499,8 +515,10 @@ class RemediationWorkflow:
         # The first ask waits a moment for the grant and brings it back: in a storm the node is then
         # quarantined in the workflow task that asked, without another for the governor's signal.
         ask = contracts.COLLECT_PERMIT if self._collects_permit else contracts.ASK_PERMIT
+        first, self._asked_with_the_read = self._asked_with_the_read, None
         while True:
-            self._asked = await self._ask_for_permit(ask)
+            self._asked = first or await self._ask_for_permit(ask)
+            first = None
             if self._asked.grant is not None:
                 self.permit(self._asked.grant)
             if not self._asked.governed or self._permit is not None:
@@ -525,7 +543,10 @@ class RemediationWorkflow:
 
     async def _ask_for_permit(self, ask: StepContract[PermitRequest, PermitAsked]) -> PermitAsked:
         info = workflow.info()
-        waits = " and wait a moment for it" if ask is contracts.COLLECT_PERMIT else ""
+        waits = {
+            contracts.COLLECT_PERMIT: " and wait a moment for it",
+            contracts.COLLECT_UNLESS_HELD: " unless the node is on hold, and wait a moment for it",
+        }.get(ask, "")
         return await self._run(
             ask,
             PermitRequest(

@@ -61,6 +61,9 @@ from gpuheal.domain.steps import (
     Step,
 )
 
+# The steps that only read the node.
+_READS = (Step.OBSERVE.value, Step.WAIT_FOR_NODE.value, Step.COLLECT_UNLESS_HELD.value)
+
 
 @dataclass
 class FakeNode:
@@ -208,7 +211,7 @@ class FakeNode:
     @property
     def writes(self) -> list[str]:
         """The steps that changed something: all but the reads of the node."""
-        return [step for step in self.steps if step not in (Step.OBSERVE.value, Step.WAIT_FOR_NODE.value)]
+        return [step for step in self.steps if step not in _READS]
 
     def activities(self) -> list[Callable[..., Any]]:
         return list(self.served().values())
@@ -460,6 +463,15 @@ class FakeNode:
             self.collected += grant is not None
             return asked.model_copy(update={"grant": grant})
 
+        @implements(contracts.COLLECT_UNLESS_HELD)
+        async def collect_permit_unless_held(request: PermitRequest) -> PermitAsked:
+            self.steps.append(Step.COLLECT_UNLESS_HELD.value)  # it reads the node
+            if not self.exists:
+                raise node_gone(self.name)
+            if self.held:
+                return PermitAsked(governed=self.fleet is not None, held=True)
+            return await collect_permit(request)
+
         @implements(contracts.CURRENT_POLICY)
         async def current_policy(request: NodeRef) -> PolicySnapshot:
             self.policy_reads += 1
@@ -503,6 +515,7 @@ class FakeNode:
             wait_for_node,
             ask_for_permit,
             collect_permit,
+            collect_permit_unless_held,
             find_earlier_remediations,
             current_policy,
             survey,
@@ -522,6 +535,7 @@ class FakeNode:
             contracts.WAIT_FOR_NODE,
             contracts.ASK_PERMIT,
             contracts.COLLECT_PERMIT,
+            contracts.COLLECT_UNLESS_HELD,
             contracts.FIND_HISTORY,
             contracts.CURRENT_POLICY,
             contracts.SURVEY,

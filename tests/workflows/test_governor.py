@@ -458,6 +458,45 @@ async def test_a_permit_granted_at_once_is_collected_by_the_ask_and_the_node_qua
     assert (final.state.held, final.state.returned) == ((), (status.permit.permit_id,))
 
 
+async def test_the_node_read_the_ask_and_its_grant_are_one_step_before_quarantine(governed: MakeFleet) -> None:
+    fleet = await governed(1, limits(max_concurrent=5, max_percent=100))
+    node = nodes_of(fleet)[0]
+
+    status = await (await fleet.fault(node)).result()
+
+    assert status.phase is Phase.RESOLVED and node.collected == 1
+    assert node.steps[:2] == ["collect_permit_unless_held", "quarantine_node"], "no read of its own before the ask"
+
+
+async def test_a_held_node_asks_for_no_permit_until_its_hold_is_lifted(governed: MakeFleet) -> None:
+    fleet = await governed(1, limits(max_concurrent=5, max_percent=100))
+    node = nodes_of(fleet)[0]
+    node.held = True
+
+    handle = await fleet.fault(node)
+    await wait_for_phase(handle, Phase.ON_HOLD)
+    await asyncio.sleep(0.3)
+
+    assert node.permit_requests == [] and node.writes == [], "nothing asked of the governor, nothing done"
+    node.held = False
+    status = await handle.result()
+
+    assert status.phase is Phase.RESOLVED and status.permit is not None
+    assert len(node.permit_requests) == 1
+    assert phases(status)[:3] == [Phase.DETECTED, Phase.ON_HOLD, Phase.QUARANTINED]
+
+
+async def test_a_node_gone_before_its_first_read_fails_the_run_untouched(governed: MakeFleet) -> None:
+    fleet = await governed(1, limits(max_concurrent=5, max_percent=100))
+    node = nodes_of(fleet)[0]
+    node.exists = False
+
+    status = await (await fleet.fault(node)).result()
+
+    assert status.phase is Phase.FAILED and "deleted" in status.reason
+    assert node.permit_requests == [] and node.writes == []
+
+
 async def test_an_ask_whose_moment_passed_waits_for_its_permit_as_a_signal(governed: MakeFleet) -> None:
     fleet = await governed(2, limits(max_concurrent=1, max_percent=100))
     first, second = nodes_of(fleet)

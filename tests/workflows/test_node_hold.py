@@ -53,4 +53,6 @@ async def test_an_unheld_node_is_only_read_once_more(
 
     assert Phase.ON_HOLD not in [e.phase for e in status.history]
     assert status.phase is Phase.RESOLVED
-    assert node.steps[:2] == ["observe_node", "quarantine_node"]
+    # The read that finds no hold is the ask's (in an ungoverned fleet it asks nothing).
+    assert node.steps[:2] == ["collect_permit_unless_held", "quarantine_node"]
+    assert node.permit_requests == []

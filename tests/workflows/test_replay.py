@@ -40,6 +40,25 @@ async def test_a_run_that_escalated_before_escalated_runs_were_held_replays_to_i
     assert result.replay_failure is None, result.replay_failure
 
 
+async def test_a_run_that_read_its_node_before_it_asked_for_its_permit_replays_under_the_current_code() -> None:
+    """Recorded by the code of 072ac3b, whose remediations read the node for its hold label in one
+    step and asked for their permit in the next (`observe_node`, then `collect_permit`); now one step
+    does both (`collect_permit_unless_held`), behind the patch `collect-unless-held`."""
+    recorded = Path(__file__).parent / "histories" / "hold_read_before_the_ask.json"
+    history = WorkflowHistory.from_json("remediate-gpu-node-001", recorded.read_text())
+    steps = [
+        e.marker_recorded_event_attributes.details
+        for e in history.events
+        if e.HasField("marker_recorded_event_attributes")
+    ]
+    assert any(b"collect_permit" in details["data"].payloads[0].data for details in steps if "data" in details)
+    replayer = Replayer(workflows=[RemediationWorkflow], data_converter=pydantic_data_converter)
+
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+
+    assert result.replay_failure is None, result.replay_failure
+
+
 async def test_a_governor_that_signalled_each_permit_itself_replays_under_the_current_code() -> None:
     """Recorded by the code of 54bfbb1, whose governor signalled each permit it granted with a command
     of its own (here two, to runs that had ended: the permits were taken back). A governor running
