@@ -69,7 +69,7 @@ class FleetActivities:
     async def collect_permit(self, request: PermitRequest) -> PermitAsked:
         """Ask as `ask_for_permit` does, and wait a moment (COLLECT_WITHIN) for the grant; one that
         comes is brought back, and the governor does not signal it."""
-        asked = await self._ask(request, governor.ask_to_collect)
+        asked = await self._ask(request, self._collector.ask)
         if not asked.governed:
             return asked
         grant = await self._collector.wait(activity.client(), request.permit_id, COLLECT_WITHIN)

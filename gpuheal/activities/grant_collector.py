@@ -1,4 +1,4 @@
-"""Waiting for the fleet governor's grants on behalf of a worker's asks, with one query for all."""
+"""A worker's collecting asks: sent to the fleet governor together, their grants looked for with one query."""
 
 from __future__ import annotations
 
@@ -10,16 +10,23 @@ from temporalio.client import Client, WorkflowQueryFailedError, WorkflowQueryRej
 from temporalio.service import RPCError
 
 from gpuheal.control import governor
-from gpuheal.domain.fleet import Grants, PermitGrant
+from gpuheal.domain.fleet import FleetPolicy, Grants, PermitGrant, PermitRequest, PermitRequests
 
 log = logging.getLogger(__name__)
 
 # How often the waiting asks' grants are looked for: in a storm a grant comes within a second or two.
 POLL_EVERY = timedelta(milliseconds=100)
+# Asks sent in one signal at most: each carries its node's labels, and Temporal bounds a payload.
+SENT_TOGETHER = 50
 
 
 class GrantCollector:
-    """The grants a worker's collecting asks wait for, looked for together.
+    """The asks of a worker's collecting remediations, sent together, and the grants they wait for,
+    looked for together.
+
+    An ask goes out at once where no send is under way; those that come while one is go together in
+    the next (up to SENT_TOGETHER a signal): in a storm the governor takes a worker's asks with a few
+    signals, not hundreds, each of which would wait its turn to be written to its history.
 
     Every ask waiting in this worker is answered by one `grants` query of the governor every
     `every`, whatever the number waiting: a storm's hundreds of asks cost the governor a few queries
@@ -33,6 +40,36 @@ class GrantCollector:
         self._every = every.total_seconds()
         self._waiting: dict[str, asyncio.Future[PermitGrant | None]] = {}
         self._polling: asyncio.Task[None] | None = None
+        self._unsent: list[tuple[PermitRequest, asyncio.Future[None]]] = []
+        self._sending: asyncio.Task[None] | None = None
+
+    async def ask(
+        self, client: Client, request: PermitRequest, policy: FleetPolicy, governor_id: str, task_queue: str
+    ) -> None:
+        """Ask the governor (started with `policy` on `task_queue` if it is not running) for a permit
+        to collect, together with the asks that come meanwhile; raises what their signal raised."""
+        sent = asyncio.get_running_loop().create_future()
+        self._unsent.append((request, sent))
+        if self._sending is None or self._sending.done():
+            self._sending = asyncio.create_task(self._send(client, policy, governor_id, task_queue))
+        await sent
+
+    async def _send(self, client: Client, policy: FleetPolicy, governor_id: str, task_queue: str) -> None:
+        while self._unsent:
+            batch, self._unsent = self._unsent[:SENT_TOGETHER], self._unsent[SENT_TOGETHER:]
+            asks = PermitRequests(requests=tuple(request for request, _ in batch))
+            error: BaseException | None = None
+            try:
+                await governor.ask_all_to_collect(client, asks, policy, governor_id, task_queue)
+            except Exception as failed:  # each ask of the batch raises it (its step is retried)
+                error = failed
+            for _, sent in batch:
+                if sent.done():  # an ask whose step was cancelled meanwhile waits for nothing
+                    continue
+                if error is None:
+                    sent.set_result(None)
+                else:
+                    sent.set_exception(error)
 
     async def wait(self, client: Client, permit_id: str, within: timedelta) -> PermitGrant | None:
         """The grant of `permit_id` once the governor holds it; None once the governor says it waits

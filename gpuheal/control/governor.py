@@ -16,7 +16,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from gpuheal.control import updates
 from gpuheal.control.connection import DEFAULT_TASK_QUEUE, is_namespace_not_found
 from gpuheal.domain.fleet import (
-    COLLECT_SIGNAL,
+    COLLECT_ALL_SIGNAL,
     COLLECT_WITHIN,
     CONFIGURE_SIGNAL,
     GOVERNOR,
@@ -28,6 +28,7 @@ from gpuheal.domain.fleet import (
     GrantQuery,
     Grants,
     PermitRequest,
+    PermitRequests,
 )
 from gpuheal.domain.operator import OperatorAction
 from gpuheal.workflows.governor import GovernorWorkflow
@@ -72,12 +73,12 @@ async def ask(
     await _signal_with_start(client, REQUEST_SIGNAL.name, request, policy, governor_id, task_queue)
 
 
-async def ask_to_collect(
-    client: Client, request: PermitRequest, policy: FleetPolicy, governor_id: str, task_queue: str
+async def ask_all_to_collect(
+    client: Client, requests: PermitRequests, policy: FleetPolicy, governor_id: str, task_queue: str
 ) -> None:
-    """Ask for a permit that the asker collects with `grants` (the governor does not signal it); an
-    ask with `ask` afterwards has an uncollected grant signalled."""
-    await _signal_with_start(client, COLLECT_SIGNAL.name, request, policy, governor_id, task_queue)
+    """Ask for several permits that their askers collect with `grants` (the governor does not signal
+    them); an ask with `ask` afterwards has an uncollected grant signalled."""
+    await _signal_with_start(client, COLLECT_ALL_SIGNAL.name, requests, policy, governor_id, task_queue)
 
 
 async def grants(client: Client, permit_ids: tuple[str, ...], governor_id: str) -> Grants:

@@ -133,6 +133,12 @@ class PermitAsked(_Strict):
     held: bool = False
 
 
+class PermitRequests(_Strict):
+    """Asks for permits to collect, sent together by one worker (the governor's `collect_all` signal)."""
+
+    requests: tuple[PermitRequest, ...]
+
+
 class GrantQuery(_Strict):
     """Which of these permits the governor has granted (the `grants` query, which collecting asks poll)."""
 
@@ -205,6 +211,8 @@ REQUEST_SIGNAL = SignalContract("request", PermitRequest)
 # A request whose asker collects the grant itself, for a moment (COLLECT_WITHIN); after that it asks
 # with `request`, and a grant it did not collect is signalled.
 COLLECT_SIGNAL = SignalContract("collect", PermitRequest)
+# … or several such requests of one worker's remediations, sent together.
+COLLECT_ALL_SIGNAL = SignalContract("collect_all", PermitRequests)
 RELEASE_SIGNAL = SignalContract("release", PermitReturn)
 CONFIGURE_SIGNAL = SignalContract("configure", FleetPolicy)
 # Sent by the governor to the remediation it grants.

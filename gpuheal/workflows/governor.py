@@ -32,6 +32,7 @@ from gpuheal.workflows.run_step import run_step
 with workflow.unsafe.imports_passed_through():
     from gpuheal.domain import contracts, fleet
     from gpuheal.domain.fleet import (
+        COLLECT_ALL_SIGNAL,
         COLLECT_SIGNAL,
         CONFIGURE_SIGNAL,
         GOVERNOR,
@@ -50,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         NodeCountRequest,
         PermitDelivery,
         PermitRequest,
+        PermitRequests,
         PermitReturn,
         Waiting,
         governor_task_queue,
@@ -62,6 +64,8 @@ _BATCHED_DELIVERY_PATCH = "batched-permit-delivery"
 # Marks the governors that leave a grant to an ask that collects it (`collect`), and keep one delivery
 # under way at a time, grants made meanwhile going together in the next (`_deliver_later`).
 _COLLECT_PATCH = "collected-permits"
+# Marks the governors that take a worker's asks sent together (`collect_all`).
+_COLLECT_ALL_PATCH = "collect-all"
 # Marks the governors that, started afresh, count the GPU nodes at once and first check their
 # holders after `reclaim_every` (`run`), not at a storm's first pass.
 _FRESH_START_PATCH = "fresh-start-checks-later"
@@ -98,8 +102,9 @@ class GovernorWorkflow:
         # Decided in the run's first activation (`run`), after the signals that came with it are
         # handled: those requests are taken once it is decided.
         self._leaves_grants_to_collect = False
+        self._takes_asks_together = False
         self._decided = False
-        self._taken_early: list[tuple[PermitRequest, bool]] = []
+        self._taken_early: list[tuple[PermitRequest, bool, bool]] = []
 
     # ---- what remediations send ------------------------------------------------------------------
 
@@ -115,12 +120,19 @@ class GovernorWorkflow:
         """A remediation asks for a permit that it collects itself, with the `grants` query."""
         self._take(request, collects=True)
 
-    def _take(self, request: PermitRequest, collects: bool) -> None:
+    @workflow.signal(name=COLLECT_ALL_SIGNAL.name)
+    def collect_all(self, asks: PermitRequests) -> None:
+        """Several remediations of one worker ask together, each as with `collect`: in a storm the
+        governor takes a worker's asks with one signal, not hundreds."""
+        for request in asks.requests:
+            self._take(request, collects=True, together=True)
+
+    def _take(self, request: PermitRequest, collects: bool, together: bool = False) -> None:
         if not self._decided:
-            self._taken_early.append((request, collects))
+            self._taken_early.append((request, collects, together))
             return
-        if collects and not self._leaves_grants_to_collect:
-            return  # a governor of before `collect` left the signal unhandled: its replay must too
+        if (collects and not self._leaves_grants_to_collect) or (together and not self._takes_asks_together):
+            return  # a governor of before `collect` (`collect_all`) left the signal unhandled: its replay must too
         permit_id = request.permit_id
         waiting = self._waiting.get(permit_id)
         if waiting is not None and waiting.collects and not collects:
@@ -224,9 +236,10 @@ class GovernorWorkflow:
         # one step per pass keeps signalling each one itself until it continues as new.
         self._delivers_in_batches = workflow.patched(_BATCHED_DELIVERY_PATCH)
         self._leaves_grants_to_collect = workflow.patched(_COLLECT_PATCH)
+        self._takes_asks_together = workflow.patched(_COLLECT_ALL_PATCH)
         self._decided = True
-        for early, collects in self._taken_early:
-            self._take(early, collects)
+        for early, collects, together in self._taken_early:
+            self._take(early, collects, together)
         self._taken_early.clear()
         # A governor started afresh holds nothing that could have ended unseen: the requests it takes
         # come from running remediations, so its first check of them waits a `reclaim_every`; and it

@@ -12,9 +12,24 @@ from typing import Any
 from temporalio.client import WorkflowHandle
 from temporalio.worker import Worker
 
-from gpuheal.activities.grant_collector import GrantCollector
+import pytest
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from gpuheal.activities.grant_collector import SENT_TOGETHER, GrantCollector
 from gpuheal.control import governor
-from gpuheal.domain.fleet import COLLECT_SIGNAL, GOVERNOR, FleetBudget, FleetPolicy, GovernorInput, PermitRequest
+from gpuheal.domain.fleet import (
+    BreakerPolicy,
+    COLLECT_ALL_SIGNAL,
+    COLLECT_SIGNAL,
+    GOVERNOR,
+    FleetBudget,
+    FleetPolicy,
+    GovernorInput,
+    PermitRequest,
+    PermitRequests,
+    governor_task_queue,
+)
 from gpuheal.domain.operator import OperatorAction
 from gpuheal.workflows.governor import GovernorWorkflow
 from gpuheal_sim.demo.devserver import DevServer
@@ -22,12 +37,14 @@ from tests.workflows.fake_activities import FakeFleet
 
 
 @contextlib.asynccontextmanager
-async def a_governor(env: DevServer) -> AsyncIterator[WorkflowHandle[Any, Any]]:
-    """A governor (ten GPU nodes, a budget of ten) with a worker on its own queue; terminated after."""
+async def a_governor(env: DevServer, nodes: int = 10) -> AsyncIterator[WorkflowHandle[Any, Any]]:
+    """A governor (`nodes` GPU nodes, a budget of as many, a breaker that does not trip) with a worker on its own queue; terminated after."""
     governor_id, queue = f"governor-{uuid.uuid4().hex[:6]}", f"collect-{uuid.uuid4().hex[:6]}"
-    activities = FakeFleet({}, gpu_nodes=10).activities()
+    activities = FakeFleet({}, gpu_nodes=nodes).activities()
     async with Worker(env.client, task_queue=queue, workflows=[GovernorWorkflow], activities=activities):
-        policy = FleetPolicy(budget=FleetBudget(max_percent=100))
+        policy = FleetPolicy(
+            budget=FleetBudget(max_concurrent=nodes, max_percent=100), breaker=BreakerPolicy(share=1, at_least=1000)
+        )
         handle = await env.client.start_workflow(
             GOVERNOR.name, GovernorInput(policy=policy), id=governor_id, task_queue=queue
         )
@@ -88,3 +105,58 @@ async def test_an_ask_the_governor_leaves_waiting_stops_waiting_at_once(dev_serv
     assert grant is None
     assert [w.request.permit_id for w in status.state.waiting] == [request.permit_id]
     assert status.state.waiting[0].why.startswith("paused by alice")
+
+
+def asks(count: int) -> list[PermitRequest]:
+    now = datetime.now(UTC)
+    return [
+        PermitRequest(
+            permit_id=f"remediate-n{i}/r", workflow_id=f"remediate-n{i}", run_id="r", node=f"n{i}", asked_at=now
+        )
+        for i in range(count)
+    ]
+
+
+async def sent_together(handle: WorkflowHandle[Any, Any]) -> list[int]:
+    """How many asks each `collect_all` signal of the governor's history carried."""
+    history = await handle.fetch_history()
+    signals = [e.workflow_execution_signaled_event_attributes for e in history.events]
+    return [
+        len(PermitRequests.model_validate_json(signal.input.payloads[0].data).requests)
+        for signal in signals
+        if signal.signal_name == COLLECT_ALL_SIGNAL.name
+    ]
+
+
+async def test_asks_that_come_while_one_is_sent_go_together_and_each_collects_its_grant(dev_server: DevServer) -> None:
+    client = dev_server.client
+    requests = asks(2 * SENT_TOGETHER + 3)
+    async with a_governor(dev_server, nodes=len(requests)) as handle:
+        collector = GrantCollector(handle.id, every=timedelta(milliseconds=20))
+        policy = FleetPolicy(budget=FleetBudget(max_concurrent=1000, max_percent=100))
+        queue = governor_task_queue(handle.id)  # unused: the governor runs already
+        await asyncio.gather(*(collector.ask(client, r, policy, handle.id, queue) for r in requests))
+        grants = await asyncio.gather(*(collector.wait(client, r.permit_id, timedelta(seconds=20)) for r in requests))
+        carried = await sent_together(handle)
+
+    assert carried == [SENT_TOGETHER, SENT_TOGETHER, 3], "asked together, at most SENT_TOGETHER a signal"
+    assert [g.permit_id if g else None for g in grants] == [r.permit_id for r in requests]
+
+
+async def test_a_send_that_fails_fails_every_ask_it_carried(dev_server: DevServer) -> None:
+    """Each ask's step then fails and is retried: none is taken for sent."""
+    elsewhere = Client(
+        dev_server.client.service_client,
+        namespace=f"missing-{uuid.uuid4().hex[:6]}",
+        data_converter=dev_server.client.data_converter,
+    )
+    collector = GrantCollector("governor-x")
+    policy = FleetPolicy()
+
+    results = await asyncio.gather(
+        *(collector.ask(elsewhere, r, policy, "governor-x", "q") for r in asks(3)), return_exceptions=True
+    )
+
+    assert len(results) == 3 and all(isinstance(result, RPCError) for result in results), results
+    with pytest.raises(RPCError):  # and the next ask tries again
+        await collector.ask(elsewhere, asks(1)[0], policy, "governor-x", "q")

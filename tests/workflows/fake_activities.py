@@ -456,7 +456,7 @@ class FakeNode:
 
         @implements(contracts.COLLECT_PERMIT)
         async def collect_permit(request: PermitRequest) -> PermitAsked:
-            asked = await ask(request, governor.ask_to_collect)
+            asked = await ask(request, collector.ask)
             if not asked.governed:
                 return asked
             grant = await collector.wait(activity.client(), request.permit_id, self.collect_within)

@@ -108,3 +108,18 @@ async def test_a_governor_of_before_collect_that_received_collect_signals_replay
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
 
     assert result.replay_failure is None, result.replay_failure
+
+
+async def test_a_governor_of_before_collect_all_that_received_it_replays_under_the_current_code() -> None:
+    """Recorded by the code of ce2458a, which had no handler for `collect_all`, while a newer worker
+    (a rolling upgrade) sent it one with the asks of a and b: it granted only c, which asked with
+    `request`. The current code must leave that signal alone in such a run."""
+    recorded = Path(__file__).parent / "histories" / "governor_with_unhandled_collect_all.json"
+    history = WorkflowHistory.from_json("gpuheal-governor-recorded", recorded.read_text())
+    signals = [e.workflow_execution_signaled_event_attributes.signal_name for e in history.events]
+    assert signals.count("collect_all") == 1
+    replayer = Replayer(workflows=[GovernorWorkflow], data_converter=pydantic_data_converter)
+
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+
+    assert result.replay_failure is None, result.replay_failure
