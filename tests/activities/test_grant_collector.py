@@ -1,4 +1,4 @@
-"""The grant collector: asks waiting in one worker for the governor's grants, with one query for all."""
+"""The grant collector: a worker's collecting asks sent together, and their grants looked for with one query."""
 
 from __future__ import annotations
 
@@ -9,20 +9,18 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from temporalio.client import WorkflowHandle
-from temporalio.worker import Worker
-
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
+from temporalio.worker import Worker
 
 from gpuheal.activities.grant_collector import SENT_TOGETHER, GrantCollector
 from gpuheal.control import governor
 from gpuheal.domain.fleet import (
-    BreakerPolicy,
     COLLECT_ALL_SIGNAL,
     COLLECT_SIGNAL,
     GOVERNOR,
+    BreakerPolicy,
     FleetBudget,
     FleetPolicy,
     GovernorInput,
