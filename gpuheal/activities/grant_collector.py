@@ -40,7 +40,8 @@ class GrantCollector:
         self._every = every.total_seconds()
         self._waiting: dict[str, asyncio.Future[PermitGrant | None]] = {}
         self._polling: asyncio.Task[None] | None = None
-        self._unsent: list[tuple[PermitRequest, asyncio.Future[None]]] = []
+        # Asks not sent yet: each with the fleet's limits it was made under, and its answer.
+        self._unsent: list[tuple[PermitRequest, FleetPolicy, asyncio.Future[None]]] = []
         self._sending: asyncio.Task[None] | None = None
 
     async def ask(
@@ -49,21 +50,26 @@ class GrantCollector:
         """Ask the governor (started with `policy` on `task_queue` if it is not running) for a permit
         to collect, together with the asks that come meanwhile; raises what their signal raised."""
         sent = asyncio.get_running_loop().create_future()
-        self._unsent.append((request, sent))
+        self._unsent.append((request, policy, sent))
         if self._sending is None or self._sending.done():
-            self._sending = asyncio.create_task(self._send(client, policy, governor_id, task_queue))
+            self._sending = asyncio.create_task(self._send(client, governor_id, task_queue))
         await sent
 
-    async def _send(self, client: Client, policy: FleetPolicy, governor_id: str, task_queue: str) -> None:
+    async def _send(self, client: Client, governor_id: str, task_queue: str) -> None:
         while self._unsent:
-            batch, self._unsent = self._unsent[:SENT_TOGETHER], self._unsent[SENT_TOGETHER:]
-            asks = PermitRequests(requests=tuple(request for request, _ in batch))
+            # An ask whose step was cancelled before it went out is not sent at all.
+            pending = [entry for entry in self._unsent if not entry[2].done()]
+            batch, self._unsent = pending[:SENT_TOGETHER], pending[SENT_TOGETHER:]
+            if not batch:
+                continue
+            asks = PermitRequests(requests=tuple(request for request, _, _ in batch))
+            newest_limits = batch[-1][1]  # a governor this starts begins with them
             error: BaseException | None = None
             try:
-                await governor.ask_all_to_collect(client, asks, policy, governor_id, task_queue)
+                await governor.ask_all_to_collect(client, asks, newest_limits, governor_id, task_queue)
             except Exception as failed:  # each ask of the batch raises it (its step is retried)
                 error = failed
-            for _, sent in batch:
+            for _, _, sent in batch:
                 if sent.done():  # an ask whose step was cancelled meanwhile waits for nothing
                     continue
                 if error is None:

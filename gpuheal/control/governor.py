@@ -49,7 +49,13 @@ class GovernorUnanswered(RuntimeError):
 
 
 async def _signal_with_start(
-    client: Client, signal: str, payload: object, policy: FleetPolicy, governor_id: str, task_queue: str
+    client: Client,
+    signal: str,
+    payload: object,
+    policy: FleetPolicy,
+    governor_id: str,
+    task_queue: str,
+    rpc_timeout: timedelta | None = None,
 ) -> None:
     await client.start_workflow(
         GOVERNOR.name,
@@ -58,6 +64,7 @@ async def _signal_with_start(
         task_queue=task_queue,
         start_signal=signal,
         start_signal_args=[payload],
+        rpc_timeout=rpc_timeout,
     )
 
 
@@ -77,8 +84,11 @@ async def ask_all_to_collect(
     client: Client, requests: PermitRequests, policy: FleetPolicy, governor_id: str, task_queue: str
 ) -> None:
     """Ask for several permits that their askers collect with `grants` (the governor does not signal
-    them); an ask with `ask` afterwards has an uncollected grant signalled."""
-    await _signal_with_start(client, COLLECT_ALL_SIGNAL.name, requests, policy, governor_id, task_queue)
+    them); an ask with `ask` afterwards has an uncollected grant signalled. A call that hangs gives up
+    after COLLECT_WITHIN: the asks behind it in their worker must not wait longer."""
+    await _signal_with_start(
+        client, COLLECT_ALL_SIGNAL.name, requests, policy, governor_id, task_queue, rpc_timeout=COLLECT_WITHIN
+    )
 
 
 async def grants(client: Client, permit_ids: tuple[str, ...], governor_id: str) -> Grants:

@@ -115,12 +115,12 @@ def asks(count: int) -> list[PermitRequest]:
     ]
 
 
-async def sent_together(handle: WorkflowHandle[Any, Any]) -> list[int]:
-    """How many asks each `collect_all` signal of the governor's history carried."""
+async def sent_together(handle: WorkflowHandle[Any, Any]) -> list[list[str]]:
+    """The permit ids of the asks each `collect_all` signal of the governor's history carried."""
     history = await handle.fetch_history()
     signals = [e.workflow_execution_signaled_event_attributes for e in history.events]
     return [
-        len(PermitRequests.model_validate_json(signal.input.payloads[0].data).requests)
+        [r.permit_id for r in PermitRequests.model_validate_json(signal.input.payloads[0].data).requests]
         for signal in signals
         if signal.signal_name == COLLECT_ALL_SIGNAL.name
     ]
@@ -137,7 +137,9 @@ async def test_asks_that_come_while_one_is_sent_go_together_and_each_collects_it
         grants = await asyncio.gather(*(collector.wait(client, r.permit_id, timedelta(seconds=20)) for r in requests))
         carried = await sent_together(handle)
 
-    assert carried == [SENT_TOGETHER, SENT_TOGETHER, 3], "asked together, at most SENT_TOGETHER a signal"
+    assert [len(ids) for ids in carried] == [SENT_TOGETHER, SENT_TOGETHER, 3], (
+        "together, at most SENT_TOGETHER a signal"
+    )
     assert [g.permit_id if g else None for g in grants] == [r.permit_id for r in requests]
 
 
@@ -158,3 +160,20 @@ async def test_a_send_that_fails_fails_every_ask_it_carried(dev_server: DevServe
     assert len(results) == 3 and all(isinstance(result, RPCError) for result in results), results
     with pytest.raises(RPCError):  # and the next ask tries again
         await collector.ask(elsewhere, asks(1)[0], policy, "governor-x", "q")
+
+
+async def test_an_ask_whose_step_was_cancelled_before_it_went_out_is_not_sent(dev_server: DevServer) -> None:
+    """Its remediation gives nothing back (it never knew the ask went out), so a late ask would hold
+    a permit until the governor's next check of its holders."""
+    async with a_governor(dev_server) as handle:
+        collector = GrantCollector(handle.id)
+        kept, dropped = asks(2)
+        policy, queue = FleetPolicy(), governor_task_queue(handle.id)
+        sending = asyncio.create_task(collector.ask(dev_server.client, kept, policy, handle.id, queue))
+        cancelled = asyncio.create_task(collector.ask(dev_server.client, dropped, policy, handle.id, queue))
+        await asyncio.sleep(0)  # both queued; the send has not run yet
+        cancelled.cancel()
+        await sending
+        carried = await sent_together(handle)
+
+    assert carried == [[kept.permit_id]]
