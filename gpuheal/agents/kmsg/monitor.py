@@ -9,8 +9,9 @@ while the agent was down is reported once, and what was reported before is not r
 the parser had learned goes with the position (the GPU names, a fallen-off report awaiting its other
 half), so a report the restart split is read as one. A
 position is saved right after a line's event was handed to the sink (delivered or spooled), and
-after other lines at most every `save_interval` seconds and when the monitor stops; so a crash
-replays rather than skips. A replayed line's event has the id it had the first time (derived from
+after other lines at most every `save_interval` seconds and when the monitor stops (a stop lets the
+hand-over under way finish first, for up to FINISH_ON_STOP, so an event the sink took is not reported
+again by the next start); so a crash replays rather than skips. A replayed line's event has the id it had the first time (derived from
 the node, the boot, the position and the line), and the workflow counts each event id once; only
 a crash within `save_interval` of a repeat that flood control held back can report that repeat anew.
 A sink that is full (`SinkFull`: the publisher can hold no more faults) is waited for (`hand_over`):
@@ -63,7 +64,7 @@ import uuid
 from collections.abc import AsyncIterable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -104,6 +105,8 @@ _RESETS = (EventKind.GPU_RESET, EventKind.GPU_RESET_FAILED)
 # A repeat is dropped only after the boot ID was read at most this long ago (seconds).
 _DROP_BOOT_CHECK = 0.1
 
+# How long a stop waits for the line being handed to the sink (`_feed_through`).
+FINISH_ON_STOP = timedelta(seconds=5)
 # The namespace of the ids of events read at a known position (uuid5 of node, position and line).
 _EVENT_IDS = uuid.UUID("6f0c9a52-5d0e-4e8f-a3a1-2b7c4d9e1f30")
 
@@ -331,7 +334,7 @@ class KernelLogMonitor:
                 text, position, backlog = line if isinstance(line, LogLine) else (line, None, False)
                 event: HealthEvent | None = None
                 try:
-                    event = await self.feed(text, position, backlog=backlog)
+                    event = await self._feed_through(text, position, backlog)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
@@ -346,6 +349,22 @@ class KernelLogMonitor:
                 await self._save_state()  # stopping: where the next start reads on from
             elif self._writing is not None:
                 await asyncio.shield(self._writing)  # a save a stop interrupted is on the disk before run ends
+
+    async def _feed_through(self, text: str | bytes, position: Position | None, backlog: bool) -> HealthEvent | None:
+        """`feed`, let finish for up to FINISH_ON_STOP when the monitor is stopped meanwhile.
+
+        A sink may have taken the line's event before it answers (the spool's entry is on disk before
+        its writing thread hands back): cut off then, the position would stay before the line and the
+        next start report it again. A hand-over still under way after FINISH_ON_STOP (a full sink) is
+        cancelled: its event not taken, its line read again at the next start.
+        """
+        feeding = asyncio.ensure_future(self.feed(text, position, backlog=backlog))
+        try:
+            return await asyncio.shield(feeding)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception, asyncio.CancelledError):  # stopping: the outcome is in the position
+                await asyncio.wait_for(feeding, FINISH_ON_STOP.total_seconds())
+            raise
 
     def _caught_up(self) -> None:
         if self._on_caught_up is not None:

@@ -369,3 +369,28 @@ async def test_a_line_whose_event_the_sink_refused_is_read_again_at_the_next_sta
         events = await node.reported(4)
     assert summary(events) == [(74, (UUID_B,)), (48, (UUID_A,)), (74, (UUID_B,)), (31, (UUID_A,))]
     assert events[2].id == taken.id, "what followed is read again as the same events"
+
+
+class SlowToAnswerSink(Sink):
+    """A sink that takes the event at once and answers a moment later, as the agent's spool does
+    (the entry is on disk before the thread that wrote it hands control back)."""
+
+    async def submit(self, event: HealthEvent) -> None:
+        await super().submit(event)
+        await asyncio.sleep(0.3)
+
+
+@pytest.mark.parametrize("format", FORMATS)
+async def test_a_stop_while_the_sink_answers_does_not_report_the_line_again(
+    tmp_path: Path, format: KernelLogFormat
+) -> None:
+    node = Node(tmp_path, format)
+    node.sink = SlowToAnswerSink()
+    async with node.monitor():
+        node.write(xid(48))
+        await node.reported(1)  # taken, and the monitor is stopped before the sink answers
+    async with node.monitor():
+        node.write(xid(74, "0000:5d:00"))  # a barrier: the line read again would come before it
+        events = await node.reported(2)
+
+    assert summary(events) == [(48, (UUID_A,)), (74, (UUID_B,))]
