@@ -62,7 +62,7 @@ class FleetActivities:
     @implements(contracts.ASK_PERMIT)
     async def ask_for_permit(self, request: PermitRequest) -> PermitAsked:
         """Ask the governor (started with this worker's limits if it is not running) for a permit,
-        with the node's labels, which name its group; the governor signals the grant."""
+        with the node's label that names its group; the governor signals the grant."""
         return await self._ask(request, governor.ask)
 
     @implements(contracts.COLLECT_PERMIT)
@@ -102,7 +102,7 @@ class FleetActivities:
             raise node_gone(request.node)
         await send(
             activity.client(),
-            request.model_copy(update={"labels": seen.labels}),
+            request.model_copy(update={"labels": fleet.budget.naming_group(seen.labels)}),
             fleet,
             self._governor_id,
             governor_task_queue(self._governor_id),

@@ -56,6 +56,15 @@ class FleetBudget(_Strict):
         """The node's group ("" when the policy names none, or the node carries no such label)."""
         return labels.get(self.group_label, "") if self.group_label else ""
 
+    def naming_group(self, labels: Mapping[str, str]) -> dict[str, str]:
+        """Of a node's labels, those an ask carries: the one that names its group, if any.
+
+        Not all of them: a GPU node with feature discovery carries hundreds, and the governor keeps
+        every waiting ask in its state, which continue-as-new must carry in one payload. (A group
+        label the policy names only after the ask leaves that ask in no group.)
+        """
+        return {self.group_label: labels[self.group_label]} if self.group_label in labels else {}
+
 
 class BreakerPolicy(_Strict):
     """When too many nodes were quarantined lately, stop until a person has looked."""
@@ -98,7 +107,7 @@ class PermitRequest(_Strict):
     run_id: str = Field(min_length=1)
     node: str = Field(min_length=1)
     asked_at: datetime
-    # The node's labels, which name its group (filled in by the activity that asks).
+    # The node's label that names its group (FleetBudget.naming_group; filled in by the activity that asks).
     labels: dict[str, str] = Field(default_factory=dict)
 
 

@@ -85,6 +85,14 @@ def test_a_full_group_waits_without_holding_back_other_groups() -> None:
     assert choice.why["remediate-d/run"] == "group rack=r2 full: 1 of 1 under way"
 
 
+def test_an_ask_carries_only_the_label_that_names_its_group() -> None:
+    labels = {"sim.gpuheal.io/rack": "r3", "nvidia.com/gpu.product": "H100", "kubernetes.io/hostname": "n1"}
+
+    assert FleetBudget(group_label="sim.gpuheal.io/rack").naming_group(labels) == {"sim.gpuheal.io/rack": "r3"}
+    assert FleetBudget(group_label="topology.kubernetes.io/zone").naming_group(labels) == {}
+    assert FleetBudget().naming_group(labels) == {}, "no groups: no labels"
+
+
 def test_the_breaker_trips_when_the_window_holds_its_threshold_and_the_rest_wait() -> None:
     policy = FleetPolicy(
         budget=FleetBudget(max_concurrent=100, max_percent=100), breaker=BreakerPolicy(share=0.1, at_least=2)

@@ -66,6 +66,8 @@ async def test_a_storm_of_300_faults_stays_within_budget_trips_the_breaker_and_g
         assert state.tripped is not None and "150 GPU nodes quarantined" in state.tripped.reason
         assert count.ever == granted, "only the nodes that held a permit were ever taken out of service"
         assert all([untouched(await stack.node(name)) for name in waiting])
+        # A simulated node carries a dozen labels; the governor keeps, for each waiting ask, its rack's.
+        assert {tuple(w.request.labels) for w in state.waiting} == {(RACK,)}
         assert {await phase_of(h) for h in handles if h.id.removeprefix("remediate-") in waiting} == {"AwaitingBudget"}
 
         action = OperatorAction(by="oncall", reason="the storm was a bad driver rollout, now rolled back")

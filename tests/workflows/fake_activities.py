@@ -441,7 +441,7 @@ class FakeNode:
                 return PermitAsked(governed=False)
             if not self.exists:  # as the real activity: a node deleted before its permit
                 raise node_gone(self.name)
-            labelled = request.model_copy(update={"labels": self.labels})
+            labelled = request.model_copy(update={"labels": self.fleet.budget.naming_group(self.labels)})
             self.permit_requests.append(labelled)
             queue = governor_task_queue(self.governor_id)
             await send(activity.client(), labelled, self.fleet, self.governor_id, queue)
