@@ -7,6 +7,7 @@ Fleet and workers run as their own processes, as in production, so the benchmark
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -102,13 +103,20 @@ class RemediationStack:
 
 @asynccontextmanager
 async def remediation_stack(
-    server: DevServer, state_dir: Path, *fleet_args: str, worker_args: Sequence[str] = ()
+    server: DevServer,
+    state_dir: Path,
+    *fleet_args: str,
+    worker_args: Sequence[str] = (),
+    governor_apart: bool = False,
 ) -> AsyncIterator[RemediationStack]:
-    """Everything one benchmark remediates against, on the shared dev server."""
+    """Everything one benchmark remediates against, on the shared dev server.
+
+    With `governor_apart`, the fleet's governor runs in a worker process of its own
+    (`gpuheal worker --role governor` beside `--role remediations`).
+    """
     task_queue = f"bench-{uuid.uuid4()}"
-    async with (
-        fleet_process(state_dir, *fleet_args) as fleet,
-        worker_process(
+    async with fleet_process(state_dir, *fleet_args) as fleet, contextlib.AsyncExitStack() as workers:
+        common = (
             "-m",
             "gpuheal",
             "worker",
@@ -123,7 +131,8 @@ async def remediation_stack(
             "--metrics-address",
             "",
             *worker_args,
-        ),
-        watching_cordons(fleet.kubeconfig) as cordons,
-    ):
-        yield RemediationStack(fleet, task_queue, cordons)
+        )
+        for role in ("governor", "remediations") if governor_apart else ("all",):
+            await workers.enter_async_context(worker_process(*common, "--role", role))
+        async with watching_cordons(fleet.kubeconfig) as cordons:
+            yield RemediationStack(fleet, task_queue, cordons)

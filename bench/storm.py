@@ -2,9 +2,10 @@
 
 Every faulty node gets a full remediation (quarantine, drain, reboot, wait, verify, release) on a
 fleet without workloads and with instant reboots. The storm runs twice, each time on a dev server of
-its own: with the fleet governor handing out permits with no limit that binds (so what is measured
-is the cost of asking for them: the permit round trip, and the quarantine rate beside the same storm
-with the governor switched off), and without it. The baseline runs, with the same worker limits, as
+its own: with the fleet governor handing out permits with no limit that binds, run as a large fleet
+deploys it, in a worker process of its own (so what is measured is the cost of asking for them: the
+permit round trip, and the quarantine rate beside the same storm with the governor switched off),
+and without it. The baseline runs, with the same worker limits, as
 many bare workflows, each running a no-op for each step a remediation ran, in its order: a local
 activity for each of its local activities, an activity for each of its activities (its patch
 markers are no steps). That ratio is what gpuheal's work and design cost beside the plain Temporal
@@ -74,10 +75,13 @@ class StormRun:
 
 
 async def _remediations(
-    server: DevServer, state: Path, nodes: int, faulty: int, *worker_args: str, name: str
+    server: DevServer, state: Path, nodes: int, faulty: int, *worker_args: str, name: str, governor_apart: bool = False
 ) -> StormRun:
     fleet_args = ("--nodes", str(nodes), "--reboot-seconds", "0", "--no-workloads")
-    async with remediation_stack(server, state / name, *fleet_args, worker_args=worker_args) as stack:
+    stack_of = remediation_stack(
+        server, state / name, *fleet_args, worker_args=worker_args, governor_apart=governor_apart
+    )
+    async with stack_of as stack:
         width = max(3, len(str(nodes - 1)))  # as the simulator names its nodes
         names = [f"gpu-node-{i:0{width}d}" for i in range(0, nodes, max(1, nodes // faulty))][:faulty]
         policy = demo_policy(False)
@@ -186,7 +190,7 @@ async def run(server: DevServer, state: Path, nodes: int, faulty: int) -> dict[s
         lambda own: _remediations(own, state, nodes, faulty, "--no-fleet-governor", name="ungoverned")
     )
     governed = await _on_own_server(
-        lambda own: _remediations(own, state, nodes, faulty, *unlimited, *breaker, name="governed")
+        lambda own: _remediations(own, state, nodes, faulty, *unlimited, *breaker, name="governed", governor_apart=True)
     )
     rate, rate_off = faulty / governed.last_cordon, faulty / ungoverned.last_cordon
     print(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -61,11 +62,26 @@ _INDEXED_TYPES = {
 }
 
 
+class WorkerRole(enum.Enum):
+    """Which of the worker's queues a process polls.
+
+    One process serves both by default. A large fleet may run the governor in a process of its own,
+    whose workflow tasks and `grants` answers then never queue behind a storm's remediations in the
+    same event loop.
+    """
+
+    ALL = "all"
+    REMEDIATIONS = "remediations"
+    GOVERNOR = "governor"
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:
     """How the worker connects and how much it runs at once."""
 
     task_queue: str = DEFAULT_TASK_QUEUE
+    # What this process polls for: remediations, the fleet's governor, or both.
+    role: WorkerRole = WorkerRole.ALL
     temporal_address: str | None = None
     temporal_namespace: str | None = None
     kubeconfig: Path | None = None
@@ -183,10 +199,17 @@ async def _worker(settings: WorkerSettings, client: Client, api: ApiClient) -> A
             if policy.fleet.governed:
                 await governor.configure(client, policy.fleet, governor_id, governor_task_queue(governor_id))
 
-        async with worker, governor_worker:
+        polled = {
+            WorkerRole.ALL: [worker, governor_worker],
+            WorkerRole.REMEDIATIONS: [worker],
+            WorkerRole.GOVERNOR: [governor_worker],
+        }[settings.role]
+        async with contextlib.AsyncExitStack() as running:
+            for each in polled:
+                await running.enter_async_context(each)
             log.info(
                 "worker polling %s with providers %s under policy %s",
-                settings.task_queue,
+                ", ".join(each.task_queue for each in polled),
                 ", ".join(chosen.names),
                 policy.document.version,
             )

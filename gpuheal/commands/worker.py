@@ -13,12 +13,20 @@ from gpuheal.domain.fleet import BreakerPolicy, FleetBudget, FleetPolicy
 from gpuheal.domain.policy_document import PolicyDocument
 from gpuheal.policyfile import LoadedPolicy
 from gpuheal.settings_options import TEXT_OR_OFF, setting_option
-from gpuheal.worker import WorkerSettings
+from gpuheal.worker import WorkerRole, WorkerSettings
 
 
 @click.command()
 @with_temporal_options
 @setting_option(WorkerSettings, "task_queue", "--task-queue", envvar="GPUHEAL_TASK_QUEUE")
+@setting_option(
+    WorkerSettings,
+    "role",
+    "--role",
+    envvar="GPUHEAL_WORKER_ROLE",
+    help="Poll for remediations, for the fleet's governor, or both: a large fleet may run the governor "
+    "in a process of its own.",
+)
 @kubeconfig_option
 @click.option(
     "--simulator-url",
@@ -111,6 +119,7 @@ def worker(
     address: str | None,
     namespace: str | None,
     task_queue: str,
+    role: WorkerRole,
     kubeconfig: Path | None,
     simulator_url: str | None,
     providers: str | None,
@@ -152,6 +161,7 @@ def worker(
 
     settings = WorkerSettings(
         task_queue=task_queue,
+        role=role,
         temporal_address=address,
         temporal_namespace=namespace,
         kubeconfig=kubeconfig,

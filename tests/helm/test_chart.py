@@ -71,6 +71,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     },
     "gpu-reset": {"agent": {"gpuReset": {"enabled": True, "nvidiaSmi": "/usr/bin/nvidia-smi"}}},
     "policy": {"policy": yaml.safe_load(POLICY_EXAMPLE.read_text())},
+    "governor-apart": {"worker": {"governorApart": True}},
 }
 
 Manifest = dict[str, Any]
@@ -140,8 +141,10 @@ def test_every_manifest_is_valid_kubernetes(chart: helm.Chart, scenario: str) ->
     chart.validate_schema(values)
     docs = render(chart, values)
     kinds = sorted(d["kind"] for d in docs)
+    deployments = 2 if values.get("worker", {}).get("governorApart") else 1
     assert kinds == sorted(
-        ["Deployment", "DaemonSet", "Role", "RoleBinding", "ConfigMap"]
+        ["Deployment"] * deployments
+        + ["DaemonSet", "Role", "RoleBinding", "ConfigMap"]
         + ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] * 2
         + ["ServiceAccount", "ClusterRole", "ClusterRoleBinding"] * 2
     )
@@ -284,6 +287,30 @@ def test_worker_takes_the_fleet_limits_from_values_and_the_flags_parse(chart: he
     parsed = worker_command.make_context("worker", args[1:])
     assert (parsed.params["max_concurrent"], parsed.params["group_label"]) == (1000000, "topology.kubernetes.io/rack")
     assert (parsed.params["share"], parsed.params["window"]) == (0.05, timedelta(hours=2))
+
+
+def test_the_governor_can_run_in_a_deployment_of_its_own(chart: helm.Chart, tmp_path: Path) -> None:
+    """Both pods run the same worker with the same flags and account; each polls its own queue."""
+    alone = [d for d in render(chart, {}) if d["kind"] == "Deployment" and "--role" in str(d)]
+    assert alone == [], "by default one worker Deployment polls both queues"
+
+    docs = render(chart, {"worker": {"governorApart": True, "replicas": 3}})
+    worker, governor = one(docs, "Deployment", "worker"), one(docs, "Deployment", "governor")
+
+    assert (worker["spec"]["replicas"], governor["spec"]["replicas"]) == (3, 1)
+    worker_args, governor_args = container(worker)["args"], container(governor)["args"]
+    assert (follows(worker_args, "--role"), follows(governor_args, "--role")) == ("remediations", "governor")
+    unrolled = [arg for arg in governor_args if arg != "governor"]
+    assert unrolled == [arg for arg in worker_args if arg != "remediations"], "the same flags otherwise"
+    assert governor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "governor"
+    specs = [d["spec"]["template"]["spec"] for d in (worker, governor)]
+    assert specs[0]["serviceAccountName"] == specs[1]["serviceAccountName"]
+    [config_map] = [d for d in docs if d["kind"] == "ConfigMap"]
+    (tmp_path / "policy.yaml").write_text(config_map["data"]["policy.yaml"])
+    governor_args[governor_args.index("--policy") + 1] = str(tmp_path / "policy.yaml")
+    assert worker_command.make_context("worker", governor_args[1:]).params["role"].value == "governor"
+    for doc in (worker, governor):
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
 
 
 def test_agent_defaults_are_unprivileged_without_kernel_log(chart: helm.Chart) -> None:

@@ -44,7 +44,9 @@ async def test_a_storm_of_300_faults_stays_within_budget_trips_the_breaker_and_g
     stack = await make_stack(
         in_process_worker=False, nodes=NODES, nodes_per_rack=PER_RACK, gpus_per_node=1, workloads=False
     )
-    await spawn_worker(stack, *LIMITS)
+    # As a large fleet deploys it: the governor in a worker process of its own.
+    await spawn_worker(stack, *LIMITS, "--role", "governor")
+    await spawn_worker(stack, *LIMITS, "--role", "remediations")
     names = stack.cluster.node_names()
     # Three nodes in each rack fault: the rack budget of one lets a rack's nodes go one at a time.
     faulty = [name for i, name in enumerate(names) if i % PER_RACK < 3]
