@@ -25,9 +25,15 @@ async def start_time_skipping() -> WorkflowEnvironment:
     return env
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
-    """One time-skipping test server for the session."""
+    """One time-skipping test server per test file.
+
+    Not one per session: a run a test leaves with an activity still running holds the server's
+    clock, and every later test that skips hours then waits for them in real time (three of
+    test_remediation_logic's timed out so in a full run). A server per file keeps that inside the
+    file that caused it.
+    """
     env = await start_time_skipping()
     yield env
     await env.shutdown()
