@@ -21,6 +21,7 @@ from gpuheal.commands.worker import worker as worker_command
 from gpuheal.domain.marks import QUARANTINE_TAINT_KEY
 from gpuheal.domain.policy_document import PolicyDocument
 from gpuheal.policyfile import parse_policy, read_policy
+from gpuheal.tools.eventgen import settings_from as eventgen_settings
 from tests import permissions
 from tests.chart import CHART_DIR, DEMO_COPY, KUBE_VERSION, NAMESPACE, RELEASE, demo_copy_text, render
 
@@ -72,6 +73,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "gpu-reset": {"agent": {"gpuReset": {"enabled": True, "nvidiaSmi": "/usr/bin/nvidia-smi"}}},
     "policy": {"policy": yaml.safe_load(POLICY_EXAMPLE.read_text())},
     "governor-apart": {"worker": {"governorApart": True}},
+    "eventgen": {"eventgen": {"enabled": True, "rate": "0.067"}},
 }
 
 Manifest = dict[str, Any]
@@ -142,9 +144,11 @@ def test_every_manifest_is_valid_kubernetes(chart: helm.Chart, scenario: str) ->
     docs = render(chart, values)
     kinds = sorted(d["kind"] for d in docs)
     deployments = 2 if values.get("worker", {}).get("governorApart") else 1
+    daemonsets = 2 if values.get("eventgen", {}).get("enabled") else 1
     assert kinds == sorted(
         ["Deployment"] * deployments
-        + ["DaemonSet", "Role", "RoleBinding", "ConfigMap"]
+        + ["DaemonSet"] * daemonsets
+        + ["Role", "RoleBinding", "ConfigMap"]
         + ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] * 2
         + ["ServiceAccount", "ClusterRole", "ClusterRoleBinding"] * 2
     )
@@ -311,6 +315,35 @@ def test_the_governor_can_run_in_a_deployment_of_its_own(chart: helm.Chart, tmp_
     assert worker_command.make_context("worker", governor_args[1:]).params["role"].value == "governor"
     for doc in (worker, governor):
         kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+
+
+def test_the_event_generator_runs_beside_each_agent_only_when_enabled(chart: helm.Chart) -> None:
+    assert not [
+        d for d in render(chart, {}) if d["metadata"]["labels"].get("app.kubernetes.io/component") == "eventgen"
+    ]
+
+    docs = render(chart, {"eventgen": {"enabled": True, "rate": "0.2"}})
+    eventgen, agent = one(docs, "DaemonSet", "eventgen"), one(docs, "DaemonSet", "agent")
+    c = container(eventgen)
+    env = env_of(eventgen)
+
+    assert c["command"] == ["gpuheal-eventgen"]
+    settings = eventgen_settings(c["args"], {"NODE_NAME": "n1", "EVENT_RATE": env["EVENT_RATE"]["value"]})
+    assert settings.socket == Path("/var/run/gpuheal/intake.sock") and settings.rate == 0.2
+    assert settings.interval == timedelta(seconds=15) and settings.background is False
+    assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    pod = eventgen["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsGroup"] == 0
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert volumes_by_name(eventgen)["sockets"]["hostPath"]["path"] == "/var/run/gpuheal"
+    assert pod.get("nodeSelector") == agent["spec"]["template"]["spec"].get("nodeSelector")
+    assert pod.get("tolerations") == agent["spec"]["template"]["spec"].get("tolerations")
+    background = container(
+        one(render(chart, {"eventgen": {"enabled": True, "background": True}}), "DaemonSet", "eventgen")
+    )
+    assert eventgen_settings(background["args"], {"NODE_NAME": "n1"}).background is True
+    assert "EVENT_RATE" not in env_of(one(render(chart, {"eventgen": {"enabled": True}}), "DaemonSet", "eventgen"))
 
 
 def test_agent_defaults_are_unprivileged_without_kernel_log(chart: helm.Chart) -> None:
@@ -494,6 +527,10 @@ def test_chart_sources_hold_no_literal_credentials(chart: helm.Chart) -> None:
         ({"agent": {"healthPort": 70000}}, "healthPort"),
         ({"agent": {"spoolMaxMiB": 0}}, "spoolMaxMiB"),
         ({"agent": {"shutdownGraceSeconds": -1}}, "shutdownGraceSeconds"),
+        ({"eventgen": {"rate": "fast"}}, "rate"),
+        ({"eventgen": {"rate": 0.2}}, "rate"),
+        ({"eventgen": {"interval": "15"}}, "interval"),
+        ({"eventgen": {"enable": True}}, "enable"),
     ],
 )
 def test_bad_values_fail_naming_the_field(chart: helm.Chart, values: dict[str, Any], field: str) -> None:
