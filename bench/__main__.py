@@ -7,7 +7,7 @@ import asyncio
 import tempfile
 from pathlib import Path
 
-from bench import agent, device_api, intake, kmsg, latency, providers, replay, storm
+from bench import agent, device_api, eventgen, intake, kmsg, latency, providers, replay, storm
 from gpuheal_sim.demo.devserver import start_dev_server
 
 
@@ -25,6 +25,8 @@ async def main(options: argparse.Namespace) -> None:
                 replay.run()
             if options.only in (None, "intake"):
                 await intake.run()
+            if options.only in (None, "eventgen"):
+                await eventgen.run()
             if options.only in (None, "device-api"):
                 await device_api.run()
             if options.only in (None, "providers"):
@@ -38,7 +40,8 @@ async def main(options: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument(
-        "--only", choices=["latency", "agent", "kmsg", "replay", "intake", "device-api", "providers", "storm"]
+        "--only",
+        choices=["latency", "agent", "kmsg", "replay", "intake", "eventgen", "device-api", "providers", "storm"],
     )
     parser.add_argument("--runs", type=int, default=40, help="remediations in the latency benchmark")
     parser.add_argument("--nodes", type=int, default=1500, help="fleet size in the storm")
