@@ -235,7 +235,9 @@ async def test_the_breaker_trips_holds_the_rest_untouched_and_a_reset_lets_them_
     assert all("circuit breaker tripped" in w.why for w in tripped.state.waiting)
 
     after = await fleet.act("reset_breaker")
-    results = [await handle.result() for handle in waiting]
+    for handle in waiting:  # by queries, as above: the window must not pass meanwhile
+        await wait_for_phase(handle, Phase.RESOLVED)
+    results = [await handle.query(RemediationWorkflow.status) for handle in waiting]
 
     assert after.state.tripped is None
     assert after.state.log[-1].action == "reset_breaker" and after.state.log[-1].by == "alice"
