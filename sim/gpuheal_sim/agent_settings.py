@@ -15,14 +15,16 @@ def simulated_agent_settings(node: str, home: Path, gpus: int, **settings: Any) 
 
     Everything the agent keeps (sockets, spool, boot ID) lives under `home`, the sockets unless a
     `socket_dir` is given (a unix socket path may not exceed 107 bytes, which a deep `home`
-    does); the kernel log file starts empty and is read from where the agent left off (its start,
-    the first time), so a line written right after the agent starts is never skipped. GPU
+    does). The kernel log file is kept across runs, as a node's log file is, and read from where
+    the agent left off (its start, the first time), so a line written right after the agent starts
+    is never skipped, and none is read twice. (Emptying it at start would leave the saved position
+    pointing into new lines: a line as long as the old one would pass unread.) GPU
     resets (unless `gpu_reset` says otherwise) are played by the kernel-log resetter
     (`gpuheal_sim.fake_driver`), which writes the driver's acknowledgement into that file.
     """
     home.mkdir(parents=True, exist_ok=True)
     kernel_log = home / "kmsg.log"
-    kernel_log.write_text("")
+    kernel_log.touch()
     settings.setdefault("socket_dir", home / "run")
     return AgentSettings(
         node=node,

@@ -15,7 +15,9 @@ import pytest
 
 
 @pytest.mark.timeout(300)
-def test_the_demo_resolves_its_fault_from_a_checkout_150_characters_deep(tmp_path: Path) -> None:
+def test_the_demo_resolves_its_fault_from_a_checkout_150_characters_deep_and_again_on_its_kept_state(
+    tmp_path: Path,
+) -> None:
     # The demo keeps its state under the checkout (`.state/demo`, its default), as `make demo` runs it.
     checkout = tmp_path / "checkouts"
     checkout = checkout / ("d" * max(1, 150 - len(str(checkout)) - 1)) / "gpuheal"
@@ -31,6 +33,13 @@ def test_the_demo_resolves_its_fault_from_a_checkout_150_characters_deep(tmp_pat
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Resolved" in result.stdout
+    # Run again on the state the first run kept, as a user runs `make demo` twice: the node's kernel
+    # log and its agent's saved position in it must still agree, or the new line goes unread.
+    again = subprocess.run(
+        [sys.executable, "-m", "gpuheal", *demo], capture_output=True, text=True, timeout=300, check=False, cwd=checkout
+    )
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "back in service" in again.stdout
     # The agents' sockets are bound outside the deep checkout, within the 107-byte limit.
     [sockets] = re.findall(r"sockets under (\S+)/<node>", result.stdout)
     assert not sockets.startswith(str(tmp_path))
