@@ -63,12 +63,11 @@ from gpuheal.domain.policy import RemediationPolicy
 from gpuheal.domain.policy_document import AgentPolicy
 from gpuheal.kubeclient import connect as connect_kubernetes
 from gpuheal.policyfile import LoadedPolicy, PolicyWatch
+from gpuheal.protos.sockets import DEVICE_API_SOCKET, HEALTH_EVENTS_SOCKET, SOCKET_DIR
 from gpuheal.shutdown import shutdown_requested
 
 log = logging.getLogger("gpuheal.agent")
 
-DEVICE_API_SOCKET = "device-api.sock"
-HEALTH_EVENTS_SOCKET = "health-events.sock"
 # The check of the event by which the agent reports GPU health again after answering a reset order.
 # No fault carries it, so it closes nothing: the node's condition is written anew as it stands.
 CHECK_RESET_ANSWERED = "GpuResetAnswered"
@@ -79,7 +78,7 @@ class AgentSettings:
     """Everything `gpuheal agent` is configured with (flags and environment)."""
 
     node: str
-    socket_dir: Path = Path("/var/run/gpuheal")
+    socket_dir: Path = SOCKET_DIR
     spool_dir: Path = Path("/var/lib/gpuheal/spool")
     # None: no kernel-log monitor. "/dev/kmsg" on a real node.
     kernel_log: Path | None = Path("/dev/kmsg")

@@ -42,11 +42,12 @@ from gpuheal.agents.device_api.watch import (
 )
 from gpuheal.agents.unix_socket import binding_privately, prepare_socket_path, restrict_socket
 from gpuheal.protos import gpu_pb2
+from gpuheal.protos.sockets import DEVICE_API_SOCKET, SOCKET_DIR
 
 GPU_SERVICE_NAME: str = gpu_pb2.DESCRIPTOR.services_by_name["GpuService"].full_name
 HEALTH_SERVICE_NAME: str = health.SERVICE_NAME
 REFLECTION_SERVICE_NAME: str = reflection.SERVICE_NAME
-DEFAULT_SOCKET_PATH = "/var/run/gpuheal/device-api.sock"
+DEFAULT_SOCKET_PATH = str(SOCKET_DIR / DEVICE_API_SOCKET)
 DEFAULT_TCP_HOST = "127.0.0.1"
 # The largest request gRPC decodes: one GPU is at most a few hundred bytes beyond its status
 # (32 KiB by default, see limits.py), so this leaves room and still refuses a 4 MiB write

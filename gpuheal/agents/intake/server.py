@@ -40,10 +40,11 @@ from gpuheal.agents.sink import EventSink, SinkFull
 from gpuheal.agents.unix_socket import binding_privately, prepare_socket_path, restrict_socket
 from gpuheal.protos import health_event_pb2 as pb
 from gpuheal.protos import health_event_pb2_grpc as pb_grpc
+from gpuheal.protos.sockets import HEALTH_EVENTS_SOCKET, SOCKET_DIR
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SOCKET = Path("/var/run/gpuheal/intake.sock")
+DEFAULT_SOCKET = SOCKET_DIR / HEALTH_EVENTS_SOCKET
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["PlatformConnector"].full_name
 
 
@@ -69,6 +70,8 @@ class PlatformConnectorService(pb_grpc.PlatformConnectorServicer):
     def __init__(self, sink: EventSink, limits: IntakeLimits) -> None:
         self._sink = sink
         self._limits = limits
+        # Events the sink has taken since the service was made.
+        self.taken = 0
 
     async def HealthEventOccurredV1(  # the contract names it
         self, request: pb.HealthEvents, context: grpc.aio.ServicerContext[pb.HealthEvents, empty_pb2.Empty]
@@ -92,6 +95,7 @@ class PlatformConnectorService(pb_grpc.PlatformConnectorServicer):
                 await context.abort(
                     grpc.StatusCode.UNAVAILABLE, f"events[{index}] and later were not accepted; resend them"
                 )
+            self.taken += 1
         return empty_pb2.Empty()
 
 
@@ -100,10 +104,15 @@ class IntakeServer:
 
     def __init__(self, sink: EventSink, settings: IntakeSettings | None = None) -> None:
         self.settings = settings or IntakeSettings()
-        self._sink = sink
+        self._service = PlatformConnectorService(sink, self.settings.limits)
         self._server: grpc.aio.Server | None = None
         self._health: Any = None
         self.tcp_port: int | None = None
+
+    @property
+    def events_taken(self) -> int:
+        """Events the sink has taken from this server's callers, over every start."""
+        return self._service.taken
 
     @property
     def socket_target(self) -> str:
@@ -126,9 +135,7 @@ class IntakeServer:
             maximum_concurrent_rpcs=self.settings.max_concurrent_requests,
         )
         self._health = HealthServicer()  # a fresh one: a stopped one stays NOT_SERVING for good
-        add_decoding_servicer(
-            server, pb.DESCRIPTOR.services_by_name["PlatformConnector"], PlatformConnectorService(self._sink, limits)
-        )
+        add_decoding_servicer(server, pb.DESCRIPTOR.services_by_name["PlatformConnector"], self._service)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
