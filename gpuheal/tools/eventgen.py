@@ -37,11 +37,12 @@ import grpc
 
 from gpuheal.protos import health_event_pb2 as pb
 from gpuheal.protos import health_event_pb2_grpc as pb_grpc
+from gpuheal.protos.sockets import HEALTH_EVENTS_SOCKET, SOCKET_DIR
 from gpuheal.tools.goflags import add_flag
 
 log = logging.getLogger("gpuheal.eventgen")
 
-DEFAULT_SOCKET = Path("/var/run/gpuheal/intake.sock")
+DEFAULT_SOCKET = SOCKET_DIR / HEALTH_EVENTS_SOCKET
 AGENT = "gpuheal-eventgen"
 # Calls in flight at once: the intake serves 8 at a time (and refuses more), other monitors included.
 IN_FLIGHT = 4
@@ -76,6 +77,10 @@ class Settings:
     rate: float | None = None
     background: bool = False
     interval: timedelta = timedelta(seconds=15)
+    # The node's GPUs the GPU events name; none: GPUS made-up ones, which the agent stores without
+    # recording their health, and whose fatal events leave a remediation waiting on a GPU that never
+    # comes back healthy (it escalates to a person).
+    gpu_uuids: tuple[str, ...] = ()
 
 
 def settings_from(argv: Sequence[str], environ: dict[str, str] | os._Environ[str]) -> Settings:
@@ -84,6 +89,12 @@ def settings_from(argv: Sequence[str], environ: dict[str, str] | os._Environ[str
     add_flag(parser, "socket", default=DEFAULT_SOCKET, kind=Path, help="the agent's intake socket")
     add_flag(parser, "background", default=False, kind="bool", help="send a healthy event every -interval")
     add_flag(parser, "interval", default=timedelta(seconds=15), kind="duration", help="the background interval")
+    add_flag(
+        parser,
+        "gpu-uuids",
+        default=environ.get("GPU_UUIDS", ""),
+        help="the node's GPUs, comma-separated, for GPU events to name [env GPU_UUIDS; default: made-up ones]",
+    )
     options = parser.parse_args(list(argv))
     node = environ.get("NODE_NAME", "").strip()
     if not node:
@@ -98,8 +109,16 @@ def settings_from(argv: Sequence[str], environ: dict[str, str] | os._Environ[str
             raise UsageError(f"EVENT_RATE={environ['EVENT_RATE']!r} must be a positive number of events per second")
     if options.interval <= timedelta(0):
         raise UsageError(f"-interval must be positive, not {options.interval}")
+    gpu_uuids = tuple(name.strip() for name in options.gpu_uuids.split(",")) if options.gpu_uuids.strip() else ()
+    if "" in gpu_uuids:
+        raise UsageError(f"-gpu-uuids={options.gpu_uuids!r} has an empty entry: give GPU UUIDs separated by commas")
     return Settings(
-        node=node, socket=options.socket, rate=rate, background=options.background, interval=options.interval
+        node=node,
+        socket=options.socket,
+        rate=rate,
+        background=options.background,
+        interval=options.interval,
+        gpu_uuids=gpu_uuids,
     )
 
 
@@ -108,20 +127,27 @@ def choose(rng: random.Random) -> Kind:
     return rng.choices(list(MIX), weights=list(MIX.values()))[0]
 
 
-def event(kind: Kind, node: str, rng: random.Random) -> pb.HealthEvent:
-    """A health event of `kind` about one of the node's GPUs (or its NVSwitch, or the node), now."""
-    wire = _of_kind(kind, node, rng)
+def event(kind: Kind, node: str, rng: random.Random, gpu_uuids: Sequence[str] = ()) -> pb.HealthEvent:
+    """A health event of `kind` about one of the node's GPUs (`gpu_uuids`, else made-up ones), or its
+    NVSwitch, or the node, now."""
+    wire = _of_kind(kind, _gpu_entities(node, rng, gpu_uuids), rng)
     wire.version, wire.agent, wire.nodeName, wire.id = 1, AGENT, node, str(uuid.uuid4())
     wire.generatedTimestamp.GetCurrentTime()
     return wire
 
 
-def _of_kind(kind: Kind, node: str, rng: random.Random) -> pb.HealthEvent:
+def _gpu_entities(node: str, rng: random.Random, gpu_uuids: Sequence[str]) -> list[pb.Entity]:
+    if gpu_uuids:  # the node's own: their PCI addresses are the agent's to know
+        return [pb.Entity(entityType="GPU_UUID", entityValue=rng.choice(gpu_uuids))]
     gpu = rng.randrange(GPUS)
-    gpu_entities = [
+    return [
         pb.Entity(entityType="PCI", entityValue=f"0000:{0x18 + 0x10 * gpu:02x}:00.0"),
         pb.Entity(entityType="GPU_UUID", entityValue=f"GPU-{uuid.uuid5(uuid.NAMESPACE_DNS, f'{node}/{gpu}')}"),
     ]
+
+
+def _of_kind(kind: Kind, gpu_entities: list[pb.Entity], rng: random.Random) -> pb.HealthEvent:
+    gpu = gpu_entities[-1].entityValue
     match kind:
         case Kind.HEALTHY_GPU:
             return pb.HealthEvent(
@@ -203,7 +229,7 @@ class Generator:
         call.add_done_callback(self._calls.discard)
 
     async def _call(self, kind: Kind) -> None:
-        wire = event(kind, self.settings.node, self._rng)
+        wire = event(kind, self.settings.node, self._rng, self.settings.gpu_uuids)
         try:
             await self._stub.HealthEventOccurredV1(pb.HealthEvents(version=1, events=[wire]), timeout=10)
         except grpc.aio.AioRpcError as error:

@@ -143,6 +143,29 @@ async def test_sigusr1_sends_a_fatal_event_beside_the_background_ones(socket_pat
     assert stats.sent == stats.succeeded == len(sink.events)
 
 
+async def test_given_gpu_uuids_every_gpu_event_names_one_of_the_node_s_own_gpus(socket_path: Path) -> None:
+    own = ("GPU-aaaaaaaa-0000-0000-0000-000000000001", "GPU-aaaaaaaa-0000-0000-0000-000000000002")
+    sink = CountingSink()
+    async with IntakeServer(sink, IntakeSettings(socket_path=socket_path)):
+        await generate(Settings(node=NODE, socket=socket_path, rate=200, gpu_uuids=own), 1, random.Random(7))
+
+    gpu_events = [event for event in sink.events if kind_of(event) in (Kind.HEALTHY_GPU, Kind.FATAL_XID)]
+    assert len(gpu_events) > 50
+    # Only the GPU's UUID: a made-up PCI address beside it would name another GPU of the node.
+    assert {tuple((e.type, e.value) for e in event.entities) for event in gpu_events} == {
+        (("GPU_UUID", gpu),) for gpu in own
+    }
+
+
+def test_gpu_uuids_come_from_the_flag_or_gpu_uuids_and_an_empty_entry_is_refused() -> None:
+    env = {"NODE_NAME": NODE}
+    assert settings_from(["-gpu-uuids=GPU-a, GPU-b"], env).gpu_uuids == ("GPU-a", "GPU-b")
+    assert settings_from([], {**env, "GPU_UUIDS": "GPU-c"}).gpu_uuids == ("GPU-c",)
+    assert settings_from([], env).gpu_uuids == ()
+    with pytest.raises(UsageError, match="-gpu-uuids='GPU-a,,GPU-b' has an empty entry"):
+        settings_from(["--gpu-uuids", "GPU-a,,GPU-b"], env)
+
+
 def test_flags_take_go_s_single_dash_form_and_the_double_dash_one() -> None:
     env = {"NODE_NAME": NODE}
     single = settings_from(["-socket=/run/x.sock", "-background=true", "-interval=1m30s"], env)
