@@ -217,6 +217,15 @@ async def test_a_failing_sink_answers_unavailable_naming_the_first_event_not_tak
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "events[1]" in (caught.value.details() or "")
     assert len(sink.events) == 1
+    # Only what the sink took counts as taken (the demo's load shows this count as a rate).
+    assert server.events_taken == 1
+
+
+async def test_events_taken_counts_the_events_the_sink_took_not_rejected_batches(intake: Intake) -> None:
+    await intake.stub.HealthEventOccurredV1(pb.HealthEvents(version=1, events=[xid_event(), xid_event(id="evt-2")]))
+    await rpc_error(intake, xid_event(), xid_event(nodeName=""))
+
+    assert intake.server.events_taken == 2
 
 
 def test_socket_paths_over_the_kernel_limit_are_refused(socket_dir: Path) -> None:
