@@ -44,3 +44,21 @@ def test_the_demo_resolves_its_fault_from_a_checkout_150_characters_deep_and_aga
     [sockets] = re.findall(r"sockets under (\S+)/<node>", result.stdout)
     assert not sockets.startswith(str(tmp_path))
     assert len(f"{sockets}/gpu-node-000/device-api.sock") <= 107
+
+
+@pytest.mark.timeout(300)
+def test_under_load_every_node_s_generator_feeds_its_intake_while_the_fault_is_remediated(tmp_path: Path) -> None:
+    demo = ["demo", "--nodes", "3", "--gpus-per-node", "2", "--reboot-seconds", "0.5", "--load", "heavy"]
+    demo += ["--state-dir", str(tmp_path / "state")]
+    result = subprocess.run(
+        [sys.executable, "-m", "gpuheal", *demo], capture_output=True, text=True, timeout=300, check=False
+    )
+
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "gpu-node-001 is back in service" in result.stdout
+    assert "gpuheal-eventgen on 3 node(s) at 0.2 events/s each (0.60/s in all)" in result.stdout
+    # Each generator sends its first event at once; every event sent was taken by an intake.
+    [(sent, taken, intakes)] = re.findall(r"load: (\d+) events sent, (\d+) taken by (\d+) intake", result.stdout)
+    assert int(sent) == int(taken) >= 3 and intakes == "3"
+    # The generators' events name the nodes' own GPUs: no agent warns of GPUs it does not have.
+    assert "does not have" not in result.stdout + result.stderr

@@ -70,15 +70,16 @@ def test_a_storm_stopped_midway_leaves_nothing_that_acts_on_the_next_demo(tmp_pa
     assert len(re.findall(r"│ gpu-node-00\d │ Resolved │", again.stdout)) == 4
 
 
-def test_storm_and_manual_are_refused_together() -> None:
+@pytest.mark.parametrize("other", [["--manual"], ["--load", "light"]])
+def test_storm_is_refused_with_manual_or_load(other: list[str]) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "gpuheal", "demo", "--storm", "3", "--manual"],
+        [sys.executable, "-m", "gpuheal", "demo", "--storm", "3", *other],
         capture_output=True,
         text=True,
         check=False,
     )
     assert result.returncode == 2
-    assert "leave out --manual" in result.stderr
+    assert f"leave out {other[0]}" in result.stderr
 
 
 def node(name: str, *, cordoned: bool = False, tainted: bool = False, rack: str = "") -> dict[str, object]:

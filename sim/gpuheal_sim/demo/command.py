@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import get_args
 import click
 
 from gpuheal.control.lifetime import ProcessRuntime
+from gpuheal_sim.demo.load import Load
 from gpuheal_sim.simulator.fleet import FleetConfig
 
 
@@ -31,6 +33,13 @@ from gpuheal_sim.simulator.fleet import FleetConfig
     type=click.IntRange(min=1),
     help="Remediations the fleet governor lets hold their nodes out of service at once.",
 )
+@click.option(
+    "--load",
+    type=click.Choice([load.value for load in Load]),
+    help="Run gpuheal-eventgen on every node beside the fault, at the seed's per-node rate "
+    "(light 0.02, medium 0.067, heavy 0.2 events/s; its mix's fatal XIDs remediate their nodes too); "
+    "the live view shows the intakes' event rate.",
+)
 @click.option("--manual", is_flag=True, help="Wait for `gpuheal approve NODE --reason WHY` before repairing.")
 @click.option("--keep", is_flag=True, help="Keep everything running afterwards, to explore the Temporal UI.")
 @click.option("--reboot-seconds", default=2.0, show_default=True, help="How long a simulated reboot takes.")
@@ -50,6 +59,7 @@ def demo(
     xid: int,
     storm: int,
     budget: int,
+    load: str | None,
     manual: bool,
     keep: bool,
     reboot_seconds: float,
@@ -64,6 +74,8 @@ def demo(
     """
     if storm and manual:
         raise click.BadParameter("a storm's repairs run by themselves: leave out --manual", param_hint="'--storm'")
+    if storm and load:
+        raise click.BadParameter("a storm's nodes run no agents to load: leave out --load", param_hint="'--storm'")
     from gpuheal_sim.demo.lock import DemoAlreadyRunning, state_directory_lock
     from gpuheal_sim.demo.run import DemoOptions, run_demo
 
@@ -74,6 +86,7 @@ def demo(
         xid=xid,
         storm=storm,
         budget=budget,
+        load=Load(load) if load else None,
         manual=manual,
         keep=keep,
         reboot_seconds=reboot_seconds,
@@ -81,6 +94,8 @@ def demo(
         port=port,
         provider=provider,
     )
+    if load:  # every node runs its agent, for its generator to send to
+        options = dataclasses.replace(options, agents=nodes)
     try:
         with state_directory_lock(state_dir):
             code = ProcessRuntime().run(lambda: run_demo(options))

@@ -28,6 +28,7 @@ from gpuheal.shutdown import shutdown_requested
 from gpuheal.worker import WorkerSettings, running_worker
 from gpuheal_sim.agent_settings import simulated_agent_settings
 from gpuheal_sim.demo.devserver import DevServer, start_dev_server
+from gpuheal_sim.demo.load import Load, RunningLoad
 from gpuheal_sim.demo.storm import Storm, run_storm
 from gpuheal_sim.demo.view import PhaseView, phase_table
 from gpuheal_sim.simulator import FleetConfig, SimulatedCluster
@@ -69,6 +70,8 @@ class DemoOptions:
     # remediations the fleet governor lets hold their nodes out of service at once.
     storm: int = 0
     budget: int = 3
+    # Event generators on every node's intake beside the fault (None: no load).
+    load: Load | None = None
 
     @property
     def fleet_nodes(self) -> int:
@@ -223,7 +226,13 @@ async def _run_fleet(
                 f"  decide       TEMPORAL_ADDRESS={server.address} {installed('gpuheal')} approve "
                 f"{faulty.settings.node} --reason WHY  (or reject), in another terminal"
             )
-        status = await _remediate(console, server.client, faulty, options)
+        # The remediation followed is the faulty node's begun from here on: under load, a generator's
+        # fatal XID on that node may begin it just before the demo's own, which then joins it.
+        since = datetime.now(UTC)
+        async with contextlib.AsyncExitStack() as load:
+            if options.load is not None:
+                await load.enter_async_context(RunningLoad(console, options.load, list(by_node.values())))
+            status = await _remediate(console, server.client, faulty, options, since)
         outcome.set_result(0 if status is not None and status.phase is Phase.RESOLVED else 1)
         await _keep(console, options, stop)
 
@@ -294,7 +303,9 @@ def _agent_settings(
     )
 
 
-async def _remediate(console: Console, client: Client, agent: Agent, options: DemoOptions) -> RemediationStatus | None:
+async def _remediate(
+    console: Console, client: Client, agent: Agent, options: DemoOptions, since: datetime
+) -> RemediationStatus | None:
     """Write the XID into the node's kernel log, as the injector does, and follow the remediation to its end."""
     node = agent.settings.node
     faulty = min(_FAULTY_GPU, options.gpus_per_node - 1)
@@ -318,7 +329,7 @@ async def _remediate(console: Console, client: Client, agent: Agent, options: De
             status = await remediations.status(client, node)
         except remediations.RemediationNotFound:
             status = None
-        if status is None or (status.history and status.history[0].entered_at < detected):
+        if status is None or (status.history and status.history[0].entered_at < since):
             await asyncio.sleep(0.05)  # the agent has not reported it yet (a kept state dir holds older runs)
             continue
         view.update(status)

@@ -1,0 +1,135 @@
+"""`gpuheal demo --load`: an event generator on every node's intake, at the seed's per-node rates.
+
+Each node's `gpuheal-eventgen` runs in the demo's process (`gpuheal.tools.eventgen.run`), sending
+its continuous mix to that node's agent over the agent's unix socket, as the chart's event-generator
+DaemonSet does on a cluster. The mix holds fatal XID 79 events: each starts a remediation of its
+node, so a heavier load brings more nodes under the fleet governor's budget beside the demo's fault.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+
+from gpuheal.tools import eventgen
+
+if TYPE_CHECKING:  # `gpuheal demo --help` needs only the levels
+    from gpuheal.agents.agent import Agent
+
+
+class Load(enum.StrEnum):
+    """The seed's three load levels for a 1,500-node cluster (30, 100 and 300 events/s in all)."""
+
+    LIGHT = "light"
+    MEDIUM = "medium"
+    HEAVY = "heavy"
+
+    @property
+    def per_node_rate(self) -> float:
+        """Events/s each node's generator sends (1.2, 4 and 12 a minute)."""
+        return _PER_NODE_RATE[self]
+
+
+_PER_NODE_RATE = {Load.LIGHT: 0.02, Load.MEDIUM: 0.067, Load.HEAVY: 0.2}
+
+
+@dataclass
+class IntakeRate:
+    """The events the intakes took, sampled: the rate over the time since the last sample."""
+
+    agents: Sequence[Agent]
+    _last: tuple[float, int] = field(default=(0.0, 0))
+
+    def taken(self) -> int:
+        return sum(agent.intake.events_taken for agent in self.agents if agent.intake is not None)
+
+    def start(self) -> None:
+        self._last = (time.monotonic(), self.taken())
+
+    def sample(self) -> float:
+        """Events/s taken since the last sample (or `start`)."""
+        now, taken = time.monotonic(), self.taken()
+        since, before = self._last
+        self._last = (now, taken)
+        return (taken - before) / max(now - since, 1e-9)
+
+
+class RunningLoad:
+    """The generators, one per agent, from `async with` until its end; the intake rate is shown
+    every `every` seconds meanwhile, and a summary at the end."""
+
+    def __init__(self, console: Console, load: Load, agents: Sequence[Agent], every: float = 5.0) -> None:
+        self._console = console
+        self._load = load
+        self._agents = agents
+        self._every = every
+        self._stop = asyncio.Event()
+        self._generators: list[asyncio.Task[eventgen.Stats]] = []
+        self._reporter: asyncio.Task[None] | None = None
+        self._rate = IntakeRate(agents)
+        self._started = 0.0
+
+    @property
+    def asked(self) -> float:
+        """Events/s asked of every generator together."""
+        return self._load.per_node_rate * len(self._agents)
+
+    async def __aenter__(self) -> RunningLoad:
+        self._started = time.monotonic()
+        self._rate.start()
+        for agent in self._agents:
+            assert agent.intake is not None, "the agent is started"
+            settings = eventgen.Settings(
+                node=agent.settings.node,
+                socket=agent.intake.settings.socket_path,
+                rate=self._load.per_node_rate,
+                # The node's own GPUs, as the chart gives them: a fatal event for a made-up one would
+                # leave its remediation waiting for a GPU that never reports healthy.
+                gpu_uuids=tuple(agent.nvml.device_info(i).uuid for i in range(agent.nvml.device_count())),
+            )
+            # No signal handlers: the demo's own SIGINT/SIGTERM stop it, and it has no SIGUSR1 to give.
+            self._generators.append(asyncio.create_task(eventgen.run(settings, self._stop, lambda *_: None)))
+        self._console.print(
+            f"load ({self._load}): gpuheal-eventgen on {len(self._agents)} node(s) at {self._load.per_node_rate} "
+            f"events/s each ({self.asked:.2f}/s in all), the mix with its 8% fatal XID 79"
+        )
+        self._reporter = asyncio.create_task(self._report())
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._reporter is not None:
+            self._reporter.cancel()
+        self._stop.set()
+        results = await asyncio.gather(*self._generators, return_exceptions=True)
+        stats = [result for result in results if isinstance(result, eventgen.Stats)]
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                self._console.print(f"[red]load: a generator failed: {type(result).__name__}: {result}[/]")
+        if exc_type is not None:
+            return
+        elapsed = time.monotonic() - self._started
+        sent = sum(s.sent for s in stats)
+        fatal = sum(s.by_kind.get(eventgen.Kind.FATAL_XID, 0) for s in stats)
+        taken = self._rate.taken()
+        self._console.print(
+            f"load: {sent} events sent, {taken} taken by {len(self._agents)} intake(s) in {elapsed:.1f}s "
+            f"({taken / max(elapsed, 1e-9):.2f} events/s; {self.asked:.2f}/s asked), {fatal} of them fatal XID 79"
+        )
+
+    async def _report(self) -> None:
+        while True:
+            await asyncio.sleep(self._every)
+            elapsed = time.monotonic() - self._started
+            self._console.print(
+                f"  [dim]{elapsed:7.2f}s[/]  [cyan]load[/]   intake {self._rate.sample():.2f} events/s "
+                f"({self._rate.taken()} taken on {len(self._agents)} node(s), {self.asked:.2f}/s asked)"
+            )
