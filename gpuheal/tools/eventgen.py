@@ -8,6 +8,8 @@ monitors do, in one of three modes:
 - background (`-background=true`): a healthy GPU event every `-interval`;
 - on demand only (neither).
 
+GPU events name the node's GPUs: those of `-gpu-uuids`, else those the agent's Device API lists
+(asked at start, for up to 30 s while the agent registers them), else made-up ones, with a warning.
 In every mode SIGUSR1 sends one fatal XID 79 event, and SIGINT or SIGTERM stops it after the final
 statistics. Events go out on a schedule (the n-th at n / rate seconds after the start), with a few
 calls in flight at once, so a slow intake does not lower the rate, and one that is restarting costs
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import enum
 import logging
 import os
@@ -35,14 +38,16 @@ from pathlib import Path
 
 import grpc
 
+from gpuheal.protos import gpu_pb2, gpu_pb2_grpc
 from gpuheal.protos import health_event_pb2 as pb
 from gpuheal.protos import health_event_pb2_grpc as pb_grpc
-from gpuheal.protos.sockets import HEALTH_EVENTS_SOCKET, SOCKET_DIR
+from gpuheal.protos.sockets import DEVICE_API_SOCKET, HEALTH_EVENTS_SOCKET, SOCKET_DIR
 from gpuheal.tools.goflags import add_flag
 
 log = logging.getLogger("gpuheal.eventgen")
 
 DEFAULT_SOCKET = SOCKET_DIR / HEALTH_EVENTS_SOCKET
+DEFAULT_DEVICE_API = SOCKET_DIR / DEVICE_API_SOCKET
 AGENT = "gpuheal-eventgen"
 # Calls in flight at once: the intake serves 8 at a time (and refuses more), other monitors included.
 IN_FLIGHT = 4
@@ -77,10 +82,13 @@ class Settings:
     rate: float | None = None
     background: bool = False
     interval: timedelta = timedelta(seconds=15)
-    # The node's GPUs the GPU events name; none: GPUS made-up ones, which the agent stores without
-    # recording their health, and whose fatal events leave a remediation waiting on a GPU that never
-    # comes back healthy (it escalates to a person).
+    # The node's GPUs the GPU events name; none: those the node's Device API lists, else (it does not
+    # answer within `device_api_wait`) GPUS made-up ones, which the agent stores without recording
+    # their health, and whose fatal events leave a remediation waiting on a GPU that never comes back
+    # healthy (it escalates to a person).
     gpu_uuids: tuple[str, ...] = ()
+    device_api: Path = DEFAULT_DEVICE_API
+    device_api_wait: timedelta = timedelta(seconds=30)
 
 
 def settings_from(argv: Sequence[str], environ: dict[str, str] | os._Environ[str]) -> Settings:
@@ -93,8 +101,10 @@ def settings_from(argv: Sequence[str], environ: dict[str, str] | os._Environ[str
         parser,
         "gpu-uuids",
         default=environ.get("GPU_UUIDS", ""),
-        help="the node's GPUs, comma-separated, for GPU events to name [env GPU_UUIDS; default: made-up ones]",
+        help="the node's GPUs, comma-separated, for GPU events to name [env GPU_UUIDS; default: those -device-api "
+        "lists]",
     )
+    add_flag(parser, "device-api", default=DEFAULT_DEVICE_API, kind=Path, help="the agent's Device API socket")
     options = parser.parse_args(list(argv))
     node = environ.get("NODE_NAME", "").strip()
     if not node:
@@ -119,6 +129,7 @@ def settings_from(argv: Sequence[str], environ: dict[str, str] | os._Environ[str
         background=options.background,
         interval=options.interval,
         gpu_uuids=gpu_uuids,
+        device_api=options.device_api,
     )
 
 
@@ -273,6 +284,23 @@ class Generator:
                 return
 
 
+async def node_gpus(device_api: Path, wait: timedelta) -> tuple[str, ...]:
+    """The GPU UUIDs the node's Device API lists, asked until it answers with some or `wait` is over
+    (it answers UNAVAILABLE while the agent is still registering the node's GPUs); () if it never does."""
+    deadline = time.monotonic() + wait.total_seconds()
+    async with grpc.aio.insecure_channel(f"unix:{device_api}", options=_CHANNEL_OPTIONS) as channel:
+        stub = gpu_pb2_grpc.GpuServiceStub(channel)
+        while True:
+            try:
+                listed = await stub.ListGpus(gpu_pb2.ListGpusRequest(), timeout=max(deadline - time.monotonic(), 0.1))
+            except grpc.aio.AioRpcError:
+                listed = None
+            gpus = tuple(sorted(gpu.spec.uuid for gpu in listed.gpu_list.items)) if listed else ()
+            if gpus or time.monotonic() >= deadline:
+                return gpus
+            await asyncio.sleep(min(0.5, max(deadline - time.monotonic(), 0)))
+
+
 async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
     try:
         await asyncio.wait_for(stop.wait(), seconds)
@@ -282,17 +310,27 @@ async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
 
 
 async def run(settings: Settings, stop: asyncio.Event, on_signal: Callable[[int, Callable[[], None]], None]) -> Stats:
-    """Generate as `settings` say until `stop`; SIGUSR1 (through `on_signal`) sends a fatal event."""
-    generator = Generator(settings)
+    """Generate as `settings` say until `stop`; SIGUSR1 (through `on_signal`) sends a fatal event.
+
+    SIGUSR1 is handled from the start (its default would end the process), and a fatal event asked
+    for while the node's GPUs are still being looked up goes out as soon as they are known."""
+    made: asyncio.Future[Generator] = asyncio.get_running_loop().create_future()
     fatal_sends: set[asyncio.Task[None]] = set()
+
+    async def send_fatal() -> None:
+        await (await made).send(Kind.FATAL_XID)
 
     def fatal() -> None:
         log.info("SIGUSR1: sending a fatal XID 79 event")
-        task = asyncio.create_task(generator.send(Kind.FATAL_XID))
+        task = asyncio.create_task(send_fatal())
         fatal_sends.add(task)
         task.add_done_callback(fatal_sends.discard)
 
     on_signal(signal.SIGUSR1, fatal)
+    if not settings.gpu_uuids:
+        settings = dataclasses.replace(settings, gpu_uuids=await _looked_up_gpus(settings, stop))
+    generator = Generator(settings)
+    made.set_result(generator)
     mode = (
         f"continuous at {settings.rate} events/s"
         if settings.rate
@@ -313,6 +351,28 @@ async def run(settings: Settings, stop: asyncio.Event, on_signal: Callable[[int,
         await generator.close()
         log.info("final %s", generator.stats.line())
     return generator.stats
+
+
+async def _looked_up_gpus(settings: Settings, stop: asyncio.Event) -> tuple[str, ...]:
+    """The node's GPUs from its Device API, unless `stop` comes first (then none)."""
+    lookup = asyncio.create_task(node_gpus(settings.device_api, settings.device_api_wait))
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait({lookup, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if not lookup.done():
+        lookup.cancel()
+        return ()
+    gpus = lookup.result()
+    if gpus:
+        log.info("GPU events name the %d GPU(s) the Device API at %s lists", len(gpus), settings.device_api)
+    else:
+        log.warning(
+            "no GPUs from the Device API at %s within %s: GPU events name made-up GPUs, whose fatal events "
+            "escalate to a person (give -gpu-uuids)",
+            settings.device_api,
+            settings.device_api_wait,
+        )
+    return gpus
 
 
 def main(argv: Sequence[str] | None = None) -> None:

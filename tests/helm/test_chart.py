@@ -21,7 +21,7 @@ from gpuheal.commands.worker import worker as worker_command
 from gpuheal.domain.marks import QUARANTINE_TAINT_KEY
 from gpuheal.domain.policy_document import PolicyDocument
 from gpuheal.policyfile import parse_policy, read_policy
-from gpuheal.protos.sockets import HEALTH_EVENTS_SOCKET
+from gpuheal.protos.sockets import DEVICE_API_SOCKET, HEALTH_EVENTS_SOCKET
 from gpuheal.tools.eventgen import settings_from as eventgen_settings
 from tests import permissions
 from tests.chart import CHART_DIR, DEMO_COPY, KUBE_VERSION, NAMESPACE, RELEASE, demo_copy_text, render
@@ -333,6 +333,8 @@ def test_the_event_generator_runs_beside_each_agent_only_when_enabled(chart: hel
     # It sends where the agent on its node takes health events.
     assert settings.socket == Path(follows(container(agent)["args"], "--socket-dir")) / HEALTH_EVENTS_SOCKET
     assert settings.rate == 0.2
+    # It asks the agent's Device API, in the same mounted directory, for the GPUs its events name.
+    assert settings.device_api == settings.socket.with_name(DEVICE_API_SOCKET) and not settings.gpu_uuids
     assert settings.interval == timedelta(seconds=15) and settings.background is False
     assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
     pod = eventgen["spec"]["template"]["spec"]

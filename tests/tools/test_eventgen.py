@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from gpuheal.agents.device_api import DeviceApiServer
 from gpuheal.agents.intake import IntakeServer, IntakeSettings
 from gpuheal.domain.health import HealthEvent, ProcessingStrategy
+from gpuheal.protos import gpu_pb2
 from gpuheal.tools import eventgen
 from gpuheal.tools.eventgen import MIX, Generator, Kind, Settings, UsageError, settings_from
 
@@ -124,7 +126,9 @@ async def test_sigusr1_sends_a_fatal_event_beside_the_background_ones(socket_pat
     sink = CountingSink()
     handlers: dict[int, Callable[[], None]] = {}
     stop = asyncio.Event()
-    settings = Settings(node=NODE, socket=socket_path, background=True, interval=timedelta(seconds=0.2))
+    settings = Settings(
+        node=NODE, socket=socket_path, background=True, interval=timedelta(seconds=0.2), gpu_uuids=("GPU-a",)
+    )
     async with IntakeServer(sink, IntakeSettings(socket_path=socket_path)):
 
         def register(number: int, handler: Callable[[], None]) -> None:
@@ -155,6 +159,53 @@ async def test_given_gpu_uuids_every_gpu_event_names_one_of_the_node_s_own_gpus(
     assert {tuple((e.type, e.value) for e in event.entities) for event in gpu_events} == {
         (("GPU_UUID", gpu),) for gpu in own
     }
+
+
+async def test_without_gpu_uuids_it_names_the_gpus_the_node_s_device_api_lists(socket_path: Path) -> None:
+    # Not ready at first: the agent is still registering its GPUs when the generator starts.
+    device_api = DeviceApiServer(socket_path.with_name("device-api.sock"), expected_gpus=2)
+    sink = CountingSink()
+    async with device_api, IntakeServer(sink, IntakeSettings(socket_path=socket_path)):
+        stop = asyncio.Event()
+        handlers: dict[int, Callable[[], None]] = {}
+        settings = Settings(node=NODE, socket=socket_path, device_api=device_api.socket_path)
+        generating = asyncio.create_task(eventgen.run(settings, stop, handlers.__setitem__))
+        await asyncio.sleep(0.3)
+        # Asked for while the GPUs are still being looked up: it goes out once they are known.
+        handlers[signal.SIGUSR1]()
+        await asyncio.sleep(0.3)
+        assert not sink.events
+        for index in range(2):
+            gpu = gpu_pb2.Gpu(spec=gpu_pb2.GpuSpec(uuid=f"GPU-listed-{index}"))
+            gpu.metadata.name = f"gpu-{index}"
+            device_api.cache.create(gpu)
+        await asyncio.sleep(1.5)
+        stop.set()
+        await generating
+
+    [fatal] = sink.events
+    assert fatal.is_fatal
+    assert [(e.type, e.value) for e in fatal.entities] in (
+        [("GPU_UUID", "GPU-listed-0")],
+        [("GPU_UUID", "GPU-listed-1")],
+    )
+
+
+async def test_a_node_whose_device_api_does_not_answer_gets_made_up_gpus_and_a_warning(
+    socket_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = CountingSink()
+    absent = socket_path.with_name("no-device-api.sock")
+    async with IntakeServer(sink, IntakeSettings(socket_path=socket_path)):
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(1.0, stop.set)
+        settings = Settings(
+            node=NODE, socket=socket_path, rate=50, device_api=absent, device_api_wait=timedelta(seconds=0.2)
+        )
+        await eventgen.run(settings, stop, lambda *_: None)
+
+    assert sink.events, "it sends all the same"
+    assert f"no GPUs from the Device API at {absent}" in caplog.text
 
 
 def test_gpu_uuids_come_from_the_flag_or_gpu_uuids_and_an_empty_entry_is_refused() -> None:
