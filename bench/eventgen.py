@@ -57,6 +57,8 @@ async def _at(rate: float, socket_path: Path, sink: TimingSink) -> tuple[float, 
         "-m",
         "gpuheal.tools.eventgen",
         f"-socket={socket_path}",
+        # The no-op Device API lists no GPUs: the events name eight of the node's, as on a node.
+        f"-gpu-uuids={','.join(f'GPU-bench-{index}' for index in range(8))}",
         env={**os.environ, "NODE_NAME": "bench-node", "EVENT_RATE": str(rate)},
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
