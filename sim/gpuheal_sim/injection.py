@@ -28,6 +28,7 @@ import logging
 import os
 import stat
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -141,7 +142,22 @@ def agent_pod(namespace: str, node: str, ip: str, port: int) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": f"injector-agent-{node}", "namespace": namespace, "labels": dict(INJECTOR_LABELS)},
+        "metadata": {
+            "name": f"injector-agent-{node}",
+            "namespace": namespace,
+            "labels": dict(INJECTOR_LABELS),
+            # A DaemonSet's pod, so a drain leaves it on its node (the DaemonSet object itself is not simulated).
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "DaemonSet",
+                    "name": "injector-agent",
+                    "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"injector-agent/{namespace}")),
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
         "spec": {
             "nodeName": node,
             "containers": [
