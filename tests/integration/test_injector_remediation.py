@@ -14,7 +14,6 @@ from typing import Any
 
 import aiohttp
 
-from gpuheal.domain.marks import workflow_id_for
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.remediation import RemediationStatus
 from gpuheal.tools.injector.api import InjectorApiSettings, running_api
@@ -22,7 +21,7 @@ from gpuheal.tools.injector.auth import bearer
 from gpuheal.tools.injector.client import inject_xid
 from gpuheal_sim.injection import injector_on_node
 from tests.chart import NAMESPACE, access_manifests, service_account
-from tests.integration.conftest import StackFactory, eventually
+from tests.integration.conftest import StackFactory, run_started_after
 from tests.integration.test_agent_remediation import FAULTY_GPU, node_agent
 from tests.integration.test_remediation import NODE, gpuheal_marks
 
@@ -45,7 +44,7 @@ async def test_a_fault_injected_through_the_api_is_detected_and_remediated(
         posted = datetime.now(UTC)
         answer = await inject_xid(api, TOKEN, NODE, 79, FAULTY_GPU)
         fault_id = answer["fault_id"]
-        status = await remediation_started_after(stack.server.client, posted)
+        status: RemediationStatus = await (await run_started_after(stack.server.client, NODE, posted)).result()
         fault = await listed_fault(api, fault_id)
 
     # The fault the API answered for is the line in the node's kernel log, naming the GPU's PCI address …
@@ -59,27 +58,6 @@ async def test_a_fault_injected_through_the_api_is_detected_and_remediated(
     node = await stack.node(NODE)
     assert not node.spec.unschedulable
     assert gpuheal_marks(node) == set()
-
-
-async def remediation_started_after(client: Any, posted: datetime) -> RemediationStatus:
-    """The result of the node's remediation run started after `posted` (the dev server outlives each test)."""
-    handle = client.get_workflow_handle(workflow_id_for(NODE), result_type=RemediationStatus)
-    runs: list[str] = []
-
-    async def started() -> bool:
-        try:
-            description = await handle.describe()
-        except Exception:
-            return False
-        if description.start_time < posted:
-            return False
-        runs.append(description.run_id)
-        return True
-
-    await eventually(started, "the agent starting a remediation of the injected fault")
-    run = client.get_workflow_handle(workflow_id_for(NODE), run_id=runs[-1], result_type=RemediationStatus)
-    status: RemediationStatus = await run.result()
-    return status
 
 
 async def listed_fault(api: str, fault_id: str) -> dict[str, Any]:
