@@ -114,7 +114,7 @@ class InjectorAgent:
             self._faults[fault.fault_id] = fault
             while len(self._faults) > KEPT_FAULTS:
                 self._faults.popitem(last=False)
-        log.warning("injected XID %d on GPU %d (%s) as fault %s", fault.xid, fault.gpu, pci, fault.fault_id)
+        log.info("injected XID %d on GPU %d (%s) as fault %s", fault.xid, fault.gpu, pci, fault.fault_id)
         return fault
 
     async def _health(self, request: web.Request) -> web.Response:
