@@ -12,6 +12,7 @@ agent that cannot be asked is listed under `errors`, not left out silently.
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,6 +34,7 @@ from gpuheal.tools.injector.xids import UnknownXid, describe
 
 API_PORT = 8080
 INJECT_ROUTE = "/api/v1/faults/gpu/inject/xid-{xid:[0-9]{1,6}}"
+NODE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 # How long one call to an agent may take: it writes one line, so anything longer means trouble.
 AGENT_TIMEOUT = aiohttp.ClientTimeout(total=10)
 
@@ -42,7 +44,8 @@ class InjectOnNode(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    node_name: str = Field(min_length=1, max_length=253)
+    # A Kubernetes node name (a DNS subdomain): it goes into a field selector, so nothing else may.
+    node_name: str = Field(pattern=NODE_NAME_PATTERN, max_length=253)
     gpu_id: int = Field(0, ge=0)
 
 
@@ -90,6 +93,8 @@ class InjectorApi:
 
     async def _faults(self, request: web.Request) -> web.Response:
         node = request.query.get("node")
+        if node is not None and not re.fullmatch(NODE_NAME_PATTERN, node):
+            return refusal(422, f"node: {node!r} is not a node name")
         try:
             agents = await self._agents(node)
         except Refused as refused:

@@ -115,6 +115,7 @@ async def test_the_agents_refusal_comes_back_with_its_reason(fleet: Fleet) -> No
         ("xid-9999", {"node_name": NODES[0]}, 422, "xid: XID 9999 is not in the XID catalog"),
         ("xid-79", {"node_name": NODES[0], "gpu_id": "0"}, 422, "gpu_id: Input should be a valid integer"),
         ("xid-79", {"node": NODES[0]}, 422, "node_name: Field required"),
+        ("xid-79", {"node_name": f"{NODES[0]},metadata.name=x"}, 422, "node_name: String should match pattern"),
         (
             "xid-79",
             {"node_name": STARTING},
@@ -147,6 +148,13 @@ async def test_the_faults_of_every_agent_are_listed_and_an_unreachable_one_is_na
     assert status == 200
     assert {fault["node_name"] for fault in listed["faults"] if fault["xid"] == 13} == set(NODES)
     assert [error["node_name"] for error in listed["errors"]] == [SILENT]
+
+
+async def test_a_listing_for_something_that_is_no_node_name_is_refused(fleet: Fleet) -> None:
+    status, answer = await fleet.call("GET", "/api/v1/faults?node=a,b=c")
+
+    assert status == 422
+    assert answer == {"error": "node: 'a,b=c' is not a node name"}
 
 
 async def test_every_call_but_health_needs_the_token(fleet: Fleet) -> None:
