@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from gpuheal.commands.injector import token_file_option
+from gpuheal.commands.injector import token_file_option, token_from
 
 
 @click.command()
@@ -24,13 +24,9 @@ from gpuheal.commands.injector import token_file_option
 @token_file_option
 def inject(node: str, xid: int, gpu: int, api: str, token_file: Path | None) -> None:
     """Inject XID --xid on GPU --gpu of --node; prints the fault id the injection goes by."""
-    from gpuheal.tools.injector.auth import MissingToken, load_token
     from gpuheal.tools.injector.client import InjectionFailed, inject_xid
 
-    try:
-        token = load_token(token_file)
-    except MissingToken as error:
-        raise click.BadParameter(str(error), param_hint="'--token-file'") from None
+    token = token_from(token_file)
     try:
         answer = asyncio.run(inject_xid(api, token, node, xid, gpu))
     except InjectionFailed as error:

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import click
 
 from gpuheal.cli import BadSetting, kubeconfig_option
+from gpuheal.shutdown import shutdown_requested
 from gpuheal.tools.injector.agent import AGENT_PORT, InjectorAgentSettings, running_agent
 from gpuheal.tools.injector.api import API_PORT, InjectorApiSettings, running_api
 from gpuheal.tools.injector.auth import TOKEN_FILE_ENV, MissingToken, load_token
@@ -67,7 +68,7 @@ def injector() -> None:
 def agent(address: str, token_file: Path | None, kmsg: Path, gpus_root: Path) -> None:
     """Serve POST /inject-xid, GET /faults and GET /health on this node (privileged: it writes /dev/kmsg)."""
     host, port = _listen(address)
-    settings = InjectorAgentSettings(token=_token(token_file), host=host, port=port, kmsg=kmsg, gpus_root=gpus_root)
+    settings = InjectorAgentSettings(token=token_from(token_file), host=host, port=port, kmsg=kmsg, gpus_root=gpus_root)
     _serve(_holding(running_agent(settings)))
 
 
@@ -94,7 +95,7 @@ def api(
     """Serve POST /api/v1/faults/gpu/inject/xid-<n> and GET /api/v1/faults, routing to each node's agent."""
     host, port = _listen(address)
     settings = InjectorApiSettings(
-        token=_token(token_file),
+        token=token_from(token_file),
         namespace=agent_namespace,
         selector=agent_selector,
         host=host,
@@ -111,7 +112,8 @@ def _listen(address: str) -> tuple[str, int]:
         raise click.BadParameter(str(error), param_hint="'--address'") from None
 
 
-def _token(token_file: Path | None) -> str:
+def token_from(token_file: Path | None) -> str:
+    """The token of --token-file (or the environment); a usage error naming where it was looked for."""
     try:
         return load_token(token_file)
     except MissingToken as error:
@@ -120,14 +122,13 @@ def _token(token_file: Path | None) -> str:
 
 async def _holding(server: AbstractAsyncContextManager[Any]) -> None:
     """Run `server` until SIGTERM or Ctrl-C."""
-    from gpuheal.shutdown import shutdown_requested
-
     stop = shutdown_requested()
     async with server:
         await stop.wait()
 
 
 def _serve(main: Coroutine[Any, Any, None]) -> None:
+    """Run a server's coroutine; an address it cannot listen on is a bad setting (exit 2)."""
     try:
         asyncio.run(main)
     except ListenError as error:
