@@ -48,34 +48,35 @@ def render(chart: helm.Chart, values: dict[str, Any]) -> list[Manifest]:
 # Rendered and parsed once: every integration stack asks for the chart's objects, and parsing the
 # YAML again each time cost seconds over the suite.
 @functools.cache
-def _rendered_docs() -> tuple[Manifest, ...]:
+def _rendered_docs(injector: bool = False) -> tuple[Manifest, ...]:
+    values = {"injector": {"enabled": True}} if injector else {}
     with helm.Chart.load(CHART_DIR) as chart:
-        rendered: dict[str, str] = chart.render({}, name=RELEASE, namespace=NAMESPACE, is_install=True)
+        rendered: dict[str, str] = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
     docs: list[Manifest] = []
     for _, text in sorted(rendered.items()):
         docs.extend(doc for doc in yaml.safe_load_all(text) if doc is not None)
     return tuple(docs)
 
 
-def rendered() -> list[Manifest]:
-    """The chart's objects with its default values (a fresh copy each call)."""
-    return copy.deepcopy(list(_rendered_docs()))
+def rendered(injector: bool = False) -> list[Manifest]:
+    """The chart's objects with its default values, or with the fault injector on (a fresh copy each call)."""
+    return copy.deepcopy(list(_rendered_docs(injector)))
 
 
 @functools.cache
-def access_manifests() -> str:
+def access_manifests(injector: bool = False) -> str:
     """The chart's ServiceAccounts, RBAC objects and admission policies, as multi-document YAML."""
-    docs = [d for d in rendered() if d["kind"] in ACCESS_KINDS]
+    docs = [d for d in rendered(injector) if d["kind"] in ACCESS_KINDS]
     text: str = yaml.safe_dump_all(docs, sort_keys=False, width=1000)
     return text
 
 
 @functools.cache
 def service_account(component: str) -> tuple[str, str]:
-    """(namespace, name) of the chart's ServiceAccount for "worker" or "agent"."""
+    """(namespace, name) of the chart's ServiceAccount for "worker", "agent" or "injector-api"."""
     [account] = [
         d
-        for d in rendered()
+        for d in rendered(injector=component.startswith("injector"))
         if d["kind"] == "ServiceAccount" and d["metadata"]["labels"]["app.kubernetes.io/component"] == component
     ]
     return account["metadata"]["namespace"], account["metadata"]["name"]

@@ -50,6 +50,8 @@ def test_the_test_bed_registers_its_provider_backend_and_command() -> None:
         "agent": "gpuheal",
         "policy": "gpuheal",
         "replay": "gpuheal",
+        "injector": "gpuheal",
+        "inject": "gpuheal",
     }
 
 

@@ -13,16 +13,18 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes.aio import client as k8s
+from temporalio.client import Client, WorkflowHandle
 
 from gpuheal.control import remediations
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.faults import Fault
+from gpuheal.domain.marks import workflow_id_for
 from gpuheal.domain.policy import DrainPolicy, LoopPolicy, RemediationPolicy, RepairPolicy, StepTimeouts
 from gpuheal.domain.remediation import RemediationStatus
 from gpuheal.kubeclient import connect as connect_kubernetes
@@ -144,6 +146,29 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: f
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+async def run_started_after(client: Client, node: str, since: datetime) -> WorkflowHandle[Any, RemediationStatus]:
+    """The run of the node's remediation started after `since`, once there is one.
+
+    The dev server outlives each test, so `remediate-<node>` may already have an older, finished run
+    (whose worker is gone: it answers no query): only a run started after `since` counts.
+    """
+    handle = client.get_workflow_handle(workflow_id_for(node), result_type=RemediationStatus)
+    runs: list[str] = []
+
+    async def started() -> bool:
+        try:
+            description = await handle.describe()
+        except Exception:
+            return False
+        if description.start_time < since:
+            return False
+        runs.append(description.run_id)
+        return True
+
+    await eventually(started, f"a new run of {workflow_id_for(node)}")
+    return client.get_workflow_handle(workflow_id_for(node), run_id=runs[-1], result_type=RemediationStatus)
 
 
 async def phase_of(handle: Handle) -> str:

@@ -28,7 +28,7 @@ from gpuheal.worker import WorkerSettings, running_worker
 from gpuheal_sim.agent_settings import simulated_agent_settings
 from gpuheal_sim.demo.devserver import free_port, start_dev_server
 from gpuheal_sim.fake_nvml import FakeNvml
-from tests.integration.conftest import Stack, StackFactory, eventually, fast_policy, settled
+from tests.integration.conftest import Stack, StackFactory, eventually, fast_policy, run_started_after, settled
 from tests.integration.test_remediation import NODE, gpuheal_marks
 
 FAULTY_GPU = 3
@@ -81,31 +81,11 @@ async def remediate_through_the_agent(
 async def report_through_the_agent(
     agent: Agent, kernel_log: Path, stack: Stack, xid: int, *, records: str = ""
 ) -> WorkflowHandle[Any, RemediationStatus]:
-    """Write the XID (or `records` of the test's own) into the node's kernel log; the remediation run it starts.
-
-    The dev server outlives each test, so `remediate-<node>` may already have an older, finished run
-    (whose worker is gone: it answers no query): only a run started after the line was written counts.
-    """
+    """Write the XID (or `records` of the test's own) into the node's kernel log; the remediation run it starts."""
     written = datetime.now(UTC)
     with kernel_log.open("a") as log:
         log.write(records or xid_record(agent, xid))
-    handle = stack.server.client.get_workflow_handle(workflow_id_for(NODE), result_type=RemediationStatus)
-    runs: list[str] = []
-
-    async def started() -> bool:
-        try:
-            description = await handle.describe()
-        except Exception:
-            return False
-        if description.start_time < written:
-            return False
-        runs.append(description.run_id)
-        return True
-
-    await eventually(started, f"the agent starting a new run of {workflow_id_for(NODE)}")
-    return stack.server.client.get_workflow_handle(
-        workflow_id_for(NODE), run_id=runs[-1], result_type=RemediationStatus
-    )
+    return await run_started_after(stack.server.client, NODE, written)
 
 
 async def test_xid_in_the_kernel_log_is_remediated(make_stack: StackFactory, tmp_path: Path) -> None:

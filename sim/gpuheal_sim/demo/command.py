@@ -53,6 +53,14 @@ from gpuheal_sim.simulator.fleet import FleetConfig
     help="Where the fleet lives: the nodes carry that cloud's machine identities and the reboot goes "
     "through its real SDK to the simulator's endpoint for it.",
 )
+@click.option(
+    "--via",
+    type=click.Choice(["kernel-log", "injector"]),
+    default="kernel-log",
+    show_default=True,
+    help="How the XID reaches the node: written into its kernel log by the demo, or injected through the "
+    "fault injector (its agents on the nodes and its central API, POST /api/v1/faults/gpu/inject/xid-<xid>).",
+)
 def demo(
     nodes: int,
     gpus_per_node: int,
@@ -66,12 +74,15 @@ def demo(
     state_dir: Path,
     port: int,
     provider: str,
+    via: str,
 ) -> None:
     """Remediate a fatal XID on a simulated fleet, end to end, on an embedded Temporal dev server.
 
     With --storm N the XID strikes N nodes at once: the ones beyond --budget wait in AwaitingBudget,
     their nodes untouched, and the last line counts the most nodes out of service at once.
     """
+    if storm and via == "injector":
+        raise click.BadParameter("a storm writes its XIDs itself: leave out --via injector", param_hint="'--via'")
     if storm and manual:
         raise click.BadParameter("a storm's repairs run by themselves: leave out --manual", param_hint="'--storm'")
     if storm and load:
@@ -93,6 +104,7 @@ def demo(
         state_dir=state_dir,
         port=port,
         provider=provider,
+        via=via,
     )
     if load:  # every node runs its agent, for its generator to send to
         options = dataclasses.replace(options, agents=nodes)

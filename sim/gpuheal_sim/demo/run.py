@@ -28,6 +28,7 @@ from gpuheal.shutdown import shutdown_requested
 from gpuheal.worker import WorkerSettings, running_worker
 from gpuheal_sim.agent_settings import simulated_agent_settings
 from gpuheal_sim.demo.devserver import DevServer, start_dev_server
+from gpuheal_sim.demo.injector import DemoInjector, demo_injector
 from gpuheal_sim.demo.load import Load, RunningLoad
 from gpuheal_sim.demo.storm import Storm, run_storm
 from gpuheal_sim.demo.view import PhaseView, phase_table
@@ -72,6 +73,9 @@ class DemoOptions:
     budget: int = 3
     # Event generators on every node's intake beside the fault (None: no load).
     load: Load | None = None
+    # How the XID gets into the node's kernel log: written by the demo ("kernel-log"), or injected
+    # through the fault injector's central API ("injector").
+    via: str = "kernel-log"
 
     @property
     def fleet_nodes(self) -> int:
@@ -220,6 +224,13 @@ async def _run_fleet(
             cluster.attach_agent(node, agent_settings.boot_id_path)
             by_node[node] = await agents.enter_async_context(Agent(agent_settings))
         _print_addresses(console, server, cluster.url, cluster.kubeconfig, len(by_node), sockets)
+        injector = None
+        if options.via == "injector":
+            logs = {node: agent.settings.kernel_log for node, agent in by_node.items() if agent.settings.kernel_log}
+            injector = await agents.enter_async_context(
+                demo_injector(cluster, agent_account[0], logs, options.gpus_per_node, sockets / "injector")
+            )
+            console.print(f"  injector     {injector.url}  (POST /api/v1/faults/gpu/inject/xid-<n>)")
         faulty = by_node[nodes[min(1, len(by_node) - 1)]]
         if options.manual:
             console.print(
@@ -232,7 +243,7 @@ async def _run_fleet(
         async with contextlib.AsyncExitStack() as load:
             if options.load is not None:
                 await load.enter_async_context(RunningLoad(console, options.load, list(by_node.values())))
-            status = await _remediate(console, server.client, faulty, options, since)
+            status = await _remediate(console, server.client, faulty, options, since, injector)
         outcome.set_result(0 if status is not None and status.phase is Phase.RESOLVED else 1)
         await _keep(console, options, stop)
 
@@ -304,23 +315,28 @@ def _agent_settings(
 
 
 async def _remediate(
-    console: Console, client: Client, agent: Agent, options: DemoOptions, since: datetime
+    console: Console,
+    client: Client,
+    agent: Agent,
+    options: DemoOptions,
+    since: datetime,
+    injector: DemoInjector | None,
 ) -> RemediationStatus | None:
-    """Write the XID into the node's kernel log, as the injector does, and follow the remediation to its end."""
+    """Write the XID into the node's kernel log, as the injector does (or have the injector do it),
+    and follow the remediation to its end."""
     node = agent.settings.node
     faulty = min(_FAULTY_GPU, options.gpus_per_node - 1)
     gpu = agent.nvml.device_info(faulty)
     assert agent.settings.kernel_log is not None
     detected = datetime.now(UTC)
-    with agent.settings.kernel_log.open("a") as kernel_log:
-        kernel_log.write(
-            f"3,1042,{int(time.monotonic() * 1e6)},-;NVRM: NVRM: Xid (PCI:{gpu.pci_bus_id}): "
-            f"{options.xid}, GPU has fallen off the bus\n"
+    if injector is not None:
+        fault_id = await injector.inject(node, options.xid, faulty)
+        console.print(
+            f"injected XID {options.xid} for GPU {faulty} ({gpu.uuid}) on {node} through "
+            f"POST /api/v1/faults/gpu/inject/xid-{options.xid}: fault {fault_id}; following it\n"
         )
-    console.print(
-        f"wrote XID {options.xid} for GPU {faulty} ({gpu.uuid}) into {node}'s kernel log "
-        f"({agent.settings.kernel_log}); its agent reports it\n"
-    )
+    else:
+        _write_kernel_log(console, agent, options, faulty)
     view = PhaseView(console, detected)
     deadline = detected + options.deadline + (timedelta(hours=1) if options.manual else timedelta(0))
     status: RemediationStatus | None = None
@@ -352,6 +368,21 @@ async def _remediate(
     else:
         console.print(f"[red]{node} ended {status.phase.value}: {status.reason}[/]")
     return status
+
+
+def _write_kernel_log(console: Console, agent: Agent, options: DemoOptions, faulty: int) -> None:
+    """Append the XID record for GPU `faulty` to the node's kernel log file, as the kernel would show it."""
+    gpu = agent.nvml.device_info(faulty)
+    assert agent.settings.kernel_log is not None
+    with agent.settings.kernel_log.open("a") as kernel_log:
+        kernel_log.write(
+            f"3,1042,{int(time.monotonic() * 1e6)},-;NVRM: NVRM: Xid (PCI:{gpu.pci_bus_id}): "
+            f"{options.xid}, GPU has fallen off the bus\n"
+        )
+    console.print(
+        f"wrote XID {options.xid} for GPU {faulty} ({gpu.uuid}) into {agent.settings.node}'s kernel log "
+        f"({agent.settings.kernel_log}); its agent reports it\n"
+    )
 
 
 def _print_addresses(

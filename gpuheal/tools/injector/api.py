@@ -1,0 +1,172 @@
+"""`gpuheal injector api`: the central API that routes injections to the agent on a node.
+
+`POST /api/v1/faults/gpu/inject/xid-<n>` with `{"node_name", "gpu_id"}` gives the fault an id,
+finds the node's agent through the Kubernetes API (`gpuheal.tools.injector.locate`) and asks it to
+inject; the answer carries the `fault_id` and the agent's own answer. The agent's refusals (422: an
+unknown GPU, say) come back as they are; a node without an agent is 404, one whose agent is not
+running yet 503, and an agent that cannot be reached or answers out of turn 502, each with a reason
+naming the node. `GET /api/v1/faults` lists what the agents injected (`?node=` for one node's); an
+agent that cannot be asked is listed under `errors`, not left out silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from kubernetes.aio.client.exceptions import ApiException
+from pydantic import BaseModel, ConfigDict, Field
+
+from gpuheal.kubeclient import connect
+from gpuheal.tools.injector.auth import bearer, require_token
+from gpuheal.tools.injector.bodies import Refused, parse_body, refusal
+from gpuheal.tools.injector.locate import DEFAULT_SELECTOR, AgentEndpoint, AgentLocator, AgentNotFound, AgentNotRunning
+from gpuheal.tools.injector.serving import LOOPBACK, serving
+from gpuheal.tools.injector.xids import UnknownXid, describe
+
+API_PORT = 8080
+INJECT_ROUTE = "/api/v1/faults/gpu/inject/xid-{xid:[0-9]{1,6}}"
+NODE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+# How long one call to an agent may take: it writes one line, so anything longer means trouble.
+AGENT_TIMEOUT = aiohttp.ClientTimeout(total=10)
+
+
+class InjectOnNode(BaseModel):
+    """The body of an injection: which node, and which of its GPUs (0 unless given)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    # A Kubernetes node name (a DNS subdomain): it goes into a field selector, so nothing else may.
+    node_name: str = Field(pattern=NODE_NAME_PATTERN, max_length=253)
+    gpu_id: int = Field(0, ge=0)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentAnswer:
+    status: int
+    body: dict[str, Any]
+
+
+class InjectorApi:
+    """The central API over an `AgentLocator`; `session` calls the agents with the shared token."""
+
+    def __init__(self, locator: AgentLocator, session: aiohttp.ClientSession, token: str) -> None:
+        self._locator = locator
+        self._session = session
+        self._token = token
+
+    def application(self) -> web.Application:
+        app = web.Application(middlewares=[require_token(self._token)], client_max_size=64 * 1024)
+        app.router.add_get("/health", self._health)
+        app.router.add_post(INJECT_ROUTE, self._inject)
+        app.router.add_get("/api/v1/faults", self._faults)
+        return app
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _inject(self, request: web.Request) -> web.Response:
+        xid = int(request.match_info["xid"])
+        try:
+            describe(xid)
+            body = await parse_body(request, InjectOnNode)
+            [agent] = await self._agents(body.node_name)
+            fault_id = f"xid{xid}-{uuid.uuid4().hex[:16]}"
+            answer = await self._call(
+                agent, "POST", "/inject-xid", {"fault_id": fault_id, "xid_type": xid, "gpu_id": body.gpu_id}
+            )
+        except UnknownXid as error:
+            return refusal(422, f"xid: {error}")
+        except Refused as refused:
+            return refused.answer()
+        if answer.status != 200:
+            return web.json_response(answer.body, status=answer.status)
+        return web.json_response({"fault_id": fault_id, "node_name": body.node_name, "agent": answer.body})
+
+    async def _faults(self, request: web.Request) -> web.Response:
+        node = request.query.get("node")
+        if node is not None and not re.fullmatch(NODE_NAME_PATTERN, node):
+            return refusal(422, f"node: {node!r} is not a node name")
+        try:
+            agents = await self._agents(node)
+        except Refused as refused:
+            return refused.answer()
+        answers = await asyncio.gather(*(self._listed(agent) for agent in agents))
+        faults = [fault for listed, _ in answers for fault in listed]
+        errors = [error for _, error in answers if error is not None]
+        return web.json_response({"faults": faults, "errors": errors})
+
+    async def _listed(self, agent: AgentEndpoint) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
+        """The faults one agent lists, each with its node; or an error naming the node."""
+        try:
+            answer = await self._call(agent, "GET", "/faults", None)
+        except Refused as refused:
+            return [], {"node_name": agent.node, "error": refused.reason}
+        if answer.status != 200:
+            return [], {"node_name": agent.node, "error": str(answer.body.get("error", answer.status))}
+        return [{"node_name": agent.node, **fault} for fault in answer.body.get("faults", [])], None
+
+    async def _agents(self, node: str | None) -> list[AgentEndpoint]:
+        """The agent on `node`, or every running agent when None; `Refused` says why there is none."""
+        try:
+            return [await self._locator.on_node(node)] if node else await self._locator.running()
+        except AgentNotFound as error:
+            raise Refused(404, str(error)) from None
+        except AgentNotRunning as error:
+            raise Refused(503, str(error)) from None
+        except ApiException as error:
+            raise Refused(
+                502, f"the Kubernetes API refused to list the injector agents: {error.status} {error.reason}"
+            ) from None
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise Refused(502, f"the Kubernetes API cannot be reached: {type(error).__name__}: {error}") from None
+
+    async def _call(self, agent: AgentEndpoint, method: str, path: str, body: dict[str, Any] | None) -> AgentAnswer:
+        """One call to an agent; `Refused` (502) when it cannot be reached, refuses the token or
+        answers with something other than a JSON object."""
+        where = f"the injector agent on node {agent.node!r} ({agent.url})"
+        try:
+            async with self._session.request(
+                method, agent.url + path, json=body, headers=bearer(self._token), timeout=AGENT_TIMEOUT
+            ) as response:
+                if response.status == 401:
+                    raise Refused(502, f"{where} refused the API's token: the two hold different Secrets")
+                answer = await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise Refused(502, f"{where} cannot be reached: {type(error).__name__}: {error}") from None
+        except ValueError:
+            raise Refused(502, f"{where} answered with something other than JSON") from None
+        if not isinstance(answer, dict):
+            raise Refused(502, f"{where} answered with something other than a JSON object")
+        return AgentAnswer(response.status, answer)
+
+
+@dataclass(frozen=True, slots=True)
+class InjectorApiSettings:
+    token: str
+    # Where the injector agents run, and how their pods are labelled.
+    namespace: str
+    selector: str = DEFAULT_SELECTOR
+    host: str = LOOPBACK
+    port: int = API_PORT
+    kubeconfig: Path | None = None
+
+
+@asynccontextmanager
+async def running_api(settings: InjectorApiSettings) -> AsyncIterator[int]:
+    """The central API serving on its address while the block runs; yields its bound port.
+
+    Its Kubernetes client and the HTTP session it calls the agents with are closed afterwards.
+    """
+    async with await connect(settings.kubeconfig) as kubernetes, aiohttp.ClientSession() as session:
+        api = InjectorApi(AgentLocator(kubernetes, settings.namespace, settings.selector), session, settings.token)
+        async with serving(api.application(), settings.host, settings.port, "XID injector API") as port:
+            yield port

@@ -1,0 +1,212 @@
+"""The injector's central API on a simulated cluster: it finds each node's agent through the
+Kubernetes API (the official client, over HTTPS, as the chart's injector-api ServiceAccount) and
+routes injections to it; the agents write into their nodes' simulated /dev/kmsg."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gpuheal.tools.injector.api import InjectorApiSettings, running_api
+from gpuheal_sim.fake_nvml import fake_gpu_info
+from gpuheal_sim.injection import agent_pod, injector_on_node
+from gpuheal_sim.simulator import Access, FleetConfig, SimulatedCluster, service_account_username
+from gpuheal_sim.simulator.kubelet import START_ANNOTATION
+from tests.chart import NAMESPACE, access_manifests, service_account
+from tests.tools.injector.conftest import TOKEN
+
+NODES = ["gpu-node-000", "gpu-node-001"]
+# A node whose agent's pod never starts, and one whose agent's pod runs where nothing listens.
+STARTING, SILENT = "gpu-node-002", "gpu-node-003"
+
+
+@dataclass
+class Fleet:
+    cluster: SimulatedCluster
+    url: str
+    session: aiohttp.ClientSession
+    kernel_logs: dict[str, Path]
+
+    async def call(self, method: str, path: str, body: Any = None, token: str | None = TOKEN) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        async with self.session.request(method, self.url + path, json=body, headers=headers) as response:
+            return response.status, await response.json(content_type=None)
+
+
+@pytest.fixture(scope="module")
+async def fleet(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fleet]:
+    state = tmp_path_factory.mktemp("injector-api")
+    config = FleetConfig(
+        nodes=4, gpus_per_node=2, workloads=False, pod_start_seconds=0.05, access_manifests=access_manifests(True)
+    )
+    async with AsyncExitStack() as stack:
+        cluster = await stack.enter_async_context(SimulatedCluster(config, state_dir=state / "fleet"))
+        kernel_logs = {}
+        for node in NODES:
+            kernel_logs[node] = state / node / "kmsg.log"
+            kernel_logs[node].parent.mkdir()
+            kernel_logs[node].touch()
+            await stack.enter_async_context(
+                injector_on_node(cluster, NAMESPACE, node, 2, state / node / "injector", kernel_logs[node], TOKEN)
+            )
+        starting = agent_pod(NAMESPACE, STARTING, "127.0.0.1", 1)
+        starting["metadata"]["annotations"] = {START_ANNOTATION: "3600"}
+        silent = agent_pod(NAMESPACE, SILENT, "127.0.0.1", 9)  # discard: nothing listens there
+        silent["status"] = {"phase": "Running", "podIP": "127.0.0.1"}
+        for pod in (starting, silent):
+            cluster.call(functools.partial(cluster.simulation.registry.create_object, "pods", pod))
+        kubeconfig = cluster.service_account_kubeconfig(
+            *service_account("injector-api"), state / "injector-api.kubeconfig"
+        )
+        settings = InjectorApiSettings(token=TOKEN, namespace=NAMESPACE, port=0, kubeconfig=kubeconfig)
+        port = await stack.enter_async_context(running_api(settings))
+        session = await stack.enter_async_context(aiohttp.ClientSession())
+        yield Fleet(cluster, f"http://127.0.0.1:{port}", session, kernel_logs)
+
+
+async def test_an_injection_reaches_the_nodes_kernel_log_through_its_agent(fleet: Fleet) -> None:
+    status, answer = await fleet.call("POST", "/api/v1/faults/gpu/inject/xid-79", {"node_name": NODES[1], "gpu_id": 1})
+
+    assert status == 200, answer
+    fault_id = answer["fault_id"]
+    assert answer["node_name"] == NODES[1]
+    assert answer["agent"]["fault_id"] == fault_id
+    pci = fake_gpu_info(NODES[1], 1).pci_bus_id
+    assert answer["agent"]["pci"] == pci
+    # The kernel gives a user-space write the user facility: <3> reads back as priority 11.
+    [record] = fleet.kernel_logs[NODES[1]].read_text().splitlines()
+    assert record.startswith("11,")
+    assert record.endswith(f",-;NVRM: NVRM: Xid (PCI:{pci}): 79, GPU has fallen off the bus")
+    assert fleet.kernel_logs[NODES[0]].read_text() == ""
+
+    status, listed = await fleet.call("GET", f"/api/v1/faults?node={NODES[1]}")
+    assert status == 200
+    assert fault_id in {fault["fault_id"] for fault in listed["faults"]}
+    assert {fault["node_name"] for fault in listed["faults"]} == {NODES[1]}
+
+
+async def test_the_gpu_defaults_to_0(fleet: Fleet) -> None:
+    status, answer = await fleet.call("POST", "/api/v1/faults/gpu/inject/xid-48", {"node_name": NODES[0]})
+
+    assert status == 200, answer
+    assert (answer["agent"]["gpu"], answer["agent"]["pci"]) == (0, fake_gpu_info(NODES[0], 0).pci_bus_id)
+
+
+async def test_the_agents_refusal_comes_back_with_its_reason(fleet: Fleet) -> None:
+    status, answer = await fleet.call("POST", "/api/v1/faults/gpu/inject/xid-79", {"node_name": NODES[0], "gpu_id": 5})
+
+    assert status == 422
+    assert answer == {"error": "gpu_id: no GPU 5 on this node (GPUs: 0, 1)"}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "reason"),
+    [
+        ("xid-79", {"node_name": "gpu-node-404"}, 404, "no injector agent on node 'gpu-node-404'"),
+        ("xid-9999", {"node_name": NODES[0]}, 422, "xid: XID 9999 is not in the XID catalog"),
+        ("xid-79", {"node_name": NODES[0], "gpu_id": "0"}, 422, "gpu_id: Input should be a valid integer"),
+        ("xid-79", {"node": NODES[0]}, 422, "node_name: Field required"),
+        ("xid-79", {"node_name": f"{NODES[0]},metadata.name=x"}, 422, "node_name: String should match pattern"),
+        (
+            "xid-79",
+            {"node_name": STARTING},
+            503,
+            f"the injector agent on node '{STARTING}' is not running yet (Pending)",
+        ),
+        (
+            "xid-79",
+            {"node_name": SILENT},
+            502,
+            f"the injector agent on node '{SILENT}' (http://127.0.0.1:9) cannot be reached",
+        ),
+    ],
+)
+async def test_an_injection_that_cannot_be_carried_out_is_refused_naming_why(
+    fleet: Fleet, path: str, body: dict[str, Any], status: int, reason: str
+) -> None:
+    got, answer = await fleet.call("POST", f"/api/v1/faults/gpu/inject/{path}", body)
+
+    assert got == status, answer
+    assert answer["error"].startswith(reason)
+
+
+async def test_the_faults_of_every_agent_are_listed_and_an_unreachable_one_is_named(fleet: Fleet) -> None:
+    for node in NODES:
+        assert (await fleet.call("POST", "/api/v1/faults/gpu/inject/xid-13", {"node_name": node}))[0] == 200
+
+    status, listed = await fleet.call("GET", "/api/v1/faults")
+
+    assert status == 200
+    assert {fault["node_name"] for fault in listed["faults"] if fault["xid"] == 13} == set(NODES)
+    assert [error["node_name"] for error in listed["errors"]] == [SILENT]
+
+
+async def test_a_listing_for_something_that_is_no_node_name_is_refused(fleet: Fleet) -> None:
+    status, answer = await fleet.call("GET", "/api/v1/faults?node=a,b=c")
+
+    assert status == 422
+    assert answer == {"error": "node: 'a,b=c' is not a node name"}
+
+
+async def test_every_call_but_health_needs_the_token(fleet: Fleet) -> None:
+    for method, path in [("POST", "/api/v1/faults/gpu/inject/xid-79"), ("GET", "/api/v1/faults")]:
+        for token in (None, "wrong"):
+            assert await fleet.call(method, path, {"node_name": NODES[0]}, token) == (
+                401,
+                {"error": "missing or wrong bearer token"},
+            ), (method, path, token)
+    assert await fleet.call("GET", "/health", token=None) == (200, {"status": "ok"})
+
+
+async def test_the_api_only_lists_pods(fleet: Fleet) -> None:
+    assert (await fleet.call("POST", "/api/v1/faults/gpu/inject/xid-79", {"node_name": NODES[0]}))[0] == 200
+
+    user = service_account_username(*service_account("injector-api"))
+    assert fleet.cluster.accesses(user) == {Access(user, "list", "", "pods")}
+    assert [denial for denial in fleet.cluster.denials() if denial.user == user] == []
+
+
+async def test_gpuheal_inject_prints_the_fault_id(fleet: Fleet, tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    flags = ["--node", NODES[0], "--xid", "74", "--gpu", "1", "--api", fleet.url, "--token-file", str(token_file)]
+
+    code, out, err = await gpuheal("inject", *flags)
+
+    assert code == 0, err
+    fault_id = out.strip()
+    _, listed = await fleet.call("GET", f"/api/v1/faults?node={NODES[0]}")
+    [fault] = [fault for fault in listed["faults"] if fault["fault_id"] == fault_id]
+    assert (fault["xid"], fault["gpu"]) == (74, 1)
+
+    code, out, err = await gpuheal("inject", *flags[:-2], "--token-file", str(tmp_path / "absent"))
+    assert code == 2
+    assert "cannot read the token file" in err
+    token_file.write_text("wrong")
+    code, out, err = await gpuheal("inject", *flags[:2], "--xid", "79", "--gpu", "9", *flags[6:])
+    assert code == 1
+    assert "the injector API refused (401): missing or wrong bearer token" in err
+    code, out, err = await gpuheal(
+        "inject", "--node", "n", "--xid", "79", "--api", "http://127.0.0.1:9", "--token-file", str(token_file)
+    )
+    assert code == 1
+    assert "cannot reach the injector API at http://127.0.0.1:9" in err
+
+
+async def gpuheal(*args: str) -> tuple[int, str, str]:
+    """Run the gpuheal CLI in a process of its own, while this loop keeps serving the API."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gpuheal", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
