@@ -38,6 +38,7 @@ import grpc
 from gpuheal.protos import health_event_pb2 as pb
 from gpuheal.protos import health_event_pb2_grpc as pb_grpc
 from gpuheal.protos.sockets import HEALTH_EVENTS_SOCKET, SOCKET_DIR
+from gpuheal.shutdown import stopped_within
 from gpuheal.tools.goflags import add_flag
 
 log = logging.getLogger("gpuheal.eventgen")
@@ -259,7 +260,7 @@ class Generator:
         started = time.monotonic()
         for count in range(sys.maxsize):
             delay = started + count / rate - time.monotonic()
-            if delay > 0 and await _stopped_within(stop, delay):
+            if delay > 0 and await stopped_within(stop, delay):
                 return
             if stop.is_set():
                 return
@@ -269,16 +270,8 @@ class Generator:
         """A healthy GPU event every `interval` until `stop`."""
         while not stop.is_set():
             await self.send(Kind.HEALTHY_GPU)
-            if await _stopped_within(stop, interval.total_seconds()):
+            if await stopped_within(stop, interval.total_seconds()):
                 return
-
-
-async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
-    try:
-        await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        return False
-    return True
 
 
 async def run(settings: Settings, stop: asyncio.Event, on_signal: Callable[[int, Callable[[], None]], None]) -> Stats:

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 import pydantic
 
+from gpuheal.shutdown import stopped_within
 from gpuheal.tools.telemetry.publish import PublishQueue, message
 from gpuheal.tools.telemetry.rows import read_rows
 from gpuheal.tools.telemetry.settings import Settings
@@ -81,7 +82,7 @@ class Streamer:
             for row in read_rows(self.settings.csv_path, self._malformed):
                 if interval:
                     delay = started + count * interval - time.monotonic()
-                    if delay > 0 and await _stopped_within(stop, delay):
+                    if delay > 0 and await stopped_within(stop, delay):
                         return
                 else:
                     await asyncio.sleep(0)  # let the workers and the signal handlers run
@@ -100,7 +101,7 @@ class Streamer:
                 return
             if not sent_this_pass:
                 log.warning("a pass over %s sent no row; starting over in a second", self.settings.csv_path)
-                if await _stopped_within(stop, EMPTY_PASS_PAUSE_S):
+                if await stopped_within(stop, EMPTY_PASS_PAUSE_S):
                     return
 
     def _malformed(self, line: int, reason: str) -> None:
@@ -108,14 +109,6 @@ class Streamer:
         self._malformed_this_pass += 1
         if self._malformed_this_pass <= _MALFORMED_LOGGED:
             log.warning("line %d skipped: %s", line, reason, extra={"fields": {"line": line}})
-
-
-async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
-    try:
-        await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        return False
-    return True
 
 
 async def run(settings: Settings, stop: asyncio.Event) -> Streamer:
