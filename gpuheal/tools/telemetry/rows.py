@@ -14,7 +14,7 @@ number, a timestamp that is not ISO 8601, an empty UUID, metric name or hostname
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,7 +48,7 @@ class Row:
     labels_raw: str = ""
 
 
-def read_rows(path: Path, on_malformed: Callable[[int, str], None]) -> Iterator[Row]:
+def read_rows(path: Path, on_malformed: Callable[[int, str], None]) -> Generator[Row]:
     """The rows of the CSV at `path`, in file order; `BadHeader` (before any row) when its header is not one.
 
     The file is open only while the iterator is consumed, and closed when it is closed.

@@ -31,7 +31,8 @@ log = logging.getLogger("gpuheal.telemetry")
 STATS_EVERY = timedelta(seconds=10)
 DRAIN_TIMEOUT = timedelta(seconds=5)
 EMPTY_PASS_PAUSE_S = 1.0
-# Malformed rows are logged one by one up to this many per pass: a file of garbage is one problem.
+# Malformed rows are logged one by one up to this many, in the first pass only: a file of garbage is
+# one problem, and a replay's are the same rows again (they are counted every time).
 _MALFORMED_LOGGED = 10
 
 
@@ -69,45 +70,58 @@ class Streamer:
         self.queue = queue
         self.stats = Stats()
         self._malformed_this_pass = 0
+        # The schedule: when streaming started, and the rows queued since.
+        self._started = time.monotonic()
+        self._queued = 0
 
     async def stream(self, stop: asyncio.Event) -> None:
         """Read and queue rows; raises `BadHeader` or `OSError` when the file cannot be read as a DCGM CSV."""
-        interval = self.settings.interval.total_seconds()
-        started = time.monotonic()
-        count = 0
+        self._started = time.monotonic()
         while not stop.is_set():
             self.stats.passes += 1
             self._malformed_this_pass = 0
-            sent_this_pass = 0
-            for row in read_rows(self.settings.csv_path, self._malformed):
-                if interval:
-                    delay = started + count * interval - time.monotonic()
-                    if delay > 0 and await stopped_within(stop, delay):
-                        return
-                else:
-                    await asyncio.sleep(0)  # let the workers and the signal handlers run
-                if stop.is_set():
+            sent = await self._pass(stop)
+            if sent is None or not self.settings.loop:
+                return
+            if not sent:
+                log.warning("a pass over %s sent no row; starting over in a second", self.settings.csv_path)
+                if await stopped_within(stop, EMPTY_PASS_PAUSE_S):
                     return
+
+    async def _pass(self, stop: asyncio.Event) -> int | None:
+        """One pass over the file: how many rows it queued, or None when `stop` ended it."""
+        sent = 0
+        # Closed at once when the pass ends early, not whenever the generator is collected.
+        with contextlib.closing(read_rows(self.settings.csv_path, self._malformed)) as rows:
+            for row in rows:
+                if not await self._turn(stop):
+                    return None
                 try:
                     outgoing = message(row, self.settings.instance_id, datetime.now(UTC))
                 except pydantic.ValidationError as error:
                     self._malformed(row.line, f"{error.error_count()} field(s) over their limits")
                     continue
                 if not await self.queue.put(outgoing, stop):
-                    return
-                count += 1
-                sent_this_pass += 1
-            if not self.settings.loop:
-                return
-            if not sent_this_pass:
-                log.warning("a pass over %s sent no row; starting over in a second", self.settings.csv_path)
-                if await stopped_within(stop, EMPTY_PASS_PAUSE_S):
-                    return
+                    return None
+                self._queued += 1
+                sent += 1
+        return sent
+
+    async def _turn(self, stop: asyncio.Event) -> bool:
+        """Wait until the next row is due (the n-th at n × interval); False when `stop` is set first."""
+        interval = self.settings.interval.total_seconds()
+        if not interval:
+            await asyncio.sleep(0)  # let the workers and the signal handlers run
+            return not stop.is_set()
+        delay = self._started + self._queued * interval - time.monotonic()
+        if delay > 0:
+            return not await stopped_within(stop, delay)
+        return not stop.is_set()
 
     def _malformed(self, line: int, reason: str) -> None:
         self.stats.malformed_rows += 1
         self._malformed_this_pass += 1
-        if self._malformed_this_pass <= _MALFORMED_LOGGED:
+        if self.stats.passes == 1 and self._malformed_this_pass <= _MALFORMED_LOGGED:
             log.warning("line %d skipped: %s", line, reason, extra={"fields": {"line": line}})
 
 
