@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -20,6 +21,7 @@ import pytest
 
 from gpuheal.agents.telemetry import LatestMetrics, TelemetryIntakeService, TelemetryServer
 from gpuheal.domain.health import HealthEvent
+from gpuheal.tools.telemetry import stream
 from gpuheal.tools.telemetry.publish import PublishQueue
 from gpuheal.tools.telemetry.settings import Settings, UsageError, settings_from
 from gpuheal.tools.telemetry.stream import Streamer
@@ -105,7 +107,10 @@ async def test_a_pass_over_the_file_reaches_the_agent_and_the_process_exits_0(ho
     assert [entry["line"] for entry in logs if entry["level"] == "WARNING"] == [14, 15, 16, 17]
 
 
-async def test_a_looping_streamer_replays_until_sigterm_drains_and_reports_no_fault_twice(home: Path) -> None:
+@pytest.mark.parametrize("stopping", [signal.SIGTERM, signal.SIGINT])
+async def test_a_looping_streamer_replays_until_a_signal_drains_and_reports_no_fault_twice(
+    home: Path, stopping: signal.Signals
+) -> None:
     socket_path = home / "telemetry.sock"
     async with agent_intake(socket_path) as (service, sink):
         streamer = await start_streamer(
@@ -113,7 +118,7 @@ async def test_a_looping_streamer_replays_until_sigterm_drains_and_reports_no_fa
         )
         while service.outcomes["accepted"] < 5 * 12:  # five passes at least
             await asyncio.sleep(0.05)
-        streamer.send_signal(signal.SIGTERM)
+        streamer.send_signal(stopping)
         logs = await finished(streamer)
 
     stats = final(logs)
@@ -121,6 +126,24 @@ async def test_a_looping_streamer_replays_until_sigterm_drains_and_reports_no_fa
     assert stats["queue_delivered"] == stats["queue_published"] == service.outcomes["accepted"], "drained"
     assert stats["queue_depth"] == 0 and stats["undelivered"] == 0
     assert sorted(faults(sink)) == sorted(SAMPLE_FAULTS), "each fault once, however often it is replayed"
+
+
+async def test_statistics_are_logged_on_their_period_with_the_seed_s_fields(
+    home: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(stream, "STATS_EVERY", timedelta(milliseconds=100))
+    settings = Settings(csv_path=SAMPLE, interval=timedelta(milliseconds=10), socket=home / "telemetry.sock")
+    stop = asyncio.Event()
+    caplog.set_level(logging.INFO, logger="gpuheal.telemetry")
+    async with agent_intake(settings.socket):
+        asyncio.get_running_loop().call_later(0.55, stop.set)
+        await stream.run(settings, stop)
+
+    periodic = [record for record in caplog.records if record.getMessage() == "streamer statistics"]
+    assert len(periodic) >= 3
+    fields = periodic[-1].__dict__["fields"]  # the `extra` the streamer logs its figures in
+    assert {"rows_sent", "errors", "queue_depth", "queue_published", "queue_delivered"} <= fields.keys()
+    assert fields["rows_sent"] > 0 and fields["errors"] >= 4
 
 
 async def test_streamers_side_by_side_are_told_apart_by_their_instance_id(home: Path) -> None:
