@@ -1,5 +1,6 @@
 """The assembled agent serves telemetry.sock: a streamer's readings become its metrics, and a DCGM
-XID becomes a fault in the same pipeline as a kernel-log one (it waits on disk for Temporal here)."""
+XID becomes a fault in the same pipeline as a kernel-log one (it waits on disk for Temporal here),
+decided by the same policy file."""
 
 from __future__ import annotations
 
@@ -8,12 +9,20 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
+import grpc
 import pytest
 
 from gpuheal.agents.agent import Agent, AgentSettings
+from gpuheal.domain.policy_document import AgentPolicy
+from gpuheal.domain.xid_policy import XidPolicy
+from gpuheal.policyfile import read_policy
+from gpuheal.protos import telemetry_pb2, telemetry_pb2_grpc
+from gpuheal.tools.telemetry.publish import message
+from gpuheal.tools.telemetry.rows import Row
 from gpuheal_sim.demo.devserver import free_port
 
 NODE = "gpu-node-031"
@@ -79,3 +88,54 @@ async def test_a_streamed_xid_is_a_fault_and_every_reading_a_metric(
         assert f"DCGM_FI_DEV_XID_ERRORS{{{labels}}} 79.0" in metrics
         assert 'gpuheal_agent_telemetry_readings_total{outcome="accepted"} 3.0' in metrics
         assert "gpuheal_agent_spool_entries" in metrics, "one registry holds the agent's metrics and DCGM's"
+
+
+async def test_the_policy_file_decides_dcgm_s_xids_and_an_edit_is_followed_without_a_kernel_log(
+    short_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The catalog leaves XID 31 to the application; the operator's policy file makes it a reboot,
+    and an edit takes that back while the agent runs, with no kernel-log monitor to share it with."""
+    monkeypatch.setenv("KUBECONFIG", str(short_dir / "missing-kubeconfig"))
+    policy = short_dir / "policy.yaml"
+    policy.write_text("xids:\n  overrides:\n    31: RESTART_VM\n")
+    settings = AgentSettings(
+        node=NODE,
+        socket_dir=short_dir / "run",
+        spool_dir=short_dir / "spool",
+        kernel_log=None,
+        fake_gpus=3,
+        temporal_address=f"127.0.0.1:{free_port()}",
+        policy=read_policy(policy, AgentPolicy),
+        policy_reload=timedelta(milliseconds=50),
+    )
+    async with Agent(settings) as agent:
+        assert agent.provider is not None and agent.publisher is not None and agent.telemetry is not None
+        gpus = [gpu.uuid for gpu in agent.provider.gpus]
+        async with grpc.aio.insecure_channel(f"unix:{agent.telemetry_socket}") as channel:
+            intake = telemetry_pb2_grpc.TelemetryIntakeStub(channel)
+            await intake.Publish(xid(gpus[0], 31))
+            assert agent.publisher.pending().get("temporal") == 1, "XID 31 is a reboot by the policy file"
+
+            policy.write_text("xids:\n  overrides: {}\n")
+            async with asyncio.timeout(10):  # a hang guard: the agent reads the file every 50 ms
+                while agent.telemetry.service.policy != XidPolicy():
+                    await asyncio.sleep(0.02)
+            await intake.Publish(xid(gpus[1], 31))
+            assert agent.publisher.pending().get("temporal") == 1, "XID 31 is the application's again"
+            await intake.Publish(xid(gpus[2], 79))
+            assert agent.publisher.pending().get("temporal") == 2
+
+
+def xid(gpu: str, value: int) -> telemetry_pb2.TelemetryMessage:
+    row = Row(
+        line=2,
+        timestamp=datetime(2025, 7, 18, tzinfo=UTC),
+        metric_name="DCGM_FI_DEV_XID_ERRORS",
+        gpu_id=0,
+        device="nvidia0",
+        uuid=gpu,
+        model_name="NVIDIA H100 80GB HBM3",
+        hostname=NODE,
+        value=str(value),
+    )
+    return message(row, "streamer-1", datetime.now(UTC))
