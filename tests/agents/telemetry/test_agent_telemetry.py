@@ -9,8 +9,9 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import grpc
@@ -20,12 +21,12 @@ from gpuheal.agents.agent import Agent, AgentSettings
 from gpuheal.domain.policy_document import AgentPolicy
 from gpuheal.domain.xid_policy import XidPolicy
 from gpuheal.policyfile import read_policy
-from gpuheal.protos import telemetry_pb2, telemetry_pb2_grpc
-from gpuheal.tools.telemetry.publish import message
-from gpuheal.tools.telemetry.rows import Row
+from gpuheal.protos import telemetry_pb2_grpc
 from gpuheal_sim.demo.devserver import free_port
+from tests.agents.telemetry.readings import reading
 
 NODE = "gpu-node-031"
+XID = "DCGM_FI_DEV_XID_ERRORS"
 HEADER = "timestamp,metric_name,gpu_id,device,uuid,modelName,Hostname,container,pod,namespace,value,labels_raw\n"
 
 
@@ -37,19 +38,24 @@ def short_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def agent_settings(home: Path, **settings: Any) -> AgentSettings:
+    """An agent of 3 fake GPUs and no kernel log; Temporal is down, so each fault waits on disk."""
+    return AgentSettings(
+        node=NODE,
+        socket_dir=home / "run",
+        spool_dir=home / "spool",
+        kernel_log=None,
+        fake_gpus=3,
+        temporal_address=f"127.0.0.1:{free_port()}",
+        **settings,
+    )
+
+
 async def test_a_streamed_xid_is_a_fault_and_every_reading_a_metric(
     short_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KUBECONFIG", str(short_dir / "missing-kubeconfig"))
-    settings = AgentSettings(
-        node=NODE,
-        socket_dir=short_dir / "run",
-        spool_dir=short_dir / "spool",
-        kernel_log=None,
-        fake_gpus=2,
-        temporal_address=f"127.0.0.1:{free_port()}",  # Temporal is down: the fault waits on disk
-        health_address=("127.0.0.1", 0),
-    )
+    settings = agent_settings(short_dir, health_address=("127.0.0.1", 0))
     async with Agent(settings) as agent:
         assert agent.provider is not None and agent.health is not None and agent.publisher is not None
         gpu = agent.provider.gpus[0].uuid
@@ -98,44 +104,22 @@ async def test_the_policy_file_decides_dcgm_s_xids_and_an_edit_is_followed_witho
     monkeypatch.setenv("KUBECONFIG", str(short_dir / "missing-kubeconfig"))
     policy = short_dir / "policy.yaml"
     policy.write_text("xids:\n  overrides:\n    31: RESTART_VM\n")
-    settings = AgentSettings(
-        node=NODE,
-        socket_dir=short_dir / "run",
-        spool_dir=short_dir / "spool",
-        kernel_log=None,
-        fake_gpus=3,
-        temporal_address=f"127.0.0.1:{free_port()}",
-        policy=read_policy(policy, AgentPolicy),
-        policy_reload=timedelta(milliseconds=50),
+    settings = agent_settings(
+        short_dir, policy=read_policy(policy, AgentPolicy), policy_reload=timedelta(milliseconds=50)
     )
     async with Agent(settings) as agent:
         assert agent.provider is not None and agent.publisher is not None and agent.telemetry is not None
         gpus = [gpu.uuid for gpu in agent.provider.gpus]
         async with grpc.aio.insecure_channel(f"unix:{agent.telemetry_socket}") as channel:
             intake = telemetry_pb2_grpc.TelemetryIntakeStub(channel)
-            await intake.Publish(xid(gpus[0], 31))
+            await intake.Publish(reading(XID, "31", gpu=gpus[0], host=NODE))
             assert agent.publisher.pending().get("temporal") == 1, "XID 31 is a reboot by the policy file"
 
             policy.write_text("xids:\n  overrides: {}\n")
             async with asyncio.timeout(10):  # a hang guard: the agent reads the file every 50 ms
                 while agent.telemetry.service.policy != XidPolicy():
                     await asyncio.sleep(0.02)
-            await intake.Publish(xid(gpus[1], 31))
+            await intake.Publish(reading(XID, "31", gpu=gpus[1], host=NODE, gpu_id=1))
             assert agent.publisher.pending().get("temporal") == 1, "XID 31 is the application's again"
-            await intake.Publish(xid(gpus[2], 79))
+            await intake.Publish(reading(XID, "79", gpu=gpus[2], host=NODE, gpu_id=2))
             assert agent.publisher.pending().get("temporal") == 2
-
-
-def xid(gpu: str, value: int) -> telemetry_pb2.TelemetryMessage:
-    row = Row(
-        line=2,
-        timestamp=datetime(2025, 7, 18, tzinfo=UTC),
-        metric_name="DCGM_FI_DEV_XID_ERRORS",
-        gpu_id=0,
-        device="nvidia0",
-        uuid=gpu,
-        model_name="NVIDIA H100 80GB HBM3",
-        hostname=NODE,
-        value=str(value),
-    )
-    return message(row, "streamer-1", datetime.now(UTC))

@@ -26,7 +26,7 @@ from gpuheal.domain.xid_policy import XidPolicy
 from gpuheal.protos import telemetry_pb2 as pb
 from gpuheal.protos import telemetry_pb2_grpc as pb_grpc
 from gpuheal.tools.telemetry.publish import message
-from gpuheal.tools.telemetry.rows import Row
+from tests.agents.telemetry import readings
 
 NODE = "dgx-node-031"
 GPU_A = "GPU-5fd4f087-86f3-7a43-b711-4771313afc50"
@@ -38,18 +38,8 @@ REMAP = "DCGM_FI_DEV_ROW_REMAP_FAILURE"
 
 
 def reading(metric: str, value: str, gpu: str = GPU_A, host: str = NODE) -> pb.TelemetryMessage:
-    row = Row(
-        line=2,
-        timestamp=datetime(2025, 7, 18, 20, 42, 34, tzinfo=UTC),
-        metric_name=metric,
-        gpu_id=0 if gpu == GPU_A else 1,
-        device="nvidia0" if gpu == GPU_A else "nvidia1",
-        uuid=gpu,
-        model_name="NVIDIA H100 80GB HBM3",
-        hostname=host,
-        value=value,
-    )
-    return message(row, "streamer-1", datetime.now(UTC))
+    """GPU A is nvidia0 and GPU B nvidia1 on this agent's node, unless `host` says another."""
+    return readings.reading(metric, value, gpu=gpu, host=host, gpu_id=0 if gpu == GPU_A else 1)
 
 
 class RecordingSink:
@@ -305,19 +295,7 @@ async def test_the_socket_is_0660_and_a_stale_one_is_replaced(socket_path: Path)
 
 
 def test_a_reading_s_fields_survive_the_wire() -> None:
-    row = Row(
-        line=2,
-        timestamp=datetime(2025, 7, 18, tzinfo=UTC),
-        metric_name="DCGM_FI_DEV_GPU_UTIL",
-        gpu_id=0,
-        device="nvidia0",
-        uuid=GPU_A,
-        model_name="H100",
-        hostname=NODE,
-        value="75",
-        pod="job-1",
-        labels_raw='err_msg="a, b"',
-    )
+    row = readings.row("DCGM_FI_DEV_GPU_UTIL", "75", gpu=GPU_A, host=NODE, pod="job-1", labels_raw='err_msg="a, b"')
     outgoing = message(row, "streamer-1", datetime.now(UTC))
 
     assert dict(outgoing.headers) == {"instance_id": "streamer-1", "gpu_uuid": GPU_A, "metric_name": row.metric_name}
