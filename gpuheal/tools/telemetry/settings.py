@@ -15,9 +15,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from gpuheal.protos.sockets import SOCKET_DIR, TELEMETRY_SOCKET
 from gpuheal.tools.goflags import add_flag, go_bool, go_duration
 
-DEFAULT_SOCKET = Path("/var/run/gpuheal/telemetry.sock")
+DEFAULT_SOCKET = SOCKET_DIR / TELEMETRY_SOCKET
 
 
 class UsageError(ValueError):
