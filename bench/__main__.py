@@ -7,7 +7,7 @@ import asyncio
 import tempfile
 from pathlib import Path
 
-from bench import agent, device_api, eventgen, intake, kmsg, latency, providers, replay, storm
+from bench import agent, device_api, eventgen, intake, kmsg, latency, providers, replay, storm, telemetry
 from gpuheal_sim.demo.devserver import start_dev_server
 
 
@@ -27,6 +27,8 @@ async def main(options: argparse.Namespace) -> None:
                 await intake.run()
             if options.only in (None, "eventgen"):
                 await eventgen.run()
+            if options.only in (None, "telemetry"):
+                await telemetry.run()
             if options.only in (None, "device-api"):
                 await device_api.run()
             if options.only in (None, "providers"):
@@ -41,7 +43,18 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument(
         "--only",
-        choices=["latency", "agent", "kmsg", "replay", "intake", "eventgen", "device-api", "providers", "storm"],
+        choices=[
+            "latency",
+            "agent",
+            "kmsg",
+            "replay",
+            "intake",
+            "eventgen",
+            "telemetry",
+            "device-api",
+            "providers",
+            "storm",
+        ],
     )
     parser.add_argument("--runs", type=int, default=40, help="remediations in the latency benchmark")
     parser.add_argument("--nodes", type=int, default=1500, help="fleet size in the storm")

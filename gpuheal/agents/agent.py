@@ -3,7 +3,9 @@
 Start-up order matters. The Device API comes first, so providers have somewhere to register; the
 publisher (the one pipeline every event goes through) next, so no detector ever has nowhere to
 deliver; then the PlatformConnector intake and the detectors: the NVML provider (which opens the
-Device API's readiness gate once it has registered the node's GPUs) and the kernel-log monitor.
+Device API's readiness gate once it has registered the node's GPUs), the kernel-log monitor and
+the telemetry intake (DCGM readings from `gpuheal-telemetry` streamers: kept as metrics in the
+agent's registry, their fault signals reported as health events).
 The agent serves even when Temporal or the Kubernetes API cannot be reached: what it cannot deliver
 waits in the publisher's on-disk spool. Where a health address is configured, the agent serves its
 metrics and readiness (`health`) right after the publisher, whose spools they report. Last, where the
@@ -56,6 +58,7 @@ from gpuheal.agents.reset import (
     check_reset_mode,
     make_resetter,
 )
+from gpuheal.agents.telemetry import LatestMetrics, TelemetryCollector, TelemetryIntakeService, TelemetryServer
 from gpuheal.control.connection import DEFAULT_TASK_QUEUE
 from gpuheal.domain.gpu_reset import GpuResetOrder, GpuResetReport
 from gpuheal.domain.health import GPU_UUID, Entity, HealthEvent
@@ -63,7 +66,7 @@ from gpuheal.domain.policy import RemediationPolicy
 from gpuheal.domain.policy_document import AgentPolicy
 from gpuheal.kubeclient import connect as connect_kubernetes
 from gpuheal.policyfile import LoadedPolicy, PolicyWatch
-from gpuheal.protos.sockets import DEVICE_API_SOCKET, HEALTH_EVENTS_SOCKET, SOCKET_DIR
+from gpuheal.protos.sockets import DEVICE_API_SOCKET, HEALTH_EVENTS_SOCKET, SOCKET_DIR, TELEMETRY_SOCKET
 from gpuheal.shutdown import shutdown_requested
 
 log = logging.getLogger("gpuheal.agent")
@@ -150,6 +153,9 @@ class Agent:
         self.intake: IntakeServer | None = None
         self.provider: NvmlProvider | None = None
         self.monitor: KernelLogMonitor | None = None
+        self.telemetry: TelemetryServer | None = None
+        # The agent's metrics: served by the health endpoint where one is configured.
+        self.registry = CollectorRegistry()
         self._kubernetes: k8s.ApiClient | None = None
         self._device_client: GrpcDeviceApi | None = None
         self._monitor_task: asyncio.Task[None] | None = None
@@ -167,6 +173,10 @@ class Agent:
     @property
     def health_events_socket(self) -> Path:
         return (self.settings.socket_dir / HEALTH_EVENTS_SOCKET).absolute()
+
+    @property
+    def telemetry_socket(self) -> Path:
+        return (self.settings.socket_dir / TELEMETRY_SOCKET).absolute()
 
     async def start(self) -> None:
         """Start every part; a part that fails to start stops the ones already running."""
@@ -244,15 +254,17 @@ class Agent:
             self._monitor_task = asyncio.create_task(self.monitor.run(source), name="gpuheal-kmsg")
             self._monitor_task.add_done_callback(_report_monitor_end)
             self._stack.push_async_callback(_cancel, self._monitor_task)
-            if settings.policy is not None:
-                following = PolicyWatch(settings.policy).follow(settings.policy_reload, self._take_policy)
-                self._stack.push_async_callback(_cancel, asyncio.create_task(following, name="gpuheal-policy"))
+        await self._start_telemetry()
+        if settings.policy is not None:
+            following = PolicyWatch(settings.policy).follow(settings.policy_reload, self._take_policy)
+            self._stack.push_async_callback(_cancel, asyncio.create_task(following, name="gpuheal-policy"))
         await self._start_order_watcher()
         log.info(
-            "agent for %s serving: device API %s, health events %s, %d GPU(s), kernel log %s",
+            "agent for %s serving: device API %s, health events %s, telemetry %s, %d GPU(s), kernel log %s",
             settings.node,
             self.device_api_socket,
             self.health_events_socket,
+            self.telemetry_socket,
             len(self.provider.gpus) if self.provider else 0,
             settings.kernel_log or "off",
         )
@@ -276,12 +288,26 @@ class Agent:
     async def _start_health(self, host: str, port: int) -> None:
         """Serve the agent's metrics (its own registry) and its readiness: the publisher's spools."""
         assert self.publisher is not None
-        registry = CollectorRegistry()
-        registry.register(SpoolCollector(self.publisher.spool_stats))
-        ProcessCollector(registry=registry)
-        self.health = HealthServer(host, port, registry, self.publisher.problems)
+        self.registry.register(SpoolCollector(self.publisher.spool_stats))
+        ProcessCollector(registry=self.registry)
+        self.health = HealthServer(host, port, self.registry, self.publisher.problems)
         await self.health.start()
         self._stack.push_async_callback(self.health.stop)
+
+    async def _start_telemetry(self) -> None:
+        """Serve telemetry.sock: readings kept as metrics in the agent's registry, faults to the publisher."""
+        assert self.publisher is not None
+        service = TelemetryIntakeService(
+            self.settings.node,
+            self.publisher,
+            LatestMetrics(),
+            known_gpus=lambda: {gpu.uuid for gpu in self.provider.gpus} if self.provider is not None else None,
+            policy=_xid_policy(self.settings),
+        )
+        self.telemetry = TelemetryServer(self.telemetry_socket, service)
+        await self.telemetry.start()
+        self._stack.push_async_callback(self.telemetry.stop)
+        self.registry.register(TelemetryCollector(service.store, service.outcomes))
 
     async def _node_reporter(self) -> KubernetesReporter | None:
         """The Kubernetes side of the publisher; None (with a warning) where no cluster is configured."""
@@ -375,9 +401,11 @@ class Agent:
         return self.provider.released() if self.provider is not None else contextlib.nullcontext()
 
     async def _take_policy(self, loaded: LoadedPolicy[AgentPolicy]) -> None:
-        """An edited policy file: its XID overrides decide the kernel events from now on."""
+        """An edited policy file: its XID overrides decide the kernel events and DCGM's XIDs from now on."""
         if self.monitor is not None:
             self.monitor.use_policy(loaded.document.xids)
+        if self.telemetry is not None:
+            self.telemetry.service.policy = loaded.document.xids
 
 
 def _xid_policy(settings: AgentSettings) -> XidPolicy | None:

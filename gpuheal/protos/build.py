@@ -11,7 +11,7 @@ import sysconfig
 from importlib import resources
 from pathlib import Path
 
-PROTOS = ("health_event.proto", "gpu.proto")
+PROTOS = ("health_event.proto", "gpu.proto", "telemetry.proto")
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 

@@ -11,3 +11,4 @@ from pathlib import Path
 SOCKET_DIR = Path("/var/run/gpuheal")
 DEVICE_API_SOCKET = "device-api.sock"
 HEALTH_EVENTS_SOCKET = "health-events.sock"
+TELEMETRY_SOCKET = "telemetry.sock"

@@ -42,6 +42,7 @@ from gpuheal.protos import gpu_pb2, gpu_pb2_grpc
 from gpuheal.protos import health_event_pb2 as pb
 from gpuheal.protos import health_event_pb2_grpc as pb_grpc
 from gpuheal.protos.sockets import DEVICE_API_SOCKET, HEALTH_EVENTS_SOCKET, SOCKET_DIR
+from gpuheal.shutdown import stopped_within
 from gpuheal.tools.goflags import add_flag
 
 log = logging.getLogger("gpuheal.eventgen")
@@ -270,7 +271,7 @@ class Generator:
         started = time.monotonic()
         for count in range(sys.maxsize):
             delay = started + count / rate - time.monotonic()
-            if delay > 0 and await _stopped_within(stop, delay):
+            if delay > 0 and await stopped_within(stop, delay):
                 return
             if stop.is_set():
                 return
@@ -280,7 +281,7 @@ class Generator:
         """A healthy GPU event every `interval` until `stop`."""
         while not stop.is_set():
             await self.send(Kind.HEALTHY_GPU)
-            if await _stopped_within(stop, interval.total_seconds()):
+            if await stopped_within(stop, interval.total_seconds()):
                 return
 
 
@@ -299,14 +300,6 @@ async def node_gpus(device_api: Path, wait: timedelta) -> tuple[str, ...]:
             if gpus or time.monotonic() >= deadline:
                 return gpus
             await asyncio.sleep(min(0.5, max(deadline - time.monotonic(), 0)))
-
-
-async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
-    try:
-        await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        return False
-    return True
 
 
 async def run(settings: Settings, stop: asyncio.Event, on_signal: Callable[[int, Callable[[], None]], None]) -> Stats:
