@@ -9,15 +9,19 @@ node, so a heavier load brings more nodes under the fleet governor's budget besi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from temporalio.client import Client
 
+from gpuheal.control import remediations
 from gpuheal.tools import eventgen
 
 if TYPE_CHECKING:  # `gpuheal demo --help` needs only the levels
@@ -65,8 +69,11 @@ class RunningLoad:
     """The generators, one per agent, from `async with` until its end; the intake rate is shown
     every `every` seconds meanwhile, and a summary at the end."""
 
-    def __init__(self, console: Console, load: Load, agents: Sequence[Agent], every: float = 5.0) -> None:
+    def __init__(
+        self, console: Console, client: Client, load: Load, agents: Sequence[Agent], every: float = 5.0
+    ) -> None:
         self._console = console
+        self._client = client
         self._load = load
         self._agents = agents
         self._every = every
@@ -75,6 +82,7 @@ class RunningLoad:
         self._reporter: asyncio.Task[None] | None = None
         self._rate = IntakeRate(agents)
         self._started = 0.0
+        self._since = datetime.now(UTC)
 
     @property
     def asked(self) -> float:
@@ -82,7 +90,7 @@ class RunningLoad:
         return self._load.per_node_rate * len(self._agents)
 
     async def __aenter__(self) -> RunningLoad:
-        self._started = time.monotonic()
+        self._started, self._since = time.monotonic(), datetime.now(UTC)
         self._rate.start()
         for agent in self._agents:
             assert agent.intake is not None, "the agent is started"
@@ -90,9 +98,8 @@ class RunningLoad:
                 node=agent.settings.node,
                 socket=agent.intake.settings.socket_path,
                 rate=self._load.per_node_rate,
-                # The node's own GPUs, as the chart gives them: a fatal event for a made-up one would
-                # leave its remediation waiting for a GPU that never reports healthy.
-                gpu_uuids=tuple(agent.nvml.device_info(i).uuid for i in range(agent.nvml.device_count())),
+                # It names the node's GPUs, from the agent's Device API, as in the chart.
+                device_api=agent.device_api_socket,
             )
             # No signal handlers: the demo's own SIGINT/SIGTERM stop it, and it has no SIGUSR1 to give.
             self._generators.append(asyncio.create_task(eventgen.run(settings, self._stop, lambda *_: None)))
@@ -124,6 +131,19 @@ class RunningLoad:
             f"load: {sent} events sent, {taken} taken by {len(self._agents)} intake(s) in {elapsed:.1f}s "
             f"({taken / max(elapsed, 1e-9):.2f} events/s; {self.asked:.2f}/s asked), {fatal} of them fatal XID 79"
         )
+        if fatal:
+            begun = await self._remediations_begun()
+            self._console.print(f"load: remediations begun since the load started: {', '.join(begun) or 'none yet'}")
+
+    async def _remediations_begun(self) -> list[str]:
+        """Each loaded node whose remediation began since the load did, with its phase now."""
+        begun = []
+        for agent in self._agents:
+            with contextlib.suppress(remediations.RemediationNotFound):
+                status = await remediations.status(self._client, agent.settings.node)
+                if status.history and status.history[0].entered_at >= self._since:
+                    begun.append(f"{status.node} ({status.phase.value})")
+        return begun
 
     async def _report(self) -> None:
         while True:

@@ -242,7 +242,9 @@ async def _run_fleet(
         since = datetime.now(UTC)
         async with contextlib.AsyncExitStack() as load:
             if options.load is not None:
-                await load.enter_async_context(RunningLoad(console, options.load, list(by_node.values())))
+                await load.enter_async_context(
+                    RunningLoad(console, server.client, options.load, list(by_node.values()))
+                )
             status = await _remediate(console, server.client, faulty, options, since, injector)
         outcome.set_result(0 if status is not None and status.phase is Phase.RESOLVED else 1)
         await _keep(console, options, stop)
