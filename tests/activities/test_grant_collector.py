@@ -115,6 +115,16 @@ def asks(count: int) -> list[PermitRequest]:
     ]
 
 
+async def taken(env: DevServer, governor_id: str, permit_id: str) -> None:
+    """Once the governor holds the permit or has it waiting."""
+    for _ in range(200):
+        state = (await governor.status(env.client, governor_id)).state
+        if permit_id in {p.permit_id for p in state.held} | {w.request.permit_id for w in state.waiting}:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the governor never took {permit_id}")
+
+
 async def sent_together(handle: WorkflowHandle[Any, Any]) -> list[list[str]]:
     """The permit ids of the asks each `collect_all` signal of the governor's history carried."""
     history = await handle.fetch_history()
@@ -174,6 +184,9 @@ async def test_an_ask_whose_step_was_cancelled_before_it_went_out_is_not_sent(de
         await asyncio.sleep(0)  # both queued; the send has not run yet
         cancelled.cancel()
         await sending
+        # A signal that comes while a workflow task runs enters the history only when that task
+        # completes: the kept ask is read from the history once the governor has taken it.
+        await taken(dev_server, handle.id, kept.permit_id)
         carried = await sent_together(handle)
 
     assert carried == [[kept.permit_id]]
