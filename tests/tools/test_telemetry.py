@@ -190,7 +190,7 @@ async def test_a_full_queue_makes_the_reader_wait(home: Path) -> None:
     published = queue.counts.published
     stop.set()
     await reading
-    await queue.close(timedelta(milliseconds=100))
+    await queue.close(stop, timedelta(milliseconds=100))
 
     assert 0 < published <= 4 + 2, "at most the buffer, and what each worker holds, of endless passes"
     assert queue.counts.max_depth <= 4
