@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import threading
@@ -81,6 +82,16 @@ async def test_at_the_end_of_the_file_the_streamer_waits_for_an_agent_that_is_do
 
 
 @pytest.fixture
+def root_logging_restored() -> Iterator[None]:
+    """`main` sets up the process's logging; the tests after this one keep pytest's."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture
 def sigterm_in_a_second() -> Iterator[None]:
     timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))
     timer.start()
@@ -89,7 +100,11 @@ def sigterm_in_a_second() -> Iterator[None]:
 
 
 def test_a_signal_with_readings_undelivered_exits_non_zero_naming_the_count(
-    home: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], sigterm_in_a_second: None
+    home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    root_logging_restored: None,
+    sigterm_in_a_second: None,
 ) -> None:
     monkeypatch.setattr(stream, "DRAIN_TIMEOUT", timedelta(milliseconds=100))
     with pytest.raises(SystemExit) as exited:
