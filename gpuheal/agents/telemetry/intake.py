@@ -162,7 +162,9 @@ class TelemetryIntakeService(pb_grpc.TelemetryIntakeServicer):
         if point.metric_name not in SIGNALS:
             return True
         gpu = point.gpu_uuid
-        async with self._locks.setdefault(gpu, asyncio.Lock()):
+        if gpu not in self._locks:
+            self._locks[gpu] = asyncio.Lock()
+        async with self._locks[gpu]:
             earlier = self._handing_over.get(gpu)
             if earlier is not None:  # left running by a call that gave up: this may be its reading again
                 await asyncio.wait((earlier,))
@@ -171,8 +173,14 @@ class TelemetryIntakeService(pb_grpc.TelemetryIntakeServicer):
                 return True
             handing_over = asyncio.create_task(self._hand_over(point, change, instance_id))
             self._handing_over[gpu] = handing_over
-            handing_over.add_done_callback(lambda done: self._handing_over.pop(gpu, None))
+            handing_over.add_done_callback(self._forget)
             return await asyncio.shield(handing_over)
+
+    def _forget(self, done: asyncio.Task[bool]) -> None:
+        # Only its own entry: a call may already have started the GPU's next hand-over (done callbacks run late).
+        for gpu, task in list(self._handing_over.items()):
+            if task is done:
+                del self._handing_over[gpu]
 
     async def _hand_over(self, point: TelemetryPoint, change: Change, instance_id: str) -> bool:
         known = self._known(point.gpu_uuid)
