@@ -176,6 +176,12 @@ class TelemetryIntakeService(pb_grpc.TelemetryIntakeServicer):
             handing_over.add_done_callback(self._forget)
             return await asyncio.shield(handing_over)
 
+    async def settle(self) -> None:
+        """Wait for the hand-overs under way (calls that gave up leave them running): the agent stops its
+        publisher only after they end, each with its event taken or, the sink full, logged as not taken."""
+        while self._handing_over:
+            await asyncio.wait(list(self._handing_over.values()))
+
     def _forget(self, done: asyncio.Task[bool]) -> None:
         # Only its own entry: a call may already have started the GPU's next hand-over (done callbacks run late).
         for gpu, task in list(self._handing_over.items()):

@@ -82,6 +82,20 @@ async def test_a_call_that_gives_up_during_a_slow_hand_over_is_not_a_second_even
     assert RetrySettings().delivery_timeout.total_seconds() < publish.CALL_TIMEOUT_S
 
 
+async def test_stopping_waits_for_a_hand_over_that_a_call_gave_up_on(socket_path: Path) -> None:
+    sink = SlowSink(GPU_A)
+    async with serve(socket_path, sink=sink) as intake:
+        with pytest.raises(grpc.aio.AioRpcError):
+            await intake.stub.Publish(reading(XID, "79", at=1), timeout=0.3)
+        stopping = asyncio.ensure_future(intake.server.stop())
+        await asyncio.sleep(0.3)
+        assert not stopping.done(), "the XID is still being handed over"
+        sink.release.set()
+        await stopping
+
+        assert [event.xid for event in sink.events] == [79]
+
+
 async def test_a_double_bit_error_after_a_gpu_reset_is_news(socket_path: Path) -> None:
     async with serve(socket_path) as intake:
         counts = ["0", "2", "0", "1"]  # an error, the GPU reset (the volatile count restarts), another error
