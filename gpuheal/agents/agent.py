@@ -303,6 +303,7 @@ class Agent:
             LatestMetrics(),
             known_gpus=lambda: {gpu.uuid for gpu in self.provider.gpus} if self.provider is not None else None,
             policy=_xid_policy(self.settings),
+            state_path=self.settings.spool_dir / "telemetry-state.json",
         )
         self.telemetry = TelemetryServer(self.telemetry_socket, service)
         await self.telemetry.start()

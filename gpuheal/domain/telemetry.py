@@ -10,9 +10,8 @@ a receiver can route without decoding the payload; the agent refuses a message w
 from __future__ import annotations
 
 import math
-from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 HEADER_INSTANCE_ID = "instance_id"
 HEADER_GPU_UUID = "gpu_uuid"
@@ -23,8 +22,11 @@ METADATA_HOSTNAME = "hostname"
 METADATA_DEVICE = "device"
 METADATA = (METADATA_HOSTNAME, METADATA_DEVICE)
 
-# Names and labels are bounded so one reading stays small; DCGM's are far shorter.
+# Names and labels are bounded so one reading stays small; DCGM's are far shorter. The values the
+# agent exports as Prometheus labels (UUID, field, device, model) are held shorter still, since every
+# one is repeated on each line of its `/metrics` page; the hostname must be the node's name anyway.
 MAX_NAME_CHARS = 256
+MAX_LABEL_CHARS = 64
 MAX_LABELS_CHARS = 4096
 
 
@@ -32,20 +34,22 @@ class TelemetryPoint(BaseModel):
     """One metric reading of one GPU: a row of the DCGM exporter's CSV, published at `timestamp`.
 
     `value` is the number as the exporter wrote it (`"75"`, `"1.5e3"`); `observed_at` is the row's
-    own timestamp, while `timestamp` is when the streamer published it. Unknown fields are ignored,
+    own timestamp, while `timestamp` is when the streamer published it; both carry a time zone (the
+    streamer reads a CSV time without one as UTC). Unknown fields are ignored,
     so a newer streamer may add some.
     """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    gpu_uuid: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
-    metric_name: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
+    gpu_uuid: str = Field(min_length=1, max_length=MAX_LABEL_CHARS)
+    metric_name: str = Field(min_length=1, max_length=MAX_LABEL_CHARS)
     value: str
-    timestamp: datetime
-    observed_at: datetime
+    # With a time zone: a naive time could not be compared with the others.
+    timestamp: AwareDatetime
+    observed_at: AwareDatetime
     gpu_id: int = Field(ge=0)
-    device: str = Field(max_length=MAX_NAME_CHARS)
-    model_name: str = Field(max_length=MAX_NAME_CHARS)
+    device: str = Field(max_length=MAX_LABEL_CHARS)
+    model_name: str = Field(max_length=MAX_LABEL_CHARS)
     hostname: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
     container: str = Field(default="", max_length=MAX_NAME_CHARS)
     pod: str = Field(default="", max_length=MAX_NAME_CHARS)

@@ -31,7 +31,10 @@ def go_duration(text: str) -> timedelta:
         at = match.end()
     if at == 0 or at != len(text):
         raise ValueError(f"{text!r} is not a duration (a number with a unit: 15s, 100ms, 1m30s)")
-    return timedelta(seconds=seconds)
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:  # past timedelta's 999,999,999 days, or an infinite float
+        raise ValueError(f"{text!r} is too long a duration") from None
 
 
 def go_bool(text: str) -> bool:

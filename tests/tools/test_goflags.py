@@ -31,3 +31,9 @@ def test_go_booleans(text: str, value: bool) -> None:
 def test_what_is_not_a_go_boolean_is_refused_naming_it() -> None:
     with pytest.raises(ValueError, match="'yes' is not a boolean"):
         go_bool("yes")
+
+
+@pytest.mark.parametrize("text", ["100000000000h", "9" * 400 + "s"])
+def test_a_duration_too_long_to_hold_is_refused_naming_it(text: str) -> None:
+    with pytest.raises(ValueError, match="is too long a duration"):
+        go_duration(text)

@@ -166,6 +166,28 @@ async def test_streamers_side_by_side_are_told_apart_by_their_instance_id(home: 
     assert ("streamer-b", "48") in by_instance and ("streamer-a", "79") in by_instance
 
 
+async def test_two_streamers_of_the_same_file_one_after_the_other_report_each_xid_once(home: Path) -> None:
+    socket_path = home / "telemetry.sock"
+    xids = home / "xids.csv"
+    gpu = "GPU-11111111-2222-3333-4444-555555555555"
+    xids.write_text(
+        "timestamp,metric_name,gpu_id,device,uuid,modelName,Hostname,value\n"
+        + "".join(
+            f"2025-07-18T20:42:3{at}Z,DCGM_FI_DEV_XID_ERRORS,0,nvidia0,{gpu},H100,{NODE},{xid}\n"
+            for at, xid in enumerate((0, 79, 48))
+        )
+    )
+    async with agent_intake(socket_path) as (_service, sink):
+        for name in ("streamer-a", "streamer-b"):
+            flags = (f"-csv-path={xids}", f"-socket={socket_path}", f"-instance-id={name}", "-interval=0")
+            await finished(await start_streamer(*flags, "-loop=false"))
+
+    assert [(event.metadata["instance_id"], event.metadata["value"]) for event in sink.events] == [
+        ("streamer-a", "79"),
+        ("streamer-a", "48"),
+    ]
+
+
 async def test_an_agent_that_is_down_costs_retries_not_readings_nor_the_process(home: Path) -> None:
     socket_path = home / "telemetry.sock"
     streamer = await start_streamer(f"-csv-path={SAMPLE}", f"-socket={socket_path}", "-interval=10ms", "-loop=false")
@@ -190,7 +212,7 @@ async def test_a_full_queue_makes_the_reader_wait(home: Path) -> None:
     published = queue.counts.published
     stop.set()
     await reading
-    await queue.close(timedelta(milliseconds=100))
+    await queue.close(stop, timedelta(milliseconds=100))
 
     assert 0 < published <= 4 + 2, "at most the buffer, and what each worker holds, of endless passes"
     assert queue.counts.max_depth <= 4

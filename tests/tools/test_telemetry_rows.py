@@ -95,3 +95,37 @@ def test_a_malformed_row_is_skipped_and_reading_goes_on(row: str, reason: str) -
 
     assert malformed == [(2, reason)]
     assert [r.value for r in rows] == ["61"], "the next row is still read"
+
+
+HEADER = "timestamp,metric_name,gpu_id,device,uuid,modelName,Hostname,value,labels_raw\n"
+GOOD = f"2025-07-18T20:42:35Z,DCGM_FI_DEV_GPU_TEMP,0,nvidia0,{GPU_A},H100,h,61,\n"
+
+
+def test_a_field_over_the_csv_module_s_limit_is_a_malformed_row_and_reading_goes_on() -> None:
+    huge = f'2025-07-18T20:42:34Z,DCGM_FI_DEV_GPU_TEMP,0,nvidia0,{GPU_A},H100,h,60,"{"x" * 140_000}"\n'
+    rows, malformed = parsed(HEADER + huge + GOOD)
+
+    assert [(line, reason.startswith("not CSV: field larger than field limit")) for line, reason in malformed] == [
+        (2, True)
+    ]
+    assert [row.value for row in rows] == ["61"]
+
+
+def test_an_unterminated_quote_is_a_malformed_row_not_labels() -> None:
+    unterminated = f'2025-07-18T20:42:34Z,DCGM_FI_DEV_GPU_TEMP,0,nvidia0,{GPU_A},H100,h,60,"pod=job\n'
+    rows, malformed = parsed(HEADER + GOOD + unterminated + GOOD)
+
+    assert [row.labels_raw for row in rows] == [""]
+    assert [reason for _, reason in malformed] == ["not CSV: unexpected end of data"]
+
+
+def test_a_byte_order_mark_before_the_header_is_not_part_of_it(tmp_path: Path) -> None:
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + (HEADER + GOOD).encode())
+
+    assert [row.value for row in read_rows(path, lambda line, reason: None)] == ["61"]
+
+
+def test_a_header_naming_a_column_twice_is_refused_naming_it() -> None:
+    with pytest.raises(BadHeader, match="names the column value twice"):
+        parsed(HEADER.replace("labels_raw", "value") + GOOD)

@@ -2,22 +2,28 @@
 
 A message is accepted only whole. It needs the routing headers (`instance_id`, `gpu_uuid`,
 `metric_name`) and the metadata (`hostname`, `device`) agreeing with its JSON payload (a
-`TelemetryPoint`), a DCGM metric name (`DCGM_…`, which is also its Prometheus name) and, like the
-PlatformConnector intake, this agent's node as the hostname: an agent speaks for its own node only,
-so a reading of another machine is refused (INVALID_ARGUMENT) and changes nothing. A reading that
-would grow the metrics store past its bounds is refused with FAILED_PRECONDITION, which a streamer
-does not retry.
+`TelemetryPoint`), a DCGM metric name (`DCGM_…`, which is also its Prometheus name), a fault field's
+value an integer such a field can hold (`signals.fault_value`) and, like the PlatformConnector intake,
+this agent's node as the hostname (compared regardless of case: dcgm-exporter's `Hostname` must be
+the node's name): an agent speaks for its own node only, so a reading of another machine is refused
+(INVALID_ARGUMENT) and changes nothing. A reading that would grow the metrics store past its bounds
+is refused with FAILED_PRECONDITION, which a streamer does not retry. A reading is counted as
+accepted once its call succeeds, so a reading sent again after a failed call counts once.
 
-A GPU UUID this node's NVML does not list is accepted: its metrics are kept and its faults
-reported, marked `gpu_known: "false"` (and logged, once per GPU). A GPU the driver no longer lists may be the one that
-fell off the bus, which is exactly the fault not to drop; the hostname check keeps other nodes' GPUs
-out, and the store's bounds keep a wrong CSV from costing memory. Where the agent has no GPU list
-(NVML unavailable), every UUID is taken as it comes.
+A fault of a GPU the agent's Device API has never listed during this agent's life is recorded only
+(STORE_ONLY, `gpu_known: "never"`, with a warning naming the UUID): nothing would ever report that
+GPU healthy again, so acting on it would wait forever and end with a person. A GPU listed once and
+no longer (fallen off the bus) is exactly the fault not to drop: it is reported as any other
+(`gpu_known: "lost"`). Where the agent has no GPU list (NVML unavailable), every fault is reported
+(`gpu_known: "unknown"`).
 
 A reading that is news for a fault field (`signals`) becomes a health event handed to the agent's
-event sink (the publisher, the same pipeline as every detector), one at a time, waiting while the
-sink is full; the call answers once the sink has taken it, or UNAVAILABLE when the agent stops
-first, and the streamer sends the reading again.
+event sink (the publisher, the same pipeline as every detector), one at a time per GPU, waiting while
+the sink is full. The hand-over runs in a task of its own that a call giving up (its deadline, the
+streamer stopping) does not cancel: a call sending the same reading again waits on that task, or
+finds it recorded, so one reading is one event however often it is sent. The call answers once the
+sink has taken the event, or UNAVAILABLE when the agent stops first, and the streamer sends the
+reading again.
 """
 
 from __future__ import annotations
@@ -27,13 +33,14 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Callable, Collection
+from pathlib import Path
 
 import grpc
 import pydantic
 from google.protobuf import empty_pb2
 
 from gpuheal.agents.sink import EventSink, hand_over
-from gpuheal.agents.telemetry.signals import FaultSignals, fault_event
+from gpuheal.agents.telemetry.signals import SIGNALS, Change, FaultSignals, fault_event, fault_value
 from gpuheal.agents.telemetry.store import LatestMetrics, StoreFull
 from gpuheal.domain import telemetry as wire
 from gpuheal.domain.telemetry import TelemetryPoint
@@ -61,7 +68,8 @@ class Refused(Exception):
 class TelemetryIntakeService(pb_grpc.TelemetryIntakeServicer):
     """Validates each reading, keeps it in `store` and hands the faults it reveals to `sink`.
 
-    `known_gpus` answers the UUIDs of the node's GPUs, or None when the agent does not know them.
+    `known_gpus` answers the UUIDs of the GPUs the Device API lists now, or None when the agent does
+    not know them; `state_path` keeps what was reported across restarts (see `signals`).
     """
 
     def __init__(
@@ -72,6 +80,7 @@ class TelemetryIntakeService(pb_grpc.TelemetryIntakeServicer):
         *,
         known_gpus: Callable[[], Collection[str] | None] = lambda: None,
         policy: XidPolicy | None = None,
+        state_path: Path | None = None,
     ) -> None:
         self.node = node
         self.store = store
@@ -79,10 +88,15 @@ class TelemetryIntakeService(pb_grpc.TelemetryIntakeServicer):
         self.policy = policy
         self._sink = sink
         self._known_gpus = known_gpus
-        self._signals = FaultSignals()
-        # One fault reading at a time: two workers sending the same new XID must make one event.
-        self._reporting = asyncio.Lock()
-        self._unknown_logged: set[str] = set()
+        self._signals = FaultSignals(state_path)
+        # One fault reading of a GPU at a time: two workers sending the same new XID must make one
+        # event, and one GPU's slow hand-over must not hold up the others'. Bounded by the store's GPUs.
+        self._locks: dict[str, asyncio.Lock] = {}
+        # Per GPU, the hand-over under way, which a cancelled call leaves running.
+        self._handing_over: dict[str, asyncio.Task[bool]] = {}
+        # Every GPU the Device API listed during this agent's life.
+        self._ever_known: set[str] = set(known_gpus() or ())
+        self._never_known_logged: set[str] = set()
         self.stopping = asyncio.Event()
 
     async def Publish(  # the contract names it
@@ -97,9 +111,9 @@ class TelemetryIntakeService(pb_grpc.TelemetryIntakeServicer):
         except Refused as refused:
             self.outcomes[refused.outcome] += 1
             await context.abort(refused.code, refused.detail)
-        self.outcomes[ACCEPTED] += 1
         if not await self._report(point, request.headers[wire.HEADER_INSTANCE_ID]):
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the agent is stopping; send the reading again")
+        self.outcomes[ACCEPTED] += 1
         return empty_pb2.Empty()
 
     def _accept(self, request: pb.TelemetryMessage) -> TelemetryPoint:
@@ -125,7 +139,7 @@ class TelemetryIntakeService(pb_grpc.TelemetryIntakeServicer):
                 raise Refused(
                     grpc.StatusCode.INVALID_ARGUMENT, "malformed", f"{name} {said!r} is not the payload's {carried!r}"
                 )
-        if point.hostname != self.node:
+        if point.hostname.casefold() != self.node.casefold():
             raise Refused(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "other_node",
@@ -137,33 +151,68 @@ class TelemetryIntakeService(pb_grpc.TelemetryIntakeServicer):
                 "malformed",
                 f"metric_name {point.metric_name!r} is not a DCGM field name (DCGM_ and letters, digits, _)",
             )
+        try:
+            fault_value(point)
+        except ValueError as error:
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "malformed", str(error)) from None
         return point
 
     async def _report(self, point: TelemetryPoint, instance_id: str) -> bool:
         """Hand over the fault `point` reveals, if any; False when the agent stopped before the sink took it."""
-        if self._signals.change(point) is None:
+        if point.metric_name not in SIGNALS:
             return True
-        async with self._reporting:
-            change = self._signals.change(point)  # another call may have reported it meanwhile
+        gpu = point.gpu_uuid
+        if gpu not in self._locks:
+            self._locks[gpu] = asyncio.Lock()
+        async with self._locks[gpu]:
+            earlier = self._handing_over.get(gpu)
+            if earlier is not None:  # left running by a call that gave up: this may be its reading again
+                await asyncio.wait((earlier,))
+            change = self._signals.change(point)
             if change is None:
                 return True
-            metadata = {"instance_id": instance_id, "gpu_known": self._known(point.gpu_uuid)}
-            event = fault_event(self.node, point, change, self.policy, metadata)
-            if not await hand_over(self._sink, event, stop=self.stopping):
-                return False
-            self._signals.record(change)
-            log.info("%s (event %s, from streamer %s)", event.message, event.id, instance_id)
-            return True
+            handing_over = asyncio.create_task(self._hand_over(point, change, instance_id))
+            self._handing_over[gpu] = handing_over
+            handing_over.add_done_callback(self._forget)
+            return await asyncio.shield(handing_over)
+
+    async def settle(self) -> None:
+        """Wait for the hand-overs under way (calls that gave up leave them running): the agent stops its
+        publisher only after they end, each with its event taken or, the sink full, logged as not taken."""
+        while self._handing_over:
+            await asyncio.wait(list(self._handing_over.values()))
+
+    def _forget(self, done: asyncio.Task[bool]) -> None:
+        # Only its own entry: a call may already have started the GPU's next hand-over (done callbacks run late).
+        for gpu, task in list(self._handing_over.items()):
+            if task is done:
+                del self._handing_over[gpu]
+
+    async def _hand_over(self, point: TelemetryPoint, change: Change, instance_id: str) -> bool:
+        known = self._known(point.gpu_uuid)
+        metadata = {"instance_id": instance_id, "gpu_known": known}
+        event = fault_event(self.node, point, change, self.policy, metadata, remediate=known != "never")
+        if not await hand_over(self._sink, event, stop=self.stopping):
+            return False
+        self._signals.record(change)
+        log.info("%s (event %s, from streamer %s)", event.message, event.id, instance_id)
+        return True
 
     def _known(self, gpu_uuid: str) -> str:
+        """ "true", "lost" (listed once, no longer), "never" (not during this agent's life), or "unknown"."""
         known = self._known_gpus()
         if known is None:
             return "unknown"
+        self._ever_known.update(known)
         if gpu_uuid in known:
             return "true"
-        if gpu_uuid not in self._unknown_logged and len(self._unknown_logged) < self.store.max_gpus:
-            self._unknown_logged.add(gpu_uuid)
+        if gpu_uuid in self._ever_known:
+            return "lost"
+        if gpu_uuid not in self._never_known_logged and len(self._never_known_logged) < self.store.max_gpus:
+            self._never_known_logged.add(gpu_uuid)
             log.warning(
-                "DCGM reports a fault of GPU %s, which this node's NVML does not list; reported anyway", gpu_uuid
+                "DCGM reports a fault of GPU %s, which the Device API has never known on this node: "
+                "recorded only, not acted on (is the streamer's CSV this node's?)",
+                gpu_uuid,
             )
-        return "false"
+        return "never"

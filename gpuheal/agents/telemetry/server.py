@@ -58,12 +58,14 @@ class TelemetryServer:
         log.info("telemetry intake listening on %s", path)
 
     async def stop(self, grace: float | None = 2.0) -> None:
-        """Release calls waiting on a full sink, let the others finish for `grace` s, remove the socket."""
+        """Release calls waiting on a full sink, let the others finish for `grace` s, wait for the hand-overs
+        of faults still under way, remove the socket."""
         server, self._server = self._server, None
         if server is None:
             return
         self.service.stopping.set()
         await server.stop(grace)
+        await self.service.settle()
         self.socket_path.unlink(missing_ok=True)
 
     async def __aenter__(self) -> TelemetryServer:

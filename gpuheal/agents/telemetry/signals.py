@@ -6,32 +6,45 @@ Three fields are read as faults:
   reported is a new XID, decided as the kernel-log monitor decides it (the operator's override in the
   XID policy, else NVIDIA's catalog; fatal exactly when the action is not NONE);
 - `DCGM_FI_DEV_ECC_DBE_VOL_TOTAL` (since the last GPU reset) and `..._AGG_TOTAL` (the GPU's lifetime):
-  growth past the highest count seen is a new double-bit ECC error, COMPONENT_RESET as NVML's poll
-  decides it. A volatile count above zero at the first reading is news (errors wait for a reset);
-  the first aggregate count is history, and sets the baseline;
+  growth since the previous reading is a new double-bit ECC error, COMPONENT_RESET as NVML's poll
+  decides it, and a drop is a counter reset (a GPU reset), the new base. A volatile count above zero
+  at the first reading is news (errors wait for a reset); the first aggregate count is history, and
+  sets the baseline;
 - `DCGM_FI_DEV_ROW_REMAP_FAILURE` nonzero: a bank ran out of spare rows, CONTACT_SUPPORT as NVML's
   poll decides it.
 
-DCGM reports levels, not events, and a looping streamer replays the same rows: so a value is news
-only when it differs from what was already reported for that GPU (a zero XID or remap reading does
-not clear the last one, and a count that drops does not lower the highest seen). The same reading
-is therefore never reported twice; the price is that a repeat of the very same XID on the same GPU
-is not seen here (the kernel-log monitor and NVML see each occurrence). A change is remembered only
-once its event was handed over (`record`), so a reading whose event was not taken is news again
-when it is sent again.
+A fault field's reading is read as an integer written as such (`79`, never `79.9`, `-1` or `1e300`),
+an XID at most `MAX_XID` and a count at most `MAX_COUNT`; any other value is refused (`fault_value`),
+since an impossible value must not become a fatal fault.
+
+DCGM reports levels, not events, and a looping streamer replays the same rows: so news is decided by
+the reading's own time (`observed_at`, the row's timestamp). A reading no newer than the last one of
+its GPU and field is a replay and says nothing; a newer one is compared with what came before it:
+an XID or remap value with the last one reported (a zero does not clear it), a count with the last
+reading (growth is news; a drop is a counter reset, remembered as the new base, not a fault). A
+repeat of the very same XID on the same GPU is therefore not seen here (the kernel-log monitor and
+NVML see each occurrence). A change is remembered only once its event was handed over (`record`), so
+a reading whose event was not taken is news again when it is sent again; and the event's id is
+derived from the reading (`event_id`), so the pipeline can tell a repeat of it.
+
+What was reported is kept in a small JSON file (`state`), so a restarted agent does not report a
+looping streamer's rows again.
 """
 
 from __future__ import annotations
 
 import enum
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from gpuheal.agents.nvml.verdict import SIGNAL_ACTIONS, Check
+from gpuheal.agents.telemetry.state import Last, load_last, save_last
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.catalog import action_for_xid, xid_catalog
-from gpuheal.domain.health import GPU_UUID, Entity, HealthEvent
+from gpuheal.domain.health import GPU_UUID, Entity, HealthEvent, ProcessingStrategy
 from gpuheal.domain.telemetry import TelemetryPoint
 from gpuheal.domain.xid_policy import XidPolicy
 
@@ -43,11 +56,19 @@ ECC_DBE_VOLATILE = "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL"
 ECC_DBE_AGGREGATE = "DCGM_FI_DEV_ECC_DBE_AGG_TOTAL"
 ROW_REMAP_FAILURE = "DCGM_FI_DEV_ROW_REMAP_FAILURE"
 
+# NVIDIA's XIDs are below 200; a 16-bit code leaves room and refuses nonsense.
+MAX_XID = 65535
+# DCGM's counters are 64-bit.
+MAX_COUNT = 2**63
+_DIGITS = re.compile(r"[0-9]+")
+# The namespace of event ids derived from readings: the same reading is always the same event.
+_EVENT_IDS = uuid.UUID("6c1f3b9e-2d54-4e0a-9a8e-0d7c5b1e7a21")
+
 
 class Rule(enum.Enum):
     # A nonzero value other than the last one reported.
     NEW_NONZERO = "new nonzero value"
-    # A value above the highest one seen.
+    # A value above the last reading.
     GROWTH = "growth"
 
 
@@ -63,6 +84,10 @@ class Signal:
     # The first reading only sets the baseline (a lifetime count is history, not news).
     first_is_baseline: bool = False
 
+    @property
+    def maximum(self) -> int:
+        return MAX_XID if self.error_code is None else MAX_COUNT
+
 
 SIGNALS: dict[str, Signal] = {
     signal.metric: signal
@@ -77,55 +102,92 @@ SIGNALS: dict[str, Signal] = {
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """A reading that is news: `value` on `gpu_uuid`, where `previous` was reported or seen before."""
+    """A reading that is news: `value` on `gpu_uuid` at `observed_at`, after `previous` (None: nothing before)."""
 
     signal: Signal
     gpu_uuid: str
     value: int
     previous: int | None
+    observed_at: datetime
+
+
+def fault_value(point: TelemetryPoint) -> int | None:
+    """The integer a fault field's reading says; None for any other field; ValueError naming an impossible one."""
+    signal = SIGNALS.get(point.metric_name)
+    if signal is None:
+        return None
+    if not _DIGITS.fullmatch(point.value) or int(point.value) > signal.maximum:
+        raise ValueError(
+            f"{point.metric_name} {point.value!r} is not a fault field's value (an integer from 0 to {signal.maximum})"
+        )
+    return int(point.value)
 
 
 class FaultSignals:
-    """What was last reported (or, for counts, the highest seen) per GPU and fault field.
+    """The last reading (for XIDs and remaps: the last value reported) per GPU and fault field, kept in
+    `path` when given. Its size is bounded by the GPUs the metrics store admits times the four fields."""
 
-    Its size is bounded by the GPUs the metrics store admits times the four fields.
-    """
-
-    def __init__(self) -> None:
-        self._seen: dict[tuple[str, str], int] = {}
+    def __init__(self, path: Path | None = None) -> None:
+        self._path = path
+        self._last: dict[tuple[str, str], Last] = load_last(path) if path is not None else {}
 
     def change(self, point: TelemetryPoint) -> Change | None:
         """The news in `point`, if it is a fault field's reading that says something new.
 
-        Nothing is recorded (see `record`), except the baseline a first lifetime count sets.
+        A news reading is remembered only by `record`; one that is no news is remembered at once (its
+        time, and the new base a first lifetime count or a counter reset sets).
         """
-        signal = SIGNALS.get(point.metric_name)
-        if signal is None:
+        value = fault_value(point)
+        if value is None:
             return None
-        value = int(point.number)
-        previous = self._seen.get((point.gpu_uuid, signal.metric))
+        signal = SIGNALS[point.metric_name]
+        key = (point.gpu_uuid, signal.metric)
+        last = self._last.get(key)
+        at = point.observed_at
+        if last is not None and at <= last.observed_at:
+            return None  # a replay, or a reading older than one already read
         if signal.rule is Rule.NEW_NONZERO:
-            news = value != 0 and value != previous
-        elif previous is None and signal.first_is_baseline:
-            self._seen[(point.gpu_uuid, signal.metric)] = value
+            if value != 0 and (last is None or value != last.value):
+                return Change(signal, point.gpu_uuid, value, None if last is None else last.value, at)
+            self._remember(key, Last(0 if last is None else last.value, at))
             return None
-        else:
-            news = value > (previous or 0)
-        return Change(signal, point.gpu_uuid, value, previous) if news else None
+        if last is None and signal.first_is_baseline:
+            self._remember(key, Last(value, at))
+            return None
+        if value > (0 if last is None else last.value):
+            return Change(signal, point.gpu_uuid, value, None if last is None else last.value, at)
+        self._remember(key, Last(value, at))
+        return None
 
     def record(self, change: Change) -> None:
-        """`change` was reported: the same value is no news from now on (nor, for a count, a lower one)."""
-        key = (change.gpu_uuid, change.signal.metric)
-        if change.signal.rule is Rule.GROWTH:
-            self._seen[key] = max(change.value, self._seen.get(key, change.value))
-        else:
-            self._seen[key] = change.value
+        """`change` was reported: from now on it is the reading its GPU's field is compared with."""
+        self._remember((change.gpu_uuid, change.signal.metric), Last(change.value, change.observed_at))
+
+    def _remember(self, key: tuple[str, str], last: Last) -> None:
+        before = self._last.get(key)
+        self._last[key] = last
+        # Only a new value is written: a reading's time alone changes with every row, a value rarely.
+        if self._path is not None and (before is None or before.value != last.value):
+            save_last(self._path, self._last)
+
+
+def event_id(node: str, change: Change) -> str:
+    """The event id of `change` on `node`: the same reading, sent again or after a restart, has the same id."""
+    at = change.observed_at.astimezone(UTC).isoformat()
+    return str(uuid.uuid5(_EVENT_IDS, f"{node}/{change.gpu_uuid}/{change.signal.metric}/{change.value}/{at}"))
 
 
 def fault_event(
-    node: str, point: TelemetryPoint, change: Change, policy: XidPolicy | None, metadata: dict[str, str]
+    node: str,
+    point: TelemetryPoint,
+    change: Change,
+    policy: XidPolicy | None,
+    metadata: dict[str, str],
+    *,
+    remediate: bool = True,
 ) -> HealthEvent:
-    """The health event reporting `change`, for the agent's `node`, with `metadata` added to its own."""
+    """The health event reporting `change`, for the agent's `node`, with `metadata` added to its own;
+    recorded only (STORE_ONLY), never acted on, unless `remediate`."""
     signal = change.signal
     if signal.error_code is None:
         action, decided_by = _xid_action(change.value, policy)
@@ -137,7 +199,7 @@ def fault_event(
         what = _DESCRIPTIONS[signal.metric].format(value=change.value, previous=change.previous or 0)
         codes = (signal.error_code,)
     return HealthEvent(
-        id=str(uuid.uuid4()),
+        id=event_id(node, change),
         node=node,
         agent=AGENT,
         component_class=COMPONENT_CLASS,
@@ -159,6 +221,7 @@ def fault_event(
             "decided_by": decided_by,
         },
         generated_at=datetime.now(UTC),
+        strategy=ProcessingStrategy.EXECUTE_REMEDIATION if remediate else ProcessingStrategy.STORE_ONLY,
     )
 
 

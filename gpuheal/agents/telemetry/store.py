@@ -4,7 +4,9 @@ One value is kept per (GPU UUID, metric name): the newest by the time the stream
 so a reading that arrives late (workers deliver side by side) does not overwrite a newer one. The
 store holds at most `max_gpus` GPUs and `max_metrics` metrics per GPU; a reading that would add one
 more is refused (`StoreFull`) while the values already kept go on being updated, so a streamer fed
-another machine's CSV, or garbage metric names, cannot grow the agent's memory.
+another machine's CSV, or garbage metric names, cannot grow the agent's memory. With the label values
+a reading may carry (64 characters at most, `gpuheal.domain.telemetry`), the fullest store's
+`/metrics` page is a couple of MB, rendered in a fraction of a second.
 
 `TelemetryCollector` exports each metric under its DCGM name, with dcgm-exporter's labels (`gpu`,
 `UUID`, `device`, `modelName`, `Hostname`), so dashboards made for the exporter read the agent as
@@ -23,10 +25,10 @@ from prometheus_client.registry import Collector
 
 from gpuheal.domain.telemetry import TelemetryPoint
 
-# A node has at most 16 GPUs today; the Device API is designed for 1,024.
-MAX_GPUS = 1024
-# dcgm-exporter's default field list has about 40 fields, its full one a few hundred.
-MAX_METRICS = 512
+# A node has at most 16 GPUs today (or 56 MIG instances of 8 GPUs): slack beyond that only serves a wrong CSV.
+MAX_GPUS = 64
+# dcgm-exporter's default field list has about 40 fields; its profiling fields add a few dozen.
+MAX_METRICS = 128
 LABELS = ("gpu", "UUID", "device", "modelName", "Hostname")
 
 

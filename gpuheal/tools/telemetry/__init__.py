@@ -7,8 +7,10 @@ telemetry point, `gpuheal.domain.telemetry`) through a bounded queue drained by 
 metrics and reports DCGM's signs of failure (XIDs, double-bit ECC errors, row-remap failures) as
 health events. Several streamers may run side by side, each with its own `-instance-id`.
 
-SIGINT or SIGTERM stops reading; the queue is drained and the final statistics are logged before
-the process exits 0. Logs are JSON lines on stderr, statistics among them every 10 s.
+Not looping, the process exits 0 once every reading is delivered (waiting for an agent that is
+down). SIGINT or SIGTERM stops reading and drains the queue for a while; the final statistics are
+logged, and the process exits 0 when everything was delivered, 1 (the count logged) when not. Logs
+are JSON lines on stderr, statistics among them every 10 s.
 """
 
 from __future__ import annotations
@@ -36,15 +38,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(2) from None
     log_as_json(settings.instance_id)
 
-    async def serve() -> None:
+    async def serve() -> int:
+        """The readings left undelivered."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for stopping in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(stopping, stop.set)
-        await run(settings, stop)
+        try:
+            return (await run(settings, stop)).queue.counts.lost
+        finally:
+            for stopping in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(stopping)
 
     try:
-        asyncio.run(serve())
+        undelivered = asyncio.run(serve())
     except (BadHeader, OSError) as error:
         log.error("cannot stream %s: %s", settings.csv_path, error)
         raise SystemExit(1) from None
+    if undelivered:
+        raise SystemExit(1)

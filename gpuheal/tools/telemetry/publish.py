@@ -9,7 +9,17 @@ reader wait, so memory stays bounded however slow (or absent) the agent is.
 A call that fails for a reason that may pass (the agent is down, restarting or busy: UNAVAILABLE,
 DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ...) is counted and tried again with backoff, the worker
 holding its message meanwhile; one the agent refuses for what the message says (another node's
-reading, a full metrics store) is counted, logged and dropped, since it would be refused again.
+reading, a full metrics store) is counted, logged and dropped, since it would be refused again. An
+error inside the agent (UNKNOWN, INTERNAL) may pass too, but may as well be the message's doing: it
+is tried `UNEXPECTED_TRIES` times, then counted as refused, so one message cannot jam its worker.
+
+A call waits up to `CALL_TIMEOUT_S` for the agent, which answers a fault reading once its event is
+handed over; that may take a publisher lane's whole delivery timeout (10 s), so the deadline is well
+above it (and a call sent again after a deadline joins the hand-over under way, never a second one).
+
+`close` delivers what is queued before stopping: all of it when the file simply ended (retrying for
+as long as the agent is down), or, once `stop` is set (a signal), for up to a grace period longer
+than one call; what is left then is counted as `lost` and logged.
 """
 
 from __future__ import annotations
@@ -30,7 +40,8 @@ from gpuheal.tools.telemetry.rows import Row
 
 log = logging.getLogger("gpuheal.telemetry")
 
-CALL_TIMEOUT_S = 5.0
+CALL_TIMEOUT_S = 30.0
+UNEXPECTED_TRIES = 5
 BACKOFF_INITIAL = timedelta(milliseconds=100)
 BACKOFF_MAX = timedelta(seconds=2)
 # gRPC's reconnect backoff grows to minutes by default; an agent that restarts must be found again at once.
@@ -42,10 +53,9 @@ _RETRIED = frozenset(
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         grpc.StatusCode.CANCELLED,
         grpc.StatusCode.ABORTED,
-        grpc.StatusCode.UNKNOWN,
-        grpc.StatusCode.INTERNAL,
     }
 )
+_UNEXPECTED = frozenset({grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL})
 # Refusals are logged one by one up to this many, then every this-many-th: a CSV of another node's
 # readings is refused row after row.
 _REFUSALS_LOGGED = 10
@@ -141,19 +151,25 @@ class PublishQueue:
         self.counts.max_depth = max(self.counts.max_depth, self.depth)
         return True
 
-    async def close(self, drain_timeout: timedelta) -> None:
-        """Deliver what is queued, for up to `drain_timeout`; then stop the workers and close the channel."""
-        try:
-            await asyncio.wait_for(
-                asyncio.gather(*(queue.join() for queue in self._queues)), drain_timeout.total_seconds()
-            )
-        except TimeoutError:
-            log.error(
-                "the queue was not drained within %s; %d message(s) not delivered",
-                drain_timeout,
-                self.depth + self._in_flight,
-            )
+    async def close(self, stop: asyncio.Event, grace: timedelta) -> None:
+        """Deliver what is queued: all of it, or, once `stop` is set, for up to `grace` more; then stop
+        the workers and close the channel."""
+        drained = asyncio.ensure_future(asyncio.gather(*(queue.join() for queue in self._queues)))
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait((drained, stopping), return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not drained.done():
+            await asyncio.wait((drained,), timeout=grace.total_seconds())
+        drained.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await drained
         self.counts.lost = self.depth + self._in_flight
+        if self.counts.lost:
+            log.error(
+                "stopped before the queue was drained; %d message(s) not delivered",
+                self.counts.lost,
+                extra={"fields": {"undelivered": self.counts.lost}},
+            )
         for worker in self._workers:
             worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
@@ -172,11 +188,13 @@ class PublishQueue:
     async def _deliver(self, message: pb.TelemetryMessage) -> None:
         """Publish until the agent takes or refuses the message, backing off while it cannot."""
         delay = BACKOFF_INITIAL
+        unexpected = 0
         while True:
             try:
                 await self._stub.Publish(message, timeout=CALL_TIMEOUT_S)
             except grpc.aio.AioRpcError as error:
-                if error.code() not in _RETRIED:
+                unexpected += error.code() in _UNEXPECTED
+                if error.code() not in _RETRIED | _UNEXPECTED or unexpected >= UNEXPECTED_TRIES:
                     self._refused(message, error)
                     return
                 if not self._failing:

@@ -6,7 +6,9 @@ is refused, naming every one missing), `container`, `pod`, `namespace` and `labe
 where present. Fields are parsed by the stdlib `csv` module, so quoted fields, and `labels_raw`
 values with embedded quotes and commas as the exporter writes them, come out whole.
 
-A malformed row (a field count other than the header's, a `gpu_id` or `value` that is not a
+The file is read as UTF-8, a byte-order mark before the header ignored; a header naming a column twice
+is refused. A malformed row (text the `csv` module cannot read, such as a field over its 128 KiB limit
+or a quote never closed, a field count other than the header's, a `gpu_id` or `value` that is not a
 number, a timestamp that is not ISO 8601, an empty UUID, metric name or hostname) is skipped:
 `on_malformed` is told why, and reading goes on.
 """
@@ -53,21 +55,29 @@ def read_rows(path: Path, on_malformed: Callable[[int, str], None]) -> Generator
 
     The file is open only while the iterator is consumed, and closed when it is closed.
     """
-    with path.open(newline="", encoding="utf-8", errors="replace") as file:
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as file:
         yield from parse_rows(file, on_malformed)
 
 
 def parse_rows(file: TextIO, on_malformed: Callable[[int, str], None]) -> Iterator[Row]:
     """The rows of an open CSV text (see `read_rows`)."""
-    reader = csv.reader(file)
-    header = next(reader, None)
+    # Strict: a quote never closed is an error, not the rest of the file read into one field.
+    reader = csv.reader(file, strict=True)
+    try:
+        header = next(reader, None)
+    except csv.Error as error:
+        raise BadHeader(f"the CSV header is not CSV: {error}") from None
     if header is None:
         raise BadHeader("the CSV is empty: it has no header line")
-    columns = {name.strip(): index for index, name in enumerate(header)}
-    missing = [name for name in REQUIRED if name not in columns]
-    if missing:
-        raise BadHeader(f"the CSV header lacks the required column(s) {', '.join(missing)} (header: {header})")
-    for fields in reader:
+    columns = _columns(header)
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            on_malformed(reader.line_num, f"not CSV: {error}")
+            continue
         if not fields:  # a blank line is no reading at all
             continue
         line = reader.line_num
@@ -78,6 +88,19 @@ def parse_rows(file: TextIO, on_malformed: Callable[[int, str], None]) -> Iterat
             yield _row(line, fields, columns)
         except ValueError as error:
             on_malformed(line, str(error))
+
+
+def _columns(header: list[str]) -> dict[str, int]:
+    """Each column's index by its name; `BadHeader` naming a required column missing or a name given twice."""
+    columns: dict[str, int] = {}
+    for index, name in enumerate(header):
+        if name.strip() in columns:
+            raise BadHeader(f"the CSV header names the column {name.strip()} twice (header: {header})")
+        columns[name.strip()] = index
+    missing = [name for name in REQUIRED if name not in columns]
+    if missing:
+        raise BadHeader(f"the CSV header lacks the required column(s) {', '.join(missing)} (header: {header})")
+    return columns
 
 
 def _row(line: int, fields: list[str], columns: dict[str, int]) -> Row:

@@ -86,6 +86,9 @@ def settings_from(argv: Sequence[str], environ: dict[str, str] | os._Environ[str
     settings = Settings(**options)
     if not settings.instance_id.strip():
         raise UsageError("-instance-id must not be empty")
+    if not settings.instance_id.isprintable() or "\ud800" <= max(settings.instance_id) <= "\udfff":
+        # Bytes that are not UTF-8 reach Python as lone surrogates, which no message or log line can carry.
+        raise UsageError(f"-instance-id {settings.instance_id!r} is not UTF-8 text")
     if settings.interval < timedelta(0):
         raise UsageError(f"-interval must not be negative, not {settings.interval}")
     for name, number in (("-queue-buffer", settings.queue_buffer), ("-queue-workers", settings.queue_workers)):

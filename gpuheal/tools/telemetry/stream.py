@@ -1,13 +1,16 @@
 """The streaming loop: one row per interval from the CSV into the publish queue, and the statistics.
 
-Rows go out on a schedule (the n-th at n × interval after the start), so the interval is kept on
-average even though each row costs some time; an interval of zero sends as fast as the queue takes
-them. At the end of the file the loop starts over when looping, and stops otherwise. A pass of a
-looping streamer that found no well-formed row waits a second before the next, rather than spin.
+Rows go out on a `Schedule` (the n-th at n × interval after the start), so the interval is kept on
+average even though each row costs some time; a schedule that fell behind by more than an interval
+(a full queue held the reader) starts over from then rather than sending the rows it missed in a
+burst. An interval of zero sends as fast as the queue takes them. At the end of the file the loop
+starts over when looping, and stops otherwise. A pass of a looping streamer that found no
+well-formed row waits a second before the next, rather than spin.
 
-When `stop` is set (SIGINT, SIGTERM) or the file ends, reading stops, the queue is drained into the
-agent (for up to `DRAIN_TIMEOUT`), and the final statistics are logged. Statistics are logged every
-`STATS_EVERY` meanwhile.
+When the file ends (not looping), reading stops and everything queued is delivered, however long an
+agent that is down takes to come back. When `stop` is set (SIGINT, SIGTERM), reading stops and the
+queue is drained for up to `DRAIN_TIMEOUT`, longer than one call; what is left is counted as
+undelivered. The final statistics are logged either way, and every `STATS_EVERY` meanwhile.
 """
 
 from __future__ import annotations
@@ -22,14 +25,15 @@ from datetime import UTC, datetime, timedelta
 import pydantic
 
 from gpuheal.shutdown import stopped_within
-from gpuheal.tools.telemetry.publish import PublishQueue, message
+from gpuheal.tools.telemetry.publish import CALL_TIMEOUT_S, PublishQueue, message
 from gpuheal.tools.telemetry.rows import read_rows
 from gpuheal.tools.telemetry.settings import Settings
 
 log = logging.getLogger("gpuheal.telemetry")
 
 STATS_EVERY = timedelta(seconds=10)
-DRAIN_TIMEOUT = timedelta(seconds=5)
+# A call under way when the signal came may take its whole deadline; a few more seconds deliver the rest.
+DRAIN_TIMEOUT = timedelta(seconds=CALL_TIMEOUT_S + 5)
 EMPTY_PASS_PAUSE_S = 1.0
 # Malformed rows are logged one by one up to this many, in the first pass only: a file of garbage is
 # one problem, and a replay's are the same rows again (they are counted every time).
@@ -62,6 +66,27 @@ class Stats:
         }
 
 
+class Schedule:
+    """When the next row is due: the n-th at n × `interval` after the start, starting over from `now`
+    when it fell more than an interval behind."""
+
+    def __init__(self, interval: float, now: float) -> None:
+        self.interval = interval
+        self._start = now
+        self._rows = 0
+
+    def delay(self, now: float) -> float:
+        """Seconds until the next row is due (0: now)."""
+        due = self._start + self._rows * self.interval
+        if now - due > self.interval:
+            self._start, self._rows = now, 0
+            return 0.0
+        return max(due - now, 0.0)
+
+    def sent(self) -> None:
+        self._rows += 1
+
+
 class Streamer:
     """Streams the CSV of `settings` into `queue` until the file ends (not looping) or `stop` is set."""
 
@@ -70,13 +95,11 @@ class Streamer:
         self.queue = queue
         self.stats = Stats()
         self._malformed_this_pass = 0
-        # The schedule: when streaming started, and the rows queued since.
-        self._started = time.monotonic()
-        self._queued = 0
+        self._schedule = Schedule(settings.interval.total_seconds(), time.monotonic())
 
     async def stream(self, stop: asyncio.Event) -> None:
         """Read and queue rows; raises `BadHeader` or `OSError` when the file cannot be read as a DCGM CSV."""
-        self._started = time.monotonic()
+        self._schedule = Schedule(self.settings.interval.total_seconds(), time.monotonic())
         while not stop.is_set():
             self.stats.passes += 1
             self._malformed_this_pass = 0
@@ -103,17 +126,16 @@ class Streamer:
                     continue
                 if not await self.queue.put(outgoing, stop):
                     return None
-                self._queued += 1
+                self._schedule.sent()
                 sent += 1
         return sent
 
     async def _turn(self, stop: asyncio.Event) -> bool:
-        """Wait until the next row is due (the n-th at n × interval); False when `stop` is set first."""
-        interval = self.settings.interval.total_seconds()
-        if not interval:
+        """Wait until the next row is due; False when `stop` is set first."""
+        if not self.settings.interval:
             await asyncio.sleep(0)  # let the workers and the signal handlers run
             return not stop.is_set()
-        delay = self._started + self._queued * interval - time.monotonic()
+        delay = self._schedule.delay(time.monotonic())
         if delay > 0:
             return not await stopped_within(stop, delay)
         return not stop.is_set()
@@ -126,7 +148,8 @@ class Streamer:
 
 
 async def run(settings: Settings, stop: asyncio.Event) -> Streamer:
-    """Stream as `settings` say until the end (not looping) or `stop`; drain, log the final statistics.
+    """Stream as `settings` say until the end (not looping) or `stop`; deliver what is queued (all of it,
+    or for up to `DRAIN_TIMEOUT` after `stop`), log the final statistics.
 
     Raises `BadHeader` or `OSError` (after draining what was queued) when the CSV cannot be read.
     """
@@ -150,7 +173,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> Streamer:
         await streamer.stream(stop)
     finally:
         log.info("stopped reading; draining the queue", extra={"fields": {"queue_depth": queue.depth}})
-        await queue.close(DRAIN_TIMEOUT)
+        await queue.close(stop, DRAIN_TIMEOUT)
         reporting.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reporting

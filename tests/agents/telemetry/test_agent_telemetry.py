@@ -123,3 +123,18 @@ async def test_the_policy_file_decides_dcgm_s_xids_and_an_edit_is_followed_witho
             assert agent.publisher.pending().get("temporal") == 1, "XID 31 is the application's again"
             await intake.Publish(reading(XID, "79", gpu=gpus[2], host=NODE, gpu_id=2))
             assert agent.publisher.pending().get("temporal") == 2
+
+
+async def test_a_restarted_agent_does_not_report_a_replayed_xid_again(
+    short_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(short_dir / "missing-kubeconfig"))
+    settings = agent_settings(short_dir)
+    for _ in range(2):  # the same agent, restarted on the same directories; the streamer loops on
+        async with Agent(settings) as agent:
+            assert agent.provider is not None and agent.publisher is not None
+            gpu = agent.provider.gpus[0].uuid
+            async with grpc.aio.insecure_channel(f"unix:{agent.telemetry_socket}") as channel:
+                intake = telemetry_pb2_grpc.TelemetryIntakeStub(channel)
+                await intake.Publish(reading(XID, "79", gpu=gpu, host=NODE, at=1))
+            assert agent.publisher.pending().get("temporal") == 1, "one fault waits for Temporal, not two"

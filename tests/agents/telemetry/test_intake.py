@@ -3,104 +3,34 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import shutil
 import socket
-import tempfile
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
 import pytest
-from prometheus_client import generate_latest
-from prometheus_client.registry import CollectorRegistry
 
-from gpuheal.agents.sink import SinkFull
-from gpuheal.agents.telemetry import LatestMetrics, TelemetryCollector, TelemetryIntakeService, TelemetryServer
+from gpuheal.agents.telemetry import LatestMetrics
 from gpuheal.domain.actions import RecommendedAction
-from gpuheal.domain.health import HealthEvent
 from gpuheal.domain.telemetry import TelemetryPoint
 from gpuheal.domain.xid_policy import XidPolicy
 from gpuheal.protos import telemetry_pb2 as pb
-from gpuheal.protos import telemetry_pb2_grpc as pb_grpc
 from gpuheal.tools.telemetry.publish import message
 from tests.agents.telemetry import readings
-
-NODE = "dgx-node-031"
-GPU_A = "GPU-5fd4f087-86f3-7a43-b711-4771313afc50"
-GPU_B = "GPU-0c1d2e3f-4a5b-6c7d-8e9f-0a1b2c3d4e5f"
-XID = "DCGM_FI_DEV_XID_ERRORS"
-DBE_VOL = "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL"
-DBE_AGG = "DCGM_FI_DEV_ECC_DBE_AGG_TOTAL"
-REMAP = "DCGM_FI_DEV_ROW_REMAP_FAILURE"
-
-
-def reading(metric: str, value: str, gpu: str = GPU_A, host: str = NODE) -> pb.TelemetryMessage:
-    """GPU A is nvidia0 and GPU B nvidia1 on this agent's node, unless `host` says another."""
-    return readings.reading(metric, value, gpu=gpu, host=host, gpu_id=0 if gpu == GPU_A else 1)
-
-
-class RecordingSink:
-    """Keeps the events it takes; refuses the first `full` submissions as a full publisher does."""
-
-    def __init__(self, full: int = 0) -> None:
-        self.events: list[HealthEvent] = []
-        self.full = full
-
-    async def submit(self, event: HealthEvent) -> None:
-        if self.full:
-            self.full -= 1
-            raise SinkFull("the spool is full")
-        self.events.append(event)
-
-
-@dataclass
-class Intake:
-    service: TelemetryIntakeService
-    server: TelemetryServer
-    sink: RecordingSink
-    stub: pb_grpc.TelemetryIntakeAsyncStub
-
-    async def publish(self, *messages: pb.TelemetryMessage) -> None:
-        for outgoing in messages:
-            await self.stub.Publish(outgoing, wait_for_ready=True, timeout=10)
-
-    async def refused(self, outgoing: pb.TelemetryMessage) -> grpc.aio.AioRpcError:
-        with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await self.stub.Publish(outgoing)
-        return refused.value
-
-    def metrics(self) -> str:
-        registry = CollectorRegistry()
-        registry.register(TelemetryCollector(self.service.store, self.service.outcomes))
-        return generate_latest(registry).decode()
-
-
-@pytest.fixture
-def socket_path() -> Iterator[Path]:
-    """Short enough for a unix socket (107 bytes); pytest's tmp_path may not be."""
-    directory = Path(tempfile.mkdtemp(prefix="gh-tel-", dir="/tmp"))
-    yield directory / "run" / "telemetry.sock"
-    shutil.rmtree(directory, ignore_errors=True)
-
-
-@contextlib.asynccontextmanager
-async def serve(
-    socket_path: Path,
-    sink: RecordingSink | None = None,
-    store: LatestMetrics | None = None,
-    known: set[str] | None = None,
-    policy: XidPolicy | None = None,
-) -> AsyncIterator[Intake]:
-    sink = sink or RecordingSink()
-    service = TelemetryIntakeService(NODE, sink, store or LatestMetrics(), known_gpus=lambda: known, policy=policy)
-    async with (
-        TelemetryServer(socket_path, service) as server,
-        grpc.aio.insecure_channel(f"unix:{socket_path}") as channel,
-    ):
-        yield Intake(service, server, sink, pb_grpc.TelemetryIntakeStub(channel))
+from tests.agents.telemetry.harness import (
+    DBE_AGG,
+    DBE_VOL,
+    GPU_A,
+    GPU_B,
+    NODE,
+    REMAP,
+    XID,
+    Intake,
+    RecordingSink,
+    reading,
+    serve,
+)
 
 
 @pytest.fixture
@@ -132,10 +62,10 @@ async def test_the_latest_value_per_gpu_and_metric_is_exported_with_the_exporter
 async def test_a_new_xid_is_one_event_classified_like_the_kernel_log_s_and_replays_report_nothing(
     intake: Intake,
 ) -> None:
-    rows = [reading(XID, "0"), reading(XID, "79"), reading(XID, "0"), reading(XID, "79")]
+    rows = [reading(XID, "0", at=0), reading(XID, "79", at=1), reading(XID, "0", at=2), reading(XID, "79", at=3)]
     for _ in range(3):  # a looping streamer replays its file
         await intake.publish(*rows)
-    await intake.publish(reading(XID, "13"), reading(XID, "13"))
+    await intake.publish(reading(XID, "13", at=4), reading(XID, "13", at=5))
 
     fatal, application = intake.sink.events
     assert (fatal.check_name, fatal.error_codes, fatal.xid) == ("DcgmXidError", ("79",), 79)
@@ -157,16 +87,16 @@ async def test_the_operator_s_xid_override_decides(socket_path: Path) -> None:
 
 async def test_double_bit_ecc_growth_is_news_and_a_lifetime_count_starts_as_history(intake: Intake) -> None:
     rows = [
-        reading(DBE_AGG, "5", gpu=GPU_B),  # the GPU's history: no event
-        reading(DBE_VOL, "0", gpu=GPU_B),
-        reading(DBE_VOL, "2", gpu=GPU_B),  # one event
-        reading(DBE_AGG, "7", gpu=GPU_B),  # one event
+        reading(DBE_AGG, "5", gpu=GPU_B, at=0),  # the GPU's history: no event
+        reading(DBE_VOL, "0", gpu=GPU_B, at=0),
+        reading(DBE_VOL, "2", gpu=GPU_B, at=1),  # one event
+        reading(DBE_AGG, "7", gpu=GPU_B, at=1),  # one event
     ]
     await intake.publish(*rows, *rows)  # the replay reports nothing again
-    await intake.publish(reading(DBE_VOL, "3", gpu=GPU_B))  # grew again: one event
+    await intake.publish(reading(DBE_VOL, "3", gpu=GPU_B, at=2))  # grew again: one event
 
     assert [(e.error_codes, e.metadata["previous"], e.metadata["value"]) for e in intake.sink.events] == [
-        (("ECC_DBE_VOLATILE",), "", "2"),
+        (("ECC_DBE_VOLATILE",), "0", "2"),
         (("ECC_DBE_AGGREGATE",), "5", "7"),
         (("ECC_DBE_VOLATILE",), "2", "3"),
     ]
@@ -175,7 +105,7 @@ async def test_double_bit_ecc_growth_is_news_and_a_lifetime_count_starts_as_hist
 
 
 async def test_a_row_remap_failure_is_reported_once(intake: Intake) -> None:
-    await intake.publish(reading(REMAP, "0"), reading(REMAP, "1"), reading(REMAP, "0"), reading(REMAP, "1"))
+    await intake.publish(*(reading(REMAP, value, at=at) for at, value in enumerate(("0", "1", "0", "1"))))
 
     [event] = intake.sink.events
     assert event.check_name == "DcgmRowRemapFailure" and event.action is RecommendedAction.CONTACT_SUPPORT
@@ -254,23 +184,13 @@ async def test_the_store_is_bounded_and_keeps_updating_what_it_holds(socket_path
         assert len(list(intake.service.store.readings())) == 2
 
 
-async def test_a_fault_of_a_gpu_nvml_does_not_list_is_reported_and_marked(intake: Intake) -> None:
-    stranger = "GPU-00000000-0000-0000-0000-000000000001"
-    await intake.publish(reading(XID, "79"), reading(XID, "79", gpu=stranger))
-
-    assert [(e.gpu_uuids, e.metadata["gpu_known"]) for e in intake.sink.events] == [
-        ((GPU_A,), "true"),
-        ((stranger,), "false"),
-    ]
-
-
 async def test_a_fault_waits_for_a_full_sink_and_one_not_taken_is_news_when_sent_again(socket_path: Path) -> None:
     async with serve(socket_path, sink=RecordingSink(full=1)) as intake:
         await intake.publish(reading(XID, "79"))  # taken on the second try
         assert [e.xid for e in intake.sink.events] == [79]
 
         intake.sink.full = 1_000
-        call = asyncio.ensure_future(intake.stub.Publish(reading(XID, "48")))
+        call = asyncio.ensure_future(intake.stub.Publish(reading(XID, "48", at=1)))
         await asyncio.sleep(0.2)
         await intake.server.stop()  # the agent stops while the sink is full
         with pytest.raises(grpc.aio.AioRpcError) as refused:
@@ -279,7 +199,7 @@ async def test_a_fault_waits_for_a_full_sink_and_one_not_taken_is_news_when_sent
 
         intake.sink.full = 0
         await intake.server.start()
-        await intake.publish(reading(XID, "48"))  # the streamer sends it again
+        await intake.publish(reading(XID, "48", at=1))  # the streamer sends it again
         assert [e.xid for e in intake.sink.events] == [79, 48]
 
 
