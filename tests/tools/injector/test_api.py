@@ -69,11 +69,11 @@ async def fleet(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fleet
             )
         starting = agent_pod(NAMESPACE, STARTING, "127.0.0.1", 1)
         starting["metadata"]["annotations"] = {START_ANNOTATION: "3600"}
-        silent = agent_pod(NAMESPACE, SILENT, "127.0.0.1", 9)  # discard: nothing listens there
-        silent["status"] = {"phase": "Running", "podIP": "127.0.0.1"}
+        # Ready from the start, at the discard port, where nothing listens.
+        silent = with_status(agent_pod(NAMESPACE, SILENT, "127.0.0.1", 9), ready=True)
         # Listening, never accepting: the kernel takes connections and requests, and nothing answers.
         blackhole = stack.enter_context(socket.create_server(("127.0.0.1", 0), backlog=512))
-        slow = agent_pod(NAMESPACE, SLOW, "127.0.0.1", blackhole.getsockname()[1])
+        slow = with_status(agent_pod(NAMESPACE, SLOW, "127.0.0.1", blackhole.getsockname()[1]), ready=True)
         # A second agent on a healthy node during a rolling update: it sorts first, but is not Ready.
         surge = with_status(agent_pod(NAMESPACE, NODES[0], "127.0.0.1", 9), ready=False)
         surge["metadata"]["name"] = "a-surge-agent"
