@@ -5,6 +5,7 @@ routes injections to it; the agents write into their nodes' simulated /dev/kmsg.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import socket
 import sys
@@ -19,6 +20,7 @@ import pytest
 
 from gpuheal.tools.injector.api import InjectorApiSettings, running_api
 from gpuheal.tools.injector.auth import Token
+from gpuheal.tools.injector.serving import parse_listen
 from gpuheal_sim.fake_nvml import fake_gpu_info
 from gpuheal_sim.injection import agent_pod, injector_on_node
 from gpuheal_sim.simulator import Access, FleetConfig, SimulatedCluster, service_account_username
@@ -26,6 +28,7 @@ from gpuheal_sim.simulator.kubelet import START_ANNOTATION
 from gpuheal_sim.simulator.resources import PODS
 from tests.chart import NAMESPACE, access_manifests, service_account
 from tests.tools.injector.conftest import TOKEN
+from tests.tools.injector.test_serving import NEEDS_IPV6
 
 NODES = ["gpu-node-000", "gpu-node-001"]
 # A node whose agent's pod never starts, and one whose agent's pod runs where nothing listens.
@@ -44,6 +47,7 @@ class Fleet:
     session: aiohttp.ClientSession
     kernel_logs: dict[str, Path]
     blackhole: int
+    settings: InjectorApiSettings
 
     async def call(self, method: str, path: str, body: Any = None, token: str | None = TOKEN) -> tuple[int, Any]:
         headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
@@ -91,7 +95,7 @@ async def fleet(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fleet
         )
         port = await stack.enter_async_context(running_api(settings))
         session = await stack.enter_async_context(aiohttp.ClientSession())
-        yield Fleet(cluster, f"http://127.0.0.1:{port}", session, kernel_logs, blackhole.getsockname()[1])
+        yield Fleet(cluster, f"http://127.0.0.1:{port}", session, kernel_logs, blackhole.getsockname()[1], settings)
 
 
 def with_status(pod: dict[str, Any], *, ready: bool) -> dict[str, Any]:
@@ -245,6 +249,15 @@ async def test_a_listing_asks_the_agents_a_few_at_a_time_and_hung_ones_do_not_cr
     errors = {error["node_name"] for error in listed["errors"]}
     assert errors == {pod["spec"]["nodeName"] for pod in hung} | {SILENT, SLOW}
     assert not set(NODES) & errors
+
+
+@NEEDS_IPV6
+async def test_the_api_told_an_ipv6_address_serves_there(fleet: Fleet) -> None:
+    host, port = parse_listen("[::1]:0")
+    async with running_api(dataclasses.replace(fleet.settings, host=host, port=port)) as bound:
+        ipv6 = dataclasses.replace(fleet, url=f"http://[::1]:{bound}")
+        status, answer = await ipv6.call("POST", "/api/v1/faults/gpu/inject/xid-13", {"node_name": NODES[1]})
+    assert status == 200, answer
 
 
 async def test_an_unknown_path_or_method_is_a_json_error(fleet: Fleet) -> None:

@@ -1,16 +1,20 @@
 """Where the injector's servers listen: loopback by default, a bracketed IPv6 address, or every
-address of the pod (`*:PORT`, what the chart gives them)."""
+address of the pod (`*:PORT`, what the chart gives them). The agent serves here; the API, on the
+same serving code, is served on IPv6 in test_api."""
 
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 
-from gpuheal.tools.injector.serving import EVERY_ADDRESS, parse_listen, serving
+from gpuheal.tools.injector.agent import InjectorAgentSettings, running_agent
+from gpuheal.tools.injector.auth import Token
+from gpuheal.tools.injector.serving import EVERY_ADDRESS, parse_listen
 from gpuheal_sim.demo.devserver import free_port
+from tests.tools.injector.conftest import TOKEN
 
 
 def _has_ipv6_loopback() -> bool:
@@ -22,16 +26,12 @@ def _has_ipv6_loopback() -> bool:
     return True
 
 
-needs_ipv6 = pytest.mark.skipif(not _has_ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
+NEEDS_IPV6 = pytest.mark.skipif(not _has_ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
 
 
-def application() -> web.Application:
-    async def health(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    app = web.Application()
-    app.router.add_get("/health", health)
-    return app
+def agent_settings(address: str, tmp_path: Path) -> InjectorAgentSettings:
+    host, port = parse_listen(address)
+    return InjectorAgentSettings(token=Token(TOKEN), host=host, port=port, kmsg=tmp_path / "kmsg", gpus_root=tmp_path)
 
 
 async def answers(url: str) -> bool:
@@ -53,16 +53,15 @@ def test_a_listen_address_is_parsed(text: str, address: tuple[str, int]) -> None
     assert parse_listen(text) == address
 
 
-@needs_ipv6
-async def test_a_server_told_an_ipv6_address_serves_there() -> None:
-    async with serving(application(), *parse_listen("[::1]:0"), "test server") as port:
+@NEEDS_IPV6
+async def test_the_agent_told_an_ipv6_address_serves_there(tmp_path: Path) -> None:
+    async with running_agent(agent_settings("[::1]:0", tmp_path)) as (_, port):
         assert await answers(f"http://[::1]:{port}")
 
 
-@needs_ipv6
-async def test_a_server_on_every_address_serves_ipv4_and_ipv6() -> None:
-    host, port = parse_listen(f"*:{free_port()}")
-    async with serving(application(), host, port, "test server") as bound:
-        assert bound == port
+@NEEDS_IPV6
+async def test_the_agent_on_every_address_serves_ipv4_and_ipv6(tmp_path: Path) -> None:
+    async with running_agent(agent_settings(f"*:{free_port()}", tmp_path)) as (agent, port):
+        assert agent.settings.host == EVERY_ADDRESS
         assert await answers(f"http://127.0.0.1:{port}")
         assert await answers(f"http://[::1]:{port}")
