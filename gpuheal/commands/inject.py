@@ -26,7 +26,7 @@ def inject(node: str, xid: int, gpu: int, api: str, token_file: Path | None) -> 
     """Inject XID --xid on GPU --gpu of --node; prints the fault id the injection goes by."""
     from gpuheal.tools.injector.client import InjectionFailed, inject_xid
 
-    token = token_from(token_file)
+    token = token_from(token_file).current()
     try:
         answer = asyncio.run(inject_xid(api, token, node, xid, gpu))
     except InjectionFailed as error:

@@ -14,7 +14,7 @@ from gpuheal.cli import BadSetting, kubeconfig_option
 from gpuheal.shutdown import shutdown_requested
 from gpuheal.tools.injector.agent import AGENT_PORT, InjectorAgentSettings, running_agent
 from gpuheal.tools.injector.api import API_PORT, InjectorApiSettings, running_api
-from gpuheal.tools.injector.auth import TOKEN_FILE_ENV, MissingToken, load_token
+from gpuheal.tools.injector.auth import TOKEN_FILE_ENV, MissingToken, Token
 from gpuheal.tools.injector.gpus import DEFAULT_ROOT
 from gpuheal.tools.injector.kmsg import DEFAULT_KMSG
 from gpuheal.tools.injector.locate import DEFAULT_SELECTOR
@@ -37,7 +37,8 @@ def _listen_option(port: int, envvar: str) -> Callable[[F], F]:
         default=str(port),
         show_default=True,
         envvar=envvar,
-        help=f"HOST:PORT to serve on; a bare PORT listens on 127.0.0.1 only [env {envvar}].",
+        help=f"HOST:PORT or [IPV6]:PORT to serve on; *:PORT serves on every address (IPv4 and IPv6), "
+        f"a bare PORT on 127.0.0.1 only [env {envvar}].",
     )
 
 
@@ -112,10 +113,11 @@ def _listen(address: str) -> tuple[str, int]:
         raise click.BadParameter(str(error), param_hint="'--address'") from None
 
 
-def token_from(token_file: Path | None) -> str:
-    """The token of --token-file (or the environment); a usage error naming where it was looked for."""
+def token_from(token_file: Path | None) -> Token:
+    """The token of --token-file (followed as it changes) or the environment; a usage error naming
+    where it was looked for and what is wrong with it."""
     try:
-        return load_token(token_file)
+        return Token.load(token_file)
     except MissingToken as error:
         raise click.BadParameter(str(error), param_hint="'--token-file'") from None
 

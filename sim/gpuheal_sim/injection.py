@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from gpuheal.tools.injector.agent import InjectorAgent, InjectorAgentSettings, running_agent
+from gpuheal.tools.injector.auth import Token
 from gpuheal.tools.injector.kmsg import MAX_RECORD
 from gpuheal_sim.fake_nvml import fake_gpu_info
 from gpuheal_sim.simulator import SimulatedCluster
@@ -194,7 +195,7 @@ async def injector_on_node(
     """The injector agent of a simulated node while the block runs: its /dev/kmsg (a FIFO in `home`
     writing into the node's `kernel_log`), its driver GPU directory, and its Running pod in `cluster`."""
     settings = InjectorAgentSettings(
-        token=token, port=0, kmsg=home / "kmsg", gpus_root=driver_gpu_tree(home / "gpus", node, gpus)
+        token=Token(token), port=0, kmsg=home / "kmsg", gpus_root=driver_gpu_tree(home / "gpus", node, gpus)
     )
     async with SimulatedKmsg(settings.kmsg, kernel_log), running_agent(settings) as (agent, port):
         await place_agent_pod(cluster, namespace, node, port)

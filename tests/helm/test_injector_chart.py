@@ -11,6 +11,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 
 from gpuheal.commands.injector import injector as injector_command
+from gpuheal.tools.injector.serving import EVERY_ADDRESS, parse_listen
 from tests.chart import CHART_DIR, KUBE_VERSION, NAMESPACE, RELEASE, render
 from tests.helm.test_chart import chart, container, follows, mounts_by_name, one, volumes_by_name
 
@@ -50,7 +51,9 @@ def test_every_injector_manifest_is_valid_kubernetes_and_lints_clean(chart: helm
     assert report["errors"] == []
 
 
-def test_the_agent_is_privileged_writes_the_hosts_kmsg_and_reads_the_driver_read_only(chart: helm.Chart) -> None:
+def test_the_agent_is_privileged_writes_the_hosts_kmsg_and_reads_the_driver_through_its_own_proc(
+    chart: helm.Chart,
+) -> None:
     daemonset = one(render(chart, ON), "DaemonSet", "injector-agent")
     pod, c = daemonset["spec"]["template"]["spec"], container(daemonset)
 
@@ -63,22 +66,24 @@ def test_the_agent_is_privileged_writes_the_hosts_kmsg_and_reads_the_driver_read
     volumes, mounts = volumes_by_name(daemonset), mounts_by_name(daemonset)
     assert volumes["kmsg"]["hostPath"] == {"path": "/dev/kmsg", "type": "CharDevice"}
     assert str(params["kmsg"]) == mounts["kmsg"]["mountPath"]
-    assert volumes["nvidia-gpus"]["hostPath"]["path"] == "/proc/driver/nvidia"
-    assert mounts["nvidia-gpus"]["readOnly"] is True
-    assert str(params["gpus_root"]).startswith(mounts["nvidia-gpus"]["mountPath"] + "/")
-    assert params["address"] == "0.0.0.0:8083"
+    # The driver's procfs entries are not namespaced: the privileged container's own /proc shows
+    # them, and a driver reload is seen there, where a hostPath mount of them would go stale.
+    assert str(params["gpus_root"]) == "/proc/driver/nvidia/gpus"
+    assert set(volumes) == {"kmsg", "token"}
+    assert not [mount for mount in mounts.values() if mount["mountPath"].startswith("/proc")]
+    assert parse_listen(params["address"]) == (EVERY_ADDRESS, 8083)
     assert c["ports"] == [{"name": "http", "containerPort": 8083, "protocol": "TCP"}]
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
 
 
-def test_the_api_may_only_get_and_list_pods_in_its_namespace(chart: helm.Chart) -> None:
+def test_the_api_may_only_list_pods_in_its_namespace(chart: helm.Chart) -> None:
     docs = render(chart, ON)
     role, binding = one(docs, "Role", "injector-api"), one(docs, "RoleBinding", "injector-api")
     account = one(docs, "ServiceAccount", "injector-api")
     deployment = one(docs, "Deployment", "injector-api")
 
     assert role["metadata"]["namespace"] == NAMESPACE
-    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
         "kind": "Role",
@@ -104,7 +109,15 @@ def test_the_api_finds_the_agents_pods_by_their_labels_and_port(chart: helm.Char
     service = one(docs, "Service", "injector-api")
     assert service["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}]
     assert service["spec"]["selector"].items() <= api["spec"]["template"]["metadata"]["labels"].items()
-    assert params["address"] == "0.0.0.0:8080"
+    assert parse_listen(params["address"]) == (EVERY_ADDRESS, 8080)
+
+
+@pytest.mark.parametrize(("kind", "component"), [("DaemonSet", "injector-agent"), ("Deployment", "injector-api")])
+def test_both_are_probed_for_readiness_and_liveness_on_health(chart: helm.Chart, kind: str, component: str) -> None:
+    c = container(one(render(chart, ON), kind, component))
+
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/health", "port": "http"}, probe
 
 
 def test_both_read_the_token_from_the_generated_secret(chart: helm.Chart) -> None:

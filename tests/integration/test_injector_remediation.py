@@ -17,7 +17,7 @@ import aiohttp
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.remediation import RemediationStatus
 from gpuheal.tools.injector.api import InjectorApiSettings, running_api
-from gpuheal.tools.injector.auth import bearer
+from gpuheal.tools.injector.auth import Token, bearer
 from gpuheal.tools.injector.client import inject_xid
 from gpuheal_sim.injection import injector_on_node
 from tests.chart import NAMESPACE, access_manifests, service_account
@@ -33,7 +33,7 @@ async def test_a_fault_injected_through_the_api_is_detected_and_remediated(
 ) -> None:
     stack = await make_stack(workloads=False, access_manifests=access_manifests(injector=True))
     kubeconfig = stack.cluster.service_account_kubeconfig(*service_account("injector-api"), tmp_path / "api.kubeconfig")
-    api_settings = InjectorApiSettings(token=TOKEN, namespace=NAMESPACE, port=0, kubeconfig=kubeconfig)
+    api_settings = InjectorApiSettings(token=Token(TOKEN), namespace=NAMESPACE, port=0, kubeconfig=kubeconfig)
     async with (
         node_agent(stack, tmp_path / "agent", stack.server.address) as (agent, kernel_log),
         injector_on_node(stack.cluster, NAMESPACE, NODE, 8, tmp_path / "injector", kernel_log, TOKEN),

@@ -5,7 +5,8 @@ It answers `GET /health`, `POST /inject-xid` (`{"fault_id", "xid_type", "gpu_id"
 before anything is written: the body's fields and types, a fault id of letters, digits, `.`, `_`
 and `-`, not used before, an XID the injector knows (`gpuheal.tools.injector.xids`), and a GPU index
 the driver lists on this node (`gpuheal.tools.injector.gpus`). Anything else is refused with 422
-and a reason. The line then goes to the kernel log in one write (`gpuheal.tools.injector.kmsg`).
+and a reason, but a fault id used before, which is a conflict (409): the fault is already in the
+kernel log. The line then goes to the kernel log in one write (`gpuheal.tools.injector.kmsg`).
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ from pathlib import Path
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from gpuheal.tools.injector.auth import require_token
+from gpuheal.tools.injector.auth import Token
 from gpuheal.tools.injector.bodies import Refused, parse_body
 from gpuheal.tools.injector.gpus import DEFAULT_ROOT, discover_gpus
 from gpuheal.tools.injector.kmsg import DEFAULT_KMSG, KmsgWriteError, write_record_async
-from gpuheal.tools.injector.serving import LOOPBACK, serving
+from gpuheal.tools.injector.serving import LOOPBACK, injector_application, serving
 from gpuheal.tools.injector.xids import UnknownXid, describe, driver_line
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class InjectedFault:
 
 @dataclass(frozen=True, slots=True)
 class InjectorAgentSettings:
-    token: str
+    token: Token
     host: str = LOOPBACK
     port: int = AGENT_PORT
     kmsg: Path = DEFAULT_KMSG
@@ -79,7 +80,7 @@ class InjectorAgent:
         self._lock = asyncio.Lock()
 
     def application(self) -> web.Application:
-        app = web.Application(middlewares=[require_token(self.settings.token)], client_max_size=64 * 1024)
+        app = injector_application(self.settings.token)
         app.router.add_get("/health", self._health)
         app.router.add_post("/inject-xid", self._inject)
         app.router.add_get("/faults", self._list)
@@ -103,7 +104,7 @@ class InjectorAgent:
         line = driver_line(pci, request.xid_type)
         async with self._lock:
             if request.fault_id in self._faults:
-                raise Refused(422, f"fault_id: {request.fault_id!r} was already injected")
+                raise Refused(409, f"fault_id: {request.fault_id!r} was already injected")
             try:
                 await write_record_async(self.settings.kmsg, line)
             except KmsgWriteError as error:

@@ -2,11 +2,15 @@
 
 `POST /api/v1/faults/gpu/inject/xid-<n>` with `{"node_name", "gpu_id"}` gives the fault an id,
 finds the node's agent through the Kubernetes API (`gpuheal.tools.injector.locate`) and asks it to
-inject; the answer carries the `fault_id` and the agent's own answer. The agent's refusals (422: an
-unknown GPU, say) come back as they are; a node without an agent is 404, one whose agent is not
-running yet 503, and an agent that cannot be reached or answers out of turn 502, each with a reason
-naming the node. `GET /api/v1/faults` lists what the agents injected (`?node=` for one node's); an
-agent that cannot be asked is listed under `errors`, not left out silently.
+inject; the answer carries the `fault_id` and the agent's own answer. A node without an agent is
+404, one whose agent is not Ready (or terminating) 503, each with a reason naming the node. Once
+the fault has its id, every answer carries `fault_id` and `node_name`: the agent's refusals (422: an
+unknown GPU, say) come back with them, and so does a 502 for an agent that cannot be reached or
+answers out of turn. An agent that took the request and did not answer in time may have written
+the line all the same; its 502 says so, so that the caller looks the fault up in `GET
+/api/v1/faults` rather than retry and inject twice. `GET /api/v1/faults` lists what the agents
+injected (`?node=` for one node's), asking a bounded number of agents at a time; an agent that
+cannot be asked is listed under `errors`, not left out silently.
 """
 
 from __future__ import annotations
@@ -26,17 +30,22 @@ from kubernetes.aio.client.exceptions import ApiException
 from pydantic import BaseModel, ConfigDict, Field
 
 from gpuheal.kubeclient import connect
-from gpuheal.tools.injector.auth import bearer, require_token
+from gpuheal.tools.injector.auth import Token
 from gpuheal.tools.injector.bodies import Refused, parse_body, refusal
+from gpuheal.tools.injector.exchange import NoReply, exchange
 from gpuheal.tools.injector.locate import DEFAULT_SELECTOR, AgentEndpoint, AgentLocator, AgentNotFound, AgentNotRunning
-from gpuheal.tools.injector.serving import LOOPBACK, serving
+from gpuheal.tools.injector.serving import LOOPBACK, injector_application, serving
 from gpuheal.tools.injector.xids import UnknownXid, describe
 
 API_PORT = 8080
-INJECT_ROUTE = "/api/v1/faults/gpu/inject/xid-{xid:[0-9]{1,6}}"
+INJECT_ROUTE = "/api/v1/faults/gpu/inject/xid-{xid}"
+XID_NUMBER = re.compile(r"[0-9]{1,6}", re.ASCII)
 NODE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
-# How long one call to an agent may take: it writes one line, so anything longer means trouble.
-AGENT_TIMEOUT = aiohttp.ClientTimeout(total=10)
+# How long an agent may take to connect, and to answer once asked: it writes one line, so anything
+# longer means trouble. Both clocks start when the call is made, never while it waits for a connection.
+AGENT_TIMEOUT = 10.0
+# How many agents a listing asks at once; the rest wait their turn, their clocks not yet running.
+LISTING_CONCURRENCY = 64
 
 
 class InjectOnNode(BaseModel):
@@ -49,22 +58,20 @@ class InjectOnNode(BaseModel):
     gpu_id: int = Field(0, ge=0)
 
 
-@dataclass(frozen=True, slots=True)
-class AgentAnswer:
-    status: int
-    body: dict[str, Any]
-
-
 class InjectorApi:
     """The central API over an `AgentLocator`; `session` calls the agents with the shared token."""
 
-    def __init__(self, locator: AgentLocator, session: aiohttp.ClientSession, token: str) -> None:
+    def __init__(
+        self, locator: AgentLocator, session: aiohttp.ClientSession, token: Token, agent_timeout: float = AGENT_TIMEOUT
+    ) -> None:
         self._locator = locator
         self._session = session
         self._token = token
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=agent_timeout, sock_read=agent_timeout)
+        self._listing = asyncio.Semaphore(LISTING_CONCURRENCY)
 
     def application(self) -> web.Application:
-        app = web.Application(middlewares=[require_token(self._token)], client_max_size=64 * 1024)
+        app = injector_application(self._token)
         app.router.add_get("/health", self._health)
         app.router.add_post(INJECT_ROUTE, self._inject)
         app.router.add_get("/api/v1/faults", self._faults)
@@ -74,22 +81,29 @@ class InjectorApi:
         return web.json_response({"status": "ok"})
 
     async def _inject(self, request: web.Request) -> web.Response:
-        xid = int(request.match_info["xid"])
+        text = request.match_info["xid"]
+        if not XID_NUMBER.fullmatch(text):
+            return refusal(422, f"xid: {text!r} is not an XID number")
+        xid = int(text)
         try:
             describe(xid)
             body = await parse_body(request, InjectOnNode)
             [agent] = await self._agents(body.node_name)
-            fault_id = f"xid{xid}-{uuid.uuid4().hex[:16]}"
-            answer = await self._call(
-                agent, "POST", "/inject-xid", {"fault_id": fault_id, "xid_type": xid, "gpu_id": body.gpu_id}
-            )
         except UnknownXid as error:
             return refusal(422, f"xid: {error}")
         except Refused as refused:
             return refused.answer()
-        if answer.status != 200:
-            return web.json_response(answer.body, status=answer.status)
-        return web.json_response({"fault_id": fault_id, "node_name": body.node_name, "agent": answer.body})
+        # From here on every answer names the fault, so that a caller can look it up.
+        named = {"fault_id": f"xid{xid}-{uuid.uuid4().hex[:16]}", "node_name": body.node_name}
+        try:
+            status, answer = await self._call(
+                agent, "POST", "/inject-xid", {"fault_id": named["fault_id"], "xid_type": xid, "gpu_id": body.gpu_id}
+            )
+        except Refused as refused:
+            return web.json_response({"error": refused.reason, **named}, status=refused.status)
+        if status != 200:
+            return web.json_response({**answer, **named}, status=status)
+        return web.json_response({**named, "agent": answer})
 
     async def _faults(self, request: web.Request) -> web.Response:
         node = request.query.get("node")
@@ -107,12 +121,13 @@ class InjectorApi:
     async def _listed(self, agent: AgentEndpoint) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
         """The faults one agent lists, each with its node; or an error naming the node."""
         try:
-            answer = await self._call(agent, "GET", "/faults", None)
+            async with self._listing:
+                status, answer = await self._call(agent, "GET", "/faults", None)
         except Refused as refused:
             return [], {"node_name": agent.node, "error": refused.reason}
-        if answer.status != 200:
-            return [], {"node_name": agent.node, "error": str(answer.body.get("error", answer.status))}
-        return [{"node_name": agent.node, **fault} for fault in answer.body.get("faults", [])], None
+        if status != 200:
+            return [], {"node_name": agent.node, "error": str(answer.get("error", status))}
+        return [{"node_name": agent.node, **fault} for fault in answer.get("faults", [])], None
 
     async def _agents(self, node: str | None) -> list[AgentEndpoint]:
         """The agent on `node`, or every running agent when None; `Refused` says why there is none."""
@@ -129,35 +144,42 @@ class InjectorApi:
         except (aiohttp.ClientError, TimeoutError) as error:
             raise Refused(502, f"the Kubernetes API cannot be reached: {type(error).__name__}: {error}") from None
 
-    async def _call(self, agent: AgentEndpoint, method: str, path: str, body: dict[str, Any] | None) -> AgentAnswer:
-        """One call to an agent; `Refused` (502) when it cannot be reached, refuses the token or
-        answers with something other than a JSON object."""
+    async def _call(
+        self, agent: AgentEndpoint, method: str, path: str, body: dict[str, Any] | None
+    ) -> tuple[int, dict[str, Any]]:
+        """One call to an agent: its status and JSON object. `Refused` (502) when it cannot be reached,
+        does not answer, refuses the token or answers with something other than a JSON object; for an
+        injection (`body` with a `fault_id`) that may have been carried out, the reason says so."""
         where = f"the injector agent on node {agent.node!r} ({agent.url})"
         try:
-            async with self._session.request(
-                method, agent.url + path, json=body, headers=bearer(self._token), timeout=AGENT_TIMEOUT
-            ) as response:
-                if response.status == 401:
-                    raise Refused(502, f"{where} refused the API's token: the two hold different Secrets")
-                answer = await response.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise Refused(502, f"{where} cannot be reached: {type(error).__name__}: {error}") from None
-        except ValueError:
-            raise Refused(502, f"{where} answered with something other than JSON") from None
-        if not isinstance(answer, dict):
+            reply = await exchange(self._session, method, agent.url + path, self._token.current(), body, self._timeout)
+        except NoReply as error:
+            if not error.maybe_delivered:
+                raise Refused(502, f"{where} cannot be reached: {error.reason}") from None
+            if body is None or "fault_id" not in body:
+                raise Refused(502, f"{where} did not answer: {error.reason}") from None
+            raise Refused(
+                502,
+                f"{where} did not answer ({error.reason}), but the fault may have been written: look for fault "
+                f"{body['fault_id']} in GET /api/v1/faults?node={agent.node} before trying again",
+            ) from None
+        if reply.status == 401:
+            raise Refused(502, f"{where} refused the API's token: the two hold different Secrets")
+        if reply.body is None:
             raise Refused(502, f"{where} answered with something other than a JSON object")
-        return AgentAnswer(response.status, answer)
+        return reply.status, reply.body
 
 
 @dataclass(frozen=True, slots=True)
 class InjectorApiSettings:
-    token: str
+    token: Token
     # Where the injector agents run, and how their pods are labelled.
     namespace: str
     selector: str = DEFAULT_SELECTOR
     host: str = LOOPBACK
     port: int = API_PORT
     kubeconfig: Path | None = None
+    agent_timeout: float = AGENT_TIMEOUT
 
 
 @asynccontextmanager
@@ -167,6 +189,7 @@ async def running_api(settings: InjectorApiSettings) -> AsyncIterator[int]:
     Its Kubernetes client and the HTTP session it calls the agents with are closed afterwards.
     """
     async with await connect(settings.kubeconfig) as kubernetes, aiohttp.ClientSession() as session:
-        api = InjectorApi(AgentLocator(kubernetes, settings.namespace, settings.selector), session, settings.token)
+        locator = AgentLocator(kubernetes, settings.namespace, settings.selector)
+        api = InjectorApi(locator, session, settings.token, settings.agent_timeout)
         async with serving(api.application(), settings.host, settings.port, "XID injector API") as port:
             yield port

@@ -6,29 +6,34 @@ from typing import Any
 
 import aiohttp
 
-from gpuheal.tools.injector.auth import bearer
+from gpuheal.tools.injector.exchange import NoReply, exchange
 
 TIMEOUT = aiohttp.ClientTimeout(total=30)
 
 
 class InjectionFailed(RuntimeError):
-    """The API refused the injection or could not be reached; the message is its reason."""
+    """The API refused the injection or could not be reached; the message is its reason, and the
+    fault id when the API had given the fault one (it may have been injected all the same)."""
 
 
 async def inject_xid(api: str, token: str, node: str, xid: int, gpu: int) -> dict[str, Any]:
     """Inject `xid` on GPU `gpu` of `node` through the API at `api`; its answer (with the `fault_id`)."""
     url = f"{api.rstrip('/')}/api/v1/faults/gpu/inject/xid-{xid}"
     try:
-        async with (
-            aiohttp.ClientSession(timeout=TIMEOUT) as session,
-            session.post(url, json={"node_name": node, "gpu_id": gpu}, headers=bearer(token)) as response,
-        ):
-            answer = await response.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError) as error:
-        raise InjectionFailed(f"cannot reach the injector API at {api}: {type(error).__name__}: {error}") from None
-    except ValueError:
-        raise InjectionFailed(f"the injector API at {api} answered {response.status} without JSON") from None
-    if response.status != 200 or not isinstance(answer, dict) or "fault_id" not in answer:
-        reason = answer.get("error", answer) if isinstance(answer, dict) else answer
-        raise InjectionFailed(f"the injector API refused ({response.status}): {reason}")
-    return answer
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
+            reply = await exchange(session, "POST", url, token, {"node_name": node, "gpu_id": gpu})
+    except NoReply as error:
+        raise InjectionFailed(f"cannot reach the injector API at {api}: {error.reason}") from None
+    if reply.body is None:
+        raise InjectionFailed(f"the injector API at {api} answered {reply.status} without a JSON object")
+    if reply.status != 200 or "fault_id" not in reply.body:
+        reason = reply.body.get("error", reply.body)
+        raise InjectionFailed(f"the injector API refused ({reply.status}): {reason}{_naming(reply.body)}")
+    return reply.body
+
+
+def _naming(answer: dict[str, Any]) -> str:
+    """` (fault id X on node N)` when a refusal names the fault, so the caller can look it up."""
+    if "fault_id" not in answer:
+        return ""
+    return f" (fault id {answer['fault_id']} on node {answer.get('node_name', '?')})"

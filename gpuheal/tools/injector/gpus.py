@@ -2,8 +2,12 @@
 
 Each GPU has a directory named after its PCI address (`0000:3b:00.0`; Azure VMs use wider domains,
 `0001:00:00.0` or eight hex digits) holding an `information` file whose `Device Minor:` line is the
-GPU's index (`/dev/nvidia<minor>`, the index nvidia-smi and NVML show). This needs neither NVML nor
-nvidia-smi, so the injector's image carries no driver libraries.
+GPU's device minor number, the `<minor>` of its `/dev/nvidia<minor>` device node. The injector takes
+it as the GPU's index. It is often the index nvidia-smi and NVML show, but not always: those count
+GPUs in PCI bus order, while the driver hands out minors as it probes the GPUs, so the two can
+differ; `nvidia-smi --query-gpu=index,pci.bus_id` and the
+`Bus Location:` in the same file tell them apart. This needs neither NVML nor nvidia-smi, so the
+injector's image carries no driver libraries.
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""Serving an injector's aiohttp application on an address, loopback unless told otherwise."""
+"""Serving an injector's aiohttp application on an address, loopback unless told otherwise.
+
+`*:PORT` serves on every address the machine (in a pod: the pod) has, IPv4 and IPv6 alike, each
+family the kernel offers; the chart uses it. A single `[::]` would not do: asyncio makes an IPv6
+socket IPv6-only, so an IPv4-only pod would be left unserved.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,15 @@ from contextlib import asynccontextmanager
 from aiohttp import web
 
 from gpuheal.address import parse_host_port
+from gpuheal.tools.injector.auth import Token, require_token
+from gpuheal.tools.injector.errors import json_errors
 
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
+EVERY_ADDRESS = "*"
+# The largest request body either server takes: its bodies are a few small fields.
+MAX_BODY = 64 * 1024
 
 
 class ListenError(RuntimeError):
@@ -21,8 +31,16 @@ class ListenError(RuntimeError):
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    """`HOST:PORT`, `[IPV6]:PORT`, `:PORT` or `PORT` (loopback); port 0 is any free one."""
-    return parse_host_port(text, default_host=LOOPBACK, lowest_port=0)
+    """`HOST:PORT`, `[IPV6]:PORT`, `*:PORT` (every address), `:PORT` or `PORT` (loopback); port 0 is any free one."""
+    every = text.strip().startswith(f"{EVERY_ADDRESS}:")
+    host, port = parse_host_port(text.strip().removeprefix(EVERY_ADDRESS), default_host=LOOPBACK, lowest_port=0)
+    return (EVERY_ADDRESS if every else host), port
+
+
+def injector_application(token: Token) -> web.Application:
+    """An empty application as both injector servers start from: every error answered in JSON, every
+    path but /health behind the token, bodies of at most `MAX_BODY` bytes."""
+    return web.Application(middlewares=[json_errors, require_token(token)], client_max_size=MAX_BODY)
 
 
 @asynccontextmanager
@@ -30,15 +48,17 @@ async def serving(app: web.Application, host: str, port: int, what: str) -> Asyn
     """Serve `app` on host:port while the block runs; yields the bound port (useful with 0)."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
+    shown = f"[{host}]" if ":" in host else host
     try:
         try:
-            await web.TCPSite(runner, host, port).start()
+            # No host: asyncio binds every address of each family the kernel has.
+            await web.TCPSite(runner, None if host == EVERY_ADDRESS else host, port).start()
         except OSError as error:
             # asyncio's bind error repeats the address in its text; the errno says it plainly.
             reason = os.strerror(error.errno) if error.errno else str(error)
-            raise ListenError(f"cannot serve the {what} on {host}:{port}: {reason}") from error
+            raise ListenError(f"cannot serve the {what} on {shown}:{port}: {reason}") from error
         bound = int(runner.addresses[0][1])
-        log.info("%s on http://%s:%d", what, host, bound)
+        log.info("%s on http://%s:%d", what, shown, bound)
         yield bound
     finally:
         await runner.cleanup()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpuheal.tools.injector.api import InjectorApiSettings, running_api
+from gpuheal.tools.injector.auth import Token
 from gpuheal.tools.injector.client import inject_xid
 from gpuheal_sim.injection import injector_on_node
 from gpuheal_sim.simulator import SimulatedCluster
@@ -47,6 +48,6 @@ async def demo_injector(
             await stack.enter_async_context(
                 injector_on_node(cluster, namespace, node, gpus, home / node, kernel_log, token)
             )
-        settings = InjectorApiSettings(token=token, namespace=namespace, port=0, kubeconfig=cluster.kubeconfig)
+        settings = InjectorApiSettings(token=Token(token), namespace=namespace, port=0, kubeconfig=cluster.kubeconfig)
         port = await stack.enter_async_context(running_api(settings))
         yield DemoInjector(f"http://127.0.0.1:{port}", token)

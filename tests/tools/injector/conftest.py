@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from gpuheal.tools.injector.agent import InjectorAgent, InjectorAgentSettings, running_agent
+from gpuheal.tools.injector.auth import Token
 
 TOKEN = "s3cret-injector-token"
 # Azure's wider PCI domains, one of four hex digits and one of eight, and an ordinary one.
@@ -46,6 +47,6 @@ async def injector(tmp_path: Path) -> AsyncIterator[RunningAgent]:
         write_gpu(root, pci, information(index))
     kmsg = tmp_path / "kmsg"
     kmsg.touch()
-    settings = InjectorAgentSettings(token=TOKEN, port=0, kmsg=kmsg, gpus_root=root)
+    settings = InjectorAgentSettings(token=Token(TOKEN), port=0, kmsg=kmsg, gpus_root=root)
     async with running_agent(settings) as (agent, port), aiohttp.ClientSession() as session:
         yield RunningAgent(agent, f"http://127.0.0.1:{port}", kmsg, session)

@@ -10,6 +10,8 @@ import aiohttp
 import pytest
 
 from gpuheal.tools.injector.agent import KEPT_FAULTS, InjectorAgentSettings, running_agent
+from gpuheal.tools.injector.auth import Token
+from gpuheal.tools.injector.client import InjectionFailed, inject_xid
 from gpuheal.tools.injector.gpus import discover_gpus
 from gpuheal.tools.injector.kmsg import KmsgWriteError, write_record
 from tests.tools.injector.conftest import GPUS, TOKEN, RunningAgent, information, write_gpu
@@ -77,7 +79,7 @@ async def test_a_fault_id_is_injected_once(injector: RunningAgent) -> None:
 
     status, answer = await injector.call("POST", "/inject-xid", {**body, "gpu_id": 0})
 
-    assert status == 422
+    assert status == 409
     assert answer["error"] == "fault_id: 'once' was already injected"
     assert injector.kmsg.read_text().count("\n") == 1
 
@@ -96,7 +98,7 @@ async def test_a_kernel_log_that_refuses_the_record_is_503_and_no_fault(tmp_path
     write_gpu(tmp_path / "gpus", "0000:3b:00.0", information(0))
     # A FIFO nobody reads: opening it to write without blocking fails at once.
     os.mkfifo(tmp_path / "kmsg")
-    settings = InjectorAgentSettings(token=TOKEN, port=0, kmsg=tmp_path / "kmsg", gpus_root=tmp_path / "gpus")
+    settings = InjectorAgentSettings(token=Token(TOKEN), port=0, kmsg=tmp_path / "kmsg", gpus_root=tmp_path / "gpus")
     async with running_agent(settings) as (agent, port):
         async with (
             aiohttp.ClientSession() as session,
@@ -112,7 +114,7 @@ async def test_a_kernel_log_that_refuses_the_record_is_503_and_no_fault(tmp_path
 
 
 async def test_the_agent_listens_on_loopback_unless_told_otherwise() -> None:
-    assert InjectorAgentSettings(token=TOKEN).host == "127.0.0.1"
+    assert InjectorAgentSettings(token=Token(TOKEN)).host == "127.0.0.1"
 
 
 def test_gpus_are_found_by_device_minor_and_anything_else_is_skipped(tmp_path: Path) -> None:
@@ -162,3 +164,83 @@ async def test_the_agent_remembers_a_bounded_number_of_faults(injector: RunningA
     faults = injector.agent.faults
     assert len(faults) == KEPT_FAULTS
     assert faults[0].fault_id == "f1", "the oldest is forgotten first"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b'{"fault_id": "a", "xid_type": ' + b"7" * 5000 + b', "gpu_id": 0}', "the body has a number of more than"),
+        (b"[" * 30000 + b"]" * 30000, "the body is nested too deeply"),
+        (b'{"fault_id": "a", "xid_type": 79, "xid_type": 13, "gpu_id": 0}', "the body names 'xid_type' twice"),
+    ],
+)
+async def test_a_body_json_cannot_carry_safely_is_refused_with_422_naming_why(
+    injector: RunningAgent, raw: bytes, reason: str
+) -> None:
+    async with injector.session.post(
+        injector.url + "/inject-xid", data=raw, headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as response:
+        assert response.status == 422
+        assert (await response.json())["error"].startswith(reason)
+    assert injector.kmsg.read_text() == ""
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "error"),
+    [
+        ("GET", "/nowhere", None, 404, "Not Found: GET /nowhere"),
+        ("DELETE", "/inject-xid", None, 405, "Method Not Allowed: DELETE /inject-xid"),
+        ("POST", "/inject-xid", b"x" * (65 * 1024), 413, "Maximum request body size 65536 exceeded"),
+    ],
+)
+async def test_every_error_is_a_json_object_naming_it(
+    injector: RunningAgent, method: str, path: str, body: bytes | None, status: int, error: str
+) -> None:
+    async with injector.session.request(
+        method, injector.url + path, data=body, headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as response:
+        assert response.status == status
+        assert response.content_type == "application/json"
+        assert (await response.json())["error"].startswith(error)
+
+
+async def test_the_authorization_scheme_is_case_insensitive(injector: RunningAgent) -> None:
+    for scheme in ("bearer", "BEARER", "Bearer"):
+        async with injector.session.get(
+            injector.url + "/faults", headers={"Authorization": f"{scheme} {TOKEN}"}
+        ) as response:
+            assert response.status == 200, scheme
+
+
+async def test_a_rotated_token_file_is_taken_at_the_next_request(tmp_path: Path) -> None:
+    """A mounted Secret changes under a running pod (kubelet swaps the file): the new token holds
+    from then on and the old one no longer does, with no restart."""
+    write_gpu(tmp_path / "gpus", "0000:3b:00.0", information(0))
+    (tmp_path / "kmsg").touch()
+    token_file = tmp_path / "token"
+    token_file.write_text("first-token\n")
+    settings = InjectorAgentSettings(
+        token=Token.load(token_file), port=0, kmsg=tmp_path / "kmsg", gpus_root=tmp_path / "gpus"
+    )
+    async with running_agent(settings) as (_, port), aiohttp.ClientSession() as session:
+
+        async def status(token: str) -> int:
+            headers = {"Authorization": f"Bearer {token}"}
+            async with session.get(f"http://127.0.0.1:{port}/faults", headers=headers) as response:
+                return response.status
+
+        assert await status("first-token") == 200
+        # As the kubelet does it: a new file put in place of the old in one rename.
+        (tmp_path / "token.new").write_text("second-token\n")
+        (tmp_path / "token.new").replace(token_file)
+        assert (await status("second-token"), await status("first-token")) == (200, 401)
+        # A file that goes bad keeps the last good token rather than lock everyone out.
+        token_file.write_text("\n")
+        assert await status("second-token") == 200
+
+
+@pytest.mark.parametrize("token", ["tok\nen", "tok\x7fen"])
+async def test_the_client_reports_a_request_aiohttp_will_not_send(injector: RunningAgent, token: str) -> None:
+    """A token no header can carry, sent to a live server (the agent stands in for the API)."""
+    with pytest.raises(InjectionFailed, match=r"cannot reach the injector API at .*: cannot send the request: "):
+        await inject_xid(injector.url, token, "n", 79, 0)

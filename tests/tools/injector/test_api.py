@@ -5,7 +5,9 @@ routes injections to it; the agents write into their nodes' simulated /dev/kmsg.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
+import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -17,16 +19,25 @@ import aiohttp
 import pytest
 
 from gpuheal.tools.injector.api import InjectorApiSettings, running_api
+from gpuheal.tools.injector.auth import Token
+from gpuheal.tools.injector.serving import parse_listen
 from gpuheal_sim.fake_nvml import fake_gpu_info
 from gpuheal_sim.injection import agent_pod, injector_on_node
 from gpuheal_sim.simulator import Access, FleetConfig, SimulatedCluster, service_account_username
 from gpuheal_sim.simulator.kubelet import START_ANNOTATION
+from gpuheal_sim.simulator.resources import PODS
 from tests.chart import NAMESPACE, access_manifests, service_account
 from tests.tools.injector.conftest import TOKEN
+from tests.tools.injector.test_serving import NEEDS_IPV6
 
 NODES = ["gpu-node-000", "gpu-node-001"]
 # A node whose agent's pod never starts, and one whose agent's pod runs where nothing listens.
 STARTING, SILENT = "gpu-node-002", "gpu-node-003"
+# One whose agent is Running but not Ready (crash-looping), one whose only agent is being deleted,
+# and one whose agent takes every request and never answers.
+CRASHING, TERMINATING, SLOW = "gpu-node-004", "gpu-node-005", "gpu-node-006"
+# How long the API waits for an agent's answer here: the healthy agents answer at once.
+AGENT_TIMEOUT = 1.0
 
 
 @dataclass
@@ -35,6 +46,8 @@ class Fleet:
     url: str
     session: aiohttp.ClientSession
     kernel_logs: dict[str, Path]
+    blackhole: int
+    settings: InjectorApiSettings
 
     async def call(self, method: str, path: str, body: Any = None, token: str | None = TOKEN) -> tuple[int, Any]:
         headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
@@ -46,7 +59,7 @@ class Fleet:
 async def fleet(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fleet]:
     state = tmp_path_factory.mktemp("injector-api")
     config = FleetConfig(
-        nodes=4, gpus_per_node=2, workloads=False, pod_start_seconds=0.05, access_manifests=access_manifests(True)
+        nodes=7, gpus_per_node=2, workloads=False, pod_start_seconds=0.05, access_manifests=access_manifests(True)
     )
     async with AsyncExitStack() as stack:
         cluster = await stack.enter_async_context(SimulatedCluster(config, state_dir=state / "fleet"))
@@ -60,17 +73,51 @@ async def fleet(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fleet
             )
         starting = agent_pod(NAMESPACE, STARTING, "127.0.0.1", 1)
         starting["metadata"]["annotations"] = {START_ANNOTATION: "3600"}
-        silent = agent_pod(NAMESPACE, SILENT, "127.0.0.1", 9)  # discard: nothing listens there
-        silent["status"] = {"phase": "Running", "podIP": "127.0.0.1"}
-        for pod in (starting, silent):
+        # Ready from the start, at the discard port, where nothing listens.
+        silent = with_status(agent_pod(NAMESPACE, SILENT, "127.0.0.1", 9), ready=True)
+        # Listening, never accepting: the kernel takes connections and requests, and nothing answers.
+        blackhole = stack.enter_context(socket.create_server(("127.0.0.1", 0), backlog=512))
+        slow = with_status(agent_pod(NAMESPACE, SLOW, "127.0.0.1", blackhole.getsockname()[1]), ready=True)
+        # A second agent on a healthy node during a rolling update: it sorts first, but is not Ready.
+        surge = with_status(agent_pod(NAMESPACE, NODES[0], "127.0.0.1", 9), ready=False)
+        surge["metadata"]["name"] = "a-surge-agent"
+        crashing = with_status(agent_pod(NAMESPACE, CRASHING, "127.0.0.1", 9), ready=False)
+        for pod in (starting, silent, slow, crashing, surge):
             cluster.call(functools.partial(cluster.simulation.registry.create_object, "pods", pod))
+        leaving = with_status(agent_pod(NAMESPACE, TERMINATING, "127.0.0.1", 9), ready=True)
+        entry = cluster.call(functools.partial(cluster.simulation.registry.create_object, "pods", leaving))
+        cluster.call(functools.partial(cluster.simulation.registry.delete_pod, entry, 3600))
         kubeconfig = cluster.service_account_kubeconfig(
             *service_account("injector-api"), state / "injector-api.kubeconfig"
         )
-        settings = InjectorApiSettings(token=TOKEN, namespace=NAMESPACE, port=0, kubeconfig=kubeconfig)
+        settings = InjectorApiSettings(
+            token=Token(TOKEN), namespace=NAMESPACE, port=0, kubeconfig=kubeconfig, agent_timeout=AGENT_TIMEOUT
+        )
         port = await stack.enter_async_context(running_api(settings))
         session = await stack.enter_async_context(aiohttp.ClientSession())
-        yield Fleet(cluster, f"http://127.0.0.1:{port}", session, kernel_logs)
+        yield Fleet(cluster, f"http://127.0.0.1:{port}", session, kernel_logs, blackhole.getsockname()[1], settings)
+
+
+def with_status(pod: dict[str, Any], *, ready: bool) -> dict[str, Any]:
+    """`pod` Running with its container started, Ready or not (a crash loop keeps phase Running)."""
+    flag = "True" if ready else "False"
+    container = pod["spec"]["containers"][0]["name"]
+    pod["status"] = {
+        "phase": "Running",
+        "podIP": "127.0.0.1",
+        "conditions": [{"type": "Ready", "status": flag}, {"type": "ContainersReady", "status": flag}],
+        "containerStatuses": [
+            {
+                "name": container,
+                "state": {"running": {}},
+                "ready": ready,
+                "restartCount": 7,
+                "image": "i",
+                "imageID": "",
+            }
+        ],
+    }
+    return pod
 
 
 async def test_an_injection_reaches_the_nodes_kernel_log_through_its_agent(fleet: Fleet) -> None:
@@ -105,7 +152,9 @@ async def test_the_agents_refusal_comes_back_with_its_reason(fleet: Fleet) -> No
     status, answer = await fleet.call("POST", "/api/v1/faults/gpu/inject/xid-79", {"node_name": NODES[0], "gpu_id": 5})
 
     assert status == 422
-    assert answer == {"error": "gpu_id: no GPU 5 on this node (GPUs: 0, 1)"}
+    assert answer["error"] == "gpu_id: no GPU 5 on this node (GPUs: 0, 1)"
+    assert answer["node_name"] == NODES[0]
+    assert answer["fault_id"].startswith("xid79-"), "every answer after the id is given names it"
 
 
 @pytest.mark.parametrize(
@@ -113,6 +162,8 @@ async def test_the_agents_refusal_comes_back_with_its_reason(fleet: Fleet) -> No
     [
         ("xid-79", {"node_name": "gpu-node-404"}, 404, "no injector agent on node 'gpu-node-404'"),
         ("xid-9999", {"node_name": NODES[0]}, 422, "xid: XID 9999 is not in the XID catalog"),
+        ("xid-9999999", {"node_name": NODES[0]}, 422, "xid: '9999999' is not an XID number"),
+        ("xid--1", {"node_name": NODES[0]}, 422, "xid: '-1' is not an XID number"),
         ("xid-79", {"node_name": NODES[0], "gpu_id": "0"}, 422, "gpu_id: Input should be a valid integer"),
         ("xid-79", {"node": NODES[0]}, 422, "node_name: Field required"),
         ("xid-79", {"node_name": f"{NODES[0]},metadata.name=x"}, 422, "node_name: String should match pattern"),
@@ -120,7 +171,21 @@ async def test_the_agents_refusal_comes_back_with_its_reason(fleet: Fleet) -> No
             "xid-79",
             {"node_name": STARTING},
             503,
-            f"the injector agent on node '{STARTING}' is not running yet (Pending)",
+            f"the injector agent on node '{STARTING}' cannot be called yet: pod injector-agent-{STARTING} is Pending",
+        ),
+        (
+            "xid-79",
+            {"node_name": CRASHING},
+            503,
+            f"the injector agent on node '{CRASHING}' cannot be called yet: pod injector-agent-{CRASHING} "
+            "is Running but not Ready",
+        ),
+        (
+            "xid-79",
+            {"node_name": TERMINATING},
+            503,
+            f"the injector agent on node '{TERMINATING}' cannot be called yet: pod injector-agent-{TERMINATING} "
+            "is terminating",
         ),
         (
             "xid-79",
@@ -147,7 +212,60 @@ async def test_the_faults_of_every_agent_are_listed_and_an_unreachable_one_is_na
 
     assert status == 200
     assert {fault["node_name"] for fault in listed["faults"] if fault["xid"] == 13} == set(NODES)
-    assert [error["node_name"] for error in listed["errors"]] == [SILENT]
+    assert [error["node_name"] for error in listed["errors"]] == [SILENT, SLOW]
+
+
+async def test_an_agent_that_takes_the_injection_and_never_answers_is_502_naming_the_fault(fleet: Fleet) -> None:
+    status, answer = await fleet.call("POST", "/api/v1/faults/gpu/inject/xid-79", {"node_name": SLOW})
+
+    assert status == 502
+    fault_id = answer["fault_id"]
+    assert answer["node_name"] == SLOW
+    assert fault_id in answer["error"]
+    assert "may have been written" in answer["error"]
+    assert "GET /api/v1/faults" in answer["error"]
+
+
+async def test_a_listing_asks_the_agents_a_few_at_a_time_and_hung_ones_do_not_crowd_out_the_rest(
+    fleet: Fleet,
+) -> None:
+    """More hung agents than the HTTP session holds connections (100): the healthy ones, listed
+    last, are still asked, since an agent's time starts when it is asked, not when it is queued."""
+    registry = fleet.cluster.simulation.registry
+    hung = [
+        with_status(agent_pod(NAMESPACE, f"blackholed-{number:03}", "127.0.0.1", fleet.blackhole), ready=True)
+        for number in range(120)
+    ]
+    for pod in hung:
+        fleet.cluster.call(functools.partial(registry.create_object, "pods", pod))
+    try:
+        status, listed = await fleet.call("GET", "/api/v1/faults")
+    finally:
+        for pod in hung:
+            entry = fleet.cluster.call(functools.partial(registry.get, PODS, NAMESPACE, pod["metadata"]["name"]))
+            fleet.cluster.call(functools.partial(registry.delete_pod, entry, 0))
+
+    assert status == 200
+    errors = {error["node_name"] for error in listed["errors"]}
+    assert errors == {pod["spec"]["nodeName"] for pod in hung} | {SILENT, SLOW}
+    assert not set(NODES) & errors
+
+
+@NEEDS_IPV6
+async def test_the_api_told_an_ipv6_address_serves_there(fleet: Fleet) -> None:
+    host, port = parse_listen("[::1]:0")
+    async with running_api(dataclasses.replace(fleet.settings, host=host, port=port)) as bound:
+        ipv6 = dataclasses.replace(fleet, url=f"http://[::1]:{bound}")
+        status, answer = await ipv6.call("POST", "/api/v1/faults/gpu/inject/xid-13", {"node_name": NODES[1]})
+    assert status == 200, answer
+
+
+async def test_an_unknown_path_or_method_is_a_json_error(fleet: Fleet) -> None:
+    assert await fleet.call("GET", "/api/v1/nowhere") == (404, {"error": "Not Found: GET /api/v1/nowhere"})
+    assert await fleet.call("DELETE", "/api/v1/faults") == (
+        405,
+        {"error": "Method Not Allowed: DELETE /api/v1/faults"},
+    )
 
 
 async def test_a_listing_for_something_that_is_no_node_name_is_refused(fleet: Fleet) -> None:
@@ -200,6 +318,11 @@ async def test_gpuheal_inject_prints_the_fault_id(fleet: Fleet, tmp_path: Path) 
     )
     assert code == 1
     assert "cannot reach the injector API at http://127.0.0.1:9" in err
+    token_file.write_text(TOKEN)
+    code, out, err = await gpuheal("inject", "--node", SLOW, "--xid", "79", *flags[6:])
+    assert code == 1
+    assert "(fault id xid79-" in err
+    assert f"on node {SLOW})" in err
 
 
 async def gpuheal(*args: str) -> tuple[int, str, str]:

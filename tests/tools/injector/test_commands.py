@@ -77,3 +77,24 @@ async def test_the_agent_command_serves_until_sigterm(tmp_path: Path) -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         assert await process.wait() == 0
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"tok\nen\n", "visible ASCII"),
+        (b"tok\x7fen", "visible ASCII"),
+        (b"tok en", "visible ASCII"),
+        (b"t\xffoken", "is not UTF-8 text"),
+    ],
+)
+@pytest.mark.parametrize("command", [["injector", "agent"], ["inject", "--node", "n", "--xid", "79"]])
+def test_a_token_no_header_can_carry_is_a_usage_error_naming_the_file(
+    tmp_path: Path, content: bytes, problem: str, command: list[str]
+) -> None:
+    (tmp_path / "token").write_bytes(content)
+    result = gpuheal(*command, "--token-file", str(tmp_path / "token"))
+    assert result.returncode == 2, result.stderr
+    assert f"the token file {tmp_path / 'token'}" in result.stderr
+    assert problem in result.stderr
+    assert "Traceback" not in result.stderr
