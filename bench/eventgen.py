@@ -31,7 +31,7 @@ FIRST_RATE = 250.0
 HIGHEST_RATE = 16_000.0
 WINDOW_S = 4.0
 SUSTAINED = 0.95
-_FINAL = re.compile(r"final stats: (\d+) events sent .*, ([\d.]+)% success rate")
+_FINAL = re.compile(r"Final Stats: (\d+) events sent .*, ([\d.]+)% success rate")
 
 
 class TimingSink:

@@ -99,7 +99,7 @@ async def run() -> dict[str, float]:
                 _, errors = await process.communicate()
     finally:
         shutil.rmtree(home, ignore_errors=True)
-    [final] = [json.loads(line) for line in errors.decode().splitlines() if "final streamer statistics" in line]
+    [final] = [json.loads(line) for line in errors.decode().splitlines() if "Final streamer statistics" in line]
     depth = final["max_queue_depth"]
     within = depth <= QUEUE_BUFFER
     print(f"  rows sustained           {rate:7.0f} rows/s ({rows} rows a pass, {final['passes']} passes)")

@@ -210,7 +210,7 @@ class Stats:
     def line(self) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-9)
         success = 100.0 * self.succeeded / self.sent if self.sent else 100.0
-        return f"stats: {self.sent} events sent ({self.sent / elapsed:.2f} events/s), {success:.1f}% success rate"
+        return f"Stats: {self.sent} events sent ({self.sent / elapsed:.2f} events/sec), {success:.1f}% success rate"
 
 
 class Generator:
@@ -342,7 +342,7 @@ async def run(settings: Settings, stop: asyncio.Event, on_signal: Callable[[int,
     finally:
         await asyncio.gather(*fatal_sends, return_exceptions=True)
         await generator.close()
-        log.info("final %s", generator.stats.line())
+        log.info("Final %s", generator.stats.line())
     return generator.stats
 
 

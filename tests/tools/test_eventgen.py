@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -75,8 +77,11 @@ def within(count: int, total: int, share: float) -> bool:
     return abs(count - expected) <= 4 * math.sqrt(total * share * (1 - share))
 
 
-async def test_the_achieved_rate_and_mix_are_the_requested_ones(socket_path: Path) -> None:
+async def test_the_achieved_rate_and_mix_are_the_requested_ones(
+    socket_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     sink = CountingSink()
+    caplog.set_level(logging.INFO, logger="gpuheal.eventgen")
     async with IntakeServer(sink, IntakeSettings(socket_path=socket_path)):
         generator = await generate(Settings(node=NODE, socket=socket_path, rate=400), seconds=5)
 
@@ -90,6 +95,14 @@ async def test_the_achieved_rate_and_mix_are_the_requested_ones(socket_path: Pat
     assert {event.node for event in sink.events} == {NODE}
     fatal = [event for event in sink.events if event.is_fatal]
     assert all(event.needs_remediation and event.error_codes == ("79",) for event in fatal)
+    # The seed's statistics line every 100 events, and about one success in a hundred on its own.
+    messages = [record.getMessage() for record in caplog.records]
+    stats = [
+        m for m in messages if re.fullmatch(r"Stats: \d+ events sent \([\d.]+ events/sec\), 100\.0% success rate", m)
+    ]
+    assert [int(m.split()[1]) for m in stats] == list(range(100, taken + 1, 100))
+    successes = sum(1 for m in messages if re.fullmatch(r"event \S+ \(.+\) taken", m))
+    assert within(successes, taken, 0.01), f"{successes} successes of {taken} logged one by one"
 
 
 async def test_a_slow_intake_does_not_lower_the_rate(socket_path: Path) -> None:

@@ -82,7 +82,7 @@ async def finished(process: asyncio.subprocess.Process) -> list[dict[str, Any]]:
 
 
 def final(logs: list[dict[str, Any]]) -> dict[str, Any]:
-    [stats] = [entry for entry in logs if entry["msg"] == "final streamer statistics"]
+    [stats] = [entry for entry in logs if entry["msg"] == "Final streamer statistics"]
     return stats
 
 
@@ -96,6 +96,9 @@ async def test_a_pass_over_the_file_reaches_the_agent_and_the_process_exits_0(ho
 
     assert service.outcomes["accepted"] == 12
     assert sorted(faults(sink)) == sorted(SAMPLE_FAULTS)
+    # The seed's start line: its message, and the interval in nanoseconds as Go logs a duration.
+    [started] = [entry for entry in logs if entry["msg"] == "Starting telemetry streamer"]
+    assert (started["interval"], started["loop_mode"], started["csv_path"]) == (1_000_000, False, str(SAMPLE))
     stats = final(logs)
     assert {key: stats[key] for key in ("rows_sent", "errors", "queue_published", "queue_delivered")} == {
         "rows_sent": 12,
@@ -139,7 +142,7 @@ async def test_statistics_are_logged_on_their_period_with_the_seed_s_fields(
         asyncio.get_running_loop().call_later(0.55, stop.set)
         await stream.run(settings, stop)
 
-    periodic = [record for record in caplog.records if record.getMessage() == "streamer statistics"]
+    periodic = [record for record in caplog.records if record.getMessage() == "Streamer statistics"]
     assert len(periodic) >= 3
     fields = periodic[-1].__dict__["fields"]  # the `extra` the streamer logs its figures in
     assert {"rows_sent", "errors", "queue_depth", "queue_published", "queue_delivered"} <= fields.keys()

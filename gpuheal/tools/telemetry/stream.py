@@ -156,12 +156,13 @@ async def run(settings: Settings, stop: asyncio.Event) -> Streamer:
     queue = PublishQueue(settings.socket, settings.queue_buffer, settings.queue_workers)
     streamer = Streamer(settings, queue)
     log.info(
-        "starting telemetry streamer",
+        "Starting telemetry streamer",
         extra={
             "fields": {
                 "csv_path": str(settings.csv_path),
                 "socket": str(settings.socket),
-                "interval": settings.interval.total_seconds(),
+                # In nanoseconds, as the seed's Go streamer logs a duration.
+                "interval": settings.interval // timedelta(microseconds=1) * 1000,
                 "loop_mode": settings.loop,
                 "queue_buffer": settings.queue_buffer,
                 "queue_workers": settings.queue_workers,
@@ -178,7 +179,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> Streamer:
         with contextlib.suppress(asyncio.CancelledError):
             await reporting
         log.info(
-            "final streamer statistics",
+            "Final streamer statistics",
             extra={"fields": {**streamer.stats.fields(queue), "undelivered": queue.counts.lost}},
         )
     return streamer
@@ -187,4 +188,4 @@ async def run(settings: Settings, stop: asyncio.Event) -> Streamer:
 async def _report(streamer: Streamer, every: timedelta) -> None:
     while True:
         await asyncio.sleep(every.total_seconds())
-        log.info("streamer statistics", extra={"fields": streamer.stats.fields(streamer.queue)})
+        log.info("Streamer statistics", extra={"fields": streamer.stats.fields(streamer.queue)})
