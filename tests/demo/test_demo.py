@@ -57,6 +57,9 @@ def test_under_load_every_node_s_generator_feeds_its_intake_while_the_fault_is_r
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "gpu-node-001 is back in service" in result.stdout
     assert "gpuheal-eventgen on 3 node(s) at 0.2 events/s each (0.60/s in all)" in result.stdout
+    # The live view shows the intakes' rate while the remediation proceeds (its drain alone outlasts 2 s).
+    live = result.stdout[: result.stdout.index("Remediation of gpu-node-001")]
+    assert re.search(r"load\s+intake \d+\.\d\d events/s over the last \d+ s \(\d+ taken on 3 node", live), live
     # Each generator sends its first event at once; every event sent was taken by an intake.
     [(sent, taken, intakes)] = re.findall(r"load: (\d+) events sent, (\d+) taken by (\d+) intake", result.stdout)
     assert int(sent) == int(taken) >= 3 and intakes == "3"

@@ -9,11 +9,11 @@ node, so a heavier load brings more nodes under the fleet governor's budget besi
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -44,24 +44,32 @@ class Load(enum.StrEnum):
 _PER_NODE_RATE = {Load.LIGHT: 0.02, Load.MEDIUM: 0.067, Load.HEAVY: 0.2}
 
 
-@dataclass
 class IntakeRate:
-    """The events the intakes took, sampled: the rate over the time since the last sample."""
+    """The events the intakes took, sampled: the rate over the last `window` seconds of samples."""
 
-    agents: Sequence[Agent]
-    _last: tuple[float, int] = field(default=(0.0, 0))
+    def __init__(self, agents: Sequence[Agent], window: float = 10.0) -> None:
+        self._agents = agents
+        self._window = window
+        self._samples: collections.deque[tuple[float, int]] = collections.deque()
 
     def taken(self) -> int:
         return sum(agent.intake.events_taken for agent in self.agents if agent.intake is not None)
 
+    @property
+    def agents(self) -> Sequence[Agent]:
+        return self._agents
+
     def start(self) -> None:
-        self._last = (time.monotonic(), self.taken())
+        self._samples.clear()
+        self._samples.append((time.monotonic(), self.taken()))
 
     def sample(self) -> float:
-        """Events/s taken since the last sample (or `start`)."""
+        """Events/s taken over the last `window` seconds (or since `start`, when that is sooner)."""
         now, taken = time.monotonic(), self.taken()
-        since, before = self._last
-        self._last = (now, taken)
+        self._samples.append((now, taken))
+        while len(self._samples) > 2 and self._samples[1][0] <= now - self._window:
+            self._samples.popleft()
+        since, before = self._samples[0]
         return (taken - before) / max(now - since, 1e-9)
 
 
@@ -70,7 +78,7 @@ class RunningLoad:
     every `every` seconds meanwhile, and a summary at the end."""
 
     def __init__(
-        self, console: Console, client: Client, load: Load, agents: Sequence[Agent], every: float = 5.0
+        self, console: Console, client: Client, load: Load, agents: Sequence[Agent], every: float = 2.0
     ) -> None:
         self._console = console
         self._client = client
@@ -150,6 +158,7 @@ class RunningLoad:
             await asyncio.sleep(self._every)
             elapsed = time.monotonic() - self._started
             self._console.print(
-                f"  [dim]{elapsed:7.2f}s[/]  [cyan]load[/]   intake {self._rate.sample():.2f} events/s "
-                f"({self._rate.taken()} taken on {len(self._agents)} node(s), {self.asked:.2f}/s asked)"
+                f"  [dim]{elapsed:7.2f}s[/]  [cyan]load[/]   intake {self._rate.sample():.2f} events/s over the last "
+                f"{min(elapsed, 10):.0f} s ({self._rate.taken()} taken on {len(self._agents)} node(s), "
+                f"{self.asked:.2f}/s asked)"
             )
