@@ -19,7 +19,7 @@ from gpuheal.commands.injector import token_file_option, token_from
     default="http://127.0.0.1:8080",
     show_default=True,
     envvar="GPUHEAL_INJECTOR_API",
-    help="The injector API's URL (kubectl port-forward svc/<release>-injector-api 8080) [env GPUHEAL_INJECTOR_API].",
+    help="The injector API's URL (kubectl port-forward svc/<release>-gpuheal-injector-api 8080) [env GPUHEAL_INJECTOR_API].",
 )
 @token_file_option
 def inject(node: str, xid: int, gpu: int, api: str, token_file: Path | None) -> None:

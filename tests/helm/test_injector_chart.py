@@ -112,6 +112,20 @@ def test_the_api_finds_the_agents_pods_by_their_labels_and_port(chart: helm.Char
     assert parse_listen(params["address"]) == (EVERY_ADDRESS, 8080)
 
 
+def test_the_seed_s_scripts_find_the_api_and_the_agents_by_their_names(chart: helm.Chart) -> None:
+    # The seed's scripts call http://fault-injection-api.fault-injection-system:8080 and select the
+    # agents with -l app=gpu-fault-injector-kernel: installed in that namespace with this value, they do.
+    docs = render(chart, {"injector": {"enabled": True, "api": {"serviceName": "fault-injection-api"}}})
+
+    service = one(docs, "Service", "injector-api")
+    assert service["metadata"]["name"] == "fault-injection-api"
+    assert service["spec"]["ports"][0]["port"] == 8080
+    agent = one(docs, "DaemonSet", "injector-agent")
+    assert agent["spec"]["template"]["metadata"]["labels"]["app"] == "gpu-fault-injector-kernel"
+    assert "app" not in agent["spec"]["selector"]["matchLabels"], "a selector cannot change on upgrade"
+    assert one(render(chart, ON), "Service", "injector-api")["metadata"]["name"] == f"{RELEASE}-gpuheal-injector-api"
+
+
 @pytest.mark.parametrize(("kind", "component"), [("DaemonSet", "injector-agent"), ("Deployment", "injector-api")])
 def test_both_are_probed_for_readiness_and_liveness_on_health(chart: helm.Chart, kind: str, component: str) -> None:
     c = container(one(render(chart, ON), kind, component))
@@ -155,6 +169,7 @@ def test_an_existing_secret_replaces_the_generated_one(chart: helm.Chart) -> Non
         ({"injector": {"enabled": "yes"}}, "enabled"),
         ({"injector": {"agent": {"port": "8083"}}}, "port"),
         ({"injector": {"api": {"port": 0}}}, "port"),
+        ({"injector": {"api": {"serviceName": "Fault_Injection"}}}, "serviceName"),
         ({"injector": {"token": {"existingSecret": "Not_A_Name"}}}, "existingSecret"),
         ({"injector": {"privileged": False}}, "privileged"),
     ],

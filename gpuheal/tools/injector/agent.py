@@ -81,7 +81,6 @@ class InjectorAgent:
 
     def application(self) -> web.Application:
         app = injector_application(self.settings.token)
-        app.router.add_get("/health", self._health)
         app.router.add_post("/inject-xid", self._inject)
         app.router.add_get("/faults", self._list)
         return app
@@ -117,9 +116,6 @@ class InjectorAgent:
                 self._faults.popitem(last=False)
         log.info("injected XID %d on GPU %d (%s) as fault %s", fault.xid, fault.gpu, pci, fault.fault_id)
         return fault
-
-    async def _health(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
 
     async def _inject(self, request: web.Request) -> web.Response:
         try:

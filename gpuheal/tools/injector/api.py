@@ -72,13 +72,9 @@ class InjectorApi:
 
     def application(self) -> web.Application:
         app = injector_application(self._token)
-        app.router.add_get("/health", self._health)
         app.router.add_post(INJECT_ROUTE, self._inject)
         app.router.add_get("/api/v1/faults", self._faults)
         return app
-
-    async def _health(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
 
     async def _inject(self, request: web.Request) -> web.Response:
         text = request.match_info["xid"]

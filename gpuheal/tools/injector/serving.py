@@ -38,9 +38,16 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def injector_application(token: Token) -> web.Application:
-    """An empty application as both injector servers start from: every error answered in JSON, every
-    path but /health behind the token, bodies of at most `MAX_BODY` bytes."""
-    return web.Application(middlewares=[json_errors, require_token(token)], client_max_size=MAX_BODY)
+    """The application both injector servers start from: `GET /health` (no token needed, for the
+    kubelet's probes), every other path behind the token, every error answered in JSON, bodies of at
+    most `MAX_BODY` bytes."""
+    app = web.Application(middlewares=[json_errors, require_token(token)], client_max_size=MAX_BODY)
+    app.router.add_get("/health", _health)
+    return app
+
+
+async def _health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
 
 
 @asynccontextmanager
