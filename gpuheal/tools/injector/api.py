@@ -123,7 +123,10 @@ class InjectorApi:
             return [], {"node_name": agent.node, "error": refused.reason}
         if status != 200:
             return [], {"node_name": agent.node, "error": str(answer.get("error", status))}
-        return [{"node_name": agent.node, **fault} for fault in answer.get("faults", [])], None
+        faults = answer.get("faults")
+        if not isinstance(faults, list) or not all(isinstance(fault, dict) for fault in faults):
+            return [], {"node_name": agent.node, "error": "its agent answered a listing that is not a list of faults"}
+        return [{"node_name": agent.node, **fault} for fault in faults], None
 
     async def _agents(self, node: str | None) -> list[AgentEndpoint]:
         """The agent on `node`, or every running agent when None; `Refused` says why there is none."""

@@ -1,12 +1,17 @@
 """Error answers aiohttp gives itself (no route, a method the route lacks, a body over the limit)
-made JSON, as every other answer of the injector is: `{"error": "<reason>"}`, with the same status."""
+made JSON, as every other answer of the injector is: `{"error": "<reason>"}`, with the same status;
+and a handler that fails answered with a JSON 500 (its traceback goes to the log, not to the caller)."""
 
 from __future__ import annotations
+
+import logging
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from gpuheal.tools.injector.bodies import refusal
+
+log = logging.getLogger(__name__)
 
 # Headers of aiohttp's error answers that still mean something on the JSON one.
 _KEPT_HEADERS = ("Allow",)
@@ -28,3 +33,6 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         answer = refusal(error.status, reason)
         answer.headers.update({name: error.headers[name] for name in _KEPT_HEADERS if name in error.headers})
         return answer
+    except Exception as error:
+        log.exception("%s %s failed", request.method, request.path)
+        return refusal(500, f"internal error ({type(error).__name__}); the server's log has more")

@@ -34,6 +34,9 @@ def parse_listen(text: str) -> tuple[str, int]:
     """`HOST:PORT`, `[IPV6]:PORT`, `*:PORT` (every address), `:PORT` or `PORT` (loopback); port 0 is any free one."""
     every = text.strip().startswith(f"{EVERY_ADDRESS}:")
     host, port = parse_host_port(text.strip().removeprefix(EVERY_ADDRESS), default_host=LOOPBACK, lowest_port=0)
+    if every and port == 0:
+        # asyncio would bind a free port per address family, a different one in each.
+        raise ValueError(f"{text.strip()}: serving on every address needs a port (any free one differs per family)")
     return (EVERY_ADDRESS if every else host), port
 
 

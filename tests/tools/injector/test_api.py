@@ -17,10 +17,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from gpuheal.tools.injector.api import InjectorApiSettings, running_api
 from gpuheal.tools.injector.auth import Token
-from gpuheal.tools.injector.serving import parse_listen
+from gpuheal.tools.injector.serving import parse_listen, serving
 from gpuheal_sim.fake_nvml import fake_gpu_info
 from gpuheal_sim.injection import agent_pod, injector_on_node
 from gpuheal_sim.simulator import Access, FleetConfig, SimulatedCluster, service_account_username
@@ -249,6 +250,31 @@ async def test_a_listing_asks_the_agents_a_few_at_a_time_and_hung_ones_do_not_cr
     errors = {error["node_name"] for error in listed["errors"]}
     assert errors == {pod["spec"]["nodeName"] for pod in hung} | {SILENT, SLOW}
     assert not set(NODES) & errors
+
+
+async def test_an_agent_that_lists_something_else_than_faults_is_named_and_the_others_still_listed(
+    fleet: Fleet,
+) -> None:
+    async def odd_listing(request: web.Request) -> web.Response:
+        return web.json_response({"faults": ["an-older-agent's-id"]})
+
+    app = web.Application()
+    app.router.add_get("/faults", odd_listing)
+    registry = fleet.cluster.simulation.registry
+    async with serving(app, "127.0.0.1", 0, "an odd agent") as port:
+        pod = with_status(agent_pod(NAMESPACE, "gpu-node-odd", "127.0.0.1", port), ready=True)
+        fleet.cluster.call(functools.partial(registry.create_object, "pods", pod))
+        try:
+            status, listed = await fleet.call("GET", "/api/v1/faults")
+        finally:
+            entry = fleet.cluster.call(functools.partial(registry.get, PODS, NAMESPACE, pod["metadata"]["name"]))
+            fleet.cluster.call(functools.partial(registry.delete_pod, entry, 0))
+
+    assert status == 200, listed
+    assert {"node_name": "gpu-node-odd", "error": "its agent answered a listing that is not a list of faults"} in (
+        listed["errors"]
+    )
+    assert {fault["node_name"] for fault in listed["faults"]} <= set(NODES)
 
 
 @NEEDS_IPV6
