@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 from datetime import UTC, datetime
@@ -233,3 +234,32 @@ async def test_a_state_file_written_by_a_newer_agent_is_still_used(socket_path: 
 
         assert second.sink.events == []
     assert not list(state.parent.glob("telemetry-state.json.corrupt-*"))
+
+
+class FailingSink(SlowSink):
+    """Holds GPU A's event until released, then fails it, as a broken publisher would."""
+
+    async def submit(self, event: HealthEvent) -> None:
+        self.submitted.append(event)
+        await self.release.wait()
+        raise OSError(5, "Input/output error")
+
+
+async def test_a_hand_over_that_fails_after_its_call_gave_up_is_logged_and_retrieved(
+    socket_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = FailingSink(GPU_A)
+    async with serve(socket_path, sink=sink) as intake:
+        with pytest.raises(grpc.aio.AioRpcError):
+            await intake.stub.Publish(reading(XID, "79", at=1), timeout=0.3)
+        [handing_over] = intake.service._handing_over.values()
+        sink.release.set()
+        await asyncio.wait((handing_over,))
+        await asyncio.sleep(0)  # its done callbacks run
+        assert not intake.service._handing_over and sink.events == []
+    del handing_over
+    gc.collect()  # an exception nobody retrieved is logged when its task is collected
+
+    [failed] = [record for record in caplog.records if record.name == "gpuheal.agents.telemetry.intake"]
+    assert f"{XID} reading of GPU {GPU_A}" in failed.getMessage() and "Input/output error" in failed.getMessage()
+    assert "Task exception was never retrieved" not in caplog.text
