@@ -169,7 +169,7 @@ class TelemetryIntakeService(pb_grpc.TelemetryIntakeServicer):
             earlier = self._handing_over.get(gpu)
             if earlier is not None:  # left running by a call that gave up: this may be its reading again
                 await asyncio.wait((earlier,))
-            change = self._signals.change(point)
+            change = await self._signals.change(point)
             if change is None:
                 return True
             handing_over = asyncio.create_task(self._hand_over(point, change, instance_id))
@@ -178,10 +178,12 @@ class TelemetryIntakeService(pb_grpc.TelemetryIntakeServicer):
             return await asyncio.shield(handing_over)
 
     async def settle(self) -> None:
-        """Wait for the hand-overs under way (calls that gave up leave them running): the agent stops its
-        publisher only after they end, each with its event taken or, the sink full, logged as not taken."""
+        """Wait for the hand-overs under way (calls that gave up leave them running), and the state
+        writes: the agent stops its publisher only after they end, each with its event taken or, the
+        sink full, logged as not taken."""
         while self._handing_over:
             await asyncio.wait(list(self._handing_over.values()))
+        await self._signals.saved()
 
     def _forget(self, done: asyncio.Task[bool], point: TelemetryPoint) -> None:
         # Only its own entry: a call may already have started the GPU's next hand-over (done callbacks run late).
@@ -208,7 +210,7 @@ class TelemetryIntakeService(pb_grpc.TelemetryIntakeServicer):
         event = fault_event(self.node, point, change, self.policy, metadata, remediate=known != "never")
         if not await hand_over(self._sink, event, stop=self.stopping):
             return False
-        self._signals.record(change)
+        await self._signals.record(change)
         log.info("%s (event %s, from streamer %s)", event.message, event.id, instance_id)
         return True
 

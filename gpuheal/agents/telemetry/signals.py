@@ -38,15 +38,18 @@ baseline.
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import functools
 import re
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from gpuheal.agents.nvml.verdict import SIGNAL_ACTIONS, Check
-from gpuheal.agents.telemetry.state import History, Loaded, Reading, load_state, save_state
+from gpuheal.agents.telemetry.state import History, Loaded, Reading, encode_state, load_state, write_state
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.catalog import action_for_xid, xid_catalog
 from gpuheal.domain.health import GPU_UUID, Entity, HealthEvent, ProcessingStrategy
@@ -140,8 +143,10 @@ class FaultSignals:
         # The state file was there but unusable: what was reported is unknown, so a field's first
         # reading is only a baseline rather than an old fault reported again.
         self._baseline_first = not loaded.usable
+        # The last write asked for; the writer thread does them one at a time, in the order asked.
+        self._writing: asyncio.Future[None] | None = None
 
-    def change(self, point: TelemetryPoint) -> Change | None:
+    async def change(self, point: TelemetryPoint) -> Change | None:
         """The news in `point`, if it is a fault field's reading that says something new.
 
         A news reading is remembered only by `record`; one that is no news is remembered at once as
@@ -166,23 +171,38 @@ class FaultSignals:
             return Change(signal, point.gpu_uuid, value, previous, point.observed_at)
         if signal.rule is Rule.NEW_NONZERO and value == 0 and previous is not None:
             value = previous  # a level's zero does not clear the value reported
-        self._remember(key, history, value)
+        await self._remember(key, history, value)
         return None
 
-    def record(self, change: Change) -> None:
+    async def record(self, change: Change) -> None:
         """`change` was reported: its reading is the one the next is compared with, and a replay of it is none."""
         key = (change.gpu_uuid, change.signal.metric)
         history = self._histories[key]
         history.reported.append(Reading(change.value, change.observed_at))
-        self._remember(key, history, change.value, reported=True)
+        await self._remember(key, history, change.value, reported=True)
 
-    def _remember(self, key: tuple[str, str], history: History, value: int, *, reported: bool = False) -> None:
+    async def saved(self) -> None:
+        """Wait for the writes asked for so far (a call that gave up leaves its write running)."""
+        if self._writing is not None:
+            await asyncio.shield(self._writing)
+
+    async def _remember(self, key: tuple[str, str], history: History, value: int, *, reported: bool = False) -> None:
         changed = reported or history.baseline or history.previous != value
         history.previous = value
         history.baseline = False
         # Only a change is written: a level or a count repeats row after row, and changes rarely.
-        if self._path is not None and changed:
-            save_state(self._path, self._histories)
+        if self._path is None or not changed:
+            return
+        # Written off the event loop, durably before the reading's call answers; a write once asked is
+        # done even when that call gives up, so an older state never overtakes a newer one on the disk.
+        data = encode_state(self._histories)
+        self._writing = asyncio.get_running_loop().run_in_executor(_state_writer(), write_state, self._path, data)
+        await asyncio.shield(self._writing)
+
+
+@functools.cache
+def _state_writer() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpuheal-telemetry-state")
 
 
 def event_id(node: str, change: Change) -> str:

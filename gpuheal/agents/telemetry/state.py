@@ -107,15 +107,20 @@ def load_state(path: Path) -> Loaded:
     return Loaded(histories, usable=True)
 
 
-def save_state(path: Path, histories: dict[tuple[str, str], History]) -> None:
-    """Write `histories` durably; a failure is logged (they stay in memory for this agent's life)."""
+def encode_state(histories: dict[tuple[str, str], History]) -> bytes:
+    """The file's content for `histories`, taken at once (they change while it is written)."""
     gpus: dict[str, dict[str, _History]] = {}
     for (gpu, name), history in histories.items():
         reported = [_Reading(value=r.value, observed_at=r.observed_at) for r in history.reported]
         gpus.setdefault(gpu, {})[name] = _History(previous=history.previous, reported=reported)
+    return _Saved(gpus=gpus).model_dump_json().encode()
+
+
+def write_state(path: Path, data: bytes) -> None:
+    """Write `data` durably; a failure is logged (the state stays in memory for this agent's life)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_durably(path, _Saved(gpus=gpus).model_dump_json().encode())
+        write_durably(path, data)
     except OSError:
         log.warning("could not record the telemetry state in %s", path, exc_info=True)
 

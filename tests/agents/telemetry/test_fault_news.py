@@ -6,13 +6,16 @@ import asyncio
 import gc
 import json
 import os
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
 import pytest
 
+from gpuheal.agents import durable_file
 from gpuheal.agents.publisher.lane import RetrySettings
+from gpuheal.agents.telemetry import state as state_module
 from gpuheal.domain.health import HealthEvent, ProcessingStrategy
 from gpuheal.tools.telemetry import publish
 from tests.agents.telemetry import readings
@@ -263,3 +266,23 @@ async def test_a_hand_over_that_fails_after_its_call_gave_up_is_logged_and_retri
     [failed] = [record for record in caplog.records if record.name == "gpuheal.agents.telemetry.intake"]
     assert f"{XID} reading of GPU {GPU_A}" in failed.getMessage() and "Input/output error" in failed.getMessage()
     assert "Task exception was never retrieved" not in caplog.text
+
+
+async def test_the_state_is_written_off_the_event_loop_and_in_order(
+    socket_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = socket_path.parent.parent / "spool" / "telemetry-state.json"
+    writers: list[threading.Thread] = []
+
+    def recording(path: Path, data: bytes) -> None:
+        writers.append(threading.current_thread())
+        durable_file.write_durably(path, data)
+
+    monkeypatch.setattr(state_module, "write_durably", recording)
+    async with serve(socket_path, state=state) as intake:
+        await asyncio.gather(*(intake.publish(reading(XID, str(xid), at=xid)) for xid in (13, 31, 43, 48, 79)))
+    saved = json.loads(state.read_text())["gpus"][GPU_A][XID]
+
+    assert writers and threading.main_thread() not in writers
+    assert saved["previous"] == intake.sink.events[-1].xid, "the last write holds the last reading"
+    assert len(saved["reported"]) == len(intake.sink.events)
