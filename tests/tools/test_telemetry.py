@@ -73,11 +73,11 @@ async def start_streamer(*flags: str, env: dict[str, str] | None = None) -> asyn
     )
 
 
-async def finished(process: asyncio.subprocess.Process) -> list[dict[str, Any]]:
-    """The process's log lines once it exits 0; each must be one JSON object."""
+async def finished(process: asyncio.subprocess.Process, returncode: int = 0) -> list[dict[str, Any]]:
+    """The process's log lines once it exits with `returncode`; each must be one JSON object."""
     _, errors = await asyncio.wait_for(process.communicate(), 60)
     lines = errors.decode().splitlines()
-    assert process.returncode == 0, lines[-5:]
+    assert process.returncode == returncode, lines[-5:]
     return [json.loads(line) for line in lines]
 
 
@@ -222,16 +222,19 @@ async def test_a_full_queue_makes_the_reader_wait(home: Path) -> None:
     assert queue.counts.delivered == 0 and queue.counts.lost == published
 
 
-async def test_another_node_s_readings_are_refused_counted_and_dropped(home: Path) -> None:
+async def test_another_node_s_readings_are_refused_counted_dropped_and_the_process_exits_1(home: Path) -> None:
     socket_path = home / "telemetry.sock"
     elsewhere = home / "elsewhere.csv"
     elsewhere.write_text(SAMPLE.read_text().replace(NODE, "dgx-node-999"))
     async with agent_intake(socket_path) as (service, _sink):
-        logs = await finished(await start_streamer(f"-csv-path={elsewhere}", f"-socket={socket_path}", "-loop=false"))
+        streamer = await start_streamer(f"-csv-path={elsewhere}", f"-socket={socket_path}", "-loop=false")
+        logs = await finished(streamer, returncode=1)
 
     assert service.outcomes == {"other_node": 12}
     stats = final(logs)
     assert stats["refused"] == 12 and stats["queue_delivered"] == 0 and stats["undelivered"] == 0
+    [why] = [entry for entry in logs if entry["level"] == "ERROR"]
+    assert why["msg"] == "not every reading was delivered: 12 refused by the agent, 0 undelivered"
 
 
 async def test_a_csv_without_required_columns_stops_the_process_naming_them(home: Path) -> None:

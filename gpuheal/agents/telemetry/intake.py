@@ -23,7 +23,8 @@ the sink is full. The hand-over runs in a task of its own that a call giving up 
 streamer stopping) does not cancel: a call sending the same reading again waits on that task, or
 finds it recorded, so one reading is one event however often it is sent. The call answers once the
 sink has taken the event, or UNAVAILABLE when the agent stops first, and the streamer sends the
-reading again.
+reading again. A hand-over the sink fails is logged here with the reading's GPU and field, since the
+call that started it may have given up and no streamer would hear of it.
 """
 
 from __future__ import annotations
@@ -168,25 +169,40 @@ class TelemetryIntakeService(pb_grpc.TelemetryIntakeServicer):
             earlier = self._handing_over.get(gpu)
             if earlier is not None:  # left running by a call that gave up: this may be its reading again
                 await asyncio.wait((earlier,))
-            change = self._signals.change(point)
+            change = await self._signals.change(point)
             if change is None:
                 return True
             handing_over = asyncio.create_task(self._hand_over(point, change, instance_id))
             self._handing_over[gpu] = handing_over
-            handing_over.add_done_callback(self._forget)
+            handing_over.add_done_callback(lambda done: self._forget(done, point))
             return await asyncio.shield(handing_over)
 
     async def settle(self) -> None:
-        """Wait for the hand-overs under way (calls that gave up leave them running): the agent stops its
-        publisher only after they end, each with its event taken or, the sink full, logged as not taken."""
+        """Wait for the hand-overs under way (calls that gave up leave them running), and the state
+        writes: the agent stops its publisher only after they end, each with its event taken or, the
+        sink full, logged as not taken."""
         while self._handing_over:
             await asyncio.wait(list(self._handing_over.values()))
+        await self._signals.saved()
 
-    def _forget(self, done: asyncio.Task[bool]) -> None:
+    def _forget(self, done: asyncio.Task[bool], point: TelemetryPoint) -> None:
         # Only its own entry: a call may already have started the GPU's next hand-over (done callbacks run late).
         for gpu, task in list(self._handing_over.items()):
             if task is done:
                 del self._handing_over[gpu]
+        # The call that started it may have given up, leaving nobody else to see the sink's failure.
+        error = None if done.cancelled() else done.exception()
+        if error is not None:
+            log.error(
+                "the fault in the %s reading of GPU %s (value %s, observed at %s) was not handed over to the "
+                "event sink: %s; the reading is news again when a streamer sends it again",
+                point.metric_name,
+                point.gpu_uuid,
+                point.value,
+                point.observed_at.isoformat(),
+                error,
+                exc_info=error,
+            )
 
     async def _hand_over(self, point: TelemetryPoint, change: Change, instance_id: str) -> bool:
         known = self._known(point.gpu_uuid)
@@ -194,7 +210,7 @@ class TelemetryIntakeService(pb_grpc.TelemetryIntakeServicer):
         event = fault_event(self.node, point, change, self.policy, metadata, remediate=known != "never")
         if not await hand_over(self._sink, event, stop=self.stopping):
             return False
-        self._signals.record(change)
+        await self._signals.record(change)
         log.info("%s (event %s, from streamer %s)", event.message, event.id, instance_id)
         return True
 

@@ -17,31 +17,39 @@ A fault field's reading is read as an integer written as such (`79`, never `79.9
 an XID at most `MAX_XID` and a count at most `MAX_COUNT`; any other value is refused (`fault_value`),
 since an impossible value must not become a fatal fault.
 
-DCGM reports levels, not events, and a looping streamer replays the same rows: so news is decided by
-the reading's own time (`observed_at`, the row's timestamp). A reading no newer than the last one of
-its GPU and field is a replay and says nothing; a newer one is compared with what came before it:
-an XID or remap value with the last one reported (a zero does not clear it), a count with the last
-reading (growth is news; a drop is a counter reset, remembered as the new base, not a fault). A
-repeat of the very same XID on the same GPU is therefore not seen here (the kernel-log monitor and
-NVML see each occurrence). A change is remembered only once its event was handed over (`record`), so
-a reading whose event was not taken is news again when it is sent again; and the event's id is
-derived from the reading (`event_id`), so the pipeline can tell a repeat of it.
+DCGM reports levels, not events, and a looping streamer replays the same rows, so a reading is
+judged in the order readings arrive, never by its own time (a row dated years ahead, or a clock
+stepped back, must not hide the faults after it): an XID or remap value is compared with the last
+one reported (a zero does not clear it), a count with the last reading (growth is news; a drop is a
+counter reset, remembered as the new base, not a fault). A reading that would be news is a replay
+when the very same reading (its value and `observed_at`, what its event id is derived from) was
+reported lately for that GPU and field (`state.REPORTED_KEPT` of them are kept): so a looping file,
+a second streamer of the same file, or a restarted agent reports each fault once, and two different
+faults read in the same second are each reported. A repeat of the very same XID on the same GPU is
+not seen here (the kernel-log monitor and NVML see each occurrence). A change is remembered only once
+its event was handed over (`record`), so a reading whose event was not taken is news again when it is
+sent again; and the event's id is derived from the reading (`event_id`), so the pipeline can tell a
+repeat of it.
 
 What was reported is kept in a small JSON file (`state`), so a restarted agent does not report a
-looping streamer's rows again.
+looping streamer's rows again; where that file is unusable, each field's first reading is only a
+baseline.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import functools
 import re
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from gpuheal.agents.nvml.verdict import SIGNAL_ACTIONS, Check
-from gpuheal.agents.telemetry.state import Last, load_last, save_last
+from gpuheal.agents.telemetry.state import History, Loaded, Reading, encode_state, load_state, write_state
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.catalog import action_for_xid, xid_catalog
 from gpuheal.domain.health import GPU_UUID, Entity, HealthEvent, ProcessingStrategy
@@ -124,51 +132,77 @@ def fault_value(point: TelemetryPoint) -> int | None:
 
 
 class FaultSignals:
-    """The last reading (for XIDs and remaps: the last value reported) per GPU and fault field, kept in
-    `path` when given. Its size is bounded by the GPUs the metrics store admits times the four fields."""
+    """Per GPU and fault field, the value the next reading is compared with and the readings reported
+    lately, kept in `path` when given. Its size is bounded by the GPUs the metrics store admits times
+    the four fields (and `state.REPORTED_KEPT` readings each)."""
 
     def __init__(self, path: Path | None = None) -> None:
-        self._path = path
-        self._last: dict[tuple[str, str], Last] = load_last(path) if path is not None else {}
+        loaded = load_state(path) if path is not None else Loaded({}, usable=True)
+        self._path = path if loaded.savable else None
+        self._histories = loaded.histories
+        # The state file was there but unusable: what was reported is unknown, so a field's first
+        # reading is only a baseline rather than an old fault reported again.
+        self._baseline_first = not loaded.usable
+        # The last write asked for; the writer thread does them one at a time, in the order asked.
+        self._writing: asyncio.Future[None] | None = None
 
-    def change(self, point: TelemetryPoint) -> Change | None:
+    async def change(self, point: TelemetryPoint) -> Change | None:
         """The news in `point`, if it is a fault field's reading that says something new.
 
-        A news reading is remembered only by `record`; one that is no news is remembered at once (its
-        time, and the new base a first lifetime count or a counter reset sets).
+        A news reading is remembered only by `record`; one that is no news is remembered at once as
+        the reading the next one is compared with.
         """
         value = fault_value(point)
         if value is None:
             return None
         signal = SIGNALS[point.metric_name]
         key = (point.gpu_uuid, signal.metric)
-        last = self._last.get(key)
-        at = point.observed_at
-        if last is not None and at <= last.observed_at:
-            return None  # a replay, or a reading older than one already read
-        if signal.rule is Rule.NEW_NONZERO:
-            if value != 0 and (last is None or value != last.value):
-                return Change(signal, point.gpu_uuid, value, None if last is None else last.value, at)
-            self._remember(key, Last(0 if last is None else last.value, at))
-            return None
-        if last is None and signal.first_is_baseline:
-            self._remember(key, Last(value, at))
-            return None
-        if value > (0 if last is None else last.value):
-            return Change(signal, point.gpu_uuid, value, None if last is None else last.value, at)
-        self._remember(key, Last(value, at))
+        history = self._histories.get(key)
+        if history is None:
+            history = self._histories[key] = History(baseline=self._baseline_first)
+        previous = history.previous
+        if history.baseline or (previous is None and signal.first_is_baseline):
+            news = False
+        elif signal.rule is Rule.NEW_NONZERO:
+            news = value != 0 and value != previous
+        else:
+            news = value > (previous or 0)  # a drop is a counter reset: the new base
+        if news and Reading(value, point.observed_at) not in history.reported:
+            return Change(signal, point.gpu_uuid, value, previous, point.observed_at)
+        if signal.rule is Rule.NEW_NONZERO and value == 0 and previous is not None:
+            value = previous  # a level's zero does not clear the value reported
+        await self._remember(key, history, value)
         return None
 
-    def record(self, change: Change) -> None:
-        """`change` was reported: from now on it is the reading its GPU's field is compared with."""
-        self._remember((change.gpu_uuid, change.signal.metric), Last(change.value, change.observed_at))
+    async def record(self, change: Change) -> None:
+        """`change` was reported: its reading is the one the next is compared with, and a replay of it is none."""
+        key = (change.gpu_uuid, change.signal.metric)
+        history = self._histories[key]
+        history.reported.append(Reading(change.value, change.observed_at))
+        await self._remember(key, history, change.value, reported=True)
 
-    def _remember(self, key: tuple[str, str], last: Last) -> None:
-        before = self._last.get(key)
-        self._last[key] = last
-        # Only a new value is written: a reading's time alone changes with every row, a value rarely.
-        if self._path is not None and (before is None or before.value != last.value):
-            save_last(self._path, self._last)
+    async def saved(self) -> None:
+        """Wait for the writes asked for so far (a call that gave up leaves its write running)."""
+        if self._writing is not None:
+            await asyncio.shield(self._writing)
+
+    async def _remember(self, key: tuple[str, str], history: History, value: int, *, reported: bool = False) -> None:
+        changed = reported or history.baseline or history.previous != value
+        history.previous = value
+        history.baseline = False
+        # Only a change is written: a level or a count repeats row after row, and changes rarely.
+        if self._path is None or not changed:
+            return
+        # Written off the event loop, durably before the reading's call answers; a write once asked is
+        # done even when that call gives up, so an older state never overtakes a newer one on the disk.
+        data = encode_state(self._histories)
+        self._writing = asyncio.get_running_loop().run_in_executor(_state_writer(), write_state, self._path, data)
+        await asyncio.shield(self._writing)
+
+
+@functools.cache
+def _state_writer() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpuheal-telemetry-state")
 
 
 def event_id(node: str, change: Change) -> str:

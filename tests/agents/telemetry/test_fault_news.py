@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import json
+import os
+import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
 import pytest
 
+from gpuheal.agents import durable_file
 from gpuheal.agents.publisher.lane import RetrySettings
+from gpuheal.agents.telemetry import state as state_module
 from gpuheal.domain.health import HealthEvent, ProcessingStrategy
 from gpuheal.tools.telemetry import publish
+from tests.agents.telemetry import readings
 from tests.agents.telemetry.harness import DBE_AGG, DBE_VOL, GPU_A, GPU_B, REMAP, XID, RecordingSink, reading, serve
 
 
@@ -142,3 +150,141 @@ async def test_the_node_name_is_matched_regardless_of_case(socket_path: Path) ->
         await intake.publish(reading("DCGM_FI_DEV_GPU_UTIL", "3", host="DGX-Node-031"))
 
         assert intake.service.outcomes == {"accepted": 1}
+
+
+async def test_a_reading_dated_ahead_does_not_hide_the_faults_after_it(socket_path: Path) -> None:
+    """A row dated 2099 (a clock set wrong), then a real XID: the XID is news, before and after a restart."""
+    state = socket_path.parent.parent / "spool" / "telemetry-state.json"
+    ahead = (datetime(2099, 1, 1, tzinfo=UTC) - readings.OBSERVED_AT).total_seconds()
+    async with serve(socket_path, state=state) as first:
+        await first.publish(reading(XID, "0", at=int(ahead)), reading(XID, "79", at=1))
+        assert [event.xid for event in first.sink.events] == [79]
+    async with serve(socket_path, state=state) as second:
+        await second.publish(reading(XID, "0", at=int(ahead)), reading(XID, "31", at=2))
+
+        assert [event.xid for event in second.sink.events] == [31]
+
+
+async def test_different_faults_read_at_the_same_second_are_each_news(socket_path: Path) -> None:
+    async with serve(socket_path) as intake:
+        await intake.publish(reading(XID, "79", at=1), reading(XID, "31", at=1))
+        await intake.publish(reading(DBE_VOL, "1", at=1), reading(DBE_VOL, "2", at=1))
+
+        assert [(event.check_name, event.metadata["value"]) for event in intake.sink.events] == [
+            ("DcgmXidError", "79"),
+            ("DcgmXidError", "31"),
+            ("DcgmEccDoubleBitError", "1"),
+            ("DcgmEccDoubleBitError", "2"),
+        ]
+
+
+async def test_a_restarted_intake_with_a_looping_streamer_reports_each_xid_once(socket_path: Path) -> None:
+    state = socket_path.parent.parent / "spool" / "telemetry-state.json"
+    rows = [reading(XID, "0", at=0), reading(XID, "79", at=1), reading(XID, "48", at=2)]
+    for _ in range(2):
+        async with serve(socket_path, state=state) as intake:
+            for _ in range(3):
+                await intake.publish(*rows)
+            events = [event.xid for event in intake.sink.events]
+    assert events == [], "the second agent's replays are all old news"
+
+
+def _unusable(state: Path, how: str) -> None:
+    state.parent.mkdir(parents=True, exist_ok=True)
+    if how == "corrupt":
+        state.write_text('{"gpus": {"GPU-')
+    elif how == "directory":  # an EISDIR read, as an EACCES or EIO read fails
+        state.mkdir()
+        (state / "inside").write_text("")
+    else:
+        state.write_text('{"gpus": {}}')
+        state.chmod(0)
+
+
+@pytest.mark.parametrize("how", ["corrupt", "directory", "unreadable"])
+async def test_an_unusable_state_file_is_kept_aside_and_nothing_old_is_reported_again(
+    socket_path: Path, caplog: pytest.LogCaptureFixture, how: str
+) -> None:
+    if how == "unreadable" and os.geteuid() == 0:
+        pytest.skip("root reads a file of mode 000; the 'directory' case fails the read instead")
+    state = socket_path.parent.parent / "spool" / "telemetry-state.json"
+    _unusable(state, how)
+    async with serve(socket_path, state=state) as intake:
+        # A looping streamer's old fault, then a reset volatile count: baselines, not news.
+        await intake.publish(reading(XID, "79", at=1), reading(DBE_VOL, "2", at=1), reading(DBE_AGG, "5", at=1))
+        # What changes from now on is news.
+        await intake.publish(reading(XID, "79", at=1), reading(XID, "48", at=2), reading(DBE_VOL, "3", at=2))
+
+        assert [(event.check_name, event.metadata["value"]) for event in intake.sink.events] == [
+            ("DcgmXidError", "48"),
+            ("DcgmEccDoubleBitError", "3"),
+        ]
+    [aside] = state.parent.glob("telemetry-state.json.corrupt-*")
+    assert str(aside) in caplog.text
+    assert json.loads(state.read_text())["gpus"][GPU_A], "a new file is written where the unusable one was"
+
+
+async def test_a_state_file_written_by_a_newer_agent_is_still_used(socket_path: Path) -> None:
+    state = socket_path.parent.parent / "spool" / "telemetry-state.json"
+    async with serve(socket_path, state=state) as first:
+        await first.publish(reading(XID, "79", at=1))
+    saved = json.loads(state.read_text())
+    saved["format"] = 3
+    saved["gpus"][GPU_A][XID]["confidence"] = "high"
+    state.write_text(json.dumps(saved))
+    async with serve(socket_path, state=state) as second:
+        await second.publish(reading(XID, "0", at=0), reading(XID, "79", at=1))
+
+        assert second.sink.events == []
+    assert not list(state.parent.glob("telemetry-state.json.corrupt-*"))
+
+
+class FailingSink(SlowSink):
+    """Holds GPU A's event until released, then fails it, as a broken publisher would."""
+
+    async def submit(self, event: HealthEvent) -> None:
+        self.submitted.append(event)
+        await self.release.wait()
+        raise OSError(5, "Input/output error")
+
+
+async def test_a_hand_over_that_fails_after_its_call_gave_up_is_logged_and_retrieved(
+    socket_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = FailingSink(GPU_A)
+    async with serve(socket_path, sink=sink) as intake:
+        with pytest.raises(grpc.aio.AioRpcError):
+            await intake.stub.Publish(reading(XID, "79", at=1), timeout=0.3)
+        [handing_over] = intake.service._handing_over.values()
+        sink.release.set()
+        await asyncio.wait((handing_over,))
+        await asyncio.sleep(0)  # its done callbacks run
+        assert not intake.service._handing_over and sink.events == []
+    del handing_over
+    gc.collect()  # an exception nobody retrieved is logged when its task is collected
+
+    [failed] = [record for record in caplog.records if record.name == "gpuheal.agents.telemetry.intake"]
+    assert f"{XID} reading of GPU {GPU_A}" in failed.getMessage() and "Input/output error" in failed.getMessage()
+    # Only this test's task: the collection may find other tests' leftovers too.
+    unretrieved = [r.getMessage() for r in caplog.records if "never retrieved" in r.getMessage()]
+    assert not [message for message in unretrieved if "Input/output error" in message]
+
+
+async def test_the_state_is_written_off_the_event_loop_and_in_order(
+    socket_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = socket_path.parent.parent / "spool" / "telemetry-state.json"
+    writers: list[threading.Thread] = []
+
+    def recording(path: Path, data: bytes) -> None:
+        writers.append(threading.current_thread())
+        durable_file.write_durably(path, data)
+
+    monkeypatch.setattr(state_module, "write_durably", recording)
+    async with serve(socket_path, state=state) as intake:
+        await asyncio.gather(*(intake.publish(reading(XID, str(xid), at=xid)) for xid in (13, 31, 43, 48, 79)))
+    saved = json.loads(state.read_text())["gpus"][GPU_A][XID]
+
+    assert writers and threading.main_thread() not in writers
+    assert saved["previous"] == intake.sink.events[-1].xid, "the last write holds the last reading"
+    assert len(saved["reported"]) == len(intake.sink.events)
