@@ -2,8 +2,8 @@
 
 Three fields are read as faults:
 
-- `DCGM_FI_DEV_XID_ERRORS`, the last XID the GPU raised: a nonzero value other than the last one
-  reported is a new XID, decided as the kernel-log monitor decides it (the operator's override in the
+- `DCGM_FI_DEV_XID_ERRORS`, the last XID the GPU raised: a nonzero value other than the previous
+  reading is a new XID, decided as the kernel-log monitor decides it (the operator's override in the
   XID policy, else NVIDIA's catalog; fatal exactly when the action is not NONE);
 - `DCGM_FI_DEV_ECC_DBE_VOL_TOTAL` (since the last GPU reset) and `..._AGG_TOTAL` (the GPU's lifetime):
   growth since the previous reading is a new double-bit ECC error, COMPONENT_RESET as NVML's poll
@@ -19,14 +19,15 @@ since an impossible value must not become a fatal fault.
 
 DCGM reports levels, not events, and a looping streamer replays the same rows, so a reading is
 judged in the order readings arrive, never by its own time (a row dated years ahead, or a clock
-stepped back, must not hide the faults after it): an XID or remap value is compared with the last
-one reported (a zero does not clear it), a count with the last reading (growth is news; a drop is a
-counter reset, remembered as the new base, not a fault). A reading that would be news is a replay
+stepped back, must not hide the faults after it): an XID or remap value with the previous reading
+(a nonzero value other than it is news, so the same XID raised again after the field cleared, as it
+does when DCGM restarts, is a second occurrence), a count with the previous reading (growth is news;
+a drop is a counter reset, remembered as the new base, not a fault). A reading that would be news is a replay
 when the very same reading (its value and `observed_at`, what its event id is derived from) was
 reported lately for that GPU and field (`state.REPORTED_KEPT` of them are kept): so a looping file,
 a second streamer of the same file, or a restarted agent reports each fault once, and two different
-faults read in the same second are each reported. A repeat of the very same XID on the same GPU is
-not seen here (the kernel-log monitor and NVML see each occurrence). A change is remembered only once
+faults read in the same second are each reported. The same XID raised twice with no other reading
+between is one level here (the kernel-log monitor and NVML see each occurrence). A change is remembered only once
 its event was handed over (`record`), so a reading whose event was not taken is news again when it is
 sent again; and the event's id is derived from the reading (`event_id`), so the pipeline can tell a
 repeat of it.
@@ -74,7 +75,7 @@ _EVENT_IDS = uuid.UUID("6c1f3b9e-2d54-4e0a-9a8e-0d7c5b1e7a21")
 
 
 class Rule(enum.Enum):
-    # A nonzero value other than the last one reported.
+    # A nonzero value other than the previous reading.
     NEW_NONZERO = "new nonzero value"
     # A value above the last reading.
     GROWTH = "growth"
@@ -169,8 +170,6 @@ class FaultSignals:
             news = value > (previous or 0)  # a drop is a counter reset: the new base
         if news and Reading(value, point.observed_at) not in history.reported:
             return Change(signal, point.gpu_uuid, value, previous, point.observed_at)
-        if signal.rule is Rule.NEW_NONZERO and value == 0 and previous is not None:
-            value = previous  # a level's zero does not clear the value reported
         await self._remember(key, history, value)
         return None
 

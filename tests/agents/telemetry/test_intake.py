@@ -62,12 +62,15 @@ async def test_the_latest_value_per_gpu_and_metric_is_exported_with_the_exporter
 async def test_a_new_xid_is_one_event_classified_like_the_kernel_log_s_and_replays_report_nothing(
     intake: Intake,
 ) -> None:
+    # XID 79, cleared (DCGM restarted), and 79 again: two occurrences, each reported once however
+    # often a looping streamer replays the file.
     rows = [reading(XID, "0", at=0), reading(XID, "79", at=1), reading(XID, "0", at=2), reading(XID, "79", at=3)]
-    for _ in range(3):  # a looping streamer replays its file
+    for _ in range(3):
         await intake.publish(*rows)
     await intake.publish(reading(XID, "13", at=4), reading(XID, "13", at=5))
 
-    fatal, application = intake.sink.events
+    fatal, again, application = intake.sink.events
+    assert again.xid == 79 and again.id != fatal.id
     assert (fatal.check_name, fatal.error_codes, fatal.xid) == ("DcgmXidError", ("79",), 79)
     assert fatal.is_fatal and fatal.action is RecommendedAction.RESTART_BM and fatal.needs_remediation
     assert fatal.node == NODE and fatal.gpu_uuids == (GPU_A,)
@@ -104,11 +107,14 @@ async def test_double_bit_ecc_growth_is_news_and_a_lifetime_count_starts_as_hist
     assert {e.check_name for e in intake.sink.events} == {"DcgmEccDoubleBitError"}
 
 
-async def test_a_row_remap_failure_is_reported_once(intake: Intake) -> None:
-    await intake.publish(*(reading(REMAP, value, at=at) for at, value in enumerate(("0", "1", "0", "1"))))
+async def test_a_row_remap_failure_is_reported_once_each_time_it_is_raised(intake: Intake) -> None:
+    rows = [reading(REMAP, value, at=at) for at, value in enumerate(("0", "1", "1", "0", "1"))]
+    for _ in range(2):  # and replayed
+        await intake.publish(*rows)
 
-    [event] = intake.sink.events
-    assert event.check_name == "DcgmRowRemapFailure" and event.action is RecommendedAction.CONTACT_SUPPORT
+    first, second = intake.sink.events
+    assert first.check_name == "DcgmRowRemapFailure" and first.action is RecommendedAction.CONTACT_SUPPORT
+    assert first.id != second.id, "raised again after it cleared"
 
 
 async def test_the_same_new_xid_sent_at_once_by_many_workers_is_one_event(intake: Intake) -> None:
