@@ -33,6 +33,9 @@ def test_the_demo_injects_through_the_injector_and_follows_the_fault_id_to_resol
     records = (state / "nodes" / node / "kmsg.log").read_text().splitlines()
     assert [r for r in records if "Xid" in r and r.startswith("11,")], records
     assert not [r for r in records if r.startswith("3,1042,")]
+    # The API found the agent as the chart's injector-api account (list pods in its namespace), not as an admin.
+    assert "as the chart's injector-api account" in result.stdout
+    assert (state / "credentials" / "injector-api.kubeconfig").is_file()
 
 
 def test_a_storm_cannot_go_through_the_injector() -> None:

@@ -3,9 +3,8 @@
 Each node with a gpuheal agent gets an injector agent (its simulated /dev/kmsg writing into the
 node's kernel log file, its driver GPU directory, its pod in the simulated cluster), and the central
 API runs beside them; the demo then injects with `POST /api/v1/faults/gpu/inject/xid-<xid>` and
-follows the fault id the API answers with. The API reaches the simulated cluster with the admin's
-kubeconfig: the chart's injector-api account exists only where the injector is enabled, and the
-demo loads the chart's default access objects.
+follows the fault id the API answers with. The API reaches the simulated cluster as the chart's
+injector-api account (`kubeconfig`), which may only list pods in its namespace.
 """
 
 from __future__ import annotations
@@ -38,7 +37,12 @@ class DemoInjector:
 
 @asynccontextmanager
 async def demo_injector(
-    cluster: SimulatedCluster, namespace: str, kernel_logs: Mapping[str, Path], gpus: int, home: Path
+    cluster: SimulatedCluster,
+    namespace: str,
+    kernel_logs: Mapping[str, Path],
+    gpus: int,
+    home: Path,
+    kubeconfig: Path,
 ) -> AsyncIterator[DemoInjector]:
     """Injector agents on the nodes of `kernel_logs` (node → its kernel log file) and the central API,
     while the block runs; `home` holds their FIFOs and driver directories (a short path)."""
@@ -48,6 +52,6 @@ async def demo_injector(
             await stack.enter_async_context(
                 injector_on_node(cluster, namespace, node, gpus, home / node, kernel_log, token)
             )
-        settings = InjectorApiSettings(token=Token(token), namespace=namespace, port=0, kubeconfig=cluster.kubeconfig)
+        settings = InjectorApiSettings(token=Token(token), namespace=namespace, port=0, kubeconfig=kubeconfig)
         port = await stack.enter_async_context(running_api(settings))
         yield DemoInjector(f"http://127.0.0.1:{port}", token)

@@ -43,7 +43,7 @@ CHART_ACCESS = Path(__file__).with_name("chart-access.yaml")
 
 
 def chart_service_account(manifests: str, component: str) -> tuple[str, str]:
-    """(namespace, name) of the chart's ServiceAccount for `component` ("worker" or "agent")."""
+    """(namespace, name) of the chart's ServiceAccount for `component` ("worker", "agent" or "injector-api")."""
     for doc in parse_manifests(manifests):
         labels = (doc.get("metadata") or {}).get("labels") or {}
         if doc["kind"] == "ServiceAccount" and labels.get("app.kubernetes.io/component") == component:
@@ -227,10 +227,17 @@ async def _run_fleet(
         injector = None
         if options.via == "injector":
             logs = {node: agent.settings.kernel_log for node, agent in by_node.items() if agent.settings.kernel_log}
+            api_account = chart_service_account(CHART_ACCESS.read_text(), "injector-api")
+            api_kubeconfig = cluster.service_account_kubeconfig(*api_account, credentials / "injector-api.kubeconfig")
             injector = await agents.enter_async_context(
-                demo_injector(cluster, agent_account[0], logs, options.gpus_per_node, sockets / "injector")
+                demo_injector(
+                    cluster, api_account[0], logs, options.gpus_per_node, sockets / "injector", api_kubeconfig
+                )
             )
-            console.print(f"  injector     {injector.url}  (POST /api/v1/faults/gpu/inject/xid-<n>)")
+            console.print(
+                f"  injector     {injector.url}  (POST /api/v1/faults/gpu/inject/xid-<n>; as the chart's "
+                "injector-api account)"
+            )
         faulty = by_node[nodes[min(1, len(by_node) - 1)]]
         if options.manual:
             console.print(
