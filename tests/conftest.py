@@ -1,9 +1,12 @@
-"""Shared fixtures: the Temporal servers the suites run against (real binaries, started once)."""
+"""Shared fixtures: the Temporal servers the suites run against (real binaries, started once), and a
+short directory for unix sockets."""
 
 from __future__ import annotations
 
+import shutil
 import sysconfig
-from collections.abc import AsyncIterator
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -54,3 +57,11 @@ async def dev_server() -> AsyncIterator[DevServer]:
     server = await start_dev_server()
     yield server
     await server.shutdown()
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A directory short enough for unix socket paths (107 bytes), which pytest's tmp_path may not be."""
+    path = Path(tempfile.mkdtemp(prefix="gh-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -5,10 +5,7 @@ reports what the kernel logged while it was down, once."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
-import tempfile
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -153,14 +150,6 @@ async def test_readiness_fails_while_faults_wait_in_memory_and_past_the_hold_the
         assert await get(neighbour.health.port, "/readyz") == (200, "ok\n")
         _, theirs = await get(neighbour.health.port, "/metrics")
         assert 'gpuheal_agent_spool_held_events{lane="temporal"} 0.0' in theirs
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    """A directory short enough for unix socket paths (107 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="gh-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.mark.parametrize("address", ["nowhere", "127.0.0.1:99999", "host:port"])

@@ -8,13 +8,11 @@ import math
 import os
 import random
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -53,11 +51,8 @@ def kind_of(event: HealthEvent) -> Kind:
 
 
 @pytest.fixture
-def socket_path() -> Iterator[Path]:
-    """Short enough for a unix socket (107 bytes); pytest's tmp_path may not be."""
-    directory = Path(tempfile.mkdtemp(prefix="gh-eventgen-", dir="/tmp"))
-    yield directory / "intake.sock"
-    shutil.rmtree(directory, ignore_errors=True)
+def socket_path(short_dir: Path) -> Path:
+    return short_dir / "intake.sock"
 
 
 async def generate(settings: Settings, seconds: float, rng: random.Random | None = None) -> Generator:

@@ -7,12 +7,10 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -42,11 +40,8 @@ class RecordingSink:
 
 
 @pytest.fixture
-def home() -> Iterator[Path]:
-    """Short enough for a unix socket (107 bytes); pytest's tmp_path may not be."""
-    directory = Path(tempfile.mkdtemp(prefix="gh-streamer-", dir="/tmp"))
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
+def home(short_dir: Path) -> Path:
+    return short_dir
 
 
 @contextlib.asynccontextmanager

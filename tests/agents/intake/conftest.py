@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,11 +35,8 @@ class Intake:
 
 
 @pytest.fixture
-def socket_dir() -> Iterator[Path]:
-    """A short directory: unix socket paths stop at 107 bytes, and pytest's tmp_path can be longer."""
-    path = Path(tempfile.mkdtemp(prefix="gh-intake-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+def socket_dir(short_dir: Path) -> Path:
+    return short_dir
 
 
 @pytest.fixture

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -29,11 +27,8 @@ REGISTERED_GPUS = 2
 
 
 @pytest.fixture
-def socket_dir() -> Iterator[Path]:
-    """Short enough for a unix socket path (107 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="gh-pub-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+def socket_dir(short_dir: Path) -> Path:
+    return short_dir
 
 
 async def register(stub: gpu_pb2_grpc.GpuServiceAsyncStub) -> None:

@@ -5,10 +5,7 @@ decided by the same policy file."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import sys
-import tempfile
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -28,14 +25,6 @@ from tests.agents.telemetry.readings import reading
 NODE = "gpu-node-031"
 XID = "DCGM_FI_DEV_XID_ERRORS"
 HEADER = "timestamp,metric_name,gpu_id,device,uuid,modelName,Hostname,container,pod,namespace,value,labels_raw\n"
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    """A directory short enough for unix socket paths (107 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="gh-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def agent_settings(home: Path, **settings: Any) -> AgentSettings:
