@@ -55,9 +55,10 @@ def kmsg_record(write: bytes, sequence: int, usec: int) -> str:
     level, facility = DEFAULT_LEVEL, USER_FACILITY
     if text.startswith(b"<"):
         end = text.find(b">")
-        digits = text[1:end] if end > 1 else b""
-        if digits.isdigit():
-            value = int(digits)
+        digits = text[1:end]
+        # As devkmsg_write's simple_strtoul: digits up to the `>`, none at all being 0.
+        if end > 0 and (digits.isdigit() or not digits):
+            value = int(digits or b"0")
             level = value & 7
             facility = value >> 3 or USER_FACILITY
             text = text[end + 1 :]

@@ -23,6 +23,9 @@ from gpuheal_sim.injection import SimulatedKmsg, driver_gpu_tree, kmsg_record
         (b"plain\n", "12,7,99,-;plain"),
         (b"<x>text\n", "12,7,99,-;<x>text"),
         (b"<3 text\n", "12,7,99,-;<3 text"),
+        # devkmsg_write (kernel/printk/printk.c) reads the number with simple_strtoul, which takes no
+        # digits as 0: `<>` is level 0, its prefix stripped.
+        (b"<>text\n", "8,7,99,-;text"),
         # What /dev/kmsg's reader escapes.
         (b"<3>a\tb\\c\xc3\xa9", "11,7,99,-;a\\x09b\\x5cc\\xc3\\xa9"),
     ],
