@@ -53,11 +53,7 @@ class IntakeRate:
         self._samples: collections.deque[tuple[float, int]] = collections.deque()
 
     def taken(self) -> int:
-        return sum(agent.intake.events_taken for agent in self.agents if agent.intake is not None)
-
-    @property
-    def agents(self) -> Sequence[Agent]:
-        return self._agents
+        return sum(agent.intake.events_taken for agent in self._agents if agent.intake is not None)
 
     def start(self) -> None:
         self._samples.clear()
@@ -89,8 +85,9 @@ class RunningLoad:
         self._generators: list[asyncio.Task[eventgen.Stats]] = []
         self._reporter: asyncio.Task[None] | None = None
         self._rate = IntakeRate(agents)
+        # When the load began, by the monotonic clock (its lines) and the wall clock (remediations).
         self._started = 0.0
-        self._since = datetime.now(UTC)
+        self._since = datetime.min.replace(tzinfo=UTC)
 
     @property
     def asked(self) -> float:
