@@ -18,11 +18,14 @@ FAULT_SIGNAL = SignalContract("fault", Fault)
 # The search attributes a detector sets when it starts a remediation, before the workflow runs.
 NODE_ATTRIBUTE = "GpuhealNode"
 PHASE_ATTRIBUTE = "GpuhealPhase"
+# When the run entered its current phase (set by the workflow): "stuck in a phase" queries and alerts.
+PHASE_SINCE_ATTRIBUTE = "GpuhealPhaseSince"
 
 __all__ = [
     "FAULT_SIGNAL",
     "NODE_ATTRIBUTE",
     "PHASE_ATTRIBUTE",
+    "PHASE_SINCE_ATTRIBUTE",
     "REMEDIATION",
     "SignalContract",
     "WorkflowContract",

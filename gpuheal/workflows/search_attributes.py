@@ -14,10 +14,11 @@ from temporalio.common import SearchAttributeKey
 # Passed through like every domain import of the workflow: a second, sandboxed copy of the domain's
 # models would make the workflow's HealthBar a different class from the one its requests expect.
 with workflow.unsafe.imports_passed_through():
-    from gpuheal.domain.remediation_contract import NODE_ATTRIBUTE, PHASE_ATTRIBUTE
+    from gpuheal.domain.remediation_contract import NODE_ATTRIBUTE, PHASE_ATTRIBUTE, PHASE_SINCE_ATTRIBUTE
 
 NODE = SearchAttributeKey.for_keyword(NODE_ATTRIBUTE)
 PHASE = SearchAttributeKey.for_keyword(PHASE_ATTRIBUTE)
+PHASE_SINCE = SearchAttributeKey.for_datetime(PHASE_SINCE_ATTRIBUTE)
 XID = SearchAttributeKey.for_int("GpuhealXid")
 ACTION = SearchAttributeKey.for_keyword("GpuhealAction")
 GPUS = SearchAttributeKey.for_keyword_list("GpuhealGpu")
@@ -31,10 +32,10 @@ REPAIRS = SearchAttributeKey.for_int("GpuhealRepairs")
 # The version of the policy the run decides by (gpuheal.domain.policy_document).
 POLICY_VERSION = SearchAttributeKey.for_keyword("GpuhealPolicyVersion")
 
-ALL = (NODE, PHASE, XID, ACTION, GPUS, SERIALS, REPAIRS, POLICY_VERSION)
+ALL = (NODE, PHASE, PHASE_SINCE, XID, ACTION, GPUS, SERIALS, REPAIRS, POLICY_VERSION)
 
 # The type names the temporal CLI takes (`--search-attribute NAME=TYPE`, `--type TYPE`).
-_CLI_TYPES = {"KEYWORD": "Keyword", "INT": "Int", "KEYWORD_LIST": "KeywordList"}
+_CLI_TYPES = {"KEYWORD": "Keyword", "INT": "Int", "KEYWORD_LIST": "KeywordList", "DATETIME": "Datetime"}
 
 
 def cli_type(key: SearchAttributeKey[Any]) -> str:
