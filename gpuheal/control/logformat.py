@@ -48,9 +48,7 @@ class JsonLines(logging.Formatter):
             entry[GPU] = gpu
         if record.exc_info:
             entry["exc_info"] = self.formatException(record.exc_info)
-        elif record.exc_text:
-            entry["exc_info"] = record.exc_text
-        # Unlike the plain format, non-ASCII text stays as it is: a pipeline reads UTF-8.
+        # Non-ASCII text as it is, not \u escapes: pipelines read UTF-8, and people read the lines too.
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 

@@ -306,7 +306,7 @@ class NvmlProvider:
                 if isinstance(reading, GpuLostError):
                     after = lost_problems(before, reading.detail)
                 elif isinstance(reading, NvmlError):
-                    # unknown: no change
+                    # The GPU's state is unknown: no change.
                     log.warning(
                         "reading GPU %s failed: %s",
                         state.info.uuid,
