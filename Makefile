@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # pytest-xdist processes for make test; each file's tests stay in one process (module fixtures).
 PYTEST_WORKERS ?= 2
 
-.PHONY: all demo test lint bench bytecode fmt protos clean
+.PHONY: all demo test lint bench bytecode fmt protos image clean
 
 all: test
 
@@ -52,6 +52,16 @@ protos: $(VENV)/.synced
 fmt: $(VENV)/.synced
 	$(RUN)/ruff format gpuheal sim tests bench
 	$(RUN)/ruff check --fix gpuheal sim tests bench
+
+# The image the chart deploys, built by podman or docker, whichever is here; not part of `make test`.
+IMAGE ?= ghcr.io/gpuheal/gpuheal
+CONTAINER_ENGINE ?= $(shell command -v podman || command -v docker)
+VERSION = $(shell $(PYTHON) -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
+
+image:
+	@test -n "$(CONTAINER_ENGINE)" || { echo "make image: neither podman nor docker is installed (or set CONTAINER_ENGINE)" >&2; exit 1; }
+	$(CONTAINER_ENGINE) build -f Containerfile --build-arg UV_VERSION=$(UV_VERSION) --build-arg VERSION=$(VERSION) \
+		-t $(IMAGE):$(VERSION) .
 
 clean:
 	rm -rf $(VENV) .state .mypy_cache .ruff_cache .pytest_cache

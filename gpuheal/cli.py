@@ -24,6 +24,7 @@ from gpuheal.control.connection import (
 )
 from gpuheal.control.governor import governor_id_for
 from gpuheal.control.lifetime import ProcessRuntime
+from gpuheal.control.logformat import log_as_json
 from gpuheal.domain.decisions import PersonAction
 from gpuheal.domain.fleet import GovernorStatus
 from gpuheal.domain.operator import ActionRefused, OperatorAction, RecordedAction
@@ -142,11 +143,22 @@ class _Commands(click.Group):
 
 @click.group(cls=_Commands)
 @click.option("-v", "--verbose", is_flag=True, help="Log at debug level.")
-def main(verbose: bool) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(["plain", "json"]),
+    default="plain",
+    show_default=True,
+    envvar="GPUHEAL_LOG_FORMAT",
+    help="json: one JSON object per line (time, level, logger, message, and workflow_id, node, gpu where "
+    "known), for a log pipeline [env GPUHEAL_LOG_FORMAT].",
+)
+def main(verbose: bool, log_format: str) -> None:
     """gpuheal keeps Kubernetes GPU nodes healthy with durable Temporal remediations."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    level = logging.DEBUG if verbose else logging.INFO
+    if log_format == "json":
+        log_as_json(level)
+    else:
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def _decision_command(approve: bool) -> Any:

@@ -74,10 +74,16 @@ async def hand_over(
                     event.agent,
                     event.id,
                     backoff.maximum.total_seconds(),
+                    extra={"node": event.node, "gpu": event.gpu_uuids},
                 )
         else:
             if waited:
-                log.info("the event sink took event %s after %d tries", event.id, waited + 1)
+                log.info(
+                    "the event sink took event %s after %d tries",
+                    event.id,
+                    waited + 1,
+                    extra={"node": event.node, "gpu": event.gpu_uuids},
+                )
             return True
         waited += 1
         if stop is None:
@@ -90,6 +96,7 @@ async def hand_over(
                 event.check_name,
                 event.node,
                 event.message,
+                extra={"node": event.node, "gpu": event.gpu_uuids},
             )
             return False
         delay = min(delay * 2, backoff.maximum)

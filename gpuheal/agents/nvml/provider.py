@@ -284,7 +284,12 @@ class NvmlProvider:
         problem = xid_problem(event.xid)
         state = self._states.get(event.uuid)
         if state is None:
-            log.warning("XID %d on GPU %s, which NVML did not enumerate", event.xid, event.uuid)
+            log.warning(
+                "XID %d on GPU %s, which NVML did not enumerate",
+                event.xid,
+                event.uuid,
+                extra={"node": self._node, "gpu": event.uuid},
+            )
         info = state.info if state is not None else None
         await self._submit(info, problem, healthy=False, at=event.timestamp, uuid_=event.uuid)
 
@@ -301,7 +306,13 @@ class NvmlProvider:
                 if isinstance(reading, GpuLostError):
                     after = lost_problems(before, reading.detail)
                 elif isinstance(reading, NvmlError):
-                    log.warning("reading GPU %s failed: %s", state.info.uuid, reading)  # unknown: no change
+                    # The GPU's state is unknown: no change.
+                    log.warning(
+                        "reading GPU %s failed: %s",
+                        state.info.uuid,
+                        reading,
+                        extra={"node": self._node, "gpu": state.info.uuid},
+                    )
                     continue
                 else:
                     after = polled_problems(before, reading)
@@ -395,7 +406,12 @@ class NvmlProvider:
         try:
             return await hand_over(self._sink, event, stop=self._closing, backoff=self._sink_backoff)
         except Exception:
-            log.exception("the event sink refused %s/%s", event.check_name, event.id)
+            log.exception(
+                "the event sink refused %s/%s",
+                event.check_name,
+                event.id,
+                extra={"node": event.node, "gpu": event.gpu_uuids},
+            )
         return True
 
     async def _in_thread(self, fn: Callable[..., T], *args: object) -> T:

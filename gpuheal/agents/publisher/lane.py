@@ -176,8 +176,19 @@ class Lane:
             async with asyncio.timeout(self._retry.delivery_timeout.total_seconds()):
                 await self._deliver(event)
         except (DependencyUnavailable, TimeoutError) as error:
-            log.warning("%s unavailable, event %s kept for retry: %s", self.name, event.id, error or "timed out")
+            log.warning(
+                "%s unavailable, event %s kept for retry: %s",
+                self.name,
+                event.id,
+                error or "timed out",
+                extra={"node": event.node, "gpu": event.gpu_uuids},
+            )
             return False
         except Exception:
-            log.exception("%s refused event %s for good; dropping it there", self.name, event.id)
+            log.exception(
+                "%s refused event %s for good; dropping it there",
+                self.name,
+                event.id,
+                extra={"node": event.node, "gpu": event.gpu_uuids},
+            )
         return True

@@ -148,7 +148,14 @@ class Publisher:
     async def submit(self, event: HealthEvent) -> None:
         """Deliver the event to the dependencies it concerns, or spool it; returns when each has it."""
         if not event.changes_the_cluster:
-            log.info("store-only health event %s from %s on %s: %s", event.id, event.agent, event.node, event.message)
+            log.info(
+                "store-only health event %s from %s on %s: %s",
+                event.id,
+                event.agent,
+                event.node,
+                event.message,
+                extra={"node": event.node, "gpu": event.gpu_uuids},
+            )
             return
         actionable = event.needs_remediation
         targets = []

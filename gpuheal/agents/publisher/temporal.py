@@ -78,6 +78,7 @@ class TemporalRemediations:
                     fault.event_id,
                     fault.node,
                     len(short.encode()),
+                    extra={"node": fault.node, "gpu": fault.gpu_uuids},
                 )
                 await self.report(fault.model_copy(update={"message": short}))
                 return

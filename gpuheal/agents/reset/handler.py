@@ -78,16 +78,35 @@ class GpuResetHandler:
 
     async def carry_out(self, order: GpuResetOrder) -> GpuResetReport:
         if self._resetter is None:
-            log.warning("GPU reset order %s on %s refused: reset is disabled", order.id, self.node)
+            log.warning(
+                "GPU reset order %s on %s refused: reset is disabled",
+                order.id,
+                self.node,
+                extra={"node": self.node, "gpu": order.gpus},
+            )
             return report(GPU_RESET, order.id, ok=False, detail=DISABLED)
         inventory = list(self._gpus())
         chosen, missing = select(order.gpus, inventory)
         if missing:
             detail = f"GPUs not on this node: {', '.join(missing)} (it has {len(inventory)} GPUs)"
-            log.warning("GPU reset order %s on %s refused: %s", order.id, self.node, detail)
+            log.warning(
+                "GPU reset order %s on %s refused: %s",
+                order.id,
+                self.node,
+                detail,
+                extra={"node": self.node, "gpu": order.gpus},
+            )
             return report(GPU_RESET, order.id, ok=False, detail=detail)
         names = ", ".join(gpu.uuid for gpu in chosen)
-        log.info("GPU reset order %s on %s: resetting %s with %s", order.id, self.node, names, self._resetter.name)
+        about = {"node": self.node, "gpu": [gpu.uuid for gpu in chosen]}
+        log.info(
+            "GPU reset order %s on %s: resetting %s with %s",
+            order.id,
+            self.node,
+            names,
+            self._resetter.name,
+            extra=about,
+        )
         mark = 0
         if self._acknowledgements is not None:
             if not await self._acknowledgements.until_caught_up(self.settings.confirm_timeout.total_seconds()):
@@ -96,6 +115,7 @@ class GpuResetHandler:
                     "the driver's acknowledgement may be taken for backlog (NVML can still confirm the reset)",
                     order.id,
                     self.node,
+                    extra=about,
                 )
             mark = self._acknowledgements.mark()
         self.resets += 1
@@ -103,7 +123,7 @@ class GpuResetHandler:
             async with self._released():
                 await self._resetter.reset(chosen)
         except ResetCommandError as error:
-            log.error("GPU reset order %s on %s failed: %s", order.id, self.node, error)
+            log.error("GPU reset order %s on %s failed: %s", order.id, self.node, error, extra=about)
             return report(GPU_RESET, order.id, ok=False, detail=str(error))
         proof = await confirm(
             chosen, acknowledgements=self._acknowledgements, mark=mark, nvml=self._nvml, settings=self.settings
@@ -112,17 +132,17 @@ class GpuResetHandler:
             detail = "; ".join(
                 f"the driver reported the reset of {uuid} failed: {words}" for uuid, words in proof.failed.items()
             )
-            log.error("GPU reset order %s on %s: %s", order.id, self.node, detail)
+            log.error("GPU reset order %s on %s: %s", order.id, self.node, detail, extra=about)
             return report(GPU_RESET, order.id, ok=False, detail=detail)
         if proof.unproven:
             detail = (
                 f"reset of {', '.join(proof.unproven)} not confirmed within {self.settings.confirm_timeout.total_seconds():g}s"
                 + ("" if self._acknowledgements or self._nvml else " (no kernel-log monitor and no NVML to confirm it)")
             )
-            log.error("GPU reset order %s on %s: %s", order.id, self.node, detail)
+            log.error("GPU reset order %s on %s: %s", order.id, self.node, detail, extra=about)
             return report(GPU_RESET, order.id, ok=False, detail=detail)
         detail = f"reset {names} with {self._resetter.name}; {_proven(proof)}"
-        log.info("GPU reset order %s on %s: %s", order.id, self.node, detail)
+        log.info("GPU reset order %s on %s: %s", order.id, self.node, detail, extra=about)
         return report(GPU_RESET, order.id, ok=True, detail=detail, confirmed_by=proof.source)
 
     def _released(self) -> AbstractAsyncContextManager[None]:

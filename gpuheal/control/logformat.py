@@ -1,0 +1,79 @@
+"""Structured logs (`gpuheal --log-format json`): one JSON object per line, for a log pipeline to read.
+
+Each line has `time` (RFC 3339, UTC), `level`, `logger` and `message`; a line about a remediation also
+has its `workflow_id`, and a line about a node or a GPU its `node` and `gpu` (a GPU's UUID, or a list of
+them), where known. Temporal's `workflow.logger` and `activity.logger` put the workflow's details in a
+record's `temporal_workflow` or `temporal_activity` extra, whence the workflow id (and the node:
+`remediate-<node>`); the agent passes `extra={"node": ..., "gpu": ...}`. An exception comes as the
+`exc_info` text.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from temporalio import activity, workflow
+
+from gpuheal.domain.marks import WORKFLOW_ID_PREFIX
+
+NODE = "node"
+GPU = "gpu"
+# Where Temporal's loggers put the details of the workflow or activity a record comes from.
+_TEMPORAL_EXTRAS = ("temporal_workflow", "temporal_activity")
+
+
+class JsonLines(logging.Formatter):
+    """A record as one line of JSON: see the module docstring."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        workflow_id = _workflow_id(record)
+        node = getattr(record, NODE, None) or _node_of(workflow_id)
+        if workflow_id:
+            entry["workflow_id"] = workflow_id
+        if node:
+            entry[NODE] = node
+        if gpu := getattr(record, GPU, None):
+            entry[GPU] = gpu
+        if record.exc_info:
+            entry["exc_info"] = self.formatException(record.exc_info)
+        # Non-ASCII text as it is, not \u escapes: pipelines read UTF-8, and people read the lines too.
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def _workflow_id(record: logging.LogRecord) -> str | None:
+    for name in _TEMPORAL_EXTRAS:
+        details = getattr(record, name, None)
+        if isinstance(details, Mapping) and details.get("workflow_id"):
+            return str(details["workflow_id"])
+    return None
+
+
+def _node_of(workflow_id: str | None) -> str | None:
+    if workflow_id and workflow_id.startswith(WORKFLOW_ID_PREFIX):
+        return workflow_id.removeprefix(WORKFLOW_ID_PREFIX) or None
+    return None
+
+
+def log_as_json(level: int) -> None:
+    """Send every record of the process to stderr as JSON lines, in place of any handler set before.
+
+    Temporal's loggers otherwise append the workflow's details to each message as text: the JSON has
+    them as fields, so the message stays what the code said.
+    """
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLines())
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    workflow.logger.workflow_info_on_message = False
+    activity.logger.activity_info_on_message = False

@@ -1,0 +1,74 @@
+"""`--log-format json`: each record is one line of JSON with the fields a log pipeline indexes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from gpuheal.control.logformat import JsonLines
+from gpuheal.domain.marks import workflow_id_for
+
+
+def line(message: str = "quarantined gpu-node-001", *args: object, exc_info: Any = None, **extra: Any) -> str:
+    record = logging.getLogger("gpuheal.test").makeRecord(
+        "gpuheal.test", logging.WARNING, __file__, 1, message, args, exc_info, extra=extra
+    )
+    return JsonLines().format(record)
+
+
+def test_a_record_is_one_line_with_time_level_logger_and_message() -> None:
+    text = line()
+    entry = json.loads(text)
+
+    assert "\n" not in text
+    assert entry["level"] == "WARNING"
+    assert entry["logger"] == "gpuheal.test"
+    assert entry["message"] == "quarantined gpu-node-001"
+    assert entry["time"].endswith("Z"), "RFC 3339 in UTC"
+    assert abs(datetime.fromisoformat(entry["time"]) - datetime.now(UTC)).total_seconds() < 60
+    assert {"workflow_id", "node", "gpu", "exc_info"}.isdisjoint(entry), "nothing is made up where nothing is known"
+
+
+def test_an_activity_line_names_its_remediation_and_node() -> None:
+    details = {"activity_id": "3", "activity_type": "quarantine", "workflow_id": workflow_id_for("gpu-node-001")}
+
+    entry = json.loads(line(temporal_activity=details))
+
+    assert entry["workflow_id"] == "remediate-gpu-node-001"
+    assert entry["node"] == "gpu-node-001"
+
+
+def test_a_workflow_line_of_another_workflow_names_no_node() -> None:
+    entry = json.loads(line(temporal_workflow={"workflow_id": "gpuheal-governor-gpuheal", "run_id": "r"}))
+
+    assert entry["workflow_id"] == "gpuheal-governor-gpuheal"
+    assert "node" not in entry
+
+
+def test_an_agent_line_carries_its_node_and_gpus() -> None:
+    entry = json.loads(line(node="gpu-node-007", gpu=("GPU-1", "GPU-2")))
+
+    assert (entry["node"], entry["gpu"]) == ("gpu-node-007", ["GPU-1", "GPU-2"])
+
+
+def test_an_exception_is_one_text_field() -> None:
+    try:
+        raise ValueError("the driver said no")
+    except ValueError:
+        text = line("reset failed", exc_info=sys.exc_info())
+
+    entry = json.loads(text)
+    assert "\n" not in text
+    assert entry["message"] == "reset failed"
+    assert entry["exc_info"].startswith("Traceback (most recent call last):")
+    assert entry["exc_info"].endswith("ValueError: the driver said no")
+
+
+def test_non_ascii_text_stays_readable() -> None:
+    text = line("Knoten %s: Grafikprozessor gestört ✗", "gpu-node-ü")
+
+    assert "gestört ✗" in text
+    assert json.loads(text)["message"] == "Knoten gpu-node-ü: Grafikprozessor gestört ✗"
