@@ -16,6 +16,7 @@ from gpuheal.agents.publisher.spool import MIB
 from gpuheal.agents.reset import ResetSettings
 from gpuheal.cli import BadSetting, kubeconfig_option, policy_options, with_temporal_options
 from gpuheal.control.lifetime import ProcessRuntime
+from gpuheal.control.logformat import name_node_on_every_line
 from gpuheal.domain.policy_document import AgentPolicy
 from gpuheal.params import XidPolicyFile
 from gpuheal.policyfile import LoadedPolicy
@@ -283,6 +284,7 @@ def agent(
         ),
         health_address=health,
     )
+    name_node_on_every_line(node)
     try:
         ProcessRuntime().run(lambda: serve_agent(settings))
     except HealthServerError as error:

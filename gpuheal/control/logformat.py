@@ -66,6 +66,25 @@ def _node_of(workflow_id: str | None) -> str | None:
     return None
 
 
+class _OneNode(logging.Filter):
+    def __init__(self, node: str) -> None:
+        super().__init__()
+        self._node = node
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(record, NODE, None):
+            setattr(record, NODE, self._node)
+        return True
+
+
+def name_node_on_every_line(node: str) -> None:
+    """Give every record of the process that names no node this one: an agent's process is about its
+    own node, so its lines that say nothing of a GPU (starting, stopping, a lane's retries) still say
+    which node they come from."""
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_OneNode(node))
+
+
 def log_as_json(level: int) -> None:
     """Send every record of the process to stderr as JSON lines, in place of any handler set before.
 

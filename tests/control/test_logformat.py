@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from gpuheal.control.logformat import JsonLines
+from gpuheal.control.logformat import JsonLines, name_node_on_every_line
 from gpuheal.domain.marks import workflow_id_for
 
 
@@ -72,3 +73,22 @@ def test_non_ascii_text_stays_readable() -> None:
 
     assert "gestört ✗" in text
     assert json.loads(text)["message"] == "Knoten gpu-node-ü: Grafikprozessor gestört ✗"
+
+
+def test_an_agent_process_names_its_node_on_every_line_that_names_none() -> None:
+    root = logging.getLogger()
+    kept = root.handlers[:]
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonLines())
+    root.handlers = [handler]
+    try:
+        name_node_on_every_line("gpu-node-003")
+        logging.getLogger("gpuheal.agents.lane").warning("temporal lane: retrying")
+        logging.getLogger("gpuheal.agents.sink").warning("fault", extra={"node": "gpu-node-009"})
+    finally:
+        root.handlers = kept
+
+    first, second = (json.loads(text) for text in out.getvalue().splitlines())
+    assert first["node"] == "gpu-node-003"
+    assert second["node"] == "gpu-node-009", "a line that names its node keeps it"
