@@ -1,106 +1,271 @@
-"""Determinism: recorded histories must replay under the current workflow code.
+"""Determinism: every recorded history replays under the current workflow code.
 
-A change that reorders, adds or removes commands for an existing history (an incompatible change
-that would break remediations already running in production) fails here. Such a change needs
-`workflow.patched(...)`, and then a fresh recording (tests/workflows/record_history.py).
+`histories/<release>/` holds the runs of each release's scenarios (record_history.py records them);
+the files at the top are runs of particular commits from before releases were recorded, each kept for
+the rolling upgrade it shows. None is recorded again: a run that code started may still be open when
+the workers are upgraded, and must go on under the new code. A change to what a workflow commands
+fails here unless it is behind `workflow.patched` (CONTRIBUTING.md).
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from importlib.metadata import version
 from pathlib import Path
 
+import pytest
+from temporalio import workflow
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from gpuheal.domain.decisions import PersonAction
+from gpuheal.domain.fleet import (
+    COLLECT_ALL_SIGNAL,
+    COLLECT_SIGNAL,
+    GOVERNOR,
+    GOVERNOR_ID,
+    PERMIT_SIGNAL,
+    RELEASE_SIGNAL,
+)
+from gpuheal.domain.marks import workflow_id_for
+from gpuheal.domain.phases import Phase
+from gpuheal.domain.remediation import RemediationInput, RemediationStatus
+from gpuheal.domain.remediation_contract import FAULT_SIGNAL, PHASE_ATTRIBUTE, REMEDIATION
+from gpuheal.domain.steps import NodeRef, Step
 from gpuheal.workflows.governor import GovernorWorkflow
 from gpuheal.workflows.remediation import RemediationWorkflow
-from tests.workflows.record_history import HISTORY
+from tests.workflows.record_history import HISTORIES, SCENARIOS
+
+RECORDED = sorted(HISTORIES.rglob("*.json"))
+CONVERTER = pydantic_data_converter.payload_converter
 
 
-def recorded(name: str, workflow_id: str) -> WorkflowHistory:
-    """A history kept in histories/, as the code named in its test recorded it."""
-    return WorkflowHistory.from_json(workflow_id, (Path(__file__).parent / "histories" / name).read_text())
+def named(path: Path) -> str:
+    return str(path.relative_to(HISTORIES))
 
 
-async def replay_failure(history: WorkflowHistory, workflow: type) -> Exception | None:
-    """What replaying `history` under the current code of `workflow` failed on; None when it replays."""
-    replayer = Replayer(workflows=[workflow], data_converter=pydantic_data_converter)
-    return (await replayer.replay_workflow(history, raise_on_replay_failure=False)).replay_failure
+def load(path: Path) -> WorkflowHistory:
+    """The history in `path`, under the workflow id of its run: a remediation's permit is asked for by
+    its workflow id, which its replay must see as recorded; the governor's is `gpuheal-governor`."""
+    history = WorkflowHistory.from_json("", path.read_text())
+    started = history.events[0].workflow_execution_started_event_attributes
+    if started.workflow_type.name == GOVERNOR.name:
+        return WorkflowHistory(GOVERNOR_ID, history.events)
+    [request] = CONVERTER.from_payloads(started.input.payloads, [RemediationInput])
+    return WorkflowHistory(workflow_id_for(request.node), history.events)
 
 
-async def test_happy_path_history_replays_under_the_current_code() -> None:
-    history = WorkflowHistory.from_json("remediate-gpu-node-001", HISTORY.read_text())
-    assert any(e.HasField("activity_task_completed_event_attributes") for e in history.events)
-    replayer = Replayer(workflows=[RemediationWorkflow], data_converter=pydantic_data_converter)
-
-    result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
-
-    assert result.replay_failure is None
+async def replay(history: WorkflowHistory, *workflows: type) -> None:
+    """Replay `history` under `workflows`; a command that differs from the recorded one raises."""
+    replayer = Replayer(workflows=workflows, data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(history)
 
 
-async def test_a_run_that_escalated_before_escalated_runs_were_held_replays_to_its_old_ending() -> None:
-    """Recorded by the code of 8c5f297 (a fake node whose GPUs stay unhealthy after the reboot): that
-    run released the node as escalated and completed. A query of it (`gpuheal status`) replays it."""
-    history = recorded("escalated_before_hold.json", "remediate-gpu-node-001")
-    assert await replay_failure(history, RemediationWorkflow) is None
+@pytest.mark.parametrize("path", RECORDED, ids=named)
+async def test_every_recorded_history_replays_under_the_current_code(path: Path) -> None:
+    await replay(load(path), RemediationWorkflow, GovernorWorkflow)
 
 
-async def test_a_run_that_read_its_node_before_it_asked_for_its_permit_replays_under_the_current_code() -> None:
-    """Recorded by the code of 072ac3b, whose remediations read the node for its hold label in one
-    step and asked for their permit in the next (`observe_node`, then `collect_permit`); now one step
-    does both (`collect_permit_unless_held`), behind the patch `collect-unless-held`."""
-    history = recorded("hold_read_before_the_ask.json", "remediate-gpu-node-001")
-    steps = [
-        e.marker_recorded_event_attributes.details
-        for e in history.events
-        if e.HasField("marker_recorded_event_attributes")
+# ---- what each history shows ------------------------------------------------------------------
+
+
+def steps(history: WorkflowHistory) -> list[str]:
+    """The activities the run ran, local ones (recorded as markers) included, in order."""
+    ran = []
+    for event in history.events:
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            ran.append(event.activity_task_scheduled_event_attributes.activity_type.name)
+        elif event.marker_recorded_event_attributes.marker_name == "core_local_activity":
+            [data] = event.marker_recorded_event_attributes.details["data"].payloads
+            ran.append(json.loads(data.data)["activity_type"])
+    return ran
+
+
+def signals(history: WorkflowHistory) -> list[str]:
+    return [
+        e.workflow_execution_signaled_event_attributes.signal_name
+        for e in _having(history, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED)
     ]
-    assert any(b"collect_permit" in details["data"].payloads[0].data for details in steps if "data" in details)
-    assert await replay_failure(history, RemediationWorkflow) is None
 
 
-async def test_a_governor_that_signalled_each_permit_itself_replays_under_the_current_code() -> None:
-    """Recorded by the code of 54bfbb1, whose governor signalled each permit it granted with a command
-    of its own (here two, to runs that had ended: the permits were taken back). A governor running
-    when its workers are upgraded keeps doing so until it continues as new; the current code, which
-    delivers a pass's permits in one activity, must replay it."""
-    history = recorded("governor_signalling_each_permit.json", "gpuheal-governor-recorded")
-    initiated = [
-        e for e in history.events if e.HasField("signal_external_workflow_execution_initiated_event_attributes")
-    ]
-    assert len(initiated) == 2
-    assert await replay_failure(history, GovernorWorkflow) is None
+def updates(history: WorkflowHistory) -> list[str]:
+    """The Updates the run accepted (a person's decisions and actions), in order."""
+    accepted = _having(history, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED)
+    return [e.workflow_execution_update_accepted_event_attributes.accepted_request.input.name for e in accepted]
 
 
-async def test_a_governor_that_delivered_each_pass_at_once_replays_under_the_current_code() -> None:
-    """Recorded by the code of 3c19b64 (`record_history governor`: ten faults at once under a budget
-    of three), whose governor started a delivery for every pass that granted, one beside the other,
-    and signalled every grant; the current code, which keeps one delivery under way and leaves a
-    grant to an asker that collects it, must replay it."""
-    history = recorded("governor_delivering_each_pass.json", "gpuheal-governor-recorded")
-    deliveries = [
-        e for e in history.events if e.activity_task_scheduled_event_attributes.activity_type.name == "deliver_permits"
-    ]
-    assert len(deliveries) >= 3
-    assert await replay_failure(history, GovernorWorkflow) is None
+def phases(history: WorkflowHistory) -> list[Phase]:
+    """The phases the run published, in order (each once where published again unchanged)."""
+    published: list[Phase] = []
+    for event in _having(history, EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES):
+        fields = event.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+        if PHASE_ATTRIBUTE in fields:
+            phase = Phase(CONVERTER.from_payloads([fields[PHASE_ATTRIBUTE]], [str])[0])
+            published += [phase] if phase not in published[-1:] else []
+    return published
 
 
-async def test_a_governor_of_before_collect_that_received_collect_signals_replays_under_the_current_code() -> None:
-    """Recorded by the code of 3c19b64, while newer remediations (a rolling upgrade) sent it `collect`
-    signals it had no handler for: it granted only the `request`s (b, and c once c asked that way).
-    The current code, which handles `collect`, must leave those signals alone in such a run."""
-    history = recorded("governor_with_unhandled_collect.json", "gpuheal-governor-recorded")
-    signals = [e.workflow_execution_signaled_event_attributes.signal_name for e in history.events]
-    assert signals.count("collect") == 2
-    assert await replay_failure(history, GovernorWorkflow) is None
+def ending(history: WorkflowHistory) -> Phase:
+    """The phase the remediation completed in."""
+    last = history.events[-1]
+    assert last.HasField("workflow_execution_completed_event_attributes"), "a complete, closed run"
+    result = last.workflow_execution_completed_event_attributes.result.payloads
+    [status] = CONVERTER.from_payloads(result, [RemediationStatus])
+    assert isinstance(status, RemediationStatus)
+    return status.phase
 
 
-async def test_a_governor_of_before_collect_all_that_received_it_replays_under_the_current_code() -> None:
+def _having(history: WorkflowHistory, kind: EventType.ValueType) -> list[HistoryEvent]:
+    return [e for e in history.events if e.event_type == kind]
+
+
+# The phases of a remediation that reboots its node once, nobody asked and no wait for a permit.
+REBOOTED = [
+    Phase.DETECTED,
+    Phase.QUARANTINED,
+    Phase.DRAINING,
+    Phase.DRAINED,
+    Phase.REPAIRING,
+    Phase.WAITING_FOR_NODE,
+    Phase.VERIFYING,
+    Phase.RESOLVED,
+]
+
+
+def happy_path(history: WorkflowHistory) -> None:
+    assert phases(history) == REBOOTED
+    assert steps(history).count(Step.REBOOT) == 1
+    assert signals(history) == [FAULT_SIGNAL.name] and not updates(history)
+
+
+def approval(history: WorkflowHistory) -> None:
+    assert Phase.AWAITING_APPROVAL in phases(history)
+    assert updates(history) == ["approve"]
+    assert ending(history) is Phase.RESOLVED and Step.REBOOT in steps(history)
+
+
+def gpu_reset(history: WorkflowHistory) -> None:
+    assert Step.RESET_GPUS in steps(history) and Step.REBOOT not in steps(history)
+    assert ending(history) is Phase.RESOLVED
+
+
+def escalation(history: WorkflowHistory) -> None:
+    assert phases(history)[-2:] == [Phase.ESCALATED, Phase.RELEASED]
+    assert updates(history) == ["reject", PersonAction.RELEASE.value]
+    assert ending(history) is Phase.RELEASED
+
+
+def budget_wait(history: WorkflowHistory) -> None:
+    assert phases(history)[:3] == [Phase.DETECTED, Phase.AWAITING_BUDGET, Phase.QUARANTINED]
+    assert PERMIT_SIGNAL.name in signals(history), "the permit came by the governor's signal"
+    assert ending(history) is Phase.RESOLVED
+
+
+def budget_wait_governor(history: WorkflowHistory) -> None:
+    # Both permits came back; the waiter's was granted then, and signalled to it.
+    assert signals(history).count(RELEASE_SIGNAL.name) == 2
+    assert Step.DELIVER_PERMITS in steps(history)
+
+
+def storm_governor(history: WorkflowHistory) -> None:
+    assert signals(history).count(RELEASE_SIGNAL.name) == 10
+    assert steps(history).count(Step.DELIVER_PERMITS) >= 3, "granted in several passes"
+
+
+def escalated_before_hold(history: WorkflowHistory) -> None:
+    """Recorded by the code of 8c5f297 (GPUs unhealthy after the reboot): it released the node as
+    escalated and completed, where runs now stay open, held for a person."""
+    assert ending(history) is Phase.ESCALATED and not updates(history)
+
+
+def hold_read_before_the_ask(history: WorkflowHistory) -> None:
+    """Recorded by the code of 072ac3b: it read the node for its hold label (`observe_node`), then
+    asked for its permit (`collect_permit`); now one step does both, behind `collect-unless-held`."""
+    ran = steps(history)
+    assert ran.index(Step.OBSERVE) < ran.index(Step.COLLECT_PERMIT) and Step.COLLECT_UNLESS_HELD not in ran
+
+
+def governor_signalling_each_permit(history: WorkflowHistory) -> None:
+    """Recorded by the code of 54bfbb1: the governor signalled each permit with a command of its own
+    (here two, to runs that had ended)."""
+    assert len(_having(history, EventType.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED)) == 2
+
+
+def governor_delivering_each_pass(history: WorkflowHistory) -> None:
+    """Recorded by the code of 3c19b64 (ten faults under a budget of three): a delivery for every pass
+    that granted, one beside the other."""
+    assert steps(history).count(Step.DELIVER_PERMITS) >= 3
+
+
+def governor_with_unhandled_collect(history: WorkflowHistory) -> None:
+    """Recorded by the code of 3c19b64 while newer remediations sent it `collect`, which it had no
+    handler for; the current code must leave those signals alone in such a run."""
+    assert signals(history).count(COLLECT_SIGNAL.name) == 2
+
+
+def governor_with_unhandled_collect_all(history: WorkflowHistory) -> None:
     """Recorded by the code of ce2458a, which had no handler for `collect_all`, while a newer worker
-    (a rolling upgrade) sent it one with the asks of a and b: it granted only c, which asked with
-    `request`. The current code must leave that signal alone in such a run."""
-    history = recorded("governor_with_unhandled_collect_all.json", "gpuheal-governor-recorded")
-    signals = [e.workflow_execution_signaled_event_attributes.signal_name for e in history.events]
-    assert signals.count("collect_all") == 1
-    assert await replay_failure(history, GovernorWorkflow) is None
+    sent it one; the current code must leave that signal alone in such a run."""
+    assert signals(history).count(COLLECT_ALL_SIGNAL.name) == 1
+
+
+# What each file shows, by its name (a release's scenarios have the same names in every release).
+SHOWS: dict[str, Callable[[WorkflowHistory], None]] = {
+    check.__name__: check
+    for check in (
+        happy_path,
+        approval,
+        gpu_reset,
+        escalation,
+        budget_wait,
+        budget_wait_governor,
+        storm_governor,
+        escalated_before_hold,
+        hold_read_before_the_ask,
+        governor_signalling_each_permit,
+        governor_delivering_each_pass,
+        governor_with_unhandled_collect,
+        governor_with_unhandled_collect_all,
+    )
+}
+
+
+@pytest.mark.parametrize("path", RECORDED, ids=named)
+def test_every_recorded_history_is_a_run_of_its_scenario(path: Path) -> None:
+    assert path.stem in SHOWS, f"{named(path)}: add what its run shows to SHOWS"
+    SHOWS[path.stem](load(path))
+
+
+def test_this_release_has_a_recorded_history_of_every_scenario() -> None:
+    """A new version is recorded before it is released (`python -m tests.workflows.record_history`)."""
+    release = HISTORIES / version("gpuheal")
+    expected = {f"{stem}.json" for scenario in SCENARIOS.values() for stem in scenario.files}
+    assert expected <= {path.name for path in release.glob("*.json")}
+
+
+# ---- the replay can fail ----------------------------------------------------------------------
+
+
+# Not sandboxed: the sandbox would import this test module afresh; determinism is checked all the same.
+@workflow.defn(name=REMEDIATION.name, sandboxed=False)
+class RemediationReadingItsNodeFirst(RemediationWorkflow):
+    """The current workflow with an unpatched change: it reads its node before anything else."""
+
+    @workflow.run
+    async def run(self, request: RemediationInput) -> RemediationStatus:
+        await workflow.execute_activity(
+            Step.OBSERVE.value, NodeRef(node=request.node), start_to_close_timeout=timedelta(seconds=10)
+        )
+        return await super().run(request)
+
+
+async def test_an_unpatched_change_to_the_commands_fails_the_replay() -> None:
+    history = load(HISTORIES / version("gpuheal") / "happy_path.json")
+
+    with pytest.raises(workflow.NondeterminismError):
+        await replay(history, RemediationReadingItsNodeFirst)
