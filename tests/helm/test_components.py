@@ -256,3 +256,9 @@ def test_the_notes_say_what_to_do_next(chart: helm.Chart) -> None:
         "Temporal UI",
     ):
         assert step in notes, step
+
+
+def test_everything_on_lints_clean() -> None:
+    report = helm.lint(CHART_DIR, EVERYTHING, strict=True, namespace=NAMESPACE, kube_version=f"v{KUBE_VERSION}")
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
