@@ -27,6 +27,7 @@ DEMO_COPY = ROOT / "sim" / "gpuheal_sim" / "demo" / "chart-access.yaml"
 KUBE_VERSION = "1.33.0"
 RELEASE = "gh"
 NAMESPACE = "gpuheal-system"
+NOTES = "templates/NOTES.txt"
 
 Manifest = dict[str, Any]
 
@@ -39,10 +40,15 @@ DEMO_COPY_HEADER = (
 
 
 def render(chart: helm.Chart, values: dict[str, Any]) -> list[Manifest]:
-    rendered = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    return manifests(chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True))
+
+
+def manifests(rendered: dict[str, str]) -> list[Manifest]:
+    """The objects of a render, in template order; NOTES.txt is text for the person installing."""
     docs: list[Manifest] = []
-    for text in rendered.values():
-        docs.extend(doc for doc in yaml.safe_load_all(text) if doc is not None)
+    for name, text in sorted(rendered.items()):
+        if not name.endswith(NOTES):
+            docs.extend(doc for doc in yaml.safe_load_all(text) if doc is not None)
     return docs
 
 
@@ -52,11 +58,7 @@ def render(chart: helm.Chart, values: dict[str, Any]) -> list[Manifest]:
 def _rendered_docs(injector: bool = False) -> tuple[Manifest, ...]:
     values = {"injector": {"enabled": True}} if injector else {}
     with helm.Chart.load(CHART_DIR) as chart:
-        rendered: dict[str, str] = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
-    docs: list[Manifest] = []
-    for _, text in sorted(rendered.items()):
-        docs.extend(doc for doc in yaml.safe_load_all(text) if doc is not None)
-    return tuple(docs)
+        return tuple(render(chart, values))
 
 
 def rendered(injector: bool = False) -> list[Manifest]:

@@ -133,3 +133,23 @@ default
   configMap:
     name: {{ include "gpuheal.fullname" . }}-policy
 {{- end }}
+
+{{- /* Whether Prometheus scrapes gpuheal (a ServiceMonitor): only then do the metrics listeners bind
+       the pod's address; otherwise the worker's stays on loopback. */}}
+{{- define "gpuheal.metrics.scraped" -}}
+{{- if .Values.metrics.serviceMonitor.enabled }}true{{ end }}
+{{- end }}
+
+{{- /* A ServiceAccount for a component that never calls the Kubernetes API: no token, no RBAC.
+       Call with (dict "ctx" $ "component" "eventgen"). */}}
+{{- define "gpuheal.tokenlessServiceAccount" -}}
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: {{ include "gpuheal.fullname" .ctx }}-{{ .component }}
+  namespace: {{ .ctx.Release.Namespace }}
+  labels:
+    {{- include "gpuheal.labels" .ctx | nindent 4 }}
+    app.kubernetes.io/component: {{ .component }}
+automountServiceAccountToken: false
+{{- end }}
