@@ -52,6 +52,7 @@ def test_the_test_bed_registers_its_provider_backend_and_command() -> None:
         "replay": "gpuheal",
         "injector": "gpuheal",
         "inject": "gpuheal",
+        "search-attributes": "gpuheal",
     }
 
 
