@@ -1,0 +1,74 @@
+"""Workflow metrics: recorded as a remediation runs, never again when its history is replayed."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import BufferedMetricUpdate, MetricBuffer, Runtime, TelemetryConfig
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer, Worker
+
+from gpuheal.domain.decisions import PersonAction
+from gpuheal.domain.phases import Phase
+from gpuheal.domain.remediation import NodeRelease
+from gpuheal.workflows.remediation import RemediationWorkflow
+from tests.workflows.fake_activities import FakeNode
+from tests.workflows.test_escalation import act, unhealthy_after_its_reboot
+
+
+def counted(
+    updates: Sequence[BufferedMetricUpdate],
+) -> Counter[tuple[str, frozenset[tuple[str, str | int | float | bool]]]]:
+    """Each gpuheal metric's recordings (counter increments, histogram observations) per set of labels,
+    without the SDK's own labels."""
+    sdk = {"namespace", "task_queue", "workflow_type", "service_name"}
+    found: Counter[tuple[str, frozenset[tuple[str, str | int | float | bool]]]] = Counter()
+    for update in updates:
+        if update.metric.name.startswith("gpuheal_"):
+            labels = frozenset((k, v) for k, v in update.attributes.items() if k not in sdk)
+            found[update.metric.name, labels] += 1
+    return found
+
+
+async def test_an_escalated_remediation_is_counted_as_it_runs_and_not_when_replayed(
+    time_skipping_env: WorkflowEnvironment, node: FakeNode
+) -> None:
+    live = MetricBuffer(10_000)
+    client = await Client.connect(
+        time_skipping_env.client.service_client.config.target_host,
+        namespace=time_skipping_env.client.namespace,
+        data_converter=pydantic_data_converter,
+        runtime=Runtime(telemetry=TelemetryConfig(metrics=live)),
+    )
+    queue = f"metrics-{uuid.uuid4()}"
+    async with Worker(client, task_queue=queue, workflows=[RemediationWorkflow], activities=node.activities()):
+        handle = await unhealthy_after_its_reboot(time_skipping_env, queue, node)
+        await act(time_skipping_env, node, PersonAction.RELEASE, NodeRelease(by="dave", reason="RMA 4411"))
+        status = await handle.result()
+    assert status.phase is Phase.RELEASED
+
+    recorded = counted(live.retrieve_updates())
+    action = frozenset({("action", "RESTART_BM")})
+    assert recorded["gpuheal_remediations_started", action] == 1
+    assert recorded["gpuheal_remediations_escalated", action] == 1
+    assert recorded["gpuheal_remediations_finished", action | {("outcome", "Released")}] == 1
+    assert recorded["gpuheal_fault_to_cordon_seconds", frozenset()] == 1
+    assert recorded["gpuheal_fault_to_service_seconds", frozenset()] == 0, "released unrepaired: not back in service"
+    assert recorded["gpuheal_remediation_phase_duration_seconds", frozenset({("phase", "Escalated")})] == 1
+    assert recorded["gpuheal_remediation_phase_duration_seconds", frozenset({("phase", "Released")})] == 0
+
+    # A worker that takes a remediation over replays its history first: what another worker counted
+    # is not counted again.
+    replayed = MetricBuffer(10_000)
+    replayer = Replayer(
+        workflows=[RemediationWorkflow],
+        data_converter=pydantic_data_converter,
+        runtime=Runtime(telemetry=TelemetryConfig(metrics=replayed)),
+    )
+    result = await replayer.replay_workflow(await handle.fetch_history(), raise_on_replay_failure=True)
+    assert result.replay_failure is None
+    assert not counted(replayed.retrieve_updates())
