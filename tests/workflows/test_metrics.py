@@ -13,6 +13,8 @@ from temporalio.runtime import BufferedMetricUpdate, MetricBuffer, Runtime, Tele
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
+from gpuheal.control import remediations
+from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.decisions import PersonAction
 from gpuheal.domain.fleet import BreakerPolicy, FleetBudget, FleetPolicy
 from gpuheal.domain.phases import Phase
@@ -21,7 +23,7 @@ from gpuheal.workflows.remediation import RemediationWorkflow
 from tests.workflows.fake_activities import FakeNode
 from tests.workflows.test_escalation import act, unhealthy_after_its_reboot
 from tests.workflows.test_governor import fleets, nodes_of
-from tests.workflows.test_remediation_logic import wait_for_phase
+from tests.workflows.test_remediation_logic import fault, policy, wait_for_phase
 
 
 def counted(
@@ -81,6 +83,25 @@ async def test_an_escalated_remediation_is_counted_as_it_runs_and_not_when_repla
     result = await replayer.replay_workflow(await handle.fetch_history(), raise_on_replay_failure=True)
     assert result.replay_failure is None
     assert not counted(replayed.retrieve_updates())
+
+
+async def test_a_gpu_reset_is_counted_by_how_it_ended(time_skipping_env: WorkflowEnvironment, node: FakeNode) -> None:
+    buffer = MetricBuffer(10_000)
+    client = await metered_client(time_skipping_env, buffer)
+    queue = f"metrics-{uuid.uuid4()}"
+    node.reset_outcome = "fail"  # the agent answers that the reset failed: the node is rebooted instead
+    async with Worker(client, task_queue=queue, workflows=[RemediationWorkflow], activities=node.activities()):
+        reset_fault = fault(node, RecommendedAction.COMPONENT_RESET, xid=48)
+        handle = await remediations.report_fault(time_skipping_env.client, reset_fault, policy(), task_queue=queue)
+        status = await handle.result()
+    assert status.phase is Phase.RESOLVED and node.reboots == 1
+
+    recorded = counted(buffer.retrieve_updates())
+    assert recorded["gpuheal_gpu_resets", frozenset({("result", "failed")})] == 1
+    assert recorded["gpuheal_fault_to_service_seconds", frozenset()] == 1
+    assert (
+        recorded["gpuheal_remediations_finished", frozenset({("action", "RESTART_VM"), ("outcome", "Resolved")})] == 1
+    )
 
 
 async def test_the_governor_reports_its_permits_and_breaker_after_each_pass(
