@@ -86,9 +86,12 @@ class VisibilityGauges:
         self._approvals = meter.create_gauge(APPROVALS_WAITING, "Remediations waiting for a person's approval.")
 
     async def run(self) -> None:
-        """Count, then again every `every`, until cancelled."""
+        """Count, then again every `every`, until cancelled; a failed count never stops the counting."""
         while True:
-            await self.count()
+            try:
+                await self.count()
+            except Exception:
+                log.exception("counting remediations failed; the gauges keep their last figures")
             await asyncio.sleep(self._every.total_seconds())
 
     async def count(self) -> None:
