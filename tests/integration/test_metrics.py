@@ -7,7 +7,9 @@ log is remediated by a reboot, and both `/metrics` are then read with Prometheus
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
@@ -20,6 +22,7 @@ from gpuheal.control.governor import governor_id_for
 from gpuheal.domain.phases import Phase
 from gpuheal.protos import health_event_pb2 as pb
 from gpuheal.protos import health_event_pb2_grpc as pb_grpc
+from gpuheal.worker import WorkerSettings, running_worker
 from gpuheal_sim.demo.devserver import free_port
 from tests.integration.conftest import StackFactory, WorkerFactory, eventually
 from tests.integration.test_agent_remediation import FAULTY_GPU, node_agent, remediate_through_the_agent
@@ -136,3 +139,23 @@ async def test_a_remediation_is_counted_by_the_worker_and_the_agent(
     assert len(healthy_gpus) == GPUS and healthy_gpus[gpu] == 1 and set(healthy_gpus.values()) == {1}
     last_report = value(on_agent, "gpuheal_agent_last_report_timestamp_seconds")
     assert last_report is not None and last_report >= status.history[0].entered_at.timestamp()
+
+
+async def test_the_visibility_counts_run_with_the_worker_and_stop_with_it(make_stack: StackFactory) -> None:
+    stack = await make_stack(workloads=False, in_process_worker=False)
+    settings = WorkerSettings(
+        task_queue=stack.task_queue,
+        kubeconfig=stack.worker_kubeconfig,
+        simulator_url=stack.cluster.control_url,
+        # In process the figures go to the client's runtime; the address only says they are served.
+        metrics_address="127.0.0.1:9464",
+        graceful_shutdown=timedelta(seconds=1),
+    )
+
+    def counting() -> list[asyncio.Task[object]]:
+        return [task for task in asyncio.all_tasks() if task.get_name() == "gpuheal-visibility-gauges"]
+
+    async with running_worker(settings, stack.server.client):
+        [task] = counting()
+        assert not task.done()
+    assert task.cancelled() and not counting()
