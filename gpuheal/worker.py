@@ -31,11 +31,12 @@ from kubernetes.aio.config import ConfigException
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
-from temporalio.runtime import PrometheusConfig, TelemetryConfig
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from gpuheal.activities import remediation_activities
+from gpuheal.activities.metrics import VisibilityGauges
 from gpuheal.activities.providers.configured import DEFAULT_PROVIDERS, build_providers
 from gpuheal.activities.providers.registration import SIMULATOR_URL_ENV
 from gpuheal.activities.providers.selection import ProviderSet
@@ -49,6 +50,7 @@ from gpuheal.kubeclient import connect as connect_kubernetes
 from gpuheal.kubeprobe import KubernetesUnavailable, wait_until_answering
 from gpuheal.policyfile import LoadedPolicy, PolicyWatch, WorkerPolicy
 from gpuheal.shutdown import shutdown_requested
+from gpuheal.workflows import metrics
 from gpuheal.workflows import search_attributes as attrs
 from gpuheal.workflows.governor import GovernorWorkflow
 from gpuheal.workflows.remediation import RemediationWorkflow
@@ -60,6 +62,17 @@ _INDEXED_TYPES = {
     "INT": IndexedValueType.INDEXED_VALUE_TYPE_INT,
     "KEYWORD_LIST": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD_LIST,
     "DATETIME": IndexedValueType.INDEXED_VALUE_TYPE_DATETIME,
+}
+
+
+# Histogram buckets (seconds) that suit each figure: a phase lasts from milliseconds (Detected) to
+# hours (a drain held by a budget, an approval); a cordon should follow its fault within seconds; a
+# node is back in service minutes to hours after it.
+_HOURS = [3600.0, 7200.0, 14400.0, 43200.0, 86400.0]
+HISTOGRAM_BUCKETS: dict[str, list[float]] = {
+    metrics.PHASE_DURATION: [0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, *_HOURS],
+    metrics.FAULT_TO_CORDON: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600],
+    metrics.FAULT_TO_SERVICE: [5, 15, 30, 60, 120, 300, 600, 1200, 1800, *_HOURS],
 }
 
 
@@ -93,6 +106,8 @@ class WorkerSettings:
     simulator_url: str | None = None
     # host:port for Prometheus metrics; None turns them off.
     metrics_address: str | None = "127.0.0.1:9464"
+    # A remediation in one phase for longer than this counts as stuck (gpuheal_remediations_stuck).
+    stuck_after: timedelta = timedelta(hours=1)
     max_concurrent_activities: int = 200
     max_concurrent_workflow_tasks: int = 200
     graceful_shutdown: timedelta = timedelta(seconds=30)
@@ -119,11 +134,22 @@ class MetricsUnavailable(ValueError):
 
 
 def process_runtime(settings: WorkerSettings) -> ProcessRuntime:
-    """The worker process's Temporal runtime, serving the SDK's metrics on `metrics_address` when set.
+    """The worker process's Temporal runtime, serving the SDK's metrics and gpuheal's (gpuheal.workflows.metrics,
+    gpuheal.activities.metrics) on `metrics_address` when set.
 
     The listener starts here, before anything connects: `MetricsUnavailable` names why it cannot.
     """
-    metrics = PrometheusConfig(bind_address=settings.metrics_address) if settings.metrics_address else None
+    metrics = (
+        PrometheusConfig(
+            bind_address=settings.metrics_address,
+            # Prometheus' conventions: counters end in _total, durations are seconds.
+            counters_total_suffix=True,
+            durations_as_seconds=True,
+            histogram_bucket_overrides=HISTOGRAM_BUCKETS,
+        )
+        if settings.metrics_address
+        else None
+    )
     try:
         return ProcessRuntime(TelemetryConfig(metrics=metrics))
     except ValueError as error:  # the SDK's "Invalid Prometheus address" / "Failed starting Prometheus exporter"
@@ -215,16 +241,21 @@ async def _worker(settings: WorkerSettings, client: Client, api: ApiClient) -> A
                 policy.document.version,
             )
             await configure_governor()
-            if watch is None:
-                yield worker
-                return
-            following = asyncio.create_task(watch.follow(settings.policy_reload, configure_governor))
+            background: list[asyncio.Task[None]] = []
+            if settings.metrics_address is not None:  # counted only where something serves the figures
+                runtime = client.service_client.config.runtime or Runtime.default()
+                gauges = VisibilityGauges(client, runtime.metric_meter, stuck_after=settings.stuck_after)
+                background.append(asyncio.create_task(gauges.run(), name="gpuheal-visibility-gauges"))
+            if watch is not None:
+                background.append(asyncio.create_task(watch.follow(settings.policy_reload, configure_governor)))
             try:
                 yield worker
             finally:
-                following.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await following
+                for task in background:
+                    task.cancel()
+                for task in background:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
 
 
 async def ensure_search_attributes(client: Client) -> None:

@@ -25,6 +25,7 @@ from temporalio import activity
 
 from gpuheal.activities.contract import implements
 from gpuheal.activities.kube import read_node
+from gpuheal.activities.metrics import count_evictions
 from gpuheal.domain import contracts
 from gpuheal.domain.budgets import DisruptionBudget
 from gpuheal.domain.policy import DrainMode
@@ -97,6 +98,7 @@ class DrainActivities:
             activity.heartbeat(
                 {"done": index + 1, "of": len(movable), "evicted": evicted, "deleted": deleted, "failed": len(failed)}
             )
+        count_evictions(evicted=evicted, deleted=deleted, blocked=len(blocked), failed=len(failed))
         if evicted or deleted:
             remaining = await self._settle(request.node, request.policy.settle.total_seconds())
         return DrainProgress(

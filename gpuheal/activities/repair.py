@@ -25,6 +25,7 @@ from temporalio.exceptions import ApplicationError
 
 from gpuheal.activities.contract import implements, node_gone
 from gpuheal.activities.kube import annotations_of, boot_id_of, merge_patch_node, on_fresh_node, read_node
+from gpuheal.activities.metrics import count_reboot
 from gpuheal.activities.providers import MachineReplacer, ProviderError, RebootProvider, RebootTarget
 from gpuheal.activities.providers.selection import ProviderSet
 from gpuheal.domain import contracts, marks
@@ -104,9 +105,11 @@ class RepairActivities:
         try:
             detail = await provider.reboot(target)
         except ProviderError as error:
+            count_reboot(provider.name, "failed")
             if error.refused:
                 await self._mark_refused(request.node, reboot)
             raise _provider_failure(error, final=not error.retryable) from error
+        count_reboot(provider.name, "requested")
         activity.logger.info("reboot of %s requested through %s", request.node, provider.name)
         return result.model_copy(update={"detail": detail})
 

@@ -41,6 +41,7 @@ from gpuheal.agents.kmsg.follow import KernelLog, KernelLogFormat, ReadFrom
 from gpuheal.agents.kmsg.gpumap import GpuMap
 from gpuheal.agents.kmsg.holds import RemediationHolds
 from gpuheal.agents.kmsg.monitor import KernelLogMonitor, read_boot_id
+from gpuheal.agents.metrics import AgentMetrics, AgentState
 from gpuheal.agents.nvml.backends import open_nvml
 from gpuheal.agents.nvml.interface import Nvml, NvmlUnavailableError
 from gpuheal.agents.nvml.provider import NvmlProvider
@@ -147,15 +148,18 @@ class Agent:
         self.nvml: Nvml = nvml or open_nvml(
             "real" if settings.fake_gpus is None else "fake", settings.node, settings.fake_gpus
         )
-        self.device_api = DeviceApiServer(self.device_api_socket, tcp_port=settings.device_api_tcp_port)
+        # The agent's metrics: served by the health endpoint where one is configured.
+        self.registry = CollectorRegistry()
+        self.metrics = AgentMetrics(self.registry)
+        self.device_api = DeviceApiServer(
+            self.device_api_socket, tcp_port=settings.device_api_tcp_port, answered=self.metrics.device_api_answered
+        )
         self.publisher: Publisher | None = None
         self.health: HealthServer | None = None
         self.intake: IntakeServer | None = None
         self.provider: NvmlProvider | None = None
         self.monitor: KernelLogMonitor | None = None
         self.telemetry: TelemetryServer | None = None
-        # The agent's metrics: served by the health endpoint where one is configured.
-        self.registry = CollectorRegistry()
         self._kubernetes: k8s.ApiClient | None = None
         self._device_client: GrpcDeviceApi | None = None
         self._monitor_task: asyncio.Task[None] | None = None
@@ -215,6 +219,7 @@ class Agent:
                 tcp_port=settings.intake_tcp_port,
                 limits=IntakeLimits(node=settings.node),
             ),
+            counted=self.metrics.intake,
         )
         await self.intake.start()
         self._stack.push_async_callback(self.intake.stop)
@@ -249,6 +254,7 @@ class Agent:
                 state_path=settings.spool_dir / "kmsg-state.json",
                 on_event=self.reset_acknowledgements.observe,
                 on_caught_up=self.reset_acknowledgements.caught_up,
+                on_line=self.metrics.kernel_log_line,
             )
             source = KernelLog(settings.kernel_log, settings.kernel_log_format, settings.kernel_log_read_from)
             self._monitor_task = asyncio.create_task(self.monitor.run(source), name="gpuheal-kmsg")
@@ -289,10 +295,17 @@ class Agent:
         """Serve the agent's metrics (its own registry) and its readiness: the publisher's spools."""
         assert self.publisher is not None
         self.registry.register(SpoolCollector(self.publisher.spool_stats))
+        self.registry.register(AgentState(self.device_api, self._last_report))
         ProcessCollector(registry=self.registry)
         self.health = HealthServer(host, port, self.registry, self.publisher.problems)
         await self.health.start()
         self._stack.push_async_callback(self.health.stop)
+
+    def _last_report(self) -> float | None:
+        """When the agent last reported: a dependency took an event, or NVML was read (unix time)."""
+        delivered = self.publisher.last_delivered if self.publisher else None
+        read = self.provider.last_read.timestamp() if self.provider and self.provider.last_read else None
+        return max((at for at in (delivered, read) if at is not None), default=None)
 
     async def _start_telemetry(self) -> None:
         """Serve telemetry.sock: readings kept as metrics in the agent's registry, faults to the publisher."""

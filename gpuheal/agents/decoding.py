@@ -5,11 +5,13 @@ request deserializer; when it raises (corrupt bytes, a string field that is not 
 answers UNKNOWN with the Python exception in the status and logs a traceback. Here gRPC hands over
 the raw bytes and the handler decodes them, answering INVALID_ARGUMENT that names the expected
 message, as for any other malformed request. Methods, names and paths are the service
-descriptor's, so clients generated from the `.proto` see no difference.
+descriptor's, so clients generated from the `.proto` see no difference. Where `answered` is given, it
+is told of every call's method and the name of the status code it ended with (for metrics).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -19,9 +21,13 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 
 Context = grpc.aio.ServicerContext[Any, Any]
+# Told of each call's method name and its status code's name (OK, NOT_FOUND, CANCELLED, …).
+Answered = Callable[[str, str], None]
 
 
-def add_decoding_servicer(server: grpc.aio.Server, service: ServiceDescriptor, servicer: object) -> None:
+def add_decoding_servicer(
+    server: grpc.aio.Server, service: ServiceDescriptor, servicer: object, answered: Answered | None = None
+) -> None:
     """Serve every method of `service` from the same-named coroutine (or async generator) of `servicer`."""
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for method in service.methods:
@@ -31,11 +37,12 @@ def add_decoding_servicer(server: grpc.aio.Server, service: ServiceDescriptor, s
         implementation = getattr(servicer, method.name)
         if method.server_streaming:
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
-                _streaming(implementation, request_type), response_serializer=_serialize
+                _streaming(implementation, request_type, _telling(method.name, answered)),
+                response_serializer=_serialize,
             )
         else:
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                _unary(implementation, request_type), response_serializer=_serialize
+                _unary(implementation, request_type, _telling(method.name, answered)), response_serializer=_serialize
             )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
     server.add_registered_method_handlers(service.full_name, handlers)
@@ -56,19 +63,51 @@ async def _decoded(raw: bytes, request_type: type[Message], context: Context) ->
 
 
 def _unary(
-    implementation: Callable[[Any, Context], Awaitable[Message]], request_type: type[Message]
+    implementation: Callable[[Any, Context], Awaitable[Message]],
+    request_type: type[Message],
+    tell: Callable[[BaseException | None, Context], None],
 ) -> Callable[[bytes, Context], Awaitable[Message]]:
     async def handle(raw: bytes, context: Context) -> Message:
-        return await implementation(await _decoded(raw, request_type, context), context)
+        try:
+            response = await implementation(await _decoded(raw, request_type, context), context)
+        except BaseException as error:
+            tell(error, context)
+            raise
+        tell(None, context)
+        return response
 
     return handle
 
 
 def _streaming(
-    implementation: Callable[[Any, Context], AsyncIterator[Message]], request_type: type[Message]
+    implementation: Callable[[Any, Context], AsyncIterator[Message]],
+    request_type: type[Message],
+    tell: Callable[[BaseException | None, Context], None],
 ) -> Callable[[bytes, Context], AsyncIterator[Message]]:
     async def handle(raw: bytes, context: Context) -> AsyncIterator[Message]:
-        async for response in implementation(await _decoded(raw, request_type, context), context):
-            yield response
+        try:
+            async for response in implementation(await _decoded(raw, request_type, context), context):
+                yield response
+        except BaseException as error:
+            tell(error, context)
+            raise
+        tell(None, context)
 
     return handle
+
+
+def _telling(method: str, answered: Answered | None) -> Callable[[BaseException | None, Context], None]:
+    """Tells `answered` how a call of `method` ended: with `error` raised (None: it returned)."""
+
+    def tell(error: BaseException | None, context: Context) -> None:
+        if answered is None:
+            return
+        if error is None or isinstance(error, grpc.aio.AbortError):
+            code = context.code()  # what abort (or set_code) left; None when the call went through
+            answered(method, code.name if isinstance(code, grpc.StatusCode) else grpc.StatusCode.OK.name)
+        elif isinstance(error, asyncio.CancelledError | GeneratorExit):  # the client went away
+            answered(method, grpc.StatusCode.CANCELLED.name)
+        else:  # gRPC answers UNKNOWN for what a handler raises
+            answered(method, grpc.StatusCode.UNKNOWN.name)
+
+    return tell

@@ -12,7 +12,8 @@ from gpuheal.cli import kubeconfig_option, policy_options, run_command, with_tem
 from gpuheal.domain.fleet import BreakerPolicy, FleetBudget, FleetPolicy
 from gpuheal.domain.policy_document import PolicyDocument
 from gpuheal.policyfile import LoadedPolicy
-from gpuheal.settings_options import TEXT_OR_OFF, setting_option
+from gpuheal.settings_options import TEXT_OR_OFF, FlagUnit, setting_option
+from gpuheal.tools.goflags import go_duration
 from gpuheal.worker import WorkerRole, WorkerSettings
 
 
@@ -46,6 +47,17 @@ from gpuheal.worker import WorkerRole, WorkerSettings
     unit=TEXT_OR_OFF,
     envvar="GPUHEAL_METRICS_ADDRESS",
     help="host:port for Prometheus metrics; empty to disable.",
+)
+@setting_option(
+    WorkerSettings,
+    "stuck_after",
+    "--stuck-after",
+    unit=FlagUnit(shown=lambda after: f"{after.total_seconds():g}s", taken=go_duration),
+    type=str,
+    metavar="DURATION",
+    envvar="GPUHEAL_STUCK_AFTER",
+    help="A remediation in one phase for longer than this (a duration: 90m, 1h) counts as stuck in the "
+    "gpuheal_remediations_stuck metric.",
 )
 @setting_option(WorkerSettings, "max_concurrent_activities", "--max-concurrent-activities")
 @setting_option(WorkerSettings, "graceful_shutdown", "--graceful-shutdown-seconds", type=float)
@@ -124,6 +136,7 @@ def worker(
     simulator_url: str | None,
     providers: str | None,
     metrics_address: str | None,
+    stuck_after: timedelta,
     max_concurrent_activities: int,
     graceful_shutdown: timedelta,
     sticky_queue_timeout: timedelta,
@@ -168,6 +181,7 @@ def worker(
         simulator_url=_simulator_url(simulator_url),
         providers=_provider_names(providers),
         metrics_address=metrics_address,
+        stuck_after=stuck_after,
         max_concurrent_activities=max_concurrent_activities,
         graceful_shutdown=graceful_shutdown,
         sticky_queue_timeout=sticky_queue_timeout,

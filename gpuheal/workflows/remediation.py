@@ -36,6 +36,7 @@ from temporalio import workflow
 from temporalio.common import SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
+from gpuheal.workflows import metrics
 from gpuheal.workflows import search_attributes as attrs
 from gpuheal.workflows.run_step import run_step
 
@@ -721,7 +722,9 @@ class RemediationWorkflow:
         while True:
             match rung:
                 case Rung.RESET_GPUS:
-                    rung = decisions.after_reset(await self._reset_gpus(), repair)
+                    reset = await self._reset_gpus()
+                    metrics.gpu_reset(reset)
+                    rung = decisions.after_reset(reset, repair)
                     if rung in (Rung.REBOOT, Rung.REBOOT_GRACEFULLY):
                         await self._withdraw_gpu_reset()
                         after_reset = True
@@ -1066,6 +1069,7 @@ class RemediationWorkflow:
         return taken
 
     def _enter(self, phase: Phase) -> None:
+        metrics.phase_entered(self._history, phase, self._action, self._faults)
         self._phase = phase
         self._history.append(PhaseEntry(phase=phase, entered_at=workflow.now()))
         self._publish()

@@ -27,7 +27,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # type: ignore[import-untyped,unused-ignore]
 from grpc_reflection.v1alpha import reflection  # type: ignore[import-untyped,unused-ignore]
 
-from gpuheal.agents.decoding import add_decoding_servicer
+from gpuheal.agents.decoding import Answered, add_decoding_servicer
 from gpuheal.agents.device_api.cache import DEFAULT_MAX_GPUS, CacheEvent, GpuCache
 from gpuheal.agents.device_api.limits import GpuLimits
 from gpuheal.agents.device_api.readiness import ReadinessGate
@@ -74,6 +74,7 @@ class DeviceApiServer:
     - `max_watches`: watches served at once; `max_calls`: other calls served at once beside them
       (gRPC serves at most `max_watches + max_calls` calls in all, health checks included, and
       answers more with RESOURCE_EXHAUSTED).
+    - `answered`: told of every GpuService call's method and status code (the agent's metrics).
     """
 
     def __init__(
@@ -92,6 +93,7 @@ class DeviceApiServer:
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         max_watches: int = DEFAULT_MAX_WATCHES,
         max_calls: int = DEFAULT_MAX_CALLS,
+        answered: Answered | None = None,
     ) -> None:
         self._socket_path = Path(socket_path).absolute()
         self._tcp_requested = tcp_port
@@ -101,6 +103,7 @@ class DeviceApiServer:
         if max_calls < 1:
             raise ValueError(f"max_calls must be at least 1, not {max_calls}")
         self._max_rpcs = max_watches + max_calls
+        self._answered = answered
         self.cache = GpuCache(max_gpus, limits)
         self.hub = WatchHub(
             watch_queue_size,
@@ -163,7 +166,10 @@ class DeviceApiServer:
         )
         self._health = health.aio.HealthServicer()
         add_decoding_servicer(
-            server, gpu_pb2.DESCRIPTOR.services_by_name["GpuService"], GpuServicer(self.cache, self.hub, self.gate)
+            server,
+            gpu_pb2.DESCRIPTOR.services_by_name["GpuService"],
+            GpuServicer(self.cache, self.hub, self.gate),
+            self._answered,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection((GPU_SERVICE_NAME, HEALTH_SERVICE_NAME, REFLECTION_SERVICE_NAME), server)

@@ -15,6 +15,9 @@ the call answers UNAVAILABLE naming the first event to resend; a full sink (`Sin
 publisher raises when its memory hold is full) is expected under load and logged in one line,
 anything else with its traceback.
 
+Each event is counted (`counted`, for the agent's metrics) by its kind and what became of it:
+accepted, rejected with its request, or refused by the sink (the sender resends it).
+
 At most `max_concurrent_requests` calls are served at once (each holds its decoded request while
 its events wait for the sink); gRPC answers more with RESOURCE_EXHAUSTED, and the sender retries.
 """
@@ -22,6 +25,7 @@ its events wait for the sink); gRPC answers more with RESOURCE_EXHAUSTED, and th
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -36,6 +40,7 @@ from grpc_reflection.v1alpha import reflection  # type: ignore[import-untyped]
 from gpuheal.agents.decoding import add_decoding_servicer
 from gpuheal.agents.intake.convert import to_domain
 from gpuheal.agents.intake.validate import IntakeLimits, Rejected, validate
+from gpuheal.agents.metrics import event_kind
 from gpuheal.agents.sink import EventSink, SinkFull
 from gpuheal.agents.unix_socket import binding_privately, prepare_socket_path, restrict_socket
 from gpuheal.protos import health_event_pb2 as pb
@@ -46,6 +51,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SOCKET = SOCKET_DIR / HEALTH_EVENTS_SOCKET
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["PlatformConnector"].full_name
+# Told of each event sent, by its kind (gpuheal.agents.metrics.event_kind) and result.
+Counted = Callable[[str, str], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +74,10 @@ class IntakeSettings:
 class PlatformConnectorService(pb_grpc.PlatformConnectorServicer):
     """`HealthEventOccurredV1`: validate the whole batch, then convert and submit its events one by one."""
 
-    def __init__(self, sink: EventSink, limits: IntakeLimits) -> None:
+    def __init__(self, sink: EventSink, limits: IntakeLimits, counted: Counted | None = None) -> None:
         self._sink = sink
         self._limits = limits
+        self._counted = counted
         # Events the sink has taken since the service was made.
         self.taken = 0
 
@@ -79,12 +87,14 @@ class PlatformConnectorService(pb_grpc.PlatformConnectorServicer):
         try:
             validate(request, self._limits)
         except Rejected as rejected:
+            self._count(request.events, "rejected")
             await context.abort(rejected.code, rejected.detail)
         for index, wire in enumerate(request.events):
             event = to_domain(wire, self._limits)
             try:
                 await self._sink.submit(event)
             except Exception as error:
+                self._count(request.events[index:], "refused")
                 if isinstance(error, SinkFull):
                     log.warning(
                         "event %s (%s) not accepted, the sender is told to resend it: %s", index, event.id, error
@@ -96,15 +106,21 @@ class PlatformConnectorService(pb_grpc.PlatformConnectorServicer):
                     grpc.StatusCode.UNAVAILABLE, f"events[{index}] and later were not accepted; resend them"
                 )
             self.taken += 1
+            self._count([wire], "accepted")
         return empty_pb2.Empty()
+
+    def _count(self, events: Sequence[pb.HealthEvent], result: str) -> None:
+        if self._counted is not None:
+            for wire in events:
+                self._counted(event_kind(is_fatal=wire.isFatal, is_healthy=wire.isHealthy), result)
 
 
 class IntakeServer:
     """The intake's gRPC server. Use `async with IntakeServer(sink, settings):` or `start`/`stop`."""
 
-    def __init__(self, sink: EventSink, settings: IntakeSettings | None = None) -> None:
+    def __init__(self, sink: EventSink, settings: IntakeSettings | None = None, counted: Counted | None = None) -> None:
         self.settings = settings or IntakeSettings()
-        self._service = PlatformConnectorService(sink, self.settings.limits)
+        self._service = PlatformConnectorService(sink, self.settings.limits, counted)
         self._server: grpc.aio.Server | None = None
         self._health: Any = None
         self.tcp_port: int | None = None

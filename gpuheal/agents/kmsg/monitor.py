@@ -156,6 +156,7 @@ class KernelLogMonitor:
         end_grace: float = 30.0,
         on_event: EventObserver | None = None,
         on_caught_up: Callable[[], None] | None = None,
+        on_line: Callable[[bool], None] | None = None,
     ) -> None:
         self.node = node
         self._sink = sink
@@ -172,6 +173,8 @@ class KernelLogMonitor:
         self._end_grace = end_grace
         self._on_event = on_event
         self._on_caught_up = on_caught_up
+        # Told of every line read, and whether the parser found a GPU event in it (the agent's metrics).
+        self._on_line = on_line
         self._saved = MonitorState()  # as found at start
         # The position after the last line handled (and the boot it was read in), and when it was saved.
         self._position: Position | None = None
@@ -284,6 +287,8 @@ class KernelLogMonitor:
         except Exception:  # the parser is built never to raise; a bug there must not stop the monitor
             log.exception("kernel log parser failed on a line")
             parsed = None
+        if self._on_line is not None:
+            self._on_line(parsed is not None)
         try:
             event = await self._handle(parsed, position, backlog) if parsed is not None else None
         except Exception:

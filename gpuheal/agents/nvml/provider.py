@@ -120,6 +120,8 @@ class NvmlProvider:
         self._nvml_up = False
         self._closed = False
         self.xid_gpus: tuple[int, ...] = ()
+        # When a poll last read every GPU and handed over every change (the agent's liveness, in its metrics).
+        self.last_read: datetime | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------------
 
@@ -319,6 +321,7 @@ class NvmlProvider:
                 if not await self._report_changes(state, before, after):
                     return
                 state.polled = after
+            self.last_read = self._clock()
 
     async def _report_changes(
         self, state: _GpuState, before: dict[Check, Problem], after: dict[Check, Problem]

@@ -16,6 +16,7 @@ from gpuheal.agents.publisher.spool import SpoolStats
 _GAUGES: tuple[tuple[str, str, Callable[[SpoolStats], int]], ...] = (
     ("gpuheal_agent_spool_entries", "Events waiting in the lane's spool on disk.", lambda s: s.entries),
     ("gpuheal_agent_spool_bytes", "Bytes of the lane's spool entries on disk.", lambda s: s.bytes),
+    ("gpuheal_agent_spool_limit_bytes", "The lane's spool budget on disk, in bytes.", lambda s: s.limit_bytes),
     (
         "gpuheal_agent_spool_held_events",
         "Actionable events held in memory because the disk or the spool's budget refused them; "

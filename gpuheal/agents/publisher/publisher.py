@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -84,6 +85,8 @@ class Publisher:
         self._gpu_faults = OpenFaults()
         self._node_faults = OpenFaults()
         self._lanes: dict[str, Lane] = {}
+        # Unix time a dependency last took an event (None before one did): the agent's metrics report it.
+        self.last_delivered: float | None = None
         if device_api is not None:
             self._add_lane(spool_dir, DEVICE_API, self._to_device_api)
         if nodes is not None:
@@ -93,7 +96,12 @@ class Publisher:
 
     def _add_lane(self, spool_dir: Path, name: str, deliver: Deliver) -> None:
         spool = Spool(spool_dir / name, self.settings.spool)
-        self._lanes[name] = Lane(name, deliver, spool, self.settings.retry)
+
+        async def delivered(event: HealthEvent) -> None:
+            await deliver(event)
+            self.last_delivered = time.time()
+
+        self._lanes[name] = Lane(name, delivered, spool, self.settings.retry)
 
     async def start(self) -> None:
         """Resume delivering events spooled by an earlier run."""

@@ -117,6 +117,7 @@ class SpoolStats:
     moved_aside: int  # unreadable entries renamed to *.bad
     faults_aside: int  # actionable entries moved aside, now and by earlier runs: they wait for a person
     over_budget: bool  # more on disk than the limits allow (a smaller budget than the last run's)
+    limit_bytes: int  # the budget on disk (`SpoolLimits.max_bytes`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +184,7 @@ class Spool:
             moved_aside=self.moved_aside,
             faults_aside=self.faults_aside,
             over_budget=self._bytes > self.limits.max_bytes or on_disk > self.limits.max_entries,
+            limit_bytes=self.limits.max_bytes,
         )
 
     def append(self, event: HealthEvent, *, actionable: bool) -> bool:

@@ -1,0 +1,116 @@
+"""gpuheal's metrics as the worker's side effects record them.
+
+Activities count through `activity.metric_meter()` (the worker's runtime, with the SDK's own labels);
+`VisibilityGauges` counts the running remediations in Temporal's visibility store on a timer, through
+the runtime's meter. The worker's exporter (gpuheal.worker.process_runtime) adds `_total` to counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.common import MetricMeter
+from temporalio.service import RPCError
+
+from gpuheal.domain.phases import Phase
+from gpuheal.domain.remediation_contract import PHASE_ATTRIBUTE, PHASE_SINCE_ATTRIBUTE, REMEDIATION
+
+log = logging.getLogger(__name__)
+
+EVICTIONS = "gpuheal_evictions"
+REBOOTS = "gpuheal_reboots"
+RUNNING = "gpuheal_remediations_running"
+STUCK = "gpuheal_remediations_stuck"
+APPROVALS_WAITING = "gpuheal_approvals_waiting"
+
+# What a running remediation can be in: every phase but those it ends in.
+OPEN_PHASES = tuple(phase for phase in Phase if not phase.is_final)
+
+
+def count_evictions(**pods: int) -> None:
+    """Count a drain pass's pods by what became of them (evicted, deleted, blocked by a budget, failed)."""
+    counter = activity.metric_meter().create_counter(EVICTIONS, "Pods a drain moved or tried to, by result.")
+    for result, count in pods.items():
+        if count:
+            counter.add(count, {"result": result})
+
+
+def count_reboot(provider: str, result: str) -> None:
+    """Count a reboot asked of `provider`: requested (the provider took it) or failed."""
+    activity.metric_meter().create_counter(REBOOTS, "Reboots asked of providers, by result.").add(
+        1, {"provider": provider, "result": result}
+    )
+
+
+def running_query(phase: Phase) -> str:
+    """The visibility query for the remediations running in `phase`."""
+    return (
+        f"WorkflowType = '{REMEDIATION.name}' AND ExecutionStatus = 'Running' AND {PHASE_ATTRIBUTE} = '{phase.value}'"
+    )
+
+
+def stuck_query(phase: Phase, entered_before: datetime) -> str:
+    """… and for those of them that entered it before `entered_before`."""
+    since = entered_before.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return f"{running_query(phase)} AND {PHASE_SINCE_ATTRIBUTE} < '{since}'"
+
+
+class VisibilityGauges:
+    """Every `every`, the running remediations per phase, those stuck in it for over `stuck_after`
+    (by `GpuhealPhaseSince`), and those waiting for an approval, counted fleet-wide in Temporal's
+    visibility store: every worker replica reports the same figures. A count that fails is logged
+    and its gauge keeps the last figure."""
+
+    def __init__(
+        self,
+        client: Client,
+        meter: MetricMeter,
+        *,
+        stuck_after: timedelta,
+        every: timedelta = timedelta(seconds=30),
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._client = client
+        self._stuck_after = stuck_after
+        self._every = every
+        self._now = now
+        self._running = meter.create_gauge(RUNNING, "Remediations running, by phase.")
+        self._stuck = meter.create_gauge(
+            STUCK, "Remediations in their phase for longer than the worker's --stuck-after."
+        )
+        self._approvals = meter.create_gauge(APPROVALS_WAITING, "Remediations waiting for a person's approval.")
+
+    async def run(self) -> None:
+        """Count, then again every `every`, until cancelled; a failed count never stops the counting."""
+        while True:
+            try:
+                await self.count()
+            except Exception:
+                log.exception("counting remediations failed; the gauges keep their last figures")
+            await asyncio.sleep(self._every.total_seconds())
+
+    async def count(self) -> None:
+        """Count once, one query per figure."""
+        entered_before = self._now() - self._stuck_after
+        for phase in OPEN_PHASES:
+            labels = {"phase": phase.value}
+            running = await self._count(running_query(phase))
+            if running is not None:
+                self._running.set(running, labels)
+                if phase is Phase.AWAITING_APPROVAL:
+                    self._approvals.set(running)
+            stuck = await self._count(stuck_query(phase, entered_before))
+            if stuck is not None:
+                self._stuck.set(stuck, labels)
+
+    async def _count(self, query: str) -> int | None:
+        try:
+            return (await self._client.count_workflows(query)).count
+        except RPCError as error:
+            log.warning("cannot count remediations (%s): %s", query, error.message)
+            return None
