@@ -26,6 +26,7 @@ from gpuheal.domain.remediation_contract import (
     REMEDIATION,
     workflow_id_for,
 )
+from gpuheal.domain.ui_text import start_details, start_summary
 
 # Set at the start, so visibility lists the remediation before its first workflow task runs.
 _NODE = SearchAttributeKey.for_keyword(NODE_ATTRIBUTE)
@@ -37,12 +38,13 @@ async def report_fault(
 ) -> WorkflowHandle[Any, RemediationStatus]:
     """Start the node's remediation with this fault, or add the fault to the running one.
 
-    Without a policy, the remediation runs under the policy in force on the worker when it begins."""
+    Without a policy, the remediation runs under the policy in force on the worker when it begins. A
+    run this starts carries the fault in its static summary and details, which the Temporal UI shows;
+    a fault that joins a running one leaves them as they are."""
+    version = policy_version(policy) if policy is not None else ""
     return await client.start_workflow(
         REMEDIATION.name,
-        REMEDIATION.input(
-            node=fault.node, policy=policy, policy_version=policy_version(policy) if policy is not None else ""
-        ),
+        REMEDIATION.input(node=fault.node, policy=policy, policy_version=version),
         id=workflow_id_for(fault.node),
         task_queue=task_queue,
         result_type=REMEDIATION.result,
@@ -51,4 +53,6 @@ async def report_fault(
         search_attributes=TypedSearchAttributes(
             [SearchAttributePair(_NODE, fault.node), SearchAttributePair(_PHASE, Phase.DETECTED.value)]
         ),
+        static_summary=start_summary(fault),
+        static_details=start_details(fault, version),
     )

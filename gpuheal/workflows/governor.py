@@ -251,7 +251,12 @@ class GovernorWorkflow:
             await self._count_gpu_nodes()
         while True:
             with contextlib.suppress(TimeoutError):
-                await workflow.wait_condition(lambda: self._changed, timeout=self._next_check())
+                await workflow.wait_condition(
+                    lambda: self._changed,
+                    timeout=self._next_check(),
+                    timeout_summary="the next count of GPU nodes, check of the permits' holders, or quarantine "
+                    "leaving the breaker's window (a request, a returned permit or an operator ends it sooner)",
+                )
             self._changed = False
             info = workflow.info()
             if info.is_continue_as_new_suggested() or info.get_current_history_length() >= request.history_limit:

@@ -93,6 +93,7 @@ with workflow.unsafe.imports_passed_through():
         NodeRecord,
         NodeRef,
         NodeState,
+        NodeSurvey,
         Outcome,
         QuarantineRequest,
         RebootRequest,
@@ -100,6 +101,7 @@ with workflow.unsafe.imports_passed_through():
         ReleaseRequest,
         ReplaceRequest,
     )
+    from gpuheal.domain.ui_text import elapsed, phase_checklist
 
 RequestT = TypeVar("RequestT", bound=BaseModel)
 ResultT = TypeVar("ResultT", bound=BaseModel)
@@ -119,6 +121,10 @@ _PERSON_FAULT_PATCH = "person-fault-before-reboot"
 _COLLECT_PATCH = "collected-permit"
 # … and those started before the read for the hold label and the first ask were one step.
 _COLLECT_UNLESS_HELD_PATCH = "collect-unless-held"
+# … and those started before the phase's start was published (GpuhealPhaseSince), without it …
+_PHASE_SINCE_PATCH = "phase-since"
+# … and those started before the reboot step's summary named the provider, without asking it first.
+_PROVIDER_NAMED_PATCH = "reboot-provider-named"
 # How long a remediation waits for its permit before it asks again.
 _ASK_AGAIN = timedelta(minutes=10)
 # The escalated wait's timer, as the UI shows it.
@@ -177,6 +183,14 @@ class RemediationWorkflow:
         self._looks_for_offences = False
         self._asks_for_permit = False
         self._asks_for_person_faults = False
+        self._stamps_phase_since = False
+        self._names_provider = False
+        # The phase whose start GpuhealPhaseSince holds.
+        self._stamped_phase: Phase | None = None
+        # What the run waits on now (a step's or a timer's summary), for the UI's current details.
+        self._now = ""
+        # The node as read before this round's reboot: which provider reboots it, and its machine.
+        self._machine: NodeSurvey | None = None
         # How many repairs (GPU resets, reboots) the run asked for: runs without any are no offence.
         self._repairs = 0
         # The GPU checks ordered so far (each is a new order).
@@ -319,6 +333,8 @@ class RemediationWorkflow:
         self._asks_for_person_faults = workflow.patched(_PERSON_FAULT_PATCH)
         self._collects_permit = workflow.patched(_COLLECT_PATCH)
         self._collects_unless_held = workflow.patched(_COLLECT_UNLESS_HELD_PATCH)
+        self._stamps_phase_since = workflow.patched(_PHASE_SINCE_PATCH)
+        self._names_provider = workflow.patched(_PROVIDER_NAMED_PATCH)
         # The first fault is delivered with the start (signal-with-start).
         await workflow.wait_condition(lambda: bool(self._faults))
         self._enter(Phase.DETECTED)
@@ -448,7 +464,7 @@ class RemediationWorkflow:
                 await workflow.wait_condition(
                     lambda: self._asked_of_us is not None,
                     timeout=self._policy.repair.escalated_recheck,
-                    timeout_summary=_HELD_SUMMARY,
+                    timeout_summary=self._waiting_on(_HELD_SUMMARY),
                 )
             if self._asked_of_us is None:
                 held = decisions.still_held(await self._observe())
@@ -532,7 +548,13 @@ class RemediationWorkflow:
             # Asked again now and then: a governor that was terminated or reset lost the request (the
             # governor keeps requests by id, so asking twice is harmless).
             with contextlib.suppress(TimeoutError):
-                await workflow.wait_condition(lambda: self._permit is not None, timeout=_ASK_AGAIN)
+                await workflow.wait_condition(
+                    lambda: self._permit is not None,
+                    timeout=_ASK_AGAIN,
+                    timeout_summary=self._waiting_on(
+                        f"a permit from {self._asked.governor_id}; asked again after {elapsed(_ASK_AGAIN)}"
+                    ),
+                )
             if self._permit is not None:
                 break
         if not self._asked.governed:
@@ -614,7 +636,7 @@ class RemediationWorkflow:
                 if not verdict.ends:
                     self._enter(Phase.DRAINED)
                 return verdict
-            await workflow.sleep(verdict.pause, summary=verdict.reason)
+            await workflow.sleep(verdict.pause, summary=self._waiting_on(verdict.reason))
             backoff = decisions.next_backoff(progress, policy, backoff)
 
     def _held_for_good(self, progress: DrainProgress) -> str:
@@ -666,15 +688,24 @@ class RemediationWorkflow:
         self._awaiting_decision = True
         # A wait that times out leaves no decision: the policy may approve then, else the rule escalates.
         with contextlib.suppress(TimeoutError):
-            await workflow.wait_condition(lambda: self._decision is not None, timeout=first_wait)
+            await workflow.wait_condition(
+                lambda: self._decision is not None,
+                timeout=first_wait,
+                timeout_summary=self._waiting_on(f"a person's approval or rejection, for up to {elapsed(first_wait)}"),
+            )
         if self._decision is None and policy_may_approve:
             self._decision = decisions.auto_approval(repair, self._action, workflow.now())
             self._decided_as_person = self._left_to_a_person()
         if self._decision is None and first_wait < repair.approval_timeout:
             # A fault only a person can fix arrived meanwhile: it waits for a person the whole timeout.
+            rest = repair.approval_timeout - first_wait
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
-                    lambda: self._decision is not None, timeout=repair.approval_timeout - first_wait
+                    lambda: self._decision is not None,
+                    timeout=rest,
+                    timeout_summary=self._waiting_on(
+                        f"a person's approval or rejection (a fault only a person can fix), for up to {elapsed(rest)} more"
+                    ),
                 )
         self._awaiting_decision = False
         verdict = decisions.after_approval_wait(self._decision, repair.approval_timeout)
@@ -752,6 +783,13 @@ class RemediationWorkflow:
                     if not provider:
                         provider = repair.provider_for(self._action)
                         await self._collect_diagnostics(provider)
+                        if self._names_provider and provider != MANUAL_PROVIDER:
+                            # Which provider "auto" picks, and its machine: the reboot step names them.
+                            self._machine = await self._run(
+                                contracts.SURVEY,
+                                MachineRequest(node=self._node, provider=provider),
+                                summary=f"which provider reboots {self._node} ({provider}), and its machine",
+                            )
                     requested = await self._request_reboot(provider, graceful=rung is Rung.REBOOT_GRACEFULLY)
                     if isinstance(requested, Verdict):
                         return requested
@@ -926,6 +964,8 @@ class RemediationWorkflow:
         """Ask `provider` to reboot; a provider that refuses for good sends the node to a person."""
         self._enter(Phase.REPAIRING)
         self._count_repair()
+        # The provider "auto" picked, where the run read it (the step asks for "auto" all the same).
+        via = self._machine.provider if self._machine is not None and self._machine.provider else provider
         while True:
             try:
                 boot = await self._run(
@@ -937,7 +977,7 @@ class RemediationWorkflow:
                         provider=provider,
                         graceful=graceful,
                     ),
-                    summary=f"{'graceful ' if graceful else ''}reboot via {provider} ({self._action.name})",
+                    summary=f"{'graceful ' if graceful else ''}reboot via {via} ({self._action.name})",
                 )
                 break
             except ActivityError as error:
@@ -945,7 +985,9 @@ class RemediationWorkflow:
                     return decisions.escalate(f"the reboot could not be requested: {_failure(error)}")
                 # The attempts ran out on something other than the provider (the Kubernetes API, lost
                 # workers). The request is recorded on the node, so running the step again is safe.
-                await workflow.sleep(_STEP_AGAIN, summary=f"reboot step failed ({_failure(error)}); again soon")
+                await workflow.sleep(
+                    _STEP_AGAIN, summary=self._waiting_on(f"reboot step failed ({_failure(error)}); again soon")
+                )
         self._repair_log.append(f"{'graceful ' if boot.graceful else ''}reboot via {boot.provider}: {boot.detail}")
         return boot
 
@@ -1044,7 +1086,15 @@ class RemediationWorkflow:
 
     async def _run(self, step: StepContract[RequestT, ResultT], request: RequestT, *, summary: str) -> ResultT:
         """Run one step as its contract says, with the policy's timeouts."""
-        return await run_step(step, request, self._policy.timeouts, summary=summary)
+        return await run_step(step, request, self._policy.timeouts, summary=self._waiting_on(summary))
+
+    def _waiting_on(self, what: str) -> str:
+        """Say in the UI's current details what the run waits on now (a step, a timer); returns `what`,
+        the step's or timer's summary."""
+        self._now = what
+        # Details only, no command: they change nothing a replay compares.
+        workflow.set_current_details(self._details())
+        return what
 
     def _decide(self, decision: ApprovalSignal, *, approved: bool) -> RecordedDecision:
         if self._decision is None:  # the first decision stands
@@ -1092,14 +1142,18 @@ class RemediationWorkflow:
             updates.append(attrs.XID.value_set(xids[-1]))
         if self._policy_version:  # runs begun before policies had versions keep the history they had
             updates.append(attrs.POLICY_VERSION.value_set(self._policy_version))
+        if self._stamps_phase_since and self._phase is not self._stamped_phase:
+            # When the phase began, for "stuck in a phase" views; a phase entered again goes on from its start.
+            self._stamped_phase = self._phase
+            updates.append(attrs.PHASE_SINCE.value_set(workflow.now()))
         workflow.upsert_search_attributes(updates)
         workflow.set_current_details(self._details())
 
     def _details(self) -> str:
-        lines = [
-            f"**{self._phase.value}** — node `{self._node}`",
-            f"action {self._action.name}; {len(self._faults)} fault(s): {self._fault_summary()}",
-        ]
+        lines = [f"**{self._phase.value}** — node `{self._node}`", phase_checklist(self._history)]
+        if self._now and not self._phase.is_final:
+            lines.append(f"now: {self._now}")
+        lines.append(f"action {self._action.name}; {len(self._faults)} fault(s): {self._fault_summary()}")
         if self._drain is not None and self._phase is Phase.DRAINING:
             lines.append(
                 f"drain: {self._drain.evicted} evicted, {len(self._drain.remaining)} remaining, "
@@ -1113,7 +1167,9 @@ class RemediationWorkflow:
         if self._phase is Phase.AWAITING_BUDGET and self._asked is not None:
             lines.append(f"waiting for a permit from `{self._asked.governor_id}` (`gpuheal budget` shows why)")
         if self._phase is Phase.AWAITING_APPROVAL and self._decision is None:
-            lines.append(f"waiting for `gpuheal approve {self._node} --by NAME --reason WHY` (or reject)")
+            lines.append(
+                f"waiting for approval: `gpuheal approve {self._node} --by NAME --reason WHY` (or `gpuheal reject`)"
+            )
         if self._phase is Phase.ESCALATED and self._held_for_person:
             lines.append(
                 f"held for a person: `gpuheal resume {self._node}` once fixed, `gpuheal retry {self._node}`, or "
@@ -1125,6 +1181,13 @@ class RemediationWorkflow:
             verb = "approved" if self._decision.approved else "rejected"
             lines.append(
                 f"{verb} by {self._decision.approver} at {self._decision.at.isoformat()}: {self._decision.reason}"
+            )
+        if self._machine is not None:
+            machine = self._machine
+            lines.append(
+                f"provider {machine.provider}, machine `{machine.provider_id or 'unknown'}`"
+                if machine.provider
+                else f"no provider reboots `{self._node}`: {machine.provider_problem}"
             )
         if self._repair_log:
             lines.append(f"repair: {'; '.join(self._repair_log)}")

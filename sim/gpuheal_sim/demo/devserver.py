@@ -81,14 +81,17 @@ class DevServer:
         await _stop(self.process)
 
 
-async def start_dev_server(state_dir: Path | None = None, *, port: int | None = None, ui: bool = False) -> DevServer:
+async def start_dev_server(
+    state_dir: Path | None = None, *, port: int | None = None, ui: bool = False, ui_port: int | None = None
+) -> DevServer:
     """Start a dev server on 127.0.0.1 (in memory when `state_dir` is None) with gpuheal's search attributes.
 
-    `port` is used when free, otherwise any free port; the UI listens on the port after a free one.
+    `port` is used when free, otherwise any free port. With `ui`, the Web UI listens on 127.0.0.1 too:
+    on `ui_port` when free, otherwise on the port 1000 above the server's, or any free one.
     Returns once a client has connected; `DevServerFailed` (naming the log) when it does not come up.
     """
     frontend = free_port(port)
-    ui_port = free_port(frontend + 1000) if ui else None
+    ui_port = free_port(ui_port or frontend + 1000) if ui else None
     command = [str(temporal_binary()), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(frontend)]
     # A namespace only this server has: the client that connects checks it is talking to this server,
     # not to another one that took the port between our check and its start.
@@ -96,7 +99,10 @@ async def start_dev_server(state_dir: Path | None = None, *, port: int | None = 
     command += ["--namespace", identity, "--log-level", "warn"]
     # No version check: the server would call out to the Internet on every start.
     command += ["--dynamic-config-value", "frontend.enableServerVersionCheck=false"]
-    command += ["--ui-port", str(ui_port)] if ui_port else ["--headless"]
+    # The UI on loopback whatever `--ip` says, and without its newsfeed (fetched from the Internet).
+    command += (
+        ["--ui-ip", "127.0.0.1", "--ui-port", str(ui_port), "--ui-disable-news-fetch"] if ui_port else ["--headless"]
+    )
     for key in attrs.ALL:
         command += ["--search-attribute", f"{key.name}={attrs.cli_type(key)}"]
     log = None

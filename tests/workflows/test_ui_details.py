@@ -1,0 +1,105 @@
+"""What the Temporal UI shows of a remediation: its current details (the phases as a checklist and what
+it waits on), the summaries of its steps and timers, and GpuhealPhaseSince for 'stuck in a phase'."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.api.sdk.v1 import WorkflowMetadata
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from gpuheal.control import remediations
+from gpuheal.domain.actions import RecommendedAction
+from gpuheal.domain.faults import Fault
+from gpuheal.domain.phases import Phase
+from gpuheal.domain.policy import RemediationPolicy, RepairPolicy
+from gpuheal.domain.remediation import ApprovalSignal
+from gpuheal.workflows import search_attributes as attrs
+from tests.workflows.fake_activities import FakeNode
+from tests.workflows.test_remediation_logic import Handle, wait_for_phase
+
+
+async def start_asking_approval(env: WorkflowEnvironment, queue: str, node: FakeNode) -> Handle:
+    """A remediation under the default provider ("auto") whose policy has a person approve the reboot."""
+    fault = Fault(node=node.name, action=RecommendedAction.RESTART_BM, xid=79, event_id=str(uuid.uuid4()))
+    policy = RemediationPolicy(repair=RepairPolicy(require_approval=True, approval_timeout=timedelta(hours=4)))
+    return await remediations.report_fault(env.client, fault, policy, task_queue=queue)
+
+
+async def current_details(handle: Handle) -> str:
+    metadata: WorkflowMetadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    return metadata.current_details
+
+
+async def summaries(handle: Handle, kind: EventType.ValueType) -> list[str]:
+    """The summaries of the history's events of `kind` (an activity scheduled, a timer started)."""
+
+    async def text(event: HistoryEvent) -> str:
+        [value] = await pydantic_data_converter.decode([event.user_metadata.summary])
+        assert isinstance(value, str)
+        return value
+
+    history = await handle.fetch_history()
+    return [await text(event) for event in history.events if event.event_type == kind]
+
+
+async def test_the_details_list_the_phases_passed_and_say_the_run_waits_for_an_approval(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    handle = await start_asking_approval(time_skipping_env, queue, node)
+    await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
+
+    details = await current_details(handle)
+    lines = details.splitlines()
+    for passed in (Phase.DETECTED, Phase.QUARANTINED, Phase.DRAINING, Phase.DRAINED):
+        assert any(line.startswith(f"- ✓ {passed.value} — ") for line in lines), details
+    assert any(line.startswith("- ▶ **AwaitingApproval** — now, since ") for line in lines), details
+    assert "now: a person's approval or rejection, for up to 4h 00m" in details
+    assert f"waiting for approval: `gpuheal approve {node.name} --by NAME --reason WHY`" in details
+    # The approval's timer says what it waits for.
+    assert await summaries(handle, EventType.EVENT_TYPE_TIMER_STARTED) == [
+        "a person's approval or rejection, for up to 4h 00m"
+    ]
+
+    await remediations.send_decision(
+        time_skipping_env.client, node.name, ApprovalSignal(approver="alice", reason="rack drained"), approve=True
+    )
+    assert (await handle.result()).phase is Phase.RESOLVED
+    details = await current_details(handle)
+    assert "- ✓ AwaitingApproval — " in details and "- ■ **Resolved** at " in details, details
+    assert "approved by alice" in details and "now:" not in details
+
+
+async def test_the_reboot_step_names_the_provider_auto_chose_and_the_details_its_machine(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    handle = await start_asking_approval(time_skipping_env, queue, node)
+    await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
+    await remediations.send_decision(
+        time_skipping_env.client, node.name, ApprovalSignal(approver="alice", reason="rack drained"), approve=True
+    )
+    assert (await handle.result()).phase is Phase.RESOLVED
+
+    steps = await summaries(handle, EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
+    assert "reboot via simulator (RESTART_BM)" in steps, steps
+    assert not any("via auto" in step for step in steps)
+    assert f"provider simulator, machine `sim://{node.name}`" in await current_details(handle)
+
+
+async def test_the_phase_since_attribute_holds_when_the_current_phase_began(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    handle = await start_asking_approval(time_skipping_env, queue, node)
+    status = await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
+
+    since = (await handle.describe()).typed_search_attributes.get(attrs.PHASE_SINCE)
+    assert since is not None and since == status.history[-1].entered_at
+    await remediations.send_decision(
+        time_skipping_env.client, node.name, ApprovalSignal(approver="alice", reason="rack drained"), approve=True
+    )
+    status = await handle.result()
+    assert (await handle.describe()).typed_search_attributes.get(attrs.PHASE_SINCE) == status.history[-1].entered_at
