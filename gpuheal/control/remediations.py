@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
@@ -21,6 +21,7 @@ from gpuheal.control.report import report_fault as report_fault
 from gpuheal.domain.decisions import PersonAction
 from gpuheal.domain.marks import workflow_id_for
 from gpuheal.domain.operator import OperatorAction, RecordedAction
+from gpuheal.domain.phases import Phase
 from gpuheal.domain.remediation import ApprovalSignal, NodeRelease, RecordedDecision, RemediationStatus
 from gpuheal.domain.remediation_contract import REMEDIATION
 from gpuheal.workflows import search_attributes as attrs
@@ -89,7 +90,7 @@ async def status(client: Client, node: str) -> RemediationStatus:
 
 @dataclass(frozen=True, slots=True)
 class RemediationSummary:
-    """One line of `gpuheal list`, read from visibility (search attributes) without a query."""
+    """One remediation as visibility knows it (its search attributes), read without a query."""
 
     node: str
     phase: str
@@ -99,18 +100,62 @@ class RemediationSummary:
     started: datetime
     # The version of the policy it decides by ("": begun before policies had versions).
     policy: str = ""
+    # When it entered its phase (None: begun before runs recorded it).
+    since: datetime | None = None
+    gpus: tuple[str, ...] = ()
+
+    def as_json(self) -> dict[str, object]:
+        """The summary as one JSON object with the same keys whatever is known (times in ISO 8601)."""
+        return {
+            "node": self.node,
+            "phase": self.phase,
+            "since": None if self.since is None else self.since.isoformat(),
+            "action": self.action,
+            "xid": self.xid,
+            "gpus": list(self.gpus),
+            "running": self.running,
+            "started": self.started.isoformat(),
+            "policy": self.policy,
+        }
 
 
-async def list_remediations(client: Client, query: str = "") -> list[RemediationSummary]:
-    """Remediations matching a visibility query (e.g. `GpuhealPhase = "AwaitingApproval"`), newest first.
+def remediation_query(
+    query: str = "", *, phase: Phase | None = None, running: bool = False, in_phase_before: datetime | None = None
+) -> str:
+    """The visibility query for remediations matching all that is given: an operator's own `query`, a
+    phase, running ones only, and running ones that entered their phase before `in_phase_before` (runs
+    begun before gpuheal recorded when they entered their phase never match that)."""
+    clauses = [f"WorkflowType = '{REMEDIATION.name}'"]
+    if phase is not None:
+        clauses.append(f"{attrs.PHASE.name} = '{phase.value}'")
+    if running or in_phase_before is not None:
+        clauses.append("ExecutionStatus = 'Running'")
+    if in_phase_before is not None:
+        clauses.append(f"{attrs.PHASE_SINCE.name} < '{in_phase_before.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}'")
+    if query:
+        clauses.append(f"({query})")
+    return " AND ".join(clauses)
+
+
+async def list_remediations(
+    client: Client,
+    query: str = "",
+    *,
+    phase: Phase | None = None,
+    running: bool = False,
+    stuck: timedelta | None = None,
+    limit: int | None = None,
+) -> list[RemediationSummary]:
+    """Remediations matching a visibility query (e.g. `GpuhealPhase = "AwaitingApproval"`) and the other
+    filters (`stuck`: running and in their phase for longer than that), newest first, `limit` at most.
 
     Raises `InvalidQuery` when Temporal refuses the query.
     """
-    base = f"WorkflowType = '{REMEDIATION.name}'"
-    sent = f"{base} AND ({query})" if query else base
+    before = None if stuck is None else datetime.now(UTC) - stuck
+    sent = remediation_query(query, phase=phase, running=running, in_phase_before=before)
     found: list[RemediationSummary] = []
     try:
-        async for execution in client.list_workflows(sent):
+        async for execution in client.list_workflows(sent, limit=limit):
             found.append(_summary(execution))
     except RPCError as error:
         if error.status is RPCStatusCode.INVALID_ARGUMENT:
@@ -129,4 +174,6 @@ def _summary(execution: WorkflowExecution) -> RemediationSummary:
         running=execution.status is WorkflowExecutionStatus.RUNNING,
         started=execution.start_time,
         policy=attributes.get(attrs.POLICY_VERSION) or "",
+        since=attributes.get(attrs.PHASE_SINCE),
+        gpus=tuple(attributes.get(attrs.GPUS) or ()),
     )
