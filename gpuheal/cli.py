@@ -347,7 +347,10 @@ def _describe(status: RemediationStatus, now: datetime) -> str:
         ("faults", str(status.faults)),
         ("decision", _decision_text(status.decision)),
         *[("acted", f"{a.action} by {a.by} at {_at(a.at)}: {a.reason}") for a in status.actions],
-        ("permit", "none" if permit is None else f"{permit.permit_id} since {_at(permit.granted_at)}"),
+        (
+            "permit",
+            "none" if permit is None else f"{permit.permit_id} of {permit.governor_id} since {_at(permit.granted_at)}",
+        ),
         ("drain", _drain_text(status.drain)),
         *[("repair", step) for step in status.repair],
         *[("plan", step) for step in status.plan],
@@ -356,10 +359,11 @@ def _describe(status: RemediationStatus, now: datetime) -> str:
     ]
     width = max(len(key) for key, _ in fields) + 2
     lines = [f"{key + ':':<{width}}{value}" for key, value in fields if value]
+    # Each phase lasted until the next began; the last one lasts still, unless the run ended.
     ends = [entry.entered_at for entry in status.history[1:]] + [None if status.phase.is_final else now]
     history = [
         [entry.phase.value, _at(entry.entered_at), "" if end is None else _elapsed(entry.entered_at, end)]
-        for entry, end in zip(status.history, ends, strict=True)
+        for entry, end in zip(status.history, ends[: len(status.history)], strict=True)
     ]
     return "\n".join(lines) + "\n\n" + render_table(["PHASE", "ENTERED", "FOR"], history)
 
