@@ -389,9 +389,12 @@ def status(address: str | None, namespace: str | None, node: str | None, as_json
 
     async def query() -> RemediationStatus:
         client = await connect_temporal(address, namespace)
-        return await remediations.status(client, node)
+        return await remediations.status(client, node, wait=remediations.STATUS_WAIT)
 
-    found = run_command(query)
+    try:
+        found = run_command(query)
+    except remediations.StatusUnanswered as error:
+        raise click.ClickException(str(error)) from None
     click.echo(found.model_dump_json(indent=2) if as_json else _describe(found, datetime.now(UTC)))
 
 

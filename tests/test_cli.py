@@ -912,6 +912,7 @@ async def test_status_of_a_node_reads_as_lines_then_its_phase_history(dev_server
         ended = await started.handle.result()
         # An ended run's query is answered by a worker too (it replays the run).
         after = await asyncio.to_thread(run_script, "status", node.name, "--address", dev_server.address)
+    unanswered = await asyncio.to_thread(run_script, "status", node.name, "--address", dev_server.address)
 
     assert shown.returncode == 0, shown.stderr
     fields, history = shown.stdout.split("\n\n")
@@ -937,3 +938,9 @@ async def test_status_of_a_node_reads_as_lines_then_its_phase_history(dev_server
     assert ended_fields["phase"] == f"Resolved since {ended.history[-1].entered_at:%Y-%m-%dT%H:%M:%SZ}"
     last = after.stdout.rstrip("\n").splitlines()[-1].split()
     assert last[0] == "Resolved" and len(last) == 2, "an ended run's last phase has no duration"
+    assert unanswered.returncode == 1 and "Traceback" not in unanswered.stderr, unanswered.stderr
+    [line] = unanswered.stderr.splitlines()
+    assert line.startswith(f"Error: no gpuheal worker answered for the remediation of {node.name} (")
+    assert line.endswith(
+        f"""`gpuheal list --query 'GpuhealNode = "{node.name}"'` shows what Temporal's visibility knows"""
+    )

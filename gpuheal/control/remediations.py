@@ -77,14 +77,32 @@ async def _running(client: Client, node: str) -> AsyncIterator[WorkflowHandle[Re
         raise
 
 
-async def status(client: Client, node: str) -> RemediationStatus:
-    """The latest remediation of the node (running or finished), from its `status` query."""
+class StatusUnanswered(RuntimeError):
+    """No worker answers the `status` query (a query, even of an ended run, is answered by a worker)."""
+
+
+# How long a person's `status` query waits for a worker to answer: one that runs answers in milliseconds.
+STATUS_WAIT = timedelta(seconds=10)
+
+# What the server answers when no worker takes the query: none polled the run's queue lately (at
+# once), or none answered within the wait.
+_UNANSWERED = {RPCStatusCode.FAILED_PRECONDITION, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED}
+
+
+async def status(client: Client, node: str, *, wait: timedelta | None = None) -> RemediationStatus:
+    """The latest remediation of the node (running or finished), from its `status` query, waiting `wait`
+    at most for a worker to answer (None: the server's own limit). Raises StatusUnanswered."""
     handle = client.get_workflow_handle_for(RemediationWorkflow.run, workflow_id_for(node))
     try:
-        return await handle.query(RemediationWorkflow.status)
+        return await handle.query(RemediationWorkflow.status, rpc_timeout=wait)
     except RPCError as error:
         if error.status is RPCStatusCode.NOT_FOUND and not is_namespace_not_found(error):
             raise RemediationNotFound(f"no remediation found for node {node}") from error
+        if error.status in _UNANSWERED:
+            raise StatusUnanswered(
+                f"no gpuheal worker answered for the remediation of {node} ({error.message}); "
+                f"`gpuheal list --query 'GpuhealNode = \"{node}\"'` shows what Temporal's visibility knows"
+            ) from error
         raise
 
 
