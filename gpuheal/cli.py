@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import getpass
+import json
 import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime, timedelta
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,13 +27,17 @@ from gpuheal.control.connection import (
 from gpuheal.control.governor import governor_id_for
 from gpuheal.control.lifetime import ProcessRuntime
 from gpuheal.control.logformat import log_as_json
+from gpuheal.control.tables import render_table
 from gpuheal.domain.decisions import PersonAction
 from gpuheal.domain.fleet import GovernorStatus
 from gpuheal.domain.operator import ActionRefused, OperatorAction, RecordedAction
+from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy_document import AgentPolicy, PolicyDocument
-from gpuheal.domain.remediation import ApprovalSignal, NodeRelease, RecordedDecision
+from gpuheal.domain.remediation import ApprovalSignal, NodeRelease, RecordedDecision, RemediationStatus
+from gpuheal.domain.steps import DrainProgress
 from gpuheal.params import HostPort, KubeconfigFile, PolicyFile
 from gpuheal.settings_options import setting_option
+from gpuheal.tools.goflags import go_duration
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -265,40 +271,186 @@ def release(
     _act_on_escalation(PersonAction.RELEASE, address, namespace, node, by, reason, keep_cordoned)
 
 
+class _GoDuration(click.ParamType[timedelta, Any]):
+    """A duration as Go writes it (`1h`, `30m`, `1h30m`)."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        try:
+            return go_duration(str(value))
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+
+
+_json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+def _at(moment: datetime | None) -> str:
+    return "" if moment is None else f"{moment.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+
+
+def _elapsed(since: datetime, until: datetime) -> str:
+    return str(timedelta(seconds=round((until - since).total_seconds())))
+
+
+def _summary_cells(row: remediations.RemediationSummary) -> list[str]:
+    """NODE, PHASE, SINCE, ACTION, XID, GPUS: the columns both tables begin with."""
+    return [
+        row.node,
+        row.phase,
+        _at(row.since),
+        row.action,
+        "" if row.xid is None else str(row.xid),
+        ",".join(row.gpus),
+    ]
+
+
+_SUMMARY_HEADERS = ["NODE", "PHASE", "SINCE", "ACTION", "XID", "GPUS"]
+
+
+def _echo_summaries(rows: list[remediations.RemediationSummary], as_json: bool, *more: str) -> None:
+    """The remediations as a JSON array, or as a table with the `more` columns after the common ones."""
+    if as_json:
+        click.echo(json.dumps([row.as_json() for row in rows], indent=2))
+        return
+    extra: dict[str, Callable[[remediations.RemediationSummary], str]] = {
+        "RUNNING": lambda row: "yes" if row.running else "no",
+        "STARTED": lambda row: _at(row.started),
+        "POLICY": lambda row: row.policy,
+    }
+    cells = [_summary_cells(row) + [extra[column](row) for column in more] for row in rows]
+    click.echo(render_table([*_SUMMARY_HEADERS, *more], cells))
+
+
+def _decision_text(decision: RecordedDecision | None) -> str:
+    if decision is None:
+        return "none"
+    verb = "approved" if decision.approved else "rejected"
+    return f"{verb} by {decision.approver} at {_at(decision.at)}: {decision.reason}"
+
+
+def _drain_text(drain: DrainProgress | None) -> str:
+    if drain is None:
+        return "not begun"
+    return (
+        f"{drain.evicted} evicted, {drain.deleted} deleted, {len(drain.remaining)} remaining "
+        f"({len(drain.blocked)} blocked by a budget, {len(drain.failed)} failed)"
+    )
+
+
+def _describe(status: RemediationStatus, now: datetime) -> str:
+    """`gpuheal status NODE`: the run as `key: value` lines, then its phases with how long each lasted
+    (the current one so far; an ended run's last phase has no duration)."""
+    phase = status.phase.value
+    if status.history:
+        entered = status.history[-1].entered_at
+        phase += f" since {_at(entered)}" + ("" if status.phase.is_final else f" ({_elapsed(entered, now)} ago)")
+    permit = status.permit
+    fields = [
+        ("node", status.node),
+        ("phase", phase),
+        ("reason", status.reason),
+        ("action", status.action.name),
+        ("xids", ", ".join(map(str, status.xids))),
+        ("gpus", ", ".join(status.gpu_uuids)),
+        ("faults", str(status.faults)),
+        ("decision", _decision_text(status.decision)),
+        *[("acted", f"{a.action} by {a.by} at {_at(a.at)}: {a.reason}") for a in status.actions],
+        (
+            "permit",
+            "none" if permit is None else f"{permit.permit_id} of {permit.governor_id} since {_at(permit.granted_at)}",
+        ),
+        ("drain", _drain_text(status.drain)),
+        *[("repair", step) for step in status.repair],
+        *[("plan", step) for step in status.plan],
+        *[("diagnostics", bundle) for bundle in status.diagnostics],
+        ("policy", status.policy_version),
+    ]
+    width = max(len(key) for key, _ in fields) + 2
+    lines = [f"{key + ':':<{width}}{value}" for key, value in fields if value]
+    # Each phase lasted until the next began; the last one lasts still, unless the run ended.
+    ends = [entry.entered_at for entry in status.history[1:]] + [None if status.phase.is_final else now]
+    history = [
+        [entry.phase.value, _at(entry.entered_at), "" if end is None else _elapsed(entry.entered_at, end)]
+        for entry, end in zip(status.history, ends[: len(status.history)], strict=True)
+    ]
+    return "\n".join(lines) + "\n\n" + render_table(["PHASE", "ENTERED", "FOR"], history)
+
+
 @main.command()
 @with_temporal_options
-@click.argument("node")
-def status(address: str | None, namespace: str | None, node: str) -> None:
-    """Show the remediation of NODE as JSON (phase, action, faults, decision, phase history)."""
+@click.argument("node", required=False)
+@_json_option
+def status(address: str | None, namespace: str | None, node: str | None, as_json: bool) -> None:
+    """Show the remediation of NODE: phase and since when, action, faults, decision, permit, drain,
+    repair log and phase history. Without NODE: every running remediation, one line each.
 
-    async def query() -> str:
+    --json prints the `status` query's answer for NODE, or an array of the running remediations.
+    """
+    if node is None:
+
+        async def running() -> list[remediations.RemediationSummary]:
+            client = await connect_temporal(address, namespace)
+            return await remediations.list_remediations(client, running=True)
+
+        _echo_summaries(run_command(running), as_json)
+        return
+
+    async def query() -> RemediationStatus:
         client = await connect_temporal(address, namespace)
-        return (await remediations.status(client, node)).model_dump_json(indent=2)
+        return await remediations.status(client, node, wait=remediations.STATUS_WAIT)
 
-    click.echo(run_command(query))
+    try:
+        found = run_command(query)
+    except remediations.StatusUnanswered as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(found.model_dump_json(indent=2) if as_json else _describe(found, datetime.now(UTC)))
 
 
 @main.command(name="list")
 @with_temporal_options
-@click.option("--query", default="", help='Visibility filter, e.g. GpuhealPhase = "AwaitingApproval".')
-def list_command(address: str | None, namespace: str | None, query: str) -> None:
-    """List remediations, newest first."""
+@click.option("--query", default="", help='Visibility filter, e.g. GpuhealNode = "gpu-node-001".')
+@click.option(
+    "--phase",
+    type=click.Choice([phase.value for phase in Phase]),
+    help="Only remediations in this phase.",
+)
+@click.option("--running", is_flag=True, help="Only running remediations (Escalated ones are running).")
+@click.option(
+    "--stuck",
+    type=_GoDuration(),
+    metavar="DURATION",
+    help="Only running remediations in their phase for longer than this (1h, 30m, 1h30m).",
+)
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many.")
+@_json_option
+def list_command(
+    address: str | None,
+    namespace: str | None,
+    query: str,
+    phase: str | None,
+    running: bool,
+    stuck: timedelta | None,
+    limit: int | None,
+    as_json: bool,
+) -> None:
+    """List remediations, newest first, matching every filter given."""
 
     async def fetch() -> list[remediations.RemediationSummary]:
         client = await connect_temporal(address, namespace)
-        return await remediations.list_remediations(client, query)
+        wanted = None if phase is None else Phase(phase)
+        return await remediations.list_remediations(
+            client, query, phase=wanted, running=running, stuck=stuck, limit=limit
+        )
 
     try:
         rows = run_command(fetch)
     except remediations.InvalidQuery as error:
         raise click.BadParameter(str(error), param_hint="'--query'") from None
-    click.echo(f"{'NODE':<24} {'PHASE':<18} {'ACTION':<16} {'XID':>5}  {'RUNNING':<7}  {'STARTED':<19}  POLICY")
-    for row in rows:
-        xid = "" if row.xid is None else str(row.xid)
-        click.echo(
-            f"{row.node:<24} {row.phase:<18} {row.action:<16} {xid:>5}  {'yes' if row.running else 'no':<7}  "
-            f"{row.started:%Y-%m-%d %H:%M:%S}  {row.policy}"
-        )
+    _echo_summaries(rows, as_json, "RUNNING", "STARTED", "POLICY")
 
 
 @main.group()

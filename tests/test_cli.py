@@ -11,12 +11,14 @@ import subprocess
 import sys
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
 from click.testing import CliRunner
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.worker import Worker
 
 from gpuheal.cli import main
@@ -28,8 +30,10 @@ from gpuheal.domain.fleet import FleetPolicy
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import RemediationPolicy, RepairPolicy
 from gpuheal.domain.policy_document import policy_version
-from gpuheal.domain.remediation import ApprovalSignal
+from gpuheal.domain.remediation import ApprovalSignal, RemediationInput, RemediationStatus
+from gpuheal.domain.remediation_contract import REMEDIATION
 from gpuheal.worker import WorkerSettings
+from gpuheal.workflows import search_attributes as attrs
 from gpuheal.workflows.governor import GovernorWorkflow
 from gpuheal.workflows.remediation import RemediationWorkflow
 from gpuheal_sim.demo.devserver import DevServer
@@ -734,3 +738,209 @@ async def test_list_shows_the_policy_each_remediation_decides_by(dev_server: Dev
     assert listed.stdout.splitlines()[0].split()[-1] == "POLICY"
     [row] = rows
     assert row.split()[0] == node.name and row.split()[-1] == policy_version(given)
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A remediation as visibility shows it, started with its search attributes and no worker."""
+
+    node: str
+    phase: Phase
+    since: datetime | None
+    running: bool = True
+
+
+async def list_these(dev_server: DevServer, runs: list[Listed]) -> str:
+    """Start each run (ended at once where not `running`) and return a query matching just them, once
+    visibility shows them all as they are."""
+    for run in runs:
+        pairs: list[SearchAttributePair[Any]] = [
+            SearchAttributePair(attrs.NODE, run.node),
+            SearchAttributePair(attrs.PHASE, run.phase.value),
+            SearchAttributePair(attrs.ACTION, "RESTART_BM"),
+            SearchAttributePair(attrs.XID, 79),
+            SearchAttributePair(attrs.GPUS, ["GPU-1", "GPU-2"]),
+        ]
+        if run.since is not None:
+            pairs.append(SearchAttributePair(attrs.PHASE_SINCE, run.since))
+        handle = await dev_server.client.start_workflow(
+            REMEDIATION.name,
+            RemediationInput(node=run.node),
+            id=f"remediate-{run.node}",
+            task_queue=f"nobody-{run.node}",  # no worker: the run stays as started
+            search_attributes=TypedSearchAttributes(pairs),
+        )
+        if not run.running:
+            await handle.terminate("test: ended")
+    names = ", ".join(f"'{run.node}'" for run in runs)
+    query = f"GpuhealNode IN ({names})"
+    for _ in range(100):  # visibility follows a moment later
+        found = await remediations.list_remediations(dev_server.client, query)
+        if sorted((row.node, row.running) for row in found) == sorted((run.node, run.running) for run in runs):
+            return query
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"visibility never showed {runs}: {found}")
+
+
+async def end_all(dev_server: DevServer, runs: list[Listed]) -> None:
+    for run in runs:
+        if run.running:
+            await dev_server.client.get_workflow_handle(f"remediate-{run.node}").terminate("test over")
+
+
+def table_rows(output: str) -> dict[str, dict[str, str]]:
+    """A table the commands print, by its first column, each row's cells by header (a header's cells
+    start where it starts)."""
+    header, *lines = output.splitlines()
+    names = header.split()
+    starts = [header.index(f"{name}") for name in names]
+    bounds = list(zip(starts, [*starts[1:], None], strict=True))
+    rows = [{name: line[start:end].strip() for name, (start, end) in zip(names, bounds, strict=True)} for line in lines]
+    return {row[names[0]]: row for row in rows}
+
+
+JSON_KEYS = {"node", "phase", "since", "action", "xid", "gpus", "running", "started", "policy"}
+
+
+async def test_status_without_a_node_tables_every_running_remediation(dev_server: DevServer) -> None:
+    tag = uuid.uuid4().hex[:8]
+    since = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    waiting, older, ended = (
+        Listed(f"table-{tag}-waiting", Phase.AWAITING_APPROVAL, since),
+        Listed(f"table-{tag}-older", Phase.ESCALATED, None),  # begun before runs recorded since when
+        Listed(f"table-{tag}-ended", Phase.RESOLVED, since, running=False),
+    )
+    await list_these(dev_server, [waiting, older, ended])
+
+    table = await asyncio.to_thread(run_script, "status", "--address", dev_server.address)
+    as_json = await asyncio.to_thread(run_script, "status", "--json", "--address", dev_server.address)
+    await end_all(dev_server, [waiting, older, ended])
+
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.split("\n", 1)[0].split() == ["NODE", "PHASE", "SINCE", "ACTION", "XID", "GPUS"]
+    rows = table_rows(table.stdout)
+    assert rows[waiting.node] == {
+        "NODE": waiting.node,
+        "PHASE": "AwaitingApproval",
+        "SINCE": "2026-01-02T03:04:05Z",
+        "ACTION": "RESTART_BM",
+        "XID": "79",
+        "GPUS": "GPU-1,GPU-2",
+    }
+    assert rows[older.node]["PHASE"] == "Escalated" and rows[older.node]["SINCE"] == ""
+    assert ended.node not in rows, "only running remediations"
+    listed = {row["node"]: row for row in json.loads(as_json.stdout)}
+    assert all(set(row) == JSON_KEYS for row in listed.values())
+    assert listed[waiting.node]["since"] == since.isoformat() and listed[waiting.node]["gpus"] == ["GPU-1", "GPU-2"]
+    assert listed[older.node]["since"] is None and listed[older.node]["running"] is True
+    assert ended.node not in listed
+
+
+async def test_list_takes_every_filter_together(dev_server: DevServer) -> None:
+    tag = uuid.uuid4().hex[:8]
+    now = datetime.now(UTC)
+    stuck, fresh, ended, older = (
+        Listed(f"list-{tag}-stuck", Phase.AWAITING_APPROVAL, now - timedelta(hours=2)),
+        Listed(f"list-{tag}-fresh", Phase.AWAITING_APPROVAL, now),
+        Listed(f"list-{tag}-ended", Phase.AWAITING_APPROVAL, now - timedelta(hours=3), running=False),
+        Listed(f"list-{tag}-older", Phase.ESCALATED, None),
+    )
+    query = await list_these(dev_server, [stuck, fresh, ended, older])
+
+    def nodes(*args: str) -> set[str]:
+        result = run_script("list", "--json", "--address", dev_server.address, "--query", query, *args)
+        assert result.returncode == 0, result.stderr
+        return {row["node"] for row in json.loads(result.stdout)}
+
+    in_approval = await asyncio.to_thread(nodes, "--phase", "AwaitingApproval")
+    running = await asyncio.to_thread(nodes, "--running")
+    stuck_1h = await asyncio.to_thread(nodes, "--stuck", "1h")
+    stuck_approval = await asyncio.to_thread(nodes, "--stuck", "90m", "--phase", "Escalated")
+    limited = await asyncio.to_thread(nodes, "--limit", "1")
+    table = await asyncio.to_thread(run_script, "list", "--address", dev_server.address, "--query", query)
+    await end_all(dev_server, [stuck, fresh, ended, older])
+
+    assert in_approval == {stuck.node, fresh.node, ended.node}
+    assert running == {stuck.node, fresh.node, older.node}
+    assert stuck_1h == {stuck.node}, "running, and in its phase for longer than an hour"
+    assert stuck_approval == set(), "every filter holds"
+    assert len(limited) == 1
+    rows = table_rows(table.stdout)
+    assert table.stdout.split("\n", 1)[0].split() == [
+        *["NODE", "PHASE", "SINCE", "ACTION", "XID", "GPUS"],
+        *["RUNNING", "STARTED", "POLICY"],
+    ]
+    assert rows[ended.node]["RUNNING"] == "no" and rows[stuck.node]["RUNNING"] == "yes"
+    assert rows[stuck.node]["SINCE"] == f"{stuck.since:%Y-%m-%dT%H:%M:%SZ}" and rows[older.node]["SINCE"] == ""
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [
+        ("--phase", "Approving", "'Approving' is not one of 'Detected', 'OnHold', 'AwaitingBudget'"),
+        ("--stuck", "an hour", "'an hour' is not a duration"),
+        ("--limit", "0", "0 is not in the range x>=1"),
+    ],
+)
+def test_list_refuses_a_filter_it_cannot_use_before_connecting(option: str, value: str, expected: str) -> None:
+    error = one_line_error(run_script("list", option, value, "--address", f"127.0.0.1:{closed_port()}"))
+
+    assert f"'{option}'" in error and expected in error, error
+
+
+def summary_fields(text: str) -> dict[str, str]:
+    """`key: value` lines by key (the first line of each key)."""
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        key, value = line.split(":", 1)
+        found.setdefault(key, value.strip())
+    return found
+
+
+async def test_status_of_a_node_reads_as_lines_then_its_phase_history(dev_server: DevServer) -> None:
+    node = FakeNode(name=f"summary-{uuid.uuid4().hex[:8]}")
+    started = await start_awaiting_approval(dev_server, node)
+    async with Worker(
+        dev_server.client, task_queue=started.queue, workflows=[RemediationWorkflow], activities=node.activities()
+    ):
+        waiting = await wait_for_phase(started.handle, Phase.AWAITING_APPROVAL)
+        shown = await asyncio.to_thread(run_script, "status", node.name, "--address", dev_server.address)
+        as_json = await asyncio.to_thread(run_script, "status", node.name, "--json", "--address", dev_server.address)
+        await remediations.send_decision(
+            dev_server.client, node.name, ApprovalSignal(approver="alice", reason="reseated"), approve=True
+        )
+        ended = await started.handle.result()
+        # An ended run's query is answered by a worker too (it replays the run).
+        after = await asyncio.to_thread(run_script, "status", node.name, "--address", dev_server.address)
+    unanswered = await asyncio.to_thread(run_script, "status", node.name, "--address", dev_server.address)
+
+    assert shown.returncode == 0, shown.stderr
+    fields, history = shown.stdout.split("\n\n")
+    lines = summary_fields(fields)
+    entered = waiting.history[-1].entered_at
+    assert lines["node"] == node.name
+    assert lines["phase"].startswith(f"AwaitingApproval since {entered:%Y-%m-%dT%H:%M:%SZ} (")
+    assert lines["phase"].endswith(" ago)")
+    assert lines["action"] == "RESTART_BM" and lines["xids"] == "79"
+    assert lines["gpus"] == "GPU-aaaa" and lines["decision"] == "none"
+    assert lines["drain"].endswith("0 remaining (0 blocked by a budget, 0 failed)")
+    rows = [line.split() for line in history.splitlines()]
+    assert rows[0] == ["PHASE", "ENTERED", "FOR"]
+    assert [row[0] for row in rows[1:]] == [entry.phase.value for entry in waiting.history]
+    assert all(len(row) == 3 for row in rows[1:]), "each phase says how long it lasted, the current one so far"
+    assert RemediationStatus.model_validate_json(as_json.stdout).phase is Phase.AWAITING_APPROVAL
+
+    assert ended.phase is Phase.RESOLVED
+    decided = ended.decision
+    assert decided is not None
+    ended_fields = summary_fields(after.stdout.split("\n\n")[0])
+    assert ended_fields["decision"] == f"approved by alice at {decided.at:%Y-%m-%dT%H:%M:%SZ}: reseated"
+    assert ended_fields["phase"] == f"Resolved since {ended.history[-1].entered_at:%Y-%m-%dT%H:%M:%SZ}"
+    last = after.stdout.rstrip("\n").splitlines()[-1].split()
+    assert last[0] == "Resolved" and len(last) == 2, "an ended run's last phase has no duration"
+    assert unanswered.returncode == 1 and "Traceback" not in unanswered.stderr, unanswered.stderr
+    [line] = unanswered.stderr.splitlines()
+    assert line.startswith(f"Error: no gpuheal worker answered for the remediation of {node.name} (")
+    assert line.endswith(
+        f"""`gpuheal list --query 'GpuhealNode = "{node.name}"'` shows what Temporal's visibility knows"""
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
@@ -21,6 +21,7 @@ from gpuheal.control.report import report_fault as report_fault
 from gpuheal.domain.decisions import PersonAction
 from gpuheal.domain.marks import workflow_id_for
 from gpuheal.domain.operator import OperatorAction, RecordedAction
+from gpuheal.domain.phases import Phase
 from gpuheal.domain.remediation import ApprovalSignal, NodeRelease, RecordedDecision, RemediationStatus
 from gpuheal.domain.remediation_contract import REMEDIATION
 from gpuheal.workflows import search_attributes as attrs
@@ -76,20 +77,38 @@ async def _running(client: Client, node: str) -> AsyncIterator[WorkflowHandle[Re
         raise
 
 
-async def status(client: Client, node: str) -> RemediationStatus:
-    """The latest remediation of the node (running or finished), from its `status` query."""
+class StatusUnanswered(RuntimeError):
+    """No worker answers the `status` query (a query, even of an ended run, is answered by a worker)."""
+
+
+# How long a person's `status` query waits for a worker to answer: one that runs answers in milliseconds.
+STATUS_WAIT = timedelta(seconds=10)
+
+# What the server answers when no worker takes the query: none polled the run's queue lately (at
+# once), or none answered within the wait.
+_UNANSWERED = {RPCStatusCode.FAILED_PRECONDITION, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED}
+
+
+async def status(client: Client, node: str, *, wait: timedelta | None = None) -> RemediationStatus:
+    """The latest remediation of the node (running or finished), from its `status` query, waiting `wait`
+    at most for a worker to answer (None: the server's own limit). Raises StatusUnanswered."""
     handle = client.get_workflow_handle_for(RemediationWorkflow.run, workflow_id_for(node))
     try:
-        return await handle.query(RemediationWorkflow.status)
+        return await handle.query(RemediationWorkflow.status, rpc_timeout=wait)
     except RPCError as error:
         if error.status is RPCStatusCode.NOT_FOUND and not is_namespace_not_found(error):
             raise RemediationNotFound(f"no remediation found for node {node}") from error
+        if error.status in _UNANSWERED:
+            raise StatusUnanswered(
+                f"no gpuheal worker answered for the remediation of {node} ({error.message}); "
+                f"`gpuheal list --query 'GpuhealNode = \"{node}\"'` shows what Temporal's visibility knows"
+            ) from error
         raise
 
 
 @dataclass(frozen=True, slots=True)
 class RemediationSummary:
-    """One line of `gpuheal list`, read from visibility (search attributes) without a query."""
+    """One remediation as visibility knows it (its search attributes), read without a query."""
 
     node: str
     phase: str
@@ -99,18 +118,62 @@ class RemediationSummary:
     started: datetime
     # The version of the policy it decides by ("": begun before policies had versions).
     policy: str = ""
+    # When it entered its phase (None: begun before runs recorded it).
+    since: datetime | None = None
+    gpus: tuple[str, ...] = ()
+
+    def as_json(self) -> dict[str, object]:
+        """The summary as one JSON object with the same keys whatever is known (times in ISO 8601)."""
+        return {
+            "node": self.node,
+            "phase": self.phase,
+            "since": None if self.since is None else self.since.isoformat(),
+            "action": self.action,
+            "xid": self.xid,
+            "gpus": list(self.gpus),
+            "running": self.running,
+            "started": self.started.isoformat(),
+            "policy": self.policy,
+        }
 
 
-async def list_remediations(client: Client, query: str = "") -> list[RemediationSummary]:
-    """Remediations matching a visibility query (e.g. `GpuhealPhase = "AwaitingApproval"`), newest first.
+def remediation_query(
+    query: str = "", *, phase: Phase | None = None, running: bool = False, in_phase_before: datetime | None = None
+) -> str:
+    """The visibility query for remediations matching all that is given: an operator's own `query`, a
+    phase, running ones only, and running ones that entered their phase before `in_phase_before` (runs
+    begun before gpuheal recorded when they entered their phase never match that)."""
+    clauses = [f"WorkflowType = '{REMEDIATION.name}'"]
+    if phase is not None:
+        clauses.append(f"{attrs.PHASE.name} = '{phase.value}'")
+    if running or in_phase_before is not None:
+        clauses.append("ExecutionStatus = 'Running'")
+    if in_phase_before is not None:
+        clauses.append(f"{attrs.PHASE_SINCE.name} < '{in_phase_before.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}'")
+    if query:
+        clauses.append(f"({query})")
+    return " AND ".join(clauses)
+
+
+async def list_remediations(
+    client: Client,
+    query: str = "",
+    *,
+    phase: Phase | None = None,
+    running: bool = False,
+    stuck: timedelta | None = None,
+    limit: int | None = None,
+) -> list[RemediationSummary]:
+    """Remediations matching a visibility query (e.g. `GpuhealPhase = "AwaitingApproval"`) and the other
+    filters (`stuck`: running and in their phase for longer than that), newest first, `limit` at most.
 
     Raises `InvalidQuery` when Temporal refuses the query.
     """
-    base = f"WorkflowType = '{REMEDIATION.name}'"
-    sent = f"{base} AND ({query})" if query else base
+    before = None if stuck is None else datetime.now(UTC) - stuck
+    sent = remediation_query(query, phase=phase, running=running, in_phase_before=before)
     found: list[RemediationSummary] = []
     try:
-        async for execution in client.list_workflows(sent):
+        async for execution in client.list_workflows(sent, limit=limit):
             found.append(_summary(execution))
     except RPCError as error:
         if error.status is RPCStatusCode.INVALID_ARGUMENT:
@@ -129,4 +192,6 @@ def _summary(execution: WorkflowExecution) -> RemediationSummary:
         running=execution.status is WorkflowExecutionStatus.RUNNING,
         started=execution.start_time,
         policy=attributes.get(attrs.POLICY_VERSION) or "",
+        since=attributes.get(attrs.PHASE_SINCE),
+        gpus=tuple(attributes.get(attrs.GPUS) or ()),
     )

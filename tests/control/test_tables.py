@@ -1,0 +1,19 @@
+"""The plain-text tables of `gpuheal status` and `gpuheal list`."""
+
+from __future__ import annotations
+
+from gpuheal.control.tables import render_table
+
+
+def test_each_column_is_as_wide_as_its_widest_cell_and_no_line_ends_in_blanks() -> None:
+    table = render_table(["NODE", "XID", "GPUS"], [["gpu-node-001", "79", ""], ["n2", "", "GPU-1,GPU-2"]])
+
+    assert table.splitlines() == [
+        "NODE          XID  GPUS",
+        "gpu-node-001  79",
+        "n2                 GPU-1,GPU-2",
+    ]
+
+
+def test_a_table_without_rows_is_its_header() -> None:
+    assert render_table(["NODE", "PHASE"], []) == "NODE  PHASE"
