@@ -485,6 +485,54 @@ def test_temporal_credentials_come_from_the_named_secrets(chart: helm.Chart) -> 
             assert env[var]["value"] == f"{mount['mountPath']}/{key}"
 
 
+TLS_PATHS = ("TEMPORAL_TLS_CLIENT_CERT_PATH", "TEMPORAL_TLS_CLIENT_KEY_PATH", "TEMPORAL_TLS_SERVER_CA_CERT_PATH")
+
+
+@pytest.mark.parametrize(
+    ("tls", "files"),
+    [
+        # A private CA with an API key: the Secret holds the CA bundle only.
+        ({"certKey": "", "keyKey": "", "caKey": "ca.crt"}, {"TEMPORAL_TLS_SERVER_CA_CERT_PATH": "ca.crt"}),
+        # A client certificate with the system roots.
+        ({}, {"TEMPORAL_TLS_CLIENT_CERT_PATH": "tls.crt", "TEMPORAL_TLS_CLIENT_KEY_PATH": "tls.key"}),
+    ],
+)
+def test_temporal_tls_names_and_projects_only_the_files_the_secret_holds(
+    chart: helm.Chart, tls: dict[str, str], files: dict[str, str]
+) -> None:
+    docs = render(chart, {"temporal": {"tls": {"secretName": TLS_SECRET, **tls}}})
+    for workload in (
+        one(docs, "Deployment", "worker"),
+        one(docs, "DaemonSet", "agent"),
+        one(docs, "Job", "search-attributes"),
+    ):
+        volume, mount = mounted(workload, "secret", TLS_SECRET)
+        # Only the named keys are projected: a key the Secret lacks fails the mount, not the process.
+        assert sorted(volume["secret"]["items"], key=lambda i: i["key"]) == [
+            {"key": key, "path": key} for key in sorted(files.values())
+        ]
+        env = env_of(workload)
+        assert {var: env[var]["value"] for var in TLS_PATHS if var in env} == {
+            var: f"{mount['mountPath']}/{key}" for var, key in files.items()
+        }
+        assert env["TEMPORAL_TLS"]["value"] == "true"
+
+
+@pytest.mark.parametrize(
+    ("tls", "complaint"),
+    [
+        ({"keyKey": ""}, r"certKey and temporal\.tls\.keyKey"),
+        ({"certKey": ""}, r"certKey and temporal\.tls\.keyKey"),
+        ({"certKey": "", "keyKey": ""}, "provides no file"),
+    ],
+)
+def test_temporal_tls_refuses_half_a_client_certificate_or_no_file(
+    chart: helm.Chart, tls: dict[str, str], complaint: str
+) -> None:
+    with pytest.raises(helm.HelmRenderError, match=complaint):
+        render(chart, {"temporal": {"tls": {"secretName": TLS_SECRET, **tls}}})
+
+
 def test_defaults_reference_no_credentials(chart: helm.Chart) -> None:
     docs = render(chart, {})
     for workload in (one(docs, "Deployment", "worker"), one(docs, "DaemonSet", "agent")):

@@ -67,6 +67,26 @@ default
 {{- if or .Values.temporal.tls.enabled .Values.temporal.tls.secretName }}true{{ end }}
 {{- end }}
 
+{{- /* The TLS files the Secret temporal.tls.secretName provides, as a YAML map of the environment
+       variable naming each file to its key: the client certificate and key (both or neither), the
+       server CA bundle, or any of those together (a private CA with an API key needs only the CA). */}}
+{{- define "gpuheal.temporal.tlsFiles" -}}
+{{- $tls := .Values.temporal.tls }}
+{{- if ne (empty $tls.certKey) (empty $tls.keyKey) }}
+{{- fail "temporal.tls.certKey and temporal.tls.keyKey name the client certificate and its key: set both, or both empty for no client certificate" }}
+{{- end }}
+{{- if and (empty $tls.certKey) (empty $tls.caKey) }}
+{{- fail "temporal.tls.secretName provides no file: set temporal.tls.certKey and keyKey (a client certificate), caKey (a CA bundle), or both" }}
+{{- end }}
+{{- with $tls.certKey }}
+TEMPORAL_TLS_CLIENT_CERT_PATH: {{ . | quote }}
+TEMPORAL_TLS_CLIENT_KEY_PATH: {{ $tls.keyKey | quote }}
+{{- end }}
+{{- with $tls.caKey }}
+TEMPORAL_TLS_SERVER_CA_CERT_PATH: {{ . | quote }}
+{{- end }}
+{{- end }}
+
 {{/* Temporal settings as environment variables (secrets only by reference). */}}
 {{- define "gpuheal.temporal.env" -}}
 - name: TEMPORAL_ADDRESS
@@ -81,14 +101,10 @@ default
   value: {{ . | quote }}
 {{- end }}
 {{- end }}
-{{- with .Values.temporal.tls.secretName }}
-- name: TEMPORAL_TLS_CLIENT_CERT_PATH
-  value: /etc/gpuheal/temporal-tls/{{ $.Values.temporal.tls.certKey }}
-- name: TEMPORAL_TLS_CLIENT_KEY_PATH
-  value: /etc/gpuheal/temporal-tls/{{ $.Values.temporal.tls.keyKey }}
-{{- with $.Values.temporal.tls.caKey }}
-- name: TEMPORAL_TLS_SERVER_CA_CERT_PATH
-  value: /etc/gpuheal/temporal-tls/{{ . }}
+{{- if .Values.temporal.tls.secretName }}
+{{- range $env, $key := include "gpuheal.temporal.tlsFiles" . | fromYaml }}
+- name: {{ $env }}
+  value: /etc/gpuheal/temporal-tls/{{ $key }}
 {{- end }}
 {{- end }}
 {{- with .Values.temporal.apiKey.secretName }}
@@ -110,10 +126,16 @@ default
 
 {{- define "gpuheal.temporal.volumes" -}}
 {{- with .Values.temporal.tls.secretName }}
+# Only the keys named are projected: one missing from the Secret fails the mount with an event naming it.
 - name: temporal-tls
   secret:
     secretName: {{ . | quote }}
     defaultMode: 0440
+    items:
+      {{- range $key := include "gpuheal.temporal.tlsFiles" $ | fromYaml | values | sortAlpha }}
+      - key: {{ $key | quote }}
+        path: {{ $key | quote }}
+      {{- end }}
 {{- end }}
 {{- end }}
 
