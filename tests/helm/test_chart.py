@@ -15,6 +15,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml  # type: ignore[import-untyped]
 
+from gpuheal.agents.health import parse_address as parse_health_address
 from gpuheal.agents.publisher.kubernetes import KubernetesReporter
 from gpuheal.commands.worker import FLEET_FLAGS
 from gpuheal.commands.worker import worker as worker_command
@@ -131,6 +132,13 @@ def follows(args: list[str], flag: str) -> str:
     return args[args.index(flag) + 1]
 
 
+def parsed_worker_args(args: list[str], policy: Path) -> dict[str, Any]:
+    """The worker's parameters as its parser takes the rendered `args`, reading the policy file `policy`."""
+    args = list(args)
+    args[args.index("--policy") + 1] = str(policy)
+    return dict(worker_command.make_context("worker", args[1:]).params)
+
+
 def tolerates(tolerations: list[dict[str, Any]], key: str, value: str, effect: str) -> bool:
     """Kubernetes' toleration matching for one taint."""
     for t in tolerations:
@@ -236,7 +244,7 @@ def test_agent_cluster_role_grants_exactly_what_the_agent_uses(chart: helm.Chart
     assert daemonset["spec"]["template"]["spec"]["serviceAccountName"] == account["metadata"]["name"]
 
 
-def test_worker_runs_locked_down_and_exposes_metrics(chart: helm.Chart) -> None:
+def test_worker_runs_locked_down_and_exposes_metrics(chart: helm.Chart, tmp_path: Path) -> None:
     deployment = one(render(chart, {}), "Deployment", "worker")
     c = container(deployment)
     assert c["command"] == ["gpuheal"]
@@ -253,7 +261,10 @@ def test_worker_runs_locked_down_and_exposes_metrics(chart: helm.Chart) -> None:
     assert "ports" not in c
     assert c["resources"]["requests"]["memory"] == "256Mi"
     scraped = container(one(render(chart, SCENARIOS["scraped"]), "Deployment", "worker"))
-    assert follows(scraped["args"], "--metrics-address") == "0.0.0.0:9464"
+    # Scraped: every address of the pod, IPv4 and IPv6 (the exporter's [::] is dual-stack), in the form the worker takes.
+    assert follows(scraped["args"], "--metrics-address") == "[::]:9464"
+    (tmp_path / "policy.yaml").write_text("{}")
+    assert parsed_worker_args(scraped["args"], tmp_path / "policy.yaml")["metrics_address"] == "[::]:9464"
     assert scraped["ports"] == [{"name": "metrics", "containerPort": 9464, "protocol": "TCP"}]
     env = env_of(deployment)
     assert env["TEMPORAL_ADDRESS"]["value"] == "temporal-frontend.temporal.svc:7233"
@@ -431,10 +442,18 @@ def test_agent_health_endpoint_is_off_by_default_and_the_readiness_probe_when_on
     assert follows(c["args"], "--spool-max-mib") == "64"
 
     c = container(one(render(chart, {"agent": {"healthPort": 9465, "spoolMaxMiB": 16}}), "DaemonSet", "agent"))
-    assert follows(c["args"], "--health-address") == "0.0.0.0:9465"
+    assert parse_health_address(follows(c["args"], "--health-address")) == ("0.0.0.0", 9465)
     assert follows(c["args"], "--spool-max-mib") == "16"
     assert c["ports"] == [{"name": "health", "containerPort": 9465, "protocol": "TCP"}]
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+
+
+def test_agent_health_endpoint_serves_the_clusters_address_family(chart: helm.Chart) -> None:
+    """The agent's listener serves one family: IPv4-only and IPv6-only clusters each get theirs."""
+    for family, host in (("IPv4", "0.0.0.0"), ("IPv6", "::")):
+        values = {"agent": {"healthPort": 9465, "ipFamily": family}}
+        c = container(one(render(chart, values), "DaemonSet", "agent"))
+        assert parse_health_address(follows(c["args"], "--health-address")) == (host, 9465)
 
 
 def test_agent_gets_its_shutdown_grace_and_a_margin_before_it_is_killed(chart: helm.Chart) -> None:

@@ -14,7 +14,6 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 
 from gpuheal.commands.search_attributes import search_attributes
-from gpuheal.commands.worker import worker as worker_command
 from gpuheal.protos.sockets import TELEMETRY_SOCKET
 from gpuheal.tools.telemetry.settings import settings_from as telemetry_settings
 from gpuheal.worker import WorkerSettings
@@ -28,6 +27,7 @@ from tests.helm.test_chart import (
     follows,
     mounted,
     one,
+    parsed_worker_args,
     volumes_by_name,
 )
 
@@ -35,12 +35,6 @@ __all__ = ["chart"]  # test_chart's fixture
 
 EVERYTHING = SCENARIOS["everything-on"]
 TELEMETRY = {"telemetry": {"enabled": True, "csv": {"configMap": "dcgm-metrics", "file": "dcgm.csv"}}}
-
-
-def parsed_worker_args(args: list[str], policy: Path) -> dict[str, Any]:
-    args = list(args)
-    args[args.index("--policy") + 1] = str(policy)
-    return dict(worker_command.make_context("worker", args[1:]).params)
 
 
 def test_the_kubelet_waits_longer_than_the_worker_drains(chart: helm.Chart, tmp_path: Path) -> None:
