@@ -77,6 +77,7 @@ ALERTS = {
     "GpuhealRemediationStuck",
     "GpuhealApprovalWaitingTooLong",
     "GpuhealAgentNotReporting",
+    "GpuhealAgentNeverReported",
     "GpuhealAgentSpoolFilling",
 }
 # Grafana's own variables, replaced by a duration where promtool parses the dashboard's queries.
