@@ -349,12 +349,22 @@ def test_the_governor_can_run_in_a_deployment_of_its_own(chart: helm.Chart, tmp_
         kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
 
 
-def test_the_event_generator_runs_beside_each_agent_only_when_enabled(chart: helm.Chart) -> None:
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"eventgen": {"enabled": True, "rate": "0.2"}},
+        # A socket directory of one's own, and the rate as `--set eventgen.rate=0.2` gives it: a number.
+        {"eventgen": {"enabled": True, "rate": 0.2}, "agent": {"socketDir": "/run/gpuheal-sockets"}},
+    ],
+)
+def test_the_event_generator_runs_beside_each_agent_only_when_enabled(
+    chart: helm.Chart, values: dict[str, Any]
+) -> None:
     assert not [
         d for d in render(chart, {}) if d["metadata"]["labels"].get("app.kubernetes.io/component") == "eventgen"
     ]
 
-    docs = render(chart, {"eventgen": {"enabled": True, "rate": "0.2"}})
+    docs = render(chart, values)
     eventgen, agent = one(docs, "DaemonSet", "eventgen"), one(docs, "DaemonSet", "agent")
     c = container(eventgen)
     env = env_of(eventgen)
@@ -372,7 +382,11 @@ def test_the_event_generator_runs_beside_each_agent_only_when_enabled(chart: hel
     assert pod["automountServiceAccountToken"] is False
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsGroup"] == 0
     assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
-    assert volumes_by_name(eventgen)["sockets"]["hostPath"]["path"] == "/var/run/gpuheal"
+    assert (
+        volumes_by_name(eventgen)["sockets"]["hostPath"]["path"]
+        == volumes_by_name(agent)["sockets"]["hostPath"]["path"]
+    )
+    assert Path(mounts_by_name(eventgen)["sockets"]["mountPath"]) == settings.socket.parent
     assert pod.get("nodeSelector") == agent["spec"]["template"]["spec"].get("nodeSelector")
     assert pod.get("tolerations") == agent["spec"]["template"]["spec"].get("tolerations")
     background = container(
@@ -628,7 +642,7 @@ def test_chart_sources_hold_no_literal_credentials(chart: helm.Chart) -> None:
         ({"agent": {"spoolMaxMiB": 0}}, "spoolMaxMiB"),
         ({"agent": {"shutdownGraceSeconds": -1}}, "shutdownGraceSeconds"),
         ({"eventgen": {"rate": "fast"}}, "rate"),
-        ({"eventgen": {"rate": 0.2}}, "rate"),
+        ({"eventgen": {"rate": -0.2}}, "rate"),
         ({"eventgen": {"interval": "15"}}, "interval"),
         ({"eventgen": {"enable": True}}, "enable"),
     ],
