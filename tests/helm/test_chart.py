@@ -478,6 +478,17 @@ def test_agent_gets_its_shutdown_grace_and_a_margin_before_it_is_killed(chart: h
         assert daemonset["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == period
 
 
+@pytest.mark.parametrize(
+    ("priority_class", "expected"),
+    [(None, "system-node-critical"), ("gpu-node-agents", "gpu-node-agents"), ("", None)],
+)
+def test_agent_priority_class_is_a_value(chart: helm.Chart, priority_class: str | None, expected: str | None) -> None:
+    """system-node-critical by default; GKE refuses it outside kube-system without a quota, so it can change."""
+    values = {} if priority_class is None else {"agent": {"priorityClassName": priority_class}}
+    pod = one(render(chart, values), "DaemonSet", "agent")["spec"]["template"]["spec"]
+    assert pod.get("priorityClassName") == expected
+
+
 def test_agent_fake_gpus_skip_the_nvidia_runtime(chart: helm.Chart) -> None:
     for count in (4, 0):
         daemonset = one(render(chart, {"agent": {"fakeGpus": count}}), "DaemonSet", "agent")
