@@ -3,17 +3,23 @@
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Fully qualified app name, used as the prefix of every resource. */}}
+{{/* Fully qualified app name, the prefix of every resource's name. Kept short enough that it and
+     the longest suffix the chart appends ("-agent-own-node-events", 22 characters) fit a DNS label's
+     63: a Job's name is its pods' job-name label, a Service's a DNS-1035 label. A longer name is cut
+     and ends in a hash of the whole, so two long names sharing a beginning still differ. */}}
 {{- define "gpuheal.fullname" -}}
+{{- $full := "" }}
 {{- if .Values.fullnameOverride }}
-{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- $full = .Values.fullnameOverride }}
 {{- else }}
 {{- $name := default .Chart.Name .Values.nameOverride }}
-{{- if contains $name .Release.Name }}
-{{- .Release.Name | trunc 63 | trimSuffix "-" }}
-{{- else }}
-{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- $full = ternary .Release.Name (printf "%s-%s" .Release.Name $name) (contains $name .Release.Name) }}
 {{- end }}
+{{- $full = trimSuffix "-" $full }}
+{{- if gt (len $full) 41 }}
+{{- printf "%s-%s" ($full | trunc 34 | trimSuffix "-") ($full | sha256sum | trunc 6) }}
+{{- else }}
+{{- $full }}
 {{- end }}
 {{- end }}
 
