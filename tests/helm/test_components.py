@@ -81,6 +81,34 @@ def test_the_hook_job_registers_the_search_attributes_with_the_workers_temporal_
     assert not [d for d in render(chart, {"searchAttributesJob": {"enabled": False}}) if d["kind"] == "Job"]
 
 
+def test_the_agents_socket_users_share_its_group(chart: helm.Chart) -> None:
+    """The agent's sockets (0660) and their directory (0750) get its group: each workload mounting
+    them runs in that group, set explicitly rather than left to the image."""
+    docs = render(chart, {**EVERYTHING, **TELEMETRY})
+    agent = one(docs, "DaemonSet", "agent")
+    sockets = volumes_by_name(agent)["sockets"]["hostPath"]["path"]
+    group = agent["spec"]["template"]["spec"]["securityContext"]["runAsGroup"]
+    users = [
+        d
+        for d in docs
+        if d["kind"] in ("Deployment", "DaemonSet") and d is not agent
+        for v in d["spec"]["template"]["spec"].get("volumes", [])
+        if v.get("hostPath", {}).get("path") == sockets
+    ]
+    assert group == 0 and {u["metadata"]["labels"]["app.kubernetes.io/component"] for u in users} == {
+        "eventgen",
+        "telemetry",
+    }
+    for user in users:
+        assert user["spec"]["template"]["spec"]["securityContext"]["runAsGroup"] == group
+
+
+def test_the_hook_job_gives_up_before_helms_default_timeout(chart: helm.Chart) -> None:
+    """`helm install` waits 5 minutes for a hook by default: the Job's deadline ends it first."""
+    job = one(render(chart, {}), "Job", "search-attributes")
+    assert job["spec"]["activeDeadlineSeconds"] < 300
+
+
 @pytest.mark.parametrize(("profile", "rate"), [("light", "0.02"), ("medium", "0.067"), ("heavy", "0.2")])
 def test_the_event_generator_takes_the_seed_s_loads_from_their_config_maps(
     chart: helm.Chart, profile: str, rate: str
