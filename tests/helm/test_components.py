@@ -5,14 +5,17 @@ component, the strict values schema and the version the image follows."""
 from __future__ import annotations
 
 import tomllib
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import click
 import helm_python as helm
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml  # type: ignore[import-untyped]
 
+from gpuheal.cli import main
 from gpuheal.commands.search_attributes import search_attributes
 from gpuheal.protos.sockets import TELEMETRY_SOCKET
 from gpuheal.tools.telemetry.settings import settings_from as telemetry_settings
@@ -101,6 +104,34 @@ def test_the_agents_socket_users_share_its_group(chart: helm.Chart) -> None:
     }
     for user in users:
         assert user["spec"]["template"]["spec"]["securityContext"]["runAsGroup"] == group
+
+
+@pytest.mark.parametrize("log_format", ["plain", "json"])
+def test_every_gpuheal_process_logs_in_the_chosen_format(chart: helm.Chart, log_format: str) -> None:
+    [option] = [p for p in main.params if p.name == "log_format"]
+    assert isinstance(option.type, click.Choice) and log_format in option.type.choices
+    values = {**EVERYTHING, **TELEMETRY} if log_format == "plain" else {**EVERYTHING, "logFormat": log_format}
+    gpuheal = {
+        d["metadata"]["labels"]["app.kubernetes.io/component"]: c
+        for d in render(chart, values)
+        if d["kind"] in ("Deployment", "DaemonSet", "Job")
+        for c in d["spec"]["template"]["spec"]["containers"]
+        if c["command"] == ["gpuheal"]
+    }
+    assert set(gpuheal) == {"worker", "governor", "agent", "search-attributes", "injector-api", "injector-agent"}
+    for component, c in gpuheal.items():
+        env = {e["name"]: e for e in c["env"]}
+        assert env[option.envvar]["value"] == log_format, component
+
+
+def test_the_worker_counts_remediations_as_stuck_after_the_values_threshold(chart: helm.Chart, tmp_path: Path) -> None:
+    (tmp_path / "policy.yaml").write_text("{}")
+    for values, after in (
+        ({}, WorkerSettings().stuck_after),
+        ({"worker": {"stuckAfter": "90m"}}, timedelta(minutes=90)),
+    ):
+        args = container(one(render(chart, values), "Deployment", "worker"))["args"]
+        assert parsed_worker_args(args, tmp_path / "policy.yaml")["stuck_after"] == after
 
 
 def test_the_hook_job_gives_up_before_helms_default_timeout(chart: helm.Chart) -> None:

@@ -44,6 +44,12 @@ app.kubernetes.io/instance: {{ .ctx.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
+{{- /* The log format of every `gpuheal` process (`gpuheal --log-format`). */}}
+{{- define "gpuheal.logFormat.env" -}}
+- name: GPUHEAL_LOG_FORMAT
+  value: {{ .Values.logFormat | quote }}
+{{- end }}
+
 {{- define "gpuheal.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
