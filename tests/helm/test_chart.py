@@ -283,7 +283,7 @@ def test_worker_takes_temporal_settings_and_resources_from_values(chart: helm.Ch
     assert env["TEMPORAL_NAMESPACE"]["value"] == "gpuheal"
     c = container(deployment)
     assert c["resources"]["limits"]["cpu"] == "2"
-    assert follows(c["args"], "--metrics-address") == "0.0.0.0:9100"
+    assert follows(c["args"], "--metrics-address") == "[::]:9100"
     assert c["ports"][0]["containerPort"] == 9100
 
 
