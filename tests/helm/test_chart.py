@@ -15,6 +15,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml  # type: ignore[import-untyped]
 
+from gpuheal.agents.health import parse_address as parse_health_address
 from gpuheal.agents.publisher.kubernetes import KubernetesReporter
 from gpuheal.commands.worker import FLEET_FLAGS
 from gpuheal.commands.worker import worker as worker_command
@@ -131,6 +132,13 @@ def follows(args: list[str], flag: str) -> str:
     return args[args.index(flag) + 1]
 
 
+def parsed_worker_args(args: list[str], policy: Path) -> dict[str, Any]:
+    """The worker's parameters as its parser takes the rendered `args`, reading the policy file `policy`."""
+    args = list(args)
+    args[args.index("--policy") + 1] = str(policy)
+    return dict(worker_command.make_context("worker", args[1:]).params)
+
+
 def tolerates(tolerations: list[dict[str, Any]], key: str, value: str, effect: str) -> bool:
     """Kubernetes' toleration matching for one taint."""
     for t in tolerations:
@@ -236,7 +244,7 @@ def test_agent_cluster_role_grants_exactly_what_the_agent_uses(chart: helm.Chart
     assert daemonset["spec"]["template"]["spec"]["serviceAccountName"] == account["metadata"]["name"]
 
 
-def test_worker_runs_locked_down_and_exposes_metrics(chart: helm.Chart) -> None:
+def test_worker_runs_locked_down_and_exposes_metrics(chart: helm.Chart, tmp_path: Path) -> None:
     deployment = one(render(chart, {}), "Deployment", "worker")
     c = container(deployment)
     assert c["command"] == ["gpuheal"]
@@ -253,7 +261,10 @@ def test_worker_runs_locked_down_and_exposes_metrics(chart: helm.Chart) -> None:
     assert "ports" not in c
     assert c["resources"]["requests"]["memory"] == "256Mi"
     scraped = container(one(render(chart, SCENARIOS["scraped"]), "Deployment", "worker"))
-    assert follows(scraped["args"], "--metrics-address") == "0.0.0.0:9464"
+    # Scraped: every address of the pod, IPv4 and IPv6 (the exporter's [::] is dual-stack), in the form the worker takes.
+    assert follows(scraped["args"], "--metrics-address") == "[::]:9464"
+    (tmp_path / "policy.yaml").write_text("{}")
+    assert parsed_worker_args(scraped["args"], tmp_path / "policy.yaml")["metrics_address"] == "[::]:9464"
     assert scraped["ports"] == [{"name": "metrics", "containerPort": 9464, "protocol": "TCP"}]
     env = env_of(deployment)
     assert env["TEMPORAL_ADDRESS"]["value"] == "temporal-frontend.temporal.svc:7233"
@@ -272,7 +283,7 @@ def test_worker_takes_temporal_settings_and_resources_from_values(chart: helm.Ch
     assert env["TEMPORAL_NAMESPACE"]["value"] == "gpuheal"
     c = container(deployment)
     assert c["resources"]["limits"]["cpu"] == "2"
-    assert follows(c["args"], "--metrics-address") == "0.0.0.0:9100"
+    assert follows(c["args"], "--metrics-address") == "[::]:9100"
     assert c["ports"][0]["containerPort"] == 9100
 
 
@@ -338,12 +349,22 @@ def test_the_governor_can_run_in_a_deployment_of_its_own(chart: helm.Chart, tmp_
         kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
 
 
-def test_the_event_generator_runs_beside_each_agent_only_when_enabled(chart: helm.Chart) -> None:
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"eventgen": {"enabled": True, "rate": "0.2"}},
+        # A socket directory of one's own, and the rate as `--set eventgen.rate=0.2` gives it: a number.
+        {"eventgen": {"enabled": True, "rate": 0.2}, "agent": {"socketDir": "/run/gpuheal-sockets"}},
+    ],
+)
+def test_the_event_generator_runs_beside_each_agent_only_when_enabled(
+    chart: helm.Chart, values: dict[str, Any]
+) -> None:
     assert not [
         d for d in render(chart, {}) if d["metadata"]["labels"].get("app.kubernetes.io/component") == "eventgen"
     ]
 
-    docs = render(chart, {"eventgen": {"enabled": True, "rate": "0.2"}})
+    docs = render(chart, values)
     eventgen, agent = one(docs, "DaemonSet", "eventgen"), one(docs, "DaemonSet", "agent")
     c = container(eventgen)
     env = env_of(eventgen)
@@ -361,7 +382,11 @@ def test_the_event_generator_runs_beside_each_agent_only_when_enabled(chart: hel
     assert pod["automountServiceAccountToken"] is False
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsGroup"] == 0
     assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
-    assert volumes_by_name(eventgen)["sockets"]["hostPath"]["path"] == "/var/run/gpuheal"
+    assert (
+        volumes_by_name(eventgen)["sockets"]["hostPath"]["path"]
+        == volumes_by_name(agent)["sockets"]["hostPath"]["path"]
+    )
+    assert Path(mounts_by_name(eventgen)["sockets"]["mountPath"]) == settings.socket.parent
     assert pod.get("nodeSelector") == agent["spec"]["template"]["spec"].get("nodeSelector")
     assert pod.get("tolerations") == agent["spec"]["template"]["spec"].get("tolerations")
     background = container(
@@ -431,10 +456,18 @@ def test_agent_health_endpoint_is_off_by_default_and_the_readiness_probe_when_on
     assert follows(c["args"], "--spool-max-mib") == "64"
 
     c = container(one(render(chart, {"agent": {"healthPort": 9465, "spoolMaxMiB": 16}}), "DaemonSet", "agent"))
-    assert follows(c["args"], "--health-address") == "0.0.0.0:9465"
+    assert parse_health_address(follows(c["args"], "--health-address")) == ("0.0.0.0", 9465)
     assert follows(c["args"], "--spool-max-mib") == "16"
     assert c["ports"] == [{"name": "health", "containerPort": 9465, "protocol": "TCP"}]
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+
+
+def test_agent_health_endpoint_serves_the_clusters_address_family(chart: helm.Chart) -> None:
+    """The agent's listener serves one family: IPv4-only and IPv6-only clusters each get theirs."""
+    for family, host in (("IPv4", "0.0.0.0"), ("IPv6", "::")):
+        values = {"agent": {"healthPort": 9465, "ipFamily": family}}
+        c = container(one(render(chart, values), "DaemonSet", "agent"))
+        assert parse_health_address(follows(c["args"], "--health-address")) == (host, 9465)
 
 
 def test_agent_gets_its_shutdown_grace_and_a_margin_before_it_is_killed(chart: helm.Chart) -> None:
@@ -443,6 +476,17 @@ def test_agent_gets_its_shutdown_grace_and_a_margin_before_it_is_killed(chart: h
         daemonset = one(render(chart, values), "DaemonSet", "agent")
         assert follows(container(daemonset)["args"], "--shutdown-grace-seconds") == grace
         assert daemonset["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == period
+
+
+@pytest.mark.parametrize(
+    ("priority_class", "expected"),
+    [(None, "system-node-critical"), ("gpu-node-agents", "gpu-node-agents"), ("", None)],
+)
+def test_agent_priority_class_is_a_value(chart: helm.Chart, priority_class: str | None, expected: str | None) -> None:
+    """system-node-critical by default; GKE refuses it outside kube-system without a quota, so it can change."""
+    values = {} if priority_class is None else {"agent": {"priorityClassName": priority_class}}
+    pod = one(render(chart, values), "DaemonSet", "agent")["spec"]["template"]["spec"]
+    assert pod.get("priorityClassName") == expected
 
 
 def test_agent_fake_gpus_skip_the_nvidia_runtime(chart: helm.Chart) -> None:
@@ -483,6 +527,54 @@ def test_temporal_credentials_come_from_the_named_secrets(chart: helm.Chart) -> 
             ("TEMPORAL_TLS_SERVER_CA_CERT_PATH", "ca.crt"),
         ):
             assert env[var]["value"] == f"{mount['mountPath']}/{key}"
+
+
+TLS_PATHS = ("TEMPORAL_TLS_CLIENT_CERT_PATH", "TEMPORAL_TLS_CLIENT_KEY_PATH", "TEMPORAL_TLS_SERVER_CA_CERT_PATH")
+
+
+@pytest.mark.parametrize(
+    ("tls", "files"),
+    [
+        # A private CA with an API key: the Secret holds the CA bundle only.
+        ({"certKey": "", "keyKey": "", "caKey": "ca.crt"}, {"TEMPORAL_TLS_SERVER_CA_CERT_PATH": "ca.crt"}),
+        # A client certificate with the system roots.
+        ({}, {"TEMPORAL_TLS_CLIENT_CERT_PATH": "tls.crt", "TEMPORAL_TLS_CLIENT_KEY_PATH": "tls.key"}),
+    ],
+)
+def test_temporal_tls_names_and_projects_only_the_files_the_secret_holds(
+    chart: helm.Chart, tls: dict[str, str], files: dict[str, str]
+) -> None:
+    docs = render(chart, {"temporal": {"tls": {"secretName": TLS_SECRET, **tls}}})
+    for workload in (
+        one(docs, "Deployment", "worker"),
+        one(docs, "DaemonSet", "agent"),
+        one(docs, "Job", "search-attributes"),
+    ):
+        volume, mount = mounted(workload, "secret", TLS_SECRET)
+        # Only the named keys are projected: a key the Secret lacks fails the mount, not the process.
+        assert sorted(volume["secret"]["items"], key=lambda i: i["key"]) == [
+            {"key": key, "path": key} for key in sorted(files.values())
+        ]
+        env = env_of(workload)
+        assert {var: env[var]["value"] for var in TLS_PATHS if var in env} == {
+            var: f"{mount['mountPath']}/{key}" for var, key in files.items()
+        }
+        assert env["TEMPORAL_TLS"]["value"] == "true"
+
+
+@pytest.mark.parametrize(
+    ("tls", "complaint"),
+    [
+        ({"keyKey": ""}, r"certKey and temporal\.tls\.keyKey"),
+        ({"certKey": ""}, r"certKey and temporal\.tls\.keyKey"),
+        ({"certKey": "", "keyKey": ""}, "provides no file"),
+    ],
+)
+def test_temporal_tls_refuses_half_a_client_certificate_or_no_file(
+    chart: helm.Chart, tls: dict[str, str], complaint: str
+) -> None:
+    with pytest.raises(helm.HelmRenderError, match=complaint):
+        render(chart, {"temporal": {"tls": {"secretName": TLS_SECRET, **tls}}})
 
 
 def test_defaults_reference_no_credentials(chart: helm.Chart) -> None:
@@ -561,7 +653,7 @@ def test_chart_sources_hold_no_literal_credentials(chart: helm.Chart) -> None:
         ({"agent": {"spoolMaxMiB": 0}}, "spoolMaxMiB"),
         ({"agent": {"shutdownGraceSeconds": -1}}, "shutdownGraceSeconds"),
         ({"eventgen": {"rate": "fast"}}, "rate"),
-        ({"eventgen": {"rate": 0.2}}, "rate"),
+        ({"eventgen": {"rate": -0.2}}, "rate"),
         ({"eventgen": {"interval": "15"}}, "interval"),
         ({"eventgen": {"enable": True}}, "enable"),
     ],

@@ -5,16 +5,18 @@ component, the strict values schema and the version the image follows."""
 from __future__ import annotations
 
 import tomllib
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import click
 import helm_python as helm
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml  # type: ignore[import-untyped]
 
+from gpuheal.cli import main
 from gpuheal.commands.search_attributes import search_attributes
-from gpuheal.commands.worker import worker as worker_command
 from gpuheal.protos.sockets import TELEMETRY_SOCKET
 from gpuheal.tools.telemetry.settings import settings_from as telemetry_settings
 from gpuheal.worker import WorkerSettings
@@ -28,6 +30,7 @@ from tests.helm.test_chart import (
     follows,
     mounted,
     one,
+    parsed_worker_args,
     volumes_by_name,
 )
 
@@ -35,12 +38,6 @@ __all__ = ["chart"]  # test_chart's fixture
 
 EVERYTHING = SCENARIOS["everything-on"]
 TELEMETRY = {"telemetry": {"enabled": True, "csv": {"configMap": "dcgm-metrics", "file": "dcgm.csv"}}}
-
-
-def parsed_worker_args(args: list[str], policy: Path) -> dict[str, Any]:
-    args = list(args)
-    args[args.index("--policy") + 1] = str(policy)
-    return dict(worker_command.make_context("worker", args[1:]).params)
 
 
 def test_the_kubelet_waits_longer_than_the_worker_drains(chart: helm.Chart, tmp_path: Path) -> None:
@@ -85,6 +82,62 @@ def test_the_hook_job_registers_the_search_attributes_with_the_workers_temporal_
     assert temporal.items() <= env_of(job).items() and "TEMPORAL_API_KEY" in temporal
     assert mounted(job, "secret", "temporal-client-tls")[1] == mounted(worker, "secret", "temporal-client-tls")[1]
     assert not [d for d in render(chart, {"searchAttributesJob": {"enabled": False}}) if d["kind"] == "Job"]
+
+
+def test_the_agents_socket_users_share_its_group(chart: helm.Chart) -> None:
+    """The agent's sockets (0660) and their directory (0750) get its group: each workload mounting
+    them runs in that group, set explicitly rather than left to the image."""
+    docs = render(chart, {**EVERYTHING, **TELEMETRY})
+    agent = one(docs, "DaemonSet", "agent")
+    sockets = volumes_by_name(agent)["sockets"]["hostPath"]["path"]
+    group = agent["spec"]["template"]["spec"]["securityContext"]["runAsGroup"]
+    users = [
+        d
+        for d in docs
+        if d["kind"] in ("Deployment", "DaemonSet") and d is not agent
+        for v in d["spec"]["template"]["spec"].get("volumes", [])
+        if v.get("hostPath", {}).get("path") == sockets
+    ]
+    assert group == 0 and {u["metadata"]["labels"]["app.kubernetes.io/component"] for u in users} == {
+        "eventgen",
+        "telemetry",
+    }
+    for user in users:
+        assert user["spec"]["template"]["spec"]["securityContext"]["runAsGroup"] == group
+
+
+@pytest.mark.parametrize("log_format", ["plain", "json"])
+def test_every_gpuheal_process_logs_in_the_chosen_format(chart: helm.Chart, log_format: str) -> None:
+    [option] = [p for p in main.params if p.name == "log_format"]
+    assert isinstance(option.type, click.Choice) and log_format in option.type.choices
+    values = {**EVERYTHING, **TELEMETRY} if log_format == "plain" else {**EVERYTHING, "logFormat": log_format}
+    gpuheal = {
+        d["metadata"]["labels"]["app.kubernetes.io/component"]: c
+        for d in render(chart, values)
+        if d["kind"] in ("Deployment", "DaemonSet", "Job")
+        for c in d["spec"]["template"]["spec"]["containers"]
+        if c["command"] == ["gpuheal"]
+    }
+    assert set(gpuheal) == {"worker", "governor", "agent", "search-attributes", "injector-api", "injector-agent"}
+    for component, c in gpuheal.items():
+        env = {e["name"]: e for e in c["env"]}
+        assert env[option.envvar]["value"] == log_format, component
+
+
+def test_the_worker_counts_remediations_as_stuck_after_the_values_threshold(chart: helm.Chart, tmp_path: Path) -> None:
+    (tmp_path / "policy.yaml").write_text("{}")
+    for values, after in (
+        ({}, WorkerSettings().stuck_after),
+        ({"worker": {"stuckAfter": "90m"}}, timedelta(minutes=90)),
+    ):
+        args = container(one(render(chart, values), "Deployment", "worker"))["args"]
+        assert parsed_worker_args(args, tmp_path / "policy.yaml")["stuck_after"] == after
+
+
+def test_the_hook_job_gives_up_before_helms_default_timeout(chart: helm.Chart) -> None:
+    """`helm install` waits 5 minutes for a hook by default: the Job's deadline ends it first."""
+    job = one(render(chart, {}), "Job", "search-attributes")
+    assert job["spec"]["activeDeadlineSeconds"] < 300
 
 
 @pytest.mark.parametrize(("profile", "rate"), [("light", "0.02"), ("medium", "0.067"), ("heavy", "0.2")])

@@ -4,6 +4,8 @@ the agent."""
 
 from __future__ import annotations
 
+import ast
+import inspect
 import json
 import re
 import shutil
@@ -14,7 +16,13 @@ from typing import Any
 import helm_python as helm
 import pytest
 import yaml  # type: ignore[import-untyped]
+from prometheus_client.registry import CollectorRegistry
 
+from gpuheal.activities import metrics as activity_metrics
+from gpuheal.agents.device_api.server import DeviceApiServer
+from gpuheal.agents.metrics import AgentMetrics, AgentState
+from gpuheal.agents.publisher.metrics import SpoolCollector
+from gpuheal.workflows import metrics as workflow_metrics
 from tests.chart import CHART_DIR, NAMESPACE, RELEASE, render
 from tests.helm.test_chart import SCENARIOS, chart, container, follows, one
 
@@ -33,50 +41,62 @@ ON: dict[str, Any] = {
     },
 }
 
-# The metric names the worker and the agent serve (the contract between them and this chart).
-COUNTERS = {
-    "gpuheal_remediations_started_total",
-    "gpuheal_remediations_finished_total",
-    "gpuheal_remediations_escalated_total",
-    "gpuheal_evictions_total",
-    "gpuheal_reboots_total",
-    "gpuheal_gpu_resets_total",
-    "gpuheal_agent_intake_events_total",
-    "gpuheal_agent_kernel_log_lines_total",
-    "gpuheal_agent_kernel_log_faults_total",
-    "gpuheal_agent_device_api_requests_total",
+# The worker's metrics are declared where they are recorded, through the Temporal runtime's meter
+# (`meter.create_counter(NAME, …)`); the agent's are prometheus_client collectors.
+WORKER_METRIC_MODULES = (workflow_metrics, activity_metrics)
+# What the exporters serve a metric of each kind as (the worker's sets counters_total_suffix, as
+# prometheus_client does): the names alerts and panels may query.
+EXPOSED = {
+    "counter": ("_total",),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_sum", "_count"),
 }
-GAUGES = {
-    "gpuheal_fleet_permits_held",
-    "gpuheal_fleet_permits_waiting",
-    "gpuheal_fleet_breaker_open",
-    "gpuheal_remediations_running",
-    "gpuheal_remediations_stuck",
-    "gpuheal_approvals_waiting",
-    "gpuheal_agent_spool_entries",
-    "gpuheal_agent_spool_bytes",
-    "gpuheal_agent_spool_limit_bytes",
-    "gpuheal_agent_device_api_watchers",
-    "gpuheal_agent_gpu_healthy",
-    "gpuheal_agent_last_report_timestamp_seconds",
-}
-HISTOGRAMS = {
-    "gpuheal_remediation_phase_duration_seconds",
-    "gpuheal_fault_to_cordon_seconds",
-    "gpuheal_fault_to_service_seconds",
-}
-CONTRACT = (
-    COUNTERS
-    | GAUGES
-    | {f"{name}{suffix}" for name in HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")}
-    | {"up"}  # Prometheus' own, per scraped target
-)
+
+
+def worker_metric_kinds() -> dict[str, str]:
+    """Each metric the worker's modules create, by name, with its kind, read from their source: the
+    first argument of every `create_counter|gauge|histogram*` call, a module constant or a literal."""
+    kinds: dict[str, str] = {}
+    for module in WORKER_METRIC_MODULES:
+        for node in ast.walk(ast.parse(inspect.getsource(module))):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            method = node.func.attr
+            if not method.startswith("create_"):
+                continue
+            first = node.args[0]
+            name = getattr(module, first.id) if isinstance(first, ast.Name) else ast.literal_eval(first)
+            kinds[name] = "histogram" if method.startswith("create_histogram") else method.removeprefix("create_")
+    return kinds
+
+
+def agent_metric_kinds(socket: Path) -> dict[str, str]:
+    """Each metric the agent's collectors yield, by name, with its kind, collected as a scrape would."""
+    registry = CollectorRegistry()
+    AgentMetrics(registry)
+    registry.register(AgentState(DeviceApiServer(socket), lambda: 0.0))
+    registry.register(SpoolCollector(dict))
+    return {metric.name: metric.type for metric in registry.collect()}
+
+
+def exposed(kinds: dict[str, str]) -> set[str]:
+    return {f"{name}{suffix}" for name, kind in kinds.items() for suffix in EXPOSED[kind]}
+
+
+@pytest.fixture(scope="module")
+def contract(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
+    """The metric names the worker and the agent serve, as their code declares them."""
+    socket = tmp_path_factory.mktemp("agent") / "device-api.sock"
+    return exposed(worker_metric_kinds()) | exposed(agent_metric_kinds(socket)) | {"up"}  # Prometheus' own
+
+
 ALERTS = {
     "GpuhealBreakerTripped",
     "GpuhealRemediationEscalated",
     "GpuhealRemediationStuck",
     "GpuhealApprovalWaitingTooLong",
     "GpuhealAgentNotReporting",
+    "GpuhealAgentNeverReported",
     "GpuhealAgentSpoolFilling",
 }
 # Grafana's own variables, replaced by a duration where promtool parses the dashboard's queries.
@@ -126,6 +146,31 @@ def test_the_metric_name_parser_finds_the_names_and_only_them() -> None:
     assert metric_names(expr) == {"gpuheal_x_total", "up"}
 
 
+def test_the_contract_is_read_from_each_module_that_declares_metrics(contract: set[str]) -> None:
+    """Every module's metrics are found, as what the exporters serve: a renamed one leaves the contract."""
+    worker = worker_metric_kinds()
+    assert {
+        workflow_metrics.ESCALATED: "counter",
+        workflow_metrics.PHASE_DURATION: "histogram",
+        workflow_metrics.BREAKER_OPEN: "gauge",
+        activity_metrics.REBOOTS: "counter",
+        activity_metrics.RUNNING: "gauge",
+    }.items() <= worker.items()
+    assert {
+        "gpuheal_remediations_escalated_total",
+        "gpuheal_remediation_phase_duration_seconds_bucket",
+        "gpuheal_remediations_running",
+        "gpuheal_agent_intake_events_total",  # gpuheal.agents.metrics
+        "gpuheal_agent_last_report_timestamp_seconds",
+        "gpuheal_agent_spool_limit_bytes",  # gpuheal.agents.publisher.metrics
+        "gpuheal_agent_spool_refused_total",
+    } <= contract
+    assert (
+        "gpuheal_remediations_escalated" not in contract
+        and "gpuheal_remediation_phase_duration_seconds" not in contract
+    )
+
+
 def test_the_service_monitor_scrapes_the_workers_and_the_agents_on_the_pod_address(chart: helm.Chart) -> None:
     docs = render(chart, {**ON, "worker": {"governorApart": True}})
     monitor = one(docs, "ServiceMonitor", "metrics")
@@ -153,8 +198,9 @@ def test_the_service_monitor_scrapes_the_workers_and_the_agents_on_the_pod_addre
             c = container(workload)
             [target] = [p for p in c["ports"] if p["name"] == port["targetPort"]]
             assert target["containerPort"] == port["port"]
-            flag = "--metrics-address" if job == "gpuheal-worker" else "--health-address"
-            assert follows(c["args"], flag) == f"0.0.0.0:{port['port']}"
+            # The worker's exporter binds dual-stack; the agent its one family (IPv4 by default).
+            flag, host = ("--metrics-address", "[::]") if job == "gpuheal-worker" else ("--health-address", "0.0.0.0")
+            assert follows(c["args"], flag) == f"{host}:{port['port']}"
 
 
 def test_scraping_needs_the_agent_health_port(chart: helm.Chart) -> None:
@@ -180,13 +226,13 @@ def test_extra_labels_reach_the_operator_objects_and_the_dashboard_carries_the_s
     assert config_map["metadata"]["namespace"] == "monitoring"
 
 
-def test_the_rendered_rules_are_the_file_and_alert_on_the_contract(chart: helm.Chart) -> None:
+def test_the_rendered_rules_are_the_file_and_alert_on_the_contract(chart: helm.Chart, contract: set[str]) -> None:
     [rule] = [d for d in render(chart, ON) if d["kind"] == "PrometheusRule"]
     assert rule["spec"] == yaml.safe_load((CHART_DIR / "files" / "alerts.yaml").read_text())
     alerts = [r for group in rule["spec"]["groups"] for r in group["rules"]]
     assert {a["alert"] for a in alerts} == ALERTS and len(alerts) == len(ALERTS)
     for alert in alerts:
-        assert metric_names(alert["expr"]) <= CONTRACT, alert["alert"]
+        assert metric_names(alert["expr"]) <= contract, alert["alert"]
         assert alert["labels"]["severity"] in {"warning", "critical"}
         assert alert["annotations"]["summary"] and alert["annotations"]["description"]
 
@@ -221,7 +267,7 @@ def test_promtool_fails_the_tests_on_a_rule_that_never_fires(chart: helm.Chart, 
     assert tested.returncode == 1 and "GpuhealBreakerTripped" in tested.stdout + tested.stderr
 
 
-def test_the_dashboard_is_valid_and_every_panel_queries_the_contract(chart: helm.Chart) -> None:
+def test_the_dashboard_is_valid_and_every_panel_queries_the_contract(chart: helm.Chart, contract: set[str]) -> None:
     board = dashboard(render(chart, ON))
     assert board == json.loads((CHART_DIR / "files" / "dashboard.json").read_text())
     assert isinstance(board["schemaVersion"], int) and board["uid"] and board["title"]
@@ -238,7 +284,7 @@ def test_the_dashboard_is_valid_and_every_panel_queries_the_contract(chart: helm
         for target in panel["targets"]:
             assert target["datasource"] == panel["datasource"]
             names = metric_names(target["expr"])
-            assert names and names <= CONTRACT, (panel["title"], names - CONTRACT)
+            assert names and names <= contract, (panel["title"], names - contract)
             read |= names
     # What the issue asks the dashboard to show.
     for shown in (

@@ -3,17 +3,23 @@
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Fully qualified app name, used as the prefix of every resource. */}}
+{{/* Fully qualified app name, the prefix of every resource's name. Kept short enough that it and
+     the longest suffix the chart appends ("-agent-own-node-events", 22 characters) fit a DNS label's
+     63: a Job's name is its pods' job-name label, a Service's a DNS-1035 label. A longer name is cut
+     and ends in a hash of the whole, so two long names sharing a beginning still differ. */}}
 {{- define "gpuheal.fullname" -}}
+{{- $full := "" }}
 {{- if .Values.fullnameOverride }}
-{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- $full = .Values.fullnameOverride }}
 {{- else }}
 {{- $name := default .Chart.Name .Values.nameOverride }}
-{{- if contains $name .Release.Name }}
-{{- .Release.Name | trunc 63 | trimSuffix "-" }}
-{{- else }}
-{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- $full = ternary .Release.Name (printf "%s-%s" .Release.Name $name) (contains $name .Release.Name) }}
 {{- end }}
+{{- $full = trimSuffix "-" $full }}
+{{- if gt (len $full) 41 }}
+{{- printf "%s-%s" ($full | trunc 34 | trimSuffix "-") ($full | sha256sum | trunc 6) }}
+{{- else }}
+{{- $full }}
 {{- end }}
 {{- end }}
 
@@ -36,6 +42,12 @@ app.kubernetes.io/part-of: gpuheal
 app.kubernetes.io/name: {{ include "gpuheal.name" .ctx }}
 app.kubernetes.io/instance: {{ .ctx.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- /* The log format of every `gpuheal` process (`gpuheal --log-format`). */}}
+{{- define "gpuheal.logFormat.env" -}}
+- name: GPUHEAL_LOG_FORMAT
+  value: {{ .Values.logFormat | quote }}
 {{- end }}
 
 {{- define "gpuheal.image" -}}
@@ -67,6 +79,26 @@ default
 {{- if or .Values.temporal.tls.enabled .Values.temporal.tls.secretName }}true{{ end }}
 {{- end }}
 
+{{- /* The TLS files the Secret temporal.tls.secretName provides, as a YAML map of the environment
+       variable naming each file to its key: the client certificate and key (both or neither), the
+       server CA bundle, or any of those together (a private CA with an API key needs only the CA). */}}
+{{- define "gpuheal.temporal.tlsFiles" -}}
+{{- $tls := .Values.temporal.tls }}
+{{- if ne (empty $tls.certKey) (empty $tls.keyKey) }}
+{{- fail "temporal.tls.certKey and temporal.tls.keyKey name the client certificate and its key: set both, or both empty for no client certificate" }}
+{{- end }}
+{{- if and (empty $tls.certKey) (empty $tls.caKey) }}
+{{- fail "temporal.tls.secretName provides no file: set temporal.tls.certKey and keyKey (a client certificate), caKey (a CA bundle), or both" }}
+{{- end }}
+{{- with $tls.certKey }}
+TEMPORAL_TLS_CLIENT_CERT_PATH: {{ . | quote }}
+TEMPORAL_TLS_CLIENT_KEY_PATH: {{ $tls.keyKey | quote }}
+{{- end }}
+{{- with $tls.caKey }}
+TEMPORAL_TLS_SERVER_CA_CERT_PATH: {{ . | quote }}
+{{- end }}
+{{- end }}
+
 {{/* Temporal settings as environment variables (secrets only by reference). */}}
 {{- define "gpuheal.temporal.env" -}}
 - name: TEMPORAL_ADDRESS
@@ -81,14 +113,10 @@ default
   value: {{ . | quote }}
 {{- end }}
 {{- end }}
-{{- with .Values.temporal.tls.secretName }}
-- name: TEMPORAL_TLS_CLIENT_CERT_PATH
-  value: /etc/gpuheal/temporal-tls/{{ $.Values.temporal.tls.certKey }}
-- name: TEMPORAL_TLS_CLIENT_KEY_PATH
-  value: /etc/gpuheal/temporal-tls/{{ $.Values.temporal.tls.keyKey }}
-{{- with $.Values.temporal.tls.caKey }}
-- name: TEMPORAL_TLS_SERVER_CA_CERT_PATH
-  value: /etc/gpuheal/temporal-tls/{{ . }}
+{{- if .Values.temporal.tls.secretName }}
+{{- range $env, $key := include "gpuheal.temporal.tlsFiles" . | fromYaml }}
+- name: {{ $env }}
+  value: /etc/gpuheal/temporal-tls/{{ $key }}
 {{- end }}
 {{- end }}
 {{- with .Values.temporal.apiKey.secretName }}
@@ -110,10 +138,16 @@ default
 
 {{- define "gpuheal.temporal.volumes" -}}
 {{- with .Values.temporal.tls.secretName }}
+# Only the keys named are projected: one missing from the Secret fails the mount with an event naming it.
 - name: temporal-tls
   secret:
     secretName: {{ . | quote }}
     defaultMode: 0440
+    items:
+      {{- range $key := include "gpuheal.temporal.tlsFiles" $ | fromYaml | values | sortAlpha }}
+      - key: {{ $key | quote }}
+        path: {{ $key | quote }}
+      {{- end }}
 {{- end }}
 {{- end }}
 
