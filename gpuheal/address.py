@@ -3,6 +3,11 @@
 The host is a DNS name, an IPv4 address or a bracketed IPv6 address; an unbracketed IPv6 address is
 refused with a hint, since `::1:9400` cannot be split unambiguously. Callers choose what an empty host
 means (an error, or a default such as loopback) and whether port 0 (any free port) is allowed.
+
+A server's listen address (`parse_listen_address`) is loopback unless told otherwise, and `*:PORT`
+serves on every address the machine (in a pod: the pod) has, IPv4 and IPv6 alike, each family the
+kernel offers; the chart uses it. A single `[::]` would not do: asyncio makes an IPv6 socket
+IPv6-only, so an IPv4-only pod would be left unserved.
 """
 
 from __future__ import annotations
@@ -41,3 +46,24 @@ def parse_host_port(text: str, *, default_host: str | None = None, lowest_port: 
     elif len(host) > 253 or not _HOSTNAME.fullmatch(host):
         raise ValueError(f"{host!r} in {text!r} is not a host name or IP address")
     return host, int(port)
+
+
+LOOPBACK = "127.0.0.1"
+EVERY_ADDRESS = "*"
+
+
+def parse_listen_address(text: str) -> tuple[str, int]:
+    """`HOST:PORT`, `[IPV6]:PORT`, `*:PORT` (every address), `:PORT` or `PORT` (loopback); port 0 is any
+    free one. A ValueError names what is wrong."""
+    every = text.strip().startswith(f"{EVERY_ADDRESS}:")
+    host, port = parse_host_port(text.strip().removeprefix(EVERY_ADDRESS), default_host=LOOPBACK, lowest_port=0)
+    if every and port == 0:
+        # asyncio would bind a free port per address family, a different one in each.
+        raise ValueError(f"{text.strip()}: serving on every address needs a port (any free one differs per family)")
+    return (EVERY_ADDRESS if every else host), port
+
+
+def bind_host(host: str) -> str | None:
+    """The host to hand asyncio's `create_server` (or aiohttp's `TCPSite`): None, every address of each
+    family, for `EVERY_ADDRESS`."""
+    return None if host == EVERY_ADDRESS else host

@@ -17,20 +17,13 @@ from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.registry import CollectorRegistry
 
-from gpuheal.address import parse_host_port
+from gpuheal.address import bind_host
 
 log = logging.getLogger(__name__)
-
-LOOPBACK = "127.0.0.1"
 
 
 class HealthServerError(RuntimeError):
     """The health endpoint could not listen where it was told to."""
-
-
-def parse_address(text: str) -> tuple[str, int]:
-    """`HOST:PORT`, `[IPV6]:PORT`, `:PORT` or `PORT` (loopback), port 0 meaning any free one; a ValueError names what is wrong."""
-    return parse_host_port(text, default_host=LOOPBACK, lowest_port=0)
 
 
 class HealthServer:
@@ -51,7 +44,7 @@ class HealthServer:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         try:
-            await web.TCPSite(runner, self.host, self.port).start()
+            await web.TCPSite(runner, bind_host(self.host), self.port).start()
         except OSError as error:
             await runner.cleanup()
             # asyncio's bind error repeats the address in its text; the errno says it plainly.

@@ -106,8 +106,8 @@ MEBIBYTES = FlagUnit(shown=lambda size: size // MIB, taken=lambda mebibytes: meb
 @click.option(
     "--health-address",
     envvar="GPUHEAL_HEALTH_ADDRESS",
-    help="Serve GET /metrics and /readyz over HTTP on HOST:PORT (a bare PORT: 127.0.0.1); off when "
-    "unset [env GPUHEAL_HEALTH_ADDRESS].",
+    help="Serve GET /metrics and /readyz over HTTP on HOST:PORT (a bare PORT: 127.0.0.1; *:PORT: every "
+    "address, IPv4 and IPv6); off when unset [env GPUHEAL_HEALTH_ADDRESS].",
 )
 @setting_option(
     AgentSettings,
@@ -223,8 +223,9 @@ def agent(
 
     It serves even when Temporal or the Kubernetes API cannot be reached; events wait on disk.
     """
+    from gpuheal.address import parse_listen_address
     from gpuheal.agents.agent import serve_agent
-    from gpuheal.agents.health import HealthServerError, parse_address
+    from gpuheal.agents.health import HealthServerError
     from gpuheal.agents.nvml.backends import UnknownNvmlBackend
 
     if policy is not None and xid_policy is not None:
@@ -250,7 +251,7 @@ def agent(
             "dcgmi cannot check fake GPUs; use --gpu-check auto or nvml with --fake-gpus", param_hint="'--gpu-check'"
         )
     try:
-        health = parse_address(health_address) if health_address else None
+        health = parse_listen_address(health_address) if health_address else None
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--health-address") from error
     settings = AgentSettings(

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
+from gpuheal.address import parse_listen_address
 from gpuheal.cli import BadSetting, kubeconfig_option
 from gpuheal.shutdown import shutdown_requested
 from gpuheal.tools.injector.agent import AGENT_PORT, InjectorAgentSettings, running_agent
@@ -18,7 +19,7 @@ from gpuheal.tools.injector.auth import TOKEN_FILE_ENV, MissingToken, Token
 from gpuheal.tools.injector.gpus import DEFAULT_ROOT
 from gpuheal.tools.injector.kmsg import DEFAULT_KMSG
 from gpuheal.tools.injector.locate import DEFAULT_SELECTOR
-from gpuheal.tools.injector.serving import ListenError, parse_listen
+from gpuheal.tools.injector.serving import ListenError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -108,7 +109,7 @@ def api(
 
 def _listen(address: str) -> tuple[str, int]:
     try:
-        return parse_listen(address)
+        return parse_listen_address(address)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="'--address'") from None
 

@@ -15,7 +15,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from gpuheal.agents.health import parse_address as parse_health_address
+from gpuheal.address import EVERY_ADDRESS, parse_listen_address
 from gpuheal.agents.publisher.kubernetes import KubernetesReporter
 from gpuheal.commands.worker import FLEET_FLAGS
 from gpuheal.commands.worker import worker as worker_command
@@ -456,18 +456,10 @@ def test_agent_health_endpoint_is_off_by_default_and_the_readiness_probe_when_on
     assert follows(c["args"], "--spool-max-mib") == "64"
 
     c = container(one(render(chart, {"agent": {"healthPort": 9465, "spoolMaxMiB": 16}}), "DaemonSet", "agent"))
-    assert parse_health_address(follows(c["args"], "--health-address")) == ("0.0.0.0", 9465)
+    assert parse_listen_address(follows(c["args"], "--health-address")) == (EVERY_ADDRESS, 9465)
     assert follows(c["args"], "--spool-max-mib") == "16"
     assert c["ports"] == [{"name": "health", "containerPort": 9465, "protocol": "TCP"}]
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
-
-
-def test_agent_health_endpoint_serves_the_clusters_address_family(chart: helm.Chart) -> None:
-    """The agent's listener serves one family: IPv4-only and IPv6-only clusters each get theirs."""
-    for family, host in (("IPv4", "0.0.0.0"), ("IPv6", "::")):
-        values = {"agent": {"healthPort": 9465, "ipFamily": family}}
-        c = container(one(render(chart, values), "DaemonSet", "agent"))
-        assert parse_health_address(follows(c["args"], "--health-address")) == (host, 9465)
 
 
 def test_agent_gets_its_shutdown_grace_and_a_margin_before_it_is_killed(chart: helm.Chart) -> None:

@@ -10,8 +10,8 @@ import helm_python as helm
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 
+from gpuheal.address import EVERY_ADDRESS, parse_listen_address
 from gpuheal.commands.injector import injector as injector_command
-from gpuheal.tools.injector.serving import EVERY_ADDRESS, parse_listen
 from tests.chart import CHART_DIR, KUBE_VERSION, NAMESPACE, RELEASE, render
 from tests.helm.test_chart import chart, container, follows, mounts_by_name, one, volumes_by_name
 
@@ -71,7 +71,7 @@ def test_the_agent_is_privileged_writes_the_hosts_kmsg_and_reads_the_driver_thro
     assert str(params["gpus_root"]) == "/proc/driver/nvidia/gpus"
     assert set(volumes) == {"kmsg", "token"}
     assert not [mount for mount in mounts.values() if mount["mountPath"].startswith("/proc")]
-    assert parse_listen(params["address"]) == (EVERY_ADDRESS, 8083)
+    assert parse_listen_address(params["address"]) == (EVERY_ADDRESS, 8083)
     assert c["ports"] == [{"name": "http", "containerPort": 8083, "protocol": "TCP"}]
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
 
@@ -109,7 +109,7 @@ def test_the_api_finds_the_agents_pods_by_their_labels_and_port(chart: helm.Char
     service = one(docs, "Service", "injector-api")
     assert service["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}]
     assert service["spec"]["selector"].items() <= api["spec"]["template"]["metadata"]["labels"].items()
-    assert parse_listen(params["address"]) == (EVERY_ADDRESS, 8080)
+    assert parse_listen_address(params["address"]) == (EVERY_ADDRESS, 8080)
 
 
 def test_the_seed_s_scripts_find_the_api_and_the_agents_by_their_names(chart: helm.Chart) -> None:

@@ -23,11 +23,12 @@ from pathlib import Path
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from gpuheal.address import LOOPBACK
 from gpuheal.tools.injector.auth import Token
 from gpuheal.tools.injector.bodies import Refused, parse_body
 from gpuheal.tools.injector.gpus import DEFAULT_ROOT, discover_gpus
 from gpuheal.tools.injector.kmsg import DEFAULT_KMSG, KmsgWriteError, write_record_async
-from gpuheal.tools.injector.serving import LOOPBACK, injector_application, serving
+from gpuheal.tools.injector.serving import injector_application, serving
 from gpuheal.tools.injector.xids import UnknownXid, describe, driver_line
 
 log = logging.getLogger(__name__)

@@ -29,12 +29,13 @@ from aiohttp import web
 from kubernetes.aio.client.exceptions import ApiException
 from pydantic import BaseModel, ConfigDict, Field
 
+from gpuheal.address import LOOPBACK
 from gpuheal.kubeclient import connect
 from gpuheal.tools.injector.auth import Token
 from gpuheal.tools.injector.bodies import Refused, parse_body, refusal
 from gpuheal.tools.injector.exchange import NoReply, exchange
 from gpuheal.tools.injector.locate import DEFAULT_SELECTOR, AgentEndpoint, AgentLocator, AgentNotFound, AgentNotRunning
-from gpuheal.tools.injector.serving import LOOPBACK, injector_application, serving
+from gpuheal.tools.injector.serving import injector_application, serving
 from gpuheal.tools.injector.xids import UnknownXid, describe
 
 API_PORT = 8080

@@ -1,9 +1,5 @@
-"""Serving an injector's aiohttp application on an address, loopback unless told otherwise.
-
-`*:PORT` serves on every address the machine (in a pod: the pod) has, IPv4 and IPv6 alike, each
-family the kernel offers; the chart uses it. A single `[::]` would not do: asyncio makes an IPv6
-socket IPv6-only, so an IPv4-only pod would be left unserved.
-"""
+"""Serving an injector's aiohttp application on an address (`gpuheal.address.parse_listen_address`:
+loopback unless told otherwise, `*:PORT` for every address)."""
 
 from __future__ import annotations
 
@@ -14,30 +10,18 @@ from contextlib import asynccontextmanager
 
 from aiohttp import web
 
-from gpuheal.address import parse_host_port
+from gpuheal.address import bind_host
 from gpuheal.tools.injector.auth import Token, require_token
 from gpuheal.tools.injector.errors import json_errors
 
 log = logging.getLogger(__name__)
 
-LOOPBACK = "127.0.0.1"
-EVERY_ADDRESS = "*"
 # The largest request body either server takes: its bodies are a few small fields.
 MAX_BODY = 64 * 1024
 
 
 class ListenError(RuntimeError):
     """The server could not listen where it was told to."""
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    """`HOST:PORT`, `[IPV6]:PORT`, `*:PORT` (every address), `:PORT` or `PORT` (loopback); port 0 is any free one."""
-    every = text.strip().startswith(f"{EVERY_ADDRESS}:")
-    host, port = parse_host_port(text.strip().removeprefix(EVERY_ADDRESS), default_host=LOOPBACK, lowest_port=0)
-    if every and port == 0:
-        # asyncio would bind a free port per address family, a different one in each.
-        raise ValueError(f"{text.strip()}: serving on every address needs a port (any free one differs per family)")
-    return (EVERY_ADDRESS if every else host), port
 
 
 def injector_application(token: Token) -> web.Application:
@@ -61,8 +45,7 @@ async def serving(app: web.Application, host: str, port: int, what: str) -> Asyn
     shown = f"[{host}]" if ":" in host else host
     try:
         try:
-            # No host: asyncio binds every address of each family the kernel has.
-            await web.TCPSite(runner, None if host == EVERY_ADDRESS else host, port).start()
+            await web.TCPSite(runner, bind_host(host), port).start()
         except OSError as error:
             # asyncio's bind error repeats the address in its text; the errno says it plainly.
             reason = os.strerror(error.errno) if error.errno else str(error)

@@ -19,9 +19,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from gpuheal.address import parse_listen_address
 from gpuheal.tools.injector.api import InjectorApiSettings, running_api
 from gpuheal.tools.injector.auth import Token
-from gpuheal.tools.injector.serving import parse_listen, serving
+from gpuheal.tools.injector.serving import serving
 from gpuheal_sim.fake_nvml import fake_gpu_info
 from gpuheal_sim.injection import agent_pod, injector_on_node
 from gpuheal_sim.simulator import Access, FleetConfig, SimulatedCluster, service_account_username
@@ -279,7 +280,7 @@ async def test_an_agent_that_lists_something_else_than_faults_is_named_and_the_o
 
 @NEEDS_IPV6
 async def test_the_api_told_an_ipv6_address_serves_there(fleet: Fleet) -> None:
-    host, port = parse_listen("[::1]:0")
+    host, port = parse_listen_address("[::1]:0")
     async with running_api(dataclasses.replace(fleet.settings, host=host, port=port)) as bound:
         ipv6 = dataclasses.replace(fleet, url=f"http://[::1]:{bound}")
         status, answer = await ipv6.call("POST", "/api/v1/faults/gpu/inject/xid-13", {"node_name": NODES[1]})

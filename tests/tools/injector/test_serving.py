@@ -11,9 +11,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from gpuheal.address import EVERY_ADDRESS, parse_listen_address
 from gpuheal.tools.injector.agent import InjectorAgentSettings, running_agent
 from gpuheal.tools.injector.auth import Token
-from gpuheal.tools.injector.serving import EVERY_ADDRESS, injector_application, parse_listen, serving
+from gpuheal.tools.injector.serving import injector_application, serving
 from gpuheal_sim.demo.devserver import free_port
 from tests.tools.injector.conftest import TOKEN
 
@@ -31,7 +32,7 @@ NEEDS_IPV6 = pytest.mark.skipif(not _has_ipv6_loopback(), reason="this machine h
 
 
 def agent_settings(address: str, tmp_path: Path) -> InjectorAgentSettings:
-    host, port = parse_listen(address)
+    host, port = parse_listen_address(address)
     return InjectorAgentSettings(token=Token(TOKEN), host=host, port=port, kmsg=tmp_path / "kmsg", gpus_root=tmp_path)
 
 
@@ -51,13 +52,13 @@ async def answers(url: str) -> bool:
     ],
 )
 def test_a_listen_address_is_parsed(text: str, address: tuple[str, int]) -> None:
-    assert parse_listen(text) == address
+    assert parse_listen_address(text) == address
 
 
 def test_every_address_needs_a_port_of_its_own() -> None:
     # Port 0 on every address would bind a different free port in each address family.
     with pytest.raises(ValueError, match=r"\*:0: serving on every address needs a port"):
-        parse_listen("*:0")
+        parse_listen_address("*:0")
 
 
 @NEEDS_IPV6
