@@ -226,3 +226,17 @@ def test_make_image_says_when_there_is_no_engine() -> None:
     )
     assert result.returncode != 0
     assert "neither podman nor docker" in result.stderr
+
+
+def test_make_image_says_when_it_cannot_read_the_version() -> None:
+    # Even a dry run: an image tagged with nothing is never what was meant.
+    result = subprocess.run(
+        ["make", "-n", "image", "PYTHON=false", "CONTAINER_ENGINE=/usr/bin/podman"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "could not read the project's version from pyproject.toml" in result.stderr
+    assert "build" not in result.stdout
