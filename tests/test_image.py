@@ -169,6 +169,9 @@ def test_the_build_stage_installs_the_product_alone(tmp_path: Path) -> None:
     origins = json.loads(found.stdout)
     assert origins.pop("gpuheal").startswith(str(here)), "gpuheal is installed in the venv, not linked to the sources"
     assert origins == dict.fromkeys(NOT_IN_THE_IMAGE)
+    # The license (Apache-2.0) travels with what is distributed.
+    [license_file] = here.glob("lib/python*/site-packages/gpuheal-*.dist-info/licenses/LICENSE")
+    assert license_file.read_text() == (ROOT / "LICENSE").read_text()
 
 
 def test_the_image_uses_the_makefiles_uv_and_the_projects_python() -> None:
