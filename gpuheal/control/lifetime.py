@@ -33,7 +33,8 @@ _current: Runtime | None = None
 # The SDK's default levels (core warnings, other errors), forwarded to Python logging.
 _CORE_LOGGING = LoggingConfig(
     filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
-    forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
+    # The core's target (its Rust module) ends the logger's name: the message need not repeat it.
+    forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core"), prepend_target_on_message=False),
 )
 
 

@@ -85,6 +85,7 @@ async def test_a_remediation_logs_json_lines_naming_its_workflow_node_and_gpu(
     for entry in remediation_lines:
         assert (entry.get("workflow_id"), entry.get("node")) == (workflow_id_for(NODE), NODE), entry
         assert "({" not in entry["message"], "Temporal's details are fields, not text in the message"
+    assert the_one(worker_log, "ordered a reset of")["gpu"] == [gpu_uuid]
     workflow_line = the_one(worker_log, f"GPU reset on {NODE} failed")
     activity_line = the_one(worker_log, f"quarantined {NODE}")
     assert workflow_line["logger"] == "temporalio.workflow"
@@ -117,3 +118,4 @@ async def test_the_temporal_cores_own_lines_are_json_too(
     core_lines = [entry for entry in entries(spawn_worker.log(worker)) if "retried" in entry["message"]]
     assert core_lines
     assert all(entry["logger"].startswith("temporalio.core") for entry in core_lines), core_lines
+    assert all(entry["level"] == "WARNING" and "sdk_core" not in entry["message"] for entry in core_lines), core_lines
