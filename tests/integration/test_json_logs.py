@@ -3,6 +3,7 @@ remediation, the node and the GPU.
 
 The worker runs as `gpuheal worker` with the setting in its environment (the `--log-format` option's
 variable); the agent runs in the test's process, its logging set up as `gpuheal agent` sets it up.
+The Temporal core's own warnings (a worker whose server went away) take the process's format too.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import dataclasses
 import io
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,13 +101,22 @@ async def test_a_remediation_logs_json_lines_naming_its_workflow_node_and_gpu(
     assert refusal["gpu"] == [gpu_uuid]
 
 
-async def test_the_temporal_cores_own_lines_are_json_too(
-    make_stack: StackFactory, spawn_worker: WorkerFactory, monkeypatch: pytest.MonkeyPatch
+def plain_fields(line: str) -> tuple[str, str, str]:
+    """The level, logger and message of a line in the plain format (`%(asctime)s %(levelname)s %(name)s: ...`)."""
+    found = re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (\w+) (\S+): (.*)", line)
+    assert found, f"a line not in the plain format: {line!r}"
+    level, logger, message = found.groups()
+    return level, logger, message
+
+
+@pytest.mark.parametrize("log_format", ["json", "plain"])
+async def test_the_temporal_cores_own_lines_take_the_processs_format(
+    log_format: str, make_stack: StackFactory, spawn_worker: WorkerFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stack = await make_stack(workloads=False, in_process_worker=False)
     # A server of the test's own, to stop under the worker: the SDK's core then warns of its retries.
     server = await start_dev_server()
-    monkeypatch.setenv("GPUHEAL_LOG_FORMAT", "json")
+    monkeypatch.setenv("GPUHEAL_LOG_FORMAT", log_format)
     try:
         worker = await spawn_worker(dataclasses.replace(stack, server=server))
     finally:
@@ -114,8 +125,14 @@ async def test_the_temporal_cores_own_lines_are_json_too(
     async def core_warned() -> bool:
         return "retried" in spawn_worker.log(worker)
 
-    await eventually(core_warned, "the worker's Temporal core to warn that its polls fail", timeout=120)
-    core_lines = [entry for entry in entries(spawn_worker.log(worker)) if "retried" in entry["message"]]
+    await eventually(core_warned, "the worker's Temporal core to warn, on its stderr, that its polls fail", timeout=120)
+    log = spawn_worker.log(worker)
+    if log_format == "json":
+        lines = [(entry["level"], entry["logger"], entry["message"]) for entry in entries(log)]
+    else:
+        lines = [plain_fields(line) for line in log.splitlines() if "retried" in line]
+    core_lines = [line for line in lines if "retried" in line[2]]
     assert core_lines
-    assert all(entry["logger"].startswith("temporalio.core") for entry in core_lines), core_lines
-    assert all(entry["level"] == "WARNING" and "sdk_core" not in entry["message"] for entry in core_lines), core_lines
+    for level, logger, message in core_lines:
+        assert (level, logger.startswith("temporalio.core")) == ("WARNING", True), (level, logger)
+        assert "sdk_core" not in message, f"the core's target is in the logger's name, not the message: {message}"
