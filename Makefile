@@ -56,7 +56,8 @@ fmt: $(VENV)/.synced
 # The image the chart deploys, built by podman or docker, whichever is here; not part of `make test`.
 IMAGE ?= ghcr.io/gpuheal/gpuheal
 CONTAINER_ENGINE ?= $(shell command -v podman || command -v docker)
-VERSION = $(shell $(PYTHON) -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
+# Read when a target uses it (make image, make -n image too): an empty tag is no image's.
+VERSION = $(or $(shell $(PYTHON) -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])'),$(error make image: $(PYTHON) could not read the project's version from pyproject.toml (it needs Python 3.11 or newer for tomllib: set PYTHON to one)))
 
 image:
 	@test -n "$(CONTAINER_ENGINE)" || { echo "make image: neither podman nor docker is installed (or set CONTAINER_ENGINE)" >&2; exit 1; }

@@ -151,7 +151,7 @@ class _Commands(click.Group):
 @click.option("-v", "--verbose", is_flag=True, help="Log at debug level.")
 @click.option(
     "--log-format",
-    type=click.Choice(["plain", "json"]),
+    type=click.Choice(["plain", "json"], case_sensitive=False),
     default="plain",
     show_default=True,
     envvar="GPUHEAL_LOG_FORMAT",

@@ -30,6 +30,7 @@ NOT_IN_THE_IMAGE = ["gpuheal_sim", "pytest", "mypy", "hypothesis", "moto"]
 @dataclass
 class Stage:
     name: str | None
+    base: str
     instructions: list[tuple[str, str]] = field(default_factory=list)
 
     def all(self, keyword: str) -> list[str]:
@@ -49,8 +50,9 @@ def stages() -> list[Stage]:
             continue
         keyword, _, arguments = line.strip().partition(" ")
         if keyword == "FROM":
-            alias = re.search(r"\sAS\s+(\S+)$", arguments, re.IGNORECASE)
-            found.append(Stage(alias.group(1) if alias else None))
+            base, _, alias = arguments.strip().partition(" ")
+            name = re.fullmatch(r"AS\s+(\S+)", alias.strip(), re.IGNORECASE)
+            found.append(Stage(name.group(1) if name else None, base))
         elif found:
             found[-1].instructions.append((keyword, arguments.strip()))
     return found
@@ -110,7 +112,6 @@ def test_the_build_stage_installs_the_product_alone(tmp_path: Path) -> None:
     stage = build_stage()
     [workdir] = stage.all("WORKDIR")
     env = stage.env()
-    venv = Path(env["UV_PROJECT_ENVIRONMENT"])
     context = tmp_path / "context"
     for copy in stage.all("COPY"):
         if copy.startswith("--from="):
@@ -138,8 +139,6 @@ def test_the_build_stage_installs_the_product_alone(tmp_path: Path) -> None:
         assert argv[0] == "uv"
         subprocess.run([str(BIN / "uv"), *argv[1:]], cwd=context, env=run_env, check=True, capture_output=True)
 
-    # The final stage puts the venv's scripts first on PATH.
-    assert stages()[-1].env()["PATH"].startswith(f"{venv}/bin:")
     clean = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     for command in COMMANDS:
         result = subprocess.run(
@@ -170,6 +169,9 @@ def test_the_build_stage_installs_the_product_alone(tmp_path: Path) -> None:
     origins = json.loads(found.stdout)
     assert origins.pop("gpuheal").startswith(str(here)), "gpuheal is installed in the venv, not linked to the sources"
     assert origins == dict.fromkeys(NOT_IN_THE_IMAGE)
+    # The license (Apache-2.0) travels with what is distributed.
+    [license_file] = here.glob("lib/python*/site-packages/gpuheal-*.dist-info/licenses/LICENSE")
+    assert license_file.read_text() == (ROOT / "LICENSE").read_text()
 
 
 def test_the_image_uses_the_makefiles_uv_and_the_projects_python() -> None:
@@ -201,11 +203,24 @@ def test_make_image_tags_the_charts_image_with_the_projects_version() -> None:
     assert labels["org.opencontainers.image.licenses"] == project["license"]
 
 
-def test_the_image_runs_as_a_numeric_non_root_user() -> None:
+def test_the_image_runs_the_build_stages_venv_with_the_python_it_was_built_with() -> None:
+    build, final = build_stage(), stages()[-1]
+    venv = build.env()["UV_PROJECT_ENVIRONMENT"]
+    # The venv's bin/python links to the base image's interpreter: another base leaves it dangling.
+    assert final.base == build.base == "${PYTHON_IMAGE}"
+    # The venv's scripts name their interpreter by its path: the venv stays where it was built.
+    assert final.all("COPY") == [f"--from=build {venv} {venv}"]
+    assert final.env()["PATH"].startswith(f"{venv}/bin:")
+
+
+def test_the_image_runs_as_a_numeric_non_root_user_with_a_writable_home() -> None:
+    final = stages()[-1]
     # Numeric, so Kubernetes' runAsNonRoot can check it without a passwd file.
-    [user] = stages()[-1].all("USER")
+    [user] = final.all("USER")
     uid, _, gid = user.partition(":")
     assert uid.isdigit() and int(uid) > 0 and gid.isdigit(), user
+    # The user has no passwd entry, hence no home of its own: one every user may write to.
+    assert final.env()["HOME"] == "/tmp"
 
 
 def test_make_image_says_when_there_is_no_engine() -> None:
@@ -214,3 +229,17 @@ def test_make_image_says_when_there_is_no_engine() -> None:
     )
     assert result.returncode != 0
     assert "neither podman nor docker" in result.stderr
+
+
+def test_make_image_says_when_it_cannot_read_the_version() -> None:
+    # Even a dry run: an image tagged with nothing is never what was meant.
+    result = subprocess.run(
+        ["make", "-n", "image", "PYTHON=false", "CONTAINER_ENGINE=/usr/bin/podman"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "could not read the project's version from pyproject.toml" in result.stderr
+    assert "build" not in result.stdout

@@ -39,7 +39,9 @@ class NodeOrderActivities:
     async def request_gpu_reset(self, request: GpuResetRequest) -> GpuResetOrder:
         """Write the reset order for the node's agent, once per remediation run and round."""
         order = await self._write(GPU_RESET, request.node, request.request_id, holder=request.holder, gpus=request.gpus)
-        activity.logger.info("ordered a reset of %s on %s", ", ".join(request.gpus), request.node)
+        activity.logger.info(
+            "ordered a reset of %s on %s", ", ".join(request.gpus), request.node, extra={"gpu": request.gpus}
+        )
         return order
 
     @implements(contracts.CHECK_GPUS)

@@ -9,22 +9,33 @@ So a command runs its coroutine under a `ProcessRuntime`: every client `gpuheal.
 makes meanwhile uses that runtime, and once the event loop has closed, the runtime is released
 (clients and the frames of a failure that still hold them included) and collected, joining its
 threads while the interpreter is whole.
+
+The runtime's core (Rust) logs go to the Python logger `temporalio.core`, not straight to the console:
+they then take the process's format (`--log-format json` included) and handlers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
+import logging
 import traceback
 import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from temporalio.runtime import Runtime, TelemetryConfig
+from temporalio.runtime import LogForwardingConfig, LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 
 T = TypeVar("T")
 
 _current: Runtime | None = None
+# The SDK's default levels (core warnings, other errors), forwarded to Python logging.
+_CORE_LOGGING = LoggingConfig(
+    filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+    # The core's target (its Rust module) ends the logger's name: the message need not repeat it.
+    forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core"), prepend_target_on_message=False),
+)
 
 
 def current_runtime() -> Runtime | None:
@@ -34,10 +45,12 @@ def current_runtime() -> Runtime | None:
 
 class ProcessRuntime:
     """A runtime this process owns; creating it raises `ValueError` when its telemetry cannot start
-    (a Prometheus address that does not parse or is in use)."""
+    (a Prometheus address that does not parse or is in use). Whatever `telemetry` says of logging, the
+    core's logs are forwarded to Python logging."""
 
     def __init__(self, telemetry: TelemetryConfig | None = None) -> None:
-        self._runtime: Runtime | None = Runtime(telemetry=telemetry or TelemetryConfig())
+        forwarded = dataclasses.replace(telemetry or TelemetryConfig(), logging=_CORE_LOGGING)
+        self._runtime: Runtime | None = Runtime(telemetry=forwarded)
         self._released: weakref.ref[Runtime] | None = None
 
     def run(self, main: Callable[[], Coroutine[Any, Any, T]]) -> T:

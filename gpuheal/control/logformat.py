@@ -1,18 +1,18 @@
 """Structured logs (`gpuheal --log-format json`): one JSON object per line, for a log pipeline to read.
 
 Each line has `time` (RFC 3339, UTC), `level`, `logger` and `message`; a line about a remediation also
-has its `workflow_id`, and a line about a node or a GPU its `node` and `gpu` (a GPU's UUID, or a list of
-them), where known. Temporal's `workflow.logger` and `activity.logger` put the workflow's details in a
-record's `temporal_workflow` or `temporal_activity` extra, whence the workflow id (and the node:
-`remediate-<node>`); the agent passes `extra={"node": ..., "gpu": ...}`. An exception comes as the
-`exc_info` text.
+has its `workflow_id`, and a line about a node or a GPU its `node` and `gpu` (always a list of GPU
+UUIDs, however many), where known. Temporal's `workflow.logger` and `activity.logger` put the
+workflow's details in a record's `temporal_workflow` or `temporal_activity` extra, whence the workflow
+id (and the node: `remediate-<node>`); other callers pass `extra={"node": ..., "gpu": ...}`. An exception comes as the
+`exc_info` text, a `stack_info=True` call's stack as `stack_info`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Set
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,7 +27,8 @@ _TEMPORAL_EXTRAS = ("temporal_workflow", "temporal_activity")
 
 
 class JsonLines(logging.Formatter):
-    """A record as one line of JSON: see the module docstring."""
+    """A record as one line of JSON: see the module docstring. It never raises and always writes valid
+    JSON, whatever a caller passed (a line lost to a formatting error is the line that mattered)."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -36,20 +37,43 @@ class JsonLines(logging.Formatter):
             .replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": _message(record),
         }
         workflow_id = _workflow_id(record)
         node = getattr(record, NODE, None) or _node_of(workflow_id)
         if workflow_id:
             entry["workflow_id"] = workflow_id
         if node:
-            entry[NODE] = node
-        if gpu := getattr(record, GPU, None):
-            entry[GPU] = gpu
+            entry[NODE] = str(node)
+        if gpus := _gpus(getattr(record, GPU, None)):
+            entry[GPU] = gpus
         if record.exc_info:
             entry["exc_info"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack_info"] = self.formatStack(record.stack_info)
+        # Every value is a string (or a list of them), so the JSON is strict: no NaN, no other types.
         # Non-ASCII text as it is, not \u escapes: pipelines read UTF-8, and people read the lines too.
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        return json.dumps(entry, ensure_ascii=False, allow_nan=False)
+
+
+def _message(record: logging.LogRecord) -> str:
+    try:
+        return record.getMessage()
+    except Exception:  # arguments that do not fit the format still leave a line
+        return f"{record.msg} {record.args!r}"
+
+
+def _gpus(value: object) -> list[str]:
+    """A record's `gpu` as a list of UUID strings, whatever the caller gave (one, a list, a set), so
+    the field has one type for an indexer; a set's order is made stable."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value] if value else []
+    if isinstance(value, bytes) or not isinstance(value, Iterable):
+        return [str(value)]
+    gpus = [str(gpu) for gpu in value]
+    return sorted(gpus) if isinstance(value, Set) else gpus
 
 
 def _workflow_id(record: logging.LogRecord) -> str | None:

@@ -226,7 +226,7 @@ class RemediationWorkflow:
         if raised is not self._action:
             self._action = raised
             if self._history:
-                workflow.logger.info("action raised to %s by a new fault", raised.name)
+                workflow.logger.info("action raised to %s by a new fault", raised.name, extra={"gpu": fault.gpu_uuids})
         self._publish()
 
     @workflow.signal(name=PERMIT_SIGNAL.name)
@@ -947,7 +947,9 @@ class RemediationWorkflow:
         return self._policy.repair.strategy_for(self._action) is RepairStrategy.GPU_RESET
 
     def _reset_failed(self, outcome: ResetOutcome, why: str) -> ResetOutcome:
-        workflow.logger.info("GPU reset on %s failed (%s); rebooting instead", self._node, why)
+        workflow.logger.info(
+            "GPU reset on %s failed (%s); rebooting instead", self._node, why, extra={"gpu": self._gpu_uuids()}
+        )
         self._repair_log.append(f"GPU reset did not repair the node ({why}); rebooting instead")
         return outcome
 

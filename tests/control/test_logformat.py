@@ -9,6 +9,10 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+from click.testing import CliRunner
+
+from gpuheal import cli
 from gpuheal.control.logformat import JsonLines, name_node_on_every_line
 from gpuheal.domain.marks import workflow_id_for
 
@@ -92,3 +96,54 @@ def test_an_agent_process_names_its_node_on_every_line_that_names_none() -> None
     first, second = (json.loads(text) for text in out.getvalue().splitlines())
     assert first["node"] == "gpu-node-003"
     assert second["node"] == "gpu-node-009", "a line that names its node keeps it"
+
+
+def test_gpu_is_always_a_list_of_strings() -> None:
+    assert json.loads(line(gpu="GPU-1"))["gpu"] == ["GPU-1"], "one UUID is a list of one"
+    assert json.loads(line(gpu={"GPU-b", "GPU-a"}))["gpu"] == ["GPU-a", "GPU-b"], "a set, in a stable order"
+    assert json.loads(line(gpu=["GPU-2", "GPU-1"]))["gpu"] == ["GPU-2", "GPU-1"], "a list keeps its order"
+    assert "gpu" not in json.loads(line(gpu=""))
+    assert "gpu" not in json.loads(line(gpu=[]))
+
+
+def test_values_json_cannot_hold_still_give_strict_json() -> None:
+    text = line("temperature %s", float("nan"), node=float("nan"), gpu=[float("inf"), 3])
+
+    # Strict JSON (no NaN or Infinity tokens), which json.loads would otherwise accept.
+    entry = json.loads(text, parse_constant=lambda token: pytest.fail(f"{token} is not JSON"))
+    assert (entry["message"], entry["node"], entry["gpu"]) == ("temperature nan", "nan", ["inf", "3"])
+
+
+def test_a_mapping_with_keys_json_cannot_hold_is_text() -> None:
+    entry = json.loads(line(node={("rack", 1): "gpu-node-001"}, gpu={0: "GPU-1"}))
+
+    assert entry["node"] == "{('rack', 1): 'gpu-node-001'}"
+    assert entry["gpu"] == ["0"]
+
+
+def test_arguments_that_do_not_fit_the_message_still_give_a_line() -> None:
+    entry = json.loads(line("reset %d of %d", "GPU-1"))
+
+    assert entry["message"] == "reset %d of %d ('GPU-1',)"
+
+
+def test_a_stack_is_one_text_field() -> None:
+    record = logging.getLogger("gpuheal.test").makeRecord(
+        "gpuheal.test", logging.WARNING, __file__, 1, "here", (), None, sinfo="Stack (most recent call last):\n  x"
+    )
+
+    entry = json.loads(JsonLines().format(record))
+    assert entry["stack_info"] == "Stack (most recent call last):\n  x"
+
+
+@pytest.mark.parametrize(("flags", "env"), [(["--log-format", "Json"], {}), ([], {"GPUHEAL_LOG_FORMAT": "JSON"})])
+def test_the_format_is_chosen_whatever_its_case(
+    flags: list[str], env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chosen: list[int] = []
+    monkeypatch.setattr(cli, "log_as_json", chosen.append)
+
+    result = CliRunner().invoke(cli.main, [*flags, "search-attributes", "--help"], env=env)
+
+    assert result.exit_code == 0, result.output
+    assert chosen == [logging.INFO]

@@ -167,7 +167,7 @@ class _SystemMap:
                     self._systems = self._read(path)
                 except ValueError as error:
                     # Keep serving the last good mapping rather than losing every node at once.
-                    log.warning("keeping the previous Redfish mapping: %s", error)
+                    log.warning("keeping the previous Redfish mapping: %s", error, extra={"node": node})
                 self._stamp = stamp
             return self._systems.get(node)
 

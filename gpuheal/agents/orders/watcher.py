@@ -173,7 +173,14 @@ class NodeOrderWatcher:
             try:
                 answer = await handler.carry_out(order)
             except Exception as error:  # a handler's bug answers its order, once; the others go on
-                log.exception("carrying out %s order %s on %s failed", kind.name, order.id, self.node)
+                log.exception(
+                    "carrying out %s order %s on %s failed",
+                    kind.name,
+                    order.id,
+                    self.node,
+                    # A reset order names its GPUs; the other orders are about the whole node.
+                    extra={"node": self.node, "gpu": getattr(order, "gpus", None)},
+                )
                 answer = report(kind, order.id, ok=False, detail=f"the agent failed to carry the order out: {error!r}")
         await self._answer(kind, answer)
         if order is not None:

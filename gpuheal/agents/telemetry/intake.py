@@ -202,6 +202,7 @@ class TelemetryIntakeService(pb_grpc.TelemetryIntakeServicer):
                 point.observed_at.isoformat(),
                 error,
                 exc_info=error,
+                extra={"node": self.node, "gpu": point.gpu_uuid},
             )
 
     async def _hand_over(self, point: TelemetryPoint, change: Change, instance_id: str) -> bool:
@@ -211,7 +212,13 @@ class TelemetryIntakeService(pb_grpc.TelemetryIntakeServicer):
         if not await hand_over(self._sink, event, stop=self.stopping):
             return False
         await self._signals.record(change)
-        log.info("%s (event %s, from streamer %s)", event.message, event.id, instance_id)
+        log.info(
+            "%s (event %s, from streamer %s)",
+            event.message,
+            event.id,
+            instance_id,
+            extra={"node": self.node, "gpu": point.gpu_uuid},
+        )
         return True
 
     def _known(self, gpu_uuid: str) -> str:
@@ -230,5 +237,6 @@ class TelemetryIntakeService(pb_grpc.TelemetryIntakeServicer):
                 "DCGM reports a fault of GPU %s, which the Device API has never known on this node: "
                 "recorded only, not acted on (is the streamer's CSV this node's?)",
                 gpu_uuid,
+                extra={"node": self.node, "gpu": gpu_uuid},
             )
         return "never"
