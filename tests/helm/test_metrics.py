@@ -198,8 +198,8 @@ def test_the_service_monitor_scrapes_the_workers_and_the_agents_on_the_pod_addre
             c = container(workload)
             [target] = [p for p in c["ports"] if p["name"] == port["targetPort"]]
             assert target["containerPort"] == port["port"]
-            # The worker's exporter binds dual-stack; the agent its one family (IPv4 by default).
-            flag, host = ("--metrics-address", "[::]") if job == "gpuheal-worker" else ("--health-address", "0.0.0.0")
+            # The worker's exporter binds dual-stack ([::]); the agent every address of each family (*).
+            flag, host = ("--metrics-address", "[::]") if job == "gpuheal-worker" else ("--health-address", "*")
             assert follows(c["args"], flag) == f"{host}:{port['port']}"
 
 
