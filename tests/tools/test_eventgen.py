@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
@@ -121,11 +122,14 @@ async def test_an_intake_that_restarts_costs_the_events_meanwhile_not_the_rate(s
     await asyncio.sleep(1)  # down: its socket is gone
     async with IntakeServer(sink, IntakeSettings(socket_path=socket_path)):
         await asyncio.sleep(2)
+        # The schedule is judged against the time that really passed: on a loaded machine the sleeps
+        # above run long, and the generator rightly sends for as long as it ran.
+        ran = time.monotonic() - generator.stats.started
         stop.set()
         await running
         await generator.close()
 
-    assert 0.9 * 400 <= generator.stats.sent <= 1.02 * 400, "the schedule kept through the restart"
+    assert 0.9 * 100 * ran <= generator.stats.sent <= 100 * ran + 5, "the schedule kept through the restart"
     assert generator.stats.sent - generator.stats.succeeded >= 50, "what was sent while it was down failed"
     assert len(sink.events) - before >= 100, "the restarted intake took events again within a second"
 
