@@ -35,9 +35,9 @@ from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy_document import AgentPolicy, PolicyDocument
 from gpuheal.domain.remediation import ApprovalSignal, NodeRelease, RecordedDecision, RemediationStatus
 from gpuheal.domain.steps import DrainProgress
-from gpuheal.params import HostPort, KubeconfigFile, PolicyFile
+from gpuheal.domain.ui_text import elapsed
+from gpuheal.params import Duration, HostPort, KubeconfigFile, PolicyFile
 from gpuheal.settings_options import setting_option
-from gpuheal.tools.goflags import go_duration
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -271,29 +271,11 @@ def release(
     _act_on_escalation(PersonAction.RELEASE, address, namespace, node, by, reason, keep_cordoned)
 
 
-class _GoDuration(click.ParamType[timedelta, Any]):
-    """A duration as Go writes it (`1h`, `30m`, `1h30m`)."""
-
-    name = "duration"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> timedelta:
-        if isinstance(value, timedelta):
-            return value
-        try:
-            return go_duration(str(value))
-        except ValueError as error:
-            self.fail(str(error), param, ctx)
-
-
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 
 def _at(moment: datetime | None) -> str:
     return "" if moment is None else f"{moment.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
-
-
-def _elapsed(since: datetime, until: datetime) -> str:
-    return str(timedelta(seconds=round((until - since).total_seconds())))
 
 
 def _summary_cells(row: remediations.RemediationSummary) -> list[str]:
@@ -341,13 +323,13 @@ def _drain_text(drain: DrainProgress | None) -> str:
     )
 
 
-def _describe(status: RemediationStatus, now: datetime) -> str:
+def describe(status: RemediationStatus, now: datetime) -> str:
     """`gpuheal status NODE`: the run as `key: value` lines, then its phases with how long each lasted
     (the current one so far; an ended run's last phase has no duration)."""
     phase = status.phase.value
     if status.history:
         entered = status.history[-1].entered_at
-        phase += f" since {_at(entered)}" + ("" if status.phase.is_final else f" ({_elapsed(entered, now)} ago)")
+        phase += f" since {_at(entered)}" + ("" if status.phase.is_final else f" ({elapsed(now - entered)} ago)")
     permit = status.permit
     fields = [
         ("node", status.node),
@@ -370,11 +352,12 @@ def _describe(status: RemediationStatus, now: datetime) -> str:
         ("policy", status.policy_version),
     ]
     width = max(len(key) for key, _ in fields) + 2
-    lines = [f"{key + ':':<{width}}{value}" for key, value in fields if value]
+    # A value of several lines (a reason) goes on under its first line, not back at the keys' margin.
+    lines = [f"{key + ':':<{width}}" + ("\n" + " " * width).join(value.splitlines()) for key, value in fields if value]
     # Each phase lasted until the next began; the last one lasts still, unless the run ended.
     ends = [entry.entered_at for entry in status.history[1:]] + [None if status.phase.is_final else now]
     history = [
-        [entry.phase.value, _at(entry.entered_at), "" if end is None else _elapsed(entry.entered_at, end)]
+        [entry.phase.value, _at(entry.entered_at), "" if end is None else elapsed(end - entry.entered_at)]
         for entry, end in zip(status.history, ends[: len(status.history)], strict=True)
     ]
     return "\n".join(lines) + "\n\n" + render_table(["PHASE", "ENTERED", "FOR"], history)
@@ -407,12 +390,30 @@ def status(address: str | None, namespace: str | None, node: str | None, as_json
         found = run_command(query)
     except remediations.StatusUnanswered as error:
         raise click.ClickException(str(error)) from None
-    click.echo(found.model_dump_json(indent=2) if as_json else _describe(found, datetime.now(UTC)))
+    click.echo(found.model_dump_json(indent=2) if as_json else describe(found, datetime.now(UTC)))
+
+
+def _checked_query(ctx: click.Context, param: click.Parameter, query: str) -> str:
+    """The --query, refused before connecting when it could not stay one clause of gpuheal's query."""
+    try:
+        remediations.check_query(query)
+    except remediations.InvalidQuery as error:
+        raise click.BadParameter(str(error), ctx=ctx, param=param) from None
+    return query
+
+
+# The most remediations one `gpuheal list` prints: past it, a table is no use and a narrower filter is.
+_MOST_LISTED = 10_000
 
 
 @main.command(name="list")
 @with_temporal_options
-@click.option("--query", default="", help='Visibility filter, e.g. GpuhealNode = "gpu-node-001".')
+@click.option(
+    "--query",
+    default="",
+    callback=_checked_query,
+    help='Visibility filter, e.g. GpuhealNode = "gpu-node-001" (no ORDER BY: newest come first).',
+)
 @click.option(
     "--phase",
     type=click.Choice([phase.value for phase in Phase]),
@@ -421,11 +422,13 @@ def status(address: str | None, namespace: str | None, node: str | None, as_json
 @click.option("--running", is_flag=True, help="Only running remediations (Escalated ones are running).")
 @click.option(
     "--stuck",
-    type=_GoDuration(),
+    type=Duration(),
     metavar="DURATION",
     help="Only running remediations in their phase for longer than this (1h, 30m, 1h30m).",
 )
-@click.option("--limit", type=click.IntRange(min=1), help="At most this many.")
+@click.option(
+    "--limit", type=click.IntRange(min=1, max=_MOST_LISTED), help=f"At most this many (up to {_MOST_LISTED:,})."
+)
 @_json_option
 def list_command(
     address: str | None,

@@ -7,6 +7,7 @@ surfaces later as a traceback, or as a process that runs but cannot do its job.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,27 @@ from gpuheal.address import parse_host_port
 from gpuheal.agents.kmsg.decide import load_xid_policy
 from gpuheal.domain.policy_document import AgentPolicy, PolicyDocument
 from gpuheal.policyfile import LoadedPolicy, PolicyFileInvalid, read_policy
+from gpuheal.tools.goflags import go_duration
+
+# The longest duration a flag takes: past it, `now - duration` leaves the calendar (year 1) or means nothing.
+LONGEST_DURATION = timedelta(days=3650)
+
+
+class Duration(click.ParamType[timedelta, Any]):
+    """A duration as Go writes it (`90m`, `1h`, `1h30m`), over zero and at most `LONGEST_DURATION`."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> timedelta:
+        try:
+            duration = value if isinstance(value, timedelta) else go_duration(str(value))
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+        if duration <= timedelta(0):
+            self.fail(f"{value!r} must be longer than zero", param, ctx)
+        if duration > LONGEST_DURATION:
+            self.fail(f"{value!r} is longer than {LONGEST_DURATION.days} days", param, ctx)
+        return duration
 
 
 class HostPort(click.ParamType[str, Any]):

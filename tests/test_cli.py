@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import pwd
+import re
 import socket
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from click.testing import CliRunner
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.worker import Worker
 
-from gpuheal.cli import main
+from gpuheal.cli import describe, main
 from gpuheal.control import governor, remediations, updates
 from gpuheal.control.governor import governor_id_for
 from gpuheal.domain.actions import RecommendedAction
@@ -30,7 +31,7 @@ from gpuheal.domain.fleet import FleetPolicy
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import RemediationPolicy, RepairPolicy
 from gpuheal.domain.policy_document import policy_version
-from gpuheal.domain.remediation import ApprovalSignal, RemediationInput, RemediationStatus
+from gpuheal.domain.remediation import ApprovalSignal, PhaseEntry, RemediationInput, RemediationStatus
 from gpuheal.domain.remediation_contract import REMEDIATION
 from gpuheal.worker import WorkerSettings
 from gpuheal.workflows import search_attributes as attrs
@@ -879,13 +880,27 @@ async def test_list_takes_every_filter_together(dev_server: DevServer) -> None:
     [
         ("--phase", "Approving", "'Approving' is not one of 'Detected', 'OnHold', 'AwaitingBudget'"),
         ("--stuck", "an hour", "'an hour' is not a duration"),
-        ("--limit", "0", "0 is not in the range x>=1"),
+        ("--stuck", "0", "'0' must be longer than zero"),
+        # `now - 99999999h` overflowed: a traceback, exit 1.
+        ("--stuck", "99999999h", "'99999999h' is longer than 3650 days"),
+        ("--limit", "0", "0 is not in the range 1<=x<=10000"),
+        ("--limit", "10001", "10001 is not in the range 1<=x<=10000"),
+        # gpuheal ANDs `(query)` to its own clauses: this one listed workflows of any type.
+        ("--query", "GpuhealNode = 'a') OR (WorkflowType = 'Nope'", "closes a parenthesis it did not open"),
+        ("--query", "(GpuhealNode = 'a'", "opens a parenthesis it does not close"),
+        ("--query", "GpuhealNode = 'a", "leaves a ' quote open"),
+        ("--query", "GpuhealNode = 'a' Order  By StartTime", "has ORDER BY: gpuheal lists remediations newest first"),
     ],
 )
 def test_list_refuses_a_filter_it_cannot_use_before_connecting(option: str, value: str, expected: str) -> None:
     error = one_line_error(run_script("list", option, value, "--address", f"127.0.0.1:{closed_port()}"))
 
     assert f"'{option}'" in error and expected in error, error
+
+
+def table_cells(line: str) -> list[str]:
+    """A table line's cells (a cell may hold one blank: `4m 05s`; columns are two apart)."""
+    return re.split(r" {2,}", line.strip())
 
 
 def summary_fields(text: str) -> dict[str, str]:
@@ -924,7 +939,7 @@ async def test_status_of_a_node_reads_as_lines_then_its_phase_history(dev_server
     assert lines["action"] == "RESTART_BM" and lines["xids"] == "79"
     assert lines["gpus"] == "GPU-aaaa" and lines["decision"] == "none"
     assert lines["drain"].endswith("0 remaining (0 blocked by a budget, 0 failed)")
-    rows = [line.split() for line in history.splitlines()]
+    rows = [table_cells(line) for line in history.splitlines()]
     assert rows[0] == ["PHASE", "ENTERED", "FOR"]
     assert [row[0] for row in rows[1:]] == [entry.phase.value for entry in waiting.history]
     assert all(len(row) == 3 for row in rows[1:]), "each phase says how long it lasted, the current one so far"
@@ -944,3 +959,45 @@ async def test_status_of_a_node_reads_as_lines_then_its_phase_history(dev_server
     assert line.endswith(
         f"""`gpuheal list --query 'GpuhealNode = "{node.name}"'` shows what Temporal's visibility knows"""
     )
+
+
+ENTERED = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+
+
+def awaiting_approval(reason: str = "") -> RemediationStatus:
+    """A run that spent 3s in Detected, then entered AwaitingApproval at ENTERED."""
+    return RemediationStatus(
+        node="n1",
+        phase=Phase.AWAITING_APPROVAL,
+        action=RecommendedAction.RESTART_BM,
+        xids=[79],
+        gpu_uuids=[],
+        faults=1,
+        reason=reason,
+        history=[
+            PhaseEntry(phase=Phase.DETECTED, entered_at=ENTERED - timedelta(seconds=3)),
+            PhaseEntry(phase=Phase.AWAITING_APPROVAL, entered_at=ENTERED),
+        ],
+    )
+
+
+def test_status_of_a_node_never_says_its_phase_began_in_the_future() -> None:
+    """A local clock behind the server's printed `(-1 day, 23:59:55 ago)`: the time is at least zero."""
+    fields, history = describe(awaiting_approval(), ENTERED - timedelta(seconds=5)).split("\n\n")
+
+    assert summary_fields(fields)["phase"] == "AwaitingApproval since 2026-12-07T12:00:00Z (0.0s ago)"
+    assert [table_cells(line) for line in history.splitlines()[1:]] == [
+        ["Detected", "2026-12-07T11:59:57Z", "3.0s"],
+        ["AwaitingApproval", "2026-12-07T12:00:00Z", "0.0s"],
+    ]
+
+
+def test_status_of_a_node_goes_on_with_a_value_of_several_lines_under_its_first() -> None:
+    fields = describe(awaiting_approval("XID 79\nthe GPU fell off the bus"), ENTERED).split("\n\n")[0]
+
+    lines = fields.splitlines()
+    at = next(number for number, line in enumerate(lines) if line.startswith("reason:"))
+    margin = lines[at].index("XID 79")
+    assert lines[at][margin:] == "XID 79"
+    assert lines[at + 1] == " " * margin + "the GPU fell off the bus"
+    assert lines[at + 2].startswith("action:")

@@ -96,7 +96,10 @@ class VisibilityGauges:
 
     async def count(self) -> None:
         """Count once, one query per figure."""
-        entered_before = self._now() - self._stuck_after
+        try:
+            entered_before: datetime | None = self._now() - self._stuck_after
+        except OverflowError:  # a stuck_after reaching back past year 1: none has been in a phase so long
+            entered_before = None
         for phase in OPEN_PHASES:
             labels = {"phase": phase.value}
             running = await self._count(running_query(phase))
@@ -104,7 +107,7 @@ class VisibilityGauges:
                 self._running.set(running, labels)
                 if phase is Phase.AWAITING_APPROVAL:
                     self._approvals.set(running)
-            stuck = await self._count(stuck_query(phase, entered_before))
+            stuck = 0 if entered_before is None else await self._count(stuck_query(phase, entered_before))
             if stuck is not None:
                 self._stuck.set(stuck, labels)
 

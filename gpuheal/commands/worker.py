@@ -11,9 +11,9 @@ from click.core import ParameterSource
 from gpuheal.cli import kubeconfig_option, policy_options, run_command, with_temporal_options
 from gpuheal.domain.fleet import BreakerPolicy, FleetBudget, FleetPolicy
 from gpuheal.domain.policy_document import PolicyDocument
+from gpuheal.params import Duration
 from gpuheal.policyfile import LoadedPolicy
 from gpuheal.settings_options import TEXT_OR_OFF, FlagUnit, setting_option
-from gpuheal.tools.goflags import go_duration
 from gpuheal.worker import WorkerRole, WorkerSettings
 
 
@@ -52,8 +52,8 @@ from gpuheal.worker import WorkerRole, WorkerSettings
     WorkerSettings,
     "stuck_after",
     "--stuck-after",
-    unit=FlagUnit(shown=lambda after: f"{after.total_seconds():g}s", taken=go_duration),
-    type=str,
+    unit=FlagUnit(shown=lambda after: f"{after.total_seconds():g}s", taken=lambda after: after),
+    type=Duration(),
     metavar="DURATION",
     envvar="GPUHEAL_STUCK_AFTER",
     help="A remediation in one phase for longer than this (a duration: 90m, 1h) counts as stuck in the "

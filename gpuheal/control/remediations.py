@@ -7,6 +7,7 @@ agent uses it); it is re-exported here so that this one module offers every oper
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -137,12 +138,56 @@ class RemediationSummary:
         }
 
 
+_ORDER_BY = re.compile(r"\border\s+by\b", re.IGNORECASE)
+
+
+def check_query(query: str) -> None:
+    """Refuse (InvalidQuery) an operator's visibility filter that could not stay one clause ANDed with
+    gpuheal's own: a parenthesis outside quotes that closes one it did not open, or leaves one open,
+    would let an `OR` escape the `(…)` around it; an unclosed quote swallows what follows; and ORDER BY
+    belongs at the end of the whole query, which gpuheal orders itself (newest first).
+
+    Quotes are Temporal's: '…' and "…" strings, where a backslash escapes the next character, and
+    `…` names."""
+    outside: list[str] = []
+    depth = 0
+    quote = ""
+    escaped = False
+    for char in query:
+        if quote:
+            if escaped:
+                escaped = False
+            elif char == "\\" and quote != "`":
+                escaped = True
+            elif char == quote:
+                quote = ""
+            outside.append(" ")
+            continue
+        if char in "'\"`":
+            quote = char
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth < 0:
+                raise InvalidQuery(f"{query!r} closes a parenthesis it did not open")
+        outside.append(char)
+    if quote:
+        raise InvalidQuery(f"{query!r} leaves a {quote} quote open")
+    if depth > 0:
+        raise InvalidQuery(f"{query!r} opens a parenthesis it does not close")
+    if _ORDER_BY.search("".join(outside)):
+        raise InvalidQuery(f"{query!r} has ORDER BY: gpuheal lists remediations newest first, in no other order")
+
+
 def remediation_query(
     query: str = "", *, phase: Phase | None = None, running: bool = False, in_phase_before: datetime | None = None
 ) -> str:
     """The visibility query for remediations matching all that is given: an operator's own `query`, a
     phase, running ones only, and running ones that entered their phase before `in_phase_before` (runs
-    begun before gpuheal recorded when they entered their phase never match that)."""
+    begun before gpuheal recorded when they entered their phase never match that).
+
+    Raises InvalidQuery when `query` could not stay one clause (see `check_query`)."""
     clauses = [f"WorkflowType = '{REMEDIATION.name}'"]
     if phase is not None:
         clauses.append(f"{attrs.PHASE.name} = '{phase.value}'")
@@ -151,6 +196,7 @@ def remediation_query(
     if in_phase_before is not None:
         clauses.append(f"{attrs.PHASE_SINCE.name} < '{in_phase_before.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}'")
     if query:
+        check_query(query)
         clauses.append(f"({query})")
     return " AND ".join(clauses)
 
@@ -167,7 +213,7 @@ async def list_remediations(
     """Remediations matching a visibility query (e.g. `GpuhealPhase = "AwaitingApproval"`) and the other
     filters (`stuck`: running and in their phase for longer than that), newest first, `limit` at most.
 
-    Raises `InvalidQuery` when Temporal refuses the query.
+    Raises `InvalidQuery` when gpuheal or Temporal refuses the query.
     """
     before = None if stuck is None else datetime.now(UTC) - stuck
     sent = remediation_query(query, phase=phase, running=running, in_phase_before=before)

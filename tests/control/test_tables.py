@@ -17,3 +17,13 @@ def test_each_column_is_as_wide_as_its_widest_cell_and_no_line_ends_in_blanks() 
 
 def test_a_table_without_rows_is_its_header() -> None:
     assert render_table(["NODE", "PHASE"], []) == "NODE  PHASE"
+
+
+def test_a_cell_holding_a_newline_or_a_tab_keeps_its_row_and_column() -> None:
+    table = render_table(["NODE", "GPUS"], [["n1\nn2", "GPU-1\tGPU-2"], ["n3", "GPU-3"]])
+
+    assert table.splitlines() == [
+        "NODE    GPUS",
+        "n1\\nn2  GPU-1\\tGPU-2",
+        "n3      GPU-3",
+    ]
