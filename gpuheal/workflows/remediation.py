@@ -93,7 +93,6 @@ with workflow.unsafe.imports_passed_through():
         NodeRecord,
         NodeRef,
         NodeState,
-        NodeSurvey,
         Outcome,
         QuarantineRequest,
         RebootRequest,
@@ -123,8 +122,6 @@ _COLLECT_PATCH = "collected-permit"
 _COLLECT_UNLESS_HELD_PATCH = "collect-unless-held"
 # … and those started before the phase's start was published (GpuhealPhaseSince), without it …
 _PHASE_SINCE_PATCH = "phase-since"
-# … and those started before the reboot step's summary named the provider, without asking it first.
-_PROVIDER_NAMED_PATCH = "reboot-provider-named"
 # How long a remediation waits for its permit before it asks again.
 _ASK_AGAIN = timedelta(minutes=10)
 # The escalated wait's timer, as the UI shows it.
@@ -184,13 +181,12 @@ class RemediationWorkflow:
         self._asks_for_permit = False
         self._asks_for_person_faults = False
         self._stamps_phase_since = False
-        self._names_provider = False
         # The phase whose start GpuhealPhaseSince holds.
         self._stamped_phase: Phase | None = None
         # What the run waits on now (a step's or a timer's summary), for the UI's current details.
         self._now = ""
-        # The node as read before this round's reboot: which provider reboots it, and its machine.
-        self._machine: NodeSurvey | None = None
+        # The provider that took this round's latest reboot request, as its step answered ("": none yet).
+        self._rebooted_via = ""
         # How many repairs (GPU resets, reboots) the run asked for: runs without any are no offence.
         self._repairs = 0
         # The GPU checks ordered so far (each is a new order).
@@ -334,7 +330,6 @@ class RemediationWorkflow:
         self._collects_permit = workflow.patched(_COLLECT_PATCH)
         self._collects_unless_held = workflow.patched(_COLLECT_UNLESS_HELD_PATCH)
         self._stamps_phase_since = workflow.patched(_PHASE_SINCE_PATCH)
-        self._names_provider = workflow.patched(_PROVIDER_NAMED_PATCH)
         # The first fault is delivered with the start (signal-with-start).
         await workflow.wait_condition(lambda: bool(self._faults))
         self._enter(Phase.DETECTED)
@@ -742,6 +737,7 @@ class RemediationWorkflow:
         repaired again (a person's retry): its replacement is followed once more."""
         if self._terminated:
             return Verdict(Next.REPLACE, self._terminated)
+        self._rebooted_via = ""  # a round of its own: a person's retry may be rebooted by another provider
         repair = self._policy.repair
         rung = decisions.first_rung(self._action, repair, self._gpu_uuids())
         boot: RebootResult | None = None
@@ -783,13 +779,6 @@ class RemediationWorkflow:
                     if not provider:
                         provider = repair.provider_for(self._action)
                         await self._collect_diagnostics(provider)
-                        if self._names_provider and provider != MANUAL_PROVIDER:
-                            # Which provider "auto" picks, and its machine: the reboot step names them.
-                            self._machine = await self._run(
-                                contracts.SURVEY,
-                                MachineRequest(node=self._node, provider=provider),
-                                summary=f"which provider reboots {self._node} ({provider}), and its machine",
-                            )
                     requested = await self._request_reboot(provider, graceful=rung is Rung.REBOOT_GRACEFULLY)
                     if isinstance(requested, Verdict):
                         return requested
@@ -966,8 +955,9 @@ class RemediationWorkflow:
         """Ask `provider` to reboot; a provider that refuses for good sends the node to a person."""
         self._enter(Phase.REPAIRING)
         self._count_repair()
-        # The provider "auto" picked, where the run read it (the step asks for "auto" all the same).
-        via = self._machine.provider if self._machine is not None and self._machine.provider else provider
+        # What is known before the step: the provider that took the round's graceful request, else the
+        # policy's ("auto": the step's answer names it, in the current details).
+        via = self._rebooted_via or provider
         while True:
             try:
                 boot = await self._run(
@@ -990,6 +980,7 @@ class RemediationWorkflow:
                 await workflow.sleep(
                     _STEP_AGAIN, summary=self._waiting_on(f"reboot step failed ({_failure(error)}); again soon")
                 )
+        self._rebooted_via = boot.provider
         self._repair_log.append(f"{'graceful ' if boot.graceful else ''}reboot via {boot.provider}: {boot.detail}")
         return boot
 
@@ -1184,13 +1175,8 @@ class RemediationWorkflow:
             lines.append(
                 f"{verb} by {self._decision.approver} at {self._decision.at.isoformat()}: {self._decision.reason}"
             )
-        if self._machine is not None:
-            machine = self._machine
-            lines.append(
-                f"provider {machine.provider}, machine `{machine.provider_id or 'unknown'}`"
-                if machine.provider
-                else f"no provider reboots `{self._node}`: {machine.provider_problem}"
-            )
+        if self._rebooted_via:
+            lines.append(f"provider {self._rebooted_via} took the reboot request")
         if self._repair_log:
             lines.append(f"repair: {'; '.join(self._repair_log)}")
         for bundle in self._bundles:
