@@ -100,7 +100,7 @@ with workflow.unsafe.imports_passed_through():
         ReleaseRequest,
         ReplaceRequest,
     )
-    from gpuheal.domain.ui_text import elapsed, phase_checklist
+    from gpuheal.domain.ui_text import code, elapsed, phase_checklist, plain
 
 RequestT = TypeVar("RequestT", bound=BaseModel)
 ResultT = TypeVar("ResultT", bound=BaseModel)
@@ -1143,10 +1143,11 @@ class RemediationWorkflow:
         workflow.set_current_details(self._details())
 
     def _details(self) -> str:
-        lines = [f"**{self._phase.value}** — node `{self._node}`", phase_checklist(self._history)]
+        # Free text (faults' messages, people's reasons, steps' failures) is escaped: shown as written.
+        lines = [f"**{self._phase.value}** — node `{self._node}`", phase_checklist(self._history, workflow.now())]
         if self._now and not self._phase.is_final:
-            lines.append(f"now: {self._now}")
-        lines.append(f"action {self._action.name}; {len(self._faults)} fault(s): {self._fault_summary()}")
+            lines.append(f"now: {plain(self._now)}")
+        lines.append(f"action {self._action.name}; {len(self._faults)} fault(s): {plain(self._fault_summary())}")
         if self._drain is not None and self._phase is Phase.DRAINING:
             lines.append(
                 f"drain: {self._drain.evicted} evicted, {len(self._drain.remaining)} remaining, "
@@ -1169,22 +1170,25 @@ class RemediationWorkflow:
                 f"`gpuheal release {self._node}` (each with --by NAME --reason WHY)"
             )
         for taken in self._actions[-3:]:
-            lines.append(f"{PersonAction(taken.action).done} by {taken.by} at {taken.at.isoformat()}: {taken.reason}")
+            lines.append(
+                f"{PersonAction(taken.action).done} by {plain(taken.by)} at {taken.at.isoformat()}: {plain(taken.reason)}"
+            )
         if self._decision is not None:
             verb = "approved" if self._decision.approved else "rejected"
             lines.append(
-                f"{verb} by {self._decision.approver} at {self._decision.at.isoformat()}: {self._decision.reason}"
+                f"{verb} by {plain(self._decision.approver)} at {self._decision.at.isoformat()}: "
+                f"{plain(self._decision.reason)}"
             )
         if self._rebooted_via:
             lines.append(f"provider {self._rebooted_via} took the reboot request")
         if self._repair_log:
-            lines.append(f"repair: {'; '.join(self._repair_log)}")
+            lines.append(f"repair: {plain('; '.join(self._repair_log))}")
         for bundle in self._bundles:
-            lines.append(f"diagnostics bundle: `{bundle}`")
+            lines.append(f"diagnostics bundle: {code(bundle)}")
         if self._reason:
-            lines.append(f"reason: {self._reason}")
+            lines.append(f"reason: {plain(self._reason)}")
         if self._plan:
-            lines.append("dry run, nothing done; it would:\n" + "\n".join(f"- {step}" for step in self._plan))
+            lines.append("dry run, nothing done; it would:\n" + "\n".join(f"- {plain(step)}" for step in self._plan))
         if self._policy_version:
             lines.append(f"policy {self._policy_version}")
         return "\n\n".join(lines)
