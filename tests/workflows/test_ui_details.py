@@ -74,12 +74,14 @@ async def test_the_details_list_the_phases_passed_and_say_the_run_waits_for_an_a
     ]
 
     await remediations.send_decision(
-        time_skipping_env.client, node.name, ApprovalSignal(approver="alice", reason="rack drained"), approve=True
+        time_skipping_env.client, node.name, ApprovalSignal(approver="alice", reason="rack `4` *drained*"), approve=True
     )
     assert (await handle.result()).phase is Phase.RESOLVED
     details = await current_details(handle)
     assert "- ✓ AwaitingApproval — " in details and "- ■ **Resolved** at " in details, details
     assert "approved by alice" in details and "now:" not in details
+    # A person's words show as they wrote them: no code span, no emphasis.
+    assert r": rack \`4\` \*drained\*" in details, details
 
 
 async def test_the_reboot_is_no_extra_read_and_the_details_name_the_provider_that_took_it(
