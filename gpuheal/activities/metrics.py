@@ -1,8 +1,8 @@
 """gpuheal's metrics as the worker's side effects record them.
 
 Activities count through `activity.metric_meter()` (the worker's runtime, with the SDK's own labels);
-`VisibilityGauges` counts the running remediations in Temporal's visibility store on a timer, through
-the runtime's meter. The worker's exporter (gpuheal.worker.process_runtime) adds `_total` to counters.
+`VisibilityGauges` counts the running remediations in Temporal's visibility store, and asks each fleet
+governor for its permits and breaker, on a timer, through the runtime's meter. The worker's exporter (gpuheal.worker.process_runtime) adds `_total` to counters.
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from temporalio import activity
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.common import MetricMeter
 from temporalio.service import RPCError
 
+from gpuheal.domain.fleet import GOVERNOR, GovernorStatus
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.remediation_contract import PHASE_ATTRIBUTE, PHASE_SINCE_ATTRIBUTE, REMEDIATION
+from gpuheal.workflows.governor import GovernorWorkflow
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,14 @@ REBOOTS = "gpuheal_reboots"
 RUNNING = "gpuheal_remediations_running"
 STUCK = "gpuheal_remediations_stuck"
 APPROVALS_WAITING = "gpuheal_approvals_waiting"
+PERMITS_HELD = "gpuheal_fleet_permits_held"
+PERMITS_WAITING = "gpuheal_fleet_permits_waiting"
+BREAKER_OPEN = "gpuheal_fleet_breaker_open"
+
+# The governors, whatever their task queue (a cluster sharing the namespace runs one of its own).
+GOVERNORS_QUERY = f"WorkflowType = '{GOVERNOR.name}' AND ExecutionStatus = 'Running'"
+# A governor no worker answers for must not hold up the other figures for long.
+GOVERNOR_QUERY_TIMEOUT = timedelta(seconds=10)
 
 # What a running remediation can be in: every phase but those it ends in.
 OPEN_PHASES = tuple(phase for phase in Phase if not phase.is_final)
@@ -63,8 +73,9 @@ def stuck_query(phase: Phase, entered_before: datetime) -> str:
 class VisibilityGauges:
     """Every `every`, the running remediations per phase, those stuck in it for over `stuck_after`
     (by `GpuhealPhaseSince`), and those waiting for an approval, counted fleet-wide in Temporal's
-    visibility store: every worker replica reports the same figures. A count that fails is logged
-    and its gauge keeps the last figure."""
+    visibility store, and each running governor's permits and breaker, by its `status` query: every
+    worker replica reports the same fresh figures, wherever the governor runs. A count or query that
+    fails is logged and its gauges keep the last figures."""
 
     def __init__(
         self,
@@ -84,6 +95,11 @@ class VisibilityGauges:
             STUCK, "Remediations in their phase for longer than the worker's --stuck-after."
         )
         self._approvals = meter.create_gauge(APPROVALS_WAITING, "Remediations waiting for a person's approval.")
+        self._held = meter.create_gauge(PERMITS_HELD, "Fleet permits held by remediations.")
+        self._waiting = meter.create_gauge(PERMITS_WAITING, "Remediations waiting for a fleet permit.")
+        self._breaker = meter.create_gauge(BREAKER_OPEN, "1 while the fleet's circuit breaker is tripped.")
+        # The governors reported: one that ends holds no permit and trips nothing any more.
+        self._governors: set[str] = set()
 
     async def run(self) -> None:
         """Count, then again every `every`, until cancelled; a failed count never stops the counting."""
@@ -95,7 +111,7 @@ class VisibilityGauges:
             await asyncio.sleep(self._every.total_seconds())
 
     async def count(self) -> None:
-        """Count once, one query per figure."""
+        """Count once, one query per figure, then ask the governors."""
         try:
             entered_before: datetime | None = self._now() - self._stuck_after
         except OverflowError:  # a stuck_after reaching back past year 1: none has been in a phase so long
@@ -110,6 +126,38 @@ class VisibilityGauges:
             stuck = 0 if entered_before is None else await self._count(stuck_query(phase, entered_before))
             if stuck is not None:
                 self._stuck.set(stuck, labels)
+        await self._ask_governors()
+
+    async def _ask_governors(self) -> None:
+        try:
+            running = {execution.id async for execution in self._client.list_workflows(GOVERNORS_QUERY)}
+        except RPCError as error:
+            log.warning("cannot list the fleet governors: %s", error.message)
+            return
+        for governor_id in sorted(running):
+            status = await self._governor_status(governor_id)
+            if status is not None:
+                state = status.state
+                self._set_governor(
+                    governor_id, len(state.held), len(state.waiting), breaker_open=state.tripped is not None
+                )
+        for ended in self._governors - running:
+            self._set_governor(ended, 0, 0, breaker_open=False)
+        self._governors = running
+
+    async def _governor_status(self, governor_id: str) -> GovernorStatus | None:
+        handle = self._client.get_workflow_handle_for(GovernorWorkflow.run, governor_id)
+        try:
+            return await handle.query(GovernorWorkflow.status, rpc_timeout=GOVERNOR_QUERY_TIMEOUT)
+        except (RPCError, WorkflowQueryFailedError) as error:
+            log.warning("cannot ask fleet governor %s for its permits and breaker: %s", governor_id, error)
+            return None
+
+    def _set_governor(self, governor_id: str, held: int, waiting: int, *, breaker_open: bool) -> None:
+        labels = {"governor": governor_id}
+        self._held.set(held, labels)
+        self._waiting.set(waiting, labels)
+        self._breaker.set(int(breaker_open), labels)
 
     async def _count(self, query: str) -> int | None:
         try:

@@ -27,7 +27,6 @@ from datetime import datetime, timedelta
 from temporalio import workflow
 from temporalio.exceptions import FailureError
 
-from gpuheal.workflows import metrics
 from gpuheal.workflows.run_step import run_step
 
 with workflow.unsafe.imports_passed_through():
@@ -274,7 +273,6 @@ class GovernorWorkflow:
                 await self._reclaim()
             self._grant(workflow.now())
             workflow.set_current_details(self._details())
-            metrics.governor_pass(len(self._held), len(self._waiting), self._tripped is not None)
 
     def _grant(self, now: datetime) -> None:
         self._recent = list(fleet.within_window(self._recent, self._policy.breaker.window, now))

@@ -1,8 +1,9 @@
 """gpuheal's metrics as workflows record them, through `workflow.metric_meter()`.
 
 The SDK's workflow meter records nothing while a history is replayed, so a worker that takes over a
-remediation counts only what happens from then on, and never counts a step twice. Recording is no
-command: these calls leave the history as it was. The names follow Prometheus conventions once the
+remediation counts only what happens from then on. A workflow task that fails after recording is
+retried live, not replayed: its steps are counted again (README, Metrics). Recording is no command:
+these calls leave the history as it was. The names follow Prometheus conventions once the
 worker's exporter (gpuheal.worker.process_runtime) adds `_total` to counters.
 """
 
@@ -27,9 +28,6 @@ PHASE_DURATION = "gpuheal_remediation_phase_duration_seconds"
 FAULT_TO_CORDON = "gpuheal_fault_to_cordon_seconds"
 FAULT_TO_SERVICE = "gpuheal_fault_to_service_seconds"
 GPU_RESETS = "gpuheal_gpu_resets"
-PERMITS_HELD = "gpuheal_fleet_permits_held"
-PERMITS_WAITING = "gpuheal_fleet_permits_waiting"
-BREAKER_OPEN = "gpuheal_fleet_breaker_open"
 
 
 def phase_entered(
@@ -70,14 +68,6 @@ def gpu_reset(outcome: ResetOutcome) -> None:
     workflow.metric_meter().create_counter(GPU_RESETS, "GPU resets ordered, by how they ended.").add(
         1, {"result": outcome.value}
     )
-
-
-def governor_pass(held: int, waiting: int, breaker_open: bool) -> None:
-    """The fleet governor's permits and breaker after a pass, labelled with its workflow id."""
-    meter = workflow.metric_meter().with_additional_attributes({"governor": workflow.info().workflow_id})
-    meter.create_gauge(PERMITS_HELD, "Fleet permits held by remediations.").set(held)
-    meter.create_gauge(PERMITS_WAITING, "Remediations waiting for a fleet permit.").set(waiting)
-    meter.create_gauge(BREAKER_OPEN, "1 while the fleet's circuit breaker is tripped.").set(int(breaker_open))
 
 
 def _stay_began(history: Sequence[PhaseEntry]) -> datetime:

@@ -93,7 +93,6 @@ with workflow.unsafe.imports_passed_through():
         NodeRecord,
         NodeRef,
         NodeState,
-        NodeSurvey,
         Outcome,
         QuarantineRequest,
         RebootRequest,
@@ -101,7 +100,7 @@ with workflow.unsafe.imports_passed_through():
         ReleaseRequest,
         ReplaceRequest,
     )
-    from gpuheal.domain.ui_text import elapsed, phase_checklist
+    from gpuheal.domain.ui_text import code, elapsed, phase_checklist, plain
 
 RequestT = TypeVar("RequestT", bound=BaseModel)
 ResultT = TypeVar("ResultT", bound=BaseModel)
@@ -123,8 +122,6 @@ _COLLECT_PATCH = "collected-permit"
 _COLLECT_UNLESS_HELD_PATCH = "collect-unless-held"
 # … and those started before the phase's start was published (GpuhealPhaseSince), without it …
 _PHASE_SINCE_PATCH = "phase-since"
-# … and those started before the reboot step's summary named the provider, without asking it first.
-_PROVIDER_NAMED_PATCH = "reboot-provider-named"
 # How long a remediation waits for its permit before it asks again.
 _ASK_AGAIN = timedelta(minutes=10)
 # The escalated wait's timer, as the UI shows it.
@@ -184,13 +181,12 @@ class RemediationWorkflow:
         self._asks_for_permit = False
         self._asks_for_person_faults = False
         self._stamps_phase_since = False
-        self._names_provider = False
         # The phase whose start GpuhealPhaseSince holds.
         self._stamped_phase: Phase | None = None
         # What the run waits on now (a step's or a timer's summary), for the UI's current details.
         self._now = ""
-        # The node as read before this round's reboot: which provider reboots it, and its machine.
-        self._machine: NodeSurvey | None = None
+        # The provider that took this round's latest reboot request, as its step answered ("": none yet).
+        self._rebooted_via = ""
         # How many repairs (GPU resets, reboots) the run asked for: runs without any are no offence.
         self._repairs = 0
         # The GPU checks ordered so far (each is a new order).
@@ -334,7 +330,6 @@ class RemediationWorkflow:
         self._collects_permit = workflow.patched(_COLLECT_PATCH)
         self._collects_unless_held = workflow.patched(_COLLECT_UNLESS_HELD_PATCH)
         self._stamps_phase_since = workflow.patched(_PHASE_SINCE_PATCH)
-        self._names_provider = workflow.patched(_PROVIDER_NAMED_PATCH)
         # The first fault is delivered with the start (signal-with-start).
         await workflow.wait_condition(lambda: bool(self._faults))
         self._enter(Phase.DETECTED)
@@ -742,6 +737,7 @@ class RemediationWorkflow:
         repaired again (a person's retry): its replacement is followed once more."""
         if self._terminated:
             return Verdict(Next.REPLACE, self._terminated)
+        self._rebooted_via = ""  # a round of its own: a person's retry may be rebooted by another provider
         repair = self._policy.repair
         rung = decisions.first_rung(self._action, repair, self._gpu_uuids())
         boot: RebootResult | None = None
@@ -783,13 +779,6 @@ class RemediationWorkflow:
                     if not provider:
                         provider = repair.provider_for(self._action)
                         await self._collect_diagnostics(provider)
-                        if self._names_provider and provider != MANUAL_PROVIDER:
-                            # Which provider "auto" picks, and its machine: the reboot step names them.
-                            self._machine = await self._run(
-                                contracts.SURVEY,
-                                MachineRequest(node=self._node, provider=provider),
-                                summary=f"which provider reboots {self._node} ({provider}), and its machine",
-                            )
                     requested = await self._request_reboot(provider, graceful=rung is Rung.REBOOT_GRACEFULLY)
                     if isinstance(requested, Verdict):
                         return requested
@@ -966,8 +955,9 @@ class RemediationWorkflow:
         """Ask `provider` to reboot; a provider that refuses for good sends the node to a person."""
         self._enter(Phase.REPAIRING)
         self._count_repair()
-        # The provider "auto" picked, where the run read it (the step asks for "auto" all the same).
-        via = self._machine.provider if self._machine is not None and self._machine.provider else provider
+        # What is known before the step: the provider that took the round's graceful request, else the
+        # policy's ("auto": the step's answer names it, in the current details).
+        via = self._rebooted_via or provider
         while True:
             try:
                 boot = await self._run(
@@ -990,6 +980,7 @@ class RemediationWorkflow:
                 await workflow.sleep(
                     _STEP_AGAIN, summary=self._waiting_on(f"reboot step failed ({_failure(error)}); again soon")
                 )
+        self._rebooted_via = boot.provider
         self._repair_log.append(f"{'graceful ' if boot.graceful else ''}reboot via {boot.provider}: {boot.detail}")
         return boot
 
@@ -1152,10 +1143,11 @@ class RemediationWorkflow:
         workflow.set_current_details(self._details())
 
     def _details(self) -> str:
-        lines = [f"**{self._phase.value}** — node `{self._node}`", phase_checklist(self._history)]
+        # Free text (faults' messages, people's reasons, steps' failures) is escaped: shown as written.
+        lines = [f"**{self._phase.value}** — node `{self._node}`", phase_checklist(self._history, workflow.now())]
         if self._now and not self._phase.is_final:
-            lines.append(f"now: {self._now}")
-        lines.append(f"action {self._action.name}; {len(self._faults)} fault(s): {self._fault_summary()}")
+            lines.append(f"now: {plain(self._now)}")
+        lines.append(f"action {self._action.name}; {len(self._faults)} fault(s): {plain(self._fault_summary())}")
         if self._drain is not None and self._phase is Phase.DRAINING:
             lines.append(
                 f"drain: {self._drain.evicted} evicted, {len(self._drain.remaining)} remaining, "
@@ -1178,27 +1170,25 @@ class RemediationWorkflow:
                 f"`gpuheal release {self._node}` (each with --by NAME --reason WHY)"
             )
         for taken in self._actions[-3:]:
-            lines.append(f"{PersonAction(taken.action).done} by {taken.by} at {taken.at.isoformat()}: {taken.reason}")
+            lines.append(
+                f"{PersonAction(taken.action).done} by {plain(taken.by)} at {taken.at.isoformat()}: {plain(taken.reason)}"
+            )
         if self._decision is not None:
             verb = "approved" if self._decision.approved else "rejected"
             lines.append(
-                f"{verb} by {self._decision.approver} at {self._decision.at.isoformat()}: {self._decision.reason}"
+                f"{verb} by {plain(self._decision.approver)} at {self._decision.at.isoformat()}: "
+                f"{plain(self._decision.reason)}"
             )
-        if self._machine is not None:
-            machine = self._machine
-            lines.append(
-                f"provider {machine.provider}, machine `{machine.provider_id or 'unknown'}`"
-                if machine.provider
-                else f"no provider reboots `{self._node}`: {machine.provider_problem}"
-            )
+        if self._rebooted_via:
+            lines.append(f"provider {self._rebooted_via} took the reboot request")
         if self._repair_log:
-            lines.append(f"repair: {'; '.join(self._repair_log)}")
+            lines.append(f"repair: {plain('; '.join(self._repair_log))}")
         for bundle in self._bundles:
-            lines.append(f"diagnostics bundle: `{bundle}`")
+            lines.append(f"diagnostics bundle: {code(bundle)}")
         if self._reason:
-            lines.append(f"reason: {self._reason}")
+            lines.append(f"reason: {plain(self._reason)}")
         if self._plan:
-            lines.append("dry run, nothing done; it would:\n" + "\n".join(f"- {step}" for step in self._plan))
+            lines.append("dry run, nothing done; it would:\n" + "\n".join(f"- {plain(step)}" for step in self._plan))
         if self._policy_version:
             lines.append(f"policy {self._policy_version}")
         return "\n\n".join(lines)

@@ -152,7 +152,7 @@ def test_the_contract_is_read_from_each_module_that_declares_metrics(contract: s
     assert {
         workflow_metrics.ESCALATED: "counter",
         workflow_metrics.PHASE_DURATION: "histogram",
-        workflow_metrics.BREAKER_OPEN: "gauge",
+        activity_metrics.BREAKER_OPEN: "gauge",
         activity_metrics.REBOOTS: "counter",
         activity_metrics.RUNNING: "gauge",
     }.items() <= worker.items()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -16,14 +15,12 @@ from temporalio.worker import Replayer, Worker
 from gpuheal.control import remediations
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.decisions import PersonAction
-from gpuheal.domain.fleet import BreakerPolicy, FleetBudget, FleetPolicy
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.remediation import NodeRelease
 from gpuheal.workflows.remediation import RemediationWorkflow
 from tests.workflows.fake_activities import FakeNode
 from tests.workflows.test_escalation import act, unhealthy_after_its_reboot
-from tests.workflows.test_governor import fleets, nodes_of
-from tests.workflows.test_remediation_logic import fault, policy, wait_for_phase
+from tests.workflows.test_remediation_logic import fault, policy
 
 
 def counted(
@@ -102,39 +99,3 @@ async def test_a_gpu_reset_is_counted_by_how_it_ended(time_skipping_env: Workflo
     assert (
         recorded["gpuheal_remediations_finished", frozenset({("action", "RESTART_VM"), ("outcome", "Resolved")})] == 1
     )
-
-
-async def test_the_governor_reports_its_permits_and_breaker_after_each_pass(
-    time_skipping_env: WorkflowEnvironment,
-) -> None:
-    buffer = MetricBuffer(10_000)
-    gauges: dict[str, float] = {}
-
-    def latest(governor_id: str) -> dict[str, float]:
-        for update in buffer.retrieve_updates():
-            if update.attributes.get("governor") == governor_id:
-                gauges[update.metric.name] = update.value
-        return gauges
-
-    breaker = BreakerPolicy(share=0.01, at_least=2, window=timedelta(hours=1))
-    limits = FleetPolicy(budget=FleetBudget(max_concurrent=10, max_percent=100), breaker=breaker)
-    async with fleets(await metered_client(time_skipping_env, buffer)) as governed:
-        fleet = await governed(4, limits)
-        first, second, third, fourth = nodes_of(fleet)
-        # Queries, not results: the test server must not skip the breaker's hour meanwhile.
-        for handle in [await fleet.fault(node) for node in (first, second)]:
-            await wait_for_phase(handle, Phase.RESOLVED)
-        waiting = [await fleet.fault(node) for node in (third, fourth)]
-        await fleet.until(lambda status: status.state.tripped is not None and len(status.state.waiting) == 2)
-        assert latest(fleet.governor_id) == {
-            "gpuheal_fleet_permits_held": 0,
-            "gpuheal_fleet_permits_waiting": 2,
-            "gpuheal_fleet_breaker_open": 1,
-        }
-
-        await fleet.act("reset_breaker")
-        for handle in waiting:
-            await wait_for_phase(handle, Phase.RESOLVED)
-        await fleet.until(lambda status: not status.state.held)
-        assert latest(fleet.governor_id)["gpuheal_fleet_breaker_open"] == 0
-        assert latest(fleet.governor_id)["gpuheal_fleet_permits_waiting"] == 0

@@ -3,6 +3,7 @@ it waits on), the summaries of its steps and timers, and GpuhealPhaseSince for '
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 
@@ -10,17 +11,24 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from gpuheal.control import remediations
 from gpuheal.domain.actions import RecommendedAction
+from gpuheal.domain.decisions import PersonAction
 from gpuheal.domain.faults import Fault
+from gpuheal.domain.marks import workflow_id_for
+from gpuheal.domain.operator import OperatorAction
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.policy import RemediationPolicy, RepairPolicy
 from gpuheal.domain.remediation import ApprovalSignal
+from gpuheal.domain.steps import Step
 from gpuheal.workflows import search_attributes as attrs
 from tests.workflows.fake_activities import FakeNode
-from tests.workflows.test_remediation_logic import Handle, wait_for_phase
+from tests.workflows.test_escalation import act, unhealthy_after_its_reboot
+from tests.workflows.test_remediation_logic import Handle, escalated, wait_for_phase
+from tests.workflows.test_repair_logic import remediate
 
 
 async def start_asking_approval(env: WorkflowEnvironment, queue: str, node: FakeNode) -> Handle:
@@ -66,17 +74,21 @@ async def test_the_details_list_the_phases_passed_and_say_the_run_waits_for_an_a
     ]
 
     await remediations.send_decision(
-        time_skipping_env.client, node.name, ApprovalSignal(approver="alice", reason="rack drained"), approve=True
+        time_skipping_env.client, node.name, ApprovalSignal(approver="alice", reason="rack `4` *drained*"), approve=True
     )
     assert (await handle.result()).phase is Phase.RESOLVED
     details = await current_details(handle)
     assert "- ✓ AwaitingApproval — " in details and "- ■ **Resolved** at " in details, details
     assert "approved by alice" in details and "now:" not in details
+    # A person's words show as they wrote them: no code span, no emphasis.
+    assert r": rack \`4\` \*drained\*" in details, details
 
 
-async def test_the_reboot_step_names_the_provider_auto_chose_and_the_details_its_machine(
+async def test_the_reboot_is_no_extra_read_and_the_details_name_the_provider_that_took_it(
     time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
 ) -> None:
+    """The step's summary says what the run knows before it (the policy's "auto"); the step's answer
+    names the provider, in the current details. Nothing reads the node or its pods for the summary."""
     handle = await start_asking_approval(time_skipping_env, queue, node)
     await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
     await remediations.send_decision(
@@ -84,10 +96,24 @@ async def test_the_reboot_step_names_the_provider_auto_chose_and_the_details_its
     )
     assert (await handle.result()).phase is Phase.RESOLVED
 
+    assert Step.SURVEY.value not in node.steps, node.steps
     steps = await summaries(handle, EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
-    assert "reboot via simulator (RESTART_BM)" in steps, steps
-    assert not any("via auto" in step for step in steps)
-    assert f"provider simulator, machine `sim://{node.name}`" in await current_details(handle)
+    assert "reboot via auto (RESTART_BM)" in steps, steps
+    assert "provider fake took the reboot request" in await current_details(handle)
+
+
+async def test_a_forced_reboot_after_a_graceful_one_names_the_provider_that_took_the_first(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    node.graceful_supported = True
+    node.graceful_restarts = False
+    status = await remediate(time_skipping_env, queue, node, graceful_timeout=timedelta(minutes=5))
+    assert status.phase is Phase.RESOLVED, status.reason
+
+    handle = time_skipping_env.client.get_workflow_handle(workflow_id_for(node.name))
+    steps = await summaries(handle, EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
+    reboots = [step for step in steps if "reboot via" in step]
+    assert reboots == ["graceful reboot via auto (RESTART_VM)", "reboot via fake (RESTART_VM)"], steps
 
 
 async def test_the_phase_since_attribute_holds_when_the_current_phase_began(
@@ -103,3 +129,25 @@ async def test_the_phase_since_attribute_holds_when_the_current_phase_began(
     )
     status = await handle.result()
     assert (await handle.describe()).typed_search_attributes.get(attrs.PHASE_SINCE) == status.history[-1].entered_at
+
+
+async def test_a_retried_round_does_not_name_the_provider_of_the_round_before(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    handle = await unhealthy_after_its_reboot(time_skipping_env, queue, node)
+    assert "provider fake took the reboot request" in await current_details(handle)
+
+    node.provider_errors = [ApplicationError("BMC refused the power action", non_retryable=True)]
+    await act(time_skipping_env, node, PersonAction.RETRY, OperatorAction(by="bob", reason="BMC firmware updated"))
+    for _ in range(300):
+        status = await escalated(handle)
+        if status.reason.startswith("the reboot could not be requested"):
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError(f"the retry's reboot was not refused: {status.reason}")
+
+    details = await current_details(handle)
+    assert "provider fake took the reboot request" not in details, details
+    steps = await summaries(handle, EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
+    assert [step for step in steps if "reboot via" in step] == ["reboot via simulator (RESTART_BM)"] * 2, steps
