@@ -58,4 +58,5 @@ def remediation_activities(
         find_earlier_remediations,
         policies.current_policy,
         survey.survey_node,
+        survey.name_reboot_provider,
     ]

@@ -1,5 +1,6 @@
-"""A dry run's read of the cluster: the node, the pods a drain would move, the provider that would
-reboot it. Reads only: no write to the cluster, no call to a provider."""
+"""Reads of the cluster that change nothing: a dry run's (the node, the pods a drain would move, the
+provider that would reboot it), and the provider named before a reboot for its step's summary. No
+write to the cluster, no call to a provider."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from gpuheal.activities.providers import MachineReplacer, ProviderError, RebootP
 from gpuheal.activities.providers.selection import ProviderSet
 from gpuheal.activities.repair import reboot_target
 from gpuheal.domain import contracts, marks
-from gpuheal.domain.steps import MAX_SURVEYED_PODS, MachineRequest, NodeSurvey, PodRef
+from gpuheal.domain.steps import MAX_SURVEYED_PODS, MachineRequest, NodeSurvey, PodRef, ProviderNamed
 from gpuheal.policyfile import WorkerPolicy
 
 
@@ -24,6 +25,20 @@ class SurveyActivities:
         self._core = client.CoreV1Api(api)
         self._providers = providers
         self._policy = policy
+
+    @implements(contracts.NAME_PROVIDER)
+    async def name_reboot_provider(self, request: MachineRequest) -> ProviderNamed:
+        """The provider `request.provider` picks for the node, and the machine it knows it by; empty
+        where the node is gone or no provider owns it (the reboot step itself says why)."""
+        node = await read_node(self._core, request.node)
+        if node is None:
+            return ProviderNamed()
+        target = reboot_target(node, request.node, graceful=False)
+        try:
+            provider = self._providers.choose(target, request.provider)
+        except ProviderError:
+            return ProviderNamed(machine=target.provider_id)
+        return ProviderNamed(provider=provider.name, machine=target.provider_id)
 
     @implements(contracts.SURVEY)
     async def survey_node(self, request: MachineRequest) -> NodeSurvey:

@@ -47,6 +47,7 @@ from gpuheal.domain.steps import (
     NodeRef,
     NodeState,
     NodeSurvey,
+    ProviderNamed,
     QuarantineRequest,
     RebootRequest,
     RebootResult,
@@ -206,3 +207,12 @@ CURRENT_POLICY = StepContract(Step.CURRENT_POLICY, NodeRef, PolicySnapshot, loca
 
 # A dry run reads the node, the pods a drain would move and the provider that would reboot it, in one step.
 SURVEY = StepContract(Step.SURVEY, MachineRequest, NodeSurvey, local=True)
+# Only a name for the reboot step's summary: a few quick attempts, then the step goes on without it
+# (an API server outage must not hold up a reboot for a label).
+NAME_PROVIDER = StepContract(
+    Step.NAME_PROVIDER,
+    MachineRequest,
+    ProviderNamed,
+    local=True,
+    retry=lambda _: Retry(initial=timedelta(milliseconds=200), maximum=timedelta(seconds=2), attempts=3),
+)

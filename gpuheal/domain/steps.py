@@ -50,6 +50,8 @@ class Step(StrEnum):
     CURRENT_POLICY = "current_policy"
     # A dry run's only read of the cluster: the node, the pods a drain would move, the provider.
     SURVEY = "survey_node"
+    # The provider "auto" picks for a node, read before its reboot so the step's summary names it.
+    NAME_PROVIDER = "name_reboot_provider"
 
 
 class _Payload(BaseModel):
@@ -233,6 +235,14 @@ class NodeSurvey(_Payload):
 
 # A node with thousands of pods must not make a payload over Temporal's limit.
 MAX_SURVEYED_PODS = 100
+
+
+class ProviderNamed(_Payload):
+    """The provider a reboot request for the node would go to, and the machine it knows the node by;
+    empty where none could be named (the node is gone, no provider owns it: the reboot step says why)."""
+
+    provider: str = ""
+    machine: str = ""
 
 
 class MachineState(_Payload):

@@ -94,6 +94,7 @@ with workflow.unsafe.imports_passed_through():
         NodeRef,
         NodeState,
         Outcome,
+        ProviderNamed,
         QuarantineRequest,
         RebootRequest,
         RebootResult,
@@ -122,6 +123,8 @@ _COLLECT_PATCH = "collected-permit"
 _COLLECT_UNLESS_HELD_PATCH = "collect-unless-held"
 # … and those started before the phase's start was published (GpuhealPhaseSince), without it …
 _PHASE_SINCE_PATCH = "phase-since"
+# Before a round's first reboot, the provider "auto" picks is read, so the step's summary names it.
+_PROVIDER_NAMED_PATCH = "reboot-provider-named"
 # How long a remediation waits for its permit before it asks again.
 _ASK_AGAIN = timedelta(minutes=10)
 # The escalated wait's timer, as the UI shows it.
@@ -187,6 +190,8 @@ class RemediationWorkflow:
         self._now = ""
         # The provider that took this round's latest reboot request, as its step answered ("": none yet).
         self._rebooted_via = ""
+        # The provider and machine read before this round's first reboot (patch reboot-provider-named).
+        self._named = ProviderNamed()
         # How many repairs (GPU resets, reboots) the run asked for: runs without any are no offence.
         self._repairs = 0
         # The GPU checks ordered so far (each is a new order).
@@ -330,6 +335,7 @@ class RemediationWorkflow:
         self._collects_permit = workflow.patched(_COLLECT_PATCH)
         self._collects_unless_held = workflow.patched(_COLLECT_UNLESS_HELD_PATCH)
         self._stamps_phase_since = workflow.patched(_PHASE_SINCE_PATCH)
+        self._names_provider = workflow.patched(_PROVIDER_NAMED_PATCH)
         # The first fault is delivered with the start (signal-with-start).
         await workflow.wait_condition(lambda: bool(self._faults))
         self._enter(Phase.DETECTED)
@@ -737,7 +743,9 @@ class RemediationWorkflow:
         repaired again (a person's retry): its replacement is followed once more."""
         if self._terminated:
             return Verdict(Next.REPLACE, self._terminated)
-        self._rebooted_via = ""  # a round of its own: a person's retry may be rebooted by another provider
+        # A round of its own: a person's retry may be rebooted by another provider.
+        self._rebooted_via = ""
+        self._named = ProviderNamed()
         repair = self._policy.repair
         rung = decisions.first_rung(self._action, repair, self._gpu_uuids())
         boot: RebootResult | None = None
@@ -779,6 +787,8 @@ class RemediationWorkflow:
                     if not provider:
                         provider = repair.provider_for(self._action)
                         await self._collect_diagnostics(provider)
+                        if self._names_provider:
+                            self._named = await self._name_provider(provider)
                     requested = await self._request_reboot(provider, graceful=rung is Rung.REBOOT_GRACEFULLY)
                     if isinstance(requested, Verdict):
                         return requested
@@ -956,8 +966,8 @@ class RemediationWorkflow:
         self._enter(Phase.REPAIRING)
         self._count_repair()
         # What is known before the step: the provider that took the round's graceful request, else the
-        # policy's ("auto": the step's answer names it, in the current details).
-        via = self._rebooted_via or provider
+        # one read for it, else the policy's ("auto": the step's answer names it, in the current details).
+        via = self._rebooted_via or self._named.provider or provider
         while True:
             try:
                 boot = await self._run(
@@ -983,6 +993,18 @@ class RemediationWorkflow:
         self._rebooted_via = boot.provider
         self._repair_log.append(f"{'graceful ' if boot.graceful else ''}reboot via {boot.provider}: {boot.detail}")
         return boot
+
+    async def _name_provider(self, provider: str) -> ProviderNamed:
+        """The provider `provider` picks for the node and its machine, for the reboot step's summary and
+        the details; nothing named when the read fails (the reboot step goes on and says why)."""
+        try:
+            return await self._run(
+                contracts.NAME_PROVIDER,
+                MachineRequest(node=self._node, provider=provider),
+                summary=f"which provider reboots {self._node} ({provider})",
+            )
+        except ActivityError:
+            return ProviderNamed()
 
     async def _wait_for_node(self, boot: RebootResult, timeout: timedelta) -> NodeState:
         """The node once back from `boot`, or as last seen when `timeout` passed or it was deleted."""
@@ -1181,6 +1203,8 @@ class RemediationWorkflow:
             )
         if self._rebooted_via:
             lines.append(f"provider {self._rebooted_via} took the reboot request")
+        if self._named.machine:
+            lines.append(f"machine {code(self._named.machine)}")
         if self._repair_log:
             lines.append(f"repair: {plain('; '.join(self._repair_log))}")
         for bundle in self._bundles:

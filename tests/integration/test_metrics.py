@@ -94,10 +94,11 @@ async def test_a_remediation_is_counted_by_the_worker_and_the_agent(
     governor = governor_id_for(stack.task_queue)
 
     async def governor_passed() -> bool:
-        # The permit comes back as the run ends; the governor's pass after that sets its gauges.
+        # The permit comes back as the run ends; the worker's next visibility pass (every 30 s) asks
+        # the governor and sets its gauges.
         return value(await scrape(worker), "gpuheal_fleet_permits_held", governor=governor) == 0
 
-    await eventually(governor_passed, "the governor's gauges after the permit came back")
+    await eventually(governor_passed, "the governor's gauges after the permit came back", timeout=45)
     on_worker = await scrape(worker)
 
     assert value(on_worker, "gpuheal_remediations_started_total", action=action) == 1

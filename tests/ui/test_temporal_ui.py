@@ -130,7 +130,8 @@ async def test_the_ui_shows_a_remediation_s_summary_phases_and_steps_while_it_wa
     await expect(current.get_by_text("■ Resolved at")).to_be_visible(timeout=WAIT)
     await expect(current.get_by_text("✓ AwaitingApproval —")).to_be_visible()
     await expect(current.get_by_text("approved by alice")).to_be_visible()
-    await expect(current.get_by_text(f"provider simulator, machine sim://{NODE}")).to_be_visible()
+    await expect(current.get_by_text("provider simulator took the reboot request")).to_be_visible()
+    await expect(current.get_by_text(f"sim://{NODE}")).to_be_visible()
     await page.screenshot(path=shots / "ui-resolved.png")
 
 

@@ -53,6 +53,7 @@ from gpuheal.domain.steps import (
     Outcome,
     PodFailure,
     PodRef,
+    ProviderNamed,
     QuarantineRequest,
     RebootRequest,
     RebootResult,
@@ -114,6 +115,8 @@ class FakeNode:
     # The node is deleted when a reboot is requested (a cloud that replaces the machine).
     deleted_on_reboot: bool = False
     exists: bool = True
+    # The read that names the reboot provider fails every attempt (an API server not answering).
+    naming_fails: bool = False
     gpus_healthy: bool | None = False
     # The boot the agent last reported GPU health on (the node's first boot unless set), and when.
     reported_on: str = ""
@@ -477,6 +480,18 @@ class FakeNode:
             self.policy_reads += 1
             return PolicySnapshot(version=self.policy.version, policy=self.policy.remediation())
 
+        @implements(contracts.NAME_PROVIDER)
+        async def name_provider(request: MachineRequest) -> ProviderNamed:
+            self.steps.append(Step.NAME_PROVIDER.value)
+            if self.naming_fails:
+                raise ApplicationError("the API server is not answering")
+            if not self.exists:
+                return ProviderNamed()
+            # As the real read: the provider the request names, else the one that owns the node (the
+            # fake reboot's own).
+            provider = request.provider if request.provider != "auto" else "fake"
+            return ProviderNamed(provider=provider, machine=f"fake://{self.name}")
+
         @implements(contracts.SURVEY)
         async def survey(request: MachineRequest) -> NodeSurvey:
             self.steps.append(Step.SURVEY.value)
@@ -519,6 +534,7 @@ class FakeNode:
             find_earlier_remediations,
             current_policy,
             survey,
+            name_provider,
         ]
         steps: list[contracts.StepContract[Any, Any]] = [
             contracts.QUARANTINE,
@@ -539,6 +555,7 @@ class FakeNode:
             contracts.FIND_HISTORY,
             contracts.CURRENT_POLICY,
             contracts.SURVEY,
+            contracts.NAME_PROVIDER,
         ]
         return {step.name.value: fn for step, fn in zip(steps, served, strict=True)}
 

@@ -84,11 +84,12 @@ async def test_the_details_list_the_phases_passed_and_say_the_run_waits_for_an_a
     assert r": rack \`4\` \*drained\*" in details, details
 
 
-async def test_the_reboot_is_no_extra_read_and_the_details_name_the_provider_that_took_it(
+async def test_the_reboot_step_names_the_provider_auto_picks_read_without_the_pods(
     time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
 ) -> None:
-    """The step's summary says what the run knows before it (the policy's "auto"); the step's answer
-    names the provider, in the current details. Nothing reads the node or its pods for the summary."""
+    """Before the reboot, one light read names the provider "auto" picks (the node only, not its pods
+    as a dry run's survey reads): the step's summary names it, and the details its machine and who
+    took the request."""
     handle = await start_asking_approval(time_skipping_env, queue, node)
     await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
     await remediations.send_decision(
@@ -97,9 +98,26 @@ async def test_the_reboot_is_no_extra_read_and_the_details_name_the_provider_tha
     assert (await handle.result()).phase is Phase.RESOLVED
 
     assert Step.SURVEY.value not in node.steps, node.steps
+    assert node.steps.count(Step.NAME_PROVIDER.value) == 1, node.steps
     steps = await summaries(handle, EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
-    assert "reboot via auto (RESTART_BM)" in steps, steps
-    assert "provider fake took the reboot request" in await current_details(handle)
+    assert "reboot via fake (RESTART_BM)" in steps, steps
+    details = await current_details(handle)
+    assert "provider fake took the reboot request" in details and "machine `fake://" in details, details
+
+
+async def test_a_provider_that_cannot_be_named_holds_up_no_reboot(
+    time_skipping_env: WorkflowEnvironment, queue: str, node: FakeNode
+) -> None:
+    """The read is only for a label: when it fails its few attempts, the step says the policy's "auto"
+    and the reboot goes on."""
+    node.naming_fails = True
+    status = await remediate(time_skipping_env, queue, node)
+    assert status.phase is Phase.RESOLVED, status.reason
+
+    handle = time_skipping_env.client.get_workflow_handle(workflow_id_for(node.name))
+    steps = await summaries(handle, EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
+    assert [step for step in steps if "reboot via" in step] == ["reboot via auto (RESTART_VM)"], steps
+    assert node.steps.count(Step.NAME_PROVIDER.value) == 3, "a few attempts, then on without it"
 
 
 async def test_a_forced_reboot_after_a_graceful_one_names_the_provider_that_took_the_first(
@@ -113,7 +131,7 @@ async def test_a_forced_reboot_after_a_graceful_one_names_the_provider_that_took
     handle = time_skipping_env.client.get_workflow_handle(workflow_id_for(node.name))
     steps = await summaries(handle, EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
     reboots = [step for step in steps if "reboot via" in step]
-    assert reboots == ["graceful reboot via auto (RESTART_VM)", "reboot via fake (RESTART_VM)"], steps
+    assert reboots == ["graceful reboot via fake (RESTART_VM)", "reboot via fake (RESTART_VM)"], steps
 
 
 async def test_the_phase_since_attribute_holds_when_the_current_phase_began(
