@@ -244,7 +244,9 @@ async def _worker(settings: WorkerSettings, client: Client, api: ApiClient) -> A
             background: list[asyncio.Task[None]] = []
             if settings.metrics_address is not None:  # counted only where something serves the figures
                 runtime = client.service_client.config.runtime or Runtime.default()
-                gauges = VisibilityGauges(client, runtime.metric_meter, stuck_after=settings.stuck_after)
+                gauges = VisibilityGauges(
+                    client, runtime.metric_meter, stuck_after=settings.stuck_after, governors=[governor_id]
+                )
                 background.append(asyncio.create_task(gauges.run(), name="gpuheal-visibility-gauges"))
             if watch is not None:
                 background.append(asyncio.create_task(watch.follow(settings.policy_reload, configure_governor)))

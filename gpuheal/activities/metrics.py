@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from temporalio import activity
@@ -73,9 +73,11 @@ def stuck_query(phase: Phase, entered_before: datetime) -> str:
 class VisibilityGauges:
     """Every `every`, the running remediations per phase, those stuck in it for over `stuck_after`
     (by `GpuhealPhaseSince`), and those waiting for an approval, counted fleet-wide in Temporal's
-    visibility store, and each running governor's permits and breaker, by its `status` query: every
-    worker replica reports the same fresh figures, wherever the governor runs. A count or query that
-    fails is logged and its gauges keep the last figures."""
+    visibility store, and the permits and breaker of the `governors` (the worker's own: the one of
+    its task queue), by their `status` query: every worker replica reports the same fresh figures,
+    wherever the governor runs. A governor not running holds nothing. Only its own governors are
+    asked: one of another task queue that no worker serves any more would hold up every pass until
+    its query timed out. A count or query that fails is logged and its gauges keep the last figures."""
 
     def __init__(
         self,
@@ -83,6 +85,7 @@ class VisibilityGauges:
         meter: MetricMeter,
         *,
         stuck_after: timedelta,
+        governors: Sequence[str] = (),
         every: timedelta = timedelta(seconds=30),
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -98,8 +101,7 @@ class VisibilityGauges:
         self._held = meter.create_gauge(PERMITS_HELD, "Fleet permits held by remediations.")
         self._waiting = meter.create_gauge(PERMITS_WAITING, "Remediations waiting for a fleet permit.")
         self._breaker = meter.create_gauge(BREAKER_OPEN, "1 while the fleet's circuit breaker is tripped.")
-        # The governors reported: one that ends holds no permit and trips nothing any more.
-        self._governors: set[str] = set()
+        self._governors = tuple(governors)
 
     async def run(self) -> None:
         """Count, then again every `every`, until cancelled; a failed count never stops the counting."""
@@ -129,21 +131,23 @@ class VisibilityGauges:
         await self._ask_governors()
 
     async def _ask_governors(self) -> None:
+        if not self._governors:
+            return
         try:
             running = {execution.id async for execution in self._client.list_workflows(GOVERNORS_QUERY)}
         except RPCError as error:
             log.warning("cannot list the fleet governors: %s", error.message)
             return
-        for governor_id in sorted(running):
-            status = await self._governor_status(governor_id)
+        asked = [governor_id for governor_id in self._governors if governor_id in running]
+        answers = await asyncio.gather(*(self._governor_status(governor_id) for governor_id in asked))
+        for governor_id, status in zip(asked, answers, strict=True):
             if status is not None:
                 state = status.state
                 self._set_governor(
                     governor_id, len(state.held), len(state.waiting), breaker_open=state.tripped is not None
                 )
-        for ended in self._governors - running:
-            self._set_governor(ended, 0, 0, breaker_open=False)
-        self._governors = running
+        for idle in set(self._governors) - running:  # not started yet, or ended: it holds nothing
+            self._set_governor(idle, 0, 0, breaker_open=False)
 
     async def _governor_status(self, governor_id: str) -> GovernorStatus | None:
         handle = self._client.get_workflow_handle_for(GovernorWorkflow.run, governor_id)

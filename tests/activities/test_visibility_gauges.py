@@ -92,10 +92,11 @@ async def test_every_replica_reports_each_governors_permits_and_breaker_fresh(se
     0 on every replica, and a governor that ended holds nothing."""
     buffer = MetricBuffer(10_000)
     meter = Runtime(telemetry=TelemetryConfig(metrics=buffer)).metric_meter
-    gauges = VisibilityGauges(server.client, meter, stuck_after=timedelta(hours=1))
     figures: dict[tuple[str, str], float] = {}
+    gauges: VisibilityGauges | None = None
 
     async def reads(governor_id: str, expected: Mapping[str, float]) -> bool:
+        assert gauges is not None
         await gauges.count()
         for update in buffer.retrieve_updates():
             if "governor" in update.attributes:
@@ -107,6 +108,10 @@ async def test_every_replica_reports_each_governors_permits_and_breaker_fresh(se
     trip = {PERMITS_HELD: 0, PERMITS_WAITING: 2, BREAKER_OPEN: 1}
     async with fleets(server.client) as governed:
         fleet, ending = await governed(4, limits), await governed(4, limits)
+        # A worker asks its own governors only; these two are the ones asked here.
+        gauges = VisibilityGauges(
+            server.client, meter, stuck_after=timedelta(hours=1), governors=[fleet.governor_id, ending.governor_id]
+        )
         waiting = await tripped(fleet)
         await tripped(ending)
         await eventually(lambda: reads(fleet.governor_id, trip), "the tripped breaker and the asks waiting")
@@ -123,3 +128,28 @@ async def test_every_replica_reports_each_governors_permits_and_breaker_fresh(se
         await eventually(
             lambda: reads(ending.governor_id, {PERMITS_WAITING: 0, BREAKER_OPEN: 0}), "the ended governor's zeros"
         )
+
+
+async def test_a_worker_reports_its_own_governor_only_and_one_not_started_holds_nothing(server: DevServer) -> None:
+    """The governor of the worker's queue reads 0 before its first ask starts it; a governor of
+    another queue (one no worker may serve any more) is never asked, so it holds up no pass."""
+    buffer = MetricBuffer(10_000)
+    meter = Runtime(telemetry=TelemetryConfig(metrics=buffer)).metric_meter
+    limits = FleetPolicy(budget=FleetBudget(max_concurrent=10, max_percent=100))
+    async with fleets(server.client) as governed:
+        other = await governed(2, limits)
+        first, _ = nodes_of(other)
+        await wait_for_phase(await other.fault(first), Phase.RESOLVED)  # its governor runs on
+        gauges = VisibilityGauges(server.client, meter, stuck_after=timedelta(hours=1), governors=["own-governor"])
+        await gauges.count()
+
+    figures = {
+        (update.metric.name, str(update.attributes["governor"])): update.value
+        for update in buffer.retrieve_updates()
+        if "governor" in update.attributes
+    }
+    assert figures == {
+        (PERMITS_HELD, "own-governor"): 0,
+        (PERMITS_WAITING, "own-governor"): 0,
+        (BREAKER_OPEN, "own-governor"): 0,
+    }
