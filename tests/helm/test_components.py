@@ -229,26 +229,27 @@ def test_each_component_has_its_own_account_with_exactly_its_rbac(chart: helm.Ch
             ("Role", "default", [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]),
         ],
         "injector-api": [("Role", NAMESPACE, [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}])],
+        "injector-agent": [],
         "eventgen": [],
         "telemetry": [],
         "search-attributes": [],
     }  # fmt: skip
-    # Those that never call the Kubernetes API get no token at all.
-    for component in ("eventgen", "telemetry", "search-attributes"):
-        [account] = [
-            a for a in accounts.values() if a["metadata"]["labels"]["app.kubernetes.io/component"] == component
-        ]
-        assert account["automountServiceAccountToken"] is False
-        workloads = [
-            d
-            for d in docs
-            if d["kind"] in {"Deployment", "DaemonSet", "Job"}
-            and d["metadata"]["labels"]["app.kubernetes.io/component"] == component
-        ]
-        for workload in workloads:
-            pod = workload["spec"]["template"]["spec"]
-            assert pod["serviceAccountName"] == account["metadata"]["name"]
+    # Every workload runs as its component's account (the governor as the workers'), never as the
+    # namespace's default, which others may grant rights to; those that never call the Kubernetes API
+    # get no token at all.
+    tokenless = {"injector-agent", "eventgen", "telemetry", "search-attributes"}
+    workloads = [d for d in docs if d["kind"] in {"Deployment", "DaemonSet", "Job"}]
+    for workload in workloads:
+        component = workload["metadata"]["labels"]["app.kubernetes.io/component"]
+        pod = workload["spec"]["template"]["spec"]
+        account = accounts.get(pod.get("serviceAccountName", "default"))
+        assert account is not None, f"{workload['metadata']['name']} runs as no account of the chart's"
+        owner = account["metadata"]["labels"]["app.kubernetes.io/component"]
+        assert owner == {"governor": "worker"}.get(component, component)
+        if component in tokenless:
+            assert account["automountServiceAccountToken"] is False
             assert pod["automountServiceAccountToken"] is False
+    assert tokenless <= {w["metadata"]["labels"]["app.kubernetes.io/component"] for w in workloads}
 
 
 @pytest.mark.parametrize(

@@ -43,7 +43,7 @@ def test_every_injector_manifest_is_valid_kubernetes_and_lints_clean(chart: helm
     chart.validate_schema(ON)
     docs = injector_docs(chart, ON)
     assert sorted(d["kind"] for d in docs) == sorted(
-        ["DaemonSet", "Deployment", "Service", "ServiceAccount", "Role", "RoleBinding", "Secret"]
+        ["DaemonSet", "Deployment", "Service", "ServiceAccount", "ServiceAccount", "Role", "RoleBinding", "Secret"]
     )
     for doc in docs:
         kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
