@@ -11,7 +11,6 @@ from typing import Any
 
 import click
 import helm_python as helm
-import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml  # type: ignore[import-untyped]
 
@@ -22,7 +21,6 @@ from gpuheal.tools.telemetry.settings import settings_from as telemetry_settings
 from gpuheal.worker import WorkerSettings
 from tests.chart import CHART_DIR, KUBE_VERSION, NAMESPACE, ROOT, render
 from tests.helm.test_chart import (
-    OPERATOR_KINDS,
     SCENARIOS,
     chart,
     container,
@@ -33,6 +31,7 @@ from tests.helm.test_chart import (
     parsed_worker_args,
     volumes_by_name,
 )
+from tests.helm.validation import validate_strictly
 
 __all__ = ["chart"]  # test_chart's fixture
 
@@ -194,8 +193,7 @@ def test_everything_on_renders_every_component_as_valid_kubernetes(chart: helm.C
         "worker", "governor", "agent", "eventgen", "telemetry", "injector-agent", "injector-api", "search-attributes", "metrics",
     } <= components  # fmt: skip
     for doc in docs:
-        if doc["kind"] not in OPERATOR_KINDS:
-            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+        validate_strictly(doc)
 
 
 def test_each_component_has_its_own_account_with_exactly_its_rbac(chart: helm.Chart) -> None:
