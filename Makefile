@@ -59,9 +59,17 @@ CONTAINER_ENGINE ?= $(shell command -v podman || command -v docker)
 # Read when a target uses it (make image, make -n image too): an empty tag is no image's.
 VERSION = $(or $(shell $(PYTHON) -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])'),$(error make image: $(PYTHON) could not read the project's version from pyproject.toml (it needs Python 3.11 or newer for tomllib: set PYTHON to one)))
 
+# The commit built and its time (not the build's: the same commit labels the same), for the image's
+# revision and created labels; outside a git checkout they are not passed and the Containerfile's
+# defaults say so.
+GIT ?= git
+REVISION = $(shell $(GIT) rev-parse HEAD 2>/dev/null)
+CREATED = $(shell $(GIT) log -1 --format=%cI HEAD 2>/dev/null)
+
 image:
 	@test -n "$(CONTAINER_ENGINE)" || { echo "make image: neither podman nor docker is installed (or set CONTAINER_ENGINE)" >&2; exit 1; }
 	$(CONTAINER_ENGINE) build -f Containerfile --build-arg UV_VERSION=$(UV_VERSION) --build-arg VERSION=$(VERSION) \
+		$(if $(REVISION),--build-arg REVISION=$(REVISION)) $(if $(CREATED),--build-arg CREATED=$(CREATED)) \
 		-t $(IMAGE):$(VERSION) .
 
 clean:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tomllib
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml  # type: ignore[import-untyped]
@@ -182,25 +183,59 @@ def test_the_image_uses_the_makefiles_uv_and_the_projects_python() -> None:
     assert re.fullmatch(rf".*/python:{re.escape(python)}\.\d+-slim-\w+", default_arg("PYTHON_IMAGE"))
 
 
+ENGINE = "/usr/bin/podman"
+
+
+def make_image_dry_run(*variables: str) -> str:
+    """The build command `make image` would run, on one line, with an engine named (none is needed to print it)."""
+    result = subprocess.run(
+        ["make", "-n", "image", f"CONTAINER_ENGINE={ENGINE}", *variables],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return " ".join(result.stdout.replace("\\\n", " ").split())
+
+
+def image_labels() -> dict[str, str]:
+    return dict(re.findall(r'(org\.opencontainers\.image\.\w+)="([^"]*)"', " ".join(stages()[-1].all("LABEL"))))
+
+
 def test_make_image_tags_the_charts_image_with_the_projects_version() -> None:
-    engine = "/usr/bin/podman"
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     chart = yaml.safe_load((ROOT / "helm" / "gpuheal" / "Chart.yaml").read_text())
     values = yaml.safe_load((ROOT / "helm" / "gpuheal" / "values.yaml").read_text())
-    # A dry run: the commands make would run, with an engine named (none is needed to print them).
-    result = subprocess.run(
-        ["make", "-n", "image", f"CONTAINER_ENGINE={engine}"], cwd=ROOT, capture_output=True, text=True, check=True
-    )
-    build = " ".join(result.stdout.replace("\\\n", " ").split())
-    assert f"{engine} build -f Containerfile" in build
+    build = make_image_dry_run()
+    assert f"{ENGINE} build -f Containerfile" in build
     assert f"--build-arg VERSION={project['version']}" in build
     assert f"-t {values['image']['repository']}:{chart['appVersion']}" in build
     assert chart["appVersion"] == project["version"]
-    labels = dict(re.findall(r'(org\.opencontainers\.image\.\w+)="([^"]*)"', " ".join(stages()[-1].all("LABEL"))))
+    labels = image_labels()
     assert labels["org.opencontainers.image.version"] == "${VERSION}"
     assert labels["org.opencontainers.image.title"] == project["name"]
     assert labels["org.opencontainers.image.description"] == project["description"]
     assert labels["org.opencontainers.image.licenses"] == project["license"]
+
+
+def test_make_image_labels_the_commit_built_and_its_commit_time() -> None:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+    revision, created = git("rev-parse", "HEAD"), git("log", "-1", "--format=%cI", "HEAD")
+    # The commit's time, not the build's: two builds of one commit label it alike.
+    assert datetime.fromisoformat(created).tzinfo is not None
+    build = make_image_dry_run()
+    assert f"--build-arg REVISION={revision}" in build
+    assert f"--build-arg CREATED={created}" in build
+    assert image_labels()["org.opencontainers.image.revision"] == "${REVISION}"
+    assert image_labels()["org.opencontainers.image.created"] == "${CREATED}"
+    # Outside a git checkout make passes neither, and a plain build takes the Containerfile's defaults:
+    # no revision it does not know, and the epoch (RFC 3339) for a date that does not vary.
+    build = make_image_dry_run("GIT=false")
+    assert "REVISION" not in build and "CREATED" not in build
+    assert default_arg("REVISION") == "unknown"
+    assert datetime.fromisoformat(default_arg("CREATED")) == datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def test_the_image_runs_the_build_stages_venv_with_the_python_it_was_built_with() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import helm_python as helm
-import kubernetes_validate  # type: ignore[import-untyped]
+import jsonschema  # type: ignore[import-untyped]
 import pytest
 import yaml  # type: ignore[import-untyped]
 
@@ -26,6 +26,7 @@ from gpuheal.protos.sockets import DEVICE_API_SOCKET, HEALTH_EVENTS_SOCKET
 from gpuheal.tools.eventgen import settings_from as eventgen_settings
 from tests import permissions
 from tests.chart import CHART_DIR, DEMO_COPY, KUBE_VERSION, NAMESPACE, RELEASE, demo_copy_text, render
+from tests.helm.validation import validate_strictly
 
 TLS_SECRET = "temporal-client-tls"
 API_KEY_SECRET = "temporal-api-key"
@@ -80,9 +81,6 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "eventgen-profile": {"eventgen": {"enabled": True, "profile": "light"}},
     "everything-on": yaml.safe_load((Path(__file__).parent / "everything-on.yaml").read_text()),
 }
-
-# The Prometheus operator's kinds, which kubernetes-validate has no schema for (tests/helm/test_metrics.py checks them).
-OPERATOR_KINDS = {"ServiceMonitor", "PrometheusRule"}
 
 Manifest = dict[str, Any]
 
@@ -176,8 +174,7 @@ def test_every_manifest_is_valid_kubernetes(chart: helm.Chart, scenario: str) ->
     docs = render(chart, values)
     assert sorted(d["kind"] for d in docs) == expected_kinds(values)
     for doc in docs:
-        if doc["kind"] not in OPERATOR_KINDS:
-            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+        validate_strictly(doc)
         labels = doc["metadata"]["labels"]
         assert labels["app.kubernetes.io/name"] == "gpuheal"
         assert labels["app.kubernetes.io/instance"] == RELEASE
@@ -187,8 +184,8 @@ def test_every_manifest_is_valid_kubernetes(chart: helm.Chart, scenario: str) ->
 def test_strict_validation_rejects_unknown_fields(chart: helm.Chart) -> None:
     deployment = copy.deepcopy(one(render(chart, {}), "Deployment", "worker"))
     container(deployment)["securityContext"]["runAsNonRot"] = True
-    with pytest.raises(kubernetes_validate.ValidationError):
-        kubernetes_validate.validate(deployment, KUBE_VERSION, strict=True)
+    with pytest.raises(jsonschema.ValidationError, match="runAsNonRot"):
+        validate_strictly(deployment)
 
 
 def test_chart_lints_clean() -> None:
@@ -346,7 +343,7 @@ def test_the_governor_can_run_in_a_deployment_of_its_own(chart: helm.Chart, tmp_
     governor_args[governor_args.index("--policy") + 1] = str(tmp_path / "policy.yaml")
     assert worker_command.make_context("worker", governor_args[1:]).params["role"].value == "governor"
     for doc in (worker, governor):
-        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+        validate_strictly(doc)
 
 
 @pytest.mark.parametrize(

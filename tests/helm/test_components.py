@@ -11,7 +11,6 @@ from typing import Any
 
 import click
 import helm_python as helm
-import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml  # type: ignore[import-untyped]
 
@@ -22,7 +21,6 @@ from gpuheal.tools.telemetry.settings import settings_from as telemetry_settings
 from gpuheal.worker import WorkerSettings
 from tests.chart import CHART_DIR, KUBE_VERSION, NAMESPACE, ROOT, render
 from tests.helm.test_chart import (
-    OPERATOR_KINDS,
     SCENARIOS,
     chart,
     container,
@@ -33,6 +31,7 @@ from tests.helm.test_chart import (
     parsed_worker_args,
     volumes_by_name,
 )
+from tests.helm.validation import validate_strictly
 
 __all__ = ["chart"]  # test_chart's fixture
 
@@ -194,8 +193,7 @@ def test_everything_on_renders_every_component_as_valid_kubernetes(chart: helm.C
         "worker", "governor", "agent", "eventgen", "telemetry", "injector-agent", "injector-api", "search-attributes", "metrics",
     } <= components  # fmt: skip
     for doc in docs:
-        if doc["kind"] not in OPERATOR_KINDS:
-            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+        validate_strictly(doc)
 
 
 def test_each_component_has_its_own_account_with_exactly_its_rbac(chart: helm.Chart) -> None:
@@ -229,26 +227,27 @@ def test_each_component_has_its_own_account_with_exactly_its_rbac(chart: helm.Ch
             ("Role", "default", [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]),
         ],
         "injector-api": [("Role", NAMESPACE, [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}])],
+        "injector-agent": [],
         "eventgen": [],
         "telemetry": [],
         "search-attributes": [],
     }  # fmt: skip
-    # Those that never call the Kubernetes API get no token at all.
-    for component in ("eventgen", "telemetry", "search-attributes"):
-        [account] = [
-            a for a in accounts.values() if a["metadata"]["labels"]["app.kubernetes.io/component"] == component
-        ]
-        assert account["automountServiceAccountToken"] is False
-        workloads = [
-            d
-            for d in docs
-            if d["kind"] in {"Deployment", "DaemonSet", "Job"}
-            and d["metadata"]["labels"]["app.kubernetes.io/component"] == component
-        ]
-        for workload in workloads:
-            pod = workload["spec"]["template"]["spec"]
-            assert pod["serviceAccountName"] == account["metadata"]["name"]
+    # Every workload runs as its component's account (the governor as the workers'), never as the
+    # namespace's default, which others may grant rights to; those that never call the Kubernetes API
+    # get no token at all.
+    tokenless = {"injector-agent", "eventgen", "telemetry", "search-attributes"}
+    workloads = [d for d in docs if d["kind"] in {"Deployment", "DaemonSet", "Job"}]
+    for workload in workloads:
+        component = workload["metadata"]["labels"]["app.kubernetes.io/component"]
+        pod = workload["spec"]["template"]["spec"]
+        account = accounts.get(pod.get("serviceAccountName", "default"))
+        assert account is not None, f"{workload['metadata']['name']} runs as no account of the chart's"
+        owner = account["metadata"]["labels"]["app.kubernetes.io/component"]
+        assert owner == {"governor": "worker"}.get(component, component)
+        if component in tokenless:
+            assert account["automountServiceAccountToken"] is False
             assert pod["automountServiceAccountToken"] is False
+    assert tokenless <= {w["metadata"]["labels"]["app.kubernetes.io/component"] for w in workloads}
 
 
 @pytest.mark.parametrize(

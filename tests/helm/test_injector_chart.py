@@ -7,13 +7,13 @@ import base64
 from typing import Any
 
 import helm_python as helm
-import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 
 from gpuheal.address import EVERY_ADDRESS, parse_listen_address
 from gpuheal.commands.injector import injector as injector_command
 from tests.chart import CHART_DIR, KUBE_VERSION, NAMESPACE, RELEASE, render
 from tests.helm.test_chart import chart, container, follows, mounts_by_name, one, volumes_by_name
+from tests.helm.validation import validate_strictly
 
 __all__ = ["chart"]  # the module's chart fixture, shared with test_chart
 
@@ -43,10 +43,10 @@ def test_every_injector_manifest_is_valid_kubernetes_and_lints_clean(chart: helm
     chart.validate_schema(ON)
     docs = injector_docs(chart, ON)
     assert sorted(d["kind"] for d in docs) == sorted(
-        ["DaemonSet", "Deployment", "Service", "ServiceAccount", "Role", "RoleBinding", "Secret"]
+        ["DaemonSet", "Deployment", "Service", "ServiceAccount", "ServiceAccount", "Role", "RoleBinding", "Secret"]
     )
     for doc in docs:
-        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+        validate_strictly(doc)
     report = helm.lint(CHART_DIR, ON, strict=True, namespace=NAMESPACE, kube_version=f"v{KUBE_VERSION}")
     assert report["errors"] == []
 
