@@ -106,8 +106,10 @@ MEBIBYTES = FlagUnit(shown=lambda size: size // MIB, taken=lambda mebibytes: meb
 @click.option(
     "--health-address",
     envvar="GPUHEAL_HEALTH_ADDRESS",
+    default="127.0.0.1:9465",  # loopback: metrics for a local scraper, reachable by no other machine
+    show_default=True,
     help="Serve GET /metrics and /readyz over HTTP on HOST:PORT (a bare PORT: 127.0.0.1; *:PORT: every "
-    "address, IPv4 and IPv6); off when unset [env GPUHEAL_HEALTH_ADDRESS].",
+    "address, IPv4 and IPv6); empty to disable [env GPUHEAL_HEALTH_ADDRESS].",
 )
 @setting_option(
     AgentSettings,
@@ -204,7 +206,7 @@ def agent(
     intake_tcp_port: int | None,
     max_bytes: int,
     shutdown_grace: timedelta,
-    health_address: str | None,
+    health_address: str,
     gpu_reset: str,
     nvidia_smi: str,
     confirm_timeout: timedelta,

@@ -227,7 +227,7 @@ class RemediationWorkflow:
         if raised is not self._action:
             self._action = raised
             if self._history:
-                workflow.logger.info("action raised to %s by a new fault", raised.name, extra={"gpu": fault.gpu_uuids})
+                self._log("action raised to %s by a new fault", raised.name)
         self._publish()
 
     @workflow.signal(name=PERMIT_SIGNAL.name)
@@ -598,7 +598,7 @@ class RemediationWorkflow:
                 RELEASE_SIGNAL.name, PermitReturn(permit_id=self._holder(), outcome=self._phase.value)
             )
         except FailureError as error:
-            workflow.logger.info("permit not returned: governor %s is gone (%s)", self._asked.governor_id, error)
+            self._log("permit not returned: governor %s is gone (%s)", self._asked.governor_id, error)
 
     async def _quarantine(self) -> Verdict:
         record = await self._run(
@@ -799,8 +799,10 @@ class RemediationWorkflow:
                     state = await self._wait_for_node(boot, repair.graceful_timeout)
                     rung = decisions.after_graceful_wait(boot, state)
                     if rung is Rung.REBOOT:
-                        workflow.logger.info(
-                            "%s did not restart gracefully within %s; forcing it", self._node, repair.graceful_timeout
+                        self._log(
+                            "%s did not restart gracefully within %s; forcing it",
+                            self._node,
+                            repair.graceful_timeout,
                         )
                 case Rung.AWAIT_NODE:
                     assert boot is not None
@@ -946,9 +948,7 @@ class RemediationWorkflow:
         return self._policy.repair.strategy_for(self._action) is RepairStrategy.GPU_RESET
 
     def _reset_failed(self, outcome: ResetOutcome, why: str) -> ResetOutcome:
-        workflow.logger.info(
-            "GPU reset on %s failed (%s); rebooting instead", self._node, why, extra={"gpu": self._gpu_uuids()}
-        )
+        self._log("GPU reset on %s failed (%s); rebooting instead", self._node, why)
         self._repair_log.append(f"GPU reset did not repair the node ({why}); rebooting instead")
         return outcome
 
@@ -1225,6 +1225,10 @@ class RemediationWorkflow:
 
     def _gpu_uuids(self) -> list[str]:
         return sorted({uuid for f in self._faults for uuid in f.gpu_uuids})
+
+    def _log(self, message: str, *args: object) -> None:
+        """Every line of the run names its GPUs (the logger adds the workflow id and, from it, the node)."""
+        workflow.logger.info(message, *args, extra={"gpu": self._gpu_uuids()})
 
     def _count_repair(self) -> None:
         self._repairs += 1

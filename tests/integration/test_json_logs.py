@@ -87,6 +87,8 @@ async def test_a_remediation_logs_json_lines_naming_its_workflow_node_and_gpu(
     for entry in remediation_lines:
         assert (entry.get("workflow_id"), entry.get("node")) == (workflow_id_for(NODE), NODE), entry
         assert "({" not in entry["message"], "Temporal's details are fields, not text in the message"
+        if entry["logger"] == "temporalio.workflow":
+            assert entry.get("gpu"), f"a workflow line without its GPUs: {entry}"
     assert the_one(worker_log, "ordered a reset of")["gpu"] == [gpu_uuid]
     workflow_line = the_one(worker_log, f"GPU reset on {NODE} failed")
     activity_line = the_one(worker_log, f"quarantined {NODE}")

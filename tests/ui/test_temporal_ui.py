@@ -3,20 +3,25 @@
 A remediation on the simulated fleet waits for a person's approval (its policy asks for one). The
 UI's list shows it with its phase; its detail page shows the static summary (node, XID, GPU, action),
 the current details (the phases passed, the one it is in, what it waits for) and the summary of each
-step in its history. Once approved it resolves, and the page says so. Screenshots of each view are
-kept in the test's tmp dir (the README's, in docs/, come from a run of this test).
+step in its history. Once approved it resolves: the page says so, and the list shows the run
+Completed and Resolved.
+
+Screenshots of each view are kept in the test's tmp dir; with GPUHEAL_UI_SCREENSHOTS set to a folder
+they are written there instead. The README's come from one run of this test so:
+`GPUHEAL_UI_SCREENSHOTS=docs .venv/bin/pytest tests/ui/test_temporal_ui.py`.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from playwright.async_api import FrameLocator, Page, ViewportSize, expect
+from playwright.async_api import FrameLocator, Locator, Page, ViewportSize, expect
 
 from gpuheal.control import remediations
 from gpuheal.domain.actions import RecommendedAction
@@ -43,6 +48,16 @@ DETAIL_VIEW = ViewportSize(width=1600, height=900)
 WAIT = 60_000
 # The user metadata tab renders each text (Markdown) in a frame of its own, in this order.
 SUMMARY, DETAILS, CURRENT_DETAILS = range(3)
+# A folder (relative to where pytest runs) that takes the screenshots in place of the test's tmp dir.
+SCREENSHOTS = "GPUHEAL_UI_SCREENSHOTS"
+
+
+def screenshot_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if folder := os.environ.get(SCREENSHOTS):
+        path = Path(folder)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    return tmp_path_factory.mktemp("screenshots")
 
 
 async def choose_columns(page: Page) -> None:
@@ -59,7 +74,7 @@ def metadata(page: Page, section: int) -> FrameLocator:
 async def test_the_ui_shows_a_remediation_s_summary_phases_and_steps_while_it_waits_for_approval_and_once_resolved(
     make_stack: StackFactory, page: Page, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    shots = tmp_path_factory.mktemp("screenshots")
+    shots = screenshot_folder(tmp_path_factory)
     stack = await make_stack()
     gpu = stack.cluster.inject_fault(NODE, xid=79, gpu=0)["gpu"]["uuid"]
     fault = Fault(
@@ -82,15 +97,14 @@ async def test_the_ui_shows_a_remediation_s_summary_phases_and_steps_while_it_wa
 
     await eventually(awaiting_approval, "AwaitingApproval", timeout=60)
     ui = stack.server.ui_url
-    run = f"{ui}/namespaces/{NAMESPACE}/workflows/{workflow_id_for(NODE)}/{handle.result_run_id}"
+    workflows = f"{ui}/namespaces/{NAMESPACE}/workflows"
+    run = f"{workflows}/{workflow_id_for(NODE)}/{handle.result_run_id}"
     summary = f"{NODE} · XID 79 · {gpu[:12]}… → RESTART_BM"
 
     # The list: the run, with its phase.
     await choose_columns(page)
     await page.set_viewport_size(LIST_VIEW)
-    await page.goto(f"{ui}/namespaces/{NAMESPACE}/workflows")
-    row = page.get_by_role("row").filter(has_text=workflow_id_for(NODE))
-    await expect(row).to_be_visible(timeout=WAIT)
+    row = await list_row(page, workflows)
     await expect(row).to_contain_text("AwaitingApproval", timeout=WAIT)
     await expect(row).to_contain_text("RESTART_BM")
     await page.screenshot(path=shots / "ui-list.png")
@@ -111,6 +125,7 @@ async def test_the_ui_shows_a_remediation_s_summary_phases_and_steps_while_it_wa
     await page.get_by_role("button", name="Compact").click()
     for step in (f"cordon + taint {NODE}", f"drain pass on {NODE}", "a person's approval or rejection, for up to 1d"):
         await expect(page.get_by_text(step).first).to_be_visible(timeout=WAIT)
+    await to_the_top(page.get_by_role("heading", name="Event History"))
     await page.screenshot(path=shots / "ui-history-awaiting-approval.png")
 
     await remediations.send_decision(
@@ -122,6 +137,7 @@ async def test_the_ui_shows_a_remediation_s_summary_phases_and_steps_while_it_wa
     # Resolved: the timeline's reboot names the provider "auto" picked ...
     await page.goto(f"{run}/timeline")
     await expect(page.get_by_text("reboot via simulator (RESTART_BM)").first).to_be_visible(timeout=WAIT)
+    await to_the_top(page.get_by_role("heading", name="Timeline"))
     await page.screenshot(path=shots / "ui-timeline-resolved.png")
     # ... and the details tell the whole run: every phase, who approved, the provider and its machine.
     await page.goto(f"{run}/user-metadata")
@@ -133,6 +149,27 @@ async def test_the_ui_shows_a_remediation_s_summary_phases_and_steps_while_it_wa
     await expect(current.get_by_text("provider simulator took the reboot request")).to_be_visible()
     await expect(current.get_by_text(f"sim://{NODE}")).to_be_visible()
     await page.screenshot(path=shots / "ui-resolved.png")
+
+    # The list: the run completed, in its last phase.
+    await page.set_viewport_size(LIST_VIEW)
+    row = await list_row(page, workflows)
+    await expect(row).to_contain_text("Completed", timeout=WAIT)
+    await expect(row).to_contain_text(Phase.RESOLVED.value, timeout=WAIT)
+    await expect(row).not_to_contain_text(Phase.AWAITING_APPROVAL.value)
+    await page.screenshot(path=shots / "ui-list-resolved.png")
+
+
+async def to_the_top(section: Locator) -> None:
+    """Scroll the page so that `section` starts at the top: the screenshot shows the steps, not the input."""
+    await section.evaluate("element => element.scrollIntoView({block: 'start'})")
+
+
+async def list_row(page: Page, workflows: str) -> Locator:
+    """The remediation's row in the UI's list of workflows (at `workflows`), once it shows."""
+    await page.goto(workflows)
+    row = page.get_by_role("row").filter(has_text=workflow_id_for(NODE))
+    await expect(row).to_be_visible(timeout=WAIT)
+    return row
 
 
 async def test_the_ui_listens_on_the_port_asked_for_on_loopback_only() -> None:
