@@ -1,7 +1,7 @@
 """The agent's health endpoint: `GET /metrics` (Prometheus text) and `GET /readyz` over HTTP.
 
-Off unless an address is given (`gpuheal agent --health-address HOST:PORT`); a bare `PORT` or
-`:PORT` listens on loopback only. `/readyz` answers 200 `ok` while the agent would lose nothing if
+`gpuheal agent` serves it on 127.0.0.1:9465 unless `--health-address` says otherwise (`''` turns it
+off, `*:PORT` is every address); a bare `PORT` or `:PORT` listens on loopback only. `/readyz` answers 200 `ok` while the agent would lose nothing if
 it stopped now, and 503 with a one-line reason otherwise (a lane holds faults in memory because the
 disk refused them, a spool is over its budget). `/metrics` serves the registry it is given, one per
 agent, so several agents can run in one process (the tests, the demo).
