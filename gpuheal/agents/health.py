@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
@@ -20,6 +21,15 @@ from prometheus_client.registry import CollectorRegistry
 from gpuheal.address import bind_host
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HealthEndpointSettings:
+    """Where `gpuheal agent` serves this endpoint unless told otherwise: loopback, so a scraper on the
+    machine reads the metrics and no other machine can. `AgentSettings` itself leaves it off, since
+    several agents run in one process in the tests and the demo."""
+
+    health_address: str | None = "127.0.0.1:9465"
 
 
 class HealthServerError(RuntimeError):

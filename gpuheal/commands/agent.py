@@ -10,6 +10,7 @@ import click
 from gpuheal.agents.agent import AgentSettings
 from gpuheal.agents.check import GPU_CHECK_MODES, GpuCheckMode
 from gpuheal.agents.diagnostics import COLLECTOR_MODES, CollectorMode, destination
+from gpuheal.agents.health import HealthEndpointSettings
 from gpuheal.agents.kmsg.follow import KernelLogFormat, ReadFrom
 from gpuheal.agents.publisher import PublisherSettings, RetrySettings, SpoolLimits
 from gpuheal.agents.publisher.spool import MIB
@@ -20,7 +21,7 @@ from gpuheal.control.logformat import name_node_on_every_line
 from gpuheal.domain.policy_document import AgentPolicy
 from gpuheal.params import XidPolicyFile
 from gpuheal.policyfile import LoadedPolicy
-from gpuheal.settings_options import PATH_OR_OFF, FlagUnit, setting_option
+from gpuheal.settings_options import PATH_OR_OFF, TEXT_OR_OFF, FlagUnit, setting_option
 
 # The spool's budget is set in bytes and written on the command line in MiB.
 MEBIBYTES = FlagUnit(shown=lambda size: size // MIB, taken=lambda mebibytes: mebibytes * MIB)
@@ -103,11 +104,12 @@ MEBIBYTES = FlagUnit(shown=lambda size: size // MIB, taken=lambda mebibytes: meb
     help="On SIGTERM, how long faults held in memory (the spool's disk refused them) are still delivered "
     "or written to disk before those left are logged as lost [env GPUHEAL_SHUTDOWN_GRACE_SECONDS].",
 )
-@click.option(
+@setting_option(
+    HealthEndpointSettings,
+    "health_address",
     "--health-address",
+    unit=TEXT_OR_OFF,
     envvar="GPUHEAL_HEALTH_ADDRESS",
-    default="127.0.0.1:9465",  # loopback: metrics for a local scraper, reachable by no other machine
-    show_default=True,
     help="Serve GET /metrics and /readyz over HTTP on HOST:PORT (a bare PORT: 127.0.0.1; *:PORT: every "
     "address, IPv4 and IPv6); empty to disable [env GPUHEAL_HEALTH_ADDRESS].",
 )
