@@ -7,7 +7,7 @@ import asyncio
 import tempfile
 from pathlib import Path
 
-from bench import agent, device_api, eventgen, intake, kmsg, latency, providers, replay, storm, telemetry
+from bench import agent, device_api, eventgen, history, intake, kmsg, latency, providers, replay, storm, telemetry
 from gpuheal_sim.demo.devserver import start_dev_server
 
 
@@ -17,6 +17,8 @@ async def main(options: argparse.Namespace) -> None:
         with tempfile.TemporaryDirectory() as state:
             if options.only in (None, "latency"):
                 await latency.run(server, Path(state), options.runs)
+            if options.only in (None, "history"):
+                await history.run(server, Path(state))
             if options.only in (None, "agent"):
                 await agent.run(server)
             if options.only in (None, "kmsg"):
@@ -45,6 +47,7 @@ if __name__ == "__main__":
         "--only",
         choices=[
             "latency",
+            "history",
             "agent",
             "kmsg",
             "replay",

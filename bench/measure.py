@@ -56,3 +56,8 @@ def describe(values: Sequence[float]) -> str:
         f"p50 {percentile(values, 0.5) * 1000:7.1f} ms   p99 {percentile(values, 0.99) * 1000:7.1f} ms   "
         f"mean {statistics.fmean(values) * 1000:7.1f} ms   n={len(values)}"
     )
+
+
+def verdict(benchmark: str, met: bool, figure: str, target: str) -> None:
+    """The one line per target that `make bench` ends each benchmark with."""
+    print(f"VERDICT {benchmark}: {'met' if met else 'missed'} ({figure} vs target {target})")
