@@ -8,7 +8,11 @@ do. Besides throughput and latency, the server's own CPU time per event is repor
 where the clients use up the cores, that is the figure that says what the intake could take. A
 first run against a servicer that does nothing gives the floor: what gRPC in Python costs per call
 on this machine before the intake does any work; a last figure times the intake's own work per
-event (validation, conversion, publisher routing) without gRPC, in this process.
+event (validation, conversion, publisher routing) without gRPC, in this process. The intake alone
+is measured again with 100 events per call, as a monitor that batches sends them.
+
+Each target ends in a `VERDICT` line: the intake against the gRPC floor of the same run, the intake
+with its publisher against the intake alone, and the batched intake's events/s.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from pathlib import Path
 import grpc
 from google.protobuf import empty_pb2
 
-from bench.measure import percentile
+from bench.measure import percentile, verdict
 from gpuheal.agents.intake import IntakeLimits, IntakeServer, IntakeSettings
 from gpuheal.agents.intake.convert import to_domain
 from gpuheal.agents.intake.validate import validate
@@ -42,6 +46,11 @@ from gpuheal.protos import health_event_pb2_grpc as pb_grpc
 
 TARGET_EVENTS_PER_S = 5_000.0
 TARGET_P99_S = 0.001
+# Issue 15's ratios, each against its baseline in the same run, and the batched intake's rate.
+TARGET_INTAKE_VS_FLOOR = 0.9
+TARGET_PUBLISHER_VS_INTAKE = 0.8
+TARGET_BATCHED_EVENTS_PER_S = 20_000.0
+BATCH = 100
 DURATION_S = 3.0
 WARMUP_S = 0.5
 # Time for the client processes to start and connect before the clock starts.
@@ -104,10 +113,15 @@ class NoOpBackends:
         return None
 
 
-def _request(index: int) -> pb.HealthEvents:
-    """A plausible mix: mostly non-fatal XIDs, every tenth fatal (all three lanes), one GPU named."""
+def _request(index: int, batch: int = 1) -> pb.HealthEvents:
+    """`batch` events of a plausible mix: mostly non-fatal XIDs, every tenth fatal (all three lanes),
+    one GPU named."""
+    return pb.HealthEvents(version=1, events=[_event(index * batch + n) for n in range(batch)])
+
+
+def _event(index: int) -> pb.HealthEvent:
     fatal = index % 10 == 0
-    event = pb.HealthEvent(
+    return pb.HealthEvent(
         agent="bench",
         componentClass="GPU",
         checkName="SysLogsXIDError",
@@ -119,7 +133,6 @@ def _request(index: int) -> pb.HealthEvents:
         entitiesImpacted=[pb.Entity(entityType="GPU_UUID", entityValue=f"GPU-{index % 8:08d}")],
         nodeName="bench-node",
     )
-    return pb.HealthEvents(version=1, events=[event])
 
 
 @dataclass(frozen=True)
@@ -130,11 +143,12 @@ class Load:
     clients: int
     measure_from: float  # time.time()
     stop_at: float
+    batch: int = 1  # events per call
 
 
 async def _drive(load: Load) -> list[float]:
     """Call until `stop_at`; the latencies of calls that began inside the window."""
-    requests = [_request(i) for i in range(100)]
+    requests = [_request(i, load.batch) for i in range(100)]
     latencies: list[float] = []
 
     async def client(number: int) -> None:
@@ -170,12 +184,14 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def _measure(serving: AbstractAsyncContextManager[str], processes: int, clients: int, duration: float) -> Figures:
+async def _measure(
+    serving: AbstractAsyncContextManager[str], processes: int, clients: int, duration: float, batch: int = 1
+) -> Figures:
     """Figures for one server (which runs on this event loop), from the clients' processes."""
     async with serving as target:
         context = multiprocessing.get_context("spawn")
         measure_from = time.time() + STARTUP_S + WARMUP_S
-        load = Load(target, clients, measure_from, measure_from + duration)
+        load = Load(target, clients, measure_from, measure_from + duration, batch)
         queues = [context.SimpleQueue() for _ in range(processes)]
         workers = [context.Process(target=_client_process, args=(load, queue)) for queue in queues]
         for worker in workers:
@@ -192,10 +208,10 @@ async def _measure(serving: AbstractAsyncContextManager[str], processes: int, cl
     if not latencies:
         raise RuntimeError("no call completed inside the window: the clients started too late")
     return Figures(
-        events_per_s=len(latencies) / duration,
+        events_per_s=len(latencies) * batch / duration,
         p50_s=percentile(latencies, 0.5),
         p99_s=percentile(latencies, 0.99),
-        server_cpu_per_event_s=cpu / len(latencies),
+        server_cpu_per_event_s=cpu / (len(latencies) * batch),
     )
 
 
@@ -218,15 +234,20 @@ async def run(
     socket_dir = Path(tempfile.mkdtemp(prefix="gh-bench-", dir="/tmp"))
     backends = NoOpBackends()
     publisher = Publisher(socket_dir / "spool", device_api=backends, nodes=backends, remediations=backends)
-    runs: dict[str, tuple[str, AbstractAsyncContextManager[str]]] = {
-        "grpc_floor": ("gRPC floor, empty handler", _floor_server(socket_dir / "floor.sock")),
-        "intake": ("intake, counting sink", _intake_server(CountingSink(), socket_dir / "intake.sock")),
-        "intake_publisher": ("intake + publisher, no-op backends", _intake_server(publisher, socket_dir / "pub.sock")),
+    runs: dict[str, tuple[str, AbstractAsyncContextManager[str], int]] = {
+        "grpc_floor": ("gRPC floor, empty handler", _floor_server(socket_dir / "floor.sock"), 1),
+        "intake": ("intake, counting sink", _intake_server(CountingSink(), socket_dir / "intake.sock"), 1),
+        "intake_publisher": (
+            "intake + publisher, no-op backends",
+            _intake_server(publisher, socket_dir / "pub.sock"),
+            1,
+        ),
+        "intake_batched": ("intake, counting sink", _intake_server(CountingSink(), socket_dir / "batch.sock"), BATCH),
     }
     figures: dict[str, float] = {}
     try:
-        for key, (label, serving) in runs.items():
-            found = await _measure(serving, processes, clients, duration)
+        for key, (label, serving, batch) in runs.items():
+            found = await _measure(serving, processes, clients, duration, batch)
             figures |= {
                 f"{key}_events_per_s": found.events_per_s,
                 f"{key}_p50_s": found.p50_s,
@@ -234,18 +255,51 @@ async def run(
                 f"{key}_server_cpu_per_event_s": found.server_cpu_per_event_s,
             }
             print(
-                f"{label:36} {processes}x{clients} clients, 1 event/call: "
-                f"{found.events_per_s:6.0f} events/s (target >= {TARGET_EVENTS_PER_S:.0f})  "
-                f"p50 {found.p50_s * 1000:.2f} ms  p99 {found.p99_s * 1000:.2f} ms (target < {TARGET_P99_S * 1000:.0f} ms)  "
+                f"{label:36} {processes}x{clients} clients, {batch} event(s)/call: "
+                f"{found.events_per_s:6.0f} events/s{_one_per_call_target(batch, 'events')}  "
+                f"p50 {found.p50_s * 1000:.2f} ms  p99 {found.p99_s * 1000:.2f} ms{_one_per_call_target(batch, 'p99')}  "
                 f"server CPU {found.server_cpu_per_event_s * 1e6:.0f} us/event "
                 f"(~{1 / found.server_cpu_per_event_s:.0f} events/s per core)"
             )
         work = await _intake_work_per_event(publisher)
         figures["intake_work_per_event_s"] = work
         print(f"intake work per event without gRPC (validate, convert, publisher): {work * 1e6:.0f} us")
+        _verdicts(figures)
     finally:
         shutil.rmtree(socket_dir, ignore_errors=True)
     return figures
+
+
+def _one_per_call_target(batch: int, figure: str) -> str:
+    """The one-event-per-call targets, shown beside those runs only (a batch's call is longer by design)."""
+    if batch != 1:
+        return ""
+    return (
+        f" (target >= {TARGET_EVENTS_PER_S:.0f})" if figure == "events" else f" (target < {TARGET_P99_S * 1000:.0f} ms)"
+    )
+
+
+def _verdicts(figures: dict[str, float]) -> None:
+    floor, alone = figures["grpc_floor_events_per_s"], figures["intake_events_per_s"]
+    published, batched = figures["intake_publisher_events_per_s"], figures["intake_batched_events_per_s"]
+    verdict(
+        "intake-vs-grpc-floor",
+        alone / floor >= TARGET_INTAKE_VS_FLOOR,
+        f"{alone / floor:.2f}: {alone:.0f} vs {floor:.0f} events/s",
+        f"≥ {TARGET_INTAKE_VS_FLOOR}",
+    )
+    verdict(
+        "intake-publisher-vs-intake",
+        published / alone >= TARGET_PUBLISHER_VS_INTAKE,
+        f"{published / alone:.2f}: {published:.0f} vs {alone:.0f} events/s",
+        f"≥ {TARGET_PUBLISHER_VS_INTAKE}",
+    )
+    verdict(
+        f"intake-{BATCH}-per-call",
+        batched >= TARGET_BATCHED_EVENTS_PER_S,
+        f"{batched:.0f} events/s",
+        f"≥ {TARGET_BATCHED_EVENTS_PER_S:.0f}",
+    )
 
 
 if __name__ == "__main__":
