@@ -10,6 +10,7 @@ about `SLOW_REBOOT_S / 2 × 3` events to the second run.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -29,6 +30,8 @@ from gpuheal_sim.simulator.fleet import FleetConfig, default_workloads
 TARGET_EVENTS = 60
 SLOW_REBOOT_S = 30.0
 NODE = "gpu-node-000"
+# A remediation of the one-node fleet takes seconds; one that does not end fails the benchmark.
+RUN_TIMEOUT_S = 300.0
 
 
 async def _events_of_one_remediation(server: DevServer, state: Path, reboot_seconds: float) -> Counter[str]:
@@ -39,7 +42,7 @@ async def _events_of_one_remediation(server: DevServer, state: Path, reboot_seco
     async with remediation_stack(server, state / f"history-{reboot_seconds:g}", "--config", str(path)) as stack:
         fault = Fault(node=NODE, action=RecommendedAction.RESTART_BM, xid=79, event_id=str(uuid.uuid4()))
         handle = await remediations.report_fault(server.client, fault, demo_policy(False), task_queue=stack.task_queue)
-        status = await handle.result()
+        status = await asyncio.wait_for(handle.result(), RUN_TIMEOUT_S)
         if status.phase is not Phase.RESOLVED:
             raise RuntimeError(f"the remediation ended {status.phase.value}: {status.reason}")
         history = await handle.fetch_history()
@@ -55,7 +58,7 @@ async def run(server: DevServer, state: Path) -> None:
     verdict("history-happy-path", quick.total() <= TARGET_EVENTS, f"{quick.total()} events", f"≤ {TARGET_EVENTS}")
     verdict(
         "history-long-reboot-wait",
-        slow.total() <= TARGET_EVENTS,
+        slow.total() <= TARGET_EVENTS and slow.total() <= quick.total(),
         f"{slow.total()} events with a {SLOW_REBOOT_S:g} s wait, {slow.total() - quick.total():+d} on the happy path",
-        f"≤ {TARGET_EVENTS}",
+        f"≤ {TARGET_EVENTS} and no more than the happy path",
     )

@@ -36,8 +36,11 @@ AS_IS = FlagUnit(shown=lambda value: value, taken=lambda value: value)
 SECONDS = FlagUnit(shown=timedelta.total_seconds, taken=lambda seconds: timedelta(seconds=seconds))
 # An optional path whose flag turns it off with an empty value (`--kernel-log ""`).
 PATH_OR_OFF = FlagUnit(shown=str, taken=lambda text: Path(text) if text else None)
-# An optional text whose flag turns it off with an empty value (`--metrics-address ""`).
-TEXT_OR_OFF = FlagUnit(shown=lambda value: value or "", taken=lambda text: text or None)
+# An optional address whose flag turns it off with an empty value (`--metrics-address ""`) or `off`,
+# which its environment variable needs: click takes an empty variable for an unset one.
+TEXT_OR_OFF = FlagUnit(
+    shown=lambda value: value or "", taken=lambda text: None if not text or text.lower() == "off" else text
+)
 
 
 class SettingOption(click.Option):

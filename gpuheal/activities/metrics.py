@@ -139,9 +139,13 @@ class VisibilityGauges:
             log.warning("cannot list the fleet governors: %s", error.message)
             return
         asked = [governor_id for governor_id in self._governors if governor_id in running]
-        answers = await asyncio.gather(*(self._governor_status(governor_id) for governor_id in asked))
+        answers = await asyncio.gather(
+            *(self._governor_status(governor_id) for governor_id in asked), return_exceptions=True
+        )
         for governor_id, status in zip(asked, answers, strict=True):
-            if status is not None:
+            if isinstance(status, BaseException):  # an answer that could not be read: the last figures stay
+                log.warning("cannot read fleet governor %s's permits and breaker: %r", governor_id, status)
+            elif status is not None:
                 state = status.state
                 self._set_governor(
                     governor_id, len(state.held), len(state.waiting), breaker_open=state.tripped is not None

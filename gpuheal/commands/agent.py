@@ -111,7 +111,7 @@ MEBIBYTES = FlagUnit(shown=lambda size: size // MIB, taken=lambda mebibytes: meb
     unit=TEXT_OR_OFF,
     envvar="GPUHEAL_HEALTH_ADDRESS",
     help="Serve GET /metrics and /readyz over HTTP on HOST:PORT (a bare PORT: 127.0.0.1; *:PORT: every "
-    "address, IPv4 and IPv6); empty to disable [env GPUHEAL_HEALTH_ADDRESS].",
+    "address, IPv4 and IPv6); empty or `off` to disable [env GPUHEAL_HEALTH_ADDRESS].",
 )
 @setting_option(
     AgentSettings,

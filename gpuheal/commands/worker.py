@@ -46,7 +46,7 @@ from gpuheal.worker import WorkerRole, WorkerSettings
     "--metrics-address",
     unit=TEXT_OR_OFF,
     envvar="GPUHEAL_METRICS_ADDRESS",
-    help="host:port for Prometheus metrics; empty to disable.",
+    help="host:port for Prometheus metrics; empty or `off` to disable.",
 )
 @setting_option(
     WorkerSettings,

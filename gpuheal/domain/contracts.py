@@ -214,5 +214,6 @@ NAME_PROVIDER = StepContract(
     MachineRequest,
     ProviderNamed,
     local=True,
+    timeout=lambda _t, _r: timedelta(seconds=5),
     retry=lambda _: Retry(initial=timedelta(milliseconds=200), maximum=timedelta(seconds=2), attempts=3),
 )

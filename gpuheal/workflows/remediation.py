@@ -123,8 +123,9 @@ _COLLECT_PATCH = "collected-permit"
 _COLLECT_UNLESS_HELD_PATCH = "collect-unless-held"
 # … and those started before the phase's start was published (GpuhealPhaseSince), without it …
 _PHASE_SINCE_PATCH = "phase-since"
-# Before a round's first reboot, the provider "auto" picks is read, so the step's summary names it.
-_PROVIDER_NAMED_PATCH = "reboot-provider-named"
+# Before a round's first reboot, the provider "auto" picks is read, so the step's summary names it (a
+# name of its own: "reboot-provider-named" marked a heavier read, dropped before any release).
+_PROVIDER_NAMED_PATCH = "reboot-provider-read"
 # How long a remediation waits for its permit before it asks again.
 _ASK_AGAIN = timedelta(minutes=10)
 # The escalated wait's timer, as the UI shows it.
@@ -190,7 +191,7 @@ class RemediationWorkflow:
         self._now = ""
         # The provider that took this round's latest reboot request, as its step answered ("": none yet).
         self._rebooted_via = ""
-        # The provider and machine read before this round's first reboot (patch reboot-provider-named).
+        # The provider and machine read before this round's first reboot (patch reboot-provider-read).
         self._named = ProviderNamed()
         # How many repairs (GPU resets, reboots) the run asked for: runs without any are no offence.
         self._repairs = 0

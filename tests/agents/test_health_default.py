@@ -17,19 +17,23 @@ from tests.test_cli import run_script
 def test_the_help_shows_the_loopback_default() -> None:
     help_text = " ".join(run_script("agent", "--help").stdout.split())
 
-    assert "empty to disable [env GPUHEAL_HEALTH_ADDRESS]. [default: 127.0.0.1:9465]" in help_text
+    assert "empty or `off` to disable [env GPUHEAL_HEALTH_ADDRESS]. [default: 127.0.0.1:9465]" in help_text
 
 
 @pytest.mark.parametrize(
-    ("flags", "expected"),
+    ("flags", "environment", "expected"),
     [
-        ([], ("127.0.0.1", 9465)),
-        (["--health-address", ""], None),
-        (["--health-address", "*:9100"], (EVERY_ADDRESS, 9100)),
+        ([], {}, ("127.0.0.1", 9465)),
+        (["--health-address", ""], {}, None),
+        (["--health-address", "off"], {}, None),
+        (["--health-address", "*:9100"], {}, (EVERY_ADDRESS, 9100)),
+        # click takes an empty variable for an unset one: a pod's environment turns it off with `off`.
+        ([], {"GPUHEAL_HEALTH_ADDRESS": "off"}, None),
+        ([], {"GPUHEAL_HEALTH_ADDRESS": "OFF"}, None),
     ],
 )
 def test_the_agent_serves_its_health_where_the_flag_says(
-    flags: list[str], expected: tuple[str, int] | None, monkeypatch: pytest.MonkeyPatch
+    flags: list[str], environment: dict[str, str], expected: tuple[str, int] | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     started: list[AgentSettings] = []
 
@@ -38,7 +42,9 @@ def test_the_agent_serves_its_health_where_the_flag_says(
 
     monkeypatch.setattr(gpuheal.agents.agent, "serve_agent", serve_agent)
     monkeypatch.setattr(gpuheal.commands.agent, "name_node_on_every_line", lambda node: None)
-    result = CliRunner().invoke(main, ["agent", "--node", "n1", "--fake-gpus", "1", "--kernel-log", "", *flags])
+    result = CliRunner().invoke(
+        main, ["agent", "--node", "n1", "--fake-gpus", "1", "--kernel-log", "", *flags], env=environment
+    )
 
     assert result.exit_code == 0, result.output
     [settings] = started
