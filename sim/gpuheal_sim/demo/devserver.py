@@ -89,7 +89,31 @@ async def start_dev_server(
     `port` is used when free, otherwise any free port. With `ui`, the Web UI listens on 127.0.0.1 too:
     on `ui_port` when free, otherwise on the port 1000 above the server's, or any free one.
     Returns once a client has connected; `DevServerFailed` (naming the log) when it does not come up.
+
+    A port found free can be taken before the server binds it (two demos starting at once both find
+    7233 free): a server that exits before it is up is started again on ports picked afresh, twice.
     """
+    for attempt in range(_STARTS):
+        try:
+            return await _start(state_dir, port=port, ui=ui, ui_port=ui_port)
+        except DevServerExited:
+            if attempt == _STARTS - 1:
+                raise
+            port = ui_port = None
+    raise AssertionError("unreachable")
+
+
+# How many times a server that exits before it is up is started (see start_dev_server).
+_STARTS = 3
+# Seconds one connection attempt to a starting server may take.
+_CONNECT_TRY = 2.0
+
+
+class DevServerExited(DevServerFailed):
+    """The dev server exited before it was up (most often: a port it was given was taken meanwhile)."""
+
+
+async def _start(state_dir: Path | None, *, port: int | None, ui: bool, ui_port: int | None) -> DevServer:
     frontend = free_port(port)
     ui_port = free_port(ui_port or frontend + 1000) if ui else None
     command = [str(temporal_binary()), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(frontend)]
@@ -137,14 +161,19 @@ async def _connect_when_up(process: subprocess.Popen[bytes], address: str, ident
     where = f"; its log is {log}" if log else ""
     while True:
         if process.poll() is not None:
-            raise DevServerFailed(f"the Temporal dev server exited with status {process.returncode}{where}")
+            raise DevServerExited(f"the Temporal dev server exited with status {process.returncode}{where}")
         try:
-            client = await Client.connect(
-                address, namespace="default", data_converter=pydantic_data_converter, runtime=current_runtime()
+            # Each try is short: something else on the port may take the connection and never answer,
+            # and the server's exit must be noticed meanwhile.
+            client = await asyncio.wait_for(
+                Client.connect(
+                    address, namespace="default", data_converter=pydantic_data_converter, runtime=current_runtime()
+                ),
+                _CONNECT_TRY,
             )
             await client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace=identity))
             return client
-        except (RuntimeError, RPCError) as error:  # not listening yet, or not ours
+        except (RuntimeError, RPCError, TimeoutError) as error:  # not listening yet, or not ours
             if time.monotonic() > deadline:
                 raise DevServerFailed(f"the Temporal dev server did not answer within {_STARTUP:g}s{where}") from error
         await asyncio.sleep(0.2)
