@@ -4,8 +4,6 @@ kubelet's probe and Prometheus reach it on single- and dual-stack clusters."""
 
 from __future__ import annotations
 
-import socket
-
 import aiohttp
 import pytest
 from prometheus_client.registry import CollectorRegistry
@@ -13,6 +11,7 @@ from prometheus_client.registry import CollectorRegistry
 from gpuheal.address import EVERY_ADDRESS, parse_listen_address
 from gpuheal.agents.health import HealthServer
 from gpuheal_sim.demo.devserver import free_port
+from tests.ipv6 import NEEDS_IPV6
 
 
 @pytest.mark.parametrize(
@@ -36,16 +35,7 @@ def test_an_ipv6_address_without_brackets_is_refused_saying_how(text: str) -> No
         parse_listen_address(text)
 
 
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _has_ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
+@NEEDS_IPV6
 async def test_on_every_address_the_health_endpoint_answers_over_ipv4_and_ipv6() -> None:
     port = free_port()
     server = HealthServer(*parse_listen_address(f"*:{port}"), CollectorRegistry(), lambda: [])

@@ -29,8 +29,8 @@ from gpuheal_sim.simulator import Access, FleetConfig, SimulatedCluster, service
 from gpuheal_sim.simulator.kubelet import START_ANNOTATION
 from gpuheal_sim.simulator.resources import PODS
 from tests.chart import NAMESPACE, access_manifests, service_account
+from tests.ipv6 import NEEDS_IPV6
 from tests.tools.injector.conftest import TOKEN
-from tests.tools.injector.test_serving import NEEDS_IPV6
 
 NODES = ["gpu-node-000", "gpu-node-001"]
 # A node whose agent's pod never starts, and one whose agent's pod runs where nothing listens.

@@ -4,7 +4,6 @@ same serving code, is served on IPv6 in test_api."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import aiohttp
@@ -16,19 +15,8 @@ from gpuheal.tools.injector.agent import InjectorAgentSettings, running_agent
 from gpuheal.tools.injector.auth import Token
 from gpuheal.tools.injector.serving import injector_application, serving
 from gpuheal_sim.demo.devserver import free_port
+from tests.ipv6 import NEEDS_IPV6
 from tests.tools.injector.conftest import TOKEN
-
-
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-NEEDS_IPV6 = pytest.mark.skipif(not _has_ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
 
 
 def agent_settings(address: str, tmp_path: Path) -> InjectorAgentSettings:
