@@ -71,7 +71,9 @@ _COLLECT_ALL_PATCH = "collect-all"
 # holders after `reclaim_every` (`run`), not at a storm's first pass.
 _FRESH_START_PATCH = "fresh-start-checks-later"
 # The patches above came before gpuheal 0.2.0: a run begun under it has them all (gpuheal.workflows.patches).
-_FOLDED = patches.Folded((_BATCHED_DELIVERY_PATCH, _COLLECT_PATCH, _COLLECT_ALL_PATCH, _FRESH_START_PATCH))
+_FOLDED = patches.Folded(
+    {patches.RELEASE_0_2_0: (_BATCHED_DELIVERY_PATCH, _COLLECT_PATCH, _COLLECT_ALL_PATCH, _FRESH_START_PATCH)}
+)
 # Operator actions and trips kept in the state (and shown by `gpuheal breaker status`).
 _LOG_LENGTH = 50
 # Permits whose return arrived recently, so a late duplicate of their request is not queued again.

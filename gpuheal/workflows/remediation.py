@@ -128,17 +128,19 @@ _PHASE_SINCE_PATCH = "phase-since"
 _PROVIDER_NAMED_PATCH = "reboot-provider-read"
 # The patches above came before gpuheal 0.2.0: a run begun under it has them all (gpuheal.workflows.patches).
 _FOLDED = patches.Folded(
-    (
-        _PERMIT_PATCH,
-        _HISTORY_PATCH,
-        _HOLD_PATCH,
-        _NODE_HOLD_PATCH,
-        _PERSON_FAULT_PATCH,
-        _COLLECT_PATCH,
-        _COLLECT_UNLESS_HELD_PATCH,
-        _PHASE_SINCE_PATCH,
-        _PROVIDER_NAMED_PATCH,
-    )
+    {
+        patches.RELEASE_0_2_0: (
+            _PERMIT_PATCH,
+            _HISTORY_PATCH,
+            _HOLD_PATCH,
+            _NODE_HOLD_PATCH,
+            _PERSON_FAULT_PATCH,
+            _COLLECT_PATCH,
+            _COLLECT_UNLESS_HELD_PATCH,
+            _PHASE_SINCE_PATCH,
+            _PROVIDER_NAMED_PATCH,
+        )
+    }
 )
 # How long a remediation waits for its permit before it asks again.
 _ASK_AGAIN = timedelta(minutes=10)
@@ -345,7 +347,8 @@ class RemediationWorkflow:
 
     @workflow.run
     async def run(self, request: RemediationInput) -> RemediationStatus:
-        self._published.batched = patches.begun_under_release()  # asked first: see gpuheal.workflows.patches
+        # Asked first (gpuheal.workflows.patches): runs begun under 0.2.0 or later upsert once per activation.
+        self._published.batched = patches.begun_under() is not None
         self._holds_for_person = _FOLDED.patched(_HOLD_PATCH)
         self._heeds_hold_label = _FOLDED.patched(_NODE_HOLD_PATCH)
         self._looks_for_offences = _FOLDED.patched(_HISTORY_PATCH)

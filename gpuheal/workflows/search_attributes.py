@@ -48,7 +48,7 @@ def cli_type(key: SearchAttributeKey[Any]) -> str:
 class Published:
     """How a run upserts its search attributes.
 
-    A run begun under gpuheal 0.2.0 (`batched`, gpuheal.workflows.patches) gathers what it sets and
+    A run begun under gpuheal 0.2.0 or later (`batched`, gpuheal.workflows.patches) gathers what it sets and
     upserts only the attributes whose values changed, in one command once the activation's code has
     run (the handlers of its signals and Updates, the run until it waits again), and before the run's
     last command (`flush`): what one workflow task changed is visible when that task completes. A run

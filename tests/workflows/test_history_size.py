@@ -49,7 +49,7 @@ async def test_a_new_remediation_writes_at_most_60_events_with_the_release_patch
     [history] = (await record_history.happy_path()).values()
 
     assert len(history.events) <= MOST_EVENTS, f"{len(history.events)} events"
-    assert patch_markers(history) == [patches.RELEASE]
+    assert patch_markers(history) == [patches.RELEASES[0]]
 
     upserts = gpuheal_upserts(history)
     seen: dict[str, bytes] = {}
