@@ -48,11 +48,11 @@ def cli_type(key: SearchAttributeKey[Any]) -> str:
 class Published:
     """How a run upserts its search attributes.
 
-    A run begun under gpuheal 0.2.0 or later (`batched`, gpuheal.workflows.patches) gathers what it sets and
-    upserts only the attributes whose values changed, in one command once the activation's code has
-    run (the handlers of its signals and Updates, the run until it waits again), and before the run's
-    last command (`flush`): what one workflow task changed is visible when that task completes. A run
-    begun before upserts all it is given at every call, as its recorded history has it.
+    A run begun under gpuheal 0.2.0 or later (`batched`, gpuheal.workflows.patches) gathers what it
+    sets and upserts only the attributes whose values changed, in one command once the activation's
+    code has run (the handlers of its signals and Updates, the run until it waits again), and before
+    the run's last command (`flush`): what one workflow task changed is visible when that task
+    completes. A run begun before upserts all it is given at every call, as its recorded history has it.
     """
 
     def __init__(self) -> None:
@@ -84,7 +84,9 @@ class Published:
 
     async def _flush_when_run(self) -> None:
         # The SDK checks the conditions of waits once no task of the activation is ready to run: by
-        # then the code that this activation woke has made its changes.
+        # then the code that this activation woke has made its changes. (The SDK runs the jobs of an
+        # activation in groups, signals and Updates first: a handler's change that comes with a
+        # step's result is upserted before the run's own, in two commands.)
         await workflow.wait_condition(lambda: True)
         self._flusher = None
         self.flush()
