@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from temporalio import workflow
 from temporalio.exceptions import FailureError
 
+from gpuheal.workflows import patches
 from gpuheal.workflows.run_step import run_step
 
 with workflow.unsafe.imports_passed_through():
@@ -69,6 +70,10 @@ _COLLECT_ALL_PATCH = "collect-all"
 # Marks the governors that, started afresh, count the GPU nodes at once and first check their
 # holders after `reclaim_every` (`run`), not at a storm's first pass.
 _FRESH_START_PATCH = "fresh-start-checks-later"
+# The patches above came before gpuheal 0.2.0: a run begun under it has them all (gpuheal.workflows.patches).
+_FOLDED = patches.Folded(
+    {patches.RELEASE_0_2_0: (_BATCHED_DELIVERY_PATCH, _COLLECT_PATCH, _COLLECT_ALL_PATCH, _FRESH_START_PATCH)}
+)
 # Operator actions and trips kept in the state (and shown by `gpuheal breaker status`).
 _LOG_LENGTH = 50
 # Permits whose return arrived recently, so a late duplicate of their request is not queued again.
@@ -234,9 +239,9 @@ class GovernorWorkflow:
     async def run(self, request: GovernorInput) -> None:
         # Decided in the first activation: a governor that started before permits were delivered in
         # one step per pass keeps signalling each one itself until it continues as new.
-        self._delivers_in_batches = workflow.patched(_BATCHED_DELIVERY_PATCH)
-        self._leaves_grants_to_collect = workflow.patched(_COLLECT_PATCH)
-        self._takes_asks_together = workflow.patched(_COLLECT_ALL_PATCH)
+        self._delivers_in_batches = _FOLDED.patched(_BATCHED_DELIVERY_PATCH)
+        self._leaves_grants_to_collect = _FOLDED.patched(_COLLECT_PATCH)
+        self._takes_asks_together = _FOLDED.patched(_COLLECT_ALL_PATCH)
         self._decided = True
         for early, collects, together in self._taken_early:
             self._take(early, collects, together)
@@ -245,7 +250,7 @@ class GovernorWorkflow:
         # come from running remediations, so its first check of them waits a `reclaim_every`; and it
         # counts the GPU nodes now, before a storm's first requests wait for the count. (One that
         # continued as new carries permits, and checks them at once.)
-        if workflow.patched(_FRESH_START_PATCH) and not request.state.held and not request.state.waiting:
+        if _FOLDED.patched(_FRESH_START_PATCH) and not request.state.held and not request.state.waiting:
             self._checked_at = workflow.now()
             await self._count_gpu_nodes()
         while True:

@@ -36,7 +36,7 @@ from temporalio import workflow
 from temporalio.common import SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
-from gpuheal.workflows import metrics
+from gpuheal.workflows import metrics, patches
 from gpuheal.workflows import search_attributes as attrs
 from gpuheal.workflows.run_step import run_step
 
@@ -126,6 +126,22 @@ _PHASE_SINCE_PATCH = "phase-since"
 # Before a round's first reboot, the provider "auto" picks is read, so the step's summary names it (a
 # name of its own: "reboot-provider-named" marked a heavier read, dropped before any release).
 _PROVIDER_NAMED_PATCH = "reboot-provider-read"
+# The patches above came before gpuheal 0.2.0: a run begun under it has them all (gpuheal.workflows.patches).
+_FOLDED = patches.Folded(
+    {
+        patches.RELEASE_0_2_0: (
+            _PERMIT_PATCH,
+            _HISTORY_PATCH,
+            _HOLD_PATCH,
+            _NODE_HOLD_PATCH,
+            _PERSON_FAULT_PATCH,
+            _COLLECT_PATCH,
+            _COLLECT_UNLESS_HELD_PATCH,
+            _PHASE_SINCE_PATCH,
+            _PROVIDER_NAMED_PATCH,
+        )
+    }
+)
 # How long a remediation waits for its permit before it asks again.
 _ASK_AGAIN = timedelta(minutes=10)
 # The escalated wait's timer, as the UI shows it.
@@ -187,6 +203,8 @@ class RemediationWorkflow:
         self._stamps_phase_since = False
         # The phase whose start GpuhealPhaseSince holds.
         self._stamped_phase: Phase | None = None
+        # The search attributes as upserted (once per activation in runs begun under 0.2.0).
+        self._published = attrs.Published()
         # What the run waits on now (a step's or a timer's summary), for the UI's current details.
         self._now = ""
         # The provider that took this round's latest reboot request, as its step answered ("": none yet).
@@ -329,20 +347,22 @@ class RemediationWorkflow:
 
     @workflow.run
     async def run(self, request: RemediationInput) -> RemediationStatus:
-        self._holds_for_person = workflow.patched(_HOLD_PATCH)
-        self._heeds_hold_label = workflow.patched(_NODE_HOLD_PATCH)
-        self._looks_for_offences = workflow.patched(_HISTORY_PATCH)
-        self._asks_for_person_faults = workflow.patched(_PERSON_FAULT_PATCH)
-        self._collects_permit = workflow.patched(_COLLECT_PATCH)
-        self._collects_unless_held = workflow.patched(_COLLECT_UNLESS_HELD_PATCH)
-        self._stamps_phase_since = workflow.patched(_PHASE_SINCE_PATCH)
-        self._names_provider = workflow.patched(_PROVIDER_NAMED_PATCH)
+        # Asked first (gpuheal.workflows.patches): runs begun under 0.2.0 or later upsert once per activation.
+        self._published.batched = patches.begun_under() is not None
+        self._holds_for_person = _FOLDED.patched(_HOLD_PATCH)
+        self._heeds_hold_label = _FOLDED.patched(_NODE_HOLD_PATCH)
+        self._looks_for_offences = _FOLDED.patched(_HISTORY_PATCH)
+        self._asks_for_person_faults = _FOLDED.patched(_PERSON_FAULT_PATCH)
+        self._collects_permit = _FOLDED.patched(_COLLECT_PATCH)
+        self._collects_unless_held = _FOLDED.patched(_COLLECT_UNLESS_HELD_PATCH)
+        self._stamps_phase_since = _FOLDED.patched(_PHASE_SINCE_PATCH)
+        self._names_provider = _FOLDED.patched(_PROVIDER_NAMED_PATCH)
         # The first fault is delivered with the start (signal-with-start).
         await workflow.wait_condition(lambda: bool(self._faults))
         self._enter(Phase.DETECTED)
         # Asked where runs before the hold label asked it (first in _await_permit), still in the first
         # activation: after a local activity's result, a query that splits the task makes replay ask early.
-        self._asks_for_permit = workflow.patched(_PERMIT_PATCH)
+        self._asks_for_permit = _FOLDED.patched(_PERMIT_PATCH)
         if request.policy is None:
             snapshot = await self._run(
                 contracts.CURRENT_POLICY, NodeRef(node=self._node), summary="the worker's policy"
@@ -585,7 +605,9 @@ class RemediationWorkflow:
         )
 
     async def _return_permit_shielded(self) -> None:
-        """Give the permit back even when a second cancel arrives meanwhile."""
+        """Give the permit back even when a second cancel arrives meanwhile. The run's last commands:
+        the search attributes it set go out before them."""
+        self._published.flush()
         await asyncio.shield(asyncio.ensure_future(self._return_permit()))
 
     async def _return_permit(self) -> None:
@@ -1162,7 +1184,7 @@ class RemediationWorkflow:
             # When the phase began, for "stuck in a phase" views; a phase entered again goes on from its start.
             self._stamped_phase = self._phase
             updates.append(attrs.PHASE_SINCE.value_set(workflow.now()))
-        workflow.upsert_search_attributes(updates)
+        self._published.set(updates)
         workflow.set_current_details(self._details())
 
     def _details(self) -> str:
@@ -1234,7 +1256,7 @@ class RemediationWorkflow:
     def _count_repair(self) -> None:
         self._repairs += 1
         if self._looks_for_offences:  # runs from before did not publish it (an upsert is a command)
-            workflow.upsert_search_attributes([attrs.REPAIRS.value_set(self._repairs)])
+            self._published.set([attrs.REPAIRS.value_set(self._repairs)])
 
     def _gpu_serials(self) -> list[str]:
         return sorted({serial for f in self._faults for serial in f.gpu_serials})

@@ -6,10 +6,12 @@ its command line): `temporal operator search-attribute create --name GpuhealNode
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import SearchAttributeKey
+from temporalio.common import SearchAttributeKey, SearchAttributeUpdate
 
 # Passed through like every domain import of the workflow: a second, sandboxed copy of the domain's
 # models would make the workflow's HealthBar a different class from the one its requests expect.
@@ -41,3 +43,50 @@ _CLI_TYPES = {"KEYWORD": "Keyword", "INT": "Int", "KEYWORD_LIST": "KeywordList",
 def cli_type(key: SearchAttributeKey[Any]) -> str:
     """The temporal CLI's name for the attribute's type."""
     return _CLI_TYPES[key.indexed_value_type.name]
+
+
+class Published:
+    """How a run upserts its search attributes.
+
+    A run begun under gpuheal 0.2.0 or later (`batched`, gpuheal.workflows.patches) gathers what it
+    sets and upserts only the attributes whose values changed, in one command once the activation's
+    code has run (the handlers of its signals and Updates, the run until it waits again), and before
+    the run's last command (`flush`): what one workflow task changed is visible when that task
+    completes. A run begun before upserts all it is given at every call, as its recorded history has it.
+    """
+
+    def __init__(self) -> None:
+        self.batched = False
+        self._upserted: dict[str, object] = {}
+        self._pending: dict[str, SearchAttributeUpdate[Any]] = {}
+        self._flusher: asyncio.Task[None] | None = None
+
+    def set(self, updates: Sequence[SearchAttributeUpdate[Any]]) -> None:
+        if not self.batched:
+            workflow.upsert_search_attributes(updates)
+            return
+        for update in updates:
+            name = update.key.name
+            if name in self._upserted and self._upserted[name] == update.value:
+                self._pending.pop(name, None)  # back to the value upserted: nothing to tell
+            else:
+                self._pending[name] = update
+        if self._pending and self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush_when_run())
+
+    def flush(self) -> None:
+        """Upsert what changed since the last upsert, in one command."""
+        if not self._pending:
+            return
+        workflow.upsert_search_attributes(list(self._pending.values()))
+        self._upserted.update((name, update.value) for name, update in self._pending.items())
+        self._pending.clear()
+
+    async def _flush_when_run(self) -> None:
+        # The SDK checks the conditions of waits once no task of the activation is ready to run: by
+        # then the code that this activation woke has made its changes. (The SDK runs the jobs of an
+        # activation in groups, signals and Updates first: a handler's change that comes with a
+        # step's result is upserted before the run's own, in two commands.)
+        await workflow.wait_condition(lambda: True)
+        self._flusher = None
+        self.flush()

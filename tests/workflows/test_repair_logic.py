@@ -304,14 +304,10 @@ async def test_a_thirty_minute_reboot_wait_is_one_activity_in_a_short_history(
 
     assert status.phase is Phase.ESCALATED, status.reason
     assert [w.timeout for w in node.waits] == [timedelta(minutes=30)]
-    # Up to the escalation; from then on the run waits for a person, reading the node now and then.
-    escalated_at = next(
-        i
-        for i, e in enumerate(history.events)
-        if "Escalated" in str(e.upsert_workflow_search_attributes_event_attributes)
-    )
-    until_escalated = history.events[:escalated_at]
-    assert not [e for e in until_escalated if e.HasField("timer_started_event_attributes")]
+    # Up to the escalation: its wait for a person (reading the node now and then) is the run's first timer.
+    held = next(i for i, e in enumerate(history.events) if e.HasField("timer_started_event_attributes"))
+    assert "held for a person" in str(history.events[held].user_metadata)
+    until_escalated = history.events[:held]
     assert len(until_escalated) <= 60, f"{len(until_escalated)} events"
 
 

@@ -35,13 +35,15 @@ from gpuheal.domain.fleet import (
 from gpuheal.domain.marks import workflow_id_for
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.remediation import RemediationInput, RemediationStatus
-from gpuheal.domain.remediation_contract import FAULT_SIGNAL, PHASE_ATTRIBUTE, REMEDIATION
+from gpuheal.domain.remediation_contract import FAULT_SIGNAL, REMEDIATION
 from gpuheal.domain.steps import NodeRef, Step
 from gpuheal.workflows.governor import GovernorWorkflow
 from gpuheal.workflows.remediation import RemediationWorkflow
 from tests.workflows.record_history import HISTORIES, SCENARIOS
 
 RECORDED = sorted(HISTORIES.rglob("*.json"))
+# The first release whose patch stands for the patches before it (gpuheal.workflows.patches).
+FOLDING_SINCE = (0, 2, 0)
 CONVERTER = pydantic_data_converter.payload_converter
 
 
@@ -86,6 +88,16 @@ def steps(history: WorkflowHistory) -> list[str]:
     return ran
 
 
+def patch_markers(history: WorkflowHistory) -> list[str]:
+    """The patches the run recorded as applied, in order."""
+    markers = [
+        e.marker_recorded_event_attributes for e in history.events if e.HasField("marker_recorded_event_attributes")
+    ]
+    return [
+        json.loads(m.details["patch-data"].payloads[0].data)["id"] for m in markers if m.marker_name == "core_patch"
+    ]
+
+
 def signals(history: WorkflowHistory) -> list[str]:
     return [
         e.workflow_execution_signaled_event_attributes.signal_name
@@ -100,24 +112,27 @@ def updates(history: WorkflowHistory) -> list[str]:
 
 
 def phases(history: WorkflowHistory) -> list[Phase]:
-    """The phases the run published, in order (each once where published again unchanged)."""
-    published: list[Phase] = []
-    for event in _having(history, EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES):
-        fields = event.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
-        if PHASE_ATTRIBUTE in fields:
-            phase = Phase(CONVERTER.from_payloads([fields[PHASE_ATTRIBUTE]], [str])[0])
-            published += [phase] if phase not in published[-1:] else []
-    return published
+    """The phases the run entered, in order (each once where entered again in a row), as its result
+    has them: a run of 0.2.0 or later publishes once per activation, so the search attributes it
+    upserted skip a phase it entered and left in one activation."""
+    entered = [entry.phase for entry in result(history).history]
+    return [phase for i, phase in enumerate(entered) if entered[i - 1 : i] != [phase]]
 
 
 def ending(history: WorkflowHistory) -> Phase:
     """The phase the remediation completed in."""
+    return result(history).phase
+
+
+def result(history: WorkflowHistory) -> RemediationStatus:
+    """What the remediation completed with."""
     last = history.events[-1]
     assert last.HasField("workflow_execution_completed_event_attributes"), "a complete, closed run"
-    result = last.workflow_execution_completed_event_attributes.result.payloads
-    [status] = CONVERTER.from_payloads(result, [RemediationStatus])
+    [status] = CONVERTER.from_payloads(
+        last.workflow_execution_completed_event_attributes.result.payloads, [RemediationStatus]
+    )
     assert isinstance(status, RemediationStatus)
-    return status.phase
+    return status
 
 
 def _having(history: WorkflowHistory, kind: EventType.ValueType) -> list[HistoryEvent]:
@@ -239,6 +254,18 @@ SHOWS: dict[str, Callable[[WorkflowHistory], None]] = {
 def test_every_recorded_history_is_a_run_of_its_scenario(path: Path) -> None:
     assert path.stem in SHOWS, f"{named(path)}: add what its run shows to SHOWS"
     SHOWS[path.stem](load(path))
+
+
+def release_of(path: Path) -> tuple[int, ...] | None:
+    """The release that recorded the file (None: a commit's from before releases were recorded)."""
+    folder = path.parent.relative_to(HISTORIES)
+    return tuple(int(part) for part in folder.name.split(".")) if folder.parts else None
+
+
+@pytest.mark.parametrize("path", [p for p in RECORDED if (release_of(p) or (0,)) >= FOLDING_SINCE], ids=named)
+def test_a_releases_runs_carry_its_patch_alone(path: Path) -> None:
+    """Every patch of a release's code came before it, folded into its own (CONTRIBUTING.md)."""
+    assert patch_markers(load(path)) == [f"gpuheal-{path.parent.name}"]
 
 
 def test_this_release_has_a_recorded_history_of_every_scenario() -> None:
