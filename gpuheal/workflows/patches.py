@@ -29,6 +29,14 @@ def begun_under() -> str | None:
     return next((release for release in RELEASES if workflow.patched(release)), None)
 
 
+def since(release: str) -> bool:
+    """Whether the run began under `release` or a later one: what a release-wide change of `release`
+    (one that changes commands for every run begun under it) goes behind. Comparing with `release`
+    alone would turn it off for runs of the releases after it."""
+    begun = begun_under()
+    return begun is not None and RELEASES.index(begun) <= RELEASES.index(release)
+
+
 class Folded:
     """A workflow's patches, by the release whose patch stands for them."""
 

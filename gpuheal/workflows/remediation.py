@@ -348,7 +348,7 @@ class RemediationWorkflow:
     @workflow.run
     async def run(self, request: RemediationInput) -> RemediationStatus:
         # Asked first (gpuheal.workflows.patches): runs begun under 0.2.0 or later upsert once per activation.
-        self._published.batched = patches.begun_under() is not None
+        self._published.begin(batched=patches.since(patches.RELEASE_0_2_0))
         self._holds_for_person = _FOLDED.patched(_HOLD_PATCH)
         self._heeds_hold_label = _FOLDED.patched(_NODE_HOLD_PATCH)
         self._looks_for_offences = _FOLDED.patched(_HISTORY_PATCH)

@@ -61,6 +61,13 @@ class Published:
         self._pending: dict[str, SearchAttributeUpdate[Any]] = {}
         self._flusher: asyncio.Task[None] | None = None
 
+    def begin(self, *, batched: bool) -> None:
+        """Called first in the run: a batched run counts the attributes its start set as upserted,
+        so it upserts none of them again unchanged."""
+        self.batched = batched
+        if batched:
+            self._upserted = {pair.key.name: pair.value for pair in workflow.info().typed_search_attributes}
+
     def set(self, updates: Sequence[SearchAttributeUpdate[Any]]) -> None:
         if not self.batched:
             workflow.upsert_search_attributes(updates)

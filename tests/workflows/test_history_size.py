@@ -52,7 +52,10 @@ async def test_a_new_remediation_writes_at_most_60_events_with_the_release_patch
     assert patch_markers(history) == [patches.RELEASES[0]]
 
     upserts = gpuheal_upserts(history)
-    seen: dict[str, bytes] = {}
+    # What the start set counts as published: the run does not upsert it again unchanged.
+    started = history.events[0].workflow_execution_started_event_attributes.search_attributes.indexed_fields
+    seen = {name: payload.data for name, payload in started.items()}
+    assert attrs.NODE.name in seen, "the start sets the node"
     for index, carried in upserts:
         repeated = {name for name, value in carried.items() if seen.get(name) == value}
         assert not repeated, f"event {index + 1} upserts {repeated} again, unchanged"
