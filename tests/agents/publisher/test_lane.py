@@ -147,3 +147,32 @@ async def test_faults_still_held_when_the_grace_is_over_are_logged_by_id(
         caplog.clear()
     lost = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR and "is lost" in r.getMessage()]
     assert [next(f.id for f in faults if f.id in message) for message in lost] == [f.id for f in faults]
+
+
+class SlowRemediations:
+    """A dependency slowed down by load: it answers only once `answer` is set; records what it accepted, in order."""
+
+    def __init__(self) -> None:
+        self.answer = asyncio.Event()
+        self.accepted: list[str] = []
+
+    async def report(self, fault: Fault) -> None:
+        await self.answer.wait()
+        self.accepted.append(fault.event_id)
+
+
+async def test_a_slow_dependency_costs_each_sender_a_spool_write_not_its_latency(tmp_path: Path) -> None:
+    """Concurrent senders (the intake's calls) are not held behind a delivery that has not answered:
+    past the hand-off their events are spooled, and delivered in order once the dependency answers."""
+    backend = SlowRemediations()
+    settings = PublisherSettings(
+        retry=replace(SETTINGS.retry, delivery_timeout=timedelta(hours=1), hand_off=timedelta(seconds=0.05))
+    )
+    faults = [fatal_xid("n") for _ in range(5)]
+    async with Publisher(tmp_path, remediations=backend, settings=settings) as publisher:
+        await asyncio.wait_for(asyncio.gather(*(publisher.submit(fault) for fault in faults)), 30)
+        assert backend.accepted == []
+        assert publisher.pending() == {"temporal": len(faults)}
+        backend.answer.set()
+        await asyncio.wait_for(publisher.wait_delivered(), 30)
+    assert backend.accepted == [fault.id for fault in faults]
