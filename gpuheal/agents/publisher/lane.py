@@ -8,6 +8,8 @@ the spool and so does every later event, until a background loop has delivered t
 backlog in order, retrying with exponential backoff. So a dependency that slows down under load
 costs the senders a spool write each, instead of holding every one of them for its latency times
 the number of events ahead of theirs (the intake's throughput fell to a few events per second).
+Events on their way to the spool are written in batches: those that arrive while the lane writes
+go together in its next write, with one directory flush for the batch (`Spool.append_batch`).
 `submit` returns once the event is delivered, spooled (on disk, or held in memory when the disk
 refuses a fault), refused by a full spool (non-actionable events only), or dropped after a
 permanent failure (logged). It raises `SpoolFull` only for an actionable event that neither the
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -68,11 +70,15 @@ class Lane:
         self._backlog: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+        # Events to spool, in order, with what their senders wait on; written a batch at a time by `_writer`.
+        self._to_write: list[tuple[HealthEvent, bool, asyncio.Future[None]]] = []
+        self._writing = 0  # events taken by the writer and not yet written
+        self._writer: asyncio.Task[None] | None = None
 
     @property
     def pending(self) -> int:
-        """Events spooled and not yet delivered."""
-        return len(self._spool)
+        """Events spooled, or being spooled, and not yet delivered."""
+        return self._queued()
 
     def stats(self) -> SpoolStats:
         """The lane's spool as it stands."""
@@ -91,14 +97,41 @@ class Lane:
         deadline = loop.time() + self._retry.hand_off.total_seconds()
         async with self._lock:
             # Waiting for the lock is waiting behind earlier deliveries: it counts against the hand-off.
-            if not len(self._spool) and await self._attempt(event, deadline - loop.time()):
+            if not self._queued() and await self._attempt(event, deadline - loop.time()):
                 return
-            # Shielded: a caller cancelled mid-append must not leave a written entry without a delivery.
-            await asyncio.shield(self._spool_and_wake(event, actionable))
+            written = loop.create_future()
+            self._to_write.append((event, actionable, written))
+            if self._writer is None or self._writer.done():
+                self._writer = asyncio.create_task(self._write(), name=f"publisher-{self.name}-spool")
+        # Shielded: a sender cancelled while its event is written leaves it to be delivered all the same.
+        await asyncio.shield(written)
 
-    async def _spool_and_wake(self, event: HealthEvent, actionable: bool) -> None:
-        if await asyncio.to_thread(self._spool.append, event, actionable=actionable):
-            self._wake()
+    def _queued(self) -> int:
+        """Events in the spool or on their way to it: a new event goes behind them."""
+        return len(self._spool) + len(self._to_write) + self._writing
+
+    async def _write(self) -> None:
+        """Spool the events waiting to be written, as one batch each time (one directory flush for
+        the lot), and tell their senders; events that arrive meanwhile make the next batch."""
+        while self._to_write:
+            batch, self._to_write = self._to_write, []
+            self._writing = len(batch)
+            taken: Sequence[bool | Exception]
+            try:
+                taken = await asyncio.to_thread(
+                    self._spool.append_batch, [(e, actionable) for e, actionable, _ in batch]
+                )
+            except Exception as error:  # not one of the spool's own outcomes: each sender hears it
+                taken = [error for _ in batch]
+            finally:
+                self._writing = 0
+            for (_, _, written), outcome in zip(batch, taken, strict=True):
+                if isinstance(outcome, Exception):
+                    written.set_exception(outcome)
+                else:
+                    written.set_result(None)
+            if any(outcome is True for outcome in taken):
+                self._wake()
 
     async def wait_idle(self) -> None:
         """Return once the spool is empty (everything submitted so far has been delivered)."""
@@ -112,6 +145,8 @@ class Lane:
         Faults held in memory are delivered or written to disk first, for up to `shutdown_grace`;
         each one still held then is lost, and logged by its event id.
         """
+        if self._writer is not None:  # events being written have senders waiting on them
+            await asyncio.gather(self._writer, return_exceptions=True)
         if self._spool.stats().held:
             await self._save_held()
         task, self._backlog = self._backlog, None
