@@ -253,15 +253,7 @@ class Spool:
         self._entries[entry.seq] = held  # keeps its place in the order
         self._held = dict(sorted({**self._held, entry.seq: held}.items()))
         self._held_bytes += entry.size
-        log.error(
-            "spool %s: holding actionable event %s in memory as %s (%d held): %s; it is delivered in order, and "
-            "written to disk when there is room",
-            self.directory,
-            event_id,
-            entry.name,
-            len(self._held),
-            reason,
-        )
+        self._log_held(event_id, entry, reason)
         return True
 
     def head(self) -> tuple[Spooled, HealthEvent] | None:
@@ -337,6 +329,10 @@ class Spool:
         if self._held and self._held_bytes + entry.size > self.limits.max_held_bytes:
             self._refuse_fault(event_id, reason)
         self._add(replace(entry, held=data))
+        self._log_held(event_id, entry, reason)
+        return True
+
+    def _log_held(self, event_id: str, entry: Spooled, reason: str) -> None:
         log.error(
             "spool %s: holding actionable event %s in memory as %s (%d held): %s; it is delivered in order, and "
             "written to disk when there is room",
@@ -346,7 +342,6 @@ class Spool:
             len(self._held),
             reason,
         )
-        return True
 
     def _refuse_fault(self, event_id: str, reason: str) -> NoReturn:
         """Raise `SpoolFull`; logged once until the hold has emptied again, since senders retry."""
