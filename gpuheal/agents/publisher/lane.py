@@ -52,7 +52,7 @@ class RetrySettings:
     # From `submit` to the event delivered, waiting behind the lane's earlier events included; past
     # it the event is spooled and the backlog delivers it (with `delivery_timeout`). A dependency
     # that slows down under load then costs a sender a spool write, not its latency times the queue.
-    hand_off: timedelta = timedelta(seconds=0.5)
+    hand_off: timedelta = timedelta(seconds=0.1)
     initial_backoff: timedelta = timedelta(seconds=0.5)
     max_backoff: timedelta = timedelta(seconds=30)
     shutdown_grace: timedelta = timedelta(seconds=15)
