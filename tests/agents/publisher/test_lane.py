@@ -26,6 +26,7 @@ from tests.agents.publisher.test_spool import drain
 SETTINGS = PublisherSettings(
     retry=RetrySettings(
         delivery_timeout=timedelta(seconds=0.2),
+        hand_off=timedelta(seconds=0.2),
         initial_backoff=timedelta(seconds=0.02),
         max_backoff=timedelta(seconds=0.05),
     )
