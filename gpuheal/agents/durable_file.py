@@ -7,11 +7,13 @@ import os
 from pathlib import Path
 
 
-def write_durably(path: Path, data: bytes) -> None:
+def write_durably(path: Path, data: bytes, *, directory_sync: bool = True) -> None:
     """Write `data` to a temporary file, flush it to disk, rename it over `path` and flush the rename.
 
     A write that fails (a full disk, an I/O error) raises its `OSError` and leaves no temporary file
-    behind: half a write would hold the space a retry needs.
+    behind: half a write would hold the space a retry needs. Without `directory_sync` the rename is
+    not flushed: the caller flushes the directory once (`sync_directory`) for several writes, before
+    it counts on any of them.
     """
     temporary = path.with_name(path.name + ".tmp")
     try:
@@ -24,8 +26,14 @@ def write_durably(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             temporary.unlink(missing_ok=True)
         raise
-    # The rename itself must reach the disk too, or a crash could forget what was acknowledged.
-    directory = os.open(path.parent, os.O_RDONLY)
+    if directory_sync:
+        sync_directory(path.parent)
+
+
+def sync_directory(path: Path) -> None:
+    """Flush the directory's entries: the renames into it reach the disk too, or a crash could
+    forget what was acknowledged."""
+    directory = os.open(path, os.O_RDONLY)
     try:
         os.fsync(directory)
     finally:

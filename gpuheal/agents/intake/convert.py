@@ -12,8 +12,10 @@ gpuheal's remediation policy decides quarantine and drain, not the sender. Free 
 
 from __future__ import annotations
 
+import itertools
 import logging
-import uuid
+import os
+from collections.abc import Iterator
 from datetime import UTC
 
 from gpuheal.agents.intake.validate import IntakeLimits
@@ -26,15 +28,25 @@ log = logging.getLogger(__name__)
 
 
 def to_domain(event: pb.HealthEvent, limits: IntakeLimits) -> HealthEvent:
-    """The domain event; an empty `id` gets a fresh UUID and UNSPECIFIED becomes EXECUTE_REMEDIATION."""
-    event_id = event.id or str(uuid.uuid4())
+    """The domain event; an empty `id` gets a fresh UUID and UNSPECIFIED becomes EXECUTE_REMEDIATION.
+
+    Built without pydantic's validation: `validate` passed the event and every value below already
+    has the field's type (protobuf's strings and bools, the enums, tuples), so validating again
+    would only repeat per-field work on the intake's hot path (a test holds the result equal to a
+    validated one).
+    """
+    event_id = event.id or fresh_id()
     action, strategy = _action_and_strategy(event_id, event)
     message = _cut(event_id, "message", event.message, limits.max_text_bytes)
-    metadata = {
-        key: _cut(event_id, f"metadata[{key!r}]", value, limits.max_metadata_value_bytes)
-        for key, value in event.metadata.items()
-    }
-    return HealthEvent(
+    metadata = (
+        {
+            key: _cut(event_id, f"metadata[{key!r}]", value, limits.max_metadata_value_bytes)
+            for key, value in event.metadata.items()
+        }
+        if event.metadata
+        else {}
+    )
+    return HealthEvent.model_construct(
         id=event_id,
         node=event.nodeName.strip(),
         agent=event.agent,
@@ -46,11 +58,35 @@ def to_domain(event: pb.HealthEvent, limits: IntakeLimits) -> HealthEvent:
         action=action,
         custom_action=event.customRecommendedAction,
         error_codes=tuple(event.errorCode),
-        entities=tuple(Entity(type=e.entityType, value=e.entityValue) for e in event.entitiesImpacted),
+        entities=tuple(Entity.model_construct(type=e.entityType, value=e.entityValue) for e in event.entitiesImpacted),
         metadata=metadata,
         generated_at=event.generatedTimestamp.ToDatetime(tzinfo=UTC) if event.HasField("generatedTimestamp") else None,
         strategy=strategy,
     )
+
+
+def fresh_id() -> str:
+    """A UUID no other event has: 74 random bits drawn once per process, and a 48-bit counter.
+
+    As unique as `uuid4` for what it names (events of one agent run, and of other agents and runs),
+    without a system call per event. It is marked as RFC 9562's version 8 (custom layout).
+    """
+    return f"{_id_prefix}-{next(_id_counter):012x}"
+
+
+def _draw_id_prefix() -> None:
+    global _id_prefix, _id_counter
+    bits = int.from_bytes(os.urandom(10), "big")  # 80 bits, of which 48, 12 and 14 are used
+    high, middle, low = bits >> 32, (bits >> 20) & 0xFFF, (bits >> 6) & 0x3FFF
+    _id_prefix = f"{high >> 16:08x}-{high & 0xFFFF:04x}-8{middle:03x}-{0x8000 | low:04x}"
+    _id_counter = itertools.count()
+
+
+_id_prefix: str
+_id_counter: Iterator[int]
+_draw_id_prefix()
+# A forked child must not hand out its parent's ids.
+os.register_at_fork(after_in_child=_draw_id_prefix)
 
 
 def _action_and_strategy(event_id: str, event: pb.HealthEvent) -> tuple[RecommendedAction, ProcessingStrategy]:

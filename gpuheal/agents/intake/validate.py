@@ -74,9 +74,10 @@ def validate(request: pb.HealthEvents, limits: IntakeLimits) -> None:
         )
     problems: list[str] = []
     for index, event in enumerate(request.events):
-        problems.extend(f"events[{index}].{problem}" for problem in event_problems(event, limits))
-        if len(problems) >= _MAX_REPORTED:
-            break
+        if found := event_problems(event, limits):
+            problems.extend(f"events[{index}].{problem}" for problem in found)
+            if len(problems) >= _MAX_REPORTED:
+                break
     if problems:
         shown = problems[:_MAX_REPORTED]
         more = " (and more)" if len(problems) > _MAX_REPORTED else ""
@@ -106,6 +107,18 @@ def _size_problems(event: pb.HealthEvent, limits: IntakeLimits) -> list[str]:
     are not looked at.
     """
     problems: list[str] = []
+    entities, codes, entries = len(event.entitiesImpacted), len(event.errorCode), len(event.metadata)
+    # Every name's UTF-8 bytes are part of the event's encoding, whose size protobuf computes in C;
+    # the message is free text, and its length in characters is at most its size in bytes. So an
+    # event whose encoding without its message is within the smallest name limit has no name over
+    # its limit, and its names need not be looked at one by one (most events are a few hundred bytes).
+    if (
+        event.ByteSize() - len(event.message) <= min(NODE_NAME_MAX_BYTES, limits.max_name_bytes)
+        and entities <= limits.max_entities
+        and codes <= limits.max_error_codes
+        and entries <= limits.max_metadata_entries
+    ):
+        return problems
 
     def name(field: str, value: str, most: int = limits.max_name_bytes) -> None:
         size = len(value.encode())
@@ -120,14 +133,14 @@ def _size_problems(event: pb.HealthEvent, limits: IntakeLimits) -> list[str]:
     name("nodeName", event.nodeName, NODE_NAME_MAX_BYTES)
     for field in ("id", "agent", "componentClass", "checkName", "customRecommendedAction"):
         name(field, getattr(event, field))
-    if within("entitiesImpacted", len(event.entitiesImpacted), limits.max_entities):
+    if within("entitiesImpacted", entities, limits.max_entities):
         for index, entity in enumerate(event.entitiesImpacted):
             name(f"entitiesImpacted[{index}].entityType", entity.entityType)
             name(f"entitiesImpacted[{index}].entityValue", entity.entityValue)
-    if within("errorCode", len(event.errorCode), limits.max_error_codes):
+    if within("errorCode", codes, limits.max_error_codes):
         for index, code in enumerate(event.errorCode):
             name(f"errorCode[{index}]", code)
-    if within("metadata", len(event.metadata), limits.max_metadata_entries):
+    if within("metadata", entries, limits.max_metadata_entries):
         for key in event.metadata:
             name(f"metadata key {truncate(key, _SHOWN_BYTES)!r}", key)
     return problems

@@ -2,7 +2,10 @@
 for the faults the disk refuses.
 
 Each entry is one file (see `spool_files`), written to a temporary name, flushed and renamed, so a
-crash leaves either the whole entry or none. The directory listing is the index: a new spool on the
+crash leaves either the whole entry or none. Entries appended together (`append_batch`, as a lane
+writes the events that arrived while it was writing) share one flush of the directory, made before
+any of them is reported taken; should it fail, each is treated as a write that failed after its
+rename. The directory listing is the index: a new spool on the
 same directory (after an agent restart) picks up where the old one stopped, in the same order. A
 write that fails uses up its sequence number all the same (it may have failed after its rename,
 when the directory would not flush, leaving its file), so no two entries share a number; should an
@@ -47,7 +50,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
@@ -55,7 +58,7 @@ from typing import NoReturn
 
 from pydantic import ValidationError
 
-from gpuheal.agents.durable_file import write_durably
+from gpuheal.agents.durable_file import sync_directory, write_durably
 from gpuheal.agents.publisher.spool_files import (
     ASIDE,
     DISK_FULL,
@@ -164,6 +167,10 @@ class Spool:
         self._held_bytes = 0
         self._read_failures: dict[int, _ReadFailures] = {}
         self._refusing = False  # a full hold was logged; logged again once the hold has emptied
+        # Entries the batch being appended wrote, whose renames wait for its directory flush: the
+        # index of their result in the batch, the event's id, the entry and its JSON.
+        self._unsynced: list[tuple[int, str, Spooled, bytes]] = []
+        self._batch_index = 0  # the place in its batch of the event being appended
         self._next_seq = 1
         self._load()
 
@@ -193,13 +200,61 @@ class Spool:
         An actionable event is always queued, on disk or held in memory, unless the hold is full:
         then `SpoolFull` is raised and nothing was queued.
         """
-        data = event.model_dump_json().encode()
+        (taken,) = self.append_batch([(event, actionable)])
+        if isinstance(taken, SpoolFull):
+            raise taken
+        return taken
+
+    def append_batch(self, items: Sequence[tuple[HealthEvent, bool]]) -> list[bool | SpoolFull]:
+        """`append` for each (event, actionable), in order; what `append` returns or raises for each.
+
+        The entries' renames are flushed with one directory flush for the batch, before any of them
+        is reported taken: a batch costs one flush of each entry's file and one of the directory.
+        """
+        encoded = [(event.id, event.model_dump_json().encode(), actionable) for event, actionable in items]
+        taken: list[bool | SpoolFull] = []
         with self._lock:
             self._write_held()
-            if actionable:
-                self._append_fault(event.id, data)
-                return True
-            return self._append_droppable(event.id, data)
+            for self._batch_index, (event_id, data, actionable) in enumerate(encoded):
+                try:
+                    taken.append(
+                        self._append_fault(event_id, data) if actionable else self._append_droppable(event_id, data)
+                    )
+                except SpoolFull as full:
+                    taken.append(full)
+            self._sync_batch(taken)
+        return taken
+
+    def _sync_batch(self, taken: list[bool | SpoolFull]) -> None:
+        """Flush the directory for the entries the batch wrote; should that fail, each is treated as
+        a write that failed after its rename (see `_append_droppable` and `_append_fault`)."""
+        unsynced, self._unsynced = self._unsynced, []
+        if not unsynced:
+            return
+        try:
+            sync_directory(self.directory)
+        except OSError as error:
+            for index, event_id, entry, data in unsynced:
+                taken[index] = self._unsure(event_id, entry, data, f"the disk refused it ({error})")
+
+    def _unsure(self, event_id: str, entry: Spooled, data: bytes, reason: str) -> bool | SpoolFull:
+        """An entry whose rename may not have reached the disk: refused, or a fault held in memory in its place."""
+        if not entry.actionable:
+            self._delete(entry)
+            return self._refuse(event_id, reason)
+        if self._held and self._held_bytes + entry.size > self.limits.max_held_bytes:
+            self._delete(entry)
+            try:
+                self._refuse_fault(event_id, reason)
+            except SpoolFull as full:
+                return full
+        held = replace(entry, held=data)
+        self._bytes -= entry.size
+        self._entries[entry.seq] = held  # keeps its place in the order
+        self._held = dict(sorted({**self._held, entry.seq: held}.items()))
+        self._held_bytes += entry.size
+        self._log_held(event_id, entry, reason)
+        return True
 
     def head(self) -> tuple[Spooled, HealthEvent] | None:
         """The oldest entry and its event, or None when empty; reading does not consume.
@@ -248,15 +303,16 @@ class Spool:
             return self._refuse(event_id, "the spool's budget is taken by actionable events")
         entry = self._new_entry(actionable=False, size=len(data))
         try:
-            write_durably(self._path(entry), data)
+            write_durably(self._path(entry), data, directory_sync=False)
         except OSError as error:
             # A write that failed after its rename left its file: refused, it must not linger unindexed.
             unlink(self._path(entry))
             return self._refuse(event_id, f"the disk refused it ({error})")
         self._add(entry)
+        self._unsynced.append((self._batch_index, event_id, entry, data))
         return True
 
-    def _append_fault(self, event_id: str, data: bytes) -> None:
+    def _append_fault(self, event_id: str, data: bytes) -> bool:
         entry = self._new_entry(actionable=True, size=len(data))
         if self._held:
             reason = "older actionable events are held in memory"
@@ -264,14 +320,19 @@ class Spool:
             limits = self.limits
             reason = f"no room beside the actionable events in the budget ({limits.max_entries} entries, {limits.max_bytes} bytes)"
         else:
-            error = self._write(entry, data)
+            error = self._write(entry, data, directory_sync=False)
             if error is None:
                 self._add(entry)
-                return
+                self._unsynced.append((self._batch_index, event_id, entry, data))
+                return True
             reason = f"the disk refused it ({error})"
         if self._held and self._held_bytes + entry.size > self.limits.max_held_bytes:
             self._refuse_fault(event_id, reason)
         self._add(replace(entry, held=data))
+        self._log_held(event_id, entry, reason)
+        return True
+
+    def _log_held(self, event_id: str, entry: Spooled, reason: str) -> None:
         log.error(
             "spool %s: holding actionable event %s in memory as %s (%d held): %s; it is delivered in order, and "
             "written to disk when there is room",
@@ -298,11 +359,11 @@ class Spool:
             )
         raise SpoolFull(f"spool {self.directory} cannot take actionable event {event_id}: {reason}")
 
-    def _write(self, entry: Spooled, data: bytes) -> OSError | None:
+    def _write(self, entry: Spooled, data: bytes, *, directory_sync: bool = True) -> OSError | None:
         """Write an actionable entry, shedding non-actionable ones while the disk is full; the error that stayed."""
         while True:
             try:
-                write_durably(self._path(entry), data)
+                write_durably(self._path(entry), data, directory_sync=directory_sync)
             except OSError as error:
                 if error.errno in DISK_FULL and self._shed_oldest():
                     continue

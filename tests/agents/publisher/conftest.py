@@ -31,10 +31,12 @@ from gpuheal_sim.demo.devserver import DevServer
 from gpuheal_sim.simulator import FleetConfig, SimulatedCluster
 from tests.chart import access_manifests, service_account
 
-# Fast retries: an outage in a test lasts as long as the test makes it.
+# Fast retries: an outage in a test lasts as long as the test makes it. A dependency that is up
+# takes each event directly, however busy the machine running the tests (the hand-off has tests of its own).
 FAST = PublisherSettings(
     retry=RetrySettings(
         delivery_timeout=timedelta(seconds=5),
+        hand_off=timedelta(seconds=5),
         initial_backoff=timedelta(seconds=0.05),
         max_backoff=timedelta(seconds=0.2),
     )

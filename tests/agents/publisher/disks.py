@@ -29,10 +29,10 @@ class FullDisk:
             -(-path.stat().st_size // self.BLOCK) * self.BLOCK for path in self.root.rglob("*") if path.is_file()
         )
 
-    def __call__(self, path: Path, data: bytes) -> None:
+    def __call__(self, path: Path, data: bytes, *, directory_sync: bool = True) -> None:
         if self.used() + -(-len(data) // self.BLOCK) * self.BLOCK > self.capacity:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-        write_durably(path, data)
+        write_durably(path, data, directory_sync=directory_sync)
 
 
 class BrokenDisk:
@@ -41,7 +41,7 @@ class BrokenDisk:
     def __init__(self, code: int) -> None:
         self.code = code
 
-    def __call__(self, path: Path, data: bytes) -> None:
+    def __call__(self, path: Path, data: bytes, *, directory_sync: bool = True) -> None:
         raise OSError(self.code, os.strerror(self.code), str(path))
 
 
@@ -49,8 +49,8 @@ class LostRename:
     """A disk whose writes land but whose directory flush fails (EIO), as `write_durably` fails after
     its rename: the entry's file is there, and its writer was told the write failed."""
 
-    def __call__(self, path: Path, data: bytes) -> None:
-        write_durably(path, data)
+    def __call__(self, path: Path, data: bytes, *, directory_sync: bool = True) -> None:
+        write_durably(path, data, directory_sync=directory_sync)
         raise OSError(errno.EIO, os.strerror(errno.EIO), str(path.parent))
 
 
@@ -61,8 +61,8 @@ class HealingDisk:
         self.healed = False
         self.attempted = threading.Event()
 
-    def __call__(self, path: Path, data: bytes) -> None:
+    def __call__(self, path: Path, data: bytes, *, directory_sync: bool = True) -> None:
         self.attempted.set()
         if not self.healed:
             raise OSError(errno.EIO, os.strerror(errno.EIO), str(path))
-        write_durably(path, data)
+        write_durably(path, data, directory_sync=directory_sync)

@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
+import stat
+import threading
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from gpuheal.agents.durable_file import write_durably
 from gpuheal.agents.publisher import DependencyUnavailable, Publisher, PublisherSettings, RetrySettings
 from gpuheal.agents.publisher import spool as spool_module
 from gpuheal.agents.publisher.spool import Spool
@@ -22,6 +26,7 @@ from tests.agents.publisher.test_spool import drain
 SETTINGS = PublisherSettings(
     retry=RetrySettings(
         delivery_timeout=timedelta(seconds=0.2),
+        hand_off=timedelta(seconds=0.2),
         initial_backoff=timedelta(seconds=0.02),
         max_backoff=timedelta(seconds=0.05),
     )
@@ -147,3 +152,94 @@ async def test_faults_still_held_when_the_grace_is_over_are_logged_by_id(
         caplog.clear()
     lost = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR and "is lost" in r.getMessage()]
     assert [next(f.id for f in faults if f.id in message) for message in lost] == [f.id for f in faults]
+
+
+class SlowRemediations:
+    """A dependency slowed down by load: it answers only once `answer` is set; records what it accepted, in order."""
+
+    def __init__(self) -> None:
+        self.answer = asyncio.Event()
+        self.accepted: list[str] = []
+
+    async def report(self, fault: Fault) -> None:
+        await self.answer.wait()
+        self.accepted.append(fault.event_id)
+
+
+async def test_a_slow_dependency_costs_each_sender_a_spool_write_not_its_latency(tmp_path: Path) -> None:
+    """Concurrent senders (the intake's calls) are not held behind a delivery that has not answered:
+    past the hand-off their events are spooled, and delivered in order once the dependency answers."""
+    backend = SlowRemediations()
+    settings = PublisherSettings(
+        retry=replace(SETTINGS.retry, delivery_timeout=timedelta(hours=1), hand_off=timedelta(seconds=0.05))
+    )
+    faults = [fatal_xid("n") for _ in range(5)]
+    async with Publisher(tmp_path, remediations=backend, settings=settings) as publisher:
+        await asyncio.wait_for(asyncio.gather(*(publisher.submit(fault) for fault in faults)), 30)
+        assert backend.accepted == []
+        assert publisher.pending() == {"temporal": len(faults)}
+        backend.answer.set()
+        await asyncio.wait_for(publisher.wait_delivered(), 30)
+    assert backend.accepted == [fault.id for fault in faults]
+
+
+class Fsyncs:
+    """Counts the flushes to disk, of files and of directories."""
+
+    def __init__(self) -> None:
+        self.files = 0
+        self.directories = 0
+        self._fsync = os.fsync
+
+    def __call__(self, fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            self.directories += 1
+        else:
+            self.files += 1
+        self._fsync(fd)
+
+
+class HeldDisk:
+    """A disk whose first write waits until `released` (a busy disk), the others going through at once."""
+
+    def __init__(self) -> None:
+        self.released = threading.Event()
+        self._first = True
+
+    def __call__(self, path: Path, data: bytes, *, directory_sync: bool = True) -> None:
+        if self._first:
+            self._first = False
+            self.released.wait()
+        write_durably(path, data, directory_sync=directory_sync)
+
+
+async def test_events_spooled_together_share_one_directory_flush(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Senders that arrive while the lane writes to its spool are written as the next batch: each
+    event costs a flush of its own file, and the batch one flush of the directory, before any
+    sender is told its event is taken."""
+    fsyncs, disk = Fsyncs(), HeldDisk()
+    monkeypatch.setattr(os, "fsync", fsyncs)
+    monkeypatch.setattr(spool_module, "write_durably", disk)
+    backend = SwitchableRemediations()  # down: every event goes to the spool
+    faults = [fatal_xid("n") for _ in range(20)]
+    async with Publisher(tmp_path, remediations=backend, settings=SETTINGS) as publisher:
+        senders = asyncio.gather(*(publisher.submit(fault) for fault in faults))
+
+        async def queued() -> None:  # the first write holds; the other senders queue behind it
+            while publisher.pending() != {"temporal": len(faults)}:
+                await asyncio.sleep(0.01)
+
+        try:
+            await asyncio.wait_for(queued(), 30)
+        finally:
+            disk.released.set()
+        assert fsyncs.files == fsyncs.directories == 0
+        await asyncio.wait_for(senders, 30)
+        # One batch, or two when the writer took the first event before the others queued.
+        assert fsyncs.files == len(faults)
+        assert fsyncs.directories <= 2
+        backend.up.set()
+        await asyncio.wait_for(publisher.wait_delivered(), 30)
+    assert backend.accepted == [fault.id for fault in faults]
