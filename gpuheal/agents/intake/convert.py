@@ -12,10 +12,8 @@ gpuheal's remediation policy decides quarantine and drain, not the sender. Free 
 
 from __future__ import annotations
 
-import itertools
 import logging
-import os
-from collections.abc import Iterator
+import uuid
 from datetime import UTC
 
 from gpuheal.agents.intake.validate import IntakeLimits
@@ -66,27 +64,9 @@ def to_domain(event: pb.HealthEvent, limits: IntakeLimits) -> HealthEvent:
 
 
 def fresh_id() -> str:
-    """A UUID no other event has: 74 random bits drawn once per process, and a 48-bit counter.
-
-    As unique as `uuid4` for what it names (events of one agent run, and of other agents and runs),
-    without a system call per event. It is marked as RFC 9562's version 8 (custom layout).
-    """
-    return f"{_id_prefix}-{next(_id_counter):012x}"
-
-
-def _draw_id_prefix() -> None:
-    global _id_prefix, _id_counter
-    bits = int.from_bytes(os.urandom(10), "big")  # 80 bits, of which 48, 12 and 14 are used
-    high, middle, low = bits >> 32, (bits >> 20) & 0xFFF, (bits >> 6) & 0x3FFF
-    _id_prefix = f"{high >> 16:08x}-{high & 0xFFFF:04x}-8{middle:03x}-{0x8000 | low:04x}"
-    _id_counter = itertools.count()
-
-
-_id_prefix: str
-_id_counter: Iterator[int]
-_draw_id_prefix()
-# A forked child must not hand out its parent's ids.
-os.register_at_fork(after_in_child=_draw_id_prefix)
+    """A random (version 4) UUID: an id no one can tell in advance, so no local client can take a
+    coming event's id first and have the real event dropped as a repeat."""
+    return str(uuid.uuid4())
 
 
 def _action_and_strategy(event_id: str, event: pb.HealthEvent) -> tuple[RecommendedAction, ProcessingStrategy]:

@@ -52,7 +52,10 @@ class RetrySettings:
     # From `submit` to the event delivered, waiting behind the lane's earlier events included; past
     # it the event is spooled and the backlog delivers it (with `delivery_timeout`). A dependency
     # that slows down under load then costs a sender a spool write, not its latency times the queue.
-    hand_off: timedelta = timedelta(seconds=0.1)
+    # Far above a healthy dependency's answer (tens of ms): a request cut short may have reached the
+    # dependency, and the backlog sends it again (delivery is at least once; every dependency takes
+    # an event again by its id), so that should be the slow dependency's case, not the common one.
+    hand_off: timedelta = timedelta(seconds=1)
     initial_backoff: timedelta = timedelta(seconds=0.5)
     max_backoff: timedelta = timedelta(seconds=30)
     shutdown_grace: timedelta = timedelta(seconds=15)
@@ -130,7 +133,7 @@ class Lane:
                     written.set_exception(outcome)
                 else:
                     written.set_result(None)
-            if any(outcome is True for outcome in taken):
+            if len(self._spool):  # a batch that failed may still have left entries behind
                 self._wake()
 
     async def wait_idle(self) -> None:
@@ -145,8 +148,9 @@ class Lane:
         Faults held in memory are delivered or written to disk first, for up to `shutdown_grace`;
         each one still held then is lost, and logged by its event id.
         """
-        if self._writer is not None:  # events being written have senders waiting on them
-            await asyncio.gather(self._writer, return_exceptions=True)
+        if self._writer is not None:  # events being written have senders waiting on them: the write
+            # goes on to tell them even if `close` is itself cancelled
+            await asyncio.gather(asyncio.shield(self._writer), return_exceptions=True)
         if self._spool.stats().held:
             await self._save_held()
         task, self._backlog = self._backlog, None

@@ -215,14 +215,17 @@ class Spool:
         taken: list[bool | SpoolFull] = []
         with self._lock:
             self._write_held()
-            for self._batch_index, (event_id, data, actionable) in enumerate(encoded):
-                try:
-                    taken.append(
-                        self._append_fault(event_id, data) if actionable else self._append_droppable(event_id, data)
-                    )
-                except SpoolFull as full:
-                    taken.append(full)
-            self._sync_batch(taken)
+            try:
+                for self._batch_index, (event_id, data, actionable) in enumerate(encoded):
+                    try:
+                        taken.append(
+                            self._append_fault(event_id, data) if actionable else self._append_droppable(event_id, data)
+                        )
+                    except SpoolFull as full:
+                        taken.append(full)
+                self._sync_batch(taken)
+            finally:  # a batch cut short by an error leaves no entries for the next one to flush
+                self._unsynced = []
         return taken
 
     def _sync_batch(self, taken: list[bool | SpoolFull]) -> None:
@@ -235,7 +238,8 @@ class Spool:
             sync_directory(self.directory)
         except OSError as error:
             for index, event_id, entry, data in unsynced:
-                taken[index] = self._unsure(event_id, entry, data, f"the disk refused it ({error})")
+                if self._entries.get(entry.seq) is entry:  # not shed by a later fault of the batch
+                    taken[index] = self._unsure(event_id, entry, data, f"the disk refused it ({error})")
 
     def _unsure(self, event_id: str, entry: Spooled, data: bytes, reason: str) -> bool | SpoolFull:
         """An entry whose rename may not have reached the disk: refused, or a fault held in memory in its place."""

@@ -190,6 +190,30 @@ def test_an_io_error_on_write_holds_the_fault_and_refuses_chatter(
     assert not list(tmp_path.iterdir())
 
 
+def test_a_failed_directory_flush_after_a_fault_shed_chatter_in_its_batch_holds_the_fault(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch's one directory flush fails (a sick disk) after a fault of the batch shed an entry
+    written earlier in it (a full spool): the shed entry is gone already, and the fault, whose rename
+    may not have reached the disk, is held in memory rather than counted on disk."""
+
+    def refused(directory: Path) -> None:
+        raise OSError(errno.EIO, "input/output error", str(directory))
+
+    monkeypatch.setattr(spool_module, "sync_directory", refused)
+    spool = Spool(tmp_path, SpoolLimits(max_entries=2))
+    chatter = [non_fatal("n") for _ in range(2)]
+    fault = fatal_xid("n")
+
+    taken = spool.append_batch([(chatter[0], False), (chatter[1], False), (fault, True)])
+
+    stats = spool.stats()
+    assert stats.shed == 1, "the fault made room by shedding the oldest chatter"
+    assert (stats.entries, stats.held) == (0, 1), "nothing counted on disk whose rename was not flushed"
+    assert taken[1:] == [False, True], "the chatter left is refused, the fault is taken (held)"
+    assert drain(spool) == [fault.id]
+
+
 def test_a_smaller_budget_after_a_restart_is_over_budget_until_room_is_made(tmp_path: Path) -> None:
     chatter = [non_fatal("n") for _ in range(4)]
     spool = Spool(tmp_path)
