@@ -41,9 +41,10 @@ def storm(
     returned = counts_over_time(back, moments)
     figure = Figure(figsize=_SIZE, dpi=_DPI)
     axes = figure.subplots()
-    axes.step(moments, quarantined, where="post", label="quarantined (cordoned so far)", color="tab:red")
     in_repair = [q - r for q, r in zip(quarantined, returned, strict=True)]
     axes.step(moments, in_repair, where="post", label="in repair (cordoned, not back yet)", color="tab:orange")
+    # Above the others: until the first node is back, in repair is the same line.
+    axes.step(moments, quarantined, where="post", label="quarantined (cordoned so far)", color="tab:red", zorder=3)
     axes.step(moments, returned, where="post", label="back in service", color="tab:green")
     for (name, times), style in zip(bare.items(), (":", "--", "-."), strict=False):
         axes.step(moments, counts_over_time(times, moments), where="post", linestyle=style, color="black", label=name)
