@@ -52,7 +52,7 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 from temporalio.api.common.v1 import Payload
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, TimeoutType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 
@@ -218,6 +218,8 @@ class StormRun:
     cpu: CpuAccount
     rss: Rss
     shape: Shape
+    # Workflow tasks timed out in all the storm's histories, by kind of timeout: each is a task done again.
+    task_timeouts: Counter[str]
 
     @property
     def last_cordon(self) -> float:
@@ -311,7 +313,14 @@ async def _remediations(
         raise RuntimeError(f"only {len(granted)} of {len(storm.names)} remediations received a permit")
     waits = [(permit.granted_at - _asked_at(h)).total_seconds() for h, permit in granted]
     collected = sum(1 for h, _ in granted if not any(_is_permit(e) for e in h.events))
-    return StormRun(timed, cordoned, back, steps, waits, collected, cpu, memory, Shape.of(histories[0]))
+    timeouts = Counter(
+        TimeoutType.Name(e.workflow_task_timed_out_event_attributes.timeout_type).removeprefix("TIMEOUT_TYPE_").lower()
+        for h in histories
+        for e in h.events
+        if e.HasField("workflow_task_timed_out_event_attributes")
+    )
+    shape = Shape.of(histories[0])
+    return StormRun(timed, cordoned, back, steps, waits, collected, cpu, memory, shape, timeouts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -534,6 +543,8 @@ def _summary(runs: Sequence[Run], ungoverned: Quarantined, faulty: int, plots: P
     print(f"  grants collected by the ask (not signalled): {governed.collected} of {faulty}")
     local = sum(governed.steps)
     print(f"  per remediation: {local} local activities and {len(governed.steps) - local} activities")
+    timeouts = ", ".join(f"{count} {kind}" for kind, count in governed.task_timeouts.items()) or "none"
+    print(f"  workflow tasks timed out in the {faulty} histories: {timeouts}")
     print(f"  history of one remediation: {governed.shape.describe()}")
     print(f"    {governed.shape.details()}")
     print(f"  history of one bare workflow with as many steps: {median.steps.shape.describe()}")
