@@ -113,8 +113,11 @@ class WorkerSettings:
     max_concurrent_activities: int = 200
     max_concurrent_workflow_tasks: int = 200
     graceful_shutdown: timedelta = timedelta(seconds=30)
-    # How soon another worker picks up a dead worker's workflows (the sticky queue timeout).
-    sticky_queue_timeout: timedelta = timedelta(seconds=10)
+    # How soon another worker picks up a dead worker's workflows (the sticky queue timeout). Not
+    # Temporal's 10 s: in a storm of 750 remediations on a busy worker, tasks wait longer than that for
+    # it, and each one timed out (767 in one storm) went to the shared queue, to be replayed from its
+    # full history, 10 s late; with 30 s none did. A dead worker's remediations wait 20 s longer.
+    sticky_queue_timeout: timedelta = timedelta(seconds=30)
     # How long a starting worker waits for the Kubernetes API to answer before it gives up.
     kubernetes_wait: timedelta = timedelta(seconds=60)
     # The fleet's limits: the budget, the breaker (gpuheal.domain.fleet), held by one governor
@@ -253,9 +256,10 @@ def remediations_worker(
     storm benchmark's bare-Temporal baseline runs its workflows on one such too)."""
     # The sandbox loads a workflow's module afresh for every run it starts (each remediation's first
     # task ran gpuheal.workflows.remediation's module code, class and decorators again, and every run
-    # in flight kept a copy of it: in a storm, a fifth of the worker's CPU and about half a MiB a run).
-    # The workflow modules hold no state a run could change, so they are loaded once and shared; the
-    # sandbox's checks of what a workflow calls still apply.
+    # in flight kept a copy of it: in a storm, about a sixth of the worker's CPU, and its resident set
+    # grew by about 500 MiB per 1,000 runs in flight, not 280). The workflow modules hold no state a
+    # run could change, so they are loaded once and shared; the sandbox's checks of what a workflow
+    # calls still apply.
     restrictions = SandboxRestrictions.default.with_passthrough_modules(*(each.__module__ for each in workflows))
     return Worker(
         client,
