@@ -29,7 +29,8 @@ baselines' servers and workers start while a storm's idle worker is watched afte
 
 Along the way: the CPU seconds each process used (the profile that shows what bounds the ratio on
 two cores), the history of one remediation (events, workflow tasks, payload bytes) beside a bare
-one's, and the remediations worker's resident set from before the storm to `AFTER_S` after it.
+one's, the workflow tasks that timed out in all of them, and the remediations worker's resident set
+from before the storm to `AFTER_S` after it.
 """
 
 from __future__ import annotations
