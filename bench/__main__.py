@@ -36,7 +36,7 @@ async def main(options: argparse.Namespace) -> None:
             if options.only in (None, "providers"):
                 await providers.run()
             if options.only in (None, "storm"):
-                await storm.run(server, Path(state), options.nodes, options.faulty)
+                await storm.run(server, Path(state), options.nodes, options.faulty, options.plots, options.storm_runs)
     finally:
         await server.shutdown()
 
@@ -62,4 +62,6 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=40, help="remediations in the latency benchmark")
     parser.add_argument("--nodes", type=int, default=1500, help="fleet size in the storm")
     parser.add_argument("--faulty", type=int, default=750, help="nodes that fault at once in the storm")
+    parser.add_argument("--storm-runs", type=int, default=1, help="governed storms, each beside its baselines")
+    parser.add_argument("--plots", type=Path, default=Path("docs/bench"), help="where the PNG plots go")
     asyncio.run(main(parser.parse_args()))

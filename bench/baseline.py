@@ -1,7 +1,10 @@
-"""The baseline: bare Temporal workflows running no-op activities, local or not, as a remediation ran its steps.
+"""The baselines: bare Temporal workflows doing what a remediation does with nothing of gpuheal's in it.
 
-bench/baseline_worker.py runs them in a process with the same concurrency limits as gpuheal's
-worker, so the storm can be set beside it on the same server.
+`BareWorkflow` runs no-op activities, local or not, as a remediation ran its steps; `BareSignalled`
+is started as a remediation is (signal-with-start) and, on its signal, runs one no-op local activity
+in its first workflow task, as a remediation quarantines its node there. bench/baseline_worker.py
+runs them in a process with the same worker options as gpuheal's worker, so the storm can be set
+beside them.
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import activity, workflow
+
+_NOOP_TIMEOUT = timedelta(seconds=30)
 
 
 @activity.defn(name="noop")
@@ -23,6 +28,22 @@ class BareWorkflow:
         """One no-op per step, in order: a local activity where `local` says so, else an activity."""
         for is_local in local:
             if is_local:
-                await workflow.execute_local_activity(noop, start_to_close_timeout=timedelta(seconds=30))
+                await workflow.execute_local_activity(noop, start_to_close_timeout=_NOOP_TIMEOUT)
             else:
-                await workflow.execute_activity(noop, start_to_close_timeout=timedelta(seconds=30))
+                await workflow.execute_activity(noop, start_to_close_timeout=_NOOP_TIMEOUT)
+
+
+@workflow.defn(name="BareSignalled")
+class BareSignalled:
+    def __init__(self) -> None:
+        self._signalled = False
+
+    @workflow.signal(name="go")
+    def go(self) -> None:
+        self._signalled = True
+
+    @workflow.run
+    async def run(self) -> None:
+        """Once signalled (with the start), one no-op local activity, the quarantine's stand-in."""
+        await workflow.wait_condition(lambda: self._signalled)
+        await workflow.execute_local_activity(noop, start_to_close_timeout=_NOOP_TIMEOUT)

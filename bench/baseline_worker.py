@@ -10,24 +10,16 @@ import argparse
 import asyncio
 
 from temporalio.client import Client
-from temporalio.worker import Worker
 
-from bench.baseline import BareWorkflow, noop
-from gpuheal.worker import WorkerSettings
+from bench.baseline import BareSignalled, BareWorkflow, noop
+from gpuheal.worker import WorkerSettings, remediations_worker
 
 
 async def serve(address: str, task_queue: str) -> None:
     client = await Client.connect(address)
-    limits = WorkerSettings()
-    async with Worker(
-        client,
-        task_queue=task_queue,
-        workflows=[BareWorkflow],
-        activities=[noop],
-        max_concurrent_activities=limits.max_concurrent_activities,
-        max_concurrent_workflow_tasks=limits.max_concurrent_workflow_tasks,
-        max_concurrent_local_activities=limits.max_concurrent_workflow_tasks,
-        nonsticky_to_sticky_poll_ratio=0.5,
+    # gpuheal's worker options, so what differs from a storm is the workflows and activities alone.
+    async with remediations_worker(
+        client, WorkerSettings(task_queue=task_queue), [BareWorkflow, BareSignalled], [noop]
     ):
         print("worker polling", flush=True)
         await asyncio.Event().wait()

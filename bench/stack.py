@@ -13,12 +13,15 @@ import os
 import sys
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from bench.measure import CordonWatch, watching_cordons
 from gpuheal_sim.demo.devserver import DevServer
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +29,7 @@ class Fleet:
     url: str
     control_url: str
     kubeconfig: Path
+    pid: int
 
 
 async def _spawn(args: Sequence[str], ready: bytes) -> tuple[asyncio.subprocess.Process, bytes]:
@@ -41,9 +45,13 @@ async def _spawn(args: Sequence[str], ready: bytes) -> tuple[asyncio.subprocess.
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert process.stdout is not None
-    while ready not in (line := await asyncio.wait_for(process.stdout.readline(), 120)):
-        if not line:
-            raise RuntimeError(f"{' '.join(args)} exited before it was ready")
+    try:
+        while ready not in (line := await asyncio.wait_for(process.stdout.readline(), 120)):
+            if not line:
+                raise RuntimeError(f"{' '.join(args)} exited before it was ready")
+    except BaseException:  # a timeout, or a start cancelled with others that failed: leave nothing running
+        await _stop(process)
+        raise
     drain = asyncio.create_task(_drain(process.stdout))
     _DRAINS.add(drain)
     drain.add_done_callback(_DRAINS.discard)
@@ -77,19 +85,34 @@ async def fleet_process(state_dir: Path, *args: str) -> AsyncIterator[Fleet]:
     )
     try:
         announced = json.loads(line)
-        yield Fleet(url=announced["url"], control_url=announced["controlUrl"], kubeconfig=Path(announced["kubeconfig"]))
+        yield Fleet(
+            url=announced["url"],
+            control_url=announced["controlUrl"],
+            kubeconfig=Path(announced["kubeconfig"]),
+            pid=process.pid,
+        )
     finally:
         await _stop(process)
 
 
 @asynccontextmanager
-async def worker_process(*args: str) -> AsyncIterator[None]:
-    """A worker process (`python -m ARGS…`) that prints `worker polling` once it polls."""
+async def worker_process(*args: str) -> AsyncIterator[int]:
+    """A worker process (`python -m ARGS…`) that prints `worker polling` once it polls; yields its pid."""
     process, _ = await _spawn(list(args), ready=b"worker polling")
     try:
-        yield
+        yield process.pid
     finally:
         await _stop(process)
+
+
+async def enter_together(
+    stack: contextlib.AsyncExitStack, contexts: Sequence[AbstractAsyncContextManager[T]]
+) -> list[T]:
+    """Enter the contexts side by side (each starts a process that takes seconds to be ready) onto
+    `stack`, which exits them; where one fails, those entered are still exited with the stack."""
+    async with asyncio.TaskGroup() as entering:
+        entered = [entering.create_task(stack.enter_async_context(context)) for context in contexts]
+    return [task.result() for task in entered]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +122,8 @@ class RemediationStack:
     fleet: Fleet
     task_queue: str
     cordons: CordonWatch
+    # The pid of each worker process, by its role ("all", or "governor" and "remediations").
+    worker_pids: dict[str, int]
 
 
 @asynccontextmanager
@@ -132,7 +157,9 @@ async def remediation_stack(
             "",
             *worker_args,
         )
-        for role in ("governor", "remediations") if governor_apart else ("all",):
-            await workers.enter_async_context(worker_process(*common, "--role", role))
+        roles = ("governor", "remediations") if governor_apart else ("all",)
+        # The workers start side by side: each spends seconds importing and connecting.
+        started = await enter_together(workers, [worker_process(*common, "--role", role) for role in roles])
+        pids = dict(zip(roles, started, strict=True))
         async with watching_cordons(fleet.kubeconfig) as cordons:
-            yield RemediationStack(fleet, task_queue, cordons)
+            yield RemediationStack(fleet, task_queue, cordons, pids)

@@ -18,12 +18,13 @@ import contextlib
 import enum
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from kubernetes.aio.client import ApiClient
@@ -34,6 +35,7 @@ from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from gpuheal.activities import remediation_activities
 from gpuheal.activities.metrics import VisibilityGauges
@@ -111,8 +113,11 @@ class WorkerSettings:
     max_concurrent_activities: int = 200
     max_concurrent_workflow_tasks: int = 200
     graceful_shutdown: timedelta = timedelta(seconds=30)
-    # How soon another worker picks up a dead worker's workflows (the sticky queue timeout).
-    sticky_queue_timeout: timedelta = timedelta(seconds=10)
+    # How soon another worker picks up a dead worker's workflows (the sticky queue timeout). Not
+    # Temporal's 10 s: in a storm of 750 remediations on a busy worker, tasks wait longer than that for
+    # it, and each one timed out (767 in one storm) went to the shared queue, to be replayed from its
+    # full history, 10 s late; with 30 s none did. A dead worker's remediations wait 20 s longer.
+    sticky_queue_timeout: timedelta = timedelta(seconds=30)
     # How long a starting worker waits for the Kubernetes API to answer before it gives up.
     kubernetes_wait: timedelta = timedelta(seconds=60)
     # The fleet's limits: the budget, the breaker (gpuheal.domain.fleet), held by one governor
@@ -193,23 +198,7 @@ async def _worker(settings: WorkerSettings, client: Client, api: ApiClient) -> A
         watch = PolicyWatch(settings.policy) if settings.policy is not None else None
         policy = WorkerPolicy(settings.fleet, watch)
         activities = remediation_activities(api, chosen, policy, governor_id)
-        worker = Worker(
-            client,
-            task_queue=settings.task_queue,
-            workflows=[RemediationWorkflow, GovernorWorkflow],
-            activities=activities,
-            max_concurrent_activities=settings.max_concurrent_activities,
-            max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
-            # A workflow task runs its local steps one at a time, and the ask for a permit waits in
-            # one: a slot for each task's step, or in a storm the tasks queue for slots.
-            max_concurrent_local_activities=settings.max_concurrent_workflow_tasks,
-            # Half the workflow-task polls for new remediations (Temporal's default gives them one in
-            # five): in a storm a node is quarantined in its remediation's first task, and those must
-            # not wait behind the later steps of the first remediations.
-            nonsticky_to_sticky_poll_ratio=0.5,
-            graceful_shutdown_timeout=settings.graceful_shutdown,
-            sticky_queue_schedule_to_start_timeout=settings.sticky_queue_timeout,
-        )
+        worker = remediations_worker(client, settings, [RemediationWorkflow, GovernorWorkflow], activities)
         # The governor's own queue; GovernorWorkflow stays on the main one too, for a governor started
         # there before it had a queue of its own (it moves at its next continue-as-new).
         governor_worker = Worker(
@@ -258,6 +247,38 @@ async def _worker(settings: WorkerSettings, client: Client, api: ApiClient) -> A
                 for task in background:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+
+
+def remediations_worker(
+    client: Client, settings: WorkerSettings, workflows: Sequence[type], activities: Sequence[Callable[..., Any]]
+) -> Worker:
+    """A Worker for `settings.task_queue` with the concurrency and polling a fault storm needs (the
+    storm benchmark's bare-Temporal baseline runs its workflows on one such too)."""
+    # The sandbox loads a workflow's module afresh for every run it starts (each remediation's first
+    # task ran gpuheal.workflows.remediation's module code, class and decorators again, and every run
+    # in flight kept a copy of it: in a storm, about a sixth of the worker's CPU, and its resident set
+    # grew by about 500 MiB per 1,000 runs in flight, not 280). The workflow modules hold no state a
+    # run could change, so they are loaded once and shared; the sandbox's checks of what a workflow
+    # calls still apply.
+    restrictions = SandboxRestrictions.default.with_passthrough_modules(*(each.__module__ for each in workflows))
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=workflows,
+        activities=activities,
+        workflow_runner=SandboxedWorkflowRunner(restrictions=restrictions),
+        max_concurrent_activities=settings.max_concurrent_activities,
+        max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
+        # A workflow task runs its local steps one at a time, and the ask for a permit waits in
+        # one: a slot for each task's step, or in a storm the tasks queue for slots.
+        max_concurrent_local_activities=settings.max_concurrent_workflow_tasks,
+        # Half the workflow-task polls for new remediations (Temporal's default gives them one in
+        # five): in a storm a node is quarantined in its remediation's first task, and those must
+        # not wait behind the later steps of the first remediations.
+        nonsticky_to_sticky_poll_ratio=0.5,
+        graceful_shutdown_timeout=settings.graceful_shutdown,
+        sticky_queue_schedule_to_start_timeout=settings.sticky_queue_timeout,
+    )
 
 
 async def ensure_search_attributes(client: Client) -> None:
