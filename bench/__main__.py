@@ -7,6 +7,8 @@ import asyncio
 import tempfile
 from pathlib import Path
 
+import bench.agent_memory
+import bench.fleet_cordon
 from bench import agent, device_api, eventgen, history, intake, kmsg, latency, providers, replay, storm, telemetry
 from gpuheal_sim.demo.devserver import start_dev_server
 
@@ -35,6 +37,10 @@ async def main(options: argparse.Namespace) -> None:
                 await device_api.run()
             if options.only in (None, "providers"):
                 await providers.run()
+            if options.only in (None, "fleet-cordon"):
+                await bench.fleet_cordon.run(server, Path(state))
+            if options.only in (None, "agent-memory"):
+                await bench.agent_memory.run(server, Path(state), options.soak_minutes)
             if options.only in (None, "storm"):
                 await storm.run(server, Path(state), options.nodes, options.faulty)
     finally:
@@ -57,9 +63,14 @@ if __name__ == "__main__":
             "device-api",
             "providers",
             "storm",
+            "fleet-cordon",
+            "agent-memory",
         ],
     )
     parser.add_argument("--runs", type=int, default=40, help="remediations in the latency benchmark")
     parser.add_argument("--nodes", type=int, default=1500, help="fleet size in the storm")
     parser.add_argument("--faulty", type=int, default=750, help="nodes that fault at once in the storm")
+    parser.add_argument(
+        "--soak-minutes", type=float, default=1.5, help="minutes of medium load on the agent in agent-memory"
+    )
     asyncio.run(main(parser.parse_args()))
