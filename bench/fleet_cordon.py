@@ -324,6 +324,12 @@ async def run(server: DevServer, state: Path, nodes: int = NODES) -> FleetCordon
         f"p99 {load['delivery_p99_ms']:.0f} ms, schedule lag p99 {load['late_p99_ms']:.0f} ms, "
         f"{load['errors']} errors{' (' + load['first_error'] + ')' if load['errors'] else ''}"
     )
+    fatal = (load["by_kind"][eventgen.Kind.FATAL_XID.name] + len(loaded)) / load["seconds"]
+    cordoned = (quarantined + len(loaded)) / load["seconds"]
+    behind = (
+        ": fewer, so the backlog (and the time to cordon) grew while the load lasted" if cordoned < 0.95 * fatal else ""
+    )
+    print(f"  remediations asked for {fatal:.1f}/s, nodes cordoned {cordoned:.1f}/s{behind}")
     shares = ", ".join(f"{name} {share:.0%}" for name, share in sorted(cpu.items(), key=lambda item: -item[1]))
     print(f"  CPU while sampled (of one core): {shares}")
     p99 = percentile(loaded, 0.99)
