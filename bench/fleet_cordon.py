@@ -17,8 +17,11 @@ seconds) to its node's own `Publisher` with the agent's Kubernetes reporter and 
 (the Device API is the node's own and reaches neither). The API server is the simulator's, with a
 worker process remediating as in production. Nodes reserved for sampling get no load: first a few
 faults on the idle fleet, one at a time (the baseline), then under the load faults at up to
-SAMPLE_RATE (at most half the fleet's fatal rate), which take the place of as many of the load's fatal events so the fleet's fatal rate stays the
-medium one. Each is timed from just before its report to the taint seen on the node watch.
+SAMPLE_RATE (at most half the fleet's fatal rate), which take the place of as many of the load's
+fatal events, so the fleet's fatal rate stays the medium one. Each is timed from just before its
+report to the taint seen on the node watch. Printed beside them: the remediation rate the load
+asked for and the cordon rate the fleet saw, and the CPU each process used while sampled (the
+machine's cores are what the whole pipeline shares here).
 
 The worker's governor is on, with limits that do not bind: at its defaults (10 remediations at once,
 the breaker at a fifth of the fleet within an hour) it holds most of the medium load's 10.7
@@ -58,6 +61,7 @@ from gpuheal.kubeclient import connect as connect_kubernetes
 from gpuheal.tools import eventgen
 from gpuheal_sim.demo.devserver import DevServer
 from gpuheal_sim.demo.run import demo_policy
+from gpuheal_sim.simulator.fleet import FleetConfig
 from gpuheal_sim.simulator.gpus import gpu_uuid
 
 NODES = 2000
@@ -66,10 +70,8 @@ TARGET_P99 = 0.100
 IDLE_SAMPLES = 30
 LOADED_SAMPLES = 100
 SAMPLE_RATE = 4.0  # sampled faults per second under load, at most
-WARM_UP_S = 5.0
-UNCORDONED_AFTER_S = (
-    30.0  # after the last sampled report  # load before the first sample: the first remediations are under way
-)
+WARM_UP_S = 5.0  # load before the first sample: the first remediations are under way
+UNCORDONED_AFTER_S = 30.0  # after the last sampled report, a node not yet cordoned counts as never
 GPUS = 8
 _READY = "load running"
 MIX_SHARE = {kind: weight / sum(eventgen.MIX.values()) for kind, weight in eventgen.MIX.items()}
@@ -97,11 +99,6 @@ class FleetCordon:
     load: dict[str, Any]
 
 
-def node_name(index: int, nodes: int) -> str:
-    """The simulator's name for node `index` of a fleet of `nodes`."""
-    return f"gpu-node-{index:0{max(3, len(str(nodes - 1)))}d}"
-
-
 async def _load(options: argparse.Namespace) -> None:
     """The load process: medium-load events of nodes [0, options.load_nodes) until SIGTERM.
 
@@ -127,6 +124,7 @@ async def _drive(
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     publishers: dict[str, Publisher] = {}
+    names = FleetConfig(nodes=options.nodes).node_names()[: options.load_nodes]
     rng = random.Random(15)
     limits = IntakeLimits()
     # The load's own fatal events, less the sampled ones that stand in for some of them.
@@ -161,7 +159,7 @@ async def _drive(
         if kind is eventgen.Kind.FATAL_XID and rng.random() >= keep_fatal:
             continue  # a sampled fault takes this one's place
         by_kind[kind.name] += 1
-        node = node_name(rng.randrange(options.load_nodes), options.nodes)
+        node = rng.choice(names)
         if node not in publishers:
             publishers[node] = Publisher(options.spool_dir / node, nodes=reporter, remediations=temporal)
         wire = eventgen.event(kind, node, rng, [gpu_uuid(node, i) for i in range(GPUS)])
@@ -292,7 +290,7 @@ def _cpu_seconds() -> dict[str, float]:
 async def run(server: DevServer, state: Path, nodes: int = NODES) -> FleetCordon:
     load_nodes = nodes - IDLE_SAMPLES - LOADED_SAMPLES
     sample_rate = min(SAMPLE_RATE, MEDIUM_PER_NODE * nodes * MIX_SHARE[eventgen.Kind.FATAL_XID] / 2)
-    reserved = [node_name(i, nodes) for i in range(load_nodes, nodes)]
+    reserved = FleetConfig(nodes=nodes).node_names()[load_nodes:]
     fleet_args = ("--nodes", str(nodes), "--reboot-seconds", "0", "--no-workloads")
     async with remediation_stack(server, state / "fleet-cordon", *fleet_args, worker_args=UNBOUND_GOVERNOR) as stack:
         idle = await _idle(server, stack, reserved[:IDLE_SAMPLES])
