@@ -16,9 +16,9 @@ converted as the intake converts them, each handed on its schedule (open loop, t
 seconds) to its node's own `Publisher` with the agent's Kubernetes reporter and Temporal client
 (the Device API is the node's own and reaches neither). The API server is the simulator's, with a
 worker process remediating as in production. Nodes reserved for sampling get no load: first a few
-faults on the idle fleet, one at a time (the baseline), then under the load faults at up to
-SAMPLE_RATE (at most half the fleet's fatal rate), which take the place of as many of the load's
-fatal events, so the fleet's fatal rate stays the medium one. Each is timed from just before its
+faults on the idle fleet, each once the last one's remediation has ended (the baseline), then
+under the load faults at up to SAMPLE_RATE (at most half the fleet's fatal rate), which take the
+place of as many of the load's fatal events, so the fleet's fatal rate stays the medium one. Each is timed from just before its
 report to the taint seen on the node watch. Printed beside them: the remediation rate the load
 asked for and the cordon rate the fleet saw, and the CPU each process used while sampled (the
 machine's cores are what the whole pipeline shares here).
@@ -47,6 +47,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from temporalio.client import WorkflowHandle
+
 from bench.latency import UNBOUND_GOVERNOR
 from bench.measure import CordonWatch, describe, percentile, verdict
 from bench.stack import RemediationStack, remediation_stack
@@ -67,12 +69,13 @@ from gpuheal_sim.simulator.gpus import gpu_uuid
 NODES = 2000
 MEDIUM_PER_NODE = 0.067  # events/s on each node: the seed's medium load
 TARGET_P99 = 0.100
-IDLE_SAMPLES = 30
+IDLE_SAMPLES = 20
 LOADED_SAMPLES = 100
 SAMPLE_RATE = 4.0  # sampled faults per second under load, at most
 WARM_UP_S = 5.0  # load before the first sample: the first remediations are under way
 UNCORDONED_AFTER_S = 30.0  # after the last sampled report, a node not yet cordoned counts as never
 GPUS = 8
+RemediationHandle = WorkflowHandle[Any, Any]
 _READY = "load running"
 MIX_SHARE = {kind: weight / sum(eventgen.MIX.values()) for kind, weight in eventgen.MIX.items()}
 
@@ -238,20 +241,21 @@ async def _cordoned(cordons: CordonWatch, nodes: list[str]) -> None:
         await cordons.changed.wait()
 
 
-async def _fault(server: DevServer, stack: RemediationStack, node: str) -> float:
-    """Report a fatal XID on `node`; returns when it was reported (perf_counter, just before)."""
+async def _fault(server: DevServer, stack: RemediationStack, node: str) -> tuple[float, RemediationHandle]:
+    """Report a fatal XID on `node`: when it was reported (perf_counter, just before), and its remediation."""
     fault = Fault(node=node, action=RecommendedAction.RESTART_BM, xid=79, event_id=str(uuid.uuid4()))
     started = time.perf_counter()
-    await remediations.report_fault(server.client, fault, demo_policy(False), task_queue=stack.task_queue)
-    return started
+    handle = await remediations.report_fault(server.client, fault, demo_policy(False), task_queue=stack.task_queue)
+    return started, handle
 
 
 async def _idle(server: DevServer, stack: RemediationStack, nodes: list[str]) -> list[float]:
-    """One fault at a time, each once the last one's node is cordoned."""
+    """One fault at a time, each once the last one's remediation has ended: nothing else runs."""
     samples = []
     for node in nodes:
-        started = await _fault(server, stack, node)
+        started, handle = await _fault(server, stack, node)
         await asyncio.wait_for(_cordoned(stack.cordons, [node]), 30)
+        await asyncio.wait_for(handle.result(), 60)
         samples.append(stack.cordons.cordoned_at[node] - started)
     return samples
 
@@ -262,7 +266,8 @@ async def _under_load(server: DevServer, stack: RemediationStack, nodes: list[st
 
     async def at(index: int, node: str) -> float:
         await asyncio.sleep(max(0.0, began + index / rate - time.perf_counter()))
-        return await _fault(server, stack, node)
+        started, _ = await _fault(server, stack, node)
+        return started
 
     started = await asyncio.gather(*(at(i, node) for i, node in enumerate(nodes)))
     with suppress(TimeoutError):  # a fault still uncordoned then counts as never
