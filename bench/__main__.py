@@ -7,16 +7,35 @@ import asyncio
 import tempfile
 from pathlib import Path
 
-from bench import agent, device_api, eventgen, history, intake, kmsg, latency, providers, replay, storm, telemetry
+from bench import (
+    agent,
+    agent_memory,
+    device_api,
+    eventgen,
+    fleet_cordon,
+    history,
+    intake,
+    kmsg,
+    latency,
+    plot,
+    providers,
+    replay,
+    storm,
+    telemetry,
+)
 from gpuheal_sim.demo.devserver import start_dev_server
 
 
 async def main(options: argparse.Namespace) -> None:
     server = await start_dev_server()  # in memory, shared by every benchmark and baseline of the run
+    # Latencies (seconds) of the benchmarks that measure them, drawn together at the end.
+    latencies: dict[str, list[float]] = {}
     try:
         with tempfile.TemporaryDirectory() as state:
             if options.only in (None, "latency"):
-                await latency.run(server, Path(state), options.runs)
+                demo = await latency.run(server, Path(state), options.runs)
+                latencies["fault → cordon, demo fleet"] = demo.to_cordon
+                latencies["fault → back in service, demo fleet"] = demo.to_service
             if options.only in (None, "history"):
                 await history.run(server, Path(state))
             if options.only in (None, "agent"):
@@ -35,8 +54,18 @@ async def main(options: argparse.Namespace) -> None:
                 await device_api.run()
             if options.only in (None, "providers"):
                 await providers.run()
+            if options.only in (None, "fleet-cordon"):
+                fleet = await fleet_cordon.run(server, Path(state))
+                latencies["fault → cordon, 2,000 idle nodes"] = fleet.idle
+                latencies["fault → cordon, 2,000 nodes, medium load"] = fleet.loaded
+            if options.only in (None, "agent-memory"):
+                await agent_memory.run(server, Path(state), options.soak_minutes)
             if options.only in (None, "storm"):
                 await storm.run(server, Path(state), options.nodes, options.faulty, options.plots, options.storm_runs)
+        if latencies:
+            path = options.plots / "latency.png"
+            plot.latency_distributions(path, latencies, title="fault → cordon and → back in service")
+            print(f"latency distributions drawn in {path}")
     finally:
         await server.shutdown()
 
@@ -57,6 +86,8 @@ if __name__ == "__main__":
             "device-api",
             "providers",
             "storm",
+            "fleet-cordon",
+            "agent-memory",
         ],
     )
     parser.add_argument("--runs", type=int, default=40, help="remediations in the latency benchmark")
@@ -64,4 +95,7 @@ if __name__ == "__main__":
     parser.add_argument("--faulty", type=int, default=750, help="nodes that fault at once in the storm")
     parser.add_argument("--storm-runs", type=int, default=1, help="governed storms, each beside its baselines")
     parser.add_argument("--plots", type=Path, default=Path("docs/bench"), help="where the PNG plots go")
+    parser.add_argument(
+        "--soak-minutes", type=float, default=1.5, help="minutes of medium load on the agent in agent-memory"
+    )
     asyncio.run(main(parser.parse_args()))

@@ -59,7 +59,7 @@ from gpuheal.agents.gpu_identity import gpu_name
 from gpuheal.agents.intake import IntakeLimits, IntakeServer, IntakeSettings
 from gpuheal.agents.intake.convert import to_domain
 from gpuheal.agents.intake.validate import validate
-from gpuheal.agents.publisher import Publisher
+from gpuheal.agents.publisher import Publisher, Verdict
 from gpuheal.agents.publisher.device_api import GrpcDeviceApi
 from gpuheal.agents.sink import EventSink
 from gpuheal.domain.faults import Fault
@@ -146,9 +146,16 @@ class CountingSink:
 
 
 class NoOpBackends:
-    """Kubernetes and Temporal that accept everything at once."""
+    """Device API, Kubernetes and Temporal that accept everything at once (the event generator and
+    telemetry benchmarks publish to them; the intake's own publisher writes to a real Device API)."""
 
-    async def set_gpu_condition(self, node: str, verdict: object) -> None:
+    async def list_gpus(self) -> list[gpu_pb2.Gpu]:
+        return []
+
+    async def set_gpu_health(self, gpu: gpu_pb2.Gpu, verdict: Verdict) -> None:
+        return None
+
+    async def set_gpu_condition(self, node: str, verdict: Verdict) -> None:
         return None
 
     async def record_event(self, event: HealthEvent) -> None:

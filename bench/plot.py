@@ -7,6 +7,7 @@ display is needed, and a benchmark may draw from any thread.
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -69,7 +70,11 @@ def latency_distributions(
         fractions = [(rank + 1) / len(ordered) for rank in range(len(ordered))]
         p50, p99 = percentile(ordered, 0.5), percentile(ordered, 0.99)
         label = f"{name}: p50 {p50:.1f} ms, p99 {p99:.1f} ms, n={len(ordered)}"
-        axes.step(ordered, fractions, where="post", label=label)
+        # A sample that never arrived (infinite) has no place on the axis; its share stays unreached.
+        finite = [(value, fraction) for value, fraction in zip(ordered, fractions, strict=True) if math.isfinite(value)]
+        if len(finite) < len(ordered):
+            label += f", {len(ordered) - len(finite)} never"
+        axes.step([value for value, _ in finite], [fraction for _, fraction in finite], where="post", label=label)
     axes.set_xscale("log")
     axes.set_xlabel(xlabel)
     axes.set_ylabel("fraction at or below")
