@@ -35,7 +35,6 @@ from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from gpuheal.activities import remediation_activities
 from gpuheal.activities.metrics import VisibilityGauges
@@ -254,19 +253,15 @@ def remediations_worker(
 ) -> Worker:
     """A Worker for `settings.task_queue` with the concurrency and polling a fault storm needs (the
     storm benchmark's bare-Temporal baseline runs its workflows on one such too)."""
-    # The sandbox loads a workflow's module afresh for every run it starts (each remediation's first
-    # task ran gpuheal.workflows.remediation's module code, class and decorators again, and every run
-    # in flight kept a copy of it: in a storm, about a sixth of the worker's CPU, and its resident set
-    # grew by about 500 MiB per 1,000 runs in flight, not 280). The workflow modules hold no state a
-    # run could change, so they are loaded once and shared; the sandbox's checks of what a workflow
-    # calls still apply.
-    restrictions = SandboxRestrictions.default.with_passthrough_modules(*(each.__module__ for each in workflows))
+    # The sandbox loads a workflow's module afresh for every run it starts: in a storm a sixth of the
+    # worker's CPU, and half its memory per run in flight. Passing the workflow modules through would
+    # save that, but the sandbox checks only the code it loads itself: a workflow module passed
+    # through could read the clock or the disk unnoticed (tests/test_worker_sandbox.py).
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=workflows,
         activities=activities,
-        workflow_runner=SandboxedWorkflowRunner(restrictions=restrictions),
         max_concurrent_activities=settings.max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
         # A workflow task runs its local steps one at a time, and the ask for a permit waits in
