@@ -43,7 +43,7 @@ async def main(options: argparse.Namespace) -> None:
             if options.only in (None, "kmsg"):
                 kmsg.run()
             if options.only in (None, "replay"):
-                replay.run()
+                await replay.run()
             if options.only in (None, "intake"):
                 await intake.run()
             if options.only in (None, "eventgen"):

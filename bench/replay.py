@@ -25,7 +25,7 @@ from gpuheal.replay import replay_logs
 _KMSG_RECORD = "{pri},{n},{usec},-;{text}"
 
 
-def run(nodes: int = 8, lines_per_node: int = 50_000) -> dict[str, float]:
+async def run(nodes: int = 8, lines_per_node: int = 50_000) -> dict[str, float]:
     """Build the logs, time the parser and the replay over them (best of two each), print."""
     with tempfile.TemporaryDirectory() as scratch:
         logs = [Path(scratch) / f"gpu-node-{n:03}.log" for n in range(nodes)]
@@ -35,8 +35,8 @@ def run(nodes: int = 8, lines_per_node: int = 50_000) -> dict[str, float]:
         replays = []
         for _ in range(2):
             start = time.perf_counter()
-            replayed = asyncio.run(
-                replay_logs(logs, PolicyDocument(), gpu_nodes=nodes, repair_time=timedelta(minutes=15), year=2026)
+            replayed = await replay_logs(
+                logs, PolicyDocument(), gpu_nodes=nodes, repair_time=timedelta(minutes=15), year=2026
             )
             replays.append(time.perf_counter() - start)
         replay = min(replays)
@@ -63,4 +63,4 @@ if __name__ == "__main__":
     options.add_argument("--nodes", type=int, default=8)
     options.add_argument("--lines", type=int, default=50_000, help="lines per node")
     arguments = options.parse_args()
-    run(arguments.nodes, arguments.lines)
+    asyncio.run(run(arguments.nodes, arguments.lines))
