@@ -38,7 +38,7 @@ MB = 1_000_000  # the targets' unit
 TARGET_IDLE = 80 * MB
 TARGET_LOADED = 100 * MB
 FLAT_BYTES = 4 * MIB
-IDLE_S = 30.0
+IDLE_S = 20.0
 _NODE = "gpu-node-000"  # the one-node fleet's node
 # What the agent's process imports, heaviest first, and its own modules last: how much of the resident
 # set each adds (in a fresh interpreter, each import beyond those before it) is what bounds the idle figure.
@@ -73,9 +73,15 @@ async def _until(path: Path, process: asyncio.subprocess.Process, seconds: float
 
 
 async def _stop(process: asyncio.subprocess.Process) -> None:
+    """SIGTERM, and SIGKILL for a process that has not ended a minute later."""
     if process.returncode is None:
         process.send_signal(signal.SIGTERM)
-    await asyncio.wait_for(process.wait(), 60)
+    try:
+        await asyncio.wait_for(process.wait(), 60)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
 
 
 async def _agent(
@@ -110,9 +116,14 @@ async def _medium_load(sockets: Path, seconds: float) -> int:
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
-    await asyncio.sleep(seconds)
-    generator.send_signal(signal.SIGTERM)
-    _, errors = await generator.communicate()
+    try:
+        await asyncio.sleep(seconds)
+        generator.send_signal(signal.SIGTERM)
+        _, errors = await asyncio.wait_for(generator.communicate(), 60)
+    finally:  # cancelled or timed out: no generator left behind
+        if generator.returncode is None:
+            generator.kill()
+            await generator.wait()
     final = _FINAL.search(errors.decode())
     if final is None:
         raise RuntimeError(f"the generator gave no final statistics: {errors.decode()[-500:]}")

@@ -171,6 +171,9 @@ async def _drive(
         call.add_done_callback(calls.discard)
     elapsed = time.perf_counter() - began
     await asyncio.gather(*calls)
+    # What the lanes still hold for a dependency that was away or slower than the hand-off: load
+    # that never reached the fleet.
+    undelivered = sum(sum(publisher.pending().values()) for publisher in publishers.values())
     for publisher in publishers.values():
         await publisher.close()
     return {
@@ -179,6 +182,7 @@ async def _drive(
         "by_kind": by_kind,
         "errors": errors.count,
         "first_error": errors.first,
+        "undelivered": undelivered,
         "late_p99_ms": percentile(late, 0.99) * 1000 if late else 0.0,
         "delivery_p50_ms": percentile(delivery, 0.5) * 1000 if delivery else 0.0,
         "delivery_p99_ms": percentile(delivery, 0.99) * 1000 if delivery else 0.0,
@@ -325,7 +329,8 @@ async def run(server: DevServer, state: Path, nodes: int = NODES) -> FleetCordon
         f"  load: {load['events']} events in {load['seconds']:.0f} s ({rate:.0f}/s, and {sample_rate:.1f}/s sampled faults; {kinds}), "
         f"{quarantined} load nodes quarantined; its delivery p50 {load['delivery_p50_ms']:.0f} ms, "
         f"p99 {load['delivery_p99_ms']:.0f} ms, schedule lag p99 {load['late_p99_ms']:.0f} ms, "
-        f"{load['errors']} errors{' (' + load['first_error'] + ')' if load['errors'] else ''}"
+        f"{load['errors']} errors{' (' + load['first_error'] + ')' if load['errors'] else ''}, "
+        f"{load['undelivered']} still spooled at its end"
     )
     fatal = (load["by_kind"][eventgen.Kind.FATAL_XID.name] + len(loaded)) / load["seconds"]
     cordoned = (quarantined + len(loaded)) / load["seconds"]
@@ -336,11 +341,15 @@ async def run(server: DevServer, state: Path, nodes: int = NODES) -> FleetCordon
     shares = ", ".join(f"{name} {share:.0%}" for name, share in sorted(cpu.items(), key=lambda item: -item[1]))
     print(f"  CPU while sampled (of one core): {shares}")
     p99 = percentile(loaded, 0.99)
+    # A load that did not reach the fleet (refused, spooled, behind its schedule) makes no medium load.
+    offered = (load["events"] + len(loaded)) / load["seconds"]
+    delivered = load["errors"] == 0 and load["undelivered"] == 0 and offered >= 0.95 * MEDIUM_PER_NODE * nodes
     verdict(
         "fault-to-cordon-2000",
-        p99 < TARGET_P99,
-        f"p99 {p99 * 1000:.0f} ms under the medium load",
-        f"< {TARGET_P99 * 1000:.0f} ms",
+        p99 < TARGET_P99 and delivered,
+        f"p99 {p99 * 1000:.0f} ms under the medium load, {offered:.0f} events/s offered"
+        + ("" if delivered else ", but the load was not all delivered"),
+        f"< {TARGET_P99 * 1000:.0f} ms, all of {MEDIUM_PER_NODE * nodes:.0f} events/s delivered",
     )
     return FleetCordon(idle, loaded, load)
 

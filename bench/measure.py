@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import statistics
 import time
@@ -63,7 +64,9 @@ async def watching_cordons(kubeconfig: Path) -> AsyncIterator[CordonWatch]:
 def percentile(values: Sequence[float], fraction: float) -> float:
     """The value below which `fraction` of the sorted values fall (nearest rank)."""
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered) + 0.5) - 1))]
+    # ceil, not round: round() halves to even, which took p99 of 100 samples to the 100th
+    rank = math.ceil(fraction * len(ordered) - 1e-9)
+    return ordered[min(len(ordered) - 1, max(0, rank - 1))]
 
 
 def describe(values: Sequence[float]) -> str:

@@ -73,6 +73,8 @@ from gpuheal_sim.demo.devserver import DevServer, start_dev_server
 from gpuheal_sim.demo.run import demo_policy
 
 TARGET_QUARANTINE_RATIO = 0.6
+# The storms the all-back target must hold in (`--storm-runs`).
+RUNS_THE_TARGET_NEEDS = 3
 TARGET_RATIO = 1.25
 TARGET_GOVERNED_RATIO = 0.8
 T = TypeVar("T")
@@ -81,6 +83,9 @@ _IN_FLIGHT = 100
 # grow over that time and still count as flat: a few of the allocator's arenas, against the tens of
 # MiB a storm adds.
 AFTER_S = 15.0
+# Bounds that end a storm which cannot finish (a dead governor, a watch that died) instead of hanging.
+STORM_TIMEOUT_S = 600.0
+WATCH_TIMEOUT_S = 120.0
 FLAT_BYTES = 4 * MIB
 
 
@@ -188,6 +193,8 @@ class Rss:
     in_flight: int
     # Its growth over the last AFTER_S seconds, all after the last remediation ended.
     after: int
+    # What it still held at the end beside before the storm (the allocator keeps freed arenas).
+    retained: int
 
     @property
     def per_thousand(self) -> float:
@@ -200,7 +207,8 @@ class Rss:
     def describe(self) -> str:
         return (
             f"idle {self.idle / MIB:.0f} MiB, peak {self.peak / MIB:.0f} MiB with {self.in_flight} in flight: "
-            f"{self.per_thousand / MIB:.1f} MiB per 1,000; {self.after / MIB:+.1f} MiB over the {AFTER_S:g} s after"
+            f"{self.per_thousand / MIB:.1f} MiB per 1,000; {self.after / MIB:+.1f} MiB over the {AFTER_S:g} s after, "
+            f"{self.retained / MIB:+.0f} MiB held beside before the storm"
         )
 
 
@@ -294,18 +302,20 @@ async def _remediations(
         idle = resident_bytes(worker)
         async with sampling_rss(worker) as rss:
             cpu = CpuAccount(storm.pids)
-            timed = await _all(len(storm.names), storm.report)
+            async with asyncio.timeout(STORM_TIMEOUT_S):
+                timed = await _all(len(storm.names), storm.report)
             cpu.stop()
             failed = [r for r in timed.results if r.phase is not Phase.RESOLVED]
             if failed:
                 raise RuntimeError(f"{len(failed)} remediations did not resolve, e.g. {failed[0].reason}")
-            await cordons.wait_for(len(storm.names))
-            await cordons.wait_for_back(len(storm.names))
+            async with asyncio.timeout(WATCH_TIMEOUT_S):  # a watch that died must not hang the run
+                await cordons.wait_for(len(storm.names))
+                await cordons.wait_for_back(len(storm.names))
             histories, *_ = await asyncio.gather(
                 _histories(server.client, storm.names), asyncio.sleep(AFTER_S), meanwhile()
             )
         end = rss.samples[-1][0]
-        memory = Rss(idle, rss.peak, timed.most_in_flight(), rss.growth(end - AFTER_S, end))
+        memory = Rss(idle, rss.peak, timed.most_in_flight(), rss.growth(end - AFTER_S, end), rss.samples[-1][1] - idle)
         cordoned = sorted(at - timed.origin for at in cordons.cordoned_at.values())
         back = sorted(at - timed.origin for at in cordons.back_at.values())
     steps = [_is_local(e) for e in histories[0].events if _is_step(e)]
@@ -338,9 +348,19 @@ async def _quarantined(server: DevServer, state: Path, nodes: int, faulty: int, 
         cpu = CpuAccount(storm.pids)
         started = time.perf_counter()
         reporting = asyncio.create_task(_all(len(storm.names), storm.report))
+        cordoned = asyncio.create_task(storm.stack.cordons.wait_for(len(storm.names)))
         try:
-            await storm.stack.cordons.wait_for(len(storm.names))
+            # A report that failed ends the wait with its error, as does a storm that never ends.
+            done, _ = await asyncio.wait(
+                {reporting, cordoned}, timeout=STORM_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                raise TimeoutError(f"the storm was not all cordoned within {STORM_TIMEOUT_S:g} s")
+            if cordoned not in done:
+                reporting.result()  # a failed report's error; else every run ended and its cordons are on their way
+                await asyncio.wait_for(cordoned, WATCH_TIMEOUT_S)
         finally:
+            cordoned.cancel()
             reporting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reporting
@@ -571,11 +591,12 @@ def _summary(runs: Sequence[Run], ungoverned: Quarantined, faulty: int, plots: P
         f"≥ {TARGET_QUARANTINE_RATIO} in every storm",
     )
     ratios = [one.ratio for one in runs]
+    # The target holds "in every run of three": one storm, however good, does not establish it.
     verdict(
         "storm-all-back",
-        all(ratio <= TARGET_RATIO for ratio in ratios),
-        "all back in service / bare " + ", ".join(f"{r:.2f} ×" for r in ratios),
-        f"≤ {TARGET_RATIO} × in every storm ({len(runs)} in this run)",
+        len(ratios) >= RUNS_THE_TARGET_NEEDS and all(ratio <= TARGET_RATIO for ratio in ratios),
+        "all back in service / bare " + ", ".join(f"{r:.2f} ×" for r in ratios) + f" ({len(runs)} storms)",
+        f"≤ {TARGET_RATIO} × in every one of {RUNS_THE_TARGET_NEEDS} storms (--storm-runs {RUNS_THE_TARGET_NEEDS})",
     )
     verdict(
         "storm-governor",
