@@ -134,12 +134,12 @@ if __name__ == "__main__":
             "agent-memory",
         ],
     )
-    parser.add_argument("--runs", type=int, default=40, help="remediations in the latency benchmark")
+    parser.add_argument("--runs", type=int, default=30, help="remediations in the latency benchmark")
     parser.add_argument("--nodes", type=int, default=1500, help="fleet size in the storm")
     parser.add_argument("--faulty", type=int, default=750, help="nodes that fault at once in the storm")
     parser.add_argument("--storm-runs", type=int, default=1, help="governed storms, each beside its baselines")
     parser.add_argument("--plots", type=Path, default=Path("docs/bench"), help="where the PNG plots go")
     parser.add_argument(
-        "--soak-minutes", type=float, default=1.0, help="minutes of medium load on the agent in agent-memory"
+        "--soak-minutes", type=float, default=0.75, help="minutes of medium load on the agent in agent-memory"
     )
     asyncio.run(main(parser.parse_args()))

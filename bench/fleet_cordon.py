@@ -69,7 +69,7 @@ from gpuheal_sim.simulator.gpus import gpu_uuid
 NODES = 2000
 MEDIUM_PER_NODE = 0.067  # events/s on each node: the seed's medium load
 TARGET_P99 = 0.100
-IDLE_SAMPLES = 20
+IDLE_SAMPLES = 12
 LOADED_SAMPLES = 100
 SAMPLE_RATE = 4.0  # sampled faults per second under load, at most
 WARM_UP_S = 5.0  # load before the first sample: the first remediations are under way

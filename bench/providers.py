@@ -1,6 +1,6 @@
 """What a reboot request costs through each cloud's real SDK, against the simulator's endpoints.
 
-For every provider a fleet of 8 nodes lives on that cloud; the provider (built as the worker builds
+For every provider a fleet of 5 nodes lives on that cloud; the provider (built as the worker builds
 it, from the environment the simulator names) reboots each node once and describes each node once,
 one call at a time. The baseline is the simulator's own provider: one plain HTTP POST per reboot to
 the same simulation, so the ratio is what the SDK, its credential chain, TLS and the cloud's
@@ -31,7 +31,7 @@ from gpuheal_sim.demo.run import cloud_client_environment
 from gpuheal_sim.provider import SimulatorProvider
 from gpuheal_sim.simulator import FleetConfig, SimulatedCluster
 
-NODES = 8
+NODES = 5
 CLOUDS = ("aws", "azure", "gcp", "nebius", "redfish")
 
 
