@@ -167,10 +167,6 @@ class Spool:
         self._held_bytes = 0
         self._read_failures: dict[int, _ReadFailures] = {}
         self._refusing = False  # a full hold was logged; logged again once the hold has emptied
-        # Entries the batch being appended wrote, whose renames wait for its directory flush: the
-        # index of their result in the batch, the event's id, the entry and its JSON.
-        self._unsynced: list[tuple[int, str, Spooled, bytes]] = []
-        self._batch_index = 0  # the place in its batch of the event being appended
         self._next_seq = 1
         self._load()
 
@@ -212,34 +208,38 @@ class Spool:
         is reported taken: a batch costs one flush of each entry's file and one of the directory.
         """
         encoded = [(event.id, event.model_dump_json().encode(), actionable) for event, actionable in items]
-        taken: list[bool | SpoolFull] = []
         with self._lock:
             self._write_held()
-            try:
-                for self._batch_index, (event_id, data, actionable) in enumerate(encoded):
-                    try:
-                        taken.append(
-                            self._append_fault(event_id, data) if actionable else self._append_droppable(event_id, data)
-                        )
-                    except SpoolFull as full:
-                        taken.append(full)
-                self._sync_batch(taken)
-            finally:  # a batch cut short by an error leaves no entries for the next one to flush
-                self._unsynced = []
-        return taken
+            written = [self._append_one(event_id, data, actionable) for event_id, data, actionable in encoded]
+            return self._synced(encoded, written)
 
-    def _sync_batch(self, taken: list[bool | SpoolFull]) -> None:
-        """Flush the directory for the entries the batch wrote; should that fail, each is treated as
-        a write that failed after its rename (see `_append_droppable` and `_append_fault`)."""
-        unsynced, self._unsynced = self._unsynced, []
-        if not unsynced:
-            return
+    def _append_one(self, event_id: str, data: bytes, actionable: bool) -> bool | Spooled | SpoolFull:
         try:
-            sync_directory(self.directory)
-        except OSError as error:
-            for index, event_id, entry, data in unsynced:
-                if self._entries.get(entry.seq) is entry:  # not shed by a later fault of the batch
-                    taken[index] = self._unsure(event_id, entry, data, f"the disk refused it ({error})")
+            return self._append_fault(event_id, data) if actionable else self._append_droppable(event_id, data)
+        except SpoolFull as full:
+            return full
+
+    def _synced(
+        self, encoded: Sequence[tuple[str, bytes, bool]], written: Sequence[bool | Spooled | SpoolFull]
+    ) -> list[bool | SpoolFull]:
+        """The batch's outcomes once the directory is flushed for the entries it wrote (a `Spooled`
+        in `written`); should the flush fail, each of them still indexed is treated as a write that
+        failed after its rename (see `_append_droppable` and `_append_fault`)."""
+        error: OSError | None = None
+        if any(isinstance(outcome, Spooled) for outcome in written):
+            try:
+                sync_directory(self.directory)
+            except OSError as refused:
+                error = refused
+        taken: list[bool | SpoolFull] = []
+        for (event_id, data, _), outcome in zip(encoded, written, strict=True):
+            if not isinstance(outcome, Spooled):
+                taken.append(outcome)
+            elif error is None or self._entries.get(outcome.seq) is not outcome:  # flushed, or shed since
+                taken.append(True)
+            else:
+                taken.append(self._unsure(event_id, outcome, data, f"the disk refused it ({error})"))
+        return taken
 
     def _unsure(self, event_id: str, entry: Spooled, data: bytes, reason: str) -> bool | SpoolFull:
         """An entry whose rename may not have reached the disk: refused, or a fault held in memory in its place."""
@@ -300,7 +300,8 @@ class Spool:
                 if entry.held is not None
             ]
 
-    def _append_droppable(self, event_id: str, data: bytes) -> bool:
+    def _append_droppable(self, event_id: str, data: bytes) -> bool | Spooled:
+        """False when refused; the entry written, whose rename waits for the batch's directory flush."""
         if self._held:
             return self._refuse(event_id, f"{len(self._held)} actionable event(s) wait in memory for disk room")
         if not self._make_room(len(data)):
@@ -313,10 +314,11 @@ class Spool:
             unlink(self._path(entry))
             return self._refuse(event_id, f"the disk refused it ({error})")
         self._add(entry)
-        self._unsynced.append((self._batch_index, event_id, entry, data))
-        return True
+        return entry
 
-    def _append_fault(self, event_id: str, data: bytes) -> bool:
+    def _append_fault(self, event_id: str, data: bytes) -> bool | Spooled:
+        """The entry written, whose rename waits for the batch's directory flush; True when held in
+        memory instead; `SpoolFull` raised when the hold is full too."""
         entry = self._new_entry(actionable=True, size=len(data))
         if self._held:
             reason = "older actionable events are held in memory"
@@ -327,8 +329,7 @@ class Spool:
             error = self._write(entry, data, directory_sync=False)
             if error is None:
                 self._add(entry)
-                self._unsynced.append((self._batch_index, event_id, entry, data))
-                return True
+                return entry
             reason = f"the disk refused it ({error})"
         if self._held and self._held_bytes + entry.size > self.limits.max_held_bytes:
             self._refuse_fault(event_id, reason)
