@@ -50,7 +50,7 @@ from typing import Any
 from temporalio.client import WorkflowHandle
 
 from bench.latency import UNBOUND_GOVERNOR
-from bench.measure import CordonWatch, describe, percentile, verdict
+from bench.measure import CordonWatch, cpu_seconds, describe, parent_of, percentile, verdict
 from bench.stack import RemediationStack, remediation_stack
 from gpuheal.agents.intake.convert import to_domain
 from gpuheal.agents.intake.validate import IntakeLimits
@@ -281,18 +281,19 @@ async def _under_load(server: DevServer, stack: RemediationStack, nodes: list[st
 
 def _cpu_seconds() -> dict[str, float]:
     """CPU seconds (user + system) used so far by this process and by each of its children, by name."""
-    tick = os.sysconf("SC_CLK_TCK")
     used = {"bench (node watch, sampled reports)": sum(os.times()[:2])}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
         try:
-            text = stat.read_text()
-            argv = [part.decode() for part in (stat.parent / "cmdline").read_bytes().split(b"\0") if part]
+            if parent_of(pid := int(entry.name)) != os.getpid():
+                continue
+            argv = [part.decode() for part in (entry / "cmdline").read_bytes().split(b"\0") if part]
+            seconds = cpu_seconds(pid)
         except OSError:  # gone meanwhile
             continue
-        fields = text[text.rindex(")") + 2 :].split()  # after the command's name, which may hold spaces
-        if int(fields[1]) == os.getpid():
-            name = " ".join(a for a in argv[2:4] if a[:1] != "-") if argv[1:2] == ["-m"] else Path(argv[0]).name
-            used[name] = used.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        name = " ".join(a for a in argv[2:4] if a[:1] != "-") if argv[1:2] == ["-m"] else Path(argv[0]).name
+        used[name] = used.get(name, 0.0) + seconds
     return used
 
 

@@ -84,13 +84,23 @@ def verdict(benchmark: str, met: bool, figure: str, target: str) -> None:
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """The CPU time (user and system, all threads) the process used so far, from /proc/<pid>/stat."""
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/<pid>/stat's fields after the command name (field 3 of proc(5) is the first)."""
     stat = Path(f"/proc/{pid}/stat").read_text()
     # The command name, in parentheses, may hold spaces: the fields that follow are counted from its end.
-    fields = stat[stat.rindex(")") + 2 :].split()
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user and system, all threads) the process used so far, from /proc/<pid>/stat."""
+    fields = _stat_fields(pid)
     utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
     return (utime + stime) / _TICKS
+
+
+def parent_of(pid: int) -> int:
+    """The process's parent, from /proc/<pid>/stat."""
+    return int(_stat_fields(pid)[1])  # field 4 of proc(5)
 
 
 def machine_cpu_seconds() -> float:

@@ -234,20 +234,12 @@ class StormRun:
     def last_cordon(self) -> float:
         return max(self.cordoned)
 
-    @property
-    def finished(self) -> float:
-        return self.timed.finished
-
 
 @dataclass(frozen=True, slots=True)
 class BareRun:
     timed: Timed
     cpu: CpuAccount
     shape: Shape
-
-    @property
-    def finished(self) -> float:
-        return self.timed.finished
 
 
 @dataclass(frozen=True, slots=True)
@@ -492,11 +484,11 @@ class Run:
 
     @property
     def bare_rate(self) -> float:
-        return len(self.signalled.timed.ended) / self.signalled.finished
+        return len(self.signalled.timed.ended) / self.signalled.timed.finished
 
     @property
     def ratio(self) -> float:
-        return self.storm.finished / self.steps.finished
+        return self.storm.timed.finished / self.steps.timed.finished
 
 
 async def run(server: DevServer, state: Path, nodes: int, faulty: int, plots: Path, runs: int = 1) -> dict[str, float]:
@@ -544,7 +536,7 @@ def _print_run(index: int, one: Run) -> None:
     print(
         f"  run {index}: all {len(storm.cordoned)} cordoned after {storm.last_cordon:6.2f} s ({one.rate:5.1f}/s; "
         f"bare signal-with-start {one.bare_rate:5.1f}/s: {one.rate / one.bare_rate:.2f} ×); "
-        f"all back in service after {storm.finished:6.2f} s (bare {one.steps.finished:6.2f} s: {one.ratio:.2f} ×)",
+        f"all back in service after {storm.timed.finished:6.2f} s (bare {one.steps.timed.finished:6.2f} s: {one.ratio:.2f} ×)",
         flush=True,
     )
     print(f"    CPU s, storm:       {storm.cpu.describe()}")
