@@ -33,17 +33,15 @@ def to_domain(event: pb.HealthEvent, limits: IntakeLimits) -> HealthEvent:
     would only repeat per-field work on the intake's hot path (a test holds the result equal to a
     validated one).
     """
-    event_id = event.id or fresh_id()
+    # Random: an id no one can tell in advance, so no other local client can take a coming event's
+    # id first and have the real event dropped as a repeat.
+    event_id = event.id or str(uuid.uuid4())
     action, strategy = _action_and_strategy(event_id, event)
     message = _cut(event_id, "message", event.message, limits.max_text_bytes)
-    metadata = (
-        {
-            key: _cut(event_id, f"metadata[{key!r}]", value, limits.max_metadata_value_bytes)
-            for key, value in event.metadata.items()
-        }
-        if event.metadata
-        else {}
-    )
+    metadata = {
+        key: _cut(event_id, f"metadata[{key!r}]", value, limits.max_metadata_value_bytes)
+        for key, value in event.metadata.items()
+    }
     return HealthEvent.model_construct(
         id=event_id,
         node=event.nodeName.strip(),
@@ -61,12 +59,6 @@ def to_domain(event: pb.HealthEvent, limits: IntakeLimits) -> HealthEvent:
         generated_at=event.generatedTimestamp.ToDatetime(tzinfo=UTC) if event.HasField("generatedTimestamp") else None,
         strategy=strategy,
     )
-
-
-def fresh_id() -> str:
-    """A random (version 4) UUID: an id no one can tell in advance, so no local client can take a
-    coming event's id first and have the real event dropped as a repeat."""
-    return str(uuid.uuid4())
 
 
 def _action_and_strategy(event_id: str, event: pb.HealthEvent) -> tuple[RecommendedAction, ProcessingStrategy]:
