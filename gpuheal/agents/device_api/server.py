@@ -161,17 +161,12 @@ class DeviceApiServer:
 
     # -- callers in this process --------------------------------------------------------------
 
-    @property
-    def serving(self) -> bool:
-        """Started and not stopping: calls are served (in-process ones too, see `call`)."""
-        return self._server is not None
-
     def call(self, method: str, operation: Callable[[Request], Response], request: Request) -> Response:
         """Run one of `service`'s operations for a caller in this process, as a gRPC call of `method` runs it.
 
         What differs is only the transport's: no serialization, framing or per-call task. So the
-        call is refused UNAVAILABLE (ShuttingDownError) while the server is not serving, as a
-        gRPC client is; its outcome is told to `answered` under the method's name, as a gRPC
+        call is refused UNAVAILABLE (ShuttingDownError) unless the server is started and not
+        stopping, as a gRPC client is; its outcome is told to `answered` under the method's name, as a gRPC
         call's is; the answer or the DeviceApiError is the operation's own (responses the service
         shares, like ListGpus's, are read-only). What only a gRPC call can meet does not apply:
         `max_request_bytes` (a request is not decoded), `max_calls` (nothing waits) and deadlines.

@@ -235,6 +235,8 @@ class InProcessDeviceApi(DeviceApiClient):
 
     Refused UNAVAILABLE (retried) while the server is not serving, as a gRPC client is; counted in
     the server's request metrics as gRPC calls are. The GPUs it lists are the server's own: read-only.
+    The server's request size limit is gRPC's alone; these writes stay far below it anyway (a
+    stored status, at most 32 KiB, with one `Healthy` condition).
     """
 
     def __init__(self, server: DeviceApiServer, *, attempts: int = 5, max_list_bytes: int = MAX_LIST_BYTES) -> None:
