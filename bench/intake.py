@@ -26,8 +26,8 @@ a loaded machine as a server taking "1 events/s".
 What bounds the figures (cProfile in the server process): gRPC's own per-call work (its Cython
 callbacks, the loop's epoll and tasks) is most of a call's CPU; the intake's validation and
 conversion are ~15-20 us of a ~250 us call. With the publisher, each fatal event costs a ListGpus
-and an UpdateGpuStatus to the Device API, client and server both on this loop over the unix socket:
-four gRPC halves, about 100 us per event on average at one fatal event in ten.
+and an UpdateGpuStatus to the Device API, called in process as the agent calls it (its operations
+run directly, without gRPC).
 
 Each target ends in a `VERDICT` line: the intake against the gRPC floor, quiet and under load; the
 intake with its publisher against the intake alone, quiet and under load; the batched intake's
@@ -60,7 +60,7 @@ from gpuheal.agents.intake import IntakeLimits, IntakeServer, IntakeSettings
 from gpuheal.agents.intake.convert import to_domain
 from gpuheal.agents.intake.validate import validate
 from gpuheal.agents.publisher import Publisher, Verdict
-from gpuheal.agents.publisher.device_api import GrpcDeviceApi
+from gpuheal.agents.publisher.device_api import InProcessDeviceApi
 from gpuheal.agents.sink import EventSink
 from gpuheal.domain.faults import Fault
 from gpuheal.domain.health import HealthEvent
@@ -120,15 +120,11 @@ async def _publisher(directory: Path) -> AsyncIterator[Publisher]:
             gpu.spec.uuid = _uuid(index)
             gpu.metadata.name = gpu_name(gpu.spec.uuid)
             device_api.cache.create(gpu)
-        client = GrpcDeviceApi(device_api.target)
         backends = NoOpBackends()
-        try:
-            async with Publisher(
-                directory / "spool", device_api=client, nodes=backends, remediations=backends
-            ) as publisher:
-                yield publisher
-        finally:
-            await client.close()
+        async with Publisher(
+            directory / "spool", device_api=InProcessDeviceApi(device_api), nodes=backends, remediations=backends
+        ) as publisher:
+            yield publisher
 
 
 @asynccontextmanager

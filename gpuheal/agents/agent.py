@@ -46,7 +46,7 @@ from gpuheal.agents.nvml.backends import open_nvml
 from gpuheal.agents.nvml.interface import Nvml, NvmlUnavailableError
 from gpuheal.agents.nvml.provider import NvmlProvider
 from gpuheal.agents.orders import FollowSettings, NodeOrderWatcher
-from gpuheal.agents.publisher.device_api import GrpcDeviceApi
+from gpuheal.agents.publisher.device_api import InProcessDeviceApi
 from gpuheal.agents.publisher.kubernetes import KubernetesReporter
 from gpuheal.agents.publisher.metrics import SpoolCollector
 from gpuheal.agents.publisher.publisher import Publisher, PublisherSettings
@@ -161,7 +161,6 @@ class Agent:
         self.monitor: KernelLogMonitor | None = None
         self.telemetry: TelemetryServer | None = None
         self._kubernetes: k8s.ApiClient | None = None
-        self._device_client: GrpcDeviceApi | None = None
         self._monitor_task: asyncio.Task[None] | None = None
         self.reset_acknowledgements = ResetAcknowledgements(
             caught_up=False
@@ -197,7 +196,8 @@ class Agent:
 
         self.publisher = Publisher(
             settings.spool_dir,
-            device_api=await self._device_api_client(),
+            # The Device API runs in this process: its operations are called directly, without gRPC.
+            device_api=InProcessDeviceApi(self.device_api),
             nodes=await self._node_reporter(),
             remediations=TemporalRemediations(
                 address=settings.temporal_address,
@@ -285,11 +285,6 @@ class Agent:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
-
-    async def _device_api_client(self) -> GrpcDeviceApi:
-        self._device_client = GrpcDeviceApi(f"unix://{self.device_api_socket}")
-        self._stack.push_async_callback(self._device_client.close)
-        return self._device_client
 
     async def _start_health(self, host: str, port: int) -> None:
         """Serve the agent's metrics (its own registry) and its readiness: the publisher's spools."""

@@ -7,8 +7,10 @@ plugins, DRA drivers) get, list and watch them. The pieces, one job each:
   concurrency; also the typed API for providers in the same process;
 - `watch.WatchHub`: fan-out of every write to bounded per-watcher queues, dropping laggards;
 - `readiness.ReadinessGate`: consumers get UNAVAILABLE until the node's GPUs are registered;
-- `service.GpuServicer`: the gRPC handlers, mapping refusals to status codes;
-- `server.DeviceApiServer`: the unix-socket (and optional TCP) server with health and reflection.
+- `service.GpuService`: the operations a call runs once decoded (gate, cache, hub), raising refusals;
+- `service.GpuServicer`: the gRPC handlers over them, mapping refusals to status codes;
+- `server.DeviceApiServer`: the unix-socket (and optional TCP) server with health and reflection,
+  which also runs the operations for callers in its own process (`DeviceApiServer.call`).
 """
 
 from gpuheal.agents.device_api.cache import ADDED, DELETED, MODIFIED, CacheEvent, GpuCache
@@ -27,7 +29,7 @@ from gpuheal.agents.device_api.errors import (
 )
 from gpuheal.agents.device_api.readiness import ReadinessGate
 from gpuheal.agents.device_api.server import DEFAULT_SOCKET_PATH, GPU_SERVICE_NAME, DeviceApiServer
-from gpuheal.agents.device_api.service import GpuServicer
+from gpuheal.agents.device_api.service import GpuService, GpuServicer
 from gpuheal.agents.device_api.watch import Subscription, WatchHub, WatchState
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "DeviceApiServer",
     "ExpiredError",
     "GpuCache",
+    "GpuService",
     "GpuServicer",
     "InvalidArgumentError",
     "NotFoundError",

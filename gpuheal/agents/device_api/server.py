@@ -6,6 +6,7 @@ told otherwise, because the API has no authentication.
 
     async with DeviceApiServer("/var/run/gpuheal/device-api.sock", expected_gpus=8) as server:
         server.cache.create(gpu)  # in-process providers write to the cache directly
+        server.call("ListGpus", server.service.list_gpus, gpu_pb2.ListGpusRequest())  # or call as clients do
         ...
 
 The gRPC health service (`grpc.health.v1.Health`) reports NOT_SERVING for the server ("") and for
@@ -19,9 +20,10 @@ import asyncio
 import contextlib
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # type: ignore[import-untyped,unused-ignore]
@@ -29,9 +31,10 @@ from grpc_reflection.v1alpha import reflection  # type: ignore[import-untyped,un
 
 from gpuheal.agents.decoding import Answered, add_decoding_servicer
 from gpuheal.agents.device_api.cache import DEFAULT_MAX_GPUS, CacheEvent, GpuCache
+from gpuheal.agents.device_api.errors import DeviceApiError, ShuttingDownError
 from gpuheal.agents.device_api.limits import GpuLimits
 from gpuheal.agents.device_api.readiness import ReadinessGate
-from gpuheal.agents.device_api.service import GpuServicer
+from gpuheal.agents.device_api.service import GpuService, GpuServicer
 from gpuheal.agents.device_api.watch import (
     DEFAULT_HISTORY_BYTES,
     DEFAULT_HISTORY_SIZE,
@@ -56,6 +59,8 @@ DEFAULT_MAX_REQUEST_BYTES = 256 * 1024
 # Calls served at once besides the watches (each holding up to a request's bytes): more get
 # RESOURCE_EXHAUSTED from gRPC, which gpuheal's publisher retries.
 DEFAULT_MAX_CALLS = 64
+Request = TypeVar("Request")
+Response = TypeVar("Response")
 
 
 class DeviceApiServer:
@@ -74,7 +79,8 @@ class DeviceApiServer:
     - `max_watches`: watches served at once; `max_calls`: other calls served at once beside them
       (gRPC serves at most `max_watches + max_calls` calls in all, health checks included, and
       answers more with RESOURCE_EXHAUSTED).
-    - `answered`: told of every GpuService call's method and status code (the agent's metrics).
+    - `answered`: told of every GpuService call's method and status code (the agent's metrics),
+      whether it came over gRPC or from this process (`call`).
     """
 
     def __init__(
@@ -113,6 +119,7 @@ class DeviceApiServer:
             max_watches=max_watches,
         )
         self.gate = ReadinessGate(expected_gpus)
+        self.service = GpuService(self.cache, self.hub, self.gate)
         self.cache.add_listener(self.hub.publish)
         self.cache.add_listener(self._count_registered)
         self._server: grpc.aio.Server | None = None
@@ -152,6 +159,35 @@ class DeviceApiServer:
         """Providers have registered everything they will: start serving consumers."""
         self.gate.mark_ready()
 
+    # -- callers in this process --------------------------------------------------------------
+
+    def call(self, method: str, operation: Callable[[Request], Response], request: Request) -> Response:
+        """Run one of `service`'s operations for a caller in this process, as a gRPC call of `method` runs it.
+
+        What differs is only the transport's: no serialization, framing or per-call task. So the
+        call is refused UNAVAILABLE (ShuttingDownError) unless the server is started and not
+        stopping, as a gRPC client is; its outcome is told to `answered` under the method's name, as a gRPC
+        call's is; the answer or the DeviceApiError is the operation's own (responses the service
+        shares, like ListGpus's, are read-only). What only a gRPC call can meet does not apply:
+        `max_request_bytes` (a request is not decoded), `max_calls` (nothing waits) and deadlines.
+        """
+        if self._server is None:
+            raise ShuttingDownError("the device API server is not serving")
+        try:
+            response = operation(request)
+        except DeviceApiError as error:
+            self._tell(method, error.code.name)
+            raise
+        except Exception:
+            self._tell(method, grpc.StatusCode.UNKNOWN.name)  # what gRPC answers for what a handler raises
+            raise
+        self._tell(method, grpc.StatusCode.OK.name)
+        return response
+
+    def _tell(self, method: str, code: str) -> None:
+        if self._answered is not None:
+            self._answered(method, code)
+
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -168,7 +204,7 @@ class DeviceApiServer:
         add_decoding_servicer(
             server,
             gpu_pb2.DESCRIPTOR.services_by_name["GpuService"],
-            GpuServicer(self.cache, self.hub, self.gate),
+            GpuServicer(self.service),
             self._answered,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

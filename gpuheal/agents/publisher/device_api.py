@@ -1,4 +1,4 @@
-"""GPU health conditions in the Device API (`nvidia.device.v1alpha1.GpuService`), as a gRPC client.
+"""GPU health conditions in the Device API (`nvidia.device.v1alpha1.GpuService`), as its client.
 
 Each GPU carries one condition of type `Healthy`, with the check name as its reason, and the
 strongest open recommended action in `status.recommended_action`. Conditions of other types,
@@ -14,18 +14,26 @@ the server answer ABORTED, and the write is tried again on a fresh GetGpu.
 A ListGpus answer larger than this client accepts (`MAX_LIST_BYTES`, which bounds what gpuheal's
 own Device API can answer) will not shrink by asking again: the event is refused for good, with an
 error log, instead of blocking every later event of the lane behind it.
+
+Two clients make these calls: `InProcessDeviceApi`, on a Device API server in the same process
+(the agent's own), runs the server's operations directly (`DeviceApiServer.call`): no protobuf
+serialization, HTTP/2 framing or gRPC call on either side, and the same answers, refusals, watch
+events and request counts as over gRPC. `GrpcDeviceApi` calls a Device API in another process.
+Both hand their refusals to the same retry loop and classification (`DeviceApiClient`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from itertools import islice
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import grpc
 
+from gpuheal.agents.device_api.errors import DeviceApiError
 from gpuheal.agents.device_api.limits import HEALTH_CONDITION as HEALTH_CONDITION
 from gpuheal.agents.device_api.limits import MAX_LIST_BYTES, GpuLimits
 from gpuheal.agents.gpu_identity import gpu_name
@@ -35,6 +43,9 @@ from gpuheal.domain.health import HealthEvent
 from gpuheal.domain.truncate import truncate
 from gpuheal.protos import gpu_pb2, gpu_pb2_grpc
 
+if TYPE_CHECKING:
+    from gpuheal.agents.device_api.server import DeviceApiServer
+
 log = logging.getLogger(__name__)
 
 # Readiness gate, restarts and overload (its bound on concurrent calls): the Device API will answer later.
@@ -43,6 +54,8 @@ _RETRYABLE = frozenset(
 )
 # How gRPC words a response over the receive limit (RESOURCE_EXHAUSTED, as overload is).
 _TOO_LARGE = "Received message larger than max"
+Request = TypeVar("Request")
+Response = TypeVar("Response")
 # The longest reason the Device API takes on a condition.
 _MAX_REASON_BYTES = GpuLimits().max_condition_reason_bytes
 # UUIDs an event names that the node does not have, quoted in the log line that says so.
@@ -105,15 +118,82 @@ def with_health(status: gpu_pb2.GpuStatus, verdict: Verdict, now: datetime) -> g
     return updated
 
 
-class GrpcDeviceApi:
-    """`GpuHealthApi` over gRPC, e.g. `GrpcDeviceApi("unix:///var/run/gpuheal/device-api.sock")`.
+class Refused(Exception):
+    """A call the Device API refused, with its gRPC status code and message; raised as it is when
+    permanent (neither retried nor DependencyUnavailable)."""
 
-    `max_list_bytes` is the largest ListGpus answer taken (by default what gpuheal's Device API can give).
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"Device API: {code.name}: {details}")
+        self.code = code
+        self.details = details
+
+
+class ListTooLarge(Exception):
+    """The Device API's GPU list is larger than this client takes: asking again would get the same."""
+
+
+class DeviceApiClient(ABC):
+    """`GpuHealthApi` over the three calls it makes, which subclasses make over their transport.
+
+    Each call returns the method's response or raises `Refused` with the status code and message
+    the Device API answered (`ListTooLarge` for a list over the client's `max_list_bytes`, by
+    default what gpuheal's Device API can give). Retries and what is retryable are decided here,
+    the same for every transport; `attempts` bounds the writes of one GPU that lose races.
     """
+
+    def __init__(self, *, attempts: int) -> None:
+        self._attempts = attempts
+
+    @abstractmethod
+    async def _list(self) -> gpu_pb2.ListGpusResponse: ...
+
+    @abstractmethod
+    async def _get(self, name: str) -> gpu_pb2.Gpu: ...
+
+    @abstractmethod
+    async def _update_status(self, request: gpu_pb2.UpdateGpuStatusRequest) -> None: ...
+
+    async def list_gpus(self) -> Sequence[gpu_pb2.Gpu]:
+        """Every GPU of the node, with its status and resource version (read-only)."""
+        try:
+            listed = await self._list()
+        except Refused as refusal:
+            raise _unavailable_or(refusal) from refusal
+        return listed.gpu_list.items
+
+    async def set_gpu_health(self, gpu: gpu_pb2.Gpu, verdict: Verdict) -> None:
+        """Write the verdict on the GPU as listed; a GPU deleted meanwhile is logged and skipped."""
+        name = gpu.metadata.name
+        for attempt in range(self._attempts):
+            try:
+                if attempt:  # another writer got there first: read again
+                    gpu = await self._get(name)
+                await self._update_status(
+                    gpu_pb2.UpdateGpuStatusRequest(
+                        name=name,
+                        status=with_health(gpu.status, verdict, datetime.now(UTC)),
+                        resource_version=gpu.resource_version or int(gpu.metadata.resource_version or 0),
+                    )
+                )
+                return
+            except Refused as refusal:
+                if refusal.code == grpc.StatusCode.ABORTED:
+                    continue
+                if refusal.code == grpc.StatusCode.NOT_FOUND:
+                    log.warning("GPU %s disappeared from the Device API before its health was written", name)
+                    return
+                raise _unavailable_or(refusal) from refusal
+        raise DependencyUnavailable(f"Device API: {self._attempts} writes of {name} lost races")
+
+
+class GrpcDeviceApi(DeviceApiClient):
+    """`GpuHealthApi` over gRPC, e.g. `GrpcDeviceApi("unix:///var/run/gpuheal/device-api.sock")`:
+    for a Device API in another process (`InProcessDeviceApi` serves the agent's own)."""
 
     def __init__(
         self, target: str, *, attempts: int = 5, timeout: float = 5.0, max_list_bytes: int = MAX_LIST_BYTES
     ) -> None:
+        super().__init__(attempts=attempts)
         # A local socket is cheap to redial: gRPC's default backoff (up to 2 minutes) would leave the
         # backlog waiting long after the Device API is back. A private subchannel pool keeps that
         # backoff state from being shared with other channels to the same socket.
@@ -128,57 +208,69 @@ class GrpcDeviceApi:
             ],
         )
         self._stub = gpu_pb2_grpc.GpuServiceStub(self._channel)
-        self._attempts = attempts
         self._timeout = timeout
 
-    async def list_gpus(self) -> list[gpu_pb2.Gpu]:
-        """Every GPU of the node, with its status and resource version."""
-        try:
-            listed = await self._stub.ListGpus(gpu_pb2.ListGpusRequest(), timeout=self._timeout)
-        except grpc.aio.AioRpcError as error:
-            raise _unavailable_or(error) from error
-        return list(listed.gpu_list.items)
+    async def _list(self) -> gpu_pb2.ListGpusResponse:
+        return await self._call(self._stub.ListGpus, gpu_pb2.ListGpusRequest())
 
-    async def set_gpu_health(self, gpu: gpu_pb2.Gpu, verdict: Verdict) -> None:
-        """Write the verdict on the GPU as listed; a GPU deleted meanwhile is logged and skipped."""
-        name = gpu.metadata.name
-        for attempt in range(self._attempts):
-            try:
-                if attempt:  # another writer got there first: read again
-                    gpu = (await self._stub.GetGpu(gpu_pb2.GetGpuRequest(name=name), timeout=self._timeout)).gpu
-                await self._stub.UpdateGpuStatus(
-                    gpu_pb2.UpdateGpuStatusRequest(
-                        name=name,
-                        status=with_health(gpu.status, verdict, datetime.now(UTC)),
-                        resource_version=gpu.resource_version or int(gpu.metadata.resource_version or 0),
-                    ),
-                    timeout=self._timeout,
-                )
-                return
-            except grpc.aio.AioRpcError as error:
-                code = error.code()
-                if code == grpc.StatusCode.ABORTED:
-                    continue
-                if code == grpc.StatusCode.NOT_FOUND:
-                    log.warning("GPU %s disappeared from the Device API before its health was written", name)
-                    return
-                raise _unavailable_or(error) from error
-        raise DependencyUnavailable(f"Device API: {self._attempts} writes of {name} lost races")
+    async def _get(self, name: str) -> gpu_pb2.Gpu:
+        return (await self._call(self._stub.GetGpu, gpu_pb2.GetGpuRequest(name=name))).gpu
+
+    async def _update_status(self, request: gpu_pb2.UpdateGpuStatusRequest) -> None:
+        await self._call(self._stub.UpdateGpuStatus, request)
+
+    async def _call(self, method: Callable[..., Awaitable[Response]], request: Request) -> Response:
+        try:
+            return await method(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as error:
+            raise Refused(error.code(), error.details() or "") from error
 
     async def close(self) -> None:
         await self._channel.close()
 
 
-class ListTooLarge(Exception):
-    """The Device API's GPU list is larger than this client takes: asking again would get the same."""
+class InProcessDeviceApi(DeviceApiClient):
+    """`GpuHealthApi` on a Device API server in this process, e.g. the agent's own: its operations,
+    run by `DeviceApiServer.call` as a gRPC call runs them, without the transport.
+
+    Refused UNAVAILABLE (retried) while the server is not serving, as a gRPC client is; counted in
+    the server's request metrics as gRPC calls are. The GPUs it lists are the server's own: read-only.
+    The server's request size limit is gRPC's alone; these writes stay far below it anyway (a
+    stored status, at most 32 KiB, with one `Healthy` condition).
+    """
+
+    def __init__(self, server: DeviceApiServer, *, attempts: int = 5, max_list_bytes: int = MAX_LIST_BYTES) -> None:
+        super().__init__(attempts=attempts)
+        self._server = server
+        self._max_list_bytes = max_list_bytes
+
+    async def _list(self) -> gpu_pb2.ListGpusResponse:
+        listed = self._call("ListGpus", self._server.service.list_gpus, gpu_pb2.ListGpusRequest())
+        if (size := listed.ByteSize()) > self._max_list_bytes:  # what gRPC's receive limit would refuse
+            raise _too_large(f"the list is {size} bytes; at most {self._max_list_bytes} are taken")
+        return listed
+
+    async def _get(self, name: str) -> gpu_pb2.Gpu:
+        return self._call("GetGpu", self._server.service.get_gpu, gpu_pb2.GetGpuRequest(name=name)).gpu
+
+    async def _update_status(self, request: gpu_pb2.UpdateGpuStatusRequest) -> None:
+        self._call("UpdateGpuStatus", self._server.service.update_gpu_status, request)
+
+    def _call(self, method: str, operation: Callable[[Request], Response], request: Request) -> Response:
+        try:
+            return self._server.call(method, operation, request)
+        except DeviceApiError as error:
+            raise Refused(error.code, error.message) from error
 
 
-def _unavailable_or(error: grpc.aio.AioRpcError) -> Exception:
+def _too_large(details: str) -> ListTooLarge:
+    return ListTooLarge(f"Device API: the GPU list is larger than this client takes: {details}")
+
+
+def _unavailable_or(refusal: Refused) -> Exception:
     """DependencyUnavailable for an answer that may change later; a permanent error otherwise."""
-    code = error.code()
-    details = error.details() or ""
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and _TOO_LARGE in details:
-        return ListTooLarge(f"Device API: the GPU list is larger than this client takes: {details}")
-    if code in _RETRYABLE:
-        return DependencyUnavailable(f"Device API: {code.name}: {details}")
-    return error
+    if refusal.code == grpc.StatusCode.RESOURCE_EXHAUSTED and _TOO_LARGE in refusal.details:
+        return _too_large(refusal.details)
+    if refusal.code in _RETRYABLE:
+        return DependencyUnavailable(f"Device API: {refusal.code.name}: {refusal.details}")
+    return refusal

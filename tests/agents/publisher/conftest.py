@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -17,13 +17,17 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.service import RPCError
 
+from gpuheal.agents.device_api import DeviceApiServer
 from gpuheal.agents.publisher import (
+    GrpcDeviceApi,
+    InProcessDeviceApi,
     KubernetesReporter,
     Publisher,
     PublisherSettings,
     RetrySettings,
     TemporalRemediations,
 )
+from gpuheal.agents.publisher.device_api import DeviceApiClient
 from gpuheal.domain.faults import Fault
 from gpuheal.domain.marks import GPU_HEALTHY_CONDITION, workflow_id_for
 from gpuheal.kubeclient import connect as connect_kubernetes
@@ -139,3 +143,25 @@ async def stack(dev_server: DevServer, tmp_path: Path) -> AsyncIterator[Stack]:
             for node in stack.nodes:
                 with contextlib.suppress(RPCError):
                     await dev_server.client.get_workflow_handle(workflow_id_for(node)).terminate("test over")
+
+
+# Connects the publisher to a Device API server (keyword arguments go to the client).
+Connect = Callable[..., DeviceApiClient]
+
+
+@pytest.fixture(params=["grpc", "in-process"])
+async def connect(request: pytest.FixtureRequest) -> AsyncIterator[Connect]:
+    """Each test runs with both Device API clients: over the server's socket, and in its process
+    (the agent's way); both must give the same stored statuses, errors and watch events."""
+    channels: list[GrpcDeviceApi] = []
+
+    def make(server: DeviceApiServer, **options: Any) -> DeviceApiClient:
+        if request.param == "in-process":
+            return InProcessDeviceApi(server, **options)
+        client = GrpcDeviceApi(server.target, **options)
+        channels.append(client)
+        return client
+
+    yield make
+    for client in channels:
+        await client.close()

@@ -1,4 +1,7 @@
-"""The Device API lane against a Device API at its limits: the largest list, a status others filled, a list too large."""
+"""The Device API lane against a Device API at its limits: the largest list, a status others filled, a list too large.
+
+Each test runs with both clients (`connect`): over gRPC and in the server's process.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +14,14 @@ import pytest
 
 from gpuheal.agents.device_api import DeviceApiServer
 from gpuheal.agents.device_api.limits import NAME_MAX_CHARS
-from gpuheal.agents.publisher import HEALTH_CONDITION, GrpcDeviceApi, Publisher
-from gpuheal.agents.publisher.device_api import publish_gpu_health
+from gpuheal.agents.publisher import HEALTH_CONDITION, Publisher
+from gpuheal.agents.publisher.device_api import DeviceApiClient, publish_gpu_health
 from gpuheal.agents.publisher.ledger import MAX_MESSAGE_BYTES, OpenFaults
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.health import HealthEvent
 from gpuheal.protos import gpu_pb2, gpu_pb2_grpc
 from tests.agents.device_api.conftest import LIMITS, condition, largest_status
-from tests.agents.publisher.conftest import FAST
+from tests.agents.publisher.conftest import FAST, Connect
 from tests.agents.publisher.events import fatal_xid
 
 NODE = "gpu-node-7"
@@ -34,10 +37,8 @@ async def server(tmp_path: Path) -> AsyncIterator[DeviceApiServer]:
 
 
 @pytest.fixture
-async def client(server: DeviceApiServer) -> AsyncIterator[GrpcDeviceApi]:
-    connected = GrpcDeviceApi(server.target)
-    yield connected
-    await connected.close()
+def client(server: DeviceApiServer, connect: Connect) -> DeviceApiClient:
+    return connect(server)
 
 
 def largest_gpu(index: int) -> gpu_pb2.Gpu:
@@ -55,7 +56,7 @@ def worst_verdict_event(uuid: str) -> HealthEvent:
 
 
 async def test_the_largest_cache_lists_through_the_client_and_takes_gpuhealths_write(
-    server: DeviceApiServer, client: GrpcDeviceApi
+    server: DeviceApiServer, client: DeviceApiClient
 ) -> None:
     for index in range(server.cache.max_gpus):
         server.cache.create(largest_gpu(index))
@@ -98,7 +99,7 @@ async def fill_as_another_provider(stub: gpu_pb2_grpc.GpuServiceAsyncStub, name:
 
 
 async def test_a_status_another_provider_filled_still_takes_the_health_condition(
-    server: DeviceApiServer, tmp_path: Path
+    server: DeviceApiServer, client: DeviceApiClient, tmp_path: Path
 ) -> None:
     channel = grpc.aio.insecure_channel(server.target)
     stub = gpu_pb2_grpc.GpuServiceStub(channel)
@@ -106,29 +107,26 @@ async def test_a_status_another_provider_filled_still_takes_the_health_condition
     await stub.CreateGpu(gpu_pb2.CreateGpuRequest(gpu=gpu))
     others = await fill_as_another_provider(stub, "gpu-0")
 
-    client = GrpcDeviceApi(server.target)
     async with Publisher(tmp_path / "spool", device_api=client, settings=FAST) as publisher:
         await publisher.submit(worst_verdict_event("GPU-0"))
         assert publisher.pending() == {"device-api": 0}
     written = (await stub.GetGpu(gpu_pb2.GetGpuRequest(name="gpu-0"))).gpu.status
     assert [c.type for c in written.conditions] == [c.type for c in others.conditions] + [HEALTH_CONDITION]
     assert (written.conditions[-1].status, written.recommended_action) == ("False", LONGEST_ACTION.name)
-    await client.close()
     await channel.close()
 
 
 async def test_a_list_larger_than_the_client_takes_is_refused_for_good_not_retried(
-    server: DeviceApiServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    server: DeviceApiServer, connect: Connect, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     for index in range(4):
         server.cache.create(largest_gpu(index))
-    client = GrpcDeviceApi(server.target, max_list_bytes=64 * 1024)
+    client = connect(server, max_list_bytes=64 * 1024)
     with caplog.at_level(logging.ERROR):
         async with Publisher(tmp_path / "spool", device_api=client, settings=FAST) as publisher:
             first = worst_verdict_event(largest_gpu(0).spec.uuid)
             await publisher.submit(first)
             assert publisher.pending() == {"device-api": 0}, "the lane does not keep an event it can never deliver"
-    await client.close()
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
         f"device-api refused event {first.id} for good; dropping it there"
     ]
