@@ -19,6 +19,7 @@ from bench import (
     history,
     intake,
     kmsg,
+    kube_client,
     latency,
     plot,
     providers,
@@ -90,6 +91,9 @@ async def main(options: argparse.Namespace) -> None:
             if options.only in (None, "providers"):
                 with timed("providers"):
                     await providers.run()
+            if options.only in (None, "kube-client"):
+                with timed("kube-client"):
+                    await kube_client.run()
             if options.only in (None, "fleet-cordon"):
                 with timed("fleet-cordon"):
                     fleet = await _fleet_cordon(Path(state))
@@ -129,6 +133,7 @@ if __name__ == "__main__":
             "telemetry",
             "device-api",
             "providers",
+            "kube-client",
             "storm",
             "fleet-cordon",
             "agent-memory",

@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from aiohttp.helpers import get_env_proxy_for_url
 from kubernetes.aio import client, config
+from yarl import URL
 
 
 async def connect(kubeconfig: Path | None = None) -> client.ApiClient:
@@ -22,4 +24,28 @@ async def connect(kubeconfig: Path | None = None) -> client.ApiClient:
         await config.load_kube_config(  # type: ignore[no-untyped-call]
             config_file=str(path) if path else None, client_configuration=configuration, persist_config=False
         )
+    _proxy_from_environment_once(configuration)
     return client.ApiClient(configuration)
+
+
+def _proxy_from_environment_once(configuration: client.Configuration) -> None:
+    """Take the environment's proxy for the API server (HTTPS_PROXY, NO_PROXY) now, not per request.
+
+    The client's aiohttp session trusts the environment, so aiohttp looks the proxy (and a
+    ~/.netrc) up again on every request, in two thread-pool hops: more than half of a node read's
+    CPU (bench/kube_client.py). A process's environment does not change as it runs, so the lookup
+    is made here once, by aiohttp's own rule, and the session no longer trusts the environment. A
+    kubeconfig's `proxy-url` still comes first. A ~/.netrc entry for the API server is no longer
+    read: aiohttp refused every request with a token beside it, and no API server has taken basic
+    auth since 1.19.
+    """
+    configuration.client_session_kwargs = {"trust_env": False}
+    if configuration.proxy:
+        return
+    try:
+        proxy, auth = get_env_proxy_for_url(URL(configuration.host))
+    except LookupError:  # none set, or NO_PROXY names the API server
+        return
+    configuration.proxy = str(proxy)
+    if auth is not None:
+        configuration.proxy_headers = {"Proxy-Authorization": auth.encode()}
