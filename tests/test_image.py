@@ -278,3 +278,28 @@ def test_make_image_says_when_it_cannot_read_the_version() -> None:
     assert result.returncode != 0
     assert "could not read the project's version from pyproject.toml" in result.stderr
     assert "build" not in result.stdout
+
+
+def test_the_image_carries_the_bytecode_of_everything_the_agent_imports(tmp_path: Path) -> None:
+    # Compiling each module at each start is CPU, and the compiler's garbage: the agent's resident set
+    # was 237 MB instead of 146 MB with no bytecode. uv compiles the venv's modules.
+    assert build_stage().env()["UV_COMPILE_BYTECODE"] == "1"
+    # The base image's standard library comes without bytecode and the agent's root filesystem is
+    # read-only, so the image compiles it, as root, before its user is set.
+    final = stages()[-1]
+    keywords = [keyword for keyword, _ in final.instructions]
+    [run] = final.all("RUN")
+    assert keywords.index("RUN") < keywords.index("USER")
+    python, flag, code = json.loads(run)
+    assert (python, flag) == ("python", "-c")
+    # The step, run here on a stand-in for the standard library: it compiles packages at any depth,
+    # and a module that does not compile fails the build.
+    stdlib = tmp_path / "stdlib"
+    (stdlib / "email" / "mime").mkdir(parents=True)
+    (stdlib / "email" / "mime" / "text.py").write_text("TEXT = 1\n")
+    (stdlib / "os_like.py").write_text("NAME = 'posix'\n")
+    here = f"import sysconfig; sysconfig.get_path = lambda name: {str(stdlib)!r}\n"
+    subprocess.run([sys.executable, "-I", "-c", here + code], check=True)
+    assert {path.name.split(".")[0] for path in stdlib.rglob("__pycache__/*.pyc")} == {"text", "os_like"}
+    (stdlib / "broken.py").write_text("def (\n")
+    assert subprocess.run([sys.executable, "-I", "-c", here + code], capture_output=True, check=False).returncode != 0
