@@ -168,9 +168,10 @@ class DeviceApiServer:
         refused UNAVAILABLE (ShuttingDownError) unless the server is started and not stopping, as a
         gRPC client is; its outcome is told to `answered` under the method's name, as a gRPC call's
         is; the answer or the DeviceApiError is the operation's own (responses the service shares,
-        like ListGpus's, are read-only); and the caller is paced after it as gRPC would pace it, so
-        the watch streams keep up (`WatchHub.room`). What only a gRPC call can meet does not apply:
-        `max_request_bytes` (a request is not decoded), `max_calls` (nothing waits) and deadlines.
+        like ListGpus's, are read-only); and a caller that wrote is paced after it as gRPC would
+        pace it, so the watch streams keep up (`WatchHub.room`). What only a gRPC call can meet
+        does not apply: `max_request_bytes` (a request is not decoded), `max_calls` (nothing
+        waits) and deadlines.
         """
         name = getattr(operation, "__name__", "")
         method = UNARY_METHODS.get(name)
@@ -180,6 +181,7 @@ class DeviceApiServer:
             )
         if self._server is None:
             raise ShuttingDownError("the device API server is not serving")
+        version = self.cache.resource_version
         try:
             response = operation(request)
         except DeviceApiError as error:
@@ -189,7 +191,8 @@ class DeviceApiServer:
             self._tell(method, grpc.StatusCode.UNKNOWN.name)  # what gRPC answers for what a handler raises
             raise
         self._tell(method, grpc.StatusCode.OK.name)
-        await self.hub.room()
+        if self.cache.resource_version != version:  # it wrote: the watches have an event to send
+            await self.hub.room()
         return response
 
     def _tell(self, method: str, code: str) -> None:

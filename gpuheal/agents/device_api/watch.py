@@ -20,10 +20,10 @@ count against the queue.
 A writer is paced between its calls, as gRPC paces it: a gRPC call takes the writer several turns
 of the event loop, in which the watch streams send what was queued, so a watcher that reads as
 fast as its stream sends never falls behind. A caller in the server's process (`room`, after each
-call) has no transport to pace it, and could write a node's 1,024 GPUs in one turn: one turn is
+write) has no transport to pace it, and could write a node's 1,024 GPUs in one turn: one turn is
 not enough either (a stream sends an event per completion from gRPC's poller, and falls behind by
 about one event in two writes). So it waits while a watch holds more than half its queue, for the
-watch to take events, up to what its calls would have cost over gRPC (`PACE_PER_CALL` each, with
+watch to take events, up to what its calls would have cost over gRPC (`PACE_PER_WRITE` each, with
 up to `PACE_SAVED` saved for a watcher's pause): a watcher that keeps up with a gRPC writer keeps
 up with it too; one slower, or stuck, falls behind as it would over gRPC and is dropped.
 
@@ -63,9 +63,9 @@ DEFAULT_HISTORY_SIZE = 4096
 DEFAULT_QUEUE_BYTES = 16 * 1024 * 1024
 DEFAULT_HISTORY_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_WATCHES = 64  # device plugins, DRA drivers and tools: a handful each
-# Seconds a writer in the server's process may wait for the watches per call, about what a gRPC
-# call over the local socket costs its caller, and at most saved over calls.
-PACE_PER_CALL = 0.001
+# Seconds a writer in the server's process may wait for the watches per write, about what a gRPC
+# call over the local socket costs its caller, and at most saved over writes.
+PACE_PER_WRITE = 0.001
 PACE_SAVED = 1.0
 
 
@@ -225,12 +225,12 @@ class WatchHub:
             self.dropped_total += 1
 
     async def room(self) -> None:
-        """Pace a writer in the server's process after each call, as a gRPC call would (module docstring).
+        """Pace a writer in the server's process after each write, as its gRPC call would (module docstring).
 
         One turn of the event loop at least; while a watch holds more than half its queue, waiting
         for the watches to take events, for no longer in all than gRPC calls would have taken.
         """
-        self._pace_left = min(self._pace_left + PACE_PER_CALL, PACE_SAVED)
+        self._pace_left = min(self._pace_left + PACE_PER_WRITE, PACE_SAVED)
         if not self._crowded():
             await asyncio.sleep(0)
             return
