@@ -6,7 +6,7 @@ told otherwise, because the API has no authentication.
 
     async with DeviceApiServer("/var/run/gpuheal/device-api.sock", expected_gpus=8) as server:
         server.cache.create(gpu)  # in-process providers write to the cache directly
-        server.call("ListGpus", server.service.list_gpus, gpu_pb2.ListGpusRequest())  # or call as clients do
+        await server.call(server.service.list_gpus, gpu_pb2.ListGpusRequest())  # or call as clients do
         ...
 
 The gRPC health service (`grpc.health.v1.Health`) reports NOT_SERVING for the server ("") and for
@@ -23,7 +23,7 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # type: ignore[import-untyped,unused-ignore]
@@ -34,7 +34,7 @@ from gpuheal.agents.device_api.cache import DEFAULT_MAX_GPUS, CacheEvent, GpuCac
 from gpuheal.agents.device_api.errors import DeviceApiError, ShuttingDownError
 from gpuheal.agents.device_api.limits import GpuLimits
 from gpuheal.agents.device_api.readiness import ReadinessGate
-from gpuheal.agents.device_api.service import GpuService, GpuServicer
+from gpuheal.agents.device_api.service import UNARY_METHODS, GpuService, GpuServicer, Request, Response
 from gpuheal.agents.device_api.watch import (
     DEFAULT_HISTORY_BYTES,
     DEFAULT_HISTORY_SIZE,
@@ -59,8 +59,6 @@ DEFAULT_MAX_REQUEST_BYTES = 256 * 1024
 # Calls served at once besides the watches (each holding up to a request's bytes): more get
 # RESOURCE_EXHAUSTED from gRPC, which gpuheal's publisher retries.
 DEFAULT_MAX_CALLS = 64
-Request = TypeVar("Request")
-Response = TypeVar("Response")
 
 
 class DeviceApiServer:
@@ -161,18 +159,29 @@ class DeviceApiServer:
 
     # -- callers in this process --------------------------------------------------------------
 
-    def call(self, method: str, operation: Callable[[Request], Response], request: Request) -> Response:
-        """Run one of `service`'s operations for a caller in this process, as a gRPC call of `method` runs it.
+    async def call(self, operation: Callable[[Request], Response], request: Request) -> Response:
+        """Run one of `service`'s unary operations for a caller in this process, as a gRPC call of its method runs it.
 
-        What differs is only the transport's: no serialization, framing or per-call task. So the
-        call is refused UNAVAILABLE (ShuttingDownError) unless the server is started and not
-        stopping, as a gRPC client is; its outcome is told to `answered` under the method's name, as a gRPC
-        call's is; the answer or the DeviceApiError is the operation's own (responses the service
-        shares, like ListGpus's, are read-only). What only a gRPC call can meet does not apply:
-        `max_request_bytes` (a request is not decoded), `max_calls` (nothing waits) and deadlines.
+        `operation` is the service's own (e.g. `server.service.list_gpus`), which names the method
+        (ListGpus); anything else, WatchGpus's stream included, is refused (ValueError). What
+        differs is only the transport's: no serialization, framing or per-call task. So the call is
+        refused UNAVAILABLE (ShuttingDownError) unless the server is started and not stopping, as a
+        gRPC client is; its outcome is told to `answered` under the method's name, as a gRPC call's
+        is; the answer or the DeviceApiError is the operation's own (responses the service shares,
+        like ListGpus's, are read-only); and a caller that wrote is paced after it as gRPC would
+        pace it, so the watch streams keep up (`WatchHub.room`). What only a gRPC call can meet
+        does not apply: `max_request_bytes` (a request is not decoded), `max_calls` (nothing
+        waits) and deadlines.
         """
+        name = getattr(operation, "__name__", "")
+        method = UNARY_METHODS.get(name)
+        if method is None or operation != getattr(self.service, name):
+            raise ValueError(
+                f"{operation!r} is not one of the Device API's unary operations ({', '.join(UNARY_METHODS)})"
+            )
         if self._server is None:
             raise ShuttingDownError("the device API server is not serving")
+        version = self.cache.resource_version
         try:
             response = operation(request)
         except DeviceApiError as error:
@@ -182,6 +191,8 @@ class DeviceApiServer:
             self._tell(method, grpc.StatusCode.UNKNOWN.name)  # what gRPC answers for what a handler raises
             raise
         self._tell(method, grpc.StatusCode.OK.name)
+        if self.cache.resource_version != version:  # it wrote: the watches have an event to send
+            await self.hub.room()
         return response
 
     def _tell(self, method: str, code: str) -> None:

@@ -6,6 +6,10 @@ the status code the contract gives it. The gRPC handlers (`GpuServicer`) and cal
 server's own process (`DeviceApiServer.call`) both run these operations, so a request gets the same
 answer, the same refusal and the same watch events whichever way it came.
 
+A caller in the server's process names the operation itself (e.g. `service.list_gpus`): each of
+GpuService's unary methods is run by the operation of the same name in snake case
+(`UNARY_METHODS`); WatchGpus, a stream, is gRPC's alone.
+
 Each handler is a thin translation: a refusal goes back as a gRPC status with its code and
 message, e.g. NOT_FOUND `gpu "gpu-3" not found` or ABORTED `gpu "gpu-3": resource_version 7 is
 stale: current is 9`.
@@ -13,6 +17,7 @@ stale: current is 9`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
@@ -26,8 +31,15 @@ from gpuheal.agents.device_api.watch import Subscription, WatchHub
 from gpuheal.protos import gpu_pb2, gpu_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
+# An operation's request and response: GpuService's messages, e.g. ListGpusRequest and ListGpusResponse.
 Request = TypeVar("Request")
 Response = TypeVar("Response")
+# GpuService's unary methods by the name of the operation that runs each, e.g. "list_gpus": "ListGpus".
+UNARY_METHODS = {
+    re.sub(r"(?<!^)(?=[A-Z])", "_", method.name).lower(): method.name
+    for method in gpu_pb2.DESCRIPTOR.services_by_name["GpuService"].methods
+    if not (method.client_streaming or method.server_streaming)
+}
 
 
 class GpuService:

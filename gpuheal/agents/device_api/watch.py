@@ -9,13 +9,23 @@ A watch starts with what the watcher has not seen yet, then follows live writes:
   before a restart, i.e. ahead of the cache) the watch is refused with OUT_OF_RANGE, and the client
   lists again and watches from the list's `ListMeta.resource_version`, as Kubernetes informers do.
 
-The writer never waits for a watcher. Each watch has a bounded queue of live events (`queue_size`
+A write never waits for a watcher. Each watch has a bounded queue of live events (`queue_size`
 events and `queue_bytes` bytes); a write offers its event to every queue without blocking, and a
 watch whose queue is full has fallen too far behind: it is dropped on the spot (unsubscribed, its
 queue freed) while the writer and every other watcher carry on, and its stream ends with
 RESOURCE_EXHAUSTED. The client sees that status after the events already in flight to it (HTTP/2
 puts a stream's trailers after its data), then lists and watches again. The starting state does not
 count against the queue.
+
+A writer is paced between its calls, as gRPC paces it: a gRPC call takes the writer several turns
+of the event loop, in which the watch streams send what was queued, so a watcher that reads as
+fast as its stream sends never falls behind. A caller in the server's process (`room`, after each
+write) has no transport to pace it, and could write a node's 1,024 GPUs in one turn: one turn is
+not enough either (a stream sends an event per completion from gRPC's poller, and falls behind by
+about one event in two writes). So it waits while a watch holds more than half its queue, for the
+watch to take events, up to what its calls would have cost over gRPC (`PACE_PER_WRITE` each, with
+up to `PACE_SAVED` saved for a watcher's pause): a watcher that keeps up with a gRPC writer keeps
+up with it too; one slower, or stuck, falls behind as it would over gRPC and is dropped.
 
 Events are built once per write and shared by all queues; they are read-only. Bytes are counted as
 the event's serialized size. Since every queue holds a run of the latest writes, the events all
@@ -34,6 +44,7 @@ one more is refused with RESOURCE_EXHAUSTED naming the limit, and the client tri
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -52,6 +63,10 @@ DEFAULT_HISTORY_SIZE = 4096
 DEFAULT_QUEUE_BYTES = 16 * 1024 * 1024
 DEFAULT_HISTORY_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_WATCHES = 64  # device plugins, DRA drivers and tools: a handful each
+# Seconds a writer in the server's process may wait for the watches per write, about what a gRPC
+# call over the local socket costs its caller, and at most saved over writes.
+PACE_PER_WRITE = 0.001
+PACE_SAVED = 1.0
 
 
 class WatchState(enum.Enum):
@@ -81,6 +96,7 @@ class Subscription:
         backlog_size: int,
         capacity: int,
         capacity_bytes: int,
+        progress: asyncio.Event,
     ) -> None:
         self._backlog = backlog
         self._backlog_left = backlog_size
@@ -88,6 +104,7 @@ class Subscription:
         self._capacity = capacity
         self._capacity_bytes = capacity_bytes
         self._wakeup = asyncio.Event()
+        self._progress = progress  # set whenever it takes a live event or ends: writers may wait on it
         self.state = WatchState.OPEN
         self.queued_bytes = 0  # of the live events queued
 
@@ -95,6 +112,11 @@ class Subscription:
     def pending(self) -> int:
         """Events queued and not yet handed out."""
         return self._backlog_left + len(self._live)
+
+    @property
+    def crowded(self) -> bool:
+        """More than half its queue is taken (in events or bytes): a writer in the process waits for it."""
+        return len(self._live) > self._capacity // 2 or self.queued_bytes > self._capacity_bytes // 2
 
     def offer(self, event: gpu_pb2.WatchGpusResponse, size: int) -> bool:
         """Queue a live event of `size` bytes without blocking; False (and the watch dropped) if the queue is full."""
@@ -129,6 +151,7 @@ class Subscription:
             if self._live:
                 event, size = self._live.popleft()
                 self.queued_bytes -= size
+                self._progress.set()
                 return event
             self._wakeup.clear()
             await self._wakeup.wait()
@@ -140,6 +163,7 @@ class Subscription:
         self._live.clear()
         self.queued_bytes = 0
         self._wakeup.set()
+        self._progress.set()
 
 
 class WatchHub:
@@ -174,6 +198,8 @@ class WatchHub:
         self._streams: set[Subscription] = set()  # opened and not yet closed by their stream
         self.dropped_total = 0
         self.accepting = True  # False between close_all() and the server starting again
+        self._progress = asyncio.Event()  # a watch took a live event or ended
+        self._pace_left = PACE_SAVED  # seconds writers may still wait for the watches (see `room`)
 
     @property
     def watchers(self) -> int:
@@ -198,6 +224,30 @@ class WatchHub:
             self._subscriptions.discard(sub)
             self.dropped_total += 1
 
+    async def room(self) -> None:
+        """Pace a writer in the server's process after each write, as its gRPC call would (module docstring).
+
+        One turn of the event loop at least; while a watch holds more than half its queue, waiting
+        for the watches to take events, for no longer in all than gRPC calls would have taken.
+        """
+        self._pace_left = min(self._pace_left + PACE_PER_WRITE, PACE_SAVED)
+        if not self._crowded():
+            await asyncio.sleep(0)
+            return
+        loop = asyncio.get_running_loop()
+        while self._pace_left > 0 and self._crowded():
+            self._progress.clear()
+            started = loop.time()
+            try:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._pace_left):
+                        await self._progress.wait()
+            finally:
+                self._pace_left = max(self._pace_left - (loop.time() - started), 0.0)
+
+    def _crowded(self) -> bool:
+        return any(sub.crowded for sub in self._subscriptions)
+
     def open(self, cache: GpuCache, resource_version: str = "") -> Subscription:
         """Start a watch from `resource_version` (see the module docstring for what it receives)."""
         if not self.accepting:
@@ -215,7 +265,7 @@ class WatchHub:
         else:
             replayed = [] if since == current else self._replay(since, current)
             backlog, size = iter(replayed), len(replayed)
-        sub = Subscription(backlog, size, self._queue_size, self._queue_bytes)
+        sub = Subscription(backlog, size, self._queue_size, self._queue_bytes, self._progress)
         self._subscriptions.add(sub)
         self._streams.add(sub)
         return sub

@@ -1,6 +1,6 @@
 """The publisher: every health event's way to the Device API, the node's conditions and Temporal."""
 
-from gpuheal.agents.publisher.device_api import HEALTH_CONDITION, GpuHealthApi, GrpcDeviceApi, InProcessDeviceApi
+from gpuheal.agents.publisher.device_api import HEALTH_CONDITION, GpuHealthApi, InProcessDeviceApi
 from gpuheal.agents.publisher.errors import DependencyUnavailable
 from gpuheal.agents.publisher.kubernetes import KubernetesReporter, NodeReporter
 from gpuheal.agents.publisher.lane import RetrySettings
@@ -14,7 +14,6 @@ __all__ = [
     "HEALTH_CONDITION",
     "DependencyUnavailable",
     "GpuHealthApi",
-    "GrpcDeviceApi",
     "InProcessDeviceApi",
     "KubernetesReporter",
     "NodeReporter",

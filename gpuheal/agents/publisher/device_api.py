@@ -11,51 +11,42 @@ have costs nothing more and is not remembered. Each GPU of the node the event co
 written with UpdateGpuStatus at the resource version the list returned; a concurrent writer makes
 the server answer ABORTED, and the write is tried again on a fresh GetGpu.
 
-A ListGpus answer larger than this client accepts (`MAX_LIST_BYTES`, which bounds what gpuheal's
-own Device API can answer) will not shrink by asking again: the event is refused for good, with an
-error log, instead of blocking every later event of the lane behind it.
+A ListGpus answer larger than the client takes (`max_list_bytes`; by default `MAX_LIST_BYTES`,
+which bounds what gpuheal's Device API can answer) will not shrink by asking again: the event is
+refused for good, with an error log, instead of blocking every later event of the lane behind it.
 
-Two clients make these calls: `InProcessDeviceApi`, on a Device API server in the same process
-(the agent's own), runs the server's operations directly (`DeviceApiServer.call`): no protobuf
-serialization, HTTP/2 framing or gRPC call on either side, and the same answers, refusals, watch
-events and request counts as over gRPC. `GrpcDeviceApi` calls a Device API in another process.
-Both hand their refusals to the same retry loop and classification (`DeviceApiClient`).
+The client, `InProcessDeviceApi`, writes to the agent's own Device API server, in the same process:
+it runs the server's operations directly (`DeviceApiServer.call`), with no protobuf serialization,
+HTTP/2 framing or gRPC call on either side, and meets the same answers, refusals, watch events and
+request counts as a gRPC client would (the tests hold it to a gRPC client's outcomes).
 """
 
 from __future__ import annotations
 
 import logging
-from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from itertools import islice
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol
 
 import grpc
 
 from gpuheal.agents.device_api.errors import DeviceApiError
 from gpuheal.agents.device_api.limits import HEALTH_CONDITION as HEALTH_CONDITION
-from gpuheal.agents.device_api.limits import MAX_LIST_BYTES, GpuLimits
+from gpuheal.agents.device_api.limits import MAX_LIST_BYTES, GpuLimits, worst_list_bytes
+from gpuheal.agents.device_api.service import Request, Response
 from gpuheal.agents.gpu_identity import gpu_name
 from gpuheal.agents.publisher.errors import DependencyUnavailable
 from gpuheal.agents.publisher.ledger import OpenFaults, Verdict
 from gpuheal.domain.health import HealthEvent
 from gpuheal.domain.truncate import truncate
-from gpuheal.protos import gpu_pb2, gpu_pb2_grpc
+from gpuheal.protos import gpu_pb2
 
 if TYPE_CHECKING:
     from gpuheal.agents.device_api.server import DeviceApiServer
 
 log = logging.getLogger(__name__)
 
-# Readiness gate, restarts and overload (its bound on concurrent calls): the Device API will answer later.
-_RETRYABLE = frozenset(
-    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
-)
-# How gRPC words a response over the receive limit (RESOURCE_EXHAUSTED, as overload is).
-_TOO_LARGE = "Received message larger than max"
-Request = TypeVar("Request")
-Response = TypeVar("Response")
 # The longest reason the Device API takes on a condition.
 _MAX_REASON_BYTES = GpuLimits().max_condition_reason_bytes
 # UUIDs an event names that the node does not have, quoted in the log line that says so.
@@ -65,7 +56,10 @@ _SHOWN_STRANGERS = 3
 class GpuHealthApi(Protocol):
     """Where per-GPU health goes: the node's GPUs, and a write of one GPU's health."""
 
-    async def list_gpus(self) -> Sequence[gpu_pb2.Gpu]: ...
+    async def list_gpus(self) -> Sequence[gpu_pb2.Gpu]:
+        """Every GPU of the node, with its status and resource version: read-only, since they may be
+        the Device API's own (what it serves every client) and not copies."""
+        ...
 
     async def set_gpu_health(self, gpu: gpu_pb2.Gpu, verdict: Verdict) -> None: ...
 
@@ -132,34 +126,40 @@ class ListTooLarge(Exception):
     """The Device API's GPU list is larger than this client takes: asking again would get the same."""
 
 
-class DeviceApiClient(ABC):
-    """`GpuHealthApi` over the three calls it makes, which subclasses make over their transport.
+class InProcessDeviceApi:
+    """`GpuHealthApi` on a Device API server in this process, e.g. the agent's own: its operations,
+    run by `DeviceApiServer.call` as a gRPC call runs them, without the transport.
 
-    Each call returns the method's response or raises `Refused` with the status code and message
-    the Device API answered (`ListTooLarge` for a list over the client's `max_list_bytes`, by
-    default what gpuheal's Device API can give). Retries and what is retryable are decided here,
-    the same for every transport; `attempts` bounds the writes of one GPU that lose races.
+    Refused UNAVAILABLE (retried: DependencyUnavailable) while the server is not serving, as a gRPC
+    client is; counted in the server's request metrics as gRPC calls are. `attempts` bounds the
+    writes of one GPU that lose races; a list over `max_list_bytes` is refused for good
+    (`ListTooLarge`), as a gRPC client's receive limit would refuse it. The server's request size
+    limit is gRPC's alone; these writes stay far below it anyway (a stored status, at most 32 KiB,
+    with one `Healthy` condition).
+
+    The three calls it makes (`_list`, `_get`, `_update_status`, each through `_call`) return the
+    method's response or raise `Refused` with the status code and message the Device API answered;
+    retries and what is retryable are decided around them. Only UNAVAILABLE is worth retrying here:
+    the server's operations answer nothing else that may change (gRPC's overload and deadlines do
+    not arise in process).
     """
 
-    def __init__(self, *, attempts: int) -> None:
+    def __init__(self, server: DeviceApiServer, *, attempts: int = 5, max_list_bytes: int = MAX_LIST_BYTES) -> None:
+        self._server = server
         self._attempts = attempts
-
-    @abstractmethod
-    async def _list(self) -> gpu_pb2.ListGpusResponse: ...
-
-    @abstractmethod
-    async def _get(self, name: str) -> gpu_pb2.Gpu: ...
-
-    @abstractmethod
-    async def _update_status(self, request: gpu_pb2.UpdateGpuStatusRequest) -> None: ...
+        # Measuring a list re-encodes it (~0.1 s for the largest): only done when the server's
+        # cache could answer more than the limit (by default it cannot: the cache refuses limits
+        # whose largest list exceeds MAX_LIST_BYTES).
+        worst = worst_list_bytes(server.cache.max_gpus, server.cache.limits)
+        self._max_list_bytes = max_list_bytes if max_list_bytes < worst else None
 
     async def list_gpus(self) -> Sequence[gpu_pb2.Gpu]:
-        """Every GPU of the node, with its status and resource version (read-only)."""
+        """Every GPU of the node, with its status and resource version: the server's own, read-only."""
         try:
             listed = await self._list()
         except Refused as refusal:
             raise _unavailable_or(refusal) from refusal
-        return listed.gpu_list.items
+        return tuple(listed.gpu_list.items)
 
     async def set_gpu_health(self, gpu: gpu_pb2.Gpu, verdict: Verdict) -> None:
         """Write the verdict on the GPU as listed; a GPU deleted meanwhile is logged and skipped."""
@@ -185,92 +185,31 @@ class DeviceApiClient(ABC):
                 raise _unavailable_or(refusal) from refusal
         raise DependencyUnavailable(f"Device API: {self._attempts} writes of {name} lost races")
 
-
-class GrpcDeviceApi(DeviceApiClient):
-    """`GpuHealthApi` over gRPC, e.g. `GrpcDeviceApi("unix:///var/run/gpuheal/device-api.sock")`:
-    for a Device API in another process (`InProcessDeviceApi` serves the agent's own)."""
-
-    def __init__(
-        self, target: str, *, attempts: int = 5, timeout: float = 5.0, max_list_bytes: int = MAX_LIST_BYTES
-    ) -> None:
-        super().__init__(attempts=attempts)
-        # A local socket is cheap to redial: gRPC's default backoff (up to 2 minutes) would leave the
-        # backlog waiting long after the Device API is back. A private subchannel pool keeps that
-        # backoff state from being shared with other channels to the same socket.
-        self._channel = grpc.aio.insecure_channel(
-            target,
-            options=[
-                ("grpc.initial_reconnect_backoff_ms", 100),
-                ("grpc.min_reconnect_backoff_ms", 100),
-                ("grpc.max_reconnect_backoff_ms", 1000),
-                ("grpc.use_local_subchannel_pool", 1),
-                ("grpc.max_receive_message_length", max_list_bytes),
-            ],
-        )
-        self._stub = gpu_pb2_grpc.GpuServiceStub(self._channel)
-        self._timeout = timeout
-
     async def _list(self) -> gpu_pb2.ListGpusResponse:
-        return await self._call(self._stub.ListGpus, gpu_pb2.ListGpusRequest())
-
-    async def _get(self, name: str) -> gpu_pb2.Gpu:
-        return (await self._call(self._stub.GetGpu, gpu_pb2.GetGpuRequest(name=name))).gpu
-
-    async def _update_status(self, request: gpu_pb2.UpdateGpuStatusRequest) -> None:
-        await self._call(self._stub.UpdateGpuStatus, request)
-
-    async def _call(self, method: Callable[..., Awaitable[Response]], request: Request) -> Response:
-        try:
-            return await method(request, timeout=self._timeout)
-        except grpc.aio.AioRpcError as error:
-            raise Refused(error.code(), error.details() or "") from error
-
-    async def close(self) -> None:
-        await self._channel.close()
-
-
-class InProcessDeviceApi(DeviceApiClient):
-    """`GpuHealthApi` on a Device API server in this process, e.g. the agent's own: its operations,
-    run by `DeviceApiServer.call` as a gRPC call runs them, without the transport.
-
-    Refused UNAVAILABLE (retried) while the server is not serving, as a gRPC client is; counted in
-    the server's request metrics as gRPC calls are. The GPUs it lists are the server's own: read-only.
-    The server's request size limit is gRPC's alone; these writes stay far below it anyway (a
-    stored status, at most 32 KiB, with one `Healthy` condition).
-    """
-
-    def __init__(self, server: DeviceApiServer, *, attempts: int = 5, max_list_bytes: int = MAX_LIST_BYTES) -> None:
-        super().__init__(attempts=attempts)
-        self._server = server
-        self._max_list_bytes = max_list_bytes
-
-    async def _list(self) -> gpu_pb2.ListGpusResponse:
-        listed = self._call("ListGpus", self._server.service.list_gpus, gpu_pb2.ListGpusRequest())
-        if (size := listed.ByteSize()) > self._max_list_bytes:  # what gRPC's receive limit would refuse
-            raise _too_large(f"the list is {size} bytes; at most {self._max_list_bytes} are taken")
+        listed = await self._call(self._server.service.list_gpus, gpu_pb2.ListGpusRequest())
+        if self._max_list_bytes is not None and (size := listed.ByteSize()) > self._max_list_bytes:
+            raise ListTooLarge(
+                "Device API: the GPU list is larger than this client takes: "
+                f"it is {size} bytes; at most {self._max_list_bytes} are taken"
+            )
         return listed
 
     async def _get(self, name: str) -> gpu_pb2.Gpu:
-        return self._call("GetGpu", self._server.service.get_gpu, gpu_pb2.GetGpuRequest(name=name)).gpu
+        return (await self._call(self._server.service.get_gpu, gpu_pb2.GetGpuRequest(name=name))).gpu
 
     async def _update_status(self, request: gpu_pb2.UpdateGpuStatusRequest) -> None:
-        self._call("UpdateGpuStatus", self._server.service.update_gpu_status, request)
+        await self._call(self._server.service.update_gpu_status, request)
 
-    def _call(self, method: str, operation: Callable[[Request], Response], request: Request) -> Response:
+    async def _call(self, operation: Callable[[Request], Response], request: Request) -> Response:
         try:
-            return self._server.call(method, operation, request)
+            return await self._server.call(operation, request)
         except DeviceApiError as error:
             raise Refused(error.code, error.message) from error
 
 
-def _too_large(details: str) -> ListTooLarge:
-    return ListTooLarge(f"Device API: the GPU list is larger than this client takes: {details}")
-
-
 def _unavailable_or(refusal: Refused) -> Exception:
-    """DependencyUnavailable for an answer that may change later; a permanent error otherwise."""
-    if refusal.code == grpc.StatusCode.RESOURCE_EXHAUSTED and _TOO_LARGE in refusal.details:
-        return _too_large(refusal.details)
-    if refusal.code in _RETRYABLE:
+    """DependencyUnavailable for an answer that may change later (the server not serving, or its
+    readiness gate closed); the refusal, permanent, otherwise."""
+    if refusal.code == grpc.StatusCode.UNAVAILABLE:
         return DependencyUnavailable(f"Device API: {refusal.code.name}: {refusal.details}")
     return refusal

@@ -6,6 +6,7 @@ import asyncio
 
 import grpc
 
+from gpuheal.agents.device_api import WatchState
 from gpuheal.protos import gpu_pb2
 from tests.agents.device_api.conftest import Api, ApiFactory, condition, create, eventually, rpc_error
 
@@ -162,3 +163,32 @@ async def test_watch_events_carry_conditions(api: Api) -> None:
     event = await next_event(call)
     assert event.object.status == status
     call.cancel()
+
+
+async def test_a_writer_in_the_process_waits_for_a_watcher_that_reads_not_for_one_that_stopped(
+    make_api: ApiFactory,
+) -> None:
+    """In-process calls are paced as gRPC's are: a watcher reading as fast as its stream sends keeps
+    up with twelve times its queue in writes, while one that takes nothing is dropped, the writer going on."""
+    api = await make_api(expected_gpus=0, watch_queue_size=8)
+    await create(api, "gpu-0")
+    version = api.server.cache.resource_version
+    stopped = api.server.hub.open(api.server.cache, str(version))  # a watcher that never takes an event
+    reading = await watch(api, str(version))
+    received: list[int] = []
+
+    async def read() -> None:
+        async for event in reading:
+            received.append(event.object.resource_version)
+
+    reader = asyncio.create_task(read())
+    service = api.server.service
+    for action in range(100):
+        status = gpu_pb2.GpuStatus(recommended_action=f"{action:06d}")
+        call = api.server.call(service.update_gpu_status, gpu_pb2.UpdateGpuStatusRequest(name="gpu-0", status=status))
+        await asyncio.wait_for(call, 10)  # bounded: a watcher that stopped must not hold the writer
+    await eventually(lambda: len(received) == 100)
+    assert received == list(range(version + 1, version + 101))
+    assert (stopped.state, api.server.hub.dropped_total, api.server.hub.watchers) == (WatchState.DROPPED, 1, 1)
+    reader.cancel()
+    api.server.hub.close(stopped)

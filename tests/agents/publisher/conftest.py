@@ -19,7 +19,6 @@ from temporalio.service import RPCError
 
 from gpuheal.agents.device_api import DeviceApiServer
 from gpuheal.agents.publisher import (
-    GrpcDeviceApi,
     InProcessDeviceApi,
     KubernetesReporter,
     Publisher,
@@ -27,12 +26,12 @@ from gpuheal.agents.publisher import (
     RetrySettings,
     TemporalRemediations,
 )
-from gpuheal.agents.publisher.device_api import DeviceApiClient
 from gpuheal.domain.faults import Fault
 from gpuheal.domain.marks import GPU_HEALTHY_CONDITION, workflow_id_for
 from gpuheal.kubeclient import connect as connect_kubernetes
 from gpuheal_sim.demo.devserver import DevServer
 from gpuheal_sim.simulator import FleetConfig, SimulatedCluster
+from tests.agents.publisher.grpc_device_api import GrpcDeviceApi
 from tests.chart import access_manifests, service_account
 
 # Fast retries: an outage in a test lasts as long as the test makes it. A dependency that is up
@@ -146,19 +145,19 @@ async def stack(dev_server: DevServer, tmp_path: Path) -> AsyncIterator[Stack]:
 
 
 # Connects the publisher to a Device API server (keyword arguments go to the client).
-Connect = Callable[..., DeviceApiClient]
+Connect = Callable[..., InProcessDeviceApi]
 
 
 @pytest.fixture(params=["grpc", "in-process"])
 async def connect(request: pytest.FixtureRequest) -> AsyncIterator[Connect]:
-    """Each test runs with both Device API clients: over the server's socket, and in its process
-    (the agent's way); both must give the same stored statuses, errors and watch events."""
+    """Each test runs with both Device API clients: the agent's, in the server's process, and the
+    same over the server's socket; both must give the same stored statuses, errors and watch events."""
     channels: list[GrpcDeviceApi] = []
 
-    def make(server: DeviceApiServer, **options: Any) -> DeviceApiClient:
+    def make(server: DeviceApiServer, **options: Any) -> InProcessDeviceApi:
         if request.param == "in-process":
             return InProcessDeviceApi(server, **options)
-        client = GrpcDeviceApi(server.target, **options)
+        client = GrpcDeviceApi(server, **options)
         channels.append(client)
         return client
 

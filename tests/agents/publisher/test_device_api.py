@@ -17,20 +17,15 @@ import grpc
 import pytest
 
 from gpuheal.agents.device_api import DeviceApiServer
-from gpuheal.agents.publisher import (
-    HEALTH_CONDITION,
-    DependencyUnavailable,
-    GrpcDeviceApi,
-    InProcessDeviceApi,
-    Publisher,
-)
-from gpuheal.agents.publisher.device_api import DeviceApiClient, ListTooLarge, Refused, publish_gpu_health
+from gpuheal.agents.publisher import HEALTH_CONDITION, DependencyUnavailable, InProcessDeviceApi, Publisher
+from gpuheal.agents.publisher.device_api import ListTooLarge, Refused, publish_gpu_health
 from gpuheal.agents.publisher.ledger import OpenFaults, Verdict
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.protos import gpu_pb2, gpu_pb2_grpc
 from tests.agents.device_api.conftest import eventually
 from tests.agents.publisher.conftest import FAST, Connect
 from tests.agents.publisher.events import GPU_A, GPU_B, fatal_xid, healthy, non_fatal
+from tests.agents.publisher.grpc_device_api import GrpcDeviceApi
 
 NODE = "gpu-node-7"
 # What `register` creates: the Device API's readiness gate opens only once both are there, so no
@@ -232,10 +227,10 @@ async def scenario(directory: Path, kind: str) -> tuple[list[object], Counter[tu
     server = DeviceApiServer(directory / f"{kind}.sock", expected_gpus=REGISTERED_GPUS, answered=calls)
     clients: list[GrpcDeviceApi] = []
 
-    def client(**options: int) -> DeviceApiClient:
+    def client(**options: int) -> InProcessDeviceApi:
         if kind == "in-process":
             return InProcessDeviceApi(server, **options)
-        clients.append(GrpcDeviceApi(server.target, **options))
+        clients.append(GrpcDeviceApi(server, **options))
         return clients[-1]
 
     ledger = OpenFaults()
@@ -281,3 +276,56 @@ async def test_both_clients_store_the_same_statuses_and_meet_the_same_errors(soc
     assert errors[3][1].startswith("Device API: INVALID_ARGUMENT: ")
     assert grpc_calls[("UpdateGpuStatus", "ABORTED")] == 2
     assert grpc_calls[("UpdateGpuStatus", "NOT_FOUND")] == 1
+
+
+async def test_a_burst_of_node_wide_events_keeps_a_watcher_that_reads(socket_dir: Path, connect: Connect) -> None:
+    """Events naming no GPU, submitted at once, write every GPU each: three times as many writes as
+    a watch's queue holds. A watcher reading as fast as it can keeps up, whichever way the publisher
+    calls: over gRPC its calls give the watch streams their turns, and in process it must too."""
+    gpus, events, queue = 8, 12, 32
+    async with DeviceApiServer(socket_dir / "burst.sock", expected_gpus=gpus, watch_queue_size=queue) as server:
+        for index in range(gpus):
+            server.cache.create(
+                gpu_pb2.Gpu(metadata=gpu_pb2.ObjectMeta(name=f"gpu-{index}"), spec=gpu_pb2.GpuSpec(uuid=f"GPU-{index}"))
+            )
+        start = server.cache.resource_version
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            watch = gpu_pb2_grpc.GpuServiceStub(channel).WatchGpus(
+                gpu_pb2.WatchGpusRequest(opts=gpu_pb2.ListOptions(resource_version=str(start)))
+            )
+            await eventually(lambda: server.hub.watchers == 1)
+            seen: list[int] = []
+
+            async def read() -> None:
+                async for event in watch:
+                    seen.append(event.object.resource_version)
+                    if len(seen) == gpus * events:
+                        return
+
+            reader = asyncio.create_task(read())
+            async with Publisher(socket_dir / "spool", device_api=connect(server), settings=FAST) as publisher:
+                await asyncio.gather(
+                    *(
+                        publisher.submit(fatal_xid(NODE, entities=(), xid=40 + k, message=f"XID {40 + k}"))
+                        for k in range(events)
+                    )
+                )
+                assert publisher.pending() == {"device-api": 0}
+            await asyncio.wait_for(reader, 10)
+    assert server.hub.dropped_total == 0
+    assert seen == list(range(start + 1, start + gpus * events + 1))
+
+
+async def test_the_publisher_leaves_the_list_the_device_api_serves_as_it_was(node: Node, connect: Connect) -> None:
+    """The in-process client lists the server's own GPUs, shared with every client: writing health
+    (a stale GPU's race included) builds new statuses and never touches them."""
+    served = node.server.cache.list_response()
+    before = served.SerializeToString(deterministic=True)
+    client = connect(node.server)
+    listed = await client.list_gpus()
+    ledger = OpenFaults()
+    for event in (fatal_xid(NODE, GPU_A), healthy(NODE), fatal_xid(NODE, GPU_B, xid=48)):
+        await publish_gpu_health(client, ledger, event)
+    await client.set_gpu_health(listed[1], FAULT)  # written since it was listed: read again, then written
+    assert node.calls.counted[("UpdateGpuStatus", "ABORTED")] == 1
+    assert served.SerializeToString(deterministic=True) == before

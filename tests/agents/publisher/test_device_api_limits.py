@@ -13,9 +13,9 @@ import grpc
 import pytest
 
 from gpuheal.agents.device_api import DeviceApiServer
-from gpuheal.agents.device_api.limits import NAME_MAX_CHARS
+from gpuheal.agents.device_api.limits import NAME_MAX_CHARS, worst_list_bytes
 from gpuheal.agents.publisher import HEALTH_CONDITION, Publisher
-from gpuheal.agents.publisher.device_api import DeviceApiClient, publish_gpu_health
+from gpuheal.agents.publisher.device_api import InProcessDeviceApi, ListTooLarge, publish_gpu_health
 from gpuheal.agents.publisher.ledger import MAX_MESSAGE_BYTES, OpenFaults
 from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.health import HealthEvent
@@ -37,7 +37,7 @@ async def server(tmp_path: Path) -> AsyncIterator[DeviceApiServer]:
 
 
 @pytest.fixture
-def client(server: DeviceApiServer, connect: Connect) -> DeviceApiClient:
+def client(server: DeviceApiServer, connect: Connect) -> InProcessDeviceApi:
     return connect(server)
 
 
@@ -56,7 +56,7 @@ def worst_verdict_event(uuid: str) -> HealthEvent:
 
 
 async def test_the_largest_cache_lists_through_the_client_and_takes_gpuhealths_write(
-    server: DeviceApiServer, client: DeviceApiClient
+    server: DeviceApiServer, client: InProcessDeviceApi
 ) -> None:
     for index in range(server.cache.max_gpus):
         server.cache.create(largest_gpu(index))
@@ -99,7 +99,7 @@ async def fill_as_another_provider(stub: gpu_pb2_grpc.GpuServiceAsyncStub, name:
 
 
 async def test_a_status_another_provider_filled_still_takes_the_health_condition(
-    server: DeviceApiServer, client: DeviceApiClient, tmp_path: Path
+    server: DeviceApiServer, client: InProcessDeviceApi, tmp_path: Path
 ) -> None:
     channel = grpc.aio.insecure_channel(server.target)
     stub = gpu_pb2_grpc.GpuServiceStub(channel)
@@ -131,3 +131,18 @@ async def test_a_list_larger_than_the_client_takes_is_refused_for_good_not_retri
         f"device-api refused event {first.id} for good; dropping it there"
     ]
     assert "the GPU list is larger than this client takes" in caplog.text
+
+
+async def test_the_list_limit_refuses_a_list_one_byte_over_it_and_takes_one_at_it(
+    connect: Connect, short_dir: Path
+) -> None:
+    """A limit under what the server's cache could answer is checked on every list, whichever client."""
+    async with DeviceApiServer(short_dir / "four.sock", max_gpus=4) as small:
+        small.mark_ready()
+        for index in range(4):
+            small.cache.create(largest_gpu(index))
+        size = small.cache.list_response().ByteSize()
+        assert size < worst_list_bytes(4, small.cache.limits)
+        assert len(await connect(small, max_list_bytes=size).list_gpus()) == 4
+        with pytest.raises(ListTooLarge):
+            await connect(small, max_list_bytes=size - 1).list_gpus()
