@@ -622,8 +622,9 @@ class RemediationWorkflow:
             await asyncio.shield(returning)
             return
         # A local step that outlives the workflow task is heartbeated, and a cancel can come in the
-        # next task: the run waits for the step all the same (ended under it, the run would leave the
-        # step's result unrecorded and its signal maybe unsent), then ends as cancelled.
+        # next task: the run waits for the step all the same (ended under it, the run would have
+        # sdk-core cancel the step, its permit kept until the governor's next check), then ends as
+        # cancelled.
         cancelled = False
         while not returning.done():
             try:
