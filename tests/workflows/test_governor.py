@@ -62,6 +62,7 @@ from gpuheal.workflows.remediation import RemediationWorkflow
 from gpuheal_sim.demo.devserver import DevServer
 from tests.workflows import fake_activities
 from tests.workflows.fake_activities import FakeFleet, FakeNode
+from tests.workflows.record_history import reaches
 from tests.workflows.test_remediation_logic import Handle, escalated, fault, policy, wait_for_phase
 from tests.workflows.test_replay import steps
 
@@ -706,16 +707,19 @@ async def test_a_cancel_that_comes_while_the_permit_goes_back_does_not_stop_it(
 
     @implements(contracts.RETURN_PERMIT)
     async def return_once_the_cancel_is_taken(give_back: PermitGiveBack) -> PermitGivenBack:
-        started.set()
-        run = activity.client().get_workflow_handle(workflow_id_for(node.name))
-        while not await _took_a_cancel(run):
-            await asyncio.sleep(0.05)
+        holder = workflow_id_for(node.name)
+        if give_back.returned.permit_id.startswith(f"{holder}/"):  # the cancelled run's step: held
+            started.set()
+            run = activity.client().get_workflow_handle(holder)
+            for _ in range(400):  # bounded: a run that never takes the cancel in fails below, not hangs the worker
+                if await _took_a_cancel(run):
+                    break
+                await asyncio.sleep(0.05)
         return await return_permit(give_back)
 
     monkeypatch.setattr(fake_activities, "return_permit", return_once_the_cancel_is_taken)
     fleet = await governed_live(2, limits(max_concurrent=1, max_percent=100))
     node, next_one = nodes_of(fleet)
-    the_fault = fault(node)
     handle: Handle = await fleet.client.start_workflow(
         REMEDIATION.name,
         REMEDIATION.input(node=node.name, policy=policy(), policy_version=""),
@@ -723,9 +727,10 @@ async def test_a_cancel_that_comes_while_the_permit_goes_back_does_not_stop_it(
         task_queue=fleet.queue,
         result_type=REMEDIATION.result,
         start_signal=FAULT_SIGNAL.name,
-        start_signal_args=FAULT_SIGNAL.args(the_fault),
+        start_signal_args=FAULT_SIGNAL.args(fault(node)),
         task_timeout=timedelta(seconds=1),
     )
+    await reaches(handle, lambda status: status.permit is not None, "its permit")
     waiting = await fleet.fault(next_one)
     await wait_for_phase(waiting, Phase.AWAITING_BUDGET)
     await asyncio.wait_for(started.wait(), timeout=60)
