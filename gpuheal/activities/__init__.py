@@ -8,7 +8,7 @@ from typing import Any
 from kubernetes.aio import client
 
 from gpuheal.activities.drain import DrainActivities
-from gpuheal.activities.fleet import FleetActivities, deliver_permits, find_ended_holders
+from gpuheal.activities.fleet import FleetActivities, deliver_permits, find_ended_holders, return_permit
 from gpuheal.activities.history import find_earlier_remediations
 from gpuheal.activities.node_orders import NodeOrderActivities
 from gpuheal.activities.node_wait import NodeWaitActivities
@@ -55,6 +55,7 @@ def remediation_activities(
         governed.count_gpu_nodes,
         find_ended_holders,
         deliver_permits,
+        return_permit,
         find_earlier_remediations,
         policies.current_policy,
         survey.survey_node,

@@ -1,4 +1,5 @@
-"""The fleet governor's activities: asking it for a permit, counting GPU nodes, finding vanished holders."""
+"""The fleet governor's activities: asking it for a permit and giving it back, counting GPU nodes,
+finding vanished holders."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from gpuheal.domain.fleet import (
     COLLECT_WITHIN,
     GOVERNOR_ID,
     PERMIT_SIGNAL,
+    RELEASE_SIGNAL,
     EndedHolders,
     FleetPolicy,
     HeldPermit,
@@ -29,6 +31,8 @@ from gpuheal.domain.fleet import (
     NodeCountRequest,
     PermitAsked,
     PermitDelivery,
+    PermitGiveBack,
+    PermitGivenBack,
     PermitRequest,
     governor_task_queue,
 )
@@ -144,6 +148,22 @@ async def deliver_permits(delivery: PermitDelivery) -> EndedHolders:
     async with asyncio.TaskGroup() as signals:
         sent = [signals.create_task(deliver(permit)) for permit in delivery.permits]
     return EndedHolders(permit_ids=tuple(ended for task in sent if (ended := task.result()) is not None))
+
+
+@implements(contracts.RETURN_PERMIT)
+async def return_permit(give_back: PermitGiveBack) -> PermitGivenBack:
+    """Signal the governor that a remediation gives its permit back (or withdraws its request). A
+    governor that is gone (never started, or ended) has nothing to take back: no error (the run logs
+    it), as a signal from the workflow itself that found no governor was none; any other failure is
+    retried."""
+    governor = activity.client().get_workflow_handle(give_back.governor_id)
+    try:
+        await governor.signal(RELEASE_SIGNAL.name, give_back.returned)
+    except RPCError as error:
+        if error.status is RPCStatusCode.NOT_FOUND and not is_namespace_not_found(error):
+            return PermitGivenBack(governor_found=False)
+        raise
+    return PermitGivenBack(governor_found=True)
 
 
 @implements(contracts.FIND_ENDED)

@@ -27,6 +27,8 @@ from gpuheal.domain.fleet import (
     NodeCountRequest,
     PermitAsked,
     PermitDelivery,
+    PermitGiveBack,
+    PermitGivenBack,
     PermitRequest,
 )
 from gpuheal.domain.gpu_check import GpuCheckOrder
@@ -185,6 +187,12 @@ COLLECT_PERMIT = StepContract(
 COLLECT_UNLESS_HELD = StepContract(
     Step.COLLECT_UNLESS_HELD, PermitRequest, PermitAsked, True, lambda t, _: 2 * t.node_call + COLLECT_WITHIN
 )
+# … and gives its permit back when it ends (runs begun under 0.3.0): a local step that signals the
+# governor, so the run ends in the workflow task that decided its ending, where a signal sent by the
+# workflow itself waited for the server's answer in a task of its own. The governor takes a permit
+# back once however often it is returned, so a step run again (its task lost and replayed) is
+# harmless; retried without limit, as the server retries a signal a workflow sends.
+RETURN_PERMIT = StepContract(Step.RETURN_PERMIT, PermitGiveBack, PermitGivenBack, local=True)
 COUNT_GPU_NODES = StepContract(Step.COUNT_GPU_NODES, NodeCountRequest, NodeCount, local=False)
 DELIVER_PERMITS = StepContract(
     Step.DELIVER_PERMITS,

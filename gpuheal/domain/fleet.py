@@ -129,6 +129,19 @@ class PermitReturn(_Strict):
     outcome: str = ""
 
 
+class PermitGiveBack(_Strict):
+    """The `release` signal for `governor_id`, sent by the remediation's step that gives its permit back."""
+
+    governor_id: str = Field(min_length=1)
+    returned: PermitReturn
+
+
+class PermitGivenBack(_Strict):
+    """Whether the governor was there to take it: a governor that is gone has nothing to take back."""
+
+    governor_found: bool
+
+
 class PermitAsked(_Strict):
     """What asking for a permit found: whether the fleet is governed, and by which workflow."""
 

@@ -44,6 +44,8 @@ class Step(StrEnum):
     COUNT_GPU_NODES = "count_gpu_nodes"
     FIND_ENDED = "find_ended_holders"
     DELIVER_PERMITS = "deliver_permits"
+    # A remediation gives its permit back (or withdraws its request) by a step (runs begun under 0.3.0).
+    RETURN_PERMIT = "return_permit"
     # The remediations of a node and its GPUs before this one (gpuheal.domain.history).
     FIND_HISTORY = "find_earlier_remediations"
     # The policy of the worker's policy file, for a remediation started without one.

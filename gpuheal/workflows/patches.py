@@ -18,8 +18,9 @@ from collections.abc import Iterable, Mapping
 from temporalio import workflow
 
 RELEASE_0_2_0 = "gpuheal-0.2.0"
+RELEASE_0_3_0 = "gpuheal-0.3.0"
 # Each release's patch, newest first: a release puts its own in front.
-RELEASES = (RELEASE_0_2_0,)
+RELEASES = (RELEASE_0_3_0, RELEASE_0_2_0)
 
 
 def begun_under() -> str | None:

@@ -52,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
         PERMIT_SIGNAL,
         RELEASE_SIGNAL,
         PermitAsked,
+        PermitGiveBack,
         PermitGrant,
         PermitRequest,
         PermitReturn,
@@ -203,8 +204,11 @@ class RemediationWorkflow:
         self._stamps_phase_since = False
         # The phase whose start GpuhealPhaseSince holds.
         self._stamped_phase: Phase | None = None
-        # The search attributes as upserted (once per activation in runs begun under 0.2.0).
+        # The search attributes as upserted (once per activation in runs begun under 0.2.0, once per
+        # workflow task under 0.3.0).
         self._published = attrs.Published()
+        # The permit goes back by a local step (runs begun under 0.3.0), not by a signal of the workflow's own.
+        self._returns_by_step = False
         # What the run waits on now (a step's or a timer's summary), for the UI's current details.
         self._now = ""
         # The provider that took this round's latest reboot request, as its step answered ("": none yet).
@@ -347,8 +351,13 @@ class RemediationWorkflow:
 
     @workflow.run
     async def run(self, request: RemediationInput) -> RemediationStatus:
-        # Asked first (gpuheal.workflows.patches): runs begun under 0.2.0 or later upsert once per activation.
-        self._published.begin(batched=patches.since(patches.RELEASE_0_2_0))
+        # Asked first (gpuheal.workflows.patches): runs begun under 0.2.0 or later upsert once per
+        # activation, those begun under 0.3.0 or later once per workflow task, and give their permit
+        # back by a local step.
+        self._published.begin(
+            batched=patches.since(patches.RELEASE_0_2_0), across_local_steps=patches.since(patches.RELEASE_0_3_0)
+        )
+        self._returns_by_step = patches.since(patches.RELEASE_0_3_0)
         self._holds_for_person = _FOLDED.patched(_HOLD_PATCH)
         self._heeds_hold_label = _FOLDED.patched(_NODE_HOLD_PATCH)
         self._looks_for_offences = _FOLDED.patched(_HISTORY_PATCH)
@@ -605,23 +614,47 @@ class RemediationWorkflow:
         )
 
     async def _return_permit_shielded(self) -> None:
-        """Give the permit back even when a second cancel arrives meanwhile. The run's last commands:
-        the search attributes it set go out before them."""
+        """Give the permit back even when a cancel (a second one) arrives meanwhile. The run's last
+        commands: the search attributes it set go out before them."""
         self._published.flush()
-        await asyncio.shield(asyncio.ensure_future(self._return_permit()))
+        returning = asyncio.ensure_future(self._return_permit())
+        if not self._returns_by_step:
+            await asyncio.shield(returning)
+            return
+        # A local step that outlives the workflow task is heartbeated, and a cancel can come in the
+        # next task: the run waits for the step all the same (ended under it, the run would have
+        # sdk-core cancel the step, its permit kept until the governor's next check), then ends as
+        # cancelled.
+        cancelled = False
+        while not returning.done():
+            try:
+                await asyncio.shield(returning)
+            except asyncio.CancelledError:
+                cancelled = True
+        if cancelled:
+            raise asyncio.CancelledError()
 
     async def _return_permit(self) -> None:
         """Give the permit back (or withdraw the request) whatever the ending; a governor that is gone
         has nothing to take back."""
         if self._asked is None or not self._asked.governed:
             return
-        governor = workflow.get_external_workflow_handle(self._asked.governor_id)
-        try:
-            await governor.signal(
-                RELEASE_SIGNAL.name, PermitReturn(permit_id=self._holder(), outcome=self._phase.value)
+        governor_id = self._asked.governor_id
+        returned = PermitReturn(permit_id=self._holder(), outcome=self._phase.value)
+        if self._returns_by_step:
+            # Done within the task that ended the run, which then completes in it.
+            given = await self._run(
+                contracts.RETURN_PERMIT,
+                PermitGiveBack(governor_id=governor_id, returned=returned),
+                summary=f"give the permit back to {governor_id}",
             )
+            if not given.governor_found:
+                self._log("permit not returned: governor %s is gone", governor_id)
+            return
+        try:
+            await workflow.get_external_workflow_handle(governor_id).signal(RELEASE_SIGNAL.name, returned)
         except FailureError as error:
-            self._log("permit not returned: governor %s is gone (%s)", self._asked.governor_id, error)
+            self._log("permit not returned: governor %s is gone (%s)", governor_id, error)
 
     async def _quarantine(self) -> Verdict:
         record = await self._run(
@@ -1123,8 +1156,10 @@ class RemediationWorkflow:
         self._enter(phase)
 
     async def _run(self, step: StepContract[RequestT, ResultT], request: RequestT, *, summary: str) -> ResultT:
-        """Run one step as its contract says, with the policy's timeouts."""
-        return await run_step(step, request, self._policy.timeouts, summary=self._waiting_on(summary))
+        """Run one step as its contract says, with the policy's timeouts; a local one holds the
+        search attributes' upsert until it ends (`attrs.Published.local_step`)."""
+        with self._published.local_step() if step.local else contextlib.nullcontext():
+            return await run_step(step, request, self._policy.timeouts, summary=self._waiting_on(summary))
 
     def _waiting_on(self, what: str) -> str:
         """Say in the UI's current details what the run waits on now (a step, a timer); returns `what`,

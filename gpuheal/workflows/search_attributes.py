@@ -7,7 +7,8 @@ its command line): `temporal operator search-attribute create --name GpuhealNode
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from temporalio import workflow
@@ -51,22 +52,44 @@ class Published:
     A run begun under gpuheal 0.2.0 or later (`batched`, gpuheal.workflows.patches) gathers what it
     sets and upserts only the attributes whose values changed, in one command once the activation's
     code has run (the handlers of its signals and Updates, the run until it waits again), and before
-    the run's last command (`flush`): what one workflow task changed is visible when that task
-    completes. A run begun before upserts all it is given at every call, as its recorded history has it.
+    the run's last command (`flush`). A run begun before upserts all it is given at every call, as its
+    recorded history has it.
+
+    A run begun under 0.3.0 or later (`across_local_steps`) also holds that upsert while one of its
+    local steps runs (`local_step`): a local activity's result starts another activation within the
+    same workflow task, and all the commands of a task become visible together, so an upsert before
+    the step would show nobody anything the one after it does not. What a workflow task changed goes
+    out in one upsert, once the run waits on anything else (an activity, a timer, a signal or an
+    Update, a person). A local step that outlives the workflow task's timeout is heartbeated by
+    sdk-core (it completes the task and takes another): the attributes set before the step are then
+    upserted only when it ends, as are those set before a step that retries on a timer. Acceptable:
+    gpuheal's local steps are short calls, and the phase shown is the one before the step.
     """
 
     def __init__(self) -> None:
         self.batched = False
+        self._across_local_steps = False
+        self._local_steps = 0
         self._upserted: dict[str, object] = {}
         self._pending: dict[str, SearchAttributeUpdate[Any]] = {}
         self._flusher: asyncio.Task[None] | None = None
 
-    def begin(self, *, batched: bool) -> None:
+    def begin(self, *, batched: bool, across_local_steps: bool) -> None:
         """Called first in the run: a batched run counts the attributes its start set as upserted,
         so it upserts none of them again unchanged."""
         self.batched = batched
+        self._across_local_steps = across_local_steps
         if batched:
             self._upserted = {pair.key.name: pair.value for pair in workflow.info().typed_search_attributes}
+
+    @contextlib.contextmanager
+    def local_step(self) -> Iterator[None]:
+        """Around a local step of the run: the upsert waits until no such step runs."""
+        self._local_steps += 1
+        try:
+            yield
+        finally:
+            self._local_steps -= 1
 
     def set(self, updates: Sequence[SearchAttributeUpdate[Any]]) -> None:
         if not self.batched:
@@ -94,6 +117,6 @@ class Published:
         # then the code that this activation woke has made its changes. (The SDK runs the jobs of an
         # activation in groups, signals and Updates first: a handler's change that comes with a
         # step's result is upserted before the run's own, in two commands.)
-        await workflow.wait_condition(lambda: True)
+        await workflow.wait_condition(lambda: not (self._across_local_steps and self._local_steps))
         self._flusher = None
         self.flush()

@@ -16,7 +16,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from gpuheal.activities.contract import implements, node_gone
-from gpuheal.activities.fleet import Ask, deliver_permits, find_ended_holders
+from gpuheal.activities.fleet import Ask, deliver_permits, find_ended_holders, return_permit
 from gpuheal.activities.grant_collector import GrantCollector
 from gpuheal.control import governor
 from gpuheal.domain import contracts
@@ -595,7 +595,7 @@ class FakeFleet:
         async def count_gpu_nodes(request: NodeCountRequest) -> NodeCount:
             return NodeCount(count=len(self.nodes) if self.gpu_nodes is None else self.gpu_nodes)
 
-        return [*routed, count_gpu_nodes, find_ended_holders, deliver_permits]
+        return [*routed, count_gpu_nodes, find_ended_holders, deliver_permits, return_permit]
 
     def _route(
         self, step: contracts.StepContract[Any, Any], by_node: dict[str, dict[str, Callable[..., Any]]]

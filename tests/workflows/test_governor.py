@@ -18,13 +18,15 @@ from typing import Any, Protocol, TypeVar
 
 import pytest
 from temporalio import activity
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle, WorkflowHistory
+from temporalio.exceptions import CancelledError
 from temporalio.service import RPCError
-from temporalio.testing import WorkflowEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Worker
 
 from gpuheal.activities.contract import implements
-from gpuheal.activities.fleet import deliver_permits
+from gpuheal.activities.fleet import deliver_permits, return_permit
 from gpuheal.control import governor, remediations
 from gpuheal.domain import contracts
 from gpuheal.domain.decisions import PersonAction
@@ -42,20 +44,27 @@ from gpuheal.domain.fleet import (
     GovernorInput,
     GovernorStatus,
     PermitDelivery,
+    PermitGiveBack,
+    PermitGivenBack,
     PermitGrant,
     PermitRequest,
     PermitReturn,
     governor_task_queue,
 )
+from gpuheal.domain.marks import workflow_id_for
 from gpuheal.domain.operator import ActionRefused, OperatorAction
 from gpuheal.domain.phases import Phase
 from gpuheal.domain.remediation import ApprovalSignal, NodeRelease, RemediationStatus
+from gpuheal.domain.remediation_contract import FAULT_SIGNAL, REMEDIATION
+from gpuheal.domain.steps import Step
 from gpuheal.workflows.governor import GovernorWorkflow
 from gpuheal.workflows.remediation import RemediationWorkflow
 from gpuheal_sim.demo.devserver import DevServer
 from tests.workflows import fake_activities
 from tests.workflows.fake_activities import FakeFleet, FakeNode
+from tests.workflows.record_history import reaches
 from tests.workflows.test_remediation_logic import Handle, escalated, fault, policy, wait_for_phase
+from tests.workflows.test_replay import steps
 
 ALICE = OperatorAction(by="alice", reason="XID 79 storm after the driver rollout; rolled back")
 
@@ -515,6 +524,11 @@ async def test_an_ask_whose_moment_passed_waits_for_its_permit_as_a_signal(gover
     history = await waiting.fetch_history()
     signals = [e.workflow_execution_signaled_event_attributes.signal_name for e in history.events]
     assert signals.count(PERMIT_SIGNAL.name) == 1
+    # The permit the waiting ask got was given back by the holder's last task.
+    assert (await holding.result()).phase is Phase.RESOLVED
+    returned_by_its_last_task(await holding.fetch_history())
+    final = await fleet.status()
+    assert final.state.held == () and len(final.state.returned) == 2
 
 
 T = TypeVar("T")
@@ -647,3 +661,144 @@ async def test_a_permit_used_and_returned_before_a_retried_delivery_still_counts
     assert done.phase is Phase.RESOLVED
     assert final.state.returned and not final.state.held, "the run returned its permit"
     assert len(final.state.recent_grants) == 1, "the quarantine under the returned permit still counts"
+
+
+# ---- the permit given back (runs begun under 0.3.0) -----------------------------------------------
+
+
+def returned_by_its_last_task(history: WorkflowHistory) -> None:
+    """The run gave its permit back by its local step, among the commands of the task that ended it:
+    no signal of the workflow's own, which waited for the server's answer in a task of its own."""
+    kinds = [event.event_type for event in history.events]
+    assert EventType.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED not in kinds
+    last_task = max(i for i, kind in enumerate(kinds) if kind == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED)
+    assert steps(history).count(Step.RETURN_PERMIT) == 1
+    assert Step.RETURN_PERMIT in steps(WorkflowHistory(history.workflow_id, history.events[last_task:]))
+
+
+@pytest.mark.parametrize("cancels", [1, 2])
+async def test_a_run_cancelled_mid_drain_gives_its_permit_back(governed_live: MakeFleet, cancels: int) -> None:
+    """Cancelled once, or twice (the second while the first is carried out): the node is handed back
+    and the permit goes to the next waiting ask. On the dev server: the drain's backoff is real time."""
+    fleet = await governed_live(2, limits(max_concurrent=1, max_percent=100))
+    draining, next_one = nodes_of(fleet)
+    draining.blocked_passes = 10_000  # a budget that never lets the pod go: the drain goes on until cancelled
+    handle = await fleet.fault(draining)
+    await wait_for_phase(handle, Phase.DRAINING)
+    waiting = await fleet.fault(next_one)
+    await wait_for_phase(waiting, Phase.AWAITING_BUDGET)
+
+    for _ in range(cancels):
+        await handle.cancel()
+
+    assert (await handle.result()).phase is Phase.CANCELLED
+    assert not draining.cordoned, "handed back as gpuheal found it"
+    assert (await waiting.result()).phase is Phase.RESOLVED, "the waiting ask got the permit given back"
+    returned_by_its_last_task(await handle.fetch_history())
+    assert (await fleet.status()).state.held == ()
+
+
+async def test_a_cancel_that_comes_while_the_permit_goes_back_does_not_stop_it(
+    governed_live: MakeFleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The step outlives its workflow task (sdk-core heartbeats the task, here of one second) and the
+    operator's cancel comes in the next: the run waits for the step, then ends as cancelled."""
+    started = asyncio.Event()
+
+    @implements(contracts.RETURN_PERMIT)
+    async def return_once_the_cancel_is_taken(give_back: PermitGiveBack) -> PermitGivenBack:
+        holder = workflow_id_for(node.name)
+        if give_back.returned.permit_id.startswith(f"{holder}/"):  # the cancelled run's step: held
+            started.set()
+            run = activity.client().get_workflow_handle(holder)
+            for _ in range(400):  # bounded: a run that never takes the cancel in fails below, not hangs the worker
+                if await _took_a_cancel(run):
+                    break
+                await asyncio.sleep(0.05)
+        return await return_permit(give_back)
+
+    monkeypatch.setattr(fake_activities, "return_permit", return_once_the_cancel_is_taken)
+    fleet = await governed_live(2, limits(max_concurrent=1, max_percent=100))
+    node, next_one = nodes_of(fleet)
+    handle: Handle = await fleet.client.start_workflow(
+        REMEDIATION.name,
+        REMEDIATION.input(node=node.name, policy=policy(), policy_version=""),
+        id=workflow_id_for(node.name),
+        task_queue=fleet.queue,
+        result_type=REMEDIATION.result,
+        start_signal=FAULT_SIGNAL.name,
+        start_signal_args=FAULT_SIGNAL.args(fault(node)),
+        task_timeout=timedelta(seconds=1),
+    )
+    await reaches(handle, lambda status: status.permit is not None, "its permit")
+    waiting = await fleet.fault(next_one)
+    await wait_for_phase(waiting, Phase.AWAITING_BUDGET)
+    await asyncio.wait_for(started.wait(), timeout=60)
+
+    await handle.cancel()
+
+    with pytest.raises(WorkflowFailureError) as ended:
+        await handle.result()
+    assert isinstance(ended.value.cause, CancelledError)
+    history = await handle.fetch_history()
+    assert steps(history).count(Step.RETURN_PERMIT) == 1, "the step ended, recorded, before the run did"
+    assert history.events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED
+    assert (await waiting.result()).phase is Phase.RESOLVED, "the waiting ask got the permit given back"
+    assert (await fleet.status()).state.held == ()
+
+
+async def _took_a_cancel(run: WorkflowHandle[Any, Any]) -> bool:
+    """Whether a workflow task of `run` has completed since a cancel was asked of it."""
+    kinds = [event.event_type async for event in run.fetch_history_events()]
+    asked = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED
+    return asked in kinds and EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in kinds[kinds.index(asked) :]
+
+
+async def test_a_run_whose_governor_is_gone_completes_and_starts_no_other(governed: MakeFleet) -> None:
+    fleet = await governed(1, limits(max_concurrent=1, max_percent=100))
+    [node] = nodes_of(fleet)
+    handle = await remediations.report_fault(fleet.client, fault(node), policy(approval=True), task_queue=fleet.queue)
+    await wait_for_phase(handle, Phase.AWAITING_APPROVAL)
+    governor_run = fleet.client.get_workflow_handle(fleet.governor_id)
+    await end_governor(governor_run)
+
+    await handle.signal("approve", ApprovalSignal(approver="alice", reason="go"))
+
+    assert (await handle.result()).phase is Phase.RESOLVED
+    assert steps(await handle.fetch_history()).count(Step.RETURN_PERMIT) == 1
+    assert (await governor_run.describe()).status is WorkflowExecutionStatus.TERMINATED, "not started again"
+
+
+async def test_a_permit_given_back_twice_is_taken_back_once(time_skipping_env: WorkflowEnvironment) -> None:
+    """The governor keeps permits by id (GovernorWorkflow.release): the step run again, its workflow
+    task lost and replayed, frees no second permit. A governor of no fleet allows one at a time."""
+    client = time_skipping_env.client
+    async with lone_governor(time_skipping_env, "twice", running=True) as (handle, first):
+        asks = [first, *(first.model_copy(update={"permit_id": f"{first.permit_id}-{n}"}) for n in (2, 3))]
+        for ask in asks:
+            await handle.signal(REQUEST_SIGNAL.name, ask)
+        await _when(lambda: _holds(client, handle.id, [first.permit_id]))
+        give_back = PermitGiveBack(governor_id=handle.id, returned=PermitReturn(permit_id=first.permit_id))
+
+        answers = [await ActivityEnvironment(client).run(return_permit, give_back) for _ in range(2)]
+
+        assert answers == [PermitGivenBack(governor_found=True)] * 2
+        status = await _when(lambda: _holds(client, handle.id, [asks[1].permit_id]))
+        assert status is not None
+        assert [w.request.permit_id for w in status.state.waiting] == [asks[2].permit_id], "one permit freed, not two"
+
+
+async def test_a_permit_given_back_to_a_governor_that_is_gone_is_no_error(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    give_back = PermitGiveBack(governor_id=f"governor-{uuid.uuid4().hex[:6]}", returned=PermitReturn(permit_id="x/1"))
+
+    answer = await ActivityEnvironment(time_skipping_env.client).run(return_permit, give_back)
+
+    assert answer == PermitGivenBack(governor_found=False)
+
+
+async def _holds(client: Client, governor_id: str, permit_ids: list[str]) -> GovernorStatus | None:
+    """The governor's status once it holds exactly these permits."""
+    status = await governor.status(client, governor_id)
+    return status if [p.permit_id for p in status.state.held] == permit_ids else None

@@ -44,6 +44,8 @@ from tests.workflows.record_history import HISTORIES, SCENARIOS
 RECORDED = sorted(HISTORIES.rglob("*.json"))
 # The first release whose patch stands for the patches before it (gpuheal.workflows.patches).
 FOLDING_SINCE = (0, 2, 0)
+# The first release whose remediations give their permit back by a local step, not a signal of their own.
+RETURNING_BY_STEP_SINCE = (0, 3, 0)
 CONVERTER = pydantic_data_converter.payload_converter
 
 
@@ -266,6 +268,17 @@ def release_of(path: Path) -> tuple[int, ...] | None:
 def test_a_releases_runs_carry_its_patch_alone(path: Path) -> None:
     """Every patch of a release's code came before it, folded into its own (CONTRIBUTING.md)."""
     assert patch_markers(load(path)) == [f"gpuheal-{path.parent.name}"]
+
+
+@pytest.mark.parametrize("path", [p for p in RECORDED if release_of(p) and not p.stem.endswith("_governor")], ids=named)
+def test_a_releases_remediations_give_their_permit_back_as_its_code_did(path: Path) -> None:
+    """Both ways are replayed: the signal of runs begun before 0.3.0, the local step of those since."""
+    history = load(path)
+    signalled = _having(history, EventType.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED)
+    by_step = steps(history).count(Step.RETURN_PERMIT)
+    release = release_of(path)
+    assert release is not None
+    assert (len(signalled), by_step) == ((0, 1) if release >= RETURNING_BY_STEP_SINCE else (1, 0))
 
 
 def test_this_release_has_a_recorded_history_of_every_scenario() -> None:
