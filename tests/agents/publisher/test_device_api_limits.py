@@ -37,7 +37,9 @@ async def server(tmp_path: Path) -> AsyncIterator[DeviceApiServer]:
 
 
 @pytest.fixture
-def client(server: DeviceApiServer, connect: Connect) -> InProcessDeviceApi:
+async def client(server: DeviceApiServer, connect: Connect) -> InProcessDeviceApi:
+    # Async, so the gRPC variant's channel is made on the test's loop: a sync fixture runs
+    # outside it, where grpc.aio finds a loop only if an earlier test left one behind.
     return connect(server)
 
 
