@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from kubernetes.aio import client
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from gpuheal.activities.contract import implements, node_gone
@@ -44,6 +45,16 @@ _PAGE = 500
 Ask = Callable[[Client, PermitRequest, FleetPolicy, str, str], Awaitable[None]]
 # Requests to Temporal in flight at once while a storm's grants are delivered or its holders checked.
 _REQUESTS_AT_ONCE = 50
+# Answers to a signal that no retry changes: not allowed, malformed, refused by the server as it stands,
+# not served (a namespace that is gone or misnamed answers NOT_FOUND, told apart by its detail).
+_REFUSED_FOR_GOOD = frozenset(
+    {
+        RPCStatusCode.PERMISSION_DENIED,
+        RPCStatusCode.INVALID_ARGUMENT,
+        RPCStatusCode.FAILED_PRECONDITION,
+        RPCStatusCode.UNIMPLEMENTED,
+    }
+)
 
 
 class FleetActivities:
@@ -154,13 +165,18 @@ async def deliver_permits(delivery: PermitDelivery) -> EndedHolders:
 async def return_permit(give_back: PermitGiveBack) -> PermitGivenBack:
     """Signal the governor that a remediation gives its permit back (or withdraws its request). A
     governor that is gone (never started, or ended) has nothing to take back: no error (the run logs
-    it), as a signal from the workflow itself that found no governor was none; any other failure is
-    retried."""
+    it), as a signal from the workflow itself that found no governor was none. A refusal no retry
+    changes (not allowed, malformed, no such namespace) fails the step for good; anything else is
+    retried, a few times (contracts.RETURN_PERMIT)."""
     governor = activity.client().get_workflow_handle(give_back.governor_id)
     try:
         await governor.signal(RELEASE_SIGNAL.name, give_back.returned)
     except RPCError as error:
-        if error.status is RPCStatusCode.NOT_FOUND and not is_namespace_not_found(error):
+        if is_namespace_not_found(error) or error.status in _REFUSED_FOR_GOOD:
+            raise ApplicationError(
+                f"{give_back.governor_id} refused the signal ({error.status.name}): {error.message}", non_retryable=True
+            ) from error
+        if error.status is RPCStatusCode.NOT_FOUND:
             return PermitGivenBack(governor_found=False)
         raise
     return PermitGivenBack(governor_found=True)

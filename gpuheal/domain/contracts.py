@@ -99,6 +99,12 @@ class StepContract(Generic[RequestT, ResultT]):
     cost no extra round trip through the server; in a storm of faults that is most of the load.
     Steps that heartbeat or must be recorded before the next one stay regular activities. Every
     step is retried, so every activity is idempotent.
+
+    A step that `acts_on_node` (evicts its pods, reboots or terminates its machine) is not left
+    running when its run is cancelled (runs begun under 0.3.0): the cancel reaches the activity at
+    its next heartbeat, and the run waits until the activity has ended (taken the cancel, or
+    finished) before it hands the node back and returns its permit; the attempt's start-to-close
+    and heartbeat timeouts bound that wait. So such a step is a regular activity that heartbeats.
     """
 
     name: Step
@@ -109,10 +115,13 @@ class StepContract(Generic[RequestT, ResultT]):
     timeout: Callable[[StepTimeouts, RequestT], timedelta] = _node_call
     heartbeat: Callable[[StepTimeouts], timedelta] | None = None
     retry: Callable[[StepTimeouts], Retry] = lambda _: KUBERNETES_RETRY
+    acts_on_node: bool = False
 
     def __post_init__(self) -> None:
         if self.local and self.heartbeat is not None:
             raise ValueError(f"{self.name}: a local activity cannot heartbeat")
+        if self.acts_on_node and self.heartbeat is None:
+            raise ValueError(f"{self.name}: a step that acts on the node must heartbeat, to learn of a cancel")
 
 
 # What one more permit adds to the time a delivery may take (a storm's pass can grant a thousand).
@@ -120,7 +129,13 @@ _PER_PERMIT = timedelta(milliseconds=100)
 
 QUARANTINE = StepContract(Step.QUARANTINE, QuarantineRequest, NodeRecord, local=True)
 DRAIN = StepContract(
-    Step.DRAIN, DrainRequest, DrainProgress, False, lambda t, _: t.drain_pass, lambda t: t.drain_heartbeat
+    Step.DRAIN,
+    DrainRequest,
+    DrainProgress,
+    False,
+    lambda t, _: t.drain_pass,
+    lambda t: t.drain_heartbeat,
+    acts_on_node=True,
 )
 
 
@@ -137,6 +152,7 @@ REBOOT = StepContract(
     lambda t, _: t.reboot_call,
     lambda t: t.reboot_heartbeat,
     _provider_retry,
+    acts_on_node=True,
 )
 RESET_GPUS = StepContract(Step.RESET_GPUS, GpuResetRequest, GpuResetOrder, local=True)
 WITHDRAW_GPU_RESET = StepContract(Step.WITHDRAW_GPU_RESET, GpuResetRequest, NodeRef, local=True)
@@ -156,6 +172,7 @@ REPLACE = StepContract(
     lambda t, _: t.reboot_call,
     lambda t: t.reboot_heartbeat,
     _provider_retry,
+    acts_on_node=True,
 )
 OBSERVE = StepContract(Step.OBSERVE, NodeRef, NodeState, local=True)
 RELEASE = StepContract(Step.RELEASE, ReleaseRequest, NodeState, local=True)
@@ -191,8 +208,16 @@ COLLECT_UNLESS_HELD = StepContract(
 # governor, so the run ends in the workflow task that decided its ending, where a signal sent by the
 # workflow itself waited for the server's answer in a task of its own. The governor takes a permit
 # back once however often it is returned, so a step run again (its task lost and replayed) is
-# harmless; retried without limit, as the server retries a signal a workflow sends.
-RETURN_PERMIT = StepContract(Step.RETURN_PERMIT, PermitGiveBack, PermitGivenBack, local=True)
+# harmless. A few attempts within seconds, in the run's last task: a governor that refuses the signal
+# for good, or cannot be reached meanwhile, must not keep the run (and so its permit) open; the run
+# logs it and ends, and the governor's holder check takes back the permit of a run that has ended.
+RETURN_PERMIT = StepContract(
+    Step.RETURN_PERMIT,
+    PermitGiveBack,
+    PermitGivenBack,
+    local=True,
+    retry=lambda _: Retry(initial=timedelta(seconds=1), maximum=timedelta(seconds=5), attempts=5),
+)
 COUNT_GPU_NODES = StepContract(Step.COUNT_GPU_NODES, NodeCountRequest, NodeCount, local=False)
 DELIVER_PERMITS = StepContract(
     Step.DELIVER_PERMITS,

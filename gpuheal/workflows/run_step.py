@@ -8,6 +8,7 @@ from typing import TypeVar
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, CancelledError, FailureError
+from temporalio.workflow import ActivityCancellationType, ActivityHandle
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
@@ -20,10 +21,17 @@ ResultT = TypeVar("ResultT", bound=BaseModel)
 
 
 async def run_step(
-    step: StepContract[RequestT, ResultT], request: RequestT, timeouts: StepTimeouts, *, summary: str
+    step: StepContract[RequestT, ResultT],
+    request: RequestT,
+    timeouts: StepTimeouts,
+    *,
+    summary: str,
+    outlives_cancel: bool = False,
 ) -> ResultT:
     """Run `step` (local or not) with its timeouts and retries; an operator's cancel that reaches a
-    running step as its failure is raised as the run's cancellation."""
+    running step as its failure is raised as the run's cancellation. With `outlives_cancel` (a
+    regular step that acts on the node), the run's cancel is raised only once the step's activity has
+    ended: it is asked to stop, and the run waits for it (`_to_its_end`)."""
     retry = _retry_policy(step.retry(timeouts))
     try:
         if step.local:
@@ -36,16 +44,21 @@ async def run_step(
                 summary=summary,
             )
             return local
-        result: ResultT = await workflow.execute_activity(
+        started: ActivityHandle[ResultT] = workflow.start_activity(
             step.name.value,
             request,
             result_type=step.result,
             start_to_close_timeout=step.timeout(timeouts, request),
             heartbeat_timeout=step.heartbeat(timeouts) if step.heartbeat is not None else None,
             retry_policy=retry,
+            cancellation_type=(
+                ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+                if outlives_cancel
+                else ActivityCancellationType.TRY_CANCEL
+            ),
             summary=summary,
         )
-        return result
+        return await (_to_its_end(started) if outlives_cancel else started)
     except ActivityError as error:
         if isinstance(error.cause, CancelledError):
             raise asyncio.CancelledError() from error
@@ -67,6 +80,24 @@ async def run_step(
             retry_state=None,
         )
         raise wrapped from failure
+
+
+async def _to_its_end(started: ActivityHandle[ResultT]) -> ResultT:
+    """The step's result; on the run's cancel, the step is asked to stop and the cancel goes on only
+    once its activity has ended (the SDK alone would hand back the result of a step that finished
+    despite the cancel, and the run would go on as if never cancelled)."""
+    try:
+        return await asyncio.shield(started)
+    except asyncio.CancelledError:
+        started.cancel()
+        while not started.done():
+            try:
+                await workflow.wait([started])
+            except asyncio.CancelledError:
+                continue  # the run is cancelled already: the step is what it waits for
+        if not started.cancelled():
+            started.exception()  # its result or failure is not used: the run ends as cancelled
+        raise
 
 
 def _retry_policy(retry: Retry) -> RetryPolicy:

@@ -114,6 +114,9 @@ class FakeNode:
     held: bool = False
     # The node is deleted when a reboot is requested (a cloud that replaces the machine).
     deleted_on_reboot: bool = False
+    # Set: a reboot request goes through only once the test sets it (a provider call that neither
+    # heartbeats nor sees a cancel until it returns).
+    reboot_held: asyncio.Event | None = None
     exists: bool = True
     # The read that names the reboot provider fails every attempt (an API server not answering).
     naming_fails: bool = False
@@ -264,6 +267,9 @@ class FakeNode:
         @implements(contracts.REBOOT)
         async def reboot(request: RebootRequest) -> RebootResult:
             self.steps.append(Step.REBOOT.value)
+            if self.reboot_held is not None:
+                async with asyncio.timeout(60):  # bounded: a test that never sets it fails, not hangs
+                    await self.reboot_held.wait()
             if self.provider_errors:
                 raise self.provider_errors.pop(0)
             self.reboot_requests.append(request)
@@ -574,6 +580,8 @@ class FakeFleet:
     gpu_nodes: int | None = None
     max_cordoned: int = 0
     max_cordoned_per_group: dict[str, int] = field(default_factory=dict)
+    # Every step as it ended, (node, step), in order across the nodes.
+    ended: list[tuple[str, str]] = field(default_factory=list)
 
     def _sample(self) -> None:
         cordoned = [node for node in self.nodes.values() if node.cordoned]
@@ -604,6 +612,7 @@ class FakeFleet:
 
         async def route(request: Any) -> Any:
             result = await by_node[request.node][step.name.value](request)
+            self.ended.append((request.node, step.name.value))
             self._sample()
             return result
 

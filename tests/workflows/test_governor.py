@@ -21,7 +21,7 @@ from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle, WorkflowHistory
 from temporalio.exceptions import CancelledError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -29,6 +29,7 @@ from gpuheal.activities.contract import implements
 from gpuheal.activities.fleet import deliver_permits, return_permit
 from gpuheal.control import governor, remediations
 from gpuheal.domain import contracts
+from gpuheal.domain.actions import RecommendedAction
 from gpuheal.domain.decisions import PersonAction
 from gpuheal.domain.faults import Fault
 from gpuheal.domain.fleet import (
@@ -676,10 +677,9 @@ def returned_by_its_last_task(history: WorkflowHistory) -> None:
     assert Step.RETURN_PERMIT in steps(WorkflowHistory(history.workflow_id, history.events[last_task:]))
 
 
-@pytest.mark.parametrize("cancels", [1, 2])
-async def test_a_run_cancelled_mid_drain_gives_its_permit_back(governed_live: MakeFleet, cancels: int) -> None:
-    """Cancelled once, or twice (the second while the first is carried out): the node is handed back
-    and the permit goes to the next waiting ask. On the dev server: the drain's backoff is real time."""
+async def test_a_run_cancelled_mid_drain_gives_its_permit_back(governed_live: MakeFleet) -> None:
+    """The node is handed back and the permit goes to the next waiting ask. On the dev server: the
+    drain's backoff is real time."""
     fleet = await governed_live(2, limits(max_concurrent=1, max_percent=100))
     draining, next_one = nodes_of(fleet)
     draining.blocked_passes = 10_000  # a budget that never lets the pod go: the drain goes on until cancelled
@@ -688,8 +688,7 @@ async def test_a_run_cancelled_mid_drain_gives_its_permit_back(governed_live: Ma
     waiting = await fleet.fault(next_one)
     await wait_for_phase(waiting, Phase.AWAITING_BUDGET)
 
-    for _ in range(cancels):
-        await handle.cancel()
+    await handle.cancel()
 
     assert (await handle.result()).phase is Phase.CANCELLED
     assert not draining.cordoned, "handed back as gpuheal found it"
@@ -752,6 +751,152 @@ async def _took_a_cancel(run: WorkflowHandle[Any, Any]) -> bool:
     kinds = [event.event_type async for event in run.fetch_history_events()]
     asked = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED
     return asked in kinds and EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in kinds[kinds.index(asked) :]
+
+
+def refused_back(monkeypatch: pytest.MonkeyPatch, node: FakeNode, status: RPCStatusCode) -> asyncio.Event:
+    """The Temporal server answers `status` to every signal that gives `node`'s permit back (the
+    real `return_permit` sends it); the event is set at the first."""
+    signal = WorkflowHandle.signal
+    holder = f"{workflow_id_for(node.name)}/"
+    tried = asyncio.Event()
+
+    async def answered(handle: WorkflowHandle[Any, Any], name: str, *args: Any, **kwargs: Any) -> None:
+        if name == RELEASE_SIGNAL.name and isinstance(args[0], PermitReturn) and args[0].permit_id.startswith(holder):
+            tried.set()
+            raise RPCError(f"refused by the test: {status.name}", status, b"")
+        await signal(handle, name, *args, **kwargs)
+
+    monkeypatch.setattr(WorkflowHandle, "signal", answered)
+    return tried
+
+
+async def test_a_permit_the_governor_refuses_back_for_good_ends_the_run_and_is_reclaimed(
+    governed: MakeFleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A return refused for good (PERMISSION_DENIED) is tried once and logged, and the run ends as it
+    was to; the governor's holder check finds the run ended and takes the permit back for the next
+    ask. Before: retried every 10 s for ever, the run open and holding its permit."""
+    checks_often = limits(max_concurrent=1, max_percent=100).model_copy(update={"reclaim_every": timedelta(seconds=1)})
+    fleet = await governed(2, checks_often)
+    refused, next_one = nodes_of(fleet)
+    refused_back(monkeypatch, refused, RPCStatusCode.PERMISSION_DENIED)
+    handle = await fleet.fault(refused)
+    waiting = await fleet.fault(next_one)
+
+    async with asyncio.timeout(60):  # bounded: a run that never ends fails here, not hangs
+        assert (await handle.result()).phase is Phase.RESOLVED
+        assert (await waiting.result()).phase is Phase.RESOLVED, "the permit, reclaimed, went to the next ask"
+
+    history = await handle.fetch_history()
+    assert steps(history).count(Step.RETURN_PERMIT) == 1, "one attempt, recorded once"
+    assert history.events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED
+    assert (await fleet.status()).state.held == ()
+
+
+async def test_a_cancel_while_the_permit_keeps_failing_to_go_back_ends_the_run(
+    governed_live: MakeFleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A return that keeps failing (UNAVAILABLE, retried) has few attempts: the run waits them out,
+    then ends as the operator's cancel says. Before: retried for ever, the cancel swallowed."""
+    fleet = await governed_live(1, limits(max_concurrent=1, max_percent=100))
+    [node] = nodes_of(fleet)
+    tried = refused_back(monkeypatch, node, RPCStatusCode.UNAVAILABLE)
+    handle = await fleet.fault(node)
+    await asyncio.wait_for(tried.wait(), timeout=60)
+
+    await handle.cancel()
+
+    async with asyncio.timeout(90):  # bounded: a run that never ends fails here, not hangs
+        with pytest.raises(WorkflowFailureError) as ended:
+            await handle.result()
+    assert isinstance(ended.value.cause, CancelledError)
+    assert not node.cordoned, "the node was handed back before the permit went"
+
+
+async def test_a_cancel_during_a_reboot_request_waits_for_it_before_the_node_and_permit_go_back(
+    governed_live: MakeFleet,
+) -> None:
+    """The reboot step acts on the node: an operator's cancel reaches it, and the run hands the node
+    back and gives its permit to the next node only once the request has ended (here it went
+    through: a provider call that does not heartbeat). Before: both at once, the reboot in flight."""
+    fleet = await governed_live(2, limits(max_concurrent=1, max_percent=100))
+    rebooting, next_one = nodes_of(fleet)
+    rebooting.reboot_held = asyncio.Event()
+    handle = await fleet.fault(rebooting)
+    await _when(lambda: _ran(rebooting, Step.REBOOT))
+    waiting = await fleet.fault(next_one)
+    await wait_for_phase(waiting, Phase.AWAITING_BUDGET)
+
+    await handle.cancel()
+    await _when(lambda: _took_a_cancel(handle))
+
+    assert rebooting.cordoned, "not handed back while its reboot request is in flight"
+    assert [p.permit_id.split("/")[0] for p in (await fleet.status()).state.held] == [handle.id]
+    rebooting.reboot_held.set()
+    assert (await handle.result()).phase is Phase.CANCELLED
+    assert (await waiting.result()).phase is Phase.RESOLVED
+    order = fleet.fleet.ended
+    reboot, release = (
+        order.index((rebooting.name, Step.REBOOT.value)),
+        order.index((rebooting.name, Step.RELEASE.value)),
+    )
+    assert reboot < release < order.index((next_one.name, Step.QUARANTINE.value))
+    assert not rebooting.cordoned
+
+
+async def _ran(node: FakeNode, step: Step) -> bool:
+    return step.value in node.steps
+
+
+@pytest.mark.parametrize(
+    ("repaired", "then"),
+    [
+        (RecommendedAction.RESTART_BM, RecommendedAction.REPLACE_VM),
+        pytest.param(
+            RecommendedAction.COMPONENT_RESET,
+            RecommendedAction.RESTART_VM,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="known gap: the retried task runs the fault's handler before the GPU reset's result, "
+                "and the run reboots the node after its permit went back (_return_permit_shielded)",
+            ),
+        ),
+    ],
+    ids=["rebooted", "reset"],
+)
+async def test_a_fault_that_comes_while_the_permit_goes_back_changes_nothing(
+    governed_live: MakeFleet, monkeypatch: pytest.MonkeyPatch, repaired: RecommendedAction, then: RecommendedAction
+) -> None:
+    """The guard of the permit's safety (RemediationWorkflow._return_permit_shielded): a fault
+    signalled while the run's last task gives the permit back has that task's completion rejected,
+    and the task run again ends the same way, acting on the node no more (its release, idempotent,
+    may run again)."""
+    returning, go = asyncio.Event(), asyncio.Event()
+    steps_before: list[str] = []
+
+    @implements(contracts.RETURN_PERMIT)
+    async def held_once(give_back: PermitGiveBack) -> PermitGivenBack:
+        given = await return_permit(give_back)
+        if not returning.is_set():
+            steps_before.extend(node.steps)
+            returning.set()
+            async with asyncio.timeout(60):
+                await go.wait()
+        return given
+
+    monkeypatch.setattr(fake_activities, "return_permit", held_once)
+    fleet = await governed_live(1, limits(max_concurrent=1, max_percent=100))
+    [node] = nodes_of(fleet)
+    handle = await fleet.fault(node, fault(node, repaired))
+    await asyncio.wait_for(returning.wait(), timeout=60)
+
+    await handle.signal(FAULT_SIGNAL.name, fault(node, then, xid=95))
+    go.set()
+
+    assert (await handle.result()).phase is Phase.RESOLVED
+    assert set(node.steps[len(steps_before) :]) <= {Step.RELEASE.value}, "nothing acted on the node after the permit"
+    assert not node.cordoned
+    assert (await fleet.status()).state.held == ()
 
 
 async def test_a_run_whose_governor_is_gone_completes_and_starts_no_other(governed: MakeFleet) -> None:
