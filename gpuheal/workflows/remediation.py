@@ -213,6 +213,9 @@ class RemediationWorkflow:
         self._published = attrs.Published()
         # The permit goes back by a local step (runs begun under 0.3.0), not by a signal of the workflow's own.
         self._returns_by_step = False
+        # Resolved by a GPU reset: an ending that reads the faults after its last step
+        # (_return_permit_shielded says why its permit goes back by a signal).
+        self._resolved_by_reset = False
         # A cancel waits for a step that acts on the node to end (runs begun under 0.3.0), where older
         # runs handed the node back at once.
         self._waits_out_steps = False
@@ -633,15 +636,16 @@ class RemediationWorkflow:
         end the same way. So add no wait after the ending is decided that a signal, an Update or a
         cancel could turn into another step (CONTRIBUTING.md, Changing workflow code).
 
-        Known gap: the retried task brings the signal in one activation with the step result that
-        decided the ending, and the SDK runs signal handlers first. A decision that reads the faults
-        after a step can then go another way: a GPU reset's run, its node released and permit
-        returned by the rejected task, that takes a fault needing a reboot there reboots the node
-        without its permit (test_governor's guard test, the `reset` case, marked xfail).
+        One ending reads the faults after its last step: a GPU reset's, which a fault needing more
+        than a reset turns into a reboot. A retried task brings such a fault in one activation with
+        that step's result, and the SDK runs signal handlers first: the local step would have given
+        the permit back in the rejected task, and the retry would reboot the node without it. So a
+        run resolved by a reset gives its permit back by a signal (`_permit_by_step`), whose answer
+        the run waits for in a task of its own: its last task is no longer the one that decided.
         """
         self._published.flush()
         returning = asyncio.ensure_future(self._return_permit())
-        if not self._returns_by_step:
+        if not self._permit_by_step():
             await asyncio.shield(returning)
             return
         # A local step that outlives the workflow task is heartbeated, and a cancel can come in the
@@ -657,6 +661,11 @@ class RemediationWorkflow:
         if cancelled:
             raise asyncio.CancelledError()
 
+    def _permit_by_step(self) -> bool:
+        """Whether the permit goes back by the local step (runs begun under 0.3.0, in the task that
+        ends the run), not by a signal: not after a GPU reset's ending (_return_permit_shielded)."""
+        return self._returns_by_step and not self._resolved_by_reset
+
     async def _return_permit(self) -> None:
         """Give the permit back (or withdraw the request) whatever the ending; a governor that is gone
         has nothing to take back."""
@@ -664,7 +673,7 @@ class RemediationWorkflow:
             return
         governor_id = self._asked.governor_id
         returned = PermitReturn(permit_id=self._holder(), outcome=self._phase.value)
-        if self._returns_by_step:
+        if self._permit_by_step():
             # Done within the task that ended the run, which then completes in it.
             try:
                 given = await self._run(
@@ -1025,6 +1034,7 @@ class RemediationWorkflow:
                     return self._reset_failed(ResetOutcome.UNHEALTHY, checked.reason)
                 # A fault needing more than a reset may also arrive while the GPUs are checked.
                 if self._repaired_by_reset():
+                    self._resolved_by_reset = True
                     return ResetOutcome.REPAIRED
         self._repair_log.append(f"a fault needing {self._action.name} arrived during the reset; rebooting")
         return ResetOutcome.OUTGROWN

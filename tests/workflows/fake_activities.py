@@ -117,6 +117,9 @@ class FakeNode:
     # Set: a reboot request goes through only once the test sets it (a provider call that neither
     # heartbeats nor sees a cancel until it returns).
     reboot_held: asyncio.Event | None = None
+    # Set: the first release is told to `release_reached` and goes through once the test sets it.
+    release_held: asyncio.Event | None = None
+    release_reached: asyncio.Event = field(default_factory=asyncio.Event)
     exists: bool = True
     # The read that names the reboot provider fails every attempt (an API server not answering).
     naming_fails: bool = False
@@ -408,6 +411,10 @@ class FakeNode:
         @implements(contracts.RELEASE)
         async def release(request: ReleaseRequest) -> NodeState:
             self.steps.append(Step.RELEASE.value)
+            if self.release_held is not None and not self.release_reached.is_set():
+                self.release_reached.set()
+                async with asyncio.timeout(60):
+                    await self.release_held.wait()
             self.releases.append(request)
             if request.outcome is Outcome.RESOLVED and not request.cordoned_before:
                 self.cordoned = False

@@ -852,17 +852,8 @@ async def _ran(node: FakeNode, step: Step) -> bool:
     ("repaired", "then"),
     [
         (RecommendedAction.RESTART_BM, RecommendedAction.REPLACE_VM),
-        pytest.param(
-            RecommendedAction.COMPONENT_RESET,
-            RecommendedAction.RESTART_VM,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="known gap: the retried task runs the fault's handler before the GPU reset's result, "
-                "and the run reboots the node after its permit went back (_return_permit_shielded)",
-            ),
-        ),
     ],
-    ids=["rebooted", "reset"],
+    ids=["rebooted"],
 )
 async def test_a_fault_that_comes_while_the_permit_goes_back_changes_nothing(
     governed_live: MakeFleet, monkeypatch: pytest.MonkeyPatch, repaired: RecommendedAction, then: RecommendedAction
@@ -896,6 +887,31 @@ async def test_a_fault_that_comes_while_the_permit_goes_back_changes_nothing(
     assert (await handle.result()).phase is Phase.RESOLVED
     assert set(node.steps[len(steps_before) :]) <= {Step.RELEASE.value}, "nothing acted on the node after the permit"
     assert not node.cordoned
+    assert (await fleet.status()).state.held == ()
+
+
+async def test_a_fault_in_the_last_task_of_a_run_resolved_by_a_gpu_reset_does_not_reboot_without_its_permit(
+    governed_live: MakeFleet,
+) -> None:
+    """A GPU reset's ending reads the faults after its last step: a fault needing a reboot that
+    came while a local step gave the permit back in the run's last task had that task rejected,
+    and its retry rebooted the node without its permit. Such a run gives its permit back by a
+    signal, in a task after the one that decided (RemediationWorkflow._permit_by_step)."""
+    fleet = await governed_live(1, limits(max_concurrent=1, max_percent=100))
+    [node] = nodes_of(fleet)
+    node.release_held = asyncio.Event()
+    handle = await fleet.fault(node, fault(node, RecommendedAction.COMPONENT_RESET))
+    await asyncio.wait_for(node.release_reached.wait(), timeout=60)
+
+    await handle.signal(FAULT_SIGNAL.name, fault(node, RecommendedAction.RESTART_VM, xid=95))
+    node.release_held.set()
+
+    assert (await handle.result()).phase is Phase.RESOLVED
+    assert Step.REBOOT.value not in node.steps, "no reboot once the permit could have gone back"
+    history = await handle.fetch_history()
+    assert Step.RETURN_PERMIT not in steps(history)
+    kinds = [event.event_type for event in history.events]
+    assert kinds.count(EventType.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED) == 1
     assert (await fleet.status()).state.held == ()
 
 
